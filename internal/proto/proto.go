@@ -1,0 +1,186 @@
+// Package proto is the worker channel protocol: the JSON lines that workerd
+// and a worker process exchange over file descriptors 3 (to the worker) and 4
+// (from the worker). docs/protocol.md is its specification; this package is
+// the one implementation of its framing, used by both ends.
+package proto
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// File descriptor numbers of the channel, as seen by the worker process.
+const (
+	FDToWorker   = 3
+	FDFromWorker = 4
+)
+
+// Op names a message. Unknown ops are reported, never fatal.
+type Op string
+
+// Ops sent by workerd to the worker.
+const (
+	OpJob      Op = "job"      // run a job: ID, Type, Payload, Attempt
+	OpShutdown Op = "shutdown" // finish the current job, then exit
+	OpCancel   Op = "cancel"   // stop working on job ID
+)
+
+// Ops sent by the worker to workerd.
+const (
+	OpReady Op = "ready" // the worker can take a job (sent once at start)
+	OpDone  Op = "done"  // job ID ended with Result, or with Error
+	OpBusy  Op = "busy"  // the worker will not take jobs until its next ready
+)
+
+// Message is one line of the channel. Fields not used by an op are omitted.
+type Message struct {
+	Op      Op              `json:"op"`
+	ID      string          `json:"id,omitempty"`
+	Type    string          `json:"type,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Attempt int             `json:"attempt,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	// Permanent, with Error, asks that the job not be retried.
+	Permanent bool `json:"permanent,omitempty"`
+}
+
+// DefaultMaxLine bounds one line of the channel: a payload or result of up to
+// a mebibyte plus its envelope.
+const DefaultMaxLine = 1<<20 + 64<<10
+
+// ErrLineTooLong is returned by Reader.Read for a line over its limit. The
+// line is skipped; the next Read starts on the line after it.
+var ErrLineTooLong = errors.New("proto: line too long")
+
+// SyntaxError reports a line that is not a valid message. The line is skipped.
+type SyntaxError struct {
+	Line []byte // the start of the offending line, at most 120 bytes
+	Err  error
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("proto: bad message %q: %v", e.Line, e.Err)
+}
+
+func (e *SyntaxError) Unwrap() error { return e.Err }
+
+// Reader decodes messages, one per line. It is not safe for concurrent use.
+type Reader struct {
+	br  *bufio.Reader
+	max int
+}
+
+// NewReader returns a Reader of r that rejects lines over max bytes
+// (DefaultMaxLine if max <= 0).
+func NewReader(r io.Reader, max int) *Reader {
+	if max <= 0 {
+		max = DefaultMaxLine
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+}
+
+// Read returns the next message. Blank lines are skipped. A line that is too
+// long, not JSON, or has no op returns an error (ErrLineTooLong or
+// *SyntaxError) and the reader stays usable; io.EOF means the peer closed the
+// channel.
+func (r *Reader) Read() (Message, error) {
+	for {
+		line, err := r.line()
+		if err != nil {
+			return Message{}, err
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		return Decode(line)
+	}
+}
+
+// line returns the next line without its newline. The slice is valid until
+// the next call.
+func (r *Reader) line() ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.br.ReadSlice('\n')
+		if len(buf)+len(chunk) > r.max {
+			if skipErr := r.skipLine(err); skipErr != nil && !errors.Is(skipErr, io.EOF) {
+				return nil, skipErr
+			}
+			return nil, fmt.Errorf("%w: over %d bytes", ErrLineTooLong, r.max)
+		}
+		switch {
+		case err == nil:
+			if buf == nil {
+				return chunk[:len(chunk)-1], nil
+			}
+			return append(buf, chunk[:len(chunk)-1]...), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			buf = append(buf, chunk...)
+		case errors.Is(err, io.EOF) && len(buf)+len(chunk) > 0:
+			// A last line without its newline still counts.
+			return append(buf, chunk...), nil
+		default:
+			return nil, err
+		}
+	}
+}
+
+// skipLine discards input up to and including the next newline. err is the
+// error of the ReadSlice that found the line too long.
+func (r *Reader) skipLine(err error) error {
+	for errors.Is(err, bufio.ErrBufferFull) {
+		_, err = r.br.ReadSlice('\n')
+	}
+	return err
+}
+
+// Decode parses one line (without its newline).
+func Decode(line []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return Message{}, &SyntaxError{Line: head(line), Err: err}
+	}
+	if m.Op == "" {
+		return Message{}, &SyntaxError{Line: head(line), Err: errors.New(`no "op" field`)}
+	}
+	return m, nil
+}
+
+func head(b []byte) []byte {
+	if len(b) > 120 {
+		b = b[:120]
+	}
+	return bytes.Clone(b)
+}
+
+// Writer encodes messages, one per line. It is safe for concurrent use.
+type Writer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewWriter returns a Writer to w. w should not be buffered: each message is
+// written with one Write call.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write sends m.
+func (w *Writer) Write(m Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("proto: encode %s: %w", m.Op, err)
+	}
+	b = append(b, '\n')
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, err := w.w.Write(b); err != nil {
+		return fmt.Errorf("proto: write %s: %w", m.Op, err)
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+package proto
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestReader_Read(t *testing.T) {
+	t.Parallel()
+
+	in := strings.Join([]string{
+		`{"op":"ready"}`,
+		``,
+		`garbage`,
+		`{"id":"no-op"}`,
+		`{"op":"done","id":"a","result":4}`,
+		`{"op":"done","id":"b","error":"boom"}`,
+		strings.Repeat("x", 200),
+		`{"op":"ready"}`,
+	}, "\n")
+	r := NewReader(strings.NewReader(in), 100)
+
+	m, err := r.Read()
+	require.NoError(t, err)
+	require.Equal(t, OpReady, m.Op)
+
+	_, err = r.Read()
+	var se *SyntaxError
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, "garbage", string(se.Line))
+
+	_, err = r.Read()
+	require.ErrorAs(t, err, &se)
+	require.Contains(t, err.Error(), `no "op"`)
+
+	m, err = r.Read()
+	require.NoError(t, err)
+	require.Equal(t, Message{Op: OpDone, ID: "a", Result: []byte("4")}, m)
+
+	m, err = r.Read()
+	require.NoError(t, err)
+	require.Equal(t, "boom", m.Error)
+
+	_, err = r.Read()
+	require.ErrorIs(t, err, ErrLineTooLong)
+
+	m, err = r.Read()
+	require.NoError(t, err, "the reader resumes after a long line")
+	require.Equal(t, OpReady, m.Op)
+
+	_, err = r.Read()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestReader_LongLineAcrossBuffers(t *testing.T) {
+	t.Parallel()
+
+	payload := strings.Repeat("7", 200<<10) // longer than the bufio buffer
+	in := `{"op":"job","id":"x","payload":` + payload + "}\n" + `{"op":"ready"}` + "\n"
+
+	m, err := NewReader(strings.NewReader(in), 0).Read()
+	require.NoError(t, err)
+	require.Len(t, m.Payload, len(payload))
+
+	r := NewReader(strings.NewReader(in), 100<<10)
+	_, err = r.Read()
+	require.ErrorIs(t, err, ErrLineTooLong)
+	m, err = r.Read()
+	require.NoError(t, err)
+	require.Equal(t, OpReady, m.Op)
+}
+
+func TestWriter_Write(t *testing.T) {
+	t.Parallel()
+
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	require.NoError(t, w.Write(Message{Op: OpJob, ID: "j1", Type: "squares", Payload: []byte("3"), Attempt: 1}))
+	require.Equal(t, `{"op":"job","id":"j1","type":"squares","payload":3,"attempt":1}`+"\n", buf.String())
+
+	err := w.Write(Message{Op: OpDone, Result: []byte("{not json")})
+	require.Error(t, err)
+	require.False(t, errors.Is(err, io.EOF))
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"op":"done","id":"a","result":{"x":[1,2]}}`))
+	f.Add([]byte(`{"op":"ready"}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		m, err := Decode(line)
+		if err != nil {
+			var se *SyntaxError
+			require.ErrorAs(t, err, &se)
+			return
+		}
+		require.NotEmpty(t, m.Op)
+	})
+}
+
+func FuzzReader(f *testing.F) {
+	f.Add([]byte("{\"op\":\"ready\"}\n\n{\"op\":\"done\"}"), 40)
+	f.Fuzz(func(t *testing.T, in []byte, max int) {
+		if max < 1 || max > 1<<16 {
+			return
+		}
+		r := NewReader(bytes.NewReader(in), max)
+		for range len(in) + 2 {
+			_, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+		}
+		t.Fatal("reader did not reach EOF")
+	})
+}

@@ -1,0 +1,135 @@
+// Package subject owns every NATS subject, stream, consumer and bucket name
+// that conductor uses. Nothing else in the tree builds a subject by hand.
+//
+// Names go broad to narrow:
+//
+//	conductor.<ns>.jobs.<type>           job stream (JetStream, work queue)
+//	conductor.<ns>.events.job.<type>     end of every job attempt (core NATS)
+//	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
+//
+// Every token (namespace, job type, host id) is checked by Token before use.
+package subject
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Root is the first token of every conductor subject.
+const Root = "conductor"
+
+// MaxTokenLen bounds the length of a namespace, job type or host id.
+const MaxTokenLen = 128
+
+// ErrBadToken is wrapped by every error Token returns.
+var ErrBadToken = errors.New("invalid name")
+
+// Token reports whether s may be used as a namespace, job type, pool name or
+// host id: 1 to MaxTokenLen characters from [A-Za-z0-9_-]. Such a token is
+// safe in a NATS subject, a stream name and a key-value bucket name.
+func Token(kind, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrBadToken, kind)
+	}
+	if len(s) > MaxTokenLen {
+		return fmt.Errorf("%w: %s %q is longer than %d characters", ErrBadToken, kind, s, MaxTokenLen)
+	}
+	for _, c := range s {
+		if !tokenChar(c) {
+			return fmt.Errorf("%w: %s %q has %q; use only letters, digits, '-' and '_'", ErrBadToken, kind, s, c)
+		}
+	}
+	return nil
+}
+
+// Sanitize turns s into a valid token by replacing every other character
+// with '-'. It is used for defaults such as the hostname, never for user
+// input, which is rejected instead.
+func Sanitize(s string) string {
+	b := []rune(s)
+	for i, c := range b {
+		if !tokenChar(c) {
+			b[i] = '-'
+		}
+	}
+	if len(b) > MaxTokenLen {
+		b = b[:MaxTokenLen]
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+func tokenChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// Space is one namespace's set of names. The zero value is not usable; call New.
+type Space struct {
+	ns string
+}
+
+// New returns the names of namespace ns.
+func New(ns string) (Space, error) {
+	if err := Token("namespace", ns); err != nil {
+		return Space{}, err
+	}
+	return Space{ns: ns}, nil
+}
+
+// Namespace returns the namespace this Space names.
+func (s Space) Namespace() string { return s.ns }
+
+// Job is the subject a job of type typ is published to.
+func (s Space) Job(typ string) string { return s.prefix() + ".jobs." + typ }
+
+// Jobs is the subject filter of the job stream: every job of every type.
+func (s Space) Jobs() string { return s.prefix() + ".jobs.>" }
+
+// JobTypeOf returns the job type of a subject built by Job, or "" if subj is
+// not one.
+func (s Space) JobTypeOf(subj string) string {
+	p := s.prefix() + ".jobs."
+	if len(subj) <= len(p) || subj[:len(p)] != p {
+		return ""
+	}
+	typ := subj[len(p):]
+	if Token("job type", typ) != nil {
+		return ""
+	}
+	return typ
+}
+
+// JobEvent is the subject the end of each attempt of a job of type typ is
+// announced on.
+func (s Space) JobEvent(typ string) string { return s.prefix() + ".events.job." + typ }
+
+// JobEvents matches JobEvent of every type.
+func (s Space) JobEvents() string { return s.prefix() + ".events.job.*" }
+
+// Host is the subject host announces its heartbeat on.
+func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
+
+// Hosts matches Host of every host.
+func (s Space) Hosts() string { return s.prefix() + ".hosts.*" }
+
+// JobStream is the name of the JetStream stream holding queued jobs.
+func (s Space) JobStream() string { return Root + "-" + s.ns + "-jobs" }
+
+// StateBucket is the name of the key-value bucket holding job states, keyed
+// by job id.
+func (s Space) StateBucket() string { return Root + "-" + s.ns + "-state" }
+
+// StatsBucket is the name of the key-value bucket holding per-type counters.
+func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
+
+// Consumer is the name of the durable pull consumer that every host serving
+// job type typ shares.
+func (s Space) Consumer(typ string) string { return "pool-" + typ }
+
+// KV is the subject a key-value put to key in bucket is published on. It lets
+// a writer pipeline puts with asynchronous publishes.
+func KV(bucket, key string) string { return "$KV." + bucket + "." + key }
+
+func (s Space) prefix() string { return Root + "." + s.ns }

@@ -1,0 +1,123 @@
+// Package wire holds the records that conductord and workerd exchange over
+// NATS and store in JetStream: the job state kept per job id, and the
+// heartbeat each workerd announces with its workers. pkg/conductor re-exports
+// them for users of the Go API.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Headers of a job message on the job stream.
+const (
+	// HeaderJobID carries the job id. A job published without it takes the
+	// Nats-Msg-Id header as its id, or else "seq-N" with N its stream sequence.
+	HeaderJobID = "Conductor-Job-Id"
+	// HeaderBatch carries the id of the batch the job belongs to, if any.
+	HeaderBatch = "Conductor-Batch"
+	// HeaderMsgID is the JetStream deduplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// Status is where a job is in its life.
+type Status string
+
+// The statuses of a job. Succeeded and Dead are final.
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed" // the last attempt failed; it will be retried
+	StatusDead      Status = "dead"   // attempts exhausted or a permanent error
+)
+
+// Final reports whether s is an end state.
+func (s Status) Final() bool { return s == StatusSucceeded || s == StatusDead }
+
+// Job is the state of one job, as stored in the state bucket under its id and
+// served by GET /v1/jobs/{id}.
+type Job struct {
+	ID       string          `json:"id"`
+	Type     string          `json:"type"`
+	Status   Status          `json:"status"`
+	Attempts int             `json:"attempts"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Batch    string          `json:"batch,omitempty"`
+	// Payload is kept only for dead jobs, so they can be inspected and re-queued.
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	CreatedAt time.Time       `json:"created_at,omitzero"`
+	UpdatedAt time.Time       `json:"updated_at,omitzero"`
+	// History has one entry per attempt, oldest first.
+	History []Attempt `json:"history,omitempty"`
+}
+
+// Attempt is one run of a job by one worker process.
+type Attempt struct {
+	Attempt   int       `json:"attempt"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// MaxHistory bounds Job.History; older attempts are dropped first.
+const MaxHistory = 20
+
+// Heartbeat is what a workerd announces on its host subject every interval:
+// everything conductord knows about that host.
+type Heartbeat struct {
+	Host     string       `json:"host"`
+	PID      int          `json:"pid"`
+	Started  time.Time    `json:"started"`
+	Interval Duration     `json:"interval"`
+	Pools    []PoolInfo   `json:"pools"`
+	Workers  []WorkerInfo `json:"workers"`
+}
+
+// PoolInfo describes one pool on one host.
+type PoolInfo struct {
+	Name     string `json:"name"`
+	Count    int    `json:"count"`
+	Protocol string `json:"protocol"`
+	State    string `json:"state"`
+}
+
+// WorkerInfo describes one worker process (or the slot of one being
+// restarted), as GET /v1/workers lists it.
+type WorkerInfo struct {
+	Host     string    `json:"host"`
+	Pool     string    `json:"pool"`
+	Index    int       `json:"index"`
+	PID      int       `json:"pid"`
+	State    string    `json:"state"`
+	RSS      int64     `json:"rss"`
+	JobsDone int64     `json:"jobs_done"`
+	Restarts int       `json:"restarts"`
+	Job      string    `json:"job,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+}
+
+// Duration is a time.Duration that encodes as a Go duration string ("1.5s").
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
