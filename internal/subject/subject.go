@@ -4,7 +4,7 @@
 // Names go broad to narrow:
 //
 //	conductor.<ns>.jobs.<type>           job stream (JetStream, work queue)
-//	conductor.<ns>.events.job.<type>     end of every job attempt (core NATS)
+//	conductor.<ns>.events.job.<type>.<status>  end of every job attempt (core NATS)
 //	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
 //
 // Every token (namespace, job type, host id) is checked by Token before use.
@@ -13,6 +13,7 @@ package subject
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Root is the first token of every conductor subject.
@@ -90,23 +91,34 @@ func (s Space) Jobs() string { return s.prefix() + ".jobs.>" }
 // JobTypeOf returns the job type of a subject built by Job, or "" if subj is
 // not one.
 func (s Space) JobTypeOf(subj string) string {
-	p := s.prefix() + ".jobs."
-	if len(subj) <= len(p) || subj[:len(p)] != p {
+	typ, ok := strings.CutPrefix(subj, s.prefix()+".jobs.")
+	if !ok {
 		return ""
 	}
-	typ := subj[len(p):]
 	if Token("job type", typ) != nil {
 		return ""
 	}
 	return typ
 }
 
-// JobEvent is the subject the end of each attempt of a job of type typ is
-// announced on.
-func (s Space) JobEvent(typ string) string { return s.prefix() + ".events.job." + typ }
+// JobEvent is the subject the end of an attempt of a job of type typ is
+// announced on, status being how it ended (succeeded, failed or dead).
+func (s Space) JobEvent(typ, status string) string {
+	return s.prefix() + ".events.job." + typ + "." + status
+}
 
-// JobEvents matches JobEvent of every type.
-func (s Space) JobEvents() string { return s.prefix() + ".events.job.*" }
+// JobEvents matches JobEvent of every type and status.
+func (s Space) JobEvents() string { return s.prefix() + ".events.job.*.*" }
+
+// ParseJobEvent returns the type and status of a subject built by JobEvent.
+func (s Space) ParseJobEvent(subj string) (typ, status string, ok bool) {
+	p := s.prefix() + ".events.job."
+	if !strings.HasPrefix(subj, p) {
+		return "", "", false
+	}
+	typ, status, ok = strings.Cut(subj[len(p):], ".")
+	return typ, status, ok && typ != "" && status != ""
+}
 
 // Host is the subject host announces its heartbeat on.
 func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }

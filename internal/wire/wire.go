@@ -69,12 +69,14 @@ const MaxHistory = 20
 // Heartbeat is what a workerd announces on its host subject every interval:
 // everything conductord knows about that host.
 type Heartbeat struct {
-	Host     string       `json:"host"`
-	PID      int          `json:"pid"`
-	Started  time.Time    `json:"started"`
-	Interval Duration     `json:"interval"`
-	Pools    []PoolInfo   `json:"pools"`
-	Workers  []WorkerInfo `json:"workers"`
+	Host     string    `json:"host"`
+	PID      int       `json:"pid"`
+	Started  time.Time `json:"started"`
+	Interval Duration  `json:"interval"`
+	// Leaving is set on the last heartbeat of a workerd that is stopping.
+	Leaving bool         `json:"leaving,omitempty"`
+	Pools   []PoolInfo   `json:"pools"`
+	Workers []WorkerInfo `json:"workers"`
 }
 
 // PoolInfo describes one pool on one host.

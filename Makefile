@@ -1,0 +1,38 @@
+# conductor's Makefile: CI runs the same targets (.ci/run runs `make test`).
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+PKGS  := ./...
+export CGO_ENABLED ?= 0
+
+.PHONY: help build run test test-short bench lint fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build conductord, workerd, conductorctl and the example workers into bin/
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/... ./examples/...
+
+run: build ## start a local cluster (conductord + workerd with the squares pool); Ctrl-C stops it
+	./scripts/run-local.sh
+
+test: ## run every test with the race detector (the integration tests build the binaries)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test-short: ## unit tests only, no race detector
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: build ## run the benchmarks; figures go to docs/benchmarks.md
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./pkg/... ./internal/...
+	CONDUCTOR_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fuzz: ## run each fuzz target for 30s
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./internal/proto/
+
+clean: ## remove bin/ and the local cluster's data/
+	rm -rf $(BIN) data

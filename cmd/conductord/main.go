@@ -1,0 +1,66 @@
+// Command conductord is the conductor daemon: an embedded NATS server with
+// JetStream (or a connection to an existing one), the job stream and states,
+// and the HTTP API and dashboard. See docs/architecture.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "conductord:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("conductord", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg conductor.Config
+	fs.StringVar(&cfg.DataDir, "data", "./data", "directory of the JetStream store and state")
+	fs.StringVar(&cfg.NATSListen, "nats", "127.0.0.1:4222", "embedded NATS server's client listener, HOST:PORT (port 0: any free port)")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this existing NATS server or cluster instead of embedding one")
+	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
+	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("CONDUCTOR_TOKEN"), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
+	fs.DurationVar(&cfg.Retention, "retention", 72*time.Hour, "how long a job's state is kept after its last change")
+	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("bad --log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+
+	c, err := conductor.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	cfg.Logger.Info("conductord ready", "nats", c.NATSURL(), "http", c.HTTPAddr(), "namespace", cfg.Namespace)
+	<-ctx.Done()
+	cfg.Logger.Info("conductord stopping")
+	c.Stop()
+	return nil
+}

@@ -1,0 +1,133 @@
+// Command workerd is the per-host supervisor: it runs pools of worker
+// processes, feeds them the jobs of their type from the conductor, and
+// reports them. See docs/architecture.md and docs/protocol.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "workerd:", err)
+		os.Exit(1)
+	}
+}
+
+// pools is the repeatable --pool flag.
+type pools []broker.Spec
+
+func (p *pools) String() string { return fmt.Sprint(len(*p), " pools") }
+
+func (p *pools) Set(s string) error {
+	spec, err := broker.ParseSpec(s)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, spec)
+	return nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	hostname, _ := os.Hostname()
+	fs := flag.NewFlagSet("workerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("conductor", "nats://127.0.0.1:4222", "the conductor's NATS URL")
+	token := fs.String("token", os.Getenv("CONDUCTOR_TOKEN"), "the conductor's token (env CONDUCTOR_TOKEN)")
+	cfg := agent.Config{}
+	fs.StringVar(&cfg.Host, "host-id", subject.Sanitize(hostname), "this host's id")
+	fs.StringVar(&cfg.Namespace, "namespace", "default", "the conductor's namespace")
+	var specs pools
+	fs.Var(&specs, "pool", "a pool: 'name=TYPE,count=N,cmd=COMMAND LINE' (repeatable; cmd= last)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if len(specs) == 0 {
+		return errors.New("no pools: give at least one --pool 'name=TYPE,count=N,cmd=COMMAND'")
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("bad --log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).With("host", cfg.Host)
+	cfg.Pools, cfg.Logger = specs, log
+
+	nc, err := connect(*url, *token, cfg.Host, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg.Conn = nc
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("workerd stopping: finishing in-flight jobs (signal again to stop now)")
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: killing workers now")
+			a.Kill()
+		case <-a.Stopped():
+		}
+	}()
+	a.Stop()
+	return nil
+}
+
+// connect dials the conductor's NATS, retrying forever in the background:
+// workerd starts before, and outlives restarts of, conductord.
+func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("workerd " + host),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(250*time.Millisecond<<min(attempts, 5), 5*time.Second)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from the conductor; reconnecting", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("connected to the conductor", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,258 @@
+package integration
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// events counts the end events of every job, by id and status.
+type events struct {
+	mu   sync.Mutex
+	byID map[string]map[wire.Status]int
+	done map[string]bool
+	all  chan struct{}
+	want int
+}
+
+func watchEvents(t *testing.T, c *cluster, typ string, want int) *events {
+	t.Helper()
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	space, _ := subject.New("default")
+	ev := &events{byID: map[string]map[wire.Status]int{}, done: map[string]bool{}, all: make(chan struct{}), want: want}
+	sub, err := nc.Subscribe(space.JobEvent(typ, "*"), func(m *nats.Msg) {
+		_, status, _ := space.ParseJobEvent(m.Subject)
+		id := m.Header.Get(wire.HeaderJobID)
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		if ev.byID[id] == nil {
+			ev.byID[id] = map[wire.Status]int{}
+		}
+		ev.byID[id][wire.Status(status)]++
+		if wire.Status(status).Final() && !ev.done[id] {
+			ev.done[id] = true
+			if len(ev.done) == ev.want {
+				close(ev.all)
+			}
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, sub.SetPendingLimits(-1, -1))
+	require.NoError(t, nc.Flush())
+	return ev
+}
+
+// checkSquares checks that every job succeeded with the right result, and
+// returns its final states.
+func checkSquares(t *testing.T, c *cluster, ids []string) []*conductor.Job {
+	t.Helper()
+	ctx := context.Background()
+	jobs := make([]*conductor.Job, len(ids))
+	for n, id := range ids {
+		j, err := c.goClient().Job(ctx, id)
+		require.NoError(t, err, "job %d", n)
+		require.Equal(t, conductor.StatusSucceeded, j.Status, "job %d: %+v", n, j)
+		require.JSONEq(t, strconv.Itoa(n*n), string(j.Result), "job %d", n)
+		jobs[n] = j
+	}
+	return jobs
+}
+
+func TestCluster_TenThousandJobsTwoHosts(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("host-a", squares(2))
+	c.workerd("host-b", squares(2))
+	c.waitWorkers("squares", 4)
+
+	const n = 10_000
+	ev := watchEvents(t, c, "squares", n)
+	ids := c.submitMany(context.Background(), "squares", n)
+	select {
+	case <-ev.all:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("only %d of %d jobs ended", len(ev.done), n)
+	}
+	checkSquares(t, c, ids)
+
+	// Exactly once: no worker was lost, so every job ran and ended once.
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, id := range ids {
+		require.Equal(t, map[wire.Status]int{wire.StatusSucceeded: 1}, ev.byID[id], "job %s", id)
+	}
+	hosts := map[string]int64{}
+	for _, w := range c.workers() {
+		hosts[w.Host] += w.JobsDone
+	}
+	require.Len(t, hosts, 2)
+	require.Equal(t, int64(n), hosts["host-a"]+hosts["host-b"], "jobs done per host: %v", hosts)
+	require.Positive(t, hosts["host-a"])
+	require.Positive(t, hosts["host-b"])
+	require.Eventually(t, func() bool { return c.pool("squares").Succeeded == n }, 10*time.Second, 50*time.Millisecond)
+}
+
+func TestCluster_WorkersKilledLoseNoJob(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("host-a", squares(2))
+	c.workerd("host-b", squares(2))
+	c.waitWorkers("squares", 4)
+
+	const n = 10_000
+	ev := watchEvents(t, c, "squares", n)
+	ids := c.submitMany(context.Background(), "squares", n)
+
+	// Kill a busy worker every 200ms until every job has ended.
+	kills := 0
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(3 * time.Minute)
+loop:
+	for {
+		select {
+		case <-ev.all:
+			break loop
+		case <-deadline:
+			t.Fatalf("only %d of %d jobs ended", len(ev.done), n)
+		case <-tick.C:
+			var busy []int
+			for _, w := range c.workers() {
+				if w.State == "busy" && w.PID > 0 {
+					busy = append(busy, w.PID)
+				}
+			}
+			if len(busy) > 0 {
+				if syscall.Kill(busy[rand.N(len(busy))], syscall.SIGKILL) == nil {
+					kills++
+				}
+			}
+		}
+	}
+	jobs := checkSquares(t, c, ids)
+
+	// A killed worker's job is redelivered at once: measure the time from
+	// the end of the killed attempt to the start of the next.
+	var gaps []time.Duration
+	retried := 0
+	for _, j := range jobs {
+		if j.Attempts < 2 {
+			continue
+		}
+		retried++
+		for i := 1; i < len(j.History); i++ {
+			prev := j.History[i-1]
+			if prev.EndedAt.IsZero() {
+				continue // a lost attempt (its ending was never recorded)
+			}
+			gaps = append(gaps, j.History[i].StartedAt.Sub(prev.EndedAt))
+		}
+	}
+	ev.mu.Lock()
+	dups := 0
+	for _, byStatus := range ev.byID {
+		dups += byStatus[wire.StatusSucceeded] - 1
+	}
+	ev.mu.Unlock()
+	slices.Sort(gaps)
+	t.Logf("kills=%d retried=%d duplicate executions=%d", kills, retried, dups)
+	require.Positive(t, kills, "no worker was killed: the test proved nothing")
+	require.NotEmpty(t, gaps, "no job was redelivered")
+	p50, p99 := gaps[len(gaps)/2], gaps[len(gaps)*99/100]
+	t.Logf("redelivery after a kill: n=%d p50=%s p99=%s max=%s", len(gaps), p50, p99, gaps[len(gaps)-1])
+	require.Less(t, p99, time.Second, "redelivery of a killed worker's job")
+}
+
+func TestHTTP_API(t *testing.T) {
+	c := newCluster(t, withToken("s3cret"))
+	c.workerd("host-a", squares(1))
+	c.waitWorkers("squares", 1)
+
+	var j conductor.Job
+	code := c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "12", nil, &j)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, conductor.StatusSucceeded, j.Status)
+	require.JSONEq(t, "144", string(j.Result))
+	require.Equal(t, 1, j.Attempts)
+
+	var got conductor.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+j.ID, "", nil, &got))
+	require.Equal(t, j.ID, got.ID)
+	require.Equal(t, "squares", got.Type)
+
+	var idResp struct{ ID string }
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", "3", nil, &idResp))
+	require.NotEmpty(t, idResp.ID)
+
+	// A payload the worker rejects ends dead with its error, not lost.
+	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", `"x"`, nil, &j))
+	require.Equal(t, conductor.StatusDead, j.Status)
+	require.Contains(t, j.Error, "payload must be a number")
+	require.JSONEq(t, `"x"`, string(j.Payload))
+
+	// Idempotency: the same key is one job.
+	var a, b struct{ ID string }
+	key := map[string]string{"Idempotency-Key": "order-17"}
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", "5", key, &a))
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", "5", key, &b))
+	require.Equal(t, a.ID, b.ID)
+
+	// Bad input gets clear errors.
+	var e struct{ Error string }
+	require.Equal(t, http.StatusBadRequest, c.do(http.MethodPost, "/v1/jobs/squares", "{nope", nil, &e))
+	require.Contains(t, e.Error, "not valid JSON")
+	require.Equal(t, http.StatusBadRequest, c.do(http.MethodPost, "/v1/jobs/squares?wait=soon", "1", nil, &e))
+	require.Contains(t, e.Error, "bad wait")
+	require.Equal(t, http.StatusBadRequest, c.do(http.MethodPost, "/v1/jobs/bad.type", "1", nil, &e))
+	big := `"` + strings.Repeat("a", 2<<20) + `"`
+	require.Equal(t, http.StatusRequestEntityTooLarge, c.do(http.MethodPost, "/v1/jobs/squares", big, nil, &e))
+	require.Contains(t, e.Error, "limit of 1048576 bytes")
+	require.Equal(t, http.StatusNotFound, c.do(http.MethodGet, "/v1/jobs/nope", "", nil, &e))
+
+	// A job type without a pool is accepted and waits, visible as queued.
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/later", `{"x":1}`, nil, &idResp))
+	require.Eventually(t, func() bool { return c.pool("later").Queued == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+idResp.ID, "", nil, &got))
+	require.Equal(t, conductor.StatusQueued, got.Status)
+
+	// Workers are visible with their host and pid.
+	ws := c.workers()
+	require.Len(t, ws, 1)
+	require.Equal(t, "host-a", ws[0].Host)
+	require.Positive(t, ws[0].PID)
+	require.Positive(t, ws[0].JobsDone)
+
+	// Without the token: 401.
+	c.token = ""
+	require.Equal(t, http.StatusUnauthorized, c.do(http.MethodGet, "/v1/pools", "", nil, &e))
+	require.Contains(t, e.Error, "token")
+}
+
+func TestSquaresBatch_Demo(t *testing.T) {
+	p := start(t, "squares-batch")
+	select {
+	case <-p.exited:
+	case <-time.After(time.Minute):
+		t.Fatal("squares-batch did not finish within a minute")
+	}
+	require.NoError(t, p.err, p.output())
+	out := p.output()
+	for i := range 10 {
+		require.Regexp(t, `Worker [12], Job `+strconv.Itoa(i)+` => the square is `+strconv.Itoa(i*i)+`\n`, out)
+	}
+	require.Contains(t, out, "All jobs finished processing\n")
+}

@@ -1,0 +1,306 @@
+// Package agent is the part of workerd that talks to the conductor: it runs
+// the host's broker pools, feeds each channel pool from the job stream of
+// its type, writes job states, and announces the host's workers in a
+// heartbeat. It is a library so that workerd and the in-process batch runner
+// of pkg/conductor share it.
+package agent
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Conn is the connection to the conductor's NATS. Required; the caller
+	// owns it and closes it after Stop.
+	Conn *nats.Conn
+	// Namespace isolates conductors sharing one NATS. Default "default".
+	Namespace string
+	// Host is this host's id, a subject token. Required.
+	Host string
+	// Pools are the pools to run. Each channel pool serves the job type of
+	// its name.
+	Pools []broker.Spec
+	// Logger receives the agent's and the workers' logs. Default: discard.
+	Logger *slog.Logger
+	// HeartbeatInterval is how often the host's workers are announced.
+	// Default 1s.
+	HeartbeatInterval time.Duration
+	// AckWait is the lease of a job: a job whose host stops extending it for
+	// this long is redelivered. Default 30s.
+	AckWait time.Duration
+	// PullExpires is how long one pull request for a job waits at the
+	// server before it is renewed. Default 5s.
+	PullExpires time.Duration
+	// MaxResult bounds a job's result, in bytes. Default 1 MiB.
+	MaxResult int
+}
+
+// Agent runs a host's pools against the conductor. Build it with New.
+type Agent struct {
+	cfg   Config
+	space subject.Space
+	js    jetstream.JetStream
+	log   *slog.Logger
+	start time.Time
+
+	pools []*pool
+
+	startOnce sync.Once
+	stopOnce  sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	stopped   chan struct{}
+}
+
+// pool is one broker pool and, for a channel pool, its job source. src and
+// bp are set by the goroutine that starts the pool once its consumer exists;
+// mu guards them against the heartbeat and Stop.
+type pool struct {
+	spec broker.Spec
+	mu   sync.Mutex
+	src  *source
+	bp   *broker.Pool
+}
+
+// New checks cfg and returns an Agent ready to Start.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("agent: no NATS connection")
+	}
+	cfg.Namespace = cmp.Or(cfg.Namespace, "default")
+	space, err := subject.New(cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := subject.Token("host id", cfg.Host); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, time.Second)
+	cfg.AckWait = cmp.Or(cfg.AckWait, 30*time.Second)
+	cfg.PullExpires = cmp.Or(cfg.PullExpires, 5*time.Second)
+	cfg.MaxResult = cmp.Or(cfg.MaxResult, 1<<20)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	seen := map[string]bool{}
+	a := &Agent{cfg: cfg, space: space, log: cfg.Logger, stopped: make(chan struct{})}
+	for _, spec := range cfg.Pools {
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if seen[spec.Name] {
+			return nil, fmt.Errorf("agent: two pools named %q", spec.Name)
+		}
+		seen[spec.Name] = true
+		a.pools = append(a.pools, &pool{spec: spec})
+	}
+	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return a, nil
+}
+
+// Start starts every pool and the heartbeat. A channel pool starts once the
+// conductor's job stream exists; until then the agent retries, logging why.
+func (a *Agent) Start(ctx context.Context) error {
+	err := errors.New("agent: already started")
+	a.startOnce.Do(func() {
+		err = nil
+		a.start = time.Now().UTC()
+		ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		for _, p := range a.pools {
+			a.wg.Go(func() { a.runPool(ctx, p) })
+		}
+		a.wg.Go(func() { a.heartbeat(ctx) })
+	})
+	return err
+}
+
+// Stop stops the pools gracefully (see broker.Pool.Stop), finishes every job
+// outcome, and announces that the host is leaving. It blocks until done and
+// is safe to call more than once.
+func (a *Agent) Stop() {
+	a.stopOnce.Do(func() {
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.wg.Wait()
+		a.publishHeartbeat(true)
+		_ = a.cfg.Conn.Flush()
+		close(a.stopped)
+	})
+}
+
+// Kill stops every pool now: SIGKILL to every worker process group. Jobs
+// in flight are redelivered. Use it when a graceful Stop takes too long; it
+// may run while Stop does.
+func (a *Agent) Kill() {
+	for _, p := range a.pools {
+		p.mu.Lock()
+		bp := p.bp
+		p.mu.Unlock()
+		if bp != nil {
+			bp.Kill()
+		}
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
+// Stopped is closed when Stop has finished.
+func (a *Agent) Stopped() <-chan struct{} { return a.stopped }
+
+// runPool starts one pool, runs it until ctx ends, then stops it.
+func (a *Agent) runPool(ctx context.Context, p *pool) {
+	log := a.log.With("pool", p.spec.Name)
+	var src *source
+	if p.spec.Protocol != broker.ProtocolNone {
+		var err error
+		if src, err = a.newSource(ctx, p.spec, log); err != nil {
+			return // ctx ended
+		}
+		defer src.close()
+	}
+	bp, err := broker.NewPool(broker.Config{Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.log})
+	if err == nil {
+		err = bp.Start(ctx)
+	}
+	if err != nil {
+		log.Error("pool not started", "err", err)
+		return
+	}
+	p.mu.Lock()
+	p.src, p.bp = src, bp
+	p.mu.Unlock()
+	log.Info("pool started", "count", p.spec.Count, "protocol", p.spec.Protocol)
+	<-ctx.Done()
+	bp.Stop()
+	log.Info("pool stopped")
+}
+
+// sourceOrNil keeps a nil *source from becoming a non-nil broker.Source.
+func sourceOrNil(s *source) broker.Source {
+	if s == nil {
+		return nil
+	}
+	return s
+}
+
+// newSource makes sure the pool's consumer exists, retrying with backoff
+// until the conductor has created the job stream, and returns its source.
+func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logger) (*source, error) {
+	kvName := a.space.StateBucket()
+	delay := 100 * time.Millisecond
+	for {
+		err := a.ensureConsumer(ctx, spec.Name)
+		var kv jetstream.KeyValue
+		if err == nil {
+			kv, err = a.js.KeyValue(ctx, kvName)
+		}
+		if err == nil {
+			return newSource(sourceConfig{
+				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
+				maxAttempts: spec.MaxAttempts, maxResult: a.cfg.MaxResult,
+				expires: a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log,
+			})
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Warn("waiting for the conductor's job stream", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := a.js.CreateOrUpdateConsumer(ctx, a.space.JobStream(), jetstream.ConsumerConfig{
+		Durable:       a.space.Consumer(typ),
+		FilterSubject: a.space.Job(typ),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       a.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxWaiting:    4096,
+		MaxAckPending: 100_000,
+	})
+	return err
+}
+
+// heartbeat announces the host's workers every interval until ctx ends.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		a.publishHeartbeat(false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) publishHeartbeat(leaving bool) {
+	hb := a.Heartbeat()
+	hb.Leaving = leaving
+	data, err := json.Marshal(hb)
+	if err != nil {
+		a.log.Error("encode heartbeat", "err", err)
+		return
+	}
+	if err := a.cfg.Conn.Publish(a.space.Host(a.cfg.Host), data); err != nil {
+		a.log.Debug("publish heartbeat", "err", err)
+	}
+}
+
+// Heartbeat returns what the agent announces about its host now.
+func (a *Agent) Heartbeat() wire.Heartbeat {
+	hb := wire.Heartbeat{
+		Host:     a.cfg.Host,
+		PID:      os.Getpid(),
+		Started:  a.start,
+		Interval: wire.Duration(a.cfg.HeartbeatInterval),
+		Pools:    []wire.PoolInfo{},
+		Workers:  []wire.WorkerInfo{},
+	}
+	for _, p := range a.pools {
+		p.mu.Lock()
+		bp := p.bp
+		p.mu.Unlock()
+		if bp == nil {
+			hb.Pools = append(hb.Pools, wire.PoolInfo{
+				Name: p.spec.Name, Count: p.spec.Count, Protocol: string(p.spec.Protocol), State: "waiting",
+			})
+			continue
+		}
+		hb.Pools = append(hb.Pools, bp.Info())
+		hb.Workers = append(hb.Workers, bp.Workers()...)
+	}
+	return hb
+}

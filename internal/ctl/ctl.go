@@ -1,0 +1,230 @@
+// Package ctl implements conductorctl: each command is one call (or a few)
+// to the conductor's HTTP API, printed for a person.
+package ctl
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// ExitError is an error that asks for a specific exit code: 3 means a job
+// ended dead (or not in time) after submit --wait.
+type ExitError int
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit code %d", int(e)) }
+
+const usage = `conductorctl: the conductor's command line
+
+Usage:
+  conductorctl [--server URL] [--token TOKEN] COMMAND [ARGS]
+
+Commands:
+  submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD   queue a job (PAYLOAD is JSON, or - for stdin)
+  job ID                                                show a job's state
+  pools                                                 list job types with their counts
+  workers                                               list every worker process on every host
+  help                                                  show this
+
+The server comes from --server or CONDUCTOR_SERVER (default http://127.0.0.1:7070),
+the token from --token or CONDUCTOR_TOKEN.
+submit --wait waits up to 60s (or DURATION) and exits 3 if the job is dead or not ended.
+`
+
+// Run runs conductorctl with args (without the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("conductorctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	server := fs.String("server", cmp.Or(os.Getenv("CONDUCTOR_SERVER"), "http://127.0.0.1:7070"), "conductor HTTP API URL")
+	token := fs.String("token", os.Getenv("CONDUCTOR_TOKEN"), "API token")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &client{base: strings.TrimRight(*server, "/"), token: *token, http: &http.Client{}, out: stdout}
+	cmd, rest := fs.Arg(0), fs.Args()[min(1, fs.NArg()):]
+	switch cmd {
+	case "submit":
+		return c.submit(ctx, rest, stderr)
+	case "job":
+		if len(rest) != 1 {
+			return errors.New("usage: conductorctl job ID")
+		}
+		return c.show(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(rest[0]), nil, nil)
+	case "pools":
+		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers"})
+	case "workers":
+		return c.table(ctx, "/v1/workers", []string{"host", "pool", "index", "pid", "state", "rss", "jobs_done", "restarts", "job"})
+	case "help", "":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q; run conductorctl help", cmd)
+	}
+}
+
+// waitFlag is --wait: alone it means 60s, or --wait=DURATION.
+type waitFlag struct{ d time.Duration }
+
+func (w *waitFlag) String() string   { return w.d.String() }
+func (w *waitFlag) IsBoolFlag() bool { return true }
+func (w *waitFlag) Set(s string) error {
+	switch s {
+	case "true":
+		w.d = 60 * time.Second
+	case "false":
+		w.d = 0
+	default:
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want a duration such as 30s, got %q", s)
+		}
+		w.d = d
+	}
+	return nil
+}
+
+func (c *client) submit(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var wait waitFlag
+	fs.Var(&wait, "wait", "wait for the job to end (default 60s, or --wait=DURATION)")
+	key := fs.String("key", "", "idempotency key: submissions with the same key are one job")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return errors.New("usage: conductorctl submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD")
+	}
+	payload := []byte(fs.Arg(1))
+	if fs.Arg(1) == "-" {
+		var err error
+		if payload, err = io.ReadAll(os.Stdin); err != nil {
+			return fmt.Errorf("read payload from stdin: %w", err)
+		}
+	}
+	if !json.Valid(payload) {
+		return fmt.Errorf("payload is not valid JSON: %q (quote strings: '\"text\"')", fs.Arg(1))
+	}
+	path := "/v1/jobs/" + url.PathEscape(fs.Arg(0))
+	if wait.d > 0 {
+		path += "?wait=" + wait.d.String()
+	}
+	hdr := http.Header{}
+	if *key != "" {
+		hdr.Set("Idempotency-Key", *key)
+	}
+	var job struct{ Status string }
+	if err := c.do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+		return err
+	}
+	if wait.d > 0 && job.Status != "succeeded" {
+		return ExitError(3)
+	}
+	return nil
+}
+
+type client struct {
+	base, token string
+	http        *http.Client
+	out         io.Writer
+}
+
+// do calls the API and prints the JSON answer; into, if set, also receives it.
+func (c *client) do(ctx context.Context, method, path string, body []byte, hdr http.Header, into any) error {
+	raw, err := c.call(ctx, method, path, body, hdr)
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, raw, "", "  ") != nil {
+		pretty.Reset()
+		pretty.Write(raw)
+	}
+	fmt.Fprintln(c.out, strings.TrimSpace(pretty.String()))
+	if into != nil {
+		return json.Unmarshal(raw, into)
+	}
+	return nil
+}
+
+func (c *client) show(ctx context.Context, method, path string, body []byte, hdr http.Header) error {
+	return c.do(ctx, method, path, body, hdr, nil)
+}
+
+func (c *client) call(ctx context.Context, method, path string, body []byte, hdr http.Header) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach the conductor at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s %s: %s (%s)", method, path, e.Error, resp.Status)
+		}
+		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return raw, nil
+}
+
+// table prints a JSON array of objects as aligned columns.
+func (c *client) table(ctx context.Context, path string, cols []string) error {
+	raw, err := c.call(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(cols, "\t")))
+	for _, r := range rows {
+		vals := make([]string, len(cols))
+		for i, col := range cols {
+			vals[i] = format(r[col])
+		}
+		fmt.Fprintln(tw, strings.Join(vals, "\t"))
+	}
+	return tw.Flush()
+}
+
+func format(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case float64:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprint(v)
+	}
+}

@@ -1,0 +1,64 @@
+package subject
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestToken(t *testing.T) {
+	t.Parallel()
+
+	for _, tc := range []struct {
+		in, errPart string
+	}{
+		{in: "squares"},
+		{in: "A-b_9"},
+		{in: "", errPart: "empty"},
+		{in: "a.b", errPart: `'.'`},
+		{in: "a b", errPart: `' '`},
+		{in: "*", errPart: `'*'`},
+		{in: strings.Repeat("x", MaxTokenLen+1), errPart: "longer"},
+	} {
+		err := Token("job type", tc.in)
+		if tc.errPart == "" {
+			require.NoError(t, err, tc.in)
+			continue
+		}
+		require.ErrorIs(t, err, ErrBadToken)
+		require.ErrorContains(t, err, tc.errPart)
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	t.Parallel()
+
+	require.Equal(t, "web-1-example-com", Sanitize("web-1.example.com"))
+	require.Equal(t, "unknown", Sanitize(""))
+	require.NoError(t, Token("host", Sanitize("ü ber.host")))
+}
+
+func TestSpace_Names(t *testing.T) {
+	t.Parallel()
+
+	_, err := New("bad.ns")
+	require.Error(t, err)
+
+	s, err := New("prod")
+	require.NoError(t, err)
+	require.Equal(t, "conductor.prod.jobs.squares", s.Job("squares"))
+	require.Equal(t, "squares", s.JobTypeOf(s.Job("squares")))
+	require.Equal(t, "", s.JobTypeOf("conductor.other.jobs.squares"))
+	require.Equal(t, "", s.JobTypeOf("conductor.prod.jobs.a.b"))
+
+	typ, status, ok := s.ParseJobEvent(s.JobEvent("squares", "dead"))
+	require.True(t, ok)
+	require.Equal(t, "squares", typ)
+	require.Equal(t, "dead", status)
+	_, _, ok = s.ParseJobEvent("conductor.prod.hosts.h1")
+	require.False(t, ok)
+
+	require.Equal(t, "conductor-prod-jobs", s.JobStream())
+	require.Equal(t, "$KV.conductor-prod-state.abc", KV(s.StateBucket(), "abc"))
+}

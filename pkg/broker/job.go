@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Job is one job handed to a worker process of a pool.
+type Job struct {
+	ID      string
+	Type    string
+	Payload json.RawMessage
+	Attempt int
+	// Handle is the Source's own; the broker never looks at it.
+	Handle any
+}
+
+// Outcome is how one attempt of a job ended.
+type Outcome struct {
+	// Result is the worker's result (JSON) when Err is empty.
+	Result json.RawMessage
+	// Err is non-empty when the attempt failed: the worker's error text, or
+	// for a crash a description of the exit ("exit status 2", "signal: killed").
+	Err string
+	// Permanent is set when the worker asked that the job not be retried.
+	Permanent bool
+	// Crashed is set when the process exited (or was killed) holding the job.
+	Crashed bool
+	// Index and PID name the worker process that ran the attempt.
+	Index int
+	PID   int
+	// Started and Ended bracket the attempt.
+	Started time.Time
+	Ended   time.Time
+}
+
+// Source feeds jobs to a pool of channel-protocol workers. The pool calls
+// Next once per idle worker, so a Source never needs to hold more jobs than
+// there are idle workers; it calls Done exactly once for every job Next
+// returned, including jobs whose worker crashed and jobs that never reached
+// a worker because the pool stopped (Outcome.Crashed, Err says why).
+type Source interface {
+	// Next blocks until a job is available or ctx ends (then it returns
+	// ctx's error). It is called concurrently, once per idle worker.
+	Next(ctx context.Context) (*Job, error)
+	// Done reports the end of a job's attempt. It must not block for long:
+	// the worker that ran the job waits for it before taking the next.
+	Done(job *Job, out Outcome)
+}
+
+// SourceFuncs is a Source made of two funcs, for tests and small programs.
+type SourceFuncs struct {
+	NextFunc func(ctx context.Context) (*Job, error)
+	DoneFunc func(job *Job, out Outcome)
+}
+
+var _ Source = SourceFuncs{}
+
+// Next calls NextFunc.
+func (s SourceFuncs) Next(ctx context.Context) (*Job, error) { return s.NextFunc(ctx) }
+
+// Done calls DoneFunc.
+func (s SourceFuncs) Done(job *Job, out Outcome) { s.DoneFunc(job, out) }

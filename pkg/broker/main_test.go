@@ -1,0 +1,320 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/conductor-run/conductor/internal/proto"
+)
+
+// The test binary plays the worker: with BROKER_TEST_WORKER set, TestMain
+// runs the fake worker of that name instead of the tests.
+const (
+	envWorker = "BROKER_TEST_WORKER"
+	// envState names a file whose creation marks the first run of a
+	// worker, for fakes that misbehave once and then work.
+	envState = "BROKER_TEST_STATE"
+)
+
+var fakeWorkers = map[string]func() int{
+	"echo":           runEcho,
+	"crash-on-job":   runCrashOnJob,
+	"never-ready":    runNeverReady,
+	"garbage":        runGarbage,
+	"ignore-sigterm": runIgnoreSigterm,
+	"sleep-job":      runSleepJob,
+	"fifo-job":       runFIFOJob,
+	"deaf":           runDeaf,
+	"busy":           runBusy,
+	"with-child":     runWithChild,
+	"service":        runService,
+	"idle-child":     runIdleChild,
+}
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envWorker); mode != "" {
+		run, ok := fakeWorkers[mode]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown %s=%q\n", envWorker, mode)
+			os.Exit(2)
+		}
+		os.Exit(run())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// channel is the worker's end of the channel protocol.
+type channel struct {
+	in  *proto.Reader
+	out *proto.Writer
+	raw *os.File // fd 4, for writing garbage
+}
+
+func openChannel() *channel {
+	out := os.NewFile(proto.FDFromWorker, "from-worker")
+	return &channel{
+		in:  proto.NewReader(os.NewFile(proto.FDToWorker, "to-worker"), 0),
+		out: proto.NewWriter(out),
+		raw: out,
+	}
+}
+
+func (c *channel) send(m proto.Message) {
+	if err := c.out.Write(m); err != nil {
+		fmt.Fprintln(os.Stderr, "fake worker:", err)
+		os.Exit(10)
+	}
+}
+
+// serve reads fd 3 and calls onJob for each job until EOF or the shutdown
+// op. onJob returns false to stop serving.
+func (c *channel) serve(onJob func(m proto.Message) bool) {
+	for {
+		m, err := c.in.Read()
+		if err != nil {
+			return
+		}
+		switch m.Op {
+		case proto.OpShutdown:
+			return
+		case proto.OpJob:
+			if !onJob(m) {
+				return
+			}
+		}
+	}
+}
+
+func (c *channel) echo(m proto.Message) bool {
+	result := m.Payload
+	if string(m.Payload) == `"env"` {
+		wd, _ := os.Getwd()
+		result, _ = json.Marshal(map[string]string{
+			"pool":     os.Getenv("CONDUCTOR_POOL"),
+			"index":    os.Getenv("CONDUCTOR_WORKER_INDEX"),
+			"host":     os.Getenv("CONDUCTOR_HOST"),
+			"protocol": os.Getenv("CONDUCTOR_PROTOCOL"),
+			"extra":    os.Getenv("BROKER_TEST_EXTRA"),
+			"dir":      wd,
+		})
+	}
+	c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: result})
+	return true
+}
+
+// firstRun reports whether this is the first worker of the test to ask.
+func firstRun() bool {
+	path := os.Getenv(envState)
+	if path == "" {
+		return true
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// blockForever blocks until the process is killed (SIGUSR2 aside).
+func blockForever() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGUSR2)
+	for range c {
+	}
+}
+
+// runEcho: ready, then each job's result is its payload.
+func runEcho() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(c.echo)
+	return 0
+}
+
+// runCrashOnJob: ready, then on the first job of the test's first worker,
+// "dying" on stderr and exit 3; later workers echo.
+func runCrashOnJob() int {
+	c := openChannel()
+	first := firstRun()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(func(m proto.Message) bool {
+		if first {
+			fmt.Fprintln(os.Stderr, "dying")
+			os.Exit(3)
+		}
+		return c.echo(m)
+	})
+	return 0
+}
+
+// runNeverReady: never sends ready.
+func runNeverReady() int {
+	c := openChannel()
+	c.serve(func(proto.Message) bool { return true })
+	blockForever()
+	return 0
+}
+
+// runGarbage: garbage lines, a line over the limit and an unknown op, then echo.
+func runGarbage() int {
+	c := openChannel()
+	long := `{"op":"done","error":"` + strings.Repeat("x", proto.DefaultMaxLine) + `"}`
+	for _, line := range []string{"not json at all", `{"no":"op"}`, long, `{"op":"frobnicate"}`, `{"op":"done","id":"nobody"}`} {
+		if _, err := io.WriteString(c.raw, line+"\n"); err != nil {
+			return 11
+		}
+	}
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(c.echo)
+	return 0
+}
+
+// runIgnoreSigterm: ignores SIGTERM, holds every job, ignores shutdown.
+func runIgnoreSigterm() int {
+	signal.Ignore(syscall.SIGTERM)
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	for {
+		if _, err := c.in.Read(); errors.Is(err, io.EOF) {
+			break
+		}
+	}
+	blockForever()
+	return 0
+}
+
+// runSleepJob: holds its job until shutdown or EOF, then finishes it.
+func runSleepJob() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	var held *proto.Message
+	c.serve(func(m proto.Message) bool {
+		held = &m
+		return true
+	})
+	if held != nil {
+		c.send(proto.Message{Op: proto.OpDone, ID: held.ID, Result: json.RawMessage(`"slept"`)})
+	}
+	return 0
+}
+
+// runFIFOJob: each job's payload is the path of a FIFO; the job ends with
+// the line read from it as its result.
+func runFIFOJob() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(func(m proto.Message) bool {
+		var path string
+		if err := json.Unmarshal(m.Payload, &path); err != nil {
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: err.Error()})
+			return true
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: err.Error()})
+			return true
+		}
+		result, _ := json.Marshal(strings.TrimSpace(string(b)))
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: result})
+		return true
+	})
+	return 0
+}
+
+// runDeaf: the test's first worker closes fd 3, says ready and waits to be
+// killed; later workers echo.
+func runDeaf() int {
+	if !firstRun() {
+		return runEcho()
+	}
+	c := openChannel()
+	os.NewFile(proto.FDToWorker, "to-worker").Close()
+	c.send(proto.Message{Op: proto.OpReady})
+	blockForever()
+	return 0
+}
+
+// runBusy: ready, then busy until SIGUSR1, then ready again; a job
+// received while busy fails.
+func runBusy() int {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	c := openChannel()
+	var busy atomic.Bool
+	busy.Store(true)
+	c.send(proto.Message{Op: proto.OpReady})
+	c.send(proto.Message{Op: proto.OpBusy})
+	go func() {
+		<-usr1
+		busy.Store(false)
+		c.send(proto.Message{Op: proto.OpReady})
+	}()
+	c.serve(func(m proto.Message) bool {
+		if busy.Load() {
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: "job while busy"})
+			return true
+		}
+		return c.echo(m)
+	})
+	return 0
+}
+
+// runWithChild: starts a child in its process group that ignores SIGTERM,
+// prints "child=PID" on stdout, then echoes.
+func runWithChild() int {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envWorker+"=idle-child")
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "start child:", err)
+		return 12
+	}
+	fmt.Printf("child=%d\n", cmd.Process.Pid)
+	return runEcho()
+}
+
+// runIdleChild: ignores SIGTERM and waits to be killed.
+func runIdleChild() int {
+	signal.Ignore(syscall.SIGTERM)
+	blockForever()
+	return 0
+}
+
+// runService: a ProtocolNone process. With a socket from the pool, it
+// answers each connection with "PID LISTEN_PID". It exits on SIGTERM.
+func runService() int {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	if os.Getenv("LISTEN_FDS") == "1" {
+		l, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "listener:", err)
+			return 13
+		}
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(conn, "%d %s\n", os.Getpid(), os.Getenv("LISTEN_PID"))
+				conn.Close()
+			}
+		}()
+	}
+	fmt.Println("service up")
+	<-term
+	return 0
+}

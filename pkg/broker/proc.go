@@ -1,0 +1,351 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/conductor-run/conductor/internal/proto"
+)
+
+// Environment variables the broker sets for every worker process, after
+// workerd's own environment and Spec.Env.
+const (
+	EnvProtocol    = "CONDUCTOR_PROTOCOL"     // the pool's Protocol
+	EnvPool        = "CONDUCTOR_POOL"         // the pool's name
+	EnvWorkerIndex = "CONDUCTOR_WORKER_INDEX" // the slot index, 0 to Count-1
+	EnvHost        = "CONDUCTOR_HOST"         // the host id
+	EnvListenFD    = "CONDUCTOR_LISTEN_FD"    // the fd of the Spec.Listen socket, if any
+)
+
+// listenFDChannel is the fd of the Listen socket in a channel worker, after
+// the channel's fds 3 and 4. A ProtocolNone worker gets it as fd 3.
+const listenFDChannel = 5
+
+// outputGrace bounds the wait, after a process was reaped and its group
+// killed, for its pipes to reach EOF. They do at once unless a process that
+// left the group still holds them; then they are closed on our side.
+const outputGrace = time.Second
+
+// procConfig is everything needed to start one process of a slot. It is
+// built once per slot by newProcConfig and read-only after.
+type procConfig struct {
+	path     string   // program to execute
+	args     []string // argv, argv[0] included
+	dir      string
+	env      []string // the whole environment
+	channel  bool     // pass fds 3 and 4 and speak the channel protocol
+	listener *os.File // the Listen socket, or nil
+	kill     time.Duration
+	log      *slog.Logger // with host, pool and index
+}
+
+// resolveCommand returns the path of the program cmd names, as a process
+// started in dir will see it: a name without a slash is looked up in PATH, a
+// relative path is taken relative to dir. dir, if set, must exist.
+func resolveCommand(cmd, dir string) (string, error) {
+	if dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return "", err
+		} else if !fi.IsDir() {
+			return "", fmt.Errorf("dir %s: not a directory", dir)
+		}
+	}
+	if strings.Contains(cmd, "/") && !filepath.IsAbs(cmd) && dir != "" {
+		cmd = filepath.Join(dir, cmd)
+	}
+	path, err := exec.LookPath(cmd)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(path)
+}
+
+// newProcConfig sets up the command line and environment of the processes
+// of slot index of a pool whose program was resolved to path.
+func newProcConfig(spec Spec, path, host string, index int, listener *os.File, log *slog.Logger) procConfig {
+	c := procConfig{
+		path:     path,
+		args:     slices.Clone(spec.Cmd),
+		dir:      spec.Dir,
+		channel:  spec.Protocol == ProtocolChannel,
+		listener: listener,
+		kill:     spec.KillTimeout,
+		log:      log,
+	}
+	env := inheritedEnv()
+	env = append(env, spec.Env...)
+	env = append(env,
+		EnvProtocol+"="+string(spec.Protocol),
+		EnvPool+"="+spec.Name,
+		EnvWorkerIndex+"="+strconv.Itoa(index),
+		EnvHost+"="+host,
+	)
+	if listener != nil && c.channel {
+		env = append(env, EnvListenFD+"="+strconv.Itoa(listenFDChannel))
+	}
+	if listener != nil && !c.channel {
+		env = append(env, EnvListenFD+"=3", "LISTEN_FDS=1", "LISTEN_FDNAMES="+spec.Name)
+		// LISTEN_PID must be the process's own pid, known only after the
+		// fork: a shell sets it, then execs the program in its place.
+		c.args = append([]string{"sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$@"`, spec.Cmd[0], path}, spec.Cmd[1:]...)
+		c.path = "/bin/sh"
+	}
+	c.env = env
+	return c
+}
+
+// inheritedEnv is workerd's environment without the socket-activation
+// variables, which describe workerd's own sockets, not the worker's.
+func inheritedEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return k == "LISTEN_PID" || k == "LISTEN_FDS" || k == "LISTEN_FDNAMES"
+	})
+}
+
+// proc is one running worker process. Its fields are set by startProc; the
+// slot goroutine that started it owns in, w and inClosed; the Wait goroutine
+// writes exit before closing exited.
+type proc struct {
+	pid     int
+	started time.Time
+	cancel  context.CancelFunc // cancels the Cmd's context: SIGTERM to the group, SIGKILL after KillTimeout
+
+	in       *os.File      // our end of the worker's fd 3; nil for ProtocolNone
+	w        *proto.Writer // writes to in
+	inClosed bool
+
+	// msgs carries the messages read from the worker's fd 4; it is closed
+	// when fd 4 ends. Nil for ProtocolNone.
+	msgs   chan proto.Message
+	stderr *tail
+
+	readFiles  []*os.File    // our read ends, closed by release
+	readerDone chan struct{} // one send per reader goroutine
+	readers    int           // reader goroutines not yet received from readerDone; slot goroutine only
+	quit       chan struct{} // closed by release: readers stop sending
+
+	exited chan struct{} // closed by the Wait goroutine once the process is reaped
+	exit   string        // how it ended: "exit status 3", "signal: killed"
+}
+
+// startProc starts one process of c through sp. The process gets its own
+// process group, stdout and stderr pipes read into the log, and for a
+// channel pool the pipes of fds 3 and 4.
+func startProc(sp *spawner, c procConfig) (*proc, error) {
+	// pipes: stdout, stderr[, fd 3, fd 4]; each is {read end, write end}.
+	n := 2
+	if c.channel {
+		n = 4
+	}
+	pipes, err := openPipes(n)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, c.path)
+	cmd.Args = c.args
+	cmd.Dir = c.dir
+	cmd.Env = c.env
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.WaitDelay = c.kill
+	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGTERM) }
+
+	p := &proc{
+		cancel:     cancel,
+		stderr:     &tail{},
+		readerDone: make(chan struct{}, 3),
+		quit:       make(chan struct{}),
+		exited:     make(chan struct{}),
+	}
+	cmd.Stdout, cmd.Stderr = pipes[0][1], pipes[1][1]
+	childEnds := []*os.File{pipes[0][1], pipes[1][1]}
+	p.readFiles = []*os.File{pipes[0][0], pipes[1][0]}
+	if c.channel {
+		cmd.ExtraFiles = []*os.File{pipes[2][0], pipes[3][1]}
+		childEnds = append(childEnds, pipes[2][0], pipes[3][1])
+		p.in, p.w = pipes[2][1], proto.NewWriter(pipes[2][1])
+		p.readFiles = append(p.readFiles, pipes[3][0])
+	}
+	if c.listener != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.listener)
+	}
+
+	err = sp.start(cmd)
+	closeFiles(childEnds)
+	if err != nil {
+		closeFiles(p.readFiles)
+		if p.in != nil {
+			p.in.Close()
+		}
+		cancel()
+		return nil, err
+	}
+	p.pid = cmd.Process.Pid
+	p.started = time.Now()
+	go p.wait(cmd)
+	p.startReaders(c.log)
+	return p, nil
+}
+
+// openPipes returns n pipes as {read end, write end}, or none and an error.
+func openPipes(n int) ([][2]*os.File, error) {
+	pipes := make([][2]*os.File, 0, n)
+	for range n {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, p := range pipes {
+				closeFiles(p[:])
+			}
+			return nil, fmt.Errorf("create pipe: %w", err)
+		}
+		pipes = append(pipes, [2]*os.File{r, w})
+	}
+	return pipes, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// wait is the one goroutine that waits for the process: it reaps it,
+// SIGKILLs what is left of its group, records how it ended and closes exited.
+func (p *proc) wait(cmd *exec.Cmd) {
+	err := cmd.Wait()
+	_ = signalGroup(p.pid, syscall.SIGKILL)
+	if cmd.ProcessState != nil {
+		p.exit = cmd.ProcessState.String()
+	} else {
+		p.exit = err.Error()
+	}
+	close(p.exited)
+}
+
+// startReaders starts the goroutines that read the process's stdout, stderr
+// and, for a channel pool, its fd 4.
+func (p *proc) startReaders(log *slog.Logger) {
+	p.readers = 2
+	go func() {
+		logOutput(log, p.readFiles[0], "stdout", p.pid, nil)
+		p.readerDone <- struct{}{}
+	}()
+	go func() {
+		logOutput(log, p.readFiles[1], "stderr", p.pid, p.stderr)
+		p.readerDone <- struct{}{}
+	}()
+	if len(p.readFiles) < 3 {
+		return
+	}
+	p.readers++
+	p.msgs = make(chan proto.Message)
+	go func() {
+		p.readMessages(log, p.readFiles[2])
+		p.readerDone <- struct{}{}
+	}()
+}
+
+// readMessages forwards the messages of the worker's fd 4 to msgs and
+// closes msgs at its end. Bad lines are logged and skipped.
+func (p *proc) readMessages(log *slog.Logger, r *os.File) {
+	defer close(p.msgs)
+	pr := proto.NewReader(r, 0)
+	for {
+		m, err := pr.Read()
+		var syntax *proto.SyntaxError
+		switch {
+		case err == nil:
+			select {
+			case p.msgs <- m:
+			case <-p.quit:
+				return
+			}
+		case errors.Is(err, proto.ErrLineTooLong), errors.As(err, &syntax):
+			log.Warn("bad message from worker, ignored", "pid", p.pid, "err", err)
+		default: // EOF, or closed by release
+			return
+		}
+	}
+}
+
+// send writes m to the worker's fd 3. A worker that does not read it within
+// timeout is wedged: send then fails with os.ErrDeadlineExceeded.
+func (p *proc) send(m proto.Message, timeout time.Duration) error {
+	if p.inClosed {
+		return fmt.Errorf("proto: write %s: %w", m.Op, os.ErrClosed)
+	}
+	if err := p.in.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	return p.w.Write(m)
+}
+
+// closeInput closes the worker's fd 3: it reads EOF.
+func (p *proc) closeInput() {
+	if p.in != nil && !p.inClosed {
+		p.in.Close()
+		p.inClosed = true
+	}
+}
+
+// terminate starts the stop of the process: SIGTERM to its group now, then
+// (cmd.WaitDelay) SIGKILL if it has not exited after KillTimeout.
+func (p *proc) terminate() { p.cancel() }
+
+// kill sends SIGKILL to the process group now, unless it was reaped already.
+func (p *proc) kill() {
+	select {
+	case <-p.exited:
+	default:
+		_ = signalGroup(p.pid, syscall.SIGKILL)
+	}
+}
+
+// release frees what is left of a process once it has exited: it gives the
+// reader goroutines up to grace to reach EOF, then closes our ends of every
+// pipe and waits for the readers to return. Call it once, after exited.
+func (p *proc) release(grace time.Duration) {
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for p.readers > 0 && p.awaitReader(timer.C) {
+	}
+	close(p.quit)
+	closeFiles(p.readFiles)
+	for p.readers > 0 {
+		p.awaitReader(nil)
+	}
+	p.closeInput()
+	p.cancel()
+}
+
+// awaitReader waits for one reader goroutine to return, or for timeout.
+func (p *proc) awaitReader(timeout <-chan time.Time) bool {
+	select {
+	case <-p.readerDone:
+		p.readers--
+		return true
+	case <-timeout:
+		return false
+	}
+}
+
+// signalGroup sends sig to the process group led by pid. A group that no
+// longer exists yields os.ErrProcessDone.
+func signalGroup(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(-pid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
+}

@@ -1,0 +1,377 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/conductor-run/conductor/internal/proto"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Timing of a session that is not in the Spec.
+const (
+	// sourceRetryDelay is the pause after Source.Next failed (other than by
+	// its context ending) before the next call.
+	sourceRetryDelay = time.Second
+	// shutdownWriteTimeout bounds the write of the shutdown op: a worker
+	// whose fd 3 is full is not reading, and fd 3 is closed right after.
+	shutdownWriteTimeout = 100 * time.Millisecond
+)
+
+// session is the life of one channel worker process: it waits for ready,
+// then loops Source.Next -> job on fd 3 -> done on fd 4 -> Source.Done,
+// and stops the process when the pool stops. It runs on its slot's
+// goroutine and every field belongs to that goroutine; the helper
+// goroutines (Source.Next, the job write) report back over channels and the
+// session waits for them before it ends.
+type session struct {
+	s    *slot
+	p    *proc
+	spec *Spec
+
+	ready    bool      // the worker said ready, and not busy since
+	readyAt  time.Time // its first ready; zero if none
+	job      *Job      // the job the worker holds (or is being written to it)
+	jobStart time.Time // when job was given
+
+	next       chan nextResult // result of the pending Source.Next, or nil
+	nextCtx    context.Context
+	cancelNext context.CancelFunc
+	writing    chan error // result of the pending job write, or nil
+
+	msgs       <-chan proto.Message // p.msgs, nil once it closed
+	stopC      <-chan struct{}      // pool intake done; nil once seen
+	killC      <-chan struct{}      // pool killing; nil once seen
+	stopping   bool
+	shutdown   bool   // the shutdown op was sent (or fd 3 closed)
+	killReason string // why we killed the process, if on purpose
+
+	readyTimer alarm // ReadyTimeout from start until the first ready
+	drainTimer alarm // StopTimeout for the in-flight job once stopping
+	termTimer  alarm // KillTimeout after the shutdown op, then SIGTERM
+	retryTimer alarm // pause after a failed Source.Next
+	eofTimer   alarm // KillTimeout after fd 4 closed, then SIGKILL: a worker without a channel is of no use
+}
+
+type nextResult struct {
+	job *Job
+	err error
+}
+
+func newSession(s *slot, p *proc) *session {
+	ss := &session{
+		s:     s,
+		p:     p,
+		spec:  &s.pool.spec,
+		msgs:  p.msgs,
+		stopC: s.pool.intake.Done(),
+		killC: s.pool.killing,
+	}
+	ss.readyTimer.set(ss.spec.ReadyTimeout)
+	return ss
+}
+
+// run serves the process until it has exited, then settles its job. It
+// returns the time of the worker's first ready, zero if it never said it.
+func (ss *session) run() time.Time {
+	defer ss.finish()
+	for {
+		ss.dispatch()
+		select {
+		case m, ok := <-ss.msgs:
+			if !ok {
+				ss.msgs = nil
+				ss.eofTimer.set(ss.spec.KillTimeout)
+				continue
+			}
+			ss.handle(m)
+		case r := <-ss.next:
+			ss.gotNext(r)
+		case err := <-ss.writing:
+			ss.wrote(err)
+		case <-ss.p.exited:
+			return ss.readyAt
+		case <-ss.stopC:
+			ss.stopC = nil
+			ss.beginStop()
+		case <-ss.killC:
+			ss.killC = nil
+			ss.killReason = "pool killed"
+			ss.p.kill()
+		case <-ss.readyTimer.C():
+			ss.readyTimer.stop()
+			ss.s.log.Error("worker never said ready; killing it", "pid", ss.p.pid, "ready_timeout", ss.spec.ReadyTimeout)
+			ss.p.kill()
+		case <-ss.drainTimer.C():
+			ss.drainTimer.stop()
+			ss.killReason = "pool stopped"
+			ss.s.log.Warn("job still running after stop_timeout; shutting the worker down", "pid", ss.p.pid, "stop_timeout", ss.spec.StopTimeout)
+			ss.sendShutdown()
+		case <-ss.termTimer.C():
+			ss.termTimer.stop()
+			ss.killReason = "pool stopped"
+			ss.s.log.Warn("worker did not exit after shutdown; sending SIGTERM", "pid", ss.p.pid)
+			ss.p.terminate()
+		case <-ss.retryTimer.C():
+			ss.retryTimer.stop()
+		case <-ss.eofTimer.C():
+			ss.eofTimer.stop()
+			ss.s.log.Warn("worker closed fd 4 but did not exit; killing it", "pid", ss.p.pid)
+			ss.p.kill()
+		}
+	}
+}
+
+// dispatch gives the worker work when it can take some: the carried job,
+// or a new one from the Source.
+func (ss *session) dispatch() {
+	if ss.stopping || !ss.ready || ss.job != nil || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
+		return
+	}
+	if j := ss.s.carry; j != nil {
+		ss.s.carry = nil
+		ss.give(j)
+		return
+	}
+	ctx, cancel := context.WithCancel(ss.s.pool.intake)
+	ch := make(chan nextResult, 1)
+	ss.next, ss.nextCtx, ss.cancelNext = ch, ctx, cancel
+	src := ss.s.pool.src
+	go func() {
+		j, err := src.Next(ctx)
+		ch <- nextResult{job: j, err: err}
+	}()
+}
+
+// gotNext takes the result of Source.Next.
+func (ss *session) gotNext(r nextResult) {
+	canceled := ss.nextCtx.Err() != nil
+	ss.next = nil
+	ss.cancelNext()
+	switch {
+	case r.job != nil && (ss.stopping || !ss.ready || ss.shutdown):
+		ss.s.carry = r.job // the worker can no longer take it
+	case r.job != nil:
+		ss.give(r.job)
+	case canceled:
+		// We asked for it: busy, stop or exit.
+	default:
+		ss.s.log.Error("job source failed", "err", r.err)
+		ss.retryTimer.set(sourceRetryDelay)
+	}
+}
+
+// give writes job to the worker, from a helper goroutine so that the
+// session keeps serving events while a wedged worker does not read. The
+// write fails after ReadyTimeout, or at once once the process is gone.
+func (ss *session) give(j *Job) {
+	ss.job, ss.jobStart = j, time.Now()
+	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
+	m := proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
+	if err := ss.p.in.SetWriteDeadline(time.Now().Add(ss.spec.ReadyTimeout)); err != nil {
+		ss.wrote(err)
+		return
+	}
+	ch := make(chan error, 1)
+	ss.writing = ch
+	w := ss.p.w
+	go func() { ch <- w.Write(m) }()
+}
+
+// wrote takes the result of the job write. A job that could not be written
+// never reached the worker: it stays with the slot for the next process,
+// and this one, of no use, is killed.
+func (ss *session) wrote(err error) {
+	ss.writing = nil
+	if err == nil || ss.job == nil {
+		return
+	}
+	j := ss.job
+	ss.job = nil
+	ss.s.carry = j
+	ss.ready = false
+	ss.setIdle()
+	select {
+	case <-ss.p.exited:
+	default:
+		ss.s.log.Warn("cannot give the job to the worker; killing it, the job goes to its replacement",
+			"pid", ss.p.pid, "job", j.ID, "err", err)
+		ss.p.kill()
+	}
+}
+
+// handle takes one message from the worker.
+func (ss *session) handle(m proto.Message) {
+	switch m.Op {
+	case proto.OpReady:
+		ss.readyTimer.stop()
+		if ss.job != nil {
+			ss.s.log.Warn("worker said ready while holding a job; ignored", "pid", ss.p.pid, "job", ss.job.ID)
+			return
+		}
+		ss.ready = true
+		if ss.readyAt.IsZero() {
+			ss.readyAt = time.Now()
+		}
+		ss.setIdle()
+	case proto.OpBusy:
+		ss.ready = false
+		if ss.next != nil {
+			ss.cancelNext() // a job it still returns is carried
+		}
+		if ss.job == nil && !ss.stopping {
+			ss.s.setState(WorkerBusy)
+		}
+	case proto.OpDone:
+		ss.done(m)
+		if ss.stopping && ss.job == nil {
+			ss.sendShutdown()
+		}
+	default:
+		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)
+	}
+}
+
+// done reports the end of the worker's job.
+func (ss *session) done(m proto.Message) {
+	if ss.job == nil || m.ID != ss.job.ID {
+		held := ""
+		if ss.job != nil {
+			held = ss.job.ID
+		}
+		ss.s.log.Warn("worker reported done for a job it does not hold; ignored", "pid", ss.p.pid, "job", m.ID, "holding", held)
+		return
+	}
+	j := ss.job
+	ss.job = nil
+	out := ss.outcome()
+	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
+	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
+	ss.setIdle()
+	ss.s.pool.src.Done(j, out)
+}
+
+func (ss *session) outcome() Outcome {
+	return Outcome{Index: ss.s.index, PID: ss.p.pid, Started: ss.jobStart, Ended: time.Now()}
+}
+
+// setIdle shows the worker without a job.
+func (ss *session) setIdle() {
+	state := WorkerReady
+	switch {
+	case ss.stopping:
+		state = WorkerStopping
+	case !ss.ready:
+		state = WorkerBusy
+	}
+	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = state, "" })
+}
+
+// beginStop starts the graceful stop of the process: no new job; the one in
+// flight gets StopTimeout.
+func (ss *session) beginStop() {
+	ss.stopping = true
+	ss.s.setState(WorkerStopping)
+	if ss.job == nil {
+		ss.sendShutdown()
+		return
+	}
+	ss.drainTimer.set(ss.spec.StopTimeout)
+}
+
+// sendShutdown asks the worker to exit: the shutdown op, then EOF on fd 3.
+// It gets KillTimeout before SIGTERM. If a job write is still pending, the
+// op is skipped: closing fd 3 ends that write and says the same.
+func (ss *session) sendShutdown() {
+	if ss.shutdown {
+		return
+	}
+	ss.shutdown = true
+	ss.drainTimer.stop()
+	if ss.writing == nil {
+		_ = ss.p.send(proto.Message{Op: proto.OpShutdown}, shutdownWriteTimeout)
+	}
+	ss.p.closeInput()
+	ss.termTimer.set(ss.spec.KillTimeout)
+}
+
+// finish settles everything once the process has exited (its group is
+// killed by then): the pending Next and job write, the messages still in
+// fd 4 (a last done counts), and the job the worker held, reported Crashed.
+func (ss *session) finish() {
+	for _, a := range []*alarm{&ss.readyTimer, &ss.drainTimer, &ss.termTimer, &ss.retryTimer, &ss.eofTimer} {
+		a.stop()
+	}
+	if ss.next != nil {
+		ss.cancelNext()
+		ss.ready = false
+		ss.gotNext(<-ss.next)
+	}
+	ss.drainMessages()
+	ss.p.release(outputGrace)
+	if ss.writing != nil {
+		ss.wrote(<-ss.writing)
+	}
+	if ss.job == nil {
+		return
+	}
+	j := ss.job
+	ss.job = nil
+	out := ss.outcome()
+	out.Crashed = true
+	out.Err = "worker exited: " + ss.p.exit
+	if t := ss.p.stderr.last(crashTailLines, crashTailBytes); t != "" {
+		out.Err += "; stderr: " + t
+	}
+	if ss.killReason != "" {
+		out.Err = ss.killReason + " (" + out.Err + ")"
+	}
+	ss.s.log.Warn("job lost its worker", "pid", ss.p.pid, "job", j.ID, "attempt", j.Attempt, "err", out.Err)
+	ss.s.pool.src.Done(j, out)
+}
+
+// drainMessages handles what the worker wrote before it exited, until fd 4
+// ends or outputGrace passes.
+func (ss *session) drainMessages() {
+	t := time.NewTimer(outputGrace)
+	defer t.Stop()
+	for ss.msgs != nil {
+		select {
+		case m, ok := <-ss.msgs:
+			if !ok {
+				ss.msgs = nil
+				break
+			}
+			if m.Op == proto.OpDone {
+				ss.done(m)
+			}
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// alarm is a timer that may be off; its channel is nil then, so a select
+// case on it never fires.
+type alarm struct{ t *time.Timer }
+
+func (a *alarm) set(d time.Duration) {
+	a.stop()
+	a.t = time.NewTimer(d)
+}
+
+func (a *alarm) stop() {
+	if a.t != nil {
+		a.t.Stop()
+		a.t = nil
+	}
+}
+
+func (a *alarm) on() bool { return a.t != nil }
+
+func (a *alarm) C() <-chan time.Time {
+	if a.t == nil {
+		return nil
+	}
+	return a.t.C
+}

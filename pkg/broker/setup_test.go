@@ -1,0 +1,218 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// waitLimit bounds every wait of a test on the pool; reaching it fails the
+// test instead of hanging it.
+const waitLimit = 15 * time.Second
+
+type doneEvent struct {
+	job *broker.Job
+	out broker.Outcome
+}
+
+type testBundle struct {
+	dir  string
+	jobs chan *broker.Job // handed to the pool by Next, one per call
+	done chan doneEvent   // every Done, in order
+	log  *testLog
+
+	pending     atomic.Int32  // Next calls in flight
+	intakeEnded chan struct{} // closed when a Next returns because its ctx ended
+	endOnce     sync.Once
+}
+
+func newBundle(t *testing.T) *testBundle {
+	t.Helper()
+	return &testBundle{
+		dir:         t.TempDir(),
+		jobs:        make(chan *broker.Job),
+		done:        make(chan doneEvent, 100),
+		log:         &testLog{t: t},
+		intakeEnded: make(chan struct{}),
+	}
+}
+
+// spec is a one-worker pool of fake workers of mode.
+func (b *testBundle) spec(mode string) broker.Spec {
+	return broker.Spec{
+		Name:  "test",
+		Count: 1,
+		Cmd:   []string{os.Args[0], "-test.run=^$"},
+		Env: []string{
+			envWorker + "=" + mode,
+			envState + "=" + filepath.Join(b.dir, "state"),
+			// Under -race, a worker exiting on its own would otherwise
+			// linger a second (the race runtime's atexit_sleep_ms).
+			"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
+		},
+		ReadyTimeout: 10 * time.Second,
+		StopTimeout:  5 * time.Second,
+		KillTimeout:  2 * time.Second,
+	}
+}
+
+func (b *testBundle) config(spec broker.Spec) broker.Config {
+	return broker.Config{Spec: spec, Source: b.source(), Host: "test-host", Logger: b.log.logger()}
+}
+
+func (b *testBundle) source() broker.Source {
+	return broker.SourceFuncs{
+		NextFunc: func(ctx context.Context) (*broker.Job, error) {
+			b.pending.Add(1)
+			defer b.pending.Add(-1)
+			select {
+			case j := <-b.jobs:
+				return j, nil
+			case <-ctx.Done():
+				b.endOnce.Do(func() { close(b.intakeEnded) })
+				return nil, ctx.Err()
+			}
+		},
+		DoneFunc: func(j *broker.Job, out broker.Outcome) { b.done <- doneEvent{job: j, out: out} },
+	}
+}
+
+// setup starts a pool of spec, stopped when the test ends.
+func setup(t *testing.T, spec broker.Spec, b *testBundle) *broker.Pool {
+	t.Helper()
+	pool, err := broker.NewPool(b.config(spec))
+	require.NoError(t, err)
+	require.NoError(t, pool.Start(context.Background()))
+	t.Cleanup(pool.Stop)
+	return pool
+}
+
+// submit hands a job to the next worker that asks.
+func (b *testBundle) submit(t *testing.T, id, payload string) *broker.Job {
+	t.Helper()
+	j := &broker.Job{ID: id, Type: "test", Payload: json.RawMessage(payload), Attempt: 1}
+	select {
+	case b.jobs <- j:
+		return j
+	case <-time.After(waitLimit):
+		t.Fatalf("no worker asked for job %s", id)
+		return nil
+	}
+}
+
+// outcome returns the next Done.
+func (b *testBundle) outcome(t *testing.T) doneEvent {
+	t.Helper()
+	select {
+	case e := <-b.done:
+		return e
+	case <-time.After(waitLimit):
+		t.Fatal("no job ended")
+		return doneEvent{}
+	}
+}
+
+// testLog is a slog destination that goes to t.Log and can be searched.
+type testLog struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *testLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (l *testLog) Write(b []byte) (int, error) {
+	line := strings.TrimSuffix(string(b), "\n")
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+	l.t.Log(line)
+	return len(b), nil
+}
+
+// find returns the first line that contains every one of subs.
+func (l *testLog) find(subs ...string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if containsAll(line, subs) {
+			return line
+		}
+	}
+	return ""
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// requireGone fails unless the process pid no longer exists.
+func requireGone(t *testing.T, pid int) {
+	t.Helper()
+	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "process %d outlived the pool", pid)
+}
+
+// readyWorkers waits until every worker of pool is ready and returns them.
+func readyWorkers(t *testing.T, pool *broker.Pool) []wire.WorkerInfo {
+	t.Helper()
+	var ws []wire.WorkerInfo
+	require.Eventually(t, func() bool {
+		ws = pool.Workers()
+		for _, w := range ws {
+			if w.State != broker.WorkerReady || w.PID == 0 {
+				return false
+			}
+		}
+		return true
+	}, waitLimit, 10*time.Millisecond)
+	return ws
+}
+
+// mkfifo returns the path of a new FIFO.
+func mkfifo(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+	return path
+}
+
+// openFIFO opens path for writing, which waits for the worker to open it
+// for reading: it then holds its job.
+func openFIFO(t *testing.T, path string) *os.File {
+	t.Helper()
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			panic(err)
+		}
+		opened <- f
+	}()
+	select {
+	case f := <-opened:
+		return f
+	case <-time.After(waitLimit):
+		t.Fatal("worker never opened the FIFO")
+		return nil
+	}
+}

@@ -1,0 +1,251 @@
+package broker
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kballard/go-shellquote"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// Protocol is how the processes of a pool talk to the broker.
+type Protocol string
+
+// The protocols a pool can speak.
+const (
+	// ProtocolChannel (the default) is a job worker speaking the channel
+	// protocol of internal/proto on file descriptors 3 and 4.
+	ProtocolChannel Protocol = "channel"
+	// ProtocolNone is a service process: it takes no jobs and is only kept
+	// alive. It gets no channel; with Spec.Listen it gets a listening socket.
+	ProtocolNone Protocol = "none"
+)
+
+// Defaults of the Spec fields whose zero value means "use the default".
+const (
+	DefaultCount        = 1
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultStopTimeout  = 30 * time.Second
+	DefaultKillTimeout  = 5 * time.Second
+	DefaultMaxAttempts  = 3
+)
+
+// ErrBadSpec is wrapped by every error ParseSpec and Spec.Validate return.
+var ErrBadSpec = errors.New("broker: bad pool spec")
+
+// Spec describes a pool: what to run and how many copies. It comes from a
+// --pool flag (ParseSpec) or from YAML (the yaml tags; durations as Go
+// durations such as "30s", cmd and env as lists). The zero value of every
+// optional field means its default.
+type Spec struct {
+	// Name is the pool's name and the job type it serves; a subject token.
+	Name string `yaml:"name"`
+	// Count is the number of worker processes. Zero means DefaultCount.
+	Count int `yaml:"count"`
+	// Cmd is the command line: the program, then its arguments. A program
+	// without a slash is looked up in PATH; a relative path is relative to Dir.
+	Cmd []string `yaml:"cmd"`
+	// Protocol is ProtocolChannel (when empty) or ProtocolNone.
+	Protocol Protocol `yaml:"protocol"`
+	// Listen, if set, is a TCP HOST:PORT the pool opens once when it starts;
+	// every process inherits the listening socket. A ProtocolNone process
+	// gets it as fd 3 in the systemd convention (LISTEN_FDS=1, LISTEN_PID
+	// its own pid, LISTEN_FDNAMES the pool name); a ProtocolChannel process
+	// gets it as fd 5. Either way CONDUCTOR_LISTEN_FD names the fd.
+	Listen string `yaml:"listen"`
+	// Env holds extra KEY=VALUE variables, added to workerd's environment.
+	Env []string `yaml:"env"`
+	// Dir is the working directory of the processes; empty means workerd's.
+	Dir string `yaml:"dir"`
+	// ReadyTimeout bounds the time a channel worker takes to send its first
+	// ready, and to read a job written to it. Zero means DefaultReadyTimeout.
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
+	// StopTimeout is the time a graceful stop gives in-flight jobs to
+	// finish. Zero means DefaultStopTimeout.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
+	// KillTimeout is the time a process gets to exit after the shutdown op,
+	// and again after SIGTERM, before SIGKILL of its process group. Zero
+	// means DefaultKillTimeout.
+	KillTimeout time.Duration `yaml:"kill_timeout"`
+	// MaxAttempts is the number of attempts of a job before it goes dead.
+	// The broker does not use it; the job Source does. Zero means
+	// DefaultMaxAttempts.
+	MaxAttempts int `yaml:"max_attempts"`
+	// RestartsPerMinute bounds the restarts of one worker slot per minute;
+	// past it the slot waits until the minute allows another. Zero means
+	// unlimited.
+	RestartsPerMinute int `yaml:"restarts_per_minute"`
+}
+
+// ParseSpec parses the --pool form of a Spec: comma-separated key=value
+// pairs with cmd= last, taking the rest of the string as a command line
+// split as a shell splits words:
+//
+//	name=squares,count=2,ready_timeout=10s,cmd=./bin/squares-worker --label 'a b'
+//
+// Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
+// listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
+// max_attempts, restarts_per_minute). env=KEY=VALUE may repeat; no other
+// key may. Values other than cmd cannot hold a comma. The result is
+// validated; defaults are not filled in.
+func ParseSpec(s string) (Spec, error) {
+	var spec Spec
+	seen := make(map[string]bool)
+	rest := s
+	for rest != "" {
+		if after, ok := strings.CutPrefix(strings.TrimLeft(rest, " "), "cmd="); ok {
+			words, err := shellquote.Split(after)
+			if err != nil {
+				return Spec{}, specError(s, "cmd", err.Error())
+			}
+			spec.Cmd = words
+			seen["cmd"] = true
+			break
+		}
+		field, tail, _ := strings.Cut(rest, ",")
+		rest = tail
+		key, value, ok := strings.Cut(strings.TrimSpace(field), "=")
+		if !ok {
+			return Spec{}, specError(s, field, "want key=value")
+		}
+		if seen[key] && key != "env" {
+			return Spec{}, specError(s, key, "given twice")
+		}
+		seen[key] = true
+		if err := spec.set(key, value); err != nil {
+			return Spec{}, specError(s, key, err.Error())
+		}
+	}
+	if !seen["cmd"] {
+		return Spec{}, specError(s, "cmd", "missing (it must come last)")
+	}
+	if key, problem := spec.check(); problem != "" {
+		return Spec{}, specError(s, key, problem)
+	}
+	return spec, nil
+}
+
+// set sets the field of key from its --pool text.
+func (s *Spec) set(key, value string) error {
+	var err error
+	switch key {
+	case "name":
+		s.Name = value
+	case "count":
+		s.Count, err = parseCount(value, 1)
+	case "protocol":
+		s.Protocol = Protocol(value)
+	case "listen":
+		s.Listen = value
+	case "dir":
+		s.Dir = value
+	case "env":
+		s.Env = append(s.Env, value)
+	case "ready_timeout":
+		s.ReadyTimeout, err = parseDuration(value)
+	case "stop_timeout":
+		s.StopTimeout, err = parseDuration(value)
+	case "kill_timeout":
+		s.KillTimeout, err = parseDuration(value)
+	case "max_attempts":
+		s.MaxAttempts, err = parseCount(value, 1)
+	case "restarts_per_minute":
+		s.RestartsPerMinute, err = parseCount(value, 0)
+	default:
+		return errors.New("unknown key")
+	}
+	return err
+}
+
+func parseCount(v string, min int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a whole number", v)
+	}
+	if n < min {
+		return 0, fmt.Errorf("%d is less than %d", n, min)
+	}
+	return n, nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 30s or 1m", v)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%q is negative", v)
+	}
+	return d, nil
+}
+
+func specError(spec, key, problem string) error {
+	return fmt.Errorf("%w %q: %s: %s", ErrBadSpec, spec, key, problem)
+}
+
+// Validate reports the first problem of s, naming the pool and the key. It
+// does not fill in defaults.
+func (s Spec) Validate() error {
+	if key, problem := s.check(); problem != "" {
+		return fmt.Errorf("%w: pool %q: %s: %s", ErrBadSpec, s.Name, key, problem)
+	}
+	return nil
+}
+
+// check returns the key and problem of the first invalid field, or "", "".
+func (s Spec) check() (key, problem string) {
+	if err := subject.Token("pool name", s.Name); err != nil {
+		return "name", err.Error()
+	}
+	if len(s.Cmd) == 0 || s.Cmd[0] == "" {
+		return "cmd", "missing program"
+	}
+	switch s.Protocol {
+	case "", ProtocolChannel, ProtocolNone:
+	default:
+		return "protocol", fmt.Sprintf("%q is not %q or %q", s.Protocol, ProtocolChannel, ProtocolNone)
+	}
+	if s.Listen != "" {
+		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+			return "listen", fmt.Sprintf("%q is not HOST:PORT", s.Listen)
+		}
+	}
+	for _, kv := range s.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return "env", fmt.Sprintf("%q is not KEY=VALUE", kv)
+		}
+	}
+	for _, c := range []struct {
+		key string
+		n   int64
+	}{
+		{"count", int64(s.Count)},
+		{"ready_timeout", int64(s.ReadyTimeout)},
+		{"stop_timeout", int64(s.StopTimeout)},
+		{"kill_timeout", int64(s.KillTimeout)},
+		{"max_attempts", int64(s.MaxAttempts)},
+		{"restarts_per_minute", int64(s.RestartsPerMinute)},
+	} {
+		if c.n < 0 {
+			return c.key, "negative"
+		}
+	}
+	return "", ""
+}
+
+// withDefaults returns s with every zero optional field set to its default.
+func (s Spec) withDefaults() Spec {
+	s.Count = cmp.Or(s.Count, DefaultCount)
+	s.Protocol = cmp.Or(s.Protocol, ProtocolChannel)
+	s.ReadyTimeout = cmp.Or(s.ReadyTimeout, DefaultReadyTimeout)
+	s.StopTimeout = cmp.Or(s.StopTimeout, DefaultStopTimeout)
+	s.KillTimeout = cmp.Or(s.KillTimeout, DefaultKillTimeout)
+	s.MaxAttempts = cmp.Or(s.MaxAttempts, DefaultMaxAttempts)
+	return s
+}

@@ -1,0 +1,121 @@
+package broker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+func TestParseSpec(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   string
+		want broker.Spec
+	}{
+		{
+			name: "Minimal",
+			in:   "name=squares,cmd=./bin/squares-worker",
+			want: broker.Spec{Name: "squares", Cmd: []string{"./bin/squares-worker"}},
+		},
+		{
+			name: "Quoted",
+			in:   `name=squares,count=2,cmd=./bin/squares-worker --x 'a b' "c,d" e\ f`,
+			want: broker.Spec{Name: "squares", Count: 2, Cmd: []string{"./bin/squares-worker", "--x", "a b", "c,d", "e f"}},
+		},
+		{
+			name: "EveryKey",
+			in: "name=api,count=3,protocol=none,listen=127.0.0.1:8080,dir=/srv,env=A=1,env=B=x=y," +
+				"ready_timeout=10s,stop_timeout=1m,kill_timeout=500ms,max_attempts=5,restarts_per_minute=6,cmd=api serve",
+			want: broker.Spec{
+				Name: "api", Count: 3, Protocol: broker.ProtocolNone, Listen: "127.0.0.1:8080", Dir: "/srv",
+				Env: []string{"A=1", "B=x=y"}, ReadyTimeout: 10 * time.Second, StopTimeout: time.Minute,
+				KillTimeout: 500 * time.Millisecond, MaxAttempts: 5, RestartsPerMinute: 6,
+				Cmd: []string{"api", "serve"},
+			},
+		},
+		{
+			name: "Spaces",
+			in:   "name=a, count=1, cmd=w",
+			want: broker.Spec{Name: "a", Count: 1, Cmd: []string{"w"}},
+		},
+		{
+			name: "CmdTakesTheRest",
+			in:   "name=a,cmd=sh -c 'echo name=b,count=2'",
+			want: broker.Spec{Name: "a", Cmd: []string{"sh", "-c", "echo name=b,count=2"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := broker.ParseSpec(tc.in)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+			require.NoError(t, got.Validate())
+		})
+	}
+}
+
+func TestParseSpec_errors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"", `broker: bad pool spec "": cmd: missing (it must come last)`},
+		{"name=a", `broker: bad pool spec "name=a": cmd: missing (it must come last)`},
+		{"count=2,cmd=w", `broker: bad pool spec "count=2,cmd=w": name: invalid name: pool name is empty`},
+		{"name=a b,cmd=w", `broker: bad pool spec "name=a b,cmd=w": name: invalid name: pool name "a b" has ' '`},
+		{"name=a,cmd=", `broker: bad pool spec "name=a,cmd=": cmd: missing program`},
+		{"name=a,cmd=w 'x", `broker: bad pool spec "name=a,cmd=w 'x": cmd: Unterminated single-quoted string`},
+		{"name=a,colour=red,cmd=w", `broker: bad pool spec "name=a,colour=red,cmd=w": colour: unknown key`},
+		{"name=a,count,cmd=w", `broker: bad pool spec "name=a,count,cmd=w": count: want key=value`},
+		{"name=a,,cmd=w", `broker: bad pool spec "name=a,,cmd=w": : want key=value`},
+		{"name=a,name=b,cmd=w", `broker: bad pool spec "name=a,name=b,cmd=w": name: given twice`},
+		{"name=a,count=two,cmd=w", `broker: bad pool spec "name=a,count=two,cmd=w": count: "two" is not a whole number`},
+		{"name=a,count=0,cmd=w", `broker: bad pool spec "name=a,count=0,cmd=w": count: 0 is less than 1`},
+		{"name=a,max_attempts=0,cmd=w", `max_attempts: 0 is less than 1`},
+		{"name=a,restarts_per_minute=-1,cmd=w", `restarts_per_minute: -1 is less than 0`},
+		{"name=a,ready_timeout=10,cmd=w", `ready_timeout: "10" is not a duration such as 30s or 1m`},
+		{"name=a,stop_timeout=-1s,cmd=w", `stop_timeout: "-1s" is negative`},
+		{"name=a,kill_timeout=soon,cmd=w", `kill_timeout: "soon" is not a duration`},
+		{"name=a,protocol=http,cmd=w", `protocol: "http" is not "channel" or "none"`},
+		{"name=a,listen=8080,cmd=w", `listen: "8080" is not HOST:PORT`},
+		{"name=a,env=NOVALUE,cmd=w", `env: "NOVALUE" is not KEY=VALUE`},
+		{"name=a,env==x,cmd=w", `env: "=x" is not KEY=VALUE`},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			t.Parallel()
+			_, err := broker.ParseSpec(tc.in)
+			require.ErrorIs(t, err, broker.ErrBadSpec)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestSpec_Validate(t *testing.T) {
+	t.Parallel()
+	ok := broker.Spec{Name: "a", Cmd: []string{"w"}}
+	require.NoError(t, ok.Validate())
+	for _, tc := range []struct {
+		name string
+		edit func(*broker.Spec)
+		want string
+	}{
+		{"NoCmd", func(s *broker.Spec) { s.Cmd = nil }, `broker: bad pool spec: pool "a": cmd: missing program`},
+		{"NegativeCount", func(s *broker.Spec) { s.Count = -1 }, `pool "a": count: negative`},
+		{"NegativeKillTimeout", func(s *broker.Spec) { s.KillTimeout = -time.Second }, `pool "a": kill_timeout: negative`},
+		{"BadProtocol", func(s *broker.Spec) { s.Protocol = "grpc" }, `pool "a": protocol: "grpc" is not`},
+		{"BadName", func(s *broker.Spec) { s.Name = "a.b" }, `pool "a.b": name: invalid name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := ok
+			tc.edit(&s)
+			err := s.Validate()
+			require.ErrorIs(t, err, broker.ErrBadSpec)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

@@ -1,0 +1,119 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// ledger is a Source that never runs dry and checks the Source contract:
+// Done exactly once for every job Next returned.
+type ledger struct {
+	mu      sync.Mutex
+	n       int
+	open    map[string]bool // given, not done
+	done    int
+	crashed int
+	dupes   []string
+	reached chan struct{} // closed when done reaches target
+	target  int
+}
+
+func (l *ledger) Next(ctx context.Context) (*broker.Job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	id := "j" + strconv.Itoa(l.n)
+	l.open[id] = true
+	return &broker.Job{ID: id, Type: "test", Payload: json.RawMessage(strconv.Itoa(l.n)), Attempt: 1}, nil
+}
+
+func (l *ledger) Done(j *broker.Job, out broker.Outcome) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.open[j.ID] {
+		l.dupes = append(l.dupes, j.ID)
+		return
+	}
+	delete(l.open, j.ID)
+	l.done++
+	if out.Crashed {
+		l.crashed++
+	} else if string(out.Result) != string(j.Payload) {
+		l.dupes = append(l.dupes, j.ID+" (wrong result)")
+	}
+	if l.done == l.target {
+		close(l.reached)
+	}
+}
+
+// TestPool_Stop_stress stops and kills busy pools at arbitrary points,
+// with Workers read concurrently, and checks that every job handed out is
+// settled exactly once and no process is left.
+func TestPool_Stop_stress(t *testing.T) {
+	t.Parallel()
+	for i := range 8 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			b := newBundle(t)
+			src := &ledger{open: map[string]bool{}, reached: make(chan struct{}), target: 20 + 15*i}
+			spec := b.spec("echo")
+			spec.Count = 3
+			cfg := b.config(spec)
+			cfg.Source = src
+			pool, err := broker.NewPool(cfg)
+			require.NoError(t, err)
+			require.NoError(t, pool.Start(context.Background()))
+
+			pids := map[int]bool{}
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				for {
+					for _, w := range pool.Workers() {
+						if w.PID != 0 {
+							pids[w.PID] = true
+						}
+					}
+					select {
+					case <-pool.Stopped():
+						return
+					default:
+					}
+				}
+			}()
+			select {
+			case <-src.reached:
+			case <-time.After(waitLimit):
+				t.Fatal("jobs did not flow")
+			}
+			var wg sync.WaitGroup
+			wg.Go(pool.Stop)
+			if i%2 == 1 {
+				wg.Go(pool.Kill)
+			}
+			wg.Go(func() { _ = pool.Info() })
+			wg.Wait()
+			<-watched
+
+			src.mu.Lock()
+			defer src.mu.Unlock()
+			require.Empty(t, src.open, "jobs never settled")
+			require.Empty(t, src.dupes, "jobs settled twice or wrongly")
+			require.GreaterOrEqual(t, src.done, src.target)
+			for pid := range pids {
+				requireGone(t, pid)
+			}
+		})
+	}
+}

@@ -1,0 +1,204 @@
+package conductor
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// BatchConfig configures RunBatch.
+type BatchConfig struct {
+	// Type is the job type of every job in the batch. Required.
+	Type string
+	// Jobs generates the batch: it calls submit once per job payload and
+	// returns. Required.
+	Jobs func(submit func(payload any) error) error
+	// OnJobEnd, if set, is called once for every job that ended (succeeded
+	// or dead), from one goroutine.
+	OnJobEnd func(job *Job)
+	// Client submits to a running conductor, whose workers run the jobs.
+	// Nil: RunBatch starts an embedded conductor and its own local workers,
+	// and stops them at the end, so the program needs nothing else running.
+	Client *Client
+	// Workers is how many local worker processes to start. Default 2
+	// without Client, 0 with one.
+	Workers int
+	// Command is the local workers' command line. Default: this program,
+	// which must then serve jobs when worker.IsWorker() says it is a worker.
+	Command []string
+	// MaxAttempts bounds the attempts of each job run by local workers.
+	// Default 3.
+	MaxAttempts int
+	// Logger receives the logs of the embedded conductor and workers.
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// BatchResult sums up a finished batch.
+type BatchResult struct {
+	ID        string
+	Total     int
+	Succeeded int
+	Dead      int
+}
+
+// RunBatch runs a batch the way okanjo-conductor did: the generator fills
+// the queue, workers take the jobs one at a time, and RunBatch returns once
+// every job has ended. A job that fails is retried; one that fails for good
+// is counted in Dead, not lost.
+func RunBatch(ctx context.Context, cfg BatchConfig) (BatchResult, error) {
+	if cfg.Jobs == nil {
+		return BatchResult{}, errors.New("conductor: batch has no Jobs generator")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	client := cfg.Client
+	if client == nil {
+		local, err := startLocal(ctx, cfg)
+		if err != nil {
+			return BatchResult{}, err
+		}
+		defer local.stop()
+		client = local.conductor.Client()
+	}
+	return runBatch(ctx, client, cfg)
+}
+
+func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult, error) {
+	res := BatchResult{ID: uuid.Must(uuid.NewV7()).String()}
+	ended := make(chan *Job, 1024)
+	sub, err := client.nc.Subscribe(client.space.JobEvents(), func(m *nats.Msg) {
+		if m.Header.Get(wire.HeaderBatch) != res.ID {
+			return
+		}
+		var j Job
+		if json.Unmarshal(m.Data, &j) == nil && j.Status.Final() {
+			ended <- &j
+		}
+	})
+	if err != nil {
+		return res, fmt.Errorf("conductor: subscribe to job events: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1)
+
+	pending := map[string]bool{}
+	err = cfg.Jobs(func(payload any) error {
+		id, err := client.Submit(ctx, cfg.Type, payload, WithBatch(res.ID))
+		if err != nil {
+			return err
+		}
+		pending[id] = true
+		res.Total++
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("conductor: batch %s: %w", res.ID, err)
+	}
+
+	recheck := time.NewTicker(client.cfg.RecheckInterval)
+	defer recheck.Stop()
+	end := func(j *Job) {
+		if !pending[j.ID] {
+			return
+		}
+		delete(pending, j.ID)
+		if j.Status == StatusSucceeded {
+			res.Succeeded++
+		} else {
+			res.Dead++
+		}
+		if cfg.OnJobEnd != nil {
+			cfg.OnJobEnd(j)
+		}
+	}
+	for len(pending) > 0 {
+		select {
+		case j := <-ended:
+			end(j)
+		case <-recheck.C:
+			// An event may be lost (a reconnect); the stored state is not.
+			for id := range pending {
+				if j, err := client.Job(ctx, id); err == nil && j.Status.Final() {
+					end(j)
+				}
+			}
+		case <-ctx.Done():
+			return res, fmt.Errorf("conductor: batch %s: %d of %d jobs not ended: %w", res.ID, len(pending), res.Total, ctx.Err())
+		}
+	}
+	return res, nil
+}
+
+// local is an embedded conductor with a local agent running the batch's
+// workers.
+type local struct {
+	conductor *Conductor
+	agent     *agent.Agent
+	nc        *nats.Conn
+	dir       string
+}
+
+func startLocal(ctx context.Context, cfg BatchConfig) (*local, error) {
+	if cfg.Type == "" {
+		return nil, errors.New("conductor: batch has no Type")
+	}
+	cmd := cfg.Command
+	if len(cmd) == 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("conductor: find this program to fork as workers: %w", err)
+		}
+		cmd = []string{self}
+	}
+	spec := broker.Spec{Name: cfg.Type, Count: cmp.Or(cfg.Workers, 2), Cmd: cmd, MaxAttempts: cmp.Or(cfg.MaxAttempts, 3)}
+	dir, err := os.MkdirTemp("", "conductor-batch-")
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	l := &local{dir: dir}
+	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger})
+	if err == nil {
+		err = l.conductor.Start(ctx)
+	}
+	if err == nil {
+		l.nc, err = nats.Connect(l.conductor.NATSURL(), nats.Name("conductor-batch-workers"))
+	}
+	if err == nil {
+		l.agent, err = agent.New(agent.Config{Conn: l.nc, Host: "local", Pools: []broker.Spec{spec}, Logger: cfg.Logger})
+	}
+	if err == nil {
+		err = l.agent.Start(ctx)
+	}
+	if err != nil {
+		l.stop()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *local) stop() {
+	if l.agent != nil {
+		l.agent.Stop()
+	}
+	if l.nc != nil {
+		l.nc.Close()
+	}
+	if l.conductor != nil {
+		l.conductor.Stop()
+	}
+	_ = os.RemoveAll(l.dir)
+}

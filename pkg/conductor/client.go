@@ -1,0 +1,355 @@
+package conductor
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Job is the state of one job: see GET /v1/jobs/{id} in docs/api.md.
+type Job = wire.Job
+
+// Attempt is one run of a job.
+type Attempt = wire.Attempt
+
+// Status is where a job is in its life.
+type Status = wire.Status
+
+// The statuses of a job. Succeeded and Dead are final.
+const (
+	StatusQueued    = wire.StatusQueued
+	StatusRunning   = wire.StatusRunning
+	StatusSucceeded = wire.StatusSucceeded
+	StatusFailed    = wire.StatusFailed
+	StatusDead      = wire.StatusDead
+)
+
+// Errors returned by the Client.
+var (
+	ErrJobNotFound = errors.New("conductor: job not found")
+	ErrBadPayload  = errors.New("conductor: payload is not valid JSON")
+)
+
+// PayloadTooLargeError reports a job payload over the conductor's limit.
+type PayloadTooLargeError struct {
+	Size, Limit int
+}
+
+func (e *PayloadTooLargeError) Error() string {
+	return fmt.Sprintf("conductor: payload of %d bytes is over the limit of %d bytes", e.Size, e.Limit)
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Namespace of the conductor to talk to. Default "default".
+	Namespace string
+	// MaxPayload bounds a job's payload, in bytes; it should match the
+	// conductor's. Default 1 MiB.
+	MaxPayload int
+	// RecheckInterval is how often Wait reads a job's state in case its end
+	// event was missed. Default 2s.
+	RecheckInterval time.Duration
+}
+
+// Client submits jobs to a conductor over NATS and waits for their results.
+// It is safe for concurrent use.
+type Client struct {
+	cfg    ClientConfig
+	nc     *nats.Conn
+	ownsNC bool
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	space  subject.Space
+
+	// mu guards sub and waiters: Wait and the event subscription touch them.
+	mu      sync.Mutex
+	sub     *nats.Subscription
+	waiters map[string][]chan *Job
+}
+
+// Connect dials the conductor's NATS at url and returns a Client that owns
+// the connection. opts are passed to nats.Connect (nats.Token, for one).
+func Connect(url string, cfg ClientConfig, opts ...nats.Option) (*Client, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("conductor-client"), nats.MaxReconnects(-1)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: connect to %s: %w", url, err)
+	}
+	c, err := NewClient(nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.ownsNC = true
+	return c, nil
+}
+
+// NewClient returns a Client on nc. The caller keeps ownership of nc.
+func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
+	cfg.Namespace = cmp.Or(cfg.Namespace, "default")
+	cfg.MaxPayload = cmp.Or(cfg.MaxPayload, 1<<20)
+	cfg.RecheckInterval = cmp.Or(cfg.RecheckInterval, 2*time.Second)
+	space, err := subject.New(cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, space.StateBucket())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open job states of namespace %q (is conductord running?): %w", cfg.Namespace, err)
+	}
+	return &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}, nil
+}
+
+// Close releases the Client, and its connection if Connect made it.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+		c.sub = nil
+	}
+	c.mu.Unlock()
+	if c.ownsNC {
+		c.nc.Close()
+	}
+}
+
+// SubmitOption tunes one Submit.
+type SubmitOption func(*submitOptions)
+
+type submitOptions struct {
+	key   string
+	batch string
+}
+
+// WithIdempotencyKey makes every submission of the same job type with the
+// same key one job: the first creates it, later ones return its id, for as
+// long as the job's state is retained. The first payload wins.
+func WithIdempotencyKey(key string) SubmitOption {
+	return func(o *submitOptions) { o.key = key }
+}
+
+// WithBatch adds the job to batch id.
+func WithBatch(id string) SubmitOption {
+	return func(o *submitOptions) { o.batch = id }
+}
+
+// idempotencySpace seeds the name-based ids of idempotent submissions.
+var idempotencySpace = uuid.MustParse("6f1d4c1e-2b7a-4b8e-9a51-0c3c2d6f9e10")
+
+// Submit queues a job of type typ and returns its id once the job is
+// durably queued. payload is encoded as JSON, unless it is a
+// json.RawMessage or []byte, which must already be JSON.
+func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (string, error) {
+	var o submitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := subject.Token("job type", typ); err != nil {
+		return "", fmt.Errorf("conductor: %w", err)
+	}
+	data, err := encodePayload(payload)
+	if err != nil {
+		return "", err
+	}
+	if len(data) > c.cfg.MaxPayload {
+		return "", &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
+	}
+
+	id := uuid.Must(uuid.NewV7()).String()
+	if o.key != "" {
+		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
+	}
+	now := time.Now().UTC()
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, CreatedAt: now, UpdatedAt: now})
+	if o.key == "" {
+		_, err = c.kv.Put(ctx, id, state)
+	} else {
+		_, err = c.kv.Create(ctx, id, state)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return id, c.resubmit(ctx, id, typ, data, o)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("conductor: record job: %w", err)
+	}
+	if err := c.publish(ctx, id, typ, data, o); err != nil {
+		// Best effort: no job was queued, so no state should claim one was.
+		_ = c.kv.Delete(context.WithoutCancel(ctx), id)
+		return "", err
+	}
+	return id, nil
+}
+
+// resubmit handles a repeated idempotent submission. A job still queued is
+// published again in case the first submission stopped between recording
+// and publishing it; the stream's deduplication drops the copy otherwise.
+func (c *Client) resubmit(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	j, err := c.Job(ctx, id)
+	if err != nil || j.Status != StatusQueued {
+		return err
+	}
+	return c.publish(ctx, id, typ, data, o)
+}
+
+func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	m := nats.NewMsg(c.space.Job(typ))
+	m.Header.Set(wire.HeaderJobID, id)
+	m.Header.Set(wire.HeaderMsgID, id)
+	if o.batch != "" {
+		m.Header.Set(wire.HeaderBatch, o.batch)
+	}
+	m.Data = data
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("conductor: queue job: %w", err)
+	}
+	return nil
+}
+
+func encodePayload(payload any) ([]byte, error) {
+	var data []byte
+	switch p := payload.(type) {
+	case json.RawMessage:
+		data = p
+	case []byte:
+		data = p
+	default:
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadPayload, err)
+		}
+		return b, nil
+	}
+	if !json.Valid(data) {
+		return nil, ErrBadPayload
+	}
+	return data, nil
+}
+
+// Job returns the state of job id, or ErrJobNotFound.
+func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
+	if subject.Token("job id", id) != nil {
+		return nil, ErrJobNotFound
+	}
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrJobNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read job %s: %w", id, err)
+	}
+	var j Job
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return nil, fmt.Errorf("conductor: decode job %s: %w", id, err)
+	}
+	return &j, nil
+}
+
+// Wait blocks until job id has ended (succeeded or dead) and returns its
+// state, or returns ctx's error with the job's latest state.
+func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
+	ch, err := c.addWaiter(id)
+	if err != nil {
+		return nil, err
+	}
+	defer c.removeWaiter(id, ch)
+	tick := time.NewTicker(c.cfg.RecheckInterval)
+	defer tick.Stop()
+	for {
+		// Read after subscribing, so that an end between the two is not missed.
+		j, err := c.Job(ctx, id)
+		if err == nil && j.Status.Final() {
+			return j, nil
+		}
+		if err != nil && ctx.Err() == nil {
+			return nil, err
+		}
+		select {
+		case j := <-ch:
+			return j, nil
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// SubmitAndWait submits a job and waits for it to end.
+func (c *Client) SubmitAndWait(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Job, error) {
+	id, err := c.Submit(ctx, typ, payload, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return c.Wait(ctx, id)
+}
+
+func (c *Client) addWaiter(id string) (chan *Job, error) {
+	ch := make(chan *Job, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sub == nil {
+		sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvent)
+		if err != nil {
+			return nil, fmt.Errorf("conductor: subscribe to job events: %w", err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		c.sub = sub
+	}
+	c.waiters[id] = append(c.waiters[id], ch)
+	return ch, nil
+}
+
+func (c *Client) removeWaiter(id string, ch chan *Job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ws := c.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(c.waiters, id)
+		return
+	}
+	c.waiters[id] = ws
+}
+
+// jobEvent hands a final job event to the job's waiters.
+func (c *Client) jobEvent(m *nats.Msg) {
+	_, status, ok := c.space.ParseJobEvent(m.Subject)
+	if !ok || !Status(status).Final() {
+		return
+	}
+	id := m.Header.Get(wire.HeaderJobID)
+	c.mu.Lock()
+	ws := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	var j Job
+	if err := json.Unmarshal(m.Data, &j); err != nil {
+		return // the waiters' recheck reads the stored state instead
+	}
+	for _, w := range ws {
+		w <- &j
+	}
+}

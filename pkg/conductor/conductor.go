@@ -1,0 +1,340 @@
+package conductor
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// Config configures a Conductor. The zero value of each field is replaced by
+// the default its comment names.
+type Config struct {
+	// DataDir holds the embedded server's JetStream store. Default "./data".
+	DataDir string
+	// NATSListen is the embedded server's client listener, HOST:PORT; port 0
+	// picks a free port. Default "127.0.0.1:4222". Ignored with NATSURL.
+	NATSListen string
+	// NATSURL, when set, connects to an existing NATS server or cluster
+	// (JetStream enabled) instead of embedding one.
+	NATSURL string
+	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
+	HTTPListen string
+	// Namespace isolates conductors sharing one NATS. Default "default".
+	Namespace string
+	// Token, when set, is required from NATS clients and HTTP callers.
+	Token string
+	// MemoryStorage keeps streams in memory instead of files: faster, and
+	// lost with the process. For tests, benchmarks and throwaway batches.
+	MemoryStorage bool
+	// Retention is how long a job's state is kept after its last change.
+	// Default 72h.
+	Retention time.Duration
+	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
+	// published on NATS. Default 2m.
+	DedupWindow time.Duration
+	// MaxPayload bounds a job's payload, in bytes. Default 1 MiB.
+	MaxPayload int
+	// Logger receives the conductor's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.DataDir = cmp.Or(c.DataDir, "./data")
+	c.NATSListen = cmp.Or(c.NATSListen, "127.0.0.1:4222")
+	c.Namespace = cmp.Or(c.Namespace, "default")
+	c.Retention = cmp.Or(c.Retention, 72*time.Hour)
+	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
+	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Conductor is the hub: it holds (or connects to) the NATS server, owns the
+// job stream and the state buckets, aggregates job counts and host
+// heartbeats, and serves the HTTP API. Build it with New; it is what
+// conductord runs.
+type Conductor struct {
+	cfg   Config
+	space subject.Space
+	log   *slog.Logger
+
+	ns       *server.Server // nil with NATSURL
+	nc       *nats.Conn
+	ncClosed chan struct{} // closed by nc's closed handler
+	js       jetstream.JetStream
+	client   *Client
+	hosts    *hostRegistry
+	stats    *stats
+	subs     []*nats.Subscription
+	http     *http.Server
+	httpLn   net.Listener
+
+	startOnce sync.Once
+	stopOnce  sync.Once
+	stopped   chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New checks cfg and returns a Conductor ready to Start.
+func New(cfg Config) (*Conductor, error) {
+	cfg = cfg.withDefaults()
+	space, err := subject.New(cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	if cfg.NATSURL == "" {
+		if _, _, err := splitHostPort(cfg.NATSListen); err != nil {
+			return nil, fmt.Errorf("conductor: nats listen address: %w", err)
+		}
+	}
+	return &Conductor{cfg: cfg, space: space, log: cfg.Logger, stopped: make(chan struct{}), ncClosed: make(chan struct{})}, nil
+}
+
+// Start starts the embedded NATS server (or connects to NATSURL), creates
+// the job stream and state buckets if they do not exist, and starts the
+// HTTP API. On error everything started is stopped again.
+func (c *Conductor) Start(ctx context.Context) error {
+	err := errors.New("conductor: already started")
+	c.startOnce.Do(func() {
+		if err = c.start(ctx); err != nil {
+			c.shutdown()
+			close(c.stopped)
+			c.stopOnce.Do(func() {})
+		}
+	})
+	return err
+}
+
+func (c *Conductor) start(ctx context.Context) error {
+	opts := []nats.Option{
+		nats.Name("conductord"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }),
+	}
+	if c.cfg.Token != "" {
+		opts = append(opts, nats.Token(c.cfg.Token))
+	}
+	url := c.cfg.NATSURL
+	if url == "" {
+		if err := c.startServer(); err != nil {
+			return err
+		}
+		url = c.ns.ClientURL()
+		opts = append(opts, nats.InProcessServer(c.ns))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("conductor: connect to NATS: %w", err)
+	}
+	c.nc = nc
+	if c.js, err = jetstream.New(nc); err != nil {
+		return fmt.Errorf("conductor: %w", err)
+	}
+	if err := c.ensureStreams(ctx); err != nil {
+		return err
+	}
+	if c.client, err = NewClient(nc, ClientConfig{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload}); err != nil {
+		return err
+	}
+	c.hosts = newHostRegistry()
+	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
+		return err
+	}
+	if err := c.subscribe(); err != nil {
+		return err
+	}
+	c.wg.Go(c.stats.run)
+	if c.cfg.HTTPListen != "" {
+		if err := c.startHTTP(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Conductor) startServer() error {
+	host, port, _ := splitHostPort(c.cfg.NATSListen)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:         "conductord",
+		Host:               host,
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           c.cfg.DataDir,
+		NoSigs:             true,
+		MaxPayload:         8 << 20,
+		Authorization:      c.cfg.Token,
+		JetStreamMaxMemory: -1,
+		JetStreamMaxStore:  -1,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("conductor: embedded NATS: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{log: c.log.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
+	}
+	c.ns = ns
+	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir)
+	return nil
+}
+
+func (c *Conductor) ensureStreams(ctx context.Context) error {
+	storage := jetstream.FileStorage
+	if c.cfg.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.space.JobStream(),
+		Description: "conductor jobs of namespace " + c.cfg.Namespace,
+		Subjects:    []string{c.space.Jobs()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     storage,
+		Duplicates:  c.cfg.DedupWindow,
+		// Headers carry the id and batch; leave them room on top of the payload.
+		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
+	}); err != nil {
+		return fmt.Errorf("conductor: create job stream: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.StateBucket(),
+		Description: "conductor job states by id",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create job state bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.StatsBucket(),
+		Description: "conductor job counts by type",
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create stats bucket: %w", err)
+	}
+	return nil
+}
+
+func (c *Conductor) subscribe() error {
+	sub, err := c.nc.Subscribe(c.space.Hosts(), c.hosts.receive)
+	if err != nil {
+		return fmt.Errorf("conductor: subscribe to heartbeats: %w", err)
+	}
+	c.subs = append(c.subs, sub)
+	sub, err = c.nc.Subscribe(c.space.JobEvents(), func(m *nats.Msg) {
+		if typ, status, ok := c.space.ParseJobEvent(m.Subject); ok {
+			c.stats.count(typ, status)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("conductor: subscribe to job events: %w", err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	c.subs = append(c.subs, sub)
+	return nil
+}
+
+// Stop stops the HTTP API, saves the job counts, drains the NATS connection
+// and shuts the embedded server down, in that order. It blocks until done
+// and is safe to call more than once.
+func (c *Conductor) Stop() {
+	c.stopOnce.Do(func() {
+		c.shutdown()
+		close(c.stopped)
+	})
+}
+
+// Stopped is closed when the conductor has stopped.
+func (c *Conductor) Stopped() <-chan struct{} { return c.stopped }
+
+func (c *Conductor) shutdown() {
+	if c.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = c.http.Shutdown(ctx)
+		cancel()
+	}
+	for _, sub := range c.subs {
+		_ = sub.Unsubscribe()
+	}
+	if c.client != nil {
+		c.client.Close()
+	}
+	if c.stats != nil {
+		c.stats.stop()
+	}
+	c.wg.Wait()
+	if c.nc != nil {
+		// Drain is asynchronous; the closed handler tells when it is over.
+		if c.nc.Drain() != nil {
+			c.nc.Close()
+		}
+		<-c.ncClosed
+	}
+	if c.ns != nil {
+		c.ns.Shutdown()
+		c.ns.WaitForShutdown()
+	}
+}
+
+// NATSURL is the URL workers and services use to reach this conductor's NATS.
+func (c *Conductor) NATSURL() string {
+	if c.ns != nil {
+		return c.ns.ClientURL()
+	}
+	return c.cfg.NATSURL
+}
+
+// HTTPAddr is the address the HTTP API listens on, or "" without one.
+func (c *Conductor) HTTPAddr() string {
+	if c.httpLn == nil {
+		return ""
+	}
+	return c.httpLn.Addr().String()
+}
+
+// Client is the conductor's own client, on its own connection.
+func (c *Conductor) Client() *Client { return c.client }
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q in %q", p, addr)
+	}
+	return host, port, nil
+}
+
+// natsLogger sends the embedded server's log to slog: notices at Debug,
+// warnings and errors as such, debug and trace dropped.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(string, ...any)           {}
+func (l *natsLogger) Tracef(string, ...any)           {}

@@ -1,0 +1,234 @@
+package conductor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/worker"
+)
+
+// TestMain lets the test binary play the worker of RunBatch: started by
+// the broker, it serves testHandler.
+func TestMain(m *testing.M) {
+	if worker.IsWorker() {
+		worker.Main(testHandler)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// testHandler squares numbers; "fail" fails for good, "crash-once" kills
+// the process on its first attempt and succeeds on the next.
+func testHandler(_ context.Context, job *worker.Job) (any, error) {
+	var s string
+	if json.Unmarshal(job.Payload, &s) == nil {
+		switch {
+		case s == "fail":
+			return nil, worker.Permanent(errors.New("asked to fail"))
+		case s == "crash-once" && job.Attempt == 1:
+			os.Exit(3)
+		}
+		return "ok after " + fmt.Sprint(job.Attempt), nil
+	}
+	var n int
+	if err := job.Decode(&n); err != nil {
+		return nil, err
+	}
+	return n * n, nil
+}
+
+type testBundle struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+func setup(t *testing.T, cfg conductor.Config) (*conductor.Conductor, *testBundle) {
+	t.Helper()
+	cfg.DataDir = t.TempDir()
+	cfg.NATSListen = "127.0.0.1:0"
+	c, err := conductor.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	opts := []nats.Option{}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	nc, err := nats.Connect(c.NATSURL(), opts...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return c, &testBundle{nc: nc, js: js}
+}
+
+func TestClient_SubmitQueuesDurably(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+
+	id, err := c.Client().Submit(ctx, "later", map[string]int{"x": 1})
+	require.NoError(t, err)
+	j, err := c.Client().Job(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusQueued, j.Status)
+	require.Equal(t, "later", j.Type)
+	require.False(t, j.CreatedAt.IsZero())
+
+	space, _ := subject.New("default")
+	stream, err := bundle.js.Stream(ctx, space.JobStream())
+	require.NoError(t, err)
+	msg, err := stream.GetLastMsgForSubject(ctx, space.Job("later"))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"x":1}`, string(msg.Data))
+	require.Equal(t, id, msg.Header.Get("Conductor-Job-Id"))
+
+	pools, err := c.Pools(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []conductor.Pool{{Type: "later", Queued: 1}}, pools)
+
+	_, err = c.Client().Job(ctx, "no-such-job")
+	require.ErrorIs(t, err, conductor.ErrJobNotFound)
+}
+
+func TestClient_SubmitIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+
+	a, err := c.Client().Submit(ctx, "later", 1, conductor.WithIdempotencyKey("k1"))
+	require.NoError(t, err)
+	b, err := c.Client().Submit(ctx, "later", 2, conductor.WithIdempotencyKey("k1"))
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	other, err := c.Client().Submit(ctx, "later", 1, conductor.WithIdempotencyKey("k2"))
+	require.NoError(t, err)
+	require.NotEqual(t, a, other)
+
+	space, _ := subject.New("default")
+	stream, err := bundle.js.Stream(ctx, space.JobStream())
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), info.State.Msgs, "two keys, two jobs")
+}
+
+func TestClient_SubmitBadInput(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, conductor.Config{MaxPayload: 100})
+	ctx := context.Background()
+
+	_, err := c.Client().Submit(ctx, "bad.type", 1)
+	require.ErrorIs(t, err, subject.ErrBadToken)
+	_, err = c.Client().Submit(ctx, "t", json.RawMessage("{nope"))
+	require.ErrorIs(t, err, conductor.ErrBadPayload)
+	_, err = c.Client().Submit(ctx, "t", make(chan int))
+	require.ErrorIs(t, err, conductor.ErrBadPayload)
+
+	client, err := conductor.NewClient(conn(t, c), conductor.ClientConfig{MaxPayload: 10})
+	require.NoError(t, err)
+	_, err = client.Submit(ctx, "t", strings.Repeat("x", 20))
+	var tooLarge *conductor.PayloadTooLargeError
+	require.ErrorAs(t, err, &tooLarge)
+	require.Equal(t, 10, tooLarge.Limit)
+}
+
+// conn returns a fresh connection to c.
+func conn(t *testing.T, c *conductor.Conductor) *nats.Conn {
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func TestRunBatch_LocalWorkers(t *testing.T) {
+	t.Parallel()
+
+	var mu sync.Mutex
+	results := map[string]string{}
+	res, err := conductor.RunBatch(context.Background(), conductor.BatchConfig{
+		Type:    "squares",
+		Workers: 2,
+		Logger:  slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Jobs: func(submit func(any) error) error {
+			for i := range 20 {
+				if err := submit(i); err != nil {
+					return err
+				}
+			}
+			for _, s := range []string{"fail", "crash-once"} {
+				if err := submit(s); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		OnJobEnd: func(j *conductor.Job) {
+			mu.Lock()
+			defer mu.Unlock()
+			results[string(j.Status)+" "+string(j.Result)+j.Error] = j.ID
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, 22, res.Total)
+	require.Equal(t, 21, res.Succeeded)
+	require.Equal(t, 1, res.Dead)
+	for i := range 20 {
+		require.Contains(t, results, fmt.Sprintf("succeeded %d", i*i))
+	}
+	require.Contains(t, results, "dead asked to fail")
+	require.Contains(t, results, `succeeded "ok after 2"`, "the crashed job is redelivered and counted as an attempt")
+}
+
+func TestConductor_HTTPAuth(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, conductor.Config{Token: "tok"})
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+
+	get := func(path, auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusUnauthorized, get("/v1/pools", ""))
+	require.Equal(t, http.StatusUnauthorized, get("/v1/pools", "Bearer nope"))
+	require.Equal(t, http.StatusOK, get("/v1/pools", "Bearer tok"))
+	require.Equal(t, http.StatusOK, get("/healthz", ""))
+	require.Equal(t, http.StatusOK, get("/", ""))
+}
+
+func TestConductor_StopIsIdempotent(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, conductor.Config{})
+	c.Stop()
+	c.Stop()
+	select {
+	case <-c.Stopped():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stopped not closed")
+	}
+	require.Error(t, c.Start(context.Background()), "a stopped conductor does not start again")
+}

@@ -1,0 +1,85 @@
+package conductor
+
+import (
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Worker describes one worker process on one host: see GET /v1/workers.
+type Worker = wire.WorkerInfo
+
+// Host is the last heartbeat of one workerd.
+type Host = wire.Heartbeat
+
+// hostRegistry holds the last heartbeat of every live host. A host that
+// misses three heartbeats (or says it is leaving) is dropped. mu guards
+// hosts: the heartbeat subscription writes, HTTP handlers read.
+type hostRegistry struct {
+	mu    sync.Mutex
+	hosts map[string]hostEntry
+	now   func() time.Time
+}
+
+type hostEntry struct {
+	hb   wire.Heartbeat
+	seen time.Time
+}
+
+func newHostRegistry() *hostRegistry {
+	return &hostRegistry{hosts: make(map[string]hostEntry), now: time.Now}
+}
+
+func (r *hostRegistry) receive(m *nats.Msg) {
+	var hb wire.Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Host == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hb.Leaving {
+		delete(r.hosts, hb.Host)
+		return
+	}
+	r.hosts[hb.Host] = hostEntry{hb: hb, seen: r.now()}
+}
+
+// live returns the heartbeats of the live hosts, sorted by host id, and
+// forgets hosts that went silent.
+func (r *hostRegistry) live() []wire.Heartbeat {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	out := make([]wire.Heartbeat, 0, len(r.hosts))
+	for id, e := range r.hosts {
+		if now.Sub(e.seen) > 3*max(time.Duration(e.hb.Interval), time.Second) {
+			delete(r.hosts, id)
+			continue
+		}
+		out = append(out, e.hb)
+	}
+	slices.SortFunc(out, func(a, b wire.Heartbeat) int {
+		if a.Host < b.Host {
+			return -1
+		}
+		if a.Host > b.Host {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// workers lists every worker of every live host.
+func (r *hostRegistry) workers() []Worker {
+	out := []Worker{}
+	for _, hb := range r.live() {
+		out = append(out, hb.Workers...)
+	}
+	return out
+}

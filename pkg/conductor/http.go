@@ -1,0 +1,237 @@
+package conductor
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// MaxWait bounds the ?wait= of a job submission.
+const MaxWait = 10 * time.Minute
+
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// Pool is the view of one job type (or service pool) that GET /v1/pools
+// serves: jobs waiting and running now, attempts ended since the counters
+// were created, and worker processes on every live host.
+type Pool struct {
+	Type      string `json:"type"`
+	Queued    int64  `json:"queued"`
+	Running   int64  `json:"running"`
+	Succeeded uint64 `json:"succeeded"`
+	Failed    uint64 `json:"failed"`
+	Dead      uint64 `json:"dead"`
+	Workers   int    `json:"workers"`
+}
+
+func (c *Conductor) startHTTP() error {
+	ln, err := net.Listen("tcp", c.cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("conductor: http listen: %w", err)
+	}
+	c.httpLn = ln
+	c.http = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	c.wg.Go(func() {
+		if err := c.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("http server", "err", err)
+		}
+	})
+	c.log.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Handler is the HTTP API (docs/api.md). GET / and GET /healthz are open;
+// everything else needs the token when one is set.
+func (c *Conductor) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(dashboardHTML)
+	})
+	mux.HandleFunc("GET /healthz", c.healthz)
+	mux.Handle("POST /v1/jobs/{type}", c.auth(c.submitJob))
+	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
+	mux.Handle("GET /v1/pools", c.auth(c.listPools))
+	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
+	return mux
+}
+
+func (c *Conductor) auth(h http.HandlerFunc) http.Handler {
+	if c.cfg.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + c.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="conductor"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN")
+			return
+		}
+		h(w, r)
+	})
+}
+
+func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
+	if !c.nc.IsConnected() {
+		writeError(w, http.StatusServiceUnavailable, "not connected to NATS")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
+	typ := r.PathValue("type")
+	if err := subject.Token("job type", typ); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > MaxWait {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad wait %q: want a duration such as 10s, at most %s", s, MaxWait))
+			return
+		}
+		wait = d
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	if len(body) > c.cfg.MaxPayload {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("payload is over the limit of %d bytes", c.cfg.MaxPayload))
+		return
+	}
+	if !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, "payload is not valid JSON")
+		return
+	}
+	var opts []SubmitOption
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		opts = append(opts, WithIdempotencyKey(key))
+	}
+	id, err := c.client.Submit(r.Context(), typ, json.RawMessage(body), opts...)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if wait == 0 {
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": id})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	j, err := c.client.Wait(ctx, id)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, j)
+	case j != nil:
+		writeJSON(w, http.StatusAccepted, j)
+	default:
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": string(StatusQueued)})
+	}
+}
+
+func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
+	j, err := c.client.Job(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrJobNotFound):
+		writeError(w, http.StatusNotFound, "no job "+r.PathValue("id"))
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, j)
+	}
+}
+
+func (c *Conductor) listWorkers(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, c.hosts.workers())
+}
+
+func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
+	pools, err := c.Pools(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, pools)
+}
+
+// Pools returns the view of every job type that has queued jobs, counters,
+// a consumer or workers, sorted by type.
+func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
+	byType := map[string]*Pool{}
+	pool := func(typ string) *Pool {
+		p := byType[typ]
+		if p == nil {
+			p = &Pool{Type: typ}
+			byType[typ] = p
+		}
+		return p
+	}
+	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	if err != nil {
+		return nil, fmt.Errorf("read job stream: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
+	if err != nil {
+		return nil, fmt.Errorf("read job stream: %w", err)
+	}
+	for subj, n := range info.State.Subjects {
+		if typ := c.space.JobTypeOf(subj); typ != "" {
+			pool(typ).Queued = int64(n)
+		}
+	}
+	consumers := stream.ListConsumers(ctx)
+	for ci := range consumers.Info() {
+		if typ, ok := strings.CutPrefix(ci.Name, "pool-"); ok {
+			p := pool(typ)
+			p.Running = int64(ci.NumAckPending)
+			p.Queued = max(p.Queued-p.Running, 0)
+		}
+	}
+	if err := consumers.Err(); err != nil {
+		return nil, fmt.Errorf("read job consumers: %w", err)
+	}
+	for typ, n := range c.stats.snapshot() {
+		p := pool(typ)
+		p.Succeeded, p.Failed, p.Dead = n.Succeeded, n.Failed, n.Dead
+	}
+	for _, w := range c.hosts.workers() {
+		pool(w.Pool).Workers++
+	}
+	out := make([]Pool, 0, len(byType))
+	for _, p := range byType {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Pool) int { return strings.Compare(a.Type, b.Type) })
+	return out, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

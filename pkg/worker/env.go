@@ -1,0 +1,38 @@
+package worker
+
+import (
+	"os"
+	"strconv"
+)
+
+// Environment variables that workerd sets for every worker process.
+const (
+	envProtocol = "CONDUCTOR_PROTOCOL"     // "channel" for a job worker
+	envPool     = "CONDUCTOR_POOL"         // the pool's name
+	envIndex    = "CONDUCTOR_WORKER_INDEX" // the process's slot in its pool, from 0
+	envHost     = "CONDUCTOR_HOST"         // the host id of the workerd
+)
+
+// IsWorker reports whether the program was started by workerd as a job
+// worker (CONDUCTOR_PROTOCOL=channel). A program that is both a worker and
+// something else, such as the batch demo forking itself, branches on it.
+func IsWorker() bool { return os.Getenv(envProtocol) == "channel" }
+
+// Index returns the process's slot in its pool, from 0 to the pool's count
+// minus one (CONDUCTOR_WORKER_INDEX). A replacement process takes the slot
+// of the one it replaces. Index returns -1 when the variable is absent or not
+// a number.
+func Index() int {
+	i, err := strconv.Atoi(os.Getenv(envIndex))
+	if err != nil || i < 0 {
+		return -1
+	}
+	return i
+}
+
+// Pool returns the name of the process's pool (CONDUCTOR_POOL), or "".
+func Pool() string { return os.Getenv(envPool) }
+
+// Host returns the id of the host whose workerd started the process
+// (CONDUCTOR_HOST), or "".
+func Host() string { return os.Getenv(envHost) }

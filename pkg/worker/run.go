@@ -1,0 +1,110 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/conductor-run/conductor/internal/proto"
+)
+
+// Option configures Run.
+type Option func(*options)
+
+type options struct {
+	channel bool // WithChannel was given
+	in      io.Reader
+	out     io.Writer
+	hard    context.Context
+	log     *slog.Logger
+}
+
+// WithChannel makes Run read workerd's messages from in and write its own to
+// out, instead of file descriptors 3 and 4. Tests use it to play workerd over
+// os.Pipe or io.Pipe, and a program can use it to serve jobs in process.
+//
+// Run takes ownership of both: it closes each that is an io.Closer before it
+// returns, as the exit of a worker process closes its descriptors. Closing in
+// must unblock a pending Read, as it does for os.Pipe, io.Pipe and net.Conn;
+// Run waits for its reading goroutine to end. If in is not an io.Closer,
+// that goroutine ends only when a Read of in returns an error.
+func WithChannel(in io.Reader, out io.Writer) Option {
+	return func(o *options) { o.channel, o.in, o.out = true, in, out }
+}
+
+// WithHardStop gives Run a second, harder stop signal: when ctx is done, Run
+// stops taking jobs, as on a graceful stop, and also cancels the running
+// handler's context (with the cause "worker: hard stop"). The handler's
+// error is reported to workerd as the job's outcome, which will be retried,
+// and Run returns nil. Main uses it for a second SIGTERM or SIGINT.
+func WithHardStop(ctx context.Context) Option {
+	return func(o *options) { o.hard = ctx }
+}
+
+// WithLogger makes Run log its warnings (a bad line or an unknown op from
+// workerd, a panicking handler) to l instead of slog.Default(), which writes
+// to stderr; workerd collects stderr into the worker's log.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
+
+// Run serves jobs with h: it tells workerd it is ready, then runs each job
+// workerd sends, one at a time, and reports its outcome.
+//
+// Run stops gracefully, returning nil, when workerd sends the shutdown op or
+// when ctx is done: it takes no further job, lets the running handler finish
+// without cancelling its context, reports the outcome, and returns. Stopping
+// on ctx, it first tells workerd it is busy so that no job is sent meanwhile.
+// See WithHardStop for a stop that does not wait for the handler.
+//
+// Run returns ErrChannelClosed when workerd closes the channel: it cancels
+// the running handler's context, waits for the handler to return, and
+// returns without reporting it, since there is no one to report to. It
+// returns any other error reading or writing the channel in the same way.
+// After a shutdown op, though, the end of the channel is expected: the
+// running job still finishes and is reported.
+//
+// Without WithChannel, Run uses file descriptors 3 and 4, which workerd
+// opens for the process, and returns an error if they are not open. Run does
+// not handle signals; Main does.
+func Run(ctx context.Context, h Handler, opts ...Option) error {
+	if h == nil {
+		return errors.New("worker: nil handler")
+	}
+	o := options{log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !o.channel {
+		in, out, err := openChannel()
+		if err != nil {
+			return err
+		}
+		o.in, o.out = in, out
+	}
+	if o.in == nil || o.out == nil {
+		return errors.New("worker: WithChannel needs both a reader and a writer")
+	}
+	var hard <-chan struct{}
+	if o.hard != nil {
+		hard = o.hard.Done()
+	}
+
+	s := newServer(ctx, h, o.out, o.log)
+	var wg sync.WaitGroup
+	quit := make(chan struct{})
+	wg.Go(func() { s.read(proto.NewReader(o.in, 0), quit) })
+
+	err := s.serve(ctx.Done(), hard)
+	close(quit)
+	if c, ok := o.out.(io.Closer); ok {
+		_ = c.Close() // every message was written with one Write; nothing is pending
+	}
+	if c, ok := o.in.(io.Closer); ok {
+		_ = c.Close()
+		wg.Wait()
+	}
+	return err
+}

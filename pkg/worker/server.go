@@ -1,0 +1,225 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/conductor-run/conductor/internal/proto"
+)
+
+// server is one Run: the loop that owns the worker's state, fed by a reader
+// goroutine (workerd's messages) and by the goroutine of the running handler.
+type server struct {
+	h    Handler
+	log  *slog.Logger
+	out  *proto.Writer
+	base context.Context // parent of handler contexts: Run's ctx, not its cancellation
+
+	inbox    chan inbound // reader goroutine -> serve
+	finished chan outcome // handler goroutine -> serve; one job at a time
+
+	// Owned by the serve goroutine.
+	job      *Job                    // the running job; nil when idle
+	cancel   context.CancelCauseFunc // cancels job's context
+	draining bool                    // take no job; return once idle
+	shutdown bool                    // workerd sent the shutdown op
+}
+
+// inbound is a message from workerd, or the error that ended the reading.
+type inbound struct {
+	msg proto.Message
+	err error
+}
+
+// outcome is how a handler call ended: an encoded result or an error.
+type outcome struct {
+	id     string
+	result json.RawMessage
+	err    error
+}
+
+func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger) *server {
+	return &server{
+		h:        h,
+		log:      log,
+		out:      proto.NewWriter(out),
+		base:     context.WithoutCancel(ctx),
+		inbox:    make(chan inbound),
+		finished: make(chan outcome, 1),
+	}
+}
+
+// read turns workerd's lines into inbound events until the reader fails or
+// quit is closed. Bad lines are logged and skipped.
+func (s *server) read(r *proto.Reader, quit <-chan struct{}) {
+	for {
+		m, err := r.Read()
+		if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
+			s.log.Warn("worker: ignoring a bad line from workerd", "err", err)
+			continue
+		}
+		select {
+		case s.inbox <- inbound{msg: m, err: err}:
+		case <-quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serve sends ready, then handles events until a stop completes (nil) or the
+// channel fails. It returns with no handler running.
+func (s *server) serve(stop, hard <-chan struct{}) error {
+	if err := s.send(proto.Message{Op: proto.OpReady}); err != nil {
+		return err
+	}
+	for !s.draining || s.job != nil {
+		var err error
+		select {
+		case <-stop:
+			stop = nil
+			err = s.stop(nil)
+		case <-hard:
+			stop, hard = nil, nil
+			err = s.stop(errHardStop)
+		case in := <-s.inbox:
+			err = s.handle(in)
+		case o := <-s.finished:
+			err = s.finish(o)
+		}
+		if err != nil {
+			s.abandon(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// stop starts a stop that workerd did not ask for: it tells workerd that no
+// job should come, and cancels the running handler with cause, if not nil.
+func (s *server) stop(cause error) error {
+	if s.job != nil && cause != nil {
+		s.cancel(cause)
+	}
+	if s.draining {
+		return nil
+	}
+	s.draining = true
+	return s.send(proto.Message{Op: proto.OpBusy})
+}
+
+// handle acts on one message from workerd.
+func (s *server) handle(in inbound) error {
+	if errors.Is(in.err, io.EOF) {
+		if s.shutdown {
+			return nil // workerd closed the channel after shutdown: finish the job
+		}
+		return ErrChannelClosed
+	}
+	if in.err != nil {
+		return fmt.Errorf("worker: read channel: %w", in.err)
+	}
+	m := in.msg
+	switch m.Op {
+	case proto.OpJob:
+		return s.accept(m)
+	case proto.OpCancel:
+		if s.job == nil || s.job.ID != m.ID {
+			s.log.Warn("worker: ignoring cancel of a job that is not running", "job", m.ID)
+			return nil
+		}
+		s.cancel(errCancelled)
+	case proto.OpShutdown:
+		s.draining, s.shutdown = true, true
+	default:
+		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
+	}
+	return nil
+}
+
+// accept starts the job of m if the worker is free to run it. workerd sends
+// a job only to an idle worker; any other job is refused with a retryable
+// error, so that it is not lost.
+func (s *server) accept(m proto.Message) error {
+	var refusal string
+	switch {
+	case m.ID == "":
+		s.log.Warn("worker: ignoring a job without an id", "type", m.Type)
+		return nil
+	case s.draining:
+		refusal = "worker: shutting down"
+	case s.job != nil:
+		refusal = "worker: busy with job " + s.job.ID
+	}
+	if refusal != "" {
+		s.log.Warn("worker: refusing a job", "job", m.ID, "err", refusal)
+		return s.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: refusal})
+	}
+	job := &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
+	ctx, cancel := context.WithCancelCause(s.base)
+	s.job, s.cancel = job, cancel
+	go func() { s.finished <- s.call(ctx, job) }()
+	return nil
+}
+
+// call runs the handler on job, recovering a panic, and encodes its result.
+func (s *server) call(ctx context.Context, job *Job) (o outcome) {
+	o.id = job.ID
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("worker: handler panicked", "job", job.ID, "panic", v, "stack", string(debug.Stack()))
+			o.result, o.err = nil, fmt.Errorf("panic: %v", v)
+		}
+	}()
+	v, err := s.h(ctx, job)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	b, err := json.Marshal(v)
+	switch {
+	case err != nil:
+		o.err = Permanent(fmt.Errorf("encode result: %w", err))
+	case string(b) != "null":
+		o.result = b
+	}
+	return o
+}
+
+// finish reports the outcome of the running job.
+func (s *server) finish(o outcome) error {
+	s.cancel(nil)
+	s.job, s.cancel = nil, nil
+	m := proto.Message{Op: proto.OpDone, ID: o.id, Result: o.result}
+	if o.err != nil {
+		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))
+		m.Permanent = IsPermanent(o.err)
+	}
+	return s.send(m)
+}
+
+// abandon cancels the running handler, if any, with cause and waits for it
+// to return. Its outcome is not reported.
+func (s *server) abandon(cause error) {
+	if s.job == nil {
+		return
+	}
+	s.cancel(cause)
+	<-s.finished
+	s.job, s.cancel = nil, nil
+}
+
+func (s *server) send(m proto.Message) error {
+	if err := s.out.Write(m); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}
