@@ -58,6 +58,13 @@ func watchEvents(t *testing.T, c *cluster, typ string, want int) *events {
 	return ev
 }
 
+// ended counts the jobs that reached a final status.
+func (ev *events) ended() int {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return len(ev.done)
+}
+
 // checkSquares checks that every job succeeded with the right result, and
 // returns its final states.
 func checkSquares(t *testing.T, c *cluster, ids []string) []*conductor.Job {
@@ -86,7 +93,7 @@ func TestCluster_TenThousandJobsTwoHosts(t *testing.T) {
 	select {
 	case <-ev.all:
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("only %d of %d jobs ended", len(ev.done), n)
+		t.Fatalf("only %d of %d jobs ended", ev.ended(), n)
 	}
 	checkSquares(t, c, ids)
 
@@ -97,11 +104,13 @@ func TestCluster_TenThousandJobsTwoHosts(t *testing.T) {
 		require.Equal(t, map[wire.Status]int{wire.StatusSucceeded: 1}, ev.byID[id], "job %s", id)
 	}
 	hosts := map[string]int64{}
-	for _, w := range c.workers() {
-		hosts[w.Host] += w.JobsDone
-	}
-	require.Len(t, hosts, 2)
-	require.Equal(t, int64(n), hosts["host-a"]+hosts["host-b"], "jobs done per host: %v", hosts)
+	require.Eventually(t, func() bool {
+		clear(hosts)
+		for _, w := range c.workers() {
+			hosts[w.Host] += w.JobsDone
+		}
+		return hosts["host-a"]+hosts["host-b"] == n
+	}, 10*time.Second, 50*time.Millisecond, "jobs done per host: %v", hosts)
 	require.Positive(t, hosts["host-a"])
 	require.Positive(t, hosts["host-b"])
 	require.Eventually(t, func() bool { return c.pool("squares").Succeeded == n }, 10*time.Second, 50*time.Millisecond)
@@ -115,33 +124,45 @@ func TestCluster_WorkersKilledLoseNoJob(t *testing.T) {
 
 	const n = 10_000
 	ev := watchEvents(t, c, "squares", n)
-	ids := c.submitMany(context.Background(), "squares", n)
 
-	// Kill a busy worker every 200ms until every job has ended.
-	kills := 0
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(3 * time.Minute)
-loop:
-	for {
-		select {
-		case <-ev.all:
-			break loop
-		case <-deadline:
-			t.Fatalf("only %d of %d jobs ended", len(ev.done), n)
-		case <-tick.C:
-			var busy []int
+	// Kill a worker every 200ms, from the first submission until every job
+	// has ended. Jobs take about a millisecond and the queue is full, so a
+	// live worker holds a job almost all the time; the pid list is as of the
+	// last heartbeat, so some pids are gone already (those kills fail and
+	// are not counted).
+	kills := make(chan int, 1)
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		k := 0
+		defer func() { kills <- k }()
+		for {
+			select {
+			case <-ev.all:
+				return
+			case <-time.After(3 * time.Minute):
+				return
+			case <-tick.C:
+			}
+			var live []int
 			for _, w := range c.workers() {
-				if w.State == "busy" && w.PID > 0 {
-					busy = append(busy, w.PID)
+				if w.PID > 0 {
+					live = append(live, w.PID)
 				}
 			}
-			if len(busy) > 0 {
-				if syscall.Kill(busy[rand.N(len(busy))], syscall.SIGKILL) == nil {
-					kills++
-				}
+			if len(live) > 0 && syscall.Kill(live[rand.N(len(live))], syscall.SIGKILL) == nil {
+				k++
 			}
 		}
+	}()
+	ids := c.submitMany(context.Background(), "squares", n)
+	var killed int
+	select {
+	case killed = <-kills:
+	case <-time.After(4 * time.Minute):
+	}
+	if got := ev.ended(); got < n {
+		t.Fatalf("only %d of %d jobs ended", got, n)
 	}
 	jobs := checkSquares(t, c, ids)
 
@@ -169,8 +190,8 @@ loop:
 	}
 	ev.mu.Unlock()
 	slices.Sort(gaps)
-	t.Logf("kills=%d retried=%d duplicate executions=%d", kills, retried, dups)
-	require.Positive(t, kills, "no worker was killed: the test proved nothing")
+	t.Logf("kills=%d retried=%d duplicate executions=%d", killed, retried, dups)
+	require.Positive(t, killed, "no worker was killed: the test proved nothing")
 	require.NotEmpty(t, gaps, "no job was redelivered")
 	p50, p99 := gaps[len(gaps)/2], gaps[len(gaps)*99/100]
 	t.Logf("redelivery after a kill: n=%d p50=%s p99=%s max=%s", len(gaps), p50, p99, gaps[len(gaps)-1])
@@ -229,12 +250,13 @@ func TestHTTP_API(t *testing.T) {
 	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+idResp.ID, "", nil, &got))
 	require.Equal(t, conductor.StatusQueued, got.Status)
 
-	// Workers are visible with their host and pid.
-	ws := c.workers()
-	require.Len(t, ws, 1)
-	require.Equal(t, "host-a", ws[0].Host)
-	require.Positive(t, ws[0].PID)
-	require.Positive(t, ws[0].JobsDone)
+	// Workers are visible with their host and pid, and count their jobs
+	// (12, 3, "x" and 5) as of the host's last heartbeat.
+	var ws []conductor.Worker
+	require.Eventually(t, func() bool {
+		ws = c.workers()
+		return len(ws) == 1 && ws[0].Host == "host-a" && ws[0].PID > 0 && ws[0].JobsDone == 4
+	}, 10*time.Second, 20*time.Millisecond)
 
 	// Without the token: 401.
 	c.token = ""

@@ -99,7 +99,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	seen := map[string]bool{}
-	a := &Agent{cfg: cfg, space: space, log: cfg.Logger, stopped: make(chan struct{})}
+	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
 	for _, spec := range cfg.Pools {
 		if err := spec.Validate(); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
@@ -179,7 +179,7 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 		}
 		defer src.close()
 	}
-	bp, err := broker.NewPool(broker.Config{Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.log})
+	bp, err := broker.NewPool(broker.Config{Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.cfg.Logger})
 	if err == nil {
 		err = bp.Start(ctx)
 	}
@@ -190,10 +190,8 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	p.mu.Lock()
 	p.src, p.bp = src, bp
 	p.mu.Unlock()
-	log.Info("pool started", "count", p.spec.Count, "protocol", p.spec.Protocol)
 	<-ctx.Done()
 	bp.Stop()
-	log.Info("pool stopped")
 }
 
 // sourceOrNil keeps a nil *source from becoming a non-nil broker.Source.
@@ -218,7 +216,7 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 		if err == nil {
 			return newSource(sourceConfig{
 				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
-				maxAttempts: spec.MaxAttempts, maxResult: a.cfg.MaxResult,
+				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
 				expires: a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log,
 			})
 		}
