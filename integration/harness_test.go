@@ -260,12 +260,13 @@ func (c *cluster) pool(typ string) conductor.Pool {
 func (c *cluster) submitMany(ctx context.Context, typ string, n int) []string {
 	c.t.Helper()
 	ids := make([]string, n)
+	client := c.goClient()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w; i < n; i += 8 {
-				id, err := c.goClient().Submit(ctx, typ, i)
+				id, err := client.Submit(ctx, typ, i)
 				if err != nil {
 					errs <- err
 					return

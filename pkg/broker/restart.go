@@ -40,7 +40,9 @@ const (
 //
 // The first restart is immediate, so a crashed worker is replaced at once.
 // Each further one waits Base*2^(n-1), capped at Max, with ±Jitter. A
-// process that stayed up for Stable resets the count. With Budget > 0, at
+// process that stayed up for Stable, or finished a job, resets the count: it
+// proved the command works, so its death is not a crash loop (a job that
+// kills every process it reaches is stopped by the job's attempt limit). With Budget > 0, at
 // most Budget restarts happen per Window; past it next says restartGiveUp
 // with the time until the oldest restart leaves the window.
 type restartPolicy struct {
@@ -70,10 +72,11 @@ func newRestartPolicy(budget int) *restartPolicy {
 }
 
 // next is called when a process that was healthy for uptime (zero if it
-// never said ready) has ended unexpectedly at now. It returns what to do and after how long. A restartGiveUp answer
+// never said ready), and finished a job or not (productive), has ended
+// unexpectedly at now. It returns what to do and after how long. A restartGiveUp answer
 // records nothing: the slot asks again after the delay.
-func (r *restartPolicy) next(uptime time.Duration, now time.Time) (restartAction, time.Duration) {
-	if uptime >= r.Stable {
+func (r *restartPolicy) next(uptime time.Duration, productive bool, now time.Time) (restartAction, time.Duration) {
+	if uptime >= r.Stable || productive {
 		r.failures = 0
 	}
 	if r.Budget > 0 {

@@ -108,11 +108,32 @@ func TestRestartPolicy_Next(t *testing.T) {
 			r := newRestartPolicy(tc.budget)
 			r.Rand = func() float64 { return tc.rand }
 			for i, s := range tc.steps {
-				action, delay := r.next(s.uptime, t0.Add(s.at))
+				action, delay := r.next(s.uptime, false, t0.Add(s.at))
 				require.Equal(t, s.action, action, "step %d", i)
 				require.Equal(t, s.delay, delay, "step %d", i)
 			}
 		})
+	}
+}
+
+func TestRestartPolicy_FinishedJobResets(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1_000_000, 0)
+	r := newRestartPolicy(0)
+	r.Rand = func() float64 { return 0.5 }
+	for i, s := range []struct {
+		productive bool
+		delay      time.Duration
+	}{
+		{false, 0},
+		{false, 100 * time.Millisecond},
+		{false, 200 * time.Millisecond},
+		{true, 0}, // it finished a job: not a crash loop
+		{false, 100 * time.Millisecond},
+	} {
+		action, delay := r.next(time.Millisecond, s.productive, t0.Add(time.Duration(i)*time.Second))
+		require.Equal(t, restartAfterDelay, action, "step %d", i)
+		require.Equal(t, s.delay, delay, "step %d", i)
 	}
 }
 

@@ -31,6 +31,7 @@ type session struct {
 
 	ready    bool      // the worker said ready, and not busy since
 	readyAt  time.Time // its first ready; zero if none
+	finished int       // jobs the process finished (done received)
 	job      *Job      // the job the worker holds (or is being written to it)
 	jobStart time.Time // when job was given
 
@@ -73,7 +74,7 @@ func newSession(s *slot, p *proc) *session {
 
 // run serves the process until it has exited, then settles its job. It
 // returns the time of the worker's first ready, zero if it never said it.
-func (ss *session) run() time.Time {
+func (ss *session) run() processRun {
 	defer ss.finish()
 	for {
 		ss.dispatch()
@@ -90,7 +91,7 @@ func (ss *session) run() time.Time {
 		case err := <-ss.writing:
 			ss.wrote(err)
 		case <-ss.p.exited:
-			return ss.readyAt
+			return processRun{readyAt: ss.readyAt, finished: ss.finished}
 		case <-ss.stopC:
 			ss.stopC = nil
 			ss.beginStop()
@@ -246,6 +247,7 @@ func (ss *session) done(m proto.Message) {
 	ss.job = nil
 	out := ss.outcome()
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
+	ss.finished++
 	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
 	ss.setIdle()
 	ss.s.pool.src.Done(j, out)

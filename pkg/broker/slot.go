@@ -63,24 +63,31 @@ func newSlot(p *Pool, index int) *slot {
 func (s *slot) run(sp *spawner) {
 	defer s.finish()
 	for s.pool.intake.Err() == nil {
-		healthy := s.runProcess(sp) // start, wait
+		run := s.runProcess(sp) // start, wait
 		if s.pool.intake.Err() != nil {
 			return // a deliberate stop, not a crash: no restart
 		}
-		if !s.backoff(healthy) { // decide, delay
+		if !s.backoff(run) { // decide, delay
 			return
 		}
 	}
 }
 
+// processRun is what the restart policy needs to know of a process that
+// ended: when it first said ready (its start for ProtocolNone; zero if
+// never) and how many jobs it finished.
+type processRun struct {
+	readyAt  time.Time
+	finished int
+}
+
 // runProcess starts one process and serves it until it has exited and been
-// released. It returns how long the process was healthy: from its first
-// ready (from its start for ProtocolNone) to its exit; zero if never.
-func (s *slot) runProcess(sp *spawner) time.Duration {
+// released.
+func (s *slot) runProcess(sp *spawner) processRun {
 	p, err := startProc(sp, s.cfg)
 	if err != nil {
 		s.log.Error("cannot start worker", "err", err)
-		return 0
+		return processRun{}
 	}
 	s.starts++
 	s.update(func(w *wire.WorkerInfo) {
@@ -90,9 +97,9 @@ func (s *slot) runProcess(sp *spawner) time.Duration {
 		}
 	})
 	s.log.Info("worker started", "pid", p.pid)
-	healthySince := p.started
+	run := processRun{readyAt: p.started}
 	if s.cfg.channel {
-		healthySince = newSession(s, p).run()
+		run = newSession(s, p).run()
 	} else {
 		s.serveService(p)
 	}
@@ -103,10 +110,7 @@ func (s *slot) runProcess(sp *spawner) time.Duration {
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", p.exit, "uptime", uptime)
 	}
-	if healthySince.IsZero() {
-		return 0
-	}
-	return time.Since(healthySince)
+	return run
 }
 
 // serveService runs a ProtocolNone process: it is ready once started and
@@ -130,12 +134,15 @@ func (s *slot) serveService(p *proc) {
 	}
 }
 
-// backoff asks the restart policy what to do after a process that was
-// healthy for healthy, and waits accordingly. It returns false if the pool
-// stopped meanwhile.
-func (s *slot) backoff(healthy time.Duration) bool {
+// backoff asks the restart policy what to do after a process that ended,
+// and waits accordingly. It returns false if the pool stopped meanwhile.
+func (s *slot) backoff(run processRun) bool {
+	var healthy time.Duration
+	if !run.readyAt.IsZero() {
+		healthy = time.Since(run.readyAt)
+	}
 	for {
-		action, delay := s.policy.next(healthy, time.Now())
+		action, delay := s.policy.next(healthy, run.finished > 0, time.Now())
 		if action == restartGiveUp {
 			s.log.Error("worker keeps failing; not restarting it for now",
 				"restarts_per_minute", s.pool.spec.RestartsPerMinute, "retry_in", delay.Round(time.Millisecond))
