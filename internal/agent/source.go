@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,9 +21,14 @@ import (
 )
 
 // source is the broker.Source of one pool: it pulls jobs of one type from the
-// job stream, one pull request per idle worker, keeps the lease of every job
-// it holds alive, and turns each outcome into a stored job state, an ack (or
-// a nak for a retry) and a job event, in that order.
+// job stream, keeps the lease of every job it holds alive, and turns each
+// outcome into a stored job state, an ack (or a nak for a retry) and a job
+// event, in that order.
+//
+// Flow control: one fetcher goroutine keeps pull requests outstanding for as
+// many jobs as there are workers waiting in Next, plus a prefetch while the
+// pool's jobs are short (see prefetch). A job that arrives when no worker
+// waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
@@ -34,17 +40,22 @@ type source struct {
 	maxResult   int
 	expires     time.Duration
 	ackWait     time.Duration
+	prefetchMax int
 	log         *slog.Logger
 	pullSubj    string
-	pullReq     []byte
+	inbox       string
+	sub         *nats.Subscription
 
-	// mu guards the fields below: Next, the inbox subscriptions, the lease
-	// keeper and close touch them.
-	mu      sync.Mutex
-	inboxes []*inbox           // every inbox made
-	free    []*inbox           // inboxes no Next is using
-	held    map[*nats.Msg]bool // every job delivered and not yet finished
-	closed  bool
+	msgs    chan *nats.Msg // subscription -> fetcher: jobs and statuses
+	ready   chan *nats.Msg // fetcher -> Next: jobs
+	kick    chan struct{}  // Next -> fetcher: demand changed
+	waiting atomic.Int32   // Next calls waiting for a job
+
+	// mu guards held and avgRun: the fetcher, Done, the acker and the lease
+	// keeper touch them.
+	mu     sync.Mutex
+	held   map[*nats.Msg]bool // every job delivered and not yet finished
+	avgRun time.Duration      // moving average of attempt durations; 0: none yet
 
 	finishing chan finishJob // Done -> the publisher stage
 	acking    chan finishJob // publisher -> the acker stage
@@ -54,21 +65,25 @@ type source struct {
 
 var _ broker.Source = (*source)(nil)
 
-// inbox is a reply subject for pull requests with its own subscription. A
-// delivered job carries its stream subject, not the reply subject, so each
-// waiting Next needs an inbox of its own. Next takes one from the free list
-// and gives it back; a job that arrives after its Next gave up waits in the
-// inbox's channel for the next Next that takes it (its lease kept alive).
-type inbox struct {
-	subj string
-	sub  *nats.Subscription
-	msgs chan *nats.Msg
-}
+// shortJob is the average attempt duration under which a pool prefetches:
+// a job buffered behind such jobs waits little, and the round trip saved
+// per job is worth more than the job itself.
+const shortJob = 20 * time.Millisecond
 
-// heldJob is what the source keeps in broker.Job.Handle.
+// runningDelay is how long a job runs before its running state is stored.
+// Shorter jobs go from queued straight to their end, which saves a store per
+// job; GET /v1/jobs/{id} shows them queued meanwhile.
+const runningDelay = 50 * time.Millisecond
+
+// heldJob is what the source keeps in broker.Job.Handle. mu orders the
+// running-state write (a timer's) before the final one (Done's): after
+// finished is set, only Done touches state.
 type heldJob struct {
-	msg   *nats.Msg
-	state wire.Job
+	msg      *nats.Msg
+	timer    *time.Timer
+	mu       sync.Mutex
+	finished bool
+	state    wire.Job
 }
 
 // finishJob is one outcome on its way to the store.
@@ -86,6 +101,8 @@ type sourceConfig struct {
 	space       subject.Space
 	typ         string
 	host        string
+	workers     int // the pool's size
+	prefetch    int // jobs buffered per worker while jobs are short; 0: none
 	maxAttempts int
 	maxResult   int
 	expires     time.Duration
@@ -94,6 +111,7 @@ type sourceConfig struct {
 }
 
 func newSource(cfg sourceConfig) (*source, error) {
+	workers := max(cfg.workers, 1)
 	s := &source{
 		nc:          cfg.nc,
 		js:          cfg.js,
@@ -105,149 +123,194 @@ func newSource(cfg sourceConfig) (*source, error) {
 		maxResult:   cfg.maxResult,
 		expires:     cfg.expires,
 		ackWait:     cfg.ackWait,
+		prefetchMax: cfg.prefetch * workers,
 		log:         cfg.log,
 		pullSubj:    "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.Consumer(cfg.typ),
-		pullReq:     fmt.Appendf(nil, `{"batch":1,"expires":%d}`, cfg.expires.Nanoseconds()),
+		inbox:       cfg.nc.NewInbox(),
 		held:        make(map[*nats.Msg]bool),
+		kick:        make(chan struct{}, 1),
 		finishing:   make(chan finishJob, 256),
 		acking:      make(chan finishJob, 1024),
 		stop:        make(chan struct{}),
 	}
-	s.wg.Add(3)
+	// Credit never exceeds waiting + prefetch, so neither channel fills.
+	capacity := workers + s.prefetchMax + 1
+	s.msgs = make(chan *nats.Msg, 2*capacity+64)
+	s.ready = make(chan *nats.Msg, capacity)
+	sub, err := s.nc.Subscribe(s.inbox, func(m *nats.Msg) { s.msgs <- m })
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to job deliveries: %w", err)
+	}
+	s.sub = sub
+	s.wg.Add(4)
+	go s.fetcher()
 	go s.publisher()
 	go s.acker()
 	go s.keepLeases()
 	return s, nil
 }
 
-// close finishes every outcome already reported, releases jobs that arrived
-// for no one so they are redelivered, and stops the source's goroutines. The
-// pool must have stopped: no Next or Done may run during or after close.
+// close finishes every outcome already reported, releases the jobs no worker
+// took so they are redelivered, and stops the source's goroutines. The pool
+// must have stopped: no Next or Done may run during or after close.
 func (s *source) close() {
-	s.mu.Lock()
-	s.closed = true
-	inboxes := s.inboxes
-	s.mu.Unlock()
-	for _, in := range inboxes {
-		_ = in.sub.Unsubscribe()
-		for len(in.msgs) > 0 {
-			if m := <-in.msgs; !isStatus(m) {
+	_ = s.sub.Unsubscribe()
+	close(s.finishing)
+	close(s.stop)
+	s.wg.Wait()
+	for _, ch := range []chan *nats.Msg{s.ready, s.msgs} {
+		for len(ch) > 0 {
+			if m := <-ch; !isStatus(m) {
 				s.release(m)
 				_ = m.Nak()
 			}
 		}
 	}
-	close(s.finishing)
-	close(s.stop)
-	s.wg.Wait()
-}
-
-// takeInbox returns a free inbox, making one if none is free.
-func (s *source) takeInbox() (*inbox, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("job source closed")
-	}
-	if n := len(s.free); n > 0 {
-		in := s.free[n-1]
-		s.free = s.free[:n-1]
-		return in, nil
-	}
-	in := &inbox{subj: s.nc.NewInbox(), msgs: make(chan *nats.Msg, 64)}
-	sub, err := s.nc.Subscribe(in.subj, func(m *nats.Msg) {
-		if !isStatus(m) {
-			s.mu.Lock()
-			s.held[m] = true
-			s.mu.Unlock()
-		}
-		in.msgs <- m
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to job deliveries: %w", err)
-	}
-	in.sub = sub
-	s.inboxes = append(s.inboxes, in)
-	return in, nil
-}
-
-func (s *source) putInbox(in *inbox) {
-	s.mu.Lock()
-	s.free = append(s.free, in)
-	s.mu.Unlock()
 }
 
 // Next implements broker.Source.
 func (s *source) Next(ctx context.Context) (*broker.Job, error) {
-	in, err := s.takeInbox()
-	if err != nil {
-		return nil, err
-	}
-	defer s.putInbox(in)
-	for {
-		// A job left in the inbox by an earlier request comes first.
-		for len(in.msgs) > 0 {
-			if m := <-in.msgs; !isStatus(m) {
-				return s.job(m), nil
-			}
-		}
-		m, err := s.pull(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		if m != nil {
-			return s.job(m), nil
-		}
-	}
-}
-
-// pull sends one pull request for one job and waits for its answer. It
-// returns nil, nil when the request ended without a job and should be sent
-// again.
-func (s *source) pull(ctx context.Context, in *inbox) (*nats.Msg, error) {
-	if err := s.nc.PublishRequest(s.pullSubj, in.subj, s.pullReq); err != nil {
-		return nil, s.pause(ctx, fmt.Errorf("request a job: %w", err))
-	}
-	// The server may drop a request without an answer (it restarted, or we
-	// reconnected), so a timer slightly past the request's expiry renews it.
-	timer := time.NewTimer(s.expires + 2*time.Second)
-	defer timer.Stop()
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	s.poke()
 	select {
-	case m := <-in.msgs:
-		if !isStatus(m) {
-			return m, nil
-		}
-		return nil, s.status(ctx, m)
-	case <-timer.C:
-		return nil, nil
+	case m := <-s.ready:
+		s.poke()
+		return s.job(m), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-s.stop:
+		return nil, errors.New("job source closed")
 	}
 }
 
-// status handles a status reply to a pull request. Timeouts are routine;
-// anything else is logged and followed by a pause so that a missing consumer
-// or a full server does not become a hot loop.
-func (s *source) status(ctx context.Context, m *nats.Msg) error {
-	code := m.Header.Get("Status")
-	switch code {
-	case "404", "408":
-		return nil
-	}
-	return s.pause(ctx, fmt.Errorf("request a job: status %s %s", code, m.Header.Get("Description")))
-}
-
-// pause logs err and waits a second, or until ctx ends.
-func (s *source) pause(ctx context.Context, err error) error {
-	s.log.Warn("job pull failed; retrying", "pool", s.typ, "err", err)
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
+func (s *source) poke() {
 	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	case s.kick <- struct{}{}:
+	default:
 	}
+}
+
+// pullRequest is one outstanding pull request: how many jobs it may still
+// bring, and when to stop waiting for its answer.
+type pullRequest struct {
+	n        int
+	deadline time.Time
+}
+
+// fetcher owns the pull requests. It keeps credit (jobs requested and not yet
+// arrived) plus the jobs in ready equal to the demand: the workers waiting in
+// Next plus the prefetch. The server fills requests in order, so arrivals
+// and expiries are counted against the oldest request.
+func (s *source) fetcher() {
+	defer s.wg.Done()
+	var (
+		reqs   []pullRequest
+		credit int
+		timer  = time.NewTimer(time.Hour)
+		retry  time.Time // no request before this, after a failure
+	)
+	defer timer.Stop()
+	drop := func(n int) { // n jobs of the oldest request will not come
+		credit -= n
+		reqs[0].n -= n
+		if reqs[0].n <= 0 {
+			reqs = reqs[1:]
+		}
+	}
+	for {
+		now := time.Now()
+		// Ask when a waiting worker would otherwise starve, or when the
+		// buffer is half empty: one request then brings many jobs.
+		waiting := int(s.waiting.Load())
+		target := waiting + s.prefetch()
+		have := len(s.ready) + credit
+		want := target - have
+		if want > 0 && (waiting > have || want*2 >= target) && !now.Before(retry) {
+			req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, want, s.expires.Nanoseconds())
+			if err := s.nc.PublishRequest(s.pullSubj, s.inbox, req); err != nil {
+				s.log.Warn("request jobs; retrying", "pool", s.typ, "err", err)
+				retry = now.Add(time.Second)
+			} else {
+				reqs = append(reqs, pullRequest{n: want, deadline: now.Add(s.expires + 2*time.Second)})
+				credit += want
+			}
+		}
+		// Wake for the oldest request's deadline: the server may drop a
+		// request unanswered (a restart, a reconnect), and its credit must
+		// not be held forever.
+		wake := retry
+		if len(reqs) > 0 && (wake.IsZero() || reqs[0].deadline.Before(wake)) {
+			wake = reqs[0].deadline
+		}
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), time.Millisecond))
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-timer.C:
+			if len(reqs) > 0 && !time.Now().Before(reqs[0].deadline) {
+				drop(reqs[0].n)
+			}
+			if !retry.IsZero() && !time.Now().Before(retry) {
+				retry = time.Time{}
+			}
+		case m := <-s.msgs:
+			if !isStatus(m) {
+				if len(reqs) > 0 {
+					drop(1)
+				}
+				s.mu.Lock()
+				s.held[m] = true
+				s.mu.Unlock()
+				s.ready <- m
+				continue
+			}
+			if len(reqs) == 0 {
+				continue
+			}
+			switch code := m.Header.Get("Status"); code {
+			case "100": // heartbeat
+			case "404", "408": // the request expired: it brings nothing more
+				drop(reqs[0].n)
+			default:
+				s.log.Warn("request jobs; retrying", "pool", s.typ, "status", code, "description", m.Header.Get("Description"))
+				drop(reqs[0].n)
+				retry = time.Now().Add(time.Second)
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// prefetch is how many jobs to hold beyond the waiting workers: none until
+// the pool's jobs are known to be short, so long jobs never wait on a busy
+// host while another host is idle.
+func (s *source) prefetch() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.avgRun == 0 || s.avgRun >= shortJob {
+		return 0
+	}
+	return s.prefetchMax
+}
+
+// observe folds one attempt's duration into the moving average.
+func (s *source) observe(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.avgRun == 0 {
+		s.avgRun = max(d, 1)
+		return
+	}
+	s.avgRun = max(s.avgRun+(d-s.avgRun)/8, 1)
 }
 
 func (s *source) release(m *nats.Msg) {
@@ -280,12 +343,22 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	if n := len(st.History); n > wire.MaxHistory {
 		st.History = st.History[n-wire.MaxHistory:]
 	}
-	if data, err := json.Marshal(st); err == nil {
-		// Fire and forget: the final state follows on the same connection
-		// and so lands after this one.
-		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), st.ID), Data: data})
-	}
+	h.timer = time.AfterFunc(runningDelay, func() { s.storeRunning(h) })
 	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h}
+}
+
+// storeRunning stores the running state of a job that has not ended yet.
+// Fire and forget: the final state is published later on the same
+// connection (see heldJob), and so lands after this one.
+func (s *source) storeRunning(h *heldJob) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.finished {
+		return
+	}
+	if data, err := json.Marshal(&h.state); err == nil {
+		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
+	}
 }
 
 // history reads the attempts a job made before this one.
@@ -318,6 +391,10 @@ func jobID(m *nats.Msg, seq uint64) string {
 // Done implements broker.Source.
 func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	h := job.Handle.(*heldJob)
+	h.mu.Lock()
+	h.finished = true
+	h.mu.Unlock()
+	h.timer.Stop()
 	st := &h.state
 	st.UpdatedAt = out.Ended.UTC()
 	if st.UpdatedAt.IsZero() {
@@ -328,6 +405,9 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	last.EndedAt = st.UpdatedAt
 	if !out.Started.IsZero() {
 		last.StartedAt = out.Started.UTC()
+		if !out.Crashed {
+			s.observe(out.Ended.Sub(out.Started))
+		}
 	}
 
 	if out.Err == "" && len(out.Result) > s.maxResult {

@@ -41,7 +41,7 @@ func setupSource(t *testing.T) (*source, *sourceBundle) {
 	require.NoError(t, err)
 	require.NoError(t, a.ensureConsumer(ctx, "sq"))
 	src, err := newSource(sourceConfig{
-		nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: "h1", maxAttempts: 3, maxResult: 1 << 20,
+		nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: "h1", workers: 2, prefetch: 8, maxAttempts: 3, maxResult: 1 << 20,
 		expires: 5 * time.Second, ackWait: 30 * time.Second, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	require.NoError(t, err)

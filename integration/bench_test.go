@@ -1,0 +1,229 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// benchJobs is how many jobs each throughput measurement runs.
+const benchJobs = 50_000
+
+// BenchmarkEndToEnd measures, in one run on one conductord:
+//   - raw_msgs/s: the JetStream work-queue limit: publish benchJobs
+//     messages while 2 pull consumers ack them (the baseline);
+//   - e2e_jobs/s: benchJobs no-op jobs published on NATS, run by 2 worker
+//     processes under one workerd, counted succeeded; and their ratio;
+//   - the HTTP submit-to-result round trip (?wait=) p50/p99, next to a raw
+//     NATS request/reply round trip;
+//   - the RSS of conductord, workerd and one SDK worker.
+//
+// Run it with make bench; figures go to docs/benchmarks.md.
+func BenchmarkEndToEnd(b *testing.B) {
+	for range b.N {
+		c := newCluster(b)
+		nc, err := nats.Connect(c.natsURL())
+		require.NoError(b, err)
+		b.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		require.NoError(b, err)
+
+		raw := rawWorkQueue(b, js)
+		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")),
+			fmt.Sprintf("name=squares,count=2,cmd=%s", filepath.Join(bin, "squares-worker")))
+		c.waitWorkers("noop", 2)
+		c.waitWorkers("squares", 2)
+		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
+		for _, wk := range c.workers() {
+			if wk.Pool == "noop" {
+				pids[fmt.Sprintf("worker-%d", wk.Index)] = wk.PID
+			}
+		}
+		before := cpuTimes(pids)
+		e2e := endToEnd(b, c, nc, js)
+		after := cpuTimes(pids)
+		for name, t := range after {
+			b.Logf("cpu during e2e: %s %.2fs (%.0fµs per job)", name, (t - before[name]).Seconds(), float64((t-before[name]).Microseconds())/benchJobs)
+		}
+		b.ReportMetric(raw, "raw_msgs/s")
+		b.ReportMetric(e2e, "e2e_jobs/s")
+		b.ReportMetric(e2e/raw, "ratio")
+
+		httpP50, httpP99 := httpRoundTrip(b, c, 2000)
+		rrP50, rrP99 := natsRoundTrip(b, nc, 2000)
+		b.ReportMetric(ms(httpP50), "http_wait_p50_ms")
+		b.ReportMetric(ms(httpP99), "http_wait_p99_ms")
+		b.ReportMetric(ms(rrP50), "nats_rr_p50_ms")
+		b.ReportMetric(ms(rrP99), "nats_rr_p99_ms")
+
+		b.ReportMetric(rssMB(c.conductor.cmd.Process.Pid), "conductord_MB")
+		b.ReportMetric(rssMB(w.cmd.Process.Pid), "workerd_MB")
+		for _, wk := range c.workers() {
+			if wk.Pool == "squares" && wk.PID > 0 {
+				b.ReportMetric(rssMB(wk.PID), "sdk_worker_MB")
+				break
+			}
+		}
+		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s e2e=%.0f jobs/s ratio=%.2f; http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, e2e, e2e/raw, httpP50, httpP99, rrP50, rrP99)
+	}
+}
+
+// rawWorkQueue is the baseline: publish benchJobs messages asynchronously to
+// a file-backed work-queue stream while 2 pull consumers ack them.
+func rawWorkQueue(b *testing.B, js jetstream.JetStream) float64 {
+	ctx := context.Background()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "bench-raw", Subjects: []string{"bench.raw"}, Retention: jetstream.WorkQueuePolicy,
+	})
+	require.NoError(b, err)
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(b, err)
+	var acked atomic.Int64
+	done := make(chan struct{})
+	start := time.Now()
+	for range 2 {
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			_ = m.Ack()
+			if acked.Add(1) == benchJobs {
+				close(done)
+			}
+		})
+		require.NoError(b, err)
+		defer cc.Stop()
+	}
+	publishAsync(b, js, func(int) string { return "bench.raw" }, benchJobs)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("raw: only %d of %d acked", acked.Load(), benchJobs)
+	}
+	return float64(benchJobs) / time.Since(start).Seconds()
+}
+
+// endToEnd publishes benchJobs no-op jobs on NATS and waits until the job
+// events say they all succeeded.
+func endToEnd(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.JetStream) float64 {
+	space, _ := subject.New("default")
+	var ok atomic.Int64
+	done := make(chan struct{})
+	sub, err := nc.Subscribe(space.JobEvent("noop", "succeeded"), func(*nats.Msg) {
+		if ok.Add(1) == benchJobs {
+			close(done)
+		}
+	})
+	require.NoError(b, err)
+	defer sub.Unsubscribe()
+	require.NoError(b, sub.SetPendingLimits(-1, -1))
+	require.NoError(b, nc.Flush())
+	start := time.Now()
+	publishAsync(b, js, func(int) string { return space.Job("noop") }, benchJobs)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("e2e: only %d of %d succeeded", ok.Load(), benchJobs)
+	}
+	return float64(benchJobs) / time.Since(start).Seconds()
+}
+
+func publishAsync(b *testing.B, js jetstream.JetStream, subj func(int) string, n int) {
+	for i := range n {
+		_, err := js.PublishAsync(subj(i), []byte(strconv.Itoa(i)))
+		require.NoError(b, err)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publishes not acknowledged within a minute")
+	}
+}
+
+// httpRoundTrip times n sequential POST /v1/jobs/squares?wait=10s.
+func httpRoundTrip(b *testing.B, c *cluster, n int) (p50, p99 time.Duration) {
+	client := &http.Client{}
+	var ds []time.Duration
+	for i := range n + 100 {
+		start := time.Now()
+		resp, err := client.Post(c.url("/v1/jobs/squares?wait=10s"), "application/json", strings.NewReader(strconv.Itoa(i)))
+		require.NoError(b, err)
+		resp.Body.Close()
+		require.Equal(b, http.StatusOK, resp.StatusCode)
+		if i >= 100 { // warm-up
+			ds = append(ds, time.Since(start))
+		}
+	}
+	return percentiles(ds)
+}
+
+// natsRoundTrip times n sequential NATS requests to a responder on the same
+// connection's server: the floor of any request/reply through conductord.
+func natsRoundTrip(b *testing.B, nc *nats.Conn, n int) (p50, p99 time.Duration) {
+	sub, err := nc.Subscribe("bench.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	require.NoError(b, err)
+	defer sub.Unsubscribe()
+	var ds []time.Duration
+	for i := range n + 100 {
+		start := time.Now()
+		_, err := nc.Request("bench.echo", []byte("1"), 5*time.Second)
+		require.NoError(b, err)
+		if i >= 100 {
+			ds = append(ds, time.Since(start))
+		}
+	}
+	return percentiles(ds)
+}
+
+func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(ds)
+	return ds[len(ds)/2], ds[len(ds)*99/100]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTimes reads each process's user+system CPU time from /proc.
+func cpuTimes(pids map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which ends with ')'): utime is
+		// the 12th, stime the 13th, in clock ticks (100 per second).
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		ut, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		out[name] = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return out
+}
+
+// rssMB reads a process's resident set from /proc, in MiB.
+func rssMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	return -1
+}
