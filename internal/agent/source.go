@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,16 +46,16 @@ type source struct {
 	inbox       string
 	sub         *nats.Subscription
 
-	msgs    chan *nats.Msg // subscription -> fetcher: jobs and statuses
-	ready   chan *nats.Msg // fetcher -> Next: jobs
-	kick    chan struct{}  // Next -> fetcher: demand changed
-	waiting atomic.Int32   // Next calls waiting for a job
+	msgs chan *nats.Msg // subscription -> fetcher: jobs and statuses
+	kick chan struct{}  // Next -> fetcher: demand changed
 
-	// mu guards held and avgRun: the fetcher, Done, the acker and the lease
-	// keeper touch them.
-	mu     sync.Mutex
-	held   map[*nats.Msg]bool // every job delivered and not yet finished
-	avgRun time.Duration      // moving average of attempt durations; 0: none yet
+	// mu guards the fields below: Next, the fetcher, Done, the acker and the
+	// lease keeper touch them. ready and waiters are never both non-empty.
+	mu      sync.Mutex
+	ready   []*nats.Msg        // jobs no worker has taken yet
+	waiters []chan *nats.Msg   // Next calls waiting for a job, oldest first
+	held    map[*nats.Msg]bool // every job delivered and not yet finished
+	avgRun  time.Duration      // moving average of attempt durations; 0: none yet
 
 	finishing chan finishJob // Done -> the publisher stage
 	acking    chan finishJob // publisher -> the acker stage
@@ -133,10 +133,8 @@ func newSource(cfg sourceConfig) (*source, error) {
 		acking:      make(chan finishJob, 1024),
 		stop:        make(chan struct{}),
 	}
-	// Credit never exceeds waiting + prefetch, so neither channel fills.
-	capacity := workers + s.prefetchMax + 1
-	s.msgs = make(chan *nats.Msg, 2*capacity+64)
-	s.ready = make(chan *nats.Msg, capacity)
+	// Credit never exceeds waiting workers + prefetch, so msgs never fills.
+	s.msgs = make(chan *nats.Msg, 2*(workers+s.prefetchMax)+64)
 	sub, err := s.nc.Subscribe(s.inbox, func(m *nats.Msg) { s.msgs <- m })
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to job deliveries: %w", err)
@@ -158,30 +156,79 @@ func (s *source) close() {
 	close(s.finishing)
 	close(s.stop)
 	s.wg.Wait()
-	for _, ch := range []chan *nats.Msg{s.ready, s.msgs} {
-		for len(ch) > 0 {
-			if m := <-ch; !isStatus(m) {
-				s.release(m)
-				_ = m.Nak()
-			}
+	s.mu.Lock()
+	left := s.ready
+	s.ready = nil
+	s.mu.Unlock()
+	for len(s.msgs) > 0 {
+		if m := <-s.msgs; !isStatus(m) {
+			left = append(left, m)
 		}
+	}
+	for _, m := range left {
+		s.release(m)
+		_ = m.Nak()
 	}
 }
 
 // Next implements broker.Source.
 func (s *source) Next(ctx context.Context) (*broker.Job, error) {
-	s.waiting.Add(1)
-	defer s.waiting.Add(-1)
-	s.poke()
-	select {
-	case m := <-s.ready:
+	s.mu.Lock()
+	if len(s.ready) > 0 {
+		m := s.ready[0]
+		s.ready = s.ready[1:]
+		s.mu.Unlock()
 		s.poke()
 		return s.job(m), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.stop:
-		return nil, errors.New("job source closed")
 	}
+	ch := make(chan *nats.Msg, 1)
+	s.waiters = append(s.waiters, ch)
+	s.mu.Unlock()
+	s.poke()
+
+	var err error
+	select {
+	case m := <-ch:
+		return s.job(m), nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-s.stop:
+		err = errors.New("job source closed")
+	}
+	s.mu.Lock()
+	if i := slices.Index(s.waiters, ch); i >= 0 {
+		s.waiters = slices.Delete(s.waiters, i, i+1)
+	}
+	select {
+	case m := <-ch: // it came as we gave up: first in line for the next Next
+		s.ready = slices.Insert(s.ready, 0, m)
+	default:
+	}
+	s.mu.Unlock()
+	s.poke()
+	return nil, err
+}
+
+// deliver hands a job to the oldest waiting Next, or keeps it in ready.
+func (s *source) deliver(m *nats.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held[m] = true
+	if len(s.waiters) > 0 {
+		ch := s.waiters[0]
+		s.waiters = s.waiters[1:]
+		ch <- m
+		return
+	}
+	s.ready = append(s.ready, m)
+}
+
+// demand reports the workers waiting, and how many jobs the source wants at
+// hand or on their way (target): one per waiting worker plus the prefetch.
+func (s *source) demand() (waiting, target, ready int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiters), len(s.waiters) + s.prefetchLocked(), len(s.ready)
 }
 
 func (s *source) poke() {
@@ -222,11 +269,9 @@ func (s *source) fetcher() {
 		now := time.Now()
 		// Ask when a waiting worker would otherwise starve, or when the
 		// buffer is half empty: one request then brings many jobs.
-		waiting := int(s.waiting.Load())
-		target := waiting + s.prefetch()
-		have := len(s.ready) + credit
-		want := target - have
-		if want > 0 && (waiting > have || want*2 >= target) && !now.Before(retry) {
+		waiting, target, ready := s.demand()
+		want := target - ready - credit
+		if want > 0 && (waiting > credit || want*2 >= target) && !now.Before(retry) {
 			req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, want, s.expires.Nanoseconds())
 			if err := s.nc.PublishRequest(s.pullSubj, s.inbox, req); err != nil {
 				s.log.Warn("request jobs; retrying", "pool", s.typ, "err", err)
@@ -262,10 +307,7 @@ func (s *source) fetcher() {
 				if len(reqs) > 0 {
 					drop(1)
 				}
-				s.mu.Lock()
-				s.held[m] = true
-				s.mu.Unlock()
-				s.ready <- m
+				s.deliver(m)
 				continue
 			}
 			if len(reqs) == 0 {
@@ -290,12 +332,10 @@ func (s *source) fetcher() {
 	}
 }
 
-// prefetch is how many jobs to hold beyond the waiting workers: none until
+// prefetchLocked is how many jobs to hold beyond the waiting workers: none until
 // the pool's jobs are known to be short, so long jobs never wait on a busy
 // host while another host is idle.
-func (s *source) prefetch() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *source) prefetchLocked() int {
 	if s.avgRun == 0 || s.avgRun >= shortJob {
 		return 0
 	}

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -66,5 +69,146 @@ func TestSource_NextDeliversAtOnce(t *testing.T) {
 		t.Logf("job %d after %s", i, time.Since(start))
 		require.Equal(t, string([]byte{'0' + byte(i)}), string(job.Payload))
 		src.Done(job, broker.Outcome{Result: []byte("1"), Ended: time.Now()})
+	}
+}
+
+// publish queues n jobs with payloads 0..n-1.
+func (b *sourceBundle) publish(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		_, err := b.js.Publish(context.Background(), b.space.Job("sq"), []byte(strconv.Itoa(i)))
+		require.NoError(t, err)
+	}
+}
+
+// pending is the number of jobs delivered to the source and not acked.
+func (b *sourceBundle) pending(t *testing.T) int {
+	t.Helper()
+	c, err := b.js.Consumer(context.Background(), b.space.JobStream(), b.space.Consumer("sq"))
+	require.NoError(t, err)
+	info, err := c.Info(context.Background())
+	require.NoError(t, err)
+	return info.NumAckPending
+}
+
+func next(t *testing.T, src *source) *broker.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	job, err := src.Next(ctx)
+	require.NoError(t, err)
+	return job
+}
+
+// state reads the stored state of a job, waiting until its attempt has
+// status want.
+func (b *sourceBundle) state(t *testing.T, job *broker.Job, want wire.Status) wire.Job {
+	t.Helper()
+	var j wire.Job
+	require.Eventually(t, func() bool {
+		e, err := b.kv.Get(context.Background(), job.ID)
+		return err == nil && json.Unmarshal(e.Value(), &j) == nil && j.Status == want && j.Attempts == job.Attempt
+	}, 10*time.Second, 5*time.Millisecond, "job %s attempt %d never %s", job.ID, job.Attempt, want)
+	return j
+}
+
+func TestSource_LongJobsAreNotPrefetched(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 10)
+
+	// Until jobs are known to be short, the host holds only what its
+	// waiting workers take.
+	job := next(t, src)
+	require.Equal(t, 1, b.pending(t))
+	start := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: start.Add(-time.Second), Ended: start})
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond)
+
+	job = next(t, src)
+	require.Equal(t, 1, b.pending(t), "a pool of long jobs prefetches nothing")
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: start.Add(-time.Second), Ended: start})
+}
+
+func TestSource_ShortJobsArePrefetched(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 40)
+
+	now := time.Now()
+	job := next(t, src)
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+	job = next(t, src)
+	// 2 workers x prefetch 8, and the job being run.
+	require.Eventually(t, func() bool { return b.pending(t) == 17 }, 10*time.Second, 5*time.Millisecond,
+		"pending %d", b.pending(t))
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+}
+
+func TestSource_Outcomes(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 1)
+	now := time.Now()
+
+	// A crash is retried at once and counted as an attempt.
+	job := next(t, src)
+	require.Equal(t, 1, job.Attempt)
+	src.Done(job, broker.Outcome{Crashed: true, Err: "worker exited: signal: killed", PID: 42, Started: now, Ended: now})
+	failed := b.state(t, job, wire.StatusFailed)
+	require.Equal(t, "worker exited: signal: killed", failed.Error)
+	require.Len(t, failed.History, 1)
+	require.Equal(t, 42, failed.History[0].PID)
+
+	job = next(t, src)
+	require.Equal(t, 2, job.Attempt)
+	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now})
+	failed = b.state(t, job, wire.StatusFailed)
+	require.Len(t, failed.History, 2, "the history of earlier attempts is kept")
+	require.Equal(t, "boom", failed.History[1].Error)
+
+	// The third attempt comes after a backoff of about a second, and its
+	// failure is the last: the job is dead, its payload kept.
+	job = next(t, src)
+	require.Equal(t, 3, job.Attempt)
+	src.Done(job, broker.Outcome{Err: "boom again", Started: now, Ended: now})
+	dead := b.state(t, job, wire.StatusDead)
+	require.Equal(t, "0", string(dead.Payload))
+	require.Equal(t, 3, dead.Attempts)
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond)
+}
+
+func TestSource_ResultOverLimitIsPermanent(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	src.maxResult = 4
+	b.publish(t, 1)
+	job := next(t, src)
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte(`"too long"`), Started: now, Ended: now})
+	dead := b.state(t, job, wire.StatusDead)
+	require.Contains(t, dead.Error, "over the limit of 4 bytes")
+}
+
+func TestSource_RunningStateOfLongJob(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 1)
+	job := next(t, src)
+	running := b.state(t, job, wire.StatusRunning)
+	require.Equal(t, "h1", running.History[0].Host)
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+	b.state(t, job, wire.StatusSucceeded)
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 30: 5 * time.Minute} {
+		for range 20 {
+			d := Backoff(attempt)
+			require.GreaterOrEqual(t, d, want-want/10, "attempt %d", attempt)
+			require.LessOrEqual(t, d, want+want/10, "attempt %d", attempt)
+		}
 	}
 }
