@@ -24,7 +24,7 @@ test-short: ## unit tests only, no race detector
 
 bench: build ## run the benchmarks; figures go to docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./pkg/... ./internal/...
-	CONDUCTOR_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -24,9 +24,9 @@ func main() {
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "conductorctl:", err)
-		var exit ctl.ExitError
+		var exit *ctl.ExitError
 		if errors.As(err, &exit) {
-			os.Exit(int(exit))
+			os.Exit(exit.Code)
 		}
 		os.Exit(1)
 	}

@@ -21,9 +21,12 @@ import (
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
 // ended dead (or not in time) after submit --wait.
-type ExitError int
+type ExitError struct {
+	Code int
+	Msg  string
+}
 
-func (e ExitError) Error() string { return fmt.Sprintf("exit code %d", int(e)) }
+func (e *ExitError) Error() string { return e.Msg }
 
 const usage = `conductorctl: the conductor's command line
 
@@ -125,14 +128,18 @@ func (c *client) submit(ctx context.Context, args []string, stderr io.Writer) er
 	if *key != "" {
 		hdr.Set("Idempotency-Key", *key)
 	}
-	var job struct{ Status string }
+	var job struct{ ID, Status string }
 	if err := c.do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
 		return err
 	}
-	if wait.d > 0 && job.Status != "succeeded" {
-		return ExitError(3)
+	switch {
+	case wait.d == 0 || job.Status == "succeeded":
+		return nil
+	case job.Status == "dead":
+		return &ExitError{Code: 3, Msg: fmt.Sprintf("job %s is dead", job.ID)}
+	default:
+		return &ExitError{Code: 3, Msg: fmt.Sprintf("job %s is still %s after %s", job.ID, job.Status, wait.d)}
 	}
-	return nil
 }
 
 type client struct {

@@ -1,0 +1,91 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fakeAPI answers like conductord: job 7 succeeds, anything else dies.
+func fakeAPI(t *testing.T) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/jobs/{type}", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":"missing or wrong token"}`)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		status := "dead"
+		if string(body) == "7" {
+			status = "succeeded"
+		}
+		if r.URL.Query().Get("wait") == "" {
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = io.WriteString(w, `{"id":"j1"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"id":"j1","status":"`+status+`"}`)
+	})
+	mux.HandleFunc("GET /v1/pools", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2}]`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func run(t *testing.T, srv *httptest.Server, args ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), append([]string{"--server", srv.URL, "--token", "tok"}, args...), &out, &errOut)
+	return out.String(), err
+}
+
+func TestRun_Submit(t *testing.T) {
+	t.Parallel()
+	srv := fakeAPI(t)
+
+	out, err := run(t, srv, "submit", "squares", "7")
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":"j1"}`, out)
+
+	out, err = run(t, srv, "submit", "--wait", "squares", "7")
+	require.NoError(t, err)
+	require.Contains(t, out, `"succeeded"`)
+
+	_, err = run(t, srv, "submit", "--wait=5s", "squares", "8")
+	var exit *ExitError
+	require.True(t, errors.As(err, &exit))
+	require.Equal(t, 3, exit.Code)
+	require.Equal(t, "job j1 is dead", exit.Msg)
+
+	_, err = run(t, srv, "submit", "squares", "nope")
+	require.ErrorContains(t, err, "not valid JSON")
+	_, err = run(t, srv, "submit", "--wait=soon", "squares", "7")
+	require.Error(t, err)
+	_, err = run(t, srv, "submit", "squares")
+	require.ErrorContains(t, err, "usage")
+}
+
+func TestRun_ErrorsAndTables(t *testing.T) {
+	t.Parallel()
+	srv := fakeAPI(t)
+
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), []string{"--server", srv.URL, "submit", "squares", "7"}, &out, &errOut)
+	require.ErrorContains(t, err, "missing or wrong token (401 Unauthorized)")
+
+	out2, err := run(t, srv, "pools")
+	require.NoError(t, err)
+	require.Contains(t, out2, "TYPE     QUEUED  RUNNING")
+	require.Contains(t, out2, "squares  3       1")
+
+	_, err = run(t, srv, "frobnicate")
+	require.ErrorContains(t, err, `unknown command "frobnicate"`)
+}
