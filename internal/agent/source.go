@@ -30,18 +30,8 @@ import (
 // pool's jobs are short (see prefetch). A job that arrives when no worker
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
-	nc          *nats.Conn
-	js          jetstream.JetStream
-	kv          jetstream.KeyValue
-	space       subject.Space
-	typ         string
-	host        string
-	maxAttempts int
-	maxResult   int
-	expires     time.Duration
-	ackWait     time.Duration
-	prefetchMax int
-	log         *slog.Logger
+	sourceConfig
+	prefetchMax int // jobs held ahead while jobs are short
 	pullSubj    string
 	inbox       string
 	sub         *nats.Subscription
@@ -113,25 +103,15 @@ type sourceConfig struct {
 func newSource(cfg sourceConfig) (*source, error) {
 	workers := max(cfg.workers, 1)
 	s := &source{
-		nc:          cfg.nc,
-		js:          cfg.js,
-		kv:          cfg.kv,
-		space:       cfg.space,
-		typ:         cfg.typ,
-		host:        cfg.host,
-		maxAttempts: cfg.maxAttempts,
-		maxResult:   cfg.maxResult,
-		expires:     cfg.expires,
-		ackWait:     cfg.ackWait,
-		prefetchMax: cfg.prefetch * workers,
-		log:         cfg.log,
-		pullSubj:    "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.Consumer(cfg.typ),
-		inbox:       cfg.nc.NewInbox(),
-		held:        make(map[*nats.Msg]bool),
-		kick:        make(chan struct{}, 1),
-		finishing:   make(chan finishJob, 256),
-		acking:      make(chan finishJob, 1024),
-		stop:        make(chan struct{}),
+		sourceConfig: cfg,
+		prefetchMax:  cfg.prefetch * workers,
+		pullSubj:     "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.Consumer(cfg.typ),
+		inbox:        cfg.nc.NewInbox(),
+		held:         make(map[*nats.Msg]bool),
+		kick:         make(chan struct{}, 1),
+		finishing:    make(chan finishJob, 256),
+		acking:       make(chan finishJob, 1024),
+		stop:         make(chan struct{}),
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs never fills.
 	s.msgs = make(chan *nats.Msg, 2*(workers+s.prefetchMax)+64)
