@@ -28,7 +28,8 @@ const benchJobs = 50_000
 //   - raw_msgs/s: the JetStream work-queue limit: publish benchJobs
 //     messages while 2 pull consumers ack them (the baseline);
 //   - e2e_jobs/s: benchJobs no-op jobs published on NATS, run by 2 worker
-//     processes under one workerd, counted succeeded; and their ratio;
+//     processes under one workerd, counted succeeded; and their ratio; then
+//     the same with GOMAXPROCS=1 in the workers;
 //   - the HTTP submit-to-result round trip (?wait=) p50/p99, next to a raw
 //     NATS request/reply round trip;
 //   - the RSS of conductord, workerd and one SDK worker.
@@ -45,8 +46,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 		raw := rawWorkQueue(b, js)
 		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")),
+			fmt.Sprintf("name=noop1,count=2,env=GOMAXPROCS=1,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=squares,count=2,cmd=%s", filepath.Join(bin, "squares-worker")))
 		c.waitWorkers("noop", 2)
+		c.waitWorkers("noop1", 2)
 		c.waitWorkers("squares", 2)
 		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
 		for _, wk := range c.workers() {
@@ -55,7 +58,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 		}
 		before := cpuTimes(pids)
-		e2e := endToEnd(b, c, nc, js)
+		e2e := endToEnd(b, nc, js, "noop")
 		after := cpuTimes(pids)
 		for name, t := range after {
 			b.Logf("cpu during e2e: %s %.2fs (%.0fµs per job)", name, (t - before[name]).Seconds(), float64((t-before[name]).Microseconds())/benchJobs)
@@ -63,6 +66,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(raw, "raw_msgs/s")
 		b.ReportMetric(e2e, "e2e_jobs/s")
 		b.ReportMetric(e2e/raw, "ratio")
+		// The same with the workers' Go runtime on one thread: a worker runs
+		// one job at a time, and idle threads spinning between the SDK's
+		// goroutines cost the other processes CPU on a small machine.
+		e2e1 := endToEnd(b, nc, js, "noop1")
+		b.ReportMetric(e2e1, "e2e_gomaxprocs1_jobs/s")
+		b.ReportMetric(e2e1/raw, "ratio_gomaxprocs1")
 
 		httpP50, httpP99 := httpRoundTrip(b, c, 2000)
 		rrP50, rrP99 := natsRoundTrip(b, nc, 2000)
@@ -79,8 +88,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 				break
 			}
 		}
-		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s e2e=%.0f jobs/s ratio=%.2f; http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
-			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, e2e, e2e/raw, httpP50, httpP99, rrP50, rrP99)
+		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s e2e=%.0f jobs/s ratio=%.2f (GOMAXPROCS=1 workers: %.0f, %.2f); http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, e2e, e2e/raw, e2e1, e2e1/raw, httpP50, httpP99, rrP50, rrP99)
 	}
 }
 
@@ -118,11 +127,11 @@ func rawWorkQueue(b *testing.B, js jetstream.JetStream) float64 {
 
 // endToEnd publishes benchJobs no-op jobs on NATS and waits until the job
 // events say they all succeeded.
-func endToEnd(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.JetStream) float64 {
+func endToEnd(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ string) float64 {
 	space, _ := subject.New("default")
 	var ok atomic.Int64
 	done := make(chan struct{})
-	sub, err := nc.Subscribe(space.JobEvent("noop", "succeeded"), func(*nats.Msg) {
+	sub, err := nc.Subscribe(space.JobEvent(typ, "succeeded"), func(*nats.Msg) {
 		if ok.Add(1) == benchJobs {
 			close(done)
 		}
@@ -132,7 +141,7 @@ func endToEnd(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.JetStream) f
 	require.NoError(b, sub.SetPendingLimits(-1, -1))
 	require.NoError(b, nc.Flush())
 	start := time.Now()
-	publishAsync(b, js, func(int) string { return space.Job("noop") }, benchJobs)
+	publishAsync(b, js, func(int) string { return space.Job(typ) }, benchJobs)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Minute):
