@@ -134,6 +134,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.wg.Go(func() { a.runPool(ctx, p) })
 		}
 		a.wg.Go(func() { a.heartbeat(ctx) })
+		a.wg.Go(func() { a.watchReconnects(ctx) })
 	})
 	return err
 }
@@ -148,7 +149,9 @@ func (a *Agent) Stop() {
 		}
 		a.wg.Wait()
 		a.publishHeartbeat(true)
-		_ = a.cfg.Conn.Flush()
+		if a.cfg.Conn.IsConnected() {
+			_ = a.cfg.Conn.FlushTimeout(2 * time.Second)
+		}
 		close(a.stopped)
 	})
 }
@@ -254,6 +257,29 @@ func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
 		MaxAckPending: 100_000,
 	})
 	return err
+}
+
+// watchReconnects tells every job source when the connection is re-made,
+// so that jobs flow again at once after a conductord restart.
+func (a *Agent) watchReconnects(ctx context.Context) {
+	ch := a.cfg.Conn.StatusChanged(nats.CONNECTED)
+	defer a.cfg.Conn.RemoveStatusListener(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		for _, p := range a.pools {
+			p.mu.Lock()
+			src := p.src
+			p.mu.Unlock()
+			if src != nil {
+				src.reconnected()
+			}
+			a.publishHeartbeat(false)
+		}
+	}
 }
 
 // heartbeat announces the host's workers every interval until ctx ends.

@@ -36,8 +36,9 @@ type source struct {
 	inbox       string
 	sub         *nats.Subscription
 
-	msgs chan *nats.Msg // subscription -> fetcher: jobs and statuses
-	kick chan struct{}  // Next -> fetcher: demand changed
+	msgs  chan *nats.Msg // subscription -> fetcher: jobs and statuses
+	kick  chan struct{}  // Next -> fetcher: demand changed
+	fresh chan struct{}  // agent -> fetcher: reconnected, requests lost
 
 	// mu guards the fields below: Next, the fetcher, Done, the acker and the
 	// lease keeper touch them. ready and waiters are never both non-empty.
@@ -109,6 +110,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		inbox:        cfg.nc.NewInbox(),
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
+		fresh:        make(chan struct{}, 1),
 		finishing:    make(chan finishJob, 256),
 		acking:       make(chan finishJob, 1024),
 		stop:         make(chan struct{}),
@@ -211,6 +213,16 @@ func (s *source) demand() (waiting, target, ready int) {
 	return len(s.waiters), len(s.waiters) + s.prefetchLocked(), len(s.ready)
 }
 
+// reconnected tells the fetcher that the connection to NATS was re-made:
+// the server may have forgotten its pull requests, so it asks again now
+// rather than when they would have expired.
+func (s *source) reconnected() {
+	select {
+	case s.fresh <- struct{}{}:
+	default:
+	}
+}
+
 func (s *source) poke() {
 	select {
 	case s.kick <- struct{}{}:
@@ -275,6 +287,8 @@ func (s *source) fetcher() {
 		case <-s.stop:
 			return
 		case <-s.kick:
+		case <-s.fresh:
+			reqs, credit = nil, 0
 		case <-timer.C:
 			if len(reqs) > 0 && !time.Now().Before(reqs[0].deadline) {
 				drop(reqs[0].n)

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/conductor"
 	"github.com/conductor-run/conductor/pkg/worker"
@@ -231,4 +232,29 @@ func TestConductor_StopIsIdempotent(t *testing.T) {
 		t.Fatal("Stopped not closed")
 	}
 	require.Error(t, c.Start(context.Background()), "a stopped conductor does not start again")
+}
+
+func TestConductor_ExistingNATS(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	c, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL(), Namespace: "other"})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	require.Equal(t, ns.ClientURL(), c.NATSURL())
+
+	id, err := c.Client().Submit(context.Background(), "later", 1)
+	require.NoError(t, err)
+	j, err := c.Client().Job(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusQueued, j.Status)
+
+	// The namespace is in every name: a second conductor on the same NATS
+	// with another namespace does not see the job.
+	d, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL()})
+	require.NoError(t, err)
+	require.NoError(t, d.Start(context.Background()))
+	t.Cleanup(d.Stop)
+	_, err = d.Client().Job(context.Background(), id)
+	require.ErrorIs(t, err, conductor.ErrJobNotFound)
 }

@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// A restarted conductord finds its queue where it left it, and workerd,
+// which reconnects on its own, carries on.
+func TestCluster_ConductorRestart(t *testing.T) {
+	c := newCluster(t)
+	w := c.workerd("host-a", squares(1))
+	c.waitWorkers("squares", 1)
+
+	var j conductor.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "3", nil, &j))
+	require.Equal(t, conductor.StatusSucceeded, j.Status)
+	var queued struct{ ID string }
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/later", "1", nil, &queued))
+
+	t0 := time.Now()
+	c.conductor.stop(t, 20*time.Second)
+	t.Logf("stopped after %s", time.Since(t0))
+	c.startConductor()
+	t.Logf("started after %s", time.Since(t0))
+
+	// The state and the queue survived.
+	var got conductor.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+j.ID, "", nil, &got))
+	require.JSONEq(t, "9", string(got.Result))
+	require.Equal(t, int64(1), c.pool("later").Queued)
+
+	// workerd reconnected and takes jobs again.
+	c.waitWorkers("squares", 1)
+	t.Logf("workers back after %s", time.Since(t0))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := conductor.Connect(c.natsURL(), conductor.ClientConfig{})
+	require.NoError(t, err)
+	defer client.Close()
+	done, err := client.SubmitAndWait(ctx, "squares", 5)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusSucceeded, done.Status)
+	require.JSONEq(t, "25", string(done.Result))
+	t.Logf("job done after %s", time.Since(t0))
+	require.NotContains(t, w.output(), "level=ERROR")
+}
+
+func TestWorkerd_BadPoolSpec(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ spec, want string }{
+		{"name=squares,count=two,cmd=x", "count"},
+		{"count=2,cmd=x", "name"},
+		{"name=squares,count=2", "cmd"},
+		{"name=a.b,cmd=x", "a.b"},
+		{"name=squares,colour=red,cmd=x", "colour"},
+	} {
+		p := start(t, "workerd", "--conductor", "nats://127.0.0.1:1", "--pool", tc.spec)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("workerd --pool %q did not exit", tc.spec)
+		}
+		require.Error(t, p.err, tc.spec)
+		out := p.output()
+		require.True(t, strings.Contains(out, tc.want), "workerd --pool %q said %q", tc.spec, out)
+	}
+}
