@@ -54,7 +54,7 @@ type source struct {
 	wg        sync.WaitGroup
 }
 
-var _ broker.Source = (*source)(nil)
+var _ broker.ReadySource = (*source)(nil)
 
 // shortJob is the average attempt duration under which a pool prefetches:
 // a job buffered behind such jobs waits little, and the round trip saved
@@ -151,6 +151,20 @@ func (s *source) close() {
 		s.release(m)
 		_ = m.Nak()
 	}
+}
+
+// TryNext implements broker.ReadySource.
+func (s *source) TryNext() (*broker.Job, bool) {
+	s.mu.Lock()
+	if len(s.ready) == 0 {
+		s.mu.Unlock()
+		return nil, false
+	}
+	m := s.ready[0]
+	s.ready = s.ready[1:]
+	s.mu.Unlock()
+	s.poke()
+	return s.job(m), true
 }
 
 // Next implements broker.Source.

@@ -49,6 +49,15 @@ type Source interface {
 	Done(job *Job, out Outcome)
 }
 
+// ReadySource is a Source that can also hand out a job it already holds
+// without blocking. The pool tries TryNext first and calls Next only when it
+// reports false, which saves a goroutine per job when jobs are waiting.
+type ReadySource interface {
+	Source
+	// TryNext returns a job at once, or false if none is at hand.
+	TryNext() (*Job, bool)
+}
+
 // SourceFuncs is a Source made of two funcs, for tests and small programs.
 type SourceFuncs struct {
 	NextFunc func(ctx context.Context) (*Job, error)

@@ -134,10 +134,16 @@ func (ss *session) dispatch() {
 		ss.give(j)
 		return
 	}
+	src := ss.s.pool.src
+	if rs, ok := src.(ReadySource); ok {
+		if j, ok := rs.TryNext(); ok {
+			ss.give(j)
+			return
+		}
+	}
 	ctx, cancel := context.WithCancel(ss.s.pool.intake)
 	ch := make(chan nextResult, 1)
 	ss.next, ss.nextCtx, ss.cancelNext = ch, ctx, cancel
-	src := ss.s.pool.src
 	go func() {
 		j, err := src.Next(ctx)
 		ch <- nextResult{job: j, err: err}
@@ -162,13 +168,31 @@ func (ss *session) gotNext(r nextResult) {
 	}
 }
 
-// give writes job to the worker, from a helper goroutine so that the
-// session keeps serving events while a wedged worker does not read. The
-// write fails after ReadyTimeout, or at once once the process is gone.
+// inlineWrite bounds the job messages that give writes itself. The worker
+// has read every message before the job (it answered done), so the pipe is
+// empty and such a write completes at once; inlineDeadline only guards
+// against a worker that stopped reading its channel.
+const (
+	inlineWrite    = 4 << 10
+	inlineDeadline = time.Second
+)
+
+// give writes job to the worker. A large job is written from a helper
+// goroutine so that the session keeps serving events while a wedged worker
+// does not read. The write fails after ReadyTimeout, or at once once the
+// process is gone.
 func (ss *session) give(j *Job) {
 	ss.job, ss.jobStart = j, time.Now()
 	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
 	m := proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
+	if len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128 {
+		err := ss.p.in.SetWriteDeadline(time.Now().Add(inlineDeadline))
+		if err == nil {
+			err = ss.p.w.Write(m)
+		}
+		ss.wrote(err)
+		return
+	}
 	if err := ss.p.in.SetWriteDeadline(time.Now().Add(ss.spec.ReadyTimeout)); err != nil {
 		ss.wrote(err)
 		return
