@@ -115,7 +115,8 @@ func New(cfg Config) (*Agent, error) {
 		seen[spec.Name] = true
 		a.pools = append(a.pools, &pool{spec: spec})
 	}
-	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096))
+	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(storeTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

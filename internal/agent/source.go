@@ -196,8 +196,14 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 		s.waiters = slices.Delete(s.waiters, i, i+1)
 	}
 	select {
-	case m := <-ch: // it came as we gave up: first in line for the next Next
-		s.ready = slices.Insert(s.ready, 0, m)
+	case m := <-ch: // it came as we gave up: to the next waiter, or first in line
+		if len(s.waiters) > 0 {
+			next := s.waiters[0]
+			s.waiters = s.waiters[1:]
+			next <- m
+		} else {
+			s.ready = slices.Insert(s.ready, 0, m)
+		}
 	default:
 	}
 	s.mu.Unlock()
@@ -384,13 +390,9 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 		st.Attempts = 1
 		st.ID = jobID(m, 0)
 	}
-	if st.Attempts > 1 {
-		st.History = s.history(st.ID)
-	}
-	st.History = append(st.History, wire.Attempt{Attempt: st.Attempts, Host: s.host, StartedAt: now})
-	if n := len(st.History); n > wire.MaxHistory {
-		st.History = st.History[n-wire.MaxHistory:]
-	}
+	// The earlier attempts' history is read by the publisher, off the
+	// worker's path (see withHistory).
+	st.History = []wire.Attempt{{Attempt: st.Attempts, Host: s.host, StartedAt: now}}
 	h.timer = time.AfterFunc(runningDelay, func() { s.storeRunning(h) })
 	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h}
 }
@@ -406,6 +408,18 @@ func (s *source) storeRunning(h *heldJob) {
 	}
 	if data, err := json.Marshal(&h.state); err == nil {
 		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
+	}
+}
+
+// withHistory puts the attempts a retried job made before this one in
+// front of its state's history.
+func (s *source) withHistory(st *wire.Job) {
+	if st.Attempts <= 1 {
+		return
+	}
+	st.History = append(s.history(st.ID), st.History...)
+	if n := len(st.History); n > wire.MaxHistory {
+		st.History = st.History[n-wire.MaxHistory:]
 	}
 }
 
@@ -425,9 +439,10 @@ func (s *source) history(id string) []wire.Attempt {
 }
 
 // jobID is the id of a job message: its Conductor-Job-Id header, else its
-// Nats-Msg-Id header, else "seq-N" from its stream sequence.
+// Nats-Msg-Id header, else "seq-N" from its stream sequence. A header that
+// is not a valid id (it could not be a state key) is passed over.
 func jobID(m *nats.Msg, seq uint64) string {
-	if id := m.Header.Get(wire.HeaderJobID); id != "" {
+	if id := m.Header.Get(wire.HeaderJobID); id != "" && subject.Token("job id", id) == nil {
 		return id
 	}
 	if id := m.Header.Get(wire.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
@@ -443,6 +458,13 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	h.finished = true
 	h.mu.Unlock()
 	h.timer.Stop()
+	if out.NotStarted {
+		// Back to the queue at once, for any worker; no attempt ended, so no
+		// state changes. JetStream still counts the delivery.
+		s.release(h.msg)
+		_ = h.msg.Nak()
+		return
+	}
 	st := &h.state
 	st.UpdatedAt = out.Ended.UTC()
 	if st.UpdatedAt.IsZero() {
@@ -481,12 +503,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		}
 	}
 	last.Error = st.Error
-	data, err := json.Marshal(st)
-	if err != nil {
-		// The result is valid JSON from the broker; this cannot happen.
-		panic(fmt.Sprintf("agent: encode job state: %v", err))
-	}
-	s.finishing <- finishJob{held: h, data: data, retry: retry}
+	s.finishing <- finishJob{held: h, retry: retry}
 }
 
 // Backoff is the delay before retrying a job whose attempt failed: 1s,
@@ -503,6 +520,13 @@ func (s *source) publisher() {
 	defer s.wg.Done()
 	defer close(s.acking)
 	for f := range s.finishing {
+		s.withHistory(&f.held.state)
+		data, err := json.Marshal(&f.held.state)
+		if err != nil {
+			// The result is valid JSON from the broker; this cannot happen.
+			panic(fmt.Sprintf("agent: encode job state: %v", err))
+		}
+		f.data = data
 		subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
 		fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: f.data})
 		if err != nil {
@@ -523,7 +547,10 @@ func (s *source) acker() {
 			s.release(f.held.msg)
 			continue
 		}
+		// Released first: a lease extension sent after a delayed nak would
+		// cut the retry's delay short (see keepLeases).
 		m := f.held.msg
+		s.release(m)
 		var err error
 		if f.retry < 0 {
 			err = m.Ack()
@@ -533,7 +560,6 @@ func (s *source) acker() {
 		if err != nil {
 			s.log.Warn("ack job", "pool", s.typ, "job", f.held.state.ID, "err", err)
 		}
-		s.release(m)
 		ev := nats.NewMsg(s.space.JobEvent(s.typ, string(f.held.state.Status)))
 		ev.Header.Set(wire.HeaderJobID, f.held.state.ID)
 		if b := f.held.state.Batch; b != "" {
@@ -544,16 +570,25 @@ func (s *source) acker() {
 	}
 }
 
+// storeTimeout bounds the wait for the answer to a state store: an answer
+// can be lost (a reconnect, a leader change), and the acker must go on.
+const storeTimeout = 10 * time.Second
+
 // stored waits for the outcome's state to be stored, writing it again
 // synchronously a few times if the asynchronous write failed.
 func (s *source) stored(f finishJob) bool {
 	if f.future != nil {
+		t := time.NewTimer(storeTimeout)
 		select {
 		case <-f.future.Ok():
+			t.Stop()
 			return true
 		case err := <-f.future.Err():
 			s.log.Warn("store job state; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
+		case <-t.C:
+			s.log.Warn("store job state: no answer; retrying", "pool", s.typ, "job", f.held.state.ID, "after", storeTimeout)
 		}
+		t.Stop()
 	}
 	subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
 	delay := 100 * time.Millisecond
@@ -599,17 +634,15 @@ func (s *source) keepLeases() {
 			return
 		case <-t.C:
 		}
+		// Under the lock, so that no extension follows the release that
+		// precedes an ack or nak.
 		s.mu.Lock()
-		msgs := make([]*nats.Msg, 0, len(s.held))
 		for m := range s.held {
-			msgs = append(msgs, m)
-		}
-		s.mu.Unlock()
-		for _, m := range msgs {
 			if err := m.InProgress(); err != nil && !errors.Is(err, nats.ErrMsgAlreadyAckd) {
 				s.log.Debug("extend job lease", "pool", s.typ, "err", err)
 			}
 		}
+		s.mu.Unlock()
 	}
 }
 

@@ -212,3 +212,35 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestSource_BadIDHeaderFallsBackToSequence(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	m := nats.NewMsg(b.space.Job("sq"))
+	m.Header.Set(wire.HeaderJobID, "a b")
+	m.Data = []byte("1")
+	_, err := b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+
+	job := next(t, src)
+	require.Equal(t, "seq-1", job.ID)
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now})
+	b.state(t, job, wire.StatusSucceeded)
+}
+
+func TestSource_NotStartedGoesBackUnchanged(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 1)
+
+	job := next(t, src)
+	src.Done(job, broker.Outcome{NotStarted: true, Err: "worker busy"})
+	again := next(t, src)
+	require.Equal(t, job.ID, again.ID)
+	_, err := b.kv.Get(context.Background(), job.ID)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no attempt ended, so no state was written")
+	now := time.Now()
+	src.Done(again, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+	b.state(t, again, wire.StatusSucceeded)
+}

@@ -27,6 +27,11 @@ type Outcome struct {
 	Permanent bool
 	// Crashed is set when the process exited (or was killed) holding the job.
 	Crashed bool
+	// NotStarted is set when the job never reached a worker (its worker
+	// went busy, or exited, or the pool stopped, first): the Source should
+	// put it back for another worker without counting a failure. Err says
+	// why.
+	NotStarted bool
 	// Index and PID name the worker process that ran the attempt.
 	Index int
 	PID   int

@@ -156,6 +156,11 @@ func (ss *session) gotNext(r nextResult) {
 	ss.next = nil
 	ss.cancelNext()
 	switch {
+	case r.job != nil && !ss.ready && !ss.stopping && !ss.shutdown:
+		// The worker went busy while the job was on its way: give the job
+		// to another worker rather than wait for this one.
+		ss.s.carry = r.job
+		ss.s.giveBack("worker busy")
 	case r.job != nil && (ss.stopping || !ss.ready || ss.shutdown):
 		ss.s.carry = r.job // the worker can no longer take it
 	case r.job != nil:

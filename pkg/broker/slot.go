@@ -149,6 +149,8 @@ func (s *slot) backoff(run processRun) bool {
 			s.giveBack("worker keeps failing; restarts paused")
 		}
 		if delay > 0 {
+			// Do not keep a job through a backoff: another worker may be free.
+			s.giveBack("worker restarting")
 			s.setState(WorkerBackoff)
 			if !s.sleep(delay) {
 				return false
@@ -172,7 +174,7 @@ func (s *slot) sleep(d time.Duration) bool {
 	}
 }
 
-// giveBack reports the carried job, if any, as crashed with reason, so that
+// giveBack reports the carried job, if any, as not started with reason, so that
 // the Source can hand it to another worker.
 func (s *slot) giveBack(reason string) {
 	if s.carry == nil {
@@ -180,8 +182,7 @@ func (s *slot) giveBack(reason string) {
 	}
 	j := s.carry
 	s.carry = nil
-	now := time.Now()
-	s.pool.src.Done(j, Outcome{Crashed: true, Err: reason, Index: s.index, Started: now, Ended: now})
+	s.pool.src.Done(j, Outcome{NotStarted: true, Err: reason, Index: s.index})
 }
 
 // finish ends the slot goroutine.

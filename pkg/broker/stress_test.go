@@ -47,7 +47,7 @@ func (l *ledger) Done(j *broker.Job, out broker.Outcome) {
 	}
 	delete(l.open, j.ID)
 	l.done++
-	if out.Crashed {
+	if out.Crashed || out.NotStarted {
 		l.crashed++
 	} else if string(out.Result) != string(j.Payload) {
 		l.dupes = append(l.dupes, j.ID+" (wrong result)")

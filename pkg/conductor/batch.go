@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,7 +24,7 @@ type BatchConfig struct {
 	// Type is the job type of every job in the batch. Required.
 	Type string
 	// Jobs generates the batch: it calls submit once per job payload and
-	// returns. Required.
+	// returns. submit may be called from several goroutines. Required.
 	Jobs func(submit func(payload any) error) error
 	// OnJobEnd, if set, is called once for every job that ended (succeeded
 	// or dead), from one goroutine.
@@ -96,26 +97,33 @@ func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult
 	_ = sub.SetPendingLimits(-1, -1)
 
 	pending := map[string]bool{}
+	var mu sync.Mutex // guards pending and res.Total while the generator runs
 	err = cfg.Jobs(func(payload any) error {
 		id, err := client.Submit(ctx, cfg.Type, payload, WithBatch(res.ID))
 		if err != nil {
 			return err
 		}
+		mu.Lock()
 		pending[id] = true
 		res.Total++
+		mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return res, fmt.Errorf("conductor: batch %s: %w", res.ID, err)
 	}
 
+	// Events may be lost (a reconnect); the stored states are not. When no
+	// job has ended for a recheck interval, the pending ones are read.
 	recheck := time.NewTicker(client.cfg.RecheckInterval)
 	defer recheck.Stop()
+	progressed := false
 	end := func(j *Job) {
 		if !pending[j.ID] {
 			return
 		}
 		delete(pending, j.ID)
+		progressed = true
 		if j.Status == StatusSucceeded {
 			res.Succeeded++
 		} else {
@@ -130,7 +138,10 @@ func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult
 		case j := <-ended:
 			end(j)
 		case <-recheck.C:
-			// An event may be lost (a reconnect); the stored state is not.
+			if progressed {
+				progressed = false
+				continue
+			}
 			for id := range pending {
 				if j, err := client.Job(ctx, id); err == nil && j.Status.Final() {
 					end(j)

@@ -138,8 +138,9 @@ type submitOptions struct {
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
-// same key one job: the first creates it, later ones return its id, for as
-// long as the job's state is retained. The first payload wins.
+// same key one job: the first creates it, later ones return its id and
+// queue nothing, for as long as the job's state is retained. The first
+// payload wins.
 func WithIdempotencyKey(key string) SubmitOption {
 	return func(o *submitOptions) { o.key = key }
 }
@@ -174,40 +175,33 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	id := uuid.Must(uuid.NewV7()).String()
 	if o.key != "" {
 		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
-	}
-	now := time.Now().UTC()
-	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, CreatedAt: now, UpdatedAt: now})
-	if o.key == "" {
-		_, err = c.kv.Put(ctx, id, state)
-	} else {
-		_, err = c.kv.Create(ctx, id, state)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return id, c.resubmit(ctx, id, typ, data, o)
+		// A job known by its state is never queued again, whenever the
+		// repeat comes; within the dedup window the stream also drops a
+		// second copy published by two racing submissions.
+		if _, err := c.kv.Get(ctx, id); err == nil {
+			return id, nil
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return "", fmt.Errorf("conductor: look up job %s: %w", id, err)
 		}
 	}
-	if err != nil {
-		return "", fmt.Errorf("conductor: record job: %w", err)
-	}
+	// Queue first, then record: a failed publish leaves nothing behind, and
+	// the caller's cancelling cannot cut the pair in half.
+	ctx = context.WithoutCancel(ctx)
 	if err := c.publish(ctx, id, typ, data, o); err != nil {
-		// Best effort: no job was queued, so no state should claim one was.
-		_ = c.kv.Delete(context.WithoutCancel(ctx), id)
 		return "", err
 	}
+	// Create, not Put: a worker may have stored a later state already.
+	now := time.Now().UTC()
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, CreatedAt: now, UpdatedAt: now})
+	// Should this fail, the job is still durably queued, which is what
+	// Submit promises; its state then appears when a worker takes it.
+	_, _ = c.kv.Create(ctx, id, state)
 	return id, nil
 }
 
-// resubmit handles a repeated idempotent submission. A job still queued is
-// published again in case the first submission stopped between recording
-// and publishing it; the stream's deduplication drops the copy otherwise.
-func (c *Client) resubmit(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
-	j, err := c.Job(ctx, id)
-	if err != nil || j.Status != StatusQueued {
-		return err
-	}
-	return c.publish(ctx, id, typ, data, o)
-}
-
 func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	m := nats.NewMsg(c.space.Job(typ))
 	m.Header.Set(wire.HeaderJobID, id)
 	m.Header.Set(wire.HeaderMsgID, id)

@@ -270,8 +270,11 @@ func (c *Conductor) Stopped() <-chan struct{} { return c.stopped }
 
 func (c *Conductor) shutdown() {
 	if c.http != nil {
+		// Calls in flight get 10s; a long ?wait= is cut off after that.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = c.http.Shutdown(ctx)
+		if c.http.Shutdown(ctx) != nil {
+			_ = c.http.Close()
+		}
 		cancel()
 	}
 	for _, sub := range c.subs {

@@ -141,6 +141,9 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, j)
+	case !errors.Is(err, context.DeadlineExceeded):
+		// The job is queued; only its end could not be awaited.
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("job %s is queued, but waiting for it failed: %v", id, err))
 	case j != nil:
 		writeJSON(w, http.StatusAccepted, j)
 	default:
