@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,7 +27,8 @@ const benchJobs = 50_000
 
 // BenchmarkEndToEnd measures, in one run on one conductord:
 //   - raw_msgs/s: the JetStream work-queue limit: publish benchJobs
-//     messages while 2 pull consumers ack them (the baseline);
+//     messages while 2 pull consumers ack them (the baseline); and, for
+//     context, 2 consumers pulling and acking one message at a time;
 //   - e2e_jobs/s: benchJobs no-op jobs published on NATS, run by 2 worker
 //     processes under one workerd, counted succeeded; and their ratio; then
 //     the same with GOMAXPROCS=1 in the workers;
@@ -45,6 +47,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		require.NoError(b, err)
 
 		raw := rawWorkQueue(b, js)
+		raw1 := rawOneAtATime(b, js)
 		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=noop1,count=2,env=GOMAXPROCS=1,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=squares,count=2,cmd=%s", filepath.Join(bin, "squares-worker")))
@@ -64,6 +67,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Logf("cpu during e2e: %s %.2fs (%.0fµs per job)", name, (t - before[name]).Seconds(), float64((t-before[name]).Microseconds())/benchJobs)
 		}
 		b.ReportMetric(raw, "raw_msgs/s")
+		b.ReportMetric(raw1, "raw_next1_msgs/s")
 		b.ReportMetric(e2e, "e2e_jobs/s")
 		b.ReportMetric(e2e/raw, "ratio")
 		// The same with the workers' Go runtime on one thread: a worker runs
@@ -88,8 +92,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 				break
 			}
 		}
-		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s e2e=%.0f jobs/s ratio=%.2f (GOMAXPROCS=1 workers: %.0f, %.2f); http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
-			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, e2e, e2e/raw, e2e1, e2e1/raw, httpP50, httpP99, rrP50, rrP99)
+		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s (one at a time: %.0f) e2e=%.0f jobs/s ratio=%.2f (GOMAXPROCS=1 workers: %.0f, %.2f); http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, raw1, e2e, e2e/raw, e2e1, e2e1/raw, httpP50, httpP99, rrP50, rrP99)
 	}
 }
 
@@ -123,6 +127,38 @@ func rawWorkQueue(b *testing.B, js jetstream.JetStream) float64 {
 		b.Fatalf("raw: only %d of %d acked", acked.Load(), benchJobs)
 	}
 	return float64(benchJobs) / time.Since(start).Seconds()
+}
+
+// rawOneAtATime is a second, lower baseline: 2 consumers that each pull one
+// message, ack it, and pull the next, as a naive per-job worker loop would.
+func rawOneAtATime(b *testing.B, js jetstream.JetStream) float64 {
+	const n = benchJobs / 5
+	ctx := context.Background()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "bench-raw1", Subjects: []string{"bench.raw1"}, Retention: jetstream.WorkQueuePolicy,
+	})
+	require.NoError(b, err)
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw1", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(b, err)
+	publishAsync(b, js, func(int) string { return "bench.raw1" }, n)
+	var left atomic.Int64
+	left.Store(n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_ = m.Ack()
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // endToEnd publishes benchJobs no-op jobs on NATS and waits until the job
