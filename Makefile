@@ -33,6 +33,8 @@ lint: ## gofmt and go vet
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/proto/
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./pkg/broker/
+	$(GO) test -run '^$$' -fuzz FuzzRun -fuzztime 30s ./pkg/worker/
 
 clean: ## remove bin/ and the local cluster's data/
 	rm -rf $(BIN) data

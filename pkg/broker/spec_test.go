@@ -119,3 +119,19 @@ func TestSpec_Validate(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseSpec(f *testing.F) {
+	f.Add("name=squares,count=2,cmd=./bin/squares-worker --x 'a b'")
+	f.Add("name=web,protocol=none,listen=127.0.0.1:0,env=A=B,cmd=srv")
+	f.Add("name=x,count=-1,cmd=")
+	f.Add("cmd=\"unterminated")
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := broker.ParseSpec(s)
+		if err != nil {
+			require.ErrorIs(t, err, broker.ErrBadSpec, "%q", s)
+			return
+		}
+		require.NoError(t, spec.Validate(), "ParseSpec accepted %q but Validate refuses it", s)
+		require.NotEmpty(t, spec.Cmd)
+	})
+}
