@@ -155,27 +155,57 @@ func (s *source) close() {
 
 // TryNext implements broker.ReadySource.
 func (s *source) TryNext() (*broker.Job, bool) {
-	s.mu.Lock()
-	if len(s.ready) == 0 {
+	for {
+		s.mu.Lock()
+		if len(s.ready) == 0 {
+			s.mu.Unlock()
+			return nil, false
+		}
+		m := s.ready[0]
+		s.ready = s.ready[1:]
 		s.mu.Unlock()
-		return nil, false
+		s.poke()
+		if job, ok := s.take(m); ok {
+			return job, true
+		}
 	}
-	m := s.ready[0]
-	s.ready = s.ready[1:]
-	s.mu.Unlock()
-	s.poke()
-	return s.job(m), true
 }
 
 // Next implements broker.Source.
 func (s *source) Next(ctx context.Context) (*broker.Job, error) {
+	for {
+		m, err := s.await(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if job, ok := s.take(m); ok {
+			return job, nil
+		}
+	}
+}
+
+// take turns a delivered message into a job for a worker. A payload that is
+// not JSON cannot go on the channel: such a job never reaches a worker and
+// is dead at once, its payload kept as a JSON string.
+func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
+	job := s.job(m)
+	if json.Valid(m.Data) {
+		return job, true
+	}
+	job.Payload, _ = json.Marshal(string(m.Data))
+	s.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true})
+	return nil, false
+}
+
+// await returns the next delivered job, waiting for one if none is ready.
+func (s *source) await(ctx context.Context) (*nats.Msg, error) {
 	s.mu.Lock()
 	if len(s.ready) > 0 {
 		m := s.ready[0]
 		s.ready = s.ready[1:]
 		s.mu.Unlock()
 		s.poke()
-		return s.job(m), nil
+		return m, nil
 	}
 	ch := make(chan *nats.Msg, 1)
 	s.waiters = append(s.waiters, ch)
@@ -185,7 +215,7 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 	var err error
 	select {
 	case m := <-ch:
-		return s.job(m), nil
+		return m, nil
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-s.stop:

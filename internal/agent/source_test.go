@@ -244,3 +244,25 @@ func TestSource_NotStartedGoesBackUnchanged(t *testing.T) {
 	src.Done(again, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
 	b.state(t, again, wire.StatusSucceeded)
 }
+
+func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	m := nats.NewMsg(b.space.Job("sq"))
+	m.Header.Set(wire.HeaderJobID, "bad-payload")
+	m.Data = []byte("{not json")
+	_, err := b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+	b.publish(t, 1)
+
+	// The bad job never reaches a worker: the next job does.
+	job := next(t, src)
+	require.Equal(t, "0", string(job.Payload))
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+
+	dead := b.state(t, &broker.Job{ID: "bad-payload", Attempt: 1}, wire.StatusDead)
+	require.Contains(t, dead.Error, "payload is not valid JSON")
+	require.JSONEq(t, `"{not json"`, string(dead.Payload), "kept as a string")
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond)
+}

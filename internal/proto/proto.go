@@ -160,6 +160,10 @@ func head(b []byte) []byte {
 	return bytes.Clone(b)
 }
 
+// ErrEncode is wrapped by Writer.Write when a message cannot be encoded (a
+// payload or result that is not valid JSON); nothing was written.
+var ErrEncode = errors.New("proto: cannot encode message")
+
 // Writer encodes messages, one per line. It is safe for concurrent use.
 type Writer struct {
 	mu sync.Mutex
@@ -174,7 +178,7 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 func (w *Writer) Write(m Message) error {
 	b, err := json.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("proto: encode %s: %w", m.Op, err)
+		return fmt.Errorf("%w %s: %w", ErrEncode, m.Op, err)
 	}
 	b = append(b, '\n')
 	w.mu.Lock()

@@ -84,7 +84,7 @@ func TestWriter_Write(t *testing.T) {
 	require.Equal(t, `{"op":"job","id":"j1","type":"squares","payload":3,"attempt":1}`+"\n", buf.String())
 
 	err := w.Write(Message{Op: OpDone, Result: []byte("{not json")})
-	require.Error(t, err)
+	require.ErrorIs(t, err, ErrEncode)
 	require.False(t, errors.Is(err, io.EOF))
 }
 

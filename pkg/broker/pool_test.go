@@ -47,6 +47,26 @@ func TestNewPool(t *testing.T) {
 func TestPool_Start(t *testing.T) {
 	t.Parallel()
 
+	t.Run("UnencodableJob", func(t *testing.T) {
+		t.Parallel()
+		b := newBundle(t)
+		pool := setup(t, b.spec("echo"), b)
+		readyWorkers(t, pool)
+
+		b.submit(t, "bad", "{not json")
+		e := b.outcome(t)
+		require.Equal(t, "bad", e.job.ID)
+		require.True(t, e.out.Permanent)
+		require.Contains(t, e.out.Err, "job cannot be sent to a worker")
+		require.False(t, e.out.Crashed)
+
+		// The worker was not blamed: it takes the next job, unrestarted.
+		b.submit(t, "good", "7")
+		e = b.outcome(t)
+		require.Equal(t, "7", string(e.out.Result))
+		require.Zero(t, pool.Workers()[0].Restarts)
+	})
+
 	t.Run("RunsJobs", func(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
@@ -218,6 +219,16 @@ func (ss *session) wrote(err error) {
 	}
 	j := ss.job
 	ss.job = nil
+	if errors.Is(err, proto.ErrEncode) {
+		// Nothing was written and the worker is fine: the job itself
+		// cannot be sent, to this worker or any other.
+		ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", err)
+		ss.setIdle()
+		out := ss.outcome()
+		out.Err, out.Permanent = "job cannot be sent to a worker: "+err.Error(), true
+		ss.s.pool.src.Done(j, out)
+		return
+	}
 	ss.s.carry = j
 	ss.ready = false
 	ss.setIdle()
