@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +74,30 @@ func TestWorkerd_BadPoolSpec(t *testing.T) {
 		out := p.output()
 		require.True(t, strings.Contains(out, tc.want), "workerd --pool %q said %q", tc.spec, out)
 	}
+}
+
+func TestWorkerd_ConfigFile(t *testing.T) {
+	c := newCluster(t)
+	path := filepath.Join(t.TempDir(), "pools.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`pools:
+  - name: squares
+    count: 2
+    cmd: `+filepath.Join(bin, "squares-worker")+`
+`), 0o600))
+	start(t, "workerd", "--conductor", c.natsURL(), "--host-id", "cfg", "--config", path)
+	c.waitWorkers("squares", 2)
+	var j conductor.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "4", nil, &j))
+	require.JSONEq(t, "16", string(j.Result))
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("pools:\n  - name: squares\n    stop_timeout: soon\n    cmd: x\n"), 0o600))
+	p := start(t, "workerd", "--conductor", c.natsURL(), "--config", bad)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("workerd with a bad config did not exit")
+	}
+	require.Error(t, p.err)
+	require.Contains(t, p.output(), `pool "squares": stop_timeout: "soon" is not a duration`)
 }

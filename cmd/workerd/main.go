@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "the conductor's namespace")
 	var specs pools
 	fs.Var(&specs, "pool", "a pool: 'name=TYPE,count=N,cmd=COMMAND LINE' (repeatable; cmd= last)")
+	config := fs.String("config", "", "a YAML file of pools (the keys of --pool, under \"pools:\")")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,8 +64,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if *config != "" {
+		fromFile, err := broker.LoadConfig(*config)
+		if err != nil {
+			return err
+		}
+		specs = append(fromFile, specs...)
+	}
 	if len(specs) == 0 {
-		return errors.New("no pools: give at least one --pool 'name=TYPE,count=N,cmd=COMMAND'")
+		return errors.New("no pools: give --config FILE or at least one --pool 'name=TYPE,count=N,cmd=COMMAND'")
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {

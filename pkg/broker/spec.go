@@ -100,7 +100,7 @@ func ParseSpec(s string) (Spec, error) {
 	rest := s
 	for rest != "" {
 		if after, ok := strings.CutPrefix(strings.TrimLeft(rest, " "), "cmd="); ok {
-			words, err := shellquote.Split(after)
+			words, err := splitCmd(after)
 			if err != nil {
 				return Spec{}, specError(s, "cmd", err.Error())
 			}
@@ -161,6 +161,12 @@ func (s *Spec) set(key, value string) error {
 		return errors.New("unknown key")
 	}
 	return err
+}
+
+// splitCmd splits a command line as a shell splits words (quotes and
+// backslashes, no expansion).
+func splitCmd(line string) ([]string, error) {
+	return shellquote.Split(line)
 }
 
 func parseCount(v string, min int) (int, error) {
