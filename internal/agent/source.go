@@ -27,7 +27,7 @@ import (
 //
 // Flow control: one fetcher goroutine keeps pull requests outstanding for as
 // many jobs as there are workers waiting in Next, plus a prefetch while the
-// pool's jobs are short (see prefetch). A job that arrives when no worker
+// pool's jobs are short (see prefetchLocked). A job that arrives when no worker
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	sourceConfig
