@@ -5,7 +5,7 @@ BIN   := bin
 PKGS  := ./...
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test test-short bench lint fuzz clean
+.PHONY: help build run test test-short bench lint fuzz docker compose-up compose-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,15 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./internal/proto/
 	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./pkg/broker/
 	$(GO) test -run '^$$' -fuzz FuzzRun -fuzztime 30s ./pkg/worker/
+
+docker: build ## build the conductor:dev image (FROM scratch, the static binaries)
+	docker build -t conductor:dev .
+
+compose-up: docker ## start conductord and two workerd hosts in containers (API on 127.0.0.1:7070)
+	docker-compose up -d
+
+compose-down: ## stop the containers and remove their data
+	docker-compose down -v
 
 clean: ## remove bin/ and the local cluster's data/
 	rm -rf $(BIN) data

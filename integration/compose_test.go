@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// dockerAbsent says why the Docker tests cannot run here, or "" if they can.
+func dockerAbsent() string {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return "docker is not installed"
+	}
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		return "docker-compose is not installed"
+	}
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		return "the Docker engine does not answer: " + strings.TrimSpace(string(tail(out, 300)))
+	}
+	return ""
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
+	return string(out)
+}
+
+// TestCompose_TwoHosts runs docker-compose.yml: conductord and two workerd
+// hosts in containers on a private network, the image built FROM scratch
+// from the static binaries.
+func TestCompose_TwoHosts(t *testing.T) {
+	if why := dockerAbsent(); why != "" {
+		t.Skip("needs Docker: " + why)
+	}
+	// The image, from the binaries TestMain built (static: CGO_ENABLED=0).
+	ctxDir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(ctxDir, "bin"), 0o755))
+	for _, b := range []string{"conductord", "workerd", "conductorctl", "squares-worker", "noop-worker"} {
+		data, err := os.ReadFile(filepath.Join(bin, b))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(ctxDir, "bin", b), data, 0o755))
+	}
+	dockerfile, err := os.ReadFile("../Dockerfile")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), dockerfile, 0o644))
+	project := fmt.Sprintf("conductortest%d", os.Getpid())
+	image := "conductor:" + project
+	run(t, ctxDir, nil, "docker", "build", "-q", "-t", image, ".")
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", image).Run() })
+
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	env := []string{"CONDUCTOR_IMAGE=" + image, "CONDUCTOR_HTTP_PORT=" + port}
+	compose := func(args ...string) string {
+		return run(t, "..", env, "docker-compose", append([]string{"-p", project}, args...)...)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(compose("logs", "--tail", "40"))
+		}
+		compose("down", "-v", "--remove-orphans", "-t", "20")
+	})
+	compose("up", "-d")
+
+	c := &cluster{t: t, httpAddr: "127.0.0.1:" + port}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(c.url("/healthz"))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}, time.Minute, 50*time.Millisecond, "conductord in its container did not become healthy")
+	c.waitWorkers("squares", 4)
+
+	const n = 200
+	for i := range n {
+		var id struct{ ID string }
+		require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", fmt.Sprint(i), nil, &id))
+	}
+	require.Eventually(t, func() bool { return c.pool("squares").Succeeded == n }, time.Minute, 50*time.Millisecond)
+	perHost := map[string]int64{}
+	require.Eventually(t, func() bool {
+		clear(perHost)
+		for _, w := range c.workers() {
+			perHost[w.Host] += w.JobsDone
+		}
+		return perHost["host-a"]+perHost["host-b"] == n
+	}, 10*time.Second, 50*time.Millisecond, "jobs per host: %v", perHost)
+	require.Positive(t, perHost["host-a"], "host-a ran no job")
+	require.Positive(t, perHost["host-b"], "host-b ran no job")
+
+	// A host that stops says so: its workers leave /v1/workers at once, and
+	// the other host takes the jobs.
+	compose("stop", "-t", "30", "host-a")
+	require.Eventually(t, func() bool {
+		for _, w := range c.workers() {
+			if w.Host == "host-a" {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 50*time.Millisecond)
+	var j conductor.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "12", nil, &j))
+	require.JSONEq(t, "144", string(j.Result))
+	require.Equal(t, "host-b", j.History[0].Host)
+}
