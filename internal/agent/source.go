@@ -134,7 +134,18 @@ func newSource(cfg sourceConfig) (*source, error) {
 // took so they are redelivered, and stops the source's goroutines. The pool
 // must have stopped: no Next or Done may run during or after close.
 func (s *source) close() {
-	_ = s.sub.Unsubscribe()
+	// Drain, not unsubscribe: jobs already in the client's queue reach the
+	// fetcher (and are released below) instead of waiting out their lease.
+	closed := s.sub.StatusChanged(nats.SubscriptionClosed)
+	if s.sub.Drain() == nil {
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-closed:
+		case <-t.C:
+			_ = s.sub.Unsubscribe()
+		}
+		t.Stop()
+	}
 	close(s.finishing)
 	close(s.stop)
 	s.wg.Wait()
