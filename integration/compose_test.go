@@ -77,13 +77,7 @@ func TestCompose_TwoHosts(t *testing.T) {
 	compose("up", "-d")
 
 	c := &cluster{t: t, httpAddr: "127.0.0.1:" + port}
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(c.url("/healthz"))
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == http.StatusOK
-	}, time.Minute, 50*time.Millisecond, "conductord in its container did not become healthy")
+	c.waitHealthy(time.Minute)
 	c.waitWorkers("squares", 4)
 
 	const n = 200
@@ -92,14 +86,7 @@ func TestCompose_TwoHosts(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", fmt.Sprint(i), nil, &id))
 	}
 	require.Eventually(t, func() bool { return c.pool("squares").Succeeded == n }, time.Minute, 50*time.Millisecond)
-	perHost := map[string]int64{}
-	require.Eventually(t, func() bool {
-		clear(perHost)
-		for _, w := range c.workers() {
-			perHost[w.Host] += w.JobsDone
-		}
-		return perHost["host-a"]+perHost["host-b"] == n
-	}, 10*time.Second, 50*time.Millisecond, "jobs per host: %v", perHost)
+	perHost := c.waitJobsDone(n)
 	require.Positive(t, perHost["host-a"], "host-a ran no job")
 	require.Positive(t, perHost["host-b"], "host-b ran no job")
 

@@ -158,13 +158,36 @@ func (c *cluster) startConductor(opts ...clusterOption) {
 		o(c, &args)
 	}
 	c.conductor = start(t, "conductord", args...)
-	require.Eventually(t, func() bool {
+	c.waitHealthy(30 * time.Second)
+}
+
+// waitHealthy waits until conductord answers /healthz with 200.
+func (c *cluster) waitHealthy(limit time.Duration) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
 		resp, err := http.Get(c.url("/healthz"))
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err == nil && resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 20*time.Millisecond, "conductord did not become healthy")
+	}, limit, 20*time.Millisecond, "conductord did not become healthy")
+}
+
+// waitJobsDone waits until the workers of the live hosts have done n jobs
+// in all (as of their last heartbeats), and returns the count per host.
+func (c *cluster) waitJobsDone(n int64) map[string]int64 {
+	c.t.Helper()
+	perHost := map[string]int64{}
+	require.Eventually(c.t, func() bool {
+		clear(perHost)
+		total := int64(0)
+		for _, w := range c.workers() {
+			perHost[w.Host] += w.JobsDone
+			total += w.JobsDone
+		}
+		return total == n
+	}, 10*time.Second, 50*time.Millisecond, "jobs done per host: %v", perHost)
+	return perHost
 }
 
 func (c *cluster) natsURL() string { return "nats://" + c.natsAddr }

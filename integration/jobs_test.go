@@ -103,14 +103,8 @@ func TestCluster_TenThousandJobsTwoHosts(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, map[wire.Status]int{wire.StatusSucceeded: 1}, ev.byID[id], "job %s", id)
 	}
-	hosts := map[string]int64{}
-	require.Eventually(t, func() bool {
-		clear(hosts)
-		for _, w := range c.workers() {
-			hosts[w.Host] += w.JobsDone
-		}
-		return hosts["host-a"]+hosts["host-b"] == n
-	}, 10*time.Second, 50*time.Millisecond, "jobs done per host: %v", hosts)
+	hosts := c.waitJobsDone(n)
+	require.Len(t, hosts, 2)
 	require.Positive(t, hosts["host-a"])
 	require.Positive(t, hosts["host-b"])
 	require.Eventually(t, func() bool { return c.pool("squares").Succeeded == n }, 10*time.Second, 50*time.Millisecond)

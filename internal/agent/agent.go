@@ -82,6 +82,13 @@ type pool struct {
 	bp   *broker.Pool
 }
 
+// running returns the pool's broker pool and source, nil until started.
+func (p *pool) running() (*broker.Pool, *source) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bp, p.src
+}
+
 // New checks cfg and returns an Agent ready to Start.
 func New(cfg Config) (*Agent, error) {
 	if cfg.Conn == nil {
@@ -162,10 +169,7 @@ func (a *Agent) Stop() {
 // may run while Stop does.
 func (a *Agent) Kill() {
 	for _, p := range a.pools {
-		p.mu.Lock()
-		bp := p.bp
-		p.mu.Unlock()
-		if bp != nil {
+		if bp, _ := p.running(); bp != nil {
 			bp.Kill()
 		}
 	}
@@ -272,14 +276,11 @@ func (a *Agent) watchReconnects(ctx context.Context) {
 		case <-ch:
 		}
 		for _, p := range a.pools {
-			p.mu.Lock()
-			src := p.src
-			p.mu.Unlock()
-			if src != nil {
+			if _, src := p.running(); src != nil {
 				src.reconnected()
 			}
-			a.publishHeartbeat(false)
 		}
+		a.publishHeartbeat(false)
 	}
 }
 
@@ -321,9 +322,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		Workers:  []wire.WorkerInfo{},
 	}
 	for _, p := range a.pools {
-		p.mu.Lock()
-		bp := p.bp
-		p.mu.Unlock()
+		bp, _ := p.running()
 		if bp == nil {
 			hb.Pools = append(hb.Pools, wire.PoolInfo{
 				Name: p.spec.Name, Count: p.spec.Count, Protocol: string(p.spec.Protocol), State: "waiting",
