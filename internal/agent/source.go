@@ -33,8 +33,6 @@ type source struct {
 	sourceConfig
 	prefetchMax int // jobs held ahead while jobs are short
 	pullSubj    string
-	inbox       string
-	sub         *nats.Subscription
 
 	msgs  chan *nats.Msg // subscription -> fetcher: jobs and statuses
 	kick  chan struct{}  // Next -> fetcher: demand changed
@@ -43,6 +41,8 @@ type source struct {
 	// mu guards the fields below: Next, the fetcher, Done, the acker and the
 	// lease keeper touch them. ready and waiters are never both non-empty.
 	mu      sync.Mutex
+	inbox   string             // where pull requests are answered; the fetcher renews it
+	sub     *nats.Subscription // inbox's subscription
 	ready   []*nats.Msg        // jobs no worker has taken yet
 	waiters []chan *nats.Msg   // Next calls waiting for a job, oldest first
 	held    map[*nats.Msg]bool // every job delivered and not yet finished
@@ -107,7 +107,6 @@ func newSource(cfg sourceConfig) (*source, error) {
 		sourceConfig: cfg,
 		prefetchMax:  cfg.prefetch * workers,
 		pullSubj:     "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.Consumer(cfg.typ),
-		inbox:        cfg.nc.NewInbox(),
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
 		fresh:        make(chan struct{}, 1),
@@ -117,11 +116,9 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs never fills.
 	s.msgs = make(chan *nats.Msg, 2*(workers+s.prefetchMax)+64)
-	sub, err := s.nc.Subscribe(s.inbox, func(m *nats.Msg) { s.msgs <- m })
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to job deliveries: %w", err)
+	if err := s.newInbox(); err != nil {
+		return nil, err
 	}
-	s.sub = sub
 	s.wg.Add(4)
 	go s.fetcher()
 	go s.publisher()
@@ -136,19 +133,28 @@ func newSource(cfg sourceConfig) (*source, error) {
 func (s *source) close() {
 	// Drain, not unsubscribe: jobs already in the client's queue reach the
 	// fetcher (and are released below) instead of waiting out their lease.
-	closed := s.sub.StatusChanged(nats.SubscriptionClosed)
-	if s.sub.Drain() == nil {
+	s.mu.Lock()
+	sub := s.sub
+	s.mu.Unlock()
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if sub.Drain() == nil {
 		t := time.NewTimer(5 * time.Second)
 		select {
 		case <-closed:
 		case <-t.C:
-			_ = s.sub.Unsubscribe()
+			_ = sub.Unsubscribe()
 		}
 		t.Stop()
 	}
 	close(s.finishing)
 	close(s.stop)
 	s.wg.Wait()
+	// A reconnect during the drain may have renewed the inbox.
+	s.mu.Lock()
+	if s.sub != sub {
+		_ = s.sub.Unsubscribe()
+	}
+	s.mu.Unlock()
 	s.mu.Lock()
 	left := s.ready
 	s.ready = nil
@@ -274,6 +280,26 @@ func (s *source) demand() (waiting, target, ready int) {
 	return len(s.waiters), len(s.waiters) + s.prefetchLocked(), len(s.ready)
 }
 
+// newInbox makes a fresh reply subject for pull requests and drains the
+// old one, if any: requests the server still holds for the old subject lose
+// their interest and deliver nothing more, while jobs already on their way
+// to it still arrive.
+func (s *source) newInbox() error {
+	inbox := s.nc.NewInbox()
+	sub, err := s.nc.Subscribe(inbox, func(m *nats.Msg) { s.msgs <- m })
+	if err != nil {
+		return fmt.Errorf("subscribe to job deliveries: %w", err)
+	}
+	s.mu.Lock()
+	old := s.sub
+	s.inbox, s.sub = inbox, sub
+	s.mu.Unlock()
+	if old != nil {
+		_ = old.Drain()
+	}
+	return nil
+}
+
 // reconnected tells the fetcher that the connection to NATS was re-made:
 // the server may have forgotten its pull requests, so it asks again now
 // rather than when they would have expired.
@@ -326,7 +352,10 @@ func (s *source) fetcher() {
 		want := target - ready - credit
 		if want > 0 && (waiting > credit || want*2 >= target) && !now.Before(retry) {
 			req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, want, s.expires.Nanoseconds())
-			if err := s.nc.PublishRequest(s.pullSubj, s.inbox, req); err != nil {
+			s.mu.Lock()
+			inbox := s.inbox
+			s.mu.Unlock()
+			if err := s.nc.PublishRequest(s.pullSubj, inbox, req); err != nil {
 				s.log.Warn("request jobs; retrying", "pool", s.typ, "err", err)
 				retry = now.Add(time.Second)
 			} else {
@@ -349,6 +378,9 @@ func (s *source) fetcher() {
 			return
 		case <-s.kick:
 		case <-s.fresh:
+			if err := s.newInbox(); err != nil {
+				s.log.Warn("renew job inbox", "pool", s.typ, "err", err)
+			}
 			reqs, credit = nil, 0
 		case <-timer.C:
 			if len(reqs) > 0 && !time.Now().Before(reqs[0].deadline) {
