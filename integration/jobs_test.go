@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -252,8 +253,26 @@ func TestHTTP_API(t *testing.T) {
 		return len(ws) == 1 && ws[0].Host == "host-a" && ws[0].PID > 0 && ws[0].JobsDone == 4
 	}, 10*time.Second, 20*time.Millisecond)
 
+	// Prometheus metrics, read at scrape time (the counters are saved and
+	// counted from events, so wait for the dead one to show).
+	require.Eventually(t, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, c.url("/metrics"), nil)
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK &&
+			strings.Contains(string(body), `conductor_jobs_ended_total{status="dead",type="squares"} 1`) &&
+			strings.Contains(string(body), `conductor_jobs{status="queued",type="later"} 1`) &&
+			strings.Contains(string(body), `conductor_worker_jobs_done_total{host="host-a",index="0",pool="squares"} 4`)
+	}, 10*time.Second, 50*time.Millisecond)
+
 	// Without the token: 401.
 	c.token = ""
+	require.Equal(t, http.StatusUnauthorized, c.do(http.MethodGet, "/metrics", "", nil, nil))
 	require.Equal(t, http.StatusUnauthorized, c.do(http.MethodGet, "/v1/pools", "", nil, &e))
 	require.Contains(t, e.Error, "token")
 }

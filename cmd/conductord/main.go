@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -51,6 +52,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
+	var c *conductor.Conductor // read by the metrics handler at scrape time only
+	cfg.Metrics = metrics.Handler(metrics.Source{
+		Pools:   func(ctx context.Context) ([]conductor.Pool, error) { return c.Pools(ctx) },
+		Workers: func() []conductor.Worker { return c.Workers() },
+	})
 	c, err := conductor.New(cfg)
 	if err != nil {
 		return err

@@ -49,6 +49,9 @@ type Config struct {
 	MaxPayload int
 	// Logger receives the conductor's logs. Default: discard.
 	Logger *slog.Logger
+	// Metrics, if set, is served at GET /metrics, behind the token
+	// (conductord serves internal/metrics there). Nil: no /metrics.
+	Metrics http.Handler
 }
 
 func (c Config) withDefaults() Config {

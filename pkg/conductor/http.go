@@ -67,6 +67,9 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
+	if c.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", c.auth(c.cfg.Metrics.ServeHTTP))
+	}
 	return mux
 }
 
@@ -164,8 +167,11 @@ func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Conductor) listWorkers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, c.hosts.workers())
+	writeJSON(w, http.StatusOK, c.Workers())
 }
+
+// Workers lists every worker process of every live host.
+func (c *Conductor) Workers() []Worker { return c.hosts.workers() }
 
 func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 	pools, err := c.Pools(r.Context())
