@@ -10,5 +10,5 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
-// residentBytes is not implemented outside Linux: it returns 0.
+// residentBytes returns 0 outside Linux, which has no /proc to read it from.
 func residentBytes(int) int64 { return 0 }

@@ -81,13 +81,20 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (BatchResult, error) {
 func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult, error) {
 	res := BatchResult{ID: uuid.Must(uuid.NewV7()).String()}
 	ended := make(chan *Job, 1024)
+	// Closed when RunBatch returns, so that an event arriving after that does
+	// not block the subscription's goroutine on a channel no one reads.
+	done := make(chan struct{})
+	defer close(done)
 	sub, err := client.nc.Subscribe(client.space.JobEvents(), func(m *nats.Msg) {
 		if m.Header.Get(wire.HeaderBatch) != res.ID {
 			return
 		}
 		var j Job
 		if json.Unmarshal(m.Data, &j) == nil && j.Status.Final() {
-			ended <- &j
+			select {
+			case ended <- &j:
+			case <-done:
+			}
 		}
 	})
 	if err != nil {

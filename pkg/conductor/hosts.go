@@ -3,6 +3,7 @@ package conductor
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,15 +64,7 @@ func (r *hostRegistry) live() []wire.Heartbeat {
 		}
 		out = append(out, e.hb)
 	}
-	slices.SortFunc(out, func(a, b wire.Heartbeat) int {
-		if a.Host < b.Host {
-			return -1
-		}
-		if a.Host > b.Host {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b wire.Heartbeat) int { return strings.Compare(a.Host, b.Host) })
 	return out
 }
 

@@ -3,7 +3,6 @@ package conductor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -119,7 +118,7 @@ func (s *stats) save() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := s.kv.Put(ctx, typ, data)
 		cancel()
-		if err != nil && !errors.Is(err, context.Canceled) {
+		if err != nil {
 			s.log.Warn("save job counts", "type", typ, "err", err)
 			s.mu.Lock()
 			s.dirty[typ] = true
