@@ -35,6 +35,9 @@ const (
 	OpReady Op = "ready" // the worker can take a job (sent once at start)
 	OpDone  Op = "done"  // job ID ended with Result, or with Error
 	OpBusy  Op = "busy"  // the worker will not take jobs until its next ready
+	// OpMessage carries Data, any JSON, to whoever watches the pool's
+	// events: workerd announces it as a worker "message" event.
+	OpMessage Op = "message"
 )
 
 // Message is one line of the channel. Fields not used by an op are omitted.
@@ -48,6 +51,8 @@ type Message struct {
 	Error   string          `json:"error,omitempty"`
 	// Permanent, with Error, asks that the job not be retried.
 	Permanent bool `json:"permanent,omitempty"`
+	// Data is the content of a message op.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

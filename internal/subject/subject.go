@@ -6,6 +6,10 @@
 //	conductor.<ns>.jobs.<type>           job stream (JetStream, work queue)
 //	conductor.<ns>.events.job.<type>.<status>  end of every job attempt (core NATS)
 //	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
+//	conductor.<ns>.control.<host>        commands to one workerd, request/reply (core NATS)
+//	conductor.<ns>.events.worker.<pool>.<kind>  worker lifecycle events (core NATS)
+//	conductor.<ns>.events.pool.<pool>.<kind>    pool lifecycle events (core NATS)
+//	conductor.<ns>.logs.<host>.<pool>    workers' stdout/stderr lines (core NATS)
 //
 // Every token (namespace, job type, host id) is checked by Token before use.
 package subject
@@ -125,6 +129,32 @@ func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
 
 // Hosts matches Host of every host.
 func (s Space) Hosts() string { return s.prefix() + ".hosts.*" }
+
+// Control is the subject workerd host takes commands on (request/reply).
+func (s Space) Control(host string) string { return s.prefix() + ".control." + host }
+
+// WorkerEvent is the subject a worker event of kind (see wire.Event) in pool
+// is announced on.
+func (s Space) WorkerEvent(pool, kind string) string {
+	return s.prefix() + ".events.worker." + pool + "." + kind
+}
+
+// PoolEvent is the subject a pool event of kind in pool is announced on.
+func (s Space) PoolEvent(pool, kind string) string {
+	return s.prefix() + ".events.pool." + pool + "." + kind
+}
+
+// WorkerEvents matches every WorkerEvent.
+func (s Space) WorkerEvents() string { return s.prefix() + ".events.worker.>" }
+
+// PoolEvents matches every PoolEvent.
+func (s Space) PoolEvents() string { return s.prefix() + ".events.pool.>" }
+
+// Logs is the subject the output lines of pool's workers on host go to.
+func (s Space) Logs(host, pool string) string { return s.prefix() + ".logs." + host + "." + pool }
+
+// AllLogs matches Logs of every host and pool.
+func (s Space) AllLogs() string { return s.prefix() + ".logs.*.*" }
 
 // JobStream is the name of the JetStream stream holding queued jobs.
 func (s Space) JobStream() string { return Root + "-" + s.ns + "-jobs" }

@@ -84,11 +84,19 @@ type PoolInfo struct {
 	Name     string `json:"name"`
 	Count    int    `json:"count"`
 	Protocol string `json:"protocol"`
-	State    string `json:"state"`
+	// State is new, running, draining, drained, failed (the crash-loop
+	// breaker tripped; see RetryAt), stopping or stopped.
+	State string `json:"state"`
+	// Operation is a rolling change in progress: recycle or upgrade.
+	Operation string `json:"operation,omitempty"`
+	// Cmd is the command line new workers start with.
+	Cmd []string `json:"cmd,omitempty"`
+	// RetryAt is when a failed pool tries to start workers again.
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Error says why the pool failed, or why its last upgrade rolled back.
+	Error string `json:"error,omitempty"`
 }
 
-// WorkerInfo describes one worker process (or the slot of one being
-// restarted), as GET /v1/workers lists it.
 type WorkerInfo struct {
 	Host     string    `json:"host"`
 	Pool     string    `json:"pool"`
@@ -100,6 +108,15 @@ type WorkerInfo struct {
 	Restarts int       `json:"restarts"`
 	Job      string    `json:"job,omitempty"`
 	Started  time.Time `json:"started,omitzero"`
+	// CPU is the user and system CPU time the process has used.
+	CPU Duration `json:"cpu,omitempty"`
+	// Version counts the pool's command lines: 1 for the one it started
+	// with, one more per upgrade.
+	Version int `json:"version,omitempty"`
+	// LastExit describes how the slot's previous process ended, if any
+	// ("exit status 2", "signal: killed"), and LastExitAt when.
+	LastExit   string    `json:"last_exit,omitempty"`
+	LastExitAt time.Time `json:"last_exit_at,omitzero"`
 }
 
 // Duration is a time.Duration that encodes as a Go duration string ("1.5s").

@@ -33,9 +33,31 @@
 //     ready once started and only watched.
 //   - decide: a process that ended on its own is replaced according to the
 //     restart policy: at once the first time, then with exponential backoff
-//     (100ms doubling to 10s, ±10% jitter), reset after 10s of stable run,
-//     optionally bounded by Spec.RestartsPerMinute.
-//   - delay: a timer against the pool's stop; no polling.
+//     (RestartDelay, 100ms, times RestartFactor, 2, up to RestartMaxDelay,
+//     10s; ±10% jitter), reset after RestartReset (10s) of stable run or a
+//     finished job. Spec.MaxRestartsPerMinute is the pool's crash-loop
+//     breaker: past it the pool is marked failed (a "failed" event) and no
+//     worker restarts until the minute allows one.
+//   - delay: a timer against the slot's stop; no polling.
+//
+// # The supervisor
+//
+// One more goroutine per pool owns the set of slots. It runs the commands
+// one at a time: Drain and Resume, Restart, Resize, Recycle and Upgrade.
+// A recycle or an upgrade is rolling: for each worker a new slot starts at
+// the same index, and only once its process is ready (for an upgrade's
+// first worker, ready and then up for a health period) is the old slot
+// retired, gracefully; so a pool never has fewer than Count-1 ready
+// workers, a shared Listen socket never refuses a connection, and no job is
+// lost. A new worker that fails leaves the old one in place; an upgrade
+// then rolls back. The supervisor also recycles, one at a time, a worker
+// that finished Spec.MaxJobs jobs (it takes no more meanwhile), one older
+// than Spec.Recycle (±10%), and one whose RSS is over Spec.MaxRSS (checked
+// every second).
+//
+// Every start, first ready, exit (with its reason, exit code and signal),
+// custom message ({"op":"message"}) and pool change is reported to
+// Config.OnEvent; every output line to Config.OnOutput.
 //
 // # No job is lost
 //

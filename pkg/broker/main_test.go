@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -41,6 +44,10 @@ var fakeWorkers = map[string]func() int{
 	"with-child":     runWithChild,
 	"service":        runService,
 	"idle-child":     runIdleChild,
+	"alloc":          runAlloc,
+	"crash-later":    runCrashLater,
+	"message":        runMessage,
+	"http":           runHTTP,
 }
 
 func TestMain(m *testing.M) {
@@ -316,5 +323,76 @@ func runService() int {
 	}
 	fmt.Println("service up")
 	<-term
+	return 0
+}
+
+// runAlloc: an echo worker that first fills BROKER_TEST_ALLOC_MB
+// mebibytes of memory, for max_rss.
+func runAlloc() int {
+	var mb int
+	fmt.Sscan(os.Getenv("BROKER_TEST_ALLOC_MB"), &mb)
+	ballast := make([]byte, mb<<20)
+	for i := range ballast {
+		ballast[i] = byte(i)
+	}
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(c.echo)
+	return int(ballast[len(ballast)-1]) & 0 // keep ballast alive
+}
+
+// runCrashLater: ready, then exits with status 3 after 200ms.
+func runCrashLater() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	time.Sleep(200 * time.Millisecond) // the fake's own behaviour, not a test wait
+	return 3
+}
+
+// runMessage: ready, then a message op, then echo.
+func runMessage() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.send(proto.Message{Op: proto.OpMessage, Data: json.RawMessage(`{"hello":"world"}`)})
+	c.serve(c.echo)
+	return 0
+}
+
+// runHTTP: a ProtocolNone HTTP server on the pool's socket that answers
+// every request with its pid. On SIGTERM it stops accepting, answers every
+// connection it accepted, and exits. (http.Server.Shutdown alone would drop
+// a connection accepted just before it whose request it had not read yet.)
+func runHTTP() int {
+	l, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listener:", err)
+		return 13
+	}
+	var conns sync.WaitGroup
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, os.Getpid())
+		}),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Done()
+			}
+		},
+	}
+	srv.SetKeepAlivesEnabled(false) // each connection closes after its response
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() {
+		<-term
+		l.Close()
+	}()
+	if err := srv.Serve(l); !errors.Is(err, net.ErrClosed) {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		return 14
+	}
+	conns.Wait() // every connection Serve accepted was counted before it returned
 	return 0
 }

@@ -54,8 +54,9 @@ func readLines(r io.Reader, max int, emit func(line []byte, truncated bool)) {
 }
 
 // logOutput logs each line of one stream of a worker process at Info and
-// feeds it to tail, if not nil. It returns when r ends or is closed.
-func logOutput(log *slog.Logger, r io.Reader, stream string, pid int, tail *tail) {
+// feeds it to tail and output, if not nil. It returns when r ends or is
+// closed.
+func logOutput(log *slog.Logger, r io.Reader, stream string, pid int, tail *tail, output func(stream string, pid int, line string)) {
 	readLines(r, maxOutputLine, func(line []byte, truncated bool) {
 		s := string(line)
 		if truncated {
@@ -64,6 +65,9 @@ func logOutput(log *slog.Logger, r io.Reader, stream string, pid int, tail *tail
 		log.Info("worker output", "pid", pid, "stream", stream, "line", s)
 		if tail != nil {
 			tail.add(s)
+		}
+		if output != nil {
+			output(stream, pid, s)
 		}
 	})
 }

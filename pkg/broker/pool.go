@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -17,14 +19,24 @@ import (
 const (
 	PoolNew      = "new"      // built, not started
 	PoolRunning  = "running"  // started
+	PoolDraining = "draining" // Drain called: workers finish their jobs and stop
+	PoolDrained  = "drained"  // no worker runs until Resume
+	PoolFailed   = "failed"   // the crash-loop breaker tripped: restarts paused
 	PoolStopping = "stopping" // Stop or Kill called, processes still running
 	PoolStopped  = "stopped"  // every slot goroutine has returned
 )
 
+// Rolling operations, as PoolInfo.Operation reports them.
+const (
+	OpRecycle = "recycle"
+	OpUpgrade = "upgrade"
+)
+
 // Errors of the pool lifecycle.
 var (
-	ErrStarted = errors.New("broker: pool already started")
-	ErrStopped = errors.New("broker: pool stopped")
+	ErrStarted    = errors.New("broker: pool already started")
+	ErrStopped    = errors.New("broker: pool stopped")
+	ErrNotStarted = errors.New("broker: pool not started")
 )
 
 // Config configures a Pool.
@@ -41,27 +53,59 @@ type Config struct {
 	// Logger receives the pool's events and every line the workers write
 	// to stdout and stderr. Nil means discard.
 	Logger *slog.Logger
+	// OnEvent, if set, receives every worker and pool event (see wire.Event)
+	// as it happens. It is called from the pool's goroutines and must not
+	// block.
+	OnEvent func(wire.Event)
+	// OnOutput, if set, receives every line the workers write to stdout and
+	// stderr, tagged. It is called from the goroutine reading the stream:
+	// while it blocks, the worker's writes block too.
+	OnOutput func(wire.LogLine)
 }
 
 // Pool keeps Spec.Count worker processes running and, for a channel pool,
-// feeds them jobs from a Source. Each worker slot is one goroutine that owns
-// its process (see slot). A Pool is started once and stopped once.
+// feeds them jobs from a Source. Each worker is a slot: one goroutine that
+// owns its process and restarts it (see slot). A supervisor goroutine owns
+// the set of slots: it runs the commands (Drain, Resume, Recycle, Restart,
+// Resize, Upgrade) one at a time, and recycles workers by age, jobs done
+// and memory. A Pool is started once and stopped once.
 type Pool struct {
 	// Set by NewPool, read-only after.
-	spec       Spec // with defaults
+	spec       Spec // with defaults, as given; Count and Cmd change (see mu)
 	src        Source
 	host       string
 	log        *slog.Logger // with host and pool
-	slots      []*slot
+	onEvent    func(wire.Event)
+	onOutput   func(wire.LogLine)
 	intake     context.Context         // done once the pool stops: no new jobs, no restarts
 	stopIntake context.CancelCauseFunc // ends intake, with cause ErrStopped
 	killing    chan struct{}           // closed by Kill: SIGKILL now
 	stopped    chan struct{}           // closed once every slot goroutine has returned
 	killOnce   sync.Once
+	ops        chan *op      // Pool methods -> supervisor
+	poke       chan struct{} // slots -> supervisor: a worker asks to be recycled
+	slotWG     sync.WaitGroup
 
-	mu         sync.Mutex // guards the fields below
-	state      string     // PoolNew, PoolRunning, PoolStopping or PoolStopped
-	listenAddr net.Addr   // address of the Listen socket, once started
+	mu          sync.Mutex // guards the fields below
+	state       string
+	operation   string
+	count       int         // workers wanted
+	gen         *generation // what new workers run
+	slots       []*slot     // every slot whose goroutine runs, in start order
+	breaker     breaker
+	retryAt     time.Time     // while failed: when restarts are allowed again
+	lastErr     string        // why the pool failed, or the last upgrade rolled back
+	stopTimeout time.Duration // overrides StopTimeout for the final stop (Shutdown)
+	listener    *os.File      // the Listen socket, once started
+	listenAddr  net.Addr
+}
+
+// generation is one command line of the pool: the one it started with,
+// then one per upgrade.
+type generation struct {
+	cmd     []string
+	path    string // the program, resolved
+	version int
 }
 
 // NewPool validates cfg and returns a pool ready to Start.
@@ -84,77 +128,88 @@ func NewPool(cfg Config) (*Pool, error) {
 	}
 	log = log.With("host", host, "pool", spec.Name)
 	intake, stopIntake := context.WithCancelCause(context.Background())
-	p := &Pool{
+	return &Pool{
 		spec:       spec,
 		src:        cfg.Source,
 		host:       host,
 		log:        log,
+		onEvent:    cfg.OnEvent,
+		onOutput:   cfg.OnOutput,
 		intake:     intake,
 		stopIntake: stopIntake,
 		killing:    make(chan struct{}),
 		stopped:    make(chan struct{}),
+		ops:        make(chan *op),
+		poke:       make(chan struct{}, 1),
 		state:      PoolNew,
-	}
-	for i := range spec.Count {
-		p.slots = append(p.slots, newSlot(p, i))
-	}
-	return p, nil
+		count:      spec.Count,
+		breaker:    breaker{Budget: spec.MaxRestartsPerMinute, Window: restartWindow},
+	}, nil
 }
 
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.spec.Name }
 
-// Spec returns the pool's spec, with the defaults filled in.
-func (p *Pool) Spec() Spec { return p.spec }
+// Spec returns the pool's spec, with the defaults filled in and the current
+// Count and Cmd.
+func (p *Pool) Spec() Spec {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.spec
+	s.Count = p.count
+	if p.gen != nil {
+		s.Cmd = slices.Clone(p.gen.cmd)
+	}
+	return s
+}
 
 // Start checks that the command can be run, opens the Listen socket if any,
-// and starts Count worker slots. It returns without waiting for the workers
-// to be ready. When ctx ends the pool stops as by Stop. A Start that fails
-// leaves the pool new; a second successful Start is an error (ErrStarted),
-// as is a Start after Stop (ErrStopped).
+// and starts Count worker slots and the supervisor. It returns without
+// waiting for the workers to be ready. When ctx ends the pool stops as by
+// Stop. A Start that fails leaves the pool new; a second successful Start
+// is an error (ErrStarted), as is a Start after Stop (ErrStopped).
 func (p *Pool) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch p.state {
-	case PoolRunning, PoolStopping:
-		return fmt.Errorf("%w: %q", ErrStarted, p.spec.Name)
-	case PoolStopped:
+	case PoolNew:
+	case PoolStopping, PoolStopped:
 		return fmt.Errorf("%w: %q", ErrStopped, p.spec.Name)
+	default:
+		return fmt.Errorf("%w: %q", ErrStarted, p.spec.Name)
 	}
 	path, err := resolveCommand(p.spec.Cmd[0], p.spec.Dir)
 	if err != nil {
 		return fmt.Errorf("broker: start pool %q: command %q: %w", p.spec.Name, p.spec.Cmd[0], err)
 	}
-	var listener *os.File
 	if p.spec.Listen != "" {
-		listener, p.listenAddr, err = listen(p.spec.Listen)
+		p.listener, p.listenAddr, err = listen(p.spec.Listen)
 		if err != nil {
 			return fmt.Errorf("broker: start pool %q: %w", p.spec.Name, err)
 		}
 	}
-	for _, s := range p.slots {
-		s.cfg = newProcConfig(p.spec, path, p.host, s.index, listener, s.log)
-	}
+	p.gen = &generation{cmd: slices.Clone(p.spec.Cmd), path: path, version: 1}
 	p.state = PoolRunning
 	sp := acquireSpawner()
-	var wg sync.WaitGroup
-	for _, s := range p.slots {
-		wg.Go(func() { s.run(sp) })
+	for i := range p.count {
+		p.addSlotLocked(sp, i, wire.ReasonStart, p.gen)
 	}
+	p.slotWG.Go(func() { p.supervise(sp) })
 	stopOnCancel := context.AfterFunc(ctx, p.beginStop)
 	go func() {
-		wg.Wait()
+		p.slotWG.Wait()
 		stopOnCancel()
-		if listener != nil {
-			listener.Close()
+		if p.listener != nil {
+			p.listener.Close()
 		}
 		releaseSpawner()
 		p.mu.Lock()
 		p.state = PoolStopped
 		p.mu.Unlock()
+		p.emit(wire.Event{Kind: wire.EventPoolStopped})
 		close(p.stopped)
 	}()
-	p.log.Info("pool started", "count", p.spec.Count, "protocol", p.spec.Protocol, "cmd", p.spec.Cmd)
+	p.log.Info("pool started", "count", p.count, "protocol", p.spec.Protocol, "cmd", p.spec.Cmd)
 	return nil
 }
 
@@ -194,6 +249,17 @@ func (p *Pool) Stop() {
 	<-p.stopped
 }
 
+// Shutdown is Stop with timeout, instead of StopTimeout, for the jobs in
+// flight (zero means StopTimeout).
+func (p *Pool) Shutdown(timeout time.Duration) {
+	p.mu.Lock()
+	if p.stopTimeout == 0 {
+		p.stopTimeout = timeout
+	}
+	p.mu.Unlock()
+	p.Stop()
+}
+
 // Kill stops the pool now: SIGKILL to every process group. In-flight jobs
 // are reported Crashed ("pool killed"). It returns once every process is
 // reaped.
@@ -211,11 +277,9 @@ func (p *Pool) beginStop() {
 	case PoolNew:
 		p.state = PoolStopped
 		p.stopIntake(ErrStopped)
-		for _, s := range p.slots {
-			s.update(func(w *wire.WorkerInfo) { w.State = WorkerExited })
-		}
 		close(p.stopped)
-	case PoolRunning:
+	case PoolStopping, PoolStopped:
+	default:
 		p.state = PoolStopping
 		p.stopIntake(ErrStopped)
 		p.log.Info("pool stopping")
@@ -226,15 +290,21 @@ func (p *Pool) beginStop() {
 // goroutine has returned and every process was reaped.
 func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 
-// Workers returns a snapshot of every worker slot, in index order. RSS is
-// read from /proc now.
+// Workers returns a snapshot of every worker slot, in index order (during a
+// recycle or an upgrade, a replacement shares the index of the worker it
+// replaces). RSS and CPU are read from /proc now.
 func (p *Pool) Workers() []wire.WorkerInfo {
-	out := make([]wire.WorkerInfo, 0, len(p.slots))
-	for _, s := range p.slots {
+	p.mu.Lock()
+	slots := slices.Clone(p.slots)
+	p.mu.Unlock()
+	out := make([]wire.WorkerInfo, 0, len(slots))
+	for _, s := range slots {
 		w := s.snapshot()
 		w.RSS = residentBytes(w.PID)
+		w.CPU = wire.Duration(cpuTime(w.PID))
 		out = append(out, w)
 	}
+	slices.SortStableFunc(out, func(a, b wire.WorkerInfo) int { return a.Index - b.Index })
 	return out
 }
 
@@ -242,10 +312,89 @@ func (p *Pool) Workers() []wire.WorkerInfo {
 func (p *Pool) Info() wire.PoolInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return wire.PoolInfo{
-		Name:     p.spec.Name,
-		Count:    p.spec.Count,
-		Protocol: string(p.spec.Protocol),
-		State:    p.state,
+	info := wire.PoolInfo{
+		Name:      p.spec.Name,
+		Count:     p.count,
+		Protocol:  string(p.spec.Protocol),
+		State:     p.state,
+		Operation: p.operation,
+		Cmd:       slices.Clone(p.spec.Cmd),
+		Error:     p.lastErr,
 	}
+	if p.gen != nil {
+		info.Cmd = slices.Clone(p.gen.cmd)
+	}
+	if p.state == PoolFailed {
+		info.RetryAt = p.retryAt
+	}
+	return info
+}
+
+// emit completes e and hands it to OnEvent.
+func (p *Pool) emit(e wire.Event) {
+	if p.onEvent == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	e.Host, e.Pool = p.host, p.spec.Name
+	p.onEvent(e)
+}
+
+// addSlotLocked starts a slot at index running gen; its first process
+// starts for reason. p.mu is held.
+func (p *Pool) addSlotLocked(sp *spawner, index int, reason string, gen *generation) *slot {
+	s := newSlot(p, index, reason, gen)
+	p.slots = append(p.slots, s)
+	p.slotWG.Go(func() { s.run(sp) })
+	return s
+}
+
+func (p *Pool) addSlot(sp *spawner, index int, reason string, gen *generation) *slot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.addSlotLocked(sp, index, reason, gen)
+}
+
+// removeSlot drops s from the pool's slots; its goroutine is returning.
+func (p *Pool) removeSlot(s *slot) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slots = slices.DeleteFunc(p.slots, func(x *slot) bool { return x == s })
+}
+
+// admitRestart asks the crash-loop breaker for one restart. Refused, the
+// pool is marked failed until the breaker allows another; the first
+// restart allowed after that marks it running again.
+func (p *Pool) admitRestart(now time.Time) (bool, time.Duration) {
+	p.mu.Lock()
+	ok, wait := p.breaker.admit(now)
+	var e *wire.Event
+	switch {
+	case !ok && p.state == PoolRunning:
+		p.state, p.retryAt = PoolFailed, now.Add(wait)
+		p.lastErr = fmt.Sprintf("workers restarted %d times within %s", p.breaker.Budget, restartWindow)
+		e = &wire.Event{Kind: wire.EventPoolFailed, RetryAt: p.retryAt.UTC(), Error: p.lastErr, Count: p.count}
+	case ok && p.state == PoolFailed:
+		p.state, p.retryAt = PoolRunning, time.Time{}
+		e = &wire.Event{Kind: wire.EventPoolRecovered, Count: p.count}
+	}
+	p.mu.Unlock()
+	if e != nil {
+		if e.Kind == wire.EventPoolFailed {
+			p.log.Error("workers keep failing; restarts paused", "max_restarts_per_minute", p.breaker.Budget, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			p.log.Info("restarts allowed again")
+		}
+		p.emit(*e)
+	}
+	return ok, wait
+}
+
+// stopTimeoutOverride is the StopTimeout of Shutdown, or zero.
+func (p *Pool) stopTimeoutOverride() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopTimeout
 }

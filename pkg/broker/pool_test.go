@@ -40,8 +40,12 @@ func TestNewPool(t *testing.T) {
 	spec.StopTimeout = broker.DefaultStopTimeout
 	spec.KillTimeout = broker.DefaultKillTimeout
 	spec.MaxAttempts = broker.DefaultMaxAttempts
+	spec.RestartDelay = broker.DefaultRestartDelay
+	spec.RestartFactor = broker.DefaultRestartFactor
+	spec.RestartMaxDelay = broker.DefaultRestartMaxDelay
+	spec.RestartReset = broker.DefaultRestartReset
 	require.Equal(t, spec, pool.Spec())
-	require.Equal(t, wire.PoolInfo{Name: "test", Count: 1, Protocol: "none", State: broker.PoolNew}, pool.Info())
+	require.Equal(t, wire.PoolInfo{Name: "test", Count: 1, Protocol: "none", State: broker.PoolNew, Cmd: []string{"service"}}, pool.Info())
 }
 
 func TestPool_Start(t *testing.T) {

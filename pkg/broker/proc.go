@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
@@ -47,6 +49,8 @@ type procConfig struct {
 	listener *os.File // the Listen socket, or nil
 	kill     time.Duration
 	log      *slog.Logger // with host, pool and index
+	// output, if set, also gets every line of stdout and stderr.
+	output func(stream string, pid int, line string)
 }
 
 // resolveCommand returns the path of the program cmd names, as a process
@@ -137,6 +141,8 @@ type proc struct {
 
 	exited chan struct{} // closed by the Wait goroutine once the process is reaped
 	exit   string        // how it ended: "exit status 3", "signal: killed"
+	code   int           // its exit code, -1 if killed by a signal
+	signal string        // the signal that killed it, if any
 }
 
 // startProc starts one process of c through sp. The process gets its own
@@ -194,7 +200,7 @@ func startProc(sp *spawner, c procConfig) (*proc, error) {
 	p.pid = cmd.Process.Pid
 	p.started = time.Now()
 	go p.wait(cmd)
-	p.startReaders(c.log)
+	p.startReaders(c.log, c.output)
 	return p, nil
 }
 
@@ -225,24 +231,27 @@ func closeFiles(files []*os.File) {
 func (p *proc) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
 	_ = signalGroup(p.pid, syscall.SIGKILL)
-	if cmd.ProcessState != nil {
-		p.exit = cmd.ProcessState.String()
+	if st := cmd.ProcessState; st != nil {
+		p.exit, p.code = st.String(), st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.signal = unix.SignalName(ws.Signal())
+		}
 	} else {
-		p.exit = err.Error()
+		p.exit, p.code = err.Error(), -1
 	}
 	close(p.exited)
 }
 
 // startReaders starts the goroutines that read the process's stdout, stderr
 // and, for a channel pool, its fd 4.
-func (p *proc) startReaders(log *slog.Logger) {
+func (p *proc) startReaders(log *slog.Logger, output func(stream string, pid int, line string)) {
 	p.readers = 2
 	go func() {
-		logOutput(log, p.readFiles[0], "stdout", p.pid, nil)
+		logOutput(log, p.readFiles[0], "stdout", p.pid, nil, output)
 		p.readerDone <- struct{}{}
 	}()
 	go func() {
-		logOutput(log, p.readFiles[1], "stderr", p.pid, p.stderr)
+		logOutput(log, p.readFiles[1], "stderr", p.pid, p.stderr, output)
 		p.readerDone <- struct{}{}
 	}()
 	if len(p.readFiles) < 3 {

@@ -7,18 +7,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestRestartPolicy_Next(t *testing.T) {
+func TestBackoff_Next(t *testing.T) {
 	t.Parallel()
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	spec := Spec{}.withDefaults()
 	type step struct {
-		uptime time.Duration
-		at     time.Duration // since t0
-		action restartAction
-		delay  time.Duration
+		uptime     time.Duration
+		productive bool
+		delay      time.Duration
 	}
 	for _, tc := range []struct {
 		name   string
-		budget int
+		factor float64
 		rand   float64
 		steps  []step
 	}{
@@ -26,26 +25,32 @@ func TestRestartPolicy_Next(t *testing.T) {
 			name: "FirstImmediateThenExponential",
 			rand: 0.5, // no jitter
 			steps: []step{
-				{0, 0, restartAfterDelay, 0},
-				{0, 1 * time.Second, restartAfterDelay, 100 * time.Millisecond},
-				{0, 2 * time.Second, restartAfterDelay, 200 * time.Millisecond},
-				{0, 3 * time.Second, restartAfterDelay, 400 * time.Millisecond},
-				{time.Second, 4 * time.Second, restartAfterDelay, 800 * time.Millisecond},
+				{0, false, 0},
+				{0, false, 100 * time.Millisecond},
+				{0, false, 200 * time.Millisecond},
+				{0, false, 400 * time.Millisecond},
+				{time.Second, false, 800 * time.Millisecond},
+			},
+		},
+		{
+			name:   "Factor3",
+			factor: 3,
+			rand:   0.5,
+			steps: []step{
+				{0, false, 0},
+				{0, false, 100 * time.Millisecond},
+				{0, false, 300 * time.Millisecond},
+				{0, false, 900 * time.Millisecond},
 			},
 		},
 		{
 			name: "CappedAtMax",
 			rand: 0.5,
 			steps: func() []step {
-				var s []step
-				for i := range 12 {
-					d := min(restartBase<<max(i-1, 0), restartMax)
-					if i == 0 {
-						d = 0
-					}
-					s = append(s, step{0, time.Duration(i) * time.Minute, restartAfterDelay, d})
+				s := []step{{0, false, 0}}
+				for i := range 40 {
+					s = append(s, step{0, false, min(spec.RestartDelay<<min(i, 20), spec.RestartMaxDelay)})
 				}
-				s = append(s, step{0, time.Hour, restartAfterDelay, restartMax})
 				return s
 			}(),
 		},
@@ -53,92 +58,94 @@ func TestRestartPolicy_Next(t *testing.T) {
 			name: "StableRunResets",
 			rand: 0.5,
 			steps: []step{
-				{0, 0, restartAfterDelay, 0},
-				{0, time.Second, restartAfterDelay, 100 * time.Millisecond},
-				{restartStable, 20 * time.Second, restartAfterDelay, 0},
-				{time.Second, 22 * time.Second, restartAfterDelay, 100 * time.Millisecond},
+				{0, false, 0},
+				{0, false, 100 * time.Millisecond},
+				{spec.RestartReset, false, 0},
+				{time.Second, false, 100 * time.Millisecond},
+			},
+		},
+		{
+			name: "FinishedJobResets",
+			rand: 0.5,
+			steps: []step{
+				{0, false, 0},
+				{0, false, 100 * time.Millisecond},
+				{0, false, 200 * time.Millisecond},
+				{time.Millisecond, true, 0}, // it finished a job: not a crash loop
+				{0, false, 100 * time.Millisecond},
 			},
 		},
 		{
 			name: "JitterLow",
 			rand: 0,
 			steps: []step{
-				{0, 0, restartAfterDelay, 0},
-				{0, time.Second, restartAfterDelay, 90 * time.Millisecond},
-				{0, 2 * time.Second, restartAfterDelay, 180 * time.Millisecond},
+				{0, false, 0},
+				{0, false, 90 * time.Millisecond},
+				{0, false, 180 * time.Millisecond},
 			},
 		},
 		{
 			name: "JitterHigh",
 			rand: 0.75,
 			steps: []step{
-				{0, 0, restartAfterDelay, 0},
-				{0, time.Second, restartAfterDelay, 105 * time.Millisecond},
-			},
-		},
-		{
-			name:   "BudgetPerMinute",
-			budget: 3,
-			rand:   0.5,
-			steps: []step{
-				{0, 0, restartAfterDelay, 0},
-				{0, 10 * time.Second, restartAfterDelay, 100 * time.Millisecond},
-				{0, 20 * time.Second, restartAfterDelay, 200 * time.Millisecond},
-				// The fourth within the minute waits for the first to leave it.
-				{0, 30 * time.Second, restartGiveUp, 30 * time.Second},
-				{0, 59 * time.Second, restartGiveUp, time.Second},
-				// A give-up counted nothing: the backoff goes on from 400ms.
-				{0, 60 * time.Second, restartAfterDelay, 400 * time.Millisecond},
-				{0, 61 * time.Second, restartGiveUp, 9 * time.Second},
-			},
-		},
-		{
-			name:   "BudgetAndStable",
-			budget: 1,
-			rand:   0.5,
-			steps: []step{
-				{time.Hour, 0, restartAfterDelay, 0},
-				{time.Hour, 30 * time.Second, restartGiveUp, 30 * time.Second},
-				{time.Hour, 60 * time.Second, restartAfterDelay, 0},
+				{0, false, 0},
+				{0, false, 105 * time.Millisecond},
 			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRestartPolicy(tc.budget)
-			r.Rand = func() float64 { return tc.rand }
-			for i, s := range tc.steps {
-				action, delay := r.next(s.uptime, false, t0.Add(s.at))
-				require.Equal(t, s.action, action, "step %d", i)
-				require.Equal(t, s.delay, delay, "step %d", i)
+			s := spec
+			if tc.factor != 0 {
+				s.RestartFactor = tc.factor
+			}
+			b := newBackoff(s)
+			b.Rand = func() float64 { return tc.rand }
+			for i, st := range tc.steps {
+				require.Equal(t, st.delay, b.next(st.uptime, st.productive), "step %d", i)
 			}
 		})
 	}
 }
 
-func TestRestartPolicy_FinishedJobResets(t *testing.T) {
+func TestBreaker_Admit(t *testing.T) {
 	t.Parallel()
-	t0 := time.Unix(1_000_000, 0)
-	r := newRestartPolicy(0)
-	r.Rand = func() float64 { return 0.5 }
-	for i, s := range []struct {
-		productive bool
-		delay      time.Duration
-	}{
-		{false, 0},
-		{false, 100 * time.Millisecond},
-		{false, 200 * time.Millisecond},
-		{true, 0}, // it finished a job: not a crash loop
-		{false, 100 * time.Millisecond},
-	} {
-		action, delay := r.next(time.Millisecond, s.productive, t0.Add(time.Duration(i)*time.Second))
-		require.Equal(t, restartAfterDelay, action, "step %d", i)
-		require.Equal(t, s.delay, delay, "step %d", i)
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	type step struct {
+		at   time.Duration // since t0
+		ok   bool
+		wait time.Duration
 	}
-}
-
-func TestRestartAction_String(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "restart", restartAfterDelay.String())
-	require.Equal(t, "give up for now", restartGiveUp.String())
+	for _, tc := range []struct {
+		name   string
+		budget int
+		steps  []step
+	}{
+		{"Unlimited", 0, []step{{0, true, 0}, {0, true, 0}, {0, true, 0}}},
+		{"ThreePerMinute", 3, []step{
+			{0, true, 0},
+			{10 * time.Second, true, 0},
+			{20 * time.Second, true, 0},
+			// The fourth within the minute waits for the first to leave it.
+			{30 * time.Second, false, 30 * time.Second},
+			{59 * time.Second, false, time.Second},
+			{60 * time.Second, true, 0},
+			{61 * time.Second, false, 9 * time.Second},
+		}},
+		{"One", 1, []step{
+			{0, true, 0},
+			{30 * time.Second, false, 30 * time.Second},
+			{60 * time.Second, true, 0},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := &breaker{Budget: tc.budget, Window: restartWindow}
+			for i, s := range tc.steps {
+				ok, wait := b.admit(t0.Add(s.at))
+				require.Equal(t, s.ok, ok, "step %d", i)
+				require.Equal(t, s.wait, wait, "step %d", i)
+			}
+		})
+	}
 }

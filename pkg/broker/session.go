@@ -31,6 +31,7 @@ type session struct {
 	spec *Spec
 
 	ready    bool      // the worker said ready, and not busy since
+	full     bool      // it finished MaxJobs jobs: no more
 	readyAt  time.Time // its first ready; zero if none
 	finished int       // jobs the process finished (done received)
 	job      *Job      // the job the worker holds (or is being written to it)
@@ -42,7 +43,7 @@ type session struct {
 	writing    chan error // result of the pending job write, or nil
 
 	msgs       <-chan proto.Message // p.msgs, nil once it closed
-	stopC      <-chan struct{}      // pool intake done; nil once seen
+	stopC      <-chan struct{}      // slot retired or pool stopping; nil once seen
 	killC      <-chan struct{}      // pool killing; nil once seen
 	stopping   bool
 	shutdown   bool   // the shutdown op was sent (or fd 3 closed)
@@ -66,7 +67,7 @@ func newSession(s *slot, p *proc) *session {
 		p:     p,
 		spec:  &s.pool.spec,
 		msgs:  p.msgs,
-		stopC: s.pool.intake.Done(),
+		stopC: s.ctx.Done(),
 		killC: s.pool.killing,
 	}
 	ss.readyTimer.set(ss.spec.ReadyTimeout)
@@ -106,12 +107,13 @@ func (ss *session) run() processRun {
 			ss.p.kill()
 		case <-ss.drainTimer.C():
 			ss.drainTimer.stop()
-			ss.killReason = "pool stopped"
-			ss.s.log.Warn("job still running after stop_timeout; shutting the worker down", "pid", ss.p.pid, "stop_timeout", ss.spec.StopTimeout)
+			_, timeout := ss.s.stopping()
+			ss.killReason = ss.s.stopCause()
+			ss.s.log.Warn("job still running after the stop timeout; shutting the worker down", "pid", ss.p.pid, "stop_timeout", timeout)
 			ss.sendShutdown()
 		case <-ss.termTimer.C():
 			ss.termTimer.stop()
-			ss.killReason = "pool stopped"
+			ss.killReason = ss.s.stopCause()
 			ss.s.log.Warn("worker did not exit after shutdown; sending SIGTERM", "pid", ss.p.pid)
 			ss.p.terminate()
 		case <-ss.retryTimer.C():
@@ -127,7 +129,7 @@ func (ss *session) run() processRun {
 // dispatch gives the worker work when it can take some: the carried job,
 // or a new one from the Source.
 func (ss *session) dispatch() {
-	if ss.stopping || !ss.ready || ss.job != nil || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
+	if ss.stopping || ss.full || !ss.ready || ss.job != nil || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
 		return
 	}
 	if j := ss.s.carry; j != nil {
@@ -142,7 +144,7 @@ func (ss *session) dispatch() {
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(ss.s.pool.intake)
+	ctx, cancel := context.WithCancel(ss.s.ctx)
 	ch := make(chan nextResult, 1)
 	ss.next, ss.nextCtx, ss.cancelNext = ch, ctx, cancel
 	go func() {
@@ -157,7 +159,7 @@ func (ss *session) gotNext(r nextResult) {
 	ss.next = nil
 	ss.cancelNext()
 	switch {
-	case r.job != nil && !ss.ready && !ss.stopping && !ss.shutdown:
+	case r.job != nil && (!ss.ready || ss.full) && !ss.stopping && !ss.shutdown:
 		// The worker went busy while the job was on its way: give the job
 		// to another worker rather than wait for this one.
 		ss.s.carry = r.job
@@ -253,6 +255,7 @@ func (ss *session) handle(m proto.Message) {
 		ss.ready = true
 		if ss.readyAt.IsZero() {
 			ss.readyAt = time.Now()
+			ss.s.markReady(ss.p.pid, true)
 		}
 		ss.setIdle()
 	case proto.OpBusy:
@@ -268,6 +271,8 @@ func (ss *session) handle(m proto.Message) {
 		if ss.stopping && ss.job == nil {
 			ss.sendShutdown()
 		}
+	case proto.OpMessage:
+		ss.s.pool.emit(wire.Event{Kind: wire.EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
 	default:
 		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)
 	}
@@ -289,6 +294,10 @@ func (ss *session) done(m proto.Message) {
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
 	ss.finished++
 	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
+	if max := ss.spec.MaxJobs; max > 0 && ss.finished >= max && !ss.full {
+		ss.full = true // no more jobs: it waits for its replacement
+		ss.s.requestRecycle()
+	}
 	ss.setIdle()
 	ss.s.pool.src.Done(j, out)
 }
@@ -303,6 +312,8 @@ func (ss *session) setIdle() {
 	switch {
 	case ss.stopping:
 		state = WorkerStopping
+	case ss.full:
+		state = WorkerRecycling
 	case !ss.ready:
 		state = WorkerBusy
 	}
@@ -318,7 +329,8 @@ func (ss *session) beginStop() {
 		ss.sendShutdown()
 		return
 	}
-	ss.drainTimer.set(ss.spec.StopTimeout)
+	_, timeout := ss.s.stopping()
+	ss.drainTimer.set(timeout)
 }
 
 // sendShutdown asks the worker to exit: the shutdown op, then EOF on fd 3.

@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/wire"
@@ -10,66 +14,198 @@ import (
 
 // States of a worker slot, as WorkerInfo.State reports them.
 const (
-	WorkerStarting = "starting" // process started, not ready yet
-	WorkerReady    = "ready"    // idle, waiting for a job (or a service process running)
-	WorkerBusy     = "busy"     // running a job, or said busy
-	WorkerStopping = "stopping" // the pool is stopping it
-	WorkerExited   = "exited"   // no process: it ended and the pool stopped, or it is about to restart
-	WorkerBackoff  = "backoff"  // no process: waiting before a restart
+	WorkerStarting  = "starting"  // process started, not ready yet
+	WorkerReady     = "ready"     // idle, waiting for a job (or a service process running)
+	WorkerBusy      = "busy"      // running a job, or said busy
+	WorkerRecycling = "recycling" // done its max_jobs: idle until its replacement is ready
+	WorkerStopping  = "stopping"  // being stopped
+	WorkerExited    = "exited"    // no process: it ended and the slot stopped, or it is about to restart
+	WorkerBackoff   = "backoff"   // no process: waiting before a restart
 )
 
-// slot is one worker position of a pool: a goroutine that starts a process,
-// serves it until it exits, and decides whether and when to start the next
-// (start -> wait -> decide -> delay).
+// slot is one worker of a pool: a goroutine that starts a process, serves
+// it until it exits, and decides whether and when to start the next
+// (start -> wait -> decide -> delay), until the slot is retired or the pool
+// stops. A recycle or an upgrade starts a new slot at the same index and
+// retires the old one once the new one is ready.
 //
-// Ownership: cfg is set by Pool.Start before the goroutine starts and is
-// read-only after; policy, carry and starts belong to the slot goroutine;
-// info is written by the slot goroutine and read by Pool.Workers, both under
-// mu. Lock order: Pool.mu before slot.mu.
+// Ownership: the fields set by newSlot are read-only after; backoff, carry
+// and starts belong to the slot goroutine; info is written by the slot
+// goroutine and read by Pool.Workers, both under mu, as are the retire
+// fields. Lock order: Pool.mu before slot.mu.
 type slot struct {
-	pool  *Pool
-	index int
-	log   *slog.Logger // pool's, with index
-	cfg   procConfig
+	pool   *Pool
+	index  int
+	gen    *generation
+	reason string       // why the first process starts (wire.Reason*)
+	log    *slog.Logger // pool's, with index
+	cfg    procConfig
 
-	policy *restartPolicy
+	ctx    context.Context // done when the slot is retired or the pool stops
+	cancel context.CancelFunc
+	// recycleAge is the Spec.Recycle of this slot, with its jitter.
+	recycleAge time.Duration
+
+	readyC    chan struct{} // closed at the first ready of any of its processes
+	readyOnce sync.Once
+	exitC     chan struct{} // closed when its first process has exited (or failed to start)
+	exitOnce  sync.Once
+	ended     chan struct{} // closed when the slot goroutine returns
+
+	wantRecycle atomic.Bool // the worker did its max_jobs
+
+	backoff *backoff
 	// carry is a job taken from the Source that no process has received
 	// (the write to fd 3 failed, or Next returned after the worker became
 	// unavailable). It goes to the next ready process of this slot.
 	carry  *Job
 	starts int // processes started
 
-	mu   sync.Mutex
-	info wire.WorkerInfo // guarded by mu
+	mu           sync.Mutex
+	info         wire.WorkerInfo // guarded by mu
+	retireReason string          // guarded by mu; set before ctx is cancelled
+	stopTimeout  time.Duration   // guarded by mu; zero: the pool's
+	exit1        string          // guarded by mu; how the first process ended
 }
 
-func newSlot(p *Pool, index int) *slot {
-	return &slot{
-		pool:   p,
-		index:  index,
-		log:    p.log.With("index", index),
-		policy: newRestartPolicy(p.spec.RestartsPerMinute),
+func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
+	ctx, cancel := context.WithCancel(p.intake)
+	s := &slot{
+		pool:    p,
+		index:   index,
+		gen:     gen,
+		reason:  reason,
+		log:     p.log.With("index", index),
+		ctx:     ctx,
+		cancel:  cancel,
+		readyC:  make(chan struct{}),
+		exitC:   make(chan struct{}),
+		ended:   make(chan struct{}),
+		backoff: newBackoff(p.spec),
 		info: wire.WorkerInfo{
-			Host:  p.host,
-			Pool:  p.spec.Name,
-			Index: index,
-			State: WorkerStarting,
+			Host:    p.host,
+			Pool:    p.spec.Name,
+			Index:   index,
+			State:   WorkerStarting,
+			Version: gen.version,
 		},
 	}
+	if p.spec.Recycle > 0 {
+		s.recycleAge = time.Duration(float64(p.spec.Recycle) * (0.9 + 0.2*rand.Float64()))
+	}
+	spec := p.spec
+	spec.Cmd = gen.cmd
+	s.cfg = newProcConfig(spec, gen.path, p.host, index, p.listener, s.log)
+	if p.onOutput != nil {
+		s.cfg.output = s.forwardOutput
+	}
+	return s
 }
 
 // run is the slot goroutine: start -> wait -> decide -> delay, until the
-// pool stops.
+// slot is retired or the pool stops.
 func (s *slot) run(sp *spawner) {
 	defer s.finish()
-	for s.pool.intake.Err() == nil {
-		run := s.runProcess(sp) // start, wait
-		if s.pool.intake.Err() != nil {
+	reason := s.reason
+	for s.ctx.Err() == nil {
+		run := s.runProcess(sp, reason) // start, wait
+		if s.ctx.Err() != nil {
 			return // a deliberate stop, not a crash: no restart
 		}
-		if !s.backoff(run) { // decide, delay
+		if !s.delayRestart(run) { // decide, delay
 			return
 		}
+		reason = wire.ReasonRestart
+	}
+}
+
+// retire stops the slot gracefully: its process finishes its job within
+// timeout (zero: the pool's StopTimeout) and is stopped; no restart.
+func (s *slot) retire(reason string, timeout time.Duration) {
+	s.mu.Lock()
+	if s.retireReason == "" {
+		s.retireReason, s.stopTimeout = reason, timeout
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+// stopping returns why the slot is stopping (a wire.Reason*) and how long
+// its job may still run.
+func (s *slot) stopping() (reason string, timeout time.Duration) {
+	s.mu.Lock()
+	reason, timeout = s.retireReason, s.stopTimeout
+	s.mu.Unlock()
+	if reason == "" {
+		reason = wire.ReasonStop // the pool is stopping
+	}
+	if timeout <= 0 {
+		timeout = s.pool.stopTimeoutOverride()
+	}
+	if timeout <= 0 {
+		timeout = s.pool.spec.StopTimeout
+	}
+	return reason, timeout
+}
+
+// stopCause describes, for the outcome of a job its stop cut short, why
+// the slot is stopping.
+func (s *slot) stopCause() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.retireReason == "" {
+		return "pool stopped"
+	}
+	return "worker stopped (" + s.retireReason + ")"
+}
+
+// markReady records that a process of the slot said ready (or, for a
+// service, started).
+func (s *slot) markReady(pid int, first bool) {
+	s.readyOnce.Do(func() { close(s.readyC) })
+	if first {
+		s.pool.emit(wire.Event{Kind: wire.EventWorkerReady, Index: s.index, PID: pid})
+	}
+}
+
+// firstExit says how the slot's first process ended.
+func (s *slot) firstExit() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exit1
+}
+
+// recycleReason says why the slot's worker should be recycled now, or "".
+func (s *slot) recycleReason(spec Spec) string {
+	select {
+	case <-s.readyC:
+	default:
+		return "" // not ready yet: nothing to gain
+	}
+	if s.wantRecycle.Load() {
+		return fmt.Sprintf("finished max_jobs (%d) jobs", spec.MaxJobs)
+	}
+	w := s.snapshot()
+	if w.PID == 0 {
+		return ""
+	}
+	if s.recycleAge > 0 && time.Since(w.Started) >= s.recycleAge {
+		return fmt.Sprintf("up for more than recycle (%s)", spec.Recycle)
+	}
+	if spec.MaxRSS > 0 {
+		if rss := residentBytes(w.PID); rss > spec.MaxRSS {
+			return fmt.Sprintf("resident memory %d bytes over max_rss (%d)", rss, spec.MaxRSS)
+		}
+	}
+	return ""
+}
+
+// requestRecycle asks the supervisor to replace this slot's worker.
+func (s *slot) requestRecycle() {
+	s.wantRecycle.Store(true)
+	select {
+	case s.pool.poke <- struct{}{}:
+	default: // a poke is pending already
 	}
 }
 
@@ -83,10 +219,11 @@ type processRun struct {
 
 // runProcess starts one process and serves it until it has exited and been
 // released.
-func (s *slot) runProcess(sp *spawner) processRun {
+func (s *slot) runProcess(sp *spawner, reason string) processRun {
 	p, err := startProc(sp, s.cfg)
 	if err != nil {
 		s.log.Error("cannot start worker", "err", err)
+		s.exited(wire.Event{Kind: wire.EventWorkerExit, Index: s.index, Reason: wire.ReasonFailure, Exit: "start failed: " + err.Error()})
 		return processRun{}
 	}
 	s.starts++
@@ -96,28 +233,50 @@ func (s *slot) runProcess(sp *spawner) processRun {
 			w.Restarts++
 		}
 	})
-	s.log.Info("worker started", "pid", p.pid)
+	s.log.Info("worker started", "pid", p.pid, "reason", reason)
+	s.pool.emit(wire.Event{Kind: wire.EventWorkerStart, Index: s.index, PID: p.pid, Reason: reason})
 	run := processRun{readyAt: p.started}
 	if s.cfg.channel {
 		run = newSession(s, p).run()
 	} else {
+		s.markReady(p.pid, s.starts == 1)
 		s.serveService(p)
 	}
-	s.update(func(w *wire.WorkerInfo) { w.PID, w.State, w.Job = 0, WorkerExited, "" })
 	uptime := time.Since(p.started).Round(time.Millisecond)
-	if s.pool.intake.Err() != nil {
-		s.log.Info("worker exited", "pid", p.pid, "exit", p.exit)
+	exitReason := wire.ReasonFailure
+	if s.ctx.Err() != nil {
+		exitReason, _ = s.stopping()
+		s.log.Info("worker exited", "pid", p.pid, "exit", p.exit, "reason", exitReason)
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", p.exit, "uptime", uptime)
 	}
+	s.exited(wire.Event{
+		Kind: wire.EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
+		Exit: p.exit, Code: p.code, Signal: p.signal, Uptime: wire.Duration(uptime),
+	})
 	return run
 }
 
+// exited records the end of a process, or its failed start, described by
+// e, and announces it.
+func (s *slot) exited(e wire.Event) {
+	now := time.Now()
+	s.mu.Lock()
+	if s.exit1 == "" {
+		s.exit1 = e.Exit
+	}
+	s.info.PID, s.info.State, s.info.Job = 0, WorkerExited, ""
+	s.info.LastExit, s.info.LastExitAt = e.Exit, now.UTC()
+	s.mu.Unlock()
+	s.exitOnce.Do(func() { close(s.exitC) })
+	s.pool.emit(e)
+}
+
 // serveService runs a ProtocolNone process: it is ready once started and
-// only watched until it exits or the pool stops.
+// only watched until it exits or the slot stops.
 func (s *slot) serveService(p *proc) {
 	s.setState(WorkerReady)
-	stop, kill := s.pool.intake.Done(), s.pool.killing
+	stop, kill := s.ctx.Done(), s.pool.killing
 	for {
 		select {
 		case <-p.exited:
@@ -134,42 +293,43 @@ func (s *slot) serveService(p *proc) {
 	}
 }
 
-// backoff asks the restart policy what to do after a process that ended,
-// and waits accordingly. It returns false if the pool stopped meanwhile.
-func (s *slot) backoff(run processRun) bool {
+// delayRestart asks the restart policy what to do after a process that
+// ended, and waits accordingly. It returns false if the slot stopped
+// meanwhile.
+func (s *slot) delayRestart(run processRun) bool {
 	var healthy time.Duration
 	if !run.readyAt.IsZero() {
 		healthy = time.Since(run.readyAt)
 	}
+	delay := s.backoff.next(healthy, run.finished > 0)
 	for {
-		action, delay := s.policy.next(healthy, run.finished > 0, time.Now())
-		if action == restartGiveUp {
-			s.log.Error("worker keeps failing; not restarting it for now",
-				"restarts_per_minute", s.pool.spec.RestartsPerMinute, "retry_in", delay.Round(time.Millisecond))
-			s.giveBack("worker keeps failing; restarts paused")
+		ok, wait := s.pool.admitRestart(time.Now())
+		if ok {
+			break
 		}
-		if delay > 0 {
-			// Do not keep a job through a backoff: another worker may be free.
-			s.giveBack("worker restarting")
-			s.setState(WorkerBackoff)
-			if !s.sleep(delay) {
-				return false
-			}
-		}
-		if action == restartAfterDelay {
-			return true
+		// Do not keep a job through a pause: another worker may be free.
+		s.giveBack("worker keeps failing; restarts paused")
+		s.setState(WorkerBackoff)
+		if !s.sleep(wait) {
+			return false
 		}
 	}
+	if delay > 0 {
+		s.giveBack("worker restarting")
+		s.setState(WorkerBackoff)
+		return s.sleep(delay)
+	}
+	return true
 }
 
-// sleep waits d, or until the pool stops (then it returns false).
+// sleep waits d, or until the slot stops (then it returns false).
 func (s *slot) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-s.pool.intake.Done():
+	case <-s.ctx.Done():
 		return false
 	}
 }
@@ -187,16 +347,26 @@ func (s *slot) giveBack(reason string) {
 
 // finish ends the slot goroutine.
 func (s *slot) finish() {
-	s.giveBack("pool stopped before the job started")
+	s.giveBack("worker stopped before the job started")
 	s.update(func(w *wire.WorkerInfo) { w.PID, w.State, w.Job = 0, WorkerExited, "" })
+	s.pool.removeSlot(s)
+	s.cancel()
+	close(s.ended)
+}
+
+// forwardOutput hands one output line to the pool's OnOutput.
+func (s *slot) forwardOutput(stream string, pid int, line string) {
+	s.pool.onOutput(wire.LogLine{
+		Time: time.Now().UTC(), Host: s.pool.host, Pool: s.pool.spec.Name,
+		Index: s.index, PID: pid, Stream: stream, Line: line,
+	})
 }
 
 func (s *slot) setState(state string) {
 	s.update(func(w *wire.WorkerInfo) { w.State = state })
 }
 
-// update changes info; only the slot goroutine (and Pool.beginStop before
-// the slot starts) calls it.
+// update changes info; only the slot goroutine calls it.
 func (s *slot) update(f func(*wire.WorkerInfo)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

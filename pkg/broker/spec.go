@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -34,6 +35,11 @@ const (
 	DefaultStopTimeout  = 30 * time.Second
 	DefaultKillTimeout  = 5 * time.Second
 	DefaultMaxAttempts  = 3
+
+	DefaultRestartDelay    = 100 * time.Millisecond
+	DefaultRestartFactor   = 2.0
+	DefaultRestartMaxDelay = 10 * time.Second
+	DefaultRestartReset    = 10 * time.Second
 )
 
 // ErrBadSpec is wrapped by every error ParseSpec and Spec.Validate return.
@@ -77,10 +83,33 @@ type Spec struct {
 	// The broker does not use it; the job Source does. Zero means
 	// DefaultMaxAttempts.
 	MaxAttempts int `yaml:"max_attempts"`
-	// RestartsPerMinute bounds the restarts of one worker slot per minute;
-	// past it the slot waits until the minute allows another. Zero means
-	// unlimited.
-	RestartsPerMinute int `yaml:"restarts_per_minute"`
+	// MaxRestartsPerMinute is the pool's crash-loop breaker: when its
+	// workers have been restarted this many times within a minute, the pool
+	// is marked failed and no worker is restarted until the minute allows
+	// another. Zero means no breaker.
+	MaxRestartsPerMinute int `yaml:"max_restarts_per_minute"`
+	// RestartDelay is the wait before the second restart in a row of a
+	// worker; the first is immediate. Zero means DefaultRestartDelay.
+	RestartDelay time.Duration `yaml:"restart_delay"`
+	// RestartFactor multiplies the wait at each further restart in a row.
+	// Zero means DefaultRestartFactor; it must be 1 or more.
+	RestartFactor float64 `yaml:"restart_factor"`
+	// RestartMaxDelay caps the wait. Zero means DefaultRestartMaxDelay.
+	RestartMaxDelay time.Duration `yaml:"restart_max_delay"`
+	// RestartReset is how long a worker must stay up (from its first
+	// ready) for its next exit to count as the first in a row again. Zero
+	// means DefaultRestartReset.
+	RestartReset time.Duration `yaml:"restart_reset"`
+	// Recycle, if set, replaces each worker once it has run this long
+	// (give or take 10%, so that workers started together are not
+	// replaced together).
+	Recycle time.Duration `yaml:"recycle"`
+	// MaxJobs, if set, replaces a worker once it has finished this many jobs.
+	MaxJobs int `yaml:"max_jobs"`
+	// MaxRSS, if set, replaces a worker whose resident memory exceeds this
+	// many bytes (checked every second). In the --pool and YAML forms it
+	// takes a unit: 512MB, 1GiB.
+	MaxRSS int64 `yaml:"max_rss"`
 }
 
 // ParseSpec parses the --pool form of a Spec: comma-separated key=value
@@ -91,7 +120,9 @@ type Spec struct {
 //
 // Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
 // listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
-// max_attempts, restarts_per_minute). env=KEY=VALUE may repeat; no other
+// max_attempts, max_restarts_per_minute, restart_delay, restart_factor,
+// restart_max_delay, restart_reset, recycle, max_jobs, max_rss).
+// env=KEY=VALUE may repeat; no other
 // key may. Values other than cmd cannot hold a comma. The result is
 // validated; defaults are not filled in.
 func ParseSpec(s string) (Spec, error) {
@@ -155,8 +186,22 @@ func (s *Spec) set(key, value string) error {
 		s.KillTimeout, err = parseDuration(value)
 	case "max_attempts":
 		s.MaxAttempts, err = parseCount(value, 1)
-	case "restarts_per_minute":
-		s.RestartsPerMinute, err = parseCount(value, 0)
+	case "max_restarts_per_minute":
+		s.MaxRestartsPerMinute, err = parseCount(value, 0)
+	case "restart_delay":
+		s.RestartDelay, err = parseDuration(value)
+	case "restart_factor":
+		s.RestartFactor, err = parseFactor(value)
+	case "restart_max_delay":
+		s.RestartMaxDelay, err = parseDuration(value)
+	case "restart_reset":
+		s.RestartReset, err = parseDuration(value)
+	case "recycle":
+		s.Recycle, err = parseDuration(value)
+	case "max_jobs":
+		s.MaxJobs, err = parseCount(value, 0)
+	case "max_rss":
+		s.MaxRSS, err = parseBytes(value)
 	default:
 		return errors.New("unknown key")
 	}
@@ -189,6 +234,47 @@ func parseDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is negative", v)
 	}
 	return d, nil
+}
+
+func parseFactor(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%q is not a number", v)
+	}
+	if f < 1 {
+		return 0, fmt.Errorf("%v is less than 1", f)
+	}
+	return f, nil
+}
+
+// byteUnits are the units parseBytes takes, longest suffix first.
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30},
+	{"B", 1},
+}
+
+// parseBytes parses a size such as 512MB, 1GiB or 1048576 (bytes).
+func parseBytes(v string) (int64, error) {
+	num, mult := v, int64(1)
+	for _, u := range byteUnits {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("%q is not a size such as 512MB or 1GiB", v)
+	}
+	if n < 0 || n*float64(mult) > math.MaxInt64 {
+		return 0, fmt.Errorf("%q is out of range", v)
+	}
+	return int64(n * float64(mult)), nil
 }
 
 func specError(spec, key, problem string) error {
@@ -236,11 +322,20 @@ func (s Spec) check() (key, problem string) {
 		{"stop_timeout", int64(s.StopTimeout)},
 		{"kill_timeout", int64(s.KillTimeout)},
 		{"max_attempts", int64(s.MaxAttempts)},
-		{"restarts_per_minute", int64(s.RestartsPerMinute)},
+		{"max_restarts_per_minute", int64(s.MaxRestartsPerMinute)},
+		{"restart_delay", int64(s.RestartDelay)},
+		{"restart_max_delay", int64(s.RestartMaxDelay)},
+		{"restart_reset", int64(s.RestartReset)},
+		{"recycle", int64(s.Recycle)},
+		{"max_jobs", int64(s.MaxJobs)},
+		{"max_rss", s.MaxRSS},
 	} {
 		if c.n < 0 {
 			return c.key, "negative"
 		}
+	}
+	if s.RestartFactor != 0 && s.RestartFactor < 1 {
+		return "restart_factor", "less than 1"
 	}
 	return "", ""
 }
@@ -253,5 +348,9 @@ func (s Spec) withDefaults() Spec {
 	s.StopTimeout = cmp.Or(s.StopTimeout, DefaultStopTimeout)
 	s.KillTimeout = cmp.Or(s.KillTimeout, DefaultKillTimeout)
 	s.MaxAttempts = cmp.Or(s.MaxAttempts, DefaultMaxAttempts)
+	s.RestartDelay = cmp.Or(s.RestartDelay, DefaultRestartDelay)
+	s.RestartFactor = cmp.Or(s.RestartFactor, DefaultRestartFactor)
+	s.RestartMaxDelay = cmp.Or(s.RestartMaxDelay, DefaultRestartMaxDelay)
+	s.RestartReset = cmp.Or(s.RestartReset, DefaultRestartReset)
 	return s
 }

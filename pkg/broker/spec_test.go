@@ -29,11 +29,13 @@ func TestParseSpec(t *testing.T) {
 		{
 			name: "EveryKey",
 			in: "name=api,count=3,protocol=none,listen=127.0.0.1:8080,dir=/srv,env=A=1,env=B=x=y," +
-				"ready_timeout=10s,stop_timeout=1m,kill_timeout=500ms,max_attempts=5,restarts_per_minute=6,cmd=api serve",
+				"ready_timeout=10s,stop_timeout=1m,kill_timeout=500ms,max_attempts=5,max_restarts_per_minute=6,recycle=1h,max_jobs=100,max_rss=512MB,restart_delay=1s,restart_factor=1.5,restart_max_delay=1m,restart_reset=30s,cmd=api serve",
 			want: broker.Spec{
 				Name: "api", Count: 3, Protocol: broker.ProtocolNone, Listen: "127.0.0.1:8080", Dir: "/srv",
 				Env: []string{"A=1", "B=x=y"}, ReadyTimeout: 10 * time.Second, StopTimeout: time.Minute,
-				KillTimeout: 500 * time.Millisecond, MaxAttempts: 5, RestartsPerMinute: 6,
+				KillTimeout: 500 * time.Millisecond, MaxAttempts: 5, MaxRestartsPerMinute: 6,
+				Recycle: time.Hour, MaxJobs: 100, MaxRSS: 512e6, RestartDelay: time.Second, RestartFactor: 1.5,
+				RestartMaxDelay: time.Minute, RestartReset: 30 * time.Second,
 				Cmd: []string{"api", "serve"},
 			},
 		},
@@ -76,7 +78,10 @@ func TestParseSpec_errors(t *testing.T) {
 		{"name=a,count=two,cmd=w", `broker: bad pool spec "name=a,count=two,cmd=w": count: "two" is not a whole number`},
 		{"name=a,count=0,cmd=w", `broker: bad pool spec "name=a,count=0,cmd=w": count: 0 is less than 1`},
 		{"name=a,max_attempts=0,cmd=w", `max_attempts: 0 is less than 1`},
-		{"name=a,restarts_per_minute=-1,cmd=w", `restarts_per_minute: -1 is less than 0`},
+		{"name=a,max_restarts_per_minute=-1,cmd=w", `max_restarts_per_minute: -1 is less than 0`},
+		{"name=a,restart_factor=0.5,cmd=w", `restart_factor: 0.5 is less than 1`},
+		{"name=a,max_rss=lots,cmd=w", `max_rss: "lots" is not a size such as 512MB or 1GiB`},
+		{"name=a,recycle=soon,cmd=w", `recycle: "soon" is not a duration`},
 		{"name=a,ready_timeout=10,cmd=w", `ready_timeout: "10" is not a duration such as 30s or 1m`},
 		{"name=a,stop_timeout=-1s,cmd=w", `stop_timeout: "-1s" is negative`},
 		{"name=a,kill_timeout=soon,cmd=w", `kill_timeout: "soon" is not a duration`},

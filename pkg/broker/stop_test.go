@@ -156,7 +156,7 @@ func TestPool_Stop(t *testing.T) {
 		pool.Stop()
 		<-pool.Stopped()
 		require.Equal(t, broker.PoolStopped, pool.Info().State)
-		require.Equal(t, broker.WorkerExited, pool.Workers()[0].State)
+		require.Empty(t, pool.Workers())
 		require.ErrorIs(t, pool.Start(context.Background()), broker.ErrStopped)
 	})
 

@@ -1,0 +1,426 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// checkInterval is how often the supervisor looks for workers to recycle by
+// age or memory: a time.Duration, one second but in tests.
+var checkInterval atomic.Int64
+
+func init() { checkInterval.Store(int64(time.Second)) }
+
+// DefaultUpgradeHealth is how long the first worker of an upgrade must stay
+// up after its first ready before the others are replaced, when Upgrade is
+// given no health period.
+const DefaultUpgradeHealth = 5 * time.Second
+
+// op is one command for the supervisor.
+type op struct {
+	kind    string // a wire.Command* name
+	count   int
+	cmd     []string
+	health  time.Duration
+	timeout time.Duration
+	done    chan error // buffered; gets the command's result
+}
+
+// Drain stops the pool's workers without stopping the pool: no worker takes
+// a new job, each finishes the one it runs within timeout (zero means
+// StopTimeout) and stops. The pool stays drained, with no process, until
+// Resume. Drain returns when every worker has stopped or ctx ends; the
+// drain goes on regardless.
+func (p *Pool) Drain(ctx context.Context, timeout time.Duration) error {
+	return p.do(ctx, &op{kind: wire.CommandDrain, timeout: timeout})
+}
+
+// Resume starts the workers of a drained pool again. On a running pool it
+// does nothing.
+func (p *Pool) Resume(ctx context.Context) error {
+	return p.do(ctx, &op{kind: wire.CommandResume})
+}
+
+// Recycle replaces every worker, one at a time: a new process is started
+// and, once it is ready, the old one is stopped gracefully, so the pool
+// never has fewer ready workers than Count-1 and no job is lost. It
+// returns when every worker was replaced or ctx ends; the recycle goes on
+// regardless.
+func (p *Pool) Recycle(ctx context.Context) error {
+	return p.do(ctx, &op{kind: wire.CommandRecycle})
+}
+
+// Restart stops every worker gracefully (in-flight jobs get timeout, zero
+// meaning StopTimeout), then starts Count new ones.
+func (p *Pool) Restart(ctx context.Context, timeout time.Duration) error {
+	return p.do(ctx, &op{kind: wire.CommandRestart, timeout: timeout})
+}
+
+// Resize sets the number of workers to n: new workers start at once;
+// surplus ones, the highest indexes first, stop gracefully.
+func (p *Pool) Resize(ctx context.Context, n int) error {
+	if n < 0 {
+		return fmt.Errorf("broker: resize pool %q: count %d is negative", p.spec.Name, n)
+	}
+	return p.do(ctx, &op{kind: wire.CommandResize, count: n})
+}
+
+// Upgrade replaces every worker, one at a time, by one running cmd. The
+// first new worker must say ready and then stay up for health (zero means
+// DefaultUpgradeHealth) while the old one still serves; if it does not,
+// the upgrade is rolled back and Upgrade returns the reason. A later new
+// worker that fails to get ready rolls back the workers already upgraded.
+// Either way a rollback event is announced.
+func (p *Pool) Upgrade(ctx context.Context, cmd []string, health time.Duration) error {
+	if len(cmd) == 0 || cmd[0] == "" {
+		return fmt.Errorf("broker: upgrade pool %q: empty command", p.spec.Name)
+	}
+	return p.do(ctx, &op{kind: wire.CommandUpgrade, cmd: slices.Clone(cmd), health: health})
+}
+
+// do hands o to the supervisor and waits for its result.
+func (p *Pool) do(ctx context.Context, o *op) error {
+	p.mu.Lock()
+	state := p.state
+	p.mu.Unlock()
+	if state == PoolNew {
+		return fmt.Errorf("%w: %q", ErrNotStarted, p.spec.Name)
+	}
+	o.done = make(chan error, 1)
+	select {
+	case p.ops <- o:
+	case <-p.intake.Done():
+		return fmt.Errorf("%w: %q", ErrStopped, p.spec.Name)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// supervise is the supervisor goroutine: it runs commands one at a time
+// and recycles workers that asked for it or outgrew their limits, until the
+// pool stops.
+func (p *Pool) supervise(sp *spawner) {
+	tick := time.NewTicker(time.Duration(checkInterval.Load()))
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.intake.Done():
+			return
+		case o := <-p.ops:
+			o.done <- p.run(sp, o)
+		case <-p.poke:
+			p.recycleDue(sp)
+		case <-tick.C:
+			p.recycleDue(sp)
+		}
+	}
+}
+
+// run carries out one command.
+func (p *Pool) run(sp *spawner, o *op) error {
+	switch o.kind {
+	case wire.CommandDrain:
+		return p.drain(o.timeout)
+	case wire.CommandResume:
+		return p.resume(sp)
+	case wire.CommandRecycle:
+		return p.recycleAll(sp)
+	case wire.CommandRestart:
+		if err := p.drain(o.timeout); err != nil {
+			return err
+		}
+		return p.resume(sp)
+	case wire.CommandResize:
+		return p.resize(sp, o.count)
+	case wire.CommandUpgrade:
+		return p.upgrade(sp, o.cmd, o.health)
+	}
+	return fmt.Errorf("broker: unknown command %q", o.kind)
+}
+
+// current returns the slots that are not retiring, in index order.
+func (p *Pool) current() []*slot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*slot
+	for _, s := range p.slots {
+		if s.ctx.Err() == nil {
+			out = append(out, s)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *slot) int { return a.index - b.index })
+	return out
+}
+
+// setState sets the pool's state unless it is stopping.
+func (p *Pool) setState(state string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == PoolStopping || p.state == PoolStopped {
+		return false
+	}
+	p.state = state
+	return true
+}
+
+// drain retires every slot and waits for them to end.
+func (p *Pool) drain(timeout time.Duration) error {
+	if !p.setState(PoolDraining) {
+		return ErrStopped
+	}
+	slots := p.current()
+	for _, s := range slots {
+		s.retire(wire.ReasonStop, timeout)
+	}
+	if !p.awaitEnd(slots) {
+		return ErrStopped
+	}
+	p.setState(PoolDrained)
+	p.log.Info("pool drained")
+	p.emit(wire.Event{Kind: wire.EventPoolDrained})
+	return nil
+}
+
+// resume starts Count slots in a pool without any.
+func (p *Pool) resume(sp *spawner) error {
+	p.mu.Lock()
+	if p.state != PoolDrained {
+		p.mu.Unlock()
+		return nil
+	}
+	p.state = PoolRunning
+	n := p.count
+	for i := range n {
+		p.addSlotLocked(sp, i, wire.ReasonStart, p.gen)
+	}
+	p.mu.Unlock()
+	p.log.Info("pool resumed", "count", n)
+	p.emit(wire.Event{Kind: wire.EventPoolResumed, Count: n})
+	return nil
+}
+
+// resize starts or retires slots so that n run.
+func (p *Pool) resize(sp *spawner, n int) error {
+	p.mu.Lock()
+	old := p.count
+	p.count = n
+	drained := p.state == PoolDrained
+	p.mu.Unlock()
+	if !drained {
+		for i := old; i < n; i++ {
+			p.addSlot(sp, i, wire.ReasonResize, p.generation())
+		}
+		var surplus []*slot
+		for _, s := range p.current() {
+			if s.index >= n {
+				s.retire(wire.ReasonResize, 0)
+				surplus = append(surplus, s)
+			}
+		}
+		if !p.awaitEnd(surplus) {
+			return ErrStopped
+		}
+	}
+	p.log.Info("pool resized", "from", old, "to", n)
+	p.emit(wire.Event{Kind: wire.EventPoolResized, Count: n})
+	return nil
+}
+
+func (p *Pool) generation() *generation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+func (p *Pool) setOperation(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.operation = name
+}
+
+// recycleAll replaces every current slot, one at a time.
+func (p *Pool) recycleAll(sp *spawner) error {
+	p.setOperation(OpRecycle)
+	defer p.setOperation("")
+	for _, s := range p.current() {
+		if err := p.replace(sp, s, wire.ReasonRecycle, p.generation(), 0); err != nil {
+			if errors.Is(err, ErrStopped) {
+				return err
+			}
+			p.log.Warn("recycle: replacement not ready; the worker stays", "index", s.index, "err", err)
+		}
+	}
+	p.log.Info("pool recycled")
+	p.emit(wire.Event{Kind: wire.EventPoolRecycled, Count: len(p.current())})
+	return nil
+}
+
+// recycleDue replaces, one at a time, the workers that asked for it (max
+// jobs) or are over their age or memory limit.
+func (p *Pool) recycleDue(sp *spawner) {
+	for p.intake.Err() == nil {
+		s := p.dueForRecycle()
+		if s == nil {
+			return
+		}
+		if err := p.replace(sp, s, wire.ReasonRecycle, s.gen, 0); err != nil {
+			p.log.Warn("recycle: replacement not ready; the worker stays for now", "index", s.index, "err", err)
+			return // try again at the next check
+		}
+	}
+}
+
+// dueForRecycle returns a slot that should be recycled now, or nil.
+func (p *Pool) dueForRecycle() *slot {
+	for _, s := range p.current() {
+		if why := s.recycleReason(p.spec); why != "" {
+			s.log.Info("recycling worker", "why", why)
+			return s
+		}
+	}
+	return nil
+}
+
+// replace starts a slot at old's index running gen, waits for its first
+// ready and then health more without an exit, and retires old. If the new
+// worker fails, it is retired instead and old stays. replace returns once
+// the retired one has ended.
+func (p *Pool) replace(sp *spawner, old *slot, reason string, gen *generation, health time.Duration) error {
+	ready := p.spec.ReadyTimeout + p.spec.KillTimeout
+	n := p.addSlot(sp, old.index, reason, gen)
+	err := p.awaitHealthy(n, ready, health)
+	retired := old
+	if err != nil {
+		retired = n
+	}
+	retired.retire(reason, 0)
+	if !p.awaitEnd([]*slot{retired}) {
+		return ErrStopped
+	}
+	return err
+}
+
+// awaitHealthy waits for s's first ready within limit, then for health to
+// pass with its process still up.
+func (p *Pool) awaitHealthy(s *slot, limit, health time.Duration) error {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-s.readyC:
+	case <-s.exitC:
+		return fmt.Errorf("new worker exited before it was ready (%s)", s.firstExit())
+	case <-t.C:
+		return fmt.Errorf("new worker not ready within %s", limit)
+	case <-p.intake.Done():
+		return ErrStopped
+	}
+	if health <= 0 {
+		return nil
+	}
+	t.Reset(health)
+	select {
+	case <-t.C:
+		return nil
+	case <-s.exitC:
+		return fmt.Errorf("new worker exited within the %s health period (%s)", health, s.firstExit())
+	case <-p.intake.Done():
+		return ErrStopped
+	}
+}
+
+// awaitEnd waits for every slot of slots to end, or for the pool to stop
+// (then it returns false).
+func (p *Pool) awaitEnd(slots []*slot) bool {
+	for _, s := range slots {
+		select {
+		case <-s.ended:
+		case <-p.intake.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// upgrade replaces every worker by one running cmd; see Upgrade.
+func (p *Pool) upgrade(sp *spawner, cmd []string, health time.Duration) error {
+	path, err := resolveCommand(cmd[0], p.spec.Dir)
+	if err != nil {
+		return fmt.Errorf("broker: upgrade pool %q: command %q: %w", p.spec.Name, cmd[0], err)
+	}
+	if health <= 0 {
+		health = DefaultUpgradeHealth
+	}
+	p.setOperation(OpUpgrade)
+	defer p.setOperation("")
+	old := p.generation()
+	next := &generation{cmd: cmd, path: path, version: old.version + 1}
+	slots := p.current()
+	var upgraded []*slot
+	for i, s := range slots {
+		h := time.Duration(0)
+		if i == 0 {
+			h = health
+		}
+		err := p.replace(sp, s, wire.ReasonUpgrade, next, h)
+		if errors.Is(err, ErrStopped) {
+			return err
+		}
+		if err != nil {
+			p.rollback(sp, upgraded, old, err)
+			return fmt.Errorf("broker: upgrade pool %q rolled back: %w", p.spec.Name, err)
+		}
+		if i == 0 {
+			p.mu.Lock()
+			p.gen = next // restarts and new slots run the new command from now on
+			p.mu.Unlock()
+		}
+		upgraded = append(upgraded, p.slotAt(s.index, next))
+	}
+	p.mu.Lock()
+	p.gen, p.lastErr = next, ""
+	p.mu.Unlock()
+	p.log.Info("pool upgraded", "cmd", cmd, "version", next.version)
+	p.emit(wire.Event{Kind: wire.EventPoolUpgraded, Count: len(slots)})
+	return nil
+}
+
+// slotAt returns the current slot at index running gen, or nil.
+func (p *Pool) slotAt(index int, gen *generation) *slot {
+	for _, s := range p.current() {
+		if s.index == index && s.gen == gen {
+			return s
+		}
+	}
+	return nil
+}
+
+// rollback puts old back: the pool's command, then the workers already
+// upgraded, one at a time.
+func (p *Pool) rollback(sp *spawner, upgraded []*slot, old *generation, cause error) {
+	p.mu.Lock()
+	p.gen = old
+	p.lastErr = "upgrade rolled back: " + cause.Error()
+	p.mu.Unlock()
+	p.log.Error("upgrade failed; rolling back", "err", cause, "upgraded", len(upgraded))
+	for _, s := range upgraded {
+		if s == nil {
+			continue
+		}
+		if err := p.replace(sp, s, wire.ReasonUpgrade, old, 0); err != nil {
+			p.log.Error("rollback: replacement not ready", "index", s.index, "err", err)
+		}
+	}
+	p.emit(wire.Event{Kind: wire.EventPoolRollback, Error: cause.Error(), Count: len(p.current())})
+}
