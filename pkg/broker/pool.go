@@ -100,10 +100,10 @@ type Pool struct {
 	listenAddr  net.Addr
 }
 
-// generation is one command line of the pool: the one it started with,
-// then one per upgrade.
+// generation is one version of what the pool's workers run: the spec it
+// started with, then one per Update or Upgrade.
 type generation struct {
-	cmd     []string
+	spec    Spec   // with defaults
 	path    string // the program, resolved
 	version int
 }
@@ -156,10 +156,13 @@ func (p *Pool) Spec() Spec {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.spec
-	s.Count = p.count
 	if p.gen != nil {
-		s.Cmd = slices.Clone(p.gen.cmd)
+		s = p.gen.spec
+		s.Cmd = slices.Clone(s.Cmd)
+		s.Env = slices.Clone(s.Env)
 	}
+	s.Count = p.count
+	s.MaxRestartsPerMinute = p.breaker.Budget
 	return s
 }
 
@@ -188,7 +191,7 @@ func (p *Pool) Start(ctx context.Context) error {
 			return fmt.Errorf("broker: start pool %q: %w", p.spec.Name, err)
 		}
 	}
-	p.gen = &generation{cmd: slices.Clone(p.spec.Cmd), path: path, version: 1}
+	p.gen = &generation{spec: p.spec, path: path, version: 1}
 	p.state = PoolRunning
 	sp := acquireSpawner()
 	for i := range p.count {
@@ -322,7 +325,7 @@ func (p *Pool) Info() wire.PoolInfo {
 		Error:     p.lastErr,
 	}
 	if p.gen != nil {
-		info.Cmd = slices.Clone(p.gen.cmd)
+		info.Cmd = slices.Clone(p.gen.spec.Cmd)
 	}
 	if p.state == PoolFailed {
 		info.RetryAt = p.retryAt

@@ -65,7 +65,7 @@ func newSession(s *slot, p *proc) *session {
 	ss := &session{
 		s:     s,
 		p:     p,
-		spec:  &s.pool.spec,
+		spec:  &s.gen.spec,
 		msgs:  p.msgs,
 		stopC: s.ctx.Done(),
 		killC: s.pool.killing,

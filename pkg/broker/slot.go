@@ -81,7 +81,7 @@ func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
 		readyC:  make(chan struct{}),
 		exitC:   make(chan struct{}),
 		ended:   make(chan struct{}),
-		backoff: newBackoff(p.spec),
+		backoff: newBackoff(gen.spec),
 		info: wire.WorkerInfo{
 			Host:    p.host,
 			Pool:    p.spec.Name,
@@ -90,12 +90,10 @@ func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
 			Version: gen.version,
 		},
 	}
-	if p.spec.Recycle > 0 {
-		s.recycleAge = time.Duration(float64(p.spec.Recycle) * (0.9 + 0.2*rand.Float64()))
+	if gen.spec.Recycle > 0 {
+		s.recycleAge = time.Duration(float64(gen.spec.Recycle) * (0.9 + 0.2*rand.Float64()))
 	}
-	spec := p.spec
-	spec.Cmd = gen.cmd
-	s.cfg = newProcConfig(spec, gen.path, p.host, index, p.listener, s.log)
+	s.cfg = newProcConfig(gen.spec, gen.path, p.host, index, p.listener, s.log)
 	if p.onOutput != nil {
 		s.cfg.output = s.forwardOutput
 	}
@@ -143,7 +141,7 @@ func (s *slot) stopping() (reason string, timeout time.Duration) {
 		timeout = s.pool.stopTimeoutOverride()
 	}
 	if timeout <= 0 {
-		timeout = s.pool.spec.StopTimeout
+		timeout = s.gen.spec.StopTimeout
 	}
 	return reason, timeout
 }
@@ -176,7 +174,8 @@ func (s *slot) firstExit() string {
 }
 
 // recycleReason says why the slot's worker should be recycled now, or "".
-func (s *slot) recycleReason(spec Spec) string {
+func (s *slot) recycleReason() string {
+	spec := &s.gen.spec
 	select {
 	case <-s.readyC:
 	default:

@@ -304,6 +304,35 @@ func TestPool_Upgrade(t *testing.T) {
 		ev.wait(t, wire.EventPoolUpgraded, nil)
 		require.Equal(t, wire.ReasonUpgrade, ev.all(wire.EventWorkerStart)[2].Reason)
 	})
+	t.Run("UpdateSpec", func(t *testing.T) {
+		t.Parallel()
+		b := newBundle(t)
+		spec := b.spec("echo")
+		pool, _ := setupEvents(t, spec, b)
+		before := readyN(t, pool, 1)
+
+		limits := spec
+		limits.MaxRestartsPerMinute = 7
+		require.NoError(t, pool.Update(ctxT(t), limits, time.Millisecond))
+		require.Equal(t, pids(before), pids(readyN(t, pool, 1)), "a new limit needs no new process")
+		require.Equal(t, 7, pool.Spec().MaxRestartsPerMinute)
+
+		changed := spec
+		changed.Env = append(slices.Clone(spec.Env), "BROKER_TEST_EXTRA=reloaded")
+		changed.Count = 2
+		require.NoError(t, pool.Update(ctxT(t), changed, time.Millisecond))
+		after := readyN(t, pool, 2)
+		require.NotContains(t, pids(after), before[0].PID)
+		for range 2 {
+			b.submit(t, "env", `"env"`)
+			require.Contains(t, string(b.outcome(t).out.Result), `"extra":"reloaded"`)
+		}
+		require.Equal(t, 2, after[0].Version)
+
+		moved := spec
+		moved.Listen = "127.0.0.1:0"
+		require.ErrorContains(t, pool.Update(ctxT(t), moved, 0), "name, protocol and listen cannot change")
+	})
 	t.Run("MissingCommand", func(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)

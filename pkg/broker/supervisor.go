@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,7 @@ const DefaultUpgradeHealth = 5 * time.Second
 type op struct {
 	kind    string // a wire.Command* name
 	count   int
-	cmd     []string
+	spec    Spec // for upgrade: the whole new spec
 	health  time.Duration
 	timeout time.Duration
 	done    chan error // buffered; gets the command's result
@@ -78,10 +79,39 @@ func (p *Pool) Resize(ctx context.Context, n int) error {
 // worker that fails to get ready rolls back the workers already upgraded.
 // Either way a rollback event is announced.
 func (p *Pool) Upgrade(ctx context.Context, cmd []string, health time.Duration) error {
-	if len(cmd) == 0 || cmd[0] == "" {
-		return fmt.Errorf("broker: upgrade pool %q: empty command", p.spec.Name)
+	spec := p.Spec()
+	spec.Cmd = slices.Clone(cmd)
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("broker: upgrade: %w", err)
 	}
-	return p.do(ctx, &op{kind: wire.CommandUpgrade, cmd: slices.Clone(cmd), health: health})
+	return p.do(ctx, &op{kind: wire.CommandUpgrade, spec: spec, health: health})
+}
+
+// Update applies spec to the pool, as a reload of its configuration does.
+// Name, Protocol and Listen cannot change (that takes a new pool). A change
+// of Count resizes the pool; a change of anything a process is started or
+// supervised with (Cmd, Env, Dir, timeouts, restart and recycle settings)
+// replaces the workers one at a time as Upgrade does, rolled back likewise;
+// MaxRestartsPerMinute and MaxAttempts apply at once.
+func (p *Pool) Update(ctx context.Context, spec Spec, health time.Duration) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	spec = spec.withDefaults()
+	if spec.Name != p.spec.Name || spec.Protocol != p.spec.Protocol || spec.Listen != p.spec.Listen {
+		return fmt.Errorf("broker: update pool %q: name, protocol and listen cannot change; stop the pool and start a new one", p.spec.Name)
+	}
+	return p.do(ctx, &op{kind: wire.CommandUpgrade, spec: spec, health: health})
+}
+
+// CheckCommand reports whether cmd could start a worker of the pool: its
+// program exists and is executable (looked up as Start does).
+func (p *Pool) CheckCommand(cmd []string) error {
+	if len(cmd) == 0 || cmd[0] == "" {
+		return errors.New("empty command")
+	}
+	_, err := resolveCommand(cmd[0], p.spec.Dir)
+	return err
 }
 
 // do hands o to the supervisor and waits for its result.
@@ -145,7 +175,7 @@ func (p *Pool) run(sp *spawner, o *op) error {
 	case wire.CommandResize:
 		return p.resize(sp, o.count)
 	case wire.CommandUpgrade:
-		return p.upgrade(sp, o.cmd, o.health)
+		return p.update(sp, o.spec, o.health)
 	}
 	return fmt.Errorf("broker: unknown command %q", o.kind)
 }
@@ -285,7 +315,7 @@ func (p *Pool) recycleDue(sp *spawner) {
 // dueForRecycle returns a slot that should be recycled now, or nil.
 func (p *Pool) dueForRecycle() *slot {
 	for _, s := range p.current() {
-		if why := s.recycleReason(p.spec); why != "" {
+		if why := s.recycleReason(); why != "" {
 			s.log.Info("recycling worker", "why", why)
 			return s
 		}
@@ -298,7 +328,7 @@ func (p *Pool) dueForRecycle() *slot {
 // worker fails, it is retired instead and old stays. replace returns once
 // the retired one has ended.
 func (p *Pool) replace(sp *spawner, old *slot, reason string, gen *generation, health time.Duration) error {
-	ready := p.spec.ReadyTimeout + p.spec.KillTimeout
+	ready := gen.spec.ReadyTimeout + gen.spec.KillTimeout
 	n := p.addSlot(sp, old.index, reason, gen)
 	err := p.awaitHealthy(n, ready, health)
 	retired := old
@@ -353,19 +383,45 @@ func (p *Pool) awaitEnd(slots []*slot) bool {
 	return true
 }
 
-// upgrade replaces every worker by one running cmd; see Upgrade.
-func (p *Pool) upgrade(sp *spawner, cmd []string, health time.Duration) error {
-	path, err := resolveCommand(cmd[0], p.spec.Dir)
+// update rolls every worker to spec; see Update.
+func (p *Pool) update(sp *spawner, spec Spec, health time.Duration) error {
+	path, err := resolveCommand(spec.Cmd[0], spec.Dir)
 	if err != nil {
-		return fmt.Errorf("broker: upgrade pool %q: command %q: %w", p.spec.Name, cmd[0], err)
+		return fmt.Errorf("broker: upgrade pool %q: command %q: %w", p.spec.Name, spec.Cmd[0], err)
 	}
+	p.mu.Lock()
+	old := p.gen
+	p.breaker.Budget = spec.MaxRestartsPerMinute
+	p.mu.Unlock()
+	if rollingChange(old.spec, spec) {
+		next := &generation{spec: spec, path: path, version: old.version + 1}
+		if err := p.roll(sp, old, next, health); err != nil {
+			return err
+		}
+	}
+	if p.Spec().Count != spec.Count {
+		return p.resize(sp, spec.Count)
+	}
+	return nil
+}
+
+// rollingChange reports whether a and b differ in what a worker process
+// is started or supervised with, which only a new process can take.
+func rollingChange(a, b Spec) bool {
+	a.Count, b.Count = 0, 0
+	a.MaxRestartsPerMinute, b.MaxRestartsPerMinute = 0, 0
+	a.MaxAttempts, b.MaxAttempts = 0, 0
+	return !reflect.DeepEqual(a, b)
+}
+
+// roll replaces every worker of old by one of next, one at a time; the
+// first must stay healthy for health. A failure rolls the change back.
+func (p *Pool) roll(sp *spawner, old, next *generation, health time.Duration) error {
 	if health <= 0 {
 		health = DefaultUpgradeHealth
 	}
 	p.setOperation(OpUpgrade)
 	defer p.setOperation("")
-	old := p.generation()
-	next := &generation{cmd: cmd, path: path, version: old.version + 1}
 	slots := p.current()
 	var upgraded []*slot
 	for i, s := range slots {
@@ -383,7 +439,7 @@ func (p *Pool) upgrade(sp *spawner, cmd []string, health time.Duration) error {
 		}
 		if i == 0 {
 			p.mu.Lock()
-			p.gen = next // restarts and new slots run the new command from now on
+			p.gen = next // restarts and new slots run the new version from now on
 			p.mu.Unlock()
 		}
 		upgraded = append(upgraded, p.slotAt(s.index, next))
@@ -391,7 +447,7 @@ func (p *Pool) upgrade(sp *spawner, cmd []string, health time.Duration) error {
 	p.mu.Lock()
 	p.gen, p.lastErr = next, ""
 	p.mu.Unlock()
-	p.log.Info("pool upgraded", "cmd", cmd, "version", next.version)
+	p.log.Info("pool upgraded", "cmd", next.spec.Cmd, "version", next.version)
 	p.emit(wire.Event{Kind: wire.EventPoolUpgraded, Count: len(slots)})
 	return nil
 }
