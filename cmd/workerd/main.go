@@ -64,12 +64,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if *config != "" {
-		fromFile, err := broker.LoadConfig(*config)
-		if err != nil {
-			return err
-		}
-		specs = append(fromFile, specs...)
+	flagSpecs := specs
+	specs, err := loadSpecs(*config, flagSpecs)
+	if err != nil {
+		return err
 	}
 	if len(specs) == 0 {
 		return errors.New("no pools: give --config FILE or at least one --pool 'name=TYPE,count=N,cmd=COMMAND'")
@@ -94,7 +92,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			reload(ctx, a, *config, flagSpecs, log)
+		}
+	}
 	log.Info("workerd stopping: finishing in-flight jobs (signal again to stop now)")
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
@@ -109,6 +116,39 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	a.Stop()
 	return nil
+}
+
+// loadSpecs returns the pools of the config file, if any, then those of the
+// --pool flags.
+func loadSpecs(config string, flagSpecs []broker.Spec) ([]broker.Spec, error) {
+	if config == "" {
+		return flagSpecs, nil
+	}
+	fromFile, err := broker.LoadConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	return append(fromFile, flagSpecs...), nil
+}
+
+// reload re-reads the config file and applies the difference (SIGHUP). A
+// config that does not load changes nothing.
+func reload(ctx context.Context, a *agent.Agent, config string, flagSpecs []broker.Spec, log *slog.Logger) {
+	if config == "" {
+		log.Warn("SIGHUP: no --config file to reload")
+		return
+	}
+	specs, err := loadSpecs(config, flagSpecs)
+	if err != nil {
+		log.Error("SIGHUP: config not reloaded; pools unchanged", "err", err)
+		return
+	}
+	log.Info("SIGHUP: reloading the config", "file", config, "pools", len(specs))
+	if err := a.Reload(ctx, specs); err != nil {
+		log.Error("SIGHUP: reload incomplete", "err", err)
+		return
+	}
+	log.Info("SIGHUP: config reloaded")
 }
 
 // connect dials the conductor's NATS, retrying forever in the background:

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,10 @@ type Config struct {
 	// are short (under 20ms on average), to save a round trip per job.
 	// Default 8; negative: never hold more jobs than idle workers.
 	Prefetch int
+	// LogRate bounds the output lines forwarded over NATS per pool per
+	// second (with a burst of as many); lines over it are dropped and
+	// counted. Default DefaultLogRate.
+	LogRate int
 }
 
 // Agent runs a host's pools against the conductor. Build it with New.
@@ -62,24 +67,31 @@ type Agent struct {
 	js    jetstream.JetStream
 	log   *slog.Logger
 	start time.Time
-
-	pools []*pool
+	logs  *logForwarder
 
 	startOnce sync.Once
 	stopOnce  sync.Once
+	ctx       context.Context // the agent's life; set by Start
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // every goroutine of the agent
 	stopped   chan struct{}
+
+	mu      sync.Mutex // guards pools and closing
+	pools   []*pool    // in start order
+	closing bool       // Stop began: no new pool, no new command
 }
 
 // pool is one broker pool and, for a channel pool, its job source. src and
 // bp are set by the goroutine that starts the pool once its consumer exists;
-// mu guards them against the heartbeat and Stop.
+// mu guards them against the heartbeat, commands and Stop.
 type pool struct {
-	spec broker.Spec
-	mu   sync.Mutex
-	src  *source
-	bp   *broker.Pool
+	spec   broker.Spec
+	cancel context.CancelFunc // stops this pool only
+	done   chan struct{}      // closed when its goroutine has returned
+
+	mu  sync.Mutex
+	src *source
+	bp  *broker.Pool
 }
 
 // running returns the pool's broker pool and source, nil until started.
@@ -107,21 +119,15 @@ func New(cfg Config) (*Agent, error) {
 	cfg.PullExpires = cmp.Or(cfg.PullExpires, 5*time.Second)
 	cfg.MaxResult = cmp.Or(cfg.MaxResult, 1<<20)
 	cfg.Prefetch = max(cmp.Or(cfg.Prefetch, 8), 0)
+	cfg.LogRate = cmp.Or(cfg.LogRate, DefaultLogRate)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	seen := map[string]bool{}
-	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
-	for _, spec := range cfg.Pools {
-		if err := spec.Validate(); err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
-		if seen[spec.Name] {
-			return nil, fmt.Errorf("agent: two pools named %q", spec.Name)
-		}
-		seen[spec.Name] = true
-		a.pools = append(a.pools, &pool{spec: spec})
+	if err := checkSpecs(cfg.Pools); err != nil {
+		return nil, err
 	}
+	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
+	a.logs = newLogForwarder(cfg.Conn, space, cfg.LogRate)
 	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncTimeout(storeTimeout))
 	if err != nil {
@@ -130,19 +136,47 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Start starts every pool and the heartbeat. A channel pool starts once the
-// conductor's job stream exists; until then the agent retries, logging why.
+// checkSpecs validates specs and their names being distinct.
+func checkSpecs(specs []broker.Spec) error {
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		if seen[spec.Name] {
+			return fmt.Errorf("agent: two pools named %q", spec.Name)
+		}
+		seen[spec.Name] = true
+	}
+	return nil
+}
+
+// Start starts every pool, the heartbeat, and the handling of the
+// conductor's commands. A channel pool starts once the conductor's job
+// stream exists; until then the agent retries, logging why.
 func (a *Agent) Start(ctx context.Context) error {
 	err := errors.New("agent: already started")
 	a.startOnce.Do(func() {
-		err = nil
 		a.start = time.Now().UTC()
-		ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-		for _, p := range a.pools {
-			a.wg.Go(func() { a.runPool(ctx, p) })
+		a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		var sub *nats.Subscription
+		sub, err = a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
+		if err != nil {
+			err = fmt.Errorf("agent: subscribe to commands: %w", err)
+			a.cancel()
+			return
 		}
-		a.wg.Go(func() { a.heartbeat(ctx) })
-		a.wg.Go(func() { a.watchReconnects(ctx) })
+		a.mu.Lock()
+		for _, spec := range a.cfg.Pools {
+			a.startPoolLocked(spec)
+		}
+		a.mu.Unlock()
+		a.wg.Go(func() { a.heartbeat(a.ctx) })
+		a.wg.Go(func() { a.watchReconnects(a.ctx) })
+		a.wg.Go(func() {
+			<-a.ctx.Done()
+			_ = sub.Unsubscribe()
+		})
 	})
 	return err
 }
@@ -152,6 +186,9 @@ func (a *Agent) Start(ctx context.Context) error {
 // is safe to call more than once.
 func (a *Agent) Stop() {
 	a.stopOnce.Do(func() {
+		a.mu.Lock()
+		a.closing = true
+		a.mu.Unlock()
 		if a.cancel != nil {
 			a.cancel()
 		}
@@ -168,7 +205,7 @@ func (a *Agent) Stop() {
 // in flight are redelivered. Use it when a graceful Stop takes too long; it
 // may run while Stop does.
 func (a *Agent) Kill() {
-	for _, p := range a.pools {
+	for _, p := range a.poolList() {
 		if bp, _ := p.running(); bp != nil {
 			bp.Kill()
 		}
@@ -181,7 +218,45 @@ func (a *Agent) Kill() {
 // Stopped is closed when Stop has finished.
 func (a *Agent) Stopped() <-chan struct{} { return a.stopped }
 
-// runPool starts one pool, runs it until ctx ends, then stops it.
+// poolList returns the current pools.
+func (a *Agent) poolList() []*pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.pools)
+}
+
+// findPool returns the pool named name, or nil.
+func (a *Agent) findPool(name string) *pool {
+	for _, p := range a.poolList() {
+		if p.spec.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// startPoolLocked adds a pool of spec and starts its goroutine. a.mu is held.
+func (a *Agent) startPoolLocked(spec broker.Spec) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	p := &pool{spec: spec, cancel: cancel, done: make(chan struct{})}
+	a.pools = append(a.pools, p)
+	a.wg.Go(func() {
+		defer close(p.done)
+		a.runPool(ctx, p)
+	})
+}
+
+// removePool stops p gracefully, waits for it, and forgets it.
+func (a *Agent) removePool(p *pool) {
+	p.cancel()
+	<-p.done
+	a.mu.Lock()
+	a.pools = slices.DeleteFunc(a.pools, func(x *pool) bool { return x == p })
+	a.mu.Unlock()
+}
+
+// runPool starts one pool, runs it until ctx ends or the pool stops (a
+// shutdown command), then stops it.
 func (a *Agent) runPool(ctx context.Context, p *pool) {
 	log := a.log.With("pool", p.spec.Name)
 	var src *source
@@ -192,7 +267,10 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 		}
 		defer src.close()
 	}
-	bp, err := broker.NewPool(broker.Config{Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.cfg.Logger})
+	bp, err := broker.NewPool(broker.Config{
+		Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.cfg.Logger,
+		OnEvent: a.publishEvent, OnOutput: a.logs.forward,
+	})
 	if err == nil {
 		err = bp.Start(ctx)
 	}
@@ -203,7 +281,10 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	p.mu.Lock()
 	p.src, p.bp = src, bp
 	p.mu.Unlock()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-bp.Stopped():
+	}
 	bp.Stop()
 }
 
@@ -275,7 +356,7 @@ func (a *Agent) watchReconnects(ctx context.Context) {
 			return
 		case <-ch:
 		}
-		for _, p := range a.pools {
+		for _, p := range a.poolList() {
 			if _, src := p.running(); src != nil {
 				src.reconnected()
 			}
@@ -321,7 +402,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		Pools:    []wire.PoolInfo{},
 		Workers:  []wire.WorkerInfo{},
 	}
-	for _, p := range a.pools {
+	for _, p := range a.poolList() {
 		bp, _ := p.running()
 		if bp == nil {
 			hb.Pools = append(hb.Pools, wire.PoolInfo{

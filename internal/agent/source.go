@@ -114,8 +114,9 @@ func newSource(cfg sourceConfig) (*source, error) {
 		acking:       make(chan finishJob, 1024),
 		stop:         make(chan struct{}),
 	}
-	// Credit never exceeds waiting workers + prefetch, so msgs never fills.
-	s.msgs = make(chan *nats.Msg, 2*(workers+s.prefetchMax)+64)
+	// Credit never exceeds waiting workers + prefetch, so msgs fills only
+	// after a resize up, and then only delays deliveries.
+	s.msgs = make(chan *nats.Msg, max(2*(workers+s.prefetchMax)+64, 1024))
 	if err := s.newInbox(); err != nil {
 		return nil, err
 	}
@@ -270,6 +271,14 @@ func (s *source) deliver(m *nats.Msg) {
 		return
 	}
 	s.ready = append(s.ready, m)
+}
+
+// resize sets the pool's size, which bounds the prefetch.
+func (s *source) resize(workers int) {
+	s.mu.Lock()
+	s.prefetchMax = s.prefetch * max(workers, 1)
+	s.mu.Unlock()
+	s.poke()
 }
 
 // demand reports the workers waiting, and how many jobs the source wants at

@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// DefaultLogRate is the default of Config.LogRate.
+const DefaultLogRate = 1000
+
+// command answers one wire.Command from the conductor. It runs on the
+// subscription's goroutine, so it only checks the command, replies, and
+// leaves the work to a goroutine of the agent.
+func (a *Agent) command(m *nats.Msg) {
+	var cmd wire.Command
+	reply := wire.CommandReply{Host: a.cfg.Host}
+	err := json.Unmarshal(m.Data, &cmd)
+	if err == nil {
+		reply.Pool = cmd.Pool
+		err = a.accept(cmd)
+	}
+	if err != nil {
+		reply.Error = err.Error()
+		a.log.Warn("command refused", "op", cmd.Op, "pool", cmd.Pool, "err", err)
+	} else {
+		reply.OK = true
+		a.log.Info("command accepted", "op", cmd.Op, "pool", cmd.Pool)
+	}
+	data, _ := json.Marshal(reply)
+	if m.Reply != "" {
+		if err := m.Respond(data); err != nil {
+			a.log.Warn("cannot answer a command", "err", err)
+		}
+	}
+}
+
+// accept checks cmd and starts it, or says why not.
+func (a *Agent) accept(cmd wire.Command) error {
+	p := a.findPool(cmd.Pool)
+	if p == nil {
+		return fmt.Errorf("no pool %q on host %s", cmd.Pool, a.cfg.Host)
+	}
+	bp, _ := p.running()
+	if bp == nil {
+		return fmt.Errorf("pool %q has not started yet", cmd.Pool)
+	}
+	if st := bp.Info().State; st == broker.PoolStopping || st == broker.PoolStopped {
+		return fmt.Errorf("pool %q is %s", cmd.Pool, st)
+	}
+	timeout := time.Duration(cmd.Timeout)
+	var run func(context.Context) error
+	switch cmd.Op {
+	case wire.CommandDrain:
+		run = func(ctx context.Context) error { return bp.Drain(ctx, timeout) }
+	case wire.CommandResume:
+		run = bp.Resume
+	case wire.CommandRecycle:
+		run = bp.Recycle
+	case wire.CommandRestart:
+		run = func(ctx context.Context) error { return bp.Restart(ctx, timeout) }
+	case wire.CommandResize:
+		if cmd.Count < 0 {
+			return fmt.Errorf("resize: count %d is negative", cmd.Count)
+		}
+		run = func(ctx context.Context) error {
+			if _, src := p.running(); src != nil {
+				src.resize(cmd.Count)
+			}
+			return bp.Resize(ctx, cmd.Count)
+		}
+	case wire.CommandUpgrade:
+		if err := bp.CheckCommand(cmd.Cmd); err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
+		run = func(ctx context.Context) error { return bp.Upgrade(ctx, cmd.Cmd, time.Duration(cmd.Health)) }
+	case wire.CommandShutdown:
+		run = func(context.Context) error {
+			bp.Shutdown(timeout)
+			return nil
+		}
+	default:
+		return fmt.Errorf("unknown command %q", cmd.Op)
+	}
+	return a.goOp(cmd, run)
+}
+
+// goOp runs one accepted command on a goroutine of the agent.
+func (a *Agent) goOp(cmd wire.Command, run func(context.Context) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return errors.New("workerd is stopping")
+	}
+	a.wg.Go(func() {
+		if err := run(a.ctx); err != nil && a.ctx.Err() == nil {
+			a.log.Error("command failed", "op", cmd.Op, "pool", cmd.Pool, "err", err)
+		}
+	})
+	return nil
+}
+
+// publishEvent announces a broker event on its subject.
+func (a *Agent) publishEvent(e wire.Event) {
+	data, err := json.Marshal(e)
+	if err != nil {
+		a.log.Error("encode event", "err", err)
+		return
+	}
+	subj := a.space.PoolEvent(e.Pool, e.Kind)
+	switch e.Kind {
+	case wire.EventWorkerStart, wire.EventWorkerReady, wire.EventWorkerExit, wire.EventWorkerMessage:
+		subj = a.space.WorkerEvent(e.Pool, e.Kind)
+	}
+	if err := a.cfg.Conn.Publish(subj, data); err != nil {
+		a.log.Debug("publish event", "err", err)
+	}
+}
+
+// Reload applies a new set of pool specs: pools not in specs stop, new
+// ones start, and each changed one is updated in place with rolling
+// replacements (broker.Pool.Update). It returns once every change has been
+// made, or with the first error of each pool joined; a pool whose update
+// failed keeps running as it was.
+func (a *Agent) Reload(ctx context.Context, specs []broker.Spec) error {
+	if err := checkSpecs(specs); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if a.closing || a.ctx == nil {
+		a.mu.Unlock()
+		return errors.New("agent: not running")
+	}
+	want := map[string]broker.Spec{}
+	for _, spec := range specs {
+		want[spec.Name] = spec
+	}
+	var gone, changed []*pool
+	have := map[string]bool{}
+	for _, p := range a.pools {
+		have[p.spec.Name] = true
+		if _, ok := want[p.spec.Name]; ok {
+			changed = append(changed, p)
+		} else {
+			gone = append(gone, p)
+		}
+	}
+	for _, spec := range specs {
+		if !have[spec.Name] {
+			a.log.Info("reload: new pool", "pool", spec.Name)
+			a.startPoolLocked(spec)
+		}
+	}
+	a.mu.Unlock()
+
+	var errs []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, p := range gone {
+		a.log.Info("reload: stopping pool", "pool", p.spec.Name)
+		wg.Go(func() { a.removePool(p) })
+	}
+	for _, p := range changed {
+		wg.Go(func() {
+			if err := a.updatePool(ctx, p, want[p.spec.Name]); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// updatePool applies spec to p if it changed. A pool whose name, protocol
+// or listen address changed is replaced by a new one.
+func (a *Agent) updatePool(ctx context.Context, p *pool, spec broker.Spec) error {
+	bp, src := p.running()
+	if bp == nil {
+		return fmt.Errorf("pool %q has not started yet; not changed", spec.Name)
+	}
+	cur := bp.Spec()
+	next := spec
+	next.Count = cmp.Or(next.Count, broker.DefaultCount)
+	if cmp.Or(next.Protocol, broker.ProtocolChannel) != cur.Protocol || next.Listen != cur.Listen {
+		a.log.Info("reload: pool protocol or listen changed; replacing the pool", "pool", spec.Name)
+		a.removePool(p)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.closing {
+			return nil
+		}
+		a.startPoolLocked(spec)
+		return nil
+	}
+	if src != nil {
+		src.resize(next.Count)
+	}
+	if err := bp.Update(ctx, next, 0); err != nil {
+		return fmt.Errorf("pool %q: %w", spec.Name, err)
+	}
+	return nil
+}
+
+// logForwarder publishes workers' output lines on NATS, at most rate lines
+// per second per pool (a token bucket with a burst of rate); the lines over
+// it are dropped and counted in the next line that goes.
+type logForwarder struct {
+	nc    *nats.Conn
+	space subject.Space
+	rate  float64
+
+	mu      sync.Mutex
+	buckets map[string]*bucket // by pool
+}
+
+type bucket struct {
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+func newLogForwarder(nc *nats.Conn, space subject.Space, rate int) *logForwarder {
+	return &logForwarder{nc: nc, space: space, rate: float64(rate), buckets: map[string]*bucket{}}
+}
+
+// forward publishes l unless its pool is over the rate. It never blocks
+// for long: a publish only buffers.
+func (f *logForwarder) forward(l wire.LogLine) {
+	now := time.Now()
+	f.mu.Lock()
+	b := f.buckets[l.Pool]
+	if b == nil {
+		b = &bucket{tokens: f.rate, last: now}
+		f.buckets[l.Pool] = b
+	}
+	b.tokens = min(f.rate, b.tokens+now.Sub(b.last).Seconds()*f.rate)
+	b.last = now
+	if b.tokens < 1 {
+		b.dropped++
+		f.mu.Unlock()
+		return
+	}
+	b.tokens--
+	l.Dropped, b.dropped = b.dropped, 0
+	f.mu.Unlock()
+	data, err := json.Marshal(l)
+	if err != nil {
+		return
+	}
+	_ = f.nc.Publish(f.space.Logs(l.Host, l.Pool), data)
+}
