@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"syscall"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,7 +231,6 @@ func countDropped(lines []wire.LogLine, pool string) int {
 	}
 	return n
 }
-
 
 func TestAgent_Reload(t *testing.T) {
 	t.Parallel()
