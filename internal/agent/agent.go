@@ -92,6 +92,7 @@ type pool struct {
 	mu  sync.Mutex
 	src *source
 	bp  *broker.Pool
+	err error // why the pool could not start
 }
 
 // running returns the pool's broker pool and source, nil until started.
@@ -99,6 +100,13 @@ func (p *pool) running() (*broker.Pool, *source) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.bp, p.src
+}
+
+// startErr is why the pool could not start, or nil.
+func (p *pool) startErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
 }
 
 // New checks cfg and returns an Agent ready to Start.
@@ -276,6 +284,9 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	}
 	if err != nil {
 		log.Error("pool not started", "err", err)
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
 		return
 	}
 	p.mu.Lock()
@@ -405,9 +416,14 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 	for _, p := range a.poolList() {
 		bp, _ := p.running()
 		if bp == nil {
-			hb.Pools = append(hb.Pools, wire.PoolInfo{
-				Name: p.spec.Name, Count: p.spec.Count, Protocol: string(p.spec.Protocol), State: "waiting",
-			})
+			info := wire.PoolInfo{
+				Name: p.spec.Name, Count: cmp.Or(p.spec.Count, broker.DefaultCount),
+				Protocol: string(cmp.Or(p.spec.Protocol, broker.ProtocolChannel)), State: "waiting", Cmd: p.spec.Cmd,
+			}
+			if err := p.startErr(); err != nil {
+				info.State, info.Error = broker.PoolFailed, err.Error()
+			}
+			hb.Pools = append(hb.Pools, info)
 			continue
 		}
 		hb.Pools = append(hb.Pools, bp.Info())

@@ -232,6 +232,20 @@ func countDropped(lines []wire.LogLine, pool string) int {
 	return n
 }
 
+func TestAgent_PoolThatCannotStart(t *testing.T) {
+	t.Parallel()
+	bad := service("bad", 1, "x")
+	bad.Cmd = []string{"/no/such/server"}
+	b := setupAgent(t, Config{Pools: []broker.Spec{bad, service("good", 1, "ok")}})
+	b.workers(t, "good", 1, nil)
+	require.Eventually(t, func() bool { return b.poolState("bad") == broker.PoolFailed }, waitLimit, 5*time.Millisecond)
+	for _, p := range b.a.Heartbeat().Pools {
+		if p.Name == "bad" {
+			require.Contains(t, p.Error, `broker: start pool "bad": command "/no/such/server"`)
+		}
+	}
+}
+
 func TestAgent_Reload(t *testing.T) {
 	t.Parallel()
 	b := setupAgent(t, Config{Pools: []broker.Spec{service("keep", 1, "k1"), service("drop", 1, "d")}})
