@@ -20,7 +20,8 @@ import (
 )
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
-// ended dead (or not in time) after submit --wait.
+// ended dead (or not in time) after submit --wait; 4 means a host refused a
+// pool command or did not answer it.
 type ExitError struct {
 	Code int
 	Msg  string
@@ -36,13 +37,26 @@ Usage:
 Commands:
   submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD   queue a job (PAYLOAD is JSON, or - for stdin)
   job ID                                                show a job's state
-  pools                                                 list job types with their counts
+  pools                                                 list job types with their counts and state
   workers                                               list every worker process on every host
+  drain POOL [--timeout D] [--host ID]                  finish in-flight jobs, then stop the workers
+  resume POOL [--host ID]                               start a drained pool's workers again
+  recycle POOL [--host ID]                              replace every worker, one at a time
+  restart POOL [--timeout D] [--host ID]                stop every worker, then start them all again
+  resize POOL N [--host ID]                             run N workers
+  upgrade POOL [--health D] [--host ID] -- CMD [ARG...] replace every worker with one running CMD,
+                                                        rolled back if the first does not stay up for D
+  shutdown POOL [--timeout D] [--host ID]               stop the pool for good (D: time for in-flight jobs)
+  events [--pool P] [--json]                            print worker and pool events as they happen
   help                                                  show this
 
 The server comes from --server or CONDUCTOR_SERVER (default http://127.0.0.1:7070),
 the token from --token or CONDUCTOR_TOKEN.
 submit --wait waits up to 60s (or DURATION) and exits 3 if the job is dead or not ended.
+Pool commands go to every host that runs the pool, or only to --host; each host's
+answer is printed, and the exit code is 4 if any host refused or did not answer.
+upgrade takes CMD either after -- as words, or as one quoted string split like a shell.
+events runs until interrupted; --json prints each event as the API sends it.
 `
 
 // Run runs conductorctl with args (without the program name).
@@ -66,9 +80,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return c.show(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(rest[0]), nil, nil)
 	case "pools":
-		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers"})
+		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers", "state"})
 	case "workers":
 		return c.table(ctx, "/v1/workers", []string{"host", "pool", "index", "pid", "state", "rss", "jobs_done", "restarts", "job"})
+	case "drain", "resume", "recycle", "restart", "resize", "upgrade", "shutdown":
+		return c.poolCommand(ctx, cmd, rest, stderr)
+	case "events":
+		return c.events(ctx, rest, stderr)
 	case "help", "":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -170,7 +188,35 @@ func (c *client) show(ctx context.Context, method, path string, body []byte, hdr
 	return c.do(ctx, method, path, body, hdr, nil)
 }
 
+// call calls the API and returns its answer, or an error for a status of
+// 300 or more.
 func (c *client) call(ctx context.Context, method, path string, body []byte, hdr http.Header) ([]byte, error) {
+	resp, raw, err := c.send(ctx, method, path, body, hdr)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		return nil, apiError(method, path, resp, raw)
+	}
+	return raw, nil
+}
+
+// send calls the API and returns its answer whatever the status.
+func (c *client) send(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, []byte, error) {
+	resp, err := c.open(ctx, method, path, body, hdr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read answer: %w", err)
+	}
+	return resp, raw, nil
+}
+
+// open calls the API and returns the response, its body unread.
+func (c *client) open(ctx context.Context, method, path string, body []byte, hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -188,19 +234,17 @@ func (c *client) call(ctx context.Context, method, path string, body []byte, hdr
 	if err != nil {
 		return nil, fmt.Errorf("reach the conductor at %s: %w", c.base, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
+	return resp, nil
+}
+
+// apiError is the error of an answer with a status of 300 or more: the
+// API's message, if it sent one.
+func apiError(method, path string, resp *http.Response, raw []byte) error {
+	var e struct{ Error string }
+	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%s %s: %s (%s)", method, path, e.Error, resp.Status)
 	}
-	if resp.StatusCode >= 300 {
-		var e struct{ Error string }
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s %s: %s (%s)", method, path, e.Error, resp.Status)
-		}
-		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	return raw, nil
+	return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 }
 
 // table prints a JSON array of objects as aligned columns.

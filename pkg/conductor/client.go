@@ -60,10 +60,18 @@ type ClientConfig struct {
 	// RecheckInterval is how often Wait reads a job's state in case its end
 	// event was missed. Default 2s.
 	RecheckInterval time.Duration
+	// CommandTimeout is how long Command waits for each host's answer.
+	// Default 5s.
+	CommandTimeout time.Duration
+	// HostWait is how long the Client listens to heartbeats before it
+	// trusts its list of live hosts: the first Command waits for it. It
+	// should exceed workerd's heartbeat interval (1s). Default 1.5s.
+	HostWait time.Duration
 }
 
-// Client submits jobs to a conductor over NATS and waits for their results.
-// It is safe for concurrent use.
+// Client submits jobs to a conductor over NATS and waits for their results,
+// sends commands to pools and follows their events. It is safe for
+// concurrent use.
 type Client struct {
 	cfg    ClientConfig
 	nc     *nats.Conn
@@ -76,6 +84,12 @@ type Client struct {
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	waiters map[string][]chan *Job
+
+	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
+	// It is never held with mu.
+	hostsMu sync.Mutex
+	hosts   *hostRegistry
+	hostSub *nats.Subscription
 }
 
 // Connect dials the conductor's NATS at url and returns a Client that owns
@@ -99,6 +113,8 @@ func NewClient(nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 	cfg.Namespace = cmp.Or(cfg.Namespace, "default")
 	cfg.MaxPayload = cmp.Or(cfg.MaxPayload, 1<<20)
 	cfg.RecheckInterval = cmp.Or(cfg.RecheckInterval, 2*time.Second)
+	cfg.CommandTimeout = cmp.Or(cfg.CommandTimeout, 5*time.Second)
+	cfg.HostWait = cmp.Or(cfg.HostWait, 1500*time.Millisecond)
 	space, err := subject.New(cfg.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -124,6 +140,12 @@ func (c *Client) Close() {
 		c.sub = nil
 	}
 	c.mu.Unlock()
+	c.hostsMu.Lock()
+	if c.hostSub != nil {
+		_ = c.hostSub.Unsubscribe()
+		c.hostSub = nil
+	}
+	c.hostsMu.Unlock()
 	if c.ownsNC {
 		c.nc.Close()
 	}
@@ -346,4 +368,21 @@ func (c *Client) jobEvent(m *nats.Msg) {
 	for _, w := range ws {
 		w <- &j
 	}
+}
+
+// hostRegistry returns the Client's registry of live hosts, subscribing to
+// the heartbeats on the first call. The subscription lasts until Close.
+func (c *Client) hostRegistry() (*hostRegistry, error) {
+	c.hostsMu.Lock()
+	defer c.hostsMu.Unlock()
+	if c.hosts != nil {
+		return c.hosts, nil
+	}
+	r := newHostRegistry(c.cfg.HostWait)
+	sub, err := c.nc.Subscribe(c.space.Hosts(), r.receive)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: subscribe to heartbeats: %w", err)
+	}
+	c.hosts, c.hostSub = r, sub
+	return r, nil
 }

@@ -81,11 +81,15 @@ type Conductor struct {
 	ncClosed chan struct{} // closed by nc's closed handler
 	js       jetstream.JetStream
 	client   *Client
-	hosts    *hostRegistry
+	hosts    *hostRegistry // the client's
 	stats    *stats
 	subs     []*nats.Subscription
 	http     *http.Server
 	httpLn   net.Listener
+
+	// closing ends when Stop begins, and with it the event streams.
+	closing    context.Context
+	beginClose context.CancelFunc
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -105,7 +109,12 @@ func New(cfg Config) (*Conductor, error) {
 			return nil, fmt.Errorf("conductor: nats listen address: %w", err)
 		}
 	}
-	return &Conductor{cfg: cfg, space: space, log: cfg.Logger, stopped: make(chan struct{}), ncClosed: make(chan struct{})}, nil
+	closing, beginClose := context.WithCancel(context.Background())
+	return &Conductor{
+		cfg: cfg, space: space, log: cfg.Logger,
+		closing: closing, beginClose: beginClose,
+		stopped: make(chan struct{}), ncClosed: make(chan struct{}),
+	}, nil
 }
 
 // Start starts the embedded NATS server (or connects to NATSURL), creates
@@ -156,7 +165,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.client, err = NewClient(nc, ClientConfig{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload}); err != nil {
 		return err
 	}
-	c.hosts = newHostRegistry()
+	if c.hosts, err = c.client.hostRegistry(); err != nil {
+		return err
+	}
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}
@@ -240,12 +251,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 }
 
 func (c *Conductor) subscribe() error {
-	sub, err := c.nc.Subscribe(c.space.Hosts(), c.hosts.receive)
-	if err != nil {
-		return fmt.Errorf("conductor: subscribe to heartbeats: %w", err)
-	}
-	c.subs = append(c.subs, sub)
-	sub, err = c.nc.Subscribe(c.space.JobEvents(), func(m *nats.Msg) {
+	sub, err := c.nc.Subscribe(c.space.JobEvents(), func(m *nats.Msg) {
 		if typ, status, ok := c.space.ParseJobEvent(m.Subject); ok {
 			c.stats.count(typ, status)
 		}
@@ -258,9 +264,9 @@ func (c *Conductor) subscribe() error {
 	return nil
 }
 
-// Stop stops the HTTP API, saves the job counts, drains the NATS connection
-// and shuts the embedded server down, in that order. It blocks until done
-// and is safe to call more than once.
+// Stop ends the event streams, stops the HTTP API, saves the job counts,
+// drains the NATS connection and shuts the embedded server down, in that
+// order. It blocks until done and is safe to call more than once.
 func (c *Conductor) Stop() {
 	c.stopOnce.Do(func() {
 		c.shutdown()
@@ -272,6 +278,7 @@ func (c *Conductor) Stop() {
 func (c *Conductor) Stopped() <-chan struct{} { return c.stopped }
 
 func (c *Conductor) shutdown() {
+	c.beginClose()
 	if c.http != nil {
 		// Calls in flight get 10s; a long ?wait= is cut off after that.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -23,6 +23,18 @@
 // conductor.<namespace>.jobs.<type> on JetStream, or POST it to
 // /v1/jobs/{type}: see docs/protocol.md and docs/api.md.
 //
+// # Pool commands and events
+//
+// Client.Command drains, resumes, recycles, restarts, resizes, upgrades or
+// shuts down a pool on every live host that runs it (or on one), by a NATS
+// request to each host's workerd, and returns each host's answer:
+//
+//	res, err := c.Command(ctx, "squares", conductor.PoolCommand{Op: conductor.OpResize, Count: 4}, "")
+//
+// Client.Events follows what the hosts' supervisors do (workers starting,
+// exiting, pools failing, drained, upgraded) as it happens. The HTTP API
+// serves both: POST /v1/pools/{name}/{op} and GET /v1/events.
+//
 // # Batches
 //
 // RunBatch runs a generator's jobs to the end. Without a Client it needs

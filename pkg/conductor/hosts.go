@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -20,11 +21,15 @@ type Host = wire.Heartbeat
 
 // hostRegistry holds the last heartbeat of every live host. A host that
 // misses three heartbeats (or says it is leaving) is dropped. mu guards
-// hosts: the heartbeat subscription writes, HTTP handlers read.
+// hosts: the heartbeat subscription writes, HTTP handlers and pool commands
+// read. complete and now are set at construction and only read after.
 type hostRegistry struct {
 	mu    sync.Mutex
 	hosts map[string]hostEntry
-	now   func() time.Time
+	// complete is when every live host has had the time to announce itself
+	// since the registry started listening.
+	complete time.Time
+	now      func() time.Time
 }
 
 type hostEntry struct {
@@ -32,8 +37,10 @@ type hostEntry struct {
 	seen time.Time
 }
 
-func newHostRegistry() *hostRegistry {
-	return &hostRegistry{hosts: make(map[string]hostEntry), now: time.Now}
+// newHostRegistry returns a registry that starts listening now and has heard
+// every live host after wait.
+func newHostRegistry(wait time.Duration) *hostRegistry {
+	return &hostRegistry{hosts: make(map[string]hostEntry), complete: time.Now().Add(wait), now: time.Now}
 }
 
 func (r *hostRegistry) receive(m *nats.Msg) {
@@ -48,6 +55,23 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		return
 	}
 	r.hosts[hb.Host] = hostEntry{hb: hb, seen: r.now()}
+}
+
+// await blocks until the registry has listened long enough to have heard
+// every live host, or ctx ends.
+func (r *hostRegistry) await(ctx context.Context) error {
+	d := r.complete.Sub(r.now())
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // live returns the heartbeats of the live hosts, sorted by host id, and
@@ -73,6 +97,21 @@ func (r *hostRegistry) workers() []Worker {
 	out := []Worker{}
 	for _, hb := range r.live() {
 		out = append(out, hb.Workers...)
+	}
+	return out
+}
+
+// running returns the ids of the live hosts that run pool, sorted; with
+// host set, only that one, if it does.
+func (r *hostRegistry) running(pool, host string) []string {
+	var out []string
+	for _, hb := range r.live() {
+		if host != "" && hb.Host != host {
+			continue
+		}
+		if slices.ContainsFunc(hb.Pools, func(p wire.PoolInfo) bool { return p.Name == pool }) {
+			out = append(out, hb.Host)
+		}
 	}
 	return out
 }

@@ -27,7 +27,8 @@ var dashboardHTML []byte
 
 // Pool is the view of one job type (or service pool) that GET /v1/pools
 // serves: jobs waiting and running now, attempts ended since the counters
-// were created, and worker processes on every live host.
+// were created, worker processes on every live host, and the state of the
+// pool on each host that runs it.
 type Pool struct {
 	Type      string `json:"type"`
 	Queued    int64  `json:"queued"`
@@ -36,6 +37,63 @@ type Pool struct {
 	Failed    uint64 `json:"failed"`
 	Dead      uint64 `json:"dead"`
 	Workers   int    `json:"workers"`
+	// State sums up Hosts (see poolState); empty when no live host runs
+	// the pool.
+	State string `json:"state,omitempty"`
+	// Hosts lists the pool on every live host that runs it, by host id.
+	Hosts []PoolHost `json:"hosts,omitempty"`
+}
+
+// PoolHost is the state of a pool on one host, from its last heartbeat.
+type PoolHost struct {
+	Host string `json:"host"`
+	// State is waiting (not started yet), new, running, draining, drained,
+	// failed (restarts paused until RetryAt, or the command cannot start),
+	// stopping or stopped.
+	State string `json:"state"`
+	// Count is the number of workers the pool keeps.
+	Count int `json:"count"`
+	// Operation is a rolling change in progress: recycle or upgrade.
+	Operation string `json:"operation,omitempty"`
+	// Cmd is the command line new workers start with.
+	Cmd []string `json:"cmd,omitempty"`
+	// RetryAt is when a failed pool tries to start workers again.
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Error says why the pool failed, or why its last upgrade rolled back.
+	Error string `json:"error,omitempty"`
+}
+
+// The pool states that poolState gives a meaning to.
+const (
+	poolRunning  = "running"
+	poolDraining = "draining"
+	poolDrained  = "drained"
+	poolFailed   = "failed"
+)
+
+// poolState sums up the states of a pool on its hosts: failed if any host's
+// pool failed; else the state they all share, if they do; else draining if
+// each is draining or drained; else running.
+func poolState(hosts []PoolHost) string {
+	if len(hosts) == 0 {
+		return ""
+	}
+	same, draining := true, true
+	for _, h := range hosts {
+		if h.State == poolFailed {
+			return poolFailed
+		}
+		same = same && h.State == hosts[0].State
+		draining = draining && (h.State == poolDraining || h.State == poolDrained)
+	}
+	switch {
+	case same:
+		return hosts[0].State
+	case draining:
+		return poolDraining
+	default:
+		return poolRunning
+	}
 }
 
 func (c *Conductor) startHTTP() error {
@@ -67,6 +125,10 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
+	for _, op := range poolOps {
+		mux.Handle("POST /v1/pools/{name}/"+string(op), c.auth(c.poolCommand(op)))
+	}
+	mux.Handle("GET /v1/events", c.auth(c.streamEvents))
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(c.cfg.Metrics.ServeHTTP))
 	}
@@ -183,7 +245,7 @@ func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 }
 
 // Pools returns the view of every job type that has queued jobs, counters,
-// a consumer or workers, sorted by type.
+// a consumer, workers or a host that runs it, sorted by type.
 func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 	byType := map[string]*Pool{}
 	pool := func(typ string) *Pool {
@@ -222,11 +284,21 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 		p := pool(typ)
 		p.Succeeded, p.Failed, p.Dead = n.Succeeded, n.Failed, n.Dead
 	}
-	for _, w := range c.hosts.workers() {
-		pool(w.Pool).Workers++
+	for _, hb := range c.hosts.live() {
+		for _, w := range hb.Workers {
+			pool(w.Pool).Workers++
+		}
+		for _, pi := range hb.Pools {
+			p := pool(pi.Name)
+			p.Hosts = append(p.Hosts, PoolHost{
+				Host: hb.Host, State: pi.State, Count: pi.Count, Operation: pi.Operation,
+				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error,
+			})
+		}
 	}
 	out := make([]Pool, 0, len(byType))
 	for _, p := range byType {
+		p.State = poolState(p.Hosts)
 		out = append(out, *p)
 	}
 	slices.SortFunc(out, func(a, b Pool) int { return strings.Compare(a.Type, b.Type) })

@@ -1,0 +1,201 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/kballard/go-shellquote"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// maxCommandBody bounds the body of a pool command, in bytes.
+const maxCommandBody = 64 << 10
+
+// sseKeepAlive is how often an idle event stream sends a comment, so that
+// proxies keep it open and a vanished client is noticed.
+const sseKeepAlive = 15 * time.Second
+
+// commandBody is the body of POST /v1/pools/{name}/{op}; a nil field was
+// not given.
+type commandBody struct {
+	Count   *int            `json:"count"`
+	Cmd     json.RawMessage `json:"cmd"`
+	Health  *string         `json:"health"`
+	Timeout *string         `json:"timeout"`
+}
+
+// commandAnswer is the answer to a pool command: 202 when a host accepted
+// it, 502 with Error when none did.
+type commandAnswer struct {
+	Pool  string          `json:"pool"`
+	Op    PoolOp          `json:"op"`
+	Hosts []CommandResult `json:"hosts"`
+	Error string          `json:"error,omitempty"`
+}
+
+// poolCommand serves POST /v1/pools/{name}/{op}.
+func (c *Conductor) poolCommand(op PoolOp) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		pool := r.PathValue("name")
+		cmd, err := readCommand(op, http.MaxBytesReader(w, r.Body, maxCommandBody))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		host := r.URL.Query().Get("host")
+		results, err := c.client.Command(r.Context(), pool, cmd, host)
+		c.log.Info("pool command", "pool", pool, "op", op, "host", host, "hosts", len(results), "err", err)
+		switch {
+		case errors.Is(err, ErrBadCommand):
+			writeError(w, http.StatusBadRequest, err.Error())
+		case errors.Is(err, ErrPoolNotFound):
+			writeError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrCommandRefused):
+			writeJSON(w, http.StatusBadGateway, commandAnswer{Pool: pool, Op: op, Hosts: results, Error: err.Error()})
+		case err != nil:
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+		default:
+			writeJSON(w, http.StatusAccepted, commandAnswer{Pool: pool, Op: op, Hosts: results})
+		}
+	}
+}
+
+// readCommand decodes the body of a pool command (empty is fine) into a
+// PoolCommand; the fields are checked against op, their values by
+// Client.Command.
+func readCommand(op PoolOp, body io.Reader) (PoolCommand, error) {
+	var b commandBody
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil && !errors.Is(err, io.EOF) {
+		return PoolCommand{}, fmt.Errorf("bad body: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return PoolCommand{}, errors.New("bad body: want one JSON object")
+	}
+	if err := checkFields(op, b.set()); err != nil {
+		return PoolCommand{}, err
+	}
+	switch {
+	case op == OpResize && b.Count == nil:
+		return PoolCommand{}, errors.New(`resize needs a body {"count":N}`)
+	case op == OpUpgrade && b.Cmd == nil:
+		return PoolCommand{}, errors.New(`upgrade needs a body {"cmd":["prog","arg"]} or {"cmd":"prog arg"}`)
+	}
+	cmd := PoolCommand{Op: op}
+	if b.Count != nil {
+		cmd.Count = *b.Count
+	}
+	var err error
+	if b.Cmd != nil {
+		if cmd.Cmd, err = commandLine(b.Cmd); err != nil {
+			return PoolCommand{}, err
+		}
+	}
+	if cmd.Health, err = duration("health", b.Health); err != nil {
+		return PoolCommand{}, err
+	}
+	if cmd.Timeout, err = duration("timeout", b.Timeout); err != nil {
+		return PoolCommand{}, err
+	}
+	return cmd, nil
+}
+
+// set names the fields given in b.
+func (b commandBody) set() []string {
+	var set []string
+	if b.Count != nil {
+		set = append(set, "count")
+	}
+	if b.Cmd != nil {
+		set = append(set, "cmd")
+	}
+	if b.Health != nil {
+		set = append(set, "health")
+	}
+	if b.Timeout != nil {
+		set = append(set, "timeout")
+	}
+	return set
+}
+
+// commandLine reads "cmd": an array of words, or one string split into
+// words as a shell splits them.
+func commandLine(raw json.RawMessage) ([]string, error) {
+	var line string
+	if json.Unmarshal(raw, &line) == nil {
+		words, err := shellquote.Split(line)
+		if err != nil {
+			return nil, fmt.Errorf("bad cmd %q: %w", line, err)
+		}
+		return words, nil
+	}
+	var words []string
+	if err := json.Unmarshal(raw, &words); err != nil {
+		return nil, errors.New(`bad cmd: want an array of strings ["prog","arg"] or a string "prog arg"`)
+	}
+	return words, nil
+}
+
+// duration parses the duration field name, if given.
+func duration(name string, s *string) (time.Duration, error) {
+	if s == nil {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(*s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad %s %q: want a duration such as 10s", name, *s)
+	}
+	return d, nil
+}
+
+// streamEvents serves GET /v1/events: the worker and pool events, as
+// Server-Sent Events, until the client goes away or the conductor stops.
+func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(c.closing, cancel)()
+	events, err := c.client.Events(ctx, r.URL.Query().Get("pool"))
+	switch {
+	case errors.Is(err, subject.ErrBadToken):
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if rc.Flush() != nil {
+		return
+	}
+	keepAlive := time.NewTicker(sseKeepAlive)
+	defer keepAlive.Stop()
+	for {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				return
+			}
+			data, _ := json.Marshal(e) // an Event always encodes
+			_, err = fmt.Fprintf(w, "data: %s\n\n", data)
+		case <-keepAlive.C:
+			_, err = io.WriteString(w, ": keep-alive\n\n")
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,85 @@
+package conductor_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// TestConductor_PoolCommandsWithWorkerd drives a real workerd agent, whose
+// workers are this test binary (see TestMain), through the HTTP API and
+// follows it on the event stream.
+func TestConductor_PoolCommandsWithWorkerd(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	a, err := agent.New(agent.Config{
+		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+	resp, stream := openStream(t, srv.URL, "?pool=squares")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	waitPoolState(t, c, "running", 1)
+
+	code, body := post(t, srv, "/v1/pools/squares/resize", `{"count":2}`)
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.JSONEq(t, `{"pool":"squares","op":"resize","hosts":[{"host":"h1","ok":true}]}`, body)
+	e := waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolResized)
+	require.Equal(t, 2, e.Count)
+	waitPoolState(t, c, "running", 2)
+
+	code, body = post(t, srv, "/v1/pools/squares/drain?host=h1", `{"timeout":"5s"}`)
+	require.Equal(t, http.StatusAccepted, code, body)
+	waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolDrained)
+	waitPoolState(t, c, "drained", 0)
+
+	code, body = post(t, srv, "/v1/pools/squares/resume", "")
+	require.Equal(t, http.StatusAccepted, code, body)
+	waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolResumed)
+	waitPoolState(t, c, "running", 2)
+}
+
+// waitEvent reads stream until an event of scope and kind comes.
+func waitEvent(t *testing.T, stream *bufio.Reader, scope, kind string) conductor.Event {
+	t.Helper()
+	for {
+		var e conductor.Event
+		require.NoError(t, json.Unmarshal([]byte(nextData(t, stream)), &e))
+		t.Logf("event: %+v", e)
+		if e.Scope == scope && e.Kind == kind {
+			return e
+		}
+	}
+}
+
+// waitPoolState waits until GET /v1/pools shows pool squares in state with
+// workers worker processes.
+func waitPoolState(t *testing.T, c *conductor.Conductor, state string, workers int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		pools, err := c.Pools(context.Background())
+		require.NoError(t, err)
+		for _, p := range pools {
+			if p.Type == "squares" {
+				return p.State == state && p.Workers == workers
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "pool squares %s with %d workers", state, workers)
+}
