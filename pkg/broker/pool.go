@@ -303,8 +303,8 @@ func (p *Pool) Workers() []wire.WorkerInfo {
 	out := make([]wire.WorkerInfo, 0, len(slots))
 	for _, s := range slots {
 		w := s.snapshot()
-		w.RSS = residentBytes(w.PID)
-		w.CPU = wire.Duration(cpuTime(w.PID))
+		rss, cpu := procStat(w.PID)
+		w.RSS, w.CPU = rss, wire.Duration(cpu)
 		out = append(out, w)
 	}
 	slices.SortStableFunc(out, func(a, b wire.WorkerInfo) int { return a.Index - b.Index })

@@ -15,59 +15,58 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
-// residentBytes returns the resident set size of process pid, from
-// /proc/<pid>/statm, or 0 if it cannot be read.
+// residentBytes returns the resident set size of process pid, or 0 if it
+// cannot be read.
 func residentBytes(pid int) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0
-	}
-	fields := bytes.Fields(b)
-	if len(fields) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseInt(string(fields[1]), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * int64(os.Getpagesize())
+	rss, _ := procStat(pid)
+	return rss
 }
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, 100 on
 // every Linux architecture Go supports.
 const userHZ = 100
 
-// cpuTime returns the user and system CPU time process pid has used, from
-// /proc/<pid>/stat, or 0 if it cannot be read.
-func cpuTime(pid int) time.Duration {
+// procStat returns the resident set size and the user and system CPU time
+// of process pid from one read of /proc/<pid>/stat, or zeros if it cannot
+// be read. It is called for every worker at every heartbeat, so it reads
+// with bare syscalls into a stack buffer.
+func procStat(pid int) (rss int64, cpu time.Duration) {
 	if pid <= 0 {
-		return 0
+		return 0, 0
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return 0
+		return 0, 0
+	}
+	var buf [1024]byte
+	n, err := syscall.Read(fd, buf[:])
+	syscall.Close(fd)
+	if err != nil || n <= 0 {
+		return 0, 0
 	}
 	// The command name, in parentheses, may hold spaces: count fields from
-	// the last ')'. utime and stime are fields 14 and 15 of the line, the
-	// 12th and 13th after it.
+	// the last ')'. Field k of the line (1-based) is field k-3 after it:
+	// utime 14, stime 15, rss 24 (in pages).
+	b := buf[:n]
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
-	fields := bytes.Fields(b[i+1:])
-	if len(fields) < 13 {
-		return 0
-	}
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(string(f), 10, 64)
-		if err != nil {
-			return 0
+	var utime, stime, pages int64
+	field := 0
+	for f := range bytes.FieldsSeq(b[i+1:]) {
+		switch field {
+		case 11:
+			utime, _ = strconv.ParseInt(string(f), 10, 64)
+		case 12:
+			stime, _ = strconv.ParseInt(string(f), 10, 64)
+		case 21:
+			pages, _ = strconv.ParseInt(string(f), 10, 64)
 		}
-		ticks += n
+		field++
+		if field > 21 {
+			break
+		}
 	}
-	return time.Duration(ticks) * time.Second / userHZ
+	return pages * int64(os.Getpagesize()), time.Duration(utime+stime) * time.Second / userHZ
 }

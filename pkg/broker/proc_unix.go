@@ -2,7 +2,10 @@
 
 package broker
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 // sysProcAttr puts the worker in its own process group, so that it and its
 // children are signalled together. Pdeathsig is Linux only.
@@ -12,3 +15,6 @@ func sysProcAttr() *syscall.SysProcAttr {
 
 // residentBytes returns 0 outside Linux, which has no /proc to read it from.
 func residentBytes(int) int64 { return 0 }
+
+// procStat returns zeros outside Linux.
+func procStat(int) (int64, time.Duration) { return 0, 0 }

@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// command sends a pool command to workerd host over NATS and returns its
+// reply.
+func (c *cluster) command(host string, cmd wire.Command) wire.CommandReply {
+	c.t.Helper()
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(c.t, err)
+	defer nc.Close()
+	space, _ := subject.New("default")
+	data, _ := json.Marshal(cmd)
+	m, err := nc.Request(space.Control(host), data, 10*time.Second)
+	require.NoError(c.t, err)
+	var r wire.CommandReply
+	require.NoError(c.t, json.Unmarshal(m.Data, &r))
+	return r
+}
+
+// waitVersion waits until n workers of pool run command version v.
+func (c *cluster) waitVersion(pool string, n, v int) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		up := 0
+		for _, w := range c.workers() {
+			if w.Pool == pool && w.Version == v && (w.State == "ready" || w.State == "busy") {
+				up++
+			}
+		}
+		return up == n
+	}, 30*time.Second, 20*time.Millisecond, "want %d %s workers of version %d", n, pool, v)
+}
+
+// TestWorkerd_RecycleUnderLoadLosesNoJob recycles a pool of 2 again and
+// again while 3,000 jobs run: every job succeeds exactly once with the
+// right result.
+func TestWorkerd_RecycleUnderLoadLosesNoJob(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("rec", squares(2))
+	c.waitWorkers("squares", 2)
+
+	const n = 3000
+	ev := watchEvents(t, c, "squares", n)
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(t, err)
+	defer nc.Close()
+	space, _ := subject.New("default")
+	recycled, err := nc.SubscribeSync(space.PoolEvent("squares", wire.EventPoolRecycled))
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	stop := make(chan struct{})
+	recycles := make(chan int, 1)
+	go func() {
+		count := 0
+		defer func() { recycles <- count }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !c.command("rec", wire.Command{Op: wire.CommandRecycle, Pool: "squares"}).OK {
+				t.Error("recycle refused")
+				return
+			}
+			for { // every worker replaced before the next recycle
+				if _, err := recycled.NextMsg(100 * time.Millisecond); err == nil {
+					break
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+			count++
+		}
+	}()
+	ids := c.submitMany(context.Background(), "squares", n)
+	select {
+	case <-ev.all:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("only %d of %d jobs ended", ev.ended(), n)
+	}
+	close(stop)
+	count := <-recycles
+	checkSquares(t, c, ids)
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, id := range ids {
+		require.Equal(t, map[wire.Status]int{wire.StatusSucceeded: 1}, ev.byID[id], "job %s", id)
+	}
+	require.Positive(t, count)
+	t.Logf("%d recycles of 2 workers during %d jobs", count, n)
+}
+
+// TestWorkerd_ReloadOnSIGHUP changes the config file of a running workerd
+// and sends SIGHUP: the pool is resized and its workers replaced with the
+// new environment; a broken file then changes nothing.
+func TestWorkerd_ReloadOnSIGHUP(t *testing.T) {
+	c := newCluster(t)
+	path := filepath.Join(t.TempDir(), "pools.yaml")
+	write := func(body string) { require.NoError(t, os.WriteFile(path, []byte(body), 0o600)) }
+	cmd := filepath.Join(bin, "squares-worker")
+	write("pools:\n  - name: squares\n    count: 1\n    cmd: " + cmd + "\n")
+	w := start(t, "workerd", "--conductor", c.natsURL(), "--host-id", "hup", "--config", path)
+	c.waitVersion("squares", 1, 1)
+
+	write("pools:\n  - name: squares\n    count: 2\n    env: [RELOADED=1]\n    cmd: " + cmd + "\n" +
+		"  - name: noop\n    cmd: " + filepath.Join(bin, "noop-worker") + "\n")
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGHUP))
+	c.waitVersion("squares", 2, 2)
+	c.waitWorkers("noop", 1)
+	var j struct{ Result json.RawMessage }
+	require.Equal(t, 200, c.do("POST", "/v1/jobs/squares?wait=10s", "5", nil, &j))
+	require.JSONEq(t, "25", string(j.Result))
+
+	write("pools:\n  - name: squares\n    count: soon\n    cmd: x\n")
+	require.NoError(t, w.cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(w.output(), "config not reloaded") }, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, w.output(), `is not a whole number`)
+	c.waitVersion("squares", 2, 2)
+}
