@@ -27,7 +27,7 @@ import (
 //   - direct_ready: starting noop-worker directly (fork, exec, the Go
 //     runtime, the SDK's ready on fd 4), p50/p99: the floor;
 //   - restart_ready: from SIGKILL of a pool's worker to its replacement's
-//     ready, p50/p99, every one a first restart (restart_reset=1ms);
+//     ready, p50/p99, every one a first restart (restart_reset=1ns);
 //   - the RSS and CPU of workerd supervising 50 idle workers;
 //   - the throughput of 8 workers (jobs of 2ms) while they are recycled
 //     one by one back to back, as a ratio of the same without recycling.
@@ -92,7 +92,7 @@ func restartsToReady(b *testing.B, n int) []time.Duration {
 	pool, err := broker.NewPool(broker.Config{
 		Spec: broker.Spec{
 			Name: "noop", Cmd: []string{filepath.Join(bin, "noop-worker")},
-			RestartReset: time.Millisecond, // every restart is a first one
+			RestartReset: time.Nanosecond, // every restart is a first one: no backoff
 		},
 		Source: broker.SourceFuncs{
 			NextFunc: func(ctx context.Context) (*broker.Job, error) {

@@ -29,9 +29,9 @@ type Command struct {
 	// Health is how long the first upgraded worker must stay up (and ready)
 	// before the rest are replaced; zero means the host's default.
 	Health Duration `json:"health,omitempty"`
-	// Timeout bounds a shutdown or drain: in-flight jobs get this long to
-	// finish before their workers are stopped; zero means the pool's
-	// stop_timeout.
+	// Timeout bounds a drain, restart or shutdown: in-flight jobs get this
+	// long to finish before their workers are stopped; zero means the
+	// pool's stop_timeout.
 	Timeout Duration `json:"timeout,omitempty"`
 }
 

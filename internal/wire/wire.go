@@ -84,8 +84,9 @@ type PoolInfo struct {
 	Name     string `json:"name"`
 	Count    int    `json:"count"`
 	Protocol string `json:"protocol"`
-	// State is new, running, draining, drained, failed (the crash-loop
-	// breaker tripped; see RetryAt), stopping or stopped.
+	// State is new, waiting (for the job stream), running, draining,
+	// drained, failed (the crash-loop breaker tripped, see RetryAt; or the
+	// command cannot start, see Error), stopping or stopped.
 	State string `json:"state"`
 	// Operation is a rolling change in progress: recycle or upgrade.
 	Operation string `json:"operation,omitempty"`
@@ -97,6 +98,8 @@ type PoolInfo struct {
 	Error string `json:"error,omitempty"`
 }
 
+// WorkerInfo describes one worker process (or the slot of one being
+// restarted), as GET /v1/workers lists it.
 type WorkerInfo struct {
 	Host     string    `json:"host"`
 	Pool     string    `json:"pool"`
