@@ -47,6 +47,9 @@ func (a *Agent) command(m *nats.Msg) {
 
 // accept checks cmd and starts it, or says why not.
 func (a *Agent) accept(cmd wire.Command) error {
+	if cmd.Pool == wire.AllPools {
+		return a.acceptAll(cmd)
+	}
 	p := a.findPool(cmd.Pool)
 	if p == nil {
 		return fmt.Errorf("no pool %q on host %s", cmd.Pool, a.cfg.Host)
@@ -93,6 +96,34 @@ func (a *Agent) accept(cmd wire.Command) error {
 		return fmt.Errorf("unknown command %q", cmd.Op)
 	}
 	return a.goOp(cmd, run)
+}
+
+// acceptAll starts cmd on every running pool of the host. Only the
+// commands that need nothing pool-specific can go to all.
+func (a *Agent) acceptAll(cmd wire.Command) error {
+	switch cmd.Op {
+	case wire.CommandDrain, wire.CommandResume, wire.CommandRecycle, wire.CommandRestart, wire.CommandShutdown:
+	default:
+		return fmt.Errorf("%s goes to one pool at a time, not to all", cmd.Op)
+	}
+	var errs []error
+	started := 0
+	for _, p := range a.poolList() {
+		one := cmd
+		one.Pool = p.spec.Name
+		if bp, _ := p.running(); bp == nil {
+			continue // not started: nothing to drain, recycle or stop
+		}
+		if err := a.accept(one); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		started++
+	}
+	if started == 0 {
+		return fmt.Errorf("no running pool on host %s: %w", a.cfg.Host, errors.Join(errs...))
+	}
+	return nil
 }
 
 // goOp runs one accepted command on a goroutine of the agent.

@@ -232,6 +232,22 @@ func countDropped(lines []wire.LogLine, pool string) int {
 	return n
 }
 
+func TestAgent_CommandToAllPools(t *testing.T) {
+	t.Parallel()
+	b := setupAgent(t, Config{Pools: []broker.Spec{service("one", 1, "a"), service("two", 2, "b")}})
+	b.workers(t, "one", 1, nil)
+	b.workers(t, "two", 2, nil)
+	require.Equal(t, wire.CommandReply{Host: "h1", Pool: "*", OK: true}, b.send(t, wire.Command{Op: "recycle", Pool: wire.AllPools}))
+	b.event(t, "one", wire.EventPoolRecycled)
+	b.event(t, "two", wire.EventPoolRecycled)
+	r := b.send(t, wire.Command{Op: "resize", Pool: wire.AllPools, Count: 3})
+	require.False(t, r.OK)
+	require.Equal(t, "resize goes to one pool at a time, not to all", r.Error)
+	require.True(t, b.send(t, wire.Command{Op: "drain", Pool: wire.AllPools}).OK)
+	b.event(t, "one", wire.EventPoolDrained)
+	b.event(t, "two", wire.EventPoolDrained)
+}
+
 func TestAgent_PoolThatCannotStart(t *testing.T) {
 	t.Parallel()
 	bad := service("bad", 1, "x")

@@ -18,6 +18,10 @@ const (
 	CommandShutdown = "shutdown" // stop the pool for good, within Timeout
 )
 
+// AllPools, as Command.Pool, sends drain, resume, recycle, restart and
+// shutdown to every pool of the host.
+const AllPools = "*"
+
 // Command is one command to the pool named Pool on one host.
 type Command struct {
 	Op   string `json:"op"`

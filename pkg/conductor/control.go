@@ -32,6 +32,14 @@ const (
 	OpShutdown PoolOp = wire.CommandShutdown // stop the pool for good, within Timeout
 )
 
+// AllPools, as the pool of a Command, sends it to every pool of every
+// live host (or of the one host named): drain, resume, recycle, restart
+// and shutdown only.
+const AllPools = wire.AllPools
+
+// allPoolsOps are the ops that AllPools takes.
+var allPoolsOps = []PoolOp{OpDrain, OpResume, OpRecycle, OpRestart, OpShutdown}
+
 // poolOps lists every PoolOp.
 var poolOps = []PoolOp{OpDrain, OpResume, OpRecycle, OpRestart, OpResize, OpUpgrade, OpShutdown}
 
@@ -87,6 +95,7 @@ type CommandResult struct {
 // Command sends cmd to pool on every live host that runs it, or only on
 // host if host is not empty, all at once, and returns each host's answer,
 // sorted by host. It waits at most ClientConfig.CommandTimeout for each.
+// With pool AllPools, the command goes to every pool of those hosts.
 //
 // The hosts are learnt from their heartbeats: the first Command of a Client
 // starts listening to them and waits ClientConfig.HostWait before it trusts
@@ -200,7 +209,11 @@ func refusals(results []CommandResult) string {
 
 // wire checks cmd and returns it as the command to pool that hosts take.
 func (cmd PoolCommand) wire(pool string) (wire.Command, error) {
-	if err := subject.Token("pool", pool); err != nil {
+	if pool == AllPools {
+		if !slices.Contains(allPoolsOps, cmd.Op) {
+			return wire.Command{}, fmt.Errorf("%w: %s goes to one pool at a time, not to all (%q)", ErrBadCommand, cmd.Op, AllPools)
+		}
+	} else if err := subject.Token("pool", pool); err != nil {
 		return wire.Command{}, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
 	if !slices.Contains(poolOps, cmd.Op) {

@@ -199,6 +199,29 @@ func TestConductor_PoolCommandOneHost(t *testing.T) {
 	require.Empty(t, b.commands)
 }
 
+func TestConductor_PoolCommandAllPools(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	a := startFakeHost(t, bundle.nc, fakeHostConfig{id: "a", pools: running("squares", "other")})
+	b := startFakeHost(t, bundle.nc, fakeHostConfig{id: "b", pools: running("web")})
+
+	code, body := post(t, srv, "/v1/pools/*/recycle", "")
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.JSONEq(t, `{"pool":"*","op":"recycle","hosts":[{"host":"a","ok":true},{"host":"b","ok":true}]}`, body)
+	require.Equal(t, wire.Command{Op: "recycle", Pool: "*"}, a.next(t))
+	require.Equal(t, wire.Command{Op: "recycle", Pool: "*"}, b.next(t))
+
+	code, body = post(t, srv, "/v1/pools/*/drain?host=b", `{"timeout":"2s"}`)
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.Equal(t, wire.Command{Op: "drain", Pool: "*", Timeout: wire.Duration(2 * time.Second)}, b.next(t))
+
+	code, body = post(t, srv, "/v1/pools/*/resize", `{"count":2}`)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, body, `resize goes to one pool at a time, not to all (\"*\")`)
+	require.Empty(t, a.commands)
+}
+
 func TestConductor_PoolCommandBadRequest(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})

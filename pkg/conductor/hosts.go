@@ -101,15 +101,15 @@ func (r *hostRegistry) workers() []Worker {
 	return out
 }
 
-// running returns the ids of the live hosts that run pool, sorted; with
-// host set, only that one, if it does.
+// running returns the ids of the live hosts that run pool (any pool, for
+// AllPools), sorted; with host set, only that one, if it does.
 func (r *hostRegistry) running(pool, host string) []string {
 	var out []string
 	for _, hb := range r.live() {
 		if host != "" && hb.Host != host {
 			continue
 		}
-		if slices.ContainsFunc(hb.Pools, func(p wire.PoolInfo) bool { return p.Name == pool }) {
+		if pool == wire.AllPools && len(hb.Pools) > 0 || slices.ContainsFunc(hb.Pools, func(p wire.PoolInfo) bool { return p.Name == pool }) {
 			out = append(out, hb.Host)
 		}
 	}
