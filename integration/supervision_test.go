@@ -137,3 +137,44 @@ func TestWorkerd_ReloadOnSIGHUP(t *testing.T) {
 	require.Contains(t, w.output(), `is not a whole number`)
 	c.waitVersion("squares", 2, 2)
 }
+
+// TestWorkerd_JobTimeout runs jobs that take 2s in a pool whose
+// job_timeout is 200ms, and one with its own ?timeout=: each attempt is
+// cancelled in time, retried, and the job ends dead with the reason; the
+// workers, which honour the cancel, are not replaced.
+func TestWorkerd_JobTimeout(t *testing.T) {
+	c := newCluster(t)
+	slow := filepath.Join(bin, "noop-worker") + " -delay 2s"
+	c.workerd("to", "name=slow,count=1,job_timeout=200ms,max_attempts=2,cmd="+slow,
+		"name=slower,count=1,max_attempts=1,cmd="+slow)
+	c.waitWorkers("slow", 1)
+	c.waitWorkers("slower", 1)
+	pids := map[string]int{}
+	for _, w := range c.workers() {
+		pids[w.Pool] = w.PID
+	}
+
+	var j struct {
+		Status   string
+		Attempts int
+		Error    string
+		History  []wire.Attempt
+	}
+	require.Equal(t, 200, c.do("POST", "/v1/jobs/slow?wait=30s", "1", nil, &j))
+	require.Equal(t, "dead", j.Status)
+	require.Equal(t, 2, j.Attempts)
+	require.Contains(t, j.Error, "job timed out after 200ms (worker: job cancelled")
+	require.Len(t, j.History, 2)
+	for _, a := range j.History {
+		require.Less(t, a.EndedAt.Sub(a.StartedAt), 2*time.Second, "the attempt was cut short")
+	}
+
+	require.Equal(t, 200, c.do("POST", "/v1/jobs/slower?wait=30s&timeout=100ms", "1", nil, &j))
+	require.Equal(t, "dead", j.Status)
+	require.Contains(t, j.Error, "job timed out after 100ms")
+	require.Equal(t, 400, c.do("POST", "/v1/jobs/slower?timeout=soon", "1", nil, nil))
+
+	for _, w := range c.workers() {
+		require.Equal(t, pids[w.Pool], w.PID, "a worker that honours cancel is kept")
+	}
+}

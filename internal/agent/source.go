@@ -476,7 +476,15 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	// worker's path (see withHistory).
 	st.History = []wire.Attempt{{Attempt: st.Attempts, Host: s.host, StartedAt: now}}
 	h.timer = time.AfterFunc(runningDelay, func() { s.storeRunning(h) })
-	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h}
+	job := &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h}
+	if v := m.Header.Get(wire.HeaderTimeout); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			job.Timeout = d
+		} else {
+			s.log.Warn("ignoring a bad timeout header; the pool's job_timeout applies", "job", st.ID, "header", wire.HeaderTimeout, "value", v)
+		}
+	}
+	return job
 }
 
 // storeRunning stores the running state of a job that has not ended yet.

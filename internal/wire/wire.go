@@ -16,6 +16,9 @@ const (
 	HeaderJobID = "Conductor-Job-Id"
 	// HeaderBatch carries the id of the batch the job belongs to, if any.
 	HeaderBatch = "Conductor-Batch"
+	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
+	// ("30s"), instead of its pool's job_timeout.
+	HeaderTimeout = "Conductor-Timeout"
 	// HeaderMsgID is the JetStream deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
 )

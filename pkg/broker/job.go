@@ -12,6 +12,8 @@ type Job struct {
 	Type    string
 	Payload json.RawMessage
 	Attempt int
+	// Timeout, if set, bounds this attempt instead of Spec.JobTimeout.
+	Timeout time.Duration
 	// Handle is the Source's own; the broker never looks at it.
 	Handle any
 }
@@ -27,6 +29,9 @@ type Outcome struct {
 	Permanent bool
 	// Crashed is set when the process exited (or was killed) holding the job.
 	Crashed bool
+	// TimedOut is set when the attempt ran over its timeout: the worker was
+	// sent the cancel op and, if it did not answer, stopped.
+	TimedOut bool
 	// NotStarted is set when the job never reached a worker (its worker
 	// went busy, or exited, or the pool stopped, first): the Source should
 	// put it back for another worker without counting a failure. Err says

@@ -48,6 +48,8 @@ var fakeWorkers = map[string]func() int{
 	"crash-later":    runCrashLater,
 	"message":        runMessage,
 	"http":           runHTTP,
+	"cancel-job":     runCancelJob,
+	"ignore-cancel":  runIgnoreCancel,
 }
 
 func TestMain(m *testing.M) {
@@ -395,4 +397,31 @@ func runHTTP() int {
 	}
 	conns.Wait() // every connection Serve accepted was counted before it returned
 	return 0
+}
+
+// runCancelJob: holds each job until workerd cancels it, then reports it
+// failed.
+func runCancelJob() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	for {
+		m, err := c.in.Read()
+		if err != nil || m.Op == proto.OpShutdown {
+			return 0
+		}
+		if m.Op == proto.OpCancel {
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: "cancelled by workerd"})
+		}
+	}
+}
+
+// runIgnoreCancel: holds each job, ignores cancel; SIGTERM ends it.
+func runIgnoreCancel() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	for {
+		if _, err := c.in.Read(); err != nil {
+			blockForever()
+		}
+	}
 }

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
@@ -49,7 +51,13 @@ type session struct {
 	shutdown   bool   // the shutdown op was sent (or fd 3 closed)
 	killReason string // why we killed the process, if on purpose
 
-	readyTimer alarm // ReadyTimeout from start until the first ready
+	jobTimer    alarm         // the running job's timeout
+	cancelTimer alarm         // KillTimeout after the cancel op of a job over its timeout, then SIGTERM
+	timedOut    time.Duration // the running job went over this timeout; zero if not
+	// stoppedForTimeout: the process was stopped because its job ran over
+	// its timeout; its slot restarts it at once, as no failure of its own.
+	stoppedForTimeout bool
+	readyTimer  alarm         // ReadyTimeout from start until the first ready
 	drainTimer alarm // StopTimeout for the in-flight job once stopping
 	termTimer  alarm // KillTimeout after the shutdown op, then SIGTERM
 	retryTimer alarm // pause after a failed Source.Next
@@ -93,7 +101,7 @@ func (ss *session) run() processRun {
 		case err := <-ss.writing:
 			ss.wrote(err)
 		case <-ss.p.exited:
-			return processRun{readyAt: ss.readyAt, finished: ss.finished}
+			return processRun{readyAt: ss.readyAt, finished: ss.finished, stoppedForTimeout: ss.stoppedForTimeout}
 		case <-ss.stopC:
 			ss.stopC = nil
 			ss.beginStop()
@@ -115,6 +123,15 @@ func (ss *session) run() processRun {
 			ss.termTimer.stop()
 			ss.killReason = ss.s.stopCause()
 			ss.s.log.Warn("worker did not exit after shutdown; sending SIGTERM", "pid", ss.p.pid)
+			ss.p.terminate()
+		case <-ss.jobTimer.C():
+			ss.jobTimer.stop()
+			ss.overtime()
+		case <-ss.cancelTimer.C():
+			ss.cancelTimer.stop()
+			ss.killReason = fmt.Sprintf("job timed out after %s", ss.timedOut)
+			ss.stoppedForTimeout = true
+			ss.s.log.Warn("worker did not stop its job after the cancel op; sending SIGTERM", "pid", ss.p.pid, "job", ss.job.ID)
 			ss.p.terminate()
 		case <-ss.retryTimer.C():
 			ss.retryTimer.stop()
@@ -190,7 +207,10 @@ const (
 // does not read. The write fails after ReadyTimeout, or at once once the
 // process is gone.
 func (ss *session) give(j *Job) {
-	ss.job, ss.jobStart = j, time.Now()
+	ss.job, ss.jobStart, ss.timedOut = j, time.Now(), 0
+	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
+		ss.jobTimer.set(t)
+	}
 	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
 	m := proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
 	if len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128 {
@@ -243,6 +263,21 @@ func (ss *session) wrote(err error) {
 	}
 }
 
+// overtime starts the kill ladder of a job over its timeout: the cancel
+// op now; SIGTERM to the process group if the job has not ended
+// KillTimeout later; SIGKILL KillTimeout after that.
+func (ss *session) overtime() {
+	if ss.job == nil {
+		return // it ended as the timer fired
+	}
+	ss.timedOut = cmp.Or(ss.job.Timeout, ss.spec.JobTimeout)
+	ss.s.log.Warn("job over its timeout; cancelling it", "pid", ss.p.pid, "job", ss.job.ID, "timeout", ss.timedOut)
+	if ss.writing == nil {
+		_ = ss.p.send(proto.Message{Op: proto.OpCancel, ID: ss.job.ID}, shutdownWriteTimeout)
+	}
+	ss.cancelTimer.set(ss.spec.KillTimeout)
+}
+
 // handle takes one message from the worker.
 func (ss *session) handle(m proto.Message) {
 	switch m.Op {
@@ -290,8 +325,15 @@ func (ss *session) done(m proto.Message) {
 	}
 	j := ss.job
 	ss.job = nil
+	ss.jobTimer.stop()
+	ss.cancelTimer.stop()
 	out := ss.outcome()
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
+	if ss.timedOut > 0 && m.Error != "" {
+		// Cancelled for its timeout: retry it, whatever the worker thought.
+		out.Err = fmt.Sprintf("job timed out after %s (%s)", ss.timedOut, m.Error)
+		out.TimedOut, out.Permanent = true, false
+	}
 	ss.finished++
 	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
 	if max := ss.spec.MaxJobs; max > 0 && ss.finished >= max && !ss.full {
@@ -353,7 +395,7 @@ func (ss *session) sendShutdown() {
 // killed by then): the pending Next and job write, the messages still in
 // fd 4 (a last done counts), and the job the worker held, reported Crashed.
 func (ss *session) finish() {
-	for _, a := range []*alarm{&ss.readyTimer, &ss.drainTimer, &ss.termTimer, &ss.retryTimer, &ss.eofTimer} {
+	for _, a := range []*alarm{&ss.jobTimer, &ss.cancelTimer, &ss.readyTimer, &ss.drainTimer, &ss.termTimer, &ss.retryTimer, &ss.eofTimer} {
 		a.stop()
 	}
 	if ss.next != nil {
@@ -372,7 +414,7 @@ func (ss *session) finish() {
 	j := ss.job
 	ss.job = nil
 	out := ss.outcome()
-	out.Crashed = true
+	out.Crashed, out.TimedOut = true, ss.timedOut > 0
 	out.Err = "worker exited: " + ss.p.exit
 	if t := ss.p.stderr.last(crashTailLines, crashTailBytes); t != "" {
 		out.Err += "; stderr: " + t

@@ -212,8 +212,9 @@ func (s *slot) requestRecycle() {
 // ended: when it first said ready (its start for ProtocolNone; zero if
 // never) and how many jobs it finished.
 type processRun struct {
-	readyAt  time.Time
-	finished int
+	readyAt           time.Time
+	finished          int
+	stoppedForTimeout bool // killed by its job's timeout: no failure of its own
 }
 
 // runProcess starts one process and serves it until it has exited and been
@@ -299,6 +300,9 @@ func (s *slot) delayRestart(run processRun) bool {
 	var healthy time.Duration
 	if !run.readyAt.IsZero() {
 		healthy = time.Since(run.readyAt)
+	}
+	if run.stoppedForTimeout {
+		return true // refilled at once; neither backoff nor breaker
 	}
 	delay := s.backoff.next(healthy, run.finished > 0)
 	for {

@@ -79,6 +79,10 @@ type Spec struct {
 	// and again after SIGTERM, before SIGKILL of its process group. Zero
 	// means DefaultKillTimeout.
 	KillTimeout time.Duration `yaml:"kill_timeout"`
+	// JobTimeout, if set, bounds each attempt of a job (a job may set its
+	// own): past it the worker gets the cancel op, then, KillTimeout later,
+	// SIGTERM to its process group, then SIGKILL; the job is retried.
+	JobTimeout time.Duration `yaml:"job_timeout"`
 	// MaxAttempts is the number of attempts of a job before it goes dead.
 	// The broker does not use it; the job Source does. Zero means
 	// DefaultMaxAttempts.
@@ -120,7 +124,7 @@ type Spec struct {
 //
 // Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
 // listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
-// max_attempts, max_restarts_per_minute, restart_delay, restart_factor,
+// job_timeout, max_attempts, max_restarts_per_minute, restart_delay, restart_factor,
 // restart_max_delay, restart_reset, recycle, max_jobs, max_rss).
 // env=KEY=VALUE may repeat; no other
 // key may. Values other than cmd cannot hold a comma. The result is
@@ -184,6 +188,8 @@ func (s *Spec) set(key, value string) error {
 		s.StopTimeout, err = parseDuration(value)
 	case "kill_timeout":
 		s.KillTimeout, err = parseDuration(value)
+	case "job_timeout":
+		s.JobTimeout, err = parseDuration(value)
 	case "max_attempts":
 		s.MaxAttempts, err = parseCount(value, 1)
 	case "max_restarts_per_minute":
@@ -322,6 +328,7 @@ func (s Spec) check() (key, problem string) {
 		{"stop_timeout", int64(s.StopTimeout)},
 		{"kill_timeout", int64(s.KillTimeout)},
 		{"max_attempts", int64(s.MaxAttempts)},
+		{"job_timeout", int64(s.JobTimeout)},
 		{"max_restarts_per_minute", int64(s.MaxRestartsPerMinute)},
 		{"restart_delay", int64(s.RestartDelay)},
 		{"restart_max_delay", int64(s.RestartMaxDelay)},

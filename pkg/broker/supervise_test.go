@@ -2,12 +2,14 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -503,4 +505,59 @@ func TestPool_ServiceRecycleUnderLoad(t *testing.T) {
 	}
 	ev.wait(t, wire.EventPoolRecycled, nil)
 	t.Logf("%d requests during the recycle, none failed", ok.Load())
+}
+
+func TestPool_JobTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode    string
+		err     string
+		crashed bool
+	}{
+		{"cancel-job", "job timed out after 100ms (cancelled by workerd)", false},
+		{"ignore-cancel", "job timed out after 100ms (worker exited: signal: terminated", true},
+		{"ignore-sigterm", "job timed out after 100ms (worker exited: signal: killed", true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
+			b := newBundle(t)
+			spec := b.spec(tc.mode)
+			spec.JobTimeout = 100 * time.Millisecond
+			spec.KillTimeout = 200 * time.Millisecond
+			spec.MaxRestartsPerMinute = 1 // a timeout kill is no failure of the pool
+			pool, ev := setupEvents(t, spec, b)
+			first := readyN(t, pool, 1)[0]
+			for i := range 2 {
+				b.submit(t, strconv.Itoa(i), `1`)
+				e := b.outcome(t)
+				require.True(t, e.out.TimedOut)
+				require.Equal(t, tc.crashed, e.out.Crashed)
+				require.False(t, e.out.Permanent)
+				require.True(t, strings.HasPrefix(e.out.Err, tc.err), e.out.Err)
+				require.GreaterOrEqual(t, e.out.Ended.Sub(e.out.Started), 100*time.Millisecond)
+			}
+			w := readyN(t, pool, 1)[0]
+			if tc.crashed {
+				require.NotEqual(t, first.PID, w.PID)
+				require.Equal(t, 2, w.Restarts)
+				require.Empty(t, ev.all(wire.EventPoolFailed))
+			} else {
+				require.Equal(t, first.PID, w.PID, "a worker that stops its job on cancel keeps serving")
+			}
+		})
+	}
+	t.Run("PerJob", func(t *testing.T) {
+		t.Parallel()
+		b := newBundle(t)
+		pool, _ := setupEvents(t, b.spec("cancel-job"), b)
+		readyN(t, pool, 1)
+		j := &broker.Job{ID: "short", Type: "test", Payload: json.RawMessage(`1`), Attempt: 1, Timeout: 50 * time.Millisecond}
+		select {
+		case b.jobs <- j:
+		case <-time.After(waitLimit):
+			t.Fatal("no worker asked for the job")
+		}
+		e := b.outcome(t)
+		require.Equal(t, "job timed out after 50ms (cancelled by workerd)", e.out.Err)
+	})
 }

@@ -155,8 +155,9 @@ func (c *Client) Close() {
 type SubmitOption func(*submitOptions)
 
 type submitOptions struct {
-	key   string
-	batch string
+	key     string
+	batch   string
+	timeout time.Duration
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -170,6 +171,13 @@ func WithIdempotencyKey(key string) SubmitOption {
 // WithBatch adds the job to batch id.
 func WithBatch(id string) SubmitOption {
 	return func(o *submitOptions) { o.batch = id }
+}
+
+// WithTimeout bounds each attempt of the job to d, instead of its pool's
+// job_timeout: past it the worker is told to cancel the job, then stopped,
+// and the job is retried (see docs/supervision.md).
+func WithTimeout(d time.Duration) SubmitOption {
+	return func(o *submitOptions) { o.timeout = d }
 }
 
 // idempotencySpace seeds the name-based ids of idempotent submissions.
@@ -192,6 +200,9 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	}
 	if len(data) > c.cfg.MaxPayload {
 		return "", &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
+	}
+	if o.timeout < 0 {
+		return "", fmt.Errorf("conductor: negative timeout %s", o.timeout)
 	}
 
 	id := uuid.Must(uuid.NewV7()).String()
@@ -229,6 +240,9 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	m.Header.Set(wire.HeaderMsgID, id)
 	if o.batch != "" {
 		m.Header.Set(wire.HeaderBatch, o.batch)
+	}
+	if o.timeout > 0 {
+		m.Header.Set(wire.HeaderTimeout, o.timeout.String())
 	}
 	m.Data = data
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {

@@ -191,6 +191,14 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		opts = append(opts, WithIdempotencyKey(key))
 	}
+	if s := r.URL.Query().Get("timeout"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout %q: want a positive duration such as 30s", s))
+			return
+		}
+		opts = append(opts, WithTimeout(d))
+	}
 	id, err := c.client.Submit(r.Context(), typ, json.RawMessage(body), opts...)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
