@@ -57,11 +57,11 @@ type session struct {
 	// stoppedForTimeout: the process was stopped because its job ran over
 	// its timeout; its slot restarts it at once, as no failure of its own.
 	stoppedForTimeout bool
-	readyTimer  alarm         // ReadyTimeout from start until the first ready
-	drainTimer alarm // StopTimeout for the in-flight job once stopping
-	termTimer  alarm // KillTimeout after the shutdown op, then SIGTERM
-	retryTimer alarm // pause after a failed Source.Next
-	eofTimer   alarm // KillTimeout after fd 4 closed, then SIGKILL: a worker without a channel is of no use
+	readyTimer        alarm // ReadyTimeout from start until the first ready
+	drainTimer        alarm // StopTimeout for the in-flight job once stopping
+	termTimer         alarm // KillTimeout after the shutdown op, then SIGTERM
+	retryTimer        alarm // pause after a failed Source.Next
+	eofTimer          alarm // KillTimeout after fd 4 closed, then SIGKILL: a worker without a channel is of no use
 }
 
 type nextResult struct {
