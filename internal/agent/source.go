@@ -74,8 +74,16 @@ type heldJob struct {
 	timer    *time.Timer
 	mu       sync.Mutex
 	finished bool
+	requeued bool // a dead job queued again: it has a history from before
 	state    wire.Job
+	// earlier is the history before this attempt, once read (by
+	// storeRunning, or by the publisher), so that it is read once.
+	earlier     []wire.Attempt
+	readEarlier bool
 }
+
+// hasEarlier reports whether the job may have attempts before this one.
+func (h *heldJob) hasEarlier() bool { return h.state.Attempts > 1 || h.requeued }
 
 // finishJob is one outcome on its way to the store.
 type finishJob struct {
@@ -464,6 +472,7 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	st.Status = wire.StatusRunning
 	st.UpdatedAt = now
 	st.Batch = m.Header.Get(wire.HeaderBatch)
+	h.requeued = m.Header.Get(wire.HeaderRequeued) != ""
 	if md, err := m.Metadata(); err == nil {
 		st.Attempts = int(md.NumDelivered)
 		st.CreatedAt = md.Timestamp.UTC()
@@ -496,18 +505,31 @@ func (s *source) storeRunning(h *heldJob) {
 	if h.finished {
 		return
 	}
-	if data, err := json.Marshal(&h.state); err == nil {
+	st := h.state
+	if h.hasEarlier() {
+		// Off the worker's path: this runs only for a job past runningDelay.
+		h.earlier, h.readEarlier = s.history(st.ID), true
+		st.History = append(slices.Clone(h.earlier), st.History...)
+	}
+	if data, err := json.Marshal(&st); err == nil {
 		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
 	}
 }
 
 // withHistory puts the attempts a retried job made before this one in
 // front of its state's history.
-func (s *source) withHistory(st *wire.Job) {
-	if st.Attempts <= 1 {
-		return
+func (s *source) withHistory(h *heldJob) {
+	if !h.hasEarlier() {
+		return // nothing before it: save the read
 	}
-	st.History = append(s.history(st.ID), st.History...)
+	h.mu.Lock()
+	earlier, read := h.earlier, h.readEarlier
+	h.mu.Unlock()
+	if !read {
+		earlier = s.history(h.state.ID)
+	}
+	st := &h.state
+	st.History = append(slices.Clone(earlier), st.History...)
 	if n := len(st.History); n > wire.MaxHistory {
 		st.History = st.History[n-wire.MaxHistory:]
 	}
@@ -610,7 +632,7 @@ func (s *source) publisher() {
 	defer s.wg.Done()
 	defer close(s.acking)
 	for f := range s.finishing {
-		s.withHistory(&f.held.state)
+		s.withHistory(f.held)
 		data, err := json.Marshal(&f.held.state)
 		if err != nil {
 			// The result is valid JSON from the broker; this cannot happen.
@@ -637,6 +659,9 @@ func (s *source) acker() {
 			s.release(f.held.msg)
 			continue
 		}
+		if f.held.state.Status == wire.StatusDead {
+			s.storeDead(f)
+		}
 		// Released first: a lease extension sent after a delayed nak would
 		// cut the retry's delay short (see keepLeases).
 		m := f.held.msg
@@ -658,6 +683,28 @@ func (s *source) acker() {
 		ev.Data = f.data
 		_ = s.nc.PublishMsg(ev)
 	}
+}
+
+// storeDead indexes a dead job in the dead bucket, so that it can be
+// listed and re-queued. Its state, payload included, is stored already; a
+// failure here only leaves it out of the list, and is logged.
+func (s *source) storeDead(f finishJob) {
+	subj := subject.KV(s.space.DeadBucket(), f.held.state.ID)
+	delay := 100 * time.Millisecond
+	for range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := s.js.Publish(ctx, subj, f.data)
+		cancel()
+		if err == nil {
+			return
+		}
+		s.log.Warn("index dead job; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
+		if !s.wait(delay) {
+			break
+		}
+		delay *= 2
+	}
+	s.log.Error("dead job not indexed: GET /v1/jobs?status=dead will not list it; GET /v1/jobs/ID shows it", "pool", s.typ, "job", f.held.state.ID)
 }
 
 // storeTimeout bounds the wait for the answer to a state store: an answer

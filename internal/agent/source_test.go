@@ -266,3 +266,23 @@ func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {
 	require.JSONEq(t, `"{not json"`, string(dead.Payload), "kept as a string")
 	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond)
 }
+
+func TestSource_RunningStateKeepsHistory(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 1)
+	now := time.Now()
+	job := next(t, src)
+	src.Done(job, broker.Outcome{Crashed: true, Err: "worker exited: signal: killed", Started: now, Ended: now})
+	b.state(t, job, wire.StatusFailed)
+
+	job = next(t, src)
+	require.Equal(t, 2, job.Attempt)
+	running := b.state(t, job, wire.StatusRunning) // a long second attempt
+	require.Len(t, running.History, 2)
+	require.Equal(t, "worker exited: signal: killed", running.History[0].Error)
+	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: time.Now()})
+	done := b.state(t, job, wire.StatusSucceeded)
+	require.Len(t, done.History, 2, "the running state's write does not hide the first attempt")
+	require.Equal(t, []int{1, 2}, []int{done.History[0].Attempt, done.History[1].Attempt})
+}

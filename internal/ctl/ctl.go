@@ -37,6 +37,8 @@ Usage:
 Commands:
   submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD   queue a job (PAYLOAD is JSON, or - for stdin)
   job ID                                                show a job's state
+  dead [TYPE]                                           list dead jobs (newest first, at most 100)
+  retry ID                                              queue a dead job again
   pools                                                 list job types with their counts and state
   workers                                               list every worker process on every host
   drain POOL [--timeout D] [--host ID]                  finish in-flight jobs, then stop the workers
@@ -79,6 +81,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: conductorctl job ID")
 		}
 		return c.show(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(rest[0]), nil, nil)
+	case "dead":
+		if len(rest) > 1 {
+			return errors.New("usage: conductorctl dead [TYPE]")
+		}
+		path := "/v1/jobs?status=dead"
+		if len(rest) == 1 {
+			path += "&type=" + url.QueryEscape(rest[0])
+		}
+		return c.table(ctx, path, []string{"id", "type", "attempts", "updated_at", "error"})
+	case "retry":
+		if len(rest) != 1 {
+			return errors.New("usage: conductorctl retry ID")
+		}
+		return c.show(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(rest[0])+"/retry", nil, nil)
 	case "pools":
 		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers", "state"})
 	case "workers":

@@ -36,6 +36,16 @@ func fakeAPI(t *testing.T) *httptest.Server {
 	mux.HandleFunc("GET /v1/pools", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2}]`)
 	})
+	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("status") != "dead" || r.URL.Query().Get("type") != "squares" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		_, _ = io.WriteString(w, `[{"id":"j9","type":"squares","attempts":3,"updated_at":"2026-11-23T10:00:00Z","error":"boom"}]`)
+	})
+	mux.HandleFunc("POST /v1/jobs/{id}/retry", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"id":"`+r.PathValue("id")+`","status":"queued"}`)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -85,6 +95,14 @@ func TestRun_ErrorsAndTables(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out2, "TYPE     QUEUED  RUNNING")
 	require.Contains(t, out2, "squares  3       1")
+
+	out2, err = run(t, srv, "dead", "squares")
+	require.NoError(t, err)
+	require.Contains(t, out2, "ID  TYPE     ATTEMPTS  UPDATED_AT            ERROR")
+	require.Contains(t, out2, "j9  squares  3         2026-11-23T10:00:00Z  boom")
+	out2, err = run(t, srv, "retry", "j9")
+	require.NoError(t, err)
+	require.Contains(t, out2, `"status": "queued"`)
 
 	_, err = run(t, srv, "frobnicate")
 	require.ErrorContains(t, err, `unknown command "frobnicate"`)

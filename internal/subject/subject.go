@@ -163,6 +163,11 @@ func (s Space) JobStream() string { return Root + "-" + s.ns + "-jobs" }
 // by job id.
 func (s Space) StateBucket() string { return Root + "-" + s.ns + "-state" }
 
+// DeadBucket is the name of the key-value bucket that indexes dead jobs,
+// keyed by id: each holds the job's dead state (with its payload) until it
+// is re-queued.
+func (s Space) DeadBucket() string { return Root + "-" + s.ns + "-dead" }
+
 // StatsBucket is the name of the key-value bucket holding per-type counters.
 func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
 

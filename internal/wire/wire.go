@@ -19,6 +19,9 @@ const (
 	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
 	// ("30s"), instead of its pool's job_timeout.
 	HeaderTimeout = "Conductor-Timeout"
+	// HeaderRequeued marks a dead job queued again: its attempts count from
+	// 1 again, and the history of its earlier run is kept.
+	HeaderRequeued = "Conductor-Requeued"
 	// HeaderMsgID is the JetStream deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
 )

@@ -89,6 +89,9 @@ type Client struct {
 	// It is never held with mu.
 	hostsMu sync.Mutex
 	hosts   *hostRegistry
+
+	deadMu  sync.Mutex         // guards dead
+	dead    jetstream.KeyValue // the dead job index, opened on first use
 	hostSub *nats.Subscription
 }
 

@@ -241,6 +241,13 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("conductor: create job state bucket: %w", err)
 	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.DeadBucket(),
+		Description: "conductor dead jobs by id, kept until re-queued",
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create dead job bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.StatsBucket(),
 		Description: "conductor job counts by type",
 		Storage:     storage,

@@ -130,6 +130,18 @@ func post(t *testing.T, srv *httptest.Server, path, body string) (int, string) {
 	t.Helper()
 	resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
 	require.NoError(t, err)
+	return readAnswer(t, resp)
+}
+
+func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	require.NoError(t, err)
+	return readAnswer(t, resp)
+}
+
+func readAnswer(t *testing.T, resp *http.Response) (int, string) {
+	t.Helper()
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -123,6 +124,8 @@ func (c *Conductor) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", c.healthz)
 	mux.Handle("POST /v1/jobs/{type}", c.auth(c.submitJob))
 	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
+	mux.Handle("GET /v1/jobs", c.auth(c.listJobs))
+	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(c.retryJob))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
 	for _, op := range poolOps {
@@ -323,4 +326,51 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// listJobs serves GET /v1/jobs?status=dead[&type=T][&limit=N].
+func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if st := q.Get("status"); st != string(StatusDead) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad status %q: jobs can be listed by status=dead; GET /v1/jobs/{id} reads any job", st))
+		return
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1 to %d", s, MaxListLimit))
+			return
+		}
+		limit = n
+	}
+	typ := q.Get("type")
+	if typ != "" {
+		if err := subject.Token("job type", typ); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	jobs, err := c.client.DeadJobs(r.Context(), typ, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, jobs)
+}
+
+// retryJob serves POST /v1/jobs/{id}/retry: a dead job is queued again.
+func (c *Conductor) retryJob(w http.ResponseWriter, r *http.Request) {
+	j, err := c.client.Requeue(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrJobNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrNotDead):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		c.log.Info("dead job re-queued", "job", j.ID, "type", j.Type)
+		writeJSON(w, http.StatusOK, j)
+	}
 }

@@ -1,0 +1,146 @@
+package conductor
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Limits of DeadJobs.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// ErrNotDead is returned by Requeue for a job that is not dead.
+var ErrNotDead = errors.New("conductor: job is not dead")
+
+// deadBucket opens the dead job index once.
+func (c *Client) deadBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	c.deadMu.Lock()
+	defer c.deadMu.Unlock()
+	if c.dead != nil {
+		return c.dead, nil
+	}
+	kv, err := c.js.KeyValue(ctx, c.space.DeadBucket())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open the dead job index: %w", err)
+	}
+	c.dead = kv
+	return kv, nil
+}
+
+// DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
+// most limit of them (DefaultListLimit if 0, at most MaxListLimit). Each
+// comes with its payload and every attempt's error.
+func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, error) {
+	if typ != "" {
+		if err := subject.Token("job type", typ); err != nil {
+			return nil, fmt.Errorf("conductor: %w", err)
+		}
+	}
+	limit = min(cmp.Or(limit, DefaultListLimit), MaxListLimit)
+	if limit < 0 {
+		return nil, fmt.Errorf("conductor: negative limit %d", limit)
+	}
+	kv, err := c.deadBucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: list dead jobs: %w", err)
+	}
+	defer lister.Stop()
+	jobs := []*Job{}
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // re-queued meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("conductor: read dead job %s: %w", key, err)
+		}
+		var j Job
+		if err := json.Unmarshal(e.Value(), &j); err != nil || (typ != "" && j.Type != typ) {
+			continue
+		}
+		jobs = append(jobs, &j)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(jobs, func(a, b *Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
+	return jobs[:min(len(jobs), limit)], nil
+}
+
+// Requeue queues dead job id again with its payload: it runs again from
+// its first attempt, its history kept, and leaves the dead list. A job
+// that is not dead is left alone (ErrNotDead); an unknown one is
+// ErrJobNotFound. It returns the job's new state.
+func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
+	if subject.Token("job id", id) != nil {
+		return nil, ErrJobNotFound
+	}
+	kv, err := c.deadBucket(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		j, err := c.Job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if j.Status != StatusDead {
+			return nil, fmt.Errorf("%w: %s is %s", ErrNotDead, id, j.Status)
+		}
+		return nil, fmt.Errorf("conductor: dead job %s is not in the dead job index", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read dead job %s: %w", id, err)
+	}
+	var dead Job
+	if err := json.Unmarshal(e.Value(), &dead); err != nil {
+		return nil, fmt.Errorf("conductor: decode dead job %s: %w", id, err)
+	}
+	ctx = context.WithoutCancel(ctx) // the three steps go together
+	// The queued state first: a worker may take the job the moment it is
+	// published, and its states must come after this one.
+	now := time.Now().UTC()
+	queued := &Job{
+		ID: id, Type: dead.Type, Status: StatusQueued, Batch: dead.Batch,
+		CreatedAt: dead.CreatedAt, UpdatedAt: now, History: dead.History,
+	}
+	state, _ := json.Marshal(queued)
+	if _, err := c.kv.Put(ctx, id, state); err != nil {
+		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
+	}
+	m := nats.NewMsg(c.space.Job(dead.Type))
+	m.Header.Set(wire.HeaderJobID, id)
+	// A fresh dedup id: the job's own id is within the window if it died fast.
+	m.Header.Set(wire.HeaderMsgID, id+"-requeue-"+strconv.FormatUint(e.Revision(), 10))
+	m.Header.Set(wire.HeaderRequeued, "1")
+	if dead.Batch != "" {
+		m.Header.Set(wire.HeaderBatch, dead.Batch)
+	}
+	m.Data = dead.Payload
+	if _, err := c.js.PublishMsg(ctx, m); err != nil {
+		_, _ = c.kv.Put(ctx, id, e.Value()) // it is still dead
+		return nil, fmt.Errorf("conductor: queue job %s again: %w", id, err)
+	}
+	// Only this revision: if the job has died again already, it stays listed.
+	_ = kv.Delete(ctx, id, jetstream.LastRevision(e.Revision()))
+	return queued, nil
+}

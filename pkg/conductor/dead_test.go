@@ -1,0 +1,87 @@
+package conductor_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// TestConductor_DeadJobs lets a job die on a real workerd agent, lists it,
+// re-queues it, and sees it run (and die) again with its history kept.
+func TestConductor_DeadJobs(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	a, err := agent.New(agent.Config{
+		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := c.Client()
+
+	dead, err := client.SubmitAndWait(ctx, "squares", "fail")
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusDead, dead.Status)
+	ok, err := client.SubmitAndWait(ctx, "squares", 3)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusSucceeded, ok.Status)
+
+	var list []conductor.Job
+	require.Eventually(t, func() bool {
+		list = nil
+		code, body := get(t, srv, "/v1/jobs?status=dead&type=squares")
+		require.Equal(t, http.StatusOK, code, body)
+		require.NoError(t, json.Unmarshal([]byte(body), &list))
+		return len(list) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, dead.ID, list[0].ID)
+	require.JSONEq(t, `"fail"`, string(list[0].Payload))
+	require.Equal(t, "asked to fail", list[0].Error)
+	others, err := client.DeadJobs(ctx, "other", 0)
+	require.NoError(t, err)
+	require.Empty(t, others)
+
+	code, body := post(t, srv, "/v1/jobs/"+ok.ID+"/retry", "")
+	require.Equal(t, http.StatusConflict, code, body)
+	require.Contains(t, body, "is not dead: "+ok.ID+" is succeeded")
+	code, _ = post(t, srv, "/v1/jobs/nope/retry", "")
+	require.Equal(t, http.StatusNotFound, code)
+
+	code, body = post(t, srv, "/v1/jobs/"+dead.ID+"/retry", "")
+	require.Equal(t, http.StatusOK, code, body)
+	var queued conductor.Job
+	require.NoError(t, json.Unmarshal([]byte(body), &queued))
+	require.Equal(t, conductor.StatusQueued, queued.Status)
+	require.Len(t, queued.History, 1)
+
+	again, err := client.Wait(ctx, dead.ID)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusDead, again.Status, "it ran again, and failed again")
+	require.Len(t, again.History, 2, "the first run's history is kept")
+	require.Eventually(t, func() bool {
+		list, err := client.DeadJobs(ctx, "", 0)
+		require.NoError(t, err)
+		return len(list) == 1 && list[0].UpdatedAt.After(dead.UpdatedAt)
+	}, 10*time.Second, 10*time.Millisecond, "listed again once dead again")
+
+	for _, path := range []string{"/v1/jobs?status=running", "/v1/jobs?status=dead&limit=0", "/v1/jobs?status=dead&type=a.b"} {
+		code, _ := get(t, srv, path)
+		require.Equal(t, http.StatusBadRequest, code, path)
+	}
+}
