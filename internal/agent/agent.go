@@ -68,6 +68,8 @@ type Agent struct {
 	log   *slog.Logger
 	start time.Time
 	logs  *logForwarder
+	// cancels holds the ids of cancelled jobs (see watchCancels).
+	cancels *cancels
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -136,6 +138,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
 	a.logs = newLogForwarder(cfg.Conn, space, cfg.LogRate)
+	a.cancels = newCancels()
 	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncTimeout(storeTimeout))
 	if err != nil {
@@ -181,6 +184,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.mu.Unlock()
 		a.wg.Go(func() { a.heartbeat(a.ctx) })
 		a.wg.Go(func() { a.watchReconnects(a.ctx) })
+		a.wg.Go(func() { a.watchCancels(a.ctx) })
 		a.wg.Go(func() {
 			<-a.ctx.Done()
 			_ = sub.Unsubscribe()
@@ -323,7 +327,7 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
 				workers: cmp.Or(spec.Count, broker.DefaultCount), prefetch: a.cfg.Prefetch,
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
-				expires: a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log,
+				expires: a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
 			})
 		}
 		if ctx.Err() != nil {

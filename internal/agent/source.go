@@ -107,6 +107,8 @@ type sourceConfig struct {
 	expires     time.Duration
 	ackWait     time.Duration
 	log         *slog.Logger
+	// cancelled reports whether a job was cancelled; nil: none is.
+	cancelled func(id string) bool
 }
 
 func newSource(cfg sourceConfig) (*source, error) {
@@ -215,13 +217,19 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 // is dead at once, its payload kept as a JSON string.
 func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 	job := s.job(m)
-	if json.Valid(m.Data) {
-		return job, true
+	switch {
+	case s.isCancelled(job.ID):
+		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
+		return nil, false
+	case !json.Valid(m.Data):
+		job.Payload, _ = json.Marshal(string(m.Data))
+		s.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true})
+		return nil, false
 	}
-	job.Payload, _ = json.Marshal(string(m.Data))
-	s.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true})
-	return nil, false
+	return job, true
 }
+
+func (s *source) isCancelled(id string) bool { return s.cancelled != nil && s.cancelled(id) }
 
 // await returns the next delivered job, waiting for one if none is ready.
 func (s *source) await(ctx context.Context) (*nats.Msg, error) {
@@ -602,6 +610,9 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		st.Status = wire.StatusSucceeded
 		st.Result = out.Result
 		st.Error = ""
+	case s.isCancelled(st.ID):
+		st.Status = wire.StatusCancelled
+		st.Error = out.Err
 	case out.Permanent || st.Attempts >= s.maxAttempts:
 		st.Status = wire.StatusDead
 		st.Error = out.Err

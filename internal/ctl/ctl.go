@@ -39,6 +39,7 @@ Commands:
   job ID                                                show a job's state
   dead [TYPE]                                           list dead jobs (newest first, at most 100)
   retry ID                                              queue a dead job again
+  cancel ID                                             cancel a queued or running job
   pools                                                 list job types with their counts and state
   workers                                               list every worker process on every host
   drain POOL [--timeout D] [--host ID]                  finish in-flight jobs, then stop the workers
@@ -95,6 +96,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: conductorctl retry ID")
 		}
 		return c.show(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(rest[0])+"/retry", nil, nil)
+	case "cancel":
+		if len(rest) != 1 {
+			return errors.New("usage: conductorctl cancel ID")
+		}
+		return c.show(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(rest[0])+"/cancel", nil, nil)
 	case "pools":
 		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers", "state"})
 	case "workers":

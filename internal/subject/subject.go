@@ -168,6 +168,11 @@ func (s Space) StateBucket() string { return Root + "-" + s.ns + "-state" }
 // is re-queued.
 func (s Space) DeadBucket() string { return Root + "-" + s.ns + "-dead" }
 
+// CancelBucket is the name of the key-value bucket of cancelled job ids
+// (TTL = the state retention): every workerd watches it, so that a cancel
+// reaches a job whether it is queued, on its way to a worker, or running.
+func (s Space) CancelBucket() string { return Root + "-" + s.ns + "-cancel" }
+
 // StatsBucket is the name of the key-value bucket holding per-type counters.
 func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
 

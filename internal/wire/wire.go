@@ -34,12 +34,15 @@ const (
 	StatusQueued    Status = "queued"
 	StatusRunning   Status = "running"
 	StatusSucceeded Status = "succeeded"
-	StatusFailed    Status = "failed" // the last attempt failed; it will be retried
-	StatusDead      Status = "dead"   // attempts exhausted or a permanent error
+	StatusFailed    Status = "failed"    // the last attempt failed; it will be retried
+	StatusDead      Status = "dead"      // attempts exhausted or a permanent error
+	StatusCancelled Status = "cancelled" // cancelled by a user before it ended
 )
 
 // Final reports whether s is an end state.
-func (s Status) Final() bool { return s == StatusSucceeded || s == StatusDead }
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusDead || s == StatusCancelled
+}
 
 // Job is the state of one job, as stored in the state bucket under its id and
 // served by GET /v1/jobs/{id}.

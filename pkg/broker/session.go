@@ -54,14 +54,16 @@ type session struct {
 	jobTimer    alarm         // the running job's timeout
 	cancelTimer alarm         // KillTimeout after the cancel op of a job over its timeout, then SIGTERM
 	timedOut    time.Duration // the running job went over this timeout; zero if not
-	// stoppedForTimeout: the process was stopped because its job ran over
-	// its timeout; its slot restarts it at once, as no failure of its own.
-	stoppedForTimeout bool
-	readyTimer        alarm // ReadyTimeout from start until the first ready
-	drainTimer        alarm // StopTimeout for the in-flight job once stopping
-	termTimer         alarm // KillTimeout after the shutdown op, then SIGTERM
-	retryTimer        alarm // pause after a failed Source.Next
-	eofTimer          alarm // KillTimeout after fd 4 closed, then SIGKILL: a worker without a channel is of no use
+	cutReason   string        // why the running job is being cut short (timeout, cancel); "" if not
+	// stoppedOnPurpose: the process was stopped because its job ran over
+	// its timeout or was cancelled; its slot restarts it at once, as no
+	// failure of its own.
+	stoppedOnPurpose bool
+	readyTimer       alarm // ReadyTimeout from start until the first ready
+	drainTimer       alarm // StopTimeout for the in-flight job once stopping
+	termTimer        alarm // KillTimeout after the shutdown op, then SIGTERM
+	retryTimer       alarm // pause after a failed Source.Next
+	eofTimer         alarm // KillTimeout after fd 4 closed, then SIGKILL: a worker without a channel is of no use
 }
 
 type nextResult struct {
@@ -101,7 +103,7 @@ func (ss *session) run() processRun {
 		case err := <-ss.writing:
 			ss.wrote(err)
 		case <-ss.p.exited:
-			return processRun{readyAt: ss.readyAt, finished: ss.finished, stoppedForTimeout: ss.stoppedForTimeout}
+			return processRun{readyAt: ss.readyAt, finished: ss.finished, stoppedOnPurpose: ss.stoppedOnPurpose}
 		case <-ss.stopC:
 			ss.stopC = nil
 			ss.beginStop()
@@ -129,10 +131,14 @@ func (ss *session) run() processRun {
 			ss.overtime()
 		case <-ss.cancelTimer.C():
 			ss.cancelTimer.stop()
-			ss.killReason = fmt.Sprintf("job timed out after %s", ss.timedOut)
-			ss.stoppedForTimeout = true
+			ss.killReason, ss.stoppedOnPurpose = ss.cutReason, true
 			ss.s.log.Warn("worker did not stop its job after the cancel op; sending SIGTERM", "pid", ss.p.pid, "job", ss.job.ID)
 			ss.p.terminate()
+		case id := <-ss.s.cancelC:
+			if ss.job != nil && ss.job.ID == id && ss.cutReason == "" {
+				ss.s.log.Info("job cancelled; telling its worker", "pid", ss.p.pid, "job", id)
+				ss.cutShort("job cancelled")
+			}
 		case <-ss.retryTimer.C():
 			ss.retryTimer.stop()
 		case <-ss.eofTimer.C():
@@ -207,7 +213,7 @@ const (
 // does not read. The write fails after ReadyTimeout, or at once once the
 // process is gone.
 func (ss *session) give(j *Job) {
-	ss.job, ss.jobStart, ss.timedOut = j, time.Now(), 0
+	ss.job, ss.jobStart, ss.timedOut, ss.cutReason = j, time.Now(), 0, ""
 	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
 		ss.jobTimer.set(t)
 	}
@@ -272,6 +278,13 @@ func (ss *session) overtime() {
 	}
 	ss.timedOut = cmp.Or(ss.job.Timeout, ss.spec.JobTimeout)
 	ss.s.log.Warn("job over its timeout; cancelling it", "pid", ss.p.pid, "job", ss.job.ID, "timeout", ss.timedOut)
+	ss.cutShort(fmt.Sprintf("job timed out after %s", ss.timedOut))
+}
+
+// cutShort tells the worker to stop its job (the cancel op) and, if it
+// has not answered KillTimeout later, stops it (see the cancelTimer case).
+func (ss *session) cutShort(why string) {
+	ss.cutReason = why
 	if ss.writing == nil {
 		_ = ss.p.send(proto.Message{Op: proto.OpCancel, ID: ss.job.ID}, shutdownWriteTimeout)
 	}

@@ -54,6 +54,8 @@ type slot struct {
 
 	wantRecycle atomic.Bool // the worker did its max_jobs
 
+	cancelC chan string // Pool.Cancel -> session: a job id to cut short
+
 	backoff *backoff
 	// carry is a job taken from the Source that no process has received
 	// (the write to fd 3 failed, or Next returned after the worker became
@@ -79,6 +81,7 @@ func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
 		ctx:     ctx,
 		cancel:  cancel,
 		readyC:  make(chan struct{}),
+		cancelC: make(chan string, 1),
 		exitC:   make(chan struct{}),
 		ended:   make(chan struct{}),
 		backoff: newBackoff(gen.spec),
@@ -212,9 +215,9 @@ func (s *slot) requestRecycle() {
 // ended: when it first said ready (its start for ProtocolNone; zero if
 // never) and how many jobs it finished.
 type processRun struct {
-	readyAt           time.Time
-	finished          int
-	stoppedForTimeout bool // killed by its job's timeout: no failure of its own
+	readyAt          time.Time
+	finished         int
+	stoppedOnPurpose bool // killed for its job's timeout or cancel: no failure of its own
 }
 
 // runProcess starts one process and serves it until it has exited and been
@@ -301,7 +304,7 @@ func (s *slot) delayRestart(run processRun) bool {
 	if !run.readyAt.IsZero() {
 		healthy = time.Since(run.readyAt)
 	}
-	if run.stoppedForTimeout {
+	if run.stoppedOnPurpose {
 		return true // refilled at once; neither backoff nor breaker
 	}
 	delay := s.backoff.next(healthy, run.finished > 0)

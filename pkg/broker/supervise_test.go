@@ -561,3 +561,32 @@ func TestPool_JobTimeout(t *testing.T) {
 		require.Equal(t, "job timed out after 50ms (cancelled by workerd)", e.out.Err)
 	})
 }
+
+func TestPool_Cancel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode    string
+		err     string
+		crashed bool
+	}{
+		{"cancel-job", "cancelled by workerd", false},
+		{"ignore-cancel", "job cancelled (worker exited: signal: terminated", true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
+			b := newBundle(t)
+			spec := b.spec(tc.mode)
+			spec.KillTimeout = 200 * time.Millisecond
+			pool, _ := setupEvents(t, spec, b)
+			first := readyN(t, pool, 1)[0]
+			require.False(t, pool.Cancel("j1"), "no worker holds it yet")
+			b.submit(t, "j1", `1`)
+			require.Eventually(t, func() bool { return pool.Cancel("j1") }, waitLimit, 5*time.Millisecond)
+			e := b.outcome(t)
+			require.Equal(t, tc.crashed, e.out.Crashed)
+			require.True(t, strings.HasPrefix(e.out.Err, tc.err), e.out.Err)
+			w := readyN(t, pool, 1)[0]
+			require.Equal(t, tc.crashed, w.PID != first.PID)
+		})
+	}
+}

@@ -114,6 +114,28 @@ func (p *Pool) CheckCommand(cmd []string) error {
 	return err
 }
 
+// Cancel tells the worker running job id, if any, to stop it: the cancel
+// op, then, if the job has not ended KillTimeout later, SIGTERM and SIGKILL
+// of its process group (whose slot then starts a new process at once). The
+// job's outcome is reported as usual; the Source decides what a cancelled
+// job becomes. Cancel reports whether a worker of the pool held the job.
+func (p *Pool) Cancel(id string) bool {
+	p.mu.Lock()
+	slots := slices.Clone(p.slots)
+	p.mu.Unlock()
+	for _, s := range slots {
+		if s.snapshot().Job != id {
+			continue
+		}
+		select {
+		case s.cancelC <- id:
+		default: // a cancel is pending already
+		}
+		return true
+	}
+	return false
+}
+
 // do hands o to the supervisor and waits for its result.
 func (p *Pool) do(ctx context.Context, o *op) error {
 	p.mu.Lock()

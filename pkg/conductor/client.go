@@ -33,6 +33,7 @@ const (
 	StatusSucceeded = wire.StatusSucceeded
 	StatusFailed    = wire.StatusFailed
 	StatusDead      = wire.StatusDead
+	StatusCancelled = wire.StatusCancelled
 )
 
 // Errors returned by the Client.
@@ -89,10 +90,11 @@ type Client struct {
 	// It is never held with mu.
 	hostsMu sync.Mutex
 	hosts   *hostRegistry
-
-	deadMu  sync.Mutex         // guards dead
-	dead    jetstream.KeyValue // the dead job index, opened on first use
 	hostSub *nats.Subscription
+
+	deadMu   sync.Mutex         // guards dead and cancelKV
+	dead     jetstream.KeyValue // the dead job index, opened on first use
+	cancelKV jetstream.KeyValue // the cancel bucket, opened on first use
 }
 
 // Connect dials the conductor's NATS at url and returns a Client that owns

@@ -241,6 +241,14 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("conductor: create job state bucket: %w", err)
 	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.CancelBucket(),
+		Description: "conductor cancelled job ids",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create cancel bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.DeadBucket(),
 		Description: "conductor dead jobs by id, kept until re-queued",
 		Storage:     storage,

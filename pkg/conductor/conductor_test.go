@@ -36,11 +36,15 @@ func TestMain(m *testing.M) {
 }
 
 // testHandler squares numbers; "fail" fails for good, "crash-once" kills
-// the process on its first attempt and succeeds on the next.
-func testHandler(_ context.Context, job *worker.Job) (any, error) {
+// the process on its first attempt and succeeds on the next, "block" runs
+// until cancelled.
+func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 	var s string
 	if json.Unmarshal(job.Payload, &s) == nil {
 		switch {
+		case s == "block":
+			<-ctx.Done()
+			return nil, context.Cause(ctx)
 		case s == "fail":
 			return nil, worker.Permanent(errors.New("asked to fail"))
 		case s == "crash-once" && job.Attempt == 1:

@@ -85,3 +85,59 @@ func TestConductor_DeadJobs(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, code, path)
 	}
 }
+
+// TestConductor_Cancel cancels a job while it runs on a real workerd agent
+// (its worker honours the cancel op), and one queued for a type that no
+// worker serves yet: it is cancelled the moment a worker would take it.
+func TestConductor_Cancel(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := c.Client()
+
+	queued, err := client.Submit(ctx, "later", 2)
+	require.NoError(t, err)
+	code, body := post(t, srv, "/v1/jobs/"+queued+"/cancel", "")
+	require.Equal(t, http.StatusAccepted, code, body)
+	require.Contains(t, body, `"status": "queued"`)
+
+	self, err := os.Executable()
+	require.NoError(t, err)
+	a, err := agent.New(agent.Config{
+		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{
+			{Name: "squares", Count: 1, Cmd: []string{self}},
+			{Name: "later", Count: 1, Cmd: []string{self}},
+		},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	j, err := client.Wait(ctx, queued)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusCancelled, j.Status)
+	require.Equal(t, "cancelled before it started", j.Error)
+
+	running, err := client.Submit(ctx, "squares", "block")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		j, err := client.Job(ctx, running)
+		return err == nil && j.Status == conductor.StatusRunning
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = client.Cancel(ctx, running)
+	require.NoError(t, err)
+	j, err = client.Wait(ctx, running)
+	require.NoError(t, err)
+	require.Equal(t, conductor.StatusCancelled, j.Status)
+	require.Contains(t, j.Error, "cancelled by workerd")
+
+	_, err = client.Cancel(ctx, running)
+	require.ErrorIs(t, err, conductor.ErrJobEnded)
+	code, _ = post(t, srv, "/v1/jobs/"+running+"/cancel", "")
+	require.Equal(t, http.StatusConflict, code)
+	code, _ = post(t, srv, "/v1/jobs/nope/cancel", "")
+	require.Equal(t, http.StatusNotFound, code)
+}

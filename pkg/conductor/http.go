@@ -126,6 +126,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
 	mux.Handle("GET /v1/jobs", c.auth(c.listJobs))
 	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(c.retryJob))
+	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(c.cancelJob))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
 	for _, op := range poolOps {
@@ -372,5 +373,21 @@ func (c *Conductor) retryJob(w http.ResponseWriter, r *http.Request) {
 	default:
 		c.log.Info("dead job re-queued", "job", j.ID, "type", j.Type)
 		writeJSON(w, http.StatusOK, j)
+	}
+}
+
+// cancelJob serves POST /v1/jobs/{id}/cancel.
+func (c *Conductor) cancelJob(w http.ResponseWriter, r *http.Request) {
+	j, err := c.client.Cancel(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrJobNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrJobEnded):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		c.log.Info("job cancelled", "job", j.ID, "type", j.Type, "was", j.Status)
+		writeJSON(w, http.StatusAccepted, j)
 	}
 }

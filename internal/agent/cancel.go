@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// cancels is the host's copy of the cancel bucket: the ids of cancelled
+// jobs, fed by a watcher of the bucket. A job whose id is in it is not
+// given to a worker, and one that runs is cut short.
+type cancels struct {
+	mu  sync.Mutex
+	ids map[string]time.Time // id -> when it was cancelled
+	ttl time.Duration        // the bucket's TTL: an older entry is gone from it too
+}
+
+func newCancels() *cancels { return &cancels{ids: map[string]time.Time{}} }
+
+// has reports whether job id was cancelled.
+func (c *cancels) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.ids[id]
+	return ok
+}
+
+// add records a cancel made at t, and forgets those past the TTL.
+func (c *cancels) add(id string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ids[id] = t
+	if c.ttl <= 0 {
+		return
+	}
+	for k, at := range c.ids {
+		if time.Since(at) > c.ttl {
+			delete(c.ids, k)
+		}
+	}
+}
+
+// watchCancels follows the cancel bucket until ctx ends, retrying until
+// the conductor has created it: every cancel, past and new, is recorded,
+// and each new one is passed to the pools, which cut the job short if one
+// of their workers runs it.
+func (a *Agent) watchCancels(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := a.followCancels(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("cannot follow the cancelled jobs; retrying", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (a *Agent) followCancels(ctx context.Context) error {
+	kv, err := a.js.KeyValue(ctx, a.space.CancelBucket())
+	if err != nil {
+		return err
+	}
+	if st, err := kv.Status(ctx); err == nil {
+		a.cancels.mu.Lock()
+		a.cancels.ttl = st.TTL()
+		a.cancels.mu.Unlock()
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				continue // the end of the initial values
+			}
+			a.cancels.add(e.Key(), e.Created())
+			for _, p := range a.poolList() {
+				if bp, _ := p.running(); bp != nil && bp.Cancel(e.Key()) {
+					a.log.Info("job cancelled while running", "pool", p.spec.Name, "job", e.Key())
+				}
+			}
+		}
+	}
+}
