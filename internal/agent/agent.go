@@ -327,7 +327,8 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
 				workers: cmp.Or(spec.Count, broker.DefaultCount), prefetch: a.cfg.Prefetch,
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
-				expires: a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
+				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),
+				expires:    a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
 			})
 		}
 		if ctx.Err() != nil {

@@ -75,7 +75,9 @@ type heldJob struct {
 	mu       sync.Mutex
 	finished bool
 	requeued bool // a dead job queued again: it has a history from before
-	state    wire.Job
+	// maxAttempts is the job's own limit, or the pool's.
+	maxAttempts int
+	state       wire.Job
 	// earlier is the history before this attempt, once read (by
 	// storeRunning, or by the publisher), so that it is read once.
 	earlier     []wire.Attempt
@@ -103,6 +105,7 @@ type sourceConfig struct {
 	workers     int // the pool's size
 	prefetch    int // jobs buffered per worker while jobs are short; 0: none
 	maxAttempts int
+	maxCrashes  int // crashed attempts that make a job a poison job; 0: no limit
 	maxResult   int
 	expires     time.Duration
 	ackWait     time.Duration
@@ -481,6 +484,7 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	st.UpdatedAt = now
 	st.Batch = m.Header.Get(wire.HeaderBatch)
 	h.requeued = m.Header.Get(wire.HeaderRequeued) != ""
+
 	if md, err := m.Metadata(); err == nil {
 		st.Attempts = int(md.NumDelivered)
 		st.CreatedAt = md.Timestamp.UTC()
@@ -488,6 +492,14 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	} else {
 		st.Attempts = 1
 		st.ID = jobID(m, 0)
+	}
+	h.maxAttempts = s.maxAttempts
+	if v := m.Header.Get(wire.HeaderMaxAttempts); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
+			h.maxAttempts = n
+		} else {
+			s.log.Warn("ignoring a bad max attempts header; the pool's max_attempts applies", "job", st.ID, "header", wire.HeaderMaxAttempts, "value", v)
+		}
 	}
 	// The earlier attempts' history is read by the publisher, off the
 	// worker's path (see withHistory).
@@ -522,6 +534,33 @@ func (s *source) storeRunning(h *heldJob) {
 	if data, err := json.Marshal(&st); err == nil {
 		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
 	}
+}
+
+// quarantine makes dead a failed job whose worker died running it in
+// maxCrashes of its attempts: a poison job, kept with that evidence
+// instead of killing more workers.
+func (s *source) quarantine(f *finishJob) {
+	st := &f.held.state
+	if st.Status != wire.StatusFailed || s.maxCrashes <= 0 || !st.History[len(st.History)-1].Crashed {
+		return
+	}
+	crashes := 0
+	for _, a := range st.History {
+		if a.Crashed {
+			crashes++
+		}
+	}
+	if crashes < s.maxCrashes {
+		return
+	}
+	st.Status = wire.StatusDead
+	st.Error = fmt.Sprintf("poison job: its worker died in %d of its attempts (last: %s)", crashes, st.Error)
+	st.Payload = f.held.msg.Data
+	if !json.Valid(st.Payload) {
+		st.Payload, _ = json.Marshal(string(st.Payload))
+	}
+	f.retry = -1
+	s.log.Error("poison job quarantined as dead", "pool", s.typ, "job", st.ID, "crashes", crashes)
 }
 
 // withHistory puts the attempts a retried job made before this one in
@@ -593,6 +632,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	last := &st.History[len(st.History)-1]
 	last.PID = out.PID
 	last.EndedAt = st.UpdatedAt
+	last.Crashed = out.Crashed
 	if !out.Started.IsZero() {
 		last.StartedAt = out.Started.UTC()
 		if !out.Crashed {
@@ -613,7 +653,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	case s.isCancelled(st.ID):
 		st.Status = wire.StatusCancelled
 		st.Error = out.Err
-	case out.Permanent || st.Attempts >= s.maxAttempts:
+	case out.Permanent || st.Attempts >= h.maxAttempts:
 		st.Status = wire.StatusDead
 		st.Error = out.Err
 		st.Payload = job.Payload
@@ -644,6 +684,7 @@ func (s *source) publisher() {
 	defer close(s.acking)
 	for f := range s.finishing {
 		s.withHistory(f.held)
+		s.quarantine(&f)
 		data, err := json.Marshal(&f.held.state)
 		if err != nil {
 			// The result is valid JSON from the broker; this cannot happen.

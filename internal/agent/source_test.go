@@ -286,3 +286,38 @@ func TestSource_RunningStateKeepsHistory(t *testing.T) {
 	require.Len(t, done.History, 2, "the running state's write does not hide the first attempt")
 	require.Equal(t, []int{1, 2}, []int{done.History[0].Attempt, done.History[1].Attempt})
 }
+
+func TestSource_PoisonJobIsQuarantined(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	src.maxAttempts, src.maxCrashes = 10, 2
+	b.publish(t, 1)
+	now := time.Now()
+	job := next(t, src)
+	src.Done(job, broker.Outcome{Crashed: true, Err: "worker exited: signal: killed", Started: now, Ended: now})
+	b.state(t, job, wire.StatusFailed)
+	job = next(t, src)
+	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now}) // a failure, not a crash
+	b.state(t, job, wire.StatusFailed)
+	job = next(t, src)
+	src.Done(job, broker.Outcome{Crashed: true, Err: "worker exited: exit status 2", Started: now, Ended: now})
+	dead := b.state(t, job, wire.StatusDead)
+	require.Equal(t, "poison job: its worker died in 2 of its attempts (last: worker exited: exit status 2)", dead.Error)
+	require.Equal(t, "0", string(dead.Payload))
+	require.Equal(t, []bool{true, false, true}, []bool{dead.History[0].Crashed, dead.History[1].Crashed, dead.History[2].Crashed})
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "acked, not retried")
+}
+
+func TestSource_MaxAttemptsHeader(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	m := nats.NewMsg(b.space.Job("sq"))
+	m.Header.Set(wire.HeaderMaxAttempts, "1")
+	m.Data = []byte("1")
+	_, err := b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+	job := next(t, src)
+	now := time.Now()
+	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now})
+	require.Equal(t, "boom", b.state(t, job, wire.StatusDead).Error, "one attempt allowed, not the pool's 3")
+}

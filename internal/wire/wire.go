@@ -19,6 +19,9 @@ const (
 	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
 	// ("30s"), instead of its pool's job_timeout.
 	HeaderTimeout = "Conductor-Timeout"
+	// HeaderMaxAttempts carries a job's own attempt limit (a whole number,
+	// 1 or more), instead of its pool's max_attempts.
+	HeaderMaxAttempts = "Conductor-Max-Attempts"
 	// HeaderRequeued marks a dead job queued again: its attempts count from
 	// 1 again, and the history of its earlier run is kept.
 	HeaderRequeued = "Conductor-Requeued"
@@ -70,6 +73,9 @@ type Attempt struct {
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 	Error     string    `json:"error,omitempty"`
+	// Crashed is set when the worker process died holding the job (or was
+	// stopped for its timeout).
+	Crashed bool `json:"crashed,omitempty"`
 }
 
 // MaxHistory bounds Job.History; older attempts are dropped first.

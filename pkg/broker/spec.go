@@ -35,6 +35,7 @@ const (
 	DefaultStopTimeout  = 30 * time.Second
 	DefaultKillTimeout  = 5 * time.Second
 	DefaultMaxAttempts  = 3
+	DefaultMaxCrashes   = 3
 
 	DefaultRestartDelay    = 100 * time.Millisecond
 	DefaultRestartFactor   = 2.0
@@ -83,6 +84,11 @@ type Spec struct {
 	// own): past it the worker gets the cancel op, then, KillTimeout later,
 	// SIGTERM to its process group, then SIGKILL; the job is retried.
 	JobTimeout time.Duration `yaml:"job_timeout"`
+	// MaxCrashes is the number of attempts of a job in which its worker
+	// died before the job is quarantined as dead (a poison job), whatever
+	// MaxAttempts allows. The broker does not use it; the job Source does.
+	// Zero means DefaultMaxCrashes.
+	MaxCrashes int `yaml:"max_crashes"`
 	// MaxAttempts is the number of attempts of a job before it goes dead.
 	// The broker does not use it; the job Source does. Zero means
 	// DefaultMaxAttempts.
@@ -124,7 +130,7 @@ type Spec struct {
 //
 // Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
 // listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
-// job_timeout, max_attempts, max_restarts_per_minute, restart_delay, restart_factor,
+// job_timeout, max_attempts, max_crashes, max_restarts_per_minute, restart_delay, restart_factor,
 // restart_max_delay, restart_reset, recycle, max_jobs, max_rss).
 // env=KEY=VALUE may repeat; no other
 // key may. Values other than cmd cannot hold a comma. The result is
@@ -188,6 +194,8 @@ func (s *Spec) set(key, value string) error {
 		s.StopTimeout, err = parseDuration(value)
 	case "kill_timeout":
 		s.KillTimeout, err = parseDuration(value)
+	case "max_crashes":
+		s.MaxCrashes, err = parseCount(value, 1)
 	case "job_timeout":
 		s.JobTimeout, err = parseDuration(value)
 	case "max_attempts":
@@ -329,6 +337,7 @@ func (s Spec) check() (key, problem string) {
 		{"kill_timeout", int64(s.KillTimeout)},
 		{"max_attempts", int64(s.MaxAttempts)},
 		{"job_timeout", int64(s.JobTimeout)},
+		{"max_crashes", int64(s.MaxCrashes)},
 		{"max_restarts_per_minute", int64(s.MaxRestartsPerMinute)},
 		{"restart_delay", int64(s.RestartDelay)},
 		{"restart_max_delay", int64(s.RestartMaxDelay)},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -163,6 +164,8 @@ type submitOptions struct {
 	key     string
 	batch   string
 	timeout time.Duration
+	// maxAttempts is the job's own attempt limit; 0: its pool's.
+	maxAttempts int
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -183,6 +186,12 @@ func WithBatch(id string) SubmitOption {
 // and the job is retried (see docs/supervision.md).
 func WithTimeout(d time.Duration) SubmitOption {
 	return func(o *submitOptions) { o.timeout = d }
+}
+
+// WithMaxAttempts gives the job its own attempt limit, n >= 1, instead of
+// its pool's max_attempts.
+func WithMaxAttempts(n int) SubmitOption {
+	return func(o *submitOptions) { o.maxAttempts = n }
 }
 
 // idempotencySpace seeds the name-based ids of idempotent submissions.
@@ -208,6 +217,9 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	}
 	if o.timeout < 0 {
 		return "", fmt.Errorf("conductor: negative timeout %s", o.timeout)
+	}
+	if o.maxAttempts < 0 {
+		return "", fmt.Errorf("conductor: max attempts %d is not 1 or more", o.maxAttempts)
 	}
 
 	id := uuid.Must(uuid.NewV7()).String()
@@ -248,6 +260,9 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	}
 	if o.timeout > 0 {
 		m.Header.Set(wire.HeaderTimeout, o.timeout.String())
+	}
+	if o.maxAttempts > 0 {
+		m.Header.Set(wire.HeaderMaxAttempts, strconv.Itoa(o.maxAttempts))
 	}
 	m.Data = data
 	if _, err := c.js.PublishMsg(ctx, m); err != nil {

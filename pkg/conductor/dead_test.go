@@ -38,6 +38,15 @@ func TestConductor_DeadJobs(t *testing.T) {
 	dead, err := client.SubmitAndWait(ctx, "squares", "fail")
 	require.NoError(t, err)
 	require.Equal(t, conductor.StatusDead, dead.Status)
+	var once conductor.Job // a job of its own attempt limit: one crash, then dead
+	code, body := post(t, srv, "/v1/jobs/squares?wait=20s&max_attempts=1", `"crash-once"`)
+	require.Equal(t, http.StatusOK, code, body)
+	require.NoError(t, json.Unmarshal([]byte(body), &once))
+	require.Equal(t, conductor.StatusDead, once.Status)
+	require.Contains(t, once.Error, "worker exited: exit status 3")
+	require.True(t, once.History[0].Crashed)
+	code, _ = post(t, srv, "/v1/jobs/squares?max_attempts=0", `1`)
+	require.Equal(t, http.StatusBadRequest, code)
 	ok, err := client.SubmitAndWait(ctx, "squares", 3)
 	require.NoError(t, err)
 	require.Equal(t, conductor.StatusSucceeded, ok.Status)
@@ -48,8 +57,10 @@ func TestConductor_DeadJobs(t *testing.T) {
 		code, body := get(t, srv, "/v1/jobs?status=dead&type=squares")
 		require.Equal(t, http.StatusOK, code, body)
 		require.NoError(t, json.Unmarshal([]byte(body), &list))
-		return len(list) == 1
+		return len(list) == 2
 	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, once.ID, list[0].ID, "newest first")
+	list = list[1:]
 	require.Equal(t, dead.ID, list[0].ID)
 	require.JSONEq(t, `"fail"`, string(list[0].Payload))
 	require.Equal(t, "asked to fail", list[0].Error)
@@ -57,7 +68,7 @@ func TestConductor_DeadJobs(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, others)
 
-	code, body := post(t, srv, "/v1/jobs/"+ok.ID+"/retry", "")
+	code, body = post(t, srv, "/v1/jobs/"+ok.ID+"/retry", "")
 	require.Equal(t, http.StatusConflict, code, body)
 	require.Contains(t, body, "is not dead: "+ok.ID+" is succeeded")
 	code, _ = post(t, srv, "/v1/jobs/nope/retry", "")
@@ -77,7 +88,7 @@ func TestConductor_DeadJobs(t *testing.T) {
 	require.Eventually(t, func() bool {
 		list, err := client.DeadJobs(ctx, "", 0)
 		require.NoError(t, err)
-		return len(list) == 1 && list[0].UpdatedAt.After(dead.UpdatedAt)
+		return len(list) == 2 && list[0].ID == dead.ID && list[0].UpdatedAt.After(dead.UpdatedAt)
 	}, 10*time.Second, 10*time.Millisecond, "listed again once dead again")
 
 	for _, path := range []string{"/v1/jobs?status=running", "/v1/jobs?status=dead&limit=0", "/v1/jobs?status=dead&type=a.b"} {

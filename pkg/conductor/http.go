@@ -203,6 +203,14 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 		}
 		opts = append(opts, WithTimeout(d))
 	}
+	if s := r.URL.Query().Get("max_attempts"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad max_attempts %q: want a whole number, 1 or more", s))
+			return
+		}
+		opts = append(opts, WithMaxAttempts(n))
+	}
 	id, err := c.client.Submit(r.Context(), typ, json.RawMessage(body), opts...)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
