@@ -7,6 +7,7 @@
 //	conductor.<ns>.events.job.<type>.<status>  end of every job attempt (core NATS)
 //	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
 //	conductor.<ns>.control.<host>        commands to one workerd, request/reply (core NATS)
+//	conductor.<ns>.submit.<type>         job submission by request, answered when the job ends (core NATS)
 //	conductor.<ns>.events.worker.<pool>.<kind>  worker lifecycle events (core NATS)
 //	conductor.<ns>.events.pool.<pool>.<kind>    pool lifecycle events (core NATS)
 //	conductor.<ns>.logs.<host>.<pool>    workers' stdout/stderr lines (core NATS)
@@ -100,6 +101,22 @@ func (s Space) JobTypeOf(subj string) string {
 		return ""
 	}
 	if Token("job type", typ) != nil {
+		return ""
+	}
+	return typ
+}
+
+// Submit is the subject conductord answers job submissions of type typ
+// on, by NATS request (the reply comes when the job ends).
+func (s Space) Submit(typ string) string { return s.prefix() + ".submit." + typ }
+
+// Submits matches Submit of every type.
+func (s Space) Submits() string { return s.prefix() + ".submit.*" }
+
+// SubmitTypeOf returns the job type of a subject built by Submit, or "".
+func (s Space) SubmitTypeOf(subj string) string {
+	typ, _ := strings.CutPrefix(subj, s.prefix()+".submit.")
+	if typ == subj {
 		return ""
 	}
 	return typ

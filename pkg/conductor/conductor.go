@@ -95,6 +95,12 @@ type Conductor struct {
 	stopOnce  sync.Once
 	stopped   chan struct{}
 	wg        sync.WaitGroup
+
+	// submitMu guards submitsClosed: a NATS submission starts its goroutine
+	// in wg only while submissions are open, so that none starts after
+	// shutdown began waiting for wg.
+	submitMu      sync.Mutex
+	submitsClosed bool
 }
 
 // New checks cfg and returns a Conductor ready to Start.
@@ -172,6 +178,9 @@ func (c *Conductor) start(ctx context.Context) error {
 		return err
 	}
 	if err := c.subscribe(); err != nil {
+		return err
+	}
+	if err := c.serveSubmits(c.closing); err != nil {
 		return err
 	}
 	c.wg.Go(c.stats.run)
@@ -305,6 +314,9 @@ func (c *Conductor) shutdown() {
 	for _, sub := range c.subs {
 		_ = sub.Unsubscribe()
 	}
+	c.submitMu.Lock()
+	c.submitsClosed = true
+	c.submitMu.Unlock()
 	if c.client != nil {
 		c.client.Close()
 	}

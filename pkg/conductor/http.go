@@ -164,76 +164,17 @@ func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
-	typ := r.PathValue("type")
-	if err := subject.Token("job type", typ); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	var wait time.Duration
-	if s := r.URL.Query().Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 || d > MaxWait {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad wait %q: want a duration such as 10s, at most %s", s, MaxWait))
-			return
-		}
-		wait = d
-	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
-	if len(body) > c.cfg.MaxPayload {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("payload is over the limit of %d bytes", c.cfg.MaxPayload))
-		return
-	}
-	if !json.Valid(body) {
-		writeError(w, http.StatusBadRequest, "payload is not valid JSON")
-		return
-	}
-	var opts []SubmitOption
-	if key := r.Header.Get("Idempotency-Key"); key != "" {
-		opts = append(opts, WithIdempotencyKey(key))
-	}
-	if s := r.URL.Query().Get("timeout"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad timeout %q: want a positive duration such as 30s", s))
-			return
-		}
-		opts = append(opts, WithTimeout(d))
-	}
-	if s := r.URL.Query().Get("max_attempts"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad max_attempts %q: want a whole number, 1 or more", s))
-			return
-		}
-		opts = append(opts, WithMaxAttempts(n))
-	}
-	id, err := c.client.Submit(r.Context(), typ, json.RawMessage(body), opts...)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	if wait == 0 {
-		writeJSON(w, http.StatusAccepted, map[string]string{"id": id})
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	j, err := c.client.Wait(ctx, id)
-	switch {
-	case err == nil:
-		writeJSON(w, http.StatusOK, j)
-	case !errors.Is(err, context.DeadlineExceeded):
-		// The job is queued; only its end could not be awaited.
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("job %s is queued, but waiting for it failed: %v", id, err))
-	case j != nil:
-		writeJSON(w, http.StatusAccepted, j)
-	default:
-		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": string(StatusQueued)})
-	}
+	q := r.URL.Query()
+	code, answer := c.submit(r.Context(), submission{
+		typ: r.PathValue("type"), payload: body, key: r.Header.Get("Idempotency-Key"),
+		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"),
+	})
+	writeJSON(w, code, answer)
 }
 
 func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {

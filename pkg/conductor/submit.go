@@ -1,0 +1,164 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// submission is one job submission to conductord, over HTTP or NATS, with
+// its options as text.
+type submission struct {
+	typ         string
+	payload     []byte
+	key         string // idempotency key
+	wait        string // a duration; "" to answer once queued
+	timeout     string
+	maxAttempts string
+}
+
+// submit checks and queues sub and, with a wait, waits for the job's end.
+// It answers with an HTTP status and the JSON to send: 202 {"id"} once
+// queued; with a wait 200 and the job's state when it ended, or 202 and
+// its state so far; 400, 413 or 503 with {"error"}.
+func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
+	bad := func(code int, format string, a ...any) (int, any) {
+		return code, map[string]string{"error": fmt.Sprintf(format, a...)}
+	}
+	if err := subject.Token("job type", sub.typ); err != nil {
+		return bad(http.StatusBadRequest, "%v", err)
+	}
+	var wait time.Duration
+	if sub.wait != "" {
+		d, err := time.ParseDuration(sub.wait)
+		if err != nil || d < 0 || d > MaxWait {
+			return bad(http.StatusBadRequest, "bad wait %q: want a duration such as 10s, at most %s", sub.wait, MaxWait)
+		}
+		wait = d
+	}
+	if len(sub.payload) > c.cfg.MaxPayload {
+		return bad(http.StatusRequestEntityTooLarge, "payload is over the limit of %d bytes", c.cfg.MaxPayload)
+	}
+	if !json.Valid(sub.payload) {
+		return bad(http.StatusBadRequest, "payload is not valid JSON")
+	}
+	var opts []SubmitOption
+	if sub.key != "" {
+		opts = append(opts, WithIdempotencyKey(sub.key))
+	}
+	if sub.timeout != "" {
+		d, err := time.ParseDuration(sub.timeout)
+		if err != nil || d <= 0 {
+			return bad(http.StatusBadRequest, "bad timeout %q: want a positive duration such as 30s", sub.timeout)
+		}
+		opts = append(opts, WithTimeout(d))
+	}
+	if sub.maxAttempts != "" {
+		n, err := strconv.Atoi(sub.maxAttempts)
+		if err != nil || n < 1 {
+			return bad(http.StatusBadRequest, "bad max_attempts %q: want a whole number, 1 or more", sub.maxAttempts)
+		}
+		opts = append(opts, WithMaxAttempts(n))
+	}
+	id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
+	if err != nil {
+		return bad(http.StatusServiceUnavailable, "%v", err)
+	}
+	if wait == 0 {
+		return http.StatusAccepted, map[string]string{"id": id}
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	j, err := c.client.Wait(ctx, id)
+	switch {
+	case err == nil:
+		return http.StatusOK, j
+	case !errors.Is(err, context.DeadlineExceeded):
+		// The job is queued; only its end could not be awaited.
+		return bad(http.StatusServiceUnavailable, "job %s is queued, but waiting for it failed: %v", id, err)
+	case j != nil:
+		return http.StatusAccepted, j
+	default:
+		return http.StatusAccepted, map[string]string{"id": id, "status": string(StatusQueued)}
+	}
+}
+
+// Headers of a submission by NATS request (see serveSubmits).
+const (
+	HeaderStatus         = "Conductor-Status" // the reply's status, as HTTP's: 200, 202, 400, 413, 503
+	HeaderWait           = "Conductor-Wait"
+	HeaderIdempotencyKey = "Idempotency-Key"
+)
+
+// DefaultSubmitWait is how long a NATS request submission waits for the
+// job's end without a Conductor-Wait header.
+const DefaultSubmitWait = 30 * time.Second
+
+// maxSubmitWaiters bounds the NATS request submissions waiting at once;
+// past it a request is answered 503 at once.
+const maxSubmitWaiters = 10_000
+
+// serveSubmits answers job submissions by NATS request on
+// conductor.<ns>.submit.<type>: the request's data is the payload, its
+// headers the options (Conductor-Wait, default 30s, 0 for no wait;
+// Idempotency-Key; Conductor-Timeout; Conductor-Max-Attempts); the reply
+// is what POST /v1/jobs/{type}?wait= answers, with Conductor-Status.
+// conductords sharing a NATS share the requests (a queue group).
+func (c *Conductor) serveSubmits(ctx context.Context) error {
+	slots := make(chan struct{}, maxSubmitWaiters)
+	sub, err := c.nc.QueueSubscribe(c.space.Submits(), "conductord", func(m *nats.Msg) {
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "too many submissions waiting; retry later"})
+			return
+		}
+		c.submitMu.Lock()
+		defer c.submitMu.Unlock()
+		if c.submitsClosed {
+			<-slots
+			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
+			return
+		}
+		c.wg.Go(func() {
+			defer func() { <-slots }()
+			wait := m.Header.Get(HeaderWait)
+			if wait == "" {
+				wait = DefaultSubmitWait.String()
+			} else if wait == "0" {
+				wait = ""
+			}
+			code, answer := c.submit(ctx, submission{
+				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(HeaderIdempotencyKey),
+				wait: wait, timeout: m.Header.Get("Conductor-Timeout"), maxAttempts: m.Header.Get("Conductor-Max-Attempts"),
+			})
+			c.reply(m, code, answer)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("conductor: subscribe to submissions: %w", err)
+	}
+	c.subs = append(c.subs, sub)
+	return nil
+}
+
+// reply answers a NATS request with answer and its status.
+func (c *Conductor) reply(m *nats.Msg, code int, answer any) {
+	if m.Reply == "" {
+		return
+	}
+	r := nats.NewMsg(m.Reply)
+	r.Header.Set(HeaderStatus, strconv.Itoa(code))
+	r.Data, _ = json.Marshal(answer)
+	if err := c.nc.PublishMsg(r); err != nil {
+		c.log.Warn("answer a submission", "err", err)
+	}
+}
