@@ -228,10 +228,12 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 		// A job known by its state is never queued again, whenever the
 		// repeat comes; within the dedup window the stream also drops a
 		// second copy published by two racing submissions.
-		if _, err := c.kv.Get(ctx, id); err == nil {
-			return id, nil
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		known, err := c.known(ctx, id)
+		if err != nil {
 			return "", fmt.Errorf("conductor: look up job %s: %w", id, err)
+		}
+		if known {
+			return id, nil
 		}
 	}
 	// Queue first, then record: a failed publish leaves nothing behind, and
@@ -245,7 +247,9 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, CreatedAt: now, UpdatedAt: now})
 	// Should this fail, the job is still durably queued, which is what
 	// Submit promises; its state then appears when a worker takes it.
-	_, _ = c.kv.Create(ctx, id, state)
+	cctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+	defer cancel()
+	_, _ = c.kv.Create(cctx, id, state)
 	return id, nil
 }
 
@@ -265,10 +269,64 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 		m.Header.Set(wire.HeaderMaxAttempts, strconv.Itoa(o.maxAttempts))
 	}
 	m.Data = data
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("conductor: queue job: %w", err)
+	// An ack lost to a server restart would hold a single publish for the
+	// whole timeout: publish again every publishAttemptTimeout instead.
+	// The same Nats-Msg-Id makes the copies one job.
+	var err error
+	for ctx.Err() == nil {
+		actx, acancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		_, err = c.js.PublishMsg(actx, m)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		if !retryablePublish(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(publishRetryDelay):
+		}
 	}
-	return nil
+	return fmt.Errorf("conductor: queue job: %w", err)
+}
+
+// known reports whether job id has a state. A lookup lost to a server
+// restart is made again, every publishAttemptTimeout, until ctx ends.
+func (c *Client) known(ctx context.Context, id string) (bool, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		_, err := c.kv.Get(actx, id)
+		cancel()
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return false, nil
+		case ctx.Err() != nil || !retryablePublish(err):
+			return false, err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(publishRetryDelay):
+		}
+	}
+}
+
+// Timing of Submit's publish: each attempt waits publishAttemptTimeout for
+// its ack, and publishRetryDelay separates attempts, within 30s in all.
+const (
+	publishAttemptTimeout = 2 * time.Second
+	publishRetryDelay     = 50 * time.Millisecond
+)
+
+// retryablePublish reports whether a failed publish may succeed if made
+// again: no ack in time, no stream yet (a restarting server), or a
+// connection being re-made.
+func retryablePublish(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected)
 }
 
 func encodePayload(payload any) ([]byte, error) {
