@@ -347,7 +347,7 @@ func runAlloc() int {
 func runCrashLater() int {
 	c := openChannel()
 	c.send(proto.Message{Op: proto.OpReady})
-	time.Sleep(200 * time.Millisecond) // the fake's own behaviour, not a test wait
+	<-time.After(200 * time.Millisecond) // the fake's own behaviour: it dies 200ms after ready
 	return 3
 }
 

@@ -3,16 +3,12 @@ package conductor_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/agent"
-	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -22,15 +18,7 @@ func TestConductor_DeadJobs(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
 	srv := serve(t, c)
-	self, err := os.Executable()
-	require.NoError(t, err)
-	a, err := agent.New(agent.Config{
-		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
-	})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(a.Stop)
+	startAgent(t, bundle, "squares")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := c.Client()
@@ -114,18 +102,7 @@ func TestConductor_Cancel(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, body)
 	require.Contains(t, body, `"status": "queued"`)
 
-	self, err := os.Executable()
-	require.NoError(t, err)
-	a, err := agent.New(agent.Config{
-		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Pools: []broker.Spec{
-			{Name: "squares", Count: 1, Cmd: []string{self}},
-			{Name: "later", Count: 1, Cmd: []string{self}},
-		},
-	})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(a.Stop)
+	startAgent(t, bundle, "squares", "later")
 
 	j, err := client.Wait(ctx, queued)
 	require.NoError(t, err)

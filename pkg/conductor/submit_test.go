@@ -3,17 +3,13 @@ package conductor_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -22,15 +18,7 @@ import (
 func TestConductor_SubmitByRequest(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
-	self, err := os.Executable()
-	require.NoError(t, err)
-	a, err := agent.New(agent.Config{
-		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
-	})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(a.Stop)
+	startAgent(t, bundle, "squares")
 	space, _ := subject.New("default")
 
 	request := func(typ, payload string, hdr map[string]string) (string, map[string]any) {

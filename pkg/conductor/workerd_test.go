@@ -24,15 +24,7 @@ func TestConductor_PoolCommandsWithWorkerd(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
 	srv := serve(t, c)
-	self, err := os.Executable()
-	require.NoError(t, err)
-	a, err := agent.New(agent.Config{
-		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
-	})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(a.Stop)
+	startAgent(t, bundle, "squares")
 	resp, stream := openStream(t, srv.URL, "?pool=squares")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	waitPoolState(t, c, "running", 1)
@@ -53,6 +45,25 @@ func TestConductor_PoolCommandsWithWorkerd(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, body)
 	waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolResumed)
 	waitPoolState(t, c, "running", 2)
+}
+
+// startAgent starts a workerd agent, host h1, with one worker per pool
+// named; the workers are this test binary (see TestMain). It stops with
+// the test.
+func startAgent(t *testing.T, bundle *testBundle, pools ...string) {
+	t.Helper()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	var specs []broker.Spec
+	for _, name := range pools {
+		specs = append(specs, broker.Spec{Name: name, Count: 1, Cmd: []string{self}})
+	}
+	a, err := agent.New(agent.Config{
+		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Pools: specs,
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
 }
 
 // waitEvent reads stream until an event of scope and kind comes.
