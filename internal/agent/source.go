@@ -44,7 +44,7 @@ type source struct {
 	inbox   string             // where pull requests are answered; the fetcher renews it
 	sub     *nats.Subscription // inbox's subscription
 	ready   []*nats.Msg        // jobs no worker has taken yet
-	waiters []chan *nats.Msg   // Next calls waiting for a job, oldest first
+	waiters []waiter           // Next calls waiting for a job, oldest first
 	held    map[*nats.Msg]bool // every job delivered and not yet finished
 	avgRun  time.Duration      // moving average of attempt durations; 0: none yet
 
@@ -245,7 +245,8 @@ func (s *source) await(ctx context.Context) (*nats.Msg, error) {
 		return m, nil
 	}
 	ch := make(chan *nats.Msg, 1)
-	s.waiters = append(s.waiters, ch)
+	load, _ := broker.WorkerLoad(ctx)
+	s.waiters = append(s.waiters, waiter{ch: ch, load: load})
 	s.mu.Unlock()
 	s.poke()
 
@@ -259,15 +260,13 @@ func (s *source) await(ctx context.Context) (*nats.Msg, error) {
 		err = errors.New("job source closed")
 	}
 	s.mu.Lock()
-	if i := slices.Index(s.waiters, ch); i >= 0 {
+	if i := slices.IndexFunc(s.waiters, func(w waiter) bool { return w.ch == ch }); i >= 0 {
 		s.waiters = slices.Delete(s.waiters, i, i+1)
 	}
 	select {
-	case m := <-ch: // it came as we gave up: to the next waiter, or first in line
+	case m := <-ch: // it came as we gave up: to another waiter, or first in line
 		if len(s.waiters) > 0 {
-			next := s.waiters[0]
-			s.waiters = s.waiters[1:]
-			next <- m
+			s.takeWaiterLocked() <- m
 		} else {
 			s.ready = slices.Insert(s.ready, 0, m)
 		}
@@ -278,15 +277,36 @@ func (s *source) await(ctx context.Context) (*nats.Msg, error) {
 	return nil, err
 }
 
-// deliver hands a job to the oldest waiting Next, or keeps it in ready.
+// waiter is a Next call waiting for a job, and the load of its worker.
+type waiter struct {
+	ch   chan *nats.Msg
+	load int64
+}
+
+// takeWaiterLocked removes and returns the waiter whose worker has the
+// least load (its RSS), the oldest of those equal: when several workers
+// are idle, a job goes to the least loaded. s.mu is held; waiters is not
+// empty.
+func (s *source) takeWaiterLocked() chan *nats.Msg {
+	best := 0
+	for i, w := range s.waiters {
+		if w.load < s.waiters[best].load {
+			best = i
+		}
+	}
+	ch := s.waiters[best].ch
+	s.waiters = slices.Delete(s.waiters, best, best+1)
+	return ch
+}
+
+// deliver hands a job to a waiting Next (see takeWaiterLocked), or keeps
+// it in ready.
 func (s *source) deliver(m *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.held[m] = true
 	if len(s.waiters) > 0 {
-		ch := s.waiters[0]
-		s.waiters = s.waiters[1:]
-		ch <- m
+		s.takeWaiterLocked() <- m
 		return
 	}
 	s.ready = append(s.ready, m)

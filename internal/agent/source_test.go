@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -320,4 +321,30 @@ func TestSource_MaxAttemptsHeader(t *testing.T) {
 	now := time.Now()
 	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now})
 	require.Equal(t, "boom", b.state(t, job, wire.StatusDead).Error, "one attempt allowed, not the pool's 3")
+}
+
+func TestSource_JobGoesToTheLeastLoadedWorker(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	got := make(chan int64, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, load := range []int64{300 << 20, 100 << 20, 200 << 20} {
+		wg.Go(func() {
+			if _, err := src.Next(broker.WithWorkerLoad(ctx, load)); err == nil {
+				got <- load
+			}
+		})
+	}
+	require.Eventually(t, func() bool { w, _, _ := src.demand(); return w == 3 }, 10*time.Second, time.Millisecond)
+	b.publish(t, 1)
+	select {
+	case load := <-got:
+		require.Equal(t, int64(100<<20), load, "the idle worker with the least memory gets the job")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no worker got the job")
+	}
+	cancel()
+	wg.Wait()
 }

@@ -68,6 +68,24 @@ type ReadySource interface {
 	TryNext() (*Job, bool)
 }
 
+// loadKey is the context key of WorkerLoad.
+type loadKey struct{}
+
+// WorkerLoad returns the load of the worker on whose behalf Source.Next
+// was called: its resident memory in bytes when Next was called. A Source
+// with several Next calls waiting may give a job to the least loaded
+// worker (load-process-manager's dispatch by pressure).
+func WorkerLoad(ctx context.Context) (rss int64, ok bool) {
+	rss, ok = ctx.Value(loadKey{}).(int64)
+	return rss, ok
+}
+
+// WithWorkerLoad returns ctx carrying rss as its worker's load, for
+// WorkerLoad: the pool sets it on every Source.Next call.
+func WithWorkerLoad(ctx context.Context, rss int64) context.Context {
+	return context.WithValue(ctx, loadKey{}, rss)
+}
+
 // SourceFuncs is a Source made of two funcs, for tests and small programs.
 type SourceFuncs struct {
 	NextFunc func(ctx context.Context) (*Job, error)
