@@ -178,3 +178,36 @@ func TestWorkerd_JobTimeout(t *testing.T) {
 		require.Equal(t, pids[w.Pool], w.PID, "a worker that honours cancel is kept")
 	}
 }
+
+// TestHTTP_PoolCommands steers a real workerd through conductord's HTTP
+// API and conductorctl: resize, drain, resume, and a refused upgrade.
+func TestHTTP_PoolCommands(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("web-1", squares(1))
+	c.waitWorkers("squares", 1)
+
+	var answer struct {
+		Hosts []struct {
+			Host  string
+			OK    bool
+			Error string
+		}
+	}
+	require.Equal(t, 202, c.do("POST", "/v1/pools/squares/resize", `{"count":3}`, nil, &answer))
+	require.Len(t, answer.Hosts, 1)
+	require.True(t, answer.Hosts[0].OK)
+	c.waitWorkers("squares", 3)
+
+	require.Equal(t, 202, c.do("POST", "/v1/pools/squares/drain?host=web-1", `{"timeout":"5s"}`, nil, nil))
+	require.Eventually(t, func() bool { return c.pool("squares").State == "drained" }, 30*time.Second, 20*time.Millisecond)
+
+	ctl := start(t, "conductorctl", "--server", c.url(""), "resume", "squares")
+	<-ctl.exited
+	require.NoError(t, ctl.err, ctl.output())
+	require.Contains(t, ctl.output(), "web-1  accepted")
+	c.waitWorkers("squares", 3)
+
+	require.Equal(t, 502, c.do("POST", "/v1/pools/squares/upgrade", `{"cmd":"/no/such/worker"}`, nil, &answer))
+	require.Contains(t, answer.Hosts[0].Error, `upgrade: exec: "/no/such/worker"`)
+	require.Equal(t, 404, c.do("POST", "/v1/pools/nope/recycle", "", nil, nil))
+}
