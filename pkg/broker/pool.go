@@ -305,6 +305,9 @@ func (p *Pool) Workers() []wire.WorkerInfo {
 		w := s.snapshot()
 		rss, cpu := procStat(w.PID)
 		w.RSS, w.CPU = rss, wire.Duration(cpu)
+		if rss > 0 {
+			s.lastRSS.Store(rss)
+		}
 		out = append(out, w)
 	}
 	slices.SortStableFunc(out, func(a, b wire.WorkerInfo) int { return a.Index - b.Index })

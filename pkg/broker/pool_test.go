@@ -231,7 +231,7 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		e := b.outcome(t)
 		require.Equal(t, "doomed", e.job.ID)
 		require.True(t, e.out.Crashed)
-		require.Equal(t, "worker exited: exit status 3; stderr: dying", e.out.Err)
+		require.Regexp(t, `^worker exited: exit status 3(; rss \d+ MiB at its last check)?; stderr: dying$`, e.out.Err)
 		require.Equal(t, first.PID, e.out.PID)
 
 		b.submit(t, "next", `2`)

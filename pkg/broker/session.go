@@ -429,6 +429,9 @@ func (ss *session) finish() {
 	out := ss.outcome()
 	out.Crashed, out.TimedOut = true, ss.timedOut > 0
 	out.Err = "worker exited: " + ss.p.exit
+	if rss := ss.s.lastRSS.Load(); rss > 0 {
+		out.Err += fmt.Sprintf("; rss %d MiB at its last check", (rss+1<<19)>>20)
+	}
 	if t := ss.p.stderr.last(crashTailLines, crashTailBytes); t != "" {
 		out.Err += "; stderr: " + t
 	}

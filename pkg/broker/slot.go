@@ -53,6 +53,10 @@ type slot struct {
 	ended     chan struct{} // closed when the slot goroutine returns
 
 	wantRecycle atomic.Bool // the worker did its max_jobs
+	// lastRSS is the resident memory of its process at the last reading
+	// (Pool.Workers, every heartbeat; the max_rss check): a crash report
+	// quotes it, as the memory of a dead process cannot be read.
+	lastRSS atomic.Int64
 
 	cancelC chan string // Pool.Cancel -> session: a job id to cut short
 
@@ -195,7 +199,9 @@ func (s *slot) recycleReason() string {
 		return fmt.Sprintf("up for more than recycle (%s)", spec.Recycle)
 	}
 	if spec.MaxRSS > 0 {
-		if rss := residentBytes(w.PID); rss > spec.MaxRSS {
+		rss := residentBytes(w.PID)
+		s.lastRSS.Store(rss)
+		if rss > spec.MaxRSS {
 			return fmt.Sprintf("resident memory %d bytes over max_rss (%d)", rss, spec.MaxRSS)
 		}
 	}
@@ -230,6 +236,7 @@ func (s *slot) runProcess(sp *spawner, reason string) processRun {
 		return processRun{}
 	}
 	s.starts++
+	s.lastRSS.Store(0)
 	s.update(func(w *wire.WorkerInfo) {
 		w.PID, w.Started, w.State, w.Job = p.pid, p.started, WorkerStarting, ""
 		if s.starts > 1 {

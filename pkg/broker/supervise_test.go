@@ -590,3 +590,17 @@ func TestPool_Cancel(t *testing.T) {
 		})
 	}
 }
+
+func TestPool_CrashReportsLastRSS(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t)
+	pool, _ := setupEvents(t, b.spec("sleep-job"), b)
+	readyN(t, pool, 1)
+	b.submit(t, "j1", `1`)
+	var w wire.WorkerInfo
+	require.Eventually(t, func() bool { w = pool.Workers()[0]; return w.Job == "j1" && w.RSS > 0 }, waitLimit, 5*time.Millisecond)
+	require.NoError(t, syscall.Kill(w.PID, syscall.SIGKILL))
+	e := b.outcome(t)
+	require.True(t, e.out.Crashed)
+	require.Regexp(t, `^worker exited: signal: killed; rss \d+ MiB at its last check`, e.out.Err)
+}
