@@ -63,3 +63,36 @@ func e2eRun(b *testing.B, c *cluster) float64 {
 	require.NoError(b, err)
 	return endToEnd(b, nc, js, "noop")
 }
+
+// BenchmarkHostLoss measures the redelivery of a job whose host vanished:
+// workerd host-a is SIGKILLed (its workers die with it) while it runs a
+// job of 2s; host-b, already up, runs the job once its lease (AckWait,
+// 30s, extended every 10s) runs out. host_loss_s is the time from the kill
+// to the job's success.
+func BenchmarkHostLoss(b *testing.B) {
+	for range b.N {
+		c := newCluster(b)
+		slow := fmt.Sprintf("name=slow,count=1,cmd=%s -delay 2s", filepath.Join(bin, "noop-worker"))
+		a := c.workerd("host-a", slow)
+		c.waitWorkers("slow", 1)
+		client := c.goClient()
+		ctx := b.Context()
+		id, err := client.Submit(ctx, "slow", 1)
+		require.NoError(b, err)
+		require.Eventually(b, func() bool {
+			j, err := client.Job(ctx, id)
+			return err == nil && j.Status == "running"
+		}, 30*time.Second, 10*time.Millisecond)
+		c.workerd("host-b", slow)
+		c.waitWorkers("slow", 2)
+		start := time.Now()
+		require.NoError(b, a.cmd.Process.Kill())
+		j, err := client.Wait(ctx, id)
+		require.NoError(b, err)
+		lost := time.Since(start)
+		require.Equal(b, "succeeded", string(j.Status))
+		require.Equal(b, "host-b", j.History[len(j.History)-1].Host)
+		b.ReportMetric(lost.Seconds(), "host_loss_s")
+		b.Logf("job of a SIGKILLed host done on another host %s after the kill (lease 30s)", lost.Round(time.Millisecond))
+	}
+}
