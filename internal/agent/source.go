@@ -513,6 +513,16 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 		st.Attempts = 1
 		st.ID = jobID(m, 0)
 	}
+	if h.hasEarlier() {
+		// A redelivery: its earlier deliveries that reached no worker are
+		// not attempts, and its history is read here once. Only
+		// redeliveries pay this read.
+		if prev := s.previous(st.ID); prev != nil {
+			st.Skipped = prev.Skipped
+			st.Attempts = max(st.Attempts-prev.Skipped, 1)
+			h.earlier, h.readEarlier = prev.History, true
+		}
+	}
 	h.maxAttempts = s.maxAttempts
 	if v := m.Header.Get(wire.HeaderMaxAttempts); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
@@ -604,6 +614,14 @@ func (s *source) withHistory(h *heldJob) {
 
 // history reads the attempts a job made before this one.
 func (s *source) history(id string) []wire.Attempt {
+	if prev := s.previous(id); prev != nil {
+		return prev.History
+	}
+	return nil
+}
+
+// previous reads the stored state of job id, or nil.
+func (s *source) previous(id string) *wire.Job {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	e, err := s.kv.Get(ctx, id)
@@ -614,7 +632,45 @@ func (s *source) history(id string) []wire.Attempt {
 	if json.Unmarshal(e.Value(), &prev) != nil {
 		return nil
 	}
-	return prev.History
+	return &prev
+}
+
+// recordSkip counts, in the stored state of h's job, a delivery that never
+// reached a worker. It is a read-modify-write against concurrent writers
+// (a submitter creating the queued state); should it fail, the next
+// delivery counts one attempt too many, which is logged.
+func (s *source) recordSkip(h *heldJob) {
+	id := h.state.ID
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st := wire.Job{ID: id, Type: s.typ, Status: wire.StatusQueued, Batch: h.state.Batch, CreatedAt: h.state.CreatedAt}
+		var rev uint64
+		e, err := s.kv.Get(ctx, id)
+		switch {
+		case err == nil:
+			if json.Unmarshal(e.Value(), &st) != nil {
+				cancel()
+				return // not a state of ours: leave it
+			}
+			rev = e.Revision()
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			cancel()
+			continue
+		}
+		st.Skipped++
+		st.UpdatedAt = time.Now().UTC()
+		data, _ := json.Marshal(&st)
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, id, data)
+		} else {
+			_, err = s.kv.Update(ctx, id, data, rev)
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+	s.log.Warn("could not record a delivery that reached no worker; the job's next attempt number counts it", "job", id)
 }
 
 // jobID is the id of a job message: its Conductor-Job-Id header, else its
@@ -638,8 +694,10 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	h.mu.Unlock()
 	h.timer.Stop()
 	if out.NotStarted {
-		// Back to the queue at once, for any worker; no attempt ended, so no
-		// state changes. JetStream still counts the delivery.
+		// Back to the queue at once, for any worker. No attempt ended, but
+		// JetStream counts the delivery: the state counts it as skipped
+		// first, so that the next delivery's attempt number leaves it out.
+		s.recordSkip(h)
 		s.release(h.msg)
 		_ = h.msg.Nak()
 		return

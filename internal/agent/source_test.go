@@ -230,20 +230,37 @@ func TestSource_BadIDHeaderFallsBackToSequence(t *testing.T) {
 	b.state(t, job, wire.StatusSucceeded)
 }
 
-func TestSource_NotStartedGoesBackUnchanged(t *testing.T) {
+func TestSource_NotStartedIsNoAttempt(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	b.publish(t, 1)
 
 	job := next(t, src)
-	src.Done(job, broker.Outcome{NotStarted: true, Err: "worker busy"})
-	again := next(t, src)
-	require.Equal(t, job.ID, again.ID)
-	_, err := b.kv.Get(context.Background(), job.ID)
-	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no attempt ended, so no state was written")
+	require.Equal(t, 1, job.Attempt)
+	for range 2 {
+		src.Done(job, broker.Outcome{NotStarted: true, Err: "worker busy"})
+		again := next(t, src)
+		require.Equal(t, job.ID, again.ID)
+		require.Equal(t, 1, again.Attempt, "a delivery that reached no worker is no attempt")
+		job = again
+	}
+	e, err := b.kv.Get(context.Background(), job.ID)
+	require.NoError(t, err)
+	var queued wire.Job
+	require.NoError(t, json.Unmarshal(e.Value(), &queued))
+	require.Equal(t, wire.StatusQueued, queued.Status)
+	require.Equal(t, 2, queued.Skipped)
+
 	now := time.Now()
-	src.Done(again, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
-	b.state(t, again, wire.StatusSucceeded)
+	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now})
+	failed := b.state(t, job, wire.StatusFailed)
+	require.Equal(t, 1, failed.Attempts)
+	require.Equal(t, 2, failed.Skipped)
+	job = next(t, src) // after the retry's backoff
+	require.Equal(t, 2, job.Attempt, "the skipped deliveries still do not count")
+	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+	done := b.state(t, job, wire.StatusSucceeded)
+	require.Len(t, done.History, 2)
 }
 
 func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {

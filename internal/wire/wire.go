@@ -61,6 +61,9 @@ type Job struct {
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	CreatedAt time.Time       `json:"created_at,omitzero"`
 	UpdatedAt time.Time       `json:"updated_at,omitzero"`
+	// Skipped counts the deliveries that never reached a worker (it went
+	// busy, was recycled or stopped first): they are not attempts.
+	Skipped int `json:"skipped,omitempty"`
 	// History has one entry per attempt, oldest first.
 	History []Attempt `json:"history,omitempty"`
 }
