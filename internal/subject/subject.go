@@ -190,6 +190,13 @@ func (s Space) DeadBucket() string { return Root + "-" + s.ns + "-dead" }
 // reaches a job whether it is queued, on its way to a worker, or running.
 func (s Space) CancelBucket() string { return Root + "-" + s.ns + "-cancel" }
 
+// BatchBucket is the name of the key-value bucket of batches, keyed by
+// batch id (TTL = the state retention).
+func (s Space) BatchBucket() string { return Root + "-" + s.ns + "-batches" }
+
+// BatchEvent is the subject the end of batch id is announced on, once.
+func (s Space) BatchEvent(id string) string { return s.prefix() + ".events.batch." + id + ".end" }
+
 // StatsBucket is the name of the key-value bucket holding per-type counters.
 func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
 

@@ -96,6 +96,7 @@ type Client struct {
 	deadMu   sync.Mutex         // guards dead and cancelKV
 	dead     jetstream.KeyValue // the dead job index, opened on first use
 	cancelKV jetstream.KeyValue // the cancel bucket, opened on first use
+	batchKV  jetstream.KeyValue // the batch bucket, opened on first use
 }
 
 // Connect dials the conductor's NATS at url and returns a Client that owns
@@ -166,6 +167,8 @@ type submitOptions struct {
 	timeout time.Duration
 	// maxAttempts is the job's own attempt limit; 0: its pool's.
 	maxAttempts int
+	// id, if set, is the job's id (batches name their jobs).
+	id string
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -222,7 +225,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 		return "", fmt.Errorf("conductor: max attempts %d is not 1 or more", o.maxAttempts)
 	}
 
-	id := uuid.Must(uuid.NewV7()).String()
+	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
 		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
 		// A job known by its state is never queued again, whenever the

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // Config configures a Conductor. The zero value of each field is replaced by
@@ -101,6 +102,8 @@ type Conductor struct {
 	// shutdown began waiting for wg.
 	submitMu      sync.Mutex
 	submitsClosed bool
+
+	batchEnds batchEnds // batches to check for their end
 }
 
 // New checks cfg and returns a Conductor ready to Start.
@@ -120,6 +123,7 @@ func New(cfg Config) (*Conductor, error) {
 		cfg: cfg, space: space, log: cfg.Logger,
 		closing: closing, beginClose: beginClose,
 		stopped: make(chan struct{}), ncClosed: make(chan struct{}),
+		batchEnds: batchEnds{dirty: map[string]bool{}},
 	}, nil
 }
 
@@ -184,6 +188,7 @@ func (c *Conductor) start(ctx context.Context) error {
 		return err
 	}
 	c.wg.Go(c.stats.run)
+	c.wg.Go(func() { c.watchBatchEnds(c.closing) })
 	if c.cfg.HTTPListen != "" {
 		if err := c.startHTTP(); err != nil {
 			return err
@@ -250,6 +255,14 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("conductor: create job state bucket: %w", err)
 	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.BatchBucket(),
+		Description: "conductor batches by id",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create batch bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.CancelBucket(),
 		Description: "conductor cancelled job ids",
 		TTL:         c.cfg.Retention,
@@ -278,6 +291,9 @@ func (c *Conductor) subscribe() error {
 	sub, err := c.nc.Subscribe(c.space.JobEvents(), func(m *nats.Msg) {
 		if typ, status, ok := c.space.ParseJobEvent(m.Subject); ok {
 			c.stats.count(typ, status)
+			if b := m.Header.Get(wire.HeaderBatch); b != "" && wire.Status(status).Final() {
+				c.batchEnds.mark(b)
+			}
 		}
 	})
 	if err != nil {

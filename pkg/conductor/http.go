@@ -127,6 +127,8 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/jobs", c.auth(c.listJobs))
 	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(c.retryJob))
 	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(c.cancelJob))
+	mux.Handle("POST /v1/batches/{type}", c.auth(c.submitBatch))
+	mux.Handle("GET /v1/batches/{id}", c.auth(c.getBatch))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
 	for _, op := range poolOps {
@@ -338,5 +340,49 @@ func (c *Conductor) cancelJob(w http.ResponseWriter, r *http.Request) {
 	default:
 		c.log.Info("job cancelled", "job", j.ID, "type", j.Type, "was", j.Status)
 		writeJSON(w, http.StatusAccepted, j)
+	}
+}
+
+// submitBatch serves POST /v1/batches/{type}: one JSON payload per line.
+func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
+	typ := r.PathValue("type")
+	if err := subject.Token("job type", typ); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := int64(MaxBatchJobs) * int64(c.cfg.MaxPayload+1)
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	if int64(len(body)) > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes", limit))
+		return
+	}
+	payloads, err := parseLines(body, c.cfg.MaxPayload)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
+		return
+	}
+	b, err := c.client.SubmitBatch(r.Context(), typ, payloads)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.log.Info("batch queued", "batch", b.ID, "type", typ, "total", b.Total)
+	writeJSON(w, http.StatusAccepted, b)
+}
+
+// getBatch serves GET /v1/batches/{id}.
+func (c *Conductor) getBatch(w http.ResponseWriter, r *http.Request) {
+	b, err := c.client.Batch(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrBatchNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, b)
 	}
 }

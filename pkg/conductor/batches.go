@@ -1,0 +1,293 @@
+package conductor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// MaxBatchJobs bounds the jobs of one batch submitted over HTTP: its
+// progress is counted from the states of all its jobs.
+const MaxBatchJobs = 10_000
+
+// ErrBatchNotFound is returned for an unknown batch id.
+var ErrBatchNotFound = errors.New("conductor: batch not found")
+
+// Batch is a batch of jobs of one type and its progress.
+type Batch struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"`
+	Total     int       `json:"total"`
+	CreatedAt time.Time `json:"created_at"`
+	// EndedAt is set once every job of the batch has ended.
+	EndedAt time.Time `json:"ended_at,omitzero"`
+	// Counts per status, read from the jobs' states when asked for.
+	Queued    int `json:"queued"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+	Dead      int `json:"dead"`
+	Cancelled int `json:"cancelled"`
+}
+
+// Ended reports whether every job of the batch has ended.
+func (b *Batch) Ended() bool { return b.Succeeded+b.Dead+b.Cancelled == b.Total }
+
+// batchJobID is the id of job i of batch id.
+func batchJobID(id string, i int) string { return id + "-" + strconv.Itoa(i) }
+
+// parseLines reads one JSON payload per non-blank line.
+func parseLines(body []byte, maxPayload int) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(nil, maxPayload+1)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		switch {
+		case len(line) == 0:
+			continue
+		case len(line) > maxPayload:
+			return nil, fmt.Errorf("line %d: payload is over the limit of %d bytes", n, maxPayload)
+		case !json.Valid(line):
+			return nil, fmt.Errorf("line %d: payload is not valid JSON", n)
+		}
+		out = append(out, bytes.Clone(line))
+		if len(out) > MaxBatchJobs {
+			return nil, fmt.Errorf("more than %d jobs; submit several batches", MaxBatchJobs)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read lines: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no jobs: want one JSON payload per line")
+	}
+	return out, nil
+}
+
+// batches opens the batch bucket once.
+func (c *Client) batches(ctx context.Context) (jetstream.KeyValue, error) {
+	c.deadMu.Lock()
+	defer c.deadMu.Unlock()
+	if c.batchKV != nil {
+		return c.batchKV, nil
+	}
+	kv, err := c.js.KeyValue(ctx, c.space.BatchBucket())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open the batch bucket: %w", err)
+	}
+	c.batchKV = kv
+	return kv, nil
+}
+
+// SubmitBatch queues payloads as one batch of jobs of type typ and returns
+// the batch. Its jobs are named <batch id>-<index>. conductord announces
+// the batch's end once (subject conductor.<ns>.events.batch.<id>.end);
+// Batch reports its progress.
+func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.RawMessage) (*Batch, error) {
+	if err := subject.Token("job type", typ); err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	if len(payloads) == 0 || len(payloads) > MaxBatchJobs {
+		return nil, fmt.Errorf("conductor: a batch holds 1 to %d jobs, not %d", MaxBatchJobs, len(payloads))
+	}
+	kv, err := c.batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &Batch{ID: uuid.Must(uuid.NewV7()).String(), Type: typ, Total: len(payloads), CreatedAt: time.Now().UTC()}
+	rec, _ := json.Marshal(b)
+	if _, err := kv.Create(ctx, b.ID, rec); err != nil {
+		return nil, fmt.Errorf("conductor: record batch: %w", err)
+	}
+	for i, p := range payloads {
+		if _, err := c.Submit(ctx, typ, p, WithBatch(b.ID), func(o *submitOptions) { o.id = batchJobID(b.ID, i) }); err != nil {
+			return nil, fmt.Errorf("conductor: batch %s: job %d: %w (jobs 0 to %d are queued)", b.ID, i, err, i-1)
+		}
+	}
+	b.Queued = b.Total
+	return b, nil
+}
+
+// Batch returns batch id with its progress, counted from its jobs' states.
+func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
+	if subject.Token("batch id", id) != nil {
+		return nil, ErrBatchNotFound
+	}
+	kv, err := c.batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrBatchNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read batch %s: %w", id, err)
+	}
+	var b Batch
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return nil, fmt.Errorf("conductor: decode batch %s: %w", id, err)
+	}
+	if err := c.count(ctx, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// count reads the state of every job of b, 16 at a time, and counts them.
+func (c *Client) count(ctx context.Context, b *Batch) error {
+	statuses := make([]wire.Status, b.Total)
+	errs := make(chan error, 1)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				j, err := c.Job(ctx, batchJobID(b.ID, i))
+				switch {
+				case errors.Is(err, ErrJobNotFound):
+					statuses[i] = StatusQueued // published by a submitter that has not written it yet
+				case err != nil:
+					select {
+					case errs <- err:
+					default:
+					}
+				default:
+					statuses[i] = j.Status
+				}
+			}
+		})
+	}
+	for i := range b.Total {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return fmt.Errorf("conductor: count batch %s: %w", b.ID, err)
+	default:
+	}
+	b.Queued, b.Running, b.Succeeded, b.Failed, b.Dead, b.Cancelled = 0, 0, 0, 0, 0, 0
+	for _, st := range statuses {
+		switch st {
+		case StatusRunning:
+			b.Running++
+		case StatusSucceeded:
+			b.Succeeded++
+		case StatusFailed:
+			b.Failed++
+		case StatusDead:
+			b.Dead++
+		case StatusCancelled:
+			b.Cancelled++
+		default:
+			b.Queued++
+		}
+	}
+	return nil
+}
+
+// batchEnds announces the end of each batch once. Job end events mark
+// their batch to be counted; a goroutine counts the marked batches every
+// batchCheckEvery and, for one whose jobs have all ended, records its end
+// (a compare-and-set, so that one conductord announces it) and publishes
+// it. At start every batch not ended yet is marked, so an end missed while
+// conductord was down is announced then.
+type batchEnds struct {
+	mu    sync.Mutex
+	dirty map[string]bool
+}
+
+const batchCheckEvery = 500 * time.Millisecond
+
+// mark notes that a job of batch id ended.
+func (e *batchEnds) mark(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dirty[id] = true
+}
+
+func (e *batchEnds) take() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := make([]string, 0, len(e.dirty))
+	for id := range e.dirty {
+		ids = append(ids, id)
+	}
+	clear(e.dirty)
+	return ids
+}
+
+// watchBatchEnds runs until ctx ends.
+func (c *Conductor) watchBatchEnds(ctx context.Context) {
+	if kv, err := c.client.batches(ctx); err == nil {
+		if lister, err := kv.ListKeys(ctx); err == nil {
+			for id := range lister.Keys() {
+				c.batchEnds.mark(id)
+			}
+			_ = lister.Stop()
+		}
+	}
+	t := time.NewTicker(batchCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range c.batchEnds.take() {
+			if err := c.endBatch(ctx, id); err != nil && ctx.Err() == nil {
+				c.log.Warn("check the end of a batch; trying again", "batch", id, "err", err)
+				c.batchEnds.mark(id)
+			}
+		}
+	}
+}
+
+// endBatch announces batch id's end if all its jobs have ended and no one
+// has announced it yet.
+func (c *Conductor) endBatch(ctx context.Context, id string) error {
+	kv, err := c.client.batches(ctx)
+	if err != nil {
+		return err
+	}
+	e, err := kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil // not a batch of the HTTP API (RunBatch tracks its own)
+	}
+	if err != nil {
+		return err
+	}
+	var b Batch
+	if err := json.Unmarshal(e.Value(), &b); err != nil || !b.EndedAt.IsZero() {
+		return nil
+	}
+	if err := c.client.count(ctx, &b); err != nil {
+		return err
+	}
+	if !b.Ended() {
+		return nil
+	}
+	b.EndedAt = time.Now().UTC()
+	rec, _ := json.Marshal(&b)
+	if _, err := kv.Update(ctx, id, rec, e.Revision()); err != nil {
+		return nil // announced by another conductord, or changed: the next event checks again
+	}
+	c.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
+	return c.nc.Publish(c.space.BatchEvent(id), rec)
+}
