@@ -224,12 +224,42 @@ func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 	case s.isCancelled(job.ID):
 		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
 		return nil, false
+	case s.deferred(job, m):
+		return nil, false
 	case !json.Valid(m.Data):
 		job.Payload, _ = json.Marshal(string(m.Data))
 		s.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true})
 		return nil, false
 	}
 	return job, true
+}
+
+// deferred puts back a delayed job that came before its time (header
+// Conductor-Not-Before): JetStream redelivers it then, and the early
+// delivery is counted as skipped, not as an attempt.
+func (s *source) deferred(job *broker.Job, m *nats.Msg) bool {
+	v := m.Header.Get(wire.HeaderNotBefore)
+	if v == "" {
+		return false
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		s.log.Warn("ignoring a bad not-before header; the job runs now", "job", job.ID, "header", wire.HeaderNotBefore, "value", v)
+		return false
+	}
+	wait := time.Until(at)
+	if wait <= 0 {
+		return false
+	}
+	h := job.Handle.(*heldJob)
+	h.mu.Lock()
+	h.finished = true
+	h.mu.Unlock()
+	h.timer.Stop()
+	s.recordSkip(h)
+	s.release(m)
+	_ = m.NakWithDelay(wait)
+	return true
 }
 
 func (s *source) isCancelled(id string) bool { return s.cancelled != nil && s.cancelled(id) }

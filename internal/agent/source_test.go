@@ -365,3 +365,21 @@ func TestSource_JobGoesToTheLeastLoadedWorker(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	notBefore := time.Now().Add(400 * time.Millisecond)
+	m := nats.NewMsg(b.space.Job("sq"))
+	m.Header.Set(wire.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))
+	m.Data = []byte("1")
+	_, err := b.js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+	job := next(t, src)
+	require.False(t, time.Now().Before(notBefore), "given to a worker before its time")
+	require.Equal(t, 1, job.Attempt, "the early delivery is no attempt")
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now})
+	done := b.state(t, job, wire.StatusSucceeded)
+	require.Equal(t, 1, done.Skipped)
+}

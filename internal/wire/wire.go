@@ -22,6 +22,9 @@ const (
 	// HeaderMaxAttempts carries a job's own attempt limit (a whole number,
 	// 1 or more), instead of its pool's max_attempts.
 	HeaderMaxAttempts = "Conductor-Max-Attempts"
+	// HeaderNotBefore holds the time (RFC 3339) before which the job must
+	// not run: a delayed job.
+	HeaderNotBefore = "Conductor-Not-Before"
 	// HeaderRequeued marks a dead job queued again: its attempts count from
 	// 1 again, and the history of its earlier run is kept.
 	HeaderRequeued = "Conductor-Requeued"

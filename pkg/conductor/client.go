@@ -169,6 +169,8 @@ type submitOptions struct {
 	maxAttempts int
 	// id, if set, is the job's id (batches name their jobs).
 	id string
+	// notBefore, if set, is when the job may run.
+	notBefore time.Time
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -189,6 +191,12 @@ func WithBatch(id string) SubmitOption {
 // and the job is retried (see docs/supervision.md).
 func WithTimeout(d time.Duration) SubmitOption {
 	return func(o *submitOptions) { o.timeout = d }
+}
+
+// WithDelay makes the job wait d before it runs (a delayed job). It is
+// queued at once; a worker takes it once d has passed.
+func WithDelay(d time.Duration) SubmitOption {
+	return func(o *submitOptions) { o.notBefore = time.Now().Add(d) }
 }
 
 // WithMaxAttempts gives the job its own attempt limit, n >= 1, instead of
@@ -270,6 +278,9 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	}
 	if o.maxAttempts > 0 {
 		m.Header.Set(wire.HeaderMaxAttempts, strconv.Itoa(o.maxAttempts))
+	}
+	if !o.notBefore.IsZero() {
+		m.Header.Set(wire.HeaderNotBefore, o.notBefore.UTC().Format(time.RFC3339Nano))
 	}
 	m.Data = data
 	// An ack lost to a server restart would hold a single publish for the

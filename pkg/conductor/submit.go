@@ -23,6 +23,7 @@ type submission struct {
 	wait        string // a duration; "" to answer once queued
 	timeout     string
 	maxAttempts string
+	delay       string
 }
 
 // submit checks and queues sub and, with a wait, waits for the job's end.
@@ -67,6 +68,13 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 			return bad(http.StatusBadRequest, "bad max_attempts %q: want a whole number, 1 or more", sub.maxAttempts)
 		}
 		opts = append(opts, WithMaxAttempts(n))
+	}
+	if sub.delay != "" {
+		d, err := time.ParseDuration(sub.delay)
+		if err != nil || d < 0 {
+			return bad(http.StatusBadRequest, "bad delay %q: want a duration such as 10m", sub.delay)
+		}
+		opts = append(opts, WithDelay(d))
 	}
 	id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
 	if err != nil {
@@ -139,6 +147,7 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 			code, answer := c.submit(ctx, submission{
 				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(HeaderIdempotencyKey),
 				wait: wait, timeout: m.Header.Get("Conductor-Timeout"), maxAttempts: m.Header.Get("Conductor-Max-Attempts"),
+				delay: m.Header.Get("Conductor-Delay"),
 			})
 			c.reply(m, code, answer)
 		})

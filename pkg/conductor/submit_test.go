@@ -53,6 +53,14 @@ func TestConductor_SubmitByRequest(t *testing.T) {
 	require.Equal(t, j["id"], again["id"], "one job per key")
 	require.EqualValues(t, 81, again["result"])
 
+	start := time.Now()
+	status, j = request("squares", "3", map[string]string{"Conductor-Delay": "300ms"})
+	require.Equal(t, "200", status)
+	require.EqualValues(t, 9, j["result"])
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "a delayed job waits its time")
+	status, _ = request("squares", "3", map[string]string{"Conductor-Delay": "soon"})
+	require.Equal(t, "400", status)
+
 	status, j = request("squares", "not json", nil)
 	require.Equal(t, "400", status)
 	require.Equal(t, "payload is not valid JSON", j["error"])
