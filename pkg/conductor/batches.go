@@ -77,21 +77,6 @@ func parseLines(body []byte, maxPayload int) ([]json.RawMessage, error) {
 	return out, nil
 }
 
-// batches opens the batch bucket once.
-func (c *Client) batches(ctx context.Context) (jetstream.KeyValue, error) {
-	c.deadMu.Lock()
-	defer c.deadMu.Unlock()
-	if c.batchKV != nil {
-		return c.batchKV, nil
-	}
-	kv, err := c.js.KeyValue(ctx, c.space.BatchBucket())
-	if err != nil {
-		return nil, fmt.Errorf("conductor: open the batch bucket: %w", err)
-	}
-	c.batchKV = kv
-	return kv, nil
-}
-
 // SubmitBatch queues payloads as one batch of jobs of type typ and returns
 // the batch. Its jobs are named <batch id>-<index>. conductord announces
 // the batch's end once (subject conductor.<ns>.events.batch.<id>.end);
@@ -103,7 +88,7 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 	if len(payloads) == 0 || len(payloads) > MaxBatchJobs {
 		return nil, fmt.Errorf("conductor: a batch holds 1 to %d jobs, not %d", MaxBatchJobs, len(payloads))
 	}
-	kv, err := c.batches(ctx)
+	kv, err := c.bucket(ctx, c.space.BatchBucket(), "batch bucket")
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +111,7 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 	if subject.Token("batch id", id) != nil {
 		return nil, ErrBatchNotFound
 	}
-	kv, err := c.batches(ctx)
+	kv, err := c.bucket(ctx, c.space.BatchBucket(), "batch bucket")
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +219,7 @@ func (e *batchEnds) take() []string {
 
 // watchBatchEnds runs until ctx ends.
 func (c *Conductor) watchBatchEnds(ctx context.Context) {
-	if kv, err := c.client.batches(ctx); err == nil {
+	if kv, err := c.client.bucket(ctx, c.space.BatchBucket(), "batch bucket"); err == nil {
 		if lister, err := kv.ListKeys(ctx); err == nil {
 			for id := range lister.Keys() {
 				c.batchEnds.mark(id)
@@ -262,7 +247,7 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 // endBatch announces batch id's end if all its jobs have ended and no one
 // has announced it yet.
 func (c *Conductor) endBatch(ctx context.Context, id string) error {
-	kv, err := c.client.batches(ctx)
+	kv, err := c.client.bucket(ctx, c.space.BatchBucket(), "batch bucket")
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrJobEnded is returned by Cancel for a job that has ended already.
@@ -28,7 +26,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Job, error) {
 	if j.Status.Final() {
 		return j, fmt.Errorf("%w: %s is %s", ErrJobEnded, id, j.Status)
 	}
-	kv, err := c.cancelBucket(ctx)
+	kv, err := c.bucket(ctx, c.space.CancelBucket(), "cancel bucket")
 	if err != nil {
 		return nil, err
 	}
@@ -37,19 +35,4 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Job, error) {
 		return nil, fmt.Errorf("conductor: cancel job %s: %w", id, err)
 	}
 	return j, nil
-}
-
-// cancelBucket opens the cancel bucket once.
-func (c *Client) cancelBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	c.deadMu.Lock()
-	defer c.deadMu.Unlock()
-	if c.cancelKV != nil {
-		return c.cancelKV, nil
-	}
-	kv, err := c.js.KeyValue(ctx, c.space.CancelBucket())
-	if err != nil {
-		return nil, fmt.Errorf("conductor: open the cancel bucket: %w", err)
-	}
-	c.cancelKV = kv
-	return kv, nil
 }

@@ -93,10 +93,8 @@ type Client struct {
 	hosts   *hostRegistry
 	hostSub *nats.Subscription
 
-	deadMu   sync.Mutex         // guards dead and cancelKV
-	dead     jetstream.KeyValue // the dead job index, opened on first use
-	cancelKV jetstream.KeyValue // the cancel bucket, opened on first use
-	batchKV  jetstream.KeyValue // the batch bucket, opened on first use
+	bucketsMu sync.Mutex                    // guards buckets
+	buckets   map[string]jetstream.KeyValue // the buckets besides kv, opened on first use (see bucket)
 }
 
 // Connect dials the conductor's NATS at url and returns a Client that owns
@@ -294,7 +292,7 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 		if err == nil {
 			return nil
 		}
-		if !retryablePublish(err) {
+		if !retryable(err) {
 			break
 		}
 		select {
@@ -317,7 +315,7 @@ func (c *Client) known(ctx context.Context, id string) (bool, error) {
 			return true, nil
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			return false, nil
-		case ctx.Err() != nil || !retryablePublish(err):
+		case ctx.Err() != nil || !retryable(err):
 			return false, err
 		}
 		select {
@@ -327,6 +325,24 @@ func (c *Client) known(ctx context.Context, id string) (bool, error) {
 	}
 }
 
+// bucket opens the key-value bucket name once; what names it in errors.
+func (c *Client) bucket(ctx context.Context, name, what string) (jetstream.KeyValue, error) {
+	c.bucketsMu.Lock()
+	defer c.bucketsMu.Unlock()
+	if kv, ok := c.buckets[name]; ok {
+		return kv, nil
+	}
+	kv, err := c.js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open the %s: %w", what, err)
+	}
+	if c.buckets == nil {
+		c.buckets = map[string]jetstream.KeyValue{}
+	}
+	c.buckets[name] = kv
+	return kv, nil
+}
+
 // Timing of Submit's publish: each attempt waits publishAttemptTimeout for
 // its ack, and publishRetryDelay separates attempts, within 30s in all.
 const (
@@ -334,10 +350,10 @@ const (
 	publishRetryDelay     = 50 * time.Millisecond
 )
 
-// retryablePublish reports whether a failed publish may succeed if made
-// again: no ack in time, no stream yet (a restarting server), or a
-// connection being re-made.
-func retryablePublish(err error) bool {
+// retryable reports whether a failed JetStream request (a publish, a
+// lookup) may succeed if made again: no answer in time, no stream yet (a
+// restarting server), or a connection being re-made.
+func retryable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrDisconnected)

@@ -26,21 +26,6 @@ const (
 // ErrNotDead is returned by Requeue for a job that is not dead.
 var ErrNotDead = errors.New("conductor: job is not dead")
 
-// deadBucket opens the dead job index once.
-func (c *Client) deadBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	c.deadMu.Lock()
-	defer c.deadMu.Unlock()
-	if c.dead != nil {
-		return c.dead, nil
-	}
-	kv, err := c.js.KeyValue(ctx, c.space.DeadBucket())
-	if err != nil {
-		return nil, fmt.Errorf("conductor: open the dead job index: %w", err)
-	}
-	c.dead = kv
-	return kv, nil
-}
-
 // DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
 // most limit of them (DefaultListLimit if 0, at most MaxListLimit). Each
 // comes with its payload and every attempt's error.
@@ -54,32 +39,32 @@ func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, e
 	if limit < 0 {
 		return nil, fmt.Errorf("conductor: negative limit %d", limit)
 	}
-	kv, err := c.deadBucket(ctx)
+	kv, err := c.bucket(ctx, c.space.DeadBucket(), "dead job index")
 	if err != nil {
 		return nil, err
 	}
-	lister, err := kv.ListKeys(ctx)
+	// One pass over the latest value of every key, not a read per key.
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("conductor: list dead jobs: %w", err)
 	}
-	defer lister.Stop()
+	defer w.Stop()
 	jobs := []*Job{}
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // re-queued meanwhile
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e = <-w.Updates():
 		}
-		if err != nil {
-			return nil, fmt.Errorf("conductor: read dead job %s: %w", key, err)
+		if e == nil {
+			break // every current value has come
 		}
 		var j Job
 		if err := json.Unmarshal(e.Value(), &j); err != nil || (typ != "" && j.Type != typ) {
 			continue
 		}
 		jobs = append(jobs, &j)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
 	}
 	slices.SortFunc(jobs, func(a, b *Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
 	return jobs[:min(len(jobs), limit)], nil
@@ -93,7 +78,7 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	if subject.Token("job id", id) != nil {
 		return nil, ErrJobNotFound
 	}
-	kv, err := c.deadBucket(ctx)
+	kv, err := c.bucket(ctx, c.space.DeadBucket(), "dead job index")
 	if err != nil {
 		return nil, err
 	}
