@@ -258,7 +258,9 @@ func (s *source) deferred(job *broker.Job, m *nats.Msg) bool {
 	h.timer.Stop()
 	s.recordSkip(h)
 	s.release(m)
-	_ = m.NakWithDelay(wait)
+	if err := m.NakWithDelay(wait); err != nil {
+		s.log.Warn("put back a delayed job; it comes back when its lease ends", "job", job.ID, "err", err)
+	}
 	return true
 }
 
@@ -729,7 +731,9 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		// first, so that the next delivery's attempt number leaves it out.
 		s.recordSkip(h)
 		s.release(h.msg)
-		_ = h.msg.Nak()
+		if err := h.msg.Nak(); err != nil {
+			s.log.Warn("put back a job that reached no worker; it comes back when its lease ends", "job", job.ID, "err", err)
+		}
 		return
 	}
 	st := &h.state
