@@ -186,34 +186,84 @@ func (c *Client) count(ctx context.Context, b *Batch) error {
 	return nil
 }
 
-// batchEnds announces the end of each batch once. Job end events mark
-// their batch to be counted; a goroutine counts the marked batches every
-// batchCheckEvery and, for one whose jobs have all ended, records its end
-// (a compare-and-set, so that one conductord announces it) and publishes
-// it. At start every batch not ended yet is marked, so an end missed while
-// conductord was down is announced then.
+// batchEnds announces the end of each batch once. Job end events are
+// counted per batch; once a batch's count reaches its total (or its total
+// is not known yet), a goroutine checks it within batchCheckEvery: it
+// counts the states of the batch's jobs and, if all have ended, records the
+// end (a compare-and-set, so that one conductord announces it) and
+// publishes it. A check that finds jobs still running resets the count to
+// the jobs found ended, so events lost while conductord was down are made
+// up for. At start every batch is checked once.
 type batchEnds struct {
-	mu    sync.Mutex
-	dirty map[string]bool
+	mu      sync.Mutex
+	batches map[string]*batchCount
+}
+
+// batchCount is what batchEnds knows of one batch.
+type batchCount struct {
+	total   int  // its jobs; 0 until a check has read it
+	ended   int  // its jobs known to have ended
+	atCheck int  // ended when the last check began
+	due     bool // to be checked at the next tick
 }
 
 const batchCheckEvery = 500 * time.Millisecond
+
+func (e *batchEnds) get(id string) *batchCount {
+	b := e.batches[id]
+	if b == nil {
+		b = &batchCount{}
+		e.batches[id] = b
+	}
+	return b
+}
 
 // mark notes that a job of batch id ended.
 func (e *batchEnds) mark(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.dirty[id] = true
+	b := e.get(id)
+	b.ended++
+	b.due = b.due || b.total == 0 || b.ended >= b.total
 }
 
+// check has batch id checked at the next tick.
+func (e *batchEnds) check(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.get(id).due = true
+}
+
+// settle records what a check found of a batch that has not ended: its
+// total, and the jobs it found ended plus the events counted during the
+// check. Those may count a job twice, which only brings the next check
+// early; counting one too few would leave the batch unannounced.
+func (e *batchEnds) settle(id string, total, ended int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	b := e.get(id)
+	b.total, b.ended = total, ended+b.ended-b.atCheck
+	b.due = b.ended >= b.total // marks made before the total was known are settled too
+}
+
+// forget drops a batch that ended, or that is not one of the HTTP API.
+func (e *batchEnds) forget(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.batches, id)
+}
+
+// take returns the batches due for a check.
 func (e *batchEnds) take() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ids := make([]string, 0, len(e.dirty))
-	for id := range e.dirty {
-		ids = append(ids, id)
+	var ids []string
+	for id, b := range e.batches {
+		if b.due {
+			b.due, b.atCheck = false, b.ended
+			ids = append(ids, id)
+		}
 	}
-	clear(e.dirty)
 	return ids
 }
 
@@ -222,7 +272,7 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 	if kv, err := c.client.bucket(ctx, c.space.BatchBucket(), "batch bucket"); err == nil {
 		if lister, err := kv.ListKeys(ctx); err == nil {
 			for id := range lister.Keys() {
-				c.batchEnds.mark(id)
+				c.batchEnds.check(id)
 			}
 			_ = lister.Stop()
 		}
@@ -238,7 +288,7 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 		for _, id := range c.batchEnds.take() {
 			if err := c.endBatch(ctx, id); err != nil && ctx.Err() == nil {
 				c.log.Warn("check the end of a batch; trying again", "batch", id, "err", err)
-				c.batchEnds.mark(id)
+				c.batchEnds.check(id)
 			}
 		}
 	}
@@ -253,21 +303,25 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 	}
 	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil // not a batch of the HTTP API (RunBatch tracks its own)
+		c.batchEnds.forget(id) // not a batch of the HTTP API (RunBatch tracks its own)
+		return nil
 	}
 	if err != nil {
 		return err
 	}
 	var b Batch
 	if err := json.Unmarshal(e.Value(), &b); err != nil || !b.EndedAt.IsZero() {
+		c.batchEnds.forget(id)
 		return nil
 	}
 	if err := c.client.count(ctx, &b); err != nil {
 		return err
 	}
 	if !b.Ended() {
+		c.batchEnds.settle(id, b.Total, b.Succeeded+b.Dead+b.Cancelled)
 		return nil
 	}
+	c.batchEnds.forget(id)
 	b.EndedAt = time.Now().UTC()
 	rec, _ := json.Marshal(&b)
 	if _, err := kv.Update(ctx, id, rec, e.Revision()); err != nil {

@@ -123,7 +123,7 @@ func New(cfg Config) (*Conductor, error) {
 		cfg: cfg, space: space, log: cfg.Logger,
 		closing: closing, beginClose: beginClose,
 		stopped: make(chan struct{}), ncClosed: make(chan struct{}),
-		batchEnds: batchEnds{dirty: map[string]bool{}},
+		batchEnds: batchEnds{batches: map[string]*batchCount{}},
 	}, nil
 }
 
