@@ -167,7 +167,7 @@ func (ss *session) dispatch() {
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(WithWorkerLoad(ss.s.ctx, residentBytes(ss.p.pid)))
+	ctx, cancel := context.WithCancel(WithWorkerLoad(ss.s.ctx, ss.s.rss(ss.p.pid)))
 	ch := make(chan nextResult, 1)
 	ss.next, ss.nextCtx, ss.cancelNext = ch, ctx, cancel
 	go func() {

@@ -153,6 +153,17 @@ func (s *slot) stopping() (reason string, timeout time.Duration) {
 	return reason, timeout
 }
 
+// rss returns the resident memory of the slot's process pid as last read
+// (every heartbeat reads it), reading it now if it never was.
+func (s *slot) rss(pid int) int64 {
+	if rss := s.lastRSS.Load(); rss > 0 {
+		return rss
+	}
+	rss := residentBytes(pid)
+	s.lastRSS.Store(rss)
+	return rss
+}
+
 // stopCause describes, for the outcome of a job its stop cut short, why
 // the slot is stopping.
 func (s *slot) stopCause() string {
