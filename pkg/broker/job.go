@@ -72,7 +72,8 @@ type ReadySource interface {
 type loadKey struct{}
 
 // WorkerLoad returns the load of the worker on whose behalf Source.Next
-// was called: its resident memory in bytes when Next was called. A Source
+// was called: its resident memory in bytes, as last read (Pool.Workers
+// reads it; a process never read is read then). A Source
 // with several Next calls waiting may give a job to the least loaded
 // worker (load-process-manager's dispatch by pressure).
 func WorkerLoad(ctx context.Context) (rss int64, ok bool) {
