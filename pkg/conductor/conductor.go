@@ -187,6 +187,11 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveSubmits(c.closing); err != nil {
 		return err
 	}
+	// Start returns once the server has the subscriptions: a submission
+	// by request right after it is answered, not refused for no responder.
+	if err := c.nc.Flush(); err != nil {
+		return fmt.Errorf("conductor: subscribe: %w", err)
+	}
 	c.wg.Go(c.stats.run)
 	c.wg.Go(func() { c.watchBatchEnds(c.closing) })
 	if c.cfg.HTTPListen != "" {
