@@ -53,7 +53,7 @@ const (
 	// Worker events (subject.Space.WorkerEvent).
 	EventWorkerStart   = "start"   // a process started; Reason start, restart, recycle, upgrade or resize
 	EventWorkerReady   = "ready"   // a channel worker said ready for the first time
-	EventWorkerExit    = "exit"    // a process ended; Reason, Exit, Code, Signal say how
+	EventWorkerExit    = "exit"    // a process ended; Reason, Exit, Code, Signal, OOM say how
 	EventWorkerMessage = "message" // a worker sent a custom message (Data)
 
 	// Pool events (subject.Space.PoolEvent).
@@ -96,6 +96,11 @@ type Event struct {
 	Exit   string `json:"exit,omitempty"`
 	Code   int    `json:"code,omitempty"`
 	Signal string `json:"signal,omitempty"`
+	// OOM is set on an exit the kernel's OOM killer caused, as far as
+	// workerd can tell: a SIGKILL it did not send ended the process and the
+	// host's count of OOM kills rose while it ran. Exit then reads "signal:
+	// killed (out of memory: the kernel's OOM killer)".
+	OOM bool `json:"oom,omitempty"`
 	// Uptime is how long the process ran, for an exit.
 	Uptime Duration `json:"uptime,omitempty"`
 	// Count is the pool's worker count, for a pool event.

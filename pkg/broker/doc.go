@@ -69,6 +69,12 @@
 // pool stops first it is reported Crashed, "pool stopped before the job
 // started".
 //
+// On Linux, a process ended by a SIGKILL the pool did not send is taken to
+// be the kernel's OOM killer's victim if the host's count of OOM kills
+// (/proc/vmstat) rose while it ran: Outcome.OOMKilled, the exit event's
+// OOM, and "signal: killed (out of memory: the kernel's OOM killer)".
+// Another process's OOM kill together with a kill -9 passes for one too.
+//
 // # Stopping
 //
 // Stop is graceful and proceeds in this order: intake stops (the context

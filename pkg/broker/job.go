@@ -29,6 +29,12 @@ type Outcome struct {
 	Permanent bool
 	// Crashed is set when the process exited (or was killed) holding the job.
 	Crashed bool
+	// OOMKilled is set, with Crashed, when the kernel's OOM killer killed
+	// the process, as far as the pool can tell (Linux only): a SIGKILL it
+	// did not send ended the process, and the host's count of OOM kills
+	// rose while it ran. Err says so too: "signal: killed (out of memory:
+	// the kernel's OOM killer)".
+	OOMKilled bool
 	// TimedOut is set when the attempt ran over its timeout: the worker was
 	// sent the cancel op and, if it did not answer, stopped.
 	TimedOut bool

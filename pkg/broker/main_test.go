@@ -50,6 +50,7 @@ var fakeWorkers = map[string]func() int{
 	"http":           runHTTP,
 	"cancel-job":     runCancelJob,
 	"ignore-cancel":  runIgnoreCancel,
+	"hog":            runHog,
 }
 
 func TestMain(m *testing.M) {
@@ -424,4 +425,32 @@ func runIgnoreCancel() int {
 			blockForever()
 		}
 	}
+}
+
+// hogLimit is how much memory a hog worker fills before it gives up on
+// being killed for it.
+const hogLimit = 1 << 30
+
+// runHog: ready; a job whose payload is "hog" fills memory a mebibyte at a
+// time until the process is killed, and fails if it reaches hogLimit
+// first; any other job is held until shutdown.
+func runHog() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	var hoard [][]byte
+	c.serve(func(m proto.Message) bool {
+		if string(m.Payload) != `"hog"` {
+			return true
+		}
+		for len(hoard) < hogLimit>>20 {
+			b := make([]byte, 1<<20)
+			for i := 0; i < len(b); i += 4 << 10 {
+				b[i] = 1 // touch every page: it counts once written
+			}
+			hoard = append(hoard, b)
+		}
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: fmt.Sprintf("filled %d MiB and was not killed", len(hoard))})
+		return true
+	})
+	return 0
 }

@@ -117,13 +117,27 @@ func inheritedEnv() []string {
 	})
 }
 
+// oomNote follows the exit of a process the kernel's OOM killer ended, in
+// the crash report of its job and in its exit event.
+const oomNote = " (out of memory: the kernel's OOM killer)"
+
 // proc is one running worker process. Its fields are set by startProc; the
-// slot goroutine that started it owns in, w and inClosed; the Wait goroutine
-// writes exit before closing exited.
+// slot goroutine that started it owns in, w, inClosed and sigkillAt; the
+// Wait goroutine writes exit, code, signal, reaped and oomRose before
+// closing exited.
 type proc struct {
 	pid     int
 	started time.Time
 	cancel  context.CancelFunc // cancels the Cmd's context: SIGTERM to the group, SIGKILL after KillTimeout
+	// waitDelay is the Cmd's WaitDelay: os/exec SIGKILLs the process that
+	// long after terminate.
+	waitDelay time.Duration
+	// oomBase is the host's count of OOM kills just before the process
+	// started, -1 if unknown.
+	oomBase int64
+	// sigkillAt is the earliest time this side may have sent the process
+	// SIGKILL (at kill, or waitDelay after terminate); zero if it sent none.
+	sigkillAt time.Time
 
 	in       *os.File      // our end of the worker's fd 3; nil for ProtocolNone
 	w        *proto.Writer // writes to in
@@ -143,6 +157,10 @@ type proc struct {
 	exit   string        // how it ended: "exit status 3", "signal: killed"
 	code   int           // its exit code, -1 if killed by a signal
 	signal string        // the signal that killed it, if any
+	reaped time.Time     // when Wait returned
+	// oomRose: SIGKILL ended the process and the host's count of OOM kills
+	// is above oomBase. See oomKilled.
+	oomRose bool
 }
 
 // startProc starts one process of c through sp. The process gets its own
@@ -169,6 +187,8 @@ func startProc(sp *spawner, c procConfig) (*proc, error) {
 
 	p := &proc{
 		cancel:     cancel,
+		waitDelay:  cmd.WaitDelay,
+		oomBase:    oomKills(), // before the fork: an OOM kill of the new process counts after it
 		stderr:     &tail{},
 		readerDone: make(chan struct{}, 3),
 		quit:       make(chan struct{}),
@@ -230,11 +250,15 @@ func closeFiles(files []*os.File) {
 // SIGKILLs what is left of its group, records how it ended and closes exited.
 func (p *proc) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
+	p.reaped = time.Now()
 	_ = signalGroup(p.pid, syscall.SIGKILL)
 	if st := cmd.ProcessState; st != nil {
 		p.exit, p.code = st.String(), st.ExitCode()
 		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			p.signal = unix.SignalName(ws.Signal())
+			// The kernel counts an OOM kill as it sends the SIGKILL, long before
+			// the victim can exit and be reaped.
+			p.oomRose = ws.Signal() == syscall.SIGKILL && p.oomBase >= 0 && oomKills() > p.oomBase
 		}
 	} else {
 		p.exit, p.code = err.Error(), -1
@@ -310,15 +334,46 @@ func (p *proc) closeInput() {
 
 // terminate starts the stop of the process: SIGTERM to its group now, then
 // (cmd.WaitDelay) SIGKILL if it has not exited after KillTimeout.
-func (p *proc) terminate() { p.cancel() }
+func (p *proc) terminate() {
+	p.sentSIGKILL(time.Now().Add(p.waitDelay))
+	p.cancel()
+}
 
 // kill sends SIGKILL to the process group now, unless it was reaped already.
 func (p *proc) kill() {
 	select {
 	case <-p.exited:
 	default:
+		p.sentSIGKILL(time.Now())
 		_ = signalGroup(p.pid, syscall.SIGKILL)
 	}
+}
+
+// sentSIGKILL records that this side SIGKILLs the process at t (or may:
+// os/exec does it after WaitDelay unless the process exits first).
+func (p *proc) sentSIGKILL(t time.Time) {
+	if p.sigkillAt.IsZero() || t.Before(p.sigkillAt) {
+		p.sigkillAt = t
+	}
+}
+
+// oomKilled reports whether the kernel's OOM killer ended the process, as
+// far as can be told cheaply: a SIGKILL ended it, this side sent none before
+// it was reaped, and the host's count of OOM kills rose while it ran. Another
+// process's OOM kill while it ran, with a SIGKILL from elsewhere (kill -9),
+// passes for one too. Call it on the slot goroutine, after exited.
+func (p *proc) oomKilled() bool {
+	return p.oomRose && (p.sigkillAt.IsZero() || p.reaped.Before(p.sigkillAt))
+}
+
+// ended describes how the process ended, for the crash report of its job
+// and its exit event: its exit, with oomNote if the OOM killer ended it.
+// Call it on the slot goroutine, after exited.
+func (p *proc) ended() (exit string, oom bool) {
+	if p.oomKilled() {
+		return p.exit + oomNote, true
+	}
+	return p.exit, false
 }
 
 // release frees what is left of a process once it has exited: it gives the

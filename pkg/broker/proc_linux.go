@@ -70,3 +70,38 @@ func procStat(pid int) (rss int64, cpu time.Duration) {
 	}
 	return pages * int64(os.Getpagesize()), time.Duration(utime+stime) * time.Second / userHZ
 }
+
+// vmstatPath is where Linux (4.13 and later) counts OOM kills: the line
+// "oom_kill N".
+const vmstatPath = "/proc/vmstat"
+
+// oomKills returns how many processes the kernel's OOM killer has killed
+// since boot, or -1 if that cannot be read. The count is the host's: it
+// takes in every kill, whether the whole system or a memory cgroup ran out
+// of memory, and whoever the victim. It is read twice per worker at most
+// (before its start, and after its death if a SIGKILL ended it), so a plain
+// read of the whole file will do.
+func oomKills() int64 {
+	b, err := os.ReadFile(vmstatPath)
+	if err != nil {
+		return -1
+	}
+	return counter(b, "oom_kill")
+}
+
+// counter returns the value of the line "key N" of b, or -1 if b has no
+// such line.
+func counter(b []byte, key string) int64 {
+	for line := range bytes.Lines(b) {
+		k, v, ok := bytes.Cut(bytes.TrimSpace(line), []byte(" "))
+		if !ok || string(k) != key {
+			continue
+		}
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	return -1
+}

@@ -24,3 +24,30 @@ func TestProcStat(t *testing.T) {
 	rss, _ = procStat(1 << 30) // no such process
 	require.Zero(t, rss)
 }
+
+func TestOOMKills(t *testing.T) {
+	t.Parallel()
+	require.GreaterOrEqual(t, oomKills(), int64(0), "%s has no oom_kill line", vmstatPath)
+}
+
+func TestCounter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   string
+		want int64
+	}{
+		{"vmstat", "pgfault 12\noom_kill 3\nnuma_hit 9\n", 3},
+		{"memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n", 2},
+		{"first line, no newline", "oom_kill 41", 41},
+		{"a longer key only", "oom_group_kill 5\n", -1},
+		{"missing", "pgfault 12\n", -1},
+		{"not a number", "oom_kill many\n", -1},
+		{"empty", "", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tc.want, counter([]byte(tc.in), "oom_kill"))
+		})
+	}
+}

@@ -18,3 +18,6 @@ func residentBytes(int) int64 { return 0 }
 
 // procStat returns zeros outside Linux.
 func procStat(int) (int64, time.Duration) { return 0, 0 }
+
+// oomKills returns -1 outside Linux: there is no count of OOM kills to read.
+func oomKills() int64 { return -1 }

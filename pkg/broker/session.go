@@ -426,9 +426,10 @@ func (ss *session) finish() {
 	}
 	j := ss.job
 	ss.job = nil
+	exit, oom := ss.p.ended()
 	out := ss.outcome()
-	out.Crashed, out.TimedOut = true, ss.timedOut > 0
-	out.Err = "worker exited: " + ss.p.exit
+	out.Crashed, out.TimedOut, out.OOMKilled = true, ss.timedOut > 0, oom
+	out.Err = "worker exited: " + exit
 	if rss := ss.s.lastRSS.Load(); rss > 0 {
 		out.Err += fmt.Sprintf("; rss %d MiB at its last check", (rss+1<<19)>>20)
 	}

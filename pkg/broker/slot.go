@@ -264,16 +264,17 @@ func (s *slot) runProcess(sp *spawner, reason string) processRun {
 		s.serveService(p)
 	}
 	uptime := time.Since(p.started).Round(time.Millisecond)
+	exit, oom := p.ended()
 	exitReason := wire.ReasonFailure
 	if s.ctx.Err() != nil {
 		exitReason, _ = s.stopping()
-		s.log.Info("worker exited", "pid", p.pid, "exit", p.exit, "reason", exitReason)
+		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", exitReason)
 	} else {
-		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", p.exit, "uptime", uptime)
+		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", exit, "uptime", uptime)
 	}
 	s.exited(wire.Event{
 		Kind: wire.EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
-		Exit: p.exit, Code: p.code, Signal: p.signal, Uptime: wire.Duration(uptime),
+		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: wire.Duration(uptime),
 	})
 	return run
 }

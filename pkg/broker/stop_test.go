@@ -98,6 +98,7 @@ func TestPool_Stop(t *testing.T) {
 
 		e := b.outcome(t)
 		require.True(t, e.out.Crashed)
+		require.False(t, e.out.OOMKilled)
 		require.Regexp(t, `^pool stopped \(worker exited: signal: killed(; rss \d+ MiB at its last check)?\)$`, e.out.Err)
 		requireGone(t, w.PID)
 		require.NotEmpty(t, b.log.find("did not exit after shutdown; sending SIGTERM"))
@@ -194,6 +195,7 @@ func TestPool_Kill(t *testing.T) {
 	require.Less(t, time.Since(start), 5*time.Second)
 	e := b.outcome(t)
 	require.True(t, e.out.Crashed)
+	require.False(t, e.out.OOMKilled)
 	require.Regexp(t, `^pool killed \(worker exited: signal: killed(; rss \d+ MiB at its last check)?\)$`, e.out.Err)
 	requireGone(t, w.PID)
 }

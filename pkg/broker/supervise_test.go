@@ -414,6 +414,7 @@ func TestPool_Events(t *testing.T) {
 	require.Equal(t, "signal: killed", exit.Exit)
 	require.Equal(t, "SIGKILL", exit.Signal)
 	require.Equal(t, -1, exit.Code)
+	require.False(t, exit.OOM)
 	restart := ev.wait(t, wire.EventWorkerStart, func(e wire.Event) bool { return e.Reason == wire.ReasonRestart })
 	w := readyN(t, pool, 1)[0]
 	require.Equal(t, restart.PID, w.PID)
@@ -602,5 +603,6 @@ func TestPool_CrashReportsLastRSS(t *testing.T) {
 	require.NoError(t, syscall.Kill(w.PID, syscall.SIGKILL))
 	e := b.outcome(t)
 	require.True(t, e.out.Crashed)
+	require.False(t, e.out.OOMKilled)
 	require.Regexp(t, `^worker exited: signal: killed; rss \d+ MiB at its last check`, e.out.Err)
 }
