@@ -346,19 +346,26 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 	}
 }
 
+// ensureConsumer makes sure the consumers of job type typ exist: one per
+// priority, each filtered on the subject of its jobs.
 func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := a.js.CreateOrUpdateConsumer(ctx, a.space.JobStream(), jetstream.ConsumerConfig{
-		Durable:       a.space.Consumer(typ),
-		FilterSubject: a.space.Job(typ),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       a.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxWaiting:    4096,
-		MaxAckPending: 100_000,
-	})
-	return err
+	for _, p := range wire.Priorities {
+		_, err := a.js.CreateOrUpdateConsumer(ctx, a.space.JobStream(), jetstream.ConsumerConfig{
+			Durable:       a.space.ConsumerAt(typ, string(p)),
+			FilterSubject: a.space.JobAt(typ, string(p)),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       a.cfg.AckWait,
+			MaxDeliver:    -1,
+			MaxWaiting:    4096,
+			MaxAckPending: 100_000,
+		})
+		if err != nil {
+			return fmt.Errorf("%s jobs: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // watchReconnects tells every job source when the connection is re-made,

@@ -31,19 +31,18 @@ import (
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	sourceConfig
-	prefetchMax int // jobs held ahead while jobs are short
-	pullSubj    string
+	prefetchMax int      // jobs held ahead while jobs are short
+	levels      []*level // one per priority, highest first; see fetch.go
+	polled      int      // the jobs the long polls may yet bring, all together (the fetcher's)
 
-	msgs  chan *nats.Msg // subscription -> fetcher: jobs and statuses
-	kick  chan struct{}  // Next -> fetcher: demand changed
-	fresh chan struct{}  // agent -> fetcher: reconnected, requests lost
+	msgs  chan delivery // subscriptions -> fetcher: jobs and statuses
+	kick  chan struct{} // Next -> fetcher: demand changed
+	fresh chan struct{} // agent -> fetcher: reconnected, requests lost
 
 	// mu guards the fields below: Next, the fetcher, Done, the acker and the
 	// lease keeper touch them. ready and waiters are never both non-empty.
 	mu      sync.Mutex
-	inbox   string             // where pull requests are answered; the fetcher renews it
-	sub     *nats.Subscription // inbox's subscription
-	ready   []*nats.Msg        // jobs no worker has taken yet
+	ready   []*nats.Msg        // jobs no worker has taken yet, highest priority first
 	waiters []waiter           // Next calls waiting for a job, oldest first
 	held    map[*nats.Msg]bool // every job delivered and not yet finished
 	avgRun  time.Duration      // moving average of attempt durations; 0: none yet
@@ -119,7 +118,6 @@ func newSource(cfg sourceConfig) (*source, error) {
 	s := &source{
 		sourceConfig: cfg,
 		prefetchMax:  cfg.prefetch * workers,
-		pullSubj:     "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.Consumer(cfg.typ),
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
 		fresh:        make(chan struct{}, 1),
@@ -129,9 +127,16 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs fills only
 	// after a resize up, and then only delays deliveries.
-	s.msgs = make(chan *nats.Msg, max(2*(workers+s.prefetchMax)+64, 1024))
-	if err := s.newInbox(); err != nil {
-		return nil, err
+	s.msgs = make(chan delivery, max(2*(workers+s.prefetchMax)+64, 1024))
+	for _, p := range wire.Priorities {
+		l := &level{prio: p, pullSubj: "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
+		if err := s.newInbox(l); err != nil {
+			for _, l := range s.levels {
+				_ = l.sub.Unsubscribe()
+			}
+			return nil, err
+		}
+		s.levels = append(s.levels, l)
 	}
 	s.wg.Add(4)
 	go s.fetcher()
@@ -148,34 +153,40 @@ func (s *source) close() {
 	// Drain, not unsubscribe: jobs already in the client's queue reach the
 	// fetcher (and are released below) instead of waiting out their lease.
 	s.mu.Lock()
-	sub := s.sub
+	var subs []*nats.Subscription
+	for _, l := range s.levels {
+		subs = append(subs, l.sub)
+	}
 	s.mu.Unlock()
-	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if sub.Drain() == nil {
-		t := time.NewTimer(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for _, sub := range subs {
+		closed := sub.StatusChanged(nats.SubscriptionClosed)
+		if sub.Drain() != nil {
+			continue
+		}
 		select {
 		case <-closed:
-		case <-t.C:
+		case <-ctx.Done():
 			_ = sub.Unsubscribe()
 		}
-		t.Stop()
 	}
+	cancel()
 	close(s.finishing)
 	close(s.stop)
 	s.wg.Wait()
-	// A reconnect during the drain may have renewed the inbox.
+	// A reconnect during the drain may have renewed an inbox.
 	s.mu.Lock()
-	if s.sub != sub {
-		_ = s.sub.Unsubscribe()
+	for i, l := range s.levels {
+		if l.sub != subs[i] {
+			_ = l.sub.Unsubscribe()
+		}
 	}
-	s.mu.Unlock()
-	s.mu.Lock()
 	left := s.ready
 	s.ready = nil
 	s.mu.Unlock()
 	for len(s.msgs) > 0 {
-		if m := <-s.msgs; !isStatus(m) {
-			left = append(left, m)
+		if d := <-s.msgs; !isStatus(d.m) {
+			left = append(left, d.m)
 		}
 	}
 	for _, m := range left {
@@ -332,7 +343,7 @@ func (s *source) takeWaiterLocked() chan *nats.Msg {
 }
 
 // deliver hands a job to a waiting Next (see takeWaiterLocked), or keeps
-// it in ready.
+// it in ready, behind the jobs of its priority and above lower ones.
 func (s *source) deliver(m *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -341,7 +352,29 @@ func (s *source) deliver(m *nats.Msg) {
 		s.takeWaiterLocked() <- m
 		return
 	}
-	s.ready = append(s.ready, m)
+	r := s.rank(m)
+	i := len(s.ready)
+	for i > 0 && s.rank(s.ready[i-1]) > r {
+		i--
+	}
+	s.ready = slices.Insert(s.ready, i, m)
+}
+
+// priority returns the priority of a delivered job, from its subject.
+func (s *source) priority(m *nats.Msg) wire.Priority {
+	_, p := s.space.ParseJob(m.Subject)
+	return wire.Priority(p)
+}
+
+// rank orders priorities: 0 is the highest.
+func (s *source) rank(m *nats.Msg) int {
+	switch s.priority(m) {
+	case wire.PriorityHigh:
+		return 0
+	case wire.PriorityLow:
+		return 2
+	}
+	return 1
 }
 
 // resize sets the pool's size, which bounds the prefetch.
@@ -360,26 +393,6 @@ func (s *source) demand() (waiting, target, ready int) {
 	return len(s.waiters), len(s.waiters) + s.prefetchLocked(), len(s.ready)
 }
 
-// newInbox makes a fresh reply subject for pull requests and drains the
-// old one, if any: requests the server still holds for the old subject lose
-// their interest and deliver nothing more, while jobs already on their way
-// to it still arrive.
-func (s *source) newInbox() error {
-	inbox := s.nc.NewInbox()
-	sub, err := s.nc.Subscribe(inbox, func(m *nats.Msg) { s.msgs <- m })
-	if err != nil {
-		return fmt.Errorf("subscribe to job deliveries: %w", err)
-	}
-	s.mu.Lock()
-	old := s.sub
-	s.inbox, s.sub = inbox, sub
-	s.mu.Unlock()
-	if old != nil {
-		_ = old.Drain()
-	}
-	return nil
-}
-
 // reconnected tells the fetcher that the connection to NATS was re-made:
 // the server may have forgotten its pull requests, so it asks again now
 // rather than when they would have expired.
@@ -394,108 +407,6 @@ func (s *source) poke() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
-	}
-}
-
-// pullRequest is one outstanding pull request: how many jobs it may still
-// bring, and when to stop waiting for its answer.
-type pullRequest struct {
-	n        int
-	deadline time.Time
-}
-
-// fetcher owns the pull requests. It keeps credit (jobs requested and not yet
-// arrived) plus the jobs in ready equal to the demand: the workers waiting in
-// Next plus the prefetch. The server fills requests in order, so arrivals
-// and expiries are counted against the oldest request.
-func (s *source) fetcher() {
-	defer s.wg.Done()
-	var (
-		reqs   []pullRequest
-		credit int
-		timer  = time.NewTimer(time.Hour)
-		retry  time.Time // no request before this, after a failure
-	)
-	defer timer.Stop()
-	drop := func(n int) { // n jobs of the oldest request will not come
-		credit -= n
-		reqs[0].n -= n
-		if reqs[0].n <= 0 {
-			reqs = reqs[1:]
-		}
-	}
-	for {
-		now := time.Now()
-		// Ask when a waiting worker would otherwise starve, or when the
-		// buffer is half empty: one request then brings many jobs.
-		waiting, target, ready := s.demand()
-		want := target - ready - credit
-		if want > 0 && (waiting > credit || want*2 >= target) && !now.Before(retry) {
-			req := fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, want, s.expires.Nanoseconds())
-			s.mu.Lock()
-			inbox := s.inbox
-			s.mu.Unlock()
-			if err := s.nc.PublishRequest(s.pullSubj, inbox, req); err != nil {
-				s.log.Warn("request jobs; retrying", "pool", s.typ, "err", err)
-				retry = now.Add(time.Second)
-			} else {
-				reqs = append(reqs, pullRequest{n: want, deadline: now.Add(s.expires + 2*time.Second)})
-				credit += want
-			}
-		}
-		// Wake for the oldest request's deadline: the server may drop a
-		// request unanswered (a restart, a reconnect), and its credit must
-		// not be held forever.
-		wake := retry
-		if len(reqs) > 0 && (wake.IsZero() || reqs[0].deadline.Before(wake)) {
-			wake = reqs[0].deadline
-		}
-		if !wake.IsZero() {
-			timer.Reset(max(time.Until(wake), time.Millisecond))
-		}
-		select {
-		case <-s.stop:
-			return
-		case <-s.kick:
-		case <-s.fresh:
-			if err := s.newInbox(); err != nil {
-				s.log.Warn("renew job inbox", "pool", s.typ, "err", err)
-			}
-			reqs, credit = nil, 0
-		case <-timer.C:
-			if len(reqs) > 0 && !time.Now().Before(reqs[0].deadline) {
-				drop(reqs[0].n)
-			}
-			if !retry.IsZero() && !time.Now().Before(retry) {
-				retry = time.Time{}
-			}
-		case m := <-s.msgs:
-			if !isStatus(m) {
-				if len(reqs) > 0 {
-					drop(1)
-				}
-				s.deliver(m)
-				continue
-			}
-			if len(reqs) == 0 {
-				continue
-			}
-			switch code := m.Header.Get("Status"); code {
-			case "100": // heartbeat
-			case "404", "408": // the request expired: it brings nothing more
-				drop(reqs[0].n)
-			default:
-				s.log.Warn("request jobs; retrying", "pool", s.typ, "status", code, "description", m.Header.Get("Description"))
-				drop(reqs[0].n)
-				retry = time.Now().Add(time.Second)
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
 	}
 }
 
@@ -535,6 +446,9 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	st.Status = wire.StatusRunning
 	st.UpdatedAt = now
 	st.Batch = m.Header.Get(wire.HeaderBatch)
+	if p := s.priority(m); p != wire.PriorityNormal {
+		st.Priority = p
+	}
 	h.requeued = m.Header.Get(wire.HeaderRequeued) != ""
 
 	if md, err := m.Metadata(); err == nil {
@@ -745,6 +659,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	last.PID = out.PID
 	last.EndedAt = st.UpdatedAt
 	last.Crashed = out.Crashed
+	last.OOMKilled = out.OOMKilled
 	if !out.Started.IsZero() {
 		last.StartedAt = out.Started.UTC()
 		if !out.Crashed {

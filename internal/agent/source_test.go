@@ -26,7 +26,7 @@ type sourceBundle struct {
 	kv    jetstream.KeyValue
 }
 
-func setupSource(t *testing.T) (*source, *sourceBundle) {
+func setupSource(t testing.TB) (*source, *sourceBundle) {
 	t.Helper()
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)

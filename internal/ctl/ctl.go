@@ -35,9 +35,12 @@ Usage:
   conductorctl [--server URL] [--token TOKEN] COMMAND [ARGS]
 
 Commands:
-  submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD   queue a job (PAYLOAD is JSON, or - for stdin)
+  submit [--wait[=D]] [--key K] [--priority P] TYPE PAYLOAD
+                                                        queue a job (PAYLOAD is JSON, or - for stdin)
   job ID                                                show a job's state
-  dead [TYPE]                                           list dead jobs (newest first, at most 100)
+  jobs [--status S[,S]] [--type T] [--limit N] [--before TIME]
+                                                        list jobs, last updated first (at most 100 unless --limit)
+  dead [TYPE]                                           list dead jobs, last updated first (at most 100)
   retry ID                                              queue a dead job again
   cancel ID                                             cancel a queued or running job
   pools                                                 list job types with their counts and state
@@ -55,9 +58,11 @@ Commands:
 
 The server comes from --server or CONDUCTOR_SERVER (default http://127.0.0.1:7070),
 the token from --token or CONDUCTOR_TOKEN.
-submit --wait waits up to 60s (or DURATION) and exits 3 if the job is dead or not ended.
+submit --wait waits up to 60s (or D) and exits 3 if the job is dead or not ended.
 Pool commands go to every host that runs the pool, or only to --host; each host's
 answer is printed, and the exit code is 4 if any host refused or did not answer.
+jobs and dead cut each error to 60 characters: job ID shows the whole state. jobs lists
+every status unless --status; for the next page, pass the last UPDATED_AT as --before.
 upgrade takes CMD either after -- as words, or as one quoted string split like a shell.
 events runs until interrupted; --json prints each event as the API sends it.
 `
@@ -82,6 +87,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: conductorctl job ID")
 		}
 		return c.show(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(rest[0]), nil, nil)
+	case "jobs":
+		return c.jobs(ctx, rest, stderr)
 	case "dead":
 		if len(rest) > 1 {
 			return errors.New("usage: conductorctl dead [TYPE]")
@@ -144,11 +151,12 @@ func (c *client) submit(ctx context.Context, args []string, stderr io.Writer) er
 	var wait waitFlag
 	fs.Var(&wait, "wait", "wait for the job to end (default 60s, or --wait=DURATION)")
 	key := fs.String("key", "", "idempotency key: submissions with the same key are one job")
+	prio := fs.String("priority", "", "high, normal (the default) or low")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
-		return errors.New("usage: conductorctl submit [--wait[=DURATION]] [--key K] TYPE PAYLOAD")
+		return errors.New("usage: conductorctl submit [--wait[=DURATION]] [--key K] [--priority P] TYPE PAYLOAD")
 	}
 	payload := []byte(fs.Arg(1))
 	if fs.Arg(1) == "-" {
@@ -160,9 +168,16 @@ func (c *client) submit(ctx context.Context, args []string, stderr io.Writer) er
 	if !json.Valid(payload) {
 		return fmt.Errorf("payload is not valid JSON: %q (quote strings: '\"text\"')", fs.Arg(1))
 	}
-	path := "/v1/jobs/" + url.PathEscape(fs.Arg(0))
+	q := url.Values{}
 	if wait.d > 0 {
-		path += "?wait=" + wait.d.String()
+		q.Set("wait", wait.d.String())
+	}
+	if *prio != "" {
+		q.Set("priority", *prio)
+	}
+	path := "/v1/jobs/" + url.PathEscape(fs.Arg(0))
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	hdr := http.Header{}
 	if *key != "" {
@@ -284,11 +299,25 @@ func (c *client) table(ctx context.Context, path string, cols []string) error {
 	for _, r := range rows {
 		vals := make([]string, len(cols))
 		for i, col := range cols {
-			vals[i] = format(r[col])
+			vals[i] = cell(col, r[col])
 		}
 		fmt.Fprintln(tw, strings.Join(vals, "\t"))
 	}
 	return tw.Flush()
+}
+
+// maxError bounds the error column of a table: a job's error can be a whole
+// stack trace (conductorctl job ID shows it all).
+const maxError = 60
+
+// cell formats v for column col of a table: on one line, and an error cut
+// to maxError characters.
+func cell(col string, v any) string {
+	s := strings.Join(strings.Fields(format(v)), " ")
+	if r := []rune(s); col == "error" && len(r) > maxError {
+		s = string(r[:maxError-1]) + "…"
+	}
+	return s
 }
 
 func format(v any) string {

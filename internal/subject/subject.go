@@ -3,7 +3,8 @@
 //
 // Names go broad to narrow:
 //
-//	conductor.<ns>.jobs.<type>           job stream (JetStream, work queue)
+//	conductor.<ns>.jobs.<type>           job stream (JetStream, work queue): normal jobs
+//	conductor.<ns>.jobs.<type>.<prio>    the same, high or low jobs
 //	conductor.<ns>.events.job.<type>.<status>  end of every job attempt (core NATS)
 //	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
 //	conductor.<ns>.control.<host>        commands to one workerd, request/reply (core NATS)
@@ -90,20 +91,43 @@ func (s Space) Namespace() string { return s.ns }
 // Job is the subject a job of type typ is published to.
 func (s Space) Job(typ string) string { return s.prefix() + ".jobs." + typ }
 
+// JobAt is the subject a job of type typ and priority prio is published to:
+// Job(typ) for a normal job (prio "normal" or ""), Job(typ) + "." + prio
+// for a high or low one.
+func (s Space) JobAt(typ, prio string) string {
+	if prio == "" || prio == "normal" {
+		return s.Job(typ)
+	}
+	return s.Job(typ) + "." + prio
+}
+
 // Jobs is the subject filter of the job stream: every job of every type.
 func (s Space) Jobs() string { return s.prefix() + ".jobs.>" }
 
-// JobTypeOf returns the job type of a subject built by Job, or "" if subj is
-// not one.
+// JobTypeOf returns the job type of a subject built by Job or JobAt, or ""
+// if subj is not one.
 func (s Space) JobTypeOf(subj string) string {
-	typ, ok := strings.CutPrefix(subj, s.prefix()+".jobs.")
+	typ, _ := s.ParseJob(subj)
+	return typ
+}
+
+// ParseJob returns the job type and priority of a subject built by Job or
+// JobAt ("normal" for Job's), or "", "" if subj is not one.
+func (s Space) ParseJob(subj string) (typ, prio string) {
+	rest, ok := strings.CutPrefix(subj, s.prefix()+".jobs.")
 	if !ok {
-		return ""
+		return "", ""
+	}
+	typ, prio, ok = strings.Cut(rest, ".")
+	if !ok {
+		prio = "normal"
+	} else if prio != "high" && prio != "low" {
+		return "", ""
 	}
 	if Token("job type", typ) != nil {
-		return ""
+		return "", ""
 	}
-	return typ
+	return typ, prio
 }
 
 // Submit is the subject conductord answers job submissions of type typ
@@ -203,6 +227,31 @@ func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
 // Consumer is the name of the durable pull consumer that every host serving
 // job type typ shares.
 func (s Space) Consumer(typ string) string { return "pool-" + typ }
+
+// ConsumerAt is the name of the durable pull consumer of the jobs of type
+// typ and priority prio: Consumer(typ) for normal jobs, "high-<type>" and
+// "low-<type>" for the others (no job type can make one name another's).
+func (s Space) ConsumerAt(typ, prio string) string {
+	if prio == "" || prio == "normal" {
+		return s.Consumer(typ)
+	}
+	return prio + "-" + typ
+}
+
+// ParseConsumer returns the job type and priority of a consumer named by
+// ConsumerAt, or "", "".
+func (s Space) ParseConsumer(name string) (typ, prio string) {
+	prio, typ, _ = strings.Cut(name, "-")
+	switch {
+	case Token("job type", typ) != nil:
+		return "", ""
+	case prio == "pool":
+		return typ, "normal"
+	case prio == "high" || prio == "low":
+		return typ, prio
+	}
+	return "", ""
+}
 
 // KV is the subject a key-value put to key in bucket is published on. It lets
 // a writer pipeline puts with asynchronous publishes.

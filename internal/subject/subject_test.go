@@ -51,6 +51,21 @@ func TestSpace_Names(t *testing.T) {
 	require.Equal(t, "squares", s.JobTypeOf(s.Job("squares")))
 	require.Equal(t, "", s.JobTypeOf("conductor.other.jobs.squares"))
 	require.Equal(t, "", s.JobTypeOf("conductor.prod.jobs.a.b"))
+	require.Equal(t, "conductor.prod.jobs.squares", s.JobAt("squares", "normal"))
+	require.Equal(t, "conductor.prod.jobs.squares.high", s.JobAt("squares", "high"))
+	for _, prio := range []string{"high", "normal", "low"} {
+		typ, p := s.ParseJob(s.JobAt("squares", prio))
+		require.Equal(t, "squares", typ)
+		require.Equal(t, prio, p)
+		typ, p = s.ParseConsumer(s.ConsumerAt("squares", prio))
+		require.Equal(t, "squares", typ)
+		require.Equal(t, prio, p)
+	}
+	require.Equal(t, "squares", s.JobTypeOf(s.JobAt("squares", "low")))
+	require.Equal(t, "pool-squares", s.ConsumerAt("squares", ""))
+	require.NotEqual(t, s.ConsumerAt("a", "high"), s.ConsumerAt("high-a", "normal"))
+	typ, _ := s.ParseConsumer("other")
+	require.Equal(t, "", typ)
 
 	typ, status, ok := s.ParseJobEvent(s.JobEvent("squares", "dead"))
 	require.True(t, ok)

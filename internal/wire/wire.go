@@ -6,6 +6,7 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -28,6 +29,10 @@ const (
 	// HeaderRequeued marks a dead job queued again: its attempts count from
 	// 1 again, and the history of its earlier run is kept.
 	HeaderRequeued = "Conductor-Requeued"
+	// HeaderPriority carries a job's priority (high, normal or low) on a
+	// submission by NATS request; a job on the job stream has it in its
+	// subject instead.
+	HeaderPriority = "Conductor-Priority"
 	// HeaderMsgID is the JetStream deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
 )
@@ -50,6 +55,32 @@ func (s Status) Final() bool {
 	return s == StatusSucceeded || s == StatusDead || s == StatusCancelled
 }
 
+// Priority orders the queued jobs of one type: a worker takes a high job
+// before any normal one, and a normal one before any low one. Jobs of the
+// same priority run in the order they were queued.
+type Priority string
+
+// The priorities, highest first. A job without one is normal.
+const (
+	PriorityHigh   Priority = "high"
+	PriorityNormal Priority = "normal"
+	PriorityLow    Priority = "low"
+)
+
+// Priorities lists every priority, highest first.
+var Priorities = []Priority{PriorityHigh, PriorityNormal, PriorityLow}
+
+// ParsePriority checks a priority given by a user; "" is normal.
+func ParsePriority(s string) (Priority, error) {
+	switch p := Priority(s); p {
+	case "":
+		return PriorityNormal, nil
+	case PriorityHigh, PriorityNormal, PriorityLow:
+		return p, nil
+	}
+	return "", fmt.Errorf("bad priority %q: want high, normal or low", s)
+}
+
 // Job is the state of one job, as stored in the state bucket under its id and
 // served by GET /v1/jobs/{id}.
 type Job struct {
@@ -60,6 +91,8 @@ type Job struct {
 	Result   json.RawMessage `json:"result,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	Batch    string          `json:"batch,omitempty"`
+	// Priority is high or low; empty for a normal job.
+	Priority Priority `json:"priority,omitempty"`
 	// Payload is kept only for dead jobs, so they can be inspected and re-queued.
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	CreatedAt time.Time       `json:"created_at,omitzero"`
@@ -82,6 +115,9 @@ type Attempt struct {
 	// Crashed is set when the worker process died holding the job (or was
 	// stopped for its timeout).
 	Crashed bool `json:"crashed,omitempty"`
+	// OOMKilled is set when the worker was, most likely, killed by the
+	// kernel's OOM killer (see docs/supervision.md).
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // MaxHistory bounds Job.History; older attempts are dropped first.

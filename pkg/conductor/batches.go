@@ -80,13 +80,21 @@ func parseLines(body []byte, maxPayload int) ([]json.RawMessage, error) {
 // SubmitBatch queues payloads as one batch of jobs of type typ and returns
 // the batch. Its jobs are named <batch id>-<index>. conductord announces
 // the batch's end once (subject conductor.<ns>.events.batch.<id>.end);
-// Batch reports its progress.
-func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.RawMessage) (*Batch, error) {
+// Batch reports its progress. opts apply to every job (an idempotency key
+// would make them one job, and is refused).
+func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.RawMessage, opts ...SubmitOption) (*Batch, error) {
 	if err := subject.Token("job type", typ); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	if len(payloads) == 0 || len(payloads) > MaxBatchJobs {
 		return nil, fmt.Errorf("conductor: a batch holds 1 to %d jobs, not %d", MaxBatchJobs, len(payloads))
+	}
+	var o submitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.key != "" || o.batch != "" {
+		return nil, errors.New("conductor: a batch takes no idempotency key or batch id of its own jobs")
 	}
 	kv, err := c.bucket(ctx, c.space.BatchBucket(), "batch bucket")
 	if err != nil {
@@ -98,7 +106,8 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 		return nil, fmt.Errorf("conductor: record batch: %w", err)
 	}
 	for i, p := range payloads {
-		if _, err := c.Submit(ctx, typ, p, WithBatch(b.ID), func(o *submitOptions) { o.id = batchJobID(b.ID, i) }); err != nil {
+		jobOpts := append(opts[:len(opts):len(opts)], WithBatch(b.ID), func(o *submitOptions) { o.id = batchJobID(b.ID, i) })
+		if _, err := c.Submit(ctx, typ, p, jobOpts...); err != nil {
 			return nil, fmt.Errorf("conductor: batch %s: job %d: %w (jobs 0 to %d are queued)", b.ID, i, err, i-1)
 		}
 	}

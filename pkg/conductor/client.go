@@ -37,6 +37,19 @@ const (
 	StatusCancelled = wire.StatusCancelled
 )
 
+// Priority orders the queued jobs of one type: high, normal or low.
+type Priority = wire.Priority
+
+// The priorities.
+const (
+	PriorityHigh   = wire.PriorityHigh
+	PriorityNormal = wire.PriorityNormal
+	PriorityLow    = wire.PriorityLow
+)
+
+// ParsePriority checks a priority given as text; "" is normal.
+func ParsePriority(s string) (Priority, error) { return wire.ParsePriority(s) }
+
 // Errors returned by the Client.
 var (
 	ErrJobNotFound = errors.New("conductor: job not found")
@@ -169,6 +182,7 @@ type submitOptions struct {
 	id string
 	// notBefore, if set, is when the job may run.
 	notBefore time.Time
+	priority  Priority // "": normal
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -195,6 +209,13 @@ func WithTimeout(d time.Duration) SubmitOption {
 // queued at once; a worker takes it once d has passed.
 func WithDelay(d time.Duration) SubmitOption {
 	return func(o *submitOptions) { o.notBefore = time.Now().Add(d) }
+}
+
+// WithPriority queues the job at priority p: a worker of its type takes a
+// high job before any normal one and a normal one before any low one.
+// Jobs are normal without it.
+func WithPriority(p Priority) SubmitOption {
+	return func(o *submitOptions) { o.priority = p }
 }
 
 // WithMaxAttempts gives the job its own attempt limit, n >= 1, instead of
@@ -230,6 +251,12 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	if o.maxAttempts < 0 {
 		return "", fmt.Errorf("conductor: max attempts %d is not 1 or more", o.maxAttempts)
 	}
+	if o.priority, err = ParsePriority(string(o.priority)); err != nil {
+		return "", fmt.Errorf("conductor: %w", err)
+	}
+	if o.priority == PriorityNormal {
+		o.priority = "" // as a job's state shows it
+	}
 
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
@@ -253,7 +280,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	}
 	// Create, not Put: a worker may have stored a later state already.
 	now := time.Now().UTC()
-	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, CreatedAt: now, UpdatedAt: now})
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
 	// Should this fail, the job is still durably queued, which is what
 	// Submit promises; its state then appears when a worker takes it.
 	cctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
@@ -265,7 +292,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	m := nats.NewMsg(c.space.Job(typ))
+	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
 	m.Header.Set(wire.HeaderJobID, id)
 	m.Header.Set(wire.HeaderMsgID, id)
 	if o.batch != "" {

@@ -1,12 +1,10 @@
 package conductor
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -17,57 +15,15 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// Limits of DeadJobs.
-const (
-	DefaultListLimit = 100
-	MaxListLimit     = 1000
-)
-
 // ErrNotDead is returned by Requeue for a job that is not dead.
 var ErrNotDead = errors.New("conductor: job is not dead")
 
 // DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
 // most limit of them (DefaultListLimit if 0, at most MaxListLimit). Each
-// comes with its payload and every attempt's error.
+// comes with its payload and every attempt's error. It is Jobs with a
+// query for status dead.
 func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, error) {
-	if typ != "" {
-		if err := subject.Token("job type", typ); err != nil {
-			return nil, fmt.Errorf("conductor: %w", err)
-		}
-	}
-	limit = min(cmp.Or(limit, DefaultListLimit), MaxListLimit)
-	if limit < 0 {
-		return nil, fmt.Errorf("conductor: negative limit %d", limit)
-	}
-	kv, err := c.bucket(ctx, c.space.DeadBucket(), "dead job index")
-	if err != nil {
-		return nil, err
-	}
-	// One pass over the latest value of every key, not a read per key.
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("conductor: list dead jobs: %w", err)
-	}
-	defer w.Stop()
-	jobs := []*Job{}
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e = <-w.Updates():
-		}
-		if e == nil {
-			break // every current value has come
-		}
-		var j Job
-		if err := json.Unmarshal(e.Value(), &j); err != nil || (typ != "" && j.Type != typ) {
-			continue
-		}
-		jobs = append(jobs, &j)
-	}
-	slices.SortFunc(jobs, func(a, b *Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
-	return jobs[:min(len(jobs), limit)], nil
+	return c.Jobs(ctx, JobQuery{Status: []Status{StatusDead}, Type: typ, Limit: min(limit, MaxListLimit)})
 }
 
 // Requeue queues dead job id again with its payload: it runs again from
@@ -105,14 +61,14 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	// published, and its states must come after this one.
 	now := time.Now().UTC()
 	queued := &Job{
-		ID: id, Type: dead.Type, Status: StatusQueued, Batch: dead.Batch,
+		ID: id, Type: dead.Type, Status: StatusQueued, Batch: dead.Batch, Priority: dead.Priority,
 		CreatedAt: dead.CreatedAt, UpdatedAt: now, History: dead.History,
 	}
 	state, _ := json.Marshal(queued)
 	if _, err := c.kv.Put(ctx, id, state); err != nil {
 		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
-	m := nats.NewMsg(c.space.Job(dead.Type))
+	m := nats.NewMsg(c.space.JobAt(dead.Type, string(dead.Priority)))
 	m.Header.Set(wire.HeaderJobID, id)
 	// A fresh dedup id: the job's own id is within the window if it died fast.
 	m.Header.Set(wire.HeaderMsgID, id+"-requeue-"+strconv.FormatUint(e.Revision(), 10))

@@ -31,13 +31,16 @@ var dashboardHTML []byte
 // were created, worker processes on every live host, and the state of the
 // pool on each host that runs it.
 type Pool struct {
-	Type      string `json:"type"`
-	Queued    int64  `json:"queued"`
-	Running   int64  `json:"running"`
-	Succeeded uint64 `json:"succeeded"`
-	Failed    uint64 `json:"failed"`
-	Dead      uint64 `json:"dead"`
-	Workers   int    `json:"workers"`
+	Type   string `json:"type"`
+	Queued int64  `json:"queued"`
+	// QueuedByPriority splits Queued by priority (high, normal, low), when
+	// jobs other than normal ones are queued.
+	QueuedByPriority map[Priority]int64 `json:"queued_by_priority,omitempty"`
+	Running          int64              `json:"running"`
+	Succeeded        uint64             `json:"succeeded"`
+	Failed           uint64             `json:"failed"`
+	Dead             uint64             `json:"dead"`
+	Workers          int                `json:"workers"`
 	// State sums up Hosts (see poolState); empty when no live host runs
 	// the pool.
 	State string `json:"state,omitempty"`
@@ -175,6 +178,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	code, answer := c.submit(r.Context(), submission{
 		typ: r.PathValue("type"), payload: body, key: r.Header.Get("Idempotency-Key"),
 		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"), delay: q.Get("delay"),
+		priority: q.Get("priority"),
 	})
 	writeJSON(w, code, answer)
 }
@@ -227,17 +231,40 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read job stream: %w", err)
 	}
+	// The stream holds the jobs queued and running; the consumers know the
+	// running ones, per priority.
+	type key struct {
+		typ  string
+		prio Priority
+	}
+	inStream := map[key]int64{}
 	for subj, n := range info.State.Subjects {
-		if typ := c.space.JobTypeOf(subj); typ != "" {
-			pool(typ).Queued = int64(n)
+		if typ, prio := c.space.ParseJob(subj); typ != "" {
+			inStream[key{typ, Priority(prio)}] = int64(n)
 		}
 	}
 	consumers := stream.ListConsumers(ctx)
+	running := map[key]int64{}
 	for ci := range consumers.Info() {
-		if typ, ok := strings.CutPrefix(ci.Name, "pool-"); ok {
-			p := pool(typ)
-			p.Running = int64(ci.NumAckPending)
-			p.Queued = max(p.Queued-p.Running, 0)
+		if typ, prio := c.space.ParseConsumer(ci.Name); typ != "" {
+			running[key{typ, Priority(prio)}] = int64(ci.NumAckPending)
+		}
+	}
+	for k, n := range inStream {
+		p := pool(k.typ)
+		queued := max(n-running[k], 0)
+		p.Queued += queued
+		if p.QueuedByPriority == nil {
+			p.QueuedByPriority = map[Priority]int64{}
+		}
+		p.QueuedByPriority[k.prio] += queued
+	}
+	for k, n := range running {
+		pool(k.typ).Running += n
+	}
+	for _, p := range byType {
+		if p.QueuedByPriority[PriorityHigh]+p.QueuedByPriority[PriorityLow] == 0 {
+			p.QueuedByPriority = nil
 		}
 	}
 	if err := consumers.Err(); err != nil {
@@ -280,35 +307,45 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// listJobs serves GET /v1/jobs?status=dead[&type=T][&limit=N].
+// listJobs serves GET /v1/jobs?status=S[,S][&type=T][&limit=N][&before=TIME]:
+// it reads the query's strings, and Client.Jobs checks the values.
 func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if st := q.Get("status"); st != string(StatusDead) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad status %q: jobs can be listed by status=dead; GET /v1/jobs/{id} reads any job", st))
-		return
+	var jq JobQuery
+	for _, s := range q["status"] {
+		if s == "" {
+			continue // status= is every status
+		}
+		for st := range strings.SplitSeq(s, ",") {
+			jq.Status = append(jq.Status, Status(st))
+		}
 	}
-	limit := 0
+	jq.Type = q.Get("type")
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxListLimit {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1 to %d", s, MaxListLimit))
 			return
 		}
-		limit = n
+		jq.Limit = n
 	}
-	typ := q.Get("type")
-	if typ != "" {
-		if err := subject.Token("job type", typ); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+	if s := q.Get("before"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad before %q: want an RFC 3339 time such as 2026-11-23T10:00:00.123456789Z (the updated_at of the last job listed)", s))
 			return
 		}
+		jq.Before = t
 	}
-	jobs, err := c.client.DeadJobs(r.Context(), typ, limit)
-	if err != nil {
+	jobs, err := c.client.Jobs(r.Context(), jq)
+	switch {
+	case errors.Is(err, ErrBadQuery):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
+	default:
+		writeJSON(w, http.StatusOK, jobs)
 	}
-	writeJSON(w, http.StatusOK, jobs)
 }
 
 // retryJob serves POST /v1/jobs/{id}/retry: a dead job is queued again.
@@ -365,7 +402,12 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
 	}
-	b, err := c.client.SubmitBatch(r.Context(), typ, payloads)
+	prio, err := ParsePriority(r.URL.Query().Get("priority"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
+		return
+	}
+	b, err := c.client.SubmitBatch(r.Context(), typ, payloads, WithPriority(prio))
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // submission is one job submission to conductord, over HTTP or NATS, with
@@ -24,6 +25,7 @@ type submission struct {
 	timeout     string
 	maxAttempts string
 	delay       string
+	priority    string
 }
 
 // submit checks and queues sub and, with a wait, waits for the job's end.
@@ -75,6 +77,13 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 			return bad(http.StatusBadRequest, "bad delay %q: want a duration such as 10m", sub.delay)
 		}
 		opts = append(opts, WithDelay(d))
+	}
+	if sub.priority != "" {
+		p, err := ParsePriority(sub.priority)
+		if err != nil {
+			return bad(http.StatusBadRequest, "%v", err)
+		}
+		opts = append(opts, WithPriority(p))
 	}
 	id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
 	if err != nil {
@@ -147,7 +156,7 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 			code, answer := c.submit(ctx, submission{
 				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(HeaderIdempotencyKey),
 				wait: wait, timeout: m.Header.Get("Conductor-Timeout"), maxAttempts: m.Header.Get("Conductor-Max-Attempts"),
-				delay: m.Header.Get("Conductor-Delay"),
+				delay: m.Header.Get("Conductor-Delay"), priority: m.Header.Get(wire.HeaderPriority),
 			})
 			c.reply(m, code, answer)
 		})

@@ -61,6 +61,13 @@ func TestConductor_SubmitByRequest(t *testing.T) {
 	status, _ = request("squares", "3", map[string]string{"Conductor-Delay": "soon"})
 	require.Equal(t, "400", status)
 
+	status, j = request("squares", "4", map[string]string{"Conductor-Priority": "high"})
+	require.Equal(t, "200", status)
+	require.Equal(t, "high", j["priority"])
+	status, j = request("squares", "4", map[string]string{"Conductor-Priority": "asap"})
+	require.Equal(t, "400", status)
+	require.Contains(t, j["error"], `bad priority "asap"`)
+
 	status, j = request("squares", "not json", nil)
 	require.Equal(t, "400", status)
 	require.Equal(t, "payload is not valid JSON", j["error"])

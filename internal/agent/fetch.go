@@ -1,0 +1,280 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Priorities. Each priority of a job type has a consumer of its own on the
+// job stream; the fetcher asks the highest priority that may have jobs
+// first, with a no-wait request (a probe) that the server answers at once.
+// A priority whose probe came back short is left alone for emptyFor, so
+// that a backlog of normal jobs costs one empty probe of high per emptyFor,
+// not one per job. When every priority is found empty, the fetcher parks a
+// long poll on each: the first job to come, of any priority, takes the
+// waiting worker, and once no worker waits the other polls are withdrawn
+// (their inboxes renewed), so that no host holds jobs it has no worker for.
+
+// emptyFor is how long a priority found without jobs is not asked again
+// while a lower one has jobs: a high job queued behind a backlog of normal
+// ones waits at most about this long for the next free worker.
+const emptyFor = 20 * time.Millisecond
+
+// probeWait bounds the wait for the answer to a probe, which the server
+// gives at once unless it restarts.
+const probeWait = 2 * time.Second
+
+// level is the pull state of the jobs of one priority. Only the fetcher
+// touches it, except sub, which close reads under source.mu.
+type level struct {
+	prio     wire.Priority
+	pullSubj string
+	inbox    string
+	sub      *nats.Subscription
+	reqs     []pullRequest // outstanding, oldest first
+	credit   int           // jobs requested and not yet come
+	polling  bool          // reqs are long polls, not probes
+	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
+}
+
+// pullRequest is one outstanding pull request: how many jobs it may still
+// bring, and when to stop waiting for its answer.
+type pullRequest struct {
+	n        int
+	deadline time.Time
+}
+
+// delivery is a message on a level's inbox: a job, or a status answering a
+// pull request. inbox tells a renewed inbox's stragglers from the current.
+type delivery struct {
+	lvl   *level
+	inbox string
+	m     *nats.Msg
+}
+
+// drop forgets n jobs of the oldest request: they will not come.
+func (l *level) drop(n int) {
+	l.credit -= n
+	l.reqs[0].n -= n
+	if l.reqs[0].n <= 0 {
+		l.reqs = l.reqs[1:]
+	}
+	if len(l.reqs) == 0 {
+		l.credit, l.polling = 0, false
+	}
+}
+
+// knownEmpty reports whether a probe found l empty less than emptyFor ago.
+func (l *level) knownEmpty(now time.Time) bool {
+	return !l.emptyAt.IsZero() && now.Sub(l.emptyAt) < emptyFor
+}
+
+// newInbox makes a fresh reply subject for l's pull requests and drains
+// the old one, if any: requests the server still holds for the old subject
+// lose their interest and deliver nothing more, while jobs already on their
+// way to it still arrive.
+func (s *source) newInbox(l *level) error {
+	inbox := s.nc.NewInbox()
+	sub, err := s.nc.Subscribe(inbox, func(m *nats.Msg) { s.msgs <- delivery{lvl: l, inbox: inbox, m: m} })
+	if err != nil {
+		return fmt.Errorf("subscribe to job deliveries: %w", err)
+	}
+	s.mu.Lock()
+	old := l.sub
+	l.inbox, l.sub = inbox, sub
+	s.mu.Unlock()
+	l.reqs, l.credit, l.polling = nil, 0, false
+	if old != nil {
+		_ = old.Drain()
+	}
+	return nil
+}
+
+// covered is how many of the jobs wanted the outstanding requests may
+// bring: every probe's, and what is left of the polls. The polls of the
+// several priorities wait for the same workers: a job that comes on one
+// uses up the others' share too (s.polled, which covered trims to the
+// polls still outstanding).
+func (s *source) covered() int {
+	probes, polls := 0, 0
+	for _, l := range s.levels {
+		if l.polling {
+			polls = max(polls, l.credit)
+		} else {
+			probes += l.credit
+		}
+	}
+	// Polls that expired took their share with them.
+	s.polled = min(s.polled, polls)
+	return probes + s.polled
+}
+
+// request asks for want more jobs: a probe of the highest priority that
+// may have some, or, when none may, a long poll on every priority. A
+// priority with a probe unanswered is not polled until the answer comes.
+func (s *source) request(now time.Time, want int) error {
+	for _, l := range s.levels {
+		if (l.polling && l.credit > 0) || l.knownEmpty(now) {
+			continue
+		}
+		return s.pull(l, want, false, now)
+	}
+	for _, l := range s.levels {
+		if !l.polling && l.credit > 0 {
+			return nil
+		}
+	}
+	for _, l := range s.levels {
+		if err := s.pull(l, want, true, now); err != nil {
+			return err
+		}
+	}
+	s.polled += want
+	return nil
+}
+
+// pull sends one pull request for n jobs of l: a long poll, or a probe.
+func (s *source) pull(l *level, n int, poll bool, now time.Time) error {
+	req := fmt.Appendf(nil, `{"batch":%d,"no_wait":true}`, n)
+	deadline := now.Add(probeWait)
+	if poll {
+		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, s.expires.Nanoseconds())
+		deadline = now.Add(s.expires + 2*time.Second)
+	}
+	if err := s.nc.PublishRequest(l.pullSubj, l.inbox, req); err != nil {
+		return err
+	}
+	l.reqs = append(l.reqs, pullRequest{n: n, deadline: deadline})
+	l.credit += n
+	l.polling = poll
+	return nil
+}
+
+// withdraw takes back every long poll: no worker waits for what they would
+// bring, or they have brought what was asked of them all together.
+func (s *source) withdraw() {
+	s.polled = 0
+	for _, l := range s.levels {
+		if !l.polling || l.credit == 0 {
+			continue
+		}
+		if err := s.newInbox(l); err != nil {
+			s.log.Warn("withdraw a request for jobs", "pool", s.typ, "priority", l.prio, "err", err)
+		}
+	}
+}
+
+// fetcher owns the pull requests. It keeps the jobs requested and not yet
+// come (see covered) plus the jobs in ready equal to the demand: the
+// workers waiting in Next plus the prefetch. The server fills a consumer's
+// requests in order, so arrivals and expiries are counted against the
+// oldest request of their priority.
+func (s *source) fetcher() {
+	defer s.wg.Done()
+	var (
+		timer = time.NewTimer(time.Hour)
+		retry time.Time // no request before this, after a failure
+	)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		waiting, target, ready := s.demand()
+		need := target - ready
+		covered := s.covered()
+		if need <= 0 || s.polled == 0 {
+			s.withdraw()
+			covered = s.covered()
+		}
+		// Ask when a waiting worker would otherwise starve, or when the
+		// buffer is half empty: one request then brings many jobs.
+		if want := need - covered; want > 0 && (waiting > covered || want*2 >= target) && !now.Before(retry) {
+			if err := s.request(now, want); err != nil {
+				s.log.Warn("request jobs; retrying", "pool", s.typ, "err", err)
+				retry = now.Add(time.Second)
+			}
+		}
+		// Wake for the oldest request's deadline: the server may drop a
+		// request unanswered (a restart, a reconnect), and its credit must
+		// not be held forever.
+		wake := retry
+		for _, l := range s.levels {
+			if len(l.reqs) > 0 && (wake.IsZero() || l.reqs[0].deadline.Before(wake)) {
+				wake = l.reqs[0].deadline
+			}
+		}
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), time.Millisecond))
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-s.fresh:
+			for _, l := range s.levels {
+				if err := s.newInbox(l); err != nil {
+					s.log.Warn("renew job inbox", "pool", s.typ, "err", err)
+				}
+				l.emptyAt = time.Time{}
+			}
+			s.polled = 0
+		case <-timer.C:
+			now := time.Now()
+			for _, l := range s.levels {
+				if len(l.reqs) > 0 && !now.Before(l.reqs[0].deadline) {
+					l.drop(l.reqs[0].n)
+				}
+			}
+			if !retry.IsZero() && !now.Before(retry) {
+				retry = time.Time{}
+			}
+		case d := <-s.msgs:
+			if s.received(d) {
+				retry = time.Now().Add(time.Second)
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// received settles one delivery: a job goes to a worker or to ready, a
+// status ends (part of) the oldest request of its priority. It reports
+// whether the server refused a request, so that the next waits.
+func (s *source) received(d delivery) (refused bool) {
+	l, m := d.lvl, d.m
+	if !isStatus(m) {
+		if d.inbox == l.inbox && len(l.reqs) > 0 {
+			if l.polling {
+				s.polled--
+			}
+			l.drop(1)
+		}
+		l.emptyAt = time.Time{}
+		s.deliver(m)
+		return false
+	}
+	if d.inbox != l.inbox || len(l.reqs) == 0 {
+		return false // for a withdrawn request
+	}
+	switch code := m.Header.Get("Status"); code {
+	case "100": // heartbeat
+	case "404", "408": // no jobs (more), or the poll expired: it brings nothing more
+		if !l.polling {
+			l.emptyAt = time.Now()
+		}
+		l.drop(l.reqs[0].n)
+	default:
+		s.log.Warn("request jobs; retrying", "pool", s.typ, "priority", l.prio, "status", code, "description", m.Header.Get("Description"))
+		l.drop(l.reqs[0].n)
+		return true
+	}
+	return false
+}

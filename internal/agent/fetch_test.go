@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// publishAt queues one job of type sq at priority prio.
+func (b *sourceBundle) publishAt(t *testing.T, prio wire.Priority, payload string) {
+	t.Helper()
+	_, err := b.js.Publish(context.Background(), b.space.JobAt("sq", string(prio)), []byte(payload))
+	require.NoError(t, err)
+}
+
+// doneLong reports a job done as a long one (a second), so that the source
+// prefetches nothing and each Next asks the server afresh.
+func doneLong(src *source, job *broker.Job) {
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now.Add(-time.Second), Ended: now})
+}
+
+// waiting is the number of pull requests the server holds for the
+// consumer of sq jobs of priority prio.
+func (b *sourceBundle) waiting(t *testing.T, prio wire.Priority) int {
+	t.Helper()
+	c, err := b.js.Consumer(context.Background(), b.space.JobStream(), b.space.ConsumerAt("sq", string(prio)))
+	require.NoError(t, err)
+	info, err := c.Info(context.Background())
+	require.NoError(t, err)
+	return info.NumWaiting
+}
+
+func TestSource_PrioritiesRunHighestFirst(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	for _, p := range []wire.Priority{wire.PriorityLow, wire.PriorityNormal, wire.PriorityHigh} {
+		for i := range 3 {
+			b.publishAt(t, p, fmt.Sprintf(`"%s-%d"`, p, i))
+		}
+	}
+	var got []string
+	for range 9 {
+		job := next(t, src)
+		got = append(got, string(job.Payload))
+		doneLong(src, job)
+		if len(got) == 1 {
+			require.Equal(t, wire.PriorityHigh, b.state(t, job, wire.StatusSucceeded).Priority)
+		}
+	}
+	require.Equal(t, []string{
+		`"high-0"`, `"high-1"`, `"high-2"`,
+		`"normal-0"`, `"normal-1"`, `"normal-2"`,
+		`"low-0"`, `"low-1"`, `"low-2"`,
+	}, got)
+}
+
+// TestSource_HighJobPassesBacklog: a high job queued behind a backlog of
+// normal ones runs next, or within emptyFor, not after the backlog.
+func TestSource_HighJobPassesBacklog(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	const backlog = 300
+	b.publish(t, backlog)
+	doneLong(src, next(t, src))
+
+	b.publishAt(t, wire.PriorityHigh, `"urgent"`)
+	queued := time.Now()
+	for n := 1; ; n++ {
+		require.Less(t, n, backlog, "the high job waited for the whole backlog")
+		job := next(t, src)
+		doneLong(src, job)
+		if string(job.Payload) == `"urgent"` {
+			t.Logf("high job ran after %d normal jobs, %s after it was queued", n-1, time.Since(queued))
+			require.Less(t, time.Since(queued), time.Second)
+			return
+		}
+	}
+}
+
+// TestSource_WithdrawsPollsWhenNoWorkerWaits: a worker waiting on an empty
+// queue polls every priority; once it has a job, the polls are withdrawn,
+// so that the next job goes to a host with a free worker, not to this one.
+func TestSource_WithdrawsPollsWhenNoWorkerWaits(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	got := make(chan *broker.Job, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		job, _ := src.Next(ctx)
+		got <- job
+	}()
+	require.Eventually(t, func() bool {
+		return b.waiting(t, wire.PriorityHigh) == 1 && b.waiting(t, wire.PriorityNormal) == 1 && b.waiting(t, wire.PriorityLow) == 1
+	}, 10*time.Second, 5*time.Millisecond, "an idle worker polls every priority")
+
+	b.publishAt(t, wire.PriorityLow, `"low"`)
+	job := <-got
+	require.NotNil(t, job)
+	require.Equal(t, `"low"`, string(job.Payload))
+	require.Eventually(t, func() bool {
+		return b.waiting(t, wire.PriorityHigh) == 0 && b.waiting(t, wire.PriorityNormal) == 0 && b.waiting(t, wire.PriorityLow) == 0
+	}, 10*time.Second, 5*time.Millisecond, "polls left while no worker waits")
+	doneLong(src, job)
+}
+
+// TestSource_TrickleOfShortJobs: jobs queued one at a time, each taken
+// at once, never wait for a poll to expire (the polls of the priorities
+// that brought nothing must not stand for the one that brought them all).
+func TestSource_TrickleOfShortJobs(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	for i := range 300 {
+		_, err := b.js.Publish(context.Background(), b.space.Job("sq"), []byte(strconv.Itoa(i)))
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		job, err := src.Next(ctx) // within 3s: before the polls expire (5s)
+		cancel()
+		require.NoError(t, err, "job %d", i)
+		now := time.Now()
+		src.Done(job, broker.Outcome{Result: []byte("1"), Started: now.Add(-time.Millisecond), Ended: now})
+	}
+}
+
+// BenchmarkSource_HighBehindBacklog measures how long a high job queued
+// behind a backlog of normal ones waits while one worker keeps taking short
+// jobs (so the source prefetches): from its publish to its Next, and how
+// many normal jobs ran meanwhile.
+func BenchmarkSource_HighBehindBacklog(b *testing.B) {
+	src, bb := setupSource(b)
+	ctx := context.Background()
+	publish := func(subj string, n int) {
+		for range n {
+			if _, err := bb.js.PublishAsync(subj, []byte("1")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-bb.js.PublishAsyncComplete()
+	}
+	normal, high := bb.space.Job("sq"), bb.space.JobAt("sq", "high")
+	publish(normal, 20_000)
+	take := func() *broker.Job {
+		job, err := src.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		src.Done(job, broker.Outcome{Result: []byte("1"), Started: now.Add(-time.Millisecond), Ended: now})
+		return job
+	}
+	for range 100 { // the source learns that jobs are short, and prefetches
+		take()
+	}
+	var waits []time.Duration
+	passed := 0
+	b.ResetTimer()
+	for range b.N {
+		if _, err := bb.js.Publish(ctx, high, []byte(`"urgent"`)); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for string(take().Payload) != `"urgent"` {
+			passed++
+		}
+		waits = append(waits, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(waits)
+	b.ReportMetric(float64(waits[len(waits)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds())/1000, "p99_ms")
+	b.ReportMetric(float64(passed)/float64(b.N), "normal_jobs_before")
+}

@@ -1,0 +1,68 @@
+package conductor_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+func TestClient_Priorities(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+
+	// Queued before any worker exists: low first, high last.
+	var ids []string
+	for _, p := range []conductor.Priority{conductor.PriorityLow, conductor.PriorityNormal, conductor.PriorityHigh} {
+		for i := range 3 {
+			id, err := c.Client().Submit(ctx, "prio", i, conductor.WithPriority(p))
+			require.NoError(t, err)
+			ids = append(ids, id)
+		}
+	}
+	j, err := c.Client().Job(ctx, ids[8])
+	require.NoError(t, err)
+	require.Equal(t, conductor.PriorityHigh, j.Priority)
+	j, err = c.Client().Job(ctx, ids[3])
+	require.NoError(t, err)
+	require.Empty(t, j.Priority, "a normal job shows no priority")
+
+	pools, err := c.Pools(ctx)
+	require.NoError(t, err)
+	require.Len(t, pools, 1)
+	require.Equal(t, int64(9), pools[0].Queued)
+	require.Equal(t, map[conductor.Priority]int64{"high": 3, "normal": 3, "low": 3}, pools[0].QueuedByPriority)
+
+	code, body := post(t, srv, "/v1/jobs/prio?priority=urgent", "1")
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, body, "want high, normal or low")
+	_, err = c.Client().Submit(ctx, "prio", 1, conductor.WithPriority("urgent"))
+	require.ErrorContains(t, err, "bad priority")
+
+	// One worker runs them: every high job before any normal one, every
+	// normal one before any low one.
+	startAgent(t, bundle, "prio")
+	started := map[string]time.Time{}
+	for _, id := range ids {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		j, err := c.Client().Wait(wctx, id)
+		cancel()
+		require.NoError(t, err)
+		require.Equal(t, conductor.StatusSucceeded, j.Status)
+		started[id] = j.History[len(j.History)-1].StartedAt
+	}
+	order := slices.Clone(ids)
+	slices.SortFunc(order, func(a, b string) int { return started[a].Compare(started[b]) })
+	want := append(slices.Clone(ids[6:9]), ids[3:6]...)
+	want = append(want, ids[0:3]...)
+	require.Equal(t, want, order)
+}
