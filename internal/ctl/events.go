@@ -13,30 +13,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // maxEventLine bounds one line of the event stream: an event with a
 // worker's custom message in it.
 const maxEventLine = 4 << 20
 
-// event is one event of GET /v1/events, as far as it is printed.
+// event is one event of GET /v1/events.
 type event struct {
-	Scope   string          `json:"scope"`
-	Time    time.Time       `json:"time"`
-	Kind    string          `json:"kind"`
-	Host    string          `json:"host"`
-	Pool    string          `json:"pool"`
-	Index   int             `json:"index"`
-	PID     int             `json:"pid"`
-	Reason  string          `json:"reason"`
-	Exit    string          `json:"exit"`
-	Code    int             `json:"code"`
-	Signal  string          `json:"signal"`
-	Uptime  string          `json:"uptime"`
-	Count   int             `json:"count"`
-	RetryAt time.Time       `json:"retry_at"`
-	Error   string          `json:"error"`
-	Data    json.RawMessage `json:"data"`
+	Scope string `json:"scope"`
+	wire.Event
 }
 
 // events streams GET /v1/events and prints one line per event until ctx
@@ -126,7 +114,8 @@ func (e event) line() string {
 	add("exit", e.Exit, e.Exit != "")
 	add("code", strconv.Itoa(e.Code), e.Exit != "")
 	add("signal", e.Signal, e.Signal != "")
-	add("uptime", e.Uptime, e.Uptime != "")
+	add("oom", "true", e.OOM)
+	add("uptime", time.Duration(e.Uptime).String(), e.Uptime != 0)
 	add("count", strconv.Itoa(e.Count), e.Count != 0)
 	add("retry_at", e.RetryAt.Format(time.RFC3339), !e.RetryAt.IsZero())
 	add("error", e.Error, e.Error != "")

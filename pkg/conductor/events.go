@@ -53,71 +53,17 @@ const (
 // past that, NATS drops the newest.
 const eventBuffer = 4096
 
+// EventFields is what workerd announces of a supervision event: its time,
+// kind, host and pool, the worker (Index, PID), and for an exit Reason,
+// Exit, Code, Signal, OOM and Uptime (see docs/protocol.md, "Events").
+type EventFields = wire.Event
+
 // Event is one supervision event of a pool on one host, or of one of its
-// workers. It encodes to JSON as GET /v1/events sends it (docs/api.md).
+// workers, with its Scope (ScopeWorker or ScopePool). It encodes to JSON
+// as GET /v1/events sends it (docs/api.md).
 type Event struct {
-	// Scope is ScopeWorker or ScopePool.
-	Scope string
-	Time  time.Time
-	// Kind is one of the Event* constants of the Scope.
-	Kind string
-	Host string
-	Pool string
-	// Index and PID name the worker, for a worker event.
-	Index int
-	PID   int
-	// Reason says why a worker started or exited (one of the Reason*
-	// constants), or why a pool event happened.
-	Reason string
-	// Exit describes how a process ended ("exit status 2", "signal:
-	// killed"); Code is its exit code (-1 when killed by a signal) and
-	// Signal the signal's name, if any.
-	Exit   string
-	Code   int
-	Signal string
-	// Uptime is how long the process ran, for an exit.
-	Uptime time.Duration
-	// Count is the pool's worker count, for a pool event.
-	Count int
-	// RetryAt is when a failed pool tries again.
-	RetryAt time.Time
-	// Error explains a failure or a rollback.
-	Error string
-	// Data is a worker's custom message, for EventWorkerMessage.
-	Data json.RawMessage
-}
-
-// scopedEvent is the JSON form of an Event: the wire event and its scope.
-type scopedEvent struct {
 	Scope string `json:"scope"`
-	wire.Event
-}
-
-// MarshalJSON implements json.Marshaler.
-func (e Event) MarshalJSON() ([]byte, error) {
-	return json.Marshal(scopedEvent{Scope: e.Scope, Event: wire.Event{
-		Time: e.Time, Kind: e.Kind, Host: e.Host, Pool: e.Pool, Index: e.Index, PID: e.PID,
-		Reason: e.Reason, Exit: e.Exit, Code: e.Code, Signal: e.Signal, Uptime: wire.Duration(e.Uptime),
-		Count: e.Count, RetryAt: e.RetryAt, Error: e.Error, Data: e.Data,
-	}})
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (e *Event) UnmarshalJSON(b []byte) error {
-	var s scopedEvent
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	*e = eventOf(s.Scope, s.Event)
-	return nil
-}
-
-func eventOf(scope string, w wire.Event) Event {
-	return Event{
-		Scope: scope, Time: w.Time, Kind: w.Kind, Host: w.Host, Pool: w.Pool, Index: w.Index, PID: w.PID,
-		Reason: w.Reason, Exit: w.Exit, Code: w.Code, Signal: w.Signal, Uptime: time.Duration(w.Uptime),
-		Count: w.Count, RetryAt: w.RetryAt, Error: w.Error, Data: w.Data,
-	}
+	EventFields
 }
 
 // Events subscribes to the worker and pool events of every host, of pool
@@ -183,7 +129,7 @@ func forwardEvents(ctx context.Context, msgs <-chan *nats.Msg, workerSub *nats.S
 			scope = ScopeWorker
 		}
 		select {
-		case out <- eventOf(scope, w):
+		case out <- Event{Scope: scope, EventFields: w}:
 		case <-ctx.Done():
 			return
 		}

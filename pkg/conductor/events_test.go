@@ -58,14 +58,14 @@ func TestClient_Events(t *testing.T) {
 	publishEvent(t, bundle.nc, conductor.ScopeWorker, exitEvent)
 	publishEvent(t, bundle.nc, conductor.ScopePool, failedEvent)
 
-	require.Equal(t, conductor.Event{
-		Scope: conductor.ScopeWorker, Time: eventTime, Kind: conductor.EventWorkerExit, Host: "a", Pool: "squares",
-		Index: 1, PID: 42, Reason: conductor.ReasonFailure, Exit: "exit status 2", Code: 2, Uptime: 3 * time.Second,
-	}, receive(t, events), "the garbage is skipped")
-	require.Equal(t, conductor.Event{
-		Scope: conductor.ScopePool, Time: eventTime, Kind: conductor.EventPoolFailed, Host: "a", Pool: "squares",
+	require.Equal(t, conductor.Event{Scope: conductor.ScopeWorker, EventFields: conductor.EventFields{
+		Time: eventTime, Kind: conductor.EventWorkerExit, Host: "a", Pool: "squares",
+		Index: 1, PID: 42, Reason: conductor.ReasonFailure, Exit: "exit status 2", Code: 2, Uptime: wire.Duration(3 * time.Second),
+	}}, receive(t, events), "the garbage is skipped")
+	require.Equal(t, conductor.Event{Scope: conductor.ScopePool, EventFields: conductor.EventFields{
+		Time: eventTime, Kind: conductor.EventPoolFailed, Host: "a", Pool: "squares",
 		RetryAt: eventTime.Add(time.Minute), Error: "5 exits within 1m0s",
-	}, receive(t, events))
+	}}, receive(t, events))
 
 	cancel()
 	select {
@@ -107,10 +107,10 @@ func receive(t *testing.T, events <-chan conductor.Event) conductor.Event {
 
 func TestEvent_JSON(t *testing.T) {
 	t.Parallel()
-	e := conductor.Event{
-		Scope: conductor.ScopeWorker, Time: eventTime, Kind: conductor.EventWorkerMessage, Host: "a", Pool: "p",
-		Index: 2, PID: 7, Uptime: 1500 * time.Millisecond, Data: json.RawMessage(`{"x":1}`),
-	}
+	e := conductor.Event{Scope: conductor.ScopeWorker, EventFields: conductor.EventFields{
+		Time: eventTime, Kind: conductor.EventWorkerMessage, Host: "a", Pool: "p",
+		Index: 2, PID: 7, Uptime: wire.Duration(1500 * time.Millisecond), Data: json.RawMessage(`{"x":1}`),
+	}}
 	data, err := json.Marshal(e)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"scope":"worker","time":"2026-11-23T10:00:00Z","kind":"message","host":"a","pool":"p",
