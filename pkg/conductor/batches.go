@@ -108,14 +108,38 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 	for i, p := range payloads {
 		jobOpts := append(opts[:len(opts):len(opts)], WithBatch(b.ID), func(o *submitOptions) { o.id = batchJobID(b.ID, i) })
 		if _, err := c.Submit(ctx, typ, p, jobOpts...); err != nil {
-			return nil, fmt.Errorf("conductor: batch %s: job %d: %w (jobs 0 to %d are queued)", b.ID, i, err, i-1)
+			return nil, c.cutBatch(kv, b, i, fmt.Errorf("conductor: batch %s: job %d: %w", b.ID, i, err))
 		}
 	}
 	b.Queued = b.Total
 	return b, nil
 }
 
-// Batch returns batch id with its progress, counted from its jobs' states.
+// cutBatch makes batch b end with its first n jobs, those queued before
+// job n failed to be: its record's total becomes n (or, with none queued,
+// the record goes), so that it ends when they have. err says why; the
+// result adds what was queued, and whether the record could be mended.
+func (c *Client) cutBatch(kv jetstream.KeyValue, b *Batch, n int, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var mend error
+	if n == 0 {
+		mend = kv.Delete(ctx, b.ID)
+		err = fmt.Errorf("%w (no job was queued)", err)
+	} else {
+		b.Total = n
+		rec, _ := json.Marshal(b)
+		_, mend = kv.Put(ctx, b.ID, rec)
+		err = fmt.Errorf("%w (jobs 0 to %d are queued: the batch holds those)", err, n-1)
+	}
+	if mend != nil {
+		err = fmt.Errorf("%w; recording that failed too, so the batch will not end: %v", err, mend)
+	}
+	return err
+}
+
+// Batch returns batch id with its progress, counted from its jobs' states
+// while it runs, and as recorded at its end once it has ended.
 func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 	if subject.Token("batch id", id) != nil {
 		return nil, ErrBatchNotFound
@@ -134,6 +158,9 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 	var b Batch
 	if err := json.Unmarshal(e.Value(), &b); err != nil {
 		return nil, fmt.Errorf("conductor: decode batch %s: %w", id, err)
+	}
+	if !b.EndedAt.IsZero() {
+		return &b, nil // its final counts were recorded with its end
 	}
 	if err := c.count(ctx, &b); err != nil {
 		return nil, err
@@ -214,9 +241,17 @@ type batchCount struct {
 	ended   int  // its jobs known to have ended
 	atCheck int  // ended when the last check began
 	due     bool // to be checked at the next tick
+	// foreign, if set, is when a job of the batch last ended after a
+	// check found no record of it: not a batch of the HTTP API (RunBatch
+	// counts its own). Its events are ignored until it has been quiet for
+	// foreignFor.
+	foreign time.Time
 }
 
-const batchCheckEvery = 500 * time.Millisecond
+const (
+	batchCheckEvery = 500 * time.Millisecond
+	foreignFor      = 10 * time.Minute
+)
 
 func (e *batchEnds) get(id string) *batchCount {
 	b := e.batches[id]
@@ -232,6 +267,10 @@ func (e *batchEnds) mark(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	b := e.get(id)
+	if !b.foreign.IsZero() {
+		b.foreign = time.Now()
+		return
+	}
 	b.ended++
 	b.due = b.due || b.total == 0 || b.ended >= b.total
 }
@@ -255,11 +294,18 @@ func (e *batchEnds) settle(id string, total, ended int) {
 	b.due = b.ended >= b.total // marks made before the total was known are settled too
 }
 
-// forget drops a batch that ended, or that is not one of the HTTP API.
+// forget drops a batch that ended.
 func (e *batchEnds) forget(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.batches, id)
+}
+
+// foreign notes that batch id has no record: it is not one of the HTTP API.
+func (e *batchEnds) foreign(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.get(id).foreign = time.Now()
 }
 
 // take returns the batches due for a check.
@@ -268,6 +314,12 @@ func (e *batchEnds) take() []string {
 	defer e.mu.Unlock()
 	var ids []string
 	for id, b := range e.batches {
+		if !b.foreign.IsZero() {
+			if time.Since(b.foreign) > foreignFor {
+				delete(e.batches, id)
+			}
+			continue
+		}
 		if b.due {
 			b.due, b.atCheck = false, b.ended
 			ids = append(ids, id)
@@ -278,13 +330,8 @@ func (e *batchEnds) take() []string {
 
 // watchBatchEnds runs until ctx ends.
 func (c *Conductor) watchBatchEnds(ctx context.Context) {
-	if kv, err := c.client.bucket(ctx, c.space.BatchBucket(), "batch bucket"); err == nil {
-		if lister, err := kv.ListKeys(ctx); err == nil {
-			for id := range lister.Keys() {
-				c.batchEnds.check(id)
-			}
-			_ = lister.Stop()
-		}
+	if err := c.checkEveryBatch(ctx); err != nil && ctx.Err() == nil {
+		c.log.Warn("list the batches to check their ends; each is checked when one of its jobs ends", "err", err)
 	}
 	t := time.NewTicker(batchCheckEvery)
 	defer t.Stop()
@@ -303,6 +350,24 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 	}
 }
 
+// checkEveryBatch has every recorded batch checked at the next tick: the
+// events of those that ended while conductord was down are lost.
+func (c *Conductor) checkEveryBatch(ctx context.Context) error {
+	kv, err := c.client.bucket(ctx, c.space.BatchBucket(), "batch bucket")
+	if err != nil {
+		return err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lister.Stop() }()
+	for id := range lister.Keys() {
+		c.batchEnds.check(id)
+	}
+	return nil
+}
+
 // endBatch announces batch id's end if all its jobs have ended and no one
 // has announced it yet.
 func (c *Conductor) endBatch(ctx context.Context, id string) error {
@@ -312,7 +377,7 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 	}
 	e, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		c.batchEnds.forget(id) // not a batch of the HTTP API (RunBatch tracks its own)
+		c.batchEnds.foreign(id)
 		return nil
 	}
 	if err != nil {
@@ -330,12 +395,19 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 		c.batchEnds.settle(id, b.Total, b.Succeeded+b.Dead+b.Cancelled)
 		return nil
 	}
-	c.batchEnds.forget(id)
 	b.EndedAt = time.Now().UTC()
 	rec, _ := json.Marshal(&b)
-	if _, err := kv.Update(ctx, id, rec, e.Revision()); err != nil {
-		return nil // announced by another conductord, or changed: the next event checks again
+	_, err = kv.Update(ctx, id, rec, e.Revision())
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Changed since it was read: announced by another conductord, or
+		// cut short by its submitter. The next check reads it again.
+		c.batchEnds.check(id)
+		return nil
 	}
+	if err != nil {
+		return err // checked again
+	}
+	c.batchEnds.forget(id)
 	c.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
 	return c.nc.Publish(c.space.BatchEvent(id), rec)
 }
