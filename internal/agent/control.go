@@ -237,6 +237,7 @@ func (a *Agent) updatePool(ctx context.Context, p *pool, spec broker.Spec) error
 	}
 	if src != nil {
 		src.resize(next.Count)
+		src.setLimits(cmp.Or(next.MaxAttempts, broker.DefaultMaxAttempts), cmp.Or(next.MaxCrashes, broker.DefaultMaxCrashes))
 	}
 	if err := bp.Update(ctx, next, 0); err != nil {
 		return fmt.Errorf("pool %q: %w", spec.Name, err)

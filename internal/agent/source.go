@@ -385,6 +385,21 @@ func (s *source) resize(workers int) {
 	s.poke()
 }
 
+// setLimits sets the pool's max_attempts and max_crashes (a reload): the
+// jobs taken from now on get them.
+func (s *source) setLimits(maxAttempts, maxCrashes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxAttempts, s.maxCrashes = maxAttempts, maxCrashes
+}
+
+// limits returns the pool's max_attempts and max_crashes.
+func (s *source) limits() (maxAttempts, maxCrashes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxAttempts, s.maxCrashes
+}
+
 // demand reports the workers waiting, and how many jobs the source wants at
 // hand or on their way (target): one per waiting worker plus the prefetch.
 func (s *source) demand() (waiting, target, ready int) {
@@ -469,7 +484,7 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 			h.earlier, h.readEarlier = prev.History, true
 		}
 	}
-	h.maxAttempts = s.maxAttempts
+	h.maxAttempts, _ = s.limits()
 	if v := m.Header.Get(wire.HeaderMaxAttempts); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
 			h.maxAttempts = n
@@ -517,7 +532,8 @@ func (s *source) storeRunning(h *heldJob) {
 // instead of killing more workers.
 func (s *source) quarantine(f *finishJob) {
 	st := &f.held.state
-	if st.Status != wire.StatusFailed || s.maxCrashes <= 0 || !st.History[len(st.History)-1].Crashed {
+	_, maxCrashes := s.limits()
+	if st.Status != wire.StatusFailed || maxCrashes <= 0 || !st.History[len(st.History)-1].Crashed {
 		return
 	}
 	crashes := 0
@@ -526,7 +542,7 @@ func (s *source) quarantine(f *finishJob) {
 			crashes++
 		}
 	}
-	if crashes < s.maxCrashes {
+	if crashes < maxCrashes {
 		return
 	}
 	st.Status = wire.StatusDead

@@ -71,7 +71,7 @@ type Config struct {
 // and memory. A Pool is started once and stopped once.
 type Pool struct {
 	// Set by NewPool, read-only after.
-	spec       Spec // with defaults, as given; Count and Cmd change (see mu)
+	spec       Spec // with defaults, as given at NewPool; the current one is gen.spec (see Spec)
 	src        Source
 	host       string
 	log        *slog.Logger // with host and pool
@@ -376,6 +376,7 @@ func (p *Pool) removeSlot(s *slot) {
 func (p *Pool) admitRestart(now time.Time) (bool, time.Duration) {
 	p.mu.Lock()
 	ok, wait := p.breaker.admit(now)
+	budget := p.breaker.Budget
 	var e *wire.Event
 	switch {
 	case !ok && p.state == PoolRunning:
@@ -389,7 +390,7 @@ func (p *Pool) admitRestart(now time.Time) (bool, time.Duration) {
 	p.mu.Unlock()
 	if e != nil {
 		if e.Kind == wire.EventPoolFailed {
-			p.log.Error("workers keep failing; restarts paused", "max_restarts_per_minute", p.breaker.Budget, "retry_in", wait.Round(time.Millisecond))
+			p.log.Error("workers keep failing; restarts paused", "max_restarts_per_minute", budget, "retry_in", wait.Round(time.Millisecond))
 		} else {
 			p.log.Info("restarts allowed again")
 		}

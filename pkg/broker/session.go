@@ -214,6 +214,7 @@ const (
 // process is gone.
 func (ss *session) give(j *Job) {
 	ss.job, ss.jobStart, ss.timedOut, ss.cutReason = j, time.Now(), 0, ""
+	ss.jobTimer.stop()
 	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
 		ss.jobTimer.set(t)
 	}
@@ -245,8 +246,7 @@ func (ss *session) wrote(err error) {
 	if err == nil || ss.job == nil {
 		return
 	}
-	j := ss.job
-	ss.job = nil
+	j := ss.endJob()
 	if errors.Is(err, proto.ErrEncode) {
 		// Nothing was written and the worker is fine: the job itself
 		// cannot be sent, to this worker or any other.
@@ -286,7 +286,9 @@ func (ss *session) overtime() {
 func (ss *session) cutShort(why string) {
 	ss.cutReason = why
 	if ss.writing == nil {
-		_ = ss.p.send(proto.Message{Op: proto.OpCancel, ID: ss.job.ID}, shutdownWriteTimeout)
+		if err := ss.p.send(proto.Message{Op: proto.OpCancel, ID: ss.job.ID}, shutdownWriteTimeout); err != nil {
+			ss.s.log.Warn("send the cancel op; the worker is stopped if the job does not end", "pid", ss.p.pid, "job", ss.job.ID, "err", err)
+		}
 	}
 	ss.cancelTimer.set(ss.spec.KillTimeout)
 }
@@ -326,6 +328,15 @@ func (ss *session) handle(m proto.Message) {
 	}
 }
 
+// endJob takes the job from the session, with its timers, and returns it.
+func (ss *session) endJob() *Job {
+	j := ss.job
+	ss.job = nil
+	ss.jobTimer.stop()
+	ss.cancelTimer.stop()
+	return j
+}
+
 // done reports the end of the worker's job.
 func (ss *session) done(m proto.Message) {
 	if ss.job == nil || m.ID != ss.job.ID {
@@ -336,10 +347,7 @@ func (ss *session) done(m proto.Message) {
 		ss.s.log.Warn("worker reported done for a job it does not hold; ignored", "pid", ss.p.pid, "job", m.ID, "holding", held)
 		return
 	}
-	j := ss.job
-	ss.job = nil
-	ss.jobTimer.stop()
-	ss.cancelTimer.stop()
+	j := ss.endJob()
 	out := ss.outcome()
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
 	if ss.timedOut > 0 && m.Error != "" {
@@ -424,8 +432,7 @@ func (ss *session) finish() {
 	if ss.job == nil {
 		return
 	}
-	j := ss.job
-	ss.job = nil
+	j := ss.endJob()
 	exit, oom := ss.p.ended()
 	out := ss.outcome()
 	out.Crashed, out.TimedOut, out.OOMKilled = true, ss.timedOut > 0, oom

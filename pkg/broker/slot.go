@@ -211,7 +211,9 @@ func (s *slot) recycleReason() string {
 	}
 	if spec.MaxRSS > 0 {
 		rss := residentBytes(w.PID)
-		s.lastRSS.Store(rss)
+		if rss > 0 { // 0: gone; keep the last reading for its crash report
+			s.lastRSS.Store(rss)
+		}
 		if rss > spec.MaxRSS {
 			return fmt.Sprintf("resident memory %d bytes over max_rss (%d)", rss, spec.MaxRSS)
 		}
@@ -248,6 +250,7 @@ func (s *slot) runProcess(sp *spawner, reason string) processRun {
 	}
 	s.starts++
 	s.lastRSS.Store(0)
+	s.wantRecycle.Store(false) // the previous process's max_jobs
 	s.update(func(w *wire.WorkerInfo) {
 		w.PID, w.Started, w.State, w.Job = p.pid, p.started, WorkerStarting, ""
 		if s.starts > 1 {

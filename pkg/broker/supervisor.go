@@ -110,7 +110,7 @@ func (p *Pool) CheckCommand(cmd []string) error {
 	if len(cmd) == 0 || cmd[0] == "" {
 		return errors.New("empty command")
 	}
-	_, err := resolveCommand(cmd[0], p.spec.Dir)
+	_, err := resolveCommand(cmd[0], p.Spec().Dir)
 	return err
 }
 
@@ -433,6 +433,7 @@ func rollingChange(a, b Spec) bool {
 	a.Count, b.Count = 0, 0
 	a.MaxRestartsPerMinute, b.MaxRestartsPerMinute = 0, 0
 	a.MaxAttempts, b.MaxAttempts = 0, 0
+	a.MaxCrashes, b.MaxCrashes = 0, 0
 	return !reflect.DeepEqual(a, b)
 }
 
