@@ -12,10 +12,15 @@ import (
 // jobs, fed by a watcher of the bucket. A job whose id is in it is not
 // given to a worker, and one that runs is cut short.
 type cancels struct {
-	mu  sync.Mutex
-	ids map[string]time.Time // id -> when it was cancelled
-	ttl time.Duration        // the bucket's TTL: an older entry is gone from it too
+	mu     sync.Mutex
+	ids    map[string]time.Time // id -> when it was cancelled
+	ttl    time.Duration        // the bucket's TTL: an older entry is gone from it too
+	pruned time.Time            // when add last forgot the entries past the TTL
 }
+
+// pruneEvery spaces the sweeps of add, so that loading many cancels at
+// start does not sweep the whole map at each.
+const pruneEvery = time.Minute
 
 func newCancels() *cancels { return &cancels{ids: map[string]time.Time{}} }
 
@@ -32,9 +37,10 @@ func (c *cancels) add(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ids[id] = t
-	if c.ttl <= 0 {
+	if c.ttl <= 0 || time.Since(c.pruned) < pruneEvery {
 		return
 	}
+	c.pruned = time.Now()
 	for k, at := range c.ids {
 		if time.Since(at) > c.ttl {
 			delete(c.ids, k)

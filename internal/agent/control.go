@@ -219,21 +219,17 @@ func (a *Agent) Reload(ctx context.Context, specs []broker.Spec) error {
 func (a *Agent) updatePool(ctx context.Context, p *pool, spec broker.Spec) error {
 	bp, src := p.running()
 	if bp == nil {
-		return fmt.Errorf("pool %q has not started yet; not changed", spec.Name)
+		// Waiting for the job stream, or its command could not start (a
+		// fix in the file is what the reload brings): start it afresh.
+		a.log.Info("reload: pool not running; starting it with the new spec", "pool", spec.Name)
+		return a.replacePool(p, spec)
 	}
 	cur := bp.Spec()
 	next := spec
 	next.Count = cmp.Or(next.Count, broker.DefaultCount)
 	if cmp.Or(next.Protocol, broker.ProtocolChannel) != cur.Protocol || next.Listen != cur.Listen {
 		a.log.Info("reload: pool protocol or listen changed; replacing the pool", "pool", spec.Name)
-		a.removePool(p)
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.closing {
-			return nil
-		}
-		a.startPoolLocked(spec)
-		return nil
+		return a.replacePool(p, spec)
 	}
 	if src != nil {
 		src.resize(next.Count)
@@ -241,6 +237,17 @@ func (a *Agent) updatePool(ctx context.Context, p *pool, spec broker.Spec) error
 	}
 	if err := bp.Update(ctx, next, 0); err != nil {
 		return fmt.Errorf("pool %q: %w", spec.Name, err)
+	}
+	return nil
+}
+
+// replacePool stops p and starts a pool of spec in its place.
+func (a *Agent) replacePool(p *pool, spec broker.Spec) error {
+	a.removePool(p)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closing {
+		a.startPoolLocked(spec)
 	}
 	return nil
 }

@@ -97,18 +97,23 @@ func (s *source) newInbox(l *level) error {
 // covered is how many of the jobs wanted the outstanding requests may
 // bring: every probe's, and what is left of the polls. The polls of the
 // several priorities wait for the same workers: a job that comes on one
-// uses up the others' share too (s.polled, which covered trims to the
-// polls still outstanding).
+// uses up the others' share too (s.polled). covered trims s.polled to the
+// least any priority's poll may still bring: once one priority is no
+// longer polled (its poll was used up, expired or refused), the polls
+// stand for none, are withdrawn, and the priorities are asked afresh.
 func (s *source) covered() int {
-	probes, polls := 0, 0
+	probes, polls := 0, -1
 	for _, l := range s.levels {
+		c := 0
 		if l.polling {
-			polls = max(polls, l.credit)
+			c = l.credit
 		} else {
 			probes += l.credit
 		}
+		if polls < 0 || c < polls {
+			polls = c
+		}
 	}
-	// Polls that expired took their share with them.
 	s.polled = min(s.polled, polls)
 	return probes + s.polled
 }
@@ -155,12 +160,17 @@ func (s *source) pull(l *level, n int, poll bool, now time.Time) error {
 }
 
 // withdraw takes back every long poll: no worker waits for what they would
-// bring, or they have brought what was asked of them all together.
+// bring, or they have brought what was asked of them all together. A
+// priority whose poll brought nothing is known empty from now.
 func (s *source) withdraw() {
 	s.polled = 0
+	now := time.Now()
 	for _, l := range s.levels {
 		if !l.polling || l.credit == 0 {
 			continue
+		}
+		if !l.emptyAt.IsZero() { // no job came since its probe found none
+			l.emptyAt = now
 		}
 		if err := s.newInbox(l); err != nil {
 			s.log.Warn("withdraw a request for jobs", "pool", s.typ, "priority", l.prio, "err", err)

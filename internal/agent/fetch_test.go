@@ -179,3 +179,28 @@ func BenchmarkSource_HighBehindBacklog(b *testing.B) {
 	b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds())/1000, "p99_ms")
 	b.ReportMetric(float64(passed)/float64(b.N), "normal_jobs_before")
 }
+
+// TestSource_CloseCountsNoAttempt: the jobs a source holds ahead when it
+// closes (a workerd restart) go back to the queue with the delivery
+// counted as skipped, so that the next host runs them as attempt 1.
+func TestSource_CloseCountsNoAttempt(t *testing.T) {
+	t.Parallel()
+	idle, b := setupSource(t) // asks for nothing: no worker waits on it
+	src, err := newSource(idle.sourceConfig)
+	require.NoError(t, err)
+	b.publish(t, 40)
+	now := time.Now()
+	job := next(t, src)
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+	job = next(t, src)
+	require.Eventually(t, func() bool { return b.pending(t) == 17 }, 10*time.Second, 5*time.Millisecond, "prefetched")
+	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+	src.close()
+
+	other, err := newSource(idle.sourceConfig)
+	require.NoError(t, err)
+	t.Cleanup(other.close)
+	job = next(t, other)
+	require.Equal(t, 1, job.Attempt, "job %s: its delivery to the closed source is no attempt", job.ID)
+	other.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+}

@@ -190,8 +190,24 @@ func (s *source) close() {
 		}
 	}
 	for _, m := range left {
-		s.release(m)
-		_ = m.Nak()
+		s.putBack(m)
+	}
+}
+
+// putBack releases a delivered job that no worker took, for any host to
+// take: the delivery is counted as skipped, not as an attempt.
+func (s *source) putBack(m *nats.Msg) {
+	h := &heldJob{msg: m}
+	h.state.Batch = m.Header.Get(wire.HeaderBatch)
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq, h.state.CreatedAt = md.Sequence.Stream, md.Timestamp.UTC()
+	}
+	h.state.ID = jobID(m, seq)
+	s.recordSkip(h)
+	s.release(m)
+	if err := m.Nak(); err != nil {
+		s.log.Warn("put back a job no worker took; it comes back when its lease ends", "job", h.state.ID, "err", err)
 	}
 }
 
@@ -518,8 +534,10 @@ func (s *source) storeRunning(h *heldJob) {
 	}
 	st := h.state
 	if h.hasEarlier() {
-		// Off the worker's path: this runs only for a job past runningDelay.
-		h.earlier, h.readEarlier = s.history(st.ID), true
+		if !h.readEarlier {
+			// Off the worker's path: this runs only for a job past runningDelay.
+			h.earlier, h.readEarlier = s.history(st.ID), true
+		}
 		st.History = append(slices.Clone(h.earlier), st.History...)
 	}
 	if data, err := json.Marshal(&st); err == nil {
