@@ -104,13 +104,6 @@ func (s Space) JobAt(typ, prio string) string {
 // Jobs is the subject filter of the job stream: every job of every type.
 func (s Space) Jobs() string { return s.prefix() + ".jobs.>" }
 
-// JobTypeOf returns the job type of a subject built by Job or JobAt, or ""
-// if subj is not one.
-func (s Space) JobTypeOf(subj string) string {
-	typ, _ := s.ParseJob(subj)
-	return typ
-}
-
 // ParseJob returns the job type and priority of a subject built by Job or
 // JobAt ("normal" for Job's), or "", "" if subj is not one.
 func (s Space) ParseJob(subj string) (typ, prio string) {

@@ -48,9 +48,10 @@ func TestSpace_Names(t *testing.T) {
 	s, err := New("prod")
 	require.NoError(t, err)
 	require.Equal(t, "conductor.prod.jobs.squares", s.Job("squares"))
-	require.Equal(t, "squares", s.JobTypeOf(s.Job("squares")))
-	require.Equal(t, "", s.JobTypeOf("conductor.other.jobs.squares"))
-	require.Equal(t, "", s.JobTypeOf("conductor.prod.jobs.a.b"))
+	typOf := func(subj string) string { typ, _ := s.ParseJob(subj); return typ }
+	require.Equal(t, "squares", typOf(s.Job("squares")))
+	require.Equal(t, "", typOf("conductor.other.jobs.squares"))
+	require.Equal(t, "", typOf("conductor.prod.jobs.a.b"))
 	require.Equal(t, "conductor.prod.jobs.squares", s.JobAt("squares", "normal"))
 	require.Equal(t, "conductor.prod.jobs.squares.high", s.JobAt("squares", "high"))
 	for _, prio := range []string{"high", "normal", "low"} {
@@ -61,7 +62,7 @@ func TestSpace_Names(t *testing.T) {
 		require.Equal(t, "squares", typ)
 		require.Equal(t, prio, p)
 	}
-	require.Equal(t, "squares", s.JobTypeOf(s.JobAt("squares", "low")))
+	require.Equal(t, "squares", typOf(s.JobAt("squares", "low")))
 	require.Equal(t, "pool-squares", s.ConsumerAt("squares", ""))
 	require.NotEqual(t, s.ConsumerAt("a", "high"), s.ConsumerAt("high-a", "normal"))
 	typ, _ := s.ParseConsumer("other")

@@ -183,6 +183,10 @@ type submitOptions struct {
 	// notBefore, if set, is when the job may run.
 	notBefore time.Time
 	priority  Priority // "": normal
+	// msgID, if set, is the publish's Nats-Msg-Id instead of the id.
+	msgID string
+	// requeued marks a dead job queued again (Requeue).
+	requeued bool
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -294,7 +298,10 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	defer cancel()
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
 	m.Header.Set(wire.HeaderJobID, id)
-	m.Header.Set(wire.HeaderMsgID, id)
+	m.Header.Set(wire.HeaderMsgID, cmp.Or(o.msgID, id))
+	if o.requeued {
+		m.Header.Set(wire.HeaderRequeued, "1")
+	}
 	if o.batch != "" {
 		m.Header.Set(wire.HeaderBatch, o.batch)
 	}
@@ -311,42 +318,46 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	// An ack lost to a server restart would hold a single publish for the
 	// whole timeout: publish again every publishAttemptTimeout instead.
 	// The same Nats-Msg-Id makes the copies one job.
-	var err error
-	for ctx.Err() == nil {
-		actx, acancel := context.WithTimeout(ctx, publishAttemptTimeout)
-		_, err = c.js.PublishMsg(actx, m)
-		acancel()
-		if err == nil {
-			return nil
-		}
-		if !retryable(err) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(publishRetryDelay):
-		}
+	err := retry(ctx, func(ctx context.Context) error {
+		_, err := c.js.PublishMsg(ctx, m)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("conductor: queue job: %w", err)
 	}
-	return fmt.Errorf("conductor: queue job: %w", err)
+	return nil
 }
 
 // known reports whether job id has a state. A lookup lost to a server
 // restart is made again, every publishAttemptTimeout, until ctx ends.
 func (c *Client) known(ctx context.Context, id string) (bool, error) {
+	err := retry(ctx, func(ctx context.Context) error {
+		_, err := c.kv.Get(ctx, id)
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// retry calls f with a deadline of publishAttemptTimeout until it
+// succeeds, fails for good (not retryable), or ctx ends: a request lost to
+// a server restart would otherwise wait out the whole of ctx.
+func retry(ctx context.Context, f func(context.Context) error) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
-		_, err := c.kv.Get(actx, id)
+		err := f(actx)
 		cancel()
-		switch {
-		case err == nil:
-			return true, nil
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return false, nil
-		case ctx.Err() != nil || !retryable(err):
-			return false, err
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
+			return err
 		case <-time.After(publishRetryDelay):
 		}
 	}

@@ -97,11 +97,11 @@ type Conductor struct {
 	stopped   chan struct{}
 	wg        sync.WaitGroup
 
-	// submitMu guards submitsClosed: a NATS submission starts its goroutine
-	// in wg only while submissions are open, so that none starts after
-	// shutdown began waiting for wg.
-	submitMu      sync.Mutex
-	submitsClosed bool
+	// submitMu orders the start of closing with the NATS submissions: one
+	// starts its goroutine in wg only before closing, so that none starts
+	// after shutdown began waiting for wg, and none queues a job it could
+	// not answer for.
+	submitMu sync.Mutex
 
 	batchEnds batchEnds // batches to check for their end
 }
@@ -323,7 +323,10 @@ func (c *Conductor) Stop() {
 func (c *Conductor) Stopped() <-chan struct{} { return c.stopped }
 
 func (c *Conductor) shutdown() {
+	// Under submitMu: no NATS submission starts once closing has begun.
+	c.submitMu.Lock()
 	c.beginClose()
+	c.submitMu.Unlock()
 	if c.http != nil {
 		// Calls in flight get 10s; a long ?wait= is cut off after that.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -335,9 +338,6 @@ func (c *Conductor) shutdown() {
 	for _, sub := range c.subs {
 		_ = sub.Unsubscribe()
 	}
-	c.submitMu.Lock()
-	c.submitsClosed = true
-	c.submitMu.Unlock()
 	if c.client != nil {
 		c.client.Close()
 	}

@@ -8,11 +8,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // ErrNotDead is returned by Requeue for a job that is not dead.
@@ -29,7 +27,8 @@ func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, e
 // Requeue queues dead job id again with its payload: it runs again from
 // its first attempt, its history kept, and leaves the dead list. A job
 // that is not dead is left alone (ErrNotDead); an unknown one is
-// ErrJobNotFound. It returns the job's new state.
+// ErrJobNotFound. It returns the job's new state (with an error too if the
+// job was queued but could not be taken off the dead list).
 func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	if subject.Token("job id", id) != nil {
 		return nil, ErrJobNotFound
@@ -68,20 +67,23 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	if _, err := c.kv.Put(ctx, id, state); err != nil {
 		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
-	m := nats.NewMsg(c.space.JobAt(dead.Type, string(dead.Priority)))
-	m.Header.Set(wire.HeaderJobID, id)
-	// A fresh dedup id: the job's own id is within the window if it died fast.
-	m.Header.Set(wire.HeaderMsgID, id+"-requeue-"+strconv.FormatUint(e.Revision(), 10))
-	m.Header.Set(wire.HeaderRequeued, "1")
-	if dead.Batch != "" {
-		m.Header.Set(wire.HeaderBatch, dead.Batch)
+	o := submitOptions{
+		batch: dead.Batch, priority: dead.Priority, requeued: true,
+		// A fresh dedup id: the job's own id is within the window if it died fast.
+		msgID: id + "-requeue-" + strconv.FormatUint(e.Revision(), 10),
 	}
-	m.Data = dead.Payload
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		_, _ = c.kv.Put(ctx, id, e.Value()) // it is still dead
-		return nil, fmt.Errorf("conductor: queue job %s again: %w", id, err)
+	if err := c.publish(ctx, id, dead.Type, dead.Payload, o); err != nil {
+		if _, perr := c.kv.Put(ctx, id, e.Value()); perr != nil { // it is still dead
+			return nil, fmt.Errorf("conductor: job %s: %w; its state reads queued, but it is dead (restoring it failed: %v)", id, err, perr)
+		}
+		return nil, fmt.Errorf("conductor: job %s: %w", id, err)
 	}
 	// Only this revision: if the job has died again already, it stays listed.
-	_ = kv.Delete(ctx, id, jetstream.LastRevision(e.Revision()))
+	err = retry(ctx, func(ctx context.Context) error {
+		return kv.Delete(ctx, id, jetstream.LastRevision(e.Revision()))
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return queued, fmt.Errorf("conductor: job %s is queued again, but it is still listed dead (remove it from the dead job index: %w)", id, err)
+	}
 	return queued, nil
 }

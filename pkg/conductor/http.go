@@ -176,7 +176,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	code, answer := c.submit(r.Context(), submission{
-		typ: r.PathValue("type"), payload: body, key: r.Header.Get("Idempotency-Key"),
+		typ: r.PathValue("type"), payload: body, key: r.Header.Get(HeaderIdempotencyKey),
 		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"), delay: q.Get("delay"),
 		priority: q.Get("priority"),
 	})

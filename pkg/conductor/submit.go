@@ -98,8 +98,10 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	switch {
 	case err == nil:
 		return http.StatusOK, j
-	case !errors.Is(err, context.DeadlineExceeded):
-		// The job is queued; only its end could not be awaited.
+	case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
+		// The job is queued; only its end could not be awaited. (A wait
+		// cut short, by the caller or by conductord stopping, answers
+		// what is known: a retry must not queue the job twice.)
 		return bad(http.StatusServiceUnavailable, "job %s is queued, but waiting for it failed: %v", id, err)
 	case j != nil:
 		return http.StatusAccepted, j
@@ -113,6 +115,7 @@ const (
 	HeaderStatus         = "Conductor-Status" // the reply's status, as HTTP's: 200, 202, 400, 413, 503
 	HeaderWait           = "Conductor-Wait"
 	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderDelay          = "Conductor-Delay" // a duration: a delayed job
 )
 
 // DefaultSubmitWait is how long a NATS request submission waits for the
@@ -140,7 +143,7 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 		}
 		c.submitMu.Lock()
 		defer c.submitMu.Unlock()
-		if c.submitsClosed {
+		if c.closing.Err() != nil {
 			<-slots
 			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
 			return
@@ -155,8 +158,8 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 			}
 			code, answer := c.submit(ctx, submission{
 				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(HeaderIdempotencyKey),
-				wait: wait, timeout: m.Header.Get("Conductor-Timeout"), maxAttempts: m.Header.Get("Conductor-Max-Attempts"),
-				delay: m.Header.Get("Conductor-Delay"), priority: m.Header.Get(wire.HeaderPriority),
+				wait: wait, timeout: m.Header.Get(wire.HeaderTimeout), maxAttempts: m.Header.Get(wire.HeaderMaxAttempts),
+				delay: m.Header.Get(HeaderDelay), priority: m.Header.Get(wire.HeaderPriority),
 			})
 			c.reply(m, code, answer)
 		})
