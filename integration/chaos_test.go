@@ -62,6 +62,13 @@ func TestChaos_NothingLost(t *testing.T) {
 	chaosDone := make(chan struct{})
 	go func() {
 		defer close(chaosDone)
+		// A restart that fails (the harness's require) ends this goroutine:
+		// end the submitters too rather than let them retry for 5 minutes.
+		defer func() {
+			if t.Failed() {
+				cancel()
+			}
+		}()
 		rnd := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 		for submitted.Load() < n && ctx.Err() == nil {
 			select {

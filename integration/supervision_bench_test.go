@@ -72,15 +72,30 @@ func directStarts(b *testing.B, n int) []time.Duration {
 		require.NoError(b, cmd.Start())
 		toR.Close()
 		fromW.Close()
-		line, err := bufio.NewReader(fromR).ReadString('\n')
-		require.NoError(b, err)
-		ds = append(ds, time.Since(start))
-		require.Contains(b, line, `"ready"`)
-		_, err = toW.WriteString(`{"op":"shutdown"}` + "\n")
-		require.NoError(b, err)
-		toW.Close()
-		require.NoError(b, cmd.Wait())
-		fromR.Close()
+		ready := func() error { // the worker is reaped whatever happens
+			defer func() {
+				toW.Close()
+				fromR.Close()
+				if cmd.ProcessState == nil {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+				}
+			}()
+			line, err := bufio.NewReader(fromR).ReadString('\n')
+			if err != nil {
+				return err
+			}
+			ds = append(ds, time.Since(start))
+			if !strings.Contains(line, `"ready"`) {
+				return fmt.Errorf("first line %q is not ready", line)
+			}
+			if _, err := toW.WriteString(`{"op":"shutdown"}` + "\n"); err != nil {
+				return err
+			}
+			toW.Close()
+			return cmd.Wait()
+		}
+		require.NoError(b, ready())
 	}
 	return ds
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,7 +66,11 @@ func TestWorkerd_RecycleUnderLoadLosesNoJob(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 	stop := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	defer halt() // on a failure too: the goroutine ends with the test
 	recycles := make(chan int, 1)
+	recycle, _ := json.Marshal(wire.Command{Op: wire.CommandRecycle, Pool: "squares"})
 	go func() {
 		count := 0
 		defer func() { recycles <- count }()
@@ -75,8 +80,14 @@ func TestWorkerd_RecycleUnderLoadLosesNoJob(t *testing.T) {
 				return
 			default:
 			}
-			if !c.command("rec", wire.Command{Op: wire.CommandRecycle, Pool: "squares"}).OK {
-				t.Error("recycle refused")
+			// Not c.command: its require must not run off the test's goroutine.
+			var r wire.CommandReply
+			m, err := nc.Request(space.Control("rec"), recycle, 10*time.Second)
+			if err == nil {
+				err = json.Unmarshal(m.Data, &r)
+			}
+			if err != nil || !r.OK {
+				t.Errorf("recycle refused or unanswered: %v %+v", err, r)
 				return
 			}
 			for { // every worker replaced before the next recycle
@@ -98,7 +109,7 @@ func TestWorkerd_RecycleUnderLoadLosesNoJob(t *testing.T) {
 	case <-time.After(3 * time.Minute):
 		t.Fatalf("only %d of %d jobs ended", ev.ended(), n)
 	}
-	close(stop)
+	halt()
 	count := <-recycles
 	checkSquares(t, c, ids)
 	ev.mu.Lock()
@@ -174,7 +185,9 @@ func TestWorkerd_JobTimeout(t *testing.T) {
 	require.Contains(t, j.Error, "job timed out after 100ms")
 	require.Equal(t, 400, c.do("POST", "/v1/jobs/slower?timeout=soon", "1", nil, nil))
 
-	for _, w := range c.workers() {
+	ws := c.workers()
+	require.Len(t, ws, len(pids))
+	for _, w := range ws {
 		require.Equal(t, pids[w.Pool], w.PID, "a worker that honours cancel is kept")
 	}
 }
@@ -202,7 +215,11 @@ func TestHTTP_PoolCommands(t *testing.T) {
 	require.Eventually(t, func() bool { return c.pool("squares").State == "drained" }, 30*time.Second, 20*time.Millisecond)
 
 	ctl := start(t, "conductorctl", "--server", c.url(""), "resume", "squares")
-	<-ctl.exited
+	select {
+	case <-ctl.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("conductorctl resume did not end within 30s")
+	}
 	require.NoError(t, ctl.err, ctl.output())
 	require.Contains(t, ctl.output(), "web-1  accepted")
 	c.waitWorkers("squares", 3)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/natstest"
@@ -49,9 +50,9 @@ func setupAgent(t *testing.T, cfg Config) *controlBundle {
 	b.space, _ = subject.New("default")
 	for _, subj := range []string{b.space.WorkerEvents(), b.space.PoolEvents()} {
 		_, err := b.nc.Subscribe(subj, func(m *nats.Msg) {
-			var e wire.Event
-			require.NoError(t, json.Unmarshal(m.Data, &e))
-			require.True(t, strings.HasSuffix(m.Subject, "."+e.Pool+"."+e.Kind), m.Subject)
+			var e wire.Event // assert, not require: this is NATS's goroutine
+			assert.NoError(t, json.Unmarshal(m.Data, &e))
+			assert.True(t, strings.HasSuffix(m.Subject, "."+e.Pool+"."+e.Kind), m.Subject)
 			b.mu.Lock()
 			b.events = append(b.events, e)
 			b.mu.Unlock()
@@ -60,7 +61,7 @@ func setupAgent(t *testing.T, cfg Config) *controlBundle {
 	}
 	_, err := b.nc.Subscribe(b.space.AllLogs(), func(m *nats.Msg) {
 		var l wire.LogLine
-		require.NoError(t, json.Unmarshal(m.Data, &l))
+		assert.NoError(t, json.Unmarshal(m.Data, &l))
 		b.mu.Lock()
 		b.lines = append(b.lines, l)
 		b.mu.Unlock()

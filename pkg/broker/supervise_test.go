@@ -174,6 +174,9 @@ func TestPool_RecycleUnderLoad(t *testing.T) {
 	var minReady atomic.Int32
 	minReady.Store(2)
 	stop := make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }) }
+	defer halt() // on a failure too
 	var watch sync.WaitGroup
 	watch.Go(func() { // samples readiness while the recycle runs
 		for {
@@ -216,7 +219,7 @@ func TestPool_RecycleUnderLoad(t *testing.T) {
 	}
 	feed.Wait()
 	require.NoError(t, <-recycled)
-	close(stop)
+	halt()
 	watch.Wait()
 
 	after := readyN(t, pool, 2)
@@ -281,7 +284,7 @@ func TestPool_RecycleAgeAndMemory(t *testing.T) {
 		require.Equal(t, first.PID, e.PID)
 		require.Equal(t, wire.ReasonRecycle, e.Reason)
 		require.NotEmpty(t, b.log.find("recycling worker", "over max_rss"))
-		require.NotEmpty(t, pool.Workers())
+		require.NotEqual(t, first.PID, readyN(t, pool, 1)[0].PID, "a new worker took its place")
 	})
 }
 
