@@ -29,9 +29,11 @@ const benchJobs = 50_000
 //   - raw_msgs/s: the JetStream work-queue limit: publish benchJobs
 //     messages while 2 pull consumers ack them (the baseline); and, for
 //     context, 2 consumers pulling and acking one message at a time;
+//   - raw_job_path_msgs/s: the JetStream floor of the job path: the same
+//     with a state store, an ack and an event per message (rawJobPath);
 //   - e2e_jobs/s: benchJobs no-op jobs published on NATS, run by 2 worker
 //     processes under one workerd, counted succeeded; and their ratio; then
-//     the same with GOMAXPROCS=1 in the workers;
+//     the same with GOMAXPROCS=1 in the workers, and without prefetch;
 //   - the HTTP submit-to-result round trip (?wait=) p50/p99, next to a raw
 //     NATS request/reply round trip;
 //   - the RSS of conductord, workerd and one SDK worker.
@@ -48,11 +50,14 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 		raw := rawWorkQueue(b, js)
 		raw1 := rawOneAtATime(b, js)
+		floor := rawJobPath(b, nc, js)
 		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=noop1,count=2,env=GOMAXPROCS=1,cmd=%s", filepath.Join(bin, "noop-worker")),
+			fmt.Sprintf("name=noop0,count=2,env=CONDUCTOR_PREFETCH=0,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=squares,count=2,cmd=%s", filepath.Join(bin, "squares-worker")))
 		c.waitWorkers("noop", 2)
 		c.waitWorkers("noop1", 2)
+		c.waitWorkers("noop0", 2)
 		c.waitWorkers("squares", 2)
 		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
 		for _, wk := range c.workers() {
@@ -68,6 +73,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		b.ReportMetric(raw, "raw_msgs/s")
 		b.ReportMetric(raw1, "raw_next1_msgs/s")
+		b.ReportMetric(floor, "raw_job_path_msgs/s")
 		b.ReportMetric(e2e, "e2e_jobs/s")
 		b.ReportMetric(e2e/raw, "ratio")
 		// The same with the workers' Go runtime on one thread: a worker runs
@@ -76,6 +82,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		e2e1 := endToEnd(b, nc, js, "noop1")
 		b.ReportMetric(e2e1, "e2e_gomaxprocs1_jobs/s")
 		b.ReportMetric(e2e1/raw, "ratio_gomaxprocs1")
+		// The same without prefetch: each worker takes one job at a time.
+		e2e0 := endToEnd(b, nc, js, "noop0")
+		b.ReportMetric(e2e0, "e2e_prefetch0_jobs/s")
 
 		httpP50, httpP99 := httpRoundTrip(b, c, 2000)
 		rrP50, rrP99 := natsRoundTrip(b, nc, 2000)
@@ -92,8 +101,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 				break
 			}
 		}
-		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s (one at a time: %.0f) e2e=%.0f jobs/s ratio=%.2f (GOMAXPROCS=1 workers: %.0f, %.2f); http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
-			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, raw1, e2e, e2e/raw, e2e1, e2e1/raw, httpP50, httpP99, rrP50, rrP99)
+		b.Logf("machine: %s/%s, %d CPUs; raw=%.0f msgs/s (one at a time: %.0f; job path floor: %.0f, %.2f) e2e=%.0f jobs/s ratio=%.2f (GOMAXPROCS=1 workers: %.0f, %.2f; no prefetch: %.0f, %.2f); http ?wait p50=%s p99=%s; nats request/reply p50=%s p99=%s",
+			runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), raw, raw1, floor, floor/raw, e2e, e2e/raw, e2e1, e2e1/raw, e2e0, e2e0/raw, httpP50, httpP99, rrP50, rrP99)
 	}
 }
 
@@ -271,4 +280,100 @@ func rssMB(pid int) float64 {
 		}
 	}
 	return -1
+}
+
+// rawJobPath is the JetStream floor of the job path: the messages conductor
+// sends for every job, without processes, pipes or bookkeeping. 2 batched
+// consumers take each message, store a state for it in a file-backed KV
+// bucket, ack it once the store is acknowledged, and publish an event that
+// a subscriber counts.
+func rawJobPath(b *testing.B, nc *nats.Conn, js jetstream.JetStream) float64 {
+	ctx := context.Background()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "bench-floor", Subjects: []string{"bench.floor"}, Retention: jetstream.WorkQueuePolicy,
+	})
+	require.NoError(b, err)
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench-floor"})
+	require.NoError(b, err)
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(b, err)
+	var counted atomic.Int64
+	done := make(chan struct{})
+	sub, err := nc.Subscribe("bench.floor.event", func(*nats.Msg) {
+		if counted.Add(1) == benchJobs {
+			close(done)
+		}
+	})
+	require.NoError(b, err)
+	defer sub.Unsubscribe()
+	require.NoError(b, sub.SetPendingLimits(-1, -1))
+	type stored struct {
+		m   jetstream.Msg
+		fut jetstream.PubAckFuture
+	}
+	var (
+		keys atomic.Uint64
+		wg   sync.WaitGroup
+		// At the end: the consumers stop, then the ackers (their channels
+		// closed), then the connections close.
+		stops  []func()
+		ackers []chan stored
+		conns  []*nats.Conn
+	)
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+		for _, acks := range ackers {
+			close(acks)
+		}
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for range 2 {
+		cnc, err := nats.Connect(nc.ConnectedUrl())
+		require.NoError(b, err)
+		conns = append(conns, cnc)
+		cjs, err := jetstream.New(cnc)
+		require.NoError(b, err)
+		acks := make(chan stored, 1024)
+		ackers = append(ackers, acks)
+		wg.Go(func() {
+			for s := range acks {
+				select {
+				case <-s.fut.Ok():
+				case err := <-s.fut.Err():
+					b.Error(err)
+					continue
+				}
+				if err := s.m.Ack(); err != nil {
+					b.Error(err)
+				}
+				if err := cnc.Publish("bench.floor.event", []byte(`{"status":"succeeded"}`)); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			key := "$KV.bench-floor.k" + strconv.FormatUint(keys.Add(1), 10)
+			fut, err := cjs.PublishAsync(key, []byte(`{"status":"succeeded","result":null}`))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			acks <- stored{m, fut}
+		})
+		require.NoError(b, err)
+		stops = append(stops, cc.Stop)
+	}
+	publishAsync(b, js, func(int) string { return "bench.floor" }, benchJobs)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("floor: only %d of %d counted", counted.Load(), benchJobs)
+	}
+	return float64(benchJobs) / time.Since(start).Seconds()
 }

@@ -39,7 +39,9 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/...", "../examples/...")
+	// CONDUCTOR_BUILD_TAGS=pprof builds binaries that serve profiles (see
+	// internal/profiling), for measuring the job path.
+	build := exec.Command("go", "build", "-tags", os.Getenv("CONDUCTOR_BUILD_TAGS"), "-o", dir+"/", "../cmd/...", "../examples/...")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/metrics"
+	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 

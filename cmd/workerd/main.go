@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/broker"
 )

@@ -212,10 +212,10 @@ func (s *source) putBack(m *nats.Msg) {
 }
 
 // TryNext implements broker.ReadySource.
-func (s *source) TryNext() (*broker.Job, bool) {
+func (s *source) TryNext(maxPayload int) (*broker.Job, bool) {
 	for {
 		s.mu.Lock()
-		if len(s.ready) == 0 {
+		if len(s.ready) == 0 || (maxPayload >= 0 && len(s.ready[0].Data) > maxPayload) {
 			s.mu.Unlock()
 			return nil, false
 		}

@@ -53,6 +53,9 @@ type Message struct {
 	Permanent bool `json:"permanent,omitempty"`
 	// Data is the content of a message op.
 	Data json.RawMessage `json:"data,omitempty"`
+	// Prefetch, in a ready op, is how many jobs the worker takes queued
+	// behind the one it runs; 0: one job at a time.
+	Prefetch int `json:"prefetch,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to
@@ -181,15 +184,30 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
 // Write sends m.
 func (w *Writer) Write(m Message) error {
-	b, err := json.Marshal(m)
+	b, err := Append(nil, m)
 	if err != nil {
-		return fmt.Errorf("%w %s: %w", ErrEncode, m.Op, err)
+		return err
 	}
-	b = append(b, '\n')
+	return w.WriteLines(b, string(m.Op))
+}
+
+// Append appends m, encoded as a line, to b. An error wraps ErrEncode, and
+// b is returned as it was.
+func Append(b []byte, m Message) ([]byte, error) {
+	line, err := json.Marshal(m)
+	if err != nil {
+		return b, fmt.Errorf("%w %s: %w", ErrEncode, m.Op, err)
+	}
+	return append(append(b, line...), '\n'), nil
+}
+
+// WriteLines sends lines made by Append, several messages in one Write;
+// what names them in an error.
+func (w *Writer) WriteLines(lines []byte, what string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, err := w.w.Write(b); err != nil {
-		return fmt.Errorf("proto: write %s: %w", m.Op, err)
+	if _, err := w.w.Write(lines); err != nil {
+		return fmt.Errorf("proto: write %s: %w", what, err)
 	}
 	return nil
 }

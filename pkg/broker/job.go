@@ -70,8 +70,10 @@ type Source interface {
 // reports false, which saves a goroutine per job when jobs are waiting.
 type ReadySource interface {
 	Source
-	// TryNext returns a job at once, or false if none is at hand.
-	TryNext() (*Job, bool)
+	// TryNext returns a job at once, or false if none is at hand. With
+	// maxPayload >= 0 it returns only a job whose payload is at most that
+	// many bytes, leaving a larger one for a later call.
+	TryNext(maxPayload int) (*Job, bool)
 }
 
 // loadKey is the context key of WorkerLoad.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
@@ -19,12 +20,23 @@ const (
 	// shutdownWriteTimeout bounds the write of the shutdown op: a worker
 	// whose fd 3 is full is not reading, and fd 3 is closed right after.
 	shutdownWriteTimeout = 100 * time.Millisecond
+	// maxPrefetch caps the jobs a worker may hold queued behind its running
+	// one (the prefetch of its ready op). With jobs under inlineWrite
+	// bytes, a full queue stays well inside a pipe's 64 KiB, so writing
+	// to a busy worker never blocks.
+	maxPrefetch = 8
+	// shortJob is the average run time under which a worker that asked
+	// for a prefetch gets one: a job queued behind such jobs waits little,
+	// while the round trip saved per job is worth more than the job.
+	shortJob = 20 * time.Millisecond
 )
 
 // session is the life of one channel worker process: it waits for ready,
 // then loops Source.Next -> job on fd 3 -> done on fd 4 -> Source.Done,
-// and stops the process when the pool stops. It runs on its slot's
-// goroutine and every field belongs to that goroutine; the helper
+// and stops the process when the pool stops. A worker whose ready op asks
+// for a prefetch may also be written jobs while it runs one, while its jobs
+// are short: it runs them in order (see queued). The session runs on its
+// slot's goroutine and every field belongs to that goroutine; the helper
 // goroutines (Source.Next, the job write) report back over channels and the
 // session waits for them before it ends.
 type session struct {
@@ -36,8 +48,14 @@ type session struct {
 	full     bool      // it finished MaxJobs jobs: no more
 	readyAt  time.Time // its first ready; zero if none
 	finished int       // jobs the process finished (done received)
-	job      *Job      // the job the worker holds (or is being written to it)
-	jobStart time.Time // when job was given
+	job      *Job      // the job the worker runs (or is being written to it)
+	jobStart time.Time // when job was given, or started after the one before it
+	// queued are the jobs written to the worker behind job, in order; the
+	// worker starts each when it has answered the one before it. Never
+	// more than prefetch.
+	queued   []*Job
+	prefetch int           // jobs the worker may hold queued (its ready op's, capped)
+	avgRun   time.Duration // moving average of the worker's run times; 0: none yet
 
 	next       chan nextResult // result of the pending Source.Next, or nil
 	nextCtx    context.Context
@@ -135,10 +153,7 @@ func (ss *session) run() processRun {
 			ss.s.log.Warn("worker did not stop its job after the cancel op; sending SIGTERM", "pid", ss.p.pid, "job", ss.job.ID)
 			ss.p.terminate()
 		case id := <-ss.s.cancelC:
-			if ss.job != nil && ss.job.ID == id && ss.cutReason == "" {
-				ss.s.log.Info("job cancelled; telling its worker", "pid", ss.p.pid, "job", id)
-				ss.cutShort("job cancelled")
-			}
+			ss.cancel(id)
 		case <-ss.retryTimer.C():
 			ss.retryTimer.stop()
 		case <-ss.eofTimer.C():
@@ -152,7 +167,11 @@ func (ss *session) run() processRun {
 // dispatch gives the worker work when it can take some: the carried job,
 // or a new one from the Source.
 func (ss *session) dispatch() {
-	if ss.stopping || ss.full || !ss.ready || ss.job != nil || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
+	if ss.stopping || ss.full || !ss.ready || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
+		return
+	}
+	if ss.job != nil {
+		ss.pipeline()
 		return
 	}
 	if j := ss.s.carry; j != nil {
@@ -162,7 +181,7 @@ func (ss *session) dispatch() {
 	}
 	src := ss.s.pool.src
 	if rs, ok := src.(ReadySource); ok {
-		if j, ok := rs.TryNext(); ok {
+		if j, ok := rs.TryNext(-1); ok {
 			ss.give(j)
 			return
 		}
@@ -174,6 +193,96 @@ func (ss *session) dispatch() {
 		j, err := src.Next(ctx)
 		ch <- nextResult{job: j, err: err}
 	}()
+}
+
+// pipeline queues jobs the Source holds already behind the running one, up
+// to the worker's prefetch, while the worker's jobs are short, in one write.
+// It never waits on the Source: a job that has to be fetched goes to an idle
+// worker first.
+func (ss *session) pipeline() {
+	rs, ok := ss.s.pool.src.(ReadySource)
+	if !ok || ss.avgRun == 0 || ss.avgRun >= shortJob {
+		return
+	}
+	room := ss.prefetch - len(ss.queued)
+	if max := ss.spec.MaxJobs; max > 0 {
+		room = min(room, max-ss.finished-1-len(ss.queued)) // the worker will not run more
+	}
+	var lines []byte
+	first := len(ss.queued)
+	for range room {
+		// Only small jobs are queued, so that the write never blocks on a
+		// full pipe; a larger one is left for an idle worker.
+		j, ok := rs.TryNext(maxQueuedPayload)
+		if !ok {
+			break
+		}
+		if len(j.Payload)+len(j.ID)+len(j.Type) >= inlineWrite-128 {
+			// A small payload with a very long id or type: back to the
+			// Source for an idle worker, as never started.
+			ss.notStarted(j, "too large to queue behind a running job")
+			continue
+		}
+		var err error
+		if lines, err = proto.Append(lines, jobMessage(j)); err != nil {
+			ss.cannotSend(j, err)
+			continue
+		}
+		ss.queued = append(ss.queued, j)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	ss.s.setQueued(ss.queued)
+	err := ss.p.in.SetWriteDeadline(time.Now().Add(inlineDeadline))
+	if err == nil {
+		err = ss.p.w.WriteLines(lines, "queued jobs")
+	}
+	if err == nil {
+		return
+	}
+	// The worker, of no use if it does not read, is killed; the jobs of
+	// the failed write go back to the Source as never started, whether or
+	// not some reached it: a worker starts a queued job only after
+	// answering the one before it.
+	failed := ss.queued[first:]
+	ss.queued = ss.queued[:first:first]
+	ss.s.setQueued(ss.queued)
+	ss.ready = false
+	for _, j := range failed {
+		ss.notStarted(j, "could not be written to its worker")
+	}
+	select {
+	case <-ss.p.exited:
+	default:
+		ss.s.log.Warn("cannot give queued jobs to the worker; killing it, the jobs go to other workers",
+			"pid", ss.p.pid, "jobs", len(failed), "err", err)
+		ss.p.kill()
+	}
+}
+
+// maxQueuedPayload bounds the payload of a job queued behind a running
+// one: with its envelope it stays under inlineWrite.
+const maxQueuedPayload = inlineWrite - 512
+
+// notStarted gives j back to the Source as a job no worker started.
+func (ss *session) notStarted(j *Job, why string) {
+	out := ss.outcome()
+	out.Started, out.NotStarted, out.Err = out.Ended, true, why
+	ss.s.pool.src.Done(j, out)
+}
+
+func jobMessage(j *Job) proto.Message {
+	return proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
+}
+
+// cannotSend ends a job that cannot be encoded for the channel: nothing was
+// written, and no worker could take it.
+func (ss *session) cannotSend(j *Job, err error) {
+	ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", err)
+	out := ss.outcome()
+	out.Started, out.Err, out.Permanent = out.Ended, "job cannot be sent to a worker: "+err.Error(), true
+	ss.s.pool.src.Done(j, out)
 }
 
 // gotNext takes the result of Source.Next.
@@ -208,18 +317,13 @@ const (
 	inlineDeadline = time.Second
 )
 
-// give writes job to the worker. A large job is written from a helper
-// goroutine so that the session keeps serving events while a wedged worker
-// does not read. The write fails after ReadyTimeout, or at once once the
-// process is gone.
+// give writes job to the idle worker as its running job. A large job is
+// written from a helper goroutine so that the session keeps serving events
+// while a wedged worker does not read. The write fails after ReadyTimeout,
+// or at once once the process is gone.
 func (ss *session) give(j *Job) {
-	ss.job, ss.jobStart, ss.timedOut, ss.cutReason = j, time.Now(), 0, ""
-	ss.jobTimer.stop()
-	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
-		ss.jobTimer.set(t)
-	}
-	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
-	m := proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
+	ss.start(j)
+	m := jobMessage(j)
 	if len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128 {
 		err := ss.p.in.SetWriteDeadline(time.Now().Add(inlineDeadline))
 		if err == nil {
@@ -238,6 +342,16 @@ func (ss *session) give(j *Job) {
 	go func() { ch <- w.Write(m) }()
 }
 
+// start makes j the worker's running job, with its timeout.
+func (ss *session) start(j *Job) {
+	ss.job, ss.jobStart, ss.timedOut, ss.cutReason = j, time.Now(), 0, ""
+	ss.jobTimer.stop()
+	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
+		ss.jobTimer.set(t)
+	}
+	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
+}
+
 // wrote takes the result of the job write. A job that could not be written
 // never reached the worker: it stays with the slot for the next process,
 // and this one, of no use, is killed.
@@ -250,11 +364,8 @@ func (ss *session) wrote(err error) {
 	if errors.Is(err, proto.ErrEncode) {
 		// Nothing was written and the worker is fine: the job itself
 		// cannot be sent, to this worker or any other.
-		ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", err)
 		ss.setIdle()
-		out := ss.outcome()
-		out.Err, out.Permanent = "job cannot be sent to a worker: "+err.Error(), true
-		ss.s.pool.src.Done(j, out)
+		ss.cannotSend(j, err)
 		return
 	}
 	ss.s.carry = j
@@ -293,6 +404,27 @@ func (ss *session) cutShort(why string) {
 	ss.cancelTimer.set(ss.spec.KillTimeout)
 }
 
+// cancel cuts job id short if the worker holds it. A queued job is
+// cancelled with the cancel op alone: the worker answers it without running
+// it, or runs it if the op comes too late.
+func (ss *session) cancel(id string) {
+	switch {
+	case ss.job != nil && ss.job.ID == id && ss.cutReason == "":
+		ss.s.log.Info("job cancelled; telling its worker", "pid", ss.p.pid, "job", id)
+		ss.cutShort("job cancelled")
+	case ss.queuedAt(id) >= 0:
+		ss.s.log.Info("queued job cancelled; telling its worker", "pid", ss.p.pid, "job", id)
+		if err := ss.p.send(proto.Message{Op: proto.OpCancel, ID: id}, shutdownWriteTimeout); err != nil {
+			ss.s.log.Warn("send the cancel op; the job runs", "pid", ss.p.pid, "job", id, "err", err)
+		}
+	}
+}
+
+// queuedAt is the index of job id in queued, or -1.
+func (ss *session) queuedAt(id string) int {
+	return slices.IndexFunc(ss.queued, func(j *Job) bool { return j.ID == id })
+}
+
 // handle takes one message from the worker.
 func (ss *session) handle(m proto.Message) {
 	switch m.Op {
@@ -302,13 +434,21 @@ func (ss *session) handle(m proto.Message) {
 			ss.s.log.Warn("worker said ready while holding a job; ignored", "pid", ss.p.pid, "job", ss.job.ID)
 			return
 		}
+		if len(ss.queued) > 0 {
+			// After busy, with jobs still queued: whether it runs them is
+			// not known until it answers them.
+			ss.s.log.Warn("worker said ready with jobs queued and unanswered; ignored", "pid", ss.p.pid, "queued", len(ss.queued))
+			return
+		}
 		ss.ready = true
+		ss.prefetch = min(max(m.Prefetch, 0), maxPrefetch)
 		if ss.readyAt.IsZero() {
 			ss.readyAt = time.Now()
 			ss.s.markReady(ss.p.pid, true)
 		}
 		ss.setIdle()
 	case proto.OpBusy:
+		ss.s.log.Debug("worker said busy", "pid", ss.p.pid, "queued", len(ss.queued))
 		ss.ready = false
 		if ss.next != nil {
 			ss.cancelNext() // a job it still returns is carried
@@ -339,6 +479,26 @@ func (ss *session) endJob() *Job {
 
 // done reports the end of the worker's job.
 func (ss *session) done(m proto.Message) {
+	if i := ss.queuedAt(m.ID); i >= 0 {
+		// Answered before its turn: a queued job the worker refused or
+		// whose cancel it took, so it never ran, and goes back as not
+		// started (a cancelled one ends as such when it is next taken).
+		// A success is a job the worker ran after all: after busy or
+		// shutdown, workerd no longer counts the queue as running.
+		j := ss.queued[i]
+		ss.queued = slices.Delete(ss.queued, i, i+1)
+		ss.s.setQueued(ss.queued)
+		if m.Error != "" {
+			ss.notStarted(j, "answered before it started: "+m.Error)
+			return
+		}
+		out := ss.outcome()
+		out.Started, out.Result = out.Ended, m.Result
+		ss.finished++
+		ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
+		ss.s.pool.src.Done(j, out)
+		return
+	}
 	if ss.job == nil || m.ID != ss.job.ID {
 		held := ""
 		if ss.job != nil {
@@ -349,6 +509,11 @@ func (ss *session) done(m proto.Message) {
 	}
 	j := ss.endJob()
 	out := ss.outcome()
+	if d := out.Ended.Sub(out.Started); ss.avgRun == 0 {
+		ss.avgRun = max(d, 1)
+	} else {
+		ss.avgRun += (d - ss.avgRun) / 8
+	}
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
 	if ss.timedOut > 0 && m.Error != "" {
 		// Cancelled for its timeout: retry it, whatever the worker thought.
@@ -361,7 +526,17 @@ func (ss *session) done(m proto.Message) {
 		ss.full = true // no more jobs: it waits for its replacement
 		ss.s.requestRecycle()
 	}
-	ss.setIdle()
+	if len(ss.queued) > 0 && ss.ready && !ss.shutdown {
+		// The worker starts the next job as it answers this one. After
+		// busy or shutdown it may not (the Go SDK leaves its queue): the
+		// queued jobs then count as not started until answered.
+		next := ss.queued[0]
+		ss.queued = slices.Delete(ss.queued, 0, 1)
+		ss.s.setQueued(ss.queued)
+		ss.start(next)
+	} else {
+		ss.setIdle()
+	}
 	ss.s.pool.src.Done(j, out)
 }
 
@@ -428,6 +603,12 @@ func (ss *session) finish() {
 	ss.p.release(outputGrace)
 	if ss.writing != nil {
 		ss.wrote(<-ss.writing)
+	}
+	queued := ss.queued
+	ss.queued = nil
+	ss.s.setQueued(nil)
+	for _, j := range queued {
+		ss.notStarted(j, "its worker exited before starting it")
 	}
 	if ss.job == nil {
 		return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,9 @@ type slot struct {
 	lastRSS atomic.Int64
 
 	cancelC chan string // Pool.Cancel -> session: a job id to cut short
+	// queuedIDs are the ids of the jobs queued behind the running one
+	// (session.queued), for Pool.Cancel; guarded by mu.
+	queuedIDs []string
 
 	backoff *backoff
 	// carry is a job taken from the Source that no process has received
@@ -399,6 +403,23 @@ func (s *slot) update(f func(*wire.WorkerInfo)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(&s.info)
+}
+
+// setQueued records the jobs queued in the worker, for holds.
+func (s *slot) setQueued(jobs []*Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queuedIDs = s.queuedIDs[:0]
+	for _, j := range jobs {
+		s.queuedIDs = append(s.queuedIDs, j.ID)
+	}
+}
+
+// holds reports whether the slot's worker runs job id or has it queued.
+func (s *slot) holds(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info.Job == id || slices.Contains(s.queuedIDs, id)
 }
 
 func (s *slot) snapshot() wire.WorkerInfo {

@@ -116,15 +116,17 @@ func (p *Pool) CheckCommand(cmd []string) error {
 
 // Cancel tells the worker running job id, if any, to stop it: the cancel
 // op, then, if the job has not ended KillTimeout later, SIGTERM and SIGKILL
-// of its process group (whose slot then starts a new process at once). The
-// job's outcome is reported as usual; the Source decides what a cancelled
-// job becomes. Cancel reports whether a worker of the pool held the job.
+// of its process group (whose slot then starts a new process at once). A job
+// queued in a worker (the prefetch of its ready op) is sent the
+// cancel op alone. The job's outcome is reported as usual; the Source
+// decides what a cancelled job becomes. Cancel reports whether a worker of
+// the pool held the job.
 func (p *Pool) Cancel(id string) bool {
 	p.mu.Lock()
 	slots := slices.Clone(p.slots)
 	p.mu.Unlock()
 	for _, s := range slots {
-		if s.snapshot().Job != id {
+		if !s.holds(id) {
 			continue
 		}
 		select {

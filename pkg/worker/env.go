@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 )
@@ -11,6 +12,9 @@ const (
 	envPool     = "CONDUCTOR_POOL"         // the pool's name
 	envIndex    = "CONDUCTOR_WORKER_INDEX" // the process's slot in its pool, from 0
 	envHost     = "CONDUCTOR_HOST"         // the host id of the workerd
+	// envPrefetch, set by the operator (a pool's env=), overrides
+	// DefaultPrefetch; see WithPrefetch.
+	envPrefetch = "CONDUCTOR_PREFETCH"
 )
 
 // IsWorker reports whether the program was started by workerd as a job
@@ -36,3 +40,17 @@ func Pool() string { return os.Getenv(envPool) }
 // Host returns the id of the host whose workerd started the process
 // (CONDUCTOR_HOST), or "".
 func Host() string { return os.Getenv(envHost) }
+
+// prefetchFromEnv is the prefetch CONDUCTOR_PREFETCH asks for, or
+// DefaultPrefetch when it is unset.
+func prefetchFromEnv() (int, error) {
+	v, ok := os.LookupEnv(envPrefetch)
+	if !ok || v == "" {
+		return DefaultPrefetch, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("worker: %s=%q: want a whole number, 0 or more", envPrefetch, v)
+	}
+	return n, nil
+}

@@ -32,9 +32,10 @@ type testBundle struct {
 	err     error         // Run's error; read after stopped is closed
 }
 
-// setup starts Run with h and reads the worker's first message, which must
-// be ready. Cleanup closes the channel and waits for every goroutine.
-func setup(t *testing.T, h worker.Handler) *testBundle {
+// setup starts Run with h and opts and reads the worker's first message,
+// which must be ready (with the default prefetch unless opts set one).
+// Cleanup closes the channel and waits for every goroutine.
+func setup(t *testing.T, h worker.Handler, opts ...worker.Option) *testBundle {
 	t.Helper()
 	inR, inW, err := os.Pipe()
 	require.NoError(t, err)
@@ -54,7 +55,7 @@ func setup(t *testing.T, h worker.Handler) *testBundle {
 	go readMessages(outR, b.msgs)
 	go func() {
 		defer close(b.stopped)
-		b.err = worker.Run(ctx, h, worker.WithChannel(inR, outW), worker.WithHardStop(hard), worker.WithLogger(logger))
+		b.err = worker.Run(ctx, h, append([]worker.Option{worker.WithChannel(inR, outW), worker.WithHardStop(hard), worker.WithLogger(logger)}, opts...)...)
 	}()
 	t.Cleanup(func() {
 		inW.Close()
@@ -68,7 +69,11 @@ func setup(t *testing.T, h worker.Handler) *testBundle {
 			t.Logf("worker log:\n%s", b.logs)
 		}
 	})
-	require.Equal(t, proto.Message{Op: proto.OpReady}, b.recv(t))
+	ready := b.recv(t)
+	require.Equal(t, proto.OpReady, ready.Op)
+	if len(opts) == 0 {
+		require.Equal(t, worker.DefaultPrefetch, ready.Prefetch)
+	}
 	return b
 }
 

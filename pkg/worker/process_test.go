@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/proto"
+	"github.com/conductor-run/conductor/pkg/worker"
 )
 
 // child is the test binary run as a worker process, as workerd runs one.
@@ -96,7 +97,7 @@ func (c *child) wait(t *testing.T) error {
 // the process's stdin, and returns once the handler runs.
 func (c *child) startWaitJob(t *testing.T) {
 	t.Helper()
-	require.Equal(t, proto.Message{Op: proto.OpReady}, recvFrom(t, c.msgs))
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: worker.DefaultPrefetch}, recvFrom(t, c.msgs))
 	_, err := io.WriteString(c.in, `{"op":"job","id":"j1","type":"wait","payload":7,"attempt":1}`+"\n")
 	require.NoError(t, err)
 	line, err := c.stdout.ReadString('\n')

@@ -14,12 +14,17 @@ import (
 type Option func(*options)
 
 type options struct {
-	channel bool // WithChannel was given
-	in      io.Reader
-	out     io.Writer
-	hard    context.Context
-	log     *slog.Logger
+	channel  bool // WithChannel was given
+	in       io.Reader
+	out      io.Writer
+	hard     context.Context
+	log      *slog.Logger
+	prefetch int // < 0: not set by WithPrefetch
 }
+
+// DefaultPrefetch is how many jobs a worker takes queued behind the one it
+// runs unless WithPrefetch or CONDUCTOR_PREFETCH says otherwise.
+const DefaultPrefetch = 4
 
 // WithChannel makes Run read workerd's messages from in and write its own to
 // out, instead of file descriptors 3 and 4. Tests use it to play workerd over
@@ -43,6 +48,21 @@ func WithHardStop(ctx context.Context) Option {
 	return func(o *options) { o.hard = ctx }
 }
 
+// WithPrefetch lets workerd write up to n jobs to the worker while it runs
+// one, to be run next in order, so that the worker never waits for a round
+// trip through workerd between short jobs. workerd queues jobs only while
+// the worker's jobs take under 20ms on average; longer jobs go one at a
+// time whatever n is. n = 0 takes one job at a time always; workerd caps n
+// at 8. When the worker stops, jobs still queued go back to the queue for
+// another worker, counted as no attempt.
+//
+// Without WithPrefetch, the environment variable CONDUCTOR_PREFETCH sets n
+// (a pool spec's env=CONDUCTOR_PREFETCH=0 turns prefetch off for a pool
+// without a rebuild), else DefaultPrefetch.
+func WithPrefetch(n int) Option {
+	return func(o *options) { o.prefetch = max(n, 0) }
+}
+
 // WithLogger makes Run log its warnings (a bad line or an unknown op from
 // workerd, a panicking handler) to l instead of slog.Default(), which writes
 // to stderr; workerd collects stderr into the worker's log.
@@ -51,7 +71,8 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // Run serves jobs with h: it tells workerd it is ready, then runs each job
-// workerd sends, one at a time, and reports its outcome.
+// workerd sends, one at a time and in the order sent, and reports its
+// outcome. See WithPrefetch for the jobs workerd may send ahead.
 //
 // Run stops gracefully, returning nil, when workerd sends the shutdown op or
 // when ctx is done: it takes no further job, lets the running handler finish
@@ -73,9 +94,16 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	if h == nil {
 		return errors.New("worker: nil handler")
 	}
-	o := options{log: slog.Default()}
+	o := options{log: slog.Default(), prefetch: -1}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.prefetch < 0 {
+		n, err := prefetchFromEnv()
+		if err != nil {
+			return err
+		}
+		o.prefetch = n
 	}
 	if !o.channel {
 		in, out, err := openChannel()
@@ -92,7 +120,7 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		hard = o.hard.Done()
 	}
 
-	s := newServer(ctx, h, o.out, o.log)
+	s := newServer(ctx, h, o.out, o.log, o.prefetch)
 	var wg sync.WaitGroup
 	quit := make(chan struct{})
 	wg.Go(func() { s.read(proto.NewReader(o.in, 0), quit) })

@@ -246,7 +246,7 @@ func TestRun_BadInputIsIgnored(t *testing.T) {
 func TestRun_JobWhileBusyIsRefused(t *testing.T) {
 	t.Parallel()
 	bl := newBlocker()
-	b := setup(t, bl.handle)
+	b := setup(t, bl.handle, worker.WithPrefetch(0))
 	b.sendJob(t, "j1", "block", `1`)
 	bl.waitStarted(t)
 
@@ -255,6 +255,81 @@ func TestRun_JobWhileBusyIsRefused(t *testing.T) {
 	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j2", Error: "worker: busy with job j1"}, b.recv(t))
 	close(bl.release)
 	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"released"`)}, b.recv(t))
+}
+
+func TestRun_PrefetchQueuesJobsInOrder(t *testing.T) {
+	t.Parallel()
+	bl := newBlocker()
+	b := setup(t, bl.handle, worker.WithPrefetch(2))
+	b.sendJob(t, "j1", "block", `1`)
+	require.Equal(t, "j1", bl.waitStarted(t).ID)
+
+	b.sendJob(t, "j2", "block", `2`)
+	b.sendJob(t, "j3", "block", `3`)
+	b.sendJob(t, "j4", "block", `4`) // over the prefetch of 2
+
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j4", Error: "worker: busy with job j1"}, b.recv(t))
+	close(bl.release)
+	for _, id := range []string{"j1", "j2", "j3"} {
+		if id != "j1" {
+			require.Equal(t, id, bl.waitStarted(t).ID)
+		}
+		require.Equal(t, proto.Message{Op: proto.OpDone, ID: id, Result: json.RawMessage(`"released"`)}, b.recv(t))
+	}
+	b.send(t, `{"op":"shutdown"}`)
+	require.NoError(t, b.wait(t))
+}
+
+func TestRun_CancelQueuedJob(t *testing.T) {
+	t.Parallel()
+	bl := newBlocker()
+	b := setup(t, bl.handle)
+	b.sendJob(t, "j1", "block", `1`)
+	bl.waitStarted(t)
+	b.sendJob(t, "j2", "block", `2`)
+
+	b.send(t, `{"op":"cancel","id":"j2"}`)
+
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j2", Error: "worker: job cancelled by workerd"}, b.recv(t))
+	close(bl.release)
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"released"`)}, b.recv(t))
+	b.send(t, `{"op":"shutdown"}`)
+	require.NoError(t, b.wait(t))
+	require.Empty(t, bl.started, "the cancelled job ran")
+}
+
+// A worker that stops leaves its queued jobs unanswered: workerd gives them
+// to other workers when it exits, as never started.
+func TestRun_StopLeavesQueuedJobs(t *testing.T) {
+	t.Parallel()
+	for _, stop := range []string{"context", "shutdown op"} {
+		t.Run(stop, func(t *testing.T) {
+			t.Parallel()
+			bl := newBlocker()
+			b := setup(t, bl.handle, worker.WithPrefetch(1))
+			b.sendJob(t, "j1", "block", `1`)
+			bl.waitStarted(t)
+			b.sendJob(t, "j2", "block", `2`)
+			// j3, over the prefetch, is refused once j2 is queued.
+			b.sendJob(t, "j3", "block", `3`)
+			require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j3", Error: "worker: busy with job j1"}, b.recv(t))
+
+			if stop == "context" {
+				b.stop()
+				require.Equal(t, proto.Message{Op: proto.OpBusy}, b.recv(t))
+			} else {
+				b.send(t, `{"op":"shutdown"}`)
+				// j4 is refused once the shutdown is seen.
+				b.sendJob(t, "j4", "block", `4`)
+				require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j4", Error: "worker: shutting down"}, b.recv(t))
+			}
+			close(bl.release)
+
+			require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"released"`)}, b.recv(t))
+			require.NoError(t, b.wait(t))
+			require.Empty(t, bl.started, "a queued job ran after the stop")
+		})
+	}
 }
 
 func TestRun_WriteError(t *testing.T) {
@@ -303,4 +378,43 @@ func FuzzRun(f *testing.F) {
 			require.Contains(t, []proto.Op{proto.OpReady, proto.OpDone}, m.Op)
 		}
 	})
+}
+
+// TestRun_PrefetchFromEnv is not parallel: t.Setenv forbids it.
+func TestRun_PrefetchFromEnv(t *testing.T) {
+	firstLine := func(t *testing.T, opts ...worker.Option) (proto.Message, error) {
+		t.Helper()
+		inR, inW := io.Pipe()
+		outR, outW := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- worker.Run(context.Background(), handleByType, append([]worker.Option{worker.WithChannel(inR, outW)}, opts...)...)
+			outW.Close()
+		}()
+		m, err := proto.NewReader(outR, 0).Read()
+		inW.Close() // the channel ends: Run returns
+		runErr := <-errc
+		if err != nil {
+			return proto.Message{}, runErr
+		}
+		return m, nil
+	}
+
+	t.Setenv("CONDUCTOR_PREFETCH", "2")
+	m, err := firstLine(t)
+	require.NoError(t, err)
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 2}, m)
+
+	m, err = firstLine(t, worker.WithPrefetch(1))
+	require.NoError(t, err)
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 1}, m, "WithPrefetch wins over the environment")
+
+	t.Setenv("CONDUCTOR_PREFETCH", "0")
+	m, err = firstLine(t)
+	require.NoError(t, err)
+	require.Equal(t, proto.Message{Op: proto.OpReady}, m)
+
+	t.Setenv("CONDUCTOR_PREFETCH", "lots")
+	_, err = firstLine(t)
+	require.ErrorContains(t, err, `CONDUCTOR_PREFETCH="lots"`)
 }

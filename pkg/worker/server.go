@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 
 	"github.com/conductor-run/conductor/internal/proto"
 )
@@ -23,10 +24,12 @@ type server struct {
 
 	inbox    chan inbound // reader goroutine -> serve
 	finished chan outcome // handler goroutine -> serve; one job at a time
+	prefetch int          // jobs workerd may queue behind the running one
 
 	// Owned by the serve goroutine.
 	job      *Job                    // the running job; nil when idle
 	cancel   context.CancelCauseFunc // cancels job's context
+	queue    []proto.Message         // jobs received while job runs, to run next in order
 	draining bool                    // take no job; return once idle
 	shutdown bool                    // workerd sent the shutdown op
 }
@@ -44,10 +47,11 @@ type outcome struct {
 	err    error
 }
 
-func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger) *server {
+func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
 	return &server{
 		h:        h,
 		log:      log,
+		prefetch: prefetch,
 		out:      proto.NewWriter(out),
 		base:     context.WithoutCancel(ctx),
 		inbox:    make(chan inbound),
@@ -78,7 +82,7 @@ func (s *server) read(r *proto.Reader, quit <-chan struct{}) {
 // serve sends ready, then handles events until a stop completes (nil) or the
 // channel fails. It returns with no handler running.
 func (s *server) serve(stop, hard <-chan struct{}) error {
-	if err := s.send(proto.Message{Op: proto.OpReady}); err != nil {
+	if err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch}); err != nil {
 		return err
 	}
 	for !s.draining || s.job != nil {
@@ -132,6 +136,10 @@ func (s *server) handle(in inbound) error {
 	case proto.OpJob:
 		return s.accept(m)
 	case proto.OpCancel:
+		if i := slices.IndexFunc(s.queue, func(q proto.Message) bool { return q.ID == m.ID }); i >= 0 {
+			s.queue = slices.Delete(s.queue, i, i+1)
+			return s.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: errCancelled.Error()})
+		}
 		if s.job == nil || s.job.ID != m.ID {
 			s.log.Warn("worker: ignoring cancel of a job that is not running", "job", m.ID)
 			return nil
@@ -145,9 +153,10 @@ func (s *server) handle(in inbound) error {
 	return nil
 }
 
-// accept starts the job of m if the worker is free to run it. workerd sends
-// a job only to an idle worker; any other job is refused with a retryable
-// error, so that it is not lost.
+// accept starts the job of m if the worker is free to run it, or queues it
+// behind the running one, up to the prefetch. workerd sends no more than
+// that; any other job is refused with a retryable error, so that it is not
+// lost.
 func (s *server) accept(m proto.Message) error {
 	var refusal string
 	switch {
@@ -156,18 +165,26 @@ func (s *server) accept(m proto.Message) error {
 		return nil
 	case s.draining:
 		refusal = "worker: shutting down"
-	case s.job != nil:
+	case s.job != nil && len(s.queue) >= s.prefetch:
 		refusal = "worker: busy with job " + s.job.ID
+	case s.job != nil:
+		s.queue = append(s.queue, m)
+		return nil
 	}
 	if refusal != "" {
 		s.log.Warn("worker: refusing a job", "job", m.ID, "err", refusal)
 		return s.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: refusal})
 	}
+	s.start(m)
+	return nil
+}
+
+// start runs the job of m in its own goroutine.
+func (s *server) start(m proto.Message) {
 	job := &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
 	ctx, cancel := context.WithCancelCause(s.base)
 	s.job, s.cancel = job, cancel
 	go func() { s.finished <- s.call(ctx, job) }()
-	return nil
 }
 
 // call runs the handler on job, recovering a panic, and encodes its result.
@@ -194,7 +211,10 @@ func (s *server) call(ctx context.Context, job *Job) (o outcome) {
 	return o
 }
 
-// finish reports the outcome of the running job.
+// finish reports the outcome of the running job and starts the next queued
+// one, unless the worker is stopping: then the queued jobs are left
+// unanswered, and workerd gives them to another worker when this one exits,
+// as jobs that never started.
 func (s *server) finish(o outcome) error {
 	s.cancel(nil)
 	s.job, s.cancel = nil, nil
@@ -203,7 +223,15 @@ func (s *server) finish(o outcome) error {
 		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))
 		m.Permanent = IsPermanent(o.err)
 	}
-	return s.send(m)
+	if err := s.send(m); err != nil {
+		return err
+	}
+	if len(s.queue) > 0 && !s.draining {
+		next := s.queue[0]
+		s.queue = slices.Delete(s.queue, 0, 1)
+		s.start(next)
+	}
+	return nil
 }
 
 // abandon cancels the running handler, if any, with cause and waits for it

@@ -1,0 +1,219 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/proto"
+	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/worker"
+)
+
+// runPrefetchFIFO: ready with a prefetch of 2, then each job in the order
+// received: a payload that names a FIFO ends with the line read from it,
+// any other is echoed.
+func runPrefetchFIFO() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady, Prefetch: 2})
+	c.serve(func(m proto.Message) bool {
+		var path string
+		if json.Unmarshal(m.Payload, &path) == nil {
+			if _, err := os.Stat(path); err == nil {
+				b, _ := os.ReadFile(path)
+				result, _ := json.Marshal(string(b))
+				c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: result})
+				return true
+			}
+		}
+		return c.echo(m)
+	})
+	return 0
+}
+
+// runSDKFIFO: the same jobs served by the Go SDK's Main (its prefetch from
+// CONDUCTOR_PREFETCH), with its own handling of queued jobs (cancel, stop).
+func runSDKFIFO() int {
+	worker.Main(func(_ context.Context, job *worker.Job) (any, error) {
+		var path string
+		if job.Decode(&path) == nil {
+			if _, err := os.Stat(path); err == nil {
+				b, err := os.ReadFile(path)
+				return string(b), err
+			}
+		}
+		return job.Payload, nil
+	})
+	return 0
+}
+
+func init() {
+	fakeWorkers["prefetch-fifo"] = runPrefetchFIFO
+	fakeWorkers["sdk-fifo"] = runSDKFIFO
+}
+
+// readySource is the bundle's Source plus jobs at hand for TryNext.
+type readySource struct {
+	broker.Source
+	mu    sync.Mutex
+	ready []*broker.Job
+}
+
+func (s *readySource) TryNext(maxPayload int) (*broker.Job, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ready) == 0 || (maxPayload >= 0 && len(s.ready[0].Payload) > maxPayload) {
+		return nil, false
+	}
+	j := s.ready[0]
+	s.ready = s.ready[1:]
+	return j, true
+}
+
+func (s *readySource) add(jobs ...*broker.Job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready = append(s.ready, jobs...)
+}
+
+func (s *readySource) left() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready)
+}
+
+// setupPrefetch starts a one-worker pool of mode workers (prefetch-fifo or
+// sdk-fifo) fed by a readySource, and runs one short job so that the pool
+// knows its jobs are short. Then the worker runs j1, which waits on the
+// FIFO returned, with j2 and j3 queued behind it; j4 waits in the source.
+func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *broker.Pool, string) {
+	t.Helper()
+	src := &readySource{Source: b.source()}
+	spec := b.spec(mode)
+	spec.Env = append(spec.Env, "CONDUCTOR_PREFETCH=2")
+	cfg := b.config(spec)
+	cfg.Source = src
+	pool, err := broker.NewPool(cfg)
+	require.NoError(t, err)
+	require.NoError(t, pool.Start(t.Context()))
+	t.Cleanup(pool.Stop)
+	b.submit(t, "j0", `0`)
+	require.Equal(t, "j0", b.outcome(t).job.ID)
+	fifo := mkfifo(t, b.dir)
+	// Once the worker waits in Next, the queue is filled behind j1 as soon
+	// as it has j1.
+	require.Eventually(t, func() bool { return b.pending.Load() == 1 }, waitLimit, time.Millisecond)
+	src.add(testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`))
+	b.submit(t, "j1", `"`+fifo+`"`)
+	require.Eventually(t, func() bool { return src.left() == 1 }, waitLimit, time.Millisecond)
+	require.Equal(t, "j1", pool.Workers()[0].Job)
+	return src, pool, fifo
+}
+
+func testJob(id, payload string) *broker.Job {
+	return &broker.Job{ID: id, Type: "test", Payload: json.RawMessage(payload), Attempt: 1}
+}
+
+func TestPool_PrefetchQueuesShortJobs(t *testing.T) {
+	b := newBundle(t)
+	_, _, fifo := setupPrefetch(t, b, "prefetch-fifo")
+
+	// j2 and j3 went to the worker while it runs j1; j4 waits: the
+	// prefetch is 2.
+	release(t, fifo)
+
+	want := map[string]string{"j1": `"from the fifo"`, "j2": `2`, "j3": `3`, "j4": `4`}
+	var last time.Time
+	for _, id := range []string{"j1", "j2", "j3", "j4"} {
+		e := b.outcome(t)
+		require.Equal(t, id, e.job.ID, "jobs end in the order given")
+		require.Empty(t, e.out.Err)
+		require.False(t, e.out.NotStarted)
+		require.JSONEq(t, want[id], string(e.out.Result))
+		require.False(t, e.out.Started.Before(last), "%s started before the job ahead of it ended", id)
+		last = e.out.Ended
+	}
+}
+
+// A worker that dies with jobs queued: the running job crashed, the queued
+// ones never started, and none is lost.
+func TestPool_CrashWithQueuedJobs(t *testing.T) {
+	b := newBundle(t)
+	_, pool, _ := setupPrefetch(t, b, "prefetch-fifo")
+
+	require.NoError(t, syscall.Kill(pool.Workers()[0].PID, syscall.SIGKILL))
+
+	got := map[string]broker.Outcome{}
+	for range 3 {
+		e := b.outcome(t)
+		got[e.job.ID] = e.out
+	}
+	require.True(t, got["j1"].Crashed, "j1: %+v", got["j1"])
+	for _, id := range []string{"j2", "j3"} {
+		require.True(t, got[id].NotStarted, "%s: %+v", id, got[id])
+		require.False(t, got[id].Crashed, id)
+	}
+	// The replacement takes j4, then what comes next.
+	require.Equal(t, "j4", b.outcome(t).job.ID)
+}
+
+// release lets the job waiting on fifo end with "from the fifo".
+func release(t *testing.T, fifo string) {
+	t.Helper()
+	f := openFIFO(t, fifo)
+	_, err := f.WriteString("from the fifo")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+func TestPool_CancelQueuedJob(t *testing.T) {
+	b := newBundle(t)
+	_, pool, fifo := setupPrefetch(t, b, "sdk-fifo")
+
+	require.True(t, pool.Cancel("j2"), "the pool does not see the queued job")
+
+	e := b.outcome(t)
+	require.Equal(t, "j2", e.job.ID)
+	require.True(t, e.out.NotStarted, "%+v", e.out)
+	require.Contains(t, e.out.Err, "cancelled")
+	release(t, fifo)
+	for _, id := range []string{"j1", "j3", "j4"} {
+		e := b.outcome(t)
+		require.Equal(t, id, e.job.ID)
+		require.Empty(t, e.out.Err)
+	}
+}
+
+// A worker that stops on its own (SIGTERM: the SDK says busy, finishes its
+// job and exits) leaves its queued jobs: they never started, and none of
+// them counts as crashed.
+func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
+	b := newBundle(t)
+	_, pool, fifo := setupPrefetch(t, b, "sdk-fifo")
+	w := pool.Workers()[0]
+
+	require.NoError(t, syscall.Kill(w.PID, syscall.SIGTERM))
+	// The signal reaches the SDK on its own time: j1 must end after its
+	// busy, or the SDK runs j2 in between, as it may.
+	require.Eventually(t, func() bool { return b.log.find("worker said busy", "queued=2") != "" }, waitLimit, time.Millisecond)
+	require.Equal(t, "j1", pool.Workers()[0].Job)
+	release(t, fifo)
+
+	got := map[string]broker.Outcome{}
+	for range 3 {
+		e := b.outcome(t)
+		got[e.job.ID] = e.out
+	}
+	require.Empty(t, got["j1"].Err)
+	require.False(t, got["j1"].Crashed)
+	for _, id := range []string{"j2", "j3"} {
+		require.True(t, got[id].NotStarted, "%s: %+v", id, got[id])
+		require.False(t, got[id].Crashed, "%s: %+v", id, got[id])
+	}
+}
