@@ -48,9 +48,16 @@ func BenchmarkEndToEnd(b *testing.B) {
 		js, err := jetstream.New(nc)
 		require.NoError(b, err)
 
+		server := map[string]int{"conductord": c.conductor.cmd.Process.Pid}
+		u0 := usages(server)
 		raw := rawWorkQueue(b, js)
+		u1 := usages(server)
 		raw1 := rawOneAtATime(b, js)
+		u2 := usages(server)
 		floor := rawJobPath(b, nc, js)
+		u3 := usages(server)
+		logUsage(b, "raw", "conductord", u0["conductord"], u1["conductord"])
+		logUsage(b, "job path floor", "conductord", u2["conductord"], u3["conductord"])
 		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=noop1,count=2,env=GOMAXPROCS=1,cmd=%s", filepath.Join(bin, "noop-worker")),
 			fmt.Sprintf("name=noop0,count=2,env=CONDUCTOR_PREFETCH=0,cmd=%s", filepath.Join(bin, "noop-worker")),
@@ -65,11 +72,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 				pids[fmt.Sprintf("worker-%d", wk.Index)] = wk.PID
 			}
 		}
-		before := cpuTimes(pids)
+		before := usages(pids)
 		e2e := endToEnd(b, nc, js, "noop")
-		after := cpuTimes(pids)
-		for name, t := range after {
-			b.Logf("cpu during e2e: %s %.2fs (%.0fµs per job)", name, (t - before[name]).Seconds(), float64((t-before[name]).Microseconds())/benchJobs)
+		after := usages(pids)
+		for name, u := range after {
+			logUsage(b, "e2e", name, before[name], u)
 		}
 		b.ReportMetric(raw, "raw_msgs/s")
 		b.ReportMetric(raw1, "raw_next1_msgs/s")
@@ -249,9 +256,25 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// cpuTimes reads each process's user+system CPU time from /proc.
-func cpuTimes(pids map[string]int) map[string]time.Duration {
-	out := map[string]time.Duration{}
+// usage is what a process has used so far: CPU time and system calls.
+type usage struct {
+	cpu           time.Duration
+	reads, writes int64 // read and write system calls, of any kind of file
+	switches      int64 // context switches of its live threads
+}
+
+// logUsage logs what a process used during a phase of benchJobs jobs.
+func logUsage(b *testing.B, phase, name string, before, after usage) {
+	cpu := after.cpu - before.cpu
+	per := func(n int64) float64 { return float64(n) / benchJobs }
+	b.Logf("during %s: %s cpu %.2fs (%.0fµs per job); per job: %.2f reads, %.2f writes (system calls), %.2f context switches",
+		phase, name, cpu.Seconds(), per(cpu.Microseconds()), per(after.reads-before.reads), per(after.writes-before.writes), per(after.switches-before.switches))
+}
+
+// usages reads each process's user+system CPU time and its read and write
+// system calls from /proc.
+func usages(pids map[string]int) map[string]usage {
+	out := map[string]usage{}
 	for name, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -262,7 +285,34 @@ func cpuTimes(pids map[string]int) map[string]time.Duration {
 		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 		ut, _ := strconv.Atoi(f[11])
 		st, _ := strconv.Atoi(f[12])
-		out[name] = time.Duration(ut+st) * 10 * time.Millisecond
+		u := usage{cpu: time.Duration(ut+st) * 10 * time.Millisecond}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+			for line := range strings.SplitSeq(string(b), "\n") {
+				k, v, _ := strings.Cut(line, ": ")
+				n, _ := strconv.ParseInt(v, 10, 64)
+				switch k {
+				case "syscr":
+					u.reads = n
+				case "syscw":
+					u.writes = n
+				}
+			}
+		}
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			if err != nil {
+				continue
+			}
+			for line := range strings.SplitSeq(string(b), "\n") {
+				k, v, _ := strings.Cut(line, ":")
+				if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					u.switches += n
+				}
+			}
+		}
+		out[name] = u
 	}
 	return out
 }

@@ -69,6 +69,11 @@ func start(t testing.TB, name string, args ...string) *proc {
 	require.NoError(t, err)
 	cmd := exec.Command(filepath.Join(bin, name), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// BENCH_ENV_<BINARY>="K=V ..." adds to one binary's environment, for
+	// experiments: BENCH_ENV_WORKERD=GOMAXPROCS=1.
+	if v := os.Getenv("BENCH_ENV_" + strings.ToUpper(name)); v != "" {
+		cmd.Env = append(os.Environ(), strings.Fields(v)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start(), "start %s", name)
 	p := &proc{name: name, cmd: cmd, log: logf, exited: make(chan struct{})}

@@ -155,11 +155,11 @@ func idleWorkerd(b *testing.B, n int, window time.Duration) (rss, cores float64)
 	w := c.workerd("idle", fmt.Sprintf("name=idle,count=%d,cmd=%s", n, filepath.Join(bin, "noop-worker")))
 	c.waitWorkers("idle", n)
 	pids := map[string]int{"workerd": w.cmd.Process.Pid}
-	before := cpuTimes(pids)
+	before := usages(pids)
 	measure := time.NewTimer(window) // the measurement window, not a wait for a condition
 	<-measure.C
-	after := cpuTimes(pids)
-	used := after["workerd"] - before["workerd"]
+	after := usages(pids)
+	used := after["workerd"].cpu - before["workerd"].cpu
 	return rssMB(w.cmd.Process.Pid), used.Seconds() / window.Seconds()
 }
 

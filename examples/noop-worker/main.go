@@ -10,6 +10,7 @@ import (
 	"flag"
 	"time"
 
+	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/pkg/worker"
 )
 

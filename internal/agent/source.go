@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,8 @@ import (
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	sourceConfig
-	prefetchMax int      // jobs held ahead while jobs are short
+	prefetchMax int      // at most this many jobs held ahead while jobs are short
+	poolSize    int      // the pool's workers
 	levels      []*level // one per priority, highest first; see fetch.go
 	polled      int      // the jobs the long polls may yet bring, all together (the fetcher's)
 
@@ -46,9 +48,10 @@ type source struct {
 	waiters []waiter           // Next calls waiting for a job, oldest first
 	held    map[*nats.Msg]bool // every job delivered and not yet finished
 	avgRun  time.Duration      // moving average of attempt durations; 0: none yet
+	avgSize int                // moving average of payload sizes; 0: none yet
 
-	finishing chan finishJob // Done -> the publisher stage
-	acking    chan finishJob // publisher -> the acker stage
+	finishing chan finishJob   // Done -> the publisher stage
+	acking    chan []finishJob // publisher -> the acker stage, in bursts
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -102,7 +105,8 @@ type sourceConfig struct {
 	typ         string
 	host        string
 	workers     int // the pool's size
-	prefetch    int // jobs buffered per worker while jobs are short; 0: none
+	prefetch    int // at most this many jobs buffered per worker while jobs are short; 0: none
+	holdBytes   int // bound on the payloads buffered ahead; 0: holdBytes
 	maxAttempts int
 	maxCrashes  int // crashed attempts that make a job a poison job; 0: no limit
 	maxResult   int
@@ -118,11 +122,12 @@ func newSource(cfg sourceConfig) (*source, error) {
 	s := &source{
 		sourceConfig: cfg,
 		prefetchMax:  cfg.prefetch * workers,
+		poolSize:     workers,
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
 		fresh:        make(chan struct{}, 1),
 		finishing:    make(chan finishJob, 256),
-		acking:       make(chan finishJob, 1024),
+		acking:       make(chan []finishJob, 64),
 		stop:         make(chan struct{}),
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs fills only
@@ -364,6 +369,11 @@ func (s *source) deliver(m *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.held[m] = true
+	if size := max(len(m.Data), 1); s.avgSize == 0 {
+		s.avgSize = size
+	} else {
+		s.avgSize = max(s.avgSize+(size-s.avgSize)/8, 1)
+	}
 	if len(s.waiters) > 0 {
 		s.takeWaiterLocked() <- m
 		return
@@ -396,7 +406,8 @@ func (s *source) rank(m *nats.Msg) int {
 // resize sets the pool's size, which bounds the prefetch.
 func (s *source) resize(workers int) {
 	s.mu.Lock()
-	s.prefetchMax = s.prefetch * max(workers, 1)
+	s.poolSize = max(workers, 1)
+	s.prefetchMax = s.prefetch * s.poolSize
 	s.mu.Unlock()
 	s.poke()
 }
@@ -443,13 +454,28 @@ func (s *source) poke() {
 
 // prefetchLocked is how many jobs to hold beyond the waiting workers: none until
 // the pool's jobs are known to be short, so long jobs never wait on a busy
-// host while another host is idle.
+// host while another host is idle. Short jobs are held as many as the pool
+// runs in holdFor, within prefetchMax and holdBytes of payloads: the more a
+// host holds, the more jobs each message to the server carries, and the
+// less the server spends per job.
 func (s *source) prefetchLocked() int {
 	if s.avgRun == 0 || s.avgRun >= shortJob {
 		return 0
 	}
-	return s.prefetchMax
+	n := min(s.prefetchMax, int(int64(s.poolSize)*int64(holdFor)/int64(s.avgRun)))
+	if s.avgSize > 0 {
+		n = min(n, cmp.Or(s.holdBytes, holdBytes)/s.avgSize)
+	}
+	return n
 }
+
+// holdFor bounds how long the jobs a pool holds ahead keep its workers busy:
+// a job held by one host waits about this long at most while another host
+// may be idle.
+const holdFor = 100 * time.Millisecond
+
+// holdBytes bounds the payloads a pool holds ahead, by their average size.
+const holdBytes = 8 << 20
 
 // observe folds one attempt's duration into the moving average.
 func (s *source) observe(d time.Duration) {
@@ -738,64 +764,143 @@ func Backoff(attempt int) time.Duration {
 	return d - d/10 + rand.N(d/5+1)
 }
 
-// publisher stores each outcome's state without waiting for the store's
-// answer, so that stores pipeline; the acker waits for the answers in order.
+// maxBurst bounds the outcomes the publisher takes at once.
+const maxBurst = 256
+
+// linger is how long the publisher waits for more outcomes to join a burst
+// while more short jobs are running: their results are stored up to this
+// much later, and the server spends less per job.
+const linger = time.Millisecond
+
+// publisher stores outcomes' states without waiting for the store's
+// answers, so that stores pipeline; the acker waits for the answers in
+// order. It takes outcomes in bursts (see collect) and passes each burst on
+// whole: a burst reaches the server in a few writes, not one per job,
+// which costs the server far less per job.
 func (s *source) publisher() {
 	defer s.wg.Done()
 	defer close(s.acking)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for f := range s.finishing {
-		s.withHistory(f.held)
-		s.quarantine(&f)
-		data, err := json.Marshal(&f.held.state)
-		if err != nil {
-			// The result is valid JSON from the broker; this cannot happen.
-			panic(fmt.Sprintf("agent: encode job state: %v", err))
+		burst := s.collect(f, timer)
+		for i := range burst {
+			burst[i] = s.publish(burst[i])
 		}
-		f.data = data
-		subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
-		fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: f.data})
-		if err != nil {
-			s.log.Warn("store job state", "pool", s.typ, "job", f.held.state.ID, "err", err)
-		}
-		f.future = fut
-		s.acking <- f
+		s.acking <- burst
 	}
 }
 
-// acker acks (or naks) each job once its state is stored, then announces it.
+// collect returns f and the outcomes that follow it at once, or within
+// linger while more short jobs are held.
+func (s *source) collect(f finishJob, timer *time.Timer) []finishJob {
+	burst := []finishJob{f}
+	var wait <-chan time.Time
+	if s.moreSoon(len(burst)) {
+		timer.Reset(linger)
+		defer timer.Stop()
+		wait = timer.C
+	}
+	for len(burst) < maxBurst {
+		select {
+		case f, ok := <-s.finishing:
+			if !ok {
+				return burst
+			}
+			burst = append(burst, f)
+			continue
+		default:
+		}
+		if wait == nil {
+			return burst
+		}
+		select {
+		case f, ok := <-s.finishing:
+			if !ok {
+				return burst
+			}
+			burst = append(burst, f)
+		case <-wait:
+			return burst
+		}
+	}
+	return burst
+}
+
+// moreSoon reports whether outcomes beyond the n taken are on their way
+// shortly: the pool's jobs are short and it holds more.
+func (s *source) moreSoon(n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.avgRun > 0 && s.avgRun < shortJob && len(s.held) > n
+}
+
+// publish sends f's state to the store and returns f with the store's
+// future.
+func (s *source) publish(f finishJob) finishJob {
+	s.withHistory(f.held)
+	s.quarantine(&f)
+	data, err := json.Marshal(&f.held.state)
+	if err != nil {
+		// The result is valid JSON from the broker; this cannot happen.
+		panic(fmt.Sprintf("agent: encode job state: %v", err))
+	}
+	f.data = data
+	subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
+	fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: f.data})
+	if err != nil {
+		s.log.Warn("store job state", "pool", s.typ, "job", f.held.state.ID, "err", err)
+	}
+	f.future = fut
+	return f
+}
+
+// acker acks (or naks) each job once its state is stored, then announces
+// it. A burst's acks and events follow its stores' answers together.
 func (s *source) acker() {
 	defer s.wg.Done()
-	for f := range s.acking {
-		if !s.stored(f) {
-			// Leave the job unacked: it is redelivered when its lease ends,
-			// and its state is written again then.
-			s.release(f.held.msg)
-			continue
+	for burst := range s.acking {
+		for i := range burst {
+			if !s.stored(burst[i]) {
+				// Leave the job unacked: it is redelivered when its lease
+				// ends, and its state is written again then.
+				s.release(burst[i].held.msg)
+				burst[i].held = nil
+			}
 		}
-		if f.held.state.Status == wire.StatusDead {
-			s.storeDead(f)
+		for _, f := range burst {
+			if f.held != nil {
+				s.ack(f)
+			}
 		}
-		// Released first: a lease extension sent after a delayed nak would
-		// cut the retry's delay short (see keepLeases).
-		m := f.held.msg
-		s.release(m)
-		var err error
-		if f.retry < 0 {
-			err = m.Ack()
-		} else {
-			err = m.NakWithDelay(f.retry)
-		}
-		if err != nil {
-			s.log.Warn("ack job", "pool", s.typ, "job", f.held.state.ID, "err", err)
-		}
-		ev := nats.NewMsg(s.space.JobEvent(s.typ, string(f.held.state.Status)))
-		ev.Header.Set(wire.HeaderJobID, f.held.state.ID)
-		if b := f.held.state.Batch; b != "" {
-			ev.Header.Set(wire.HeaderBatch, b)
-		}
-		ev.Data = f.data
-		_ = s.nc.PublishMsg(ev)
 	}
+}
+
+// ack acks or naks the job of f, whose state is stored, and announces it.
+func (s *source) ack(f finishJob) {
+	if f.held.state.Status == wire.StatusDead {
+		s.storeDead(f)
+	}
+	// Released first: a lease extension sent after a delayed nak would
+	// cut the retry's delay short (see keepLeases).
+	m := f.held.msg
+	s.release(m)
+	var err error
+	if f.retry < 0 {
+		err = m.Ack()
+	} else {
+		err = m.NakWithDelay(f.retry)
+	}
+	if err != nil {
+		s.log.Warn("ack job", "pool", s.typ, "job", f.held.state.ID, "err", err)
+	}
+	ev := nats.NewMsg(s.space.JobEvent(s.typ, string(f.held.state.Status)))
+	ev.Header.Set(wire.HeaderJobID, f.held.state.ID)
+	if b := f.held.state.Batch; b != "" {
+		ev.Header.Set(wire.HeaderBatch, b)
+	}
+	ev.Data = f.data
+	_ = s.nc.PublishMsg(ev)
 }
 
 // storeDead indexes a dead job in the dead bucket, so that it can be

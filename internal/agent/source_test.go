@@ -131,19 +131,31 @@ func TestSource_LongJobsAreNotPrefetched(t *testing.T) {
 	src.Done(job, broker.Outcome{Result: []byte("1"), Started: start.Add(-time.Second), Ended: start})
 }
 
+// Short jobs are held ahead; how many, the pool's run time says (see
+// TestSource_HoldBounds).
 func TestSource_ShortJobsArePrefetched(t *testing.T) {
 	t.Parallel()
-	src, b := setupSource(t)
-	b.publish(t, 40)
+	for _, tc := range []struct {
+		run  time.Duration
+		want int // jobs pending: those held, and the job being run
+	}{
+		{time.Millisecond, 2*8 + 1},     // 2 workers x prefetch 8
+		{15 * time.Millisecond, 13 + 1}, // 2 workers run 13 jobs of 15ms in 100ms
+	} {
+		t.Run(tc.run.String(), func(t *testing.T) {
+			t.Parallel()
+			src, b := setupSource(t)
+			b.publish(t, 40)
 
-	now := time.Now()
-	job := next(t, src)
-	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
-	job = next(t, src)
-	// 2 workers x prefetch 8, and the job being run.
-	require.Eventually(t, func() bool { return b.pending(t) == 17 }, 10*time.Second, 5*time.Millisecond,
-		"pending %d", b.pending(t))
-	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+			now := time.Now()
+			job := next(t, src)
+			src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(tc.run)})
+			job = next(t, src)
+			require.Eventually(t, func() bool { return b.pending(t) == tc.want }, 10*time.Second, 5*time.Millisecond,
+				"pending %d", b.pending(t))
+			src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(tc.run)})
+		})
+	}
 }
 
 func TestSource_Outcomes(t *testing.T) {
@@ -382,4 +394,61 @@ func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
 	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now})
 	done := b.state(t, job, wire.StatusSucceeded)
 	require.Equal(t, 1, done.Skipped)
+}
+
+// Short jobs are held ahead as many as the pool runs in holdFor, within the
+// prefetch and holdBytes of payloads.
+func TestSource_HoldBounds(t *testing.T) {
+	t.Parallel()
+	s := &source{sourceConfig: sourceConfig{holdBytes: 1000}, prefetchMax: 16, poolSize: 2}
+	hold := func(avgRun time.Duration, avgSize int) int {
+		s.avgRun, s.avgSize = avgRun, avgSize
+		return s.prefetchLocked()
+	}
+	require.Equal(t, 0, hold(0, 0), "jobs not known short")
+	require.Equal(t, 0, hold(shortJob, 10), "long jobs")
+	require.Equal(t, 16, hold(time.Millisecond, 10), "the prefetch")
+	require.Equal(t, 13, hold(15*time.Millisecond, 10), "2 workers run 13 jobs of 15ms in 100ms")
+	require.Equal(t, 5, hold(time.Millisecond, 200), "1000 bytes of 200-byte payloads")
+	require.Equal(t, 0, hold(time.Millisecond, 2000), "payloads over the bound")
+}
+
+// Outcomes that end together are stored, acked and announced in bursts;
+// every one of them gets its state, its ack and its event, in order.
+func TestSource_OutcomesInBursts(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	const n = maxBurst + 44
+	events := make(chan string, n)
+	sub, err := b.nc.Subscribe(b.space.JobEvent("sq", string(wire.StatusSucceeded)), func(m *nats.Msg) {
+		events <- m.Header.Get(wire.HeaderJobID)
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, b.nc.Flush())
+	b.publish(t, n)
+
+	now := time.Now()
+	var ids []string
+	for range n {
+		job := next(t, src)
+		ids = append(ids, job.ID)
+		src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+	}
+	for _, id := range ids {
+		select {
+		case got := <-events:
+			require.Equal(t, id, got, "events out of order")
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no event for job %s", id)
+		}
+	}
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "jobs left unacked")
+	for _, id := range []string{ids[0], ids[n-1]} {
+		e, err := b.kv.Get(context.Background(), id)
+		require.NoError(t, err)
+		var st wire.Job
+		require.NoError(t, json.Unmarshal(e.Value(), &st))
+		require.Equal(t, wire.StatusSucceeded, st.Status, id)
+	}
 }

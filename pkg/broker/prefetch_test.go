@@ -18,11 +18,18 @@ import (
 
 // runPrefetchFIFO: ready with a prefetch of 2, then each job in the order
 // received: a payload that names a FIFO ends with the line read from it,
-// any other is echoed.
+// {"sleep":"12ms"} is echoed after that long (a job of known length), any
+// other is echoed at once.
 func runPrefetchFIFO() int {
 	c := openChannel()
 	c.send(proto.Message{Op: proto.OpReady, Prefetch: 2})
 	c.serve(func(m proto.Message) bool {
+		var work struct{ Sleep string }
+		if json.Unmarshal(m.Payload, &work) == nil && work.Sleep != "" {
+			d, _ := time.ParseDuration(work.Sleep)
+			time.Sleep(d) // the job's work
+			return c.echo(m)
+		}
 		var path string
 		if json.Unmarshal(m.Payload, &path) == nil {
 			if _, err := os.Stat(path); err == nil {
@@ -94,6 +101,16 @@ func (s *readySource) left() int {
 // FIFO returned, with j2 and j3 queued behind it; j4 waits in the source.
 func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *broker.Pool, string) {
 	t.Helper()
+	src, pool, fifo := startPrefetch(t, b, mode, `0`)
+	require.Eventually(t, func() bool { return src.left() == 1 }, waitLimit, time.Millisecond)
+	require.Equal(t, "j1", pool.Workers()[0].Job)
+	return src, pool, fifo
+}
+
+// startPrefetch starts the pool of setupPrefetch, runs j0 with payload
+// first, then gives the worker j1 with j2, j3 and j4 in the source.
+func startPrefetch(t *testing.T, b *testBundle, mode, first string) (*readySource, *broker.Pool, string) {
+	t.Helper()
 	src := &readySource{Source: b.source()}
 	spec := b.spec(mode)
 	spec.Env = append(spec.Env, "CONDUCTOR_PREFETCH=2")
@@ -103,7 +120,7 @@ func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *bro
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(t.Context()))
 	t.Cleanup(pool.Stop)
-	b.submit(t, "j0", `0`)
+	b.submit(t, "j0", first)
 	require.Equal(t, "j0", b.outcome(t).job.ID)
 	fifo := mkfifo(t, b.dir)
 	// Once the worker waits in Next, the queue is filled behind j1 as soon
@@ -111,8 +128,6 @@ func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *bro
 	require.Eventually(t, func() bool { return b.pending.Load() == 1 }, waitLimit, time.Millisecond)
 	src.add(testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`))
 	b.submit(t, "j1", `"`+fifo+`"`)
-	require.Eventually(t, func() bool { return src.left() == 1 }, waitLimit, time.Millisecond)
-	require.Equal(t, "j1", pool.Workers()[0].Job)
 	return src, pool, fifo
 }
 
@@ -215,5 +230,18 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 	for _, id := range []string{"j2", "j3"} {
 		require.True(t, got[id].NotStarted, "%s: %+v", id, got[id])
 		require.False(t, got[id].Crashed, "%s: %+v", id, got[id])
+	}
+}
+
+// A worker's queue holds what it runs in about 20ms: behind jobs of 12ms,
+// one job, though the worker asked for 2.
+func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
+	b := newBundle(t)
+	src, _, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"12ms"}`)
+	// The queue is filled in one step: two taken would leave one.
+	require.Eventually(t, func() bool { return src.left() == 2 }, waitLimit, time.Millisecond)
+	release(t, fifo)
+	for _, id := range []string{"j1", "j2", "j3", "j4"} {
+		require.Equal(t, id, b.outcome(t).job.ID)
 	}
 }

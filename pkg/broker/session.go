@@ -204,7 +204,14 @@ func (ss *session) pipeline() {
 	if !ok || ss.avgRun == 0 || ss.avgRun >= shortJob {
 		return
 	}
-	room := ss.prefetch - len(ss.queued)
+	// The queue holds what the worker runs in about shortJob, within its
+	// prefetch, and is refilled once half gone, so that one write and one
+	// read carry several jobs.
+	limit := min(ss.prefetch, max(int(shortJob/ss.avgRun), 1))
+	if len(ss.queued) > limit/2 {
+		return
+	}
+	room := limit - len(ss.queued)
 	if max := ss.spec.MaxJobs; max > 0 {
 		room = min(room, max-ss.finished-1-len(ss.queued)) // the worker will not run more
 	}

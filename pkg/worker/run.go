@@ -24,7 +24,7 @@ type options struct {
 
 // DefaultPrefetch is how many jobs a worker takes queued behind the one it
 // runs unless WithPrefetch or CONDUCTOR_PREFETCH says otherwise.
-const DefaultPrefetch = 4
+const DefaultPrefetch = 8
 
 // WithChannel makes Run read workerd's messages from in and write its own to
 // out, instead of file descriptors 3 and 4. Tests use it to play workerd over

@@ -418,3 +418,27 @@ func TestRun_PrefetchFromEnv(t *testing.T) {
 	_, err = firstLine(t)
 	require.ErrorContains(t, err, `CONDUCTOR_PREFETCH="lots"`)
 }
+
+// The SDK holds a done back only while the next queued job ends at once: a
+// queued job that runs on does not delay the answer of the one before it.
+func TestRun_AnswerNotHeldBehindALongJob(t *testing.T) {
+	t.Parallel()
+	gates := map[string]chan struct{}{"j1": make(chan struct{}), "j2": make(chan struct{})}
+	b := setup(t, func(ctx context.Context, job *worker.Job) (any, error) {
+		select {
+		case <-gates[job.ID]:
+			return job.ID, nil
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}, worker.WithPrefetch(2))
+	b.sendJob(t, "j1", "gate", `1`)
+	b.sendJob(t, "j2", "gate", `2`)
+
+	close(gates["j1"])
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"j1"`)}, b.recv(t), "j2 runs on; j1's answer must come")
+	close(gates["j2"])
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j2", Result: json.RawMessage(`"j2"`)}, b.recv(t))
+	b.send(t, `{"op":"shutdown"}`)
+	require.NoError(t, b.wait(t))
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"slices"
 
@@ -30,6 +31,8 @@ type server struct {
 	job      *Job                    // the running job; nil when idle
 	cancel   context.CancelCauseFunc // cancels job's context
 	queue    []proto.Message         // jobs received while job runs, to run next in order
+	pending  []byte                  // messages encoded and not yet written (see serve)
+	pendOps  []proto.Op              // their ops, to name them in an error
 	draining bool                    // take no job; return once idle
 	shutdown bool                    // workerd sent the shutdown op
 }
@@ -87,6 +90,26 @@ func (s *server) serve(stop, hard <-chan struct{}) error {
 	}
 	for !s.draining || s.job != nil {
 		var err error
+		if len(s.pending) > 0 {
+			// Answers wait while there is more to do at once: a job of the
+			// queue that ends within a yield, a message already read. Then
+			// they go in one write, before the loop waits.
+			if s.job != nil {
+				runtime.Gosched()
+			}
+			select {
+			case in := <-s.inbox:
+				err = s.handle(in)
+			case o := <-s.finished:
+				err = s.finish(o)
+			default:
+				err = s.flush()
+			}
+			if err != nil {
+				return s.fail(err)
+			}
+			continue
+		}
 		select {
 		case <-stop:
 			stop = nil
@@ -100,11 +123,18 @@ func (s *server) serve(stop, hard <-chan struct{}) error {
 			err = s.finish(o)
 		}
 		if err != nil {
-			s.abandon(err)
-			return err
+			return s.fail(err)
 		}
 	}
-	return nil
+	return s.flush()
+}
+
+// fail ends serve with err: the answers already made are written if they
+// can be, and the running handler is abandoned.
+func (s *server) fail(err error) error {
+	_ = s.flush()
+	s.abandon(err)
+	return err
 }
 
 // stop starts a stop that workerd did not ask for: it tells workerd that no
@@ -223,7 +253,7 @@ func (s *server) finish(o outcome) error {
 		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))
 		m.Permanent = IsPermanent(o.err)
 	}
-	if err := s.send(m); err != nil {
+	if err := s.answer(m); err != nil {
 		return err
 	}
 	if len(s.queue) > 0 && !s.draining {
@@ -245,8 +275,37 @@ func (s *server) abandon(cause error) {
 	s.job, s.cancel = nil, nil
 }
 
+// send writes m now, after the messages still pending.
 func (s *server) send(m proto.Message) error {
-	if err := s.out.Write(m); err != nil {
+	if err := s.answer(m); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// answer encodes m for the next flush.
+func (s *server) answer(m proto.Message) error {
+	b, err := proto.Append(s.pending, m)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	s.pending = b
+	s.pendOps = append(s.pendOps, m.Op)
+	return nil
+}
+
+// flush writes the pending messages, in one write.
+func (s *server) flush() error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	what := string(s.pendOps[0])
+	if n := len(s.pendOps); n > 1 {
+		what = fmt.Sprintf("%d messages (%s and more)", n, what)
+	}
+	err := s.out.WriteLines(s.pending, what)
+	s.pending, s.pendOps = s.pending[:0], s.pendOps[:0]
+	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
