@@ -856,23 +856,28 @@ func (s *source) publish(f finishJob) finishJob {
 }
 
 // acker acks (or naks) each job once its state is stored, then announces
-// it. A burst's acks and events follow its stores' answers together.
+// it. A burst's acks and events follow its stores' answers together; if a
+// store is slow to answer, the jobs stored before it go first.
 func (s *source) acker() {
 	defer s.wg.Done()
+	var ready []finishJob
+	ackReady := func() {
+		for _, f := range ready {
+			s.ack(f)
+		}
+		ready = ready[:0]
+	}
 	for burst := range s.acking {
-		for i := range burst {
-			if !s.stored(burst[i]) {
+		for _, f := range burst {
+			if !s.stored(f, ackReady) {
 				// Leave the job unacked: it is redelivered when its lease
 				// ends, and its state is written again then.
-				s.release(burst[i].held.msg)
-				burst[i].held = nil
+				s.release(f.held.msg)
+				continue
 			}
+			ready = append(ready, f)
 		}
-		for _, f := range burst {
-			if f.held != nil {
-				s.ack(f)
-			}
-		}
+		ackReady()
 	}
 }
 
@@ -929,22 +934,43 @@ func (s *source) storeDead(f finishJob) {
 // can be lost (a reconnect, a leader change), and the acker must go on.
 const storeTimeout = 10 * time.Second
 
+// slowStore is how long the acker waits for a store's answer before it
+// acks the jobs of its burst already stored.
+const slowStore = 20 * time.Millisecond
+
 // stored waits for the outcome's state to be stored, writing it again
-// synchronously a few times if the asynchronous write failed.
-func (s *source) stored(f finishJob) bool {
+// synchronously a few times if the asynchronous write failed. slow is
+// called once the wait is longer than slowStore.
+func (s *source) stored(f finishJob, slow func()) bool {
 	if f.future != nil {
-		t := time.NewTimer(storeTimeout)
 		select {
 		case <-f.future.Ok():
-			t.Stop()
-			return true
-		case err := <-f.future.Err():
-			s.log.Warn("store job state; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
-		case <-t.C:
-			s.log.Warn("store job state: no answer; retrying", "pool", s.typ, "job", f.held.state.ID, "after", storeTimeout)
+			return true // the common case: no timers
+		default:
 		}
+		quick := time.NewTimer(slowStore)
+		t := time.NewTimer(storeTimeout)
+	wait:
+		for {
+			select {
+			case <-f.future.Ok():
+				quick.Stop()
+				t.Stop()
+				return true
+			case err := <-f.future.Err():
+				s.log.Warn("store job state; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
+				break wait
+			case <-quick.C:
+				slow()
+			case <-t.C:
+				s.log.Warn("store job state: no answer; retrying", "pool", s.typ, "job", f.held.state.ID, "after", storeTimeout)
+				break wait
+			}
+		}
+		quick.Stop()
 		t.Stop()
 	}
+	slow()
 	subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
 	delay := 100 * time.Millisecond
 	for range 6 {

@@ -413,8 +413,9 @@ func TestSource_HoldBounds(t *testing.T) {
 	require.Equal(t, 0, hold(time.Millisecond, 2000), "payloads over the bound")
 }
 
-// Outcomes that end together are stored, acked and announced in bursts;
-// every one of them gets its state, its ack and its event, in order.
+// Outcomes that end together are stored, acked and announced in bursts (here
+// more than maxBurst at once); every one of them gets its state, its ack
+// and its event, in order.
 func TestSource_OutcomesInBursts(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
@@ -430,9 +431,13 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 
 	now := time.Now()
 	var ids []string
+	var jobs []*broker.Job
 	for range n {
 		job := next(t, src)
 		ids = append(ids, job.ID)
+		jobs = append(jobs, job)
+	}
+	for _, job := range jobs {
 		src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
 	}
 	for _, id := range ids {

@@ -158,16 +158,18 @@ type PoolInfo struct {
 // WorkerInfo describes one worker process (or the slot of one being
 // restarted), as GET /v1/workers lists it.
 type WorkerInfo struct {
-	Host     string    `json:"host"`
-	Pool     string    `json:"pool"`
-	Index    int       `json:"index"`
-	PID      int       `json:"pid"`
-	State    string    `json:"state"`
-	RSS      int64     `json:"rss"`
-	JobsDone int64     `json:"jobs_done"`
-	Restarts int       `json:"restarts"`
-	Job      string    `json:"job,omitempty"`
-	Started  time.Time `json:"started,omitzero"`
+	Host     string `json:"host"`
+	Pool     string `json:"pool"`
+	Index    int    `json:"index"`
+	PID      int    `json:"pid"`
+	State    string `json:"state"`
+	RSS      int64  `json:"rss"`
+	JobsDone int64  `json:"jobs_done"`
+	Restarts int    `json:"restarts"`
+	Job      string `json:"job,omitempty"`
+	// Queued counts the jobs queued in the worker behind Job (prefetch).
+	Queued  int       `json:"queued,omitempty"`
+	Started time.Time `json:"started,omitzero"`
 	// CPU is the user and system CPU time the process has used.
 	CPU Duration `json:"cpu,omitempty"`
 	// Version counts the pool's command lines: 1 for the one it started

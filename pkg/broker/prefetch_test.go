@@ -237,9 +237,11 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 // one job, though the worker asked for 2.
 func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	b := newBundle(t)
-	src, _, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"12ms"}`)
-	// The queue is filled in one step: two taken would leave one.
-	require.Eventually(t, func() bool { return src.left() == 2 }, waitLimit, time.Millisecond)
+	src, pool, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"12ms"}`)
+	// The count shows once the queue is filled, in one step.
+	require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
+	require.Equal(t, 1, pool.Workers()[0].Queued)
+	require.Equal(t, 2, src.left())
 	release(t, fifo)
 	for _, id := range []string{"j1", "j2", "j3", "j4"} {
 		require.Equal(t, id, b.outcome(t).job.ID)

@@ -195,9 +195,10 @@ func (ss *session) dispatch() {
 	}()
 }
 
-// pipeline queues jobs the Source holds already behind the running one, up
-// to the worker's prefetch, while the worker's jobs are short, in one write.
-// It never waits on the Source: a job that has to be fetched goes to an idle
+// pipeline queues jobs the Source holds already behind the running one,
+// while the worker's jobs are short: up to its prefetch, and no more than it
+// runs in about shortJob, in one write once half the queue is gone. It
+// never waits on the Source: a job that has to be fetched goes to an idle
 // worker first.
 func (ss *session) pipeline() {
 	rs, ok := ss.s.pool.src.(ReadySource)

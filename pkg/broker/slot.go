@@ -413,6 +413,7 @@ func (s *slot) setQueued(jobs []*Job) {
 	for _, j := range jobs {
 		s.queuedIDs = append(s.queuedIDs, j.ID)
 	}
+	s.info.Queued = len(jobs)
 }
 
 // holds reports whether the slot's worker runs job id or has it queued.

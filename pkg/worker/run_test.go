@@ -431,9 +431,12 @@ func TestRun_AnswerNotHeldBehindALongJob(t *testing.T) {
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
-	}, worker.WithPrefetch(2))
+	}, worker.WithPrefetch(1))
 	b.sendJob(t, "j1", "gate", `1`)
 	b.sendJob(t, "j2", "gate", `2`)
+	// Refused once j2 is queued: then j1 ends with j2 behind it.
+	b.sendJob(t, "j3", "gate", `3`)
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j3", Error: "worker: busy with job j1"}, b.recv(t))
 
 	close(gates["j1"])
 	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"j1"`)}, b.recv(t), "j2 runs on; j1's answer must come")

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
 )
@@ -33,6 +34,7 @@ type server struct {
 	queue    []proto.Message         // jobs received while job runs, to run next in order
 	pending  []byte                  // messages encoded and not yet written (see serve)
 	pendOps  []proto.Op              // their ops, to name them in an error
+	avgRun   time.Duration           // moving average of handler run times; 0: none yet
 	draining bool                    // take no job; return once idle
 	shutdown bool                    // workerd sent the shutdown op
 }
@@ -48,6 +50,7 @@ type outcome struct {
 	id     string
 	result json.RawMessage
 	err    error
+	took   time.Duration // the handler's run time
 }
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
@@ -92,9 +95,11 @@ func (s *server) serve(stop, hard <-chan struct{}) error {
 		var err error
 		if len(s.pending) > 0 {
 			// Answers wait while there is more to do at once: a job of the
-			// queue that ends within a yield, a message already read. Then
-			// they go in one write, before the loop waits.
-			if s.job != nil {
+			// queue that ends within a yield, while jobs take a few
+			// microseconds (a longer one could hold the yield up), or a
+			// message already read. Then they go in one write, before the
+			// loop waits.
+			if s.job != nil && s.avgRun < yieldUnder {
 				runtime.Gosched()
 			}
 			select {
@@ -136,6 +141,10 @@ func (s *server) fail(err error) error {
 	s.abandon(err)
 	return err
 }
+
+// yieldUnder is the average handler run time under which the serve loop
+// yields to the next queued job before it writes the answers it holds.
+const yieldUnder = 50 * time.Microsecond
 
 // stop starts a stop that workerd did not ask for: it tells workerd that no
 // job should come, and cancels the running handler with cause, if not nil.
@@ -220,7 +229,9 @@ func (s *server) start(m proto.Message) {
 // call runs the handler on job, recovering a panic, and encodes its result.
 func (s *server) call(ctx context.Context, job *Job) (o outcome) {
 	o.id = job.ID
+	start := time.Now()
 	defer func() {
+		o.took = time.Since(start)
 		if v := recover(); v != nil {
 			s.log.Error("worker: handler panicked", "job", job.ID, "panic", v, "stack", string(debug.Stack()))
 			o.result, o.err = nil, fmt.Errorf("panic: %v", v)
@@ -248,6 +259,11 @@ func (s *server) call(ctx context.Context, job *Job) (o outcome) {
 func (s *server) finish(o outcome) error {
 	s.cancel(nil)
 	s.job, s.cancel = nil, nil
+	if s.avgRun == 0 {
+		s.avgRun = max(o.took, 1)
+	} else {
+		s.avgRun = max(s.avgRun+(o.took-s.avgRun)/8, 1)
+	}
 	m := proto.Message{Op: proto.OpDone, ID: o.id, Result: o.result}
 	if o.err != nil {
 		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))
@@ -300,8 +316,8 @@ func (s *server) flush() error {
 		return nil
 	}
 	what := string(s.pendOps[0])
-	if n := len(s.pendOps); n > 1 {
-		what = fmt.Sprintf("%d messages (%s and more)", n, what)
+	if len(s.pendOps) > 1 {
+		what += " and more"
 	}
 	err := s.out.WriteLines(s.pending, what)
 	s.pending, s.pendOps = s.pending[:0], s.pendOps[:0]
