@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +34,11 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("integration: skipped with -short: these tests build and run the real binaries (make test runs them)")
+		return 0
+	}
 	dir, err := os.MkdirTemp("", "conductor-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
