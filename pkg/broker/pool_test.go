@@ -301,8 +301,15 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		pool := setup(t, b.spec("busy"), b)
 
 		var w wire.WorkerInfo
+		// The Next of its first ready is cancelled by its busy: once that
+		// Next has returned, no job can reach the busy worker.
 		require.Eventually(t, func() bool {
 			w = pool.Workers()[0]
+			select {
+			case <-b.intakeEnded:
+			default:
+				return false
+			}
 			return w.State == broker.WorkerBusy && b.pending.Load() == 0
 		}, waitLimit, 10*time.Millisecond)
 		require.NoError(t, syscall.Kill(w.PID, syscall.SIGUSR1))

@@ -78,6 +78,12 @@ func (b *testBundle) source() broker.Source {
 		NextFunc: func(ctx context.Context) (*broker.Job, error) {
 			b.pending.Add(1)
 			defer b.pending.Add(-1)
+			if ctx.Err() != nil {
+				// Cancelled before it ran: a job waiting in submit must not
+				// win the select below.
+				b.endOnce.Do(func() { close(b.intakeEnded) })
+				return nil, ctx.Err()
+			}
 			select {
 			case j := <-b.jobs:
 				return j, nil
