@@ -18,7 +18,7 @@ import (
 
 // runPrefetchFIFO: ready with a prefetch of 2, then each job in the order
 // received: a payload that names a FIFO ends with the line read from it,
-// {"sleep":"12ms"} is echoed after that long (a job of known length), any
+// {"sleep":"11ms"} is echoed after that long (a job of known length), any
 // other is echoed at once.
 func runPrefetchFIFO() int {
 	c := openChannel()
@@ -233,11 +233,12 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 	}
 }
 
-// A worker's queue holds what it runs in about 20ms: behind jobs of 12ms,
-// one job, though the worker asked for 2.
+// A worker's queue holds what it runs in about 20ms: behind jobs of 11ms,
+// one job, though the worker asked for 2. (The limit is 1 for jobs of 10 to
+// 20ms, which leaves room for a slow machine.)
 func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	b := newBundle(t)
-	src, pool, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"12ms"}`)
+	src, pool, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"11ms"}`)
 	// The count shows once the queue is filled, in one step.
 	require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
 	require.Equal(t, 1, pool.Workers()[0].Queued)
