@@ -32,8 +32,7 @@ import (
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	sourceConfig
-	prefetchMax int      // at most this many jobs held ahead while jobs are short
-	poolSize    int      // the pool's workers
+	poolSize    int      // the pool's workers; at most prefetch per worker are held ahead
 	levels      []*level // one per priority, highest first; see fetch.go
 	polled      int      // the jobs the long polls may yet bring, all together (the fetcher's)
 
@@ -121,7 +120,6 @@ func newSource(cfg sourceConfig) (*source, error) {
 	workers := max(cfg.workers, 1)
 	s := &source{
 		sourceConfig: cfg,
-		prefetchMax:  cfg.prefetch * workers,
 		poolSize:     workers,
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
@@ -132,7 +130,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs fills only
 	// after a resize up, and then only delays deliveries.
-	s.msgs = make(chan delivery, max(2*(workers+s.prefetchMax)+64, 1024))
+	s.msgs = make(chan delivery, max(2*workers*(1+cfg.prefetch)+64, 1024))
 	for _, p := range wire.Priorities {
 		l := &level{prio: p, pullSubj: "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
 		if err := s.newInbox(l); err != nil {
@@ -407,7 +405,6 @@ func (s *source) rank(m *nats.Msg) int {
 func (s *source) resize(workers int) {
 	s.mu.Lock()
 	s.poolSize = max(workers, 1)
-	s.prefetchMax = s.prefetch * s.poolSize
 	s.mu.Unlock()
 	s.poke()
 }
@@ -455,14 +452,15 @@ func (s *source) poke() {
 // prefetchLocked is how many jobs to hold beyond the waiting workers: none until
 // the pool's jobs are known to be short, so long jobs never wait on a busy
 // host while another host is idle. Short jobs are held as many as the pool
-// runs in holdFor, within prefetchMax and holdBytes of payloads: the more a
+// runs in holdFor, within prefetch per worker and holdBytes of payloads: the more a
 // host holds, the more jobs each message to the server carries, and the
 // less the server spends per job.
 func (s *source) prefetchLocked() int {
 	if s.avgRun == 0 || s.avgRun >= shortJob {
 		return 0
 	}
-	n := min(s.prefetchMax, int(int64(s.poolSize)*int64(holdFor)/int64(s.avgRun)))
+	n := s.prefetch * s.poolSize
+	n = min(n, int(int64(s.poolSize)*int64(holdFor)/int64(s.avgRun)))
 	if s.avgSize > 0 {
 		n = min(n, cmp.Or(s.holdBytes, holdBytes)/s.avgSize)
 	}

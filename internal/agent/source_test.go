@@ -400,7 +400,7 @@ func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
 // prefetch and holdBytes of payloads.
 func TestSource_HoldBounds(t *testing.T) {
 	t.Parallel()
-	s := &source{sourceConfig: sourceConfig{holdBytes: 1000}, prefetchMax: 16, poolSize: 2}
+	s := &source{sourceConfig: sourceConfig{prefetch: 8, holdBytes: 1000}, poolSize: 2}
 	hold := func(avgRun time.Duration, avgSize int) int {
 		s.avgRun, s.avgSize = avgRun, avgSize
 		return s.prefetchLocked()
