@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
 )
 
 // oomErr is the crash report of a job whose worker the OOM killer ended.
@@ -156,15 +157,11 @@ func (cg *memoryCgroup) oomKills(t *testing.T) int64 {
 	if cg.v2 {
 		name = "memory.events"
 	}
-	for line := range strings.Lines(readFile(t, filepath.Join(cg.dir, name))) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "oom_kill "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			require.NoError(t, err)
-			return n
-		}
+	n := broker.Counter([]byte(readFile(t, filepath.Join(cg.dir, name))), "oom_kill")
+	if n < 0 {
+		t.Fatalf("no oom_kill line in %s/%s", cg.dir, name)
 	}
-	t.Fatalf("no oom_kill line in %s/%s", cg.dir, name)
-	return 0
+	return n
 }
 
 // write writes value to the cgroup's file name; a file that is not there

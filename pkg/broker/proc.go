@@ -315,13 +315,23 @@ func (p *proc) readMessages(log *slog.Logger, r *os.File) {
 // send writes m to the worker's fd 3. A worker that does not read it within
 // timeout is wedged: send then fails with os.ErrDeadlineExceeded.
 func (p *proc) send(m proto.Message, timeout time.Duration) error {
+	b, err := proto.Append(nil, m)
+	if err != nil {
+		return err
+	}
+	return p.sendLines(b, string(m.Op), timeout)
+}
+
+// sendLines writes lines made by proto.Append to the worker's fd 3, as send
+// does; what names them in an error.
+func (p *proc) sendLines(lines []byte, what string, timeout time.Duration) error {
 	if p.inClosed {
-		return fmt.Errorf("proto: write %s: %w", m.Op, os.ErrClosed)
+		return fmt.Errorf("proto: write %s: %w", what, os.ErrClosed)
 	}
 	if err := p.in.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	return p.w.Write(m)
+	return p.w.WriteLines(lines, what)
 }
 
 // closeInput closes the worker's fd 3: it reads EOF.

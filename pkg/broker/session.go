@@ -225,7 +225,7 @@ func (ss *session) pipeline() {
 		if !ok {
 			break
 		}
-		if len(j.Payload)+len(j.ID)+len(j.Type) >= inlineWrite-128 {
+		if !fitsInline(j) {
 			// A small payload with a very long id or type: back to the
 			// Source for an idle worker, as never started.
 			ss.notStarted(j, "too large to queue behind a running job")
@@ -241,11 +241,8 @@ func (ss *session) pipeline() {
 	if len(lines) == 0 {
 		return
 	}
-	ss.s.setQueued(ss.queued)
-	err := ss.p.in.SetWriteDeadline(time.Now().Add(inlineDeadline))
-	if err == nil {
-		err = ss.p.w.WriteLines(lines, "queued jobs")
-	}
+	ss.setQueue(ss.queued)
+	err := ss.p.sendLines(lines, "queued jobs", inlineDeadline)
 	if err == nil {
 		return
 	}
@@ -254,8 +251,7 @@ func (ss *session) pipeline() {
 	// not some reached it: a worker starts a queued job only after
 	// answering the one before it.
 	failed := ss.queued[first:]
-	ss.queued = ss.queued[:first:first]
-	ss.s.setQueued(ss.queued)
+	ss.setQueue(ss.queued[:first:first])
 	ss.ready = false
 	for _, j := range failed {
 		ss.notStarted(j, "could not be written to its worker")
@@ -267,6 +263,18 @@ func (ss *session) pipeline() {
 			"pid", ss.p.pid, "jobs", len(failed), "err", err)
 		ss.p.kill()
 	}
+}
+
+// setQueue makes q the jobs queued in the worker, and shows them.
+func (ss *session) setQueue(q []*Job) {
+	ss.queued = q
+	ss.s.setQueued(q)
+}
+
+// fitsInline reports whether j's job message is small enough for give and
+// pipeline to write it on the session goroutine (see inlineWrite).
+func fitsInline(j *Job) bool {
+	return len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128
 }
 
 // maxQueuedPayload bounds the payload of a job queued behind a running
@@ -332,12 +340,8 @@ const (
 func (ss *session) give(j *Job) {
 	ss.start(j)
 	m := jobMessage(j)
-	if len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128 {
-		err := ss.p.in.SetWriteDeadline(time.Now().Add(inlineDeadline))
-		if err == nil {
-			err = ss.p.w.Write(m)
-		}
-		ss.wrote(err)
+	if fitsInline(j) {
+		ss.wrote(ss.p.send(m, inlineDeadline))
 		return
 	}
 	if err := ss.p.in.SetWriteDeadline(time.Now().Add(ss.spec.ReadyTimeout)); err != nil {
@@ -353,7 +357,6 @@ func (ss *session) give(j *Job) {
 // start makes j the worker's running job, with its timeout.
 func (ss *session) start(j *Job) {
 	ss.job, ss.jobStart, ss.timedOut, ss.cutReason = j, time.Now(), 0, ""
-	ss.jobTimer.stop()
 	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
 		ss.jobTimer.set(t)
 	}
@@ -494,16 +497,14 @@ func (ss *session) done(m proto.Message) {
 		// A success is a job the worker ran after all: after busy or
 		// shutdown, workerd no longer counts the queue as running.
 		j := ss.queued[i]
-		ss.queued = slices.Delete(ss.queued, i, i+1)
-		ss.s.setQueued(ss.queued)
+		ss.setQueue(slices.Delete(ss.queued, i, i+1))
 		if m.Error != "" {
 			ss.notStarted(j, "answered before it started: "+m.Error)
 			return
 		}
 		out := ss.outcome()
 		out.Started, out.Result = out.Ended, m.Result
-		ss.finished++
-		ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
+		ss.countFinished()
 		ss.s.pool.src.Done(j, out)
 		return
 	}
@@ -528,24 +529,29 @@ func (ss *session) done(m proto.Message) {
 		out.Err = fmt.Sprintf("job timed out after %s (%s)", ss.timedOut, m.Error)
 		out.TimedOut, out.Permanent = true, false
 	}
+	ss.countFinished()
+	if len(ss.queued) > 0 && ss.ready && !ss.shutdown {
+		// The worker starts the next job as it answers this one. After
+		// busy or shutdown it may not (the Go SDK leaves its queue): the
+		// queued jobs then count as not started until answered.
+		next := ss.queued[0]
+		ss.setQueue(slices.Delete(ss.queued, 0, 1))
+		ss.start(next)
+	} else {
+		ss.setIdle()
+	}
+	ss.s.pool.src.Done(j, out)
+}
+
+// countFinished counts a job the worker ran to its end, and asks for the
+// worker's replacement once it has run max_jobs.
+func (ss *session) countFinished() {
 	ss.finished++
 	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
 	if max := ss.spec.MaxJobs; max > 0 && ss.finished >= max && !ss.full {
 		ss.full = true // no more jobs: it waits for its replacement
 		ss.s.requestRecycle()
 	}
-	if len(ss.queued) > 0 && ss.ready && !ss.shutdown {
-		// The worker starts the next job as it answers this one. After
-		// busy or shutdown it may not (the Go SDK leaves its queue): the
-		// queued jobs then count as not started until answered.
-		next := ss.queued[0]
-		ss.queued = slices.Delete(ss.queued, 0, 1)
-		ss.s.setQueued(ss.queued)
-		ss.start(next)
-	} else {
-		ss.setIdle()
-	}
-	ss.s.pool.src.Done(j, out)
 }
 
 func (ss *session) outcome() Outcome {
@@ -613,8 +619,7 @@ func (ss *session) finish() {
 		ss.wrote(<-ss.writing)
 	}
 	queued := ss.queued
-	ss.queued = nil
-	ss.s.setQueued(nil)
+	ss.setQueue(nil)
 	for _, j := range queued {
 		ss.notStarted(j, "its worker exited before starting it")
 	}
