@@ -89,7 +89,9 @@ func (s *source) newInbox(l *level) error {
 	s.mu.Unlock()
 	l.reqs, l.credit, l.polling = nil, 0, false
 	if old != nil {
-		_ = old.Drain()
+		if err := old.Drain(); err != nil {
+			s.log.Debug("drain a renewed job inbox", "pool", s.typ, "err", err)
+		}
 	}
 	return nil
 }

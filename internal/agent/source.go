@@ -32,9 +32,9 @@ import (
 // waits stays in ready, its lease kept alive, for the next Next.
 type source struct {
 	sourceConfig
-	poolSize    int      // the pool's workers; at most prefetch per worker are held ahead
-	levels      []*level // one per priority, highest first; see fetch.go
-	polled      int      // the jobs the long polls may yet bring, all together (the fetcher's)
+	poolSize int      // the pool's workers; at most prefetch per worker are held ahead
+	levels   []*level // one per priority, highest first; see fetch.go
+	polled   int      // the jobs the long polls may yet bring, all together (the fetcher's)
 
 	msgs  chan delivery // subscriptions -> fetcher: jobs and statuses
 	kick  chan struct{} // Next -> fetcher: demand changed
@@ -192,25 +192,54 @@ func (s *source) close() {
 			left = append(left, d.m)
 		}
 	}
+	// Each put-back is a read and a write of the job's state: a pool that
+	// held many short jobs puts them back several at a time.
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, putBackParallel)
 	for _, m := range left {
-		s.putBack(m)
+		limit <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-limit }()
+			h, _ := identify(m)
+			s.skip(h, 0, "put back a job no worker took")
+		})
 	}
+	wg.Wait()
 }
 
-// putBack releases a delivered job that no worker took, for any host to
-// take: the delivery is counted as skipped, not as an attempt.
-func (s *source) putBack(m *nats.Msg) {
+// putBackParallel bounds the jobs close puts back at once.
+const putBackParallel = 16
+
+// identify returns the held job of a delivered message, with its id,
+// batch and creation time, and the delivery's metadata (nil if none).
+func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 	h := &heldJob{msg: m}
 	h.state.Batch = m.Header.Get(wire.HeaderBatch)
 	var seq uint64
-	if md, err := m.Metadata(); err == nil {
+	md, err := m.Metadata()
+	if err == nil {
 		seq, h.state.CreatedAt = md.Sequence.Stream, md.Timestamp.UTC()
+	} else {
+		md = nil
 	}
 	h.state.ID = jobID(m, seq)
+	return h, md
+}
+
+// skip puts back a delivered job that no worker ran, for any host to take
+// after delay: the delivery is counted as skipped in its state, not as an
+// attempt. what names the put-back in a log line if the nak fails.
+func (s *source) skip(h *heldJob, delay time.Duration, what string) {
 	s.recordSkip(h)
-	s.release(m)
-	if err := m.Nak(); err != nil {
-		s.log.Warn("put back a job no worker took; it comes back when its lease ends", "job", h.state.ID, "err", err)
+	s.release(h.msg)
+	var err error
+	if delay > 0 {
+		err = h.msg.NakWithDelay(delay)
+	} else {
+		err = h.msg.Nak()
+	}
+	if err != nil {
+		s.log.Warn(what+"; it comes back when its lease ends", "job", h.state.ID, "err", err)
 	}
 }
 
@@ -249,12 +278,13 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 // not JSON cannot go on the channel: such a job never reaches a worker and
 // is dead at once, its payload kept as a JSON string.
 func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
+	if s.deferred(m) {
+		return nil, false
+	}
 	job := s.job(m)
 	switch {
 	case s.isCancelled(job.ID):
 		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
-		return nil, false
-	case s.deferred(job, m):
 		return nil, false
 	case !json.Valid(m.Data):
 		job.Payload, _ = json.Marshal(string(m.Data))
@@ -266,31 +296,24 @@ func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 
 // deferred puts back a delayed job that came before its time (header
 // Conductor-Not-Before): JetStream redelivers it then, and the early
-// delivery is counted as skipped, not as an attempt.
-func (s *source) deferred(job *broker.Job, m *nats.Msg) bool {
+// delivery is counted as skipped, not as an attempt. It looks at the
+// message alone, before the job is made from it.
+func (s *source) deferred(m *nats.Msg) bool {
 	v := m.Header.Get(wire.HeaderNotBefore)
 	if v == "" {
 		return false
 	}
 	at, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		s.log.Warn("ignoring a bad not-before header; the job runs now", "job", job.ID, "header", wire.HeaderNotBefore, "value", v)
-		return false
-	}
 	wait := time.Until(at)
-	if wait <= 0 {
+	if err == nil && wait <= 0 {
 		return false
 	}
-	h := job.Handle.(*heldJob)
-	h.mu.Lock()
-	h.finished = true
-	h.mu.Unlock()
-	h.timer.Stop()
-	s.recordSkip(h)
-	s.release(m)
-	if err := m.NakWithDelay(wait); err != nil {
-		s.log.Warn("put back a delayed job; it comes back when its lease ends", "job", job.ID, "err", err)
+	h, _ := identify(m)
+	if err != nil {
+		s.log.Warn("ignoring a bad not-before header; the job runs now", "job", h.state.ID, "header", wire.HeaderNotBefore, "value", v)
+		return false
 	}
+	s.skip(h, wait, "put back a delayed job")
 	return true
 }
 
@@ -495,24 +518,18 @@ func (s *source) release(m *nats.Msg) {
 // job turns a delivered message into a broker job and records that it runs.
 func (s *source) job(m *nats.Msg) *broker.Job {
 	now := time.Now().UTC()
-	h := &heldJob{msg: m}
+	h, md := identify(m)
 	st := &h.state
 	st.Type = s.typ
 	st.Status = wire.StatusRunning
 	st.UpdatedAt = now
-	st.Batch = m.Header.Get(wire.HeaderBatch)
 	if p := s.priority(m); p != wire.PriorityNormal {
 		st.Priority = p
 	}
 	h.requeued = m.Header.Get(wire.HeaderRequeued) != ""
-
-	if md, err := m.Metadata(); err == nil {
+	st.Attempts = 1
+	if md != nil {
 		st.Attempts = int(md.NumDelivered)
-		st.CreatedAt = md.Timestamp.UTC()
-		st.ID = jobID(m, md.Sequence.Stream)
-	} else {
-		st.Attempts = 1
-		st.ID = jobID(m, 0)
 	}
 	if h.hasEarlier() {
 		// A redelivery: its earlier deliveries that reached no worker are
@@ -701,11 +718,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		// Back to the queue at once, for any worker. No attempt ended, but
 		// JetStream counts the delivery: the state counts it as skipped
 		// first, so that the next delivery's attempt number leaves it out.
-		s.recordSkip(h)
-		s.release(h.msg)
-		if err := h.msg.Nak(); err != nil {
-			s.log.Warn("put back a job that reached no worker; it comes back when its lease ends", "job", job.ID, "err", err)
-		}
+		s.skip(h, 0, "put back a job that reached no worker")
 		return
 	}
 	st := &h.state
