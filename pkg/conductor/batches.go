@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"time"
@@ -48,10 +49,11 @@ func (b *Batch) Ended() bool { return b.Succeeded+b.Dead+b.Cancelled == b.Total 
 // batchJobID is the id of job i of batch id.
 func batchJobID(id string, i int) string { return id + "-" + strconv.Itoa(i) }
 
-// parseLines reads one JSON payload per non-blank line.
-func parseLines(body []byte, maxPayload int) ([]json.RawMessage, error) {
+// parseLines reads one JSON payload per non-blank line of body; an error
+// reading body is returned wrapped.
+func parseLines(body io.Reader, maxPayload int) ([]json.RawMessage, error) {
 	var out []json.RawMessage
-	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc := bufio.NewScanner(body)
 	sc.Buffer(nil, maxPayload+1)
 	for n := 1; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
@@ -168,8 +170,12 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 	return &b, nil
 }
 
-// count reads the state of every job of b, 16 at a time, and counts them.
+// count reads the status of every job of b, 16 at a time, and counts them.
+// Only the status is decoded: a result may be large. The first failed read
+// stops the others.
 func (c *Client) count(ctx context.Context, b *Batch) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	statuses := make([]wire.Status, b.Total)
 	errs := make(chan error, 1)
 	next := make(chan int)
@@ -177,7 +183,7 @@ func (c *Client) count(ctx context.Context, b *Batch) error {
 	for range 16 {
 		wg.Go(func() {
 			for i := range next {
-				j, err := c.Job(ctx, batchJobID(b.ID, i))
+				st, err := c.status(ctx, batchJobID(b.ID, i))
 				switch {
 				case errors.Is(err, ErrJobNotFound):
 					statuses[i] = StatusQueued // published by a submitter that has not written it yet
@@ -186,14 +192,20 @@ func (c *Client) count(ctx context.Context, b *Batch) error {
 					case errs <- err:
 					default:
 					}
+					cancel()
 				default:
-					statuses[i] = j.Status
+					statuses[i] = st
 				}
 			}
 		})
 	}
+feed:
 	for i := range b.Total {
-		next <- i
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
 	}
 	close(next)
 	wg.Wait()
@@ -201,6 +213,9 @@ func (c *Client) count(ctx context.Context, b *Batch) error {
 	case err := <-errs:
 		return fmt.Errorf("conductor: count batch %s: %w", b.ID, err)
 	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("conductor: count batch %s: %w", b.ID, err)
 	}
 	b.Queued, b.Running, b.Succeeded, b.Failed, b.Dead, b.Cancelled = 0, 0, 0, 0, 0, 0
 	for _, st := range statuses {
@@ -398,7 +413,7 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 	b.EndedAt = time.Now().UTC()
 	rec, _ := json.Marshal(&b)
 	_, err = kv.Update(ctx, id, rec, e.Revision())
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		// Changed since it was read: announced by another conductord, or
 		// cut short by its submitter. The next check reads it again.
 		c.batchEnds.check(id)
@@ -410,4 +425,20 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 	c.batchEnds.forget(id)
 	c.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
 	return c.nc.Publish(c.space.BatchEvent(id), rec)
+}
+
+// status reads the status of job id, decoding nothing else of its state.
+func (c *Client) status(ctx context.Context, id string) (wire.Status, error) {
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", ErrJobNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("conductor: read job %s: %w", id, err)
+	}
+	var h jobHead
+	if err := json.Unmarshal(e.Value(), &h); err != nil {
+		return "", fmt.Errorf("conductor: decode job %s: %w", id, err)
+	}
+	return h.Status, nil
 }

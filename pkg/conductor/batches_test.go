@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,18 @@ func TestConductor_Batches(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code)
 	code, _ = get(t, srv, "/v1/batches/nope")
 	require.Equal(t, http.StatusNotFound, code)
+}
+
+// A batch body over MaxBatchJobs x (MaxPayload+1) bytes is refused whole
+// while it is read, not after.
+func TestConductor_BatchBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, conductor.Config{MaxPayload: 10})
+	srv := serve(t, c)
+	body := "1\n" + strings.Repeat("\n", conductor.MaxBatchJobs*11)
+	code, got := post(t, srv, "/v1/batches/squares", body)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, got)
+	require.Contains(t, got, "body is over the limit of 110000 bytes; nothing was queued")
 }
 
 // batchQuiet is long enough for a second end event to have come.

@@ -82,7 +82,7 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	err = retry(ctx, func(ctx context.Context) error {
 		return kv.Delete(ctx, id, jetstream.LastRevision(e.Revision()))
 	})
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return queued, fmt.Errorf("conductor: job %s is queued again, but it is still listed dead (remove it from the dead job index: %w)", id, err)
 	}
 	return queued, nil

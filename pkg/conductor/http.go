@@ -388,16 +388,11 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit := int64(MaxBatchJobs) * int64(c.cfg.MaxPayload+1)
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+	payloads, err := parseLines(http.MaxBytesReader(w, r.Body, limit), c.cfg.MaxPayload)
+	if _, over := errors.AsType[*http.MaxBytesError](err); over {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes; nothing was queued", limit))
 		return
 	}
-	if int64(len(body)) > limit {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes", limit))
-		return
-	}
-	payloads, err := parseLines(body, c.cfg.MaxPayload)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
