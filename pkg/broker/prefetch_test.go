@@ -3,7 +3,10 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -111,22 +114,32 @@ func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *bro
 // first, then gives the worker j1 with j2, j3 and j4 in the source.
 func startPrefetch(t *testing.T, b *testBundle, mode, first string) (*readySource, *broker.Pool, string) {
 	t.Helper()
+	return startPrefetchWith(t, b, mode, []string{first}, 2, testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`))
+}
+
+// startPrefetchWith is startPrefetch with the payloads of the jobs run
+// first (j0, one after the other), an SDK worker's prefetch and the jobs in
+// the source when j1 starts.
+func startPrefetchWith(t *testing.T, b *testBundle, mode string, first []string, prefetch int, held ...*broker.Job) (*readySource, *broker.Pool, string) {
+	t.Helper()
 	src := &readySource{Source: b.source()}
 	spec := b.spec(mode)
-	spec.Env = append(spec.Env, "CONDUCTOR_PREFETCH=2")
+	spec.Env = append(spec.Env, fmt.Sprintf("CONDUCTOR_PREFETCH=%d", prefetch))
 	cfg := b.config(spec)
 	cfg.Source = src
 	pool, err := broker.NewPool(cfg)
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(t.Context()))
 	t.Cleanup(pool.Stop)
-	b.submit(t, "j0", first)
-	require.Equal(t, "j0", b.outcome(t).job.ID)
+	for _, payload := range first {
+		b.submit(t, "j0", payload)
+		require.Equal(t, "j0", b.outcome(t).job.ID)
+	}
 	fifo := mkfifo(t, b.dir)
 	// Once the worker waits in Next, the queue is filled behind j1 as soon
 	// as it has j1.
 	require.Eventually(t, func() bool { return b.pending.Load() == 1 }, waitLimit, time.Millisecond)
-	src.add(testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`))
+	src.add(held...)
 	b.submit(t, "j1", `"`+fifo+`"`)
 	return src, pool, fifo
 }
@@ -246,5 +259,29 @@ func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	release(t, fifo)
 	for _, id := range []string{"j1", "j2", "j3", "j4"} {
 		require.Equal(t, id, b.outcome(t).job.ID)
+	}
+}
+
+// The jobs queued in a worker stay within 32 KiB of messages, whatever its
+// prefetch, so that writing them never blocks on a full pipe.
+func TestPool_PrefetchBoundedByBytes(t *testing.T) {
+	b := newBundle(t)
+	var held []*broker.Job
+	for i := range 20 {
+		// 3,000 bytes of payload, about 3,100 with the message around it.
+		held = append(held, testJob(fmt.Sprintf("b%02d", i), `"`+strings.Repeat("x", 2998)+`"`))
+	}
+	// Enough short jobs first that the queue is not bounded by run time.
+	src, pool, fifo := startPrefetchWith(t, b, "sdk-fifo", slices.Repeat([]string{`0`}, 30), 64, held...)
+	require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
+	require.Equal(t, 10, pool.Workers()[0].Queued, "32 KiB hold 10 such jobs")
+	require.Equal(t, 10, src.left())
+	release(t, fifo)
+	require.Equal(t, "j1", b.outcome(t).job.ID)
+	for i := range 20 {
+		e := b.outcome(t)
+		require.Equal(t, fmt.Sprintf("b%02d", i), e.job.ID)
+		require.Empty(t, e.out.Err)
+		require.False(t, e.out.NotStarted)
 	}
 }

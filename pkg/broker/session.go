@@ -21,10 +21,13 @@ const (
 	// whose fd 3 is full is not reading, and fd 3 is closed right after.
 	shutdownWriteTimeout = 100 * time.Millisecond
 	// maxPrefetch caps the jobs a worker may hold queued behind its running
-	// one (the prefetch of its ready op). With jobs under inlineWrite
-	// bytes, a full queue stays well inside a pipe's 64 KiB, so writing
-	// to a busy worker never blocks.
-	maxPrefetch = 8
+	// one (the prefetch of its ready op): a queue refilled once half gone
+	// carries 32 jobs a write, and the worker reads as many a wake-up.
+	maxPrefetch = 64
+	// maxQueuedBytes bounds the job messages queued in a worker: with the
+	// running job's (under inlineWrite), they stay inside a pipe's 64 KiB,
+	// so writing to a busy worker never blocks.
+	maxQueuedBytes = 32 << 10
 	// shortJob is the average run time under which a worker that asked
 	// for a prefetch gets one: a job queued behind such jobs waits little,
 	// while the round trip saved per job is worth more than the job.
@@ -218,14 +221,23 @@ func (ss *session) pipeline() {
 	}
 	var lines []byte
 	first := len(ss.queued)
+	bytes := 0
+	for _, j := range ss.queued {
+		bytes += messageSize(j)
+	}
 	for range room {
-		// Only small jobs are queued, so that the write never blocks on a
-		// full pipe; a larger one is left for an idle worker.
-		j, ok := rs.TryNext(maxQueuedPayload)
+		// Only small jobs are queued, and no more than maxQueuedBytes, so
+		// that the write never blocks on a full pipe; a larger one is left
+		// for an idle worker.
+		budget := min(maxQueuedPayload, maxQueuedBytes-bytes-envelope)
+		if budget < 0 {
+			break
+		}
+		j, ok := rs.TryNext(budget)
 		if !ok {
 			break
 		}
-		if !fitsInline(j) {
+		if !fitsInline(j) || bytes+messageSize(j) > maxQueuedBytes {
 			// A small payload with a very long id or type: back to the
 			// Source for an idle worker, as never started.
 			ss.notStarted(j, "too large to queue behind a running job")
@@ -237,6 +249,7 @@ func (ss *session) pipeline() {
 			continue
 		}
 		ss.queued = append(ss.queued, j)
+		bytes += messageSize(j)
 	}
 	if len(lines) == 0 {
 		return
@@ -273,9 +286,15 @@ func (ss *session) setQueue(q []*Job) {
 
 // fitsInline reports whether j's job message is small enough for give and
 // pipeline to write it on the session goroutine (see inlineWrite).
-func fitsInline(j *Job) bool {
-	return len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128
-}
+func fitsInline(j *Job) bool { return messageSize(j) < inlineWrite }
+
+// messageSize bounds the size of j's job message: its payload, id and type
+// with room for the envelope (JSON-escaped ids and types are rare and
+// short).
+func messageSize(j *Job) int { return len(j.Payload) + len(j.ID) + len(j.Type) + envelope }
+
+// envelope bounds what a job message adds to its payload, id and type.
+const envelope = 128
 
 // maxQueuedPayload bounds the payload of a job queued behind a running
 // one: with its envelope it stays under inlineWrite.

@@ -24,7 +24,7 @@ type options struct {
 
 // DefaultPrefetch is how many jobs a worker takes queued behind the one it
 // runs unless WithPrefetch or CONDUCTOR_PREFETCH says otherwise.
-const DefaultPrefetch = 8
+const DefaultPrefetch = 64
 
 // WithChannel makes Run read workerd's messages from in and write its own to
 // out, instead of file descriptors 3 and 4. Tests use it to play workerd over
@@ -53,8 +53,9 @@ func WithHardStop(ctx context.Context) Option {
 // trip through workerd between short jobs. workerd queues jobs only while
 // the worker's jobs take under 20ms on average; longer jobs go one at a
 // time whatever n is. n = 0 takes one job at a time always; workerd caps n
-// at 8. When the worker stops, jobs still queued go back to the queue for
-// another worker, counted as no attempt.
+// at 64, and the queued messages at 32 KiB. When the worker stops, jobs
+// still queued go back to the queue for another worker, counted as no
+// attempt.
 //
 // Without WithPrefetch, the environment variable CONDUCTOR_PREFETCH sets n
 // (a pool spec's env=CONDUCTOR_PREFETCH=0 turns prefetch off for a pool
