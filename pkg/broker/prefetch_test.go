@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -283,5 +284,28 @@ func TestPool_PrefetchBoundedByBytes(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("b%02d", i), e.job.ID)
 		require.Empty(t, e.out.Err)
 		require.False(t, e.out.NotStarted)
+	}
+}
+
+// A worker whose queue ran dry, given a job the host already holds, gets
+// the held jobs behind it queued at once: it does not go on taking one job
+// at a time.
+func TestPool_PrefetchResumesAfterQueueRanDry(t *testing.T) {
+	b := newBundle(t)
+	// j1 runs (until its FIFO is written) with nothing held to queue.
+	src, pool, first := startPrefetchWith(t, b, "sdk-fifo", []string{`0`}, 2)
+	second := filepath.Join(b.dir, "fifo2")
+	require.NoError(t, syscall.Mkfifo(second, 0o600))
+	src.add(testJob("k1", `"`+second+`"`), testJob("k2", `2`), testJob("k3", `3`))
+	release(t, first)
+	require.Equal(t, "j1", b.outcome(t).job.ID)
+	// k1 goes to the idle worker, k2 and k3 behind it while it runs.
+	require.Eventually(t, func() bool {
+		w := pool.Workers()[0]
+		return w.Job == "k1" && w.Queued == 2
+	}, waitLimit, time.Millisecond)
+	release(t, second)
+	for _, id := range []string{"k1", "k2", "k3"} {
+		require.Equal(t, id, b.outcome(t).job.ID)
 	}
 }

@@ -168,7 +168,11 @@ func (ss *session) run() processRun {
 }
 
 // dispatch gives the worker work when it can take some: the carried job,
-// or a new one from the Source.
+// or a new one from the Source, and behind a running job the jobs the
+// Source holds (pipeline). The session's loop calls it after every event;
+// a job given here is followed by its queue at once, since the next event
+// may be that job's done: a worker whose queue ran dry would otherwise go
+// on taking one job at a time.
 func (ss *session) dispatch() {
 	if ss.stopping || ss.full || !ss.ready || ss.next != nil || ss.writing != nil || ss.retryTimer.on() {
 		return
@@ -180,12 +184,14 @@ func (ss *session) dispatch() {
 	if j := ss.s.carry; j != nil {
 		ss.s.carry = nil
 		ss.give(j)
+		ss.dispatch() // the jobs at hand go behind it now, not after its done
 		return
 	}
 	src := ss.s.pool.src
 	if rs, ok := src.(ReadySource); ok {
 		if j, ok := rs.TryNext(-1); ok {
 			ss.give(j)
+			ss.dispatch()
 			return
 		}
 	}
