@@ -44,11 +44,13 @@ type source struct {
 	// lease keeper touch them. ready and waiters are never both non-empty.
 	mu      sync.Mutex
 	ready   []*nats.Msg        // jobs no worker has taken yet, highest priority first
+	started []*heldJob         // jobs made, oldest first, until markRunning passes them
 	waiters []waiter           // Next calls waiting for a job, oldest first
 	held    map[*nats.Msg]bool // every job delivered and not yet finished
 	avgRun  time.Duration      // moving average of attempt durations; 0: none yet
 	avgSize int                // moving average of payload sizes; 0: none yet
 
+	sweep     chan struct{}    // job -> markRunning: started was empty
 	finishing chan finishJob   // Done -> the publisher stage
 	acking    chan []finishJob // publisher -> the acker stage, in bursts
 	stop      chan struct{}
@@ -68,11 +70,11 @@ const shortJob = 20 * time.Millisecond
 const runningDelay = 50 * time.Millisecond
 
 // heldJob is what the source keeps in broker.Job.Handle. mu orders the
-// running-state write (a timer's) before the final one (Done's): after
+// running-state write (markRunning's) before the final one (Done's): after
 // finished is set, only Done touches state.
 type heldJob struct {
 	msg      *nats.Msg
-	timer    *time.Timer
+	started  time.Time // when job made it
 	mu       sync.Mutex
 	finished bool
 	requeued bool // a dead job queued again: it has a history from before
@@ -124,6 +126,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		held:         make(map[*nats.Msg]bool),
 		kick:         make(chan struct{}, 1),
 		fresh:        make(chan struct{}, 1),
+		sweep:        make(chan struct{}, 1),
 		finishing:    make(chan finishJob, 256),
 		acking:       make(chan []finishJob, 64),
 		stop:         make(chan struct{}),
@@ -141,11 +144,12 @@ func newSource(cfg sourceConfig) (*source, error) {
 		}
 		s.levels = append(s.levels, l)
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.fetcher()
 	go s.publisher()
 	go s.acker()
 	go s.keepLeases()
+	go s.markRunning()
 	return s, nil
 }
 
@@ -552,7 +556,17 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	// The earlier attempts' history is read by the publisher, off the
 	// worker's path (see withHistory).
 	st.History = []wire.Attempt{{Attempt: st.Attempts, Host: s.host, StartedAt: now}}
-	h.timer = time.AfterFunc(runningDelay, func() { s.storeRunning(h) })
+	h.started = now
+	s.mu.Lock()
+	s.started = append(s.started, h)
+	first := len(s.started) == 1
+	s.mu.Unlock()
+	if first {
+		select {
+		case s.sweep <- struct{}{}:
+		default:
+		}
+	}
 	job := &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h}
 	if v := m.Header.Get(wire.HeaderTimeout); v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
@@ -562,6 +576,42 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 		}
 	}
 	return job
+}
+
+// markRunning stores the running state of each job that runs past
+// runningDelay. The jobs made are in started, oldest first; it wakes when
+// the oldest is due, so that a pool of short jobs costs one pass per
+// runningDelay, not a timer per job.
+func (s *source) markRunning() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		i := 0
+		for i < len(s.started) && now.Sub(s.started[i].started) >= runningDelay {
+			i++
+		}
+		due := slices.Clone(s.started[:i])
+		clear(s.started[:i]) // no longer kept alive by the slice
+		s.started = s.started[i:]
+		var next <-chan time.Time
+		if len(s.started) > 0 {
+			t.Reset(runningDelay - now.Sub(s.started[0].started))
+			next = t.C
+		}
+		s.mu.Unlock()
+		for _, h := range due {
+			s.storeRunning(h)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-s.sweep:
+		case <-next:
+		}
+	}
 }
 
 // storeRunning stores the running state of a job that has not ended yet.
@@ -713,7 +763,6 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	h.mu.Lock()
 	h.finished = true
 	h.mu.Unlock()
-	h.timer.Stop()
 	if out.NotStarted {
 		// Back to the queue at once, for any worker. No attempt ended, but
 		// JetStream counts the delivery: the state counts it as skipped
@@ -805,7 +854,8 @@ func (s *source) publisher() {
 // collect returns f and the outcomes that follow it at once, or within
 // linger while more short jobs are held.
 func (s *source) collect(f finishJob, timer *time.Timer) []finishJob {
-	burst := []finishJob{f}
+	burst := make([]finishJob, 1, min(1+len(s.finishing), maxBurst))
+	burst[0] = f
 	var wait <-chan time.Time
 	if s.moreSoon(len(burst)) {
 		timer.Reset(linger)
