@@ -901,7 +901,9 @@ func (s *source) moreSoon(n int) bool {
 func (s *source) publish(f finishJob) finishJob {
 	s.withHistory(f.held)
 	s.quarantine(&f)
-	data, err := json.Marshal(&f.held.state)
+	// A state is about 330 bytes for a short job; the buffer is kept until
+	// the store answers, so each gets its own.
+	data, err := f.held.state.AppendJSON(make([]byte, 0, 512))
 	if err != nil {
 		// The result is valid JSON from the broker; this cannot happen.
 		panic(fmt.Sprintf("agent: encode job state: %v", err))
