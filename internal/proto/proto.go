@@ -151,6 +151,16 @@ func (r *Reader) skipLine(err error) error {
 
 // Decode parses one line (without its newline).
 func Decode(line []byte) (Message, error) {
+	// A line without an op is an error, which decodeJSON reports.
+	if m, ok := decodeFast(line); ok && m.Op != "" {
+		return m, nil
+	}
+	return decodeJSON(line)
+}
+
+// decodeJSON is Decode by encoding/json: the reference that decodeFast
+// must match, and the one path that reports errors.
+func decodeJSON(line []byte) (Message, error) {
 	var m Message
 	if err := json.Unmarshal(line, &m); err != nil {
 		return Message{}, &SyntaxError{Line: head(line), Err: err}
@@ -194,6 +204,15 @@ func (w *Writer) Write(m Message) error {
 // Append appends m, encoded as a line, to b. An error wraps ErrEncode, and
 // b is returned as it was.
 func Append(b []byte, m Message) ([]byte, error) {
+	if line, ok := appendFast(b, m); ok {
+		return line, nil
+	}
+	return appendJSON(b, m)
+}
+
+// appendJSON is Append by encoding/json: the reference that appendFast
+// must match, and the one path that reports errors.
+func appendJSON(b []byte, m Message) ([]byte, error) {
 	line, err := json.Marshal(m)
 	if err != nil {
 		return b, fmt.Errorf("%w %s: %w", ErrEncode, m.Op, err)

@@ -88,11 +88,20 @@ func TestWriter_Write(t *testing.T) {
 	require.False(t, errors.Is(err, io.EOF))
 }
 
+// FuzzDecode checks that Decode, fast path or not, decodes as encoding/json.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"op":"done","id":"a","result":{"x":[1,2]}}`))
 	f.Add([]byte(`{"op":"ready"}`))
 	f.Add([]byte(`{`))
+	f.Add([]byte(jobLine))
+	f.Add([]byte(doneLine))
+	f.Add([]byte(" {\t\"op\" :\"job\" ,\n\"payload\"\r: [ 1 , \"]}\\\"\" ] , \"attempt\":-0 } "))
+	f.Add([]byte(`{"op":"ready","prefetch":4,"permanent":false,"data":null}`))
+	f.Add([]byte(`{"op":"job","attempt":1e2,"ID":"x","id":"y","id":"z"}`))
+	f.Add([]byte(`{"op":"job","attempt":9223372036854775808}`))
+	f.Add([]byte("{\"op\":\"done\",\"error\":\"\xff\\u00e9\",\"type\":\"é\"}"))
 	f.Fuzz(func(t *testing.T, line []byte) {
+		checkDecode(t, line)
 		m, err := Decode(line)
 		if err != nil {
 			var se *SyntaxError

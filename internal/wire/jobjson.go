@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/jsonfast"
 )
 
 // AppendJSON appends the JSON encoding of j to b and returns the extended
@@ -131,47 +133,14 @@ func (e *jsonBuf) lit(s string) { e.b = append(e.b, s...) }
 
 func (e *jsonBuf) int(n int) { e.b = strconv.AppendInt(e.b, int64(n), 10) }
 
-// str appends s as a JSON string. Printable ASCII goes as it is, but for
-// the bytes encoding/json escapes: '"' and '\\', and '<', '>' and '&' for
-// HTML. Any other string is left to json.Marshal, which also escapes
-// control characters, U+2028 and U+2029 and replaces invalid UTF-8.
-func (e *jsonBuf) str(s string) {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			e.b = append(e.b, q...)
-			return
-		}
-	}
-	e.b = append(e.b, '"')
-	e.b = append(e.b, s...)
-	e.b = append(e.b, '"')
-}
+// str appends s as a JSON string, as encoding/json does.
+func (e *jsonBuf) str(s string) { e.b = jsonfast.AppendString(e.b, s) }
 
-// raw appends a json.RawMessage. encoding/json checks that it is valid,
-// compacts it and escapes '<', '>', '&', U+2028 and U+2029 in it; a valid
-// value without whitespace outside its strings, without those bytes and
-// without 0xE2 (which starts U+2028 and U+2029) is therefore written as it
-// is. Any other value sets e.slow: json.Marshal then does it. (A space
-// inside a string stays, as in {"msg":"a b"}; the other whitespace bytes
-// are not valid there.)
+// raw appends a json.RawMessage, or sets e.slow if encoding/json would not
+// write it as it is (see jsonfast.PlainRaw): json.Marshal then does the
+// whole job, and reports the error of an invalid one.
 func (e *jsonBuf) raw(m json.RawMessage) {
-	inString, escaped := false, false
-	for _, c := range m {
-		switch {
-		case escaped:
-			escaped = false
-		case c == '\\' && inString:
-			escaped = true
-		case c == '"':
-			inString = !inString
-		case c == '<', c == '>', c == '&', c == 0xE2,
-			!inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
-			e.slow = true
-			return
-		}
-	}
-	if !json.Valid(m) {
+	if !jsonfast.PlainRaw(m) {
 		e.slow = true
 		return
 	}
