@@ -30,7 +30,7 @@ import (
 // times a second and, with the scavenger returning the freed pages to the
 // system each time, cost about a fifth of workerd's CPU in the no-op
 // benchmark. At 200 the heap may grow to three times the live data between
-// collections; docs/architecture.md, "Memory".
+// collections; docs/architecture.md, "Decisions".
 const gcPercent = 200
 
 func main() {

@@ -74,7 +74,7 @@ const runningDelay = 50 * time.Millisecond
 // finished is set, only Done touches state.
 type heldJob struct {
 	msg      *nats.Msg
-	started  time.Time // when job made it
+	started  time.Time // when job made it, with the monotonic clock
 	mu       sync.Mutex
 	finished bool
 	requeued bool // a dead job queued again: it has a history from before
@@ -521,7 +521,8 @@ func (s *source) release(m *nats.Msg) {
 
 // job turns a delivered message into a broker job and records that it runs.
 func (s *source) job(m *nats.Msg) *broker.Job {
-	now := time.Now().UTC()
+	mono := time.Now() // with its monotonic reading, for markRunning
+	now := mono.UTC()
 	h, md := identify(m)
 	st := &h.state
 	st.Type = s.typ
@@ -556,7 +557,7 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 	// The earlier attempts' history is read by the publisher, off the
 	// worker's path (see withHistory).
 	st.History = []wire.Attempt{{Attempt: st.Attempts, Host: s.host, StartedAt: now}}
-	h.started = now
+	h.started = mono
 	s.mu.Lock()
 	s.started = append(s.started, h)
 	first := len(s.started) == 1
@@ -579,9 +580,13 @@ func (s *source) job(m *nats.Msg) *broker.Job {
 }
 
 // markRunning stores the running state of each job that runs past
-// runningDelay. The jobs made are in started, oldest first; it wakes when
-// the oldest is due, so that a pool of short jobs costs one pass per
-// runningDelay, not a timer per job.
+// runningDelay, between runningDelay and 1.5 times that after it started.
+// The jobs made are in started, oldest first; it wakes when the oldest is
+// due, but no sooner than runningDelay/2 after its last pass, so that a
+// pool of short jobs costs at most a pass per runningDelay/2, not a timer
+// per job. A redelivered job's running state needs its history read first:
+// that is done on a goroutine of its own, so that a slow read holds up no
+// other job.
 func (s *source) markRunning() {
 	defer s.wg.Done()
 	t := time.NewTimer(time.Hour)
@@ -598,11 +603,15 @@ func (s *source) markRunning() {
 		s.started = s.started[i:]
 		var next <-chan time.Time
 		if len(s.started) > 0 {
-			t.Reset(runningDelay - now.Sub(s.started[0].started))
+			t.Reset(max(runningDelay-now.Sub(s.started[0].started), runningDelay/2))
 			next = t.C
 		}
 		s.mu.Unlock()
 		for _, h := range due {
+			if h.hasEarlier() {
+				s.wg.Go(func() { s.storeRunning(h) }) // markRunning's own count keeps wg above 0
+				continue
+			}
 			s.storeRunning(h)
 		}
 		select {

@@ -16,6 +16,10 @@ type Job struct {
 	Timeout time.Duration
 	// Handle is the Source's own; the broker never looks at it.
 	Handle any
+
+	// lineSize is the size of its job message once queued behind a
+	// running job (see session.pipeline).
+	lineSize int
 }
 
 // Outcome is how one attempt of a job ended.

@@ -263,27 +263,43 @@ func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	}
 }
 
-// The jobs queued in a worker stay within 32 KiB of messages, whatever its
-// prefetch, so that writing them never blocks on a full pipe.
+// The jobs queued in a worker stay within about 32 KiB of messages as
+// written, whatever its prefetch, so that writing them never blocks on a
+// full pipe.
 func TestPool_PrefetchBoundedByBytes(t *testing.T) {
-	b := newBundle(t)
-	var held []*broker.Job
-	for i := range 20 {
-		// 3,000 bytes of payload, about 3,100 with the message around it.
-		held = append(held, testJob(fmt.Sprintf("b%02d", i), `"`+strings.Repeat("x", 2998)+`"`))
-	}
-	// Enough short jobs first that the queue is not bounded by run time.
-	src, pool, fifo := startPrefetchWith(t, b, "sdk-fifo", slices.Repeat([]string{`0`}, 30), 64, held...)
-	require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
-	require.Equal(t, 10, pool.Workers()[0].Queued, "32 KiB hold 10 such jobs")
-	require.Equal(t, 10, src.left())
-	release(t, fifo)
-	require.Equal(t, "j1", b.outcome(t).job.ID)
-	for i := range 20 {
-		e := b.outcome(t)
-		require.Equal(t, fmt.Sprintf("b%02d", i), e.job.ID)
-		require.Empty(t, e.out.Err)
-		require.False(t, e.out.NotStarted)
+	for _, tc := range []struct {
+		name    string
+		payload string
+		queued  int
+	}{
+		// 3,000 bytes of payload, about 3,050 with the message around it:
+		// 10 fit in 32 KiB, an 11th would not.
+		{"plain", `"` + strings.Repeat("x", 2998) + `"`, 10},
+		// 500 bytes of payload that JSON escapes to 3,000 ("\u003c"): the
+		// message's size counts, not the payload's; the last one taken
+		// goes over by less than a message.
+		{"escaped", `"` + strings.Repeat("<", 500) + `"`, 11},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t)
+			var held []*broker.Job
+			for i := range 20 {
+				held = append(held, testJob(fmt.Sprintf("b%02d", i), tc.payload))
+			}
+			// Enough short jobs first that the queue is not bounded by run time.
+			src, pool, fifo := startPrefetchWith(t, b, "sdk-fifo", slices.Repeat([]string{`0`}, 30), 64, held...)
+			require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
+			require.Equal(t, tc.queued, pool.Workers()[0].Queued)
+			require.Equal(t, 20-tc.queued, src.left())
+			release(t, fifo)
+			require.Equal(t, "j1", b.outcome(t).job.ID)
+			for i := range 20 {
+				e := b.outcome(t)
+				require.Equal(t, fmt.Sprintf("b%02d", i), e.job.ID)
+				require.Empty(t, e.out.Err)
+				require.False(t, e.out.NotStarted)
+			}
+		})
 	}
 }
 
@@ -292,8 +308,9 @@ func TestPool_PrefetchBoundedByBytes(t *testing.T) {
 // at a time.
 func TestPool_PrefetchResumesAfterQueueRanDry(t *testing.T) {
 	b := newBundle(t)
-	// j1 runs (until its FIFO is written) with nothing held to queue.
-	src, pool, first := startPrefetchWith(t, b, "sdk-fifo", []string{`0`}, 2)
+	// j1 runs (until its FIFO is written) with nothing held to queue,
+	// after enough short jobs that the queue is not bounded by run time.
+	src, pool, first := startPrefetchWith(t, b, "sdk-fifo", slices.Repeat([]string{`0`}, 10), 2)
 	second := filepath.Join(b.dir, "fifo2")
 	require.NoError(t, syscall.Mkfifo(second, 0o600))
 	src.add(testJob("k1", `"`+second+`"`), testJob("k2", `2`), testJob("k3", `3`))

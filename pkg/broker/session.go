@@ -24,9 +24,11 @@ const (
 	// one (the prefetch of its ready op): a queue refilled once half gone
 	// carries 32 jobs a write, and the worker reads as many a wake-up.
 	maxPrefetch = 64
-	// maxQueuedBytes bounds the job messages queued in a worker: with the
-	// running job's (under inlineWrite), they stay inside a pipe's 64 KiB,
-	// so writing to a busy worker never blocks.
+	// maxQueuedBytes bounds the job messages queued in a worker, as they
+	// are written: no job is queued once they reach it, so they stay under
+	// maxQueuedBytes+inlineWrite, and with the running job's (under
+	// inlineWrite if it was written inline) inside a pipe's 64 KiB, so
+	// writing to a busy worker does not block.
 	maxQueuedBytes = 32 << 10
 	// shortJob is the average run time under which a worker that asked
 	// for a prefetch gets one: a job queued behind such jobs waits little,
@@ -218,7 +220,11 @@ func (ss *session) pipeline() {
 	// prefetch, and is refilled once half gone, so that one write and one
 	// read carry several jobs.
 	limit := min(ss.prefetch, max(int(shortJob/ss.avgRun), 1))
-	if len(ss.queued) > limit/2 {
+	queuedBytes := 0
+	for _, j := range ss.queued {
+		queuedBytes += j.lineSize
+	}
+	if len(ss.queued) > limit/2 || queuedBytes > maxQueuedBytes/2 {
 		return
 	}
 	room := limit - len(ss.queued)
@@ -227,35 +233,33 @@ func (ss *session) pipeline() {
 	}
 	var lines []byte
 	first := len(ss.queued)
-	bytes := 0
-	for _, j := range ss.queued {
-		bytes += messageSize(j)
-	}
 	for range room {
-		// Only small jobs are queued, and no more than maxQueuedBytes, so
-		// that the write never blocks on a full pipe; a larger one is left
-		// for an idle worker.
-		budget := min(maxQueuedPayload, maxQueuedBytes-bytes-envelope)
-		if budget < 0 {
+		// Only small jobs are queued, and none once the queue holds
+		// maxQueuedBytes, so that the write never blocks on a full pipe; a
+		// larger one is left for an idle worker.
+		if queuedBytes >= maxQueuedBytes {
 			break
 		}
-		j, ok := rs.TryNext(budget)
+		j, ok := rs.TryNext(min(maxQueuedPayload, maxQueuedBytes-queuedBytes))
 		if !ok {
 			break
 		}
-		if !fitsInline(j) || bytes+messageSize(j) > maxQueuedBytes {
-			// A small payload with a very long id or type: back to the
-			// Source for an idle worker, as never started.
-			ss.notStarted(j, "too large to queue behind a running job")
-			continue
-		}
+		before := len(lines)
 		var err error
 		if lines, err = proto.Append(lines, jobMessage(j)); err != nil {
 			ss.cannotSend(j, err)
 			continue
 		}
+		if j.lineSize = len(lines) - before; j.lineSize >= inlineWrite {
+			// A small payload whose message is not (a long id or type,
+			// or characters JSON escapes): back to the Source for an
+			// idle worker, as never started.
+			lines = lines[:before]
+			ss.notStarted(j, "too large to queue behind a running job")
+			continue
+		}
 		ss.queued = append(ss.queued, j)
-		bytes += messageSize(j)
+		queuedBytes += j.lineSize
 	}
 	if len(lines) == 0 {
 		return
@@ -290,17 +294,12 @@ func (ss *session) setQueue(q []*Job) {
 	ss.s.setQueued(q)
 }
 
-// fitsInline reports whether j's job message is small enough for give and
-// pipeline to write it on the session goroutine (see inlineWrite).
-func fitsInline(j *Job) bool { return messageSize(j) < inlineWrite }
-
-// messageSize bounds the size of j's job message: its payload, id and type
-// with room for the envelope (JSON-escaped ids and types are rare and
-// short).
-func messageSize(j *Job) int { return len(j.Payload) + len(j.ID) + len(j.Type) + envelope }
-
-// envelope bounds what a job message adds to its payload, id and type.
-const envelope = 128
+// fitsInline reports whether j's job message is small enough for give to
+// write it on the session goroutine (see inlineWrite): its payload, id and
+// type, with room for the envelope.
+func fitsInline(j *Job) bool {
+	return len(j.Payload)+len(j.ID)+len(j.Type) < inlineWrite-128
+}
 
 // maxQueuedPayload bounds the payload of a job queued behind a running
 // one: with its envelope it stays under inlineWrite.
