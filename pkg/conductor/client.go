@@ -99,6 +99,11 @@ type Client struct {
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	waiters map[string][]chan *Job
+	// fed is set when the Client's owner passes it the job events (see
+	// jobEvent) from a subscription of its own: conductord does, so that
+	// each event reaches it once, not once for its counters and again for
+	// the waits of its HTTP API.
+	fed bool
 
 	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
 	// It is never held with mu.
@@ -478,7 +483,7 @@ func (c *Client) addWaiter(id string) (chan *Job, error) {
 	ch := make(chan *Job, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sub == nil {
+	if c.sub == nil && !c.fed {
 		sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvent)
 		if err != nil {
 			return nil, fmt.Errorf("conductor: subscribe to job events: %w", err)

@@ -175,6 +175,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.client, err = NewClient(nc, ClientConfig{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload}); err != nil {
 		return err
 	}
+	c.client.fed = true // by subscribe, before any wait: see jobEvents
 	if c.hosts, err = c.client.hostRegistry(); err != nil {
 		return err
 	}
@@ -292,15 +293,10 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
+// subscribe takes the job events, once for all that conductord does with
+// them: the counters, the batch ends, and the waits of its Client (jobEvents).
 func (c *Conductor) subscribe() error {
-	sub, err := c.nc.Subscribe(c.space.JobEvents(), func(m *nats.Msg) {
-		if typ, status, ok := c.space.ParseJobEvent(m.Subject); ok {
-			c.stats.count(typ, status)
-			if b := m.Header.Get(wire.HeaderBatch); b != "" && wire.Status(status).Final() {
-				c.batchEnds.mark(b)
-			}
-		}
-	})
+	sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvents)
 	if err != nil {
 		return fmt.Errorf("conductor: subscribe to job events: %w", err)
 	}
@@ -399,3 +395,18 @@ func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(
 func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Debugf(string, ...any)           {}
 func (l *natsLogger) Tracef(string, ...any)           {}
+
+// jobEvents counts a job event, marks the end of its batch, and wakes the
+// Client's waits for its job. Every event of the namespace passes here, on
+// the NATS connection's goroutine: it does little unless a wait is on.
+func (c *Conductor) jobEvents(m *nats.Msg) {
+	typ, status, ok := c.space.ParseJobEvent(m.Subject)
+	if !ok {
+		return
+	}
+	c.stats.count(typ, status)
+	if b := m.Header.Get(wire.HeaderBatch); b != "" && wire.Status(status).Final() {
+		c.batchEnds.mark(b)
+	}
+	c.client.jobEvent(m)
+}
