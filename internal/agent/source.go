@@ -51,6 +51,7 @@ type source struct {
 	avgSize int                // moving average of payload sizes; 0: none yet
 
 	sweep     chan struct{}    // job -> markRunning: started was empty
+	putBacks  chan struct{}    // a slot per put-back in flight (see putBack)
 	finishing chan finishJob   // Done -> the publisher stage
 	acking    chan []finishJob // publisher -> the acker stage, in bursts
 	stop      chan struct{}
@@ -127,6 +128,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		kick:         make(chan struct{}, 1),
 		fresh:        make(chan struct{}, 1),
 		sweep:        make(chan struct{}, 1),
+		putBacks:     make(chan struct{}, putBackParallel),
 		finishing:    make(chan finishJob, 256),
 		acking:       make(chan []finishJob, 64),
 		stop:         make(chan struct{}),
@@ -211,8 +213,25 @@ func (s *source) close() {
 	wg.Wait()
 }
 
-// putBackParallel bounds the jobs close puts back at once.
+// putBackParallel bounds the jobs put back at once, by close and by
+// putBack.
 const putBackParallel = 16
+
+// putBack puts back a job that reached no worker, on a goroutine of its
+// own, up to putBackParallel at once: a worker that exits with its queue
+// full hands back up to 64 jobs, each a read and a write of its state
+// before its nak, and the session that waits on Done to start the
+// worker's replacement should not wait for them one by one. The order
+// within a job stays: its skip is recorded before it is redelivered.
+func (s *source) putBack(h *heldJob) {
+	s.putBacks <- struct{}{}
+	// The source's own goroutines keep wg above zero until close, and Done
+	// does not run after close: close waits for this one too.
+	s.wg.Go(func() {
+		defer func() { <-s.putBacks }()
+		s.skip(h, 0, "put back a job that reached no worker")
+	})
+}
 
 // identify returns the held job of a delivered message, with its id,
 // batch and creation time, and the delivery's metadata (nil if none).
@@ -776,7 +795,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		// Back to the queue at once, for any worker. No attempt ended, but
 		// JetStream counts the delivery: the state counts it as skipped
 		// first, so that the next delivery's attempt number leaves it out.
-		s.skip(h, 0, "put back a job that reached no worker")
+		s.putBack(h)
 		return
 	}
 	st := &h.state
