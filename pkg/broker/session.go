@@ -514,30 +514,10 @@ func (ss *session) endJob() *Job {
 
 // done reports the end of the worker's job.
 func (ss *session) done(m proto.Message) {
-	if i := ss.queuedAt(m.ID); i >= 0 {
-		// Answered before its turn: a queued job the worker refused or
-		// whose cancel it took, so it never ran, and goes back as not
-		// started (a cancelled one ends as such when it is next taken).
-		// A success is a job the worker ran after all: after busy or
-		// shutdown, workerd no longer counts the queue as running.
-		j := ss.queued[i]
-		ss.setQueue(slices.Delete(ss.queued, i, i+1))
-		if m.Error != "" {
-			ss.notStarted(j, "answered before it started: "+m.Error)
-			return
-		}
-		out := ss.outcome()
-		out.Started, out.Result = out.Ended, m.Result
-		ss.countFinished()
-		ss.s.pool.src.Done(j, out)
-		return
-	}
+	// The running job's answer first: it is almost every answer, and the
+	// queue behind it may be long.
 	if ss.job == nil || m.ID != ss.job.ID {
-		held := ""
-		if ss.job != nil {
-			held = ss.job.ID
-		}
-		ss.s.log.Warn("worker reported done for a job it does not hold; ignored", "pid", ss.p.pid, "job", m.ID, "holding", held)
+		ss.doneOutOfTurn(m)
 		return
 	}
 	j := ss.endJob()
@@ -565,6 +545,33 @@ func (ss *session) done(m proto.Message) {
 		ss.setIdle()
 	}
 	ss.s.pool.src.Done(j, out)
+}
+
+// doneOutOfTurn takes an answer for a job that is not the running one.
+func (ss *session) doneOutOfTurn(m proto.Message) {
+	if i := ss.queuedAt(m.ID); i >= 0 {
+		// Answered before its turn: a queued job the worker refused or
+		// whose cancel it took, so it never ran, and goes back as not
+		// started (a cancelled one ends as such when it is next taken).
+		// A success is a job the worker ran after all: after busy or
+		// shutdown, workerd no longer counts the queue as running.
+		j := ss.queued[i]
+		ss.setQueue(slices.Delete(ss.queued, i, i+1))
+		if m.Error != "" {
+			ss.notStarted(j, "answered before it started: "+m.Error)
+			return
+		}
+		out := ss.outcome()
+		out.Started, out.Result = out.Ended, m.Result
+		ss.countFinished()
+		ss.s.pool.src.Done(j, out)
+		return
+	}
+	held := ""
+	if ss.job != nil {
+		held = ss.job.ID
+	}
+	ss.s.log.Warn("worker reported done for a job it does not hold; ignored", "pid", ss.p.pid, "job", m.ID, "holding", held)
 }
 
 // countFinished counts a job the worker ran to its end, and asks for the
