@@ -24,7 +24,7 @@ type server struct {
 	out  *proto.Writer
 	base context.Context // parent of handler contexts: Run's ctx, not its cancellation
 
-	inbox    chan inbound // reader goroutine -> serve
+	inbox    chan inbound // reader goroutine -> serve; buffered, so a read of many lines is one hand-off
 	finished chan outcome // handler goroutine -> serve; one job at a time
 	prefetch int          // jobs workerd may queue behind the running one
 
@@ -60,7 +60,7 @@ func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, 
 		prefetch: prefetch,
 		out:      proto.NewWriter(out),
 		base:     context.WithoutCancel(ctx),
-		inbox:    make(chan inbound),
+		inbox:    make(chan inbound, 64),
 		finished: make(chan outcome, 1),
 	}
 }
