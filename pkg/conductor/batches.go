@@ -429,16 +429,7 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 
 // status reads the status of job id, decoding nothing else of its state.
 func (c *Client) status(ctx context.Context, id string) (wire.Status, error) {
-	e, err := c.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", ErrJobNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("conductor: read job %s: %w", id, err)
-	}
 	var h jobHead
-	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		return "", fmt.Errorf("conductor: decode job %s: %w", id, err)
-	}
-	return h.Status, nil
+	err := c.readState(ctx, id, &h)
+	return h.Status, err
 }

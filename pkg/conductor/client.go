@@ -427,18 +427,27 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 	if subject.Token("job id", id) != nil {
 		return nil, ErrJobNotFound
 	}
-	e, err := c.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, ErrJobNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("conductor: read job %s: %w", id, err)
-	}
 	var j Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		return nil, fmt.Errorf("conductor: decode job %s: %w", id, err)
+	if err := c.readState(ctx, id, &j); err != nil {
+		return nil, err
 	}
 	return &j, nil
+}
+
+// readState decodes the stored state of job id into v, which may take all
+// of it (a Job) or only the fields it needs (a jobHead).
+func (c *Client) readState(ctx context.Context, id string, v any) error {
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrJobNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("conductor: read job %s: %w", id, err)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return fmt.Errorf("conductor: decode job %s: %w", id, err)
+	}
+	return nil
 }
 
 // Wait blocks until job id has ended (succeeded or dead) and returns its
