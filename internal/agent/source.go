@@ -198,38 +198,32 @@ func (s *source) close() {
 			left = append(left, d.m)
 		}
 	}
-	// Each put-back is a read and a write of the job's state: a pool that
-	// held many short jobs puts them back several at a time.
-	var wg sync.WaitGroup
-	limit := make(chan struct{}, putBackParallel)
+	// The source's goroutines are gone; wg now counts the put-backs.
 	for _, m := range left {
-		limit <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-limit }()
-			h, _ := identify(m)
-			s.skip(h, 0, "put back a job no worker took")
-		})
+		h, _ := identify(m)
+		s.putBack(h, "put back a job no worker took")
 	}
-	wg.Wait()
+	s.wg.Wait()
 }
 
-// putBackParallel bounds the jobs put back at once, by close and by
-// putBack.
+// putBackParallel bounds the jobs put back at once.
 const putBackParallel = 16
 
-// putBack puts back a job that reached no worker, on a goroutine of its
-// own, up to putBackParallel at once: a worker that exits with its queue
-// full hands back up to 64 jobs, each a read and a write of its state
-// before its nak, and the session that waits on Done to start the
-// worker's replacement should not wait for them one by one. The order
-// within a job stays: its skip is recorded before it is redelivered.
-func (s *source) putBack(h *heldJob) {
+// putBack puts back a job that reached no worker (see skip), on a
+// goroutine of its own, up to putBackParallel at once: each is a read and
+// a write of its state before its nak. A worker that exits with its queue
+// full hands back up to 64 jobs, and the session that waits on Done to
+// start its replacement should not wait for them one by one; a stopping
+// pool may hand back hundreds held ahead. The order within a job stays:
+// its skip is recorded before it is redelivered. what names the put-back
+// in a log line if the nak fails.
+func (s *source) putBack(h *heldJob, what string) {
 	s.putBacks <- struct{}{}
-	// The source's own goroutines keep wg above zero until close, and Done
-	// does not run after close: close waits for this one too.
+	// Before close, the source's own goroutines keep wg above zero; close
+	// calls it only after its wg.Wait, and waits again.
 	s.wg.Go(func() {
 		defer func() { <-s.putBacks }()
-		s.skip(h, 0, "put back a job that reached no worker")
+		s.skip(h, 0, what)
 	})
 }
 
@@ -795,7 +789,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		// Back to the queue at once, for any worker. No attempt ended, but
 		// JetStream counts the delivery: the state counts it as skipped
 		// first, so that the next delivery's attempt number leaves it out.
-		s.putBack(h)
+		s.putBack(h, "put back a job that reached no worker")
 		return
 	}
 	st := &h.state
