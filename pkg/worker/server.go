@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -33,7 +34,7 @@ type server struct {
 	cancel   context.CancelCauseFunc // cancels job's context
 	queue    []proto.Message         // jobs received while job runs, to run next in order
 	pending  []byte                  // messages encoded and not yet written (see serve)
-	pendOps  []proto.Op              // their ops, to name them in an error
+	pendOp   proto.Op                // the first one's op, to name them in an error
 	avgRun   time.Duration           // moving average of handler run times; 0: none yet
 	draining bool                    // take no job; return once idle
 	shutdown bool                    // workerd sent the shutdown op
@@ -305,8 +306,10 @@ func (s *server) answer(m proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
+	if len(s.pending) == 0 {
+		s.pendOp = m.Op
+	}
 	s.pending = b
-	s.pendOps = append(s.pendOps, m.Op)
 	return nil
 }
 
@@ -315,12 +318,12 @@ func (s *server) flush() error {
 	if len(s.pending) == 0 {
 		return nil
 	}
-	what := string(s.pendOps[0])
-	if len(s.pendOps) > 1 {
+	what := string(s.pendOp)
+	if bytes.Count(s.pending, []byte{'\n'}) > 1 {
 		what += " and more"
 	}
 	err := s.out.WriteLines(s.pending, what)
-	s.pending, s.pendOps = s.pending[:0], s.pendOps[:0]
+	s.pending = s.pending[:0]
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
