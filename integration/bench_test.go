@@ -220,6 +220,7 @@ func endToEndPhases(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ str
 	if okThen < benchJobs {
 		afterPublish = float64(benchJobs-okThen) / end.Sub(published).Seconds()
 	}
+	b.Logf("e2e %s: %d jobs in %v; publishing took %v, with %d succeeded by then", typ, benchJobs, end.Sub(start), published.Sub(start), okThen)
 	return rate, afterPublish
 }
 

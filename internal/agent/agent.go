@@ -141,8 +141,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
 	a.logs = newLogForwarder(cfg.Conn, space, cfg.LogRate)
 	a.cancels = newCancels()
-	a.js, err = jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4096),
-		jetstream.WithPublishAsyncTimeout(storeTimeout))
+	a.js, err = jetstream.New(cfg.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

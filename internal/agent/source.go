@@ -54,6 +54,7 @@ type source struct {
 	putBacks  chan struct{}    // a slot per put-back in flight (see putBack)
 	finishing chan finishJob   // Done -> the publisher stage
 	acking    chan []finishJob // publisher -> the acker stage, in bursts
+	answers   *storeAnswers    // the store's answers to the publisher's states
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -93,10 +94,10 @@ func (h *heldJob) hasEarlier() bool { return h.state.Attempts > 1 || h.requeued 
 
 // finishJob is one outcome on its way to the store.
 type finishJob struct {
-	held   *heldJob
-	data   []byte
-	future jetstream.PubAckFuture
-	retry  time.Duration // < 0: ack; >= 0: nak with this delay
+	held  *heldJob
+	data  []byte
+	store *stateStore   // nil until published
+	retry time.Duration // < 0: ack; >= 0: nak with this delay
 }
 
 type sourceConfig struct {
@@ -136,12 +137,17 @@ func newSource(cfg sourceConfig) (*source, error) {
 	// Credit never exceeds waiting workers + prefetch, so msgs fills only
 	// after a resize up, and then only delays deliveries.
 	s.msgs = make(chan delivery, max(2*workers*(1+cfg.prefetch)+64, 1024))
+	var err error
+	if s.answers, err = newStoreAnswers(cfg.nc); err != nil {
+		return nil, err
+	}
 	for _, p := range wire.Priorities {
 		l := &level{prio: p, pullSubj: "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
 		if err := s.newInbox(l); err != nil {
 			for _, l := range s.levels {
 				_ = l.sub.Unsubscribe()
 			}
+			s.answers.close()
 			return nil, err
 		}
 		s.levels = append(s.levels, l)
@@ -183,6 +189,7 @@ func (s *source) close() {
 	close(s.finishing)
 	close(s.stop)
 	s.wg.Wait()
+	s.answers.close() // the acker is done with them
 	// A reconnect during the drain may have renewed an inbox.
 	s.mu.Lock()
 	for i, l := range s.levels {
@@ -654,7 +661,8 @@ func (s *source) storeRunning(h *heldJob) {
 		st.History = append(slices.Clone(h.earlier), st.History...)
 	}
 	if data, err := json.Marshal(&st); err == nil {
-		_, _ = s.js.PublishMsgAsync(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
+		// No reply subject: the store does not answer.
+		_ = s.nc.PublishMsg(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), h.state.ID), Data: data})
 	}
 }
 
@@ -866,9 +874,11 @@ func (s *source) publisher() {
 	timer.Stop()
 	for f := range s.finishing {
 		burst := s.collect(f, timer)
+		stores := s.answers.burst()
 		for i := range burst {
-			burst[i] = s.publish(burst[i])
+			burst[i] = s.publish(burst[i], stores)
 		}
+		s.answers.seal(stores)
 		s.acking <- burst
 	}
 }
@@ -918,9 +928,9 @@ func (s *source) moreSoon(n int) bool {
 	return s.avgRun > 0 && s.avgRun < shortJob && len(s.held) > n
 }
 
-// publish sends f's state to the store and returns f with the store's
-// future.
-func (s *source) publish(f finishJob) finishJob {
+// publish sends f's state to the store, as part of stores, and returns f
+// with the state on its way.
+func (s *source) publish(f finishJob, stores *storeBurst) finishJob {
 	s.withHistory(f.held)
 	s.quarantine(&f)
 	// A state is about 330 bytes for a short job; the buffer is kept until
@@ -931,12 +941,7 @@ func (s *source) publish(f finishJob) finishJob {
 		panic(fmt.Sprintf("agent: encode job state: %v", err))
 	}
 	f.data = data
-	subj := subject.KV(s.space.StateBucket(), f.held.state.ID)
-	fut, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: f.data})
-	if err != nil {
-		s.log.Warn("store job state", "pool", s.typ, "job", f.held.state.ID, "err", err)
-	}
-	f.future = fut
+	f.store = s.answers.send(stores, subject.KV(s.space.StateBucket(), f.held.state.ID), f.data)
 	return f
 }
 
@@ -1027,33 +1032,12 @@ const slowStore = 20 * time.Millisecond
 // synchronously a few times if the asynchronous write failed. slow is
 // called once the wait is longer than slowStore.
 func (s *source) stored(f finishJob, slow func()) bool {
-	if f.future != nil {
-		select {
-		case <-f.future.Ok():
-			return true // the common case: no timers
-		default:
+	if f.store != nil {
+		err := s.answers.wait(f.store, slow)
+		if err == nil {
+			return true
 		}
-		quick := time.NewTimer(slowStore)
-		t := time.NewTimer(storeTimeout)
-	wait:
-		for {
-			select {
-			case <-f.future.Ok():
-				quick.Stop()
-				t.Stop()
-				return true
-			case err := <-f.future.Err():
-				s.log.Warn("store job state; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
-				break wait
-			case <-quick.C:
-				slow()
-			case <-t.C:
-				s.log.Warn("store job state: no answer; retrying", "pool", s.typ, "job", f.held.state.ID, "after", storeTimeout)
-				break wait
-			}
-		}
-		quick.Stop()
-		t.Stop()
+		s.log.Warn("store job state; retrying", "pool", s.typ, "job", f.held.state.ID, "err", err)
 	}
 	slow()
 	subj := subject.KV(s.space.StateBucket(), f.held.state.ID)

@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// storeAnswers publishes job states to the store with a reply subject and
+// matches the store's answers to them. It does for the source what nats.go's
+// PublishAsync futures did, for less: one subscription and one map, no timer
+// or channel per state, and an answer that says the state is stored is
+// recognised without decoding it (the decode alone was a tenth of workerd's
+// CPU under load).
+//
+// The publisher sends the states of a burst of outcomes, then seals it (see
+// publisher). The acker waits on one state at a time, in order, and only an
+// answer to that state wakes it: answers that arrive together wake it once.
+// An answer that never comes (a reconnect, a leader change) is given up
+// storeTimeout after its burst was sealed, with the rest of the burst; the
+// acker then writes those states again synchronously.
+type storeAnswers struct {
+	nc      *nats.Conn
+	prefix  string // reply subjects are prefix + a number
+	sub     *nats.Subscription
+	timeout time.Duration // storeTimeout; tests shorten it
+
+	mu   sync.Mutex
+	next uint64
+	open map[uint64]*stateStore // sent and not yet answered or given up
+}
+
+// stateStore is one state sent to the store.
+type stateStore struct {
+	burst *storeBurst
+	id    uint64
+	// Guarded by storeAnswers.mu.
+	answered bool  // the store answered, or the wait was given up
+	err      error // why the state is not known to be stored
+}
+
+// storeBurst is the states of one burst of outcomes.
+type storeBurst struct {
+	deadline time.Time // when the states not answered yet are given up; set by seal
+	// Guarded by storeAnswers.mu.
+	stores  []*stateStore
+	waitFor *stateStore   // the state the acker waits on, if any
+	wake    chan struct{} // closed when waitFor has its outcome
+}
+
+// errNoAnswer is the error of a state whose store did not answer in time.
+var errNoAnswer = errors.New("no answer from the store")
+
+func newStoreAnswers(nc *nats.Conn) (*storeAnswers, error) {
+	inbox := nc.NewInbox()
+	a := &storeAnswers{nc: nc, prefix: inbox + ".", timeout: storeTimeout, open: make(map[uint64]*stateStore)}
+	sub, err := nc.Subscribe(inbox+".*", a.answer)
+	if err != nil {
+		return nil, fmt.Errorf("agent: subscribe to store answers: %w", err)
+	}
+	// The answers pending are bounded by the jobs held; never drop one.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("agent: subscribe to store answers: %w", err)
+	}
+	a.sub = sub
+	return a, nil
+}
+
+// close stops taking answers. States still waiting are given up by their
+// bursts' deadlines.
+func (a *storeAnswers) close() {
+	_ = a.sub.Unsubscribe()
+}
+
+// burst starts a burst; send its states, then seal it.
+func (a *storeAnswers) burst() *storeBurst {
+	return &storeBurst{}
+}
+
+// send publishes data on subj, a subject of the store, as part of b.
+func (a *storeAnswers) send(b *storeBurst, subj string, data []byte) *stateStore {
+	a.mu.Lock()
+	a.next++
+	st := &stateStore{burst: b, id: a.next}
+	a.open[st.id] = st
+	b.stores = append(b.stores, st)
+	a.mu.Unlock()
+	reply := a.prefix + strconv.FormatUint(st.id, 10)
+	if err := a.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Data: data}); err != nil {
+		a.settle(st, err)
+	}
+	return st
+}
+
+// seal ends b's sending and starts its deadline. b is waited on only
+// after.
+func (a *storeAnswers) seal(b *storeBurst) {
+	b.deadline = time.Now().Add(a.timeout)
+}
+
+// answer takes the store's answer to one state.
+func (a *storeAnswers) answer(m *nats.Msg) {
+	id, err := strconv.ParseUint(m.Subject[len(a.prefix):], 10, 64)
+	if err != nil {
+		return // not a subject of send's
+	}
+	err = storeError(m)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.open[id]; st != nil {
+		a.settleLocked(st, err)
+	}
+}
+
+// settle records st's outcome, unless it has one already.
+func (a *storeAnswers) settle(st *stateStore, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.settleLocked(st, err)
+}
+
+func (a *storeAnswers) settleLocked(st *stateStore, err error) {
+	if st.answered {
+		return
+	}
+	delete(a.open, st.id)
+	st.answered, st.err = true, err
+	if b := st.burst; b.waitFor == st {
+		close(b.wake)
+		b.waitFor, b.wake = nil, nil
+	}
+}
+
+// result reports whether st has its outcome, and the outcome.
+func (a *storeAnswers) result(st *stateStore) (answered bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return st.answered, st.err
+}
+
+// wait waits for st's outcome; nil means stored. slow is called once the
+// wait is longer than slowStore. A state not answered by its burst's
+// deadline is given up, along with the rest of its burst. One goroutine
+// waits on a burst's states, one at a time.
+func (a *storeAnswers) wait(st *stateStore, slow func()) error {
+	b := st.burst
+	a.mu.Lock()
+	if st.answered {
+		a.mu.Unlock()
+		return st.err // the common case: no timers
+	}
+	wake := make(chan struct{})
+	b.waitFor, b.wake = st, wake
+	a.mu.Unlock()
+	quick := time.NewTimer(slowStore)
+	defer quick.Stop()
+	deadline := time.NewTimer(time.Until(b.deadline))
+	defer deadline.Stop()
+	for {
+		select {
+		case <-wake:
+			_, err := a.result(st)
+			return err
+		case <-quick.C:
+			slow()
+		case <-deadline.C:
+			late := fmt.Errorf("%w within %v", errNoAnswer, a.timeout)
+			a.mu.Lock()
+			for _, other := range b.stores {
+				a.settleLocked(other, late)
+			}
+			err := st.err
+			a.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// storeError is the error an answer of the store reports, nil if the state
+// is stored.
+func storeError(m *nats.Msg) error {
+	if len(m.Data) == 0 {
+		if status := m.Header.Get("Status"); status != "" {
+			if status == "503" {
+				return errors.New("store: no responders: is the state bucket there?")
+			}
+			return fmt.Errorf("store: status %s %s", status, m.Header.Get("Description"))
+		}
+		return errors.New("store: empty answer")
+	}
+	// A stored state's answer is {"stream":"KV_…","seq":N} with perhaps
+	// more fields, none of them an error: no need to decode it.
+	if bytes.HasPrefix(m.Data, []byte(`{"stream":`)) && !bytes.Contains(m.Data, []byte(`"error"`)) {
+		return nil
+	}
+	var ans struct {
+		Stream string `json:"stream"`
+		Error  *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &ans); err != nil {
+		return fmt.Errorf("store: unreadable answer %.200q: %w", m.Data, err)
+	}
+	switch {
+	case ans.Error != nil:
+		return fmt.Errorf("store: %s (status %d, error code %d)", ans.Error.Description, ans.Error.Code, ans.Error.ErrCode)
+	case ans.Stream == "":
+		return fmt.Errorf("store: answer names no stream: %.200q", m.Data)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/natstest"
+)
+
+func TestStoreError(t *testing.T) {
+	status := func(code, desc string) *nats.Msg {
+		m := nats.NewMsg("x")
+		m.Header.Set("Status", code)
+		m.Header.Set("Description", desc)
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		m    *nats.Msg
+		want string // "" : stored
+	}{
+		{"stored", &nats.Msg{Data: []byte(`{"stream":"KV_jobs","seq":12}`)}, ""},
+		{"stored, more fields", &nats.Msg{Data: []byte(`{"stream":"KV_jobs","domain":"hub","seq":12,"duplicate":true}`)}, ""},
+		{"stored, other order", &nats.Msg{Data: []byte(`{"seq":12,"stream":"KV_jobs"}`)}, ""},
+		{"error", &nats.Msg{Data: []byte(`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`)}, "store: maximum messages exceeded (status 503, error code 10077)"},
+		{"error after stream", &nats.Msg{Data: []byte(`{"stream":"KV_jobs","error":{"code":400,"err_code":1,"description":"bad"}}`)}, "store: bad (status 400, error code 1)"},
+		{"no stream", &nats.Msg{Data: []byte(`{"seq":12}`)}, `store: answer names no stream: "{\"seq\":12}"`},
+		{"garbage", &nats.Msg{Data: []byte(`not json`)}, `store: unreadable answer "not json": invalid character 'o' in literal null (expecting 'u')`},
+		{"no responders", status("503", ""), "store: no responders: is the state bucket there?"},
+		{"other status", status("408", "Request Timeout"), "store: status 408 Request Timeout"},
+		{"empty", &nats.Msg{}, "store: empty answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := storeError(tc.m)
+			if tc.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.EqualError(t, err, tc.want)
+		})
+	}
+}
+
+// TestStoreAnswers stores bursts of states in a real bucket and checks
+// that each wait reports each state's own outcome.
+func TestStoreAnswers(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "states"})
+	require.NoError(t, err)
+	a, err := newStoreAnswers(nc)
+	require.NoError(t, err)
+	defer a.close()
+
+	for round := range 3 {
+		b := a.burst()
+		var sent []*stateStore
+		for i := range 50 {
+			sent = append(sent, a.send(b, "$KV.states.k"+strconv.Itoa(round*100+i), []byte(strconv.Itoa(i))))
+		}
+		// No stream takes this subject: the server says so at once.
+		lost := a.send(b, "nowhere.at.all", []byte("x"))
+		a.seal(b)
+		slow := 0
+		for _, st := range sent {
+			require.NoError(t, a.wait(st, func() { slow++ }))
+		}
+		require.ErrorContains(t, a.wait(lost, func() { slow++ }), "no responders")
+		assert.Zero(t, slow, "answers within slowStore")
+	}
+	e, err := kv.Get(ctx, "k249")
+	require.NoError(t, err)
+	assert.Equal(t, "49", string(e.Value()))
+	a.mu.Lock()
+	assert.Empty(t, a.open, "every answered state is forgotten")
+	a.mu.Unlock()
+}
+
+// TestStoreAnswers_NoAnswer gives up the states of a burst whose answers do
+// not come by its deadline, calls slow meanwhile, and ignores a late answer.
+func TestStoreAnswers_NoAnswer(t *testing.T) {
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "states"})
+	require.NoError(t, err)
+	a, err := newStoreAnswers(nc)
+	require.NoError(t, err)
+	defer a.close()
+	a.timeout = 300 * time.Millisecond
+
+	// A subscriber that keeps the requests and answers none until told.
+	held := make(chan *nats.Msg, 10)
+	sub, err := nc.Subscribe("silent.>", func(m *nats.Msg) { held <- m })
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	b := a.burst()
+	stored := a.send(b, "$KV.states.ok", []byte("1"))
+	silent := []*stateStore{a.send(b, "silent.1", []byte("2")), a.send(b, "silent.2", []byte("3"))}
+	a.seal(b)
+	start := time.Now()
+	require.NoError(t, a.wait(stored, func() {}))
+	assert.Less(t, time.Since(start), 200*time.Millisecond, "a stored state waits for no other")
+
+	var slow atomic.Int32
+	start = time.Now()
+	err = a.wait(silent[0], func() { slow.Add(1) })
+	require.ErrorIs(t, err, errNoAnswer)
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "waits for the deadline")
+	assert.Equal(t, int32(1), slow.Load(), "slow is called once")
+	// The rest of the burst was given up with it: no second wait.
+	require.ErrorIs(t, a.wait(silent[1], func() { t.Error("slow called for a settled state") }), errNoAnswer)
+
+	// A late answer changes nothing.
+	m := <-held
+	require.NoError(t, m.Respond([]byte(`{"stream":"KV_states","seq":9}`)))
+	require.NoError(t, nc.Flush())
+	answered, err := a.result(silent[0])
+	assert.True(t, answered)
+	assert.ErrorIs(t, err, errNoAnswer)
+}
+
+// TestStoreAnswers_SendFails settles a state at once when it cannot be
+// sent.
+func TestStoreAnswers_SendFails(t *testing.T) {
+	ns := natstest.Server(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	a, err := newStoreAnswers(nc)
+	require.NoError(t, err)
+	nc.Close()
+	b := a.burst()
+	st := a.send(b, "$KV.states.k", []byte("1"))
+	a.seal(b)
+	answered, err := a.result(st)
+	require.True(t, answered, "a state that could not be sent has its outcome")
+	require.True(t, errors.Is(err, nats.ErrConnectionClosed))
+	require.True(t, errors.Is(a.wait(st, func() { t.Error("slow called") }), nats.ErrConnectionClosed))
+}
