@@ -111,6 +111,13 @@ func (r *Reader) Read() (Message, error) {
 	}
 }
 
+// LineReady reports whether a whole line is buffered, so that Read returns
+// without reading.
+func (r *Reader) LineReady() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
 // line returns the next line without its newline. The slice is valid until
 // the next call.
 func (r *Reader) line() ([]byte, error) {

@@ -128,3 +128,27 @@ func FuzzReader(f *testing.F) {
 		t.Fatal("reader did not reach EOF")
 	})
 }
+
+func TestReader_LineReady(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := NewReader(pr, 0)
+	go func() {
+		_, _ = pw.Write([]byte(`{"op":"ready"}` + "\n" + `{"op":"busy"}` + "\n" + `{"op":"sh`))
+	}()
+	m, err := r.Read()
+	require.NoError(t, err)
+	require.Equal(t, OpReady, m.Op)
+	require.True(t, r.LineReady(), "the second line is buffered")
+	m, err = r.Read()
+	require.NoError(t, err)
+	require.Equal(t, OpBusy, m.Op)
+	require.False(t, r.LineReady(), "only part of a line is buffered")
+	go func() {
+		_, _ = pw.Write([]byte(`utdown"}` + "\n"))
+		pw.Close()
+	}()
+	m, err = r.Read()
+	require.NoError(t, err)
+	require.Equal(t, OpShutdown, m.Op)
+	require.False(t, r.LineReady())
+}

@@ -21,6 +21,10 @@ var fakes = map[string]func(){
 	// squares serves jobs with squareHandler. A job of type "wait" first
 	// prints "started <id>" on stdout and waits for a line on stdin.
 	"squares": func() { worker.Main(squareHandler) },
+	// noop answers every job at once, with no result.
+	"noop": func() {
+		worker.Main(func(context.Context, *worker.Job) (any, error) { return nil, nil })
+	},
 }
 
 func TestMain(m *testing.M) {

@@ -31,11 +31,17 @@ type child struct {
 
 // startChild starts the "squares" fake worker, with fds 3 and 4 when
 // channel is set.
-func startChild(t *testing.T, channel bool) *child {
+func startChild(t testing.TB, channel bool) *child {
+	return startFake(t, "squares", channel)
+}
+
+// startFake starts the fake worker named mode, with fds 3 and 4 when
+// channel is set.
+func startFake(t testing.TB, mode string, channel bool) *child {
 	t.Helper()
 	c := &child{msgs: make(chan proto.Message, 64), exited: make(chan struct{})}
 	c.cmd = exec.CommandContext(t.Context(), os.Args[0]) // killed if the test ends first
-	c.cmd.Env = append(os.Environ(), modeEnv+"=squares", "CONDUCTOR_PROTOCOL=channel")
+	c.cmd.Env = append(os.Environ(), modeEnv+"="+mode, "CONDUCTOR_PROTOCOL=channel")
 	c.cmd.Stderr = &c.stderr
 	var err error
 	c.stdin, err = c.cmd.StdinPipe()
@@ -81,7 +87,7 @@ func startChild(t *testing.T, channel bool) *child {
 
 // wait returns the process's exit error once it has exited, and checks that
 // it sent nothing more.
-func (c *child) wait(t *testing.T) error {
+func (c *child) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case <-c.exited:

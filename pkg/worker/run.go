@@ -122,18 +122,23 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	}
 
 	s := newServer(ctx, h, o.out, o.log, o.prefetch)
-	var wg sync.WaitGroup
-	quit := make(chan struct{})
-	wg.Go(func() { s.read(proto.NewReader(o.in, 0), quit) })
-
-	err := s.serve(ctx.Done(), hard)
-	close(quit)
+	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch})
+	var reading, watching sync.WaitGroup
+	if err == nil {
+		done := make(chan struct{})
+		reading.Go(func() { s.read(proto.NewReader(o.in, 0)) })
+		watching.Go(func() { s.watch(ctx.Done(), hard, done) })
+		err = s.serve()
+		close(done)
+		watching.Wait()
+	}
+	s.end()
 	if c, ok := o.out.(io.Closer); ok {
 		_ = c.Close() // every message was written with one Write; nothing is pending
 	}
 	if c, ok := o.in.(io.Closer); ok {
 		_ = c.Close()
-		wg.Wait()
+		reading.Wait()
 	}
 	return err
 }

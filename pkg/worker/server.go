@@ -9,50 +9,62 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
-// server is one Run: the loop that owns the worker's state, fed by a reader
-// goroutine (workerd's messages) and by the goroutine of the running handler.
+// server is one Run. Three goroutines share it:
+//
+//   - the runner (the goroutine that called Run) runs the jobs, one after
+//     the other, in the order they came: jobs queued behind the running one
+//     run with no hand-off between goroutines, which is what lets a worker
+//     take thousands of short jobs a second for little CPU;
+//   - the reader takes workerd's messages as they come: it queues jobs (or
+//     refuses them), and acts at once on a cancel or a shutdown, and on the
+//     end of the channel;
+//   - the watcher acts on Run's stop signals, and writes the answers the
+//     runner holds back (see next) once they have waited holdMax.
+//
+// The state below mu is theirs in common. Answers are encoded into pending
+// and written in one write by flush, by whichever goroutine has them.
 type server struct {
-	h    Handler
-	log  *slog.Logger
-	out  *proto.Writer
-	base context.Context // parent of handler contexts: Run's ctx, not its cancellation
+	h        Handler
+	log      *slog.Logger
+	base     context.Context // parent of handler contexts: Run's ctx, not its cancellation
+	prefetch int             // jobs workerd may queue behind the running one
 
-	inbox    chan inbound // reader goroutine -> serve; buffered, so a read of many lines is one hand-off
-	finished chan outcome // handler goroutine -> serve; one job at a time
-	prefetch int          // jobs workerd may queue behind the running one
+	wmu   sync.Mutex // held across taking pending and writing it, so answers keep their order
+	out   *proto.Writer
+	ended bool // guarded by wmu: Run has returned; write nothing more
 
-	// Owned by the serve goroutine.
-	job      *Job                    // the running job; nil when idle
+	wake chan struct{} // -> runner, waiting in next: there may be something to do
+	held chan struct{} // runner -> watcher: answers are held back
+
+	mu       sync.Mutex
+	job      *Job                    // the running job; nil between jobs
 	cancel   context.CancelCauseFunc // cancels job's context
-	queue    []proto.Message         // jobs received while job runs, to run next in order
-	pending  []byte                  // messages encoded and not yet written (see serve)
+	queue    []proto.Message         // jobs to run next, in order
+	pending  []byte                  // messages encoded and not yet written
 	pendOp   proto.Op                // the first one's op, to name them in an error
-	avgRun   time.Duration           // moving average of handler run times; 0: none yet
-	draining bool                    // take no job; return once idle
+	idle     bool                    // the runner waits on wake
+	armed    bool                    // the watcher will flush held answers within holdMax
+	draining bool                    // take no job; return once the running one is reported
 	shutdown bool                    // workerd sent the shutdown op
+	err      error                   // ends the run: the channel closed or failed
+	avgRun   time.Duration           // moving average of handler run times (the runner's)
 }
 
-// inbound is a message from workerd, or the error that ended the reading.
-type inbound struct {
-	msg proto.Message
-	err error
-}
+// holdMax bounds how long the runner holds answers back while it runs the
+// jobs queued behind them.
+const holdMax = time.Millisecond
 
-// outcome is how a handler call ended: an encoded result or an error.
-type outcome struct {
-	id     string
-	result json.RawMessage
-	err    error
-	took   time.Duration // the handler's run time
-}
+// yieldUnder is the average handler run time under which the runner holds
+// answers back while it runs the next queued job, to write them together.
+const yieldUnder = 50 * time.Microsecond
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
 	return &server{
@@ -61,173 +73,239 @@ func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, 
 		prefetch: prefetch,
 		out:      proto.NewWriter(out),
 		base:     context.WithoutCancel(ctx),
-		inbox:    make(chan inbound, 64),
-		finished: make(chan outcome, 1),
+		wake:     make(chan struct{}, 1),
+		held:     make(chan struct{}, 1),
 	}
 }
 
-// read turns workerd's lines into inbound events until the reader fails or
-// quit is closed. Bad lines are logged and skipped.
-func (s *server) read(r *proto.Reader, quit <-chan struct{}) {
+// read turns workerd's lines into the server's state until reading fails.
+// Bad lines are logged and skipped.
+func (s *server) read(r *proto.Reader) {
 	for {
 		m, err := r.Read()
 		if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
 			s.log.Warn("worker: ignoring a bad line from workerd", "err", err)
 			continue
 		}
-		select {
-		case s.inbox <- inbound{msg: m, err: err}:
-		case <-quit:
+		if err != nil {
+			s.readFailed(err)
 			return
 		}
-		if err != nil {
-			return
+		if s.handle(m) {
+			s.flush()
+		}
+		if !r.LineReady() {
+			// The jobs of this read are queued: the runner, if it waits,
+			// takes them now, on this thread once the reader blocks. Woken
+			// at the first job, it would start on another thread, only to
+			// wait for the lock while the reader queues the rest.
+			s.mu.Lock()
+			s.wakeLocked()
+			s.mu.Unlock()
 		}
 	}
 }
 
-// serve sends ready, then handles events until a stop completes (nil) or the
-// channel fails. It returns with no handler running.
-func (s *server) serve(stop, hard <-chan struct{}) error {
-	if err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch}); err != nil {
-		return err
+// readFailed ends the run on a read error, or on the end of the channel
+// unless workerd sent shutdown first: then the running job still finishes.
+func (s *server) readFailed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case errors.Is(err, io.EOF) && s.shutdown:
+		return
+	case errors.Is(err, io.EOF):
+		err = ErrChannelClosed
+	default:
+		err = fmt.Errorf("worker: read channel: %w", err)
 	}
-	for !s.draining || s.job != nil {
-		var err error
-		if len(s.pending) > 0 {
-			// Answers wait while there is more to do at once: a job of the
-			// queue that ends within a yield, while jobs take a few
-			// microseconds (a longer one could hold the yield up), or a
-			// message already read. Then they go in one write, before the
-			// loop waits.
-			if s.job != nil && s.avgRun < yieldUnder {
-				runtime.Gosched()
-			}
-			select {
-			case in := <-s.inbox:
-				err = s.handle(in)
-			case o := <-s.finished:
-				err = s.finish(o)
-			default:
-				err = s.flush()
-			}
-			if err != nil {
-				return s.fail(err)
-			}
-			continue
-		}
+	s.failLocked(err)
+}
+
+// failLocked ends the run with err, unless it has ended already: the
+// running handler is cancelled with err as the cause.
+func (s *server) failLocked(err error) {
+	if s.err != nil {
+		return
+	}
+	s.err = err
+	if s.job != nil {
+		s.cancel(err)
+	}
+	s.wakeLocked()
+}
+
+// wakeLocked wakes the runner if it waits.
+func (s *server) wakeLocked() {
+	if s.idle {
+		s.idle = false
 		select {
-		case <-stop:
-			stop = nil
-			err = s.stop(nil)
-		case <-hard:
-			stop, hard = nil, nil
-			err = s.stop(errHardStop)
-		case in := <-s.inbox:
-			err = s.handle(in)
-		case o := <-s.finished:
-			err = s.finish(o)
-		}
-		if err != nil {
-			return s.fail(err)
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
-	return s.flush()
 }
 
-// fail ends serve with err: the answers already made are written if they
-// can be, and the running handler is abandoned.
-func (s *server) fail(err error) error {
-	_ = s.flush()
-	s.abandon(err)
-	return err
-}
-
-// yieldUnder is the average handler run time under which the serve loop
-// yields to the next queued job before it writes the answers it holds.
-const yieldUnder = 50 * time.Microsecond
-
-// stop starts a stop that workerd did not ask for: it tells workerd that no
-// job should come, and cancels the running handler with cause, if not nil.
-func (s *server) stop(cause error) error {
-	if s.job != nil && cause != nil {
-		s.cancel(cause)
-	}
-	if s.draining {
-		return nil
-	}
-	s.draining = true
-	return s.send(proto.Message{Op: proto.OpBusy})
-}
-
-// handle acts on one message from workerd.
-func (s *server) handle(in inbound) error {
-	if errors.Is(in.err, io.EOF) {
-		if s.shutdown {
-			return nil // workerd closed the channel after shutdown: finish the job
-		}
-		return ErrChannelClosed
-	}
-	if in.err != nil {
-		return fmt.Errorf("worker: read channel: %w", in.err)
-	}
-	m := in.msg
+// handle acts on one message from workerd. It reports whether it made an
+// answer to write.
+func (s *server) handle(m proto.Message) (answered bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch m.Op {
 	case proto.OpJob:
-		return s.accept(m)
+		return s.acceptLocked(m)
 	case proto.OpCancel:
 		if i := slices.IndexFunc(s.queue, func(q proto.Message) bool { return q.ID == m.ID }); i >= 0 {
 			s.queue = slices.Delete(s.queue, i, i+1)
-			return s.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: errCancelled.Error()})
+			s.answerLocked(proto.Message{Op: proto.OpDone, ID: m.ID, Error: errCancelled.Error()})
+			return true
 		}
 		if s.job == nil || s.job.ID != m.ID {
 			s.log.Warn("worker: ignoring cancel of a job that is not running", "job", m.ID)
-			return nil
+			return false
 		}
 		s.cancel(errCancelled)
 	case proto.OpShutdown:
 		s.draining, s.shutdown = true, true
+		s.wakeLocked()
 	default:
 		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
 	}
-	return nil
+	return false
 }
 
-// accept starts the job of m if the worker is free to run it, or queues it
-// behind the running one, up to the prefetch. workerd sends no more than
-// that; any other job is refused with a retryable error, so that it is not
-// lost.
-func (s *server) accept(m proto.Message) error {
-	var refusal string
-	switch {
-	case m.ID == "":
+// acceptLocked queues the job of m to run next if the worker is free to run
+// it, or behind the running one, up to the prefetch. workerd sends no more
+// than that; any other job is refused with a retryable error, so that it is
+// not lost.
+func (s *server) acceptLocked(m proto.Message) (answered bool) {
+	if m.ID == "" {
 		s.log.Warn("worker: ignoring a job without an id", "type", m.Type)
-		return nil
+		return false
+	}
+	var refusal string
+	// A job queued while the worker has none is as good as running.
+	ahead := len(s.queue)
+	if s.job != nil {
+		ahead++
+	}
+	switch {
 	case s.draining:
 		refusal = "worker: shutting down"
-	case s.job != nil && len(s.queue) >= s.prefetch:
-		refusal = "worker: busy with job " + s.job.ID
-	case s.job != nil:
-		s.queue = append(s.queue, m)
-		return nil
+	case ahead > s.prefetch:
+		var busy string
+		if s.job != nil {
+			busy = s.job.ID
+		} else {
+			busy = s.queue[0].ID
+		}
+		refusal = "worker: busy with job " + busy
+	default:
+		s.queue = append(s.queue, m) // read wakes the runner
+		return false
 	}
-	if refusal != "" {
-		s.log.Warn("worker: refusing a job", "job", m.ID, "err", refusal)
-		return s.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: refusal})
-	}
-	s.start(m)
-	return nil
+	s.log.Warn("worker: refusing a job", "job", m.ID, "err", refusal)
+	s.answerLocked(proto.Message{Op: proto.OpDone, ID: m.ID, Error: refusal})
+	return true
 }
 
-// start runs the job of m in its own goroutine.
-func (s *server) start(m proto.Message) {
-	job := &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
-	ctx, cancel := context.WithCancelCause(s.base)
-	s.job, s.cancel = job, cancel
-	go func() { s.finished <- s.call(ctx, job) }()
+// watch acts on the stop signals until done is closed, and flushes answers
+// the runner held back for longer than holdMax.
+func (s *server) watch(stop, hard, done <-chan struct{}) {
+	t := time.NewTimer(holdMax)
+	t.Stop()
+	for {
+		select {
+		case <-done:
+			t.Stop()
+			return
+		case <-stop:
+			stop = nil
+			s.stop(nil)
+		case <-hard:
+			stop, hard = nil, nil
+			s.stop(errHardStop)
+		case <-s.held:
+			t.Reset(holdMax)
+		case <-t.C:
+			s.mu.Lock()
+			s.armed = false
+			s.mu.Unlock()
+			s.flush()
+		}
+	}
 }
 
-// call runs the handler on job, recovering a panic, and encodes its result.
+// stop starts a stop that workerd did not ask for: it tells workerd that no
+// job should come, and cancels the running handler with cause, if not nil.
+func (s *server) stop(cause error) {
+	s.mu.Lock()
+	if s.job != nil && cause != nil {
+		s.cancel(cause)
+	}
+	if s.draining {
+		s.mu.Unlock()
+		return
+	}
+	s.draining = true
+	s.answerLocked(proto.Message{Op: proto.OpBusy})
+	s.wakeLocked()
+	s.mu.Unlock()
+	s.flush()
+}
+
+// serve runs jobs until a stop completes (nil) or the channel fails. ready
+// is sent already.
+func (s *server) serve() error {
+	for {
+		ctx, job, ok := s.next()
+		if !ok {
+			s.flush()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.err
+		}
+		s.finish(s.call(ctx, job))
+	}
+}
+
+// next makes the job to run next the running one, and returns it with its
+// context; false when the run is over. Before it waits for a job, it
+// writes the answers held back; it holds them back still while the next
+// job is likely to end at once.
+func (s *server) next() (ctx context.Context, job *Job, ok bool) {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.err != nil || s.draining:
+			s.mu.Unlock()
+			return nil, nil, false
+		case len(s.queue) > 0:
+			m := s.queue[0]
+			s.queue = slices.Delete(s.queue, 0, 1)
+			job = &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
+			ctx, s.cancel = context.WithCancelCause(s.base)
+			s.job = job
+			hold := len(s.pending) > 0 && s.avgRun > 0 && s.avgRun < yieldUnder
+			if hold && !s.armed {
+				s.armed = true
+				s.held <- struct{}{} // cannot block: armed is set until the watcher takes it
+			}
+			s.mu.Unlock()
+			if !hold {
+				s.flush()
+			}
+			return ctx, job, true
+		}
+		s.idle = true
+		s.mu.Unlock()
+		s.flush()
+		<-s.wake
+	}
+}
+
+// call runs the handler on job, recovering a panic, and encodes its
+// result.
 func (s *server) call(ctx context.Context, job *Job) (o outcome) {
 	o.id = job.ID
 	start := time.Now()
@@ -253,79 +331,96 @@ func (s *server) call(ctx context.Context, job *Job) (o outcome) {
 	return o
 }
 
-// finish reports the outcome of the running job and starts the next queued
-// one, unless the worker is stopping: then the queued jobs are left
-// unanswered, and workerd gives them to another worker when this one exits,
-// as jobs that never started.
-func (s *server) finish(o outcome) error {
-	s.cancel(nil)
+// outcome is how a handler call ended: an encoded result or an error.
+type outcome struct {
+	id     string
+	result json.RawMessage
+	err    error
+	took   time.Duration // the handler's run time
+}
+
+// finish reports the outcome of the running job, unless the run has
+// failed: then there is no one to report it to. When the worker stops, the
+// jobs still queued are left unanswered: workerd gives them to another
+// worker when this one exits, as jobs that never started.
+func (s *server) finish(o outcome) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancel(nil) // the handler has returned: release its context
 	s.job, s.cancel = nil, nil
 	if s.avgRun == 0 {
 		s.avgRun = max(o.took, 1)
 	} else {
 		s.avgRun = max(s.avgRun+(o.took-s.avgRun)/8, 1)
 	}
+	if s.err != nil {
+		return
+	}
 	m := proto.Message{Op: proto.OpDone, ID: o.id, Result: o.result}
 	if o.err != nil {
 		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))
 		m.Permanent = IsPermanent(o.err)
 	}
-	if err := s.answer(m); err != nil {
-		return err
-	}
-	if len(s.queue) > 0 && !s.draining {
-		next := s.queue[0]
-		s.queue = slices.Delete(s.queue, 0, 1)
-		s.start(next)
-	}
-	return nil
+	s.answerLocked(m)
 }
 
-// abandon cancels the running handler, if any, with cause and waits for it
-// to return. Its outcome is not reported.
-func (s *server) abandon(cause error) {
-	if s.job == nil {
-		return
-	}
-	s.cancel(cause)
-	<-s.finished
-	s.job, s.cancel = nil, nil
-}
-
-// send writes m now, after the messages still pending.
+// send writes m now, after the messages still pending, and reports whether
+// it could.
 func (s *server) send(m proto.Message) error {
-	if err := s.answer(m); err != nil {
-		return err
-	}
-	return s.flush()
+	s.mu.Lock()
+	s.answerLocked(m)
+	s.mu.Unlock()
+	s.flush()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
-// answer encodes m for the next flush.
-func (s *server) answer(m proto.Message) error {
+// answerLocked encodes m for the next flush. A message that cannot be
+// encoded ends the run: the channel's messages are all plain.
+func (s *server) answerLocked(m proto.Message) {
 	b, err := proto.Append(s.pending, m)
 	if err != nil {
-		return fmt.Errorf("worker: %w", err)
+		s.failLocked(fmt.Errorf("worker: %w", err))
+		return
 	}
 	if len(s.pending) == 0 {
 		s.pendOp = m.Op
 	}
 	s.pending = b
-	return nil
 }
 
-// flush writes the pending messages, in one write.
-func (s *server) flush() error {
-	if len(s.pending) == 0 {
-		return nil
+// flush writes the pending messages, in one write. A write that fails ends
+// the run.
+func (s *server) flush() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	lines, op := s.pending, s.pendOp
+	s.pending = nil
+	s.mu.Unlock()
+	if len(lines) == 0 || s.ended {
+		return
 	}
-	what := string(s.pendOp)
-	if bytes.Count(s.pending, []byte{'\n'}) > 1 {
+	what := string(op)
+	if bytes.Count(lines, []byte{'\n'}) > 1 {
 		what += " and more"
 	}
-	err := s.out.WriteLines(s.pending, what)
-	s.pending = s.pending[:0]
+	err := s.out.WriteLines(lines, what)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("worker: %w", err)
+		s.failLocked(fmt.Errorf("worker: %w", err))
+		return
 	}
-	return nil
+	if s.pending == nil {
+		s.pending = lines[:0] // reuse the buffer
+	}
+}
+
+// end makes every later flush write nothing: Run is closing the channel.
+func (s *server) end() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ended = true
 }
