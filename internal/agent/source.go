@@ -946,16 +946,31 @@ func (s *source) publish(f finishJob, stores *storeBurst) finishJob {
 }
 
 // acker acks (or naks) each job once its state is stored, then announces
-// it. A burst's acks and events follow its stores' answers together; if a
+// it: an event per job, then one wire.Ends for the jobs acked together. A burst's acks and events follow its stores' answers together; if a
 // store is slow to answer, the jobs stored before it go first.
 func (s *source) acker() {
 	defer s.wg.Done()
-	var ready []finishJob
+	var (
+		ready []finishJob
+		ends  = wire.Ends{Type: s.typ}
+		buf   []byte
+	)
 	ackReady := func() {
+		if len(ready) == 0 {
+			return
+		}
+		ends.Jobs = ends.Jobs[:0]
 		for _, f := range ready {
 			s.ack(f)
+			st := &f.held.state
+			ends.Jobs = append(ends.Jobs, wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch})
 		}
 		ready = ready[:0]
+		// After the events: conductord reads a state it learns of here.
+		buf = ends.AppendJSON(buf[:0])
+		if err := s.nc.Publish(s.space.JobEnds(s.typ), buf); err != nil {
+			s.log.Warn("announce job ends", "pool", s.typ, "jobs", len(ends.Jobs), "err", err)
+		}
 	}
 	for burst := range s.acking {
 		for _, f := range burst {

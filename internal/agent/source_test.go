@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -415,7 +416,7 @@ func TestSource_HoldBounds(t *testing.T) {
 
 // Outcomes that end together are stored, acked and announced in bursts (here
 // more than maxBurst at once); every one of them gets its state, its ack
-// and its event, in order.
+// and its event, in order, and is in a wire.Ends after its event.
 func TestSource_OutcomesInBursts(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
@@ -426,6 +427,35 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// The events and the ends, in the order they arrive on one connection.
+	var (
+		mu      sync.Mutex
+		order   []string // "event <id>" and "end <id>"
+		endMsgs int
+	)
+	all, err := b.nc.Subscribe(subject.Root+".>", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch m.Subject {
+		case b.space.JobEvent("sq", string(wire.StatusSucceeded)):
+			order = append(order, "event "+m.Header.Get(wire.HeaderJobID))
+		case b.space.JobEnds("sq"):
+			var ends wire.Ends
+			if err := json.Unmarshal(m.Data, &ends); err != nil || ends.Type != "sq" {
+				t.Errorf("bad ends %q: %v", m.Data, err)
+				return
+			}
+			endMsgs++
+			for _, e := range ends.Jobs {
+				if e.Status != wire.StatusSucceeded {
+					t.Errorf("job %s ended %s", e.ID, e.Status)
+				}
+				order = append(order, "end "+e.ID)
+			}
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = all.Unsubscribe() })
 	require.NoError(t, b.nc.Flush())
 	b.publish(t, n)
 
@@ -449,6 +479,22 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "jobs left unacked")
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == 2*n
+	}, 10*time.Second, 5*time.Millisecond, "the ends of some jobs were not announced")
+	mu.Lock()
+	seen := map[string]bool{}
+	for _, o := range order {
+		kind, id, _ := strings.Cut(o, " ")
+		if kind == "end" {
+			require.True(t, seen[id], "job %s's end came before its event", id)
+		}
+		seen[id] = true
+	}
+	require.Less(t, endMsgs, n/2, "the ends are not announced in bursts")
+	mu.Unlock()
 	for _, id := range []string{ids[0], ids[n-1]} {
 		e, err := b.kv.Get(context.Background(), id)
 		require.NoError(t, err)

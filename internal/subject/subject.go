@@ -158,6 +158,13 @@ func (s Space) ParseJobEvent(subj string) (typ, status string, ok bool) {
 	return typ, status, ok && typ != "" && status != ""
 }
 
+// JobEnds is the subject workerd tells conductord on how the attempts of a
+// burst of jobs of type typ ended (see wire.Ends).
+func (s Space) JobEnds(typ string) string { return s.prefix() + ".ends." + typ }
+
+// AllJobEnds matches JobEnds of every type.
+func (s Space) AllJobEnds() string { return s.prefix() + ".ends.*" }
+
 // Host is the subject host announces its heartbeat on.
 func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
 

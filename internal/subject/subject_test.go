@@ -63,6 +63,8 @@ func TestSpace_Names(t *testing.T) {
 		require.Equal(t, prio, p)
 	}
 	require.Equal(t, "squares", typOf(s.JobAt("squares", "low")))
+	require.Equal(t, "conductor.prod.ends.squares", s.JobEnds("squares"))
+	require.Equal(t, "conductor.prod.ends.*", s.AllJobEnds())
 	require.Equal(t, "pool-squares", s.ConsumerAt("squares", ""))
 	require.NotEqual(t, s.ConsumerAt("a", "high"), s.ConsumerAt("high-a", "normal"))
 	typ, _ := s.ParseConsumer("other")

@@ -237,13 +237,13 @@ feed:
 	return nil
 }
 
-// batchEnds announces the end of each batch once. Job end events are
-// counted per batch; once a batch's count reaches its total (or its total
+// batchEnds announces the end of each batch once. Job ends are counted
+// per batch; once a batch's count reaches its total (or its total
 // is not known yet), a goroutine checks it within batchCheckEvery: it
 // counts the states of the batch's jobs and, if all have ended, records the
 // end (a compare-and-set, so that one conductord announces it) and
 // publishes it. A check that finds jobs still running resets the count to
-// the jobs found ended, so events lost while conductord was down are made
+// the jobs found ended, so ends missed while conductord was down are made
 // up for. At start every batch is checked once.
 type batchEnds struct {
 	mu      sync.Mutex

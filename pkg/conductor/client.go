@@ -99,10 +99,10 @@ type Client struct {
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	waiters map[string][]chan *Job
-	// fed is set when the Client's owner passes it the job events (see
-	// jobEvent) from a subscription of its own: conductord does, so that
-	// each event reaches it once, not once for its counters and again for
-	// the waits of its HTTP API.
+	// fed is set when the Client's owner tells it of job ends (see
+	// jobEnded) from a subscription of its own: conductord does, from the
+	// ends workerd announces a burst at a time, so that it takes no job
+	// event, one message per job, for the waits of its HTTP API.
 	fed bool
 
 	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
@@ -471,7 +471,10 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 		}
 		select {
 		case j := <-ch:
-			return j, nil
+			if j != nil {
+				return j, nil
+			}
+			// Ended (see jobEnded): the read above finds it so.
 		case <-ctx.Done():
 			return j, ctx.Err()
 		case <-tick.C:
@@ -541,6 +544,19 @@ func (c *Client) jobEvent(m *nats.Msg) {
 	}
 	for _, w := range ws {
 		w <- &j
+	}
+}
+
+// jobEnded wakes the waits of job id, which has ended: each reads its
+// state. conductord, which feeds its Client the ends workerd announces a
+// burst at a time, calls it.
+func (c *Client) jobEnded(id string) {
+	c.mu.Lock()
+	ws := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	for _, w := range ws {
+		w <- nil
 	}
 }
 

@@ -11,7 +11,7 @@
 // bucket keyed by job id; nothing of the queue is held in the conductor's
 // memory. Every host's workerd pulls the jobs of its pools, runs them in
 // worker processes, and writes their states; the conductor aggregates the
-// hosts' heartbeats and the job events, and serves the HTTP API.
+// hosts' heartbeats and the job ends workerd announces, and serves the HTTP API.
 //
 // # Submitting jobs
 //

@@ -23,9 +23,9 @@ type counts struct {
 	Dead      uint64 `json:"dead"`
 }
 
-// stats counts job events per type and saves the counts to the stats bucket
+// stats counts job ends per type and saves the counts to the stats bucket
 // every second, so they survive a restart. mu guards byType and dirty: the
-// event subscription writes, the HTTP API and the saver read.
+// subscription to the job ends writes, the HTTP API and the saver read.
 type stats struct {
 	kv   jetstream.KeyValue
 	log  *slog.Logger

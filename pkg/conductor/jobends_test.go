@@ -1,0 +1,77 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// conductord learns of job ends from the wire.Ends that workerd announces
+// a burst at a time: they wake its Client's waits and count, and neither
+// conductord nor its Client takes the job events.
+func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	c.client.cfg.RecheckInterval = time.Hour // only the end may wake the wait
+
+	put := func(status wire.Status, result string) {
+		t.Helper()
+		st, err := json.Marshal(wire.Job{ID: "job-1", Type: "squares", Status: status, Attempts: 1, Result: json.RawMessage(result)})
+		require.NoError(t, err)
+		_, err = c.client.kv.Put(ctx, "job-1", st)
+		require.NoError(t, err)
+	}
+	put(wire.StatusRunning, "")
+	waited := make(chan *Job, 1)
+	go func() {
+		j, err := c.client.Wait(ctx, "job-1")
+		if err != nil {
+			t.Error(err)
+		}
+		waited <- j
+	}()
+	require.Eventually(t, func() bool {
+		c.client.mu.Lock()
+		defer c.client.mu.Unlock()
+		return len(c.client.waiters["job-1"]) == 1
+	}, 10*time.Second, time.Millisecond, "the wait never started")
+
+	put(wire.StatusSucceeded, "49")
+	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "job-0", Status: wire.StatusFailed}, {ID: "job-1", Status: wire.StatusSucceeded}}}
+	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), ends.AppendJSON(nil)))
+	// A job event is for other subscribers: it counts nothing here.
+	ev := nats.NewMsg(c.space.JobEvent("squares", string(wire.StatusSucceeded)))
+	ev.Header.Set(wire.HeaderJobID, "job-2")
+	require.NoError(t, nc.PublishMsg(ev))
+	// Garbage is logged and ignored.
+	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), []byte("{")))
+	select {
+	case j := <-waited:
+		require.Equal(t, "job-1", j.ID)
+		require.JSONEq(t, `49`, string(j.Result))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait was not woken by the job's end")
+	}
+	require.Eventually(t, func() bool {
+		n := c.stats.snapshot()["squares"]
+		return n.Succeeded == 1 && n.Failed == 1
+	}, 10*time.Second, 5*time.Millisecond, "the ends were not counted")
+	require.NoError(t, nc.Flush())
+	require.Equal(t, counts{Succeeded: 1, Failed: 1}, c.stats.snapshot()["squares"], "the job event was counted")
+	c.client.mu.Lock()
+	defer c.client.mu.Unlock()
+	require.Nil(t, c.client.sub, "the Client subscribed to the job events")
+}
