@@ -31,8 +31,11 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 
 fuzz: ## run each fuzz target for 30s
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/proto/
-	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime 30s ./internal/proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzJobAppendJSON$$' -fuzztime 30s ./internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnds$$' -fuzztime 30s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./pkg/broker/
 	$(GO) test -run '^$$' -fuzz FuzzRun -fuzztime 30s ./pkg/worker/
 

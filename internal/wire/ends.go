@@ -1,6 +1,9 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/json"
+
 	"github.com/conductor-run/conductor/internal/jsonfast"
 )
 
@@ -44,3 +47,96 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 	}
 	return append(b, "]}"...)
 }
+
+// DecodeEnds decodes an Ends as encoding/json does, without reflection when
+// data is as AppendJSON writes it with plain strings (printable ASCII, no
+// escapes), which is how workerd writes every one. Anything else, errors
+// included, is left to encoding/json.
+func DecodeEnds(data []byte) (Ends, error) {
+	if e, ok := decodeEndsFast(data); ok {
+		return e, nil
+	}
+	var e Ends
+	err := json.Unmarshal(data, &e)
+	return e, err
+}
+
+// decodeEndsFast decodes data if it is exactly AppendJSON's layout with
+// plain strings; false otherwise.
+func decodeEndsFast(data []byte) (e Ends, ok bool) {
+	p := endsParser{b: data}
+	if !p.lit(`{"type":`) {
+		return e, false
+	}
+	if e.Type, ok = p.str(); !ok || !p.lit(`,"jobs":[`) {
+		return e, false
+	}
+	e.Jobs = []End{}
+	if p.lit("]}") {
+		return e, p.done()
+	}
+	for {
+		var j End
+		var status string
+		if !p.lit(`{"id":`) {
+			return e, false
+		}
+		if j.ID, ok = p.str(); !ok || !p.lit(`,"status":`) {
+			return e, false
+		}
+		if status, ok = p.str(); !ok {
+			return e, false
+		}
+		j.Status = Status(status)
+		if p.lit(`,"batch":`) {
+			if j.Batch, ok = p.str(); !ok {
+				return e, false
+			}
+		}
+		if !p.lit("}") {
+			return e, false
+		}
+		e.Jobs = append(e.Jobs, j)
+		if p.lit(",") {
+			continue
+		}
+		return e, p.lit("]}") && p.done()
+	}
+}
+
+// endsParser reads AppendJSON's layout of an Ends.
+type endsParser struct {
+	b []byte
+	i int
+}
+
+// lit consumes s if the input goes on with it.
+func (p *endsParser) lit(s string) bool {
+	if !bytes.HasPrefix(p.b[p.i:], []byte(s)) {
+		return false
+	}
+	p.i += len(s)
+	return true
+}
+
+// str consumes a string of printable ASCII without escapes, which decodes
+// to its bytes as they are.
+func (p *endsParser) str() (string, bool) {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return "", false
+	}
+	for j := p.i + 1; j < len(p.b); j++ {
+		switch c := p.b[j]; {
+		case c == '"':
+			s := string(p.b[p.i+1 : j])
+			p.i = j + 1
+			return s, true
+		case c < 0x20, c > 0x7e, c == '\\':
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// done reports whether the input is all consumed.
+func (p *endsParser) done() bool { return p.i == len(p.b) }

@@ -1,7 +1,10 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,4 +24,66 @@ func TestEnds_AppendJSON(t *testing.T) {
 		require.NoError(t, json.Unmarshal(got[1:], &back))
 		require.Equal(t, e, back)
 	}
+}
+
+// DecodeEnds matches encoding/json on what AppendJSON writes, on random
+// Ends, and on every prefix and single-byte change of those.
+func TestDecodeEnds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	strs := []string{"", "j1", "seq-7", "b", `q"uote`, `back\slash`, "tab\t", "é", "<&>", "\u2028", "\xff", "a b"}
+	str := func() string {
+		if rng.IntN(3) == 0 {
+			return strs[rng.IntN(len(strs))]
+		}
+		return fmt.Sprintf("id-%d", rng.IntN(1000))
+	}
+	statuses := []Status{StatusSucceeded, StatusFailed, StatusDead, StatusCancelled, "odd"}
+	check := func(data []byte) {
+		t.Helper()
+		var want Ends
+		wantErr := json.Unmarshal(data, &want)
+		got, err := DecodeEnds(data)
+		if wantErr != nil {
+			require.EqualError(t, err, wantErr.Error(), "%q", data)
+			return
+		}
+		require.NoError(t, err, "%q", data)
+		require.Equal(t, want, got, "%q", data)
+	}
+	fast := 0
+	for range 2000 {
+		e := Ends{Type: str()}
+		for range rng.IntN(5) {
+			e.Jobs = append(e.Jobs, End{ID: str(), Status: statuses[rng.IntN(len(statuses))], Batch: []string{"", str()}[rng.IntN(2)]})
+		}
+		data := e.AppendJSON(nil)
+		check(data)
+		if _, ok := decodeEndsFast(data); ok {
+			fast++
+		}
+		for range 5 {
+			bad := bytes.Clone(data)
+			bad[rng.IntN(len(bad))] = `{}[],:"\ax1`[rng.IntN(11)]
+			check(bad)
+			check(data[:rng.IntN(len(data))])
+		}
+	}
+	require.Greater(t, fast, 500, "the fast path is taken for plain strings")
+}
+
+func FuzzDecodeEnds(f *testing.F) {
+	e := Ends{Type: "sq", Jobs: []End{{ID: "j1", Status: StatusSucceeded, Batch: "b1"}, {ID: "j2", Status: StatusFailed}}}
+	f.Add(e.AppendJSON(nil))
+	f.Add([]byte(`{"type":"sq","jobs":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want Ends
+		wantErr := json.Unmarshal(data, &want)
+		got, err := DecodeEnds(data)
+		if wantErr != nil {
+			require.Error(t, err)
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
 }

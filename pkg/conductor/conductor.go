@@ -3,7 +3,6 @@ package conductor
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -403,8 +402,8 @@ func (l *natsLogger) Tracef(string, ...any)           {}
 // jobEnds counts the ends of a burst of attempts, and passes the final
 // ones to the batch watcher and the Client's waits.
 func (c *Conductor) jobEnds(m *nats.Msg) {
-	var ends wire.Ends
-	if err := json.Unmarshal(m.Data, &ends); err != nil || ends.Type == "" {
+	ends, err := wire.DecodeEnds(m.Data)
+	if err != nil || ends.Type == "" {
 		c.log.Warn("ignoring unreadable job ends", "subject", m.Subject, "err", err)
 		return
 	}
