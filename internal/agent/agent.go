@@ -54,7 +54,9 @@ type Config struct {
 	// are short (under 20ms on average), to save a round trip per job and
 	// to carry many jobs in each message to the server. Within it, a pool
 	// holds what its workers run in 100ms, and 8 MiB of payloads at most.
-	// Default 128; negative: never hold more jobs than idle workers.
+	// Default 512: two workers then hold about what the two consumers of
+	// the benchmark's raw baseline pull at once (500 each). Negative: never
+	// hold more jobs than idle workers.
 	Prefetch int
 	// LogRate bounds the output lines forwarded over NATS per pool per
 	// second (with a burst of as many); lines over it are dropped and
@@ -130,7 +132,7 @@ func New(cfg Config) (*Agent, error) {
 	cfg.AckWait = cmp.Or(cfg.AckWait, 30*time.Second)
 	cfg.PullExpires = cmp.Or(cfg.PullExpires, 5*time.Second)
 	cfg.MaxResult = cmp.Or(cfg.MaxResult, 1<<20)
-	cfg.Prefetch = max(cmp.Or(cfg.Prefetch, 128), 0)
+	cfg.Prefetch = max(cmp.Or(cfg.Prefetch, 512), 0)
 	cfg.LogRate = cmp.Or(cfg.LogRate, DefaultLogRate)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
