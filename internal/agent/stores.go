@@ -14,8 +14,8 @@ import (
 
 // storeAnswers publishes job states to the store with a reply subject and
 // matches the store's answers to them. It does for the source what nats.go's
-// PublishAsync futures did, for less: one subscription and one map, no timer
-// or channel per state, and an answer that says the state is stored is
+// PublishAsync futures did, for less: one subscription and one slice, no
+// timer or channel per state, and an answer that says the state is stored is
 // recognised without decoding it (the decode alone was a tenth of workerd's
 // CPU under load).
 //
@@ -35,7 +35,9 @@ type storeAnswers struct {
 	// open holds the states sent, by id: open[i] has id first+i, nil once
 	// answered or given up. Ids are sent in order and mostly answered in
 	// order, so the front empties as fast as the back fills: a map, with a
-	// key added and one deleted per state, was 5% of workerd's CPU.
+	// key added and one deleted per state, was 5% of workerd's CPU. A state
+	// never answered keeps the ones after it here until its wait gives it
+	// up: every state sent must be waited on.
 	open  []*stateStore
 	first uint64 // the id of open[0]; ids start at 1
 }

@@ -111,11 +111,20 @@ func (r *Reader) Read() (Message, error) {
 	}
 }
 
-// LineReady reports whether a whole line is buffered, so that Read returns
-// without reading.
+// LineReady reports whether a whole line that is not blank is buffered,
+// so that Read returns without reading.
 func (r *Reader) LineReady() bool {
 	b, _ := r.br.Peek(r.br.Buffered())
-	return bytes.IndexByte(b, '\n') >= 0
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return false
+		}
+		if len(bytes.TrimSpace(b[:i])) > 0 {
+			return true
+		}
+		b = b[i+1:]
+	}
 }
 
 // line returns the next line without its newline. The slice is valid until

@@ -133,7 +133,7 @@ func TestReader_LineReady(t *testing.T) {
 	pr, pw := io.Pipe()
 	r := NewReader(pr, 0)
 	go func() {
-		_, _ = pw.Write([]byte(`{"op":"ready"}` + "\n" + `{"op":"busy"}` + "\n" + `{"op":"sh`))
+		_, _ = pw.Write([]byte(`{"op":"ready"}` + "\n" + `{"op":"busy"}` + "\n\n \t\n" + `{"op":"sh`))
 	}()
 	m, err := r.Read()
 	require.NoError(t, err)
@@ -142,7 +142,7 @@ func TestReader_LineReady(t *testing.T) {
 	m, err = r.Read()
 	require.NoError(t, err)
 	require.Equal(t, OpBusy, m.Op)
-	require.False(t, r.LineReady(), "only part of a line is buffered")
+	require.False(t, r.LineReady(), "only blank lines and part of a line are buffered")
 	go func() {
 		_, _ = pw.Write([]byte(`utdown"}` + "\n"))
 		pw.Close()

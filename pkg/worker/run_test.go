@@ -419,8 +419,8 @@ func TestRun_PrefetchFromEnv(t *testing.T) {
 	require.ErrorContains(t, err, `CONDUCTOR_PREFETCH="lots"`)
 }
 
-// The SDK holds a done back only while the next queued job ends at once: a
-// queued job that runs on does not delay the answer of the one before it.
+// The SDK holds answers back only while handlers average under 50 µs: a
+// job that ends slowly is answered before the next queued job runs.
 func TestRun_AnswerNotHeldBehindALongJob(t *testing.T) {
 	t.Parallel()
 	gates := map[string]chan struct{}{"j1": make(chan struct{}), "j2": make(chan struct{})}
@@ -444,4 +444,56 @@ func TestRun_AnswerNotHeldBehindALongJob(t *testing.T) {
 	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j2", Result: json.RawMessage(`"j2"`)}, b.recv(t))
 	b.send(t, `{"op":"shutdown"}`)
 	require.NoError(t, b.wait(t))
+}
+
+// While jobs are short, the SDK holds answers back as it runs the queued
+// jobs behind them; a queued job that then runs long holds them back no
+// more than a millisecond.
+func TestRun_HeldAnswersWrittenWhileALongJobRuns(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	b := setup(t, func(ctx context.Context, job *worker.Job) (any, error) {
+		if job.Type == "gate" {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}
+		return job.ID, nil
+	}, worker.WithPrefetch(4))
+	// A first short job, answered at once: the average is now short.
+	b.sendJob(t, "j0", "fast", `0`)
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j0", Result: json.RawMessage(`"j0"`)}, b.recv(t))
+	// One write: a short job, then one that runs until the gate opens.
+	_, err := io.WriteString(b.in, `{"op":"job","id":"j1","type":"fast","payload":1,"attempt":1}`+"\n"+
+		`{"op":"job","id":"j2","type":"gate","payload":2,"attempt":1}`+"\n")
+	require.NoError(t, err)
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`"j1"`)}, b.recv(t), "j1's answer waits for j2")
+	close(gate)
+	require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j2", Result: json.RawMessage(`"j2"`)}, b.recv(t))
+	b.send(t, `{"op":"shutdown"}`)
+	require.NoError(t, b.wait(t))
+}
+
+// A job is run when the lines after it in the same write are blank or bad:
+// the worker does not wait for more input to start it.
+func TestRun_JobFollowedByBlankOrBadLines(t *testing.T) {
+	t.Parallel()
+	for name, after := range map[string]string{
+		"blank":      "\n",
+		"whitespace": "   \t \n",
+		"garbage":    "garbage\n",
+		"no op":      `{"id":"x"}` + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, handleByType, worker.WithLogger(discardLogger))
+			_, err := io.WriteString(b.in, `{"op":"job","id":"j1","type":"square","payload":3,"attempt":1}`+"\n"+after)
+			require.NoError(t, err)
+			require.Equal(t, proto.Message{Op: proto.OpDone, ID: "j1", Result: json.RawMessage(`9`)}, b.recv(t))
+			b.send(t, `{"op":"shutdown"}`)
+			require.NoError(t, b.wait(t))
+		})
+	}
 }

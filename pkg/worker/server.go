@@ -45,8 +45,9 @@ type server struct {
 	held chan struct{} // runner -> watcher: answers are held back
 
 	mu       sync.Mutex
-	job      *Job                    // the running job; nil between jobs
-	cancel   context.CancelCauseFunc // cancels job's context
+	job      *Job                    // the running job (see startHeadLocked); nil between jobs
+	ctx      context.Context         // job's context
+	cancel   context.CancelCauseFunc // cancels ctx
 	queue    []proto.Message         // jobs to run next, in order
 	pending  []byte                  // messages encoded and not yet written
 	pendOp   proto.Op                // the first one's op, to name them in an error
@@ -62,9 +63,9 @@ type server struct {
 // jobs queued behind them.
 const holdMax = time.Millisecond
 
-// yieldUnder is the average handler run time under which the runner holds
+// holdUnder is the average handler run time under which the runner holds
 // answers back while it runs the next queued job, to write them together.
-const yieldUnder = 50 * time.Microsecond
+const holdUnder = 50 * time.Microsecond
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
 	return &server{
@@ -85,13 +86,10 @@ func (s *server) read(r *proto.Reader) {
 		m, err := r.Read()
 		if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
 			s.log.Warn("worker: ignoring a bad line from workerd", "err", err)
-			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			s.readFailed(err)
 			return
-		}
-		if s.handle(m) {
+		} else if s.handle(m) {
 			s.flush()
 		}
 		if !r.LineReady() {
@@ -238,8 +236,14 @@ func (s *server) watch(stop, hard, done <-chan struct{}) {
 
 // stop starts a stop that workerd did not ask for: it tells workerd that no
 // job should come, and cancels the running handler with cause, if not nil.
+// A job queued while no job runs is the one workerd counts as running: it
+// runs all the same (its context cancelled on a hard stop), so that its
+// answer comes before the worker exits; the rest of the queue is left.
 func (s *server) stop(cause error) {
 	s.mu.Lock()
+	if s.job == nil && len(s.queue) > 0 && !s.draining && s.err == nil {
+		s.startHeadLocked()
+	}
 	if s.job != nil && cause != nil {
 		s.cancel(cause)
 	}
@@ -269,24 +273,27 @@ func (s *server) serve() error {
 	}
 }
 
-// next makes the job to run next the running one, and returns it with its
-// context; false when the run is over. Before it waits for a job, it
-// writes the answers held back; it holds them back still while the next
-// job is likely to end at once.
+// next returns the running job and its context, starting the job at the
+// head of the queue if none runs; false when the run is over. Before it
+// waits for a job, it writes the answers held back; it holds them back
+// still while the job to run is likely to end at once.
 func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 	for {
 		s.mu.Lock()
-		switch {
-		case s.err != nil || s.draining:
+		if s.err != nil {
+			if s.job != nil { // started by finish or stop; its context is cancelled
+				s.cancel(s.err)
+				s.job, s.ctx, s.cancel = nil, nil, nil
+			}
 			s.mu.Unlock()
 			return nil, nil, false
-		case len(s.queue) > 0:
-			m := s.queue[0]
-			s.queue = slices.Delete(s.queue, 0, 1)
-			job = &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
-			ctx, s.cancel = context.WithCancelCause(s.base)
-			s.job = job
-			hold := len(s.pending) > 0 && s.avgRun > 0 && s.avgRun < yieldUnder
+		}
+		if s.job == nil && len(s.queue) > 0 && !s.draining {
+			s.startHeadLocked()
+		}
+		if s.job != nil {
+			ctx, job = s.ctx, s.job
+			hold := len(s.pending) > 0 && s.avgRun > 0 && s.avgRun < holdUnder
 			if hold && !s.armed {
 				s.armed = true
 				s.held <- struct{}{} // cannot block: armed is set until the watcher takes it
@@ -297,11 +304,28 @@ func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 			}
 			return ctx, job, true
 		}
+		if s.draining {
+			s.mu.Unlock()
+			return nil, nil, false
+		}
 		s.idle = true
 		s.mu.Unlock()
 		s.flush()
 		<-s.wake
 	}
+}
+
+// startHeadLocked makes the job at the head of the queue the running one,
+// with its context. It is called as soon as the job before it is answered
+// (finish), when the runner looks for work (next), and by a stop (stop):
+// from the moment workerd reads an answer while the worker is ready, it
+// counts the next queued job as running, and a stop must not leave that
+// job unanswered.
+func (s *server) startHeadLocked() {
+	m := s.queue[0]
+	s.queue = slices.Delete(s.queue, 0, 1)
+	s.job = &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt}
+	s.ctx, s.cancel = context.WithCancelCause(s.base)
 }
 
 // call runs the handler on job, recovering a panic, and encodes its
@@ -340,14 +364,16 @@ type outcome struct {
 }
 
 // finish reports the outcome of the running job, unless the run has
-// failed: then there is no one to report it to. When the worker stops, the
-// jobs still queued are left unanswered: workerd gives them to another
-// worker when this one exits, as jobs that never started.
+// failed: then there is no one to report it to; and starts the next queued
+// job in the same step, so that a stop cannot fall between the two (see
+// startHeadLocked). When the worker stops, the jobs still queued are left
+// unanswered: workerd gives them to another worker when this one exits,
+// as jobs that never started.
 func (s *server) finish(o outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cancel(nil) // the handler has returned: release its context
-	s.job, s.cancel = nil, nil
+	s.job, s.ctx, s.cancel = nil, nil, nil
 	if s.avgRun == 0 {
 		s.avgRun = max(o.took, 1)
 	} else {
@@ -362,10 +388,13 @@ func (s *server) finish(o outcome) {
 		m.Permanent = IsPermanent(o.err)
 	}
 	s.answerLocked(m)
+	if len(s.queue) > 0 && !s.draining && s.err == nil {
+		s.startHeadLocked()
+	}
 }
 
-// send writes m now, after the messages still pending, and reports whether
-// it could.
+// send writes m now, after the messages still pending, and returns the
+// error that ended the run, if any.
 func (s *server) send(m proto.Message) error {
 	s.mu.Lock()
 	s.answerLocked(m)

@@ -1,0 +1,75 @@
+package worker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/proto"
+)
+
+// From the moment workerd reads an answer while the worker is ready, it
+// counts the next queued job as running: a stop must run that job and
+// answer it, and leave the rest of the queue. The two ways a stop can come
+// between jobs are set up here directly: after a job's answer, and while
+// jobs are queued to an idle worker that has not started the first.
+func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
+	t.Parallel()
+	job := func(id string) proto.Message {
+		return proto.Message{Op: proto.OpJob, ID: id, Type: "t", Payload: []byte("1"), Attempt: 1}
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func(s *server)
+	}{
+		{"after an answer", func(s *server) {
+			s.mu.Lock()
+			s.queue = []proto.Message{job("j1"), job("j2")}
+			s.job, s.cancel = &Job{ID: "j0"}, func(error) {}
+			s.mu.Unlock()
+			s.finish(outcome{id: "j0"})
+		}},
+		{"before the first", func(s *server) {
+			s.mu.Lock()
+			s.queue = []proto.Message{job("j1"), job("j2")}
+			s.mu.Unlock()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			outR, outW := io.Pipe()
+			msgs := make(chan proto.Message, 8)
+			go func() {
+				defer close(msgs)
+				r := proto.NewReader(outR, 0)
+				for {
+					m, err := r.Read()
+					if err != nil {
+						return
+					}
+					msgs <- m
+				}
+			}()
+			var ran []string
+			s := newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
+				ran = append(ran, j.ID)
+				return nil, nil
+			}, outW, slog.New(slog.DiscardHandler), 4)
+			tc.setup(s)
+			s.stop(nil)
+			require.NoError(t, s.serve())
+			require.NoError(t, outW.Close())
+			var got []proto.Message
+			for m := range msgs {
+				got = append(got, m)
+			}
+			require.Equal(t, []string{"j1"}, ran)
+			require.Contains(t, got, proto.Message{Op: proto.OpDone, ID: "j1"})
+			require.Contains(t, got, proto.Message{Op: proto.OpBusy})
+			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "j2"})
+		})
+	}
+}
