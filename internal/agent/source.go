@@ -946,8 +946,9 @@ func (s *source) publish(f finishJob, stores *storeBurst) finishJob {
 }
 
 // acker acks (or naks) each job once its state is stored, then announces
-// it: an event per job, then one wire.Ends for the jobs acked together. A burst's acks and events follow its stores' answers together; if a
-// store is slow to answer, the jobs stored before it go first.
+// it: an event per job, then one wire.Ends for the jobs acked together. A
+// burst's acks and events follow its stores' answers together; if a store
+// is slow to answer, the jobs stored before it go first.
 func (s *source) acker() {
 	defer s.wg.Done()
 	var (

@@ -132,10 +132,13 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		close(done)
 		watching.Wait()
 	}
-	s.end()
 	if c, ok := o.out.(io.Closer); ok {
-		_ = c.Close() // every message was written with one Write; nothing is pending
+		// Every message was written with one Write; nothing is pending.
+		// Closed first, it ends a write of the reader's that workerd does
+		// not read.
+		_ = c.Close()
 	}
+	s.end() // the reader writes nothing more
 	if c, ok := o.in.(io.Closer); ok {
 		_ = c.Close()
 		reading.Wait()
