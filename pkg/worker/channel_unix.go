@@ -19,9 +19,12 @@ func openChannel() (in, out *os.File, err error) {
 		}
 	}
 	// A non-blocking descriptor makes os.NewFile use the runtime poller, so
-	// that Close interrupts a pending Read and Run's reader can end.
-	if err := syscall.SetNonblock(proto.FDToWorker, true); err != nil {
-		return nil, nil, fmt.Errorf("worker: fd %d: set non-blocking: %w", proto.FDToWorker, err)
+	// that Close interrupts a pending Read (Run's reader can end) or Write
+	// (Run does not wait on a write that workerd does not read).
+	for _, fd := range []int{proto.FDToWorker, proto.FDFromWorker} {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			return nil, nil, fmt.Errorf("worker: fd %d: set non-blocking: %w", fd, err)
+		}
 	}
 	in = os.NewFile(proto.FDToWorker, "conductor-in")
 	out = os.NewFile(proto.FDFromWorker, "conductor-out")

@@ -78,7 +78,9 @@ func WithLogger(l *slog.Logger) Option {
 // Run stops gracefully, returning nil, when workerd sends the shutdown op or
 // when ctx is done: it takes no further job, lets the running handler finish
 // without cancelling its context, reports the outcome, and returns. Stopping
-// on ctx, it first tells workerd it is busy so that no job is sent meanwhile.
+// on ctx, it first tells workerd it is busy so that no job is sent meanwhile;
+// a job workerd wrote before it read that is run all the same (idle, Run
+// waits 50 ms for one), since workerd counts it as running.
 // See WithHardStop for a stop that does not wait for the handler.
 //
 // Run returns ErrChannelClosed when workerd closes the channel: it cancels

@@ -36,6 +36,7 @@ type server struct {
 	log      *slog.Logger
 	base     context.Context // parent of handler contexts: Run's ctx, not its cancellation
 	prefetch int             // jobs workerd may queue behind the running one
+	lateWait time.Duration   // lateJobWait; tests lengthen it
 
 	wmu   sync.Mutex // held across taking pending and writing it, so answers keep their order
 	out   *proto.Writer
@@ -55,6 +56,9 @@ type server struct {
 	armed    bool                    // the watcher will flush held answers within holdMax
 	draining bool                    // take no job; return once the running one is reported
 	shutdown bool                    // workerd sent the shutdown op
+	hardStop bool                    // the stop was a hard one
+	tookLate bool                    // a job came after a stop of our own, and runs (see acceptLocked)
+	lateOver bool                    // the runner waited lateJobWait for such a job
 	err      error                   // ends the run: the channel closed or failed
 	avgRun   time.Duration           // moving average of handler run times (the runner's)
 }
@@ -72,6 +76,7 @@ func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, 
 		h:        h,
 		log:      log,
 		prefetch: prefetch,
+		lateWait: lateJobWait,
 		out:      proto.NewWriter(out),
 		base:     context.WithoutCancel(ctx),
 		wake:     make(chan struct{}, 1),
@@ -188,6 +193,14 @@ func (s *server) acceptLocked(m proto.Message) (answered bool) {
 		ahead++
 	}
 	switch {
+	case s.draining && !s.shutdown && !s.hardStop && s.job == nil && len(s.queue) == 0 && !s.tookLate && !s.lateOver:
+		// The first job to come after a stop of the worker's own, while
+		// none runs, was sent before workerd read busy: workerd counts it
+		// as running, and a refusal would cost it an attempt. It runs.
+		s.tookLate = true
+		s.queue = append(s.queue, m)
+		s.startHeadLocked()
+		return false
 	case s.draining:
 		refusal = "worker: shutting down"
 	case ahead > s.prefetch:
@@ -247,6 +260,7 @@ func (s *server) stop(cause error) {
 	if s.job != nil && cause != nil {
 		s.cancel(cause)
 	}
+	s.hardStop = s.hardStop || cause != nil
 	if s.draining {
 		s.mu.Unlock()
 		return
@@ -304,16 +318,36 @@ func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 			}
 			return ctx, job, true
 		}
-		if s.draining {
+		if s.draining && (s.shutdown || s.hardStop || s.tookLate || s.lateOver) {
 			s.mu.Unlock()
 			return nil, nil, false
 		}
 		s.idle = true
+		draining := s.draining
 		s.mu.Unlock()
 		s.flush()
-		<-s.wake
+		if !draining {
+			<-s.wake
+			continue
+		}
+		// Stopped by ourselves while idle: a job workerd wrote before it
+		// read busy may be on its way, and workerd counts it as running.
+		// Wait a little for it (see acceptLocked).
+		t := time.NewTimer(s.lateWait)
+		select {
+		case <-s.wake:
+		case <-t.C:
+			s.mu.Lock()
+			s.lateOver = true
+			s.mu.Unlock()
+		}
+		t.Stop()
 	}
 }
+
+// lateJobWait is how long a worker that stopped of its own accord while
+// idle waits for a job workerd wrote before it read busy.
+const lateJobWait = 50 * time.Millisecond
 
 // startHeadLocked makes the job at the head of the queue the running one,
 // with its context. It is called as soon as the job before it is answered

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -70,6 +71,79 @@ func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 			require.Contains(t, got, proto.Message{Op: proto.OpDone, ID: "j1"})
 			require.Contains(t, got, proto.Message{Op: proto.OpBusy})
 			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "j2"})
+		})
+	}
+}
+
+// A job workerd wrote before it read the busy of a stop of the worker's
+// own, while the worker was idle, is the one workerd counts as running: it
+// runs and is answered, and the run then ends. A second one is refused, and
+// after a hard stop or a shutdown none is taken.
+func TestServer_JobAfterOwnStopRuns(t *testing.T) {
+	t.Parallel()
+	job := func(id string) proto.Message {
+		return proto.Message{Op: proto.OpJob, ID: id, Type: "t", Payload: []byte("1"), Attempt: 1}
+	}
+	for _, tc := range []struct {
+		name string
+		stop func(s *server)
+		ran  []string
+	}{
+		{"graceful", func(s *server) { s.stop(nil) }, []string{"late"}},
+		{"hard", func(s *server) { s.stop(errHardStop) }, nil},
+		{"shutdown", func(s *server) { s.handle(proto.Message{Op: proto.OpShutdown}) }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			outR, outW := io.Pipe()
+			msgs := make(chan proto.Message, 8)
+			go func() {
+				defer close(msgs)
+				r := proto.NewReader(outR, 0)
+				for {
+					m, err := r.Read()
+					if err != nil {
+						return
+					}
+					msgs <- m
+				}
+			}()
+			var ran []string
+			s := newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
+				ran = append(ran, j.ID)
+				return nil, nil
+			}, outW, slog.New(slog.DiscardHandler), 4)
+			s.lateWait = time.Minute // the test, not the clock, brings the job
+			tc.stop(s)
+			served := make(chan error, 1)
+			go func() { served <- s.serve() }()
+			if tc.ran != nil {
+				require.Eventually(t, func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					return s.idle
+				}, 10*time.Second, time.Millisecond, "the runner does not wait for a late job")
+			}
+			// As the reader does: handle, flush an answer, wake the runner.
+			for _, id := range []string{"late", "later"} {
+				if s.handle(job(id)) {
+					s.flush()
+				}
+				s.mu.Lock()
+				s.wakeLocked()
+				s.mu.Unlock()
+			}
+			require.NoError(t, <-served)
+			require.NoError(t, outW.Close())
+			var got []proto.Message
+			for m := range msgs {
+				got = append(got, m)
+			}
+			require.Equal(t, tc.ran, ran)
+			if len(tc.ran) > 0 {
+				require.Contains(t, got, proto.Message{Op: proto.OpDone, ID: "late"})
+			}
+			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "later"})
 		})
 	}
 }
