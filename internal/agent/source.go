@@ -135,8 +135,9 @@ func newSource(cfg sourceConfig) (*source, error) {
 		stop:         make(chan struct{}),
 	}
 	// Credit never exceeds waiting workers + prefetch, so msgs fills only
-	// after a resize up, and then only delays deliveries.
-	s.msgs = make(chan delivery, max(2*workers*(1+cfg.prefetch)+64, 1024))
+	// after a resize up, or for a large pool past maxMsgsBuffer, and then
+	// only delays deliveries.
+	s.msgs = make(chan delivery, min(max(2*workers*(1+cfg.prefetch)+64, 1024), maxMsgsBuffer))
 	var err error
 	if s.answers, err = newStoreAnswers(cfg.nc); err != nil {
 		return nil, err
@@ -212,6 +213,9 @@ func (s *source) close() {
 	}
 	s.wg.Wait()
 }
+
+// maxMsgsBuffer bounds the deliveries buffered for the fetcher: 512 KiB.
+const maxMsgsBuffer = 16 << 10
 
 // putBackParallel bounds the jobs put back at once.
 const putBackParallel = 16

@@ -165,6 +165,16 @@ func (s Space) JobEnds(typ string) string { return s.prefix() + ".ends." + typ }
 // AllJobEnds matches JobEnds of every type.
 func (s Space) AllJobEnds() string { return s.prefix() + ".ends.*" }
 
+// JobEndsTypeOf returns the job type of a subject built by JobEnds, or ""
+// if it is not one, or its type is not a valid token.
+func (s Space) JobEndsTypeOf(subj string) string {
+	typ, ok := strings.CutPrefix(subj, s.prefix()+".ends.")
+	if !ok || Token("job type", typ) != nil {
+		return ""
+	}
+	return typ
+}
+
 // Host is the subject host announces its heartbeat on.
 func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
 

@@ -73,7 +73,9 @@ type ClientConfig struct {
 	// conductor's. Default 1 MiB.
 	MaxPayload int
 	// RecheckInterval is how often Wait reads a job's state in case its end
-	// event was missed. Default 2s.
+	// was missed. Default 2s. A Client of its own learns of ends from the
+	// job events; conductord's (Conductor.Client) from the ends workerd
+	// announces a burst at a time (docs/protocol.md).
 	RecheckInterval time.Duration
 	// CommandTimeout is how long Command waits for each host's answer.
 	// Default 5s.

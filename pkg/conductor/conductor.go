@@ -403,7 +403,10 @@ func (l *natsLogger) Tracef(string, ...any)           {}
 // ones to the batch watcher and the Client's waits.
 func (c *Conductor) jobEnds(m *nats.Msg) {
 	ends, err := wire.DecodeEnds(m.Data)
-	if err != nil || ends.Type == "" {
+	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(m.Subject)) {
+		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(m.Subject))
+	}
+	if err != nil {
 		c.log.Warn("ignoring unreadable job ends", "subject", m.Subject, "err", err)
 		return
 	}

@@ -56,8 +56,13 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	ev := nats.NewMsg(c.space.JobEvent("squares", string(wire.StatusSucceeded)))
 	ev.Header.Set(wire.HeaderJobID, "job-2")
 	require.NoError(t, nc.PublishMsg(ev))
-	// Garbage is logged and ignored.
+	// Garbage, and ends whose type is not their subject's, are logged and
+	// ignored.
 	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), []byte("{")))
+	other := wire.Ends{Type: "other", Jobs: []wire.End{{ID: "job-3", Status: wire.StatusSucceeded}}}
+	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), other.AppendJSON(nil)))
+	other.Type = "a:b"
+	require.NoError(t, nc.Publish("conductor.default.ends.a:b", other.AppendJSON(nil)))
 	select {
 	case j := <-waited:
 		require.Equal(t, "job-1", j.ID)
@@ -71,6 +76,8 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "the ends were not counted")
 	require.NoError(t, nc.Flush())
 	require.Equal(t, counts{Succeeded: 1, Failed: 1}, c.stats.snapshot()["squares"], "the job event was counted")
+	require.NotContains(t, c.stats.snapshot(), "other")
+	require.NotContains(t, c.stats.snapshot(), "a:b")
 	c.client.mu.Lock()
 	defer c.client.mu.Unlock()
 	require.Nil(t, c.client.sub, "the Client subscribed to the job events")
