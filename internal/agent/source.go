@@ -217,6 +217,10 @@ func (s *source) close() {
 // maxMsgsBuffer bounds the deliveries buffered for the fetcher: 512 KiB.
 const maxMsgsBuffer = 16 << 10
 
+// maxHeldAhead bounds the jobs a pool holds ahead, whatever its size: well
+// within the consumer's MaxAckPending (100,000) and maxMsgsBuffer.
+const maxHeldAhead = 8 << 10
+
 // putBackParallel bounds the jobs put back at once.
 const putBackParallel = 16
 
@@ -510,7 +514,7 @@ func (s *source) prefetchLocked() int {
 	if s.avgRun == 0 || s.avgRun >= shortJob {
 		return 0
 	}
-	n := s.prefetch * s.poolSize
+	n := min(s.prefetch*s.poolSize, maxHeldAhead)
 	n = min(n, int(int64(s.poolSize)*int64(holdFor)/int64(s.avgRun)))
 	if s.avgSize > 0 {
 		n = min(n, cmp.Or(s.holdBytes, holdBytes)/s.avgSize)

@@ -398,7 +398,7 @@ func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
 }
 
 // Short jobs are held ahead as many as the pool runs in holdFor, within the
-// prefetch and holdBytes of payloads.
+// prefetch, maxHeldAhead and holdBytes of payloads.
 func TestSource_HoldBounds(t *testing.T) {
 	t.Parallel()
 	s := &source{sourceConfig: sourceConfig{prefetch: 8, holdBytes: 1000}, poolSize: 2}
@@ -412,6 +412,8 @@ func TestSource_HoldBounds(t *testing.T) {
 	require.Equal(t, 13, hold(15*time.Millisecond, 10), "2 workers run 13 jobs of 15ms in 100ms")
 	require.Equal(t, 5, hold(time.Millisecond, 200), "1000 bytes of 200-byte payloads")
 	require.Equal(t, 0, hold(time.Millisecond, 2000), "payloads over the bound")
+	big := &source{sourceConfig: sourceConfig{prefetch: 512}, poolSize: 256, avgRun: time.Microsecond, avgSize: 10}
+	require.Equal(t, maxHeldAhead, big.prefetchLocked(), "a large pool holds maxHeldAhead at most")
 }
 
 // Outcomes that end together are stored, acked and announced in bursts (here
