@@ -56,9 +56,7 @@ type server struct {
 	armed    bool                    // the watcher will flush held answers within holdMax
 	draining bool                    // take no job; return once the running one is reported
 	shutdown bool                    // workerd sent the shutdown op
-	hardStop bool                    // the stop was a hard one
-	tookLate bool                    // a job came after a stop of our own, and runs (see acceptLocked)
-	lateOver bool                    // the runner waited lateJobWait for such a job
+	lateMay  bool                    // after our own stop while idle, the job workerd counts as running may still come (see acceptLocked)
 	err      error                   // ends the run: the channel closed or failed
 	avgRun   time.Duration           // moving average of handler run times (the runner's)
 }
@@ -169,7 +167,7 @@ func (s *server) handle(m proto.Message) (answered bool) {
 		}
 		s.cancel(errCancelled)
 	case proto.OpShutdown:
-		s.draining, s.shutdown = true, true
+		s.draining, s.shutdown, s.lateMay = true, true, false
 		s.wakeLocked()
 	default:
 		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
@@ -193,11 +191,11 @@ func (s *server) acceptLocked(m proto.Message) (answered bool) {
 		ahead++
 	}
 	switch {
-	case s.draining && !s.shutdown && !s.hardStop && s.job == nil && len(s.queue) == 0 && !s.tookLate && !s.lateOver:
-		// The first job to come after a stop of the worker's own, while
-		// none runs, was sent before workerd read busy: workerd counts it
-		// as running, and a refusal would cost it an attempt. It runs.
-		s.tookLate = true
+	case s.lateMay && s.job == nil && len(s.queue) == 0:
+		// The first job to come after a stop of the worker's own that
+		// found it idle was sent before workerd read busy: workerd counts
+		// it as running, and a refusal would cost it an attempt. It runs.
+		s.lateMay = false
 		s.queue = append(s.queue, m)
 		s.startHeadLocked()
 		return false
@@ -260,12 +258,15 @@ func (s *server) stop(cause error) {
 	if s.job != nil && cause != nil {
 		s.cancel(cause)
 	}
-	s.hardStop = s.hardStop || cause != nil
+	if cause != nil {
+		s.lateMay = false // a hard stop takes no job
+	}
 	if s.draining {
 		s.mu.Unlock()
 		return
 	}
 	s.draining = true
+	s.lateMay = cause == nil && s.job == nil && s.err == nil
 	s.answerLocked(proto.Message{Op: proto.OpBusy})
 	s.wakeLocked()
 	s.mu.Unlock()
@@ -318,7 +319,7 @@ func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 			}
 			return ctx, job, true
 		}
-		if s.draining && (s.shutdown || s.hardStop || s.tookLate || s.lateOver) {
+		if s.draining && !s.lateMay {
 			s.mu.Unlock()
 			return nil, nil, false
 		}
@@ -338,7 +339,7 @@ func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 		case <-s.wake:
 		case <-t.C:
 			s.mu.Lock()
-			s.lateOver = true
+			s.lateMay = false
 			s.mu.Unlock()
 		}
 		t.Stop()

@@ -59,9 +59,17 @@ func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 				ran = append(ran, j.ID)
 				return nil, nil
 			}, outW, slog.New(slog.DiscardHandler), 4)
+			s.lateWait = time.Minute // a stop that found a job to run waits for no late one
 			tc.setup(s)
 			s.stop(nil)
-			require.NoError(t, s.serve())
+			served := make(chan error, 1)
+			go func() { served <- s.serve() }()
+			select {
+			case err := <-served:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the run waited for a late job after a stop that found a job to run")
+			}
 			require.NoError(t, outW.Close())
 			var got []proto.Message
 			for m := range msgs {
