@@ -41,24 +41,7 @@ func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			outR, outW := io.Pipe()
-			msgs := make(chan proto.Message, 8)
-			go func() {
-				defer close(msgs)
-				r := proto.NewReader(outR, 0)
-				for {
-					m, err := r.Read()
-					if err != nil {
-						return
-					}
-					msgs <- m
-				}
-			}()
-			var ran []string
-			s := newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
-				ran = append(ran, j.ID)
-				return nil, nil
-			}, outW, slog.New(slog.DiscardHandler), 4)
+			s, ran, written := recordingServer(t)
 			s.lateWait = time.Minute // a stop that found a job to run waits for no late one
 			tc.setup(s)
 			s.stop(nil)
@@ -70,12 +53,8 @@ func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the run waited for a late job after a stop that found a job to run")
 			}
-			require.NoError(t, outW.Close())
-			var got []proto.Message
-			for m := range msgs {
-				got = append(got, m)
-			}
-			require.Equal(t, []string{"j1"}, ran)
+			got := written()
+			require.Equal(t, []string{"j1"}, *ran)
 			require.Contains(t, got, proto.Message{Op: proto.OpDone, ID: "j1"})
 			require.Contains(t, got, proto.Message{Op: proto.OpBusy})
 			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "j2"})
@@ -103,24 +82,7 @@ func TestServer_JobAfterOwnStopRuns(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			outR, outW := io.Pipe()
-			msgs := make(chan proto.Message, 8)
-			go func() {
-				defer close(msgs)
-				r := proto.NewReader(outR, 0)
-				for {
-					m, err := r.Read()
-					if err != nil {
-						return
-					}
-					msgs <- m
-				}
-			}()
-			var ran []string
-			s := newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
-				ran = append(ran, j.ID)
-				return nil, nil
-			}, outW, slog.New(slog.DiscardHandler), 4)
+			s, ran, written := recordingServer(t)
 			s.lateWait = time.Minute // the test, not the clock, brings the job
 			tc.stop(s)
 			served := make(chan error, 1)
@@ -142,16 +104,45 @@ func TestServer_JobAfterOwnStopRuns(t *testing.T) {
 				s.mu.Unlock()
 			}
 			require.NoError(t, <-served)
-			require.NoError(t, outW.Close())
-			var got []proto.Message
-			for m := range msgs {
-				got = append(got, m)
-			}
-			require.Equal(t, tc.ran, ran)
+			got := written()
+			require.Equal(t, tc.ran, *ran)
 			if len(tc.ran) > 0 {
 				require.Contains(t, got, proto.Message{Op: proto.OpDone, ID: "late"})
 			}
 			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "later"})
 		})
+	}
+}
+
+// recordingServer returns a server whose handler records the ids of the
+// jobs it runs, and a function that ends its output and returns what it
+// wrote; call it once serve has returned.
+func recordingServer(t *testing.T) (s *server, ran *[]string, written func() []proto.Message) {
+	t.Helper()
+	outR, outW := io.Pipe()
+	msgs := make(chan proto.Message, 8)
+	go func() {
+		defer close(msgs)
+		r := proto.NewReader(outR, 0)
+		for {
+			m, err := r.Read()
+			if err != nil {
+				return
+			}
+			msgs <- m
+		}
+	}()
+	ran = new([]string)
+	s = newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
+		*ran = append(*ran, j.ID)
+		return nil, nil
+	}, outW, slog.New(slog.DiscardHandler), 4)
+	return s, ran, func() []proto.Message {
+		require.NoError(t, outW.Close())
+		var got []proto.Message
+		for m := range msgs {
+			got = append(got, m)
+		}
+		return got
 	}
 }
