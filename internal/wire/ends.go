@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"encoding/json"
 
 	"github.com/conductor-run/conductor/internal/jsonfast"
@@ -49,9 +48,9 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 }
 
 // DecodeEnds decodes an Ends as encoding/json does, without reflection when
-// data is as AppendJSON writes it with plain strings (printable ASCII, no
-// escapes), which is how workerd writes every one. Anything else, errors
-// included, is left to encoding/json.
+// data has AppendJSON's keys in its order, with strings without escapes,
+// which is how workerd writes every one. Anything else, errors included, is
+// left to encoding/json.
 func DecodeEnds(data []byte) (Ends, error) {
 	if e, ok := decodeEndsFast(data); ok {
 		return e, nil
@@ -61,82 +60,54 @@ func DecodeEnds(data []byte) (Ends, error) {
 	return e, err
 }
 
-// decodeEndsFast decodes data if it is exactly AppendJSON's layout with
-// plain strings; false otherwise.
+// decodeEndsFast decodes data if it has AppendJSON's layout; false
+// otherwise.
 func decodeEndsFast(data []byte) (e Ends, ok bool) {
-	p := endsParser{b: data}
-	if !p.lit(`{"type":`) {
+	l := jsonfast.NewLexer(data)
+	if !l.Next('{') || !key(l, "type") {
 		return e, false
 	}
-	if e.Type, ok = p.str(); !ok || !p.lit(`,"jobs":[`) {
+	if e.Type, ok = l.Text(); !ok || !l.Next(',') || !key(l, "jobs") || !l.Next('[') {
 		return e, false
 	}
 	e.Jobs = []End{}
-	if p.lit("]}") {
-		return e, p.done()
+	if l.Next(']') {
+		return e, l.Next('}') && l.Done()
 	}
 	for {
 		var j End
 		var status string
-		if !p.lit(`{"id":`) {
+		if !l.Next('{') || !key(l, "id") {
 			return e, false
 		}
-		if j.ID, ok = p.str(); !ok || !p.lit(`,"status":`) {
+		if j.ID, ok = l.Text(); !ok || !l.Next(',') || !key(l, "status") {
 			return e, false
 		}
-		if status, ok = p.str(); !ok {
+		if status, ok = l.Text(); !ok {
 			return e, false
 		}
 		j.Status = Status(status)
-		if p.lit(`,"batch":`) {
-			if j.Batch, ok = p.str(); !ok {
+		if l.Next(',') {
+			if !key(l, "batch") {
+				return e, false
+			}
+			if j.Batch, ok = l.Text(); !ok {
 				return e, false
 			}
 		}
-		if !p.lit("}") {
+		if !l.Next('}') {
 			return e, false
 		}
 		e.Jobs = append(e.Jobs, j)
-		if p.lit(",") {
+		if l.Next(',') {
 			continue
 		}
-		return e, p.lit("]}") && p.done()
+		return e, l.Next(']') && l.Next('}') && l.Done()
 	}
 }
 
-// endsParser reads AppendJSON's layout of an Ends.
-type endsParser struct {
-	b []byte
-	i int
+// key reads the object key name and its colon.
+func key(l *jsonfast.Lexer, name string) bool {
+	k, ok := l.Str()
+	return ok && string(k) == name && l.Next(':')
 }
-
-// lit consumes s if the input goes on with it.
-func (p *endsParser) lit(s string) bool {
-	if !bytes.HasPrefix(p.b[p.i:], []byte(s)) {
-		return false
-	}
-	p.i += len(s)
-	return true
-}
-
-// str consumes a string of printable ASCII without escapes, which decodes
-// to its bytes as they are.
-func (p *endsParser) str() (string, bool) {
-	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return "", false
-	}
-	for j := p.i + 1; j < len(p.b); j++ {
-		switch c := p.b[j]; {
-		case c == '"':
-			s := string(p.b[p.i+1 : j])
-			p.i = j + 1
-			return s, true
-		case c < 0x20, c > 0x7e, c == '\\':
-			return "", false
-		}
-	}
-	return "", false
-}
-
-// done reports whether the input is all consumed.
-func (p *endsParser) done() bool { return p.i == len(p.b) }
