@@ -19,9 +19,6 @@ import (
 // jobs are queued to an idle worker that has not started the first.
 func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 	t.Parallel()
-	job := func(id string) proto.Message {
-		return proto.Message{Op: proto.OpJob, ID: id, Type: "t", Payload: []byte("1"), Attempt: 1}
-	}
 	for _, tc := range []struct {
 		name  string
 		setup func(s *server)
@@ -68,9 +65,6 @@ func TestServer_StopBetweenJobsRunsTheJobWorkerdCountsAsRunning(t *testing.T) {
 // after a hard stop or a shutdown none is taken.
 func TestServer_JobAfterOwnStopRuns(t *testing.T) {
 	t.Parallel()
-	job := func(id string) proto.Message {
-		return proto.Message{Op: proto.OpJob, ID: id, Type: "t", Payload: []byte("1"), Attempt: 1}
-	}
 	for _, tc := range []struct {
 		name string
 		stop func(s *server)
@@ -112,6 +106,11 @@ func TestServer_JobAfterOwnStopRuns(t *testing.T) {
 			require.NotContains(t, got, proto.Message{Op: proto.OpDone, ID: "later"})
 		})
 	}
+}
+
+// job is a job message for the stop tests.
+func job(id string) proto.Message {
+	return proto.Message{Op: proto.OpJob, ID: id, Type: "t", Payload: []byte("1"), Attempt: 1}
 }
 
 // recordingServer returns a server whose handler records the ids of the
