@@ -1,0 +1,149 @@
+// Package startstop is the one lifecycle of conductor's long-running parts:
+// a Service starts with Start(ctx), which returns once it has started, and
+// stops with Stop, which blocks until it has stopped and is safe to call any
+// number of times, from any goroutine, before or after Start. Stopped is
+// closed once it has stopped.
+//
+// A service embeds Base and runs its goroutine under the context StartInit
+// gives it:
+//
+//	func (f *fetcher) Start(ctx context.Context) error {
+//		ctx, ok, done := f.StartInit(ctx)
+//		if !ok {
+//			return nil // started already
+//		}
+//		go func() {
+//			defer done()
+//			f.run(ctx)
+//		}()
+//		return nil
+//	}
+//
+// Stop cancels that context and waits for done. A service whose goroutine
+// ends when its input closes (a pipeline stage) ignores the context; its
+// Stop then waits for the input to be closed, which its owner does first.
+package startstop
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// Service is a long-running part with the common lifecycle.
+type Service interface {
+	// Start starts the service and returns once it has started. A second
+	// Start while it runs does nothing. The service stops when ctx is
+	// cancelled or Stop is called, whichever is first.
+	Start(ctx context.Context) error
+	// Stop stops the service and waits until it has. It is idempotent and
+	// returns at once if the service never started.
+	Stop()
+	// Stopped is closed when the service has stopped after a Start.
+	Stopped() <-chan struct{}
+}
+
+// Base carries the lifecycle's state for a service that embeds it. Its zero
+// value is ready to use.
+type Base struct {
+	mu      sync.Mutex
+	cancel  context.CancelCauseFunc
+	stopped chan struct{} // closed by done; replaced at each start
+}
+
+// ErrStopped is the cause of the context of a service that Stop stopped.
+var ErrStopped = errors.New("service stopped")
+
+// StartInit begins a start. ok is false if the service runs already; else
+// the service runs its goroutine under ctx (cancelled by Stop) and calls
+// done when the goroutine has ended.
+func (b *Base) StartInit(parent context.Context) (ctx context.Context, ok bool, done func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cancel != nil {
+		return nil, false, nil
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	stopped := make(chan struct{})
+	b.cancel, b.stopped = cancel, stopped
+	return ctx, true, func() {
+		cancel(ErrStopped)
+		b.mu.Lock()
+		if b.stopped == stopped {
+			b.cancel = nil
+		}
+		b.mu.Unlock()
+		close(stopped)
+	}
+}
+
+// Stop cancels the service's context and waits for its goroutine to end.
+func (b *Base) Stop() {
+	b.mu.Lock()
+	cancel, stopped := b.cancel, b.stopped
+	b.mu.Unlock()
+	if stopped == nil {
+		return
+	}
+	if cancel != nil {
+		cancel(ErrStopped)
+	}
+	<-stopped
+}
+
+// Stopped is closed once the service has stopped. Before any Start it is
+// a channel that is already closed.
+func (b *Base) Stopped() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped == nil {
+		b.stopped = make(chan struct{})
+		close(b.stopped)
+	}
+	return b.stopped
+}
+
+// Func is a Service that runs one function until its context is done.
+type Func struct {
+	Base
+	run func(ctx context.Context)
+}
+
+// NewFunc returns a Service that runs run on a goroutine of its own from
+// Start until run returns; Stop cancels run's context and waits.
+func NewFunc(run func(ctx context.Context)) *Func { return &Func{run: run} }
+
+// Start implements Service.
+func (f *Func) Start(ctx context.Context) error {
+	ctx, ok, done := f.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	go func() {
+		defer done()
+		f.run(ctx)
+	}()
+	return nil
+}
+
+var _ Service = (*Func)(nil)
+
+// StartAll starts services in order. If one fails, those already started
+// are stopped, last first, and its error is returned.
+func StartAll(ctx context.Context, services ...Service) error {
+	for i, s := range services {
+		if err := s.Start(ctx); err != nil {
+			StopAll(services[:i]...)
+			return err
+		}
+	}
+	return nil
+}
+
+// StopAll stops services one after another, last first: the reverse of
+// the order they were started in.
+func StopAll(services ...Service) {
+	for i := len(services) - 1; i >= 0; i-- {
+		services[i].Stop()
+	}
+}
