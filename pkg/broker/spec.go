@@ -12,7 +12,7 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
-	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/token"
 )
 
 // Protocol is how the processes of a pool talk to the broker.
@@ -306,7 +306,7 @@ func (s Spec) Validate() error {
 
 // check returns the key and problem of the first invalid field, or "", "".
 func (s Spec) check() (key, problem string) {
-	if err := subject.Token("pool name", s.Name); err != nil {
+	if err := token.Check("pool name", s.Name); err != nil {
 		return "name", err.Error()
 	}
 	if len(s.Cmd) == 0 || s.Cmd[0] == "" {
