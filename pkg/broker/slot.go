@@ -248,7 +248,7 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 			w.Restarts++
 		}
 	})
-	s.log.Info("worker started", "pid", p.pid, "reason", reason)
+	s.log.Info("worker started", "pid", p.pid, "reason", string(reason))
 	s.pool.emit(Event{Kind: EventWorkerStart, Index: s.index, PID: p.pid, Reason: reason})
 	run := processRun{readyAt: p.started}
 	if s.cfg.channel {
@@ -262,7 +262,7 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	exitReason := ReasonFailure
 	if s.ctx.Err() != nil {
 		exitReason, _ = s.stopping()
-		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", exitReason)
+		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", string(exitReason))
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", exit, "uptime", uptime)
 	}

@@ -51,7 +51,8 @@ var ErrBadSpec = errors.New("broker: bad pool spec")
 // durations such as "30s", cmd and env as lists). The zero value of every
 // optional field means its default.
 type Spec struct {
-	// Name is the pool's name and the job type it serves; a subject token.
+	// Name is the pool's name and the job type it serves: 1 to 128 letters,
+	// digits, '-' and '_'.
 	Name string `yaml:"name"`
 	// Count is the number of worker processes. Zero means DefaultCount.
 	Count int `yaml:"count"`
