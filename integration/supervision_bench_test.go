@@ -116,8 +116,8 @@ func restartsToReady(b *testing.B, n int) []time.Duration {
 			},
 			DoneFunc: func(*broker.Job, broker.Outcome) {},
 		},
-		OnEvent: func(e wire.Event) {
-			if e.Kind == wire.EventWorkerReady {
+		OnEvent: func(e broker.Event) {
+			if e.Kind == broker.EventWorkerReady {
 				ready <- e.PID
 			}
 		},

@@ -436,13 +436,15 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 				Protocol: string(cmp.Or(p.spec.Protocol, broker.ProtocolChannel)), State: "waiting", Cmd: p.spec.Cmd,
 			}
 			if err := p.startErr(); err != nil {
-				info.State, info.Error = broker.PoolFailed, err.Error()
+				info.State, info.Error = string(broker.PoolFailed), err.Error()
 			}
 			hb.Pools = append(hb.Pools, info)
 			continue
 		}
-		hb.Pools = append(hb.Pools, bp.Info())
-		hb.Workers = append(hb.Workers, bp.Workers()...)
+		hb.Pools = append(hb.Pools, wirePool(bp.Info()))
+		for _, w := range bp.Workers() {
+			hb.Workers = append(hb.Workers, wireWorker(w))
+		}
 	}
 	return hb
 }

@@ -142,7 +142,8 @@ func (a *Agent) goOp(cmd wire.Command, run func(context.Context) error) error {
 }
 
 // publishEvent announces a broker event on its subject.
-func (a *Agent) publishEvent(e wire.Event) {
+func (a *Agent) publishEvent(event broker.Event) {
+	e := wireEvent(event)
 	data, err := json.Marshal(e)
 	if err != nil {
 		a.log.Error("encode event", "err", err)
@@ -274,15 +275,15 @@ func newLogForwarder(nc *nats.Conn, space subject.Space, rate int) *logForwarder
 	return &logForwarder{nc: nc, space: space, rate: float64(rate), buckets: map[string]*bucket{}}
 }
 
-// forward publishes l unless its pool is over the rate. It never blocks
+// forward publishes line unless its pool is over the rate. It never blocks
 // for long: a publish only buffers.
-func (f *logForwarder) forward(l wire.LogLine) {
+func (f *logForwarder) forward(line broker.LogLine) {
 	now := time.Now()
 	f.mu.Lock()
-	b := f.buckets[l.Pool]
+	b := f.buckets[line.Pool]
 	if b == nil {
 		b = &bucket{tokens: f.rate, last: now}
-		f.buckets[l.Pool] = b
+		f.buckets[line.Pool] = b
 	}
 	b.tokens = min(f.rate, b.tokens+now.Sub(b.last).Seconds()*f.rate)
 	b.last = now
@@ -292,6 +293,7 @@ func (f *logForwarder) forward(l wire.LogLine) {
 		return
 	}
 	b.tokens--
+	l := wireLogLine(line)
 	l.Dropped, b.dropped = b.dropped, 0
 	f.mu.Unlock()
 	data, err := json.Marshal(l)

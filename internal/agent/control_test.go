@@ -97,7 +97,7 @@ func (b *controlBundle) workers(t *testing.T, pool string, n int, ok func(wire.W
 	require.Eventually(t, func() bool {
 		ws = ws[:0]
 		for _, w := range b.a.Heartbeat().Workers {
-			if w.Pool == pool && w.PID != 0 && w.State == broker.WorkerReady && (ok == nil || ok(w)) {
+			if w.Pool == pool && w.PID != 0 && broker.WorkerState(w.State) == broker.WorkerReady && (ok == nil || ok(w)) {
 				ws = append(ws, w)
 			}
 		}
@@ -106,10 +106,10 @@ func (b *controlBundle) workers(t *testing.T, pool string, n int, ok func(wire.W
 	return ws
 }
 
-func (b *controlBundle) poolState(pool string) string {
+func (b *controlBundle) poolState(pool string) broker.PoolState {
 	for _, p := range b.a.Heartbeat().Pools {
 		if p.Name == pool {
-			return p.State
+			return broker.PoolState(p.State)
 		}
 	}
 	return ""

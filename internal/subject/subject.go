@@ -17,60 +17,30 @@
 package subject
 
 import (
-	"errors"
-	"fmt"
 	"strings"
+
+	"github.com/conductor-run/conductor/internal/token"
 )
 
 // Root is the first token of every conductor subject.
 const Root = "conductor"
 
 // MaxTokenLen bounds the length of a namespace, job type or host id.
-const MaxTokenLen = 128
+const MaxTokenLen = token.MaxLen
 
 // ErrBadToken is wrapped by every error Token returns.
-var ErrBadToken = errors.New("invalid name")
+var ErrBadToken = token.ErrInvalid
 
 // Token reports whether s may be used as a namespace, job type, pool name or
 // host id: 1 to MaxTokenLen characters from [A-Za-z0-9_-]. Such a token is
-// safe in a NATS subject, a stream name and a key-value bucket name.
-func Token(kind, s string) error {
-	if s == "" {
-		return fmt.Errorf("%w: %s is empty", ErrBadToken, kind)
-	}
-	if len(s) > MaxTokenLen {
-		return fmt.Errorf("%w: %s %q is longer than %d characters", ErrBadToken, kind, s, MaxTokenLen)
-	}
-	for _, c := range s {
-		if !tokenChar(c) {
-			return fmt.Errorf("%w: %s %q has %q; use only letters, digits, '-' and '_'", ErrBadToken, kind, s, c)
-		}
-	}
-	return nil
-}
+// safe in a NATS subject, a stream name and a key-value bucket name. The
+// rule is internal/token's, which pkg/broker checks pool names with.
+func Token(kind, s string) error { return token.Check(kind, s) }
 
 // Sanitize turns s into a valid token by replacing every other character
 // with '-'. It is used for defaults such as the hostname, never for user
 // input, which is rejected instead.
-func Sanitize(s string) string {
-	b := []rune(s)
-	for i, c := range b {
-		if !tokenChar(c) {
-			b[i] = '-'
-		}
-	}
-	if len(b) > MaxTokenLen {
-		b = b[:MaxTokenLen]
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
-}
-
-func tokenChar(c rune) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
-}
+func Sanitize(s string) string { return token.Sanitize(s) }
 
 // Space is one namespace's set of names. The zero value is not usable; call New.
 type Space struct {

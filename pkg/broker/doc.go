@@ -11,9 +11,15 @@
 // NewPool takes the Spec and a Source, the queue side: the pool calls
 // Source.Next once per idle worker and Source.Done exactly once for every
 // job Next returned, whatever happens to the worker. Start starts Count
-// worker slots and returns; Workers and Info describe them at any time;
-// Stop, Kill and Stopped end them (the lifecycle every long-running part of
-// conductor shares).
+// worker slots and returns; Workers (a Worker per slot, with its
+// WorkerState) and Info (a PoolInfo, with the PoolState) describe them at
+// any time; Stop, Kill and Stopped end them (the lifecycle every
+// long-running part of conductor shares).
+//
+// The package speaks only its own types and links nothing of NATS: any Go
+// program can run pools. workerd (internal/agent) turns its Events,
+// LogLines, Workers and PoolInfos into the records it publishes, under the
+// same JSON names.
 //
 // # Worker slots
 //
@@ -55,9 +61,10 @@
 // than Spec.Recycle (±10%), and one whose RSS is over Spec.MaxRSS (checked
 // every second).
 //
-// Every start, first ready, exit (with its reason, exit code and signal),
+// Every start, first ready, exit (with its Reason, exit code and signal),
 // custom message ({"op":"message"}) and pool change is reported to
-// Config.OnEvent; every output line to Config.OnOutput.
+// Config.OnEvent as an Event, its EventKind one of the Event* constants;
+// every output line to Config.OnOutput as a LogLine.
 //
 // # No job is lost
 //

@@ -68,3 +68,38 @@ func ExampleParseSpec() {
 	// ["./bin/squares-worker" "--label" "a b"]
 	// broker: bad pool spec "name=squares,count=two,cmd=./bin/squares-worker": count: "two" is not a whole number
 }
+
+// A program outside conductor can follow its workers through OnEvent.
+func ExampleConfig_onEvent() {
+	events := make(chan broker.Event, 16)
+	pool, err := broker.NewPool(broker.Config{
+		Spec:    broker.Spec{Name: "sleeper", Protocol: broker.ProtocolNone, Cmd: []string{"sleep", "60"}},
+		OnEvent: func(e broker.Event) { events <- e },
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := pool.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for e := range events {
+		fmt.Printf("%s %q\n", e.Kind, e.Reason)
+		if e.Kind == broker.EventWorkerReady {
+			break
+		}
+	}
+	pool.Stop() // the pool's last event comes before Stop returns
+	close(events)
+	for e := range events {
+		fmt.Printf("%s %q %q\n", e.Kind, e.Reason, e.Exit)
+	}
+	fmt.Println(pool.Info().State, pool.Workers())
+	// Output:
+	// start "start"
+	// ready ""
+	// exit "stop" "signal: terminated"
+	// stopped "" ""
+	// stopped []
+}

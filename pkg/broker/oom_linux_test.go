@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -61,9 +60,9 @@ func TestPool_OOMKill(t *testing.T) {
 	require.True(t, e.out.Crashed)
 	require.True(t, e.out.OOMKilled, e.out.Err)
 	require.Regexp(t, oomErr, e.out.Err)
-	exit := ev.wait(t, wire.EventWorkerExit, func(e wire.Event) bool { return e.PID == hog.PID })
+	exit := ev.wait(t, broker.EventWorkerExit, func(e broker.Event) bool { return e.PID == hog.PID })
 	require.True(t, exit.OOM)
-	require.Equal(t, wire.ReasonFailure, exit.Reason)
+	require.Equal(t, broker.ReasonFailure, exit.Reason)
 	require.Equal(t, "signal: killed (out of memory: the kernel's OOM killer)", exit.Exit)
 	require.Equal(t, "SIGKILL", exit.Signal)
 	require.Equal(t, -1, exit.Code)
@@ -78,7 +77,7 @@ func TestPool_OOMKill(t *testing.T) {
 	require.True(t, e.out.Crashed)
 	require.False(t, e.out.OOMKilled, e.out.Err)
 	require.Regexp(t, `^worker exited: signal: killed(; rss \d+ MiB at its last check)?$`, e.out.Err)
-	exit = ev.wait(t, wire.EventWorkerExit, func(e wire.Event) bool { return e.PID == next.PID })
+	exit = ev.wait(t, broker.EventWorkerExit, func(e broker.Event) bool { return e.PID == next.PID })
 	require.False(t, exit.OOM)
 	require.Equal(t, "signal: killed", exit.Exit)
 
@@ -89,7 +88,7 @@ func TestPool_OOMKill(t *testing.T) {
 	require.True(t, e.out.Crashed)
 	require.False(t, e.out.OOMKilled, e.out.Err)
 	require.Regexp(t, `^pool stopped \(worker exited: signal: killed(; rss \d+ MiB at its last check)?\)$`, e.out.Err)
-	exit = bev.wait(t, wire.EventWorkerExit, nil)
+	exit = bev.wait(t, broker.EventWorkerExit, nil)
 	require.False(t, exit.OOM)
 	require.Equal(t, "signal: killed", exit.Exit)
 	require.Equal(t, "SIGKILL", exit.Signal)

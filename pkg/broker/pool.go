@@ -11,25 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
-)
-
-// States of a pool, as PoolInfo.State reports them.
-const (
-	PoolNew      = "new"      // built, not started
-	PoolRunning  = "running"  // started
-	PoolDraining = "draining" // Drain called: workers finish their jobs and stop
-	PoolDrained  = "drained"  // no worker runs until Resume
-	PoolFailed   = "failed"   // the crash-loop breaker tripped: restarts paused
-	PoolStopping = "stopping" // Stop or Kill called, processes still running
-	PoolStopped  = "stopped"  // every slot goroutine has returned
-)
-
-// Rolling operations, as PoolInfo.Operation reports them.
-const (
-	OpRecycle = "recycle"
-	OpUpgrade = "upgrade"
+	"github.com/conductor-run/conductor/internal/token"
 )
 
 // Errors of the pool lifecycle.
@@ -47,20 +29,21 @@ type Config struct {
 	// Source feeds jobs to the workers. Required for ProtocolChannel,
 	// unused for ProtocolNone.
 	Source Source
-	// Host is the host id put in WorkerInfo, in the logs and in the
-	// workers' CONDUCTOR_HOST. Empty means the hostname, made a valid token.
+	// Host is the host id put in every Worker, Event and LogLine, in the
+	// logs and in the workers' CONDUCTOR_HOST. Empty means the hostname,
+	// made a valid token (letters, digits, '-' and '_').
 	Host string
 	// Logger receives the pool's events and every line the workers write
 	// to stdout and stderr. Nil means discard.
 	Logger *slog.Logger
-	// OnEvent, if set, receives every worker and pool event (see wire.Event)
-	// as it happens. It is called from the pool's goroutines and must not
+	// OnEvent, if set, receives every worker and pool event (see Event) as
+	// it happens. It is called from the pool's goroutines and must not
 	// block.
-	OnEvent func(wire.Event)
+	OnEvent func(Event)
 	// OnOutput, if set, receives every line the workers write to stdout and
 	// stderr, tagged. It is called from the goroutine reading the stream:
 	// while it blocks, the worker's writes block too.
-	OnOutput func(wire.LogLine)
+	OnOutput func(LogLine)
 }
 
 // Pool keeps Spec.Count worker processes running and, for a channel pool,
@@ -75,8 +58,8 @@ type Pool struct {
 	src        Source
 	host       string
 	log        *slog.Logger // with host and pool
-	onEvent    func(wire.Event)
-	onOutput   func(wire.LogLine)
+	onEvent    func(Event)
+	onOutput   func(LogLine)
 	intake     context.Context         // done once the pool stops: no new jobs, no restarts
 	stopIntake context.CancelCauseFunc // ends intake, with cause ErrStopped
 	killing    chan struct{}           // closed by Kill: SIGKILL now
@@ -87,8 +70,8 @@ type Pool struct {
 	slotWG     sync.WaitGroup
 
 	mu          sync.Mutex // guards the fields below
-	state       string
-	operation   string
+	state       PoolState
+	operation   Operation
 	count       int         // workers wanted
 	gen         *generation // what new workers run
 	slots       []*slot     // every slot whose goroutine runs, in start order
@@ -120,7 +103,7 @@ func NewPool(cfg Config) (*Pool, error) {
 	host := cfg.Host
 	if host == "" {
 		name, _ := os.Hostname()
-		host = subject.Sanitize(name)
+		host = token.Sanitize(name)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -195,7 +178,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	p.state = PoolRunning
 	sp := acquireSpawner()
 	for i := range p.count {
-		p.addSlotLocked(sp, i, wire.ReasonStart, p.gen)
+		p.addSlotLocked(sp, i, ReasonStart, p.gen)
 	}
 	p.slotWG.Go(func() { p.supervise(sp) })
 	stopOnCancel := context.AfterFunc(ctx, p.beginStop)
@@ -209,7 +192,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		p.mu.Lock()
 		p.state = PoolStopped
 		p.mu.Unlock()
-		p.emit(wire.Event{Kind: wire.EventPoolStopped})
+		p.emit(Event{Kind: EventPoolStopped})
 		close(p.stopped)
 	}()
 	p.log.Info("pool started", "count", p.count, "protocol", p.spec.Protocol, "cmd", p.spec.Cmd)
@@ -296,32 +279,32 @@ func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 // Workers returns a snapshot of every worker slot, in index order (during a
 // recycle or an upgrade, a replacement shares the index of the worker it
 // replaces). RSS and CPU are read from /proc now.
-func (p *Pool) Workers() []wire.WorkerInfo {
+func (p *Pool) Workers() []Worker {
 	p.mu.Lock()
 	slots := slices.Clone(p.slots)
 	p.mu.Unlock()
-	out := make([]wire.WorkerInfo, 0, len(slots))
+	out := make([]Worker, 0, len(slots))
 	for _, s := range slots {
 		w := s.snapshot()
 		rss, cpu := procStat(w.PID)
-		w.RSS, w.CPU = rss, wire.Duration(cpu)
+		w.RSS, w.CPU = rss, cpu
 		if rss > 0 {
 			s.lastRSS.Store(rss)
 		}
 		out = append(out, w)
 	}
-	slices.SortStableFunc(out, func(a, b wire.WorkerInfo) int { return a.Index - b.Index })
+	slices.SortStableFunc(out, func(a, b Worker) int { return a.Index - b.Index })
 	return out
 }
 
 // Info describes the pool.
-func (p *Pool) Info() wire.PoolInfo {
+func (p *Pool) Info() PoolInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	info := wire.PoolInfo{
+	info := PoolInfo{
 		Name:      p.spec.Name,
 		Count:     p.count,
-		Protocol:  string(p.spec.Protocol),
+		Protocol:  p.spec.Protocol,
 		State:     p.state,
 		Operation: p.operation,
 		Cmd:       slices.Clone(p.spec.Cmd),
@@ -337,7 +320,7 @@ func (p *Pool) Info() wire.PoolInfo {
 }
 
 // emit completes e and hands it to OnEvent.
-func (p *Pool) emit(e wire.Event) {
+func (p *Pool) emit(e Event) {
 	if p.onEvent == nil {
 		return
 	}
@@ -350,14 +333,14 @@ func (p *Pool) emit(e wire.Event) {
 
 // addSlotLocked starts a slot at index running gen; its first process
 // starts for reason. p.mu is held.
-func (p *Pool) addSlotLocked(sp *spawner, index int, reason string, gen *generation) *slot {
+func (p *Pool) addSlotLocked(sp *spawner, index int, reason Reason, gen *generation) *slot {
 	s := newSlot(p, index, reason, gen)
 	p.slots = append(p.slots, s)
 	p.slotWG.Go(func() { s.run(sp) })
 	return s
 }
 
-func (p *Pool) addSlot(sp *spawner, index int, reason string, gen *generation) *slot {
+func (p *Pool) addSlot(sp *spawner, index int, reason Reason, gen *generation) *slot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.addSlotLocked(sp, index, reason, gen)
@@ -377,19 +360,19 @@ func (p *Pool) admitRestart(now time.Time) (bool, time.Duration) {
 	p.mu.Lock()
 	ok, wait := p.breaker.admit(now)
 	budget := p.breaker.Budget
-	var e *wire.Event
+	var e *Event
 	switch {
 	case !ok && p.state == PoolRunning:
 		p.state, p.retryAt = PoolFailed, now.Add(wait)
 		p.lastErr = fmt.Sprintf("workers restarted %d times within %s", p.breaker.Budget, restartWindow)
-		e = &wire.Event{Kind: wire.EventPoolFailed, RetryAt: p.retryAt.UTC(), Error: p.lastErr, Count: p.count}
+		e = &Event{Kind: EventPoolFailed, RetryAt: p.retryAt.UTC(), Error: p.lastErr, Count: p.count}
 	case ok && p.state == PoolFailed:
 		p.state, p.retryAt = PoolRunning, time.Time{}
-		e = &wire.Event{Kind: wire.EventPoolRecovered, Count: p.count}
+		e = &Event{Kind: EventPoolRecovered, Count: p.count}
 	}
 	p.mu.Unlock()
 	if e != nil {
-		if e.Kind == wire.EventPoolFailed {
+		if e.Kind == EventPoolFailed {
 			p.log.Error("workers keep failing; restarts paused", "max_restarts_per_minute", budget, "retry_in", wait.Round(time.Millisecond))
 		} else {
 			p.log.Info("restarts allowed again")

@@ -15,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -45,7 +44,7 @@ func TestNewPool(t *testing.T) {
 	spec.RestartMaxDelay = broker.DefaultRestartMaxDelay
 	spec.RestartReset = broker.DefaultRestartReset
 	require.Equal(t, spec, pool.Spec())
-	require.Equal(t, wire.PoolInfo{Name: "test", Count: 1, Protocol: "none", State: broker.PoolNew, Cmd: []string{"service"}}, pool.Info())
+	require.Equal(t, broker.PoolInfo{Name: "test", Count: 1, Protocol: "none", State: broker.PoolNew, Cmd: []string{"service"}}, pool.Info())
 }
 
 func TestPool_Start(t *testing.T) {
@@ -300,7 +299,7 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		b := newBundle(t)
 		pool := setup(t, b.spec("busy"), b)
 
-		var w wire.WorkerInfo
+		var w broker.Worker
 		// The Next of its first ready is cancelled by its busy: once that
 		// Next has returned, no job can reach the busy worker.
 		require.Eventually(t, func() bool {
@@ -338,7 +337,7 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		first := readyWorkers(t, pool)[0]
 		up(first.PID)
 		require.NoError(t, syscall.Kill(first.PID, syscall.SIGKILL))
-		var w wire.WorkerInfo
+		var w broker.Worker
 		require.Eventually(t, func() bool {
 			w = pool.Workers()[0]
 			return w.State == broker.WorkerReady && w.PID != 0 && w.PID != first.PID

@@ -76,6 +76,8 @@ type readySource struct {
 	ready []*broker.Job
 }
 
+var _ broker.ReadySource = (*readySource)(nil)
+
 func (s *readySource) TryNext(maxPayload int) (*broker.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
-	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // Timing of a session that is not in the Spec.
@@ -384,7 +383,7 @@ func (ss *session) start(j *Job) {
 	if t := cmp.Or(j.Timeout, ss.spec.JobTimeout); t > 0 {
 		ss.jobTimer.set(t)
 	}
-	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = WorkerBusy, j.ID })
+	ss.s.update(func(w *Worker) { w.State, w.Job = WorkerBusy, j.ID })
 }
 
 // wrote takes the result of the job write. A job that could not be written
@@ -497,7 +496,7 @@ func (ss *session) handle(m proto.Message) {
 			ss.sendShutdown()
 		}
 	case proto.OpMessage:
-		ss.s.pool.emit(wire.Event{Kind: wire.EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
+		ss.s.pool.emit(Event{Kind: EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
 	default:
 		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)
 	}
@@ -578,7 +577,7 @@ func (ss *session) doneOutOfTurn(m proto.Message) {
 // worker's replacement once it has run max_jobs.
 func (ss *session) countFinished() {
 	ss.finished++
-	ss.s.update(func(w *wire.WorkerInfo) { w.JobsDone++ })
+	ss.s.update(func(w *Worker) { w.JobsDone++ })
 	if max := ss.spec.MaxJobs; max > 0 && ss.finished >= max && !ss.full {
 		ss.full = true // no more jobs: it waits for its replacement
 		ss.s.requestRecycle()
@@ -600,7 +599,7 @@ func (ss *session) setIdle() {
 	case !ss.ready:
 		state = WorkerBusy
 	}
-	ss.s.update(func(w *wire.WorkerInfo) { w.State, w.Job = state, "" })
+	ss.s.update(func(w *Worker) { w.State, w.Job = state, "" })
 }
 
 // beginStop starts the graceful stop of the process: no new job; the one in

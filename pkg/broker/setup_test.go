@@ -15,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -179,9 +178,9 @@ func requireGone(t *testing.T, pid int) {
 }
 
 // readyWorkers waits until every worker of pool is ready and returns them.
-func readyWorkers(t *testing.T, pool *broker.Pool) []wire.WorkerInfo {
+func readyWorkers(t *testing.T, pool *broker.Pool) []broker.Worker {
 	t.Helper()
-	var ws []wire.WorkerInfo
+	var ws []broker.Worker
 	require.Eventually(t, func() bool {
 		ws = pool.Workers()
 		for _, w := range ws {

@@ -9,19 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/conductor-run/conductor/internal/wire"
-)
-
-// States of a worker slot, as WorkerInfo.State reports them.
-const (
-	WorkerStarting  = "starting"  // process started, not ready yet
-	WorkerReady     = "ready"     // idle, waiting for a job (or a service process running)
-	WorkerBusy      = "busy"      // running a job, or said busy
-	WorkerRecycling = "recycling" // done its max_jobs: idle until its replacement is ready
-	WorkerStopping  = "stopping"  // being stopped
-	WorkerExited    = "exited"    // no process: it ended and the slot stopped, or it is about to restart
-	WorkerBackoff   = "backoff"   // no process: waiting before a restart
 )
 
 // slot is one worker of a pool: a goroutine that starts a process, serves
@@ -38,7 +25,7 @@ type slot struct {
 	pool   *Pool
 	index  int
 	gen    *generation
-	reason string       // why the first process starts (wire.Reason*)
+	reason Reason       // why the first process starts
 	log    *slog.Logger // pool's, with index
 	cfg    procConfig
 
@@ -72,13 +59,13 @@ type slot struct {
 	starts int // processes started
 
 	mu           sync.Mutex
-	info         wire.WorkerInfo // guarded by mu
-	retireReason string          // guarded by mu; set before ctx is cancelled
-	stopTimeout  time.Duration   // guarded by mu; zero: the pool's
-	exit1        string          // guarded by mu; how the first process ended
+	info         Worker        // guarded by mu
+	retireReason Reason        // guarded by mu; set before ctx is cancelled
+	stopTimeout  time.Duration // guarded by mu; zero: the pool's
+	exit1        string        // guarded by mu; how the first process ended
 }
 
-func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
+func newSlot(p *Pool, index int, reason Reason, gen *generation) *slot {
 	ctx, cancel := context.WithCancel(p.intake)
 	s := &slot{
 		pool:    p,
@@ -93,7 +80,7 @@ func newSlot(p *Pool, index int, reason string, gen *generation) *slot {
 		exitC:   make(chan struct{}),
 		ended:   make(chan struct{}),
 		backoff: newBackoff(gen.spec),
-		info: wire.WorkerInfo{
+		info: Worker{
 			Host:    p.host,
 			Pool:    p.spec.Name,
 			Index:   index,
@@ -124,13 +111,13 @@ func (s *slot) run(sp *spawner) {
 		if !s.delayRestart(run) { // decide, delay
 			return
 		}
-		reason = wire.ReasonRestart
+		reason = ReasonRestart
 	}
 }
 
 // retire stops the slot gracefully: its process finishes its job within
 // timeout (zero: the pool's StopTimeout) and is stopped; no restart.
-func (s *slot) retire(reason string, timeout time.Duration) {
+func (s *slot) retire(reason Reason, timeout time.Duration) {
 	s.mu.Lock()
 	if s.retireReason == "" {
 		s.retireReason, s.stopTimeout = reason, timeout
@@ -139,14 +126,14 @@ func (s *slot) retire(reason string, timeout time.Duration) {
 	s.cancel()
 }
 
-// stopping returns why the slot is stopping (a wire.Reason*) and how long
+// stopping returns why the slot is stopping (a Reason) and how long
 // its job may still run.
-func (s *slot) stopping() (reason string, timeout time.Duration) {
+func (s *slot) stopping() (reason Reason, timeout time.Duration) {
 	s.mu.Lock()
 	reason, timeout = s.retireReason, s.stopTimeout
 	s.mu.Unlock()
 	if reason == "" {
-		reason = wire.ReasonStop // the pool is stopping
+		reason = ReasonStop // the pool is stopping
 	}
 	if timeout <= 0 {
 		timeout = s.pool.stopTimeoutOverride()
@@ -176,7 +163,7 @@ func (s *slot) stopCause() string {
 	if s.retireReason == "" {
 		return "pool stopped"
 	}
-	return "worker stopped (" + s.retireReason + ")"
+	return "worker stopped (" + string(s.retireReason) + ")"
 }
 
 // markReady records that a process of the slot said ready (or, for a
@@ -184,7 +171,7 @@ func (s *slot) stopCause() string {
 func (s *slot) markReady(pid int, first bool) {
 	s.readyOnce.Do(func() { close(s.readyC) })
 	if first {
-		s.pool.emit(wire.Event{Kind: wire.EventWorkerReady, Index: s.index, PID: pid})
+		s.pool.emit(Event{Kind: EventWorkerReady, Index: s.index, PID: pid})
 	}
 }
 
@@ -245,24 +232,24 @@ type processRun struct {
 
 // runProcess starts one process and serves it until it has exited and been
 // released.
-func (s *slot) runProcess(sp *spawner, reason string) processRun {
+func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	p, err := startProc(sp, s.cfg)
 	if err != nil {
 		s.log.Error("cannot start worker", "err", err)
-		s.exited(wire.Event{Kind: wire.EventWorkerExit, Index: s.index, Reason: wire.ReasonFailure, Exit: "start failed: " + err.Error()})
+		s.exited(Event{Kind: EventWorkerExit, Index: s.index, Reason: ReasonFailure, Exit: "start failed: " + err.Error()})
 		return processRun{}
 	}
 	s.starts++
 	s.lastRSS.Store(0)
 	s.wantRecycle.Store(false) // the previous process's max_jobs
-	s.update(func(w *wire.WorkerInfo) {
+	s.update(func(w *Worker) {
 		w.PID, w.Started, w.State, w.Job = p.pid, p.started, WorkerStarting, ""
 		if s.starts > 1 {
 			w.Restarts++
 		}
 	})
-	s.log.Info("worker started", "pid", p.pid, "reason", reason)
-	s.pool.emit(wire.Event{Kind: wire.EventWorkerStart, Index: s.index, PID: p.pid, Reason: reason})
+	s.log.Info("worker started", "pid", p.pid, "reason", string(reason))
+	s.pool.emit(Event{Kind: EventWorkerStart, Index: s.index, PID: p.pid, Reason: reason})
 	run := processRun{readyAt: p.started}
 	if s.cfg.channel {
 		run = newSession(s, p).run()
@@ -272,23 +259,23 @@ func (s *slot) runProcess(sp *spawner, reason string) processRun {
 	}
 	uptime := time.Since(p.started).Round(time.Millisecond)
 	exit, oom := p.ended()
-	exitReason := wire.ReasonFailure
+	exitReason := ReasonFailure
 	if s.ctx.Err() != nil {
 		exitReason, _ = s.stopping()
-		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", exitReason)
+		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", string(exitReason))
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", exit, "uptime", uptime)
 	}
-	s.exited(wire.Event{
-		Kind: wire.EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
-		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: wire.Duration(uptime),
+	s.exited(Event{
+		Kind: EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
+		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: uptime,
 	})
 	return run
 }
 
 // exited records the end of a process, or its failed start, described by
 // e, and announces it.
-func (s *slot) exited(e wire.Event) {
+func (s *slot) exited(e Event) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.exit1 == "" {
@@ -380,7 +367,7 @@ func (s *slot) giveBack(reason string) {
 // finish ends the slot goroutine.
 func (s *slot) finish() {
 	s.giveBack("worker stopped before the job started")
-	s.update(func(w *wire.WorkerInfo) { w.PID, w.State, w.Job = 0, WorkerExited, "" })
+	s.update(func(w *Worker) { w.PID, w.State, w.Job = 0, WorkerExited, "" })
 	s.pool.removeSlot(s)
 	s.cancel()
 	close(s.ended)
@@ -388,18 +375,18 @@ func (s *slot) finish() {
 
 // forwardOutput hands one output line to the pool's OnOutput.
 func (s *slot) forwardOutput(stream string, pid int, line string) {
-	s.pool.onOutput(wire.LogLine{
+	s.pool.onOutput(LogLine{
 		Time: time.Now().UTC(), Host: s.pool.host, Pool: s.pool.spec.Name,
 		Index: s.index, PID: pid, Stream: stream, Line: line,
 	})
 }
 
-func (s *slot) setState(state string) {
-	s.update(func(w *wire.WorkerInfo) { w.State = state })
+func (s *slot) setState(state WorkerState) {
+	s.update(func(w *Worker) { w.State = state })
 }
 
 // update changes info; only the slot goroutine calls it.
-func (s *slot) update(f func(*wire.WorkerInfo)) {
+func (s *slot) update(f func(*Worker)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(&s.info)
@@ -423,7 +410,7 @@ func (s *slot) holds(id string) bool {
 	return s.info.Job == id || slices.Contains(s.queuedIDs, id)
 }
 
-func (s *slot) snapshot() wire.WorkerInfo {
+func (s *slot) snapshot() Worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.info

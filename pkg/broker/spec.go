@@ -12,7 +12,7 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
-	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/token"
 )
 
 // Protocol is how the processes of a pool talk to the broker.
@@ -51,7 +51,8 @@ var ErrBadSpec = errors.New("broker: bad pool spec")
 // durations such as "30s", cmd and env as lists). The zero value of every
 // optional field means its default.
 type Spec struct {
-	// Name is the pool's name and the job type it serves; a subject token.
+	// Name is the pool's name and the job type it serves: 1 to 128 letters,
+	// digits, '-' and '_'.
 	Name string `yaml:"name"`
 	// Count is the number of worker processes. Zero means DefaultCount.
 	Count int `yaml:"count"`
@@ -306,7 +307,7 @@ func (s Spec) Validate() error {
 
 // check returns the key and problem of the first invalid field, or "", "".
 func (s Spec) check() (key, problem string) {
-	if err := subject.Token("pool name", s.Name); err != nil {
+	if err := token.Check("pool name", s.Name); err != nil {
 		return "name", err.Error()
 	}
 	if len(s.Cmd) == 0 || s.Cmd[0] == "" {

@@ -26,6 +26,8 @@ type ledger struct {
 	target  int
 }
 
+var _ broker.Source = (*ledger)(nil)
+
 func (l *ledger) Next(ctx context.Context) (*broker.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

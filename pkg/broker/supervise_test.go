@@ -18,27 +18,26 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
 // eventLog collects a pool's events.
 type eventLog struct {
 	mu     sync.Mutex
-	events []wire.Event
+	events []broker.Event
 }
 
-func (l *eventLog) add(e wire.Event) {
+func (l *eventLog) add(e broker.Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.events = append(l.events, e)
 }
 
 // all returns the events of kind so far ("" for every kind).
-func (l *eventLog) all(kind string) []wire.Event {
+func (l *eventLog) all(kind broker.EventKind) []broker.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []wire.Event
+	var out []broker.Event
 	for _, e := range l.events {
 		if kind == "" || e.Kind == kind {
 			out = append(out, e)
@@ -48,9 +47,9 @@ func (l *eventLog) all(kind string) []wire.Event {
 }
 
 // wait waits for an event of kind that match accepts, and returns it.
-func (l *eventLog) wait(t *testing.T, kind string, match func(wire.Event) bool) wire.Event {
+func (l *eventLog) wait(t *testing.T, kind broker.EventKind, match func(broker.Event) bool) broker.Event {
 	t.Helper()
-	var found wire.Event
+	var found broker.Event
 	require.Eventually(t, func() bool {
 		for _, e := range l.all(kind) {
 			if match == nil || match(e) {
@@ -77,9 +76,9 @@ func setupEvents(t *testing.T, spec broker.Spec, b *testBundle) (*broker.Pool, *
 }
 
 // readyN waits until exactly n workers run, all ready, and returns them.
-func readyN(t *testing.T, pool *broker.Pool, n int) []wire.WorkerInfo {
+func readyN(t *testing.T, pool *broker.Pool, n int) []broker.Worker {
 	t.Helper()
-	var ws []wire.WorkerInfo
+	var ws []broker.Worker
 	require.Eventually(t, func() bool {
 		ws = pool.Workers()
 		if len(ws) != n {
@@ -95,7 +94,7 @@ func readyN(t *testing.T, pool *broker.Pool, n int) []wire.WorkerInfo {
 	return ws
 }
 
-func pids(ws []wire.WorkerInfo) []int {
+func pids(ws []broker.Worker) []int {
 	var out []int
 	for _, w := range ws {
 		out = append(out, w.PID)
@@ -120,16 +119,16 @@ func TestPool_Resize(t *testing.T) {
 	require.Equal(t, []int{0, 1, 2}, []int{ws[0].Index, ws[1].Index, ws[2].Index})
 	require.Equal(t, first[0].PID, ws[0].PID, "resizing up keeps the running worker")
 	require.Equal(t, 3, pool.Info().Count)
-	require.Len(t, ev.all(wire.EventWorkerStart), 3)
-	require.Equal(t, wire.ReasonResize, ev.all(wire.EventWorkerStart)[2].Reason)
+	require.Len(t, ev.all(broker.EventWorkerStart), 3)
+	require.Equal(t, broker.ReasonResize, ev.all(broker.EventWorkerStart)[2].Reason)
 
 	require.NoError(t, pool.Resize(ctxT(t), 1))
 	ws = readyN(t, pool, 1)
 	require.Equal(t, first[0].PID, ws[0].PID, "resizing down stops the highest indexes")
-	requireGone(t, ev.all(wire.EventWorkerStart)[2].PID)
-	exit := ev.wait(t, wire.EventWorkerExit, nil)
-	require.Equal(t, wire.ReasonResize, exit.Reason)
-	require.Equal(t, 1, ev.wait(t, wire.EventPoolResized, func(e wire.Event) bool { return e.Count == 1 }).Count)
+	requireGone(t, ev.all(broker.EventWorkerStart)[2].PID)
+	exit := ev.wait(t, broker.EventWorkerExit, nil)
+	require.Equal(t, broker.ReasonResize, exit.Reason)
+	require.Equal(t, 1, ev.wait(t, broker.EventPoolResized, func(e broker.Event) bool { return e.Count == 1 }).Count)
 
 	require.Error(t, pool.Resize(ctxT(t), -1))
 }
@@ -148,7 +147,7 @@ func TestPool_DrainResume(t *testing.T) {
 	for _, pid := range pids(before) {
 		requireGone(t, pid)
 	}
-	ev.wait(t, wire.EventPoolDrained, nil)
+	ev.wait(t, broker.EventPoolDrained, nil)
 
 	require.NoError(t, pool.Resume(ctxT(t)))
 	after := readyN(t, pool, 2)
@@ -156,7 +155,7 @@ func TestPool_DrainResume(t *testing.T) {
 	b.submit(t, "j1", `1`)
 	require.Equal(t, `1`, string(b.outcome(t).out.Result))
 	require.NotContains(t, pids(before), after[0].PID)
-	ev.wait(t, wire.EventPoolResumed, nil)
+	ev.wait(t, broker.EventPoolResumed, nil)
 }
 
 // TestPool_RecycleUnderLoad recycles a pool of 2 while jobs flow: every
@@ -228,12 +227,12 @@ func TestPool_RecycleUnderLoad(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, minReady.Load(), int32(1), "the pool dropped below count-1 ready workers")
 	require.Len(t, seen, jobs)
-	ev.wait(t, wire.EventPoolRecycled, nil)
-	var reasons []string
-	for _, e := range ev.all(wire.EventWorkerExit) {
+	ev.wait(t, broker.EventPoolRecycled, nil)
+	var reasons []broker.Reason
+	for _, e := range ev.all(broker.EventWorkerExit) {
 		reasons = append(reasons, e.Reason)
 	}
-	require.Equal(t, []string{wire.ReasonRecycle, wire.ReasonRecycle}, reasons)
+	require.Equal(t, []broker.Reason{broker.ReasonRecycle, broker.ReasonRecycle}, reasons)
 }
 
 func TestPool_RecycleMaxJobs(t *testing.T) {
@@ -255,7 +254,7 @@ func TestPool_RecycleMaxJobs(t *testing.T) {
 	for pid, n := range ran {
 		require.Equal(t, 3, n, "pid %d", pid)
 	}
-	require.Eventually(t, func() bool { return len(ev.all(wire.EventWorkerExit)) >= 2 }, waitLimit, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return len(ev.all(broker.EventWorkerExit)) >= 2 }, waitLimit, 5*time.Millisecond,
 		"the first two workers were stopped once replaced")
 }
 
@@ -267,9 +266,9 @@ func TestPool_RecycleAgeAndMemory(t *testing.T) {
 		spec.Recycle = 300 * time.Millisecond
 		pool, ev := setupEvents(t, spec, b)
 		first := readyN(t, pool, 1)
-		e := ev.wait(t, wire.EventWorkerExit, nil)
+		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first[0].PID, e.PID)
-		require.Equal(t, wire.ReasonRecycle, e.Reason)
+		require.Equal(t, broker.ReasonRecycle, e.Reason)
 		require.NotEqual(t, first[0].PID, readyN(t, pool, 1)[0].PID)
 		require.NotEmpty(t, b.log.find("recycling worker", "up for more than recycle"))
 	})
@@ -279,12 +278,12 @@ func TestPool_RecycleAgeAndMemory(t *testing.T) {
 		spec.Env = append(spec.Env, "BROKER_TEST_ALLOC_MB=64")
 		spec.MaxRSS = 32 << 20
 		_, ev := setupEvents(t, spec, b)
-		first := ev.wait(t, wire.EventWorkerStart, nil)
-		e := ev.wait(t, wire.EventWorkerExit, nil)
+		first := ev.wait(t, broker.EventWorkerStart, nil)
+		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first.PID, e.PID)
-		require.Equal(t, wire.ReasonRecycle, e.Reason)
+		require.Equal(t, broker.ReasonRecycle, e.Reason)
 		require.NotEmpty(t, b.log.find("recycling worker", "over max_rss"))
-		ev.wait(t, wire.EventWorkerReady, func(r wire.Event) bool { return r.PID != first.PID }) // a new worker took its place
+		ev.wait(t, broker.EventWorkerReady, func(r broker.Event) bool { return r.PID != first.PID }) // a new worker took its place
 	})
 }
 
@@ -306,8 +305,8 @@ func TestPool_Upgrade(t *testing.T) {
 		}
 		require.Equal(t, newCmd, pool.Info().Cmd)
 		require.Equal(t, newCmd, pool.Spec().Cmd)
-		ev.wait(t, wire.EventPoolUpgraded, nil)
-		require.Equal(t, wire.ReasonUpgrade, ev.all(wire.EventWorkerStart)[2].Reason)
+		ev.wait(t, broker.EventPoolUpgraded, nil)
+		require.Equal(t, broker.ReasonUpgrade, ev.all(broker.EventWorkerStart)[2].Reason)
 	})
 	t.Run("UpdateSpec", func(t *testing.T) {
 		t.Parallel()
@@ -357,7 +356,7 @@ func TestPool_Upgrade(t *testing.T) {
 		err := pool.Upgrade(ctxT(t), []string{"/bin/false"}, time.Second)
 		require.ErrorContains(t, err, "rolled back: new worker exited before it was ready (exit status 1)")
 		require.Equal(t, pids(before), pids(readyN(t, pool, 2)), "the old workers keep serving")
-		rb := ev.wait(t, wire.EventPoolRollback, nil)
+		rb := ev.wait(t, broker.EventPoolRollback, nil)
 		require.Contains(t, rb.Error, "exited before it was ready")
 		info := pool.Info()
 		require.Equal(t, spec.Cmd, info.Cmd)
@@ -374,7 +373,7 @@ func TestPool_Upgrade(t *testing.T) {
 		err := pool.Upgrade(ctxT(t), bad, 5*time.Second)
 		require.ErrorContains(t, err, "exited within the 5s health period (exit status 3)")
 		require.Equal(t, pids(before), pids(readyN(t, pool, 1)))
-		ev.wait(t, wire.EventPoolRollback, nil)
+		ev.wait(t, broker.EventPoolRollback, nil)
 		b.submit(t, "after", `2`)
 		require.Equal(t, before[0].PID, b.outcome(t).out.PID)
 	})
@@ -388,13 +387,13 @@ func TestPool_CrashLoopBreaker(t *testing.T) {
 	spec.MaxRestartsPerMinute = 2
 	spec.RestartDelay = time.Millisecond
 	pool, ev := setupEvents(t, spec, b)
-	failed := ev.wait(t, wire.EventPoolFailed, nil)
+	failed := ev.wait(t, broker.EventPoolFailed, nil)
 	require.Contains(t, failed.Error, "restarted 2 times within 1m0s")
 	require.WithinDuration(t, time.Now().Add(time.Minute), failed.RetryAt, 5*time.Second)
 	info := pool.Info()
 	require.Equal(t, broker.PoolFailed, info.State)
 	require.Equal(t, failed.RetryAt, info.RetryAt.UTC())
-	require.Len(t, ev.all(wire.EventWorkerStart), 3, "the first start and 2 restarts, then none")
+	require.Len(t, ev.all(broker.EventWorkerStart), 3, "the first start and 2 restarts, then none")
 	require.Equal(t, broker.WorkerBackoff, pool.Workers()[0].State)
 }
 
@@ -404,30 +403,30 @@ func TestPool_Events(t *testing.T) {
 	pool, ev := setupEvents(t, b.spec("message"), b)
 	ws := readyN(t, pool, 1)
 
-	msg := ev.wait(t, wire.EventWorkerMessage, nil)
+	msg := ev.wait(t, broker.EventWorkerMessage, nil)
 	require.JSONEq(t, `{"hello":"world"}`, string(msg.Data))
 	require.Equal(t, ws[0].PID, msg.PID)
-	start := ev.wait(t, wire.EventWorkerStart, nil)
-	require.Equal(t, wire.Event{Time: start.Time, Kind: "start", Host: "test-host", Pool: "test", PID: ws[0].PID, Reason: wire.ReasonStart}, start)
-	ev.wait(t, wire.EventWorkerReady, nil)
+	start := ev.wait(t, broker.EventWorkerStart, nil)
+	require.Equal(t, broker.Event{Time: start.Time, Kind: "start", Host: "test-host", Pool: "test", PID: ws[0].PID, Reason: broker.ReasonStart}, start)
+	ev.wait(t, broker.EventWorkerReady, nil)
 
 	require.NoError(t, syscall.Kill(ws[0].PID, syscall.SIGKILL))
-	exit := ev.wait(t, wire.EventWorkerExit, nil)
-	require.Equal(t, wire.ReasonFailure, exit.Reason)
+	exit := ev.wait(t, broker.EventWorkerExit, nil)
+	require.Equal(t, broker.ReasonFailure, exit.Reason)
 	require.Equal(t, "signal: killed", exit.Exit)
 	require.Equal(t, "SIGKILL", exit.Signal)
 	require.Equal(t, -1, exit.Code)
 	require.False(t, exit.OOM)
-	restart := ev.wait(t, wire.EventWorkerStart, func(e wire.Event) bool { return e.Reason == wire.ReasonRestart })
+	restart := ev.wait(t, broker.EventWorkerStart, func(e broker.Event) bool { return e.Reason == broker.ReasonRestart })
 	w := readyN(t, pool, 1)[0]
 	require.Equal(t, restart.PID, w.PID)
 	require.Equal(t, "signal: killed", w.LastExit)
 	require.Equal(t, 1, w.Restarts)
 
 	pool.Stop()
-	ev.wait(t, wire.EventPoolStopped, nil)
-	last := ev.all(wire.EventWorkerExit)
-	require.Equal(t, wire.ReasonStop, last[len(last)-1].Reason)
+	ev.wait(t, broker.EventPoolStopped, nil)
+	last := ev.all(broker.EventWorkerExit)
+	require.Equal(t, broker.ReasonStop, last[len(last)-1].Reason)
 	require.Equal(t, 0, last[len(last)-1].Code)
 }
 
@@ -436,9 +435,9 @@ func TestPool_OnOutput(t *testing.T) {
 	b := newBundle(t)
 	spec := b.spec("service")
 	spec.Protocol = broker.ProtocolNone
-	lines := make(chan wire.LogLine, 10)
+	lines := make(chan broker.LogLine, 10)
 	cfg := b.config(spec)
-	cfg.OnOutput = func(l wire.LogLine) { lines <- l }
+	cfg.OnOutput = func(l broker.LogLine) { lines <- l }
 	pool, err := broker.NewPool(cfg)
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(context.Background()))
@@ -446,7 +445,7 @@ func TestPool_OnOutput(t *testing.T) {
 	w := readyN(t, pool, 1)[0]
 	select {
 	case l := <-lines:
-		require.Equal(t, wire.LogLine{Time: l.Time, Host: "test-host", Pool: "test", PID: w.PID, Stream: "stdout", Line: "service up"}, l)
+		require.Equal(t, broker.LogLine{Time: l.Time, Host: "test-host", Pool: "test", PID: w.PID, Stream: "stdout", Line: "service up"}, l)
 	case <-time.After(waitLimit):
 		t.Fatal("no output line")
 	}
@@ -507,7 +506,7 @@ func TestPool_ServiceRecycleUnderLoad(t *testing.T) {
 	for _, w := range after {
 		require.NotContains(t, pids(before), w.PID)
 	}
-	ev.wait(t, wire.EventPoolRecycled, nil)
+	ev.wait(t, broker.EventPoolRecycled, nil)
 	t.Logf("%d requests during the recycle, none failed", ok.Load())
 }
 
@@ -544,7 +543,7 @@ func TestPool_JobTimeout(t *testing.T) {
 			if tc.crashed {
 				require.NotEqual(t, first.PID, w.PID)
 				require.Equal(t, 2, w.Restarts)
-				require.Empty(t, ev.all(wire.EventPoolFailed))
+				require.Empty(t, ev.all(broker.EventPoolFailed))
 			} else {
 				require.Equal(t, first.PID, w.PID, "a worker that stops its job on cancel keeps serving")
 			}
@@ -601,7 +600,7 @@ func TestPool_CrashReportsLastRSS(t *testing.T) {
 	pool, _ := setupEvents(t, b.spec("sleep-job"), b)
 	readyN(t, pool, 1)
 	b.submit(t, "j1", `1`)
-	var w wire.WorkerInfo
+	var w broker.Worker
 	require.Eventually(t, func() bool { w = pool.Workers()[0]; return w.Job == "j1" && w.RSS > 0 }, waitLimit, 5*time.Millisecond)
 	require.NoError(t, syscall.Kill(w.PID, syscall.SIGKILL))
 	e := b.outcome(t)

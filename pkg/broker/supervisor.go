@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
-
-	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // checkInterval is how often the supervisor looks for workers to recycle by
@@ -23,9 +21,22 @@ func init() { checkInterval.Store(int64(time.Second)) }
 // given no health period.
 const DefaultUpgradeHealth = 5 * time.Second
 
+// command names what an op does.
+type command string
+
+// The commands of the supervisor, named as workerd's pool commands are.
+const (
+	cmdDrain   command = "drain"
+	cmdResume  command = "resume"
+	cmdRecycle command = "recycle"
+	cmdRestart command = "restart"
+	cmdResize  command = "resize"
+	cmdUpgrade command = "upgrade"
+)
+
 // op is one command for the supervisor.
 type op struct {
-	kind    string // a wire.Command* name
+	kind    command
 	count   int
 	spec    Spec // for upgrade: the whole new spec
 	health  time.Duration
@@ -39,13 +50,13 @@ type op struct {
 // Resume. Drain returns when every worker has stopped or ctx ends; the
 // drain goes on regardless.
 func (p *Pool) Drain(ctx context.Context, timeout time.Duration) error {
-	return p.do(ctx, &op{kind: wire.CommandDrain, timeout: timeout})
+	return p.do(ctx, &op{kind: cmdDrain, timeout: timeout})
 }
 
 // Resume starts the workers of a drained pool again. On a running pool it
 // does nothing.
 func (p *Pool) Resume(ctx context.Context) error {
-	return p.do(ctx, &op{kind: wire.CommandResume})
+	return p.do(ctx, &op{kind: cmdResume})
 }
 
 // Recycle replaces every worker, one at a time: a new process is started
@@ -54,13 +65,13 @@ func (p *Pool) Resume(ctx context.Context) error {
 // returns when every worker was replaced or ctx ends; the recycle goes on
 // regardless.
 func (p *Pool) Recycle(ctx context.Context) error {
-	return p.do(ctx, &op{kind: wire.CommandRecycle})
+	return p.do(ctx, &op{kind: cmdRecycle})
 }
 
 // Restart stops every worker gracefully (in-flight jobs get timeout, zero
 // meaning StopTimeout), then starts Count new ones.
 func (p *Pool) Restart(ctx context.Context, timeout time.Duration) error {
-	return p.do(ctx, &op{kind: wire.CommandRestart, timeout: timeout})
+	return p.do(ctx, &op{kind: cmdRestart, timeout: timeout})
 }
 
 // Resize sets the number of workers to n: new workers start at once;
@@ -69,7 +80,7 @@ func (p *Pool) Resize(ctx context.Context, n int) error {
 	if n < 0 {
 		return fmt.Errorf("broker: resize pool %q: count %d is negative", p.spec.Name, n)
 	}
-	return p.do(ctx, &op{kind: wire.CommandResize, count: n})
+	return p.do(ctx, &op{kind: cmdResize, count: n})
 }
 
 // Upgrade replaces every worker, one at a time, by one running cmd. The
@@ -84,7 +95,7 @@ func (p *Pool) Upgrade(ctx context.Context, cmd []string, health time.Duration) 
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("broker: upgrade: %w", err)
 	}
-	return p.do(ctx, &op{kind: wire.CommandUpgrade, spec: spec, health: health})
+	return p.do(ctx, &op{kind: cmdUpgrade, spec: spec, health: health})
 }
 
 // Update applies spec to the pool, as a reload of its configuration does.
@@ -101,7 +112,7 @@ func (p *Pool) Update(ctx context.Context, spec Spec, health time.Duration) erro
 	if spec.Name != p.spec.Name || spec.Protocol != p.spec.Protocol || spec.Listen != p.spec.Listen {
 		return fmt.Errorf("broker: update pool %q: name, protocol and listen cannot change; stop the pool and start a new one", p.spec.Name)
 	}
-	return p.do(ctx, &op{kind: wire.CommandUpgrade, spec: spec, health: health})
+	return p.do(ctx, &op{kind: cmdUpgrade, spec: spec, health: health})
 }
 
 // CheckCommand reports whether cmd could start a worker of the pool: its
@@ -185,20 +196,20 @@ func (p *Pool) supervise(sp *spawner) {
 // run carries out one command.
 func (p *Pool) run(sp *spawner, o *op) error {
 	switch o.kind {
-	case wire.CommandDrain:
+	case cmdDrain:
 		return p.drain(o.timeout)
-	case wire.CommandResume:
+	case cmdResume:
 		return p.resume(sp)
-	case wire.CommandRecycle:
+	case cmdRecycle:
 		return p.recycleAll(sp)
-	case wire.CommandRestart:
+	case cmdRestart:
 		if err := p.drain(o.timeout); err != nil {
 			return err
 		}
 		return p.resume(sp)
-	case wire.CommandResize:
+	case cmdResize:
 		return p.resize(sp, o.count)
-	case wire.CommandUpgrade:
+	case cmdUpgrade:
 		return p.update(sp, o.spec, o.health)
 	}
 	return fmt.Errorf("broker: unknown command %q", o.kind)
@@ -219,7 +230,7 @@ func (p *Pool) current() []*slot {
 }
 
 // setState sets the pool's state unless it is stopping.
-func (p *Pool) setState(state string) bool {
+func (p *Pool) setState(state PoolState) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state == PoolStopping || p.state == PoolStopped {
@@ -236,14 +247,14 @@ func (p *Pool) drain(timeout time.Duration) error {
 	}
 	slots := p.current()
 	for _, s := range slots {
-		s.retire(wire.ReasonStop, timeout)
+		s.retire(ReasonStop, timeout)
 	}
 	if !p.awaitEnd(slots) {
 		return ErrStopped
 	}
 	p.setState(PoolDrained)
 	p.log.Info("pool drained")
-	p.emit(wire.Event{Kind: wire.EventPoolDrained})
+	p.emit(Event{Kind: EventPoolDrained})
 	return nil
 }
 
@@ -257,11 +268,11 @@ func (p *Pool) resume(sp *spawner) error {
 	p.state = PoolRunning
 	n := p.count
 	for i := range n {
-		p.addSlotLocked(sp, i, wire.ReasonStart, p.gen)
+		p.addSlotLocked(sp, i, ReasonStart, p.gen)
 	}
 	p.mu.Unlock()
 	p.log.Info("pool resumed", "count", n)
-	p.emit(wire.Event{Kind: wire.EventPoolResumed, Count: n})
+	p.emit(Event{Kind: EventPoolResumed, Count: n})
 	return nil
 }
 
@@ -274,12 +285,12 @@ func (p *Pool) resize(sp *spawner, n int) error {
 	p.mu.Unlock()
 	if !drained {
 		for i := old; i < n; i++ {
-			p.addSlot(sp, i, wire.ReasonResize, p.generation())
+			p.addSlot(sp, i, ReasonResize, p.generation())
 		}
 		var surplus []*slot
 		for _, s := range p.current() {
 			if s.index >= n {
-				s.retire(wire.ReasonResize, 0)
+				s.retire(ReasonResize, 0)
 				surplus = append(surplus, s)
 			}
 		}
@@ -288,7 +299,7 @@ func (p *Pool) resize(sp *spawner, n int) error {
 		}
 	}
 	p.log.Info("pool resized", "from", old, "to", n)
-	p.emit(wire.Event{Kind: wire.EventPoolResized, Count: n})
+	p.emit(Event{Kind: EventPoolResized, Count: n})
 	return nil
 }
 
@@ -298,7 +309,7 @@ func (p *Pool) generation() *generation {
 	return p.gen
 }
 
-func (p *Pool) setOperation(name string) {
+func (p *Pool) setOperation(name Operation) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.operation = name
@@ -309,7 +320,7 @@ func (p *Pool) recycleAll(sp *spawner) error {
 	p.setOperation(OpRecycle)
 	defer p.setOperation("")
 	for _, s := range p.current() {
-		if err := p.replace(sp, s, wire.ReasonRecycle, p.generation(), 0); err != nil {
+		if err := p.replace(sp, s, ReasonRecycle, p.generation(), 0); err != nil {
 			if errors.Is(err, ErrStopped) {
 				return err
 			}
@@ -317,7 +328,7 @@ func (p *Pool) recycleAll(sp *spawner) error {
 		}
 	}
 	p.log.Info("pool recycled")
-	p.emit(wire.Event{Kind: wire.EventPoolRecycled, Count: len(p.current())})
+	p.emit(Event{Kind: EventPoolRecycled, Count: len(p.current())})
 	return nil
 }
 
@@ -329,7 +340,7 @@ func (p *Pool) recycleDue(sp *spawner) {
 		if s == nil {
 			return
 		}
-		if err := p.replace(sp, s, wire.ReasonRecycle, s.gen, 0); err != nil {
+		if err := p.replace(sp, s, ReasonRecycle, s.gen, 0); err != nil {
 			p.log.Warn("recycle: replacement not ready; the worker stays for now", "index", s.index, "err", err)
 			return // try again at the next check
 		}
@@ -351,7 +362,7 @@ func (p *Pool) dueForRecycle() *slot {
 // ready and then health more without an exit, and retires old. If the new
 // worker fails, it is retired instead and old stays. replace returns once
 // the retired one has ended.
-func (p *Pool) replace(sp *spawner, old *slot, reason string, gen *generation, health time.Duration) error {
+func (p *Pool) replace(sp *spawner, old *slot, reason Reason, gen *generation, health time.Duration) error {
 	ready := gen.spec.ReadyTimeout + gen.spec.KillTimeout
 	n := p.addSlot(sp, old.index, reason, gen)
 	err := p.awaitHealthy(n, ready, health)
@@ -454,7 +465,7 @@ func (p *Pool) roll(sp *spawner, old, next *generation, health time.Duration) er
 		if i == 0 {
 			h = health
 		}
-		err := p.replace(sp, s, wire.ReasonUpgrade, next, h)
+		err := p.replace(sp, s, ReasonUpgrade, next, h)
 		if errors.Is(err, ErrStopped) {
 			return err
 		}
@@ -473,7 +484,7 @@ func (p *Pool) roll(sp *spawner, old, next *generation, health time.Duration) er
 	p.gen, p.lastErr = next, ""
 	p.mu.Unlock()
 	p.log.Info("pool upgraded", "cmd", next.spec.Cmd, "version", next.version)
-	p.emit(wire.Event{Kind: wire.EventPoolUpgraded, Count: len(slots)})
+	p.emit(Event{Kind: EventPoolUpgraded, Count: len(slots)})
 	return nil
 }
 
@@ -499,9 +510,9 @@ func (p *Pool) rollback(sp *spawner, upgraded []*slot, old *generation, cause er
 		if s == nil {
 			continue
 		}
-		if err := p.replace(sp, s, wire.ReasonUpgrade, old, 0); err != nil {
+		if err := p.replace(sp, s, ReasonUpgrade, old, 0); err != nil {
 			p.log.Error("rollback: replacement not ready", "index", s.index, "err", err)
 		}
 	}
-	p.emit(wire.Event{Kind: wire.EventPoolRollback, Error: cause.Error(), Count: len(p.current())})
+	p.emit(Event{Kind: EventPoolRollback, Error: cause.Error(), Count: len(p.current())})
 }

@@ -1,0 +1,105 @@
+package broker
+
+import "time"
+
+// PoolState is where a pool is in its life, as PoolInfo.State reports it.
+type PoolState string
+
+// States of a pool.
+const (
+	PoolNew      PoolState = "new"      // built, not started
+	PoolRunning  PoolState = "running"  // started
+	PoolDraining PoolState = "draining" // Drain called: workers finish their jobs and stop
+	PoolDrained  PoolState = "drained"  // no worker runs until Resume
+	PoolFailed   PoolState = "failed"   // the crash-loop breaker tripped: restarts paused
+	PoolStopping PoolState = "stopping" // Stop or Kill called, processes still running
+	PoolStopped  PoolState = "stopped"  // every slot goroutine has returned
+)
+
+// Operation is a rolling change of a pool's workers, as PoolInfo.Operation
+// reports it.
+type Operation string
+
+// Rolling operations.
+const (
+	OpRecycle Operation = "recycle" // Recycle, or recycling by age, jobs done or memory
+	OpUpgrade Operation = "upgrade" // Upgrade or Update, or the rollback of one
+)
+
+// PoolInfo describes a pool, as Pool.Info returns it. The JSON names are
+// those of the pools in workerd's heartbeat.
+type PoolInfo struct {
+	// Name is the pool's name (Spec.Name).
+	Name string `json:"name"`
+	// Count is the number of workers the pool keeps running.
+	Count int `json:"count"`
+	// Protocol is how the pool talks to its workers.
+	Protocol Protocol `json:"protocol"`
+	// State is where the pool is in its life.
+	State PoolState `json:"state"`
+	// Operation is the rolling change in progress, if any.
+	Operation Operation `json:"operation,omitempty"`
+	// Cmd is the command line new workers start with.
+	Cmd []string `json:"cmd,omitempty"`
+	// RetryAt is when a failed pool tries to start workers again; zero
+	// unless State is PoolFailed.
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Error says why the pool failed, or why its last upgrade rolled back.
+	Error string `json:"error,omitempty"`
+}
+
+// WorkerState is where a worker slot is, as Worker.State reports it.
+type WorkerState string
+
+// States of a worker slot.
+const (
+	WorkerStarting  WorkerState = "starting"  // process started, not ready yet
+	WorkerReady     WorkerState = "ready"     // idle, waiting for a job (or a service process running)
+	WorkerBusy      WorkerState = "busy"      // running a job, or said busy
+	WorkerRecycling WorkerState = "recycling" // done its max_jobs: idle until its replacement is ready
+	WorkerStopping  WorkerState = "stopping"  // being stopped
+	WorkerExited    WorkerState = "exited"    // no process: it ended and the slot stopped, or it is about to restart
+	WorkerBackoff   WorkerState = "backoff"   // no process: waiting before a restart
+)
+
+// Worker describes one worker process, or the slot of one being restarted,
+// as Pool.Workers returns it. The JSON names are those of the workers in
+// workerd's heartbeat.
+type Worker struct {
+	// Host is the pool's Config.Host.
+	Host string `json:"host"`
+	// Pool is the pool's name (Spec.Name).
+	Pool string `json:"pool"`
+	// Index is the slot's index, 0 to Count-1. During a recycle or an
+	// upgrade a replacement shares the index of the worker it replaces.
+	Index int `json:"index"`
+	// PID is the process id; zero while the slot has no process.
+	PID int `json:"pid"`
+	// State is where the slot is.
+	State WorkerState `json:"state"`
+	// RSS is the resident memory of the process in bytes, read from /proc
+	// by Pool.Workers (0 where /proc cannot say).
+	RSS int64 `json:"rss"`
+	// JobsDone counts the jobs the slot's processes have finished.
+	JobsDone int64 `json:"jobs_done"`
+	// Restarts counts the processes the slot started after its first.
+	Restarts int `json:"restarts"`
+	// Job is the id of the job the worker runs, if any.
+	Job string `json:"job,omitempty"`
+	// Queued counts the jobs queued in the worker behind Job (prefetch).
+	Queued int `json:"queued,omitempty"`
+	// Started is when the current process started.
+	Started time.Time `json:"started,omitzero"`
+	// CPU is the user and system CPU time the process has used, read from
+	// /proc by Pool.Workers. (workerd's heartbeat writes it as a Go
+	// duration, "1.5s".)
+	CPU time.Duration `json:"cpu,omitempty"`
+	// Version counts the pool's command lines: 1 for the one it started
+	// with, one more per upgrade. It is the one the slot runs.
+	Version int `json:"version,omitempty"`
+	// LastExit describes how the slot's previous process ended, if any
+	// ("exit status 2", "signal: killed").
+	LastExit string `json:"last_exit,omitempty"`
+	// LastExitAt is when the previous process ended, in UTC.
+	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+}
