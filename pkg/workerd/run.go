@@ -1,0 +1,90 @@
+package workerd
+
+import (
+	"context"
+	"sync"
+
+	"github.com/conductor-run/conductor/internal/agent"
+)
+
+// Run connects to the conductor, runs the pools of cfg until ctx is done,
+// then stops them gracefully and returns nil. While it runs, each value of
+// cfg.Reload re-reads cfg.ConfigFile; once ctx is done, cfg.Kill turns the
+// graceful stop into an immediate one.
+//
+// The stop follows broker.Pool.Stop for every pool at once: no new job is
+// taken, jobs in flight get each pool's stop_timeout to finish, workers are
+// asked to exit, then get SIGTERM and SIGKILL; then the job states are
+// written, the host is announced as leaving, and the connection is closed.
+//
+// Run returns an error, without having started a pool, when the pools do
+// not load or are invalid (ErrNoPools when there are none), when
+// cfg.HostID or cfg.Namespace is not a valid subject token, or when NATS
+// rejects cfg.NATSURL. A conductor that cannot be reached is not an error:
+// Run keeps reconnecting, and each pool waits for the conductor's job
+// stream.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	pools, err := cfg.loadPools()
+	if err != nil {
+		return err
+	}
+	if len(pools) == 0 {
+		return ErrNoPools
+	}
+	log := cfg.Logger
+	nc, err := connect(cfg.NATSURL, cfg.Token, cfg.HostID, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	a, err := agent.New(agent.Config{
+		Conn: nc, Namespace: cfg.Namespace, Host: cfg.HostID, Pools: pools, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-cfg.Reload:
+			reload(ctx, a, cfg)
+		}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		select {
+		case <-cfg.Kill:
+			a.Kill()
+		case <-a.Stopped():
+		}
+	})
+	a.Stop()
+	return nil
+}
+
+// reload re-reads the config file and applies the difference. A config
+// that does not load changes nothing. Its log lines name SIGHUP, workerd's
+// trigger of cfg.Reload.
+func reload(ctx context.Context, a *agent.Agent, cfg Config) {
+	log := cfg.Logger
+	if cfg.ConfigFile == "" {
+		log.Warn("SIGHUP: no --config file to reload")
+		return
+	}
+	pools, err := cfg.loadPools()
+	if err != nil {
+		log.Error("SIGHUP: config not reloaded; pools unchanged", "err", err)
+		return
+	}
+	log.Info("SIGHUP: reloading the config", "file", cfg.ConfigFile, "pools", len(pools))
+	if err := a.Reload(ctx, pools); err != nil {
+		log.Error("SIGHUP: reload incomplete", "err", err)
+		return
+	}
+	log.Info("SIGHUP: config reloaded")
+}
