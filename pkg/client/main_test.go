@@ -11,9 +11,22 @@ import (
 
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/worker"
 )
 
+// TestMain lets the test binary play the worker of the examples' hosts:
+// started by the broker, it squares numbers.
 func TestMain(m *testing.M) {
+	if worker.IsWorker() {
+		worker.Main(func(_ context.Context, job *worker.Job) (any, error) {
+			var n int
+			if err := job.Decode(&n); err != nil {
+				return nil, err
+			}
+			return n * n, nil
+		})
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 
