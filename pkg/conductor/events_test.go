@@ -15,6 +15,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -36,7 +37,7 @@ func publishEvent(t *testing.T, nc *nats.Conn, scope string, e wire.Event) {
 	space, err := subject.New("default")
 	require.NoError(t, err)
 	subj := space.PoolEvent(e.Pool, e.Kind)
-	if scope == conductor.ScopeWorker {
+	if scope == client.ScopeWorker {
 		subj = space.WorkerEvent(e.Pool, e.Kind)
 	}
 	data, err := json.Marshal(e)
@@ -87,9 +88,9 @@ func TestConductor_EventStream(t *testing.T) {
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	other := exitEvent
 	other.Pool = "other"
-	publishEvent(t, bundle.nc, conductor.ScopeWorker, other)
-	publishEvent(t, bundle.nc, conductor.ScopeWorker, exitEvent)
-	publishEvent(t, bundle.nc, conductor.ScopePool, failedEvent)
+	publishEvent(t, bundle.nc, client.ScopeWorker, other)
+	publishEvent(t, bundle.nc, client.ScopeWorker, exitEvent)
+	publishEvent(t, bundle.nc, client.ScopePool, failedEvent)
 
 	require.JSONEq(t, `{"scope":"worker","time":"2026-11-23T10:00:00Z","kind":"exit","host":"a","pool":"squares",
 		"index":1,"pid":42,"reason":"failure","exit":"exit status 2","code":2,"uptime":"3s"}`, nextData(t, stream))
