@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // TestChaos_NothingLost runs 20,000 jobs on two hosts while killing, with
@@ -33,10 +33,10 @@ func TestChaos_NothingLost(t *testing.T) {
 	hosts := map[string]*proc{"host-a": c.workerd("host-a", squares(2)), "host-b": c.workerd("host-b", squares(2))}
 	c.waitWorkers("squares", 4)
 
-	client, err := conductor.Connect(c.natsURL(), conductor.ClientConfig{},
+	cl, err := client.Connect(c.natsURL(), client.Config{},
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
-	t.Cleanup(client.Close)
+	t.Cleanup(cl.Close)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -46,7 +46,7 @@ func TestChaos_NothingLost(t *testing.T) {
 	for w := range 8 {
 		submitters.Go(func() {
 			for i := w; i < n; i += 8 {
-				ids[i] = submitUntilQueued(ctx, t, client, i)
+				ids[i] = submitUntilQueued(ctx, t, cl, i)
 				submitted.Add(1)
 			}
 		})
@@ -105,9 +105,9 @@ func TestChaos_NothingLost(t *testing.T) {
 	// Every job, as its submitter sees it.
 	extra, retried := 0, 0
 	for i, id := range ids {
-		j, err := client.Wait(ctx, id)
+		j, err := cl.Wait(ctx, id)
 		require.NoError(t, err, "job %d (%s)", i, id)
-		require.Equal(t, conductor.StatusSucceeded, j.Status, "job %d: %+v", i, j)
+		require.Equal(t, client.StatusSucceeded, j.Status, "job %d: %+v", i, j)
 		require.JSONEq(t, strconv.Itoa(i*i), string(j.Result), "job %d", i)
 		if j.Attempts > 1 {
 			retried++
@@ -121,13 +121,13 @@ func TestChaos_NothingLost(t *testing.T) {
 
 // submitUntilQueued submits job i until it is queued, retrying through
 // conductord restarts; the idempotency key makes the retries one job.
-func submitUntilQueued(ctx context.Context, t *testing.T, client *conductor.Client, i int) string {
+func submitUntilQueued(ctx context.Context, t *testing.T, cl *client.Client, i int) string {
 	for {
-		id, err := client.Submit(ctx, "squares", i, conductor.WithIdempotencyKey("chaos-"+strconv.Itoa(i)))
+		id, err := cl.Submit(ctx, "squares", i, client.WithIdempotencyKey("chaos-"+strconv.Itoa(i)))
 		if err == nil {
 			return id
 		}
-		if ctx.Err() != nil || errors.Is(err, conductor.ErrBadPayload) {
+		if ctx.Err() != nil || errors.Is(err, client.ErrBadPayload) {
 			t.Errorf("submit job %d: %v", i, err)
 			return ""
 		}

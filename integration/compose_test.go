@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // dockerAbsent says why the Docker tests cannot run here, or "" if they can.
@@ -101,7 +101,7 @@ func TestCompose_TwoHosts(t *testing.T) {
 		}
 		return true
 	}, 10*time.Second, 50*time.Millisecond)
-	var j conductor.Job
+	var j client.Job
 	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "12", nil, &j))
 	require.JSONEq(t, "144", string(j.Result))
 	require.Equal(t, "host-b", j.History[0].Host)

@@ -23,7 +23,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // bin holds the binaries built once for the whole package.
@@ -139,7 +139,7 @@ type cluster struct {
 	httpAddr  string
 	token     string
 	conductor *proc
-	client    *conductor.Client
+	client    *client.Client
 }
 
 type clusterOption func(*cluster, *[]string)
@@ -225,11 +225,11 @@ func squares(n int) string {
 }
 
 // goClient returns a Go client of the cluster, made once.
-func (c *cluster) goClient() *conductor.Client {
+func (c *cluster) goClient() *client.Client {
 	c.t.Helper()
 	if c.client == nil {
 		var err error
-		c.client, err = conductor.Connect(c.natsURL(), conductor.ClientConfig{})
+		c.client, err = client.Connect(c.natsURL(), client.Config{})
 		require.NoError(c.t, err)
 		c.t.Cleanup(c.client.Close)
 	}
@@ -259,8 +259,8 @@ func (c *cluster) do(method, path string, body string, hdr map[string]string, ou
 }
 
 // workers lists /v1/workers.
-func (c *cluster) workers() []conductor.Worker {
-	var ws []conductor.Worker
+func (c *cluster) workers() []client.Worker {
+	var ws []client.Worker
 	c.do(http.MethodGet, "/v1/workers", "", nil, &ws)
 	return ws
 }
@@ -280,15 +280,15 @@ func (c *cluster) waitWorkers(pool string, n int) {
 }
 
 // pool returns the /v1/pools entry of typ.
-func (c *cluster) pool(typ string) conductor.Pool {
-	var ps []conductor.Pool
+func (c *cluster) pool(typ string) client.Pool {
+	var ps []client.Pool
 	c.do(http.MethodGet, "/v1/pools", "", nil, &ps)
 	for _, p := range ps {
 		if p.Type == typ {
 			return p
 		}
 	}
-	return conductor.Pool{Type: typ}
+	return client.Pool{Type: typ}
 }
 
 // submitMany queues payloads 0..n-1 of typ over NATS with a few concurrent
@@ -296,13 +296,13 @@ func (c *cluster) pool(typ string) conductor.Pool {
 func (c *cluster) submitMany(ctx context.Context, typ string, n int) []string {
 	c.t.Helper()
 	ids := make([]string, n)
-	client := c.goClient()
+	cl := c.goClient()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Go(func() {
 			for i := w; i < n; i += 8 {
-				id, err := client.Submit(ctx, typ, i)
+				id, err := cl.Submit(ctx, typ, i)
 				if err != nil {
 					errs <- err
 					return

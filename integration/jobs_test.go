@@ -18,7 +18,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // events counts the end events of every job, by id and status.
@@ -68,14 +68,14 @@ func (ev *events) ended() int {
 
 // checkSquares checks that every job succeeded with the right result, and
 // returns its final states.
-func checkSquares(t *testing.T, c *cluster, ids []string) []*conductor.Job {
+func checkSquares(t *testing.T, c *cluster, ids []string) []*client.Job {
 	t.Helper()
 	ctx := context.Background()
-	jobs := make([]*conductor.Job, len(ids))
+	jobs := make([]*client.Job, len(ids))
 	for n, id := range ids {
 		j, err := c.goClient().Job(ctx, id)
 		require.NoError(t, err, "job %d", n)
-		require.Equal(t, conductor.StatusSucceeded, j.Status, "job %d: %+v", n, j)
+		require.Equal(t, client.StatusSucceeded, j.Status, "job %d: %+v", n, j)
 		require.JSONEq(t, strconv.Itoa(n*n), string(j.Result), "job %d", n)
 		jobs[n] = j
 	}
@@ -198,14 +198,14 @@ func TestHTTP_API(t *testing.T) {
 	c.workerd("host-a", squares(1))
 	c.waitWorkers("squares", 1)
 
-	var j conductor.Job
+	var j client.Job
 	code := c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "12", nil, &j)
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, conductor.StatusSucceeded, j.Status)
+	require.Equal(t, client.StatusSucceeded, j.Status)
 	require.JSONEq(t, "144", string(j.Result))
 	require.Equal(t, 1, j.Attempts)
 
-	var got conductor.Job
+	var got client.Job
 	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+j.ID, "", nil, &got))
 	require.Equal(t, j.ID, got.ID)
 	require.Equal(t, "squares", got.Type)
@@ -216,7 +216,7 @@ func TestHTTP_API(t *testing.T) {
 
 	// A payload the worker rejects ends dead with its error, not lost.
 	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", `"x"`, nil, &j))
-	require.Equal(t, conductor.StatusDead, j.Status)
+	require.Equal(t, client.StatusDead, j.Status)
 	require.Contains(t, j.Error, "payload must be a number")
 	require.JSONEq(t, `"x"`, string(j.Payload))
 
@@ -243,11 +243,11 @@ func TestHTTP_API(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/later", `{"x":1}`, nil, &idResp))
 	require.Eventually(t, func() bool { return c.pool("later").Queued == 1 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+idResp.ID, "", nil, &got))
-	require.Equal(t, conductor.StatusQueued, got.Status)
+	require.Equal(t, client.StatusQueued, got.Status)
 
 	// Workers are visible with their host and pid, and count their jobs
 	// (12, 3, "x" and 5) as of the host's last heartbeat.
-	var ws []conductor.Worker
+	var ws []client.Worker
 	require.Eventually(t, func() bool {
 		ws = c.workers()
 		return len(ws) == 1 && ws[0].Host == "host-a" && ws[0].PID > 0 && ws[0].JobsDone == 4

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // A restarted conductord finds its queue where it left it, and workerd,
@@ -21,9 +21,9 @@ func TestCluster_ConductorRestart(t *testing.T) {
 	w := c.workerd("host-a", squares(1))
 	c.waitWorkers("squares", 1)
 
-	var j conductor.Job
+	var j client.Job
 	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "3", nil, &j))
-	require.Equal(t, conductor.StatusSucceeded, j.Status)
+	require.Equal(t, client.StatusSucceeded, j.Status)
 	var queued struct{ ID string }
 	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/later", "1", nil, &queued))
 
@@ -34,7 +34,7 @@ func TestCluster_ConductorRestart(t *testing.T) {
 	t.Logf("started after %s", time.Since(t0))
 
 	// The state and the queue survived.
-	var got conductor.Job
+	var got client.Job
 	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/jobs/"+j.ID, "", nil, &got))
 	require.JSONEq(t, "9", string(got.Result))
 	require.Equal(t, int64(1), c.pool("later").Queued)
@@ -44,12 +44,12 @@ func TestCluster_ConductorRestart(t *testing.T) {
 	t.Logf("workers back after %s", time.Since(t0))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client, err := conductor.Connect(c.natsURL(), conductor.ClientConfig{})
+	cl, err := client.Connect(c.natsURL(), client.Config{})
 	require.NoError(t, err)
-	defer client.Close()
-	done, err := client.SubmitAndWait(ctx, "squares", 5)
+	defer cl.Close()
+	done, err := cl.SubmitAndWait(ctx, "squares", 5)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusSucceeded, done.Status)
+	require.Equal(t, client.StatusSucceeded, done.Status)
 	require.JSONEq(t, "25", string(done.Result))
 	t.Logf("job done after %s", time.Since(t0))
 	require.NotContains(t, w.output(), "level=ERROR")
@@ -86,7 +86,7 @@ func TestWorkerd_ConfigFile(t *testing.T) {
 `), 0o600))
 	start(t, "workerd", "--conductor", c.natsURL(), "--host-id", "cfg", "--config", path)
 	c.waitWorkers("squares", 2)
-	var j conductor.Job
+	var j client.Job
 	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/squares?wait=10s", "4", nil, &j))
 	require.JSONEq(t, "16", string(j.Result))
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/metrics"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -55,8 +56,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
 	cfg.Metrics = metrics.Handler(metrics.Source{
-		Pools:   func(ctx context.Context) ([]conductor.Pool, error) { return c.Pools(ctx) },
-		Workers: func() []conductor.Worker { return c.Workers() },
+		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
+		Workers: func() []client.Worker { return c.Workers() },
 	})
 	c, err := conductor.New(cfg)
 	if err != nil {

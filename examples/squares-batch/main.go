@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 	"github.com/conductor-run/conductor/pkg/worker"
 )
@@ -49,9 +50,9 @@ func main() {
 			}
 			return nil
 		},
-		OnJobEnd: func(j *conductor.Job) {
+		OnJobEnd: func(j *client.Job) {
 			var r result
-			if j.Status != conductor.StatusSucceeded || json.Unmarshal(j.Result, &r) != nil {
+			if j.Status != client.StatusSucceeded || json.Unmarshal(j.Result, &r) != nil {
 				fmt.Printf("Job %s failed: %s\n", j.ID, j.Error)
 				return
 			}

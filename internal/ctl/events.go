@@ -14,7 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/conductor-run/conductor/internal/wire"
+	// As pkgclient: this package's client is conductorctl's HTTP client.
+	pkgclient "github.com/conductor-run/conductor/pkg/client"
 )
 
 // maxEventLine bounds one line of the event stream: an event with a
@@ -22,10 +23,7 @@ import (
 const maxEventLine = 4 << 20
 
 // event is one event of GET /v1/events.
-type event struct {
-	Scope string `json:"scope"`
-	wire.Event
-}
+type event struct{ pkgclient.Event }
 
 // events streams GET /v1/events and prints one line per event until ctx
 // ends (a clean end) or the stream does.

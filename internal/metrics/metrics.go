@@ -13,14 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // Source is what the Collector reads: in conductord, the Conductor's Pools
 // and Workers. A struct of funcs, so that tests can fake it.
 type Source struct {
-	Pools   func(ctx context.Context) ([]conductor.Pool, error)
-	Workers func() []conductor.Worker
+	Pools   func(ctx context.Context) ([]client.Pool, error)
+	Workers func() []client.Worker
 }
 
 var (

@@ -9,17 +9,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 func TestCollector_Collect(t *testing.T) {
 	t.Parallel()
 	c := NewCollector(Source{
-		Pools: func(context.Context) ([]conductor.Pool, error) {
-			return []conductor.Pool{{Type: "squares", Queued: 3, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Workers: 2}}, nil
+		Pools: func(context.Context) ([]client.Pool, error) {
+			return []client.Pool{{Type: "squares", Queued: 3, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Workers: 2}}, nil
 		},
-		Workers: func() []conductor.Worker {
-			return []conductor.Worker{{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1}}
+		Workers: func() []client.Worker {
+			return []client.Worker{{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1}}
 		},
 	})
 	want := `
@@ -42,8 +42,8 @@ conductor_scrape_error 0
 func TestCollector_PoolsFail(t *testing.T) {
 	t.Parallel()
 	c := NewCollector(Source{
-		Pools:   func(context.Context) ([]conductor.Pool, error) { return nil, errors.New("no JetStream") },
-		Workers: func() []conductor.Worker { return nil },
+		Pools:   func(context.Context) ([]client.Pool, error) { return nil, errors.New("no JetStream") },
+		Workers: func() []client.Worker { return nil },
 	})
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP conductor_scrape_error 1 if the job counts could not be read from JetStream at this scrape.

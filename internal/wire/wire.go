@@ -1,7 +1,8 @@
 // Package wire holds the records that conductord and workerd exchange over
 // NATS and store in JetStream: the job state kept per job id, and the
-// heartbeat each workerd announces with its workers. pkg/conductor re-exports
-// them for users of the Go API.
+// heartbeat each workerd announces with its workers. pkg/client has public
+// twins of them (client.Job, client.Host, ...) with the same JSON; its
+// TestRecords_SameJSONAsWire keeps the two in step.
 package wire
 
 import (

@@ -15,8 +15,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // BatchConfig configures RunBatch.
@@ -28,11 +30,11 @@ type BatchConfig struct {
 	Jobs func(submit func(payload any) error) error
 	// OnJobEnd, if set, is called once for every job that ended (succeeded
 	// or dead), from one goroutine.
-	OnJobEnd func(job *Job)
+	OnJobEnd func(job *client.Job)
 	// Client submits to a running conductor, whose workers run the jobs.
 	// Nil: RunBatch starts an embedded conductor and its own local workers,
 	// and stops them at the end, so the program needs nothing else running.
-	Client *Client
+	Client *client.Client
 	// Workers is how many local worker processes to start. Default 2
 	// without Client, 0 with one.
 	Workers int
@@ -66,30 +68,31 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (BatchResult, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	client := cfg.Client
-	if client == nil {
+	cl := cfg.Client
+	if cl == nil {
 		local, err := startLocal(ctx, cfg)
 		if err != nil {
 			return BatchResult{}, err
 		}
 		defer local.stop()
-		client = local.conductor.Client()
+		cl = local.conductor.Client()
 	}
-	return runBatch(ctx, client, cfg)
+	return runBatch(ctx, cl, cfg)
 }
 
-func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult, error) {
+func runBatch(ctx context.Context, cl *client.Client, cfg BatchConfig) (BatchResult, error) {
 	res := BatchResult{ID: uuid.Must(uuid.NewV7()).String()}
-	ended := make(chan *Job, 1024)
+	ended := make(chan *client.Job, 1024)
 	// Closed when RunBatch returns, so that an event arriving after that does
 	// not block the subscription's goroutine on a channel no one reads.
 	done := make(chan struct{})
 	defer close(done)
-	sub, err := client.nc.Subscribe(client.space.JobEvents(), func(m *nats.Msg) {
+	link := clientlink.Of(cl)
+	sub, err := link.Conn.Subscribe(link.Space.JobEvents(), func(m *nats.Msg) {
 		if m.Header.Get(wire.HeaderBatch) != res.ID {
 			return
 		}
-		var j Job
+		var j client.Job
 		if json.Unmarshal(m.Data, &j) == nil && j.Status.Final() {
 			select {
 			case ended <- &j:
@@ -106,7 +109,7 @@ func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult
 	pending := map[string]bool{}
 	var mu sync.Mutex // guards pending and res.Total while the generator runs
 	err = cfg.Jobs(func(payload any) error {
-		id, err := client.Submit(ctx, cfg.Type, payload, WithBatch(res.ID))
+		id, err := cl.Submit(ctx, cfg.Type, payload, client.WithBatch(res.ID))
 		if err != nil {
 			return err
 		}
@@ -122,16 +125,16 @@ func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult
 
 	// Events may be lost (a reconnect); the stored states are not. When no
 	// job has ended for a recheck interval, the pending ones are read.
-	recheck := time.NewTicker(client.cfg.RecheckInterval)
+	recheck := time.NewTicker(link.RecheckInterval)
 	defer recheck.Stop()
 	progressed := false
-	end := func(j *Job) {
+	end := func(j *client.Job) {
 		if !pending[j.ID] {
 			return
 		}
 		delete(pending, j.ID)
 		progressed = true
-		if j.Status == StatusSucceeded {
+		if j.Status == client.StatusSucceeded {
 			res.Succeeded++
 		} else {
 			res.Dead++
@@ -150,7 +153,7 @@ func runBatch(ctx context.Context, client *Client, cfg BatchConfig) (BatchResult
 				continue
 			}
 			for id := range pending {
-				if j, err := client.Job(ctx, id); err == nil && j.Status.Final() {
+				if j, err := cl.Job(ctx, id); err == nil && j.Status.Final() {
 					end(j)
 				}
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -28,7 +29,7 @@ func TestConductor_Batches(t *testing.T) {
 
 	code, body := post(t, srv, "/v1/batches/squares", "1\n2\n\n\"fail\"\n4\n")
 	require.Equal(t, http.StatusAccepted, code, body)
-	var b conductor.Batch
+	var b client.Batch
 	require.NoError(t, json.Unmarshal([]byte(body), &b))
 	require.Equal(t, 4, b.Total)
 	require.Equal(t, 4, b.Queued)
@@ -40,7 +41,7 @@ func TestConductor_Batches(t *testing.T) {
 	startAgent(t, bundle, "squares")
 	m, err := ends.NextMsg(30 * time.Second)
 	require.NoError(t, err)
-	var end conductor.Batch
+	var end client.Batch
 	require.NoError(t, json.Unmarshal(m.Data, &end))
 	require.Equal(t, b.ID, end.ID)
 	require.Equal(t, 3, end.Succeeded)
@@ -71,7 +72,7 @@ func TestConductor_BatchBodyTooLarge(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, conductor.Config{MaxPayload: 10})
 	srv := serve(t, c)
-	body := "1\n" + strings.Repeat("\n", conductor.MaxBatchJobs*11)
+	body := "1\n" + strings.Repeat("\n", client.MaxBatchJobs*11)
 	code, got := post(t, srv, "/v1/batches/squares", body)
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, got)
 	require.Contains(t, got, "body is over the limit of 110000 bytes; nothing was queued")

@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // Config configures a Conductor. The zero value of each field is replaced by
@@ -81,8 +83,9 @@ type Conductor struct {
 	nc       *nats.Conn
 	ncClosed chan struct{} // closed by nc's closed handler
 	js       jetstream.JetStream
-	client   *Client
-	hosts    *hostRegistry // the client's
+	client   *client.Client
+	link     clientlink.Link    // what the conductor reaches of its client beyond its API
+	batches  jetstream.KeyValue // the batch bucket
 	stats    *stats
 	subs     []*nats.Subscription
 	http     *http.Server
@@ -104,6 +107,10 @@ type Conductor struct {
 	submitMu sync.Mutex
 
 	batchEnds batchEnds // batches to check for their end
+
+	// clientRecheck is the RecheckInterval of the conductor's client; 0:
+	// the client's default. Tests set it between New and Start.
+	clientRecheck time.Duration
 }
 
 // New checks cfg and returns a Conductor ready to Start.
@@ -172,12 +179,16 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.ensureStreams(ctx); err != nil {
 		return err
 	}
-	if c.client, err = NewClient(nc, ClientConfig{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload}); err != nil {
+	if c.client, err = client.New(nc, client.Config{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, RecheckInterval: c.clientRecheck}); err != nil {
 		return err
 	}
-	c.client.fed = true // by subscribe, before any wait: see jobEnds
-	if c.hosts, err = c.client.hostRegistry(); err != nil {
+	c.link = clientlink.Of(c.client)
+	c.link.Feed() // by subscribe, before any wait: see jobEnds
+	if err := c.link.ListenHosts(); err != nil {
 		return err
+	}
+	if c.batches, err = c.js.KeyValue(ctx, c.space.BatchBucket()); err != nil {
+		return fmt.Errorf("conductor: open the batch bucket: %w", err)
 	}
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
@@ -374,7 +385,7 @@ func (c *Conductor) HTTPAddr() string {
 }
 
 // Client is the conductor's own client, on its own connection.
-func (c *Conductor) Client() *Client { return c.client }
+func (c *Conductor) Client() *client.Client { return c.client }
 
 func splitHostPort(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
@@ -418,6 +429,6 @@ func (c *Conductor) jobEnds(m *nats.Msg) {
 		if e.Batch != "" {
 			c.batchEnds.mark(e.Batch)
 		}
-		c.client.jobEnded(e.ID)
+		c.link.JobEnded(e.ID)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 	"github.com/conductor-run/conductor/pkg/worker"
 )
@@ -93,7 +94,7 @@ func TestClient_SubmitQueuesDurably(t *testing.T) {
 	require.NoError(t, err)
 	j, err := c.Client().Job(ctx, id)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusQueued, j.Status)
+	require.Equal(t, client.StatusQueued, j.Status)
 	require.Equal(t, "later", j.Type)
 	require.False(t, j.CreatedAt.IsZero())
 
@@ -107,10 +108,10 @@ func TestClient_SubmitQueuesDurably(t *testing.T) {
 
 	pools, err := c.Pools(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []conductor.Pool{{Type: "later", Queued: 1}}, pools)
+	require.Equal(t, []client.Pool{{Type: "later", Queued: 1}}, pools)
 
 	_, err = c.Client().Job(ctx, "no-such-job")
-	require.ErrorIs(t, err, conductor.ErrJobNotFound)
+	require.ErrorIs(t, err, client.ErrJobNotFound)
 }
 
 func TestClient_SubmitIdempotencyKey(t *testing.T) {
@@ -118,12 +119,12 @@ func TestClient_SubmitIdempotencyKey(t *testing.T) {
 	c, bundle := setup(t, conductor.Config{})
 	ctx := context.Background()
 
-	a, err := c.Client().Submit(ctx, "later", 1, conductor.WithIdempotencyKey("k1"))
+	a, err := c.Client().Submit(ctx, "later", 1, client.WithIdempotencyKey("k1"))
 	require.NoError(t, err)
-	b, err := c.Client().Submit(ctx, "later", 2, conductor.WithIdempotencyKey("k1"))
+	b, err := c.Client().Submit(ctx, "later", 2, client.WithIdempotencyKey("k1"))
 	require.NoError(t, err)
 	require.Equal(t, a, b)
-	other, err := c.Client().Submit(ctx, "later", 1, conductor.WithIdempotencyKey("k2"))
+	other, err := c.Client().Submit(ctx, "later", 1, client.WithIdempotencyKey("k2"))
 	require.NoError(t, err)
 	require.NotEqual(t, a, other)
 
@@ -143,14 +144,14 @@ func TestClient_SubmitBadInput(t *testing.T) {
 	_, err := c.Client().Submit(ctx, "bad.type", 1)
 	require.ErrorIs(t, err, subject.ErrBadToken)
 	_, err = c.Client().Submit(ctx, "t", json.RawMessage("{nope"))
-	require.ErrorIs(t, err, conductor.ErrBadPayload)
+	require.ErrorIs(t, err, client.ErrBadPayload)
 	_, err = c.Client().Submit(ctx, "t", make(chan int))
-	require.ErrorIs(t, err, conductor.ErrBadPayload)
+	require.ErrorIs(t, err, client.ErrBadPayload)
 
-	client, err := conductor.NewClient(conn(t, c), conductor.ClientConfig{MaxPayload: 10})
+	cl, err := client.New(conn(t, c), client.Config{MaxPayload: 10})
 	require.NoError(t, err)
-	_, err = client.Submit(ctx, "t", strings.Repeat("x", 20))
-	var tooLarge *conductor.PayloadTooLargeError
+	_, err = cl.Submit(ctx, "t", strings.Repeat("x", 20))
+	var tooLarge *client.PayloadTooLargeError
 	require.ErrorAs(t, err, &tooLarge)
 	require.Equal(t, 10, tooLarge.Limit)
 }
@@ -185,7 +186,7 @@ func TestRunBatch_LocalWorkers(t *testing.T) {
 			}
 			return nil
 		},
-		OnJobEnd: func(j *conductor.Job) {
+		OnJobEnd: func(j *client.Job) {
 			mu.Lock()
 			defer mu.Unlock()
 			results[string(j.Status)+" "+string(j.Result)+j.Error] = j.ID
@@ -251,7 +252,7 @@ func TestConductor_ExistingNATS(t *testing.T) {
 	require.NoError(t, err)
 	j, err := c.Client().Job(context.Background(), id)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusQueued, j.Status)
+	require.Equal(t, client.StatusQueued, j.Status)
 
 	// The namespace is in every name: a second conductor on the same NATS
 	// with another namespace does not see the job.
@@ -260,5 +261,5 @@ func TestConductor_ExistingNATS(t *testing.T) {
 	require.NoError(t, d.Start(context.Background()))
 	t.Cleanup(d.Stop)
 	_, err = d.Client().Job(context.Background(), id)
-	require.ErrorIs(t, err, conductor.ErrJobNotFound)
+	require.ErrorIs(t, err, client.ErrJobNotFound)
 }

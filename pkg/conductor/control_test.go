@@ -16,6 +16,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -311,10 +312,10 @@ func TestConductor_PoolCommandRefused(t *testing.T) {
 func TestClient_Command(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
-	client, err := conductor.NewClient(conn(t, c), conductor.ClientConfig{})
+	cl, err := client.New(conn(t, c), client.Config{})
 	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	impatient, err := conductor.NewClient(conn(t, c), conductor.ClientConfig{CommandTimeout: 200 * time.Millisecond})
+	t.Cleanup(cl.Close)
+	impatient, err := client.New(conn(t, c), client.Config{CommandTimeout: 200 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(impatient.Close)
 	a := startFakeHost(t, bundle.nc, fakeHostConfig{id: "a", pools: running("squares")})
@@ -322,44 +323,44 @@ func TestClient_Command(t *testing.T) {
 	mute := startFakeHost(t, bundle.nc, fakeHostConfig{id: "m", pools: running("slow"), answer: func(wire.Command) *wire.CommandReply { return nil }})
 	ctx := context.Background()
 
-	res, err := client.Command(ctx, "squares", conductor.PoolCommand{
-		Op: conductor.OpUpgrade, Cmd: []string{"./w", "-v"}, Health: 5 * time.Second,
+	res, err := cl.Command(ctx, "squares", client.PoolCommand{
+		Op: client.OpUpgrade, Cmd: []string{"./w", "-v"}, Health: 5 * time.Second,
 	}, "")
 	require.NoError(t, err)
-	require.Equal(t, []conductor.CommandResult{{Host: "a", OK: true}, {Host: "b", OK: true}}, res)
+	require.Equal(t, []client.CommandResult{{Host: "a", OK: true}, {Host: "b", OK: true}}, res)
 	want := wire.Command{Op: "upgrade", Pool: "squares", Cmd: []string{"./w", "-v"}, Health: wire.Duration(5 * time.Second)}
 	require.Equal(t, want, a.next(t))
 	require.Equal(t, want, b.next(t))
 
-	res, err = client.Command(ctx, "squares", conductor.PoolCommand{Op: conductor.OpShutdown, Timeout: time.Second}, "a")
+	res, err = cl.Command(ctx, "squares", client.PoolCommand{Op: client.OpShutdown, Timeout: time.Second}, "a")
 	require.NoError(t, err)
-	require.Equal(t, []conductor.CommandResult{{Host: "a", OK: true}}, res)
+	require.Equal(t, []client.CommandResult{{Host: "a", OK: true}}, res)
 	require.Equal(t, wire.Command{Op: "shutdown", Pool: "squares", Timeout: wire.Duration(time.Second)}, a.next(t))
 
-	res, err = impatient.Command(ctx, "slow", conductor.PoolCommand{Op: conductor.OpDrain}, "m")
-	require.ErrorIs(t, err, conductor.ErrCommandRefused)
-	require.Equal(t, []conductor.CommandResult{{Host: "m", Error: "no answer within 200ms"}}, res)
+	res, err = impatient.Command(ctx, "slow", client.PoolCommand{Op: client.OpDrain}, "m")
+	require.ErrorIs(t, err, client.ErrCommandRefused)
+	require.Equal(t, []client.CommandResult{{Host: "m", Error: "no answer within 200ms"}}, res)
 	require.Equal(t, wire.Command{Op: "drain", Pool: "slow"}, mute.next(t))
 
-	_, err = client.Command(ctx, "squares", conductor.PoolCommand{Op: conductor.OpDrain}, "m")
-	require.ErrorIs(t, err, conductor.ErrPoolNotFound)
-	_, err = client.Command(ctx, "ghost", conductor.PoolCommand{Op: conductor.OpDrain}, "")
-	require.ErrorIs(t, err, conductor.ErrPoolNotFound)
+	_, err = cl.Command(ctx, "squares", client.PoolCommand{Op: client.OpDrain}, "m")
+	require.ErrorIs(t, err, client.ErrPoolNotFound)
+	_, err = cl.Command(ctx, "ghost", client.PoolCommand{Op: client.OpDrain}, "")
+	require.ErrorIs(t, err, client.ErrPoolNotFound)
 
-	for _, bad := range []conductor.PoolCommand{
+	for _, bad := range []client.PoolCommand{
 		{Op: "explode"},
-		{Op: conductor.OpDrain, Count: 1},
-		{Op: conductor.OpResize, Count: -1},
-		{Op: conductor.OpUpgrade},
-		{Op: conductor.OpUpgrade, Cmd: []string{""}},
-		{Op: conductor.OpUpgrade, Cmd: []string{"w"}, Health: -time.Second},
-		{Op: conductor.OpShutdown, Timeout: -time.Second},
-		{Op: conductor.OpRecycle, Cmd: []string{"w"}},
+		{Op: client.OpDrain, Count: 1},
+		{Op: client.OpResize, Count: -1},
+		{Op: client.OpUpgrade},
+		{Op: client.OpUpgrade, Cmd: []string{""}},
+		{Op: client.OpUpgrade, Cmd: []string{"w"}, Health: -time.Second},
+		{Op: client.OpShutdown, Timeout: -time.Second},
+		{Op: client.OpRecycle, Cmd: []string{"w"}},
 	} {
-		_, err := client.Command(ctx, "squares", bad, "")
-		require.ErrorIs(t, err, conductor.ErrBadCommand, "%+v", bad)
+		_, err := cl.Command(ctx, "squares", bad, "")
+		require.ErrorIs(t, err, client.ErrBadCommand, "%+v", bad)
 	}
-	_, err = client.Command(ctx, "bad.pool", conductor.PoolCommand{Op: conductor.OpDrain}, "")
+	_, err = cl.Command(ctx, "bad.pool", client.PoolCommand{Op: client.OpDrain}, "")
 	require.ErrorIs(t, err, subject.ErrBadToken)
 	require.Empty(t, a.commands)
 	require.Empty(t, b.commands)
@@ -385,7 +386,7 @@ func TestConductor_PoolsState(t *testing.T) {
 		info("p-draining", "drained"), info("p-mixed", "running"), info("p-stopped", "stopped"),
 	}})
 
-	var pools []conductor.Pool
+	var pools []client.Pool
 	require.Eventually(t, func() bool {
 		var err error
 		pools, err = c.Pools(context.Background())
@@ -401,7 +402,7 @@ func TestConductor_PoolsState(t *testing.T) {
 		"p-running": "running", "p-failed": "failed", "p-drained": "drained",
 		"p-draining": "draining", "p-mixed": "running", "p-stopped": "stopped",
 	}, states)
-	require.Equal(t, conductor.Pool{Type: "p-failed", State: "failed", Hosts: []conductor.PoolHost{
+	require.Equal(t, client.Pool{Type: "p-failed", State: "failed", Hosts: []client.PoolHost{
 		{Host: "a", State: "running", Count: 1},
 		{Host: "b", State: "failed", Count: 1, RetryAt: retry, Error: "5 exits within 1m0s"},
 	}}, pools[2])

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -21,25 +22,25 @@ func TestConductor_DeadJobs(t *testing.T) {
 	startAgent(t, bundle, "squares")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := c.Client()
+	cl := c.Client()
 
-	dead, err := client.SubmitAndWait(ctx, "squares", "fail")
+	dead, err := cl.SubmitAndWait(ctx, "squares", "fail")
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusDead, dead.Status)
-	var once conductor.Job // a job of its own attempt limit: one crash, then dead
+	require.Equal(t, client.StatusDead, dead.Status)
+	var once client.Job // a job of its own attempt limit: one crash, then dead
 	code, body := post(t, srv, "/v1/jobs/squares?wait=20s&max_attempts=1", `"crash-once"`)
 	require.Equal(t, http.StatusOK, code, body)
 	require.NoError(t, json.Unmarshal([]byte(body), &once))
-	require.Equal(t, conductor.StatusDead, once.Status)
+	require.Equal(t, client.StatusDead, once.Status)
 	require.Contains(t, once.Error, "worker exited: exit status 3")
 	require.True(t, once.History[0].Crashed)
 	code, _ = post(t, srv, "/v1/jobs/squares?max_attempts=0", `1`)
 	require.Equal(t, http.StatusBadRequest, code)
-	ok, err := client.SubmitAndWait(ctx, "squares", 3)
+	ok, err := cl.SubmitAndWait(ctx, "squares", 3)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusSucceeded, ok.Status)
+	require.Equal(t, client.StatusSucceeded, ok.Status)
 
-	var list []conductor.Job
+	var list []client.Job
 	require.Eventually(t, func() bool {
 		list = nil
 		code, body := get(t, srv, "/v1/jobs?status=dead&type=squares")
@@ -52,7 +53,7 @@ func TestConductor_DeadJobs(t *testing.T) {
 	require.Equal(t, dead.ID, list[0].ID)
 	require.JSONEq(t, `"fail"`, string(list[0].Payload))
 	require.Equal(t, "asked to fail", list[0].Error)
-	others, err := client.DeadJobs(ctx, "other", 0)
+	others, err := cl.DeadJobs(ctx, "other", 0)
 	require.NoError(t, err)
 	require.Empty(t, others)
 
@@ -64,17 +65,17 @@ func TestConductor_DeadJobs(t *testing.T) {
 
 	code, body = post(t, srv, "/v1/jobs/"+dead.ID+"/retry", "")
 	require.Equal(t, http.StatusOK, code, body)
-	var queued conductor.Job
+	var queued client.Job
 	require.NoError(t, json.Unmarshal([]byte(body), &queued))
-	require.Equal(t, conductor.StatusQueued, queued.Status)
+	require.Equal(t, client.StatusQueued, queued.Status)
 	require.Len(t, queued.History, 1)
 
-	again, err := client.Wait(ctx, dead.ID)
+	again, err := cl.Wait(ctx, dead.ID)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusDead, again.Status, "it ran again, and failed again")
+	require.Equal(t, client.StatusDead, again.Status, "it ran again, and failed again")
 	require.Len(t, again.History, 2, "the first run's history is kept")
 	require.Eventually(t, func() bool {
-		list, err := client.DeadJobs(ctx, "", 0)
+		list, err := cl.DeadJobs(ctx, "", 0)
 		require.NoError(t, err)
 		return len(list) == 2 && list[0].ID == dead.ID && list[0].UpdatedAt.After(dead.UpdatedAt)
 	}, 10*time.Second, 10*time.Millisecond, "listed again once dead again")
@@ -94,9 +95,9 @@ func TestConductor_Cancel(t *testing.T) {
 	srv := serve(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := c.Client()
+	cl := c.Client()
 
-	queued, err := client.Submit(ctx, "later", 2)
+	queued, err := cl.Submit(ctx, "later", 2)
 	require.NoError(t, err)
 	code, body := post(t, srv, "/v1/jobs/"+queued+"/cancel", "")
 	require.Equal(t, http.StatusAccepted, code, body)
@@ -104,26 +105,26 @@ func TestConductor_Cancel(t *testing.T) {
 
 	startAgent(t, bundle, "squares", "later")
 
-	j, err := client.Wait(ctx, queued)
+	j, err := cl.Wait(ctx, queued)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusCancelled, j.Status)
+	require.Equal(t, client.StatusCancelled, j.Status)
 	require.Equal(t, "cancelled before it started", j.Error)
 
-	running, err := client.Submit(ctx, "squares", "block")
+	running, err := cl.Submit(ctx, "squares", "block")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		j, err := client.Job(ctx, running)
-		return err == nil && j.Status == conductor.StatusRunning
+		j, err := cl.Job(ctx, running)
+		return err == nil && j.Status == client.StatusRunning
 	}, 10*time.Second, 10*time.Millisecond)
-	_, err = client.Cancel(ctx, running)
+	_, err = cl.Cancel(ctx, running)
 	require.NoError(t, err)
-	j, err = client.Wait(ctx, running)
+	j, err = cl.Wait(ctx, running)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusCancelled, j.Status)
+	require.Equal(t, client.StatusCancelled, j.Status)
 	require.Contains(t, j.Error, "cancelled by workerd")
 
-	_, err = client.Cancel(ctx, running)
-	require.ErrorIs(t, err, conductor.ErrJobEnded)
+	_, err = cl.Cancel(ctx, running)
+	require.ErrorIs(t, err, client.ErrJobEnded)
 	code, _ = post(t, srv, "/v1/jobs/"+running+"/cancel", "")
 	require.Equal(t, http.StatusConflict, code)
 	code, _ = post(t, srv, "/v1/jobs/nope/cancel", "")

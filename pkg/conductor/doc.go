@@ -1,7 +1,10 @@
 // Package conductor is the hub of a conductor cluster, as a library: the
-// Conductor that conductord runs, the Client other Go services use to submit
-// jobs and wait for results, and RunBatch, the batch model of
-// okanjo-conductor.
+// Conductor that conductord runs (JetStream, the job ends, the HTTP API),
+// and RunBatch, the batch model of okanjo-conductor. Services that submit
+// jobs use package client (github.com/conductor-run/conductor/pkg/client)
+// instead, which links neither the NATS server nor the broker; the
+// Conductor runs a client.Client of its own (Conductor.Client) behind its
+// HTTP API.
 //
 // # The conductor
 //
@@ -15,25 +18,30 @@
 //
 // # Submitting jobs
 //
-//	c, err := conductor.Connect("nats://127.0.0.1:4222", conductor.ClientConfig{})
+// Go services use package client:
+//
+//	c, err := client.Connect("nats://127.0.0.1:4222", client.Config{})
 //	job, err := c.SubmitAndWait(ctx, "squares", 7)
 //	fmt.Println(job.Status, string(job.Result)) // succeeded 49
 //
 // Services in other languages publish the JSON payload to
 // conductor.<namespace>.jobs.<type> on JetStream, or POST it to
-// /v1/jobs/{type}: see docs/protocol.md and docs/api.md.
+// /v1/jobs/{type}: see docs/protocol.md and docs/api.md. A NATS request to
+// conductor.<namespace>.submit.<type> queues the job and answers when it
+// ends.
 //
 // # Pool commands and events
 //
-// Client.Command drains, resumes, recycles, restarts, resizes, upgrades or
-// shuts down a pool on every live host that runs it (or on one), by a NATS
-// request to each host's workerd, and returns each host's answer:
+// POST /v1/pools/{name}/{op} drains, resumes, recycles, restarts, resizes,
+// upgrades or shuts down a pool on every live host that runs it (or on
+// one), and GET /v1/events follows what the hosts' supervisors do; both go
+// through the Conductor's client (client.Client.Command and Events).
 //
-//	res, err := c.Command(ctx, "squares", conductor.PoolCommand{Op: conductor.OpResize, Count: 4}, "")
+// # Deprecated names
 //
-// Client.Events follows what the hosts' supervisors do (workers starting,
-// exiting, pools failing, drained, upgraded) as it happens. The HTTP API
-// serves both: POST /v1/pools/{name}/{op} and GET /v1/events.
+// The names of the client that this package once held (Client, Job,
+// Status, WithTimeout, ...) remain as deprecated aliases of package
+// client's.
 //
 // # Batches
 //

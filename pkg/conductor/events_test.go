@@ -15,6 +15,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -36,88 +37,13 @@ func publishEvent(t *testing.T, nc *nats.Conn, scope string, e wire.Event) {
 	space, err := subject.New("default")
 	require.NoError(t, err)
 	subj := space.PoolEvent(e.Pool, e.Kind)
-	if scope == conductor.ScopeWorker {
+	if scope == client.ScopeWorker {
 		subj = space.WorkerEvent(e.Pool, e.Kind)
 	}
 	data, err := json.Marshal(e)
 	require.NoError(t, err)
 	require.NoError(t, nc.Publish(subj, data))
 	require.NoError(t, nc.Flush())
-}
-
-func TestClient_Events(t *testing.T) {
-	t.Parallel()
-	c, bundle := setup(t, conductor.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	events, err := c.Client().Events(ctx, "")
-	require.NoError(t, err)
-	space, _ := subject.New("default")
-	require.NoError(t, bundle.nc.Publish(space.WorkerEvent("squares", "exit"), []byte("garbage")))
-	publishEvent(t, bundle.nc, conductor.ScopeWorker, exitEvent)
-	publishEvent(t, bundle.nc, conductor.ScopePool, failedEvent)
-
-	require.Equal(t, conductor.Event{Scope: conductor.ScopeWorker, EventFields: conductor.EventFields{
-		Time: eventTime, Kind: conductor.EventWorkerExit, Host: "a", Pool: "squares",
-		Index: 1, PID: 42, Reason: conductor.ReasonFailure, Exit: "exit status 2", Code: 2, Uptime: wire.Duration(3 * time.Second),
-	}}, receive(t, events), "the garbage is skipped")
-	require.Equal(t, conductor.Event{Scope: conductor.ScopePool, EventFields: conductor.EventFields{
-		Time: eventTime, Kind: conductor.EventPoolFailed, Host: "a", Pool: "squares",
-		RetryAt: eventTime.Add(time.Minute), Error: "5 exits within 1m0s",
-	}}, receive(t, events))
-
-	cancel()
-	select {
-	case _, open := <-events:
-		require.False(t, open, "no event after the context ended")
-	case <-time.After(10 * time.Second):
-		t.Fatal("the event channel was not closed when the context ended")
-	}
-}
-
-func TestClient_EventsOfOnePool(t *testing.T) {
-	t.Parallel()
-	c, bundle := setup(t, conductor.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	_, err := c.Client().Events(ctx, "bad.pool")
-	require.ErrorIs(t, err, subject.ErrBadToken)
-	events, err := c.Client().Events(ctx, "squares")
-	require.NoError(t, err)
-	other := failedEvent
-	other.Pool = "other"
-	publishEvent(t, bundle.nc, conductor.ScopePool, other)
-	publishEvent(t, bundle.nc, conductor.ScopePool, failedEvent)
-	require.Equal(t, "squares", receive(t, events).Pool, "the other pool's event is not delivered")
-}
-
-func receive(t *testing.T, events <-chan conductor.Event) conductor.Event {
-	t.Helper()
-	select {
-	case e, ok := <-events:
-		require.True(t, ok, "event channel closed")
-		return e
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-		return conductor.Event{}
-	}
-}
-
-func TestEvent_JSON(t *testing.T) {
-	t.Parallel()
-	e := conductor.Event{Scope: conductor.ScopeWorker, EventFields: conductor.EventFields{
-		Time: eventTime, Kind: conductor.EventWorkerMessage, Host: "a", Pool: "p",
-		Index: 2, PID: 7, Uptime: wire.Duration(1500 * time.Millisecond), Data: json.RawMessage(`{"x":1}`),
-	}}
-	data, err := json.Marshal(e)
-	require.NoError(t, err)
-	require.JSONEq(t, `{"scope":"worker","time":"2026-11-23T10:00:00Z","kind":"message","host":"a","pool":"p",
-		"index":2,"pid":7,"uptime":"1.5s","data":{"x":1}}`, string(data))
-	var back conductor.Event
-	require.NoError(t, json.Unmarshal(data, &back))
-	require.Equal(t, e, back)
 }
 
 // openStream opens GET /v1/events (with query) and returns its lines; the
@@ -162,9 +88,9 @@ func TestConductor_EventStream(t *testing.T) {
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	other := exitEvent
 	other.Pool = "other"
-	publishEvent(t, bundle.nc, conductor.ScopeWorker, other)
-	publishEvent(t, bundle.nc, conductor.ScopeWorker, exitEvent)
-	publishEvent(t, bundle.nc, conductor.ScopePool, failedEvent)
+	publishEvent(t, bundle.nc, client.ScopeWorker, other)
+	publishEvent(t, bundle.nc, client.ScopeWorker, exitEvent)
+	publishEvent(t, bundle.nc, client.ScopePool, failedEvent)
 
 	require.JSONEq(t, `{"scope":"worker","time":"2026-11-23T10:00:00Z","kind":"exit","host":"a","pool":"squares",
 		"index":1,"pid":42,"reason":"failure","exit":"exit status 2","code":2,"uptime":"3s"}`, nextData(t, stream))

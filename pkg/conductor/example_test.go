@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -26,7 +27,7 @@ func ExampleRunBatch() {
 			}
 			return nil
 		},
-		OnJobEnd: func(j *conductor.Job) {
+		OnJobEnd: func(j *client.Job) {
 			var sq int
 			_ = json.Unmarshal(j.Result, &sq)
 			mu.Lock()

@@ -17,7 +17,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // MaxWait bounds the ?wait= of a job submission.
@@ -25,47 +27,6 @@ const MaxWait = 10 * time.Minute
 
 //go:embed dashboard.html
 var dashboardHTML []byte
-
-// Pool is the view of one job type (or service pool) that GET /v1/pools
-// serves: jobs waiting and running now, attempts ended since the counters
-// were created, worker processes on every live host, and the state of the
-// pool on each host that runs it.
-type Pool struct {
-	Type   string `json:"type"`
-	Queued int64  `json:"queued"`
-	// QueuedByPriority splits Queued by priority (high, normal, low), when
-	// jobs other than normal ones are queued.
-	QueuedByPriority map[Priority]int64 `json:"queued_by_priority,omitempty"`
-	Running          int64              `json:"running"`
-	Succeeded        uint64             `json:"succeeded"`
-	Failed           uint64             `json:"failed"`
-	Dead             uint64             `json:"dead"`
-	Workers          int                `json:"workers"`
-	// State sums up Hosts (see poolState); empty when no live host runs
-	// the pool.
-	State string `json:"state,omitempty"`
-	// Hosts lists the pool on every live host that runs it, by host id.
-	Hosts []PoolHost `json:"hosts,omitempty"`
-}
-
-// PoolHost is the state of a pool on one host, from its last heartbeat.
-type PoolHost struct {
-	Host string `json:"host"`
-	// State is waiting (not started yet), new, running, draining, drained,
-	// failed (restarts paused until RetryAt, or the command cannot start),
-	// stopping or stopped.
-	State string `json:"state"`
-	// Count is the number of workers the pool keeps.
-	Count int `json:"count"`
-	// Operation is a rolling change in progress: recycle or upgrade.
-	Operation string `json:"operation,omitempty"`
-	// Cmd is the command line new workers start with.
-	Cmd []string `json:"cmd,omitempty"`
-	// RetryAt is when a failed pool tries to start workers again.
-	RetryAt time.Time `json:"retry_at,omitzero"`
-	// Error says why the pool failed, or why its last upgrade rolled back.
-	Error string `json:"error,omitempty"`
-}
 
 // The pool states that poolState gives a meaning to.
 const (
@@ -78,7 +39,7 @@ const (
 // poolState sums up the states of a pool on its hosts: failed if any host's
 // pool failed; else the state they all share, if they do; else draining if
 // each is draining or drained; else running.
-func poolState(hosts []PoolHost) string {
+func poolState(hosts []client.PoolHost) string {
 	if len(hosts) == 0 {
 		return ""
 	}
@@ -134,8 +95,8 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/batches/{id}", c.auth(c.getBatch))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
-	for _, op := range poolOps {
-		mux.Handle("POST /v1/pools/{name}/"+string(op), c.auth(c.poolCommand(op)))
+	for _, op := range clientlink.PoolOps {
+		mux.Handle("POST /v1/pools/{name}/"+op, c.auth(c.poolCommand(client.PoolOp(op))))
 	}
 	mux.Handle("GET /v1/events", c.auth(c.streamEvents))
 	if c.cfg.Metrics != nil {
@@ -186,7 +147,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
 	j, err := c.client.Job(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrJobNotFound):
+	case errors.Is(err, client.ErrJobNotFound):
 		writeError(w, http.StatusNotFound, "no job "+r.PathValue("id"))
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -199,8 +160,18 @@ func (c *Conductor) listWorkers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, c.Workers())
 }
 
-// Workers lists every worker process of every live host.
-func (c *Conductor) Workers() []Worker { return c.hosts.workers() }
+// Workers lists every worker process of every live host, as heard so far.
+func (c *Conductor) Workers() []client.Worker {
+	out := []client.Worker{}
+	for _, h := range c.liveHosts() {
+		out = append(out, h.Workers...)
+	}
+	return out
+}
+
+// liveHosts returns the hosts the conductor's client has heard so far,
+// sorted by host id.
+func (c *Conductor) liveHosts() []client.Host { return c.link.LiveHosts().([]client.Host) }
 
 func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 	pools, err := c.Pools(r.Context())
@@ -213,12 +184,12 @@ func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 
 // Pools returns the view of every job type that has queued jobs, counters,
 // a consumer, workers or a host that runs it, sorted by type.
-func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
-	byType := map[string]*Pool{}
-	pool := func(typ string) *Pool {
+func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
+	byType := map[string]*client.Pool{}
+	pool := func(typ string) *client.Pool {
 		p := byType[typ]
 		if p == nil {
-			p = &Pool{Type: typ}
+			p = &client.Pool{Type: typ}
 			byType[typ] = p
 		}
 		return p
@@ -235,19 +206,19 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 	// running ones, per priority.
 	type key struct {
 		typ  string
-		prio Priority
+		prio client.Priority
 	}
 	inStream := map[key]int64{}
 	for subj, n := range info.State.Subjects {
 		if typ, prio := c.space.ParseJob(subj); typ != "" {
-			inStream[key{typ, Priority(prio)}] = int64(n)
+			inStream[key{typ, client.Priority(prio)}] = int64(n)
 		}
 	}
 	consumers := stream.ListConsumers(ctx)
 	running := map[key]int64{}
 	for ci := range consumers.Info() {
 		if typ, prio := c.space.ParseConsumer(ci.Name); typ != "" {
-			running[key{typ, Priority(prio)}] = int64(ci.NumAckPending)
+			running[key{typ, client.Priority(prio)}] = int64(ci.NumAckPending)
 		}
 	}
 	for k, n := range inStream {
@@ -255,7 +226,7 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 		queued := max(n-running[k], 0)
 		p.Queued += queued
 		if p.QueuedByPriority == nil {
-			p.QueuedByPriority = map[Priority]int64{}
+			p.QueuedByPriority = map[client.Priority]int64{}
 		}
 		p.QueuedByPriority[k.prio] += queued
 	}
@@ -263,7 +234,7 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 		pool(k.typ).Running += n
 	}
 	for _, p := range byType {
-		if p.QueuedByPriority[PriorityHigh]+p.QueuedByPriority[PriorityLow] == 0 {
+		if p.QueuedByPriority[client.PriorityHigh]+p.QueuedByPriority[client.PriorityLow] == 0 {
 			p.QueuedByPriority = nil
 		}
 	}
@@ -274,24 +245,24 @@ func (c *Conductor) Pools(ctx context.Context) ([]Pool, error) {
 		p := pool(typ)
 		p.Succeeded, p.Failed, p.Dead = n.Succeeded, n.Failed, n.Dead
 	}
-	for _, hb := range c.hosts.live() {
+	for _, hb := range c.liveHosts() {
 		for _, w := range hb.Workers {
 			pool(w.Pool).Workers++
 		}
 		for _, pi := range hb.Pools {
 			p := pool(pi.Name)
-			p.Hosts = append(p.Hosts, PoolHost{
+			p.Hosts = append(p.Hosts, client.PoolHost{
 				Host: hb.Host, State: pi.State, Count: pi.Count, Operation: pi.Operation,
 				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error,
 			})
 		}
 	}
-	out := make([]Pool, 0, len(byType))
+	out := make([]client.Pool, 0, len(byType))
 	for _, p := range byType {
 		p.State = poolState(p.Hosts)
 		out = append(out, *p)
 	}
-	slices.SortFunc(out, func(a, b Pool) int { return strings.Compare(a.Type, b.Type) })
+	slices.SortFunc(out, func(a, b client.Pool) int { return strings.Compare(a.Type, b.Type) })
 	return out, nil
 }
 
@@ -311,20 +282,20 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // it reads the query's strings, and Client.Jobs checks the values.
 func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var jq JobQuery
+	var jq client.JobQuery
 	for _, s := range q["status"] {
 		if s == "" {
 			continue // status= is every status
 		}
 		for st := range strings.SplitSeq(s, ",") {
-			jq.Status = append(jq.Status, Status(st))
+			jq.Status = append(jq.Status, client.Status(st))
 		}
 	}
 	jq.Type = q.Get("type")
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxListLimit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1 to %d", s, MaxListLimit))
+		if err != nil || n < 1 || n > client.MaxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad limit %q: want 1 to %d", s, client.MaxListLimit))
 			return
 		}
 		jq.Limit = n
@@ -339,7 +310,7 @@ func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	jobs, err := c.client.Jobs(r.Context(), jq)
 	switch {
-	case errors.Is(err, ErrBadQuery):
+	case errors.Is(err, client.ErrBadQuery):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -352,9 +323,9 @@ func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) retryJob(w http.ResponseWriter, r *http.Request) {
 	j, err := c.client.Requeue(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrJobNotFound):
+	case errors.Is(err, client.ErrJobNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrNotDead):
+	case errors.Is(err, client.ErrNotDead):
 		writeError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -368,9 +339,9 @@ func (c *Conductor) retryJob(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) cancelJob(w http.ResponseWriter, r *http.Request) {
 	j, err := c.client.Cancel(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrJobNotFound):
+	case errors.Is(err, client.ErrJobNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrJobEnded):
+	case errors.Is(err, client.ErrJobEnded):
 		writeError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -387,7 +358,7 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	limit := int64(MaxBatchJobs) * int64(c.cfg.MaxPayload+1)
+	limit := int64(client.MaxBatchJobs) * int64(c.cfg.MaxPayload+1)
 	payloads, err := parseLines(http.MaxBytesReader(w, r.Body, limit), c.cfg.MaxPayload)
 	if _, over := errors.AsType[*http.MaxBytesError](err); over {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes; nothing was queued", limit))
@@ -397,12 +368,12 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
 	}
-	prio, err := ParsePriority(r.URL.Query().Get("priority"))
+	prio, err := client.ParsePriority(r.URL.Query().Get("priority"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
 	}
-	b, err := c.client.SubmitBatch(r.Context(), typ, payloads, WithPriority(prio))
+	b, err := c.client.SubmitBatch(r.Context(), typ, payloads, client.WithPriority(prio))
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -415,7 +386,7 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) getBatch(w http.ResponseWriter, r *http.Request) {
 	b, err := c.client.Batch(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrBatchNotFound):
+	case errors.Is(err, client.ErrBatchNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())

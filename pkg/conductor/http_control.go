@@ -11,7 +11,9 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
+	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // maxCommandBody bounds the body of a pool command, in bytes.
@@ -33,14 +35,14 @@ type commandBody struct {
 // commandAnswer is the answer to a pool command: 202 when a host accepted
 // it, 502 with Error when none did.
 type commandAnswer struct {
-	Pool  string          `json:"pool"`
-	Op    PoolOp          `json:"op"`
-	Hosts []CommandResult `json:"hosts"`
-	Error string          `json:"error,omitempty"`
+	Pool  string                 `json:"pool"`
+	Op    client.PoolOp          `json:"op"`
+	Hosts []client.CommandResult `json:"hosts"`
+	Error string                 `json:"error,omitempty"`
 }
 
 // poolCommand serves POST /v1/pools/{name}/{op}.
-func (c *Conductor) poolCommand(op PoolOp) http.HandlerFunc {
+func (c *Conductor) poolCommand(op client.PoolOp) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		pool := r.PathValue("name")
 		cmd, err := readCommand(op, http.MaxBytesReader(w, r.Body, maxCommandBody))
@@ -52,11 +54,11 @@ func (c *Conductor) poolCommand(op PoolOp) http.HandlerFunc {
 		results, err := c.client.Command(r.Context(), pool, cmd, host)
 		c.log.Info("pool command", "pool", pool, "op", op, "host", host, "hosts", len(results), "err", err)
 		switch {
-		case errors.Is(err, ErrBadCommand):
+		case errors.Is(err, client.ErrBadCommand):
 			writeError(w, http.StatusBadRequest, err.Error())
-		case errors.Is(err, ErrPoolNotFound):
+		case errors.Is(err, client.ErrPoolNotFound):
 			writeError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrCommandRefused):
+		case errors.Is(err, client.ErrCommandRefused):
 			writeJSON(w, http.StatusBadGateway, commandAnswer{Pool: pool, Op: op, Hosts: results, Error: err.Error()})
 		case err != nil:
 			writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -69,40 +71,40 @@ func (c *Conductor) poolCommand(op PoolOp) http.HandlerFunc {
 // readCommand decodes the body of a pool command (empty is fine) into a
 // PoolCommand; the fields are checked against op, their values by
 // Client.Command.
-func readCommand(op PoolOp, body io.Reader) (PoolCommand, error) {
+func readCommand(op client.PoolOp, body io.Reader) (client.PoolCommand, error) {
 	var b commandBody
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil && !errors.Is(err, io.EOF) {
-		return PoolCommand{}, fmt.Errorf("bad body: %w", err)
+		return client.PoolCommand{}, fmt.Errorf("bad body: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return PoolCommand{}, errors.New("bad body: want one JSON object")
+		return client.PoolCommand{}, errors.New("bad body: want one JSON object")
 	}
-	if err := checkFields(op, b.set()); err != nil {
-		return PoolCommand{}, err
+	if err := clientlink.CheckFields(string(op), b.set()); err != nil {
+		return client.PoolCommand{}, err
 	}
 	switch {
-	case op == OpResize && b.Count == nil:
-		return PoolCommand{}, errors.New(`resize needs a body {"count":N}`)
-	case op == OpUpgrade && b.Cmd == nil:
-		return PoolCommand{}, errors.New(`upgrade needs a body {"cmd":["prog","arg"]} or {"cmd":"prog arg"}`)
+	case op == client.OpResize && b.Count == nil:
+		return client.PoolCommand{}, errors.New(`resize needs a body {"count":N}`)
+	case op == client.OpUpgrade && b.Cmd == nil:
+		return client.PoolCommand{}, errors.New(`upgrade needs a body {"cmd":["prog","arg"]} or {"cmd":"prog arg"}`)
 	}
-	cmd := PoolCommand{Op: op}
+	cmd := client.PoolCommand{Op: op}
 	if b.Count != nil {
 		cmd.Count = *b.Count
 	}
 	var err error
 	if b.Cmd != nil {
 		if cmd.Cmd, err = commandLine(b.Cmd); err != nil {
-			return PoolCommand{}, err
+			return client.PoolCommand{}, err
 		}
 	}
 	if cmd.Health, err = duration("health", b.Health); err != nil {
-		return PoolCommand{}, err
+		return client.PoolCommand{}, err
 	}
 	if cmd.Timeout, err = duration("timeout", b.Timeout); err != nil {
-		return PoolCommand{}, err
+		return client.PoolCommand{}, err
 	}
 	return cmd, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // conductord learns of job ends from the wire.Ends that workerd announces
@@ -19,23 +20,25 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	t.Parallel()
 	c, err := New(Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0"})
 	require.NoError(t, err)
+	c.clientRecheck = time.Hour // only the end may wake the wait
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(c.Stop)
 	nc, err := nats.Connect(c.NATSURL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	c.client.cfg.RecheckInterval = time.Hour // only the end may wake the wait
 
 	put := func(status wire.Status, result string) {
 		t.Helper()
 		st, err := json.Marshal(wire.Job{ID: "job-1", Type: "squares", Status: status, Attempts: 1, Result: json.RawMessage(result)})
 		require.NoError(t, err)
-		_, err = c.client.kv.Put(ctx, "job-1", st)
+		states, err := c.js.KeyValue(ctx, c.space.StateBucket())
+		require.NoError(t, err)
+		_, err = states.Put(ctx, "job-1", st)
 		require.NoError(t, err)
 	}
 	put(wire.StatusRunning, "")
-	waited := make(chan *Job, 1)
+	waited := make(chan *client.Job, 1)
 	go func() {
 		j, err := c.client.Wait(ctx, "job-1")
 		if err != nil {
@@ -44,9 +47,7 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 		waited <- j
 	}()
 	require.Eventually(t, func() bool {
-		c.client.mu.Lock()
-		defer c.client.mu.Unlock()
-		return len(c.client.waiters["job-1"]) == 1
+		return c.link.Waits("job-1") == 1
 	}, 10*time.Second, time.Millisecond, "the wait never started")
 
 	put(wire.StatusSucceeded, "49")
@@ -78,7 +79,5 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	require.Equal(t, counts{Succeeded: 1, Failed: 1}, c.stats.snapshot()["squares"], "the job event was counted")
 	require.NotContains(t, c.stats.snapshot(), "other")
 	require.NotContains(t, c.stats.snapshot(), "a:b")
-	c.client.mu.Lock()
-	defer c.client.mu.Unlock()
-	require.Nil(t, c.client.sub, "the Client subscribed to the job events")
+	require.False(t, c.link.FollowsJobEvents(), "the Client subscribed to the job events")
 }

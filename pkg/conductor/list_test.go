@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -29,17 +30,17 @@ var listBase = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 // listState is a job state as workerd stores it: job "j<i>", updated at
 // listBase plus i milliseconds and i nanoseconds.
-func listState(i int, typ string, status conductor.Status) *conductor.Job {
+func listState(i int, typ string, status client.Status) *client.Job {
 	at := listBase.Add(time.Duration(i)*time.Millisecond + time.Duration(i))
-	j := &conductor.Job{
+	j := &client.Job{
 		ID: "j" + strconv.Itoa(i), Type: typ, Status: status, Attempts: 1,
 		CreatedAt: listBase, UpdatedAt: at,
-		History: []conductor.Attempt{{Attempt: 1, Host: "h1", PID: 4121, StartedAt: listBase}},
+		History: []client.Attempt{{Attempt: 1, Host: "h1", PID: 4121, StartedAt: listBase}},
 	}
 	switch status {
-	case conductor.StatusSucceeded:
+	case client.StatusSucceeded:
 		j.Result = json.RawMessage(strconv.Itoa(i * i))
-	case conductor.StatusFailed, conductor.StatusDead:
+	case client.StatusFailed, client.StatusDead:
 		j.Error = "boom " + strconv.Itoa(i)
 		j.Payload = json.RawMessage(strconv.Itoa(i))
 	}
@@ -48,7 +49,7 @@ func listState(i int, typ string, status conductor.Status) *conductor.Job {
 
 // putStates stores jobs in bucket, one put each, in a shuffled order: the
 // listing must not depend on the order of the writes.
-func putStates(t *testing.T, js jetstream.JetStream, bucket string, jobs ...*conductor.Job) {
+func putStates(t *testing.T, js jetstream.JetStream, bucket string, jobs ...*client.Job) {
 	t.Helper()
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, bucket)
@@ -63,7 +64,7 @@ func putStates(t *testing.T, js jetstream.JetStream, bucket string, jobs ...*con
 }
 
 // ids returns the ids of jobs, in order.
-func ids(jobs []*conductor.Job) []string {
+func ids(jobs []*client.Job) []string {
 	out := []string{}
 	for _, j := range jobs {
 		out = append(out, j.ID)
@@ -72,11 +73,11 @@ func ids(jobs []*conductor.Job) []string {
 }
 
 // listHTTP lists jobs by GET path on srv.
-func listHTTP(t *testing.T, srv *httptest.Server, path string) []*conductor.Job {
+func listHTTP(t *testing.T, srv *httptest.Server, path string) []*client.Job {
 	t.Helper()
 	code, body := get(t, srv, path)
 	require.Equal(t, http.StatusOK, code, "%s: %s", path, body)
-	var jobs []*conductor.Job
+	var jobs []*client.Job
 	require.NoError(t, json.Unmarshal([]byte(body), &jobs))
 	return jobs
 }
@@ -92,54 +93,54 @@ func TestClient_Jobs(t *testing.T) {
 
 	// j0..j5 are squares, j6..j11 cubes; each type has one job per status,
 	// in the order of conductor's statuses (j4 and j10 are dead).
-	statuses := []conductor.Status{
-		conductor.StatusQueued, conductor.StatusRunning, conductor.StatusSucceeded,
-		conductor.StatusFailed, conductor.StatusDead, conductor.StatusCancelled,
+	statuses := []client.Status{
+		client.StatusQueued, client.StatusRunning, client.StatusSucceeded,
+		client.StatusFailed, client.StatusDead, client.StatusCancelled,
 	}
-	var states []*conductor.Job
+	var states []*client.Job
 	for i := range 12 {
 		states = append(states, listState(i, []string{"squares", "cubes"}[i/6], statuses[i%6]))
 	}
 	putStates(t, bundle.js, space.StateBucket(), states...)
 	// The dead index holds the dead jobs, and one whose state has expired.
-	expired := listState(-1, "squares", conductor.StatusDead)
+	expired := listState(-1, "squares", client.StatusDead)
 	putStates(t, bundle.js, space.DeadBucket(), states[4], states[10], expired)
 	at := func(i int) time.Time { return states[i].UpdatedAt }
 
 	for _, tc := range []struct {
 		name  string
-		q     conductor.JobQuery
+		q     client.JobQuery
 		query string
 		want  []string
 	}{
-		{"every job", conductor.JobQuery{}, "",
+		{"every job", client.JobQuery{}, "",
 			[]string{"j11", "j10", "j9", "j8", "j7", "j6", "j5", "j4", "j3", "j2", "j1", "j0"}},
-		{"queued", conductor.JobQuery{Status: []conductor.Status{"queued"}}, "status=queued", []string{"j6", "j0"}},
-		{"running", conductor.JobQuery{Status: []conductor.Status{"running"}}, "status=running", []string{"j7", "j1"}},
-		{"succeeded", conductor.JobQuery{Status: []conductor.Status{"succeeded"}}, "status=succeeded", []string{"j8", "j2"}},
-		{"failed", conductor.JobQuery{Status: []conductor.Status{"failed"}}, "status=failed", []string{"j9", "j3"}},
-		{"cancelled", conductor.JobQuery{Status: []conductor.Status{"cancelled"}}, "status=cancelled", []string{"j11", "j5"}},
-		{"dead: the dead index, expired states too", conductor.JobQuery{Status: []conductor.Status{"dead"}}, "status=dead",
+		{"queued", client.JobQuery{Status: []client.Status{"queued"}}, "status=queued", []string{"j6", "j0"}},
+		{"running", client.JobQuery{Status: []client.Status{"running"}}, "status=running", []string{"j7", "j1"}},
+		{"succeeded", client.JobQuery{Status: []client.Status{"succeeded"}}, "status=succeeded", []string{"j8", "j2"}},
+		{"failed", client.JobQuery{Status: []client.Status{"failed"}}, "status=failed", []string{"j9", "j3"}},
+		{"cancelled", client.JobQuery{Status: []client.Status{"cancelled"}}, "status=cancelled", []string{"j11", "j5"}},
+		{"dead: the dead index, expired states too", client.JobQuery{Status: []client.Status{"dead"}}, "status=dead",
 			[]string{"j10", "j4", "j-1"}},
-		{"dead and failed: the states", conductor.JobQuery{Status: []conductor.Status{"dead", "failed"}}, "status=dead,failed",
+		{"dead and failed: the states", client.JobQuery{Status: []client.Status{"dead", "failed"}}, "status=dead,failed",
 			[]string{"j10", "j9", "j4", "j3"}},
-		{"dead, repeated", conductor.JobQuery{Status: []conductor.Status{"dead", "dead"}}, "status=dead&status=dead",
+		{"dead, repeated", client.JobQuery{Status: []client.Status{"dead", "dead"}}, "status=dead&status=dead",
 			[]string{"j10", "j4", "j-1"}},
-		{"type", conductor.JobQuery{Type: "squares"}, "type=squares", []string{"j5", "j4", "j3", "j2", "j1", "j0"}},
-		{"type and statuses", conductor.JobQuery{Type: "cubes", Status: []conductor.Status{"queued", "running", "dead"}},
+		{"type", client.JobQuery{Type: "squares"}, "type=squares", []string{"j5", "j4", "j3", "j2", "j1", "j0"}},
+		{"type and statuses", client.JobQuery{Type: "cubes", Status: []client.Status{"queued", "running", "dead"}},
 			"type=cubes&status=queued,running,dead", []string{"j10", "j7", "j6"}},
-		{"dead of a type", conductor.JobQuery{Type: "squares", Status: []conductor.Status{"dead"}}, "type=squares&status=dead",
+		{"dead of a type", client.JobQuery{Type: "squares", Status: []client.Status{"dead"}}, "type=squares&status=dead",
 			[]string{"j4", "j-1"}},
-		{"an unknown type", conductor.JobQuery{Type: "other"}, "type=other", []string{}},
-		{"limit", conductor.JobQuery{Limit: 3}, "limit=3", []string{"j11", "j10", "j9"}},
-		{"limit of a status", conductor.JobQuery{Status: []conductor.Status{"failed"}, Limit: 1}, "status=failed&limit=1", []string{"j9"}},
-		{"before", conductor.JobQuery{Before: at(5)}, "before=" + url.QueryEscape(at(5).Format(time.RFC3339Nano)),
+		{"an unknown type", client.JobQuery{Type: "other"}, "type=other", []string{}},
+		{"limit", client.JobQuery{Limit: 3}, "limit=3", []string{"j11", "j10", "j9"}},
+		{"limit of a status", client.JobQuery{Status: []client.Status{"failed"}, Limit: 1}, "status=failed&limit=1", []string{"j9"}},
+		{"before", client.JobQuery{Before: at(5)}, "before=" + url.QueryEscape(at(5).Format(time.RFC3339Nano)),
 			[]string{"j4", "j3", "j2", "j1", "j0"}},
-		{"before, a nanosecond later", conductor.JobQuery{Before: at(5).Add(1)},
+		{"before, a nanosecond later", client.JobQuery{Before: at(5).Add(1)},
 			"before=" + url.QueryEscape(at(5).Add(1).Format(time.RFC3339Nano)), []string{"j5", "j4", "j3", "j2", "j1", "j0"}},
-		{"before in another zone", conductor.JobQuery{Before: at(2), Status: []conductor.Status{"running"}},
+		{"before in another zone", client.JobQuery{Before: at(2), Status: []client.Status{"running"}},
 			"status=running&before=" + url.QueryEscape(at(2).In(time.FixedZone("", 3600)).Format(time.RFC3339Nano)), []string{"j1"}},
-		{"before the dead index", conductor.JobQuery{Before: at(4), Status: []conductor.Status{"dead"}},
+		{"before the dead index", client.JobQuery{Before: at(4), Status: []client.Status{"dead"}},
 			"status=dead&before=" + url.QueryEscape(at(4).Format(time.RFC3339Nano)), []string{"j-1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,7 +151,7 @@ func TestClient_Jobs(t *testing.T) {
 		})
 	}
 
-	got, err := c.Client().Jobs(context.Background(), conductor.JobQuery{Status: []conductor.Status{"succeeded"}, Type: "squares"})
+	got, err := c.Client().Jobs(context.Background(), client.JobQuery{Status: []client.Status{"succeeded"}, Type: "squares"})
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	want := *states[2]
@@ -192,19 +193,19 @@ func TestClient_JobsBadQuery(t *testing.T) {
 		require.Contains(t, answer.Error, tc.want, tc.query)
 	}
 
-	for _, q := range []conductor.JobQuery{
-		{Status: []conductor.Status{"nope"}},
+	for _, q := range []client.JobQuery{
+		{Status: []client.Status{"nope"}},
 		{Type: "a b"},
 		{Limit: -1},
-		{Limit: conductor.MaxListLimit + 1},
+		{Limit: client.MaxListLimit + 1},
 	} {
 		_, err := c.Client().Jobs(context.Background(), q)
-		require.ErrorIs(t, err, conductor.ErrBadQuery, "%+v", q)
+		require.ErrorIs(t, err, client.ErrBadQuery, "%+v", q)
 	}
-	_, err := c.Client().Jobs(context.Background(), conductor.JobQuery{Type: "a.b"})
+	_, err := c.Client().Jobs(context.Background(), client.JobQuery{Type: "a.b"})
 	require.ErrorIs(t, err, subject.ErrBadToken)
 	_, err = c.Client().DeadJobs(context.Background(), "", -1)
-	require.ErrorIs(t, err, conductor.ErrBadQuery)
+	require.ErrorIs(t, err, client.ErrBadQuery)
 }
 
 // TestClient_JobsRawStates: a state is selected by what it decodes to,
@@ -227,11 +228,11 @@ func TestClient_JobsRawStates(t *testing.T) {
 		_, err := kv.Put(context.Background(), id, []byte(state))
 		require.NoError(t, err)
 	}
-	got, err := c.Client().Jobs(context.Background(), conductor.JobQuery{Status: []conductor.Status{"running"}, Type: "squares"})
+	got, err := c.Client().Jobs(context.Background(), client.JobQuery{Status: []client.Status{"running"}, Type: "squares"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"spaced", "escaped"}, ids(got))
 	require.Equal(t, "squares", got[1].Type)
-	got, err = c.Client().Jobs(context.Background(), conductor.JobQuery{})
+	got, err = c.Client().Jobs(context.Background(), client.JobQuery{})
 	require.NoError(t, err)
 	require.Equal(t, []string{"other", "mentions", "spaced", "escaped"}, ids(got))
 }
@@ -246,22 +247,22 @@ func TestClient_JobsPages(t *testing.T) {
 	space, err := subject.New("default")
 	require.NoError(t, err)
 
-	statuses := []conductor.Status{conductor.StatusRunning, conductor.StatusSucceeded, conductor.StatusFailed}
-	var states []*conductor.Job
+	statuses := []client.Status{client.StatusRunning, client.StatusSucceeded, client.StatusFailed}
+	var states []*client.Job
 	for i := range 250 {
 		states = append(states, listState(i, "squares", statuses[i%3]))
 	}
 	putStates(t, bundle.js, space.StateBucket(), states...)
 	// Twenty jobs end later: their new state replaces the first.
-	var ended []*conductor.Job
+	var ended []*client.Job
 	for i := 0; i < 250; i += 12 {
-		j := listState(300+i, "squares", conductor.StatusSucceeded)
+		j := listState(300+i, "squares", client.StatusSucceeded)
 		j.ID = states[i].ID
 		states[i] = j
 		ended = append(ended, j)
 	}
 	putStates(t, bundle.js, space.StateBucket(), ended...)
-	slices.SortFunc(states, func(a, b *conductor.Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
+	slices.SortFunc(states, func(a, b *client.Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
 
 	walk := func(query string) []string {
 		var all []string
@@ -279,9 +280,9 @@ func TestClient_JobsPages(t *testing.T) {
 		}
 	}
 	require.Equal(t, ids(states), walk(""), "every job once, newest first")
-	var failed []*conductor.Job
+	var failed []*client.Job
 	for _, j := range states {
-		if j.Status == conductor.StatusFailed || j.Status == conductor.StatusRunning {
+		if j.Status == client.StatusFailed || j.Status == client.StatusRunning {
 			failed = append(failed, j)
 		}
 	}
@@ -296,9 +297,9 @@ func TestClient_JobsWhileWritten(t *testing.T) {
 	c, bundle := setup(t, conductor.Config{})
 	space, err := subject.New("default")
 	require.NoError(t, err)
-	var states []*conductor.Job
+	var states []*client.Job
 	for i := range 500 {
-		states = append(states, listState(i, "squares", conductor.StatusRunning))
+		states = append(states, listState(i, "squares", client.StatusRunning))
 	}
 	putStates(t, bundle.js, space.StateBucket(), states...)
 	kv, err := bundle.js.KeyValue(context.Background(), space.StateBucket())
@@ -313,7 +314,7 @@ func TestClient_JobsWhileWritten(t *testing.T) {
 				return
 			default:
 			}
-			j := listState(1000+n, "squares", conductor.StatusSucceeded)
+			j := listState(1000+n, "squares", client.StatusSucceeded)
 			j.ID = states[n%len(states)].ID
 			data, _ := json.Marshal(j)
 			if _, err := kv.Put(context.Background(), j.ID, data); err != nil {
@@ -325,10 +326,10 @@ func TestClient_JobsWhileWritten(t *testing.T) {
 	defer wg.Wait()
 	defer close(quit)
 	for range 20 {
-		got, err := c.Client().Jobs(context.Background(), conductor.JobQuery{Limit: conductor.MaxListLimit})
+		got, err := c.Client().Jobs(context.Background(), client.JobQuery{Limit: client.MaxListLimit})
 		require.NoError(t, err)
 		require.ElementsMatch(t, ids(states), ids(got), "each job once")
-		require.True(t, slices.IsSortedFunc(got, func(a, b *conductor.Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) }))
+		require.True(t, slices.IsSortedFunc(got, func(a, b *client.Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) }))
 	}
 }
 
@@ -341,15 +342,15 @@ func TestConductor_JobsOfARealRun(t *testing.T) {
 	startAgent(t, bundle, "squares")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := c.Client()
+	cl := c.Client()
 
-	done, err := client.SubmitAndWait(ctx, "squares", 3)
+	done, err := cl.SubmitAndWait(ctx, "squares", 3)
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusSucceeded, done.Status)
-	dead, err := client.SubmitAndWait(ctx, "squares", "fail")
+	require.Equal(t, client.StatusSucceeded, done.Status)
+	dead, err := cl.SubmitAndWait(ctx, "squares", "fail")
 	require.NoError(t, err)
-	require.Equal(t, conductor.StatusDead, dead.Status)
-	queued, err := client.Submit(ctx, "later", 1)
+	require.Equal(t, client.StatusDead, dead.Status)
+	queued, err := cl.Submit(ctx, "later", 1)
 	require.NoError(t, err)
 
 	// A job's end is announced once its state is stored: no wait needed.
@@ -386,9 +387,9 @@ func BenchmarkJobs_List(b *testing.B) {
 	ctx := context.Background()
 	var size int
 	for i := range total {
-		status := conductor.StatusSucceeded
+		status := client.StatusSucceeded
 		if i%(total/running) == 0 {
-			status = conductor.StatusRunning
+			status = client.StatusRunning
 		}
 		j := listState(i, []string{"squares", "cubes"}[i%2], status)
 		j.ID = fmt.Sprintf("0193a1d2-8c4e-7b7c-9d7e-%012d", i)
@@ -408,11 +409,11 @@ func BenchmarkJobs_List(b *testing.B) {
 
 	for _, bc := range []struct {
 		name string
-		q    conductor.JobQuery
+		q    client.JobQuery
 		want int
 	}{
-		{"status=running", conductor.JobQuery{Status: []conductor.Status{conductor.StatusRunning}}, running},
-		{"any", conductor.JobQuery{}, conductor.DefaultListLimit},
+		{"status=running", client.JobQuery{Status: []client.Status{client.StatusRunning}}, running},
+		{"any", client.JobQuery{}, client.DefaultListLimit},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -22,16 +23,16 @@ func TestClient_Priorities(t *testing.T) {
 
 	// Queued before any worker exists: low first, high last.
 	var ids []string
-	for _, p := range []conductor.Priority{conductor.PriorityLow, conductor.PriorityNormal, conductor.PriorityHigh} {
+	for _, p := range []client.Priority{client.PriorityLow, client.PriorityNormal, client.PriorityHigh} {
 		for i := range 3 {
-			id, err := c.Client().Submit(ctx, "prio", i, conductor.WithPriority(p))
+			id, err := c.Client().Submit(ctx, "prio", i, client.WithPriority(p))
 			require.NoError(t, err)
 			ids = append(ids, id)
 		}
 	}
 	j, err := c.Client().Job(ctx, ids[8])
 	require.NoError(t, err)
-	require.Equal(t, conductor.PriorityHigh, j.Priority)
+	require.Equal(t, client.PriorityHigh, j.Priority)
 	j, err = c.Client().Job(ctx, ids[3])
 	require.NoError(t, err)
 	require.Empty(t, j.Priority, "a normal job shows no priority")
@@ -40,12 +41,12 @@ func TestClient_Priorities(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, pools, 1)
 	require.Equal(t, int64(9), pools[0].Queued)
-	require.Equal(t, map[conductor.Priority]int64{"high": 3, "normal": 3, "low": 3}, pools[0].QueuedByPriority)
+	require.Equal(t, map[client.Priority]int64{"high": 3, "normal": 3, "low": 3}, pools[0].QueuedByPriority)
 
 	code, body := post(t, srv, "/v1/jobs/prio?priority=urgent", "1")
 	require.Equal(t, http.StatusBadRequest, code, body)
 	require.Contains(t, body, "want high, normal or low")
-	_, err = c.Client().Submit(ctx, "prio", 1, conductor.WithPriority("urgent"))
+	_, err = c.Client().Submit(ctx, "prio", 1, client.WithPriority("urgent"))
 	require.ErrorContains(t, err, "bad priority")
 
 	// One worker runs them: every high job before any normal one, every
@@ -57,7 +58,7 @@ func TestClient_Priorities(t *testing.T) {
 		j, err := c.Client().Wait(wctx, id)
 		cancel()
 		require.NoError(t, err)
-		require.Equal(t, conductor.StatusSucceeded, j.Status)
+		require.Equal(t, client.StatusSucceeded, j.Status)
 		started[id] = j.History[len(j.History)-1].StartedAt
 	}
 	order := slices.Clone(ids)

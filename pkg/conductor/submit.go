@@ -13,6 +13,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // submission is one job submission to conductord, over HTTP or NATS, with
@@ -53,37 +54,37 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	if !json.Valid(sub.payload) {
 		return bad(http.StatusBadRequest, "payload is not valid JSON")
 	}
-	var opts []SubmitOption
+	var opts []client.SubmitOption
 	if sub.key != "" {
-		opts = append(opts, WithIdempotencyKey(sub.key))
+		opts = append(opts, client.WithIdempotencyKey(sub.key))
 	}
 	if sub.timeout != "" {
 		d, err := time.ParseDuration(sub.timeout)
 		if err != nil || d <= 0 {
 			return bad(http.StatusBadRequest, "bad timeout %q: want a positive duration such as 30s", sub.timeout)
 		}
-		opts = append(opts, WithTimeout(d))
+		opts = append(opts, client.WithTimeout(d))
 	}
 	if sub.maxAttempts != "" {
 		n, err := strconv.Atoi(sub.maxAttempts)
 		if err != nil || n < 1 {
 			return bad(http.StatusBadRequest, "bad max_attempts %q: want a whole number, 1 or more", sub.maxAttempts)
 		}
-		opts = append(opts, WithMaxAttempts(n))
+		opts = append(opts, client.WithMaxAttempts(n))
 	}
 	if sub.delay != "" {
 		d, err := time.ParseDuration(sub.delay)
 		if err != nil || d < 0 {
 			return bad(http.StatusBadRequest, "bad delay %q: want a duration such as 10m", sub.delay)
 		}
-		opts = append(opts, WithDelay(d))
+		opts = append(opts, client.WithDelay(d))
 	}
 	if sub.priority != "" {
-		p, err := ParsePriority(sub.priority)
+		p, err := client.ParsePriority(sub.priority)
 		if err != nil {
 			return bad(http.StatusBadRequest, "%v", err)
 		}
-		opts = append(opts, WithPriority(p))
+		opts = append(opts, client.WithPriority(p))
 	}
 	id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
 	if err != nil {
@@ -106,7 +107,7 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	case j != nil:
 		return http.StatusAccepted, j
 	default:
-		return http.StatusAccepted, map[string]string{"id": id, "status": string(StatusQueued)}
+		return http.StatusAccepted, map[string]string{"id": id, "status": string(client.StatusQueued)}
 	}
 }
 

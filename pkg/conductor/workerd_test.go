@@ -14,6 +14,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -32,18 +33,18 @@ func TestConductor_PoolCommandsWithWorkerd(t *testing.T) {
 	code, body := post(t, srv, "/v1/pools/squares/resize", `{"count":2}`)
 	require.Equal(t, http.StatusAccepted, code, body)
 	require.JSONEq(t, `{"pool":"squares","op":"resize","hosts":[{"host":"h1","ok":true}]}`, body)
-	e := waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolResized)
+	e := waitEvent(t, stream, client.ScopePool, client.EventPoolResized)
 	require.Equal(t, 2, e.Count)
 	waitPoolState(t, c, "running", 2)
 
 	code, body = post(t, srv, "/v1/pools/squares/drain?host=h1", `{"timeout":"5s"}`)
 	require.Equal(t, http.StatusAccepted, code, body)
-	waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolDrained)
+	waitEvent(t, stream, client.ScopePool, client.EventPoolDrained)
 	waitPoolState(t, c, "drained", 0)
 
 	code, body = post(t, srv, "/v1/pools/squares/resume", "")
 	require.Equal(t, http.StatusAccepted, code, body)
-	waitEvent(t, stream, conductor.ScopePool, conductor.EventPoolResumed)
+	waitEvent(t, stream, client.ScopePool, client.EventPoolResumed)
 	waitPoolState(t, c, "running", 2)
 }
 
@@ -67,10 +68,10 @@ func startAgent(t *testing.T, bundle *testBundle, pools ...string) {
 }
 
 // waitEvent reads stream until an event of scope and kind comes.
-func waitEvent(t *testing.T, stream *bufio.Reader, scope, kind string) conductor.Event {
+func waitEvent(t *testing.T, stream *bufio.Reader, scope, kind string) client.Event {
 	t.Helper()
 	for {
-		var e conductor.Event
+		var e client.Event
 		require.NoError(t, json.Unmarshal([]byte(nextData(t, stream)), &e))
 		t.Logf("event: %+v", e)
 		if e.Scope == scope && e.Kind == kind {

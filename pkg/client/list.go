@@ -1,4 +1,4 @@
-package conductor
+package client
 
 import (
 	"bytes"
@@ -22,10 +22,6 @@ const (
 	DefaultListLimit = 100
 	MaxListLimit     = 1000
 )
-
-// ErrBadQuery is returned, wrapped with what is wrong, by Jobs for a query
-// it cannot answer.
-var ErrBadQuery = errors.New("conductor: bad job query")
 
 // allStatuses are every status a job can be in, in the order of its life.
 var allStatuses = []Status{StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusDead, StatusCancelled}

@@ -1,4 +1,4 @@
-package conductor
+package client
 
 import (
 	"context"
@@ -12,9 +12,6 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 )
-
-// ErrNotDead is returned by Requeue for a job that is not dead.
-var ErrNotDead = errors.New("conductor: job is not dead")
 
 // DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
 // most limit of them (DefaultListLimit if 0, at most MaxListLimit). Each

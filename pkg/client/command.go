@@ -1,4 +1,4 @@
-package conductor
+package client
 
 import (
 	"context"
@@ -23,19 +23,19 @@ type PoolOp string
 // command; the command's effect then shows in GET /v1/pools, GET /v1/workers
 // and the events.
 const (
-	OpDrain    PoolOp = wire.CommandDrain    // stop taking jobs, finish in-flight ones, stop the workers
-	OpResume   PoolOp = wire.CommandResume   // start the workers of a drained pool again
-	OpRecycle  PoolOp = wire.CommandRecycle  // replace every worker, one at a time (hot reload)
-	OpRestart  PoolOp = wire.CommandRestart  // stop every worker gracefully, then start them all again
-	OpResize   PoolOp = wire.CommandResize   // run Count workers
-	OpUpgrade  PoolOp = wire.CommandUpgrade  // rolling replacement with the command line Cmd
-	OpShutdown PoolOp = wire.CommandShutdown // stop the pool for good, within Timeout
+	OpDrain    PoolOp = "drain"    // stop taking jobs, finish in-flight ones, stop the workers
+	OpResume   PoolOp = "resume"   // start the workers of a drained pool again
+	OpRecycle  PoolOp = "recycle"  // replace every worker, one at a time (hot reload)
+	OpRestart  PoolOp = "restart"  // stop every worker gracefully, then start them all again
+	OpResize   PoolOp = "resize"   // run Count workers
+	OpUpgrade  PoolOp = "upgrade"  // rolling replacement with the command line Cmd
+	OpShutdown PoolOp = "shutdown" // stop the pool for good, within Timeout
 )
 
 // AllPools, as the pool of a Command, sends it to every pool of every
 // live host (or of the one host named): drain, resume, recycle, restart
 // and shutdown only.
-const AllPools = wire.AllPools
+const AllPools = "*"
 
 // allPoolsOps are the ops that AllPools takes.
 var allPoolsOps = []PoolOp{OpDrain, OpResume, OpRecycle, OpRestart, OpShutdown}
@@ -52,19 +52,6 @@ var opFields = map[PoolOp][]string{
 	OpUpgrade:  {"cmd", "health"},
 	OpShutdown: {"timeout"},
 }
-
-// Errors of pool commands.
-var (
-	// ErrBadCommand is wrapped by the error of a command that is not valid:
-	// an unknown op, a field the op does not take, a bad value or name.
-	ErrBadCommand = errors.New("conductor: bad pool command")
-	// ErrPoolNotFound means no live host runs the pool (or not the host
-	// asked for).
-	ErrPoolNotFound = errors.New("conductor: pool not found")
-	// ErrCommandRefused means every host refused the command or did not
-	// answer; the results say why.
-	ErrCommandRefused = errors.New("conductor: command refused")
-)
 
 // PoolCommand is one command to a pool, with the fields its Op takes.
 type PoolCommand struct {
@@ -94,11 +81,11 @@ type CommandResult struct {
 
 // Command sends cmd to pool on every live host that runs it, or only on
 // host if host is not empty, all at once, and returns each host's answer,
-// sorted by host. It waits at most ClientConfig.CommandTimeout for each.
+// sorted by host. It waits at most Config.CommandTimeout for each.
 // With pool AllPools, the command goes to every pool of those hosts.
 //
 // The hosts are learnt from their heartbeats: the first Command of a Client
-// starts listening to them and waits ClientConfig.HostWait before it trusts
+// starts listening to them and waits Config.HostWait before it trusts
 // its list of live hosts.
 //
 // The error wraps ErrBadCommand for an invalid command, ErrPoolNotFound if

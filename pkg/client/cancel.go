@@ -1,15 +1,11 @@
-package conductor
+package client
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
-
-// ErrJobEnded is returned by Cancel for a job that has ended already.
-var ErrJobEnded = errors.New("conductor: job has ended")
 
 // Cancel cancels job id: a queued job will not run, and a running one is
 // told to stop (the cancel op), then stopped (SIGTERM, SIGKILL) if it does

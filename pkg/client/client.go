@@ -1,0 +1,142 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// Config configures a Client. The zero value of each field is replaced by
+// the default its comment names.
+type Config struct {
+	// Namespace of the conductor to talk to. Default "default".
+	Namespace string
+	// MaxPayload bounds a job's payload, in bytes; it should match the
+	// conductor's. Default 1 MiB.
+	MaxPayload int
+	// RecheckInterval is how often Wait reads a job's state in case its end
+	// was missed. Default 2s. A Client of its own learns of ends from the
+	// job events; conductord's (Conductor.Client) from the ends workerd
+	// announces a burst at a time (docs/protocol.md).
+	RecheckInterval time.Duration
+	// CommandTimeout is how long Command waits for each host's answer.
+	// Default 5s.
+	CommandTimeout time.Duration
+	// HostWait is how long the Client listens to heartbeats before it
+	// trusts its list of live hosts: the first Command waits for it. It
+	// should exceed workerd's heartbeat interval (1s). Default 1.5s.
+	HostWait time.Duration
+}
+
+// Client submits jobs to a conductor over NATS and waits for their results,
+// sends commands to pools and follows their events. It is safe for
+// concurrent use.
+type Client struct {
+	cfg    Config
+	nc     *nats.Conn
+	ownsNC bool
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	space  subject.Space
+
+	// mu guards sub and waiters: Wait and the event subscription touch them.
+	mu      sync.Mutex
+	sub     *nats.Subscription
+	waiters map[string][]chan *Job
+	// fed is set when the Client's owner tells it of job ends (see
+	// jobEnded) from a subscription of its own: conductord does, from the
+	// ends workerd announces a burst at a time, so that it takes no job
+	// event, one message per job, for the waits of its HTTP API.
+	fed bool
+
+	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
+	// It is never held with mu.
+	hostsMu sync.Mutex
+	hosts   *hostRegistry
+	hostSub *nats.Subscription
+
+	bucketsMu sync.Mutex                    // guards buckets
+	buckets   map[string]jetstream.KeyValue // the buckets besides kv, opened on first use (see bucket)
+}
+
+// Connect dials the conductor's NATS at url and returns a Client that owns
+// the connection. opts are passed to nats.Connect (nats.Token, for one).
+func Connect(url string, cfg Config, opts ...nats.Option) (*Client, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("conductor-client"), nats.MaxReconnects(-1)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: connect to %s: %w", url, err)
+	}
+	c, err := New(nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.ownsNC = true
+	return c, nil
+}
+
+// New returns a Client on nc. The caller keeps ownership of nc.
+func New(nc *nats.Conn, cfg Config) (*Client, error) {
+	cfg.Namespace = cmp.Or(cfg.Namespace, "default")
+	cfg.MaxPayload = cmp.Or(cfg.MaxPayload, 1<<20)
+	cfg.RecheckInterval = cmp.Or(cfg.RecheckInterval, 2*time.Second)
+	cfg.CommandTimeout = cmp.Or(cfg.CommandTimeout, 5*time.Second)
+	cfg.HostWait = cmp.Or(cfg.HostWait, 1500*time.Millisecond)
+	space, err := subject.New(cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, space.StateBucket())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open job states of namespace %q (is conductord running?): %w", cfg.Namespace, err)
+	}
+	return &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}, nil
+}
+
+// Close releases the Client, and its connection if Connect made it.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+		c.sub = nil
+	}
+	c.mu.Unlock()
+	c.hostsMu.Lock()
+	if c.hostSub != nil {
+		_ = c.hostSub.Unsubscribe()
+		c.hostSub = nil
+	}
+	c.hostsMu.Unlock()
+	if c.ownsNC {
+		c.nc.Close()
+	}
+}
+
+// the heartbeats on the first call. The subscription lasts until Close.
+func (c *Client) hostRegistry() (*hostRegistry, error) {
+	c.hostsMu.Lock()
+	defer c.hostsMu.Unlock()
+	if c.hosts != nil {
+		return c.hosts, nil
+	}
+	r := newHostRegistry(c.cfg.HostWait)
+	sub, err := c.nc.Subscribe(c.space.Hosts(), r.receive)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: subscribe to heartbeats: %w", err)
+	}
+	c.hosts, c.hostSub = r, sub
+	return r, nil
+}

@@ -1,0 +1,44 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors of the Client, to branch on with errors.Is. Most come wrapped
+// with what they concern ("conductor: job has ended: 0190... is dead").
+var (
+	// ErrJobNotFound is returned for a job id with no state: unknown, or
+	// past the conductor's retention.
+	ErrJobNotFound = errors.New("conductor: job not found")
+	// ErrBadPayload is returned by Submit for a payload that is not JSON.
+	ErrBadPayload = errors.New("conductor: payload is not valid JSON")
+	// ErrJobEnded is returned by Cancel for a job that has ended already.
+	ErrJobEnded = errors.New("conductor: job has ended")
+	// ErrNotDead is returned by Requeue for a job that is not dead.
+	ErrNotDead = errors.New("conductor: job is not dead")
+	// ErrBadQuery is returned, wrapped with what is wrong, by Jobs for a
+	// query it cannot answer.
+	ErrBadQuery = errors.New("conductor: bad job query")
+	// ErrBatchNotFound is returned for an unknown batch id.
+	ErrBatchNotFound = errors.New("conductor: batch not found")
+	// ErrBadCommand is wrapped by the error of a pool command that is not
+	// valid: an unknown op, a field the op does not take, a bad value or
+	// name.
+	ErrBadCommand = errors.New("conductor: bad pool command")
+	// ErrPoolNotFound means no live host runs the pool (or not the host
+	// asked for).
+	ErrPoolNotFound = errors.New("conductor: pool not found")
+	// ErrCommandRefused means every host refused the command or did not
+	// answer; the results say why.
+	ErrCommandRefused = errors.New("conductor: command refused")
+)
+
+// PayloadTooLargeError reports a job payload over the conductor's limit.
+type PayloadTooLargeError struct {
+	Size, Limit int
+}
+
+func (e *PayloadTooLargeError) Error() string {
+	return fmt.Sprintf("conductor: payload of %d bytes is over the limit of %d bytes", e.Size, e.Limit)
+}

@@ -1,0 +1,266 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// SubmitOption tunes one Submit.
+type SubmitOption func(*submitOptions)
+
+type submitOptions struct {
+	key     string
+	batch   string
+	timeout time.Duration
+	// maxAttempts is the job's own attempt limit; 0: its pool's.
+	maxAttempts int
+	// id, if set, is the job's id (batches name their jobs).
+	id string
+	// notBefore, if set, is when the job may run.
+	notBefore time.Time
+	priority  Priority // "": normal
+	// msgID, if set, is the publish's Nats-Msg-Id instead of the id.
+	msgID string
+	// requeued marks a dead job queued again (Requeue).
+	requeued bool
+}
+
+// WithIdempotencyKey makes every submission of the same job type with the
+// same key one job: the first creates it, later ones return its id and
+// queue nothing, for as long as the job's state is retained. The first
+// payload wins.
+func WithIdempotencyKey(key string) SubmitOption {
+	return func(o *submitOptions) { o.key = key }
+}
+
+// WithBatch adds the job to batch id.
+func WithBatch(id string) SubmitOption {
+	return func(o *submitOptions) { o.batch = id }
+}
+
+// WithTimeout bounds each attempt of the job to d, instead of its pool's
+// job_timeout: past it the worker is told to cancel the job, then stopped,
+// and the job is retried (see docs/supervision.md).
+func WithTimeout(d time.Duration) SubmitOption {
+	return func(o *submitOptions) { o.timeout = d }
+}
+
+// WithDelay makes the job wait d before it runs (a delayed job). It is
+// queued at once; a worker takes it once d has passed.
+func WithDelay(d time.Duration) SubmitOption {
+	return func(o *submitOptions) { o.notBefore = time.Now().Add(d) }
+}
+
+// WithPriority queues the job at priority p: a worker of its type takes a
+// high job before any normal one and a normal one before any low one.
+// Jobs are normal without it.
+func WithPriority(p Priority) SubmitOption {
+	return func(o *submitOptions) { o.priority = p }
+}
+
+// WithMaxAttempts gives the job its own attempt limit, n >= 1, instead of
+// its pool's max_attempts.
+func WithMaxAttempts(n int) SubmitOption {
+	return func(o *submitOptions) { o.maxAttempts = n }
+}
+
+// idempotencySpace seeds the name-based ids of idempotent submissions.
+var idempotencySpace = uuid.MustParse("6f1d4c1e-2b7a-4b8e-9a51-0c3c2d6f9e10")
+
+// Submit queues a job of type typ and returns its id once the job is
+// durably queued. payload is encoded as JSON, unless it is a
+// json.RawMessage or []byte, which must already be JSON.
+func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (string, error) {
+	var o submitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := subject.Token("job type", typ); err != nil {
+		return "", fmt.Errorf("conductor: %w", err)
+	}
+	data, err := encodePayload(payload)
+	if err != nil {
+		return "", err
+	}
+	if len(data) > c.cfg.MaxPayload {
+		return "", &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
+	}
+	if o.timeout < 0 {
+		return "", fmt.Errorf("conductor: negative timeout %s", o.timeout)
+	}
+	if o.maxAttempts < 0 {
+		return "", fmt.Errorf("conductor: max attempts %d is not 1 or more", o.maxAttempts)
+	}
+	if o.priority, err = ParsePriority(string(o.priority)); err != nil {
+		return "", fmt.Errorf("conductor: %w", err)
+	}
+	if o.priority == PriorityNormal {
+		o.priority = "" // as a job's state shows it
+	}
+
+	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
+	if o.key != "" {
+		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
+		// A job known by its state is never queued again, whenever the
+		// repeat comes; within the dedup window the stream also drops a
+		// second copy published by two racing submissions.
+		known, err := c.known(ctx, id)
+		if err != nil {
+			return "", fmt.Errorf("conductor: look up job %s: %w", id, err)
+		}
+		if known {
+			return id, nil
+		}
+	}
+	// Queue first, then record: a failed publish leaves nothing behind, and
+	// the caller's cancelling cannot cut the pair in half.
+	ctx = context.WithoutCancel(ctx)
+	if err := c.publish(ctx, id, typ, data, o); err != nil {
+		return "", err
+	}
+	// Create, not Put: a worker may have stored a later state already.
+	now := time.Now().UTC()
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
+	// Should this fail, the job is still durably queued, which is what
+	// Submit promises; its state then appears when a worker takes it.
+	cctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+	defer cancel()
+	_, _ = c.kv.Create(cctx, id, state)
+	return id, nil
+}
+
+func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
+	m.Header.Set(wire.HeaderJobID, id)
+	m.Header.Set(wire.HeaderMsgID, cmp.Or(o.msgID, id))
+	if o.requeued {
+		m.Header.Set(wire.HeaderRequeued, "1")
+	}
+	if o.batch != "" {
+		m.Header.Set(wire.HeaderBatch, o.batch)
+	}
+	if o.timeout > 0 {
+		m.Header.Set(wire.HeaderTimeout, o.timeout.String())
+	}
+	if o.maxAttempts > 0 {
+		m.Header.Set(wire.HeaderMaxAttempts, strconv.Itoa(o.maxAttempts))
+	}
+	if !o.notBefore.IsZero() {
+		m.Header.Set(wire.HeaderNotBefore, o.notBefore.UTC().Format(time.RFC3339Nano))
+	}
+	m.Data = data
+	// An ack lost to a server restart would hold a single publish for the
+	// whole timeout: publish again every publishAttemptTimeout instead.
+	// The same Nats-Msg-Id makes the copies one job.
+	err := retry(ctx, func(ctx context.Context) error {
+		_, err := c.js.PublishMsg(ctx, m)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("conductor: queue job: %w", err)
+	}
+	return nil
+}
+
+// known reports whether job id has a state. A lookup lost to a server
+// restart is made again, every publishAttemptTimeout, until ctx ends.
+func (c *Client) known(ctx context.Context, id string) (bool, error) {
+	err := retry(ctx, func(ctx context.Context) error {
+		_, err := c.kv.Get(ctx, id)
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// retry calls f with a deadline of publishAttemptTimeout until it
+// succeeds, fails for good (not retryable), or ctx ends: a request lost to
+// a server restart would otherwise wait out the whole of ctx.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(publishRetryDelay):
+		}
+	}
+}
+
+// bucket opens the key-value bucket name once; what names it in errors.
+func (c *Client) bucket(ctx context.Context, name, what string) (jetstream.KeyValue, error) {
+	c.bucketsMu.Lock()
+	defer c.bucketsMu.Unlock()
+	if kv, ok := c.buckets[name]; ok {
+		return kv, nil
+	}
+	kv, err := c.js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open the %s: %w", what, err)
+	}
+	if c.buckets == nil {
+		c.buckets = map[string]jetstream.KeyValue{}
+	}
+	c.buckets[name] = kv
+	return kv, nil
+}
+
+// Timing of Submit's publish: each attempt waits publishAttemptTimeout for
+// its ack, and publishRetryDelay separates attempts, within 30s in all.
+const (
+	publishAttemptTimeout = 2 * time.Second
+	publishRetryDelay     = 50 * time.Millisecond
+)
+
+// retryable reports whether a failed JetStream request (a publish, a
+// lookup) may succeed if made again: no answer in time, no stream yet (a
+// restarting server), or a connection being re-made.
+func retryable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected)
+}
+
+func encodePayload(payload any) ([]byte, error) {
+	var data []byte
+	switch p := payload.(type) {
+	case json.RawMessage:
+		data = p
+	case []byte:
+		data = p
+	default:
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadPayload, err)
+		}
+		return b, nil
+	}
+	if !json.Valid(data) {
+		return nil, ErrBadPayload
+	}
+	return data, nil
+}

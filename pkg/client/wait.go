@@ -1,0 +1,163 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// Job returns the state of job id, or ErrJobNotFound.
+func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
+	if subject.Token("job id", id) != nil {
+		return nil, ErrJobNotFound
+	}
+	var j Job
+	if err := c.readState(ctx, id, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// readState decodes the stored state of job id into v, which may take all
+// of it (a Job) or only the fields it needs (a jobHead).
+func (c *Client) readState(ctx context.Context, id string, v any) error {
+	e, err := c.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrJobNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("conductor: read job %s: %w", id, err)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return fmt.Errorf("conductor: decode job %s: %w", id, err)
+	}
+	return nil
+}
+
+// Wait blocks until job id has ended (succeeded or dead) and returns its
+// state, or returns ctx's error with the job's latest state.
+func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
+	ch, err := c.addWaiter(id)
+	if err != nil {
+		return nil, err
+	}
+	defer c.removeWaiter(id, ch)
+	tick := time.NewTicker(c.cfg.RecheckInterval)
+	defer tick.Stop()
+	for {
+		// Read after subscribing, so that an end between the two is not missed.
+		j, err := c.Job(ctx, id)
+		if err == nil && j.Status.Final() {
+			return j, nil
+		}
+		if err != nil && ctx.Err() == nil {
+			return nil, err
+		}
+		select {
+		case j := <-ch:
+			if j != nil {
+				return j, nil
+			}
+			// Ended (see jobEnded): the read above finds it so.
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// SubmitAndWait submits a job and waits for it to end.
+func (c *Client) SubmitAndWait(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Job, error) {
+	id, err := c.Submit(ctx, typ, payload, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return c.Wait(ctx, id)
+}
+
+func (c *Client) addWaiter(id string) (chan *Job, error) {
+	ch := make(chan *Job, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sub == nil && !c.fed {
+		sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvent)
+		if err != nil {
+			return nil, fmt.Errorf("conductor: subscribe to job events: %w", err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		c.sub = sub
+	}
+	c.waiters[id] = append(c.waiters[id], ch)
+	return ch, nil
+}
+
+func (c *Client) removeWaiter(id string, ch chan *Job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ws := c.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(c.waiters, id)
+		return
+	}
+	c.waiters[id] = ws
+}
+
+// jobEvent hands a final job event to the job's waiters.
+func (c *Client) jobEvent(m *nats.Msg) {
+	_, status, ok := c.space.ParseJobEvent(m.Subject)
+	if !ok || !Status(status).Final() {
+		return
+	}
+	id := m.Header.Get(wire.HeaderJobID)
+	c.mu.Lock()
+	ws := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	if len(ws) == 0 {
+		return
+	}
+	var j Job
+	if err := json.Unmarshal(m.Data, &j); err != nil {
+		return // the waiters' recheck reads the stored state instead
+	}
+	for _, w := range ws {
+		w <- &j
+	}
+}
+
+// jobEnded wakes the waits of job id, which has ended: each reads its
+// state. conductord, which feeds its Client the ends workerd announces a
+// burst at a time, calls it.
+func (c *Client) jobEnded(id string) {
+	c.mu.Lock()
+	ws := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	for _, w := range ws {
+		w <- nil
+	}
+}
+
+// hostRegistry returns the Client's registry of live hosts, subscribing to
+
+// feed makes the Client learn of job ends from jobEnded alone: its owner
+// tells it of them from a subscription of its own (see fed).
+func (c *Client) feed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fed = true
+}
