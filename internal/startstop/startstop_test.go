@@ -106,7 +106,7 @@ func TestFunc_Stress(t *testing.T) {
 
 type failing struct{ startstop.Base }
 
-func (failing) Start(context.Context) error { return errors.New("no") }
+func (*failing) Start(context.Context) error { return errors.New("no") }
 
 func TestStartAll_StopsStartedOnError(t *testing.T) {
 	t.Parallel()
