@@ -216,17 +216,6 @@ func TestSource_RunningStateOfLongJob(t *testing.T) {
 	b.state(t, job, wire.StatusSucceeded)
 }
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 30: 5 * time.Minute} {
-		for range 20 {
-			d := Backoff(attempt)
-			require.GreaterOrEqual(t, d, want-want/10, "attempt %d", attempt)
-			require.LessOrEqual(t, d, want+want/10, "attempt %d", attempt)
-		}
-	}
-}
-
 func TestSource_BadIDHeaderFallsBackToSequence(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
@@ -321,7 +310,7 @@ func TestSource_RunningStateKeepsHistory(t *testing.T) {
 func TestSource_PoisonJobIsQuarantined(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
-	src.maxAttempts, src.maxCrashes = 10, 2
+	src.setLimits(10, 2)
 	b.publish(t, 1)
 	now := time.Now()
 	job := next(t, src)
@@ -395,25 +384,6 @@ func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
 	src.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now})
 	done := b.state(t, job, wire.StatusSucceeded)
 	require.Equal(t, 1, done.Skipped)
-}
-
-// Short jobs are held ahead as many as the pool runs in holdFor, within the
-// prefetch, maxHeldAhead and holdBytes of payloads.
-func TestSource_HoldBounds(t *testing.T) {
-	t.Parallel()
-	s := &source{sourceConfig: sourceConfig{prefetch: 8, holdBytes: 1000}, poolSize: 2}
-	hold := func(avgRun time.Duration, avgSize int) int {
-		s.avgRun, s.avgSize = avgRun, avgSize
-		return s.prefetchLocked()
-	}
-	require.Equal(t, 0, hold(0, 0), "jobs not known short")
-	require.Equal(t, 0, hold(shortJob, 10), "long jobs")
-	require.Equal(t, 16, hold(time.Millisecond, 10), "the prefetch")
-	require.Equal(t, 13, hold(15*time.Millisecond, 10), "2 workers run 13 jobs of 15ms in 100ms")
-	require.Equal(t, 5, hold(time.Millisecond, 200), "1000 bytes of 200-byte payloads")
-	require.Equal(t, 0, hold(time.Millisecond, 2000), "payloads over the bound")
-	big := &source{sourceConfig: sourceConfig{prefetch: 512}, poolSize: 256, avgRun: time.Microsecond, avgSize: 10}
-	require.Equal(t, maxHeldAhead, big.prefetchLocked(), "a large pool holds maxHeldAhead at most")
 }
 
 // Outcomes that end together are stored, acked and announced in bursts (here

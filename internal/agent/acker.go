@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// storeTimeout bounds the wait for the answer to a state store: an answer
+// can be lost (a reconnect, a leader change), and the acker must go on.
+const storeTimeout = 10 * time.Second
+
+// slowStore is how long the acker waits for a store's answer before it
+// acks the jobs of its burst already stored.
+const slowStore = 20 * time.Millisecond
+
+// acker acks (or naks) each job once its state is stored, then announces
+// it: an event per job, then one wire.Ends for the jobs acked together. Its
+// goroutine (run) owns the bursts from acking on, and runs until acking is
+// closed; its context ends only the retries of failed stores. A burst's
+// acks and events follow its stores' answers together; if a store is slow
+// to answer, the jobs stored before it go first.
+type acker struct {
+	acking  <-chan []finishJob
+	answers *storeAnswers
+	states  *states
+	leases  *leases
+	nc      *nats.Conn
+	space   subject.Space
+	typ     string
+	log     *slog.Logger
+
+	ready []finishJob // stored, not yet acked
+	ends  wire.Ends
+	buf   []byte
+}
+
+func (a *acker) run(ctx context.Context) {
+	a.ends.Type = a.typ
+	slow := func() { a.ackReady(ctx) }
+	for burst := range a.acking {
+		for _, f := range burst {
+			if !a.stored(ctx, f, slow) {
+				// Leave the job unacked: it is redelivered when its lease
+				// ends, and its state is written again then.
+				a.leases.release(f.held.msg)
+				continue
+			}
+			a.ready = append(a.ready, f)
+		}
+		a.ackReady(ctx)
+	}
+}
+
+// ackReady acks the jobs stored so far and announces their ends.
+func (a *acker) ackReady(ctx context.Context) {
+	if len(a.ready) == 0 {
+		return
+	}
+	a.ends.Jobs = a.ends.Jobs[:0]
+	for _, f := range a.ready {
+		a.ack(ctx, f)
+		st := &f.held.state
+		a.ends.Jobs = append(a.ends.Jobs, wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch})
+	}
+	clear(a.ready)
+	a.ready = a.ready[:0]
+	// After the events: conductord reads a state it learns of here.
+	a.buf = a.ends.AppendJSON(a.buf[:0])
+	if err := a.nc.Publish(a.space.JobEnds(a.typ), a.buf); err != nil {
+		a.log.Warn("announce job ends", "pool", a.typ, "jobs", len(a.ends.Jobs), "err", err)
+	}
+}
+
+// ack acks or naks the job of f, whose state is stored, and announces it.
+func (a *acker) ack(ctx context.Context, f finishJob) {
+	st := &f.held.state
+	if st.Status == wire.StatusDead {
+		a.states.indexDead(ctx, st, f.data)
+	}
+	// Released first: a lease extension sent after a delayed nak would
+	// cut the retry's delay short (see leases).
+	m := f.held.msg
+	a.leases.release(m)
+	var err error
+	if f.retry < 0 {
+		err = m.Ack()
+	} else {
+		err = m.NakWithDelay(f.retry)
+	}
+	if err != nil {
+		a.log.Warn("ack job", "pool", a.typ, "job", st.ID, "err", err)
+	}
+	ev := nats.NewMsg(a.space.JobEvent(a.typ, string(st.Status)))
+	ev.Header.Set(wire.HeaderJobID, st.ID)
+	if b := st.Batch; b != "" {
+		ev.Header.Set(wire.HeaderBatch, b)
+	}
+	ev.Data = f.data
+	_ = a.nc.PublishMsg(ev)
+}
+
+// stored waits for the outcome's state to be stored, writing it again
+// synchronously a few times if the pipelined write failed. slow is called
+// once the wait is longer than slowStore: it acks the jobs stored before.
+func (a *acker) stored(ctx context.Context, f finishJob, slow func()) bool {
+	if f.store != nil {
+		err := a.answers.wait(f.store, slow)
+		if err == nil {
+			return true
+		}
+		a.log.Warn("store job state; retrying", "pool", a.typ, "job", f.held.state.ID, "err", err)
+	}
+	slow()
+	return a.states.store(ctx, &f.held.state, f.data)
+}

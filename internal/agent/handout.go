@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// handout matches the jobs at hand with the workers waiting for them. It
+// has no goroutine: the fetcher delivers jobs into it, and each worker's
+// Next (or TryNext) takes them out. Its state is guarded by mu, which is
+// held for no I/O and taken under no other lock. ready and waiters are
+// never both non-empty.
+type handout struct {
+	rank func(*nats.Msg) int // a job's priority: 0 is the highest
+
+	mu      sync.Mutex
+	ready   []*nats.Msg // jobs no worker has taken yet, highest priority first
+	waiters []waiter    // Next calls waiting for a job, oldest first
+	closed  bool        // drained: Next waits no more
+	done    chan struct{}
+}
+
+// waiter is a Next call waiting for a job, and the load of its worker.
+type waiter struct {
+	ch   chan *nats.Msg
+	load int64
+}
+
+// errSourceClosed is Next's error once the source has closed.
+var errSourceClosed = errors.New("job source closed")
+
+func newHandout(rank func(*nats.Msg) int) *handout {
+	return &handout{rank: rank, done: make(chan struct{})}
+}
+
+// counts reports the workers waiting and the jobs at hand.
+func (o *handout) counts() (waiting, ready int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.waiters), len(o.ready)
+}
+
+// tryTake returns the first job at hand if its payload is at most
+// maxPayload bytes (< 0: any), else nil.
+func (o *handout) tryTake(maxPayload int) *nats.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.ready) == 0 || (maxPayload >= 0 && len(o.ready[0].Data) > maxPayload) {
+		return nil
+	}
+	m := o.ready[0]
+	o.ready = o.ready[1:]
+	return m
+}
+
+// await returns the next job, waiting for one if none is at hand. load is
+// the waiting worker's (its RSS): when several wait, the least loaded gets
+// the next job. changed is called when the demand changed.
+func (o *handout) await(ctx context.Context, load int64, changed func()) (*nats.Msg, error) {
+	o.mu.Lock()
+	if len(o.ready) > 0 {
+		m := o.ready[0]
+		o.ready = o.ready[1:]
+		o.mu.Unlock()
+		changed()
+		return m, nil
+	}
+	if o.closed {
+		o.mu.Unlock()
+		return nil, errSourceClosed
+	}
+	ch := make(chan *nats.Msg, 1)
+	o.waiters = append(o.waiters, waiter{ch: ch, load: load})
+	o.mu.Unlock()
+	changed()
+
+	var err error
+	select {
+	case m := <-ch:
+		return m, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-o.done:
+		err = errSourceClosed
+	}
+	o.mu.Lock()
+	if i := slices.IndexFunc(o.waiters, func(w waiter) bool { return w.ch == ch }); i >= 0 {
+		o.waiters = slices.Delete(o.waiters, i, i+1)
+	}
+	select {
+	case m := <-ch: // it came as we gave up: to another waiter, or first in line
+		if len(o.waiters) > 0 {
+			o.takeWaiterLocked() <- m
+		} else {
+			o.ready = slices.Insert(o.ready, 0, m)
+		}
+	default:
+	}
+	o.mu.Unlock()
+	changed()
+	return nil, err
+}
+
+// takeWaiterLocked removes and returns the waiter whose worker has the
+// least load, the oldest of those equal. o.mu is held; waiters is not
+// empty.
+func (o *handout) takeWaiterLocked() chan *nats.Msg {
+	best := 0
+	for i, w := range o.waiters {
+		if w.load < o.waiters[best].load {
+			best = i
+		}
+	}
+	ch := o.waiters[best].ch
+	o.waiters = slices.Delete(o.waiters, best, best+1)
+	return ch
+}
+
+// deliver hands a job to a waiting worker (see takeWaiterLocked), or keeps
+// it at hand, behind the jobs of its priority and above lower ones.
+func (o *handout) deliver(m *nats.Msg) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.waiters) > 0 {
+		o.takeWaiterLocked() <- m
+		return
+	}
+	r := o.rank(m)
+	i := len(o.ready)
+	for i > 0 && o.rank(o.ready[i-1]) > r {
+		i--
+	}
+	o.ready = slices.Insert(o.ready, i, m)
+}
+
+// drain ends the handout: waiting Next calls return, and the jobs at hand
+// are returned for the caller to put back.
+func (o *handout) drain() []*nats.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.closed {
+		o.closed = true
+		close(o.done)
+	}
+	left := o.ready
+	o.ready = nil
+	return left
+}

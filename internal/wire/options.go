@@ -1,0 +1,114 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Options are a job's own settings, carried in the headers of its message
+// on the job stream. This file is their one codec: the submitters encode
+// them with Encode after Check, and workerd decodes them with
+// DecodeOptions, against the same rules.
+type Options struct {
+	// Batch is the id of the batch the job belongs to; empty: none.
+	Batch string
+	// Timeout bounds each attempt instead of the pool's job_timeout; 0:
+	// the pool's.
+	Timeout time.Duration
+	// MaxAttempts is the job's own attempt limit instead of the pool's
+	// max_attempts; 0: the pool's.
+	MaxAttempts int
+	// NotBefore is when the job may run first; zero: at once.
+	NotBefore time.Time
+	// Requeued marks a dead job queued again: its attempts count from 1
+	// again, and its earlier history is kept.
+	Requeued bool
+}
+
+// Header is what Options are encoded into and decoded from: a nats.Header
+// or an http.Header.
+type Header interface {
+	Get(key string) string
+	Set(key, value string)
+}
+
+// Check reports the first setting that no job may have.
+func (o Options) Check() error {
+	switch {
+	case o.Timeout < 0:
+		return fmt.Errorf("timeout %s is negative", o.Timeout)
+	case o.MaxAttempts < 0:
+		return fmt.Errorf("max attempts %d is negative", o.MaxAttempts)
+	}
+	return nil
+}
+
+// Encode sets o's headers on h; a setting at its zero value sets none.
+func (o Options) Encode(h Header) {
+	if o.Requeued {
+		h.Set(HeaderRequeued, "1")
+	}
+	if o.Batch != "" {
+		h.Set(HeaderBatch, o.Batch)
+	}
+	if o.Timeout > 0 {
+		h.Set(HeaderTimeout, o.Timeout.String())
+	}
+	if o.MaxAttempts > 0 {
+		h.Set(HeaderMaxAttempts, strconv.Itoa(o.MaxAttempts))
+	}
+	if !o.NotBefore.IsZero() {
+		h.Set(HeaderNotBefore, o.NotBefore.UTC().Format(time.RFC3339Nano))
+	}
+}
+
+// HeaderError is a header that DecodeOptions could not read: the job runs
+// as if it were absent.
+type HeaderError struct {
+	Header string
+	Value  string
+	Err    error
+}
+
+func (e *HeaderError) Error() string {
+	return fmt.Sprintf("bad %s header %q: %v", e.Header, e.Value, e.Err)
+}
+
+func (e *HeaderError) Unwrap() error { return e.Err }
+
+var (
+	errNotPositive = errors.New("not a whole number of 1 or more")
+	errNotDuration = errors.New("not a positive duration")
+)
+
+// DecodeOptions reads the options of a job from its message's headers. A
+// header it cannot read is left out of the options and reported in bad,
+// so that the job still runs, with its pool's setting.
+func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
+	o.Batch = h.Get(HeaderBatch)
+	o.Requeued = h.Get(HeaderRequeued) != ""
+	if v := h.Get(HeaderMaxAttempts); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
+			o.MaxAttempts = n
+		} else {
+			bad = append(bad, &HeaderError{Header: HeaderMaxAttempts, Value: v, Err: errNotPositive})
+		}
+	}
+	if v := h.Get(HeaderTimeout); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			o.Timeout = d
+		} else {
+			bad = append(bad, &HeaderError{Header: HeaderTimeout, Value: v, Err: errNotDuration})
+		}
+	}
+	if v := h.Get(HeaderNotBefore); v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			o.NotBefore = t
+		} else {
+			bad = append(bad, &HeaderError{Header: HeaderNotBefore, Value: v, Err: err})
+		}
+	}
+	return o, bad
+}

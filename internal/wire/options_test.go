@@ -1,0 +1,55 @@
+package wire_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+func TestOptions_RoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, o := range []wire.Options{
+		{},
+		{Batch: "b1"},
+		{Timeout: 1500 * time.Millisecond, MaxAttempts: 7},
+		{NotBefore: time.Date(2026, 12, 2, 10, 0, 0, 123456789, time.UTC), Requeued: true},
+		{Batch: "b", Timeout: time.Hour, MaxAttempts: 1, NotBefore: time.Unix(1, 0).UTC(), Requeued: true},
+	} {
+		require.NoError(t, o.Check())
+		h := http.Header{}
+		o.Encode(h)
+		got, bad := wire.DecodeOptions(h)
+		require.Empty(t, bad)
+		require.Equal(t, o, got)
+	}
+}
+
+func TestOptions_Check(t *testing.T) {
+	t.Parallel()
+	require.EqualError(t, wire.Options{Timeout: -time.Second}.Check(), "timeout -1s is negative")
+	require.EqualError(t, wire.Options{MaxAttempts: -1}.Check(), "max attempts -1 is negative")
+}
+
+func TestDecodeOptions_BadHeaders(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ header, value string }{
+		{wire.HeaderMaxAttempts, "0"},
+		{wire.HeaderMaxAttempts, "x"},
+		{wire.HeaderTimeout, "-1s"},
+		{wire.HeaderTimeout, "soon"},
+		{wire.HeaderNotBefore, "tomorrow"},
+	} {
+		h := http.Header{}
+		h.Set(wire.HeaderBatch, "b")
+		h.Set(tc.header, tc.value)
+		o, bad := wire.DecodeOptions(h)
+		require.Len(t, bad, 1, "%s: %s", tc.header, tc.value)
+		require.Equal(t, tc.header, bad[0].Header)
+		require.Equal(t, tc.value, bad[0].Value)
+		require.Equal(t, wire.Options{Batch: "b"}, o, "the bad header is left out, the rest kept")
+	}
+}
