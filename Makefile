@@ -1,8 +1,11 @@
-# conductor's Makefile: CI runs the same targets (.ci/run runs `make test`).
+# conductor's Makefile: CI runs the same targets (.ci/run runs `make lint` and `make test`).
 SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
 PKGS  := ./...
+# EXTERNAL is a module of its own that uses the public packages from outside
+# (see its doc.go); ./... stops at its go.mod, so test and lint name it.
+EXTERNAL := integration/external
 export CGO_ENABLED ?= 0
 
 .PHONY: help build run test test-short bench lint fuzz docker compose-up compose-down clean
@@ -16,8 +19,9 @@ build: ## build conductord, workerd, conductorctl and the example workers into b
 run: build ## start a local cluster (conductord + workerd with the squares pool); Ctrl-C stops it
 	./scripts/run-local.sh
 
-test: ## run every test with the race detector (the integration tests build the binaries)
+test: ## run every test with the race detector, then those of integration/external (the public API from outside)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	cd $(EXTERNAL) && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
 
 test-short: ## unit tests only, no race detector
 	$(GO) test -short -count=1 $(PKGS)
@@ -26,9 +30,10 @@ bench: build ## run the benchmarks; figures go to docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./pkg/... ./internal/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
 
-lint: ## gofmt and go vet
+lint: ## gofmt every tracked .go file, go vet both modules (this one and integration/external)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd $(EXTERNAL) && $(GO) vet ./...
 
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./internal/proto/
