@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/flow"
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
@@ -29,10 +30,6 @@ const (
 	// inlineWrite if it was written inline) inside a pipe's 64 KiB, so
 	// writing to a busy worker does not block.
 	maxQueuedBytes = 32 << 10
-	// shortJob is the average run time under which a worker that asked
-	// for a prefetch gets one: a job queued behind such jobs waits little,
-	// while the round trip saved per job is worth more than the job.
-	shortJob = 20 * time.Millisecond
 )
 
 // session is the life of one channel worker process: it waits for ready,
@@ -58,8 +55,8 @@ type session struct {
 	// worker starts each when it has answered the one before it. Never
 	// more than prefetch.
 	queued   []*Job
-	prefetch int           // jobs the worker may hold queued (its ready op's, capped)
-	avgRun   time.Duration // moving average of the worker's run times; 0: none yet
+	prefetch int          // jobs the worker may hold queued (its ready op's, capped)
+	avgRun   flow.Average // of the worker's run times, in nanoseconds
 
 	next       chan nextResult // result of the pending Source.Next, or nil
 	nextCtx    context.Context
@@ -207,18 +204,18 @@ func (ss *session) dispatch() {
 
 // pipeline queues jobs the Source holds already behind the running one,
 // while the worker's jobs are short: up to its prefetch, and no more than it
-// runs in about shortJob, in one write once half the queue is gone. It
+// runs in about flow.ShortJob, in one write once half the queue is gone. It
 // never waits on the Source: a job that has to be fetched goes to an idle
 // worker first.
 func (ss *session) pipeline() {
 	rs, ok := ss.s.pool.src.(ReadySource)
-	if !ok || ss.avgRun == 0 || ss.avgRun >= shortJob {
+	limit := flow.Queue(ss.prefetch, ss.avgRun.Duration())
+	if !ok || limit == 0 {
 		return
 	}
-	// The queue holds what the worker runs in about shortJob, within its
+	// The queue holds what the worker runs in about flow.ShortJob (flow.Queue), within its
 	// prefetch, and is refilled once half gone, so that one write and one
 	// read carry several jobs.
-	limit := min(ss.prefetch, max(int(shortJob/ss.avgRun), 1))
 	queuedBytes := 0
 	for _, j := range ss.queued {
 		queuedBytes += j.lineSize
@@ -521,11 +518,7 @@ func (ss *session) done(m proto.Message) {
 	}
 	j := ss.endJob()
 	out := ss.outcome()
-	if d := out.Ended.Sub(out.Started); ss.avgRun == 0 {
-		ss.avgRun = max(d, 1)
-	} else {
-		ss.avgRun += (d - ss.avgRun) / 8
-	}
+	ss.avgRun.Add(int64(out.Ended.Sub(out.Started)))
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
 	if ss.timedOut > 0 && m.Error != "" {
 		// Cancelled for its timeout: retry it, whatever the worker thought.

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/flow"
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
@@ -58,7 +59,7 @@ type server struct {
 	shutdown bool                    // workerd sent the shutdown op
 	lateMay  bool                    // after our own stop while idle, the job workerd counts as running may still come (see acceptLocked)
 	err      error                   // ends the run: the channel closed or failed
-	avgRun   time.Duration           // moving average of handler run times (the runner's)
+	avgRun   flow.Average            // of handler run times, in nanoseconds (the runner's)
 }
 
 // holdMax bounds how long the runner holds answers back while it runs the
@@ -308,7 +309,7 @@ func (s *server) next() (ctx context.Context, job *Job, ok bool) {
 		}
 		if s.job != nil {
 			ctx, job = s.ctx, s.job
-			hold := len(s.pending) > 0 && s.avgRun > 0 && s.avgRun < holdUnder
+			hold := len(s.pending) > 0 && s.avgRun.Duration() > 0 && s.avgRun.Duration() < holdUnder
 			if hold && !s.armed {
 				s.armed = true
 				s.held <- struct{}{} // cannot block: armed is set until the watcher takes it
@@ -409,11 +410,7 @@ func (s *server) finish(o outcome) {
 	defer s.mu.Unlock()
 	s.cancel(nil) // the handler has returned: release its context
 	s.job, s.ctx, s.cancel = nil, nil, nil
-	if s.avgRun == 0 {
-		s.avgRun = max(o.took, 1)
-	} else {
-		s.avgRun = max(s.avgRun+(o.took-s.avgRun)/8, 1)
-	}
+	s.avgRun.Add(int64(o.took))
 	if s.err != nil {
 		return
 	}
