@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// levels: the pull requests of one job type, one level per priority.
+//
+// Priorities. Each priority of a job type has a consumer of its own on the
+// job stream; the fetcher asks the highest priority that may have jobs
+// first, with a no-wait request (a probe) that the server answers at once.
+// A priority whose probe came back short is left alone for emptyFor, so
+// that a backlog of normal jobs costs one empty probe of high per emptyFor,
+// not one per job. When every priority is found empty, the fetcher parks a
+// long poll on each: the first job to come, of any priority, takes the
+// waiting worker, and once no worker waits the other polls are withdrawn
+// (their inboxes renewed), so that no host holds jobs it has no worker for.
+
+// emptyFor is how long a priority found without jobs is not asked again
+// while a lower one has jobs: a high job queued behind a backlog of normal
+// ones waits at most about this long for the next free worker.
+const emptyFor = 20 * time.Millisecond
+
+// probeWait bounds the wait for the answer to a probe, which the server
+// gives at once unless it restarts.
+const probeWait = 2 * time.Second
+
+// level is the pull state of the jobs of one priority. Only the fetcher
+// touches it, except sub, which drain and close read under fetcher.mu.
+type level struct {
+	prio     wire.Priority
+	pullSubj string
+	inbox    string
+	sub      *nats.Subscription
+	reqs     []pullRequest // outstanding, oldest first
+	credit   int           // jobs requested and not yet come
+	polling  bool          // reqs are long polls, not probes
+	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
+}
+
+// pullRequest is one outstanding pull request: how many jobs it may still
+// bring, and when to stop waiting for its answer.
+type pullRequest struct {
+	n        int
+	deadline time.Time
+}
+
+// delivery is a message on a level's inbox: a job, or a status answering a
+// pull request. inbox tells a renewed inbox's stragglers from the current.
+type delivery struct {
+	lvl   *level
+	inbox string
+	m     *nats.Msg
+}
+
+// drop forgets n jobs of the oldest request: they will not come.
+func (l *level) drop(n int) {
+	l.credit -= n
+	l.reqs[0].n -= n
+	if l.reqs[0].n <= 0 {
+		l.reqs = l.reqs[1:]
+	}
+	if len(l.reqs) == 0 {
+		l.credit, l.polling = 0, false
+	}
+}
+
+// knownEmpty reports whether a probe found l empty less than emptyFor ago.
+func (l *level) knownEmpty(now time.Time) bool {
+	return !l.emptyAt.IsZero() && now.Sub(l.emptyAt) < emptyFor
+}
+
+// newInbox makes a fresh reply subject for l's pull requests and drains
+// the old one, if any: requests the server still holds for the old subject
+// lose their interest and deliver nothing more, while jobs already on their
+// way to it still arrive.
+func (f *fetcher) newInbox(l *level) error {
+	inbox := f.nc.NewInbox()
+	sub, err := f.nc.Subscribe(inbox, func(m *nats.Msg) { f.msgs <- delivery{lvl: l, inbox: inbox, m: m} })
+	if err != nil {
+		return fmt.Errorf("subscribe to job deliveries: %w", err)
+	}
+	f.mu.Lock()
+	old := l.sub
+	l.inbox, l.sub = inbox, sub
+	f.mu.Unlock()
+	l.reqs, l.credit, l.polling = nil, 0, false
+	if old != nil {
+		if err := old.Drain(); err != nil {
+			f.log.Debug("drain a renewed job inbox", "pool", f.typ, "err", err)
+		}
+	}
+	return nil
+}
+
+// covered is how many of the jobs wanted the outstanding requests may
+// bring: every probe's, and what is left of the polls. The polls of the
+// several priorities wait for the same workers: a job that comes on one
+// uses up the others' share too (f.polled). covered trims f.polled to the
+// least any priority's poll may still bring: once one priority is no
+// longer polled (its poll was used up, expired or refused), the polls
+// stand for none, are withdrawn, and the priorities are asked afresh.
+func (f *fetcher) covered() int {
+	probes, polls := 0, -1
+	for _, l := range f.levels {
+		c := 0
+		if l.polling {
+			c = l.credit
+		} else {
+			probes += l.credit
+		}
+		if polls < 0 || c < polls {
+			polls = c
+		}
+	}
+	f.polled = min(f.polled, polls)
+	return probes + f.polled
+}
+
+// request asks for want more jobs: a probe of the highest priority that
+// may have some, or, when none may, a long poll on every priority. A
+// priority with a probe unanswered is not polled until the answer comes.
+func (f *fetcher) request(now time.Time, want int) error {
+	for _, l := range f.levels {
+		if (l.polling && l.credit > 0) || l.knownEmpty(now) {
+			continue
+		}
+		return f.pull(l, want, false, now)
+	}
+	for _, l := range f.levels {
+		if !l.polling && l.credit > 0 {
+			return nil
+		}
+	}
+	for _, l := range f.levels {
+		if err := f.pull(l, want, true, now); err != nil {
+			return err
+		}
+	}
+	f.polled += want
+	return nil
+}
+
+// pull sends one pull request for n jobs of l: a long poll, or a probe.
+func (f *fetcher) pull(l *level, n int, poll bool, now time.Time) error {
+	req := fmt.Appendf(nil, `{"batch":%d,"no_wait":true}`, n)
+	deadline := now.Add(probeWait)
+	if poll {
+		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, f.expires.Nanoseconds())
+		deadline = now.Add(f.expires + 2*time.Second)
+	}
+	if err := f.nc.PublishRequest(l.pullSubj, l.inbox, req); err != nil {
+		return err
+	}
+	l.reqs = append(l.reqs, pullRequest{n: n, deadline: deadline})
+	l.credit += n
+	l.polling = poll
+	return nil
+}
+
+// withdraw takes back every long poll: no worker waits for what they would
+// bring, or they have brought what was asked of them all together. A
+// priority whose poll brought nothing is known empty from now.
+func (f *fetcher) withdraw() {
+	f.polled = 0
+	now := time.Now()
+	for _, l := range f.levels {
+		if !l.polling || l.credit == 0 {
+			continue
+		}
+		if !l.emptyAt.IsZero() { // no job came since its probe found none
+			l.emptyAt = now
+		}
+		if err := f.newInbox(l); err != nil {
+			f.log.Warn("withdraw a request for jobs", "pool", f.typ, "priority", l.prio, "err", err)
+		}
+	}
+}
+
