@@ -181,4 +181,3 @@ func (f *fetcher) withdraw() {
 		}
 	}
 }
-
