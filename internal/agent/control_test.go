@@ -38,15 +38,16 @@ type controlBundle struct {
 	nc    *nats.Conn
 	space subject.Space
 
-	mu     sync.Mutex
-	events []wire.Event
-	lines  []wire.LogLine
+	mu      sync.Mutex
+	events  []wire.Event
+	lines   []wire.LogLine
+	arrived chan struct{} // closed (and replaced) when an event arrives
 }
 
 func setupAgent(t *testing.T, cfg Config) *controlBundle {
 	t.Helper()
 	ns := natstest.Server(t)
-	b := &controlBundle{nc: natstest.Conn(t, ns)}
+	b := &controlBundle{nc: natstest.Conn(t, ns), arrived: make(chan struct{})}
 	b.space, _ = subject.New("default")
 	for _, subj := range []string{b.space.WorkerEvents(), b.space.PoolEvents()} {
 		_, err := b.nc.Subscribe(subj, func(m *nats.Msg) {
@@ -55,6 +56,8 @@ func setupAgent(t *testing.T, cfg Config) *controlBundle {
 			assert.True(t, strings.HasSuffix(m.Subject, "."+e.Pool+"."+e.Kind), m.Subject)
 			b.mu.Lock()
 			b.events = append(b.events, e)
+			close(b.arrived)
+			b.arrived = make(chan struct{})
 			b.mu.Unlock()
 		})
 		require.NoError(t, err)
@@ -118,19 +121,23 @@ func (b *controlBundle) poolState(pool string) broker.PoolState {
 // event waits for an event of pool and kind announced on NATS.
 func (b *controlBundle) event(t *testing.T, pool, kind string) wire.Event {
 	t.Helper()
-	var found wire.Event
-	require.Eventually(t, func() bool {
+	deadline := time.After(waitLimit)
+	for {
 		b.mu.Lock()
-		defer b.mu.Unlock()
 		for _, e := range b.events {
 			if e.Pool == pool && e.Kind == kind {
-				found = e
-				return true
+				b.mu.Unlock()
+				return e
 			}
 		}
-		return false
-	}, waitLimit, 5*time.Millisecond, "no %s event of pool %s", kind, pool)
-	return found
+		arrived := b.arrived
+		b.mu.Unlock()
+		select {
+		case <-arrived:
+		case <-deadline:
+			t.Fatalf("no %s event of pool %s", kind, pool)
+		}
+	}
 }
 
 func TestAgent_Commands(t *testing.T) {

@@ -16,6 +16,9 @@ import (
 // never both non-empty.
 type handout struct {
 	rank func(*nats.Msg) int // a job's priority: 0 is the highest
+	// testWaiting, if set (by tests, before any Next), is called with the
+	// number of waiting workers each time one starts to wait.
+	testWaiting func(n int)
 
 	mu      sync.Mutex
 	ready   []*nats.Msg // jobs no worker has taken yet, highest priority first
@@ -75,6 +78,9 @@ func (o *handout) await(ctx context.Context, load int64, changed func()) (*nats.
 	}
 	ch := make(chan *nats.Msg, 1)
 	o.waiters = append(o.waiters, waiter{ch: ch, load: load})
+	if o.testWaiting != nil {
+		o.testWaiting(len(o.waiters))
+	}
 	o.mu.Unlock()
 	changed()
 

@@ -103,15 +103,25 @@ func next(t *testing.T, src *source) *broker.Job {
 }
 
 // state reads the stored state of a job, waiting until its attempt has
-// status want.
+// status want: it watches the job's key, so that every write is seen.
 func (b *sourceBundle) state(t *testing.T, job *broker.Job, want wire.Status) wire.Job {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := b.kv.Watch(ctx, job.ID)
+	require.NoError(t, err)
+	defer func() { _ = w.Stop() }()
 	var j wire.Job
-	require.Eventually(t, func() bool {
-		e, err := b.kv.Get(context.Background(), job.ID)
-		return err == nil && json.Unmarshal(e.Value(), &j) == nil && j.Status == want && j.Attempts == job.Attempt
-	}, 10*time.Second, 5*time.Millisecond, "job %s attempt %d never %s", job.ID, job.Attempt, want)
-	return j
+	for {
+		select {
+		case e := <-w.Updates():
+			if e != nil && json.Unmarshal(e.Value(), &j) == nil && j.Status == want && j.Attempts == job.Attempt {
+				return j
+			}
+		case <-ctx.Done():
+			t.Fatalf("job %s attempt %d never %s (last: %s attempt %d)", job.ID, job.Attempt, want, j.Status, j.Attempts)
+		}
+	}
 }
 
 func TestSource_LongJobsAreNotPrefetched(t *testing.T) {
@@ -346,6 +356,12 @@ func TestSource_JobGoesToTheLeastLoadedWorker(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	got := make(chan int64, 3)
+	waiting := make(chan struct{})
+	src.out.testWaiting = func(n int) {
+		if n == 3 {
+			close(waiting)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
@@ -356,7 +372,7 @@ func TestSource_JobGoesToTheLeastLoadedWorker(t *testing.T) {
 			}
 		})
 	}
-	require.Eventually(t, func() bool { w, _, _ := src.demand(); return w == 3 }, 10*time.Second, time.Millisecond)
+	<-waiting
 	b.publish(t, 1)
 	select {
 	case load := <-got:
@@ -401,16 +417,23 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	// The events and the ends, in the order they arrive on one connection.
 	var (
-		mu      sync.Mutex
-		order   []string // "event <id>" and "end <id>"
-		endMsgs int
+		mu       sync.Mutex
+		order    []string // "event <id>" and "end <id>"
+		endMsgs  int
+		complete = make(chan struct{}) // closed once order has every job's two
 	)
+	note := func(o string) {
+		order = append(order, o)
+		if len(order) == 2*n {
+			close(complete)
+		}
+	}
 	all, err := b.nc.Subscribe(subject.Root+".>", func(m *nats.Msg) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch m.Subject {
 		case b.space.JobEvent("sq", string(wire.StatusSucceeded)):
-			order = append(order, "event "+m.Header.Get(wire.HeaderJobID))
+			note("event " + m.Header.Get(wire.HeaderJobID))
 		case b.space.JobEnds("sq"):
 			var ends wire.Ends
 			if err := json.Unmarshal(m.Data, &ends); err != nil || ends.Type != "sq" {
@@ -422,7 +445,7 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 				if e.Status != wire.StatusSucceeded {
 					t.Errorf("job %s ended %s", e.ID, e.Status)
 				}
-				order = append(order, "end "+e.ID)
+				note("end " + e.ID)
 			}
 		}
 	})
@@ -451,11 +474,11 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 		}
 	}
 	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "jobs left unacked")
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(order) == 2*n
-	}, 10*time.Second, 5*time.Millisecond, "the ends of some jobs were not announced")
+	select {
+	case <-complete:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ends of some jobs were not announced")
+	}
 	mu.Lock()
 	seen := map[string]bool{}
 	for _, o := range order {
