@@ -21,6 +21,14 @@ import (
 // and starts belong to the slot goroutine; info is written by the slot
 // goroutine and read by Pool.Workers, both under mu, as are the retire
 // fields. Lock order: Pool.mu before slot.mu.
+//
+// Lifecycle: a slot is not a startstop.Service but a part of its pool, and
+// lives once. Pool.addSlotLocked starts its goroutine, counted in the
+// pool's slotWG; its ctx, a child of the pool's intake, bounds its life;
+// retire cancels ctx with a reason and a timeout and does not wait, and
+// ended is closed when the goroutine has returned. The supervisor waits on
+// ended or gives up when the pool stops (Pool.awaitEnd), which a blocking
+// Stop would not let it do; the pool's Stop waits for every slot.
 type slot struct {
 	pool   *Pool
 	index  int

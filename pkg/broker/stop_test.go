@@ -154,8 +154,16 @@ func TestPool_Stop(t *testing.T) {
 		b := newBundle(t)
 		pool, err := broker.NewPool(b.config(b.spec("echo")))
 		require.NoError(t, err)
-		pool.Stop()
+		stopped := pool.Stopped() // one channel for the pool's one life
+		select {
+		case <-stopped:
+			t.Fatal("Stopped closed before Stop")
+		default:
+		}
+		pool.Stop() // returns at once
+		<-stopped
 		<-pool.Stopped()
+		pool.Kill()
 		require.Equal(t, broker.PoolStopped, pool.Info().State)
 		require.Empty(t, pool.Workers())
 		require.ErrorIs(t, pool.Start(context.Background()), broker.ErrStopped)

@@ -175,7 +175,8 @@ func (p *Pool) do(ctx context.Context, o *op) error {
 
 // supervise is the supervisor goroutine: it runs commands one at a time
 // and recycles workers that asked for it or outgrew their limits, until the
-// pool stops.
+// pool stops. It is the pool's (see Pool), not a service of its own: Start
+// starts it in slotWG and intake ends it.
 func (p *Pool) supervise(sp *spawner) {
 	tick := time.NewTicker(time.Duration(checkInterval.Load()))
 	defer tick.Stop()
