@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +46,23 @@ type Config struct {
 	// stderr, tagged. It is called from the goroutine reading the stream:
 	// while it blocks, the worker's writes block too.
 	OnOutput func(LogLine)
+
+	// test is what only tests set, through export_test.go; its zero value
+	// is production's.
+	test testConfig
 }
+
+// testConfig holds the settings of a Pool that tests change, per pool, so
+// that no test changes package state.
+type testConfig struct {
+	// checkInterval is how often the supervisor looks for workers to
+	// recycle by age or memory. Zero means defaultCheckInterval.
+	checkInterval time.Duration
+}
+
+// defaultCheckInterval is how often the supervisor looks for workers to
+// recycle by age or memory.
+const defaultCheckInterval = time.Second
 
 // Pool keeps Spec.Count worker processes running and, for a channel pool,
 // feeds them jobs from a Source. It is a startstop.Service, started once
@@ -82,6 +99,7 @@ type Pool struct {
 	log        *slog.Logger // with host and pool
 	onEvent    func(Event)
 	onOutput   func(LogLine)
+	test       testConfig              // with defaults
 	intake     context.Context         // done once the pool stops: no new jobs, no restarts
 	stopIntake context.CancelCauseFunc // ends intake, with cause ErrStopped
 	killing    chan struct{}           // closed by Kill: SIGKILL now
@@ -134,12 +152,15 @@ func NewPool(cfg Config) (*Pool, error) {
 	log = log.With("host", host, "pool", spec.Name)
 	intake, stopIntake := context.WithCancelCause(context.Background())
 	return &Pool{
-		spec:       spec,
-		src:        cfg.Source,
-		host:       host,
-		log:        log,
-		onEvent:    cfg.OnEvent,
-		onOutput:   cfg.OnOutput,
+		spec:     spec,
+		src:      cfg.Source,
+		host:     host,
+		log:      log,
+		onEvent:  cfg.OnEvent,
+		onOutput: cfg.OnOutput,
+		test: testConfig{
+			checkInterval: cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
+		},
 		intake:     intake,
 		stopIntake: stopIntake,
 		killing:    make(chan struct{}),

@@ -62,12 +62,16 @@ func (l *eventLog) wait(t *testing.T, kind broker.EventKind, match func(broker.E
 	return found
 }
 
-// setupEvents starts a pool of spec whose events go to the returned log.
-func setupEvents(t *testing.T, spec broker.Spec, b *testBundle) (*broker.Pool, *eventLog) {
+// setupEvents starts a pool of spec whose events go to the returned log;
+// opts change its Config first.
+func setupEvents(t *testing.T, spec broker.Spec, b *testBundle, opts ...func(*broker.Config)) (*broker.Pool, *eventLog) {
 	t.Helper()
 	ev := &eventLog{}
 	cfg := b.config(spec)
 	cfg.OnEvent = ev.add
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	pool, err := broker.NewPool(cfg)
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(context.Background()))
@@ -92,6 +96,11 @@ func readyN(t *testing.T, pool *broker.Pool, n int) []broker.Worker {
 		return true
 	}, waitLimit, 5*time.Millisecond, "want %d ready workers", n)
 	return ws
+}
+
+// withCheckInterval makes the pool look for workers to recycle every d.
+func withCheckInterval(d time.Duration) func(*broker.Config) {
+	return func(cfg *broker.Config) { broker.SetCheckInterval(cfg, d) }
 }
 
 func pids(ws []broker.Worker) []int {
@@ -259,12 +268,13 @@ func TestPool_RecycleMaxJobs(t *testing.T) {
 }
 
 func TestPool_RecycleAgeAndMemory(t *testing.T) {
-	defer broker.SetCheckInterval(20 * time.Millisecond)()
+	t.Parallel()
 	t.Run("Age", func(t *testing.T) {
+		t.Parallel()
 		b := newBundle(t)
 		spec := b.spec("echo")
 		spec.Recycle = 300 * time.Millisecond
-		pool, ev := setupEvents(t, spec, b)
+		pool, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond))
 		first := readyN(t, pool, 1)
 		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first[0].PID, e.PID)
@@ -273,11 +283,12 @@ func TestPool_RecycleAgeAndMemory(t *testing.T) {
 		require.NotEmpty(t, b.log.find("recycling worker", "up for more than recycle"))
 	})
 	t.Run("Memory", func(t *testing.T) {
+		t.Parallel()
 		b := newBundle(t)
 		spec := b.spec("alloc")
 		spec.Env = append(spec.Env, "BROKER_TEST_ALLOC_MB=64")
 		spec.MaxRSS = 32 << 20
-		_, ev := setupEvents(t, spec, b)
+		_, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond))
 		first := ev.wait(t, broker.EventWorkerStart, nil)
 		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first.PID, e.PID)
