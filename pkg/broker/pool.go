@@ -53,11 +53,19 @@ type Config struct {
 }
 
 // testConfig holds the settings of a Pool that tests change, per pool, so
-// that no test changes package state.
+// that no test changes package state, and the test signals: hooks the pool
+// calls at points a test waits for, so that it need not poll. Each signal
+// is nil, a no-op, in production.
 type testConfig struct {
 	// checkInterval is how often the supervisor looks for workers to
 	// recycle by age or memory. Zero means defaultCheckInterval.
 	checkInterval time.Duration
+	// workersChanged is called after every change of what Workers
+	// returns: a slot added or removed; a worker's pid, state, job, queue,
+	// counts or last exit. It is called on the goroutine that made the
+	// change, maybe with Pool.mu held, so it must not block or call the
+	// pool.
+	workersChanged func()
 }
 
 // defaultCheckInterval is how often the supervisor looks for workers to
@@ -159,7 +167,8 @@ func NewPool(cfg Config) (*Pool, error) {
 		onEvent:  cfg.OnEvent,
 		onOutput: cfg.OnOutput,
 		test: testConfig{
-			checkInterval: cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
+			checkInterval:  cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
+			workersChanged: cfg.test.workersChanged,
 		},
 		intake:     intake,
 		stopIntake: stopIntake,
@@ -374,6 +383,13 @@ func (p *Pool) Info() PoolInfo {
 	return info
 }
 
+// workersChanged fires the test signal of that name.
+func (p *Pool) workersChanged() {
+	if f := p.test.workersChanged; f != nil {
+		f()
+	}
+}
+
 // emit completes e and hands it to OnEvent.
 func (p *Pool) emit(e Event) {
 	if p.onEvent == nil {
@@ -392,6 +408,7 @@ func (p *Pool) addSlotLocked(sp *spawner, index int, reason Reason, gen *generat
 	s := newSlot(p, index, reason, gen)
 	p.slots = append(p.slots, s)
 	p.slotWG.Go(func() { s.run(sp) })
+	p.workersChanged()
 	return s
 }
 
@@ -404,8 +421,9 @@ func (p *Pool) addSlot(sp *spawner, index int, reason Reason, gen *generation) *
 // removeSlot drops s from the pool's slots; its goroutine is returning.
 func (p *Pool) removeSlot(s *slot) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.slots = slices.DeleteFunc(p.slots, func(x *slot) bool { return x == s })
+	p.mu.Unlock()
+	p.workersChanged()
 }
 
 // admitRestart asks the crash-loop breaker for one restart. Refused, the

@@ -292,6 +292,7 @@ func (s *slot) exited(e Event) {
 	s.info.PID, s.info.State, s.info.Job = 0, WorkerExited, ""
 	s.info.LastExit, s.info.LastExitAt = e.Exit, now.UTC()
 	s.mu.Unlock()
+	s.pool.workersChanged()
 	s.exitOnce.Do(func() { close(s.exitC) })
 	s.pool.emit(e)
 }
@@ -396,19 +397,21 @@ func (s *slot) setState(state WorkerState) {
 // update changes info; only the slot goroutine calls it.
 func (s *slot) update(f func(*Worker)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	f(&s.info)
+	s.mu.Unlock()
+	s.pool.workersChanged()
 }
 
 // setQueued records the jobs queued in the worker, for holds.
 func (s *slot) setQueued(jobs []*Job) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.queuedIDs = s.queuedIDs[:0]
 	for _, j := range jobs {
 		s.queuedIDs = append(s.queuedIDs, j.ID)
 	}
 	s.info.Queued = len(jobs)
+	s.mu.Unlock()
+	s.pool.workersChanged()
 }
 
 // holds reports whether the slot's worker runs job id or has it queued.
