@@ -13,8 +13,10 @@
 // job Next returned, whatever happens to the worker. Start starts Count
 // worker slots and returns; Workers (a Worker per slot, with its
 // WorkerState) and Info (a PoolInfo, with the PoolState) describe them at
-// any time; Stop, Kill and Stopped end them (the lifecycle every
-// long-running part of conductor shares).
+// any time; Stop, Kill and Stopped end them. That is the lifecycle every
+// long-running part of conductor shares (internal/startstop): Start(ctx)
+// returns once started and ctx bounds the pool's life, Stop blocks and is
+// idempotent. A Pool lives once: it is not started again after a Stop.
 //
 // The package speaks only its own types and links nothing of NATS: any Go
 // program can run pools. workerd (internal/agent) turns its Events,

@@ -2,9 +2,10 @@ package broker
 
 import "time"
 
-// SetCheckInterval sets how often pools started from now on look for
-// workers to recycle by age and memory, and returns a func restoring it.
-func SetCheckInterval(d time.Duration) func() {
-	old := checkInterval.Swap(int64(d))
-	return func() { checkInterval.Store(old) }
-}
+// SetCheckInterval sets how often a pool made from cfg looks for workers
+// to recycle by age and memory.
+func SetCheckInterval(cfg *Config, d time.Duration) { cfg.test.checkInterval = d }
+
+// OnWorkersChanged sets the test signal of a pool made from cfg that fires
+// after every change of what Pool.Workers returns. f must not block.
+func OnWorkersChanged(cfg *Config, f func()) { cfg.test.workersChanged = f }

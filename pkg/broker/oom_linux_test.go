@@ -41,16 +41,16 @@ func TestPool_OOMKill(t *testing.T) {
 	bspec.Name = "bystander"
 	bspec.StopTimeout, bspec.KillTimeout = 100*time.Millisecond, 100*time.Millisecond
 	bpool, bev := setupEvents(t, bspec, bb)
-	readyN(t, bpool, 1)
+	readyN(t, bb, bpool, 1)
 	bb.submit(t, "stuck", `1`)
-	require.Eventually(t, func() bool { return bpool.Workers()[0].Job == "stuck" }, waitLimit, 5*time.Millisecond)
+	bb.waitJob(t, bpool, "stuck")
 
 	b := newBundle(t)
 	spec := b.spec("hog")
 	// The worker moves itself into the cgroup, then becomes the fake worker.
 	spec.Cmd = []string{"/bin/sh", "-c", `echo $$ >"$1" && exec "$0" -test.run='^$'`, os.Args[0], cg.procs()}
 	pool, ev := setupEvents(t, spec, b)
-	hog := readyN(t, pool, 1)[0]
+	hog := readyN(t, b, pool, 1)[0]
 
 	b.submit(t, "hog", `"hog"`)
 	e := b.outcome(t)
@@ -68,10 +68,10 @@ func TestPool_OOMKill(t *testing.T) {
 	require.Equal(t, -1, exit.Code)
 
 	// Its replacement, started after the OOM kill, is killed with kill -9.
-	next := readyN(t, pool, 1)[0]
+	next := readyN(t, b, pool, 1)[0]
 	require.NotEqual(t, hog.PID, next.PID)
 	b.submit(t, "held", `"hold"`)
-	require.Eventually(t, func() bool { return pool.Workers()[0].Job == "held" }, waitLimit, 5*time.Millisecond)
+	b.waitJob(t, pool, "held")
 	require.NoError(t, syscall.Kill(next.PID, syscall.SIGKILL))
 	e = b.outcome(t)
 	require.True(t, e.out.Crashed)

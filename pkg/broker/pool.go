@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/token"
 )
 
@@ -44,14 +46,59 @@ type Config struct {
 	// stderr, tagged. It is called from the goroutine reading the stream:
 	// while it blocks, the worker's writes block too.
 	OnOutput func(LogLine)
+
+	// test is what only tests set, through export_test.go; its zero value
+	// is production's.
+	test testConfig
 }
 
+// testConfig holds the settings of a Pool that tests change, per pool, so
+// that no test changes package state, and the test signals: hooks the pool
+// calls at points a test waits for, so that it need not poll. Each signal
+// is nil, a no-op, in production.
+type testConfig struct {
+	// checkInterval is how often the supervisor looks for workers to
+	// recycle by age or memory. Zero means defaultCheckInterval.
+	checkInterval time.Duration
+	// workersChanged is called after every change of what Workers
+	// returns: a slot added or removed; a worker's pid, state, job, queue,
+	// counts or last exit. It is called on the goroutine that made the
+	// change, maybe with Pool.mu held, so it must not block or call the
+	// pool.
+	workersChanged func()
+}
+
+// defaultCheckInterval is how often the supervisor looks for workers to
+// recycle by age or memory.
+const defaultCheckInterval = time.Second
+
 // Pool keeps Spec.Count worker processes running and, for a channel pool,
-// feeds them jobs from a Source. Each worker is a slot: one goroutine that
-// owns its process and restarts it (see slot). A supervisor goroutine owns
-// the set of slots: it runs the commands (Drain, Resume, Recycle, Restart,
-// Resize, Upgrade) one at a time, and recycles workers by age, jobs done
-// and memory. A Pool is started once and stopped once.
+// feeds them jobs from a Source. It is a startstop.Service, started once
+// and stopped once: a Pool is not restarted (see Start).
+//
+// Goroutines, and the state each owns (STYLE rule 6):
+//
+//   - the caller's: NewPool sets the fields above mu, read-only after.
+//     Every exported method may run on any goroutine; what they share is
+//     behind mu.
+//   - one supervisor (supervise), started by Start, ended by intake: it
+//     owns the set of slots (adding and retiring them; p.slots itself is
+//     under mu, as Workers and Cancel read it) and runs the commands
+//     (Drain, Resume, Recycle, Restart, Resize, Upgrade) one at a time,
+//     received over ops, and recycles workers by age, jobs done and memory.
+//   - one per slot (slot.run): it owns its process and restarts it; see
+//     slot. A slot's context is a child of intake.
+//   - per process, its Wait goroutine and output readers (see proc), and
+//     per session its Source.Next and job-write helpers (see session):
+//     each is owned by its slot goroutine, which waits for it to end.
+//   - one reaper, started by Start: it waits for slotWG (the supervisor
+//     and every slot) and then closes the listener, releases the spawner,
+//     and closes stopped.
+//
+// None of these is a startstop.Service of its own: each is owned by the
+// pool or by its slot, is started once, and ends when its owner's context
+// is cancelled or its input closes; its owner waits for it (slotWG,
+// slot.ended, proc.exited, readerDone) before it reports itself stopped.
 type Pool struct {
 	// Set by NewPool, read-only after.
 	spec       Spec // with defaults, as given at NewPool; the current one is gen.spec (see Spec)
@@ -60,14 +107,15 @@ type Pool struct {
 	log        *slog.Logger // with host and pool
 	onEvent    func(Event)
 	onOutput   func(LogLine)
+	test       testConfig              // with defaults
 	intake     context.Context         // done once the pool stops: no new jobs, no restarts
 	stopIntake context.CancelCauseFunc // ends intake, with cause ErrStopped
 	killing    chan struct{}           // closed by Kill: SIGKILL now
 	stopped    chan struct{}           // closed once every slot goroutine has returned
 	killOnce   sync.Once
-	ops        chan *op      // Pool methods -> supervisor
-	poke       chan struct{} // slots -> supervisor: a worker asks to be recycled
-	slotWG     sync.WaitGroup
+	ops        chan *op       // Pool methods -> supervisor
+	poke       chan struct{}  // slots -> supervisor: a worker asks to be recycled
+	slotWG     sync.WaitGroup // the supervisor and every slot goroutine
 
 	mu          sync.Mutex // guards the fields below
 	state       PoolState
@@ -112,12 +160,16 @@ func NewPool(cfg Config) (*Pool, error) {
 	log = log.With("host", host, "pool", spec.Name)
 	intake, stopIntake := context.WithCancelCause(context.Background())
 	return &Pool{
-		spec:       spec,
-		src:        cfg.Source,
-		host:       host,
-		log:        log,
-		onEvent:    cfg.OnEvent,
-		onOutput:   cfg.OnOutput,
+		spec:     spec,
+		src:      cfg.Source,
+		host:     host,
+		log:      log,
+		onEvent:  cfg.OnEvent,
+		onOutput: cfg.OnOutput,
+		test: testConfig{
+			checkInterval:  cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
+			workersChanged: cfg.test.workersChanged,
+		},
 		intake:     intake,
 		stopIntake: stopIntake,
 		killing:    make(chan struct{}),
@@ -149,11 +201,18 @@ func (p *Pool) Spec() Spec {
 	return s
 }
 
-// Start checks that the command can be run, opens the Listen socket if any,
-// and starts Count worker slots and the supervisor. It returns without
-// waiting for the workers to be ready. When ctx ends the pool stops as by
-// Stop. A Start that fails leaves the pool new; a second successful Start
-// is an error (ErrStarted), as is a Start after Stop (ErrStopped).
+var _ startstop.Service = (*Pool)(nil)
+
+// Start starts the pool and returns once it has started: it checks that the
+// command can be run, opens the Listen socket if any, and starts Count
+// worker slots and the supervisor, without waiting for the workers to be
+// ready. The pool stops when ctx is cancelled or Stop is called, whichever
+// is first; cancelling ctx stops it as Stop would, gracefully.
+//
+// A Pool has one life. A Start that fails leaves the pool new, to be
+// started again. A second Start while it runs does nothing but return
+// ErrStarted; a Start after Stop (or Kill) does nothing but return
+// ErrStopped.
 func (p *Pool) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -222,14 +281,16 @@ func (p *Pool) ListenAddr() net.Addr {
 	return p.listenAddr
 }
 
-// Stop stops the pool gracefully and returns once every process is gone.
-// In order: no new jobs (the context of every pending Source.Next ends,
+// Stop stops the pool and waits until it has: it returns once every
+// process is gone. It is idempotent, safe to call from any goroutine, and
+// returns at once if the pool never started (which it then never will: a
+// later Start returns ErrStopped). The stop is graceful, in order: no new jobs (the context of every pending Source.Next ends,
 // with context.Cause ErrStopped); in-flight jobs get StopTimeout to finish
 // and are reported as usual; each worker then gets the shutdown op and EOF
 // on fd 3, and KillTimeout to exit; then SIGTERM to its process group,
 // KillTimeout more, and SIGKILL. A job still running at the kill is
-// reported Crashed ("pool stopped ..."). Stop is idempotent and safe to
-// call concurrently with Kill; calling Kill during a Stop hurries it.
+// reported Crashed ("pool stopped ..."). Stop is safe to call
+// concurrently with Kill; calling Kill during a Stop hurries it.
 func (p *Pool) Stop() {
 	p.beginStop()
 	<-p.stopped
@@ -248,7 +309,8 @@ func (p *Pool) Shutdown(timeout time.Duration) {
 
 // Kill stops the pool now: SIGKILL to every process group. In-flight jobs
 // are reported Crashed ("pool killed"). It returns once every process is
-// reaped.
+// reaped. Like Stop it is idempotent and returns at once for a pool never
+// started.
 func (p *Pool) Kill() {
 	p.beginStop()
 	p.killOnce.Do(func() { close(p.killing) })
@@ -272,8 +334,10 @@ func (p *Pool) beginStop() {
 	}
 }
 
-// Stopped returns a channel closed once the pool has stopped: every slot
-// goroutine has returned and every process was reaped.
+// Stopped is closed when the pool has stopped after a Start: every slot
+// goroutine has returned and every process was reaped. As a Pool has one
+// life it has one such channel: before Start it is open, and it is closed
+// by the first Stop or Kill of a pool never started.
 func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 
 // Workers returns a snapshot of every worker slot, in index order (during a
@@ -319,6 +383,13 @@ func (p *Pool) Info() PoolInfo {
 	return info
 }
 
+// workersChanged fires the test signal of that name.
+func (p *Pool) workersChanged() {
+	if f := p.test.workersChanged; f != nil {
+		f()
+	}
+}
+
 // emit completes e and hands it to OnEvent.
 func (p *Pool) emit(e Event) {
 	if p.onEvent == nil {
@@ -337,6 +408,7 @@ func (p *Pool) addSlotLocked(sp *spawner, index int, reason Reason, gen *generat
 	s := newSlot(p, index, reason, gen)
 	p.slots = append(p.slots, s)
 	p.slotWG.Go(func() { s.run(sp) })
+	p.workersChanged()
 	return s
 }
 
@@ -349,8 +421,9 @@ func (p *Pool) addSlot(sp *spawner, index int, reason Reason, gen *generation) *
 // removeSlot drops s from the pool's slots; its goroutine is returning.
 func (p *Pool) removeSlot(s *slot) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.slots = slices.DeleteFunc(p.slots, func(x *slot) bool { return x == s })
+	p.mu.Unlock()
+	p.workersChanged()
 }
 
 // admitRestart asks the crash-loop breaker for one restart. Refused, the

@@ -54,7 +54,7 @@ func TestPool_Start(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool := setup(t, b.spec("echo"), b)
-		readyWorkers(t, pool)
+		readyWorkers(t, b, pool)
 
 		b.submit(t, "bad", "{not json")
 		e := b.outcome(t)
@@ -76,7 +76,7 @@ func TestPool_Start(t *testing.T) {
 		spec := b.spec("echo")
 		spec.Count = 2
 		pool := setup(t, spec, b)
-		readyWorkers(t, pool)
+		readyWorkers(t, b, pool)
 
 		for i := range 10 {
 			b.submit(t, "job-"+strconv.Itoa(i), strconv.Itoa(i*i))
@@ -196,13 +196,15 @@ func TestPool_Start(t *testing.T) {
 		spec.Protocol = broker.ProtocolNone
 		spec.Count = 2
 		spec.Listen = "127.0.0.1:0"
-		pool, err := broker.NewPool(broker.Config{Spec: spec, Logger: b.log.logger()})
+		cfg := b.config(spec)
+		cfg.Source = nil
+		pool, err := broker.NewPool(cfg)
 		require.NoError(t, err)
 		require.Nil(t, pool.ListenAddr())
 		require.NoError(t, pool.Start(context.Background()))
 		t.Cleanup(pool.Stop)
 
-		ws := readyWorkers(t, pool)
+		ws := readyWorkers(t, b, pool)
 		pids := map[string]bool{strconv.Itoa(ws[0].PID): true, strconv.Itoa(ws[1].PID): true}
 		conn, err := net.Dial("tcp", pool.ListenAddr().String())
 		require.NoError(t, err)
@@ -224,7 +226,7 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool := setup(t, b.spec("crash-on-job"), b)
-		first := readyWorkers(t, pool)[0]
+		first := readyWorkers(t, b, pool)[0]
 
 		b.submit(t, "doomed", `1`)
 		e := b.outcome(t)
@@ -251,7 +253,7 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		spec.ReadyTimeout = 100 * time.Millisecond
 		pool := setup(t, spec, b)
 
-		require.Eventually(t, func() bool { return pool.Workers()[0].Restarts >= 1 }, waitLimit, 10*time.Millisecond)
+		b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Restarts >= 1 }, "no restart")
 		require.NotEmpty(t, b.log.find("level=ERROR", "worker never said ready; killing it", "pool=test", "ready_timeout=100ms"))
 		require.NotEmpty(t, b.log.find("worker exited unexpectedly", "exit=\"signal: killed\""))
 		require.Zero(t, b.pending.Load(), "a worker that never said ready was asked for a job")
@@ -299,18 +301,17 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		b := newBundle(t)
 		pool := setup(t, b.spec("busy"), b)
 
-		var w broker.Worker
 		// The Next of its first ready is cancelled by its busy: once that
 		// Next has returned, no job can reach the busy worker.
-		require.Eventually(t, func() bool {
-			w = pool.Workers()[0]
-			select {
-			case <-b.intakeEnded:
-			default:
-				return false
-			}
-			return w.State == broker.WorkerBusy && b.pending.Load() == 0
-		}, waitLimit, 10*time.Millisecond)
+		select {
+		case <-b.intakeEnded:
+		case <-time.After(waitLimit):
+			t.Fatal("the busy worker's Next was not cancelled")
+		}
+		require.Zero(t, b.pending.Load())
+		w := b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
+			return len(ws) > 0 && ws[0].State == broker.WorkerBusy
+		}, "worker not busy")[0]
 		require.NoError(t, syscall.Kill(w.PID, syscall.SIGUSR1))
 		b.submit(t, "a", `"after busy"`)
 		e := b.outcome(t)
@@ -323,25 +324,23 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		b := newBundle(t)
 		spec := b.spec("service")
 		spec.Protocol = broker.ProtocolNone
-		pool, err := broker.NewPool(broker.Config{Spec: spec, Logger: b.log.logger()})
+		cfg := b.config(spec)
+		cfg.Source = nil
+		pool, err := broker.NewPool(cfg)
 		require.NoError(t, err)
 		require.NoError(t, pool.Start(context.Background()))
 		t.Cleanup(pool.Stop)
 
 		// up waits until the service process pid has said so on stdout.
 		up := func(pid int) {
-			require.Eventually(t, func() bool {
-				return b.log.find("pid="+strconv.Itoa(pid)+" ", "stream=stdout", `line="service up"`) != ""
-			}, waitLimit, 10*time.Millisecond)
+			b.log.wait(t, "pid="+strconv.Itoa(pid)+" ", "stream=stdout", `line="service up"`)
 		}
-		first := readyWorkers(t, pool)[0]
+		first := readyWorkers(t, b, pool)[0]
 		up(first.PID)
 		require.NoError(t, syscall.Kill(first.PID, syscall.SIGKILL))
-		var w broker.Worker
-		require.Eventually(t, func() bool {
-			w = pool.Workers()[0]
-			return w.State == broker.WorkerReady && w.PID != 0 && w.PID != first.PID
-		}, waitLimit, 10*time.Millisecond)
+		w := b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
+			return len(ws) > 0 && ws[0].State == broker.WorkerReady && ws[0].PID != 0 && ws[0].PID != first.PID
+		}, "no new worker")[0]
 		require.Equal(t, 1, w.Restarts)
 		up(w.PID)
 
@@ -356,7 +355,7 @@ func TestPool_Workers(t *testing.T) {
 	t.Parallel()
 	b := newBundle(t)
 	pool := setup(t, b.spec("fifo-job"), b)
-	w := readyWorkers(t, pool)[0]
+	w := readyWorkers(t, b, pool)[0]
 
 	fifo := mkfifo(t, b.dir)
 	b.submit(t, "held", strconv.Quote(fifo))

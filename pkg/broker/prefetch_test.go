@@ -74,6 +74,21 @@ type readySource struct {
 	broker.Source
 	mu    sync.Mutex
 	ready []*broker.Job
+	// held become ready when Next hands out the job heldFor (both set
+	// before the pool starts): the worker then gets them queued behind it.
+	heldFor string
+	held    []*broker.Job
+}
+
+func (s *readySource) Next(ctx context.Context) (*broker.Job, error) {
+	j, err := s.Source.Next(ctx)
+	if j != nil && j.ID == s.heldFor {
+		s.mu.Lock()
+		s.ready = append(s.ready, s.held...)
+		s.held = nil
+		s.mu.Unlock()
+	}
+	return j, err
 }
 
 var _ broker.ReadySource = (*readySource)(nil)
@@ -108,8 +123,10 @@ func (s *readySource) left() int {
 func setupPrefetch(t *testing.T, b *testBundle, mode string) (*readySource, *broker.Pool, string) {
 	t.Helper()
 	src, pool, fifo := startPrefetch(t, b, mode, `0`)
-	require.Eventually(t, func() bool { return src.left() == 1 }, waitLimit, time.Millisecond)
-	require.Equal(t, "j1", pool.Workers()[0].Job)
+	b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
+		return len(ws) > 0 && ws[0].Job == "j1" && ws[0].Queued == 2
+	}, "j2 and j3 not queued behind j1")
+	require.Equal(t, 1, src.left())
 	return src, pool, fifo
 }
 
@@ -125,7 +142,7 @@ func startPrefetch(t *testing.T, b *testBundle, mode, first string) (*readySourc
 // the source when j1 starts.
 func startPrefetchWith(t *testing.T, b *testBundle, mode string, first []string, prefetch int, held ...*broker.Job) (*readySource, *broker.Pool, string) {
 	t.Helper()
-	src := &readySource{Source: b.source()}
+	src := &readySource{Source: b.source(), heldFor: "j1", held: held}
 	spec := b.spec(mode)
 	spec.Env = append(spec.Env, fmt.Sprintf("CONDUCTOR_PREFETCH=%d", prefetch))
 	cfg := b.config(spec)
@@ -139,10 +156,8 @@ func startPrefetchWith(t *testing.T, b *testBundle, mode string, first []string,
 		require.Equal(t, "j0", b.outcome(t).job.ID)
 	}
 	fifo := mkfifo(t, b.dir)
-	// Once the worker waits in Next, the queue is filled behind j1 as soon
-	// as it has j1.
-	require.Eventually(t, func() bool { return b.pending.Load() == 1 }, waitLimit, time.Millisecond)
-	src.add(held...)
+	// The held jobs become ready as Next hands out j1: the queue is filled
+	// behind j1 as soon as the worker has it.
 	b.submit(t, "j1", `"`+fifo+`"`)
 	return src, pool, fifo
 }
@@ -232,7 +247,7 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 	require.NoError(t, syscall.Kill(w.PID, syscall.SIGTERM))
 	// The signal reaches the SDK on its own time: j1 must end after its
 	// busy, or the SDK runs j2 in between, as it may.
-	require.Eventually(t, func() bool { return b.log.find("worker said busy", "queued=2") != "" }, waitLimit, time.Millisecond)
+	b.log.wait(t, "worker said busy", "queued=2")
 	require.Equal(t, "j1", pool.Workers()[0].Job)
 	release(t, fifo)
 
@@ -256,7 +271,7 @@ func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	b := newBundle(t)
 	src, pool, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"11ms"}`)
 	// The count shows once the queue is filled, in one step.
-	require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
+	b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Queued > 0 }, "nothing queued")
 	require.Equal(t, 1, pool.Workers()[0].Queued)
 	require.Equal(t, 2, src.left())
 	release(t, fifo)
@@ -290,7 +305,7 @@ func TestPool_PrefetchBoundedByBytes(t *testing.T) {
 			}
 			// Enough short jobs first that the queue is not bounded by run time.
 			src, pool, fifo := startPrefetchWith(t, b, "sdk-fifo", slices.Repeat([]string{`0`}, 30), 64, held...)
-			require.Eventually(t, func() bool { return pool.Workers()[0].Queued > 0 }, waitLimit, time.Millisecond)
+			b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Queued > 0 }, "nothing queued")
 			require.Equal(t, tc.queued, pool.Workers()[0].Queued)
 			require.Equal(t, 20-tc.queued, src.left())
 			release(t, fifo)
@@ -319,10 +334,9 @@ func TestPool_PrefetchResumesAfterQueueRanDry(t *testing.T) {
 	release(t, first)
 	require.Equal(t, "j1", b.outcome(t).job.ID)
 	// k1 goes to the idle worker, k2 and k3 behind it while it runs.
-	require.Eventually(t, func() bool {
-		w := pool.Workers()[0]
-		return w.Job == "k1" && w.Queued == 2
-	}, waitLimit, time.Millisecond)
+	b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
+		return len(ws) > 0 && ws[0].Job == "k1" && ws[0].Queued == 2
+	}, "k2 and k3 not queued behind k1")
 	release(t, second)
 	for _, id := range []string{"k1", "k2", "k3"} {
 		require.Equal(t, id, b.outcome(t).job.ID)

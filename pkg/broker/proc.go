@@ -125,6 +125,12 @@ const oomNote = " (out of memory: the kernel's OOM killer)"
 // slot goroutine that started it owns in, w, inClosed and sigkillAt; the
 // Wait goroutine writes exit, code, signal, reaped and oomRose before
 // closing exited.
+//
+// Its goroutines are owned by that slot goroutine, not services of their
+// own: the Wait goroutine ends when the process is reaped (exited); each
+// output reader when its pipe ends or release closes it (readerDone). The
+// slot goroutine calls release, which waits for every reader, before it
+// starts another process; so none outlives its slot.
 type proc struct {
 	pid     int
 	started time.Time

@@ -39,7 +39,10 @@ const (
 // are short: it runs them in order (see queued). The session runs on its
 // slot's goroutine and every field belongs to that goroutine; the helper
 // goroutines (Source.Next, the job write) report back over channels and the
-// session waits for them before it ends.
+// session waits for them before it ends. It has no lifecycle of its own:
+// it is the "wait" step of its slot's loop, and ends when its process has
+// exited; the slot's ctx (stopC) and the pool's Kill (killC) only start
+// that end.
 type session struct {
 	s    *slot
 	p    *proc

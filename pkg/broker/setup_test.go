@@ -36,6 +36,10 @@ type testBundle struct {
 	pending     atomic.Int32  // Next calls in flight
 	intakeEnded chan struct{} // closed when a Next returns because its ctx ended
 	endOnce     sync.Once
+
+	// workers fires at every change of what Workers returns, in every pool
+	// made from config (a test signal of the pool).
+	workers broadcast
 }
 
 func newBundle(t *testing.T) *testBundle {
@@ -69,26 +73,32 @@ func (b *testBundle) spec(mode string) broker.Spec {
 }
 
 func (b *testBundle) config(spec broker.Spec) broker.Config {
-	return broker.Config{Spec: spec, Source: b.source(), Host: "test-host", Logger: b.log.logger()}
+	cfg := broker.Config{Spec: spec, Source: b.source(), Host: "test-host", Logger: b.log.logger()}
+	broker.OnWorkersChanged(&cfg, b.workers.fire)
+	return cfg
 }
 
 func (b *testBundle) source() broker.Source {
 	return broker.SourceFuncs{
 		NextFunc: func(ctx context.Context) (*broker.Job, error) {
 			b.pending.Add(1)
-			defer b.pending.Add(-1)
+			// Once intakeEnded is closed, this call no longer counts.
+			ended := func() error {
+				b.pending.Add(-1)
+				b.endOnce.Do(func() { close(b.intakeEnded) })
+				return ctx.Err()
+			}
 			if ctx.Err() != nil {
 				// Cancelled before it ran: a job waiting in submit must not
 				// win the select below.
-				b.endOnce.Do(func() { close(b.intakeEnded) })
-				return nil, ctx.Err()
+				return nil, ended()
 			}
 			select {
 			case j := <-b.jobs:
+				b.pending.Add(-1)
 				return j, nil
 			case <-ctx.Done():
-				b.endOnce.Do(func() { close(b.intakeEnded) })
-				return nil, ctx.Err()
+				return nil, ended()
 			}
 		},
 		DoneFunc: func(j *broker.Job, out broker.Outcome) { b.done <- doneEvent{job: j, out: out} },
@@ -132,9 +142,10 @@ func (b *testBundle) outcome(t *testing.T) doneEvent {
 
 // testLog is a slog destination that goes to t.Log and can be searched.
 type testLog struct {
-	t     *testing.T
-	mu    sync.Mutex
-	lines []string
+	t       *testing.T
+	mu      sync.Mutex
+	lines   []string
+	written broadcast // fires at every line
 }
 
 func (l *testLog) logger() *slog.Logger {
@@ -146,8 +157,17 @@ func (l *testLog) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	l.lines = append(l.lines, line)
 	l.mu.Unlock()
+	l.written.fire()
 	l.t.Log(line)
 	return len(b), nil
+}
+
+// wait waits for a line that contains every one of subs, and returns it.
+func (l *testLog) wait(t *testing.T, subs ...string) string {
+	t.Helper()
+	var line string
+	l.written.waitFor(t, func() bool { line = l.find(subs...); return line != "" }, "no log line with %q", subs)
+	return line
 }
 
 // find returns the first line that contains every one of subs.
@@ -177,20 +197,83 @@ func requireGone(t *testing.T, pid int) {
 	require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "process %d outlived the pool", pid)
 }
 
-// readyWorkers waits until every worker of pool is ready and returns them.
-func readyWorkers(t *testing.T, pool *broker.Pool) []broker.Worker {
+// readyWorkers waits until every worker of pool, made from b's config, is
+// ready and returns them.
+func readyWorkers(t *testing.T, b *testBundle, pool *broker.Pool) []broker.Worker {
 	t.Helper()
-	var ws []broker.Worker
-	require.Eventually(t, func() bool {
-		ws = pool.Workers()
+	return b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
 		for _, w := range ws {
 			if w.State != broker.WorkerReady || w.PID == 0 {
 				return false
 			}
 		}
 		return true
-	}, waitLimit, 10*time.Millisecond)
+	}, "workers not ready")
+}
+
+// waitWorkers waits until cond holds for the workers of pool, made from
+// b's config, and returns them. It tests cond at each change the pool
+// signals: no polling.
+func (b *testBundle) waitWorkers(t *testing.T, pool *broker.Pool, cond func([]broker.Worker) bool, msgAndArgs ...any) []broker.Worker {
+	t.Helper()
+	var ws []broker.Worker
+	b.workers.waitFor(t, func() bool { ws = pool.Workers(); return cond(ws) }, msgAndArgs...)
 	return ws
+}
+
+// waitJob waits until the first worker of pool, made from b's config, runs
+// job id.
+func (b *testBundle) waitJob(t *testing.T, pool *broker.Pool, id string) broker.Worker {
+	t.Helper()
+	return b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
+		return len(ws) > 0 && ws[0].Job == id
+	}, "no worker runs job %s", id)[0]
+}
+
+// broadcast is what a test waits on instead of polling: fire wakes every
+// waiter. The pool fires one (its workersChanged test signal, a
+// no-op in production), the test's logger and event log others.
+type broadcast struct {
+	mu sync.Mutex
+	c  chan struct{} // closed by the next fire; nil until someone waits
+}
+
+func (s *broadcast) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		close(s.c)
+		s.c = nil
+	}
+}
+
+// next returns a channel closed by the next fire.
+func (s *broadcast) next() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		s.c = make(chan struct{})
+	}
+	return s.c
+}
+
+// waitFor waits until cond holds, testing it again at each fire, and
+// fails the test after waitLimit.
+func (s *broadcast) waitFor(t *testing.T, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	timeout := time.NewTimer(waitLimit)
+	defer timeout.Stop()
+	for {
+		fired := s.next() // before cond: a change while cond runs is not missed
+		if cond() {
+			return
+		}
+		select {
+		case <-fired:
+		case <-timeout.C:
+			require.FailNow(t, "timed out after "+waitLimit.String(), msgAndArgs...)
+		}
+	}
 }
 
 // mkfifo returns the path of a new FIFO.

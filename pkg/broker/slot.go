@@ -21,6 +21,14 @@ import (
 // and starts belong to the slot goroutine; info is written by the slot
 // goroutine and read by Pool.Workers, both under mu, as are the retire
 // fields. Lock order: Pool.mu before slot.mu.
+//
+// Lifecycle: a slot is not a startstop.Service but a part of its pool, and
+// lives once. Pool.addSlotLocked starts its goroutine, counted in the
+// pool's slotWG; its ctx, a child of the pool's intake, bounds its life;
+// retire cancels ctx with a reason and a timeout and does not wait, and
+// ended is closed when the goroutine has returned. The supervisor waits on
+// ended or gives up when the pool stops (Pool.awaitEnd), which a blocking
+// Stop would not let it do; the pool's Stop waits for every slot.
 type slot struct {
 	pool   *Pool
 	index  int
@@ -284,6 +292,7 @@ func (s *slot) exited(e Event) {
 	s.info.PID, s.info.State, s.info.Job = 0, WorkerExited, ""
 	s.info.LastExit, s.info.LastExitAt = e.Exit, now.UTC()
 	s.mu.Unlock()
+	s.pool.workersChanged()
 	s.exitOnce.Do(func() { close(s.exitC) })
 	s.pool.emit(e)
 }
@@ -388,19 +397,21 @@ func (s *slot) setState(state WorkerState) {
 // update changes info; only the slot goroutine calls it.
 func (s *slot) update(f func(*Worker)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	f(&s.info)
+	s.mu.Unlock()
+	s.pool.workersChanged()
 }
 
 // setQueued records the jobs queued in the worker, for holds.
 func (s *slot) setQueued(jobs []*Job) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.queuedIDs = s.queuedIDs[:0]
 	for _, j := range jobs {
 		s.queuedIDs = append(s.queuedIDs, j.ID)
 	}
 	s.info.Queued = len(jobs)
+	s.mu.Unlock()
+	s.pool.workersChanged()
 }
 
 // holds reports whether the slot's worker runs job id or has it queued.

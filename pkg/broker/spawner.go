@@ -18,6 +18,11 @@ import (
 // There is one spawner per process, started by the first running pool and
 // ended by the last one to stop (after every process of it was reaped): the
 // locked goroutine returning ends its thread, which is then safe.
+//
+// It is not a startstop.Service: it is shared by every running pool and
+// reference-counted, not owned by one. acquireSpawner starts its goroutine
+// (loop, which owns the thread); the last releaseSpawner closes reqs,
+// which ends it. spawners.mu guards spawners; a spawner has no other state.
 type spawner struct {
 	reqs chan spawnReq
 }

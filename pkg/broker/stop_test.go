@@ -27,7 +27,7 @@ func TestPool_Stop(t *testing.T) {
 		spec.Count = 2
 		spec.StopTimeout = time.Minute
 		pool := setup(t, spec, b)
-		ws := readyWorkers(t, pool)
+		ws := readyWorkers(t, b, pool)
 
 		fifo := mkfifo(t, b.dir)
 		b.submit(t, "in-flight", strconv.Quote(fifo))
@@ -68,10 +68,10 @@ func TestPool_Stop(t *testing.T) {
 		spec := b.spec("sleep-job")
 		spec.StopTimeout = 50 * time.Millisecond
 		pool := setup(t, spec, b)
-		w := readyWorkers(t, pool)[0]
+		w := readyWorkers(t, b, pool)[0]
 
 		b.submit(t, "sleepy", `1`)
-		require.Eventually(t, func() bool { return pool.Workers()[0].Job == "sleepy" }, waitLimit, 10*time.Millisecond)
+		b.waitJob(t, pool, "sleepy")
 		pool.Stop()
 		e := b.outcome(t)
 		require.False(t, e.out.Crashed, e.out.Err)
@@ -86,10 +86,10 @@ func TestPool_Stop(t *testing.T) {
 		spec.StopTimeout = 200 * time.Millisecond
 		spec.KillTimeout = 200 * time.Millisecond
 		pool := setup(t, spec, b)
-		w := readyWorkers(t, pool)[0]
+		w := readyWorkers(t, b, pool)[0]
 
 		b.submit(t, "stuck", `1`)
-		require.Eventually(t, func() bool { return pool.Workers()[0].Job == "stuck" }, waitLimit, 10*time.Millisecond)
+		b.waitJob(t, pool, "stuck")
 		start := time.Now()
 		pool.Stop()
 		elapsed := time.Since(start)
@@ -108,17 +108,12 @@ func TestPool_Stop(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool := setup(t, b.spec("with-child"), b)
-		w := readyWorkers(t, pool)[0]
+		w := readyWorkers(t, b, pool)[0]
 
-		var child int
-		require.Eventually(t, func() bool {
-			m := regexp.MustCompile(`line="child=(\d+)"`).FindStringSubmatch(b.log.find(`line="child=`))
-			if m == nil {
-				return false
-			}
-			child, _ = strconv.Atoi(m[1])
-			return true
-		}, waitLimit, 10*time.Millisecond)
+		m := regexp.MustCompile(`line="child=(\d+)"`).FindStringSubmatch(b.log.wait(t, `line="child=`))
+		require.NotNil(t, m)
+		child, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
 		pool.Stop()
 		requireGone(t, w.PID)
 		// The child was the worker's: once killed, its new parent (init or
@@ -130,7 +125,7 @@ func TestPool_Stop(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool := setup(t, b.spec("echo"), b)
-		w := readyWorkers(t, pool)[0]
+		w := readyWorkers(t, b, pool)[0]
 
 		var wg sync.WaitGroup
 		for i := range 6 {
@@ -154,8 +149,16 @@ func TestPool_Stop(t *testing.T) {
 		b := newBundle(t)
 		pool, err := broker.NewPool(b.config(b.spec("echo")))
 		require.NoError(t, err)
-		pool.Stop()
+		stopped := pool.Stopped() // one channel for the pool's one life
+		select {
+		case <-stopped:
+			t.Fatal("Stopped closed before Stop")
+		default:
+		}
+		pool.Stop() // returns at once
+		<-stopped
 		<-pool.Stopped()
+		pool.Kill()
 		require.Equal(t, broker.PoolStopped, pool.Info().State)
 		require.Empty(t, pool.Workers())
 		require.ErrorIs(t, pool.Start(context.Background()), broker.ErrStopped)
@@ -168,7 +171,7 @@ func TestPool_Stop(t *testing.T) {
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		require.NoError(t, pool.Start(ctx))
-		w := readyWorkers(t, pool)[0]
+		w := readyWorkers(t, b, pool)[0]
 		cancel()
 		select {
 		case <-pool.Stopped():
@@ -186,10 +189,10 @@ func TestPool_Kill(t *testing.T) {
 	spec.StopTimeout = time.Minute
 	spec.KillTimeout = time.Minute
 	pool := setup(t, spec, b)
-	w := readyWorkers(t, pool)[0]
+	w := readyWorkers(t, b, pool)[0]
 
 	b.submit(t, "stuck", `1`)
-	require.Eventually(t, func() bool { return pool.Workers()[0].Job == "stuck" }, waitLimit, 10*time.Millisecond)
+	b.waitJob(t, pool, "stuck")
 	start := time.Now()
 	pool.Kill()
 	require.Less(t, time.Since(start), 5*time.Second)

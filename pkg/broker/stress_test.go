@@ -3,8 +3,10 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,5 +119,109 @@ func TestPool_Stop_stress(t *testing.T) {
 				requireGone(t, pid)
 			}
 		})
+	}
+}
+
+// TestPool_StartStop_stress races Start against Stop, Kill and the cancel
+// of Start's context, from several goroutines at once, while others read
+// the pool, on fresh pools under -race: at most one Start succeeds, the
+// others return ErrStarted or ErrStopped; Stop and Kill return with the
+// pool stopped, Stopped is closed, and no worker process is left.
+func TestPool_StartStop_stress(t *testing.T) {
+	t.Parallel()
+	stoppers := []struct {
+		name string
+		stop func(*broker.Pool, context.CancelFunc)
+	}{
+		{"Stop", func(p *broker.Pool, _ context.CancelFunc) { p.Stop() }},
+		{"Kill", func(p *broker.Pool, _ context.CancelFunc) { p.Kill() }},
+		{"Cancel", func(_ *broker.Pool, cancel context.CancelFunc) { cancel() }},
+		{"All", func(p *broker.Pool, cancel context.CancelFunc) {
+			var wg sync.WaitGroup
+			wg.Go(p.Stop)
+			wg.Go(p.Kill)
+			wg.Go(cancel)
+			wg.Wait()
+		}},
+	}
+	for _, st := range stoppers {
+		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
+			for range 4 {
+				startStopRound(t, st.stop)
+			}
+		})
+	}
+}
+
+// startStopRound starts a new pool from 4 goroutines at once while stop
+// stops it, and checks the outcome.
+func startStopRound(t *testing.T, stop func(*broker.Pool, context.CancelFunc)) {
+	t.Helper()
+	b := newBundle(t)
+	spec := b.spec("echo")
+	spec.Count = 2
+	cfg := b.config(spec)
+	var mu sync.Mutex
+	pids := map[int]bool{}
+	cfg.OnEvent = func(e broker.Event) {
+		if e.Kind == broker.EventWorkerStart {
+			mu.Lock()
+			pids[e.PID] = true
+			mu.Unlock()
+		}
+	}
+	pool, err := broker.NewPool(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var started atomic.Int32
+	var wg sync.WaitGroup
+	gate := make(chan struct{}) // opened once every goroutine is there
+	for range 4 {
+		wg.Go(func() {
+			<-gate
+			switch err := pool.Start(ctx); {
+			case err == nil:
+				started.Add(1)
+			case errors.Is(err, broker.ErrStarted), errors.Is(err, broker.ErrStopped):
+			default:
+				t.Errorf("Start: %v", err)
+			}
+		})
+	}
+	wg.Go(func() {
+		<-gate
+		stop(pool, cancel)
+	})
+	wg.Go(func() {
+		<-gate
+		for {
+			_ = pool.Info()
+			_ = pool.Workers()
+			select {
+			case <-pool.Stopped():
+				return
+			default:
+			}
+		}
+	})
+	close(gate)
+	select {
+	case <-pool.Stopped():
+	case <-time.After(waitLimit):
+		t.Fatal("the pool did not stop")
+	}
+	wg.Wait()
+	pool.Stop() // idempotent, after any stop
+
+	require.LessOrEqual(t, started.Load(), int32(1), "more than one Start succeeded")
+	require.Equal(t, broker.PoolStopped, pool.Info().State)
+	require.ErrorIs(t, pool.Start(context.Background()), broker.ErrStopped)
+	mu.Lock()
+	defer mu.Unlock()
+	for pid := range pids {
+		requireGone(t, pid)
 	}
 }

@@ -25,12 +25,14 @@ import (
 type eventLog struct {
 	mu     sync.Mutex
 	events []broker.Event
+	added  broadcast // fires at every event
 }
 
 func (l *eventLog) add(e broker.Event) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.events = append(l.events, e)
+	l.mu.Unlock()
+	l.added.fire()
 }
 
 // all returns the events of kind so far ("" for every kind).
@@ -50,7 +52,7 @@ func (l *eventLog) all(kind broker.EventKind) []broker.Event {
 func (l *eventLog) wait(t *testing.T, kind broker.EventKind, match func(broker.Event) bool) broker.Event {
 	t.Helper()
 	var found broker.Event
-	require.Eventually(t, func() bool {
+	l.added.waitFor(t, func() bool {
 		for _, e := range l.all(kind) {
 			if match == nil || match(e) {
 				found = e
@@ -58,16 +60,20 @@ func (l *eventLog) wait(t *testing.T, kind broker.EventKind, match func(broker.E
 			}
 		}
 		return false
-	}, waitLimit, 5*time.Millisecond, "no %s event", kind)
+	}, "no %s event", kind)
 	return found
 }
 
-// setupEvents starts a pool of spec whose events go to the returned log.
-func setupEvents(t *testing.T, spec broker.Spec, b *testBundle) (*broker.Pool, *eventLog) {
+// setupEvents starts a pool of spec whose events go to the returned log;
+// opts change its Config first.
+func setupEvents(t *testing.T, spec broker.Spec, b *testBundle, opts ...func(*broker.Config)) (*broker.Pool, *eventLog) {
 	t.Helper()
 	ev := &eventLog{}
 	cfg := b.config(spec)
 	cfg.OnEvent = ev.add
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	pool, err := broker.NewPool(cfg)
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(context.Background()))
@@ -75,12 +81,11 @@ func setupEvents(t *testing.T, spec broker.Spec, b *testBundle) (*broker.Pool, *
 	return pool, ev
 }
 
-// readyN waits until exactly n workers run, all ready, and returns them.
-func readyN(t *testing.T, pool *broker.Pool, n int) []broker.Worker {
+// readyN waits until exactly n workers of pool, made from b's config,
+// run, all ready, and returns them.
+func readyN(t *testing.T, b *testBundle, pool *broker.Pool, n int) []broker.Worker {
 	t.Helper()
-	var ws []broker.Worker
-	require.Eventually(t, func() bool {
-		ws = pool.Workers()
+	return b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
 		if len(ws) != n {
 			return false
 		}
@@ -90,8 +95,12 @@ func readyN(t *testing.T, pool *broker.Pool, n int) []broker.Worker {
 			}
 		}
 		return true
-	}, waitLimit, 5*time.Millisecond, "want %d ready workers", n)
-	return ws
+	}, "want %d ready workers", n)
+}
+
+// withCheckInterval makes the pool look for workers to recycle every d.
+func withCheckInterval(d time.Duration) func(*broker.Config) {
+	return func(cfg *broker.Config) { broker.SetCheckInterval(cfg, d) }
 }
 
 func pids(ws []broker.Worker) []int {
@@ -112,10 +121,10 @@ func TestPool_Resize(t *testing.T) {
 	t.Parallel()
 	b := newBundle(t)
 	pool, ev := setupEvents(t, b.spec("echo"), b)
-	first := readyN(t, pool, 1)
+	first := readyN(t, b, pool, 1)
 
 	require.NoError(t, pool.Resize(ctxT(t), 3))
-	ws := readyN(t, pool, 3)
+	ws := readyN(t, b, pool, 3)
 	require.Equal(t, []int{0, 1, 2}, []int{ws[0].Index, ws[1].Index, ws[2].Index})
 	require.Equal(t, first[0].PID, ws[0].PID, "resizing up keeps the running worker")
 	require.Equal(t, 3, pool.Info().Count)
@@ -123,7 +132,7 @@ func TestPool_Resize(t *testing.T) {
 	require.Equal(t, broker.ReasonResize, ev.all(broker.EventWorkerStart)[2].Reason)
 
 	require.NoError(t, pool.Resize(ctxT(t), 1))
-	ws = readyN(t, pool, 1)
+	ws = readyN(t, b, pool, 1)
 	require.Equal(t, first[0].PID, ws[0].PID, "resizing down stops the highest indexes")
 	requireGone(t, ev.all(broker.EventWorkerStart)[2].PID)
 	exit := ev.wait(t, broker.EventWorkerExit, nil)
@@ -139,7 +148,7 @@ func TestPool_DrainResume(t *testing.T) {
 	spec := b.spec("echo")
 	spec.Count = 2
 	pool, ev := setupEvents(t, spec, b)
-	before := readyN(t, pool, 2)
+	before := readyN(t, b, pool, 2)
 
 	require.NoError(t, pool.Drain(ctxT(t), 0))
 	require.Equal(t, broker.PoolDrained, pool.Info().State)
@@ -150,7 +159,7 @@ func TestPool_DrainResume(t *testing.T) {
 	ev.wait(t, broker.EventPoolDrained, nil)
 
 	require.NoError(t, pool.Resume(ctxT(t)))
-	after := readyN(t, pool, 2)
+	after := readyN(t, b, pool, 2)
 	require.Equal(t, broker.PoolRunning, pool.Info().State)
 	b.submit(t, "j1", `1`)
 	require.Equal(t, `1`, string(b.outcome(t).out.Result))
@@ -167,7 +176,7 @@ func TestPool_RecycleUnderLoad(t *testing.T) {
 	spec := b.spec("echo")
 	spec.Count = 2
 	pool, ev := setupEvents(t, spec, b)
-	before := readyN(t, pool, 2)
+	before := readyN(t, b, pool, 2)
 
 	const jobs = 300
 	var minReady atomic.Int32
@@ -221,7 +230,7 @@ func TestPool_RecycleUnderLoad(t *testing.T) {
 	halt()
 	watch.Wait()
 
-	after := readyN(t, pool, 2)
+	after := readyN(t, b, pool, 2)
 	for _, w := range after {
 		require.NotContains(t, pids(before), w.PID, "worker %d was not replaced", w.Index)
 	}
@@ -241,7 +250,7 @@ func TestPool_RecycleMaxJobs(t *testing.T) {
 	spec := b.spec("echo")
 	spec.MaxJobs = 3
 	pool, ev := setupEvents(t, spec, b)
-	readyN(t, pool, 1)
+	readyN(t, b, pool, 1)
 
 	ran := map[int]int{} // pid -> jobs
 	for i := range 9 {
@@ -254,30 +263,32 @@ func TestPool_RecycleMaxJobs(t *testing.T) {
 	for pid, n := range ran {
 		require.Equal(t, 3, n, "pid %d", pid)
 	}
-	require.Eventually(t, func() bool { return len(ev.all(broker.EventWorkerExit)) >= 2 }, waitLimit, 5*time.Millisecond,
+	ev.added.waitFor(t, func() bool { return len(ev.all(broker.EventWorkerExit)) >= 2 },
 		"the first two workers were stopped once replaced")
 }
 
 func TestPool_RecycleAgeAndMemory(t *testing.T) {
-	defer broker.SetCheckInterval(20 * time.Millisecond)()
+	t.Parallel()
 	t.Run("Age", func(t *testing.T) {
+		t.Parallel()
 		b := newBundle(t)
 		spec := b.spec("echo")
 		spec.Recycle = 300 * time.Millisecond
-		pool, ev := setupEvents(t, spec, b)
-		first := readyN(t, pool, 1)
+		pool, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond))
+		first := readyN(t, b, pool, 1)
 		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first[0].PID, e.PID)
 		require.Equal(t, broker.ReasonRecycle, e.Reason)
-		require.NotEqual(t, first[0].PID, readyN(t, pool, 1)[0].PID)
+		require.NotEqual(t, first[0].PID, readyN(t, b, pool, 1)[0].PID)
 		require.NotEmpty(t, b.log.find("recycling worker", "up for more than recycle"))
 	})
 	t.Run("Memory", func(t *testing.T) {
+		t.Parallel()
 		b := newBundle(t)
 		spec := b.spec("alloc")
 		spec.Env = append(spec.Env, "BROKER_TEST_ALLOC_MB=64")
 		spec.MaxRSS = 32 << 20
-		_, ev := setupEvents(t, spec, b)
+		_, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond))
 		first := ev.wait(t, broker.EventWorkerStart, nil)
 		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first.PID, e.PID)
@@ -295,10 +306,10 @@ func TestPool_Upgrade(t *testing.T) {
 		spec := b.spec("echo")
 		spec.Count = 2
 		pool, ev := setupEvents(t, spec, b)
-		before := readyN(t, pool, 2)
+		before := readyN(t, b, pool, 2)
 		newCmd := append(slices.Clone(spec.Cmd), "-test.count=1")
 		require.NoError(t, pool.Upgrade(ctxT(t), newCmd, 100*time.Millisecond))
-		after := readyN(t, pool, 2)
+		after := readyN(t, b, pool, 2)
 		for _, w := range after {
 			require.Equal(t, 2, w.Version)
 			require.NotContains(t, pids(before), w.PID)
@@ -313,19 +324,19 @@ func TestPool_Upgrade(t *testing.T) {
 		b := newBundle(t)
 		spec := b.spec("echo")
 		pool, _ := setupEvents(t, spec, b)
-		before := readyN(t, pool, 1)
+		before := readyN(t, b, pool, 1)
 
 		limits := spec
 		limits.MaxRestartsPerMinute = 7
 		require.NoError(t, pool.Update(ctxT(t), limits, time.Millisecond))
-		require.Equal(t, pids(before), pids(readyN(t, pool, 1)), "a new limit needs no new process")
+		require.Equal(t, pids(before), pids(readyN(t, b, pool, 1)), "a new limit needs no new process")
 		require.Equal(t, 7, pool.Spec().MaxRestartsPerMinute)
 
 		changed := spec
 		changed.Env = append(slices.Clone(spec.Env), "BROKER_TEST_EXTRA=reloaded")
 		changed.Count = 2
 		require.NoError(t, pool.Update(ctxT(t), changed, time.Millisecond))
-		after := readyN(t, pool, 2)
+		after := readyN(t, b, pool, 2)
 		require.NotContains(t, pids(after), before[0].PID)
 		for range 2 {
 			b.submit(t, "env", `"env"`)
@@ -341,10 +352,10 @@ func TestPool_Upgrade(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool, _ := setupEvents(t, b.spec("echo"), b)
-		readyN(t, pool, 1)
+		readyN(t, b, pool, 1)
 		err := pool.Upgrade(ctxT(t), []string{"/no/such/worker"}, 0)
 		require.ErrorContains(t, err, `upgrade pool "test": command "/no/such/worker"`)
-		require.Equal(t, 1, readyN(t, pool, 1)[0].Version)
+		require.Equal(t, 1, readyN(t, b, pool, 1)[0].Version)
 	})
 	t.Run("NeverReadyRollsBack", func(t *testing.T) {
 		t.Parallel()
@@ -352,10 +363,10 @@ func TestPool_Upgrade(t *testing.T) {
 		spec := b.spec("echo")
 		spec.Count = 2
 		pool, ev := setupEvents(t, spec, b)
-		before := readyN(t, pool, 2)
+		before := readyN(t, b, pool, 2)
 		err := pool.Upgrade(ctxT(t), []string{"/bin/false"}, time.Second)
 		require.ErrorContains(t, err, "rolled back: new worker exited before it was ready (exit status 1)")
-		require.Equal(t, pids(before), pids(readyN(t, pool, 2)), "the old workers keep serving")
+		require.Equal(t, pids(before), pids(readyN(t, b, pool, 2)), "the old workers keep serving")
 		rb := ev.wait(t, broker.EventPoolRollback, nil)
 		require.Contains(t, rb.Error, "exited before it was ready")
 		info := pool.Info()
@@ -367,12 +378,12 @@ func TestPool_Upgrade(t *testing.T) {
 		b := newBundle(t)
 		spec := b.spec("echo")
 		pool, ev := setupEvents(t, spec, b)
-		before := readyN(t, pool, 1)
+		before := readyN(t, b, pool, 1)
 		// Ready at once, dead 200ms later: within the health period.
 		bad := []string{"/bin/sh", "-c", `BROKER_TEST_WORKER=crash-later exec "$0" -test.run=^$`, os.Args[0]}
 		err := pool.Upgrade(ctxT(t), bad, 5*time.Second)
 		require.ErrorContains(t, err, "exited within the 5s health period (exit status 3)")
-		require.Equal(t, pids(before), pids(readyN(t, pool, 1)))
+		require.Equal(t, pids(before), pids(readyN(t, b, pool, 1)))
 		ev.wait(t, broker.EventPoolRollback, nil)
 		b.submit(t, "after", `2`)
 		require.Equal(t, before[0].PID, b.outcome(t).out.PID)
@@ -401,7 +412,7 @@ func TestPool_Events(t *testing.T) {
 	t.Parallel()
 	b := newBundle(t)
 	pool, ev := setupEvents(t, b.spec("message"), b)
-	ws := readyN(t, pool, 1)
+	ws := readyN(t, b, pool, 1)
 
 	msg := ev.wait(t, broker.EventWorkerMessage, nil)
 	require.JSONEq(t, `{"hello":"world"}`, string(msg.Data))
@@ -418,7 +429,7 @@ func TestPool_Events(t *testing.T) {
 	require.Equal(t, -1, exit.Code)
 	require.False(t, exit.OOM)
 	restart := ev.wait(t, broker.EventWorkerStart, func(e broker.Event) bool { return e.Reason == broker.ReasonRestart })
-	w := readyN(t, pool, 1)[0]
+	w := readyN(t, b, pool, 1)[0]
 	require.Equal(t, restart.PID, w.PID)
 	require.Equal(t, "signal: killed", w.LastExit)
 	require.Equal(t, 1, w.Restarts)
@@ -442,7 +453,7 @@ func TestPool_OnOutput(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, pool.Start(context.Background()))
 	t.Cleanup(pool.Stop)
-	w := readyN(t, pool, 1)[0]
+	w := readyN(t, b, pool, 1)[0]
 	select {
 	case l := <-lines:
 		require.Equal(t, broker.LogLine{Time: l.Time, Host: "test-host", Pool: "test", PID: w.PID, Stream: "stdout", Line: "service up"}, l)
@@ -461,7 +472,7 @@ func TestPool_ServiceRecycleUnderLoad(t *testing.T) {
 	spec.Count = 3
 	spec.Listen = "127.0.0.1:0"
 	pool, ev := setupEvents(t, spec, b)
-	before := readyN(t, pool, 3)
+	before := readyN(t, b, pool, 3)
 	url := "http://" + pool.ListenAddr().String() + "/"
 
 	var ok, failed atomic.Int64
@@ -502,7 +513,7 @@ func TestPool_ServiceRecycleUnderLoad(t *testing.T) {
 	load.Wait()
 
 	require.Zero(t, failed.Load(), "failed requests (first: %v) of %d", firstErr.Load(), ok.Load()+failed.Load())
-	after := readyN(t, pool, 3)
+	after := readyN(t, b, pool, 3)
 	for _, w := range after {
 		require.NotContains(t, pids(before), w.PID)
 	}
@@ -529,7 +540,7 @@ func TestPool_JobTimeout(t *testing.T) {
 			spec.KillTimeout = 200 * time.Millisecond
 			spec.MaxRestartsPerMinute = 1 // a timeout kill is no failure of the pool
 			pool, ev := setupEvents(t, spec, b)
-			first := readyN(t, pool, 1)[0]
+			first := readyN(t, b, pool, 1)[0]
 			for i := range 2 {
 				b.submit(t, strconv.Itoa(i), `1`)
 				e := b.outcome(t)
@@ -539,7 +550,7 @@ func TestPool_JobTimeout(t *testing.T) {
 				require.True(t, strings.HasPrefix(e.out.Err, tc.err), e.out.Err)
 				require.GreaterOrEqual(t, e.out.Ended.Sub(e.out.Started), 100*time.Millisecond)
 			}
-			w := readyN(t, pool, 1)[0]
+			w := readyN(t, b, pool, 1)[0]
 			if tc.crashed {
 				require.NotEqual(t, first.PID, w.PID)
 				require.Equal(t, 2, w.Restarts)
@@ -553,7 +564,7 @@ func TestPool_JobTimeout(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		pool, _ := setupEvents(t, b.spec("cancel-job"), b)
-		readyN(t, pool, 1)
+		readyN(t, b, pool, 1)
 		j := &broker.Job{ID: "short", Type: "test", Payload: json.RawMessage(`1`), Attempt: 1, Timeout: 50 * time.Millisecond}
 		select {
 		case b.jobs <- j:
@@ -581,14 +592,15 @@ func TestPool_Cancel(t *testing.T) {
 			spec := b.spec(tc.mode)
 			spec.KillTimeout = 200 * time.Millisecond
 			pool, _ := setupEvents(t, spec, b)
-			first := readyN(t, pool, 1)[0]
+			first := readyN(t, b, pool, 1)[0]
 			require.False(t, pool.Cancel("j1"), "no worker holds it yet")
 			b.submit(t, "j1", `1`)
-			require.Eventually(t, func() bool { return pool.Cancel("j1") }, waitLimit, 5*time.Millisecond)
+			b.waitJob(t, pool, "j1")
+			require.True(t, pool.Cancel("j1"))
 			e := b.outcome(t)
 			require.Equal(t, tc.crashed, e.out.Crashed)
 			require.True(t, strings.HasPrefix(e.out.Err, tc.err), e.out.Err)
-			w := readyN(t, pool, 1)[0]
+			w := readyN(t, b, pool, 1)[0]
 			require.Equal(t, tc.crashed, w.PID != first.PID)
 		})
 	}
@@ -598,10 +610,11 @@ func TestPool_CrashReportsLastRSS(t *testing.T) {
 	t.Parallel()
 	b := newBundle(t)
 	pool, _ := setupEvents(t, b.spec("sleep-job"), b)
-	readyN(t, pool, 1)
+	readyN(t, b, pool, 1)
 	b.submit(t, "j1", `1`)
-	var w broker.Worker
-	require.Eventually(t, func() bool { w = pool.Workers()[0]; return w.Job == "j1" && w.RSS > 0 }, waitLimit, 5*time.Millisecond)
+	b.waitJob(t, pool, "j1")
+	w := pool.Workers()[0] // reads its RSS, which the crash report quotes
+	require.Positive(t, w.RSS)
 	require.NoError(t, syscall.Kill(w.PID, syscall.SIGKILL))
 	e := b.outcome(t)
 	require.True(t, e.out.Crashed)

@@ -6,15 +6,8 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"sync/atomic"
 	"time"
 )
-
-// checkInterval is how often the supervisor looks for workers to recycle by
-// age or memory: a time.Duration, one second but in tests.
-var checkInterval atomic.Int64
-
-func init() { checkInterval.Store(int64(time.Second)) }
 
 // DefaultUpgradeHealth is how long the first worker of an upgrade must stay
 // up after its first ready before the others are replaced, when Upgrade is
@@ -175,9 +168,10 @@ func (p *Pool) do(ctx context.Context, o *op) error {
 
 // supervise is the supervisor goroutine: it runs commands one at a time
 // and recycles workers that asked for it or outgrew their limits, until the
-// pool stops.
+// pool stops. It is the pool's (see Pool), not a service of its own: Start
+// starts it in slotWG and intake ends it.
 func (p *Pool) supervise(sp *spawner) {
-	tick := time.NewTicker(time.Duration(checkInterval.Load()))
+	tick := time.NewTicker(p.test.checkInterval)
 	defer tick.Stop()
 	for {
 		select {
