@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -85,7 +84,6 @@ type Conductor struct {
 	ncClosed chan struct{} // closed by nc's closed handler
 	js       jetstream.JetStream
 	client   *client.Client
-	link     clientlink.Link    // what the conductor reaches of its client beyond its API
 	batches  jetstream.KeyValue // the batch bucket
 	subs     []*nats.Subscription
 
@@ -116,9 +114,10 @@ type Conductor struct {
 	batchEnds *batchEnds  // announces the end of each batch
 	http      *httpServer // the HTTP API; nil without Config.HTTPListen
 
-	// clientRecheck is the RecheckInterval of the conductor's client; 0:
-	// the client's default. Tests set it between New and Start.
-	clientRecheck time.Duration
+	// onEnds, if set, is called once jobEnds has handled a message, with
+	// the ids of the jobs whose end it passed to the client: a test
+	// signal, set between New and Start; nil in production.
+	onEnds func(ended []string)
 }
 
 var _ startstop.Service = (*Conductor)(nil)
@@ -207,12 +206,11 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.ensureStreams(ctx); err != nil {
 		return err
 	}
-	if c.client, err = client.New(nc, client.Config{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, RecheckInterval: c.clientRecheck}); err != nil {
-		return err
-	}
-	c.link = clientlink.Of(c.client)
-	c.link.Feed() // by subscribe, before any wait: see jobEnds
-	if err := c.link.ListenHosts(); err != nil {
+	// The client takes the job ends from jobEnds, not from the job events,
+	// and listens to the heartbeats from now on, for the dashboard.
+	if c.client, err = client.New(nc, client.Config{
+		Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, FeedEnds: true, ListenHosts: true,
+	}); err != nil {
 		return err
 	}
 	batches, err := c.js.KeyValue(ctx, c.space.BatchBucket())
@@ -451,6 +449,10 @@ func (l *natsLogger) Tracef(string, ...any)           {}
 // jobEnds counts the ends of a burst of attempts, and passes the final
 // ones to the batch watcher and the Client's waits.
 func (c *Conductor) jobEnds(m *nats.Msg) {
+	var ended []string // for onEnds
+	if c.onEnds != nil {
+		defer func() { c.onEnds(ended) }()
+	}
 	ends, err := wire.DecodeEnds(m.Data)
 	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(m.Subject)) {
 		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(m.Subject))
@@ -467,6 +469,9 @@ func (c *Conductor) jobEnds(m *nats.Msg) {
 		if e.Batch != "" {
 			c.batchEnds.mark(e.Batch)
 		}
-		c.link.JobEnded(e.ID)
+		c.client.JobEnded(e.ID)
+		if c.onEnds != nil {
+			ended = append(ended, e.ID)
+		}
 	}
 }

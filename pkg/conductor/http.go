@@ -154,7 +154,7 @@ func (c *Conductor) Workers() []client.Worker {
 
 // liveHosts returns the hosts the conductor's client has heard so far,
 // sorted by host id.
-func (c *Conductor) liveHosts() []client.Host { return c.link.LiveHosts().([]client.Host) }
+func (c *Conductor) liveHosts() []client.Host { return c.client.HeardHosts() }
 
 func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 	pools, err := c.Pools(r.Context())
