@@ -1,59 +1,43 @@
-// Package clientlink gives pkg/conductor what it needs of a pkg/client
-// Client beyond the Client's API, without making it API: conductord feeds
-// its own Client the job ends it takes for itself (so the Client takes no
-// job events), reads the hosts the Client has heard so far without
-// waiting for the rest, and checks a pool command's fields as the Client
-// does; RunBatch follows the job events on the Client's connection.
-//
-// pkg/client sets Of in its init, before any package that imports it runs;
-// nothing but pkg/conductor uses it.
+// Package clientlink holds the one table of pool commands that pkg/client
+// and the HTTP API of pkg/conductor share: the ops, and the fields each
+// op takes. pkg/client checks a PoolCommand against it; the HTTP API
+// routes POST /v1/pools/{name}/{op} by PoolOps and checks a command's
+// body by CheckFields before it decodes the values, since a body can set
+// a field to its zero value (count 0), which a PoolCommand cannot tell
+// from unset. It is data and a pure function: no hooks, no state, and
+// nothing of it appears in an exported signature (pkg/client wraps it).
 package clientlink
 
 import (
-	"time"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/conductor-run/conductor/internal/subject"
+	"fmt"
+	"slices"
+	"strings"
 )
 
-// Link is what the owner of one Client may reach of it.
-type Link struct {
-	// Conn is the Client's connection, Space its namespace's subjects, and
-	// RecheckInterval its Config.RecheckInterval.
-	Conn            *nats.Conn
-	Space           subject.Space
-	RecheckInterval time.Duration
-	// Feed makes the Client learn of job ends from JobEnded alone, instead
-	// of subscribing to the job events for its waits. Call it before the
-	// Client's first Wait.
-	Feed func()
-	// JobEnded wakes the waits of job id, which has ended: each reads the
-	// job's state.
-	JobEnded func(id string)
-	// ListenHosts starts listening to the heartbeats, if the Client does
-	// not yet: Config.HostWait counts from the first call.
-	ListenHosts func() error
-	// LiveHosts returns the live hosts heard so far, a []client.Host sorted
-	// by host id, without waiting to have heard every one (nil before
-	// ListenHosts).
-	LiveHosts func() any
+// PoolOps lists every pool command op, in the order the docs list them.
+var PoolOps = []string{"drain", "resume", "recycle", "restart", "resize", "upgrade", "shutdown"}
 
-	// For the owner's tests: Waits counts the waits on job id, and
-	// FollowsJobEvents reports whether the Client subscribed to the job
-	// events.
-	Waits            func(id string) int
-	FollowsJobEvents func() bool
+// opFields lists the fields (by their JSON names: count, cmd, health,
+// timeout) each op takes; any other set field is an error.
+var opFields = map[string][]string{
+	"drain":    {"timeout"},
+	"restart":  {"timeout"},
+	"resize":   {"count"},
+	"upgrade":  {"cmd", "health"},
+	"shutdown": {"timeout"},
 }
 
-// Set by pkg/client.
-var (
-	// Of returns the Link of c, a *client.Client.
-	Of func(c any) Link
-	// PoolOps lists every pool command op, as the HTTP API routes them.
-	PoolOps []string
-	// CheckFields returns the Client's error (wrapping
-	// client.ErrBadCommand) for a pool command op given fields it does not
-	// take, set by their JSON names.
-	CheckFields func(op string, set []string) error
-)
+// CheckFields reports the first field in set, by its JSON name, that op
+// does not take. Callers wrap the error in client.ErrBadCommand.
+func CheckFields(op string, set []string) error {
+	for _, f := range set {
+		if slices.Contains(opFields[op], f) {
+			continue
+		}
+		if len(opFields[op]) == 0 {
+			return fmt.Errorf("%s takes no %s (it takes no fields)", op, f)
+		}
+		return fmt.Errorf("%s takes no %s (it takes %s)", op, f, strings.Join(opFields[op], ", "))
+	}
+	return nil
+}

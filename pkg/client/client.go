@@ -24,7 +24,7 @@ type Config struct {
 	// RecheckInterval is how often Wait reads a job's state in case its end
 	// was missed. Default 2s. A Client of its own learns of ends from the
 	// job events; conductord's (Conductor.Client) from the ends workerd
-	// announces a burst at a time (docs/protocol.md).
+	// announces a burst at a time (docs/protocol.md; see FeedEnds).
 	RecheckInterval time.Duration
 	// CommandTimeout is how long Command waits for each host's answer.
 	// Default 5s.
@@ -33,6 +33,18 @@ type Config struct {
 	// trusts its list of live hosts: the first Command waits for it. It
 	// should exceed workerd's heartbeat interval (1s). Default 1.5s.
 	HostWait time.Duration
+
+	// FeedEnds is for a program that follows every job's end itself, as
+	// conductord does from the ends workerd announces a burst at a time:
+	// the Client then takes no job events (one message per job) for its
+	// waits, and the program calls JobEnded for each job that ended. Its
+	// waits learn of nothing else but by RecheckInterval. Default false:
+	// the first Wait subscribes to the job events.
+	FeedEnds bool
+	// ListenHosts has New start listening to the heartbeats, as conductord
+	// does for its dashboard (HeardHosts), so that HostWait counts from
+	// New. Default false: the first Hosts, Workers or Command starts.
+	ListenHosts bool
 }
 
 // Client submits jobs to a conductor over NATS and waits for their results,
@@ -50,11 +62,10 @@ type Client struct {
 	mu      sync.Mutex
 	sub     *nats.Subscription
 	waiters map[string][]chan *Job
-	// fed is set when the Client's owner tells it of job ends (see
-	// jobEnded) from a subscription of its own: conductord does, from the
-	// ends workerd announces a burst at a time, so that it takes no job
-	// event, one message per job, for the waits of its HTTP API.
-	fed bool
+	// onWaiting, if set, is called with the job id each time a Wait has
+	// read the job's state, found it not ended, and blocks until it is
+	// woken or rechecks: a test signal, set before use; nil in production.
+	onWaiting func(id string)
 
 	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
 	// It is never held with mu.
@@ -103,8 +114,21 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conductor: open job states of namespace %q (is conductord running?): %w", cfg.Namespace, err)
 	}
-	return &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}, nil
+	c := &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}
+	if cfg.ListenHosts {
+		if _, err := c.hostRegistry(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
+
+// Conn is the Client's NATS connection: the one Connect made, or the one
+// given to New.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// Config is the Client's configuration, with the defaults filled in.
+func (c *Client) Config() Config { return c.cfg }
 
 // Close releases the Client, and its connection if Connect made it.
 func (c *Client) Close() {
@@ -125,6 +149,7 @@ func (c *Client) Close() {
 	}
 }
 
+// hostRegistry returns the Client's registry of live hosts, subscribing to
 // the heartbeats on the first call. The subscription lasts until Close.
 func (c *Client) hostRegistry() (*hostRegistry, error) {
 	c.hostsMu.Lock()

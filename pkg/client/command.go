@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -39,19 +40,6 @@ const AllPools = "*"
 
 // allPoolsOps are the ops that AllPools takes.
 var allPoolsOps = []PoolOp{OpDrain, OpResume, OpRecycle, OpRestart, OpShutdown}
-
-// poolOps lists every PoolOp.
-var poolOps = []PoolOp{OpDrain, OpResume, OpRecycle, OpRestart, OpResize, OpUpgrade, OpShutdown}
-
-// opFields lists the PoolCommand fields (by their JSON names) each op
-// takes; any other set field is an error.
-var opFields = map[PoolOp][]string{
-	OpDrain:    {"timeout"},
-	OpRestart:  {"timeout"},
-	OpResize:   {"count"},
-	OpUpgrade:  {"cmd", "health"},
-	OpShutdown: {"timeout"},
-}
 
 // PoolCommand is one command to a pool, with the fields its Op takes.
 type PoolCommand struct {
@@ -203,7 +191,7 @@ func (cmd PoolCommand) wire(pool string) (wire.Command, error) {
 	} else if err := subject.Token("pool", pool); err != nil {
 		return wire.Command{}, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
-	if !slices.Contains(poolOps, cmd.Op) {
+	if !slices.Contains(clientlink.PoolOps, string(cmd.Op)) {
 		return wire.Command{}, fmt.Errorf("%w: unknown op %q", ErrBadCommand, cmd.Op)
 	}
 	if err := checkFields(cmd.Op, cmd.setFields()); err != nil {
@@ -249,14 +237,8 @@ func (cmd PoolCommand) setFields() []string {
 
 // checkFields reports a field in set that op does not take.
 func checkFields(op PoolOp, set []string) error {
-	for _, f := range set {
-		if slices.Contains(opFields[op], f) {
-			continue
-		}
-		if len(opFields[op]) == 0 {
-			return fmt.Errorf("%w: %s takes no %s (it takes no fields)", ErrBadCommand, op, f)
-		}
-		return fmt.Errorf("%w: %s takes no %s (it takes %s)", ErrBadCommand, op, f, strings.Join(opFields[op], ", "))
+	if err := clientlink.CheckFields(string(op), set); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
 	return nil
 }

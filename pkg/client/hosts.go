@@ -112,6 +112,21 @@ func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
 	return r.workers(), nil
 }
 
+// HeardHosts returns what every live host last announced, as heard so
+// far, sorted by host id: unlike Hosts it does not wait for HostWait, and
+// may miss hosts for that long after the Client starts listening. It is
+// nil before the Client listens (Config.ListenHosts, or the first Hosts,
+// Workers or Command). conductord's dashboard and GET /v1/pools read it.
+func (c *Client) HeardHosts() []Host {
+	c.hostsMu.Lock()
+	r := c.hosts
+	c.hostsMu.Unlock()
+	if r == nil {
+		return nil
+	}
+	return r.live()
+}
+
 // heardHosts returns the Client's registry of hosts once it has heard
 // every live host.
 func (c *Client) heardHosts(ctx context.Context) (*hostRegistry, error) {

@@ -61,12 +61,15 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 		if err != nil && ctx.Err() == nil {
 			return nil, err
 		}
+		if c.onWaiting != nil {
+			c.onWaiting(id)
+		}
 		select {
 		case j := <-ch:
 			if j != nil {
 				return j, nil
 			}
-			// Ended (see jobEnded): the read above finds it so.
+			// Ended (see JobEnded): the read above finds it so.
 		case <-ctx.Done():
 			return j, ctx.Err()
 		case <-tick.C:
@@ -87,7 +90,7 @@ func (c *Client) addWaiter(id string) (chan *Job, error) {
 	ch := make(chan *Job, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sub == nil && !c.fed {
+	if c.sub == nil && !c.cfg.FeedEnds {
 		sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvent)
 		if err != nil {
 			return nil, fmt.Errorf("conductor: subscribe to job events: %w", err)
@@ -139,10 +142,10 @@ func (c *Client) jobEvent(m *nats.Msg) {
 	}
 }
 
-// jobEnded wakes the waits of job id, which has ended: each reads its
-// state. conductord, which feeds its Client the ends workerd announces a
-// burst at a time, calls it.
-func (c *Client) jobEnded(id string) {
+// JobEnded wakes the waits of job id, which has ended: each reads the
+// job's state. It is for a Client with Config.FeedEnds, whose program
+// follows the job ends itself; it is harmless on any other.
+func (c *Client) JobEnded(id string) {
 	c.mu.Lock()
 	ws := c.waiters[id]
 	delete(c.waiters, id)
@@ -150,14 +153,4 @@ func (c *Client) jobEnded(id string) {
 	for _, w := range ws {
 		w <- nil
 	}
-}
-
-// hostRegistry returns the Client's registry of live hosts, subscribing to
-
-// feed makes the Client learn of job ends from jobEnded alone: its owner
-// tells it of them from a subscription of its own (see fed).
-func (c *Client) feed() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.fed = true
 }

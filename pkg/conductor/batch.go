@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/agent"
-	"github.com/conductor-run/conductor/internal/clientlink"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -87,8 +87,11 @@ func runBatch(ctx context.Context, cl *client.Client, cfg BatchConfig) (BatchRes
 	// not block the subscription's goroutine on a channel no one reads.
 	done := make(chan struct{})
 	defer close(done)
-	link := clientlink.Of(cl)
-	sub, err := link.Conn.Subscribe(link.Space.JobEvents(), func(m *nats.Msg) {
+	space, err := subject.New(cl.Config().Namespace)
+	if err != nil {
+		return res, fmt.Errorf("conductor: %w", err)
+	}
+	sub, err := cl.Conn().Subscribe(space.JobEvents(), func(m *nats.Msg) {
 		if m.Header.Get(wire.HeaderBatch) != res.ID {
 			return
 		}
@@ -125,7 +128,7 @@ func runBatch(ctx context.Context, cl *client.Client, cfg BatchConfig) (BatchRes
 
 	// Events may be lost (a reconnect); the stored states are not. When no
 	// job has ended for a recheck interval, the pending ones are read.
-	recheck := time.NewTicker(link.RecheckInterval)
+	recheck := time.NewTicker(cl.Config().RecheckInterval)
 	defer recheck.Stop()
 	progressed := false
 	end := func(j *client.Job) {

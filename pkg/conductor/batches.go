@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -48,15 +52,30 @@ func parseLines(body io.Reader, maxPayload int) ([]json.RawMessage, error) {
 
 // batchEnds announces the end of each batch once. Job ends are counted
 // per batch; once a batch's count reaches its total (or its total
-// is not known yet), a goroutine checks it within batchCheckEvery: it
+// is not known yet), its goroutine checks it within batchCheckEvery: it
 // counts the states of the batch's jobs and, if all have ended, records the
 // end (a compare-and-set, so that one conductord announces it) and
 // publishes it. A check that finds jobs still running resets the count to
 // the jobs found ended, so ends missed while conductord was down are made
 // up for. At start every batch is checked once.
+//
+// It is a startstop.Service: its goroutine runs the checks from Start
+// until Stop. It owns batches; mu guards it: the subscription to the job
+// ends marks (mark), the goroutine takes and settles.
 type batchEnds struct {
+	startstop.Base
+	kv     jetstream.KeyValue // the batch bucket
+	client *client.Client     // counts a batch's job states
+	nc     *nats.Conn         // publishes the batch events
+	space  subject.Space
+	log    *slog.Logger
+
 	mu      sync.Mutex
 	batches map[string]*batchCount
+}
+
+func newBatchEnds(kv jetstream.KeyValue, cl *client.Client, nc *nats.Conn, space subject.Space, log *slog.Logger) *batchEnds {
+	return &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, batches: map[string]*batchCount{}}
 }
 
 // batchCount is what batchEnds knows of one batch.
@@ -152,10 +171,23 @@ func (e *batchEnds) take() []string {
 	return ids
 }
 
-// watchBatchEnds runs until ctx ends.
-func (c *Conductor) watchBatchEnds(ctx context.Context) {
-	if err := c.checkEveryBatch(ctx); err != nil && ctx.Err() == nil {
-		c.log.Warn("list the batches to check their ends; each is checked when one of its jobs ends", "err", err)
+// Start starts the checks.
+func (e *batchEnds) Start(ctx context.Context) error {
+	ctx, ok, done := e.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	go func() {
+		defer done()
+		e.run(ctx)
+	}()
+	return nil
+}
+
+// run checks the batches due at each tick until ctx ends.
+func (e *batchEnds) run(ctx context.Context) {
+	if err := e.checkEveryBatch(ctx); err != nil && ctx.Err() == nil {
+		e.log.Warn("list the batches to check their ends; each is checked when one of its jobs ends", "err", err)
 	}
 	t := time.NewTicker(batchCheckEvery)
 	defer t.Stop()
@@ -165,10 +197,10 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, id := range c.batchEnds.take() {
-			if err := c.endBatch(ctx, id); err != nil && ctx.Err() == nil {
-				c.log.Warn("check the end of a batch; trying again", "batch", id, "err", err)
-				c.batchEnds.check(id)
+		for _, id := range e.take() {
+			if err := e.endBatch(ctx, id); err != nil && ctx.Err() == nil {
+				e.log.Warn("check the end of a batch; trying again", "batch", id, "err", err)
+				e.check(id)
 			}
 		}
 	}
@@ -176,41 +208,41 @@ func (c *Conductor) watchBatchEnds(ctx context.Context) {
 
 // checkEveryBatch has every recorded batch checked at the next tick: the
 // events of those that ended while conductord was down are lost.
-func (c *Conductor) checkEveryBatch(ctx context.Context) error {
-	lister, err := c.batches.ListKeys(ctx)
+func (e *batchEnds) checkEveryBatch(ctx context.Context) error {
+	lister, err := e.kv.ListKeys(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = lister.Stop() }()
 	for id := range lister.Keys() {
-		c.batchEnds.check(id)
+		e.check(id)
 	}
 	return nil
 }
 
 // endBatch announces batch id's end if all its jobs have ended and no one
 // has announced it yet.
-func (c *Conductor) endBatch(ctx context.Context, id string) error {
-	kv := c.batches
-	e, err := kv.Get(ctx, id)
+func (e *batchEnds) endBatch(ctx context.Context, id string) error {
+	kv := e.kv
+	rev, err := kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		c.batchEnds.foreign(id)
+		e.foreign(id)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	var b client.Batch
-	if err := json.Unmarshal(e.Value(), &b); err != nil || !b.EndedAt.IsZero() {
-		c.batchEnds.forget(id)
+	if err := json.Unmarshal(rev.Value(), &b); err != nil || !b.EndedAt.IsZero() {
+		e.forget(id)
 		return nil
 	}
 	// The Client reads the record again, and counts the jobs' states if
 	// it has not ended; the update below holds only if the record is
 	// still the one read here.
-	cur, err := c.client.Batch(ctx, id)
+	cur, err := e.client.Batch(ctx, id)
 	if errors.Is(err, client.ErrBatchNotFound) { // deleted since: no job was queued
-		c.batchEnds.foreign(id)
+		e.foreign(id)
 		return nil
 	}
 	if err != nil {
@@ -218,22 +250,22 @@ func (c *Conductor) endBatch(ctx context.Context, id string) error {
 	}
 	b.Queued, b.Running, b.Succeeded, b.Failed, b.Dead, b.Cancelled = cur.Queued, cur.Running, cur.Succeeded, cur.Failed, cur.Dead, cur.Cancelled
 	if !b.Ended() {
-		c.batchEnds.settle(id, b.Total, b.Succeeded+b.Dead+b.Cancelled)
+		e.settle(id, b.Total, b.Succeeded+b.Dead+b.Cancelled)
 		return nil
 	}
 	b.EndedAt = time.Now().UTC()
 	rec, _ := json.Marshal(&b)
-	_, err = kv.Update(ctx, id, rec, e.Revision())
+	_, err = kv.Update(ctx, id, rec, rev.Revision())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		// Changed since it was read: announced by another conductord, or
 		// cut short by its submitter. The next check reads it again.
-		c.batchEnds.check(id)
+		e.check(id)
 		return nil
 	}
 	if err != nil {
 		return err // checked again
 	}
-	c.batchEnds.forget(id)
-	c.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
-	return c.nc.Publish(c.space.BatchEvent(id), rec)
+	e.forget(id)
+	e.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
+	return e.nc.Publish(e.space.BatchEvent(id), rec)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
+	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -84,34 +84,43 @@ type Conductor struct {
 	ncClosed chan struct{} // closed by nc's closed handler
 	js       jetstream.JetStream
 	client   *client.Client
-	link     clientlink.Link    // what the conductor reaches of its client beyond its API
 	batches  jetstream.KeyValue // the batch bucket
-	stats    *stats
 	subs     []*nats.Subscription
-	http     *http.Server
-	httpLn   net.Listener
 
-	// closing ends when Stop begins, and with it the event streams.
+	// closing ends when the conductor begins to stop, and with it the
+	// event streams and the waits of the submissions.
 	closing    context.Context
 	beginClose context.CancelFunc
 
-	startOnce sync.Once
-	stopOnce  sync.Once
-	stopped   chan struct{}
-	wg        sync.WaitGroup
+	// life is the lifecycle (startstop): Start's context, cancelled by
+	// Stop, bounds the conductor's run. startMu guards started: a
+	// Conductor runs once.
+	life    startstop.Base
+	startMu sync.Mutex
+	started bool
 
-	// submitMu orders the start of closing with the NATS submissions: one
-	// starts its goroutine in wg only before closing, so that none starts
-	// after shutdown began waiting for wg, and none queues a job it could
-	// not answer for.
+	// wg counts the NATS submissions in flight, each on a goroutine of
+	// its own. submitMu orders the start of closing with them: one starts
+	// its goroutine in wg only before closing, so that none starts after
+	// shutdown began waiting for wg, and none queues a job it could not
+	// answer for.
+	wg       sync.WaitGroup
 	submitMu sync.Mutex
 
-	batchEnds batchEnds // batches to check for their end
+	// The background parts, each a startstop.Service owning its goroutine
+	// and state: started in this order once NATS is up, stopped by
+	// shutdown in the order it writes down.
+	stats     *stats      // saves the job counts
+	batchEnds *batchEnds  // announces the end of each batch
+	http      *httpServer // the HTTP API; nil without Config.HTTPListen
 
-	// clientRecheck is the RecheckInterval of the conductor's client; 0:
-	// the client's default. Tests set it between New and Start.
-	clientRecheck time.Duration
+	// onEnds, if set, is called once jobEnds has handled a message, with
+	// the ids of the jobs whose end it passed to the client: a test
+	// signal, set between New and Start; nil in production.
+	onEnds func(ended []string)
 }
+
+var _ startstop.Service = (*Conductor)(nil)
 
 // New checks cfg and returns a Conductor ready to Start.
 func New(cfg Config) (*Conductor, error) {
@@ -128,25 +137,43 @@ func New(cfg Config) (*Conductor, error) {
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
 		cfg: cfg, space: space, log: cfg.Logger,
-		closing: closing, beginClose: beginClose,
-		stopped: make(chan struct{}), ncClosed: make(chan struct{}),
-		batchEnds: batchEnds{batches: map[string]*batchCount{}},
+		closing: closing, beginClose: beginClose, ncClosed: make(chan struct{}),
 	}, nil
 }
 
 // Start starts the embedded NATS server (or connects to NATSURL), creates
 // the job stream and state buckets if they do not exist, and starts the
-// HTTP API. On error everything started is stopped again.
+// HTTP API; it returns once all run. The conductor then runs until ctx is
+// cancelled or Stop is called, and stops as Stop says. On error everything
+// started is stopped again. A second Start while the conductor runs does
+// nothing; a Conductor runs once: Start after it stopped returns an error.
 func (c *Conductor) Start(ctx context.Context) error {
-	err := errors.New("conductor: already started")
-	c.startOnce.Do(func() {
-		if err = c.start(ctx); err != nil {
-			c.shutdown()
-			close(c.stopped)
-			c.stopOnce.Do(func() {})
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	if c.started {
+		select {
+		case <-c.life.Stopped():
+			return errors.New("conductor: stopped; a Conductor runs once")
+		default:
+			return nil
 		}
-	})
-	return err
+	}
+	ctx, ok, done := c.life.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	c.started = true
+	if err := c.start(ctx); err != nil {
+		c.shutdown()
+		done()
+		return err
+	}
+	go func() {
+		defer done()
+		<-ctx.Done()
+		c.shutdown()
+	}()
+	return nil
 }
 
 func (c *Conductor) start(ctx context.Context) error {
@@ -179,17 +206,18 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.ensureStreams(ctx); err != nil {
 		return err
 	}
-	if c.client, err = client.New(nc, client.Config{Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, RecheckInterval: c.clientRecheck}); err != nil {
+	// The client takes the job ends from jobEnds, not from the job events,
+	// and listens to the heartbeats from now on, for the dashboard.
+	if c.client, err = client.New(nc, client.Config{
+		Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, FeedEnds: true, ListenHosts: true,
+	}); err != nil {
 		return err
 	}
-	c.link = clientlink.Of(c.client)
-	c.link.Feed() // by subscribe, before any wait: see jobEnds
-	if err := c.link.ListenHosts(); err != nil {
-		return err
-	}
-	if c.batches, err = c.js.KeyValue(ctx, c.space.BatchBucket()); err != nil {
+	batches, err := c.js.KeyValue(ctx, c.space.BatchBucket())
+	if err != nil {
 		return fmt.Errorf("conductor: open the batch bucket: %w", err)
 	}
+	c.batchEnds = newBatchEnds(batches, c.client, c.nc, c.space, c.log)
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}
@@ -204,14 +232,27 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.nc.Flush(); err != nil {
 		return fmt.Errorf("conductor: subscribe: %w", err)
 	}
-	c.wg.Go(c.stats.run)
-	c.wg.Go(func() { c.watchBatchEnds(c.closing) })
 	if c.cfg.HTTPListen != "" {
-		if err := c.startHTTP(); err != nil {
-			return err
-		}
+		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.log)
 	}
-	return nil
+	// The parts stop when shutdown stops them, in its order, not all at
+	// once when ctx is cancelled.
+	return startstop.StartAll(context.WithoutCancel(ctx), c.parts()...)
+}
+
+// parts lists the background parts that run, in the order they start.
+func (c *Conductor) parts() []startstop.Service {
+	var parts []startstop.Service
+	if c.stats != nil {
+		parts = append(parts, c.stats)
+	}
+	if c.batchEnds != nil {
+		parts = append(parts, c.batchEnds)
+	}
+	if c.http != nil {
+		parts = append(parts, c.http)
+	}
+	return parts
 }
 
 func (c *Conductor) startServer() error {
@@ -319,31 +360,28 @@ func (c *Conductor) subscribe() error {
 	return nil
 }
 
-// Stop ends the event streams, stops the HTTP API, saves the job counts,
-// drains the NATS connection and shuts the embedded server down, in that
-// order. It blocks until done and is safe to call more than once.
-func (c *Conductor) Stop() {
-	c.stopOnce.Do(func() {
-		c.shutdown()
-		close(c.stopped)
-	})
-}
+// Stop stops the conductor, as cancelling Start's context does, and
+// returns once it has stopped. It is safe to call more than once, and
+// returns at once if the conductor never started. The conductor stops in
+// this order: the event streams end and NATS submissions are refused; the
+// HTTP API stops (calls in flight get 10s); the subscriptions end and the
+// submissions in flight are answered; the batch watcher stops, then the
+// job counts are saved a last time; the NATS connection drains; the
+// embedded server shuts down.
+func (c *Conductor) Stop() { c.life.Stop() }
 
-// Stopped is closed when the conductor has stopped.
-func (c *Conductor) Stopped() <-chan struct{} { return c.stopped }
+// Stopped is closed when the conductor has stopped after a Start; before
+// any Start it is closed already.
+func (c *Conductor) Stopped() <-chan struct{} { return c.life.Stopped() }
 
+// shutdown stops what start started, in the order Stop writes down.
 func (c *Conductor) shutdown() {
 	// Under submitMu: no NATS submission starts once closing has begun.
 	c.submitMu.Lock()
 	c.beginClose()
 	c.submitMu.Unlock()
 	if c.http != nil {
-		// Calls in flight get 10s; a long ?wait= is cut off after that.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if c.http.Shutdown(ctx) != nil {
-			_ = c.http.Close()
-		}
-		cancel()
+		c.http.Stop()
 	}
 	for _, sub := range c.subs {
 		_ = sub.Unsubscribe()
@@ -351,10 +389,8 @@ func (c *Conductor) shutdown() {
 	if c.client != nil {
 		c.client.Close()
 	}
-	if c.stats != nil {
-		c.stats.stop()
-	}
 	c.wg.Wait()
+	startstop.StopAll(c.parts()...) // the batch watcher, then the counts
 	if c.nc != nil {
 		// Drain is asynchronous; the closed handler tells when it is over.
 		if c.nc.Drain() != nil {
@@ -378,10 +414,10 @@ func (c *Conductor) NATSURL() string {
 
 // HTTPAddr is the address the HTTP API listens on, or "" without one.
 func (c *Conductor) HTTPAddr() string {
-	if c.httpLn == nil {
+	if c.http == nil {
 		return ""
 	}
-	return c.httpLn.Addr().String()
+	return c.http.addr()
 }
 
 // Client is the conductor's own client, on its own connection.
@@ -413,6 +449,10 @@ func (l *natsLogger) Tracef(string, ...any)           {}
 // jobEnds counts the ends of a burst of attempts, and passes the final
 // ones to the batch watcher and the Client's waits.
 func (c *Conductor) jobEnds(m *nats.Msg) {
+	var ended []string // for onEnds
+	if c.onEnds != nil {
+		defer func() { c.onEnds(ended) }()
+	}
 	ends, err := wire.DecodeEnds(m.Data)
 	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(m.Subject)) {
 		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(m.Subject))
@@ -429,6 +469,9 @@ func (c *Conductor) jobEnds(m *nats.Msg) {
 		if e.Batch != "" {
 			c.batchEnds.mark(e.Batch)
 		}
-		c.link.JobEnded(e.ID)
+		c.client.JobEnded(e.ID)
+		if c.onEnds != nil {
+			ended = append(ended, e.ID)
+		}
 	}
 }

@@ -239,6 +239,34 @@ func TestConductor_StopIsIdempotent(t *testing.T) {
 	require.Error(t, c.Start(context.Background()), "a stopped conductor does not start again")
 }
 
+// TestConductor_StartContextBoundsTheRun cancels Start's context: the
+// conductor stops as Stop stops it, and Stop then returns at once.
+func TestConductor_StartContextBoundsTheRun(t *testing.T) {
+	t.Parallel()
+	c, err := conductor.New(conductor.Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	select {
+	case <-c.Stopped():
+	default:
+		t.Fatal("Stopped not closed before Start")
+	}
+	c.Stop() // never started: returns at once
+	ctx, cancel := context.WithCancel(context.Background())
+	require.NoError(t, c.Start(ctx))
+	require.NoError(t, c.Start(ctx), "a second Start while it runs does nothing")
+	select {
+	case <-c.Stopped():
+		t.Fatal("stopped while its context lives")
+	default:
+	}
+	cancel()
+	<-c.Stopped()
+	c.Stop()
+	_, err = http.Get("http://" + c.HTTPAddr() + "/healthz")
+	require.Error(t, err, "the HTTP API stopped")
+	require.Error(t, c.Start(context.Background()), "a stopped conductor does not start again")
+}
+
 func TestConductor_ExistingNATS(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Server(t)

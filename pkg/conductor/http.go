@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -59,22 +58,6 @@ func poolState(hosts []client.PoolHost) string {
 	default:
 		return poolRunning
 	}
-}
-
-func (c *Conductor) startHTTP() error {
-	ln, err := net.Listen("tcp", c.cfg.HTTPListen)
-	if err != nil {
-		return fmt.Errorf("conductor: http listen: %w", err)
-	}
-	c.httpLn = ln
-	c.http = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	c.wg.Go(func() {
-		if err := c.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("http server", "err", err)
-		}
-	})
-	c.log.Info("http listening", "addr", ln.Addr().String())
-	return nil
 }
 
 // Handler is the HTTP API (docs/api.md). GET / and GET /healthz are open;
@@ -171,7 +154,7 @@ func (c *Conductor) Workers() []client.Worker {
 
 // liveHosts returns the hosts the conductor's client has heard so far,
 // sorted by host id.
-func (c *Conductor) liveHosts() []client.Host { return c.link.LiveHosts().([]client.Host) }
+func (c *Conductor) liveHosts() []client.Host { return c.client.HeardHosts() }
 
 func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 	pools, err := c.Pools(r.Context())

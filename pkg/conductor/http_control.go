@@ -82,7 +82,7 @@ func readCommand(op client.PoolOp, body io.Reader) (client.PoolCommand, error) {
 		return client.PoolCommand{}, errors.New("bad body: want one JSON object")
 	}
 	if err := clientlink.CheckFields(string(op), b.set()); err != nil {
-		return client.PoolCommand{}, err
+		return client.PoolCommand{}, fmt.Errorf("%w: %w", client.ErrBadCommand, err)
 	}
 	switch {
 	case op == client.OpResize && b.Count == nil:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -24,13 +25,15 @@ type counts struct {
 }
 
 // stats counts job ends per type and saves the counts to the stats bucket
-// every second, so they survive a restart. mu guards byType and dirty: the
-// subscription to the job ends writes, the HTTP API and the saver read.
+// every second, so they survive a restart. It is a startstop.Service: the
+// saver is its own goroutine, from Start until Stop, which saves once more
+// before it returns. It owns byType and dirty; mu guards them: the
+// subscription to the job ends writes (count), the HTTP API (snapshot)
+// and the saver read.
 type stats struct {
-	kv   jetstream.KeyValue
-	log  *slog.Logger
-	quit chan struct{}
-	once sync.Once
+	startstop.Base
+	kv  jetstream.KeyValue
+	log *slog.Logger
 
 	mu     sync.Mutex
 	byType map[string]counts
@@ -42,7 +45,7 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 	if err != nil {
 		return nil, fmt.Errorf("conductor: open stats bucket: %w", err)
 	}
-	s := &stats{kv: kv, log: log, quit: make(chan struct{}), byType: map[string]counts{}, dirty: map[string]bool{}}
+	s := &stats{kv: kv, log: log, byType: map[string]counts{}, dirty: map[string]bool{}}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: load stats: %w", err)
@@ -88,13 +91,26 @@ func (s *stats) snapshot() map[string]counts {
 	return out
 }
 
-// run saves dirty counts every second until stop, then once more.
-func (s *stats) run() {
+// Start starts the saver.
+func (s *stats) Start(ctx context.Context) error {
+	ctx, ok, done := s.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	go func() {
+		defer done()
+		s.run(ctx)
+	}()
+	return nil
+}
+
+// run saves dirty counts every second until ctx ends, then once more.
+func (s *stats) run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.quit:
+		case <-ctx.Done():
 			s.save()
 			return
 		case <-t.C:
@@ -102,8 +118,6 @@ func (s *stats) run() {
 		}
 	}
 }
-
-func (s *stats) stop() { s.once.Do(func() { close(s.quit) }) }
 
 func (s *stats) save() {
 	s.mu.Lock()

@@ -44,6 +44,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Under the startstop contract ctx bounds the agent's run: its end
+	// begins the graceful stop, which Stop below waits for and Kill may
+	// cut short. Run stops the agent itself too, so that it does not rely
+	// on that: the stop is the same, and Stop is idempotent.
 	if err := a.Start(ctx); err != nil {
 		return err
 	}

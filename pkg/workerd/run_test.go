@@ -2,6 +2,7 @@ package workerd_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 	"github.com/conductor-run/conductor/pkg/workerd"
 )
@@ -107,13 +111,31 @@ func TestRun_RunsPoolsUntilCancelled(t *testing.T) {
 	require.Equal(t, conductor.StatusSucceeded, job.Status)
 	require.JSONEq(t, "49", string(job.Result))
 
+	// The host announces that it is leaving, before Run returns.
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	leaving := make(chan client.Host, 1)
+	nc := bundle.c.Client().Conn()
+	sub, err := nc.Subscribe(space.Host("h1"), func(m *nats.Msg) {
+		var hb client.Host
+		if json.Unmarshal(m.Data, &hb) == nil && hb.Leaving {
+			select {
+			case leaving <- hb:
+			default:
+			}
+		}
+	})
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	require.NoError(t, nc.Flush())
 	cancel()
 	require.NoError(t, waitReturn(t, errc, 30*time.Second))
-	require.Eventually(t, func() bool { // the host announced it was leaving
-		pools, err := bundle.c.Pools(context.Background())
-		require.NoError(t, err)
-		return len(pools) == 0 || pools[0].Workers == 0
-	}, 30*time.Second, 20*time.Millisecond)
+	select {
+	case hb := <-leaving:
+		require.Equal(t, "h1", hb.Host)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the host did not announce it was leaving")
+	}
 }
 
 func TestRun_Reload(t *testing.T) {

@@ -1,0 +1,75 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/conductor-run/conductor/internal/startstop"
+)
+
+// httpServer serves the HTTP API on its listener. It is a
+// startstop.Service: Start listens, and a goroutine of its own serves
+// until Stop, which gives the calls in flight httpShutdownGrace to finish
+// (a long ?wait= is cut off after that) and closes the rest. It owns the
+// listener and the server; ln is set by Start, before any reader.
+type httpServer struct {
+	startstop.Base
+	listen  string
+	handler http.Handler
+	log     *slog.Logger
+	ln      net.Listener
+}
+
+// httpShutdownGrace is how long the calls in flight get once Stop begins.
+const httpShutdownGrace = 10 * time.Second
+
+func newHTTPServer(listen string, handler http.Handler, log *slog.Logger) *httpServer {
+	return &httpServer{listen: listen, handler: handler, log: log}
+}
+
+// Start listens and serves.
+func (h *httpServer) Start(ctx context.Context) error {
+	ctx, ok, done := h.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	ln, err := net.Listen("tcp", h.listen)
+	if err != nil {
+		done()
+		return fmt.Errorf("conductor: http listen: %w", err)
+	}
+	h.ln = ln
+	srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer done()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.log.Error("http server", "err", err)
+			}
+		}()
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), httpShutdownGrace)
+		if srv.Shutdown(shutdownCtx) != nil {
+			_ = srv.Close()
+		}
+		cancel()
+		<-served
+	}()
+	h.log.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// addr is the address the server listens on, "" before it does.
+func (h *httpServer) addr() string {
+	if h.ln == nil {
+		return ""
+	}
+	return h.ln.Addr().String()
+}
