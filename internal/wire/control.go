@@ -2,6 +2,9 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -17,6 +20,36 @@ const (
 	CommandUpgrade  = "upgrade"  // rolling replacement with a new command line
 	CommandShutdown = "shutdown" // stop the pool for good, within Timeout
 )
+
+// CommandOps lists every command, in the order the docs list them.
+var CommandOps = []string{CommandDrain, CommandResume, CommandRecycle, CommandRestart, CommandResize, CommandUpgrade, CommandShutdown}
+
+// commandFields lists the fields (by their JSON names) each command takes;
+// any other field set is an error.
+var commandFields = map[string][]string{
+	CommandDrain:    {"timeout"},
+	CommandRestart:  {"timeout"},
+	CommandResize:   {"count"},
+	CommandUpgrade:  {"cmd", "health"},
+	CommandShutdown: {"timeout"},
+}
+
+// CheckCommandFields reports the first field in set, by its JSON name,
+// that op does not take. It is the one check of a command's fields, for
+// pkg/client's PoolCommand and the HTTP API's body alike (a body can set a
+// field to its zero value, which a PoolCommand cannot tell from unset).
+func CheckCommandFields(op string, set []string) error {
+	for _, f := range set {
+		if slices.Contains(commandFields[op], f) {
+			continue
+		}
+		if len(commandFields[op]) == 0 {
+			return fmt.Errorf("%s takes no %s (it takes no fields)", op, f)
+		}
+		return fmt.Errorf("%s takes no %s (it takes %s)", op, f, strings.Join(commandFields[op], ", "))
+	}
+	return nil
+}
 
 // AllPools, as Command.Pool, sends drain, resume, recycle, restart and
 // shutdown to every pool of the host.

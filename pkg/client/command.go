@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -191,7 +190,7 @@ func (cmd PoolCommand) wire(pool string) (wire.Command, error) {
 	} else if err := subject.Token("pool", pool); err != nil {
 		return wire.Command{}, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
-	if !slices.Contains(clientlink.PoolOps, string(cmd.Op)) {
+	if !slices.Contains(wire.CommandOps, string(cmd.Op)) {
 		return wire.Command{}, fmt.Errorf("%w: unknown op %q", ErrBadCommand, cmd.Op)
 	}
 	if err := checkFields(cmd.Op, cmd.setFields()); err != nil {
@@ -237,7 +236,7 @@ func (cmd PoolCommand) setFields() []string {
 
 // checkFields reports a field in set that op does not take.
 func checkFields(op PoolOp, set []string) error {
-	if err := clientlink.CheckFields(string(op), set); err != nil {
+	if err := wire.CheckCommandFields(string(op), set); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
 	return nil

@@ -16,8 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -78,7 +78,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/batches/{id}", c.auth(c.getBatch))
 	mux.Handle("GET /v1/pools", c.auth(c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
-	for _, op := range clientlink.PoolOps {
+	for _, op := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+op, c.auth(c.poolCommand(client.PoolOp(op))))
 	}
 	mux.Handle("GET /v1/events", c.auth(c.streamEvents))

@@ -11,8 +11,8 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -81,7 +81,7 @@ func readCommand(op client.PoolOp, body io.Reader) (client.PoolCommand, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return client.PoolCommand{}, errors.New("bad body: want one JSON object")
 	}
-	if err := clientlink.CheckFields(string(op), b.set()); err != nil {
+	if err := wire.CheckCommandFields(string(op), b.set()); err != nil {
 		return client.PoolCommand{}, fmt.Errorf("%w: %w", client.ErrBadCommand, err)
 	}
 	switch {

@@ -1,14 +1,14 @@
-package clientlink_test
+package wire_test
 
 import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/conductor-run/conductor/internal/clientlink"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
-func TestCheckFields(t *testing.T) {
+func TestCheckCommandFields(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		op      string
@@ -22,7 +22,7 @@ func TestCheckFields(t *testing.T) {
 		{op: "resize", set: []string{"count", "cmd"}, wantErr: "resize takes no cmd (it takes count)"},
 		{op: "resume", set: []string{"timeout"}, wantErr: "resume takes no timeout (it takes no fields)"},
 	} {
-		err := clientlink.CheckFields(tc.op, tc.set)
+		err := wire.CheckCommandFields(tc.op, tc.set)
 		if tc.wantErr == "" {
 			require.NoError(t, err, "%s %v", tc.op, tc.set)
 		} else {
