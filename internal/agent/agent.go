@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
@@ -75,12 +76,10 @@ type Agent struct {
 	// cancels holds the ids of cancelled jobs (see watchCancels).
 	cancels *cancels
 
-	startOnce sync.Once
-	stopOnce  sync.Once
-	ctx       context.Context // the agent's life; set by Start
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // every goroutine of the agent
-	stopped   chan struct{}
+	life   startstop.Base // the lifecycle: Start, Stop, Stopped
+	ctx    context.Context // the agent's life; set by Start
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine of the agent but the one that stops it
 
 	mu      sync.Mutex // guards pools and closing
 	pools   []*pool    // in start order
@@ -140,7 +139,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := checkSpecs(cfg.Pools); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), stopped: make(chan struct{})}
+	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host)}
 	a.logs = newLogForwarder(cfg.Conn, space, cfg.LogRate)
 	a.cancels = newCancels()
 	a.js, err = jetstream.New(cfg.Conn)
@@ -166,54 +165,69 @@ func checkSpecs(specs []broker.Spec) error {
 }
 
 // Start starts every pool, the heartbeat, and the handling of the
-// conductor's commands. A channel pool starts once the conductor's job
-// stream exists; until then the agent retries, logging why.
+// conductor's commands, and returns once they have started. A channel pool
+// starts once the conductor's job stream exists; until then the agent
+// retries, logging why. The agent runs until ctx is cancelled or Stop is
+// called, and stops then as Stop says. A second Start while it runs does
+// nothing; an agent runs once, and Start after it stopped is an error.
 func (a *Agent) Start(ctx context.Context) error {
-	err := errors.New("agent: already started")
-	a.startOnce.Do(func() {
-		a.start = time.Now().UTC()
-		a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-		var sub *nats.Subscription
-		sub, err = a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
-		if err != nil {
-			err = fmt.Errorf("agent: subscribe to commands: %w", err)
-			a.cancel()
-			return
-		}
-		a.mu.Lock()
-		for _, spec := range a.cfg.Pools {
-			a.startPoolLocked(spec)
-		}
-		a.mu.Unlock()
-		a.wg.Go(func() { a.heartbeat(a.ctx) })
-		a.wg.Go(func() { a.watchReconnects(a.ctx) })
-		a.wg.Go(func() { a.watchCancels(a.ctx) })
-		a.wg.Go(func() {
-			<-a.ctx.Done()
-			_ = sub.Unsubscribe()
-		})
-	})
-	return err
+	a.mu.Lock()
+	closing := a.closing
+	a.mu.Unlock()
+	if closing {
+		return errors.New("agent: stopped; an Agent runs once")
+	}
+	ctx, ok, done := a.life.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	a.start = time.Now().UTC()
+	a.ctx, a.cancel = context.WithCancel(ctx)
+	sub, err := a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
+	if err != nil {
+		a.cancel()
+		done()
+		return fmt.Errorf("agent: subscribe to commands: %w", err)
+	}
+	a.mu.Lock()
+	for _, spec := range a.cfg.Pools {
+		a.startPoolLocked(spec)
+	}
+	a.mu.Unlock()
+	a.wg.Go(func() { a.heartbeat(a.ctx) })
+	a.wg.Go(func() { a.watchReconnects(a.ctx) })
+	a.wg.Go(func() { a.watchCancels(a.ctx) })
+	go func() {
+		defer done()
+		<-a.ctx.Done()
+		_ = sub.Unsubscribe()
+		a.shutdown()
+	}()
+	return nil
 }
 
 // Stop stops the pools gracefully (see broker.Pool.Stop), finishes every job
-// outcome, and announces that the host is leaving. It blocks until done and
-// is safe to call more than once.
+// outcome, and announces that the host is leaving. It blocks until done, is
+// safe to call more than once, and returns at once if Start was not called.
 func (a *Agent) Stop() {
-	a.stopOnce.Do(func() {
-		a.mu.Lock()
-		a.closing = true
-		a.mu.Unlock()
-		if a.cancel != nil {
-			a.cancel()
-		}
-		a.wg.Wait()
-		a.publishHeartbeat(true)
-		if a.cfg.Conn.IsConnected() {
-			_ = a.cfg.Conn.FlushTimeout(2 * time.Second)
-		}
-		close(a.stopped)
-	})
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	a.life.Stop()
+}
+
+// shutdown is the stop, on the goroutine that Start left waiting for it:
+// no new pool or command, the pools stopped (their context is done), then
+// the last heartbeat.
+func (a *Agent) shutdown() {
+	a.mu.Lock()
+	a.closing = true
+	a.mu.Unlock()
+	a.wg.Wait()
+	a.publishHeartbeat(true)
+	if a.cfg.Conn.IsConnected() {
+		_ = a.cfg.Conn.FlushTimeout(2 * time.Second)
+	}
 }
 
 // Kill stops every pool now: SIGKILL to every worker process group. Jobs
@@ -230,8 +244,11 @@ func (a *Agent) Kill() {
 	}
 }
 
-// Stopped is closed when Stop has finished.
-func (a *Agent) Stopped() <-chan struct{} { return a.stopped }
+// Stopped is closed when the agent has stopped after a Start (at once
+// before any).
+func (a *Agent) Stopped() <-chan struct{} { return a.life.Stopped() }
+
+var _ startstop.Service = (*Agent)(nil)
 
 // poolList returns the current pools.
 func (a *Agent) poolList() []*pool {
