@@ -76,7 +76,7 @@ type Agent struct {
 	// cancels holds the ids of cancelled jobs (see watchCancels).
 	cancels *cancels
 
-	life   startstop.Base // the lifecycle: Start, Stop, Stopped
+	life   startstop.Base  // the lifecycle: Start, Stop, Stopped
 	ctx    context.Context // the agent's life; set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the agent but the one that stops it
