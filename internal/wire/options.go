@@ -38,11 +38,40 @@ type Header interface {
 func (o Options) Check() error {
 	switch {
 	case o.Timeout < 0:
-		return fmt.Errorf("timeout %s is negative", o.Timeout)
+		return fmt.Errorf("negative timeout %s", o.Timeout)
 	case o.MaxAttempts < 0:
-		return fmt.Errorf("max attempts %d is negative", o.MaxAttempts)
+		return fmt.Errorf("max attempts %d is not 1 or more", o.MaxAttempts)
 	}
 	return nil
+}
+
+// ParseTimeout reads a job's timeout as a submitter or a header gives it:
+// a positive Go duration ("30s").
+func ParseTimeout(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errNotDuration
+	}
+	return d, nil
+}
+
+// ParseMaxAttempts reads a job's attempt limit: a whole number, 1 or more.
+func ParseMaxAttempts(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, errNotPositive
+	}
+	return n, nil
+}
+
+// ParseDelay reads how long a submitted job waits before it runs: a Go
+// duration, 0 or more ("10m").
+func ParseDelay(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, errors.New("want a duration such as 10m")
+	}
+	return d, nil
 }
 
 // Encode sets o's headers on h; a setting at its zero value sets none.
@@ -79,8 +108,8 @@ func (e *HeaderError) Error() string {
 func (e *HeaderError) Unwrap() error { return e.Err }
 
 var (
-	errNotPositive = errors.New("not a whole number of 1 or more")
-	errNotDuration = errors.New("not a positive duration")
+	errNotPositive = errors.New("want a whole number, 1 or more")
+	errNotDuration = errors.New("want a positive duration such as 30s")
 )
 
 // DecodeOptions reads the options of a job from its message's headers. A
@@ -90,17 +119,15 @@ func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
 	o.Batch = h.Get(HeaderBatch)
 	o.Requeued = h.Get(HeaderRequeued) != ""
 	if v := h.Get(HeaderMaxAttempts); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
-			o.MaxAttempts = n
-		} else {
-			bad = append(bad, &HeaderError{Header: HeaderMaxAttempts, Value: v, Err: errNotPositive})
+		var err error
+		if o.MaxAttempts, err = ParseMaxAttempts(v); err != nil {
+			bad = append(bad, &HeaderError{Header: HeaderMaxAttempts, Value: v, Err: err})
 		}
 	}
 	if v := h.Get(HeaderTimeout); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			o.Timeout = d
-		} else {
-			bad = append(bad, &HeaderError{Header: HeaderTimeout, Value: v, Err: errNotDuration})
+		var err error
+		if o.Timeout, err = ParseTimeout(v); err != nil {
+			bad = append(bad, &HeaderError{Header: HeaderTimeout, Value: v, Err: err})
 		}
 	}
 	if v := h.Get(HeaderNotBefore); v != "" {

@@ -30,8 +30,8 @@ func TestOptions_RoundTrip(t *testing.T) {
 
 func TestOptions_Check(t *testing.T) {
 	t.Parallel()
-	require.EqualError(t, wire.Options{Timeout: -time.Second}.Check(), "timeout -1s is negative")
-	require.EqualError(t, wire.Options{MaxAttempts: -1}.Check(), "max attempts -1 is negative")
+	require.EqualError(t, wire.Options{Timeout: -time.Second}.Check(), "negative timeout -1s")
+	require.EqualError(t, wire.Options{MaxAttempts: -1}.Check(), "max attempts -1 is not 1 or more")
 }
 
 func TestDecodeOptions_BadHeaders(t *testing.T) {
@@ -52,4 +52,27 @@ func TestDecodeOptions_BadHeaders(t *testing.T) {
 		require.Equal(t, tc.value, bad[0].Value)
 		require.Equal(t, wire.Options{Batch: "b"}, o, "the bad header is left out, the rest kept")
 	}
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	d, err := wire.ParseTimeout("30s")
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, d)
+	for _, v := range []string{"0s", "-1s", "soon", ""} {
+		_, err := wire.ParseTimeout(v)
+		require.EqualError(t, err, "want a positive duration such as 30s", v)
+	}
+	n, err := wire.ParseMaxAttempts("3")
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	for _, v := range []string{"0", "-2", "x", "1.5"} {
+		_, err := wire.ParseMaxAttempts(v)
+		require.EqualError(t, err, "want a whole number, 1 or more", v)
+	}
+	d, err = wire.ParseDelay("0s")
+	require.NoError(t, err)
+	require.Zero(t, d)
+	_, err = wire.ParseDelay("-1m")
+	require.EqualError(t, err, "want a duration such as 10m")
 }

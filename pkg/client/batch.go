@@ -63,7 +63,7 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.key != "" || o.batch != "" {
+	if o.key != "" || o.job.Batch != "" {
 		return nil, errors.New("conductor: a batch takes no idempotency key or batch id of its own jobs")
 	}
 	kv, err := c.bucket(ctx, c.space.BatchBucket(), "batch bucket")

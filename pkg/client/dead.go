@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
@@ -65,7 +66,7 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
 	o := submitOptions{
-		batch: dead.Batch, priority: dead.Priority, requeued: true,
+		job: wire.Options{Batch: dead.Batch, Requeued: true}, priority: dead.Priority,
 		// A fresh dedup id: the job's own id is within the window if it died fast.
 		msgID: id + "-requeue-" + strconv.FormatUint(e.Revision(), 10),
 	}

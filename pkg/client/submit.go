@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,20 +20,15 @@ import (
 type SubmitOption func(*submitOptions)
 
 type submitOptions struct {
-	key     string
-	batch   string
-	timeout time.Duration
-	// maxAttempts is the job's own attempt limit; 0: its pool's.
-	maxAttempts int
+	key string
+	// job are the options that travel with the job (internal/wire's codec):
+	// batch, timeout, max attempts, not before, requeued.
+	job wire.Options
 	// id, if set, is the job's id (batches name their jobs).
-	id string
-	// notBefore, if set, is when the job may run.
-	notBefore time.Time
-	priority  Priority // "": normal
+	id       string
+	priority Priority // "": normal
 	// msgID, if set, is the publish's Nats-Msg-Id instead of the id.
 	msgID string
-	// requeued marks a dead job queued again (Requeue).
-	requeued bool
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -47,20 +41,20 @@ func WithIdempotencyKey(key string) SubmitOption {
 
 // WithBatch adds the job to batch id.
 func WithBatch(id string) SubmitOption {
-	return func(o *submitOptions) { o.batch = id }
+	return func(o *submitOptions) { o.job.Batch = id }
 }
 
 // WithTimeout bounds each attempt of the job to d, instead of its pool's
 // job_timeout: past it the worker is told to cancel the job, then stopped,
 // and the job is retried (see docs/supervision.md).
 func WithTimeout(d time.Duration) SubmitOption {
-	return func(o *submitOptions) { o.timeout = d }
+	return func(o *submitOptions) { o.job.Timeout = d }
 }
 
 // WithDelay makes the job wait d before it runs (a delayed job). It is
 // queued at once; a worker takes it once d has passed.
 func WithDelay(d time.Duration) SubmitOption {
-	return func(o *submitOptions) { o.notBefore = time.Now().Add(d) }
+	return func(o *submitOptions) { o.job.NotBefore = time.Now().Add(d) }
 }
 
 // WithPriority queues the job at priority p: a worker of its type takes a
@@ -73,7 +67,7 @@ func WithPriority(p Priority) SubmitOption {
 // WithMaxAttempts gives the job its own attempt limit, n >= 1, instead of
 // its pool's max_attempts.
 func WithMaxAttempts(n int) SubmitOption {
-	return func(o *submitOptions) { o.maxAttempts = n }
+	return func(o *submitOptions) { o.job.MaxAttempts = n }
 }
 
 // idempotencySpace seeds the name-based ids of idempotent submissions.
@@ -97,11 +91,8 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	if len(data) > c.cfg.MaxPayload {
 		return "", &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
 	}
-	if o.timeout < 0 {
-		return "", fmt.Errorf("conductor: negative timeout %s", o.timeout)
-	}
-	if o.maxAttempts < 0 {
-		return "", fmt.Errorf("conductor: max attempts %d is not 1 or more", o.maxAttempts)
+	if err := o.job.Check(); err != nil {
+		return "", fmt.Errorf("conductor: %w", err)
 	}
 	if o.priority, err = ParsePriority(string(o.priority)); err != nil {
 		return "", fmt.Errorf("conductor: %w", err)
@@ -132,7 +123,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	}
 	// Create, not Put: a worker may have stored a later state already.
 	now := time.Now().UTC()
-	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
 	// Should this fail, the job is still durably queued, which is what
 	// Submit promises; its state then appears when a worker takes it.
 	cctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
@@ -147,21 +138,7 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
 	m.Header.Set(wire.HeaderJobID, id)
 	m.Header.Set(wire.HeaderMsgID, cmp.Or(o.msgID, id))
-	if o.requeued {
-		m.Header.Set(wire.HeaderRequeued, "1")
-	}
-	if o.batch != "" {
-		m.Header.Set(wire.HeaderBatch, o.batch)
-	}
-	if o.timeout > 0 {
-		m.Header.Set(wire.HeaderTimeout, o.timeout.String())
-	}
-	if o.maxAttempts > 0 {
-		m.Header.Set(wire.HeaderMaxAttempts, strconv.Itoa(o.maxAttempts))
-	}
-	if !o.notBefore.IsZero() {
-		m.Header.Set(wire.HeaderNotBefore, o.notBefore.UTC().Format(time.RFC3339Nano))
-	}
+	o.job.Encode(m.Header)
 	m.Data = data
 	// An ack lost to a server restart would hold a single publish for the
 	// whole timeout: publish again every publishAttemptTimeout instead.

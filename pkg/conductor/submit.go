@@ -59,23 +59,23 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 		opts = append(opts, client.WithIdempotencyKey(sub.key))
 	}
 	if sub.timeout != "" {
-		d, err := time.ParseDuration(sub.timeout)
-		if err != nil || d <= 0 {
-			return bad(http.StatusBadRequest, "bad timeout %q: want a positive duration such as 30s", sub.timeout)
+		d, err := wire.ParseTimeout(sub.timeout)
+		if err != nil {
+			return bad(http.StatusBadRequest, "bad timeout %q: %v", sub.timeout, err)
 		}
 		opts = append(opts, client.WithTimeout(d))
 	}
 	if sub.maxAttempts != "" {
-		n, err := strconv.Atoi(sub.maxAttempts)
-		if err != nil || n < 1 {
-			return bad(http.StatusBadRequest, "bad max_attempts %q: want a whole number, 1 or more", sub.maxAttempts)
+		n, err := wire.ParseMaxAttempts(sub.maxAttempts)
+		if err != nil {
+			return bad(http.StatusBadRequest, "bad max_attempts %q: %v", sub.maxAttempts, err)
 		}
 		opts = append(opts, client.WithMaxAttempts(n))
 	}
 	if sub.delay != "" {
-		d, err := time.ParseDuration(sub.delay)
-		if err != nil || d < 0 {
-			return bad(http.StatusBadRequest, "bad delay %q: want a duration such as 10m", sub.delay)
+		d, err := wire.ParseDelay(sub.delay)
+		if err != nil {
+			return bad(http.StatusBadRequest, "bad delay %q: %v", sub.delay, err)
 		}
 		opts = append(opts, client.WithDelay(d))
 	}
