@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -432,7 +433,7 @@ func rawJobPath(b *testing.B, nc *nats.Conn, js jetstream.JetStream) float64 {
 					b.Error(err)
 				}
 				ev := nats.NewMsg("bench.floor.event")
-				ev.Header.Set(wire.HeaderJobID, "seq-100000")
+				ev.Header.Set(names.HeaderJobID, "seq-100000")
 				ev.Data = state
 				if err := cnc.PublishMsg(ev); err != nil {
 					b.Error(err)

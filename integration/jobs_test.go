@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -39,7 +40,7 @@ func watchEvents(t *testing.T, c *cluster, typ string, want int) *events {
 	ev := &events{byID: map[string]map[wire.Status]int{}, done: map[string]bool{}, all: make(chan struct{}), want: want}
 	sub, err := nc.Subscribe(space.JobEvent(typ, "*"), func(m *nats.Msg) {
 		_, status, _ := space.ParseJobEvent(m.Subject)
-		id := m.Header.Get(wire.HeaderJobID)
+		id := m.Header.Get(names.HeaderJobID)
 		ev.mu.Lock()
 		defer ev.mu.Unlock()
 		if ev.byID[id] == nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/metrics"
+	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
@@ -38,7 +39,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this existing NATS server or cluster instead of embedding one")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
-	fs.StringVar(&cfg.Token, "token", os.Getenv("CONDUCTOR_TOKEN"), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
 	fs.DurationVar(&cfg.Retention, "retention", 72*time.Hour, "how long a job's state is kept after its last change")
 	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")

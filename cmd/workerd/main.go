@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/workerd"
@@ -47,7 +48,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg workerd.Config
 	fs.StringVar(&cfg.NATSURL, "conductor", workerd.DefaultNATSURL, "the conductor's NATS URL")
-	fs.StringVar(&cfg.Token, "token", os.Getenv("CONDUCTOR_TOKEN"), "the conductor's token (env CONDUCTOR_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "the conductor's token (env CONDUCTOR_TOKEN)")
 	fs.StringVar(&cfg.HostID, "host-id", workerd.DefaultHostID(), "this host's id")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "the conductor's namespace")
 	fs.Func("pool", "a pool: 'name=TYPE,count=N,cmd=COMMAND LINE' (repeatable; cmd= last)", func(s string) error {

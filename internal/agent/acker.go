@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -97,9 +98,9 @@ func (a *acker) ack(ctx context.Context, f finishJob) {
 		a.log.Warn("ack job", "pool", a.typ, "job", st.ID, "err", err)
 	}
 	ev := nats.NewMsg(a.space.JobEvent(a.typ, string(st.Status)))
-	ev.Header.Set(wire.HeaderJobID, st.ID)
+	ev.Header.Set(names.HeaderJobID, st.ID)
 	if b := st.Batch; b != "" {
-		ev.Header.Set(wire.HeaderBatch, b)
+		ev.Header.Set(names.HeaderBatch, b)
 	}
 	ev.Data = f.data
 	_ = a.nc.PublishMsg(ev)

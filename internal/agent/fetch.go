@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -127,7 +128,7 @@ func (f *fetcher) close() []*nats.Msg {
 }
 
 func isStatus(m *nats.Msg) bool {
-	return len(m.Data) == 0 && m.Header.Get("Status") != ""
+	return len(m.Data) == 0 && m.Header.Get(names.HeaderNATSStatus) != ""
 }
 
 // run owns the pull requests. It keeps the jobs requested and not yet
@@ -225,7 +226,7 @@ func (f *fetcher) received(d delivery) (refused bool) {
 	if d.inbox != l.inbox || len(l.reqs) == 0 {
 		return false // for a withdrawn request
 	}
-	switch code := m.Header.Get("Status"); code {
+	switch code := m.Header.Get(names.HeaderNATSStatus); code {
 	case "100": // heartbeat
 	case "404", "408": // no jobs (more), or the poll expired: it brings nothing more
 		if !l.polling {
@@ -233,7 +234,7 @@ func (f *fetcher) received(d delivery) (refused bool) {
 		}
 		l.drop(l.reqs[0].n)
 	default:
-		f.log.Warn("request jobs; retrying", "pool", f.typ, "priority", l.prio, "status", code, "description", m.Header.Get("Description"))
+		f.log.Warn("request jobs; retrying", "pool", f.typ, "priority", l.prio, "status", code, "description", m.Header.Get(names.HeaderNATSDescription))
 		l.drop(l.reqs[0].n)
 		return true
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
@@ -46,7 +47,7 @@ type finishJob struct {
 // batch and creation time, and the delivery's metadata (nil if none).
 func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 	h := &heldJob{msg: m}
-	h.state.Batch = m.Header.Get(wire.HeaderBatch)
+	h.state.Batch = m.Header.Get(names.HeaderBatch)
 	var seq uint64
 	md, err := m.Metadata()
 	if err == nil {
@@ -62,10 +63,10 @@ func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 // Nats-Msg-Id header, else "seq-N" from its stream sequence. A header that
 // is not a valid id (it could not be a state key) is passed over.
 func jobID(m *nats.Msg, seq uint64) string {
-	if id := m.Header.Get(wire.HeaderJobID); id != "" && subject.Token("job id", id) == nil {
+	if id := m.Header.Get(names.HeaderJobID); id != "" && subject.Token("job id", id) == nil {
 		return id
 	}
-	if id := m.Header.Get(wire.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
+	if id := m.Header.Get(names.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
 		return id
 	}
 	return "seq-" + strconv.FormatUint(seq, 10)
@@ -73,9 +74,9 @@ func jobID(m *nats.Msg, seq uint64) string {
 
 // fallbacks says, per options header, what applies when it cannot be read.
 var fallbacks = map[string]string{
-	wire.HeaderMaxAttempts: "the pool's max_attempts applies",
-	wire.HeaderTimeout:     "the pool's job_timeout applies",
-	wire.HeaderNotBefore:   "the job runs now",
+	names.HeaderMaxAttempts: "the pool's max_attempts applies",
+	names.HeaderTimeout:     "the pool's job_timeout applies",
+	names.HeaderNotBefore:   "the job runs now",
 }
 
 // options decodes a delivered job's own options, logging the headers it

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -230,7 +231,7 @@ func TestSource_BadIDHeaderFallsBackToSequence(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	m := nats.NewMsg(b.space.Job("sq"))
-	m.Header.Set(wire.HeaderJobID, "a b")
+	m.Header.Set(names.HeaderJobID, "a b")
 	m.Data = []byte("1")
 	_, err := b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -279,7 +280,7 @@ func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	m := nats.NewMsg(b.space.Job("sq"))
-	m.Header.Set(wire.HeaderJobID, "bad-payload")
+	m.Header.Set(names.HeaderJobID, "bad-payload")
 	m.Data = []byte("{not json")
 	_, err := b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -342,7 +343,7 @@ func TestSource_MaxAttemptsHeader(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	m := nats.NewMsg(b.space.Job("sq"))
-	m.Header.Set(wire.HeaderMaxAttempts, "1")
+	m.Header.Set(names.HeaderMaxAttempts, "1")
 	m.Data = []byte("1")
 	_, err := b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -389,7 +390,7 @@ func TestSource_DelayedJobWaitsItsTime(t *testing.T) {
 	src, b := setupSource(t)
 	notBefore := time.Now().Add(400 * time.Millisecond)
 	m := nats.NewMsg(b.space.Job("sq"))
-	m.Header.Set(wire.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(names.HeaderNotBefore, notBefore.UTC().Format(time.RFC3339Nano))
 	m.Data = []byte("1")
 	_, err := b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
@@ -411,7 +412,7 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 	const n = maxBurst + 44
 	events := make(chan string, n)
 	sub, err := b.nc.Subscribe(b.space.JobEvent("sq", string(wire.StatusSucceeded)), func(m *nats.Msg) {
-		events <- m.Header.Get(wire.HeaderJobID)
+		events <- m.Header.Get(names.HeaderJobID)
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
@@ -433,7 +434,7 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 		defer mu.Unlock()
 		switch m.Subject {
 		case b.space.JobEvent("sq", string(wire.StatusSucceeded)):
-			note("event " + m.Header.Get(wire.HeaderJobID))
+			note("event " + m.Header.Get(names.HeaderJobID))
 		case b.space.JobEnds("sq"):
 			var ends wire.Ends
 			if err := json.Unmarshal(m.Data, &ends); err != nil || ends.Type != "sq" {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // storeAnswers publishes job states to the store with a reply subject and
@@ -198,11 +200,11 @@ func (a *storeAnswers) wait(st *stateStore, slow func()) error {
 // is stored.
 func storeError(m *nats.Msg) error {
 	if len(m.Data) == 0 {
-		if status := m.Header.Get("Status"); status != "" {
+		if status := m.Header.Get(names.HeaderNATSStatus); status != "" {
 			if status == "503" {
 				return errors.New("store: no responders: is the state bucket there?")
 			}
-			return fmt.Errorf("store: status %s %s", status, m.Header.Get("Description"))
+			return fmt.Errorf("store: status %s %s", status, m.Header.Get(names.HeaderNATSDescription))
 		}
 		return errors.New("store: empty answer")
 	}

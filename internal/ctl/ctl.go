@@ -17,6 +17,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
@@ -72,8 +74,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("conductorctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	server := fs.String("server", cmp.Or(os.Getenv("CONDUCTOR_SERVER"), "http://127.0.0.1:7070"), "conductor HTTP API URL")
-	token := fs.String("token", os.Getenv("CONDUCTOR_TOKEN"), "API token")
+	server := fs.String("server", cmp.Or(os.Getenv(names.EnvServer), "http://127.0.0.1:7070"), "conductor HTTP API URL")
+	token := fs.String("token", os.Getenv(names.EnvToken), "API token")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func (c *client) submit(ctx context.Context, args []string, stderr io.Writer) er
 	}
 	hdr := http.Header{}
 	if *key != "" {
-		hdr.Set("Idempotency-Key", *key)
+		hdr.Set(names.HeaderIdempotencyKey, *key)
 	}
 	var job struct{ ID, Status string }
 	if err := c.do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {

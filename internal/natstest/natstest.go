@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // Server starts an embedded JetStream server and returns it.
@@ -21,7 +23,7 @@ func Server(t testing.TB) *server.Server {
 		JetStream: true,
 		StoreDir:  t.TempDir(),
 		NoSigs:    true,
-		NoLog:     os.Getenv("CONDUCTOR_TEST_NATS_LOG") == "",
+		NoLog:     os.Getenv(names.EnvTestNATSLog) == "",
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 func init() {
 	// One variable per binary, so that several on one host can be profiled:
 	// CONDUCTOR_PPROF_WORKERD=127.0.0.1:6062.
-	addr := os.Getenv("CONDUCTOR_PPROF_" + strings.ToUpper(filepath.Base(os.Args[0])))
+	addr := os.Getenv(names.EnvPprofPrefix + strings.ToUpper(filepath.Base(os.Args[0])))
 	if addr == "" {
 		return
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // Options are a job's own settings, carried in the headers of its message
@@ -77,19 +79,19 @@ func ParseDelay(v string) (time.Duration, error) {
 // Encode sets o's headers on h; a setting at its zero value sets none.
 func (o Options) Encode(h Header) {
 	if o.Requeued {
-		h.Set(HeaderRequeued, "1")
+		h.Set(names.HeaderRequeued, "1")
 	}
 	if o.Batch != "" {
-		h.Set(HeaderBatch, o.Batch)
+		h.Set(names.HeaderBatch, o.Batch)
 	}
 	if o.Timeout > 0 {
-		h.Set(HeaderTimeout, o.Timeout.String())
+		h.Set(names.HeaderTimeout, o.Timeout.String())
 	}
 	if o.MaxAttempts > 0 {
-		h.Set(HeaderMaxAttempts, strconv.Itoa(o.MaxAttempts))
+		h.Set(names.HeaderMaxAttempts, strconv.Itoa(o.MaxAttempts))
 	}
 	if !o.NotBefore.IsZero() {
-		h.Set(HeaderNotBefore, o.NotBefore.UTC().Format(time.RFC3339Nano))
+		h.Set(names.HeaderNotBefore, o.NotBefore.UTC().Format(time.RFC3339Nano))
 	}
 }
 
@@ -116,25 +118,25 @@ var (
 // header it cannot read is left out of the options and reported in bad,
 // so that the job still runs, with its pool's setting.
 func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
-	o.Batch = h.Get(HeaderBatch)
-	o.Requeued = h.Get(HeaderRequeued) != ""
-	if v := h.Get(HeaderMaxAttempts); v != "" {
+	o.Batch = h.Get(names.HeaderBatch)
+	o.Requeued = h.Get(names.HeaderRequeued) != ""
+	if v := h.Get(names.HeaderMaxAttempts); v != "" {
 		var err error
 		if o.MaxAttempts, err = ParseMaxAttempts(v); err != nil {
-			bad = append(bad, &HeaderError{Header: HeaderMaxAttempts, Value: v, Err: err})
+			bad = append(bad, &HeaderError{Header: names.HeaderMaxAttempts, Value: v, Err: err})
 		}
 	}
-	if v := h.Get(HeaderTimeout); v != "" {
+	if v := h.Get(names.HeaderTimeout); v != "" {
 		var err error
 		if o.Timeout, err = ParseTimeout(v); err != nil {
-			bad = append(bad, &HeaderError{Header: HeaderTimeout, Value: v, Err: err})
+			bad = append(bad, &HeaderError{Header: names.HeaderTimeout, Value: v, Err: err})
 		}
 	}
-	if v := h.Get(HeaderNotBefore); v != "" {
+	if v := h.Get(names.HeaderNotBefore); v != "" {
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			o.NotBefore = t
 		} else {
-			bad = append(bad, &HeaderError{Header: HeaderNotBefore, Value: v, Err: err})
+			bad = append(bad, &HeaderError{Header: names.HeaderNotBefore, Value: v, Err: err})
 		}
 	}
 	return o, bad

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
@@ -37,14 +38,14 @@ func TestOptions_Check(t *testing.T) {
 func TestDecodeOptions_BadHeaders(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ header, value string }{
-		{wire.HeaderMaxAttempts, "0"},
-		{wire.HeaderMaxAttempts, "x"},
-		{wire.HeaderTimeout, "-1s"},
-		{wire.HeaderTimeout, "soon"},
-		{wire.HeaderNotBefore, "tomorrow"},
+		{names.HeaderMaxAttempts, "0"},
+		{names.HeaderMaxAttempts, "x"},
+		{names.HeaderTimeout, "-1s"},
+		{names.HeaderTimeout, "soon"},
+		{names.HeaderNotBefore, "tomorrow"},
 	} {
 		h := http.Header{}
-		h.Set(wire.HeaderBatch, "b")
+		h.Set(names.HeaderBatch, "b")
 		h.Set(tc.header, tc.value)
 		o, bad := wire.DecodeOptions(h)
 		require.Len(t, bad, 1, "%s: %s", tc.header, tc.value)

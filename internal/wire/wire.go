@@ -11,33 +11,6 @@ import (
 	"time"
 )
 
-// Headers of a job message on the job stream.
-const (
-	// HeaderJobID carries the job id. A job published without it takes the
-	// Nats-Msg-Id header as its id, or else "seq-N" with N its stream sequence.
-	HeaderJobID = "Conductor-Job-Id"
-	// HeaderBatch carries the id of the batch the job belongs to, if any.
-	HeaderBatch = "Conductor-Batch"
-	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
-	// ("30s"), instead of its pool's job_timeout.
-	HeaderTimeout = "Conductor-Timeout"
-	// HeaderMaxAttempts carries a job's own attempt limit (a whole number,
-	// 1 or more), instead of its pool's max_attempts.
-	HeaderMaxAttempts = "Conductor-Max-Attempts"
-	// HeaderNotBefore holds the time (RFC 3339) before which the job must
-	// not run: a delayed job.
-	HeaderNotBefore = "Conductor-Not-Before"
-	// HeaderRequeued marks a dead job queued again: its attempts count from
-	// 1 again, and the history of its earlier run is kept.
-	HeaderRequeued = "Conductor-Requeued"
-	// HeaderPriority carries a job's priority (high, normal or low) on a
-	// submission by NATS request; a job on the job stream has it in its
-	// subject instead.
-	HeaderPriority = "Conductor-Priority"
-	// HeaderMsgID is the JetStream deduplication header.
-	HeaderMsgID = "Nats-Msg-Id"
-)
-
 // Status is where a job is in its life.
 type Status string
 

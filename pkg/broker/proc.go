@@ -16,17 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/proto"
-)
-
-// Environment variables the broker sets for every worker process, after
-// workerd's own environment and Spec.Env.
-const (
-	EnvProtocol    = "CONDUCTOR_PROTOCOL"     // the pool's Protocol
-	EnvPool        = "CONDUCTOR_POOL"         // the pool's name
-	EnvWorkerIndex = "CONDUCTOR_WORKER_INDEX" // the slot index, 0 to Count-1
-	EnvHost        = "CONDUCTOR_HOST"         // the host id
-	EnvListenFD    = "CONDUCTOR_LISTEN_FD"    // the fd of the Spec.Listen socket, if any
 )
 
 // listenFDChannel is the fd of the Listen socket in a channel worker, after
@@ -89,19 +80,19 @@ func newProcConfig(spec Spec, path, host string, index int, listener *os.File, l
 	env := inheritedEnv()
 	env = append(env, spec.Env...)
 	env = append(env,
-		EnvProtocol+"="+string(spec.Protocol),
-		EnvPool+"="+spec.Name,
-		EnvWorkerIndex+"="+strconv.Itoa(index),
-		EnvHost+"="+host,
+		names.EnvProtocol+"="+string(spec.Protocol),
+		names.EnvPool+"="+spec.Name,
+		names.EnvWorkerIndex+"="+strconv.Itoa(index),
+		names.EnvHost+"="+host,
 	)
 	if listener != nil && c.channel {
-		env = append(env, EnvListenFD+"="+strconv.Itoa(listenFDChannel))
+		env = append(env, names.EnvListenFD+"="+strconv.Itoa(listenFDChannel))
 	}
 	if listener != nil && !c.channel {
-		env = append(env, EnvListenFD+"=3", "LISTEN_FDS=1", "LISTEN_FDNAMES="+spec.Name)
+		env = append(env, names.EnvListenFD+"=3", names.EnvListenFDs+"=1", names.EnvListenFDNames+"="+spec.Name)
 		// LISTEN_PID must be the process's own pid, known only after the
 		// fork: a shell sets it, then execs the program in its place.
-		c.args = append([]string{"sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$@"`, spec.Cmd[0], path}, spec.Cmd[1:]...)
+		c.args = append([]string{"sh", "-c", names.EnvListenPID + `=$$; export ` + names.EnvListenPID + `; exec "$@"`, spec.Cmd[0], path}, spec.Cmd[1:]...)
 		c.path = "/bin/sh"
 	}
 	c.env = env
@@ -113,7 +104,7 @@ func newProcConfig(spec Spec, path, host string, index int, listener *os.File, l
 func inheritedEnv() []string {
 	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		return k == "LISTEN_PID" || k == "LISTEN_FDS" || k == "LISTEN_FDNAMES"
+		return k == names.EnvListenPID || k == names.EnvListenFDs || k == names.EnvListenFDNames
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -136,8 +137,8 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
-	m.Header.Set(wire.HeaderJobID, id)
-	m.Header.Set(wire.HeaderMsgID, cmp.Or(o.msgID, id))
+	m.Header.Set(names.HeaderJobID, id)
+	m.Header.Set(names.HeaderMsgID, cmp.Or(o.msgID, id))
 	o.job.Encode(m.Header)
 	m.Data = data
 	// An ack lost to a server restart would hold a single publish for the

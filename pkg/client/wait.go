@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // Job returns the state of job id, or ErrJobNotFound.
@@ -125,7 +125,7 @@ func (c *Client) jobEvent(m *nats.Msg) {
 	if !ok || !Status(status).Final() {
 		return
 	}
-	id := m.Header.Get(wire.HeaderJobID)
+	id := m.Header.Get(names.HeaderJobID)
 	c.mu.Lock()
 	ws := c.waiters[id]
 	delete(c.waiters, id)

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/client"
 )
@@ -92,7 +92,7 @@ func runBatch(ctx context.Context, cl *client.Client, cfg BatchConfig) (BatchRes
 		return res, fmt.Errorf("conductor: %w", err)
 	}
 	sub, err := cl.Conn().Subscribe(space.JobEvents(), func(m *nats.Msg) {
-		if m.Header.Get(wire.HeaderBatch) != res.ID {
+		if m.Header.Get(names.HeaderBatch) != res.ID {
 			return
 		}
 		var j client.Job

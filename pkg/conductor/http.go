@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -120,7 +121,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	code, answer := c.submit(r.Context(), submission{
-		typ: r.PathValue("type"), payload: body, key: r.Header.Get(HeaderIdempotencyKey),
+		typ: r.PathValue("type"), payload: body, key: r.Header.Get(names.HeaderIdempotencyKey),
 		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"), delay: q.Get("delay"),
 		priority: q.Get("priority"),
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
@@ -40,7 +41,7 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 
 	// A job event is for other subscribers: it counts nothing here.
 	ev := nats.NewMsg(c.space.JobEvent("squares", string(wire.StatusSucceeded)))
-	ev.Header.Set(wire.HeaderJobID, "job-2")
+	ev.Header.Set(names.HeaderJobID, "job-2")
 	require.NoError(t, nc.PublishMsg(ev))
 	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "job-0", Status: wire.StatusFailed}, {ID: "job-1", Status: wire.StatusSucceeded}}}
 	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), ends.AppendJSON(nil)))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -111,14 +112,6 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	}
 }
 
-// Headers of a submission by NATS request (see serveSubmits).
-const (
-	HeaderStatus         = "Conductor-Status" // the reply's status, as HTTP's: 200, 202, 400, 413, 503
-	HeaderWait           = "Conductor-Wait"
-	HeaderIdempotencyKey = "Idempotency-Key"
-	HeaderDelay          = "Conductor-Delay" // a duration: a delayed job
-)
-
 // DefaultSubmitWait is how long a NATS request submission waits for the
 // job's end without a Conductor-Wait header.
 const DefaultSubmitWait = 30 * time.Second
@@ -151,16 +144,16 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 		}
 		c.wg.Go(func() {
 			defer func() { <-slots }()
-			wait := m.Header.Get(HeaderWait)
+			wait := m.Header.Get(names.HeaderWait)
 			if wait == "" {
 				wait = DefaultSubmitWait.String()
 			} else if wait == "0" {
 				wait = ""
 			}
 			code, answer := c.submit(ctx, submission{
-				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(HeaderIdempotencyKey),
-				wait: wait, timeout: m.Header.Get(wire.HeaderTimeout), maxAttempts: m.Header.Get(wire.HeaderMaxAttempts),
-				delay: m.Header.Get(HeaderDelay), priority: m.Header.Get(wire.HeaderPriority),
+				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(names.HeaderIdempotencyKey),
+				wait: wait, timeout: m.Header.Get(names.HeaderTimeout), maxAttempts: m.Header.Get(names.HeaderMaxAttempts),
+				delay: m.Header.Get(names.HeaderDelay), priority: m.Header.Get(names.HeaderPriority),
 			})
 			c.reply(m, code, answer)
 		})
@@ -178,7 +171,7 @@ func (c *Conductor) reply(m *nats.Msg, code int, answer any) {
 		return
 	}
 	r := nats.NewMsg(m.Reply)
-	r.Header.Set(HeaderStatus, strconv.Itoa(code))
+	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
 	r.Data, _ = json.Marshal(answer)
 	if err := c.nc.PublishMsg(r); err != nil {
 		c.log.Warn("answer a submission", "err", err)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
@@ -32,7 +33,7 @@ func TestConductor_SubmitByRequest(t *testing.T) {
 		require.NoError(t, err)
 		var answer map[string]any
 		require.NoError(t, json.Unmarshal(r.Data, &answer), string(r.Data))
-		return r.Header.Get(conductor.HeaderStatus), answer
+		return r.Header.Get(names.HeaderStatus), answer
 	}
 
 	status, j := request("squares", "7", nil)
@@ -40,15 +41,15 @@ func TestConductor_SubmitByRequest(t *testing.T) {
 	require.Equal(t, "succeeded", j["status"])
 	require.EqualValues(t, 49, j["result"])
 
-	status, j = request("squares", "8", map[string]string{conductor.HeaderWait: "0"})
+	status, j = request("squares", "8", map[string]string{names.HeaderWait: "0"})
 	require.Equal(t, "202", status)
 	done, err := c.Client().Wait(context.Background(), j["id"].(string))
 	require.NoError(t, err)
 	require.JSONEq(t, "64", string(done.Result))
 
-	status, j = request("squares", "9", map[string]string{conductor.HeaderIdempotencyKey: "k1"})
+	status, j = request("squares", "9", map[string]string{names.HeaderIdempotencyKey: "k1"})
 	require.Equal(t, "200", status)
-	status, again := request("squares", "10", map[string]string{conductor.HeaderIdempotencyKey: "k1"})
+	status, again := request("squares", "10", map[string]string{names.HeaderIdempotencyKey: "k1"})
 	require.Equal(t, "200", status)
 	require.Equal(t, j["id"], again["id"], "one job per key")
 	require.EqualValues(t, 81, again["result"])
@@ -71,7 +72,7 @@ func TestConductor_SubmitByRequest(t *testing.T) {
 	status, j = request("squares", "not json", nil)
 	require.Equal(t, "400", status)
 	require.Equal(t, "payload is not valid JSON", j["error"])
-	status, j = request("squares", "1", map[string]string{conductor.HeaderWait: "forever"})
+	status, j = request("squares", "1", map[string]string{names.HeaderWait: "forever"})
 	require.Equal(t, "400", status)
 	require.Contains(t, j["error"], `bad wait "forever"`)
 }

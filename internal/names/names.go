@@ -1,0 +1,87 @@
+// Package names declares every name that conductor's processes pass one
+// another outside a JSON body: the headers of NATS messages and HTTP
+// requests, and the environment variables. Each is declared here once;
+// docs/protocol.md and docs/api.md document them for other languages.
+// Subjects, streams and buckets are named in internal/subject.
+package names
+
+// Headers of a job message on the job stream (see internal/wire.Options
+// for the job's own options among them).
+const (
+	// HeaderJobID carries the job id. A job published without it takes the
+	// Nats-Msg-Id header as its id, or else "seq-N" with N its stream sequence.
+	HeaderJobID = "Conductor-Job-Id"
+	// HeaderBatch carries the id of the batch the job belongs to, if any.
+	HeaderBatch = "Conductor-Batch"
+	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
+	// ("30s"), instead of its pool's job_timeout.
+	HeaderTimeout = "Conductor-Timeout"
+	// HeaderMaxAttempts carries a job's own attempt limit (a whole number,
+	// 1 or more), instead of its pool's max_attempts.
+	HeaderMaxAttempts = "Conductor-Max-Attempts"
+	// HeaderNotBefore holds the time (RFC 3339) before which the job must
+	// not run: a delayed job.
+	HeaderNotBefore = "Conductor-Not-Before"
+	// HeaderRequeued marks a dead job queued again: its attempts count from
+	// 1 again, and the history of its earlier run is kept.
+	HeaderRequeued = "Conductor-Requeued"
+	// HeaderMsgID is the JetStream deduplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// Headers of a submission by NATS request (conductor.<ns>.submit.<type>)
+// and of its reply; HeaderTimeout and HeaderMaxAttempts above apply too.
+const (
+	// HeaderPriority carries a job's priority (high, normal or low); a job
+	// on the job stream has it in its subject instead.
+	HeaderPriority = "Conductor-Priority"
+	// HeaderDelay carries how long the job waits before it runs, a Go
+	// duration ("10m").
+	HeaderDelay = "Conductor-Delay"
+	// HeaderWait asks the reply to wait for the job's end, a Go duration.
+	HeaderWait = "Conductor-Wait"
+	// HeaderIdempotencyKey makes repeated submissions one job; the HTTP
+	// API takes the same header.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderStatus is the reply's status, as HTTP's: 200, 202, 400, 413, 503.
+	HeaderStatus = "Conductor-Status"
+)
+
+// Headers that the NATS server sets on its own status messages (a pull
+// request's end, a store's failure).
+const (
+	HeaderNATSStatus      = "Status"
+	HeaderNATSDescription = "Description"
+)
+
+// Environment variables workerd sets for every worker process, after its
+// own environment and the pool's env.
+const (
+	EnvProtocol    = "CONDUCTOR_PROTOCOL"     // the pool's protocol: channel or none
+	EnvPool        = "CONDUCTOR_POOL"         // the pool's name
+	EnvWorkerIndex = "CONDUCTOR_WORKER_INDEX" // the slot index, 0 to count-1
+	EnvHost        = "CONDUCTOR_HOST"         // the host id
+	EnvListenFD    = "CONDUCTOR_LISTEN_FD"    // the fd of the pool's listen socket, if any
+	// The systemd socket-activation names, for a none pool's listen socket.
+	EnvListenFDs     = "LISTEN_FDS"
+	EnvListenPID     = "LISTEN_PID"
+	EnvListenFDNames = "LISTEN_FDNAMES"
+)
+
+// Environment variables conductor's programs read.
+const (
+	// EnvPrefetch, set by the operator (a pool's env=), overrides the Go
+	// SDK's default prefetch.
+	EnvPrefetch = "CONDUCTOR_PREFETCH"
+	// EnvToken is the token of conductord, workerd and conductorctl when
+	// their --token flag is not given.
+	EnvToken = "CONDUCTOR_TOKEN"
+	// EnvServer is conductorctl's --server default.
+	EnvServer = "CONDUCTOR_SERVER"
+	// EnvPprofPrefix, followed by a binary's name in capitals
+	// (CONDUCTOR_PPROF_WORKERD), is the address of its pprof server in
+	// builds with -tags pprof.
+	EnvPprofPrefix = "CONDUCTOR_PPROF_"
+	// EnvTestNATSLog switches on the embedded servers' logs in tests.
+	EnvTestNATSLog = "CONDUCTOR_TEST_NATS_LOG"
+)
