@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -228,6 +229,16 @@ func endToEndPhases(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ str
 func publishAsync(b *testing.B, js jetstream.JetStream, subj func(int) string, n int) {
 	for i := range n {
 		_, err := js.PublishAsync(subj(i), []byte(strconv.Itoa(i)))
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			// A slow spell of the machine: the server acks slower than we
+			// publish. Wait for the acks outstanding, then go on.
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				b.Fatal("publishes not acknowledged within a minute")
+			}
+			_, err = js.PublishAsync(subj(i), []byte(strconv.Itoa(i)))
+		}
 		require.NoError(b, err)
 	}
 	select {

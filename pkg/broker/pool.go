@@ -18,7 +18,6 @@ import (
 
 // Errors of the pool lifecycle.
 var (
-	ErrStarted    = errors.New("broker: pool already started")
 	ErrStopped    = errors.New("broker: pool stopped")
 	ErrNotStarted = errors.New("broker: pool not started")
 )
@@ -210,9 +209,9 @@ var _ startstop.Service = (*Pool)(nil)
 // is first; cancelling ctx stops it as Stop would, gracefully.
 //
 // A Pool has one life. A Start that fails leaves the pool new, to be
-// started again. A second Start while it runs does nothing but return
-// ErrStarted; a Start after Stop (or Kill) does nothing but return
-// ErrStopped.
+// started again. A second Start while it runs does nothing (as the
+// startstop contract says); a Start after Stop (or Kill) does nothing but
+// return ErrStopped: a pool runs once.
 func (p *Pool) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -221,7 +220,7 @@ func (p *Pool) Start(ctx context.Context) error {
 	case PoolStopping, PoolStopped:
 		return fmt.Errorf("%w: %q", ErrStopped, p.spec.Name)
 	default:
-		return fmt.Errorf("%w: %q", ErrStarted, p.spec.Name)
+		return nil // running already
 	}
 	path, err := resolveCommand(p.spec.Cmd[0], p.spec.Dir)
 	if err != nil {

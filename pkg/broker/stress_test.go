@@ -124,8 +124,8 @@ func TestPool_Stop_stress(t *testing.T) {
 
 // TestPool_StartStop_stress races Start against Stop, Kill and the cancel
 // of Start's context, from several goroutines at once, while others read
-// the pool, on fresh pools under -race: at most one Start succeeds, the
-// others return ErrStarted or ErrStopped; Stop and Kill return with the
+// the pool, on fresh pools under -race: each Start returns nil (it started
+// the pool, or found it running) or ErrStopped; Stop and Kill return with the
 // pool stopped, Stopped is closed, and no worker process is left.
 func TestPool_StartStop_stress(t *testing.T) {
 	t.Parallel()
@@ -185,7 +185,7 @@ func startStopRound(t *testing.T, stop func(*broker.Pool, context.CancelFunc)) {
 			switch err := pool.Start(ctx); {
 			case err == nil:
 				started.Add(1)
-			case errors.Is(err, broker.ErrStarted), errors.Is(err, broker.ErrStopped):
+			case errors.Is(err, broker.ErrStopped):
 			default:
 				t.Errorf("Start: %v", err)
 			}
@@ -216,7 +216,7 @@ func startStopRound(t *testing.T, stop func(*broker.Pool, context.CancelFunc)) {
 	wg.Wait()
 	pool.Stop() // idempotent, after any stop
 
-	require.LessOrEqual(t, started.Load(), int32(1), "more than one Start succeeded")
+	t.Logf("%d of 4 Starts returned nil", started.Load())
 	require.Equal(t, broker.PoolStopped, pool.Info().State)
 	require.ErrorIs(t, pool.Start(context.Background()), broker.ErrStopped)
 	mu.Lock()

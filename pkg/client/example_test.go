@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
+	"github.com/conductor-run/conductor/pkg/workerd"
 )
 
 // A submitter connects to the conductor's NATS, queues a job and waits for
@@ -63,20 +61,15 @@ func startConductor() (url string, stop func(), err error) {
 			url = c.NATSURL()
 		}
 	}
-	var nc *nats.Conn
 	if err == nil {
-		if nc, err = nats.Connect(url); err == nil {
-			stops = append(stops, nc.Close)
-		}
-	}
-	var a *agent.Agent
-	if err == nil {
+		// The host runs until its context is cancelled; stop waits for it.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
 		spec := broker.Spec{Name: "squares", Count: 2, Cmd: []string{self}}
-		a, err = agent.New(agent.Config{Conn: nc, Host: "example", Pools: []broker.Spec{spec}})
-	}
-	if err == nil {
-		err = a.Start(context.Background())
-		stops = append(stops, a.Stop)
+		go func() {
+			done <- workerd.Run(ctx, workerd.Config{NATSURL: url, HostID: "example", Pools: []broker.Spec{spec}})
+		}()
+		stops = append(stops, func() { cancel(); <-done })
 	}
 	if err != nil {
 		stop()
