@@ -1,0 +1,187 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// The agent's pools: each runs on a goroutine of its own (runPool), counted
+// in Agent.wg, from its start (at Start, by a reload or a command) until
+// its context ends or it stops by itself (a shutdown command). Agent.mu
+// guards the list; each pool's mu guards what its goroutine sets.
+
+// pool is one broker pool and, for a channel pool, its job source. src and
+// bp are set by the goroutine that starts the pool once its consumer exists;
+// mu guards them against the heartbeat, commands and Stop.
+type pool struct {
+	spec   broker.Spec
+	cancel context.CancelFunc // stops this pool only
+	done   chan struct{}      // closed when its goroutine has returned
+
+	mu  sync.Mutex
+	src *source
+	bp  *broker.Pool
+	err error // why the pool could not start
+}
+
+// running returns the pool's broker pool and source, nil until started.
+func (p *pool) running() (*broker.Pool, *source) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bp, p.src
+}
+
+// startErr is why the pool could not start, or nil.
+func (p *pool) startErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// poolList returns the current pools.
+func (a *Agent) poolList() []*pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.pools)
+}
+
+// findPool returns the pool named name, or nil.
+func (a *Agent) findPool(name string) *pool {
+	for _, p := range a.poolList() {
+		if p.spec.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// startPoolLocked adds a pool of spec and starts its goroutine. a.mu is held.
+func (a *Agent) startPoolLocked(spec broker.Spec) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	p := &pool{spec: spec, cancel: cancel, done: make(chan struct{})}
+	a.pools = append(a.pools, p)
+	a.wg.Go(func() {
+		defer close(p.done)
+		a.runPool(ctx, p)
+	})
+}
+
+// removePool stops p gracefully, waits for it, and forgets it.
+func (a *Agent) removePool(p *pool) {
+	p.cancel()
+	<-p.done
+	a.mu.Lock()
+	a.pools = slices.DeleteFunc(a.pools, func(x *pool) bool { return x == p })
+	a.mu.Unlock()
+}
+
+// runPool starts one pool, runs it until ctx ends or the pool stops (a
+// shutdown command), then stops it.
+func (a *Agent) runPool(ctx context.Context, p *pool) {
+	log := a.log.With("pool", p.spec.Name)
+	var src *source
+	if p.spec.Protocol != broker.ProtocolNone {
+		var err error
+		if src, err = a.newSource(ctx, p.spec, log); err != nil {
+			return // ctx ended
+		}
+		defer src.close()
+	}
+	bp, err := broker.NewPool(broker.Config{
+		Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.cfg.Logger,
+		OnEvent: a.publishEvent, OnOutput: a.logs.forward,
+	})
+	if err == nil {
+		err = bp.Start(ctx)
+	}
+	if err != nil {
+		log.Error("pool not started", "err", err)
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	p.src, p.bp = src, bp
+	p.mu.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-bp.Stopped():
+	}
+	bp.Stop()
+}
+
+// sourceOrNil keeps a nil *source from becoming a non-nil broker.Source.
+func sourceOrNil(s *source) broker.Source {
+	if s == nil {
+		return nil
+	}
+	return s
+}
+
+// newSource makes sure the pool's consumer exists, retrying with backoff
+// until the conductor has created the job stream, and returns its source.
+func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logger) (*source, error) {
+	kvName := a.space.StateBucket()
+	delay := 100 * time.Millisecond
+	for {
+		err := a.ensureConsumer(ctx, spec.Name)
+		var kv jetstream.KeyValue
+		if err == nil {
+			kv, err = a.js.KeyValue(ctx, kvName)
+		}
+		if err == nil {
+			return newSource(sourceConfig{
+				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
+				workers: cmp.Or(spec.Count, broker.DefaultCount), prefetch: a.cfg.Prefetch,
+				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
+				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),
+				expires:    a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
+			})
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Warn("waiting for the conductor's job stream", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// ensureConsumer makes sure the consumers of job type typ exist: one per
+// priority, each filtered on the subject of its jobs.
+func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, p := range wire.Priorities {
+		_, err := a.js.CreateOrUpdateConsumer(ctx, a.space.JobStream(), jetstream.ConsumerConfig{
+			Durable:       a.space.ConsumerAt(typ, string(p)),
+			FilterSubject: a.space.JobAt(typ, string(p)),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       a.cfg.AckWait,
+			MaxDeliver:    -1,
+			MaxWaiting:    4096,
+			MaxAckPending: 100_000,
+		})
+		if err != nil {
+			return fmt.Errorf("%s jobs: %w", p, err)
+		}
+	}
+	return nil
+}
