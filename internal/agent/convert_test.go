@@ -90,12 +90,19 @@ func TestConvert_JSON(t *testing.T) {
 	t.Parallel()
 
 	at := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
-	e := wireEvent(broker.Event{Time: at, Kind: broker.EventWorkerExit, Host: "h", Pool: "p", PID: 7, Reason: broker.ReasonStop, Uptime: 1500 * time.Millisecond})
+	e := wireEvent(broker.Event{Time: at, Kind: broker.EventWorkerExit, Host: "h", Pool: "p", PID: 7, Reason: broker.ReasonStop, Uptime: broker.Duration(1500 * time.Millisecond)})
 	data, err := json.Marshal(e)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"time":"2024-05-06T07:08:09Z","kind":"exit","host":"h","pool":"p","pid":7,"reason":"stop","uptime":"1.5s"}`, string(data))
+	// A broker record encodes as the wire's does: durations as strings.
+	direct, err := json.Marshal(broker.Event{Time: at, Kind: broker.EventWorkerExit, Host: "h", Pool: "p", PID: 7, Reason: broker.ReasonStop, Uptime: broker.Duration(1500 * time.Millisecond)})
+	require.NoError(t, err)
+	require.JSONEq(t, string(data), string(direct))
+	var event broker.Event
+	require.NoError(t, json.Unmarshal(direct, &event))
+	require.Equal(t, broker.Duration(1500*time.Millisecond), event.Uptime)
 
-	w := wireWorker(broker.Worker{Host: "h", Pool: "p", State: broker.WorkerBusy, CPU: 2 * time.Second, Version: 1})
+	w := wireWorker(broker.Worker{Host: "h", Pool: "p", State: broker.WorkerBusy, CPU: broker.Duration(2 * time.Second), Version: 1})
 	data, err = json.Marshal(w)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"host":"h","pool":"p","index":0,"pid":0,"state":"busy","rss":0,"jobs_done":0,"restarts":0,"cpu":"2s","version":1}`, string(data))

@@ -79,15 +79,14 @@ var fallbacks = map[string]string{
 	names.HeaderNotBefore:   "the job runs now",
 }
 
-// options decodes a delivered job's own options, logging the headers it
-// cannot read: the job runs without them.
-func (s *source) options(m *nats.Msg) wire.Options {
-	opts, bad := wire.DecodeOptions(m.Header)
+// badOptions logs the option headers of a job that could not be read: the
+// job runs without them. It is called once a worker takes the job, not for
+// a delayed job's early deliveries.
+func (s *source) badOptions(m *nats.Msg, bad []*wire.HeaderError) {
 	for _, e := range bad {
 		h, _ := identify(m)
 		s.log.Warn("ignoring a bad job option header; "+fallbacks[e.Header], "job", h.state.ID, "header", e.Header, "value", e.Value)
 	}
-	return opts
 }
 
 // job turns a delivered message into a broker job and records that it runs.

@@ -207,10 +207,11 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 // not JSON cannot go on the channel: such a job never reaches a worker and
 // is dead at once, its payload kept as a JSON string.
 func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
-	opts := s.options(m)
+	opts, bad := wire.DecodeOptions(m.Header)
 	if s.deferred(m, opts) {
 		return nil, false
 	}
+	s.badOptions(m, bad)
 	job := s.job(m, opts)
 	switch {
 	case s.isCancelled(job.ID):

@@ -22,6 +22,12 @@
 // Stop cancels that context and waits for done. A service whose goroutine
 // ends when its input closes (a pipeline stage) ignores the context; its
 // Stop then waits for the input to be closed, which its owner does first.
+//
+// Services that depend on one another must not share a context they are
+// stopped by: cancelling it stops them all at once, in no order (an agent
+// whose outcomes need the conductor it runs against would lose them).
+// Their owner starts them with context.WithoutCancel and stops them itself,
+// in order: StopAll, or Stop one by one (pkg/conductor's RunBatch).
 package startstop
 
 import (

@@ -96,7 +96,7 @@ type Event struct {
 	OOM bool `json:"oom,omitempty"`
 	// Uptime is how long the process ran, for an exit, to the millisecond.
 	// (workerd's published events write it as a Go duration, "1.5s".)
-	Uptime time.Duration `json:"uptime,omitempty"`
+	Uptime Duration `json:"uptime,omitempty"`
 	// Count is the pool's worker count, for a pool event.
 	Count int `json:"count,omitempty"`
 	// RetryAt is when a failed pool tries to start workers again, for

@@ -1,6 +1,10 @@
 package broker
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
 // PoolState is where a pool is in its life, as PoolInfo.State reports it.
 type PoolState string
@@ -93,7 +97,7 @@ type Worker struct {
 	// CPU is the user and system CPU time the process has used, read from
 	// /proc by Pool.Workers. (workerd's heartbeat writes it as a Go
 	// duration, "1.5s".)
-	CPU time.Duration `json:"cpu,omitempty"`
+	CPU Duration `json:"cpu,omitempty"`
 	// Version counts the pool's command lines: 1 for the one it started
 	// with, one more per upgrade. It is the one the slot runs.
 	Version int `json:"version,omitempty"`
@@ -102,4 +106,30 @@ type Worker struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// LastExitAt is when the previous process ended, in UTC.
 	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+}
+
+// Duration is a time.Duration that encodes in JSON as a Go duration
+// string ("1.5s"), as the events and heartbeats workerd publishes do.
+type Duration time.Duration
+
+// String formats d as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("broker: duration: %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("broker: duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
 }

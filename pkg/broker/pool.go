@@ -350,7 +350,7 @@ func (p *Pool) Workers() []Worker {
 	for _, s := range slots {
 		w := s.snapshot()
 		rss, cpu := procStat(w.PID)
-		w.RSS, w.CPU = rss, cpu
+		w.RSS, w.CPU = rss, Duration(cpu)
 		if rss > 0 {
 			s.lastRSS.Store(rss)
 		}

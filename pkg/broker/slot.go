@@ -276,7 +276,7 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	}
 	s.exited(Event{
 		Kind: EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
-		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: uptime,
+		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: Duration(uptime),
 	})
 	return run
 }

@@ -194,9 +194,13 @@ func startLocal(ctx context.Context, cfg BatchConfig) (*local, error) {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	l := &local{dir: dir}
+	// Both run until l.stop stops them, in order (the agent finishes its
+	// jobs' outcomes while the conductor still stores them), not until
+	// ctx ends: under ctx, a cancel would stop both at once.
+	life := context.WithoutCancel(ctx)
 	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger})
 	if err == nil {
-		err = l.conductor.Start(ctx)
+		err = l.conductor.Start(life)
 	}
 	if err == nil {
 		l.nc, err = nats.Connect(l.conductor.NATSURL(), nats.Name("conductor-batch-workers"))
@@ -205,7 +209,7 @@ func startLocal(ctx context.Context, cfg BatchConfig) (*local, error) {
 		l.agent, err = agent.New(agent.Config{Conn: l.nc, Host: "local", Pools: []broker.Spec{spec}, Logger: cfg.Logger})
 	}
 	if err == nil {
-		err = l.agent.Start(ctx)
+		err = l.agent.Start(life)
 	}
 	if err != nil {
 		l.stop()

@@ -376,6 +376,7 @@ func (c *Conductor) Stopped() <-chan struct{} { return c.life.Stopped() }
 
 // shutdown stops what start started, in the order Stop writes down.
 func (c *Conductor) shutdown() {
+	c.log.Info("conductor stopping")
 	// Under submitMu: no NATS submission starts once closing has begun.
 	c.submitMu.Lock()
 	c.beginClose()

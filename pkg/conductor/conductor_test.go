@@ -1,14 +1,17 @@
 package conductor_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // testHandler squares numbers; "fail" fails for good, "crash-once" kills
 // the process on its first attempt and succeeds on the next, "block" runs
-// until cancelled.
+// until cancelled, "hold:PATH" runs until the test releases it (see hold).
 func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 	var s string
 	if json.Unmarshal(job.Payload, &s) == nil {
@@ -46,6 +49,8 @@ func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 		case s == "block":
 			<-ctx.Done()
 			return nil, context.Cause(ctx)
+		case strings.HasPrefix(s, "hold:"):
+			return hold(strings.TrimPrefix(s, "hold:"))
 		case s == "fail":
 			return nil, worker.Permanent(errors.New("asked to fail"))
 		case s == "crash-once" && job.Attempt == 1:
@@ -290,4 +295,67 @@ func TestConductor_ExistingNATS(t *testing.T) {
 	t.Cleanup(d.Stop)
 	_, err = d.Client().Job(context.Background(), id)
 	require.ErrorIs(t, err, client.ErrJobNotFound)
+}
+
+// hold is the job "hold:PATH": it creates PATH.started, then runs until
+// PATH.released exists, so that a test can act while a job is in flight.
+func hold(path string) (any, error) {
+	if err := os.WriteFile(path+".started", nil, 0o600); err != nil {
+		return nil, err
+	}
+	for {
+		if _, err := os.Stat(path + ".released"); err == nil {
+			return "released", nil
+		}
+		time.Sleep(5 * time.Millisecond) // the worker's own wait, in its own process
+	}
+}
+
+// A RunBatch whose context is cancelled while a job runs stops gracefully:
+// its workers finish the job and its outcome is stored while the embedded
+// conductor still runs, and only then does the conductor stop.
+func TestRunBatch_CancelStopsGracefully(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "job")
+	logs := &syncLog{}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// The worker is a process of its own: wait for its file.
+		require.Eventually(t, func() bool {
+			_, err := os.Stat(path + ".started")
+			return err == nil
+		}, 30*time.Second, 5*time.Millisecond, "the job never started")
+		cancel()
+		_ = os.WriteFile(path+".released", nil, 0o600)
+	}()
+	_, err := conductor.RunBatch(ctx, conductor.BatchConfig{
+		Type: "hold", Workers: 1, Logger: logger,
+		Jobs: func(submit func(any) error) error { return submit("hold:" + path) },
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	logged := logs.String()
+	require.NotContains(t, logged, "not stored", "the job's outcome was lost to the conductor's stop")
+	exited, stopping := strings.Index(logged, `msg="worker exited"`), strings.Index(logged, `msg="conductor stopping"`)
+	require.True(t, exited >= 0 && stopping >= 0, "missing log lines:\n%s", logged)
+	require.Less(t, exited, stopping, "the conductor began to stop before the workers had finished")
+}
+
+// syncLog collects log output from several goroutines.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *syncLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *syncLog) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

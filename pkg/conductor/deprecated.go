@@ -12,7 +12,10 @@ import (
 // (github.com/conductor-run/conductor/pkg/client), which links neither the
 // NATS server nor the broker. The names below point at it, so that code
 // written against this package keeps building; new code should use
-// package client.
+// package client. Three things did not carry over: Event is now one flat
+// record (client.Event), so EventFields, the internal record it embedded,
+// is gone; and the Header* constants of the NATS submission and
+// broker.Env* are documented in docs/protocol.md rather than exported.
 
 // Deprecated: use client.Client.
 type Client = client.Client
