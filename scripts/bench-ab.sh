@@ -40,6 +40,8 @@ for kind, keys in [('noop', ['ns/op', 'cpu-ns/job', 'csw/job']),
         if not r:
             print(f'{kind} {k}: no complete pair')
             continue
-        med = lambda v: statistics.median([x for x in v if x is not None])
-        print(f'{kind} {k:26s} A median {med(a):10.4g}  B median {med(b):10.4g}  B/A median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f}, {len(r)} pairs)')
+        def span(v):
+            v = [x for x in v if x is not None]
+            return f'{statistics.median(v):.4g} ({min(v):.4g}-{max(v):.4g})'
+        print(f'{kind} {k:26s} A {span(a):28s} B {span(b):28s} B/A {statistics.median(r):.3f} ({min(r):.3f}-{max(r):.3f}), {len(r)} pairs')
 PY
