@@ -339,68 +339,6 @@ func (p *Pool) beginStop() {
 // by the first Stop or Kill of a pool never started.
 func (p *Pool) Stopped() <-chan struct{} { return p.stopped }
 
-// Workers returns a snapshot of every worker slot, in index order (during a
-// recycle or an upgrade, a replacement shares the index of the worker it
-// replaces). RSS and CPU are read from /proc now.
-func (p *Pool) Workers() []Worker {
-	p.mu.Lock()
-	slots := slices.Clone(p.slots)
-	p.mu.Unlock()
-	out := make([]Worker, 0, len(slots))
-	for _, s := range slots {
-		w := s.snapshot()
-		rss, cpu := procStat(w.PID)
-		w.RSS, w.CPU = rss, Duration(cpu)
-		if rss > 0 {
-			s.lastRSS.Store(rss)
-		}
-		out = append(out, w)
-	}
-	slices.SortStableFunc(out, func(a, b Worker) int { return a.Index - b.Index })
-	return out
-}
-
-// Info describes the pool.
-func (p *Pool) Info() PoolInfo {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	info := PoolInfo{
-		Name:      p.spec.Name,
-		Count:     p.count,
-		Protocol:  p.spec.Protocol,
-		State:     p.state,
-		Operation: p.operation,
-		Cmd:       slices.Clone(p.spec.Cmd),
-		Error:     p.lastErr,
-	}
-	if p.gen != nil {
-		info.Cmd = slices.Clone(p.gen.spec.Cmd)
-	}
-	if p.state == PoolFailed {
-		info.RetryAt = p.retryAt
-	}
-	return info
-}
-
-// workersChanged fires the test signal of that name.
-func (p *Pool) workersChanged() {
-	if f := p.test.workersChanged; f != nil {
-		f()
-	}
-}
-
-// emit completes e and hands it to OnEvent.
-func (p *Pool) emit(e Event) {
-	if p.onEvent == nil {
-		return
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	e.Host, e.Pool = p.host, p.spec.Name
-	p.onEvent(e)
-}
-
 // addSlotLocked starts a slot at index running gen; its first process
 // starts for reason. p.mu is held.
 func (p *Pool) addSlotLocked(sp *spawner, index int, reason Reason, gen *generation) *slot {

@@ -7,16 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
@@ -28,89 +23,6 @@ const listenFDChannel = 5
 // killed, for its pipes to reach EOF. They do at once unless a process that
 // left the group still holds them; then they are closed on our side.
 const outputGrace = time.Second
-
-// procConfig is everything needed to start one process of a slot. It is
-// built once per slot by newProcConfig and read-only after.
-type procConfig struct {
-	path     string   // program to execute
-	args     []string // argv, argv[0] included
-	dir      string
-	env      []string // the whole environment
-	channel  bool     // pass fds 3 and 4 and speak the channel protocol
-	listener *os.File // the Listen socket, or nil
-	kill     time.Duration
-	log      *slog.Logger // with host, pool and index
-	// output, if set, also gets every line of stdout and stderr.
-	output func(stream string, pid int, line string)
-}
-
-// resolveCommand returns the path of the program cmd names, as a process
-// started in dir will see it: a name without a slash is looked up in PATH, a
-// relative path is taken relative to dir. dir, if set, must exist.
-func resolveCommand(cmd, dir string) (string, error) {
-	if dir != "" {
-		if fi, err := os.Stat(dir); err != nil {
-			return "", err
-		} else if !fi.IsDir() {
-			return "", fmt.Errorf("dir %s: not a directory", dir)
-		}
-	}
-	if strings.Contains(cmd, "/") && !filepath.IsAbs(cmd) && dir != "" {
-		cmd = filepath.Join(dir, cmd)
-	}
-	path, err := exec.LookPath(cmd)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Abs(path)
-}
-
-// newProcConfig sets up the command line and environment of the processes
-// of slot index of a pool whose program was resolved to path.
-func newProcConfig(spec Spec, path, host string, index int, listener *os.File, log *slog.Logger) procConfig {
-	c := procConfig{
-		path:     path,
-		args:     slices.Clone(spec.Cmd),
-		dir:      spec.Dir,
-		channel:  spec.Protocol == ProtocolChannel,
-		listener: listener,
-		kill:     spec.KillTimeout,
-		log:      log,
-	}
-	env := inheritedEnv()
-	env = append(env, spec.Env...)
-	env = append(env,
-		names.EnvProtocol+"="+string(spec.Protocol),
-		names.EnvPool+"="+spec.Name,
-		names.EnvWorkerIndex+"="+strconv.Itoa(index),
-		names.EnvHost+"="+host,
-	)
-	if listener != nil && c.channel {
-		env = append(env, names.EnvListenFD+"="+strconv.Itoa(listenFDChannel))
-	}
-	if listener != nil && !c.channel {
-		env = append(env, names.EnvListenFD+"=3", names.EnvListenFDs+"=1", names.EnvListenFDNames+"="+spec.Name)
-		// LISTEN_PID must be the process's own pid, known only after the
-		// fork: a shell sets it, then execs the program in its place.
-		c.args = append([]string{"sh", "-c", names.EnvListenPID + `=$$; export ` + names.EnvListenPID + `; exec "$@"`, spec.Cmd[0], path}, spec.Cmd[1:]...)
-		c.path = "/bin/sh"
-	}
-	c.env = env
-	return c
-}
-
-// inheritedEnv is workerd's environment without the socket-activation
-// variables, which describe workerd's own sockets, not the worker's.
-func inheritedEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		return k == names.EnvListenPID || k == names.EnvListenFDs || k == names.EnvListenFDNames
-	})
-}
-
-// oomNote follows the exit of a process the kernel's OOM killer ended, in
-// the crash report of its job and in its exit event.
-const oomNote = " (out of memory: the kernel's OOM killer)"
 
 // proc is one running worker process. Its fields are set by startProc; the
 // slot goroutine that started it owns in, w, inClosed and sigkillAt; the
