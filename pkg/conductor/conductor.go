@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -255,96 +253,6 @@ func (c *Conductor) parts() []startstop.Service {
 	return parts
 }
 
-func (c *Conductor) startServer() error {
-	host, port, _ := splitHostPort(c.cfg.NATSListen)
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	opts := &server.Options{
-		ServerName:         "conductord",
-		Host:               host,
-		Port:               port,
-		JetStream:          true,
-		StoreDir:           c.cfg.DataDir,
-		NoSigs:             true,
-		MaxPayload:         8 << 20,
-		Authorization:      c.cfg.Token,
-		JetStreamMaxMemory: -1,
-		JetStreamMaxStore:  -1,
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return fmt.Errorf("conductor: embedded NATS: %w", err)
-	}
-	ns.SetLoggerV2(&natsLogger{log: c.log.With("component", "nats")}, false, false, false)
-	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
-	}
-	c.ns = ns
-	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir)
-	return nil
-}
-
-func (c *Conductor) ensureStreams(ctx context.Context) error {
-	storage := jetstream.FileStorage
-	if c.cfg.MemoryStorage {
-		storage = jetstream.MemoryStorage
-	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        c.space.JobStream(),
-		Description: "conductor jobs of namespace " + c.cfg.Namespace,
-		Subjects:    []string{c.space.Jobs()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     storage,
-		Duplicates:  c.cfg.DedupWindow,
-		// Headers carry the id and batch; leave them room on top of the payload.
-		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
-	}); err != nil {
-		return fmt.Errorf("conductor: create job stream: %w", err)
-	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      c.space.StateBucket(),
-		Description: "conductor job states by id",
-		TTL:         c.cfg.Retention,
-		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create job state bucket: %w", err)
-	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      c.space.BatchBucket(),
-		Description: "conductor batches by id",
-		TTL:         c.cfg.Retention,
-		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create batch bucket: %w", err)
-	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      c.space.CancelBucket(),
-		Description: "conductor cancelled job ids",
-		TTL:         c.cfg.Retention,
-		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create cancel bucket: %w", err)
-	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      c.space.DeadBucket(),
-		Description: "conductor dead jobs by id, kept until re-queued",
-		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create dead job bucket: %w", err)
-	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      c.space.StatsBucket(),
-		Description: "conductor job counts by type",
-		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create stats bucket: %w", err)
-	}
-	return nil
-}
-
 // subscribe takes the job ends that workerd announces a burst at a time
 // (wire.Ends), once for all that conductord does with them: the counters,
 // the batch ends, and the waits of its Client (jobEnds). It does not take
@@ -423,29 +331,6 @@ func (c *Conductor) HTTPAddr() string {
 
 // Client is the conductor's own client, on its own connection.
 func (c *Conductor) Client() *client.Client { return c.client }
-
-func splitHostPort(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("bad port %q in %q", p, addr)
-	}
-	return host, port, nil
-}
-
-// natsLogger sends the embedded server's log to slog: notices at Debug,
-// warnings and errors as such, debug and trace dropped.
-type natsLogger struct{ log *slog.Logger }
-
-func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(string, ...any)           {}
-func (l *natsLogger) Tracef(string, ...any)           {}
 
 // jobEnds counts the ends of a burst of attempts, and passes the final
 // ones to the batch watcher and the Client's waits.

@@ -1,0 +1,131 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The conductor's NATS: the embedded server (or none, with NATSURL), the
+// job stream and the buckets it makes sure exist, and the server's logs.
+// Called by Start, on its goroutine.
+
+// startServer starts the embedded NATS server on NATSListen.
+func (c *Conductor) startServer() error {
+	host, port, _ := splitHostPort(c.cfg.NATSListen)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:         "conductord",
+		Host:               host,
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           c.cfg.DataDir,
+		NoSigs:             true,
+		MaxPayload:         8 << 20,
+		Authorization:      c.cfg.Token,
+		JetStreamMaxMemory: -1,
+		JetStreamMaxStore:  -1,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("conductor: embedded NATS: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{log: c.log.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
+	}
+	c.ns = ns
+	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir)
+	return nil
+}
+
+func (c *Conductor) ensureStreams(ctx context.Context) error {
+	storage := jetstream.FileStorage
+	if c.cfg.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.space.JobStream(),
+		Description: "conductor jobs of namespace " + c.cfg.Namespace,
+		Subjects:    []string{c.space.Jobs()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     storage,
+		Duplicates:  c.cfg.DedupWindow,
+		// Headers carry the id and batch; leave them room on top of the payload.
+		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
+	}); err != nil {
+		return fmt.Errorf("conductor: create job stream: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.StateBucket(),
+		Description: "conductor job states by id",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create job state bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.BatchBucket(),
+		Description: "conductor batches by id",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create batch bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.CancelBucket(),
+		Description: "conductor cancelled job ids",
+		TTL:         c.cfg.Retention,
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create cancel bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.DeadBucket(),
+		Description: "conductor dead jobs by id, kept until re-queued",
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create dead job bucket: %w", err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.space.StatsBucket(),
+		Description: "conductor job counts by type",
+		Storage:     storage,
+	}); err != nil {
+		return fmt.Errorf("conductor: create stats bucket: %w", err)
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q in %q", p, addr)
+	}
+	return host, port, nil
+}
+
+// natsLogger sends the embedded server's log to slog: notices at Debug,
+// warnings and errors as such, debug and trace dropped.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(string, ...any)           {}
+func (l *natsLogger) Tracef(string, ...any)           {}
