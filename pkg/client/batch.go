@@ -132,16 +132,19 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 	if !b.EndedAt.IsZero() {
 		return &b, nil // its final counts were recorded with its end
 	}
-	if err := c.count(ctx, &b); err != nil {
+	if err := c.CountBatch(ctx, &b); err != nil {
 		return nil, err
 	}
 	return &b, nil
 }
 
-// count reads the status of every job of b, 16 at a time, and counts them.
-// Only the status is decoded: a result may be large. The first failed read
-// stops the others.
-func (c *Client) count(ctx context.Context, b *Batch) error {
+// CountBatch sets b's counts (Queued, Running, Succeeded, Failed, Dead,
+// Cancelled) from the states of its jobs, read 16 at a time; b.ID and
+// b.Total name them. Only the status is decoded: a result may be large. The
+// first failed read stops the others. Batch calls it for a batch that has
+// not ended; a program that holds a batch's record (conductord, which
+// compares and sets it) calls it to count without reading the record again.
+func (c *Client) CountBatch(ctx context.Context, b *Batch) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	statuses := make([]Status, b.Total)

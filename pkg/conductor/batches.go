@@ -223,8 +223,7 @@ func (e *batchEnds) checkEveryBatch(ctx context.Context) error {
 // endBatch announces batch id's end if all its jobs have ended and no one
 // has announced it yet.
 func (e *batchEnds) endBatch(ctx context.Context, id string) error {
-	kv := e.kv
-	rev, err := kv.Get(ctx, id)
+	rev, err := e.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		e.foreign(id)
 		return nil
@@ -237,25 +236,16 @@ func (e *batchEnds) endBatch(ctx context.Context, id string) error {
 		e.forget(id)
 		return nil
 	}
-	// The Client reads the record again, and counts the jobs' states if
-	// it has not ended; the update below holds only if the record is
-	// still the one read here.
-	cur, err := e.client.Batch(ctx, id)
-	if errors.Is(err, client.ErrBatchNotFound) { // deleted since: no job was queued
-		e.foreign(id)
-		return nil
-	}
-	if err != nil {
+	if err := e.client.CountBatch(ctx, &b); err != nil {
 		return err
 	}
-	b.Queued, b.Running, b.Succeeded, b.Failed, b.Dead, b.Cancelled = cur.Queued, cur.Running, cur.Succeeded, cur.Failed, cur.Dead, cur.Cancelled
 	if !b.Ended() {
 		e.settle(id, b.Total, b.Succeeded+b.Dead+b.Cancelled)
 		return nil
 	}
 	b.EndedAt = time.Now().UTC()
 	rec, _ := json.Marshal(&b)
-	_, err = kv.Update(ctx, id, rec, rev.Revision())
+	_, err = e.kv.Update(ctx, id, rec, rev.Revision())
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		// Changed since it was read: announced by another conductord, or
 		// cut short by its submitter. The next check reads it again.
