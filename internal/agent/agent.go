@@ -142,13 +142,10 @@ func checkSpecs(specs []broker.Spec) error {
 // called, and stops then as Stop says. A second Start while it runs does
 // nothing; an agent runs once, and Start after it stopped is an error.
 func (a *Agent) Start(ctx context.Context) error {
-	a.mu.Lock()
-	closing := a.closing
-	a.mu.Unlock()
-	if closing {
+	ctx, ok, done, err := a.life.StartInitOnce(ctx)
+	if err != nil {
 		return errors.New("agent: stopped; an Agent runs once")
 	}
-	ctx, ok, done := a.life.StartInit(ctx)
 	if !ok {
 		return nil
 	}
@@ -180,12 +177,7 @@ func (a *Agent) Start(ctx context.Context) error {
 // Stop stops the pools gracefully (see broker.Pool.Stop), finishes every job
 // outcome, and announces that the host is leaving. It blocks until done, is
 // safe to call more than once, and returns at once if Start was not called.
-func (a *Agent) Stop() {
-	a.mu.Lock()
-	a.closing = true
-	a.mu.Unlock()
-	a.life.Stop()
-}
+func (a *Agent) Stop() { a.life.Stop() }
 
 // shutdown is the stop, on the goroutine that Start left waiting for it:
 // no new pool or command, the pools stopped (their context is done), then

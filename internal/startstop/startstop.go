@@ -55,10 +55,14 @@ type Base struct {
 	mu      sync.Mutex
 	cancel  context.CancelCauseFunc
 	stopped chan struct{} // closed by done; replaced at each start
+	ended   bool          // a run has stopped
 }
 
 // ErrStopped is the cause of the context of a service that Stop stopped.
 var ErrStopped = errors.New("service stopped")
+
+// ErrRanOnce is StartInitOnce's error for a service that has run.
+var ErrRanOnce = errors.New("stopped; it runs once")
 
 // StartInit begins a start. ok is false if the service runs already; else
 // the service runs its goroutine under ctx (cancelled by Stop) and calls
@@ -69,6 +73,27 @@ func (b *Base) StartInit(parent context.Context) (ctx context.Context, ok bool, 
 	if b.cancel != nil {
 		return nil, false, nil
 	}
+	return b.startLocked(parent)
+}
+
+// StartInitOnce is StartInit for a service that runs once (it holds state
+// that a run uses up): once a run has stopped, it returns ErrRanOnce. A Stop
+// before any Start does not count as a run.
+func (b *Base) StartInitOnce(parent context.Context) (ctx context.Context, ok bool, done func(), err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.cancel != nil:
+		return nil, false, nil, nil
+	case b.ended:
+		return nil, false, nil, ErrRanOnce
+	}
+	ctx, ok, done = b.startLocked(parent)
+	return ctx, ok, done, nil
+}
+
+// startLocked starts a run; b.mu is held and none runs.
+func (b *Base) startLocked(parent context.Context) (ctx context.Context, ok bool, done func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	stopped := make(chan struct{})
 	b.cancel, b.stopped = cancel, stopped
@@ -78,6 +103,7 @@ func (b *Base) StartInit(parent context.Context) (ctx context.Context, ok bool, 
 		if b.stopped == stopped {
 			b.cancel = nil
 		}
+		b.ended = true
 		b.mu.Unlock()
 		close(stopped)
 	}

@@ -135,3 +135,40 @@ func TestStopAll_ReverseOrder(t *testing.T) {
 	startstop.StopAll(s...)
 	require.Equal(t, []int{3, 2, 1}, order)
 }
+
+// once is a service that runs once.
+type once struct {
+	startstop.Base
+}
+
+func (o *once) Start(ctx context.Context) error {
+	ctx, ok, done, err := o.StartInitOnce(ctx)
+	if err != nil || !ok {
+		return err
+	}
+	go func() {
+		defer done()
+		<-ctx.Done()
+	}()
+	return nil
+}
+
+func TestBase_StartInitOnce(t *testing.T) {
+	t.Parallel()
+	o := &once{}
+	require.NoError(t, o.Start(context.Background()))
+	require.NoError(t, o.Start(context.Background()), "a second Start while it runs does nothing")
+	o.Stop()
+	require.ErrorIs(t, o.Start(context.Background()), startstop.ErrRanOnce)
+
+	early := &once{}
+	early.Stop() // before any Start: not a run
+	require.NoError(t, early.Start(context.Background()))
+	early.Stop()
+
+	// A service that may run again is not affected by its earlier stops.
+	f := startstop.NewFunc(func(ctx context.Context) { <-ctx.Done() })
+	f.Stop()
+	require.NoError(t, f.Start(context.Background()))
+	f.Stop()
+}

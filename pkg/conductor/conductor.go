@@ -91,11 +91,8 @@ type Conductor struct {
 	beginClose context.CancelFunc
 
 	// life is the lifecycle (startstop): Start's context, cancelled by
-	// Stop, bounds the conductor's run. startMu guards started: a
-	// Conductor runs once.
-	life    startstop.Base
-	startMu sync.Mutex
-	started bool
+	// Stop, bounds the conductor's run. A Conductor runs once.
+	life startstop.Base
 
 	// wg counts the NATS submissions in flight, each on a goroutine of
 	// its own. submitMu orders the start of closing with them: one starts
@@ -146,21 +143,13 @@ func New(cfg Config) (*Conductor, error) {
 // started is stopped again. A second Start while the conductor runs does
 // nothing; a Conductor runs once: Start after it stopped returns an error.
 func (c *Conductor) Start(ctx context.Context) error {
-	c.startMu.Lock()
-	defer c.startMu.Unlock()
-	if c.started {
-		select {
-		case <-c.life.Stopped():
-			return errors.New("conductor: stopped; a Conductor runs once")
-		default:
-			return nil
-		}
+	ctx, ok, done, err := c.life.StartInitOnce(ctx)
+	if err != nil {
+		return errors.New("conductor: stopped; a Conductor runs once")
 	}
-	ctx, ok, done := c.life.StartInit(ctx)
 	if !ok {
 		return nil
 	}
-	c.started = true
 	if err := c.start(ctx); err != nil {
 		c.shutdown()
 		done()
