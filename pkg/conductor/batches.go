@@ -63,19 +63,21 @@ func parseLines(body io.Reader, maxPayload int) ([]json.RawMessage, error) {
 // until Stop. It owns batches; mu guards it: the subscription to the job
 // ends marks (mark), the goroutine takes and settles.
 type batchEnds struct {
-	startstop.Base
-	kv     jetstream.KeyValue // the batch bucket
-	client *client.Client     // counts a batch's job states
-	nc     *nats.Conn         // publishes the batch events
-	space  subject.Space
-	log    *slog.Logger
+	*startstop.Func                    // runs run
+	kv              jetstream.KeyValue // the batch bucket
+	client          *client.Client     // counts a batch's job states
+	nc              *nats.Conn         // publishes the batch events
+	space           subject.Space
+	log             *slog.Logger
 
 	mu      sync.Mutex
 	batches map[string]*batchCount
 }
 
 func newBatchEnds(kv jetstream.KeyValue, cl *client.Client, nc *nats.Conn, space subject.Space, log *slog.Logger) *batchEnds {
-	return &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, batches: map[string]*batchCount{}}
+	e := &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, batches: map[string]*batchCount{}}
+	e.Func = startstop.NewFunc(e.run)
+	return e
 }
 
 // batchCount is what batchEnds knows of one batch.
@@ -169,19 +171,6 @@ func (e *batchEnds) take() []string {
 		}
 	}
 	return ids
-}
-
-// Start starts the checks.
-func (e *batchEnds) Start(ctx context.Context) error {
-	ctx, ok, done := e.StartInit(ctx)
-	if !ok {
-		return nil
-	}
-	go func() {
-		defer done()
-		e.run(ctx)
-	}()
-	return nil
 }
 
 // run checks the batches due at each tick until ctx ends.

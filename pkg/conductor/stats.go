@@ -31,9 +31,9 @@ type counts struct {
 // subscription to the job ends writes (count), the HTTP API (snapshot)
 // and the saver read.
 type stats struct {
-	startstop.Base
-	kv  jetstream.KeyValue
-	log *slog.Logger
+	*startstop.Func // runs run
+	kv              jetstream.KeyValue
+	log             *slog.Logger
 
 	mu     sync.Mutex
 	byType map[string]counts
@@ -46,6 +46,7 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 		return nil, fmt.Errorf("conductor: open stats bucket: %w", err)
 	}
 	s := &stats{kv: kv, log: log, byType: map[string]counts{}, dirty: map[string]bool{}}
+	s.Func = startstop.NewFunc(s.run)
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: load stats: %w", err)
@@ -89,19 +90,6 @@ func (s *stats) snapshot() map[string]counts {
 		out[k] = v
 	}
 	return out
-}
-
-// Start starts the saver.
-func (s *stats) Start(ctx context.Context) error {
-	ctx, ok, done := s.StartInit(ctx)
-	if !ok {
-		return nil
-	}
-	go func() {
-		defer done()
-		s.run(ctx)
-	}()
-	return nil
 }
 
 // run saves dirty counts every second until ctx ends, then once more.
