@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -298,17 +300,22 @@ func TestConductor_ExistingNATS(t *testing.T) {
 }
 
 // hold is the job "hold:PATH": it creates PATH.started, then runs until
-// PATH.released exists, so that a test can act while a job is in flight.
+// the test writes a byte to the FIFO PATH.released, so that a test can act
+// while a job is in flight. It opens the FIFO read-write, so that its read
+// waits for the byte, not for a writer to open it.
 func hold(path string) (any, error) {
+	fifo, err := os.OpenFile(path+".released", os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fifo.Close()
 	if err := os.WriteFile(path+".started", nil, 0o600); err != nil {
 		return nil, err
 	}
-	for {
-		if _, err := os.Stat(path + ".released"); err == nil {
-			return "released", nil
-		}
-		time.Sleep(5 * time.Millisecond) // the worker's own wait, in its own process
+	if _, err := fifo.Read(make([]byte, 1)); err != nil {
+		return nil, err
 	}
+	return "released", nil
 }
 
 // A RunBatch whose context is cancelled while a job runs stops gracefully:
@@ -317,18 +324,29 @@ func hold(path string) (any, error) {
 func TestRunBatch_CancelStopsGracefully(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "job")
+	require.NoError(t, syscall.Mkfifo(path+".released", 0o600))
 	logs := &syncLog{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		// The worker is a process of its own: wait for its file.
-		require.Eventually(t, func() bool {
+		started := assert.Eventually(t, func() bool {
 			_, err := os.Stat(path + ".started")
 			return err == nil
 		}, 30*time.Second, 5*time.Millisecond, "the job never started")
 		cancel()
-		_ = os.WriteFile(path+".released", nil, 0o600)
+		if !started {
+			return
+		}
+		// Non-blocking: the worker holds the FIFO open; should it be gone,
+		// this fails instead of waiting forever.
+		fifo, err := os.OpenFile(path+".released", os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			_, err = fifo.Write([]byte{1})
+			_ = fifo.Close()
+		}
+		assert.NoError(t, err, "release the job")
 	}()
 	_, err := conductor.RunBatch(ctx, conductor.BatchConfig{
 		Type: "hold", Workers: 1, Logger: logger,
