@@ -83,8 +83,11 @@ var fallbacks = map[string]string{
 // job runs without them. It is called once a worker takes the job, not for
 // a delayed job's early deliveries.
 func (s *source) badOptions(m *nats.Msg, bad []*wire.HeaderError) {
+	if len(bad) == 0 {
+		return
+	}
+	h, _ := identify(m)
 	for _, e := range bad {
-		h, _ := identify(m)
 		s.log.Warn("ignoring a bad job option header; "+fallbacks[e.Header], "job", h.state.ID, "header", e.Header, "value", e.Value)
 	}
 }
