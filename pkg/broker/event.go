@@ -95,7 +95,6 @@ type Event struct {
 	// killed (out of memory: the kernel's OOM killer)".
 	OOM bool `json:"oom,omitempty"`
 	// Uptime is how long the process ran, for an exit, to the millisecond.
-	// (workerd's published events write it as a Go duration, "1.5s".)
 	Uptime Duration `json:"uptime,omitempty"`
 	// Count is the pool's worker count, for a pool event.
 	Count int `json:"count,omitempty"`

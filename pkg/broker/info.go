@@ -96,8 +96,7 @@ type Worker struct {
 	// Started is when the current process started.
 	Started time.Time `json:"started,omitzero"`
 	// CPU is the user and system CPU time the process has used, read from
-	// /proc by Pool.Workers. (workerd's heartbeat writes it as a Go
-	// duration, "1.5s".)
+	// /proc by Pool.Workers.
 	CPU Duration `json:"cpu,omitempty"`
 	// Version counts the pool's command lines: 1 for the one it started
 	// with, one more per upgrade. It is the one the slot runs.

@@ -283,8 +283,9 @@ func (p *Pool) ListenAddr() net.Addr {
 // Stop stops the pool and waits until it has: it returns once every
 // process is gone. It is idempotent, safe to call from any goroutine, and
 // returns at once if the pool never started (which it then never will: a
-// later Start returns ErrStopped). The stop is graceful, in order: no new jobs (the context of every pending Source.Next ends,
-// with context.Cause ErrStopped); in-flight jobs get StopTimeout to finish
+// later Start returns ErrStopped). The stop is graceful, in order: no new
+// jobs (the context of every pending Source.Next ends, with context.Cause
+// ErrStopped); in-flight jobs get StopTimeout to finish
 // and are reported as usual; each worker then gets the shutdown op and EOF
 // on fd 3, and KillTimeout to exit; then SIGTERM to its process group,
 // KillTimeout more, and SIGKILL. A job still running at the kill is
