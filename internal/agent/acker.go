@@ -39,6 +39,9 @@ type acker struct {
 	ready []finishJob // stored, not yet acked
 	ends  wire.Ends
 	buf   []byte
+	// superseded counts the outcomes not kept since the last ends
+	// (fence.go), announced with the next.
+	superseded int
 }
 
 func (a *acker) run(ctx context.Context) {
@@ -46,21 +49,43 @@ func (a *acker) run(ctx context.Context) {
 	slow := func() { a.ackReady(ctx) }
 	for burst := range a.acking {
 		for _, f := range burst {
-			if !a.stored(ctx, f, slow) {
+			switch v, ok := a.stored(ctx, &f, slow); {
+			case !ok:
 				// Leave the job unacked: it is redelivered when its lease
 				// ends, and its state is written again then.
 				a.leases.release(f.held.msg)
-				continue
+			case v == fenceWrite:
+				a.ready = append(a.ready, f)
+			default:
+				a.supersede(f, v)
 			}
-			a.ready = append(a.ready, f)
 		}
 		a.ackReady(ctx)
 	}
 }
 
+// supersede drops the outcome of f, which fence did not keep: the job had
+// ended (its message is acked, as the attempt that ended it did or will),
+// or a newer attempt holds it (its message is left to that attempt). Each
+// is one log line and counts in the next ends.
+func (a *acker) supersede(f finishJob, v fenceVerdict) {
+	st := &f.held.state
+	m := f.held.msg
+	a.leases.release(m)
+	a.superseded++
+	why := "a newer attempt holds the job"
+	if v == fenceEnded {
+		why = "the job had ended"
+		if err := m.Ack(); err != nil {
+			a.log.Warn("ack a job that had ended", "pool", a.typ, "job", st.ID, "err", err)
+		}
+	}
+	a.log.Warn("late outcome not kept: "+why, "pool", a.typ, "job", st.ID, "attempt", st.Attempts, "status", st.Status)
+}
+
 // ackReady acks the jobs stored so far and announces their ends.
 func (a *acker) ackReady(ctx context.Context) {
-	if len(a.ready) == 0 {
+	if len(a.ready) == 0 && a.superseded == 0 {
 		return
 	}
 	a.ends.Jobs = a.ends.Jobs[:0]
@@ -71,6 +96,7 @@ func (a *acker) ackReady(ctx context.Context) {
 	}
 	clear(a.ready)
 	a.ready = a.ready[:0]
+	a.ends.Superseded, a.superseded = a.superseded, 0
 	// After the events: conductord reads a state it learns of here.
 	a.buf = a.ends.AppendJSON(a.buf[:0])
 	if err := a.nc.Publish(a.space.JobEnds(a.typ), a.buf); err != nil {
@@ -107,16 +133,22 @@ func (a *acker) ack(ctx context.Context, f finishJob) {
 }
 
 // stored waits for the outcome's state to be stored, writing it again
-// synchronously a few times if the pipelined write failed. slow is called
-// once the wait is longer than slowStore: it acks the jobs stored before.
-func (a *acker) stored(ctx context.Context, f finishJob, slow func()) bool {
+// synchronously a few times if the pipelined write failed, and reading
+// the state first if it failed because the state changed (fence.go): the
+// verdict is fenceWrite once stored, another if the outcome is not to be
+// kept; ok is false if it could not be stored. slow is called once the
+// wait is longer than slowStore: it acks the jobs stored before.
+func (a *acker) stored(ctx context.Context, f *finishJob, slow func()) (v fenceVerdict, ok bool) {
+	conflict := false
 	if f.store != nil {
 		err := a.answers.wait(f.store, slow)
 		if err == nil {
-			return true
+			return fenceWrite, true
 		}
-		a.log.Warn("store job state; retrying", "pool", a.typ, "job", f.held.state.ID, "err", err)
+		if conflict = isConflict(err); !conflict {
+			a.log.Warn("store job state; retrying", "pool", a.typ, "job", f.held.state.ID, "err", err)
+		}
 	}
 	slow()
-	return a.states.store(ctx, &f.held.state, f.data)
+	return a.states.store(ctx, f, conflict)
 }

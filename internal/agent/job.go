@@ -26,14 +26,15 @@ type heldJob struct {
 	// maxAttempts is the job's own limit, or the pool's.
 	maxAttempts int
 	state       wire.Job
-	// earlier is the history before this attempt, once read (by the
-	// runner, or by the publisher), so that it is read once.
-	earlier     []wire.Attempt
-	readEarlier bool
+	// tag and holder are the attempt's claim on the state (wire.Holder):
+	// its first delivery's, or the one claim stored (claimed set).
+	tag     string
+	holder  wire.Holder
+	claimed bool
+	// rev is the revision of the state that the attempt's next write
+	// expects (fence.go). Guarded by mu: the runner moves it.
+	rev uint64
 }
-
-// hasEarlier reports whether the job may have attempts before this one.
-func (h *heldJob) hasEarlier() bool { return h.state.Attempts > 1 || h.requeued }
 
 // finishJob is one outcome on its way to the store.
 type finishJob struct {
@@ -92,7 +93,10 @@ func (s *source) badOptions(m *nats.Msg, bad []*wire.HeaderError) {
 	}
 }
 
-// job turns a delivered message into a broker job and records that it runs.
+// job turns a delivered message into a broker job and records that it
+// runs. A redelivered (or requeued) job claims its state first (see
+// states.claim); it returns nil if the job is not to run, having acked or
+// left its message.
 func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	mono := time.Now() // with its monotonic reading, for the runner
 	now := mono.UTC()
@@ -105,28 +109,45 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 		st.Priority = p
 	}
 	h.requeued = opts.Requeued
-	st.Attempts = 1
+	h.tag = newTag()
+	delivered := 1
 	if md != nil {
-		st.Attempts = int(md.NumDelivered)
+		delivered = int(md.NumDelivered)
 	}
-	if h.hasEarlier() {
-		// A redelivery: its earlier deliveries that reached no worker are
-		// not attempts, and its history is read here once. Only
-		// redeliveries pay this read.
-		if prev := s.states.previous(st.ID); prev != nil {
-			st.Skipped = prev.Skipped
-			st.Attempts = max(st.Attempts-prev.Skipped, 1)
-			h.earlier, h.readEarlier = prev.History, true
+	st.Attempts = 1
+	st.History = []wire.Attempt{{Attempt: 1, Host: s.host, StartedAt: now}}
+	h.holder, h.rev = wire.FirstClaim(opts.StateRev, h.tag), opts.StateRev
+	st.Holder = h.holder.String()
+	redelivered := false
+	if delivered > 1 || h.requeued {
+		// Only redeliveries pay these round trips: a read, a write.
+		switch s.states.claim(h, delivered) {
+		case claimEnded:
+			s.ended(h)
+			return nil
+		case claimAborted:
+			s.leases.release(m)
+			return nil
 		}
+		h.claimed = true
+		redelivered = len(st.History) > 1
 	}
 	h.maxAttempts = s.limits.attempts()
 	if opts.MaxAttempts > 0 {
 		h.maxAttempts = opts.MaxAttempts
 	}
-	// The earlier attempts' history is read by the publisher, off the
-	// worker's path (see withHistory).
-	st.History = []wire.Attempt{{Attempt: st.Attempts, Host: s.host, StartedAt: now}}
 	h.started = mono
 	s.runner.add(h)
-	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Handle: h, Timeout: opts.Timeout}
+	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Redelivered: redelivered, Handle: h, Timeout: opts.Timeout}
+}
+
+// ended acks a delivery of a job that has ended already (its state is
+// final): an ack of an earlier attempt lost, a copy of its message. It
+// does not run again.
+func (s *source) ended(h *heldJob) {
+	s.leases.release(h.msg)
+	if err := h.msg.Ack(); err != nil {
+		s.log.Warn("ack a delivery of a job that has ended", "pool", s.typ, "job", h.state.ID, "err", err)
+	}
+	s.log.Info("a job that has ended was delivered again; acked, not run", "pool", s.typ, "job", h.state.ID)
 }

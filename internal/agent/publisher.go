@@ -100,7 +100,6 @@ func (p *publisher) moreSoon(n int) bool {
 // publish sends f's state to the store, as part of stores, and returns f
 // with the state on its way.
 func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
-	p.states.withHistory(f.held)
 	p.quarantine(&f)
 	// A state is about 330 bytes for a short job; the buffer is kept until
 	// the store answers, so each gets its own.
@@ -110,7 +109,11 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 		panic(fmt.Sprintf("agent: encode job state: %v", err))
 	}
 	f.data = data
-	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), f.held.state.ID), f.data)
+	h := f.held
+	h.mu.Lock()
+	rev := h.rev
+	h.mu.Unlock()
+	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev)
 	return f
 }
 

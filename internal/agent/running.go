@@ -5,8 +5,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 // runningDelay is how long a job runs before its running state is stored.
@@ -20,21 +18,25 @@ const runningDelay = 50 * time.Millisecond
 // which the workers' Next calls append to (add). It wakes when the oldest
 // is due, but no sooner than runningDelay/2 after its last pass, so that a
 // pool of short jobs costs at most a pass per runningDelay/2, not a timer
-// per job. A redelivered job's running state needs its history read first:
-// that is done on a goroutine of its own (counted in reads), so that a slow
-// read holds up no other job.
+// per job. Each write waits for the store's answer, which moves the job's
+// revision on (fence.go), on a goroutine of its own, at most
+// runningParallel at once (sem), counted in writes: a slow store holds up
+// no pass.
 type runner struct {
-	nc     *nats.Conn
 	states *states
 	sweep  chan struct{} // add -> run: started was empty
-	reads  sync.WaitGroup
+	sem    chan struct{}
+	writes sync.WaitGroup
 
 	mu      sync.Mutex
 	started []*heldJob
 }
 
-func newRunner(nc *nats.Conn, states *states) *runner {
-	return &runner{nc: nc, states: states, sweep: make(chan struct{}, 1)}
+// runningParallel bounds the running states being written at once.
+const runningParallel = 16
+
+func newRunner(states *states) *runner {
+	return &runner{states: states, sweep: make(chan struct{}, 1), sem: make(chan struct{}, runningParallel)}
 }
 
 // add records that h's job runs from h.started.
@@ -72,11 +74,7 @@ func (r *runner) run(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		for _, h := range due {
-			if h.hasEarlier() {
-				r.reads.Go(func() { r.store(h) })
-				continue
-			}
-			r.store(h)
+			r.store(ctx, h)
 		}
 		select {
 		case <-ctx.Done():
@@ -87,25 +85,29 @@ func (r *runner) run(ctx context.Context) {
 	}
 }
 
-// wait waits for the running states being written after a history read.
-func (r *runner) wait() { r.reads.Wait() }
+// wait waits for the running states being written.
+func (r *runner) wait() { r.writes.Wait() }
 
-// store stores the running state of a job that has not ended yet. Fire
-// and forget: the final state is published later on the same connection
-// (see heldJob), and so lands after this one.
-func (r *runner) store(h *heldJob) {
+// store stores the running state of a job that has not ended yet, unless
+// its claim stored one already. Its final state may be written before
+// this one lands: whichever comes second finds the revision moved, and
+// the final write reads the state again (fence.go).
+func (r *runner) store(ctx context.Context, h *heldJob) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.finished {
+	if h.finished || h.claimed {
+		h.mu.Unlock()
 		return
 	}
-	st := h.state
-	if h.hasEarlier() {
-		if !h.readEarlier {
-			// Off the worker's path: this runs only for a job past runningDelay.
-			h.earlier, h.readEarlier = r.states.history(st.ID), true
-		}
-		st.History = append(slices.Clone(h.earlier), st.History...)
+	st, rev := h.state, h.rev
+	st.History = slices.Clone(st.History) // Done writes the attempt's end into h's
+	h.mu.Unlock()
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
 	}
-	r.states.putRunning(r.nc, &st)
+	r.writes.Go(func() {
+		defer func() { <-r.sem }()
+		r.states.storeRunning(h, &st, rev)
+	})
 }

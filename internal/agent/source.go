@@ -102,7 +102,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	s.out = newHandout(s.rank)
 	s.states = &states{js: cfg.js, kv: cfg.kv, space: cfg.space, typ: cfg.typ, log: cfg.log}
 	s.putter = newPutter(s.states, s.leases, cfg.log)
-	s.runner = newRunner(cfg.nc, s.states)
+	s.runner = newRunner(s.states)
 	var err error
 	if s.answers, err = newStoreAnswers(cfg.nc); err != nil {
 		return nil, err
@@ -214,6 +214,8 @@ func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 	s.badOptions(m, bad)
 	job := s.job(m, opts)
 	switch {
+	case job == nil:
+		return nil, false
 	case s.isCancelled(job.ID):
 		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
 		return nil, false

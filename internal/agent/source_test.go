@@ -22,10 +22,11 @@ import (
 )
 
 type sourceBundle struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	space subject.Space
-	kv    jetstream.KeyValue
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	jsAgent jetstream.JetStream // the agent's, for more sources
+	space   subject.Space
+	kv      jetstream.KeyValue
 }
 
 func setupSource(t testing.TB) (*source, *sourceBundle) {
@@ -52,7 +53,7 @@ func setupSource(t testing.TB) (*source, *sourceBundle) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(src.close)
-	return src, &sourceBundle{nc: nc, js: js, space: space, kv: kv}
+	return src, &sourceBundle{nc: nc, js: js, jsAgent: a.js, space: space, kv: kv}
 }
 
 func TestSource_NextDeliversAtOnce(t *testing.T) {
@@ -259,10 +260,12 @@ func TestSource_NotStartedIsNoAttempt(t *testing.T) {
 	}
 	e, err := b.kv.Get(context.Background(), job.ID)
 	require.NoError(t, err)
-	var queued wire.Job
-	require.NoError(t, json.Unmarshal(e.Value(), &queued))
-	require.Equal(t, wire.StatusQueued, queued.Status)
-	require.Equal(t, 2, queued.Skipped)
+	var claimed wire.Job
+	require.NoError(t, json.Unmarshal(e.Value(), &claimed))
+	require.Equal(t, wire.StatusRunning, claimed.Status, "a redelivery claims the state before it runs")
+	require.Equal(t, 2, claimed.Skipped)
+	require.Equal(t, 1, claimed.Attempts)
+	require.Len(t, claimed.History, 1, "the deliveries put back left no attempt")
 
 	now := time.Now()
 	src.Done(job, broker.Outcome{Err: "boom", Started: now, Ended: now})

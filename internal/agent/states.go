@@ -4,11 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
@@ -28,50 +27,103 @@ type states struct {
 	log   *slog.Logger
 }
 
-// previous reads the stored state of job id, or nil.
-func (s *states) previous(id string) *wire.Job {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// read returns the stored state of job id and its revision; nil and 0 if
+// there is none. A value that is not a job state is an error.
+func (s *states) read(ctx context.Context, id string) (*wire.Job, uint64, error) {
 	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
 	if err != nil {
-		return nil
+		return nil, 0, err
 	}
-	var prev wire.Job
-	if json.Unmarshal(e.Value(), &prev) != nil {
-		return nil
+	var j wire.Job
+	if err := json.Unmarshal(e.Value(), &j); err != nil {
+		return nil, 0, fmt.Errorf("state of job %s is not a job state: %w", id, err)
 	}
-	return &prev
+	return &j, e.Revision(), nil
 }
 
-// history reads the attempts a job made before this one.
-func (s *states) history(id string) []wire.Attempt {
-	if prev := s.previous(id); prev != nil {
-		return prev.History
+// write stores data as job id's state if its revision is still rev, and
+// returns the new revision. cur reports whether a state was read at rev:
+// without one the key is created (past a deleted one, if need be). A
+// conflict is jetstream.ErrKeyRevisionMismatch or ErrKeyExists (see
+// isConflict).
+func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool) (uint64, error) {
+	if !cur && rev == 0 {
+		return s.kv.Create(ctx, id, data)
 	}
-	return nil
+	return s.kv.Update(ctx, id, data, rev)
 }
 
-// withHistory puts the attempts a retried job made before this one in
-// front of its state's history, read once per job (see heldJob.earlier).
-func (s *states) withHistory(h *heldJob) {
-	if !h.hasEarlier() {
-		return // nothing before it: save the read
-	}
-	h.mu.Lock()
-	earlier, read := h.earlier, h.readEarlier
-	h.mu.Unlock()
-	if !read {
-		earlier = s.history(h.state.ID)
-	}
+// isConflict reports whether a conditional write failed because the state
+// changed since the revision it expected.
+func isConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
+		errors.Is(err, errWrongLast)
+}
+
+// claimResult is what claim made of a redelivered job.
+type claimResult int
+
+const (
+	claimOK      claimResult = iota // claimed: run it
+	claimEnded                      // the job has ended: ack it, do not run it
+	claimAborted                    // the store could not be read or written: leave it
+)
+
+// claim claims the state of a redelivered (or requeued) job for the attempt
+// of h, its new delivery (see wire.ClaimOver), before a worker runs it: it
+// reads the state, counts the attempt, marks the attempts that never
+// reported as lost, and stores it running. From then on no write of an
+// earlier attempt replaces it.
+func (s *states) claim(h *heldJob, delivered int) claimResult {
 	st := &h.state
-	st.History = append(slices.Clone(earlier), st.History...)
-	if n := len(st.History); n > wire.MaxHistory {
-		st.History = st.History[n-wire.MaxHistory:]
+	own := st.History[len(st.History)-1]
+	for range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		prev, rev, err := s.read(ctx, st.ID)
+		if err != nil {
+			cancel()
+			s.log.Warn("read the state of a redelivered job", "pool", s.typ, "job", st.ID, "err", err)
+			continue
+		}
+		if prev != nil && prev.Status.Final() {
+			cancel()
+			return claimEnded
+		}
+		if prev == nil {
+			prev = &wire.Job{}
+		}
+		st.Skipped = prev.Skipped
+		st.Attempts = max(delivered-prev.Skipped, 1)
+		own.Attempt = st.Attempts
+		st.History = []wire.Attempt{own}
+		holder := wire.ClaimOver(rev, h.tag)
+		st.Holder = holder.String()
+		next := claimed(prev, st, h.requeued)
+		data, err := next.AppendJSON(nil)
+		if err != nil {
+			cancel()
+			panic(fmt.Sprintf("agent: encode job state: %v", err))
+		}
+		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0)
+		cancel()
+		if err == nil {
+			h.state, h.holder, h.rev = *next, holder, newRev
+			return claimOK
+		}
+		if !isConflict(err) {
+			s.log.Warn("claim a redelivered job", "pool", s.typ, "job", st.ID, "err", err)
+		}
 	}
+	s.log.Error("could not claim a redelivered job's state; it comes back when its lease ends", "pool", s.typ, "job", st.ID)
+	return claimAborted
 }
 
 // recordSkip counts, in the stored state of h's job, a delivery that never
-// reached a worker. It is a read-modify-write against concurrent writers
+// reached a worker; if the delivery's claim stored the state running, it
+// is queued again. It is a read-modify-write against concurrent writers
 // (a submitter creating the queued state); should it fail, the next
 // delivery counts one attempt too many, which is logged.
 func (s *states) recordSkip(h *heldJob) {
@@ -94,6 +146,11 @@ func (s *states) recordSkip(h *heldJob) {
 		}
 		st.Skipped++
 		st.UpdatedAt = time.Now().UTC()
+		if h.claimed && st.Holder == h.state.Holder && len(st.History) > 0 {
+			// Its own claim: the attempt it announced never started.
+			st.Status = wire.StatusQueued
+			st.History = st.History[:len(st.History)-1]
+		}
 		data, _ := json.Marshal(&st)
 		if rev == 0 {
 			_, err = s.kv.Create(ctx, id, data)
@@ -108,14 +165,29 @@ func (s *states) recordSkip(h *heldJob) {
 	s.log.Warn("could not record a delivery that reached no worker; the job's next attempt number counts it", "job", id)
 }
 
-// putRunning stores a running state without waiting for the store's
-// answer: the final state is published later on the same connection, and
-// so lands after it.
-func (s *states) putRunning(nc *nats.Conn, st *wire.Job) {
-	if data, err := json.Marshal(st); err == nil {
-		// No reply subject: the store does not answer.
-		_ = nc.PublishMsg(&nats.Msg{Subject: subject.KV(s.space.StateBucket(), st.ID), Data: data})
+// storeRunning stores the running state st of h's job, if the state is
+// still at the revision h last knew, and moves h to the new one. A
+// conflict is left to the final write: it reads the state then (see
+// store).
+func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
+	data, err := st.AppendJSON(make([]byte, 0, 512))
+	if err != nil {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0)
+	if err != nil {
+		if !isConflict(err) {
+			s.log.Warn("store a running state", "pool", s.typ, "job", st.ID, "err", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	if h.rev == rev {
+		h.rev = newRev
+	}
+	h.mu.Unlock()
 }
 
 // put writes data to subj and waits for the store's answer, retrying with
@@ -139,14 +211,85 @@ func (s *states) put(ctx context.Context, subj string, data []byte, tries int, w
 	return false
 }
 
-// store writes a job's final state synchronously: the acker's fallback
-// when the pipelined write failed or went unanswered.
-func (s *states) store(ctx context.Context, st *wire.Job, data []byte) bool {
-	if s.put(ctx, subject.KV(s.space.StateBucket(), st.ID), data, 6, "store job state", st.ID) {
-		return true
+// store writes the final state of f's job synchronously, the acker's
+// fallback when the pipelined write failed or went unanswered. conflict
+// says that it failed because the state changed: store reads it then and
+// lets fence decide. It returns fenceWrite once the state is stored (f's
+// data is then what was stored), another verdict if the outcome is not to
+// be kept (recorded in the state as superseded), and ok false if the state
+// could not be written.
+func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenceVerdict, ok bool) {
+	h := f.held
+	st := &h.state
+	h.mu.Lock()
+	rev := h.rev
+	h.mu.Unlock()
+	cur := rev != 0
+	delay := 100 * time.Millisecond
+	for range 6 {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if conflict {
+			now, nowRev, err := s.read(wctx, st.ID)
+			if err != nil {
+				cancel()
+				s.log.Warn("read a job state changed since it was read; retrying", "pool", s.typ, "job", st.ID, "err", err)
+				if !sleep(ctx, delay) {
+					break
+				}
+				delay *= 2
+				continue
+			}
+			v, next := fence(now, st, h.holder)
+			if v != fenceWrite {
+				s.recordSuperseded(wctx, now, nowRev, st.History[len(st.History)-1])
+				cancel()
+				return v, true
+			}
+			data, err := next.AppendJSON(make([]byte, 0, len(f.data)))
+			if err != nil {
+				panic(fmt.Sprintf("agent: encode job state: %v", err))
+			}
+			*st, f.data, rev, cur, conflict = *next, data, nowRev, now != nil, false
+		}
+		_, err := s.write(wctx, st.ID, f.data, rev, cur)
+		cancel()
+		if err == nil {
+			return fenceWrite, true
+		}
+		if isConflict(err) {
+			conflict = true
+			continue
+		}
+		s.log.Warn("store job state; retrying", "pool", s.typ, "job", st.ID, "err", err)
+		if !sleep(ctx, delay) {
+			break
+		}
+		delay *= 2
 	}
 	s.log.Error("job state not stored; the job will be redelivered", "pool", s.typ, "job", st.ID)
-	return false
+	return fenceWrite, false
+}
+
+// recordSuperseded adds own, an attempt whose outcome is not kept, to the
+// history of cur, the state read at revision rev. It is a record, not the
+// truth: should the state change meanwhile, it tries again twice, then
+// gives up (the log line of the superseded write stays).
+func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64, own wire.Attempt) {
+	for range 3 {
+		if cur == nil {
+			return
+		}
+		data, err := superseded(cur, own).AppendJSON(nil)
+		if err != nil {
+			return
+		}
+		if _, err = s.kv.Update(ctx, cur.ID, data, rev); err == nil || !isConflict(err) {
+			return
+		}
+		if cur, rev, err = s.read(ctx, cur.ID); err != nil {
+			return
+		}
+	}
 }
 
 // indexDead indexes a dead job in the dead bucket, so that it can be

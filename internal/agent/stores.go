@@ -65,6 +65,16 @@ type storeBurst struct {
 // errNoAnswer is the error of a state whose store did not answer in time.
 var errNoAnswer = errors.New("no answer from the store")
 
+// errWrongLast is the error of a state not stored because the key's
+// revision was not the one the write expected (see isConflict).
+var errWrongLast = errors.New("the state changed since it was read")
+
+// The JetStream error codes of a wrong last sequence per subject.
+const (
+	jsErrWrongLast         = 10071
+	jsErrWrongLastConstant = 10164
+)
+
 func newStoreAnswers(nc *nats.Conn) (*storeAnswers, error) {
 	inbox := nc.NewInbox()
 	a := &storeAnswers{nc: nc, prefix: inbox + ".", timeout: storeTimeout, first: 1}
@@ -92,15 +102,18 @@ func (a *storeAnswers) burst() *storeBurst {
 	return &storeBurst{}
 }
 
-// send publishes data on subj, a subject of the store, as part of b.
-func (a *storeAnswers) send(b *storeBurst, subj string, data []byte) *stateStore {
+// send publishes data on subj, a key of the store, as part of b, if the
+// key's revision is still rev (0: if it has none); else the store answers
+// with errWrongLast.
+func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64) *stateStore {
 	a.mu.Lock()
 	st := &stateStore{burst: b, id: a.first + uint64(len(a.open))}
 	a.open = append(a.open, st)
 	b.stores = append(b.stores, st)
 	a.mu.Unlock()
 	reply := a.prefix + strconv.FormatUint(st.id, 10)
-	if err := a.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Data: data}); err != nil {
+	h := nats.Header{names.HeaderExpectedLastSubjectSeq: []string{strconv.FormatUint(rev, 10)}}
+	if err := a.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Header: h, Data: data}); err != nil {
 		a.settle(st, err)
 	}
 	return st
@@ -225,6 +238,8 @@ func storeError(m *nats.Msg) error {
 		return fmt.Errorf("store: unreadable answer %.200q: %w", m.Data, err)
 	}
 	switch {
+	case ans.Error != nil && (ans.Error.ErrCode == jsErrWrongLast || ans.Error.ErrCode == jsErrWrongLastConstant):
+		return fmt.Errorf("store: %w: %s", errWrongLast, ans.Error.Description)
 	case ans.Error != nil:
 		return fmt.Errorf("store: %s (status %d, error code %d)", ans.Error.Description, ans.Error.Code, ans.Error.ErrCode)
 	case ans.Stream == "":

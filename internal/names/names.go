@@ -25,6 +25,11 @@ const (
 	// HeaderRequeued marks a dead job queued again: its attempts count from
 	// 1 again, and the history of its earlier run is kept.
 	HeaderRequeued = "Conductor-Requeued"
+	// HeaderStateRev carries the revision of the job's state that the
+	// submitter stored before it published the job: workerd's first write
+	// of the state expects it, so that it never replaces a later one
+	// (docs/reliability.md, "Fencing"). Absent: the job has no state yet.
+	HeaderStateRev = "Conductor-State-Rev"
 	// HeaderMsgID is the JetStream deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
 )
@@ -50,8 +55,11 @@ const (
 // Headers that the NATS server sets on its own status messages (a pull
 // request's end, a store's failure).
 const (
-	HeaderNATSStatus      = "Status"
-	HeaderNATSDescription = "Description"
+	HeaderNATSStatus = "Status"
+	// HeaderExpectedLastSubjectSeq makes a write to a key conditional on
+	// the key's revision (its subject's last sequence; 0: none).
+	HeaderExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence"
+	HeaderNATSDescription        = "Description"
 )
 
 // Environment variables workerd sets for every worker process, after its

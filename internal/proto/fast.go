@@ -64,6 +64,9 @@ func decodeFast(line []byte) (Message, bool) {
 		case "prefetch":
 			bit = 1 << 9
 			m.Prefetch, ok = l.Int()
+		case "redelivered":
+			bit = 1 << 10
+			m.Redelivered, ok = l.Bool()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -117,6 +120,9 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Attempt != 0 {
 		b = strconv.AppendInt(append(b, `,"attempt":`...), int64(m.Attempt), 10)
+	}
+	if m.Redelivered {
+		b = append(b, `,"redelivered":true`...)
 	}
 	if len(m.Result) > 0 {
 		b = append(append(b, `,"result":`...), m.Result...)

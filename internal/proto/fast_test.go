@@ -258,6 +258,7 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Attempt = randInt(r)
 	}
+	m.Redelivered = set()
 	if set() {
 		m.Result = randRaw(r)
 	}
@@ -449,7 +450,7 @@ func FuzzAppend(f *testing.F) {
 	f.Add("ready", "", "", []byte("{not json"), 0, "\xff", false, 4)
 	f.Fuzz(func(t *testing.T, op, id, typ string, raw []byte, attempt int, errText string, permanent bool, prefetch int) {
 		checkAppend(t, Message{
-			Op: Op(op), ID: id, Type: typ, Payload: raw, Attempt: attempt, Result: raw,
+			Op: Op(op), ID: id, Type: typ, Payload: raw, Attempt: attempt, Redelivered: permanent, Result: raw,
 			Error: errText, Permanent: permanent, Data: raw, Prefetch: prefetch,
 		})
 	})

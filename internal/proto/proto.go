@@ -25,7 +25,7 @@ type Op string
 
 // Ops sent by workerd to the worker.
 const (
-	OpJob      Op = "job"      // run a job: ID, Type, Payload, Attempt
+	OpJob      Op = "job"      // run a job: ID, Type, Payload, Attempt, Redelivered
 	OpShutdown Op = "shutdown" // finish the current job, then exit
 	OpCancel   Op = "cancel"   // stop working on job ID
 )
@@ -47,8 +47,11 @@ type Message struct {
 	Type    string          `json:"type,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
 	Attempt int             `json:"attempt,omitempty"`
-	Result  json.RawMessage `json:"result,omitempty"`
-	Error   string          `json:"error,omitempty"`
+	// Redelivered, in a job op, is set when an earlier attempt at the job
+	// may have run, all or in part.
+	Redelivered bool            `json:"redelivered,omitempty"`
+	Result      json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
 	// Permanent, with Error, asks that the job not be retried.
 	Permanent bool `json:"permanent,omitempty"`
 	// Data is the content of a message op.

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"strconv"
 
 	"github.com/conductor-run/conductor/internal/jsonfast"
 )
@@ -14,6 +15,9 @@ import (
 type Ends struct {
 	Type string `json:"type"`
 	Jobs []End  `json:"jobs"`
+	// Superseded counts the outcomes of attempts that were not kept since
+	// the last Ends: a newer attempt held the job, or it had ended.
+	Superseded int `json:"superseded,omitempty"`
 }
 
 // End is how one attempt ended: the job's status after it (succeeded,
@@ -44,7 +48,11 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 		}
 		b = append(b, '}')
 	}
-	return append(b, "]}"...)
+	b = append(b, ']')
+	if e.Superseded != 0 {
+		b = strconv.AppendInt(append(b, `,"superseded":`...), int64(e.Superseded), 10)
+	}
+	return append(b, '}')
 }
 
 // DecodeEnds decodes an Ends as encoding/json does, without reflection when

@@ -87,6 +87,14 @@ func (j *Job) appendFast(b []byte) ([]byte, bool) {
 		}
 		e.lit("]")
 	}
+	if j.HistoryDropped != 0 {
+		e.lit(`,"history_dropped":`)
+		e.int(j.HistoryDropped)
+	}
+	if j.Holder != "" {
+		e.lit(`,"holder":`)
+		e.str(j.Holder)
+	}
 	e.lit("}")
 	return e.b, !e.slow
 }
@@ -116,6 +124,12 @@ func (a *Attempt) appendJSON(e *jsonBuf) {
 	}
 	if a.OOMKilled {
 		e.lit(`,"oom_killed":true`)
+	}
+	if a.Lost {
+		e.lit(`,"lost":true`)
+	}
+	if a.Superseded {
+		e.lit(`,"superseded":true`)
 	}
 	e.lit("}")
 }

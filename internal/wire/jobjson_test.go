@@ -62,6 +62,8 @@ func TestJobFields(t *testing.T) {
 		`UpdatedAt time.Time json:"updated_at,omitzero"`,
 		`Skipped int json:"skipped,omitempty"`,
 		`History []wire.Attempt json:"history,omitempty"`,
+		`HistoryDropped int json:"history_dropped,omitempty"`,
+		`Holder string json:"holder,omitempty"`,
 	}
 	wantAttempt := []string{
 		`Attempt int json:"attempt"`,
@@ -72,6 +74,8 @@ func TestJobFields(t *testing.T) {
 		`Error string json:"error,omitempty"`,
 		`Crashed bool json:"crashed,omitempty"`,
 		`OOMKilled bool json:"oom_killed,omitempty"`,
+		`Lost bool json:"lost,omitempty"`,
+		`Superseded bool json:"superseded,omitempty"`,
 	}
 	if got := fields(reflect.TypeFor[Job]()); !slices.Equal(got, wantJob) {
 		t.Errorf("Job's fields changed; update Job.AppendJSON and this test\n got: %q\nwant: %q", got, wantJob)
@@ -167,6 +171,10 @@ func (g jobGen) job() *Job {
 		Priority: Priority(g.str()),
 		Payload:  g.raw(),
 		Skipped:  g.int(),
+		Holder:   g.str(),
+	}
+	if g.r.IntN(2) == 0 {
+		j.HistoryDropped = g.int()
 	}
 	if g.r.IntN(4) > 0 {
 		j.CreatedAt = g.time()
@@ -178,13 +186,15 @@ func (g jobGen) job() *Job {
 		j.History = make([]Attempt, n)
 		for i := range j.History {
 			j.History[i] = Attempt{
-				Attempt:   g.int(),
-				Host:      g.str(),
-				PID:       g.int(),
-				StartedAt: g.time(),
-				Error:     g.str(),
-				Crashed:   g.r.IntN(2) == 0,
-				OOMKilled: g.r.IntN(2) == 0,
+				Attempt:    g.int(),
+				Host:       g.str(),
+				PID:        g.int(),
+				StartedAt:  g.time(),
+				Error:      g.str(),
+				Crashed:    g.r.IntN(2) == 0,
+				OOMKilled:  g.r.IntN(2) == 0,
+				Lost:       g.r.IntN(3) == 0,
+				Superseded: g.r.IntN(3) == 0,
 			}
 			if g.r.IntN(4) > 0 {
 				j.History[i].EndedAt = g.time()

@@ -27,6 +27,9 @@ type Options struct {
 	// Requeued marks a dead job queued again: its attempts count from 1
 	// again, and its earlier history is kept.
 	Requeued bool
+	// StateRev is the revision of the job's state when it was queued,
+	// which its first attempt's write expects; 0: it had no state.
+	StateRev uint64
 }
 
 // Header is what Options are encoded into and decoded from: a nats.Header
@@ -93,6 +96,9 @@ func (o Options) Encode(h Header) {
 	if !o.NotBefore.IsZero() {
 		h.Set(names.HeaderNotBefore, o.NotBefore.UTC().Format(time.RFC3339Nano))
 	}
+	if o.StateRev > 0 {
+		h.Set(names.HeaderStateRev, strconv.FormatUint(o.StateRev, 10))
+	}
 }
 
 // HeaderError is a header that DecodeOptions could not read: the job runs
@@ -137,6 +143,13 @@ func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
 			o.NotBefore = t
 		} else {
 			bad = append(bad, &HeaderError{Header: names.HeaderNotBefore, Value: v, Err: err})
+		}
+	}
+	if v := h.Get(names.HeaderStateRev); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil && n > 0 {
+			o.StateRev = n
+		} else {
+			bad = append(bad, &HeaderError{Header: names.HeaderStateRev, Value: v, Err: errNotPositive})
 		}
 	}
 	return o, bad

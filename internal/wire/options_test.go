@@ -19,6 +19,7 @@ func TestOptions_RoundTrip(t *testing.T) {
 		{Timeout: 1500 * time.Millisecond, MaxAttempts: 7},
 		{NotBefore: time.Date(2026, 12, 2, 10, 0, 0, 123456789, time.UTC), Requeued: true},
 		{Batch: "b", Timeout: time.Hour, MaxAttempts: 1, NotBefore: time.Unix(1, 0).UTC(), Requeued: true},
+		{StateRev: 1 << 40},
 	} {
 		require.NoError(t, o.Check())
 		h := http.Header{}
@@ -43,6 +44,8 @@ func TestDecodeOptions_BadHeaders(t *testing.T) {
 		{names.HeaderTimeout, "-1s"},
 		{names.HeaderTimeout, "soon"},
 		{names.HeaderNotBefore, "tomorrow"},
+		{names.HeaderStateRev, "0"},
+		{names.HeaderStateRev, "-3"},
 	} {
 		h := http.Header{}
 		h.Set(names.HeaderBatch, "b")

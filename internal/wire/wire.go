@@ -74,8 +74,14 @@ type Job struct {
 	// Skipped counts the deliveries that never reached a worker (it went
 	// busy, was recycled or stopped first): they are not attempts.
 	Skipped int `json:"skipped,omitempty"`
-	// History has one entry per attempt, oldest first.
-	History []Attempt `json:"history,omitempty"`
+	// History has one entry per attempt, oldest first, at most MaxHistory;
+	// HistoryDropped counts the oldest ones dropped for that bound.
+	History        []Attempt `json:"history,omitempty"`
+	HistoryDropped int       `json:"history_dropped,omitempty"`
+	// Holder names the delivery whose attempt wrote the state last (see
+	// Delivery): a write of an older delivery never replaces it, nor any
+	// write a final state (docs/reliability.md, "Fencing").
+	Holder string `json:"holder,omitempty"`
 }
 
 // Attempt is one run of a job by one worker process.
@@ -92,6 +98,14 @@ type Attempt struct {
 	// OOMKilled is set when the worker was, most likely, killed by the
 	// kernel's OOM killer (see docs/supervision.md).
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Lost is set when the attempt's host never reported its end: the
+	// host was lost, or stopped answering, and the job was delivered
+	// again. It may have run, all or in part.
+	Lost bool `json:"lost,omitempty"`
+	// Superseded is set when the attempt ended after a newer attempt took
+	// the job, or after the job ended: its outcome (Error, or none for a
+	// success) was not kept.
+	Superseded bool `json:"superseded,omitempty"`
 }
 
 // MaxHistory bounds Job.History; older attempts are dropped first.

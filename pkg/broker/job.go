@@ -11,7 +11,11 @@ type Job struct {
 	ID      string
 	Type    string
 	Payload json.RawMessage
+	// Attempt counts the attempts at the job, from 1.
 	Attempt int
+	// Redelivered is set when an earlier attempt at the job may have run,
+	// all or in part (its host was lost, or it failed).
+	Redelivered bool
 	// Timeout, if set, bounds this attempt instead of Spec.JobTimeout.
 	Timeout time.Duration
 	// Handle is the Source's own; the broker never looks at it.

@@ -152,5 +152,5 @@ func fitsInline(j *Job) bool {
 }
 
 func jobMessage(j *Job) proto.Message {
-	return proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt}
+	return proto.Message{Op: proto.OpJob, ID: j.ID, Type: j.Type, Payload: j.Payload, Attempt: j.Attempt, Redelivered: j.Redelivered}
 }

@@ -54,24 +54,38 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 		return nil, fmt.Errorf("conductor: decode dead job %s: %w", id, err)
 	}
 	ctx = context.WithoutCancel(ctx) // the three steps go together
+	cur, err := c.kv.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read the state of job %s: %w", id, err)
+	}
+	var now Job
+	if err := json.Unmarshal(cur.Value(), &now); err != nil {
+		return nil, fmt.Errorf("conductor: decode the state of job %s: %w", id, err)
+	}
+	if now.Status != StatusDead {
+		return nil, fmt.Errorf("%w: %s is %s", ErrNotDead, id, now.Status)
+	}
 	// The queued state first: a worker may take the job the moment it is
-	// published, and its states must come after this one.
-	now := time.Now().UTC()
+	// published, and its states must come after this one. It claims the
+	// state over its dead revision, so that no write of an attempt from
+	// before it wins over it (wire.Holder).
 	queued := &Job{
 		ID: id, Type: dead.Type, Status: StatusQueued, Batch: dead.Batch, Priority: dead.Priority,
-		CreatedAt: dead.CreatedAt, UpdatedAt: now, History: dead.History,
+		CreatedAt: dead.CreatedAt, UpdatedAt: time.Now().UTC(), History: now.History,
+		HistoryDropped: now.HistoryDropped, Holder: wire.ClaimOver(cur.Revision(), "requeue").String(),
 	}
 	state, _ := json.Marshal(queued)
-	if _, err := c.kv.Put(ctx, id, state); err != nil {
+	rev, err := c.kv.Update(ctx, id, state, cur.Revision())
+	if err != nil {
 		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
 	o := submitOptions{
-		job: wire.Options{Batch: dead.Batch, Requeued: true}, priority: dead.Priority,
+		job: wire.Options{Batch: dead.Batch, Requeued: true, StateRev: rev}, priority: dead.Priority,
 		// A fresh dedup id: the job's own id is within the window if it died fast.
 		msgID: id + "-requeue-" + strconv.FormatUint(e.Revision(), 10),
 	}
 	if err := c.publish(ctx, id, dead.Type, dead.Payload, o); err != nil {
-		if _, perr := c.kv.Put(ctx, id, e.Value()); perr != nil { // it is still dead
+		if _, perr := c.kv.Update(ctx, id, cur.Value(), rev); perr != nil { // it is still dead
 			return nil, fmt.Errorf("conductor: job %s: %w; its state reads queued, but it is dead (restoring it failed: %v)", id, err, perr)
 		}
 		return nil, fmt.Errorf("conductor: job %s: %w", id, err)

@@ -79,8 +79,14 @@ type Job struct {
 	// busy, was recycled or stopped first): they are not attempts.
 	Skipped int `json:"skipped,omitempty"`
 	// History has one entry per attempt, oldest first; the oldest are
-	// dropped past 20.
-	History []Attempt `json:"history,omitempty"`
+	// dropped past 20, and HistoryDropped counts them.
+	History        []Attempt `json:"history,omitempty"`
+	HistoryDropped int       `json:"history_dropped,omitempty"`
+	// Holder names the delivery of the job whose attempt wrote this state:
+	// an opaque token by which workerd fences its writes, so that a late
+	// write of an older attempt never replaces a newer one (see
+	// docs/reliability.md).
+	Holder string `json:"holder,omitempty"`
 }
 
 // Attempt is one run of a job by one worker process.
@@ -102,6 +108,14 @@ type Attempt struct {
 	// OOMKilled is set when the worker was, most likely, killed by the
 	// kernel's OOM killer (see docs/supervision.md).
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Lost is set when the attempt's host never reported its end (it was
+	// lost, or stopped answering past the job's lease) and the job was
+	// delivered again: it may have run, all or in part.
+	Lost bool `json:"lost,omitempty"`
+	// Superseded is set when the attempt ended after a newer attempt had
+	// taken the job, or after the job had ended: its outcome (Error, or
+	// none for a success) was not kept.
+	Superseded bool `json:"superseded,omitempty"`
 }
 
 // Duration is a time.Duration that encodes in JSON as a Go duration

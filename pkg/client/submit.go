@@ -105,32 +105,75 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
 		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
-		// A job known by its state is never queued again, whenever the
-		// repeat comes; within the dedup window the stream also drops a
-		// second copy published by two racing submissions.
-		known, err := c.known(ctx, id)
-		if err != nil {
-			return "", fmt.Errorf("conductor: look up job %s: %w", id, err)
-		}
-		if known {
-			return id, nil
-		}
 	}
-	// Queue first, then record: a failed publish leaves nothing behind, and
-	// the caller's cancelling cannot cut the pair in half.
+	// Record first, then queue: the state's revision travels with the job,
+	// and its first attempt's write expects it, so that a late write never
+	// replaces a later state (docs/reliability.md, "Fencing"). A failed
+	// publish takes the state back; the caller's cancelling cannot cut the
+	// pair in half.
 	ctx = context.WithoutCancel(ctx)
-	if err := c.publish(ctx, id, typ, data, o); err != nil {
-		return "", err
-	}
-	// Create, not Put: a worker may have stored a later state already.
 	now := time.Now().UTC()
 	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
-	// Should this fail, the job is still durably queued, which is what
-	// Submit promises; its state then appears when a worker takes it.
-	cctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
-	defer cancel()
-	_, _ = c.kv.Create(cctx, id, state)
+	rev, err := c.createState(ctx, id, state)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// A job known by its state is never queued twice, whenever the
+		// repeat comes; but one whose state was stored by a submission
+		// cut before its publish is published now.
+		prev, perr := c.kv.Get(ctx, id)
+		if perr != nil {
+			return "", fmt.Errorf("conductor: look up job %s: %w", id, perr)
+		}
+		if !unpublished(prev, now) {
+			return id, nil
+		}
+		rev, err = prev.Revision(), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("conductor: store the state of job %s: %w", id, err)
+	}
+	o.job.StateRev = rev
+	if err := c.publish(ctx, id, typ, data, o); err != nil {
+		dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		defer cancel()
+		if derr := c.kv.Delete(dctx, id, jetstream.LastRevision(rev)); derr != nil && !errors.Is(derr, jetstream.ErrKeyRevisionMismatch) {
+			return "", fmt.Errorf("%w; its queued state could not be taken back: %v", err, derr)
+		}
+		return "", err
+	}
 	return id, nil
+}
+
+// republishWithin is how young a state of a job that no worker has touched
+// must be for a repeated submission to publish the job again: well within
+// the stream's deduplication window (2 minutes by default), so that a
+// copy of a job already queued is dropped by the stream.
+const republishWithin = time.Minute
+
+// unpublished reports whether e may be the state of a submission cut
+// between storing its state and publishing its job: queued, touched by no
+// worker, and stored less than republishWithin before now.
+func unpublished(e jetstream.KeyValueEntry, now time.Time) bool {
+	var j Job
+	if json.Unmarshal(e.Value(), &j) != nil {
+		return false
+	}
+	return j.Status == StatusQueued && j.Holder == "" && j.Attempts == 0 && j.Skipped == 0 &&
+		now.Sub(e.Created()) < republishWithin
+}
+
+// createState stores the queued state of a new job and returns its
+// revision. A request lost to a server restart is made again; a state that
+// exists already is jetstream.ErrKeyExists.
+func (c *Client) createState(ctx context.Context, id string, state []byte) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var rev uint64
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
+		rev, err = c.kv.Create(ctx, id, state)
+		return err
+	})
+	return rev, err
 }
 
 func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
@@ -152,22 +195,6 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 		return fmt.Errorf("conductor: queue job: %w", err)
 	}
 	return nil
-}
-
-// known reports whether job id has a state. A lookup lost to a server
-// restart is made again, every publishAttemptTimeout, until ctx ends.
-func (c *Client) known(ctx context.Context, id string) (bool, error) {
-	err := retry(ctx, func(ctx context.Context) error {
-		_, err := c.kv.Get(ctx, id)
-		return err
-	})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return false, nil
-	}
-	return false, err
 }
 
 // retry calls f with a deadline of publishAttemptTimeout until it

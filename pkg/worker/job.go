@@ -16,6 +16,10 @@ type Job struct {
 	Payload json.RawMessage
 	// Attempt counts the attempts at this job, starting at 1.
 	Attempt int
+	// Redelivered is set when an earlier attempt at this job may have
+	// run, all or in part: a handler with side effects checks here
+	// whether they are done already.
+	Redelivered bool
 }
 
 // Decode unmarshals the job's payload into v, as json.Unmarshal does. Its
