@@ -102,6 +102,11 @@ func New(cfg Config) (*Agent, error) {
 	cfg.AckWait = cmp.Or(cfg.AckWait, 30*time.Second)
 	cfg.PullExpires = cmp.Or(cfg.PullExpires, 5*time.Second)
 	cfg.MaxResult = cmp.Or(cfg.MaxResult, 1<<20)
+	if mp := int(cfg.Conn.MaxPayload()); mp > 0 {
+		// A job's state holds its result and up to stateRoom of errors
+		// and history: it must fit the server's largest message.
+		cfg.MaxResult = min(cfg.MaxResult, max(mp-stateRoom, 1))
+	}
 	cfg.Prefetch = max(cmp.Or(cfg.Prefetch, 512), 0)
 	cfg.LogRate = cmp.Or(cfg.LogRate, DefaultLogRate)
 	if cfg.Logger == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,6 +236,33 @@ func (b *sourceBundle) waitState(t *testing.T, id string, ok func(wire.Job) bool
 			}
 		case <-ctx.Done():
 			t.Fatalf("job %s: never the state wanted; last: %+v", id, j)
+		}
+	}
+}
+
+// A job whose every attempt fails with an error of a megabyte still ends
+// dead after max_attempts: errors are cut, so its state always fits the
+// store (before, the history outgrew the server's largest message and the
+// job was redelivered for ever).
+func TestSource_HugeErrorsStillEnd(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	b.publish(t, 1)
+	huge := strings.Repeat("e", 1<<20)
+	now := time.Now()
+	for attempt := 1; attempt <= 3; attempt++ {
+		job := next(t, src)
+		require.Equal(t, attempt, job.Attempt)
+		src.Done(job, broker.Outcome{Crashed: true, Err: huge, Started: now, Ended: now})
+		want := wire.StatusFailed
+		if attempt == 3 {
+			want = wire.StatusDead
+		}
+		st := b.state(t, job, want)
+		require.LessOrEqual(t, len(st.Error), wire.MaxError)
+		require.Contains(t, st.Error, "bytes cut]")
+		for _, a := range st.History {
+			require.LessOrEqual(t, len(a.Error), wire.MaxError)
 		}
 	}
 }

@@ -34,6 +34,7 @@ type publisher struct {
 	pace      *pace
 	leases    *leases
 	limits    *poolLimits
+	maxState  int // the largest state the store takes: the server's max payload
 	space     subject.Space
 	typ       string
 	log       *slog.Logger
@@ -103,10 +104,15 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 	p.quarantine(&f)
 	// A state is about 330 bytes for a short job; the buffer is kept until
 	// the store answers, so each gets its own.
-	data, err := f.held.state.AppendJSON(make([]byte, 0, 512))
-	if err != nil {
-		// The result is valid JSON from the broker; this cannot happen.
-		panic(fmt.Sprintf("agent: encode job state: %v", err))
+	data := encodeState(&f.held.state, make([]byte, 0, 512))
+	if len(data) > p.maxState && len(f.held.state.Payload) > 0 {
+		// A dead job's payload, kept for a requeue, is too large to keep
+		// with the rest of its state (a MaxPayload near the server's
+		// limit): the state must be stored, the payload is dropped.
+		st := &f.held.state
+		st.Error = wire.CutError(st.Error + fmt.Sprintf(" (its payload of %d bytes is not kept: the state would not fit the store)", len(st.Payload)))
+		st.Payload = nil
+		data = encodeState(st, data[:0])
 	}
 	f.data = data
 	h := f.held
@@ -126,11 +132,26 @@ func (p *publisher) quarantine(f *finishJob) {
 		return
 	}
 	st.Status = wire.StatusDead
-	st.Error = fmt.Sprintf("poison job: its worker died in %d of its attempts (last: %s)", crashes, st.Error)
+	st.Error = wire.CutError(fmt.Sprintf("poison job: its worker died in %d of its attempts (last: %s)", crashes, st.Error))
 	st.Payload = f.held.msg.Data
 	if !json.Valid(st.Payload) {
 		st.Payload, _ = json.Marshal(string(st.Payload))
 	}
 	f.retry = -1
 	p.log.Error("poison job quarantined as dead", "pool", p.typ, "job", st.ID, "crashes", crashes)
+}
+
+// stateRoom is what a job's state needs beside its result or payload:
+// its errors, each at most wire.MaxError, its history of at most
+// wire.MaxHistory attempts, its ids and times.
+const stateRoom = 128 << 10
+
+// encodeState appends st's JSON to b.
+func encodeState(st *wire.Job, b []byte) []byte {
+	data, err := st.AppendJSON(b)
+	if err != nil {
+		// The result is valid JSON from the broker; this cannot happen.
+		panic(fmt.Sprintf("agent: encode job state: %v", err))
+	}
+	return data
 }

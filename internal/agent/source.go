@@ -122,6 +122,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	pub := &publisher{
 		finishing: s.finishing, acking: s.acking, answers: s.answers, states: s.states,
 		pace: s.pace, leases: s.leases, limits: &s.limits, space: cfg.space, log: cfg.log, typ: cfg.typ,
+		maxState: int(cfg.nc.MaxPayload()),
 	}
 	ack := &acker{
 		acking: s.acking, answers: s.answers, states: s.states, leases: s.leases,
@@ -326,7 +327,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		Cancelled: (out.Err != "" || len(out.Result) > s.maxResult) && s.isCancelled(st.ID), Attempt: st.Attempts,
 		MaxAttempts: h.maxAttempts, MaxResult: s.maxResult,
 	}, Backoff)
-	st.Status, st.Error = v.Status, v.Error
+	st.Status, st.Error = v.Status, wire.CutError(v.Error)
 	switch v.Status {
 	case wire.StatusSucceeded:
 		st.Result = out.Result

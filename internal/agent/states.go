@@ -102,11 +102,7 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		holder := wire.ClaimOver(rev, h.tag)
 		st.Holder = holder.String()
 		next := claimed(prev, st, h.requeued)
-		data, err := next.AppendJSON(nil)
-		if err != nil {
-			cancel()
-			panic(fmt.Sprintf("agent: encode job state: %v", err))
-		}
+		data := encodeState(next, nil)
 		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0)
 		cancel()
 		if err == nil {
@@ -245,10 +241,7 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 				cancel()
 				return v, true
 			}
-			data, err := next.AppendJSON(make([]byte, 0, len(f.data)))
-			if err != nil {
-				panic(fmt.Sprintf("agent: encode job state: %v", err))
-			}
+			data := encodeState(next, make([]byte, 0, len(f.data)))
 			*st, f.data, rev, cur, conflict = *next, data, nowRev, now != nil, false
 		}
 		_, err := s.write(wctx, st.ID, f.data, rev, cur)

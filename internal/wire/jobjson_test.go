@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
 )
 
 // checkAppendJSON fails t unless j.AppendJSON gives what json.Marshal(j)
@@ -430,4 +433,20 @@ func BenchmarkJobAppendJSON(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestCutError(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "short", CutError("short"))
+	exact := strings.Repeat("x", MaxError)
+	require.Equal(t, exact, CutError(exact))
+	for _, s := range []string{strings.Repeat("x", 1<<20), strings.Repeat("é", MaxError)} {
+		got := CutError(s)
+		require.LessOrEqual(t, len(got), MaxError)
+		require.True(t, utf8.ValidString(got), "cut on a rune boundary")
+		var cut int
+		_, err := fmt.Sscanf(got[strings.LastIndex(got, "["):], "[%d bytes cut]", &cut)
+		require.NoError(t, err, got[len(got)-40:])
+		require.Equal(t, len(s), strings.Index(got, " … [")+cut, "the marker counts the bytes cut")
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is where a job is in its life.
@@ -189,4 +190,23 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// MaxError bounds the error of a job and of each attempt, in bytes: a
+// longer one is cut, with a marker that says how much (CutError), so that
+// a job's state always fits the store however its workers fail.
+const MaxError = 4 << 10
+
+// CutError returns s cut to MaxError bytes (on a UTF-8 boundary) with a
+// marker saying how many bytes were cut, or s itself if it fits.
+func CutError(s string) string {
+	if len(s) <= MaxError {
+		return s
+	}
+	marker := func(n int) string { return fmt.Sprintf(" … [%d bytes cut]", n) }
+	keep := MaxError - len(marker(len(s)))
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + marker(len(s)-keep)
 }

@@ -24,6 +24,8 @@ type Job struct {
 	// lineSize is the size of its job message once queued behind a
 	// running job (see session.pipeline).
 	lineSize int
+	// handoffs counts the processes the job could not be written to.
+	handoffs int
 }
 
 // Outcome is how one attempt of a job ended.

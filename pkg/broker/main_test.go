@@ -40,6 +40,7 @@ var fakeWorkers = map[string]func() int{
 	"sleep-job":      runSleepJob,
 	"fifo-job":       runFIFOJob,
 	"deaf":           runDeaf,
+	"always-deaf":    runAlwaysDeaf,
 	"busy":           runBusy,
 	"with-child":     runWithChild,
 	"service":        runService,
@@ -250,6 +251,15 @@ func runDeaf() int {
 	if !firstRun() {
 		return runEcho()
 	}
+	c := openChannel()
+	os.NewFile(proto.FDToWorker, "to-worker").Close()
+	c.send(proto.Message{Op: proto.OpReady})
+	blockForever()
+	return 0
+}
+
+// runAlwaysDeaf: like runDeaf, in every process: no job can reach it.
+func runAlwaysDeaf() int {
 	c := openChannel()
 	os.NewFile(proto.FDToWorker, "to-worker").Close()
 	c.send(proto.Message{Op: proto.OpReady})

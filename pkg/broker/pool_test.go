@@ -297,6 +297,22 @@ func TestPool_Start_workerFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("JobNoWorkerTakesFails", func(t *testing.T) {
+		t.Parallel()
+		b := newBundle(t)
+		pool := setup(t, b.spec("always-deaf"), b)
+
+		b.submit(t, "a", `"never read"`)
+		e := b.outcome(t)
+		require.Equal(t, "a", e.job.ID)
+		require.False(t, e.out.NotStarted, "a failed attempt, not a job put back")
+		require.False(t, e.out.Crashed)
+		// Three processes failed to take it, or fewer and the restarts
+		// paused: either way the job's attempt failed.
+		require.Contains(t, e.out.Err, "could not be handed to a worker in ")
+		require.GreaterOrEqual(t, pool.Workers()[0].Restarts, 1)
+	})
+
 	t.Run("BusyWorkerGetsNoJob", func(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/conductor-run/conductor/internal/proto"
@@ -132,17 +133,34 @@ func (ss *session) wrote(err error) {
 		ss.cannotSend(j, err)
 		return
 	}
-	ss.s.carry = j
 	ss.ready = false
 	ss.setIdle()
+	j.handoffs++
+	if j.handoffs >= maxHandoffs {
+		// A job no process takes is not carried for ever: it may be what
+		// they cannot take. Its attempt fails, and the Source retries it
+		// later (or not), so that it blocks no other job.
+		ss.s.log.Warn("cannot give the job to the worker, the last of several; killing it, the job's attempt fails",
+			"pid", ss.p.pid, "job", j.ID, "tries", j.handoffs, "err", err)
+		out := ss.outcome()
+		out.PID, out.Started = 0, time.Time{}
+		out.Err = fmt.Sprintf("could not be handed to a worker in %d tries (last: %v)", j.handoffs, err)
+		ss.s.pool.src.Done(j, out)
+	} else {
+		ss.s.log.Warn("cannot give the job to the worker; killing it, the job goes to its replacement",
+			"pid", ss.p.pid, "job", j.ID, "err", err)
+		ss.s.carry = j
+	}
 	select {
 	case <-ss.p.exited:
 	default:
-		ss.s.log.Warn("cannot give the job to the worker; killing it, the job goes to its replacement",
-			"pid", ss.p.pid, "job", j.ID, "err", err)
 		ss.p.kill()
 	}
 }
+
+// maxHandoffs is how many processes in a row a job is written to, each
+// killed when the write fails, before its attempt fails.
+const maxHandoffs = 3
 
 // fitsInline reports whether j's job message is small enough for give to
 // write it on the session goroutine (see inlineWrite): its payload, id and

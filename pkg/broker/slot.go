@@ -363,13 +363,20 @@ func (s *slot) sleep(d time.Duration) bool {
 }
 
 // giveBack reports the carried job, if any, as not started with reason, so that
-// the Source can hand it to another worker.
+// the Source can hand it to another worker; or, if processes failed to take
+// it already, as an attempt that failed.
 func (s *slot) giveBack(reason string) {
 	if s.carry == nil {
 		return
 	}
 	j := s.carry
 	s.carry = nil
+	if j.handoffs > 0 {
+		// Written to a process that did not take it: an attempt that
+		// failed, not a job that reached none (see session.wrote).
+		s.pool.src.Done(j, Outcome{Err: fmt.Sprintf("could not be handed to a worker in %d tries (last: %s)", j.handoffs, reason), Index: s.index, Ended: time.Now()})
+		return
+	}
 	s.pool.src.Done(j, Outcome{NotStarted: true, Err: reason, Index: s.index})
 }
 
