@@ -20,6 +20,9 @@ var (
 	// ErrBadQuery is returned, wrapped with what is wrong, by Jobs for a
 	// query it cannot answer.
 	ErrBadQuery = errors.New("conductor: bad job query")
+	// ErrIncomplete is the error of a listing that could not read every
+	// job state (the store was too slow): it answers no partial page.
+	ErrIncomplete = errors.New("conductor: listing incomplete: the store was too slow; try again")
 	// ErrBatchNotFound is returned for an unknown batch id.
 	ErrBatchNotFound = errors.New("conductor: batch not found")
 	// ErrBadCommand is wrapped by the error of a pool command that is not

@@ -199,7 +199,12 @@ func (c *Client) newestJobs(ctx context.Context, kv jetstream.KeyValue, q JobQue
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-idle.C:
-			return top.jobs(), nil // what it waited for has vanished: see passIdle
+			// Complete if what it waited for has vanished (see passIdle);
+			// else the store is slow, and a page would be partial.
+			if err := c.passComplete(ctx, kv.Bucket(), last); err != nil {
+				return nil, err
+			}
+			return top.jobs(), nil
 		case e, open = <-w.Updates():
 		}
 		idle.Reset(passIdle)
@@ -230,6 +235,25 @@ func (c *Client) newestJobs(ctx context.Context, kv jetstream.KeyValue, q JobQue
 			return top.jobs(), nil
 		}
 	}
+}
+
+// passComplete reports, after a wait of passIdle for the next value, why
+// a pass whose last value read is last is not complete: nil if it is, the
+// bucket holding nothing written after last (the values it waited for
+// expired), else ErrIncomplete.
+func (c *Client) passComplete(ctx context.Context, bucket string, last jetstream.KeyValueEntry) error {
+	bound, err := c.lastRevision(ctx, bucket)
+	if err != nil {
+		return err
+	}
+	var read uint64
+	if last != nil {
+		read = last.Revision()
+	}
+	if read >= bound {
+		return nil
+	}
+	return fmt.Errorf("%w: no state came for %v, at revision %d of %d", ErrIncomplete, passIdle, read, bound)
 }
 
 // lastRevision returns the revision of the last value (or delete) stored
