@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -32,6 +33,12 @@ type Batch struct {
 	CreatedAt time.Time `json:"created_at"`
 	// EndedAt is set once every job of the batch has ended.
 	EndedAt time.Time `json:"ended_at,omitzero"`
+	// Submitting is set while the batch's jobs are being queued: it does
+	// not end before they all are. A submission cut short (a crash) is
+	// completed by submitting the batch again with the same idempotency
+	// key; or, once it has been still for BatchStall, conductord cuts the
+	// batch to the jobs queued (Total).
+	Submitting bool `json:"submitting,omitempty"`
 	// Counts per status, read from the jobs' states when asked for.
 	Queued    int `json:"queued"`
 	Running   int `json:"running"`
@@ -42,7 +49,7 @@ type Batch struct {
 }
 
 // Ended reports whether every job of the batch has ended.
-func (b *Batch) Ended() bool { return b.Succeeded+b.Dead+b.Cancelled == b.Total }
+func (b *Batch) Ended() bool { return !b.Submitting && b.Succeeded+b.Dead+b.Cancelled == b.Total }
 
 // batchJobID is the id of job i of batch id.
 func batchJobID(id string, i int) string { return id + "-" + strconv.Itoa(i) }
@@ -50,8 +57,10 @@ func batchJobID(id string, i int) string { return id + "-" + strconv.Itoa(i) }
 // SubmitBatch queues payloads as one batch of jobs of type typ and returns
 // the batch. Its jobs are named <batch id>-<index>. conductord announces
 // the batch's end once (subject conductor.<ns>.events.batch.<id>.end);
-// Batch reports its progress. opts apply to every job (an idempotency key
-// would make them one job, and is refused).
+// Batch reports its progress. opts apply to every job, but for
+// WithIdempotencyKey, which names the batch: submitting again with the
+// same key and type, after an error or a crash, completes the same batch
+// without queueing any of its jobs twice, or returns it if it was whole.
 func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.RawMessage, opts ...SubmitOption) (*Batch, error) {
 	if err := subject.Token("job type", typ); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -63,49 +72,182 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.key != "" || o.job.Batch != "" {
-		return nil, errors.New("conductor: a batch takes no idempotency key or batch id of its own jobs")
+	if o.job.Batch != "" {
+		return nil, errors.New("conductor: a batch takes no batch id of its own jobs")
 	}
 	kv, err := c.bucket(ctx, c.space.BatchBucket(), "batch bucket")
 	if err != nil {
 		return nil, err
 	}
-	b := &Batch{ID: uuid.Must(uuid.NewV7()).String(), Type: typ, Total: len(payloads), CreatedAt: time.Now().UTC()}
-	rec, _ := json.Marshal(b)
-	if _, err := kv.Create(ctx, b.ID, rec); err != nil {
-		return nil, fmt.Errorf("conductor: record batch: %w", err)
+	r, err := c.openBatch(ctx, kv, typ, o.key, len(payloads))
+	if err != nil || !r.b.Submitting {
+		return r.batch(), err
 	}
+	// The batch's key names the batch, not its jobs: each job is named by
+	// its index, which makes a repeated submission queue it once.
+	noKey := func(o *submitOptions) { o.key = "" }
 	for i, p := range payloads {
-		jobOpts := append(opts[:len(opts):len(opts)], WithBatch(b.ID), func(o *submitOptions) { o.id = batchJobID(b.ID, i) })
+		if i > 0 && i%batchTouchEvery == 0 {
+			if err := r.touch(ctx, kv); err != nil {
+				return nil, c.cutBatch(kv, r, i, fmt.Errorf("conductor: batch %s: %w", r.b.ID, err))
+			}
+		}
+		jobOpts := append(opts[:len(opts):len(opts)], noKey, WithBatch(r.b.ID), func(o *submitOptions) { o.id = batchJobID(r.b.ID, i) })
 		if _, err := c.Submit(ctx, typ, p, jobOpts...); err != nil {
-			return nil, c.cutBatch(kv, b, i, fmt.Errorf("conductor: batch %s: job %d: %w", b.ID, i, err))
+			return nil, c.cutBatch(kv, r, i, fmt.Errorf("conductor: batch %s: job %d: %w", r.b.ID, i, err))
 		}
 	}
+	r.b.Submitting = false
+	if err := r.write(ctx, kv); err != nil {
+		return nil, fmt.Errorf("conductor: batch %s: every job is queued, but the batch could not be sealed (submit it again with the same key): %w", r.b.ID, err)
+	}
+	b := r.batch()
 	b.Queued = b.Total
 	return b, nil
 }
 
-// cutBatch makes batch b end with its first n jobs, those queued before
-// job n failed to be: its record's total becomes n (or, with none queued,
-// the record goes), so that it ends when they have. err says why; the
-// result adds what was queued, and whether the record could be mended.
-func (c *Client) cutBatch(kv jetstream.KeyValue, b *Batch, n int, err error) error {
+// BatchStall is how long a batch may be Submitting without its record
+// changing before conductord cuts it to the jobs queued: its submitter
+// touches it every batchTouchEvery jobs.
+const BatchStall = 2 * time.Minute
+
+// batchTouchEvery is how many jobs a submitter queues between touches of
+// its batch's record.
+const batchTouchEvery = 500
+
+// ErrBatchMismatch is returned by SubmitBatch for an idempotency key that
+// names a batch of another size.
+var ErrBatchMismatch = errors.New("conductor: the idempotency key names a batch of another size")
+
+// batchRecord is a batch's record as read or written, with its revision.
+type batchRecord struct {
+	b   Batch
+	rev uint64
+}
+
+func (r *batchRecord) batch() *Batch {
+	if r == nil {
+		return nil
+	}
+	b := r.b
+	return &b
+}
+
+// write stores the record if it is still at its revision.
+func (r *batchRecord) write(ctx context.Context, kv jetstream.KeyValue) error {
+	rec, _ := json.Marshal(&r.b)
+	rev, err := kv.Update(ctx, r.b.ID, rec, r.rev)
+	if err != nil {
+		return err
+	}
+	r.rev = rev
+	return nil
+}
+
+// touch rewrites the record, so that conductord sees the submission is
+// alive; if conductord cut it meanwhile, it is opened again.
+func (r *batchRecord) touch(ctx context.Context, kv jetstream.KeyValue) error {
+	err := r.write(ctx, kv)
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return err
+	}
+	e, err := kv.Get(ctx, r.b.ID)
+	if err != nil {
+		return err
+	}
+	total := r.b.Total
+	if err := json.Unmarshal(e.Value(), &r.b); err != nil {
+		return err
+	}
+	r.b.Total, r.b.Submitting, r.b.EndedAt, r.rev = total, true, time.Time{}, e.Revision()
+	return r.write(ctx, kv)
+}
+
+// openBatch creates the record of a new batch of n jobs, Submitting. With
+// a key, the batch may exist: a whole one is returned as it is (not
+// Submitting); one whose submission was cut, or cut short by conductord,
+// is opened again to be completed.
+func (c *Client) openBatch(ctx context.Context, kv jetstream.KeyValue, typ, key string, n int) (*batchRecord, error) {
+	id := uuid.Must(uuid.NewV7()).String()
+	if key != "" {
+		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00batch\x00"+typ+"\x00"+key)).String()
+	}
+	r := &batchRecord{b: Batch{ID: id, Type: typ, Total: n, CreatedAt: time.Now().UTC(), Submitting: true}}
+	rec, _ := json.Marshal(&r.b)
+	rev, err := kv.Create(ctx, id, rec)
+	if err == nil {
+		r.rev = rev
+		return r, nil
+	}
+	if key == "" || !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("conductor: record batch: %w", err)
+	}
+	e, err := kv.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read batch %s: %w", id, err)
+	}
+	var was Batch
+	if err := json.Unmarshal(e.Value(), &was); err != nil {
+		return nil, fmt.Errorf("conductor: decode batch %s: %w", id, err)
+	}
+	r.b, r.rev = was, e.Revision()
+	switch {
+	case was.Type != typ:
+		return nil, fmt.Errorf("%w: batch %s is of type %s", ErrBatchMismatch, id, was.Type)
+	case was.Total == n && !was.Submitting:
+		return r, nil // whole: nothing to queue
+	case was.Total > n:
+		return nil, fmt.Errorf("%w: batch %s holds %d jobs, not %d", ErrBatchMismatch, id, was.Total, n)
+	}
+	// Cut short (Total < n, by an error or by conductord) or cut by a
+	// crash (Submitting): queue every job again, each once.
+	r.b.Total, r.b.Submitting, r.b.EndedAt = n, true, time.Time{}
+	if err := r.write(ctx, kv); err != nil {
+		return nil, fmt.Errorf("conductor: reopen batch %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// cutBatch makes the batch of r end with its first n jobs, those queued
+// before job n failed to be: its record's total becomes n (or, with none
+// queued, the record goes), so that it ends when they have. err says why;
+// the result adds what was queued, and whether the record could be mended.
+func (c *Client) cutBatch(kv jetstream.KeyValue, r *batchRecord, n int, err error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var mend error
 	if n == 0 {
-		mend = kv.Delete(ctx, b.ID)
+		mend = kv.Delete(ctx, r.b.ID, jetstream.LastRevision(r.rev))
 		err = fmt.Errorf("%w (no job was queued)", err)
 	} else {
-		b.Total = n
-		rec, _ := json.Marshal(b)
-		_, mend = kv.Put(ctx, b.ID, rec)
-		err = fmt.Errorf("%w (jobs 0 to %d are queued: the batch holds those)", err, n-1)
+		r.b.Total, r.b.Submitting = n, false
+		mend = r.write(ctx, kv)
+		err = fmt.Errorf("%w (jobs 0 to %d are queued: the batch holds those; submit it again with its idempotency key to complete it)", err, n-1)
 	}
 	if mend != nil {
-		err = fmt.Errorf("%w; recording that failed too, so the batch will not end: %v", err, mend)
+		err = fmt.Errorf("%w; recording that failed too (conductord cuts the batch once it has been still for %v): %v", err, BatchStall, mend)
 	}
 	return err
+}
+
+// QueuedPrefix returns how many of batch b's jobs, from the first, have a
+// state: its submitter queues them in order, so those are the jobs
+// queued, but for the last, which a crash may have cut between its state
+// and its message. It makes about log2(b.Total) reads.
+func (c *Client) QueuedPrefix(ctx context.Context, b *Batch) (int, error) {
+	var failed error
+	n := sort.Search(b.Total, func(i int) bool {
+		if failed != nil {
+			return true
+		}
+		_, err := c.status(ctx, batchJobID(b.ID, i))
+		if errors.Is(err, ErrJobNotFound) {
+			return true
+		}
+		failed = err
+		return failed != nil
+	})
+	return n, failed
 }
 
 // Batch returns batch id with its progress, counted from its jobs' states

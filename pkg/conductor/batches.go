@@ -69,23 +69,25 @@ type batchEnds struct {
 	nc              *nats.Conn         // publishes the batch events
 	space           subject.Space
 	log             *slog.Logger
+	stall           time.Duration // client.BatchStall; tests shorten it
 
 	mu      sync.Mutex
 	batches map[string]*batchCount
 }
 
-func newBatchEnds(kv jetstream.KeyValue, cl *client.Client, nc *nats.Conn, space subject.Space, log *slog.Logger) *batchEnds {
-	e := &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, batches: map[string]*batchCount{}}
+func newBatchEnds(kv jetstream.KeyValue, cl *client.Client, nc *nats.Conn, space subject.Space, log *slog.Logger, stall time.Duration) *batchEnds {
+	e := &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, stall: stall, batches: map[string]*batchCount{}}
 	e.Func = startstop.NewFunc(e.run)
 	return e
 }
 
 // batchCount is what batchEnds knows of one batch.
 type batchCount struct {
-	total   int  // its jobs; 0 until a check has read it
-	ended   int  // its jobs known to have ended
-	atCheck int  // ended when the last check began
-	due     bool // to be checked at the next tick
+	total   int       // its jobs; 0 until a check has read it
+	ended   int       // its jobs known to have ended
+	atCheck int       // ended when the last check began
+	due     bool      // to be checked at the next tick
+	later   time.Time // if set, to be checked at the first tick after it
 	// foreign, if set, is when a job of the batch last ended after a
 	// check found no record of it: not a batch of the HTTP API (RunBatch
 	// counts its own). Its events are ignored until it has been quiet for
@@ -95,6 +97,7 @@ type batchCount struct {
 
 const (
 	batchCheckEvery = 500 * time.Millisecond
+	batchCheckStall = 10 * time.Second
 	foreignFor      = 10 * time.Minute
 )
 
@@ -118,6 +121,13 @@ func (e *batchEnds) mark(id string) {
 	}
 	b.ended++
 	b.due = b.due || b.total == 0 || b.ended >= b.total
+}
+
+// checkLater has batch id checked at the first tick after d.
+func (e *batchEnds) checkLater(id string, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.get(id).later = time.Now().Add(d)
 }
 
 // check has batch id checked at the next tick.
@@ -165,8 +175,8 @@ func (e *batchEnds) take() []string {
 			}
 			continue
 		}
-		if b.due {
-			b.due, b.atCheck = false, b.ended
+		if b.due || !b.later.IsZero() && time.Now().After(b.later) {
+			b.due, b.later, b.atCheck = false, time.Time{}, b.ended
 			ids = append(ids, id)
 		}
 	}
@@ -225,6 +235,9 @@ func (e *batchEnds) endBatch(ctx context.Context, id string) error {
 		e.forget(id)
 		return nil
 	}
+	if b.Submitting {
+		return e.stalled(ctx, &b, rev)
+	}
 	if err := e.client.CountBatch(ctx, &b); err != nil {
 		return err
 	}
@@ -247,4 +260,39 @@ func (e *batchEnds) endBatch(ctx context.Context, id string) error {
 	e.forget(id)
 	e.log.Info("batch ended", "batch", id, "type", b.Type, "total", b.Total, "succeeded", b.Succeeded, "dead", b.Dead, "cancelled", b.Cancelled)
 	return e.nc.Publish(e.space.BatchEvent(id), rec)
+}
+
+// stalled checks a batch whose jobs are still being queued: once its
+// record has been still for e.stall (client.BatchStall), its submitter is taken to
+// be gone, and the batch is cut to the jobs queued, so that it ends when
+// they have (its submitter, with the batch's key, can still complete it).
+// Until then it is checked again every batchCheckStall.
+func (e *batchEnds) stalled(ctx context.Context, b *client.Batch, rev jetstream.KeyValueEntry) error {
+	if time.Since(rev.Created()) < e.stall {
+		e.checkLater(b.ID, min(batchCheckStall, e.stall))
+		return nil
+	}
+	n, err := e.client.QueuedPrefix(ctx, b)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		err = e.kv.Delete(ctx, b.ID, jetstream.LastRevision(rev.Revision()))
+	} else {
+		total := b.Total
+		b.Total, b.Submitting = n, false
+		rec, _ := json.Marshal(b)
+		_, err = e.kv.Update(ctx, b.ID, rec, rev.Revision())
+		if err == nil {
+			e.log.Warn("batch cut to the jobs queued: its submission stalled", "batch", b.ID, "type", b.Type, "queued", n, "of", total)
+		}
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		e.check(b.ID) // its submitter is alive after all
+		return nil
+	}
+	if err == nil {
+		e.check(b.ID)
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,3 +81,49 @@ func TestConductor_BatchBodyTooLarge(t *testing.T) {
 
 // batchQuiet is long enough for a second end event to have come.
 const batchQuiet = time.Second
+
+// A batch whose submission was cut part way is completed by submitting it
+// again with its idempotency key: the jobs queued before are not queued
+// again, and every job runs once. A repeat of the whole batch queues
+// nothing.
+func TestConductor_BatchIdempotencyKeyCompletes(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{MaxPayload: 16})
+	cl := c.Client()
+	ctx := context.Background()
+	payloads := []json.RawMessage{json.RawMessage("1"), json.RawMessage("2"), json.RawMessage(`"` + strings.Repeat("x", 20) + `"`), json.RawMessage("4")}
+
+	_, err := cl.SubmitBatch(ctx, "squares", payloads, client.WithIdempotencyKey("k1"))
+	require.ErrorContains(t, err, "jobs 0 to 1 are queued")
+	var tooLarge *client.PayloadTooLargeError
+	require.ErrorAs(t, err, &tooLarge)
+
+	payloads[2] = json.RawMessage("3")
+	b, err := cl.SubmitBatch(ctx, "squares", payloads, client.WithIdempotencyKey("k1"))
+	require.NoError(t, err)
+	require.Equal(t, 4, b.Total)
+	require.False(t, b.Submitting)
+	again, err := cl.SubmitBatch(ctx, "squares", payloads, client.WithIdempotencyKey("k1"))
+	require.NoError(t, err)
+	require.Equal(t, b.ID, again.ID, "the key names the batch")
+	_, err = cl.SubmitBatch(ctx, "squares", payloads[:3], client.WithIdempotencyKey("k1"))
+	require.ErrorIs(t, err, client.ErrBatchMismatch)
+
+	startAgent(t, bundle, "squares")
+	for i := range 4 {
+		j, err := cl.Wait(ctx, b.ID+"-"+strconv.Itoa(i))
+		require.NoError(t, err)
+		require.Equal(t, client.StatusSucceeded, j.Status)
+		require.Equal(t, 1, j.Attempts, "job %d ran once", i)
+		require.JSONEq(t, strconv.Itoa((i+1)*(i+1)), string(j.Result))
+	}
+	require.Eventually(t, func() bool {
+		got, err := cl.Batch(ctx, b.ID)
+		return err == nil && got.Ended() && got.Succeeded == 4
+	}, 10*time.Second, 20*time.Millisecond)
+	info, err := bundle.js.Stream(ctx, "conductor-default-jobs")
+	require.NoError(t, err)
+	si, err := info.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 4, si.State.LastSeq, "each job was published once")
+}

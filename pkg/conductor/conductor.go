@@ -113,6 +113,9 @@ type Conductor struct {
 	// the ids of the jobs whose end it passed to the client: a test
 	// signal, set between New and Start; nil in production.
 	onEnds func(ended []string)
+	// batchStall, if set (by tests, before Start), replaces
+	// client.BatchStall.
+	batchStall time.Duration
 }
 
 var _ startstop.Service = (*Conductor)(nil)
@@ -204,7 +207,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conductor: open the batch bucket: %w", err)
 	}
-	c.batchEnds = newBatchEnds(batches, c.client, c.nc, c.space, c.log)
+	c.batchEnds = newBatchEnds(batches, c.client, c.nc, c.space, c.log, cmp.Or(c.batchStall, client.BatchStall))
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}

@@ -357,8 +357,16 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
 	}
-	b, err := c.client.SubmitBatch(r.Context(), typ, payloads, client.WithPriority(prio))
-	if err != nil {
+	opts := []client.SubmitOption{client.WithPriority(prio)}
+	if key := r.Header.Get(names.HeaderIdempotencyKey); key != "" {
+		opts = append(opts, client.WithIdempotencyKey(key))
+	}
+	b, err := c.client.SubmitBatch(r.Context(), typ, payloads, opts...)
+	switch {
+	case errors.Is(err, client.ErrBatchMismatch):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
