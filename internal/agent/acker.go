@@ -39,6 +39,9 @@ type acker struct {
 	ready []finishJob // stored, not yet acked
 	ends  wire.Ends
 	buf   []byte
+	// maxEnds bounds the bytes of one ends message: a burst's ends are
+	// announced in as many as they need.
+	maxEnds int
 	// superseded counts the outcomes not kept since the last ends
 	// (fence.go), announced with the next.
 	superseded int
@@ -83,25 +86,51 @@ func (a *acker) supersede(f finishJob, v fenceVerdict) {
 	a.log.Warn("late outcome not kept: "+why, "pool", a.typ, "job", st.ID, "attempt", st.Attempts, "status", st.Status)
 }
 
-// ackReady acks the jobs stored so far and announces their ends.
+// ackReady announces the ends of the jobs stored so far, then acks them.
+// The ends go first, durably (the ends stream): conductord counts them and
+// archives the final states they carry, so a job is acked only once its
+// end is announced. Ends that could not be announced leave their jobs
+// unacked: redelivered, they are found ended and announced then (see
+// source.ended).
 func (a *acker) ackReady(ctx context.Context) {
 	if len(a.ready) == 0 && a.superseded == 0 {
 		return
 	}
+	a.ends.Superseded, a.superseded = a.superseded, 0
 	a.ends.Jobs = a.ends.Jobs[:0]
-	for _, f := range a.ready {
-		a.ack(ctx, f)
+	size, from, announced := 0, 0, true
+	for i, f := range a.ready {
 		st := &f.held.state
-		a.ends.Jobs = append(a.ends.Jobs, wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch})
+		end := wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch}
+		if st.Status.Final() {
+			end.State = f.data
+		}
+		if len(a.ends.Jobs) > 0 && size+len(end.State) > a.maxEnds {
+			announced = announced && a.announce(ctx, a.ready[from:i])
+			from, size = i, 0
+		}
+		a.ends.Jobs = append(a.ends.Jobs, end)
+		size += len(end.ID) + len(end.State) + 64
+	}
+	announced = announced && a.announce(ctx, a.ready[from:])
+	for _, f := range a.ready {
+		if announced {
+			a.ack(ctx, f)
+		} else {
+			a.leases.release(f.held.msg)
+		}
 	}
 	clear(a.ready)
 	a.ready = a.ready[:0]
-	a.ends.Superseded, a.superseded = a.superseded, 0
-	// After the events: conductord reads a state it learns of here.
+}
+
+// announce publishes the ends gathered in a.ends, those of ready, and
+// starts the next.
+func (a *acker) announce(ctx context.Context, ready []finishJob) bool {
 	a.buf = a.ends.AppendJSON(a.buf[:0])
-	if err := a.nc.Publish(a.space.JobEnds(a.typ), a.buf); err != nil {
-		a.log.Warn("announce job ends", "pool", a.typ, "jobs", len(a.ends.Jobs), "err", err)
-	}
+	ok := a.states.announce(ctx, a.buf, len(ready))
+	a.ends.Jobs, a.ends.Superseded = a.ends.Jobs[:0], 0
+	return ok
 }
 
 // ack acks or naks the job of f, whose state is stored, and announces it.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"time"
@@ -141,11 +142,17 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Redelivered: redelivered, Handle: h, Timeout: opts.Timeout}
 }
 
-// ended acks a delivery of a job that has ended already (its state is
-// final): an ack of an earlier attempt lost, a copy of its message. It
-// does not run again.
+// ended acks a delivery of a job that has ended already (its state, in
+// h, is final): an ack of an earlier attempt lost, a copy of its message.
+// It does not run again. Its end is announced again first: the ack may
+// have been lost with the announcement, which conductord archives.
 func (s *source) ended(h *heldJob) {
 	s.leases.release(h.msg)
+	st := &h.state
+	ends := wire.Ends{Type: s.typ, Jobs: []wire.End{{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil)}}}
+	if !s.states.announce(context.Background(), ends.AppendJSON(nil), 1) {
+		return // redelivered when its lease ends
+	}
 	if err := h.msg.Ack(); err != nil {
 		s.log.Warn("ack a delivery of a job that has ended", "pool", s.typ, "job", h.state.ID, "err", err)
 	}

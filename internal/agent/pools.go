@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -140,9 +141,13 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 		if err == nil {
 			kv, err = a.js.KeyValue(ctx, kvName)
 		}
+		var finalTTL time.Duration
+		if err == nil {
+			finalTTL, err = a.finalTTL(ctx, kv)
+		}
 		if err == nil {
 			return newSource(sourceConfig{
-				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host,
+				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host, finalTTL: finalTTL,
 				workers: cmp.Or(spec.Count, broker.DefaultCount), prefetch: a.cfg.Prefetch,
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
 				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),
@@ -184,4 +189,23 @@ func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
 		}
 	}
 	return nil
+}
+
+// finalTTL reads how long the conductor keeps a final state in the state
+// bucket once written (names.MetaFinalTTL); 0: for the bucket's TTL.
+func (a *Agent) finalTTL(ctx context.Context, kv jetstream.KeyValue) (time.Duration, error) {
+	st, err := a.js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return 0, err
+	}
+	cfg := st.CachedInfo().Config
+	v, ok := cfg.Metadata[names.MetaFinalTTL]
+	if !ok || !cfg.AllowMsgTTL {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("state bucket: bad %s %q", names.MetaFinalTTL, v)
+	}
+	return d, nil
 }

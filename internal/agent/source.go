@@ -70,6 +70,9 @@ type sourceConfig struct {
 	maxResult   int
 	expires     time.Duration
 	ackWait     time.Duration
+	// finalTTL is how long a final state stays in the state bucket once
+	// written; 0: for the bucket's TTL (see names.MetaFinalTTL).
+	finalTTL time.Duration
 	log         *slog.Logger
 	// cancelled reports whether a job was cancelled; nil: none is.
 	cancelled func(id string) bool
@@ -100,7 +103,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	s.limits.set(cfg.maxAttempts, cfg.maxCrashes)
 	s.out = newHandout(s.rank)
-	s.states = &states{js: cfg.js, kv: cfg.kv, space: cfg.space, typ: cfg.typ, log: cfg.log}
+	s.states = &states{nc: cfg.nc, js: cfg.js, kv: cfg.kv, space: cfg.space, typ: cfg.typ, finalTTL: cfg.finalTTL, log: cfg.log}
 	s.putter = newPutter(s.states, s.leases, cfg.log)
 	s.runner = newRunner(s.states)
 	var err error
@@ -126,7 +129,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	ack := &acker{
 		acking: s.acking, answers: s.answers, states: s.states, leases: s.leases,
-		nc: cfg.nc, space: cfg.space, typ: cfg.typ, log: cfg.log,
+		nc: cfg.nc, space: cfg.space, typ: cfg.typ, log: cfg.log, maxEnds: int(cfg.nc.MaxPayload()) / 2,
 	}
 	// Started in this order, stopped in the reverse: the stages that drain
 	// outcomes (publisher, acker) end when their input is closed, which

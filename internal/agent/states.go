@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -20,19 +22,29 @@ import (
 // synchronous writes that retry a failed store. It has no goroutine and no
 // state of its own; its callers' goroutines wait on its round trips.
 type states struct {
+	nc    *nats.Conn
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	space subject.Space
 	typ   string
-	log   *slog.Logger
+	// finalTTL is how long a final state stays in the bucket; once it has
+	// gone, conductord's archive has it (see archived). 0: no archive.
+	finalTTL time.Duration
+	log      *slog.Logger
 }
 
 // read returns the stored state of job id and its revision; nil and 0 if
-// there is none. A value that is not a job state is an error.
+// there is none. A final state gone from the bucket is read from
+// conductord's archive, with revision 0. A value that is not a job state
+// is an error, and so is an archive that cannot be asked.
 func (s *states) read(ctx context.Context, id string) (*wire.Job, uint64, error) {
 	e, err := s.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
+		if s.finalTTL == 0 {
+			return nil, 0, nil
+		}
+		j, err := s.archived(ctx, id)
+		return j, 0, err
 	}
 	if err != nil {
 		return nil, 0, err
@@ -44,23 +56,59 @@ func (s *states) read(ctx context.Context, id string) (*wire.Job, uint64, error)
 	return &j, e.Revision(), nil
 }
 
+// archived asks conductord for the archived state of job id: nil if it
+// has none.
+func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
+	m, err := s.nc.RequestWithContext(ctx, s.space.ArchiveGet(), []byte(id))
+	if err != nil {
+		return nil, fmt.Errorf("ask the archive for job %s: %w", id, err)
+	}
+	if len(m.Data) == 0 {
+		if st := m.Header.Get(names.HeaderStatus); st != "404" {
+			return nil, fmt.Errorf("ask the archive for job %s: status %q %s", id, st, m.Header.Get(names.HeaderNATSDescription))
+		}
+		return nil, nil
+	}
+	var j wire.Job
+	if err := json.Unmarshal(m.Data, &j); err != nil {
+		return nil, fmt.Errorf("archived state of job %s is not a job state: %w", id, err)
+	}
+	return &j, nil
+}
+
 // write stores data as job id's state if its revision is still rev, and
 // returns the new revision. cur reports whether a state was read at rev:
 // without one the key is created (past a deleted one, if need be). A
-// conflict is jetstream.ErrKeyRevisionMismatch or ErrKeyExists (see
-// isConflict).
-func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool) (uint64, error) {
-	if !cur && rev == 0 {
-		return s.kv.Create(ctx, id, data)
+// final state lives finalTTL in the bucket. A conflict is an error for
+// which isConflict is true.
+func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur, final bool) (uint64, error) {
+	var ttl time.Duration
+	if final {
+		ttl = s.finalTTL
 	}
-	return s.kv.Update(ctx, id, data, rev)
+	switch {
+	case !cur && rev == 0 && ttl > 0:
+		return s.kv.Create(ctx, id, data, jetstream.KeyTTL(ttl))
+	case !cur && rev == 0:
+		return s.kv.Create(ctx, id, data)
+	case ttl == 0:
+		return s.kv.Update(ctx, id, data, rev)
+	}
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject.KV(s.kv.Bucket(), id), Data: data},
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }
 
 // isConflict reports whether a conditional write failed because the state
 // changed since the revision it expected.
 func isConflict(err error) bool {
+	var api *jetstream.APIError
 	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
-		errors.Is(err, errWrongLast)
+		errors.Is(err, errWrongLast) ||
+		errors.As(err, &api) && (api.ErrorCode == jsErrWrongLast || api.ErrorCode == jsErrWrongLastConstant)
 }
 
 // claimResult is what claim made of a redelivered job.
@@ -90,6 +138,7 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		}
 		if prev != nil && prev.Status.Final() {
 			cancel()
+			h.state = *prev // for its announcement
 			return claimEnded
 		}
 		if prev == nil {
@@ -103,7 +152,7 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		st.Holder = holder.String()
 		next := claimed(prev, st, h.requeued)
 		data := encodeState(next, nil)
-		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0)
+		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, false)
 		cancel()
 		if err == nil {
 			h.state, h.holder, h.rev = *next, holder, newRev
@@ -131,9 +180,9 @@ func (s *states) recordSkip(h *heldJob) {
 		e, err := s.kv.Get(ctx, id)
 		switch {
 		case err == nil:
-			if json.Unmarshal(e.Value(), &st) != nil {
+			if json.Unmarshal(e.Value(), &st) != nil || st.Status.Final() {
 				cancel()
-				return // not a state of ours: leave it
+				return // not a state of ours, or a job that has ended: leave it
 			}
 			rev = e.Revision()
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
@@ -172,7 +221,7 @@ func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0)
+	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, false)
 	if err != nil {
 		if !isConflict(err) {
 			s.log.Warn("store a running state", "pool", s.typ, "job", st.ID, "err", err)
@@ -244,7 +293,7 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 			data := encodeState(next, make([]byte, 0, len(f.data)))
 			*st, f.data, rev, cur, conflict = *next, data, nowRev, now != nil, false
 		}
-		_, err := s.write(wctx, st.ID, f.data, rev, cur)
+		_, err := s.write(wctx, st.ID, f.data, rev, cur, st.Status.Final())
 		cancel()
 		if err == nil {
 			return fenceWrite, true
@@ -269,20 +318,29 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 // gives up (the log line of the superseded write stays).
 func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64, own wire.Attempt) {
 	for range 3 {
-		if cur == nil {
+		if cur == nil || rev == 0 {
+			return // none, or only in the archive: nothing to record in
+		}
+		data := encodeState(superseded(cur, own), nil)
+		if _, err := s.write(ctx, cur.ID, data, rev, true, cur.Status.Final()); err == nil || !isConflict(err) {
 			return
 		}
-		data, err := superseded(cur, own).AppendJSON(nil)
-		if err != nil {
-			return
-		}
-		if _, err = s.kv.Update(ctx, cur.ID, data, rev); err == nil || !isConflict(err) {
-			return
-		}
+		var err error
 		if cur, rev, err = s.read(ctx, cur.ID); err != nil {
 			return
 		}
 	}
+}
+
+// announce publishes ends to the ends stream and waits for the server to
+// have it, retrying a few times unless ctx ends: conductord counts them
+// and archives the final states they carry.
+func (s *states) announce(ctx context.Context, data []byte, jobs int) bool {
+	if s.put(ctx, s.space.JobEnds(s.typ), data, 4, "announce job ends", "") {
+		return true
+	}
+	s.log.Error("job ends not announced; their jobs will be redelivered and announced then", "pool", s.typ, "jobs", jobs)
+	return false
 }
 
 // indexDead indexes a dead job in the dead bucket, so that it can be

@@ -56,6 +56,9 @@ const (
 // request's end, a store's failure).
 const (
 	HeaderNATSStatus = "Status"
+	// HeaderTTL gives one message of a stream that allows it a time to
+	// live (a Go duration), past which the server removes it.
+	HeaderTTL = "Nats-TTL"
 	// HeaderExpectedLastSubjectSeq makes a write to a key conditional on
 	// the key's revision (its subject's last sequence; 0: none).
 	HeaderExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence"
@@ -93,3 +96,9 @@ const (
 	// EnvTestNATSLog switches on the embedded servers' logs in tests.
 	EnvTestNATSLog = "CONDUCTOR_TEST_NATS_LOG"
 )
+
+// MetaFinalTTL is the key, in the metadata of the state bucket's stream,
+// of how long a final job state stays in the bucket once written (a Go
+// duration): conductord archives it meanwhile, and sets it. Absent: final
+// states stay for the bucket's TTL.
+const MetaFinalTTL = "conductor.final_ttl"

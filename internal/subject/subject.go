@@ -201,6 +201,19 @@ func (s Space) BatchBucket() string { return Root + "-" + s.ns + "-batches" }
 // BatchEvent is the subject the end of batch id is announced on, once.
 func (s Space) BatchEvent(id string) string { return s.prefix() + ".events.batch." + id + ".end" }
 
+// EndsStream is the name of the JetStream stream that holds the job ends
+// (JobEnds of every type) until conductord has taken them: their counts,
+// and the final states it archives.
+func (s Space) EndsStream() string { return Root + "-" + s.ns + "-ends" }
+
+// EndsConsumer is the name of conductord's durable consumer of EndsStream.
+const EndsConsumer = "conductord"
+
+// ArchiveGet is the subject conductord answers, by request, the archived
+// state of a job, its id the request's body: a job that ended longer ago
+// than its state is kept in StateBucket.
+func (s Space) ArchiveGet() string { return s.prefix() + ".archive.get" }
+
 // StatsBucket is the name of the key-value bucket holding per-type counters.
 func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
 

@@ -21,15 +21,18 @@ type Ends struct {
 }
 
 // End is how one attempt ended: the job's status after it (succeeded,
-// failed, dead or cancelled), and its batch, if any.
+// failed, dead or cancelled), and its batch, if any. A final end carries
+// the job's state as stored, which conductord archives.
 type End struct {
-	ID     string `json:"id"`
-	Status Status `json:"status"`
-	Batch  string `json:"batch,omitempty"`
+	ID     string          `json:"id"`
+	Status Status          `json:"status"`
+	Batch  string          `json:"batch,omitempty"`
+	State  json.RawMessage `json:"state,omitempty"`
 }
 
 // AppendJSON appends e encoded as encoding/json encodes it, without
-// reflection.
+// reflection; a State is written as it is (valid JSON, as Job.AppendJSON
+// writes it), not compacted or HTML-escaped as encoding/json would.
 func (e *Ends) AppendJSON(b []byte) []byte {
 	b = append(b, `{"type":`...)
 	b = jsonfast.AppendString(b, e.Type)
@@ -45,6 +48,9 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 		if j.Batch != "" {
 			b = append(b, `,"batch":`...)
 			b = jsonfast.AppendString(b, j.Batch)
+		}
+		if len(j.State) > 0 {
+			b = append(append(b, `,"state":`...), j.State...)
 		}
 		b = append(b, '}')
 	}
@@ -96,10 +102,23 @@ func decodeEndsFast(data []byte) (e Ends, ok bool) {
 		}
 		j.Status = Status(status)
 		if l.Next(',') {
-			if !key(l, "batch") {
+			k, kok := l.Str()
+			if !kok || !l.Next(':') {
 				return e, false
 			}
-			if j.Batch, ok = l.Text(); !ok {
+			switch string(k) {
+			case "batch":
+				if j.Batch, ok = l.Text(); !ok {
+					return e, false
+				}
+				if l.Next(',') && (!key(l, "state") || !raw(l, &j.State)) {
+					return e, false
+				}
+			case "state":
+				if !raw(l, &j.State) {
+					return e, false
+				}
+			default:
 				return e, false
 			}
 		}
@@ -110,8 +129,28 @@ func decodeEndsFast(data []byte) (e Ends, ok bool) {
 		if l.Next(',') {
 			continue
 		}
-		return e, l.Next(']') && l.Next('}') && l.Done()
+		if !l.Next(']') {
+			return e, false
+		}
+		if l.Next(',') {
+			if !key(l, "superseded") {
+				return e, false
+			}
+			if e.Superseded, ok = l.Int(); !ok {
+				return e, false
+			}
+		}
+		return e, l.Next('}') && l.Done()
 	}
+}
+
+// raw reads a JSON value as it is into v.
+func raw(l *jsonfast.Lexer, v *json.RawMessage) bool {
+	r, ok := l.Raw()
+	if ok {
+		*v = r
+	}
+	return ok
 }
 
 // key reads the object key name and its colon.

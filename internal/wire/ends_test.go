@@ -15,6 +15,8 @@ func TestEnds_AppendJSON(t *testing.T) {
 		{Type: "noop", Jobs: []End{}},
 		{Type: "noop", Jobs: []End{{ID: "j1", Status: StatusSucceeded}}},
 		{Type: "sq", Jobs: []End{{ID: "j1", Status: StatusSucceeded, Batch: "b1"}, {ID: "seq-7", Status: StatusFailed}, {ID: `odd"<id>`, Status: StatusDead, Batch: "b\u00e9"}}},
+		{Type: "sq", Jobs: []End{{ID: "j1", Status: StatusSucceeded, State: json.RawMessage(`{"id":"j1","result":[1,2]}`)}, {ID: "j2", Status: StatusDead, Batch: "b", State: json.RawMessage(`{"id":"j2"}`)}}, Superseded: 3},
+		{Type: "sq", Jobs: []End{}, Superseded: 1},
 	} {
 		want, err := json.Marshal(&e)
 		require.NoError(t, err)
@@ -54,7 +56,14 @@ func TestDecodeEnds(t *testing.T) {
 	for range 2000 {
 		e := Ends{Type: str()}
 		for range rng.IntN(5) {
-			e.Jobs = append(e.Jobs, End{ID: str(), Status: statuses[rng.IntN(len(statuses))], Batch: []string{"", str()}[rng.IntN(2)]})
+			j := End{ID: str(), Status: statuses[rng.IntN(len(statuses))], Batch: []string{"", str()}[rng.IntN(2)]}
+			if rng.IntN(2) == 0 {
+				j.State, _ = json.Marshal(map[string]any{"id": j.ID, "n": rng.IntN(100), "s": str()})
+			}
+			e.Jobs = append(e.Jobs, j)
+		}
+		if rng.IntN(3) == 0 {
+			e.Superseded = rng.IntN(10)
 		}
 		data := e.AppendJSON(nil)
 		check(data)

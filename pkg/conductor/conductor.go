@@ -16,7 +16,6 @@ import (
 
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -105,6 +104,7 @@ type Conductor struct {
 	// The background parts, each a startstop.Service owning its goroutine
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
+	ends      *endsTaker  // takes the job ends: counts, batch ends, waits
 	stats     *stats      // saves the job counts
 	batchEnds *batchEnds  // announces the end of each batch
 	http      *httpServer // the HTTP API; nil without Config.HTTPListen
@@ -211,7 +211,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}
-	if err := c.subscribe(); err != nil {
+	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err
 	}
 	if err := c.serveSubmits(c.closing); err != nil {
@@ -245,21 +245,6 @@ func (c *Conductor) parts() []startstop.Service {
 	return parts
 }
 
-// subscribe takes the job ends that workerd announces a burst at a time
-// (wire.Ends), once for all that conductord does with them: the counters,
-// the batch ends, and the waits of its Client (jobEnds). It does not take
-// the job events, one message per job, that workerd publishes for any
-// other subscriber: under load they were a tenth of conductord's CPU.
-func (c *Conductor) subscribe() error {
-	sub, err := c.nc.Subscribe(c.space.AllJobEnds(), c.jobEnds)
-	if err != nil {
-		return fmt.Errorf("conductor: subscribe to job ends: %w", err)
-	}
-	_ = sub.SetPendingLimits(-1, -1)
-	c.subs = append(c.subs, sub)
-	return nil
-}
-
 // Stop stops the conductor, as cancelling Start's context does, and
 // returns once it has stopped. It is safe to call more than once, and
 // returns at once if the conductor never started. The conductor stops in
@@ -286,6 +271,9 @@ func (c *Conductor) shutdown() {
 	}
 	for _, sub := range c.subs {
 		_ = sub.Unsubscribe()
+	}
+	if c.ends != nil {
+		c.ends.Stop() // before the client and the batch watcher it feeds
 	}
 	if c.client != nil {
 		c.client.Close()
@@ -323,33 +311,3 @@ func (c *Conductor) HTTPAddr() string {
 
 // Client is the conductor's own client, on its own connection.
 func (c *Conductor) Client() *client.Client { return c.client }
-
-// jobEnds counts the ends of a burst of attempts, and passes the final
-// ones to the batch watcher and the Client's waits.
-func (c *Conductor) jobEnds(m *nats.Msg) {
-	var ended []string // for onEnds
-	if c.onEnds != nil {
-		defer func() { c.onEnds(ended) }()
-	}
-	ends, err := wire.DecodeEnds(m.Data)
-	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(m.Subject)) {
-		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(m.Subject))
-	}
-	if err != nil {
-		c.log.Warn("ignoring unreadable job ends", "subject", m.Subject, "err", err)
-		return
-	}
-	for _, e := range ends.Jobs {
-		c.stats.count(ends.Type, string(e.Status))
-		if !e.Status.Final() {
-			continue
-		}
-		if e.Batch != "" {
-			c.batchEnds.mark(e.Batch)
-		}
-		c.client.JobEnded(e.ID)
-		if c.onEnds != nil {
-			ended = append(ended, e.ID)
-		}
-	}
-}

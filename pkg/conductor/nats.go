@@ -74,6 +74,17 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("conductor: create job state bucket: %w", err)
 	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.space.EndsStream(),
+		Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
+		Subjects:    []string{c.space.AllJobEnds()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     storage,
+		// Kept while conductord is away, but not for ever.
+		MaxAge: c.cfg.Retention,
+	}); err != nil {
+		return fmt.Errorf("conductor: create job ends stream: %w", err)
+	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.BatchBucket(),
 		Description: "conductor batches by id",

@@ -1,0 +1,104 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// endsTaker takes the job ends that workerd announces a burst at a time
+// (wire.Ends) from the ends stream, once for all that conductord does with
+// them: the counters, the batch ends, and the waits of its Client
+// (jobEnds). Being a stream with a durable consumer, the ends announced
+// while conductord was away wait for it. It does not take the job events,
+// one message per job, that workerd publishes for any other subscriber:
+// under load they were a tenth of conductord's CPU.
+//
+// It is a startstop.Service: its goroutine takes the ends from Start
+// until Stop, acking each once handled.
+type endsTaker struct {
+	*startstop.Func
+	c    *Conductor
+	cons jetstream.Consumer
+}
+
+// endsBatch is how many ends messages the taker has on its way at once.
+const endsBatch = 256
+
+func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.space.EndsStream(), jetstream.ConsumerConfig{
+		Durable:       subject.EndsConsumer,
+		Description:   "conductord: job ends to count and archive",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxAckPending: 4 * endsBatch,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conductor: create the job ends consumer: %w", err)
+	}
+	e := &endsTaker{c: c, cons: cons}
+	e.Func = startstop.NewFunc(e.run)
+	if err := e.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *endsTaker) run(ctx context.Context) {
+	it, err := e.cons.Messages(jetstream.PullMaxMessages(endsBatch))
+	if err != nil {
+		e.c.log.Error("take the job ends: counts, batch ends and waits stop", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return
+		}
+		if err != nil {
+			e.c.log.Warn("take the job ends", "err", err)
+			continue
+		}
+		e.c.jobEnds(m.Subject(), m.Data())
+		if err := m.Ack(); err != nil {
+			e.c.log.Warn("ack job ends", "err", err)
+		}
+	}
+}
+
+// jobEnds counts the ends of a burst of attempts, and passes the final
+// ones to the batch watcher and the Client's waits.
+func (c *Conductor) jobEnds(subj string, data []byte) {
+	var ended []string // for onEnds
+	if c.onEnds != nil {
+		defer func() { c.onEnds(ended) }()
+	}
+	ends, err := wire.DecodeEnds(data)
+	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(subj)) {
+		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(subj))
+	}
+	if err != nil {
+		c.log.Warn("ignoring unreadable job ends", "subject", subj, "err", err)
+		return
+	}
+	for _, e := range ends.Jobs {
+		c.stats.count(ends.Type, string(e.Status))
+		if !e.Status.Final() {
+			continue
+		}
+		if e.Batch != "" {
+			c.batchEnds.mark(e.Batch)
+		}
+		c.client.JobEnded(e.ID)
+		if c.onEnds != nil {
+			ended = append(ended, e.ID)
+		}
+	}
+}
