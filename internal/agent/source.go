@@ -73,7 +73,7 @@ type sourceConfig struct {
 	// finalTTL is how long a final state stays in the state bucket once
 	// written; 0: for the bucket's TTL (see names.MetaFinalTTL).
 	finalTTL time.Duration
-	log         *slog.Logger
+	log      *slog.Logger
 	// cancelled reports whether a job was cancelled; nil: none is.
 	cancelled func(id string) bool
 }
