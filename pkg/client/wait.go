@@ -28,19 +28,48 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 
 // readState decodes the stored state of job id into v, which may take all
 // of it (a Job) or only the fields it needs (a jobHead).
+// A job that ended longer ago than its state is kept in the state bucket
+// is read from conductord's archive.
 func (c *Client) readState(ctx context.Context, id string, v any) error {
+	var data []byte
 	e, err := c.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ErrJobNotFound
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if data, err = c.archived(ctx, id); err != nil {
+			return err
+		}
+	case err != nil:
 		return fmt.Errorf("conductor: read job %s: %w", id, err)
+	default:
+		data = e.Value()
 	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
+	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("conductor: decode job %s: %w", id, err)
 	}
 	return nil
 }
+
+// archived asks conductord for the archived state of job id: ErrJobNotFound
+// if it has none, or if no conductord archives (none answers).
+func (c *Client) archived(ctx context.Context, id string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, archiveTimeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, c.space.ArchiveGet(), []byte(id))
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, ErrJobNotFound
+	case err != nil:
+		return nil, fmt.Errorf("conductor: read job %s from the archive: %w", id, err)
+	case len(m.Data) > 0:
+		return m.Data, nil
+	case m.Header.Get(names.HeaderStatus) == "404":
+		return nil, ErrJobNotFound
+	}
+	return nil, fmt.Errorf("conductor: read job %s from the archive: status %q %s", id, m.Header.Get(names.HeaderStatus), m.Header.Get(names.HeaderNATSDescription))
+}
+
+// archiveTimeout bounds a read of the archive.
+const archiveTimeout = 5 * time.Second
 
 // Wait blocks until job id has ended (succeeded or dead) and returns its
 // state, or returns ctx's error with the job's latest state.
