@@ -74,6 +74,12 @@ func WithMaxAttempts(n int) SubmitOption {
 // idempotencySpace seeds the name-based ids of idempotent submissions.
 var idempotencySpace = uuid.MustParse("6f1d4c1e-2b7a-4b8e-9a51-0c3c2d6f9e10")
 
+// IdempotentID is the id of the job of type typ submitted in namespace
+// with idempotency key key: a name-based UUID of the three.
+func IdempotentID(namespace, typ, key string) string {
+	return uuid.NewSHA1(idempotencySpace, []byte(namespace+"\x00"+typ+"\x00"+key)).String()
+}
+
 // Submit queues a job of type typ and returns its id once the job is
 // durably queued. payload is encoded as JSON, unless it is a
 // json.RawMessage or []byte, which must already be JSON.
@@ -104,7 +110,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
-		id = uuid.NewSHA1(idempotencySpace, []byte(c.cfg.Namespace+"\x00"+typ+"\x00"+o.key)).String()
+		id = IdempotentID(c.cfg.Namespace, typ, o.key)
 	}
 	// Record first, then queue: the state's revision travels with the job,
 	// and its first attempt's write expects it, so that a late write never

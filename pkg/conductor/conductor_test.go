@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,6 +113,13 @@ func TestClient_SubmitQueuesDurably(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"x":1}`, string(msg.Data))
 	require.Equal(t, id, msg.Header.Get("Conductor-Job-Id"))
+	// The state is stored before the job is published, and the job
+	// carries its revision, which its first attempt's write expects.
+	kv, err := bundle.js.KeyValue(ctx, space.StateBucket())
+	require.NoError(t, err)
+	e, err := kv.Get(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, strconv.FormatUint(e.Revision(), 10), msg.Header.Get("Conductor-State-Rev"))
 
 	pools, err := c.Pools(ctx)
 	require.NoError(t, err)
@@ -119,6 +127,27 @@ func TestClient_SubmitQueuesDurably(t *testing.T) {
 
 	_, err = c.Client().Job(ctx, "no-such-job")
 	require.ErrorIs(t, err, client.ErrJobNotFound)
+}
+
+// A job the stream refuses (here: larger than its limit, which the
+// client's own limit let through) leaves no state behind: a submission
+// is acknowledged with both stored, or neither.
+func TestClient_SubmitRefusedLeavesNoState(t *testing.T) {
+	t.Parallel()
+	c, _ := setup(t, conductor.Config{MaxPayload: 64})
+	cl, err := client.Connect(c.NATSURL(), client.Config{MaxPayload: 1 << 20})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx := context.Background()
+	_, err = cl.Submit(ctx, "big", strings.Repeat("x", 8<<10), client.WithIdempotencyKey("k"))
+	require.ErrorContains(t, err, "queue job")
+	id := client.IdempotentID(cl.Config().Namespace, "big", "k")
+	_, err = cl.Job(ctx, id)
+	require.ErrorIs(t, err, client.ErrJobNotFound, "the state stored first was taken back")
+
+	id2, err := cl.Submit(ctx, "big", "small", client.WithIdempotencyKey("k"))
+	require.NoError(t, err, "the key is free again")
+	require.Equal(t, id, id2)
 }
 
 func TestClient_SubmitIdempotencyKey(t *testing.T) {
