@@ -23,18 +23,37 @@ type leases struct {
 	log     *slog.Logger
 
 	mu   sync.Mutex
-	held map[*nats.Msg]struct{}
+	held map[*nats.Msg]time.Time // when each was delivered (monotonic)
+	pass time.Time               // when the leases were last extended
 }
 
 func newLeases(typ string, ackWait time.Duration, log *slog.Logger) *leases {
-	return &leases{typ: typ, ackWait: ackWait, log: log, held: make(map[*nats.Msg]struct{})}
+	return &leases{typ: typ, ackWait: ackWait, log: log, held: make(map[*nats.Msg]time.Time)}
 }
 
 // hold keeps m's lease from now on.
 func (l *leases) hold(m *nats.Msg) {
 	l.mu.Lock()
-	l.held[m] = struct{}{}
+	l.held[m] = time.Now()
 	l.mu.Unlock()
+}
+
+// fresh reports whether m's lease is surely still ours: it was delivered,
+// or last extended, well within a lease ago. A host stopped (SIGSTOP) or
+// starved past its lease finds its leases stale when it comes back: the
+// job may be another host's now, and a nak of it would deliver it a third
+// time while that host runs it.
+func (l *leases) fresh(m *nats.Msg) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.held[m]
+	if !ok {
+		return false
+	}
+	if l.pass.After(at) {
+		at = l.pass
+	}
+	return time.Since(at) < l.ackWait*9/10
 }
 
 // release stops keeping m's lease: call it before m's ack or nak.
@@ -62,6 +81,7 @@ func (l *leases) run(ctx context.Context) {
 		case <-t.C:
 		}
 		l.mu.Lock()
+		l.pass = time.Now()
 		for m := range l.held {
 			if err := m.InProgress(); err != nil && !errors.Is(err, nats.ErrMsgAlreadyAckd) {
 				l.log.Debug("extend job lease", "pool", l.typ, "err", err)

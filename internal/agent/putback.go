@@ -45,6 +45,12 @@ func (p *putter) wait() { p.wg.Wait() }
 // caller's goroutine. The order within a job stays: its skip is recorded
 // before it is redelivered.
 func (p *putter) skip(h *heldJob, delay time.Duration, what string) {
+	if !p.leases.fresh(h.msg) {
+		// Its lease may have ended: the job may be another host's now.
+		p.leases.release(h.msg)
+		p.log.Warn(what+": its lease may have ended while this host was stopped; left to its redelivery", "job", h.state.ID)
+		return
+	}
 	p.states.recordSkip(h)
 	p.leases.release(h.msg)
 	var err error
