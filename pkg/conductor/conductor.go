@@ -39,6 +39,18 @@ type Config struct {
 	// MemoryStorage keeps streams in memory instead of files: faster, and
 	// lost with the process. For tests, benchmarks and throwaway batches.
 	MemoryStorage bool
+	// Sync is when the embedded server fsyncs its store: SyncInterval (the
+	// default: every SyncInterval) or SyncAlways (after every write). An
+	// acknowledged write is in the file either way, and survives a crash
+	// of conductord; what the power-loss window is, is the choice made
+	// here (docs/reliability.md, "Power loss and sync"). It applies to the
+	// embedded server only: set with NATSURL or MemoryStorage, New
+	// refuses it.
+	Sync Sync
+	// SyncInterval is how often the store is fsynced with SyncInterval.
+	// Default 2m, JetStream's own default. Refused with SyncAlways, NATSURL
+	// or MemoryStorage.
+	SyncInterval time.Duration
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration
@@ -131,6 +143,9 @@ func New(cfg Config) (*Conductor, error) {
 		if _, _, err := splitHostPort(cfg.NATSListen); err != nil {
 			return nil, fmt.Errorf("conductor: nats listen address: %w", err)
 		}
+	}
+	if err := cfg.checkSync(); err != nil {
+		return nil, err
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{

@@ -33,6 +33,8 @@ func (c *Conductor) startServer() error {
 		Authorization:      c.cfg.Token,
 		JetStreamMaxMemory: -1,
 		JetStreamMaxStore:  -1,
+		SyncAlways:         c.cfg.Sync == SyncAlways,
+		SyncInterval:       c.cfg.SyncInterval,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -45,7 +47,7 @@ func (c *Conductor) startServer() error {
 		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
 	}
 	c.ns = ns
-	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir)
+	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
 	return nil
 }
 
