@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
 	fs.DurationVar(&cfg.Retention, "retention", 72*time.Hour, "how long a job's state is kept after its last change")
 	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")
+	fs.Int64Var(&cfg.StorageReserve, "storage-reserve", 0, "bytes kept free on --data for job states and acks; below it new jobs are refused (0: 1/16 of the filesystem, within 16 MiB and 1 GiB)")
 	syncMode := fs.String("sync", string(conductor.SyncInterval), "when the embedded store is fsynced: interval (every --sync-interval) or always (after every write)")
 	syncEvery := fs.Duration("sync-interval", conductor.DefaultSyncInterval, "how often the embedded store is fsynced with --sync interval")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -64,6 +65,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Metrics = metrics.Handler(metrics.Source{
 		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
 		Workers: func() []client.Worker { return c.Workers() },
+		Storage: func() metrics.Storage {
+			s := c.Storage()
+			return metrics.Storage{
+				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
+				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
+			}
+		},
 	})
 	c, err := conductor.New(cfg)
 	if err != nil {

@@ -47,6 +47,15 @@ type Config struct {
 	// embedded server only: set with NATSURL or MemoryStorage, New
 	// refuses it.
 	Sync Sync
+	// StorageReserve is the room, in bytes, kept free on DataDir's
+	// filesystem for the states and acks of the jobs already queued: with
+	// less free, new jobs are refused and /healthz answers 503 until space
+	// returns (docs/reliability.md, "Storage"). Default: 1/16 of the
+	// filesystem, within 16 MiB and 1 GiB. Embedded file store only.
+	StorageReserve int64
+	// StorageCheck is how often the free space and the store are checked.
+	// Default 1s.
+	StorageCheck time.Duration
 	// SyncInterval is how often the store is fsynced with SyncInterval.
 	// Default 2m, JetStream's own default. Refused with SyncAlways, NATSURL
 	// or MemoryStorage.
@@ -116,10 +125,11 @@ type Conductor struct {
 	// The background parts, each a startstop.Service owning its goroutine
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
-	ends      *endsTaker  // takes the job ends: counts, batch ends, waits
-	stats     *stats      // saves the job counts
-	batchEnds *batchEnds  // announces the end of each batch
-	http      *httpServer // the HTTP API; nil without Config.HTTPListen
+	ends      *endsTaker    // takes the job ends: counts, batch ends, waits
+	stats     *stats        // saves the job counts
+	batchEnds *batchEnds    // announces the end of each batch
+	storage   *storageGuard // keeps the store writable; nil without an embedded file store
+	http      *httpServer   // the HTTP API; nil without Config.HTTPListen
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
 	// the ids of the jobs whose end it passed to the client: a test
@@ -146,6 +156,12 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	if err := cfg.checkSync(); err != nil {
 		return nil, err
+	}
+	if cfg.StorageReserve < 0 {
+		return nil, fmt.Errorf("conductor: bad storage reserve %d: want a number of bytes, or 0 for the default", cfg.StorageReserve)
+	}
+	if cfg.StorageCheck < 0 {
+		return nil, fmt.Errorf("conductor: bad storage check interval %s: want a positive duration, or 0 for the default", cfg.StorageCheck)
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
@@ -211,6 +227,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.ensureStreams(ctx); err != nil {
 		return err
 	}
+	if err := c.prepareStorage(ctx); err != nil {
+		return err
+	}
 	// The client takes the job ends from jobEnds, not from the job events,
 	// and listens to the heartbeats from now on, for the dashboard.
 	if c.client, err = client.New(nc, client.Config{
@@ -253,6 +272,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.batchEnds != nil {
 		parts = append(parts, c.batchEnds)
+	}
+	if c.storage != nil {
+		parts = append(parts, c.storage)
 	}
 	if c.http != nil {
 		parts = append(parts, c.http)

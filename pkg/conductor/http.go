@@ -105,12 +105,33 @@ func (c *Conductor) auth(h http.HandlerFunc) http.Handler {
 	})
 }
 
+// health is GET /healthz's answer.
+type health struct {
+	// Status is "ok", "degraded" (working, with storage damage to see
+	// to), or, with 503, "unavailable" (no NATS) or the storage's state
+	// ("full", "failed").
+	Status  string         `json:"status"`
+	Error   string         `json:"error,omitempty"`
+	Storage *StorageStatus `json:"storage,omitempty"`
+}
+
+// healthz answers 200 while conductord can queue jobs and store their
+// states, and 503 with the reason when it cannot.
 func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
 	if !c.nc.IsConnected() {
-		writeError(w, http.StatusServiceUnavailable, "not connected to NATS")
+		writeJSON(w, http.StatusServiceUnavailable, health{Status: "unavailable", Error: "not connected to NATS"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	st := c.Storage()
+	h := health{Status: string(st.State), Storage: &st}
+	if c.storage == nil {
+		h.Storage = nil
+	}
+	code := http.StatusOK
+	if st.State == StorageFull || st.State == StorageFailed {
+		code, h.Error = http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason
+	}
+	writeJSON(w, code, h)
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
