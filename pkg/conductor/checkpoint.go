@@ -48,13 +48,18 @@ type StreamLoss struct {
 	At time.Time `json:"at"`
 }
 
-// streamMark is a stream's last sequence when the checkpoint was written.
+// streamMark is a stream's state when the checkpoint was written.
 type streamMark struct {
-	LastSeq uint64 `json:"last_seq"`
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Msgs     uint64 `json:"msgs"`
 }
 
 // checkpointData is the checkpoint file.
 type checkpointData struct {
+	// Clean is true when the file was written at a stop: nothing changed
+	// the streams since, but messages expiring from their heads.
+	Clean   bool                  `json:"clean"`
 	Streams map[string]streamMark `json:"streams"`
 	// Lost stays until an operator removes it (or the file).
 	Lost []StreamLoss `json:"lost,omitempty"`
@@ -90,22 +95,21 @@ func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream) ([]Str
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
+	at := time.Now().UTC()
 	var found []StreamLoss
 	for _, name := range slices.Sorted(maps.Keys(cp.data.Streams)) {
-		mark, info := cp.data.Streams[name], infos[name]
-		var last uint64
-		if info != nil {
-			last = info.State.LastSeq
+		var now streamMark
+		if info := infos[name]; info != nil {
+			now = markOf(info)
 		}
-		if last < mark.LastSeq {
-			found = append(found, StreamLoss{Stream: name, Msgs: mark.LastSeq - last, At: now,
-				Detail: fmt.Sprintf("last sequence %d, %d at the checkpoint: the tail of the stream is gone", last, mark.LastSeq)})
+		if l, ok := compareMark(cp.data.Streams[name], now, cp.data.Clean); ok {
+			l.Stream, l.At = name, at
+			found = append(found, l)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(infos)) {
 		if lost := infos[name].State.Lost; lost != nil && len(lost.Msgs) > 0 {
-			found = append(found, StreamLoss{Stream: name, Msgs: uint64(len(lost.Msgs)), Bytes: lost.Bytes, At: now,
+			found = append(found, StreamLoss{Stream: name, Msgs: uint64(len(lost.Msgs)), Bytes: lost.Bytes, At: at,
 				Detail: "the server found messages lost in its block files"})
 		}
 	}
@@ -114,20 +118,48 @@ func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream) ([]Str
 		for _, l := range found {
 			n += l.Msgs
 		}
+		streams := make([]string, 0, len(found))
+		for _, l := range found {
+			streams = append(streams, fmt.Sprintf("%s=%d", l.Stream, l.Msgs))
+		}
 		cp.log.Error("storage damaged: messages lost at start; see docs/reliability.md, \"Storage\"",
-			"lost_msgs", n, "streams", lossReason(found), "data", filepath.Dir(cp.path), "checkpoint", cp.path)
+			"lost_msgs", n, "streams", strings.Join(streams, ","), "data", filepath.Dir(cp.path), "checkpoint", cp.path)
 		cp.data.Lost = append(cp.data.Lost, found...)
 	}
-	cp.data.Streams = marks(infos)
+	cp.data.Streams, cp.data.Clean = marks(infos), false
 	if err := cp.write(); err != nil {
 		return nil, err
 	}
 	return slices.Clone(cp.data.Lost), nil
 }
 
-// save writes the checkpoint if a stream's last sequence moved and the
-// last write is checkpointEvery old, or at once with force. Errors are
-// logged: the checkpoint is a witness, not the store.
+// compareMark finds what was lost of a stream that was at its
+// checkpoint and is now now. Its last sequence never goes back. After a
+// clean stop nothing but expiry (from the head) removes messages, so
+// messages missing beyond those the head moved past were lost too.
+func compareMark(was, now streamMark, clean bool) (StreamLoss, bool) {
+	if now.LastSeq < was.LastSeq {
+		return StreamLoss{Msgs: was.LastSeq - now.LastSeq, Detail: fmt.Sprintf(
+			"last sequence %d, %d at the checkpoint: the tail of the stream is gone", now.LastSeq, was.LastSeq)}, true
+	}
+	if !clean || now.LastSeq != was.LastSeq {
+		return StreamLoss{}, false
+	}
+	expired := uint64(0)
+	if now.FirstSeq > was.FirstSeq {
+		expired = now.FirstSeq - was.FirstSeq
+	}
+	if now.Msgs+expired < was.Msgs {
+		return StreamLoss{Msgs: was.Msgs - expired - now.Msgs, Detail: fmt.Sprintf(
+			"%d messages, %d at the clean stop before: messages inside the stream are gone", now.Msgs, was.Msgs)}, true
+	}
+	return StreamLoss{}, false
+}
+
+// save writes the checkpoint if a stream moved and the last write is
+// checkpointEvery old, or at once with force, at a stop (a clean
+// checkpoint). Errors are logged: the checkpoint is a witness, not the
+// store.
 func (cp *checkpoint) save(ctx context.Context, js jetstream.JetStream, force bool) {
 	if cp == nil || (!force && time.Since(cp.saved) < checkpointEvery) {
 		return
@@ -140,10 +172,10 @@ func (cp *checkpoint) save(ctx context.Context, js jetstream.JetStream, force bo
 		return
 	}
 	m := marks(infos)
-	if maps.Equal(m, cp.data.Streams) {
+	if maps.Equal(m, cp.data.Streams) && cp.data.Clean == force {
 		return
 	}
-	cp.data.Streams = m
+	cp.data.Streams, cp.data.Clean = m, force
 	if err := cp.write(); err != nil {
 		cp.log.Warn("write the storage checkpoint", "err", err)
 	}
@@ -193,9 +225,13 @@ func streamInfos(ctx context.Context, js jetstream.JetStream) (map[string]*jetst
 func marks(infos map[string]*jetstream.StreamInfo) map[string]streamMark {
 	m := make(map[string]streamMark, len(infos))
 	for name, info := range infos {
-		m[name] = streamMark{LastSeq: info.State.LastSeq}
+		m[name] = markOf(info)
 	}
 	return m
+}
+
+func markOf(info *jetstream.StreamInfo) streamMark {
+	return streamMark{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs}
 }
 
 // lossReason sums losses up for a person.
