@@ -31,7 +31,7 @@ type Storage struct {
 	// State is one of StorageStates.
 	State                   string
 	FreeBytes, ReserveBytes uint64
-	WriteErrors             uint64 // since start
+	WriteErrors             uint64 // times the store stopped taking writes, since start
 	Restarts                uint64 // of JetStream, in-process, since start
 	LostMessages            uint64 // found lost at a start, not yet cleared
 }
@@ -65,7 +65,7 @@ var (
 	storageReserveDesc = prometheus.NewDesc("conductor_storage_reserve_bytes",
 		"Bytes kept free for job states and acks; below it new jobs are refused.", nil, nil)
 	storageWriteErrorsDesc = prometheus.NewDesc("conductor_storage_write_errors_total",
-		"Write errors of the store since conductord started.", nil, nil)
+		"Times the store stopped taking writes after an error (or JetStream was disabled) since conductord started.", nil, nil)
 	storageRestartsDesc = prometheus.NewDesc("conductor_storage_jetstream_restarts_total",
 		"In-process restarts of JetStream to clear write errors, since conductord started.", nil, nil)
 	storageLostDesc = prometheus.NewDesc("conductor_storage_lost_messages",

@@ -80,7 +80,7 @@ func TestCollector_Storage(t *testing.T) {
 conductor_storage_healthy ` + tc.healthy + `
 # HELP conductor_storage_state 1 for the store's state now: ok, degraded (messages were lost at a start), full or failed.
 # TYPE conductor_storage_state gauge
-` + states.String() + `# HELP conductor_storage_write_errors_total Write errors of the store since conductord started.
+` + states.String() + `# HELP conductor_storage_write_errors_total Times the store stopped taking writes after an error (or JetStream was disabled) since conductord started.
 # TYPE conductor_storage_write_errors_total counter
 conductor_storage_write_errors_total 2
 # HELP conductor_storage_lost_messages Messages found lost in the store at a start and not yet cleared (docs/reliability.md).

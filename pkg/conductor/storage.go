@@ -54,7 +54,8 @@ type StorageStatus struct {
 	ReserveBytes uint64 `json:"reserve_bytes,omitempty"`
 	// JobBytesLimit is the job stream's MaxBytes now; 0: none.
 	JobBytesLimit int64 `json:"job_bytes_limit,omitempty"`
-	// WriteErrors counts the store's write errors since start.
+	// WriteErrors counts the times since start that the store stopped
+	// taking writes after an error (or JetStream was disabled).
 	WriteErrors uint64 `json:"write_errors"`
 	// Restarts counts the in-process restarts of JetStream since start.
 	Restarts uint64 `json:"restarts,omitempty"`
@@ -115,16 +116,19 @@ func newStorageGuard(dir string, reserve uint64, every time.Duration, log *slog.
 }
 
 // serverLogged is called with each warning and error of the embedded
-// server: those that say a store cannot write are counted.
+// server: those that say a store stopped taking writes, or JetStream was
+// disabled, mark the store broken until the guard restarts JetStream.
 func (g *storageGuard) serverLogged(msg string) {
 	m := strings.ToLower(msg)
-	if !strings.Contains(m, "write error") && !strings.Contains(m, "no space left") &&
-		!strings.Contains(m, "out of space") && !strings.Contains(m, "disabling jetstream") {
+	if !strings.Contains(m, "critical write error") && !strings.Contains(m, "disabling jetstream") &&
+		!strings.Contains(m, "will be disabled") {
 		return
 	}
 	g.mu.Lock()
+	if g.werr == "" {
+		g.status.WriteErrors++
+	}
 	g.werr = msg
-	g.status.WriteErrors++
 	g.mu.Unlock()
 	select {
 	case g.kick <- struct{}{}:
@@ -294,11 +298,13 @@ func (g *storageGuard) setStatus(state StorageState, reason string, free, reserv
 		state, reason = StorageDegraded, lossReason(g.status.Lost)
 	}
 	if state != g.status.State {
-		lvl := slog.LevelWarn
+		lvl, attrs := slog.LevelWarn, []any{"free", free, "reserve", reserve}
 		if state == StorageOK {
 			lvl = slog.LevelInfo
+		} else {
+			attrs = append(attrs, "reason", reason)
 		}
-		g.log.Log(context.Background(), lvl, "storage "+string(state), "reason", reason, "free", free, "reserve", reserve)
+		g.log.Log(context.Background(), lvl, "storage "+string(state), attrs...)
 	}
 	g.status.State, g.status.Reason = state, reason
 	g.status.FreeBytes, g.status.ReserveBytes = free, reserve

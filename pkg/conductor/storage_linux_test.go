@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -156,4 +157,73 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestConductor_StorageWriteErrorRecovers fills the disk under the store
+// with a file of another program until writes fail: a state write meets
+// the error, /healthz says the store failed, and once the file is gone
+// the conductor restarts JetStream by itself and the store takes writes
+// again.
+func TestConductor_StorageWriteErrorRecovers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := tmpfs(t, "16m")
+	c, err := conductor.New(conductor.Config{
+		DataDir: dir, NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		StorageReserve: 4 << 20, StorageCheck: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	states, err := js.KeyValue(ctx, space.StateBucket())
+	require.NoError(t, err)
+	_, err = states.Put(ctx, "before", []byte("s"))
+	require.NoError(t, err)
+
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	require.NoError(t, err)
+	chunk := bytes.Repeat([]byte("f"), 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	require.NoError(t, f.Close())
+
+	// Writes fail now (the server does not answer them: they time out).
+	var failed error
+	for i := 0; failed == nil; i++ {
+		require.Less(t, i, 1000)
+		putCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, failed = states.Put(putCtx, fmt.Sprintf("during-%d", i), chunk)
+		cancel()
+	}
+	t.Logf("state write refused: %v", failed)
+	waitFor(t, ctx, "healthz failed", func() bool {
+		code, body := healthz(t, c)
+		return code == http.StatusServiceUnavailable && body["status"] == "failed"
+	})
+	require.EqualValues(t, 1, c.Storage().WriteErrors)
+
+	require.NoError(t, os.Remove(filler))
+	waitFor(t, ctx, "healthz ok", func() bool { code, _ := healthz(t, c); return code == http.StatusOK })
+	require.EqualValues(t, 1, c.Storage().Restarts)
+	_, err = states.Put(ctx, "after", []byte("s"))
+	require.NoError(t, err)
+	e, err := states.Get(ctx, "before")
+	require.NoError(t, err)
+	require.Equal(t, "s", string(e.Value()))
+	_, err = c.Client().Submit(ctx, "later", 1)
+	require.NoError(t, err)
 }
