@@ -134,7 +134,22 @@ func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, code, h)
 }
 
+// refuseFull answers 503 with the reason if the store cannot take new
+// jobs, so that the caller learns why rather than JetStream's "maximum
+// bytes exceeded"; it reports whether it did.
+func (c *Conductor) refuseFull(w http.ResponseWriter) bool {
+	st := c.Storage()
+	if st.State != StorageFull && st.State != StorageFailed {
+		return false
+	}
+	writeError(w, http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason+"; nothing was queued")
+	return true
+}
+
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
+	if c.refuseFull(w) {
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
@@ -361,6 +376,9 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 	typ := r.PathValue("type")
 	if err := subject.Token("job type", typ); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if c.refuseFull(w) {
 		return
 	}
 	limit := int64(client.MaxBatchJobs) * int64(c.cfg.MaxPayload+1)

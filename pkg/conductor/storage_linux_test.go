@@ -113,6 +113,8 @@ func TestConductor_StorageFull(t *testing.T) {
 	answer, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(answer))
+	require.Contains(t, string(answer), "storage full: ")
+	require.Contains(t, string(answer), "nothing was queued")
 
 	// The reserve takes the final states of the jobs queued.
 	nc, err := nats.Connect(c.NATSURL())
