@@ -18,12 +18,15 @@ import (
 )
 
 // A start on damaged storage is loud. The embedded server recovers what it
-// can of a cut or corrupt block file and goes on; so that lost jobs and
-// states do not go unseen, the storage guard keeps a checkpoint of each
-// stream's last sequence in the data directory (written when it changed,
-// at most every checkpointEvery, fsynced, and at stop), and a start
-// compares the streams it finds with it: a last sequence that went back,
-// or messages the server itself reports lost, are a loss. Losses are
+// can of a cut or corrupt block file and goes on, keeping the stream's last
+// sequence; so that lost jobs and states do not go unseen, the storage
+// guard keeps a checkpoint of each stream's sequences and message count in
+// the data directory (written when they changed, at most every
+// checkpointEvery, fsynced, and at stop, marked clean), and a start
+// compares the streams it finds with it. A loss is a last sequence that
+// went back; messages missing from a stream that the server had to rebuild
+// from its files though it was stopped cleanly (its index, written at the
+// stop, no longer matched them); or messages the server reports lost. Losses are
 // logged once as an error, kept in the checkpoint file until an operator
 // removes them (docs/reliability.md), and shown by /healthz and the
 // metrics meanwhile.
@@ -79,8 +82,10 @@ func newCheckpoint(dir string, log *slog.Logger) *checkpoint {
 }
 
 // verify compares the streams of js with the checkpoint, records and
-// logs what was lost, and returns every loss not yet cleared.
-func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream) ([]StreamLoss, error) {
+// logs what was lost, and returns every loss not yet cleared. rebuilt are
+// the streams whose state the server rebuilt from their files at this
+// start (it warned about them).
+func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream, rebuilt map[string]bool) ([]StreamLoss, error) {
 	raw, err := os.ReadFile(cp.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -102,7 +107,7 @@ func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream) ([]Str
 		if info := infos[name]; info != nil {
 			now = markOf(info)
 		}
-		if l, ok := compareMark(cp.data.Streams[name], now, cp.data.Clean); ok {
+		if l, ok := compareMark(cp.data.Streams[name], now, cp.data.Clean && rebuilt[name]); ok {
 			l.Stream, l.At = name, at
 			found = append(found, l)
 		}
@@ -134,26 +139,29 @@ func (cp *checkpoint) verify(ctx context.Context, js jetstream.JetStream) ([]Str
 }
 
 // compareMark finds what was lost of a stream that was at its
-// checkpoint and is now now. Its last sequence never goes back. After a
-// clean stop nothing but expiry (from the head) removes messages, so
-// messages missing beyond those the head moved past were lost too.
-func compareMark(was, now streamMark, clean bool) (StreamLoss, bool) {
+// checkpoint and is now now. Its last sequence never goes back. A stream
+// that was stopped cleanly but whose files no longer matched their index
+// at this start (rebuilt) was damaged: the messages it misses, beyond
+// those that expired from its head, were lost (a few of them may have been
+// acked between the checkpoint and the server's stop).
+func compareMark(was, now streamMark, rebuilt bool) (StreamLoss, bool) {
 	if now.LastSeq < was.LastSeq {
 		return StreamLoss{Msgs: was.LastSeq - now.LastSeq, Detail: fmt.Sprintf(
 			"last sequence %d, %d at the checkpoint: the tail of the stream is gone", now.LastSeq, was.LastSeq)}, true
 	}
-	if !clean || now.LastSeq != was.LastSeq {
+	if !rebuilt {
 		return StreamLoss{}, false
 	}
 	expired := uint64(0)
 	if now.FirstSeq > was.FirstSeq {
 		expired = now.FirstSeq - was.FirstSeq
 	}
-	if now.Msgs+expired < was.Msgs {
-		return StreamLoss{Msgs: was.Msgs - expired - now.Msgs, Detail: fmt.Sprintf(
-			"%d messages, %d at the clean stop before: messages inside the stream are gone", now.Msgs, was.Msgs)}, true
+	if now.Msgs+expired >= was.Msgs {
+		return StreamLoss{}, false
 	}
-	return StreamLoss{}, false
+	return StreamLoss{Msgs: was.Msgs - expired - now.Msgs, Detail: fmt.Sprintf(
+		"%d messages, %d at the clean stop before, and its files did not match its index: messages inside the stream are gone",
+		now.Msgs, was.Msgs)}, true
 }
 
 // save writes the checkpoint if a stream moved and the last write is

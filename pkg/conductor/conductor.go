@@ -267,14 +267,15 @@ func (c *Conductor) start(ctx context.Context) error {
 // parts lists the background parts that run, in the order they start.
 func (c *Conductor) parts() []startstop.Service {
 	var parts []startstop.Service
+	if c.storage != nil {
+		// First, so that it stops last: its checkpoint after the others' writes.
+		parts = append(parts, c.storage)
+	}
 	if c.stats != nil {
 		parts = append(parts, c.stats)
 	}
 	if c.batchEnds != nil {
 		parts = append(parts, c.batchEnds)
-	}
-	if c.storage != nil {
-		parts = append(parts, c.storage)
 	}
 	if c.http != nil {
 		parts = append(parts, c.http)

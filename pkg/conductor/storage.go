@@ -101,9 +101,11 @@ type storageGuard struct {
 	ckpt     *checkpoint
 	kick     chan struct{} // a check now; buffered 1
 
-	mu     sync.Mutex
-	status StorageStatus
-	werr   string // the last write error logged since the last restart
+	mu      sync.Mutex
+	status  StorageStatus
+	werr    string          // the last write error logged since the last restart
+	started bool            // the start's checks are done
+	rebuilt map[string]bool // streams the server warned about while it started
 }
 
 func newStorageGuard(dir string, reserve uint64, every time.Duration, log *slog.Logger) *storageGuard {
@@ -119,6 +121,7 @@ func newStorageGuard(dir string, reserve uint64, every time.Duration, log *slog.
 // server: those that say a store stopped taking writes, or JetStream was
 // disabled, mark the store broken until the guard restarts JetStream.
 func (g *storageGuard) serverLogged(msg string) {
+	g.noteRebuilt(msg)
 	m := strings.ToLower(msg)
 	if !strings.Contains(m, "critical write error") && !strings.Contains(m, "disabling jetstream") &&
 		!strings.Contains(m, "will be disabled") {
@@ -133,6 +136,25 @@ func (g *storageGuard) serverLogged(msg string) {
 	select {
 	case g.kick <- struct{}{}:
 	default:
+	}
+}
+
+// noteRebuilt notes, while the conductor starts, the streams the file
+// store warned about ("Filestore [NAME] ..."): those it recovered from
+// their block files rather than from the index it wrote at its last stop.
+func (g *storageGuard) noteRebuilt(msg string) {
+	rest, ok := strings.CutPrefix(msg, "Filestore [")
+	name, _, found := strings.Cut(rest, "]")
+	if !ok || !found {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.started {
+		if g.rebuilt == nil {
+			g.rebuilt = map[string]bool{}
+		}
+		g.rebuilt[name] = true
 	}
 }
 
@@ -169,11 +191,17 @@ func (c *Conductor) prepareStorage(ctx context.Context) error {
 	}
 	g.js, g.jobs = c.js, c.jobStreamConfig
 	g.ckpt = newCheckpoint(c.cfg.DataDir, g.log)
-	lost, err := g.ckpt.verify(ctx, c.js)
+	g.mu.Lock()
+	g.started = true
+	rebuilt := g.rebuilt
+	g.mu.Unlock()
+	lost, err := g.ckpt.verify(ctx, c.js, rebuilt)
 	if err != nil {
 		return err
 	}
+	g.mu.Lock()
 	g.status.Lost = lost
+	g.mu.Unlock()
 	g.check(ctx)
 	return nil
 }
