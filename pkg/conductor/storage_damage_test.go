@@ -112,6 +112,52 @@ func TestConductor_StorageDamaged(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 }
 
+// TestConductor_StorageDamagedCrashImage starts on a copy of the data
+// directory taken while the conductor ran (what a power loss leaves: no
+// index written at a stop), with a record in the middle of the job
+// stream's block corrupted: the server keeps the jobs before it only, and
+// the start says how many are gone.
+func TestConductor_StorageDamagedCrashImage(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	c := startOn(t, ctx, dir, tWriter{t})
+	for i := range 20 {
+		_, err := c.Client().Submit(ctx, "later", strings.Repeat("x", 1000)+string(rune('a'+i)))
+		require.NoError(t, err)
+	}
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	waitFor(t, ctx, "the checkpoint of the 20 jobs", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, conductor.CheckpointFile))
+		return err == nil && strings.Contains(string(raw), `"last_seq": 20`)
+	})
+	image := t.TempDir()
+	require.NoError(t, os.CopyFS(image, os.DirFS(dir)))
+	c.Stop()
+
+	streamDir := filepath.Join(image, "jetstream", "$G", "streams", space.JobStream(), "msgs")
+	blocks, err := filepath.Glob(filepath.Join(streamDir, "*.blk"))
+	require.NoError(t, err)
+	require.NotEmpty(t, blocks)
+	b, err := os.ReadFile(blocks[0])
+	require.NoError(t, err)
+	for i := len(b) / 3; i < len(b)/3+50; i++ {
+		b[i] ^= 0xff
+	}
+	require.NoError(t, os.WriteFile(blocks[0], b, 0o600))
+
+	var logs syncBuffer
+	c = startOn(t, ctx, image, io.MultiWriter(&logs, tWriter{t}))
+	s := c.Storage()
+	require.Equal(t, conductor.StorageDegraded, s.State)
+	require.Equal(t, space.JobStream(), s.Lost[0].Stream)
+	require.Greater(t, s.LostMessages(), uint64(10), "a third of the way into 20 jobs")
+	require.Contains(t, logs.String(), "level=ERROR msg=\"storage damaged")
+	require.Contains(t, metricsText(t, c), `conductor_storage_state{state="degraded"} 1`)
+}
+
 // TestConductor_StorageCleanRestart: a clean stop and start find nothing
 // lost, though jobs were queued and some consumed out of order, and the
 // server rebuilds no stream (which the damage check relies on).
