@@ -71,10 +71,10 @@ type checkpointData struct {
 // checkpoint reads and writes the file. Owned by the Conductor's start,
 // then by the storage guard's goroutine.
 type checkpoint struct {
-	path  string
-	log   *slog.Logger
-	data  checkpointData // as last written or read
-	saved time.Time
+	path    string
+	log     *slog.Logger
+	data    checkpointData // as last written or read
+	checked time.Time      // the streams were last read
 }
 
 func newCheckpoint(dir string, log *slog.Logger) *checkpoint {
@@ -164,14 +164,14 @@ func compareMark(was, now streamMark, rebuilt bool) (StreamLoss, bool) {
 		now.Msgs, was.Msgs)}, true
 }
 
-// save writes the checkpoint if a stream moved and the last write is
-// checkpointEvery old, or at once with force, at a stop (a clean
-// checkpoint). Errors are logged: the checkpoint is a witness, not the
+// save reads the streams every checkpointEvery, or at once with force at
+// a stop (a clean checkpoint), and writes the checkpoint if they moved. Errors are logged: the checkpoint is a witness, not the
 // store.
 func (cp *checkpoint) save(ctx context.Context, js jetstream.JetStream, force bool) {
-	if cp == nil || (!force && time.Since(cp.saved) < checkpointEvery) {
+	if cp == nil || (!force && time.Since(cp.checked) < checkpointEvery) {
 		return
 	}
+	cp.checked = time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	infos, err := streamInfos(ctx, js)
@@ -214,7 +214,6 @@ func (cp *checkpoint) write() error {
 		_ = d.Sync()
 		_ = d.Close()
 	}
-	cp.saved = time.Now()
 	return nil
 }
 

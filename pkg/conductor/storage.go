@@ -85,9 +85,11 @@ func defaultReserve(total uint64) uint64 {
 	return min(max(total/16, 16<<20), 1<<30)
 }
 
-// storageGuard is the guard, a startstop.Service. Its goroutine owns the
-// job stream's limit and the restarts; mu guards status, which the HTTP
-// API and the metrics read, and werr, which the server's log sets.
+// storageGuard is the guard, a startstop.Service. Its goroutine (and,
+// before it starts, the Conductor's Start) owns the job stream's limit,
+// the restarts (restartAt) and the checkpoint; mu guards status, which the
+// HTTP API and the metrics read, and werr, started and rebuilt, which the
+// server's log writes.
 type storageGuard struct {
 	*startstop.Func
 	dir      string
@@ -100,6 +102,7 @@ type storageGuard struct {
 	jobs     func(maxBytes int64) jetstream.StreamConfig
 	ckpt     *checkpoint
 	kick     chan struct{} // a check now; buffered 1
+	retryAt  time.Time     // no restart before, after one failed
 
 	mu      sync.Mutex
 	status  StorageStatus
@@ -234,8 +237,12 @@ func (g *storageGuard) check(ctx context.Context) {
 			g.setStatus(StorageFailed, reason+fmt.Sprintf("; %s free on %s, below the reserve of %s: JetStream is restarted once there is room", bytesText(free), g.dir, bytesText(reserve)), free, reserve)
 			return
 		}
+		if time.Now().Before(g.retryAt) {
+			return
+		}
 		if err := g.restart(); err != nil {
-			g.setStatus(StorageFailed, reason+"; restarting JetStream failed: "+err.Error()+"; restart conductord", free, reserve)
+			g.retryAt = time.Now().Add(restartRetry)
+			g.setStatus(StorageFailed, reason+"; restarting JetStream failed: "+err.Error()+"; tried again every "+restartRetry.String()+", or restart conductord", free, reserve)
 			return
 		}
 	}
@@ -267,6 +274,9 @@ func (g *storageGuard) broken(werr string) string {
 	}
 	return ""
 }
+
+// restartRetry is how long the guard waits after a failed restart.
+const restartRetry = 10 * time.Second
 
 // restart restarts JetStream in-process: its stores are reloaded from
 // their files, which clears their write errors.
