@@ -57,7 +57,7 @@ type StorageStatus struct {
 	// WriteErrors counts the times since start that the store stopped
 	// taking writes after an error (or JetStream was disabled).
 	WriteErrors uint64 `json:"write_errors"`
-	// Restarts counts the in-process restarts of JetStream since start.
+	// Restarts counts the in-process restarts of JetStream tried since start.
 	Restarts uint64 `json:"restarts,omitempty"`
 	// Lost lists the streams found to have lost messages, at this start or
 	// at an earlier one not yet cleared (docs/reliability.md).
@@ -287,14 +287,15 @@ func (g *storageGuard) restart() error {
 			return err
 		}
 	}
-	cfg := g.jsConfig
-	if err := g.ns.EnableJetStream(&cfg); err != nil {
-		return err
-	}
+	// Errors logged from here on are the new stores', kept for the next check.
 	g.mu.Lock()
 	g.werr = ""
 	g.status.Restarts++
 	g.mu.Unlock()
+	cfg := g.jsConfig
+	if err := g.ns.EnableJetStream(&cfg); err != nil {
+		return err
+	}
 	g.log.Info("JetStream restarted", "data", g.dir)
 	return nil
 }
