@@ -62,17 +62,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
-	cfg.Metrics = metrics.Handler(metrics.Source{
+	src := metrics.Source{
 		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
 		Workers: func() []client.Worker { return c.Workers() },
-		Storage: func() metrics.Storage {
+	}
+	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
+		src.Storage = func() metrics.Storage {
 			s := c.Storage()
 			return metrics.Storage{
 				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
 				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
 			}
-		},
-	})
+		}
+	}
+	cfg.Metrics = metrics.Handler(src)
 	c, err := conductor.New(cfg)
 	if err != nil {
 		return err

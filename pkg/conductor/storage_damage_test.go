@@ -199,3 +199,19 @@ func TestConductor_StorageCleanRestart(t *testing.T) {
 	require.NotContains(t, logs.String(), "level=ERROR")
 	require.NotContains(t, logs.String(), "Filestore [")
 }
+
+// TestConductor_HealthzWithoutFileStore: without an embedded file store
+// there is no storage to watch; /healthz says ok without it.
+func TestConductor_HealthzWithoutFileStore(t *testing.T) {
+	t.Parallel()
+	c, err := conductor.New(conductor.Config{
+		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", MemoryStorage: true,
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	code, body := healthz(t, c)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, map[string]any{"status": "ok"}, body)
+	require.Equal(t, conductor.StorageOK, c.Storage().State)
+}
