@@ -47,6 +47,10 @@ type Config struct {
 	// embedded server only: set with NATSURL or MemoryStorage, New
 	// refuses it.
 	Sync Sync
+	// SyncInterval is how often the store is fsynced with SyncInterval.
+	// Default 2m, JetStream's own default. Refused with SyncAlways, NATSURL
+	// or MemoryStorage.
+	SyncInterval time.Duration
 	// StorageReserve is the room, in bytes, kept free on DataDir's
 	// filesystem for the states and acks of the jobs already queued: with
 	// less free, new jobs are refused and /healthz answers 503 until space
@@ -56,10 +60,6 @@ type Config struct {
 	// StorageCheck is how often the free space and the store are checked.
 	// Default 1s.
 	StorageCheck time.Duration
-	// SyncInterval is how often the store is fsynced with SyncInterval.
-	// Default 2m, JetStream's own default. Refused with SyncAlways, NATSURL
-	// or MemoryStorage.
-	SyncInterval time.Duration
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration

@@ -27,13 +27,16 @@ func (c *Conductor) startServer() error {
 	// that it never refuses the state writes: the storage guard keeps the
 	// room (storage.go). Its default, three quarters of what is free at
 	// start, would refuse every write at once, states and acks included.
-	maxStore := int64(-1)
+	maxStore, guard := int64(-1), false
 	if !c.cfg.MemoryStorage {
 		if err := os.MkdirAll(c.cfg.DataDir, 0o750); err != nil {
 			return fmt.Errorf("conductor: data directory: %w", err)
 		}
-		if _, total, err := diskSpace(c.cfg.DataDir); err == nil {
-			maxStore = int64(total)
+		_, total, err := diskSpace(c.cfg.DataDir)
+		if err != nil {
+			c.log.Warn("no storage guard: the free space of the data directory is unknown", "data", c.cfg.DataDir, "err", err)
+		} else {
+			maxStore, guard = int64(total), true
 		}
 	}
 	opts := &server.Options{
@@ -55,7 +58,7 @@ func (c *Conductor) startServer() error {
 		return fmt.Errorf("conductor: embedded NATS: %w", err)
 	}
 	logger := &natsLogger{log: c.log.With("component", "nats")}
-	if !c.cfg.MemoryStorage {
+	if guard {
 		c.storage = newStorageGuard(c.cfg.DataDir, uint64(c.cfg.StorageReserve), c.cfg.StorageCheck, c.log.With("component", "storage"))
 		c.storage.ns = ns
 		c.storage.jsConfig = server.JetStreamConfig{
