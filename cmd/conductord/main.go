@@ -42,12 +42,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
 	fs.DurationVar(&cfg.Retention, "retention", 72*time.Hour, "how long a job's state is kept after its last change")
 	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")
+	fs.Int64Var(&cfg.StorageReserve, "storage-reserve", 0, "bytes kept free on --data for job states and acks; below it new jobs are refused (0: 1/16 of the filesystem, within 16 MiB and 1 GiB)")
+	syncMode := fs.String("sync", string(conductor.SyncInterval), "when the embedded store is fsynced: interval (every --sync-interval) or always (after every write)")
+	syncEvery := fs.Duration("sync-interval", conductor.DefaultSyncInterval, "how often the embedded store is fsynced with --sync interval")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
+		return err
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -56,10 +62,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
-	cfg.Metrics = metrics.Handler(metrics.Source{
+	src := metrics.Source{
 		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
 		Workers: func() []client.Worker { return c.Workers() },
-	})
+	}
+	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
+		src.Storage = func() metrics.Storage {
+			s := c.Storage()
+			return metrics.Storage{
+				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
+				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
+			}
+		}
+	}
+	cfg.Metrics = metrics.Handler(src)
 	c, err := conductor.New(cfg)
 	if err != nil {
 		return err
@@ -72,4 +88,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Logger.Info("conductord stopping")
 	c.Stop()
 	return nil
+}
+
+// syncFlags puts --sync and --sync-interval into cfg, if given: their
+// defaults are the Config's, and New refuses them where they cannot apply.
+func syncFlags(fs *flag.FlagSet, cfg *conductor.Config, mode string, every time.Duration) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case err != nil:
+		case f.Name == "sync":
+			if cfg.Sync, err = conductor.ParseSync(mode); err != nil {
+				err = fmt.Errorf("--sync: %w", err)
+			}
+		case f.Name == "sync-interval" && every <= 0:
+			err = fmt.Errorf("bad --sync-interval %s: want a positive duration such as 2m", every)
+		case f.Name == "sync-interval":
+			cfg.SyncInterval = every
+		}
+	})
+	return err
 }

@@ -23,7 +23,8 @@ import (
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
 // ended dead (or not in time) after submit --wait; 4 means a host refused a
-// pool command or did not answer it.
+// pool command or did not answer it; 5 means health found conductord
+// unhealthy.
 type ExitError struct {
 	Code int
 	Msg  string
@@ -56,6 +57,7 @@ Commands:
                                                         rolled back if the first does not stay up for D
   shutdown POOL [--timeout D] [--host ID]               stop the pool for good (D: time for in-flight jobs)
   events [--pool P] [--json]                            print worker and pool events as they happen
+  health                                                show whether conductord can queue jobs, and its storage
   help                                                  show this
 
 The server comes from --server or CONDUCTOR_SERVER (default http://127.0.0.1:7070),
@@ -118,6 +120,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.poolCommand(ctx, cmd, rest, stderr)
 	case "events":
 		return c.events(ctx, rest, stderr)
+	case "health":
+		if len(rest) != 0 {
+			return errors.New("usage: conductorctl health")
+		}
+		return c.health(ctx)
 	case "help", "":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -16,12 +16,29 @@ import (
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
-// Source is what the Collector reads: in conductord, the Conductor's Pools
-// and Workers. A struct of funcs, so that tests can fake it.
+// Source is what the Collector reads: in conductord, the Conductor's Pools,
+// Workers and Storage. A struct of funcs, so that tests can fake it.
 type Source struct {
 	Pools   func(ctx context.Context) ([]client.Pool, error)
 	Workers func() []client.Worker
+	// Storage, if set, is how the conductor's store is.
+	Storage func() Storage
 }
+
+// Storage is how the conductor's store is (pkg/conductor's
+// StorageStatus, in the collector's own terms).
+type Storage struct {
+	// State is one of StorageStates.
+	State                   string
+	FreeBytes, ReserveBytes uint64
+	WriteErrors             uint64 // times the store stopped taking writes, since start
+	Restarts                uint64 // of JetStream, in-process, since start
+	LostMessages            uint64 // found lost at a start, not yet cleared
+}
+
+// StorageStates are the states of a store, each a label value of
+// conductor_storage_state; ok and degraded are healthy.
+var StorageStates = []string{"ok", "degraded", "full", "failed"}
 
 var (
 	jobsDesc = prometheus.NewDesc("conductor_jobs",
@@ -39,7 +56,24 @@ var (
 		"Times a worker slot's process was replaced.", []string{"host", "pool", "index"}, nil)
 	scrapeErrorDesc = prometheus.NewDesc("conductor_scrape_error",
 		"1 if the job counts could not be read from JetStream at this scrape.", nil, nil)
+	storageHealthyDesc = prometheus.NewDesc("conductor_storage_healthy",
+		"1 if the store takes new jobs and job states, 0 if it is full (new jobs refused) or failed (no writes).", nil, nil)
+	storageStateDesc = prometheus.NewDesc("conductor_storage_state",
+		"1 for the store's state now: ok, degraded (messages were lost at a start), full or failed.", []string{"state"}, nil)
+	storageFreeDesc = prometheus.NewDesc("conductor_storage_free_bytes",
+		"Bytes free on the data directory's filesystem.", nil, nil)
+	storageReserveDesc = prometheus.NewDesc("conductor_storage_reserve_bytes",
+		"Bytes kept free for job states and acks; below it new jobs are refused.", nil, nil)
+	storageWriteErrorsDesc = prometheus.NewDesc("conductor_storage_write_errors_total",
+		"Times the store stopped taking writes after an error (or JetStream was disabled) since conductord started.", nil, nil)
+	storageRestartsDesc = prometheus.NewDesc("conductor_storage_jetstream_restarts_total",
+		"In-process restarts of JetStream to clear write errors, since conductord started.", nil, nil)
+	storageLostDesc = prometheus.NewDesc("conductor_storage_lost_messages",
+		"Messages found lost in the store at a start and not yet cleared (docs/reliability.md).", nil, nil)
 )
+
+var storageDescs = []*prometheus.Desc{storageHealthyDesc, storageStateDesc, storageFreeDesc, storageReserveDesc,
+	storageWriteErrorsDesc, storageRestartsDesc, storageLostDesc}
 
 // Collector is a prometheus.Collector of a conductor's state.
 type Collector struct {
@@ -58,6 +92,11 @@ func NewCollector(src Source) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, poolWorkersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
 		ch <- d
+	}
+	if c.src.Storage != nil {
+		for _, d := range storageDescs {
+			ch <- d
+		}
 	}
 }
 
@@ -85,6 +124,32 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerJobsDesc, prometheus.CounterValue, float64(w.JobsDone), labels...)
 		ch <- prometheus.MustNewConstMetric(workerRestartsDesc, prometheus.CounterValue, float64(w.Restarts), labels...)
 	}
+	if c.src.Storage != nil {
+		collectStorage(ch, c.src.Storage())
+	}
+}
+
+func collectStorage(ch chan<- prometheus.Metric, s Storage) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	healthy := 0.0
+	if s.State == "ok" || s.State == "degraded" {
+		healthy = 1
+	}
+	gauge(storageHealthyDesc, healthy)
+	for _, st := range StorageStates {
+		v := 0.0
+		if st == s.State {
+			v = 1
+		}
+		gauge(storageStateDesc, v, st)
+	}
+	gauge(storageFreeDesc, float64(s.FreeBytes))
+	gauge(storageReserveDesc, float64(s.ReserveBytes))
+	gauge(storageLostDesc, float64(s.LostMessages))
+	ch <- prometheus.MustNewConstMetric(storageWriteErrorsDesc, prometheus.CounterValue, float64(s.WriteErrors))
+	ch <- prometheus.MustNewConstMetric(storageRestartsDesc, prometheus.CounterValue, float64(s.Restarts))
 }
 
 // Handler serves the Collector of src, with the Go runtime's and the

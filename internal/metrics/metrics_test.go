@@ -51,3 +51,45 @@ func TestCollector_PoolsFail(t *testing.T) {
 conductor_scrape_error 1
 `), "conductor_scrape_error"))
 }
+
+func TestCollector_Storage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		state   string
+		healthy string
+	}{{"ok", "1"}, {"degraded", "1"}, {"full", "0"}, {"failed", "0"}} {
+		t.Run(tc.state, func(t *testing.T) {
+			c := NewCollector(Source{
+				Pools:   func(context.Context) ([]client.Pool, error) { return nil, nil },
+				Workers: func() []client.Worker { return nil },
+				Storage: func() Storage {
+					return Storage{State: tc.state, FreeBytes: 100, ReserveBytes: 50, WriteErrors: 2, Restarts: 1, LostMessages: 3}
+				},
+			})
+			var states strings.Builder
+			for _, st := range StorageStates {
+				v := "0"
+				if st == tc.state {
+					v = "1"
+				}
+				states.WriteString("conductor_storage_state{state=\"" + st + "\"} " + v + "\n")
+			}
+			want := `
+# HELP conductor_storage_healthy 1 if the store takes new jobs and job states, 0 if it is full (new jobs refused) or failed (no writes).
+# TYPE conductor_storage_healthy gauge
+conductor_storage_healthy ` + tc.healthy + `
+# HELP conductor_storage_state 1 for the store's state now: ok, degraded (messages were lost at a start), full or failed.
+# TYPE conductor_storage_state gauge
+` + states.String() + `# HELP conductor_storage_write_errors_total Times the store stopped taking writes after an error (or JetStream was disabled) since conductord started.
+# TYPE conductor_storage_write_errors_total counter
+conductor_storage_write_errors_total 2
+# HELP conductor_storage_lost_messages Messages found lost in the store at a start and not yet cleared (docs/reliability.md).
+# TYPE conductor_storage_lost_messages gauge
+conductor_storage_lost_messages 3
+`
+			require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
+				"conductor_storage_healthy", "conductor_storage_state", "conductor_storage_write_errors_total", "conductor_storage_lost_messages"))
+			require.Equal(t, 1+1+4+5, testutil.CollectAndCount(c), "scrape error, healthy, 4 states, 5 others")
+		})
+	}
+}

@@ -39,6 +39,27 @@ type Config struct {
 	// MemoryStorage keeps streams in memory instead of files: faster, and
 	// lost with the process. For tests, benchmarks and throwaway batches.
 	MemoryStorage bool
+	// Sync is when the embedded server fsyncs its store: SyncInterval (the
+	// default: every SyncInterval) or SyncAlways (after every write). An
+	// acknowledged write is in the file either way, and survives a crash
+	// of conductord; what the power-loss window is, is the choice made
+	// here (docs/reliability.md, "Power loss and sync"). It applies to the
+	// embedded server only: set with NATSURL or MemoryStorage, New
+	// refuses it.
+	Sync Sync
+	// SyncInterval is how often the store is fsynced with SyncInterval.
+	// Default 2m, JetStream's own default. Refused with SyncAlways, NATSURL
+	// or MemoryStorage.
+	SyncInterval time.Duration
+	// StorageReserve is the room, in bytes, kept free on DataDir's
+	// filesystem for the states and acks of the jobs already queued: with
+	// less free, new jobs are refused and /healthz answers 503 until space
+	// returns (docs/reliability.md, "Storage"). Default: 1/16 of the
+	// filesystem, within 16 MiB and 1 GiB. Embedded file store only.
+	StorageReserve int64
+	// StorageCheck is how often the free space and the store are checked.
+	// Default 1s.
+	StorageCheck time.Duration
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration
@@ -104,10 +125,11 @@ type Conductor struct {
 	// The background parts, each a startstop.Service owning its goroutine
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
-	ends      *endsTaker  // takes the job ends: counts, batch ends, waits
-	stats     *stats      // saves the job counts
-	batchEnds *batchEnds  // announces the end of each batch
-	http      *httpServer // the HTTP API; nil without Config.HTTPListen
+	ends      *endsTaker    // takes the job ends: counts, batch ends, waits
+	stats     *stats        // saves the job counts
+	batchEnds *batchEnds    // announces the end of each batch
+	storage   *storageGuard // keeps the store writable; nil without an embedded file store
+	http      *httpServer   // the HTTP API; nil without Config.HTTPListen
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
 	// the ids of the jobs whose end it passed to the client: a test
@@ -131,6 +153,15 @@ func New(cfg Config) (*Conductor, error) {
 		if _, _, err := splitHostPort(cfg.NATSListen); err != nil {
 			return nil, fmt.Errorf("conductor: nats listen address: %w", err)
 		}
+	}
+	if err := cfg.checkSync(); err != nil {
+		return nil, err
+	}
+	if cfg.StorageReserve < 0 {
+		return nil, fmt.Errorf("conductor: bad storage reserve %d: want a number of bytes, or 0 for the default", cfg.StorageReserve)
+	}
+	if cfg.StorageCheck < 0 {
+		return nil, fmt.Errorf("conductor: bad storage check interval %s: want a positive duration, or 0 for the default", cfg.StorageCheck)
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
@@ -196,6 +227,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.ensureStreams(ctx); err != nil {
 		return err
 	}
+	if err := c.prepareStorage(ctx); err != nil {
+		return err
+	}
 	// The client takes the job ends from jobEnds, not from the job events,
 	// and listens to the heartbeats from now on, for the dashboard.
 	if c.client, err = client.New(nc, client.Config{
@@ -233,6 +267,10 @@ func (c *Conductor) start(ctx context.Context) error {
 // parts lists the background parts that run, in the order they start.
 func (c *Conductor) parts() []startstop.Service {
 	var parts []startstop.Service
+	if c.storage != nil {
+		// First, so that it stops last: its checkpoint after the others' writes.
+		parts = append(parts, c.storage)
+	}
 	if c.stats != nil {
 		parts = append(parts, c.stats)
 	}

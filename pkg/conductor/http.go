@@ -105,15 +105,51 @@ func (c *Conductor) auth(h http.HandlerFunc) http.Handler {
 	})
 }
 
+// health is GET /healthz's answer.
+type health struct {
+	// Status is "ok", "degraded" (working, with storage damage to see
+	// to), or, with 503, "unavailable" (no NATS) or the storage's state
+	// ("full", "failed").
+	Status  string         `json:"status"`
+	Error   string         `json:"error,omitempty"`
+	Storage *StorageStatus `json:"storage,omitempty"`
+}
+
+// healthz answers 200 while conductord can queue jobs and store their
+// states, and 503 with the reason when it cannot.
 func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
 	if !c.nc.IsConnected() {
-		writeError(w, http.StatusServiceUnavailable, "not connected to NATS")
+		writeJSON(w, http.StatusServiceUnavailable, health{Status: "unavailable", Error: "not connected to NATS"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	st := c.Storage()
+	h := health{Status: string(st.State), Storage: &st}
+	if c.storage == nil {
+		h.Storage = nil
+	}
+	code := http.StatusOK
+	if st.State == StorageFull || st.State == StorageFailed {
+		code, h.Error = http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason
+	}
+	writeJSON(w, code, h)
+}
+
+// refuseFull answers 503 with the reason if the store cannot take new
+// jobs, so that the caller learns why rather than JetStream's "maximum
+// bytes exceeded"; it reports whether it did.
+func (c *Conductor) refuseFull(w http.ResponseWriter) bool {
+	st := c.Storage()
+	if st.State != StorageFull && st.State != StorageFailed {
+		return false
+	}
+	writeError(w, http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason+"; nothing was queued")
+	return true
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
+	if c.refuseFull(w) {
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
@@ -340,6 +376,9 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 	typ := r.PathValue("type")
 	if err := subject.Token("job type", typ); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if c.refuseFull(w) {
 		return
 	}
 	limit := int64(client.MaxBatchJobs) * int64(c.cfg.MaxPayload+1)

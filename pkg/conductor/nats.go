@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -22,6 +23,22 @@ func (c *Conductor) startServer() error {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	// The server's own limit on the store is the whole filesystem, so
+	// that it never refuses the state writes: the storage guard keeps the
+	// room (storage.go). Its default, three quarters of what is free at
+	// start, would refuse every write at once, states and acks included.
+	maxStore, guard := int64(-1), false
+	if !c.cfg.MemoryStorage {
+		if err := os.MkdirAll(c.cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("conductor: data directory: %w", err)
+		}
+		_, total, err := diskSpace(c.cfg.DataDir)
+		if err != nil {
+			c.log.Warn("no storage guard: the free space of the data directory is unknown", "data", c.cfg.DataDir, "err", err)
+		} else {
+			maxStore, guard = int64(total), true
+		}
+	}
 	opts := &server.Options{
 		ServerName:         "conductord",
 		Host:               host,
@@ -32,20 +49,32 @@ func (c *Conductor) startServer() error {
 		MaxPayload:         8 << 20,
 		Authorization:      c.cfg.Token,
 		JetStreamMaxMemory: -1,
-		JetStreamMaxStore:  -1,
+		JetStreamMaxStore:  maxStore,
+		SyncAlways:         c.cfg.Sync == SyncAlways,
+		SyncInterval:       c.cfg.SyncInterval,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("conductor: embedded NATS: %w", err)
 	}
-	ns.SetLoggerV2(&natsLogger{log: c.log.With("component", "nats")}, false, false, false)
+	logger := &natsLogger{log: c.log.With("component", "nats")}
+	if guard {
+		c.storage = newStorageGuard(c.cfg.DataDir, uint64(c.cfg.StorageReserve), c.cfg.StorageCheck, c.log.With("component", "storage"))
+		c.storage.ns = ns
+		c.storage.jsConfig = server.JetStreamConfig{
+			StoreDir: c.cfg.DataDir, MaxStore: maxStore, MaxMemory: -1, Strict: true,
+			SyncAlways: opts.SyncAlways, SyncInterval: opts.SyncInterval,
+		}
+		logger.observe = c.storage.serverLogged
+	}
+	ns.SetLoggerV2(logger, false, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
 	}
 	c.ns = ns
-	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir)
+	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
 	return nil
 }
 
@@ -54,16 +83,14 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if c.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        c.space.JobStream(),
-		Description: "conductor jobs of namespace " + c.cfg.Namespace,
-		Subjects:    []string{c.space.Jobs()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     storage,
-		Duplicates:  c.cfg.DedupWindow,
-		// Headers carry the id and batch; leave them room on top of the payload.
-		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
-	}); err != nil {
+	jobs := c.jobStreamConfig(-1)
+	if c.storage != nil {
+		// Keep the limit the guard last set; it sets it again at its first check.
+		if s, err := c.js.Stream(ctx, jobs.Name); err == nil && s.CachedInfo().Config.MaxBytes > 0 {
+			jobs.MaxBytes = s.CachedInfo().Config.MaxBytes
+		}
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("conductor: create job stream: %w", err)
 	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -118,6 +145,28 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
+// jobStreamConfig is the job stream's configuration with maxBytes (-1:
+// none). With an embedded file store, the storage guard sets maxBytes, and
+// a full stream refuses new jobs (DiscardNew) rather than drop old ones.
+func (c *Conductor) jobStreamConfig(maxBytes int64) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        c.space.JobStream(),
+		Description: "conductor jobs of namespace " + c.cfg.Namespace,
+		Subjects:    []string{c.space.Jobs()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  c.cfg.DedupWindow,
+		// Headers carry the id and batch; leave them room on top of the payload.
+		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
+		MaxBytes:   maxBytes,
+		Discard:    jetstream.DiscardNew,
+	}
+	if c.cfg.MemoryStorage {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
 func splitHostPort(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -131,12 +180,30 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 // natsLogger sends the embedded server's log to slog: notices at Debug,
-// warnings and errors as such, debug and trace dropped.
-type natsLogger struct{ log *slog.Logger }
+// warnings and errors as such, debug and trace dropped. observe, if set,
+// also gets each warning and error (the storage guard's watch for write
+// errors); set before the server starts, then read only.
+type natsLogger struct {
+	log     *slog.Logger
+	observe func(msg string)
+}
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(string, ...any)           {}
-func (l *natsLogger) Tracef(string, ...any)           {}
+func (l *natsLogger) Warnf(format string, v ...any) {
+	l.report(slog.LevelWarn, fmt.Sprintf(format, v...))
+}
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	l.report(slog.LevelError, fmt.Sprintf(format, v...))
+}
+func (l *natsLogger) Errorf(format string, v ...any) {
+	l.report(slog.LevelError, fmt.Sprintf(format, v...))
+}
+func (l *natsLogger) Debugf(string, ...any) {}
+func (l *natsLogger) Tracef(string, ...any) {}
+
+func (l *natsLogger) report(level slog.Level, msg string) {
+	l.log.Log(context.Background(), level, msg)
+	if l.observe != nil {
+		l.observe(msg)
+	}
+}

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRun_BadFlags: flags that cannot apply are refused before anything
+// starts, each with an error that names it.
+func TestRun_BadFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--sync", "sometimes"}, `--sync: conductor: bad sync "sometimes": want "always" or "interval"`},
+		{[]string{"--sync-interval", "0s"}, "bad --sync-interval 0s: want a positive duration such as 2m"},
+		{[]string{"--sync", "always", "--sync-interval", "1s"}, `sync interval 1s applies to sync "interval"`},
+		{[]string{"--sync", "always", "--nats-url", "nats://127.0.0.1:4222"}, "with a NATS URL the store is that server's"},
+		{[]string{"--sync-interval", "1s", "--memory"}, "with memory storage nothing is written to disk"},
+		{[]string{"--storage-reserve", "-1"}, "bad storage reserve -1"},
+	} {
+		t.Run(tc.err, func(t *testing.T) {
+			// Bounded: were the flags taken, run would serve until ctx ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var stderr bytes.Buffer
+			err := run(ctx, append(tc.args, "--data", t.TempDir(), "--nats", "127.0.0.1:0", "--http", "127.0.0.1:0"), &stderr)
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+}

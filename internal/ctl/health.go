@@ -1,0 +1,65 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+)
+
+// healthAnswer is what GET /healthz answers.
+type healthAnswer struct {
+	Status  string `json:"status"`
+	Error   string `json:"error"`
+	Storage *struct {
+		State        string `json:"state"`
+		Reason       string `json:"reason"`
+		FreeBytes    uint64 `json:"free_bytes"`
+		ReserveBytes uint64 `json:"reserve_bytes"`
+		WriteErrors  uint64 `json:"write_errors"`
+		Restarts     uint64 `json:"restarts"`
+		Lost         []struct {
+			Stream string `json:"stream"`
+			Msgs   uint64 `json:"msgs"`
+		} `json:"lost"`
+	} `json:"storage"`
+}
+
+// health prints GET /healthz for a person; it exits 5 if conductord is not
+// healthy (it cannot queue jobs or store their states).
+func (c *client) health(ctx context.Context) error {
+	resp, raw, err := c.send(ctx, http.MethodGet, "/healthz", nil, nil)
+	if err != nil {
+		return err
+	}
+	var h healthAnswer
+	if err := json.Unmarshal(raw, &h); err != nil || h.Status == "" {
+		return apiError(http.MethodGet, "/healthz", resp, raw)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "status\t%s\n", h.Status)
+	if s := h.Storage; s != nil {
+		fmt.Fprintf(tw, "storage\t%s\n", s.State)
+		fmt.Fprintf(tw, "free\t%s (reserve %s)\n", mib(s.FreeBytes), mib(s.ReserveBytes))
+		fmt.Fprintf(tw, "write errors\t%d (JetStream restarts %d)\n", s.WriteErrors, s.Restarts)
+		for _, l := range s.Lost {
+			fmt.Fprintf(tw, "lost\t%d messages of %s\n", l.Msgs, l.Stream)
+		}
+		if s.Reason != "" {
+			fmt.Fprintf(tw, "reason\t%s\n", s.Reason)
+		}
+	} else if h.Error != "" {
+		fmt.Fprintf(tw, "reason\t%s\n", h.Error)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &ExitError{Code: 5, Msg: "conductord is not healthy: " + strings.TrimSpace(h.Error)}
+	}
+	return nil
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
