@@ -43,6 +43,8 @@ var StorageStates = []string{"ok", "degraded", "full", "failed"}
 var (
 	jobsDesc = prometheus.NewDesc("conductor_jobs",
 		"Jobs now queued or running, by type.", []string{"type", "status"}, nil)
+	supersededDesc = prometheus.NewDesc("conductor_jobs_superseded_total",
+		"Late outcomes not kept: attempts that ended after a newer attempt had taken their job, or after it had ended.", []string{"type"}, nil)
 	endedDesc = prometheus.NewDesc("conductor_jobs_ended_total",
 		"Job attempts ended since the counters were created: succeeded and dead count jobs, failed counts attempts that will be retried.",
 		[]string{"type", "status"}, nil)
@@ -90,7 +92,7 @@ func NewCollector(src Source) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, poolWorkersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
 		ch <- d
 	}
 	if c.src.Storage != nil {
@@ -116,6 +118,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Succeeded), p.Type, "succeeded")
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Failed), p.Type, "failed")
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Dead), p.Type, "dead")
+		ch <- prometheus.MustNewConstMetric(supersededDesc, prometheus.CounterValue, float64(p.Superseded), p.Type)
 		ch <- prometheus.MustNewConstMetric(poolWorkersDesc, prometheus.GaugeValue, float64(p.Workers), p.Type)
 	}
 	for _, w := range c.src.Workers() {

@@ -16,7 +16,7 @@ func TestCollector_Collect(t *testing.T) {
 	t.Parallel()
 	c := NewCollector(Source{
 		Pools: func(context.Context) ([]client.Pool, error) {
-			return []client.Pool{{Type: "squares", Queued: 3, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Workers: 2}}, nil
+			return []client.Pool{{Type: "squares", Queued: 3, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Superseded: 4, Workers: 2}}, nil
 		},
 		Workers: func() []client.Worker {
 			return []client.Worker{{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1}}
@@ -27,6 +27,9 @@ func TestCollector_Collect(t *testing.T) {
 # TYPE conductor_jobs gauge
 conductor_jobs{status="queued",type="squares"} 3
 conductor_jobs{status="running",type="squares"} 1
+# HELP conductor_jobs_superseded_total Late outcomes not kept: attempts that ended after a newer attempt had taken their job, or after it had ended.
+# TYPE conductor_jobs_superseded_total counter
+conductor_jobs_superseded_total{type="squares"} 4
 # HELP conductor_worker_jobs_done_total Jobs a worker slot has finished.
 # TYPE conductor_worker_jobs_done_total counter
 conductor_worker_jobs_done_total{host="h1",index="0",pool="squares"} 7
@@ -35,8 +38,8 @@ conductor_worker_jobs_done_total{host="h1",index="0",pool="squares"} 7
 conductor_scrape_error 0
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
-		"conductor_jobs", "conductor_worker_jobs_done_total", "conductor_scrape_error"))
-	require.Equal(t, 10, testutil.CollectAndCount(c), "1 scrape gauge, 6 per pool, 3 per worker")
+		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_scrape_error"))
+	require.Equal(t, 11, testutil.CollectAndCount(c), "1 scrape gauge, 7 per pool, 3 per worker")
 }
 
 func TestCollector_PoolsFail(t *testing.T) {

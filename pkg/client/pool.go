@@ -21,6 +21,10 @@ type Pool struct {
 	Succeeded uint64 `json:"succeeded"`
 	Failed    uint64 `json:"failed"`
 	Dead      uint64 `json:"dead"`
+	// Superseded counts the late outcomes not kept: attempts that ended
+	// after a newer attempt had taken their job, or after it had ended
+	// (docs/reliability.md, "Fencing").
+	Superseded uint64 `json:"superseded,omitempty"`
 	// Workers counts the pool's worker processes on every live host.
 	Workers int `json:"workers"`
 	// State sums up Hosts: failed if the pool failed on any host; else the

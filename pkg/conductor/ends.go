@@ -88,6 +88,7 @@ func (c *Conductor) jobEnds(subj string, data []byte) {
 		c.log.Warn("ignoring unreadable job ends", "subject", subj, "err", err)
 		return
 	}
+	c.stats.superseded(ends.Type, ends.Superseded)
 	for _, e := range ends.Jobs {
 		c.stats.count(ends.Type, string(e.Status))
 		if !e.Status.Final() {

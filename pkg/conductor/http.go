@@ -263,7 +263,7 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 	}
 	for typ, n := range c.stats.snapshot() {
 		p := pool(typ)
-		p.Succeeded, p.Failed, p.Dead = n.Succeeded, n.Failed, n.Dead
+		p.Succeeded, p.Failed, p.Dead, p.Superseded = n.Succeeded, n.Failed, n.Dead, n.Superseded
 	}
 	for _, hb := range c.liveHosts() {
 		for _, w := range hb.Workers {

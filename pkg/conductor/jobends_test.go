@@ -43,7 +43,7 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	ev := nats.NewMsg(c.space.JobEvent("squares", string(wire.StatusSucceeded)))
 	ev.Header.Set(names.HeaderJobID, "job-2")
 	require.NoError(t, nc.PublishMsg(ev))
-	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "job-0", Status: wire.StatusFailed}, {ID: "job-1", Status: wire.StatusSucceeded}}}
+	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "job-0", Status: wire.StatusFailed}, {ID: "job-1", Status: wire.StatusSucceeded}}, Superseded: 2}
 	require.NoError(t, nc.Publish(c.space.JobEnds("squares"), ends.AppendJSON(nil)))
 	require.Equal(t, []string{"job-1"}, next(), "only the final end wakes the waits")
 	// Garbage, and ends whose type is not their subject's, are logged and
@@ -56,7 +56,7 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	for range 3 {
 		require.Empty(t, next())
 	}
-	require.Equal(t, counts{Succeeded: 1, Failed: 1}, c.stats.snapshot()["squares"], "the job event was counted")
+	require.Equal(t, counts{Succeeded: 1, Failed: 1, Superseded: 2}, c.stats.snapshot()["squares"], "the job event was not counted")
 	require.NotContains(t, c.stats.snapshot(), "other")
 	require.NotContains(t, c.stats.snapshot(), "a:b")
 

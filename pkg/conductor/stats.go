@@ -17,11 +17,13 @@ import (
 
 // counts are the ended attempts of one job type since its counters were
 // created: Succeeded and Dead count jobs, Failed counts failed attempts that
-// will be retried.
+// will be retried, Superseded the late outcomes not kept (a newer attempt
+// held the job, or it had ended).
 type counts struct {
-	Succeeded uint64 `json:"succeeded"`
-	Failed    uint64 `json:"failed"`
-	Dead      uint64 `json:"dead"`
+	Succeeded  uint64 `json:"succeeded"`
+	Failed     uint64 `json:"failed"`
+	Dead       uint64 `json:"dead"`
+	Superseded uint64 `json:"superseded,omitempty"`
 }
 
 // stats counts job ends per type and saves the counts to the stats bucket
@@ -78,6 +80,19 @@ func (s *stats) count(typ, status string) {
 	default:
 		return
 	}
+	s.byType[typ] = c
+	s.dirty[typ] = true
+}
+
+// superseded counts n late outcomes of typ that were not kept.
+func (s *stats) superseded(typ string, n int) {
+	if n <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.byType[typ]
+	c.Superseded += uint64(n)
 	s.byType[typ] = c
 	s.dirty[typ] = true
 }
