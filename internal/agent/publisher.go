@@ -119,7 +119,11 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 	h.mu.Lock()
 	rev := h.rev
 	h.mu.Unlock()
-	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev)
+	var ttl time.Duration
+	if h.state.Status.Final() {
+		ttl = p.states.finalTTL
+	}
+	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev, ttl)
 	return f
 }
 

@@ -104,8 +104,8 @@ func (a *storeAnswers) burst() *storeBurst {
 
 // send publishes data on subj, a key of the store, as part of b, if the
 // key's revision is still rev (0: if it has none); else the store answers
-// with errWrongLast.
-func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64) *stateStore {
+// with errWrongLast. ttl, if not 0, is the state's time to live.
+func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64, ttl time.Duration) *stateStore {
 	a.mu.Lock()
 	st := &stateStore{burst: b, id: a.first + uint64(len(a.open))}
 	a.open = append(a.open, st)
@@ -113,6 +113,9 @@ func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64)
 	a.mu.Unlock()
 	reply := a.prefix + strconv.FormatUint(st.id, 10)
 	h := nats.Header{names.HeaderExpectedLastSubjectSeq: []string{strconv.FormatUint(rev, 10)}}
+	if ttl > 0 {
+		h[names.HeaderTTL] = []string{ttl.String()}
+	}
 	if err := a.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Header: h, Data: data}); err != nil {
 		a.settle(st, err)
 	}
