@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +73,10 @@ type Damage struct {
 	// SegmentsLost counts the data files set aside as unreadable (renamed
 	// to *.bad) and the indexes without a data file (removed).
 	SegmentsLost int
+	// CorruptReads counts the Gets that found a record damaged since
+	// Open (a sealed data file is not read whole at Open); they return
+	// ErrCorrupt.
+	CorruptReads int
 }
 
 // Zero reports whether nothing was found damaged.
@@ -110,6 +115,8 @@ type Store struct {
 	openIDs map[string]uint32 // id -> offset in open, the newest
 	sealed  []*segment        // oldest first; replaced, never changed in place
 	damage  Damage
+
+	corruptReads atomic.Int64 // Damage.CorruptReads
 }
 
 // Put appends states; of a job's states, the one put last is the one Get
@@ -193,17 +200,18 @@ func (s *Store) write(states []Entry) error {
 	return nil
 }
 
-// seal writes the open segment's index and opens a new segment.
+// seal writes the open segment's index and opens a new segment, in this
+// order: a crash between the two leaves the segment sealed.
 func (s *Store) seal(now time.Time) error {
 	seg := s.open
-	next, err := createSegment(s.cfg.Dir, s.nextSeq, now)
+	sl, err := seg.writeIndex(s.openIDs)
 	if err != nil {
 		return err
 	}
-	sl, err := seg.writeIndex(s.openIDs)
+	next, err := createSegment(s.cfg.Dir, s.nextSeq, now)
 	if err != nil {
-		next.data.Close()
-		os.Remove(dataName(s.cfg.Dir, next.seq))
+		sl.index.Close()
+		os.Remove(indexName(s.cfg.Dir, seg.seq)) // open again
 		return err
 	}
 	s.nextSeq++
@@ -228,9 +236,19 @@ func (s *Store) Get(id string) (state []byte, ok bool, err error) {
 		open.refs.Add(1) // listed, so not closed
 	}
 	s.mu.RUnlock()
+	state, ok, err = s.find(id, inOpen, open, int64(off), sealed)
+	if errors.Is(err, ErrCorrupt) {
+		s.corruptReads.Add(1)
+		s.log.Error("archive: corrupt record", "job", id, "err", err)
+	}
+	return state, ok, err
+}
+
+// find looks for id in open at off if inOpen, else in sealed.
+func (s *Store) find(id string, inOpen bool, open *segment, off int64, sealed []*segment) ([]byte, bool, error) {
 	if inOpen {
 		defer open.release()
-		return open.readState(int64(off), id)
+		return open.readState(off, id)
 	}
 	h := hashID(id)
 	for i := len(sealed) - 1; i >= 0; i-- {
@@ -262,6 +280,7 @@ func (s *Store) Stats() Stats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	st := Stats{Damage: s.damage}
+	st.Damage.CorruptReads = int(s.corruptReads.Load())
 	if s.closed {
 		return st
 	}

@@ -67,6 +67,11 @@ func (s *Store) load() error {
 			os.Remove(indexName(s.cfg.Dir, seq))
 		}
 	}
+	for len(data) > 0 && emptyData(dataName(s.cfg.Dir, data[len(data)-1])) {
+		// Created, not yet written: the segment before it is the last.
+		os.Remove(dataName(s.cfg.Dir, data[len(data)-1]))
+		data = data[:len(data)-1]
+	}
 	for i, seq := range data {
 		if err := s.loadSegment(seq, i == len(data)-1); err != nil {
 			return err
@@ -86,6 +91,13 @@ func (s *Store) load() error {
 	}
 	s.nextSeq = s.open.seq + 1
 	return nil
+}
+
+// emptyData reports whether the data file name is shorter than its
+// header.
+func emptyData(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.Size() < dataHeader
 }
 
 // list returns the sequence numbers of the data files, sorted, and of the
