@@ -1,0 +1,237 @@
+package archive
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// damageSetup fills a store with jobs 0-24 (sealed segments 0 and 1, jobs
+// 20-24 open in segment 2) and closes it.
+func damageSetup(t *testing.T) (*Store, *testBundle) {
+	t.Helper()
+	s, bundle := setup(t, Config{})
+	require.NoError(t, s.Put(entries(bundle.t0, 0, 25, 1)...))
+	require.NoError(t, s.Close())
+	return s, bundle
+}
+
+// recSize is the size of a record of the test's states.
+var recSize = int64(recordLen(entries(testT0, 0, 1, 1)[0]))
+
+var testT0 = (&testBundle{}).t0
+
+// recordAt is the offset of the nth record of a segment.
+func recordAt(n int) int64 { return dataHeader + int64(n)*recSize }
+
+func (b *testBundle) path(name string) string { return filepath.Join(b.cfg.Dir, name) }
+
+// flip inverts the byte at off of the file.
+func flip(t *testing.T, name string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	b := make([]byte, 1)
+	_, err = f.ReadAt(b, off)
+	require.NoError(t, err)
+	b[0] ^= 0xff
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
+}
+
+func TestOpen_TornTail(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	open := bundle.path("0000000000000002.data")
+	// The last record, job 24, loses its last 7 bytes.
+	require.NoError(t, os.Truncate(open, recordAt(5)-7))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 24 {
+		requireState(t, s, i, 1)
+	}
+	requireMissing(t, s, 24)
+	require.Equal(t, Damage{TornBytes: recSize - 7}, s.Stats().Damage)
+	require.Contains(t, bundle.logs.String(), "level=ERROR")
+	require.Contains(t, bundle.logs.String(), "torn_bytes=")
+	fi, err := os.Stat(open)
+	require.NoError(t, err)
+	require.Equal(t, recordAt(4), fi.Size(), "the torn record is cut away")
+
+	// Writing goes on after the last intact record.
+	require.NoError(t, s.Put(entries(bundle.t0, 24, 26, 2)...))
+	s = bundle.reopen(t, s)
+	requireState(t, s, 24, 2)
+	requireState(t, s, 25, 2)
+	require.True(t, s.Stats().Damage.Zero())
+}
+
+func TestOpen_DamagedRecord(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		segment  string
+		noIndex  bool // the damage is found when the index is rebuilt
+		job      int  // whose record is damaged
+		survive  []int
+		lostMore []int
+	}{
+		{name: "open segment", segment: "0000000000000002.data", job: 22},
+		{name: "sealed segment rebuilt", segment: "0000000000000001.data", noIndex: true, job: 13},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, bundle := damageSetup(t)
+			n := tt.job % 10
+			flip(t, bundle.path(tt.segment), recordAt(n)+recordHeader+20) // inside the id
+			if tt.noIndex {
+				require.NoError(t, os.Remove(bundle.path("0000000000000001.index")))
+			}
+
+			s, err := Open(bundle.cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { s.Close() })
+			for i := range 25 {
+				if i != tt.job {
+					requireState(t, s, i, 1)
+				}
+			}
+			requireMissing(t, s, tt.job)
+			want := Damage{SkippedRecords: 1, SkippedBytes: recSize}
+			if tt.noIndex {
+				want.IndexesRebuilt = 1
+			}
+			require.Equal(t, want, s.Stats().Damage)
+			require.Contains(t, bundle.logs.String(), "skipped_records=1")
+		})
+	}
+}
+
+// TestOpen_DamagedSealedRecord: a sealed segment with an index is not
+// read whole at Open; the Get that reads the damaged record says so.
+func TestOpen_DamagedSealedRecord(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	flip(t, bundle.path("0000000000000000.data"), recordAt(3)+recordHeader+30)
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	_, _, err = s.Get(jobID(3))
+	require.ErrorIs(t, err, ErrCorrupt)
+	requireState(t, s, 4, 1)
+	require.Equal(t, Damage{CorruptReads: 1}, s.Stats().Damage)
+	require.Contains(t, bundle.logs.String(), "corrupt record")
+}
+
+func TestOpen_DamagedIndex(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, index string)
+	}{
+		{"missing", func(t *testing.T, index string) { require.NoError(t, os.Remove(index)) }},
+		{"header", func(t *testing.T, index string) { flip(t, index, 9) }},
+		{"entries", func(t *testing.T, index string) { flip(t, index, indexHeader+5) }},
+		{"filter", func(t *testing.T, index string) {
+			fi, err := os.Stat(index)
+			require.NoError(t, err)
+			flip(t, index, fi.Size()-1)
+		}},
+		{"cut", func(t *testing.T, index string) { require.NoError(t, os.Truncate(index, 70)) }},
+		{"empty", func(t *testing.T, index string) { require.NoError(t, os.Truncate(index, 0)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, bundle := damageSetup(t)
+			index := bundle.path("0000000000000000.index")
+			tt.damage(t, index)
+
+			s, err := Open(bundle.cfg)
+			require.NoError(t, err)
+			t.Cleanup(func() { s.Close() })
+			for i := range 25 {
+				requireState(t, s, i, 1)
+			}
+			require.Equal(t, Damage{IndexesRebuilt: 1}, s.Stats().Damage)
+			require.Contains(t, bundle.logs.String(), "level=WARN")
+			require.Contains(t, bundle.logs.String(), "indexes_rebuilt=1")
+			_, err = os.Stat(index)
+			require.NoError(t, err, "the index is written again")
+
+			s = bundle.reopen(t, s)
+			require.True(t, s.Stats().Damage.Zero())
+		})
+	}
+}
+
+func TestOpen_BadDataHeader(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	flip(t, bundle.path("0000000000000001.data"), 3)
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		if i >= 10 && i < 20 {
+			requireMissing(t, s, i)
+		} else {
+			requireState(t, s, i, 1)
+		}
+	}
+	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
+	_, err = os.Stat(bundle.path("0000000000000001.data.bad"))
+	require.NoError(t, err, "set aside")
+	require.Contains(t, bundle.logs.String(), "segments_lost=1")
+}
+
+// TestOpen_CrashLeftovers: what a crash leaves between two steps of a
+// seal is no damage.
+func TestOpen_CrashLeftovers(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	// A seal of segment 2 cut after its index was written in part, and a
+	// segment 3 created without its header.
+	require.NoError(t, os.WriteFile(bundle.path("0000000000000002.index.tmp"), []byte("CNDARCI1"), 0o644))
+	require.NoError(t, os.WriteFile(bundle.path("0000000000000003.data"), nil, 0o644))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		requireState(t, s, i, 1)
+	}
+	require.True(t, s.Stats().Damage.Zero())
+	require.Empty(t, bundle.logs.String())
+	_, err = os.Stat(bundle.path("0000000000000002.index.tmp"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestOpen_IndexWithoutData(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	require.NoError(t, os.Remove(bundle.path("0000000000000000.data")))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	requireMissing(t, s, 0)
+	requireState(t, s, 10, 1)
+	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
+}
+
+func TestOpen_Config(t *testing.T) {
+	t.Parallel()
+	_, err := Open(Config{})
+	require.Error(t, err)
+	_, err = Open(Config{Dir: t.TempDir(), MaxAge: -1})
+	require.Error(t, err)
+}
