@@ -3,14 +3,21 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/natstest"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -264,5 +271,114 @@ func TestSource_HugeErrorsStillEnd(t *testing.T) {
 		for _, a := range st.History {
 			require.LessOrEqual(t, len(a.Error), wire.MaxError)
 		}
+	}
+}
+
+// A host that comes back after the job's final state has left the bucket
+// for conductord's archive: its late outcome is fenced against the
+// archived state, not written as if the job had none. The archive here is
+// conductord's part of the protocol played by the test: it keeps the
+// final states of the ends stream and answers ArchiveGet.
+func TestFence_LateOutcomeAfterTheStateWasArchived(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	space, _ := subject.New("default")
+	ctx := context.Background()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.JobStream(), Subjects: []string{space.Jobs()}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: space.StateBucket(), LimitMarkerTTL: time.Second,
+		Metadata: map[string]string{names.MetaFinalTTL: "1s"},
+	})
+	require.NoError(t, err)
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.EndsStream(), Subjects: []string{space.AllJobEnds()}})
+	require.NoError(t, err)
+	archived := archiveStandIn(t, nc, js, space)
+
+	a, err := New(Config{Conn: nc, Host: "h1"})
+	require.NoError(t, err)
+	require.NoError(t, a.ensureConsumer(ctx, "sq"))
+	ttl, err := a.finalTTL(ctx, kv)
+	require.NoError(t, err)
+	require.Equal(t, time.Second, ttl, "read from the bucket's metadata")
+	b := &sourceBundle{nc: nc, js: js, jsAgent: a.js, space: space, kv: kv}
+	mk := func(host string) *source {
+		src, err := newSource(sourceConfig{
+			nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: host, workers: 2, maxAttempts: 3, maxResult: 1 << 20,
+			expires: 5 * time.Second, ackWait: 30 * time.Second, finalTTL: ttl, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		})
+		require.NoError(t, err)
+		t.Cleanup(src.close)
+		return src
+	}
+	stale, fresh := mk("h1"), mk("h2")
+	b.publish(t, 1) // published straight to the stream: no state before its first write
+	old, job := takeFromStale(t, stale, fresh)
+	now := time.Now()
+	fresh.Done(job, broker.Outcome{Result: []byte(`"fresh"`), Started: now, Ended: now})
+	b.state(t, job, wire.StatusSucceeded)
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(ctx, job.ID)
+		return errors.Is(err, jetstream.ErrKeyNotFound) && archived(job.ID)
+	}, 15*time.Second, 50*time.Millisecond, "the final state leaves the bucket for the archive")
+	states, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := states.GetLastMsgForSubject(ctx, subject.KV(kv.Bucket(), job.ID))
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, 15*time.Second, 50*time.Millisecond, "the key's marker expires too: nothing is left of it")
+
+	// The stale host's attempt began with its job's message: long enough
+	// ago that a final state may have come and gone.
+	old.Handle.(*heldJob).state.CreatedAt = now.Add(-time.Hour)
+	stale.Done(old, broker.Outcome{Err: "late failure", Started: now, Ended: now})
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond,
+		"the late delivery is acked: the job had ended")
+	_, err = kv.Get(ctx, job.ID)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the late outcome was not written as if the job had no state")
+}
+
+// archiveStandIn keeps the final states of the ends stream, as conductord
+// does, and answers ArchiveGet from them; it reports whether it has a job.
+func archiveStandIn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, space subject.Space) func(id string) bool {
+	t.Helper()
+	var mu sync.Mutex
+	states := map[string][]byte{}
+	cons, err := js.CreateOrUpdateConsumer(context.Background(), space.EndsStream(), jetstream.ConsumerConfig{Durable: "archive", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		ends, err := wire.DecodeEnds(m.Data())
+		require.NoError(t, err)
+		mu.Lock()
+		for _, e := range ends.Jobs {
+			if e.Status.Final() {
+				states[e.ID] = e.State
+			}
+		}
+		mu.Unlock()
+		_ = m.Ack()
+	})
+	require.NoError(t, err)
+	t.Cleanup(cc.Stop)
+	sub, err := nc.Subscribe(space.ArchiveGet(), func(m *nats.Msg) {
+		mu.Lock()
+		state := states[string(m.Data)]
+		mu.Unlock()
+		r := nats.NewMsg(m.Reply)
+		if state == nil {
+			r.Header.Set(names.HeaderStatus, "404")
+		}
+		r.Data = state
+		_ = m.RespondMsg(r)
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return states[id] != nil
 	}
 }

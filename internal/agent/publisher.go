@@ -119,6 +119,12 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 	h.mu.Lock()
 	rev := h.rev
 	h.mu.Unlock()
+	if p.states.mayHaveEnded(&h.state, rev) {
+		// Expecting no state would pass where an ended one expired: make
+		// the store refuse it, so that the acker reads the state (and the
+		// archive) first.
+		rev = forceConflict
+	}
 	var ttl time.Duration
 	if h.state.Status.Final() {
 		ttl = p.states.finalTTL

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -210,11 +211,27 @@ func (s *states) recordSkip(h *heldJob) {
 	s.log.Warn("could not record a delivery that reached no worker; the job's next attempt number counts it", "job", id)
 }
 
+// mayHaveEnded reports whether a write of st that expects revision rev
+// could pass over a job that has ended: one that expects no state (a job
+// published without one), of a job queued long enough ago that a final
+// state of it could have been written and expired from the bucket since
+// (it is in the archive then).
+func (s *states) mayHaveEnded(st *wire.Job, rev uint64) bool {
+	return rev == 0 && s.finalTTL > 0 && time.Since(st.CreatedAt) > s.finalTTL/2
+}
+
+// forceConflict is a revision no state has: a write that expects it fails
+// as a conflict, and its writer reads the state first.
+const forceConflict = math.MaxUint64
+
 // storeRunning stores the running state st of h's job, if the state is
 // still at the revision h last knew, and moves h to the new one. A
 // conflict is left to the final write: it reads the state then (see
 // store).
 func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
+	if s.mayHaveEnded(st, rev) {
+		return // the final write reads the state first
+	}
 	data, err := st.AppendJSON(make([]byte, 0, 512))
 	if err != nil {
 		return
@@ -270,6 +287,9 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 	rev := h.rev
 	h.mu.Unlock()
 	cur := rev != 0
+	if s.mayHaveEnded(st, rev) {
+		conflict = true // read the state, and the archive, first
+	}
 	delay := 100 * time.Millisecond
 	for range 6 {
 		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -63,6 +63,19 @@ type Config struct {
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration
+	// ArchiveAfter is how long a final job state stays in the state
+	// bucket once written; then only conductord's archive (DataDir/archive)
+	// keeps it, for the rest of Retention. The server holds about 130
+	// bytes of memory per state in the bucket, so this bounds its memory
+	// by the jobs that end in ArchiveAfter, not in Retention. Default 1h.
+	// With MemoryStorage there is no archive: final states stay in the
+	// bucket for Retention.
+	ArchiveAfter time.Duration
+	// ArchiveMaxStates and ArchiveMaxBytes, if not 0, bound the archive
+	// by count and size as well as by Retention: the oldest states go
+	// first, a segment (up to 100,000 states) at a time.
+	ArchiveMaxStates int
+	ArchiveMaxBytes  int64
 	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
 	// published on NATS. Default 2m.
 	DedupWindow time.Duration
@@ -80,6 +93,7 @@ func (c Config) withDefaults() Config {
 	c.NATSListen = cmp.Or(c.NATSListen, "127.0.0.1:4222")
 	c.Namespace = cmp.Or(c.Namespace, "default")
 	c.Retention = cmp.Or(c.Retention, 72*time.Hour)
+	c.ArchiveAfter = cmp.Or(c.ArchiveAfter, time.Hour)
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
 	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
 	if c.Logger == nil {
@@ -126,6 +140,7 @@ type Conductor struct {
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
 	ends      *endsTaker    // takes the job ends: counts, batch ends, waits
+	archive   *archiver     // keeps the final states past ArchiveAfter; nil with MemoryStorage
 	stats     *stats        // saves the job counts
 	batchEnds *batchEnds    // announces the end of each batch
 	storage   *storageGuard // keeps the store writable; nil without an embedded file store
@@ -245,6 +260,14 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}
+	if c.archiving() {
+		if c.archive, err = newArchiver(c); err != nil {
+			return fmt.Errorf("conductor: open the archive: %w", err)
+		}
+		if err := c.archive.serve(); err != nil {
+			return fmt.Errorf("conductor: serve the archive: %w", err)
+		}
+	}
 	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err
 	}
@@ -276,6 +299,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.batchEnds != nil {
 		parts = append(parts, c.batchEnds)
+	}
+	if c.archive != nil {
+		parts = append(parts, c.archive)
 	}
 	if c.http != nil {
 		parts = append(parts, c.http)
@@ -317,7 +343,10 @@ func (c *Conductor) shutdown() {
 		c.client.Close()
 	}
 	c.wg.Wait()
-	startstop.StopAll(c.parts()...) // the batch watcher, then the counts
+	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the counts
+	if c.archive != nil {
+		c.archive.close()
+	}
 	if c.nc != nil {
 		// Drain is asynchronous; the closed handler tells when it is over.
 		if c.nc.Drain() != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -66,27 +67,52 @@ func (e *endsTaker) run(ctx context.Context) {
 			e.c.log.Warn("take the job ends", "err", err)
 			continue
 		}
-		e.c.jobEnds(m.Subject(), m.Data())
+		ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
+		if ok && e.c.archive != nil {
+			if err := e.c.archive.put(ends); err != nil {
+				// Taken again later: the final states must be archived
+				// before they leave the state bucket.
+				e.c.log.Error("archive final job states; trying again in a while", "err", err)
+				_ = m.NakWithDelay(archiveRetry)
+				continue
+			}
+		}
+		if ok {
+			e.c.jobEnds(ends)
+		}
 		if err := m.Ack(); err != nil {
 			e.c.log.Warn("ack job ends", "err", err)
 		}
 	}
 }
 
-// jobEnds counts the ends of a burst of attempts, and passes the final
-// ones to the batch watcher and the Client's waits.
-func (c *Conductor) jobEnds(subj string, data []byte) {
-	var ended []string // for onEnds
-	if c.onEnds != nil {
-		defer func() { c.onEnds(ended) }()
-	}
+// archiveRetry is how long ends whose final states could not be
+// archived wait before they are taken again.
+const archiveRetry = 5 * time.Second
+
+// decodeEnds reads the ends of a burst of attempts; unreadable ends, and
+// ends whose type is not their subject's, are logged and ignored.
+func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 	ends, err := wire.DecodeEnds(data)
 	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(subj)) {
 		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(subj))
 	}
 	if err != nil {
 		c.log.Warn("ignoring unreadable job ends", "subject", subj, "err", err)
-		return
+		if c.onEnds != nil {
+			c.onEnds(nil)
+		}
+		return ends, false
+	}
+	return ends, true
+}
+
+// jobEnds counts the ends of a burst of attempts, and passes the final
+// ones to the batch watcher and the Client's waits.
+func (c *Conductor) jobEnds(ends wire.Ends) {
+	var ended []string // for onEnds
+	if c.onEnds != nil {
+		defer func() { c.onEnds(ended) }()
 	}
 	c.stats.superseded(ends.Type, ends.Superseded)
 	for _, e := range ends.Jobs {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // The conductor's NATS: the embedded server (or none, with NATSURL), the
@@ -93,12 +95,20 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if _, err := c.js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("conductor: create job stream: %w", err)
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	states := jetstream.KeyValueConfig{
 		Bucket:      c.space.StateBucket(),
 		Description: "conductor job states by id",
 		TTL:         c.cfg.Retention,
 		Storage:     storage,
-	}); err != nil {
+	}
+	if c.archiving() {
+		// Final states are written with a time to live of ArchiveAfter
+		// (workerd reads it here), and archived meanwhile. A state that
+		// expires leaves a marker for a second.
+		states.LimitMarkerTTL = time.Second
+		states.Metadata = map[string]string{names.MetaFinalTTL: c.cfg.ArchiveAfter.String()}
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, states); err != nil {
 		return fmt.Errorf("conductor: create job state bucket: %w", err)
 	}
 	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
