@@ -175,6 +175,12 @@ func New(cfg Config) (*Conductor, error) {
 	if cfg.StorageReserve < 0 {
 		return nil, fmt.Errorf("conductor: bad storage reserve %d: want a number of bytes, or 0 for the default", cfg.StorageReserve)
 	}
+	switch {
+	case cfg.ArchiveAfter < time.Second:
+		return nil, fmt.Errorf("conductor: bad archive-after %s: want 1s or more (a state's time to live is counted in seconds)", cfg.ArchiveAfter)
+	case cfg.ArchiveMaxStates < 0 || cfg.ArchiveMaxBytes < 0:
+		return nil, fmt.Errorf("conductor: bad archive bounds %d states, %d bytes: want 0 (none) or more", cfg.ArchiveMaxStates, cfg.ArchiveMaxBytes)
+	}
 	if cfg.StorageCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad storage check interval %s: want a positive duration, or 0 for the default", cfg.StorageCheck)
 	}
