@@ -3,6 +3,8 @@ package conductor_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -64,4 +66,28 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	got, err = cl.Job(ctx, id)
 	require.NoError(t, err, "kept across a restart")
 	require.JSONEq(t, "49", string(got.Result))
+	srv2 := serve(t, c2)
+	code, body = get(t, srv2, "/healthz")
+	require.Equal(t, 200, code, body)
+	require.Contains(t, body, `"status": "ok"`)
+
+	// A torn archive (a crash cut its last record) is loud at start:
+	// healthy, but degraded, saying what was found.
+	c2.Stop()
+	data, err := filepath.Glob(filepath.Join(dir, "archive", "*.data"))
+	require.NoError(t, err)
+	require.NotEmpty(t, data)
+	last := data[len(data)-1]
+	fi, err := os.Stat(last)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(last, fi.Size()-3))
+	c3, err := conductor.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, c3.Start(context.Background()))
+	t.Cleanup(c3.Stop)
+	code, body = get(t, serve(t, c3), "/healthz")
+	require.Equal(t, 200, code, body)
+	require.Contains(t, body, `"status": "degraded"`)
+	require.Contains(t, body, "the archive of final states was found damaged: ")
+	require.Contains(t, body, " bytes torn", "the record cut, from the 3 bytes cut off its end")
 }

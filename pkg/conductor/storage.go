@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/archive"
 	"github.com/conductor-run/conductor/internal/startstop"
 )
 
@@ -213,10 +214,23 @@ func (c *Conductor) prepareStorage(ctx context.Context) error {
 // embedded file store (NATSURL, MemoryStorage) it is always ok: another
 // server's store is that server's to watch, and memory is not a disk.
 func (c *Conductor) Storage() StorageStatus {
-	if c.storage == nil {
-		return StorageStatus{State: StorageOK}
+	st := StorageStatus{State: StorageOK}
+	if c.storage != nil {
+		st = c.storage.Status()
 	}
-	return c.storage.Status()
+	if c.archive != nil && st.State == StorageOK {
+		if d := c.archive.store.Stats().Damage; !d.Zero() {
+			st.State, st.Reason = StorageDegraded, archiveDamage(d)
+		}
+	}
+	return st
+}
+
+// archiveDamage says what the archive found damaged, and what to do.
+func archiveDamage(d archive.Damage) string {
+	return fmt.Sprintf("the archive of final states was found damaged: %d bytes torn, %d records (%d bytes) skipped, %d indexes rebuilt, %d segments set aside, %d corrupt reads; "+
+		"the states of some ended jobs may be gone (docs/reliability.md, \"Storage\")",
+		d.TornBytes, d.SkippedRecords, d.SkippedBytes, d.IndexesRebuilt, d.SegmentsLost, d.CorruptReads)
 }
 
 // check looks at the disk and the server once, and acts.
