@@ -167,6 +167,9 @@ func (c *cluster) startConductor(opts ...clusterOption) {
 	t := c.t
 	t.Helper()
 	args := []string{"--data", c.data, "--nats", c.natsAddr, "--http", c.httpAddr}
+	// BENCH_CONDUCTORD_ARGS adds to conductord's arguments, for
+	// experiments: BENCH_CONDUCTORD_ARGS="--sync always".
+	args = append(args, strings.Fields(os.Getenv("BENCH_CONDUCTORD_ARGS"))...)
 	for _, o := range opts {
 		o(c, &args)
 	}
