@@ -10,8 +10,15 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 	"time"
 )
+
+// readBufs holds the buffers Gets read index windows and records into.
+var readBufs = sync.Pool{New: func() any {
+	b := make([]byte, searchWindow*entrySize)
+	return &b
+}}
 
 // An index file is a 64-byte header, the entries sorted by hash, then the
 // Bloom filter:
@@ -174,7 +181,7 @@ func (seg *segment) checkIndex(f *os.File) error {
 	if _, err := io.ReadFull(r, raw); err != nil {
 		return err
 	}
-	if crc32.Checksum(raw, castagnoli) != le.Uint32(h[56:]) || words == 0 {
+	if crc32.Checksum(raw, castagnoli) != le.Uint32(h[56:]) || words == 0 || words%bloomBlockWords != 0 {
 		return errors.New("filter checksum")
 	}
 	bl := make(bloom, words)
@@ -216,7 +223,9 @@ func (seg *segment) find(id string, h uint64) ([]byte, bool, error) {
 func (seg *segment) search(h uint64) ([]uint32, error) {
 	lo, hi := 0, seg.count // h is in entries [lo, hi) if anywhere
 	loH, hiH := uint64(0), ^uint64(0)
-	buf := make([]byte, searchWindow*entrySize)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for lo < hi {
 		start, end := lo, hi
 		if hi-lo > searchWindow {

@@ -166,7 +166,9 @@ func (s *segment) release() {
 // readState reads the record at off and returns a copy of its state if
 // its id is id.
 func (s *segment) readState(off int64, id string) ([]byte, bool, error) {
-	buf := make([]byte, 1024)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := (*bp)[:1024]
 	n, err := s.data.ReadAt(buf, off)
 	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
 		return nil, false, fmt.Errorf("archive: read segment %016x: %w", s.seq, err)
@@ -174,7 +176,7 @@ func (s *segment) readState(off int64, id string) ([]byte, bool, error) {
 	buf = buf[:n]
 	size, err := peekLen(buf)
 	if err == nil && size > len(buf) {
-		buf = append(buf, make([]byte, size-len(buf))...)
+		buf = append(buf[:n:n], make([]byte, size-n)...) // a large state: not pooled
 		_, err = s.data.ReadAt(buf[n:], off+int64(n))
 	}
 	if err != nil {
@@ -187,7 +189,7 @@ func (s *segment) readState(off int64, id string) ([]byte, bool, error) {
 	if string(rec.id) != id {
 		return nil, false, nil
 	}
-	return rec.state, true, nil
+	return bytes.Clone(rec.state), true, nil
 }
 
 // scanResult is what scanning a data file found.
