@@ -17,12 +17,12 @@
 //
 // In memory the store holds, for the open segment, a map of its ids to
 // their offsets (bounded by SegmentStates), and, for each sealed segment,
-// a Bloom filter of its ids (10 bits a state) and a few counters. Get
-// looks in the open segment's map, then in the sealed segments newest
-// first, skipping those whose filter says no (99% of them): a lookup
-// reads one or two segments. In a sealed segment it reads a window of
-// the index around where the id's hash should be (pread, no mmap), then
-// the record.
+// a Bloom filter of its ids (10 bits a state, blocked: a test touches one
+// cache line) and a few counters. Get looks in the open segment's map,
+// then in the sealed segments newest first, skipping those whose filter
+// says no (99% of them): a lookup reads one or two segments. In a sealed
+// segment it reads a window of the index around where the id's hash
+// should be (pread, no mmap), then the record.
 //
 // # Data file
 //
@@ -64,7 +64,8 @@
 //
 // A sealed segment's files are fsynced, and the directory, before it is
 // used; a half-written index (*.tmp) is removed by Open. Only one process
-// may use a directory at a time; the store does not check.
+// may use a directory at a time: Open locks it (flock on a file named
+// LOCK) and returns ErrLocked if another Store holds it.
 //
 // # Concurrency
 //

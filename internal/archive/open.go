@@ -28,8 +28,15 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, now: time.Now}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger, now: time.Now, lock: lock}
 	if err := s.load(); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		for _, seg := range s.sealed {
 			seg.release()
 		}
