@@ -124,7 +124,9 @@ type Store struct {
 
 // Put appends states; of a job's states, the one put last is the one Get
 // returns. Put checks every entry before it writes any. With Config.Sync
-// the batch is on disk when Put returns.
+// the batch is on disk when Put returns. A batch that fills a segment is
+// written in parts, the segment sealed between them: if Put then fails,
+// the parts before the failure are kept.
 func (s *Store) Put(states ...Entry) error {
 	for _, e := range states {
 		if err := checkEntry(e); err != nil {
