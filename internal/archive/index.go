@@ -65,6 +65,11 @@ func (seg *segment) writeIndex(ids map[string]uint32) (sealing, error) {
 	for id, off := range ids {
 		entries = append(entries, indexEntry{hashID(id), off})
 	}
+	return seg.writeEntries(entries)
+}
+
+// writeEntries writes an index of entries, in any order.
+func (seg *segment) writeEntries(entries []indexEntry) (sealing, error) {
 	slices.SortFunc(entries, func(a, b indexEntry) int {
 		return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.off, b.off))
 	})
@@ -246,10 +251,45 @@ func (seg *segment) search(h uint64) ([]uint32, error) {
 		case h > last && end < hi:
 			lo, loH = end, last
 		default:
-			return matches(b, h), nil
+			offs := matches(b, h)
+			if len(offs) > 0 && (start > 0 && first == h || end < seg.count && last == h) {
+				// Ids whose hashes collide, on both sides of the window.
+				return seg.run(h, buf)
+			}
+			return offs, nil
 		}
 	}
 	return nil, nil
+}
+
+// run returns the offsets of all the entries for h, however many, by a
+// binary search for the first one.
+func (seg *segment) run(h uint64, buf []byte) ([]uint32, error) {
+	lo, hi := 0, seg.count
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if _, err := seg.index.ReadAt(buf[:8], indexHeader+int64(m)*entrySize); err != nil {
+			return nil, fmt.Errorf("archive: read index %016x: %w", seg.seq, err)
+		}
+		if binary.LittleEndian.Uint64(buf) < h {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	var offs []uint32
+	for start := lo; start < seg.count; start += searchWindow {
+		b := buf[:min(searchWindow, seg.count-start)*entrySize]
+		if _, err := seg.index.ReadAt(b, indexHeader+int64(start)*entrySize); err != nil {
+			return nil, fmt.Errorf("archive: read index %016x: %w", seg.seq, err)
+		}
+		more := matches(b, h)
+		offs = append(offs, more...)
+		if len(more) < len(b)/entrySize {
+			break
+		}
+	}
+	return offs, nil
 }
 
 // matches returns the offsets of the entries in b with hash h.
