@@ -235,3 +235,56 @@ func TestOpen_Config(t *testing.T) {
 	_, err = Open(Config{Dir: t.TempDir(), MaxAge: -1})
 	require.Error(t, err)
 }
+
+// TestOpen_TornSealed: a sealed segment's data file cut short (a disk
+// that lost what the index covers) has its index rebuilt and its tail
+// counted.
+func TestOpen_TornSealed(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	require.NoError(t, os.Truncate(bundle.path("0000000000000001.data"), recordAt(8)+3))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		if i == 18 || i == 19 {
+			requireMissing(t, s, i)
+		} else {
+			requireState(t, s, i, 1)
+		}
+	}
+	require.Equal(t, Damage{TornBytes: 3, IndexesRebuilt: 1}, s.Stats().Damage)
+	require.Contains(t, bundle.logs.String(), "level=ERROR")
+}
+
+// TestOpen_AfterCrash opens a copy of a store's files taken while it was
+// open, as a crash of the process leaves them.
+func TestOpen_AfterCrash(t *testing.T) {
+	t.Parallel()
+	s, bundle := setup(t, Config{})
+	require.NoError(t, s.Put(entries(bundle.t0, 0, 25, 1)...))
+	require.NoError(t, s.Put(entries(bundle.t0, 3, 4, 2)...))
+
+	crashed := t.TempDir()
+	des, err := os.ReadDir(bundle.cfg.Dir)
+	require.NoError(t, err)
+	for _, de := range des {
+		b, err := os.ReadFile(bundle.path(de.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(crashed, de.Name()), b, 0o644))
+	}
+	cfg := bundle.cfg
+	cfg.Dir = crashed
+	s2, err := Open(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s2.Close() })
+	for i := range 25 {
+		v := 1
+		if i == 3 {
+			v = 2 // put again
+		}
+		requireState(t, s2, i, v)
+	}
+	require.True(t, s2.Stats().Damage.Zero())
+}
