@@ -120,6 +120,7 @@ type Store struct {
 	damage  Damage
 
 	corruptReads atomic.Int64 // Damage.CorruptReads
+	damaged      []string     // by Open, the segments it repaired
 }
 
 // Put appends states; of a job's states, the one put last is the one Get

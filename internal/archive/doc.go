@@ -59,8 +59,11 @@
 // magic number lets the reader find the next one); a missing or damaged
 // index (each is checked whole) is rebuilt from its data file; a data
 // file with a damaged header is renamed *.bad. Stats().Damage counts all
-// of it, and Open logs one line saying what was lost. Bad files make
-// errors, never panics.
+// of it, and Open logs one line, a warning if only indexes were rebuilt,
+// else an error, saying what was lost and in which segments (and a line
+// at Info for each repair). A record found damaged later, by a Get in a
+// sealed data file (Open does not read those whole), is an ErrCorrupt
+// error and counted too. Bad files make errors, never panics.
 //
 // A sealed segment's files are fsynced, and the directory, before it is
 // used; a half-written index (*.tmp) is removed by Open. Only one process

@@ -52,6 +52,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		s.log.Log(context.Background(), level, "archive: damaged files found and repaired",
 			"dir", cfg.Dir,
+			"segments", s.damaged,
 			"torn_bytes", d.TornBytes,
 			"skipped_records", d.SkippedRecords,
 			"skipped_bytes", d.SkippedBytes,
@@ -59,6 +60,16 @@ func Open(cfg Config) (*Store, error) {
 			"segments_lost", d.SegmentsLost)
 	}
 	return s, nil
+}
+
+// repaired logs, at Info (Open's summary is the warning), what was done
+// to segment seq.
+func (s *Store) repaired(seq uint64, what string, args ...any) {
+	name := fmt.Sprintf("%016x", seq)
+	if !slices.Contains(s.damaged, name) {
+		s.damaged = append(s.damaged, name)
+	}
+	s.log.Info("archive: "+what, append([]any{"segment", name}, args...)...)
 }
 
 // load reads the directory into s.
@@ -69,7 +80,7 @@ func (s *Store) load() error {
 	}
 	for seq := range index {
 		if !slices.Contains(data, seq) {
-			s.log.Error("archive: index without data file removed", "segment", seq)
+			s.repaired(seq, "index without data file removed")
 			s.damage.SegmentsLost++
 			os.Remove(indexName(s.cfg.Dir, seq))
 		}
@@ -146,7 +157,7 @@ func (s *Store) loadSegment(seq uint64, last bool) error {
 		os.Remove(dataName(s.cfg.Dir, seq)) // created, not yet written
 		return nil
 	case errors.Is(err, errBadHeader):
-		s.log.Error("archive: unreadable data file set aside", "segment", seq)
+		s.repaired(seq, "unreadable data file set aside as .bad")
 		s.damage.SegmentsLost++
 		name := dataName(s.cfg.Dir, seq)
 		os.Remove(indexName(s.cfg.Dir, seq))
@@ -160,7 +171,7 @@ func (s *Store) loadSegment(seq uint64, last bool) error {
 		return nil
 	}
 	if !errors.Is(err, os.ErrNotExist) || !last {
-		s.log.Warn("archive: index rebuilt", "segment", seq, "err", err)
+		s.repaired(seq, "index rebuilt", "err", err)
 		s.damage.IndexesRebuilt++
 	}
 	ids, err := s.recoverData(seg)
@@ -193,7 +204,7 @@ func (s *Store) recoverData(seg *segment) (map[string]uint32, error) {
 		return nil, fmt.Errorf("archive: read segment %016x: %w", seg.seq, err)
 	}
 	if res.tornBytes > 0 || res.skippedRecords > 0 {
-		s.log.Error("archive: damaged records dropped", "segment", seg.seq,
+		s.repaired(seg.seq, "damaged records dropped",
 			"torn_bytes", res.tornBytes, "skipped_records", res.skippedRecords,
 			"skipped_bytes", res.skippedBytes)
 	}

@@ -1,8 +1,10 @@
 package archive
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,6 +29,18 @@ var testT0 = (&testBundle{}).t0
 func recordAt(n int) int64 { return dataHeader + int64(n)*recSize }
 
 func (b *testBundle) path(name string) string { return filepath.Join(b.cfg.Dir, name) }
+
+// requireReport requires that Open logged one warning or error, at level,
+// with each of the attrs.
+func (b *testBundle) requireReport(t *testing.T, level string, attrs ...string) {
+	t.Helper()
+	logs := b.logs.String()
+	require.Equal(t, 1, strings.Count(logs, "level=WARN")+strings.Count(logs, "level=ERROR"), logs)
+	require.Contains(t, logs, "level="+level)
+	for _, a := range attrs {
+		require.Contains(t, logs, a)
+	}
+}
 
 // flip inverts the byte at off of the file.
 func flip(t *testing.T, name string, off int64) {
@@ -57,8 +71,7 @@ func TestOpen_TornTail(t *testing.T) {
 	}
 	requireMissing(t, s, 24)
 	require.Equal(t, Damage{TornBytes: recSize - 7}, s.Stats().Damage)
-	require.Contains(t, bundle.logs.String(), "level=ERROR")
-	require.Contains(t, bundle.logs.String(), "torn_bytes=")
+	bundle.requireReport(t, "ERROR", fmt.Sprintf("torn_bytes=%d", recSize-7), "segments=[0000000000000002]")
 	fi, err := os.Stat(open)
 	require.NoError(t, err)
 	require.Equal(t, recordAt(4), fi.Size(), "the torn record is cut away")
@@ -108,7 +121,7 @@ func TestOpen_DamagedRecord(t *testing.T) {
 				want.IndexesRebuilt = 1
 			}
 			require.Equal(t, want, s.Stats().Damage)
-			require.Contains(t, bundle.logs.String(), "skipped_records=1")
+			bundle.requireReport(t, "ERROR", "skipped_records=1")
 		})
 	}
 }
@@ -161,8 +174,7 @@ func TestOpen_DamagedIndex(t *testing.T) {
 				requireState(t, s, i, 1)
 			}
 			require.Equal(t, Damage{IndexesRebuilt: 1}, s.Stats().Damage)
-			require.Contains(t, bundle.logs.String(), "level=WARN")
-			require.Contains(t, bundle.logs.String(), "indexes_rebuilt=1")
+			bundle.requireReport(t, "WARN", "indexes_rebuilt=1", "segments=[0000000000000000]")
 			_, err = os.Stat(index)
 			require.NoError(t, err, "the index is written again")
 
@@ -190,7 +202,7 @@ func TestOpen_BadDataHeader(t *testing.T) {
 	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
 	_, err = os.Stat(bundle.path("0000000000000001.data.bad"))
 	require.NoError(t, err, "set aside")
-	require.Contains(t, bundle.logs.String(), "segments_lost=1")
+	bundle.requireReport(t, "ERROR", "segments_lost=1", "segments=[0000000000000001]")
 }
 
 // TestOpen_CrashLeftovers: what a crash leaves between two steps of a
@@ -226,6 +238,7 @@ func TestOpen_IndexWithoutData(t *testing.T) {
 	requireMissing(t, s, 0)
 	requireState(t, s, 10, 1)
 	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
+	bundle.requireReport(t, "ERROR", "segments_lost=1")
 }
 
 func TestOpen_Config(t *testing.T) {
@@ -255,7 +268,7 @@ func TestOpen_TornSealed(t *testing.T) {
 		}
 	}
 	require.Equal(t, Damage{TornBytes: 3, IndexesRebuilt: 1}, s.Stats().Damage)
-	require.Contains(t, bundle.logs.String(), "level=ERROR")
+	bundle.requireReport(t, "ERROR", "torn_bytes=3", "indexes_rebuilt=1")
 }
 
 // TestOpen_AfterCrash opens a copy of a store's files taken while it was
