@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -47,7 +46,7 @@ func fill(tb testing.TB, s *Store, n int) {
 
 func benchStore(b *testing.B, cfg Config) *Store {
 	cfg.Dir = b.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Logger = discard
 	s, err := Open(cfg)
 	require.NoError(b, err)
 	b.Cleanup(func() { s.Close() })
