@@ -39,12 +39,14 @@
 //
 // # Index file
 //
-// A 64-byte header (counts, the data file's size it covers, the oldest
-// and newest end times, the CRC-32C of each part and of itself), the
-// entries (hash of the id uint64, offset of its newest record uint32),
-// sorted by hash, one per id, then the Bloom filter. The hash is FNV-1a
-// finished by a 64-bit mixer, so that hashes spread evenly and a lookup
-// can guess where to read.
+// A 64-byte header ("CNDARCI2", counts, the data file's size it covers,
+// the oldest and newest end times, the CRC-32C of each part and of
+// itself), the entries (hash of the id uint64, offset of its newest
+// record uint32), sorted by hash, one per id, then the Bloom filter. The
+// hash is FNV-1a finished by a 64-bit mixer, so that hashes spread evenly
+// and a lookup can guess where to read. Open rebuilds the indexes of the
+// first format ("CNDARCI1", whose filter was not blocked) without
+// counting them as damage.
 //
 // # Guarantees
 //

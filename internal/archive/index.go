@@ -36,14 +36,20 @@ var readBufs = sync.Pool{New: func() any {
 //	entry      hash uint64 | offset uint32   (12 bytes, count of them)
 //	filter     words × uint64
 const (
-	indexMagic  = "CNDARCI1"
-	indexHeader = 64
-	entrySize   = 12
+	indexMagic = "CNDARCI2"
+	// oldIndexMagic marks the indexes of the first format, whose filters
+	// were not blocked: Open rebuilds them, as an upgrade, not damage.
+	oldIndexMagic = "CNDARCI1"
+	indexHeader   = 64
+	entrySize     = 12
 	// searchWindow is how many entries one read of a lookup covers.
 	searchWindow = 512
 )
 
-var errBadIndex = errors.New("archive: bad index")
+var (
+	errBadIndex = errors.New("archive: bad index")
+	errOldIndex = errors.New("archive: index of an older format")
+)
 
 type indexEntry struct {
 	hash uint64
@@ -134,7 +140,7 @@ func (seg *segment) sealWith(sl sealing) {
 
 // loadIndex opens seg's index, checks it whole against the data file and
 // loads its filter: on return seg is sealed. It returns an error wrapping
-// os.ErrNotExist if there is no index, or errBadIndex.
+// os.ErrNotExist if there is no index, errOldIndex, or errBadIndex.
 func (seg *segment) loadIndex() error {
 	f, err := os.Open(indexName(seg.dir, seg.seq))
 	if err != nil {
@@ -142,6 +148,9 @@ func (seg *segment) loadIndex() error {
 	}
 	if err := seg.checkIndex(f); err != nil {
 		f.Close()
+		if errors.Is(err, errOldIndex) {
+			return err
+		}
 		return fmt.Errorf("%w: segment %016x: %v", errBadIndex, seg.seq, err)
 	}
 	seg.index = f
@@ -159,6 +168,9 @@ func (seg *segment) checkIndex(f *os.File) error {
 		return err
 	}
 	le := binary.LittleEndian
+	if string(h[:8]) == oldIndexMagic {
+		return errOldIndex
+	}
 	if string(h[:8]) != indexMagic || le.Uint32(h[60:]) != crc32.Checksum(h[:60], castagnoli) {
 		return errors.New("header")
 	}

@@ -170,9 +170,15 @@ func (s *Store) loadSegment(seq uint64, last bool) error {
 		s.sealed = append(s.sealed, seg)
 		return nil
 	}
-	if !errors.Is(err, os.ErrNotExist) || !last {
+	switch {
+	case errors.Is(err, errOldIndex):
+		s.log.Info("archive: index of an older format rebuilt", "segment", fmt.Sprintf("%016x", seq))
+	case !errors.Is(err, os.ErrNotExist) || !last:
 		s.repaired(seq, "index rebuilt", "err", err)
 		s.damage.IndexesRebuilt++
+	}
+	if last {
+		os.Remove(indexName(s.cfg.Dir, seq)) // the segment is open again
 	}
 	ids, err := s.recoverData(seg)
 	if err == nil && !last {

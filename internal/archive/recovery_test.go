@@ -1,7 +1,9 @@
 package archive
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -300,4 +302,28 @@ func TestOpen_AfterCrash(t *testing.T) {
 		requireState(t, s2, i, v)
 	}
 	require.True(t, s2.Stats().Damage.Zero())
+}
+
+// TestOpen_OldIndex: the indexes of the first format (whose filters were
+// not blocked) are rebuilt, and that is no damage.
+func TestOpen_OldIndex(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	index := bundle.path("0000000000000000.index")
+	b, err := os.ReadFile(index)
+	require.NoError(t, err)
+	copy(b, oldIndexMagic)
+	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	require.NoError(t, os.WriteFile(index, b, 0o644))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		requireState(t, s, i, 1)
+	}
+	require.True(t, s.Stats().Damage.Zero())
+	b, err = os.ReadFile(index)
+	require.NoError(t, err)
+	require.Equal(t, indexMagic, string(b[:8]))
 }
