@@ -87,6 +87,8 @@ var (
 	ErrEmptyID       = errors.New("archive: empty job id")
 	ErrIDTooLong     = fmt.Errorf("archive: job id longer than %d bytes", MaxIDLen)
 	ErrStateTooLarge = fmt.Errorf("archive: state larger than %d bytes", MaxStateLen)
+	// ErrLocked is returned by Open for a directory another Store uses.
+	ErrLocked = errors.New("archive: directory in use")
 	// ErrCorrupt is returned by Get for a record found damaged after Open.
 	ErrCorrupt = errors.New("archive: corrupt record")
 )
@@ -96,9 +98,10 @@ var (
 //
 // Lock order: writeMu, then mu.
 type Store struct {
-	cfg Config
-	log *slog.Logger
-	now func() time.Time // time.Now; tests set it
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time // time.Now; tests set it
+	lock *os.File         // the directory's lock, released by Close
 
 	// writeMu is held by Put, Sync, Expire and Close, and serialises all
 	// changes to the files. Its holder owns buf and nextSeq, and is the
@@ -117,11 +120,14 @@ type Store struct {
 	damage  Damage
 
 	corruptReads atomic.Int64 // Damage.CorruptReads
+	damaged      []string     // by Open, the segments it repaired
 }
 
 // Put appends states; of a job's states, the one put last is the one Get
 // returns. Put checks every entry before it writes any. With Config.Sync
-// the batch is on disk when Put returns.
+// the batch is on disk when Put returns. A batch that fills a segment is
+// written in parts, the segment sealed between them: if Put then fails,
+// the parts before the failure are kept.
 func (s *Store) Put(states ...Entry) error {
 	for _, e := range states {
 		if err := checkEntry(e); err != nil {
@@ -311,6 +317,9 @@ func (s *Store) Close() error {
 	err := open.data.Sync()
 	for _, seg := range append(sealed, open) {
 		seg.release()
+	}
+	if s.lock != nil {
+		s.lock.Close()
 	}
 	return err
 }

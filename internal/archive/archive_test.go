@@ -220,6 +220,40 @@ func TestStore_Closed(t *testing.T) {
 	s.Expire(bundle.t0)
 }
 
+func TestOpen_Locked(t *testing.T) {
+	t.Parallel()
+	s, bundle := setup(t, Config{})
+	_, err := Open(bundle.cfg)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, s.Close())
+	s, err = Open(bundle.cfg)
+	require.NoError(t, err, "Close lets go")
+	require.NoError(t, s.Close())
+}
+
+// TestStore_ConcurrentPuts: Puts from several goroutines are serialised.
+func TestStore_ConcurrentPuts(t *testing.T) {
+	t.Parallel()
+	s, bundle := setup(t, Config{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g * 100; i < (g+1)*100; i += 5 {
+				if err := s.Put(entries(bundle.t0, i, i+5, 1)...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range 400 {
+		requireState(t, s, i, 1)
+	}
+	s = bundle.reopen(t, s)
+	require.Equal(t, 400, s.Stats().States)
+}
+
 func TestStore_Sync(t *testing.T) {
 	t.Parallel()
 	s, bundle := setup(t, Config{Sync: true})
@@ -282,5 +316,5 @@ func TestStore_FilesNamed(t *testing.T) {
 	for i := range names {
 		names[i] = filepath.Base(names[i])
 	}
-	require.Equal(t, []string{"0000000000000000.data", "0000000000000000.index", "0000000000000001.data"}, names)
+	require.Equal(t, []string{"0000000000000000.data", "0000000000000000.index", "0000000000000001.data", "LOCK"}, names)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -45,17 +44,23 @@ func fill(tb testing.TB, s *Store, n int) {
 	}
 }
 
-func benchStore(b *testing.B) *Store {
-	s, err := Open(Config{Dir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+func benchStore(b *testing.B, cfg Config) *Store {
+	cfg.Dir = b.TempDir()
+	cfg.Logger = discard
+	s, err := Open(cfg)
 	require.NoError(b, err)
 	b.Cleanup(func() { s.Close() })
 	return s
 }
 
 func BenchmarkStore_Put(b *testing.B) {
-	for _, batch := range []int{1, 100} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s := benchStore(b)
+	for _, bc := range []struct {
+		batch int
+		sync  bool
+	}{{1, false}, {100, false}, {1, true}, {100, true}} {
+		batch := bc.batch
+		b.Run(fmt.Sprintf("batch=%d/sync=%v", batch, bc.sync), func(b *testing.B) {
+			s := benchStore(b, Config{Sync: bc.sync})
 			es := make([]Entry, batch)
 			for i := range es {
 				es[i] = Entry{ID: benchID(i), Ended: time.Now(), State: benchState(i)}
@@ -77,7 +82,7 @@ func BenchmarkStore_Put(b *testing.B) {
 func BenchmarkStore_Get(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("states=%d", n), func(b *testing.B) {
-			s := benchStore(b)
+			s := benchStore(b, Config{})
 			fill(b, s, n)
 			b.ResetTimer()
 			for b.Loop() {
@@ -88,7 +93,7 @@ func BenchmarkStore_Get(b *testing.B) {
 		})
 	}
 	b.Run("miss", func(b *testing.B) {
-		s := benchStore(b)
+		s := benchStore(b, Config{})
 		fill(b, s, 1_000_000)
 		b.ResetTimer()
 		for b.Loop() {

@@ -1,37 +1,46 @@
 package archive
 
+import "math/bits"
+
 // bloomBitsPerState and bloomProbes give a false-positive rate near 1%.
 const (
 	bloomBitsPerState = 10
 	bloomProbes       = 7
+	bloomBlockWords   = 8 // 512 bits, a cache line
 )
 
-// bloom is a Bloom filter over id hashes.
+// bloom is a blocked Bloom filter over id hashes: a hash's probes all fall
+// in one block, so that a test costs one cache miss.
 type bloom []uint64
 
 func newBloom(states int) bloom {
-	return make(bloom, max(1, (states*bloomBitsPerState+63)/64))
+	blocks := max(1, (states*bloomBitsPerState+511)/512)
+	return make(bloom, blocks*bloomBlockWords)
 }
 
-// probes calls fn with each bit of h, double hashing its two halves.
-func (b bloom) probes(h uint64, fn func(word int, bit uint64) bool) bool {
-	m := uint64(len(b)) * 64
-	h1, h2 := h&0xffffffff, h>>32|1
-	for i := range uint64(bloomProbes) {
-		p := (h1 + i*h2) % m
-		if !fn(int(p/64), 1<<(p%64)) {
-			return false
-		}
-	}
-	return true
+// block returns the block of h, and 63 bits for its probes, 9 a probe.
+func (b bloom) block(h uint64) (bloom, uint64) {
+	i, _ := bits.Mul64(h, uint64(len(b)/bloomBlockWords))
+	return b[i*bloomBlockWords : (i+1)*bloomBlockWords], h * 0x9e3779b97f4a7c15
 }
 
 func (b bloom) add(h uint64) {
-	b.probes(h, func(w int, bit uint64) bool { b[w] |= bit; return true })
+	blk, p := b.block(h)
+	for range bloomProbes {
+		blk[p>>6&7] |= 1 << (p & 63)
+		p >>= 9
+	}
 }
 
 func (b bloom) has(h uint64) bool {
-	return b.probes(h, func(w int, bit uint64) bool { return b[w]&bit != 0 })
+	blk, p := b.block(h)
+	for range bloomProbes {
+		if blk[p>>6&7]&(1<<(p&63)) == 0 {
+			return false
+		}
+		p >>= 9
+	}
+	return true
 }
 
 // hashID is the hash the index and the filter key ids by: FNV-1a, then

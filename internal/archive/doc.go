@@ -17,12 +17,12 @@
 //
 // In memory the store holds, for the open segment, a map of its ids to
 // their offsets (bounded by SegmentStates), and, for each sealed segment,
-// a Bloom filter of its ids (10 bits a state) and a few counters. Get
-// looks in the open segment's map, then in the sealed segments newest
-// first, skipping those whose filter says no (99% of them): a lookup
-// reads one or two segments. In a sealed segment it reads a window of
-// the index around where the id's hash should be (pread, no mmap), then
-// the record.
+// a Bloom filter of its ids (10 bits a state, blocked: a test touches one
+// cache line) and a few counters. Get looks in the open segment's map,
+// then in the sealed segments newest first, skipping those whose filter
+// says no (99% of them): a lookup reads one or two segments. In a sealed
+// segment it reads a window of the index around where the id's hash
+// should be (pread, no mmap), then the record.
 //
 // # Data file
 //
@@ -39,12 +39,14 @@
 //
 // # Index file
 //
-// A 64-byte header (counts, the data file's size it covers, the oldest
-// and newest end times, the CRC-32C of each part and of itself), the
-// entries (hash of the id uint64, offset of its newest record uint32),
-// sorted by hash, one per id, then the Bloom filter. The hash is FNV-1a
-// finished by a 64-bit mixer, so that hashes spread evenly and a lookup
-// can guess where to read.
+// A 64-byte header ("CNDARCI2", counts, the data file's size it covers,
+// the oldest and newest end times, the CRC-32C of each part and of
+// itself), the entries (hash of the id uint64, offset of its newest
+// record uint32), sorted by hash, one per id, then the Bloom filter. The
+// hash is FNV-1a finished by a 64-bit mixer, so that hashes spread evenly
+// and a lookup can guess where to read. Open rebuilds the indexes of the
+// first format ("CNDARCI1", whose filter was not blocked) without
+// counting them as damage.
 //
 // # Guarantees
 //
@@ -59,12 +61,16 @@
 // magic number lets the reader find the next one); a missing or damaged
 // index (each is checked whole) is rebuilt from its data file; a data
 // file with a damaged header is renamed *.bad. Stats().Damage counts all
-// of it, and Open logs one line saying what was lost. Bad files make
-// errors, never panics.
+// of it, and Open logs one line, a warning if only indexes were rebuilt,
+// else an error, saying what was lost and in which segments (and a line
+// at Info for each repair). A record found damaged later, by a Get in a
+// sealed data file (Open does not read those whole), is an ErrCorrupt
+// error and counted too. Bad files make errors, never panics.
 //
 // A sealed segment's files are fsynced, and the directory, before it is
 // used; a half-written index (*.tmp) is removed by Open. Only one process
-// may use a directory at a time; the store does not check.
+// may use a directory at a time: Open locks it (flock on a file named
+// LOCK) and returns ErrLocked if another Store holds it.
 //
 // # Concurrency
 //

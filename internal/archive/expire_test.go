@@ -11,7 +11,8 @@ func TestStore_Expire(t *testing.T) {
 	t.Parallel()
 	// Jobs 0-44 end a second apart: segments 0-3 sealed with 10 each,
 	// 5 in the open segment 4.
-	segBytes := dataHeader + 10*recSize
+	sealedBytes := dataHeader + 10*recSize + indexHeader + 10*entrySize + bloomBlockWords*8
+	openBytes := dataHeader + 5*recSize
 	tests := []struct {
 		name     string
 		cfg      Config
@@ -25,10 +26,8 @@ func TestStore_Expire(t *testing.T) {
 		{"by age, all sealed", Config{MaxAge: time.Minute}, time.Hour, 40},
 		{"by count", Config{MaxStates: 25}, 0, 20},
 		{"by count, exact", Config{MaxStates: 35}, 0, 10},
-		// Two sealed segments and the open one would fit, but for their
-		// index files.
-		{"by bytes", Config{MaxBytes: 2*segBytes + dataHeader + 5*recSize}, 0, 30},
-		{"by bytes, room", Config{MaxBytes: 3 * segBytes}, 0, 20},
+		{"by bytes", Config{MaxBytes: 2*sealedBytes + openBytes - 1}, 0, 30},
+		{"by bytes, exact", Config{MaxBytes: 2*sealedBytes + openBytes}, 0, 20},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,8 +10,15 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 	"time"
 )
+
+// readBufs holds the buffers Gets read index windows and records into.
+var readBufs = sync.Pool{New: func() any {
+	b := make([]byte, searchWindow*entrySize)
+	return &b
+}}
 
 // An index file is a 64-byte header, the entries sorted by hash, then the
 // Bloom filter:
@@ -29,14 +36,20 @@ import (
 //	entry      hash uint64 | offset uint32   (12 bytes, count of them)
 //	filter     words × uint64
 const (
-	indexMagic  = "CNDARCI1"
-	indexHeader = 64
-	entrySize   = 12
+	indexMagic = "CNDARCI2"
+	// oldIndexMagic marks the indexes of the first format, whose filters
+	// were not blocked: Open rebuilds them, as an upgrade, not damage.
+	oldIndexMagic = "CNDARCI1"
+	indexHeader   = 64
+	entrySize     = 12
 	// searchWindow is how many entries one read of a lookup covers.
 	searchWindow = 512
 )
 
-var errBadIndex = errors.New("archive: bad index")
+var (
+	errBadIndex = errors.New("archive: bad index")
+	errOldIndex = errors.New("archive: index of an older format")
+)
 
 type indexEntry struct {
 	hash uint64
@@ -58,6 +71,11 @@ func (seg *segment) writeIndex(ids map[string]uint32) (sealing, error) {
 	for id, off := range ids {
 		entries = append(entries, indexEntry{hashID(id), off})
 	}
+	return seg.writeEntries(entries)
+}
+
+// writeEntries writes an index of entries, in any order.
+func (seg *segment) writeEntries(entries []indexEntry) (sealing, error) {
 	slices.SortFunc(entries, func(a, b indexEntry) int {
 		return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.off, b.off))
 	})
@@ -122,7 +140,7 @@ func (seg *segment) sealWith(sl sealing) {
 
 // loadIndex opens seg's index, checks it whole against the data file and
 // loads its filter: on return seg is sealed. It returns an error wrapping
-// os.ErrNotExist if there is no index, or errBadIndex.
+// os.ErrNotExist if there is no index, errOldIndex, or errBadIndex.
 func (seg *segment) loadIndex() error {
 	f, err := os.Open(indexName(seg.dir, seg.seq))
 	if err != nil {
@@ -130,6 +148,9 @@ func (seg *segment) loadIndex() error {
 	}
 	if err := seg.checkIndex(f); err != nil {
 		f.Close()
+		if errors.Is(err, errOldIndex) {
+			return err
+		}
 		return fmt.Errorf("%w: segment %016x: %v", errBadIndex, seg.seq, err)
 	}
 	seg.index = f
@@ -147,6 +168,9 @@ func (seg *segment) checkIndex(f *os.File) error {
 		return err
 	}
 	le := binary.LittleEndian
+	if string(h[:8]) == oldIndexMagic {
+		return errOldIndex
+	}
 	if string(h[:8]) != indexMagic || le.Uint32(h[60:]) != crc32.Checksum(h[:60], castagnoli) {
 		return errors.New("header")
 	}
@@ -174,7 +198,7 @@ func (seg *segment) checkIndex(f *os.File) error {
 	if _, err := io.ReadFull(r, raw); err != nil {
 		return err
 	}
-	if crc32.Checksum(raw, castagnoli) != le.Uint32(h[56:]) || words == 0 {
+	if crc32.Checksum(raw, castagnoli) != le.Uint32(h[56:]) || words == 0 || words%bloomBlockWords != 0 {
 		return errors.New("filter checksum")
 	}
 	bl := make(bloom, words)
@@ -216,7 +240,9 @@ func (seg *segment) find(id string, h uint64) ([]byte, bool, error) {
 func (seg *segment) search(h uint64) ([]uint32, error) {
 	lo, hi := 0, seg.count // h is in entries [lo, hi) if anywhere
 	loH, hiH := uint64(0), ^uint64(0)
-	buf := make([]byte, searchWindow*entrySize)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for lo < hi {
 		start, end := lo, hi
 		if hi-lo > searchWindow {
@@ -237,10 +263,45 @@ func (seg *segment) search(h uint64) ([]uint32, error) {
 		case h > last && end < hi:
 			lo, loH = end, last
 		default:
-			return matches(b, h), nil
+			offs := matches(b, h)
+			if len(offs) > 0 && (start > 0 && first == h || end < seg.count && last == h) {
+				// Ids whose hashes collide, on both sides of the window.
+				return seg.run(h, buf)
+			}
+			return offs, nil
 		}
 	}
 	return nil, nil
+}
+
+// run returns the offsets of all the entries for h, however many, by a
+// binary search for the first one.
+func (seg *segment) run(h uint64, buf []byte) ([]uint32, error) {
+	lo, hi := 0, seg.count
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if _, err := seg.index.ReadAt(buf[:8], indexHeader+int64(m)*entrySize); err != nil {
+			return nil, fmt.Errorf("archive: read index %016x: %w", seg.seq, err)
+		}
+		if binary.LittleEndian.Uint64(buf) < h {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	var offs []uint32
+	for start := lo; start < seg.count; start += searchWindow {
+		b := buf[:min(searchWindow, seg.count-start)*entrySize]
+		if _, err := seg.index.ReadAt(b, indexHeader+int64(start)*entrySize); err != nil {
+			return nil, fmt.Errorf("archive: read index %016x: %w", seg.seq, err)
+		}
+		more := matches(b, h)
+		offs = append(offs, more...)
+		if len(more) < len(b)/entrySize {
+			break
+		}
+	}
+	return offs, nil
 }
 
 // matches returns the offsets of the entries in b with hash h.

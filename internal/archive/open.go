@@ -28,8 +28,15 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, now: time.Now}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger, now: time.Now, lock: lock}
 	if err := s.load(); err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		for _, seg := range s.sealed {
 			seg.release()
 		}
@@ -45,6 +52,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		s.log.Log(context.Background(), level, "archive: damaged files found and repaired",
 			"dir", cfg.Dir,
+			"segments", s.damaged,
 			"torn_bytes", d.TornBytes,
 			"skipped_records", d.SkippedRecords,
 			"skipped_bytes", d.SkippedBytes,
@@ -52,6 +60,16 @@ func Open(cfg Config) (*Store, error) {
 			"segments_lost", d.SegmentsLost)
 	}
 	return s, nil
+}
+
+// repaired logs, at Info (Open's summary is the warning), what was done
+// to segment seq.
+func (s *Store) repaired(seq uint64, what string, args ...any) {
+	name := fmt.Sprintf("%016x", seq)
+	if !slices.Contains(s.damaged, name) {
+		s.damaged = append(s.damaged, name)
+	}
+	s.log.Info("archive: "+what, append([]any{"segment", name}, args...)...)
 }
 
 // load reads the directory into s.
@@ -62,7 +80,7 @@ func (s *Store) load() error {
 	}
 	for seq := range index {
 		if !slices.Contains(data, seq) {
-			s.log.Error("archive: index without data file removed", "segment", seq)
+			s.repaired(seq, "index without data file removed")
 			s.damage.SegmentsLost++
 			os.Remove(indexName(s.cfg.Dir, seq))
 		}
@@ -139,7 +157,7 @@ func (s *Store) loadSegment(seq uint64, last bool) error {
 		os.Remove(dataName(s.cfg.Dir, seq)) // created, not yet written
 		return nil
 	case errors.Is(err, errBadHeader):
-		s.log.Error("archive: unreadable data file set aside", "segment", seq)
+		s.repaired(seq, "unreadable data file set aside as .bad")
 		s.damage.SegmentsLost++
 		name := dataName(s.cfg.Dir, seq)
 		os.Remove(indexName(s.cfg.Dir, seq))
@@ -152,9 +170,15 @@ func (s *Store) loadSegment(seq uint64, last bool) error {
 		s.sealed = append(s.sealed, seg)
 		return nil
 	}
-	if !errors.Is(err, os.ErrNotExist) || !last {
-		s.log.Warn("archive: index rebuilt", "segment", seq, "err", err)
+	switch {
+	case errors.Is(err, errOldIndex):
+		s.log.Info("archive: index of an older format rebuilt", "segment", fmt.Sprintf("%016x", seq))
+	case !errors.Is(err, os.ErrNotExist) || !last:
+		s.repaired(seq, "index rebuilt", "err", err)
 		s.damage.IndexesRebuilt++
+	}
+	if last {
+		os.Remove(indexName(s.cfg.Dir, seq)) // the segment is open again
 	}
 	ids, err := s.recoverData(seg)
 	if err == nil && !last {
@@ -186,7 +210,7 @@ func (s *Store) recoverData(seg *segment) (map[string]uint32, error) {
 		return nil, fmt.Errorf("archive: read segment %016x: %w", seg.seq, err)
 	}
 	if res.tornBytes > 0 || res.skippedRecords > 0 {
-		s.log.Error("archive: damaged records dropped", "segment", seg.seq,
+		s.repaired(seg.seq, "damaged records dropped",
 			"torn_bytes", res.tornBytes, "skipped_records", res.skippedRecords,
 			"skipped_bytes", res.skippedBytes)
 	}

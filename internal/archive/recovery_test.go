@@ -1,8 +1,12 @@
 package archive
 
 import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -27,6 +31,18 @@ var testT0 = (&testBundle{}).t0
 func recordAt(n int) int64 { return dataHeader + int64(n)*recSize }
 
 func (b *testBundle) path(name string) string { return filepath.Join(b.cfg.Dir, name) }
+
+// requireReport requires that Open logged one warning or error, at level,
+// with each of the attrs.
+func (b *testBundle) requireReport(t *testing.T, level string, attrs ...string) {
+	t.Helper()
+	logs := b.logs.String()
+	require.Equal(t, 1, strings.Count(logs, "level=WARN")+strings.Count(logs, "level=ERROR"), logs)
+	require.Contains(t, logs, "level="+level)
+	for _, a := range attrs {
+		require.Contains(t, logs, a)
+	}
+}
 
 // flip inverts the byte at off of the file.
 func flip(t *testing.T, name string, off int64) {
@@ -57,8 +73,7 @@ func TestOpen_TornTail(t *testing.T) {
 	}
 	requireMissing(t, s, 24)
 	require.Equal(t, Damage{TornBytes: recSize - 7}, s.Stats().Damage)
-	require.Contains(t, bundle.logs.String(), "level=ERROR")
-	require.Contains(t, bundle.logs.String(), "torn_bytes=")
+	bundle.requireReport(t, "ERROR", fmt.Sprintf("torn_bytes=%d", recSize-7), "segments=[0000000000000002]")
 	fi, err := os.Stat(open)
 	require.NoError(t, err)
 	require.Equal(t, recordAt(4), fi.Size(), "the torn record is cut away")
@@ -108,7 +123,7 @@ func TestOpen_DamagedRecord(t *testing.T) {
 				want.IndexesRebuilt = 1
 			}
 			require.Equal(t, want, s.Stats().Damage)
-			require.Contains(t, bundle.logs.String(), "skipped_records=1")
+			bundle.requireReport(t, "ERROR", "skipped_records=1")
 		})
 	}
 }
@@ -161,8 +176,7 @@ func TestOpen_DamagedIndex(t *testing.T) {
 				requireState(t, s, i, 1)
 			}
 			require.Equal(t, Damage{IndexesRebuilt: 1}, s.Stats().Damage)
-			require.Contains(t, bundle.logs.String(), "level=WARN")
-			require.Contains(t, bundle.logs.String(), "indexes_rebuilt=1")
+			bundle.requireReport(t, "WARN", "indexes_rebuilt=1", "segments=[0000000000000000]")
 			_, err = os.Stat(index)
 			require.NoError(t, err, "the index is written again")
 
@@ -190,7 +204,7 @@ func TestOpen_BadDataHeader(t *testing.T) {
 	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
 	_, err = os.Stat(bundle.path("0000000000000001.data.bad"))
 	require.NoError(t, err, "set aside")
-	require.Contains(t, bundle.logs.String(), "segments_lost=1")
+	bundle.requireReport(t, "ERROR", "segments_lost=1", "segments=[0000000000000001]")
 }
 
 // TestOpen_CrashLeftovers: what a crash leaves between two steps of a
@@ -226,6 +240,7 @@ func TestOpen_IndexWithoutData(t *testing.T) {
 	requireMissing(t, s, 0)
 	requireState(t, s, 10, 1)
 	require.Equal(t, Damage{SegmentsLost: 1}, s.Stats().Damage)
+	bundle.requireReport(t, "ERROR", "segments_lost=1")
 }
 
 func TestOpen_Config(t *testing.T) {
@@ -234,4 +249,81 @@ func TestOpen_Config(t *testing.T) {
 	require.Error(t, err)
 	_, err = Open(Config{Dir: t.TempDir(), MaxAge: -1})
 	require.Error(t, err)
+}
+
+// TestOpen_TornSealed: a sealed segment's data file cut short (a disk
+// that lost what the index covers) has its index rebuilt and its tail
+// counted.
+func TestOpen_TornSealed(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	require.NoError(t, os.Truncate(bundle.path("0000000000000001.data"), recordAt(8)+3))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		if i == 18 || i == 19 {
+			requireMissing(t, s, i)
+		} else {
+			requireState(t, s, i, 1)
+		}
+	}
+	require.Equal(t, Damage{TornBytes: 3, IndexesRebuilt: 1}, s.Stats().Damage)
+	bundle.requireReport(t, "ERROR", "torn_bytes=3", "indexes_rebuilt=1")
+}
+
+// TestOpen_AfterCrash opens a copy of a store's files taken while it was
+// open, as a crash of the process leaves them.
+func TestOpen_AfterCrash(t *testing.T) {
+	t.Parallel()
+	s, bundle := setup(t, Config{})
+	require.NoError(t, s.Put(entries(bundle.t0, 0, 25, 1)...))
+	require.NoError(t, s.Put(entries(bundle.t0, 3, 4, 2)...))
+
+	crashed := t.TempDir()
+	des, err := os.ReadDir(bundle.cfg.Dir)
+	require.NoError(t, err)
+	for _, de := range des {
+		b, err := os.ReadFile(bundle.path(de.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(crashed, de.Name()), b, 0o644))
+	}
+	cfg := bundle.cfg
+	cfg.Dir = crashed
+	s2, err := Open(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s2.Close() })
+	for i := range 25 {
+		v := 1
+		if i == 3 {
+			v = 2 // put again
+		}
+		requireState(t, s2, i, v)
+	}
+	require.True(t, s2.Stats().Damage.Zero())
+}
+
+// TestOpen_OldIndex: the indexes of the first format (whose filters were
+// not blocked) are rebuilt, and that is no damage.
+func TestOpen_OldIndex(t *testing.T) {
+	t.Parallel()
+	_, bundle := damageSetup(t)
+	index := bundle.path("0000000000000000.index")
+	b, err := os.ReadFile(index)
+	require.NoError(t, err)
+	copy(b, oldIndexMagic)
+	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
+	require.NoError(t, os.WriteFile(index, b, 0o644))
+
+	s, err := Open(bundle.cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	for i := range 25 {
+		requireState(t, s, i, 1)
+	}
+	require.True(t, s.Stats().Damage.Zero())
+	b, err = os.ReadFile(index)
+	require.NoError(t, err)
+	require.Equal(t, indexMagic, string(b[:8]))
 }

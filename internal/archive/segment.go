@@ -141,53 +141,55 @@ var (
 )
 
 // tryAcquire takes a reference unless the segment's files are closed.
-func (s *segment) tryAcquire() bool {
+func (seg *segment) tryAcquire() bool {
 	for {
-		n := s.refs.Load()
+		n := seg.refs.Load()
 		if n <= 0 {
 			return false
 		}
-		if s.refs.CompareAndSwap(n, n+1) {
+		if seg.refs.CompareAndSwap(n, n+1) {
 			return true
 		}
 	}
 }
 
 // release drops a reference and closes the files with the last one.
-func (s *segment) release() {
-	if s.refs.Add(-1) == 0 {
-		s.data.Close()
-		if s.index != nil {
-			s.index.Close()
+func (seg *segment) release() {
+	if seg.refs.Add(-1) == 0 {
+		seg.data.Close()
+		if seg.index != nil {
+			seg.index.Close()
 		}
 	}
 }
 
 // readState reads the record at off and returns a copy of its state if
 // its id is id.
-func (s *segment) readState(off int64, id string) ([]byte, bool, error) {
-	buf := make([]byte, 1024)
-	n, err := s.data.ReadAt(buf, off)
+func (seg *segment) readState(off int64, id string) ([]byte, bool, error) {
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := (*bp)[:1024]
+	n, err := seg.data.ReadAt(buf, off)
 	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-		return nil, false, fmt.Errorf("archive: read segment %016x: %w", s.seq, err)
+		return nil, false, fmt.Errorf("archive: read segment %016x: %w", seg.seq, err)
 	}
 	buf = buf[:n]
 	size, err := peekLen(buf)
 	if err == nil && size > len(buf) {
-		buf = append(buf, make([]byte, size-len(buf))...)
-		_, err = s.data.ReadAt(buf[n:], off+int64(n))
+		buf = append(buf[:n:n], make([]byte, size-n)...) // a large state: not pooled
+		_, err = seg.data.ReadAt(buf[n:], off+int64(n))
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: segment %016x offset %d: %v", ErrCorrupt, s.seq, off, err)
+		return nil, false, fmt.Errorf("%w: segment %016x offset %d: %v", ErrCorrupt, seg.seq, off, err)
 	}
 	rec, _, err := decodeRecord(buf)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: segment %016x offset %d: %v", ErrCorrupt, s.seq, off, err)
+		return nil, false, fmt.Errorf("%w: segment %016x offset %d: %v", ErrCorrupt, seg.seq, off, err)
 	}
 	if string(rec.id) != id {
 		return nil, false, nil
 	}
-	return rec.state, true, nil
+	return bytes.Clone(rec.state), true, nil
 }
 
 // scanResult is what scanning a data file found.
