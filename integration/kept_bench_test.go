@@ -42,7 +42,7 @@ func BenchmarkKeptStates(b *testing.B) {
 
 		c := &cluster{t: b, data: b.TempDir(), natsAddr: freeAddr(b), httpAddr: freeAddr(b)}
 		t0 := time.Now()
-		ids := fillArchive(b, filepath.Join(c.data, "archive"), n)
+		ids := fillArchive(b, filepath.Join(c.data, "archive", "default"), n)
 		b.Logf("%d states archived in %v", n, time.Since(t0).Round(time.Millisecond))
 		begin := time.Now()
 		c.startConductor()

@@ -3,11 +3,11 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -20,21 +20,23 @@ const storeTimeout = 10 * time.Second
 // acks the jobs of its burst already stored.
 const slowStore = 20 * time.Millisecond
 
-// acker acks (or naks) each job once its state is stored, then announces
-// it: an event per job, then one wire.Ends for the jobs acked together. Its
-// goroutine (run) owns the bursts from acking on, and runs until acking is
-// closed; its context ends only the retries of failed stores. A burst's
-// acks and events follow its stores' answers together; if a store is slow
+// acker announces the end of each job once its state is stored, in one
+// wire.Ends for the jobs stored together, and passes them to the
+// confirmer, which acks them once the ends are stored. Its goroutine (run)
+// owns the bursts from acking on, and runs until acking is closed, then
+// closes confirming; its context ends only the retries of failed stores.
+// A burst's ends follow its stores' answers together; if a store is slow
 // to answer, the jobs stored before it go first.
 type acker struct {
-	acking  <-chan []finishJob
-	answers *storeAnswers
-	states  *states
-	leases  *leases
-	nc      *nats.Conn
-	space   subject.Space
-	typ     string
-	log     *slog.Logger
+	acking     <-chan []finishJob
+	confirming chan<- announced
+	answers    *storeAnswers
+	states     *states
+	leases     *leases
+	js         jetstream.JetStream
+	space      subject.Space
+	typ        string
+	log        *slog.Logger
 
 	ready []finishJob // stored, not yet acked
 	ends  wire.Ends
@@ -48,6 +50,7 @@ type acker struct {
 }
 
 func (a *acker) run(ctx context.Context) {
+	defer close(a.confirming)
 	a.ends.Type = a.typ
 	slow := func() { a.ackReady(ctx) }
 	for burst := range a.acking {
@@ -86,19 +89,18 @@ func (a *acker) supersede(f finishJob, v fenceVerdict) {
 	a.log.Warn("late outcome not kept: "+why, "pool", a.typ, "job", st.ID, "attempt", st.Attempts, "status", st.Status)
 }
 
-// ackReady announces the ends of the jobs stored so far, then acks them.
-// The ends go first, durably (the ends stream): conductord counts them and
-// archives the final states they carry, so a job is acked only once its
-// end is announced. Ends that could not be announced leave their jobs
-// unacked: redelivered, they are found ended and announced then (see
-// source.ended).
+// ackReady announces the ends of the jobs stored so far, and hands them to
+// the confirmer, which acks them once the ends are in the ends stream: a
+// job is acked only once its end is announced, and conductord counts them
+// and archives the final states they carry. The announcement is
+// asynchronous, so that the next burst's stores are waited on meanwhile.
 func (a *acker) ackReady(ctx context.Context) {
 	if len(a.ready) == 0 && a.superseded == 0 {
 		return
 	}
 	a.ends.Superseded, a.superseded = a.superseded, 0
 	a.ends.Jobs = a.ends.Jobs[:0]
-	size, from, announced := 0, 0, true
+	size, from := 0, 0
 	for i, f := range a.ready {
 		st := &f.held.state
 		end := wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch}
@@ -106,59 +108,29 @@ func (a *acker) ackReady(ctx context.Context) {
 			end.State = f.data
 		}
 		if len(a.ends.Jobs) > 0 && size+len(end.State) > a.maxEnds {
-			announced = announced && a.announce(ctx, a.ready[from:i])
+			a.announce(ctx, a.ready[from:i])
 			from, size = i, 0
 		}
 		a.ends.Jobs = append(a.ends.Jobs, end)
 		size += len(end.ID) + len(end.State) + 64
 	}
-	announced = announced && a.announce(ctx, a.ready[from:])
-	for _, f := range a.ready {
-		if announced {
-			a.ack(ctx, f)
-		} else {
-			a.leases.release(f.held.msg)
-		}
-	}
+	a.announce(ctx, a.ready[from:])
 	clear(a.ready)
 	a.ready = a.ready[:0]
 }
 
-// announce publishes the ends gathered in a.ends, those of ready, and
-// starts the next.
-func (a *acker) announce(ctx context.Context, ready []finishJob) bool {
-	a.buf = a.ends.AppendJSON(a.buf[:0])
-	ok := a.states.announce(ctx, a.buf, len(ready))
+// announce publishes the ends gathered in a.ends, those of jobs, hands the
+// jobs to the confirmer with the publish's answer to come, and starts the
+// next ends.
+func (a *acker) announce(ctx context.Context, jobs []finishJob) {
+	data := a.ends.AppendJSON(nil) // kept until the answer: a retry sends it again
 	a.ends.Jobs, a.ends.Superseded = a.ends.Jobs[:0], 0
-	return ok
-}
-
-// ack acks or naks the job of f, whose state is stored, and announces it.
-func (a *acker) ack(ctx context.Context, f finishJob) {
-	st := &f.held.state
-	if st.Status == wire.StatusDead {
-		a.states.indexDead(ctx, st, f.data)
-	}
-	// Released first: a lease extension sent after a delayed nak would
-	// cut the retry's delay short (see leases).
-	m := f.held.msg
-	a.leases.release(m)
+	c := announced{data: data, jobs: slices.Clone(jobs)}
 	var err error
-	if f.retry < 0 {
-		err = m.Ack()
-	} else {
-		err = m.NakWithDelay(f.retry)
+	if c.ack, err = a.js.PublishAsync(a.space.JobEnds(a.typ), data); err != nil {
+		c.ack = nil // the confirmer publishes again, synchronously
 	}
-	if err != nil {
-		a.log.Warn("ack job", "pool", a.typ, "job", st.ID, "err", err)
-	}
-	ev := nats.NewMsg(a.space.JobEvent(a.typ, string(st.Status)))
-	ev.Header.Set(names.HeaderJobID, st.ID)
-	if b := st.Batch; b != "" {
-		ev.Header.Set(names.HeaderBatch, b)
-	}
-	ev.Data = f.data
-	_ = a.nc.PublishMsg(ev)
+	a.confirming <- c
 }
 
 // stored waits for the outcome's state to be stored, writing it again

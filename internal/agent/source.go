@@ -49,6 +49,7 @@ type source struct {
 	answers   *storeAnswers    // the store's answers to the publisher's states
 	finishing chan finishJob   // Done -> publisher
 	acking    chan []finishJob // publisher -> acker, in bursts
+	confirm   chan announced   // acker -> confirmer
 	services  []startstop.Service
 	cancel    context.CancelFunc // stops the components that run until stopped
 }
@@ -100,6 +101,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		leases:       newLeases(cfg.typ, cfg.ackWait, cfg.log),
 		finishing:    make(chan finishJob, 256),
 		acking:       make(chan []finishJob, 64),
+		confirm:      make(chan announced, 64),
 	}
 	s.limits.set(cfg.maxAttempts, cfg.maxCrashes)
 	s.out = newHandout(s.rank)
@@ -128,8 +130,12 @@ func newSource(cfg sourceConfig) (*source, error) {
 		maxState: int(cfg.nc.MaxPayload()),
 	}
 	ack := &acker{
-		acking: s.acking, answers: s.answers, states: s.states, leases: s.leases,
-		nc: cfg.nc, space: cfg.space, typ: cfg.typ, log: cfg.log, maxEnds: int(cfg.nc.MaxPayload()) / 2,
+		acking: s.acking, confirming: s.confirm, answers: s.answers, states: s.states, leases: s.leases,
+		js: cfg.js, space: cfg.space, typ: cfg.typ, log: cfg.log, maxEnds: int(cfg.nc.MaxPayload()) / 2,
+	}
+	conf := &confirmer{
+		confirming: s.confirm, states: s.states, leases: s.leases,
+		nc: cfg.nc, space: cfg.space, typ: cfg.typ, log: cfg.log,
 	}
 	// Started in this order, stopped in the reverse: the stages that drain
 	// outcomes (publisher, acker) end when their input is closed, which
@@ -140,6 +146,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		startstop.NewFunc(s.runner.run),
 		startstop.NewFunc(pub.run),
 		startstop.NewFunc(ack.run),
+		startstop.NewFunc(conf.run),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel

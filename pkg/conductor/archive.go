@@ -14,7 +14,8 @@ import (
 )
 
 // archiver keeps the final state of every job in conductord's archive
-// (internal/archive, under DataDir/archive) for the retention period, so
+// (internal/archive, under DataDir/archive/<namespace>; with NATSURL too)
+// for the retention period, so
 // that the state bucket holds a final state only ArchiveAfter: the
 // server's memory then grows with the jobs of the last ArchiveAfter, not
 // with the retention period's. The states come with the job ends
@@ -42,7 +43,7 @@ const archiveExpireEvery = time.Minute
 
 func newArchiver(c *Conductor) (*archiver, error) {
 	store, err := archive.Open(archive.Config{
-		Dir:       filepath.Join(c.cfg.DataDir, "archive"),
+		Dir:       filepath.Join(c.cfg.DataDir, "archive", c.cfg.Namespace),
 		MaxAge:    c.cfg.Retention,
 		MaxStates: c.cfg.ArchiveMaxStates,
 		MaxBytes:  c.cfg.ArchiveMaxBytes,

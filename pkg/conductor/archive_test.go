@@ -74,7 +74,7 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	// A torn archive (a crash cut its last record) is loud at start:
 	// healthy, but degraded, saying what was found.
 	c2.Stop()
-	data, err := filepath.Glob(filepath.Join(dir, "archive", "*.data"))
+	data, err := filepath.Glob(filepath.Join(dir, "archive", "default", "*.data"))
 	require.NoError(t, err)
 	require.NotEmpty(t, data)
 	last := data[len(data)-1]

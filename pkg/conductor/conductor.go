@@ -22,7 +22,9 @@ import (
 // Config configures a Conductor. The zero value of each field is replaced by
 // the default its comment names.
 type Config struct {
-	// DataDir holds the embedded server's JetStream store. Default "./data".
+	// DataDir holds the embedded server's JetStream store, and, with or
+	// without it, conductord's archive of final states
+	// (DataDir/archive/<namespace>). Default "./data".
 	DataDir string
 	// NATSListen is the embedded server's client listener, HOST:PORT; port 0
 	// picks a free port. Default "127.0.0.1:4222". Ignored with NATSURL.

@@ -306,7 +306,8 @@ func TestConductor_StartContextBoundsTheRun(t *testing.T) {
 func TestConductor_ExistingNATS(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Server(t)
-	c, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL(), Namespace: "other"})
+	dir := t.TempDir() // their archives
+	c, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL(), Namespace: "other", DataDir: dir})
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(c.Stop)
@@ -320,7 +321,7 @@ func TestConductor_ExistingNATS(t *testing.T) {
 
 	// The namespace is in every name: a second conductor on the same NATS
 	// with another namespace does not see the job.
-	d, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL()})
+	d, err := conductor.New(conductor.Config{NATSURL: ns.ClientURL(), DataDir: dir})
 	require.NoError(t, err)
 	require.NoError(t, d.Start(context.Background()))
 	t.Cleanup(d.Stop)
