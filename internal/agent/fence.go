@@ -40,21 +40,33 @@ func (v fenceVerdict) String() string {
 
 // fence decides the write of mine, the state an attempt holding claim
 // mineHolder means to store, when the stored state is cur (nil: there is
-// none). A state that is final is never replaced; one held by a claim of
-// the same or a higher rank is not either (wire.Holder); a state that the
-// same claim wrote, or one of a lower claim, is written over, merged with
-// what others stored since (see takeOver).
-func fence(cur, mine *wire.Job, mineHolder wire.Holder) (fenceVerdict, *wire.Job) {
+// none), at revision curRev. A state that is final is never replaced; one
+// held by a claim of the same or a higher rank is not either
+// (wire.Holder); a state that the same claim wrote, or one of a lower
+// claim, is written over, merged with what others stored since (see
+// takeOver). A first claim on a revision the state has not reached yet
+// was not made on it (its revision came in a header anyone can write): it
+// ranks lowest.
+func fence(cur *wire.Job, curRev uint64, mine *wire.Job, mineHolder wire.Holder) (fenceVerdict, *wire.Job) {
 	if cur == nil {
 		return fenceWrite, mine
 	}
 	if cur.Status.Final() {
 		return fenceEnded, nil
 	}
-	if h := wire.ParseHolder(cur.Holder); h != mineHolder && h.Rank >= mineHolder.Rank {
+	if h := wire.ParseHolder(cur.Holder); h != mineHolder && rank(h, curRev) >= rank(mineHolder, curRev) {
 		return fenceNewer, nil
 	}
 	return fenceWrite, takeOver(cur, mine)
+}
+
+// rank is h's rank, or 0 if h is a first claim on a revision past rev, the
+// state's: no genuine claim is.
+func rank(h wire.Holder, rev uint64) uint64 {
+	if h.Rank%2 == 0 && h.Rank/2 > rev {
+		return 0
+	}
+	return h.Rank
 }
 
 // takeOver returns mine written over cur: its own attempt (the last of its

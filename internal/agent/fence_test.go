@@ -25,7 +25,7 @@ import (
 func TestFence(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	mineClaim := wire.FirstClaim(10, "me")
+	mineClaim := wire.FirstClaim(10, 1, "me")
 	mine := &wire.Job{
 		ID: "j", Status: wire.StatusSucceeded, Attempts: 1, Holder: mineClaim.String(), Skipped: 0,
 		History: []wire.Attempt{{Attempt: 1, Host: "a", StartedAt: at, EndedAt: at.Add(time.Second)}},
@@ -56,24 +56,29 @@ func TestFence(t *testing.T) {
 		},
 		{
 			name: "a newer claim running: superseded",
-			cur:  running(wire.ClaimOver(11, "b"), 2, "b"), want: fenceNewer,
+			cur:  running(wire.ClaimOver(11, 1, "b"), 2, "b"), want: fenceNewer,
 		},
 		{
 			name: "a claim of the same rank (a copy of its message): superseded",
-			cur:  running(wire.FirstClaim(10, "copy"), 1, "c"), want: fenceNewer,
+			cur:  running(wire.FirstClaim(10, 1, "copy"), 1, "c"), want: fenceNewer,
 		},
 		{
 			name: "an older claim left running: written, the other marked lost",
-			cur:  running(wire.ClaimOver(3, "old"), 1, "z"), want: fenceWrite, skipped: 2,
+			cur:  running(wire.ClaimOver(3, 1, "old"), 1, "z"), want: fenceWrite, skipped: 2,
 			history: []wire.Attempt{{Attempt: 1, Host: "z", StartedAt: at, Lost: true}, mine.History[0]},
 		},
 		{
 			name: "ended by a newer attempt: superseded",
-			cur:  &wire.Job{ID: "j", Status: wire.StatusSucceeded, Holder: wire.ClaimOver(11, "b").String()}, want: fenceEnded,
+			cur:  &wire.Job{ID: "j", Status: wire.StatusSucceeded, Holder: wire.ClaimOver(11, 1, "b").String()}, want: fenceEnded,
 		},
 		{
 			name: "ended, even by an older claim: never replaced",
-			cur:  &wire.Job{ID: "j", Status: wire.StatusDead, Holder: wire.ClaimOver(1, "old").String()}, want: fenceEnded,
+			cur:  &wire.Job{ID: "j", Status: wire.StatusDead, Holder: wire.ClaimOver(1, 1, "old").String()}, want: fenceEnded,
+		},
+		{
+			name: "a first claim on a revision the state never had (a forged header): written over",
+			cur:  running(wire.FirstClaim(1e9, 1, "forged"), 1, "f"), want: fenceWrite, skipped: 2,
+			history: []wire.Attempt{{Attempt: 1, Host: "f", StartedAt: at, Lost: true}, mine.History[0]},
 		},
 		{
 			name: "cancelled: never replaced",
@@ -81,7 +86,7 @@ func TestFence(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, next := fence(tc.cur, mine, mineClaim)
+			v, next := fence(tc.cur, 20, mine, mineClaim)
 			require.Equal(t, tc.want, v)
 			if v != fenceWrite {
 				require.Nil(t, next)

@@ -30,6 +30,7 @@ type heldJob struct {
 	// tag and holder are the attempt's claim on the state (wire.Holder):
 	// its first delivery's, or the one claim stored (claimed set).
 	tag     string
+	seq     uint64 // the stream sequence of its message
 	holder  wire.Holder
 	claimed bool
 	// rev is the revision of the state that the attempt's next write
@@ -54,6 +55,7 @@ func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 	md, err := m.Metadata()
 	if err == nil {
 		seq, h.state.CreatedAt = md.Sequence.Stream, md.Timestamp.UTC()
+		h.seq = seq
 	} else {
 		md = nil
 	}
@@ -79,6 +81,7 @@ var fallbacks = map[string]string{
 	names.HeaderMaxAttempts: "the pool's max_attempts applies",
 	names.HeaderTimeout:     "the pool's job_timeout applies",
 	names.HeaderNotBefore:   "the job runs now",
+	names.HeaderStateRev:    "its first write expects no state, and reads the state if there is one",
 }
 
 // badOptions logs the option headers of a job that could not be read: the
@@ -117,7 +120,7 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	}
 	st.Attempts = 1
 	st.History = []wire.Attempt{{Attempt: 1, Host: s.host, StartedAt: now}}
-	h.holder, h.rev = wire.FirstClaim(opts.StateRev, h.tag), opts.StateRev
+	h.holder, h.rev = wire.FirstClaim(opts.StateRev, h.seq, h.tag), opts.StateRev
 	st.Holder = h.holder.String()
 	redelivered := false
 	if delivered > 1 || h.requeued {
@@ -128,6 +131,15 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 			return nil
 		case claimAborted:
 			s.leases.release(m)
+			return nil
+		case claimBusy:
+			// Another message of the job (a copy) holds it while it runs:
+			// this one waits for the job to end, to be acked then.
+			s.leases.release(m)
+			if err := m.NakWithDelay(s.ackWait); err != nil {
+				s.log.Warn("put back a copy of a running job", "pool", s.typ, "job", st.ID, "err", err)
+			}
+			s.log.Warn("a copy of a running job's message was delivered; it waits for the job to end", "pool", s.typ, "job", st.ID)
 			return nil
 		}
 		h.claimed = true

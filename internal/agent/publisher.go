@@ -125,11 +125,7 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 		// archive) first.
 		rev = forceConflict
 	}
-	var ttl time.Duration
-	if h.state.Status.Final() {
-		ttl = p.states.finalTTL
-	}
-	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev, ttl)
+	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev, p.states.ttl(h.state.Status))
 	return f
 }
 

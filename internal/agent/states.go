@@ -77,16 +77,13 @@ func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
 	return &j, nil
 }
 
-// write stores data as job id's state if its revision is still rev, and
-// returns the new revision. cur reports whether a state was read at rev:
-// without one the key is created (past a deleted one, if need be). A
-// final state lives finalTTL in the bucket. A conflict is an error for
-// which isConflict is true.
-func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur, final bool) (uint64, error) {
-	var ttl time.Duration
-	if final {
-		ttl = s.finalTTL
-	}
+// write stores data, a state of status, as job id's state if its
+// revision is still rev, and returns the new revision. cur reports
+// whether a state was read at rev: without one the key is created (past a
+// deleted one, if need be). A state lives in the bucket for s.ttl(status).
+// A conflict is an error for which isConflict is true.
+func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool, status wire.Status) (uint64, error) {
+	ttl := s.ttl(status)
 	switch {
 	case !cur && rev == 0 && ttl > 0:
 		return s.kv.Create(ctx, id, data, jetstream.KeyTTL(ttl))
@@ -119,6 +116,7 @@ const (
 	claimOK      claimResult = iota // claimed: run it
 	claimEnded                      // the job has ended: ack it, do not run it
 	claimAborted                    // the store could not be read or written: leave it
+	claimBusy                       // another message of the job holds it, running: put it back
 )
 
 // claim claims the state of a redelivered (or requeued) job for the attempt
@@ -142,6 +140,12 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 			h.state = *prev // for its announcement
 			return claimEnded
 		}
+		if prev != nil {
+			if other := wire.ParseHolder(prev.Holder).Seq; other != 0 && h.seq != 0 && other != h.seq {
+				cancel()
+				return claimBusy
+			}
+		}
 		if prev == nil {
 			prev = &wire.Job{}
 		}
@@ -149,11 +153,11 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		st.Attempts = max(delivered-prev.Skipped, 1)
 		own.Attempt = st.Attempts
 		st.History = []wire.Attempt{own}
-		holder := wire.ClaimOver(rev, h.tag)
+		holder := wire.ClaimOver(rev, h.seq, h.tag)
 		st.Holder = holder.String()
 		next := claimed(prev, st, h.requeued)
 		data := encodeState(next, nil)
-		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, false)
+		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, next.Status)
 		cancel()
 		if err == nil {
 			h.state, h.holder, h.rev = *next, holder, newRev
@@ -211,6 +215,17 @@ func (s *states) recordSkip(h *heldJob) {
 	s.log.Warn("could not record a delivery that reached no worker; the job's next attempt number counts it", "job", id)
 }
 
+// ttl is how long a state of status lives in the bucket: a final one
+// finalTTL (conductord archives it), but for a dead one, which stays for
+// the bucket's TTL so that it can be queued again (Client.Requeue reads
+// it there); 0: the bucket's TTL.
+func (s *states) ttl(status wire.Status) time.Duration {
+	if !status.Final() || status == wire.StatusDead {
+		return 0
+	}
+	return s.finalTTL
+}
+
 // mayHaveEnded reports whether a write of st that expects revision rev
 // could pass over a job that has ended: one that expects no state (a job
 // published without one), of a job queued long enough ago that a final
@@ -238,7 +253,7 @@ func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, false)
+	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, st.Status)
 	if err != nil {
 		if !isConflict(err) {
 			s.log.Warn("store a running state", "pool", s.typ, "job", st.ID, "err", err)
@@ -304,7 +319,7 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 				delay *= 2
 				continue
 			}
-			v, next := fence(now, st, h.holder)
+			v, next := fence(now, nowRev, st, h.holder)
 			if v != fenceWrite {
 				s.recordSuperseded(wctx, now, nowRev, st.History[len(st.History)-1])
 				cancel()
@@ -313,7 +328,7 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 			data := encodeState(next, make([]byte, 0, len(f.data)))
 			*st, f.data, rev, cur, conflict = *next, data, nowRev, now != nil, false
 		}
-		_, err := s.write(wctx, st.ID, f.data, rev, cur, st.Status.Final())
+		_, err := s.write(wctx, st.ID, f.data, rev, cur, st.Status)
 		cancel()
 		if err == nil {
 			return fenceWrite, true
@@ -342,7 +357,7 @@ func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64
 			return // none, or only in the archive: nothing to record in
 		}
 		data := encodeState(superseded(cur, own), nil)
-		if _, err := s.write(ctx, cur.ID, data, rev, true, cur.Status.Final()); err == nil || !isConflict(err) {
+		if _, err := s.write(ctx, cur.ID, data, rev, true, cur.Status); err == nil || !isConflict(err) {
 			return
 		}
 		var err error

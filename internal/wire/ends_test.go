@@ -96,3 +96,14 @@ func FuzzDecodeEnds(f *testing.F) {
 		require.Equal(t, want, got)
 	})
 }
+
+func TestHolder(t *testing.T) {
+	for _, h := range []Holder{FirstClaim(7, 12, "ab"), ClaimOver(7, 0, "requeue"), FirstClaim(0, 1, "x")} {
+		require.Equal(t, h, ParseHolder(h.String()))
+	}
+	require.Equal(t, uint64(14), FirstClaim(7, 12, "ab").Rank)
+	require.Equal(t, uint64(15), ClaimOver(7, 12, "ab").Rank)
+	for _, s := range []string{"", "12.ab", "x.1.ab", "1.y.ab"} {
+		require.Equal(t, Holder{}, ParseHolder(s), s)
+	}
+}

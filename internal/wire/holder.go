@@ -6,7 +6,7 @@ import (
 )
 
 // Holder is the claim on a job's state of the attempt that wrote it last,
-// stored as Job.Holder: "<rank>.<tag>". Writes of job states are
+// stored as Job.Holder: "<rank>.<seq>.<tag>". Writes of job states are
 // conditional on the state's revision; when one fails because the state
 // changed, its writer reads the state again and compares claims: the
 // higher rank holds the job, and a write of a lower or equal one is
@@ -19,34 +19,51 @@ import (
 //   - A redelivery, or a requeue, claims by a write that expects revision
 //     r: rank 2r+1 (ClaimOver), above any claim on r or before it.
 //
+// Seq is the stream sequence of the job message the attempt is a
+// delivery of: a redelivery of another message of the same job (a copy)
+// does not take over a state held by this one's attempt while the job
+// runs. 0: none (a requeue's claim).
+//
 // The tag tells apart two claims of one rank (two copies of a message)
 // and tells a writer its own claim.
 type Holder struct {
 	Rank uint64
+	Seq  uint64
 	Tag  string
 }
 
-// FirstClaim is the claim of a job's first delivery on the state its
-// submitter queued at revision rev (0: it had none).
-func FirstClaim(rev uint64, tag string) Holder { return Holder{Rank: 2 * rev, Tag: tag} }
+// FirstClaim is the claim of the first delivery of job message seq on the
+// state its submitter queued at revision rev (0: it had none).
+func FirstClaim(rev, seq uint64, tag string) Holder {
+	return Holder{Rank: 2 * rev, Seq: seq, Tag: tag}
+}
 
-// ClaimOver is the claim of a write that expects revision rev of the
-// state.
-func ClaimOver(rev uint64, tag string) Holder { return Holder{Rank: 2*rev + 1, Tag: tag} }
+// ClaimOver is the claim of a delivery of job message seq by a write that
+// expects revision rev of the state.
+func ClaimOver(rev, seq uint64, tag string) Holder {
+	return Holder{Rank: 2*rev + 1, Seq: seq, Tag: tag}
+}
 
 // String encodes h as Job.Holder stores it.
-func (h Holder) String() string { return strconv.FormatUint(h.Rank, 10) + "." + h.Tag }
+func (h Holder) String() string {
+	return strconv.FormatUint(h.Rank, 10) + "." + strconv.FormatUint(h.Seq, 10) + "." + h.Tag
+}
 
 // ParseHolder decodes Job.Holder. "" (a state no attempt wrote) and
 // anything unreadable are the zero Holder, which every claim outranks.
 func ParseHolder(s string) Holder {
-	rank, tag, ok := strings.Cut(s, ".")
+	rank, rest, ok := strings.Cut(s, ".")
 	if !ok {
 		return Holder{}
 	}
-	n, err := strconv.ParseUint(rank, 10, 64)
-	if err != nil {
+	seq, tag, ok := strings.Cut(rest, ".")
+	if !ok {
 		return Holder{}
 	}
-	return Holder{Rank: n, Tag: tag}
+	r, err1 := strconv.ParseUint(rank, 10, 64)
+	q, err2 := strconv.ParseUint(seq, 10, 64)
+	if err1 != nil || err2 != nil {
+		return Holder{}
+	}
+	return Holder{Rank: r, Seq: q, Tag: tag}
 }

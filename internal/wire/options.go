@@ -115,7 +115,12 @@ func (e *HeaderError) Error() string {
 
 func (e *HeaderError) Unwrap() error { return e.Err }
 
+// MaxStateRev bounds a state revision read from a header, far above any
+// real one, so that its claim's rank (wire.Holder) cannot overflow.
+const MaxStateRev = 1 << 62
+
 var (
+	errNotRevision = errors.New("want a state revision, 1 to 2^62")
 	errNotPositive = errors.New("want a whole number, 1 or more")
 	errNotDuration = errors.New("want a positive duration such as 30s")
 )
@@ -146,10 +151,10 @@ func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
 		}
 	}
 	if v := h.Get(names.HeaderStateRev); v != "" {
-		if n, err := strconv.ParseUint(v, 10, 64); err == nil && n > 0 {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil && n > 0 && n <= MaxStateRev {
 			o.StateRev = n
 		} else {
-			bad = append(bad, &HeaderError{Header: names.HeaderStateRev, Value: v, Err: errNotPositive})
+			bad = append(bad, &HeaderError{Header: names.HeaderStateRev, Value: v, Err: errNotRevision})
 		}
 	}
 	return o, bad

@@ -46,6 +46,7 @@ func TestDecodeOptions_BadHeaders(t *testing.T) {
 		{names.HeaderNotBefore, "tomorrow"},
 		{names.HeaderStateRev, "0"},
 		{names.HeaderStateRev, "-3"},
+		{names.HeaderStateRev, "9223372036854775808"},
 	} {
 		h := http.Header{}
 		h.Set(names.HeaderBatch, "b")

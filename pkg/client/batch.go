@@ -88,7 +88,9 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 	noKey := func(o *submitOptions) { o.key = "" }
 	for i, p := range payloads {
 		if i > 0 && i%batchTouchEvery == 0 {
-			if err := r.touch(ctx, kv); err != nil {
+			if err := r.touch(ctx, kv); errors.Is(err, errBatchWhole) {
+				return r.batch(), nil // a repeat of this submission completed it
+			} else if err != nil {
 				return nil, c.cutBatch(kv, r, i, fmt.Errorf("conductor: batch %s: %w", r.b.ID, err))
 			}
 		}
@@ -98,7 +100,19 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 		}
 	}
 	r.b.Submitting = false
-	if err := r.write(ctx, kv); err != nil {
+	err = r.write(ctx, kv)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// Changed since: a repeat of this submission may have completed
+		// it, or conductord cut it.
+		switch err = r.touch(ctx, kv); {
+		case errors.Is(err, errBatchWhole):
+			return r.batch(), nil
+		case err == nil:
+			r.b.Submitting = false
+			err = r.write(ctx, kv)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("conductor: batch %s: every job is queued, but the batch could not be sealed (submit it again with the same key): %w", r.b.ID, err)
 	}
 	b := r.batch()
@@ -145,7 +159,8 @@ func (r *batchRecord) write(ctx context.Context, kv jetstream.KeyValue) error {
 }
 
 // touch rewrites the record, so that conductord sees the submission is
-// alive; if conductord cut it meanwhile, it is opened again.
+// alive; if conductord cut it meanwhile, it is opened again, and if a
+// repeat of the submission completed it, touch is errBatchWhole.
 func (r *batchRecord) touch(ctx context.Context, kv jetstream.KeyValue) error {
 	err := r.write(ctx, kv)
 	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -159,9 +174,17 @@ func (r *batchRecord) touch(ctx context.Context, kv jetstream.KeyValue) error {
 	if err := json.Unmarshal(e.Value(), &r.b); err != nil {
 		return err
 	}
-	r.b.Total, r.b.Submitting, r.b.EndedAt, r.rev = total, true, time.Time{}, e.Revision()
+	r.rev = e.Revision()
+	if !r.b.Submitting && r.b.Total == total {
+		return errBatchWhole
+	}
+	r.b.Total, r.b.Submitting, r.b.EndedAt = total, true, time.Time{}
 	return r.write(ctx, kv)
 }
+
+// errBatchWhole is touch's error for a batch that a repeat of its
+// submission completed meanwhile: nothing is left to do.
+var errBatchWhole = errors.New("conductor: batch completed by another submission")
 
 // openBatch creates the record of a new batch of n jobs, Submitting. With
 // a key, the batch may exist: a whole one is returned as it is (not

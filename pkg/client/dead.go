@@ -72,7 +72,7 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	queued := &Job{
 		ID: id, Type: dead.Type, Status: StatusQueued, Batch: dead.Batch, Priority: dead.Priority,
 		CreatedAt: dead.CreatedAt, UpdatedAt: time.Now().UTC(), History: now.History,
-		HistoryDropped: now.HistoryDropped, Holder: wire.ClaimOver(cur.Revision(), "requeue").String(),
+		HistoryDropped: now.HistoryDropped, Holder: wire.ClaimOver(cur.Revision(), 0, "requeue").String(),
 	}
 	state, _ := json.Marshal(queued)
 	rev, err := c.kv.Update(ctx, id, state, cur.Revision())

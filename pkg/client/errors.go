@@ -23,6 +23,11 @@ var (
 	// ErrIncomplete is the error of a listing that could not read every
 	// job state (the store was too slow): it answers no partial page.
 	ErrIncomplete = errors.New("conductor: listing incomplete: the store was too slow; try again")
+	// ErrArchiveUnavailable is returned, wrapped with why, for a job whose
+	// state is not in the state bucket when conductord's archive cannot
+	// say whether it has it: no conductord answers, or its archive is
+	// catching up after a start, or failed. The job may have ended.
+	ErrArchiveUnavailable = errors.New("conductor: the archive of ended jobs cannot be read now")
 	// ErrBatchNotFound is returned for an unknown batch id.
 	ErrBatchNotFound = errors.New("conductor: batch not found")
 	// ErrBadCommand is wrapped by the error of a pool command that is not

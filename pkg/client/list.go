@@ -223,7 +223,9 @@ func (c *Client) newestJobs(ctx context.Context, kv jetstream.KeyValue, q JobQue
 				continue
 			}
 		}
-		// The marker, or the revision it was told to read to.
+		// The marker, or the revision it was told to read to. After
+		// passRounds, every key has been read (the marker came); keys
+		// written since count with a value they had during the pass.
 		if last == nil || rounds == passRounds {
 			return top.jobs(), nil
 		}

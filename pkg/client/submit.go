@@ -149,22 +149,23 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	return id, nil
 }
 
-// republishWithin is how young a state of a job that no worker has touched
+// RepublishWithin is how young a state of a job that no worker has touched
 // must be for a repeated submission to publish the job again: well within
-// the stream's deduplication window (2 minutes by default), so that a
-// copy of a job already queued is dropped by the stream.
-const republishWithin = time.Minute
+// the stream's deduplication window (2 minutes by default; conductord
+// refuses one under twice this), so that a copy of a job already queued
+// is dropped by the stream.
+const RepublishWithin = time.Minute
 
 // unpublished reports whether e may be the state of a submission cut
 // between storing its state and publishing its job: queued, touched by no
-// worker, and stored less than republishWithin before now.
+// worker, and stored less than RepublishWithin before now.
 func unpublished(e jetstream.KeyValueEntry, now time.Time) bool {
 	var j Job
 	if json.Unmarshal(e.Value(), &j) != nil {
 		return false
 	}
 	return j.Status == StatusQueued && j.Holder == "" && j.Attempts == 0 && j.Skipped == 0 &&
-		now.Sub(e.Created()) < republishWithin
+		now.Sub(e.Created()) < RepublishWithin
 }
 
 // createState stores the queued state of a new job and returns its

@@ -50,20 +50,23 @@ func (c *Client) readState(ctx context.Context, id string, v any) error {
 }
 
 // archived asks conductord for the archived state of job id: ErrJobNotFound
-// if it has none, or if no conductord archives (none answers).
+// if it has none, ErrArchiveUnavailable if it cannot tell (no conductord
+// answers, or its archive is catching up or failed).
 func (c *Client) archived(ctx context.Context, id string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, archiveTimeout)
 	defer cancel()
 	m, err := c.nc.RequestWithContext(ctx, c.space.ArchiveGet(), []byte(id))
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return nil, ErrJobNotFound
+		return nil, fmt.Errorf("%w: job %s is not in the state bucket, and no conductord answers for the archive", ErrArchiveUnavailable, id)
 	case err != nil:
 		return nil, fmt.Errorf("conductor: read job %s from the archive: %w", id, err)
 	case len(m.Data) > 0:
 		return m.Data, nil
 	case m.Header.Get(names.HeaderStatus) == "404":
 		return nil, ErrJobNotFound
+	case m.Header.Get(names.HeaderStatus) == "503":
+		return nil, fmt.Errorf("%w: %s", ErrArchiveUnavailable, m.Header.Get(names.HeaderNATSDescription))
 	}
 	return nil, fmt.Errorf("conductor: read job %s from the archive: status %q %s", id, m.Header.Get(names.HeaderStatus), m.Header.Get(names.HeaderNATSDescription))
 }
@@ -87,8 +90,8 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 		if err == nil && j.Status.Final() {
 			return j, nil
 		}
-		if err != nil && ctx.Err() == nil {
-			return nil, err
+		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrArchiveUnavailable) {
+			return nil, err // the archive may answer at the next recheck
 		}
 		if c.onWaiting != nil {
 			c.onWaiting(id)

@@ -2,7 +2,9 @@ package conductor
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,7 +32,10 @@ type archiver struct {
 	*startstop.Func
 	store *archive.Store
 	c     *Conductor
-	sub   *nats.Subscription
+	// caughtUp is set once the ends that waited for conductord at its
+	// start are archived: until then a state not found may only be not
+	// archived yet, and is answered 503, not 404.
+	caughtUp atomic.Bool
 }
 
 // archiving reports whether the conductor archives final states: not
@@ -58,31 +63,44 @@ func newArchiver(c *Conductor) (*archiver, error) {
 	return a, nil
 }
 
-// serve answers the requests for archived states on ArchiveGet: the state,
-// or an empty answer with status 404.
-func (a *archiver) serve() error {
-	sub, err := a.c.nc.Subscribe(a.c.space.ArchiveGet(), a.get)
+// serveArchive answers the requests for archived states on ArchiveGet:
+// the state, or an empty answer with status 404 (none), or 503 (the
+// archive cannot tell yet, or failed). Without an archive (MemoryStorage)
+// every answer is 404, so that a reader of a job with no state learns it
+// has none, not that no conductord answers.
+func (c *Conductor) serveArchive() error {
+	sub, err := c.nc.Subscribe(c.space.ArchiveGet(), func(m *nats.Msg) {
+		r := nats.NewMsg(m.Reply)
+		if c.archive == nil {
+			r.Header.Set(names.HeaderStatus, "404")
+		} else {
+			c.archive.get(string(m.Data), r)
+		}
+		_ = m.RespondMsg(r)
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("conductor: serve the archive: %w", err)
 	}
-	a.sub = sub
+	c.subs = append(c.subs, sub)
 	return nil
 }
 
-func (a *archiver) get(m *nats.Msg) {
-	state, ok, err := a.store.Get(string(m.Data))
-	r := nats.NewMsg(m.Reply)
+// get fills r, the answer to a request for job id's archived state.
+func (a *archiver) get(id string, r *nats.Msg) {
+	state, ok, err := a.store.Get(id)
 	switch {
 	case err != nil:
-		a.c.log.Warn("read the archive", "job", string(m.Data), "err", err)
+		a.c.log.Warn("read the archive", "job", fmt.Sprintf("%.100q", id), "err", err)
 		r.Header.Set(names.HeaderStatus, "503")
 		r.Header.Set(names.HeaderNATSDescription, err.Error())
-	case !ok:
-		r.Header.Set(names.HeaderStatus, "404")
-	default:
+	case ok:
 		r.Data = state
+	case !a.caughtUp.Load():
+		r.Header.Set(names.HeaderStatus, "503")
+		r.Header.Set(names.HeaderNATSDescription, "the archive is taking the job ends that waited for conductord; try again")
+	default:
+		r.Header.Set(names.HeaderStatus, "404")
 	}
-	_ = m.RespondMsg(r)
 }
 
 // put archives the final states of ends.
@@ -113,12 +131,9 @@ func (a *archiver) run(ctx context.Context) {
 	}
 }
 
-// close stops answering and closes the store. The archiver and the ends
-// taker must have stopped.
+// close closes the store. The archiver, the ends taker and the answers
+// (serveArchive) must have stopped.
 func (a *archiver) close() {
-	if a.sub != nil {
-		_ = a.sub.Unsubscribe()
-	}
 	if err := a.store.Close(); err != nil {
 		a.c.log.Warn("close the archive", "err", err)
 	}

@@ -178,6 +178,8 @@ func New(cfg Config) (*Conductor, error) {
 		return nil, fmt.Errorf("conductor: bad storage reserve %d: want a number of bytes, or 0 for the default", cfg.StorageReserve)
 	}
 	switch {
+	case cfg.DedupWindow < 2*client.RepublishWithin:
+		return nil, fmt.Errorf("conductor: bad dedup window %s: want %s or more, so that a submission repeated after a cut is one job", cfg.DedupWindow, 2*client.RepublishWithin)
 	case cfg.ArchiveAfter < time.Second:
 		return nil, fmt.Errorf("conductor: bad archive-after %s: want 1s or more (a state's time to live is counted in seconds)", cfg.ArchiveAfter)
 	case cfg.ArchiveMaxStates < 0 || cfg.ArchiveMaxBytes < 0:
@@ -272,9 +274,9 @@ func (c *Conductor) start(ctx context.Context) error {
 		if c.archive, err = newArchiver(c); err != nil {
 			return fmt.Errorf("conductor: open the archive: %w", err)
 		}
-		if err := c.archive.serve(); err != nil {
-			return fmt.Errorf("conductor: serve the archive: %w", err)
-		}
+	}
+	if err := c.serveArchive(); err != nil {
+		return err
 	}
 	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err

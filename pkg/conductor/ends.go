@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/archive"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -25,12 +26,29 @@ import (
 // until Stop, acking each once handled.
 type endsTaker struct {
 	*startstop.Func
-	c    *Conductor
-	cons jetstream.Consumer
+	c       *Conductor
+	cons    jetstream.Consumer
+	backlog uint64 // the ends waiting at start
 }
 
-// endsBatch is how many ends messages the taker has on its way at once.
-const endsBatch = 256
+// caughtUp tells the archive once the taker has taken as many ends as
+// waited at its start.
+func (e *endsTaker) caughtUp(taken uint64) {
+	if e.c.archive != nil && taken >= e.backlog {
+		e.c.archive.caughtUp.Store(true)
+	}
+}
+
+// endsBatch and endsMaxBytes bound the ends messages the taker has on its
+// way at once: one can be megabytes (the final states it carries).
+const (
+	endsBatch    = 256
+	endsMaxBytes = 64 << 20
+)
+
+// endsMaxDeliver is how many times ends are taken before they are given
+// up: with archiveRetry between, about 100 minutes of a failing archive.
+const endsMaxDeliver = 1200
 
 func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.space.EndsStream(), jetstream.ConsumerConfig{
@@ -38,11 +56,18 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 		Description:   "conductord: job ends to count and archive",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		MaxAckPending: 4 * endsBatch,
+		// Ends the archive keeps refusing (a disk that stays full) are
+		// given up after this many tries, rather than held for ever.
+		MaxDeliver: endsMaxDeliver,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("conductor: create the job ends consumer: %w", err)
 	}
-	e := &endsTaker{c: c, cons: cons}
+	// The ends that waited for conductord: until they are taken, the
+	// archive cannot say a state is not in it.
+	info := cons.CachedInfo()
+	e := &endsTaker{c: c, cons: cons, backlog: info.NumPending + uint64(info.NumAckPending)}
+	e.caughtUp(0)
 	e.Func = startstop.NewFunc(e.run)
 	if err := e.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
@@ -51,13 +76,22 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 }
 
 func (e *endsTaker) run(ctx context.Context) {
-	it, err := e.cons.Messages(jetstream.PullMaxMessages(endsBatch))
-	if err != nil {
-		e.c.log.Error("take the job ends: counts, batch ends and waits stop", "err", err)
-		return
+	var it jetstream.MessagesContext
+	for {
+		var err error
+		if it, err = e.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(endsBatch, endsMaxBytes)); err == nil {
+			break
+		}
+		e.c.log.Error("take the job ends; trying again in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	var taken uint64
 	for {
 		m, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -80,6 +114,8 @@ func (e *endsTaker) run(ctx context.Context) {
 		if ok {
 			e.c.jobEnds(ends)
 		}
+		taken++
+		e.caughtUp(taken)
 		if err := m.Ack(); err != nil {
 			e.c.log.Warn("ack job ends", "err", err)
 		}
@@ -104,6 +140,18 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 		}
 		return ends, false
 	}
+	// An end no job could have (an id that is no job id, a state too
+	// large to keep) is dropped, the rest kept: one bad end must not hold
+	// up the others for ever.
+	kept := ends.Jobs[:0]
+	for _, e := range ends.Jobs {
+		if subject.Token("job id", e.ID) != nil || len(e.State) > archive.MaxStateLen {
+			c.log.Warn("ignoring a job end no job could have", "subject", subj, "job", fmt.Sprintf("%.100q", e.ID), "state_bytes", len(e.State))
+			continue
+		}
+		kept = append(kept, e)
+	}
+	ends.Jobs = kept
 	return ends, true
 }
 

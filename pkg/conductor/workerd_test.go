@@ -53,11 +53,17 @@ func TestConductor_PoolCommandsWithWorkerd(t *testing.T) {
 // the test.
 func startAgent(t *testing.T, bundle *testBundle, pools ...string) {
 	t.Helper()
+	startAgentN(t, bundle, 1, pools...)
+}
+
+// startAgentN starts an agent whose pools have n workers each.
+func startAgentN(t *testing.T, bundle *testBundle, n int, pools ...string) {
+	t.Helper()
 	self, err := os.Executable()
 	require.NoError(t, err)
 	var specs []broker.Spec
 	for _, name := range pools {
-		specs = append(specs, broker.Spec{Name: name, Count: 1, Cmd: []string{self}})
+		specs = append(specs, broker.Spec{Name: name, Count: n, Cmd: []string{self}})
 	}
 	a, err := agent.New(agent.Config{
 		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Pools: specs,
