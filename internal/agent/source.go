@@ -30,12 +30,15 @@ import (
 //	leases    (leases.go)    every job held; its goroutine extends their leases
 //	runner    (running.go)   stores "running" for jobs past runningDelay
 //	publisher (publisher.go) stores outcomes' states, in bursts
-//	acker     (acker.go)     acks once stored, announces the ends
+//	acker     (acker.go)     announces the ends once stored
+//	confirmer (confirmer.go) acks once the ends are announced
+//	fence     (fence.go)     the rules of a write that finds the state changed
 //	putter    (putback.go)   gives back jobs that reached no worker
 //	states    (states.go)    reads and writes of the state bucket
 //
 // and the decision on an outcome (outcome.go) is a pure function. A job
-// goes fetcher -> handout -> Next -> (runner) -> Done -> publisher -> acker.
+// goes fetcher -> handout -> Next -> (runner) -> Done -> publisher -> acker
+// -> confirmer.
 type source struct {
 	sourceConfig
 	limits    poolLimits
@@ -138,7 +141,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 		nc: cfg.nc, space: cfg.space, typ: cfg.typ, log: cfg.log,
 	}
 	// Started in this order, stopped in the reverse: the stages that drain
-	// outcomes (publisher, acker) end when their input is closed, which
+	// outcomes (publisher, acker, confirmer) end when their input is closed, which
 	// close does first; the others end when their context is cancelled.
 	s.services = []startstop.Service{
 		startstop.NewFunc(s.fetch.run),
