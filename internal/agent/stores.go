@@ -33,6 +33,13 @@ type storeAnswers struct {
 	sub     *nats.Subscription
 	timeout time.Duration // storeTimeout; tests shorten it
 
+	// The header of the states sent, and its values: send's, from the
+	// publisher's goroutine only.
+	header  nats.Header
+	revBuf  []byte
+	ttl     time.Duration
+	ttlText string
+
 	mu sync.Mutex
 	// open holds the states sent, by id: open[i] has id first+i, nil once
 	// answered or given up. Ids are sent in order and mostly answered in
@@ -104,7 +111,8 @@ func (a *storeAnswers) burst() *storeBurst {
 
 // send publishes data on subj, a key of the store, as part of b, if the
 // key's revision is still rev (0: if it has none); else the store answers
-// with errWrongLast. ttl, if not 0, is the state's time to live.
+// with errWrongLast. ttl, if not 0, is the state's time to live. One
+// goroutine sends (the publisher).
 func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64, ttl time.Duration) *stateStore {
 	a.mu.Lock()
 	st := &stateStore{burst: b, id: a.first + uint64(len(a.open))}
@@ -112,9 +120,22 @@ func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64,
 	b.stores = append(b.stores, st)
 	a.mu.Unlock()
 	reply := a.prefix + strconv.FormatUint(st.id, 10)
-	h := nats.Header{names.HeaderExpectedLastSubjectSeq: []string{strconv.FormatUint(rev, 10)}}
+	// The header is the sender's, reused: PublishMsg has written it out
+	// when it returns.
+	h := a.header
+	if h == nil {
+		h = nats.Header{}
+		a.header = h
+	}
+	a.revBuf = strconv.AppendUint(a.revBuf[:0], rev, 10)
+	h[names.HeaderExpectedLastSubjectSeq] = append(h[names.HeaderExpectedLastSubjectSeq][:0], string(a.revBuf))
 	if ttl > 0 {
-		h[names.HeaderTTL] = []string{ttl.String()}
+		if ttl != a.ttl {
+			a.ttl, a.ttlText = ttl, ttl.String()
+		}
+		h[names.HeaderTTL] = append(h[names.HeaderTTL][:0], a.ttlText)
+	} else {
+		delete(h, names.HeaderTTL)
 	}
 	if err := a.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Header: h, Data: data}); err != nil {
 		a.settle(st, err)
