@@ -40,10 +40,11 @@ func (e *endsTaker) caughtUp(taken uint64) {
 }
 
 // endsBatch and endsMaxBytes bound the ends messages the taker has on its
-// way at once: one can be megabytes (the final states it carries).
+// way at once: one can be megabytes (the final states it carries), up to
+// the server's largest message (8 MiB), which the bytes must let through.
 const (
 	endsBatch    = 256
-	endsMaxBytes = 64 << 20
+	endsMaxBytes = 16 << 20
 )
 
 // endsMaxDeliver is how many times ends are taken before they are given
