@@ -8,7 +8,7 @@ PKGS  := ./...
 EXTERNAL := integration/external
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test test-short bench lint fuzz docker compose-up compose-down clean
+.PHONY: help build run test test-short bench chaos soak lint fuzz docker compose-up compose-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ test-short: ## unit tests only, no race detector
 bench: build ## run the benchmarks; figures go to docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./pkg/... ./internal/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
+
+chaos: ## the long chaos run: 100,000 jobs on 3 hosts under kills and stops (CHAOS_DISK=1 adds the full-disk phase; docs/reliability.md)
+	CHAOS=long $(GO) test -count=1 -run '^TestChaos_' -v -timeout 40m ./integration/
+
+soak: ## steady load on conductord and 2 hosts for SOAK_DURATION (default 10m): figures each minute, then their slopes
+	CONDUCTOR_BUILD_TAGS=pprof SOAK_DURATION=$${SOAK_DURATION:-10m} $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 3h ./integration/
 
 lint: ## gofmt every tracked .go file, go vet both modules (this one and integration/external)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
