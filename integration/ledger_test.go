@@ -202,14 +202,14 @@ func (l *ledger) reread(ctx context.Context, cl *client.Client) (duplicates, err
 				if i >= len(l.ids) {
 					return
 				}
-				e, err := kv.Get(ctx, l.ids[i])
+				raw, err := stateOf(ctx, kv, cl, l.ids[i])
 				if err != nil {
 					errs <- fmt.Errorf("read job %d (%s): %w", i, l.ids[i], err)
 					return
 				}
 				var s rawState
-				if err := json.Unmarshal(e.Value(), &s); err != nil {
-					errs <- fmt.Errorf("decode job %d: %w: %s", i, err, e.Value())
+				if err := json.Unmarshal(raw, &s); err != nil {
+					errs <- fmt.Errorf("decode job %d: %w: %s", i, err, raw)
 					return
 				}
 				states[i] = &s
@@ -250,4 +250,22 @@ func (l *ledger) reread(ctx context.Context, cl *client.Client) (duplicates, err
 		}
 	}
 	return d, firstChange
+}
+
+// stateOf returns the stored state of job id as JSON: from the state
+// bucket, or, for a final state moved to conductord's archive (after
+// ArchiveAfter, an hour by default), as the Client reads it from there.
+func stateOf(ctx context.Context, kv jetstream.KeyValue, cl *client.Client, id string) ([]byte, error) {
+	e, err := kv.Get(ctx, id)
+	if err == nil {
+		return e.Value(), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, err
+	}
+	j, err := cl.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(j)
 }
