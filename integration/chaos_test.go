@@ -179,9 +179,20 @@ func TestChaos_NothingLost(t *testing.T) {
 
 	// Settled: every stopped process resumed (waitStops), every host back
 	// with all its workers idle, nothing queued or running; then every
-	// state is read again.
-	if !assert.Eventually(t, func() bool { return idle(c, plan.hosts*plan.workers) }, 2*time.Minute, 100*time.Millisecond) {
-		t.Fatalf("the cluster did not settle: workers %+v, pool %+v", c.workers(), c.pool("squares"))
+	// state is read again. Messages that stay queued with every worker
+	// idle are read, and reported.
+	n := plan.hosts * plan.workers
+	if !poll(time.Minute, func() bool {
+		p := c.pool("squares")
+		return workersIdle(c, n) && p.Queued == 0 && p.Running == 0
+	}) {
+		if !poll(time.Minute, func() bool { return workersIdle(c, n) && c.pool("squares").Running == 0 }) {
+			t.Fatalf("the cluster did not settle: workers %+v, pool %+v", c.workers(), c.pool("squares"))
+		}
+		left, err := scanLeftovers(ctx, cl)
+		require.NoError(t, err)
+		t.Errorf("with every worker idle for a minute, %s", left)
+		require.Zero(t, left.pending, "jobs queued that nobody takes")
 	}
 	dups, err := l.reread(ctx, cl)
 	require.NoError(t, err, "a job's state changed after its submitter was told it ended")
@@ -251,9 +262,9 @@ func runJobs(ctx context.Context, l *ledger, cl *client.Client, plan chaosPlan) 
 	return done
 }
 
-// idle reports whether n workers are up, none holding a job, and nothing
-// of the squares type is queued or running.
-func idle(c *cluster, n int) bool {
+// workersIdle reports whether n squares workers are up, none holding a
+// job.
+func workersIdle(c *cluster, n int) bool {
 	up := 0
 	for _, w := range c.workers() {
 		if w.Pool != "squares" {
@@ -264,8 +275,23 @@ func idle(c *cluster, n int) bool {
 		}
 		up++
 	}
-	p := c.pool("squares")
-	return up == n && p.Queued == 0 && p.Running == 0
+	return up == n
+}
+
+// poll reports whether cond became true within limit, asking it every
+// 100ms: for conditions on the processes of the run, which send no signal.
+func poll(limit time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(limit)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
 
 // announcedTwice counts the jobs whose success was announced more than
