@@ -97,3 +97,43 @@ func TestClient_ReadInFlightAtConductordKill(t *testing.T) {
 		t.Fatalf("%d of %d reads of an ended job's state begun before conductord's kill have not returned 20s after its restart (they hang until their context ends)", len(stuck), readers)
 	}
 }
+
+// Kills of conductord under load may leave messages in the job stream
+// that no consumer delivers again and the work queue never removes: once
+// every job has ended and every worker is idle, the stream still holds
+// them, counted as queued for ever. Found by TestChaos_NothingLost
+// (CHAOS=long): 180 messages, all of jobs that had ended.
+func TestConductord_KillsLeaveNoMessageBehind(t *testing.T) {
+	const jobs, kills = 20_000, 3
+	c := newCluster(t)
+	f := newFaults(t, c, squares(2), 2, 0, 1)
+	c.waitWorkers("squares", 4)
+	cl, err := client.Connect(c.natsURL(), client.Config{}, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	l := newLedger(jobs)
+	plan := chaosPlan{jobs: jobs, spread: 40 * time.Second}
+	ended := runJobs(ctx, l, cl, plan)
+	for k := 1; k <= kills; k++ {
+		require.True(t, poll(time.Minute, func() bool { return l.queued.Load() >= int64(k*jobs/(kills+1)) }), "jobs queued: %d", l.queued.Load())
+		require.NoError(t, f.inject(ctx, killConductord))
+	}
+	select {
+	case <-ended:
+	case <-ctx.Done():
+	}
+	require.NoError(t, l.err())
+	require.NoError(t, l.check())
+
+	if !poll(time.Minute, func() bool {
+		p := c.pool("squares")
+		return workersIdle(c, 4) && p.Queued == 0 && p.Running == 0
+	}) {
+		left, err := scanLeftovers(ctx, cl)
+		require.NoError(t, err)
+		t.Fatalf("with every job ended and every worker idle for a minute, %s", left)
+	}
+}

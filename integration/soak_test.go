@@ -242,15 +242,19 @@ func human(name string, v float64) string {
 }
 
 // flatness is the most a figure may grow per hour and still count as
-// flat: 5% of its level, or a floor for small levels, whichever is more.
-func flatness(name string, level float64) float64 {
+// flat, measured over window: 5% of its level per hour, or a noise floor
+// over the whole window (2 MiB, 3 fds, 10 goroutines or threads),
+// whichever is more. The floor keeps a short run from calling one more
+// fd a leak; over a long run the 5% rule takes over.
+func flatness(name string, level float64, window time.Duration) float64 {
+	floor := 10.0 // goroutines, threads
 	switch {
 	case strings.HasSuffix(name, "bytes"):
-		return max(0.05*level, 2<<20)
+		floor = 2 << 20
 	case strings.HasSuffix(name, "fds"):
-		return max(0.05*level, 5)
+		floor = 3
 	}
-	return max(0.05*level, 10) // goroutines, threads
+	return max(0.05*level, floor/max(window.Hours(), 1e-9))
 }
 
 // perJob is, for the figures that grow with the jobs kept by design, the
@@ -283,7 +287,7 @@ func slopes(samples []soakSample, warmup int) (string, bool) {
 	pass := true
 	for _, k := range sortedKeys(s[0].by) {
 		slope, level := fit(s, func(x soakSample) float64 { return x.by[k] })
-		limit := flatness(k, level)
+		limit := flatness(k, level, s[len(s)-1].at-s[0].at)
 		verdict := "flat"
 		switch {
 		case slope > limit:
