@@ -102,8 +102,14 @@ func TestClient_ReadInFlightAtConductordKill(t *testing.T) {
 // that no consumer delivers again and the work queue never removes: once
 // every job has ended and every worker is idle, the stream still holds
 // them, counted as queued for ever. Found by TestChaos_NothingLost
-// (CHAOS=long): 180 messages, all of jobs that had ended.
+// (CHAOS=long) once in three long runs: 180 messages left, none taken for
+// 3 minutes by 6 idle workers, all of jobs that had ended (each a copy the
+// kill kept from being removed, it seems). Intermittent: this shorter run
+// of the same faults did not reproduce it in its first try; it is gated
+// with the known bugs, and the chaos run reports such messages whenever
+// it meets them (scanLeftovers).
 func TestConductord_KillsLeaveNoMessageBehind(t *testing.T) {
+	skipKnownBug(t, "conductord kills under load may leave messages in the job stream that nobody takes (intermittent)")
 	const jobs, kills = 20_000, 3
 	c := newCluster(t)
 	f := newFaults(t, c, squares(2), 2, 0, 1)
