@@ -405,7 +405,10 @@ func TestPool_CrashLoopBreaker(t *testing.T) {
 	require.Equal(t, broker.PoolFailed, info.State)
 	require.Equal(t, failed.RetryAt, info.RetryAt.UTC())
 	require.Len(t, ev.all(broker.EventWorkerStart), 3, "the first start and 2 restarts, then none")
-	require.Equal(t, broker.WorkerBackoff, pool.Workers()[0].State)
+	// The slot shows its backoff once it has taken the breaker's verdict,
+	// which may come just after the event.
+	require.Eventually(t, func() bool { return pool.Workers()[0].State == broker.WorkerBackoff }, waitLimit, time.Millisecond,
+		"state %s", pool.Workers()[0].State)
 }
 
 func TestPool_Events(t *testing.T) {
