@@ -108,7 +108,9 @@ func (e *endsTaker) run(ctx context.Context) {
 				// Taken again later: the final states must be archived
 				// before they leave the state bucket.
 				e.c.log.Error("archive final job states; trying again in a while", "err", err)
-				_ = m.NakWithDelay(archiveRetry)
+				if err := m.NakWithDelay(archiveRetry); err != nil {
+					e.c.log.Warn("put back job ends not archived; they come back when their lease ends", "err", err)
+				}
 				continue
 			}
 		}

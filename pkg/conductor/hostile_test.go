@@ -121,10 +121,3 @@ func TestConductor_CopyOfARunningJobDoesNotWin(t *testing.T) {
 	require.NoError(t, err)
 	require.JSONEq(t, `"released"`, string(j.Result), "the real attempt's outcome is what the store keeps")
 }
-
-// Two conductords on one NATS share the ends consumer, so each archives
-// part of the final states. Known: archiving needs one conductord per
-// namespace until issue 18 (two conductords) lands.
-func TestConductor_TwoConductordsShareTheArchive(t *testing.T) {
-	t.Skip("known limit: each of two conductords on one NATS archives part of the final states; one conductord per namespace until issue 18")
-}
