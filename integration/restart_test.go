@@ -6,9 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/pkg/client"
@@ -100,4 +104,71 @@ func TestWorkerd_ConfigFile(t *testing.T) {
 	}
 	require.Error(t, p.err)
 	require.Contains(t, p.output(), `pool "squares": stop_timeout: "soon" is not a duration`)
+}
+
+// A read of a job's state (Client.Job, and so Client.Wait) in flight when
+// conductord dies returns soon after it is back: the request is lost with
+// the server and nats.go does not fail a request in flight on a
+// reconnect, so the Client bounds each read and makes it again. Found by
+// TestChaos_NothingLost (CHAOS=long): a wait hung for minutes after a
+// conductord kill while it read under the caller's context alone.
+func TestClient_ReadInFlightAtConductordKill(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("host-a", squares(1))
+	c.waitWorkers("squares", 1)
+	cl, err := client.Connect(c.natsURL(), client.Config{}, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	j, err := cl.SubmitAndWait(ctx, "squares", 3)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, j.Status)
+
+	// Readers read the ended job's state over and over, as waits do,
+	// while conductord is killed and started again on its data: a read in
+	// flight at the kill is lost with it.
+	const readers = 32
+	var returned [readers]atomic.Int64 // when each reader's last read returned, in ns since the Unix epoch
+	rctx, rcancel := context.WithTimeout(ctx, 90*time.Second)
+	defer rcancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer rcancel()
+	for r := range readers {
+		wg.Go(func() {
+			for rctx.Err() == nil {
+				_, _ = cl.Job(rctx, j.ID)
+				returned[r].Store(time.Now().UnixNano())
+			}
+		})
+	}
+	require.Eventually(t, func() bool {
+		for r := range readers {
+			if returned[r].Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "every reader reads")
+	require.NoError(t, c.conductor.cmd.Process.Kill())
+	<-c.conductor.exited
+	c.startConductor()
+	restarted := time.Now()
+
+	// The job's state is there to read again: each reader should get an
+	// answer (or an error) within seconds of the restart.
+	var stuck []int
+	ok := assert.Eventually(t, func() bool {
+		stuck = stuck[:0]
+		for r := range readers {
+			if returned[r].Load() < restarted.UnixNano() {
+				stuck = append(stuck, r)
+			}
+		}
+		return len(stuck) == 0
+	}, 20*time.Second, 50*time.Millisecond)
+	if !ok {
+		t.Fatalf("%d of %d reads of an ended job's state begun before conductord's kill have not returned 20s after its restart (they hang until their context ends)", len(stuck), readers)
+	}
 }

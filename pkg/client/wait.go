@@ -29,10 +29,17 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 // readState decodes the stored state of job id into v, which may take all
 // of it (a Job) or only the fields it needs (a jobHead).
 // A job that ended longer ago than its state is kept in the state bucket
-// is read from conductord's archive.
+// is read from conductord's archive. Each read waits publishAttemptTimeout
+// at most and is made again: a read in flight when the server dies is
+// lost with it, and would otherwise wait out the whole of ctx.
 func (c *Client) readState(ctx context.Context, id string, v any) error {
 	var data []byte
-	e, err := c.kv.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
+		e, err = c.kv.Get(ctx, id)
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		if data, err = c.archived(ctx, id); err != nil {
@@ -53,12 +60,16 @@ func (c *Client) readState(ctx context.Context, id string, v any) error {
 // if it has none, ErrArchiveUnavailable if it cannot tell (no conductord
 // answers, or its archive is catching up or failed).
 func (c *Client) archived(ctx context.Context, id string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, archiveTimeout)
+	actx, cancel := context.WithTimeout(ctx, archiveTimeout)
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, c.space.ArchiveGet(), []byte(id))
+	m, err := c.nc.RequestWithContext(actx, c.space.ArchiveGet(), []byte(id))
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return nil, fmt.Errorf("%w: job %s is not in the state bucket, and no conductord answers for the archive", ErrArchiveUnavailable, id)
+	case err != nil && ctx.Err() == nil && retryable(err):
+		// Lost with a conductord that died, or one too busy: a Wait asks
+		// again at its next recheck.
+		return nil, fmt.Errorf("%w: no answer from conductord for job %s within %s: %w", ErrArchiveUnavailable, id, archiveTimeout, err)
 	case err != nil:
 		return nil, fmt.Errorf("conductor: read job %s from the archive: %w", id, err)
 	case len(m.Data) > 0:
