@@ -68,6 +68,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	src := metrics.Source{
 		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
 		Workers: func() []client.Worker { return c.Workers() },
+		Strays: func() metrics.Strays {
+			s := c.Strays()
+			return metrics.Strays{Deleted: s.Deleted, Requeued: s.Requeued}
+		},
 	}
 	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
 		src.Storage = func() metrics.Storage {

@@ -2,14 +2,12 @@ package agent
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/names"
-	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -63,18 +61,8 @@ func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 	return h, md
 }
 
-// jobID is the id of a job message: its Conductor-Job-Id header, else its
-// Nats-Msg-Id header, else "seq-N" from its stream sequence. A header that
-// is not a valid id (it could not be a state key) is passed over.
-func jobID(m *nats.Msg, seq uint64) string {
-	if id := m.Header.Get(names.HeaderJobID); id != "" && subject.Token("job id", id) == nil {
-		return id
-	}
-	if id := m.Header.Get(names.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
-		return id
-	}
-	return "seq-" + strconv.FormatUint(seq, 10)
-}
+// jobID is the id of a job message (wire.MessageJobID).
+func jobID(m *nats.Msg, seq uint64) string { return wire.MessageJobID(m.Header, seq) }
 
 // fallbacks says, per options header, what applies when it cannot be read.
 var fallbacks = map[string]string{

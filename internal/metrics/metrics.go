@@ -23,6 +23,17 @@ type Source struct {
 	Workers func() []client.Worker
 	// Storage, if set, is how the conductor's store is.
 	Storage func() Storage
+	// Strays, if set, counts the stray job messages the conductor
+	// repaired.
+	Strays func() Strays
+}
+
+// Strays counts the stray job messages a conductor repaired since it
+// started: messages the job stream kept after their consumer had acked
+// past them (pkg/conductor's StrayCounts, in the collector's own terms).
+type Strays struct {
+	Deleted  uint64 // of jobs that had ended: removed
+	Requeued uint64 // of jobs that had not: published again, then removed
 }
 
 // Storage is how the conductor's store is (pkg/conductor's
@@ -72,6 +83,9 @@ var (
 		"In-process restarts of JetStream to clear write errors, since conductord started.", nil, nil)
 	storageLostDesc = prometheus.NewDesc("conductor_storage_lost_messages",
 		"Messages found lost in the store at a start and not yet cleared (docs/reliability.md).", nil, nil)
+	straysDesc = prometheus.NewDesc("conductor_jobs_stray_messages_total",
+		"Job messages found in the job stream after their consumer had acked past them (a server crash brings them back; docs/reliability.md), since conductord started: deleted (the job had ended) or requeued (published again).",
+		[]string{"action"}, nil)
 )
 
 var storageDescs = []*prometheus.Desc{storageHealthyDesc, storageStateDesc, storageFreeDesc, storageReserveDesc,
@@ -99,6 +113,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		for _, d := range storageDescs {
 			ch <- d
 		}
+	}
+	if c.src.Strays != nil {
+		ch <- straysDesc
 	}
 }
 
@@ -129,6 +146,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Storage != nil {
 		collectStorage(ch, c.src.Storage())
+	}
+	if c.src.Strays != nil {
+		s := c.src.Strays()
+		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Deleted), "deleted")
+		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Requeued), "requeued")
 	}
 }
 

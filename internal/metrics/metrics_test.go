@@ -96,3 +96,19 @@ conductor_storage_lost_messages 3
 		})
 	}
 }
+
+func TestCollector_Strays(t *testing.T) {
+	t.Parallel()
+	c := NewCollector(Source{
+		Pools:   func(context.Context) ([]client.Pool, error) { return nil, nil },
+		Workers: func() []client.Worker { return nil },
+		Strays:  func() Strays { return Strays{Deleted: 180, Requeued: 2} },
+	})
+	want := `
+# HELP conductor_jobs_stray_messages_total Job messages found in the job stream after their consumer had acked past them (a server crash brings them back; docs/reliability.md), since conductord started: deleted (the job had ended) or requeued (published again).
+# TYPE conductor_jobs_stray_messages_total counter
+conductor_jobs_stray_messages_total{action="deleted"} 180
+conductor_jobs_stray_messages_total{action="requeued"} 2
+`
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_jobs_stray_messages_total"))
+}

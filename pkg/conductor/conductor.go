@@ -62,6 +62,11 @@ type Config struct {
 	// StorageCheck is how often the free space and the store are checked.
 	// Default 1s.
 	StorageCheck time.Duration
+	// StrayCheck is how often the job stream is searched for stray
+	// messages, which no consumer will deliver (a crash of the server can
+	// leave them; docs/reliability.md, "Delivery"); it is also searched at
+	// start. Default 30s.
+	StrayCheck time.Duration
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration
@@ -98,6 +103,7 @@ func (c Config) withDefaults() Config {
 	c.ArchiveAfter = cmp.Or(c.ArchiveAfter, time.Hour)
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
 	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
+	c.StrayCheck = cmp.Or(c.StrayCheck, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,6 +152,7 @@ type Conductor struct {
 	stats     *stats        // saves the job counts
 	batchEnds *batchEnds    // announces the end of each batch
 	storage   *storageGuard // keeps the store writable; nil without an embedded file store
+	strays    *strayRepair  // repairs the job messages no consumer will deliver
 	http      *httpServer   // the HTTP API; nil without Config.HTTPListen
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
@@ -155,6 +162,9 @@ type Conductor struct {
 	// batchStall, if set (by tests, before Start), replaces
 	// client.BatchStall.
 	batchStall time.Duration
+	// onStrayPass, if set, is called after each pass of the stray
+	// repair: a test signal, set between New and Start; nil in production.
+	onStrayPass func(strayPass)
 }
 
 var _ startstop.Service = (*Conductor)(nil)
@@ -187,6 +197,9 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	if cfg.StorageCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad storage check interval %s: want a positive duration, or 0 for the default", cfg.StorageCheck)
+	}
+	if cfg.StrayCheck < 0 {
+		return nil, fmt.Errorf("conductor: bad stray check interval %s: want a positive duration, or 0 for the default", cfg.StrayCheck)
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
@@ -278,6 +291,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveArchive(); err != nil {
 		return err
 	}
+	if c.strays, err = newStrayRepair(ctx, c); err != nil {
+		return err
+	}
 	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err
 	}
@@ -312,6 +328,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.archive != nil {
 		parts = append(parts, c.archive)
+	}
+	if c.strays != nil {
+		parts = append(parts, c.strays) // stops before the archive it reads
 	}
 	if c.http != nil {
 		parts = append(parts, c.http)

@@ -1,0 +1,23 @@
+package wire
+
+import (
+	"strconv"
+
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// MessageJobID is the id of the job of a message on the job stream, whose
+// headers are h and whose stream sequence is seq: its Conductor-Job-Id
+// header, else its Nats-Msg-Id header, else "seq-N" with N its sequence. A
+// header that is not a valid id (it could not be a state key) is passed
+// over.
+func MessageJobID(h Header, seq uint64) string {
+	if id := h.Get(names.HeaderJobID); id != "" && subject.Token("job id", id) == nil {
+		return id
+	}
+	if id := h.Get(names.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
+		return id
+	}
+	return "seq-" + strconv.FormatUint(seq, 10)
+}
