@@ -74,6 +74,9 @@ type Agent struct {
 	logs  *logForwarder
 	// cancels holds the ids of cancelled jobs (see watchCancels).
 	cancels *cancels
+	// replays marks the messages a restarted server may deliver again as
+	// first deliveries (see watchReconnects).
+	replays replays
 
 	life   startstop.Base  // the lifecycle: Start, Stop, Stopped
 	ctx    context.Context // the agent's life; set by Start
@@ -156,6 +159,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.start = time.Now().UTC()
 	a.ctx, a.cancel = context.WithCancel(ctx)
+	a.replays.connected(a.cfg.Conn.ConnectedServerId())
 	sub, err := a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
 	if err != nil {
 		a.cancel()
@@ -235,6 +239,10 @@ func (a *Agent) watchReconnects(ctx context.Context) {
 			}
 		}
 		a.publishHeartbeat(false)
+		if a.replays.connected(a.cfg.Conn.ConnectedServerId()) {
+			a.log.Info("connected to a new server (a restart?): the jobs queued before claim their state before they run, as redeliveries do")
+			a.replays.learn(ctx, a.js, a.space.JobStream())
+		}
 	}
 }
 

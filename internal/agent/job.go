@@ -111,7 +111,7 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	h.holder, h.rev = wire.FirstClaim(opts.StateRev, h.seq, h.tag), opts.StateRev
 	st.Holder = h.holder.String()
 	redelivered := false
-	if delivered > 1 || h.requeued {
+	if delivered > 1 || h.requeued || s.mustClaim(h, opts) {
 		// Only redeliveries pay these round trips: a read, a write.
 		switch s.states.claim(h, delivered) {
 		case claimEnded:
@@ -140,6 +140,17 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	h.started = mono
 	s.runner.add(h)
 	return &broker.Job{ID: st.ID, Type: s.typ, Payload: m.Data, Attempt: st.Attempts, Redelivered: redelivered, Handle: h, Timeout: opts.Timeout}
+}
+
+// mustClaim reports whether the first delivery of h must claim its job's
+// state before it runs, as a redelivery does: a message that a restarted
+// server may be delivering again (replays), or one that names its job but
+// carries no state revision (a publisher's own id, Nats-Msg-Id or
+// Conductor-Job-Id, with no state stored first): its id may be that of a
+// job that has ended, whose state may have gone to the archive, and it must
+// not run that job again nor replace its final state.
+func (s *source) mustClaim(h *heldJob, opts wire.Options) bool {
+	return s.replays.suspect(h.seq) || opts.StateRev == 0 && h.seq != 0 && h.state.ID != wire.SeqJobID(h.seq)
 }
 
 // ended acks a delivery of a job that has ended already (its state, in

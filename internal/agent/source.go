@@ -80,6 +80,9 @@ type sourceConfig struct {
 	log      *slog.Logger
 	// cancelled reports whether a job was cancelled; nil: none is.
 	cancelled func(id string) bool
+	// replays says which first deliveries may be replays after a server
+	// restart; nil: none.
+	replays *replays
 }
 
 // poolLimits are the pool's max_attempts and max_crashes, which a reload

@@ -151,6 +151,13 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		}
 		st.Skipped = prev.Skipped
 		st.Attempts = max(delivered-prev.Skipped, 1)
+		if delivered == 1 && !h.requeued && wire.ParseHolder(prev.Holder).Tag != h.tag {
+			// A first delivery that claims: a delivery count the server
+			// lost in a restart (replays) starts again at 1, or a copy of
+			// a job published again; the attempts the state counts come
+			// first.
+			st.Attempts = max(st.Attempts, prev.Attempts+1)
+		}
 		own.Attempt = st.Attempts
 		st.History = []wire.Attempt{own}
 		holder := wire.ClaimOver(rev, h.seq, h.tag)
@@ -193,6 +200,18 @@ func (s *states) recordSkip(h *heldJob) {
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			cancel()
 			continue
+		case s.finalTTL > 0:
+			// No state in the bucket: the job may have ended and its
+			// state gone to the archive, which must not be shadowed.
+			old, err := s.archived(ctx, id)
+			if err != nil {
+				cancel()
+				continue
+			}
+			if old != nil {
+				cancel()
+				return
+			}
 		}
 		st.Skipped++
 		st.UpdatedAt = time.Now().UTC()

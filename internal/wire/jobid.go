@@ -19,5 +19,9 @@ func MessageJobID(h Header, seq uint64) string {
 	if id := h.Get(names.HeaderMsgID); id != "" && subject.Token("job id", id) == nil {
 		return id
 	}
-	return "seq-" + strconv.FormatUint(seq, 10)
+	return SeqJobID(seq)
 }
+
+// SeqJobID is the id of a job whose message names none: "seq-N", N being
+// the message's stream sequence.
+func SeqJobID(seq uint64) string { return "seq-" + strconv.FormatUint(seq, 10) }

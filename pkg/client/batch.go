@@ -94,7 +94,9 @@ func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.Ra
 				return nil, c.cutBatch(kv, r, i, fmt.Errorf("conductor: batch %s: %w", r.b.ID, err))
 			}
 		}
-		jobOpts := append(opts[:len(opts):len(opts)], noKey, WithBatch(r.b.ID), func(o *submitOptions) { o.id = batchJobID(r.b.ID, i) })
+		jobOpts := append(opts[:len(opts):len(opts)], noKey, WithBatch(r.b.ID), func(o *submitOptions) {
+			o.id, o.mayHaveEnded = batchJobID(r.b.ID, i), r.reopened
+		})
 		if _, err := c.Submit(ctx, typ, p, jobOpts...); err != nil {
 			return nil, c.cutBatch(kv, r, i, fmt.Errorf("conductor: batch %s: job %d: %w", r.b.ID, i, err))
 		}
@@ -137,6 +139,9 @@ var ErrBatchMismatch = errors.New("conductor: the idempotency key names a batch 
 type batchRecord struct {
 	b   Batch
 	rev uint64
+	// reopened: the batch existed, and its submission is being completed;
+	// its jobs may have ended long ago.
+	reopened bool
 }
 
 func (r *batchRecord) batch() *Batch {
@@ -225,6 +230,7 @@ func (c *Client) openBatch(ctx context.Context, kv jetstream.KeyValue, typ, key 
 	// Cut short (Total < n, by an error or by conductord) or cut by a
 	// crash (Submitting): queue every job again, each once.
 	r.b.Total, r.b.Submitting, r.b.EndedAt = n, true, time.Time{}
+	r.reopened = true
 	if err := r.write(ctx, kv); err != nil {
 		return nil, fmt.Errorf("conductor: reopen batch %s: %w", id, err)
 	}

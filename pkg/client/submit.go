@@ -30,6 +30,10 @@ type submitOptions struct {
 	priority Priority // "": normal
 	// msgID, if set, is the publish's Nats-Msg-Id instead of the id.
 	msgID string
+	// mayHaveEnded: id may be that of a job that ended long enough ago
+	// that its state has left the state bucket for the archive (a repeat
+	// of a submission with a key).
+	mayHaveEnded bool
 }
 
 // WithIdempotencyKey makes every submission of the same job type with the
@@ -110,7 +114,19 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
-		id = IdempotentID(c.cfg.Namespace, typ, o.key)
+		id, o.mayHaveEnded = IdempotentID(c.cfg.Namespace, typ, o.key), true
+	}
+	if o.mayHaveEnded {
+		// The state bucket keeps a final state only for a while
+		// (--archive-after): a repeat that comes later finds the job in
+		// the archive, and must neither queue it again nor shadow its
+		// final state with a new one.
+		switch _, err := c.archived(ctx, id); {
+		case err == nil:
+			return id, nil
+		case !errors.Is(err, ErrJobNotFound):
+			return "", fmt.Errorf("conductor: look up job %s, which may have ended: %w", id, err)
+		}
 	}
 	// Record first, then queue: the state's revision travels with the job,
 	// and its first attempt's write expects it, so that a late write never

@@ -91,3 +91,44 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	require.Contains(t, body, "the archive of final states was found damaged: ")
 	require.Contains(t, body, " bytes torn", "the record cut, from the 3 bytes cut off its end")
 }
+
+// A submission repeated with its idempotency key after the job's final
+// state left the state bucket for the archive finds the job there: it is
+// not queued again, and no new state shadows the archived one.
+func TestConductor_KeyedRepeatAfterTheArchiveIsNotQueued(t *testing.T) {
+	t.Parallel()
+	c, err := conductor.New(conductor.Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", ArchiveAfter: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	bundle := &testBundle{nc: conn(t, c)}
+	bundle.js, err = jetstream.New(bundle.nc)
+	require.NoError(t, err)
+	startAgent(t, bundle, "squares")
+	ctx := context.Background()
+	id, err := c.Client().Submit(ctx, "squares", 7, client.WithIdempotencyKey("order-7"))
+	require.NoError(t, err)
+	first, err := c.Client().Wait(ctx, id)
+	require.NoError(t, err)
+
+	space, _ := subject.New("default")
+	kv, err := bundle.js.KeyValue(ctx, space.StateBucket())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(ctx, id)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, 15*time.Second, 50*time.Millisecond, "the final state leaves the bucket")
+
+	again, err := c.Client().Submit(ctx, "squares", 7, client.WithIdempotencyKey("order-7"))
+	require.NoError(t, err)
+	require.Equal(t, id, again)
+	_, err = kv.Get(ctx, id)
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "no queued state over the archived one")
+	jobs, err := bundle.js.Stream(ctx, space.JobStream())
+	require.NoError(t, err)
+	require.Zero(t, jobs.CachedInfo().State.Msgs, "nothing queued")
+	got, err := c.Client().Wait(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, first.UpdatedAt, got.UpdatedAt, "the job as it ended, from the archive")
+	require.Len(t, got.History, 1, "run once")
+}
