@@ -65,8 +65,9 @@ type Message struct {
 // a mebibyte plus its envelope.
 const DefaultMaxLine = 1<<20 + 64<<10
 
-// ErrLineTooLong is returned by Reader.Read for a line over its limit. The
-// line is skipped; the next Read starts on the line after it.
+// ErrLineTooLong is matched by the *LineTooLongError that Reader.Read
+// returns for a line over its limit. The line is skipped; the next Read
+// starts on the line after it.
 var ErrLineTooLong = errors.New("proto: line too long")
 
 // SyntaxError reports a line that is not a valid message. The line is skipped.
@@ -97,7 +98,7 @@ func NewReader(r io.Reader, max int) *Reader {
 }
 
 // Read returns the next message. Blank lines are skipped. A line that is too
-// long, not JSON, or has no op returns an error (ErrLineTooLong or
+// long, not JSON, or has no op returns an error (*LineTooLongError or
 // *SyntaxError) and the reader stays usable; io.EOF means the peer closed the
 // channel.
 func (r *Reader) Read() (Message, error) {
@@ -131,16 +132,18 @@ func (r *Reader) LineReady() bool {
 }
 
 // line returns the next line without its newline. The slice is valid until
-// the next call.
+// the next call. It holds at most max bytes of a line: a longer one is
+// discarded as it is read (skipLine).
 func (r *Reader) line() ([]byte, error) {
 	var buf []byte
 	for {
 		chunk, err := r.br.ReadSlice('\n')
-		if len(buf)+len(chunk) > r.max {
-			if skipErr := r.skipLine(err); skipErr != nil && !errors.Is(skipErr, io.EOF) {
-				return nil, skipErr
-			}
-			return nil, fmt.Errorf("%w: over %d bytes", ErrLineTooLong, r.max)
+		n := len(buf) + len(chunk) // of the line so far
+		if err == nil {
+			n-- // its newline
+		}
+		if n > r.max {
+			return nil, r.skipLine(buf, chunk, err)
 		}
 		switch {
 		case err == nil:
@@ -159,13 +162,30 @@ func (r *Reader) line() ([]byte, error) {
 	}
 }
 
-// skipLine discards input up to and including the next newline. err is the
-// error of the ReadSlice that found the line too long.
-func (r *Reader) skipLine(err error) error {
+// skipLine discards the rest of a line found too long, up to and including
+// its newline, and returns its *LineTooLongError; or the read error that
+// ended it, but for EOF. buf and chunk are what was read of it, err the
+// error of the ReadSlice that returned chunk. It keeps the line's first
+// LongLineHead bytes and counts the rest.
+func (r *Reader) skipLine(buf, chunk []byte, err error) error {
+	head := make([]byte, 0, LongLineHead)
+	keep := func(b []byte) { head = append(head, b[:min(len(b), LongLineHead-len(head))]...) }
+	keep(buf)
+	keep(chunk)
+	size := len(buf) + len(chunk)
 	for errors.Is(err, bufio.ErrBufferFull) {
-		_, err = r.br.ReadSlice('\n')
+		chunk, err = r.br.ReadSlice('\n')
+		keep(chunk)
+		size += len(chunk)
 	}
-	return err
+	if err == nil {
+		size-- // its newline
+	} else if !errors.Is(err, io.EOF) {
+		return err
+	}
+	e := &LineTooLongError{Size: size, Max: r.max}
+	e.Op, e.ID = peek(head)
+	return e
 }
 
 // Decode parses one line (without its newline).

@@ -114,6 +114,7 @@ func FuzzDecode(f *testing.F) {
 
 func FuzzReader(f *testing.F) {
 	f.Add([]byte("{\"op\":\"ready\"}\n\n{\"op\":\"done\"}"), 40)
+	f.Add([]byte(`{"op":"done","id":"j1","result":[1,2,{"a":"b"}]}`+"\n"+`{"op":"ready"}`), 20)
 	f.Fuzz(func(t *testing.T, in []byte, max int) {
 		if max < 1 || max > 1<<16 {
 			return
@@ -123,6 +124,10 @@ func FuzzReader(f *testing.F) {
 			_, err := r.Read()
 			if errors.Is(err, io.EOF) {
 				return
+			}
+			var long *LineTooLongError
+			if errors.As(err, &long) {
+				require.Greater(t, long.Size, max)
 			}
 		}
 		t.Fatal("reader did not reach EOF")

@@ -52,9 +52,9 @@ type proc struct {
 	w        *proto.Writer // writes to in
 	inClosed bool
 
-	// msgs carries the messages read from the worker's fd 4; it is closed
+	// msgs carries the lines read from the worker's fd 4; it is closed
 	// when fd 4 ends. Nil for ProtocolNone.
-	msgs   chan proto.Message
+	msgs   chan workerLine
 	stderr *tail
 
 	readFiles  []*os.File    // our read ends, closed by release
@@ -191,29 +191,41 @@ func (p *proc) startReaders(log *slog.Logger, output func(stream string, pid int
 		return
 	}
 	p.readers++
-	p.msgs = make(chan proto.Message)
+	p.msgs = make(chan workerLine)
 	go func() {
 		p.readMessages(log, p.readFiles[2])
 		p.readerDone <- struct{}{}
 	}()
 }
 
-// readMessages forwards the messages of the worker's fd 4 to msgs and
-// closes msgs at its end. Bad lines are logged and skipped.
+// workerLine is one line of the worker's fd 4: a message, or a line over
+// the channel's limit (tooLong), which the session settles, as only it
+// knows the worker's jobs.
+type workerLine struct {
+	proto.Message
+	tooLong *proto.LineTooLongError
+}
+
+// readMessages forwards the lines of the worker's fd 4 to msgs and closes
+// msgs at its end. Lines that are not messages are logged and skipped,
+// but those over the limit, which are forwarded.
 func (p *proc) readMessages(log *slog.Logger, r *os.File) {
 	defer close(p.msgs)
 	pr := proto.NewReader(r, 0)
 	for {
 		m, err := pr.Read()
-		var syntax *proto.SyntaxError
+		var (
+			syntax *proto.SyntaxError
+			long   *proto.LineTooLongError
+		)
 		switch {
-		case err == nil:
+		case err == nil, errors.As(err, &long):
 			select {
-			case p.msgs <- m:
+			case p.msgs <- workerLine{Message: m, tooLong: long}:
 			case <-p.quit:
 				return
 			}
-		case errors.Is(err, proto.ErrLineTooLong), errors.As(err, &syntax):
+		case errors.As(err, &syntax):
 			log.Warn("bad message from worker, ignored", "pid", p.pid, "err", err)
 		default: // EOF, or closed by release
 			return

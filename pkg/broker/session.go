@@ -62,12 +62,15 @@ type session struct {
 	cancelNext context.CancelFunc
 	writing    chan error // result of the pending job write, or nil
 
-	msgs       <-chan proto.Message // p.msgs, nil once it closed
-	stopC      <-chan struct{}      // slot retired or pool stopping; nil once seen
-	killC      <-chan struct{}      // pool killing; nil once seen
+	msgs       <-chan workerLine // p.msgs, nil once it closed
+	stopC      <-chan struct{}   // slot retired or pool stopping; nil once seen
+	killC      <-chan struct{}   // pool killing; nil once seen
 	stopping   bool
 	shutdown   bool   // the shutdown op was sent (or fd 3 closed)
 	killReason string // why we killed the process, if on purpose
+
+	violations     int       // protocol violations since the last logged
+	violationLogAt time.Time // when one was last logged; zero if never
 
 	jobTimer    alarm         // the running job's timeout
 	cancelTimer alarm         // KillTimeout after the cancel op of a job over its timeout, then SIGTERM
@@ -164,9 +167,16 @@ func (ss *session) run() processRun {
 	}
 }
 
-// handle takes one message from the worker.
-func (ss *session) handle(m proto.Message) {
-	switch m.Op {
+// handle takes one line from the worker.
+func (ss *session) handle(l workerLine) {
+	if l.tooLong != nil {
+		ss.tooLong(l.tooLong)
+		if ss.stopping && ss.job == nil {
+			ss.sendShutdown()
+		}
+		return
+	}
+	switch m := l.Message; m.Op {
 	case proto.OpReady:
 		ss.readyTimer.stop()
 		if ss.job != nil {
@@ -265,7 +275,7 @@ func (ss *session) finish() {
 }
 
 // drainMessages handles what the worker wrote before it exited, until fd 4
-// ends or outputGrace passes.
+// ends or outputGrace passes: its answers, in time or over the limit.
 func (ss *session) drainMessages() {
 	t := time.NewTimer(outputGrace)
 	defer t.Stop()
@@ -276,8 +286,11 @@ func (ss *session) drainMessages() {
 				ss.msgs = nil
 				break
 			}
-			if m.Op == proto.OpDone {
-				ss.done(m)
+			switch {
+			case m.tooLong != nil:
+				ss.tooLong(m.tooLong)
+			case m.Op == proto.OpDone:
+				ss.done(m.Message)
 			}
 		case <-t.C:
 			return

@@ -1,6 +1,7 @@
 // The worker's answers and what they make of its jobs: done for the
 // running job, doneOutOfTurn for a queued one it answered before its turn,
-// and the Outcome each job gets on Source.Done (notStarted, cannotSend).
+// tooLong for an answer over the channel's limit, and the Outcome each job
+// gets on Source.Done (notStarted, cannotSend, failAnswer).
 // It all runs on the session's goroutine; the running job's done is the
 // hot path, with the job write.
 
@@ -109,5 +110,94 @@ func (ss *session) cannotSend(j *Job, err error) {
 	ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", err)
 	out := ss.outcome()
 	out.Started, out.Err, out.Permanent = out.Ended, "job cannot be sent to a worker: "+err.Error(), true
+	ss.s.pool.src.Done(j, out)
+}
+
+// violationLogEvery spaces the log lines of one worker's protocol
+// violations: the first is logged, then at most one per interval, with
+// the count of those not logged.
+const violationLogEvery = time.Minute
+
+// tooLong settles a line of the worker over the channel's limit. Nothing of
+// it is read but what its head tells (proto.LineTooLongError), which
+// decides what it ends, so that no job waits for an answer that will not
+// come:
+//   - an answer (op done, or no op told) naming a job the worker holds
+//     fails that job's attempt, and the worker goes on;
+//   - a line of another op (ready, busy, message) is logged and skipped;
+//   - an answer naming a job the worker does not hold is ignored, as such
+//     a done is;
+//   - an answer naming no job is a protocol violation (violation).
+func (ss *session) tooLong(e *proto.LineTooLongError) {
+	why := fmt.Sprintf("worker's line of %d bytes is over the limit of %d bytes (result too large?)", e.Size, e.Max)
+	switch {
+	case e.Op != "" && e.Op != proto.OpDone:
+		ss.s.log.Warn("bad message from worker, ignored", "pid", ss.p.pid, "op", e.Op, "err", e)
+	case e.ID == "":
+		ss.violation(e, why)
+	case ss.holds(e.ID):
+		ss.s.log.Warn("worker answered a job with a line over the limit; its attempt fails", "pid", ss.p.pid, "job", e.ID, "err", e)
+		ss.failAnswer(e.ID, why)
+	default:
+		ss.doneOutOfTurn(proto.Message{Op: proto.OpDone, ID: e.ID}) // logs that it does not hold it
+	}
+}
+
+// violation settles an answer over the limit that names no job: if the
+// worker holds one job, it was that one's, which fails; if it holds
+// several, it cannot be told whose it was, and the worker is stopped: its
+// running job fails with why (as a crash), the queued ones go back as not
+// started.
+func (ss *session) violation(e *proto.LineTooLongError, why string) {
+	ss.violations++
+	if now := time.Now(); ss.violationLogAt.IsZero() || now.Sub(ss.violationLogAt) >= violationLogEvery {
+		ss.s.log.Warn("protocol violation: worker answered with a line over the limit that names no job",
+			"pid", ss.p.pid, "err", e, "holding", ss.held(), "violations", ss.violations)
+		ss.violationLogAt, ss.violations = now, 0
+	}
+	switch held := ss.held(); {
+	case held == 1 && ss.job != nil:
+		ss.failAnswer(ss.job.ID, why)
+	case held == 1:
+		ss.failAnswer(ss.queued[0].ID, why)
+	case held > 1:
+		ss.ready = false // no more jobs
+		ss.killReason = why + "; it named no job, and its worker was stopped"
+		select {
+		case <-ss.p.exited:
+		default:
+			ss.p.terminate()
+		}
+	}
+}
+
+// holds reports whether the worker holds job id, running or queued.
+func (ss *session) holds(id string) bool {
+	return (ss.job != nil && ss.job.ID == id) || ss.queuedAt(id) >= 0
+}
+
+// held counts the jobs the worker holds, running and queued.
+func (ss *session) held() int {
+	n := len(ss.queued)
+	if ss.job != nil {
+		n++
+	}
+	return n
+}
+
+// failAnswer fails the attempt of job id, which the worker holds, with
+// why: an answer that could not be read. A queued job answered so ran, or
+// may have: its attempt counts, lest it come back for ever.
+func (ss *session) failAnswer(id, why string) {
+	if ss.job != nil && ss.job.ID == id {
+		ss.done(proto.Message{Op: proto.OpDone, ID: id, Error: why})
+		return
+	}
+	i := ss.queuedAt(id)
+	j := ss.queued[i]
+	ss.setQueue(slices.Delete(ss.queued, i, i+1))
+	out := ss.outcome()
+	out.Started, out.Err = out.Ended, why
+	ss.countFinished()
 	ss.s.pool.src.Done(j, out)
 }
