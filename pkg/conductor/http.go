@@ -117,12 +117,12 @@ type health struct {
 
 // healthz answers 200 while conductord can queue jobs and store their
 // states, and 503 with the reason when it cannot.
-func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
+func (c *Conductor) healthz(w http.ResponseWriter, r *http.Request) {
 	if !c.nc.IsConnected() {
 		writeJSON(w, http.StatusServiceUnavailable, health{Status: "unavailable", Error: "not connected to NATS"})
 		return
 	}
-	st := c.Storage()
+	st := c.storageNow(r.Context())
 	h := health{Status: string(st.State), Storage: &st}
 	if c.storage == nil {
 		h.Storage = nil
