@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			s := c.Storage()
 			return metrics.Storage{
 				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
+				BallastBytes: s.BallastBytes, DrainBytesPerJob: uint64(s.DrainBytesPerJob),
 				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
 			}
 		}

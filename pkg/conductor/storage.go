@@ -67,7 +67,7 @@ type StorageStatus struct {
 	// BallastBytes is the room the guard holds in its ballast file, to
 	// give back if a store meets a full disk: not in FreeBytes, though
 	// the guard counts it as free.
-	BallastBytes int64 `json:"ballast_bytes,omitempty"`
+	BallastBytes uint64 `json:"ballast_bytes,omitempty"`
 	// WriteErrors counts the times since start that the store stopped
 	// taking writes after an error (or JetStream was disabled).
 	WriteErrors uint64 `json:"write_errors"`
@@ -339,7 +339,7 @@ func (g *storageGuard) check(ctx context.Context) {
 	}
 	g.mu.Lock()
 	g.status.JobMsgsLimit, g.status.JobBytesLimit = lim.msgs, lim.bytes
-	g.status.DrainBytesPerJob, g.status.BallastBytes = b.perJob, g.ballast.held
+	g.status.DrainBytesPerJob, g.status.BallastBytes = b.perJob, uint64(g.ballast.held)
 	g.mu.Unlock()
 	switch {
 	case b.free < b.reserve:
