@@ -119,7 +119,7 @@ type storageGuard struct {
 	kick      chan struct{}      // a check now; buffered 1
 	fresh     chan chan struct{} // a check now, and a channel to close after it
 	retryAt   time.Time          // no restart before
-	stuck     bool               // broken with no room to restart in, logged
+	stuck     bool               // short of room with no ballast left, logged
 	ballast   *ballast
 	ballastAt time.Time // no ballast written before, after one failed
 	cost      jobCost
@@ -319,14 +319,16 @@ func (g *storageGuard) check(ctx context.Context) {
 		return
 	}
 	reserve := cmp.Or(g.reserve, defaultReserve(total))
+	need := uint64(ballastSize(reserve)) // for writes to go on
+	free = g.giveBack(free, need)
+	if free >= need {
+		g.stuck = false
+	}
 	g.mu.Lock()
 	werr := g.werr
 	g.mu.Unlock()
-	if reason := g.broken(werr); reason != "" {
-		var ok bool
-		if free, ok = g.recover(reason, free, reserve); !ok {
-			return
-		}
+	if reason := g.broken(werr); reason != "" && !g.recover(reason, free, reserve, need) {
+		return
 	}
 	free = g.keepBallast(free, reserve)
 	g.observeEnds()
@@ -342,6 +344,8 @@ func (g *storageGuard) check(ctx context.Context) {
 	g.status.DrainBytesPerJob, g.status.BallastBytes = b.perJob, uint64(g.ballast.held)
 	g.mu.Unlock()
 	switch {
+	case free < need:
+		g.setStatus(StorageFull, "new jobs are refused: "+g.cornered(free, need), free, reserve)
 	case b.free < b.reserve:
 		g.setStatus(StorageFull, fmt.Sprintf("%s free on %s%s, the reserve is %s: new jobs are refused until space returns; the jobs queued still store their states",
 			bytesText(uint64(b.free)), g.dir, g.ballastText(), bytesText(reserve)), free, reserve)

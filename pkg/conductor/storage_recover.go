@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// The storage guard's way out of a store that refuses writes: JetStream
-// restarted in-process once there is room for it, and the ballast given
-// back when there is none (docs/reliability.md, "A full disk").
+// The storage guard's way out of a full disk: the ballast given back when
+// the disk is full beyond the reserve, and JetStream restarted in-process,
+// once there is room for it, when a store refuses writes
+// (docs/reliability.md, "A full disk").
 
 // ballastText says how much of the free space the guard counts is its
 // ballast's.
@@ -32,47 +33,60 @@ func (g *storageGuard) broken(werr string) string {
 // restartRetry is the least time between two restarts of JetStream.
 const restartRetry = 10 * time.Second
 
-// recover gets a store that refuses writes going again: it restarts
-// JetStream once there is room for it to write in (as much as the
-// ballast), giving the ballast's room back if it must. It returns the free
-// space then, and whether JetStream was restarted. With no room and no
-// ballast left, nothing can be written, so no job can end and free its
-// room: the store is stuck until someone frees space, and the guard says
-// so, once in the log and in its status.
-func (g *storageGuard) recover(reason string, free, reserve uint64) (uint64, bool) {
-	need := uint64(ballastSize(reserve))
-	if free < need && g.ballast.held > 0 {
-		n, err := g.ballast.release()
-		if err != nil {
-			g.log.Error("give back the storage ballast", "err", err)
-		} else {
-			g.log.Warn("storage ballast given back: JetStream restarts in its room", "bytes", n, "free", free)
-			free += uint64(n)
-		}
+// giveBack gives the ballast's room back when less than need (its size) is
+// free: the disk is full beyond the reserve, filled by another program or
+// by a drain larger than the budget, and any write may fail (a job's
+// state, a worker's new consumer), so that no job ends and frees room. The
+// jobs queued drain in the room it gave back. It returns the free space
+// then.
+func (g *storageGuard) giveBack(free, need uint64) uint64 {
+	if free >= need || g.ballast.held == 0 {
+		return free
 	}
+	n, err := g.ballast.release()
+	if err != nil {
+		g.log.Error("give back the storage ballast", "err", err)
+		return free
+	}
+	g.log.Warn("storage ballast given back: the disk is full beyond the reserve; the jobs queued drain in its room", "bytes", n, "free", free)
+	return free + uint64(n)
+}
+
+// cornered says that less than need is free and there is no ballast left
+// to give back, and logs it the first time: writes may fail, so jobs may
+// not end and free their room, until someone frees space on the disk.
+func (g *storageGuard) cornered(free, need uint64) string {
+	r := fmt.Sprintf("%s free on %s, less than %s, and conductord holds no room to give back (its ballast is used): writes may fail, so jobs may not end and free their room; free space on the disk",
+		bytesText(free), g.dir, bytesText(need))
+	if !g.stuck {
+		g.stuck = true
+		g.log.Error("storage stuck: " + r)
+	}
+	return r
+}
+
+// recover gets a store that refuses writes going again: it restarts
+// JetStream once need is free, for it to write in. It returns whether
+// JetStream was restarted. With less free, nothing can be written, so no
+// job can end and free its room: the store is stuck until someone frees
+// space, and the guard says so, once in the log and in its status.
+func (g *storageGuard) recover(reason string, free, reserve, need uint64) bool {
 	if free < need {
-		r := fmt.Sprintf("%s; %s free on %s, less than the %s JetStream needs to restart, and conductord holds no room to give back (its ballast is used): nothing can be written, so no job can end and free its room; free space on the disk: JetStream is restarted once %s is free",
-			reason, bytesText(free), g.dir, bytesText(need), bytesText(need))
-		if !g.stuck {
-			g.stuck = true
-			g.log.Error("storage stuck: " + r)
-		}
-		g.setStatus(StorageFailed, r, free, reserve)
-		return free, false
+		g.setStatus(StorageFailed, reason+"; "+g.cornered(free, need)+": JetStream is restarted once "+bytesText(need)+" is free", free, reserve)
+		return false
 	}
 	if time.Now().Before(g.retryAt) {
 		if g.Status().State != StorageFailed {
 			g.setStatus(StorageFailed, reason+"; JetStream is restarted at most every "+restartRetry.String(), free, reserve)
 		}
-		return free, false
+		return false
 	}
 	g.retryAt = time.Now().Add(restartRetry)
 	if err := g.restart(); err != nil {
 		g.setStatus(StorageFailed, reason+"; restarting JetStream failed: "+err.Error()+"; tried again every "+restartRetry.String()+", or restart conductord", free, reserve)
-		return free, false
+		return false
 	}
-	g.stuck = false
-	return free, true
+	return true
 }
 
 // restart restarts JetStream in-process: its stores are reloaded from
