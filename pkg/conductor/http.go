@@ -138,12 +138,23 @@ func (c *Conductor) healthz(w http.ResponseWriter, r *http.Request) {
 // jobs, so that the caller learns why rather than JetStream's "maximum
 // bytes exceeded"; it reports whether it did.
 func (c *Conductor) refuseFull(w http.ResponseWriter) bool {
-	st := c.Storage()
-	if st.State != StorageFull && st.State != StorageFailed {
+	msg := c.fullError()
+	if msg == "" {
 		return false
 	}
-	writeError(w, http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason+"; nothing was queued")
+	writeError(w, http.StatusServiceUnavailable, msg)
 	return true
+}
+
+// fullError is the error of a submission refused because the store cannot
+// take new jobs, or "" if it can: refused before its queued state is
+// written, a refusal writes nothing to a full disk.
+func (c *Conductor) fullError() string {
+	st := c.Storage()
+	if st.State != StorageFull && st.State != StorageFailed {
+		return ""
+	}
+	return "storage " + string(st.State) + ": " + st.Reason + "; nothing was queued"
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
@@ -130,6 +131,13 @@ func TestConductor_StorageFull(t *testing.T) {
 	require.NoError(t, err)
 	space, err := subject.New("default")
 	require.NoError(t, err)
+	// A submission by NATS request is refused as over HTTP: before its
+	// state is written.
+	r, err := nc.Request(space.Submit("fill"), payload, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "503", r.Header.Get(names.HeaderStatus), string(r.Data))
+	require.Contains(t, string(r.Data), "storage full: ")
+	require.Contains(t, string(r.Data), "nothing was queued")
 	states, err := js.KeyValue(ctx, space.StateBucket())
 	require.NoError(t, err)
 	for i := range 64 {
