@@ -155,15 +155,15 @@ type jobCost struct {
 	state float64 // the mean length of a final state, estimated
 }
 
-// The cost model: stateCopies copies of a final state (the state bucket,
-// the ends stream, the archive; the superseded revisions of a state,
-// until their block is compacted, are within the third, since the ends
-// stream's copy is given back as its blocks are acked), and costOverhead
-// for the queued state, the record headers and subjects, and the ack's
-// tombstone. Measured on tmpfs (TestConductor_StorageFullDrains): a job
-// of a few bytes whose final state is 420 bytes long writes 335 bytes of
-// queued state and about 875 bytes as it drains, 1.2 KiB in all; the
-// model counts 2.2 KiB. Until a job has ended the state is assumed
+// The cost model: stateCopies copies of a final state, one each in the
+// state bucket, the ends stream and the archive (the ends stream's copy is
+// given back once its block is acked, which pays for the earlier revisions
+// of the state, left in the bucket's blocks until they are compacted), and
+// costOverhead for the queued state, the records' headers and subjects,
+// and the ack's tombstone. Measured on tmpfs
+// (TestConductor_StorageFullDrains): a job of a few bytes whose final
+// state is about 400 bytes long writes 335 bytes of queued state and
+// about 875 bytes as it drains, 1.2 KiB in all; the model counts 2.2 KiB. Until a job has ended the state is assumed
 // priorStateBytes long (4 KiB a job), a guess on the safe side for jobs
 // whose results are small; the estimate then follows the states seen,
 // rising within about riseWindow jobs of larger states and falling within
