@@ -30,7 +30,7 @@ bench: build ## run the benchmarks; figures go to docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m ./pkg/... ./internal/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 60m ./integration/
 
-chaos: ## the long chaos run: 100,000 jobs on 3 hosts under kills and stops (CHAOS_DISK=1 adds the full-disk phase; docs/reliability.md)
+chaos: ## the long chaos run: 100,000 jobs on 3 hosts under kills and stops, and the full-disk phase (as root; CHAOS_DISK=1 fails rather than skip it without; docs/reliability.md)
 	CHAOS=long $(GO) test -count=1 -run '^TestChaos_' -v -timeout 40m ./integration/
 
 soak: ## steady load on conductord and 2 hosts for SOAK_DURATION (default 10m): figures each minute, then their slopes

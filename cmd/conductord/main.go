@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.ArchiveMaxStates, "archive-max-states", 0, "the most final states the archive keeps, oldest dropped first (0: no limit but --retention)")
 	fs.Int64Var(&cfg.ArchiveMaxBytes, "archive-max-bytes", 0, "the most bytes the archive keeps, oldest dropped first (0: no limit but --retention)")
 	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")
-	fs.Int64Var(&cfg.StorageReserve, "storage-reserve", 0, "bytes kept free on --data for job states and acks; below it new jobs are refused (0: 1/16 of the filesystem, within 16 MiB and 1 GiB)")
+	fs.Int64Var(&cfg.StorageReserve, "storage-reserve", 0, "bytes kept free on --data besides what draining the queued jobs writes; new jobs are refused when they and their drain do not fit (0: 1/16 of the filesystem, within 16 MiB and 1 GiB)")
 	syncMode := fs.String("sync", string(conductor.SyncInterval), "when the embedded store is fsynced: interval (every --sync-interval) or always (after every write)")
 	syncEvery := fs.Duration("sync-interval", conductor.DefaultSyncInterval, "how often the embedded store is fsynced with --sync interval")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			s := c.Storage()
 			return metrics.Storage{
 				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
+				BallastBytes: s.BallastBytes, DrainBytesPerJob: uint64(s.DrainBytesPerJob),
 				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
 			}
 		}

@@ -14,13 +14,17 @@ type healthAnswer struct {
 	Status  string `json:"status"`
 	Error   string `json:"error"`
 	Storage *struct {
-		State        string `json:"state"`
-		Reason       string `json:"reason"`
-		FreeBytes    uint64 `json:"free_bytes"`
-		ReserveBytes uint64 `json:"reserve_bytes"`
-		WriteErrors  uint64 `json:"write_errors"`
-		Restarts     uint64 `json:"restarts"`
-		Lost         []struct {
+		State            string `json:"state"`
+		Reason           string `json:"reason"`
+		FreeBytes        uint64 `json:"free_bytes"`
+		ReserveBytes     uint64 `json:"reserve_bytes"`
+		BallastBytes     uint64 `json:"ballast_bytes"`
+		JobMsgsLimit     int64  `json:"job_msgs_limit"`
+		JobBytesLimit    int64  `json:"job_bytes_limit"`
+		DrainBytesPerJob int64  `json:"drain_bytes_per_job"`
+		WriteErrors      uint64 `json:"write_errors"`
+		Restarts         uint64 `json:"restarts"`
+		Lost             []struct {
 			Stream string `json:"stream"`
 			Msgs   uint64 `json:"msgs"`
 		} `json:"lost"`
@@ -42,7 +46,14 @@ func (c *client) health(ctx context.Context) error {
 	fmt.Fprintf(tw, "status\t%s\n", h.Status)
 	if s := h.Storage; s != nil {
 		fmt.Fprintf(tw, "storage\t%s\n", s.State)
-		fmt.Fprintf(tw, "free\t%s (reserve %s)\n", mib(s.FreeBytes), mib(s.ReserveBytes))
+		ballast := ""
+		if s.BallastBytes > 0 {
+			ballast = ", ballast " + mib(s.BallastBytes)
+		}
+		fmt.Fprintf(tw, "free\t%s (reserve %s%s)\n", mib(s.FreeBytes), mib(s.ReserveBytes), ballast)
+		if s.JobMsgsLimit > 0 {
+			fmt.Fprintf(tw, "job stream limit\t%d jobs, %s (%d bytes a job kept for its drain)\n", s.JobMsgsLimit, mib(uint64(s.JobBytesLimit)), s.DrainBytesPerJob)
+		}
 		fmt.Fprintf(tw, "write errors\t%d (JetStream restarts %d)\n", s.WriteErrors, s.Restarts)
 		for _, l := range s.Lost {
 			fmt.Fprintf(tw, "lost\t%d messages of %s\n", l.Msgs, l.Stream)

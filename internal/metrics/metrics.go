@@ -42,6 +42,8 @@ type Storage struct {
 	// State is one of StorageStates.
 	State                   string
 	FreeBytes, ReserveBytes uint64
+	BallastBytes            uint64 // room held to give back when the disk is full
+	DrainBytesPerJob        uint64 // room kept for the drain of each job queued
 	WriteErrors             uint64 // times the store stopped taking writes, since start
 	Restarts                uint64 // of JetStream, in-process, since start
 	LostMessages            uint64 // found lost at a start, not yet cleared
@@ -76,7 +78,11 @@ var (
 	storageFreeDesc = prometheus.NewDesc("conductor_storage_free_bytes",
 		"Bytes free on the data directory's filesystem.", nil, nil)
 	storageReserveDesc = prometheus.NewDesc("conductor_storage_reserve_bytes",
-		"Bytes kept free for job states and acks; below it new jobs are refused.", nil, nil)
+		"Bytes kept free besides what draining the jobs queued writes; new jobs are refused when they and their drain do not fit.", nil, nil)
+	storageBallastDesc = prometheus.NewDesc("conductor_storage_ballast_bytes",
+		"Bytes the storage guard holds in its ballast file, to give back if a store meets a full disk.", nil, nil)
+	storageDrainDesc = prometheus.NewDesc("conductor_storage_drain_bytes_per_job",
+		"Bytes kept free for each job queued: what its queued state and its drain are estimated to write.", nil, nil)
 	storageWriteErrorsDesc = prometheus.NewDesc("conductor_storage_write_errors_total",
 		"Times the store stopped taking writes after an error (or JetStream was disabled) since conductord started.", nil, nil)
 	storageRestartsDesc = prometheus.NewDesc("conductor_storage_jetstream_restarts_total",
@@ -89,7 +95,7 @@ var (
 )
 
 var storageDescs = []*prometheus.Desc{storageHealthyDesc, storageStateDesc, storageFreeDesc, storageReserveDesc,
-	storageWriteErrorsDesc, storageRestartsDesc, storageLostDesc}
+	storageBallastDesc, storageDrainDesc, storageWriteErrorsDesc, storageRestartsDesc, storageLostDesc}
 
 // Collector is a prometheus.Collector of a conductor's state.
 type Collector struct {
@@ -172,6 +178,8 @@ func collectStorage(ch chan<- prometheus.Metric, s Storage) {
 	}
 	gauge(storageFreeDesc, float64(s.FreeBytes))
 	gauge(storageReserveDesc, float64(s.ReserveBytes))
+	gauge(storageBallastDesc, float64(s.BallastBytes))
+	gauge(storageDrainDesc, float64(s.DrainBytesPerJob))
 	gauge(storageLostDesc, float64(s.LostMessages))
 	ch <- prometheus.MustNewConstMetric(storageWriteErrorsDesc, prometheus.CounterValue, float64(s.WriteErrors))
 	ch <- prometheus.MustNewConstMetric(storageRestartsDesc, prometheus.CounterValue, float64(s.Restarts))

@@ -66,7 +66,7 @@ func TestCollector_Storage(t *testing.T) {
 				Pools:   func(context.Context) ([]client.Pool, error) { return nil, nil },
 				Workers: func() []client.Worker { return nil },
 				Storage: func() Storage {
-					return Storage{State: tc.state, FreeBytes: 100, ReserveBytes: 50, WriteErrors: 2, Restarts: 1, LostMessages: 3}
+					return Storage{State: tc.state, FreeBytes: 100, ReserveBytes: 50, BallastBytes: 12, DrainBytesPerJob: 4096, WriteErrors: 2, Restarts: 1, LostMessages: 3}
 				},
 			})
 			var states strings.Builder
@@ -89,10 +89,14 @@ conductor_storage_write_errors_total 2
 # HELP conductor_storage_lost_messages Messages found lost in the store at a start and not yet cleared (docs/reliability.md).
 # TYPE conductor_storage_lost_messages gauge
 conductor_storage_lost_messages 3
+# HELP conductor_storage_drain_bytes_per_job Bytes kept free for each job queued: what its queued state and its drain are estimated to write.
+# TYPE conductor_storage_drain_bytes_per_job gauge
+conductor_storage_drain_bytes_per_job 4096
 `
 			require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
-				"conductor_storage_healthy", "conductor_storage_state", "conductor_storage_write_errors_total", "conductor_storage_lost_messages"))
-			require.Equal(t, 1+1+4+5, testutil.CollectAndCount(c), "scrape error, healthy, 4 states, 5 others")
+				"conductor_storage_healthy", "conductor_storage_state", "conductor_storage_write_errors_total", "conductor_storage_lost_messages",
+				"conductor_storage_drain_bytes_per_job"))
+			require.Equal(t, 1+1+4+7, testutil.CollectAndCount(c), "scrape error, healthy, 4 states, 7 others")
 		})
 	}
 }

@@ -54,9 +54,12 @@ type Config struct {
 	// or MemoryStorage.
 	SyncInterval time.Duration
 	// StorageReserve is the room, in bytes, kept free on DataDir's
-	// filesystem for the states and acks of the jobs already queued: with
-	// less free, new jobs are refused and /healthz answers 503 until space
-	// returns (docs/reliability.md, "Storage"). Default: 1/16 of the
+	// filesystem besides what draining the jobs queued will write (their
+	// final states, job ends and archive, which the storage guard keeps
+	// room for too); a quarter of it, at most 16 MiB, is held in a ballast
+	// file, given back if a store meets a full disk. New jobs are refused,
+	// and /healthz answers 503, while there is no room for them and their
+	// drain (docs/reliability.md, "Storage"). Default: 1/16 of the
 	// filesystem, within 16 MiB and 1 GiB. Embedded file store only.
 	StorageReserve int64
 	// StorageCheck is how often the free space and the store are checked.

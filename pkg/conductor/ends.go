@@ -115,6 +115,9 @@ func (e *endsTaker) run(ctx context.Context) {
 			}
 		}
 		if ok {
+			if e.c.storage != nil {
+				e.c.storage.noteEnds(ends)
+			}
 			e.c.jobEnds(ends)
 		}
 		taken++

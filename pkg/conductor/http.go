@@ -117,12 +117,12 @@ type health struct {
 
 // healthz answers 200 while conductord can queue jobs and store their
 // states, and 503 with the reason when it cannot.
-func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
+func (c *Conductor) healthz(w http.ResponseWriter, r *http.Request) {
 	if !c.nc.IsConnected() {
 		writeJSON(w, http.StatusServiceUnavailable, health{Status: "unavailable", Error: "not connected to NATS"})
 		return
 	}
-	st := c.Storage()
+	st := c.storageNow(r.Context())
 	h := health{Status: string(st.State), Storage: &st}
 	if c.storage == nil {
 		h.Storage = nil
@@ -138,12 +138,23 @@ func (c *Conductor) healthz(w http.ResponseWriter, _ *http.Request) {
 // jobs, so that the caller learns why rather than JetStream's "maximum
 // bytes exceeded"; it reports whether it did.
 func (c *Conductor) refuseFull(w http.ResponseWriter) bool {
-	st := c.Storage()
-	if st.State != StorageFull && st.State != StorageFailed {
+	msg := c.fullError()
+	if msg == "" {
 		return false
 	}
-	writeError(w, http.StatusServiceUnavailable, "storage "+string(st.State)+": "+st.Reason+"; nothing was queued")
+	writeError(w, http.StatusServiceUnavailable, msg)
 	return true
+}
+
+// fullError is the error of a submission refused because the store cannot
+// take new jobs, or "" if it can: refused before its queued state is
+// written, a refusal writes nothing to a full disk.
+func (c *Conductor) fullError() string {
+	st := c.Storage()
+	if st.State != StorageFull && st.State != StorageFailed {
+		return ""
+	}
+	return "storage " + string(st.State) + ": " + st.Reason + "; nothing was queued"
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {

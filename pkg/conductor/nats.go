@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -85,11 +86,12 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if c.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
-	jobs := c.jobStreamConfig(-1)
+	jobs := c.jobStreamConfig(jobLimits{})
 	if c.storage != nil {
-		// Keep the limit the guard last set; it sets it again at its first check.
-		if s, err := c.js.Stream(ctx, jobs.Name); err == nil && s.CachedInfo().Config.MaxBytes > 0 {
-			jobs.MaxBytes = s.CachedInfo().Config.MaxBytes
+		// Keep the limits the guard last set; it sets them again at its first check.
+		if s, err := c.js.Stream(ctx, jobs.Name); err == nil {
+			cfg := s.CachedInfo().Config
+			jobs = c.jobStreamConfig(jobLimits{msgs: cfg.MaxMsgs, bytes: cfg.MaxBytes})
 		}
 	}
 	if _, err := c.js.CreateOrUpdateStream(ctx, jobs); err != nil {
@@ -155,10 +157,10 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// jobStreamConfig is the job stream's configuration with maxBytes (-1:
-// none). With an embedded file store, the storage guard sets maxBytes, and
-// a full stream refuses new jobs (DiscardNew) rather than drop old ones.
-func (c *Conductor) jobStreamConfig(maxBytes int64) jetstream.StreamConfig {
+// jobStreamConfig is the job stream's configuration with lim (0 or less:
+// none). With an embedded file store, the storage guard sets lim, and a
+// full stream refuses new jobs (DiscardNew) rather than drop old ones.
+func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:        c.space.JobStream(),
 		Description: "conductor jobs of namespace " + c.cfg.Namespace,
@@ -168,7 +170,8 @@ func (c *Conductor) jobStreamConfig(maxBytes int64) jetstream.StreamConfig {
 		Duplicates:  c.cfg.DedupWindow,
 		// Headers carry the id and batch; leave them room on top of the payload.
 		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
-		MaxBytes:   maxBytes,
+		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
+		MaxBytes:   cmp.Or(max(lim.bytes, 0), -1),
 		Discard:    jetstream.DiscardNew,
 	}
 	if c.cfg.MemoryStorage {

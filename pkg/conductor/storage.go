@@ -18,14 +18,17 @@ import (
 
 // The storage guard keeps the embedded server's store writable when its
 // disk fills, and says how it is (docs/reliability.md, "Storage"). Every
-// check it reads the free space of the data directory and lets the job
-// stream grow only into what is free beyond the reserve: the stream's
-// MaxBytes, with DiscardNew, is its size plus that room. New jobs are
-// refused first; the states, acks and tombstones of the jobs already
-// queued have the reserve, and each ack frees its job's room. It restarts
-// JetStream in-process when the server disabled it, or a store refuses
-// writes for good after an error (a write error sticks until the stream
-// is reloaded), once the disk has room again.
+// check it reads the free space of the data directory and bounds the job
+// stream (MaxMsgs and MaxBytes, with DiscardNew) so that the jobs queued
+// can still drain: what draining them will write (their final states,
+// the job ends, the archive) is budgeted beyond a reserve
+// (storage_budget.go). New jobs are refused first; the jobs already
+// queued have their drain's room and the reserve. It restarts JetStream
+// in-process when the server disabled it, or a store refuses writes for
+// good after an error (a write error sticks until the stream is
+// reloaded), once the disk has room again; if it has none, the guard
+// gives back the room it holds in its ballast (storage_ballast.go) so
+// that the drain can go on, and says so when it has no more to give.
 
 // StorageState names how the store is.
 type StorageState string
@@ -36,8 +39,9 @@ const (
 	// StorageDegraded: the store takes writes, but messages were found lost
 	// at start (see StorageStatus.Lost).
 	StorageDegraded StorageState = "degraded"
-	// StorageFull: less than the reserve is free; new jobs are refused,
-	// the states and acks of the jobs already queued are stored.
+	// StorageFull: new jobs are refused: what is free beyond the reserve
+	// is kept for the drain of the jobs already queued, whose states and
+	// acks are stored.
 	StorageFull StorageState = "full"
 	// StorageFailed: JetStream is disabled, or a store refuses writes
 	// after an error; nothing can be written until it is restarted.
@@ -53,8 +57,17 @@ type StorageStatus struct {
 	// the room kept for states and acks; 0 without an embedded file store.
 	FreeBytes    uint64 `json:"free_bytes,omitempty"`
 	ReserveBytes uint64 `json:"reserve_bytes,omitempty"`
-	// JobBytesLimit is the job stream's MaxBytes now; 0: none.
+	// JobBytesLimit and JobMsgsLimit are the job stream's MaxBytes and
+	// MaxMsgs now; 0: none.
 	JobBytesLimit int64 `json:"job_bytes_limit,omitempty"`
+	JobMsgsLimit  int64 `json:"job_msgs_limit,omitempty"`
+	// DrainBytesPerJob is the room kept for each job queued: the bytes
+	// its queued state and its drain are estimated to write.
+	DrainBytesPerJob int64 `json:"drain_bytes_per_job,omitempty"`
+	// BallastBytes is the room the guard holds in its ballast file, to
+	// give back if a store meets a full disk: not in FreeBytes, though
+	// the guard counts it as free.
+	BallastBytes uint64 `json:"ballast_bytes,omitempty"`
 	// WriteErrors counts the times since start that the store stopped
 	// taking writes after an error (or JetStream was disabled).
 	WriteErrors uint64 `json:"write_errors"`
@@ -87,35 +100,45 @@ func defaultReserve(total uint64) uint64 {
 }
 
 // storageGuard is the guard, a startstop.Service. Its goroutine (and,
-// before it starts, the Conductor's Start) owns the job stream's limit,
-// the restarts (restartAt) and the checkpoint; mu guards status, which the
-// HTTP API and the metrics read, and werr, started and rebuilt, which the
-// server's log writes.
+// before it starts, the Conductor's Start) owns the job stream's limits,
+// the restarts (retryAt, stuck), the ballast, the cost estimate and the
+// checkpoint; mu guards status, which the HTTP API and the metrics read,
+// werr, started and rebuilt, which the server's log writes, and endStates
+// and endBytes, which the ends taker adds to.
 type storageGuard struct {
 	*startstop.Func
-	dir      string
-	reserve  uint64 // 0: defaultReserve of the filesystem
-	every    time.Duration
-	log      *slog.Logger
-	ns       *server.Server
-	jsConfig server.JetStreamConfig // for restarts
-	js       jetstream.JetStream
-	jobs     func(maxBytes int64) jetstream.StreamConfig
-	ckpt     *checkpoint
-	kick     chan struct{} // a check now; buffered 1
-	retryAt  time.Time     // no restart before, after one failed
+	dir       string
+	reserve   uint64 // 0: defaultReserve of the filesystem
+	every     time.Duration
+	log       *slog.Logger
+	ns        *server.Server
+	jsConfig  server.JetStreamConfig // for restarts
+	js        jetstream.JetStream
+	jobs      func(jobLimits) jetstream.StreamConfig
+	ckpt      *checkpoint
+	kick      chan struct{}      // a check now; buffered 1
+	fresh     chan chan struct{} // a check now, and a channel to close after it
+	retryAt   time.Time          // no restart before
+	stuck     bool               // short of room with no ballast left, logged
+	ballast   *ballast
+	ballastAt time.Time // no ballast written before, after one failed
+	cost      jobCost
+	seen      [2]uint64 // endStates and endBytes at the last check
 
-	mu      sync.Mutex
-	status  StorageStatus
-	werr    string          // the last write error logged since the last restart
-	started bool            // the start's checks are done
-	rebuilt map[string]bool // streams the server warned about while it started
+	mu        sync.Mutex
+	status    StorageStatus
+	werr      string          // the last write error logged since the last restart
+	started   bool            // the start's checks are done
+	rebuilt   map[string]bool // streams the server warned about while it started
+	endStates uint64          // final states the ends taker took, and their bytes
+	endBytes  uint64
 }
 
 func newStorageGuard(dir string, reserve uint64, every time.Duration, log *slog.Logger) *storageGuard {
 	g := &storageGuard{
 		dir: dir, reserve: reserve, every: cmp.Or(every, DefaultStorageCheck), log: log,
-		kick: make(chan struct{}, 1), status: StorageStatus{State: StorageOK},
+		kick: make(chan struct{}, 1), fresh: make(chan chan struct{}),
+		status: StorageStatus{State: StorageOK}, ballast: newBallast(dir), cost: newJobCost(),
 	}
 	g.Func = startstop.NewFunc(g.run)
 	return g
@@ -171,18 +194,52 @@ func (g *storageGuard) Status() StorageStatus {
 	return s
 }
 
+// Fresh has the guard check now and returns its view after the check, or
+// its last view if the check does not end within ctx, or the guard does
+// not run: the answer of GET /healthz, which must say full as soon as jobs
+// are refused, not a check later.
+func (g *storageGuard) Fresh(ctx context.Context) StorageStatus {
+	done := make(chan struct{})
+	select {
+	case g.fresh <- done:
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	case <-ctx.Done():
+	case <-g.Stopped():
+	}
+	return g.Status()
+}
+
 func (g *storageGuard) run(ctx context.Context) {
 	t := time.NewTicker(g.every)
 	defer t.Stop()
 	for {
+		var answer []chan struct{}
 		select {
 		case <-ctx.Done():
 			g.ckpt.save(context.WithoutCancel(ctx), g.js, true)
 			return
 		case <-t.C:
 		case <-g.kick:
+		case done := <-g.fresh:
+			answer = append(answer, done)
 		}
 		g.check(ctx)
+		// Those who asked while it ran take this check too: a flood of
+		// /healthz is one check at a time.
+		for more := true; more; {
+			select {
+			case done := <-g.fresh:
+				answer = append(answer, done)
+			default:
+				more = false
+			}
+		}
+		for _, done := range answer {
+			close(done)
+		}
 	}
 }
 
@@ -195,6 +252,9 @@ func (c *Conductor) prepareStorage(ctx context.Context) error {
 	}
 	g.js, g.jobs = c.js, c.jobStreamConfig
 	g.ckpt = newCheckpoint(c.cfg.DataDir, g.log)
+	if err := g.ballast.load(); err != nil {
+		return err
+	}
 	g.mu.Lock()
 	g.started = true
 	rebuilt := g.rebuilt
@@ -226,6 +286,22 @@ func (c *Conductor) Storage() StorageStatus {
 	return st
 }
 
+// storageNow is Storage after a check of the storage guard made now (or
+// within healthzCheck, if the guard is slow to answer): so that /healthz
+// says full from the moment jobs are refused, where the guard's own checks
+// come every Config.StorageCheck.
+func (c *Conductor) storageNow(ctx context.Context) StorageStatus {
+	if c.storage != nil {
+		ctx, cancel := context.WithTimeout(ctx, healthzCheck)
+		defer cancel()
+		c.storage.Fresh(ctx)
+	}
+	return c.Storage()
+}
+
+// healthzCheck bounds the wait of GET /healthz for a check of the storage.
+const healthzCheck = 2 * time.Second
+
 // archiveDamage says what the archive found damaged, and what to do.
 func archiveDamage(d archive.Damage) string {
 	return fmt.Sprintf("the archive of final states was found damaged: %d bytes torn, %d records (%d bytes) skipped, %d indexes rebuilt, %d segments set aside, %d corrupt reads; "+
@@ -243,24 +319,20 @@ func (g *storageGuard) check(ctx context.Context) {
 		return
 	}
 	reserve := cmp.Or(g.reserve, defaultReserve(total))
+	need := uint64(ballastSize(reserve)) // for writes to go on
+	free = g.giveBack(free, need)
+	if free >= need {
+		g.stuck = false
+	}
 	g.mu.Lock()
 	werr := g.werr
 	g.mu.Unlock()
-	if reason := g.broken(werr); reason != "" {
-		if free < reserve {
-			g.setStatus(StorageFailed, reason+fmt.Sprintf("; %s free on %s, below the reserve of %s: JetStream is restarted once there is room", bytesText(free), g.dir, bytesText(reserve)), free, reserve)
-			return
-		}
-		if time.Now().Before(g.retryAt) {
-			return
-		}
-		if err := g.restart(); err != nil {
-			g.retryAt = time.Now().Add(restartRetry)
-			g.setStatus(StorageFailed, reason+"; restarting JetStream failed: "+err.Error()+"; tried again every "+restartRetry.String()+", or restart conductord", free, reserve)
-			return
-		}
+	if reason := g.broken(werr); reason != "" && !g.recover(reason, free, reserve, need) {
+		return
 	}
-	limit, shut, err := g.limitJobs(ctx, free, reserve)
+	free = g.keepBallast(free, reserve)
+	g.observeEnds()
+	b, lim, err := g.limitJobs(ctx, free, reserve)
 	if err != nil {
 		if ctx.Err() == nil {
 			g.setStatus(StorageFailed, "cannot limit the job stream: "+err.Error(), free, reserve)
@@ -268,80 +340,22 @@ func (g *storageGuard) check(ctx context.Context) {
 		return
 	}
 	g.mu.Lock()
-	g.status.JobBytesLimit = limit
+	g.status.JobMsgsLimit, g.status.JobBytesLimit = lim.msgs, lim.bytes
+	g.status.DrainBytesPerJob, g.status.BallastBytes = b.perJob, uint64(g.ballast.held)
 	g.mu.Unlock()
-	if free < reserve || shut {
-		g.setStatus(StorageFull, fmt.Sprintf("%s free on %s, the reserve is %s: new jobs are refused (the job stream is at its limit of %s) until space returns; the jobs queued still store their states", bytesText(free), g.dir, bytesText(reserve), bytesText(uint64(limit))), free, reserve)
-	} else {
+	switch {
+	case free < need:
+		g.setStatus(StorageFull, "new jobs are refused: "+g.cornered(free, need), free, reserve)
+	case b.free < b.reserve:
+		g.setStatus(StorageFull, fmt.Sprintf("%s free on %s%s, the reserve is %s: new jobs are refused until space returns; the jobs queued still store their states",
+			bytesText(uint64(b.free)), g.dir, g.ballastText(), bytesText(reserve)), free, reserve)
+	case b.refuses(lim):
+		g.setStatus(StorageFull, fmt.Sprintf("new jobs are refused: the job stream holds %d jobs (%s), its limit: of the %s free on %s%s, the reserve (%s) and what draining them writes (about %d bytes a job: final states, job ends, archive) leave too little; room returns as the queue drains, and the jobs queued still store their states",
+			b.msgs, bytesText(uint64(b.bytes)), bytesText(uint64(b.free)), g.dir, g.ballastText(), bytesText(reserve), b.perJob), free, reserve)
+	default:
 		g.setStatus(StorageOK, "", free, reserve)
 	}
 	g.ckpt.save(ctx, g.js, false)
-}
-
-// broken says why the store cannot write, or "".
-func (g *storageGuard) broken(werr string) string {
-	switch {
-	case !g.ns.JetStreamEnabled():
-		return "JetStream is disabled"
-	case werr != "":
-		return "the store refuses writes after an error (" + werr + ")"
-	}
-	return ""
-}
-
-// restartRetry is how long the guard waits after a failed restart.
-const restartRetry = 10 * time.Second
-
-// restart restarts JetStream in-process: its stores are reloaded from
-// their files, which clears their write errors.
-func (g *storageGuard) restart() error {
-	g.log.Warn("restarting JetStream to clear its write errors", "data", g.dir)
-	if g.ns.JetStreamEnabled() {
-		if err := g.ns.ShutdownJetStream(); err != nil {
-			return err
-		}
-	}
-	// Errors logged from here on are the new stores', kept for the next check.
-	g.mu.Lock()
-	g.werr = ""
-	g.status.Restarts++
-	g.mu.Unlock()
-	cfg := g.jsConfig
-	if err := g.ns.EnableJetStream(&cfg); err != nil {
-		return err
-	}
-	g.log.Info("JetStream restarted", "data", g.dir)
-	return nil
-}
-
-// limitJobs sets the job stream's MaxBytes to its size plus the room
-// beyond the reserve, when that moved by more than a quarter of the
-// reserve, or at once to close the stream when less than the reserve is
-// free; the free space stays above three quarters of the reserve. It
-// returns the limit in force and whether a job of the largest size would
-// be refused.
-func (g *storageGuard) limitJobs(ctx context.Context, free, reserve uint64) (limit int64, shut bool, err error) {
-	cfg := g.jobs(0)
-	stream, err := g.js.Stream(ctx, cfg.Name)
-	if err != nil {
-		return 0, false, err
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return 0, false, err
-	}
-	size := int64(info.State.Bytes)
-	want := max(size+int64(free)-int64(reserve), 1)
-	limit = info.Config.MaxBytes
-	step := int64(reserve / 4)
-	closing := free < reserve && limit > size
-	if limit <= 0 || closing || want <= limit-step || want >= limit+step {
-		if _, err := g.js.UpdateStream(ctx, g.jobs(want)); err != nil {
-			return limit, false, err
-		}
-		limit = want
-	}
-	return limit, size+int64(cfg.MaxMsgSize) > limit, nil
 }
 
 func (g *storageGuard) setStatus(state StorageState, reason string, free, reserve uint64) {

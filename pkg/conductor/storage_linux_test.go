@@ -2,6 +2,7 @@ package conductor_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,16 +12,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -124,6 +131,13 @@ func TestConductor_StorageFull(t *testing.T) {
 	require.NoError(t, err)
 	space, err := subject.New("default")
 	require.NoError(t, err)
+	// A submission by NATS request is refused as over HTTP: before its
+	// state is written.
+	r, err := nc.Request(space.Submit("fill"), payload, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "503", r.Header.Get(names.HeaderStatus), string(r.Data))
+	require.Contains(t, string(r.Data), "storage full: ")
+	require.Contains(t, string(r.Data), "nothing was queued")
 	states, err := js.KeyValue(ctx, space.StateBucket())
 	require.NoError(t, err)
 	for i := range 64 {
@@ -161,24 +175,59 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// fillDisk writes a file of another program at path until the disk is
+// full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	chunk := bytes.Repeat([]byte("f"), 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			require.ErrorIs(t, err, syscall.ENOSPC)
+			break
+		}
+	}
+	require.NoError(t, f.Close())
+}
+
+// putUntilRefused writes states of 64 KiB until one is refused (the server
+// does not answer a store that refuses writes: it times out).
+func putUntilRefused(t *testing.T, ctx context.Context, states jetstream.KeyValue, prefix string) {
+	t.Helper()
+	var failed error
+	for i := 0; failed == nil; i++ {
+		require.Less(t, i, 1000)
+		putCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, failed = states.Put(putCtx, fmt.Sprintf("%s-%d", prefix, i), bytes.Repeat([]byte("s"), 64<<10))
+		cancel()
+	}
+	t.Logf("state write refused: %v", failed)
+}
+
 // TestConductor_StorageWriteErrorRecovers fills the disk under the store
-// with a file of another program until writes fail: a state write meets
-// the error, /healthz says the store failed, and once the file is gone
-// the conductor restarts JetStream by itself and the store takes writes
-// again.
+// with a file of another program: the guard gives back its ballast, and
+// states are stored in its room while the disk stays full (/healthz full,
+// not failed). Filled further, until a state write fails, with no ballast
+// left, the store is stuck: /healthz says failed and why, and the log says
+// it once. Once the file is gone, JetStream is restarted, the ballast held
+// again, and /healthz is ok.
 func TestConductor_StorageWriteErrorRecovers(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := tmpfs(t, "16m")
+	logs := &syncLog{}
 	c, err := conductor.New(conductor.Config{
 		DataDir: dir, NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		StorageReserve: 4 << 20, StorageCheck: 20 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	require.NoError(t, err)
 	require.NoError(t, c.Start(ctx))
 	t.Cleanup(c.Stop)
+	const ballast = 1 << 20 // a quarter of the reserve
+	waitFor(t, ctx, "the ballast", func() bool { return c.Storage().BallastBytes == ballast })
 	nc, err := nats.Connect(c.NATSURL())
 	require.NoError(t, err)
 	defer nc.Close()
@@ -191,41 +240,232 @@ func TestConductor_StorageWriteErrorRecovers(t *testing.T) {
 	_, err = states.Put(ctx, "before", []byte("s"))
 	require.NoError(t, err)
 
-	filler := filepath.Join(dir, "filler")
-	f, err := os.Create(filler)
-	require.NoError(t, err)
-	chunk := bytes.Repeat([]byte("f"), 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			require.ErrorIs(t, err, syscall.ENOSPC)
-			break
-		}
-	}
-	require.NoError(t, f.Close())
+	fillDisk(t, filepath.Join(dir, "filler"))
+	waitFor(t, ctx, "the ballast given back", func() bool {
+		st := c.Storage()
+		return st.BallastBytes == 0 && st.State == conductor.StorageFull
+	})
+	_, err = states.Put(ctx, "in-the-ballast", []byte("s"))
+	require.NoError(t, err, "a state write in the ballast's room")
+	code, body := healthz(t, c)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "full", body["status"], body)
+	require.Zero(t, c.Storage().WriteErrors)
 
-	// Writes fail now (the server does not answer them: they time out).
-	var failed error
-	for i := 0; failed == nil; i++ {
-		require.Less(t, i, 1000)
-		putCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, failed = states.Put(putCtx, fmt.Sprintf("during-%d", i), chunk)
-		cancel()
-	}
-	t.Logf("state write refused: %v", failed)
+	// Filled on: no ballast is left to give back.
+	putUntilRefused(t, ctx, states, "stuck")
 	waitFor(t, ctx, "healthz failed", func() bool {
-		code, body := healthz(t, c)
+		code, body = healthz(t, c)
 		return code == http.StatusServiceUnavailable && body["status"] == "failed"
 	})
+	require.Contains(t, body["error"], "no room to give back")
+	for range 3 { // each a check
+		healthz(t, c)
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="storage stuck: `), "logged once")
 	require.EqualValues(t, 1, c.Storage().WriteErrors)
+	require.Zero(t, c.Storage().Restarts)
 
-	require.NoError(t, os.Remove(filler))
+	require.NoError(t, os.Remove(filepath.Join(dir, "filler")))
 	waitFor(t, ctx, "healthz ok", func() bool { code, _ := healthz(t, c); return code == http.StatusOK })
 	require.EqualValues(t, 1, c.Storage().Restarts)
+	require.EqualValues(t, ballast, c.Storage().BallastBytes)
 	_, err = states.Put(ctx, "after", []byte("s"))
 	require.NoError(t, err)
-	e, err := states.Get(ctx, "before")
+	e, err := states.Get(ctx, "in-the-ballast")
 	require.NoError(t, err)
 	require.Equal(t, "s", string(e.Value()))
 	_, err = c.Client().Submit(ctx, "later", 1)
 	require.NoError(t, err)
+}
+
+// fillUntilRefused submits squares jobs 0, 1, ... from 8 submitters, each
+// until its first refusal, and returns the ids of those queued by number,
+// and the first refusal.
+func fillUntilRefused(t *testing.T, ctx context.Context, cl *client.Client) (map[int]string, error) {
+	t.Helper()
+	var (
+		next    atomic.Int64
+		mu      sync.Mutex
+		ids     = map[int]string{}
+		refused error
+		wg      sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				id, err := cl.Submit(ctx, "squares", i)
+				mu.Lock()
+				if err != nil {
+					refused = cmp.Or(refused, err)
+					mu.Unlock()
+					return
+				}
+				ids[i] = id
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, ctx.Err(), "the disk took every job until the deadline")
+	return ids, refused
+}
+
+// TestConductor_StorageFullDrains is the full-disk phase of the chaos run
+// in-process: a conductor on a 32 MiB tmpfs, with the default reserve (16
+// MiB) and check, takes small jobs with no worker until they are refused,
+// and /healthz says full at once; then two workers drain the queue: every
+// job succeeds with its own result and no store meets a write error (what
+// draining writes was kept room for), /healthz is ok again and a new job
+// runs.
+func TestConductor_StorageFullDrains(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := tmpfs(t, "32m")
+	c, err := conductor.New(conductor.Config{
+		DataDir: dir, NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(c.Stop)
+	code, body := healthz(t, c)
+	require.Equal(t, http.StatusOK, code, body)
+
+	began := time.Now()
+	ids, refused := fillUntilRefused(t, ctx, c.Client())
+	code, body = healthz(t, c)
+	st := c.Storage()
+	t.Logf("%d jobs queued in %s, then: %v; free %d, ballast %d, limits %d jobs, %d bytes, %d bytes a job kept for its drain",
+		len(ids), time.Since(began).Round(time.Millisecond), refused, st.FreeBytes, st.BallastBytes, st.JobMsgsLimit, st.JobBytesLimit, st.DrainBytesPerJob)
+	require.ErrorContains(t, refused, "exceeded")
+	require.Equal(t, http.StatusServiceUnavailable, code, "healthz right after the refusals: %v", body)
+	require.Equal(t, "full", body["status"])
+	require.Contains(t, body["error"], "new jobs are refused")
+	require.Greater(t, len(ids), 1000)
+
+	// The drain, while the free space is watched.
+	began = time.Now()
+	minFree := st.FreeBytes
+	watch, stopWatch := context.WithCancel(ctx)
+	var watched sync.WaitGroup
+	watched.Go(func() {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-watch.Done():
+				return
+			case <-tick.C:
+				var fs syscall.Statfs_t
+				if syscall.Statfs(dir, &fs) == nil {
+					minFree = min(minFree, fs.Bavail*uint64(fs.Bsize))
+				}
+			}
+		}
+	})
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	startAgentN(t, &testBundle{nc: nc, js: js}, 2, "squares")
+	jobs := make(chan int)
+	var waits sync.WaitGroup
+	for range 16 {
+		waits.Go(func() {
+			for i := range jobs {
+				j, err := c.Client().Wait(ctx, ids[i])
+				if assert.NoError(t, err, "job %d", i) {
+					assert.Equal(t, client.StatusSucceeded, j.Status, "job %d: %s", i, j.Error)
+					assert.Equal(t, strconv.Itoa(i*i), string(j.Result), "job %d", i)
+				}
+			}
+		})
+	}
+	for i := range ids {
+		jobs <- i
+	}
+	close(jobs)
+	waits.Wait()
+	stopWatch()
+	watched.Wait()
+	st = c.Storage()
+	t.Logf("%d jobs drained in %s; least free %d bytes (ballast %d, reserve %d); %d bytes a job kept for its drain after it",
+		len(ids), time.Since(began).Round(time.Millisecond), minFree, st.BallastBytes, st.ReserveBytes, st.DrainBytesPerJob)
+	require.Zero(t, st.WriteErrors, "a store met a write error while the queue drained")
+	require.Zero(t, st.Restarts)
+
+	waitFor(t, ctx, "healthz ok after the drain", func() bool { code, body = healthz(t, c); return code == http.StatusOK })
+	require.Equal(t, "ok", body["status"])
+	j, err := c.Client().SubmitAndWait(ctx, "squares", 7)
+	require.NoError(t, err, "a job after the drain")
+	require.Equal(t, "49", string(j.Result))
+}
+
+// TestConductor_StorageDrainsOnAFullDisk queues jobs with no worker, then
+// another program fills the disk, and workers start: with no room, the
+// workers could not even subscribe to the jobs, and nothing would end and
+// free room; the guard gives back its ballast and the queue drains in its
+// room. Once the other program's file is gone, /healthz is ok and the
+// ballast is held again.
+func TestConductor_StorageDrainsOnAFullDisk(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := tmpfs(t, "32m")
+	c, err := conductor.New(conductor.Config{
+		DataDir: dir, NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", StorageCheck: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(c.Stop)
+	const ballast = 4 << 20 // a quarter of the default reserve, 16 MiB
+	waitFor(t, ctx, "the ballast", func() bool { return c.Storage().BallastBytes == ballast })
+	const queued = 1000
+	ids := make([]string, queued)
+	for i := range ids {
+		ids[i], err = c.Client().Submit(ctx, "squares", i)
+		require.NoError(t, err)
+	}
+
+	fillDisk(t, filepath.Join(dir, "filler"))
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	began := time.Now()
+	startAgentN(t, &testBundle{nc: nc, js: js}, 2, "squares")
+	jobs := make(chan int)
+	var waits sync.WaitGroup
+	for range 16 {
+		waits.Go(func() {
+			for i := range jobs {
+				j, err := c.Client().Wait(ctx, ids[i])
+				if assert.NoError(t, err, "job %d", i) {
+					assert.Equal(t, strconv.Itoa(i*i), string(j.Result), "job %d", i)
+				}
+			}
+		})
+	}
+	for i := range ids {
+		jobs <- i
+	}
+	close(jobs)
+	waits.Wait()
+	st := c.Storage()
+	t.Logf("%d jobs drained in %s on a full disk: %d write errors, %d JetStream restarts; %s", queued, time.Since(began).Round(time.Millisecond), st.WriteErrors, st.Restarts, st.Reason)
+	require.Zero(t, st.BallastBytes, "given back")
+	require.Equal(t, conductor.StorageFull, st.State, "the disk is still full")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "filler")))
+	waitFor(t, ctx, "healthz ok", func() bool { code, _ := healthz(t, c); return code == http.StatusOK })
+	require.EqualValues(t, ballast, c.Storage().BallastBytes)
+	j, err := c.Client().SubmitAndWait(ctx, "squares", 7)
+	require.NoError(t, err, "a job once the disk has room")
+	require.Equal(t, "49", string(j.Result))
 }

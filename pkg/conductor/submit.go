@@ -144,6 +144,10 @@ func (c *Conductor) serveSubmits(ctx context.Context) error {
 		}
 		c.wg.Go(func() {
 			defer func() { <-slots }()
+			if msg := c.fullError(); msg != "" {
+				c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
+				return
+			}
 			wait := m.Header.Get(names.HeaderWait)
 			if wait == "" {
 				wait = DefaultSubmitWait.String()
