@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,9 +14,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -171,4 +175,87 @@ func TestClient_ReadInFlightAtConductordKill(t *testing.T) {
 	if !ok {
 		t.Fatalf("%d of %d reads of an ended job's state begun before conductord's kill have not returned 20s after its restart (they hang until their context ends)", len(stuck), readers)
 	}
+}
+
+// A SIGKILL of conductord right after a burst of jobs ended loses none of
+// their counts and counts none twice: the ends taker acks the ends only
+// once their counts are saved with their sequences. Found by an outside
+// review: conductord acked the ends once counted in memory and saved the
+// counts every second; killed right after a 3000-job batch, it came back
+// 513 succeeded short, for good, and the Prometheus counter went back.
+func TestConductord_KillKeepsJobCounts(t *testing.T) {
+	const n = 3000
+	c := newCluster(t)
+	c.workerd("host-a", squares(4))
+	c.waitWorkers("squares", 4)
+	var lines strings.Builder
+	for i := range n {
+		fmt.Fprintln(&lines, i)
+	}
+	var b client.Batch
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/batches/squares", lines.String(), nil, &b))
+
+	// Killed as soon as every job's state says it succeeded: the ends of
+	// the last jobs are on their way, counted, or saved and not acked.
+	require.True(t, pollEvery(time.Minute, 5*time.Millisecond, func() bool {
+		var got client.Batch
+		c.do(http.MethodGet, "/v1/batches/"+b.ID, "", nil, &got)
+		return got.Succeeded == n
+	}), "batch %s not done", b.ID)
+	shown := c.pool("squares").Succeeded
+	require.NoError(t, c.conductor.cmd.Process.Kill())
+	<-c.conductor.exited
+	c.startConductor()
+	t.Logf("succeeded shown at the kill: %d of %d", shown, n)
+	require.GreaterOrEqual(t, c.pool("squares").Succeeded, shown, "the counts went back")
+
+	// The ends not acked come back (after their ack wait, for those the
+	// killed conductord had taken) and are counted, once.
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	space, _ := subject.New("default")
+	ctx := context.Background()
+	var pending uint64
+	require.True(t, pollEvery(2*time.Minute, 100*time.Millisecond, func() bool {
+		cons, err := js.Consumer(ctx, space.EndsStream(), subject.EndsConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false
+		}
+		pending = info.NumPending + uint64(info.NumAckPending)
+		return pending == 0 && c.pool("squares").Succeeded >= n
+	}), "ends pending %d, succeeded %d", pending, c.pool("squares").Succeeded)
+	var got client.Batch
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/batches/"+b.ID, "", nil, &got))
+	require.Equal(t, n, got.Succeeded, "succeeded states")
+	require.Equal(t, uint64(n), c.pool("squares").Succeeded, "succeeded counted: as many as the succeeded states")
+
+	resp, err := http.Get(c.url("/metrics"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	metrics, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(metrics), fmt.Sprintf(`conductor_jobs_ended_total{status="succeeded",type="squares"} %d`, n))
+}
+
+// pollEvery reports whether cond holds within limit, checking it every
+// interval.
+func pollEvery(limit, interval time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	deadline := time.After(limit)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
