@@ -152,7 +152,7 @@ type Conductor struct {
 	// shutdown in the order it writes down.
 	ends      *endsTaker    // takes the job ends: counts, batch ends, waits
 	archive   *archiver     // keeps the final states past ArchiveAfter; nil with MemoryStorage
-	stats     *stats        // saves the job counts
+	stats     *stats        // the job counts, saved by the ends taker; no goroutine
 	batchEnds *batchEnds    // announces the end of each batch
 	storage   *storageGuard // keeps the store writable; nil without an embedded file store
 	strays    *strayRepair  // repairs the job messages no consumer will deliver
@@ -162,6 +162,11 @@ type Conductor struct {
 	// the ids of the jobs whose end it passed to the client: a test
 	// signal, set between New and Start; nil in production.
 	onEnds func(ended []string)
+	// ackEnds, if set, acks an ends message whose counts are saved, in
+	// place of its DoubleAck: a test signal, set between New and Start;
+	// nil in production. It is called from the ends taker's acker, up to
+	// endsAcksInFlight at once.
+	ackEnds func(ctx context.Context, m jetstream.Msg) error
 	// batchStall, if set (by tests, before Start), replaces
 	// client.BatchStall.
 	batchStall time.Duration
@@ -323,9 +328,6 @@ func (c *Conductor) parts() []startstop.Service {
 		// First, so that it stops last: its checkpoint after the others' writes.
 		parts = append(parts, c.storage)
 	}
-	if c.stats != nil {
-		parts = append(parts, c.stats)
-	}
 	if c.batchEnds != nil {
 		parts = append(parts, c.batchEnds)
 	}
@@ -345,10 +347,10 @@ func (c *Conductor) parts() []startstop.Service {
 // returns once it has stopped. It is safe to call more than once, and
 // returns at once if the conductor never started. The conductor stops in
 // this order: the event streams end and NATS submissions are refused; the
-// HTTP API stops (calls in flight get 10s); the subscriptions end and the
-// submissions in flight are answered; the batch watcher stops, then the
-// job counts are saved a last time; the NATS connection drains; the
-// embedded server shuts down.
+// HTTP API stops (calls in flight get 10s); the subscriptions end; the
+// ends taker saves the job counts and acks the ends they count a last
+// time; the submissions in flight are answered; the batch watcher stops;
+// the NATS connection drains; the embedded server shuts down.
 func (c *Conductor) Stop() { c.life.Stop() }
 
 // Stopped is closed when the conductor has stopped after a Start; before
@@ -375,7 +377,7 @@ func (c *Conductor) shutdown() {
 		c.client.Close()
 	}
 	c.wg.Wait()
-	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the counts
+	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the storage guard
 	if c.archive != nil {
 		c.archive.close()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,13 +23,33 @@ import (
 // one message per job, that workerd publishes for any other subscriber:
 // under load they were a tenth of conductord's CPU.
 //
+// An ends message is acked only once what it changed is stored: its final
+// states archived (before it is counted), and the counts of its type
+// saved with its stream sequence (stats). The taker holds the messages it
+// counted, and flushes them endsFlushEvery, or at once when endsFlushAt
+// wait: one save of the counts, then the acks, confirmed by the server,
+// by its acker (endsacker.go), which then drops the acked sequences from
+// the stats. An ends message that comes back (conductord killed between
+// the save and the ack) is archived again, but not counted again: its
+// sequence is in the saved stats.
+//
 // It is a startstop.Service: its goroutine takes the ends from Start
-// until Stop, acking each once handled.
+// until Stop, and owns two more, joined before it returns: the reader of
+// the consumer's messages, and the acker. At Stop it flushes once more.
 type endsTaker struct {
 	*startstop.Func
 	c       *Conductor
 	cons    jetstream.Consumer
 	backlog uint64 // the ends waiting at start
+	taken   uint64 // the ends taken since start; the taker's goroutine owns it
+}
+
+// heldEnds is an ends message taken and not yet acked: typ is the type
+// it counted under ("" if it counted nothing), seq its stream sequence.
+type heldEnds struct {
+	m   jetstream.Msg
+	typ string
+	seq uint64
 }
 
 // caughtUp tells the archive once the taker has taken as many ends as
@@ -45,6 +66,23 @@ func (e *endsTaker) caughtUp(taken uint64) {
 const (
 	endsBatch    = 256
 	endsMaxBytes = 16 << 20
+	// endsMaxAckPending bounds the ends delivered and not acked, held by
+	// the taker or its acker.
+	endsMaxAckPending = 4 * endsBatch
+)
+
+// The taker flushes (saves the counts, then acks) endsFlushEvery after
+// it took the first ends of a flush, or once endsFlushAt are held; a
+// flush whose save failed is tried again endsSaveRetry later, and the
+// taker takes no more while endsMaxAckPending are held.
+const (
+	endsFlushEvery = 200 * time.Millisecond
+	endsFlushAt    = endsBatch
+	endsSaveRetry  = time.Second
+	// endsPruneEvery is how often at most the taker reads the consumer's
+	// ack floor to drop the unacked sequences below it, when the stats
+	// keep more than the consumer may have unacked.
+	endsPruneEvery = 10 * time.Second
 )
 
 // endsMaxDeliver is how many times ends are taken before they are given
@@ -56,7 +94,7 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 		Durable:       subject.EndsConsumer,
 		Description:   "conductord: job ends to count and archive",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		MaxAckPending: 4 * endsBatch,
+		MaxAckPending: endsMaxAckPending,
 		// Ends the archive keeps refusing (a disk that stays full) are
 		// given up after this many tries, rather than held for ever.
 		MaxDeliver: endsMaxDeliver,
@@ -69,6 +107,9 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 	info := cons.CachedInfo()
 	e := &endsTaker{c: c, cons: cons, backlog: info.NumPending + uint64(info.NumAckPending)}
 	e.caughtUp(0)
+	// The ends acked before a kill whose acks the stats had not saved
+	// do not come back.
+	c.stats.ackedTo(info.AckFloor.Stream)
 	e.Func = startstop.NewFunc(e.run)
 	if err := e.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
@@ -77,22 +118,47 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 }
 
 func (e *endsTaker) run(ctx context.Context) {
-	var it jetstream.MessagesContext
+	it := e.messages(ctx)
+	if it == nil {
+		return
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	msgs := make(chan jetstream.Msg)
+	acks := make(chan []heldEnds, 1)
+	confirmed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { e.read(it, msgs) })
+	wg.Go(func() { e.ackAll(acks, confirmed) })
+	e.take(ctx, msgs, acks, confirmed)
+	close(acks)
+	wg.Wait()
+	// The sequences acked by the last flush are saved dropped: a restart
+	// after a stop keeps none.
+	e.c.stats.save()
+}
+
+// messages opens the consumer's messages, trying again every second
+// until ctx ends (then nil).
+func (e *endsTaker) messages(ctx context.Context) jetstream.MessagesContext {
 	for {
-		var err error
-		if it, err = e.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(endsBatch, endsMaxBytes)); err == nil {
-			break
+		it, err := e.cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(endsBatch, endsMaxBytes))
+		if err == nil {
+			return it
 		}
 		e.c.log.Error("take the job ends; trying again in a second", "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(time.Second):
 		}
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	var taken uint64
+}
+
+// read passes the messages of it to msgs until it is stopped, then
+// closes msgs.
+func (e *endsTaker) read(it jetstream.MessagesContext, msgs chan<- jetstream.Msg) {
+	defer close(msgs)
 	for {
 		m, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -102,30 +168,140 @@ func (e *endsTaker) run(ctx context.Context) {
 			e.c.log.Warn("take the job ends", "err", err)
 			continue
 		}
-		ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
-		if ok && e.c.archive != nil {
-			if err := e.c.archive.put(ends); err != nil {
-				// Taken again later: the final states must be archived
-				// before they leave the state bucket.
-				e.c.log.Error("archive final job states; trying again in a while", "err", err)
-				if err := m.NakWithDelay(archiveRetry); err != nil {
-					e.c.log.Warn("put back job ends not archived; they come back when their lease ends", "err", err)
-				}
-				continue
-			}
-		}
-		if ok {
-			if e.c.storage != nil {
-				e.c.storage.noteEnds(ends)
-			}
-			e.c.jobEnds(ends)
-		}
-		taken++
-		e.caughtUp(taken)
-		if err := m.Ack(); err != nil {
-			e.c.log.Warn("ack job ends", "err", err)
+		msgs <- m
+	}
+}
+
+// take handles the messages of msgs, and flushes those it holds to acks,
+// until ctx ends; then it flushes a last time. The messages msgs still
+// passes then are left: they come back after their ack wait.
+func (e *endsTaker) take(ctx context.Context, msgs <-chan jetstream.Msg, acks chan<- []heldEnds, confirmed <-chan struct{}) {
+	var held []heldEnds
+	timer := time.NewTimer(endsFlushEvery)
+	timer.Stop()
+	armed := false
+	arm := func(d time.Duration) {
+		if !armed {
+			timer.Reset(d)
+			armed = true
 		}
 	}
+	defer timer.Stop()
+	var pruned time.Time
+	flush := func() {
+		timer.Stop()
+		armed = false
+		if e.c.stats.unackedLen() > endsMaxAckPending && time.Since(pruned) > endsPruneEvery {
+			pruned = time.Now()
+			e.prune()
+		}
+		held = e.flush(held, acks)
+		if len(held) > 0 {
+			arm(endsSaveRetry)
+		}
+	}
+	for {
+		in := msgs
+		if len(held) >= endsMaxAckPending {
+			in = nil // until a flush saves
+		}
+		select {
+		case <-ctx.Done():
+			flush()
+			for range msgs {
+			}
+			return
+		case m, ok := <-in:
+			if !ok {
+				flush()
+				return
+			}
+			if h, ok := e.takeOne(m); ok {
+				held = append(held, h)
+			}
+			if len(held) >= endsFlushAt {
+				flush()
+			} else if len(held) > 0 {
+				arm(endsFlushEvery)
+			}
+		case <-confirmed:
+			arm(endsFlushEvery) // save the acked sequences dropped
+		case <-timer.C:
+			armed = false
+			flush()
+		}
+	}
+}
+
+// takeOne archives the final states of m's ends and counts them, unless
+// counted already, and passes them to the batch watcher and the waits; it
+// returns m to hold until the counts are saved. Ends that could not be
+// archived are put back, not held.
+func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
+	h := heldEnds{m: m}
+	if md, err := m.Metadata(); err == nil {
+		h.seq = md.Sequence.Stream
+	}
+	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
+	if ok && e.c.archive != nil {
+		// Archived again if it comes back: a second record of a job's
+		// final state, which Get reads as the first.
+		if err := e.c.archive.put(ends); err != nil {
+			// Taken again later: the final states must be archived
+			// before they leave the state bucket.
+			e.c.log.Error("archive final job states; trying again in a while", "err", err)
+			if err := m.NakWithDelay(archiveRetry); err != nil {
+				e.c.log.Warn("put back job ends not archived; they come back when their lease ends", "err", err)
+			}
+			return h, false
+		}
+	}
+	if ok {
+		if e.c.storage != nil {
+			e.c.storage.noteEnds(ends)
+		}
+		h.typ = ends.Type
+		e.c.stats.countEnds(h.seq, ends)
+		e.c.jobEnds(ends)
+	}
+	e.taken++
+	e.caughtUp(e.taken)
+	return h, true
+}
+
+// flush saves the counts, then passes the messages held whose type's
+// counts are stored to the acker, and returns those still to save.
+func (e *endsTaker) flush(held []heldEnds, acks chan<- []heldEnds) []heldEnds {
+	failed := e.c.stats.save()
+	if len(held) == 0 {
+		return held
+	}
+	ack := make([]heldEnds, 0, len(held))
+	keep := held[:0]
+	for _, h := range held {
+		if failed[h.typ] {
+			keep = append(keep, h)
+		} else {
+			ack = append(ack, h)
+		}
+	}
+	if len(ack) > 0 {
+		acks <- ack
+	}
+	return keep
+}
+
+// prune drops the unacked sequences below the consumer's ack floor: acks
+// applied whose confirmations were lost.
+func (e *endsTaker) prune() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := e.cons.Info(ctx)
+	if err != nil {
+		e.c.log.Warn("read the job ends consumer's ack floor", "err", err)
+		return
+	}
+	e.c.stats.ackedTo(info.AckFloor.Stream)
 }
 
 // archiveRetry is how long ends whose final states could not be
@@ -161,16 +337,14 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 	return ends, true
 }
 
-// jobEnds counts the ends of a burst of attempts, and passes the final
-// ones to the batch watcher and the Client's waits.
+// jobEnds passes the final ends of a burst of attempts, counted (or
+// counted already), to the batch watcher and the Client's waits.
 func (c *Conductor) jobEnds(ends wire.Ends) {
 	var ended []string // for onEnds
 	if c.onEnds != nil {
 		defer func() { c.onEnds(ended) }()
 	}
-	c.stats.superseded(ends.Type, ends.Superseded)
 	for _, e := range ends.Jobs {
-		c.stats.count(ends.Type, string(e.Status))
 		if !e.Status.Final() {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/names"
@@ -23,6 +24,12 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	require.NoError(t, err)
 	handled := make(chan []string, 10)
 	c.onEnds = func(ended []string) { handled <- ended }
+	acked := make(chan error, 10)
+	c.ackEnds = func(ctx context.Context, m jetstream.Msg) error {
+		err := m.DoubleAck(ctx)
+		acked <- err
+		return err
+	}
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(c.Stop)
 	nc, err := nats.Connect(c.NATSURL())
@@ -55,6 +62,15 @@ func TestConductor_WaitsAndCountsFedByJobEnds(t *testing.T) {
 	require.NoError(t, nc.Publish("conductor.default.ends.a:b", other.AppendJSON(nil)))
 	for range 3 {
 		require.Empty(t, next())
+	}
+	// The counts are shown once saved, before the ends are acked.
+	for range 4 {
+		select {
+		case err := <-acked:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("job ends not acked")
+		}
 	}
 	require.Equal(t, counts{Succeeded: 1, Failed: 1, Superseded: 2}, c.stats.snapshot()["squares"], "the job event was not counted")
 	require.NotContains(t, c.stats.snapshot(), "other")

@@ -1,16 +1,18 @@
 package conductor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -26,20 +28,45 @@ type counts struct {
 	Superseded uint64 `json:"superseded,omitempty"`
 }
 
-// stats counts job ends per type and saves the counts to the stats bucket
-// every second, so they survive a restart. It is a startstop.Service: the
-// saver is its own goroutine, from Start until Stop, which saves once more
-// before it returns. It owns byType and dirty; mu guards them: the
-// subscription to the job ends writes (count), the HTTP API (snapshot)
-// and the saver read.
-type stats struct {
-	*startstop.Func // runs run
-	kv              jetstream.KeyValue
-	log             *slog.Logger
+// countsRecord is what the stats bucket holds under a job type: its counts,
+// and the stream sequences of the ends messages of the type they count
+// whose acks conductord has not seen confirmed (Unacked), in the ends
+// stream created at Stream. One put stores both: an ends message that
+// comes back after the put (its ack lost with a killed conductord) is
+// found in Unacked and not counted again.
+type countsRecord struct {
+	counts
+	Unacked []uint64  `json:"unacked,omitempty"`
+	Stream  time.Time `json:"unacked_stream,omitzero"`
+}
 
-	mu     sync.Mutex
-	byType map[string]counts
-	dirty  map[string]bool
+// statsMaxUnacked bounds the unacked sequences kept, of all types: those
+// the consumer may have unacked (endsMaxAckPending), and room for acks
+// applied but never confirmed, which stay until the ack floor passes
+// them (ackedTo). Past it the lowest are dropped: such an end, delivered
+// again, would be counted twice.
+const statsMaxUnacked = 4 * endsMaxAckPending
+
+// stats counts job ends per type, with the sequence of each ends message
+// counted, and saves them to the stats bucket when the ends taker flushes
+// (save), so they survive a restart, a SIGKILL included: the taker acks an
+// ends message only once the counts of its type are saved. It has no
+// goroutine of its own.
+//
+// mu guards the fields below it: the ends taker counts (countEnds) and
+// saves, its acker drops the confirmed sequences (acked), the HTTP API
+// reads what was saved (snapshot). Only the taker's goroutine saves, so
+// the puts of one type are never reordered.
+type stats struct {
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	stream time.Time // the ends stream's creation: its sequences are those in unacked
+
+	mu      sync.Mutex
+	byType  map[string]counts              // counted
+	saved   map[string]counts              // stored in the bucket, as snapshot shows
+	unacked map[string]map[uint64]struct{} // per type, the sequences counted whose acks are not confirmed
+	dirty   map[string]bool                // changed since saved
 }
 
 func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, log *slog.Logger) (*stats, error) {
@@ -47,8 +74,15 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 	if err != nil {
 		return nil, fmt.Errorf("conductor: open stats bucket: %w", err)
 	}
-	s := &stats{kv: kv, log: log, byType: map[string]counts{}, dirty: map[string]bool{}}
-	s.Func = startstop.NewFunc(s.run)
+	ends, err := js.Stream(ctx, space.EndsStream())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read the job ends stream: %w", err)
+	}
+	s := &stats{
+		kv: kv, log: log, stream: ends.CachedInfo().Created,
+		byType: map[string]counts{}, saved: map[string]counts{},
+		unacked: map[string]map[uint64]struct{}{}, dirty: map[string]bool{},
+	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: load stats: %w", err)
@@ -58,88 +92,168 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 		if err != nil {
 			continue
 		}
-		var c counts
-		if json.Unmarshal(e.Value(), &c) == nil {
-			s.byType[key] = c
+		var r countsRecord
+		if json.Unmarshal(e.Value(), &r) != nil {
+			continue
+		}
+		s.byType[key], s.saved[key] = r.counts, r.counts
+		// The sequences of an ends stream made again (deleted by hand)
+		// are not those of the new one.
+		if len(r.Unacked) > 0 && r.Stream.Equal(s.stream) {
+			s.unacked[key] = make(map[uint64]struct{}, len(r.Unacked))
+			for _, seq := range r.Unacked {
+				s.unacked[key][seq] = struct{}{}
+			}
 		}
 	}
 	return s, nil
 }
 
-func (s *stats) count(typ, status string) {
+// countEnds counts ends, the ends message of sequence seq in the ends
+// stream, and reports whether it did: not if seq is counted already (0
+// is no sequence: counted, not kept).
+func (s *stats) countEnds(seq uint64, ends wire.Ends) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	typ := ends.Type
+	if _, ok := s.unacked[typ][seq]; ok && seq != 0 {
+		return false
+	}
 	c := s.byType[typ]
-	switch wire.Status(status) {
-	case wire.StatusSucceeded:
-		c.Succeeded++
-	case wire.StatusFailed:
-		c.Failed++
-	case wire.StatusDead:
-		c.Dead++
-	default:
-		return
+	c.Superseded += uint64(max(ends.Superseded, 0))
+	for _, e := range ends.Jobs {
+		switch e.Status {
+		case wire.StatusSucceeded:
+			c.Succeeded++
+		case wire.StatusFailed:
+			c.Failed++
+		case wire.StatusDead:
+			c.Dead++
+		}
 	}
 	s.byType[typ] = c
 	s.dirty[typ] = true
+	if seq != 0 {
+		if s.unacked[typ] == nil {
+			s.unacked[typ] = map[uint64]struct{}{}
+		}
+		s.unacked[typ][seq] = struct{}{}
+		s.bound()
+	}
+	return true
 }
 
-// superseded counts n late outcomes of typ that were not kept.
-func (s *stats) superseded(typ string, n int) {
-	if n <= 0 {
+// bound drops the lowest unacked sequences past statsMaxUnacked. mu is held.
+func (s *stats) bound() {
+	n := 0
+	for _, seqs := range s.unacked {
+		n += len(seqs)
+	}
+	if n <= statsMaxUnacked {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.byType[typ]
-	c.Superseded += uint64(n)
-	s.byType[typ] = c
-	s.dirty[typ] = true
+	type typSeq struct {
+		typ string
+		seq uint64
+	}
+	all := make([]typSeq, 0, n)
+	for typ, seqs := range s.unacked {
+		for seq := range seqs {
+			all = append(all, typSeq{typ, seq})
+		}
+	}
+	slices.SortFunc(all, func(a, b typSeq) int { return cmp.Compare(a.seq, b.seq) })
+	drop := all[:n-statsMaxUnacked]
+	for _, d := range drop {
+		delete(s.unacked[d.typ], d.seq)
+		s.dirty[d.typ] = true
+	}
+	s.log.Warn("job ends counted but not seen acked are too many; the oldest are forgotten, and counted again if they come back",
+		"forgotten", len(drop), "kept", statsMaxUnacked)
 }
 
+// acked drops the sequences of typ whose acks were confirmed: those ends
+// do not come back.
+func (s *stats) acked(typ string, seqs []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, seq := range seqs {
+		if _, ok := s.unacked[typ][seq]; ok {
+			delete(s.unacked[typ], seq)
+			s.dirty[typ] = true
+		}
+	}
+}
+
+// ackedTo drops the sequences up to floor, the consumer's ack floor:
+// those ends were acked, or given up, and do not come back.
+func (s *stats) ackedTo(floor uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for typ, seqs := range s.unacked {
+		for seq := range seqs {
+			if seq <= floor {
+				delete(seqs, seq)
+				s.dirty[typ] = true
+			}
+		}
+	}
+}
+
+// unackedLen is the number of unacked sequences kept.
+func (s *stats) unackedLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, seqs := range s.unacked {
+		n += len(seqs)
+	}
+	return n
+}
+
+// snapshot returns the counts saved: what a restart, even after a SIGKILL,
+// starts from, so that they never go back.
 func (s *stats) snapshot() map[string]counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]counts, len(s.byType))
-	for k, v := range s.byType {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.saved)
 }
 
-// run saves dirty counts every second until ctx ends, then once more.
-func (s *stats) run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.save()
-			return
-		case <-t.C:
-			s.save()
-		}
-	}
-}
-
-func (s *stats) save() {
+// save puts the records of the types changed since their last save, and
+// returns the types whose put failed (they stay to save): the ends
+// counted of any other type before save began are stored. Only the ends
+// taker's goroutine calls it.
+func (s *stats) save() (failed map[string]bool) {
 	s.mu.Lock()
-	batch := make(map[string]counts, len(s.dirty))
+	batch := make(map[string]countsRecord, len(s.dirty))
 	for typ := range s.dirty {
-		batch[typ] = s.byType[typ]
+		r := countsRecord{counts: s.byType[typ], Unacked: slices.Sorted(maps.Keys(s.unacked[typ]))}
+		if len(r.Unacked) > 0 {
+			r.Stream = s.stream
+		}
+		batch[typ] = r
 	}
 	clear(s.dirty)
 	s.mu.Unlock()
-	for typ, c := range batch {
-		data, _ := json.Marshal(c)
+	for typ, r := range batch {
+		data, _ := json.Marshal(r)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := s.kv.Put(ctx, typ, data)
 		cancel()
+		s.mu.Lock()
 		if err != nil {
-			s.log.Warn("save job counts", "type", typ, "err", err)
-			s.mu.Lock()
 			s.dirty[typ] = true
-			s.mu.Unlock()
+		} else {
+			s.saved[typ] = r.counts
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Warn("save job counts; the job ends they count are not acked until they are saved", "type", typ, "err", err)
+			if failed == nil {
+				failed = map[string]bool{}
+			}
+			failed[typ] = true
 		}
 	}
+	return failed
 }

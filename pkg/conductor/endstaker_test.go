@@ -1,0 +1,180 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// endsBundle is what the ends taker's tests use around a Conductor.
+type endsBundle struct {
+	c   *Conductor
+	dir string
+	nc  *nats.Conn
+}
+
+// setupEnds starts a Conductor on dir (a new one if ""), with ackEnds as
+// its ends taker's ack, and connects to it.
+func setupEnds(t *testing.T, dir string, ackEnds func(context.Context, jetstream.Msg) error) *endsBundle {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	c.ackEnds = ackEnds
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return &endsBundle{c: c, dir: dir, nc: nc}
+}
+
+// publishEnds announces n ends messages of type squares, each of two
+// succeeded jobs and a failed attempt, as workerd does.
+func (b *endsBundle) publishEnds(t *testing.T, n int) {
+	t.Helper()
+	js, err := jetstream.New(b.nc)
+	require.NoError(t, err)
+	for i := range n {
+		ends := wire.Ends{Type: "squares", Jobs: []wire.End{
+			{ID: fmt.Sprintf("job-%d-a", i), Status: wire.StatusSucceeded},
+			{ID: fmt.Sprintf("job-%d-b", i), Status: wire.StatusSucceeded},
+			{ID: fmt.Sprintf("job-%d-c", i), Status: wire.StatusFailed},
+		}}
+		_, err := js.Publish(context.Background(), b.c.space.JobEnds("squares"), ends.AppendJSON(nil))
+		require.NoError(t, err)
+	}
+}
+
+// stored reads the record of typ in the stats bucket.
+func (b *endsBundle) stored(typ string) (countsRecord, error) {
+	var r countsRecord
+	e, err := b.c.stats.kv.Get(context.Background(), typ)
+	if err == nil {
+		err = json.Unmarshal(e.Value(), &r)
+	}
+	return r, err
+}
+
+// receive waits for n values of ch.
+func receive[T any](t *testing.T, ch <-chan T, n int, what string) []T {
+	t.Helper()
+	var got []T
+	deadline := time.After(20 * time.Second)
+	for len(got) < n {
+		select {
+		case v := <-ch:
+			got = append(got, v)
+		case <-deadline:
+			t.Fatalf("%s: %d of %d", what, len(got), n)
+		}
+	}
+	return got
+}
+
+// An ends message is acked only once its counts and its sequence are in
+// the stats bucket; one that comes back after that (its ack lost, as with
+// a conductord killed between the save and the ack) is not counted
+// again, and once its ack is confirmed its sequence is dropped.
+func TestEndsTaker_RedeliveryNotCountedTwice(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	var (
+		b       *endsBundle
+		mu      sync.Mutex
+		lost    = map[uint64]bool{} // the sequences whose first ack was lost
+		checked = make(chan error, 2*n)
+		acked   = make(chan uint64, 2*n)
+	)
+	b = setupEnds(t, "", func(ctx context.Context, m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		seq := md.Sequence.Stream
+		mu.Lock()
+		first := !lost[seq]
+		lost[seq] = true
+		mu.Unlock()
+		if !first {
+			err := m.DoubleAck(ctx)
+			if err == nil {
+				acked <- seq
+			}
+			return err
+		}
+		r, err := b.stored("squares")
+		if err == nil && (!slices.Contains(r.Unacked, seq) || r.Succeeded < 2) {
+			err = fmt.Errorf("ends %d acked before they were saved: %+v", seq, r)
+		}
+		checked <- err
+		// Lost: they come back at once.
+		if err := m.Nak(); err != nil {
+			return err
+		}
+		return errors.New("ack lost")
+	})
+	b.publishEnds(t, n)
+
+	for _, err := range receive(t, checked, n, "first acks") {
+		require.NoError(t, err)
+	}
+	seqs := receive(t, acked, n, "acks of the ends come back")
+	require.Equal(t, counts{Succeeded: 2 * n, Failed: n}, b.c.stats.snapshot()["squares"], "counted once")
+
+	// Stopped, it saves the confirmed sequences dropped; started again on
+	// its data, it has the counts and keeps no sequence.
+	b.c.Stop()
+	b2 := setupEnds(t, b.dir, nil)
+	require.Equal(t, counts{Succeeded: 2 * n, Failed: n}, b2.c.stats.snapshot()["squares"])
+	require.Zero(t, b2.c.stats.unackedLen(), "sequences kept: %v of %v", b2.c.stats.unacked, seqs)
+	r, err := b2.stored("squares")
+	require.NoError(t, err)
+	require.Empty(t, r.Unacked)
+}
+
+// The sequences of ends counted whose acks were never confirmed (a
+// conductord killed after the save) are saved with the counts, and read
+// back at start, so that the ends, when they come back, are not counted
+// again.
+func TestEndsTaker_UnackedSequencesSurviveRestart(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	tried := make(chan uint64, n)
+	b := setupEnds(t, "", func(_ context.Context, m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		tried <- md.Sequence.Stream
+		return errors.New("killed before the ack")
+	})
+	b.publishEnds(t, n)
+	seqs := receive(t, tried, n, "acks tried")
+	b.c.Stop()
+
+	b2 := setupEnds(t, b.dir, nil)
+	require.Equal(t, counts{Succeeded: 2 * n, Failed: n}, b2.c.stats.snapshot()["squares"])
+	b2.c.stats.mu.Lock()
+	kept := slices.Sorted(maps.Keys(b2.c.stats.unacked["squares"]))
+	b2.c.stats.mu.Unlock()
+	slices.Sort(seqs)
+	require.Equal(t, seqs, kept)
+	for _, seq := range seqs {
+		require.False(t, b2.c.stats.countEnds(seq, wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "x", Status: wire.StatusSucceeded}}}), "ends %d counted again", seq)
+	}
+}
