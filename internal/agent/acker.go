@@ -4,10 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -47,6 +50,10 @@ type acker struct {
 	// superseded counts the outcomes not kept since the last ends
 	// (fence.go), announced with the next.
 	superseded int
+	// idPrefix and announced name each announcement (its Nats-Msg-Id):
+	// a random prefix per acker, and a count.
+	idPrefix  string
+	announced uint64
 }
 
 func (a *acker) run(ctx context.Context) {
@@ -125,9 +132,14 @@ func (a *acker) ackReady(ctx context.Context) {
 func (a *acker) announce(ctx context.Context, jobs []finishJob) {
 	data := a.ends.AppendJSON(nil) // kept until the answer: a retry sends it again
 	a.ends.Jobs, a.ends.Superseded = a.ends.Jobs[:0], 0
-	c := announced{data: data, jobs: slices.Clone(jobs)}
+	if a.idPrefix == "" {
+		a.idPrefix = "ends-" + newTag() + "-"
+	}
+	a.announced++
+	c := announced{data: data, jobs: slices.Clone(jobs), msgID: a.idPrefix + strconv.FormatUint(a.announced, 10)}
+	m := &nats.Msg{Subject: a.space.JobEnds(a.typ), Header: nats.Header{names.HeaderMsgID: []string{c.msgID}}, Data: data}
 	var err error
-	if c.ack, err = a.js.PublishAsync(a.space.JobEnds(a.typ), data); err != nil {
+	if c.ack, err = a.js.PublishMsgAsync(m); err != nil {
 		c.ack = nil // the confirmer publishes again, synchronously
 	}
 	a.confirming <- c

@@ -15,7 +15,8 @@ import (
 
 // announced is a burst's ends, published, and the jobs they tell of.
 type announced struct {
-	data []byte
+	data  []byte
+	msgID string // the publish's Nats-Msg-Id, the same for every copy
 	ack  jetstream.PubAckFuture // nil: the publish failed at once
 	jobs []finishJob
 }
@@ -72,7 +73,7 @@ func (c *confirmer) confirmed(ctx context.Context, a announced) bool {
 			c.log.Warn("announce job ends: no answer; retrying", "pool", c.typ, "jobs", len(a.jobs), "wait", storeTimeout)
 		}
 	}
-	return c.states.announce(ctx, a.data, len(a.jobs))
+	return c.states.announce(ctx, a.data, len(a.jobs), a.msgID)
 }
 
 // ack acks or naks the job of f, whose state is stored, and announces it.

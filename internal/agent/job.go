@@ -161,7 +161,7 @@ func (s *source) ended(h *heldJob) {
 	s.leases.release(h.msg)
 	st := &h.state
 	ends := wire.Ends{Type: s.typ, Jobs: []wire.End{{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil)}}}
-	if !s.states.announce(context.Background(), ends.AppendJSON(nil), 1) {
+	if !s.states.announce(context.Background(), ends.AppendJSON(nil), 1, "") {
 		return // redelivered when its lease ends
 	}
 	if err := h.msg.Ack(); err != nil {

@@ -289,11 +289,11 @@ func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
 // put writes data to subj and waits for the store's answer, retrying with
 // backoff up to tries times unless ctx ends first. what names the write in
 // the log lines of its failures.
-func (s *states) put(ctx context.Context, subj string, data []byte, tries int, what, id string) bool {
+func (s *states) put(ctx context.Context, subj string, data []byte, tries int, what, id string, opts ...jetstream.PublishOpt) bool {
 	delay := 100 * time.Millisecond
 	for range tries {
 		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.js.Publish(pctx, subj, data)
+		_, err := s.js.Publish(pctx, subj, data, opts...)
 		cancel()
 		if err == nil {
 			return true
@@ -388,9 +388,16 @@ func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64
 
 // announce publishes ends to the ends stream and waits for the server to
 // have it, retrying a few times unless ctx ends: conductord counts them
-// and archives the final states they carry.
-func (s *states) announce(ctx context.Context, data []byte, jobs int) bool {
-	if s.put(ctx, s.space.JobEnds(s.typ), data, 4, "announce job ends", "") {
+// and archives the final states they carry. msgID, if set, makes the
+// copies of one announcement one message of the stream (its
+// deduplication window), so that a publish repeated after its answer was
+// lost is not counted twice.
+func (s *states) announce(ctx context.Context, data []byte, jobs int, msgID string) bool {
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if s.put(ctx, s.space.JobEnds(s.typ), data, 4, "announce job ends", "", opts...) {
 		return true
 	}
 	s.log.Error("job ends not announced; their jobs will be redelivered and announced then", "pool", s.typ, "jobs", jobs)
