@@ -233,13 +233,17 @@ func (a *Agent) watchReconnects(ctx context.Context) {
 			return
 		case <-ch:
 		}
+		// Before the fetchers pull again: what they get from a new
+		// server is suspect (replays.suspect also tells by the server
+		// id until this is done).
+		restarted := a.replays.connected(a.cfg.Conn.ConnectedServerId())
 		for _, p := range a.poolList() {
 			if _, src := p.running(); src != nil {
 				src.reconnected()
 			}
 		}
 		a.publishHeartbeat(false)
-		if a.replays.connected(a.cfg.Conn.ConnectedServerId()) {
+		if restarted {
 			a.log.Info("connected to a new server (a restart?): the jobs queued before claim their state before they run, as redeliveries do")
 			a.replays.learn(ctx, a.js, a.space.JobStream())
 		}

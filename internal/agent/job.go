@@ -150,7 +150,7 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 // job that has ended, whose state may have gone to the archive, and it must
 // not run that job again nor replace its final state.
 func (s *source) mustClaim(h *heldJob, opts wire.Options) bool {
-	return s.replays.suspect(h.seq) || opts.StateRev == 0 && h.seq != 0 && h.state.ID != wire.SeqJobID(h.seq)
+	return s.replays.suspect(h.seq, s.nc.ConnectedServerId()) || opts.StateRev == 0 && h.seq != 0 && h.state.ID != wire.SeqJobID(h.seq)
 }
 
 // ended acks a delivery of a job that has ended already (its state, in
@@ -160,7 +160,7 @@ func (s *source) mustClaim(h *heldJob, opts wire.Options) bool {
 func (s *source) ended(h *heldJob) {
 	s.leases.release(h.msg)
 	st := &h.state
-	ends := wire.Ends{Type: s.typ, Jobs: []wire.End{{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil)}}}
+	ends := wire.Ends{Type: s.typ, Again: true, Jobs: []wire.End{{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil)}}}
 	if !s.states.announce(context.Background(), ends.AppendJSON(nil), 1, "") {
 		return // redelivered when its lease ends
 	}

@@ -25,25 +25,34 @@ import (
 type replays struct {
 	all   atomic.Bool   // every message is suspect: the stream's last sequence is not known yet
 	below atomic.Uint64 // messages at or below this stream sequence are suspect
-	id    string        // the server last connected to; only watchReconnects touches it
+	id    atomic.Pointer[string] // the server last connected to, as watchReconnects saw it
 }
 
 // suspect reports whether the message at stream sequence seq may have been
-// delivered before a server restart.
-func (r *replays) suspect(seq uint64) bool {
+// delivered before a server restart: one stored before the agent learnt of
+// the restart, or any while the agent is connected to a server that
+// watchReconnects has not seen yet (serverID, the connection's now).
+func (r *replays) suspect(seq uint64, serverID string) bool {
 	if r == nil {
 		return false
 	}
-	return r.all.Load() || seq != 0 && seq <= r.below.Load()
+	if r.all.Load() || seq != 0 && seq <= r.below.Load() {
+		return true
+	}
+	known := r.id.Load()
+	return known != nil && serverID != "" && serverID != *known
 }
 
-// connected records the server connected to now: serverID. It reports
-// whether it is a new one after another, in which case every message is
-// suspect until learn is done.
+// connected records the server connected to now: serverID ("" if the
+// connection dropped again already: ignored). It reports whether it is a
+// new one after another, in which case every message is suspect until
+// learn is done.
 func (r *replays) connected(serverID string) bool {
-	prev := r.id
-	r.id = serverID
-	if prev == "" || serverID == "" || serverID == prev {
+	if serverID == "" {
+		return false
+	}
+	prev := r.id.Swap(&serverID)
+	if prev == nil || *prev == serverID {
 		return false
 	}
 	r.all.Store(true)
@@ -59,10 +68,9 @@ func (r *replays) learn(ctx context.Context, js jetstream.JetStream, stream stri
 		s, err := js.Stream(sctx, stream)
 		cancel()
 		if err == nil {
-			last := s.CachedInfo().State.LastSeq
-			if last > r.below.Load() {
-				r.below.Store(last)
-			}
+			// Not the most seen: a server that lost its store (memory
+			// storage) numbers its messages from 1 again.
+			r.below.Store(s.CachedInfo().State.LastSeq)
 			r.all.Store(false)
 			return
 		}

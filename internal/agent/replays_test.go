@@ -23,17 +23,19 @@ func TestReplays_NewServer(t *testing.T) {
 	var r replays
 	require.False(t, r.connected(""), "not connected at start")
 	require.False(t, r.connected("A"), "the first server")
-	require.False(t, r.suspect(1))
+	require.False(t, r.suspect(1, "A"))
 	require.False(t, r.connected("A"), "a reconnect to the same server")
-	require.False(t, r.suspect(1))
+	require.False(t, r.suspect(1, "A"))
+	require.True(t, r.suspect(1, "B"), "connected to a new server not handled yet")
+	require.False(t, r.connected(""), "dropped again at once: ignored")
 	require.True(t, r.connected("B"), "another server: a restart")
-	require.True(t, r.suspect(1_000_000), "every message until the stream's last sequence is known")
+	require.True(t, r.suspect(1_000_000, "B"), "every message until the stream's last sequence is known")
 	r.below.Store(10)
 	r.all.Store(false)
-	require.True(t, r.suspect(10))
-	require.False(t, r.suspect(11), "stored after the restart")
-	require.False(t, r.suspect(0), "no sequence: not a stream message")
-	require.False(t, (*replays)(nil).suspect(1))
+	require.True(t, r.suspect(10, "B"))
+	require.False(t, r.suspect(11, "B"), "stored after the restart")
+	require.False(t, r.suspect(0, "B"), "no sequence: not a stream message")
+	require.False(t, (*replays)(nil).suspect(1, "C"))
 }
 
 // A server that restarts from a kill may lose its consumer's state and

@@ -215,9 +215,11 @@ func (s *states) recordSkip(h *heldJob) {
 		}
 		st.Skipped++
 		st.UpdatedAt = time.Now().UTC()
-		if h.claimed && st.Holder == h.state.Holder && len(st.History) > 0 {
-			// Its own claim: the attempt it announced never started.
+		if st.Holder == h.state.Holder && len(st.History) > 0 {
+			// Its own claim, or its first delivery's running state: the
+			// attempt it announced never started, and counts no more.
 			st.Status = wire.StatusQueued
+			st.Attempts = max(st.History[len(st.History)-1].Attempt-1, 0)
 			st.History = st.History[:len(st.History)-1]
 		}
 		data, _ := json.Marshal(&st)

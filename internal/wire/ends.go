@@ -18,6 +18,11 @@ type Ends struct {
 	// Superseded counts the outcomes of attempts that were not kept since
 	// the last Ends: a newer attempt held the job, or it had ended.
 	Superseded int `json:"superseded,omitempty"`
+	// Again marks ends announced before: of a job found ended when its
+	// message came again (its ack, or its first announcement, may have
+	// been lost). conductord archives them, and counts only those it has
+	// no record of.
+	Again bool `json:"again,omitempty"`
 }
 
 // End is how one attempt ended: the job's status after it (succeeded,
@@ -57,6 +62,9 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 	b = append(b, ']')
 	if e.Superseded != 0 {
 		b = strconv.AppendInt(append(b, `,"superseded":`...), int64(e.Superseded), 10)
+	}
+	if e.Again {
+		b = append(b, `,"again":true`...)
 	}
 	return append(b, '}')
 }

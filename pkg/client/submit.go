@@ -120,12 +120,27 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 		// The state bucket keeps a final state only for a while
 		// (--archive-after): a repeat that comes later finds the job in
 		// the archive, and must neither queue it again nor shadow its
-		// final state with a new one.
-		switch _, err := c.archived(ctx, id); {
-		case err == nil:
-			return id, nil
-		case !errors.Is(err, ErrJobNotFound):
-			return "", fmt.Errorf("conductor: look up job %s, which may have ended: %w", id, err)
+		// final state with a new one. A job the bucket has is handled
+		// below, without asking the archive.
+		var inBucket bool
+		err := retry(ctx, func(ctx context.Context) error {
+			_, err := c.kv.Get(ctx, id)
+			inBucket = err == nil
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return "", fmt.Errorf("conductor: look up job %s: %w", id, err)
+		}
+		if !inBucket {
+			switch _, err := c.archived(ctx, id); {
+			case err == nil:
+				return id, nil
+			case !errors.Is(err, ErrJobNotFound):
+				return "", fmt.Errorf("conductor: look up job %s, which may have ended: %w", id, err)
+			}
 		}
 	}
 	// Record first, then queue: the state's revision travels with the job,

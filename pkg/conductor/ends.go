@@ -243,6 +243,9 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 		h.seq = md.Sequence.Stream
 	}
 	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
+	if ok && ends.Again {
+		ends = e.c.unknownEnds(ends)
+	}
 	if ok && e.c.archive != nil {
 		// Archived again if it comes back: a second record of a job's
 		// final state, which Get reads as the first.
@@ -307,6 +310,24 @@ func (e *endsTaker) prune() {
 // archiveRetry is how long ends whose final states could not be
 // archived wait before they are taken again.
 const archiveRetry = 5 * time.Second
+
+// unknownEnds keeps, of ends announced again (wire.Ends.Again), those of
+// jobs the archive has no record of: the others were counted when first
+// announced. Without an archive (MemoryStorage) it cannot tell, and keeps
+// none: a job's end is counted at most once.
+func (c *Conductor) unknownEnds(ends wire.Ends) wire.Ends {
+	kept := ends.Jobs[:0]
+	for _, e := range ends.Jobs {
+		if c.archive == nil {
+			break
+		}
+		if _, ok, err := c.archive.store.Get(e.ID); err == nil && !ok {
+			kept = append(kept, e)
+		}
+	}
+	ends.Jobs = kept
+	return ends
+}
 
 // decodeEnds reads the ends of a burst of attempts; unreadable ends, and
 // ends whose type is not their subject's, are logged and ignored.

@@ -9,7 +9,8 @@ import (
 )
 
 // endsAcksInFlight bounds the acks the ends taker's acker has waiting
-// for the server's confirmation at once; endsAckWait bounds each wait.
+// for the server's confirmation at once; endsAckWait bounds the wait for
+// a whole flush's.
 const (
 	endsAcksInFlight = 64
 	endsAckWait      = 5 * time.Second
@@ -51,13 +52,15 @@ func (e *endsTaker) ackBatch(batch []heldEnds) bool {
 		failures int
 		lastErr  error
 	)
+	// One deadline for the batch: a server that does not answer holds
+	// the acker, and so the taker's Stop, endsAckWait at most per batch.
+	bctx, bcancel := context.WithTimeout(context.Background(), endsAckWait)
+	defer bcancel()
 	for _, h := range batch {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			ctx, cancel := context.WithTimeout(context.Background(), endsAckWait)
-			err := ack(ctx, h.m)
-			cancel()
+			err := ack(bctx, h.m)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -136,15 +136,14 @@ func TestEndsTaker_RedeliveryNotCountedTwice(t *testing.T) {
 	seqs := receive(t, acked, n, "acks of the ends come back")
 	require.Equal(t, counts{Succeeded: 2 * n, Failed: n}, b.c.stats.snapshot()["squares"], "counted once")
 
-	// Stopped, it saves the confirmed sequences dropped; started again on
-	// its data, it has the counts and keeps no sequence.
+	// Stopped, it keeps the confirmed sequences saved for a while (an ack
+	// the server confirmed may still be lost with a kill); started again
+	// on its data, it has the counts, and the consumer's ack floor drops
+	// the sequences.
 	b.c.Stop()
 	b2 := setupEnds(t, b.dir, nil)
 	require.Equal(t, counts{Succeeded: 2 * n, Failed: n}, b2.c.stats.snapshot()["squares"])
 	require.Zero(t, b2.c.stats.unackedLen(), "sequences kept: %v of %v", b2.c.stats.unacked, seqs)
-	r, err := b2.stored("squares")
-	require.NoError(t, err)
-	require.Empty(t, r.Unacked)
 }
 
 // The sequences of ends counted whose acks were never confirmed (a
@@ -177,4 +176,34 @@ func TestEndsTaker_UnackedSequencesSurviveRestart(t *testing.T) {
 	for _, seq := range seqs {
 		require.False(t, b2.c.stats.countEnds(seq, wire.Ends{Type: "squares", Jobs: []wire.End{{ID: "x", Status: wire.StatusSucceeded}}}), "ends %d counted again", seq)
 	}
+}
+
+// Ends announced again (a job found ended when its message came back) are
+// archived, but counted only for the jobs the archive had no record of.
+func TestEndsTaker_AnnouncedAgainCountedOnce(t *testing.T) {
+	t.Parallel()
+	b := setupEnds(t, "", nil)
+	js, err := jetstream.New(b.nc)
+	require.NoError(t, err)
+	publish := func(again bool, ids ...string) {
+		ends := wire.Ends{Type: "squares", Again: again}
+		for _, id := range ids {
+			ends.Jobs = append(ends.Jobs, wire.End{ID: id, Status: wire.StatusSucceeded, State: json.RawMessage(`{"id":"` + id + `","status":"succeeded"}`)})
+		}
+		_, err := js.Publish(context.Background(), b.c.space.JobEnds("squares"), ends.AppendJSON(nil))
+		require.NoError(t, err)
+	}
+	succeeded := func() uint64 { return b.c.stats.snapshot()["squares"].Succeeded }
+	publish(false, "job-1", "job-2")
+	require.Eventually(t, func() bool { return succeeded() == 2 }, 10*time.Second, 10*time.Millisecond)
+	publish(true, "job-1")          // announced before: archived, not counted
+	publish(true, "job-2", "job-3") // job-3's first announcement was lost
+	require.Eventually(t, func() bool {
+		_, ok, err := b.c.archive.store.Get("job-3")
+		return err == nil && ok
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return succeeded() >= 3 }, 10*time.Second, 10*time.Millisecond)
+	publish(false, "job-4") // after the others: once it is counted, they were taken
+	require.Eventually(t, func() bool { return succeeded() >= 4 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, uint64(4), succeeded(), "job-1 and job-2 counted once")
 }

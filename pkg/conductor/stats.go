@@ -65,7 +65,7 @@ type stats struct {
 	mu      sync.Mutex
 	byType  map[string]counts              // counted
 	saved   map[string]counts              // stored in the bucket, as snapshot shows
-	unacked map[string]map[uint64]struct{} // per type, the sequences counted whose acks are not confirmed
+	unacked map[string]map[uint64]time.Time // per type, the sequences counted whose acks are not settled: when the ack was confirmed, zero until then
 	dirty   map[string]bool                // changed since saved
 }
 
@@ -81,7 +81,7 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 	s := &stats{
 		kv: kv, log: log, stream: ends.CachedInfo().Created,
 		byType: map[string]counts{}, saved: map[string]counts{},
-		unacked: map[string]map[uint64]struct{}{}, dirty: map[string]bool{},
+		unacked: map[string]map[uint64]time.Time{}, dirty: map[string]bool{},
 	}
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
@@ -100,9 +100,9 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 		// The sequences of an ends stream made again (deleted by hand)
 		// are not those of the new one.
 		if len(r.Unacked) > 0 && r.Stream.Equal(s.stream) {
-			s.unacked[key] = make(map[uint64]struct{}, len(r.Unacked))
+			s.unacked[key] = make(map[uint64]time.Time, len(r.Unacked))
 			for _, seq := range r.Unacked {
-				s.unacked[key][seq] = struct{}{}
+				s.unacked[key][seq] = time.Time{}
 			}
 		}
 	}
@@ -135,9 +135,9 @@ func (s *stats) countEnds(seq uint64, ends wire.Ends) bool {
 	s.dirty[typ] = true
 	if seq != 0 {
 		if s.unacked[typ] == nil {
-			s.unacked[typ] = map[uint64]struct{}{}
+			s.unacked[typ] = map[uint64]time.Time{}
 		}
-		s.unacked[typ][seq] = struct{}{}
+		s.unacked[typ][seq] = time.Time{}
 		s.bound()
 	}
 	return true
@@ -172,18 +172,31 @@ func (s *stats) bound() {
 		"forgotten", len(drop), "kept", statsMaxUnacked)
 }
 
-// acked drops the sequences of typ whose acks were confirmed: those ends
-// do not come back.
+// acked notes that the acks of the sequences of typ were confirmed, and
+// drops those confirmed more than ackSettle ago: those ends do not come
+// back.
 func (s *stats) acked(typ string, seqs []uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := time.Now()
 	for _, seq := range seqs {
-		if _, ok := s.unacked[typ][seq]; ok {
+		if t, ok := s.unacked[typ][seq]; ok && t.IsZero() {
+			s.unacked[typ][seq] = now
+		}
+	}
+	for seq, t := range s.unacked[typ] {
+		if !t.IsZero() && now.Sub(t) > ackSettle {
 			delete(s.unacked[typ], seq)
 			s.dirty[typ] = true
 		}
 	}
 }
+
+// ackSettle is how long the sequence of ends stays saved after the server
+// confirmed their ack: it writes its consumers' state to disk on a timer,
+// so an ack it confirmed may still be lost with a kill, and the ends come
+// back.
+const ackSettle = 5 * time.Second
 
 // ackedTo drops the sequences up to floor, the consumer's ack floor:
 // those ends were acked, or given up, and do not come back.

@@ -47,6 +47,10 @@ type strayRepair struct {
 	space subject.Space
 	every time.Duration
 	limit int // strays looked at per pass
+	// retention is how long a job's state is kept: a stray older than
+	// half of it whose job has no state may be of a job whose state has
+	// expired since it ended; it is removed, not run again.
+	retention time.Duration
 	log   *slog.Logger
 	// archived reads a state gone from the bucket; nil: there is no
 	// archive (MemoryStorage). errArchiveCatchingUp: ask again later.
@@ -102,7 +106,7 @@ func newStrayRepair(ctx context.Context, c *Conductor) (*strayRepair, error) {
 		return nil, fmt.Errorf("conductor: open the job state bucket: %w", err)
 	}
 	r := &strayRepair{
-		js: c.js, kv: kv, space: c.space, every: c.cfg.StrayCheck, limit: strayLimit,
+		js: c.js, kv: kv, space: c.space, every: c.cfg.StrayCheck, limit: strayLimit, retention: c.cfg.Retention,
 		log: c.log, onPass: c.onStrayPass,
 	}
 	if a := c.archive; a != nil {
@@ -257,7 +261,13 @@ func (r *strayRepair) repair(ctx context.Context, stream jetstream.Stream, m *je
 			alive = err == nil
 		}
 	}
-	if strayVerdict(st, alive) == strayDelete {
+	verdict := strayVerdict(st, alive)
+	if st == nil && r.retention > 0 && time.Since(m.Time) > r.retention/2 {
+		verdict = strayDelete
+		r.log.Warn("stray job message of a job with no state, older than half the retention: its job ended long ago and its state expired, it seems; removed, not run again",
+			"job", id, "seq", m.Sequence, "published", m.Time)
+	}
+	if verdict == strayDelete {
 		if err := r.remove(ctx, stream, m.Sequence); err != nil {
 			p.skipped++
 			r.log.Debug("stray job message: not removed; left to the next pass", "job", id, "seq", m.Sequence, "err", err)

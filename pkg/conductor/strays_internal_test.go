@@ -101,3 +101,41 @@ func TestStrayRepair_RequeueNeverOverwritesANewerState(t *testing.T) {
 	require.Equal(t, "1", cp.Header.Get(names.HeaderRequeued))
 	require.Equal(t, strconv.FormatUint(e.Revision(), 10), cp.Header.Get(names.HeaderStateRev))
 }
+
+// A stray of a job with no state at all is queued again only while it is
+// young: one older than half the retention may be of a job that ended
+// long ago and whose state has expired since; it is removed, not run
+// again.
+func TestStrayRepair_OldStrayWithNoStateIsRemoved(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := New(Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx))
+	t.Cleanup(c.Stop)
+	r := c.strays
+	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	require.NoError(t, err)
+	for range 2 {
+		_, err := c.js.Publish(ctx, c.space.Job("later"), []byte("1")) // no state, id seq-N
+		require.NoError(t, err)
+	}
+
+	young, err := stream.GetMsg(ctx, 1)
+	require.NoError(t, err)
+	var p strayPass
+	r.repair(ctx, stream, young, &p)
+	require.Equal(t, strayPass{requeued: 1, requeuedJobs: []string{"seq-1"}}, p, "young: queued again")
+
+	old, err := stream.GetMsg(ctx, 2)
+	require.NoError(t, err)
+	old.Time = time.Now().Add(-r.retention)
+	p = strayPass{}
+	r.repair(ctx, stream, old, &p)
+	require.Equal(t, strayPass{deleted: 1}, p, "old: removed")
+	_, err = stream.GetMsg(ctx, 2)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+	_, err = r.kv.Get(ctx, "seq-2")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "not claimed")
+}
