@@ -213,7 +213,7 @@ func TestChaos_NothingLost(t *testing.T) {
   duplicates:  %s
   late writes: %d superseded attempts caught by the fence (%.0f per 100k jobs)
   end events:  %d jobs announced succeeded more than once (job events; a lower bound: events during a conductord restart are not heard)
-  clients:     %d Submit and Wait calls made again after a failure, %d of them Waits cut after %s (reads lost with a conductord: known bug)
+  clients:     %d Submit and Wait calls made again after a failure, %d of them Waits cut after %s (each a Wait that hung: none expected)
   orphans:     none (workers of %d killed workerds checked gone; no squares-worker left at cleanup)`,
 		plan.seed, plan.jobs, time.Since(began).Round(time.Second), plan.spread,
 		counts[killWorker], counts[killWorkerd], counts[killConductord],

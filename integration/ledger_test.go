@@ -77,12 +77,11 @@ func (l *ledger) submit(ctx context.Context, cl *client.Client, i int) string {
 	}
 }
 
-// waitCall bounds one Wait call of a careful client. A read in flight
-// when conductord dies is never answered, and Wait does not bound its reads
-// (a known bug: TestClient_ReadInFlightAtConductordKill), so the client
-// bounds the call and makes it again. It is well over the longest a job
-// waits for a worker in the run (a stop's length), so that a cut call
-// almost always means a lost read.
+// waitCall bounds one Wait call of a careful client, as a safety net: Wait
+// bounds its own reads now (a read in flight when conductord died used to
+// hang: TestClient_ReadInFlightAtConductordKill), so a cut call counts
+// against the run's figures. It is well over the longest a job waits for
+// a worker in the run (a stop's length).
 const waitCall = 45 * time.Second
 
 // wait waits for job i to end, calling Wait again when it fails (a
