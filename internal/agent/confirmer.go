@@ -16,9 +16,9 @@ import (
 // announced is a burst's ends, published, and the jobs they tell of.
 type announced struct {
 	data  []byte
-	msgID string // the publish's Nats-Msg-Id, the same for every copy
-	ack  jetstream.PubAckFuture // nil: the publish failed at once
-	jobs []finishJob
+	msgID string                 // the publish's Nats-Msg-Id, the same for every copy
+	ack   jetstream.PubAckFuture // nil: the publish failed at once
+	jobs  []finishJob
 }
 
 // confirmer acks (or naks) the jobs of each announcement once the server

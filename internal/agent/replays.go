@@ -23,8 +23,8 @@ import (
 //
 // The agent's watchReconnects goroutine drives it; the sources read it.
 type replays struct {
-	all   atomic.Bool   // every message is suspect: the stream's last sequence is not known yet
-	below atomic.Uint64 // messages at or below this stream sequence are suspect
+	all   atomic.Bool            // every message is suspect: the stream's last sequence is not known yet
+	below atomic.Uint64          // messages at or below this stream sequence are suspect
 	id    atomic.Pointer[string] // the server last connected to, as watchReconnects saw it
 }
 

@@ -63,10 +63,10 @@ type stats struct {
 	stream time.Time // the ends stream's creation: its sequences are those in unacked
 
 	mu      sync.Mutex
-	byType  map[string]counts              // counted
-	saved   map[string]counts              // stored in the bucket, as snapshot shows
+	byType  map[string]counts               // counted
+	saved   map[string]counts               // stored in the bucket, as snapshot shows
 	unacked map[string]map[uint64]time.Time // per type, the sequences counted whose acks are not settled: when the ack was confirmed, zero until then
-	dirty   map[string]bool                // changed since saved
+	dirty   map[string]bool                 // changed since saved
 }
 
 func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, log *slog.Logger) (*stats, error) {

@@ -51,7 +51,7 @@ type strayRepair struct {
 	// half of it whose job has no state may be of a job whose state has
 	// expired since it ended; it is removed, not run again.
 	retention time.Duration
-	log   *slog.Logger
+	log       *slog.Logger
 	// archived reads a state gone from the bucket; nil: there is no
 	// archive (MemoryStorage). errArchiveCatchingUp: ask again later.
 	archived func(id string) ([]byte, bool, error)
