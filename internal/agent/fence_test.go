@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/names"
-	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
@@ -286,39 +285,15 @@ func TestSource_HugeErrorsStillEnd(t *testing.T) {
 // final states of the ends stream and answers ArchiveGet.
 func TestFence_LateOutcomeAfterTheStateWasArchived(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Server(t)
-	nc := natstest.Conn(t, ns)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	space, _ := subject.New("default")
+	b, archived := bareBundle(t, time.Second)
+	kv, js := b.kv, b.js
 	ctx := context.Background()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.JobStream(), Subjects: []string{space.Jobs()}, Retention: jetstream.WorkQueuePolicy})
+	a, err := New(Config{Conn: b.nc, Host: "h1"})
 	require.NoError(t, err)
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: space.StateBucket(), LimitMarkerTTL: time.Second,
-		Metadata: map[string]string{names.MetaFinalTTL: "1s"},
-	})
-	require.NoError(t, err)
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.EndsStream(), Subjects: []string{space.AllJobEnds()}})
-	require.NoError(t, err)
-	archived := archiveStandIn(t, nc, js, space)
-
-	a, err := New(Config{Conn: nc, Host: "h1"})
-	require.NoError(t, err)
-	require.NoError(t, a.ensureConsumer(ctx, "sq"))
 	ttl, err := a.finalTTL(ctx, kv)
 	require.NoError(t, err)
 	require.Equal(t, time.Second, ttl, "read from the bucket's metadata")
-	b := &sourceBundle{nc: nc, js: js, jsAgent: a.js, space: space, kv: kv}
-	mk := func(host string) *source {
-		src, err := newSource(sourceConfig{
-			nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: host, workers: 2, maxAttempts: 3, maxResult: 1 << 20,
-			expires: 5 * time.Second, ackWait: 30 * time.Second, finalTTL: ttl, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		})
-		require.NoError(t, err)
-		t.Cleanup(src.close)
-		return src
-	}
+	mk := func(host string) *source { return b.bareSource(t, host, ttl, nil) }
 	stale, fresh := mk("h1"), mk("h2")
 	b.publish(t, 1) // published straight to the stream: no state before its first write
 	old, job := takeFromStale(t, stale, fresh)

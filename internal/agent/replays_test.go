@@ -50,7 +50,7 @@ func TestSource_ReplayAfterTheServerLostItsConsumerState(t *testing.T) {
 	b, _ := bareBundle(t, 0)
 	ctx := context.Background()
 	r := &replays{}
-	src := b.bareSource(t, 0, r)
+	src := b.bareSource(t, "h1", 0, r)
 
 	b.publish(t, 1)
 	first := next(t, src)
@@ -87,7 +87,7 @@ func TestSource_NamedCopyOfAnArchivedJobDoesNotRun(t *testing.T) {
 	b, archived := bareBundle(t, time.Second)
 	js, kv, space := b.js, b.kv, b.space
 	ctx := context.Background()
-	src := b.bareSource(t, time.Second, nil)
+	src := b.bareSource(t, "h1", time.Second, nil)
 
 	publishNamed := func(payload string) {
 		m := nats.NewMsg(space.Job("sq"))
@@ -152,11 +152,11 @@ func bareBundle(t *testing.T, finalTTL time.Duration) (*sourceBundle, func(id st
 	return &sourceBundle{nc: nc, js: js, jsAgent: a.js, space: space, kv: kv}, archived
 }
 
-// bareSource is a source of type sq on b.
-func (b *sourceBundle) bareSource(t *testing.T, finalTTL time.Duration, r *replays) *source {
+// bareSource is a source of type sq on b, of host.
+func (b *sourceBundle) bareSource(t *testing.T, host string, finalTTL time.Duration, r *replays) *source {
 	t.Helper()
 	src, err := newSource(sourceConfig{
-		nc: b.nc, js: b.jsAgent, kv: b.kv, space: b.space, typ: "sq", host: "h1", workers: 2, maxAttempts: 3, maxResult: 1 << 20,
+		nc: b.nc, js: b.jsAgent, kv: b.kv, space: b.space, typ: "sq", host: host, workers: 2, maxAttempts: 3, maxResult: 1 << 20,
 		expires: time.Second, ackWait: 30 * time.Second, finalTTL: finalTTL, replays: r,
 		log: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
