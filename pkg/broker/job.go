@@ -46,8 +46,16 @@ type Outcome struct {
 	// the kernel's OOM killer)".
 	OOMKilled bool
 	// TimedOut is set when the attempt ran over its timeout: the worker was
-	// sent the cancel op and, if it did not answer, stopped.
+	// sent the cancel op and, if it did not answer, stopped; or its answer
+	// came after the deadline (see LateBy).
 	TimedOut bool
+	// LateBy is set, with TimedOut, when the worker answered the job after
+	// its deadline (Started plus its timeout, on the pool's monotonic
+	// clock): how long after. Such an answer does not count: the attempt
+	// fails as timed out, Err quotes the worker's error if it gave one, and
+	// a result is dropped. Zero for an answer in time (it wins, as any) and
+	// for a worker that never answered.
+	LateBy time.Duration
 	// NotStarted is set when the job never reached a worker (its worker
 	// went busy, or exited, or the pool stopped, first): the Source should
 	// put it back for another worker without counting a failure. Err says

@@ -52,6 +52,7 @@ var fakeWorkers = map[string]func() int{
 	"cancel-job":     runCancelJob,
 	"ignore-cancel":  runIgnoreCancel,
 	"hog":            runHog,
+	"slow-job":       runSlowJob,
 }
 
 func TestMain(m *testing.M) {
@@ -460,6 +461,25 @@ func runHog() int {
 			hoard = append(hoard, b)
 		}
 		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: fmt.Sprintf("filled %d MiB and was not killed", len(hoard))})
+		return true
+	})
+	return 0
+}
+
+// runSlowJob: ready; each job's payload is a number of milliseconds: the
+// worker works that long (a sleep is its work), then answers with the
+// payload as result, whatever cancel ops came meanwhile (it skips them).
+func runSlowJob() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(func(m proto.Message) bool {
+		var ms int
+		if err := json.Unmarshal(m.Payload, &ms); err != nil {
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Error: err.Error()})
+			return true
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: m.Payload})
 		return true
 	})
 	return 0

@@ -8,6 +8,7 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -36,10 +37,8 @@ func (ss *session) done(m proto.Message) {
 	out := ss.outcome()
 	ss.avgRun.Add(int64(out.Ended.Sub(out.Started)))
 	out.Result, out.Err, out.Permanent = m.Result, m.Error, m.Permanent
-	if ss.timedOut > 0 && m.Error != "" {
-		// Cancelled for its timeout: retry it, whatever the worker thought.
-		out.Err = fmt.Sprintf("job timed out after %s (%s)", ss.timedOut, m.Error)
-		out.TimedOut, out.Permanent = true, false
+	if timeout, late := ss.pastDeadline(j, out.Ended); timeout > 0 && (late >= 0 || ss.timedOut > 0) {
+		ss.lateAnswer(j, &out, m, timeout, max(late, 0))
 	}
 	ss.countFinished()
 	if len(ss.queued) > 0 && ss.ready && !ss.shutdown {
@@ -53,6 +52,36 @@ func (ss *session) done(m proto.Message) {
 		ss.setIdle()
 	}
 	ss.s.pool.src.Done(j, out)
+}
+
+// pastDeadline returns the timeout of j, the running job, and how long
+// after its deadline (its start plus its timeout) at is: negative while in
+// time. Both times are read from the monotonic clock, so that a change of
+// the wall clock moves no deadline. A zero timeout: j has no deadline.
+func (ss *session) pastDeadline(j *Job, at time.Time) (timeout, late time.Duration) {
+	timeout = cmp.Or(j.Timeout, ss.spec.JobTimeout)
+	if timeout <= 0 {
+		return 0, 0
+	}
+	return timeout, at.Sub(ss.jobStart) - timeout
+}
+
+// lateAnswer settles an answer that came after its job's deadline: in the
+// grace after the cancel op, or racing the job's timer. The deadline
+// holds: the attempt fails as timed out, whatever the worker said, and is
+// retried like any timeout (not Permanent). The answer is recorded, not
+// used: logged here, with LateBy and, for an error, its text in Err; a
+// result is dropped. The worker answered, so it keeps serving.
+func (ss *session) lateAnswer(j *Job, out *Outcome, m proto.Message, timeout, late time.Duration) {
+	out.TimedOut, out.Permanent, out.LateBy, out.Result = true, false, late, nil
+	if m.Error != "" {
+		out.Err = fmt.Sprintf("job timed out after %s (%s)", timeout, m.Error)
+	} else {
+		out.Err = fmt.Sprintf("job timed out after %s (it answered %s after the deadline)", timeout, late.Round(time.Millisecond))
+	}
+	ss.s.log.Warn("worker answered after the job's deadline; the attempt fails as timed out",
+		"pid", ss.p.pid, "job", j.ID, "attempt", j.Attempt, "timeout", timeout, "late_by", late,
+		"answer_failed", m.Error != "", "result_bytes", len(m.Result))
 }
 
 // doneOutOfTurn takes an answer for a job that is not the running one.
