@@ -163,6 +163,40 @@ func idleWorkerd(b *testing.B, n int, window time.Duration) (rss, cores float64)
 	return rssMB(w.cmd.Process.Pid), used.Seconds() / window.Seconds()
 }
 
+// BenchmarkLogFlood measures issue 14's figure: workerd's CPU and the
+// bytes of its log while one worker floods stderr ("yes flood") for 10s.
+// The goal: under 10% of a core, the log bounded by the rate limit
+// (1000 lines/s a pool, and a drop report every 10s).
+func BenchmarkLogFlood(b *testing.B) {
+	for range b.N {
+		cores, logBytes, lines := floodWorkerd(b, 10*time.Second)
+		b.ReportMetric(cores*100, "workerd_flood_cpu_%")
+		b.ReportMetric(logBytes/10, "workerd_log_bytes/s")
+		b.ReportMetric(float64(lines)/10, "workerd_log_lines/s")
+		b.Logf("one worker flooding stderr for 10s: workerd %.1f%% of a core, log %.0f bytes/s, %.0f lines/s",
+			cores*100, logBytes/10, float64(lines)/10)
+	}
+}
+
+// floodWorkerd runs a workerd whose one worker writes "flood" lines to
+// stderr as fast as it can, and returns the share of a core workerd used
+// and the bytes and lines its log grew by over window.
+func floodWorkerd(b *testing.B, window time.Duration) (cores, logBytes float64, lines int) {
+	script := filepath.Join(b.TempDir(), "flood.sh")
+	require.NoError(b, os.WriteFile(script, []byte("#!/bin/sh\nexec yes flood >&2\n"), 0o755))
+	c := newCluster(b)
+	w := c.workerd("flood", "name=flood,count=1,protocol=none,cmd="+script)
+	c.waitWorkers("flood", 1)
+	pids := map[string]int{"workerd": w.cmd.Process.Pid}
+	before, size := usages(pids), len(w.output())
+	measure := time.NewTimer(window) // the measurement window, not a wait for a condition
+	<-measure.C
+	after, out := usages(pids), w.output()
+	grown := out[min(size, len(out)):]
+	used := after["workerd"].cpu - before["workerd"].cpu
+	return used.Seconds() / window.Seconds(), float64(len(grown)), strings.Count(grown, "\n")
+}
+
 // recycleThroughput runs 8 workers with 2ms jobs: benchJobs/5 jobs
 // without recycling, then as many while a recycle of the pool follows
 // another, and returns both rates and the number of full recycles.

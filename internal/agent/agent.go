@@ -60,8 +60,16 @@ type Config struct {
 	Prefetch int
 	// LogRate bounds the output lines forwarded over NATS per pool per
 	// second (with a burst of as many); lines over it are dropped and
-	// counted. Default DefaultLogRate.
+	// counted. The same lines, and only those, go to Logger, and every 10
+	// seconds Logger gets, per worker that lost lines, how many ("dropped
+	// N lines of pool P worker I in the last 10s"). Past 100 times the rate
+	// (long lines counting more), workerd stops reading the pool's output
+	// for a moment, and the workers' writes block. Default DefaultLogRate.
 	LogRate int
+
+	// logReport is how often the dropped lines are reported; tests only.
+	// Zero means dropReportInterval.
+	logReport time.Duration
 }
 
 // Agent runs a host's pools against the conductor. Build it with New.
@@ -119,7 +127,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host)}
-	a.logs = newLogForwarder(cfg.Conn, space, cfg.LogRate)
+	a.logs = newLogForwarder(cfg.Conn, space, a.log, cfg.LogRate, cmp.Or(cfg.logReport, dropReportInterval))
 	a.cancels = newCancels()
 	a.js, err = jetstream.New(cfg.Conn)
 	if err != nil {
@@ -174,6 +182,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.wg.Go(func() { a.heartbeat(a.ctx) })
 	a.wg.Go(func() { a.watchReconnects(a.ctx) })
 	a.wg.Go(func() { a.watchCancels(a.ctx) })
+	a.wg.Go(func() { a.logs.run(a.ctx) })
 	go func() {
 		defer done()
 		<-a.ctx.Done()

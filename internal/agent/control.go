@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -251,54 +250,4 @@ func (a *Agent) replacePool(p *pool, spec broker.Spec) error {
 		a.startPoolLocked(spec)
 	}
 	return nil
-}
-
-// logForwarder publishes workers' output lines on NATS, at most rate lines
-// per second per pool (a token bucket with a burst of rate); the lines over
-// it are dropped and counted in the next line that goes.
-type logForwarder struct {
-	nc    *nats.Conn
-	space subject.Space
-	rate  float64
-
-	mu      sync.Mutex
-	buckets map[string]*bucket // by pool
-}
-
-type bucket struct {
-	tokens  float64
-	last    time.Time
-	dropped int
-}
-
-func newLogForwarder(nc *nats.Conn, space subject.Space, rate int) *logForwarder {
-	return &logForwarder{nc: nc, space: space, rate: float64(rate), buckets: map[string]*bucket{}}
-}
-
-// forward publishes line unless its pool is over the rate. It never blocks
-// for long: a publish only buffers.
-func (f *logForwarder) forward(line broker.LogLine) {
-	now := time.Now()
-	f.mu.Lock()
-	b := f.buckets[line.Pool]
-	if b == nil {
-		b = &bucket{tokens: f.rate, last: now}
-		f.buckets[line.Pool] = b
-	}
-	b.tokens = min(f.rate, b.tokens+now.Sub(b.last).Seconds()*f.rate)
-	b.last = now
-	if b.tokens < 1 {
-		b.dropped++
-		f.mu.Unlock()
-		return
-	}
-	b.tokens--
-	l := wireLogLine(line)
-	l.Dropped, b.dropped = b.dropped, 0
-	f.mu.Unlock()
-	data, err := json.Marshal(l)
-	if err != nil {
-		return
-	}
-	_ = f.nc.Publish(f.space.Logs(l.Host, l.Pool), data)
 }

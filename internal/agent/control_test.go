@@ -73,7 +73,7 @@ func setupAgent(t *testing.T, cfg Config) *controlBundle {
 	require.NoError(t, b.nc.Flush())
 
 	cfg.Conn, cfg.Host = natstest.Conn(t, ns), "h1"
-	cfg.Logger = nil
+	// cfg.Logger as the test set it: nil discards.
 	b.a, err = New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, b.a.Start(context.Background()))

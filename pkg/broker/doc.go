@@ -29,8 +29,8 @@
 // start -> wait -> decide -> delay:
 //
 //   - start: the process is forked in its own process group with
-//     Pdeathsig, stdout and stderr piped into the Logger line by line (at
-//     most 64 KiB per line), and, for ProtocolChannel, fd 3 (to the worker)
+//     Pdeathsig, stdout and stderr read line by line (at most 64 KiB per
+//     line) into Config.OnOutput if set, else into the Logger, and, for ProtocolChannel, fd 3 (to the worker)
 //     and fd 4 (from the worker) carrying the JSON lines of internal/proto.
 //     Its environment is workerd's, then Spec.Env, then CONDUCTOR_PROTOCOL,
 //     CONDUCTOR_POOL, CONDUCTOR_WORKER_INDEX and CONDUCTOR_HOST.

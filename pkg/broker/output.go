@@ -53,21 +53,23 @@ func readLines(r io.Reader, max int, emit func(line []byte, truncated bool)) {
 	}
 }
 
-// logOutput logs each line of one stream of a worker process at Info and
-// feeds it to tail and output, if not nil. It returns when r ends or is
-// closed.
+// logOutput feeds each line of one stream of a worker process to tail, if
+// not nil, and to output, or, without output, logs it at Info: whoever takes
+// the output (workerd's agent) logs what it keeps, under its rate limit. It
+// returns when r ends or is closed.
 func logOutput(log *slog.Logger, r io.Reader, stream string, pid int, tail *tail, output func(stream string, pid int, line string)) {
 	readLines(r, maxOutputLine, func(line []byte, truncated bool) {
 		s := string(line)
 		if truncated {
 			s += " [truncated]"
 		}
-		log.Info("worker output", "pid", pid, "stream", stream, "line", s)
 		if tail != nil {
 			tail.add(s)
 		}
 		if output != nil {
 			output(stream, pid, s)
+		} else {
+			log.Info("worker output", "pid", pid, "stream", stream, "line", s)
 		}
 	})
 }

@@ -1,28 +1,45 @@
 package workerd
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
 
+// authLogInterval is the least time between two "authentication failed"
+// errors in workerd's log; refusals in between are counted in the next.
+const authLogInterval = 10 * time.Second
+
 // connect dials the conductor's NATS, retrying forever in the background:
-// workerd starts before, and outlives restarts of, conductord.
+// workerd starts before, and outlives restarts of, conductord. A refused
+// token does not stop the retries either (conductord may be restarted with
+// the right one), but each refusal is logged as an error naming --token and
+// CONDUCTOR_TOKEN, at most once per authLogInterval.
 func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
+	auth := &authLog{log: log, every: authLogInterval}
 	opts := []nats.Option{
 		nats.Name("workerd " + host),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return min(250*time.Millisecond<<min(attempts, 5), 5*time.Second)
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			if !nc.IsClosed() {
+			if !nc.IsClosed() && !auth.refused(err, token) {
 				log.Warn("disconnected from the conductor; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { auth.refused(err, token) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if !auth.refused(err, token) {
+				log.Warn("error from the conductor's NATS", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -37,4 +54,45 @@ func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// authLog logs the conductor's refusals of workerd's token, at most one
+// line per interval, each counting the refusals since the last.
+type authLog struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu      sync.Mutex
+	last    time.Time // of the last line; guarded by mu
+	refusal int       // refusals not logged yet; guarded by mu
+}
+
+// refused reports whether err is the server refusing the client's
+// credentials, and logs it if so and if the last line is old enough.
+func (l *authLog) refused(err error, token string) bool {
+	if !isAuthError(err) {
+		return false
+	}
+	l.mu.Lock()
+	l.refusal++
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.mu.Unlock()
+		return true
+	}
+	n := l.refusal
+	l.last, l.refusal = now, 0
+	l.mu.Unlock()
+	why := "wrong token"
+	if token == "" {
+		why = "no token given"
+	}
+	l.log.Error("authentication failed: check --token / CONDUCTOR_TOKEN; retrying",
+		"reason", why, "refusals", n, "err", err)
+	return true
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }

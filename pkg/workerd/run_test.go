@@ -288,3 +288,21 @@ func (l *logRecorder) wait(t *testing.T, msg string, n int) {
 		}
 	}
 }
+
+// TestRun_WrongToken: a workerd the conductor refuses keeps retrying and
+// says why, naming the flag and the variable, until it is stopped.
+func TestRun_WrongToken(t *testing.T) {
+	t.Parallel()
+	for _, token := range []string{"wrong", ""} {
+		t.Run("token="+token, func(t *testing.T) {
+			t.Parallel()
+			cfg, b := setup(t)
+			cfg.Token = token
+			cfg.Pools = []broker.Spec{b.spec("auth", 1)}
+			cancel, errc := run(t, cfg)
+			b.logs.wait(t, "authentication failed: check --token / CONDUCTOR_TOKEN; retrying", 1)
+			cancel()
+			_ = waitReturn(t, errc, 30*time.Second)
+		})
+	}
+}
