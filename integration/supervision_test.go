@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // command sends a pool command to workerd host over NATS and returns its
@@ -227,4 +229,53 @@ func TestHTTP_PoolCommands(t *testing.T) {
 	require.Equal(t, 502, c.do("POST", "/v1/pools/squares/upgrade", `{"cmd":"/no/such/worker"}`, nil, &answer))
 	require.Contains(t, answer.Hosts[0].Error, `upgrade: exec: "/no/such/worker"`)
 	require.Equal(t, 404, c.do("POST", "/v1/pools/nope/recycle", "", nil, nil))
+}
+
+// A host drained holds no job: the jobs queued after the drain run on the
+// other host at once, instead of waiting, held ahead by the drained host,
+// until its workerd stops; and a drain under load gives back what it held.
+func TestCluster_DrainGivesJobsToTheOtherHost(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("host-a", squares(2))
+	c.workerd("host-b", squares(2))
+	c.waitWorkers("squares", 4)
+	cl, err := client.Connect(c.natsURL(), client.Config{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	submit := func(n int) *client.Batch {
+		payloads := make([]json.RawMessage, n)
+		for i := range payloads {
+			payloads[i] = json.RawMessage(strconv.Itoa(i))
+		}
+		b, err := cl.SubmitBatch(ctx, "squares", payloads)
+		require.NoError(t, err)
+		return b
+	}
+	ended := func(b *client.Batch, within time.Duration, what string) time.Duration {
+		start := time.Now()
+		require.Eventually(t, func() bool {
+			got, err := cl.Batch(ctx, b.ID)
+			return err == nil && got.Succeeded == b.Total
+		}, within, 10*time.Millisecond, "%s: every job ran: %+v", what, c.pool("squares"))
+		return time.Since(start)
+	}
+
+	// Under load: both hosts hold jobs ahead (short jobs) when host-b drains.
+	const jobs = 3000
+	load := submit(jobs)
+	require.Eventually(t, func() bool { return c.pool("squares").Succeeded >= 300 }, time.Minute, 5*time.Millisecond)
+	drained := time.Now()
+	require.Equal(t, 202, c.do("POST", "/v1/pools/squares/drain?host=host-b", `{"timeout":"5s"}`, nil, nil))
+	ended(load, time.Minute, "under load")
+	t.Logf("under load: the last of %d jobs ended %s after host-b's drain", jobs, time.Since(drained).Round(time.Millisecond))
+
+	// After the drain: host-b takes none of the new jobs, host-a all.
+	after := submit(jobs)
+	took := ended(after, 30*time.Second, "after the drain")
+	t.Logf("after the drain: %d jobs ran on host-a in %s", jobs, took.Round(time.Millisecond))
+	p := c.pool("squares")
+	require.Zero(t, p.Queued)
+	require.Zero(t, p.Running)
 }

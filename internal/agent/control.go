@@ -64,9 +64,21 @@ func (a *Agent) accept(cmd wire.Command) error {
 	var run func(context.Context) error
 	switch cmd.Op {
 	case wire.CommandDrain:
-		run = func(ctx context.Context) error { return bp.Drain(ctx, timeout) }
+		run = func(ctx context.Context) error {
+			// The jobs held ahead go back at once, for other hosts; the
+			// workers finish the ones they run.
+			if _, src := p.running(); src != nil {
+				src.pause()
+			}
+			return bp.Drain(ctx, timeout)
+		}
 	case wire.CommandResume:
-		run = bp.Resume
+		run = func(ctx context.Context) error {
+			if _, src := p.running(); src != nil {
+				src.resume()
+			}
+			return bp.Resume(ctx)
+		}
 	case wire.CommandRecycle:
 		run = bp.Recycle
 	case wire.CommandRestart:

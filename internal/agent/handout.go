@@ -143,6 +143,19 @@ func (o *handout) deliver(m *nats.Msg) {
 	o.ready = slices.Insert(o.ready, i, m)
 }
 
+// takeBack removes the n jobs at hand of the lowest priority (all if n is
+// at least their number) and returns them, for the caller to put back.
+func (o *handout) takeBack(n int) []*nats.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n = min(max(n, 0), len(o.ready))
+	cut := len(o.ready) - n
+	back := slices.Clone(o.ready[cut:])
+	clear(o.ready[cut:])
+	o.ready = o.ready[:cut]
+	return back
+}
+
 // drain ends the handout: waiting Next calls return, and the jobs at hand
 // are returned for the caller to put back.
 func (o *handout) drain() []*nats.Msg {

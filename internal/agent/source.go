@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,7 @@ type source struct {
 	confirm   chan announced   // acker -> confirmer
 	services  []startstop.Service
 	cancel    context.CancelFunc // stops the components that run until stopped
+	paused    atomic.Bool        // drained: no job is taken, those held are given back
 }
 
 var _ broker.ReadySource = (*source)(nil)
@@ -264,17 +266,52 @@ func (s *source) isCancelled(id string) bool { return s.cancelled != nil && s.ca
 
 // deliver takes a job from the fetcher: it is held (its lease kept) until
 // it is finished or put back, and goes to a waiting worker or waits for one.
+// While the pool is paused (drained), it is put back at once: a request
+// made before the pause may still bring jobs.
 func (s *source) deliver(m *nats.Msg) {
 	s.leases.hold(m)
+	if s.paused.Load() {
+		h, _ := identify(m)
+		s.putter.putBack(h, "put back a job: its pool is drained")
+		return
+	}
 	s.pace.sized(len(m.Data))
 	s.out.deliver(m)
 }
 
 // demand reports the workers waiting, and how many jobs the source wants at
-// hand or on their way (target): one per waiting worker plus the prefetch.
+// hand or on their way (target): one per waiting worker plus the prefetch;
+// none while the pool is paused.
 func (s *source) demand() (waiting, target, ready int) {
 	waiting, ready = s.out.counts()
+	if s.paused.Load() {
+		return waiting, 0, ready
+	}
 	return waiting, waiting + s.pace.ahead(), ready
+}
+
+// pause stops taking jobs for the pool (a drain: its workers are
+// stopping), and gives back at once every job it holds that no worker
+// has taken, so that other hosts take them. The jobs its workers run are
+// theirs to finish.
+func (s *source) pause() {
+	s.paused.Store(true)
+	s.giveBack(s.out.takeBack(math.MaxInt), "put back a job: its pool is drained")
+	s.fetch.poke() // withdraws the requests under way
+}
+
+// resume takes jobs for the pool again.
+func (s *source) resume() {
+	s.paused.Store(false)
+	s.fetch.poke()
+}
+
+// giveBack puts back jobs the source held that no worker took.
+func (s *source) giveBack(msgs []*nats.Msg, what string) {
+	for _, m := range msgs {
+		h, _ := identify(m)
+		s.putter.putBack(h, what)
+	}
 }
 
 // priority returns the priority of a delivered job, from its subject.
@@ -294,9 +331,13 @@ func (s *source) rank(m *nats.Msg) int {
 	return 1
 }
 
-// resize sets the pool's size, which bounds the prefetch.
+// resize sets the pool's size, which bounds the prefetch; the jobs held
+// past the smaller prefetch are given back at once, for other hosts.
 func (s *source) resize(workers int) {
 	s.pace.resize(workers)
+	if _, target, ready := s.demand(); ready > target {
+		s.giveBack(s.out.takeBack(ready-target), "put back a job: its pool is smaller")
+	}
 	s.fetch.poke()
 }
 
