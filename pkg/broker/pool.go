@@ -119,9 +119,9 @@ type Pool struct {
 	mu          sync.Mutex // guards the fields below
 	state       PoolState
 	operation   Operation
-	count       int         // workers wanted
-	gen         *generation // what new workers run
-	slots       []*slot     // every slot whose goroutine runs, in start order
+	count       int           // workers wanted
+	gen         *generation   // what new workers run
+	slots       []*slot       // every slot whose goroutine runs, in start order
 	breaker     breaker       // max_restarts_per_minute: every restart
 	crashLoop   breaker       // max_failed_starts: restarts after a failed start
 	retryAt     time.Time     // while failed: when restarts are allowed again
