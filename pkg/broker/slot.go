@@ -359,7 +359,7 @@ func (s *slot) delayRestart(run processRun) bool {
 	if run.stoppedOnPurpose {
 		return true // refilled at once; neither backoff nor breaker
 	}
-	failedStart := healthy < s.backoff.Stable && run.finished == 0
+	failedStart := run.finished == 0 && (run.readyAt.IsZero() || healthy < failedStartUptime)
 	delay := s.backoff.next(healthy, run.finished > 0)
 	exit := run.exit
 	if n := s.backoff.failures; n > 1 {

@@ -110,9 +110,9 @@ type Spec struct {
 	// MaxFailedStarts is the pool's crash-loop breaker: when its workers
 	// have failed this many starts within FailedStartWindow, the pool is
 	// marked failed and no worker is restarted until the oldest of them
-	// leaves the window. A failed start is a process that ended by itself
-	// before it had stayed up RestartReset after its first ready and
-	// before it finished a job (or that could not be started). Zero means
+	// leaves the window. A failed start is a process that could not be
+	// started, or ended by itself before its first ready (its start, for
+	// ProtocolNone) or within a second of it, having finished no job. Zero means
 	// DefaultMaxFailedStarts; -1 (max_failed_starts=off) turns the breaker
 	// off.
 	MaxFailedStarts int `yaml:"max_failed_starts"`
