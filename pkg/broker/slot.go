@@ -178,6 +178,13 @@ func (s *slot) stopCause() string {
 // markReady records that a process of the slot said ready (or, for a
 // service, started).
 func (s *slot) markReady(pid int, first bool) {
+	// Ready before the event, so that whoever sees it sees the worker
+	// (and the pool, Info) up; the session sets its idle state next.
+	s.update(func(w *Worker) {
+		if w.State == WorkerStarting {
+			w.State = WorkerReady
+		}
+	})
 	s.readyOnce.Do(func() { close(s.readyC) })
 	if first {
 		s.pool.emit(Event{Kind: EventWorkerReady, Index: s.index, PID: pid})
