@@ -305,6 +305,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 			}
 			if err := p.startErr(); err != nil {
 				info.State, info.Error = string(broker.PoolFailed), err.Error()
+				info.Reason = "cannot start: " + err.Error()
 			}
 			hb.Pools = append(hb.Pools, info)
 			continue

@@ -57,6 +57,7 @@ func wirePool(p broker.PoolInfo) wire.PoolInfo {
 		Cmd:       p.Cmd,
 		RetryAt:   p.RetryAt,
 		Error:     p.Error,
+		Reason:    p.Reason,
 	}
 }
 
@@ -78,5 +79,6 @@ func wireWorker(w broker.Worker) wire.WorkerInfo {
 		Version:    w.Version,
 		LastExit:   w.LastExit,
 		LastExitAt: w.LastExitAt,
+		Reason:     w.Reason,
 	}
 }

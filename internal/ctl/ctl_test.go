@@ -34,7 +34,13 @@ func fakeAPI(t *testing.T) *httptest.Server {
 		_, _ = io.WriteString(w, `{"id":"j1","status":"`+status+`"}`)
 	})
 	mux.HandleFunc("GET /v1/pools", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2}]`)
+		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2},
+			{"type":"broken","queued":0,"running":0,"succeeded":0,"failed":0,"dead":0,"workers":0,"state":"failed",
+			 "reason":"h1: crash loop: 5 failed starts within 10s; last exit 127 \"no such file\"; retry at 2026-11-23T10:00:10.000Z"}]`)
+	})
+	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `[{"host":"h1","pool":"broken","index":0,"pid":0,"state":"backoff","rss":0,"jobs_done":0,"restarts":5,
+			"reason":"restarts paused (crash loop); exit 127 \"no such file\" x3 in a row; retry at 2026-11-23T10:00:10.000Z"}]`)
 	})
 	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("status") != "dead" || r.URL.Query().Get("type") != "squares" {
@@ -95,6 +101,13 @@ func TestRun_ErrorsAndTables(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out2, "TYPE     QUEUED  RUNNING")
 	require.Contains(t, out2, "squares  3       1")
+	require.Contains(t, out2, "REASON")
+	require.Contains(t, out2, `failed  h1: crash loop: 5 failed starts within 10s; last exit 127 "no such file"; retry at 2026-11-23T10:00:10.000Z`)
+
+	out2, err = run(t, srv, "workers")
+	require.NoError(t, err)
+	require.Contains(t, out2, "STATE    RSS")
+	require.Contains(t, out2, `backoff  0    0          5         -    restarts paused (crash loop); exit 127 "no such file" x3 in a row; retry at`)
 
 	out2, err = run(t, srv, "dead", "squares")
 	require.NoError(t, err)

@@ -53,7 +53,20 @@ type Storage struct {
 // conductor_storage_state; ok and degraded are healthy.
 var StorageStates = []string{"ok", "degraded", "full", "failed"}
 
+// PoolStates are the states of a pool on a host, each a label value of
+// conductor_pool_state; WorkerStates those of a worker slot, each a label
+// value of conductor_workers. The reasons behind them are never labels
+// (their text is unbounded): GET /v1/pools and /v1/workers carry them.
 var (
+	PoolStates   = []string{"waiting", "new", "starting", "running", "backoff", "draining", "drained", "failed", "stopping", "stopped"}
+	WorkerStates = []string{"starting", "ready", "busy", "recycling", "stopping", "backoff", "exited"}
+)
+
+var (
+	poolStateDesc = prometheus.NewDesc("conductor_pool_state",
+		"Live hosts whose pool of a type is in each state (failed: the crash-loop breaker tripped; backoff: no worker up, waiting to restart).", []string{"type", "state"}, nil)
+	workersDesc = prometheus.NewDesc("conductor_workers",
+		"Worker slots of a pool on every live host, by state (backoff and exited slots have no process).", []string{"type", "state"}, nil)
 	jobsDesc = prometheus.NewDesc("conductor_jobs",
 		"Jobs now queued or running, by type.", []string{"type", "status"}, nil)
 	supersededDesc = prometheus.NewDesc("conductor_jobs_superseded_total",
@@ -62,7 +75,7 @@ var (
 		"Job attempts ended since the counters were created: succeeded and dead count jobs, failed counts attempts that will be retried.",
 		[]string{"type", "status"}, nil)
 	poolWorkersDesc = prometheus.NewDesc("conductor_pool_workers",
-		"Worker processes of a pool on every live host.", []string{"type"}, nil)
+		"Worker processes of a pool on every live host (slots waiting to restart have none and are not counted).", []string{"type"}, nil)
 	workerRSSDesc = prometheus.NewDesc("conductor_worker_rss_bytes",
 		"Resident memory of a worker process.", []string{"host", "pool", "index"}, nil)
 	workerJobsDesc = prometheus.NewDesc("conductor_worker_jobs_done_total",
@@ -112,7 +125,7 @@ func NewCollector(src Source) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, poolStateDesc, workersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
 		ch <- d
 	}
 	if c.src.Storage != nil {
@@ -143,8 +156,27 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Dead), p.Type, "dead")
 		ch <- prometheus.MustNewConstMetric(supersededDesc, prometheus.CounterValue, float64(p.Superseded), p.Type)
 		ch <- prometheus.MustNewConstMetric(poolWorkersDesc, prometheus.GaugeValue, float64(p.Workers), p.Type)
+		if len(p.Hosts) > 0 {
+			collectStates(ch, poolStateDesc, p.Type, PoolStates, func(yield func(string)) {
+				for _, h := range p.Hosts {
+					yield(h.State)
+				}
+			})
+		}
 	}
-	for _, w := range c.src.Workers() {
+	workers := c.src.Workers()
+	byPool := map[string][]string{}
+	for _, w := range workers {
+		byPool[w.Pool] = append(byPool[w.Pool], w.State)
+	}
+	for typ, states := range byPool {
+		collectStates(ch, workersDesc, typ, WorkerStates, func(yield func(string)) {
+			for _, st := range states {
+				yield(st)
+			}
+		})
+	}
+	for _, w := range workers {
 		labels := []string{w.Host, w.Pool, strconv.Itoa(w.Index)}
 		ch <- prometheus.MustNewConstMetric(workerRSSDesc, prometheus.GaugeValue, float64(w.RSS), labels...)
 		ch <- prometheus.MustNewConstMetric(workerJobsDesc, prometheus.CounterValue, float64(w.JobsDone), labels...)
@@ -157,6 +189,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		s := c.src.Strays()
 		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Deleted), "deleted")
 		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Requeued), "requeued")
+	}
+}
+
+// collectStates sends, for typ, one gauge of d per state of known (and
+// any other state seen): how many of those each yields are in it.
+func collectStates(ch chan<- prometheus.Metric, d *prometheus.Desc, typ string, known []string, each func(yield func(string))) {
+	n := make(map[string]int, len(known))
+	for _, st := range known {
+		n[st] = 0
+	}
+	each(func(st string) {
+		if st != "" {
+			n[st]++
+		}
+	})
+	for st, v := range n {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), typ, st)
 	}
 }
 

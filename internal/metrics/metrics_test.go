@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/pkg/client"
@@ -39,7 +40,38 @@ conductor_scrape_error 0
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
 		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_scrape_error"))
-	require.Equal(t, 11, testutil.CollectAndCount(c), "1 scrape gauge, 7 per pool, 3 per worker")
+	require.Equal(t, 18, testutil.CollectAndCount(c), "1 scrape gauge, 7 per pool, 3 per worker, 7 worker states per pool")
+}
+
+// TestCollector_States checks the state gauges: one series per known
+// state, counting hosts and workers, and never a reason as a label.
+func TestCollector_States(t *testing.T) {
+	t.Parallel()
+	c := NewCollector(Source{
+		Pools: func(context.Context) ([]client.Pool, error) {
+			return []client.Pool{{Type: "squares", State: "failed", Reason: "h1: crash loop", Hosts: []client.PoolHost{
+				{Host: "h1", State: "failed", Reason: "crash loop: 5 failed starts within 10s"},
+				{Host: "h2", State: "running"},
+			}}}, nil
+		},
+		Workers: func() []client.Worker {
+			return []client.Worker{
+				{Host: "h1", Pool: "squares", Index: 0, State: "backoff", Reason: "exit 127"},
+				{Host: "h1", Pool: "squares", Index: 1, State: "backoff", Reason: "exit 127"},
+				{Host: "h2", Pool: "squares", Index: 0, State: "ready", PID: 12},
+			}
+		},
+	})
+	out, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain, "conductor_pool_state", "conductor_workers")
+	require.NoError(t, err)
+	text := string(out)
+	require.Contains(t, text, `conductor_pool_state{state="failed",type="squares"} 1`)
+	require.Contains(t, text, `conductor_pool_state{state="running",type="squares"} 1`)
+	require.Contains(t, text, `conductor_pool_state{state="backoff",type="squares"} 0`)
+	require.Contains(t, text, `conductor_workers{state="backoff",type="squares"} 2`)
+	require.Contains(t, text, `conductor_workers{state="ready",type="squares"} 1`)
+	require.NotContains(t, text, "crash loop")
+	require.NotContains(t, text, "exit 127")
 }
 
 func TestCollector_PoolsFail(t *testing.T) {

@@ -130,9 +130,11 @@ type PoolInfo struct {
 	Name     string `json:"name"`
 	Count    int    `json:"count"`
 	Protocol string `json:"protocol"`
-	// State is new, waiting (for the job stream), running, draining,
-	// drained, failed (the crash-loop breaker tripped, see RetryAt; or the
-	// command cannot start, see Error), stopping or stopped.
+	// State is new, waiting (for the job stream), starting (no worker
+	// ready yet), running, backoff (no worker up: they wait to restart),
+	// draining, drained, failed (the crash-loop breaker tripped, see
+	// RetryAt; or the command cannot start, see Error), stopping or
+	// stopped.
 	State string `json:"state"`
 	// Operation is a rolling change in progress: recycle or upgrade.
 	Operation string `json:"operation,omitempty"`
@@ -142,6 +144,10 @@ type PoolInfo struct {
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Error says why the pool failed, or why its last upgrade rolled back.
 	Error string `json:"error,omitempty"`
+	// Reason says, in one line for people, why the pool is not plainly
+	// running (the breaker's verdict and the last exit for failed; how
+	// many workers are up for backoff and starting). Empty when all are up.
+	Reason string `json:"reason,omitempty"`
 }
 
 // WorkerInfo describes one worker process (or the slot of one being
@@ -168,6 +174,10 @@ type WorkerInfo struct {
 	// ("exit status 2", "signal: killed"), and LastExitAt when.
 	LastExit   string    `json:"last_exit,omitempty"`
 	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+	// Reason says, in one line for people, why the worker is in its state
+	// when that is not plainly healthy (the last exit, its stderr's last
+	// line and the restart time for backoff). Empty once it is up.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Duration is a time.Duration that encodes as a Go duration string ("1.5s").

@@ -102,7 +102,8 @@ func (p *Pool) Upgrade(ctx context.Context, cmd []string, health time.Duration) 
 // of Count resizes the pool; a change of anything a process is started or
 // supervised with (Cmd, Env, Dir, timeouts, restart and recycle settings)
 // replaces the workers one at a time as Upgrade does, rolled back likewise;
-// MaxRestartsPerMinute and MaxAttempts apply at once.
+// MaxRestartsPerMinute, MaxFailedStarts, FailedStartWindow and
+// MaxAttempts apply at once.
 func (p *Pool) Update(ctx context.Context, spec Spec, health time.Duration) error {
 	if err := spec.Validate(); err != nil {
 		return err

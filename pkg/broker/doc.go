@@ -43,9 +43,12 @@
 //     restart policy: at once the first time, then with exponential backoff
 //     (RestartDelay, 100ms, times RestartFactor, 2, up to RestartMaxDelay,
 //     10s; ±10% jitter), reset after RestartReset (10s) of stable run or a
-//     finished job. Spec.MaxRestartsPerMinute is the pool's crash-loop
-//     breaker: past it the pool is marked failed (a "failed" event) and no
-//     worker restarts until the minute allows one.
+//     finished job. Spec.MaxFailedStarts (5, on by default) within
+//     Spec.FailedStartWindow (10s) is the pool's crash-loop breaker: past
+//     it the pool is marked failed (a "failed" event) and no worker
+//     restarts until the window allows one; Spec.MaxRestartsPerMinute is
+//     a coarser throttle, off by default. PoolInfo.Reason and
+//     Worker.Reason say why a pool or slot is not plainly up.
 //   - delay: a timer against the slot's stop; no polling.
 //
 // # The supervisor

@@ -13,7 +13,9 @@ type PoolState string
 // States of a pool.
 const (
 	PoolNew      PoolState = "new"      // built, not started
-	PoolRunning  PoolState = "running"  // started
+	PoolRunning  PoolState = "running"  // started, and at least one worker is up (ready or busy)
+	PoolStarting PoolState = "starting" // running, but every worker is still starting: none is ready yet
+	PoolBackoff  PoolState = "backoff"  // running, but no worker is up and some slot has no process: it waits to restart
 	PoolDraining PoolState = "draining" // Drain called: workers finish their jobs and stop
 	PoolDrained  PoolState = "drained"  // no worker runs until Resume
 	PoolFailed   PoolState = "failed"   // the crash-loop breaker tripped: restarts paused
@@ -51,6 +53,13 @@ type PoolInfo struct {
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Error says why the pool failed, or why its last upgrade rolled back.
 	Error string `json:"error,omitempty"`
+	// Reason says, in one line for people, why the pool is not plainly
+	// running: for failed, why the breaker tripped, the last exit and the
+	// retry time ("crash loop: 5 failed starts within 10s; last exit 127
+	// \"no such file\"; retry at …"); for backoff, starting, or running
+	// with fewer workers up than Count, how many are up and the reason of
+	// the first slot that is not. Empty when every worker is up.
+	Reason string `json:"reason,omitempty"`
 }
 
 // WorkerState is where a worker slot is, as Worker.State reports it.
@@ -106,6 +115,13 @@ type Worker struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// LastExitAt is when the previous process ended, in UTC.
 	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+	// Reason says, in one line for people, why the slot is in its state
+	// when that is not plainly healthy: for backoff, the last exit, its
+	// stderr's last line, the failed starts in a row and the restart time
+	// ("exit 127 \"no such file\" x3 in a row; restart at …"); for a
+	// restarted worker still starting, the exit it replaces. Empty once
+	// the worker is ready.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Duration is a time.Duration that encodes in JSON as a Go duration
@@ -173,10 +189,55 @@ func (p *Pool) Info() PoolInfo {
 	if p.gen != nil {
 		info.Cmd = slices.Clone(p.gen.spec.Cmd)
 	}
-	if p.state == PoolFailed {
-		info.RetryAt = p.retryAt
+	switch p.state {
+	case PoolFailed:
+		info.RetryAt, info.Reason = p.retryAt, p.failReason
+	case PoolRunning:
+		info.State, info.Reason = p.health()
 	}
 	return info
+}
+
+// health says how a running pool's current workers are: PoolRunning if
+// any is up (with a reason if fewer than Count are), else PoolBackoff if
+// some slot has no process, else PoolStarting. p.mu is held (then each
+// slot's mu: the lock order).
+func (p *Pool) health() (PoolState, string) {
+	up, idle := 0, false
+	var first *Worker // the first current worker that is not up
+	var ws []Worker
+	for _, s := range p.slots {
+		if s.ctx.Err() == nil {
+			ws = append(ws, s.snapshot())
+		}
+	}
+	slices.SortStableFunc(ws, func(a, b Worker) int { return a.Index - b.Index })
+	for i := range ws {
+		switch ws[i].State {
+		case WorkerReady, WorkerBusy, WorkerRecycling:
+			up++
+			continue
+		case WorkerBackoff, WorkerExited:
+			idle = true
+		}
+		if first == nil {
+			first = &ws[i]
+		}
+	}
+	if up >= p.count || first == nil {
+		return PoolRunning, ""
+	}
+	why := fmt.Sprintf("%d of %d workers up; worker %d %s", up, p.count, first.Index, first.State)
+	if first.Reason != "" {
+		why += ": " + first.Reason
+	}
+	switch {
+	case up > 0:
+		return PoolRunning, why
+	case idle:
+		return PoolBackoff, why
+	}
+	return PoolStarting, why
 }
 
 // workersChanged fires the test signal of that name.

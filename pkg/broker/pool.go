@@ -119,12 +119,14 @@ type Pool struct {
 	mu          sync.Mutex // guards the fields below
 	state       PoolState
 	operation   Operation
-	count       int         // workers wanted
-	gen         *generation // what new workers run
-	slots       []*slot     // every slot whose goroutine runs, in start order
-	breaker     breaker
+	count       int           // workers wanted
+	gen         *generation   // what new workers run
+	slots       []*slot       // every slot whose goroutine runs, in start order
+	breaker     breaker       // max_restarts_per_minute: every restart
+	crashLoop   breaker       // max_failed_starts: restarts after a failed start
 	retryAt     time.Time     // while failed: when restarts are allowed again
 	lastErr     string        // why the pool failed, or the last upgrade rolled back
+	failReason  string        // while failed: the reason Info reports
 	stopTimeout time.Duration // overrides StopTimeout for the final stop (Shutdown)
 	listener    *os.File      // the Listen socket, once started
 	listenAddr  net.Addr
@@ -178,6 +180,7 @@ func NewPool(cfg Config) (*Pool, error) {
 		state:      PoolNew,
 		count:      spec.Count,
 		breaker:    breaker{Budget: spec.MaxRestartsPerMinute, Window: restartWindow},
+		crashLoop:  breaker{Budget: spec.MaxFailedStarts, Window: spec.FailedStartWindow},
 	}, nil
 }
 
@@ -197,6 +200,7 @@ func (p *Pool) Spec() Spec {
 	}
 	s.Count = p.count
 	s.MaxRestartsPerMinute = p.breaker.Budget
+	s.MaxFailedStarts, s.FailedStartWindow = p.crashLoop.Budget, p.crashLoop.Window
 	return s
 }
 
@@ -364,33 +368,61 @@ func (p *Pool) removeSlot(s *slot) {
 	p.workersChanged()
 }
 
-// admitRestart asks the crash-loop breaker for one restart. Refused, the
-// pool is marked failed until the breaker allows another; the first
-// restart allowed after that marks it running again.
-func (p *Pool) admitRestart(now time.Time) (bool, time.Duration) {
+// admitRestart asks the breakers for one restart of a slot whose process
+// ended as exit says; failedStart says whether that process failed its
+// start (see Spec.MaxFailedStarts), which the crash-loop breaker counts.
+// Refused, the pool is marked failed until the breakers allow another
+// restart; the first restart allowed after that marks it running again.
+func (p *Pool) admitRestart(now time.Time, failedStart bool, exit string) (bool, time.Duration) {
 	p.mu.Lock()
 	ok, wait := p.breaker.admit(now)
-	budget := p.breaker.Budget
+	why := ""
+	if !ok {
+		why = fmt.Sprintf("workers restarted %d times within %s", p.breaker.Budget, restartWindow)
+	} else if failedStart {
+		if ok, wait = p.crashLoop.admit(now); !ok {
+			why = fmt.Sprintf("%d failed starts within %s", p.crashLoop.Budget, p.crashLoop.Window)
+		}
+	}
 	var e *Event
 	switch {
-	case !ok && p.state == PoolRunning:
+	case !ok && p.state != PoolFailed && p.state != PoolStopping && p.state != PoolStopped:
 		p.state, p.retryAt = PoolFailed, now.Add(wait)
-		p.lastErr = fmt.Sprintf("workers restarted %d times within %s", p.breaker.Budget, restartWindow)
-		e = &Event{Kind: EventPoolFailed, RetryAt: p.retryAt.UTC(), Error: p.lastErr, Count: p.count}
+		p.lastErr = why
+		p.failReason = failReason(why, exit, p.retryAt)
+		e = &Event{Kind: EventPoolFailed, RetryAt: p.retryAt.UTC(), Error: p.failReason, Count: p.count}
+	case !ok && p.state == PoolFailed && now.Add(wait).After(p.retryAt):
+		p.retryAt = now.Add(wait)
+		p.failReason = failReason(why, exit, p.retryAt)
 	case ok && p.state == PoolFailed:
-		p.state, p.retryAt = PoolRunning, time.Time{}
+		p.state, p.retryAt, p.failReason = PoolRunning, time.Time{}, ""
 		e = &Event{Kind: EventPoolRecovered, Count: p.count}
 	}
 	p.mu.Unlock()
 	if e != nil {
 		if e.Kind == EventPoolFailed {
-			p.log.Error("workers keep failing; restarts paused", "max_restarts_per_minute", budget, "retry_in", wait.Round(time.Millisecond))
+			p.log.Error("workers keep failing; restarts paused", "why", why, "exit", exit, "retry_in", wait.Round(time.Millisecond))
 		} else {
 			p.log.Info("restarts allowed again")
 		}
 		p.emit(*e)
 	}
 	return ok, wait
+}
+
+// failReason is the reason of a failed pool: why the breaker tripped, the
+// last exit, and when restarts are tried again.
+func failReason(why, exit string, retryAt time.Time) string {
+	s := "crash loop: " + why
+	if exit != "" {
+		s += "; last " + exit
+	}
+	return s + "; retry at " + formatTime(retryAt)
+}
+
+// formatTime formats t for a reason: UTC, to the millisecond.
+func formatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
 // stopTimeoutOverride is the StopTimeout of Shutdown, or zero.

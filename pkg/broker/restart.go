@@ -9,7 +9,16 @@ import (
 // Fixed parts of the restart policy.
 const (
 	restartJitter = 0.1         // ±10% on every backoff delay
-	restartWindow = time.Minute // the crash-loop breaker's window
+	restartWindow = time.Minute // the window of max_restarts_per_minute
+
+	// failedStartUptime: a process that ended by itself within this of its
+	// first ready (its start, for ProtocolNone), having finished no job,
+	// failed its start, as one that never said ready did; the crash-loop
+	// breaker (Spec.MaxFailedStarts) counts those. One that ran longer is
+	// a crash of a working command (a job that kills its workers is for
+	// that job's max_crashes), and a worker killed on purpose (timeout,
+	// cancel) is neither.
+	failedStartUptime = time.Second
 )
 
 // backoff decides how long a slot waits before it replaces a process that

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,6 +178,13 @@ func (s *slot) stopCause() string {
 // markReady records that a process of the slot said ready (or, for a
 // service, started).
 func (s *slot) markReady(pid int, first bool) {
+	// Ready before the event, so that whoever sees it sees the worker
+	// (and the pool, Info) up; the session sets its idle state next.
+	s.update(func(w *Worker) {
+		if w.State == WorkerStarting {
+			w.State = WorkerReady
+		}
+	})
 	s.readyOnce.Do(func() { close(s.readyC) })
 	if first {
 		s.pool.emit(Event{Kind: EventWorkerReady, Index: s.index, PID: pid})
@@ -235,7 +243,31 @@ func (s *slot) requestRecycle() {
 type processRun struct {
 	readyAt          time.Time
 	finished         int
-	stoppedOnPurpose bool // killed for its job's timeout or cancel: no failure of its own
+	stoppedOnPurpose bool   // killed for its job's timeout or cancel: no failure of its own
+	exit             string // how it ended, for reasons (describeExit); set by runProcess
+}
+
+// reasonLineBytes caps the stderr line quoted in a reason.
+const reasonLineBytes = 120
+
+// describeExit describes, for a reason, how p ended: its exit code or
+// signal, and the last line of its stderr, quoted.
+func describeExit(p *proc, oom bool) string {
+	var why string
+	switch {
+	case oom:
+		why = "oom-killed"
+	case p.signal != "":
+		why = "signal " + p.signal
+	case p.code >= 0:
+		why = "exit " + strconv.Itoa(p.code)
+	default:
+		why = p.exit
+	}
+	if line := p.stderr.last(1, reasonLineBytes); line != "" {
+		why += " " + strconv.Quote(line)
+	}
+	return why
 }
 
 // runProcess starts one process and serves it until it has exited and been
@@ -244,16 +276,20 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	p, err := startProc(sp, s.cfg)
 	if err != nil {
 		s.log.Error("cannot start worker", "err", err)
-		s.exited(Event{Kind: EventWorkerExit, Index: s.index, Reason: ReasonFailure, Exit: "start failed: " + err.Error()})
-		return processRun{}
+		s.exited(Event{Kind: EventWorkerExit, Index: s.index, Reason: ReasonFailure, Exit: "start failed: " + err.Error()}, "start failed: "+err.Error())
+		return processRun{exit: "start failed: " + err.Error()}
 	}
+	restartReason := s.snapshot().Reason
 	s.starts++
 	s.lastRSS.Store(0)
 	s.wantRecycle.Store(false) // the previous process's max_jobs
 	s.update(func(w *Worker) {
-		w.PID, w.Started, w.State, w.Job = p.pid, p.started, WorkerStarting, ""
+		w.PID, w.Started, w.State, w.Job, w.Reason = p.pid, p.started, WorkerStarting, "", ""
 		if s.starts > 1 {
 			w.Restarts++
+			if restartReason != "" {
+				w.Reason = "restarted after " + restartReason
+			}
 		}
 	})
 	s.log.Info("worker started", "pid", p.pid, "reason", string(reason))
@@ -274,23 +310,24 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", exit, "uptime", uptime)
 	}
+	run.exit = describeExit(p, oom)
 	s.exited(Event{
 		Kind: EventWorkerExit, Index: s.index, PID: p.pid, Reason: exitReason,
 		Exit: exit, Code: p.code, Signal: p.signal, OOM: oom, Uptime: Duration(uptime),
-	})
+	}, run.exit)
 	return run
 }
 
 // exited records the end of a process, or its failed start, described by
-// e, and announces it.
-func (s *slot) exited(e Event) {
+// e (and for reasons by why), and announces it.
+func (s *slot) exited(e Event, why string) {
 	now := time.Now()
 	s.mu.Lock()
 	if s.exit1 == "" {
 		s.exit1 = e.Exit
 	}
 	s.info.PID, s.info.State, s.info.Job = 0, WorkerExited, ""
-	s.info.LastExit, s.info.LastExitAt = e.Exit, now.UTC()
+	s.info.LastExit, s.info.LastExitAt, s.info.Reason = e.Exit, now.UTC(), why
 	s.mu.Unlock()
 	s.pool.workersChanged()
 	s.exitOnce.Do(func() { close(s.exitC) })
@@ -329,25 +366,35 @@ func (s *slot) delayRestart(run processRun) bool {
 	if run.stoppedOnPurpose {
 		return true // refilled at once; neither backoff nor breaker
 	}
+	failedStart := run.finished == 0 && (run.readyAt.IsZero() || healthy < failedStartUptime)
 	delay := s.backoff.next(healthy, run.finished > 0)
+	exit := run.exit
+	if n := s.backoff.failures; n > 1 {
+		exit += fmt.Sprintf(" x%d in a row", n)
+	}
 	for {
-		ok, wait := s.pool.admitRestart(time.Now())
+		ok, wait := s.pool.admitRestart(time.Now(), failedStart, exit)
 		if ok {
 			break
 		}
 		// Do not keep a job through a pause: another worker may be free.
 		s.giveBack("worker keeps failing; restarts paused")
-		s.setState(WorkerBackoff)
+		s.setBackoff(fmt.Sprintf("restarts paused (crash loop); %s; retry at %s", exit, formatTime(time.Now().Add(wait))))
 		if !s.sleep(wait) {
 			return false
 		}
 	}
 	if delay > 0 {
 		s.giveBack("worker restarting")
-		s.setState(WorkerBackoff)
+		s.setBackoff(fmt.Sprintf("%s; restart at %s", exit, formatTime(time.Now().Add(delay))))
 		return s.sleep(delay)
 	}
 	return true
+}
+
+// setBackoff marks the slot waiting to restart, for reason.
+func (s *slot) setBackoff(reason string) {
+	s.update(func(w *Worker) { w.State, w.Reason = WorkerBackoff, reason })
 }
 
 // sleep waits d, or until the slot stops (then it returns false).
@@ -401,10 +448,15 @@ func (s *slot) setState(state WorkerState) {
 	s.update(func(w *Worker) { w.State = state })
 }
 
-// update changes info; only the slot goroutine calls it.
+// update changes info; only the slot goroutine calls it. A worker that is
+// up (ready, busy, recycling) has no reason.
 func (s *slot) update(f func(*Worker)) {
 	s.mu.Lock()
 	f(&s.info)
+	switch s.info.State {
+	case WorkerReady, WorkerBusy, WorkerRecycling:
+		s.info.Reason = ""
+	}
 	s.mu.Unlock()
 	s.pool.workersChanged()
 }

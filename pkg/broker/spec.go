@@ -41,6 +41,14 @@ const (
 	DefaultRestartFactor   = 2.0
 	DefaultRestartMaxDelay = 10 * time.Second
 	DefaultRestartReset    = 10 * time.Second
+
+	// The crash-loop breaker, on by default: DefaultMaxFailedStarts
+	// failed starts of a pool's workers within DefaultFailedStartWindow
+	// pause its restarts (the pool is failed) until the oldest of them
+	// leaves the window. MaxFailedStarts -1 (max_failed_starts=off) turns
+	// it off.
+	DefaultMaxFailedStarts   = 5
+	DefaultFailedStartWindow = 10 * time.Second
 )
 
 // ErrBadSpec is wrapped by every error ParseSpec and Spec.Validate return.
@@ -94,11 +102,23 @@ type Spec struct {
 	// The broker does not use it; the job Source does. Zero means
 	// DefaultMaxAttempts.
 	MaxAttempts int `yaml:"max_attempts"`
-	// MaxRestartsPerMinute is the pool's crash-loop breaker: when its
-	// workers have been restarted this many times within a minute, the pool
-	// is marked failed and no worker is restarted until the minute allows
-	// another. Zero means no breaker.
+	// MaxRestartsPerMinute is the pool's restart throttle: when its
+	// workers have been restarted this many times within a minute, for
+	// whatever reason, the pool is marked failed and no worker is
+	// restarted until the minute allows another. Zero means no throttle.
 	MaxRestartsPerMinute int `yaml:"max_restarts_per_minute"`
+	// MaxFailedStarts is the pool's crash-loop breaker: when its workers
+	// have failed this many starts within FailedStartWindow, the pool is
+	// marked failed and no worker is restarted until the oldest of them
+	// leaves the window. A failed start is a process that could not be
+	// started, or ended by itself before its first ready (its start, for
+	// ProtocolNone) or within a second of it, having finished no job. Zero means
+	// DefaultMaxFailedStarts; -1 (max_failed_starts=off) turns the breaker
+	// off.
+	MaxFailedStarts int `yaml:"max_failed_starts"`
+	// FailedStartWindow is the window of MaxFailedStarts. Zero means
+	// DefaultFailedStartWindow.
+	FailedStartWindow time.Duration `yaml:"failed_start_window"`
 	// RestartDelay is the wait before the second restart in a row of a
 	// worker; the first is immediate. Zero means DefaultRestartDelay.
 	RestartDelay time.Duration `yaml:"restart_delay"`
@@ -131,7 +151,8 @@ type Spec struct {
 //
 // Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
 // listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
-// job_timeout, max_attempts, max_crashes, max_restarts_per_minute, restart_delay, restart_factor,
+// job_timeout, max_attempts, max_crashes, max_restarts_per_minute,
+// max_failed_starts (a number, or off), failed_start_window, restart_delay, restart_factor,
 // restart_max_delay, restart_reset, recycle, max_jobs, max_rss).
 // env=KEY=VALUE may repeat; no other
 // key may. Values other than cmd cannot hold a comma. The result is
@@ -203,6 +224,14 @@ func (s *Spec) set(key, value string) error {
 		s.MaxAttempts, err = parseCount(value, 1)
 	case "max_restarts_per_minute":
 		s.MaxRestartsPerMinute, err = parseCount(value, 0)
+	case "max_failed_starts":
+		if value == "off" {
+			s.MaxFailedStarts = -1
+			break
+		}
+		s.MaxFailedStarts, err = parseCount(value, -1)
+	case "failed_start_window":
+		s.FailedStartWindow, err = parseDuration(value)
 	case "restart_delay":
 		s.RestartDelay, err = parseDuration(value)
 	case "restart_factor":
@@ -340,6 +369,8 @@ func (s Spec) check() (key, problem string) {
 		{"job_timeout", int64(s.JobTimeout)},
 		{"max_crashes", int64(s.MaxCrashes)},
 		{"max_restarts_per_minute", int64(s.MaxRestartsPerMinute)},
+		{"max_failed_starts", int64(s.MaxFailedStarts) + 1}, // -1 is off
+		{"failed_start_window", int64(s.FailedStartWindow)},
 		{"restart_delay", int64(s.RestartDelay)},
 		{"restart_max_delay", int64(s.RestartMaxDelay)},
 		{"restart_reset", int64(s.RestartReset)},
@@ -369,5 +400,7 @@ func (s Spec) withDefaults() Spec {
 	s.RestartFactor = cmp.Or(s.RestartFactor, DefaultRestartFactor)
 	s.RestartMaxDelay = cmp.Or(s.RestartMaxDelay, DefaultRestartMaxDelay)
 	s.RestartReset = cmp.Or(s.RestartReset, DefaultRestartReset)
+	s.MaxFailedStarts = cmp.Or(s.MaxFailedStarts, DefaultMaxFailedStarts)
+	s.FailedStartWindow = cmp.Or(s.FailedStartWindow, DefaultFailedStartWindow)
 	return s
 }

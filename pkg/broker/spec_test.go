@@ -45,6 +45,16 @@ func TestParseSpec(t *testing.T) {
 			want: broker.Spec{Name: "a", Count: 1, Cmd: []string{"w"}},
 		},
 		{
+			name: "BreakerOff",
+			in:   "name=a,max_failed_starts=off,cmd=w",
+			want: broker.Spec{Name: "a", MaxFailedStarts: -1, Cmd: []string{"w"}},
+		},
+		{
+			name: "Breaker",
+			in:   "name=a,max_failed_starts=3,failed_start_window=30s,cmd=w",
+			want: broker.Spec{Name: "a", MaxFailedStarts: 3, FailedStartWindow: 30 * time.Second, Cmd: []string{"w"}},
+		},
+		{
 			name: "CmdTakesTheRest",
 			in:   "name=a,cmd=sh -c 'echo name=b,count=2'",
 			want: broker.Spec{Name: "a", Cmd: []string{"sh", "-c", "echo name=b,count=2"}},
@@ -79,6 +89,7 @@ func TestParseSpec_errors(t *testing.T) {
 		{"name=a,count=0,cmd=w", `broker: bad pool spec "name=a,count=0,cmd=w": count: 0 is less than 1`},
 		{"name=a,max_attempts=0,cmd=w", `max_attempts: 0 is less than 1`},
 		{"name=a,max_restarts_per_minute=-1,cmd=w", `max_restarts_per_minute: -1 is less than 0`},
+		{"name=a,max_failed_starts=-2,cmd=w", `max_failed_starts: -2 is less than -1`},
 		{"name=a,restart_factor=0.5,cmd=w", `restart_factor: 0.5 is less than 1`},
 		{"name=a,max_rss=lots,cmd=w", `max_rss: "lots" is not a size such as 512MB or 1GiB`},
 		{"name=a,recycle=soon,cmd=w", `recycle: "soon" is not a duration`},

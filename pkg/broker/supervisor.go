@@ -272,6 +272,7 @@ func (p *Pool) update(sp *spawner, spec Spec, health time.Duration) error {
 	p.mu.Lock()
 	old := p.gen
 	p.breaker.Budget = spec.MaxRestartsPerMinute
+	p.crashLoop.Budget, p.crashLoop.Window = spec.MaxFailedStarts, spec.FailedStartWindow
 	p.mu.Unlock()
 	if rollingChange(old.spec, spec) {
 		next := &generation{spec: spec, path: path, version: old.version + 1}
@@ -290,6 +291,8 @@ func (p *Pool) update(sp *spawner, spec Spec, health time.Duration) error {
 func rollingChange(a, b Spec) bool {
 	a.Count, b.Count = 0, 0
 	a.MaxRestartsPerMinute, b.MaxRestartsPerMinute = 0, 0
+	a.MaxFailedStarts, b.MaxFailedStarts = 0, 0
+	a.FailedStartWindow, b.FailedStartWindow = 0, 0
 	a.MaxAttempts, b.MaxAttempts = 0, 0
 	a.MaxCrashes, b.MaxCrashes = 0, 0
 	return !reflect.DeepEqual(a, b)

@@ -39,9 +39,11 @@ type HostPool struct {
 	// Protocol is how the pool talks to its workers: channel (fds 3 and 4,
 	// docs/protocol.md) or none (a service that takes no jobs).
 	Protocol string `json:"protocol"`
-	// State is new, waiting (for the job stream), running, draining,
-	// drained, failed (the crash-loop breaker tripped, see RetryAt; or the
-	// command cannot start, see Error), stopping or stopped.
+	// State is new, waiting (for the job stream), starting (no worker
+	// ready yet), running, backoff (no worker up: they wait to restart),
+	// draining, drained, failed (the crash-loop breaker tripped, see
+	// RetryAt; or the command cannot start, see Error), stopping or
+	// stopped.
 	State string `json:"state"`
 	// Operation is a rolling change in progress: recycle or upgrade.
 	Operation string `json:"operation,omitempty"`
@@ -51,6 +53,10 @@ type HostPool struct {
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Error says why the pool failed, or why its last upgrade rolled back.
 	Error string `json:"error,omitempty"`
+	// Reason says, in one line for people, why the pool is not plainly
+	// running (the breaker's verdict and the last exit for failed; how
+	// many workers are up for backoff and starting). Empty when all are up.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Worker describes one worker process (or the slot of one being
@@ -88,6 +94,10 @@ type Worker struct {
 	// ("exit status 2", "signal: killed"), and LastExitAt when.
 	LastExit   string    `json:"last_exit,omitempty"`
 	LastExitAt time.Time `json:"last_exit_at,omitzero"`
+	// Reason says, in one line for people, why the worker is in its state
+	// when that is not plainly healthy (the last exit, its stderr's last
+	// line and the restart time for backoff). Empty once it is up.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Hosts returns what every live host last announced, sorted by host id.

@@ -31,6 +31,9 @@ type Pool struct {
 	// state they all share, if they do; else draining if each is draining
 	// or drained; else running. Empty when no live host runs the pool.
 	State string `json:"state,omitempty"`
+	// Reason is the Reason of the first host (by id) whose pool is in
+	// State, if it has one: why the pool is not plainly running.
+	Reason string `json:"reason,omitempty"`
 	// Hosts lists the pool on every live host that runs it, by host id.
 	Hosts []PoolHost `json:"hosts,omitempty"`
 }
@@ -39,9 +42,10 @@ type Pool struct {
 type PoolHost struct {
 	// Host is the host's id.
 	Host string `json:"host"`
-	// State is waiting (not started yet), new, running, draining, drained,
-	// failed (restarts paused until RetryAt, or the command cannot start),
-	// stopping or stopped.
+	// State is waiting (not started yet), new, starting (no worker ready
+	// yet), running, backoff (no worker up: they wait to restart),
+	// draining, drained, failed (restarts paused until RetryAt, or the
+	// command cannot start), stopping or stopped.
 	State string `json:"state"`
 	// Count is the number of workers the pool keeps.
 	Count int `json:"count"`
@@ -53,4 +57,8 @@ type PoolHost struct {
 	RetryAt time.Time `json:"retry_at,omitzero"`
 	// Error says why the pool failed, or why its last upgrade rolled back.
 	Error string `json:"error,omitempty"`
+	// Reason says, in one line for people, why the pool is not plainly
+	// running (the breaker's verdict and the last exit for failed; how
+	// many workers are up for backoff and starting). Empty when all are up.
+	Reason string `json:"reason,omitempty"`
 }

@@ -34,20 +34,25 @@ const (
 	poolDraining = "draining"
 	poolDrained  = "drained"
 	poolFailed   = "failed"
+	poolBackoff  = "backoff"
 )
 
 // poolState sums up the states of a pool on its hosts: failed if any host's
-// pool failed; else the state they all share, if they do; else draining if
-// each is draining or drained; else running.
+// pool failed; else backoff if any host's pool has no worker up and waits
+// to restart them; else the state they all share, if they do; else
+// draining if each is draining or drained; else running.
 func poolState(hosts []client.PoolHost) string {
 	if len(hosts) == 0 {
 		return ""
 	}
+	if slices.ContainsFunc(hosts, func(h client.PoolHost) bool { return h.State == poolFailed }) {
+		return poolFailed
+	}
+	if slices.ContainsFunc(hosts, func(h client.PoolHost) bool { return h.State == poolBackoff }) {
+		return poolBackoff
+	}
 	same, draining := true, true
 	for _, h := range hosts {
-		if h.State == poolFailed {
-			return poolFailed
-		}
 		same = same && h.State == hosts[0].State
 		draining = draining && (h.State == poolDraining || h.State == poolDrained)
 	}
@@ -59,6 +64,17 @@ func poolState(hosts []client.PoolHost) string {
 	default:
 		return poolRunning
 	}
+}
+
+// poolReason is the reason of a pool in state: that of the first host
+// whose pool is in state and has one, prefixed with the host.
+func poolReason(state string, hosts []client.PoolHost) string {
+	for _, h := range hosts {
+		if h.State == state && h.Reason != "" {
+			return h.Host + ": " + h.Reason
+		}
+	}
+	return ""
 }
 
 // Handler is the HTTP API (docs/api.md). GET / and GET /healthz are open;
@@ -278,19 +294,22 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 	}
 	for _, hb := range c.liveHosts() {
 		for _, w := range hb.Workers {
-			pool(w.Pool).Workers++
+			if w.PID != 0 { // a slot waiting to restart has no process
+				pool(w.Pool).Workers++
+			}
 		}
 		for _, pi := range hb.Pools {
 			p := pool(pi.Name)
 			p.Hosts = append(p.Hosts, client.PoolHost{
 				Host: hb.Host, State: pi.State, Count: pi.Count, Operation: pi.Operation,
-				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error,
+				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error, Reason: pi.Reason,
 			})
 		}
 	}
 	out := make([]client.Pool, 0, len(byType))
 	for _, p := range byType {
 		p.State = poolState(p.Hosts)
+		p.Reason = poolReason(p.State, p.Hosts)
 		out = append(out, *p)
 	}
 	slices.SortFunc(out, func(a, b client.Pool) int { return strings.Compare(a.Type, b.Type) })

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
@@ -100,4 +102,58 @@ func waitPoolState(t *testing.T, c *conductor.Conductor, state string, workers i
 		}
 		return false
 	}, 30*time.Second, 20*time.Millisecond, "pool squares %s with %d workers", state, workers)
+}
+
+// TestConductor_FailingPoolReason runs a real workerd agent whose command
+// exits 127 at once: GET /v1/pools shows the pool failed with the reason
+// (the default crash-loop breaker's verdict, the exit, its stderr line and
+// the retry time) and no worker process, and GET /v1/workers shows every
+// slot in backoff with its reason.
+func TestConductor_FailingPoolReason(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	a, err := agent.New(agent.Config{
+		Conn: bundle.nc, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{{
+			Name: "broken", Count: 2,
+			Cmd:          []string{"/bin/sh", "-c", `echo "no such file" >&2; exit 127`},
+			RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
+		}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	var pool client.Pool
+	require.Eventually(t, func() bool {
+		pools, err := c.Pools(context.Background())
+		require.NoError(t, err)
+		for _, p := range pools {
+			if p.Type == "broken" {
+				pool = p
+				return p.State == "failed"
+			}
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond, "pool broken not failed")
+	require.Zero(t, pool.Workers, "slots in backoff have no process")
+	require.Contains(t, pool.Reason, `h1: crash loop: 5 failed starts within 10s; last exit 127 "no such file"`)
+	require.Len(t, pool.Hosts, 1)
+	require.Contains(t, pool.Hosts[0].Reason, "retry at ")
+
+	code, body := get(t, srv, "/v1/workers")
+	require.Equal(t, http.StatusOK, code, body)
+	var workers []client.Worker
+	require.NoError(t, json.Unmarshal([]byte(body), &workers))
+	require.Len(t, workers, 2)
+	for _, w := range workers {
+		require.Contains(t, []string{"backoff", "exited", "starting"}, w.State)
+		require.Contains(t, w.Reason, `exit 127 "no such file"`)
+	}
+	rec := httptest.NewRecorder()
+	metrics.Handler(metrics.Source{Pools: c.Pools, Workers: c.Workers}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body = rec.Body.String()
+	require.Contains(t, body, `conductor_pool_state{state="failed",type="broken"} 1`)
+	require.Contains(t, body, `conductor_pool_workers{type="broken"} 0`)
 }
