@@ -34,8 +34,8 @@ type Config struct {
 	// logs and in the workers' CONDUCTOR_HOST. Empty means the hostname,
 	// made a valid token (letters, digits, '-' and '_').
 	Host string
-	// Logger receives the pool's events and every line the workers write
-	// to stdout and stderr. Nil means discard.
+	// Logger receives the pool's events and, unless OnOutput is set, every
+	// line the workers write to stdout and stderr. Nil means discard.
 	Logger *slog.Logger
 	// OnEvent, if set, receives every worker and pool event (see Event) as
 	// it happens. It is called from the pool's goroutines and must not
