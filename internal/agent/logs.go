@@ -23,7 +23,7 @@ const (
 	// dropped included, to readFactor times the rate, a line costing 1 and
 	// 1 more per readLineBytes; past it the reader pauses, so a worker that
 	// writes faster has its writes block, and workerd's CPU stays bounded.
-	readFactor    = 100
+	readFactor    = 20
 	readLineBytes = 256
 )
 
