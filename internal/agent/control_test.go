@@ -195,8 +195,9 @@ func TestAgent_Logs(t *testing.T) {
 	t.Parallel()
 	flood := broker.Spec{
 		Name: "flood", Protocol: broker.ProtocolNone, KillTimeout: time.Second,
-		// 3000 lines at once, then, a moment later, one more.
-		Cmd: []string{"/bin/sh", "-c", `i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; sleep 0.3; echo last; exec sleep 600`},
+		// 3000 lines at once, then, once workerd has read them (at most
+		// readFactor times the rate: 1.5s), one more.
+		Cmd: []string{"/bin/sh", "-c", `i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; sleep 3; echo last; exec sleep 600`},
 	}
 	b := setupAgent(t, Config{Pools: []broker.Spec{flood, service("quiet", 1, "hello")}, LogRate: 100})
 	w := b.workers(t, "quiet", 1, nil)[0]
