@@ -49,7 +49,8 @@ func TestChaos_DiskFull(t *testing.T) {
 	}
 	noOrphansAtEnd(t, bin+"/squares-worker")
 
-	c := &cluster{t: t, data: dir, natsAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	addrs := freeAddrs(t, 2)
+	c := &cluster{t: t, data: dir, natsAddr: addrs[0], httpAddr: addrs[1]}
 	c.startConductor()
 	cl, err := client.Connect(c.natsURL(), client.Config{}, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)

@@ -123,12 +123,21 @@ func tail(b []byte, n int) []byte {
 }
 
 // freeAddr returns a loopback address with a port free at the time of the call.
-func freeAddr(t testing.TB) string {
+func freeAddr(t testing.TB) string { return freeAddrs(t, 1)[0] }
+
+// freeAddrs returns n loopback addresses with ports free at the time of
+// the call, and distinct: each is held until all are chosen (a port just
+// closed may be handed out again at once).
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
 }
 
 // cluster is one conductord and the workerds started against it.
@@ -158,7 +167,8 @@ func withArgs(a ...string) clusterOption {
 // newCluster starts conductord on free ports and waits until it answers.
 func newCluster(t testing.TB, opts ...clusterOption) *cluster {
 	t.Helper()
-	c := &cluster{t: t, data: t.TempDir(), natsAddr: freeAddr(t), httpAddr: freeAddr(t)}
+	addrs := freeAddrs(t, 2)
+	c := &cluster{t: t, data: t.TempDir(), natsAddr: addrs[0], httpAddr: addrs[1]}
 	c.startConductor(opts...)
 	return c
 }

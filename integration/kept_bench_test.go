@@ -40,7 +40,8 @@ func BenchmarkKeptStates(b *testing.B) {
 		empty := newCluster(b)
 		emptyStart, emptyRSS := restartTimed(b, empty)
 
-		c := &cluster{t: b, data: b.TempDir(), natsAddr: freeAddr(b), httpAddr: freeAddr(b)}
+		addrs := freeAddrs(b, 2)
+		c := &cluster{t: b, data: b.TempDir(), natsAddr: addrs[0], httpAddr: addrs[1]}
 		t0 := time.Now()
 		ids := fillArchive(b, filepath.Join(c.data, "archive", "default"), n)
 		b.Logf("%d states archived in %v", n, time.Since(t0).Round(time.Millisecond))
