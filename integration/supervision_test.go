@@ -277,5 +277,6 @@ func TestCluster_DrainGivesJobsToTheOtherHost(t *testing.T) {
 	t.Logf("after the drain: %d jobs ran on host-a in %s", jobs, took.Round(time.Millisecond))
 	p := c.pool("squares")
 	require.Zero(t, p.Queued)
+	require.Zero(t, p.Held)
 	require.Zero(t, p.Running)
 }

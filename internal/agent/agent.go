@@ -297,7 +297,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		Workers:  []wire.WorkerInfo{},
 	}
 	for _, p := range a.poolList() {
-		bp, _ := p.running()
+		bp, src := p.running()
 		if bp == nil {
 			info := wire.PoolInfo{
 				Name: p.spec.Name, Count: cmp.Or(p.spec.Count, broker.DefaultCount),
@@ -310,7 +310,11 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 			hb.Pools = append(hb.Pools, info)
 			continue
 		}
-		hb.Pools = append(hb.Pools, wirePool(bp.Info()))
+		info := wirePool(bp.Info())
+		if src != nil {
+			info.Held, info.HeldJobs = src.held(wire.MaxHeldJobsListed)
+		}
+		hb.Pools = append(hb.Pools, info)
 		for _, w := range bp.Workers() {
 			hb.Workers = append(hb.Workers, wireWorker(w))
 		}

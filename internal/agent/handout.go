@@ -47,6 +47,14 @@ func (o *handout) counts() (waiting, ready int) {
 	return len(o.waiters), len(o.ready)
 }
 
+// peek reports the jobs at hand and returns the first n of them (in the
+// order they go to workers), for the heartbeat to name.
+func (o *handout) peek(n int) (held int, first []*nats.Msg) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.ready), slices.Clone(o.ready[:min(n, len(o.ready))])
+}
+
 // tryTake returns the first job at hand if its payload is at most
 // maxPayload bytes (< 0: any), else nil.
 func (o *handout) tryTake(maxPayload int) *nats.Msg {

@@ -111,7 +111,9 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	h.holder, h.rev = wire.FirstClaim(opts.StateRev, h.seq, h.tag), opts.StateRev
 	st.Holder = h.holder.String()
 	redelivered := false
-	if delivered > 1 || h.requeued || s.mustClaim(h, opts) {
+	// A cancelled job claims too: its canceller may have ended it, and its
+	// state tells.
+	if delivered > 1 || h.requeued || s.mustClaim(h, opts) || s.isCancelled(st.ID) {
 		// Only redeliveries pay these round trips: a read, a write.
 		switch s.states.claim(h, delivered) {
 		case claimEnded:

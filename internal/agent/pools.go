@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -100,7 +99,13 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	}
 	bp, err := broker.NewPool(broker.Config{
 		Spec: p.spec, Source: sourceOrNil(src), Host: a.cfg.Host, Logger: a.cfg.Logger,
-		OnEvent: a.publishEvent, OnOutput: a.logs.forward,
+		OnEvent: func(e broker.Event) {
+			if src != nil {
+				src.poolEvent(e.Kind)
+			}
+			a.publishEvent(e)
+		},
+		OnOutput: a.logs.forward,
 	})
 	if err == nil {
 		err = bp.Start(ctx)
@@ -118,6 +123,11 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	select {
 	case <-ctx.Done():
 	case <-bp.Stopped():
+	}
+	if src != nil {
+		// The jobs held ahead go back now, for other hosts, not once the
+		// workers have finished theirs.
+		src.pause()
 	}
 	bp.Stop()
 }
@@ -200,13 +210,5 @@ func (a *Agent) finalTTL(ctx context.Context, kv jetstream.KeyValue) (time.Durat
 		return 0, err
 	}
 	cfg := st.CachedInfo().Config
-	v, ok := cfg.Metadata[names.MetaFinalTTL]
-	if !ok || !cfg.AllowMsgTTL {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < time.Second {
-		return 0, fmt.Errorf("state bucket: bad %s %q", names.MetaFinalTTL, v)
-	}
-	return d, nil
+	return wire.FinalTTL(cfg.Metadata, cfg.AllowMsgTTL)
 }

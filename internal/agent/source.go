@@ -57,6 +57,7 @@ type source struct {
 	services  []startstop.Service
 	cancel    context.CancelFunc // stops the components that run until stopped
 	paused    atomic.Bool        // drained: no job is taken, those held are given back
+	failed    atomic.Bool        // its crash-loop breaker tripped: nothing is held ahead until it recovers
 }
 
 var _ broker.ReadySource = (*source)(nil)
@@ -279,13 +280,31 @@ func (s *source) deliver(m *nats.Msg) {
 	s.out.deliver(m)
 }
 
+// held reports the jobs the source holds that no worker has taken, and
+// the ids of the first max of them.
+func (s *source) held(max int) (n int, ids []string) {
+	n, msgs := s.out.peek(max)
+	ids = make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		ids = append(ids, jobID(m, seq))
+	}
+	return n, ids
+}
+
 // demand reports the workers waiting, and how many jobs the source wants at
 // hand or on their way (target): one per waiting worker plus the prefetch;
-// none while the pool is paused.
+// none while the pool is paused, and no prefetch while it is failed.
 func (s *source) demand() (waiting, target, ready int) {
 	waiting, ready = s.out.counts()
-	if s.paused.Load() {
+	switch {
+	case s.paused.Load():
 		return waiting, 0, ready
+	case s.failed.Load():
+		return waiting, waiting, ready
 	}
 	return waiting, waiting + s.pace.ahead(), ready
 }
@@ -304,6 +323,22 @@ func (s *source) pause() {
 func (s *source) resume() {
 	s.paused.Store(false)
 	s.fetch.poke()
+}
+
+// poolEvent follows the pool's state: while its crash-loop breaker holds
+// its workers down (failed, until it recovers), the source holds no job
+// ahead, and gives back those it held, for other hosts to run; a worker
+// still up gets one job at a time, when it asks.
+func (s *source) poolEvent(kind broker.EventKind) {
+	switch kind {
+	case broker.EventPoolFailed:
+		s.failed.Store(true)
+		s.giveBack(s.out.takeBack(math.MaxInt), "put back a job: its pool failed (crash loop)")
+		s.fetch.poke()
+	case broker.EventPoolRecovered:
+		s.failed.Store(false)
+		s.fetch.poke()
+	}
 }
 
 // giveBack puts back jobs the source held that no worker took.

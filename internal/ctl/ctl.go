@@ -113,7 +113,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return c.show(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(rest[0])+"/cancel", nil, nil)
 	case "pools":
-		return c.table(ctx, "/v1/pools", []string{"type", "queued", "running", "succeeded", "failed", "dead", "workers", "state", "reason"})
+		return c.table(ctx, "/v1/pools", []string{"type", "queued", "held", "running", "succeeded", "failed", "dead", "workers", "state", "reason"})
 	case "workers":
 		return c.table(ctx, "/v1/workers", []string{"host", "pool", "index", "pid", "state", "rss", "jobs_done", "restarts", "job", "reason"})
 	case "drain", "resume", "recycle", "restart", "resize", "upgrade", "shutdown":

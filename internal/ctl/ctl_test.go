@@ -34,8 +34,8 @@ func fakeAPI(t *testing.T) *httptest.Server {
 		_, _ = io.WriteString(w, `{"id":"j1","status":"`+status+`"}`)
 	})
 	mux.HandleFunc("GET /v1/pools", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2},
-			{"type":"broken","queued":0,"running":0,"succeeded":0,"failed":0,"dead":0,"workers":0,"state":"failed",
+		_, _ = io.WriteString(w, `[{"type":"squares","queued":3,"held":5,"running":1,"succeeded":10,"failed":0,"dead":0,"workers":2},
+			{"type":"broken","queued":0,"held":0,"running":0,"succeeded":0,"failed":0,"dead":0,"workers":0,"state":"failed",
 			 "reason":"h1: crash loop: 5 failed starts within 10s; last exit 127 \"no such file\"; retry at 2026-11-23T10:00:10.000Z"}]`)
 	})
 	mux.HandleFunc("GET /v1/workers", func(w http.ResponseWriter, _ *http.Request) {
@@ -99,8 +99,8 @@ func TestRun_ErrorsAndTables(t *testing.T) {
 
 	out2, err := run(t, srv, "pools")
 	require.NoError(t, err)
-	require.Contains(t, out2, "TYPE     QUEUED  RUNNING")
-	require.Contains(t, out2, "squares  3       1")
+	require.Contains(t, out2, "TYPE     QUEUED  HELD  RUNNING")
+	require.Contains(t, out2, "squares  3       5     1")
 	require.Contains(t, out2, "REASON")
 	require.Contains(t, out2, `failed  h1: crash loop: 5 failed starts within 10s; last exit 127 "no such file"; retry at 2026-11-23T10:00:10.000Z`)
 

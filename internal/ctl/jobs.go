@@ -13,7 +13,7 @@ import (
 func (c *client) jobs(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	status := fs.String("status", "", "only jobs in this status, or in any of a comma list (queued,running,succeeded,failed,dead,cancelled)")
+	status := fs.String("status", "", "only jobs in this status, or in any of a comma list (queued,held,running,succeeded,failed,dead,cancelled)")
 	typ := fs.String("type", "", "only jobs of this type")
 	limit := fs.String("limit", "", "at most N jobs, 1 to 1000 (default 100)")
 	before := fs.String("before", "", "only jobs updated before this time: the UPDATED_AT of the last job listed, for the next page")

@@ -67,7 +67,7 @@ j1  squares  succeeded  1         2026-11-23T10:00:00.000000001Z  -
 		args []string
 		want string
 	}{
-		{[]string{"jobs", "--status", "done"}, `unknown status "done": want queued, running, succeeded, failed, dead, cancelled (400 Bad Request)`},
+		{[]string{"jobs", "--status", "done"}, `unknown status "done": want queued, held, running, succeeded, failed, dead, cancelled (400 Bad Request)`},
 		{[]string{"jobs", "--limit", "0"}, `bad limit "0": want 1 to 1000 (400 Bad Request)`},
 		{[]string{"jobs", "--before", "today"}, `bad before "today"`},
 		{[]string{"jobs", "--type", "a.b"}, "(400 Bad Request)"},

@@ -68,7 +68,7 @@ var (
 	workersDesc = prometheus.NewDesc("conductor_workers",
 		"Worker slots of a pool on every live host, by state (backoff and exited slots have no process).", []string{"type", "state"}, nil)
 	jobsDesc = prometheus.NewDesc("conductor_jobs",
-		"Jobs now queued or running, by type.", []string{"type", "status"}, nil)
+		"Jobs now queued, held by a host (fetched ahead, not taken by a worker) or running, by type.", []string{"type", "status"}, nil)
 	supersededDesc = prometheus.NewDesc("conductor_jobs_superseded_total",
 		"Late outcomes not kept: attempts that ended after a newer attempt had taken their job, or after it had ended.", []string{"type"}, nil)
 	endedDesc = prometheus.NewDesc("conductor_jobs_ended_total",
@@ -150,6 +150,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(scrapeErrorDesc, prometheus.GaugeValue, failed)
 	for _, p := range pools {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(p.Queued), p.Type, "queued")
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(p.Held), p.Type, "held")
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(p.Running), p.Type, "running")
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Succeeded), p.Type, "succeeded")
 		ch <- prometheus.MustNewConstMetric(endedDesc, prometheus.CounterValue, float64(p.Failed), p.Type, "failed")

@@ -17,15 +17,16 @@ func TestCollector_Collect(t *testing.T) {
 	t.Parallel()
 	c := NewCollector(Source{
 		Pools: func(context.Context) ([]client.Pool, error) {
-			return []client.Pool{{Type: "squares", Queued: 3, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Superseded: 4, Workers: 2}}, nil
+			return []client.Pool{{Type: "squares", Queued: 3, Held: 5, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Superseded: 4, Workers: 2}}, nil
 		},
 		Workers: func() []client.Worker {
 			return []client.Worker{{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1}}
 		},
 	})
 	want := `
-# HELP conductor_jobs Jobs now queued or running, by type.
+# HELP conductor_jobs Jobs now queued, held by a host (fetched ahead, not taken by a worker) or running, by type.
 # TYPE conductor_jobs gauge
+conductor_jobs{status="held",type="squares"} 5
 conductor_jobs{status="queued",type="squares"} 3
 conductor_jobs{status="running",type="squares"} 1
 # HELP conductor_jobs_superseded_total Late outcomes not kept: attempts that ended after a newer attempt had taken their job, or after it had ended.
@@ -40,7 +41,7 @@ conductor_scrape_error 0
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
 		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_scrape_error"))
-	require.Equal(t, 18, testutil.CollectAndCount(c), "1 scrape gauge, 7 per pool, 3 per worker, 7 worker states per pool")
+	require.Equal(t, 19, testutil.CollectAndCount(c), "1 scrape gauge, 8 per pool, 3 per worker, 7 worker states per pool")
 }
 
 // TestCollector_States checks the state gauges: one series per known

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // Status is where a job is in its life.
@@ -148,7 +150,16 @@ type PoolInfo struct {
 	// running (the breaker's verdict and the last exit for failed; how
 	// many workers are up for backoff and starting). Empty when all are up.
 	Reason string `json:"reason,omitempty"`
+	// Held counts the jobs the host holds for the pool and has handed to
+	// no worker yet (fetched ahead); HeldJobs names the first
+	// MaxHeldJobsListed of them.
+	Held     int      `json:"held,omitempty"`
+	HeldJobs []string `json:"held_jobs,omitempty"`
 }
+
+// MaxHeldJobsListed bounds PoolInfo.HeldJobs, so that a heartbeat stays
+// small however many jobs a host holds ahead: the count stays exact.
+const MaxHeldJobsListed = 256
 
 // WorkerInfo describes one worker process (or the slot of one being
 // restarted), as GET /v1/workers lists it.
@@ -219,4 +230,20 @@ func CutError(s string) string {
 		keep--
 	}
 	return s[:keep] + marker(len(s)-keep)
+}
+
+// FinalTTL reads, from the metadata of the state bucket's stream, how long
+// a final state stays in the bucket once written (names.MetaFinalTTL,
+// written by conductord); 0: for the bucket's TTL, when the stream sets
+// none or allows no per-message TTL.
+func FinalTTL(meta map[string]string, allowMsgTTL bool) (time.Duration, error) {
+	v, ok := meta[names.MetaFinalTTL]
+	if !ok || !allowMsgTTL {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("state bucket: bad %s %q", names.MetaFinalTTL, v)
+	}
+	return d, nil
 }

@@ -24,10 +24,12 @@
 //
 // A Job is the state the conductor stores for a job, updated by the host
 // that runs it: its Status (queued, running, succeeded, failed, dead,
-// cancelled), its Result or Error, and the History of its attempts. Job
-// reads one, Jobs lists them by status, type and time (a JobQuery), and
-// DeadJobs the dead ones, payloads included. Cancel stops a job that has
-// not ended; Requeue queues a dead one again.
+// cancelled), its Result or Error, and the History of its attempts. A
+// Client that listens to the hosts reads a queued job that a host has
+// fetched ahead as held (Job.HeldBy). Job reads one, Jobs lists them by
+// status, type and time (a JobQuery), and DeadJobs the dead ones, payloads
+// included. Cancel stops a job that has not ended (one that no worker runs
+// reads cancelled at once); Requeue queues a dead one again.
 //
 // # Pools and hosts
 //

@@ -57,6 +57,10 @@ type HostPool struct {
 	// running (the breaker's verdict and the last exit for failed; how
 	// many workers are up for backoff and starting). Empty when all are up.
 	Reason string `json:"reason,omitempty"`
+	// Held counts the jobs the host holds for the pool that none of its
+	// workers has taken yet (fetched ahead); HeldJobs names the first 256.
+	Held     int      `json:"held,omitempty"`
+	HeldJobs []string `json:"held_jobs,omitempty"`
 }
 
 // Worker describes one worker process (or the slot of one being

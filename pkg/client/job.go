@@ -12,6 +12,7 @@ type Status string
 // The statuses of a job. Succeeded, Dead and Cancelled are final.
 const (
 	StatusQueued    Status = "queued"    // waiting for a worker (or its delay)
+	StatusHeld      Status = "held"      // queued, fetched ahead by a host (HeldBy): no worker has it yet
 	StatusRunning   Status = "running"   // a worker has run it for over 50ms
 	StatusSucceeded Status = "succeeded" // it ended well; Result holds its result
 	StatusFailed    Status = "failed"    // the last attempt failed; it will be retried
@@ -87,6 +88,12 @@ type Job struct {
 	// write of an older attempt never replaces a newer one (see
 	// docs/reliability.md).
 	Holder string `json:"holder,omitempty"`
+	// HeldBy is the host that holds a held job (Status held): the host
+	// fetched it ahead, and none of its workers has taken it yet. It is
+	// not stored: a Client that listens to the hosts' heartbeats
+	// (Config.ListenHosts, as conductord's does) reads a queued job that
+	// a live host says it holds as held (see docs/api.md, "Job status").
+	HeldBy string `json:"held_by,omitempty"`
 }
 
 // Attempt is one run of a job by one worker process.

@@ -24,7 +24,7 @@ const (
 )
 
 // allStatuses are every status a job can be in, in the order of its life.
-var allStatuses = []Status{StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusDead, StatusCancelled}
+var allStatuses = []Status{StatusQueued, StatusHeld, StatusRunning, StatusSucceeded, StatusFailed, StatusDead, StatusCancelled}
 
 // JobQuery selects the jobs that Client.Jobs lists. The zero JobQuery
 // lists the DefaultListLimit jobs updated last, of any status and type.
@@ -59,6 +59,18 @@ func (c *Client) Jobs(ctx context.Context, q JobQuery) ([]*Job, error) {
 		return nil, err
 	}
 	q.Limit = cmp.Or(q.Limit, DefaultListLimit)
+	held := c.heldJobs()
+	if slices.Contains(q.Status, StatusHeld) && held == nil {
+		// Only the hosts know what they hold: listen to them first.
+		r, err := c.heardHosts(ctx)
+		if err != nil {
+			return nil, err
+		}
+		held = heldBy(r.live())
+	}
+	if held != nil && slices.ContainsFunc(q.Status, func(s Status) bool { return s == StatusQueued || s == StatusHeld }) {
+		return c.queuedOrHeld(ctx, q, held)
+	}
 	kv := c.kv
 	if len(q.Status) > 0 && !slices.ContainsFunc(q.Status, func(s Status) bool { return s != StatusDead }) {
 		var err error
@@ -66,7 +78,75 @@ func (c *Client) Jobs(ctx context.Context, q JobQuery) ([]*Job, error) {
 			return nil, err
 		}
 	}
-	return c.newestJobs(ctx, kv, q)
+	jobs, err := c.newestJobs(ctx, kv, q)
+	markHeld(jobs, held)
+	return jobs, err
+}
+
+// queuedOrHeld answers a query for queued or held jobs, given the jobs the
+// live hosts hold: both kinds are queued in the state bucket, and only the
+// hosts' heartbeats tell them apart. It reads as many more queued jobs as
+// are held, so that a query for queued ones alone still fills its limit.
+func (c *Client) queuedOrHeld(ctx context.Context, q JobQuery, held map[string]string) ([]*Job, error) {
+	stored := q
+	stored.Status = nil
+	for _, s := range q.Status {
+		if s == StatusHeld {
+			s = StatusQueued
+		}
+		if !slices.Contains(stored.Status, s) {
+			stored.Status = append(stored.Status, s)
+		}
+	}
+	stored.Limit = q.Limit + len(held)
+	jobs, err := c.newestJobs(ctx, c.kv, stored)
+	if err != nil {
+		return nil, err
+	}
+	markHeld(jobs, held)
+	out := jobs[:0]
+	for _, j := range jobs {
+		if len(out) == q.Limit {
+			break
+		}
+		if slices.Contains(q.Status, j.Status) {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// heldJobs returns the jobs the live hosts hold ahead (see heldBy), or nil
+// if the Client does not listen to the hosts.
+func (c *Client) heldJobs() map[string]string {
+	hosts := c.HeardHosts()
+	if hosts == nil {
+		return nil
+	}
+	return heldBy(hosts)
+}
+
+// heldBy maps the ids of the jobs that hosts hold ahead, as their last
+// heartbeats name them, to the host that holds each.
+func heldBy(hosts []Host) map[string]string {
+	held := map[string]string{}
+	for _, h := range hosts {
+		for _, p := range h.Pools {
+			for _, id := range p.HeldJobs {
+				held[id] = h.Host
+			}
+		}
+	}
+	return held
+}
+
+// markHeld reads each queued job of jobs that a host holds as held.
+func markHeld(jobs []*Job, held map[string]string) {
+	for _, j := range jobs {
+		if host, ok := held[j.ID]; ok && j.Status == StatusQueued {
+			j.Status, j.HeldBy = StatusHeld, host
+		}
+	}
 }
 
 // check returns an ErrBadQuery for a query Jobs cannot answer.

@@ -9,12 +9,15 @@ import "time"
 type Pool struct {
 	// Type is the job type, the pool's name.
 	Type string `json:"type"`
-	// Queued counts the jobs waiting for a worker, Running those a worker
-	// holds (read from JetStream at request time).
+	// Queued counts the jobs waiting in the queue; Held those a host has
+	// fetched ahead and none of its workers has taken yet (from the hosts'
+	// last heartbeats); Running those a worker has taken. Queued and the
+	// sum of Held and Running are read from JetStream at request time.
 	Queued int64 `json:"queued"`
 	// QueuedByPriority splits Queued by priority (high, normal, low), when
 	// jobs other than normal ones are queued.
 	QueuedByPriority map[Priority]int64 `json:"queued_by_priority,omitempty"`
+	Held             int64              `json:"held"`
 	Running          int64              `json:"running"`
 	// Succeeded and Dead count the jobs ended so, Failed the failed
 	// attempts to be retried, since the counters were created.
@@ -61,4 +64,7 @@ type PoolHost struct {
 	// running (the breaker's verdict and the last exit for failed; how
 	// many workers are up for backoff and starting). Empty when all are up.
 	Reason string `json:"reason,omitempty"`
+	// Held counts the jobs the host holds for the pool that none of its
+	// workers has taken yet.
+	Held int `json:"held,omitempty"`
 }

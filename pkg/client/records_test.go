@@ -24,7 +24,7 @@ func TestRecords_SameJSONAsWire(t *testing.T) {
 		name         string
 		public, wire any // pointers to zero values
 	}{
-		{"Job", &client.Job{}, &wire.Job{}},
+		{"Job", &jobFields{}, &wire.Job{}},
 		{"Attempt", &client.Attempt{}, &wire.Attempt{}},
 		{"Host", &client.Host{}, &wire.Heartbeat{}},
 		{"HostPool", &client.HostPool{}, &wire.PoolInfo{}},
@@ -38,12 +38,23 @@ func TestRecords_SameJSONAsWire(t *testing.T) {
 	}
 }
 
-// eventFields is client.Event without its Scope, which workerd does not
-// send: the conductor's client adds it.
-type eventFields client.Event
+// jobFields is client.Job without its HeldBy, which is not stored: a
+// Client adds it from the hosts' heartbeats.
+type jobFields client.Job
 
-func (e *eventFields) MarshalJSON() ([]byte, error) {
-	data, err := json.Marshal((*client.Event)(e))
+func (j *jobFields) MarshalJSON() ([]byte, error) {
+	return withoutKey((*client.Job)(j), "held_by")
+}
+
+func (j *jobFields) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*client.Job)(j))
+}
+
+// withoutKey encodes v without its key.
+func withoutKey(v any, key string) ([]byte, error) {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
@@ -51,8 +62,16 @@ func (e *eventFields) MarshalJSON() ([]byte, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
 	}
-	delete(m, "scope")
+	delete(m, key)
 	return json.Marshal(m)
+}
+
+// eventFields is client.Event without its Scope, which workerd does not
+// send: the conductor's client adds it.
+type eventFields client.Event
+
+func (e *eventFields) MarshalJSON() ([]byte, error) {
+	return withoutKey((*client.Event)(e), "scope")
 }
 
 func (e *eventFields) UnmarshalJSON(data []byte) error {

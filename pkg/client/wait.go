@@ -23,6 +23,9 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 	if err := c.readState(ctx, id, &j); err != nil {
 		return nil, err
 	}
+	if j.Status == StatusQueued {
+		markHeld([]*Job{&j}, c.heldJobs())
+	}
 	return &j, nil
 }
 

@@ -414,7 +414,7 @@ func TestConductor_PoolsState(t *testing.T) {
 	var raw []json.RawMessage
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&raw))
 	require.Len(t, raw, 6)
-	require.JSONEq(t, `{"type":"p-running","queued":0,"running":0,"succeeded":0,"failed":0,"dead":0,"workers":0,
+	require.JSONEq(t, `{"type":"p-running","queued":0,"held":0,"running":0,"succeeded":0,"failed":0,"dead":0,"workers":0,
 		"state":"running","hosts":[
 			{"host":"a","state":"running","count":1},
 			{"host":"b","state":"running","count":1,"operation":"upgrade","cmd":["./w","-v2"]}]}`, string(raw[4]))

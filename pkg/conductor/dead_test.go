@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/pkg/client"
@@ -99,16 +100,46 @@ func TestConductor_Cancel(t *testing.T) {
 
 	queued, err := cl.Submit(ctx, "later", 2)
 	require.NoError(t, err)
+	waited := make(chan *client.Job, 1)
+	go func() {
+		j, err := cl.Wait(ctx, queued)
+		assert.NoError(t, err)
+		waited <- j
+	}()
 	code, body := post(t, srv, "/v1/jobs/"+queued+"/cancel", "")
 	require.Equal(t, http.StatusAccepted, code, body)
-	require.Contains(t, body, `"status": "queued"`)
+	require.Contains(t, body, `"status": "cancelled"`, "a job no worker runs is cancelled at once")
 
-	startAgent(t, bundle, "squares", "later")
-
-	j, err := cl.Wait(ctx, queued)
+	// Every view reads it cancelled, before any worker exists.
+	j, err := cl.Job(ctx, queued)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusCancelled, j.Status)
 	require.Equal(t, "cancelled before it started", j.Error)
+	require.Equal(t, client.StatusCancelled, (<-waited).Status, "its waiters wake")
+	code, body = get(t, srv, "/v1/jobs?status=queued")
+	require.Equal(t, http.StatusOK, code, body)
+	require.NotContains(t, body, queued)
+	code, body = get(t, srv, "/v1/jobs?status=cancelled")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, queued)
+
+	// A worker comes: the job's message is acked, the job never handed to it.
+	startAgent(t, bundle, "squares", "later")
+	require.Eventually(t, func() bool {
+		pools, err := c.Pools(ctx)
+		require.NoError(t, err)
+		for _, p := range pools {
+			if p.Type == "later" {
+				return p.Queued == 0 && p.Running == 0 && p.Workers == 1
+			}
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond, "the cancelled job's message is taken and acked")
+	j, err = cl.Job(ctx, queued)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusCancelled, j.Status)
+	require.Zero(t, j.Attempts, "no worker ran it")
+	require.Empty(t, j.History)
 
 	running, err := cl.Submit(ctx, "squares", "block")
 	require.NoError(t, err)

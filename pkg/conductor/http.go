@@ -300,14 +300,21 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 		}
 		for _, pi := range hb.Pools {
 			p := pool(pi.Name)
+			p.Held += int64(pi.Held)
 			p.Hosts = append(p.Hosts, client.PoolHost{
 				Host: hb.Host, State: pi.State, Count: pi.Count, Operation: pi.Operation,
-				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error, Reason: pi.Reason,
+				Cmd: pi.Cmd, RetryAt: pi.RetryAt, Error: pi.Error, Reason: pi.Reason, Held: pi.Held,
 			})
 		}
 	}
 	out := make([]client.Pool, 0, len(byType))
 	for _, p := range byType {
+		// The consumers count every job delivered and not acked: those the
+		// hosts hold ahead are not running. The two are read at different
+		// times (the heartbeats are up to a second old): neither goes below
+		// zero, and a job counts in one of them only.
+		p.Held = min(p.Held, p.Running)
+		p.Running -= p.Held
 		p.State = poolState(p.Hosts)
 		p.Reason = poolReason(p.State, p.Hosts)
 		out = append(out, *p)

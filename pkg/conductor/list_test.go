@@ -174,7 +174,7 @@ func TestClient_JobsBadQuery(t *testing.T) {
 	for _, tc := range []struct {
 		query, want string
 	}{
-		{"status=nope", `unknown status "nope": want queued, running, succeeded, failed, dead, cancelled`},
+		{"status=nope", `unknown status "nope": want queued, held, running, succeeded, failed, dead, cancelled`},
 		{"status=Running", `unknown status "Running"`},
 		{"status=running,", `unknown status ""`},
 		{"status=dead&status=gone", `unknown status "gone"`},
