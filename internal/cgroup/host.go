@@ -118,6 +118,9 @@ func (h *Host) handDown(l Layout, prefix string) []string {
 		// controllers down. Move this process into a leaf of its own.
 		self = filepath.Join(own, h.name+".self")
 		err := os.Mkdir(self, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			err = nil
+		}
 		if err == nil {
 			err = write(self, "cgroup.procs", strconv.Itoa(os.Getpid()))
 		}
