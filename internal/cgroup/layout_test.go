@@ -16,7 +16,7 @@ func TestParseLayout(t *testing.T) {
 		wantErrNil bool
 	}{
 		{
-			name: "hybrid",
+			name:   "hybrid",
 			cgroup: "9:name=systemd:/\n8:pids:/\n6:freezer:/\n4:memory:/process_api/be11\n1:cpu:/\n0::/\n",
 			mountinfo: "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n" +
 				"32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n" +
