@@ -106,7 +106,11 @@ func chooseLocked(mode Cgroups, log *slog.Logger) Containment {
 	}
 	h := containment.host
 	containment.decided = Containment{Cgroups: true, Detail: h.String()}
-	log.Info("cgroups: each pool and worker process in a cgroup of its own", "cgroups", h.String(), "missing", strings.Join(h.Notes(), "; "))
+	attrs := []any{"cgroups", h.String()}
+	if notes := h.Notes(); len(notes) > 0 {
+		attrs = append(attrs, "missing", strings.Join(notes, "; "))
+	}
+	log.Info("cgroups: each pool and worker process in a cgroup of its own", attrs...)
 	return containment.decided
 }
 
