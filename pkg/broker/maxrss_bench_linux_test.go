@@ -41,7 +41,9 @@ func BenchmarkMaxRSS(b *testing.B) {
 			}
 			var peak int64
 			for range b.N {
-				peak = max(peak, growPastMaxRSS(b, contained, maxRSS))
+				p := growPastMaxRSS(b, contained, maxRSS)
+				b.Logf("peak %d bytes, max_rss %d", p, int64(maxRSS))
+				peak = max(peak, p)
 			}
 			b.ReportMetric(float64(peak)/1e6, "peak-MB")
 			b.ReportMetric(0, "ns/op")
