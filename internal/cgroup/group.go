@@ -218,6 +218,15 @@ func (lf *Leaf) LeaveThread(tid int) error {
 	return errors.Join(errs...)
 }
 
+// Adopt moves process pid into the leaf's cgroup2 directory, for a
+// process that could not be born there (OpenFD); nothing without one.
+func (lf *Leaf) Adopt(pid int) error {
+	if !lf.hiers[0].v2 {
+		return nil
+	}
+	return write(lf.hiers[0].dir, "cgroup.procs", strconv.Itoa(pid))
+}
+
 // Procs returns the processes in the leaf.
 func (lf *Leaf) Procs() []int { return procs(lf.hiers[0].dir) }
 

@@ -56,9 +56,15 @@ type Host struct {
 // there, the controllers are not handed down and Notes says so.
 func Open(l Layout, prefix string) (h *Host, swept int, err error) {
 	h = &Host{name: prefix + "-" + strconv.Itoa(os.Getpid())}
-	var v1ctls []string
 	if l.Unified != "" {
 		swept += sweep(l.Unified, prefix, true)
+		if !h.canKill(l.Unified) {
+			h.notes = append(h.notes, "cgroup2 not used: no cgroup.kill (Linux 5.14 or later)")
+			l.Unified = ""
+		}
+	}
+	var v1ctls []string
+	if l.Unified != "" {
 		ctls := h.handDown(l, prefix)
 		h.hiers = append(h.hiers, hier{v2: true, ctls: ctls, dir: l.Unified})
 		h.home = append(h.home, "")
@@ -100,6 +106,20 @@ func Open(l Layout, prefix string) (h *Host, swept int, err error) {
 		}
 	}
 	return h, swept, nil
+}
+
+// canKill reports whether the cgroups made under the cgroup2 cgroup own
+// have cgroup.kill, which a Host needs there (and which comes with every
+// kernel that has clone3 CLONE_INTO_CGROUP). It makes the Host's directory
+// to see, and removes it.
+func (h *Host) canKill(own string) bool {
+	dir := filepath.Join(own, h.name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return true // Open will fail on it, with the error
+	}
+	defer syscall.Rmdir(dir)
+	_, err := os.Stat(filepath.Join(dir, "cgroup.kill"))
+	return err == nil
 }
 
 // handDown returns the controllers of ours that l's cgroup2 cgroup hands

@@ -98,6 +98,29 @@ func TestPool_CgroupKillsSetsidGrandchild(t *testing.T) {
 	}
 }
 
+// TestPool_CgroupMovedAfterStart: where clone3 is refused, a process is
+// moved into its cgroup2 leaf right after it starts; what it forks from
+// then on is contained as well.
+func TestPool_CgroupMovedAfterStart(t *testing.T) {
+	t.Parallel()
+	requireCgroups(t)
+	b := newBundle(t)
+	pidFile, fifo := filepath.Join(b.dir, "grandchild"), mkfifo(t, b.dir)
+	spec := broker.Spec{
+		Name: "moved", Protocol: broker.ProtocolNone,
+		Cmd:         []string{"/bin/sh", "-c", `read x <"$2"; (setsid sleep 1000 & echo $! >"$1.tmp" && mv "$1.tmp" "$1"); exec sleep 1000`, "sh", pidFile, fifo},
+		StopTimeout: 2 * time.Second, KillTimeout: time.Second,
+	}
+	pool, ev := setupEvents(t, spec, b, broker.NoCloneInto)
+	worker := ev.wait(t, broker.EventWorkerStart, nil).PID
+	requireInWorkerCgroup(t, worker)
+	openFIFO(t, fifo).Close()
+	gc := waitPidFile(t, pidFile)
+	requireInWorkerCgroup(t, gc)
+	pool.Stop()
+	requireDead(t, gc)
+}
+
 // TestPool_CgroupMaxRSS: with a cgroup, max_rss is the hard limit of each
 // worker's memory: the kernel's OOM killer kills a worker that reaches it,
 // and its exit says so precisely, from its cgroup's own count. A worker

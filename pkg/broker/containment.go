@@ -55,6 +55,7 @@ const cgroupPrefix = "conductor"
 
 // containment is the process's choice. mu guards it; the host is opened
 // by the first pool that starts and closed by the last that stops (refs).
+// Lock order: Pool.mu (Start holds it) before containment.mu.
 var containment struct {
 	mu      sync.Mutex
 	mode    Cgroups // "" until chosen; then the choice of SetCgroups or the first pool
@@ -108,7 +109,7 @@ func chooseLocked(mode Cgroups, log *slog.Logger) Containment {
 	containment.decided = Containment{Cgroups: true, Detail: h.String()}
 	attrs := []any{"cgroups", h.String()}
 	if notes := h.Notes(); len(notes) > 0 {
-		attrs = append(attrs, "missing", strings.Join(notes, "; "))
+		attrs = append(attrs, "notes", strings.Join(notes, "; "))
 	}
 	log.Info("cgroups: each pool and worker process in a cgroup of its own", attrs...)
 	return containment.decided

@@ -11,3 +11,8 @@ func OnProcEnded(cfg *Config, f func(pid int, memPeak int64)) { cfg.test.procEnd
 
 // Contained reports whether p has a cgroup.
 func Contained(p *Pool) bool { return p.cg != nil }
+
+// NoCloneInto has the processes of a pool made from cfg started outside
+// their cgroup2 leaf and moved there right after, as where clone3 is
+// refused.
+func NoCloneInto(cfg *Config) { cfg.test.noCloneInto = true }

@@ -70,6 +70,9 @@ type testConfig struct {
 	// noCgroups keeps the pool's processes out of cgroups, as on a host
 	// that has none.
 	noCgroups bool
+	// noCloneInto starts the pool's processes outside their cgroup2 leaf
+	// and moves them there right after, as where clone3 is refused.
+	noCloneInto bool
 	// procEnded is called on the slot goroutine when a process has ended,
 	// with the most memory its cgroup used (-1: unknown).
 	procEnded func(pid int, memPeak int64)
@@ -185,6 +188,7 @@ func NewPool(cfg Config) (*Pool, error) {
 			workersChanged: cfg.test.workersChanged,
 			noCgroups:      cfg.test.noCgroups,
 			procEnded:      cfg.test.procEnded,
+			noCloneInto:    cfg.test.noCloneInto,
 		},
 		intake:     intake,
 		stopIntake: stopIntake,

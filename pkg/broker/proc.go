@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,8 +33,9 @@ const cgroupKillTimeout = 10 * time.Second
 
 // proc is one running worker process. Its fields are set by startProc; the
 // slot goroutine that started it owns in, w, inClosed and sigkillAt; the
-// Wait goroutine writes exit, code, signal, reaped and oomRose before
-// closing exited.
+// Wait goroutine writes exit, code, signal, reaped, oomRose, memPeak and
+// cgErr before closing exited. leaf is safe for concurrent use (kill
+// signals it while the Wait goroutine may be emptying it).
 //
 // Its goroutines are owned by that slot goroutine, not services of their
 // own: the Wait goroutine ends when the process is reaped (exited); each
@@ -119,31 +121,28 @@ func startIn(sp *spawner, c procConfig, leaf *cgroup.Leaf) (*proc, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, c.path)
-	cmd.Args = c.args
-	cmd.Dir = c.dir
-	cmd.Env = c.env
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.WaitDelay = c.kill
-	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGTERM) }
-
-	if leaf != nil {
-		fd, err := leaf.OpenFD()
-		if err != nil {
-			for _, pp := range pipes {
-				closeFiles(pp[:])
-			}
-			cancel()
-			return nil, fmt.Errorf("cgroup: %w", err)
+	// command builds the Cmd; a second one if the first could not be born
+	// in its cgroup (see startInLeaf).
+	command := func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, c.path)
+		cmd.Args = c.args
+		cmd.Dir = c.dir
+		cmd.Env = c.env
+		cmd.SysProcAttr = sysProcAttr()
+		cmd.WaitDelay = c.kill
+		cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGTERM) }
+		cmd.Stdout, cmd.Stderr = pipes[0][1], pipes[1][1]
+		if c.channel {
+			cmd.ExtraFiles = []*os.File{pipes[2][0], pipes[3][1]}
 		}
-		if fd != nil {
-			defer fd.Close() // the child has been born once Start returns
-			bornIn(cmd.SysProcAttr, int(fd.Fd()))
+		if c.listener != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, c.listener)
 		}
+		return cmd
 	}
 	p := &proc{
 		cancel:     cancel,
-		waitDelay:  cmd.WaitDelay,
+		waitDelay:  c.kill,
 		leaf:       leaf,
 		stderr:     &tail{},
 		readerDone: make(chan struct{}, 3),
@@ -151,25 +150,17 @@ func startIn(sp *spawner, c procConfig, leaf *cgroup.Leaf) (*proc, error) {
 		exited:     make(chan struct{}),
 	}
 	p.oomBase = p.oomCount() // before the fork: an OOM kill of the new process counts after it
-	cmd.Stdout, cmd.Stderr = pipes[0][1], pipes[1][1]
 	childEnds := []*os.File{pipes[0][1], pipes[1][1]}
 	p.readFiles = []*os.File{pipes[0][0], pipes[1][0]}
 	if c.channel {
-		cmd.ExtraFiles = []*os.File{pipes[2][0], pipes[3][1]}
 		childEnds = append(childEnds, pipes[2][0], pipes[3][1])
 		p.in, p.w = pipes[2][1], proto.NewWriter(pipes[2][1])
 		p.readFiles = append(p.readFiles, pipes[3][0])
 	}
-	if c.listener != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.listener)
-	}
 
-	reply := sp.start(cmd, leaf)
+	cmd, err := startInLeaf(sp, c, leaf, command)
 	closeFiles(childEnds)
-	if reply.leaveErr != nil {
-		c.log.Error("cgroups: the forking thread could not leave a worker's cgroup", "err", reply.leaveErr)
-	}
-	if err = reply.err; err != nil {
+	if err != nil {
 		if errors.Is(err, syscall.EAGAIN) && c.pids > 0 {
 			err = fmt.Errorf("%w (the pool's pids limit, %d tasks, is reached)", err, c.pids)
 		}
@@ -185,6 +176,58 @@ func startIn(sp *spawner, c procConfig, leaf *cgroup.Leaf) (*proc, error) {
 	go p.wait(cmd)
 	p.startReaders(c.log, c.output)
 	return p, nil
+}
+
+// cloneIntoCgroup is cleared, for the life of the process, the first time
+// clone3 is refused (ENOSYS: a seccomp filter such as Docker's default, or
+// a kernel before 5.7); processes are then moved into their cgroup2 leaf
+// right after they start.
+var cloneIntoCgroup atomic.Bool
+
+func init() { cloneIntoCgroup.Store(true) }
+
+// startInLeaf starts a Cmd that command builds through sp, born in leaf if
+// it is not nil: in its cgroup2 directory by clone3 CLONE_INTO_CGROUP
+// where the kernel lets it, else moved there right after the start (a
+// process it forks in that instant stays out of the cgroup2 leaf; its v1
+// cgroups, entered by the forking thread, hold it still).
+func startInLeaf(sp *spawner, c procConfig, leaf *cgroup.Leaf, command func() *exec.Cmd) (*exec.Cmd, error) {
+	cmd := command()
+	if leaf == nil {
+		return cmd, sp.start(cmd, nil).err
+	}
+	var fd *os.File
+	if cloneIntoCgroup.Load() && !c.noCloneInto {
+		var err error
+		if fd, err = leaf.OpenFD(); err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	if fd != nil {
+		defer fd.Close() // the child has been born once Start returns
+		bornIn(cmd.SysProcAttr, int(fd.Fd()))
+	}
+	reply := sp.start(cmd, leaf)
+	if fd != nil && errors.Is(reply.err, syscall.ENOSYS) && cloneIntoCgroup.CompareAndSwap(true, false) {
+		c.log.Warn("cgroups: clone3 refused (ENOSYS); worker processes are moved into their cgroup right after they start", "err", reply.err)
+	}
+	if fd != nil && errors.Is(reply.err, syscall.ENOSYS) {
+		cmd = command()
+		reply = sp.start(cmd, leaf)
+		fd = nil
+	}
+	if reply.leaveErr != nil {
+		c.log.Error("cgroups: the forking thread could not leave a worker's cgroup", "err", reply.leaveErr)
+	}
+	if reply.err != nil {
+		return nil, reply.err
+	}
+	if fd == nil {
+		if err := leaf.Adopt(cmd.Process.Pid); err != nil {
+			c.log.Error("cgroups: a worker not moved into its cgroup", "pid", cmd.Process.Pid, "err", err)
+		}
+	}
+	return cmd, nil
 }
 
 // openPipes returns n pipes as {read end, write end}, or none and an error.

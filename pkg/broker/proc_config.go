@@ -37,6 +37,8 @@ type procConfig struct {
 	leafName func() string
 	maxRSS   int64
 	pids     int // the pool's pids limit, to name it when a fork fails
+	// noCloneInto: start outside the cgroup2 leaf, then move (a test's).
+	noCloneInto bool
 }
 
 // resolveCommand returns the path of the program cmd names, as a process

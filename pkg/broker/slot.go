@@ -106,6 +106,7 @@ func newSlot(p *Pool, index int, reason Reason, gen *generation) *slot {
 	s.cfg = newProcConfig(gen.spec, gen.path, p.host, index, p.listener, s.log)
 	if p.cg != nil {
 		s.cfg.cg, s.cfg.maxRSS, s.cfg.pids = p.cg, gen.spec.MaxRSS, gen.spec.Pids
+		s.cfg.noCloneInto = p.test.noCloneInto
 		s.cfg.leafName = func() string { return strconv.Itoa(index) + "-" + strconv.FormatInt(p.leafSeq.Add(1), 10) }
 	}
 	if p.onOutput != nil {
