@@ -189,7 +189,7 @@ func TestPool_CgroupPids(t *testing.T) {
 	first := ev.wait(t, broker.EventWorkerStart, nil).PID
 	e := ev.wait(t, broker.EventWorkerExit, func(e broker.Event) bool { return e.PID == first })
 	require.Equal(t, broker.ReasonFailure, e.Reason)
-	b.log.wait(t, "Cannot fork")
+	b.log.wait(t, "fork") // dash: "Cannot fork"
 	n := waitPidFile(t, count)
 	require.LessOrEqual(t, n, pids-1, "the shell and %d sleeps make more than pids=%d tasks", n, pids)
 	require.Positive(t, n)
