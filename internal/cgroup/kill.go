@@ -35,11 +35,11 @@ func killAll(x hier, deadline time.Time) error {
 	}
 	freezer := x.has(Freezer)
 	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 20*time.Millisecond) {
-		if countTree(x.dir) == 0 {
+		if countProcs(x.dir) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s: %d processes still there after SIGKILL", x.dir, countTree(x.dir))
+			return fmt.Errorf("cgroup %s: %d processes still there after SIGKILL", x.dir, countProcs(x.dir))
 		}
 		if freezer {
 			// Frozen, no process forks while the list is read and killed.
@@ -85,7 +85,7 @@ func awaitEmpty(dir string, deadline time.Time) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return fmt.Errorf("cgroup %s: %d processes still there after cgroup.kill", dir, countTree(dir))
+			return fmt.Errorf("cgroup %s: %d processes still there after cgroup.kill", dir, countProcs(dir))
 		}
 		fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLPRI}}
 		if _, err := unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond)+1); err != nil && !errors.Is(err, syscall.EINTR) {
@@ -110,9 +110,6 @@ func killTree(dir string) {
 		return nil
 	})
 }
-
-// countTree is countProcs: how many processes dir and its children hold.
-func countTree(dir string) int { return countProcs(dir) }
 
 // removeTree kills what is in the cgroup x.dir and below and removes
 // them, deepest first. A cgroup that is not there is no error.
