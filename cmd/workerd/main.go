@@ -59,6 +59,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	})
 	fs.StringVar(&cfg.ConfigFile, "config", "", "a YAML file of pools (the keys of --pool, under \"pools:\")")
+	cfg.Cgroups = broker.CgroupsAuto
+	fs.Func("cgroups", "contain each pool in a cgroup: auto (where the host allows it, else process groups only, said once in the log) or off (default auto)", func(s string) (err error) {
+		cfg.Cgroups, err = broker.ParseCgroups(s)
+		return err
+	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

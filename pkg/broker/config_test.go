@@ -21,6 +21,9 @@ pools:
     env: [LOG_LEVEL=debug, X=1]
     stop_timeout: 1m
     max_attempts: 5
+    max_rss: 200MB
+    cpu: 1.5
+    pids: 64
   - name: web
     protocol: none
     listen: 127.0.0.1:8080
@@ -31,6 +34,7 @@ pools:
 		{
 			Name: "squares", Count: 2, Cmd: []string{"./bin/squares-worker", "--label", "a b"},
 			Env: []string{"LOG_LEVEL=debug", "X=1"}, StopTimeout: time.Minute, MaxAttempts: 5,
+			MaxRSS: 200e6, CPU: 1.5, Pids: 64,
 		},
 		{Name: "web", Protocol: broker.ProtocolNone, Listen: "127.0.0.1:8080", Cmd: []string{"./bin/web", "--port", "0"}},
 	}, specs)
@@ -48,6 +52,9 @@ func TestParseConfig_errors(t *testing.T) {
 		{"NoName", "pools:\n  - cmd: x\n", "pool #1: name"},
 		{"EnvNotList", "pools:\n  - name: a\n    env: A=B\n    cmd: x\n", "env: want a list"},
 		{"NotYAML", "pools: [\n", "yaml"},
+		{"BadCPU", "pools:\n  - name: a\n    cpu: two\n    cmd: x\n", `pool "a": cpu: "two" is not a number of CPUs such as 1.5`},
+		{"TinyCPU", "pools:\n  - name: a\n    cpu: 0.001\n    cmd: x\n", `pool "a": cpu: 0.001 is less than 0.01`},
+		{"BadPids", "pools:\n  - name: a\n    pids: 0\n    cmd: x\n", `pool "a": pids: 0 is less than 1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

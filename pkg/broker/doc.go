@@ -29,7 +29,8 @@
 // start -> wait -> decide -> delay:
 //
 //   - start: the process is forked in its own process group with
-//     Pdeathsig, stdout and stderr read line by line (at most 64 KiB per
+//     Pdeathsig, born in a cgroup of its own where the pool has one (see
+//     Containment below), stdout and stderr read line by line (at most 64 KiB per
 //     line) into Config.OnOutput if set, else into the Logger, and, for ProtocolChannel, fd 3 (to the worker)
 //     and fd 4 (from the worker) carrying the JSON lines of internal/proto.
 //     Its environment is workerd's, then Spec.Env, then CONDUCTOR_PROTOCOL,
@@ -63,8 +64,8 @@
 // lost. A new worker that fails leaves the old one in place; an upgrade
 // then rolls back. The supervisor also recycles, one at a time, a worker
 // that finished Spec.MaxJobs jobs (it takes no more meanwhile), one older
-// than Spec.Recycle (±10%), and one whose RSS is over Spec.MaxRSS (checked
-// every second).
+// than Spec.Recycle (±10%), and, where the pool has no memory cgroup, one
+// whose RSS is over Spec.MaxRSS (checked every second).
 //
 // Every start, first ready, exit (with its Reason, exit code and signal),
 // custom message ({"op":"message"}) and pool change is reported to
@@ -82,10 +83,26 @@
 // started".
 //
 // On Linux, a process ended by a SIGKILL the pool did not send is taken to
-// be the kernel's OOM killer's victim if the host's count of OOM kills
-// (/proc/vmstat) rose while it ran: Outcome.OOMKilled, the exit event's
-// OOM, and "signal: killed (out of memory: the kernel's OOM killer)".
-// Another process's OOM kill together with a kill -9 passes for one too.
+// be the kernel's OOM killer's victim if a count of OOM kills rose while it
+// ran: its memory cgroup's own, or without one the host's (/proc/vmstat):
+// Outcome.OOMKilled, the exit event's OOM, and "signal: killed (out of
+// memory: the kernel's OOM killer)", or "(out of memory: max_rss reached;
+// the kernel's OOM killer)" where Spec.MaxRSS is its cgroup's limit.
+// Without a cgroup, another process's OOM kill together with a kill -9
+// passes for one too.
+//
+// # Containment
+//
+// Where the host allows it (Linux, cgroup v2 with delegation or cgroup v1,
+// a writable hierarchy), each pool has a cgroup, which holds Spec.CPU and
+// Spec.Pids, and each process a leaf of it, which holds Spec.MaxRSS as a
+// hard memory limit and the process's descendants: every SIGKILL of a
+// worker, and its end however it came, kills the whole leaf, whatever
+// session or process group its processes made. Elsewhere, or after
+// SetCgroups(CgroupsOff, ...), pools are contained by process groups only.
+// SetCgroups makes the choice for the process and logs it once; a pool
+// started without one chooses CgroupsAuto. See docs/supervision.md,
+// "Containment".
 //
 // # Stopping
 //
@@ -93,11 +110,13 @@
 // of every pending Source.Next ends); in-flight jobs get StopTimeout to
 // finish and are reported normally; each worker gets {"op":"shutdown"} and
 // EOF on fd 3, and KillTimeout to exit; then SIGTERM to its process group,
-// KillTimeout more, then SIGKILL of the group. A job still running when its
-// worker is killed is reported Crashed ("pool stopped ..."). Kill sends
-// SIGKILL to every group at once. Both return once every process is reaped,
-// and every process group is SIGKILLed after its leader exits, so nothing
-// the workers started outlives the pool.
+// KillTimeout more, then SIGKILL of the cgroup (or, without one, of the
+// group). A job still running when its worker is killed is reported
+// Crashed ("pool stopped ..."). Kill sends SIGKILL to every cgroup or
+// group at once. Both return once every process is reaped, and every
+// cgroup (or process group) is SIGKILLed after its leader exits, so nothing
+// the workers started outlives the pool (with process groups only, a
+// descendant that left its group does).
 //
 // # Processes and threads
 //

@@ -53,6 +53,7 @@ var fakeWorkers = map[string]func() int{
 	"ignore-cancel":  runIgnoreCancel,
 	"hog":            runHog,
 	"slow-job":       runSlowJob,
+	"grow":           runGrow,
 }
 
 func TestMain(m *testing.M) {
@@ -483,4 +484,32 @@ func runSlowJob() int {
 		return true
 	})
 	return 0
+}
+
+// runGrow: a service that grows, allocating and touching 10 MB every
+// 10 ms until it is killed; on SIGTERM it writes its peak resident memory
+// (VmHWM, in kB) to the file BROKER_TEST_PEAK_FILE and exits.
+func runGrow() int {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	tick := time.NewTicker(10 * time.Millisecond)
+	var hoard [][]byte
+	for {
+		select {
+		case <-term:
+			status, _ := os.ReadFile("/proc/self/status")
+			for line := range strings.Lines(string(status)) {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					_ = os.WriteFile(os.Getenv("BROKER_TEST_PEAK_FILE"), []byte(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))), 0o600)
+				}
+			}
+			return int(len(hoard)) & 0
+		case <-tick.C:
+			b := make([]byte, 10_000_000)
+			for i := 0; i < len(b); i += 4 << 10 {
+				b[i] = 1 // touch every page: it counts once written
+			}
+			hoard = append(hoard, b)
+		}
+	}
 }

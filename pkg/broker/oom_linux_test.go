@@ -31,6 +31,9 @@ const oomErr = `^worker exited: signal: killed \(out of memory: the kernel's OOM
 // Not parallel: the pool reads the host's count of OOM kills, so this
 // test's OOM kill would also be put on a worker of a parallel test that a
 // SIGKILL from outside ends meanwhile (TestPool_Events's kill -9).
+//
+// Its pools have no cgroups of their own (the hog moves itself into the
+// test's): this is the OOM naming of a host without them.
 func TestPool_OOMKill(t *testing.T) {
 	cg := newMemoryCgroup(t, 64<<20)
 
@@ -40,7 +43,7 @@ func TestPool_OOMKill(t *testing.T) {
 	bspec := bb.spec("ignore-sigterm")
 	bspec.Name = "bystander"
 	bspec.StopTimeout, bspec.KillTimeout = 100*time.Millisecond, 100*time.Millisecond
-	bpool, bev := setupEvents(t, bspec, bb)
+	bpool, bev := setupEvents(t, bspec, bb, broker.NoCgroups)
 	readyN(t, bb, bpool, 1)
 	bb.submit(t, "stuck", `1`)
 	bb.waitJob(t, bpool, "stuck")
@@ -49,7 +52,7 @@ func TestPool_OOMKill(t *testing.T) {
 	spec := b.spec("hog")
 	// The worker moves itself into the cgroup, then becomes the fake worker.
 	spec.Cmd = []string{"/bin/sh", "-c", `echo $$ >"$1" && exec "$0" -test.run='^$'`, os.Args[0], cg.procs()}
-	pool, ev := setupEvents(t, spec, b)
+	pool, ev := setupEvents(t, spec, b, broker.NoCgroups)
 	hog := readyN(t, b, pool, 1)[0]
 
 	b.submit(t, "hog", `"hog"`)

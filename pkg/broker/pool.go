@@ -10,8 +10,10 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/cgroup"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/token"
 )
@@ -65,6 +67,15 @@ type testConfig struct {
 	// change, maybe with Pool.mu held, so it must not block or call the
 	// pool.
 	workersChanged func()
+	// noCgroups keeps the pool's processes out of cgroups, as on a host
+	// that has none.
+	noCgroups bool
+	// noCloneInto starts the pool's processes outside their cgroup2 leaf
+	// and moves them there right after, as where clone3 is refused.
+	noCloneInto bool
+	// procEnded is called on the slot goroutine when a process has ended,
+	// with the most memory its cgroup used (-1: unknown).
+	procEnded func(pid int, memPeak int64)
 }
 
 // defaultCheckInterval is how often the supervisor looks for workers to
@@ -130,6 +141,11 @@ type Pool struct {
 	stopTimeout time.Duration // overrides StopTimeout for the final stop (Shutdown)
 	listener    *os.File      // the Listen socket, once started
 	listenAddr  net.Addr
+
+	// Set by Start before any slot runs, read-only after (containment.go).
+	cg      *cgroup.Group // the pool's cgroup; nil: process groups only
+	cgHost  *cgroup.Host  // cg's host
+	leafSeq atomic.Int64  // names the leaves of cg
 }
 
 // generation is one version of what the pool's workers run: the spec it
@@ -170,6 +186,9 @@ func NewPool(cfg Config) (*Pool, error) {
 		test: testConfig{
 			checkInterval:  cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
 			workersChanged: cfg.test.workersChanged,
+			noCgroups:      cfg.test.noCgroups,
+			procEnded:      cfg.test.procEnded,
+			noCloneInto:    cfg.test.noCloneInto,
 		},
 		intake:     intake,
 		stopIntake: stopIntake,
@@ -237,6 +256,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		}
 	}
 	p.gen = &generation{spec: p.spec, path: path, version: 1}
+	p.startCgroup()
 	p.state = PoolRunning
 	sp := acquireSpawner()
 	for i := range p.count {
@@ -250,6 +270,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		if p.listener != nil {
 			p.listener.Close()
 		}
+		p.stopCgroup()
 		releaseSpawner()
 		p.mu.Lock()
 		p.state = PoolStopped

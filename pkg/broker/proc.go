@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/conductor-run/conductor/internal/cgroup"
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
@@ -24,10 +26,16 @@ const listenFDChannel = 5
 // left the group still holds them; then they are closed on our side.
 const outputGrace = time.Second
 
+// cgroupKillTimeout bounds the wait, after a process was reaped and its
+// cgroup killed, for the cgroup to empty. Only a process in
+// uninterruptible sleep (a hung NFS read) takes longer than a moment.
+const cgroupKillTimeout = 10 * time.Second
+
 // proc is one running worker process. Its fields are set by startProc; the
 // slot goroutine that started it owns in, w, inClosed and sigkillAt; the
-// Wait goroutine writes exit, code, signal, reaped and oomRose before
-// closing exited.
+// Wait goroutine writes exit, code, signal, reaped, oomRose, memPeak and
+// cgErr before closing exited. leaf is safe for concurrent use (kill
+// signals it while the Wait goroutine may be emptying it).
 //
 // Its goroutines are owned by that slot goroutine, not services of their
 // own: the Wait goroutine ends when the process is reaped (exited); each
@@ -41,8 +49,12 @@ type proc struct {
 	// waitDelay is the Cmd's WaitDelay: os/exec SIGKILLs the process that
 	// long after terminate.
 	waitDelay time.Duration
-	// oomBase is the host's count of OOM kills just before the process
-	// started, -1 if unknown.
+	// leaf is the process's cgroup, nil if its pool has none. When the
+	// process ends, every process in it is killed, whatever session or
+	// process group it made; its count of OOM kills is the process's own.
+	leaf *cgroup.Leaf
+	// oomBase is the count of OOM kills that oomCount reads, just before
+	// the process started; -1 if unknown.
 	oomBase int64
 	// sigkillAt is the earliest time this side may have sent the process
 	// SIGKILL (at kill, or waitDelay after terminate); zero if it sent none.
@@ -67,15 +79,38 @@ type proc struct {
 	code   int           // its exit code, -1 if killed by a signal
 	signal string        // the signal that killed it, if any
 	reaped time.Time     // when Wait returned
-	// oomRose: SIGKILL ended the process and the host's count of OOM kills
-	// is above oomBase. See oomKilled.
+	// oomRose: SIGKILL ended the process and the count of OOM kills
+	// (oomCount) is above oomBase. See oomKilled.
 	oomRose bool
+	// cgErr says why the leaf could not be emptied or removed, if so.
+	cgErr error
+	// memPeak is the most memory the leaf's processes used, -1 if unknown.
+	memPeak int64
 }
 
 // startProc starts one process of c through sp. The process gets its own
 // process group, stdout and stderr pipes read into the log, and for a
-// channel pool the pipes of fds 3 and 4.
+// channel pool the pipes of fds 3 and 4; in a pool with a cgroup, a leaf
+// of it, which it is born in.
 func startProc(sp *spawner, c procConfig) (*proc, error) {
+	var leaf *cgroup.Leaf
+	if c.cg != nil {
+		var err error
+		if leaf, err = c.cg.NewLeaf(c.leafName(), c.maxRSS); err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	p, err := startIn(sp, c, leaf)
+	if err != nil && leaf != nil {
+		if rerr := leaf.Remove(); rerr != nil {
+			c.log.Warn("cgroups: cannot remove a worker's cgroup", "err", rerr)
+		}
+	}
+	return p, err
+}
+
+// startIn is startProc once the leaf, if any, is made.
+func startIn(sp *spawner, c procConfig, leaf *cgroup.Leaf) (*proc, error) {
 	// pipes: stdout, stderr[, fd 3, fd 4]; each is {read end, write end}.
 	n := 2
 	if c.channel {
@@ -86,39 +121,49 @@ func startProc(sp *spawner, c procConfig) (*proc, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, c.path)
-	cmd.Args = c.args
-	cmd.Dir = c.dir
-	cmd.Env = c.env
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.WaitDelay = c.kill
-	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGTERM) }
-
+	// command builds the Cmd; a second one if the first could not be born
+	// in its cgroup (see startInLeaf).
+	command := func() *exec.Cmd {
+		cmd := exec.CommandContext(ctx, c.path)
+		cmd.Args = c.args
+		cmd.Dir = c.dir
+		cmd.Env = c.env
+		cmd.SysProcAttr = sysProcAttr()
+		cmd.WaitDelay = c.kill
+		cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGTERM) }
+		cmd.Stdout, cmd.Stderr = pipes[0][1], pipes[1][1]
+		if c.channel {
+			cmd.ExtraFiles = []*os.File{pipes[2][0], pipes[3][1]}
+		}
+		if c.listener != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, c.listener)
+		}
+		return cmd
+	}
 	p := &proc{
 		cancel:     cancel,
-		waitDelay:  cmd.WaitDelay,
-		oomBase:    oomKills(), // before the fork: an OOM kill of the new process counts after it
+		waitDelay:  c.kill,
+		leaf:       leaf,
 		stderr:     &tail{},
 		readerDone: make(chan struct{}, 3),
 		quit:       make(chan struct{}),
 		exited:     make(chan struct{}),
 	}
-	cmd.Stdout, cmd.Stderr = pipes[0][1], pipes[1][1]
+	p.oomBase = p.oomCount() // before the fork: an OOM kill of the new process counts after it
 	childEnds := []*os.File{pipes[0][1], pipes[1][1]}
 	p.readFiles = []*os.File{pipes[0][0], pipes[1][0]}
 	if c.channel {
-		cmd.ExtraFiles = []*os.File{pipes[2][0], pipes[3][1]}
 		childEnds = append(childEnds, pipes[2][0], pipes[3][1])
 		p.in, p.w = pipes[2][1], proto.NewWriter(pipes[2][1])
 		p.readFiles = append(p.readFiles, pipes[3][0])
 	}
-	if c.listener != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.listener)
-	}
 
-	err = sp.start(cmd)
+	cmd, err := startInLeaf(sp, c, leaf, command)
 	closeFiles(childEnds)
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) && c.pids > 0 {
+			err = fmt.Errorf("%w (the pool's pids limit, %d tasks, is reached)", err, c.pids)
+		}
 		closeFiles(p.readFiles)
 		if p.in != nil {
 			p.in.Close()
@@ -131,6 +176,58 @@ func startProc(sp *spawner, c procConfig) (*proc, error) {
 	go p.wait(cmd)
 	p.startReaders(c.log, c.output)
 	return p, nil
+}
+
+// cloneIntoCgroup is cleared, for the life of the process, the first time
+// clone3 is refused (ENOSYS: a seccomp filter such as Docker's default, or
+// a kernel before 5.7); processes are then moved into their cgroup2 leaf
+// right after they start.
+var cloneIntoCgroup atomic.Bool
+
+func init() { cloneIntoCgroup.Store(true) }
+
+// startInLeaf starts a Cmd that command builds through sp, born in leaf if
+// it is not nil: in its cgroup2 directory by clone3 CLONE_INTO_CGROUP
+// where the kernel lets it, else moved there right after the start (a
+// process it forks in that instant stays out of the cgroup2 leaf; its v1
+// cgroups, entered by the forking thread, hold it still).
+func startInLeaf(sp *spawner, c procConfig, leaf *cgroup.Leaf, command func() *exec.Cmd) (*exec.Cmd, error) {
+	cmd := command()
+	if leaf == nil {
+		return cmd, sp.start(cmd, nil).err
+	}
+	var fd *os.File
+	if cloneIntoCgroup.Load() && !c.noCloneInto {
+		var err error
+		if fd, err = leaf.OpenFD(); err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	if fd != nil {
+		defer fd.Close() // the child has been born once Start returns
+		bornIn(cmd.SysProcAttr, int(fd.Fd()))
+	}
+	reply := sp.start(cmd, leaf)
+	if fd != nil && errors.Is(reply.err, syscall.ENOSYS) && cloneIntoCgroup.CompareAndSwap(true, false) {
+		c.log.Warn("cgroups: clone3 refused (ENOSYS); worker processes are moved into their cgroup right after they start", "err", reply.err)
+	}
+	if fd != nil && errors.Is(reply.err, syscall.ENOSYS) {
+		cmd = command()
+		reply = sp.start(cmd, leaf)
+		fd = nil
+	}
+	if reply.leaveErr != nil {
+		c.log.Error("cgroups: the forking thread could not leave a worker's cgroup", "err", reply.leaveErr)
+	}
+	if reply.err != nil {
+		return nil, reply.err
+	}
+	if fd == nil {
+		if err := leaf.Adopt(cmd.Process.Pid); err != nil {
+			c.log.Error("cgroups: a worker not moved into its cgroup", "pid", cmd.Process.Pid, "err", err)
+		}
+	}
+	return cmd, nil
 }
 
 // openPipes returns n pipes as {read end, write end}, or none and an error.
@@ -156,23 +253,42 @@ func closeFiles(files []*os.File) {
 }
 
 // wait is the one goroutine that waits for the process: it reaps it,
-// SIGKILLs what is left of its group, records how it ended and closes exited.
+// SIGKILLs what is left of its cgroup (or, without one, of its process
+// group), records how it ended and closes exited.
 func (p *proc) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
 	p.reaped = time.Now()
-	_ = signalGroup(p.pid, syscall.SIGKILL)
+	if p.leaf == nil {
+		_ = signalGroup(p.pid, syscall.SIGKILL)
+	}
 	if st := cmd.ProcessState; st != nil {
 		p.exit, p.code = st.String(), st.ExitCode()
 		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			p.signal = unix.SignalName(ws.Signal())
 			// The kernel counts an OOM kill as it sends the SIGKILL, long before
 			// the victim can exit and be reaped.
-			p.oomRose = ws.Signal() == syscall.SIGKILL && p.oomBase >= 0 && oomKills() > p.oomBase
+			p.oomRose = ws.Signal() == syscall.SIGKILL && p.oomBase >= 0 && p.oomCount() > p.oomBase
 		}
 	} else {
 		p.exit, p.code = err.Error(), -1
 	}
+	p.memPeak = -1
+	if p.leaf != nil {
+		p.memPeak = p.leaf.MemoryPeak()
+		// Every descendant, whatever session it made, then the leaf.
+		p.cgErr = errors.Join(p.leaf.Kill(cgroupKillTimeout), p.leaf.Remove())
+	}
 	close(p.exited)
+}
+
+// oomCount returns the count of OOM kills that tells whether the process
+// was OOM-killed: its cgroup's own where it has a memory cgroup, else the
+// host's; -1 if unknown.
+func (p *proc) oomCount() int64 {
+	if p.leaf != nil && p.leaf.HasMemory() {
+		return p.leaf.OOMKills()
+	}
+	return oomKills()
 }
 
 // startReaders starts the goroutines that read the process's stdout, stderr
@@ -270,12 +386,17 @@ func (p *proc) terminate() {
 	p.cancel()
 }
 
-// kill sends SIGKILL to the process group now, unless it was reaped already.
+// kill sends SIGKILL to every process of the cgroup (or, without one, of
+// the process group) now, unless the process was reaped already.
 func (p *proc) kill() {
 	select {
 	case <-p.exited:
 	default:
 		p.sentSIGKILL(time.Now())
+		if p.leaf != nil {
+			p.leaf.Signal()
+			return
+		}
 		_ = signalGroup(p.pid, syscall.SIGKILL)
 	}
 }
@@ -290,9 +411,12 @@ func (p *proc) sentSIGKILL(t time.Time) {
 
 // oomKilled reports whether the kernel's OOM killer ended the process, as
 // far as can be told cheaply: a SIGKILL ended it, this side sent none before
-// it was reaped, and the host's count of OOM kills rose while it ran. Another
-// process's OOM kill while it ran, with a SIGKILL from elsewhere (kill -9),
-// passes for one too. Call it on the slot goroutine, after exited.
+// it was reaped, and the count of OOM kills rose while it ran. With a
+// memory cgroup of its own, that count is the cgroup's: precise but for an
+// OOM kill of one of its descendants followed by a kill -9 of itself.
+// Without, it is the host's: another process's OOM kill while it ran, with
+// a SIGKILL from elsewhere (kill -9), passes for one too. Call it on the
+// slot goroutine, after exited.
 func (p *proc) oomKilled() bool {
 	return p.oomRose && (p.sigkillAt.IsZero() || p.reaped.Before(p.sigkillAt))
 }
@@ -302,6 +426,9 @@ func (p *proc) oomKilled() bool {
 // Call it on the slot goroutine, after exited.
 func (p *proc) ended() (exit string, oom bool) {
 	if p.oomKilled() {
+		if p.leaf != nil && p.leaf.MemoryLimited() {
+			return p.exit + oomLimitNote, true
+		}
 		return p.exit + oomNote, true
 	}
 	return p.exit, false

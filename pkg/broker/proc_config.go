@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/cgroup"
 	"github.com/conductor-run/conductor/internal/names"
 )
 
@@ -30,6 +31,14 @@ type procConfig struct {
 	log      *slog.Logger // with host, pool and index
 	// output, if set, also gets every line of stdout and stderr.
 	output func(stream string, pid int, line string)
+	// cg, if set, is the pool's cgroup: each process gets a leaf in it,
+	// named by leafName, its memory limited to maxRSS if that is set.
+	cg       *cgroup.Group
+	leafName func() string
+	maxRSS   int64
+	pids     int // the pool's pids limit, to name it when a fork fails
+	// noCloneInto: start outside the cgroup2 leaf, then move (a test's).
+	noCloneInto bool
 }
 
 // resolveCommand returns the path of the program cmd names, as a process
@@ -99,3 +108,7 @@ func inheritedEnv() []string {
 // oomNote follows the exit of a process the kernel's OOM killer ended, in
 // the crash report of its job and in its exit event.
 const oomNote = " (out of memory: the kernel's OOM killer)"
+
+// oomLimitNote replaces oomNote for a process whose cgroup has its max_rss
+// as a hard limit.
+const oomLimitNote = " (out of memory: max_rss reached; the kernel's OOM killer)"

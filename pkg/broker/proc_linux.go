@@ -15,6 +15,15 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
+// threadID returns the id of the calling thread.
+func threadID() int { return syscall.Gettid() }
+
+// bornIn has a process started with attr born in the cgroup2 directory
+// open as fd (clone3 CLONE_INTO_CGROUP).
+func bornIn(attr *syscall.SysProcAttr, fd int) {
+	attr.UseCgroupFD, attr.CgroupFD = true, fd
+}
+
 // residentBytes returns the resident set size of process pid, or 0 if it
 // cannot be read.
 func residentBytes(pid int) int64 {

@@ -13,6 +13,12 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
+// threadID returns 0 outside Linux, which has no cgroups to move it to.
+func threadID() int { return 0 }
+
+// bornIn does nothing outside Linux, which has no cgroups.
+func bornIn(*syscall.SysProcAttr, int) {}
+
 // residentBytes returns 0 outside Linux, which has no /proc to read it from.
 func residentBytes(int) int64 { return 0 }
 

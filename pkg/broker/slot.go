@@ -54,6 +54,9 @@ type slot struct {
 	// (Pool.Workers, every heartbeat; the max_rss check): a crash report
 	// quotes it, as the memory of a dead process cannot be read.
 	lastRSS atomic.Int64
+	// hardRSS: the current process's memory cgroup has max_rss as its
+	// limit, which is then the truth: no recycle for it.
+	hardRSS atomic.Bool
 
 	cancelC chan string // Pool.Cancel -> session: a job id to cut short
 	// queuedIDs are the ids of the jobs queued behind the running one
@@ -101,6 +104,11 @@ func newSlot(p *Pool, index int, reason Reason, gen *generation) *slot {
 		s.recycleAge = time.Duration(float64(gen.spec.Recycle) * (0.9 + 0.2*rand.Float64()))
 	}
 	s.cfg = newProcConfig(gen.spec, gen.path, p.host, index, p.listener, s.log)
+	if p.cg != nil {
+		s.cfg.cg, s.cfg.maxRSS, s.cfg.pids = p.cg, gen.spec.MaxRSS, gen.spec.Pids
+		s.cfg.noCloneInto = p.test.noCloneInto
+		s.cfg.leafName = func() string { return strconv.Itoa(index) + "-" + strconv.FormatInt(p.leafSeq.Add(1), 10) }
+	}
 	if p.onOutput != nil {
 		s.cfg.output = s.forwardOutput
 	}
@@ -221,7 +229,7 @@ func (s *slot) recycleReason() string {
 		if rss > 0 { // 0: gone; keep the last reading for its crash report
 			s.lastRSS.Store(rss)
 		}
-		if rss > spec.MaxRSS {
+		if rss > spec.MaxRSS && !s.hardRSS.Load() {
 			return fmt.Sprintf("resident memory %d bytes over max_rss (%d)", rss, spec.MaxRSS)
 		}
 	}
@@ -282,6 +290,7 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	restartReason := s.snapshot().Reason
 	s.starts++
 	s.lastRSS.Store(0)
+	s.hardRSS.Store(p.leaf != nil && p.leaf.MemoryLimited())
 	s.wantRecycle.Store(false) // the previous process's max_jobs
 	s.update(func(w *Worker) {
 		w.PID, w.Started, w.State, w.Job, w.Reason = p.pid, p.started, WorkerStarting, "", ""
@@ -303,12 +312,18 @@ func (s *slot) runProcess(sp *spawner, reason Reason) processRun {
 	}
 	uptime := time.Since(p.started).Round(time.Millisecond)
 	exit, oom := p.ended()
+	if p.cgErr != nil {
+		s.log.Warn("cgroups: a worker's cgroup not emptied or not removed", "pid", p.pid, "err", p.cgErr)
+	}
 	exitReason := ReasonFailure
 	if s.ctx.Err() != nil {
 		exitReason, _ = s.stopping()
 		s.log.Info("worker exited", "pid", p.pid, "exit", exit, "reason", string(exitReason))
 	} else {
 		s.log.Warn("worker exited unexpectedly", "pid", p.pid, "exit", exit, "uptime", uptime)
+	}
+	if f := s.pool.test.procEnded; f != nil {
+		f(p.pid, p.memPeak)
 	}
 	run.exit = describeExit(p, oom)
 	s.exited(Event{

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"fmt"
 	"os/exec"
 	"runtime"
 	"sync"
+
+	"github.com/conductor-run/conductor/internal/cgroup"
 )
 
 // A spawner starts processes from one OS thread that stays alive while any
@@ -29,7 +32,13 @@ type spawner struct {
 
 type spawnReq struct {
 	cmd   *exec.Cmd
-	reply chan<- error
+	leaf  *cgroup.Leaf // the cgroup the process is born in; nil: none
+	reply chan<- spawnReply
+}
+
+type spawnReply struct {
+	err      error // from cmd.Start
+	leaveErr error // the thread could not go back to its own cgroups
 }
 
 // spawners counts the pools using the current spawner.
@@ -69,14 +78,32 @@ func (s *spawner) loop() {
 	// Never unlocked: the thread must not be reused or ended while children
 	// forked from it live. Returning ends it.
 	runtime.LockOSThread()
+	tid := threadID()
 	for req := range s.reqs {
-		req.reply <- req.cmd.Start()
+		req.reply <- spawn(req, tid)
 	}
 }
 
-// start calls cmd.Start on the spawner's thread.
-func (s *spawner) start(cmd *exec.Cmd) error {
-	reply := make(chan error, 1)
-	s.reqs <- spawnReq{cmd: cmd, reply: reply}
+// spawn starts req.cmd from the thread tid. A process with a leaf is born
+// in it: in its cgroup2 directory through the Cmd's CgroupFD (clone3
+// CLONE_INTO_CGROUP), in its v1 cgroups by forking while the thread is in
+// them (v1 moves single threads), so that no process of it ever runs
+// outside the leaf.
+func spawn(req spawnReq, tid int) spawnReply {
+	if req.leaf == nil {
+		return spawnReply{err: req.cmd.Start()}
+	}
+	if err := req.leaf.EnterThread(tid); err != nil {
+		return spawnReply{err: fmt.Errorf("enter cgroup: %w", err), leaveErr: req.leaf.LeaveThread(tid)}
+	}
+	err := req.cmd.Start()
+	return spawnReply{err: err, leaveErr: req.leaf.LeaveThread(tid)}
+}
+
+// start calls cmd.Start on the spawner's thread, the process born in leaf
+// if it is not nil.
+func (s *spawner) start(cmd *exec.Cmd, leaf *cgroup.Leaf) spawnReply {
+	reply := make(chan spawnReply, 1)
+	s.reqs <- spawnReq{cmd: cmd, leaf: leaf, reply: reply}
 	return <-reply
 }

@@ -137,10 +137,27 @@ type Spec struct {
 	Recycle time.Duration `yaml:"recycle"`
 	// MaxJobs, if set, replaces a worker once it has finished this many jobs.
 	MaxJobs int `yaml:"max_jobs"`
-	// MaxRSS, if set, replaces a worker whose resident memory exceeds this
-	// many bytes (checked every second). In the --pool and YAML forms it
-	// takes a unit: 512MB, 1GiB.
+	// MaxRSS, if set, bounds the memory of each worker process, its
+	// descendants included, to this many bytes. Where the pool is contained
+	// in cgroups (see Cgroups) it is a hard limit, its memory cgroup's
+	// (memory.max, or v1 memory.limit_in_bytes, swap included): a worker
+	// that reaches it is killed by the kernel's OOM killer, and its exit
+	// says "out of memory". Elsewhere it is a soft one: a worker whose
+	// resident memory exceeds it, checked every second, is recycled. In the
+	// --pool and YAML forms it takes a unit: 512MB, 1GiB.
 	MaxRSS int64 `yaml:"max_rss"`
+	// CPU, if set, caps the CPU time of the pool's processes together at
+	// this many CPUs' worth (1.5: one and a half cores), within every
+	// 100ms: the pool's cgroup's cpu.max (v1 cpu.cfs_quota_us). At least
+	// 0.01. Only where the pool is contained in cgroups with the cpu
+	// controller; elsewhere the pool logs that it is not enforced.
+	CPU float64 `yaml:"cpu"`
+	// Pids, if set, caps the tasks (processes and threads: a Go program
+	// runs several threads) of the pool's processes together: the pool's
+	// cgroup's pids.max. A fork or thread past it fails (EAGAIN). Only where
+	// the pool is contained in cgroups with the pids controller; elsewhere
+	// the pool logs that it is not enforced.
+	Pids int `yaml:"pids"`
 }
 
 // ParseSpec parses the --pool form of a Spec: comma-separated key=value
@@ -153,7 +170,9 @@ type Spec struct {
 // listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
 // job_timeout, max_attempts, max_crashes, max_restarts_per_minute,
 // max_failed_starts (a number, or off), failed_start_window, restart_delay, restart_factor,
-// restart_max_delay, restart_reset, recycle, max_jobs, max_rss).
+// restart_max_delay, restart_reset, recycle, max_jobs, max_rss, cpu (a
+// number of CPUs such as 1.5, at least 0.01), pids (a whole number, at
+// least 1)).
 // env=KEY=VALUE may repeat; no other
 // key may. Values other than cmd cannot hold a comma. The result is
 // validated; defaults are not filled in.
@@ -246,6 +265,10 @@ func (s *Spec) set(key, value string) error {
 		s.MaxJobs, err = parseCount(value, 0)
 	case "max_rss":
 		s.MaxRSS, err = parseBytes(value)
+	case "cpu":
+		s.CPU, err = parseCPU(value)
+	case "pids":
+		s.Pids, err = parseCount(value, 1)
 	default:
 		return errors.New("unknown key")
 	}
@@ -289,6 +312,34 @@ func parseFactor(v string) (float64, error) {
 		return 0, fmt.Errorf("%v is less than 1", f)
 	}
 	return f, nil
+}
+
+// minCPU is the least CPU limit: the kernel's least quota, 1ms in every
+// 100ms period.
+const minCPU = 0.01
+
+func parseCPU(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%q is not a number of CPUs such as 1.5", v)
+	}
+	if problem := checkCPU(f); problem != "" {
+		return 0, errors.New(problem)
+	}
+	return f, nil
+}
+
+// checkCPU returns what is wrong with a CPU limit, or "".
+func checkCPU(f float64) string {
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return fmt.Sprintf("%v is not a number of CPUs", f)
+	case f < 0:
+		return "negative"
+	case f != 0 && f < minCPU:
+		return fmt.Sprintf("%v is less than %v (the kernel's least quota: 1ms in every 100ms)", f, minCPU)
+	}
+	return ""
 }
 
 // byteUnits are the units parseBytes takes, longest suffix first.
@@ -377,10 +428,14 @@ func (s Spec) check() (key, problem string) {
 		{"recycle", int64(s.Recycle)},
 		{"max_jobs", int64(s.MaxJobs)},
 		{"max_rss", s.MaxRSS},
+		{"pids", int64(s.Pids)},
 	} {
 		if c.n < 0 {
 			return c.key, "negative"
 		}
+	}
+	if problem := checkCPU(s.CPU); problem != "" {
+		return "cpu", problem
 	}
 	if s.RestartFactor != 0 && s.RestartFactor < 1 {
 		return "restart_factor", "less than 1"

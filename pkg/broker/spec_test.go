@@ -55,6 +55,16 @@ func TestParseSpec(t *testing.T) {
 			want: broker.Spec{Name: "a", MaxFailedStarts: 3, FailedStartWindow: 30 * time.Second, Cmd: []string{"w"}},
 		},
 		{
+			name: "Limits",
+			in:   "name=a,max_rss=200MB,cpu=1.5,pids=64,cmd=w",
+			want: broker.Spec{Name: "a", MaxRSS: 200e6, CPU: 1.5, Pids: 64, Cmd: []string{"w"}},
+		},
+		{
+			name: "LeastCPU",
+			in:   "name=a,cpu=0.01,cmd=w",
+			want: broker.Spec{Name: "a", CPU: 0.01, Cmd: []string{"w"}},
+		},
+		{
 			name: "CmdTakesTheRest",
 			in:   "name=a,cmd=sh -c 'echo name=b,count=2'",
 			want: broker.Spec{Name: "a", Cmd: []string{"sh", "-c", "echo name=b,count=2"}},
@@ -99,6 +109,12 @@ func TestParseSpec_errors(t *testing.T) {
 		{"name=a,protocol=http,cmd=w", `protocol: "http" is not "channel" or "none"`},
 		{"name=a,listen=8080,cmd=w", `listen: "8080" is not HOST:PORT`},
 		{"name=a,env=NOVALUE,cmd=w", `env: "NOVALUE" is not KEY=VALUE`},
+		{"name=a,cpu=lots,cmd=w", `broker: bad pool spec "name=a,cpu=lots,cmd=w": cpu: "lots" is not a number of CPUs such as 1.5`},
+		{"name=a,cpu=NaN,cmd=w", `cpu: "NaN" is not a number of CPUs such as 1.5`},
+		{"name=a,cpu=-1,cmd=w", `cpu: negative`},
+		{"name=a,cpu=0.001,cmd=w", `cpu: 0.001 is less than 0.01 (the kernel's least quota: 1ms in every 100ms)`},
+		{"name=a,pids=0,cmd=w", `pids: 0 is less than 1`},
+		{"name=a,pids=many,cmd=w", `pids: "many" is not a whole number`},
 		{"name=a,env==x,cmd=w", `env: "=x" is not KEY=VALUE`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
@@ -124,6 +140,9 @@ func TestSpec_Validate(t *testing.T) {
 		{"NegativeKillTimeout", func(s *broker.Spec) { s.KillTimeout = -time.Second }, `pool "a": kill_timeout: negative`},
 		{"BadProtocol", func(s *broker.Spec) { s.Protocol = "grpc" }, `pool "a": protocol: "grpc" is not`},
 		{"BadName", func(s *broker.Spec) { s.Name = "a.b" }, `pool "a.b": name: invalid name`},
+		{"NegativePids", func(s *broker.Spec) { s.Pids = -1 }, `pool "a": pids: negative`},
+		{"NegativeCPU", func(s *broker.Spec) { s.CPU = -0.5 }, `pool "a": cpu: negative`},
+		{"TinyCPU", func(s *broker.Spec) { s.CPU = 0.005 }, `pool "a": cpu: 0.005 is less than 0.01`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

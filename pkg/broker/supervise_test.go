@@ -282,13 +282,15 @@ func TestPool_RecycleAgeAndMemory(t *testing.T) {
 		require.NotEqual(t, first[0].PID, readyN(t, b, pool, 1)[0].PID)
 		require.NotEmpty(t, b.log.find("recycling worker", "up for more than recycle"))
 	})
+	// Without cgroups, max_rss recycles (with them it is a hard limit:
+	// TestPool_CgroupMaxRSS).
 	t.Run("Memory", func(t *testing.T) {
 		t.Parallel()
 		b := newBundle(t)
 		spec := b.spec("alloc")
 		spec.Env = append(spec.Env, "BROKER_TEST_ALLOC_MB=64")
 		spec.MaxRSS = 32 << 20
-		_, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond))
+		_, ev := setupEvents(t, spec, b, withCheckInterval(20*time.Millisecond), broker.NoCgroups)
 		first := ev.wait(t, broker.EventWorkerStart, nil)
 		e := ev.wait(t, broker.EventWorkerExit, nil)
 		require.Equal(t, first.PID, e.PID)

@@ -325,6 +325,7 @@ func (p *Pool) roll(sp *spawner, old, next *generation, health time.Duration) er
 			p.mu.Lock()
 			p.gen = next // restarts and new slots run the new version from now on
 			p.mu.Unlock()
+			p.setLimits(next.spec) // the pool's cpu and pids, at once
 		}
 		upgraded = append(upgraded, p.slotAt(s.index, next))
 	}
@@ -353,6 +354,7 @@ func (p *Pool) rollback(sp *spawner, upgraded []*slot, old *generation, cause er
 	p.gen = old
 	p.lastErr = "upgrade rolled back: " + cause.Error()
 	p.mu.Unlock()
+	p.setLimits(old.spec)
 	p.log.Error("upgrade failed; rolling back", "err", cause, "upgraded", len(upgraded))
 	for _, s := range upgraded {
 		if s == nil {

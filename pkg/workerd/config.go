@@ -50,6 +50,12 @@ type Config struct {
 	// redelivered. A value or a close will do. workerd closes it on a
 	// second SIGINT or SIGTERM. Nil: the stop is always graceful.
 	Kill <-chan struct{}
+	// Cgroups says whether the pools' processes are contained in cgroups:
+	// broker.CgroupsAuto (where the host allows it, else in process groups
+	// only) or broker.CgroupsOff. Run logs once, as it starts, which it is
+	// and why (docs/supervision.md, "Containment"). It is the process's
+	// choice: see broker.SetCgroups. Default broker.CgroupsAuto.
+	Cgroups broker.Cgroups
 }
 
 // DefaultHostID is the host id when Config.HostID is empty: the hostname,
@@ -63,6 +69,7 @@ func DefaultHostID() string {
 func (c Config) withDefaults() Config {
 	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
 	c.Namespace = cmp.Or(c.Namespace, "default")
+	c.Cgroups = cmp.Or(c.Cgroups, broker.CgroupsAuto)
 	if c.HostID == "" {
 		c.HostID = DefaultHostID()
 	}

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/pkg/broker"
 )
 
 // Run connects to the conductor, runs the pools of cfg until ctx is done,
@@ -33,6 +34,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return ErrNoPools
 	}
 	log := cfg.Logger
+	if _, err := broker.SetCgroups(cfg.Cgroups, log); err != nil {
+		return err
+	}
 	nc, err := connect(cfg.NATSURL, cfg.Token, cfg.HostID, log)
 	if err != nil {
 		return err
