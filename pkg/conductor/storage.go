@@ -319,7 +319,7 @@ func (g *storageGuard) check(ctx context.Context) {
 		return
 	}
 	reserve := cmp.Or(g.reserve, defaultReserve(total))
-	need := uint64(ballastSize(reserve)) // for writes to go on
+	need := uint64(ballastSize(reserve)) // the ballast is given back below it
 	free = g.giveBack(free, need)
 	if free >= need {
 		g.stuck = false
@@ -327,7 +327,7 @@ func (g *storageGuard) check(ctx context.Context) {
 	g.mu.Lock()
 	werr := g.werr
 	g.mu.Unlock()
-	if reason := g.broken(werr); reason != "" && !g.recover(reason, free, reserve, need) {
+	if reason := g.broken(werr); reason != "" && !g.recover(reason, free, reserve, restartRoom(need)) {
 		return
 	}
 	free = g.keepBallast(free, reserve)
@@ -344,8 +344,11 @@ func (g *storageGuard) check(ctx context.Context) {
 	g.status.DrainBytesPerJob, g.status.BallastBytes = b.perJob, uint64(g.ballast.held)
 	g.mu.Unlock()
 	switch {
+	case free < restartRoom(need):
+		g.setStatus(StorageFull, "new jobs are refused: "+g.cornered(free, restartRoom(need)), free, reserve)
 	case free < need:
-		g.setStatus(StorageFull, "new jobs are refused: "+g.cornered(free, need), free, reserve)
+		g.setStatus(StorageFull, fmt.Sprintf("new jobs are refused: %s free on %s, less than the storage ballast's %s, and conductord holds none (given back, the disk being full beyond the reserve): the jobs queued drain in that room; free space on the disk",
+			bytesText(free), g.dir, bytesText(need)), free, reserve)
 	case b.free < b.reserve:
 		g.setStatus(StorageFull, fmt.Sprintf("%s free on %s%s, the reserve is %s: new jobs are refused until space returns; the jobs queued still store their states",
 			bytesText(uint64(b.free)), g.dir, g.ballastText(), bytesText(reserve)), free, reserve)

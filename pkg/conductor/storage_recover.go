@@ -52,12 +52,21 @@ func (g *storageGuard) giveBack(free, need uint64) uint64 {
 	return free + uint64(n)
 }
 
-// cornered says that less than need is free and there is no ballast left
+// restartRoom is the room, with a ballast of size need, below which the
+// guard takes writes to be failing (stuck), and in which it restarts
+// JetStream after a write error: a quarter of the ballast. Not the whole
+// ballast: once it is given back, the jobs queued drain into its room, so
+// the free space stays below its size until someone frees space, and a
+// store that met a write error then (a write begun before the guard gave
+// the ballast back) would never be restarted, nor the queue drain.
+func restartRoom(need uint64) uint64 { return need / 4 }
+
+// cornered says that less than room is free and there is no ballast left
 // to give back, and logs it the first time: writes may fail, so jobs may
 // not end and free their room, until someone frees space on the disk.
-func (g *storageGuard) cornered(free, need uint64) string {
+func (g *storageGuard) cornered(free, room uint64) string {
 	r := fmt.Sprintf("%s free on %s, less than %s, and conductord holds no room to give back (its ballast is used): writes may fail, so jobs may not end and free their room; free space on the disk",
-		bytesText(free), g.dir, bytesText(need))
+		bytesText(free), g.dir, bytesText(room))
 	if !g.stuck {
 		g.stuck = true
 		g.log.Error("storage stuck: " + r)
@@ -66,13 +75,14 @@ func (g *storageGuard) cornered(free, need uint64) string {
 }
 
 // recover gets a store that refuses writes going again: it restarts
-// JetStream once need is free, for it to write in. It returns whether
-// JetStream was restarted. With less free, nothing can be written, so no
-// job can end and free its room: the store is stuck until someone frees
-// space, and the guard says so, once in the log and in its status.
-func (g *storageGuard) recover(reason string, free, reserve, need uint64) bool {
-	if free < need {
-		g.setStatus(StorageFailed, reason+"; "+g.cornered(free, need)+": JetStream is restarted once "+bytesText(need)+" is free", free, reserve)
+// JetStream once room (restartRoom) is free, for it to write in. It
+// returns whether JetStream was restarted. With less free, nothing can be
+// written, so no job can end and free its room: the store is stuck until
+// someone frees space, and the guard says so, once in the log and in its
+// status.
+func (g *storageGuard) recover(reason string, free, reserve, room uint64) bool {
+	if free < room {
+		g.setStatus(StorageFailed, reason+"; "+g.cornered(free, room)+": JetStream is restarted once "+bytesText(room)+" is free", free, reserve)
 		return false
 	}
 	if time.Now().Before(g.retryAt) {
