@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// A pool whose crash-loop breaker tripped holds no job ahead until the
+// broker says it recovered (source.poolEvent). But the broker emits
+// EventPoolRecovered only from admitRestart (pkg/broker/pool.go); an
+// operator who drains the failed pool, fixes the host and resumes it gets
+// a running pool whose source still believes it failed: it never holds a
+// job ahead again (demand's target stays the waiting workers) until the
+// next fail and recovery.
+func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
+	t.Parallel()
+	b, _ := bareBundle(t, 0)
+	ok := filepath.Join(t.TempDir(), "ok")
+	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
+		Name: "sq", Count: 1, KillTimeout: time.Second,
+		RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
+		Cmd: []string{"/bin/sh", "-c", `test -f ` + ok + ` || { echo broken >&2; exit 127; }; echo '{"op":"ready"}' >&4; exec sleep 600`},
+	}}})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	var bp *broker.Pool
+	var src *source
+	require.Eventually(t, func() bool {
+		p := a.findPool("sq")
+		if p == nil {
+			return false
+		}
+		bp, src = p.running()
+		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
+	}, waitLimit, 5*time.Millisecond, "the pool fails")
+	require.True(t, src.failed.Load())
+
+	// The operator fixes the host, drains the failed pool and resumes it.
+	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandDrain, Pool: "sq"}))
+	require.Eventually(t, func() bool { return bp.Info().State == broker.PoolDrained }, waitLimit, 5*time.Millisecond, "drained")
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandResume, Pool: "sq"}))
+	require.Eventually(t, func() bool {
+		for _, w := range bp.Workers() {
+			if w.State == broker.WorkerReady {
+				return true
+			}
+		}
+		return false
+	}, waitLimit, 5*time.Millisecond, "a worker is up again")
+	require.Equal(t, broker.PoolRunning, bp.Info().State)
+	require.False(t, src.failed.Load(), "the pool runs again, but its source still holds nothing ahead as if it had failed")
+}
