@@ -158,3 +158,53 @@ func TestReview14_CancelInRunningWindow(t *testing.T) {
 	}
 	t.Skip("the cancel never came within the running window")
 }
+
+// A host hands a job to a worker without reading its state unless its
+// local copy of the cancel bucket names it (internal/agent/job.go: the
+// claim is skipped for a first delivery). The copy is loaded by a watcher
+// that runs beside the pools from the agent's start (agent.go Start,
+// cancel.go followCancels), newest cancel last: a host that starts while
+// the bucket holds many cancels hands a job cancelled long before (its
+// state stored cancelled at once by this change) to a worker.
+func TestReview14_StartingHostRunsACancelledJob(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	cl := c.Client()
+	ctx := context.Background()
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	// Earlier cancels, within --retention.
+	at, _ := json.Marshal(map[string]time.Time{"cancelled_at": time.Now().UTC()})
+	const earlier = 5000
+	for i := range earlier {
+		_, err := bundle.js.PublishAsync("$KV."+space.CancelBucket()+"."+fmt.Sprintf("old-%d", i), at)
+		require.NoError(t, err)
+	}
+	select {
+	case <-bundle.js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		t.Fatal("the earlier cancels were not stored")
+	}
+	id, err := cl.Submit(ctx, "squares", 7)
+	require.NoError(t, err)
+	j, err := cl.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusCancelled, j.Status)
+
+	startAgent(t, bundle, "squares")
+	require.Eventually(t, func() bool {
+		pools, err := c.Pools(ctx)
+		require.NoError(t, err)
+		for _, p := range pools {
+			if p.Type == "squares" {
+				return p.Queued == 0 && p.Running == 0 && p.Held == 0 && p.Workers == 1
+			}
+		}
+		return false
+	}, 60*time.Second, 20*time.Millisecond, "the cancelled job's message is taken")
+	j, err = cl.Job(ctx, id)
+	require.NoError(t, err)
+	data, _ := json.Marshal(j)
+	t.Logf("state: %s", data)
+	require.Empty(t, j.History, "a cancelled job was handed to a worker")
+}
