@@ -61,3 +61,48 @@ func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 	require.Equal(t, broker.PoolRunning, bp.Info().State)
 	require.False(t, src.failed.Load(), "the pool runs again, but its source still holds nothing ahead as if it had failed")
 }
+
+// A failed pool (crash-loop breaker tripped) that the operator fixes and
+// restarts: the pool reads running with its worker up, but no
+// EventPoolRecovered came (only admitRestart emits it, and no new worker
+// calls it), so its source still believes it failed and never holds a
+// job ahead again.
+func TestReview14_FailedPoolRestartedStaysFailed(t *testing.T) {
+	t.Parallel()
+	b, _ := bareBundle(t, 0)
+	ok := filepath.Join(t.TempDir(), "ok")
+	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
+		Name: "sq", Count: 1, KillTimeout: time.Second,
+		RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
+		Cmd: []string{"/bin/sh", "-c", `test -f ` + ok + ` || { echo broken >&2; exit 127; }; echo '{"op":"ready"}' >&4; exec sleep 600`},
+	}}})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	var bp *broker.Pool
+	var src *source
+	require.Eventually(t, func() bool {
+		p := a.findPool("sq")
+		if p == nil {
+			return false
+		}
+		bp, src = p.running()
+		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
+	}, waitLimit, 5*time.Millisecond, "the pool fails")
+
+	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	require.NoError(t, bp.Restart(context.Background(), time.Second))
+	require.Eventually(t, func() bool {
+		for _, w := range bp.Workers() {
+			if w.State == broker.WorkerReady {
+				return true
+			}
+		}
+		return false
+	}, waitLimit, 5*time.Millisecond, "a worker is up again")
+	info := bp.Info()
+	t.Logf("pool after restart: state %s, reason %q, heartbeat state %s", info.State, info.Reason, a.Heartbeat().Pools[0].State)
+	require.Equal(t, broker.PoolRunning, info.State, "every worker is up")
+	require.False(t, src.failed.Load(), "the source still holds nothing ahead")
+}
