@@ -67,7 +67,7 @@ func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 // EventPoolRecovered came (only admitRestart emits it, and no new worker
 // calls it), so its source still believes it failed and never holds a
 // job ahead again.
-func TestReview14_FailedPoolRestartedStaysFailed(t *testing.T) {
+func TestReview14_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 	t.Parallel()
 	b, _ := bareBundle(t, 0)
 	ok := filepath.Join(t.TempDir(), "ok")
