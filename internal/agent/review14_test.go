@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// A pool whose crash-loop breaker tripped holds no job ahead until the
+// broker says it recovered (source.poolEvent). But the broker emits
+// EventPoolRecovered only from admitRestart (pkg/broker/pool.go); an
+// operator who drains the failed pool, fixes the host and resumes it gets
+// a running pool whose source still believes it failed: it never holds a
+// job ahead again (demand's target stays the waiting workers) until the
+// next fail and recovery.
+func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
+	t.Parallel()
+	b, _ := bareBundle(t, 0)
+	ok := filepath.Join(t.TempDir(), "ok")
+	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
+		Name: "sq", Count: 1, KillTimeout: time.Second,
+		RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
+		Cmd: []string{"/bin/sh", "-c", `test -f ` + ok + ` || { echo broken >&2; exit 127; }; echo '{"op":"ready"}' >&4; exec sleep 600`},
+	}}})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	var bp *broker.Pool
+	var src *source
+	require.Eventually(t, func() bool {
+		p := a.findPool("sq")
+		if p == nil {
+			return false
+		}
+		bp, src = p.running()
+		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
+	}, waitLimit, 5*time.Millisecond, "the pool fails")
+	require.True(t, src.failed.Load())
+
+	// The operator fixes the host, drains the failed pool and resumes it.
+	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandDrain, Pool: "sq"}))
+	require.Eventually(t, func() bool { return bp.Info().State == broker.PoolDrained }, waitLimit, 5*time.Millisecond, "drained")
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandResume, Pool: "sq"}))
+	require.Eventually(t, func() bool {
+		for _, w := range bp.Workers() {
+			if w.State == broker.WorkerReady {
+				return true
+			}
+		}
+		return false
+	}, waitLimit, 5*time.Millisecond, "a worker is up again")
+	require.Equal(t, broker.PoolRunning, bp.Info().State)
+	require.False(t, src.failed.Load(), "the pool runs again, but its source still holds nothing ahead as if it had failed")
+}
+
+// A failed pool (crash-loop breaker tripped) that the operator fixes and
+// restarts: the pool reads running with its worker up, but no
+// EventPoolRecovered came (only admitRestart emits it, and no new worker
+// calls it), so its source still believes it failed and never holds a
+// job ahead again.
+func TestReview14_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
+	t.Parallel()
+	b, _ := bareBundle(t, 0)
+	ok := filepath.Join(t.TempDir(), "ok")
+	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
+		Name: "sq", Count: 1, KillTimeout: time.Second,
+		RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
+		Cmd: []string{"/bin/sh", "-c", `test -f ` + ok + ` || { echo broken >&2; exit 127; }; echo '{"op":"ready"}' >&4; exec sleep 600`},
+	}}})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+
+	var bp *broker.Pool
+	var src *source
+	require.Eventually(t, func() bool {
+		p := a.findPool("sq")
+		if p == nil {
+			return false
+		}
+		bp, src = p.running()
+		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
+	}, waitLimit, 5*time.Millisecond, "the pool fails")
+
+	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	require.NoError(t, bp.Restart(context.Background(), time.Second))
+	require.Eventually(t, func() bool {
+		for _, w := range bp.Workers() {
+			if w.State == broker.WorkerReady {
+				return true
+			}
+		}
+		return false
+	}, waitLimit, 5*time.Millisecond, "a worker is up again")
+	info := bp.Info()
+	t.Logf("pool after restart: state %s, reason %q, heartbeat state %s", info.State, info.Reason, a.Heartbeat().Pools[0].State)
+	require.Equal(t, broker.PoolRunning, info.State, "every worker is up")
+	require.False(t, src.failed.Load(), "the source still holds nothing ahead")
+}
+
+// A resume that comes while a drain still waits for a worker's job:
+// accept unpauses the source at once (control.go, CommandResume), while the
+// broker runs the resume only after the drain (its ops run one at a time).
+// Meanwhile the draining pool, whose workers take no job, holds jobs ahead
+// again: they wait for the drain to end instead of going to other hosts,
+// the stranding the change set out to end.
+func TestReview14_ResumeDuringDrainHoldsJobsNoWorkerTakes(t *testing.T) {
+	t.Parallel()
+	b, _ := bareBundle(t, 0)
+	const worker = `echo '{"op":"ready"}' >&4
+while read -r line <&3; do
+  case "$line" in *'"op":"job"'*) ;; *) exit 0 ;; esac
+  case "$line" in *block*) exec sleep 600 ;; esac
+  id=$(printf '%s\n' "$line" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  echo '{"op":"done","id":"'"$id"'","result":1}' >&4
+done`
+	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
+		Name: "sq", Count: 1, KillTimeout: time.Second, Cmd: []string{"/bin/sh", "-c", worker},
+	}}})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+	var bp *broker.Pool
+	var src *source
+	require.Eventually(t, func() bool {
+		if p := a.findPool("sq"); p != nil {
+			bp, src = p.running()
+		}
+		return bp != nil && src != nil
+	}, waitLimit, 5*time.Millisecond)
+
+	// Short jobs: the source learns to hold jobs ahead.
+	b.publish(t, 30)
+	require.Eventually(t, func() bool { return b.pending(t) == 0 && src.pace.short() }, waitLimit, 5*time.Millisecond, "the short jobs run")
+	_, err = b.js.Publish(context.Background(), b.space.Job("sq"), []byte(`"block"`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return b.pending(t) == 1 }, waitLimit, 5*time.Millisecond, "the worker runs the long job")
+
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandDrain, Pool: "sq", Timeout: wire.Duration(8 * time.Second)}))
+	require.Eventually(t, func() bool { return bp.Info().State == broker.PoolDraining }, waitLimit, 5*time.Millisecond, "draining")
+	require.NoError(t, a.accept(wire.Command{Op: wire.CommandResume, Pool: "sq"}))
+	b.publish(t, 20)
+	require.Never(t, func() bool {
+		_, ready := src.out.counts()
+		return ready > 0 && bp.Info().State == broker.PoolDraining
+	}, 2*time.Second, 10*time.Millisecond, "a draining pool holds jobs that none of its workers will take")
+}
