@@ -62,7 +62,7 @@ type Config struct {
 	// second (with a burst of as many); lines over it are dropped and
 	// counted. The same lines, and only those, go to Logger, and every 10
 	// seconds Logger gets, per worker that lost lines, how many ("dropped
-	// N lines of pool P worker I in the last 10s"). Past 100 times the rate
+	// N lines of pool P worker I in the last 10s"). Past 20 times the rate
 	// (long lines counting more), workerd stops reading the pool's output
 	// for a moment, and the workers' writes block. Default DefaultLogRate.
 	LogRate int
@@ -282,7 +282,13 @@ func (a *Agent) publishHeartbeat(leaving bool) {
 		return
 	}
 	if err := a.cfg.Conn.Publish(a.space.Host(a.cfg.Host), data); err != nil {
-		a.log.Debug("publish heartbeat", "err", err)
+		// Disconnected, it is buffered; a heartbeat that can never go
+		// (too large) makes the host vanish from every view: said loudly.
+		level := slog.LevelDebug
+		if errors.Is(err, nats.ErrMaxPayload) {
+			level = slog.LevelError
+		}
+		a.log.Log(context.Background(), level, "publish heartbeat", "bytes", len(data), "err", err)
 	}
 }
 
@@ -296,6 +302,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		Pools:    []wire.PoolInfo{},
 		Workers:  []wire.WorkerInfo{},
 	}
+	listed := wire.MaxHeldJobsPerHeartbeat // held job ids left to name
 	for _, p := range a.poolList() {
 		bp, src := p.running()
 		if bp == nil {
@@ -312,7 +319,8 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		}
 		info := wirePool(bp.Info())
 		if src != nil {
-			info.Held, info.HeldJobs = src.held(wire.MaxHeldJobsListed)
+			info.Held, info.HeldJobs = src.held(min(wire.MaxHeldJobsListed, listed))
+			listed -= len(info.HeldJobs)
 		}
 		hb.Pools = append(hb.Pools, info)
 		for _, w := range bp.Workers() {

@@ -16,13 +16,35 @@ type cancels struct {
 	ids    map[string]time.Time // id -> when it was cancelled
 	ttl    time.Duration        // the bucket's TTL: an older entry is gone from it too
 	pruned time.Time            // when add last forgot the entries past the TTL
+
+	// loaded is closed once every cancel stored when the watch began has
+	// been recorded: no job source takes a job before, so that no job
+	// cancelled while this host was away reaches a worker.
+	loaded     chan struct{}
+	loadedOnce sync.Once
 }
 
 // pruneEvery spaces the sweeps of add, so that loading many cancels at
 // start does not sweep the whole map at each.
 const pruneEvery = time.Minute
 
-func newCancels() *cancels { return &cancels{ids: map[string]time.Time{}} }
+func newCancels() *cancels {
+	return &cancels{ids: map[string]time.Time{}, loaded: make(chan struct{})}
+}
+
+// markLoaded records that the cancels stored before the watch are in.
+func (c *cancels) markLoaded() { c.loadedOnce.Do(func() { close(c.loaded) }) }
+
+// waitLoaded waits until the cancels stored before the watch are in, or
+// ctx ends.
+func (c *cancels) waitLoaded(ctx context.Context) error {
+	select {
+	case <-c.loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // has reports whether job id was cancelled.
 func (c *cancels) has(id string) bool {
@@ -95,7 +117,8 @@ func (a *Agent) followCancels(ctx context.Context) error {
 				return nil
 			}
 			if e == nil {
-				continue // the end of the initial values
+				a.cancels.markLoaded() // the end of the initial values
+				continue
 			}
 			a.cancels.add(e.Key(), e.Created())
 			for _, p := range a.poolList() {

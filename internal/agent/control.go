@@ -74,10 +74,16 @@ func (a *Agent) accept(cmd wire.Command) error {
 		}
 	case wire.CommandResume:
 		run = func(ctx context.Context) error {
+			// The pool's commands run one at a time: a resume sent during a
+			// drain runs once the drain has ended. Only then does the
+			// source take jobs again.
+			if err := bp.Resume(ctx); err != nil {
+				return err
+			}
 			if _, src := p.running(); src != nil {
 				src.resume()
 			}
-			return bp.Resume(ctx)
+			return nil
 		}
 	case wire.CommandRecycle:
 		run = bp.Recycle

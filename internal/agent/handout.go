@@ -25,6 +25,11 @@ type handout struct {
 	waiters []waiter    // Next calls waiting for a job, oldest first
 	closed  bool        // drained: Next waits no more
 	done    chan struct{}
+	// paused (the pool is drained, or stopping) keeps no job, not even for
+	// a waiting worker; failed (its crash-loop breaker tripped) keeps none
+	// at hand, handing jobs only to workers waiting for one. A job the
+	// handout does not keep, deliver refuses, for the caller to put back.
+	paused, failed bool
 }
 
 // waiter is a Next call waiting for a job, and the load of its worker.
@@ -45,6 +50,42 @@ func (o *handout) counts() (waiting, ready int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.waiters), len(o.ready)
+}
+
+// holding reports whether the pool is paused or failed (see handout).
+func (o *handout) holding() (paused, failed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.paused, o.failed
+}
+
+// setPaused pauses or resumes the pool; pausing returns every job at hand,
+// for the caller to put back.
+func (o *handout) setPaused(paused bool) []*nats.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.paused = paused
+	return o.refusedLocked()
+}
+
+// setFailed marks the pool failed or not; failing returns every job at
+// hand, for the caller to put back.
+func (o *handout) setFailed(failed bool) []*nats.Msg {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.failed = failed
+	return o.refusedLocked()
+}
+
+// refusedLocked takes out the jobs at hand if the handout keeps none now.
+// o.mu is held.
+func (o *handout) refusedLocked() []*nats.Msg {
+	if !o.paused && !o.failed {
+		return nil
+	}
+	back := o.ready
+	o.ready = nil
+	return back
 }
 
 // peek reports the jobs at hand and returns the first n of them (in the
@@ -135,13 +176,20 @@ func (o *handout) takeWaiterLocked() chan *nats.Msg {
 }
 
 // deliver hands a job to a waiting worker (see takeWaiterLocked), or keeps
-// it at hand, behind the jobs of its priority and above lower ones.
-func (o *handout) deliver(m *nats.Msg) {
+// it at hand, behind the jobs of its priority and above lower ones. It
+// reports false if it did neither: the pool is paused, or failed with no
+// worker waiting; the caller puts the job back.
+func (o *handout) deliver(m *nats.Msg) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.waiters) > 0 {
+	switch {
+	case o.paused:
+		return false
+	case len(o.waiters) > 0:
 		o.takeWaiterLocked() <- m
-		return
+		return true
+	case o.failed:
+		return false
 	}
 	r := o.rank(m)
 	i := len(o.ready)
@@ -149,6 +197,7 @@ func (o *handout) deliver(m *nats.Msg) {
 		i--
 	}
 	o.ready = slices.Insert(o.ready, i, m)
+	return true
 }
 
 // takeBack removes the n jobs at hand of the lowest priority (all if n is

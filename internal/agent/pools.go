@@ -91,6 +91,11 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 	log := a.log.With("pool", p.spec.Name)
 	var src *source
 	if p.spec.Protocol != broker.ProtocolNone {
+		// A job cancelled while this host was away must not reach a
+		// worker: the host knows every stored cancel first.
+		if err := a.cancels.waitLoaded(ctx); err != nil {
+			return
+		}
 		var err error
 		if src, err = a.newSource(ctx, p.spec, log); err != nil {
 			return // ctx ended

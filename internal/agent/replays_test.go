@@ -142,6 +142,8 @@ func bareBundle(t *testing.T, finalTTL time.Duration) (*sourceBundle, func(id st
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.EndsStream(), Subjects: []string{space.AllJobEnds()}})
 	require.NoError(t, err)
+	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: space.CancelBucket()})
+	require.NoError(t, err)
 	var archived func(string) bool
 	if finalTTL > 0 {
 		archived = archiveStandIn(t, nc, js, space)

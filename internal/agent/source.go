@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -56,8 +55,6 @@ type source struct {
 	confirm   chan announced   // acker -> confirmer
 	services  []startstop.Service
 	cancel    context.CancelFunc // stops the components that run until stopped
-	paused    atomic.Bool        // drained: no job is taken, those held are given back
-	failed    atomic.Bool        // its crash-loop breaker tripped: nothing is held ahead until it recovers
 }
 
 var _ broker.ReadySource = (*source)(nil)
@@ -267,17 +264,15 @@ func (s *source) isCancelled(id string) bool { return s.cancelled != nil && s.ca
 
 // deliver takes a job from the fetcher: it is held (its lease kept) until
 // it is finished or put back, and goes to a waiting worker or waits for one.
-// While the pool is paused (drained), it is put back at once: a request
-// made before the pause may still bring jobs.
+// While the pool is paused (drained), or failed with no worker waiting, it
+// is put back at once: a request made before may still bring jobs.
 func (s *source) deliver(m *nats.Msg) {
 	s.leases.hold(m)
-	if s.paused.Load() {
-		h, _ := identify(m)
-		s.putter.putBack(h, "put back a job: its pool is drained")
-		return
-	}
 	s.pace.sized(len(m.Data))
-	s.out.deliver(m)
+	if !s.out.deliver(m) {
+		h, _ := identify(m)
+		s.putter.putBack(h, "put back a job: its pool is drained or failed")
+	}
 }
 
 // held reports the jobs the source holds that no worker has taken, and
@@ -300,10 +295,10 @@ func (s *source) held(max int) (n int, ids []string) {
 // none while the pool is paused, and no prefetch while it is failed.
 func (s *source) demand() (waiting, target, ready int) {
 	waiting, ready = s.out.counts()
-	switch {
-	case s.paused.Load():
+	switch paused, failed := s.out.holding(); {
+	case paused:
 		return waiting, 0, ready
-	case s.failed.Load():
+	case failed:
 		return waiting, waiting, ready
 	}
 	return waiting, waiting + s.pace.ahead(), ready
@@ -314,31 +309,34 @@ func (s *source) demand() (waiting, target, ready int) {
 // has taken, so that other hosts take them. The jobs its workers run are
 // theirs to finish.
 func (s *source) pause() {
-	s.paused.Store(true)
-	s.giveBack(s.out.takeBack(math.MaxInt), "put back a job: its pool is drained")
+	s.giveBack(s.out.setPaused(true), "put back a job: its pool is drained")
 	s.fetch.poke() // withdraws the requests under way
 }
 
 // resume takes jobs for the pool again.
 func (s *source) resume() {
-	s.paused.Store(false)
+	s.out.setPaused(false)
 	s.fetch.poke()
 }
 
 // poolEvent follows the pool's state: while its crash-loop breaker holds
-// its workers down (failed, until it recovers), the source holds no job
-// ahead, and gives back those it held, for other hosts to run; a worker
-// still up gets one job at a time, when it asks.
+// its workers down (failed), the source holds no job ahead, and gives back
+// those it held, for other hosts to run; a worker still up gets one job
+// at a time, when it asks. It holds jobs ahead again once the pool has
+// recovered, been resumed, or a worker of it has come up (a restart).
 func (s *source) poolEvent(kind broker.EventKind) {
 	switch kind {
 	case broker.EventPoolFailed:
-		s.failed.Store(true)
-		s.giveBack(s.out.takeBack(math.MaxInt), "put back a job: its pool failed (crash loop)")
-		s.fetch.poke()
-	case broker.EventPoolRecovered:
-		s.failed.Store(false)
-		s.fetch.poke()
+		s.giveBack(s.out.setFailed(true), "put back a job: its pool failed (crash loop)")
+	case broker.EventPoolRecovered, broker.EventPoolResumed, broker.EventWorkerReady:
+		if _, failed := s.out.holding(); !failed {
+			return // the common case: a worker ready in a healthy pool
+		}
+		s.out.setFailed(false)
+	default:
+		return
 	}
+	s.fetch.poke()
 }
 
 // giveBack puts back jobs the source held that no worker took.

@@ -157,9 +157,14 @@ type PoolInfo struct {
 	HeldJobs []string `json:"held_jobs,omitempty"`
 }
 
-// MaxHeldJobsListed bounds PoolInfo.HeldJobs, so that a heartbeat stays
-// small however many jobs a host holds ahead: the count stays exact.
-const MaxHeldJobsListed = 256
+// MaxHeldJobsListed bounds PoolInfo.HeldJobs, and MaxHeldJobsPerHeartbeat
+// the ids of all the pools of one heartbeat together, so that a heartbeat
+// stays small however many jobs a host holds ahead (a job id is at most
+// 128 bytes: 64 KiB of ids at most): the counts stay exact.
+const (
+	MaxHeldJobsListed       = 256
+	MaxHeldJobsPerHeartbeat = 512
+)
 
 // WorkerInfo describes one worker process (or the slot of one being
 // restarted), as GET /v1/workers lists it.

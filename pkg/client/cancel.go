@@ -87,7 +87,7 @@ func (c *Client) endCancelled(ctx context.Context, id string) (*Job, error) {
 		if st.Status != wire.StatusQueued && st.Status != wire.StatusFailed {
 			return nil, nil
 		}
-		reason := "cancelled before it started"
+		reason := "cancelled while queued"
 		if st.Status == wire.StatusFailed {
 			reason = "cancelled while waiting for its retry"
 			if st.Error != "" {

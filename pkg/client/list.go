@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -84,34 +85,65 @@ func (c *Client) Jobs(ctx context.Context, q JobQuery) ([]*Job, error) {
 }
 
 // queuedOrHeld answers a query for queued or held jobs, given the jobs the
-// live hosts hold: both kinds are queued in the state bucket, and only the
-// hosts' heartbeats tell them apart. It reads as many more queued jobs as
-// are held, so that a query for queued ones alone still fills its limit.
+// live hosts hold (id -> host): both kinds are queued in the state bucket,
+// and only the hosts' heartbeats tell them apart. The statuses other than
+// held come from one pass over the bucket, reading as many more jobs as
+// are held, so that a query for queued ones alone still fills its limit;
+// the held ones are read by id, since hosts take the oldest jobs first and
+// a pass keeps the newest.
 func (c *Client) queuedOrHeld(ctx context.Context, q JobQuery, held map[string]string) ([]*Job, error) {
+	var jobs []*Job
 	stored := q
-	stored.Status = nil
-	for _, s := range q.Status {
-		if s == StatusHeld {
-			s = StatusQueued
+	stored.Status = slices.DeleteFunc(slices.Clone(q.Status), func(s Status) bool { return s == StatusHeld })
+	if len(stored.Status) > 0 {
+		stored.Limit = q.Limit + len(held)
+		found, err := c.newestJobs(ctx, c.kv, stored)
+		if err != nil {
+			return nil, err
 		}
-		if !slices.Contains(stored.Status, s) {
-			stored.Status = append(stored.Status, s)
+		markHeld(found, held)
+		for _, j := range found {
+			if j.Status != StatusHeld {
+				jobs = append(jobs, j)
+			}
 		}
 	}
-	stored.Limit = q.Limit + len(held)
-	jobs, err := c.newestJobs(ctx, c.kv, stored)
-	if err != nil {
-		return nil, err
+	if slices.Contains(q.Status, StatusHeld) {
+		found, err := c.heldStates(ctx, q, held)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, found...)
 	}
-	markHeld(jobs, held)
-	out := jobs[:0]
-	for _, j := range jobs {
-		if len(out) == q.Limit {
-			break
+	slices.SortStableFunc(jobs, func(a, b *Job) int { return b.UpdatedAt.Compare(a.UpdatedAt) })
+	return jobs[:min(len(jobs), q.Limit)], nil
+}
+
+// heldStates reads the state of each job of held (id -> host) that q
+// selects but for its status: queued in the bucket, read as held. A job
+// with no state (published straight to the stream) is left out.
+func (c *Client) heldStates(ctx context.Context, q JobQuery, held map[string]string) ([]*Job, error) {
+	var out []*Job
+	for _, id := range slices.Sorted(maps.Keys(held)) {
+		var e jetstream.KeyValueEntry
+		err := retry(ctx, func(ctx context.Context) error {
+			var err error
+			e, err = c.kv.Get(ctx, id)
+			return err
+		})
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
 		}
-		if slices.Contains(q.Status, j.Status) {
-			out = append(out, j)
+		if err != nil {
+			return nil, fmt.Errorf("conductor: list held jobs: read job %s: %w", id, err)
 		}
+		var j Job
+		if json.Unmarshal(e.Value(), &j) != nil || j.Status != StatusQueued ||
+			(q.Type != "" && j.Type != q.Type) || (!q.Before.IsZero() && !j.UpdatedAt.Before(q.Before)) {
+			continue
+		}
+		j.Status, j.HeldBy = StatusHeld, held[id]
+		out = append(out, &j)
 	}
 	return out, nil
 }

@@ -114,7 +114,7 @@ func TestConductor_Cancel(t *testing.T) {
 	j, err := cl.Job(ctx, queued)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusCancelled, j.Status)
-	require.Equal(t, "cancelled before it started", j.Error)
+	require.Equal(t, "cancelled while queued", j.Error)
 	require.Equal(t, client.StatusCancelled, (<-waited).Status, "its waiters wake")
 	code, body = get(t, srv, "/v1/jobs?status=queued")
 	require.Equal(t, http.StatusOK, code, body)

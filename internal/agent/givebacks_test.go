@@ -13,14 +13,11 @@ import (
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
-// A pool whose crash-loop breaker tripped holds no job ahead until the
-// broker says it recovered (source.poolEvent). But the broker emits
-// EventPoolRecovered only from admitRestart (pkg/broker/pool.go); an
-// operator who drains the failed pool, fixes the host and resumes it gets
-// a running pool whose source still believes it failed: it never holds a
-// job ahead again (demand's target stays the waiting workers) until the
-// next fail and recovery.
-func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
+// A pool whose crash-loop breaker tripped holds no job ahead until it runs
+// again (source.poolEvent): an operator who drains the failed pool, fixes
+// the host and resumes it gets a pool that holds jobs ahead again, though
+// the breaker never said it recovered.
+func TestSource_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 	t.Parallel()
 	b, _ := bareBundle(t, 0)
 	ok := filepath.Join(t.TempDir(), "ok")
@@ -43,7 +40,7 @@ func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 		bp, src = p.running()
 		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
 	}, waitLimit, 5*time.Millisecond, "the pool fails")
-	require.True(t, src.failed.Load())
+	require.True(t, failedPool(src))
 
 	// The operator fixes the host, drains the failed pool and resumes it.
 	require.NoError(t, os.WriteFile(ok, nil, 0o600))
@@ -59,15 +56,13 @@ func TestReview14_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 		return false
 	}, waitLimit, 5*time.Millisecond, "a worker is up again")
 	require.Equal(t, broker.PoolRunning, bp.Info().State)
-	require.False(t, src.failed.Load(), "the pool runs again, but its source still holds nothing ahead as if it had failed")
+	require.Eventually(t, func() bool { return !failedPool(src) }, waitLimit, 5*time.Millisecond,
+		"the pool runs again, but its source still holds nothing ahead as if it had failed")
 }
 
 // A failed pool (crash-loop breaker tripped) that the operator fixes and
-// restarts: the pool reads running with its worker up, but no
-// EventPoolRecovered came (only admitRestart emits it, and no new worker
-// calls it), so its source still believes it failed and never holds a
-// job ahead again.
-func TestReview14_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
+// restarts holds jobs ahead again once a worker is up.
+func TestSource_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 	t.Parallel()
 	b, _ := bareBundle(t, 0)
 	ok := filepath.Join(t.TempDir(), "ok")
@@ -104,16 +99,15 @@ func TestReview14_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 	info := bp.Info()
 	t.Logf("pool after restart: state %s, reason %q, heartbeat state %s", info.State, info.Reason, a.Heartbeat().Pools[0].State)
 	require.Equal(t, broker.PoolRunning, info.State, "every worker is up")
-	require.False(t, src.failed.Load(), "the source still holds nothing ahead")
+	require.Eventually(t, func() bool { return !failedPool(src) }, waitLimit, 5*time.Millisecond,
+		"the source still holds nothing ahead")
 }
 
-// A resume that comes while a drain still waits for a worker's job:
-// accept unpauses the source at once (control.go, CommandResume), while the
-// broker runs the resume only after the drain (its ops run one at a time).
-// Meanwhile the draining pool, whose workers take no job, holds jobs ahead
-// again: they wait for the drain to end instead of going to other hosts,
-// the stranding the change set out to end.
-func TestReview14_ResumeDuringDrainHoldsJobsNoWorkerTakes(t *testing.T) {
+// A resume that comes while a drain still waits for a worker's job runs
+// once the drain has ended (a pool's commands run one at a time): until
+// then the draining pool, whose workers take no job, holds none, so that
+// other hosts run them.
+func TestSource_ResumeDuringDrainHoldsJobsNoWorkerTakes(t *testing.T) {
 	t.Parallel()
 	b, _ := bareBundle(t, 0)
 	const worker = `echo '{"op":"ready"}' >&4
@@ -153,4 +147,10 @@ done`
 		_, ready := src.out.counts()
 		return ready > 0 && bp.Info().State == broker.PoolDraining
 	}, 2*time.Second, 10*time.Millisecond, "a draining pool holds jobs that none of its workers will take")
+}
+
+// failedPool reports whether src holds no job ahead for its pool's failure.
+func failedPool(src *source) bool {
+	_, failed := src.out.holding()
+	return failed
 }

