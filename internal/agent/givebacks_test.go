@@ -19,42 +19,13 @@ import (
 // the breaker never said it recovered.
 func TestSource_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 	t.Parallel()
-	b, _ := bareBundle(t, 0)
-	ok := filepath.Join(t.TempDir(), "ok")
-	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
-		Name: "sq", Count: 1, KillTimeout: time.Second,
-		RestartDelay: time.Millisecond, RestartMaxDelay: 10 * time.Millisecond,
-		Cmd: []string{"/bin/sh", "-c", `test -f ` + ok + ` || { echo broken >&2; exit 127; }; echo '{"op":"ready"}' >&4; exec sleep 600`},
-	}}})
-	require.NoError(t, err)
-	require.NoError(t, a.Start(context.Background()))
-	t.Cleanup(a.Stop)
-
-	var bp *broker.Pool
-	var src *source
-	require.Eventually(t, func() bool {
-		p := a.findPool("sq")
-		if p == nil {
-			return false
-		}
-		bp, src = p.running()
-		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
-	}, waitLimit, 5*time.Millisecond, "the pool fails")
-	require.True(t, failedPool(src))
-
+	a, bp, src, fix := failingPool(t)
 	// The operator fixes the host, drains the failed pool and resumes it.
-	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	fix()
 	require.NoError(t, a.accept(wire.Command{Op: wire.CommandDrain, Pool: "sq"}))
 	require.Eventually(t, func() bool { return bp.Info().State == broker.PoolDrained }, waitLimit, 5*time.Millisecond, "drained")
 	require.NoError(t, a.accept(wire.Command{Op: wire.CommandResume, Pool: "sq"}))
-	require.Eventually(t, func() bool {
-		for _, w := range bp.Workers() {
-			if w.State == broker.WorkerReady {
-				return true
-			}
-		}
-		return false
-	}, waitLimit, 5*time.Millisecond, "a worker is up again")
+	awaitWorkerUp(t, bp)
 	require.Equal(t, broker.PoolRunning, bp.Info().State)
 	require.Eventually(t, func() bool { return !failedPool(src) }, waitLimit, 5*time.Millisecond,
 		"the pool runs again, but its source still holds nothing ahead as if it had failed")
@@ -64,6 +35,19 @@ func TestSource_FailedThenDrainedThenResumedHoldsAheadAgain(t *testing.T) {
 // restarts holds jobs ahead again once a worker is up.
 func TestSource_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 	t.Parallel()
+	_, bp, src, fix := failingPool(t)
+	fix()
+	require.NoError(t, bp.Restart(context.Background(), time.Second))
+	awaitWorkerUp(t, bp)
+	require.Equal(t, broker.PoolRunning, bp.Info().State, "every worker is up")
+	require.Eventually(t, func() bool { return !failedPool(src) }, waitLimit, 5*time.Millisecond,
+		"the source still holds nothing ahead")
+}
+
+// failingPool starts an agent whose pool sq fails (its command exits 127
+// until fix is called) and returns it once the breaker has tripped.
+func failingPool(t *testing.T) (a *Agent, bp *broker.Pool, src *source, fix func()) {
+	t.Helper()
 	b, _ := bareBundle(t, 0)
 	ok := filepath.Join(t.TempDir(), "ok")
 	a, err := New(Config{Conn: b.nc, Host: "h9", Pools: []broker.Spec{{
@@ -74,9 +58,6 @@ func TestSource_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a.Start(context.Background()))
 	t.Cleanup(a.Stop)
-
-	var bp *broker.Pool
-	var src *source
 	require.Eventually(t, func() bool {
 		p := a.findPool("sq")
 		if p == nil {
@@ -85,9 +66,13 @@ func TestSource_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 		bp, src = p.running()
 		return bp != nil && src != nil && bp.Info().State == broker.PoolFailed
 	}, waitLimit, 5*time.Millisecond, "the pool fails")
+	require.True(t, failedPool(src))
+	return a, bp, src, func() { require.NoError(t, os.WriteFile(ok, nil, 0o600)) }
+}
 
-	require.NoError(t, os.WriteFile(ok, nil, 0o600))
-	require.NoError(t, bp.Restart(context.Background(), time.Second))
+// awaitWorkerUp waits until a worker of bp is ready.
+func awaitWorkerUp(t *testing.T, bp *broker.Pool) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, w := range bp.Workers() {
 			if w.State == broker.WorkerReady {
@@ -96,11 +81,6 @@ func TestSource_FailedPoolRestartedHoldsAheadAgain(t *testing.T) {
 		}
 		return false
 	}, waitLimit, 5*time.Millisecond, "a worker is up again")
-	info := bp.Info()
-	t.Logf("pool after restart: state %s, reason %q, heartbeat state %s", info.State, info.Reason, a.Heartbeat().Pools[0].State)
-	require.Equal(t, broker.PoolRunning, info.State, "every worker is up")
-	require.Eventually(t, func() bool { return !failedPool(src) }, waitLimit, 5*time.Millisecond,
-		"the source still holds nothing ahead")
 }
 
 // A resume that comes while a drain still waits for a worker's job runs

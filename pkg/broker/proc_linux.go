@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/cgroup"
 )
 
 // sysProcAttr puts the worker in its own process group, so that it and its
@@ -95,22 +97,5 @@ func oomKills() int64 {
 	if err != nil {
 		return -1
 	}
-	return counter(b, "oom_kill")
-}
-
-// counter returns the value of the line "key N" of b, or -1 if b has no
-// such line.
-func counter(b []byte, key string) int64 {
-	for line := range bytes.Lines(b) {
-		k, v, ok := bytes.Cut(bytes.TrimSpace(line), []byte(" "))
-		if !ok || string(k) != key {
-			continue
-		}
-		n, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			return -1
-		}
-		return n
-	}
-	return -1
+	return cgroup.Counter(b, "oom_kill")
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/cgroup"
 )
 
 func TestProcStat(t *testing.T) {
@@ -47,7 +49,7 @@ func TestCounter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tc.want, counter([]byte(tc.in), "oom_kill"))
+			require.Equal(t, tc.want, cgroup.Counter([]byte(tc.in), "oom_kill"))
 		})
 	}
 }

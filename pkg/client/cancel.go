@@ -68,12 +68,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (*Job, error) {
 // (the host reads a cancelled job's state first).
 func (c *Client) endCancelled(ctx context.Context, id string) (*Job, error) {
 	for range 4 {
-		var e jetstream.KeyValueEntry
-		err := retry(ctx, func(ctx context.Context) error {
-			var err error
-			e, err = c.kv.Get(ctx, id)
-			return err
-		})
+		e, err := c.getState(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, nil // archived: it has ended
 		}

@@ -125,12 +125,7 @@ func (c *Client) queuedOrHeld(ctx context.Context, q JobQuery, held map[string]s
 func (c *Client) heldStates(ctx context.Context, q JobQuery, held map[string]string) ([]*Job, error) {
 	var out []*Job
 	for _, id := range slices.Sorted(maps.Keys(held)) {
-		var e jetstream.KeyValueEntry
-		err := retry(ctx, func(ctx context.Context) error {
-			var err error
-			e, err = c.kv.Get(ctx, id)
-			return err
-		})
+		e, err := c.getState(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}

@@ -37,12 +37,7 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 // lost with it, and would otherwise wait out the whole of ctx.
 func (c *Client) readState(ctx context.Context, id string, v any) error {
 	var data []byte
-	var e jetstream.KeyValueEntry
-	err := retry(ctx, func(ctx context.Context) error {
-		var err error
-		e, err = c.kv.Get(ctx, id)
-		return err
-	})
+	e, err := c.getState(ctx, id)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		if data, err = c.archived(ctx, id); err != nil {
@@ -57,6 +52,18 @@ func (c *Client) readState(ctx context.Context, id string, v any) error {
 		return fmt.Errorf("conductor: decode job %s: %w", id, err)
 	}
 	return nil
+}
+
+// getState reads the entry of job id in the state bucket, each read
+// bounded and made again (retry).
+func (c *Client) getState(ctx context.Context, id string) (jetstream.KeyValueEntry, error) {
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
+		e, err = c.kv.Get(ctx, id)
+		return err
+	})
+	return e, err
 }
 
 // archived asks conductord for the archived state of job id: ErrJobNotFound

@@ -4,91 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
-
-// A host fetches the oldest queued jobs first, so the jobs it holds are the
-// oldest queued ones, past the newest that a listing's pass keeps: GET
-// /v1/jobs?status=held reads them by id.
-func TestConductor_HeldListWithBacklog(t *testing.T) {
-	t.Parallel()
-	c, bundle := setup(t, conductor.Config{})
-	srv := httptest.NewServer(c.Handler())
-	t.Cleanup(srv.Close)
-	ctx := context.Background()
-
-	var ids []string
-	for i := range 30 {
-		id, err := c.Client().Submit(ctx, "hold", i)
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
-	space, err := subject.New("default")
-	require.NoError(t, err)
-	cons, err := bundle.js.CreateOrUpdateConsumer(ctx, space.JobStream(), jetstream.ConsumerConfig{
-		Durable: space.Consumer("hold"), FilterSubject: space.JobAt("hold", ""), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
-	batch, err := cons.FetchNoWait(2)
-	require.NoError(t, err)
-	var delivered []string
-	for m := range batch.Messages() {
-		delivered = append(delivered, m.Headers().Get("Conductor-Job-Id"))
-	}
-	require.Equal(t, ids[:2], delivered, "the oldest jobs are delivered first")
-	heldID := delivered[1]
-
-	hbCtx, stop := context.WithCancel(ctx)
-	t.Cleanup(stop)
-	hb, err := json.Marshal(wire.Heartbeat{
-		Host: "hx", Interval: wire.Duration(100 * time.Millisecond),
-		Pools: []wire.PoolInfo{{Name: "hold", Count: 1, Protocol: "channel", State: "running", Held: 1, HeldJobs: []string{heldID}}},
-	})
-	require.NoError(t, err)
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			_ = bundle.nc.Publish(space.Host("hx"), hb)
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	require.Eventually(t, func() bool {
-		code, body := get(t, srv, "/v1/jobs/"+heldID)
-		return code == http.StatusOK && json.Unmarshal([]byte(body), new(client.Job)) == nil && strings.Contains(body, `"held"`)
-	}, 10*time.Second, 20*time.Millisecond, "the job reads held on its own")
-
-	code, body := get(t, srv, "/v1/jobs?status=held&limit=5")
-	require.Equal(t, http.StatusOK, code, body)
-	var jobs []client.Job
-	require.NoError(t, json.Unmarshal([]byte(body), &jobs))
-	var got []string
-	for _, j := range jobs {
-		got = append(got, string(j.Status)+":"+j.ID)
-	}
-	require.Equal(t, []string{"held:" + heldID}, got, "the one held job is listed (30 queued, limit 5)")
-}
 
 // A worker runs a job for 50 ms before its running state is stored
 // (internal/agent/running.go): meanwhile the state reads queued, and a

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,53 +25,10 @@ import (
 // and not acked; its heartbeat says it holds one of them.
 func TestConductor_HeldJobsCountApart(t *testing.T) {
 	t.Parallel()
-	c, bundle := setup(t, conductor.Config{})
-	srv := httptest.NewServer(c.Handler())
-	t.Cleanup(srv.Close)
-	ctx := context.Background()
-
-	var ids []string
-	for i := range 5 {
-		id, err := c.Client().Submit(ctx, "hold", i)
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
-	space, err := subject.New("default")
-	require.NoError(t, err)
-	cons, err := bundle.js.CreateOrUpdateConsumer(ctx, space.JobStream(), jetstream.ConsumerConfig{
-		Durable: space.Consumer("hold"), FilterSubject: space.JobAt("hold", ""), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(t, err)
-	batch, err := cons.FetchNoWait(3)
-	require.NoError(t, err)
-	var delivered []string
-	for m := range batch.Messages() {
-		delivered = append(delivered, m.Headers().Get("Conductor-Job-Id"))
-	}
-	require.Len(t, delivered, 3)
-	require.Equal(t, ids[:3], delivered, "the first three jobs are delivered")
-	heldID := delivered[2]
-
-	// The host's heartbeats, until the test ends.
-	hbCtx, stop := context.WithCancel(ctx)
-	t.Cleanup(stop)
-	hb, err := json.Marshal(wire.Heartbeat{
-		Host: "hx", Interval: wire.Duration(100 * time.Millisecond),
-		Pools: []wire.PoolInfo{{Name: "hold", Count: 2, Protocol: "channel", State: "running", Held: 1, HeldJobs: []string{heldID}}},
-	})
-	require.NoError(t, err)
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			_ = bundle.nc.Publish(space.Host("hx"), hb)
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	h := holdJobs(t, 5, 3)
+	c, srv, ctx := h.c, h.srv, context.Background()
+	heldID := h.delivered[2]
+	h.heartbeat(t, heldID)
 
 	var pool client.Pool
 	require.Eventually(t, func() bool {
@@ -98,27 +56,110 @@ func TestConductor_HeldJobsCountApart(t *testing.T) {
 	require.Equal(t, "hx", j.HeldBy)
 
 	// The lists: held alone, queued alone (the held one left out), both.
-	list := func(q string) []string {
-		t.Helper()
-		code, body := get(t, srv, "/v1/jobs?"+q)
-		require.Equal(t, http.StatusOK, code, body)
-		var jobs []client.Job
-		require.NoError(t, json.Unmarshal([]byte(body), &jobs))
-		var out []string
-		for _, j := range jobs {
-			out = append(out, string(j.Status)+":"+j.ID)
-		}
-		return out
-	}
-	require.Equal(t, []string{"held:" + heldID}, list("status=held"))
-	queued := list("status=queued")
+	require.Equal(t, []string{"held:" + heldID}, h.list(t, "status=held"))
+	queued := h.list(t, "status=queued")
 	require.Len(t, queued, 4, "every job but the held one: %v", queued)
 	require.NotContains(t, queued, "queued:"+heldID)
-	require.Len(t, list("status=queued,held&limit=2"), 2, "the limit holds")
-	require.Contains(t, list(""), "held:"+heldID, "a list of every status shows it held")
+	require.Len(t, h.list(t, "status=queued,held&limit=2"), 2, "the limit holds")
+	require.Contains(t, h.list(t, ""), "held:"+heldID, "a list of every status shows it held")
 
 	rec := httptest.NewRecorder()
 	metrics.Handler(metrics.Source{Pools: c.Pools, Workers: c.Workers}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	require.Contains(t, rec.Body.String(), `conductor_jobs{status="held",type="hold"} 1`)
 	require.Contains(t, rec.Body.String(), `conductor_jobs{status="running",type="hold"} 2`)
+}
+
+// A host fetches the oldest queued jobs first, so the jobs it holds are the
+// oldest queued ones, past the newest that a listing's pass keeps: GET
+// /v1/jobs?status=held reads them by id.
+func TestConductor_HeldListWithBacklog(t *testing.T) {
+	t.Parallel()
+	h := holdJobs(t, 30, 2)
+	heldID := h.delivered[1]
+	h.heartbeat(t, heldID)
+	require.Eventually(t, func() bool {
+		code, body := get(t, h.srv, "/v1/jobs/"+heldID)
+		return code == http.StatusOK && strings.Contains(body, `"held"`)
+	}, 10*time.Second, 20*time.Millisecond, "the job reads held on its own")
+	require.Equal(t, []string{"held:" + heldID}, h.list(t, "status=held&limit=5"), "the one held job is listed (30 queued, limit 5)")
+}
+
+// heldFixture is a conductor with jobs of type hold queued, the first of
+// them delivered to a consumer of the type and not acked.
+type heldFixture struct {
+	c         *conductor.Conductor
+	bundle    *testBundle
+	srv       *httptest.Server
+	space     subject.Space
+	delivered []string // the ids of the jobs delivered, oldest first
+}
+
+// holdJobs queues n jobs of type hold and has the type's consumer deliver
+// the oldest fetch of them.
+func holdJobs(t *testing.T, n, fetch int) *heldFixture {
+	t.Helper()
+	c, bundle := setup(t, conductor.Config{})
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	var ids []string
+	for i := range n {
+		id, err := c.Client().Submit(ctx, "hold", i)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	cons, err := bundle.js.CreateOrUpdateConsumer(ctx, space.JobStream(), jetstream.ConsumerConfig{
+		Durable: space.Consumer("hold"), FilterSubject: space.JobAt("hold", ""), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	batch, err := cons.FetchNoWait(fetch)
+	require.NoError(t, err)
+	h := &heldFixture{c: c, bundle: bundle, srv: srv, space: space}
+	for m := range batch.Messages() {
+		h.delivered = append(h.delivered, m.Headers().Get("Conductor-Job-Id"))
+	}
+	require.Equal(t, ids[:fetch], h.delivered, "the oldest jobs are delivered first")
+	return h
+}
+
+// heartbeat announces host hx, which holds job held, until the test ends.
+func (h *heldFixture) heartbeat(t *testing.T, held string) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	hb, err := json.Marshal(wire.Heartbeat{
+		Host: "hx", Interval: wire.Duration(100 * time.Millisecond),
+		Pools: []wire.PoolInfo{{Name: "hold", Count: 2, Protocol: "channel", State: "running", Held: 1, HeldJobs: []string{held}}},
+	})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = h.bundle.nc.Publish(h.space.Host("hx"), hb)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+// list lists jobs with GET /v1/jobs?query, as "status:id".
+func (h *heldFixture) list(t *testing.T, query string) []string {
+	t.Helper()
+	code, body := get(t, h.srv, "/v1/jobs?"+query)
+	require.Equal(t, http.StatusOK, code, body)
+	var jobs []client.Job
+	require.NoError(t, json.Unmarshal([]byte(body), &jobs))
+	var out []string
+	for _, j := range jobs {
+		out = append(out, string(j.Status)+":"+j.ID)
+	}
+	return out
 }
