@@ -3,6 +3,7 @@ package broker_test
 import (
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,4 +91,42 @@ func TestReviewCgroup_DescendantOOMIsNamed(t *testing.T) {
 	require.Contains(t, b.log.find("stderr", "child: "), "137", "the child was not OOM-killed: the test proves nothing")
 	require.True(t, strings.Contains(e.Exit, "out of memory") || b.log.find("out of memory") != "",
 		"a descendant's OOM kill in the worker's leaf is named nowhere: exit %q", e.Exit)
+}
+
+// TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools: docs/supervision.md
+// says the forking thread, in the pool's cpu cgroup for the fork, may
+// delay "the next start of any pool, by up to one period (100 ms)". With
+// vfork (Go's clone3 CLONE_VFORK) the thread waits until the child has
+// exec'd, and the child runs under the same exhausted quota, so a pool at
+// cpu=0.01 whose workers are busy holds the one spawner, shared by every
+// pool, for seconds: here pool "other" (no limit) restarts a killed
+// worker after up to several seconds instead of milliseconds.
+func TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools(t *testing.T) {
+	requireCgroups(t)
+	b := newBundle(t)
+	throttled := broker.Spec{
+		Name: "throttled", Protocol: broker.ProtocolNone, CPU: 0.01, Count: 3,
+		// Busy, and exits now and then, so the pool keeps forking.
+		Cmd:          []string{"/bin/sh", "-c", `i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; exit 1`},
+		RestartDelay: time.Millisecond, RestartMaxDelay: time.Millisecond, MaxFailedStarts: -1,
+	}
+	_, tev := setupEvents(t, throttled, b)
+	tev.wait(t, broker.EventWorkerExit, nil) // the throttled pool churns
+
+	b2 := newBundle(t)
+	other := broker.Spec{Name: "other", Protocol: broker.ProtocolNone, Cmd: []string{"sleep", "1000"},
+		RestartDelay: time.Millisecond, RestartMaxDelay: time.Millisecond, MaxFailedStarts: -1}
+	_, ev := setupEvents(t, other, b2)
+	ev.wait(t, broker.EventWorkerStart, nil)
+	var worst time.Duration
+	for i := range 5 {
+		starts := ev.all(broker.EventWorkerStart)
+		require.Len(t, starts, i+1)
+		require.NoError(t, syscall.Kill(starts[i].PID, syscall.SIGKILL))
+		next := ev.wait(t, broker.EventWorkerStart, func(e broker.Event) bool { return e.PID != starts[i].PID && e.Time.After(starts[i].Time) })
+		exit := ev.wait(t, broker.EventWorkerExit, func(e broker.Event) bool { return e.PID == starts[i].PID })
+		worst = max(worst, next.Time.Sub(exit.Time))
+	}
+	t.Logf("pool other: worst exit-to-restart %v while pool throttled (cpu=0.01) forks", worst)
+	require.Less(t, worst, time.Second, "another pool's throttled quota stalls this pool's restarts")
 }
