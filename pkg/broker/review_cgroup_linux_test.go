@@ -130,3 +130,20 @@ func TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools(t *testing.T) {
 	t.Logf("pool other: worst exit-to-restart %v while pool throttled (cpu=0.01) forks", worst)
 	require.Less(t, worst, time.Second, "another pool's throttled quota stalls this pool's restarts")
 }
+
+// TestReviewCgroup_MaxRSSTooSmallToForkIsNamed: a max_rss too small for
+// the fork itself (the kernel charges the new task's kernel stack to the
+// leaf the forking thread entered) makes every start fail with a bare
+// "fork/exec ...: cannot allocate memory" (and the kernel logs "Out of
+// memory and no killable processes" each time); unlike the pids limit's
+// EAGAIN, nothing names max_rss as the cause.
+func TestReviewCgroup_MaxRSSTooSmallToForkIsNamed(t *testing.T) {
+	requireCgroups(t)
+	b := newBundle(t)
+	spec := broker.Spec{Name: "tinyrss", Protocol: broker.ProtocolNone, MaxRSS: 8 << 10,
+		Cmd: []string{"sleep", "1000"}, RestartDelay: time.Hour}
+	_, ev := setupEvents(t, spec, b)
+	e := ev.wait(t, broker.EventWorkerExit, nil)
+	t.Logf("exit: %q", e.Exit)
+	require.Contains(t, e.Exit, "max_rss", "a start refused for the memory limit does not say so")
+}
