@@ -86,6 +86,9 @@ func startIn(t *testing.T, lf *Leaf, script string) (*exec.Cmd, *bufio.Scanner) 
 		if lerr := lf.LeaveThread(tid); err == nil {
 			err = lerr
 		}
+		if err == nil {
+			err = lf.Adopt(cmd.Process.Pid, fd != nil)
+		}
 		errc <- err
 	}()
 	require.NoError(t, <-errc)
@@ -171,7 +174,11 @@ func TestGroup_SetLimits(t *testing.T) {
 				return strings.TrimSpace(string(b))
 			}
 			require.NoError(t, g.SetLimits(Limits{CPU: 1.5, Pids: 10}))
-			require.Equal(t, "10", read(pids, "pids.max"))
+			if pids.v2 {
+				require.Equal(t, "10", read(pids, "pids.max"))
+			} else {
+				require.Equal(t, "11", read(pids, "pids.max"), "one more for the forking thread, which enters v1 leaves")
+			}
 			if cpu.v2 {
 				require.Equal(t, "150000 100000", read(cpu, "cpu.max"))
 			} else {
@@ -189,6 +196,10 @@ func TestGroup_SetLimits(t *testing.T) {
 }
 
 // TestOpen_Sweep: Open removes the subtree of a supervisor that no longer
+
+// Subtrees are swept however young: the tests make them just before.
+func init() { sweepAge = 0 }
+
 // runs, killing what it left there, and leaves a live one's alone.
 func TestOpen_Sweep(t *testing.T) {
 	t.Parallel()
@@ -204,18 +215,26 @@ func TestOpen_Sweep(t *testing.T) {
 	if parent == "" {
 		parent, v2 = l.V1[Memory], false
 	}
-	stale := hier{v2: v2, dir: filepath.Join(parent, fmt.Sprintf("%s-%d", prefix, deadPID))}
+	stale := hier{v2: v2, dir: filepath.Join(parent, fmt.Sprintf("%s-%d-0badf00d", prefix, deadPID))}
 	leaf := &Leaf{h: &Host{home: []string{parent}}, hiers: []hier{stale.join("pool-1").join("0-1")}}
 	require.NoError(t, os.MkdirAll(leaf.hiers[0].dir, 0o755))
 	orphan, _ := startIn(t, leaf, "exec sleep 1000")
-	live := hier{v2: v2, dir: filepath.Join(parent, fmt.Sprintf("%s-%d", prefix, 1))} // pid 1 lives
+	// A live one: its supervisor (here, this test) holds it locked.
+	live := hier{v2: v2, dir: filepath.Join(parent, fmt.Sprintf("%s-%d-0000cafe", prefix, deadPID))}
 	require.NoError(t, os.Mkdir(live.dir, 0o755))
 	t.Cleanup(func() { _ = syscall.Rmdir(live.dir) })
+	lock, err := lockDir(live.dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { lock.Close() })
 
 	h, swept, err := Open(l, prefix)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, h.Close()) })
-	require.Equal(t, 1, swept)
+	require.Len(t, swept, 1)
+	require.Equal(t, stale.dir, swept[0].Dir)
+	require.NoError(t, swept[0].Err)
+	require.Len(t, swept[0].Killed, 1)
+	require.True(t, strings.HasPrefix(swept[0].Killed[0], fmt.Sprintf("%d (", orphan.Process.Pid)), "%v", swept[0].Killed)
 	require.Error(t, orphan.Wait(), "the orphan was killed")
 	require.NoDirExists(t, stale.dir)
 	require.DirExists(t, live.dir)

@@ -30,6 +30,10 @@ type Limits struct {
 // default, 100ms.
 const cpuPeriod = 100000
 
+// MaxCPU bounds a CPU limit, in CPUs: far past any machine, well within
+// the kernel's largest quota.
+const MaxCPU = 1 << 16
+
 // SetLimits sets the group's limits; a zero field lifts that limit. A
 // limit whose controller the Host lacks is an error.
 func (g *Group) SetLimits(l Limits) error {
@@ -50,6 +54,7 @@ func (g *Group) setCPU(cpus float64) error {
 	}
 	quota := int64(-1)
 	if cpus > 0 {
+		cpus = min(cpus, MaxCPU)                             // unchecked, the product would overflow
 		quota = max(int64(math.Round(cpus*cpuPeriod)), 1000) // the kernel's least: 1ms
 	}
 	if x.v2 {
@@ -72,6 +77,13 @@ func (g *Group) setPids(n int64) error {
 	}
 	v := "max"
 	if n > 0 {
+		if bornIn(x) {
+			// The forking thread is in the group while it forks (see
+			// Leaf.EnterThread), and counts: one more, so that it takes
+			// no room of the pool's. A fork into a full pool still fails,
+			// its child being one too many.
+			n++
+		}
 		v = strconv.FormatInt(n, 10)
 	}
 	return write(x.dir, "pids.max", v)

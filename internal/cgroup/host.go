@@ -1,6 +1,8 @@
 package cgroup
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -31,11 +33,14 @@ func (h hier) join(name string) hier {
 }
 
 // Host is the subtree of one supervising process: a directory named
-// PREFIX-PID under the process's own cgroup in each hierarchy it uses.
-// Its methods are safe for concurrent use: it is not changed after Open.
+// PREFIX-PID-RANDOM under the process's own cgroup in each hierarchy it
+// uses, which the process holds an exclusive flock on while it lives, so
+// that no other supervisor takes it for abandoned (see sweep). Its methods
+// are safe for concurrent use: it is not changed after Open.
 type Host struct {
 	name  string
 	hiers []hier
+	locks []*os.File // one per hierarchy's subtree directory, flocked
 	// home is this process's own cgroup in each v1 hierarchy (index as
 	// hiers; "" for cgroup2): where the forking thread goes back to.
 	home []string
@@ -43,21 +48,21 @@ type Host struct {
 	notes []string
 }
 
-// Open makes this process's subtree, named prefix-PID, in every
-// hierarchy of l it can use. First it removes the subtrees of the same
-// prefix left by processes that no longer exist, killing what runs in
-// them (a supervisor that was killed leaves its workers' descendants
-// there); swept says how many processes it killed.
+// Open makes this process's subtree, named prefix-PID-RANDOM, in every
+// hierarchy of l it can use, and locks it. First it removes the subtrees
+// of the same prefix that no process holds locked (their supervisor is
+// gone), killing what runs in them (a supervisor that was killed leaves
+// its workers' descendants there); swept says what it removed.
 //
 // On a cgroup2 hierarchy whose cgroup is not the root and does not yet
 // hand its controllers down, Open moves this process into a leaf of its
 // own (PREFIX-PID.self) so that the cgroup holds no process and can hand
 // them down (the no-internal-process rule); if other processes remain
 // there, the controllers are not handed down and Notes says so.
-func Open(l Layout, prefix string) (h *Host, swept int, err error) {
-	h = &Host{name: prefix + "-" + strconv.Itoa(os.Getpid())}
+func Open(l Layout, prefix string) (h *Host, swept []Swept, err error) {
+	h = &Host{name: prefix + "-" + strconv.Itoa(os.Getpid()) + "-" + randomSuffix()}
 	if l.Unified != "" {
-		swept += sweep(l.Unified, prefix, true)
+		swept = append(swept, sweep(l.Unified, prefix, true)...)
 		if !h.canKill(l.Unified) {
 			h.notes = append(h.notes, "cgroup2 not used: no cgroup.kill (Linux 5.14 or later)")
 			l.Unified = ""
@@ -85,7 +90,7 @@ func Open(l Layout, prefix string) (h *Host, swept int, err error) {
 			h.hiers[i].ctls = append(h.hiers[i].ctls, c) // co-mounted
 			continue
 		}
-		swept += sweep(dir, prefix, false)
+		swept = append(swept, sweep(dir, prefix, false)...)
 		h.hiers = append(h.hiers, hier{ctls: []string{c}, dir: dir})
 		h.home = append(h.home, dir)
 	}
@@ -94,7 +99,16 @@ func Open(l Layout, prefix string) (h *Host, swept int, err error) {
 	}
 	for i := range h.hiers {
 		h.hiers[i] = h.hiers[i].join(h.name)
-		if err := mkdir(h.hiers[i]); err != nil {
+		err := mkdir(h.hiers[i])
+		if err == nil {
+			var lock *os.File
+			if lock, err = lockDir(h.hiers[i].dir); err == nil {
+				h.locks = append(h.locks, lock)
+			} else {
+				_ = syscall.Rmdir(h.hiers[i].dir)
+			}
+		}
+		if err != nil {
 			h.hiers = h.hiers[:i]
 			_ = h.Close()
 			return nil, swept, err
@@ -200,6 +214,9 @@ func (h *Host) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	for _, l := range h.locks {
+		l.Close()
+	}
 	return errors.Join(errs...)
 }
 
@@ -231,41 +248,90 @@ func mkdir(x hier) error {
 	return nil
 }
 
-// sweep removes the subtrees prefix-PID (and leaves prefix-PID.self)
-// under parent whose process no longer exists, killing what runs in them,
-// and returns how many processes it killed.
-func sweep(parent, prefix string, v2 bool) int {
-	entries, err := os.ReadDir(parent)
-	if err != nil {
-		return 0
-	}
-	killed := 0
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), prefix+"-")
-		if !e.IsDir() || !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.TrimSuffix(rest, ".self"))
-		if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
-			continue
-		}
-		x := hier{v2: v2, dir: filepath.Join(parent, e.Name())}
-		killed += countProcs(x.dir)
-		_ = removeTree(x, time.Now().Add(killTimeout))
-	}
-	return killed
+// Swept is a subtree that Open removed: its supervisor was gone.
+type Swept struct {
+	Dir    string
+	Killed []string // the processes it killed there: "PID (COMMAND)"
+	Err    error    // why the subtree could not all be removed, if so
 }
 
-// countProcs returns how many processes are in the cgroup dir and below.
-func countProcs(dir string) int {
-	n := 0
+// sweepAge is how old an unlocked subtree must be to be swept: one just
+// made may not be locked yet by the supervisor making it. A variable for
+// tests.
+var sweepAge = 10 * time.Second
+
+// sweep removes the subtrees prefix-* under parent that no process holds
+// locked and that are older than sweepAge, killing what runs in them. A
+// supervisor's lock goes with it, however it ends (and whatever pid
+// namespace it is in: a pid says nothing across namespaces); a leaf
+// prefix-*.self holds a supervisor itself, and is only removed if empty.
+func sweep(parent, prefix string, v2 bool) []Swept {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return nil
+	}
+	var out []Swept
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix+"-") {
+			continue
+		}
+		dir := filepath.Join(parent, e.Name())
+		if strings.HasSuffix(e.Name(), ".self") {
+			_ = syscall.Rmdir(dir) // fails while a process is in it
+			continue
+		}
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < sweepAge {
+			continue
+		}
+		lock, err := lockDir(dir)
+		if err != nil {
+			continue // held: its supervisor lives
+		}
+		s := Swept{Dir: dir, Killed: describeTree(dir)}
+		s.Err = removeTree(hier{v2: v2, dir: dir}, time.Now().Add(killTimeout))
+		lock.Close()
+		out = append(out, s)
+	}
+	return out
+}
+
+// lockDir opens the directory dir and takes an exclusive flock on it,
+// without waiting; the lock lasts until the file is closed or this
+// process ends.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock cgroup %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// randomSuffix returns 8 random hex digits: two supervisors of one pid (in
+// two pid namespaces) do not name their subtrees alike.
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// describeTree names the processes in the cgroup dir and below, as
+// "PID (COMMAND)".
+func describeTree(dir string) []string {
+	var out []string
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
-			n += len(procs(path))
+			for _, pid := range procs(path) {
+				comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+				out = append(out, strconv.Itoa(pid)+" ("+strings.TrimSpace(string(comm))+")")
+			}
 		}
 		return nil
 	})
-	return n
+	return out
 }
 
 func intersect(a, b []string) []string {

@@ -96,9 +96,24 @@ func awaitEmpty(dir string, deadline time.Time) error {
 
 // killListed sends SIGKILL to every process listed in the cgroup dir.
 func killListed(dir string) {
+	self := os.Getpid()
 	for _, pid := range procs(dir) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if pid != self { // the forking thread of a v1 host may be in a leaf for a moment
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
+}
+
+// countProcs returns how many processes are in the cgroup dir and below.
+func countProcs(dir string) int {
+	n := 0
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			n += len(procs(path))
+		}
+		return nil
+	})
+	return n
 }
 
 // killTree sends SIGKILL to every process in the cgroup dir and below.

@@ -77,11 +77,15 @@ func (lf *Leaf) OpenFD() (*os.File, error) {
 }
 
 // EnterThread moves the thread tid of this process into the leaf's v1
-// cgroups, so that a process it forks is born there; LeaveThread moves it
-// back. cgroup2 does not move single threads: use OpenFD for it.
+// cgroups but a cpu one, so that a process it forks is born there;
+// LeaveThread moves it back. cgroup2 does not move single threads: use
+// OpenFD for it. A v1 cpu cgroup is left out: a thread in a pool's
+// exhausted CPU quota would wait there for its next period, and with it
+// the start of every pool's processes (a fork waits for its child's
+// exec); the process joins it after its start (Adopt).
 func (lf *Leaf) EnterThread(tid int) error {
 	for _, x := range lf.hiers {
-		if !x.v2 {
+		if bornIn(x) {
 			if err := write(x.dir, "tasks", strconv.Itoa(tid)); err != nil {
 				return err
 			}
@@ -90,24 +94,57 @@ func (lf *Leaf) EnterThread(tid int) error {
 	return nil
 }
 
-// LeaveThread moves the thread tid back to this process's own v1 cgroups.
+// bornIn reports whether a process is born in x by its forking thread
+// (EnterThread): a v1 hierarchy other than a cpu one.
+func bornIn(x hier) bool { return !x.v2 && !slices.Equal(x.ctls, []string{CPU}) }
+
+// LeaveThread moves the thread tid back to this process's own v1 cgroups,
+// trying each move a few times.
 func (lf *Leaf) LeaveThread(tid int) error {
 	var errs []error
 	for i, x := range lf.hiers {
-		if !x.v2 {
-			errs = append(errs, write(lf.h.home[i], "tasks", strconv.Itoa(tid)))
+		if !bornIn(x) {
+			continue
 		}
+		var err error
+		for range 3 {
+			if err = write(lf.h.home[i], "tasks", strconv.Itoa(tid)); err == nil {
+				break
+			}
+		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// Adopt moves process pid into the leaf's cgroup2 directory, for a
-// process that could not be born there (OpenFD); nothing without one.
-func (lf *Leaf) Adopt(pid int) error {
-	if !lf.hiers[0].v2 {
-		return nil
+// Adopt moves into the leaf, after its start, the process pid and what it
+// has forked since: into the cgroup2 directory if it could not be born
+// there (cloned is false: no OpenFD), and into a v1 cpu cgroup (see
+// EnterThread). The processes it forked in the meantime are found in the
+// leaf's first hierarchy, where they were born, and moved too, until none
+// is left out.
+func (lf *Leaf) Adopt(pid int, cloned bool) error {
+	var errs []error
+	for i, x := range lf.hiers {
+		if (x.v2 && cloned) || bornIn(x) {
+			continue
+		}
+		errs = append(errs, write(x.dir, "cgroup.procs", strconv.Itoa(pid)))
+		if i == 0 {
+			continue // no other hierarchy lists what it missed
+		}
+		for range 3 {
+			in := procs(x.dir)
+			missed := slices.DeleteFunc(procs(lf.hiers[0].dir), func(p int) bool { return slices.Contains(in, p) })
+			if len(missed) == 0 {
+				break
+			}
+			for _, p := range missed {
+				_ = write(x.dir, "cgroup.procs", strconv.Itoa(p)) // it may have ended
+			}
+		}
 	}
-	return write(lf.hiers[0].dir, "cgroup.procs", strconv.Itoa(pid))
+	return errors.Join(errs...)
 }
 
 // Procs returns the processes in the leaf.

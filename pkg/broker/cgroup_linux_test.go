@@ -191,7 +191,9 @@ func TestPool_CgroupPids(t *testing.T) {
 	require.Equal(t, broker.ReasonFailure, e.Reason)
 	b.log.wait(t, "fork") // dash: "Cannot fork"
 	n := waitPidFile(t, count)
-	require.LessOrEqual(t, n, pids-1, "the shell and %d sleeps make more than pids=%d tasks", n, pids)
+	// A v1 pids cgroup holds one task more: workerd's forking thread
+	// counts in it while it forks a worker.
+	require.LessOrEqual(t, n, pids, "the shell and %d sleeps make more than pids=%d tasks (and one more for v1)", n, pids)
 	require.Positive(t, n)
 }
 
@@ -220,7 +222,7 @@ func TestPool_CgroupCPU(t *testing.T) {
 // this process's subtree, in every hierarchy the pools use.
 func requireInWorkerCgroup(t *testing.T, pid int) {
 	t.Helper()
-	subtree := fmt.Sprintf("/conductor-%d/", os.Getpid())
+	subtree := fmt.Sprintf("/conductor-%d-", os.Getpid())
 	for line := range strings.Lines(readFile(t, fmt.Sprintf("/proc/%d/cgroup", pid))) {
 		f := strings.SplitN(strings.TrimSpace(line), ":", 3)
 		if len(f) == 3 && (f[1] == "" || f[1] == "memory" || f[1] == "pids") {
@@ -239,7 +241,7 @@ func workerCgroup(t *testing.T, pid int, ctl string) string {
 	if dir == "" && hasWord(readFile(t, filepath.Join(l.Unified, "..", "cgroup.controllers")), ctl) {
 		dir = l.Unified
 	}
-	if !strings.Contains(dir, fmt.Sprintf("/conductor-%d/", os.Getpid())) {
+	if !strings.Contains(dir, fmt.Sprintf("/conductor-%d-", os.Getpid())) {
 		return ""
 	}
 	return dir

@@ -131,8 +131,10 @@ func openHostLocked(log *slog.Logger) string {
 	if err != nil {
 		return cgroupReason(err)
 	}
-	if swept > 0 {
-		log.Warn("cgroups: killed processes left by a supervisor that no longer runs", "processes", swept)
+	for _, s := range swept {
+		// A subtree no process held locked: its supervisor has ended.
+		log.Warn("cgroups: removed the cgroups of a supervisor that has ended, and the processes left in them",
+			"cgroup", s.Dir, "killed", s.Killed, "err", s.Err)
 	}
 	containment.host = h
 	return ""

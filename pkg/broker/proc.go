@@ -86,6 +86,9 @@ type proc struct {
 	cgErr error
 	// memPeak is the most memory the leaf's processes used, -1 if unknown.
 	memPeak int64
+	// descendantOOMs counts the processes of its leaf, other than itself,
+	// that the OOM killer ended while it ran.
+	descendantOOMs int64
 }
 
 // startProc starts one process of c through sp. The process gets its own
@@ -161,8 +164,11 @@ func startIn(sp *spawner, c procConfig, leaf *cgroup.Leaf) (*proc, error) {
 	cmd, err := startInLeaf(sp, c, leaf, command)
 	closeFiles(childEnds)
 	if err != nil {
-		if errors.Is(err, syscall.EAGAIN) && c.pids > 0 {
+		switch {
+		case errors.Is(err, syscall.EAGAIN) && c.pids > 0:
 			err = fmt.Errorf("%w (the pool's pids limit, %d tasks, is reached)", err, c.pids)
+		case errors.Is(err, syscall.ENOMEM) && leaf != nil && leaf.MemoryLimited():
+			err = fmt.Errorf("%w (max_rss, %d bytes, leaves no room to start the process)", err, c.maxRSS)
 		}
 		closeFiles(p.readFiles)
 		if p.in != nil {
@@ -190,7 +196,9 @@ func init() { cloneIntoCgroup.Store(true) }
 // it is not nil: in its cgroup2 directory by clone3 CLONE_INTO_CGROUP
 // where the kernel lets it, else moved there right after the start (a
 // process it forks in that instant stays out of the cgroup2 leaf; its v1
-// cgroups, entered by the forking thread, hold it still).
+// cgroups, entered by the forking thread, hold it still); in its v1
+// cgroups by the forking thread, but a v1 cpu cgroup, which it joins
+// right after the start (cgroup.Leaf.EnterThread, Adopt).
 func startInLeaf(sp *spawner, c procConfig, leaf *cgroup.Leaf, command func() *exec.Cmd) (*exec.Cmd, error) {
 	cmd := command()
 	if leaf == nil {
@@ -222,10 +230,8 @@ func startInLeaf(sp *spawner, c procConfig, leaf *cgroup.Leaf, command func() *e
 	if reply.err != nil {
 		return nil, reply.err
 	}
-	if fd == nil {
-		if err := leaf.Adopt(cmd.Process.Pid); err != nil {
-			c.log.Error("cgroups: a worker not moved into its cgroup", "pid", cmd.Process.Pid, "err", err)
-		}
+	if err := leaf.Adopt(cmd.Process.Pid, fd != nil); err != nil {
+		c.log.Error("cgroups: a worker not moved into its cgroup", "pid", cmd.Process.Pid, "err", err)
 	}
 	return cmd, nil
 }
@@ -275,6 +281,9 @@ func (p *proc) wait(cmd *exec.Cmd) {
 	p.memPeak = -1
 	if p.leaf != nil {
 		p.memPeak = p.leaf.MemoryPeak()
+		if n := p.oomCount() - p.oomBase; p.leaf.HasMemory() && p.oomBase >= 0 && n > 0 && !p.oomRose {
+			p.descendantOOMs = n
+		}
 		// Every descendant, whatever session it made, then the leaf.
 		p.cgErr = errors.Join(p.leaf.Kill(cgroupKillTimeout), p.leaf.Remove())
 	}
@@ -425,11 +434,16 @@ func (p *proc) oomKilled() bool {
 // and its exit event: its exit, with oomNote if the OOM killer ended it.
 // Call it on the slot goroutine, after exited.
 func (p *proc) ended() (exit string, oom bool) {
-	if p.oomKilled() {
-		if p.leaf != nil && p.leaf.MemoryLimited() {
-			return p.exit + oomLimitNote, true
-		}
+	limited := p.leaf != nil && p.leaf.MemoryLimited()
+	switch {
+	case p.oomKilled() && limited:
+		return p.exit + oomLimitNote, true
+	case p.oomKilled():
 		return p.exit + oomNote, true
+	case p.descendantOOMs > 0 && limited:
+		return fmt.Sprintf("%s (%d of its child processes out of memory: max_rss reached; the kernel's OOM killer)", p.exit, p.descendantOOMs), false
+	case p.descendantOOMs > 0:
+		return fmt.Sprintf("%s (%d of its child processes out of memory: the kernel's OOM killer)", p.exit, p.descendantOOMs), false
 	}
 	return p.exit, false
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
+	"github.com/conductor-run/conductor/internal/cgroup"
 	"github.com/conductor-run/conductor/internal/token"
 )
 
@@ -338,6 +339,8 @@ func checkCPU(f float64) string {
 		return "negative"
 	case f != 0 && f < minCPU:
 		return fmt.Sprintf("%v is less than %v (the kernel's least quota: 1ms in every 100ms)", f, minCPU)
+	case f > cgroup.MaxCPU:
+		return fmt.Sprintf("%v is more than %d CPUs", f, cgroup.MaxCPU)
 	}
 	return ""
 }

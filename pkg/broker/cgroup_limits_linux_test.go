@@ -13,14 +13,10 @@ import (
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
-// TestReviewCgroup_PidsLimitCountsOnlyThePoolsTasks: pids=2 for two
-// single-process workers (sleep) is enough by the docs ("caps the pool's
-// tasks ... all its workers together"). But the forking thread of workerd
-// is moved into the new worker's v1 leaf (inside the pool's pids cgroup)
-// for the fork, and counts as one of the pool's tasks: the second fork
-// fails with EAGAIN, as pids=1 makes every start of a one-process worker
-// fail.
-func TestReviewCgroup_PidsLimitCountsOnlyThePoolsTasks(t *testing.T) {
+// TestPool_CgroupPidsLimitCountsOnlyThePoolsTasks: pids=2 is room for two
+// single-process workers, though workerd's forking thread counts in a v1
+// pids cgroup while it forks (the limit written holds one more).
+func TestPool_CgroupPidsLimitCountsOnlyThePoolsTasks(t *testing.T) {
 	requireCgroups(t)
 	b := newBundle(t)
 	spec := broker.Spec{
@@ -40,13 +36,10 @@ func TestReviewCgroup_PidsLimitCountsOnlyThePoolsTasks(t *testing.T) {
 	require.Len(t, ev.all(broker.EventWorkerStart), 2)
 }
 
-// TestReviewCgroup_HugeCPUIsRefusedOrUnlimited: cpu=1e14 (or 1e300) is
-// accepted by ParseSpec, and the pool then gets the kernel's least quota,
-// 1 ms per 100 ms (0.01 CPU): cpus*100000 overflows int64 in the
-// conversion (MinInt64 on amd64) and max(.., 1000) picks 1000. cpu=1e9
-// is accepted too and then refused by the kernel (EINVAL), which is only
-// a warning: the pool runs with no cpu limit.
-func TestReviewCgroup_HugeCPUIsRefusedOrUnlimited(t *testing.T) {
+// TestPool_CgroupHugeCPUIsRefusedOrUnlimited: a cpu past any machine is
+// refused at parse, or else enforced as what it says, never turned into
+// the kernel's least quota by an overflow nor dropped with a warning.
+func TestPool_CgroupHugeCPUIsRefusedOrUnlimited(t *testing.T) {
 	for _, v := range []string{"1e9", "1e14", "1e300"} {
 		t.Run(v, func(t *testing.T) {
 			spec, err := broker.ParseSpec("name=a,cpu=" + v + ",cmd=w")
@@ -69,11 +62,9 @@ func TestReviewCgroup_HugeCPUIsRefusedOrUnlimited(t *testing.T) {
 	}
 }
 
-// TestReviewCgroup_DescendantOOMIsNamed: a worker's child OOM-killed at
-// the worker's max_rss (its leaf's limit) is counted by the leaf
-// (oom_kill rises), but nothing says so: the worker's exit reads "exit
-// status 1" and no line of the log names an out-of-memory kill.
-func TestReviewCgroup_DescendantOOMIsNamed(t *testing.T) {
+// TestPool_CgroupDescendantOOMIsNamed: a worker's child OOM-killed at the
+// worker's max_rss (its leaf's limit) is named in the worker's exit.
+func TestPool_CgroupDescendantOOMIsNamed(t *testing.T) {
 	requireCgroups(t)
 	b := newBundle(t)
 	fifo := mkfifo(t, b.dir)
@@ -93,15 +84,12 @@ func TestReviewCgroup_DescendantOOMIsNamed(t *testing.T) {
 		"a descendant's OOM kill in the worker's leaf is named nowhere: exit %q", e.Exit)
 }
 
-// TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools: docs/supervision.md
-// says the forking thread, in the pool's cpu cgroup for the fork, may
-// delay "the next start of any pool, by up to one period (100 ms)". With
-// vfork (Go's clone3 CLONE_VFORK) the thread waits until the child has
-// exec'd, and the child runs under the same exhausted quota, so a pool at
-// cpu=0.01 whose workers are busy holds the one spawner, shared by every
-// pool, for seconds: here pool "other" (no limit) restarts a killed
-// worker after up to several seconds instead of milliseconds.
-func TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools(t *testing.T) {
+// TestPool_CgroupThrottledPoolDoesNotStallOtherPools: the forking thread,
+// shared by every pool, does not enter a pool's cpu cgroup (a fork waits
+// for its child's exec, which would wait on an exhausted quota): a pool at
+// cpu=0.01 whose workers are busy and churn does not hold back another
+// pool's restarts. (With the thread in the cpu cgroup, they took 1.6-1.9 s.)
+func TestPool_CgroupThrottledPoolDoesNotStallOtherPools(t *testing.T) {
 	requireCgroups(t)
 	b := newBundle(t)
 	throttled := broker.Spec{
@@ -131,13 +119,10 @@ func TestReviewCgroup_ThrottledPoolDoesNotStallOtherPools(t *testing.T) {
 	require.Less(t, worst, time.Second, "another pool's throttled quota stalls this pool's restarts")
 }
 
-// TestReviewCgroup_MaxRSSTooSmallToForkIsNamed: a max_rss too small for
-// the fork itself (the kernel charges the new task's kernel stack to the
-// leaf the forking thread entered) makes every start fail with a bare
-// "fork/exec ...: cannot allocate memory" (and the kernel logs "Out of
-// memory and no killable processes" each time); unlike the pids limit's
-// EAGAIN, nothing names max_rss as the cause.
-func TestReviewCgroup_MaxRSSTooSmallToForkIsNamed(t *testing.T) {
+// TestPool_CgroupMaxRSSTooSmallToForkIsNamed: a max_rss too small for the
+// fork itself (the kernel charges the new task's kernel stack to the leaf)
+// fails the start with an error that names max_rss.
+func TestPool_CgroupMaxRSSTooSmallToForkIsNamed(t *testing.T) {
 	requireCgroups(t)
 	b := newBundle(t)
 	spec := broker.Spec{Name: "tinyrss", Protocol: broker.ProtocolNone, MaxRSS: 8 << 10,
