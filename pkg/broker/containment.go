@@ -226,6 +226,9 @@ func (p *Pool) startCgroup() {
 // setLimits sets the cpu and pids limits of spec on the pool's group.
 func (p *Pool) setLimits(spec Spec) {
 	if p.cg == nil {
+		if spec.CPU > 0 || spec.Pids > 0 {
+			p.log.Warn("cpu and pids limits not enforced: the pool has no cgroup")
+		}
 		return
 	}
 	if err := p.cg.SetLimits(cgroup.Limits{CPU: spec.CPU, Pids: int64(spec.Pids)}); err != nil {
