@@ -117,7 +117,14 @@ done`
 	require.Eventually(t, func() bool { return b.pending(t) == 0 && src.pace.short() }, waitLimit, 5*time.Millisecond, "the short jobs run")
 	_, err = b.js.Publish(context.Background(), b.space.Job("sq"), []byte(`"block"`))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return b.pending(t) == 1 }, waitLimit, 5*time.Millisecond, "the worker runs the long job")
+	require.Eventually(t, func() bool {
+		for _, w := range bp.Workers() {
+			if w.State == broker.WorkerBusy && w.Job != "" {
+				return true
+			}
+		}
+		return false
+	}, waitLimit, 5*time.Millisecond, "the worker runs the long job (not merely holds it)")
 
 	require.NoError(t, a.accept(wire.Command{Op: wire.CommandDrain, Pool: "sq", Timeout: wire.Duration(8 * time.Second)}))
 	require.Eventually(t, func() bool { return bp.Info().State == broker.PoolDraining }, waitLimit, 5*time.Millisecond, "draining")
