@@ -17,6 +17,9 @@ import (
 //	    cmd: ./bin/squares-worker --label 'a b'   # or a list of words
 //	    env: [LOG_LEVEL=debug]
 //	    stop_timeout: 1m
+//	    upgrades:                      # what an upgrade may name besides cmd
+//	      - ./bin/squares-worker-v2
+//	      - [./bin/squares-worker, --fast]
 //	  - name: web
 //	    protocol: none
 //	    listen: 127.0.0.1:8080
@@ -79,12 +82,17 @@ func specFromYAML(fields map[string]yaml.Node) (Spec, error) {
 			spec.Cmd, err = splitCmd(node.Value)
 		case key == "env" && node.Kind == yaml.SequenceNode:
 			err = node.Decode(&spec.Env)
-		case node.Kind == yaml.ScalarNode && key != "env":
+		case key == "upgrades" && node.Kind == yaml.SequenceNode:
+			spec.Upgrades, err = upgradesFromYAML(node)
+		case node.Kind == yaml.ScalarNode && key != "env" && key != "upgrades":
 			err = spec.set(key, node.Value)
 		default:
 			err = errors.New("want a single value")
-			if key == "env" {
+			switch key {
+			case "env":
 				err = errors.New("want a list of KEY=VALUE")
+			case "upgrades":
+				err = errors.New("want a list of command lines")
 			}
 		}
 		if err != nil {
@@ -98,4 +106,27 @@ func specFromYAML(fields map[string]yaml.Node) (Spec, error) {
 		return Spec{}, fmt.Errorf("%s: %s", key, problem)
 	}
 	return spec, nil
+}
+
+// upgradesFromYAML decodes the upgrades list: each item a command line
+// (split as cmd is) or a list of words.
+func upgradesFromYAML(node yaml.Node) ([][]string, error) {
+	out := make([][]string, 0, len(node.Content))
+	for i, item := range node.Content {
+		var words []string
+		var err error
+		switch item.Kind {
+		case yaml.ScalarNode:
+			words, err = splitCmd(item.Value)
+		case yaml.SequenceNode:
+			err = item.Decode(&words)
+		default:
+			err = errors.New("want a command line or a list of words")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("#%d: %w", i+1, err)
+		}
+		out = append(out, words)
+	}
+	return out, nil
 }

@@ -24,6 +24,9 @@ pools:
     max_rss: 200MB
     cpu: 1.5
     pids: 64
+    upgrades:
+      - ./bin/squares-worker-v2 --label 'a b'
+      - [./bin/squares-worker, --fast]
   - name: web
     protocol: none
     listen: 127.0.0.1:8080
@@ -35,6 +38,7 @@ pools:
 			Name: "squares", Count: 2, Cmd: []string{"./bin/squares-worker", "--label", "a b"},
 			Env: []string{"LOG_LEVEL=debug", "X=1"}, StopTimeout: time.Minute, MaxAttempts: 5,
 			MaxRSS: 200e6, CPU: 1.5, Pids: 64,
+			Upgrades: [][]string{{"./bin/squares-worker-v2", "--label", "a b"}, {"./bin/squares-worker", "--fast"}},
 		},
 		{Name: "web", Protocol: broker.ProtocolNone, Listen: "127.0.0.1:8080", Cmd: []string{"./bin/web", "--port", "0"}},
 	}, specs)
@@ -51,6 +55,9 @@ func TestParseConfig_errors(t *testing.T) {
 		{"NoCmd", "pools:\n  - name: a\n", `pool "a": cmd: missing`},
 		{"NoName", "pools:\n  - cmd: x\n", "pool #1: name"},
 		{"EnvNotList", "pools:\n  - name: a\n    env: A=B\n    cmd: x\n", "env: want a list"},
+		{"UpgradesNotList", "pools:\n  - name: a\n    upgrades: ./v2\n    cmd: x\n", "upgrades: want a list of command lines"},
+		{"UpgradeEmpty", "pools:\n  - name: a\n    upgrades: ['']\n    cmd: x\n", `pool "a": upgrades: a command line without a program`},
+		{"UpgradeBadQuote", "pools:\n  - name: a\n    upgrades: [\"x 'y\"]\n    cmd: x\n", `upgrades: #1: Unterminated`},
 		{"NotYAML", "pools: [\n", "yaml"},
 		{"BadCPU", "pools:\n  - name: a\n    cpu: two\n    cmd: x\n", `pool "a": cpu: "two" is not a number of CPUs such as 1.5`},
 		{"TinyCPU", "pools:\n  - name: a\n    cpu: 0.001\n    cmd: x\n", `pool "a": cpu: 0.001 is less than 0.01`},

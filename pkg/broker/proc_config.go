@@ -74,8 +74,8 @@ func newProcConfig(spec Spec, path, host string, index int, listener *os.File, l
 		kill:     spec.KillTimeout,
 		log:      log,
 	}
-	env := inheritedEnv()
-	env = append(env, spec.Env...)
+	env := inheritedEnv(os.Environ())
+	env = append(env, spec.Env...) // a credential the pool sets, it gets
 	env = append(env,
 		names.EnvProtocol+"="+string(spec.Protocol),
 		names.EnvPool+"="+spec.Name,
@@ -96,12 +96,22 @@ func newProcConfig(spec Spec, path, host string, index int, listener *os.File, l
 	return c
 }
 
-// inheritedEnv is workerd's environment without the socket-activation
-// variables, which describe workerd's own sockets, not the worker's.
-func inheritedEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+// withheldEnv are the variables of workerd's environment that its workers
+// do not inherit: the socket-activation variables, which describe
+// workerd's own sockets, not the worker's, and every credential that
+// conductor's programs read, so that no job's code holds the host's
+// secret (docs/security.md). A pool's env= may still set one explicitly.
+// A new credential variable in internal/names belongs here too.
+var withheldEnv = []string{
+	names.EnvListenPID, names.EnvListenFDs, names.EnvListenFDNames,
+	names.EnvToken,
+}
+
+// inheritedEnv is environ (workerd's environment) without withheldEnv.
+func inheritedEnv(environ []string) []string {
+	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		return k == names.EnvListenPID || k == names.EnvListenFDs || k == names.EnvListenFDNames
+		return slices.Contains(withheldEnv, k)
 	})
 }
 

@@ -76,7 +76,16 @@ type Spec struct {
 	// its own pid, LISTEN_FDNAMES the pool name); a ProtocolChannel process
 	// gets it as fd 5. Either way CONDUCTOR_LISTEN_FD names the fd.
 	Listen string `yaml:"listen"`
-	// Env holds extra KEY=VALUE variables, added to workerd's environment.
+	// Upgrades are the command lines, besides Cmd, that an upgrade command
+	// sent to workerd may name for this pool (each the program, then its
+	// arguments). workerd refuses an upgrade to any other command
+	// (docs/security.md, "Remote execution needs the host's consent"); with
+	// none, it refuses every upgrade to a command other than Cmd. The broker
+	// itself does not use them: Pool.Upgrade is a trusted Go caller's.
+	Upgrades [][]string `yaml:"upgrades"`
+	// Env holds extra KEY=VALUE variables, added to workerd's environment
+	// less its credentials (CONDUCTOR_TOKEN), which a pool gets only if Env
+	// sets them.
 	Env []string `yaml:"env"`
 	// Dir is the working directory of the processes; empty means workerd's.
 	Dir string `yaml:"dir"`
@@ -168,14 +177,18 @@ type Spec struct {
 //	name=squares,count=2,ready_timeout=10s,cmd=./bin/squares-worker --label 'a b'
 //
 // Keys are the yaml names of the Spec fields (name, count, cmd, protocol,
-// listen, dir, env, ready_timeout, stop_timeout, kill_timeout,
+// listen, dir, env, upgrade (one command line of Upgrades), ready_timeout, stop_timeout, kill_timeout,
 // job_timeout, max_attempts, max_crashes, max_restarts_per_minute,
 // max_failed_starts (a number, or off), failed_start_window, restart_delay, restart_factor,
 // restart_max_delay, restart_reset, recycle, max_jobs, max_rss, cpu (a
 // number of CPUs such as 1.5, at least 0.01), pids (a whole number, at
 // least 1)).
-// env=KEY=VALUE may repeat; no other
-// key may. Values other than cmd cannot hold a comma. The result is
+// env=KEY=VALUE and upgrade=COMMAND LINE may repeat; no other key may.
+// Values other than cmd cannot hold a comma: an upgrade's command line is
+// the text up to the next comma, split as cmd is (a command line with a
+// comma goes in the config file):
+//
+//	name=squares,upgrade=./bin/squares-worker-v2 --fast,cmd=./bin/squares-worker The result is
 // validated; defaults are not filled in.
 func ParseSpec(s string) (Spec, error) {
 	var spec Spec
@@ -197,7 +210,7 @@ func ParseSpec(s string) (Spec, error) {
 		if !ok {
 			return Spec{}, specError(s, field, "want key=value")
 		}
-		if seen[key] && key != "env" {
+		if seen[key] && key != "env" && key != "upgrade" {
 			return Spec{}, specError(s, key, "given twice")
 		}
 		seen[key] = true
@@ -230,6 +243,11 @@ func (s *Spec) set(key, value string) error {
 		s.Dir = value
 	case "env":
 		s.Env = append(s.Env, value)
+	case "upgrade":
+		var words []string
+		if words, err = splitCmd(value); err == nil {
+			s.Upgrades = append(s.Upgrades, words)
+		}
 	case "ready_timeout":
 		s.ReadyTimeout, err = parseDuration(value)
 	case "stop_timeout":
@@ -404,6 +422,11 @@ func (s Spec) check() (key, problem string) {
 	if s.Listen != "" {
 		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
 			return "listen", fmt.Sprintf("%q is not HOST:PORT", s.Listen)
+		}
+	}
+	for _, up := range s.Upgrades {
+		if len(up) == 0 || up[0] == "" {
+			return "upgrades", "a command line without a program"
 		}
 	}
 	for _, kv := range s.Env {

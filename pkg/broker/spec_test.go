@@ -65,6 +65,14 @@ func TestParseSpec(t *testing.T) {
 			want: broker.Spec{Name: "a", CPU: 0.01, Cmd: []string{"w"}},
 		},
 		{
+			name: "Upgrades",
+			in:   "name=a,upgrade=./w-v2 --fast,upgrade= ./w-v3 'a b' ,cmd=./w --upgrade=x,y",
+			want: broker.Spec{
+				Name: "a", Upgrades: [][]string{{"./w-v2", "--fast"}, {"./w-v3", "a b"}},
+				Cmd: []string{"./w", "--upgrade=x,y"},
+			},
+		},
+		{
 			name: "CmdTakesTheRest",
 			in:   "name=a,cmd=sh -c 'echo name=b,count=2'",
 			want: broker.Spec{Name: "a", Cmd: []string{"sh", "-c", "echo name=b,count=2"}},
@@ -116,6 +124,8 @@ func TestParseSpec_errors(t *testing.T) {
 		{"name=a,pids=0,cmd=w", `pids: 0 is less than 1`},
 		{"name=a,pids=many,cmd=w", `pids: "many" is not a whole number`},
 		{"name=a,env==x,cmd=w", `env: "=x" is not KEY=VALUE`},
+		{"name=a,upgrade=,cmd=w", `upgrades: a command line without a program`},
+		{"name=a,upgrade=w 'x,cmd=w", `upgrade: Unterminated single-quoted string`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			t.Parallel()

@@ -295,6 +295,7 @@ func rollingChange(a, b Spec) bool {
 	a.FailedStartWindow, b.FailedStartWindow = 0, 0
 	a.MaxAttempts, b.MaxAttempts = 0, 0
 	a.MaxCrashes, b.MaxCrashes = 0, 0
+	a.Upgrades, b.Upgrades = nil, nil // workerd's consent, not the process's
 	return !reflect.DeepEqual(a, b)
 }
 
