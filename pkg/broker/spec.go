@@ -189,6 +189,7 @@ type Spec struct {
 // comma goes in the config file):
 //
 //	name=squares,upgrade=./bin/squares-worker-v2 --fast,cmd=./bin/squares-worker The result is
+//
 // validated; defaults are not filled in.
 func ParseSpec(s string) (Spec, error) {
 	var spec Spec
