@@ -188,9 +188,9 @@ type Spec struct {
 // the text up to the next comma, split as cmd is (a command line with a
 // comma goes in the config file):
 //
-//	name=squares,upgrade=./bin/squares-worker-v2 --fast,cmd=./bin/squares-worker The result is
+//	name=squares,upgrade=./bin/squares-worker-v2 --fast,cmd=./bin/squares-worker
 //
-// validated; defaults are not filled in.
+// The result is validated; defaults are not filled in.
 func ParseSpec(s string) (Spec, error) {
 	var spec Spec
 	seen := make(map[string]bool)
