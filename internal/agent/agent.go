@@ -66,6 +66,10 @@ type Config struct {
 	// (long lines counting more), workerd stops reading the pool's output
 	// for a moment, and the workers' writes block. Default DefaultLogRate.
 	LogRate int
+	// MaxPoolSize bounds the count of every pool: a pool of Pools, of a
+	// Reload or a resize command asking for more is refused. Default
+	// (zero or negative) DefaultMaxPoolSize.
+	MaxPoolSize int
 
 	// logReport is how often the dropped lines are reported; tests only.
 	// Zero means dropReportInterval.
@@ -82,6 +86,8 @@ type Agent struct {
 	logs  *logForwarder
 	// cancels holds the ids of cancelled jobs (see watchCancels).
 	cancels *cancels
+	// consent is what the host's config lets an upgrade command run.
+	consent *consent
 	// replays marks the messages a restarted server may deliver again as
 	// first deliveries (see watchReconnects).
 	replays replays
@@ -123,10 +129,16 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxPoolSize <= 0 {
+		cfg.MaxPoolSize = DefaultMaxPoolSize
+	}
 	if err := checkSpecs(cfg.Pools); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host)}
+	if err := checkPoolSizes(cfg.Pools, cfg.MaxPoolSize); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), consent: newConsent(cfg.Pools)}
 	a.logs = newLogForwarder(cfg.Conn, space, a.log, cfg.LogRate, cmp.Or(cfg.logReport, dropReportInterval))
 	a.cancels = newCancels()
 	a.js, err = jetstream.New(cfg.Conn)

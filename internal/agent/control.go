@@ -93,6 +93,9 @@ func (a *Agent) accept(cmd wire.Command) error {
 		if cmd.Count < 0 {
 			return fmt.Errorf("resize: count %d is negative", cmd.Count)
 		}
+		if err := a.checkResize(cmd.Count); err != nil {
+			return err
+		}
 		run = func(ctx context.Context) error {
 			if _, src := p.running(); src != nil {
 				src.resize(cmd.Count)
@@ -100,6 +103,10 @@ func (a *Agent) accept(cmd wire.Command) error {
 			return bp.Resize(ctx, cmd.Count)
 		}
 	case wire.CommandUpgrade:
+		// Whoever sent it, the host runs only what its own config allows.
+		if err := a.consent.checkUpgrade(a.cfg.Host, cmd.Pool, bp.Spec().Cmd, cmd.Cmd); err != nil {
+			return err
+		}
 		if err := bp.CheckCommand(cmd.Cmd); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
 		}
@@ -177,7 +184,7 @@ func (a *Agent) publishEvent(event broker.Event) {
 }
 
 // Reload applies a new set of pool specs: pools not in specs stop, new
-// ones start, and each changed one is updated in place with rolling
+// ones start, what an upgrade may name is specs' from now on, and each changed one is updated in place with rolling
 // replacements (broker.Pool.Update). It returns once every change has been
 // made, or with the first error of each pool joined; a pool whose update
 // failed keeps running as it was.
@@ -185,11 +192,15 @@ func (a *Agent) Reload(ctx context.Context, specs []broker.Spec) error {
 	if err := checkSpecs(specs); err != nil {
 		return err
 	}
+	if err := checkPoolSizes(specs, a.cfg.MaxPoolSize); err != nil {
+		return err
+	}
 	a.mu.Lock()
 	if a.closing || a.ctx == nil {
 		a.mu.Unlock()
 		return errors.New("agent: not running")
 	}
+	a.consent.set(specs) // before the pools change: the file is the truth from now on
 	want := map[string]broker.Spec{}
 	for _, spec := range specs {
 		want[spec.Name] = spec

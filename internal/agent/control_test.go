@@ -142,7 +142,10 @@ func (b *controlBundle) event(t *testing.T, pool, kind string) wire.Event {
 
 func TestAgent_Commands(t *testing.T) {
 	t.Parallel()
-	b := setupAgent(t, Config{Pools: []broker.Spec{service("web", 1, "v1")}})
+	v2 := []string{"/bin/sh", "-c", "echo v2 $$; exec sleep 600"}
+	web := service("web", 1, "v1")
+	web.Upgrades = [][]string{v2, {"/no/such/program"}}
+	b := setupAgent(t, Config{Pools: []broker.Spec{web}})
 	first := b.workers(t, "web", 1, nil)
 
 	for _, tc := range []struct {
@@ -152,7 +155,7 @@ func TestAgent_Commands(t *testing.T) {
 		{wire.Command{Op: "resize", Pool: "nope", Count: 1}, `no pool "nope" on host h1`},
 		{wire.Command{Op: "explode", Pool: "web"}, `unknown command "explode"`},
 		{wire.Command{Op: "resize", Pool: "web", Count: -1}, "resize: count -1 is negative"},
-		{wire.Command{Op: "upgrade", Pool: "web"}, "upgrade: empty command"},
+		{wire.Command{Op: "upgrade", Pool: "web"}, `upgrade refused by host h1: command "" is not one this host allows for pool web`},
 		{wire.Command{Op: "upgrade", Pool: "web", Cmd: []string{"/no/such/program"}}, "upgrade: exec: \"/no/such/program\""},
 	} {
 		r := b.send(t, tc.cmd)
@@ -174,7 +177,6 @@ func TestAgent_Commands(t *testing.T) {
 	require.True(t, b.send(t, wire.Command{Op: "resume", Pool: "web"}).OK)
 	b.workers(t, "web", 3, nil)
 
-	v2 := []string{"/bin/sh", "-c", "echo v2 $$; exec sleep 600"}
 	require.True(t, b.send(t, wire.Command{Op: "upgrade", Pool: "web", Cmd: v2, Health: wire.Duration(50 * time.Millisecond)}).OK)
 	b.workers(t, "web", 3, func(w wire.WorkerInfo) bool { return w.Version == 2 })
 	b.event(t, "web", wire.EventPoolUpgraded)
