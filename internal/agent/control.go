@@ -184,8 +184,9 @@ func (a *Agent) publishEvent(event broker.Event) {
 }
 
 // Reload applies a new set of pool specs: pools not in specs stop, new
-// ones start, what an upgrade may name is specs' from now on, and each changed one is updated in place with rolling
-// replacements (broker.Pool.Update). It returns once every change has been
+// ones start, and each changed one is updated in place with rolling
+// replacements (broker.Pool.Update); what an upgrade command may name is
+// what specs allow from now on. It returns once every change has been
 // made, or with the first error of each pool joined; a pool whose update
 // failed keeps running as it was.
 func (a *Agent) Reload(ctx context.Context, specs []broker.Spec) error {
