@@ -135,7 +135,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := checkSpecs(cfg.Pools); err != nil {
 		return nil, err
 	}
-	if err := checkPoolSizes(cfg.Pools, cfg.MaxPoolSize); err != nil {
+	if err := CheckPoolSizes(cfg.Pools, cfg.MaxPoolSize); err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), consent: newConsent(cfg.Pools)}

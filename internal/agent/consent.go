@@ -90,9 +90,10 @@ func showCmd(cmd []string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// checkPoolSizes returns an error naming the first pool of specs whose
-// count is more than max.
-func checkPoolSizes(specs []broker.Spec, max int) error {
+// CheckPoolSizes returns an error naming the first pool of specs whose
+// count is more than max (workerd checks a config file with it before it
+// reloads it).
+func CheckPoolSizes(specs []broker.Spec, max int) error {
 	for _, spec := range specs {
 		if spec.Count > max {
 			return fmt.Errorf("agent: pool %q: count %d is more than this host's maximum pool size, %d (workerd --max-pool-size)", spec.Name, spec.Count, max)

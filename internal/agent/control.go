@@ -193,7 +193,7 @@ func (a *Agent) Reload(ctx context.Context, specs []broker.Spec) error {
 	if err := checkSpecs(specs); err != nil {
 		return err
 	}
-	if err := checkPoolSizes(specs, a.cfg.MaxPoolSize); err != nil {
+	if err := CheckPoolSizes(specs, a.cfg.MaxPoolSize); err != nil {
 		return err
 	}
 	a.mu.Lock()

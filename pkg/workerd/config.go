@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -14,6 +15,9 @@ import (
 // DefaultNATSURL is the conductor's NATS URL when Config.NATSURL is empty:
 // a conductord on the same host.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// DefaultMaxPoolSize is the default of Config.MaxPoolSize.
+const DefaultMaxPoolSize = agent.DefaultMaxPoolSize
 
 // ErrNoPools is returned by Run when neither Config.ConfigFile nor
 // Config.Pools gives a pool to run.
@@ -24,8 +28,21 @@ var ErrNoPools = errors.New("no pools")
 type Config struct {
 	// NATSURL is the conductor's NATS URL. Default DefaultNATSURL.
 	NATSURL string
-	// Token, when set, is presented to the conductor's NATS. Empty: none.
+	// Token, when set, is presented to the conductor's NATS. Empty: none,
+	// or the one of TokenFile.
 	Token string
+	// TokenFile, when set, names a file that holds the token: read once,
+	// as Run starts, its trailing newline trimmed. It is the preferred form
+	// (a command line shows in every local user's process list). Run
+	// refuses a file it cannot read, an empty one, one over 64 KiB, and a
+	// Token given as well; it warns when group or other users may read the
+	// file. Empty: Token.
+	TokenFile string
+	// MaxPoolSize bounds every pool's count on this host: a pool of
+	// Pools or ConfigFile above it is refused at start and by a reload, a
+	// resize command above it is refused in its answer. Default (zero or
+	// negative) DefaultMaxPoolSize.
+	MaxPoolSize int
 	// HostID is this host's id, a subject token, under which its workers
 	// are announced and its pools are commanded. Default DefaultHostID().
 	HostID string
@@ -70,6 +87,9 @@ func (c Config) withDefaults() Config {
 	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
 	c.Namespace = cmp.Or(c.Namespace, "default")
 	c.Cgroups = cmp.Or(c.Cgroups, broker.CgroupsAuto)
+	if c.MaxPoolSize <= 0 {
+		c.MaxPoolSize = DefaultMaxPoolSize
+	}
 	if c.HostID == "" {
 		c.HostID = DefaultHostID()
 	}
@@ -79,14 +99,19 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// loadPools returns the pools of the config file, if any, then Pools.
+// loadPools returns the pools of the config file, if any, then Pools,
+// each within MaxPoolSize.
 func (c Config) loadPools() ([]broker.Spec, error) {
-	if c.ConfigFile == "" {
-		return slices.Clone(c.Pools), nil
+	pools := slices.Clone(c.Pools)
+	if c.ConfigFile != "" {
+		fromFile, err := broker.LoadConfig(c.ConfigFile)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(fromFile, pools...)
 	}
-	fromFile, err := broker.LoadConfig(c.ConfigFile)
-	if err != nil {
+	if err := agent.CheckPoolSizes(pools, c.MaxPoolSize); err != nil {
 		return nil, err
 	}
-	return append(fromFile, c.Pools...), nil
+	return pools, nil
 }

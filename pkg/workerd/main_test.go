@@ -3,10 +3,12 @@ package workerd_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/pkg/worker"
 )
 
@@ -20,12 +22,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testHandler squares numbers; "block" runs until cancelled.
+// testHandler squares numbers; "block" runs until cancelled; "token"
+// returns the worker's CONDUCTOR_TOKEN, if it has one.
 func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 	var s string
 	if json.Unmarshal(job.Payload, &s) == nil && s == "block" {
 		<-ctx.Done()
 		return nil, context.Cause(ctx)
+	}
+	if s == "token" {
+		v, ok := os.LookupEnv(names.EnvToken)
+		return map[string]any{"set": ok, "value": v}, nil
 	}
 	var n int
 	if err := job.Decode(&n); err != nil {

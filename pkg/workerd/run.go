@@ -19,7 +19,8 @@ import (
 // written, the host is announced as leaving, and the connection is closed.
 //
 // Run returns an error, without having started a pool, when the pools do
-// not load or are invalid (ErrNoPools when there are none), when
+// not load or are invalid (ErrNoPools when there are none) or larger than
+// cfg.MaxPoolSize, when cfg.TokenFile cannot be read, when
 // cfg.HostID or cfg.Namespace is not a valid subject token, or when NATS
 // rejects cfg.NATSURL. A conductor that cannot be reached is not an error:
 // Run keeps reconnecting, and each pool waits for the conductor's job
@@ -34,16 +35,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return ErrNoPools
 	}
 	log := cfg.Logger
+	token, err := cfg.token()
+	if err != nil {
+		return err
+	}
 	if _, err := broker.SetCgroups(cfg.Cgroups, log); err != nil {
 		return err
 	}
-	nc, err := connect(cfg.NATSURL, cfg.Token, cfg.HostID, log)
+	nc, err := connect(cfg.NATSURL, token, cfg.HostID, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	a, err := agent.New(agent.Config{
 		Conn: nc, Namespace: cfg.Namespace, Host: cfg.HostID, Pools: pools, Logger: log,
+		MaxPoolSize: cfg.MaxPoolSize,
 	})
 	if err != nil {
 		return err
