@@ -48,7 +48,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg workerd.Config
 	fs.StringVar(&cfg.NATSURL, "conductor", workerd.DefaultNATSURL, "the conductor's NATS URL")
-	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "the conductor's token (env CONDUCTOR_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "the conductor's token (env CONDUCTOR_TOKEN); on the command line it shows in the process list: prefer --token-file")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "a file holding the conductor's token, read once at start (chmod 600); instead of --token and CONDUCTOR_TOKEN")
+	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", workerd.DefaultMaxPoolSize, "the most workers one pool may have on this host: a --pool, config or resize above it is refused")
 	fs.StringVar(&cfg.HostID, "host-id", workerd.DefaultHostID(), "this host's id")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "the conductor's namespace")
 	fs.Func("pool", "a pool: 'name=TYPE,count=N,cmd=COMMAND LINE' (repeatable; cmd= last)", func(s string) error {
@@ -76,6 +78,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("bad --log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if flagGiven(fs, "token") {
+		log.Warn("--token on the command line is visible to every local user in the process list; use --token-file or " + names.EnvToken)
+	} else if cfg.TokenFile != "" {
+		cfg.Token = "" // the file is preferred to the environment
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -88,6 +95,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: give --config FILE or at least one --pool 'name=TYPE,count=N,cmd=COMMAND'", err)
 	}
 	return err
+}
+
+// flagGiven reports whether the command line set the flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // relaySignals sends on reload for each SIGHUP until ctx is done (the
