@@ -227,7 +227,7 @@ func TestHTTP_PoolCommands(t *testing.T) {
 	c.waitWorkers("squares", 3)
 
 	require.Equal(t, 502, c.do("POST", "/v1/pools/squares/upgrade", `{"cmd":"/no/such/worker"}`, nil, &answer))
-	require.Contains(t, answer.Hosts[0].Error, `upgrade: exec: "/no/such/worker"`)
+	require.Contains(t, answer.Hosts[0].Error, `upgrade refused by host web-1: command "/no/such/worker" is not one this host allows for pool squares`)
 	require.Equal(t, 404, c.do("POST", "/v1/pools/nope/recycle", "", nil, nil))
 }
 
