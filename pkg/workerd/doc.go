@@ -35,6 +35,15 @@
 // redelivered to another worker. The workerd command sends Reload on
 // SIGHUP, cancels on SIGINT or SIGTERM, and closes Kill on a second one.
 //
+// # What the conductor can make a host do
+//
+// A pool command comes from whoever may send one; the host checks it
+// against its own Config. An upgrade may name only a pool's cmd or one of
+// its broker.Spec.Upgrades, a resize at most Config.MaxPoolSize workers;
+// anything else is refused in the command's answer and the log. Workers do
+// not inherit the host's CONDUCTOR_TOKEN; Config.TokenFile keeps the token
+// off the command line. See docs/security.md.
+//
 // See docs/architecture.md for how a job travels, and docs/supervision.md
 // for the pools' keys and restart policy.
 package workerd
