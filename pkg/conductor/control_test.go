@@ -306,7 +306,7 @@ func TestConductor_PoolCommandRefused(t *testing.T) {
 
 	code, body = post(t, srv, "/v1/pools/lonely/recycle?host=e", "")
 	require.Equal(t, http.StatusBadGateway, code)
-	require.Contains(t, body, `"error": "refused without a reason"`)
+	require.Contains(t, body, `"error":"refused without a reason"`)
 }
 
 func TestClient_Command(t *testing.T) {
