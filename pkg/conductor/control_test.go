@@ -258,6 +258,7 @@ func TestConductor_PoolCommandBadRequest(t *testing.T) {
 		{"squares/drain", `{} {}`, "bad body: want one JSON object"},
 		{"squares/drain", `nope`, "bad body: invalid character"},
 		{"bad.pool/drain", ``, `pool \"bad.pool\" has '.'`},
+		{"squares/upgrade", `{"cmd":"` + strings.Repeat("x", 70<<10) + `"}`, "bad body: http: request body too large"},
 	} {
 		code, body := post(t, srv, "/v1/pools/"+tc.path, tc.body)
 		require.Equal(t, http.StatusBadRequest, code, "%s %s: %s", tc.path, tc.body, body)
