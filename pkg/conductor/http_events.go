@@ -67,6 +67,10 @@ func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	pump := &eventPump{max: c.cfg.EventBuffer, frames: make(chan []byte), cancel: cancel, cut: func(buffered int) {
 		c.eventsCut(r, eventsOverflow, buffered)
+		// A write blocked on the client fails now, not at its deadline.
+		// The handler is still in its loop: the pump closes frames after
+		// this, and the handler waits for the pump before it returns.
+		_ = rc.SetWriteDeadline(time.Now())
 	}}
 	pumped := make(chan struct{})
 	go func() {
@@ -79,7 +83,10 @@ func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case frame, ok := <-pump.frames:
 			if !ok {
-				return // the client went, the conductor stops, or the pump cut the stream
+				// The client went, the conductor stops, or the pump cut
+				// the stream.
+				err = errEventsEnded
+				break
 			}
 			err = write(frame)
 		case <-keepAlive.C:
@@ -88,10 +95,20 @@ func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	cancel()
 	<-pumped
-	if errors.Is(err, os.ErrDeadlineExceeded) && !pump.overflowed {
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded) && !pump.overflowed
+	if timedOut {
 		c.eventsCut(r, eventsWriteTimeout, pump.queued)
 	}
+	if pump.overflowed || timedOut {
+		// Disconnect: the client sees its stream break, not end as it
+		// does when conductord stops.
+		panic(http.ErrAbortHandler)
+	}
 }
+
+// errEventsEnded ends the write loop of an event stream whose pump has
+// stopped.
+var errEventsEnded = errors.New("event stream ended")
 
 // eventsCut logs that the event stream of r was cut off for reason, with
 // buffered bytes of events queued for it, and tells the test signal.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -46,7 +48,7 @@ func setupEvents(t *testing.T, cfg conductor.Config) (string, *nats.Conn, <-chan
 
 // openStalledStream opens GET /v1/events on a connection whose receive
 // buffer is small, reads the answer's head, and then reads nothing more.
-func openStalledStream(t *testing.T, url string) {
+func openStalledStream(t *testing.T, url string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
@@ -61,6 +63,17 @@ func openStalledStream(t *testing.T, url string) {
 	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 16), nil)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return conn
+}
+
+// requireDisconnected reads what conn's socket still holds and checks that
+// the server closed the connection after it.
+func requireDisconnected(t *testing.T, conn net.Conn) {
+	t.Helper()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second))) // a failsafe: the end comes at once
+	_, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed the connection: %v", err)
 }
 
 // readEvents reads stream in a goroutine of its own and sends the index of
@@ -132,35 +145,37 @@ func requireStillServed(t *testing.T, nc *nats.Conn, read <-chan int) {
 
 // A client that stops reading its event stream while events keep coming
 // is cut off once the events waiting for it would pass the buffer's bound
-// (Config.EventBuffer), not buffered for; a client that reads keeps
-// getting every event.
+// (Config.EventBuffer), not buffered for, and disconnected; a client that
+// reads keeps getting every event.
 func TestConductor_EventStreamCutsSlowReaderAtBuffer(t *testing.T) {
 	t.Parallel()
 	const buffer = 64 << 10
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: time.Hour})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	openStalledStream(t, url)
+	stalled := openStalledStream(t, url)
 
 	cut := floodUntilCut(t, nc, read, cuts)
 	require.Equal(t, "overflow", cut.reason)
 	require.LessOrEqual(t, cut.buffered, buffer, "never more queued than the bound")
 	require.Greater(t, cut.buffered, buffer-(17<<10), "cut when the next event did not fit")
 	requireStillServed(t, nc, read)
+	requireDisconnected(t, stalled)
 }
 
 // A client whose socket takes nothing for Config.EventWriteTimeout is cut
-// off, however large the buffer.
+// off and disconnected, however large the buffer.
 func TestConductor_EventStreamCutsSlowReaderAtWriteDeadline(t *testing.T) {
 	t.Parallel()
 	const buffer = 1 << 30
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: 200 * time.Millisecond})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	openStalledStream(t, url)
+	stalled := openStalledStream(t, url)
 
 	cut := floodUntilCut(t, nc, read, cuts)
 	require.Equal(t, "write timeout", cut.reason)
 	require.LessOrEqual(t, cut.buffered, buffer)
 	requireStillServed(t, nc, read)
+	requireDisconnected(t, stalled)
 }

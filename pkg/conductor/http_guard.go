@@ -112,7 +112,7 @@ func (c *Conductor) guard(next http.Handler) http.Handler {
 			c.log.Info("http request refused: not one of our names", "host", r.Host, "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
 			writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf(
 				"host %q is not a name of this conductord: refused, so that a web page cannot reach the API by DNS rebinding; "+
-					"call it by localhost, an IP address or a name given to conductord --http-host", r.Host))
+					"call it by localhost, the address it listens on, or a name given to conductord --http-host", r.Host))
 			return
 		}
 		if err := cop.Check(r); err != nil {
