@@ -83,6 +83,8 @@ func poolReason(state string, hosts []client.PoolHost) string {
 // everything else needs the token when one is set. Every request passes
 // the guard first: a Host that is not one of the server's names, or a
 // state-changing request from another origin, is refused (http_guard.go).
+// Served on a listener of the caller's (no Config.HTTPListen), its names
+// are localhost, 127.0.0.1, ::1, the hostname and Config.HTTPHosts.
 func (c *Conductor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
