@@ -48,6 +48,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Int64Var(&cfg.StorageReserve, "storage-reserve", 0, "bytes kept free on --data besides what draining the queued jobs writes; new jobs are refused when they and their drain do not fit (0: 1/16 of the filesystem, within 16 MiB and 1 GiB)")
 	syncMode := fs.String("sync", string(conductor.SyncInterval), "when the embedded store is fsynced: interval (every --sync-interval) or always (after every write)")
 	syncEvery := fs.Duration("sync-interval", conductor.DefaultSyncInterval, "how often the embedded store is fsynced with --sync interval")
+	fs.Func("http-host", "a name the HTTP API answers to besides localhost, 127.0.0.1, ::1, the hostname and --http's host (any IP address when --http is a wildcard); requests to any other Host are refused (repeatable)", func(name string) error {
+		cfg.HTTPHosts = append(cfg.HTTPHosts, name)
+		return nil
+	})
+	fs.Int64Var(&cfg.MaxBatchBytes, "max-batch-bytes", 64<<20, "largest body of POST /v1/batches/{type}, in bytes (413 above it)")
+	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", conductor.DefaultMaxPoolSize, "largest count of a pool resize through the HTTP API (400 above it)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -19,11 +23,58 @@ type attemptEnd struct {
 	Err         string // the worker's error; empty: it succeeded
 	Permanent   bool   // the worker said not to retry
 	Crashed     bool   // the worker died holding the job (or was stopped for its timeout)
-	ResultSize  int    // bytes of the result
+	Refused     string // why the worker's result cannot be stored (checkResult); empty: it can
 	Cancelled   bool   // a user cancelled the job
 	Attempt     int    // this attempt's number, from 1
 	MaxAttempts int    // the job's limit, or its pool's
-	MaxResult   int    // the largest result stored, in bytes
+}
+
+// maxResultDepth bounds how deeply a stored result nests arrays and
+// objects. Deeper ones are refused: strict JSON decoders stop at a few
+// hundred levels or fewer, and some tools that indent an answer make it
+// grow with the square of its depth.
+const maxResultDepth = 64
+
+// checkResult returns a worker's result as it is stored, valid UTF-8 (each
+// run of invalid bytes replaced with U+FFFD, so that every answer that
+// carries it is valid JSON text), and why it cannot be stored, if it
+// cannot: it is over maxSize bytes, or nested deeper than maxResultDepth.
+// result is JSON, as the channel protocol's decoder checked.
+func checkResult(result json.RawMessage, maxSize int) (json.RawMessage, string) {
+	if !utf8.Valid(result) {
+		result = bytes.ToValidUTF8(result, []byte("\uFFFD"))
+	}
+	if len(result) > maxSize {
+		return result, fmt.Sprintf("result of %d bytes is over the limit of %d bytes", len(result), maxSize)
+	}
+	if d := jsonDepth(result); d > maxResultDepth {
+		return result, fmt.Sprintf("result nests %d levels deep, over the limit of %d levels", d, maxResultDepth)
+	}
+	return result, ""
+}
+
+// jsonDepth is how deeply data, JSON, nests arrays and objects: 0 for a
+// scalar, 1 for [1,2], 2 for [[1]].
+func jsonDepth(data []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range data {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			escaped = c == '\\'
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // verdict is the decision: the job's new status and error, and whether to
@@ -37,15 +88,16 @@ type verdict struct {
 }
 
 // decide returns what becomes of a job after an attempt: a success with a
-// result within the limit succeeds; an error of a cancelled job makes it
-// cancelled; a permanent error (an oversized result is one), or the last
-// attempt's, makes it dead; any other failure is retried, a crash at once
-// (the job did nothing wrong yet), else after backoff(attempt).
+// result that checkResult let through succeeds; an error of a cancelled
+// job makes it cancelled; a permanent error (a refused result is one), or
+// the last attempt's, makes it dead; any other failure is retried, a crash
+// at once (the job did nothing wrong yet), else after backoff(attempt).
+// The error is made valid UTF-8, as the result is.
 func decide(e attemptEnd, backoff func(attempt int) time.Duration) verdict {
-	if e.Err == "" && e.ResultSize > e.MaxResult {
-		e.Err = fmt.Sprintf("result of %d bytes is over the limit of %d bytes", e.ResultSize, e.MaxResult)
-		e.Permanent = true
+	if e.Err == "" && e.Refused != "" {
+		e.Err, e.Permanent = e.Refused, true
 	}
+	e.Err = strings.ToValidUTF8(e.Err, "\uFFFD")
 	switch {
 	case e.Err == "":
 		return verdict{Status: wire.StatusSucceeded, Retry: -1}

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -12,7 +15,7 @@ import (
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	backoff := func(attempt int) time.Duration { return time.Duration(attempt) * time.Second }
-	base := attemptEnd{Attempt: 1, MaxAttempts: 3, MaxResult: 100}
+	base := attemptEnd{Attempt: 1, MaxAttempts: 3}
 	with := func(f func(*attemptEnd)) attemptEnd { e := base; f(&e); return e }
 	for _, tc := range []struct {
 		name string
@@ -20,10 +23,10 @@ func TestDecide(t *testing.T) {
 		want verdict
 	}{
 		{"success", base, verdict{Status: wire.StatusSucceeded, Retry: -1}},
-		{"success at the result limit", with(func(e *attemptEnd) { e.ResultSize = 100 }),
-			verdict{Status: wire.StatusSucceeded, Retry: -1}},
-		{"result over the limit is permanent", with(func(e *attemptEnd) { e.ResultSize = 101 }),
+		{"refused result is permanent", with(func(e *attemptEnd) { e.Refused = "result of 101 bytes is over the limit of 100 bytes" }),
 			verdict{Status: wire.StatusDead, Error: "result of 101 bytes is over the limit of 100 bytes", Retry: -1}},
+		{"an error is stored valid UTF-8", with(func(e *attemptEnd) { e.Err = "bad \xff\xfe byte"; e.Attempt = 3 }),
+			verdict{Status: wire.StatusDead, Error: "bad \uFFFD byte", Retry: -1}},
 		{"failure retried after backoff", with(func(e *attemptEnd) { e.Err = "boom"; e.Attempt = 2 }),
 			verdict{Status: wire.StatusFailed, Error: "boom", Retry: 2 * time.Second}},
 		{"crash retried at once", with(func(e *attemptEnd) { e.Err = "died"; e.Crashed = true }),
@@ -42,11 +45,53 @@ func TestDecide(t *testing.T) {
 			verdict{Status: wire.StatusCancelled, Error: "x", Retry: -1}},
 		{"a success of a cancelled job stands", with(func(e *attemptEnd) { e.Cancelled = true }),
 			verdict{Status: wire.StatusSucceeded, Retry: -1}},
-		{"a cancelled job's oversized result", with(func(e *attemptEnd) { e.Cancelled = true; e.ResultSize = 101 }),
+		{"a cancelled job's oversized result", with(func(e *attemptEnd) {
+			e.Cancelled = true
+			e.Refused = "result of 101 bytes is over the limit of 100 bytes"
+		}),
 			verdict{Status: wire.StatusCancelled, Error: "result of 101 bytes is over the limit of 100 bytes", Retry: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, decide(tc.end, backoff))
+		})
+	}
+}
+
+// TestCheckResult: a result is stored valid UTF-8, within the size and
+// nesting limits, or refused with an error that says which limit.
+func TestCheckResult(t *testing.T) {
+	t.Parallel()
+	nested := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
+	for _, tc := range []struct {
+		name, result string
+		maxSize      int
+		stored       string
+		refused      string
+	}{
+		{"scalar", `49`, 100, `49`, ""},
+		{"none", ``, 100, ``, ""},
+		{"at the size limit", `"` + strings.Repeat("x", 98) + `"`, 100, `"` + strings.Repeat("x", 98) + `"`, ""},
+		{"over the size limit", `"` + strings.Repeat("x", 99) + `"`, 100, `"` + strings.Repeat("x", 99) + `"`,
+			"result of 101 bytes is over the limit of 100 bytes"},
+		{"at the depth limit", nested(maxResultDepth), 1 << 20, nested(maxResultDepth), ""},
+		{"over the depth limit", nested(maxResultDepth + 1), 1 << 20, nested(maxResultDepth + 1),
+			"result nests 65 levels deep, over the limit of 64 levels"},
+		{"the 18 KB result that was a 162 MB answer", nested(9000), 1 << 20, nested(9000),
+			"result nests 9000 levels deep, over the limit of 64 levels"},
+		{"brackets in strings do not nest", `{"a":"[[[[\"{{{{"}`, 100, `{"a":"[[[[\"{{{{"}`, ""},
+		{"objects nest", `{"a":{"b":[{}]}}`, 100, `{"a":{"b":[{}]}}`, ""},
+		{"invalid UTF-8 is replaced", "[\"a\xffb\xc3\",\"\xe2\x82\"]", 100, "[\"a\uFFFDb\uFFFD\",\"\uFFFD\"]", ""},
+		{"the replacement counts in the size", "\"\xff\xfe\"", 4, "\"\uFFFD\"",
+			"result of 5 bytes is over the limit of 4 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stored, refused := checkResult(json.RawMessage(tc.result), tc.maxSize)
+			require.Equal(t, tc.stored, string(stored))
+			require.Equal(t, tc.refused, refused)
+			if tc.result != "" {
+				require.True(t, utf8.Valid(stored))
+				require.True(t, json.Valid(stored), "%q", stored)
+			}
 		})
 	}
 }

@@ -412,15 +412,16 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 			s.pace.observe(out.Ended.Sub(out.Started))
 		}
 	}
+	result, refused := checkResult(out.Result, s.maxResult)
 	v := decide(attemptEnd{
-		Err: out.Err, Permanent: out.Permanent, Crashed: out.Crashed, ResultSize: len(out.Result),
-		Cancelled: (out.Err != "" || len(out.Result) > s.maxResult) && s.isCancelled(st.ID), Attempt: st.Attempts,
-		MaxAttempts: h.maxAttempts, MaxResult: s.maxResult,
+		Err: out.Err, Permanent: out.Permanent, Crashed: out.Crashed, Refused: refused,
+		Cancelled: (out.Err != "" || refused != "") && s.isCancelled(st.ID), Attempt: st.Attempts,
+		MaxAttempts: h.maxAttempts,
 	}, Backoff)
 	st.Status, st.Error = v.Status, wire.CutError(v.Error)
 	switch v.Status {
 	case wire.StatusSucceeded:
-		st.Result = out.Result
+		st.Result = result
 	case wire.StatusDead:
 		st.Payload = job.Payload
 	}

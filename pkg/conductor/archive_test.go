@@ -51,7 +51,7 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	srv := serve(t, c)
 	code, body := get(t, srv, "/v1/jobs/"+id)
 	require.Equal(t, 200, code, body)
-	require.Contains(t, body, `"result": 49`)
+	require.Contains(t, body, `"result":49`)
 	code, _ = get(t, srv, "/v1/jobs/no-such-job")
 	require.Equal(t, 404, code)
 
@@ -69,7 +69,7 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	srv2 := serve(t, c2)
 	code, body = get(t, srv2, "/healthz")
 	require.Equal(t, 200, code, body)
-	require.Contains(t, body, `"status": "ok"`)
+	require.Contains(t, body, `"status":"ok"`)
 
 	// A torn archive (a crash cut its last record) is loud at start:
 	// healthy, but degraded, saying what was found.
@@ -87,7 +87,7 @@ func TestConductor_FinalStatesMoveToTheArchive(t *testing.T) {
 	t.Cleanup(c3.Stop)
 	code, body = get(t, serve(t, c3), "/healthz")
 	require.Equal(t, 200, code, body)
-	require.Contains(t, body, `"status": "degraded"`)
+	require.Contains(t, body, `"status":"degraded"`)
 	require.Contains(t, body, "the archive of final states was found damaged: ")
 	require.Contains(t, body, " bytes torn", "the record cut, from the 3 bytes cut off its end")
 }

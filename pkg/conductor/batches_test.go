@@ -37,7 +37,7 @@ func TestConductor_Batches(t *testing.T) {
 
 	code, body = get(t, srv, "/v1/batches/"+b.ID)
 	require.Equal(t, http.StatusOK, code, body)
-	require.Contains(t, body, `"queued": 4`, "no worker yet")
+	require.Contains(t, body, `"queued":4`, "no worker yet")
 
 	startAgent(t, bundle, "squares")
 	m, err := ends.NextMsg(30 * time.Second)
@@ -76,7 +76,7 @@ func TestConductor_BatchBodyTooLarge(t *testing.T) {
 	body := "1\n" + strings.Repeat("\n", client.MaxBatchJobs*11)
 	code, got := post(t, srv, "/v1/batches/squares", body)
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, got)
-	require.Contains(t, got, "body is over the limit of 110000 bytes; nothing was queued")
+	require.Contains(t, got, "body is over the limit of 110000 bytes (conductord --max-batch-bytes); nothing was queued: split it into several batches")
 }
 
 // batchQuiet is long enough for a second end event to have come.

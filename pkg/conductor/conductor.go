@@ -34,6 +34,25 @@ type Config struct {
 	NATSURL string
 	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
 	HTTPListen string
+	// HTTPHosts are names the HTTP API answers to besides its own: a
+	// request whose Host is none of them, nor localhost, 127.0.0.1, ::1,
+	// the machine's hostname, HTTPListen's host (or, when that is a
+	// wildcard, any IP address), is refused with 421, so that DNS
+	// rebinding cannot reach the API (docs/security.md). Default: none.
+	HTTPHosts []string
+	// MaxBatchBytes bounds the body of POST /v1/batches/{type}, in bytes:
+	// a larger one is refused with 413 while it is read, and nothing is
+	// queued. Default 64 MiB.
+	MaxBatchBytes int64
+	// MaxPoolSize bounds the count of a pool resize sent through the
+	// HTTP API: a larger one is refused with 400. Default 1000.
+	MaxPoolSize int
+	// EventBuffer bounds, in bytes, the events GET /v1/events holds for
+	// one client that has not taken them yet; EventWriteTimeout bounds
+	// how long one write to it may block. A client past either is cut off
+	// (and logged); the others are not held back. Defaults 1 MiB and 10s.
+	EventBuffer       int
+	EventWriteTimeout time.Duration
 	// Namespace isolates conductors sharing one NATS. Default "default".
 	Namespace string
 	// Token, when set, is required from NATS clients and HTTP callers.
@@ -107,6 +126,10 @@ func (c Config) withDefaults() Config {
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
 	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
 	c.StrayCheck = cmp.Or(c.StrayCheck, 30*time.Second)
+	c.MaxBatchBytes = cmp.Or(c.MaxBatchBytes, 64<<20)
+	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)
+	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)
+	c.EventWriteTimeout = cmp.Or(c.EventWriteTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -173,6 +196,11 @@ type Conductor struct {
 	// onStrayPass, if set, is called after each pass of the stray
 	// repair: a test signal, set between New and Start; nil in production.
 	onStrayPass func(strayPass)
+	// onEventsCut, if set, is called when an event stream is cut off
+	// for a client that does not read, with the reason and the bytes
+	// queued for it: a test signal, set between New and Start; nil in
+	// production.
+	onEventsCut func(reason string, buffered int)
 }
 
 var _ startstop.Service = (*Conductor)(nil)
@@ -208,6 +236,9 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	if cfg.StrayCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad stray check interval %s: want a positive duration, or 0 for the default", cfg.StrayCheck)
+	}
+	if err := cfg.checkHTTP(); err != nil {
+		return nil, err
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{

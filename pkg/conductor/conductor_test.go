@@ -42,7 +42,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testHandler squares numbers; "fail" fails for good, "crash-once" kills
+// testHandler squares numbers; "fail" fails for good, "deep" answers a
+// result nested 9000 levels deep, "bad-utf8" one that is not valid UTF-8,
+// "crash-once" kills
 // the process on its first attempt and succeeds on the next, "block" runs
 // until cancelled, "hold:PATH" runs until the test releases it (see hold).
 func testHandler(ctx context.Context, job *worker.Job) (any, error) {
@@ -56,6 +58,10 @@ func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 			return hold(strings.TrimPrefix(s, "hold:"))
 		case s == "fail":
 			return nil, worker.Permanent(errors.New("asked to fail"))
+		case s == "deep": // the 18 KB result whose indented answer was 162 MB
+			return json.RawMessage(strings.Repeat("[", 9000) + strings.Repeat("]", 9000)), nil
+		case s == "bad-utf8":
+			return json.RawMessage("{\"text\":\"a\xffb\xc3\"}"), nil
 		case s == "crash-once" && job.Attempt == 1:
 			os.Exit(3)
 		}

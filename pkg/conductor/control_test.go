@@ -258,6 +258,7 @@ func TestConductor_PoolCommandBadRequest(t *testing.T) {
 		{"squares/drain", `{} {}`, "bad body: want one JSON object"},
 		{"squares/drain", `nope`, "bad body: invalid character"},
 		{"bad.pool/drain", ``, `pool \"bad.pool\" has '.'`},
+		{"squares/upgrade", `{"cmd":"` + strings.Repeat("x", 70<<10) + `"}`, "bad body: http: request body too large"},
 	} {
 		code, body := post(t, srv, "/v1/pools/"+tc.path, tc.body)
 		require.Equal(t, http.StatusBadRequest, code, "%s %s: %s", tc.path, tc.body, body)
@@ -306,7 +307,7 @@ func TestConductor_PoolCommandRefused(t *testing.T) {
 
 	code, body = post(t, srv, "/v1/pools/lonely/recycle?host=e", "")
 	require.Equal(t, http.StatusBadGateway, code)
-	require.Contains(t, body, `"error": "refused without a reason"`)
+	require.Contains(t, body, `"error":"refused without a reason"`)
 }
 
 func TestClient_Command(t *testing.T) {

@@ -108,7 +108,7 @@ func TestConductor_Cancel(t *testing.T) {
 	}()
 	code, body := post(t, srv, "/v1/jobs/"+queued+"/cancel", "")
 	require.Equal(t, http.StatusAccepted, code, body)
-	require.Contains(t, body, `"status": "cancelled"`, "a job no worker runs is cancelled at once")
+	require.Contains(t, body, `"status":"cancelled"`, "a job no worker runs is cancelled at once")
 
 	// Every view reads it cancelled, before any worker exists.
 	j, err := cl.Job(ctx, queued)

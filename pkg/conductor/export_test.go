@@ -10,3 +10,9 @@ func OnStrayPass(c *Conductor, fn func(StrayPass)) {
 		fn(StrayPass{Found: p.found, Deleted: p.deleted, Requeued: p.requeued, Skipped: p.skipped})
 	}
 }
+
+// OnEventsCut sets fn to be told when c cuts off an event stream whose
+// client does not read it, with the reason ("overflow" or "write
+// timeout") and the bytes queued for it (a test signal); call it between
+// New and Start, or before any stream opens.
+func OnEventsCut(c *Conductor, fn func(reason string, buffered int)) { c.onEventsCut = fn }

@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	_ "embed"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -78,7 +80,11 @@ func poolReason(state string, hosts []client.PoolHost) string {
 }
 
 // Handler is the HTTP API (docs/api.md). GET / and GET /healthz are open;
-// everything else needs the token when one is set.
+// everything else needs the token when one is set. Every request passes
+// the guard first: a Host that is not one of the server's names, or a
+// state-changing request from another origin, is refused (http_guard.go).
+// Served on a listener of the caller's (no Config.HTTPListen), its names
+// are localhost, 127.0.0.1, ::1, the hostname and Config.HTTPHosts.
 func (c *Conductor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
@@ -102,7 +108,7 @@ func (c *Conductor) Handler() http.Handler {
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(c.cfg.Metrics.ServeHTTP))
 	}
-	return mux
+	return c.guard(mux)
 }
 
 func (c *Conductor) auth(h http.HandlerFunc) http.Handler {
@@ -323,12 +329,36 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 	return out, nil
 }
 
+// writeJSON answers code and v as compact JSON, one line: never indented,
+// so that an answer is as large as what it holds (indenting a value nested
+// n deep grows it with n squared), and valid UTF-8, whatever a worker or
+// a publisher stored (see validJSON).
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		code, data = http.StatusInternalServerError, []byte(`{"error":"encode the answer: `+jsonEscape(err.Error())+`"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(append(validJSON(data), '\n'))
+}
+
+// validJSON returns data, JSON, as valid UTF-8: each run of invalid bytes
+// is replaced with U+FFFD. encoding/json makes strings valid, but copies a
+// json.RawMessage (a result, a payload, a worker's message) as it is; in
+// JSON, bytes that are not ASCII are only found inside strings, so the
+// replacement keeps it JSON.
+func validJSON(data []byte) []byte {
+	if utf8.Valid(data) {
+		return data
+	}
+	return bytes.ToValidUTF8(data, []byte("\uFFFD"))
+}
+
+// jsonEscape is s as the inside of a JSON string.
+func jsonEscape(s string) string {
+	q, _ := json.Marshal(s) // a string always encodes
+	return string(q[1 : len(q)-1])
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
@@ -418,10 +448,14 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 	if c.refuseFull(w) {
 		return
 	}
-	limit := int64(client.MaxBatchJobs) * int64(c.cfg.MaxPayload+1)
+	// The body is read whole before anything is queued: its bytes are
+	// bounded, by --max-batch-bytes and by what the most jobs of the most
+	// bytes each take.
+	limit := min(c.cfg.MaxBatchBytes, int64(client.MaxBatchJobs)*int64(c.cfg.MaxPayload+1))
 	payloads, err := parseLines(http.MaxBytesReader(w, r.Body, limit), c.cfg.MaxPayload)
 	if _, over := errors.AsType[*http.MaxBytesError](err); over {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes; nothing was queued", limit))
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(
+			"body is over the limit of %d bytes (conductord --max-batch-bytes); nothing was queued: split it into several batches", limit))
 		return
 	}
 	if err != nil {

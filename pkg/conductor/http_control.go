@@ -1,7 +1,6 @@
 package conductor
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,17 +10,12 @@ import (
 
 	"github.com/kballard/go-shellquote"
 
-	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // maxCommandBody bounds the body of a pool command, in bytes.
 const maxCommandBody = 64 << 10
-
-// sseKeepAlive is how often an idle event stream sends a comment, so that
-// proxies keep it open and a vanished client is noticed.
-const sseKeepAlive = 15 * time.Second
 
 // commandBody is the body of POST /v1/pools/{name}/{op}; a nil field was
 // not given.
@@ -46,6 +40,10 @@ func (c *Conductor) poolCommand(op client.PoolOp) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		pool := r.PathValue("name")
 		cmd, err := readCommand(op, http.MaxBytesReader(w, r.Body, maxCommandBody))
+		if err == nil && cmd.Op == client.OpResize && cmd.Count > c.cfg.MaxPoolSize {
+			err = fmt.Errorf("%w: count %d is over the maximum pool size of %d (conductord --max-pool-size)",
+				client.ErrBadCommand, cmd.Count, c.cfg.MaxPoolSize)
+		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
@@ -155,49 +153,4 @@ func duration(name string, s *string) (time.Duration, error) {
 		return 0, fmt.Errorf("bad %s %q: want a duration such as 10s", name, *s)
 	}
 	return d, nil
-}
-
-// streamEvents serves GET /v1/events: the worker and pool events, as
-// Server-Sent Events, until the client goes away or the conductor stops.
-func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(c.closing, cancel)()
-	events, err := c.client.Events(ctx, r.URL.Query().Get("pool"))
-	switch {
-	case errors.Is(err, subject.ErrBadToken):
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if rc.Flush() != nil {
-		return
-	}
-	keepAlive := time.NewTicker(sseKeepAlive)
-	defer keepAlive.Stop()
-	for {
-		select {
-		case e, ok := <-events:
-			if !ok {
-				return
-			}
-			data, _ := json.Marshal(e) // an Event always encodes
-			_, err = fmt.Fprintf(w, "data: %s\n\n", data)
-		case <-keepAlive.C:
-			_, err = io.WriteString(w, ": keep-alive\n\n")
-		}
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			return
-		}
-	}
 }

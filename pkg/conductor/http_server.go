@@ -73,3 +73,27 @@ func (h *httpServer) addr() string {
 	}
 	return h.ln.Addr().String()
 }
+
+// DefaultMaxPoolSize is Config.MaxPoolSize's default: the largest count a
+// resize through the HTTP API may ask of a pool.
+const DefaultMaxPoolSize = 1000
+
+// checkHTTP checks the HTTP API's part of the Config.
+func (c Config) checkHTTP() error {
+	for _, name := range c.HTTPHosts {
+		if err := checkHTTPHost(name); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.MaxBatchBytes < 0:
+		return fmt.Errorf("conductor: bad max batch bytes %d: want a number of bytes, or 0 for the default", c.MaxBatchBytes)
+	case c.MaxPoolSize < 0:
+		return fmt.Errorf("conductor: bad max pool size %d: want 1 or more, or 0 for the default", c.MaxPoolSize)
+	case c.EventBuffer < 0:
+		return fmt.Errorf("conductor: bad event buffer %d: want a number of bytes, or 0 for the default", c.EventBuffer)
+	case c.EventWriteTimeout < 0:
+		return fmt.Errorf("conductor: bad event write timeout %s: want a positive duration, or 0 for the default", c.EventWriteTimeout)
+	}
+	return nil
+}
