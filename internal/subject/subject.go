@@ -162,6 +162,16 @@ func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
 // Hosts matches Host of every host.
 func (s Space) Hosts() string { return s.prefix() + ".hosts.*" }
 
+// HostOf returns the host of a subject built by Host, or "" if it is not
+// one or its host is not a valid token.
+func (s Space) HostOf(subj string) string {
+	host, ok := strings.CutPrefix(subj, s.prefix()+".hosts.")
+	if !ok || Token("host", host) != nil {
+		return ""
+	}
+	return host
+}
+
 // Control is the subject workerd host takes commands on (request/reply).
 func (s Space) Control(host string) string { return s.prefix() + ".control." + host }
 
