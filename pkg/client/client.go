@@ -55,6 +55,10 @@ type Config struct {
 	MaxHeartbeat   int
 	MaxHostPools   int
 	MaxHostWorkers int
+	// MaxHostsBytes bounds the heartbeats the registry holds, all hosts
+	// together, in bytes as received: a heartbeat that would take it past
+	// is dropped and counted as Full. Default DefaultMaxHostsBytes (256 MiB).
+	MaxHostsBytes int
 	// MaxHostInterval bounds the heartbeat interval a host claims: a host
 	// silent for three intervals is dropped, and one claiming more than
 	// this is taken at this. Default DefaultMaxHostInterval (1m).
@@ -128,8 +132,9 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	cfg.MaxHostPools = cmp.Or(cfg.MaxHostPools, DefaultMaxHostPools)
 	cfg.MaxHostWorkers = cmp.Or(cfg.MaxHostWorkers, DefaultMaxHostWorkers)
 	cfg.MaxHostInterval = cmp.Or(cfg.MaxHostInterval, DefaultMaxHostInterval)
-	if cfg.MaxHosts < 0 || cfg.MaxHeartbeat < 0 || cfg.MaxHostPools < 0 || cfg.MaxHostWorkers < 0 || cfg.MaxHostInterval < 0 {
-		return nil, errors.New("conductor: MaxHosts, MaxHeartbeat, MaxHostPools, MaxHostWorkers and MaxHostInterval may not be negative")
+	cfg.MaxHostsBytes = cmp.Or(cfg.MaxHostsBytes, DefaultMaxHostsBytes)
+	if cfg.MaxHosts < 0 || cfg.MaxHeartbeat < 0 || cfg.MaxHostPools < 0 || cfg.MaxHostWorkers < 0 || cfg.MaxHostInterval < 0 || cfg.MaxHostsBytes < 0 {
+		return nil, errors.New("conductor: MaxHosts, MaxHeartbeat, MaxHostPools, MaxHostWorkers, MaxHostsBytes and MaxHostInterval may not be negative")
 	}
 	space, err := subject.New(cfg.Namespace)
 	if err != nil {

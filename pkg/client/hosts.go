@@ -170,13 +170,16 @@ const (
 	DefaultMaxHostWorkers = 10_000
 	// DefaultMaxHostInterval is Config.MaxHostInterval's default.
 	DefaultMaxHostInterval = time.Minute
+	// DefaultMaxHostsBytes is Config.MaxHostsBytes's default.
+	DefaultMaxHostsBytes = 256 << 20
 )
 
 // HeartbeatDrops counts the heartbeats a Client's host registry dropped
 // since it started listening, by reason.
 type HeartbeatDrops struct {
 	// Full counts heartbeats of new hosts that came while the registry
-	// held Config.MaxHosts live hosts.
+	// held Config.MaxHosts live hosts, and heartbeats that would have
+	// taken the registry past Config.MaxHostsBytes.
 	Full uint64 `json:"full"`
 	// Oversize counts heartbeats over Config.MaxHeartbeat bytes, or with
 	// more pools or workers than Config.MaxHostPools or MaxHostWorkers.
@@ -206,6 +209,7 @@ func (c *Client) DroppedHeartbeats() HeartbeatDrops {
 // hostLimits are the registry's bounds, from Config.
 type hostLimits struct {
 	hosts, bytes, pools, workers int
+	total                        int           // bytes of every heartbeat held
 	interval                     time.Duration // the longest interval a host may claim
 }
 
@@ -227,6 +231,7 @@ const pruneEvery = time.Second
 type hostRegistry struct {
 	mu       sync.Mutex
 	hosts    map[string]hostEntry
+	size     int // the sum of the hosts' sizes
 	dropped  HeartbeatDrops
 	loggedAt time.Time // when drops were last logged
 	prunedAt time.Time // when silent hosts were last forgotten on a heartbeat
@@ -242,6 +247,7 @@ type hostRegistry struct {
 type hostEntry struct {
 	hb   Host
 	seen time.Time
+	size int // the heartbeat's size in bytes, as received
 }
 
 // newHostRegistry returns a registry that starts listening now and has heard
@@ -252,7 +258,7 @@ func newHostRegistry(cfg Config, space subject.Space) *hostRegistry {
 		space: space, log: cfg.Logger,
 		limits: hostLimits{
 			hosts: cfg.MaxHosts, bytes: cfg.MaxHeartbeat, pools: cfg.MaxHostPools, workers: cfg.MaxHostWorkers,
-			interval: cfg.MaxHostInterval,
+			interval: cfg.MaxHostInterval, total: cfg.MaxHostsBytes,
 		},
 	}
 }
@@ -295,16 +301,25 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		r.prunedAt = now
 	}
 	if hb.Leaving {
-		delete(r.hosts, hb.Host)
+		r.forget(hb.Host)
 		r.mu.Unlock()
 		return
 	}
-	if _, known := r.hosts[hb.Host]; !known && len(r.hosts) >= r.limits.hosts {
+	prev, known := r.hosts[hb.Host]
+	var why string
+	switch {
+	case !known && len(r.hosts) >= r.limits.hosts:
+		why = fmt.Sprintf("%d live hosts, the limit", r.limits.hosts)
+	case r.size-prev.size+len(m.Data) > r.limits.total:
+		why = fmt.Sprintf("the heartbeats held would pass the limit of %d bytes", r.limits.total)
+	}
+	if why != "" {
 		r.mu.Unlock()
-		r.drop(dropFull, host, fmt.Sprintf("%d live hosts, the limit", r.limits.hosts))
+		r.drop(dropFull, host, why)
 		return
 	}
-	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now}
+	r.size += len(m.Data) - prev.size
+	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now, size: len(m.Data)}
 	r.mu.Unlock()
 }
 
@@ -337,9 +352,15 @@ func (r *hostRegistry) drop(reason dropReason, host, why string) {
 func (r *hostRegistry) prune(now time.Time) {
 	for id, e := range r.hosts {
 		if expired(e, now) {
-			delete(r.hosts, id)
+			r.forget(id)
 		}
 	}
+}
+
+// forget drops host. r.mu is held.
+func (r *hostRegistry) forget(host string) {
+	r.size -= r.hosts[host].size
+	delete(r.hosts, host)
 }
 
 // expired reports whether e's host has been silent for three of its
@@ -374,7 +395,7 @@ func (r *hostRegistry) live() []Host {
 	out := make([]Host, 0, len(r.hosts))
 	for id, e := range r.hosts {
 		if expired(e, now) {
-			delete(r.hosts, id)
+			r.forget(id)
 			continue
 		}
 		out = append(out, e.hb)

@@ -53,6 +53,9 @@ func setupHosts(t *testing.T, cfg Config) (*hostRegistry, *hostsBundle) {
 	if cfg.MaxHostInterval == 0 {
 		cfg.MaxHostInterval = DefaultMaxHostInterval
 	}
+	if cfg.MaxHostsBytes == 0 {
+		cfg.MaxHostsBytes = DefaultMaxHostsBytes
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(b.logs, nil))
 	r := newHostRegistry(cfg, space)
 	r.now = func() time.Time { return b.clock }
@@ -217,6 +220,34 @@ func TestHostRegistry_MalformedHeartbeats(t *testing.T) {
 	b.deliver(t, r, 3)
 	require.Zero(t, held(r))
 	require.Equal(t, HeartbeatDrops{Malformed: 3}, r.dropped)
+}
+
+// The heartbeats held are bounded in bytes, all hosts together: past
+// MaxHostsBytes a new host is dropped, and a known one that grows keeps
+// its last heartbeat; a host that leaves gives its room back.
+func TestHostRegistry_MaxHostsBytes(t *testing.T) {
+	t.Parallel()
+	r, b := setupHosts(t, Config{MaxHostsBytes: 10 << 10})
+	pad := strings.Repeat("x", 900)
+	for i := range 50 {
+		id := fmt.Sprintf("h%d", i)
+		b.publish(t, id, Host{Host: id, Pools: []HostPool{{Name: pad}}})
+	}
+	b.deliver(t, r, 50)
+	kept := held(r)
+	require.Less(t, kept, 50)
+	require.LessOrEqual(t, r.size, 10<<10)
+	require.Equal(t, uint64(50-kept), r.dropped.Full)
+
+	b.publish(t, "h0", Host{Host: "h0", PID: 7, Pools: []HostPool{{Name: strings.Repeat("y", 5000)}}})
+	b.deliver(t, r, 1)
+	require.Zero(t, r.hosts["h0"].hb.PID, "a heartbeat that grows past the room is dropped; the last one stays")
+
+	b.publish(t, "h0", Host{Host: "h0", Leaving: true})
+	b.publish(t, "new", Host{Host: "new", Pools: []HostPool{{Name: pad}}})
+	b.deliver(t, r, 2)
+	require.Contains(t, r.hosts, "new", "the room h0 left")
+	require.LessOrEqual(t, r.size, 10<<10)
 }
 
 // Drops are logged at most once a minute, with the counts so far.
