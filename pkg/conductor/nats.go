@@ -193,7 +193,10 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 // shows them, and a work queue never removes them, while they count
 // against the stream's limits. Each such subject is logged, with how many
 // messages it held, before they go, so that their publisher can be found.
-// One request lists the stream's subjects; there are few of them.
+// So are those on a subject the stream takes but whose job type is not a
+// valid token: no pool can have that name. (A subject filter cannot
+// refuse them at publish.) One request lists the stream's subjects; there
+// are few of them: a type and priority each.
 func (c *Conductor) removeUnreadJobs(ctx context.Context) error {
 	stream, err := c.js.Stream(ctx, c.space.JobStream())
 	if err != nil {

@@ -70,6 +70,7 @@ func TestConductor_OldJobStreamNarrowedAtStart(t *testing.T) {
 	publish(space.Job("squares")+".extra", "stray-1")
 	publish(space.Job("squares")+".extra", "stray-2")
 	publish(space.Job("squares")+".a.b", "stray-3")
+	publish(space.Job("bad:type"), "stray-4") // a type no pool can have
 
 	logs := &syncLog{}
 	c, err := conductor.New(conductor.Config{
@@ -89,6 +90,7 @@ func TestConductor_OldJobStreamNarrowedAtStart(t *testing.T) {
 	logged := logs.String()
 	require.Contains(t, logged, "subject="+space.Job("squares")+".extra removed=2")
 	require.Contains(t, logged, "subject="+space.Job("squares")+".a.b removed=1")
+	require.Contains(t, logged, "subject="+space.Job("bad:type")+" removed=1")
 
 	_, err = js.Publish(ctx, space.Job("squares")+".extra", []byte("1"))
 	require.ErrorIs(t, err, jetstream.ErrNoStreamResponse, "refused from now on")
