@@ -222,12 +222,13 @@ const dropLogEvery = time.Minute
 const pruneEvery = time.Second
 
 // hostRegistry holds the last heartbeat of every live host, at most
-// limits.hosts of them. A host that misses three heartbeats (or says it is
-// leaving) is dropped: when the registry is read, and when a heartbeat
-// comes (at most every pruneEvery), so that silent hosts go even if nobody
-// reads it. mu guards hosts, dropped, loggedAt and prunedAt: the heartbeat
-// subscription writes, HTTP handlers and pool commands read. The other
-// fields are set at construction and only read after.
+// limits.hosts of them and limits.total bytes of heartbeats. A host that
+// misses three heartbeats (or says it is leaving) is dropped: when the
+// registry is read, and when a heartbeat comes (at most every pruneEvery),
+// so that silent hosts go even if nobody reads it. mu guards hosts, size,
+// dropped, loggedAt and prunedAt: the heartbeat subscription writes, HTTP
+// handlers and pool commands read. The other fields are set at
+// construction and only read after.
 type hostRegistry struct {
 	mu       sync.Mutex
 	hosts    map[string]hostEntry
