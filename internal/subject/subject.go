@@ -71,8 +71,19 @@ func (s Space) JobAt(typ, prio string) string {
 	return s.Job(typ) + "." + prio
 }
 
-// Jobs is the subject filter of the job stream: every job of every type.
+// Jobs matches every subject under the jobs prefix, those JobSubjects
+// takes and any other: a filter to read the job stream with, not its
+// subjects.
 func (s Space) Jobs() string { return s.prefix() + ".jobs.>" }
+
+// JobSubjects are the job stream's subjects: exactly those a pool's
+// consumers read (JobAt of every type and priority), so that a publish to
+// any other subject under the jobs prefix finds no stream and is refused
+// (no responders) instead of being stored and never run.
+func (s Space) JobSubjects() []string {
+	j := s.prefix() + ".jobs.*"
+	return []string{j, j + ".high", j + ".low"}
+}
 
 // ParseJob returns the job type and priority of a subject built by Job or
 // JobAt ("normal" for Job's), or "", "" if subj is not one.
@@ -150,6 +161,16 @@ func (s Space) Host(host string) string { return s.prefix() + ".hosts." + host }
 
 // Hosts matches Host of every host.
 func (s Space) Hosts() string { return s.prefix() + ".hosts.*" }
+
+// HostOf returns the host of a subject built by Host, or "" if it is not
+// one or its host is not a valid token.
+func (s Space) HostOf(subj string) string {
+	host, ok := strings.CutPrefix(subj, s.prefix()+".hosts.")
+	if !ok || Token("host", host) != nil {
+		return ""
+	}
+	return host
+}
 
 // Control is the subject workerd host takes commands on (request/reply).
 func (s Space) Control(host string) string { return s.prefix() + ".control." + host }

@@ -80,6 +80,11 @@ func TestSpace_Names(t *testing.T) {
 	_, _, ok = s.ParseJobEvent("conductor.prod.hosts.h1")
 	require.False(t, ok)
 
+	require.Equal(t, "h1", s.HostOf(s.Host("h1")))
+	require.Equal(t, "", s.HostOf("conductor.other.hosts.h1"))
+	require.Equal(t, "", s.HostOf("conductor.prod.hosts.h1.x"))
+	require.Equal(t, []string{"conductor.prod.jobs.*", "conductor.prod.jobs.*.high", "conductor.prod.jobs.*.low"}, s.JobSubjects())
+
 	require.Equal(t, "conductor-prod-jobs", s.JobStream())
 	require.Equal(t, "$KV.conductor-prod-state.abc", KV(s.StateBucket(), "abc"))
 }

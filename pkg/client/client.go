@@ -3,7 +3,9 @@ package client
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -41,6 +43,31 @@ type Config struct {
 	// waits learn of nothing else but by RecheckInterval. Default false:
 	// the first Wait subscribes to the job events.
 	FeedEnds bool
+	// MaxHosts bounds the hosts the Client's registry holds (Hosts,
+	// HeardHosts, the hosts a Command goes to): the heartbeat of a new host
+	// past it is dropped and counted (DroppedHeartbeats) until a host goes
+	// silent. Default DefaultMaxHosts (10,000).
+	MaxHosts int
+	// MaxHeartbeat bounds a heartbeat, in bytes; MaxHostPools and
+	// MaxHostWorkers the pools and workers it lists. A heartbeat over any
+	// is dropped and counted. Defaults DefaultMaxHeartbeat (1 MiB),
+	// DefaultMaxHostPools (1,000), DefaultMaxHostWorkers (10,000).
+	MaxHeartbeat   int
+	MaxHostPools   int
+	MaxHostWorkers int
+	// MaxHostsBytes bounds the heartbeats the registry holds, all hosts
+	// together, in bytes as received: a heartbeat that would take it past
+	// is dropped and counted as Full. Default DefaultMaxHostsBytes (256 MiB).
+	MaxHostsBytes int
+	// MaxHostInterval bounds the heartbeat interval a host claims: a host
+	// silent for three intervals is dropped, and one claiming more than
+	// this is taken at this. Default DefaultMaxHostInterval (1m).
+	MaxHostInterval time.Duration
+	// Logger receives what the Client reports on its own: the heartbeats
+	// it drops, at most once a minute. Default nil: none (the counts are
+	// still kept, see DroppedHeartbeats).
+	Logger *slog.Logger
+
 	// ListenHosts has New start listening to the heartbeats, as conductord
 	// does for its dashboard (HeardHosts), so that HostWait counts from
 	// New. Default false: the first Hosts, Workers or Command starts.
@@ -100,6 +127,15 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	cfg.RecheckInterval = cmp.Or(cfg.RecheckInterval, 2*time.Second)
 	cfg.CommandTimeout = cmp.Or(cfg.CommandTimeout, 5*time.Second)
 	cfg.HostWait = cmp.Or(cfg.HostWait, 1500*time.Millisecond)
+	cfg.MaxHosts = cmp.Or(cfg.MaxHosts, DefaultMaxHosts)
+	cfg.MaxHeartbeat = cmp.Or(cfg.MaxHeartbeat, DefaultMaxHeartbeat)
+	cfg.MaxHostPools = cmp.Or(cfg.MaxHostPools, DefaultMaxHostPools)
+	cfg.MaxHostWorkers = cmp.Or(cfg.MaxHostWorkers, DefaultMaxHostWorkers)
+	cfg.MaxHostInterval = cmp.Or(cfg.MaxHostInterval, DefaultMaxHostInterval)
+	cfg.MaxHostsBytes = cmp.Or(cfg.MaxHostsBytes, DefaultMaxHostsBytes)
+	if cfg.MaxHosts < 0 || cfg.MaxHeartbeat < 0 || cfg.MaxHostPools < 0 || cfg.MaxHostWorkers < 0 || cfg.MaxHostInterval < 0 || cfg.MaxHostsBytes < 0 {
+		return nil, errors.New("conductor: MaxHosts, MaxHeartbeat, MaxHostPools, MaxHostWorkers, MaxHostsBytes and MaxHostInterval may not be negative")
+	}
 	space, err := subject.New(cfg.Namespace)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -157,7 +193,7 @@ func (c *Client) hostRegistry() (*hostRegistry, error) {
 	if c.hosts != nil {
 		return c.hosts, nil
 	}
-	r := newHostRegistry(c.cfg.HostWait)
+	r := newHostRegistry(c.cfg, c.space)
 	sub, err := c.nc.Subscribe(c.space.Hosts(), r.receive)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: subscribe to heartbeats: %w", err)

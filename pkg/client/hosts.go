@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/subject"
 )
 
 // Host is what the workerd of one host last announced in its heartbeat:
@@ -154,42 +157,217 @@ func (c *Client) heardHosts(ctx context.Context) (*hostRegistry, error) {
 	return r, nil
 }
 
-// hostRegistry holds the last heartbeat of every live host. A host that
-// misses three heartbeats (or says it is leaving) is dropped. mu guards
-// hosts: the heartbeat subscription writes, HTTP handlers and pool commands
-// read. complete and now are set at construction and only read after.
+// Bounds of the host registry, the defaults of the Config fields that
+// set them (docs/security.md, "Bounded inputs").
+const (
+	// DefaultMaxHosts is Config.MaxHosts's default.
+	DefaultMaxHosts = 10_000
+	// DefaultMaxHeartbeat is Config.MaxHeartbeat's default, in bytes.
+	DefaultMaxHeartbeat = 1 << 20
+	// DefaultMaxHostPools is Config.MaxHostPools's default.
+	DefaultMaxHostPools = 1_000
+	// DefaultMaxHostWorkers is Config.MaxHostWorkers's default.
+	DefaultMaxHostWorkers = 10_000
+	// DefaultMaxHostInterval is Config.MaxHostInterval's default.
+	DefaultMaxHostInterval = time.Minute
+	// DefaultMaxHostsBytes is Config.MaxHostsBytes's default.
+	DefaultMaxHostsBytes = 256 << 20
+)
+
+// HeartbeatDrops counts the heartbeats a Client's host registry dropped
+// since it started listening, by reason.
+type HeartbeatDrops struct {
+	// Full counts heartbeats of new hosts that came while the registry
+	// held Config.MaxHosts live hosts, and heartbeats that would have
+	// taken the registry past Config.MaxHostsBytes.
+	Full uint64 `json:"full"`
+	// Oversize counts heartbeats over Config.MaxHeartbeat bytes, or with
+	// more pools or workers than Config.MaxHostPools or MaxHostWorkers.
+	Oversize uint64 `json:"oversize"`
+	// Malformed counts heartbeats that are not JSON, name no host or
+	// another host than their subject's.
+	Malformed uint64 `json:"malformed"`
+}
+
+// Total is the number of heartbeats dropped, for every reason.
+func (d HeartbeatDrops) Total() uint64 { return d.Full + d.Oversize + d.Malformed }
+
+// DroppedHeartbeats returns how many heartbeats the Client's registry of
+// hosts dropped, by reason: zero before it listens.
+func (c *Client) DroppedHeartbeats() HeartbeatDrops {
+	c.hostsMu.Lock()
+	r := c.hosts
+	c.hostsMu.Unlock()
+	if r == nil {
+		return HeartbeatDrops{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
+// hostLimits are the registry's bounds, from Config.
+type hostLimits struct {
+	hosts, bytes, pools, workers int
+	total                        int           // bytes of every heartbeat held
+	interval                     time.Duration // the longest interval a host may claim
+}
+
+// dropLogEvery is how often, at most, the registry logs the heartbeats it
+// dropped.
+const dropLogEvery = time.Minute
+
+// pruneEvery is how often, at most, a heartbeat makes the registry forget
+// the hosts gone silent.
+const pruneEvery = time.Second
+
+// hostRegistry holds the last heartbeat of every live host, at most
+// limits.hosts of them and limits.total bytes of heartbeats. A host that
+// misses three heartbeats (or says it is leaving) is dropped: when the
+// registry is read, and when a heartbeat comes (at most every pruneEvery),
+// so that silent hosts go even if nobody reads it. mu guards hosts, size,
+// dropped, loggedAt and prunedAt: the heartbeat subscription writes, HTTP
+// handlers and pool commands read. The other fields are set at
+// construction and only read after.
 type hostRegistry struct {
-	mu    sync.Mutex
-	hosts map[string]hostEntry
+	mu       sync.Mutex
+	hosts    map[string]hostEntry
+	size     int // the sum of the hosts' sizes
+	dropped  HeartbeatDrops
+	loggedAt time.Time // when drops were last logged
+	prunedAt time.Time // when silent hosts were last forgotten on a heartbeat
 	// complete is when every live host has had the time to announce itself
 	// since the registry started listening.
 	complete time.Time
 	now      func() time.Time
+	space    subject.Space
+	limits   hostLimits
+	log      *slog.Logger
 }
 
 type hostEntry struct {
 	hb   Host
 	seen time.Time
+	size int // the heartbeat's size in bytes, as received
 }
 
 // newHostRegistry returns a registry that starts listening now and has heard
 // every live host after wait.
-func newHostRegistry(wait time.Duration) *hostRegistry {
-	return &hostRegistry{hosts: make(map[string]hostEntry), complete: time.Now().Add(wait), now: time.Now}
+func newHostRegistry(cfg Config, space subject.Space) *hostRegistry {
+	return &hostRegistry{
+		hosts: make(map[string]hostEntry), complete: time.Now().Add(cfg.HostWait), now: time.Now,
+		space: space, log: cfg.Logger,
+		limits: hostLimits{
+			hosts: cfg.MaxHosts, bytes: cfg.MaxHeartbeat, pools: cfg.MaxHostPools, workers: cfg.MaxHostWorkers,
+			interval: cfg.MaxHostInterval, total: cfg.MaxHostsBytes,
+		},
+	}
 }
 
+// dropReason names why a heartbeat was dropped, for the log.
+type dropReason string
+
+const (
+	dropFull      dropReason = "full"
+	dropOversize  dropReason = "oversize"
+	dropMalformed dropReason = "malformed"
+)
+
+// receive takes a heartbeat into the registry, or drops it (see
+// HeartbeatDrops). Checks that need no lock come first: a heartbeat's
+// size before it is decoded, its counts before it is stored.
 func (r *hostRegistry) receive(m *nats.Msg) {
+	host := r.space.HostOf(m.Subject)
+	if len(m.Data) > r.limits.bytes {
+		r.drop(dropOversize, host, fmt.Sprintf("%d bytes, over the limit of %d", len(m.Data), r.limits.bytes))
+		return
+	}
 	var hb Host
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Host == "" {
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Host == "" || hb.Host != host {
+		r.drop(dropMalformed, host, "not JSON, or not the heartbeat of its subject's host")
 		return
 	}
+	if len(hb.Pools) > r.limits.pools || len(hb.Workers) > r.limits.workers {
+		r.drop(dropOversize, host, fmt.Sprintf("%d pools and %d workers, over the limits of %d and %d",
+			len(hb.Pools), len(hb.Workers), r.limits.pools, r.limits.workers))
+		return
+	}
+	// A host is dropped after three silent intervals: one it claims is
+	// taken between 1s and the limit, so that none stays for ever.
+	hb.Interval = Duration(min(max(time.Duration(hb.Interval), time.Second), r.limits.interval))
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	now := r.now()
+	if now.Sub(r.prunedAt) >= pruneEvery {
+		r.prune(now)
+		r.prunedAt = now
+	}
 	if hb.Leaving {
-		delete(r.hosts, hb.Host)
+		r.forget(hb.Host)
+		r.mu.Unlock()
 		return
 	}
-	r.hosts[hb.Host] = hostEntry{hb: hb, seen: r.now()}
+	prev, known := r.hosts[hb.Host]
+	var why string
+	switch {
+	case !known && len(r.hosts) >= r.limits.hosts:
+		why = fmt.Sprintf("%d live hosts, the limit", r.limits.hosts)
+	case r.size-prev.size+len(m.Data) > r.limits.total:
+		why = fmt.Sprintf("the heartbeats held would pass the limit of %d bytes", r.limits.total)
+	}
+	if why != "" {
+		r.mu.Unlock()
+		r.drop(dropFull, host, why)
+		return
+	}
+	r.size += len(m.Data) - prev.size
+	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now, size: len(m.Data)}
+	r.mu.Unlock()
+}
+
+// drop counts a dropped heartbeat and logs it, if the registry has a
+// logger, with the counts so far, at most every dropLogEvery.
+func (r *hostRegistry) drop(reason dropReason, host, why string) {
+	r.mu.Lock()
+	switch reason {
+	case dropFull:
+		r.dropped.Full++
+	case dropOversize:
+		r.dropped.Oversize++
+	default:
+		r.dropped.Malformed++
+	}
+	now, counts := r.now(), r.dropped
+	logNow := r.log != nil && (r.loggedAt.IsZero() || now.Sub(r.loggedAt) >= dropLogEvery)
+	if logNow {
+		r.loggedAt = now
+	}
+	r.mu.Unlock()
+	if logNow {
+		r.log.Warn("dropped a heartbeat; further drops are counted and logged at most once a minute",
+			"host", host, "reason", string(reason), "why", why,
+			"dropped_full", counts.Full, "dropped_oversize", counts.Oversize, "dropped_malformed", counts.Malformed)
+	}
+}
+
+// prune forgets the hosts silent for three of their intervals. r.mu is held.
+func (r *hostRegistry) prune(now time.Time) {
+	for id, e := range r.hosts {
+		if expired(e, now) {
+			r.forget(id)
+		}
+	}
+}
+
+// forget drops host. r.mu is held.
+func (r *hostRegistry) forget(host string) {
+	r.size -= r.hosts[host].size
+	delete(r.hosts, host)
+}
+
+// expired reports whether e's host has been silent for three of its
+// intervals (the interval already clamped by receive).
+func expired(e hostEntry, now time.Time) bool {
+	return now.Sub(e.seen) > 3*time.Duration(e.hb.Interval)
 }
 
 // await blocks until the registry has listened long enough to have heard
@@ -217,8 +395,8 @@ func (r *hostRegistry) live() []Host {
 	now := r.now()
 	out := make([]Host, 0, len(r.hosts))
 	for id, e := range r.hosts {
-		if now.Sub(e.seen) > 3*max(time.Duration(e.hb.Interval), time.Second) {
-			delete(r.hosts, id)
+		if expired(e, now) {
+			r.forget(id)
 			continue
 		}
 		out = append(out, e.hb)

@@ -311,6 +311,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	// and listens to the heartbeats from now on, for the dashboard.
 	if c.client, err = client.New(nc, client.Config{
 		Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, FeedEnds: true, ListenHosts: true,
+		Logger: c.log.With("component", "hosts"),
 	}); err != nil {
 		return err
 	}

@@ -97,6 +97,9 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if _, err := c.js.CreateOrUpdateStream(ctx, jobs); err != nil {
 		return fmt.Errorf("conductor: create job stream: %w", err)
 	}
+	if err := c.removeUnreadJobs(ctx); err != nil {
+		return err
+	}
 	states := jetstream.KeyValueConfig{
 		Bucket:      c.space.StateBucket(),
 		Description: "conductor job states by id",
@@ -164,10 +167,12 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:        c.space.JobStream(),
 		Description: "conductor jobs of namespace " + c.cfg.Namespace,
-		Subjects:    []string{c.space.Jobs()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  c.cfg.DedupWindow,
+		// Only the subjects a pool's consumers read: a job published to
+		// any other is refused, not stored to be never run.
+		Subjects:   c.space.JobSubjects(),
+		Retention:  jetstream.WorkQueuePolicy,
+		Storage:    jetstream.FileStorage,
+		Duplicates: c.cfg.DedupWindow,
 		// Headers carry the id and batch; leave them room on top of the payload.
 		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
 		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
@@ -178,6 +183,40 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		cfg.Storage = jetstream.MemoryStorage
 	}
 	return cfg
+}
+
+// removeUnreadJobs removes from the job stream the messages stored on a
+// subject that no consumer reads (one ParseJob refuses). A stream created
+// before its subjects were narrowed to JobSubjects (conductord before
+// issue 15 took conductor.<ns>.jobs.>) may hold some: they were acked to
+// their publisher, but no pool ever delivers them, nothing counts or
+// shows them, and a work queue never removes them, while they count
+// against the stream's limits. Each such subject is logged, with how many
+// messages it held, before they go, so that their publisher can be found.
+// So are those on a subject the stream takes but whose job type is not a
+// valid token: no pool can have that name. (A subject filter cannot
+// refuse them at publish.) One request lists the stream's subjects; there
+// are few of them: a type and priority each.
+func (c *Conductor) removeUnreadJobs(ctx context.Context) error {
+	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	if err != nil {
+		return fmt.Errorf("conductor: open the job stream: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
+	if err != nil {
+		return fmt.Errorf("conductor: list the job stream's subjects: %w", err)
+	}
+	for subj, n := range info.State.Subjects {
+		if typ, _ := c.space.ParseJob(subj); typ != "" {
+			continue
+		}
+		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			return fmt.Errorf("conductor: remove the jobs on %s, which no pool reads: %w", subj, err)
+		}
+		c.log.Warn("removed jobs stored on a subject that no pool reads; they were never run (a publisher names a wrong subject)",
+			"subject", subj, "removed", n)
+	}
+	return nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
