@@ -292,7 +292,11 @@ func TestConductor_EndedJobIsNeverOverwritten(t *testing.T) {
 // claim, before a first delivery runs); reported in issue 15's work.
 func TestConductor_EndedJobNotRunByAForgedStateRevision(t *testing.T) {
 	t.Parallel()
-	t.Skip("known failure, internal/agent: a first delivery with Conductor-State-Rev runs without reading its state (issue 15); remove this skip with the fix")
+	if os.Getenv("KNOWN_BUGS") != "1" {
+		// docs/security.md, "Not yet": roles will leave publishes to the
+		// job stream to conductord alone.
+		t.Skip("known gap (issue 15, docs/security.md 'Not yet'): a first delivery with a forged Conductor-State-Rev runs without reading its state; KNOWN_BUGS=1 runs it")
+	}
 	b := setupEnded(t)
 	// Each case names one of the two jobs, and checks that one.
 	forged := func(t *testing.T, j *client.Job, rev string) {
