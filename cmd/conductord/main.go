@@ -78,6 +78,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			s := c.Strays()
 			return metrics.Strays{Deleted: s.Deleted, Requeued: s.Requeued}
 		},
+		Heartbeats: func() metrics.HeartbeatDrops {
+			d := c.Client().DroppedHeartbeats()
+			return metrics.HeartbeatDrops{Full: d.Full, Oversize: d.Oversize, Malformed: d.Malformed}
+		},
 	}
 	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
 		src.Storage = func() metrics.Storage {

@@ -26,6 +26,16 @@ type Source struct {
 	// Strays, if set, counts the stray job messages the conductor
 	// repaired.
 	Strays func() Strays
+	// Heartbeats, if set, counts the hosts' heartbeats the conductor
+	// dropped, by reason (pkg/client's HeartbeatDrops).
+	Heartbeats func() HeartbeatDrops
+}
+
+// HeartbeatDrops counts heartbeats dropped by the registry of hosts since
+// conductord started: over its bounds (full), too large (oversize), or not
+// a heartbeat of the host it names (malformed).
+type HeartbeatDrops struct {
+	Full, Oversize, Malformed uint64
 }
 
 // Strays counts the stray job messages a conductor repaired since it
@@ -105,6 +115,9 @@ var (
 	straysDesc = prometheus.NewDesc("conductor_jobs_stray_messages_total",
 		"Job messages found in the job stream after their consumer had acked past them (a server crash brings them back; docs/reliability.md), since conductord started: deleted (the job had ended) or requeued (published again).",
 		[]string{"action"}, nil)
+	heartbeatsDroppedDesc = prometheus.NewDesc("conductor_heartbeats_dropped_total",
+		"Hosts' heartbeats dropped since conductord started (docs/security.md, \"Bounded inputs\"): full (the registry at its bound of hosts or bytes), oversize, malformed.",
+		[]string{"reason"}, nil)
 )
 
 var storageDescs = []*prometheus.Desc{storageHealthyDesc, storageStateDesc, storageFreeDesc, storageReserveDesc,
@@ -135,6 +148,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Strays != nil {
 		ch <- straysDesc
+	}
+	if c.src.Heartbeats != nil {
+		ch <- heartbeatsDroppedDesc
 	}
 }
 
@@ -190,6 +206,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		s := c.src.Strays()
 		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Deleted), "deleted")
 		ch <- prometheus.MustNewConstMetric(straysDesc, prometheus.CounterValue, float64(s.Requeued), "requeued")
+	}
+	if c.src.Heartbeats != nil {
+		d := c.src.Heartbeats()
+		ch <- prometheus.MustNewConstMetric(heartbeatsDroppedDesc, prometheus.CounterValue, float64(d.Full), "full")
+		ch <- prometheus.MustNewConstMetric(heartbeatsDroppedDesc, prometheus.CounterValue, float64(d.Oversize), "oversize")
+		ch <- prometheus.MustNewConstMetric(heartbeatsDroppedDesc, prometheus.CounterValue, float64(d.Malformed), "malformed")
 	}
 }
 

@@ -149,3 +149,20 @@ conductor_jobs_stray_messages_total{action="requeued"} 2
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_jobs_stray_messages_total"))
 }
+
+func TestCollector_HeartbeatsDropped(t *testing.T) {
+	t.Parallel()
+	c := NewCollector(Source{
+		Pools:      func(context.Context) ([]client.Pool, error) { return nil, nil },
+		Workers:    func() []client.Worker { return nil },
+		Heartbeats: func() HeartbeatDrops { return HeartbeatDrops{Full: 500, Oversize: 3, Malformed: 7} },
+	})
+	want := `
+# HELP conductor_heartbeats_dropped_total Hosts' heartbeats dropped since conductord started (docs/security.md, "Bounded inputs"): full (the registry at its bound of hosts or bytes), oversize, malformed.
+# TYPE conductor_heartbeats_dropped_total counter
+conductor_heartbeats_dropped_total{reason="full"} 500
+conductor_heartbeats_dropped_total{reason="malformed"} 7
+conductor_heartbeats_dropped_total{reason="oversize"} 3
+`
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_heartbeats_dropped_total"))
+}
