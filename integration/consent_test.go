@@ -72,15 +72,17 @@ func TestHTTP_UpgradeNeedsHostConsent(t *testing.T) {
 	require.Equal(t, 4, exit.ExitCode(), out)
 	require.Contains(t, out, fmt.Sprintf(`refused: upgrade refused by host h1: command %q is not one this host allows for pool strict (its config allows no command but its cmd %q: list others under the pool's upgrades)`, v2, v1))
 
-	// Refused: a resize past the host's maximum pool size.
-	require.Equal(t, 502, c.do("POST", "/v1/pools/squares/resize", `{"count":1000000000}`, nil, &answer))
-	require.Equal(t, "resize refused by host h1: count 1000000000 is more than this host's maximum pool size, 256 (workerd --max-pool-size)", answer.Hosts[0].Error)
+	// Refused: a resize past the host's maximum pool size (within
+	// conductord's, which refuses a larger one itself, with 400).
+	require.Equal(t, 502, c.do("POST", "/v1/pools/squares/resize", `{"count":1000}`, nil, &answer))
+	require.Equal(t, "resize refused by host h1: count 1000 is more than this host's maximum pool size, 256 (workerd --max-pool-size)", answer.Hosts[0].Error)
+	require.Equal(t, 400, c.do("POST", "/v1/pools/squares/resize", `{"count":1000000000}`, nil, nil))
 
 	// The host's log says why, each time.
 	log := w.output()
 	require.Equal(t, 2, strings.Count(log, `msg="command refused" host=h1 op=upgrade pool=squares err="upgrade refused by host h1:`), log)
 	require.Equal(t, 1, strings.Count(log, `msg="command refused" host=h1 op=upgrade pool=strict err="upgrade refused by host h1:`), log)
-	require.Contains(t, log, `msg="command refused" host=h1 op=resize pool=squares err="resize refused by host h1: count 1000000000`)
+	require.Contains(t, log, `msg="command refused" host=h1 op=resize pool=squares err="resize refused by host h1: count 1000 `)
 	_, err = os.Stat(marker)
 	require.ErrorIs(t, err, os.ErrNotExist, "the refused command never ran")
 
