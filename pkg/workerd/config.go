@@ -16,8 +16,9 @@ import (
 // a conductord on the same host.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
 
-// DefaultMaxPoolSize is the default of Config.MaxPoolSize.
-const DefaultMaxPoolSize = agent.DefaultMaxPoolSize
+// DefaultMaxPoolSize is the default of Config.MaxPoolSize: the most
+// workers one pool may have on a host.
+const DefaultMaxPoolSize = 256
 
 // ErrNoPools is returned by Run when neither Config.ConfigFile nor
 // Config.Pools gives a pool to run.

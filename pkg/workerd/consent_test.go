@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/workerd"
@@ -120,4 +121,10 @@ func TestRun_MaxPoolSize(t *testing.T) {
 	reload <- struct{}{}
 	b.logs.wait(t, "SIGHUP: config not reloaded; pools unchanged", 1)
 	b.waitWorkers(t, "squares", 2)
+}
+
+// The public default is the agent's: workerd's flag and a Config left at
+// zero mean the same bound.
+func TestDefaultMaxPoolSize(t *testing.T) {
+	require.Equal(t, agent.DefaultMaxPoolSize, workerd.DefaultMaxPoolSize)
 }
