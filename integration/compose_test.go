@@ -64,7 +64,8 @@ func TestCompose_TwoHosts(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", image).Run() })
 
 	_, port, _ := net.SplitHostPort(freeAddr(t))
-	env := []string{"CONDUCTOR_IMAGE=" + image, "CONDUCTOR_HTTP_PORT=" + port}
+	token := fmt.Sprintf("compose-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	env := []string{"CONDUCTOR_IMAGE=" + image, "CONDUCTOR_HTTP_PORT=" + port, "CONDUCTOR_TOKEN=" + token}
 	compose := func(args ...string) string {
 		return run(t, "..", env, "docker-compose", append([]string{"-p", project}, args...)...)
 	}
@@ -76,7 +77,7 @@ func TestCompose_TwoHosts(t *testing.T) {
 	})
 	compose("up", "-d")
 
-	c := &cluster{t: t, httpAddr: "127.0.0.1:" + port}
+	c := &cluster{t: t, httpAddr: "127.0.0.1:" + port, token: token}
 	c.waitHealthy(time.Minute)
 	c.waitWorkers("squares", 4)
 

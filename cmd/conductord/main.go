@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	fs.Int64Var(&cfg.MaxBatchBytes, "max-batch-bytes", 64<<20, "largest body of POST /v1/batches/{type}, in bytes (413 above it)")
 	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", conductor.DefaultMaxPoolSize, "largest count of a pool resize through the HTTP API (400 above it)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token; refused without it")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err

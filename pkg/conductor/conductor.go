@@ -110,6 +110,10 @@ type Config struct {
 	DedupWindow time.Duration
 	// MaxPayload bounds a job's payload, in bytes. Default 1 MiB.
 	MaxPayload int
+	// Insecure lets the conductor listen beyond this machine (NATSListen
+	// or HTTPListen not on a loopback address) with no Token; without it,
+	// New refuses to.
+	Insecure bool
 	// Logger receives the conductor's logs. Default: discard.
 	Logger *slog.Logger
 	// Metrics, if set, is served at GET /metrics, behind the token
@@ -218,6 +222,9 @@ func New(cfg Config) (*Conductor, error) {
 		}
 	}
 	if err := cfg.checkSync(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkExposure(); err != nil {
 		return nil, err
 	}
 	if cfg.StorageReserve < 0 {
