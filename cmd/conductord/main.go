@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
+	"github.com/conductor-run/conductor/internal/secret"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
@@ -55,9 +57,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Int64Var(&cfg.MaxBatchBytes, "max-batch-bytes", 64<<20, "largest body of POST /v1/batches/{type}, in bytes (413 above it)")
 	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", conductor.DefaultMaxPoolSize, "largest count of a pool resize through the HTTP API (400 above it)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token; refused without it")
+	tokenFile := fs.String("token-file", "", "a file holding the token, read once at start (chmod 600); instead of --token and CONDUCTOR_TOKEN")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	tokenShared := false
+	if *tokenFile != "" {
+		if flagGiven(fs, "token") {
+			return errors.New("give --token or --token-file, not both")
+		}
+		var err error
+		if cfg.Token, tokenShared, err = secret.ReadTokenFile(*tokenFile); err != nil {
+			return err
+		}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -70,6 +83,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("bad --log-level: %w", err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	if tokenShared {
+		cfg.Logger.Warn("the token file may be read by other users of this host: chmod 600 it", "file", *tokenFile)
+	}
+	if flagGiven(fs, "token") {
+		cfg.Logger.Warn("--token on the command line is visible to every local user in the process list; use --token-file or " + names.EnvToken)
+	}
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
 	src := metrics.Source{
@@ -127,4 +146,11 @@ func syncFlags(fs *flag.FlagSet, cfg *conductor.Config, mode string, every time.
 		}
 	})
 	return err
+}
+
+// flagGiven reports whether the command line set the flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

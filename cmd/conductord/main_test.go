@@ -26,6 +26,9 @@ func TestRun_BadFlags(t *testing.T) {
 		{[]string{"--http-host", "evil.example:80"}, `bad http host "evil.example:80": want a DNS name or an IP address, with no port`},
 		{[]string{"--max-pool-size", "-1"}, "bad max pool size -1"},
 		{[]string{"--max-batch-bytes", "-1"}, "bad max batch bytes -1"},
+		{[]string{"--token-file", "/no/such/file"}, "token file: open /no/such/file: no such file or directory"},
+		{[]string{"--token-file", "/dev/null"}, "token file /dev/null: not a regular file"},
+		{[]string{"--token", "a", "--token-file", "/etc/hostname"}, "give --token or --token-file, not both"},
 	} {
 		t.Run(tc.err, func(t *testing.T) {
 			// Bounded: were the flags taken, run would serve until ctx ends.

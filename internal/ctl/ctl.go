@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/secret"
 )
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
@@ -35,7 +36,7 @@ func (e *ExitError) Error() string { return e.Msg }
 const usage = `conductorctl: the conductor's command line
 
 Usage:
-  conductorctl [--server URL] [--token TOKEN] COMMAND [ARGS]
+  conductorctl [--server URL] [--token TOKEN | --token-file FILE] COMMAND [ARGS]
 
 Commands:
   submit [--wait[=D]] [--key K] [--priority P] TYPE PAYLOAD
@@ -61,7 +62,7 @@ Commands:
   help                                                  show this
 
 The server comes from --server or CONDUCTOR_SERVER (default http://127.0.0.1:7070),
-the token from --token or CONDUCTOR_TOKEN.
+the token from --token-file, CONDUCTOR_TOKEN or --token.
 submit --wait waits up to 60s (or D) and exits 3 if the job is dead or not ended.
 Pool commands go to every host that runs the pool, or only to --host; each host's
 answer is printed, and the exit code is 4 if any host refused or did not answer.
@@ -77,9 +78,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	server := fs.String("server", cmp.Or(os.Getenv(names.EnvServer), "http://127.0.0.1:7070"), "conductor HTTP API URL")
-	token := fs.String("token", os.Getenv(names.EnvToken), "API token")
+	token := fs.String("token", os.Getenv(names.EnvToken), "API token (env CONDUCTOR_TOKEN); on the command line it shows in the process list: prefer --token-file")
+	tokenFile := fs.String("token-file", "", "a file holding the API token (chmod 600)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *tokenFile != "" {
+		tok, shared, err := secret.ReadTokenFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		if shared {
+			fmt.Fprintf(stderr, "conductorctl: %s may be read by other users of this host: chmod 600 it\n", *tokenFile)
+		}
+		*token = tok
 	}
 	c := &client{base: strings.TrimRight(*server, "/"), token: *token, http: &http.Client{}, out: stdout}
 	cmd, rest := fs.Arg(0), fs.Args()[min(1, fs.NArg()):]

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -96,6 +98,13 @@ func TestRun_ErrorsAndTables(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), []string{"--server", srv.URL, "submit", "squares", "7"}, &out, &errOut)
 	require.ErrorContains(t, err, "missing or wrong token (401 Unauthorized)")
+
+	// The token from a file, kept out of the process list.
+	tokFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokFile, []byte("tok\n"), 0o600))
+	out.Reset()
+	require.NoError(t, Run(context.Background(), []string{"--server", srv.URL, "--token-file", tokFile, "pools"}, &out, &errOut))
+	require.Contains(t, out.String(), "squares")
 
 	out2, err := run(t, srv, "pools")
 	require.NoError(t, err)

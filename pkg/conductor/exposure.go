@@ -24,7 +24,7 @@ func (c Config) checkExposure() error {
 	if len(open) == 0 {
 		return nil
 	}
-	return fmt.Errorf("conductor: %s would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (CONDUCTOR_TOKEN or --token), listen on 127.0.0.1, or accept it with --insecure", strings.Join(open, " and "))
+	return fmt.Errorf("conductor: %s would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure", strings.Join(open, " and "))
 }
 
 // loopback reports whether the listen address addr (HOST:PORT) is reached

@@ -34,7 +34,7 @@ func TestNew_RefusesOpenListenersWithoutToken(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			require.EqualError(t, err, "conductor: "+tc.refusedFor+" would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (CONDUCTOR_TOKEN or --token), listen on 127.0.0.1, or accept it with --insecure")
+			require.EqualError(t, err, "conductor: "+tc.refusedFor+" would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure")
 		})
 	}
 }
