@@ -1,0 +1,41 @@
+package conductor_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// TestReview15_ReadingStreamNotCutByOneExpandedEvent: the event buffer is
+// measured on the frame after it is made valid UTF-8, which grows a worker's
+// message (json.Valid and json.Marshal let invalid UTF-8 through, so it
+// reaches conductord as the worker wrote it): "\xffa" (2 bytes) becomes
+// U+FFFD then "a" (4 bytes). One 600 KB message, under NATS's 1 MiB and the
+// channel's line limit, becomes a 1.2 MB frame, over the 1 MiB EventBuffer
+// on its own: a client that reads everything at once is cut off
+// ("overflow", buffered 0), and so is every other stream.
+func TestReview15_ReadingStreamNotCutByOneExpandedEvent(t *testing.T) {
+	url, nc, cuts := setupEvents(t, conductor.Config{}) // the defaults: 1 MiB, 10 s
+	_, good := openStream(t, url, "")
+	read := readEvents(t, good)
+
+	data := []byte(`"` + strings.Repeat("\xffa", 300_000) + `"`)
+	publishEvent(t, nc, client.ScopeWorker, wire.Event{
+		Time: eventTime, Kind: wire.EventWorkerMessage, Host: "a", Pool: "squares", Index: 7, PID: 42, Data: data,
+	})
+	select {
+	case cut := <-cuts:
+		t.Fatalf("a client reading as fast as it can was cut off by one 600 KB event: %+v", cut)
+	case n, ok := <-read:
+		require.True(t, ok, "the reading stream ended")
+		require.Equal(t, 7, n)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the event never came")
+	}
+}
