@@ -21,17 +21,28 @@ import (
 // on its own: a client that reads everything at once is cut off
 // ("overflow", buffered 0), and so is every other stream.
 func TestReview15_ReadingStreamNotCutByOneExpandedEvent(t *testing.T) {
+	for name, data := range map[string][]byte{
+		// 600 KB on NATS, 1.2 MB once made valid UTF-8.
+		"InvalidUTF8": []byte(`"` + strings.Repeat("\xffa", 300_000) + `"`),
+		// Plain ASCII: a worker's message line may be 1 MiB + 64 KiB
+		// (proto.DefaultMaxLine), and NATS takes 8 MiB, but the frame of
+		// one such message is over the 1 MiB EventBuffer.
+		"ASCII": []byte(`"` + strings.Repeat("x", 1<<20+32<<10) + `"`),
+	} {
+		t.Run(name, func(t *testing.T) { readOneEvent(t, data) })
+	}
+}
+
+func readOneEvent(t *testing.T, data []byte) {
 	url, nc, cuts := setupEvents(t, conductor.Config{}) // the defaults: 1 MiB, 10 s
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-
-	data := []byte(`"` + strings.Repeat("\xffa", 300_000) + `"`)
 	publishEvent(t, nc, client.ScopeWorker, wire.Event{
 		Time: eventTime, Kind: wire.EventWorkerMessage, Host: "a", Pool: "squares", Index: 7, PID: 42, Data: data,
 	})
 	select {
 	case cut := <-cuts:
-		t.Fatalf("a client reading as fast as it can was cut off by one 600 KB event: %+v", cut)
+		t.Fatalf("a client reading as fast as it can was cut off by one event of %d bytes: %+v", len(data), cut)
 	case n, ok := <-read:
 		require.True(t, ok, "the reading stream ended")
 		require.Equal(t, 7, n)
