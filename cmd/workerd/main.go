@@ -35,6 +35,9 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent) // not in the environment: workers keep Go's default
 	}
+	if err := undumpable(); err != nil {
+		fmt.Fprintln(os.Stderr, "workerd: warning: cannot hide its environment from its workers (prctl PR_SET_DUMPABLE):", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {

@@ -132,3 +132,19 @@ func TestAgent_MaxPoolSize(t *testing.T) {
 	_, err = New(Config{Conn: natstest.Conn(t, ns), Host: "h2", Pools: []broker.Spec{service("big", DefaultMaxPoolSize+1, "x")}})
 	require.ErrorContains(t, err, `agent: pool "big": count 257 is more than this host's maximum pool size, 256`)
 }
+
+// An upgrade's health period is the caller's: past maxUpgradeHealth it is
+// refused, so that no caller holds a pool's commands (and the host's own
+// reload) for longer.
+func TestAgent_UpgradeHealthBounded(t *testing.T) {
+	t.Parallel()
+	v2 := []string{"/bin/sh", "-c", "echo v2 $$; exec sleep 600"}
+	web := service("web", 1, "v1")
+	web.Upgrades = [][]string{v2}
+	b := setupAgent(t, Config{Pools: []broker.Spec{web}})
+	b.workers(t, "web", 1, nil)
+
+	ans := b.send(t, wire.Command{Op: "upgrade", Pool: "web", Cmd: v2, Health: wire.Duration(1000 * time.Hour)})
+	require.False(t, ans.OK)
+	require.Contains(t, ans.Error, "health 1000h0m0s is over this host's limit of 10m0s")
+}

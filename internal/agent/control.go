@@ -44,6 +44,11 @@ func (a *Agent) command(m *nats.Msg) {
 	}
 }
 
+
+// maxUpgradeHealth bounds the health period an upgrade's caller asks for:
+// the pool's commands, and the host's own reload, wait for it.
+const maxUpgradeHealth = 10 * time.Minute
+
 // accept checks cmd and starts it, or says why not.
 func (a *Agent) accept(cmd wire.Command) error {
 	if cmd.Pool == wire.AllPools {
@@ -103,6 +108,9 @@ func (a *Agent) accept(cmd wire.Command) error {
 			return bp.Resize(ctx, cmd.Count)
 		}
 	case wire.CommandUpgrade:
+		if h := time.Duration(cmd.Health); h > maxUpgradeHealth {
+			return fmt.Errorf("upgrade: health %s is over this host's limit of %s", h, maxUpgradeHealth)
+		}
 		// Whoever sent it, the host runs only what its own config allows.
 		if err := a.consent.checkUpgrade(a.cfg.Host, cmd.Pool, bp.Spec().Cmd, cmd.Cmd); err != nil {
 			return err

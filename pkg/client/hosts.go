@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 
@@ -248,7 +249,7 @@ type hostRegistry struct {
 type hostEntry struct {
 	hb   Host
 	seen time.Time
-	size int // the heartbeat's size in bytes, as received
+	size int // the memory the heartbeat takes, as heldSize counts it
 }
 
 // newHostRegistry returns a registry that starts listening now and has heard
@@ -307,11 +308,12 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		return
 	}
 	prev, known := r.hosts[hb.Host]
+	size := heldSize(&hb, len(m.Data))
 	var why string
 	switch {
 	case !known && len(r.hosts) >= r.limits.hosts:
 		why = fmt.Sprintf("%d live hosts, the limit", r.limits.hosts)
-	case r.size-prev.size+len(m.Data) > r.limits.total:
+	case r.size-prev.size+size > r.limits.total:
 		why = fmt.Sprintf("the heartbeats held would pass the limit of %d bytes", r.limits.total)
 	}
 	if why != "" {
@@ -319,8 +321,8 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		r.drop(dropFull, host, why)
 		return
 	}
-	r.size += len(m.Data) - prev.size
-	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now, size: len(m.Data)}
+	r.size += size - prev.size
+	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now, size: size}
 	r.mu.Unlock()
 }
 
@@ -427,4 +429,12 @@ func (r *hostRegistry) running(pool, host string) []string {
 		}
 	}
 	return out
+}
+
+// heldSize is what the registry counts for a heartbeat of n bytes, hb
+// decoded: its strings (at most the bytes received) and the records its
+// pools and workers decode into, which a few bytes of JSON each ("{}")
+// can make many times larger than the message.
+func heldSize(hb *Host, n int) int {
+	return n + int(unsafe.Sizeof(*hb)) + len(hb.Pools)*int(unsafe.Sizeof(HostPool{})) + len(hb.Workers)*int(unsafe.Sizeof(Worker{}))
 }

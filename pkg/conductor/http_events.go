@@ -136,7 +136,8 @@ type eventPump struct {
 
 // run queues each event of events as an SSE frame and hands the frames to
 // the writer in order, until events closes or ctx ends, or until a frame
-// would take the queue past max: then it cuts the stream.
+// would take a queue that is not empty past max: then it cuts the stream.
+// So a client holds at most max bytes plus one event unread.
 func (p *eventPump) run(ctx context.Context, events <-chan client.Event) {
 	defer close(p.frames)
 	for {
@@ -153,7 +154,10 @@ func (p *eventPump) run(ctx context.Context, events <-chan client.Event) {
 				return
 			}
 			frame := eventFrame(e)
-			if p.queued+len(frame) > p.max {
+			// One event is always taken when none waits, however large
+			// (a worker's message is bounded by the channel protocol): the
+			// bound is on what a client leaves unread, not on an event.
+			if len(p.queue) > 0 && p.queued+len(frame) > p.max {
 				p.overflowed = true
 				p.cut(p.queued)
 				p.cancel()

@@ -12,12 +12,11 @@ import (
 	"github.com/conductor-run/conductor/internal/subject"
 )
 
-// TestReview15_HostsBytesBoundsMemory: MaxHostsBytes counts the raw JSON of
-// the heartbeats held, but the registry holds them decoded. A heartbeat of
-// 10,000 empty workers ("{}," is 3 bytes) decodes to 10,000 Worker structs
-// (~200 bytes each): ~70x the bytes counted. With the defaults (10,000
-// hosts, 256 MiB counted) that is well over 10 GB held by conductord.
-func TestReview15_HostsBytesBoundsMemory(t *testing.T) {
+// TestHostRegistry_BytesBoundMemory: MaxHostsBytes counts what the
+// heartbeats take decoded, not their JSON: a heartbeat of 10,000 empty
+// workers ("{}," is 3 bytes) decodes to 10,000 Worker records, about 70
+// times its size, and counts so.
+func TestHostRegistry_BytesBoundMemory(t *testing.T) {
 	space, err := subject.New("default")
 	require.NoError(t, err)
 	cfg := Config{MaxHosts: DefaultMaxHosts, MaxHeartbeat: DefaultMaxHeartbeat, MaxHostPools: DefaultMaxHostPools,

@@ -12,15 +12,12 @@ import (
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
-// TestReview15_ReadingStreamNotCutByOneExpandedEvent: the event buffer is
-// measured on the frame after it is made valid UTF-8, which grows a worker's
-// message (json.Valid and json.Marshal let invalid UTF-8 through, so it
-// reaches conductord as the worker wrote it): "\xffa" (2 bytes) becomes
-// U+FFFD then "a" (4 bytes). One 600 KB message, under NATS's 1 MiB and the
-// channel's line limit, becomes a 1.2 MB frame, over the 1 MiB EventBuffer
-// on its own: a client that reads everything at once is cut off
-// ("overflow", buffered 0), and so is every other stream.
-func TestReview15_ReadingStreamNotCutByOneExpandedEvent(t *testing.T) {
+// TestConductor_EventStreamNotCutByOneLargeEvent: one event larger than
+// the event buffer (a worker's message of 1 MiB, or one that grows as it
+// is made valid UTF-8: "\xffa", 2 bytes, becomes U+FFFD then "a", 4
+// bytes) goes to a client that reads: the buffer bounds what a client
+// leaves unread, not the size of one event.
+func TestConductor_EventStreamNotCutByOneLargeEvent(t *testing.T) {
 	for name, data := range map[string][]byte{
 		// 600 KB on NATS, 1.2 MB once made valid UTF-8.
 		"InvalidUTF8": []byte(`"` + strings.Repeat("\xffa", 300_000) + `"`),
