@@ -44,7 +44,6 @@ func (a *Agent) command(m *nats.Msg) {
 	}
 }
 
-
 // maxUpgradeHealth bounds the health period an upgrade's caller asks for:
 // the pool's commands, and the host's own reload, wait for it.
 const maxUpgradeHealth = 10 * time.Minute
