@@ -118,14 +118,16 @@ func TestCluster_WorkersKilledLoseNoJob(t *testing.T) {
 	c.workerd("host-b", squares(2))
 	c.waitWorkers("squares", 4)
 
-	const n = 10_000
+	// Enough jobs for dozens of kills: the jobs come as fast as they are
+	// submitted, and a worker is often idle between two, so about one kill
+	// in four finds it holding a job (10,000 jobs once gave 18 kills and no
+	// redelivery on a slow machine).
+	const n = 30_000
 	ev := watchEvents(t, c, "squares", n)
 
 	// Kill a worker every 200ms, from the first submission until every job
-	// has ended. Jobs take about a millisecond and the queue is full, so a
-	// live worker holds a job almost all the time; the pid list is as of the
-	// last heartbeat, so some pids are gone already (those kills fail and
-	// are not counted).
+	// has ended. The pid list is as of the last heartbeat, so some pids are
+	// gone already (those kills fail and are not counted).
 	kills := make(chan int, 1)
 	go func() {
 		tick := time.NewTicker(200 * time.Millisecond)
