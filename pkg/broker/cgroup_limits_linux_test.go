@@ -26,13 +26,10 @@ func TestPool_CgroupPidsLimitCountsOnlyThePoolsTasks(t *testing.T) {
 	}
 	pool, ev := setupEvents(t, spec, b)
 	require.True(t, broker.Contained(pool))
-	deadline := time.Now().Add(10 * time.Second)
-	for len(ev.all(broker.EventWorkerStart)) < 2 && time.Now().Before(deadline) {
-		if line := b.log.find("pids limit"); line != "" {
-			t.Fatalf("two one-process workers cannot start under pids=2: %s", line)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the log, bounded by deadline
-	}
+	require.Eventually(t, func() bool {
+		return len(ev.all(broker.EventWorkerStart)) == 2 || b.log.find("pids limit") != ""
+	}, 10*time.Second, 10*time.Millisecond, "two workers start, or a start fails")
+	require.Empty(t, b.log.find("pids limit"), "two one-process workers cannot start under pids=2")
 	require.Len(t, ev.all(broker.EventWorkerStart), 2)
 }
 
