@@ -26,6 +26,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	run := run
+	if len(os.Args) > 1 && os.Args[1] == "creds" {
+		run = func(_ context.Context, args []string, stderr io.Writer) error {
+			return creds(args[1:], os.Stdout, stderr)
+		}
+	}
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "conductord:", err)
 		os.Exit(1)
@@ -41,7 +47,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this existing NATS server or cluster instead of embedding one")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
-	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "token required from NATS clients and HTTP callers (env CONDUCTOR_TOKEN)")
+	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "a shared token with every power (admin), besides the credentials (env CONDUCTOR_TOKEN)")
+	fs.StringVar(&cfg.Credentials, "credentials", "", "the credentials file, written by `conductord creds` (default --data/credentials.json)")
 	fs.DurationVar(&cfg.Retention, "retention", 72*time.Hour, "how long a job's state is kept after its last change")
 	fs.DurationVar(&cfg.ArchiveAfter, "archive-after", time.Hour, "how long a final job state stays in the state bucket before only the archive (--data/archive) keeps it; the server holds ~130 bytes per state in the bucket")
 	fs.IntVar(&cfg.ArchiveMaxStates, "archive-max-states", 0, "the most final states the archive keeps, oldest dropped first (0: no limit but --retention)")

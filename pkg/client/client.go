@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/subject"
 )
 
@@ -68,6 +69,17 @@ type Config struct {
 	// still kept, see DroppedHeartbeats).
 	Logger *slog.Logger
 
+	// Submitter is for a Client that holds a submitter's credential
+	// (`conductord creds add --role submitter`), which may neither store
+	// a job's state nor publish to the job stream: Submit and
+	// SubmitAndWait go through conductord's submit subject instead, and
+	// Wait reads the job's state every RecheckInterval rather than follow
+	// the job events (which the credential may follow for its own types
+	// only). Job, Wait and SubmitAndWait work; batches, cancels, dead
+	// jobs, pool commands and hosts need an operator's credential.
+	// Default false.
+	Submitter bool
+
 	// ListenHosts has New start listening to the heartbeats, as conductord
 	// does for its dashboard (HeardHosts), so that HostWait counts from
 	// New. Default false: the first Hosts, Workers or Command starts.
@@ -99,6 +111,8 @@ type Client struct {
 	hostsMu sync.Mutex
 	hosts   *hostRegistry
 	hostSub *nats.Subscription
+
+	viaTypes sync.Map // the job types a Submitter's submission has reached conductord with
 
 	bucketsMu sync.Mutex                    // guards buckets
 	buckets   map[string]jetstream.KeyValue // the buckets besides kv, opened on first use (see bucket)
@@ -200,4 +214,19 @@ func (c *Client) hostRegistry() (*hostRegistry, error) {
 	}
 	c.hosts, c.hostSub = r, sub
 	return r, nil
+}
+
+// WithToken is the nats.Option that presents token to the conductor's
+// NATS: a credential's token (`conductord creds add`) or a shared one.
+// With a credential's, the connection's reply subjects are the
+// credential's own ("_INBOX.c-<id>."), the only ones the server lets it
+// receive on; give it to Connect, or to nats.Connect before New.
+func WithToken(token string) nats.Option {
+	return func(o *nats.Options) error {
+		o.Token = token
+		if p := auth.InboxPrefix(token); p != "" {
+			o.InboxPrefix = p
+		}
+		return nil
+	}
 }

@@ -40,6 +40,9 @@ var (
 	// ErrCommandRefused means every host refused the command or did not
 	// answer; the results say why.
 	ErrCommandRefused = errors.New("conductor: command refused")
+	// ErrForbidden means the server refused the Client's credential what
+	// it asked: a role or a job type not its own (docs/security.md).
+	ErrForbidden = errors.New("conductor: forbidden")
 )
 
 // PayloadTooLargeError reports a job payload over the conductor's limit.

@@ -84,34 +84,47 @@ func IdempotentID(namespace, typ, key string) string {
 	return uuid.NewSHA1(idempotencySpace, []byte(namespace+"\x00"+typ+"\x00"+key)).String()
 }
 
-// Submit queues a job of type typ and returns its id once the job is
-// durably queued. payload is encoded as JSON, unless it is a
-// json.RawMessage or []byte, which must already be JSON.
-func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (string, error) {
+// prepare checks a submission and returns its payload as JSON and its
+// options.
+func (c *Client) prepare(typ string, payload any, opts []SubmitOption) ([]byte, submitOptions, error) {
 	var o submitOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if err := subject.Token("job type", typ); err != nil {
-		return "", fmt.Errorf("conductor: %w", err)
+		return nil, o, fmt.Errorf("conductor: %w", err)
 	}
 	data, err := encodePayload(payload)
 	if err != nil {
-		return "", err
+		return nil, o, err
 	}
 	if len(data) > c.cfg.MaxPayload {
-		return "", &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
+		return nil, o, &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
 	}
 	if err := o.job.Check(); err != nil {
-		return "", fmt.Errorf("conductor: %w", err)
+		return nil, o, fmt.Errorf("conductor: %w", err)
 	}
 	if o.priority, err = ParsePriority(string(o.priority)); err != nil {
-		return "", fmt.Errorf("conductor: %w", err)
+		return nil, o, fmt.Errorf("conductor: %w", err)
 	}
 	if o.priority == PriorityNormal {
 		o.priority = "" // as a job's state shows it
 	}
+	return data, o, nil
+}
 
+// Submit queues a job of type typ and returns its id once the job is
+// durably queued. payload is encoded as JSON, unless it is a
+// json.RawMessage or []byte, which must already be JSON.
+func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...SubmitOption) (string, error) {
+	data, o, err := c.prepare(typ, payload, opts)
+	if err != nil {
+		return "", err
+	}
+	if c.cfg.Submitter {
+		id, _, err := c.submitVia(ctx, typ, data, o, 0)
+		return id, err
+	}
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
 		id, o.mayHaveEnded = IdempotentID(c.cfg.Namespace, typ, o.key), true
@@ -209,6 +222,9 @@ func (c *Client) createState(ctx context.Context, id string, state []byte) (uint
 	err := retry(ctx, func(ctx context.Context) error {
 		var err error
 		rev, err = c.kv.Create(ctx, id, state)
+		if err != nil && c.refused(subject.KV(c.kv.Bucket(), id)) {
+			return fmt.Errorf("%w: this credential may not store job states (a submitter's Client needs Config.Submitter)", ErrForbidden)
+		}
 		return err
 	})
 	return rev, err

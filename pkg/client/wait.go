@@ -132,6 +132,13 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 
 // SubmitAndWait submits a job and waits for it to end.
 func (c *Client) SubmitAndWait(ctx context.Context, typ string, payload any, opts ...SubmitOption) (*Job, error) {
+	if c.cfg.Submitter {
+		data, o, err := c.prepare(typ, payload, opts)
+		if err != nil {
+			return nil, err
+		}
+		return c.submitAndWaitVia(ctx, typ, data, o)
+	}
 	id, err := c.Submit(ctx, typ, payload, opts...)
 	if err != nil {
 		return nil, err
@@ -143,7 +150,7 @@ func (c *Client) addWaiter(id string) (chan *Job, error) {
 	ch := make(chan *Job, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sub == nil && !c.cfg.FeedEnds {
+	if c.sub == nil && !c.cfg.FeedEnds && !c.cfg.Submitter {
 		sub, err := c.nc.Subscribe(c.space.JobEvents(), c.jobEvent)
 		if err != nil {
 			return nil, fmt.Errorf("conductor: subscribe to job events: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
@@ -55,8 +57,21 @@ type Config struct {
 	EventWriteTimeout time.Duration
 	// Namespace isolates conductors sharing one NATS. Default "default".
 	Namespace string
-	// Token, when set, is required from NATS clients and HTTP callers.
+	// Token, when set, is required from NATS clients and HTTP callers
+	// that present no credential, and gives them every power (the admin
+	// role). A conductor with credentials needs none.
 	Token string
+	// Credentials is the file of the credentials conductord accepts, each
+	// with a role (docs/security.md, "Roles and credentials"): written by
+	// `conductord creds`, read at start and again within CredentialsCheck
+	// of a change. With a credential or a Token, every NATS client and HTTP
+	// caller must present one; with neither, the conductor is open to
+	// whoever reaches it, and listens on loopback only (see Insecure).
+	// Default DataDir/credentials.json.
+	Credentials string
+	// CredentialsCheck is how often the credentials file is looked at for
+	// a change. Default 1s.
+	CredentialsCheck time.Duration
 	// MemoryStorage keeps streams in memory instead of files: faster, and
 	// lost with the process. For tests, benchmarks and throwaway batches.
 	MemoryStorage bool
@@ -123,6 +138,8 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.DataDir = cmp.Or(c.DataDir, "./data")
+	c.Credentials = cmp.Or(c.Credentials, filepath.Join(c.DataDir, auth.FileName))
+	c.CredentialsCheck = cmp.Or(c.CredentialsCheck, time.Second)
 	c.NATSListen = cmp.Or(c.NATSListen, "127.0.0.1:4222")
 	c.Namespace = cmp.Or(c.Namespace, "default")
 	c.Retention = cmp.Or(c.Retention, 72*time.Hour)
@@ -145,9 +162,10 @@ func (c Config) withDefaults() Config {
 // heartbeats, and serves the HTTP API. Build it with New; it is what
 // conductord runs.
 type Conductor struct {
-	cfg   Config
-	space subject.Space
-	log   *slog.Logger
+	cfg    Config
+	space  subject.Space
+	log    *slog.Logger
+	access *access // who may connect, and with what role
 
 	ns       *server.Server // nil with NATSURL
 	nc       *nats.Conn
@@ -177,13 +195,14 @@ type Conductor struct {
 	// The background parts, each a startstop.Service owning its goroutine
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
-	ends      *endsTaker    // takes the job ends: counts, batch ends, waits
-	archive   *archiver     // keeps the final states past ArchiveAfter; nil with MemoryStorage
-	stats     *stats        // the job counts, saved by the ends taker; no goroutine
-	batchEnds *batchEnds    // announces the end of each batch
-	storage   *storageGuard // keeps the store writable; nil without an embedded file store
-	strays    *strayRepair  // repairs the job messages no consumer will deliver
-	http      *httpServer   // the HTTP API; nil without Config.HTTPListen
+	ends      *endsTaker        // takes the job ends: counts, batch ends, waits
+	archive   *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
+	stats     *stats            // the job counts, saved by the ends taker; no goroutine
+	batchEnds *batchEnds        // announces the end of each batch
+	storage   *storageGuard     // keeps the store writable; nil without an embedded file store
+	strays    *strayRepair      // repairs the job messages no consumer will deliver
+	http      *httpServer       // the HTTP API; nil without Config.HTTPListen
+	watch     startstop.Service // reads the credentials file again when it changes
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
 	// the ids of the jobs whose end it passed to the client: a test
@@ -224,7 +243,11 @@ func New(cfg Config) (*Conductor, error) {
 	if err := cfg.checkSync(); err != nil {
 		return nil, err
 	}
-	if err := cfg.checkExposure(); err != nil {
+	access, err := newAccess(space, cfg.Credentials, cfg.Token, cfg.Logger.With("component", "access"))
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.checkExposure(access.open()); err != nil {
 		return nil, err
 	}
 	if cfg.StorageReserve < 0 {
@@ -249,7 +272,7 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
-		cfg: cfg, space: space, log: cfg.Logger,
+		cfg: cfg, space: space, log: cfg.Logger, access: access,
 		closing: closing, beginClose: beginClose, ncClosed: make(chan struct{}),
 	}, nil
 }
@@ -289,16 +312,15 @@ func (c *Conductor) start(ctx context.Context) error {
 		nats.RetryOnFailedConnect(true),
 		nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }),
 	}
-	if c.cfg.Token != "" {
-		opts = append(opts, nats.Token(c.cfg.Token))
-	}
 	url := c.cfg.NATSURL
 	if url == "" {
 		if err := c.startServer(); err != nil {
 			return err
 		}
 		url = c.ns.ClientURL()
-		opts = append(opts, nats.InProcessServer(c.ns))
+		opts = append(opts, nats.InProcessServer(c.ns), nats.Token(c.access.internal))
+	} else if c.cfg.Token != "" {
+		opts = append(opts, nats.Token(c.cfg.Token))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -352,6 +374,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.nc.Flush(); err != nil {
 		return fmt.Errorf("conductor: subscribe: %w", err)
 	}
+	c.watch = c.access.watch(c.cfg.CredentialsCheck)
 	if c.cfg.HTTPListen != "" {
 		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.log)
 	}
@@ -362,7 +385,7 @@ func (c *Conductor) start(ctx context.Context) error {
 
 // parts lists the background parts that run, in the order they start.
 func (c *Conductor) parts() []startstop.Service {
-	var parts []startstop.Service
+	parts := []startstop.Service{c.watch}
 	if c.storage != nil {
 		// First, so that it stops last: its checkpoint after the others' writes.
 		parts = append(parts, c.storage)

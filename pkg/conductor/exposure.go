@@ -7,11 +7,11 @@ import (
 )
 
 // checkExposure refuses a conductor that would listen beyond this machine
-// with no token, unless Config.Insecure says so: by default, only programs
-// on the machine reach a conductor nobody set a secret for
-// (docs/security.md, "Safe by default").
-func (c Config) checkExposure() error {
-	if c.Token != "" || c.Insecure {
+// while open (no token, no credential), unless Config.Insecure says so: by
+// default, only programs on the machine reach a conductor nobody set a
+// secret for (docs/security.md, "Safe by default").
+func (c Config) checkExposure(unguarded bool) error {
+	if !unguarded || c.Insecure {
 		return nil
 	}
 	var open []string
@@ -24,7 +24,7 @@ func (c Config) checkExposure() error {
 	if len(open) == 0 {
 		return nil
 	}
-	return fmt.Errorf("conductor: %s would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure", strings.Join(open, " and "))
+	return fmt.Errorf("conductor: %s would listen beyond this machine with no token nor credential: anyone who reaches it could run commands on every host; issue credentials (conductord creds add), set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure", strings.Join(open, " and "))
 }
 
 // loopback reports whether the listen address addr (HOST:PORT) is reached

@@ -3,7 +3,6 @@ package conductor
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -92,39 +92,26 @@ func (c *Conductor) Handler() http.Handler {
 		_, _ = w.Write(dashboardHTML)
 	})
 	mux.HandleFunc("GET /healthz", c.healthz)
-	mux.Handle("POST /v1/jobs/{type}", c.auth(c.submitJob))
-	mux.Handle("GET /v1/jobs/{id}", c.auth(c.getJob))
-	mux.Handle("GET /v1/jobs", c.auth(c.listJobs))
-	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(c.retryJob))
-	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(c.cancelJob))
-	mux.Handle("POST /v1/batches/{type}", c.auth(c.submitBatch))
-	mux.Handle("GET /v1/batches/{id}", c.auth(c.getBatch))
-	mux.Handle("GET /v1/pools", c.auth(c.listPools))
-	mux.Handle("GET /v1/workers", c.auth(c.listWorkers))
-	for _, op := range wire.CommandOps {
-		mux.Handle("POST /v1/pools/{name}/"+op, c.auth(c.poolCommand(client.PoolOp(op))))
+	// The least role of each route (http_access.go); the routes of a job
+	// type check the caller's types too.
+	sub, op := auth.Submitter, auth.Operator
+	mux.Handle("POST /v1/jobs/{type}", c.auth(sub, c.submitJob))
+	mux.Handle("GET /v1/jobs/{id}", c.auth(sub, c.getJob))
+	mux.Handle("GET /v1/jobs", c.auth(sub, c.listJobs))
+	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(op, c.retryJob))
+	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(sub, c.cancelJob))
+	mux.Handle("POST /v1/batches/{type}", c.auth(sub, c.submitBatch))
+	mux.Handle("GET /v1/batches/{id}", c.auth(sub, c.getBatch))
+	mux.Handle("GET /v1/pools", c.auth(op, c.listPools))
+	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
+	for _, o := range wire.CommandOps {
+		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
 	}
-	mux.Handle("GET /v1/events", c.auth(c.streamEvents))
+	mux.Handle("GET /v1/events", c.auth(op, c.streamEvents))
 	if c.cfg.Metrics != nil {
-		mux.Handle("GET /metrics", c.auth(c.cfg.Metrics.ServeHTTP))
+		mux.Handle("GET /metrics", c.auth(op, c.cfg.Metrics.ServeHTTP))
 	}
 	return c.guard(mux)
-}
-
-func (c *Conductor) auth(h http.HandlerFunc) http.Handler {
-	if c.cfg.Token == "" {
-		return h
-	}
-	want := []byte("Bearer " + c.cfg.Token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="conductor"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN")
-			return
-		}
-		h(w, r)
-	})
 }
 
 // health is GET /healthz's answer.
@@ -180,7 +167,7 @@ func (c *Conductor) fullError() string {
 }
 
 func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
-	if c.refuseFull(w) {
+	if !mayType(w, r, r.PathValue("type")) || c.refuseFull(w) {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
@@ -200,7 +187,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
 	j, err := c.client.Job(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, client.ErrJobNotFound):
+	case errors.Is(err, client.ErrJobNotFound), err == nil && !seesType(r, j.Type):
 		writeError(w, http.StatusNotFound, "no job "+r.PathValue("id"))
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -379,6 +366,13 @@ func (c *Conductor) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	jq.Type = q.Get("type")
+	if p := caller(r); len(p.cred.Types) > 0 && jq.Type == "" {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("credential %s may list jobs of its types only: give ?type=", p.cred.ID))
+		return
+	}
+	if jq.Type != "" && !mayType(w, r, jq.Type) {
+		return
+	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > client.MaxListLimit {
@@ -424,6 +418,18 @@ func (c *Conductor) retryJob(w http.ResponseWriter, r *http.Request) {
 
 // cancelJob serves POST /v1/jobs/{id}/cancel.
 func (c *Conductor) cancelJob(w http.ResponseWriter, r *http.Request) {
+	if p := caller(r); len(p.cred.Types) > 0 {
+		// A submitter cancels only jobs of its types: one of another
+		// type is not found, as GET /v1/jobs/{id} answers.
+		j, err := c.client.Job(r.Context(), r.PathValue("id"))
+		if err == nil && !seesType(r, j.Type) {
+			err = client.ErrJobNotFound
+		}
+		if errors.Is(err, client.ErrJobNotFound) {
+			writeError(w, http.StatusNotFound, "no job "+r.PathValue("id"))
+			return
+		}
+	}
 	j, err := c.client.Cancel(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, client.ErrJobNotFound):
@@ -445,7 +451,7 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if c.refuseFull(w) {
+	if !mayType(w, r, typ) || c.refuseFull(w) {
 		return
 	}
 	// The body is read whole before anything is queued: its bytes are
@@ -488,7 +494,7 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 func (c *Conductor) getBatch(w http.ResponseWriter, r *http.Request) {
 	b, err := c.client.Batch(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, client.ErrBatchNotFound):
+	case errors.Is(err, client.ErrBatchNotFound), err == nil && !seesType(r, b.Type):
 		writeError(w, http.StatusNotFound, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())

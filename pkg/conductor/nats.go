@@ -43,18 +43,20 @@ func (c *Conductor) startServer() error {
 		}
 	}
 	opts := &server.Options{
-		ServerName:         "conductord",
-		Host:               host,
-		Port:               port,
-		JetStream:          true,
-		StoreDir:           c.cfg.DataDir,
-		NoSigs:             true,
-		MaxPayload:         8 << 20,
-		Authorization:      c.cfg.Token,
-		JetStreamMaxMemory: -1,
-		JetStreamMaxStore:  maxStore,
-		SyncAlways:         c.cfg.Sync == SyncAlways,
-		SyncInterval:       c.cfg.SyncInterval,
+		ServerName: "conductord",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   c.cfg.DataDir,
+		NoSigs:     true,
+		MaxPayload: 8 << 20,
+		// Every client is checked by access (access.go): conductord's
+		// own, the Token, the credentials with their grants.
+		CustomClientAuthentication: c.access,
+		JetStreamMaxMemory:         -1,
+		JetStreamMaxStore:          maxStore,
+		SyncAlways:                 c.cfg.Sync == SyncAlways,
+		SyncInterval:               c.cfg.SyncInterval,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -77,6 +79,7 @@ func (c *Conductor) startServer() error {
 		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
 	}
 	c.ns = ns
+	c.access.setServer(ns)
 	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	creds "github.com/conductor-run/conductor/internal/auth"
 )
 
 // authLogInterval is the least time between two "authentication failed"
@@ -48,6 +50,10 @@ func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
 	}
 	if token != "" {
 		opts = append(opts, nats.Token(token))
+		if p := creds.InboxPrefix(token); p != "" {
+			// A credential receives replies on its own inbox only.
+			opts = append(opts, nats.CustomInboxPrefix(p))
+		}
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/conductor-run/conductor/internal/auth"
+)
+
+const credsUsage = `usage:
+  conductord creds add --role ROLE [--types T1,T2] [--out FILE] [--replace] [--data DIR] ID
+  conductord creds list [--data DIR]
+  conductord creds revoke [--data DIR] ID
+
+Roles: submitter (queues and reads jobs of its --types, or of every type),
+host (one workerd: ID is its --host id; takes jobs of its --types),
+operator (pool commands, dead jobs, cancels, events, logs), admin.
+add prints the new token once (or writes it to --out, mode 0600); only its
+hash is kept. A running conductord reads the file again within a second:
+a revoked credential's connections are closed at once.
+`
+
+// creds runs `conductord creds`: it edits the credentials file, whether or
+// not conductord runs.
+func creds(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, credsUsage)
+		return errors.New("creds: want add, list or revoke")
+	}
+	fs := flag.NewFlagSet("conductord creds "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, credsUsage) }
+	data := fs.String("data", "./data", "conductord's data directory, which holds credentials.json")
+	file := fs.String("credentials", "", "the credentials file (default --data/credentials.json)")
+	var role, types, out *string
+	var replace *bool
+	if args[0] == "add" {
+		role = fs.String("role", "", "submitter, host, operator or admin")
+		types = fs.String("types", "", "comma-separated job types a submitter or host is limited to (default: every type)")
+		out = fs.String("out", "", "write the token to this file (mode 0600) instead of standard output")
+		replace = fs.Bool("replace", false, "issue an existing credential again: its old token stops working")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	path := *file
+	if path == "" {
+		path = filepath.Join(*data, auth.FileName)
+	}
+	switch args[0] {
+	case "list":
+		if fs.NArg() != 0 {
+			return fmt.Errorf("creds list: unexpected argument %q", fs.Arg(0))
+		}
+		return listCreds(path, stdout)
+	case "revoke":
+		if fs.NArg() != 1 {
+			return errors.New("creds revoke: want one credential id")
+		}
+		if err := auth.Revoke(path, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "credential %s revoked\n", fs.Arg(0))
+		return nil
+	case "add":
+		if fs.NArg() != 1 {
+			return errors.New("creds add: want one credential id after the flags")
+		}
+		r, err := auth.ParseRole(*role)
+		if err != nil {
+			return fmt.Errorf("creds add --role: %w", err)
+		}
+		c := auth.Credential{ID: fs.Arg(0), Role: r}
+		if *types != "" {
+			c.Types = strings.Split(*types, ",")
+		}
+		return addCred(path, c, *out, *replace, stdout, stderr)
+	}
+	fmt.Fprint(stderr, credsUsage)
+	return fmt.Errorf("creds: unknown command %q: want add, list or revoke", args[0])
+}
+
+func addCred(path string, c auth.Credential, out string, replace bool, stdout, stderr io.Writer) error {
+	var f *os.File
+	if out != "" {
+		// Made before the credential, so that a token is never issued
+		// with nowhere to go.
+		flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		if replace {
+			flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		}
+		var err error
+		if f, err = os.OpenFile(out, flags, 0o600); err != nil {
+			return fmt.Errorf("creds add --out: %w", err)
+		}
+		defer f.Close()
+	}
+	tok, err := auth.Add(path, c, replace)
+	if err != nil {
+		if f != nil {
+			os.Remove(out)
+		}
+		return err
+	}
+	if f == nil {
+		fmt.Fprintln(stdout, tok)
+		fmt.Fprintf(stderr, "credential %s (%s) added to %s; its token is shown once, above\n", c.ID, c.Role, path)
+		return nil
+	}
+	if _, err := fmt.Fprintln(f, tok); err != nil {
+		return fmt.Errorf("creds add --out: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("creds add --out: %w", err)
+	}
+	fmt.Fprintf(stderr, "credential %s (%s) added to %s; its token is in %s\n", c.ID, c.Role, path, out)
+	return nil
+}
+
+func listCreds(path string, stdout io.Writer) error {
+	list, err := auth.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tROLE\tTYPES\tCREATED")
+	for _, c := range list {
+		ts := strings.Join(c.Types, ",")
+		if ts == "" {
+			ts = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.ID, c.Role, ts, c.Created.Format("2006-01-02T15:04:05Z"))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,47 @@
+package subject
+
+import "strings"
+
+// The JetStream subjects a role is granted (pkg/conductor, grants.go):
+// the API's requests, the acks of a consumer's messages and the flow
+// control replies of a push consumer, named here like every other.
+
+// JSAPI is the subject of JetStream API request op ("STREAM.INFO",
+// "CONSUMER.MSG.NEXT", …) with its arguments (a stream, a consumer, a
+// wildcard).
+func JSAPI(op string, args ...string) string {
+	return strings.Join(append([]string{"$JS.API." + op}, args...), ".")
+}
+
+// JSAcks matches the ack subjects of the messages that consumer of stream
+// delivers (a wildcard consumer: any of the stream's).
+func JSAcks(stream, consumer string) string {
+	return "$JS.ACK." + stream + "." + consumer + ".>"
+}
+
+// JSFlowControl matches the flow control replies of the push consumers of
+// stream (a key-value watch is one).
+func JSFlowControl(stream string) string { return "$JS.FC." + stream + ".>" }
+
+// KVStream is the name of the stream behind the key-value bucket.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// KVAll matches every key of bucket.
+func KVAll(bucket string) string { return "$KV." + bucket + ".>" }
+
+// Host's and Logs' wildcards, for a grant to one host.
+
+// HostLogs matches Logs of every pool of host.
+func (s Space) HostLogs(host string) string { return s.prefix() + ".logs." + host + ".*" }
+
+// TypeJobEvents matches JobEvent of every status of type typ (or "*").
+func (s Space) TypeJobEvents(typ string) string { return s.JobEvent(typ, "*") }
+
+// Controls matches Control of every host.
+func (s Space) Controls() string { return s.Control("*") }
+
+// AllEvents matches every event: of jobs, workers, pools and batches.
+func (s Space) AllEvents() string { return s.prefix() + ".events.>" }
+
+// BatchEvents matches BatchEvent of every batch.
+func (s Space) BatchEvents() string { return s.prefix() + ".events.batch.>" }

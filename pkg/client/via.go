@@ -1,0 +1,134 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/names"
+)
+
+// A Client with Config.Submitter set holds a submitter's credential, which
+// may neither write a job's state nor publish to the job stream: it
+// submits through conductord, by request on the submit subject of the
+// job's type (docs/protocol.md, "Submitting a job by request"), and
+// conductord stores the state and queues the job.
+
+// maxViaWait is the longest wait one submit request asks of conductord
+// (conductor.MaxWait).
+const maxViaWait = 10 * time.Minute
+
+// submitVia queues a job through conductord and, with wait > 0, waits up
+// to wait for its end. It returns the job's id and, once it has ended, its
+// state.
+func (c *Client) submitVia(ctx context.Context, typ string, data []byte, o submitOptions, wait time.Duration) (string, *Job, error) {
+	if o.id != "" || o.job.Batch != "" || o.job.Requeued || o.msgID != "" {
+		return "", nil, errors.New("conductor: a submitter's client queues single jobs only: no batch, id or requeue")
+	}
+	m := nats.NewMsg(c.space.Submit(typ))
+	m.Data = data
+	m.Header.Set(names.HeaderWait, wait.String())
+	if o.key != "" {
+		m.Header.Set(names.HeaderIdempotencyKey, o.key)
+	}
+	if o.job.Timeout > 0 {
+		m.Header.Set(names.HeaderTimeout, o.job.Timeout.String())
+	}
+	if o.job.MaxAttempts > 0 {
+		m.Header.Set(names.HeaderMaxAttempts, strconv.Itoa(o.job.MaxAttempts))
+	}
+	if d := time.Until(o.job.NotBefore); !o.job.NotBefore.IsZero() && d > 0 {
+		m.Header.Set(names.HeaderDelay, d.String())
+	}
+	if o.priority != "" {
+		m.Header.Set(names.HeaderPriority, string(o.priority))
+	}
+	// conductord answers within wait, and once queued: give it room past
+	// wait for the queueing, which it bounds at 30s.
+	rctx, cancel := context.WithTimeout(ctx, wait+time.Minute)
+	defer cancel()
+	reply, err := c.requestVia(rctx, typ, m)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return "", nil, fmt.Errorf("conductor: submit a job of type %s: no conductord answers (or the credential may not submit this type)", typ)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("conductor: submit a job of type %s: %w", typ, err)
+	}
+	c.viaTypes.Store(typ, true)
+	status := reply.Header.Get(names.HeaderStatus)
+	var j Job
+	switch status {
+	case "200", "202":
+		if err := json.Unmarshal(reply.Data, &j); err != nil || j.ID == "" {
+			return "", nil, fmt.Errorf("conductor: submit a job of type %s: bad answer %.200q", typ, reply.Data)
+		}
+		if status == "200" {
+			return j.ID, &j, nil
+		}
+		return j.ID, nil, nil
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(reply.Data, &e)
+	if status == "413" {
+		return "", nil, &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
+	}
+	return "", nil, fmt.Errorf("conductor: submit a job of type %s: refused (%s): %s", typ, status, e.Error)
+}
+
+// submitAndWaitVia is SubmitAndWait through conductord: one request that
+// waits for the job's end, then Wait past conductord's longest wait.
+func (c *Client) submitAndWaitVia(ctx context.Context, typ string, data []byte, o submitOptions) (*Job, error) {
+	wait := maxViaWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, max(time.Until(dl), 0))
+	}
+	id, j, err := c.submitVia(ctx, typ, data, o, wait)
+	if err != nil || j != nil {
+		return j, err
+	}
+	return c.Wait(ctx, id)
+}
+
+// requestVia sends the submission m of type typ to conductord and returns
+// its answer. The server drops a publish the credential may not make, and
+// only tells the connection, not the request, which would wait out its
+// whole time: the first submission of each type is sent with a flush
+// after it, past which the server's refusal, if any, is the connection's
+// last error.
+func (c *Client) requestVia(ctx context.Context, typ string, m *nats.Msg) (*nats.Msg, error) {
+	if _, ok := c.viaTypes.Load(typ); ok {
+		return c.nc.RequestMsgWithContext(ctx, m)
+	}
+	m.Reply = c.nc.NewRespInbox()
+	sub, err := c.nc.SubscribeSync(m.Reply)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := c.nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		return nil, err
+	}
+	if c.refused(m.Subject) {
+		return nil, fmt.Errorf("%w: this credential may not submit jobs of type %s", ErrForbidden, typ)
+	}
+	return sub.NextMsgWithContext(ctx)
+}
+
+// refused reports whether the server's last word to the connection was
+// that it may not publish to subj. A publish the credential may not make
+// gets no answer: only this tells it from a slow server.
+func (c *Client) refused(subj string) bool {
+	err := c.nc.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subj+`"`)
+}

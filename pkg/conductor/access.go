@@ -1,0 +1,212 @@
+package conductor
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// access decides who may connect to the embedded NATS server and call the
+// HTTP API, and with what role (docs/security.md, "Roles and
+// credentials"):
+//
+//   - conductord's own connections present a secret made at start, kept
+//     in memory only: admin;
+//   - Config.Token, the one shared token of before roles: admin;
+//   - a credential's token (Config.Credentials): its role, and on NATS
+//     the grants of grants.go;
+//   - no token at all, only while there is neither Token nor credential
+//     (a conductor on loopback that nobody set a secret for): admin.
+//
+// The credentials file is read again when it changes (watch): a
+// credential revoked or issued again loses its connections at once, and
+// the first credential issued to an open conductor closes it.
+type access struct {
+	space    subject.Space
+	path     string
+	internal string // conductord's own token
+	legacy   string // Config.Token
+	log      *slog.Logger
+
+	creds atomic.Pointer[auth.Set]
+
+	mu sync.Mutex     // guards ns
+	ns *server.Server // the embedded server, to close revoked connections; nil without
+}
+
+// The user names the server knows connections by (Connz), to close them.
+const (
+	userConductord = "conductord"
+	userToken      = "token"
+	userAnonymous  = "anonymous"
+	userCredential = "credential:"
+)
+
+// newAccess reads the credentials at path (none if it does not exist).
+func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*access, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("conductor: own secret: %w", err)
+	}
+	a := &access{space: space, path: path, legacy: legacy, log: log,
+		internal: "conductord." + base64.RawURLEncoding.EncodeToString(b[:])}
+	creds, err := auth.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	a.creds.Store(auth.NewSet(creds))
+	return a, nil
+}
+
+// open reports whether no secret is required: no Token, no credential.
+func (a *access) open() bool { return a.legacy == "" && a.creds.Load().Len() == 0 }
+
+// principal is who a token proves: a role, and a credential's types.
+type principal struct {
+	user string
+	cred auth.Credential // Role Admin for conductord, Token and an open conductor
+}
+
+// check returns who tok proves, if anyone.
+func (a *access) check(tok string) (principal, bool) {
+	admin := auth.Credential{Role: auth.Admin}
+	switch {
+	case tok == "" && a.open():
+		return principal{user: userAnonymous, cred: admin}, true
+	case tok == "":
+		return principal{}, false
+	case equal(tok, a.internal):
+		return principal{user: userConductord, cred: admin}, true
+	case a.legacy != "" && equal(tok, a.legacy):
+		return principal{user: userToken, cred: admin}, true
+	}
+	cr, ok := a.creds.Load().Check(tok)
+	if !ok {
+		return principal{}, false
+	}
+	return principal{user: userCredential + cr.ID, cred: cr}, true
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// Check is the embedded server's authentication of a client (it
+// implements server.Authentication).
+func (a *access) Check(c server.ClientAuthentication) bool {
+	p, ok := a.check(c.GetOpts().Token)
+	if !ok {
+		return false
+	}
+	c.RegisterUser(&server.User{Username: p.user, Permissions: grants(a.space, p.cred)})
+	return true
+}
+
+// watch reads the credentials file again whenever it changes, every
+// interval, until ctx ends.
+func (a *access) watch(interval time.Duration) *startstop.Func {
+	return startstop.NewFunc(func(ctx context.Context) {
+		last, _ := stamp(a.path)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now, err := stamp(a.path)
+			if now == last && err == nil || errors.Is(err, fs.ErrNotExist) && last == (fileStamp{}) {
+				continue
+			}
+			last = now
+			a.reload()
+		}
+	})
+}
+
+// reload reads the credentials file and closes the connections of the
+// credentials it no longer holds as they were. A file that cannot be read
+// keeps the credentials as they were, and is logged: an edit gone wrong
+// must not shut everyone out, nor let a revoked credential back.
+func (a *access) reload() {
+	creds, err := auth.ReadFile(a.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.log.Error("credentials not read again; the ones read before stay", "file", a.path, "err", err)
+		return
+	}
+	wasOpen := a.open()
+	next := auth.NewSet(creds)
+	old := a.creds.Swap(next)
+	changed := old.Changed(next)
+	a.log.Info("credentials read", "file", a.path, "credentials", next.Len(), "revoked_or_replaced", len(changed))
+	for _, id := range changed {
+		a.disconnect(userCredential + id)
+	}
+	if wasOpen && !a.open() {
+		a.disconnect(userAnonymous)
+	}
+}
+
+// disconnect closes every connection of user to the embedded server.
+func (a *access) disconnect(user string) {
+	a.mu.Lock()
+	ns := a.ns
+	a.mu.Unlock()
+	if ns == nil {
+		return
+	}
+	for {
+		cz, err := ns.Connz(&server.ConnzOptions{User: user, Limit: 1024})
+		if err != nil || len(cz.Conns) == 0 {
+			return
+		}
+		for _, ci := range cz.Conns {
+			if ns.DisconnectClientByID(ci.Cid) == nil {
+				a.log.Info("connection closed: its credential is revoked or replaced", "user", user, "cid", ci.Cid, "ip", ci.IP)
+			}
+		}
+		if len(cz.Conns) < 1024 {
+			return
+		}
+	}
+}
+
+// fileStamp tells whether a file changed: its inode, size and time.
+type fileStamp struct {
+	ino, size int64
+	mod       time.Time
+}
+
+func stamp(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	s := fileStamp{size: fi.Size(), mod: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.ino = int64(st.Ino)
+	}
+	return s, nil
+}
+
+// setServer gives access the embedded server, once it has started.
+func (a *access) setServer(ns *server.Server) {
+	a.mu.Lock()
+	a.ns = ns
+	a.mu.Unlock()
+}

@@ -1,0 +1,137 @@
+package conductor
+
+import (
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// What each role may publish and subscribe to on the embedded NATS
+// server, which enforces it (docs/security.md, "Roles"). Everything is
+// allowed by name, nothing by exception: a subject no grant names is
+// refused. The JetStream API is granted request by request, on this
+// namespace's streams only: no role but admin may create, change, purge
+// or delete a stream, nor any consumer of the job stream but a host its
+// own types'.
+
+// grants returns the permissions of credential cr on the conductor of
+// namespace sp; nil (everything) for an admin.
+func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
+	g := grant{sp: sp}
+	g.sub(auth.InboxOf(cr.ID) + ".>")
+	g.pub(subject.JSAPI("INFO"))
+	switch cr.Role {
+	case auth.Admin:
+		return nil
+	case auth.Submitter:
+		g.submitter(cr.Types)
+	case auth.Host:
+		g.host(cr.ID, cr.Types)
+	case auth.Operator:
+		g.operator()
+	}
+	return g.permissions(cr.Role == auth.Host)
+}
+
+type grant struct {
+	sp   subject.Space
+	pubs []string
+	subs []string
+}
+
+func (g *grant) pub(s ...string) { g.pubs = append(g.pubs, s...) }
+func (g *grant) sub(s ...string) { g.subs = append(g.subs, s...) }
+
+func (g *grant) permissions(replies bool) *server.Permissions {
+	p := &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: g.pubs},
+		Subscribe: &server.SubjectPermission{Allow: g.subs},
+	}
+	if replies {
+		// A host answers the commands it takes on its control subject:
+		// one reply to each request's own reply subject, only.
+		p.Response = &server.ResponsePermission{MaxMsgs: 1}
+	}
+	return p
+}
+
+// types is each of the job types, or the wildcard for every type.
+func types(ts []string) []string {
+	if len(ts) == 0 {
+		return []string{"*"}
+	}
+	return ts
+}
+
+// readStates lets the holder read a job's state by id.
+func (g *grant) readStates() {
+	st := subject.KVStream(g.sp.StateBucket())
+	g.pub(subject.JSAPI("STREAM.INFO", st), subject.JSAPI("DIRECT.GET", st, ">"), subject.JSAPI("STREAM.MSG.GET", st),
+		g.sp.ArchiveGet())
+}
+
+// submitter queues jobs of its types through conductord's submit subject
+// (conductord stores the state and queues the job, so that the submitter
+// writes neither), reads jobs' states by id, and follows the ends of its
+// types' jobs.
+func (g *grant) submitter(ts []string) {
+	g.readStates()
+	for _, t := range types(ts) {
+		g.pub(g.sp.Submit(t))
+		g.sub(g.sp.TypeJobEvents(t))
+	}
+}
+
+// host takes, runs and ends the jobs of its types, and heartbeats, logs
+// and takes commands under its own host id. It writes the states and
+// dead entries of jobs (a state is keyed by id alone: see
+// docs/security.md, "What a host may do").
+func (g *grant) host(id string, ts []string) {
+	sp := g.sp
+	jobs := sp.JobStream()
+	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
+	g.sub(sp.Control(id))
+	for _, t := range types(ts) {
+		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t))
+		for _, prio := range []string{"normal", "high", "low"} {
+			c := sp.ConsumerAt(t, prio)
+			if t == "*" {
+				c = "*" // pool-*, high-* and low-* are no subjects
+			}
+			g.pub(subject.JSAPI("CONSUMER.CREATE", jobs, c), subject.JSAPI("CONSUMER.CREATE", jobs, c, ">"),
+				subject.JSAPI("CONSUMER.DURABLE.CREATE", jobs, c), subject.JSAPI("CONSUMER.INFO", jobs, c),
+				subject.JSAPI("CONSUMER.MSG.NEXT", jobs, c), subject.JSAcks(jobs, c))
+		}
+	}
+	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
+	g.readStates()
+	g.pub(subject.KVAll(sp.StateBucket()))
+	dead := subject.KVStream(sp.DeadBucket())
+	g.pub(subject.JSAPI("STREAM.INFO", dead), subject.KVAll(sp.DeadBucket()))
+	// The cancels, watched.
+	cancels := subject.KVStream(sp.CancelBucket())
+	g.pub(subject.JSAPI("STREAM.INFO", cancels), subject.JSAPI("CONSUMER.CREATE", cancels, ">"),
+		subject.JSAPI("CONSUMER.DELETE", cancels, ">"), subject.JSFlowControl(cancels))
+}
+
+// operator steers: pool commands, events, logs, heartbeats, jobs of every
+// type read, listed, cancelled and re-queued, batches, submissions.
+func (g *grant) operator() {
+	sp := g.sp
+	g.readStates()
+	g.pub(sp.Controls(), sp.Submits(), sp.Jobs())
+	g.sub(sp.AllEvents(), sp.Hosts(), sp.AllLogs())
+	jobs := sp.JobStream()
+	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("CONSUMER.INFO", jobs, "*"), subject.JSAPI("CONSUMER.LIST", jobs),
+		subject.JSAPI("CONSUMER.NAMES", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
+	for _, b := range []string{sp.StateBucket(), sp.CancelBucket(), sp.DeadBucket(), sp.BatchBucket(), sp.StatsBucket()} {
+		kv := subject.KVStream(b)
+		g.pub(subject.KVAll(b), subject.JSAPI("STREAM.INFO", kv), subject.JSAPI("DIRECT.GET", kv, ">"),
+			subject.JSAPI("DIRECT.GET", kv), subject.JSAPI("STREAM.MSG.GET", kv),
+			subject.JSAPI("CONSUMER.CREATE", kv, ">"), subject.JSAPI("CONSUMER.DELETE", kv, ">"),
+			subject.JSAPI("CONSUMER.MSG.NEXT", kv, ">"), subject.JSFlowControl(kv))
+	}
+	// A cancel of a queued job announces its end, as a host does.
+	g.pub(sp.JobEvents(), sp.AllJobEnds())
+}

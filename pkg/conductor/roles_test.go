@@ -1,0 +1,289 @@
+package conductor_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/pkg/broker"
+	"github.com/conductor-run/conductor/pkg/client"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// roleCluster is a conductor with one credential of each role, and a
+// workerd-like agent on host h1 holding h1's host credential.
+type roleCluster struct {
+	c      *conductor.Conductor
+	creds  string            // the credentials file
+	tokens map[string]string // by credential id
+}
+
+func startRoleCluster(t *testing.T) *roleCluster {
+	t.Helper()
+	dir := t.TempDir()
+	rc := &roleCluster{creds: filepath.Join(dir, "credentials.json"), tokens: map[string]string{}}
+	for _, cr := range []auth.Credential{
+		{ID: "root", Role: auth.Admin},
+		{ID: "ops", Role: auth.Operator},
+		{ID: "web", Role: auth.Submitter, Types: []string{"squares"}},
+		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+		{ID: "h2", Role: auth.Host, Types: []string{"other"}},
+	} {
+		tok, err := auth.Add(rc.creds, cr, false)
+		require.NoError(t, err)
+		rc.tokens[cr.ID] = tok
+	}
+	c, err := conductor.New(conductor.Config{
+		DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: rc.creds, CredentialsCheck: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	rc.c = c
+	return rc
+}
+
+// errs is a connection's asynchronous errors: the server's permission
+// violations come this way.
+type errs struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (e *errs) add(_ *nats.Conn, _ *nats.Subscription, err error) {
+	e.mu.Lock()
+	e.list = append(e.list, err.Error())
+	e.mu.Unlock()
+}
+
+func (e *errs) has(s string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, l := range e.list {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// connectAs connects with the token of credential id.
+func (rc *roleCluster) connectAs(t *testing.T, id string) (*nats.Conn, *errs) {
+	t.Helper()
+	e := &errs{}
+	nc, err := nats.Connect(rc.c.NATSURL(), client.WithToken(rc.tokens[id]), nats.ErrorHandler(e.add), nats.MaxReconnects(0))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc, e
+}
+
+// refusedPub checks that publishing to subj is refused: the server says
+// so, and a subscriber with every power sees nothing.
+func refusedPub(t *testing.T, rc *roleCluster, id, subj string) {
+	t.Helper()
+	nc, e := rc.connectAs(t, id)
+	root, _ := rc.connectAs(t, "root")
+	sub, err := root.SubscribeSync(subj)
+	require.NoError(t, err)
+	require.NoError(t, root.Flush())
+	require.NoError(t, nc.Publish(subj, []byte("{}")))
+	require.Eventually(t, func() bool { return e.has(`Publish to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond,
+		"%s publishes to %s", id, subj)
+	_, err = sub.NextMsg(50 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "a refused publish reached a subscriber")
+}
+
+// refusedSub checks that subscribing to subj is refused.
+func refusedSub(t *testing.T, rc *roleCluster, id, subj string) {
+	t.Helper()
+	nc, e := rc.connectAs(t, id)
+	_, err := nc.SubscribeSync(subj)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.has(`Subscription to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond,
+		"%s subscribes to %s", id, subj)
+}
+
+func startHost(t *testing.T, rc *roleCluster, id string, pools ...string) {
+	t.Helper()
+	nc, e := rc.connectAs(t, id)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	var specs []broker.Spec
+	for _, p := range pools {
+		specs = append(specs, broker.Spec{Name: p, Count: 1, Cmd: []string{self}})
+	}
+	a, err := agent.New(agent.Config{Conn: nc, Host: id, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Pools: specs})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(func() {
+		a.Stop()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		require.Empty(t, e.list, "host %s was refused something it needs", id)
+	})
+}
+
+// submitByRequest submits 7 to squares by request as id and waits for it.
+func submitByRequest(t *testing.T, nc *nats.Conn, typ string) *nats.Msg {
+	t.Helper()
+	m := nats.NewMsg("conductor.default.submit." + typ)
+	m.Data = []byte("7")
+	m.Header.Set(names.HeaderWait, "20s")
+	reply, err := nc.RequestMsg(m, 30*time.Second)
+	require.NoError(t, err)
+	return reply
+}
+
+// TestRoles_NATS: a job goes from a submitter through a host with every
+// step allowed to each, and each role's refusals hold.
+func TestRoles_NATS(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	startHost(t, rc, "h1", "squares")
+
+	web, webErrs := rc.connectAs(t, "web")
+	reply := submitByRequest(t, web, "squares")
+	require.Equal(t, "200", reply.Header.Get(names.HeaderStatus), "%s", reply.Data)
+	var j client.Job
+	require.NoError(t, json.Unmarshal(reply.Data, &j))
+	require.Equal(t, client.StatusSucceeded, j.Status)
+	require.JSONEq(t, "49", string(j.Result))
+
+	// The submitter reads the state by id, and follows its type's ends.
+	sc, err := client.New(web, client.Config{})
+	require.NoError(t, err)
+	got, err := sc.Job(t.Context(), j.ID)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, got.Status)
+	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = sc.Submit(short, "squares", 3)
+	require.Error(t, err, "a client that writes the state itself is refused")
+
+	// A Client told it is a submitter's goes through conductord.
+	sc, err = client.New(web, client.Config{Submitter: true, RecheckInterval: 20 * time.Millisecond})
+	require.NoError(t, err)
+	id, err := sc.Submit(t.Context(), "squares", 3, client.WithPriority(client.PriorityHigh), client.WithMaxAttempts(2))
+	require.NoError(t, err)
+	got, err = sc.Wait(t.Context(), id)
+	require.NoError(t, err)
+	require.JSONEq(t, "9", string(got.Result))
+	got, err = sc.SubmitAndWait(t.Context(), "squares", 4)
+	require.NoError(t, err)
+	require.JSONEq(t, "16", string(got.Result))
+	_, err = sc.Submit(t.Context(), "other", 4)
+	require.ErrorIs(t, err, client.ErrForbidden)
+	webErrs.mu.Lock()
+	webErrs.list = nil // the refused writes of the first client
+	webErrs.mu.Unlock()
+
+	t.Run("submitter", func(t *testing.T) {
+		t.Parallel()
+		for _, subj := range []string{
+			"conductor.default.jobs.squares",                                // straight into the stream, forged headers and all
+			"conductor.default.submit.other",                                // a type not its own
+			"$KV.conductor-default-state." + j.ID,                           // a state
+			"$KV.conductor-default-cancel." + j.ID,                          // a cancel
+			"conductor.default.control.h1",                                  // a pool command
+			"conductor.default.hosts.h9",                                    // a heartbeat
+			"conductor.default.ends.squares",                                // a job end
+			"$JS.API.STREAM.PURGE.conductor-default-jobs",                   // the queue
+			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares", // take a job
+		} {
+			refusedPub(t, rc, "web", subj)
+		}
+		for _, subj := range []string{">", "conductor.default.jobs.squares", "conductor.default.events.job.other.succeeded", "_INBOX.>"} {
+			refusedSub(t, rc, "web", subj)
+		}
+	})
+	t.Run("host", func(t *testing.T) {
+		t.Parallel()
+		for _, subj := range []string{
+			"conductor.default.hosts.h2",        // another host's heartbeat
+			"conductor.default.logs.h2.squares", // another host's logs
+			"conductor.default.ends.other",      // ends of a type not its own
+			"conductor.default.jobs.squares",    // queue a job
+			"conductor.default.submit.squares",  // submit one
+			"conductor.default.control.h2",      // command another host
+			"$JS.API.STREAM.PURGE.conductor-default-jobs",
+			"$JS.API.STREAM.DELETE.KV_conductor-default-state",
+			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-other", // another type's jobs
+			"$KV.conductor-default-cancel." + j.ID,
+		} {
+			refusedPub(t, rc, "h1", subj)
+		}
+		for _, subj := range []string{"conductor.default.control.h2", "conductor.default.jobs.>", "conductor.default.submit.squares", "_INBOX.>"} {
+			refusedSub(t, rc, "h1", subj)
+		}
+	})
+	t.Run("operator", func(t *testing.T) {
+		t.Parallel()
+		nc, e := rc.connectAs(t, "ops")
+		oc, err := client.New(nc, client.Config{})
+		require.NoError(t, err)
+		res, err := oc.Command(t.Context(), "squares", client.PoolCommand{Op: client.OpRecycle}, "h1")
+		require.NoError(t, err)
+		require.Len(t, res, 1)
+		require.Empty(t, res[0].Error)
+		got, err := oc.Job(t.Context(), j.ID)
+		require.NoError(t, err)
+		require.Equal(t, j.ID, got.ID)
+		jobs, err := oc.Jobs(t.Context(), client.JobQuery{Type: "squares"})
+		require.NoError(t, err)
+		require.NotEmpty(t, jobs)
+		hosts, err := oc.Hosts(t.Context())
+		require.NoError(t, err)
+		require.Len(t, hosts, 1)
+
+		// A job nobody serves, cancelled while queued; a dead job,
+		// queued again.
+		id, err := oc.Submit(t.Context(), "idle", 1)
+		require.NoError(t, err)
+		cj, err := oc.Cancel(t.Context(), id)
+		require.NoError(t, err)
+		require.Equal(t, client.StatusCancelled, cj.Status)
+		dead, err := oc.SubmitAndWait(t.Context(), "squares", "fail")
+		require.NoError(t, err)
+		require.Equal(t, client.StatusDead, dead.Status)
+		list, err := oc.DeadJobs(t.Context(), "squares", 10)
+		require.NoError(t, err)
+		require.NotEmpty(t, list)
+		_, err = oc.Requeue(t.Context(), dead.ID)
+		require.NoError(t, err)
+		again, err := oc.Wait(t.Context(), dead.ID)
+		require.NoError(t, err)
+		require.Equal(t, client.StatusDead, again.Status)
+		require.Empty(t, e.list)
+		for _, subj := range []string{
+			"$JS.API.STREAM.PURGE.conductor-default-jobs",
+			"$JS.API.STREAM.DELETE.conductor-default-jobs",
+			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares",
+			"conductor.default.hosts.h1",
+		} {
+			refusedPub(t, rc, "ops", subj)
+		}
+	})
+	t.Run("admin", func(t *testing.T) {
+		t.Parallel()
+		nc, e := rc.connectAs(t, "root")
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		_, err = js.Stream(t.Context(), "conductor-default-jobs")
+		require.NoError(t, err)
+		require.Empty(t, e.list)
+	})
+}
