@@ -45,6 +45,10 @@ type access struct {
 	log      *slog.Logger
 
 	creds atomic.Pointer[auth.Set]
+	// secured is set once there is a Token or a credential, for good: a
+	// conductor whose credentials are all revoked (or whose file is
+	// removed) stays closed rather than open to anyone again.
+	secured atomic.Bool
 
 	mu sync.Mutex     // guards ns
 	ns *server.Server // the embedded server, to close revoked connections; nil without
@@ -71,11 +75,13 @@ func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*acc
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	a.creds.Store(auth.NewSet(creds))
+	a.secured.Store(legacy != "" || len(creds) > 0)
 	return a, nil
 }
 
-// open reports whether no secret is required: no Token, no credential.
-func (a *access) open() bool { return a.legacy == "" && a.creds.Load().Len() == 0 }
+// open reports whether no secret is required: there has never been a
+// Token or a credential.
+func (a *access) open() bool { return !a.secured.Load() }
 
 // principal is who a token proves: a role, and a credential's types.
 type principal struct {
@@ -113,7 +119,9 @@ func (a *access) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	c.RegisterUser(&server.User{Username: p.user, Permissions: grants(a.space, p.cred)})
-	return true
+	// The first credential may have come since: reload closes the
+	// anonymous connections it finds, and this one is refused here.
+	return p.user != userAnonymous || a.open()
 }
 
 // watch reads the credentials file again whenever it changes, every
@@ -149,15 +157,15 @@ func (a *access) reload() {
 		a.log.Error("credentials not read again; the ones read before stay", "file", a.path, "err", err)
 		return
 	}
-	wasOpen := a.open()
 	next := auth.NewSet(creds)
 	old := a.creds.Swap(next)
+	wasOpen := len(creds) > 0 && !a.secured.Swap(true)
 	changed := old.Changed(next)
 	a.log.Info("credentials read", "file", a.path, "credentials", next.Len(), "revoked_or_replaced", len(changed))
 	for _, id := range changed {
 		a.disconnect(userCredential + id)
 	}
-	if wasOpen && !a.open() {
+	if wasOpen {
 		a.disconnect(userAnonymous)
 	}
 }

@@ -1,10 +1,12 @@
 package conductor_test
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -23,6 +25,7 @@ func TestNew_RefusesOpenListenersWithoutToken(t *testing.T) {
 		{"http wildcard", conductor.Config{NATSListen: "127.0.0.1:0", HTTPListen: ":7070"}, "HTTP on :7070"},
 		{"both", conductor.Config{NATSListen: "10.0.0.5:4222", HTTPListen: "0.0.0.0:7070"}, "NATS on 10.0.0.5:4222 and HTTP on 0.0.0.0:7070"},
 		{"with a token", conductor.Config{NATSListen: "0.0.0.0:4222", HTTPListen: "0.0.0.0:7070", Token: "s3cret"}, ""},
+		{"with credentials", conductor.Config{NATSListen: "0.0.0.0:4222", HTTPListen: "0.0.0.0:7070", Credentials: credentialsFile(t)}, ""},
 		{"insecure", conductor.Config{NATSListen: "0.0.0.0:4222", HTTPListen: "0.0.0.0:7070", Insecure: true}, ""},
 		{"an outside NATS", conductor.Config{NATSURL: "nats://10.0.0.5:4222", HTTPListen: "127.0.0.1:0"}, ""},
 	} {
@@ -34,7 +37,15 @@ func TestNew_RefusesOpenListenersWithoutToken(t *testing.T) {
 				require.NoError(t, err)
 				return
 			}
-			require.EqualError(t, err, "conductor: "+tc.refusedFor+" would listen beyond this machine with no token: anyone who reaches it could run commands on every host; set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure")
+			require.EqualError(t, err, "conductor: "+tc.refusedFor+" would listen beyond this machine with no token nor credential: anyone who reaches it could run commands on every host; issue credentials (conductord creds add), set a token (--token-file or CONDUCTOR_TOKEN), listen on 127.0.0.1, or accept it with --insecure")
 		})
 	}
+}
+
+// credentialsFile is a credentials file with one admin credential.
+func credentialsFile(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	_, err := auth.Add(path, auth.Credential{ID: "root", Role: auth.Admin}, false)
+	require.NoError(t, err)
+	return path
 }

@@ -29,7 +29,7 @@ func (c *Conductor) auth(role auth.Role, h http.HandlerFunc) http.Handler {
 			return
 		}
 		if !p.cred.May(role) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("credential %s is a %s: this needs a %s", p.cred.ID, p.cred.Role, role))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("credential %s (%s) may not do this: it needs the %s role", p.cred.ID, p.cred.Role, role))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))

@@ -3,6 +3,7 @@ package conductor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -92,7 +94,7 @@ func (rc *roleCluster) connectAs(t *testing.T, id string) (*nats.Conn, *errs) {
 }
 
 // refusedPub checks that publishing to subj is refused: the server says
-// so, and a subscriber with every power sees nothing.
+// so, and a subscriber with every power does not see it.
 func refusedPub(t *testing.T, rc *roleCluster, id, subj string) {
 	t.Helper()
 	nc, e := rc.connectAs(t, id)
@@ -100,11 +102,18 @@ func refusedPub(t *testing.T, rc *roleCluster, id, subj string) {
 	sub, err := root.SubscribeSync(subj)
 	require.NoError(t, err)
 	require.NoError(t, root.Flush())
-	require.NoError(t, nc.Publish(subj, []byte("{}")))
+	probe := []byte(`"probe ` + uuid.NewString() + `"`)
+	require.NoError(t, nc.Publish(subj, probe))
 	require.Eventually(t, func() bool { return e.has(`Publish to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond,
 		"%s publishes to %s", id, subj)
-	_, err = sub.NextMsg(50 * time.Millisecond)
-	require.ErrorIs(t, err, nats.ErrTimeout, "a refused publish reached a subscriber")
+	for {
+		m, err := sub.NextMsg(50 * time.Millisecond)
+		if errors.Is(err, nats.ErrTimeout) {
+			return
+		}
+		require.NoError(t, err)
+		require.NotEqual(t, string(probe), string(m.Data), "a refused publish to %s reached a subscriber", subj)
+	}
 }
 
 // refusedSub checks that subscribing to subj is refused.
@@ -286,4 +295,106 @@ func TestRoles_NATS(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, e.list)
 	})
+}
+
+// TestRoles_Revoke: a revoked credential's connection is closed within a
+// check of the file, and it cannot connect again; one issued again
+// refuses its old token and takes its new one.
+func TestRoles_Revoke(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	closed := make(chan struct{})
+	nc, err := nats.Connect(rc.c.NATSURL(), client.WithToken(rc.tokens["web"]), nats.MaxReconnects(0),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+
+	require.NoError(t, auth.Revoke(rc.creds, "web"))
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked credential's connection is still open")
+	}
+	_, err = nats.Connect(rc.c.NATSURL(), client.WithToken(rc.tokens["web"]), nats.MaxReconnects(0))
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+
+	// Issued again: the old token is refused, the new one taken.
+	old := rc.tokens["h2"]
+	tok, err := auth.Add(rc.creds, auth.Credential{ID: "h2", Role: auth.Host}, true)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		nc, err := nats.Connect(rc.c.NATSURL(), client.WithToken(old), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+		}
+		return errors.Is(err, nats.ErrAuthorization)
+	}, 10*time.Second, 10*time.Millisecond)
+	nc2, err := nats.Connect(rc.c.NATSURL(), client.WithToken(tok), nats.MaxReconnects(0))
+	require.NoError(t, err)
+	nc2.Close()
+
+	// A file others may read is not taken: the credentials stay as they were.
+	require.NoError(t, os.Chmod(rc.creds, 0o644))
+	tok3, err := auth.Add(filepath.Join(t.TempDir(), "x.json"), auth.Credential{ID: "h3", Role: auth.Host}, false)
+	require.NoError(t, err)
+	nc3, err := nats.Connect(rc.c.NATSURL(), client.WithToken(tok), nats.MaxReconnects(0))
+	require.NoError(t, err, "an unreadable file keeps the credentials read before")
+	nc3.Close()
+	_, err = nats.Connect(rc.c.NATSURL(), client.WithToken(tok3), nats.MaxReconnects(0))
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+}
+
+// TestRoles_CredentialsFileChecked: conductord does not start on a
+// credentials file others may read, or one that is not valid.
+func TestRoles_CredentialsFileChecked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "credentials.json")
+	_, err := auth.Add(path, auth.Credential{ID: "root", Role: auth.Admin}, false)
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(path, 0o640))
+	_, err = conductor.New(conductor.Config{DataDir: dir, Credentials: path})
+	require.ErrorContains(t, err, "chmod 600")
+
+	require.NoError(t, os.WriteFile(path, []byte(`{"version":1,"credentials":[{"id":"a b","role":"admin","sha256":"00"}]}`), 0o600))
+	require.NoError(t, os.Chmod(path, 0o600))
+	_, err = conductor.New(conductor.Config{DataDir: dir, Credentials: path})
+	require.ErrorContains(t, err, "credential id")
+}
+
+// TestRoles_FirstCredentialClosesAnOpenConductor: a conductor with no
+// secret is open to connections without a token; the first credential
+// issued closes them, and a connection without one is refused.
+func TestRoles_FirstCredentialClosesAnOpenConductor(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "credentials.json")
+	c, err := conductor.New(conductor.Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, CredentialsCheck: 20 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	closed := make(chan struct{})
+	nc, err := nats.Connect(c.NATSURL(), nats.MaxReconnects(0), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+
+	_, err = auth.Add(path, auth.Credential{ID: "root", Role: auth.Admin}, false)
+	require.NoError(t, err)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a connection without a token outlived the first credential")
+	}
+	_, err = nats.Connect(c.NATSURL(), nats.MaxReconnects(0))
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+	// Removing every credential does not open it again.
+	require.NoError(t, auth.Revoke(path, "root"))
+	require.NoError(t, os.Remove(path))
+	require.Never(t, func() bool {
+		nc, err := nats.Connect(c.NATSURL(), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	}, 200*time.Millisecond, 20*time.Millisecond)
 }
