@@ -20,6 +20,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/secret"
+	"github.com/conductor-run/conductor/internal/tlsconf"
 )
 
 // ExitError is an error that asks for a specific exit code: 3 means a job
@@ -80,9 +81,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	server := fs.String("server", cmp.Or(os.Getenv(names.EnvServer), "http://127.0.0.1:7070"), "conductor HTTP API URL")
 	token := fs.String("token", os.Getenv(names.EnvToken), "API token (env CONDUCTOR_TOKEN); on the command line it shows in the process list: prefer --token-file")
 	tokenFile := fs.String("token-file", "", "a file holding the API token (chmod 600)")
+	var tlsFiles tlsconf.Files
+	fs.StringVar(&tlsFiles.CA, "tls-ca", os.Getenv(names.EnvTLSCA), "PEM file of the issuer of the API's certificate, for an https:// --server (default: the system's roots; env CONDUCTOR_TLS_CA)")
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "PEM file of a client certificate to present (with --tls-key)")
+	fs.StringVar(&tlsFiles.Key, "tls-key", "", "PEM file of the key of --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	tlsConfig, err := tlsconf.Client(tlsFiles)
+	if err != nil {
+		return err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
 	if *tokenFile != "" {
 		tok, shared, err := secret.ReadTokenFile(*tokenFile)
 		if err != nil {
@@ -93,7 +104,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		*token = tok
 	}
-	c := &client{base: strings.TrimRight(*server, "/"), token: *token, http: &http.Client{}, out: stdout}
+	c := &client{base: strings.TrimRight(*server, "/"), token: *token, http: &http.Client{Transport: transport}, out: stdout}
 	cmd, rest := fs.Arg(0), fs.Args()[min(1, fs.NArg()):]
 	switch cmd {
 	case "submit":

@@ -87,6 +87,8 @@ const (
 	// EnvToken is the token of conductord, workerd and conductorctl when
 	// their --token flag is not given.
 	EnvToken = "CONDUCTOR_TOKEN"
+	// EnvTLSCA is conductorctl's --tls-ca when not given.
+	EnvTLSCA = "CONDUCTOR_TLS_CA"
 	// EnvServer is conductorctl's --server default.
 	EnvServer = "CONDUCTOR_SERVER"
 	// EnvPprofPrefix, followed by a binary's name in capitals

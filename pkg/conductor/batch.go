@@ -198,12 +198,14 @@ func startLocal(ctx context.Context, cfg BatchConfig) (*local, error) {
 	// jobs' outcomes while the conductor still stores them), not until
 	// ctx ends: under ctx, a cancel would stop both at once.
 	life := context.WithoutCancel(ctx)
-	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger})
+	// Nothing listens: the conductor and the agent are in this process,
+	// and no one else may reach their jobs.
+	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger, inProcess: true})
 	if err == nil {
 		err = l.conductor.Start(life)
 	}
 	if err == nil {
-		l.nc, err = nats.Connect(l.conductor.NATSURL(), nats.Name("conductor-batch-workers"))
+		l.nc, err = l.conductor.connectInProcess("conductor-batch-workers")
 	}
 	if err == nil {
 		l.agent, err = agent.New(agent.Config{Conn: l.nc, Host: "local", Pools: []broker.Spec{spec}, Logger: cfg.Logger})

@@ -3,11 +3,13 @@ package conductor
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/tlsconf"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -69,6 +72,13 @@ type Config struct {
 	// whoever reaches it, and listens on loopback only (see Insecure).
 	// Default DataDir/credentials.json.
 	Credentials string
+	// TLSCert and TLSKey, PEM files, make the embedded NATS server and the
+	// HTTP API speak TLS only (HTTPS), with this certificate. TLSCA and
+	// TLSVerify make the NATS server require of every client a certificate
+	// signed by TLSCA (mutual TLS), besides its token or credential.
+	// conductord's own connection is in the process, and needs none.
+	TLSCert, TLSKey, TLSCA string
+	TLSVerify              bool
 	// CredentialsCheck is how often the credentials file is looked at for
 	// a change. Default 1s.
 	CredentialsCheck time.Duration
@@ -129,6 +139,10 @@ type Config struct {
 	// or HTTPListen not on a loopback address) with no Token; without it,
 	// New refuses to.
 	Insecure bool
+	// inProcess keeps the embedded server off the network: only
+	// connections made in the process (connectInProcess) reach it.
+	// RunBatch's.
+	inProcess bool
 	// Logger receives the conductor's logs. Default: discard.
 	Logger *slog.Logger
 	// Metrics, if set, is served at GET /metrics, behind the token
@@ -165,7 +179,8 @@ type Conductor struct {
 	cfg    Config
 	space  subject.Space
 	log    *slog.Logger
-	access *access // who may connect, and with what role
+	access *access     // who may connect, and with what role
+	tls    *tls.Config // the NATS server's and the HTTP API's; nil: no TLS
 
 	ns       *server.Server // nil with NATSURL
 	nc       *nats.Conn
@@ -270,9 +285,13 @@ func New(cfg Config) (*Conductor, error) {
 	if err := cfg.checkHTTP(); err != nil {
 		return nil, err
 	}
+	tlsConfig, err := tlsconf.Server(tlsconf.Files{Cert: cfg.TLSCert, Key: cfg.TLSKey, CA: cfg.TLSCA}, cfg.TLSVerify)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: %w", err)
+	}
 	closing, beginClose := context.WithCancel(context.Background())
 	return &Conductor{
-		cfg: cfg, space: space, log: cfg.Logger, access: access,
+		cfg: cfg, space: space, log: cfg.Logger, access: access, tls: tlsConfig,
 		closing: closing, beginClose: beginClose, ncClosed: make(chan struct{}),
 	}, nil
 }
@@ -317,7 +336,9 @@ func (c *Conductor) start(ctx context.Context) error {
 		if err := c.startServer(); err != nil {
 			return err
 		}
-		url = c.ns.ClientURL()
+		// In the process: no socket, so no TLS either (tls:// would ask
+		// for it).
+		url = strings.Replace(c.ns.ClientURL(), "tls://", "nats://", 1)
 		opts = append(opts, nats.InProcessServer(c.ns), nats.Token(c.access.internal))
 	} else if c.cfg.Token != "" {
 		opts = append(opts, nats.Token(c.cfg.Token))
@@ -376,7 +397,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	}
 	c.watch = c.access.watch(c.cfg.CredentialsCheck)
 	if c.cfg.HTTPListen != "" {
-		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.log)
+		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.tls, c.log)
 	}
 	// The parts stop when shutdown stops them, in its order, not all at
 	// once when ctx is cancelled.
@@ -385,7 +406,10 @@ func (c *Conductor) start(ctx context.Context) error {
 
 // parts lists the background parts that run, in the order they start.
 func (c *Conductor) parts() []startstop.Service {
-	parts := []startstop.Service{c.watch}
+	var parts []startstop.Service
+	if c.watch != nil {
+		parts = append(parts, c.watch)
+	}
 	if c.storage != nil {
 		// First, so that it stops last: its checkpoint after the others' writes.
 		parts = append(parts, c.storage)
@@ -470,6 +494,12 @@ func (c *Conductor) HTTPAddr() string {
 		return ""
 	}
 	return c.http.addr()
+}
+
+// connectInProcess connects to the embedded server in the process, with
+// every power, as the conductor's own connection does.
+func (c *Conductor) connectInProcess(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.Name(name), nats.InProcessServer(c.ns), nats.Token(c.access.internal))
 }
 
 // Client is the conductor's own client, on its own connection.

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ type httpServer struct {
 	startstop.Base
 	listen  string
 	handler http.Handler
+	tls     *tls.Config // nil: plain HTTP
 	log     *slog.Logger
 	ln      net.Listener
 }
@@ -28,8 +30,8 @@ type httpServer struct {
 // httpShutdownGrace is how long the calls in flight get once Stop begins.
 const httpShutdownGrace = 10 * time.Second
 
-func newHTTPServer(listen string, handler http.Handler, log *slog.Logger) *httpServer {
-	return &httpServer{listen: listen, handler: handler, log: log}
+func newHTTPServer(listen string, handler http.Handler, tlsConfig *tls.Config, log *slog.Logger) *httpServer {
+	return &httpServer{listen: listen, handler: handler, tls: tlsConfig, log: log}
 }
 
 // Start listens and serves.
@@ -42,6 +44,15 @@ func (h *httpServer) Start(ctx context.Context) error {
 	if err != nil {
 		done()
 		return fmt.Errorf("conductor: http listen: %w", err)
+	}
+	if h.tls != nil {
+		// Mutual TLS is NATS's: the API takes a client certificate if
+		// one is given, and a browser's dashboard without one.
+		cfg := h.tls.Clone()
+		if cfg.ClientAuth == tls.RequireAndVerifyClientCert {
+			cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+		ln = tls.NewListener(ln, cfg)
 	}
 	h.ln = ln
 	srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
@@ -62,7 +73,7 @@ func (h *httpServer) Start(ctx context.Context) error {
 		cancel()
 		<-served
 	}()
-	h.log.Info("http listening", "addr", ln.Addr().String())
+	h.log.Info("http listening", "addr", ln.Addr().String(), "tls", h.tls != nil)
 	return nil
 }
 

@@ -58,6 +58,10 @@ func (c *Conductor) startServer() error {
 		SyncAlways:                 c.cfg.Sync == SyncAlways,
 		SyncInterval:               c.cfg.SyncInterval,
 	}
+	if c.tls != nil {
+		opts.TLSConfig, opts.TLS, opts.TLSVerify = c.tls, true, c.cfg.TLSVerify
+		opts.TLSTimeout = 5
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("conductor: embedded NATS: %w", err)

@@ -39,6 +39,11 @@ type Config struct {
 	// Token given as well; it warns when group or other users may read the
 	// file. Empty: Token.
 	TokenFile string
+	// TLSCA is the PEM file of the conductor's NATS certificate issuer
+	// (default: the system's roots, if the server speaks TLS); TLSCert and
+	// TLSKey are this host's client certificate and key, for a conductor
+	// that requires them (conductord --tls-verify). Empty: none.
+	TLSCA, TLSCert, TLSKey string
 	// MaxPoolSize bounds every pool's count on this host: a pool of
 	// Pools or ConfigFile above it is refused at start and by a reload, a
 	// resize command above it is refused in its answer. Default (zero or

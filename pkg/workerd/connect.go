@@ -1,6 +1,7 @@
 package workerd
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,7 +22,7 @@ const authLogInterval = 10 * time.Second
 // token does not stop the retries either (conductord may be restarted with
 // the right one), but each refusal is logged as an error naming --token and
 // CONDUCTOR_TOKEN, at most once per authLogInterval.
-func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
+func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger) (*nats.Conn, error) {
 	auth := &authLog{log: log, every: authLogInterval}
 	opts := []nats.Option{
 		nats.Name("workerd " + host),
@@ -54,6 +55,9 @@ func connect(url, token, host string, log *slog.Logger) (*nats.Conn, error) {
 			// A credential receives replies on its own inbox only.
 			opts = append(opts, nats.CustomInboxPrefix(p))
 		}
+	}
+	if tlsConfig != nil {
+		opts = append(opts, nats.Secure(tlsConfig))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

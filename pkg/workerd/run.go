@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/internal/tlsconf"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -42,7 +43,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := broker.SetCgroups(cfg.Cgroups, log); err != nil {
 		return err
 	}
-	nc, err := connect(cfg.NATSURL, token, cfg.HostID, log)
+	tlsConfig, err := tlsconf.Client(tlsconf.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey})
+	if err != nil {
+		return err
+	}
+	nc, err := connect(cfg.NATSURL, token, cfg.HostID, tlsConfig, log)
 	if err != nil {
 		return err
 	}
