@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,16 +15,20 @@ import (
 )
 
 const credsUsage = `usage:
-  conductord creds add --role ROLE [--types T1,T2] [--out FILE] [--replace] [--data DIR] ID
+  conductord creds add --role ROLE [--types T1,T2] [--host-id H] [--namespace NS]
+                       [--out FILE] [--replace] [--data DIR] ID
   conductord creds list [--data DIR]
   conductord creds revoke [--data DIR] ID
 
 Roles: submitter (queues and reads jobs of its --types, or of every type),
-host (one workerd: ID is its --host id; takes jobs of its --types),
+host (one workerd: its --host-id is --host-id, default ID; takes jobs of
+its --types),
 operator (pool commands, dead jobs, cancels, events, logs), admin.
 add prints the new token once (or writes it to --out, mode 0600); only its
 hash is kept. A running conductord reads the file again within a second:
-a revoked credential's connections are closed at once.
+a revoked credential's connections are closed at once. --namespace issues
+a credential of another namespace, whose conductord (--nats-url) shares
+this one's NATS server in an account of its own.
 `
 
 // creds runs `conductord creds`: it edits the credentials file, whether or
@@ -38,11 +43,13 @@ func creds(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, credsUsage) }
 	data := fs.String("data", "./data", "conductord's data directory, which holds credentials.json")
 	file := fs.String("credentials", "", "the credentials file (default --data/credentials.json)")
-	var role, types, out *string
+	var role, types, out, hostID, namespace *string
 	var replace *bool
 	if args[0] == "add" {
 		role = fs.String("role", "", "submitter, host, operator or admin")
 		types = fs.String("types", "", "comma-separated job types a submitter or host is limited to (default: every type)")
+		hostID = fs.String("host-id", "", "a host's workerd --host-id (default: the credential's id)")
+		namespace = fs.String("namespace", "", "another namespace the credential is for (default: this conductord's)")
 		out = fs.String("out", "", "write the token to this file (mode 0600) instead of standard output")
 		replace = fs.Bool("replace", false, "issue an existing credential again: its old token stops working")
 	}
@@ -76,7 +83,7 @@ func creds(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("creds add --role: %w", err)
 		}
-		c := auth.Credential{ID: fs.Arg(0), Role: r}
+		c := auth.Credential{ID: fs.Arg(0), Role: r, HostID: *hostID, Namespace: *namespace}
 		if *types != "" {
 			c.Types = strings.Split(*types, ",")
 		}
@@ -129,13 +136,17 @@ func listCreds(path string, stdout io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tTYPES\tCREATED")
+	fmt.Fprintln(tw, "ID\tROLE\tTYPES\tHOST ID\tNAMESPACE\tCREATED")
 	for _, c := range list {
 		ts := strings.Join(c.Types, ",")
 		if ts == "" {
 			ts = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.ID, c.Role, ts, c.Created.Format("2006-01-02T15:04:05Z"))
+		host := "-"
+		if c.Role == auth.Host {
+			host = c.Host()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Role, ts, host, cmp.Or(c.Namespace, "-"), c.Created.Format("2006-01-02T15:04:05Z"))
 	}
 	return tw.Flush()
 }

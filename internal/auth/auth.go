@@ -62,13 +62,20 @@ func (r Role) atLeast(role Role) bool {
 // Credential is one credential as the file keeps it: never its secret,
 // only the secret's hash.
 type Credential struct {
-	// ID names the credential; for a Host, it is the host id the
-	// credential may heartbeat and answer commands under.
+	// ID names the credential.
 	ID   string `json:"id"`
 	Role Role   `json:"role"`
+	// HostID is, for a Host, the host id (workerd --host-id) the
+	// credential may heartbeat and answer commands under. Default: ID.
+	HostID string `json:"host_id,omitempty"`
 	// Types are the job types a Submitter may queue and read, or a Host
 	// may take; none: every type. Other roles have every type.
 	Types []string `json:"types,omitempty"`
+	// Namespace is the namespace the credential is for, when it is not
+	// that of the conductord whose file holds it: another conductord's
+	// (--namespace, --nats-url) on this conductord's NATS server, in a
+	// NATS account of its own. Empty: this conductord's.
+	Namespace string `json:"namespace,omitempty"`
 	// Hash is the hex SHA-256 of the token's secret.
 	Hash    string    `json:"sha256"`
 	Created time.Time `json:"created"`
@@ -93,6 +100,19 @@ func (c Credential) Check() error {
 	if len(c.Types) > 0 && (c.Role == Admin || c.Role == Operator) {
 		return fmt.Errorf("credential %s: an %s has every job type; types are for a submitter or a host", c.ID, c.Role)
 	}
+	if c.HostID != "" {
+		if c.Role != Host {
+			return fmt.Errorf("credential %s: a host id is for a host credential", c.ID)
+		}
+		if err := token.Check("host id", c.HostID); err != nil {
+			return fmt.Errorf("credential %s: %w", c.ID, err)
+		}
+	}
+	if c.Namespace != "" {
+		if err := token.Check("namespace", c.Namespace); err != nil {
+			return fmt.Errorf("credential %s: %w", c.ID, err)
+		}
+	}
 	if b, err := hex.DecodeString(c.Hash); err != nil || len(b) != sha256.Size {
 		return fmt.Errorf("credential %s: bad sha256", c.ID)
 	}
@@ -101,6 +121,14 @@ func (c Credential) Check() error {
 
 // MaxTypes bounds the job types one credential names.
 const MaxTypes = 256
+
+// Host returns the host id a Host credential serves under.
+func (c Credential) Host() string {
+	if c.HostID != "" {
+		return c.HostID
+	}
+	return c.ID
+}
 
 // May reports whether c's role may do what role may.
 func (c Credential) May(role Role) bool { return c.Role.atLeast(role) }
@@ -176,6 +204,21 @@ func InboxPrefix(tok string) string {
 // InboxOf is the inbox prefix of the credential id.
 func InboxOf(id string) string { return "_INBOX.c-" + id }
 
+// Namespaces lists the namespaces of s's credentials that are not own.
+func (s *Set) Namespaces(own string) []string {
+	var nss []string
+	if s == nil {
+		return nil
+	}
+	for _, c := range s.byID {
+		if c.Namespace != "" && c.Namespace != own && !slices.Contains(nss, c.Namespace) {
+			nss = append(nss, c.Namespace)
+		}
+	}
+	slices.Sort(nss)
+	return nss
+}
+
 // Set is a set of credentials to check tokens against. It is not changed
 // once made; a new file makes a new Set.
 type Set struct {
@@ -233,7 +276,7 @@ func (s *Set) Changed(next *Set) []string {
 	}
 	for id, c := range s.byID {
 		n, ok := next.Get(id)
-		if !ok || n.Hash != c.Hash || n.Role != c.Role || !slices.Equal(n.Types, c.Types) {
+		if !ok || n.Hash != c.Hash || n.Role != c.Role || n.Namespace != c.Namespace || n.HostID != c.HostID || !slices.Equal(n.Types, c.Types) {
 			ids = append(ids, id)
 		}
 	}

@@ -160,6 +160,9 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := mayRead(ctx, nc, subject.JSAPI("STREAM.INFO", subject.KVStream(space.StateBucket()))); err != nil {
+		return nil, fmt.Errorf("conductor: open job states of namespace %q: %w", cfg.Namespace, err)
+	}
 	kv, err := js.KeyValue(ctx, space.StateBucket())
 	if err != nil {
 		return nil, fmt.Errorf("conductor: open job states of namespace %q (is conductord running?): %w", cfg.Namespace, err)

@@ -129,6 +129,27 @@ func (c *Client) requestVia(ctx context.Context, typ string, m *nats.Msg) (*nats
 // that it may not publish to subj. A publish the credential may not make
 // gets no answer: only this tells it from a slow server.
 func (c *Client) refused(subj string) bool {
-	err := c.nc.LastError()
+	return refused(c.nc, subj)
+}
+
+func refused(nc *nats.Conn, subj string) bool {
+	err := nc.LastError()
 	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subj+`"`)
+}
+
+// mayRead asks the server whether the connection may publish the
+// request subj (a JetStream API request that changes nothing): a request
+// the credential may not make would otherwise wait out its whole time.
+// Its answer is not waited for; the flush after it tells of a refusal.
+func mayRead(ctx context.Context, nc *nats.Conn, subj string) error {
+	if err := nc.Publish(subj, nil); err != nil {
+		return err
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return err
+	}
+	if refused(nc, subj) {
+		return fmt.Errorf("%w: this credential may not read %s", ErrForbidden, subj)
+	}
+	return nil
 }

@@ -106,6 +106,9 @@ func (a *access) check(tok string) (principal, bool) {
 	if !ok {
 		return principal{}, false
 	}
+	if cr.Namespace == a.space.Namespace() {
+		cr.Namespace = ""
+	}
 	return principal{user: userCredential + cr.ID, cred: cr}, true
 }
 
@@ -118,7 +121,18 @@ func (a *access) Check(c server.ClientAuthentication) bool {
 	if !ok {
 		return false
 	}
-	c.RegisterUser(&server.User{Username: p.user, Permissions: grants(a.space, p.cred)})
+	user := &server.User{Username: p.user, Permissions: grants(a.space, p.cred)}
+	if ns := p.cred.Namespace; ns != "" {
+		// Another namespace's credential: in that namespace's account,
+		// which sees nothing of this one's, nor this one anything of it.
+		space, err := subject.New(ns)
+		acc := a.account(ns)
+		if err != nil || acc == nil {
+			return false
+		}
+		user.Account, user.Permissions = acc, grants(space, p.cred)
+	}
+	c.RegisterUser(user)
 	// The first credential may have come since: reload closes the
 	// anonymous connections it finds, and this one is refused here.
 	return p.user != userAnonymous || a.open()
@@ -162,6 +176,9 @@ func (a *access) reload() {
 	wasOpen := len(creds) > 0 && !a.secured.Swap(true)
 	changed := old.Changed(next)
 	a.log.Info("credentials read", "file", a.path, "credentials", next.Len(), "revoked_or_replaced", len(changed))
+	if err := a.makeAccounts(); err != nil {
+		a.log.Error("a namespace's account could not be made: its credentials cannot connect", "err", err)
+	}
 	for _, id := range changed {
 		a.disconnect(userCredential + id)
 	}
@@ -212,9 +229,55 @@ func stamp(path string) (fileStamp, error) {
 	return s, nil
 }
 
-// setServer gives access the embedded server, once it has started.
-func (a *access) setServer(ns *server.Server) {
+// setServer gives access the embedded server, once it has started, and
+// makes the accounts of the credentials' other namespaces.
+func (a *access) setServer(ns *server.Server) error {
 	a.mu.Lock()
 	a.ns = ns
 	a.mu.Unlock()
+	return a.makeAccounts()
+}
+
+// accountName is the NATS account of namespace ns, when it is not the
+// conductor's own (whose account is the server's global one, where it has
+// always been).
+func accountName(ns string) string { return "conductor-ns-" + ns }
+
+// account returns the account of another namespace, nil if not made.
+func (a *access) account(ns string) *server.Account {
+	a.mu.Lock()
+	srv := a.ns
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	acc, err := srv.LookupAccount(accountName(ns))
+	if err != nil || !acc.JetStreamEnabled() {
+		return nil
+	}
+	return acc
+}
+
+// makeAccounts makes an account, with JetStream, for each other namespace
+// a credential names. The server's JetStream keeps each account's streams
+// in a directory of its own, and recovers them when the account is made
+// again after a restart.
+func (a *access) makeAccounts() error {
+	a.mu.Lock()
+	srv := a.ns
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	for _, ns := range a.creds.Load().Namespaces(a.space.Namespace()) {
+		acc, _ := srv.LookupOrRegisterAccount(accountName(ns))
+		if acc.JetStreamEnabled() {
+			continue
+		}
+		if err := acc.EnableJetStream(nil, nil); err != nil {
+			return fmt.Errorf("conductor: JetStream for namespace %s: %w", ns, err)
+		}
+		a.log.Info("namespace account ready", "namespace", ns, "account", accountName(ns))
+	}
+	return nil
 }

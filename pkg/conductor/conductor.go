@@ -341,7 +341,7 @@ func (c *Conductor) start(ctx context.Context) error {
 		url = strings.Replace(c.ns.ClientURL(), "tls://", "nats://", 1)
 		opts = append(opts, nats.InProcessServer(c.ns), nats.Token(c.access.internal))
 	} else if c.cfg.Token != "" {
-		opts = append(opts, nats.Token(c.cfg.Token))
+		opts = append(opts, client.WithToken(c.cfg.Token))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

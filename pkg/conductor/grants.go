@@ -27,7 +27,7 @@ func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
 	case auth.Submitter:
 		g.submitter(cr.Types)
 	case auth.Host:
-		g.host(cr.ID, cr.Types)
+		g.host(cr.Host(), cr.Types)
 	case auth.Operator:
 		g.operator()
 	}

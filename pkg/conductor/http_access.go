@@ -28,6 +28,10 @@ func (c *Conductor) auth(role auth.Role, h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN")
 			return
 		}
+		if p.cred.Namespace != "" {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("credential %s is for namespace %s: this is namespace %s's conductord", p.cred.ID, p.cred.Namespace, c.cfg.Namespace))
+			return
+		}
 		if !p.cred.May(role) {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("credential %s (%s) may not do this: it needs the %s role", p.cred.ID, p.cred.Role, role))
 			return

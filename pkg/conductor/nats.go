@@ -83,7 +83,10 @@ func (c *Conductor) startServer() error {
 		return fmt.Errorf("conductor: embedded NATS not ready on %s within 30s", c.cfg.NATSListen)
 	}
 	c.ns = ns
-	c.access.setServer(ns)
+	if err := c.access.setServer(ns); err != nil {
+		ns.Shutdown()
+		return err
+	}
 	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
 	return nil
 }

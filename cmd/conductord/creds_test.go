@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/auth"
+)
+
+// TestCreds: add writes a token once (to standard output or --out, mode
+// 0600) and keeps only its hash; list shows every credential, never a
+// secret; revoke removes one; bad input is refused with its reason.
+func TestCreds(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	run := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := creds(append(args[:1:1], append([]string{"--data", data}, args[1:]...)...), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	tok, msg, err := run("add", "--role", "submitter", "--types", "squares,cubes", "web")
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(tok, "cdt.web."), tok)
+	require.Contains(t, msg, "shown once")
+	file, err := os.ReadFile(filepath.Join(data, auth.FileName))
+	require.NoError(t, err)
+	require.NotContains(t, string(file), strings.TrimSpace(strings.TrimPrefix(tok, "cdt.web.")), "the file keeps the secret")
+	fi, err := os.Stat(filepath.Join(data, auth.FileName))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+
+	out := filepath.Join(t.TempDir(), "h1.token")
+	_, _, err = run("add", "--role", "host", "--host-id", "web-1", "--out", out, "h1")
+	require.NoError(t, err)
+	fi, err = os.Stat(out)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	_, _, err = run("add", "--role", "host", "--out", out, "h2")
+	require.ErrorContains(t, err, "file exists", "an existing token file is not overwritten")
+
+	list, _, err := run("list")
+	require.NoError(t, err)
+	require.Contains(t, list, "web")
+	require.Contains(t, list, "squares,cubes")
+	require.Contains(t, list, "web-1")
+	require.NotContains(t, list, "h2")
+
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"add", "--role", "root", "x"}, `unknown role "root"`},
+		{[]string{"add", "--role", "admin", "a b"}, "credential id"},
+		{[]string{"add", "--role", "operator", "--types", "squares", "ops"}, "types are for a submitter or a host"},
+		{[]string{"add", "--role", "submitter", "--host-id", "h", "s"}, "a host id is for a host credential"},
+		{[]string{"add", "--role", "submitter", "web"}, "credential web exists"},
+		{[]string{"add", "--role", "submitter"}, "want one credential id"},
+		{[]string{"revoke", "nobody"}, "no credential nobody"},
+		{[]string{"rotate"}, `unknown command "rotate"`},
+	} {
+		_, _, err := run(tc.args...)
+		require.ErrorContains(t, err, tc.err, tc.args)
+	}
+
+	_, _, err = run("revoke", "web")
+	require.NoError(t, err)
+	list, _, err = run("list")
+	require.NoError(t, err)
+	require.NotContains(t, list, "squares,cubes")
+}
