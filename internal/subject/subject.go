@@ -9,6 +9,7 @@
 //	conductor.<ns>.hosts.<host>          workerd heartbeat with its workers (core NATS)
 //	conductor.<ns>.control.<host>        commands to one workerd, request/reply (core NATS)
 //	conductor.<ns>.submit.<type>         job submission by request, answered when the job ends (core NATS)
+//	conductor.<ns>.as.<id>.submit.<type> the same, by the holder of credential id
 //	conductor.<ns>.events.worker.<pool>.<kind>  worker lifecycle events (core NATS)
 //	conductor.<ns>.events.pool.<pool>.<kind>    pool lifecycle events (core NATS)
 //	conductor.<ns>.logs.<host>.<pool>    workers' stdout/stderr lines (core NATS)
@@ -107,6 +108,29 @@ func (s Space) ParseJob(subj string) (typ, prio string) {
 // Submit is the subject conductord answers job submissions of type typ
 // on, by NATS request (the reply comes when the job ends).
 func (s Space) Submit(typ string) string { return s.prefix() + ".submit." + typ }
+
+// SubmitAs is the subject the holder of credential id submits jobs of
+// type typ on: conductord knows who asks from the subject, which the
+// server lets that credential alone publish to, and bounds each
+// credential's submissions waiting at once.
+func (s Space) SubmitAs(id, typ string) string { return s.prefix() + ".as." + id + ".submit." + typ }
+
+// SubmitsAs matches SubmitAs of every credential and type.
+func (s Space) SubmitsAs() string { return s.prefix() + ".as.*.submit.*" }
+
+// ParseSubmitAs returns the credential id and job type of a subject built
+// by SubmitAs, or "", "".
+func (s Space) ParseSubmitAs(subj string) (id, typ string) {
+	rest, ok := strings.CutPrefix(subj, s.prefix()+".as.")
+	if !ok {
+		return "", ""
+	}
+	id, typ, ok = strings.Cut(rest, ".submit.")
+	if !ok || Token("credential id", id) != nil || Token("job type", typ) != nil {
+		return "", ""
+	}
+	return id, typ
+}
 
 // Submits matches Submit of every type.
 func (s Space) Submits() string { return s.prefix() + ".submit.*" }

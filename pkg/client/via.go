@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
 )
 
@@ -31,7 +32,11 @@ func (c *Client) submitVia(ctx context.Context, typ string, data []byte, o submi
 	if o.id != "" || o.job.Batch != "" || o.job.Requeued || o.msgID != "" {
 		return "", nil, errors.New("conductor: a submitter's client queues single jobs only: no batch, id or requeue")
 	}
-	m := nats.NewMsg(c.space.Submit(typ))
+	subj := c.space.Submit(typ)
+	if id := auth.ID(c.nc.Opts.Token); id != "" {
+		subj = c.space.SubmitAs(id, typ) // a credential's own subject
+	}
+	m := nats.NewMsg(subj)
 	m.Data = data
 	m.Header.Set(names.HeaderWait, wait.String())
 	if o.key != "" {

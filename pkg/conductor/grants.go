@@ -25,7 +25,7 @@ func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
 	case auth.Admin:
 		return nil
 	case auth.Submitter:
-		g.submitter(cr.Types)
+		g.submitter(cr.ID, cr.Types)
 	case auth.Host:
 		g.host(cr.Host(), cr.Types)
 	case auth.Operator:
@@ -71,14 +71,15 @@ func (g *grant) readStates() {
 		g.sp.ArchiveGet())
 }
 
-// submitter queues jobs of its types through conductord's submit subject
-// (conductord stores the state and queues the job, so that the submitter
-// writes neither), reads jobs' states by id, and follows the ends of its
-// types' jobs.
-func (g *grant) submitter(ts []string) {
+// submitter queues jobs of its types through conductord, on its own
+// submit subjects (conductord stores the state and queues the job, so
+// that the submitter writes neither, and bounds the submissions each
+// credential has waiting), reads jobs' states by id, and follows the ends
+// of its types' jobs.
+func (g *grant) submitter(id string, ts []string) {
 	g.readStates()
 	for _, t := range types(ts) {
-		g.pub(g.sp.Submit(t))
+		g.pub(g.sp.SubmitAs(id, t))
 		g.sub(g.sp.TypeJobEvents(t))
 	}
 }

@@ -73,7 +73,7 @@ func TestNamespaces_Isolated(t *testing.T) {
 	host("b", "b-h1")
 
 	submit := func(ns, cred string, n int) client.Job {
-		m := nats.NewMsg("conductor." + ns + ".submit.squares")
+		m := nats.NewMsg("conductor." + ns + ".as." + cred + ".submit.squares")
 		m.Data, _ = json.Marshal(n)
 		m.Header.Set(names.HeaderWait, "20s")
 		reply, err := connect(cred).RequestMsg(m, 30*time.Second)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -146,10 +147,11 @@ func startHost(t *testing.T, rc *roleCluster, id string, pools ...string) {
 	})
 }
 
-// submitByRequest submits 7 to squares by request as id and waits for it.
-func submitByRequest(t *testing.T, nc *nats.Conn, typ string) *nats.Msg {
+// submitByRequest submits 7 to typ by request as credential id, on its
+// own submit subject, and waits for it.
+func submitByRequest(t *testing.T, nc *nats.Conn, id, typ string) *nats.Msg {
 	t.Helper()
-	m := nats.NewMsg("conductor.default.submit." + typ)
+	m := nats.NewMsg("conductor.default.as." + id + ".submit." + typ)
 	m.Data = []byte("7")
 	m.Header.Set(names.HeaderWait, "20s")
 	reply, err := nc.RequestMsg(m, 30*time.Second)
@@ -165,7 +167,7 @@ func TestRoles_NATS(t *testing.T) {
 	startHost(t, rc, "h1", "squares")
 
 	web, webErrs := rc.connectAs(t, "web")
-	reply := submitByRequest(t, web, "squares")
+	reply := submitByRequest(t, web, "web", "squares")
 	require.Equal(t, "200", reply.Header.Get(names.HeaderStatus), "%s", reply.Data)
 	var j client.Job
 	require.NoError(t, json.Unmarshal(reply.Data, &j))
@@ -204,7 +206,9 @@ func TestRoles_NATS(t *testing.T) {
 		t.Parallel()
 		for _, subj := range []string{
 			"conductor.default.jobs.squares",                                // straight into the stream, forged headers and all
-			"conductor.default.submit.other",                                // a type not its own
+			"conductor.default.as.web.submit.other",                         // a type not its own
+			"conductor.default.submit.squares",                              // not on its own subject
+			"conductor.default.as.ops.submit.squares",                       // on another's
 			"$KV.conductor-default-state." + j.ID,                           // a state
 			"$KV.conductor-default-cancel." + j.ID,                          // a cancel
 			"conductor.default.control.h1",                                  // a pool command
@@ -397,4 +401,40 @@ func TestRoles_FirstCredentialClosesAnOpenConductor(t *testing.T) {
 		}
 		return err == nil
 	}, 200*time.Millisecond, 20*time.Millisecond)
+}
+
+// TestRoles_SubmissionSlotsPerCredential: one credential's submissions
+// waiting at once are bounded; past it, it is answered 503 at once, and
+// another credential's submissions are still served.
+func TestRoles_SubmissionSlotsPerCredential(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	web, _ := rc.connectAs(t, "web")
+	replies := make(chan *nats.Msg, conductor.MaxSubmitWaitersPerCredential+1)
+	sub, err := web.ChanSubscribe(auth.InboxOf("web")+".slots.*", replies)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// Jobs of squares with no host: each waits for its end.
+	for i := range conductor.MaxSubmitWaitersPerCredential + 1 {
+		m := nats.NewMsg("conductor.default.as.web.submit.squares")
+		m.Reply = auth.InboxOf("web") + ".slots." + strconv.Itoa(i)
+		m.Data = []byte("1")
+		m.Header.Set(names.HeaderWait, "10m")
+		require.NoError(t, web.PublishMsg(m))
+	}
+	select {
+	case r := <-replies:
+		require.Equal(t, "503", r.Header.Get(names.HeaderStatus))
+		require.Contains(t, string(r.Data), "credential web has 1000 submissions waiting")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no submission refused past the credential's bound")
+	}
+	// Another credential is served meanwhile.
+	ops, _ := rc.connectAs(t, "ops")
+	m := nats.NewMsg("conductor.default.submit.squares")
+	m.Data = []byte("2")
+	m.Header.Set(names.HeaderWait, "0")
+	r, err := ops.RequestMsg(m, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "202", r.Header.Get(names.HeaderStatus), "%s", r.Data)
 }

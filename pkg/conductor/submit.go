@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -117,56 +118,109 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 const DefaultSubmitWait = 30 * time.Second
 
 // maxSubmitWaiters bounds the NATS request submissions waiting at once;
-// past it a request is answered 503 at once.
-const maxSubmitWaiters = 10_000
+// past it a request is answered 503 at once. MaxSubmitWaitersPerCredential
+// bounds those of one credential (on its SubmitAs subjects), so that no
+// submitter holds every slot.
+const (
+	maxSubmitWaiters              = 10_000
+	MaxSubmitWaitersPerCredential = 1_000
+)
 
 // serveSubmits answers job submissions by NATS request on
-// conductor.<ns>.submit.<type>: the request's data is the payload, its
-// headers the options (Conductor-Wait, default 30s, 0 for no wait;
+// conductor.<ns>.submit.<type> and, from the holder of a credential, on
+// conductor.<ns>.as.<id>.submit.<type>: the request's data is the payload,
+// its headers the options (Conductor-Wait, default 30s, 0 for no wait;
 // Idempotency-Key; Conductor-Timeout; Conductor-Max-Attempts); the reply
 // is what POST /v1/jobs/{type}?wait= answers, with Conductor-Status.
 // conductords sharing a NATS share the requests (a queue group).
 func (c *Conductor) serveSubmits(ctx context.Context) error {
-	slots := make(chan struct{}, maxSubmitWaiters)
-	sub, err := c.nc.QueueSubscribe(c.space.Submits(), "conductord", func(m *nats.Msg) {
-		select {
-		case slots <- struct{}{}:
-		default:
-			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "too many submissions waiting; retry later"})
-			return
+	slots := &submitSlots{all: make(chan struct{}, maxSubmitWaiters), by: map[string]int{}}
+	for _, subj := range []string{c.space.Submits(), c.space.SubmitsAs()} {
+		sub, err := c.nc.QueueSubscribe(subj, "conductord", func(m *nats.Msg) { c.serveSubmit(ctx, slots, m) })
+		if err != nil {
+			return fmt.Errorf("conductor: subscribe to submissions: %w", err)
 		}
-		c.submitMu.Lock()
-		defer c.submitMu.Unlock()
-		if c.closing.Err() != nil {
-			<-slots
-			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
-			return
-		}
-		c.wg.Go(func() {
-			defer func() { <-slots }()
-			if msg := c.fullError(); msg != "" {
-				c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
-				return
-			}
-			wait := m.Header.Get(names.HeaderWait)
-			if wait == "" {
-				wait = DefaultSubmitWait.String()
-			} else if wait == "0" {
-				wait = ""
-			}
-			code, answer := c.submit(ctx, submission{
-				typ: c.space.SubmitTypeOf(m.Subject), payload: m.Data, key: m.Header.Get(names.HeaderIdempotencyKey),
-				wait: wait, timeout: m.Header.Get(names.HeaderTimeout), maxAttempts: m.Header.Get(names.HeaderMaxAttempts),
-				delay: m.Header.Get(names.HeaderDelay), priority: m.Header.Get(names.HeaderPriority),
-			})
-			c.reply(m, code, answer)
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("conductor: subscribe to submissions: %w", err)
+		c.subs = append(c.subs, sub)
 	}
-	c.subs = append(c.subs, sub)
 	return nil
+}
+
+// submitSlots counts the submissions waiting: all of them, and by
+// credential.
+type submitSlots struct {
+	all chan struct{}
+	mu  sync.Mutex
+	by  map[string]int // submissions waiting by credential id; none at 0
+}
+
+// take takes a slot for credential id ("": none), or says why not.
+func (s *submitSlots) take(id string) string {
+	if id != "" {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.by[id] >= MaxSubmitWaitersPerCredential {
+			return fmt.Sprintf("credential %s has %d submissions waiting, its most; retry later", id, MaxSubmitWaitersPerCredential)
+		}
+	}
+	select {
+	case s.all <- struct{}{}:
+	default:
+		return "too many submissions waiting; retry later"
+	}
+	if id != "" {
+		s.by[id]++
+	}
+	return ""
+}
+
+func (s *submitSlots) give(id string) {
+	<-s.all
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.by[id]--; s.by[id] <= 0 {
+		delete(s.by, id)
+	}
+}
+
+// serveSubmit answers one submission by request.
+func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats.Msg) {
+	id, typ := c.space.ParseSubmitAs(m.Subject)
+	if typ == "" {
+		typ = c.space.SubmitTypeOf(m.Subject)
+	}
+	if msg := slots.take(id); msg != "" {
+		c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
+		return
+	}
+	c.submitMu.Lock()
+	defer c.submitMu.Unlock()
+	if c.closing.Err() != nil {
+		slots.give(id)
+		c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
+		return
+	}
+	c.wg.Go(func() {
+		defer slots.give(id)
+		if msg := c.fullError(); msg != "" {
+			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
+			return
+		}
+		wait := m.Header.Get(names.HeaderWait)
+		if wait == "" {
+			wait = DefaultSubmitWait.String()
+		} else if wait == "0" {
+			wait = ""
+		}
+		code, answer := c.submit(ctx, submission{
+			typ: typ, payload: m.Data, key: m.Header.Get(names.HeaderIdempotencyKey),
+			wait: wait, timeout: m.Header.Get(names.HeaderTimeout), maxAttempts: m.Header.Get(names.HeaderMaxAttempts),
+			delay: m.Header.Get(names.HeaderDelay), priority: m.Header.Get(names.HeaderPriority),
+		})
+		c.reply(m, code, answer)
+	})
 }
 
 // reply answers a NATS request with answer and its status.
