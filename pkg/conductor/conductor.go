@@ -52,6 +52,19 @@ type Config struct {
 	// MaxPoolSize bounds the count of a pool resize sent through the
 	// HTTP API: a larger one is refused with 400. Default 1000.
 	MaxPoolSize int
+	// MaxJobTypes bounds the job types conductord queues jobs of (by HTTP
+	// or by NATS request): a job of a new type past it is refused with 400.
+	// Each type costs the job stream and the stats bucket for good.
+	// Default 10,000.
+	MaxJobTypes int
+	// MaxEventStreams bounds the GET /v1/events streams served at once,
+	// MaxBatchReads the POST /v1/batches bodies read at once (each up to
+	// MaxBatchBytes), and MaxHTTPConns the HTTP connections open at once:
+	// past the first two, 503; past the last, a new connection waits for
+	// one to close. Defaults 256, 4 and 4096.
+	MaxEventStreams int
+	MaxBatchReads   int
+	MaxHTTPConns    int
 	// EventBuffer bounds, in bytes, the events GET /v1/events holds for
 	// one client that has not taken them yet; EventWriteTimeout bounds
 	// how long one write to it may block. A client past either is cut off
@@ -164,6 +177,10 @@ func (c Config) withDefaults() Config {
 	c.MaxBatchBytes = cmp.Or(c.MaxBatchBytes, 64<<20)
 	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)
 	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)
+	c.MaxEventStreams = cmp.Or(c.MaxEventStreams, 256)
+	c.MaxJobTypes = cmp.Or(c.MaxJobTypes, 10_000)
+	c.MaxBatchReads = cmp.Or(c.MaxBatchReads, 4)
+	c.MaxHTTPConns = cmp.Or(c.MaxHTTPConns, 4096)
 	c.EventWriteTimeout = cmp.Or(c.EventWriteTimeout, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -218,6 +235,7 @@ type Conductor struct {
 	strays    *strayRepair      // repairs the job messages no consumer will deliver
 	http      *httpServer       // the HTTP API; nil without Config.HTTPListen
 	watch     startstop.Service // reads the credentials file again when it changes
+	types     *jobTypes         // the job types queued, bounded
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
 	// the ids of the jobs whose end it passed to the client: a test
@@ -357,6 +375,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.prepareStorage(ctx); err != nil {
 		return err
 	}
+	if c.types, err = c.loadJobTypes(ctx); err != nil {
+		return err
+	}
 	// The client takes the job ends from jobEnds, not from the job events,
 	// and listens to the heartbeats from now on, for the dashboard.
 	if c.client, err = client.New(nc, client.Config{
@@ -397,7 +418,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	}
 	c.watch = c.access.watch(c.cfg.CredentialsCheck)
 	if c.cfg.HTTPListen != "" {
-		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.tls, c.log)
+		c.http = newHTTPServer(c.cfg.HTTPListen, c.Handler(), c.tls, c.cfg.MaxHTTPConns, c.log)
 	}
 	// The parts stop when shutdown stops them, in its order, not all at
 	// once when ctx is cancelled.

@@ -100,14 +100,14 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/jobs", c.auth(sub, c.listJobs))
 	mux.Handle("POST /v1/jobs/{id}/retry", c.auth(op, c.retryJob))
 	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(sub, c.cancelJob))
-	mux.Handle("POST /v1/batches/{type}", c.auth(sub, c.submitBatch))
+	mux.Handle("POST /v1/batches/{type}", c.auth(sub, limit(make(chan struct{}, c.cfg.MaxBatchReads), "batches being read", c.submitBatch)))
 	mux.Handle("GET /v1/batches/{id}", c.auth(sub, c.getBatch))
 	mux.Handle("GET /v1/pools", c.auth(op, c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
 	}
-	mux.Handle("GET /v1/events", c.auth(op, c.streamEvents))
+	mux.Handle("GET /v1/events", c.auth(op, limit(make(chan struct{}, c.cfg.MaxEventStreams), "event streams", c.streamEvents)))
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(op, c.cfg.Metrics.ServeHTTP))
 	}
@@ -454,10 +454,15 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 	if !mayType(w, r, typ) || c.refuseFull(w) {
 		return
 	}
+	if err := c.types.admit(typ); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	// The body is read whole before anything is queued: its bytes are
 	// bounded, by --max-batch-bytes and by what the most jobs of the most
 	// bytes each take.
 	limit := min(c.cfg.MaxBatchBytes, int64(client.MaxBatchJobs)*int64(c.cfg.MaxPayload+1))
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(batchReadTimeout))
 	payloads, err := parseLines(http.MaxBytesReader(w, r.Body, limit), c.cfg.MaxPayload)
 	if _, over := errors.AsType[*http.MaxBytesError](err); over {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(

@@ -23,6 +23,7 @@ type httpServer struct {
 	listen  string
 	handler http.Handler
 	tls     *tls.Config // nil: plain HTTP
+	conns   int         // the most connections open at once
 	log     *slog.Logger
 	ln      net.Listener
 }
@@ -30,8 +31,8 @@ type httpServer struct {
 // httpShutdownGrace is how long the calls in flight get once Stop begins.
 const httpShutdownGrace = 10 * time.Second
 
-func newHTTPServer(listen string, handler http.Handler, tlsConfig *tls.Config, log *slog.Logger) *httpServer {
-	return &httpServer{listen: listen, handler: handler, tls: tlsConfig, log: log}
+func newHTTPServer(listen string, handler http.Handler, tlsConfig *tls.Config, conns int, log *slog.Logger) *httpServer {
+	return &httpServer{listen: listen, handler: handler, tls: tlsConfig, conns: conns, log: log}
 }
 
 // Start listens and serves.
@@ -45,6 +46,7 @@ func (h *httpServer) Start(ctx context.Context) error {
 		done()
 		return fmt.Errorf("conductor: http listen: %w", err)
 	}
+	ln = newLimitListener(ln, h.conns)
 	if h.tls != nil {
 		// Mutual TLS is NATS's: the API takes a client certificate if
 		// one is given, and a browser's dashboard without one.
@@ -55,7 +57,9 @@ func (h *httpServer) Start(ctx context.Context) error {
 		ln = tls.NewListener(ln, cfg)
 	}
 	h.ln = ln
-	srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
+	// A client that sends its headers slowly, or holds an idle
+	// connection, is cut off: connections are bounded (limitListener).
+	srv := &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		defer done()
 		served := make(chan struct{})
@@ -103,6 +107,10 @@ func (c Config) checkHTTP() error {
 		return fmt.Errorf("conductor: bad max pool size %d: want 1 or more, or 0 for the default", c.MaxPoolSize)
 	case c.EventBuffer < 0:
 		return fmt.Errorf("conductor: bad event buffer %d: want a number of bytes, or 0 for the default", c.EventBuffer)
+	case c.MaxJobTypes < 0:
+		return fmt.Errorf("conductor: bad max job types %d: want 1 or more, or 0 for the default", c.MaxJobTypes)
+	case c.MaxEventStreams < 0 || c.MaxBatchReads < 0 || c.MaxHTTPConns < 0:
+		return fmt.Errorf("conductor: bad HTTP bounds %d event streams, %d batch reads, %d connections: want 1 or more, or 0 for the default", c.MaxEventStreams, c.MaxBatchReads, c.MaxHTTPConns)
 	case c.EventWriteTimeout < 0:
 		return fmt.Errorf("conductor: bad event write timeout %s: want a positive duration, or 0 for the default", c.EventWriteTimeout)
 	}

@@ -42,6 +42,9 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	if err := subject.Token("job type", sub.typ); err != nil {
 		return bad(http.StatusBadRequest, "%v", err)
 	}
+	if err := c.types.admit(sub.typ); err != nil {
+		return bad(http.StatusBadRequest, "%v", err)
+	}
 	var wait time.Duration
 	if sub.wait != "" {
 		d, err := time.ParseDuration(sub.wait)

@@ -1,0 +1,64 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// jobTypes is the set of job types conductord queues jobs of, bounded:
+// each type costs the job stream a subject's state and the stats bucket a
+// key, for good, so that a submitter free to name any type could grow
+// them without end. A job of a new type past the bound is refused (400).
+// The set is made at start from the types the stream holds jobs of and
+// the hosts' consumers serve: a restart forgets the types of neither.
+type jobTypes struct {
+	mu  sync.Mutex
+	set map[string]struct{}
+	max int
+}
+
+// loadJobTypes reads the types the job stream holds jobs of and those
+// its consumers serve.
+func (c *Conductor) loadJobTypes(ctx context.Context) (*jobTypes, error) {
+	t := &jobTypes{set: map[string]struct{}{}, max: c.cfg.MaxJobTypes}
+	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	if err != nil {
+		return nil, fmt.Errorf("conductor: open the job stream: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
+	if err != nil {
+		return nil, fmt.Errorf("conductor: list the job stream's subjects: %w", err)
+	}
+	for subj := range info.State.Subjects {
+		if typ, _ := c.space.ParseJob(subj); typ != "" {
+			t.set[typ] = struct{}{}
+		}
+	}
+	names := stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if typ, _ := c.space.ParseConsumer(name); typ != "" {
+			t.set[typ] = struct{}{}
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("conductor: list the job stream's consumers: %w", err)
+	}
+	return t, nil
+}
+
+// admit adds typ to the set, or says why it cannot.
+func (t *jobTypes) admit(typ string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.set[typ]; ok {
+		return nil
+	}
+	if len(t.set) >= t.max {
+		return fmt.Errorf("job type %q is new, and conductord has %d job types, its most (--max-job-types); nothing was queued", typ, t.max)
+	}
+	t.set[typ] = struct{}{}
+	return nil
+}
