@@ -53,8 +53,8 @@ fuzz: ## run each fuzz target for 30s
 docker: build ## build the conductor:dev image (FROM scratch, the static binaries)
 	docker build -t conductor:dev .
 
-compose-up: docker ## start conductord and two workerd hosts in containers (API on 127.0.0.1:7070; token in .env)
-	@test -f .env || { umask 077; echo "CONDUCTOR_TOKEN=$$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" > .env; echo "wrote a new CONDUCTOR_TOKEN to .env"; }
+compose-up: docker ## start conductord and two workerd hosts in containers (API on 127.0.0.1:7070; credentials issued once into .compose)
+	./scripts/compose-creds.sh
 	docker-compose up -d
 
 compose-down: ## stop the containers and remove their data

@@ -64,8 +64,16 @@ func TestCompose_TwoHosts(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", image).Run() })
 
 	_, port, _ := net.SplitHostPort(freeAddr(t))
-	token := fmt.Sprintf("compose-test-%d-%d", os.Getpid(), time.Now().UnixNano())
-	env := []string{"CONDUCTOR_IMAGE=" + image, "CONDUCTOR_HTTP_PORT=" + port, "CONDUCTOR_TOKEN=" + token}
+	// The cluster's credentials, as make compose-up issues them.
+	secrets := t.TempDir()
+	run(t, "..", []string{"CONDUCTORD=" + filepath.Join(bin, "conductord")}, "./scripts/compose-creds.sh", secrets)
+	read := func(name string) string {
+		data, err := os.ReadFile(filepath.Join(secrets, name))
+		require.NoError(t, err)
+		return strings.TrimSpace(string(data))
+	}
+	token := read("operator.token")
+	env := []string{"CONDUCTOR_IMAGE=" + image, "CONDUCTOR_HTTP_PORT=" + port, "CONDUCTOR_SECRETS=" + secrets}
 	compose := func(args ...string) string {
 		return run(t, "..", env, "docker-compose", append([]string{"-p", project}, args...)...)
 	}
@@ -80,9 +88,15 @@ func TestCompose_TwoHosts(t *testing.T) {
 	c := &cluster{t: t, httpAddr: "127.0.0.1:" + port, token: token}
 	c.waitHealthy(time.Minute)
 	c.waitWorkers("squares", 4)
+	// The submitter's token queues jobs and reads them, and no more.
+	sub := &cluster{t: t, httpAddr: c.httpAddr, token: read("submitter.token")}
+	var queued struct{ ID string }
+	require.Equal(t, http.StatusAccepted, sub.do(http.MethodPost, "/v1/jobs/squares", "3", nil, &queued))
+	require.Equal(t, http.StatusForbidden, sub.do(http.MethodGet, "/v1/pools", "", nil, nil))
+	require.Equal(t, http.StatusUnauthorized, (&cluster{t: t, httpAddr: c.httpAddr}).do(http.MethodGet, "/v1/pools", "", nil, nil))
 
 	const n = 200
-	for i := range n {
+	for i := range n - 1 { // the submitter's was one
 		var id struct{ ID string }
 		require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/jobs/squares", fmt.Sprint(i), nil, &id))
 	}
