@@ -489,7 +489,7 @@ func TestCluster_RevokeCutsAHost(t *testing.T) {
 	require.NoError(t, err, stderr)
 	require.NotEqual(t, oldHost, readToken(t, hostFile))
 	require.Equal(t, "queued", status())
-	w.stop(t, 20*time.Second)
+	w.stop(t, 20*time.Second); t.Log("TMP", w.output()); t.Log("TMPC", c.conductor.output())
 	w2 := c.workerd("h1", hostFile)
 	require.Eventually(t, func() bool { return status() == "succeeded" }, 30*time.Second, 50*time.Millisecond,
 		"the queued job runs on the host with its new credential:\n%s", w2.output())
@@ -497,5 +497,6 @@ func TestCluster_RevokeCutsAHost(t *testing.T) {
 	code, body = c.do(admin, "GET", "/v1/jobs/"+queued, "", &done)
 	require.Equal(t, http.StatusOK, code, body)
 	require.JSONEq(t, "64", string(done.Result))
-	require.True(t, c.hostUp(admin, "h1"))
+	require.Eventually(t, func() bool { return c.hostUp(admin, "h1") }, 10*time.Second, 20*time.Millisecond,
+		"host h1 listed again with its new credential")
 }
