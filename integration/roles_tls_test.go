@@ -310,7 +310,7 @@ func TestCluster_RolesAndTLS(t *testing.T) {
 	cubes := job.ID
 	for _, tc := range []struct {
 		who, token, method, path string
-		want                      int
+		want                     int
 	}{
 		{"no token", "", "GET", "/v1/jobs/" + id[1], http.StatusUnauthorized},
 		{"a wrong token", "cdt.web.wrong", "GET", "/v1/jobs/" + id[1], http.StatusUnauthorized},
@@ -489,7 +489,7 @@ func TestCluster_RevokeCutsAHost(t *testing.T) {
 	require.NoError(t, err, stderr)
 	require.NotEqual(t, oldHost, readToken(t, hostFile))
 	require.Equal(t, "queued", status())
-	w.stop(t, 20*time.Second); t.Log("TMP", w.output()); t.Log("TMPC", c.conductor.output())
+	w.stop(t, 20*time.Second)
 	w2 := c.workerd("h1", hostFile)
 	require.Eventually(t, func() bool { return status() == "succeeded" }, 30*time.Second, 50*time.Millisecond,
 		"the queued job runs on the host with its new credential:\n%s", w2.output())

@@ -293,9 +293,11 @@ func TestConductor_EndedJobIsNeverOverwritten(t *testing.T) {
 func TestConductor_EndedJobNotRunByAForgedStateRevision(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("KNOWN_BUGS") != "1" {
-		// docs/security.md, "Not yet": roles will leave publishes to the
-		// job stream to conductord alone.
-		t.Skip("known gap (issue 15, docs/security.md 'Not yet'): a first delivery with a forged Conductor-State-Rev runs without reading its state; KNOWN_BUGS=1 runs it")
+		// docs/security.md, "Not yet": only operator, admin and
+		// conductord may publish to the job stream (TestRoles_NATS
+		// refuses it to submitters and hosts), and they are trusted with
+		// a job's fence revision.
+		t.Skip("known gap (docs/security.md 'Not yet'): a first delivery with a forged Conductor-State-Rev runs without reading its state; only trusted roles may publish one; KNOWN_BUGS=1 runs it")
 	}
 	b := setupEnded(t)
 	// Each case names one of the two jobs, and checks that one.
