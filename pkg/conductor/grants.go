@@ -97,11 +97,16 @@ func (g *grant) host(id string, ts []string) {
 		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t))
 		for _, prio := range []string{"normal", "high", "low"} {
 			c := sp.ConsumerAt(t, prio)
+			// A consumer is made, or changed, only by the request whose
+			// subject names its filter, which the server holds the
+			// consumer's to: a host of squares cannot point pool-squares
+			// at other types' jobs.
+			create := subject.JSAPI("CONSUMER.CREATE", jobs, c, sp.JobAt(t, prio))
 			if t == "*" {
 				c = "*" // pool-*, high-* and low-* are no subjects
+				create = subject.JSAPI("CONSUMER.CREATE", jobs, c, ">")
 			}
-			g.pub(subject.JSAPI("CONSUMER.CREATE", jobs, c), subject.JSAPI("CONSUMER.CREATE", jobs, c, ">"),
-				subject.JSAPI("CONSUMER.DURABLE.CREATE", jobs, c), subject.JSAPI("CONSUMER.INFO", jobs, c),
+			g.pub(create, subject.JSAPI("CONSUMER.INFO", jobs, c),
 				subject.JSAPI("CONSUMER.MSG.NEXT", jobs, c), subject.JSAcks(jobs, c))
 		}
 	}

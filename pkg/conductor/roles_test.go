@@ -236,6 +236,10 @@ func TestRoles_NATS(t *testing.T) {
 			"$JS.API.STREAM.DELETE.KV_conductor-default-state",
 			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-other", // another type's jobs
 			"$KV.conductor-default-cancel." + j.ID,
+			// its own consumer, pointed at every type's jobs
+			"$JS.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares.conductor.default.jobs.>",
+			"$JS.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares",
+			"$JS.API.CONSUMER.DURABLE.CREATE.conductor-default-jobs.pool-squares",
 		} {
 			refusedPub(t, rc, "h1", subj)
 		}
