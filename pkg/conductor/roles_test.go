@@ -284,6 +284,13 @@ func TestRoles_NATS(t *testing.T) {
 		again, err := oc.Wait(t.Context(), dead.ID)
 		require.NoError(t, err)
 		require.Equal(t, client.StatusDead, again.Status)
+		batch, err := oc.SubmitBatch(t.Context(), "squares", []json.RawMessage{json.RawMessage("5"), json.RawMessage("6")})
+		require.NoError(t, err)
+		require.Equal(t, 2, batch.Total)
+		require.Eventually(t, func() bool {
+			b, err := oc.Batch(t.Context(), batch.ID)
+			return err == nil && oc.CountBatch(t.Context(), b) == nil && b.Succeeded == 2
+		}, 20*time.Second, 20*time.Millisecond)
 		require.Empty(t, e.list)
 		for _, subj := range []string{
 			"$JS.API.STREAM.PURGE.conductor-default-jobs",
