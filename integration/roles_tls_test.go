@@ -364,7 +364,8 @@ func TestCluster_RolesAndTLS(t *testing.T) {
 		return strings.Count(c.conductor.output(), `TLS handshake error: tls: client didn't provide a certificate" component=nats`) >= 2
 	}, 20*time.Second, 50*time.Millisecond, "conductord refuses the handshakes of the workerds without a certificate of its CA")
 	require.Eventually(t, func() bool {
-		return strings.Contains(mismatch.output(), `Permissions Violation for Publish to \"conductor.default.hosts.h4-wrong\"`)
+		return strings.Contains(mismatch.output(), "is --host-id the credential's host id") &&
+			strings.Contains(mismatch.output(), "h4-wrong")
 	}, 20*time.Second, 50*time.Millisecond, "workerd h4-wrong is refused its heartbeats:\n%s", mismatch.output())
 	ws := c.workers(admin)
 	for _, h := range []string{"h2", "h3", "h4-wrong", "h4-real"} {
@@ -380,14 +381,9 @@ func TestCluster_RolesAndTLS(t *testing.T) {
 		}
 	}
 
-	// A workerd refused at the TLS handshake should say why in its log,
-	// as it does for a refused token. It does not (pkg/workerd/connect.go
-	// logs only authorization errors of its reconnects): skipped unless
-	// KNOWN_BUGS=1.
+	// A workerd refused at the TLS handshake says why in its log, as it
+	// does for a refused token.
 	t.Run("WorkerdLogsTLSRefusal", func(t *testing.T) {
-		if os.Getenv("KNOWN_BUGS") != "1" {
-			t.Skip("known gap: workerd logs nothing when the conductor refuses its TLS handshake (no client certificate, or one of another CA); KNOWN_BUGS=1 runs it")
-		}
 		for _, bad := range []*proc{noCert, otherCert} {
 			require.Eventually(t, func() bool { return tlsRefused(bad.output()) }, 10*time.Second, 50*time.Millisecond,
 				"workerd says its TLS handshake is refused:\n%s", bad.output())
@@ -398,8 +394,7 @@ func TestCluster_RolesAndTLS(t *testing.T) {
 // tlsRefused reports whether a workerd's log says its TLS handshake
 // with the conductor was refused.
 func tlsRefused(log string) bool {
-	l := strings.ToLower(log)
-	return strings.Contains(l, "certificate") || strings.Contains(l, "tls:")
+	return strings.Contains(log, "cannot connect to the conductor: the TLS handshake failed")
 }
 
 func readToken(t *testing.T, file string) string {

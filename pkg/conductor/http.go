@@ -15,7 +15,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
@@ -234,13 +233,9 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 		}
 		return p
 	}
-	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	stream, info, err := c.jobStream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read job stream: %w", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
-	if err != nil {
-		return nil, fmt.Errorf("read job stream: %w", err)
+		return nil, err
 	}
 	// The stream holds the jobs queued and running; the consumers know the
 	// running ones, per priority.

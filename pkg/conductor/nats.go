@@ -208,13 +208,9 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 // refuse them at publish.) One request lists the stream's subjects; there
 // are few of them: a type and priority each.
 func (c *Conductor) removeUnreadJobs(ctx context.Context) error {
-	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	stream, info, err := c.jobStream(ctx)
 	if err != nil {
-		return fmt.Errorf("conductor: open the job stream: %w", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
-	if err != nil {
-		return fmt.Errorf("conductor: list the job stream's subjects: %w", err)
+		return fmt.Errorf("conductor: %w", err)
 	}
 	for subj, n := range info.State.Subjects {
 		if typ, _ := c.space.ParseJob(subj); typ != "" {
@@ -227,6 +223,20 @@ func (c *Conductor) removeUnreadJobs(ctx context.Context) error {
 			"subject", subj, "removed", n)
 	}
 	return nil
+}
+
+// jobStream opens the job stream and reads its info with the message
+// count of each of its subjects.
+func (c *Conductor) jobStream(ctx context.Context) (jetstream.Stream, *jetstream.StreamInfo, error) {
+	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read job stream: %w", err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read job stream: %w", err)
+	}
+	return stream, info, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

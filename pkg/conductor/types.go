@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // jobTypes is the set of job types conductord queues jobs of, bounded:
@@ -24,13 +22,9 @@ type jobTypes struct {
 // its consumers serve.
 func (c *Conductor) loadJobTypes(ctx context.Context) (*jobTypes, error) {
 	t := &jobTypes{set: map[string]struct{}{}, max: c.cfg.MaxJobTypes}
-	stream, err := c.js.Stream(ctx, c.space.JobStream())
+	stream, info, err := c.jobStream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("conductor: open the job stream: %w", err)
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(c.space.Jobs()))
-	if err != nil {
-		return nil, fmt.Errorf("conductor: list the job stream's subjects: %w", err)
+		return nil, fmt.Errorf("conductor: %w", err)
 	}
 	for subj := range info.State.Subjects {
 		if typ, _ := c.space.ParseJob(subj); typ != "" {

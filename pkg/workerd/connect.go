@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,9 +40,17 @@ func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger) (
 				log.Warn("disconnected from the conductor; reconnecting", "err", err)
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { auth.refused(err, token) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			if !auth.refused(err, token) {
+				auth.failed(err)
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			switch {
+			case auth.refused(err, token):
+			case errors.Is(err, nats.ErrPermissionViolation):
+				auth.refusedAction(err)
+			default:
 				log.Warn("error from the conductor's NATS", "err", err)
 			}
 		}),
@@ -72,9 +81,55 @@ type authLog struct {
 	log   *slog.Logger
 	every time.Duration
 
-	mu      sync.Mutex
-	last    time.Time // of the last line; guarded by mu
-	refusal int       // refusals not logged yet; guarded by mu
+	mu       sync.Mutex
+	last     time.Time // of the last line; guarded by mu
+	refusal  int       // refusals not logged yet; guarded by mu
+	lastFail time.Time // of the last failed connection's line; guarded by mu
+	fails    int       // failed connections not logged yet; guarded by mu
+	// Likewise for the permission violations.
+	lastViolation time.Time
+	violations    int
+}
+
+// failed logs a connection that failed for another reason than its
+// credentials (a refused TLS handshake, an untrusted certificate, no
+// server), at most one line per interval with the count since the last:
+// retries at every backoff would flood the log, silence would hide why
+// the host never shows.
+func (l *authLog) failed(err error) {
+	l.mu.Lock()
+	l.fails++
+	now := time.Now()
+	if !l.lastFail.IsZero() && now.Sub(l.lastFail) < l.every {
+		l.mu.Unlock()
+		return
+	}
+	n := l.fails
+	l.lastFail, l.fails = now, 0
+	l.mu.Unlock()
+	msg := "cannot connect to the conductor; retrying"
+	if strings.Contains(strings.ToLower(err.Error()), "tls") || strings.Contains(err.Error(), "x509") {
+		msg = "cannot connect to the conductor: the TLS handshake failed (check --tls-ca, and --tls-cert and --tls-key if the conductor requires a client certificate); retrying"
+	}
+	l.log.Warn(msg, "failures", n, "err", err)
+}
+
+// refusedAction logs the server's refusal of something workerd did (a
+// permission violation), at most one line per interval: a host credential
+// whose host id or types are not workerd's is refused every heartbeat.
+func (l *authLog) refusedAction(err error) {
+	l.mu.Lock()
+	l.violations++
+	now := time.Now()
+	if !l.lastViolation.IsZero() && now.Sub(l.lastViolation) < l.every {
+		l.mu.Unlock()
+		return
+	}
+	n := l.violations
+	l.lastViolation, l.violations = now, 0
+	l.mu.Unlock()
+	l.log.Error("the conductor refuses what this host's credential may not do: is --host-id the credential's host id, and is each pool's type one of its types?",
+		"refusals", n, "err", err)
 }
 
 // refused reports whether err is the server refusing the client's
