@@ -15,7 +15,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
