@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -37,7 +38,9 @@ func (a *Agent) command(m *nats.Msg) {
 		a.log.Info("command accepted", "op", cmd.Op, "pool", cmd.Pool)
 	}
 	data, _ := json.Marshal(reply)
-	if m.Reply != "" {
+	// An answer goes to an inbox only: the requester names the reply
+	// subject, and the host's answer must not be a write it may not make.
+	if subject.IsInbox(m.Reply) {
 		if err := m.Respond(data); err != nil {
 			a.log.Warn("cannot answer a command", "err", err)
 		}

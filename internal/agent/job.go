@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/token"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -49,6 +50,9 @@ type finishJob struct {
 func identify(m *nats.Msg) (*heldJob, *nats.MsgMetadata) {
 	h := &heldJob{msg: m}
 	h.state.Batch = m.Header.Get(names.HeaderBatch)
+	if v := m.Header.Get(names.HeaderSubmitter); token.Check("credential id", v) == nil {
+		h.state.Submitter = v
+	}
 	var seq uint64
 	md, err := m.Metadata()
 	if err == nil {

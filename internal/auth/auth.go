@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/token"
 )
 
@@ -202,7 +203,7 @@ func InboxPrefix(tok string) string {
 }
 
 // InboxOf is the inbox prefix of the credential id.
-func InboxOf(id string) string { return "_INBOX.c-" + id }
+func InboxOf(id string) string { return subject.CredentialInbox(id) }
 
 // Namespaces lists the namespaces of s's credentials that are not own.
 func (s *Set) Namespaces(own string) []string {

@@ -13,6 +13,9 @@ const (
 	HeaderJobID = "Conductor-Job-Id"
 	// HeaderBatch carries the id of the batch the job belongs to, if any.
 	HeaderBatch = "Conductor-Batch"
+	// HeaderSubmitter names the credential a job was submitted on behalf
+	// of (conductord sets it): that credential may read the job.
+	HeaderSubmitter = "Conductor-Submitter"
 	// HeaderTimeout carries a job's own timeout per attempt, a Go duration
 	// ("30s"), instead of its pool's job_timeout.
 	HeaderTimeout = "Conductor-Timeout"

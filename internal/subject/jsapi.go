@@ -45,3 +45,23 @@ func (s Space) AllEvents() string { return s.prefix() + ".events.>" }
 
 // BatchEvents matches BatchEvent of every batch.
 func (s Space) BatchEvents() string { return s.prefix() + ".events.batch.>" }
+
+// Inboxes: conductord and workerd answer a request only on an inbox
+// (IsInbox), and a credential's request only on its own (CredentialInbox):
+// a requester names the reply subject, and an answer published anywhere
+// else, with the answerer's powers, would be a write the requester may not
+// make (a stream's subject, a JetStream API request).
+
+// IsInbox reports whether reply is an inbox subject: under "_INBOX.",
+// with no wildcard.
+func IsInbox(reply string) bool {
+	return strings.HasPrefix(reply, "_INBOX.") && !strings.ContainsAny(reply, "*> \t")
+}
+
+// CredentialInbox is the inbox prefix of credential id's connections.
+func CredentialInbox(id string) string { return "_INBOX.c-" + id }
+
+// IsInboxOf reports whether reply is an inbox of credential id.
+func IsInboxOf(reply, id string) bool {
+	return IsInbox(reply) && strings.HasPrefix(reply, CredentialInbox(id)+".")
+}

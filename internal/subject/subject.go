@@ -10,6 +10,7 @@
 //	conductor.<ns>.control.<host>        commands to one workerd, request/reply (core NATS)
 //	conductor.<ns>.submit.<type>         job submission by request, answered when the job ends (core NATS)
 //	conductor.<ns>.as.<id>.submit.<type> the same, by the holder of credential id
+//	conductor.<ns>.as.<id>.job           a job's state read by the holder of credential id (request/reply)
 //	conductor.<ns>.events.worker.<pool>.<kind>  worker lifecycle events (core NATS)
 //	conductor.<ns>.events.pool.<pool>.<kind>    pool lifecycle events (core NATS)
 //	conductor.<ns>.logs.<host>.<pool>    workers' stdout/stderr lines (core NATS)
@@ -130,6 +131,27 @@ func (s Space) ParseSubmitAs(subj string) (id, typ string) {
 		return "", ""
 	}
 	return id, typ
+}
+
+// JobAs is the subject the holder of credential id reads a job's state
+// on, by request (its id the request's body): conductord answers with the
+// job of one of the credential's types, or 404.
+func (s Space) JobAs(id string) string { return s.prefix() + ".as." + id + ".job" }
+
+// JobsAs matches JobAs of every credential.
+func (s Space) JobsAs() string { return s.prefix() + ".as.*.job" }
+
+// JobAsOf returns the credential id of a subject built by JobAs, or "".
+func (s Space) JobAsOf(subj string) string {
+	rest, ok := strings.CutPrefix(subj, s.prefix()+".as.")
+	if !ok {
+		return ""
+	}
+	id, ok := strings.CutSuffix(rest, ".job")
+	if !ok || Token("credential id", id) != nil {
+		return ""
+	}
+	return id
 }
 
 // Submits matches Submit of every type.

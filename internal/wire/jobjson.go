@@ -61,6 +61,10 @@ func (j *Job) appendFast(b []byte) ([]byte, bool) {
 		e.lit(`,"priority":`)
 		e.str(string(j.Priority))
 	}
+	if j.Submitter != "" {
+		e.lit(`,"submitter":`)
+		e.str(j.Submitter)
+	}
 	if len(j.Payload) > 0 {
 		e.lit(`,"payload":`)
 		e.raw(j.Payload)

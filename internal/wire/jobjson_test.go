@@ -60,6 +60,7 @@ func TestJobFields(t *testing.T) {
 		`Error string json:"error,omitempty"`,
 		`Batch string json:"batch,omitempty"`,
 		`Priority wire.Priority json:"priority,omitempty"`,
+		`Submitter string json:"submitter,omitempty"`,
 		`Payload json.RawMessage json:"payload,omitempty"`,
 		`CreatedAt time.Time json:"created_at,omitzero"`,
 		`UpdatedAt time.Time json:"updated_at,omitzero"`,
@@ -164,17 +165,18 @@ type jobGen struct{ r *rand.Rand }
 
 func (g jobGen) job() *Job {
 	j := &Job{
-		ID:       g.str(),
-		Type:     g.str(),
-		Status:   Status(g.str()),
-		Attempts: g.int(),
-		Result:   g.raw(),
-		Error:    g.str(),
-		Batch:    g.str(),
-		Priority: Priority(g.str()),
-		Payload:  g.raw(),
-		Skipped:  g.int(),
-		Holder:   g.str(),
+		ID:        g.str(),
+		Type:      g.str(),
+		Status:    Status(g.str()),
+		Attempts:  g.int(),
+		Result:    g.raw(),
+		Error:     g.str(),
+		Batch:     g.str(),
+		Priority:  Priority(g.str()),
+		Submitter: g.str(),
+		Payload:   g.raw(),
+		Skipped:   g.int(),
+		Holder:    g.str(),
 	}
 	if g.r.IntN(2) == 0 {
 		j.HistoryDropped = g.int()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/token"
 )
 
 // Options are a job's own settings, carried in the headers of its message
@@ -16,6 +17,9 @@ import (
 type Options struct {
 	// Batch is the id of the batch the job belongs to; empty: none.
 	Batch string
+	// Submitter is the credential the job is submitted on behalf of;
+	// empty: none. A header that is not a valid token is left out.
+	Submitter string
 	// Timeout bounds each attempt instead of the pool's job_timeout; 0:
 	// the pool's.
 	Timeout time.Duration
@@ -46,6 +50,8 @@ func (o Options) Check() error {
 		return fmt.Errorf("negative timeout %s", o.Timeout)
 	case o.MaxAttempts < 0:
 		return fmt.Errorf("max attempts %d is not 1 or more", o.MaxAttempts)
+	case o.Submitter != "" && token.Check("credential id", o.Submitter) != nil:
+		return token.Check("credential id", o.Submitter)
 	}
 	return nil
 }
@@ -86,6 +92,9 @@ func (o Options) Encode(h Header) {
 	}
 	if o.Batch != "" {
 		h.Set(names.HeaderBatch, o.Batch)
+	}
+	if o.Submitter != "" {
+		h.Set(names.HeaderSubmitter, o.Submitter)
 	}
 	if o.Timeout > 0 {
 		h.Set(names.HeaderTimeout, o.Timeout.String())
@@ -130,6 +139,13 @@ var (
 // so that the job still runs, with its pool's setting.
 func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
 	o.Batch = h.Get(names.HeaderBatch)
+	if v := h.Get(names.HeaderSubmitter); v != "" {
+		if err := token.Check("credential id", v); err != nil {
+			bad = append(bad, &HeaderError{Header: names.HeaderSubmitter, Value: v, Err: err})
+		} else {
+			o.Submitter = v
+		}
+	}
 	o.Requeued = h.Get(names.HeaderRequeued) != ""
 	if v := h.Get(names.HeaderMaxAttempts); v != "" {
 		var err error

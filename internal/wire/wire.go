@@ -70,6 +70,9 @@ type Job struct {
 	Batch    string          `json:"batch,omitempty"`
 	// Priority is high or low; empty for a normal job.
 	Priority Priority `json:"priority,omitempty"`
+	// Submitter is the credential the job was submitted on behalf of, if
+	// any: it may read the job (docs/security.md).
+	Submitter string `json:"submitter,omitempty"`
 	// Payload is kept only for dead jobs, so they can be inspected and re-queued.
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	CreatedAt time.Time       `json:"created_at,omitzero"`

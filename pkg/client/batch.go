@@ -62,6 +62,9 @@ func batchJobID(id string, i int) string { return id + "-" + strconv.Itoa(i) }
 // same key and type, after an error or a crash, completes the same batch
 // without queueing any of its jobs twice, or returns it if it was whole.
 func (c *Client) SubmitBatch(ctx context.Context, typ string, payloads []json.RawMessage, opts ...SubmitOption) (*Batch, error) {
+	if err := c.forOperators("SubmitBatch"); err != nil {
+		return nil, err
+	}
 	if err := subject.Token("job type", typ); err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
@@ -264,6 +267,9 @@ func (c *Client) cutBatch(kv jetstream.KeyValue, r *batchRecord, n int, err erro
 // queued, but for the last, which a crash may have cut between its state
 // and its message. It makes about log2(b.Total) reads.
 func (c *Client) QueuedPrefix(ctx context.Context, b *Batch) (int, error) {
+	if err := c.forOperators("QueuedPrefix"); err != nil {
+		return 0, err
+	}
 	var failed error
 	n := sort.Search(b.Total, func(i int) bool {
 		if failed != nil {
@@ -282,6 +288,9 @@ func (c *Client) QueuedPrefix(ctx context.Context, b *Batch) (int, error) {
 // Batch returns batch id with its progress, counted from its jobs' states
 // while it runs, and as recorded at its end once it has ended.
 func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
+	if err := c.forOperators("Batch"); err != nil {
+		return nil, err
+	}
 	if subject.Token("batch id", id) != nil {
 		return nil, ErrBatchNotFound
 	}
@@ -316,6 +325,9 @@ func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
 // not ended; a program that holds a batch's record (conductord, which
 // compares and sets it) calls it to count without reading the record again.
 func (c *Client) CountBatch(ctx context.Context, b *Batch) error {
+	if err := c.forOperators("CountBatch"); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	statuses := make([]Status, b.Total)

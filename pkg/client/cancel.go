@@ -28,6 +28,9 @@ import (
 // job's state at the time of the cancel, and the job reads cancelled once
 // its worker has stopped.
 func (c *Client) Cancel(ctx context.Context, id string) (*Job, error) {
+	if err := c.forOperators("Cancel"); err != nil {
+		return nil, err
+	}
 	j, err := c.Job(ctx, id)
 	if err != nil {
 		return nil, err

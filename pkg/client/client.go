@@ -70,13 +70,13 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Submitter is for a Client that holds a submitter's credential
-	// (`conductord creds add --role submitter`), which may neither store
-	// a job's state nor publish to the job stream: Submit and
-	// SubmitAndWait go through conductord's submit subject instead, and
-	// Wait reads the job's state every RecheckInterval rather than follow
-	// the job events (which the credential may follow for its own types
-	// only). Job, Wait and SubmitAndWait work; batches, cancels, dead
-	// jobs, pool commands and hosts need an operator's credential.
+	// (`conductord creds add --role submitter`, given with WithToken),
+	// which has no JetStream: Submit and SubmitAndWait go through
+	// conductord's submit subject of the credential, Job reads a state
+	// through conductord (jobs of the credential's types only), and Wait
+	// reads it every RecheckInterval rather than follow the job events.
+	// Batches, cancels, dead jobs, listings, pool commands, events and
+	// hosts need an operator's credential: they return ErrForbidden.
 	// Default false.
 	Submitter bool
 
@@ -112,7 +112,8 @@ type Client struct {
 	hosts   *hostRegistry
 	hostSub *nats.Subscription
 
-	viaTypes sync.Map // the job types a Submitter's submission has reached conductord with
+	viaMu       sync.Mutex      // guards viaSubjects
+	viaSubjects map[string]bool // the subjects a request has reached conductord on (requestVia), at most maxViaSubjects
 
 	bucketsMu sync.Mutex                    // guards buckets
 	buckets   map[string]jetstream.KeyValue // the buckets besides kv, opened on first use (see bucket)
@@ -157,6 +158,10 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
+	}
+	if cfg.Submitter {
+		// No JetStream: it submits and reads through conductord.
+		return &Client{cfg: cfg, nc: nc, js: js, space: space, waiters: make(map[string][]chan *Job)}, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -79,6 +79,9 @@ type CommandResult struct {
 // no live host runs pool (or host does not), and ErrCommandRefused if no
 // host accepted; with ErrCommandRefused the results say why.
 func (c *Client) Command(ctx context.Context, pool string, cmd PoolCommand, host string) ([]CommandResult, error) {
+	if err := c.forOperators("Command"); err != nil {
+		return nil, err
+	}
 	wc, err := cmd.wire(pool)
 	if err != nil {
 		return nil, err

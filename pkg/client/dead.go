@@ -19,6 +19,9 @@ import (
 // comes with its payload and every attempt's error. It is Jobs with a
 // query for status dead.
 func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, error) {
+	if err := c.forOperators("DeadJobs"); err != nil {
+		return nil, err
+	}
 	return c.Jobs(ctx, JobQuery{Status: []Status{StatusDead}, Type: typ, Limit: min(limit, MaxListLimit)})
 }
 
@@ -28,6 +31,9 @@ func (c *Client) DeadJobs(ctx context.Context, typ string, limit int) ([]*Job, e
 // ErrJobNotFound. It returns the job's new state (with an error too if the
 // job was queued but could not be taken off the dead list).
 func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
+	if err := c.forOperators("Requeue"); err != nil {
+		return nil, err
+	}
 	if subject.Token("job id", id) != nil {
 		return nil, ErrJobNotFound
 	}

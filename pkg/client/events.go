@@ -102,6 +102,9 @@ type Event struct {
 // reader that falls more than 4096 events behind loses the newest ones; an
 // event that does not decode is skipped.
 func (c *Client) Events(ctx context.Context, pool string) (<-chan Event, error) {
+	if err := c.forOperators("Events"); err != nil {
+		return nil, err
+	}
 	workerSubj, poolSubj := c.space.WorkerEvents(), c.space.PoolEvents()
 	if pool != "" {
 		if err := subject.Token("pool", pool); err != nil {

@@ -113,6 +113,9 @@ type Worker struct {
 // (or its first Command) starts listening to them and waits
 // Config.HostWait before it trusts its list.
 func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
+	if err := c.forOperators("Hosts"); err != nil {
+		return nil, err
+	}
 	r, err := c.heardHosts(ctx)
 	if err != nil {
 		return nil, err
@@ -123,6 +126,9 @@ func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
 // Workers lists every worker of every live host, learnt as Hosts learns
 // the hosts.
 func (c *Client) Workers(ctx context.Context) ([]Worker, error) {
+	if err := c.forOperators("Workers"); err != nil {
+		return nil, err
+	}
 	r, err := c.heardHosts(ctx)
 	if err != nil {
 		return nil, err

@@ -69,6 +69,9 @@ type Job struct {
 	Batch string `json:"batch,omitempty"`
 	// Priority is high or low; empty for a normal job.
 	Priority Priority `json:"priority,omitempty"`
+	// Submitter is the credential the job was submitted on behalf of, if
+	// any (a submitter's, through conductord): it may read the job.
+	Submitter string `json:"submitter,omitempty"`
 	// Payload is kept only for dead jobs, so they can be inspected and
 	// queued again (Client.Requeue).
 	Payload json.RawMessage `json:"payload,omitempty"`

@@ -56,6 +56,9 @@ type JobQuery struct {
 // nanosecond as the last job of a page are listed on that page or not at
 // all.
 func (c *Client) Jobs(ctx context.Context, q JobQuery) ([]*Job, error) {
+	if err := c.forOperators("Jobs"); err != nil {
+		return nil, err
+	}
 	if err := q.check(); err != nil {
 		return nil, err
 	}

@@ -44,6 +44,14 @@ func WithIdempotencyKey(key string) SubmitOption {
 	return func(o *submitOptions) { o.key = key }
 }
 
+// OnBehalfOf submits the job on behalf of credential id: its state names
+// the credential (Job.Submitter), which may then read it. conductord sets
+// it for the submissions of a credential; the Client's own credential
+// must be one that may publish to the job stream.
+func OnBehalfOf(id string) SubmitOption {
+	return func(o *submitOptions) { o.job.Submitter = id }
+}
+
 // WithBatch adds the job to batch id.
 func WithBatch(id string) SubmitOption {
 	return func(o *submitOptions) { o.job.Batch = id }
@@ -163,7 +171,7 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	// pair in half.
 	ctx = context.WithoutCancel(ctx)
 	now := time.Now().UTC()
-	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, CreatedAt: now, UpdatedAt: now})
+	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, Submitter: o.job.Submitter, CreatedAt: now, UpdatedAt: now})
 	rev, err := c.createState(ctx, id, state)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		// A job known by its state is never queued twice, whenever the

@@ -21,6 +21,10 @@ import (
 // job's type (docs/protocol.md, "Submitting a job by request"), and
 // conductord stores the state and queues the job.
 
+// maxViaSubjects bounds the subjects requestVia remembers as allowed:
+// one per job type the Client submits, and one for reads.
+const maxViaSubjects = 1024
+
 // maxViaWait is the longest wait one submit request asks of conductord
 // (conductor.MaxWait).
 const maxViaWait = 10 * time.Minute
@@ -58,14 +62,13 @@ func (c *Client) submitVia(ctx context.Context, typ string, data []byte, o submi
 	// wait for the queueing, which it bounds at 30s.
 	rctx, cancel := context.WithTimeout(ctx, wait+time.Minute)
 	defer cancel()
-	reply, err := c.requestVia(rctx, typ, m)
+	reply, err := c.requestVia(rctx, m)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return "", nil, fmt.Errorf("conductor: submit a job of type %s: no conductord answers (or the credential may not submit this type)", typ)
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("conductor: submit a job of type %s: %w", typ, err)
 	}
-	c.viaTypes.Store(typ, true)
 	status := reply.Header.Get(names.HeaderStatus)
 	var j Job
 	switch status {
@@ -102,14 +105,16 @@ func (c *Client) submitAndWaitVia(ctx context.Context, typ string, data []byte, 
 	return c.Wait(ctx, id)
 }
 
-// requestVia sends the submission m of type typ to conductord and returns
-// its answer. The server drops a publish the credential may not make, and
-// only tells the connection, not the request, which would wait out its
-// whole time: the first submission of each type is sent with a flush
-// after it, past which the server's refusal, if any, is the connection's
-// last error.
-func (c *Client) requestVia(ctx context.Context, typ string, m *nats.Msg) (*nats.Msg, error) {
-	if _, ok := c.viaTypes.Load(typ); ok {
+// requestVia sends the request m to conductord and returns its answer.
+// The server drops a publish the credential may not make, and only tells
+// the connection, not the request, which would wait out its whole time:
+// the first request on each subject is sent with a flush after it, past
+// which the server's refusal, if any, is the connection's last error.
+func (c *Client) requestVia(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
+	c.viaMu.Lock()
+	known := c.viaSubjects[m.Subject]
+	c.viaMu.Unlock()
+	if known {
 		return c.nc.RequestMsgWithContext(ctx, m)
 	}
 	m.Reply = c.nc.NewRespInbox()
@@ -125,9 +130,20 @@ func (c *Client) requestVia(ctx context.Context, typ string, m *nats.Msg) (*nats
 		return nil, err
 	}
 	if c.refused(m.Subject) {
-		return nil, fmt.Errorf("%w: this credential may not submit jobs of type %s", ErrForbidden, typ)
+		return nil, fmt.Errorf("%w: this credential may not publish to %s", ErrForbidden, m.Subject)
 	}
-	return sub.NextMsgWithContext(ctx)
+	reply, err := sub.NextMsgWithContext(ctx)
+	if err == nil {
+		c.viaMu.Lock()
+		if c.viaSubjects == nil {
+			c.viaSubjects = map[string]bool{}
+		}
+		if len(c.viaSubjects) < maxViaSubjects {
+			c.viaSubjects[m.Subject] = true
+		}
+		c.viaMu.Unlock()
+	}
+	return reply, err
 }
 
 // refused reports whether the server's last word to the connection was
@@ -155,6 +171,50 @@ func mayRead(ctx context.Context, nc *nats.Conn, subj string) error {
 	}
 	if refused(nc, subj) {
 		return fmt.Errorf("%w: this credential may not read %s", ErrForbidden, subj)
+	}
+	return nil
+}
+
+// jobVia reads job id's state through conductord, on the credential's own
+// subject: a submitter's Client has no JetStream API.
+func (c *Client) jobVia(ctx context.Context, id string) (*Job, error) {
+	cred := auth.ID(c.nc.Opts.Token)
+	if cred == "" {
+		return nil, fmt.Errorf("%w: a submitter's Client needs a credential's token (client.WithToken)", ErrForbidden)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m := nats.NewMsg(c.space.JobAs(cred))
+	m.Data = []byte(id)
+	reply, err := c.requestVia(ctx, m)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("conductor: read job %s: no conductord answers", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("conductor: read job %s: %w", id, err)
+	}
+	switch reply.Header.Get(names.HeaderStatus) {
+	case "200":
+		var j Job
+		if err := json.Unmarshal(reply.Data, &j); err != nil {
+			return nil, fmt.Errorf("conductor: read job %s: bad answer: %w", id, err)
+		}
+		return &j, nil
+	case "404":
+		return nil, ErrJobNotFound
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(reply.Data, &e)
+	return nil, fmt.Errorf("conductor: read job %s: %s", id, e.Error)
+}
+
+// forOperators refuses what a submitter's Client may not do, by name,
+// rather than let the server drop it unanswered.
+func (c *Client) forOperators(what string) error {
+	if c.cfg.Submitter {
+		return fmt.Errorf("%w: %s needs an operator's credential; this Client is a submitter's (Config.Submitter)", ErrForbidden, what)
 	}
 	return nil
 }

@@ -19,6 +19,9 @@ func (c *Client) Job(ctx context.Context, id string) (*Job, error) {
 	if subject.Token("job id", id) != nil {
 		return nil, ErrJobNotFound
 	}
+	if c.cfg.Submitter {
+		return c.jobVia(ctx, id)
+	}
 	var j Job
 	if err := c.readState(ctx, id, &j); err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/archive"
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -70,6 +71,9 @@ func newArchiver(c *Conductor) (*archiver, error) {
 // has none, not that no conductord answers.
 func (c *Conductor) serveArchive() error {
 	sub, err := c.nc.Subscribe(c.space.ArchiveGet(), func(m *nats.Msg) {
+		if !subject.IsInbox(m.Reply) {
+			return // an answer goes to an inbox only (subject.IsInbox)
+		}
 		r := nats.NewMsg(m.Reply)
 		if c.archive == nil {
 			r.Header.Set(names.HeaderStatus, "404")

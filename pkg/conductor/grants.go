@@ -20,7 +20,9 @@ import (
 func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
 	g := grant{sp: sp}
 	g.sub(auth.InboxOf(cr.ID) + ".>")
-	g.pub(subject.JSAPI("INFO"))
+	if cr.Role != auth.Submitter {
+		g.pub(subject.JSAPI("INFO"))
+	}
 	switch cr.Role {
 	case auth.Admin:
 		return nil
@@ -74,10 +76,13 @@ func (g *grant) readStates() {
 // submitter queues jobs of its types through conductord, on its own
 // submit subjects (conductord stores the state and queues the job, so
 // that the submitter writes neither, and bounds the submissions each
-// credential has waiting), reads jobs' states by id, and follows the ends
-// of its types' jobs.
+// credential has waiting), reads its types' jobs' states through
+// conductord, and follows the ends of its types' jobs.
 func (g *grant) submitter(id string, ts []string) {
-	g.readStates()
+	// No JetStream API at all: a request's answer goes where its reply
+	// subject says, and the server's answers would be writes the
+	// submitter may not make. It reads states through conductord.
+	g.pub(g.sp.JobAs(id))
 	for _, t := range types(ts) {
 		g.pub(g.sp.SubmitAs(id, t))
 		g.sub(g.sp.TypeJobEvents(t))

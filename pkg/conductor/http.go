@@ -175,7 +175,7 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	code, answer := c.submit(r.Context(), submission{
-		typ: r.PathValue("type"), payload: body, key: r.Header.Get(names.HeaderIdempotencyKey),
+		typ: r.PathValue("type"), payload: body, key: r.Header.Get(names.HeaderIdempotencyKey), onBehalfOf: caller(r).cred.ID,
 		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"), delay: q.Get("delay"),
 		priority: q.Get("priority"),
 	})
@@ -473,6 +473,9 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts := []client.SubmitOption{client.WithPriority(prio)}
+	if id := caller(r).cred.ID; id != "" {
+		opts = append(opts, client.OnBehalfOf(id))
+	}
 	if key := r.Header.Get(names.HeaderIdempotencyKey); key != "" {
 		opts = append(opts, client.WithIdempotencyKey(key))
 	}

@@ -121,12 +121,18 @@ func TestNamespaces_Isolated(t *testing.T) {
 	require.Zero(t, info.State.Msgs, "b's stream took a's messages")
 
 	// b's submitter reads b's job, not a's, though it knows a's id.
-	bc, err := client.New(connect("b-web"), client.Config{Namespace: "b"})
+	bc, err := client.New(connect("b-web"), client.Config{Namespace: "b", Submitter: true})
 	require.NoError(t, err)
 	_, err = bc.Job(t.Context(), jb.ID)
 	require.NoError(t, err)
-	_, err = client.New(connect("b-web"), client.Config{Namespace: "a"})
-	require.ErrorIs(t, err, client.ErrForbidden, "b's submitter opened a's state bucket")
+	_, err = bc.Job(t.Context(), ja.ID)
+	require.ErrorIs(t, err, client.ErrJobNotFound, "b's submitter read a's job")
+	ac, err := client.New(connect("b-web"), client.Config{Namespace: "a", Submitter: true})
+	require.NoError(t, err)
+	_, err = ac.Job(t.Context(), ja.ID)
+	require.ErrorIs(t, err, client.ErrForbidden, "b's submitter read a's job through a's conductord")
+	_, err = client.New(connect("b-conductord"), client.Config{Namespace: "a"})
+	require.Error(t, err, "b's admin opened a's state bucket")
 
 	// Each conductor knows its own h1 only.
 	require.Eventually(t, func() bool { return len(a.Workers()) == 1 && len(b.Workers()) == 1 }, 10*time.Second, 10*time.Millisecond)

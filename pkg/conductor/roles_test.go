@@ -174,20 +174,27 @@ func TestRoles_NATS(t *testing.T) {
 	require.Equal(t, client.StatusSucceeded, j.Status)
 	require.JSONEq(t, "49", string(j.Result))
 
-	// The submitter reads the state by id, and follows its type's ends.
-	sc, err := client.New(web, client.Config{})
+	// A Client that reads and writes JetStream itself is refused at once:
+	// a submitter has no JetStream API.
+	_, err := client.New(web, client.Config{})
+	require.ErrorIs(t, err, client.ErrForbidden)
+
+	// A Client told it is a submitter's goes through conductord, and
+	// reads the jobs of its types only.
+	sc, err := client.New(web, client.Config{Submitter: true, RecheckInterval: 20 * time.Millisecond})
 	require.NoError(t, err)
 	got, err := sc.Job(t.Context(), j.ID)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusSucceeded, got.Status)
-	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	_, err = sc.Submit(short, "squares", 3)
-	require.Error(t, err, "a client that writes the state itself is refused")
-
-	// A Client told it is a submitter's goes through conductord.
-	sc, err = client.New(web, client.Config{Submitter: true, RecheckInterval: 20 * time.Millisecond})
+	ops, _ := rc.connectAs(t, "ops")
+	oc, err := client.New(ops, client.Config{})
 	require.NoError(t, err)
+	otherID, err := oc.Submit(t.Context(), "other", 1)
+	require.NoError(t, err)
+	_, err = sc.Job(t.Context(), otherID)
+	require.ErrorIs(t, err, client.ErrJobNotFound, "another type's job is not the submitter's to read")
+	_, err = sc.Cancel(t.Context(), j.ID)
+	require.ErrorIs(t, err, client.ErrForbidden)
 	id, err := sc.Submit(t.Context(), "squares", 3, client.WithPriority(client.PriorityHigh), client.WithMaxAttempts(2))
 	require.NoError(t, err)
 	got, err = sc.Wait(t.Context(), id)
@@ -216,6 +223,14 @@ func TestRoles_NATS(t *testing.T) {
 			"conductor.default.ends.squares",                                // a job end
 			"$JS.API.STREAM.PURGE.conductor-default-jobs",                   // the queue
 			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares", // take a job
+			// No JetStream API at all: its answers would go where the
+			// submitter's reply subject says.
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO.KV_conductor-default-state",
+			"$JS.API.DIRECT.GET.KV_conductor-default-state.$KV.conductor-default-state." + j.ID,
+			"$JS.API.STREAM.MSG.GET.KV_conductor-default-state",
+			"conductor.default.archive.get",
+			"conductor.default.as.ops.job", // another credential's reads
 		} {
 			refusedPub(t, rc, "web", subj)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +23,7 @@ type submission struct {
 	typ         string
 	payload     []byte
 	key         string // idempotency key
+	onBehalfOf  string // the credential submitting, if any
 	wait        string // a duration; "" to answer once queued
 	timeout     string
 	maxAttempts string
@@ -60,6 +60,9 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 		return bad(http.StatusBadRequest, "payload is not valid JSON")
 	}
 	var opts []client.SubmitOption
+	if sub.onBehalfOf != "" {
+		opts = append(opts, client.OnBehalfOf(sub.onBehalfOf))
+	}
 	if sub.key != "" {
 		opts = append(opts, client.WithIdempotencyKey(sub.key))
 	}
@@ -218,7 +221,7 @@ func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats
 			wait = ""
 		}
 		code, answer := c.submit(ctx, submission{
-			typ: typ, payload: m.Data, key: m.Header.Get(names.HeaderIdempotencyKey),
+			typ: typ, payload: m.Data, key: m.Header.Get(names.HeaderIdempotencyKey), onBehalfOf: id,
 			wait: wait, timeout: m.Header.Get(names.HeaderTimeout), maxAttempts: m.Header.Get(names.HeaderMaxAttempts),
 			delay: m.Header.Get(names.HeaderDelay), priority: m.Header.Get(names.HeaderPriority),
 		})
@@ -226,15 +229,16 @@ func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats
 	})
 }
 
-// reply answers a NATS request with answer and its status.
+// reply answers a NATS request with answer and its status: on an inbox
+// only, and on a credential's own for a request on its own subject, so
+// that no requester can aim conductord's answer at a subject it may not
+// publish to (subject.IsInbox).
 func (c *Conductor) reply(m *nats.Msg, code int, answer any) {
-	if m.Reply == "" {
+	if !subject.IsInbox(m.Reply) {
 		return
 	}
-	r := nats.NewMsg(m.Reply)
-	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
-	r.Data, _ = json.Marshal(answer)
-	if err := c.nc.PublishMsg(r); err != nil {
-		c.log.Warn("answer a submission", "err", err)
+	if id, _ := c.space.ParseSubmitAs(m.Subject); id != "" && !subject.IsInboxOf(m.Reply, id) {
+		return
 	}
+	c.answer(m, code, answer)
 }
