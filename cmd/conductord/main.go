@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxEventStreams, "max-event-streams", 256, "the most GET /v1/events streams served at once (503 past it)")
 	fs.IntVar(&cfg.MaxBatchReads, "max-batch-reads", 4, "the most POST /v1/batches bodies read at once (503 past it)")
 	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", 4096, "the most HTTP connections open at once; past it a new one waits")
+	fs.Int64Var(&cfg.NamespaceMaxBytes, "namespace-max-bytes", 10<<30, "the most another namespace (a credential's --namespace) may store in the embedded JetStream")
+	fs.Int64Var(&cfg.NamespaceMaxMemory, "namespace-max-memory", 256<<20, "the most memory another namespace's streams may hold in the embedded JetStream")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM file of the certificate NATS and the HTTP API serve, TLS only (with --tls-key)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM file of the key of --tls-cert")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM file of the issuer of the client certificates --tls-verify requires")

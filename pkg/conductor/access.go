@@ -45,6 +45,9 @@ type access struct {
 	log      *slog.Logger
 
 	creds atomic.Pointer[auth.Set]
+	// nsLimits bound what another namespace's account may hold in the
+	// server's JetStream (Config.NamespaceMaxBytes and the rest).
+	nsLimits server.JetStreamAccountLimits
 	// secured is set once there is a Token or a credential, for good: a
 	// conductor whose credentials are all revoked (or whose file is
 	// removed) stays closed rather than open to anyone again.
@@ -52,6 +55,53 @@ type access struct {
 
 	mu sync.Mutex     // guards ns
 	ns *server.Server // the embedded server, to close revoked connections; nil without
+
+	// held are the long HTTP calls (event streams) of each credential,
+	// ended when it is revoked or replaced, as its NATS connections are.
+	heldMu sync.Mutex
+	held   map[string]map[*held]struct{}
+}
+
+type held struct{ end func() }
+
+// hold registers end as the way to cut a long call of credential id
+// short; the returned func unregisters it. A call of no credential (the
+// shared token, an open conductor) is not held.
+func (a *access) hold(id string, end func()) (release func()) {
+	if id == "" {
+		return func() {}
+	}
+	h := &held{end: end}
+	a.heldMu.Lock()
+	if a.held == nil {
+		a.held = map[string]map[*held]struct{}{}
+	}
+	if a.held[id] == nil {
+		a.held[id] = map[*held]struct{}{}
+	}
+	a.held[id][h] = struct{}{}
+	a.heldMu.Unlock()
+	return func() {
+		a.heldMu.Lock()
+		delete(a.held[id], h)
+		if len(a.held[id]) == 0 {
+			delete(a.held, id)
+		}
+		a.heldMu.Unlock()
+	}
+}
+
+// endHeld ends the long calls of credential id.
+func (a *access) endHeld(id string) {
+	a.heldMu.Lock()
+	var ends []func()
+	for h := range a.held[id] {
+		ends = append(ends, h.end)
+	}
+	a.heldMu.Unlock()
+	for _, end := range ends {
+		end()
+	}
 }
 
 // The user names the server knows connections by (Connz), to close them.
@@ -133,9 +183,18 @@ func (a *access) Check(c server.ClientAuthentication) bool {
 		user.Account, user.Permissions = acc, grants(space, p.cred)
 	}
 	c.RegisterUser(user)
-	// The first credential may have come since: reload closes the
-	// anonymous connections it finds, and this one is refused here.
-	return p.user != userAnonymous || a.open()
+	// The credentials may have changed since: reload closes the
+	// connections it finds of those revoked or replaced (and the anonymous
+	// ones, at the first credential), and this one, which it may not have
+	// found yet, is refused here.
+	switch {
+	case p.user == userAnonymous:
+		return a.open()
+	case p.cred.ID != "":
+		cur, ok := a.creds.Load().Get(p.cred.ID)
+		return ok && cur.Hash == p.cred.Hash
+	}
+	return true
 }
 
 // watch reads the credentials file again whenever it changes, every
@@ -181,6 +240,7 @@ func (a *access) reload() {
 	}
 	for _, id := range changed {
 		a.disconnect(userCredential + id)
+		a.endHeld(id)
 	}
 	if wasOpen {
 		a.disconnect(userAnonymous)
@@ -274,7 +334,7 @@ func (a *access) makeAccounts() error {
 		if acc.JetStreamEnabled() {
 			continue
 		}
-		if err := acc.EnableJetStream(nil, nil); err != nil {
+		if err := acc.EnableJetStream(map[string]server.JetStreamAccountLimits{"": a.nsLimits}, nil); err != nil {
 			return fmt.Errorf("conductor: JetStream for namespace %s: %w", ns, err)
 		}
 		a.log.Info("namespace account ready", "namespace", ns, "account", accountName(ns))

@@ -85,6 +85,16 @@ type Config struct {
 	// whoever reaches it, and listens on loopback only (see Insecure).
 	// Default DataDir/credentials.json.
 	Credentials string
+	// NamespaceMaxBytes and NamespaceMaxMemory bound what the account of
+	// another namespace (a credential's Namespace) may store in the
+	// embedded server's JetStream, on disk and in memory;
+	// NamespaceMaxStreams and NamespaceMaxConsumers its streams and
+	// consumers: its admin is trusted with its namespace, not with the
+	// server. Defaults 10 GiB, 256 MiB, 32 and 10,000.
+	NamespaceMaxBytes     int64
+	NamespaceMaxMemory    int64
+	NamespaceMaxStreams   int
+	NamespaceMaxConsumers int
 	// TLSCert and TLSKey, PEM files, make the embedded NATS server and the
 	// HTTP API speak TLS only (HTTPS), with this certificate. TLSCA and
 	// TLSVerify make the NATS server require of every client a certificate
@@ -179,6 +189,10 @@ func (c Config) withDefaults() Config {
 	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)
 	c.MaxEventStreams = cmp.Or(c.MaxEventStreams, 256)
 	c.MaxJobTypes = cmp.Or(c.MaxJobTypes, 10_000)
+	c.NamespaceMaxBytes = cmp.Or(c.NamespaceMaxBytes, 10<<30)
+	c.NamespaceMaxMemory = cmp.Or(c.NamespaceMaxMemory, 256<<20)
+	c.NamespaceMaxStreams = cmp.Or(c.NamespaceMaxStreams, 32)
+	c.NamespaceMaxConsumers = cmp.Or(c.NamespaceMaxConsumers, 10_000)
 	c.MaxBatchReads = cmp.Or(c.MaxBatchReads, 4)
 	c.MaxHTTPConns = cmp.Or(c.MaxHTTPConns, 4096)
 	c.EventWriteTimeout = cmp.Or(c.EventWriteTimeout, 10*time.Second)
@@ -279,6 +293,11 @@ func New(cfg Config) (*Conductor, error) {
 	access, err := newAccess(space, cfg.Credentials, cfg.Token, cfg.Logger.With("component", "access"))
 	if err != nil {
 		return nil, err
+	}
+	access.nsLimits = server.JetStreamAccountLimits{
+		MaxMemory: cfg.NamespaceMaxMemory, MaxStore: cfg.NamespaceMaxBytes,
+		MaxStreams: cfg.NamespaceMaxStreams, MaxConsumers: cfg.NamespaceMaxConsumers,
+		MaxAckPending: -1, MemoryMaxStreamBytes: -1, StoreMaxStreamBytes: -1,
 	}
 	if err := cfg.checkExposure(access.open()); err != nil {
 		return nil, err

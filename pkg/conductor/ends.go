@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/archive"
+	"github.com/conductor-run/conductor/internal/jsonfast"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -352,10 +354,28 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 			c.log.Warn("ignoring a job end no job could have", "subject", subj, "job", fmt.Sprintf("%.100q", e.ID), "state_bytes", len(e.State))
 			continue
 		}
+		if len(e.State) > 0 && !stateOf(e.State, e.ID, ends.Type) {
+			// A host may end jobs of its types only: a state of another
+			// job, or of another type, is not archived.
+			c.log.Warn("ignoring a job end whose state is another job's or another type's", "subject", subj, "job", e.ID)
+			continue
+		}
 		kept = append(kept, e)
 	}
 	ends.Jobs = kept
 	return ends, true
+}
+
+// stateOf reports whether state is that of job id of type typ: workerd
+// writes a state's id and type first (wire.Job.AppendJSON), and both are
+// tokens, which JSON writes as they are.
+func stateOf(state []byte, id, typ string) bool {
+	var head [2 * (subject.MaxTokenLen + 16)]byte
+	p := append(head[:0], `{"id":`...)
+	p = jsonfast.AppendString(p, id)
+	p = append(p, `,"type":`...)
+	p = jsonfast.AppendString(p, typ)
+	return bytes.HasPrefix(state, p)
 }
 
 // jobEnds passes the final ends of a burst of attempts, counted (or

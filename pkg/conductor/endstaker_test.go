@@ -188,7 +188,7 @@ func TestEndsTaker_AnnouncedAgainCountedOnce(t *testing.T) {
 	publish := func(again bool, ids ...string) {
 		ends := wire.Ends{Type: "squares", Again: again}
 		for _, id := range ids {
-			ends.Jobs = append(ends.Jobs, wire.End{ID: id, Status: wire.StatusSucceeded, State: json.RawMessage(`{"id":"` + id + `","status":"succeeded"}`)})
+			ends.Jobs = append(ends.Jobs, wire.End{ID: id, Status: wire.StatusSucceeded, State: json.RawMessage(`{"id":"` + id + `","type":"squares","status":"succeeded"}`)})
 		}
 		_, err := js.Publish(context.Background(), b.c.space.JobEnds("squares"), ends.AppendJSON(nil))
 		require.NoError(t, err)

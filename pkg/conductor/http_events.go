@@ -39,6 +39,7 @@ func (c *Conductor) streamEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(c.closing, cancel)()
+	defer c.access.hold(caller(r).cred.ID, cancel)() // a revoked credential's stream ends
 	events, err := c.client.Events(ctx, r.URL.Query().Get("pool"))
 	switch {
 	case errors.Is(err, subject.ErrBadToken):

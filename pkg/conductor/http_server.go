@@ -107,6 +107,8 @@ func (c Config) checkHTTP() error {
 		return fmt.Errorf("conductor: bad max pool size %d: want 1 or more, or 0 for the default", c.MaxPoolSize)
 	case c.EventBuffer < 0:
 		return fmt.Errorf("conductor: bad event buffer %d: want a number of bytes, or 0 for the default", c.EventBuffer)
+	case c.NamespaceMaxBytes < 0 || c.NamespaceMaxMemory < 0 || c.NamespaceMaxStreams < 0 || c.NamespaceMaxConsumers < 0:
+		return fmt.Errorf("conductor: bad namespace bounds: want 1 or more, or 0 for the default")
 	case c.MaxJobTypes < 0:
 		return fmt.Errorf("conductor: bad max job types %d: want 1 or more, or 0 for the default", c.MaxJobTypes)
 	case c.MaxEventStreams < 0 || c.MaxBatchReads < 0 || c.MaxHTTPConns < 0:

@@ -98,6 +98,15 @@ func TestNamespaces_Isolated(t *testing.T) {
 		_, err := bjs.Stream(t.Context(), s)
 		require.ErrorIs(t, err, jetstream.ErrStreamNotFound, s)
 	}
+	// b's account is bounded: its admin is trusted with b, not the server.
+	ai, err := bjs.AccountInfo(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, int64(10<<30), ai.Limits.MaxStore)
+	require.Equal(t, int64(256<<20), ai.Limits.MaxMemory)
+	require.Equal(t, 32, ai.Limits.MaxStreams)
+	require.Equal(t, 10_000, ai.Limits.MaxConsumers)
+	_, err = bjs.CreateStream(t.Context(), jetstream.StreamConfig{Name: "huge", Subjects: []string{"huge"}, Storage: jetstream.MemoryStorage, MaxBytes: 1 << 30})
+	require.Error(t, err, "a stream past the account's memory")
 	spy, err := bjs.CreateStream(t.Context(), jetstream.StreamConfig{Name: "spy", Subjects: []string{"conductor.a.>"}, Storage: jetstream.MemoryStorage})
 	require.NoError(t, err)
 	bsub, err := connect("b-conductord").SubscribeSync("conductor.a.>")

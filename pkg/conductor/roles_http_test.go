@@ -7,9 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -86,4 +88,40 @@ func TestRoles_HTTP(t *testing.T) {
 	code, body := call("h1", "GET", "/v1/pools", "")
 	require.Equal(t, forbidden, code)
 	require.Contains(t, body, "credential h1 (host) may not do this: it needs the operator role")
+}
+
+// TestRoles_RevokeEndsEventStreams: an event stream opened with a
+// credential ends when the credential is revoked, as its NATS connections
+// do; a new call with it is refused.
+func TestRoles_RevokeEndsEventStreams(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	srv := httptest.NewServer(rc.c.Handler())
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/events", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+
+	require.NoError(t, auth.Revoke(rc.creds, "ops"))
+	select {
+	case err := <-ended:
+		require.NoError(t, err, "the stream ends cleanly")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a revoked operator's event stream goes on")
+	}
+	req2, _ := http.NewRequest("GET", srv.URL+"/v1/pools", nil)
+	req2.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+	resp2, err := http.DefaultClient.Do(req2)
+	require.NoError(t, err)
+	resp2.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp2.StatusCode)
 }
