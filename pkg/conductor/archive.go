@@ -11,8 +11,8 @@ import (
 
 	"github.com/conductor-run/conductor/internal/archive"
 	"github.com/conductor-run/conductor/internal/names"
-	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
