@@ -20,6 +20,10 @@ import (
 // job stream and the buckets it makes sure exist, and the server's logs.
 // Called by Start, on its goroutine.
 
+// maxSubsPerConn bounds the subscriptions of one connection to the
+// embedded server.
+const maxSubsPerConn = 100_000
+
 // startServer starts the embedded NATS server on NATSListen.
 func (c *Conductor) startServer() error {
 	host, port, _ := splitHostPort(c.cfg.NATSListen)
@@ -50,6 +54,9 @@ func (c *Conductor) startServer() error {
 		StoreDir:   c.cfg.DataDir,
 		NoSigs:     true,
 		MaxPayload: 8 << 20,
+		// One connection\'s subscriptions cost the server memory: bounded
+		// (conductor\'s own programs hold a few each).
+		MaxSubs: maxSubsPerConn,
 		// Every client is checked by access (access.go): conductord's
 		// own, the Token, the credentials with their grants.
 		CustomClientAuthentication: c.access,

@@ -464,3 +464,27 @@ func TestRoles_SubmissionSlotsPerCredential(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "202", r.Header.Get(names.HeaderStatus), "%s", r.Data)
 }
+
+// TestRoles_SubscriptionsBounded: one connection's subscriptions are
+// bounded; past the bound the server refuses the next, and the
+// connection, and the others, are still served.
+func TestRoles_SubscriptionsBounded(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	web, e := rc.connectAs(t, "web")
+	for i := range 100_000 {
+		_, err := web.Subscribe(auth.InboxOf("web")+"."+strconv.Itoa(i), func(*nats.Msg) {})
+		require.NoError(t, err)
+	}
+	_, err := web.Subscribe(auth.InboxOf("web")+".one-more", func(*nats.Msg) {})
+	require.NoError(t, err) // refused by the server, asynchronously
+	require.Eventually(t, func() bool { return e.has("maximum subscriptions exceeded") }, 10*time.Second, 10*time.Millisecond)
+	// Another connection of the same credential is served.
+	other, _ := rc.connectAs(t, "web")
+	m := nats.NewMsg("conductor.default.as.web.submit.squares")
+	m.Data = []byte("1")
+	m.Header.Set(names.HeaderWait, "0")
+	reply, err := other.RequestMsg(m, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "202", reply.Header.Get(names.HeaderStatus), "%s", reply.Data)
+}
