@@ -466,8 +466,8 @@ func TestRoles_SubmissionSlotsPerCredential(t *testing.T) {
 }
 
 // TestRoles_SubscriptionsBounded: one connection's subscriptions are
-// bounded; past the bound the server refuses the next, and the
-// connection, and the others, are still served.
+// bounded; past the bound the server refuses the next, and the other
+// connections are served.
 func TestRoles_SubscriptionsBounded(t *testing.T) {
 	t.Parallel()
 	rc := startRoleCluster(t)
