@@ -29,9 +29,13 @@ import (
 // ratios of the plain ones of the same run: e2e_ratio (goal >= 0.8) and
 // raw_tls_ratio. Run it with
 //
-//	go test -run '^$' -bench Secured -benchtime 5x ./integration/
+//	go test -run '^$' -bench Secured -benchtime 1x -count 5 ./integration/
+//
+// (one pair a line; the order alternates from one to the next).
 func BenchmarkSecured(b *testing.B) {
-	for i := range b.N {
+	for range b.N {
+		i := securedRuns
+		securedRuns++
 		order := []bool{false, true}
 		if i%2 == 1 {
 			order = []bool{true, false}
@@ -52,6 +56,9 @@ func BenchmarkSecured(b *testing.B) {
 	}
 }
 
+// securedRuns counts BenchmarkSecured's pairs, to alternate their order.
+var securedRuns int
+
 // securedRun starts a cluster, plain or secured, and measures it.
 func securedRun(b *testing.B, secure bool) (raw, e2e float64) {
 	data := b.TempDir()
@@ -71,12 +78,19 @@ func securedRun(b *testing.B, secure bool) (raw, e2e float64) {
 			require.NoError(b, err)
 			return strings.TrimSpace(string(tok))
 		}
-		admin := creds("bench-admin", "--role", "admin")
-		creds("bench", "--role", "host", "--types", "noop")
-		args = append(args, "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey, "--tls-ca", certs.CA, "--tls-verify")
-		hostArgs = append(hostArgs, "--token-file", filepath.Join(data, "bench.token"),
-			"--tls-ca", certs.CA, "--tls-cert", certs.ClientCert, "--tls-key", certs.ClientKey)
-		opts = append(opts, client.WithToken(admin), nats.RootCAs(certs.CA), nats.ClientCert(certs.ClientCert, certs.ClientKey))
+		// BENCH_SECURED=roles or tls measures one of the two alone.
+		only := os.Getenv("BENCH_SECURED")
+		if only != "tls" {
+			admin := creds("bench-admin", "--role", "admin")
+			creds("bench", "--role", "host", "--types", "noop")
+			hostArgs = append(hostArgs, "--token-file", filepath.Join(data, "bench.token"))
+			opts = append(opts, client.WithToken(admin))
+		}
+		if only != "roles" {
+			args = append(args, "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey, "--tls-ca", certs.CA, "--tls-verify")
+			hostArgs = append(hostArgs, "--tls-ca", certs.CA, "--tls-cert", certs.ClientCert, "--tls-key", certs.ClientKey)
+			opts = append(opts, nats.RootCAs(certs.CA), nats.ClientCert(certs.ClientCert, certs.ClientKey))
+		}
 	}
 	cd := start(b, "conductord", args...)
 	defer cd.stop(b, 20*time.Second)

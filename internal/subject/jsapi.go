@@ -58,6 +58,16 @@ func IsInbox(reply string) bool {
 	return strings.HasPrefix(reply, "_INBOX.") && !strings.ContainsAny(reply, "*> \t")
 }
 
+// ControlReply is the reply subject of a command sent to a host, made of
+// a fresh inbox: a host may publish on such subjects only
+// (ControlReplies), so that a host that learns one command's reply
+// subject can answer nothing else of its sender's.
+func ControlReply(inbox string) string { return inbox + ".ctl" }
+
+// ControlReplies match ControlReply of any inbox: "_INBOX.<nuid>.ctl" and
+// "_INBOX.c-<id>.<nuid>.ctl".
+func ControlReplies() []string { return []string{"_INBOX.*.ctl", "_INBOX.*.*.ctl"} }
+
 // CredentialInbox is the inbox prefix of credential id's connections.
 func CredentialInbox(id string) string { return "_INBOX.c-" + id }
 

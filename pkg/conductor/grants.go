@@ -33,7 +33,7 @@ func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
 	case auth.Operator:
 		g.operator()
 	}
-	return g.permissions(cr.Role == auth.Host)
+	return g.permissions()
 }
 
 type grant struct {
@@ -45,17 +45,16 @@ type grant struct {
 func (g *grant) pub(s ...string) { g.pubs = append(g.pubs, s...) }
 func (g *grant) sub(s ...string) { g.subs = append(g.subs, s...) }
 
-func (g *grant) permissions(replies bool) *server.Permissions {
-	p := &server.Permissions{
+// permissions are the grant's. No role has the server's response
+// permissions (allow_responses): they cost the server a check of every
+// message delivered with a reply subject, every job's, and a host
+// answers commands on their own kind of reply subject
+// (subject.ControlReplies) instead.
+func (g *grant) permissions() *server.Permissions {
+	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: g.pubs},
 		Subscribe: &server.SubjectPermission{Allow: g.subs},
 	}
-	if replies {
-		// A host answers the commands it takes on its control subject:
-		// one reply to each request's own reply subject, only.
-		p.Response = &server.ResponsePermission{MaxMsgs: 1}
-	}
-	return p
 }
 
 // types is each of the job types, or the wildcard for every type.
@@ -98,6 +97,7 @@ func (g *grant) host(id string, ts []string) {
 	jobs := sp.JobStream()
 	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
 	g.sub(sp.Control(id))
+	g.pub(subject.ControlReplies()...)
 	for _, t := range types(ts) {
 		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t))
 		for _, prio := range []string{"normal", "high", "low"} {

@@ -247,6 +247,7 @@ func TestRoles_NATS(t *testing.T) {
 			"conductor.default.jobs.squares",    // queue a job
 			"conductor.default.submit.squares",  // submit one
 			"conductor.default.control.h2",      // command another host
+			"_INBOX.c-ops.abc.1",                // an inbox that is no command's reply
 			"$JS.API.STREAM.PURGE.conductor-default-jobs",
 			"$JS.API.STREAM.DELETE.KV_conductor-default-state",
 			"$JS.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-other", // another type's jobs
