@@ -20,6 +20,17 @@
 // job), WithPriority, WithDelay, WithTimeout, WithMaxAttempts. SubmitBatch
 // queues many jobs as one Batch, whose progress Batch reports.
 //
+// # Credentials
+//
+// A conductor with credentials (docs/security.md) wants a token from every
+// connection: give WithToken(token) to Connect. A submitter's credential
+// has no JetStream of its own: set Config.Submitter, and the Client
+// submits and reads through conductord (jobs submitted on its behalf, or
+// of its types); what needs an operator returns ErrForbidden.
+//
+//	c, err := client.Connect("tls://conductor.example:4222", client.Config{Submitter: true},
+//		client.WithToken(token), nats.RootCAs("ca.pem"))
+//
 // # Reading jobs
 //
 // A Job is the state the conductor stores for a job, updated by the host
