@@ -2,9 +2,11 @@ package broker
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/conductor-run/conductor/internal/cgroup"
 )
@@ -28,7 +30,14 @@ import (
 // which ends it. spawners.mu guards spawners; a spawner has no other state.
 type spawner struct {
 	reqs chan spawnReq
+	tid  atomic.Int64 // the thread it serves from, once it does
 }
+
+// leaderTID is the id of the thread that leads this process's thread
+// group: its main thread. A variable for a test to pretend.
+var leaderTID = defaultLeaderTID
+
+func defaultLeaderTID() int { return os.Getpid() }
 
 type spawnReq struct {
 	cmd   *exec.Cmd
@@ -78,7 +87,31 @@ func (s *spawner) loop() {
 	// Never unlocked: the thread must not be reused or ended while children
 	// forked from it live. Returning ends it.
 	runtime.LockOSThread()
-	tid := threadID()
+	if threadID() == leaderTID() {
+		// This is the process's main thread, which leads its thread
+		// group: in a v1 memory cgroup (cgroup.Leaf.EnterThread) it would
+		// take the whole process's memory charges with it, and the kernel
+		// would kill this process for a worker's max_rss (it did: a test
+		// binary, OOM-killed in a worker's leaf). Serve from another
+		// thread: a goroutine started now cannot run on this one, locked
+		// to this goroutine until that one has a thread of its own.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			s.serve(threadID())
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+		return
+	}
+	s.serve(threadID())
+}
+
+// serve starts the processes asked for, from thread tid, until reqs is
+// closed.
+func (s *spawner) serve(tid int) {
+	s.tid.Store(int64(tid))
 	for req := range s.reqs {
 		req.reply <- spawn(req, tid)
 	}
