@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
 )
 
 // The conductor's NATS: the embedded server (or none, with NATSURL), the
@@ -130,8 +131,8 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 		states.LimitMarkerTTL = time.Second
 		states.Metadata = map[string]string{names.MetaFinalTTL: c.cfg.ArchiveAfter.String()}
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, states); err != nil {
-		return fmt.Errorf("conductor: create job state bucket: %w", err)
+	if err := c.ensureBucket(ctx, states, "job state bucket"); err != nil {
+		return err
 	}
 	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.space.EndsStream(),
@@ -144,35 +145,64 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("conductor: create job ends stream: %w", err)
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.BatchBucket(),
 		Description: "conductor batches by id",
 		TTL:         c.cfg.Retention,
 		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create batch bucket: %w", err)
+	}, "batch bucket"); err != nil {
+		return err
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.CancelBucket(),
 		Description: "conductor cancelled job ids",
 		TTL:         c.cfg.Retention,
 		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create cancel bucket: %w", err)
+	}, "cancel bucket"); err != nil {
+		return err
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.DeadBucket(),
 		Description: "conductor dead jobs by id, kept until re-queued",
 		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create dead job bucket: %w", err)
+	}, "dead job bucket"); err != nil {
+		return err
 	}
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.StatsBucket(),
 		Description: "conductor job counts by type",
 		Storage:     storage,
-	}); err != nil {
-		return fmt.Errorf("conductor: create stats bucket: %w", err)
+	}, "stats bucket"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
+// with roll-ups refused where the server allows it: a put with
+// Nats-Rollup would purge the bucket, or a key, and conductor's programs
+// never send one (a deletion leaves a marker), so that no credential that
+// may put a key can wipe a bucket with it. what names the bucket in
+// errors.
+func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("conductor: create %s: %w", what, err)
+	}
+	s, err := c.js.Stream(ctx, subject.KVStream(kv.Bucket()))
+	if err != nil {
+		return fmt.Errorf("conductor: open %s: %w", what, err)
+	}
+	sc := s.CachedInfo().Config
+	if !sc.AllowRollup || sc.SubjectDeleteMarkerTTL > 0 {
+		// A bucket whose expiries leave markers (the state bucket, while
+		// final states are archived) keeps them: the markers are
+		// roll-ups, and the server refuses markers without them.
+		return nil
+	}
+	sc.AllowRollup = false
+	if _, err := c.js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("conductor: refuse roll-ups in %s: %w", what, err)
 	}
 	return nil
 }
