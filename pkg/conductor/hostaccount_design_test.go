@@ -28,7 +28,7 @@ func TestHostAccountDesign(t *testing.T) {
 	host := server.NewAccount("HOST")
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
 		Accounts: []*server.Account{data, host},
-		Users: []*server.User{{Username: "d", Password: "d", Account: data}, {Username: "h", Password: "h", Account: host}},
+		Users:    []*server.User{{Username: "d", Password: "d", Account: data}, {Username: "h", Password: "h", Account: host}},
 	}
 	ns, err := server.NewServer(opts)
 	require.NoError(t, err)
