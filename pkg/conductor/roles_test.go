@@ -458,10 +458,17 @@ func TestRoles_SubmissionSlotsPerCredential(t *testing.T) {
 	}
 	// Another credential is served meanwhile.
 	ops, _ := rc.connectAs(t, "ops")
-	m := nats.NewMsg("conductor.default.submit.squares")
-	m.Data = []byte("2")
+	queued(t, ops, "conductor.default.submit.squares")
+}
+
+// queued submits a job by request on subj, answered once it is queued,
+// and checks that it was.
+func queued(t *testing.T, nc *nats.Conn, subj string) {
+	t.Helper()
+	m := nats.NewMsg(subj)
+	m.Data = []byte("1")
 	m.Header.Set(names.HeaderWait, "0")
-	r, err := ops.RequestMsg(m, 10*time.Second)
+	r, err := nc.RequestMsg(m, 10*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "202", r.Header.Get(names.HeaderStatus), "%s", r.Data)
 }
@@ -482,10 +489,5 @@ func TestRoles_SubscriptionsBounded(t *testing.T) {
 	require.Eventually(t, func() bool { return e.has("maximum subscriptions exceeded") }, 10*time.Second, 10*time.Millisecond)
 	// Another connection of the same credential is served.
 	other, _ := rc.connectAs(t, "web")
-	m := nats.NewMsg("conductor.default.as.web.submit.squares")
-	m.Data = []byte("1")
-	m.Header.Set(names.HeaderWait, "0")
-	reply, err := other.RequestMsg(m, 10*time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "202", reply.Header.Get(names.HeaderStatus), "%s", reply.Data)
+	queued(t, other, "conductor.default.as.web.submit.squares")
 }
