@@ -104,7 +104,7 @@ func (c *credCluster) issueTo(id, role string, flags ...string) string {
 	require.Equal(c.t, os.FileMode(0o600), fi.Mode().Perm(), "--out file mode")
 	b, err := os.ReadFile(file)
 	require.NoError(c.t, err)
-	require.Regexp(c.t, `^cdt\.`+regexp.QuoteMeta(id)+`\.[^.\s]+\n$`, string(b))
+	require.Regexp(c.t, `^cd[th]\.`+regexp.QuoteMeta(id)+`\.[^.\s]+\n$`, string(b)) // cdh: a host's
 	return file
 }
 

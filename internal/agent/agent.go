@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -81,6 +82,7 @@ type Agent struct {
 	cfg   Config
 	space subject.Space
 	js    jetstream.JetStream
+	api   string // js's API prefix: "$JS.API", or a host account's
 	log   *slog.Logger
 	start time.Time
 	logs  *logForwarder
@@ -141,7 +143,15 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), consent: newConsent(cfg.Pools)}
 	a.logs = newLogForwarder(cfg.Conn, space, a.log, cfg.LogRate, cmp.Or(cfg.logReport, dropReportInterval))
 	a.cancels = newCancels()
-	a.js, err = jetstream.New(cfg.Conn)
+	// A host's credential connects in an account of its own, which
+	// reaches the namespace's JetStream under a prefix (docs/security.md).
+	a.api = "$JS.API"
+	if auth.IsHostToken(cfg.Conn.Opts.Token) {
+		a.api = auth.HostAPIPrefix
+		a.js, err = jetstream.NewWithAPIPrefix(cfg.Conn, a.api)
+	} else {
+		a.js, err = jetstream.New(cfg.Conn)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

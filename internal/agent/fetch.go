@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -35,6 +36,7 @@ type fetcher struct {
 
 type fetcherConfig struct {
 	nc      *nats.Conn
+	api     string // the JetStream API's prefix: "$JS.API", or a host account's
 	space   subject.Space
 	typ     string
 	expires time.Duration
@@ -55,7 +57,7 @@ func newFetcher(cfg fetcherConfig) (*fetcher, error) {
 		fresh:         make(chan struct{}, 1),
 	}
 	for _, p := range wire.Priorities {
-		l := &level{prio: p, pullSubj: "$JS.API.CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
+		l := &level{prio: p, pullSubj: cmp.Or(cfg.api, "$JS.API") + ".CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
 		if err := f.newInbox(l); err != nil {
 			f.close()
 			return nil, err

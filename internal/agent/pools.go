@@ -162,7 +162,7 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 		}
 		if err == nil {
 			return newSource(sourceConfig{
-				nc: a.cfg.Conn, js: a.js, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host, finalTTL: finalTTL,
+				nc: a.cfg.Conn, js: a.js, api: a.api, kv: kv, space: a.space, typ: spec.Name, host: a.cfg.Host, finalTTL: finalTTL,
 				workers: cmp.Or(spec.Count, broker.DefaultCount), prefetch: a.cfg.Prefetch,
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
 				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),

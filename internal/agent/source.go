@@ -62,6 +62,7 @@ var _ broker.ReadySource = (*source)(nil)
 type sourceConfig struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
+	api         string // js's API prefix
 	kv          jetstream.KeyValue
 	space       subject.Space
 	typ         string
@@ -123,7 +124,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	// maxMsgsBuffer, and then only delays deliveries.
 	buffer := min(max(2*max(cfg.workers, 1)*(1+cfg.prefetch)+64, 1024), maxMsgsBuffer)
 	s.fetch, err = newFetcher(fetcherConfig{
-		nc: cfg.nc, space: cfg.space, typ: cfg.typ, expires: cfg.expires, log: cfg.log, buffer: buffer,
+		nc: cfg.nc, api: cfg.api, space: cfg.space, typ: cfg.typ, expires: cfg.expires, log: cfg.log, buffer: buffer,
 		demand: s.demand, deliver: s.deliver,
 	})
 	if err != nil {

@@ -139,16 +139,32 @@ func (c Credential) AllowsType(typ string) bool {
 	return len(c.Types) == 0 || slices.Contains(c.Types, typ)
 }
 
-// A token is "cdt.<id>.<secret>": the id finds the credential, the
-// secret (32 random bytes, base64url) proves it. Neither an id nor the
-// base64url alphabet holds a '.', so the split is unambiguous.
-const tokenPrefix = "cdt."
+// A token is "cdt.<id>.<secret>", or "cdh.<id>.<secret>" for a host's:
+// the id finds the credential, the secret (32 random bytes, base64url)
+// proves it. Neither an id nor the base64url alphabet holds a '.', so the
+// split is unambiguous. A host's token says so, for a host connects in an
+// account of its own, where it reaches JetStream under HostAPIPrefix.
+const (
+	tokenPrefix     = "cdt."
+	hostTokenPrefix = "cdh."
+)
+
+// HostAPIPrefix is the JetStream API prefix of a host's connection: its
+// account imports the namespace's JetStream API under it.
+const HostAPIPrefix = "JS.conductor.API"
+
+// IsHostToken reports whether tok is a host credential's token.
+func IsHostToken(tok string) bool {
+	_, _, ok := split(tok)
+	return ok && strings.HasPrefix(tok, hostTokenPrefix)
+}
 
 // secretLen is the length of a secret in a token: 32 bytes in base64url.
 var secretLen = base64.RawURLEncoding.EncodedLen(32)
 
-// NewToken returns a new token for id and the hash its credential keeps.
-func NewToken(id string) (tok, hash string, err error) {
+// NewToken returns a new token for credential id of role and the hash its
+// credential keeps.
+func NewToken(id string, role Role) (tok, hash string, err error) {
 	if err := token.Check("credential id", id); err != nil {
 		return "", "", err
 	}
@@ -157,7 +173,11 @@ func NewToken(id string) (tok, hash string, err error) {
 		return "", "", fmt.Errorf("credential secret: %w", err)
 	}
 	secret := base64.RawURLEncoding.EncodeToString(b[:])
-	return tokenPrefix + id + "." + secret, hashSecret(secret), nil
+	prefix := tokenPrefix
+	if role == Host {
+		prefix = hostTokenPrefix
+	}
+	return prefix + id + "." + secret, hashSecret(secret), nil
 }
 
 // ID returns the credential id a token names, or "" if tok is not a
@@ -173,7 +193,9 @@ func ID(tok string) string {
 func split(tok string) (id, secret string, ok bool) {
 	rest, ok := strings.CutPrefix(tok, tokenPrefix)
 	if !ok {
-		return "", "", false
+		if rest, ok = strings.CutPrefix(tok, hostTokenPrefix); !ok {
+			return "", "", false
+		}
 	}
 	id, secret, ok = strings.Cut(rest, ".")
 	if !ok || len(secret) != secretLen || token.Check("credential id", id) != nil {
@@ -233,6 +255,18 @@ func NewSet(creds []Credential) *Set {
 		s.byID[c.ID] = c
 	}
 	return s
+}
+
+// All returns s's credentials, in no order.
+func (s *Set) All() []Credential {
+	if s == nil {
+		return nil
+	}
+	all := make([]Credential, 0, len(s.byID))
+	for _, c := range s.byID {
+		all = append(all, c)
+	}
+	return all
 }
 
 // Len is how many credentials s holds.

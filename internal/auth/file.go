@@ -128,7 +128,7 @@ func Update(path string, change func([]Credential) ([]Credential, error)) error 
 // which is shown once and kept nowhere. An id the file holds is refused
 // unless replace, which issues it again: its old token stops working.
 func Add(path string, c Credential, replace bool) (string, error) {
-	tok, hash, err := NewToken(c.ID)
+	tok, hash, err := NewToken(c.ID, c.Role)
 	if err != nil {
 		return "", err
 	}

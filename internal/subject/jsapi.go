@@ -53,9 +53,11 @@ func (s Space) BatchEvents() string { return s.prefix() + ".events.batch.>" }
 // make (a stream's subject, a JetStream API request).
 
 // IsInbox reports whether reply is an inbox subject: under "_INBOX.",
-// with no wildcard.
+// or "_R_.", the reply subjects the server makes for a request that came
+// through an account's service import (no client may name one), with no
+// wildcard.
 func IsInbox(reply string) bool {
-	return strings.HasPrefix(reply, "_INBOX.") && !strings.ContainsAny(reply, "*> \t")
+	return (strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, "_R_.")) && !strings.ContainsAny(reply, "*> \t")
 }
 
 // ControlReply is the reply subject of a command sent to a host, made of

@@ -53,8 +53,9 @@ type access struct {
 	// removed) stays closed rather than open to anyone again.
 	secured atomic.Bool
 
-	mu sync.Mutex     // guards ns
-	ns *server.Server // the embedded server, to close revoked connections; nil without
+	mu       sync.Mutex      // guards ns and exported
+	ns       *server.Server  // the embedded server, to close revoked connections; nil without
+	exported map[string]bool // the accounts that export to host accounts (hostaccount.go)
 
 	// held are the long HTTP calls (event streams) of each credential,
 	// ended when it is revoked or replaced, as its NATS connections are.
@@ -172,7 +173,22 @@ func (a *access) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	user := &server.User{Username: p.user, Permissions: grants(a.space, p.cred)}
-	if ns := p.cred.Namespace; ns != "" {
+	if p.cred.Role == auth.Host {
+		// In an account of its own, which reaches nothing but what it
+		// imports (hostaccount.go).
+		acc := a.hostAccount(p.cred)
+		sp := a.space
+		if ns := p.cred.Namespace; ns != "" {
+			var err error
+			if sp, err = subject.New(ns); err != nil {
+				return false
+			}
+		}
+		if acc == nil {
+			return false
+		}
+		user.Account, user.Permissions = acc, hostPermissions(sp, p.cred)
+	} else if ns := p.cred.Namespace; ns != "" {
 		// Another namespace's credential: in that namespace's account,
 		// which sees nothing of this one's, nor this one anything of it.
 		space, err := subject.New(ns)
@@ -238,6 +254,9 @@ func (a *access) reload() {
 	if err := a.makeAccounts(); err != nil {
 		a.log.Error("a namespace's account could not be made: its credentials cannot connect", "err", err)
 	}
+	if err := a.makeHostAccounts(); err != nil {
+		a.log.Error("a host's account could not be made: it cannot connect", "err", err)
+	}
 	for _, id := range changed {
 		a.disconnect(userCredential + id)
 		a.endHeld(id)
@@ -295,7 +314,10 @@ func (a *access) setServer(ns *server.Server) error {
 	a.mu.Lock()
 	a.ns = ns
 	a.mu.Unlock()
-	return a.makeAccounts()
+	if err := a.makeAccounts(); err != nil {
+		return err
+	}
+	return a.makeHostAccounts()
 }
 
 // accountName is the NATS account of namespace ns, when it is not the

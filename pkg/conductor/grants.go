@@ -1,6 +1,8 @@
 package conductor
 
 import (
+	"slices"
+
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/conductor-run/conductor/internal/auth"
@@ -42,7 +44,14 @@ type grant struct {
 	subs []string
 }
 
-func (g *grant) pub(s ...string) { g.pubs = append(g.pubs, s...) }
+// pub grants publishing to each of s, once.
+func (g *grant) pub(s ...string) {
+	for _, x := range s {
+		if !slices.Contains(g.pubs, x) {
+			g.pubs = append(g.pubs, x)
+		}
+	}
+}
 func (g *grant) sub(s ...string) { g.subs = append(g.subs, s...) }
 
 // permissions are the grant's. No role has the server's response

@@ -117,6 +117,66 @@ func refusedPub(t *testing.T, rc *roleCluster, id, subj string) {
 	}
 }
 
+// unseenPub checks that a publish to subj by credential id reaches no
+// subscriber with every power in the namespace's account.
+func unseenPub(t *testing.T, rc *roleCluster, id, subj string) {
+	t.Helper()
+	nc, _ := rc.connectAs(t, id)
+	root, _ := rc.connectAs(t, "root")
+	sub, err := root.SubscribeSync(subj)
+	require.NoError(t, err)
+	require.NoError(t, root.Flush())
+	probe := []byte(`"probe ` + uuid.NewString() + `"`)
+	require.NoError(t, nc.Publish(subj, probe))
+	require.NoError(t, nc.Flush())
+	// A marker after it, on a subject the credential reaches: once root
+	// has it, the probe would have come.
+	mark := "conductor.default.logs." + id + ".probe"
+	msub, err := root.SubscribeSync(mark)
+	require.NoError(t, err)
+	require.NoError(t, root.Flush())
+	require.NoError(t, nc.Publish(mark, nil))
+	_, err = msub.NextMsg(5 * time.Second)
+	require.NoError(t, err, "the marker")
+	for {
+		m, err := sub.NextMsg(20 * time.Millisecond)
+		if errors.Is(err, nats.ErrTimeout) {
+			return
+		}
+		require.NoError(t, err)
+		require.NotEqual(t, string(probe), string(m.Data), "%s's publish to %s reached the namespace", id, subj)
+	}
+}
+
+// unheardSub checks that credential id, subscribed to subj, hears
+// nothing of a publish to pub in the namespace's account.
+func unheardSub(t *testing.T, rc *roleCluster, id, subj, pub string) {
+	t.Helper()
+	nc, _ := rc.connectAs(t, id)
+	sub, err := nc.SubscribeSync(subj)
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	root, _ := rc.connectAs(t, "root")
+	require.NoError(t, root.Publish(pub, []byte("{}")))
+	require.NoError(t, root.Flush())
+	// A marker after it, on a subject the credential hears (its inbox).
+	mark := auth.InboxOf(id) + ".probe"
+	msub, err := nc.SubscribeSync(mark)
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	require.NoError(t, root.Publish(mark, nil))
+	_, err = msub.NextMsg(5 * time.Second)
+	require.NoError(t, err, "the marker")
+	for {
+		m, err := sub.NextMsg(20 * time.Millisecond)
+		if errors.Is(err, nats.ErrTimeout) {
+			return
+		}
+		require.NoError(t, err)
+		require.NotEqual(t, pub, m.Subject, "%s, subscribed to %s, heard %s", id, subj, pub)
+	}
+}
+
 // refusedSub checks that subscribing to subj is refused.
 func refusedSub(t *testing.T, rc *roleCluster, id, subj string) {
 	t.Helper()
@@ -240,6 +300,9 @@ func TestRoles_NATS(t *testing.T) {
 	})
 	t.Run("host", func(t *testing.T) {
 		t.Parallel()
+		// A host is in an account of its own: what it may not reach is
+		// not there (no server error), and nothing of it reaches the
+		// namespace's account.
 		for _, subj := range []string{
 			"conductor.default.hosts.h2",        // another host's heartbeat
 			"conductor.default.logs.h2.squares", // another host's logs
@@ -256,11 +319,21 @@ func TestRoles_NATS(t *testing.T) {
 			"$JS.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares.conductor.default.jobs.>",
 			"$JS.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares",
 			"$JS.API.CONSUMER.DURABLE.CREATE.conductor-default-jobs.pool-squares",
+			"JS.conductor.API.STREAM.PURGE.conductor-default-jobs", // under its API prefix
+			"JS.conductor.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-other",
+			"JS.conductor.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares.conductor.default.jobs.>",
+			"JS.conductor.API.$KV.conductor-default-cancel." + j.ID,
 		} {
-			refusedPub(t, rc, "h1", subj)
+			unseenPub(t, rc, "h1", subj)
 		}
-		for _, subj := range []string{"conductor.default.control.h2", "conductor.default.jobs.>", "conductor.default.submit.squares", "_INBOX.>"} {
-			refusedSub(t, rc, "h1", subj)
+		for subj, pub := range map[string]string{
+			"conductor.default.control.h2":     "conductor.default.control.h2",
+			"conductor.default.jobs.>":         "conductor.default.jobs.zz.zz",
+			"conductor.default.submit.squares": "conductor.default.submit.squares",
+			"_INBOX.>":                         "_INBOX.c-ops.abc.1",
+			">":                                "conductor.default.hosts.h2",
+		} {
+			unheardSub(t, rc, "h1", subj, pub)
 		}
 	})
 	t.Run("operator", func(t *testing.T) {

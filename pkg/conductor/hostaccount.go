@@ -1,0 +1,183 @@
+package conductor
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// Each host credential connects in a NATS account of its own, which
+// reaches its namespace's account only through what it imports from it:
+// the subjects of its grant (grants.go), each a service import, the
+// JetStream API's under auth.HostAPIPrefix (an account without JetStream
+// answers $JS.API itself). A request's answer goes where its reply subject
+// says; in its own account, a host can aim an answer at nothing but what
+// it may reach anyway (docs/security.md, "Roles and credentials").
+
+// hostExports are the data account's service exports the host accounts
+// import from, public (only access imports them), each with how its
+// answers come: a pull's messages are many.
+var hostExports = []struct {
+	subject string
+	answers server.ServiceRespType
+}{
+	{"$JS.API.INFO", server.Singleton},
+	{"$JS.API.STREAM.INFO.>", server.Singleton},
+	{"$JS.API.STREAM.MSG.GET.>", server.Singleton},
+	{"$JS.API.DIRECT.GET.>", server.Singleton},
+	{"$JS.API.CONSUMER.CREATE.>", server.Singleton},
+	{"$JS.API.CONSUMER.INFO.>", server.Singleton},
+	{"$JS.API.CONSUMER.DELETE.>", server.Singleton},
+	{"$JS.API.CONSUMER.MSG.NEXT.>", server.Streamed},
+	{"$JS.ACK.>", server.Singleton},
+	{"$JS.FC.>", server.Singleton},
+	{"$KV.>", server.Singleton},
+	{"conductor.>", server.Singleton},
+	{"_INBOX.*.ctl", server.Singleton},
+	{"_INBOX.*.*.ctl", server.Singleton},
+}
+
+// hostAccountName names the account of host credential cr: a credential
+// issued again (a new hash) gets a new account, with the imports of its
+// new types.
+func hostAccountName(cr auth.Credential) string {
+	return "conductor-host-" + cr.ID + "-" + cr.Hash[:12]
+}
+
+// hostAccount returns the account of host credential cr, nil if it is not
+// made (makeHostAccounts).
+func (a *access) hostAccount(cr auth.Credential) *server.Account {
+	a.mu.Lock()
+	srv := a.ns
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	acc, err := srv.LookupAccount(hostAccountName(cr))
+	if err != nil {
+		return nil
+	}
+	return acc
+}
+
+// makeHostAccounts makes the account of each host credential that has
+// none.
+func (a *access) makeHostAccounts() error {
+	a.mu.Lock()
+	srv := a.ns
+	a.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	for _, cr := range a.creds.Load().All() {
+		if cr.Role != auth.Host {
+			continue
+		}
+		if err := a.makeHostAccount(srv, cr); err != nil {
+			return fmt.Errorf("conductor: the account of host credential %s: %w", cr.ID, err)
+		}
+	}
+	return nil
+}
+
+func (a *access) makeHostAccount(srv *server.Server, cr auth.Credential) error {
+	name := hostAccountName(cr)
+	if _, err := srv.LookupAccount(name); err == nil {
+		return nil
+	}
+	sp, data := a.space, srv.GlobalAccount()
+	if ns := cr.Namespace; ns != "" && ns != a.space.Namespace() {
+		var err error
+		if sp, err = subject.New(ns); err != nil {
+			return err
+		}
+		if data = a.account(ns); data == nil {
+			return fmt.Errorf("no account for namespace %s", ns)
+		}
+	}
+	if err := a.exportToHosts(data); err != nil {
+		return err
+	}
+	host, err := srv.RegisterAccount(name)
+	if err != nil {
+		return err
+	}
+	for _, im := range hostImports(sp, cr) {
+		if err := host.AddServiceImport(data, im.from, im.to); err != nil {
+			return fmt.Errorf("import %s: %w", im.to, err)
+		}
+	}
+	// Its commands, and its inbox's deliveries (a watch's), come in.
+	for _, s := range []string{sp.Control(cr.Host()), auth.InboxOf(cr.ID) + ".>"} {
+		if err := data.AddStreamExport(s, []*server.Account{host}); err != nil {
+			return fmt.Errorf("export %s: %w", s, err)
+		}
+		if err := host.AddStreamImport(data, s, ""); err != nil {
+			return fmt.Errorf("import %s: %w", s, err)
+		}
+	}
+	a.log.Info("host account ready", "credential", cr.ID, "host", cr.Host(), "account", name)
+	return nil
+}
+
+type serviceImport struct{ from, to string }
+
+// hostImports are the service imports of host credential cr's account
+// from namespace sp's: its grant's subjects (grants.go), the JetStream
+// API's under auth.HostAPIPrefix, the key-value subjects also under it
+// (where nats.go's puts go), and the reply subjects of commands.
+func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
+	g := grant{sp: sp}
+	g.host(cr.Host(), cr.Types)
+	var ims []serviceImport
+	for _, s := range g.pubs {
+		from := s
+		if api, ok := strings.CutPrefix(s, "$JS.API."); ok {
+			from = auth.HostAPIPrefix + "." + api
+		}
+		ims = append(ims, serviceImport{from, s})
+		if strings.HasPrefix(s, "$KV.") {
+			ims = append(ims, serviceImport{auth.HostAPIPrefix + "." + s, s})
+		}
+	}
+	return ims
+}
+
+// hostPermissions are a host's permissions in its own account: what it
+// imports, and its command subject and inbox. It reaches nothing else
+// either way; with them, what it may not do is refused with an error
+// that workerd reports (a wrong --host-id), rather than dropped.
+func hostPermissions(sp subject.Space, cr auth.Credential) *server.Permissions {
+	var pubs []string
+	for _, im := range hostImports(sp, cr) {
+		pubs = append(pubs, im.from)
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pubs},
+		Subscribe: &server.SubjectPermission{Allow: []string{sp.Control(cr.Host()), auth.InboxOf(cr.ID) + ".>"}},
+	}
+}
+
+// exportToHosts makes the data account's exports the host accounts
+// import, once.
+func (a *access) exportToHosts(data *server.Account) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.exported[data.Name] {
+		return nil
+	}
+	for _, e := range hostExports {
+		if err := data.AddServiceExportWithResponse(e.subject, e.answers, nil); err != nil {
+			return fmt.Errorf("export %s: %w", e.subject, err)
+		}
+	}
+	if a.exported == nil {
+		a.exported = map[string]bool{}
+	}
+	a.exported[data.Name] = true
+	return nil
+}
