@@ -131,20 +131,32 @@ func unseenPub(t *testing.T, rc *roleCluster, id, subj string) {
 	require.NoError(t, nc.Flush())
 	// A marker after it, on a subject the credential reaches: once root
 	// has it, the probe would have come.
-	mark := "conductor.default.logs." + id + ".probe"
-	msub, err := root.SubscribeSync(mark)
+	barrier(t, nc, root, "conductor.default.logs."+id+".probe")
+	noneOf(t, sub, func(m *nats.Msg) bool { return string(m.Data) == string(probe) }, "%s's publish to %s reached the namespace", id, subj)
+}
+
+// barrier publishes on mark from pub and waits until sub has it: what pub
+// sent before has been through the server.
+func barrier(t *testing.T, pub, sub *nats.Conn, mark string) {
+	t.Helper()
+	msub, err := sub.SubscribeSync(mark)
 	require.NoError(t, err)
-	require.NoError(t, root.Flush())
-	require.NoError(t, nc.Publish(mark, nil))
+	require.NoError(t, sub.Flush())
+	require.NoError(t, pub.Publish(mark, nil))
 	_, err = msub.NextMsg(5 * time.Second)
-	require.NoError(t, err, "the marker")
+	require.NoError(t, err, "the barrier %s", mark)
+}
+
+// noneOf checks that none of the messages sub holds is bad.
+func noneOf(t *testing.T, sub *nats.Subscription, bad func(*nats.Msg) bool, msgAndArgs ...any) {
+	t.Helper()
 	for {
 		m, err := sub.NextMsg(20 * time.Millisecond)
 		if errors.Is(err, nats.ErrTimeout) {
 			return
 		}
 		require.NoError(t, err)
-		require.NotEqual(t, string(probe), string(m.Data), "%s's publish to %s reached the namespace", id, subj)
+		require.False(t, bad(m), msgAndArgs...)
 	}
 }
 
@@ -160,21 +172,8 @@ func unheardSub(t *testing.T, rc *roleCluster, id, subj, pub string) {
 	require.NoError(t, root.Publish(pub, []byte("{}")))
 	require.NoError(t, root.Flush())
 	// A marker after it, on a subject the credential hears (its inbox).
-	mark := auth.InboxOf(id) + ".probe"
-	msub, err := nc.SubscribeSync(mark)
-	require.NoError(t, err)
-	require.NoError(t, nc.Flush())
-	require.NoError(t, root.Publish(mark, nil))
-	_, err = msub.NextMsg(5 * time.Second)
-	require.NoError(t, err, "the marker")
-	for {
-		m, err := sub.NextMsg(20 * time.Millisecond)
-		if errors.Is(err, nats.ErrTimeout) {
-			return
-		}
-		require.NoError(t, err)
-		require.NotEqual(t, pub, m.Subject, "%s, subscribed to %s, heard %s", id, subj, pub)
-	}
+	barrier(t, root, nc, auth.InboxOf(id)+".probe")
+	noneOf(t, sub, func(m *nats.Msg) bool { return m.Subject == pub }, "%s, subscribed to %s, heard %s", id, subj, pub)
 }
 
 // refusedSub checks that subscribing to subj is refused.
