@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/pkg/client"
 )
@@ -203,4 +204,33 @@ func TestRoles_HostCannotRollUpStates(t *testing.T) {
 	_, _ = js.PublishMsg(t.Context(), roll)
 	_, err = rootc.Job(t.Context(), id)
 	require.NoError(t, err, "a host of squares purged every state")
+}
+
+// TestRoles_HostReissued: a host credential issued again (a new secret)
+// gets a new account, with its imports and its command subject, and runs
+// jobs and takes commands under it.
+func TestRoles_HostReissued(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	tok, err := auth.Add(rc.creds, auth.Credential{ID: "h1", Role: auth.Host, Types: []string{"squares"}}, true)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		nc, err := nats.Connect(rc.c.NATSURL(), client.WithToken(tok), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
+	rc.tokens["h1"] = tok
+	startHost(t, rc, "h1", "squares")
+	web, _ := rc.connectAs(t, "web")
+	reply := submitByRequest(t, web, "web", "squares")
+	require.Equal(t, "200", reply.Header.Get(names.HeaderStatus), "%s", reply.Data)
+	ops, _ := rc.connectAs(t, "ops")
+	oc, err := client.New(ops, client.Config{})
+	require.NoError(t, err)
+	res, err := oc.Command(t.Context(), "squares", client.PoolCommand{Op: client.OpRecycle}, "h1")
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.True(t, res[0].OK, res[0].Error)
 }
