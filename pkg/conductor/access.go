@@ -44,7 +44,8 @@ type access struct {
 	legacy   string // Config.Token
 	log      *slog.Logger
 
-	creds atomic.Pointer[auth.Set]
+	creds  atomic.Pointer[auth.Set]
+	loaded fileStamp // the file's as newAccess read it; then the watch's
 	// nsLimits bound what another namespace's account may hold in the
 	// server's JetStream (Config.NamespaceMaxBytes and the rest).
 	nsLimits server.JetStreamAccountLimits
@@ -121,6 +122,9 @@ func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*acc
 	}
 	a := &access{space: space, path: path, legacy: legacy, log: log,
 		internal: "conductord." + base64.RawURLEncoding.EncodeToString(b[:])}
+	// The file as it was before it is read: a change from then on, even
+	// before the watch begins, is read again.
+	a.loaded, _ = stamp(path)
 	creds, err := auth.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("conductor: %w", err)
@@ -217,7 +221,7 @@ func (a *access) Check(c server.ClientAuthentication) bool {
 // interval, until ctx ends.
 func (a *access) watch(interval time.Duration) *startstop.Func {
 	return startstop.NewFunc(func(ctx context.Context) {
-		last, _ := stamp(a.path)
+		last := a.loaded
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/names"
-	"github.com/conductor-run/conductor/internal/subject"
 )
 
 // The conductor's NATS: the embedded server (or none, with NATSURL), the
@@ -178,31 +177,14 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
-// with roll-ups refused where the server allows it: a put with
-// Nats-Rollup would purge the bucket, or a key, and conductor's programs
-// never send one (a deletion leaves a marker), so that no credential that
-// may put a key can wipe a bucket with it. what names the bucket in
-// errors.
+// ensureBucket makes sure the key-value bucket of cfg exists as cfg says;
+// what names it in errors. (Its roll-ups stay allowed: turning them off
+// is a stream update at every start, which nats-server races with the
+// consumers made meanwhile, and the state bucket's expiry markers need
+// them anyway; docs/security.md, "Not yet".)
 func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
-	kv, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err != nil {
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 		return fmt.Errorf("conductor: create %s: %w", what, err)
-	}
-	s, err := c.js.Stream(ctx, subject.KVStream(kv.Bucket()))
-	if err != nil {
-		return fmt.Errorf("conductor: open %s: %w", what, err)
-	}
-	sc := s.CachedInfo().Config
-	if !sc.AllowRollup || sc.SubjectDeleteMarkerTTL > 0 {
-		// A bucket whose expiries leave markers (the state bucket, while
-		// final states are archived) keeps them: the markers are
-		// roll-ups, and the server refuses markers without them.
-		return nil
-	}
-	sc.AllowRollup = false
-	if _, err := c.js.UpdateStream(ctx, sc); err != nil {
-		return fmt.Errorf("conductor: refuse roll-ups in %s: %w", what, err)
 	}
 	return nil
 }

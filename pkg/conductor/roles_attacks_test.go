@@ -111,37 +111,6 @@ func TestRoles_HostEndsOnlyItsTypes(t *testing.T) {
 	require.Empty(t, e.list)
 }
 
-// TestRoles_NoRollups: a put with Nats-Rollup: all, which would purge a
-// bucket, is refused in every bucket but the state bucket (whose expiry
-// markers are roll-ups the server needs, while final states are
-// archived): a host, which may put dead entries, wipes none with it.
-func TestRoles_NoRollups(t *testing.T) {
-	t.Parallel()
-	rc := startRoleCluster(t)
-	root, _ := rc.connectAs(t, "root")
-	h1, _ := rc.connectAs(t, "h1")
-	js, err := jetstream.New(h1)
-	require.NoError(t, err)
-	rjs, err := jetstream.New(root)
-	require.NoError(t, err)
-	dead, err := rjs.KeyValue(t.Context(), "conductor-default-dead")
-	require.NoError(t, err)
-	_, err = dead.Put(t.Context(), "some-job", []byte("{}"))
-	require.NoError(t, err)
-	for _, b := range []string{"cancel", "dead", "batches", "stats"} {
-		s, err := rjs.Stream(t.Context(), "KV_conductor-default-"+b)
-		require.NoError(t, err)
-		require.False(t, s.CachedInfo().Config.AllowRollup, b)
-	}
-	roll := nats.NewMsg("$KV.conductor-default-dead.x")
-	roll.Header.Set("Nats-Rollup", "all")
-	roll.Data = []byte("{}")
-	_, err = js.PublishMsg(t.Context(), roll)
-	require.ErrorContains(t, err, "rollup")
-	_, err = dead.Get(t.Context(), "some-job")
-	require.NoError(t, err, "the dead bucket was purged")
-}
-
 // TestRoles_HostAnswersStayInItsAccount: a host, in an account of its
 // own, aims an empty pull's status answer at the job stream's purge (which
 // purges it in a shared account: TestHostAccountDesign): the answer lands
