@@ -3,6 +3,7 @@ package conductor
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -40,6 +41,14 @@ var hostExports = []struct {
 	{"_INBOX.*.ctl", server.Singleton},
 	{"_INBOX.*.*.ctl", server.Singleton},
 }
+
+// How long a request of a host through its account's imports waits for
+// its answers before the server forgets it: a store's ack, an API answer;
+// a pull's jobs, which come within the pull's expiry.
+const (
+	hostAnswerWait = 10 * time.Second
+	hostPullWait   = 40 * time.Second
+)
 
 // hostAccountName names the account of host credential cr: a credential
 // issued again (a new hash) gets a new account, with the imports of its
@@ -172,6 +181,18 @@ func (a *access) exportToHosts(data *server.Account) error {
 	}
 	for _, e := range hostExports {
 		if err := data.AddServiceExportWithResponse(e.subject, e.answers, nil); err != nil {
+			return fmt.Errorf("export %s: %w", e.subject, err)
+		}
+		// Each request through an import holds a response mapping until
+		// it is answered or this long: a host that sends requests nobody
+		// answers (a heartbeat with a reply subject) holds the server's
+		// memory no longer. A pull's answers come within its expiry
+		// (workerd's 5s, by default).
+		wait := hostAnswerWait
+		if e.answers == server.Streamed {
+			wait = hostPullWait
+		}
+		if err := data.SetServiceExportResponseThreshold(e.subject, wait); err != nil {
 			return fmt.Errorf("export %s: %w", e.subject, err)
 		}
 	}
