@@ -203,3 +203,34 @@ func TestRoles_HostReissued(t *testing.T) {
 	require.Len(t, res, 1)
 	require.True(t, res[0].OK, res[0].Error)
 }
+
+// TestRoles_HostConsumerDeliversNowhereElse: what a host credential may
+// still do (docs/security.md, "Not yet", found by the second outside
+// review): a push consumer it makes on the cancel bucket delivers where
+// its config says, in the namespace's account: into another host's
+// control subject. Closed when conductord makes the consumers hosts use.
+func TestRoles_HostConsumerDeliversNowhereElse(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("KNOWN_BUGS") != "1" {
+		t.Skip("known gap (docs/security.md 'Not yet'): a host's push consumer delivers where its config says; KNOWN_BUGS=1 runs it")
+	}
+	rc := startRoleCluster(t)
+	root, _ := rc.connectAs(t, "root")
+	rjs, err := jetstream.New(root)
+	require.NoError(t, err)
+	kv, err := rjs.KeyValue(t.Context(), "conductor-default-cancel")
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), "x", []byte(`{"op":"drain","pool":"*"}`))
+	require.NoError(t, err)
+	h2sub, err := root.SubscribeSync("conductor.default.control.h2")
+	require.NoError(t, err)
+	require.NoError(t, root.Flush())
+	h1, _ := rc.connectAs(t, "h1")
+	req := []byte(`{"stream_name":"KV_conductor-default-cancel","config":{"name":"evil","deliver_subject":"conductor.default.control.h2","ack_policy":"none","deliver_policy":"all"}}`)
+	_, err = h1.Request("JS.conductor.API.CONSUMER.CREATE.KV_conductor-default-cancel.evil", req, 5*time.Second)
+	require.NoError(t, err)
+	// Barrier: a publish after the consumer's creation reaches root after
+	// the consumer's first delivery would have.
+	barrier(t, h1, root, "conductor.default.logs.h1.probe")
+	noneOf(t, h2sub, func(*nats.Msg) bool { return true }, "h1 delivered into h2's control subject")
+}
