@@ -228,7 +228,7 @@ func exitCode(t *testing.T, err error, out string) int {
 // CA signed is refused at the handshake and never listed, and one whose
 // credential names another host id is refused its heartbeats. (That the
 // refused workerd says why in its log is a known gap: the subtest
-// WorkerdLogsTLSRefusal runs with KNOWN_BUGS=1.)
+// WorkerdLogsTLSRefusal checks that it says so.)
 func TestCluster_RolesAndTLS(t *testing.T) {
 	certs := tlstest.New(t)
 	c := newCredCluster(t, &certs)
