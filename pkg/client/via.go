@@ -81,14 +81,10 @@ func (c *Client) submitVia(ctx context.Context, typ string, data []byte, o submi
 		}
 		return j.ID, nil, nil
 	}
-	var e struct {
-		Error string `json:"error"`
-	}
-	_ = json.Unmarshal(reply.Data, &e)
 	if status == "413" {
 		return "", nil, &PayloadTooLargeError{Size: len(data), Limit: c.cfg.MaxPayload}
 	}
-	return "", nil, fmt.Errorf("conductor: submit a job of type %s: refused (%s): %s", typ, status, e.Error)
+	return "", nil, fmt.Errorf("conductor: submit a job of type %s: refused (%s): %s", typ, status, answerError(reply))
 }
 
 // submitAndWaitVia is SubmitAndWait through conductord: one request that
@@ -203,11 +199,19 @@ func (c *Client) jobVia(ctx context.Context, id string) (*Job, error) {
 	case "404":
 		return nil, ErrJobNotFound
 	}
+	return nil, fmt.Errorf("conductor: read job %s: %s", id, answerError(reply))
+}
+
+// answerError is the error an answer of conductord's carries
+// ({"error": "…"}), or its status if it carries none.
+func answerError(reply *nats.Msg) string {
 	var e struct {
 		Error string `json:"error"`
 	}
-	_ = json.Unmarshal(reply.Data, &e)
-	return nil, fmt.Errorf("conductor: read job %s: %s", id, e.Error)
+	if json.Unmarshal(reply.Data, &e) != nil || e.Error == "" {
+		return "status " + reply.Header.Get(names.HeaderStatus)
+	}
+	return e.Error
 }
 
 // forOperators refuses what a submitter's Client may not do, by name,

@@ -272,9 +272,7 @@ func (a *access) reload() {
 
 // disconnect closes every connection of user to the embedded server.
 func (a *access) disconnect(user string) {
-	a.mu.Lock()
-	ns := a.ns
-	a.mu.Unlock()
+	ns := a.server()
 	if ns == nil {
 		return
 	}
@@ -312,6 +310,13 @@ func stamp(path string) (fileStamp, error) {
 	return s, nil
 }
 
+// server is the embedded server, nil before it starts or without one.
+func (a *access) server() *server.Server {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ns
+}
+
 // setServer gives access the embedded server, once it has started, and
 // makes the accounts of the credentials' other namespaces.
 func (a *access) setServer(ns *server.Server) error {
@@ -331,9 +336,7 @@ func accountName(ns string) string { return "conductor-ns-" + ns }
 
 // account returns the account of another namespace, nil if not made.
 func (a *access) account(ns string) *server.Account {
-	a.mu.Lock()
-	srv := a.ns
-	a.mu.Unlock()
+	srv := a.server()
 	if srv == nil {
 		return nil
 	}
@@ -349,9 +352,7 @@ func (a *access) account(ns string) *server.Account {
 // in a directory of its own, and recovers them when the account is made
 // again after a restart.
 func (a *access) makeAccounts() error {
-	a.mu.Lock()
-	srv := a.ns
-	a.mu.Unlock()
+	srv := a.server()
 	if srv == nil {
 		return nil
 	}

@@ -60,9 +60,7 @@ func hostAccountName(cr auth.Credential) string {
 // hostAccount returns the account of host credential cr, nil if it is not
 // made (makeHostAccounts).
 func (a *access) hostAccount(cr auth.Credential) *server.Account {
-	a.mu.Lock()
-	srv := a.ns
-	a.mu.Unlock()
+	srv := a.server()
 	if srv == nil {
 		return nil
 	}
@@ -76,9 +74,7 @@ func (a *access) hostAccount(cr auth.Credential) *server.Account {
 // makeHostAccounts makes the account of each host credential that has
 // none.
 func (a *access) makeHostAccounts() error {
-	a.mu.Lock()
-	srv := a.ns
-	a.mu.Unlock()
+	srv := a.server()
 	if srv == nil {
 		return nil
 	}

@@ -36,14 +36,7 @@ func (c *Conductor) serveJobReads() error {
 			c.answer(m, http.StatusServiceUnavailable, map[string]string{"error": "too many reads waiting; retry later"})
 			return
 		}
-		c.submitMu.Lock()
-		defer c.submitMu.Unlock()
-		if c.closing.Err() != nil {
-			<-slots
-			return
-		}
-		c.wg.Go(func() {
-			defer func() { <-slots }()
+		c.serveAsync(func() { <-slots }, func() {
 			code, answer := c.readJobAs(id, string(m.Data))
 			c.answer(m, code, answer)
 		})

@@ -201,15 +201,7 @@ func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats
 		c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
 		return
 	}
-	c.submitMu.Lock()
-	defer c.submitMu.Unlock()
-	if c.closing.Err() != nil {
-		slots.give(id)
-		c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
-		return
-	}
-	c.wg.Go(func() {
-		defer slots.give(id)
+	started := c.serveAsync(func() { slots.give(id) }, func() {
 		if msg := c.fullError(); msg != "" {
 			c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": msg})
 			return
@@ -227,6 +219,26 @@ func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats
 		})
 		c.reply(m, code, answer)
 	})
+	if !started {
+		c.reply(m, http.StatusServiceUnavailable, map[string]string{"error": "conductord is stopping"})
+	}
+}
+
+// serveAsync runs f on a goroutine of c.wg, then release, unless
+// conductord has begun to stop: then it calls release and returns false.
+// Under submitMu, so that no request starts once shutdown waits for wg.
+func (c *Conductor) serveAsync(release, f func()) bool {
+	c.submitMu.Lock()
+	defer c.submitMu.Unlock()
+	if c.closing.Err() != nil {
+		release()
+		return false
+	}
+	c.wg.Go(func() {
+		defer release()
+		f()
+	})
+	return true
 }
 
 // reply answers a NATS request with answer and its status: on an inbox
