@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -86,8 +87,13 @@ type Agent struct {
 	log   *slog.Logger
 	start time.Time
 	logs  *logForwarder
+	// svc asks conductord for the pools' consumers and the cancels.
+	svc *hostsvc.Caller
 	// cancels holds the ids of cancelled jobs (see watchCancels).
 	cancels *cancels
+	// cancelCheck is how often the cancels are checked for ids missed
+	// (hostsvc.FollowCheck; tests shorten it).
+	cancelCheck time.Duration
 	// consent is what the host's config lets an upgrade command run.
 	consent *consent
 	// replays marks the messages a restarted server may deliver again as
@@ -143,6 +149,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, space: space, log: cfg.Logger.With("host", cfg.Host), consent: newConsent(cfg.Pools)}
 	a.logs = newLogForwarder(cfg.Conn, space, a.log, cfg.LogRate, cmp.Or(cfg.logReport, dropReportInterval))
 	a.cancels = newCancels()
+	a.svc, a.cancelCheck = hostsvc.NewCaller(cfg.Conn, space), hostsvc.FollowCheck
 	// A host's credential connects in an account of its own, which
 	// reaches the namespace's JetStream under a prefix (docs/security.md).
 	a.api = "$JS.API"

@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // cancels is the host's copy of the cancel bucket: the ids of cancelled
@@ -54,30 +52,33 @@ func (c *cancels) has(id string) bool {
 	return ok
 }
 
-// add records a cancel made at t, and forgets those past the TTL.
-func (c *cancels) add(id string, t time.Time) {
+// add records a cancel made at t, forgets those past the TTL, and
+// reports whether id is new.
+func (c *cancels) add(id string, t time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	_, known := c.ids[id]
 	c.ids[id] = t
-	if c.ttl <= 0 || time.Since(c.pruned) < pruneEvery {
-		return
-	}
-	c.pruned = time.Now()
-	for k, at := range c.ids {
-		if time.Since(at) > c.ttl {
-			delete(c.ids, k)
+	if c.ttl > 0 && time.Since(c.pruned) >= pruneEvery {
+		c.pruned = time.Now()
+		for k, at := range c.ids {
+			if time.Since(at) > c.ttl {
+				delete(c.ids, k)
+			}
 		}
 	}
+	return !known
 }
 
-// watchCancels follows the cancel bucket until ctx ends, retrying until
-// the conductor has created it: every cancel, past and new, is recorded,
-// and each new one is passed to the pools, which cut the job short if one
-// of their workers runs it.
+// watchCancels follows the cancelled jobs conductord passes on
+// (internal/hostsvc) until ctx ends, retrying until it answers: every
+// cancel, past and new, is recorded, and each new one is passed to the
+// pools, which cut the job short if one of their workers runs it.
 func (a *Agent) watchCancels(ctx context.Context) {
 	delay := 100 * time.Millisecond
+	rec := cancelRecorder{a}
 	for ctx.Err() == nil {
-		err := a.followCancels(ctx)
+		err := a.svc.Follow(ctx, rec, a.cancelCheck)
 		if ctx.Err() != nil {
 			return
 		}
@@ -93,39 +94,22 @@ func (a *Agent) watchCancels(ctx context.Context) {
 	}
 }
 
-func (a *Agent) followCancels(ctx context.Context) error {
-	kv, err := a.js.KeyValue(ctx, a.space.CancelBucket())
-	if err != nil {
-		return err
+// cancelRecorder records the cancels Follow learns into the agent's.
+type cancelRecorder struct{ a *Agent }
+
+func (r cancelRecorder) Cancelled(id string, ttl time.Duration) {
+	c := r.a.cancels
+	c.mu.Lock()
+	c.ttl = ttl
+	c.mu.Unlock()
+	if !c.add(id, time.Now()) {
+		return
 	}
-	if st, err := kv.Status(ctx); err == nil {
-		a.cancels.mu.Lock()
-		a.cancels.ttl = st.TTL()
-		a.cancels.mu.Unlock()
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				a.cancels.markLoaded() // the end of the initial values
-				continue
-			}
-			a.cancels.add(e.Key(), e.Created())
-			for _, p := range a.poolList() {
-				if bp, _ := p.running(); bp != nil && bp.Cancel(e.Key()) {
-					a.log.Info("job cancelled while running", "pool", p.spec.Name, "job", e.Key())
-				}
-			}
+	for _, p := range r.a.poolList() {
+		if bp, _ := p.running(); bp != nil && bp.Cancel(id) {
+			r.a.log.Info("job cancelled while running", "pool", p.spec.Name, "job", id)
 		}
 	}
 }
+
+func (r cancelRecorder) Loaded() { r.a.cancels.markLoaded() }

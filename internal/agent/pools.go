@@ -3,7 +3,6 @@ package agent
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -185,26 +184,11 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 	}
 }
 
-// ensureConsumer makes sure the consumers of job type typ exist: one per
-// priority, each filtered on the subject of its jobs.
+// ensureConsumer asks conductord for the consumers of job type typ: one
+// per priority, each filtered on the subject of its jobs. A host makes no
+// consumer itself (internal/hostsvc).
 func (a *Agent) ensureConsumer(ctx context.Context, typ string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for _, p := range wire.Priorities {
-		_, err := a.js.CreateOrUpdateConsumer(ctx, a.space.JobStream(), jetstream.ConsumerConfig{
-			Durable:       a.space.ConsumerAt(typ, string(p)),
-			FilterSubject: a.space.JobAt(typ, string(p)),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       a.cfg.AckWait,
-			MaxDeliver:    -1,
-			MaxWaiting:    4096,
-			MaxAckPending: 100_000,
-		})
-		if err != nil {
-			return fmt.Errorf("%s jobs: %w", p, err)
-		}
-	}
-	return nil
+	return a.svc.Consumers(ctx, typ, a.cfg.AckWait)
 }
 
 // finalTTL reads how long the conductor keeps a final state in the state

@@ -142,8 +142,7 @@ func bareBundle(t *testing.T, finalTTL time.Duration) (*sourceBundle, func(id st
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.EndsStream(), Subjects: []string{space.AllJobEnds()}})
 	require.NoError(t, err)
-	_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: space.CancelBucket()})
-	require.NoError(t, err)
+	serveHosts(t, nc, js, space)
 	var archived func(string) bool
 	if finalTTL > 0 {
 		archived = archiveStandIn(t, nc, js, space)

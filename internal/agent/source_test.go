@@ -45,6 +45,7 @@ func setupSource(t testing.TB) (*source, *sourceBundle) {
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: space.EndsStream(), Subjects: []string{space.AllJobEnds()}})
 	require.NoError(t, err)
+	serveHosts(t, nc, js, space)
 
 	a, err := New(Config{Conn: nc, Host: "h1"})
 	require.NoError(t, err)

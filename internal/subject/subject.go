@@ -154,6 +154,49 @@ func (s Space) JobAsOf(subj string) string {
 	return id
 }
 
+// The services conductord gives hosts, so that a host makes no consumer
+// of its own (a consumer's deliveries go where its maker says:
+// docs/security.md, "What a host may do"): the consumers of a job type
+// made for it, and the cancelled job ids, read by request and followed on
+// CancelFeed.
+
+// ConsumersAs is the subject the holder of host credential id asks
+// conductord on for the consumers of job type typ.
+func (s Space) ConsumersAs(id, typ string) string {
+	return s.prefix() + ".as." + id + ".consumers." + typ
+}
+
+// ConsumersOf is ConsumersAs for a host with no credential of its own
+// (an open conductor, the shared token), which only an admin may
+// publish to.
+func (s Space) ConsumersOf(typ string) string { return s.prefix() + ".consumers." + typ }
+
+// CancelsAs is the subject the holder of host credential id reads the
+// cancelled job ids on, by request, page by page.
+func (s Space) CancelsAs(id string) string { return s.prefix() + ".as." + id + ".cancels" }
+
+// CancelsOf is CancelsAs for a host with no credential of its own.
+func (s Space) CancelsOf() string { return s.prefix() + ".cancels.held" }
+
+// CancelFeed is the subject conductord publishes each new cancelled job
+// id on, numbered.
+func (s Space) CancelFeed() string { return s.prefix() + ".cancels" }
+
+// ParseAs returns the credential id and the rest of a subject built by
+// one of the As functions ("submit.<type>", "job", "consumers.<type>",
+// "cancels"), or "", "".
+func (s Space) ParseAs(subj string) (id, rest string) {
+	after, ok := strings.CutPrefix(subj, s.prefix()+".as.")
+	if !ok {
+		return "", ""
+	}
+	id, rest, ok = strings.Cut(after, ".")
+	if !ok || Token("credential id", id) != nil {
+		return "", ""
+	}
+	return id, rest
+}
+
 // Submits matches Submit of every type.
 func (s Space) Submits() string { return s.prefix() + ".submit.*" }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/tlsconf"
@@ -68,6 +69,7 @@ type Conductor struct {
 	strays    *strayRepair      // repairs the job messages no consumer will deliver
 	http      *httpServer       // the HTTP API; nil without Config.HTTPListen
 	watch     startstop.Service // reads the credentials file again when it changes
+	hostsvc   *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
 	types     *jobTypes         // the job types queued, bounded
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
@@ -252,6 +254,10 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveJobReads(); err != nil {
 		return err
 	}
+	c.hostsvc = hostsvc.NewServer(hostsvc.Config{
+		Conn: c.nc, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
+		Admit: c.admitHost, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
+	})
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.
 	if err := c.nc.Flush(); err != nil {
@@ -284,6 +290,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.strays != nil {
 		parts = append(parts, c.strays) // stops before the archive it reads
+	}
+	if c.hostsvc != nil {
+		parts = append(parts, c.hostsvc)
 	}
 	if c.http != nil {
 		parts = append(parts, c.http)

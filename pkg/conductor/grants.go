@@ -31,7 +31,7 @@ func grants(sp subject.Space, cr auth.Credential) *server.Permissions {
 	case auth.Submitter:
 		g.submitter(cr.ID, cr.Types)
 	case auth.Host:
-		g.host(cr.Host(), cr.Types)
+		g.host(cr)
 	case auth.Operator:
 		g.operator()
 	}
@@ -100,28 +100,24 @@ func (g *grant) submitter(id string, ts []string) {
 // host takes, runs and ends the jobs of its types, and heartbeats, logs
 // and takes commands under its own host id. It writes the states and
 // dead entries of jobs (a state is keyed by id alone: see
-// docs/security.md, "What a host may do").
-func (g *grant) host(id string, ts []string) {
-	sp := g.sp
+// docs/security.md, "What a host may do"). It makes no consumer:
+// conductord makes its types' and passes the cancels on to it
+// (internal/hostsvc), for a consumer delivers where its maker says.
+func (g *grant) host(cr auth.Credential) {
+	sp, id := g.sp, cr.Host()
 	jobs := sp.JobStream()
 	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
-	g.sub(sp.Control(id))
+	g.sub(sp.Control(id), sp.CancelFeed())
 	g.pub(subject.ControlReplies()...)
-	for _, t := range types(ts) {
-		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t))
+	g.pub(sp.CancelsAs(cr.ID))
+	for _, t := range types(cr.Types) {
+		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t), sp.ConsumersAs(cr.ID, t))
 		for _, prio := range []string{"normal", "high", "low"} {
 			c := sp.ConsumerAt(t, prio)
-			// A consumer is made, or changed, only by the request whose
-			// subject names its filter, which the server holds the
-			// consumer's to: a host of squares cannot point pool-squares
-			// at other types' jobs.
-			create := subject.JSAPI("CONSUMER.CREATE", jobs, c, sp.JobAt(t, prio))
 			if t == "*" {
 				c = "*" // pool-*, high-* and low-* are no subjects
-				create = subject.JSAPI("CONSUMER.CREATE", jobs, c, ">")
 			}
-			g.pub(create, subject.JSAPI("CONSUMER.INFO", jobs, c),
-				subject.JSAPI("CONSUMER.MSG.NEXT", jobs, c), subject.JSAcks(jobs, c))
+			g.pub(subject.JSAPI("CONSUMER.MSG.NEXT", jobs, c), subject.JSAcks(jobs, c))
 		}
 	}
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
@@ -129,10 +125,6 @@ func (g *grant) host(id string, ts []string) {
 	g.pub(subject.KVAll(sp.StateBucket()))
 	dead := subject.KVStream(sp.DeadBucket())
 	g.pub(subject.JSAPI("STREAM.INFO", dead), subject.KVAll(sp.DeadBucket()))
-	// The cancels, watched.
-	cancels := subject.KVStream(sp.CancelBucket())
-	g.pub(subject.JSAPI("STREAM.INFO", cancels), subject.JSAPI("CONSUMER.CREATE", cancels, ">"),
-		subject.JSAPI("CONSUMER.DELETE", cancels, ">"), subject.JSFlowControl(cancels))
 }
 
 // operator steers: pool commands, events, logs, heartbeats, jobs of every

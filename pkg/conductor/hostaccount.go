@@ -30,12 +30,8 @@ var hostExports = []struct {
 	{"$JS.API.STREAM.INFO.>", server.Singleton},
 	{"$JS.API.STREAM.MSG.GET.>", server.Singleton},
 	{"$JS.API.DIRECT.GET.>", server.Singleton},
-	{"$JS.API.CONSUMER.CREATE.>", server.Singleton},
-	{"$JS.API.CONSUMER.INFO.>", server.Singleton},
-	{"$JS.API.CONSUMER.DELETE.>", server.Singleton},
 	{"$JS.API.CONSUMER.MSG.NEXT.>", server.Streamed},
 	{"$JS.ACK.>", server.Singleton},
-	{"$JS.FC.>", server.Singleton},
 	{"$KV.>", server.Singleton},
 	{"conductor.>", server.Singleton},
 	{"_INBOX.*.ctl", server.Singleton},
@@ -116,8 +112,9 @@ func (a *access) makeHostAccount(srv *server.Server, cr auth.Credential) error {
 			return fmt.Errorf("import %s: %w", im.to, err)
 		}
 	}
-	// Its commands, and its inbox's deliveries (a watch's), come in.
-	for _, s := range []string{sp.Control(cr.Host()), auth.InboxOf(cr.ID) + ".>"} {
+	// Its commands, the cancel feed, and what is published to its inbox
+	// come in.
+	for _, s := range hostStreams(sp, cr) {
 		if err := data.AddStreamExport(s, []*server.Account{host}); err != nil {
 			return fmt.Errorf("export %s: %w", s, err)
 		}
@@ -137,7 +134,7 @@ type serviceImport struct{ from, to string }
 // (where nats.go's puts go), and the reply subjects of commands.
 func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 	g := grant{sp: sp}
-	g.host(cr.Host(), cr.Types)
+	g.host(cr)
 	var ims []serviceImport
 	for _, s := range g.pubs {
 		from := s
@@ -152,8 +149,14 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 	return ims
 }
 
+// hostStreams are the subjects host credential cr's account imports as
+// streams from namespace sp's: its commands, the cancel feed, its inbox.
+func hostStreams(sp subject.Space, cr auth.Credential) []string {
+	return []string{sp.Control(cr.Host()), sp.CancelFeed(), auth.InboxOf(cr.ID) + ".>"}
+}
+
 // hostPermissions are a host's permissions in its own account: what it
-// imports, and its command subject and inbox. It reaches nothing else
+// imports as a service to publish, what as a stream to subscribe to. It reaches nothing else
 // either way; with them, what it may not do is refused with an error
 // that workerd reports (a wrong --host-id), rather than dropped.
 func hostPermissions(sp subject.Space, cr auth.Credential) *server.Permissions {
@@ -163,7 +166,7 @@ func hostPermissions(sp subject.Space, cr auth.Credential) *server.Permissions {
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pubs},
-		Subscribe: &server.SubjectPermission{Allow: []string{sp.Control(cr.Host()), auth.InboxOf(cr.ID) + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: hostStreams(sp, cr)},
 	}
 }
 

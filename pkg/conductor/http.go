@@ -449,7 +449,7 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := c.types.admit(typ); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, err.Error()+"; nothing was queued")
 		return
 	}
 	// The body is read whole before anything is queued: its bytes are

@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -123,21 +125,16 @@ func TestRoles_HostAnswersStayInItsAccount(t *testing.T) {
 	_, err = rootc.Submit(t.Context(), "other", 1) // a job of a type no host serves
 	require.NoError(t, err)
 	h1, e := rc.connectAs(t, "h1")
-	js, err := jetstream.NewWithAPIPrefix(h1, "JS.conductor.API")
-	require.NoError(t, err)
-	cons, err := js.CreateOrUpdateConsumer(t.Context(), "conductor-default-jobs", jetstream.ConsumerConfig{
-		Durable: "pool-squares", FilterSubject: "conductor.default.jobs.squares", AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(t, err)
+	sp, _ := subject.New("default")
+	require.NoError(t, hostsvc.NewCaller(h1, sp).Consumers(t.Context(), "squares", 0))
 	for _, prefix := range []string{"JS.conductor.API", "$JS.API"} {
 		next := nats.NewMsg(prefix + ".CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares")
 		next.Reply, next.Data = "$JS.API.STREAM.PURGE.conductor-default-jobs", []byte(`{"batch":1,"no_wait":true}`)
 		require.NoError(t, h1.PublishMsg(next))
 	}
 	// A pull after them, answered on its inbox: they were seen by then.
-	b, err := cons.FetchNoWait(1)
+	_, err = h1.Request("JS.conductor.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares", []byte(`{"batch":1,"no_wait":true}`), 5*time.Second)
 	require.NoError(t, err)
-	for range b.Messages() {
-	}
 	rjs, err := jetstream.New(root)
 	require.NoError(t, err)
 	s, err := rjs.Stream(t.Context(), "conductor-default-jobs")
@@ -202,13 +199,13 @@ func TestRoles_HostReissued(t *testing.T) {
 	require.True(t, res[0].OK, res[0].Error)
 }
 
-// TestKnownGap_HostConsumerDeliversIntoAnotherHost pins a gap that stays
-// (docs/security.md, "Not yet", found by the second outside review): a
-// push consumer a host makes on the cancel bucket delivers where its
-// config says, in the namespace's account: into another host's control
-// subject. When this fails, the gap is closed: update the docs, and make
-// the test assert nothing comes.
-func TestKnownGap_HostConsumerDeliversIntoAnotherHost(t *testing.T) {
+// TestRoles_HostMakesNoConsumer: a host makes no consumer (conductord
+// makes its types', internal/hostsvc), for a consumer delivers where its
+// config says: a push consumer on the cancel bucket, or on the job
+// stream, aimed at another host's command subject is refused, and
+// nothing comes there. It asks conductord for its own types' consumers
+// only, under its own credential id.
+func TestRoles_HostMakesNoConsumer(t *testing.T) {
 	t.Parallel()
 	rc := startRoleCluster(t)
 	root, _ := rc.connectAs(t, "root")
@@ -221,10 +218,33 @@ func TestKnownGap_HostConsumerDeliversIntoAnotherHost(t *testing.T) {
 	h2sub, err := root.SubscribeSync("conductor.default.control.h2")
 	require.NoError(t, err)
 	require.NoError(t, root.Flush())
-	h1, _ := rc.connectAs(t, "h1")
-	req := []byte(`{"stream_name":"KV_conductor-default-cancel","config":{"name":"evil","deliver_subject":"conductor.default.control.h2","ack_policy":"none","deliver_policy":"all"}}`)
-	_, err = h1.Request("JS.conductor.API.CONSUMER.CREATE.KV_conductor-default-cancel.evil", req, 5*time.Second)
+	h1, e := rc.connectAs(t, "h1")
+	for stream, filter := range map[string]string{
+		"KV_conductor-default-cancel": "",
+		"conductor-default-jobs":      "conductor.default.jobs.squares",
+	} {
+		cfg := `{"name":"evil","deliver_subject":"conductor.default.control.h2","ack_policy":"none","deliver_policy":"all"}`
+		subj := "JS.conductor.API.CONSUMER.CREATE." + stream + ".evil"
+		if filter != "" {
+			subj += "." + filter
+		}
+		_, err = h1.Request(subj, []byte(`{"stream_name":"`+stream+`","config":`+cfg+`}`), 200*time.Millisecond)
+		require.Error(t, err, "%s answered", subj)
+		require.Eventually(t, func() bool { return e.has(`Publish to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond)
+	}
+	_, err = h2sub.NextMsg(200 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "something came into h2's command subject")
+
+	// Its own types' consumers, by request to conductord: yes; another
+	// type's, or under another credential's id: refused by the server.
+	m, err := h1.Request("conductor.default.as.h1.consumers.squares", []byte(`{"ack_wait":30000000000}`), 5*time.Second)
 	require.NoError(t, err)
-	_, err = h2sub.NextMsg(10 * time.Second)
-	require.NoError(t, err, "nothing came into h2's control subject: the gap is closed; update docs/security.md and turn this test around")
+	require.Equal(t, "200", m.Header.Get(names.HeaderStatus), "%s", m.Data)
+	for _, subj := range []string{"conductor.default.as.h1.consumers.other", "conductor.default.as.h2.consumers.other", "conductor.default.consumers.other"} {
+		_, err := h1.Request(subj, nil, 200*time.Millisecond)
+		require.Error(t, err, subj)
+		require.Eventually(t, func() bool { return e.has(`Publish to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond)
+	}
+	_, err = rjs.Consumer(t.Context(), "conductor-default-jobs", "pool-other")
+	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
 }

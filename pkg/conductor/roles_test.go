@@ -315,6 +315,11 @@ func TestRoles_NATS(t *testing.T) {
 			"JS.conductor.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-other",
 			"JS.conductor.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares.conductor.default.jobs.>",
 			"JS.conductor.API.$KV.conductor-default-cancel." + j.ID,
+			// a consumer of its own (conductord makes them: internal/hostsvc)
+			"JS.conductor.API.CONSUMER.CREATE.conductor-default-jobs.pool-squares.conductor.default.jobs.squares",
+			"JS.conductor.API.CONSUMER.CREATE.KV_conductor-default-cancel.x",
+			"conductor.default.as.h2.consumers.other", // another host's consumers
+			"conductor.default.cancels",               // a forged cancel on the feed
 		} {
 			unseenPub(t, rc, "h1", subj)
 		}

@@ -43,7 +43,7 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 		return bad(http.StatusBadRequest, "%v", err)
 	}
 	if err := c.types.admit(sub.typ); err != nil {
-		return bad(http.StatusBadRequest, "%v", err)
+		return bad(http.StatusBadRequest, "%v; nothing was queued", err)
 	}
 	var wait time.Duration
 	if sub.wait != "" {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 )
 
 // jobTypes is the set of job types conductord queues jobs of, bounded:
@@ -51,8 +54,25 @@ func (t *jobTypes) admit(typ string) error {
 		return nil
 	}
 	if len(t.set) >= t.max {
-		return fmt.Errorf("job type %q is new, and conductord has %d job types, its most (--max-job-types); nothing was queued", typ, t.max)
+		return fmt.Errorf("job type %q is new, and conductord has %d job types, its most (--max-job-types)", typ, t.max)
 	}
 	t.set[typ] = struct{}{}
+	return nil
+}
+
+// admitHost lets credential id have the consumers of job type typ
+// (internal/hostsvc): a host credential of that type, if this
+// conductord's credentials hold it (another namespace's are in the file
+// of the conductord that embeds the server, whose permissions let the
+// host ask for its types' only), and a type within the bound.
+func (c *Conductor) admitHost(id, typ string) error {
+	if id != "" {
+		if cr, ok := c.access.creds.Load().Get(id); ok && (cr.Role != auth.Host || !cr.AllowsType(typ)) {
+			return fmt.Errorf("%w: credential %s takes no jobs of type %s", hostsvc.ErrForbidden, id, typ)
+		}
+	}
+	if err := c.types.admit(typ); err != nil {
+		return fmt.Errorf("%w; no consumer was made", err)
+	}
 	return nil
 }

@@ -1,0 +1,169 @@
+package hostsvc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// A page of cancelled ids holds at most pageIDs ids, or pageBytes of
+// them: far below the smallest max payload a server may have.
+const (
+	pageIDs   = 2000
+	pageBytes = 256 << 10
+)
+
+// feed follows the cancel bucket, holds its ids for the bucket's TTL,
+// numbered in the order it learns them, and publishes each new one on
+// the feed subject. A watch that ends (the bucket gone, the connection
+// lost too long) begins again under a new epoch, the ids read anew.
+type feed struct {
+	*startstop.Func
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	space subject.Space
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	epoch  string
+	seq    uint64   // the number of the last id published
+	held   []heldID // by number; the oldest first
+	loaded bool     // every id stored when the watch began is held
+	ttl    time.Duration
+}
+
+type heldID struct {
+	seq uint64
+	id  string
+	at  time.Time // when it was cancelled
+}
+
+func newFeed(nc *nats.Conn, js jetstream.JetStream, sp subject.Space, log *slog.Logger) *feed {
+	f := &feed{nc: nc, js: js, space: sp, log: log}
+	f.Func = startstop.NewFunc(f.run)
+	return f
+}
+
+// run follows the bucket until ctx ends, beginning again after a failure.
+func (f *feed) run(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := f.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("cannot follow the cancelled jobs for the hosts; retrying", "err", err, "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (f *feed) follow(ctx context.Context) error {
+	kv, err := f.js.KeyValue(ctx, f.space.CancelBucket())
+	if err != nil {
+		return err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	f.begin(st.TTL())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return ctx.Err()
+			}
+			if e == nil {
+				f.mu.Lock()
+				f.loaded = true // the end of the ids stored before
+				f.mu.Unlock()
+				continue
+			}
+			f.add(e.Key(), e.Created())
+		}
+	}
+}
+
+// begin forgets the ids held, under a new epoch.
+func (f *feed) begin(ttl time.Duration) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.epoch, f.seq, f.held, f.loaded, f.ttl = hex.EncodeToString(b[:]), 0, nil, false, ttl
+}
+
+// add holds id, cancelled at at, forgets the ids past the TTL, and
+// publishes id numbered. Only run calls it: the feed is in order.
+func (f *feed) add(id string, at time.Time) {
+	f.mu.Lock()
+	f.seq++
+	seq, epoch := f.seq, f.epoch
+	f.held = append(f.held, heldID{seq: seq, id: id, at: at})
+	if f.ttl > 0 {
+		n := 0
+		for n < len(f.held)-1 && time.Since(f.held[n].at) > f.ttl {
+			n++
+		}
+		if n > 0 {
+			f.held = append(f.held[:0:0], f.held[n:]...)
+		}
+	}
+	f.mu.Unlock()
+	m := nats.NewMsg(f.space.CancelFeed())
+	m.Header.Set(wire.HeaderCancelEpoch, epoch)
+	m.Header.Set(wire.HeaderCancelSeq, strconv.FormatUint(seq, 10))
+	m.Data = []byte(id)
+	if err := f.nc.PublishMsg(m); err != nil {
+		f.log.Warn("publish a cancelled job to the hosts", "job", id, "err", err)
+	}
+}
+
+// page returns the ids numbered past after, false until the ids stored
+// before the watch began are held.
+func (f *feed) page(after uint64) (wire.CancelsPage, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		return wire.CancelsPage{}, false
+	}
+	p := wire.CancelsPage{Epoch: f.epoch, TTL: f.ttl, IDs: []string{}}
+	i := sort.Search(len(f.held), func(i int) bool { return f.held[i].seq > after })
+	size := 0
+	for ; i < len(f.held) && len(p.IDs) < pageIDs && size < pageBytes; i++ {
+		p.IDs = append(p.IDs, f.held[i].id)
+		size += len(f.held[i].id) + 3
+		p.Last = f.held[i].seq
+	}
+	p.More = i < len(f.held)
+	if !p.More {
+		p.Last = f.seq
+	}
+	return p, true
+}

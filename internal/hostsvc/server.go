@@ -1,0 +1,225 @@
+package hostsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// ErrForbidden is wrapped by a Config.Admit error that refuses the
+// credential (403) rather than the request (400).
+var ErrForbidden = errors.New("forbidden")
+
+// maxMaking bounds the requests for consumers being served at once;
+// past it a request is answered 503.
+const maxMaking = 64
+
+// Config is a Server's.
+type Config struct {
+	Conn  *nats.Conn          // conductord's own: it makes the consumers and publishes the feed
+	JS    jetstream.JetStream // on Conn
+	Space subject.Space
+	Log   *slog.Logger
+	// Admit checks that credential id (empty for a host without one) may
+	// have the consumers of job type typ, and counts the type among those
+	// conductord knows; an error refuses the request with its message,
+	// 403 if it wraps ErrForbidden, else 400. Nil admits every request.
+	Admit func(id, typ string) error
+	// Go runs a request's work off the subscription's goroutine and
+	// reports whether it did (false: the server is stopping, and the
+	// request is refused). Nil runs it on a goroutine of the Server's,
+	// which Stop waits for.
+	Go func(f func()) bool
+}
+
+// Server answers the hosts' requests and publishes the cancel feed. Make
+// it with NewServer; Start subscribes and starts the feed, Stop ends both.
+type Server struct {
+	cfg    Config
+	feed   *feed
+	making chan struct{} // a slot per request for consumers being served
+	subs   []*nats.Subscription
+	wg     sync.WaitGroup // the requests' goroutines, if Config.Go is nil
+}
+
+// NewServer returns a Server ready to Start.
+func NewServer(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: make(chan struct{}, maxMaking)}
+	if cfg.Go == nil {
+		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
+	}
+	s.cfg = cfg
+	return s
+}
+
+// Start starts the feed and subscribes to the hosts' requests; it
+// returns once the server has the subscriptions.
+func (s *Server) Start(ctx context.Context) error {
+	sp := s.cfg.Space
+	for subj, h := range map[string]nats.MsgHandler{
+		sp.ConsumersAs("*", "*"): s.consumers, sp.ConsumersOf("*"): s.consumers,
+		sp.CancelsAs("*"): s.cancels, sp.CancelsOf(): s.cancels,
+	} {
+		sub, err := s.cfg.Conn.Subscribe(subj, h)
+		if err != nil {
+			s.Stop()
+			return fmt.Errorf("hostsvc: subscribe to %s: %w", subj, err)
+		}
+		s.subs = append(s.subs, sub)
+	}
+	if err := s.cfg.Conn.Flush(); err != nil {
+		s.Stop()
+		return fmt.Errorf("hostsvc: subscribe: %w", err)
+	}
+	return s.feed.Start(ctx)
+}
+
+// Stop ends the subscriptions and the feed, and waits for the requests
+// being served on the Server's goroutines (Config.Go's wait for their
+// owner).
+func (s *Server) Stop() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.subs = nil
+	s.wg.Wait()
+	s.feed.Stop()
+}
+
+// caller returns the credential id a request on subj comes from ("" for
+// a host without one) and whether its reply subject may be answered: an
+// inbox. Only the host's account (through its import, which makes the
+// reply subject a mapping of the server's, "_R_.") and an admin may
+// publish on these subjects: no one may aim the answer elsewhere.
+func (s *Server) caller(m *nats.Msg) (id string, ok bool) {
+	id, _ = s.cfg.Space.ParseAs(m.Subject)
+	return id, subject.IsInbox(m.Reply)
+}
+
+func (s *Server) consumers(m *nats.Msg) {
+	id, ok := s.caller(m)
+	if !ok {
+		return
+	}
+	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if err := subject.Token("job type", typ); err != nil {
+		s.answer(m, http.StatusBadRequest, errorBody(err))
+		return
+	}
+	var req wire.ConsumersRequest
+	if len(m.Data) > 0 {
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			s.answer(m, http.StatusBadRequest, errorBody(fmt.Errorf("the request is not a consumers request: %w", err)))
+			return
+		}
+	}
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(id, typ); err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrForbidden) {
+				code = http.StatusForbidden
+			}
+			s.answer(m, code, errorBody(err))
+			return
+		}
+	}
+	select {
+	case s.making <- struct{}{}:
+	default:
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("too many requests for consumers; retry later")))
+		return
+	}
+	started := s.cfg.Go(func() {
+		defer func() { <-s.making }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := MakeConsumers(ctx, s.cfg.JS, s.cfg.Space, typ, req.AckWait); err != nil {
+			s.cfg.Log.Warn("make a host's consumers", "credential", id, "type", typ, "err", err)
+			s.answer(m, http.StatusServiceUnavailable, errorBody(err))
+			return
+		}
+		s.answer(m, http.StatusOK, struct{}{})
+	})
+	if !started {
+		<-s.making
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
+	}
+}
+
+func (s *Server) cancels(m *nats.Msg) {
+	if _, ok := s.caller(m); !ok {
+		return
+	}
+	var req wire.CancelsRequest
+	if len(m.Data) > 0 {
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			s.answer(m, http.StatusBadRequest, errorBody(fmt.Errorf("the request is not a cancels request: %w", err)))
+			return
+		}
+	}
+	page, ok := s.feed.page(req.After)
+	if !ok {
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is still reading the cancelled jobs; retry")))
+		return
+	}
+	s.answer(m, http.StatusOK, page)
+}
+
+// MakeConsumers makes sure the consumers of job type typ exist with
+// conductor's settings: one per priority, each filtered on the subject
+// of its jobs (which the server then holds it to), ackWait held to
+// [wire.MinAckWait, wire.MaxAckWait] (30s if zero).
+func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration) error {
+	if ackWait == 0 {
+		ackWait = 30 * time.Second
+	}
+	ackWait = min(max(ackWait, wire.MinAckWait), wire.MaxAckWait)
+	for _, p := range wire.Priorities {
+		_, err := js.CreateOrUpdateConsumer(ctx, sp.JobStream(), jetstream.ConsumerConfig{
+			Durable:       sp.ConsumerAt(typ, string(p)),
+			FilterSubject: sp.JobAt(typ, string(p)),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxDeliver:    -1,
+			MaxWaiting:    4096,
+			MaxAckPending: 100_000,
+		})
+		if err != nil {
+			return fmt.Errorf("the consumer of %s %s jobs: %w", p, typ, err)
+		}
+	}
+	return nil
+}
+
+func errorBody(err error) map[string]string { return map[string]string{"error": err.Error()} }
+
+// answer sends body, with its status, to m's reply subject, which the
+// caller has checked.
+func (s *Server) answer(m *nats.Msg, code int, body any) {
+	r := nats.NewMsg(m.Reply)
+	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
+	r.Data, _ = json.Marshal(body)
+	if err := s.cfg.Conn.PublishMsg(r); err != nil {
+		s.cfg.Log.Warn("answer a host", "err", err)
+	}
+}
+
+// Stopped is closed once the server has stopped after a Start.
+func (s *Server) Stopped() <-chan struct{} { return s.feed.Stopped() }

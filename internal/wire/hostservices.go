@@ -1,0 +1,52 @@
+package wire
+
+import "time"
+
+// The services conductord gives hosts (pkg/conductor's hostservices.go),
+// so that a host makes no consumer of its own: its job types' consumers,
+// and the cancelled job ids.
+
+// ConsumersRequest asks conductord for the consumers of a job type, one
+// per priority: made if missing, changed to these settings if not.
+type ConsumersRequest struct {
+	// AckWait is how long a job taken waits for its ack before it is
+	// delivered again; conductord holds it to [MinAckWait, MaxAckWait].
+	AckWait time.Duration `json:"ack_wait"`
+}
+
+// The bounds of ConsumersRequest.AckWait.
+const (
+	MinAckWait = time.Second
+	MaxAckWait = time.Hour
+)
+
+// CancelsRequest asks for a page of the cancelled job ids conductord
+// holds: those numbered past After.
+type CancelsRequest struct {
+	After uint64 `json:"after"`
+}
+
+// CancelsPage is a page of the cancelled job ids, in the order
+// conductord learnt them.
+type CancelsPage struct {
+	// Epoch names the conductord process that numbers the ids: the
+	// numbers of another are not comparable.
+	Epoch string `json:"epoch"`
+	// IDs are the ids numbered past the request's After, up to Last.
+	IDs []string `json:"ids"`
+	// Last is the number of the page's last id (After if none); with More
+	// false, the number of the last id conductord has published on the
+	// feed (subject.Space.CancelFeed) when it answered.
+	Last uint64 `json:"last"`
+	// More says that ids past Last are held: ask again with After = Last.
+	More bool `json:"more,omitempty"`
+	// TTL is how long an id is held after it was cancelled (the cancel
+	// bucket's); 0 for ever.
+	TTL time.Duration `json:"ttl,omitempty"`
+}
+
+// The feed's message headers: its epoch and its number.
+const (
+	HeaderCancelEpoch = "Conductor-Cancel-Epoch"
+	HeaderCancelSeq   = "Conductor-Cancel-Seq"
+)
