@@ -30,7 +30,10 @@ func TestHostRegistry_BytesBoundMemory(t *testing.T) {
 	const hosts = 40
 	for i := range hosts {
 		h := fmt.Sprintf("h%d", i)
-		data := []byte(`{"host":"` + h + `","workers":[` + workers + `]}`)
+		// A minute's interval: under the race detector the 40 decodes
+		// take seconds, and a host of a second's would be forgotten
+		// before the last is in.
+		data := []byte(`{"host":"` + h + `","interval":"1m","workers":[` + workers + `]}`)
 		r.receive(&nats.Msg{Subject: space.Host(h), Data: data})
 	}
 	runtime.GC()
