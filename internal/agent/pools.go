@@ -166,7 +166,7 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
 				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),
 				expires:    a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
-				replays: &a.replays,
+				replays: &a.replays, svc: a.svc,
 			})
 		}
 		if ctx.Err() != nil {

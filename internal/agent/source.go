@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -84,6 +85,8 @@ type sourceConfig struct {
 	// replays says which first deliveries may be replays after a server
 	// restart; nil: none.
 	replays *replays
+	// svc, if Proxied, writes the states through conductord.
+	svc *hostsvc.Caller
 }
 
 // poolLimits are the pool's max_attempts and max_crashes, which a reload
@@ -112,12 +115,15 @@ func newSource(cfg sourceConfig) (*source, error) {
 	}
 	s.limits.set(cfg.maxAttempts, cfg.maxCrashes)
 	s.out = newHandout(s.rank)
-	s.states = &states{nc: cfg.nc, js: cfg.js, kv: cfg.kv, space: cfg.space, typ: cfg.typ, finalTTL: cfg.finalTTL, log: cfg.log}
+	s.states = &states{svc: cfg.svc, nc: cfg.nc, js: cfg.js, kv: cfg.kv, space: cfg.space, typ: cfg.typ, finalTTL: cfg.finalTTL, log: cfg.log}
 	s.putter = newPutter(s.states, s.leases, cfg.log)
 	s.runner = newRunner(s.states)
 	var err error
 	if s.answers, err = newStoreAnswers(cfg.nc); err != nil {
 		return nil, err
+	}
+	if cfg.svc.Proxied() {
+		s.answers.proxyTo(cfg.svc, cfg.typ)
 	}
 	// Credit never exceeds waiting workers + prefetch, so the deliveries'
 	// buffer fills only after a resize up, or for a large pool past

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -23,6 +24,7 @@ import (
 // synchronous writes that retry a failed store. It has no goroutine and no
 // state of its own; its callers' goroutines wait on its round trips.
 type states struct {
+	svc   *hostsvc.Caller // writes through conductord if Proxied
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
@@ -84,6 +86,13 @@ func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
 // A conflict is an error for which isConflict is true.
 func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool, status wire.Status) (uint64, error) {
 	ttl := s.ttl(status)
+	if s.svc.Proxied() {
+		op := wire.StoreState
+		if !cur && rev == 0 {
+			op = wire.StoreCreate
+		}
+		return s.svc.Store(ctx, s.typ, wire.StoreItem{Op: op, Key: id, Rev: rev, TTL: ttl, Data: data})
+	}
 	switch {
 	case !cur && rev == 0 && ttl > 0:
 		return s.kv.Create(ctx, id, data, jetstream.KeyTTL(ttl))
@@ -105,7 +114,7 @@ func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, 
 func isConflict(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) ||
-		errors.Is(err, errWrongLast) ||
+		errors.Is(err, errWrongLast) || errors.Is(err, hostsvc.ErrConflict) ||
 		errors.As(err, &api) && (api.ErrorCode == jsErrWrongLast || api.ErrorCode == jsErrWrongLastConstant)
 }
 
@@ -223,11 +232,7 @@ func (s *states) recordSkip(h *heldJob) {
 			st.History = st.History[:len(st.History)-1]
 		}
 		data, _ := json.Marshal(&st)
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, id, data)
-		} else {
-			_, err = s.kv.Update(ctx, id, data, rev)
-		}
+		_, err = s.write(ctx, id, data, rev, rev != 0, wire.StatusQueued)
 		cancel()
 		if err == nil {
 			return
@@ -292,10 +297,19 @@ func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
 // backoff up to tries times unless ctx ends first. what names the write in
 // the log lines of its failures.
 func (s *states) put(ctx context.Context, subj string, data []byte, tries int, what, id string, opts ...jetstream.PublishOpt) bool {
+	return s.retry(ctx, tries, what, id, func(ctx context.Context) error {
+		_, err := s.js.Publish(ctx, subj, data, opts...)
+		return err
+	})
+}
+
+// retry calls f, each call within 5s, with backoff up to tries times
+// until it succeeds, unless ctx ends first.
+func (s *states) retry(ctx context.Context, tries int, what, id string, f func(context.Context) error) bool {
 	delay := 100 * time.Millisecond
 	for range tries {
 		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.js.Publish(pctx, subj, data, opts...)
+		err := f(pctx)
 		cancel()
 		if err == nil {
 			return true
@@ -410,7 +424,14 @@ func (s *states) announce(ctx context.Context, data []byte, jobs int, msgID stri
 // listed and re-queued. Its state, payload included, is stored already; a
 // failure here only leaves it out of the list, and is logged.
 func (s *states) indexDead(ctx context.Context, st *wire.Job, data []byte) {
-	if s.put(ctx, subject.KV(s.space.DeadBucket(), st.ID), data, 4, "index dead job", st.ID) {
+	if s.svc.Proxied() {
+		if s.retry(ctx, 4, "index dead job", st.ID, func(ctx context.Context) error {
+			_, err := s.svc.Store(ctx, s.typ, wire.StoreItem{Op: wire.StoreDead, Key: st.ID, Data: data})
+			return err
+		}) {
+			return
+		}
+	} else if s.put(ctx, subject.KV(s.space.DeadBucket(), st.ID), data, 4, "index dead job", st.ID) {
 		return
 	}
 	s.log.Error("dead job not indexed: GET /v1/jobs?status=dead will not list it; GET /v1/jobs/ID shows it", "pool", s.typ, "job", st.ID)

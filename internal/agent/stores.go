@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // storeAnswers publishes job states to the store with a reply subject and
@@ -49,6 +52,25 @@ type storeAnswers struct {
 	// up: every state sent must be waited on.
 	open  []*stateStore
 	first uint64 // the id of open[0]; ids start at 1
+
+	// A host with a credential of its own sends the states of a burst to
+	// conductord, in requests of up to maxBatch bytes, each answered once
+	// for all its states (internal/hostsvc). Nil proxy: each state is
+	// published to the store.
+	proxy    *hostsvc.Caller
+	storeSub string // proxy's subject for the pool's type
+	maxBatch int
+	batch    []byte                   // the request being filled: the publisher's
+	batched  []*stateStore            // its states: the publisher's
+	reqs     map[uint64][]*stateStore // guarded by mu: the requests sent, not answered
+	lastReq  uint64                   // guarded by mu
+}
+
+// proxyTo makes a send its states through svc's conductord, for the jobs
+// of type typ.
+func (a *storeAnswers) proxyTo(svc *hostsvc.Caller, typ string) {
+	a.proxy, a.storeSub, a.reqs = svc, svc.StoreSubject(typ), map[uint64][]*stateStore{}
+	a.maxBatch = max(int(a.nc.MaxPayload())/2, 64<<10)
 }
 
 // stateStore is one state sent to the store.
@@ -65,6 +87,7 @@ type storeBurst struct {
 	deadline time.Time // when the states not answered yet are given up; set by seal
 	// Guarded by storeAnswers.mu.
 	stores  []*stateStore
+	reqs    []uint64      // its requests to conductord, if proxied
 	waitFor *stateStore   // the state the acker waits on, if any
 	wake    chan struct{} // closed when waitFor has its outcome
 }
@@ -119,6 +142,15 @@ func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64,
 	a.open = append(a.open, st)
 	b.stores = append(b.stores, st)
 	a.mu.Unlock()
+	if a.proxy != nil {
+		if len(a.batched) > 0 && len(a.batch)+len(data)+256 > a.maxBatch {
+			a.flush(b)
+		}
+		key := subj[strings.LastIndexByte(subj, '.')+1:]
+		a.batch = wire.AppendStoreItem(a.batch, wire.StoreItem{Op: wire.StoreState, Key: key, Rev: rev, TTL: ttl, Data: data})
+		a.batched = append(a.batched, st)
+		return st
+	}
 	reply := a.prefix + strconv.FormatUint(st.id, 10)
 	// The header is the sender's, reused: PublishMsg has written it out
 	// when it returns.
@@ -146,11 +178,64 @@ func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64,
 // seal ends b's sending and starts its deadline. b is waited on only
 // after.
 func (a *storeAnswers) seal(b *storeBurst) {
+	if len(a.batched) > 0 {
+		a.flush(b)
+	}
 	b.deadline = time.Now().Add(a.timeout)
+}
+
+// flush sends the states batched to conductord, as one request of b.
+func (a *storeAnswers) flush(b *storeBurst) {
+	sts := a.batched
+	a.batched = nil
+	a.mu.Lock()
+	a.lastReq++
+	id := a.lastReq
+	a.reqs[id] = sts
+	b.reqs = append(b.reqs, id)
+	a.mu.Unlock()
+	// PublishMsg has copied the data when it returns: the batch is reused.
+	err := a.nc.PublishMsg(&nats.Msg{Subject: a.storeSub, Reply: a.prefix + "b" + strconv.FormatUint(id, 10), Data: a.batch})
+	a.batch = a.batch[:0]
+	if err != nil {
+		a.mu.Lock()
+		delete(a.reqs, id)
+		for _, st := range sts {
+			a.settleLocked(st, err)
+		}
+		a.mu.Unlock()
+	}
+}
+
+// answerBatch takes conductord's answer to a request of flush's.
+func (a *storeAnswers) answerBatch(m *nats.Msg, id uint64) {
+	a.mu.Lock()
+	sts, ok := a.reqs[id]
+	delete(a.reqs, id)
+	a.mu.Unlock()
+	if !ok {
+		return // given up, or not a request of flush's
+	}
+	rs, err := hostsvc.ParseStoreAnswer(m, len(sts))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, st := range sts {
+		e := err
+		if e == nil {
+			e = hostsvc.ResultError(rs[i])
+		}
+		a.settleLocked(st, e)
+	}
 }
 
 // answer takes the store's answer to one state.
 func (a *storeAnswers) answer(m *nats.Msg) {
+	if req, ok := strings.CutPrefix(m.Subject[len(a.prefix):], "b"); ok {
+		if id, err := strconv.ParseUint(req, 10, 64); err == nil {
+			a.answerBatch(m, id)
+		}
+		return
+	}
 	id, err := strconv.ParseUint(m.Subject[len(a.prefix):], 10, 64)
 	if err != nil {
 		return // not a subject of send's
@@ -225,6 +310,9 @@ func (a *storeAnswers) wait(st *stateStore, slow func()) error {
 			a.mu.Lock()
 			for _, other := range b.stores {
 				a.settleLocked(other, late)
+			}
+			for _, id := range b.reqs {
+				delete(a.reqs, id)
 			}
 			err := st.err
 			a.mu.Unlock()

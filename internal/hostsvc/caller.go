@@ -126,6 +126,8 @@ func (c *Caller) Follow(ctx context.Context, to Cancels, check time.Duration) er
 	}
 	t := time.NewTicker(check)
 	defer t.Stop()
+	spaced := time.NewTimer(readSpacing)
+	defer spaced.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -134,27 +136,36 @@ func (c *Caller) Follow(ctx context.Context, to Cancels, check time.Duration) er
 			err = f.read(ctx)
 		case <-t.C:
 			err = f.check(ctx)
+		case <-spaced.C:
+			if f.due {
+				err = f.read(ctx)
+			}
 		case m := <-feed:
 			err = f.feed(ctx, m)
 		}
 		if err != nil {
 			return err
 		}
+		if f.due {
+			spaced.Reset(time.Until(f.readAt.Add(readSpacing)))
+		}
 	}
 }
 
 // follower is Follow's state: the epoch and number of the last id read.
 type follower struct {
-	c     *Caller
-	to    Cancels
-	epoch string
-	last  uint64
-	ttl   time.Duration
+	c      *Caller
+	to     Cancels
+	epoch  string
+	last   uint64
+	ttl    time.Duration
+	readAt time.Time // when the last read began
+	due    bool      // a read is called for, spaced from the last
 }
 
 // read reads every id held, page by page, from the first.
 func (f *follower) read(ctx context.Context) error {
-	f.epoch, f.last = "", 0
+	f.epoch, f.last, f.readAt, f.due = "", 0, time.Now(), false
 	for {
 		p, err := f.c.Page(ctx, f.last)
 		if err != nil {
@@ -194,17 +205,28 @@ func (f *follower) check(ctx context.Context) error {
 	return nil
 }
 
-// feed takes one message of the feed.
+// readSpacing is the least time between two reads that feed messages
+// call for: a message that is not conductord's (an operator's consumer
+// can deliver anywhere) makes no flood of reads.
+const readSpacing = time.Second
+
+// feed takes one message of the feed: the next id, recorded; one read
+// already; or, after a gap or from another conductord, a read again
+// (which records it), at most once a readSpacing (else it is due).
 func (f *follower) feed(ctx context.Context, m *nats.Msg) error {
-	if id := string(m.Data); id != "" {
-		f.to.Cancelled(id, f.ttl)
+	id, epoch := string(m.Data), m.Header.Get(wire.HeaderCancelEpoch)
+	seq, err := strconv.ParseUint(m.Header.Get(wire.HeaderCancelSeq), 10, 64)
+	if err != nil || epoch == "" || subject.Token("job id", id) != nil {
+		return nil // not conductord's
 	}
-	seq, _ := strconv.ParseUint(m.Header.Get(wire.HeaderCancelSeq), 10, 64)
-	switch epoch := m.Header.Get(wire.HeaderCancelEpoch); {
+	switch {
 	case epoch == f.epoch && seq <= f.last: // read with a page already
 	case epoch == f.epoch && seq == f.last+1:
 		f.last = seq
-	default: // a gap, or another conductord's
+		f.to.Cancelled(id, f.ttl)
+	case time.Since(f.readAt) < readSpacing:
+		f.due = true
+	default:
 		return f.read(ctx)
 	}
 	return nil

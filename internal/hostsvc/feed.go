@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -38,10 +39,13 @@ type feed struct {
 
 	mu     sync.Mutex
 	epoch  string
-	seq    uint64   // the number of the last id published
-	held   []heldID // by number; the oldest first
-	loaded bool     // every id stored when the watch began is held
+	seq    uint64            // the number of the last id published
+	held   []heldID          // by number; the oldest first; some stale
+	index  map[string]uint64 // id -> the number it is held under
+	stale  int               // entries of held an id put again has left behind
+	loaded bool              // every id stored when the watch began is held
 	ttl    time.Duration
+	pages  map[uint64]json.RawMessage // pages encoded, by after; cleared by a change
 }
 
 type heldID struct {
@@ -117,23 +121,39 @@ func (f *feed) begin(ttl time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.epoch, f.seq, f.held, f.loaded, f.ttl = hex.EncodeToString(b[:]), 0, nil, false, ttl
+	f.index, f.stale, f.pages = map[string]uint64{}, 0, nil
 }
 
 // add holds id, cancelled at at, forgets the ids past the TTL, and
-// publishes id numbered. Only run calls it: the feed is in order.
+// publishes id numbered. Only run calls it: the feed is in order. An id
+// put again is held under its new number only: its old entry is stale,
+// skipped by page, and dropped once the stale are half of what is held.
 func (f *feed) add(id string, at time.Time) {
 	f.mu.Lock()
 	f.seq++
 	seq, epoch := f.seq, f.epoch
+	if _, again := f.index[id]; again {
+		f.stale++
+	}
+	f.index[id] = seq
 	f.held = append(f.held, heldID{seq: seq, id: id, at: at})
-	if f.ttl > 0 {
-		n := 0
-		for n < len(f.held)-1 && time.Since(f.held[n].at) > f.ttl {
-			n++
+	f.pages = nil
+	n := 0
+	for f.ttl > 0 && n < len(f.held)-1 && time.Since(f.held[n].at) > f.ttl {
+		f.forget(f.held[n])
+		n++
+	}
+	switch {
+	case f.stale > 1024 && f.stale > (len(f.held)-n)/2:
+		live := make([]heldID, 0, len(f.held)-n-f.stale)
+		for _, h := range f.held[n:] {
+			if f.index[h.id] == h.seq {
+				live = append(live, h)
+			}
 		}
-		if n > 0 {
-			f.held = append(f.held[:0:0], f.held[n:]...)
-		}
+		f.held, f.stale = live, 0
+	case n > 0:
+		f.held = append(f.held[:0:0], f.held[n:]...)
 	}
 	f.mu.Unlock()
 	m := nats.NewMsg(f.space.CancelFeed())
@@ -145,11 +165,44 @@ func (f *feed) add(id string, at time.Time) {
 	}
 }
 
+// forget drops h, pruned, from the index (or the stale count).
+func (f *feed) forget(h heldID) {
+	if f.index[h.id] == h.seq {
+		delete(f.index, h.id)
+	} else {
+		f.stale--
+	}
+}
+
+// pageJSON is page, encoded: the pages of a read are the same for every
+// host until the next id, so each is encoded once.
+func (f *feed) pageJSON(after uint64) (json.RawMessage, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.pages[after]; ok {
+		return b, true
+	}
+	p, ok := f.pageLocked(after)
+	if !ok {
+		return nil, false
+	}
+	b, _ := json.Marshal(p)
+	if f.pages == nil {
+		f.pages = map[uint64]json.RawMessage{}
+	}
+	f.pages[after] = b
+	return b, true
+}
+
 // page returns the ids numbered past after, false until the ids stored
 // before the watch began are held.
 func (f *feed) page(after uint64) (wire.CancelsPage, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.pageLocked(after)
+}
+
+func (f *feed) pageLocked(after uint64) (wire.CancelsPage, bool) {
 	if !f.loaded {
 		return wire.CancelsPage{}, false
 	}
@@ -157,6 +210,9 @@ func (f *feed) page(after uint64) (wire.CancelsPage, bool) {
 	i := sort.Search(len(f.held), func(i int) bool { return f.held[i].seq > after })
 	size := 0
 	for ; i < len(f.held) && len(p.IDs) < pageIDs && size < pageBytes; i++ {
+		if f.index[f.held[i].id] != f.held[i].seq {
+			continue // put again since: held further on
+		}
 		p.IDs = append(p.IDs, f.held[i].id)
 		size += len(f.held[i].id) + 3
 		p.Last = f.held[i].seq

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -25,11 +26,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitLimit = 10 * time.Second
 
 type bundle struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	sp  subject.Space
-	srv *Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue // the cancels
+	states jetstream.KeyValue
+	dead   jetstream.KeyValue
+	sp     subject.Space
+	srv    *Server
 }
 
 func setup(t *testing.T, admit func(id, typ string) error) *bundle {
@@ -44,6 +47,10 @@ func setup(t *testing.T, admit func(id, typ string) error) *bundle {
 	_, err = b.js.CreateStream(ctx, jetstream.StreamConfig{Name: b.sp.JobStream(), Subjects: b.sp.JobSubjects(), Retention: jetstream.WorkQueuePolicy})
 	require.NoError(t, err)
 	b.kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.sp.CancelBucket(), TTL: time.Hour})
+	require.NoError(t, err)
+	b.states, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.sp.StateBucket(), LimitMarkerTTL: time.Second})
+	require.NoError(t, err)
+	b.dead, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.sp.DeadBucket()})
 	require.NoError(t, err)
 	b.srv = NewServer(Config{Conn: b.nc, JS: b.js, Space: b.sp, Admit: admit, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	require.NoError(t, b.srv.Start(ctx))
@@ -108,6 +115,18 @@ func follow(t *testing.T, c *Caller, check time.Duration) *recorder {
 	return r
 }
 
+// lose holds id as conductord's feed does, but publishes nothing: a lost
+// feed message.
+func (b *bundle) lose(id string) {
+	f := b.srv.feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	f.index[id] = f.seq
+	f.held = append(f.held, heldID{seq: f.seq, id: id, at: time.Now()})
+	f.pages = nil
+}
+
 func (b *bundle) cancel(t *testing.T, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
@@ -148,10 +167,7 @@ func TestFollow_GapReadsAgain(t *testing.T) {
 	r := follow(t, NewCaller(b.nc, b.sp), time.Hour)
 	require.Eventually(t, func() bool { return r.loads() == 1 }, waitLimit, 5*time.Millisecond)
 	// Held by conductord without a feed message: a lost one.
-	b.srv.feed.mu.Lock()
-	b.srv.feed.seq++
-	b.srv.feed.held = append(b.srv.feed.held, heldID{seq: b.srv.feed.seq, id: "lost", at: time.Now()})
-	b.srv.feed.mu.Unlock()
+	b.lose("lost")
 	b.cancel(t, "next")
 	require.Eventually(t, func() bool { return r.has("lost", "next") }, waitLimit, 5*time.Millisecond, "the gap is read again")
 	require.Equal(t, 2, r.loads())
@@ -164,10 +180,7 @@ func TestFollow_CheckFindsMissed(t *testing.T) {
 	b := setup(t, nil)
 	r := follow(t, NewCaller(b.nc, b.sp), 50*time.Millisecond)
 	require.Eventually(t, func() bool { return r.loads() == 1 }, waitLimit, 5*time.Millisecond)
-	b.srv.feed.mu.Lock()
-	b.srv.feed.seq++
-	b.srv.feed.held = append(b.srv.feed.held, heldID{seq: b.srv.feed.seq, id: "lost", at: time.Now()})
-	b.srv.feed.mu.Unlock()
+	b.lose("lost")
 	require.Eventually(t, func() bool { return r.has("lost") }, waitLimit, 5*time.Millisecond, "the check finds it")
 }
 
@@ -232,4 +245,28 @@ func TestConsumers(t *testing.T) {
 	require.NoError(t, err)
 	_, err = sub.NextMsg(100 * time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout, "no answer outside an inbox")
+}
+
+// TestFeed_PutAgainHeldOnce: an id put again and again (a client
+// cancelling in a loop) is paged once, and what conductord holds stays
+// within twice the ids plus the slack of the compaction.
+func TestFeed_PutAgainHeldOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	const puts = 5000
+	for range puts {
+		_, err := b.kv.Put(context.Background(), "same-job", []byte("{}"))
+		require.NoError(t, err)
+	}
+	b.cancel(t, "end")
+	var p wire.CancelsPage
+	require.Eventually(t, func() bool {
+		p, _ = b.srv.feed.page(0)
+		return slices.Contains(p.IDs, "end")
+	}, waitLimit, 5*time.Millisecond)
+	require.ElementsMatch(t, []string{"same-job", "end"}, p.IDs, "each id once")
+	b.srv.feed.mu.Lock()
+	held := len(b.srv.feed.held)
+	b.srv.feed.mu.Unlock()
+	require.Less(t, held, 2*2+1024+2, "held: %d entries for 2 ids after %d puts", held, puts)
 }

@@ -35,10 +35,12 @@ type Config struct {
 	Space subject.Space
 	Log   *slog.Logger
 	// Admit checks that credential id (empty for a host without one) may
-	// have the consumers of job type typ, and counts the type among those
-	// conductord knows; an error refuses the request with its message,
-	// 403 if it wraps ErrForbidden, else 400. Nil admits every request.
+	// have the consumers of job type typ; an error refuses the request
+	// with its message, 403 if it wraps ErrForbidden, else 400. Nil admits
+	// every request.
 	Admit func(id, typ string) error
+	// Made, if set, is told each job type whose consumers were made.
+	Made func(typ string)
 	// Go runs a request's work off the subscription's goroutine and
 	// reports whether it did (false: the server is stopping, and the
 	// request is refused). Nil runs it on a goroutine of the Server's,
@@ -51,9 +53,15 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	feed   *feed
-	making chan struct{} // a slot per request for consumers being served
+	making slots   // the requests for consumers being served
+	store  *storer // the states and dead entries hosts write through conductord
+	pages  rates   // each credential's requests for pages of cancels
+	asks   rates   // each credential's requests for consumers
 	subs   []*nats.Subscription
 	wg     sync.WaitGroup // the requests' goroutines, if Config.Go is nil
+
+	mu       sync.Mutex
+	stopping bool // Stop began: no request's work starts
 }
 
 // NewServer returns a Server ready to Start.
@@ -61,7 +69,10 @@ func NewServer(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: make(chan struct{}, maxMaking)}
+	s := &Server{
+		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
+		pages: rates{every: pageRate, burst: pageBurst}, asks: rates{every: consumerRate, burst: consumerBurst},
+	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
 	}
@@ -73,9 +84,13 @@ func NewServer(cfg Config) *Server {
 // returns once the server has the subscriptions.
 func (s *Server) Start(ctx context.Context) error {
 	sp := s.cfg.Space
+	if err := s.openStore(ctx); err != nil {
+		return err
+	}
 	for subj, h := range map[string]nats.MsgHandler{
 		sp.ConsumersAs("*", "*"): s.consumers, sp.ConsumersOf("*"): s.consumers,
 		sp.CancelsAs("*"): s.cancels, sp.CancelsOf(): s.cancels,
+		sp.StoreAs("*", "*"): s.storeReq,
 	} {
 		sub, err := s.cfg.Conn.Subscribe(subj, h)
 		if err != nil {
@@ -95,12 +110,22 @@ func (s *Server) Start(ctx context.Context) error {
 // being served on the Server's goroutines (Config.Go's wait for their
 // owner).
 func (s *Server) Stop() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 	for _, sub := range s.subs {
 		_ = sub.Unsubscribe()
 	}
 	s.subs = nil
 	s.wg.Wait()
 	s.feed.Stop()
+}
+
+// serve runs f as Config.Go does, unless Stop has begun.
+func (s *Server) serve(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.stopping && s.cfg.Go(f)
 }
 
 // caller returns the credential id a request on subj comes from ("" for
@@ -116,6 +141,10 @@ func (s *Server) caller(m *nats.Msg) (id string, ok bool) {
 func (s *Server) consumers(m *nats.Msg) {
 	id, ok := s.caller(m)
 	if !ok {
+		return
+	}
+	if !s.asks.allow(id) {
+		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
 	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -140,14 +169,12 @@ func (s *Server) consumers(m *nats.Msg) {
 			return
 		}
 	}
-	select {
-	case s.making <- struct{}{}:
-	default:
+	if !s.making.take(id) {
 		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("too many requests for consumers; retry later")))
 		return
 	}
-	started := s.cfg.Go(func() {
-		defer func() { <-s.making }()
+	started := s.serve(func() {
+		defer s.making.release(id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := MakeConsumers(ctx, s.cfg.JS, s.cfg.Space, typ, req.AckWait); err != nil {
@@ -155,16 +182,24 @@ func (s *Server) consumers(m *nats.Msg) {
 			s.answer(m, http.StatusServiceUnavailable, errorBody(err))
 			return
 		}
+		if s.cfg.Made != nil {
+			s.cfg.Made(typ)
+		}
 		s.answer(m, http.StatusOK, struct{}{})
 	})
 	if !started {
-		<-s.making
+		s.making.release(id)
 		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
 	}
 }
 
 func (s *Server) cancels(m *nats.Msg) {
-	if _, ok := s.caller(m); !ok {
+	id, ok := s.caller(m)
+	if !ok {
+		return
+	}
+	if !s.pages.allow(id) {
+		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
 	var req wire.CancelsRequest
@@ -174,7 +209,7 @@ func (s *Server) cancels(m *nats.Msg) {
 			return
 		}
 	}
-	page, ok := s.feed.page(req.After)
+	page, ok := s.feed.pageJSON(req.After)
 	if !ok {
 		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is still reading the cancelled jobs; retry")))
 		return
@@ -185,14 +220,18 @@ func (s *Server) cancels(m *nats.Msg) {
 // MakeConsumers makes sure the consumers of job type typ exist with
 // conductor's settings: one per priority, each filtered on the subject
 // of its jobs (which the server then holds it to), ackWait held to
-// [wire.MinAckWait, wire.MaxAckWait] (30s if zero).
+// [wire.MinAckWait, wire.MaxAckWait] (30s if zero). A consumer's ack wait
+// is only ever raised: the consumers are shared by every host of the
+// type, and one asking for less must not make another's jobs, leased
+// for its own ack wait, come again while they run. A consumer as asked
+// already is left alone.
 func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration) error {
 	if ackWait == 0 {
 		ackWait = 30 * time.Second
 	}
 	ackWait = min(max(ackWait, wire.MinAckWait), wire.MaxAckWait)
 	for _, p := range wire.Priorities {
-		_, err := js.CreateOrUpdateConsumer(ctx, sp.JobStream(), jetstream.ConsumerConfig{
+		cfg := jetstream.ConsumerConfig{
 			Durable:       sp.ConsumerAt(typ, string(p)),
 			FilterSubject: sp.JobAt(typ, string(p)),
 			AckPolicy:     jetstream.AckExplicitPolicy,
@@ -200,8 +239,16 @@ func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space
 			MaxDeliver:    -1,
 			MaxWaiting:    4096,
 			MaxAckPending: 100_000,
-		})
-		if err != nil {
+		}
+		if cons, err := js.Consumer(ctx, sp.JobStream(), cfg.Durable); err == nil {
+			cur := cons.CachedInfo().Config
+			if cur.FilterSubject == cfg.FilterSubject && cur.AckWait >= cfg.AckWait &&
+				cur.MaxWaiting == cfg.MaxWaiting && cur.MaxAckPending == cfg.MaxAckPending {
+				continue
+			}
+			cfg.AckWait = max(cfg.AckWait, cur.AckWait)
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, sp.JobStream(), cfg); err != nil {
 			return fmt.Errorf("the consumer of %s %s jobs: %w", p, typ, err)
 		}
 	}
@@ -215,7 +262,11 @@ func errorBody(err error) map[string]string { return map[string]string{"error": 
 func (s *Server) answer(m *nats.Msg, code int, body any) {
 	r := nats.NewMsg(m.Reply)
 	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
-	r.Data, _ = json.Marshal(body)
+	if raw, ok := body.(json.RawMessage); ok {
+		r.Data = raw
+	} else {
+		r.Data, _ = json.Marshal(body)
+	}
 	if err := s.cfg.Conn.PublishMsg(r); err != nil {
 		s.cfg.Log.Warn("answer a host", "err", err)
 	}

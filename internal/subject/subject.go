@@ -182,6 +182,13 @@ func (s Space) CancelsOf() string { return s.prefix() + ".cancels.held" }
 // id on, numbered.
 func (s Space) CancelFeed() string { return s.prefix() + ".cancels" }
 
+// StoreAs is the subject the holder of host credential id writes the
+// states and dead entries of job type typ's jobs on, through conductord,
+// many in one request (wire.StoreItem).
+func (s Space) StoreAs(id, typ string) string {
+	return s.prefix() + ".as." + id + ".store." + typ
+}
+
 // ParseAs returns the credential id and the rest of a subject built by
 // one of the As functions ("submit.<type>", "job", "consumers.<type>",
 // "cancels"), or "", "".

@@ -98,11 +98,12 @@ func (g *grant) submitter(id string, ts []string) {
 }
 
 // host takes, runs and ends the jobs of its types, and heartbeats, logs
-// and takes commands under its own host id. It writes the states and
-// dead entries of jobs (a state is keyed by id alone: see
-// docs/security.md, "What a host may do"). It makes no consumer:
-// conductord makes its types' and passes the cancels on to it
-// (internal/hostsvc), for a consumer delivers where its maker says.
+// and takes commands under its own host id. It reads states by id. It
+// makes no consumer and writes no state or dead entry itself: conductord
+// makes its types' consumers, passes the cancels on to it, and writes
+// its types' states for it, checked (internal/hostsvc), for a consumer
+// delivers where its maker says and a store takes any header (a roll-up
+// purges a bucket).
 func (g *grant) host(cr auth.Credential) {
 	sp, id := g.sp, cr.Host()
 	jobs := sp.JobStream()
@@ -111,7 +112,7 @@ func (g *grant) host(cr auth.Credential) {
 	g.pub(subject.ControlReplies()...)
 	g.pub(sp.CancelsAs(cr.ID))
 	for _, t := range types(cr.Types) {
-		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t), sp.ConsumersAs(cr.ID, t))
+		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t), sp.ConsumersAs(cr.ID, t), sp.StoreAs(cr.ID, t))
 		for _, prio := range []string{"normal", "high", "low"} {
 			c := sp.ConsumerAt(t, prio)
 			if t == "*" {
@@ -122,9 +123,6 @@ func (g *grant) host(cr auth.Credential) {
 	}
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
 	g.readStates()
-	g.pub(subject.KVAll(sp.StateBucket()))
-	dead := subject.KVStream(sp.DeadBucket())
-	g.pub(subject.JSAPI("STREAM.INFO", dead), subject.KVAll(sp.DeadBucket()))
 }
 
 // operator steers: pool commands, events, logs, heartbeats, jobs of every

@@ -1,6 +1,7 @@
 package conductor_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -145,12 +147,12 @@ func TestRoles_HostAnswersStayInItsAccount(t *testing.T) {
 	require.True(t, e.has(`Publish to "$JS.API.CONSUMER.MSG.NEXT`), "the pull outside its prefix is refused by name")
 }
 
-// TestKnownGap_HostRollsUpStates pins a gap that stays (docs/security.md,
-// "Not yet"): a state put with Nats-Rollup: all, which a host's import of
-// the state bucket's subjects passes on, purges every state; the bucket's
-// expiry markers need roll-ups allowed. When this fails, the gap is
-// closed: update the docs, and make the test assert the states stay.
-func TestKnownGap_HostRollsUpStates(t *testing.T) {
+// TestRoles_HostWritesItsTypesStatesOnly: a host writes no state or
+// dead entry itself (so it rolls no bucket up: a state put with
+// Nats-Rollup: all would purge every state), and through conductord it
+// writes its own types' jobs' states only: not another type's job's, not
+// a state of another type.
+func TestRoles_HostWritesItsTypesStatesOnly(t *testing.T) {
 	t.Parallel()
 	rc := startRoleCluster(t)
 	root, _ := rc.connectAs(t, "root")
@@ -158,16 +160,37 @@ func TestKnownGap_HostRollsUpStates(t *testing.T) {
 	require.NoError(t, err)
 	id, err := rootc.Submit(t.Context(), "other", 1)
 	require.NoError(t, err)
-	h1, _ := rc.connectAs(t, "h1")
-	js, err := jetstream.NewWithAPIPrefix(h1, "JS.conductor.API")
+	h1, e := rc.connectAs(t, "h1")
+	for _, subj := range []string{"JS.conductor.API.$KV.conductor-default-state.x", "$KV.conductor-default-state.x", "JS.conductor.API.$KV.conductor-default-dead.x"} {
+		roll := nats.NewMsg(subj)
+		roll.Header.Set("Nats-Rollup", "all")
+		roll.Data = []byte("{}")
+		_, err = h1.RequestMsg(roll, 200*time.Millisecond)
+		require.Error(t, err, subj)
+		require.Eventually(t, func() bool { return e.has(`Publish to "` + subj + `"`) }, 5*time.Second, 5*time.Millisecond)
+	}
+	rjs, err := jetstream.New(root)
 	require.NoError(t, err)
-	roll := nats.NewMsg("$KV.conductor-default-state.x")
-	roll.Header.Set("Nats-Rollup", "all")
-	roll.Data = []byte("{}")
-	_, err = js.PublishMsg(t.Context(), roll)
+	states, err := rjs.KeyValue(t.Context(), "conductor-default-state")
 	require.NoError(t, err)
-	_, err = rootc.Job(t.Context(), id)
-	require.ErrorIs(t, err, client.ErrJobNotFound, "the roll-up purged nothing: the gap is closed; update docs/security.md and turn this test around")
+	entry, err := states.Get(t.Context(), id)
+	require.NoError(t, err, "the roll-up purged the states")
+
+	sp, _ := subject.New("default")
+	svc := hostsvc.NewCaller(h1, sp)
+	rev := entry.Revision()
+	forged, _ := json.Marshal(map[string]any{"id": id, "type": "squares", "status": "succeeded", "result": 666})
+	_, err = svc.Store(t.Context(), "squares", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: rev, Data: forged})
+	require.ErrorContains(t, err, "refused", "a state of squares over a job of other")
+	forged, _ = json.Marshal(map[string]any{"id": id, "type": "other", "status": "succeeded", "result": 666})
+	_, err = svc.Store(t.Context(), "squares", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: rev, Data: forged})
+	require.ErrorContains(t, err, "refused", "a state of other on squares' subject")
+	_, err = svc.Store(t.Context(), "other", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: rev, Data: forged})
+	require.Error(t, err, "other's subject is not h1's")
+	require.Eventually(t, func() bool { return e.has(`Publish to "conductor.default.as.h1.store.other"`) }, 5*time.Second, 5*time.Millisecond)
+	j, err := rootc.Job(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusQueued, j.Status, "the other type's job is untouched")
 }
 
 // TestRoles_HostReissued: a host credential issued again (a new secret)

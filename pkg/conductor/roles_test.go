@@ -320,6 +320,10 @@ func TestRoles_NATS(t *testing.T) {
 			"JS.conductor.API.CONSUMER.CREATE.KV_conductor-default-cancel.x",
 			"conductor.default.as.h2.consumers.other", // another host's consumers
 			"conductor.default.cancels",               // a forged cancel on the feed
+			// a state or dead entry of its own (conductord writes them, checked)
+			"JS.conductor.API.$KV.conductor-default-state." + j.ID,
+			"JS.conductor.API.$KV.conductor-default-dead." + j.ID,
+			"conductor.default.as.h1.store.other", // another type's states
 		} {
 			unseenPub(t, rc, "h1", subj)
 		}
@@ -538,7 +542,7 @@ func queued(t *testing.T, nc *nats.Conn, subj string) {
 	m := nats.NewMsg(subj)
 	m.Data = []byte("1")
 	m.Header.Set(names.HeaderWait, "0")
-	r, err := nc.RequestMsg(m, 10*time.Second)
+	r, err := nc.RequestMsg(m, 30*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "202", r.Header.Get(names.HeaderStatus), "%s", r.Data)
 }

@@ -50,29 +50,48 @@ func (c *Conductor) loadJobTypes(ctx context.Context) (*jobTypes, error) {
 func (t *jobTypes) admit(typ string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.set[typ]; ok {
-		return nil
-	}
-	if len(t.set) >= t.max {
-		return fmt.Errorf("job type %q is new, and conductord has %d job types, its most (--max-job-types)", typ, t.max)
+	if err := t.roomLocked(typ); err != nil {
+		return err
 	}
 	t.set[typ] = struct{}{}
 	return nil
+}
+
+// room says why typ could not be added, nil if it could.
+func (t *jobTypes) room(typ string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.roomLocked(typ)
+}
+
+func (t *jobTypes) roomLocked(typ string) error {
+	if _, ok := t.set[typ]; ok || len(t.set) < t.max {
+		return nil
+	}
+	return fmt.Errorf("job type %q is new, and conductord has %d job types, its most (--max-job-types)", typ, t.max)
 }
 
 // admitHost lets credential id have the consumers of job type typ
 // (internal/hostsvc): a host credential of that type, if this
 // conductord's credentials hold it (another namespace's are in the file
 // of the conductord that embeds the server, whose permissions let the
-// host ask for its types' only), and a type within the bound.
+// host ask for its types' only), and a type known or within the bound.
+// The type counts once its consumers are made (madeForHost).
 func (c *Conductor) admitHost(id, typ string) error {
 	if id != "" {
 		if cr, ok := c.access.creds.Load().Get(id); ok && (cr.Role != auth.Host || !cr.AllowsType(typ)) {
 			return fmt.Errorf("%w: credential %s takes no jobs of type %s", hostsvc.ErrForbidden, id, typ)
 		}
 	}
-	if err := c.types.admit(typ); err != nil {
+	if err := c.types.room(typ); err != nil {
 		return fmt.Errorf("%w; no consumer was made", err)
 	}
 	return nil
+}
+
+// madeForHost counts job type typ, whose consumers a host asked for.
+func (c *Conductor) madeForHost(typ string) {
+	if err := c.types.admit(typ); err != nil {
+		c.log.Warn("a host's job type past the bound", "type", typ, "err", err)
+	}
 }

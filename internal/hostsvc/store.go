@@ -1,0 +1,295 @@
+package hostsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// The store: a host with a credential of its own writes its jobs' states
+// and dead entries through conductord, which checks each against the job
+// type its subject names (the host's account imports its own types'
+// only): the state written is of that type and names its key, and the
+// state it replaces (the one at the revision it expects) was of that type
+// too; a dead entry is of that type, and so is the job's state. conductord
+// writes with headers of its own, so that no host can roll a bucket up
+// or set any other header; the compare-and-set of the revision is the
+// store's, as when a host wrote itself.
+
+// maxStoring bounds the store requests being served at once; past it a
+// request is answered 503 (the host writes its states again).
+const maxStoring = 256
+
+// storeWait bounds a request's writes.
+const storeWait = 10 * time.Second
+
+// revTypes remembers the job type of the states conductord wrote for
+// hosts, by revision, so that the next write of the same job needs no
+// read of the state it replaces. It forgets everything when full.
+type revTypes struct {
+	mu  sync.Mutex
+	m   map[uint64]revType
+	max int
+}
+
+type revType struct{ key, typ string }
+
+const maxRevTypes = 1 << 18
+
+func (r *revTypes) get(rev uint64) (revType, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.m[rev]
+	return t, ok
+}
+
+// moved records that the state at rev is now at next.
+func (r *revTypes) moved(rev, next uint64, t revType) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= r.max {
+		r.m = make(map[uint64]revType, 1024)
+	}
+	delete(r.m, rev)
+	r.m[next] = t
+}
+
+// storer is the Server's store: its handles on the buckets.
+type storer struct {
+	js     jetstream.JetStream
+	sp     subject.Space
+	states jetstream.KeyValue
+	stream jetstream.Stream // the state bucket's
+	dead   jetstream.KeyValue
+	known  revTypes
+	slots  slots // maxStoring in all, half of them for one credential
+}
+
+func (s *Server) openStore(ctx context.Context) error {
+	st := &storer{js: s.cfg.JS, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, slots: slots{all: maxStoring, each: maxStoring / 2}}
+	var err error
+	if st.states, err = st.js.KeyValue(ctx, st.sp.StateBucket()); err != nil {
+		return fmt.Errorf("hostsvc: the state bucket: %w", err)
+	}
+	if st.stream, err = st.js.Stream(ctx, subject.KVStream(st.sp.StateBucket())); err != nil {
+		return fmt.Errorf("hostsvc: the state bucket: %w", err)
+	}
+	if st.dead, err = st.js.KeyValue(ctx, st.sp.DeadBucket()); err != nil {
+		return fmt.Errorf("hostsvc: the dead bucket: %w", err)
+	}
+	s.store = st
+	return nil
+}
+
+func (s *Server) storeReq(m *nats.Msg) {
+	id, ok := s.caller(m)
+	if !ok {
+		return
+	}
+	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if err := subject.Token("job type", typ); err != nil {
+		s.answer(m, http.StatusBadRequest, errorBody(err))
+		return
+	}
+	items, err := wire.ParseStoreBatch(m.Data)
+	if err != nil {
+		s.answer(m, http.StatusBadRequest, errorBody(err))
+		return
+	}
+	st := s.store
+	if !st.slots.take(id) {
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("too many store requests; retry later")))
+		return
+	}
+	started := s.serve(func() {
+		defer st.slots.release(id)
+		ctx, cancel := context.WithTimeout(context.Background(), storeWait)
+		defer cancel()
+		results := st.write(ctx, typ, items)
+		for i, r := range results {
+			if r.Error != "" && !r.Conflict {
+				s.cfg.Log.Warn("a host's write refused", "credential", id, "type", typ, "job", items[i].Key, "err", r.Error)
+			}
+		}
+		s.answer(m, http.StatusOK, results)
+	})
+	if !started {
+		st.slots.release(id)
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
+	}
+}
+
+// write makes the writes of items, of job type typ, and returns their
+// outcomes in order.
+func (st *storer) write(ctx context.Context, typ string, items []wire.StoreItem) []wire.StoreResult {
+	results := make([]wire.StoreResult, len(items))
+	futures := make([]jetstream.PubAckFuture, len(items))
+	for i, it := range items {
+		if err := st.check(ctx, typ, it); err != nil {
+			results[i] = failed(err)
+			continue
+		}
+		switch it.Op {
+		case wire.StoreState, wire.StoreCreate:
+			// A create is a write that expects no state: if the key has a
+			// deleted one, it is written again below past it.
+			m := nats.NewMsg(subject.KV(st.sp.StateBucket(), it.Key))
+			m.Data = it.Data
+			m.Header.Set(names.HeaderExpectedLastSubjectSeq, strconv.FormatUint(it.Rev, 10))
+			if it.TTL > 0 {
+				m.Header.Set(names.HeaderTTL, it.TTL.String())
+			}
+			f, err := st.js.PublishMsgAsync(m)
+			if err != nil {
+				results[i] = failed(err)
+				continue
+			}
+			futures[i] = f
+		case wire.StoreDead:
+			rev, err := st.dead.Put(ctx, it.Key, it.Data)
+			if err != nil {
+				results[i] = failed(err)
+				continue
+			}
+			results[i].Rev = rev
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		it := items[i]
+		select {
+		case ack := <-f.Ok():
+			results[i].Rev = ack.Sequence
+		case err := <-f.Err():
+			if it.Op == wire.StoreCreate && isWrongLast(err) {
+				results[i] = st.create(ctx, it)
+				break
+			}
+			results[i] = failed(err)
+		case <-ctx.Done():
+			results[i] = failed(fmt.Errorf("no answer from the store within %v", storeWait))
+		}
+		if results[i].Rev != 0 {
+			st.known.moved(it.Rev, results[i].Rev, revType{key: it.Key, typ: typ})
+		}
+	}
+	return results
+}
+
+// create writes it past the key's deleted state, as KeyValue.Create does.
+func (st *storer) create(ctx context.Context, it wire.StoreItem) wire.StoreResult {
+	var opts []jetstream.KVCreateOpt
+	if it.TTL > 0 {
+		opts = append(opts, jetstream.KeyTTL(it.TTL))
+	}
+	rev, err := st.states.Create(ctx, it.Key, it.Data, opts...)
+	if err != nil {
+		return failed(err)
+	}
+	return wire.StoreResult{Rev: rev}
+}
+
+// check makes sure it is a write of a job of type typ; a conflict if the
+// state it expects is gone.
+func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem) error {
+	if err := subject.Token("job id", it.Key); err != nil {
+		return err
+	}
+	var state struct {
+		ID     string `json:"id"`
+		Type   string `json:"type"`
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(it.Data, &state); err != nil {
+		return fmt.Errorf("not a job's state: %w", err)
+	}
+	if state.ID != it.Key || state.Type != typ {
+		return fmt.Errorf("the state of job %q of type %q, written as job %q of type %q: refused", state.ID, state.Type, it.Key, typ)
+	}
+	switch {
+	case it.Op == wire.StoreDead:
+		cur, err := st.states.Get(ctx, it.Key)
+		if err != nil {
+			return fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
+		}
+		var was struct {
+			Type   string `json:"type"`
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(cur.Value(), &was) != nil || was.Type != typ || was.Status != string(wire.StatusDead) {
+			return fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
+		}
+	case it.Rev != 0:
+		return st.checkReplaced(ctx, typ, it)
+	}
+	return nil
+}
+
+// errGone is the error of a write whose expected state is gone: the key
+// has moved on, so the write would fail as a conflict anyway.
+var errGone = errors.New("the state at the revision expected is gone")
+
+// checkReplaced makes sure the state at it.Rev is job it.Key's, of type
+// typ (or a deleted one).
+func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem) error {
+	if t, ok := st.known.get(it.Rev); ok {
+		if t.key != it.Key || t.typ != typ {
+			return fmt.Errorf("revision %d is not a state of job %s of type %s: refused", it.Rev, it.Key, typ)
+		}
+		return nil
+	}
+	m, err := st.stream.GetMsg(ctx, it.Rev)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return errGone
+	}
+	if err != nil {
+		return fmt.Errorf("read the state replaced: %w", err)
+	}
+	if m.Subject != subject.KV(st.sp.StateBucket(), it.Key) {
+		return fmt.Errorf("revision %d is not a state of job %s: refused", it.Rev, it.Key)
+	}
+	if len(m.Data) == 0 {
+		return nil // a deleted state, or a marker: nothing of a type to keep
+	}
+	var was struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(m.Data, &was) != nil || was.Type != typ {
+		return fmt.Errorf("revision %d is a state of job %s of another type: refused", it.Rev, it.Key)
+	}
+	return nil
+}
+
+func failed(err error) wire.StoreResult {
+	return wire.StoreResult{Error: err.Error(), Conflict: errors.Is(err, errGone) || isWrongLast(err)}
+}
+
+// The JetStream error codes of a wrong last sequence per subject, and of
+// a key that exists (KeyValue.Create's).
+const (
+	jsErrWrongLast         = 10071
+	jsErrWrongLastConstant = 10164
+)
+
+func isWrongLast(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jsErrWrongLast || apiErr.ErrorCode == jsErrWrongLastConstant)
+}
