@@ -90,7 +90,6 @@ func (s *Server) Start(ctx context.Context) error {
 	for subj, h := range map[string]nats.MsgHandler{
 		sp.ConsumersAs("*", "*"): s.consumers, sp.ConsumersOf("*"): s.consumers,
 		sp.CancelsAs("*"): s.cancels, sp.CancelsOf(): s.cancels,
-		sp.StoreAs("*", "*"): s.storeReq,
 	} {
 		sub, err := s.cfg.Conn.Subscribe(subj, h)
 		if err != nil {
@@ -98,6 +97,17 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("hostsvc: subscribe to %s: %w", subj, err)
 		}
 		s.subs = append(s.subs, sub)
+	}
+	for range storeWorkers {
+		sub, err := s.cfg.Conn.QueueSubscribe(sp.StoreAs("*", "*"), "conductord-store", s.storeReq)
+		if err == nil {
+			s.subs = append(s.subs, sub)
+			err = sub.SetPendingLimits(storePending, storePendingBytes)
+		}
+		if err != nil {
+			s.Stop()
+			return fmt.Errorf("hostsvc: subscribe to the store requests: %w", err)
+		}
 	}
 	if err := s.cfg.Conn.Flush(); err != nil {
 		s.Stop()

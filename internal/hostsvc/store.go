@@ -29,9 +29,17 @@ import (
 // or set any other header; the compare-and-set of the revision is the
 // store's, as when a host wrote itself.
 
-// maxStoring bounds the store requests being served at once; past it a
-// request is answered 503 (the host writes its states again).
-const maxStoring = 256
+// The store requests are served by storeWorkers subscriptions of a queue
+// group, each on its own goroutine, one request at a time: the requests
+// waiting are the subscriptions' pending ones, bounded by
+// storePending messages and storePendingBytes each; past them the
+// server drops requests for this connection (a slow consumer), and their
+// hosts, unanswered, write those states again one by one.
+const (
+	storeWorkers      = 8
+	storePending      = 4096
+	storePendingBytes = 256 << 20
+)
 
 // storeWait bounds a request's writes.
 const storeWait = 10 * time.Second
@@ -75,12 +83,17 @@ type storer struct {
 	stream jetstream.Stream // the state bucket's
 	dead   jetstream.KeyValue
 	known  revTypes
-	slots  slots // maxStoring in all, half of them for one credential
 }
 
 func (s *Server) openStore(ctx context.Context) error {
-	st := &storer{js: s.cfg.JS, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, slots: slots{all: maxStoring, each: maxStoring / 2}}
-	var err error
+	// A JetStream context of the store's own: its writes in flight are
+	// the workers' requests' (storeWorkers of wire.MaxStoreItems at
+	// most), not held up by conductord's other async publishes.
+	js, err := jetstream.New(s.cfg.Conn, jetstream.WithPublishAsyncMaxPending(storeWorkers*wire.MaxStoreItems))
+	if err != nil {
+		return fmt.Errorf("hostsvc: %w", err)
+	}
+	st := &storer{js: js, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}}
 	if st.states, err = st.js.KeyValue(ctx, st.sp.StateBucket()); err != nil {
 		return fmt.Errorf("hostsvc: the state bucket: %w", err)
 	}
@@ -109,27 +122,22 @@ func (s *Server) storeReq(m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return
 	}
-	st := s.store
-	if !st.slots.take(id) {
-		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("too many store requests; retry later")))
+	s.mu.Lock()
+	stopping := s.stopping
+	s.mu.Unlock()
+	if stopping {
+		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
 		return
 	}
-	started := s.serve(func() {
-		defer st.slots.release(id)
-		ctx, cancel := context.WithTimeout(context.Background(), storeWait)
-		defer cancel()
-		results := st.write(ctx, typ, items)
-		for i, r := range results {
-			if r.Error != "" && !r.Conflict {
-				s.cfg.Log.Warn("a host's write refused", "credential", id, "type", typ, "job", items[i].Key, "err", r.Error)
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
+	defer cancel()
+	results := s.store.write(ctx, typ, items)
+	for i, r := range results {
+		if r.Error != "" && !r.Conflict {
+			s.cfg.Log.Warn("a host's write refused", "credential", id, "type", typ, "job", items[i].Key, "err", r.Error)
 		}
-		s.answer(m, http.StatusOK, results)
-	})
-	if !started {
-		st.slots.release(id)
-		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
 	}
+	s.answer(m, http.StatusOK, results)
 }
 
 // write makes the writes of items, of job type typ, and returns their

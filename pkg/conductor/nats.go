@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -279,7 +280,16 @@ type natsLogger struct {
 	observe func(msg string)
 }
 
-func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Noticef(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "Slow Consumer") {
+		// A client that reads too slowly loses messages, or its
+		// connection: worth an operator's eye.
+		l.log.Warn(msg)
+		return
+	}
+	l.log.Debug(msg)
+}
 func (l *natsLogger) Warnf(format string, v ...any) {
 	l.report(slog.LevelWarn, fmt.Sprintf(format, v...))
 }

@@ -271,3 +271,42 @@ func TestRoles_HostMakesNoConsumer(t *testing.T) {
 	_, err = rjs.Consumer(t.Context(), "conductor-default-jobs", "pool-other")
 	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
 }
+
+// TestHostAccountDesign_WithdrawnPollDropped pins what internal/agent's
+// fetcher relies on when it withdraws a long poll by renewing its inbox
+// (levels.go, newInbox): through a host account's import too, the server
+// drops a poll whose inbox is gone, rather than deliver jobs into it, and
+// the next job waits for the next pull.
+func TestHostAccountDesign_WithdrawnPollDropped(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	h1, _ := rc.connectAs(t, "h1")
+	sp, _ := subject.New("default")
+	require.NoError(t, hostsvc.NewCaller(h1, sp).Consumers(t.Context(), "squares", 0))
+	next := "JS.conductor.API.CONSUMER.MSG.NEXT.conductor-default-jobs.pool-squares"
+	old, err := h1.SubscribeSync(h1.NewInbox())
+	require.NoError(t, err)
+	require.NoError(t, h1.PublishRequest(next, old.Subject, []byte(`{"batch":10,"expires":5000000000}`)))
+	require.NoError(t, h1.Flush())
+	require.NoError(t, old.Unsubscribe()) // the poll withdrawn, as a renewed inbox does
+	require.NoError(t, h1.Flush())
+	root, _ := rc.connectAs(t, "root")
+	rootc, err := client.New(root, client.Config{})
+	require.NoError(t, err)
+	_, err = rootc.Submit(t.Context(), "squares", 1)
+	require.NoError(t, err)
+	rjs, err := jetstream.New(root)
+	require.NoError(t, err)
+	c, err := rjs.Consumer(t.Context(), "conductor-default-jobs", "pool-squares")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumPending == 1 && info.NumWaiting == 0
+	}, 10*time.Second, 10*time.Millisecond, "the job waits, the withdrawn poll is gone")
+	info, err := c.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, info.NumAckPending, "the job went to the withdrawn poll")
+	m, err := h1.Request(next, []byte(`{"batch":1,"no_wait":true}`), 5*time.Second)
+	require.NoError(t, err)
+	require.NotEqual(t, "404", m.Header.Get("Status"), "a new pull takes the job")
+}
