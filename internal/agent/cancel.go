@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/conductor-run/conductor/internal/startstop"
 )
 
 // cancels is the host's copy of the cancel bucket: the ids of cancelled
@@ -75,23 +77,11 @@ func (c *cancels) add(id string, t time.Time) bool {
 // cancel, past and new, is recorded, and each new one is passed to the
 // pools, which cut the job short if one of their workers runs it.
 func (a *Agent) watchCancels(ctx context.Context) {
-	delay := 100 * time.Millisecond
 	rec := cancelRecorder{a}
-	for ctx.Err() == nil {
-		err := a.svc.Follow(ctx, rec, a.cancelCheck)
-		if ctx.Err() != nil {
-			return
-		}
-		a.log.Warn("cannot follow the cancelled jobs; retrying", "err", err, "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+	startstop.Retry(ctx, func(ctx context.Context) error { return a.svc.Follow(ctx, rec, a.cancelCheck) },
+		func(err error, wait time.Duration) {
+			a.log.Warn("cannot follow the cancelled jobs; retrying", "err", err, "retry_in", wait)
+		})
 }
 
 // cancelRecorder records the cancels Follow learns into the agent's.

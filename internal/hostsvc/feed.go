@@ -62,22 +62,9 @@ func newFeed(nc *nats.Conn, js jetstream.JetStream, sp subject.Space, log *slog.
 
 // run follows the bucket until ctx ends, beginning again after a failure.
 func (f *feed) run(ctx context.Context) {
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := f.follow(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		f.log.Warn("cannot follow the cancelled jobs for the hosts; retrying", "err", err, "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
+	startstop.Retry(ctx, f.follow, func(err error, wait time.Duration) {
+		f.log.Warn("cannot follow the cancelled jobs for the hosts; retrying", "err", err, "retry_in", wait)
+	})
 }
 
 func (f *feed) follow(ctx context.Context) error {

@@ -34,6 +34,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // Service is a long-running part with the common lifecycle.
@@ -177,5 +178,33 @@ func StartAll(ctx context.Context, services ...Service) error {
 func StopAll(services ...Service) {
 	for i := len(services) - 1; i >= 0; i-- {
 		services[i].Stop()
+	}
+}
+
+// Retry runs f until ctx ends, again each time it returns: a part that
+// follows something (a watch, a feed) and begins again after a failure.
+// Between two runs it waits, from 100ms doubling to 5s (back to 100ms
+// after a run of a minute or more), and tells failed why and how long.
+func Retry(ctx context.Context, f func(context.Context) error, failed func(err error, wait time.Duration)) {
+	const first, most, long = 100 * time.Millisecond, 5 * time.Second, time.Minute
+	wait := first
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := f(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) >= long {
+			wait = first
+		}
+		failed(err, wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(wait*2, most)
 	}
 }

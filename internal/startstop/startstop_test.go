@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -171,4 +172,34 @@ func TestBase_StartInitOnce(t *testing.T) {
 	f.Stop()
 	require.NoError(t, f.Start(context.Background()))
 	f.Stop()
+}
+
+// TestRetry: f runs again after each return, the waits doubling from
+// 100ms; cancelling ctx ends it, during a wait or a run.
+func TestRetry(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	runs := 0
+	var waits []time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		startstop.Retry(ctx, func(ctx context.Context) error {
+			runs++
+			if runs == 4 {
+				cancel()
+				<-ctx.Done()
+			}
+			return errors.New("broken")
+		}, func(err error, wait time.Duration) {
+			waits = append(waits, wait)
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Retry did not end with its context")
+	}
+	if runs != 4 || len(waits) != 3 || waits[0] != 100*time.Millisecond || waits[1] != 200*time.Millisecond || waits[2] != 400*time.Millisecond {
+		t.Fatalf("runs %d, waits %v: want 4 runs and waits of 100ms, 200ms, 400ms", runs, waits)
+	}
 }
