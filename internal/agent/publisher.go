@@ -125,7 +125,7 @@ func (p *publisher) publish(f finishJob, stores *storeBurst) finishJob {
 		// archive) first.
 		rev = forceConflict
 	}
-	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev, p.states.ttl(h.state.Status))
+	f.store = p.answers.send(stores, subject.KV(p.space.StateBucket(), h.state.ID), f.data, rev, p.states.ttl(h.state.Status), h.seq)
 	return f
 }
 

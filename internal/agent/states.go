@@ -80,18 +80,20 @@ func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
 }
 
 // write stores data, a state of status, as job id's state if its
-// revision is still rev, and returns the new revision. cur reports
+// revision is still rev, and returns the new revision. seq is the stream
+// sequence of the job's message (for a host that writes through
+// conductord: wire.StoreItem.Seq). cur reports
 // whether a state was read at rev: without one the key is created (past a
 // deleted one, if need be). A state lives in the bucket for s.ttl(status).
 // A conflict is an error for which isConflict is true.
-func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool, status wire.Status) (uint64, error) {
+func (s *states) write(ctx context.Context, id string, data []byte, rev uint64, cur bool, status wire.Status, seq uint64) (uint64, error) {
 	ttl := s.ttl(status)
 	if s.svc.Proxied() {
 		op := wire.StoreState
 		if !cur && rev == 0 {
 			op = wire.StoreCreate
 		}
-		return s.svc.Store(ctx, s.typ, wire.StoreItem{Op: op, Key: id, Rev: rev, TTL: ttl, Data: data})
+		return s.svc.Store(ctx, s.typ, wire.StoreItem{Op: op, Key: id, Rev: rev, TTL: ttl, Seq: seq, Data: data})
 	}
 	switch {
 	case !cur && rev == 0 && ttl > 0:
@@ -173,7 +175,7 @@ func (s *states) claim(h *heldJob, delivered int) claimResult {
 		st.Holder = holder.String()
 		next := claimed(prev, st, h.requeued)
 		data := encodeState(next, nil)
-		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, next.Status)
+		newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, next.Status, h.seq)
 		cancel()
 		if err == nil {
 			h.state, h.holder, h.rev = *next, holder, newRev
@@ -232,7 +234,7 @@ func (s *states) recordSkip(h *heldJob) {
 			st.History = st.History[:len(st.History)-1]
 		}
 		data, _ := json.Marshal(&st)
-		_, err = s.write(ctx, id, data, rev, rev != 0, wire.StatusQueued)
+		_, err = s.write(ctx, id, data, rev, rev != 0, wire.StatusQueued, h.seq)
 		cancel()
 		if err == nil {
 			return
@@ -279,7 +281,7 @@ func (s *states) storeRunning(h *heldJob, st *wire.Job, rev uint64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, st.Status)
+	newRev, err := s.write(ctx, st.ID, data, rev, rev != 0, st.Status, h.seq)
 	if err != nil {
 		if !isConflict(err) {
 			s.log.Warn("store a running state", "pool", s.typ, "job", st.ID, "err", err)
@@ -356,14 +358,14 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 			}
 			v, next := fence(now, nowRev, st, h.holder)
 			if v != fenceWrite {
-				s.recordSuperseded(wctx, now, nowRev, st.History[len(st.History)-1])
+				s.recordSuperseded(wctx, now, nowRev, st.History[len(st.History)-1], h.seq)
 				cancel()
 				return v, true
 			}
 			data := encodeState(next, make([]byte, 0, len(f.data)))
 			*st, f.data, rev, cur, conflict = *next, data, nowRev, now != nil, false
 		}
-		_, err := s.write(wctx, st.ID, f.data, rev, cur, st.Status)
+		_, err := s.write(wctx, st.ID, f.data, rev, cur, st.Status, h.seq)
 		cancel()
 		if err == nil {
 			return fenceWrite, true
@@ -386,13 +388,13 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 // history of cur, the state read at revision rev. It is a record, not the
 // truth: should the state change meanwhile, it tries again twice, then
 // gives up (the log line of the superseded write stays).
-func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64, own wire.Attempt) {
+func (s *states) recordSuperseded(ctx context.Context, cur *wire.Job, rev uint64, own wire.Attempt, seq uint64) {
 	for range 3 {
 		if cur == nil || rev == 0 {
 			return // none, or only in the archive: nothing to record in
 		}
 		data := encodeState(superseded(cur, own), nil)
-		if _, err := s.write(ctx, cur.ID, data, rev, true, cur.Status); err == nil || !isConflict(err) {
+		if _, err := s.write(ctx, cur.ID, data, rev, true, cur.Status, seq); err == nil || !isConflict(err) {
 			return
 		}
 		var err error

@@ -134,20 +134,21 @@ func (a *storeAnswers) burst() *storeBurst {
 
 // send publishes data on subj, a key of the store, as part of b, if the
 // key's revision is still rev (0: if it has none); else the store answers
-// with errWrongLast. ttl, if not 0, is the state's time to live. One
+// with errWrongLast. ttl, if not 0, is the state's time to live; seq is
+// the stream sequence of the job's message (wire.StoreItem.Seq). One
 // goroutine sends (the publisher).
-func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64, ttl time.Duration) *stateStore {
+func (a *storeAnswers) send(b *storeBurst, subj string, data []byte, rev uint64, ttl time.Duration, seq uint64) *stateStore {
 	a.mu.Lock()
 	st := &stateStore{burst: b, id: a.first + uint64(len(a.open))}
 	a.open = append(a.open, st)
 	b.stores = append(b.stores, st)
 	a.mu.Unlock()
 	if a.proxy != nil {
-		if len(a.batched) > 0 && len(a.batch)+len(data)+256 > a.maxBatch {
+		if len(a.batched) > 0 && (len(a.batch)+len(data)+256 > a.maxBatch || len(a.batched) == wire.MaxStoreItems) {
 			a.flush(b)
 		}
 		key := subj[strings.LastIndexByte(subj, '.')+1:]
-		a.batch = wire.AppendStoreItem(a.batch, wire.StoreItem{Op: wire.StoreState, Key: key, Rev: rev, TTL: ttl, Data: data})
+		a.batch = wire.AppendStoreItem(a.batch, wire.StoreItem{Op: wire.StoreState, Key: key, Rev: rev, TTL: ttl, Seq: seq, Data: data})
 		a.batched = append(a.batched, st)
 		return st
 	}

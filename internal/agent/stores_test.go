@@ -68,12 +68,12 @@ func TestStoreAnswers(t *testing.T) {
 		b := a.burst()
 		var sent []*stateStore
 		for i := range 50 {
-			sent = append(sent, a.send(b, "$KV.states.k"+strconv.Itoa(round*100+i), []byte(strconv.Itoa(i)), 0, 0))
+			sent = append(sent, a.send(b, "$KV.states.k"+strconv.Itoa(round*100+i), []byte(strconv.Itoa(i)), 0, 0, 0))
 		}
 		// No stream takes this subject: the server says so at once.
-		lost := a.send(b, "nowhere.at.all", []byte("x"), 0, 0)
+		lost := a.send(b, "nowhere.at.all", []byte("x"), 0, 0, 0)
 		// A key written already, expected to have none: a conflict.
-		stale := a.send(b, "$KV.states.k"+strconv.Itoa(round*100), []byte("late"), 0, 0)
+		stale := a.send(b, "$KV.states.k"+strconv.Itoa(round*100), []byte("late"), 0, 0, 0)
 		a.seal(b)
 		for _, st := range sent {
 			require.NoError(t, a.wait(st, func() {}))
@@ -120,7 +120,7 @@ func TestStoreAnswers_NoAnswer(t *testing.T) {
 
 	a.timeout = time.Hour
 	b := a.burst()
-	first, second := a.send(b, "silent.1", []byte("1"), 0, 0), a.send(b, "silent.2", []byte("2"), 0, 0)
+	first, second := a.send(b, "silent.1", []byte("1"), 0, 0, 0), a.send(b, "silent.2", []byte("2"), 0, 0, 0)
 	a.seal(b)
 	waited := make(chan error, 1)
 	go func() { waited <- a.wait(first, func() {}) }()
@@ -137,7 +137,7 @@ func TestStoreAnswers_NoAnswer(t *testing.T) {
 
 	a.timeout = 2 * time.Second
 	b = a.burst()
-	third, fourth := a.send(b, "silent.3", []byte("3"), 0, 0), a.send(b, "silent.4", []byte("4"), 0, 0)
+	third, fourth := a.send(b, "silent.3", []byte("3"), 0, 0, 0), a.send(b, "silent.4", []byte("4"), 0, 0, 0)
 	sealed := time.Now()
 	a.seal(b)
 	var slow atomic.Int32
@@ -166,7 +166,7 @@ func TestStoreAnswers_SendFails(t *testing.T) {
 	require.NoError(t, err)
 	nc.Close()
 	b := a.burst()
-	st := a.send(b, "$KV.states.k", []byte("1"), 0, 0)
+	st := a.send(b, "$KV.states.k", []byte("1"), 0, 0, 0)
 	a.seal(b)
 	answered, err := a.result(st)
 	require.True(t, answered, "a state that could not be sent has its outcome")

@@ -27,6 +27,8 @@ func TestFollow_CancelWhileDisconnected(t *testing.T) {
 	ctx := context.Background()
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: sp.CancelBucket(), TTL: time.Hour})
 	require.NoError(t, err)
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: sp.JobStream(), Subjects: sp.JobSubjects(), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
 	for _, b := range []string{sp.StateBucket(), sp.DeadBucket()} {
 		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b})
 		require.NoError(t, err)

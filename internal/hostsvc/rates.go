@@ -3,6 +3,7 @@ package hostsvc
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -31,7 +32,24 @@ type rates struct {
 	m  map[string]*rate.Limiter
 }
 
-func (r *rates) allow(id string) bool {
+func (r *rates) allow(id string) bool { return r.allowN(id, 1) }
+
+// take takes up to most of credential id's rate, as many as it has, and
+// returns how many.
+func (r *rates) take(id string, most int) int {
+	l := r.limiter(id)
+	n := min(most, int(l.Tokens()))
+	if n <= 0 || !l.AllowN(time.Now(), n) {
+		return 0
+	}
+	return n
+}
+
+// allowN takes n of credential id's rate, if it has them.
+func (r *rates) allowN(id string, n int) bool { return r.limiter(id).AllowN(time.Now(), n) }
+
+// limiter is credential id's.
+func (r *rates) limiter(id string) *rate.Limiter {
 	r.mu.Lock()
 	l := r.m[id]
 	if l == nil {
@@ -44,7 +62,7 @@ func (r *rates) allow(id string) bool {
 		r.m[id] = l
 	}
 	r.mu.Unlock()
-	return l.Allow()
+	return l
 }
 
 // slots bounds the requests being served: all at once, and of one

@@ -57,8 +57,10 @@ type Server struct {
 	store  *storer // the states and dead entries hosts write through conductord
 	pages  rates   // each credential's requests for pages of cancels
 	asks   rates   // each credential's requests for consumers
-	subs   []*nats.Subscription
-	wg     sync.WaitGroup // the requests' goroutines, if Config.Go is nil
+	// refusals spaces the log lines of refused writes, per credential.
+	refusals rates
+	subs     []*nats.Subscription
+	wg       sync.WaitGroup // the requests' goroutines, if Config.Go is nil
 
 	mu       sync.Mutex
 	stopping bool // Stop began: no request's work starts
@@ -72,6 +74,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
 		pages: rates{every: pageRate, burst: pageBurst}, asks: rates{every: consumerRate, burst: consumerBurst},
+		refusals: rates{every: 1, burst: 5},
 	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }

@@ -37,12 +37,28 @@ import (
 // hosts, unanswered, write those states again one by one.
 const (
 	storeWorkers      = 8
-	storePending      = 4096
-	storePendingBytes = 256 << 20
+	storePending      = 1024
+	storePendingBytes = 64 << 20
 )
 
-// storeWait bounds a request's writes.
-const storeWait = 10 * time.Second
+// A credential writes at most itemRate items a second (a burst of
+// itemBurst): far past what one host's pools end, so that a host
+// flooding the store is answered 429 at once, cheaply, and every other
+// host's requests, served in turn, still come through. A request reads
+// the stream at most maxReads times (a state replaced that conductord did
+// not write, a job's message); past them its items are refused.
+const (
+	itemRate  = 50_000
+	itemBurst = 50_000
+	maxReads  = 512
+	readRate  = 20_000 // a second, each credential
+)
+
+// storeWait bounds a request's writes: half the host's wait for the
+// answer (internal/agent's storeTimeout, 10s), so that the answer, even
+// of writes the store was slow to take, comes while the host still waits
+// for it rather than after it has given the burst up.
+const storeWait = 5 * time.Second
 
 // revTypes remembers the job type of the states conductord wrote for
 // hosts, by revision, so that the next write of the same job needs no
@@ -82,7 +98,10 @@ type storer struct {
 	states jetstream.KeyValue
 	stream jetstream.Stream // the state bucket's
 	dead   jetstream.KeyValue
+	jobs   jetstream.Stream // the job stream: a job's message shows its type
 	known  revTypes
+	items  rates // each credential's items a second
+	reads  rates // each credential's reads of the stream a second
 }
 
 func (s *Server) openStore(ctx context.Context) error {
@@ -93,7 +112,11 @@ func (s *Server) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hostsvc: %w", err)
 	}
-	st := &storer{js: js, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}}
+	st := &storer{js: js, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, items: rates{every: itemRate, burst: itemBurst},
+		reads: rates{every: readRate, burst: readRate}}
+	if st.jobs, err = st.js.Stream(ctx, st.sp.JobStream()); err != nil {
+		return fmt.Errorf("hostsvc: the job stream: %w", err)
+	}
 	if st.states, err = st.js.KeyValue(ctx, st.sp.StateBucket()); err != nil {
 		return fmt.Errorf("hostsvc: the state bucket: %w", err)
 	}
@@ -122,6 +145,10 @@ func (s *Server) storeReq(m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return
 	}
+	if !s.store.items.allowN(id, len(items)) {
+		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
+		return
+	}
 	s.mu.Lock()
 	stopping := s.stopping
 	s.mu.Unlock()
@@ -131,22 +158,31 @@ func (s *Server) storeReq(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
-	results := s.store.write(ctx, typ, items)
+	results := s.store.write(ctx, id, typ, items)
+	refused, first := 0, -1
 	for i, r := range results {
 		if r.Error != "" && !r.Conflict {
-			s.cfg.Log.Warn("a host's write refused", "credential", id, "type", typ, "job", items[i].Key, "err", r.Error)
+			if refused++; first < 0 {
+				first = i
+			}
 		}
+	}
+	if refused > 0 && s.refusals.allow(id) {
+		// One line a request, at most a few a second a credential.
+		s.cfg.Log.Warn("a host's writes refused", "credential", id, "type", typ, "refused", refused, "of", len(items),
+			"first_job", items[first].Key, "first_err", results[first].Error)
 	}
 	s.answer(m, http.StatusOK, results)
 }
 
-// write makes the writes of items, of job type typ, and returns their
-// outcomes in order.
-func (st *storer) write(ctx context.Context, typ string, items []wire.StoreItem) []wire.StoreResult {
+// write makes the writes of items, of job type typ, for credential id,
+// and returns their outcomes in order.
+func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreItem) []wire.StoreResult {
 	results := make([]wire.StoreResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
+	reads := st.reads.take(id, maxReads)
 	for i, it := range items {
-		if err := st.check(ctx, typ, it); err != nil {
+		if err := st.check(ctx, typ, it, &reads); err != nil {
 			results[i] = failed(err)
 			continue
 		}
@@ -214,7 +250,7 @@ func (st *storer) create(ctx context.Context, it wire.StoreItem) wire.StoreResul
 
 // check makes sure it is a write of a job of type typ; a conflict if the
 // state it expects is gone.
-func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem) error {
+func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
 	if err := subject.Token("job id", it.Key); err != nil {
 		return err
 	}
@@ -243,7 +279,44 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem) erro
 			return fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
 		}
 	case it.Rev != 0:
-		return st.checkReplaced(ctx, typ, it)
+		return st.checkReplaced(ctx, typ, it, reads)
+	default:
+		return st.checkJob(ctx, typ, it, reads)
+	}
+	return nil
+}
+
+// read takes one of a request's reads, or says why it may not.
+func read(reads *int) error {
+	if *reads <= 0 {
+		return fmt.Errorf("more than %d reads of the stream in one request: refused; send fewer writes at once", maxReads)
+	}
+	*reads--
+	return nil
+}
+
+// checkJob makes sure that a write finding no state of job it.Key (a
+// first state, one past a deleted or expired one) is of a job of type
+// typ: the job's message, at it.Seq, is on typ's subjects and names the
+// job. Without it, a host could take the id of another type's job that
+// has no state (yet, or any more): an idempotent id (anyone can compute
+// it), or one whose final state went to the archive.
+func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
+	if it.Seq == 0 {
+		return fmt.Errorf("a first state of job %s names no job message: refused", it.Key)
+	}
+	if err := read(reads); err != nil {
+		return err
+	}
+	m, err := st.jobs.GetMsg(ctx, it.Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("job message %d is gone: a first state of job %s refused", it.Seq, it.Key)
+	}
+	if err != nil {
+		return fmt.Errorf("read the job's message: %w", err)
+	}
+	if t, _ := st.sp.ParseJob(m.Subject); t != typ || wire.MessageJobID(m.Header, it.Seq) != it.Key {
+		return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
 	}
 	return nil
 }
@@ -254,12 +327,15 @@ var errGone = errors.New("the state at the revision expected is gone")
 
 // checkReplaced makes sure the state at it.Rev is job it.Key's, of type
 // typ (or a deleted one).
-func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem) error {
+func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
 	if t, ok := st.known.get(it.Rev); ok {
 		if t.key != it.Key || t.typ != typ {
 			return fmt.Errorf("revision %d is not a state of job %s of type %s: refused", it.Rev, it.Key, typ)
 		}
 		return nil
+	}
+	if err := read(reads); err != nil {
+		return err
 	}
 	m, err := st.stream.GetMsg(ctx, it.Rev)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -272,7 +348,8 @@ func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreIt
 		return fmt.Errorf("revision %d is not a state of job %s: refused", it.Rev, it.Key)
 	}
 	if len(m.Data) == 0 {
-		return nil // a deleted state, or a marker: nothing of a type to keep
+		// A deleted state, or a marker: as if there were none.
+		return st.checkJob(ctx, typ, it, reads)
 	}
 	var was struct {
 		Type string `json:"type"`

@@ -9,7 +9,7 @@ import (
 
 func TestStoreBatch_RoundTrip(t *testing.T) {
 	items := []StoreItem{
-		{Op: StoreState, Key: "a", Rev: 7, TTL: time.Minute, Data: []byte(`{"id":"a","type":"sq"}`)},
+		{Op: StoreState, Key: "a", Rev: 7, TTL: time.Minute, Seq: 9, Data: []byte(`{"id":"a","type":"sq"}`)},
 		{Op: StoreCreate, Key: "b", Data: []byte("{\n}")},
 		{Op: StoreDead, Key: "c", Data: []byte{}},
 	}
@@ -25,6 +25,7 @@ func TestStoreBatch_RoundTrip(t *testing.T) {
 		require.Equal(t, items[i].Key, got[i].Key)
 		require.Equal(t, items[i].Rev, got[i].Rev)
 		require.Equal(t, items[i].TTL, got[i].TTL)
+		require.Equal(t, items[i].Seq, got[i].Seq)
 		require.Equal(t, string(items[i].Data), string(got[i].Data))
 	}
 }
