@@ -34,17 +34,6 @@ type rates struct {
 
 func (r *rates) allow(id string) bool { return r.allowN(id, 1) }
 
-// take takes up to most of credential id's rate, as many as it has, and
-// returns how many.
-func (r *rates) take(id string, most int) int {
-	l := r.limiter(id)
-	n := min(most, int(l.Tokens()))
-	if n <= 0 || !l.AllowN(time.Now(), n) {
-		return 0
-	}
-	return n
-}
-
 // allowN takes n of credential id's rate, if it has them.
 func (r *rates) allowN(id string, n int) bool { return r.limiter(id).AllowN(time.Now(), n) }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -180,9 +181,22 @@ func (s *Server) storeReq(m *nats.Msg) {
 func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreItem) []wire.StoreResult {
 	results := make([]wire.StoreResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
-	reads := st.reads.take(id, maxReads)
+	reads := &readBudget{left: maxReads, rate: st.reads.limiter(id)}
+	// The checks first, their reads (each a round trip) at once, up to
+	// checkParallel; then the writes, in order.
+	checks := make([]error, len(items))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, checkParallel)
 	for i, it := range items {
-		if err := st.check(ctx, typ, it, &reads); err != nil {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			checks[i] = st.check(ctx, typ, it, reads)
+		})
+	}
+	wg.Wait()
+	for i, it := range items {
+		if err := checks[i]; err != nil {
 			results[i] = failed(err)
 			continue
 		}
@@ -250,7 +264,7 @@ func (st *storer) create(ctx context.Context, it wire.StoreItem) wire.StoreResul
 
 // check makes sure it is a write of a job of type typ; a conflict if the
 // state it expects is gone.
-func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
+func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
 	if err := subject.Token("job id", it.Key); err != nil {
 		return err
 	}
@@ -286,12 +300,28 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 	return nil
 }
 
+// readBudget is what a request may read of the stream: at most maxReads,
+// within its credential's rate. Its checks run at once.
+type readBudget struct {
+	mu   sync.Mutex
+	left int
+	rate *rate.Limiter
+}
+
+// checkParallel bounds a request's checks run at once.
+const checkParallel = 32
+
 // read takes one of a request's reads, or says why it may not.
-func read(reads *int) error {
-	if *reads <= 0 {
+func read(b *readBudget) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.left <= 0 {
 		return fmt.Errorf("more than %d reads of the stream in one request: refused; send fewer writes at once", maxReads)
 	}
-	*reads--
+	if !b.rate.Allow() {
+		return fmt.Errorf("more than %d reads of the stream a second for this credential: refused; retry later", readRate)
+	}
+	b.left--
 	return nil
 }
 
@@ -301,7 +331,7 @@ func read(reads *int) error {
 // job. Without it, a host could take the id of another type's job that
 // has no state (yet, or any more): an idempotent id (anyone can compute
 // it), or one whose final state went to the archive.
-func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
+func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
 	if it.Seq == 0 {
 		return fmt.Errorf("a first state of job %s names no job message: refused", it.Key)
 	}
@@ -327,7 +357,7 @@ var errGone = errors.New("the state at the revision expected is gone")
 
 // checkReplaced makes sure the state at it.Rev is job it.Key's, of type
 // typ (or a deleted one).
-func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem, reads *int) error {
+func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
 	if t, ok := st.known.get(it.Rev); ok {
 		if t.key != it.Key || t.typ != typ {
 			return fmt.Errorf("revision %d is not a state of job %s of type %s: refused", it.Rev, it.Key, typ)

@@ -208,6 +208,10 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
 		MaxBytes:   cmp.Or(max(lim.bytes, 0), -1),
 		Discard:    jetstream.DiscardNew,
+		// conductord reads the message of a job whose first state a host
+		// writes (internal/hostsvc): a direct get, served by the stream,
+		// not by the JetStream API's one queue. Only admins may ask.
+		AllowDirect: true,
 	}
 	if c.cfg.MemoryStorage {
 		cfg.Storage = jetstream.MemoryStorage
