@@ -3,7 +3,7 @@
 // deliveries go where its maker says, and the server does not look inside
 // the request that makes it, so a host free to make consumers could aim
 // jobs or cancels at another host's command subject (docs/security.md,
-// "What a host may do").
+// "A host's own account").
 //
 //   - Consumers: a host asks for the consumers of one of its job types
 //     (subject.Space.ConsumersAs); conductord makes them, one per
@@ -16,6 +16,12 @@
 //     ones on subject.Space.CancelFeed. A gap in the numbers, a
 //     reconnect, another conductord (a new epoch), or a check every
 //     FollowCheck that finds ids it missed makes it read them again.
+//   - Store: a host on a credential of its own writes its jobs' states
+//     and dead entries through conductord, a burst of them in one request
+//     (subject.Space.StoreAs, wire.StoreItem), each checked against the
+//     job type of its subject and written with conductord's own headers:
+//     a store takes any header (a roll-up purges a bucket), and a state is
+//     keyed by job id alone.
 //
 // A host with no credential of its own (an open conductor, the shared
 // token) uses the subjects without a credential id

@@ -156,7 +156,7 @@ func (s Space) JobAsOf(subj string) string {
 
 // The services conductord gives hosts, so that a host makes no consumer
 // of its own (a consumer's deliveries go where its maker says:
-// docs/security.md, "What a host may do"): the consumers of a job type
+// docs/security.md, "A host's own account"): the consumers of a job type
 // made for it, and the cancelled job ids, read by request and followed on
 // CancelFeed.
 
