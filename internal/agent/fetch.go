@@ -90,6 +90,9 @@ func (f *fetcher) subs() []*nats.Subscription {
 	var subs []*nats.Subscription
 	for _, l := range f.levels {
 		subs = append(subs, l.sub)
+		for _, r := range l.retired {
+			subs = append(subs, r.sub)
+		}
 	}
 	return subs
 }
@@ -165,6 +168,9 @@ func (f *fetcher) run(ctx context.Context) {
 		// request unanswered (a restart, a reconnect), and its credit must
 		// not be held forever.
 		wake := retry
+		if r := f.drainRetired(now); !r.IsZero() && (wake.IsZero() || r.Before(wake)) {
+			wake = r
+		}
 		for _, l := range f.levels {
 			if len(l.reqs) > 0 && (wake.IsZero() || l.reqs[0].deadline.Before(wake)) {
 				wake = l.reqs[0].deadline

@@ -41,6 +41,16 @@ type level struct {
 	credit   int           // jobs requested and not yet come
 	polling  bool          // reqs are long polls, not probes
 	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
+	// retired are the renewed inboxes kept until their requests' last
+	// deadline, through a host account's import (see newInbox).
+	retired []retiredInbox
+}
+
+// retiredInbox is a renewed inbox still subscribed to, until its
+// requests' deadline.
+type retiredInbox struct {
+	sub   *nats.Subscription
+	until time.Time
 }
 
 // pullRequest is one outstanding pull request: how many jobs it may still
@@ -78,24 +88,73 @@ func (l *level) knownEmpty(now time.Time) bool {
 // newInbox makes a fresh reply subject for l's pull requests and drains
 // the old one, if any: requests the server still holds for the old subject
 // lose their interest and deliver nothing more, while jobs already on their
-// way to it still arrive.
+// way to it still arrive. Through a host account's import, a job the
+// server had set out to deliver to a request before its interest went
+// reaches the host after the drain has ended, and is dropped: it would
+// wait out its ack wait (30s) unseen (BenchmarkSecured caught it, about
+// one run in twenty: a few dozen jobs held, none in workerd). So there the
+// old inbox stays subscribed until its requests' last deadline
+// (drainRetired), and what comes to it is taken as any straggler is: a
+// withdrawn request may then bring its jobs after all, held ahead.
 func (f *fetcher) newInbox(l *level) error {
 	inbox := f.nc.NewInbox()
 	sub, err := f.nc.Subscribe(inbox, func(m *nats.Msg) { f.msgs <- delivery{lvl: l, inbox: inbox, m: m} })
 	if err != nil {
 		return fmt.Errorf("subscribe to job deliveries: %w", err)
 	}
+	var until time.Time
+	for _, r := range l.reqs {
+		if r.deadline.After(until) {
+			until = r.deadline
+		}
+	}
 	f.mu.Lock()
 	old := l.sub
 	l.inbox, l.sub = inbox, sub
+	keep := old != nil && f.viaImport() && time.Now().Before(until)
+	if keep {
+		l.retired = append(l.retired, retiredInbox{sub: old, until: until})
+	}
 	f.mu.Unlock()
 	l.reqs, l.credit, l.polling = nil, 0, false
-	if old != nil {
+	if old != nil && !keep {
 		if err := old.Drain(); err != nil {
 			f.log.Debug("drain a renewed job inbox", "pool", f.typ, "err", err)
 		}
 	}
 	return nil
+}
+
+// viaImport reports whether the pulls go through a host account's
+// import.
+func (f *fetcher) viaImport() bool { return f.api != "" && f.api != "$JS.API" }
+
+// drainRetired drains the retired inboxes whose requests have ended by
+// now, and returns when the next one ends (zero if none is left).
+func (f *fetcher) drainRetired(now time.Time) (next time.Time) {
+	f.mu.Lock()
+	var done []*nats.Subscription
+	for _, l := range f.levels {
+		kept := l.retired[:0]
+		for _, r := range l.retired {
+			if now.Before(r.until) {
+				kept = append(kept, r)
+				if next.IsZero() || r.until.Before(next) {
+					next = r.until
+				}
+				continue
+			}
+			done = append(done, r.sub)
+		}
+		l.retired = kept
+	}
+	f.mu.Unlock()
+	for _, sub := range done {
+		if err := sub.Drain(); err != nil {
+			f.log.Debug("drain a retired job inbox", "pool", f.typ, "err", err)
+		}
+	}
+	return next
 }
 
 // covered is how many of the jobs wanted the outstanding requests may
