@@ -3,13 +3,17 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/natstest"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -211,4 +215,45 @@ func TestSource_CloseCountsNoAttempt(t *testing.T) {
 	job = next(t, other)
 	require.Equal(t, 1, job.Attempt, "job %s: its delivery to the closed source is no attempt", job.ID)
 	other.Done(job, broker.Outcome{Result: []byte("1"), Started: now, Ended: now.Add(time.Millisecond)})
+}
+
+// TestFetcher_RetiredInboxKeptThroughAnImport: through a host account's
+// import (an API prefix of its own), a renewed inbox with requests
+// outstanding stays subscribed until their deadline, and a job that
+// comes to it then is delivered, not dropped; once the deadline has
+// passed it is drained. Without an import it is drained at once.
+func TestFetcher_RetiredInboxKeptThroughAnImport(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	space, _ := subject.New("default")
+	for _, api := range []string{"JS.conductor.API", "$JS.API"} {
+		delivered := make(chan *nats.Msg, 1)
+		f, err := newFetcher(fetcherConfig{
+			nc: nc, api: api, space: space, typ: "sq", expires: time.Second, buffer: 8,
+			log:     slog.New(slog.NewTextHandler(t.Output(), nil)),
+			demand:  func() (int, int, int) { return 0, 0, 0 },
+			deliver: func(m *nats.Msg) { delivered <- m },
+		})
+		require.NoError(t, err)
+		l := f.levels[0]
+		old, oldSub := l.inbox, l.sub
+		l.reqs = []pullRequest{{n: 5, deadline: time.Now().Add(time.Hour)}}
+		require.NoError(t, f.newInbox(l))
+		if api == "$JS.API" {
+			require.Empty(t, l.retired, "without an import the old inbox is drained at once")
+			f.close()
+			continue
+		}
+		require.Len(t, l.retired, 1)
+		require.True(t, oldSub.IsValid(), "the old inbox is still subscribed")
+		require.NoError(t, nc.Publish(old, []byte("a late job")))
+		d := <-f.msgs
+		require.Equal(t, old, d.inbox)
+		require.False(t, f.received(d))
+		require.Equal(t, "a late job", string((<-delivered).Data))
+		require.Equal(t, time.Time{}, f.drainRetired(time.Now().Add(2*time.Hour)), "none left")
+		require.Eventually(t, func() bool { return !oldSub.IsValid() }, 5*time.Second, 5*time.Millisecond, "drained after its deadline")
+		f.close()
+	}
 }
