@@ -495,7 +495,9 @@ func TestConductor_StorageDrainsOnAFullDisk(t *testing.T) {
 	waits.Wait()
 	st := c.Storage()
 	t.Logf("%d jobs drained in %s on a full disk: %d write errors, %d JetStream restarts; %s", queued, time.Since(began).Round(time.Millisecond), st.WriteErrors, st.Restarts, st.Reason)
-	require.Zero(t, st.BallastBytes, "given back")
+	// Given back for the drain (the guard may hold it again once the
+	// drain has freed room: the state now says nothing of the drain).
+	require.Contains(t, logs.String(), `msg="storage ballast given back`, "given back")
 	require.Equal(t, conductor.StorageFull, st.State, "the disk is still full")
 	require.NotContains(t, logs.String(), `msg="storage stuck: `, "the drain had the ballast's room")
 
