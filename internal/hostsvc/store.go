@@ -281,6 +281,9 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 	}
 	switch {
 	case it.Op == wire.StoreDead:
+		if err := read(reads); err != nil {
+			return err
+		}
 		cur, err := st.states.Get(ctx, it.Key)
 		if err != nil {
 			return fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
