@@ -26,6 +26,10 @@ const (
 	// fenceNewer: a newer attempt holds the job; the outcome is not kept,
 	// and the message is left to that attempt's host.
 	fenceNewer
+	// fenceStored: the state read is the end this attempt means to store,
+	// stored by its own earlier write (one whose answer came too late, or
+	// never): nothing to write, the outcome is kept.
+	fenceStored
 )
 
 func (v fenceVerdict) String() string {
@@ -34,6 +38,8 @@ func (v fenceVerdict) String() string {
 		return "write"
 	case fenceEnded:
 		return "ended"
+	case fenceStored:
+		return "stored"
 	}
 	return "newer"
 }
@@ -46,12 +52,18 @@ func (v fenceVerdict) String() string {
 // claim, is written over, merged with what others stored since (see
 // takeOver). A first claim on a revision the state has not reached yet
 // was not made on it (its revision came in a header anyone can write): it
-// ranks lowest.
+// ranks lowest. A final state written by the same claim, of mine's status,
+// is mine already (fenceStored): a write of it landed whose answer was
+// lost, and it must not count as another's end.
 func fence(cur *wire.Job, curRev uint64, mine *wire.Job, mineHolder wire.Holder) (fenceVerdict, *wire.Job) {
 	if cur == nil {
 		return fenceWrite, mine
 	}
 	if cur.Status.Final() {
+		if mine.Status.Final() && cur.Status == mine.Status && wire.ParseHolder(cur.Holder) == mineHolder {
+			// Only this claim writes with its holder: the end is its own.
+			return fenceStored, cur
+		}
 		return fenceEnded, nil
 	}
 	if h := wire.ParseHolder(cur.Holder); h != mineHolder && rank(h, curRev) >= rank(mineHolder, curRev) {

@@ -83,10 +83,22 @@ func TestFence(t *testing.T) {
 			name: "cancelled: never replaced",
 			cur:  &wire.Job{ID: "j", Status: wire.StatusCancelled}, want: fenceEnded,
 		},
+		{
+			name: "its own end, from a write whose answer was lost: stored",
+			cur:  &wire.Job{ID: "j", Status: wire.StatusSucceeded, Holder: mineClaim.String(), History: mine.History}, want: fenceStored,
+		},
+		{
+			name: "an end of another status with its holder (not its write): never replaced",
+			cur:  &wire.Job{ID: "j", Status: wire.StatusCancelled, Holder: mineClaim.String()}, want: fenceEnded,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v, next := fence(tc.cur, 20, mine, mineClaim)
 			require.Equal(t, tc.want, v)
+			if v == fenceStored {
+				require.Same(t, tc.cur, next)
+				return
+			}
 			if v != fenceWrite {
 				require.Nil(t, next)
 				return
@@ -361,4 +373,36 @@ func archiveStandIn(t *testing.T, nc *nats.Conn, js jetstream.JetStream, space s
 		defer mu.Unlock()
 		return states[id] != nil
 	}
+}
+
+// A host whose write of an end landed but whose answer it never had (the
+// store was slow, the answer lost) writes it again, finds the state moved
+// on, and reads it: its own end, kept as its outcome, not recorded as
+// superseded by itself.
+func TestFence_OwnEndFromAWriteUnanswered(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	ctx := context.Background()
+	at := time.Now().UTC()
+	claim := wire.FirstClaim(0, 1, "me")
+	h := &heldJob{holder: claim, seq: 1, tag: "me"}
+	h.state = wire.Job{
+		ID: "j1", Type: "sq", Status: wire.StatusSucceeded, Attempts: 1, Holder: claim.String(), Result: json.RawMessage(`"done"`),
+		History: []wire.Attempt{{Attempt: 1, Host: "h1", StartedAt: at, EndedAt: at}},
+	}
+	data := encodeState(&h.state, nil)
+	rev, err := b.kv.Create(ctx, "j1", data) // the write that landed, its answer lost
+	require.NoError(t, err)
+
+	f := &finishJob{held: h, data: data}
+	v, ok := src.states.store(ctx, f, true)
+	require.True(t, ok)
+	require.Equal(t, fenceWrite, v, "its own end is its outcome")
+	e, err := b.kv.Get(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, rev, e.Revision(), "nothing written over it")
+	var j wire.Job
+	require.NoError(t, json.Unmarshal(e.Value(), &j))
+	require.Len(t, j.History, 1)
+	require.False(t, j.History[0].Superseded)
 }

@@ -357,6 +357,11 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 				continue
 			}
 			v, next := fence(now, nowRev, st, h.holder)
+			if v == fenceStored {
+				cancel()
+				*st, f.data = *next, encodeState(next, make([]byte, 0, len(f.data)))
+				return fenceWrite, true
+			}
 			if v != fenceWrite {
 				s.recordSuperseded(wctx, now, nowRev, st.History[len(st.History)-1], h.seq)
 				cancel()
