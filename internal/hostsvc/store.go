@@ -2,7 +2,6 @@ package hostsvc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -268,13 +267,9 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 	if err := subject.Token("job id", it.Key); err != nil {
 		return err
 	}
-	var state struct {
-		ID     string `json:"id"`
-		Type   string `json:"type"`
-		Status string `json:"status"`
-	}
-	if err := json.Unmarshal(it.Data, &state); err != nil {
-		return fmt.Errorf("not a job's state: %w", err)
+	state, err := readHead(it.Data)
+	if err != nil {
+		return err
 	}
 	if state.ID != it.Key || state.Type != typ {
 		return fmt.Errorf("the state of job %q of type %q, written as job %q of type %q: refused", state.ID, state.Type, it.Key, typ)
@@ -288,11 +283,7 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 		if err != nil {
 			return fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
 		}
-		var was struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-		}
-		if json.Unmarshal(cur.Value(), &was) != nil || was.Type != typ || was.Status != string(wire.StatusDead) {
+		if was, err := readHead(cur.Value()); err != nil || was.Type != typ || was.Status != string(wire.StatusDead) {
 			return fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
 		}
 	case it.Rev != 0:
@@ -384,10 +375,7 @@ func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreIt
 		// A deleted state, or a marker: as if there were none.
 		return st.checkJob(ctx, typ, it, reads)
 	}
-	var was struct {
-		Type string `json:"type"`
-	}
-	if json.Unmarshal(m.Data, &was) != nil || was.Type != typ {
+	if was, err := readHead(m.Data); err != nil || was.Type != typ {
 		return fmt.Errorf("revision %d is a state of job %s of another type: refused", it.Rev, it.Key)
 	}
 	return nil
