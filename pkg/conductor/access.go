@@ -56,7 +56,7 @@ type access struct {
 
 	mu       sync.Mutex      // guards ns and exported
 	ns       *server.Server  // the embedded server, to close revoked connections; nil without
-	exported map[string]bool // the accounts that export to host accounts (hostaccount.go)
+	exported map[string]bool // "<account> <subject>": the exports to host accounts made (hostaccount.go)
 
 	// held are the long HTTP calls (event streams) of each credential,
 	// ended when it is revoked or replaced, as its NATS connections are.

@@ -16,3 +16,13 @@ func OnStrayPass(c *Conductor, fn func(StrayPass)) {
 // timeout") and the bytes queued for it (a test signal); call it between
 // New and Start, or before any stream opens.
 func OnEventsCut(c *Conductor, fn func(reason string, buffered int)) { c.onEventsCut = fn }
+
+// PendingHostAnswers is the number of response mappings the default
+// namespace's account holds for requests through host accounts' imports.
+func PendingHostAnswers(c *Conductor) int {
+	srv := c.access.server()
+	if srv == nil {
+		return 0
+	}
+	return srv.GlobalAccount().NumPendingAllResponses()
+}

@@ -40,11 +40,30 @@ var hostExports = []struct {
 
 // How long a request of a host through its account's imports waits for
 // its answers before the server forgets it: a store's ack, an API answer;
-// a pull's jobs, which come within the pull's expiry.
+// a pull's jobs, which come within the pull's expiry; on a one-way
+// subject (hostOneWay), which nothing answers, hardly at all.
 const (
 	hostAnswerWait = 10 * time.Second
 	hostPullWait   = 40 * time.Second
+	hostOneWayWait = 100 * time.Millisecond
 )
+
+// hostOneWay are host credential cr's subjects that nothing answers: its
+// heartbeats and logs, worker, pool and job events. A message with a
+// reply subject through an import holds a response mapping (some 300
+// bytes) until answered or its export's wait: a host publishing them with
+// reply subjects as fast as it can would hold hundreds of megabytes over
+// hostAnswerWait, and holds a few over hostOneWayWait. Each is a service
+// export of its own, named exactly as the import (the server finds an
+// import's export by its exact subject first; among wildcards that match,
+// in no order).
+func hostOneWay(sp subject.Space, cr auth.Credential) []string {
+	s := []string{sp.Host(cr.Host()), sp.HostLogs(cr.Host()), sp.WorkerEvents(), sp.PoolEvents()}
+	for _, t := range types(cr.Types) {
+		s = append(s, sp.TypeJobEvents(t))
+	}
+	return s
+}
 
 // hostAccountName names the account of host credential cr: a credential
 // issued again (a new hash) gets a new account, with the imports of its
@@ -100,7 +119,7 @@ func (a *access) makeHostAccount(srv *server.Server, cr auth.Credential) error {
 			return fmt.Errorf("no account for namespace %s", ns)
 		}
 	}
-	if err := a.exportToHosts(data); err != nil {
+	if err := a.exportToHosts(data, hostOneWay(sp, cr)); err != nil {
 		return err
 	}
 	host, err := srv.RegisterAccount(name)
@@ -171,33 +190,45 @@ func hostPermissions(sp subject.Space, cr auth.Credential) *server.Permissions {
 }
 
 // exportToHosts makes the data account's exports the host accounts
-// import, once.
-func (a *access) exportToHosts(data *server.Account) error {
+// import, once, and the one-way exports of a host, oneWay, each once.
+func (a *access) exportToHosts(data *server.Account, oneWay []string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.exported[data.Name] {
-		return nil
+	if a.exported == nil {
+		a.exported = map[string]bool{}
 	}
-	for _, e := range hostExports {
-		if err := data.AddServiceExportWithResponse(e.subject, e.answers, nil); err != nil {
-			return fmt.Errorf("export %s: %w", e.subject, err)
+	export := func(subj string, answers server.ServiceRespType, wait time.Duration) error {
+		key := data.Name + " " + subj
+		if a.exported[key] {
+			return nil
+		}
+		if err := data.AddServiceExportWithResponse(subj, answers, nil); err != nil {
+			return fmt.Errorf("export %s: %w", subj, err)
 		}
 		// Each request through an import holds a response mapping until
 		// it is answered or this long: a host that sends requests nobody
-		// answers (a heartbeat with a reply subject) holds the server's
-		// memory no longer. A pull's answers come within its expiry
-		// (workerd's 5s, by default).
+		// answers holds the server's memory no longer.
+		if err := data.SetServiceExportResponseThreshold(subj, wait); err != nil {
+			return fmt.Errorf("export %s: %w", subj, err)
+		}
+		a.exported[key] = true
+		return nil
+	}
+	for _, e := range hostExports {
+		// A pull's answers come within its expiry (workerd's 5s, by
+		// default).
 		wait := hostAnswerWait
 		if e.answers == server.Streamed {
 			wait = hostPullWait
 		}
-		if err := data.SetServiceExportResponseThreshold(e.subject, wait); err != nil {
-			return fmt.Errorf("export %s: %w", e.subject, err)
+		if err := export(e.subject, e.answers, wait); err != nil {
+			return err
 		}
 	}
-	if a.exported == nil {
-		a.exported = map[string]bool{}
+	for _, s := range oneWay {
+		if err := export(s, server.Singleton, hostOneWayWait); err != nil {
+			return err
+		}
 	}
-	a.exported[data.Name] = true
 	return nil
 }

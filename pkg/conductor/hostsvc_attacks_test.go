@@ -15,6 +15,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
 // feedRecorder is a hostsvc.Cancels keeping what Follow tells.
@@ -212,4 +213,42 @@ func TestHostsvc_ConsumerFloodRefusesNoOtherHost(t *testing.T) {
 	}
 	require.NoError(t, h1.Flush())
 	require.NoError(t, c2.Consumers(t.Context(), "other", 0), "h2 refused its consumers while h1 floods")
+}
+
+// TestHostAccount_OneWayFloodHoldsLittle: a message with a reply subject
+// through a host's import holds a response mapping in the server until it
+// is answered. A host publishing heartbeats, logs and events (which nothing
+// answers) with reply subjects as fast as it can holds them a tenth of a
+// second, not the ten seconds a request's answer may take: the mappings
+// are gone at once, while its heartbeats still reach conductord.
+func TestHostAccount_OneWayFloodHoldsLittle(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	sp, _ := subject.New("default")
+	h1, _ := rc.connectAs(t, "h1")
+	root, _ := rc.connectAs(t, "root")
+	heard := make(chan *nats.Msg, 1)
+	sub, err := root.Subscribe(sp.Host("h1"), func(m *nats.Msg) {
+		select {
+		case heard <- m:
+		default:
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, root.Flush())
+
+	inbox := h1.NewInbox()
+	for i := range 30_000 {
+		subj := []string{sp.Host("h1"), sp.Logs("h1", "p"), sp.WorkerEvent("p", "started"), sp.JobEvent("squares", "running")}[i%4]
+		require.NoError(t, h1.PublishRequest(subj, inbox, []byte("{}")))
+	}
+	require.NoError(t, h1.Flush())
+	select {
+	case <-heard:
+	case <-time.After(10 * time.Second):
+		t.Fatal("h1's heartbeat never reached the namespace")
+	}
+	require.Eventually(t, func() bool { return conductor.PendingHostAnswers(rc.c) == 0 }, 3*time.Second, 10*time.Millisecond,
+		"the mappings of h1's one-way messages are held past a tenth of a second: %d", conductor.PendingHostAnswers(rc.c))
 }
