@@ -41,27 +41,42 @@ type states struct {
 // conductord's archive, with revision 0. A value that is not a job state
 // is an error, and so is an archive that cannot be asked.
 func (s *states) read(ctx context.Context, id string) (*wire.Job, uint64, error) {
-	e, err := s.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if s.finalTTL == 0 {
-			return nil, 0, nil
-		}
-		j, err := s.archived(ctx, id)
-		return j, 0, err
-	}
-	if err != nil {
+	data, rev, err := s.lookup(ctx, id)
+	if err != nil || data == nil {
 		return nil, 0, err
 	}
 	var j wire.Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
+	if err := json.Unmarshal(data, &j); err != nil {
 		return nil, 0, fmt.Errorf("state of job %s is not a job state: %w", id, err)
 	}
-	return &j, e.Revision(), nil
+	return &j, rev, nil
+}
+
+// lookup returns the stored state of job id and its revision: from the
+// bucket; else, if conductord archives final states, from its archive,
+// with revision 0; nil if neither has it. A host with a credential of its
+// own reads through conductord, which answers with its types' states
+// only (hostsvc.Caller.Read).
+func (s *states) lookup(ctx context.Context, id string) ([]byte, uint64, error) {
+	if s.svc.Proxied() {
+		return s.svc.Read(ctx, s.typ, id)
+	}
+	e, err := s.kv.Get(ctx, id)
+	switch {
+	case err == nil:
+		return e.Value(), e.Revision(), nil
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, 0, err
+	case s.finalTTL == 0:
+		return nil, 0, nil
+	}
+	data, err := s.archived(ctx, id)
+	return data, 0, err
 }
 
 // archived asks conductord for the archived state of job id: nil if it
 // has none.
-func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
+func (s *states) archived(ctx context.Context, id string) ([]byte, error) {
 	m, err := s.nc.RequestWithContext(ctx, s.space.ArchiveGet(), []byte(id))
 	if err != nil {
 		return nil, fmt.Errorf("ask the archive for job %s: %w", id, err)
@@ -72,11 +87,7 @@ func (s *states) archived(ctx context.Context, id string) (*wire.Job, error) {
 		}
 		return nil, nil
 	}
-	var j wire.Job
-	if err := json.Unmarshal(m.Data, &j); err != nil {
-		return nil, fmt.Errorf("archived state of job %s is not a job state: %w", id, err)
-	}
-	return &j, nil
+	return m.Data, nil
 }
 
 // write stores data, a state of status, as job id's state if its
@@ -199,29 +210,20 @@ func (s *states) recordSkip(h *heldJob) {
 	for range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		st := wire.Job{ID: id, Type: s.typ, Status: wire.StatusQueued, Batch: h.state.Batch, CreatedAt: h.state.CreatedAt}
-		var rev uint64
-		e, err := s.kv.Get(ctx, id)
+		data, rev, err := s.lookup(ctx, id)
 		switch {
-		case err == nil:
-			if json.Unmarshal(e.Value(), &st) != nil || st.Status.Final() {
-				cancel()
-				return // not a state of ours, or a job that has ended: leave it
-			}
-			rev = e.Revision()
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
 			cancel()
 			continue
-		case s.finalTTL > 0:
-			// No state in the bucket: the job may have ended and its
-			// state gone to the archive, which must not be shadowed.
-			old, err := s.archived(ctx, id)
-			if err != nil {
+		case data != nil && rev == 0:
+			// No state in the bucket, one in the archive: the job has
+			// ended, and its state must not be shadowed.
+			cancel()
+			return
+		case data != nil:
+			if json.Unmarshal(data, &st) != nil || st.Status.Final() {
 				cancel()
-				continue
-			}
-			if old != nil {
-				cancel()
-				return
+				return // not a state of ours, or a job that has ended: leave it
 			}
 		}
 		st.Skipped++
@@ -233,8 +235,8 @@ func (s *states) recordSkip(h *heldJob) {
 			st.Attempts = max(st.History[len(st.History)-1].Attempt-1, 0)
 			st.History = st.History[:len(st.History)-1]
 		}
-		data, _ := json.Marshal(&st)
-		_, err = s.write(ctx, id, data, rev, rev != 0, wire.StatusQueued, h.seq)
+		next, _ := json.Marshal(&st)
+		_, err = s.write(ctx, id, next, rev, rev != 0, wire.StatusQueued, h.seq)
 		cancel()
 		if err == nil {
 			return

@@ -75,13 +75,8 @@ func (c *Caller) request(ctx context.Context, subj string, data []byte, answer a
 	if err != nil {
 		return fmt.Errorf("ask conductord on %s: %w", subj, err)
 	}
-	code, _ := strconv.Atoi(m.Header.Get(names.HeaderStatus))
-	if code != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(m.Data, &e)
-		return fmt.Errorf("conductord refused the request on %s (%d): %s", subj, code, e.Error)
+	if code, _ := strconv.Atoi(m.Header.Get(names.HeaderStatus)); code != http.StatusOK {
+		return answerError(subj, m, code)
 	}
 	if answer == nil {
 		return nil
@@ -90,6 +85,16 @@ func (c *Caller) request(ctx context.Context, subj string, data []byte, answer a
 		return fmt.Errorf("conductord's answer on %s: %w", subj, err)
 	}
 	return nil
+}
+
+// answerError is the error of conductord's answer m, of status code, to
+// a request on subj.
+func answerError(subj string, m *nats.Msg, code int) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(m.Data, &e)
+	return fmt.Errorf("conductord refused the request on %s (%d): %s", subj, code, e.Error)
 }
 
 // Cancels records what Follow learns.

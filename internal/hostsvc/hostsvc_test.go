@@ -37,6 +37,12 @@ type bundle struct {
 
 func setup(t *testing.T, admit func(id, typ string) error) *bundle {
 	t.Helper()
+	return setupWith(t, func(c *Config) { c.Admit = admit })
+}
+
+// setupWith is setup with a Config that with has set.
+func setupWith(t *testing.T, with func(*Config)) *bundle {
+	t.Helper()
 	ns := natstest.Server(t)
 	b := &bundle{nc: natstest.Conn(t, ns)}
 	b.sp, _ = subject.New("default")
@@ -52,7 +58,9 @@ func setup(t *testing.T, admit func(id, typ string) error) *bundle {
 	require.NoError(t, err)
 	b.dead, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b.sp.DeadBucket()})
 	require.NoError(t, err)
-	b.srv = NewServer(Config{Conn: b.nc, JS: b.js, Space: b.sp, Admit: admit, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	cfg := Config{Conn: b.nc, JS: b.js, Space: b.sp, Log: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	with(&cfg)
+	b.srv = NewServer(cfg)
 	require.NoError(t, b.srv.Start(ctx))
 	t.Cleanup(b.srv.Stop)
 	require.Eventually(t, func() bool {

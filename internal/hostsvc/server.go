@@ -41,6 +41,10 @@ type Config struct {
 	Admit func(id, typ string) error
 	// Made, if set, is told each job type whose consumers were made.
 	Made func(typ string)
+	// Archived, if set, returns the archived state of job id (ok false if
+	// the archive has none; an error if it cannot tell): what a host's
+	// read of a job that has no state in the bucket is answered.
+	Archived func(id string) (state []byte, ok bool, err error)
 	// Go runs a request's work off the subscription's goroutine and
 	// reports whether it did (false: the server is stopping, and the
 	// request is refused). Nil runs it on a goroutine of the Server's,
@@ -57,6 +61,8 @@ type Server struct {
 	store  *storer // the states and dead entries hosts write through conductord
 	pages  rates   // each credential's requests for pages of cancels
 	asks   rates   // each credential's requests for consumers
+	// readReqs are each credential's reads of states.
+	readReqs rates
 	// refusals spaces the log lines of refused writes, per credential.
 	refusals rates
 	subs     []*nats.Subscription
@@ -74,7 +80,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{
 		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
 		pages: rates{every: pageRate, burst: pageBurst}, asks: rates{every: consumerRate, burst: consumerBurst},
-		refusals: rates{every: 1, burst: 5},
+		refusals: rates{every: 1, burst: 5}, readReqs: rates{every: readReqRate, burst: readReqRate},
 	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
@@ -110,6 +116,17 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			s.Stop()
 			return fmt.Errorf("hostsvc: subscribe to the store requests: %w", err)
+		}
+	}
+	for range readWorkers {
+		sub, err := s.cfg.Conn.QueueSubscribe(sp.ReadAs("*", "*"), "conductord-read", s.readReq)
+		if err == nil {
+			s.subs = append(s.subs, sub)
+			err = sub.SetPendingLimits(storePending, storePendingBytes)
+		}
+		if err != nil {
+			s.Stop()
+			return fmt.Errorf("hostsvc: subscribe to the reads: %w", err)
 		}
 	}
 	if err := s.cfg.Conn.Flush(); err != nil {

@@ -189,6 +189,12 @@ func (s Space) StoreAs(id, typ string) string {
 	return s.prefix() + ".as." + id + ".store." + typ
 }
 
+// ReadAs is the subject the holder of host credential id reads the state
+// of a job of type typ on, through conductord, by request.
+func (s Space) ReadAs(id, typ string) string {
+	return s.prefix() + ".as." + id + ".read." + typ
+}
+
 // ParseAs returns the credential id and the rest of a subject built by
 // one of the As functions ("submit.<type>", "job", "consumers.<type>",
 // "cancels"), or "", "".

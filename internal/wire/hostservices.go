@@ -49,4 +49,7 @@ type CancelsPage struct {
 const (
 	HeaderCancelEpoch = "Conductor-Cancel-Epoch"
 	HeaderCancelSeq   = "Conductor-Cancel-Seq"
+	// HeaderReadRev is the revision of the state of an answer to a host's
+	// read (hostsvc's); 0 for a state read from conductord's archive.
+	HeaderReadRev = "Conductor-Read-Rev"
 )

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
@@ -91,20 +92,40 @@ func (c *Conductor) serveArchive() error {
 
 // get fills r, the answer to a request for job id's archived state.
 func (a *archiver) get(id string, r *nats.Msg) {
-	state, ok, err := a.store.Get(id)
+	state, ok, err := a.lookup(id)
 	switch {
 	case err != nil:
-		a.c.log.Warn("read the archive", "job", fmt.Sprintf("%.100q", id), "err", err)
 		r.Header.Set(names.HeaderStatus, "503")
 		r.Header.Set(names.HeaderNATSDescription, err.Error())
 	case ok:
 		r.Data = state
-	case !a.caughtUp.Load():
-		r.Header.Set(names.HeaderStatus, "503")
-		r.Header.Set(names.HeaderNATSDescription, "the archive is taking the job ends that waited for conductord; try again")
 	default:
 		r.Header.Set(names.HeaderStatus, "404")
 	}
+}
+
+// lookup returns job id's archived state; ok false if the archive has
+// none, an error if it cannot tell (yet).
+func (a *archiver) lookup(id string) (state []byte, ok bool, err error) {
+	state, ok, err = a.store.Get(id)
+	switch {
+	case err != nil:
+		a.c.log.Warn("read the archive", "job", fmt.Sprintf("%.100q", id), "err", err)
+		return nil, false, err
+	case ok:
+		return state, true, nil
+	case !a.caughtUp.Load():
+		return nil, false, errors.New("the archive is taking the job ends that waited for conductord; try again")
+	}
+	return nil, false, nil
+}
+
+// archived is lookup of c's archive, if it has one.
+func (c *Conductor) archived(id string) ([]byte, bool, error) {
+	if c.archive == nil {
+		return nil, false, nil
+	}
+	return c.archive.lookup(id)
 }
 
 // put archives the final states of ends.

@@ -256,7 +256,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	}
 	c.hostsvc = hostsvc.NewServer(hostsvc.Config{
 		Conn: c.nc, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
-		Admit: c.admitHost, Made: c.madeForHost, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
+		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
 	})
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.

@@ -122,7 +122,12 @@ func (g *grant) host(cr auth.Credential) {
 		}
 	}
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
-	g.readStates()
+	// Its types' states it reads through conductord (ReadAs), not the
+	// bucket, keyed by id alone; workerd opens the bucket all the same.
+	g.pub(subject.JSAPI("STREAM.INFO", subject.KVStream(sp.StateBucket())))
+	for _, t := range types(cr.Types) {
+		g.pub(sp.ReadAs(cr.ID, t))
+	}
 }
 
 // operator steers: pool commands, events, logs, heartbeats, jobs of every

@@ -36,14 +36,14 @@ func TestRoles_AnswersGoToInboxesOnly(t *testing.T) {
 	victim, err := rootc.Submit(t.Context(), "other", 1) // queued: no host serves other
 	require.NoError(t, err)
 
-	// A host asks the archive, naming the job stream's purge and the
+	// A host reads a state, naming the job stream's purge and the
 	// state bucket's deletion as where to answer.
 	h1, _ := rc.connectAs(t, "h1")
 	for _, reply := range []string{"$JS.API.STREAM.PURGE.conductor-default-jobs", "$JS.API.STREAM.DELETE.KV_conductor-default-state"} {
-		require.NoError(t, h1.PublishMsg(&nats.Msg{Subject: "conductor.default.archive.get", Reply: reply, Data: []byte("no-such-job")}))
+		require.NoError(t, h1.PublishMsg(&nats.Msg{Subject: "conductor.default.as.h1.read.squares", Reply: reply, Data: []byte("no-such-job")}))
 	}
-	// The archive answers in order: once it answers this, it has seen those.
-	_, err = h1.Request("conductor.default.archive.get", []byte("no-such-job"), 10*time.Second)
+	// The reads are answered once taken: once this one is, those were seen.
+	_, err = h1.Request("conductor.default.as.h1.read.squares", []byte("no-such-job"), 10*time.Second)
 	require.NoError(t, err)
 
 	// A submitter names the victim's cancel key, and another credential's
@@ -105,8 +105,9 @@ func TestRoles_HostEndsOnlyItsTypes(t *testing.T) {
 	require.NoError(t, err)
 	// The ends are taken in order: once the honest one is archived, the
 	// forged ones were seen.
+	root, _ := rc.connectAs(t, "root")
 	archived := func(id string) bool {
-		r, err := h1.Request("conductor.default.archive.get", []byte(id), 5*time.Second)
+		r, err := root.Request("conductor.default.archive.get", []byte(id), 5*time.Second)
 		return err == nil && r.Header.Get(names.HeaderStatus) == "" && len(r.Data) > 0
 	}
 	require.Eventually(t, func() bool { return archived(honest) }, 20*time.Second, 20*time.Millisecond)
@@ -191,6 +192,39 @@ func TestRoles_HostWritesItsTypesStatesOnly(t *testing.T) {
 	j, err := rootc.Job(t.Context(), id)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusQueued, j.Status, "the other type's job is untouched")
+}
+
+// TestRoles_HostReadsItsTypesStatesOnly: a state is keyed by the job's id
+// alone; a host reads through conductord, which answers with its types'
+// states only: a job of another type, whose id it knows, is refused, in
+// the bucket and in the archive alike, with the result nowhere in the
+// answer.
+func TestRoles_HostReadsItsTypesStatesOnly(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	root, _ := rc.connectAs(t, "root")
+	rootc, err := client.New(root, client.Config{})
+	require.NoError(t, err)
+	other, err := rootc.Submit(t.Context(), "other", "secret-payload")
+	require.NoError(t, err)
+	mine, err := rootc.Submit(t.Context(), "squares", 3)
+	require.NoError(t, err)
+	h1, _ := rc.connectAs(t, "h1")
+	sp, _ := subject.New("default")
+	svc := hostsvc.NewCaller(h1, sp)
+
+	data, rev, err := svc.Read(t.Context(), "squares", mine)
+	require.NoError(t, err)
+	require.NotZero(t, rev)
+	require.Contains(t, string(data), mine)
+	_, _, err = svc.Read(t.Context(), "squares", other)
+	require.ErrorContains(t, err, "not a job of type squares")
+	require.NotContains(t, err.Error(), "secret-payload")
+	data, _, err = svc.Read(t.Context(), "squares", "no-such-job")
+	require.NoError(t, err)
+	require.Nil(t, data, "no state")
+	_, _, err = svc.Read(t.Context(), "squares", "a*b")
+	require.ErrorContains(t, err, "job id")
 }
 
 // TestRoles_HostReissued: a host credential issued again (a new secret)

@@ -324,6 +324,13 @@ func TestRoles_NATS(t *testing.T) {
 			"JS.conductor.API.$KV.conductor-default-state." + j.ID,
 			"JS.conductor.API.$KV.conductor-default-dead." + j.ID,
 			"conductor.default.as.h1.store.other", // another type's states
+			// a state read from the bucket or the archive, by id alone
+			// (conductord reads its types' for it: ReadAs)
+			"JS.conductor.API.DIRECT.GET.KV_conductor-default-state.$KV.conductor-default-state." + j.ID,
+			"JS.conductor.API.STREAM.MSG.GET.KV_conductor-default-state",
+			"conductor.default.archive.get",
+			"conductor.default.as.h1.read.other", // another type's states
+			"conductor.default.as.h2.read.squares",
 		} {
 			unseenPub(t, rc, "h1", subj)
 		}
