@@ -54,11 +54,12 @@ func (c *cancels) has(id string) bool {
 	return ok
 }
 
-// add records a cancel made at t, forgets those past the TTL, and
-// reports whether id is new.
-func (c *cancels) add(id string, t time.Time) bool {
+// add records a cancel made at t, conductord holding it for ttl (the
+// cancel bucket's), forgets those past it, and reports whether id is new.
+func (c *cancels) add(id string, t time.Time, ttl time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.ttl = ttl
 	_, known := c.ids[id]
 	c.ids[id] = t
 	if c.ttl > 0 && time.Since(c.pruned) >= pruneEvery {
@@ -88,11 +89,7 @@ func (a *Agent) watchCancels(ctx context.Context) {
 type cancelRecorder struct{ a *Agent }
 
 func (r cancelRecorder) Cancelled(id string, ttl time.Duration) {
-	c := r.a.cancels
-	c.mu.Lock()
-	c.ttl = ttl
-	c.mu.Unlock()
-	if !c.add(id, time.Now()) {
+	if !r.a.cancels.add(id, time.Now(), ttl) {
 		return
 	}
 	for _, p := range r.a.poolList() {

@@ -2,6 +2,7 @@ package hostsvc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -66,10 +67,8 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusForbidden, errorBody(fmt.Errorf("job %s is not a job of type %s: refused", key, typ)))
 		return
 	}
-	r := nats.NewMsg(m.Reply)
-	r.Header.Set(names.HeaderStatus, strconv.Itoa(http.StatusOK))
+	r := NewAnswer(m.Reply, http.StatusOK, json.RawMessage(data))
 	r.Header.Set(wire.HeaderReadRev, strconv.FormatUint(rev, 10))
-	r.Data = data
 	if err := s.cfg.Conn.PublishMsg(r); err != nil {
 		s.cfg.Log.Warn("answer a host", "err", err)
 	}

@@ -290,16 +290,24 @@ func errorBody(err error) map[string]string { return map[string]string{"error": 
 // answer sends body, with its status, to m's reply subject, which the
 // caller has checked.
 func (s *Server) answer(m *nats.Msg, code int, body any) {
-	r := nats.NewMsg(m.Reply)
+	if err := s.cfg.Conn.PublishMsg(NewAnswer(m.Reply, code, body)); err != nil {
+		s.cfg.Log.Warn("answer a host", "err", err)
+	}
+}
+
+// NewAnswer returns the answer of one of conductord's services to a
+// request whose reply subject is reply: its status code in the
+// Conductor-Status header, and body, as it is if json.RawMessage, else
+// encoded as JSON.
+func NewAnswer(reply string, code int, body any) *nats.Msg {
+	r := nats.NewMsg(reply)
 	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
 	if raw, ok := body.(json.RawMessage); ok {
 		r.Data = raw
 	} else {
 		r.Data, _ = json.Marshal(body)
 	}
-	if err := s.cfg.Conn.PublishMsg(r); err != nil {
-		s.cfg.Log.Warn("answer a host", "err", err)
-	}
+	return r
 }
 
 // Stopped is closed once the server has stopped after a Start.

@@ -1,15 +1,13 @@
 package conductor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/client"
 )
@@ -72,10 +70,7 @@ func (c *Conductor) readJobAs(id, jobID string) (int, any) {
 // answer sends answer, with its status, to m's reply subject, which the
 // caller has checked.
 func (c *Conductor) answer(m *nats.Msg, code int, answer any) {
-	r := nats.NewMsg(m.Reply)
-	r.Header.Set(names.HeaderStatus, strconv.Itoa(code))
-	r.Data, _ = json.Marshal(answer)
-	if err := c.nc.PublishMsg(r); err != nil {
+	if err := c.nc.PublishMsg(hostsvc.NewAnswer(m.Reply, code, answer)); err != nil {
 		c.log.Warn("answer a request", "err", err)
 	}
 }
