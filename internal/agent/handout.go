@@ -97,11 +97,13 @@ func (o *handout) peek(n int) (held int, first []*nats.Msg) {
 }
 
 // tryTake returns the first job at hand if its payload is at most
-// maxPayload bytes (< 0: any), else nil.
+// maxPayload bytes (< 0: any), else nil. A job to be queued behind
+// another (maxPayload >= 0) is not one delivered before (see
+// source.TryNext).
 func (o *handout) tryTake(maxPayload int) *nats.Msg {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.ready) == 0 || (maxPayload >= 0 && len(o.ready[0].Data) > maxPayload) {
+	if len(o.ready) == 0 || (maxPayload >= 0 && (len(o.ready[0].Data) > maxPayload || deliveredBefore(o.ready[0]))) {
 		return nil
 	}
 	m := o.ready[0]
@@ -225,4 +227,10 @@ func (o *handout) drain() []*nats.Msg {
 	left := o.ready
 	o.ready = nil
 	return left
+}
+
+// deliveredBefore reports whether m was delivered before.
+func deliveredBefore(m *nats.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && md.NumDelivered > 1
 }

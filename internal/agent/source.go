@@ -199,7 +199,14 @@ func (s *source) close() {
 // maxMsgsBuffer bounds the deliveries buffered for the fetcher: 512 KiB.
 const maxMsgsBuffer = 16 << 10
 
-// TryNext implements broker.ReadySource.
+// TryNext implements broker.ReadySource. A job delivered before is not
+// queued behind a running one (maxPayload >= 0): a worker that holds its
+// answers back while it runs queued jobs (the Go SDK does) and crashes
+// loses them, so that workerd takes the crash for the job it saw running
+// and the one that crashed it for one that never started, which would
+// then come again uncounted, for ever if it always crashes its worker.
+// Once delivered again, it runs on a worker of its own, where its crash
+// is its own.
 func (s *source) TryNext(maxPayload int) (*broker.Job, bool) {
 	for {
 		m := s.out.tryTake(maxPayload)

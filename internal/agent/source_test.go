@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -77,6 +78,28 @@ func TestSource_NextDeliversAtOnce(t *testing.T) {
 		require.Equal(t, string([]byte{'0' + byte(i)}), string(job.Payload))
 		src.Done(job, broker.Outcome{Result: []byte("1"), Ended: time.Now()})
 	}
+}
+
+// TestHandout_RedeliveryNotQueuedBehindAnother: a job that reached a
+// worker queued behind another, whose worker crashed before its answers
+// were written, came back as never started; delivered again, it is not
+// queued behind a running job (a take with a payload bound), only handed
+// to an idle worker, so that if it crashes its worker again the crash is
+// its own.
+func TestHandout_RedeliveryNotQueuedBehindAnother(t *testing.T) {
+	t.Parallel()
+	o := newHandout(func(*nats.Msg) int { return 0 })
+	ack := func(delivered int) string {
+		return fmt.Sprintf("$JS.ACK.conductor-default-jobs.pool-sq.%d.7.7.1700000000000000000.0", delivered)
+	}
+	sub := new(nats.Subscription) // a message's metadata is read only of one delivered
+	first := &nats.Msg{Subject: "conductor.default.jobs.sq", Reply: ack(1), Data: []byte("1"), Sub: sub}
+	again := &nats.Msg{Subject: "conductor.default.jobs.sq", Reply: ack(2), Data: []byte("2"), Sub: sub}
+	require.True(t, o.deliver(first))
+	require.True(t, o.deliver(again))
+	require.Same(t, first, o.tryTake(4096), "a first delivery is queued behind another")
+	require.Nil(t, o.tryTake(4096), "a job delivered before is queued behind another")
+	require.Same(t, again, o.tryTake(-1), "an idle worker takes it")
 }
 
 // publish queues n jobs with payloads 0..n-1.
