@@ -30,10 +30,16 @@ const maxMaking = 64
 
 // Config is a Server's.
 type Config struct {
-	Conn  *nats.Conn          // conductord's own: it makes the consumers and publishes the feed
-	JS    jetstream.JetStream // on Conn
-	Space subject.Space
-	Log   *slog.Logger
+	Conn *nats.Conn          // conductord's own: it makes the consumers and publishes the feed
+	JS   jetstream.JetStream // on Conn
+	// StoreConn, if set, is the connection the store reads and writes on:
+	// a connection of its own, so that what the hosts' requests read (job
+	// messages, states) is never queued behind, nor held up, conductord's
+	// other traffic, nor gets its connection cut as a slow consumer.
+	// Conn if nil.
+	StoreConn *nats.Conn
+	Space     subject.Space
+	Log       *slog.Logger
 	// Admit checks that credential id (empty for a host without one) may
 	// have the consumers of job type typ; an error refuses the request
 	// with its message, 403 if it wraps ErrForbidden, else 400. Nil admits

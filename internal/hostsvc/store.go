@@ -94,6 +94,7 @@ func (r *revTypes) moved(rev, next uint64, t revType) {
 // storer is the Server's store: its handles on the buckets.
 type storer struct {
 	js     jetstream.JetStream
+	nc     *nats.Conn // js's
 	sp     subject.Space
 	states jetstream.KeyValue
 	stream jetstream.Stream // the state bucket's
@@ -108,11 +109,15 @@ func (s *Server) openStore(ctx context.Context) error {
 	// A JetStream context of the store's own: its writes in flight are
 	// the workers' requests' (storeWorkers of wire.MaxStoreItems at
 	// most), not held up by conductord's other async publishes.
-	js, err := jetstream.New(s.cfg.Conn, jetstream.WithPublishAsyncMaxPending(storeWorkers*wire.MaxStoreItems))
+	nc := s.cfg.StoreConn
+	if nc == nil {
+		nc = s.cfg.Conn
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(storeWorkers*wire.MaxStoreItems))
 	if err != nil {
 		return fmt.Errorf("hostsvc: %w", err)
 	}
-	st := &storer{js: js, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, items: rates{every: itemRate, burst: itemBurst},
+	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, items: rates{every: itemRate, burst: itemBurst},
 		reads: rates{every: readRate, burst: readRate}}
 	if st.jobs, err = st.js.Stream(ctx, st.sp.JobStream()); err != nil {
 		return fmt.Errorf("hostsvc: the job stream: %w", err)
@@ -184,13 +189,14 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 	// The checks first, their reads (each a round trip) at once, up to
 	// checkParallel; then the writes, in order.
 	checks := make([]error, len(items))
+	proved := st.prove(ctx, typ, items, reads)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, checkParallel)
 	for i, it := range items {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			checks[i] = st.check(ctx, typ, it, reads)
+			checks[i] = st.check(ctx, typ, it, reads, proved)
 		})
 	}
 	wg.Wait()
@@ -263,7 +269,7 @@ func (st *storer) create(ctx context.Context, it wire.StoreItem) wire.StoreResul
 
 // check makes sure it is a write of a job of type typ; a conflict if the
 // state it expects is gone.
-func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
+func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget, proved *proofs) error {
 	if err := subject.Token("job id", it.Key); err != nil {
 		return err
 	}
@@ -289,7 +295,7 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 	case it.Rev != 0:
 		return st.checkReplaced(ctx, typ, it, reads)
 	default:
-		return st.checkJob(ctx, typ, it, reads)
+		return st.checkJob(ctx, typ, it, reads, proved)
 	}
 	return nil
 }
@@ -306,16 +312,19 @@ type readBudget struct {
 const checkParallel = 32
 
 // read takes one of a request's reads, or says why it may not.
-func read(b *readBudget) error {
+func read(b *readBudget) error { return readN(b, 1) }
+
+// readN takes n of a request's reads, or says why it may not.
+func readN(b *readBudget, n int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.left <= 0 {
+	if b.left < n {
 		return fmt.Errorf("more than %d reads of the stream in one request: refused; send fewer writes at once", maxReads)
 	}
-	if !b.rate.Allow() {
+	if !b.rate.AllowN(time.Now(), n) {
 		return fmt.Errorf("more than %d reads of the stream a second for this credential: refused; retry later", readRate)
 	}
-	b.left--
+	b.left -= n
 	return nil
 }
 
@@ -325,24 +334,37 @@ func read(b *readBudget) error {
 // job. Without it, a host could take the id of another type's job that
 // has no state (yet, or any more): an idempotent id (anyone can compute
 // it), or one whose final state went to the archive.
-func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
+func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget, proved *proofs) error {
 	if it.Seq == 0 {
 		return fmt.Errorf("a first state of job %s names no job message: refused", it.Key)
 	}
-	if err := read(reads); err != nil {
-		return err
+	if ref, found := proved.has(it.Seq); found {
+		if ref.id != it.Key {
+			return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
+		}
+		return nil
 	}
-	m, err := st.jobs.GetMsg(ctx, it.Seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("job message %d is gone: a first state of job %s refused", it.Seq, it.Key)
+	// Read by the subjects of typ only, normal then high and low: a
+	// message of another type is never read (its payload, up to the
+	// server's largest, would be read for nothing).
+	for _, subj := range []string{st.sp.Job(typ), st.sp.Job(typ) + ".*"} {
+		if err := read(reads); err != nil {
+			return err
+		}
+		m, err := st.jobs.GetMsg(ctx, it.Seq, jetstream.WithGetMsgSubject(subj))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			return fmt.Errorf("read the job's message: %w", err)
+		case m.Sequence != it.Seq:
+			continue // the next of typ past it: the one at it.Seq is not
+		case wire.MessageJobID(m.Header, it.Seq) != it.Key:
+			return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
+		}
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("read the job's message: %w", err)
-	}
-	if t, _ := st.sp.ParseJob(m.Subject); t != typ || wire.MessageJobID(m.Header, it.Seq) != it.Key {
-		return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
-	}
-	return nil
+	return fmt.Errorf("job message %d is not a job of type %s, or is gone: a first state of job %s refused", it.Seq, typ, it.Key)
 }
 
 // errGone is the error of a write whose expected state is gone: the key
@@ -373,7 +395,7 @@ func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreIt
 	}
 	if len(m.Data) == 0 {
 		// A deleted state, or a marker: as if there were none.
-		return st.checkJob(ctx, typ, it, reads)
+		return st.checkJob(ctx, typ, it, reads, nil)
 	}
 	if was, err := readHead(m.Data); err != nil || was.Type != typ {
 		return fmt.Errorf("revision %d is a state of job %s of another type: refused", it.Rev, it.Key)

@@ -70,6 +70,7 @@ type Conductor struct {
 	http      *httpServer       // the HTTP API; nil without Config.HTTPListen
 	watch     startstop.Service // reads the credentials file again when it changes
 	hostsvc   *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
+	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
 	types     *jobTypes         // the job types queued, bounded
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
@@ -254,8 +255,14 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveJobReads(); err != nil {
 		return err
 	}
+	if c.ns != nil {
+		// The hosts' store on a connection of its own (hostsvc.Config).
+		if c.storeNC, err = c.connectInProcess("conductord-store"); err != nil {
+			return fmt.Errorf("conductor: connect the hosts' store: %w", err)
+		}
+	}
 	c.hostsvc = hostsvc.NewServer(hostsvc.Config{
-		Conn: c.nc, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
+		Conn: c.nc, StoreConn: c.storeNC, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
 		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
 	})
 	// Start returns once the server has the subscriptions: a submission
@@ -337,6 +344,9 @@ func (c *Conductor) shutdown() {
 	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the storage guard
 	if c.archive != nil {
 		c.archive.close()
+	}
+	if c.storeNC != nil {
+		c.storeNC.Close() // the store stopped with hostsvc
 	}
 	if c.nc != nil {
 		// Drain is asynchronous; the closed handler tells when it is over.
