@@ -41,15 +41,21 @@ type states struct {
 // conductord's archive, with revision 0. A value that is not a job state
 // is an error, and so is an archive that cannot be asked.
 func (s *states) read(ctx context.Context, id string) (*wire.Job, uint64, error) {
+	j, _, rev, err := s.readData(ctx, id)
+	return j, rev, err
+}
+
+// readData is read, with the state as stored.
+func (s *states) readData(ctx context.Context, id string) (*wire.Job, []byte, uint64, error) {
 	data, rev, err := s.lookup(ctx, id)
 	if err != nil || data == nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	var j wire.Job
 	if err := json.Unmarshal(data, &j); err != nil {
-		return nil, 0, fmt.Errorf("state of job %s is not a job state: %w", id, err)
+		return nil, nil, 0, fmt.Errorf("state of job %s is not a job state: %w", id, err)
 	}
-	return &j, rev, nil
+	return &j, data, rev, nil
 }
 
 // lookup returns the stored state of job id and its revision: from the
@@ -348,7 +354,7 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 	for range 6 {
 		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if conflict {
-			now, nowRev, err := s.read(wctx, st.ID)
+			now, nowData, nowRev, err := s.readData(wctx, st.ID)
 			if err != nil {
 				cancel()
 				s.log.Warn("read a job state changed since it was read; retrying", "pool", s.typ, "job", st.ID, "err", err)
@@ -361,7 +367,8 @@ func (s *states) store(ctx context.Context, f *finishJob, conflict bool) (v fenc
 			v, next := fence(now, nowRev, st, h.holder)
 			if v == fenceStored {
 				cancel()
-				*st, f.data = *next, encodeState(next, make([]byte, 0, len(f.data)))
+				// Its end as stored: what the ends announce must be.
+				*st, f.data = *next, nowData
 				return fenceWrite, true
 			}
 			if v != fenceWrite {

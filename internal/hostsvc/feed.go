@@ -46,6 +46,8 @@ type feed struct {
 	loaded bool              // every id stored when the watch began is held
 	ttl    time.Duration
 	pages  map[uint64]json.RawMessage // pages encoded, by after; cleared by a change
+	// pagesBytes are the bytes of pages, at most maxPagesCached.
+	pagesBytes int
 }
 
 type heldID struct {
@@ -175,11 +177,20 @@ func (f *feed) pageJSON(after uint64) (json.RawMessage, bool) {
 	}
 	b, _ := json.Marshal(p)
 	if f.pages == nil {
-		f.pages = map[uint64]json.RawMessage{}
+		f.pages, f.pagesBytes = map[uint64]json.RawMessage{}, 0
 	}
-	f.pages[after] = b
+	if f.pagesBytes+len(b) <= maxPagesCached {
+		// Past the bound (a host asking past every number), encoded for
+		// each request rather than kept.
+		f.pages[after] = b
+		f.pagesBytes += len(b)
+	}
 	return b, true
 }
+
+// maxPagesCached bounds the bytes of the pages kept encoded: four whole
+// pages.
+const maxPagesCached = 4 * pageBytes
 
 // page returns the ids numbered past after, false until the ids stored
 // before the watch began are held.

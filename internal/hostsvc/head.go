@@ -28,19 +28,27 @@ func readHead(data []byte) (head, error) {
 	if data = bytes.TrimSpace(data); len(data) == 0 || data[0] != '{' {
 		return h, fmt.Errorf("not a job's state: not a JSON object")
 	}
-	if k := repeatedKey(data); k != "" {
+	k, n := repeatedKey(data)
+	if n > maxStateKeys {
+		return h, fmt.Errorf("not a job's state: more than %d keys: refused", maxStateKeys)
+	}
+	if k != "" {
 		return h, fmt.Errorf("not a job's state: key %q twice (or twice but for case): refused", k)
 	}
 	return h, nil
 }
+
+// maxStateKeys bounds the keys of a state: a job's has some twenty.
+const maxStateKeys = 64
 
 // manyKeys is past how many keys repeatedKey compares them through a map
 // rather than each with each.
 const manyKeys = 32
 
 // repeatedKey returns a key of the JSON object obj (valid JSON: the
-// decoder has read it) that is there twice but for case, or "".
-func repeatedKey(obj []byte) string {
+// decoder has read it) that is there twice but for case, or "", and how
+// many keys it read: past maxStateKeys, it stops reading.
+func repeatedKey(obj []byte) (string, int) {
 	var keys [][]byte
 	depth, key := 0, false
 	for i := 0; i < len(obj); i++ {
@@ -55,7 +63,9 @@ func repeatedKey(obj []byte) string {
 		case '"':
 			end := stringEnd(obj, i)
 			if key {
-				keys = append(keys, obj[i:end])
+				if keys = append(keys, obj[i:end]); len(keys) > maxStateKeys {
+					return "", len(keys)
+				}
 				key = false
 			}
 			i = end - 1
@@ -66,20 +76,20 @@ func repeatedKey(obj []byte) string {
 		for _, k := range keys {
 			s := fold(k)
 			if _, dup := seen[s]; dup {
-				return unquote(k)
+				return unquote(k), len(keys)
 			}
 			seen[s] = struct{}{}
 		}
-		return ""
+		return "", len(keys)
 	}
 	for i, k := range keys {
 		for _, l := range keys[:i] {
 			if bytes.EqualFold(k, l) || (bytes.IndexByte(k, '\\') >= 0 || bytes.IndexByte(l, '\\') >= 0) && fold(k) == fold(l) {
-				return unquote(k)
+				return unquote(k), len(keys)
 			}
 		}
 	}
-	return ""
+	return "", len(keys)
 }
 
 // stringEnd returns the index past the JSON string that starts at obj[i].

@@ -38,6 +38,7 @@ func TestReadHead(t *testing.T) {
 		{data: manyKeysJSON(40, "k7"), err: `key "k7" twice`},
 		{data: manyKeysJSON(40, "K39"), err: `key "K39" twice`},
 		{data: manyKeysJSON(40, ""), want: head{ID: "j"}},
+		{data: manyKeysJSON(70, ""), err: "more than 64 keys"},
 	} {
 		h, err := readHead([]byte(tc.data))
 		if tc.err != "" {

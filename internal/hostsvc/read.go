@@ -52,6 +52,10 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
+	if !s.enter() {
+		return // stopping: unanswered, the host asks again
+	}
+	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
 	data, rev, err := s.lookup(ctx, key)

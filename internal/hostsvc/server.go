@@ -72,7 +72,9 @@ type Server struct {
 	// refusals spaces the log lines of refused writes, per credential.
 	refusals rates
 	subs     []*nats.Subscription
-	wg       sync.WaitGroup // the requests' goroutines, if Config.Go is nil
+	queue    *fairQueue     // the store's requests waiting, by credential
+	workers  sync.WaitGroup // the store's workers
+	wg       sync.WaitGroup // the requests' goroutines, if Config.Go is nil, and the store's and reads' requests being served
 
 	mu       sync.Mutex
 	stopping bool // Stop began: no request's work starts
@@ -87,6 +89,7 @@ func NewServer(cfg Config) *Server {
 		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
 		pages: rates{every: pageRate, burst: pageBurst}, asks: rates{every: consumerRate, burst: consumerBurst},
 		refusals: rates{every: 1, burst: 5}, readReqs: rates{every: readReqRate, burst: readReqRate},
+		queue: newFairQueue(),
 	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
@@ -99,7 +102,7 @@ func NewServer(cfg Config) *Server {
 // returns once the server has the subscriptions.
 func (s *Server) Start(ctx context.Context) error {
 	sp := s.cfg.Space
-	if err := s.openStore(ctx); err != nil {
+	if err := s.Open(ctx); err != nil {
 		return err
 	}
 	for subj, h := range map[string]nats.MsgHandler{
@@ -113,16 +116,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.subs = append(s.subs, sub)
 	}
+	sub, err := s.cfg.Conn.QueueSubscribe(sp.StoreAs("*", "*"), "conductord-store", s.queueStore)
+	if err == nil {
+		s.subs = append(s.subs, sub)
+		err = sub.SetPendingLimits(storePending, storePendingBytes)
+	}
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("hostsvc: subscribe to the store requests: %w", err)
+	}
 	for range storeWorkers {
-		sub, err := s.cfg.Conn.QueueSubscribe(sp.StoreAs("*", "*"), "conductord-store", s.storeReq)
-		if err == nil {
-			s.subs = append(s.subs, sub)
-			err = sub.SetPendingLimits(storePending, storePendingBytes)
-		}
-		if err != nil {
-			s.Stop()
-			return fmt.Errorf("hostsvc: subscribe to the store requests: %w", err)
-		}
+		s.workers.Go(s.storeWorker)
 	}
 	for range readWorkers {
 		sub, err := s.cfg.Conn.QueueSubscribe(sp.ReadAs("*", "*"), "conductord-read", s.readReq)
@@ -142,6 +146,15 @@ func (s *Server) Start(ctx context.Context) error {
 	return s.feed.Start(ctx)
 }
 
+// Open opens the store's buckets, for CheckEnd before Start; Start opens
+// them if Open was not called.
+func (s *Server) Open(ctx context.Context) error {
+	if s.store != nil {
+		return nil
+	}
+	return s.openStore(ctx)
+}
+
 // Stop ends the subscriptions and the feed, and waits for the requests
 // being served on the Server's goroutines (Config.Go's wait for their
 // owner).
@@ -153,8 +166,24 @@ func (s *Server) Stop() {
 		_ = sub.Unsubscribe()
 	}
 	s.subs = nil
+	s.queue.close()
+	s.workers.Wait()
 	s.wg.Wait()
+	// The answers given are with the server before Stop returns.
+	_ = s.cfg.Conn.FlushTimeout(time.Second)
 	s.feed.Stop()
+}
+
+// enter counts a request served on a subscription's goroutine in wg,
+// which Stop waits for, unless Stop has begun (false: it is not served).
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // serve runs f as Config.Go does, unless Stop has begun.

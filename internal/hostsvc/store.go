@@ -29,12 +29,10 @@ import (
 // or set any other header; the compare-and-set of the revision is the
 // store's, as when a host wrote itself.
 
-// The store requests are served by storeWorkers subscriptions of a queue
-// group, each on its own goroutine, one request at a time: the requests
-// waiting are the subscriptions' pending ones, bounded by
-// storePending messages and storePendingBytes each; past them the
-// server drops requests for this connection (a slow consumer), and their
-// hosts, unanswered, write those states again one by one.
+// The store's requests are served by storeWorkers workers, in turn by
+// credential (queue.go); storePending requests and storePendingBytes wait
+// at most, past which the server drops requests for the subscription (a
+// slow consumer), and their hosts, unanswered, write those states again.
 const (
 	storeWorkers      = 8
 	storePending      = 1024
@@ -50,6 +48,10 @@ const (
 const (
 	itemRate  = 50_000
 	itemBurst = 50_000
+	// bytes a second, each credential: a burst holds the largest request
+	// twice (the server's largest message, 8 MiB).
+	byteRate  = 64 << 20
+	byteBurst = 16 << 20
 	maxReads  = 512
 	readRate  = 20_000 // a second, each credential
 )
@@ -69,7 +71,12 @@ type revTypes struct {
 	max int
 }
 
-type revType struct{ key, typ string }
+// revType is what the store knows of a state it wrote: its job, type and
+// whether it is final.
+type revType struct {
+	key, typ string
+	final    bool
+}
 
 const maxRevTypes = 1 << 18
 
@@ -101,8 +108,10 @@ type storer struct {
 	dead   jetstream.KeyValue
 	jobs   jetstream.Stream // the job stream: a job's message shows its type
 	known  revTypes
-	items  rates // each credential's items a second
-	reads  rates // each credential's reads of the stream a second
+	finals *finals // the final states written, for the ends (ends.go)
+	items  rates   // each credential's items a second
+	bytes  rates   // each credential's bytes a second
+	reads  rates   // each credential's reads of the stream a second
 }
 
 func (s *Server) openStore(ctx context.Context) error {
@@ -117,7 +126,8 @@ func (s *Server) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hostsvc: %w", err)
 	}
-	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, items: rates{every: itemRate, burst: itemBurst},
+	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, finals: newFinals(), items: rates{every: itemRate, burst: itemBurst},
+		bytes: rates{every: byteRate, burst: byteBurst},
 		reads: rates{every: readRate, burst: readRate}}
 	if st.jobs, err = st.js.Stream(ctx, st.sp.JobStream()); err != nil {
 		return fmt.Errorf("hostsvc: the job stream: %w", err)
@@ -135,11 +145,8 @@ func (s *Server) openStore(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) storeReq(m *nats.Msg) {
-	id, ok := s.caller(m)
-	if !ok {
-		return
-	}
+// storeReq serves m, a store request of credential id (fairQueue).
+func (s *Server) storeReq(id string, m *nats.Msg) {
 	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	if err := subject.Token("job type", typ); err != nil {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
@@ -154,13 +161,10 @@ func (s *Server) storeReq(m *nats.Msg) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
-	s.mu.Lock()
-	stopping := s.stopping
-	s.mu.Unlock()
-	if stopping {
-		s.answer(m, http.StatusServiceUnavailable, errorBody(errors.New("conductord is stopping")))
-		return
+	if !s.enter() {
+		return // stopping: unanswered, the host writes again
 	}
+	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
 	results := s.store.write(ctx, id, typ, items)
@@ -189,6 +193,7 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 	// The checks first, their reads (each a round trip) at once, up to
 	// checkParallel; then the writes, in order.
 	checks := make([]error, len(items))
+	heads := make([]head, len(items))
 	proved := st.prove(ctx, typ, items, reads)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, checkParallel)
@@ -196,7 +201,7 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			checks[i] = st.check(ctx, typ, it, reads, proved)
+			heads[i], checks[i] = st.check(ctx, typ, it, reads, proved)
 		})
 	}
 	wg.Wait()
@@ -248,7 +253,11 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 			results[i] = failed(fmt.Errorf("no answer from the store within %v", storeWait))
 		}
 		if results[i].Rev != 0 {
-			st.known.moved(it.Rev, results[i].Rev, revType{key: it.Key, typ: typ})
+			final := wire.Status(heads[i].Status).Final()
+			st.known.moved(it.Rev, results[i].Rev, revType{key: it.Key, typ: typ, final: final})
+			if final {
+				st.finals.put(it.Key, it.Data)
+			}
 		}
 	}
 	return results
@@ -269,35 +278,35 @@ func (st *storer) create(ctx context.Context, it wire.StoreItem) wire.StoreResul
 
 // check makes sure it is a write of a job of type typ; a conflict if the
 // state it expects is gone.
-func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget, proved *proofs) error {
+func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget, proved *proofs) (head, error) {
 	if err := subject.Token("job id", it.Key); err != nil {
-		return err
+		return head{}, err
 	}
 	state, err := readHead(it.Data)
 	if err != nil {
-		return err
+		return state, err
 	}
 	if state.ID != it.Key || state.Type != typ {
-		return fmt.Errorf("the state of job %q of type %q, written as job %q of type %q: refused", state.ID, state.Type, it.Key, typ)
+		return state, fmt.Errorf("the state of job %q of type %q, written as job %q of type %q: refused", state.ID, state.Type, it.Key, typ)
 	}
 	switch {
 	case it.Op == wire.StoreDead:
 		if err := read(reads); err != nil {
-			return err
+			return state, err
 		}
 		cur, err := st.states.Get(ctx, it.Key)
 		if err != nil {
-			return fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
+			return state, fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
 		}
 		if was, err := readHead(cur.Value()); err != nil || was.Type != typ || was.Status != string(wire.StatusDead) {
-			return fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
+			return state, fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
 		}
 	case it.Rev != 0:
-		return st.checkReplaced(ctx, typ, it, reads)
+		return state, st.checkReplaced(ctx, typ, it, reads)
 	default:
-		return st.checkJob(ctx, typ, it, reads, proved)
+		return state, st.checkJob(ctx, typ, it, reads, proved)
 	}
-	return nil
+	return state, nil
 }
 
 // readBudget is what a request may read of the stream: at most maxReads,
@@ -372,13 +381,18 @@ func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, r
 var errGone = errors.New("the state at the revision expected is gone")
 
 // checkReplaced makes sure the state at it.Rev is job it.Key's, of type
-// typ (or a deleted one).
+// typ (or a deleted one), and, if it is final, that it.Data ends the job
+// alike (the same status, result and error): a final state is never
+// replaced by another end; a host records a superseded attempt in its
+// history only (docs/reliability.md).
 func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreItem, reads *readBudget) error {
 	if t, ok := st.known.get(it.Rev); ok {
 		if t.key != it.Key || t.typ != typ {
 			return fmt.Errorf("revision %d is not a state of job %s of type %s: refused", it.Rev, it.Key, typ)
 		}
-		return nil
+		if !t.final {
+			return nil
+		}
 	}
 	if err := read(reads); err != nil {
 		return err
@@ -397,8 +411,12 @@ func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreIt
 		// A deleted state, or a marker: as if there were none.
 		return st.checkJob(ctx, typ, it, reads, nil)
 	}
-	if was, err := readHead(m.Data); err != nil || was.Type != typ {
+	was, err := readHead(m.Data)
+	if err != nil || was.Type != typ {
 		return fmt.Errorf("revision %d is a state of job %s of another type: refused", it.Rev, it.Key)
+	}
+	if wire.Status(was.Status).Final() && !sameEnd(m.Data, it.Data) {
+		return fmt.Errorf("job %s has ended (%s): a state that ends it otherwise refused", it.Key, was.Status)
 	}
 	return nil
 }

@@ -248,14 +248,39 @@ func (s Space) JobEnds(typ string) string { return s.prefix() + ".ends." + typ }
 // AllJobEnds matches JobEnds of every type.
 func (s Space) AllJobEnds() string { return s.prefix() + ".ends.*" }
 
-// JobEndsTypeOf returns the job type of a subject built by JobEnds, or ""
-// if it is not one, or its type is not a valid token.
+// EndsAs is the subject the ends of job type typ a host on credential id
+// publishes (on JobEnds, in its own account) come to conductord on: its
+// account's import names the credential, so that conductord knows whose
+// they are.
+func (s Space) EndsAs(id, typ string) string { return s.prefix() + ".as." + id + ".ends." + typ }
+
+// AllEndsAs matches EndsAs of every credential and type.
+func (s Space) AllEndsAs() string { return s.prefix() + ".as.*.ends.*" }
+
+// JobEndsTypeOf returns the job type of a subject built by JobEnds or
+// EndsAs, or "" if it is not one, or its type is not a valid token.
 func (s Space) JobEndsTypeOf(subj string) string {
-	typ, ok := strings.CutPrefix(subj, s.prefix()+".ends.")
-	if !ok || Token("job type", typ) != nil {
-		return ""
-	}
+	_, typ := s.ParseEnds(subj)
 	return typ
+}
+
+// ParseEnds returns the credential id ("" for JobEnds) and the job type of
+// a subject built by JobEnds or EndsAs; "", "" if it is neither.
+func (s Space) ParseEnds(subj string) (id, typ string) {
+	typ, ok := strings.CutPrefix(subj, s.prefix()+".ends.")
+	if !ok {
+		var rest string
+		if id, rest = s.ParseAs(subj); id == "" {
+			return "", ""
+		}
+		if typ, ok = strings.CutPrefix(rest, "ends."); !ok {
+			return "", ""
+		}
+	}
+	if Token("job type", typ) != nil {
+		return "", ""
+	}
+	return id, typ
 }
 
 // Host is the subject host announces its heartbeat on.

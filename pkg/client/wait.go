@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -121,11 +122,16 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 			c.onWaiting(id)
 		}
 		select {
-		case j := <-ch:
-			if j != nil {
-				return j, nil
+		case ended := <-ch:
+			// Only a host of the job's type may publish its events: one
+			// of another type's (a host of that type forging the end of a
+			// job it cannot take) is read from the store instead.
+			if ended != nil && j != nil && ended.Type == j.Type {
+				return ended, nil
 			}
-			// Ended (see JobEnded): the read above finds it so.
+			// Ended (see JobEnded), or an event not trusted: the read
+			// above finds it so, or not.
+			ch = c.renewWaiter(id, ch)
 		case <-ctx.Done():
 			return j, ctx.Err()
 		case <-tick.C:
@@ -182,9 +188,20 @@ func (c *Client) removeWaiter(id string, ch chan *Job) {
 	c.waiters[id] = ws
 }
 
+// renewWaiter registers ch again for job id, whose event took it off:
+// the wait goes on.
+func (c *Client) renewWaiter(id string, ch chan *Job) chan *Job {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Contains(c.waiters[id], ch) {
+		c.waiters[id] = append(c.waiters[id], ch)
+	}
+	return ch
+}
+
 // jobEvent hands a final job event to the job's waiters.
 func (c *Client) jobEvent(m *nats.Msg) {
-	_, status, ok := c.space.ParseJobEvent(m.Subject)
+	typ, status, ok := c.space.ParseJobEvent(m.Subject)
 	if !ok || !Status(status).Final() {
 		return
 	}
@@ -196,12 +213,15 @@ func (c *Client) jobEvent(m *nats.Msg) {
 	if len(ws) == 0 {
 		return
 	}
-	var j Job
-	if err := json.Unmarshal(m.Data, &j); err != nil {
-		return // the waiters' recheck reads the stored state instead
+	// An event is a hint: its body is the job's state only if it says so
+	// (its job, its subject's type and status); else the waits read the
+	// stored state (nil).
+	var j *Job
+	if err := json.Unmarshal(m.Data, &j); err != nil || j == nil || j.ID != id || j.Type != typ || string(j.Status) != status {
+		j = nil
 	}
 	for _, w := range ws {
-		w <- &j
+		w <- j
 	}
 }
 

@@ -73,7 +73,15 @@ type batchEnds struct {
 
 	mu      sync.Mutex
 	batches map[string]*batchCount
+	// foreignN counts the batches held foreign, at most maxForeign: a
+	// host's ends name batches as they like.
+	foreignN int
 }
+
+// maxForeign bounds the batches with no record held (batchCount.foreign);
+// past it, one found without a record is forgotten at once (its next end
+// has it checked again).
+const maxForeign = 10_000
 
 func newBatchEnds(kv jetstream.KeyValue, cl *client.Client, nc *nats.Conn, space subject.Space, log *slog.Logger, stall time.Duration) *batchEnds {
 	e := &batchEnds{kv: kv, client: cl, nc: nc, space: space, log: log, stall: stall, batches: map[string]*batchCount{}}
@@ -153,6 +161,14 @@ func (e *batchEnds) settle(id string, total, ended int) {
 func (e *batchEnds) forget(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.dropLocked(id)
+}
+
+// dropLocked drops batch id, counting it out of the foreign ones.
+func (e *batchEnds) dropLocked(id string) {
+	if b := e.batches[id]; b != nil && !b.foreign.IsZero() {
+		e.foreignN--
+	}
 	delete(e.batches, id)
 }
 
@@ -160,7 +176,15 @@ func (e *batchEnds) forget(id string) {
 func (e *batchEnds) foreign(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.get(id).foreign = time.Now()
+	b := e.get(id)
+	if b.foreign.IsZero() {
+		if e.foreignN >= maxForeign {
+			delete(e.batches, id)
+			return
+		}
+		e.foreignN++
+	}
+	b.foreign = time.Now()
 }
 
 // take returns the batches due for a check.
@@ -171,7 +195,7 @@ func (e *batchEnds) take() []string {
 	for id, b := range e.batches {
 		if !b.foreign.IsZero() {
 			if time.Since(b.foreign) > foreignFor {
-				delete(e.batches, id)
+				e.dropLocked(id)
 			}
 			continue
 		}

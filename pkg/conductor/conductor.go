@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/startstop"
@@ -71,7 +72,9 @@ type Conductor struct {
 	watch     startstop.Service // reads the credentials file again when it changes
 	hostsvc   *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
 	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
-	types     *jobTypes         // the job types queued, bounded
+	// endRefusals spaces the log lines of hosts' ends refused.
+	endRefusals *rate.Limiter
+	types       *jobTypes // the job types queued, bounded
 
 	// onEnds, if set, is called once jobEnds has handled a message, with
 	// the ids of the jobs whose end it passed to the client: a test
@@ -152,6 +155,7 @@ func New(cfg Config) (*Conductor, error) {
 	return &Conductor{
 		cfg: cfg, space: space, log: cfg.Logger, access: access, tls: tlsConfig,
 		closing: closing, beginClose: beginClose, ncClosed: make(chan struct{}),
+		endRefusals: rate.NewLimiter(1, 5),
 	}, nil
 }
 
@@ -246,15 +250,6 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.strays, err = newStrayRepair(ctx, c); err != nil {
 		return err
 	}
-	if c.ends, err = newEndsTaker(ctx, c); err != nil {
-		return err
-	}
-	if err := c.serveSubmits(c.closing); err != nil {
-		return err
-	}
-	if err := c.serveJobReads(); err != nil {
-		return err
-	}
 	if c.ns != nil {
 		// The hosts' store on a connection of its own (hostsvc.Config).
 		if c.storeNC, err = c.connectInProcess("conductord-store"); err != nil {
@@ -265,6 +260,19 @@ func (c *Conductor) start(ctx context.Context) error {
 		Conn: c.nc, StoreConn: c.storeNC, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
 		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
 	})
+	// Its store first: the ends taker checks the hosts' ends with it.
+	if err := c.hostsvc.Open(ctx); err != nil {
+		return err
+	}
+	if c.ends, err = newEndsTaker(ctx, c); err != nil {
+		return err
+	}
+	if err := c.serveSubmits(c.closing); err != nil {
+		return err
+	}
+	if err := c.serveJobReads(); err != nil {
+		return err
+	}
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.
 	if err := c.nc.Flush(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/archive"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/jsonfast"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -244,7 +245,16 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 	if md, err := m.Metadata(); err == nil {
 		h.seq = md.Sequence.Stream
 	}
-	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
+	ends, ok, err := e.c.decodeEnds(m.Subject(), m.Data())
+	if err != nil {
+		// A host's final states could not be checked (the store could not
+		// be read): taken again later, not dropped.
+		e.c.log.Warn("check a host's job ends; trying again in a while", "err", err)
+		if err := m.NakWithDelay(archiveRetry); err != nil {
+			e.c.log.Warn("put back job ends not checked; they come back when their lease ends", "err", err)
+		}
+		return h, false
+	}
 	if ok && ends.Again {
 		ends = e.c.unknownEnds(ends)
 	}
@@ -332,18 +342,23 @@ func (c *Conductor) unknownEnds(ends wire.Ends) wire.Ends {
 }
 
 // decodeEnds reads the ends of a burst of attempts; unreadable ends, and
-// ends whose type is not their subject's, are logged and ignored.
-func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
+// ends whose type is not their subject's, are logged and ignored. The
+// final states in the ends of a host on a credential of its own
+// (subject.EndsAs) must be ones the store holds (hostsvc.CheckEnd): those
+// that are not are logged and dropped; an error is a store that could
+// not be read, the ends to be taken again later.
+func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool, error) {
+	cred, typ := c.space.ParseEnds(subj)
 	ends, err := wire.DecodeEnds(data)
-	if err == nil && (ends.Type == "" || ends.Type != c.space.JobEndsTypeOf(subj)) {
-		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, c.space.JobEndsTypeOf(subj))
+	if err == nil && (ends.Type == "" || ends.Type != typ) {
+		err = fmt.Errorf("type %q on the subject of type %q", ends.Type, typ)
 	}
 	if err != nil {
 		c.log.Warn("ignoring unreadable job ends", "subject", subj, "err", err)
 		if c.onEnds != nil {
 			c.onEnds(nil)
 		}
-		return ends, false
+		return ends, false, nil
 	}
 	// An end no job could have (an id that is no job id, a state too
 	// large to keep) is dropped, the rest kept: one bad end must not hold
@@ -354,7 +369,17 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 			c.log.Warn("ignoring a job end no job could have", "subject", subj, "job", fmt.Sprintf("%.100q", e.ID), "state_bytes", len(e.State))
 			continue
 		}
-		if len(e.State) > 0 && !stateOf(e.State, e.ID, ends.Type) {
+		if cred != "" && (e.Status.Final() || len(e.State) > 0) {
+			if err := c.checkHostEnd(typ, e); err != nil {
+				if !errors.Is(err, hostsvc.ErrNotStored) {
+					return ends, false, err
+				}
+				if c.endRefusals.Allow() {
+					c.log.Warn("ignoring a host's job end whose state is not the one stored", "credential", cred, "job", e.ID, "err", err)
+				}
+				continue
+			}
+		} else if len(e.State) > 0 && !stateOf(e.State, e.ID, ends.Type) {
 			// A host may end jobs of its types only: a state of another
 			// job, or of another type, is not archived.
 			c.log.Warn("ignoring a job end whose state is another job's or another type's", "subject", subj, "job", e.ID)
@@ -363,7 +388,19 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 		kept = append(kept, e)
 	}
 	ends.Jobs = kept
-	return ends, true
+	return ends, true, nil
+}
+
+// checkHostEnd checks the end e of a job of type typ that a host on a
+// credential of its own announced: a final one carries a state the store
+// holds, and only a final one carries a state.
+func (c *Conductor) checkHostEnd(typ string, e wire.End) error {
+	if !e.Status.Final() || len(e.State) == 0 {
+		return fmt.Errorf("%w: a %q end of job %s with %d bytes of state", hostsvc.ErrNotStored, e.Status, e.ID, len(e.State))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.hostsvc.CheckEnd(ctx, typ, e.ID, e.State)
 }
 
 // stateOf reports whether state is that of job id of type typ: workerd

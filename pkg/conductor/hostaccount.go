@@ -156,11 +156,16 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 	g.host(cr)
 	var ims []serviceImport
 	for _, s := range g.pubs {
-		from := s
+		from, to := s, s
 		if api, ok := strings.CutPrefix(s, "$JS.API."); ok {
 			from = auth.HostAPIPrefix + "." + api
 		}
-		ims = append(ims, serviceImport{from, s})
+		if _, typ := sp.ParseEnds(s); typ != "" || s == sp.AllJobEnds() {
+			// Its ends come to conductord under its name (EndsAs), which
+			// checks the final states they carry.
+			to = sp.EndsAs(cr.ID, s[strings.LastIndexByte(s, '.')+1:])
+		}
+		ims = append(ims, serviceImport{from, to})
 		if strings.HasPrefix(s, "$KV.") {
 			ims = append(ims, serviceImport{auth.HostAPIPrefix + "." + s, s})
 		}

@@ -137,7 +137,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.space.EndsStream(),
 		Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
-		Subjects:    []string{c.space.AllJobEnds()},
+		Subjects:    []string{c.space.AllJobEnds(), c.space.AllEndsAs()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     storage,
 		// Kept while conductord is away, but not for ever.

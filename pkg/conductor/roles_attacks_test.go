@@ -83,12 +83,13 @@ func TestRoles_AnswersGoToInboxesOnly(t *testing.T) {
 }
 
 // TestRoles_HostEndsOnlyItsTypes: a host's end of a job of another type,
-// or carrying another job's state, is not archived.
+// carrying another job's state, or a state the store never wrote, is not
+// archived; a job it ran is.
 func TestRoles_HostEndsOnlyItsTypes(t *testing.T) {
 	t.Parallel()
 	rc := startRoleCluster(t)
 	h1, e := rc.connectAs(t, "h1")
-	victim, honest := uuid.NewString(), uuid.NewString()
+	victim, forged := uuid.NewString(), uuid.NewString()
 	state := func(id, typ string) string {
 		return `{"id":"` + id + `","type":"` + typ + `","status":"succeeded","attempts":1,"result":"forged","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}`
 	}
@@ -97,21 +98,29 @@ func TestRoles_HostEndsOnlyItsTypes(t *testing.T) {
 	}
 	js, err := jetstream.New(h1)
 	require.NoError(t, err)
-	_, err = js.Publish(t.Context(), "conductor.default.ends.squares", end(victim, state(victim, "other")))
-	require.NoError(t, err)
-	_, err = js.Publish(t.Context(), "conductor.default.ends.squares", end(victim, state(honest, "squares")))
-	require.NoError(t, err)
-	_, err = js.Publish(t.Context(), "conductor.default.ends.squares", end(honest, state(honest, "squares")))
-	require.NoError(t, err)
-	// The ends are taken in order: once the honest one is archived, the
-	// forged ones were seen.
+	for _, data := range [][]byte{
+		end(victim, state(victim, "other")),   // another type's
+		end(victim, state(forged, "squares")), // another job's
+		end(forged, state(forged, "squares")), // never stored
+	} {
+		_, err = js.Publish(t.Context(), "conductor.default.ends.squares", data)
+		require.NoError(t, err)
+	}
+	// A job h1 runs: its end comes after those, and the ends are taken
+	// in order: once it is archived, the forged ones were seen.
+	startHost(t, rc, "h1", "squares")
 	root, _ := rc.connectAs(t, "root")
+	rootc, err := client.New(root, client.Config{})
+	require.NoError(t, err)
+	honest, err := rootc.Submit(t.Context(), "squares", 3)
+	require.NoError(t, err)
 	archived := func(id string) bool {
 		r, err := root.Request("conductor.default.archive.get", []byte(id), 5*time.Second)
 		return err == nil && r.Header.Get(names.HeaderStatus) == "" && len(r.Data) > 0
 	}
 	require.Eventually(t, func() bool { return archived(honest) }, 20*time.Second, 20*time.Millisecond)
 	require.False(t, archived(victim), "a host of squares archived another type's state, or another job's")
+	require.False(t, archived(forged), "a host archived a state the store never wrote")
 	require.Empty(t, e.list)
 }
 
