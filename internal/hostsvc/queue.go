@@ -49,8 +49,11 @@ func (q *fairQueue) put(id string, m *nats.Msg) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	c := q.byCred[id]
-	if q.closed || c != nil && (len(c.msgs) >= credPending || c.bytes+len(m.Data) > credPendingBytes) ||
-		q.pending+len(m.Data) > storePendingBytes {
+	n, bytes := 0, 0
+	if c != nil {
+		n, bytes = len(c.msgs), c.bytes
+	}
+	if q.closed || n >= credPending || bytes+len(m.Data) > credPendingBytes || q.pending+len(m.Data) > storePendingBytes {
 		return false
 	}
 	select {
