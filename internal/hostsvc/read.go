@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,12 +37,11 @@ func (s *Server) readReq(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	key := string(m.Data)
-	if err := subject.Token("job type", typ); err != nil {
-		s.answer(m, http.StatusBadRequest, errorBody(err))
+	typ, ok := s.requestType(m)
+	if !ok {
 		return
 	}
+	key := string(m.Data)
 	if err := subject.Token("job id", key); err != nil {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return

@@ -186,6 +186,17 @@ func (s *Server) enter() bool {
 	return true
 }
 
+// requestType returns the job type a request's subject ends with; if it
+// is not a valid type, m is answered 400 and ok is false.
+func (s *Server) requestType(m *nats.Msg) (typ string, ok bool) {
+	typ = m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	if err := subject.Token("job type", typ); err != nil {
+		s.answer(m, http.StatusBadRequest, errorBody(err))
+		return "", false
+	}
+	return typ, true
+}
+
 // serve runs f as Config.Go does, unless Stop has begun.
 func (s *Server) serve(f func()) bool {
 	s.mu.Lock()
@@ -212,9 +223,8 @@ func (s *Server) consumers(m *nats.Msg) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
-	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if err := subject.Token("job type", typ); err != nil {
-		s.answer(m, http.StatusBadRequest, errorBody(err))
+	typ, ok := s.requestType(m)
+	if !ok {
 		return
 	}
 	var req wire.ConsumersRequest

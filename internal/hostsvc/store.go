@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -147,9 +146,8 @@ func (s *Server) openStore(ctx context.Context) error {
 
 // storeReq serves m, a store request of credential id (fairQueue).
 func (s *Server) storeReq(id string, m *nats.Msg) {
-	typ := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	if err := subject.Token("job type", typ); err != nil {
-		s.answer(m, http.StatusBadRequest, errorBody(err))
+	typ, ok := s.requestType(m)
+	if !ok {
 		return
 	}
 	items, err := wire.ParseStoreBatch(m.Data)
