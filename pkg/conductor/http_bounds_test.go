@@ -45,6 +45,7 @@ func TestHTTP_StreamsAndBatchReadsBounded(t *testing.T) {
 
 	// A batch whose body comes slowly holds the one batch slot.
 	pr, pw := io.Pipe()
+	t.Cleanup(func() { _ = pw.Close() }) // ends the slow batch if the test fails first: the server's Close waits for it
 	slow := make(chan *http.Response, 1)
 	go func() {
 		resp, err := http.Post(srv.URL+"/v1/batches/squares", "application/x-ndjson", pr)
