@@ -26,3 +26,18 @@ func PendingHostAnswers(c *Conductor) int {
 	}
 	return srv.GlobalAccount().NumPendingAllResponses()
 }
+
+// Reconnects is how many times c's own NATS connection has reconnected
+// (a test signal).
+func Reconnects(c *Conductor) uint64 { return c.nc.Stats().Reconnects }
+
+// BatchesHeld is how many batches c's batch watcher holds.
+func BatchesHeld(c *Conductor) int {
+	c.batchEnds.mu.Lock()
+	defer c.batchEnds.mu.Unlock()
+	return len(c.batchEnds.batches)
+}
+
+// StoreInBytes is how many bytes the connection of c's store (hostsvc's
+// own) has received.
+func StoreInBytes(c *Conductor) uint64 { return c.storeNC.Stats().InBytes }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
@@ -41,4 +42,43 @@ func TestRoles_HostTakesNoIdOfAnotherType(t *testing.T) {
 	require.False(t, squatted, "h1 (squares) created a state under another type's job id")
 	require.Equal(t, "other", j.Type)
 	require.Equal(t, client.StatusQueued, j.Status)
+}
+
+// TestHostsvc_FinalStateNotRewritten: a squares job is cancelled by an
+// admin (conductord writes its final state, "cancelled"). h1, a host of
+// squares that never took the job, learns the state's revision (a small
+// stream sequence, guessable) and asks conductord's store to write, at
+// that revision, "succeeded" with a result of its choosing. No write
+// replaces a final state (docs/reliability.md), whoever the writer: the
+// store refuses it, and the job still reads "cancelled".
+func TestHostsvc_FinalStateNotRewritten(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	root, _ := rc.connectAs(t, "root")
+	rootc, err := client.New(root, client.Config{})
+	require.NoError(t, err)
+	id, err := rootc.Submit(t.Context(), "squares", 7)
+	require.NoError(t, err)
+	_, err = rootc.Cancel(t.Context(), id)
+	require.NoError(t, err)
+	j, err := rootc.Job(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusCancelled, j.Status)
+
+	sp, _ := subject.New("default")
+	rjs, err := jetstream.New(root)
+	require.NoError(t, err)
+	kv, err := rjs.KeyValue(t.Context(), sp.StateBucket())
+	require.NoError(t, err)
+	e, err := kv.Get(t.Context(), id)
+	require.NoError(t, err)
+
+	h1, _ := rc.connectAs(t, "h1")
+	forged, _ := json.Marshal(map[string]any{"id": id, "type": "squares", "status": "succeeded", "attempts": 1, "result": 666})
+	_, err = hostsvc.NewCaller(h1, sp).Store(t.Context(), "squares", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: e.Revision(), Data: forged})
+	require.ErrorContains(t, err, "has ended", "h1 replaced the final (cancelled) state of a job it never held")
+	j, err = rootc.Job(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusCancelled, j.Status)
+	require.Empty(t, j.Result)
 }
