@@ -80,6 +80,9 @@ func (q *fairQueue) take() (string, *nats.Msg, bool) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.closed {
+		return "", nil, false // the requests still waiting are dropped
+	}
 	id := q.turn[0]
 	c := q.byCred[id]
 	m := c.msgs[0]

@@ -39,4 +39,6 @@ func TestFairQueue(t *testing.T) {
 
 	q.close()
 	require.False(t, q.put("h2", msg("x")), "closed")
+	_, _, ok := q.take()
+	require.False(t, ok, "the requests waiting are dropped once closed")
 }
