@@ -18,7 +18,7 @@ import (
 const reviewEndsAttack = 400
 
 // TestReview2_ForgedEndsStallTheEndsTaker: a host of squares publishes
-// one small ends message (some 40 KB) whose ends each name a job of
+// one small ends message (some 60 KB) whose ends each name a job of
 // another type with a large final state (1 MiB, a result of that type's
 // host) and carry a made-up "squares" state of that id. CheckEnd finds
 // no such final in finals and reads the job's whole state from the
