@@ -1,37 +1,46 @@
 package hostsvc
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"hash/maphash"
 	"sync"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // Ends: a host announces the final states it stored in its ends, which
-// conductord archives (and serves once they leave the bucket). A host on
-// a credential of its own publishes them under its name (subject.EndsAs),
-// and each final state it carries must be one the store holds for that
-// job: one the store wrote for it (remembered in finals), or, forgotten
-// (a restart, a full memory), one that ends the job as the state in the
-// bucket does (the same status, result and error: a later write may
-// have recorded a superseded attempt in its history since). So no host
-// archives a state the store would not have taken: of another type's
-// job, or a job's end it never stored.
+// conductord counts, and archived before, to serve them once they leave
+// the bucket. A host on a credential of its own publishes them under its
+// name (subject.EndsAs), and no state in them is taken on its word: the
+// store archives each final state as it writes it (Config.Archive), and
+// remembers it (finals), so that an end carrying it is known for the
+// host's, and one that does not is counted but not believed (Ended). No
+// read of the store is made for an end: a host's ends cost conductord
+// what they weigh.
+
+// FinalState is a final state the store wrote, for Config.Archive.
+type FinalState struct {
+	ID    string
+	State []byte
+
+	typ    string
+	status wire.Status
+}
 
 // finals remembers the final states the store wrote, a few each job, by a
-// hash of their bytes. It forgets the older half when full.
+// hash of their bytes, and whether each was archived. It forgets the
+// older half when full.
 type finals struct {
 	mu       sync.Mutex
 	seed     maphash.Seed
-	cur, old map[string][]uint64
+	cur, old map[string][]final
 	max      int
+}
+
+type final struct {
+	hash     uint64
+	archived bool
+	typ      string
+	dead     bool
 }
 
 // maxFinals bounds the jobs finals remembers; finalsEach, the states of
@@ -42,84 +51,61 @@ const (
 )
 
 func newFinals() *finals {
-	return &finals{seed: maphash.MakeSeed(), cur: map[string][]uint64{}, max: maxFinals}
+	return &finals{seed: maphash.MakeSeed(), cur: map[string][]final{}, max: maxFinals}
 }
 
-func (f *finals) put(id string, data []byte) {
+func (f *finals) put(id, typ string, status wire.Status, data []byte, archived bool) {
 	h := maphash.Bytes(f.seed, data)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.cur) >= f.max/2 {
-		f.old, f.cur = f.cur, make(map[string][]uint64, len(f.cur))
+		f.old, f.cur = f.cur, make(map[string][]final, len(f.cur))
 	}
-	hs := f.cur[id]
-	if len(hs) >= finalsEach {
-		hs = hs[1:]
+	fs := f.cur[id]
+	if len(fs) >= finalsEach {
+		fs = fs[1:]
 	}
-	f.cur[id] = append(hs, h)
+	f.cur[id] = append(fs, final{hash: h, archived: archived, typ: typ, dead: status == wire.StatusDead})
 }
 
-func (f *finals) has(id string, data []byte) bool {
+// deadOf reports whether the last final state the store wrote for job id
+// is a dead one of type typ.
+func (f *finals) deadOf(id, typ string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fs := f.cur[id]
+	if len(fs) == 0 {
+		fs = f.old[id]
+	}
+	return len(fs) > 0 && fs[len(fs)-1].dead && fs[len(fs)-1].typ == typ
+}
+
+// get returns what finals knows of data, a state of job id.
+func (f *finals) get(id string, data []byte) (final, bool) {
 	h := maphash.Bytes(f.seed, data)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, hs := range [][]uint64{f.cur[id], f.old[id]} {
-		for _, x := range hs {
-			if x == h {
-				return true
+	for _, fs := range [][]final{f.cur[id], f.old[id]} {
+		for _, x := range fs {
+			if x.hash == h {
+				return x, true
 			}
 		}
 	}
-	return false
+	return final{}, false
 }
 
-// ErrNotStored is wrapped by CheckEnd's errors: the end is not one the
-// store holds.
-var ErrNotStored = errors.New("not a final state the store holds")
-
-// CheckEnd checks the final state, state, that a host on a credential of
-// its own announced in its ends of job type typ for job id: a state of
-// that job and type, final, and one the store holds (above). An error
-// wrapping ErrNotStored refuses it; another says the store could not be
-// read.
-func (s *Server) CheckEnd(ctx context.Context, typ, id string, state []byte) error {
+// Ended tells what to make of the final state, state, that a host on a
+// credential of its own announced in its ends of job type typ for job
+// id: ok if it is one the store wrote for that job (then the end is the
+// host's), and whether the store archived it then. A state the store does
+// not know (forged, or written before conductord last started and
+// archived then) is not to be archived, nor its batch believed.
+func (s *Server) Ended(typ, id string, state []byte) (archived, ok bool) {
 	h, err := readHead(state)
-	switch {
-	case err != nil:
-		return fmt.Errorf("%w: %w", ErrNotStored, err)
-	case h.ID != id || h.Type != typ:
-		return fmt.Errorf("%w: the state of job %q of type %q in an end of job %q of type %q", ErrNotStored, h.ID, h.Type, id, typ)
-	case !wire.Status(h.Status).Final():
-		return fmt.Errorf("%w: a %q state in the end of job %s", ErrNotStored, h.Status, id)
-	case s.store.finals.has(id, state):
-		return nil
+	if err != nil || h.ID != id || h.Type != typ || !wire.Status(h.Status).Final() {
+		return false, false
 	}
-	e, err := s.store.states.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("%w: job %s has no state", ErrNotStored, id)
-	}
-	if err != nil {
-		return fmt.Errorf("read job %s's state: %w", id, err)
-	}
-	if !sameEnd(e.Value(), state) {
-		return fmt.Errorf("%w: job %s's end is not its stored state's", ErrNotStored, id)
-	}
-	return nil
-}
-
-// sameEnd reports whether the job states a and b end a job alike: the
-// same job and type, final, with the same status, result and error.
-func sameEnd(a, b []byte) bool {
-	var x, y struct {
-		ID     string          `json:"id"`
-		Type   string          `json:"type"`
-		Status wire.Status     `json:"status"`
-		Result json.RawMessage `json:"result"`
-		Error  string          `json:"error"`
-	}
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	return x.Status.Final() && x.ID == y.ID && x.Type == y.Type && x.Status == y.Status &&
-		x.Error == y.Error && bytes.Equal(x.Result, y.Result)
+	f, ok := s.store.finals.get(id, state)
+	return f.archived, ok
 }

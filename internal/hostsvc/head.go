@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // head is what the store checks of a job's state.
@@ -115,4 +117,21 @@ func unquote(k []byte) string {
 // fold returns the JSON string k decoded, folded for case.
 func fold(k []byte) string {
 	return strings.ToLower(strings.ToUpper(unquote(k)))
+}
+
+// sameEnd reports whether the job states a and b end a job alike: the
+// same job and type, final, with the same status, result and error.
+func sameEnd(a, b []byte) bool {
+	var x, y struct {
+		ID     string          `json:"id"`
+		Type   string          `json:"type"`
+		Status wire.Status     `json:"status"`
+		Result json.RawMessage `json:"result"`
+		Error  string          `json:"error"`
+	}
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return x.Status.Final() && x.ID == y.ID && x.Type == y.Type && x.Status == y.Status &&
+		x.Error == y.Error && bytes.Equal(x.Result, y.Result)
 }

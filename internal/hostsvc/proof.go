@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -51,39 +53,53 @@ func (p *proofs) has(seq uint64) (jobRef, bool) {
 }
 
 // prove reads in one batch the job messages that items' first states
-// name, if they are near enough one another; nil if it did not (the
-// checks then read them one by one). Its reads count within reads, one
-// for each message proved.
+// name, if they are near enough one another, of normal priority, then
+// those it did not find, of high and low; nil if it read none (the checks
+// then read them one by one). Each batch counts as one read within
+// reads.
 func (st *storer) prove(ctx context.Context, typ string, items []wire.StoreItem, reads *readBudget) *proofs {
-	var lo, hi uint64
-	n := 0
+	var seqs []uint64
 	for _, it := range items {
-		if it.Op == wire.StoreDead || it.Rev != 0 || it.Seq == 0 {
-			continue
+		if it.Op != wire.StoreDead && it.Rev == 0 && it.Seq != 0 {
+			seqs = append(seqs, it.Seq)
 		}
-		if n == 0 || it.Seq < lo {
-			lo = it.Seq
+	}
+	var p *proofs
+	for _, subj := range []string{st.sp.Job(typ), st.sp.Job(typ) + ".*"} {
+		lo, hi, ok := dense(seqs)
+		if !ok || read(reads) != nil {
+			break
 		}
-		hi = max(hi, it.Seq)
-		n++
-	}
-	span := hi - lo + 1
-	if n < 2 || span > maxProofSpan || span > uint64(proofDensity*n) {
-		return nil
-	}
-	if readN(reads, n) != nil {
-		return nil
-	}
-	p, err := st.readRange(ctx, st.sp.Job(typ), lo, hi)
-	if err != nil {
-		return nil // each read again, and refused there if it must be
+		found, err := st.readRange(ctx, typ, subj, lo, hi)
+		if err != nil {
+			break // each read again, and refused there if it must be
+		}
+		if p == nil {
+			p = found
+		} else {
+			maps.Copy(p.refs, found.refs)
+		}
+		seqs = slices.DeleteFunc(seqs, func(seq uint64) bool { _, ok := found.refs[seq]; return ok })
 	}
 	return p
 }
 
-// readRange reads the job messages on subj from lo through hi in one
-// batched direct get.
-func (st *storer) readRange(ctx context.Context, subj string, lo, hi uint64) (*proofs, error) {
+// dense returns the range seqs span, and whether one batched read of it
+// is worth it: two sequences at least, within maxProofSpan, at least one
+// in proofDensity of the range.
+func dense(seqs []uint64) (lo, hi uint64, ok bool) {
+	if len(seqs) < 2 {
+		return 0, 0, false
+	}
+	lo, hi = slices.Min(seqs), slices.Max(seqs)
+	span := hi - lo + 1
+	return lo, hi, span <= maxProofSpan && span <= uint64(proofDensity*len(seqs))
+}
+
+// readRange reads the job messages of type typ on subj (its normal
+// priority's subject, or its others') from lo through hi in one batched
+// direct get.
+func (st *storer) readRange(ctx context.Context, typ, subj string, lo, hi uint64) (*proofs, error) {
 	n := int(hi - lo + 1)
 	inbox := st.nc.NewInbox()
 	answers := make(chan *nats.Msg, n+1) // the messages, then the end of the batch
@@ -119,8 +135,8 @@ func (st *storer) readRange(ctx context.Context, subj string, lo, hi uint64) (*p
 			if err != nil || seq < lo || seq <= last {
 				return nil, errors.New("read the job messages: an answer out of order")
 			}
-			if typ, _ := st.sp.ParseJob(m.Header.Get(jsSubject)); seq <= hi && m.Header.Get(jsSubject) == subj {
-				p.refs[seq] = jobRef{typ: typ, id: wire.MessageJobID(m.Header, seq)}
+			if t, _ := st.sp.ParseJob(m.Header.Get(jsSubject)); seq <= hi && t == typ {
+				p.refs[seq] = jobRef{typ: t, id: wire.MessageJobID(m.Header, seq)}
 			}
 			last = seq
 		case <-ctx.Done():

@@ -65,6 +65,12 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusNotFound, errorBody(fmt.Errorf("job %s has no state", key)))
 		return
 	}
+	if !s.store.bytes.allowN(id, len(data)) {
+		// What a host makes conductord read, of its states or another
+		// type's, counts in its rate of bytes.
+		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
+		return
+	}
 	if h, err := readHead(data); err != nil || h.Type != typ {
 		s.answer(m, http.StatusForbidden, errorBody(fmt.Errorf("job %s is not a job of type %s: refused", key, typ)))
 		return

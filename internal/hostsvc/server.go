@@ -51,6 +51,10 @@ type Config struct {
 	// the archive has none; an error if it cannot tell): what a host's
 	// read of a job that has no state in the bucket is answered.
 	Archived func(id string) (state []byte, ok bool, err error)
+	// Archive, if set, keeps the final states the store writes for the
+	// hosts, as it writes them (conductord's archive); an error leaves
+	// them to be archived from the hosts' ends.
+	Archive func([]FinalState) error
 	// Go runs a request's work off the subscription's goroutine and
 	// reports whether it did (false: the server is stopping, and the
 	// request is refused). Nil runs it on a goroutine of the Server's,

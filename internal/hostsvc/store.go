@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -108,9 +109,12 @@ type storer struct {
 	jobs   jetstream.Stream // the job stream: a job's message shows its type
 	known  revTypes
 	finals *finals // the final states written, for the ends (ends.go)
-	items  rates   // each credential's items a second
-	bytes  rates   // each credential's bytes a second
-	reads  rates   // each credential's reads of the stream a second
+	// archive is Config.Archive; log, Config.Log.
+	archive func([]FinalState) error
+	log     *slog.Logger
+	items   rates // each credential's items a second
+	bytes   rates // each credential's bytes a second
+	reads   rates // each credential's reads of the stream a second
 }
 
 func (s *Server) openStore(ctx context.Context) error {
@@ -126,7 +130,7 @@ func (s *Server) openStore(ctx context.Context) error {
 		return fmt.Errorf("hostsvc: %w", err)
 	}
 	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, finals: newFinals(), items: rates{every: itemRate, burst: itemBurst},
-		bytes: rates{every: byteRate, burst: byteBurst},
+		bytes: rates{every: byteRate, burst: byteBurst}, archive: s.cfg.Archive, log: s.cfg.Log,
 		reads: rates{every: readRate, burst: readRate}}
 	if st.jobs, err = st.js.Stream(ctx, st.sp.JobStream()); err != nil {
 		return fmt.Errorf("hostsvc: the job stream: %w", err)
@@ -187,7 +191,7 @@ func (s *Server) storeReq(id string, m *nats.Msg) {
 func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreItem) []wire.StoreResult {
 	results := make([]wire.StoreResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
-	reads := &readBudget{left: maxReads, rate: st.reads.limiter(id)}
+	reads := &readBudget{left: maxReads, rate: st.reads.limiter(id), bytes: st.bytes.limiter(id)}
 	// The checks first, their reads (each a round trip) at once, up to
 	// checkParallel; then the writes, in order.
 	checks := make([]error, len(items))
@@ -233,6 +237,7 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 			results[i].Rev = rev
 		}
 	}
+	var ended []FinalState
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -254,11 +259,33 @@ func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreI
 			final := wire.Status(heads[i].Status).Final()
 			st.known.moved(it.Rev, results[i].Rev, revType{key: it.Key, typ: typ, final: final})
 			if final {
-				st.finals.put(it.Key, it.Data)
+				ended = append(ended, FinalState{ID: it.Key, State: it.Data, typ: typ, status: wire.Status(heads[i].Status)})
 			}
 		}
 	}
+	st.ended(ended)
 	return results
+}
+
+// ended archives the final states written, ended, and remembers them,
+// for the ends that will carry them (ends.go). Archived here, a state is
+// kept whenever its end comes, or if it never does; one the archive
+// refused is archived from its end.
+func (st *storer) ended(ended []FinalState) {
+	if len(ended) == 0 {
+		return
+	}
+	archived := false
+	if st.archive != nil {
+		if err := st.archive(ended); err != nil {
+			st.log.Warn("archive the final states a host stored; archived from its ends instead", "states", len(ended), "err", err)
+		} else {
+			archived = true
+		}
+	}
+	for _, f := range ended {
+		st.finals.put(f.ID, f.typ, f.status, f.State, archived)
+	}
 }
 
 // create writes it past the key's deleted state, as KeyValue.Create does.
@@ -289,12 +316,23 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 	}
 	switch {
 	case it.Op == wire.StoreDead:
+		if st.finals.deadOf(it.Key, typ) {
+			return state, nil // its dead state, written through the store
+		}
+		// Else (written before conductord last started) read, a few a
+		// request: the key's state may be another type's, of any size.
+		if err := readDead(reads); err != nil {
+			return state, err
+		}
 		if err := read(reads); err != nil {
 			return state, err
 		}
 		cur, err := st.states.Get(ctx, it.Key)
 		if err != nil {
 			return state, fmt.Errorf("job %s has no state to index as dead: %w", it.Key, err)
+		}
+		if err := readBytes(reads, len(cur.Value())); err != nil {
+			return state, err
 		}
 		if was, err := readHead(cur.Value()); err != nil || was.Type != typ || was.Status != string(wire.StatusDead) {
 			return state, fmt.Errorf("job %s is not a dead job of type %s: refused", it.Key, typ)
@@ -308,11 +346,43 @@ func (st *storer) check(ctx context.Context, typ string, it wire.StoreItem, read
 }
 
 // readBudget is what a request may read of the stream: at most maxReads,
-// within its credential's rate. Its checks run at once.
+// within its credential's rate, and the bytes it reads within its
+// credential's rate of bytes. Its checks run at once.
 type readBudget struct {
-	mu   sync.Mutex
-	left int
-	rate *rate.Limiter
+	mu    sync.Mutex
+	left  int
+	rate  *rate.Limiter
+	bytes *rate.Limiter
+	deads int // states of dead entries read
+}
+
+// maxDeadReads bounds the states a request's dead entries read: those
+// the store did not write since conductord started.
+const maxDeadReads = 4
+
+// readDead takes one of a request's reads of a dead entry's state.
+func readDead(b *readBudget) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.deads >= maxDeadReads {
+		return fmt.Errorf("more than %d dead entries of jobs whose dead state this conductord did not write, in one request: refused; send fewer at once", maxDeadReads)
+	}
+	b.deads++
+	return nil
+}
+
+// readBytes counts n bytes read of the stream in b's credential's rate of
+// bytes: past it, the request's next checks are refused. The bytes are
+// read by then; the rate bounds what a host makes conductord read for
+// states it may not write (another type's, as large as the server takes).
+func readBytes(b *readBudget, n int) error {
+	if b.bytes == nil || b.bytes.AllowN(time.Now(), n) {
+		return nil
+	}
+	b.mu.Lock()
+	b.left = 0
+	b.mu.Unlock()
+	return fmt.Errorf("more than %d bytes a second written and read for this credential: refused; retry later", byteRate)
 }
 
 // checkParallel bounds a request's checks run at once.
@@ -395,15 +465,20 @@ func (st *storer) checkReplaced(ctx context.Context, typ string, it wire.StoreIt
 	if err := read(reads); err != nil {
 		return err
 	}
-	m, err := st.stream.GetMsg(ctx, it.Rev)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	// Read by the key's subject: a revision of another key (whose state,
+	// of any size, would be read for nothing) finds the key's next one,
+	// or none.
+	m, err := st.stream.GetMsg(ctx, it.Rev, jetstream.WithGetMsgSubject(subject.KV(st.sp.StateBucket(), it.Key)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) || err == nil && m.Sequence != it.Rev {
+		// Not the key's state at that revision, or gone: the key is not
+		// at it, and the write would fail as a conflict.
 		return errGone
 	}
 	if err != nil {
 		return fmt.Errorf("read the state replaced: %w", err)
 	}
-	if m.Subject != subject.KV(st.sp.StateBucket(), it.Key) {
-		return fmt.Errorf("revision %d is not a state of job %s: refused", it.Rev, it.Key)
+	if err := readBytes(reads, len(m.Data)); err != nil {
+		return err
 	}
 	if len(m.Data) == 0 {
 		// A deleted state, or a marker: as if there were none.

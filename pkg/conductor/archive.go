@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/archive"
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -126,6 +127,20 @@ func (c *Conductor) archived(id string) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	return c.archive.lookup(id)
+}
+
+// archiveFinals archives the final states the hosts' store wrote
+// (hostsvc.Config.Archive); nothing without an archive.
+func (c *Conductor) archiveFinals(states []hostsvc.FinalState) error {
+	if c.archive == nil {
+		return nil
+	}
+	now := time.Now()
+	entries := make([]archive.Entry, len(states))
+	for i, f := range states {
+		entries[i] = archive.Entry{ID: f.ID, Ended: now, State: f.State}
+	}
+	return c.archive.store.Put(entries...)
 }
 
 // put archives the final states of ends.

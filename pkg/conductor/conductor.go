@@ -258,7 +258,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	}
 	c.hostsvc = hostsvc.NewServer(hostsvc.Config{
 		Conn: c.nc, StoreConn: c.storeNC, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
-		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
+		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Archive: c.archiveFinals, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
 	})
 	// Its store first: the ends taker checks the hosts' ends with it.
 	if err := c.hostsvc.Open(ctx); err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/archive"
-	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/jsonfast"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -245,16 +244,7 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 	if md, err := m.Metadata(); err == nil {
 		h.seq = md.Sequence.Stream
 	}
-	ends, ok, err := e.c.decodeEnds(m.Subject(), m.Data())
-	if err != nil {
-		// A host's final states could not be checked (the store could not
-		// be read): taken again later, not dropped.
-		e.c.log.Warn("check a host's job ends; trying again in a while", "err", err)
-		if err := m.NakWithDelay(archiveRetry); err != nil {
-			e.c.log.Warn("put back job ends not checked; they come back when their lease ends", "err", err)
-		}
-		return h, false
-	}
+	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
 	if ok && ends.Again {
 		ends = e.c.unknownEnds(ends)
 	}
@@ -343,11 +333,10 @@ func (c *Conductor) unknownEnds(ends wire.Ends) wire.Ends {
 
 // decodeEnds reads the ends of a burst of attempts; unreadable ends, and
 // ends whose type is not their subject's, are logged and ignored. The
-// final states in the ends of a host on a credential of its own
-// (subject.EndsAs) must be ones the store holds (hostsvc.CheckEnd): those
-// that are not are logged and dropped; an error is a store that could
-// not be read, the ends to be taken again later.
-func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool, error) {
+// ends of a host on a credential of its own (subject.EndsAs) are counted,
+// but the final states they carry are not taken on its word: see
+// hostEnd.
+func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 	cred, typ := c.space.ParseEnds(subj)
 	ends, err := wire.DecodeEnds(data)
 	if err == nil && (ends.Type == "" || ends.Type != typ) {
@@ -358,7 +347,7 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool, error
 		if c.onEnds != nil {
 			c.onEnds(nil)
 		}
-		return ends, false, nil
+		return ends, false
 	}
 	// An end no job could have (an id that is no job id, a state too
 	// large to keep) is dropped, the rest kept: one bad end must not hold
@@ -369,16 +358,8 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool, error
 			c.log.Warn("ignoring a job end no job could have", "subject", subj, "job", fmt.Sprintf("%.100q", e.ID), "state_bytes", len(e.State))
 			continue
 		}
-		if cred != "" && (e.Status.Final() || len(e.State) > 0) {
-			if err := c.checkHostEnd(typ, e); err != nil {
-				if !errors.Is(err, hostsvc.ErrNotStored) {
-					return ends, false, err
-				}
-				if c.endRefusals.Allow() {
-					c.log.Warn("ignoring a host's job end whose state is not the one stored", "credential", cred, "job", e.ID, "err", err)
-				}
-				continue
-			}
+		if cred != "" {
+			e = c.hostEnd(cred, typ, e)
 		} else if len(e.State) > 0 && !stateOf(e.State, e.ID, ends.Type) {
 			// A host may end jobs of its types only: a state of another
 			// job, or of another type, is not archived.
@@ -388,19 +369,31 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool, error
 		kept = append(kept, e)
 	}
 	ends.Jobs = kept
-	return ends, true, nil
+	return ends, true
 }
 
-// checkHostEnd checks the end e of a job of type typ that a host on a
-// credential of its own announced: a final one carries a state the store
-// holds, and only a final one carries a state.
-func (c *Conductor) checkHostEnd(typ string, e wire.End) error {
-	if !e.Status.Final() || len(e.State) == 0 {
-		return fmt.Errorf("%w: a %q end of job %s with %d bytes of state", hostsvc.ErrNotStored, e.Status, e.ID, len(e.State))
+// hostEnd is e, an end of a job of type typ that the host on credential
+// cred announced, as conductord takes it: its final state is archived
+// only if the store wrote it and could not archive it then (the store
+// archives what it writes: hostsvc.Server.Ended), and a state the store
+// did not write (forged, or one written before conductord last started,
+// archived then) is dropped, with the batch the end names. The end
+// itself is counted: a host may tell how its own types' jobs ended.
+func (c *Conductor) hostEnd(cred, typ string, e wire.End) wire.End {
+	if len(e.State) == 0 {
+		e.Batch = "" // a batch's end carries its state
+		return e
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return c.hostsvc.CheckEnd(ctx, typ, e.ID, e.State)
+	archived, ok := c.hostsvc.Ended(typ, e.ID, e.State)
+	if !ok {
+		if c.endRefusals.Allow() {
+			c.log.Warn("a host's job end carries a state the store did not write; counted, not archived", "credential", cred, "job", e.ID)
+		}
+		e.State, e.Batch = nil, ""
+	} else if archived {
+		e.State = nil
+	}
+	return e
 }
 
 // stateOf reports whether state is that of job id of type typ: workerd

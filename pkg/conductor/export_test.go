@@ -41,3 +41,6 @@ func BatchesHeld(c *Conductor) int {
 // StoreInBytes is how many bytes the connection of c's store (hostsvc's
 // own) has received.
 func StoreInBytes(c *Conductor) uint64 { return c.storeNC.Stats().InBytes }
+
+// Succeeded is the count of typ's jobs c has counted succeeded.
+func Succeeded(c *Conductor, typ string) uint64 { return c.stats.snapshot()[typ].Succeeded }

@@ -12,19 +12,13 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// TestReview2_ReplacedRevisionReadsAnotherTypesBigState: a host of sq
-// names, as the revision its writes replace, the revision of another
-// type's large state (900 KB). checkReplaced reads the state bucket's
-// message at that revision whole (stream.GetMsg with no subject), and
-// only then sees it is not the key's: each item of the request costs
-// conductord a read of another type's big state, 512 a request, 20,000
-// a second a credential, for a few hundred bytes sent. This is the read
-// of other types' big messages the first review's fix removed from
-// checkJob (which reads by its type's subjects only). Expected: the
-// writes are refused without reading the other type's state (a read by
-// the key's subject, $KV.<bucket>.<key>, finds nothing at that
-// revision).
-func TestReview2_ReplacedRevisionReadsAnotherTypesBigState(t *testing.T) {
+// TestStore_ReplacedRevisionReadsNoOtherKey: a host of sq names, as the
+// revision its writes replace, the revision of another type's large state
+// (900 KB). The store reads the revision by the key's subject only
+// ($KV.<bucket>.<key>), finds nothing of the key there, and fails the
+// writes (the key is not at that revision) without reading the other
+// state.
+func TestStore_ReplacedRevisionReadsNoOtherKey(t *testing.T) {
 	t.Parallel()
 	var storeNC *nats.Conn
 	b := setupWith(t, func(c *Config) {
@@ -49,20 +43,19 @@ func TestReview2_ReplacedRevisionReadsAnotherTypesBigState(t *testing.T) {
 	rs, err := ParseStoreAnswer(m, n)
 	require.NoError(t, err)
 	for _, r := range rs {
-		require.ErrorContains(t, ResultError(r), "refused")
+		require.Error(t, ResultError(r), "a write over another key's revision fails (a conflict: the key is not at it)")
 	}
 	read := storeNC.Stats().InBytes - before
 	t.Logf("request of %d bytes; the store read %d bytes", len(batch), read)
 	require.Less(t, read, uint64(4<<20), "a host's request made conductord read another type's big state once per item")
 }
 
-// TestReview2_DeadEntryReadsAnotherTypesBigState: the same through dead
-// entries: an item indexing job o-big (another type's) as dead, with a
-// state of sq naming it, passes the first check (the state written names
-// the key and h1's type) and has the store Get o-big's whole state, once
-// per item, before it refuses it. Expected: refused without reading it
-// whole (or read once a request).
-func TestReview2_DeadEntryReadsAnotherTypesBigState(t *testing.T) {
+// TestStore_DeadEntriesReadLittle: a host's dead entries naming another
+// type's job (with a state of its own type naming it) are refused, and a
+// request reads the state of at most a few such jobs (those whose dead
+// state the store did not write since it started): not one large state
+// per item.
+func TestStore_DeadEntriesReadLittle(t *testing.T) {
 	t.Parallel()
 	var storeNC *nats.Conn
 	b := setupWith(t, func(c *Config) {

@@ -11,15 +11,12 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// TestReview2_HighPriorityFirstStatesInOneBurst: an honest host takes a
+// TestStore_HighPriorityFirstStatesInOneBurst: an honest host takes a
 // burst of 250 high-priority jobs and writes their first states in one
-// request (well under wire.MaxStoreItems). Each is proved by reads of its
-// own (two: the normal subject, then the priorities'), 500 reads, within
-// maxReads. But the batched proof (proof.go) charges the request n reads
-// first and then finds none of them (it reads the normal subject only),
-// so the burst is charged 750 and its last items are refused: a
-// regression for high and low priority jobs that normal ones do not have.
-func TestReview2_HighPriorityFirstStatesInOneBurst(t *testing.T) {
+// request: the batched proof reads their messages by the priorities'
+// subjects too, each batch one read, and none is refused for reads (as
+// a burst of normal ones is not).
+func TestStore_HighPriorityFirstStatesInOneBurst(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	const n = 250
