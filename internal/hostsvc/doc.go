@@ -21,7 +21,15 @@
 //     (subject.Space.StoreAs, wire.StoreItem), each checked against the
 //     job type of its subject and written with conductord's own headers:
 //     a store takes any header (a roll-up purges a bucket), and a state is
-//     keyed by job id alone.
+//     keyed by job id alone. Requests wait in a queue per credential and
+//     are served in turn (queue.go); the checks read what they must by
+//     the subjects of the request's type or key only (checks.go,
+//     proof.go). The final states written are archived as they are
+//     written (Config.Archive) and remembered for the host's ends
+//     (ends.go: Server.Ended).
+//   - Reads: a host on a credential of its own reads the state of a job
+//     of one of its types (subject.Space.ReadAs); conductord answers with
+//     a state of that type only, from the bucket or the archive.
 //
 // A host with no credential of its own (an open conductor, the shared
 // token) uses the subjects without a credential id
