@@ -1,11 +1,8 @@
 package conductor_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,27 +29,11 @@ import (
 // (ArchiveAfter): a job's read goes to the archive soon after it ends.
 func startArchivingCluster(t *testing.T) *roleCluster {
 	t.Helper()
-	dir := t.TempDir()
-	rc := &roleCluster{creds: filepath.Join(dir, "credentials.json"), tokens: map[string]string{}}
-	for _, cr := range []auth.Credential{
-		{ID: "root", Role: auth.Admin},
-		{ID: "web2", Role: auth.Submitter, Types: []string{"other"}},
-		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
-	} {
-		tok, err := auth.Add(rc.creds, cr, false)
-		require.NoError(t, err)
-		rc.tokens[cr.ID] = tok
-	}
-	c, err := conductor.New(conductor.Config{
-		DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: rc.creds, CredentialsCheck: 20 * time.Millisecond,
-		ArchiveAfter: time.Second,
-		Logger:       slog.New(slog.NewTextHandler(t.Output(), nil)),
-	})
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background()))
-	t.Cleanup(c.Stop)
-	rc.c = c
-	return rc
+	return startClusterOf(t, conductor.Config{ArchiveAfter: time.Second},
+		auth.Credential{ID: "root", Role: auth.Admin},
+		auth.Credential{ID: "web2", Role: auth.Submitter, Types: []string{"other"}},
+		auth.Credential{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+	)
 }
 
 // publishEnds publishes ends on h1's ends subject of type squares, as

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -38,23 +37,11 @@ import (
 // docs.
 func TestKnownGap_OneHostHoldsEveryPullSlot(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	rc := &roleCluster{creds: filepath.Join(dir, "credentials.json"), tokens: map[string]string{}}
-	for _, cr := range []auth.Credential{
-		{ID: "root", Role: auth.Admin},
-		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
-		{ID: "h3", Role: auth.Host, Types: []string{"squares"}},
-	} {
-		tok, err := auth.Add(rc.creds, cr, false)
-		require.NoError(t, err)
-		rc.tokens[cr.ID] = tok
-	}
-	c, err := conductor.New(conductor.Config{DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: rc.creds,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background()))
-	t.Cleanup(c.Stop)
-	rc.c = c
+	rc := startClusterOf(t, conductor.Config{},
+		auth.Credential{ID: "root", Role: auth.Admin},
+		auth.Credential{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+		auth.Credential{ID: "h3", Role: auth.Host, Types: []string{"squares"}},
+	)
 	sp, _ := subject.New("default")
 	h1, _ := rc.connectAs(t, "h1")
 	h3, _ := rc.connectAs(t, "h3")
@@ -64,7 +51,7 @@ func TestKnownGap_OneHostHoldsEveryPullSlot(t *testing.T) {
 
 	got := make(chan *nats.Msg, 8192)
 	inbox := h1.NewInbox()
-	_, err = h1.ChanSubscribe(inbox+".*", got)
+	_, err := h1.ChanSubscribe(inbox+".*", got)
 	require.NoError(t, err)
 	const pulls = 4096 // the consumer's MaxWaiting
 	for i := range pulls {

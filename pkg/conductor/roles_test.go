@@ -36,23 +36,29 @@ type roleCluster struct {
 
 func startRoleCluster(t *testing.T) *roleCluster {
 	t.Helper()
+	return startClusterOf(t, conductor.Config{},
+		auth.Credential{ID: "root", Role: auth.Admin},
+		auth.Credential{ID: "ops", Role: auth.Operator},
+		auth.Credential{ID: "web", Role: auth.Submitter, Types: []string{"squares"}},
+		auth.Credential{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+		auth.Credential{ID: "h2", Role: auth.Host, Types: []string{"other"}},
+	)
+}
+
+// startClusterOf starts a conductord with cfg on credentials creds, each
+// issued into its credentials file, their tokens kept.
+func startClusterOf(t *testing.T, cfg conductor.Config, creds ...auth.Credential) *roleCluster {
+	t.Helper()
 	dir := t.TempDir()
 	rc := &roleCluster{creds: filepath.Join(dir, "credentials.json"), tokens: map[string]string{}}
-	for _, cr := range []auth.Credential{
-		{ID: "root", Role: auth.Admin},
-		{ID: "ops", Role: auth.Operator},
-		{ID: "web", Role: auth.Submitter, Types: []string{"squares"}},
-		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
-		{ID: "h2", Role: auth.Host, Types: []string{"other"}},
-	} {
+	for _, cr := range creds {
 		tok, err := auth.Add(rc.creds, cr, false)
 		require.NoError(t, err)
 		rc.tokens[cr.ID] = tok
 	}
-	c, err := conductor.New(conductor.Config{
-		DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: rc.creds, CredentialsCheck: 20 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-	})
+	cfg.DataDir, cfg.NATSListen, cfg.Credentials, cfg.CredentialsCheck = dir, "127.0.0.1:0", rc.creds, 20*time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	c, err := conductor.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background()))
 	t.Cleanup(c.Stop)
