@@ -1,0 +1,275 @@
+package lookup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotFound is the error of a Get of a key a lookup does not hold.
+var ErrNotFound = errors.New("lookup: not found")
+
+// ErrTooMany is the error of a Keys of a lookup holding more than
+// MaxKeys keys.
+var ErrTooMany = errors.New("lookup: too many keys")
+
+// Defaults of a Store's bounds.
+const (
+	DefaultMaxValue = 64 << 10
+	DefaultMaxKeys  = 10_000
+)
+
+// Config is a Store's.
+type Config struct {
+	// Bucket names the key-value bucket; created if it does not exist.
+	Bucket string
+	// Replicas and Storage are the bucket's, when Open creates it:
+	// 1 and file storage by default.
+	Replicas int
+	Memory   bool
+	// MaxValue bounds a value's bytes, compacted (DefaultMaxValue if 0).
+	MaxValue int
+	// MaxKeys bounds the keys Keys returns (DefaultMaxKeys if 0).
+	MaxKeys int
+}
+
+// Store keeps named lookups in a JetStream key-value bucket. It is safe
+// for concurrent use.
+type Store struct {
+	kv       jetstream.KeyValue
+	maxValue int
+	maxKeys  int
+}
+
+// Open returns the Store of cfg's bucket, creating the bucket if need
+// be.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("lookup: no bucket named")
+	}
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "conductor lookups",
+		Replicas:    max(cfg.Replicas, 1),
+		Storage:     storage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup: open bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Store{kv: kv, maxValue: cmpOr(cfg.MaxValue, DefaultMaxValue), maxKeys: cmpOr(cfg.MaxKeys, DefaultMaxKeys)}, nil
+}
+
+func cmpOr(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Get returns the value of key in lookup name, and its revision; an error
+// wrapping ErrNotFound if it holds none.
+func (s *Store) Get(ctx context.Context, name, key string) (json.RawMessage, uint64, error) {
+	if err := check(name, key); err != nil {
+		return nil, 0, err
+	}
+	e, err := s.kv.Get(ctx, storedKey(name, key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%w: %s/%.80q", ErrNotFound, name, key)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("lookup: get %s/%.80q: %w", name, key, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// Set sets key in lookup name to value, a JSON value (stored compact),
+// creating the lookup if it holds nothing yet, and returns the new
+// revision.
+func (s *Store) Set(ctx context.Context, name, key string, value json.RawMessage) (uint64, error) {
+	data, err := s.value(name, key, value)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Put(ctx, storedKey(name, key), data)
+	if err != nil {
+		return 0, fmt.Errorf("lookup: set %s/%.80q: %w", name, key, err)
+	}
+	return rev, nil
+}
+
+// value checks name, key and value, and returns value compacted.
+func (s *Store) value(name, key string, value json.RawMessage) ([]byte, error) {
+	if err := check(name, key); err != nil {
+		return nil, err
+	}
+	if len(value) > 4*s.maxValue {
+		return nil, fmt.Errorf("%w value of %s/%.80q: %d bytes, more than %d", ErrInvalid, name, key, len(value), s.maxValue)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, value); err != nil {
+		return nil, fmt.Errorf("%w value of %s/%.80q: not JSON: %v", ErrInvalid, name, key, err)
+	}
+	if buf.Len() > s.maxValue {
+		return nil, fmt.Errorf("%w value of %s/%.80q: %d bytes, more than %d", ErrInvalid, name, key, buf.Len(), s.maxValue)
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		return nil, fmt.Errorf("%w value of %s/%.80q: not valid UTF-8 JSON", ErrInvalid, name, key)
+	}
+	return buf.Bytes(), nil
+}
+
+// Delete removes key from lookup name; deleting a key it does not hold
+// is no error.
+func (s *Store) Delete(ctx context.Context, name, key string) error {
+	if err := check(name, key); err != nil {
+		return err
+	}
+	if err := s.kv.Delete(ctx, storedKey(name, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("lookup: delete %s/%.80q: %w", name, key, err)
+	}
+	return nil
+}
+
+// Keys returns the keys lookup name holds, in no order; an error wrapping
+// ErrTooMany past MaxKeys (Watch follows a lookup of any size).
+func (s *Store) Keys(ctx context.Context, name string) ([]string, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	lister, err := s.kv.ListKeysFiltered(ctx, name+".>")
+	if err != nil {
+		return nil, fmt.Errorf("lookup: list %s: %w", name, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var keys []string
+	for k := range lister.Keys() {
+		if _, key, ok := splitKey(k); ok {
+			if len(keys) == s.maxKeys {
+				return nil, fmt.Errorf("%w: lookup %s holds more than %d keys", ErrTooMany, name, s.maxKeys)
+			}
+			keys = append(keys, key)
+		}
+	}
+	return keys, nil
+}
+
+// Change is one change of a lookup's key, as Watch tells it.
+type Change struct {
+	Name, Key string
+	// Value is the key's new value; nil if it was deleted.
+	Value    json.RawMessage
+	Revision uint64
+}
+
+// Watch follows lookup name ("" for every lookup): first every key it
+// holds, then each change, until ctx ends; the channel is closed then.
+// Loaded is called once the keys held when it began have all been sent.
+func (s *Store) Watch(ctx context.Context, name string, loaded func()) (<-chan Change, error) {
+	filter := ">"
+	if name != "" {
+		if err := checkName(name); err != nil {
+			return nil, err
+		}
+		filter = name + ".>"
+	}
+	w, err := s.kv.Watch(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: watch %s: %w", name, err)
+	}
+	out := make(chan Change, 64)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil { // the keys held are all sent
+					if loaded != nil {
+						loaded()
+					}
+					continue
+				}
+				n, key, ok := splitKey(e.Key())
+				if !ok {
+					continue
+				}
+				c := Change{Name: n, Key: key, Revision: e.Revision()}
+				if e.Operation() == jetstream.KeyValuePut {
+					c.Value = e.Value()
+				}
+				select {
+				case out <- c:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Seed sets the keys of lookups (name -> key -> value, any value that
+// encodes to JSON) that the store does not hold yet: what a restart finds
+// set since (by workers, by hand) is kept.
+func (s *Store) Seed(ctx context.Context, lookups map[string]map[string]any) error {
+	for name, keys := range lookups {
+		for key, v := range keys {
+			raw, err := json.Marshal(v)
+			if err != nil {
+				return fmt.Errorf("%w value of %s/%.80q: %v", ErrInvalid, name, key, err)
+			}
+			data, err := s.value(name, key, raw)
+			if err != nil {
+				return err
+			}
+			if _, err := s.kv.Create(ctx, storedKey(name, key), data); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+				return fmt.Errorf("lookup: seed %s/%.80q: %w", name, key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SeedFile seeds the store (Seed) from a JSON file of the lookups:
+// {"name": {"key": value, …}, …}.
+func (s *Store) SeedFile(ctx context.Context, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("lookup: seed file: %w", err)
+	}
+	var lookups map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(data, &lookups); err != nil {
+		return fmt.Errorf("lookup: seed file %s: %w", path, err)
+	}
+	seeds := make(map[string]map[string]any, len(lookups))
+	for name, keys := range lookups {
+		seeds[name] = make(map[string]any, len(keys))
+		for k, v := range keys {
+			seeds[name][k] = v
+		}
+	}
+	return s.Seed(ctx, seeds)
+}
+
+// check checks a name and a key.
+func check(name, key string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return checkKey(key)
+}
