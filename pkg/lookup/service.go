@@ -1,0 +1,209 @@
+package lookup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// The service: a Store served by request/reply, as a NATS micro service
+// (discoverable with `nats micro ls`, its endpoints' stats with `nats
+// micro stats conductor-lookups`), on four subjects under a prefix
+// (conductor's: conductor.<namespace>.lookup):
+//
+//	<prefix>.get   {"name":"…","key":"…"}                -> {"value":…,"rev":N}
+//	<prefix>.set   {"name":"…","key":"…","value":…}      -> {"rev":N}
+//	<prefix>.del   {"name":"…","key":"…"}                -> {}
+//	<prefix>.keys  {"name":"…"}                          -> {"keys":["…",…]}
+//
+// An error answers with the micro service's error headers: code 400 (a
+// request, name, key or value refused: the description says why), 404
+// (no such key), 413 (a lookup with too many keys to list), 503 (the
+// store could not be read or written).
+
+// ServiceName is the micro service's name.
+const ServiceName = "conductor-lookups"
+
+// request is a service request's body.
+type request struct {
+	Name  string          `json:"name"`
+	Key   string          `json:"key,omitempty"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+// answer is a service answer's body.
+type answer struct {
+	Value json.RawMessage `json:"value,omitempty"`
+	Rev   uint64          `json:"rev,omitempty"`
+	Keys  []string        `json:"keys,omitempty"`
+}
+
+// opWait bounds a request's work on the store.
+const opWait = 5 * time.Second
+
+// Serve serves store on nc under prefix until the returned service is
+// stopped. An answer goes to an inbox only (a reply subject that is not
+// one is not answered): no caller aims the service's answer at a subject
+// of its choosing.
+func Serve(nc *nats.Conn, store *Store, prefix string) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        ServiceName,
+		Version:     "1.0.0",
+		Description: "conductor's named lookups",
+		QueueGroup:  ServiceName,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup: serve: %w", err)
+	}
+	ops := map[string]func(context.Context, request) (answer, error){
+		"get": func(ctx context.Context, r request) (answer, error) {
+			v, rev, err := store.Get(ctx, r.Name, r.Key)
+			return answer{Value: v, Rev: rev}, err
+		},
+		"set": func(ctx context.Context, r request) (answer, error) {
+			rev, err := store.Set(ctx, r.Name, r.Key, r.Value)
+			return answer{Rev: rev}, err
+		},
+		"del": func(ctx context.Context, r request) (answer, error) {
+			return answer{}, store.Delete(ctx, r.Name, r.Key)
+		},
+		"keys": func(ctx context.Context, r request) (answer, error) {
+			keys, err := store.Keys(ctx, r.Name)
+			if keys == nil {
+				keys = []string{}
+			}
+			return answer{Keys: keys}, err
+		},
+	}
+	for op, f := range ops {
+		h := micro.HandlerFunc(func(req micro.Request) { handle(req, f) })
+		if err := svc.AddEndpoint(op, h, micro.WithEndpointSubject(prefix+"."+op)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("lookup: serve %s: %w", op, err)
+		}
+	}
+	return svc, nil
+}
+
+// maxRequest bounds a request's body: a value at its largest, escaped.
+const maxRequest = 8 * DefaultMaxValue
+
+func handle(req micro.Request, f func(context.Context, request) (answer, error)) {
+	if !isInbox(req.Reply()) {
+		return
+	}
+	var r request
+	if len(req.Data()) > maxRequest {
+		_ = req.Error("400", fmt.Sprintf("request of %d bytes, more than %d", len(req.Data()), maxRequest), nil)
+		return
+	}
+	if err := json.Unmarshal(req.Data(), &r); err != nil {
+		_ = req.Error("400", "not a lookup request: "+err.Error(), nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opWait)
+	defer cancel()
+	a, err := f(ctx, r)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		_ = req.Error("400", err.Error(), nil)
+	case errors.Is(err, ErrNotFound):
+		_ = req.Error("404", err.Error(), nil)
+	case errors.Is(err, ErrTooMany):
+		_ = req.Error("413", err.Error(), nil)
+	case err != nil:
+		_ = req.Error("503", err.Error(), nil)
+	default:
+		_ = req.RespondJSON(a)
+	}
+}
+
+// isInbox reports whether reply is a reply subject made by a client
+// library or by the server (a service import's): an answer goes nowhere
+// else.
+func isInbox(reply string) bool {
+	return (strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, "_R_.")) && !strings.ContainsAny(reply, "*> \t")
+}
+
+// Client asks a lookup service (Serve) over NATS.
+type Client struct {
+	nc     *nats.Conn
+	prefix string
+}
+
+// NewClient returns a Client of the service under prefix, on nc.
+func NewClient(nc *nats.Conn, prefix string) *Client { return &Client{nc: nc, prefix: prefix} }
+
+// Get returns the value of key in lookup name and its revision; an error
+// wrapping ErrNotFound if it holds none.
+func (c *Client) Get(ctx context.Context, name, key string) (json.RawMessage, uint64, error) {
+	a, err := c.ask(ctx, "get", request{Name: name, Key: key})
+	return a.Value, a.Rev, err
+}
+
+// Set sets key in lookup name to value and returns the new revision.
+func (c *Client) Set(ctx context.Context, name, key string, value json.RawMessage) (uint64, error) {
+	a, err := c.ask(ctx, "set", request{Name: name, Key: key, Value: value})
+	return a.Rev, err
+}
+
+// Delete removes key from lookup name.
+func (c *Client) Delete(ctx context.Context, name, key string) error {
+	_, err := c.ask(ctx, "del", request{Name: name, Key: key})
+	return err
+}
+
+// Keys returns the keys lookup name holds.
+func (c *Client) Keys(ctx context.Context, name string) ([]string, error) {
+	a, err := c.ask(ctx, "keys", request{Name: name})
+	return a.Keys, err
+}
+
+func (c *Client) ask(ctx context.Context, op string, r request) (answer, error) {
+	// Checked here too: a bad request costs no round trip.
+	if err := checkName(r.Name); err != nil {
+		return answer{}, err
+	}
+	if op != "keys" {
+		if err := checkKey(r.Key); err != nil {
+			return answer{}, err
+		}
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return answer{}, fmt.Errorf("%w value: %v", ErrInvalid, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*opWait)
+		defer cancel()
+	}
+	m, err := c.nc.RequestWithContext(ctx, c.prefix+"."+op, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return answer{}, fmt.Errorf("lookup: no lookup service answers on %s: %w", c.prefix, err)
+	}
+	if err != nil {
+		return answer{}, fmt.Errorf("lookup: %s: %w", op, err)
+	}
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		desc := m.Header.Get(micro.ErrorHeader)
+		// The store's error, as the store gave it.
+		for c, sentinel := range map[string]error{"400": ErrInvalid, "404": ErrNotFound, "413": ErrTooMany} {
+			if code == c {
+				return answer{}, fmt.Errorf("%w%s", sentinel, strings.TrimPrefix(desc, sentinel.Error()))
+			}
+		}
+		return answer{}, fmt.Errorf("lookup: %s: the service answered %s: %s", op, code, desc)
+	}
+	var a answer
+	if err := json.Unmarshal(m.Data, &a); err != nil {
+		return answer{}, fmt.Errorf("lookup: %s: an answer that is not one: %w", op, err)
+	}
+	return a, nil
+}
