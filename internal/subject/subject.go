@@ -195,6 +195,17 @@ func (s Space) ReadAs(id, typ string) string {
 	return s.prefix() + ".as." + id + ".read." + typ
 }
 
+// LookupBucket is the name of the key-value bucket of the namespace's
+// named lookups (pkg/lookup).
+func (s Space) LookupBucket() string { return Root + "-" + s.ns + "-lookups" }
+
+// LookupService is the prefix of the lookup service's subjects
+// (<prefix>.get, .set, .del, .keys: pkg/lookup.Serve).
+func (s Space) LookupService() string { return s.prefix() + ".lookup" }
+
+// Lookups matches every subject of the lookup service.
+func (s Space) Lookups() string { return s.LookupService() + ".*" }
+
 // ParseAs returns the credential id and the rest of a subject built by
 // one of the As functions ("submit.<type>", "job", "consumers.<type>",
 // "cancels"), or "", "".

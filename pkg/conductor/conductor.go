@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/time/rate"
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
@@ -21,6 +22,7 @@ import (
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/tlsconf"
 	"github.com/conductor-run/conductor/pkg/client"
+	"github.com/conductor-run/conductor/pkg/lookup"
 )
 
 // Conductor is the hub: it holds (or connects to) the NATS server, owns the
@@ -72,6 +74,8 @@ type Conductor struct {
 	watch     startstop.Service // reads the credentials file again when it changes
 	hostsvc   *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
 	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
+	lookups   *lookup.Store     // the named lookups (lookups.go)
+	lookupSvc micro.Service     // serves them on NATS
 	// endRefusals spaces the log lines of hosts' ends refused.
 	endRefusals *rate.Limiter
 	types       *jobTypes // the job types queued, bounded
@@ -264,6 +268,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.hostsvc.Open(ctx); err != nil {
 		return err
 	}
+	if err := c.startLookups(ctx); err != nil {
+		return err
+	}
 	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err
 	}
@@ -342,6 +349,7 @@ func (c *Conductor) shutdown() {
 	for _, sub := range c.subs {
 		_ = sub.Unsubscribe()
 	}
+	c.stopLookups()
 	if c.ends != nil {
 		c.ends.Stop() // before the client and the batch watcher it feeds
 	}

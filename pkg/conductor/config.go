@@ -139,6 +139,13 @@ type Config struct {
 	// first, a segment (up to 100,000 states) at a time.
 	ArchiveMaxStates int
 	ArchiveMaxBytes  int64
+	// Lookups seeds the named lookups (lookup name -> key -> any value
+	// that encodes to JSON), and LookupsFile from a JSON file of the same
+	// shape: each key is set at start if the lookups do not hold it yet,
+	// so that what was set since (by workers, by hand) stays
+	// (docs/lookups.md).
+	Lookups     map[string]map[string]any
+	LookupsFile string
 	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
 	// published on NATS. Default 2m.
 	DedupWindow time.Duration

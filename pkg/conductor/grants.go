@@ -122,6 +122,7 @@ func (g *grant) host(cr auth.Credential) {
 		}
 	}
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
+	g.pub(sp.Lookups()) // its workers' lookups, through conductord's service
 	// Its types' states it reads through conductord (ReadAs), not the
 	// bucket, keyed by id alone; workerd opens the bucket all the same.
 	g.pub(subject.JSAPI("STREAM.INFO", subject.KVStream(sp.StateBucket())))
@@ -135,7 +136,7 @@ func (g *grant) host(cr auth.Credential) {
 func (g *grant) operator() {
 	sp := g.sp
 	g.readStates()
-	g.pub(sp.Controls(), sp.Submits(), sp.Jobs())
+	g.pub(sp.Controls(), sp.Submits(), sp.Jobs(), sp.Lookups())
 	g.sub(sp.AllEvents(), sp.Hosts(), sp.AllLogs())
 	jobs := sp.JobStream()
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("CONSUMER.INFO", jobs, "*"), subject.JSAPI("CONSUMER.LIST", jobs),

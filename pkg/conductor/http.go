@@ -105,6 +105,10 @@ func (c *Conductor) Handler() http.Handler {
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
 	}
+	mux.Handle("GET /v1/lookups/{name}", c.auth(op, c.getLookupKeys))
+	mux.Handle("GET /v1/lookups/{name}/{key...}", c.auth(op, c.getLookup))
+	mux.Handle("PUT /v1/lookups/{name}/{key...}", c.auth(op, c.putLookup))
+	mux.Handle("DELETE /v1/lookups/{name}/{key...}", c.auth(op, c.deleteLookup))
 	mux.Handle("GET /v1/events", c.auth(op, limit(make(chan struct{}, c.cfg.MaxEventStreams), "event streams", c.streamEvents)))
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(op, c.cfg.Metrics.ServeHTTP))

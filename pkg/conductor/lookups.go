@@ -1,0 +1,114 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/conductor-run/conductor/pkg/lookup"
+)
+
+// The named lookups (pkg/lookup, docs/lookups.md): conductord keeps them
+// in the namespace's lookup bucket, seeds them at start, serves them by
+// request/reply (the lookup micro service) and over HTTP.
+
+// startLookups opens the lookups, seeds them, and serves them on NATS.
+func (c *Conductor) startLookups(ctx context.Context) error {
+	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage})
+	if err != nil {
+		return fmt.Errorf("conductor: %w", err)
+	}
+	if err := store.Seed(ctx, c.cfg.Lookups); err != nil {
+		return fmt.Errorf("conductor: seed the lookups: %w", err)
+	}
+	if c.cfg.LookupsFile != "" {
+		if err := store.SeedFile(ctx, c.cfg.LookupsFile); err != nil {
+			return fmt.Errorf("conductor: seed the lookups: %w", err)
+		}
+	}
+	svc, err := lookup.Serve(c.nc, store, c.space.LookupService())
+	if err != nil {
+		return fmt.Errorf("conductor: %w", err)
+	}
+	c.lookups, c.lookupSvc = store, svc
+	return nil
+}
+
+// stopLookups stops the lookup service.
+func (c *Conductor) stopLookups() {
+	if c.lookupSvc != nil {
+		_ = c.lookupSvc.Stop()
+	}
+}
+
+// maxLookupBody bounds the body of a PUT of a lookup's key: a value at its
+// largest, with room for whitespace the store compacts away.
+const maxLookupBody = 4 * lookup.DefaultMaxValue
+
+// getLookupKeys serves GET /v1/lookups/{name}: {"keys":[…]}.
+func (c *Conductor) getLookupKeys(w http.ResponseWriter, r *http.Request) {
+	keys, err := c.lookups.Keys(r.Context(), r.PathValue("name"))
+	if err != nil {
+		lookupError(w, err)
+		return
+	}
+	if keys == nil {
+		keys = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"keys": keys})
+}
+
+// getLookup serves GET /v1/lookups/{name}/{key...}: the value, as stored.
+func (c *Conductor) getLookup(w http.ResponseWriter, r *http.Request) {
+	v, _, err := c.lookups.Get(r.Context(), r.PathValue("name"), r.PathValue("key"))
+	if err != nil {
+		lookupError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// putLookup serves PUT /v1/lookups/{name}/{key...}, the body the value:
+// 204 once stored.
+func (c *Conductor) putLookup(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxLookupBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "read the body: "+err.Error())
+		return
+	}
+	if len(body) > maxLookupBody {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a value of more than %d bytes", maxLookupBody))
+		return
+	}
+	if _, err := c.lookups.Set(r.Context(), r.PathValue("name"), r.PathValue("key"), json.RawMessage(body)); err != nil {
+		lookupError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteLookup serves DELETE /v1/lookups/{name}/{key...}: 204.
+func (c *Conductor) deleteLookup(w http.ResponseWriter, r *http.Request) {
+	if err := c.lookups.Delete(r.Context(), r.PathValue("name"), r.PathValue("key")); err != nil {
+		lookupError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// lookupError answers err, a lookup's: 400, 404, 413, or 503.
+func lookupError(w http.ResponseWriter, err error) {
+	code := http.StatusServiceUnavailable
+	switch {
+	case errors.Is(err, lookup.ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, lookup.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, lookup.ErrTooMany):
+		code = http.StatusRequestEntityTooLarge
+	}
+	writeError(w, code, err.Error())
+}
