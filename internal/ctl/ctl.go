@@ -59,6 +59,9 @@ Commands:
                                                         rolled back if the first does not stay up for D
   shutdown POOL [--timeout D] [--host ID]               stop the pool for good (D: time for in-flight jobs)
   events [--pool P] [--json]                            print worker and pool events as they happen
+  lookup get NAME KEY | set NAME KEY VALUE | del NAME KEY | ls NAME
+                                                        read, set, delete or list a named lookup's keys
+                                                        (VALUE is JSON, or - for stdin)
   health                                                show whether conductord can queue jobs, and its storage
   help                                                  show this
 
@@ -143,6 +146,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.poolCommand(ctx, cmd, rest, stderr)
 	case "events":
 		return c.events(ctx, rest, stderr)
+	case "lookup":
+		return c.lookup(ctx, rest)
 	case "health":
 		if len(rest) != 0 {
 			return errors.New("usage: conductorctl health")
