@@ -83,7 +83,8 @@ func Serve(nc *nats.Conn, store *Store, prefix string) (micro.Service, error) {
 	}
 	for op, f := range ops {
 		h := micro.HandlerFunc(func(req micro.Request) { handle(req, f) })
-		if err := svc.AddEndpoint(op, h, micro.WithEndpointSubject(prefix+"."+op)); err != nil {
+		if err := svc.AddEndpoint(op, h, micro.WithEndpointSubject(prefix+"."+op),
+			micro.WithEndpointPendingLimits(maxPending, maxPendingBytes)); err != nil {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("lookup: serve %s: %w", op, err)
 		}
@@ -93,6 +94,14 @@ func Serve(nc *nats.Conn, store *Store, prefix string) (micro.Service, error) {
 
 // maxRequest bounds a request's body: a value at its largest, escaped.
 const maxRequest = 8 * DefaultMaxValue
+
+// An endpoint holds at most maxPending requests, maxPendingBytes, waiting
+// to be served; past them the server drops requests (their callers time
+// out), so that a flood of requests costs conductord bounded memory.
+const (
+	maxPending      = 4096
+	maxPendingBytes = 16 << 20
+)
 
 func handle(req micro.Request, f func(context.Context, request) (answer, error)) {
 	if !isInbox(req.Reply()) {

@@ -2,7 +2,9 @@ package lookup
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,4 +99,39 @@ func TestService_BadRequests(t *testing.T) {
 	require.NoError(t, nc.Flush())
 	_, err = aimed.NextMsg(100 * time.Millisecond) // nothing to wait for: a short look
 	require.ErrorIs(t, err, nats.ErrTimeout, "an answer went to the subject the caller named")
+}
+
+// TestService_FloodBounded: a caller that floods the service with
+// requests holds at most an endpoint's pending bound in it: past it the
+// server drops requests for the service (a slow consumer, reported on its
+// connection) rather than conductord buffering them, and a request of
+// another endpoint is answered meanwhile.
+func TestService_FloodBounded(t *testing.T) {
+	t.Parallel()
+	c, nc, _ := serve(t)
+	var mu sync.Mutex
+	dropped := false
+	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && sub.Subject == prefix+".set" {
+			mu.Lock()
+			dropped = true
+			mu.Unlock()
+		}
+	})
+	flood, err := nats.Connect(nc.ConnectedUrl())
+	require.NoError(t, err)
+	t.Cleanup(flood.Close)
+	inbox := flood.NewInbox()
+	body := []byte(`{"name":"n","key":"k","value":"` + strings.Repeat("v", 1000) + `"}`)
+	for range 3 * maxPending {
+		require.NoError(t, flood.PublishRequest(prefix+".set", inbox, body))
+	}
+	require.NoError(t, flood.Flush())
+	_, err = c.Keys(t.Context(), "n")
+	require.NoError(t, err, "another endpoint answers during the flood")
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return dropped
+	}, 30*time.Second, 10*time.Millisecond, "the flood was held past the pending bound")
 }
