@@ -206,6 +206,16 @@ func (s Space) LookupService() string { return s.prefix() + ".lookup" }
 // Lookups matches every subject of the lookup service.
 func (s Space) Lookups() string { return s.LookupService() + ".*" }
 
+// LookupAs is the lookup service's prefix for the holder of host
+// credential id: its account's import maps its requests on
+// LookupService's subjects there, so that the service knows whose they
+// are.
+func (s Space) LookupAs(id string) string { return s.prefix() + ".as." + id + ".lookup" }
+
+// LookupCallers is LookupAs of every credential: the pattern
+// lookup.WithCallers serves.
+func (s Space) LookupCallers() string { return s.LookupAs("*") }
+
 // ParseAs returns the credential id and the rest of a subject built by
 // one of the As functions ("submit.<type>", "job", "consumers.<type>",
 // "cancels"), or "", "".

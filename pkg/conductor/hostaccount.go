@@ -160,10 +160,14 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 		if api, ok := strings.CutPrefix(s, "$JS.API."); ok {
 			from = auth.HostAPIPrefix + "." + api
 		}
-		if _, typ := sp.ParseEnds(s); typ != "" || s == sp.AllJobEnds() {
+		switch _, typ := sp.ParseEnds(s); {
+		case typ != "" || s == sp.AllJobEnds():
 			// Its ends come to conductord under its name (EndsAs), which
 			// checks the final states they carry.
 			to = sp.EndsAs(cr.ID, s[strings.LastIndexByte(s, '.')+1:])
+		case s == sp.Lookups():
+			// Its lookups too, each host within its rate.
+			to = sp.LookupAs(cr.ID) + ".*"
 		}
 		ims = append(ims, serviceImport{from, to})
 		if strings.HasPrefix(s, "$KV.") {

@@ -29,13 +29,18 @@ func (c *Conductor) startLookups(ctx context.Context) error {
 			return fmt.Errorf("conductor: seed the lookups: %w", err)
 		}
 	}
-	svc, err := lookup.Serve(c.nc, store, c.space.LookupService())
+	svc, err := lookup.Serve(c.nc, store, c.space.LookupService(), lookup.WithCallers(c.space.LookupCallers(), hostLookupRate))
 	if err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}
 	c.lookups, c.lookupSvc = store, svc
 	return nil
 }
+
+// hostLookupRate bounds each host's lookup requests a second (a burst of
+// as many): far past what a host's workers ask of a lookup uncached, so
+// that one flooding host is answered 429 and the others are served.
+const hostLookupRate = 20_000
 
 // stopLookups stops the lookup service.
 func (c *Conductor) stopLookups() {

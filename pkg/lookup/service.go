@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"golang.org/x/time/rate"
 )
 
 // The service: a Store served by request/reply, as a NATS micro service
@@ -51,7 +54,11 @@ const opWait = 5 * time.Second
 // stopped. An answer goes to an inbox only (a reply subject that is not
 // one is not answered): no caller aims the service's answer at a subject
 // of its choosing.
-func Serve(nc *nats.Conn, store *Store, prefix string) (micro.Service, error) {
+func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (micro.Service, error) {
+	var cfg serveConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
 		Version:     "1.0.0",
@@ -88,8 +95,86 @@ func Serve(nc *nats.Conn, store *Store, prefix string) (micro.Service, error) {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("lookup: serve %s: %w", op, err)
 		}
+		if cfg.callers == "" {
+			continue
+		}
+		// The same, on the subjects that name their caller: each caller
+		// within its rate.
+		h = micro.HandlerFunc(func(req micro.Request) {
+			if !cfg.limits.allow(callerOf(req.Subject(), cfg.callerToken)) {
+				if isInbox(req.Reply()) {
+					_ = req.Error("429", "lookup: too many requests from this caller; retry later", nil)
+				}
+				return
+			}
+			handle(req, f)
+		})
+		if err := svc.AddEndpoint(op+"-by-caller", h, micro.WithEndpointSubject(cfg.callers+"."+op),
+			micro.WithEndpointPendingLimits(maxPending, maxPendingBytes)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("lookup: serve %s: %w", op, err)
+		}
 	}
 	return svc, nil
+}
+
+// ServeOption configures Serve.
+type ServeOption func(*serveConfig)
+
+type serveConfig struct {
+	callers     string // the callers' subjects' prefix, one token "*"
+	callerToken int    // the index of that token
+	limits      *callerRates
+}
+
+// WithCallers also serves the endpoints under pattern, a prefix with one
+// "*" token that names the caller ("conductor.default.as.*.lookup":
+// conductord maps each host's requests there, so that the subject says
+// whose they are), each caller at most perSecond requests a second (a
+// burst of as many); past it a request is answered 429 at once.
+func WithCallers(pattern string, perSecond int) ServeOption {
+	return func(c *serveConfig) {
+		c.callers = pattern
+		c.callerToken = slices.Index(strings.Split(pattern, "."), "*")
+		c.limits = &callerRates{every: rate.Limit(perSecond), burst: perSecond}
+	}
+}
+
+// callerOf returns the token at index i of subj.
+func callerOf(subj string, i int) string {
+	tokens := strings.Split(subj, ".")
+	if i < 0 || i >= len(tokens) {
+		return ""
+	}
+	return tokens[i]
+}
+
+// maxCallers bounds the callers whose rates are kept; past it they are
+// forgotten, all at once (only callers the server names reach these
+// subjects).
+const maxCallers = 10_000
+
+// callerRates holds a limiter per caller.
+type callerRates struct {
+	every rate.Limit
+	burst int
+
+	mu sync.Mutex
+	m  map[string]*rate.Limiter
+}
+
+func (r *callerRates) allow(caller string) bool {
+	r.mu.Lock()
+	l := r.m[caller]
+	if l == nil {
+		if r.m == nil || len(r.m) >= maxCallers {
+			r.m = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(r.every, r.burst)
+		r.m[caller] = l
+	}
+	r.mu.Unlock()
+	return l.Allow()
 }
 
 // maxRequest bounds a request's body: a value at its largest, escaped.

@@ -135,3 +135,37 @@ func TestService_FloodBounded(t *testing.T) {
 		return dropped
 	}, 30*time.Second, 10*time.Millisecond, "the flood was held past the pending bound")
 }
+
+// TestService_CallersRated: on the subjects that name their caller
+// (WithCallers), a caller past its rate is answered 429 at once, and
+// another caller is served as before.
+func TestService_CallersRated(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	store, err := Open(t.Context(), js, Config{Bucket: "conductor-default-lookups"})
+	require.NoError(t, err)
+	svc, err := Serve(nc, store, prefix, WithCallers("conductor.default.as.*.lookup", 10))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+	assert.Len(t, svc.Info().Endpoints, 8)
+
+	h1 := NewClient(natstest.Conn(t, ns), "conductor.default.as.h1.lookup")
+	h2 := NewClient(natstest.Conn(t, ns), "conductor.default.as.h2.lookup")
+	_, err = h1.Set(t.Context(), "n", "k", json.RawMessage(`1`))
+	require.NoError(t, err)
+	refused := 0
+	for range 30 {
+		_, _, err := h1.Get(t.Context(), "n", "k")
+		if err != nil {
+			require.ErrorContains(t, err, "429")
+			refused++
+		}
+	}
+	assert.GreaterOrEqual(t, refused, 15, "h1 past its 10 a second")
+	v, _, err := h2.Get(t.Context(), "n", "k")
+	require.NoError(t, err, "another caller is served")
+	assert.Equal(t, `1`, string(v))
+}
