@@ -70,6 +70,23 @@ type readBudget struct {
 	rate  *rate.Limiter
 	bytes *rate.Limiter
 	deads int // states of dead entries read
+	// messages are the job messages read, by sequence.
+	messages map[uint64]*messageRead
+}
+
+// message returns the read of the job message at seq, made or to make.
+func (b *readBudget) message(seq uint64) *messageRead {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.messages == nil {
+		b.messages = map[uint64]*messageRead{}
+	}
+	r := b.messages[seq]
+	if r == nil {
+		r = &messageRead{}
+		b.messages[seq] = r
+	}
+	return r
 }
 
 // maxDeadReads bounds the states a request's dead entries read: those
@@ -137,27 +154,50 @@ func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, r
 		}
 		return nil
 	}
-	// Read by the subjects of typ only, normal then high and low: a
-	// message of another type is never read (its payload, up to the
-	// server's largest, would be read for nothing).
+	// Each message once a request, however many of its items name it.
+	r := reads.message(it.Seq)
+	r.once.Do(func() { r.id, r.found, r.err = st.readJob(ctx, typ, it.Seq, reads) })
+	switch {
+	case r.err != nil:
+		return r.err
+	case !r.found:
+		return fmt.Errorf("job message %d is not a job of type %s, or is gone: a first state of job %s refused", it.Seq, typ, it.Key)
+	case r.id != it.Key:
+		return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
+	}
+	return nil
+}
+
+// readJob reads the job message at seq by the subjects of typ only,
+// normal then high and low (a message of another type is never read: its
+// payload, up to the server's largest, would be read for nothing), and
+// returns the id of its job; found false if it is no message of typ.
+func (st *storer) readJob(ctx context.Context, typ string, seq uint64, reads *readBudget) (id string, found bool, err error) {
 	for _, subj := range []string{st.sp.Job(typ), st.sp.Job(typ) + ".*"} {
 		if err := read(reads); err != nil {
-			return err
+			return "", false, err
 		}
-		m, err := st.jobs.GetMsg(ctx, it.Seq, jetstream.WithGetMsgSubject(subj))
+		m, err := st.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			continue
 		case err != nil:
-			return fmt.Errorf("read the job's message: %w", err)
-		case m.Sequence != it.Seq:
-			continue // the next of typ past it: the one at it.Seq is not
-		case wire.MessageJobID(m.Header, it.Seq) != it.Key:
-			return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
+			return "", false, fmt.Errorf("read the job's message: %w", err)
+		case m.Sequence != seq:
+			continue // the next of typ past it: the one at seq is not
 		}
-		return nil
+		return wire.MessageJobID(m.Header, seq), true, nil
 	}
-	return fmt.Errorf("job message %d is not a job of type %s, or is gone: a first state of job %s refused", it.Seq, typ, it.Key)
+	return "", false, nil
+}
+
+// messageRead is a request's read of one job message (readJob), made
+// once.
+type messageRead struct {
+	once  sync.Once
+	id    string
+	found bool
+	err   error
 }
 
 // errGone is the error of a write whose expected state is gone: the key
