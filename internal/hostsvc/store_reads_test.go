@@ -20,13 +20,7 @@ import (
 // state.
 func TestStore_ReplacedRevisionReadsNoOtherKey(t *testing.T) {
 	t.Parallel()
-	var storeNC *nats.Conn
-	b := setupWith(t, func(c *Config) {
-		nc, err := nats.Connect(c.Conn.ConnectedUrl())
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		c.StoreConn, storeNC = nc, nc
-	})
+	b, storeNC := setupStoreConn(t)
 	big, _ := json.Marshal(map[string]any{"id": "o-big", "type": "other", "status": "succeeded", "result": strings.Repeat("x", 900<<10)})
 	rev, err := b.states.Put(t.Context(), "o-big", big)
 	require.NoError(t, err)
@@ -57,13 +51,7 @@ func TestStore_ReplacedRevisionReadsNoOtherKey(t *testing.T) {
 // per item.
 func TestStore_DeadEntriesReadLittle(t *testing.T) {
 	t.Parallel()
-	var storeNC *nats.Conn
-	b := setupWith(t, func(c *Config) {
-		nc, err := nats.Connect(c.Conn.ConnectedUrl())
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		c.StoreConn, storeNC = nc, nc
-	})
+	b, storeNC := setupStoreConn(t)
 	big, _ := json.Marshal(map[string]any{"id": "o-big", "type": "other", "status": "dead", "result": strings.Repeat("x", 900<<10)})
 	_, err := b.states.Put(t.Context(), "o-big", big)
 	require.NoError(t, err)
@@ -84,4 +72,18 @@ func TestStore_DeadEntriesReadLittle(t *testing.T) {
 	read := storeNC.Stats().InBytes - before
 	t.Logf("request of %d bytes; the store read %d bytes", len(batch), read)
 	require.Less(t, read, uint64(4<<20), "a host's dead entries made conductord read another type's big state once per item")
+}
+
+// setupStoreConn is setup with the store on a connection of its own,
+// returned: its stats tell what the store read.
+func setupStoreConn(t *testing.T) (*bundle, *nats.Conn) {
+	t.Helper()
+	var storeNC *nats.Conn
+	b := setupWith(t, func(c *Config) {
+		nc, err := nats.Connect(c.Conn.ConnectedUrl())
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		c.StoreConn, storeNC = nc, nc
+	})
+	return b, storeNC
 }
