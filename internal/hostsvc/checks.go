@@ -148,8 +148,8 @@ func (st *storer) checkJob(ctx context.Context, typ string, it wire.StoreItem, r
 	if it.Seq == 0 {
 		return fmt.Errorf("a first state of job %s names no job message: refused", it.Key)
 	}
-	if ref, found := proved.has(it.Seq); found {
-		if ref.id != it.Key {
+	if id, found := proved.has(it.Seq); found {
+		if id != it.Key {
 			return fmt.Errorf("job message %d is not job %s of type %s: refused", it.Seq, it.Key, typ)
 		}
 		return nil

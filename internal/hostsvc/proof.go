@@ -33,20 +33,16 @@ const (
 	proofBytes   = 1 << 20
 )
 
-// jobRef is what a job message shows of its job: the type its subject
-// names, and its id.
-type jobRef struct{ typ, id string }
-
 // proofs are the job messages of a type a batched read found, by
 // sequence.
 type proofs struct {
-	refs map[uint64]jobRef
+	refs map[uint64]string // job ids
 }
 
-// has returns what p found at seq, if it did.
-func (p *proofs) has(seq uint64) (jobRef, bool) {
+// has returns the id of the job whose message p found at seq, if it did.
+func (p *proofs) has(seq uint64) (id string, ok bool) {
 	if p == nil {
-		return jobRef{}, false
+		return "", false
 	}
 	ref, ok := p.refs[seq]
 	return ref, ok
@@ -119,7 +115,7 @@ func (st *storer) readRange(ctx context.Context, typ, subj string, lo, hi uint64
 	if err := st.nc.PublishRequest("$JS.API.DIRECT.GET."+st.sp.JobStream(), inbox, req); err != nil {
 		return nil, err
 	}
-	p := &proofs{refs: make(map[uint64]jobRef, n)}
+	p := &proofs{refs: make(map[uint64]string, n)}
 	last := uint64(0)
 	for {
 		select {
@@ -136,7 +132,7 @@ func (st *storer) readRange(ctx context.Context, typ, subj string, lo, hi uint64
 				return nil, errors.New("read the job messages: an answer out of order")
 			}
 			if t, _ := st.sp.ParseJob(m.Header.Get(jsSubject)); seq <= hi && t == typ {
-				p.refs[seq] = jobRef{typ: t, id: wire.MessageJobID(m.Header, seq)}
+				p.refs[seq] = wire.MessageJobID(m.Header, seq)
 			}
 			last = seq
 		case <-ctx.Done():

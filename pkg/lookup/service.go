@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/time/rate"
+
+	"github.com/conductor-run/conductor/internal/subject"
 )
 
 // The service: a Store served by request/reply, as a NATS micro service
@@ -102,7 +104,7 @@ func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (mic
 		// within its rate.
 		h = micro.HandlerFunc(func(req micro.Request) {
 			if !cfg.limits.allow(callerOf(req.Subject(), cfg.callerToken)) {
-				if isInbox(req.Reply()) {
+				if subject.IsInbox(req.Reply()) {
 					_ = req.Error("429", "lookup: too many requests from this caller; retry later", nil)
 				}
 				return
@@ -189,7 +191,7 @@ const (
 )
 
 func handle(req micro.Request, f func(context.Context, request) (answer, error)) {
-	if !isInbox(req.Reply()) {
+	if !subject.IsInbox(req.Reply()) {
 		return
 	}
 	var r request
@@ -216,13 +218,6 @@ func handle(req micro.Request, f func(context.Context, request) (answer, error))
 	default:
 		_ = req.RespondJSON(a)
 	}
-}
-
-// isInbox reports whether reply is a reply subject made by a client
-// library or by the server (a service import's): an answer goes nowhere
-// else.
-func isInbox(reply string) bool {
-	return (strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, "_R_.")) && !strings.ContainsAny(reply, "*> \t")
 }
 
 // Client asks a lookup service (Serve) over NATS.

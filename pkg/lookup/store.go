@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,14 +67,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("lookup: open bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, maxValue: cmpOr(cfg.MaxValue, DefaultMaxValue), maxKeys: cmpOr(cfg.MaxKeys, DefaultMaxKeys)}, nil
-}
-
-func cmpOr(v, def int) int {
-	if v > 0 {
-		return v
-	}
-	return def
+	return &Store{kv: kv, maxValue: cmp.Or(max(cfg.MaxValue, 0), DefaultMaxValue), maxKeys: cmp.Or(max(cfg.MaxKeys, 0), DefaultMaxKeys)}, nil
 }
 
 // Get returns the value of key in lookup name, and its revision; an error
