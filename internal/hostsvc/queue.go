@@ -116,7 +116,7 @@ func (s *Server) queueStore(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	if !s.store.bytes.allowN(id, len(m.Data)) || !s.queue.put(id, m) {
+	if !s.store.bytes.AllowN(id, len(m.Data)) || !s.queue.put(id, m) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 	}
 }

@@ -46,7 +46,7 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return
 	}
-	if !s.readReqs.allow(id) {
+	if !s.readReqs.Allow(id) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
@@ -65,7 +65,7 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusNotFound, errorBody(fmt.Errorf("job %s has no state", key)))
 		return
 	}
-	if !s.store.bytes.allowN(id, len(data)) {
+	if !s.store.bytes.AllowN(id, len(data)) {
 		// What a host makes conductord read, of its states or another
 		// type's, counts in its rate of bytes.
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))

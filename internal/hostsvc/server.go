@@ -91,8 +91,8 @@ func NewServer(cfg Config) *Server {
 	}
 	s := &Server{
 		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
-		pages: rates{every: pageRate, burst: pageBurst}, asks: rates{every: consumerRate, burst: consumerBurst},
-		refusals: rates{every: 1, burst: 5}, readReqs: rates{every: readReqRate, burst: readReqRate},
+		pages: rates{Every: pageRate, Burst: pageBurst}, asks: rates{Every: consumerRate, Burst: consumerBurst},
+		refusals: rates{Every: 1, Burst: 5}, readReqs: rates{Every: readReqRate, Burst: readReqRate},
 		queue: newFairQueue(),
 	}
 	if cfg.Go == nil {
@@ -223,7 +223,7 @@ func (s *Server) consumers(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	if !s.asks.allow(id) {
+	if !s.asks.Allow(id) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
@@ -277,7 +277,7 @@ func (s *Server) cancels(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	if !s.pages.allow(id) {
+	if !s.pages.Allow(id) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}

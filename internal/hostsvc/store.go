@@ -128,9 +128,9 @@ func (s *Server) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hostsvc: %w", err)
 	}
-	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, finals: newFinals(), items: rates{every: itemRate, burst: itemBurst},
-		bytes: rates{every: byteRate, burst: byteBurst}, archive: s.cfg.Archive, log: s.cfg.Log,
-		reads: rates{every: readRate, burst: readRate}}
+	st := &storer{js: js, nc: nc, sp: s.cfg.Space, known: revTypes{max: maxRevTypes}, finals: newFinals(), items: rates{Every: itemRate, Burst: itemBurst},
+		bytes: rates{Every: byteRate, Burst: byteBurst}, archive: s.cfg.Archive, log: s.cfg.Log,
+		reads: rates{Every: readRate, Burst: readRate}}
 	if st.jobs, err = st.js.Stream(ctx, st.sp.JobStream()); err != nil {
 		return fmt.Errorf("hostsvc: the job stream: %w", err)
 	}
@@ -158,7 +158,7 @@ func (s *Server) storeReq(id string, m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return
 	}
-	if !s.store.items.allowN(id, len(items)) {
+	if !s.store.items.AllowN(id, len(items)) {
 		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
 		return
 	}
@@ -177,7 +177,7 @@ func (s *Server) storeReq(id string, m *nats.Msg) {
 			}
 		}
 	}
-	if refused > 0 && s.refusals.allow(id) {
+	if refused > 0 && s.refusals.Allow(id) {
 		// One line a request, at most a few a second a credential.
 		s.cfg.Log.Warn("a host's writes refused", "credential", id, "type", typ, "refused", refused, "of", len(items),
 			"first_job", items[first].Key, "first_err", results[first].Error)
@@ -190,7 +190,7 @@ func (s *Server) storeReq(id string, m *nats.Msg) {
 func (st *storer) write(ctx context.Context, id, typ string, items []wire.StoreItem) []wire.StoreResult {
 	results := make([]wire.StoreResult, len(items))
 	futures := make([]jetstream.PubAckFuture, len(items))
-	reads := &readBudget{left: maxReads, rate: st.reads.limiter(id), bytes: st.bytes.limiter(id)}
+	reads := &readBudget{left: maxReads, rate: st.reads.Limiter(id), bytes: st.bytes.Limiter(id)}
 	// The checks first, their reads (each a round trip) at once, up to
 	// checkParallel; then the writes, in order.
 	checks := make([]error, len(items))

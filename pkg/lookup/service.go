@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/time/rate"
 
+	"github.com/conductor-run/conductor/internal/ratemap"
 	"github.com/conductor-run/conductor/internal/subject"
 )
 
@@ -103,7 +103,7 @@ func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (mic
 		// The same, on the subjects that name their caller: each caller
 		// within its rate.
 		h = micro.HandlerFunc(func(req micro.Request) {
-			if !cfg.limits.allow(callerOf(req.Subject(), cfg.callerToken)) {
+			if !cfg.limits.Allow(callerOf(req.Subject(), cfg.callerToken)) {
 				if subject.IsInbox(req.Reply()) {
 					_ = req.Error("429", "lookup: too many requests from this caller; retry later", nil)
 				}
@@ -126,7 +126,7 @@ type ServeOption func(*serveConfig)
 type serveConfig struct {
 	callers     string // the callers' subjects' prefix, one token "*"
 	callerToken int    // the index of that token
-	limits      *callerRates
+	limits      *ratemap.PerKey
 }
 
 // WithCallers also serves the endpoints under pattern, a prefix with one
@@ -138,7 +138,7 @@ func WithCallers(pattern string, perSecond int) ServeOption {
 	return func(c *serveConfig) {
 		c.callers = pattern
 		c.callerToken = slices.Index(strings.Split(pattern, "."), "*")
-		c.limits = &callerRates{every: rate.Limit(perSecond), burst: perSecond}
+		c.limits = &ratemap.PerKey{Every: rate.Limit(perSecond), Burst: perSecond}
 	}
 }
 
@@ -149,34 +149,6 @@ func callerOf(subj string, i int) string {
 		return ""
 	}
 	return tokens[i]
-}
-
-// maxCallers bounds the callers whose rates are kept; past it they are
-// forgotten, all at once (only callers the server names reach these
-// subjects).
-const maxCallers = 10_000
-
-// callerRates holds a limiter per caller.
-type callerRates struct {
-	every rate.Limit
-	burst int
-
-	mu sync.Mutex
-	m  map[string]*rate.Limiter
-}
-
-func (r *callerRates) allow(caller string) bool {
-	r.mu.Lock()
-	l := r.m[caller]
-	if l == nil {
-		if r.m == nil || len(r.m) >= maxCallers {
-			r.m = map[string]*rate.Limiter{}
-		}
-		l = rate.NewLimiter(r.every, r.burst)
-		r.m[caller] = l
-	}
-	r.mu.Unlock()
-	return l.Allow()
 }
 
 // maxRequest bounds a request's body: a value at its largest, escaped.
