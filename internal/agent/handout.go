@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -229,8 +230,27 @@ func (o *handout) drain() []*nats.Msg {
 	return left
 }
 
-// deliveredBefore reports whether m was delivered before.
+// deliveredBefore reports whether m was delivered before: the delivery
+// count of its ack subject is past 1, read in place (it is asked of every
+// job queued behind another, and Msg.Metadata allocates, which the job's
+// own identify does once anyway). The subject is
+// $JS.ACK.<stream>.<consumer>.<delivered>.… (9 tokens), or, from newer
+// servers, $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.…
+// (11 or more).
 func deliveredBefore(m *nats.Msg) bool {
-	md, err := m.Metadata()
-	return err == nil && md.NumDelivered > 1
+	r, ok := strings.CutPrefix(m.Reply, "$JS.ACK.")
+	if !ok {
+		return false
+	}
+	pos := 2 // of the delivery count, after the prefix: v1
+	if strings.Count(r, ".")+3 >= 11 {
+		pos = 4 // v2
+	}
+	for range pos {
+		if _, r, ok = strings.Cut(r, "."); !ok {
+			return false
+		}
+	}
+	n, _, _ := strings.Cut(r, ".")
+	return n != "" && n != "1" && strings.Trim(n, "0123456789") == ""
 }

@@ -530,3 +530,25 @@ func TestSource_OutcomesInBursts(t *testing.T) {
 		require.Equal(t, wire.StatusSucceeded, st.Status, id)
 	}
 }
+
+// TestDeliveredBefore: the delivery count of both forms of ack subject,
+// read as Msg.Metadata reads it.
+func TestDeliveredBefore(t *testing.T) {
+	t.Parallel()
+	sub := new(nats.Subscription)
+	for _, reply := range []string{
+		"$JS.ACK.S.C.1.7.7.1700000000000000000.0",
+		"$JS.ACK.S.C.2.7.7.1700000000000000000.0",
+		"$JS.ACK.S.C.10.7.7.1700000000000000000.0",
+		"$JS.ACK.dom.hash.S.C.1.7.7.1700000000000000000.0.rnd",
+		"$JS.ACK.dom.hash.S.C.3.7.7.1700000000000000000.0.rnd",
+		"$JS.ACK.dom.hash.S.C.3.7.7.1700000000000000000.0",
+		"$JS.ACK.S.C.x.7.7.1.0",
+		"_INBOX.x",
+	} {
+		m := &nats.Msg{Reply: reply, Sub: sub}
+		md, err := m.Metadata()
+		want := err == nil && md.NumDelivered > 1
+		require.Equal(t, want, deliveredBefore(m), reply)
+	}
+}
