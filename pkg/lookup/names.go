@@ -38,6 +38,14 @@ func checkKey(key string) error {
 	if !utf8.ValidString(key) {
 		return fmt.Errorf("%w key %.80q: not UTF-8", ErrInvalid, key)
 	}
+	// A key is the rest of an HTTP path (/v1/lookups/{name}/{key}), which
+	// a server cleans: one with an empty, "." or ".." segment between
+	// slashes could be stored and never reached there.
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w key %.80q: no empty, \".\" or \"..\" part between slashes", ErrInvalid, key)
+		}
+	}
 	return nil
 }
 
@@ -77,12 +85,19 @@ func splitKey(stored string) (name, key string, ok bool) {
 	if !ok || checkName(name) != nil || enc == "" {
 		return "", "", false
 	}
+	key = enc
 	if b, found := strings.CutPrefix(enc, encodedMark); found {
 		raw, err := base64.RawURLEncoding.DecodeString(b)
-		if err != nil || checkKey(string(raw)) != nil {
+		if err != nil {
 			return "", "", false
 		}
-		return name, string(raw), true
+		key = string(raw)
 	}
-	return name, enc, true
+	// Only the one bucket key storedKey makes of it: another spelling of
+	// the same key (base64 is not canonical), written past the store,
+	// would list as a key Get does not read.
+	if checkKey(key) != nil || storedKey(name, key) != stored {
+		return "", "", false
+	}
+	return name, key, true
 }

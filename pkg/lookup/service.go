@@ -188,7 +188,11 @@ func handle(req micro.Request, f func(context.Context, request) (answer, error))
 	case err != nil:
 		_ = req.Error("503", err.Error(), nil)
 	default:
-		_ = req.RespondJSON(a)
+		if err := req.RespondJSON(a); err != nil {
+			// Past the largest message the server takes (a list of many
+			// long keys): said so, rather than left unanswered.
+			_ = req.Error("413", ErrTooMany.Error()+": the answer is larger than the server takes: "+err.Error(), nil)
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ var ErrTooMany = errors.New("lookup: too many keys")
 const (
 	DefaultMaxValue = 64 << 10
 	DefaultMaxKeys  = 10_000
+	DefaultMaxBytes = 1 << 30
 )
 
 // Config is a Store's.
@@ -38,6 +39,9 @@ type Config struct {
 	MaxValue int
 	// MaxKeys bounds the keys Keys returns (DefaultMaxKeys if 0).
 	MaxKeys int
+	// MaxBytes bounds the bucket (DefaultMaxBytes if 0): past it, a set
+	// of a new value is refused by the server, and says so.
+	MaxBytes int64
 }
 
 // Store keeps named lookups in a JetStream key-value bucket. It is safe
@@ -58,16 +62,20 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
+	s := &Store{maxValue: cmp.Or(max(cfg.MaxValue, 0), DefaultMaxValue), maxKeys: cmp.Or(max(cfg.MaxKeys, 0), DefaultMaxKeys)}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "conductor lookups",
-		Replicas:    max(cfg.Replicas, 1),
-		Storage:     storage,
+		Bucket:       cfg.Bucket,
+		Description:  "conductor lookups",
+		Replicas:     max(cfg.Replicas, 1),
+		Storage:      storage,
+		MaxValueSize: int32(s.maxValue),
+		MaxBytes:     cmp.Or(max(cfg.MaxBytes, 0), DefaultMaxBytes),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lookup: open bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, maxValue: cmp.Or(max(cfg.MaxValue, 0), DefaultMaxValue), maxKeys: cmp.Or(max(cfg.MaxKeys, 0), DefaultMaxKeys)}, nil
+	s.kv = kv
+	return s, nil
 }
 
 // Get returns the value of key in lookup name, and its revision; an error
@@ -127,6 +135,11 @@ func (s *Store) value(name, key string, value json.RawMessage) ([]byte, error) {
 func (s *Store) Delete(ctx context.Context, name, key string) error {
 	if err := check(name, key); err != nil {
 		return err
+	}
+	// Only a key held: a delete of one that is not would leave a marker
+	// in the bucket all the same, and many such would grow it.
+	if _, err := s.kv.Get(ctx, storedKey(name, key)); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
 	}
 	if err := s.kv.Delete(ctx, storedKey(name, key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("lookup: delete %s/%.80q: %w", name, key, err)
@@ -218,9 +231,15 @@ func (s *Store) Watch(ctx context.Context, name string, loaded func()) (<-chan C
 }
 
 // Seed sets the keys of lookups (name -> key -> value, any value that
-// encodes to JSON) that the store does not hold yet: what a restart finds
-// set since (by workers, by hand) is kept.
+// encodes to JSON) that the store has never held, or all of none if one
+// is refused: what a restart finds set since (by workers, by hand), or
+// deleted since, is kept.
 func (s *Store) Seed(ctx context.Context, lookups map[string]map[string]any) error {
+	type seed struct {
+		key  string
+		data []byte
+	}
+	var seeds []seed
 	for name, keys := range lookups {
 		for key, v := range keys {
 			raw, err := json.Marshal(v)
@@ -231,13 +250,28 @@ func (s *Store) Seed(ctx context.Context, lookups map[string]map[string]any) err
 			if err != nil {
 				return err
 			}
-			if _, err := s.kv.Create(ctx, storedKey(name, key), data); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-				return fmt.Errorf("lookup: seed %s/%.80q: %w", name, key, err)
-			}
+			seeds = append(seeds, seed{storedKey(name, key), data})
+		}
+	}
+	for _, sd := range seeds {
+		// Revision 0: the key has no entry at all, not even a delete's.
+		if _, err := s.kv.Update(ctx, sd.key, sd.data, 0); err != nil && !isWrongLast(err) {
+			return fmt.Errorf("lookup: seed %s: %w", sd.key, err)
 		}
 	}
 	return nil
 }
+
+// isWrongLast reports whether err is the server's refusal of a write that
+// expected another last revision of its key.
+func isWrongLast(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &api) && api.ErrorCode == jsErrWrongLast
+}
+
+// jsErrWrongLast is JetStream's error code of a wrong last sequence of a
+// subject.
+const jsErrWrongLast = 10071
 
 // SeedFile seeds the store (Seed) from a JSON file of the lookups:
 // {"name": {"key": value, …}, …}.
