@@ -17,7 +17,7 @@ import (
 
 // startLookups opens the lookups, seeds them, and serves them on NATS.
 func (c *Conductor) startLookups(ctx context.Context) error {
-	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage})
+	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes()})
 	if err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}
@@ -41,6 +41,28 @@ func (c *Conductor) startLookups(ctx context.Context) error {
 // as many): far past what a host's workers ask of a lookup uncached, so
 // that one flooding host is answered 429 and the others are served.
 const hostLookupRate = 20_000
+
+// lookupMaxBytes bounds the lookups' bucket: 1 GiB, or a sixteenth of
+// what the embedded server may store if that is less (the server reserves
+// a bucket's bound at once: a small disk has no room for 1 GiB).
+func (c *Conductor) lookupMaxBytes() int64 {
+	const most = lookup.DefaultMaxBytes
+	if c.ns == nil {
+		return most
+	}
+	js := c.ns.JetStreamConfig()
+	if js == nil {
+		return most
+	}
+	limit := js.MaxStore
+	if c.cfg.MemoryStorage {
+		limit = js.MaxMemory
+	}
+	if limit <= 0 {
+		return most
+	}
+	return min(most, max(limit/16, 1<<20))
+}
 
 // stopLookups stops the lookup service.
 func (c *Conductor) stopLookups() {
