@@ -89,6 +89,14 @@ type Conductor struct {
 	// nil in production. It is called from the ends taker's acker, up to
 	// endsAcksInFlight at once.
 	ackEnds func(ctx context.Context, m jetstream.Msg) error
+	// leaveEnds, if set, is asked of each ends message delivered; if it
+	// returns true, the taker leaves the message, neither taken nor
+	// acked, as a conductord killed once it was delivered does: a test
+	// signal, set between New and Start; nil in production.
+	leaveEnds func(m jetstream.Msg) bool
+	// endsLease, if set (by tests, before Start), replaces endsAckWait
+	// as the ends consumer's ack wait.
+	endsLease time.Duration
 	// batchStall, if set (by tests, before Start), replaces
 	// client.BatchStall.
 	batchStall time.Duration

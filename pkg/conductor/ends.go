@@ -44,6 +44,11 @@ type endsTaker struct {
 	cons    jetstream.Consumer
 	backlog uint64 // the ends waiting at start
 	taken   uint64 // the ends taken since start; the taker's goroutine owns it
+	lease   time.Duration
+	// floor is the consumer's ack floor as last read, and floorRead
+	// when; the taker's goroutine owns them (mayTakeAgain).
+	floor     uint64
+	floorRead time.Time
 }
 
 // heldEnds is an ends message taken and not yet acked: typ is the type
@@ -87,15 +92,33 @@ const (
 	endsPruneEvery = 10 * time.Second
 )
 
+// endsLease is how long an ends message delivered and not acked waits
+// before it is delivered again: one delivered to a conductord killed
+// before it took it comes back this long after.
+const endsLease = 30 * time.Second
+
+// Ends announced again wait, endsAgainDelay at a time, until every ends
+// message before them is acked (mayTakeAgain); the consumer's ack floor
+// is read for it at most every endsFloorEvery.
+const (
+	endsAgainDelay = time.Second
+	endsFloorEvery = 200 * time.Millisecond
+)
+
 // endsMaxDeliver is how many times ends are taken before they are given
 // up: with archiveRetry between, about 100 minutes of a failing archive.
 const endsMaxDeliver = 1200
 
 func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
+	lease := endsLease
+	if c.endsLease > 0 {
+		lease = c.endsLease
+	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.space.EndsStream(), jetstream.ConsumerConfig{
 		Durable:       subject.EndsConsumer,
 		Description:   "conductord: job ends to count and archive",
 		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       lease,
 		MaxAckPending: endsMaxAckPending,
 		// Ends the archive keeps refusing (a disk that stays full) are
 		// given up after this many tries, rather than held for ever.
@@ -107,7 +130,7 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 	// The ends that waited for conductord: until they are taken, the
 	// archive cannot say a state is not in it.
 	info := cons.CachedInfo()
-	e := &endsTaker{c: c, cons: cons, backlog: info.NumPending + uint64(info.NumAckPending)}
+	e := &endsTaker{c: c, cons: cons, backlog: info.NumPending + uint64(info.NumAckPending), lease: lease, floor: info.AckFloor.Stream}
 	e.caughtUp(0)
 	// The ends acked before a kill whose acks the stats had not saved
 	// do not come back.
@@ -240,12 +263,22 @@ func (e *endsTaker) take(ctx context.Context, msgs <-chan jetstream.Msg, acks ch
 // returns m to hold until the counts are saved. Ends that could not be
 // archived are put back, not held.
 func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
+	if e.c.leaveEnds != nil && e.c.leaveEnds(m) {
+		return heldEnds{}, false
+	}
 	h := heldEnds{m: m}
+	var delivered uint64
 	if md, err := m.Metadata(); err == nil {
-		h.seq = md.Sequence.Stream
+		h.seq, delivered = md.Sequence.Stream, md.NumDelivered
 	}
 	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
 	if ok && ends.Again {
+		if !e.mayTakeAgain(h.seq, delivered) {
+			if err := m.NakWithDelay(endsAgainDelay); err != nil {
+				e.c.log.Warn("put back job ends announced again; they come back when their lease ends", "err", err)
+			}
+			return h, false
+		}
 		ends = e.c.unknownEnds(ends)
 	}
 	if ok && e.c.archive != nil {
@@ -307,6 +340,38 @@ func (e *endsTaker) prune() {
 		return
 	}
 	e.c.stats.ackedTo(info.AckFloor.Stream)
+	e.floor = max(e.floor, info.AckFloor.Stream)
+}
+
+// mayTakeAgain reports whether the ends announced again of sequence seq,
+// delivered this many times, may be taken now: once every ends message
+// before them is acked. Ends announced again are counted for the jobs
+// the archive has no record of, and an earlier message of the same job,
+// delivered to a conductord killed before it took it, comes back only
+// after its lease: taken first, the ends announced again would count the
+// job, and the earlier message count it once more. Ends that have waited
+// past a lease are taken anyway: what was delivered before them has come
+// back by then, and a message the consumer gave up on must not hold them
+// for ever.
+func (e *endsTaker) mayTakeAgain(seq, delivered uint64) bool {
+	if seq == 0 || e.floor+1 >= seq {
+		return true
+	}
+	if time.Duration(delivered)*endsAgainDelay > e.lease+endsAgainDelay {
+		return true
+	}
+	if time.Since(e.floorRead) >= endsFloorEvery {
+		e.floorRead = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		info, err := e.cons.Info(ctx)
+		if err != nil {
+			e.c.log.Warn("read the job ends consumer's ack floor", "err", err)
+			return false
+		}
+		e.floor = max(e.floor, info.AckFloor.Stream)
+	}
+	return e.floor+1 >= seq
 }
 
 // archiveRetry is how long ends whose final states could not be

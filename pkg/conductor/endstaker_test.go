@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
@@ -206,4 +207,66 @@ func TestEndsTaker_AnnouncedAgainCountedOnce(t *testing.T) {
 	publish(false, "job-4") // after the others: once it is counted, they were taken
 	require.Eventually(t, func() bool { return succeeded() >= 4 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, uint64(4), succeeded(), "job-1 and job-2 counted once")
+}
+
+// A job's ends, delivered to a conductord that was killed before it took
+// them, come back only after their lease; the job's message, its ack
+// lost with the kill, may come back sooner, and its end be announced
+// again. Ends announced again wait until every ends message before them
+// is acked: taken first, they counted the job (the archive had no record
+// of it), and the first ends counted it again (caught by
+// integration's TestConductord_KillKeepsJobCounts, one count too many).
+func TestEndsTaker_AnnouncedAgainWaitsForEarlierEnds(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	left := make(chan uint64, 1)
+	var once sync.Once
+	c.leaveEnds = func(m jetstream.Msg) bool {
+		leave := false
+		once.Do(func() {
+			md, err := m.Metadata()
+			require.NoError(t, err)
+			left <- md.Sequence.Stream
+			leave = true
+		})
+		return leave
+	}
+	c.endsLease = 2 * time.Second
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	publish := func(again bool, id string) {
+		ends := wire.Ends{Type: "squares", Again: again, Jobs: []wire.End{
+			{ID: id, Status: wire.StatusSucceeded, State: json.RawMessage(`{"id":"` + id + `","type":"squares","status":"succeeded"}`)},
+		}}
+		_, err := js.Publish(context.Background(), c.space.JobEnds("squares"), ends.AppendJSON(nil))
+		require.NoError(t, err)
+	}
+	succeeded := func() uint64 { return c.stats.snapshot()["squares"].Succeeded }
+
+	publish(false, "job-1")
+	receive(t, left, 1, "the first ends left")
+	publish(true, "job-1") // its message came back first
+	require.Eventually(t, func() bool {
+		_, ok, err := c.archive.store.Get("job-1")
+		return err == nil && ok && succeeded() >= 1
+	}, 20*time.Second, 10*time.Millisecond, "job-1 archived and counted")
+	// After the others: once it is counted, both ends of job-1 were taken.
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(context.Background(), c.space.EndsStream(), subject.EndsConsumer)
+		if err != nil {
+			return false
+		}
+		i, err := info.Info(context.Background())
+		return err == nil && i.NumPending == 0 && i.NumAckPending == 0
+	}, 20*time.Second, 10*time.Millisecond, "both ends of job-1 taken")
+	require.Equal(t, uint64(1), succeeded(), "job-1 counted once")
+	publish(false, "job-2")
+	require.Eventually(t, func() bool { return succeeded() >= 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, uint64(2), succeeded())
 }
