@@ -99,6 +99,8 @@ type Agent struct {
 	// replays marks the messages a restarted server may deliver again as
 	// first deliveries (see watchReconnects).
 	replays replays
+	// lookups answers the workers' lookups; set by Start.
+	lookups *lookups
 
 	life   startstop.Base  // the lifecycle: Start, Stop, Stopped
 	ctx    context.Context // the agent's life; set by Start
@@ -196,6 +198,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.start = time.Now().UTC()
 	a.ctx, a.cancel = context.WithCancel(ctx)
+	a.lookups = newLookups(a.ctx, &a.wg, a.cfg.Conn, a.space, a.log)
 	a.replays.connected(a.cfg.Conn.ConnectedServerId())
 	sub, err := a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
 	if err != nil {

@@ -109,7 +109,8 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 			}
 			a.publishEvent(e)
 		},
-		OnOutput: a.logs.forward,
+		OnOutput:  a.logs.forward,
+		OnRequest: a.lookups.request,
 	})
 	if err == nil {
 		err = bp.Start(ctx)

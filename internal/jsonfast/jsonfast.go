@@ -140,6 +140,22 @@ func (l *Lexer) Int() (int, bool) {
 	return int(n), err == nil
 }
 
+// Uint reads an unsigned integer: a run of digits, as JSON writes them.
+// A sign, a fraction or an exponent is declined: encoding/json refuses
+// them for a uint64.
+func (l *Lexer) Uint() (uint64, bool) {
+	start := l.i
+	for l.i < len(l.b) && '0' <= l.b[l.i] && l.b[l.i] <= '9' {
+		l.i++
+	}
+	switch n := l.i - start; {
+	case n == 0, n > 1 && l.b[start] == '0':
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(l.b[start:l.i]), 10, 64)
+	return n, err == nil
+}
+
 // Bool reads true or false.
 func (l *Lexer) Bool() (bool, bool) {
 	rest := l.b[l.i:]

@@ -23,14 +23,14 @@ func decodeFast(line []byte) (Message, bool) {
 	if !l.Next('{') {
 		return Message{}, false
 	}
-	var seen uint16 // the fields set so far, a bit each
+	var seen uint32 // the fields set so far, a bit each
 	for {
 		key, ok := l.Str()
 		if !ok || !l.Next(':') {
 			return Message{}, false
 		}
 		l.Space()
-		var bit uint16
+		var bit uint32
 		switch string(key) {
 		case "op":
 			bit = 1 << 0
@@ -67,6 +67,29 @@ func decodeFast(line []byte) (Message, bool) {
 		case "redelivered":
 			bit = 1 << 10
 			m.Redelivered, ok = l.Bool()
+		case "req":
+			bit = 1 << 11
+			var n uint64
+			n, ok = l.Uint()
+			m.Req = n
+		case "do":
+			bit = 1 << 12
+			m.Do, ok = l.Text()
+		case "name":
+			bit = 1 << 13
+			m.Name, ok = l.Text()
+		case "key":
+			bit = 1 << 14
+			m.Key, ok = l.Text()
+		case "value":
+			bit = 1 << 15
+			m.Value, ok = l.Raw()
+		case "rev":
+			bit = 1 << 16
+			m.Rev, ok = l.Uint()
+		case "code":
+			bit = 1 << 17
+			m.Code, ok = l.Int()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -87,7 +110,7 @@ func decodeFast(line []byte) (Message, bool) {
 }
 
 // knownOps are the ops decodeFast returns without allocating.
-var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage}
+var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply}
 
 // op returns s as an Op, sharing the constant when it is a known op: almost
 // every line has one, and a string for each would be garbage.
@@ -104,7 +127,8 @@ func op(s []byte) Op {
 // (ok false, b untouched) when a raw field is one that encoding/json would
 // change, by compacting or escaping it, or refuse.
 func appendFast(b []byte, m Message) ([]byte, bool) {
-	if !jsonfast.PlainRaw(m.Payload) || !jsonfast.PlainRaw(m.Result) || !jsonfast.PlainRaw(m.Data) {
+	if !jsonfast.PlainRaw(m.Payload) || !jsonfast.PlainRaw(m.Result) || !jsonfast.PlainRaw(m.Data) ||
+		!jsonfast.PlainRaw(m.Value) || m.Keys != nil {
 		return b, false
 	}
 	b = append(b, `{"op":`...)
@@ -138,6 +162,27 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Prefetch != 0 {
 		b = strconv.AppendInt(append(b, `,"prefetch":`...), int64(m.Prefetch), 10)
+	}
+	if m.Req != 0 {
+		b = strconv.AppendUint(append(b, `,"req":`...), m.Req, 10)
+	}
+	if m.Do != "" {
+		b = jsonfast.AppendString(append(b, `,"do":`...), m.Do)
+	}
+	if m.Name != "" {
+		b = jsonfast.AppendString(append(b, `,"name":`...), m.Name)
+	}
+	if m.Key != "" {
+		b = jsonfast.AppendString(append(b, `,"key":`...), m.Key)
+	}
+	if len(m.Value) > 0 {
+		b = append(append(b, `,"value":`...), m.Value...)
+	}
+	if m.Rev != 0 {
+		b = strconv.AppendUint(append(b, `,"rev":`...), m.Rev, 10)
+	}
+	if m.Code != 0 {
+		b = strconv.AppendInt(append(b, `,"code":`...), int64(m.Code), 10)
 	}
 	return append(b, "}\n"...), true
 }

@@ -86,6 +86,12 @@ func TestDecode_Cases(t *testing.T) {
 		{`{"op":"done","result":"a\"b\\"}`, true},
 		{`{"op":"done","result":-1.5e3}`, true},
 		{`{"op":"custom","id":"héllo"}`, true},
+		{`{"op":"lookup","req":7,"do":"get","name":"rates","key":"usd"}`, true},
+		{`{"op":"reply","req":18446744073709551615,"value":{"a":1},"rev":3}`, true},
+		{`{"op":"reply","req":18446744073709551616}`, false}, // overflow
+		{`{"op":"reply","req":-1}`, false},
+		{`{"op":"reply","req":7,"error":"no such key","code":404}`, true},
+		{`{"op":"reply","req":7,"keys":["a","b"]}`, false},
 		{`{"op":"job","attempt":9223372036854775807}`, true},
 		{`{"op":"job","attempt":9223372036854775808}`, false}, // overflow
 		{`{"op":"job","attempt":1.0}`, false},
@@ -142,6 +148,10 @@ func TestAppend_Cases(t *testing.T) {
 		{Message{Op: OpMessage, Data: json.RawMessage("\"\u2028\"")}, false},
 		{Message{Op: OpDone, Result: json.RawMessage(`{not json`)}, false},
 		{Message{Op: OpDone, Result: json.RawMessage(`null`)}, true},
+		{Message{Op: OpLookup, Req: 7, Do: LookupSet, Name: "rates", Key: "usd", Value: json.RawMessage(`1.1`)}, true},
+		{Message{Op: OpReply, Req: math.MaxUint64, Value: json.RawMessage(`{"a":1}`), Rev: 3}, true},
+		{Message{Op: OpReply, Req: 1, Error: "no such key", Code: 404}, true},
+		{Message{Op: OpReply, Req: 1, Keys: []string{"a"}}, false},
 	} {
 		require.Equal(t, c.fast, checkAppend(t, c.m), "fast path for %#v", c.m)
 	}
@@ -272,6 +282,30 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Prefetch = randInt(r)
 	}
+	if set() {
+		m.Req = r.Uint64() >> r.IntN(64)
+	}
+	if set() {
+		m.Do = randString(r)
+	}
+	if set() {
+		m.Name = randString(r)
+	}
+	if set() {
+		m.Key = randString(r)
+	}
+	if set() {
+		m.Value = randRaw(r)
+	}
+	if set() {
+		m.Rev = r.Uint64() >> r.IntN(64)
+	}
+	if r.IntN(8) == 0 {
+		m.Keys = []string{randString(r), randString(r)}
+	}
+	if set() {
+		m.Code = randInt(r)
+	}
 	return m
 }
 
@@ -368,7 +402,8 @@ func quote(r *rand.Rand, s string) string {
 // matches ignoring case, unknown ones, and escaped ones.
 var keys = []string{
 	"op", "id", "type", "payload", "attempt", "result", "error", "permanent", "data", "prefetch",
-	"op", "id", "payload", "result", "attempt",
+	"req", "do", "name", "key", "value", "rev", "keys", "code",
+	"op", "id", "payload", "result", "attempt", "req", "value",
 	"OP", "Op", "ID", "Payload", "PERMANENT", "x", "ö", `\u006fp`, "op ", "",
 }
 
@@ -410,11 +445,13 @@ func randValue(r *rand.Rand, key string, spaced bool) string {
 		return randJSON(r, 0, spaced)
 	}
 	switch strings.ToLower(key) {
-	case "attempt", "prefetch":
+	case "attempt", "prefetch", "req", "rev", "code":
 		return numbers[r.IntN(len(numbers))]
+	case "keys":
+		return [...]string{`["a","b"]`, `[]`, "null", `"a"`, `[1]`}[r.IntN(5)]
 	case "permanent":
 		return [...]string{"true", "false", "null", "1", "tru", `"true"`}[r.IntN(6)]
-	case "payload", "result", "data":
+	case "payload", "result", "data", "value":
 		return string(randRaw(r))
 	}
 	if r.IntN(10) == 0 {

@@ -28,6 +28,9 @@ const (
 	OpJob      Op = "job"      // run a job: ID, Type, Payload, Attempt, Redelivered
 	OpShutdown Op = "shutdown" // finish the current job, then exit
 	OpCancel   Op = "cancel"   // stop working on job ID
+	// OpReply answers the worker's request Req: Value and Rev, Keys, or
+	// Error with Code.
+	OpReply Op = "reply"
 )
 
 // Ops sent by the worker to workerd.
@@ -38,6 +41,18 @@ const (
 	// OpMessage carries Data, any JSON, to whoever watches the pool's
 	// events: workerd announces it as a worker "message" event.
 	OpMessage Op = "message"
+	// OpLookup asks for lookup Name: Do is "get" (Key), "set" (Key,
+	// Value), "del" (Key) or "keys"; workerd answers with a reply of the
+	// same Req.
+	OpLookup Op = "lookup"
+)
+
+// The lookup actions, in a lookup op's Do.
+const (
+	LookupGet  = "get"
+	LookupSet  = "set"
+	LookupDel  = "del"
+	LookupKeys = "keys"
 )
 
 // Message is one line of the channel. Fields not used by an op are omitted.
@@ -59,6 +74,22 @@ type Message struct {
 	// Prefetch, in a ready op, is how many jobs the worker takes queued
 	// behind the one it runs; 0: one job at a time.
 	Prefetch int `json:"prefetch,omitempty"`
+	// Req numbers a request of the worker's (a lookup op) and names the
+	// reply to it; the worker chooses it.
+	Req uint64 `json:"req,omitempty"`
+	// Do, Name, Key and Value are a lookup op's action and its operands.
+	Do    string          `json:"do,omitempty"`
+	Name  string          `json:"name,omitempty"`
+	Key   string          `json:"key,omitempty"`
+	Value json.RawMessage `json:"value,omitempty"`
+	// Rev, in a reply, is the revision of the value read or written.
+	Rev uint64 `json:"rev,omitempty"`
+	// Keys, in a reply to a keys lookup, are the lookup's keys, sorted.
+	Keys []string `json:"keys,omitempty"`
+	// Code, in a reply with an Error, classes it as HTTP does: 400 a
+	// request refused, 404 no such key, 413 too large, 429 too many
+	// requests, 503 the store cannot answer now.
+	Code int `json:"code,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

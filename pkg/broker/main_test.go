@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +55,7 @@ var fakeWorkers = map[string]func() int{
 	"hog":            runHog,
 	"slow-job":       runSlowJob,
 	"grow":           runGrow,
+	"ask":            runAsk,
 }
 
 func TestMain(m *testing.M) {
@@ -512,4 +514,39 @@ func runGrow() int {
 			hoard = append(hoard, b)
 		}
 	}
+}
+
+// runAsk, for a job whose payload is a number n, sends n lookup ops at
+// once (req 1 to n, key "k<req>"), tells of each reply with a message op
+// (its req), and answers the job with the replies, in the order they
+// came, once it has them all.
+func runAsk() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(func(m proto.Message) bool {
+		var n int
+		_ = json.Unmarshal(m.Payload, &n)
+		var lines []byte
+		for i := 1; i <= n; i++ {
+			lines, _ = proto.Append(lines, proto.Message{Op: proto.OpLookup, Req: uint64(i), Do: "get", Name: "rates", Key: fmt.Sprintf("k%d", i)})
+		}
+		if err := c.out.WriteLines(lines, "lookups"); err != nil {
+			return false
+		}
+		var replies []proto.Message
+		for len(replies) < n {
+			r, err := c.in.Read()
+			if err != nil {
+				return false
+			}
+			if r.Op == proto.OpReply {
+				replies = append(replies, r)
+				c.send(proto.Message{Op: proto.OpMessage, Data: json.RawMessage(strconv.FormatUint(r.Req, 10))})
+			}
+		}
+		result, _ := json.Marshal(replies)
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: result})
+		return true
+	})
+	return 0
 }

@@ -47,6 +47,12 @@ type Config struct {
 	// stderr, tagged. It is called from the goroutine reading the stream:
 	// while it blocks, the worker's writes block too.
 	OnOutput func(LogLine)
+	// OnRequest, if set, answers the requests of the pool's channel
+	// workers (Request: a lookup). It is called on the worker's session
+	// goroutine and must not block: it calls answer once, at once or
+	// later from any goroutine. A worker has at most 64 requests in
+	// flight; without OnRequest, each is answered with an error.
+	OnRequest func(r Request, answer func(Reply))
 
 	// test is what only tests set, through export_test.go; its zero value
 	// is production's.
@@ -117,6 +123,7 @@ type Pool struct {
 	log        *slog.Logger // with host and pool
 	onEvent    func(Event)
 	onOutput   func(LogLine)
+	onRequest  func(Request, func(Reply))
 	test       testConfig              // with defaults
 	intake     context.Context         // done once the pool stops: no new jobs, no restarts
 	stopIntake context.CancelCauseFunc // ends intake, with cause ErrStopped
@@ -177,12 +184,13 @@ func NewPool(cfg Config) (*Pool, error) {
 	log = log.With("host", host, "pool", spec.Name)
 	intake, stopIntake := context.WithCancelCause(context.Background())
 	return &Pool{
-		spec:     spec,
-		src:      cfg.Source,
-		host:     host,
-		log:      log,
-		onEvent:  cfg.OnEvent,
-		onOutput: cfg.OnOutput,
+		spec:      spec,
+		src:       cfg.Source,
+		host:      host,
+		log:       log,
+		onEvent:   cfg.OnEvent,
+		onOutput:  cfg.OnOutput,
+		onRequest: cfg.OnRequest,
 		test: testConfig{
 			checkInterval:  cmp.Or(cfg.test.checkInterval, defaultCheckInterval),
 			workersChanged: cfg.test.workersChanged,

@@ -69,6 +69,13 @@ type session struct {
 	shutdown   bool   // the shutdown op was sent (or fd 3 closed)
 	killReason string // why we killed the process, if on purpose
 
+	// replies brings Config.OnRequest's answers back, room for
+	// maxRequests; inFlight counts the requests it has not answered;
+	// answers are those encoded and not yet written (requests.go).
+	replies  chan answered
+	inFlight int
+	answers  []byte
+
 	violations     int       // protocol violations since the last logged
 	violationLogAt time.Time // when one was last logged; zero if never
 
@@ -94,12 +101,13 @@ type nextResult struct {
 
 func newSession(s *slot, p *proc) *session {
 	ss := &session{
-		s:     s,
-		p:     p,
-		spec:  &s.gen.spec,
-		msgs:  p.msgs,
-		stopC: s.ctx.Done(),
-		killC: s.pool.killing,
+		s:       s,
+		p:       p,
+		spec:    &s.gen.spec,
+		msgs:    p.msgs,
+		replies: make(chan answered, maxRequests),
+		stopC:   s.ctx.Done(),
+		killC:   s.pool.killing,
 	}
 	ss.readyTimer.set(ss.spec.ReadyTimeout)
 	return ss
@@ -121,6 +129,9 @@ func (ss *session) run() processRun {
 			ss.handle(m)
 		case r := <-ss.next:
 			ss.gotNext(r)
+		case a := <-ss.replies:
+			ss.replied(a)
+			ss.writeAnswers()
 		case err := <-ss.writing:
 			ss.wrote(err)
 		case <-ss.p.exited:
@@ -212,6 +223,8 @@ func (ss *session) handle(l workerLine) {
 		}
 	case proto.OpMessage:
 		ss.s.pool.emit(Event{Kind: EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
+	case proto.OpLookup:
+		ss.request(m)
 	default:
 		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)
 	}

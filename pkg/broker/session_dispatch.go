@@ -123,6 +123,7 @@ func (ss *session) start(j *Job) {
 func (ss *session) wrote(err error) {
 	ss.writing = nil
 	if err == nil || ss.job == nil {
+		ss.writeAnswers() // held while the job was written
 		return
 	}
 	j := ss.endJob()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,7 +106,7 @@ func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (mic
 		h = micro.HandlerFunc(func(req micro.Request) {
 			if !cfg.limits.Allow(callerOf(req.Subject(), cfg.callerToken)) {
 				if subject.IsInbox(req.Reply()) {
-					_ = req.Error("429", "lookup: too many requests from this caller; retry later", nil)
+					_ = req.Error("429", ErrBusy.Error()+" from this caller; retry later", nil)
 				}
 				return
 			}
@@ -179,14 +180,8 @@ func handle(req micro.Request, f func(context.Context, request) (answer, error))
 	defer cancel()
 	a, err := f(ctx, r)
 	switch {
-	case errors.Is(err, ErrInvalid):
-		_ = req.Error("400", err.Error(), nil)
-	case errors.Is(err, ErrNotFound):
-		_ = req.Error("404", err.Error(), nil)
-	case errors.Is(err, ErrTooMany):
-		_ = req.Error("413", err.Error(), nil)
 	case err != nil:
-		_ = req.Error("503", err.Error(), nil)
+		_ = req.Error(strconv.Itoa(Code(err)), err.Error(), nil)
 	default:
 		if err := req.RespondJSON(a); err != nil {
 			// Past the largest message the server takes (a list of many
@@ -194,6 +189,35 @@ func handle(req micro.Request, f func(context.Context, request) (answer, error))
 			_ = req.Error("413", ErrTooMany.Error()+": the answer is larger than the server takes: "+err.Error(), nil)
 		}
 	}
+}
+
+// The errors of a Client's requests that the store did not give.
+var (
+	// ErrBusy is wrapped by the error of a request the service refused
+	// as one too many from its caller (WithCallers): try again later.
+	ErrBusy = errors.New("lookup: too many requests")
+	// ErrUnavailable is wrapped by the error of a request no service
+	// answered, or whose store failed: try again later.
+	ErrUnavailable = errors.New("lookup: unavailable")
+)
+
+// Code classes err, an error of a Client or a Store, as HTTP does: 400
+// (ErrInvalid), 404 (ErrNotFound), 413 (ErrTooMany), 429 (ErrBusy), else
+// 503; 200 for nil.
+func Code(err error) int {
+	switch {
+	case err == nil:
+		return 200
+	case errors.Is(err, ErrInvalid):
+		return 400
+	case errors.Is(err, ErrNotFound):
+		return 404
+	case errors.Is(err, ErrTooMany):
+		return 413
+	case errors.Is(err, ErrBusy):
+		return 429
+	}
+	return 503
 }
 
 // Client asks a lookup service (Serve) over NATS.
@@ -251,10 +275,10 @@ func (c *Client) ask(ctx context.Context, op string, r request) (answer, error) 
 	}
 	m, err := c.nc.RequestWithContext(ctx, c.prefix+"."+op, data)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return answer{}, fmt.Errorf("lookup: no lookup service answers on %s: %w", c.prefix, err)
+		return answer{}, fmt.Errorf("%w: no lookup service answers on %s: %w", ErrUnavailable, c.prefix, err)
 	}
 	if err != nil {
-		return answer{}, fmt.Errorf("lookup: %s: %w", op, err)
+		return answer{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
 	}
 	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 		desc := m.Header.Get(micro.ErrorHeader)
@@ -264,7 +288,10 @@ func (c *Client) ask(ctx context.Context, op string, r request) (answer, error) 
 				return answer{}, fmt.Errorf("%w%s", sentinel, strings.TrimPrefix(desc, sentinel.Error()))
 			}
 		}
-		return answer{}, fmt.Errorf("lookup: %s: the service answered %s: %s", op, code, desc)
+		if code == "429" {
+			return answer{}, fmt.Errorf("%w%s", ErrBusy, strings.TrimPrefix(desc, ErrBusy.Error()))
+		}
+		return answer{}, fmt.Errorf("%w: %s: the service answered %s: %s", ErrUnavailable, op, code, desc)
 	}
 	var a answer
 	if err := json.Unmarshal(m.Data, &a); err != nil {

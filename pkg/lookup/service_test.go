@@ -160,7 +160,8 @@ func TestService_CallersRated(t *testing.T) {
 	for range 30 {
 		_, _, err := h1.Get(t.Context(), "n", "k")
 		if err != nil {
-			require.ErrorContains(t, err, "429")
+			require.ErrorIs(t, err, ErrBusy)
+			require.Equal(t, 429, Code(err))
 			refused++
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -147,7 +148,7 @@ func (s *Store) Delete(ctx context.Context, name, key string) error {
 	return nil
 }
 
-// Keys returns the keys lookup name holds, in no order; an error wrapping
+// Keys returns the keys lookup name holds, sorted; an error wrapping
 // ErrTooMany past MaxKeys (Watch follows a lookup of any size).
 func (s *Store) Keys(ctx context.Context, name string) ([]string, error) {
 	if err := checkName(name); err != nil {
@@ -167,6 +168,7 @@ func (s *Store) Keys(ctx context.Context, name string) ([]string, error) {
 			keys = append(keys, key)
 		}
 	}
+	slices.Sort(keys)
 	return keys, nil
 }
 

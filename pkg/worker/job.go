@@ -20,6 +20,8 @@ type Job struct {
 	// run, all or in part: a handler with side effects checks here
 	// whether they are done already.
 	Redelivered bool
+
+	srv *server // the Run that handed the job out, for its lookups; nil in a Job made by hand
 }
 
 // Decode unmarshals the job's payload into v, as json.Unmarshal does. Its

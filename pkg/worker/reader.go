@@ -48,6 +48,7 @@ func (s *server) readFailed(err error) {
 	defer s.mu.Unlock()
 	switch {
 	case errors.Is(err, io.EOF) && s.shutdown:
+		s.endAsksLocked(ErrChannelClosed)
 		return
 	case errors.Is(err, io.EOF):
 		err = ErrChannelClosed
@@ -79,6 +80,8 @@ func (s *server) handle(m proto.Message) (answered bool) {
 	case proto.OpShutdown:
 		s.draining, s.shutdown, s.lateMay = true, true, false
 		s.wakeLocked()
+	case proto.OpReply:
+		s.replyLocked(m)
 	default:
 		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
 	}

@@ -105,7 +105,7 @@ const lateJobWait = 50 * time.Millisecond
 func (s *server) startHeadLocked() {
 	m := s.queue[0]
 	s.queue = slices.Delete(s.queue, 0, 1)
-	s.job = &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt, Redelivered: m.Redelivered}
+	s.job = &Job{ID: m.ID, Type: m.Type, Payload: m.Payload, Attempt: m.Attempt, Redelivered: m.Redelivered, srv: s}
 	s.ctx, s.cancel = context.WithCancelCause(s.base)
 }
 

@@ -60,6 +60,14 @@ type server struct {
 	lateMay  bool                    // after our own stop while idle, the job workerd counts as running may still come (see acceptLocked)
 	err      error                   // ends the run: the channel closed or failed
 	avgRun   flow.Average            // of handler run times, in nanoseconds (the runner's)
+
+	// The handlers' requests (lookup.go): the last req number given,
+	// those waiting for their reply, and, once the channel from workerd
+	// has ended, askErr, with gone closed.
+	lastReq uint64
+	asks    map[uint64]chan proto.Message
+	askErr  error
+	gone    chan struct{}
 }
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
@@ -72,6 +80,8 @@ func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, 
 		base:     context.WithoutCancel(ctx),
 		wake:     make(chan struct{}, 1),
 		held:     make(chan struct{}, 1),
+		asks:     make(map[uint64]chan proto.Message),
+		gone:     make(chan struct{}),
 	}
 }
 
@@ -85,6 +95,7 @@ func (s *server) failLocked(err error) {
 	if s.job != nil {
 		s.cancel(err)
 	}
+	s.endAsksLocked(err)
 	s.wakeLocked()
 }
 

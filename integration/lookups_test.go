@@ -1,0 +1,93 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/client"
+)
+
+// lookupPool is the pool spec of one lookup worker serving type typ.
+func lookupPool(typ string) string {
+	return fmt.Sprintf("name=%s,count=1,cmd=%s", typ, filepath.Join(bin, "lookup-worker"))
+}
+
+// lookupJob runs a lookup-worker job of type typ doing payload, and
+// returns its result.
+func (c *cluster) lookupJob(typ, payload string) json.RawMessage {
+	c.t.Helper()
+	var j client.Job
+	require.Equal(c.t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/"+typ+"?wait=20s", payload, nil, &j), "job %s", payload)
+	require.Equal(c.t, "succeeded", string(j.Status), "job %s: %s", payload, j.Error)
+	return j.Result
+}
+
+// Workers on two hosts read and write the same lookups, and so does
+// HTTP; the lookups survive a restart of conductord.
+func TestLookups_WorkersOnTwoHosts(t *testing.T) {
+	c := newCluster(t)
+	c.workerd("host-a", lookupPool("lookups-a"))
+	c.workerd("host-b", lookupPool("lookups-b"))
+	c.waitWorkers("lookups-a", 1)
+	c.waitWorkers("lookups-b", 1)
+
+	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)))
+	require.JSONEq(t, `{}`, string(c.lookupJob("lookups-a", `{"do":"set","name":"rates","key":"usd","value":{"rate":1.1}}`)))
+	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)), "host-b reads host-a's write")
+	var got json.RawMessage
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/lookups/rates/usd", "", nil, &got))
+	require.JSONEq(t, `{"rate":1.1}`, string(got))
+
+	require.Equal(t, http.StatusNoContent, c.do(http.MethodPut, "/v1/lookups/rates/eur", `0.9`, nil, nil))
+	require.JSONEq(t, `{"value":0.9}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"eur"}`)), "host-a reads the HTTP write")
+	require.JSONEq(t, `{"keys":["eur","usd"]}`, string(c.lookupJob("lookups-b", `{"do":"keys","name":"rates"}`)))
+	require.JSONEq(t, `{}`, string(c.lookupJob("lookups-b", `{"do":"del","name":"rates","key":"eur"}`)))
+	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"eur"}`)), "host-a sees host-b's delete")
+
+	// A refused key fails the job for good, with the reason.
+	var j client.Job
+	require.Equal(t, http.StatusOK, c.do(http.MethodPost, "/v1/jobs/lookups-a?wait=20s", `{"do":"set","name":"rates","key":"a//b","value":1}`, nil, &j))
+	require.Equal(t, "dead", string(j.Status))
+	require.Contains(t, j.Error, "(400)")
+	require.Contains(t, j.Error, "part between slashes")
+
+	require.NoError(t, c.conductor.cmd.Process.Kill())
+	<-c.conductor.exited
+	c.startConductor()
+	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)), "kept across the restart")
+	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"usd"}`)))
+}
+
+// Hosts on credentials of their own (each in a NATS account of its
+// own) read and write the lookups too, through the imports conductord
+// gives them; an admin sees their writes over HTTP.
+func TestLookups_HostsOnTheirOwnCredentials(t *testing.T) {
+	c := newCredCluster(t, nil)
+	admin := c.issue("root", "admin")
+	files := map[string]string{
+		"h1": c.issueTo("h1", "host", "--types", "lookups-a"),
+		"h2": c.issueTo("h2", "host", "--types", "lookups-b"),
+	}
+	c.start()
+	for host, typ := range map[string]string{"h1": "lookups-a", "h2": "lookups-b"} {
+		start(t, "workerd", "--conductor", c.natsURL(), "--host-id", host, "--token-file", files[host], "--pool", lookupPool(typ))
+	}
+	run := func(typ, payload string) string {
+		t.Helper()
+		var j client.Job
+		code, body := c.do(admin, http.MethodPost, "/v1/jobs/"+typ+"?wait=30s", payload, &j)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Equal(t, "succeeded", string(j.Status), body)
+		return string(j.Result)
+	}
+	require.JSONEq(t, `{}`, run("lookups-a", `{"do":"set","name":"flags","key":"beta","value":true}`))
+	require.JSONEq(t, `{"value":true}`, run("lookups-b", `{"do":"get","name":"flags","key":"beta"}`), "h2 reads h1's write")
+	code, body := c.do(admin, http.MethodGet, "/v1/lookups/flags/beta", "", nil)
+	require.Equal(t, http.StatusOK, code, body)
+	require.JSONEq(t, `true`, body)
+}
