@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -27,8 +29,33 @@ func (c *cluster) lookupJob(typ, payload string) json.RawMessage {
 	return j.Result
 }
 
+// readsWithin runs lookup-worker job payload of type typ until its
+// result is want, for at most limit: a write made elsewhere reaches a
+// host's cache within the feed's transit, at most a beat (1 s) if its
+// change was lost.
+func (c *cluster) readsWithin(typ, payload, want string, limit time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	var got json.RawMessage
+	for {
+		got = c.lookupJob(typ, payload)
+		if jsonEqual(got, want) {
+			return
+		}
+		if time.Since(start) > limit {
+			c.t.Fatalf("%s on %s: %s after %v, want %s", payload, typ, got, limit, want)
+		}
+	}
+}
+
+func jsonEqual(a json.RawMessage, b string) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(b), &y) == nil && reflect.DeepEqual(x, y)
+}
+
 // Workers on two hosts read and write the same lookups, and so does
-// HTTP; the lookups survive a restart of conductord.
+// HTTP; a host's cache of them follows every write; the lookups survive
+// a restart of conductord.
 func TestLookups_WorkersOnTwoHosts(t *testing.T) {
 	c := newCluster(t)
 	c.workerd("host-a", lookupPool("lookups-a"))
@@ -36,18 +63,22 @@ func TestLookups_WorkersOnTwoHosts(t *testing.T) {
 	c.waitWorkers("lookups-a", 1)
 	c.waitWorkers("lookups-b", 1)
 
-	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)))
+	getUSD := `{"do":"get","name":"rates","key":"usd"}`
+	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-b", getUSD)))
+	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-b", getUSD)), "from host-b's cache")
 	require.JSONEq(t, `{}`, string(c.lookupJob("lookups-a", `{"do":"set","name":"rates","key":"usd","value":{"rate":1.1}}`)))
-	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)), "host-b reads host-a's write")
+	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-a", getUSD)), "host-a reads its own write at once")
+	c.readsWithin("lookups-b", getUSD, `{"value":{"rate":1.1}}`, time.Second) // host-b's cache follows host-a's write
+	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-b", getUSD)))
 	var got json.RawMessage
 	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/lookups/rates/usd", "", nil, &got))
 	require.JSONEq(t, `{"rate":1.1}`, string(got))
 
 	require.Equal(t, http.StatusNoContent, c.do(http.MethodPut, "/v1/lookups/rates/eur", `0.9`, nil, nil))
-	require.JSONEq(t, `{"value":0.9}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"eur"}`)), "host-a reads the HTTP write")
+	c.readsWithin("lookups-a", `{"do":"get","name":"rates","key":"eur"}`, `{"value":0.9}`, time.Second) // host-a reads the HTTP write
 	require.JSONEq(t, `{"keys":["eur","usd"]}`, string(c.lookupJob("lookups-b", `{"do":"keys","name":"rates"}`)))
 	require.JSONEq(t, `{}`, string(c.lookupJob("lookups-b", `{"do":"del","name":"rates","key":"eur"}`)))
-	require.JSONEq(t, `{"missing":true}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"eur"}`)), "host-a sees host-b's delete")
+	c.readsWithin("lookups-a", `{"do":"get","name":"rates","key":"eur"}`, `{"missing":true}`, time.Second) // host-a sees host-b's delete
 
 	// A refused key fails the job for good, with the reason.
 	var j client.Job
@@ -59,8 +90,14 @@ func TestLookups_WorkersOnTwoHosts(t *testing.T) {
 	require.NoError(t, c.conductor.cmd.Process.Kill())
 	<-c.conductor.exited
 	c.startConductor()
-	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-b", `{"do":"get","name":"rates","key":"usd"}`)), "kept across the restart")
-	require.JSONEq(t, `{"value":{"rate":1.1}}`, string(c.lookupJob("lookups-a", `{"do":"get","name":"rates","key":"usd"}`)))
+	require.JSONEq(t, `{"keys":["usd"]}`, string(c.lookupJob("lookups-a", `{"do":"keys","name":"rates"}`)), "kept across the restart")
+	require.Equal(t, http.StatusOK, c.do(http.MethodGet, "/v1/lookups/rates/usd", "", nil, &got))
+	require.JSONEq(t, `{"rate":1.1}`, string(got))
+	require.Equal(t, http.StatusNoContent, c.do(http.MethodPut, "/v1/lookups/rates/usd", `{"rate":1.3}`, nil, nil))
+	// The hosts' caches start over with the new conductord: none
+	// answers the value from before its restart.
+	c.readsWithin("lookups-b", getUSD, `{"value":{"rate":1.3}}`, time.Second)
+	c.readsWithin("lookups-a", getUSD, `{"value":{"rate":1.3}}`, time.Second)
 }
 
 // Hosts on credentials of their own (each in a NATS account of its

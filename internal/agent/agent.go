@@ -237,6 +237,7 @@ func (a *Agent) shutdown() {
 	a.closing = true
 	a.mu.Unlock()
 	a.wg.Wait()
+	a.lookups.stop()
 	a.publishHeartbeat(true)
 	if a.cfg.Conn.IsConnected() {
 		_ = a.cfg.Conn.FlushTimeout(2 * time.Second)

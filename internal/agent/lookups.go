@@ -14,7 +14,9 @@ import (
 )
 
 // lookups answers the lookups of the pools' workers
-// (broker.Config.OnRequest) from conductord's lookup service. Each
+// (broker.Config.OnRequest) from conductord's lookup service, and the
+// gets it can from the host's cache of it (lookup.Cache), at once on the
+// worker's session goroutine. Each
 // request it cannot answer at once is asked on a goroutine of its own,
 // which ends with the request (bounded by the service's wait) or with
 // ctx; the pools bound the requests in flight per worker, and
@@ -23,7 +25,7 @@ import (
 type lookups struct {
 	ctx    context.Context
 	wg     *sync.WaitGroup // the agent's
-	client *lookup.Client
+	cache  *lookup.Cache
 	log    *slog.Logger
 	slots  chan struct{} // one per request in flight
 }
@@ -32,15 +34,24 @@ type lookups struct {
 // once.
 const maxLookupsInFlight = 1024
 
+// newLookups returns the host's lookups, its cache following conductord's
+// feed until stop.
 func newLookups(ctx context.Context, wg *sync.WaitGroup, nc *nats.Conn, sp subject.Space, log *slog.Logger) *lookups {
-	return &lookups{
-		ctx:    ctx,
-		wg:     wg,
-		client: lookup.NewClient(nc, sp.LookupService()),
-		log:    log,
-		slots:  make(chan struct{}, maxLookupsInFlight),
+	l := &lookups{
+		ctx:   ctx,
+		wg:    wg,
+		cache: lookup.NewCache(nc, sp.LookupService(), lookup.CacheConfig{Feed: sp.LookupFeed()}),
+		log:   log,
+		slots: make(chan struct{}, maxLookupsInFlight),
 	}
+	if err := l.cache.Start(); err != nil {
+		log.Warn("cannot follow the lookups' changes; every lookup asks conductord", "err", err)
+	}
+	return l
 }
+
+// stop stops the cache's following of the feed.
+func (l *lookups) stop() { l.cache.Stop() }
 
 // request answers r, a worker's request.
 func (l *lookups) request(r broker.Request, answer func(broker.Reply)) {
@@ -53,6 +64,16 @@ func (l *lookups) request(r broker.Request, answer func(broker.Reply)) {
 	default:
 		answer(broker.Reply{Error: fmt.Sprintf("unknown lookup action %q: get, set, del or keys", r.Do), Code: 400})
 		return
+	}
+	if r.Do == broker.LookupGet {
+		if v, rev, held, ok := l.cache.Peek(r.Name, r.Key); ok {
+			if !held {
+				answer(broker.Reply{Error: fmt.Sprintf("%v: %s/%.80q", lookup.ErrNotFound, r.Name, r.Key), Code: 404})
+				return
+			}
+			answer(broker.Reply{Value: v, Rev: rev})
+			return
+		}
 	}
 	select {
 	case l.slots <- struct{}{}:
@@ -75,13 +96,13 @@ func (l *lookups) ask(r broker.Request) broker.Reply {
 	ctx := l.ctx
 	switch r.Do {
 	case broker.LookupGet:
-		rep.Value, rep.Rev, err = l.client.Get(ctx, r.Name, r.Key)
+		rep.Value, rep.Rev, err = l.cache.Get(ctx, r.Name, r.Key)
 	case broker.LookupSet:
-		rep.Rev, err = l.client.Set(ctx, r.Name, r.Key, r.Value)
+		rep.Rev, err = l.cache.Set(ctx, r.Name, r.Key, r.Value)
 	case broker.LookupDel:
-		err = l.client.Delete(ctx, r.Name, r.Key)
+		err = l.cache.Delete(ctx, r.Name, r.Key)
 	case broker.LookupKeys:
-		rep.Keys, err = l.client.Keys(ctx, r.Name)
+		rep.Keys, err = l.cache.Keys(ctx, r.Name)
 	}
 	if err != nil {
 		return broker.Reply{Error: err.Error(), Code: lookup.Code(err)}

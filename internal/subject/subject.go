@@ -206,6 +206,12 @@ func (s Space) LookupService() string { return s.prefix() + ".lookup" }
 // Lookups matches every subject of the lookup service.
 func (s Space) Lookups() string { return s.LookupService() + ".*" }
 
+// LookupFeed is the subject conductord publishes each change of the
+// lookups on, and every second the last revision (lookup.Store.Feed):
+// the hosts' caches follow it. It is outside Lookups, which hosts may
+// publish to.
+func (s Space) LookupFeed() string { return s.prefix() + ".lookup-changes" }
+
 // LookupAs is the lookup service's prefix for the holder of host
 // credential id: its account's import maps its requests on
 // LookupService's subjects there, so that the service knows whose they

@@ -76,6 +76,8 @@ type Conductor struct {
 	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
 	lookups   *lookup.Store     // the named lookups (lookups.go)
 	lookupSvc micro.Service     // serves them on NATS
+	// lookupFeed publishes their changes for the hosts' caches.
+	lookupFeed *startstop.Func
 	// endRefusals spaces the log lines of hosts' ends refused.
 	endRefusals *rate.Limiter
 	types       *jobTypes // the job types queued, bounded

@@ -108,7 +108,7 @@ func (g *grant) host(cr auth.Credential) {
 	sp, id := g.sp, cr.Host()
 	jobs := sp.JobStream()
 	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
-	g.sub(sp.Control(id), sp.CancelFeed())
+	g.sub(sp.Control(id), sp.CancelFeed(), sp.LookupFeed())
 	g.pub(subject.ControlReplies()...)
 	g.pub(sp.CancelsAs(cr.ID))
 	for _, t := range types(cr.Types) {

@@ -131,8 +131,8 @@ func (a *access) makeHostAccount(srv *server.Server, cr auth.Credential) error {
 			return fmt.Errorf("import %s: %w", im.to, err)
 		}
 	}
-	// Its commands, the cancel feed, and what is published to its inbox
-	// come in.
+	// Its commands, the cancel and lookup feeds, and what is published
+	// to its inbox come in.
 	for _, s := range hostStreams(sp, cr) {
 		if err := data.AddStreamExport(s, []*server.Account{host}); err != nil {
 			return fmt.Errorf("export %s: %w", s, err)
@@ -178,9 +178,10 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 }
 
 // hostStreams are the subjects host credential cr's account imports as
-// streams from namespace sp's: its commands, the cancel feed, its inbox.
+// streams from namespace sp's: its commands, the cancel and lookup
+// feeds, its inbox.
 func hostStreams(sp subject.Space, cr auth.Credential) []string {
-	return []string{sp.Control(cr.Host()), sp.CancelFeed(), auth.InboxOf(cr.ID) + ".>"}
+	return []string{sp.Control(cr.Host()), sp.CancelFeed(), sp.LookupFeed(), auth.InboxOf(cr.ID) + ".>"}
 }
 
 // hostPermissions are a host's permissions in its own account: what it

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
+	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/pkg/lookup"
 )
 
@@ -34,7 +36,16 @@ func (c *Conductor) startLookups(ctx context.Context) error {
 		return fmt.Errorf("conductor: %w", err)
 	}
 	c.lookups, c.lookupSvc = store, svc
-	return nil
+	// The hosts' caches follow the changes (pkg/lookup, Cache).
+	feedLog := c.log.With("component", "lookups")
+	c.lookupFeed = startstop.NewFunc(func(ctx context.Context) {
+		startstop.Retry(ctx, func(ctx context.Context) error {
+			return store.Feed(ctx, c.nc, c.space.LookupFeed(), 0)
+		}, func(err error, wait time.Duration) {
+			feedLog.Warn("cannot publish the lookups' changes for the hosts' caches; retrying", "err", err, "retry_in", wait)
+		})
+	})
+	return c.lookupFeed.Start(context.WithoutCancel(ctx))
 }
 
 // hostLookupRate bounds each host's lookup requests a second (a burst of
@@ -64,10 +75,13 @@ func (c *Conductor) lookupMaxBytes() int64 {
 	return min(most, max(limit/16, 1<<20))
 }
 
-// stopLookups stops the lookup service.
+// stopLookups stops the lookup service and its feed.
 func (c *Conductor) stopLookups() {
 	if c.lookupSvc != nil {
 		_ = c.lookupSvc.Stop()
+	}
+	if c.lookupFeed != nil {
+		c.lookupFeed.Stop()
 	}
 }
 

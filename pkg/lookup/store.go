@@ -17,6 +17,10 @@ import (
 // ErrNotFound is the error of a Get of a key a lookup does not hold.
 var ErrNotFound = errors.New("lookup: not found")
 
+// notFound is the error of a get of key in lookup name, which it does
+// not hold.
+func notFound(name, key string) error { return fmt.Errorf("%w: %s/%.80q", ErrNotFound, name, key) }
+
 // ErrTooMany is the error of a Keys of a lookup holding more than
 // MaxKeys keys.
 var ErrTooMany = errors.New("lookup: too many keys")
@@ -87,7 +91,7 @@ func (s *Store) Get(ctx context.Context, name, key string) (json.RawMessage, uin
 	}
 	e, err := s.kv.Get(ctx, storedKey(name, key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, fmt.Errorf("%w: %s/%.80q", ErrNotFound, name, key)
+		return nil, 0, notFound(name, key)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("lookup: get %s/%.80q: %w", name, key, err)
