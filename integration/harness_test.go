@@ -47,7 +47,7 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	// CONDUCTOR_BUILD_TAGS=pprof builds binaries that serve profiles (see
 	// internal/profiling), for measuring the job path.
-	build := exec.Command("go", "build", "-tags", os.Getenv("CONDUCTOR_BUILD_TAGS"), "-o", dir+"/", "../cmd/...", "../examples/...")
+	build := exec.Command("go", "build", "-tags", os.Getenv("CONDUCTOR_BUILD_TAGS"), "-o", dir+"/", "../cmd/...", "../examples/...", "./internal/...")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)

@@ -30,6 +30,14 @@ type CacheConfig struct {
 	// DefaultCacheBytes if 0); past them, the least recently read go.
 	MaxEntries int
 	MaxBytes   int
+	// OnChange, if set, is called with each key changed, and OnLost
+	// when the Cache can no longer tell what changed (a gap, a
+	// reconnect, a silent feed): copies of values read through the
+	// Cache held elsewhere (a worker's) must then go. Each is called
+	// with the Cache's lock held, in the order of the changes, and must
+	// not block nor call the Cache.
+	OnChange func(name, key string)
+	OnLost   func()
 }
 
 // Cache is a Client whose gets it answers, when it can, from a copy in
@@ -68,6 +76,11 @@ type Cache struct {
 	// last change of each key since (math.MaxUint64: one of the Cache's
 	// own writes), at most MaxEntries of them: past that, gen moves on.
 	changed map[string]uint64
+	// floors holds, for keys whose answers the feed has not caught up
+	// with, the least revision an answer must have to be kept
+	// (keepLocked); a change of the key, or a drop of every copy, ends
+	// it.
+	floors map[string]uint64
 
 	sub     *nats.Subscription
 	stopped chan struct{} // closed by Stop: ends watchConn
@@ -98,6 +111,7 @@ func NewCache(nc *nats.Conn, prefix string, cfg CacheConfig) *Cache {
 		cfg:     cfg,
 		entries: make(map[string]*list.Element),
 		changed: make(map[string]uint64),
+		floors:  make(map[string]uint64),
 		stopped: make(chan struct{}),
 	}
 }
@@ -118,24 +132,40 @@ func (c *Cache) Start() error {
 	reconnected := c.nc.StatusChanged(nats.RECONNECTING, nats.CONNECTED, nats.CLOSED)
 	c.wg.Go(func() {
 		defer c.nc.RemoveStatusListener(reconnected)
+		t := time.NewTicker(c.cfg.Beat / 2)
+		defer t.Stop()
 		for {
 			select {
 			case <-c.stopped:
 				return
 			case _, ok := <-reconnected:
 				if !ok {
-					return
+					reconnected = nil
+					continue
 				}
 				// Changes may have gone by unseen: from the feed's next
 				// message on.
+				c.lose()
+			case <-t.C:
+				// A feed fallen silent: the copies held elsewhere go too.
 				c.mu.Lock()
-				c.dropAllLocked()
-				c.synced = false
+				if c.synced && !c.freshLocked() {
+					c.dropAllLocked()
+					c.synced = false
+				}
 				c.mu.Unlock()
 			}
 		}
 	})
 	return nil
+}
+
+// lose drops every copy until the feed's next message.
+func (c *Cache) lose() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropAllLocked()
+	c.synced = false
 }
 
 // Stop ends the following of the feed; the Cache answers from the
@@ -147,10 +177,7 @@ func (c *Cache) Stop() {
 	_ = c.sub.Unsubscribe()
 	close(c.stopped)
 	c.wg.Wait()
-	c.mu.Lock()
-	c.dropAllLocked()
-	c.synced = false
-	c.mu.Unlock()
+	c.lose()
 }
 
 // Counts returns how many gets the Cache answered from memory (hits)
@@ -190,6 +217,14 @@ func (c *Cache) changedLocked(key string, rev uint64) {
 	if e, ok := c.entries[key]; ok {
 		c.removeLocked(e)
 	}
+	if f, ok := c.floors[key]; ok && rev >= f && rev != math.MaxUint64 {
+		delete(c.floors, key)
+	}
+	if c.cfg.OnChange != nil {
+		if name, k, ok := splitKey(key); ok {
+			c.cfg.OnChange(name, k)
+		}
+	}
 	if c.reading == 0 {
 		return
 	}
@@ -207,6 +242,10 @@ func (c *Cache) dropAllLocked() {
 	c.bytes = 0
 	c.gen++
 	clear(c.changed)
+	clear(c.floors)
+	if c.cfg.OnLost != nil {
+		c.cfg.OnLost()
+	}
 }
 
 func (c *Cache) removeLocked(e *list.Element) {
@@ -245,11 +284,20 @@ func (c *Cache) Peek(name, key string) (value json.RawMessage, rev uint64, held,
 // memory if it can (Peek), else from the service, keeping a copy. The
 // value must not be changed: it may be the copy.
 func (c *Cache) Get(ctx context.Context, name, key string) (json.RawMessage, uint64, error) {
+	v, rev, _, err := c.GetWatched(ctx, name, key)
+	return v, rev, err
+}
+
+// GetWatched is Get, and tells whether the answer is watched: whether
+// every later change of the key will be told to OnChange (or OnLost), so
+// that a copy of it held elsewhere stays true until then. An answer of
+// ErrNotFound may be watched too.
+func (c *Cache) GetWatched(ctx context.Context, name, key string) (value json.RawMessage, rev uint64, watched bool, err error) {
 	if v, rev, held, ok := c.Peek(name, key); ok {
 		if !held {
-			return nil, 0, notFound(name, key)
+			return nil, 0, true, notFound(name, key)
 		}
-		return v, rev, nil
+		return v, rev, true, nil
 	}
 	c.misses.Add(1)
 	k := storedKey(name, key)
@@ -261,14 +309,65 @@ func (c *Cache) Get(ctx context.Context, name, key string) (json.RawMessage, uin
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reading--
-	keep := c.freshLocked() && gen == c.gen && c.changed[k] <= since && (err == nil || errors.Is(err, ErrNotFound))
+	watched = c.keepLocked(k, gen, since, v, rev, err)
 	if c.reading == 0 {
 		clear(c.changed)
 	}
-	if keep {
-		c.addLocked(&cached{key: k, value: v, rev: rev, found: err == nil})
+	return v, rev, watched, err
+}
+
+// keepLocked decides whether the service's answer to a get of key k,
+// begun at gen and revision since, is kept, and keeps it: only if no
+// copy, and no reader, can have seen a later state of the key. The
+// feed's change of a key may come after the service has answered the
+// key's new value (to this Cache or another reader of it): an answer
+// newer than the feed (a revision past the last change seen) is not
+// kept, and until the feed reaches it no older answer of the key is kept
+// either (floor); an answer that the key is not held, while a copy says
+// it is, leaves neither (the key was deleted, or the answer is older:
+// it cannot tell), and no answer of a revision seen is kept until the
+// key's next change.
+func (c *Cache) keepLocked(k string, gen, since uint64, v json.RawMessage, rev uint64, err error) bool {
+	found := err == nil
+	if !found && !errors.Is(err, ErrNotFound) {
+		return false
 	}
-	return v, rev, err
+	if !c.freshLocked() || gen != c.gen {
+		return false
+	}
+	e, has := c.entries[k]
+	var held *cached
+	if has {
+		held = e.Value.(*cached)
+	}
+	switch {
+	case found && rev > c.last:
+		if has {
+			c.removeLocked(e)
+		}
+		c.floorLocked(k, rev)
+		return false
+	case !found && held != nil && held.found:
+		c.removeLocked(e)
+		c.floorLocked(k, c.last+1)
+		return false
+	case found && held != nil && (!held.found || held.rev > rev):
+		return false // the copy is newer
+	case c.changed[k] > since || c.floors[k] > rev || !found && c.floors[k] > 0:
+		return false
+	}
+	c.addLocked(&cached{key: k, value: v, rev: rev, found: found})
+	return true
+}
+
+// floorLocked keeps answers of key k older than revision rev from being
+// kept, until the key's next change.
+func (c *Cache) floorLocked(k string, rev uint64) {
+	if _, ok := c.floors[k]; !ok && len(c.floors) >= c.cfg.MaxEntries {
+		c.dropAllLocked() // too many to follow: from scratch
+		return
+	}
+	c.floors[k] = max(c.floors[k], rev)
 }
 
 func (c *Cache) addLocked(v *cached) {
@@ -304,7 +403,8 @@ func (c *Cache) Delete(ctx context.Context, name, key string) error {
 
 // wrote drops the copy of a key the Cache wrote (or may have: the write
 // may have been stored and its answer lost), and keeps the gets on their
-// way from keeping one.
+// way from keeping one: a get begun after the write returned reads it or
+// a later one.
 func (c *Cache) wrote(name, key string) {
 	if checkName(name) != nil || checkKey(key) != nil {
 		return

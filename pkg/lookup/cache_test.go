@@ -188,10 +188,13 @@ func TestCache_Bounded(t *testing.T) {
 	t.Parallel()
 	b := setupCache(t, time.Second, CacheConfig{MaxEntries: 10, MaxBytes: 4096})
 	ctx := t.Context()
+	var rev uint64
 	for i := range 30 {
-		_, err := b.other.Set(ctx, "rates", strconv.Itoa(i), json.RawMessage(strconv.Itoa(i)))
+		var err error
+		rev, err = b.other.Set(ctx, "rates", strconv.Itoa(i), json.RawMessage(strconv.Itoa(i)))
 		require.NoError(t, err)
 	}
+	b.seen(t, rev)
 	require.Eventually(t, func() bool {
 		for i := range 30 {
 			if _, _, err := b.cache.Get(ctx, "rates", strconv.Itoa(i)); err != nil {
