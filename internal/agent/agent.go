@@ -198,7 +198,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.start = time.Now().UTC()
 	a.ctx, a.cancel = context.WithCancel(ctx)
-	a.lookups = newLookups(a.ctx, &a.wg, a.cfg.Conn, a.space, a.log)
+	a.lookups = newLookups(a.ctx, &a.wg, a.cfg.Conn, a.space, a.log, a.runningPools)
 	a.replays.connected(a.cfg.Conn.ConnectedServerId())
 	sub, err := a.cfg.Conn.Subscribe(a.space.Control(a.cfg.Host), a.command)
 	if err != nil {

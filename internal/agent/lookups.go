@@ -35,12 +35,25 @@ type lookups struct {
 const maxLookupsInFlight = 1024
 
 // newLookups returns the host's lookups, its cache following conductord's
-// feed until stop.
-func newLookups(ctx context.Context, wg *sync.WaitGroup, nc *nats.Conn, sp subject.Space, log *slog.Logger) *lookups {
+// feed until stop; pools is called for the pools to tell of a change (a
+// worker may keep a value it read: broker.Reply.Watched).
+func newLookups(ctx context.Context, wg *sync.WaitGroup, nc *nats.Conn, sp subject.Space, log *slog.Logger, pools func() []*broker.Pool) *lookups {
 	l := &lookups{
-		ctx:   ctx,
-		wg:    wg,
-		cache: lookup.NewCache(nc, sp.LookupService(), lookup.CacheConfig{Feed: sp.LookupFeed()}),
+		ctx: ctx,
+		wg:  wg,
+		cache: lookup.NewCache(nc, sp.LookupService(), lookup.CacheConfig{
+			Feed: sp.LookupFeed(),
+			OnChange: func(name, key string) {
+				for _, bp := range pools() {
+					bp.LookupChanged(name, key)
+				}
+			},
+			OnLost: func() {
+				for _, bp := range pools() {
+					bp.LookupsLost()
+				}
+			},
+		}),
 		log:   log,
 		slots: make(chan struct{}, maxLookupsInFlight),
 	}
@@ -68,10 +81,10 @@ func (l *lookups) request(r broker.Request, answer func(broker.Reply)) {
 	if r.Do == broker.LookupGet {
 		if v, rev, held, ok := l.cache.Peek(r.Name, r.Key); ok {
 			if !held {
-				answer(broker.Reply{Error: fmt.Sprintf("%v: %s/%.80q", lookup.ErrNotFound, r.Name, r.Key), Code: 404})
+				answer(broker.Reply{Error: fmt.Sprintf("%v: %s/%.80q", lookup.ErrNotFound, r.Name, r.Key), Code: 404, Watched: true})
 				return
 			}
-			answer(broker.Reply{Value: v, Rev: rev})
+			answer(broker.Reply{Value: v, Rev: rev, Watched: true})
 			return
 		}
 	}
@@ -96,7 +109,7 @@ func (l *lookups) ask(r broker.Request) broker.Reply {
 	ctx := l.ctx
 	switch r.Do {
 	case broker.LookupGet:
-		rep.Value, rep.Rev, err = l.cache.Get(ctx, r.Name, r.Key)
+		rep.Value, rep.Rev, rep.Watched, err = l.cache.GetWatched(ctx, r.Name, r.Key)
 	case broker.LookupSet:
 		rep.Rev, err = l.cache.Set(ctx, r.Name, r.Key, r.Value)
 	case broker.LookupDel:
@@ -105,7 +118,7 @@ func (l *lookups) ask(r broker.Request) broker.Reply {
 		rep.Keys, err = l.cache.Keys(ctx, r.Name)
 	}
 	if err != nil {
-		return broker.Reply{Error: err.Error(), Code: lookup.Code(err)}
+		return broker.Reply{Error: err.Error(), Code: lookup.Code(err), Watched: rep.Watched}
 	}
 	return rep
 }

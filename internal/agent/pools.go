@@ -54,6 +54,17 @@ func (a *Agent) poolList() []*pool {
 	return slices.Clone(a.pools)
 }
 
+// runningPools returns the broker pools running now.
+func (a *Agent) runningPools() []*broker.Pool {
+	var bps []*broker.Pool
+	for _, p := range a.poolList() {
+		if bp, _ := p.running(); bp != nil {
+			bps = append(bps, bp)
+		}
+	}
+	return bps
+}
+
 // findPool returns the pool named name, or nil.
 func (a *Agent) findPool(name string) *pool {
 	for _, p := range a.poolList() {

@@ -90,6 +90,12 @@ func decodeFast(line []byte) (Message, bool) {
 		case "code":
 			bit = 1 << 17
 			m.Code, ok = l.Int()
+		case "cache":
+			bit = 1 << 18
+			m.Cache, ok = l.Int()
+		case "keep":
+			bit = 1 << 19
+			m.Keep, ok = l.Bool()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -110,7 +116,7 @@ func decodeFast(line []byte) (Message, bool) {
 }
 
 // knownOps are the ops decodeFast returns without allocating.
-var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply}
+var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply, OpDrop}
 
 // op returns s as an Op, sharing the constant when it is a known op: almost
 // every line has one, and a string for each would be garbage.
@@ -183,6 +189,12 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Code != 0 {
 		b = strconv.AppendInt(append(b, `,"code":`...), int64(m.Code), 10)
+	}
+	if m.Cache != 0 {
+		b = strconv.AppendInt(append(b, `,"cache":`...), int64(m.Cache), 10)
+	}
+	if m.Keep {
+		b = append(b, `,"keep":true`...)
 	}
 	return append(b, "}\n"...), true
 }

@@ -92,6 +92,9 @@ func TestDecode_Cases(t *testing.T) {
 		{`{"op":"reply","req":-1}`, false},
 		{`{"op":"reply","req":7,"error":"no such key","code":404}`, true},
 		{`{"op":"reply","req":7,"keys":["a","b"]}`, false},
+		{`{"op":"reply","req":7,"value":1,"rev":2,"keep":true}`, true},
+		{`{"op":"ready","prefetch":64,"cache":256}`, true},
+		{`{"op":"drop","name":"rates","key":"usd"}`, true},
 		{`{"op":"job","attempt":9223372036854775807}`, true},
 		{`{"op":"job","attempt":9223372036854775808}`, false}, // overflow
 		{`{"op":"job","attempt":1.0}`, false},
@@ -306,6 +309,10 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Code = randInt(r)
 	}
+	if set() {
+		m.Cache = randInt(r)
+	}
+	m.Keep = set()
 	return m
 }
 
@@ -402,7 +409,7 @@ func quote(r *rand.Rand, s string) string {
 // matches ignoring case, unknown ones, and escaped ones.
 var keys = []string{
 	"op", "id", "type", "payload", "attempt", "result", "error", "permanent", "data", "prefetch",
-	"req", "do", "name", "key", "value", "rev", "keys", "code",
+	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep",
 	"op", "id", "payload", "result", "attempt", "req", "value",
 	"OP", "Op", "ID", "Payload", "PERMANENT", "x", "ö", `\u006fp`, "op ", "",
 }
@@ -445,11 +452,11 @@ func randValue(r *rand.Rand, key string, spaced bool) string {
 		return randJSON(r, 0, spaced)
 	}
 	switch strings.ToLower(key) {
-	case "attempt", "prefetch", "req", "rev", "code":
+	case "attempt", "prefetch", "req", "rev", "code", "cache":
 		return numbers[r.IntN(len(numbers))]
 	case "keys":
 		return [...]string{`["a","b"]`, `[]`, "null", `"a"`, `[1]`}[r.IntN(5)]
-	case "permanent":
+	case "permanent", "keep":
 		return [...]string{"true", "false", "null", "1", "tru", `"true"`}[r.IntN(6)]
 	case "payload", "result", "data", "value":
 		return string(randRaw(r))

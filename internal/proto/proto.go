@@ -29,8 +29,12 @@ const (
 	OpShutdown Op = "shutdown" // finish the current job, then exit
 	OpCancel   Op = "cancel"   // stop working on job ID
 	// OpReply answers the worker's request Req: Value and Rev, Keys, or
-	// Error with Code.
+	// Error with Code; Keep lets the worker keep a get's answer until a
+	// drop names its key.
 	OpReply Op = "reply"
+	// OpDrop tells the worker that the lookup value it keeps of Name and
+	// Key is stale; with no Name, every value it keeps.
+	OpDrop Op = "drop"
 )
 
 // Ops sent by the worker to workerd.
@@ -90,6 +94,12 @@ type Message struct {
 	// request refused, 404 no such key, 413 too large, 429 too many
 	// requests, 503 the store cannot answer now.
 	Code int `json:"code,omitempty"`
+	// Cache, in a ready op, is how many lookup answers the worker keeps
+	// (answers marked Keep), 0 for none.
+	Cache int `json:"cache,omitempty"`
+	// Keep, in a reply to a get, lets the worker keep the answer until a
+	// drop op names its key (or none).
+	Keep bool `json:"keep,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

@@ -56,6 +56,7 @@ var fakeWorkers = map[string]func() int{
 	"slow-job":       runSlowJob,
 	"grow":           runGrow,
 	"ask":            runAsk,
+	"keeper":         runKeeper,
 }
 
 func TestMain(m *testing.M) {
@@ -549,4 +550,33 @@ func runAsk() int {
 		return true
 	})
 	return 0
+}
+
+// runKeeper keeps lookup answers (its ready op's cache): for a job whose
+// payload is a key, it sends a get of it and answers the job at once;
+// each reply and drop it receives it tells of with a message op, the line
+// as its data.
+func runKeeper() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady, Cache: 8})
+	var req uint64
+	for {
+		m, err := c.in.Read()
+		if err != nil {
+			return 0
+		}
+		switch m.Op {
+		case proto.OpShutdown:
+			return 0
+		case proto.OpJob:
+			var key string
+			_ = json.Unmarshal(m.Payload, &key)
+			req++
+			c.send(proto.Message{Op: proto.OpLookup, Req: req, Do: "get", Name: "rates", Key: key})
+			c.send(proto.Message{Op: proto.OpDone, ID: m.ID})
+		case proto.OpReply, proto.OpDrop:
+			data, _ := json.Marshal(m)
+			c.send(proto.Message{Op: proto.OpMessage, Data: data})
+		}
+	}
 }

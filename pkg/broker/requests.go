@@ -4,6 +4,16 @@
 // owns its requests in flight (at most maxRequests) and the answers
 // waiting to be written; OnRequest answers from any goroutine through
 // the session's replies channel, which never blocks.
+//
+// A worker that keeps lookup answers (its ready op's cache) may keep
+// those marked keep, until a drop op names their key. The session marks
+// an answer keep only if OnRequest's Reply says so and no change of the
+// key (Pool.LookupChanged, on the slot's changedC) or loss of them all
+// (LookupsLost, lostC) came between the request and the answer; it
+// tracks the keys its worker keeps (kept), and writes a drop after the
+// answer when one of them changes. A change sent before the answer is
+// written was made after the request was taken: the order of the
+// session's writes is the order of the truth.
 
 package broker
 
@@ -48,12 +58,69 @@ type Request struct {
 // lookup), or Error with Code, which classes it as HTTP does (400 a
 // request refused, 404 no such key, 413 too large, 429 too many requests,
 // 503 the answer cannot be had now).
+//
+// Watched, in the answer to a get (a value, or a 404), says that the
+// pool will be told of the key's next change (Pool.LookupChanged or
+// LookupsLost) by whoever answers: the worker may then keep the answer
+// until then.
 type Reply struct {
-	Value json.RawMessage
-	Rev   uint64
-	Keys  []string
-	Error string
-	Code  int
+	Value   json.RawMessage
+	Rev     uint64
+	Keys    []string
+	Error   string
+	Code    int
+	Watched bool
+}
+
+// lookupKey names a lookup's key.
+type lookupKey struct{ name, key string }
+
+// kept is the session's record of a key its worker may keep: gets of it
+// in flight, whether a change came while they were, and whether the
+// worker keeps an answer.
+type kept struct {
+	pending int
+	dirty   bool
+	held    bool
+}
+
+// maxKept bounds the keys a worker may keep, whatever its ready op asks;
+// changedBuffer the changes waiting for a session, past which it drops
+// every kept answer.
+const (
+	maxKept       = 1024
+	changedBuffer = 256
+)
+
+// LookupChanged tells the pool's workers that key of lookup name
+// changed: those that keep its value drop it. It does not block.
+func (p *Pool) LookupChanged(name, key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.slots {
+		select {
+		case s.changedC <- lookupKey{name, key}:
+		default:
+			s.lose()
+		}
+	}
+}
+
+// LookupsLost tells the pool's workers that any lookup may have changed:
+// they drop every value they keep. It does not block.
+func (p *Pool) LookupsLost() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.slots {
+		s.lose()
+	}
+}
+
+func (s *slot) lose() {
+	select {
+	case s.lostC <- struct{}{}:
+	default: // one is pending
+	}
 }
 
 // maxRequests bounds a worker's requests in flight: past it, a request is
@@ -69,6 +136,11 @@ const replyWriteTimeout = 5 * time.Second
 type answered struct {
 	req   uint64
 	reply Reply
+}
+
+// asked is a get in flight whose answer the worker may keep.
+type asked struct {
+	key lookupKey
 }
 
 // request takes a request op of the worker's: it passes it to
@@ -90,6 +162,9 @@ func (ss *session) request(m proto.Message) {
 		return
 	}
 	ss.inFlight++
+	if m.Do == LookupGet && ss.keeps > 0 {
+		ss.track(m.Req, lookupKey{m.Name, m.Key})
+	}
 	replies, req := ss.replies, m.Req
 	var once sync.Once // a second answer is dropped: the first counts
 	on(Request{Index: ss.s.index, PID: ss.p.pid, Kind: string(m.Op), Do: m.Do, Name: m.Name, Key: m.Key, Value: m.Value}, func(r Reply) {
@@ -110,12 +185,109 @@ func (ss *session) request(m proto.Message) {
 // replied takes an answer from Config.OnRequest.
 func (ss *session) replied(a answered) {
 	ss.inFlight--
+	a.reply.Watched = ss.untrack(a.req, a.reply.Watched)
 	ss.answer(a.req, a.reply)
+}
+
+// track notes get req of key, whose answer the worker may keep. With no
+// room for one more key, the worker is told to drop one it keeps (any)
+// first; if every key is in flight, this one is not tracked.
+func (ss *session) track(req uint64, k lookupKey) {
+	e, ok := ss.kept[k]
+	if !ok {
+		if len(ss.kept) >= ss.keeps && !ss.evict() {
+			return
+		}
+		e = &kept{}
+		ss.kept[k] = e
+	}
+	e.pending++
+	ss.tracked[req] = asked{key: k}
+}
+
+// untrack ends get req, and reports whether its answer, watched as
+// OnRequest says, may be kept: no change of its key came meanwhile.
+func (ss *session) untrack(req uint64, watched bool) bool {
+	a, ok := ss.tracked[req]
+	if !ok {
+		return false
+	}
+	delete(ss.tracked, req)
+	e := ss.kept[a.key]
+	e.pending--
+	keep := watched && !e.dirty
+	if keep {
+		e.held = true
+	}
+	if e.pending == 0 {
+		e.dirty = false
+		if !e.held {
+			delete(ss.kept, a.key)
+		}
+	}
+	return keep
+}
+
+// evict makes room for one key: the worker drops one it keeps, and
+// reports whether there was one.
+func (ss *session) evict() bool {
+	for k, e := range ss.kept {
+		if e.pending == 0 {
+			delete(ss.kept, k)
+			ss.queue(proto.Message{Op: proto.OpDrop, Name: k.name, Key: k.key})
+			return true
+		}
+	}
+	return false
+}
+
+// changed takes a change of key k: a kept answer of it is dropped, and
+// one on its way is not kept.
+func (ss *session) changed(k lookupKey) {
+	e, ok := ss.kept[k]
+	if !ok {
+		return
+	}
+	if e.pending > 0 {
+		e.dirty = true
+	}
+	if e.held {
+		e.held = false
+		ss.queue(proto.Message{Op: proto.OpDrop, Name: k.name, Key: k.key})
+	}
+	if e.pending == 0 {
+		delete(ss.kept, k)
+	}
+}
+
+// lost takes a loss of every key: every kept answer is dropped, in one
+// drop op, and none on its way is kept.
+func (ss *session) lost() {
+	held := false
+	for k, e := range ss.kept {
+		held = held || e.held
+		e.held = false
+		if e.pending > 0 {
+			e.dirty = true
+		} else {
+			delete(ss.kept, k)
+		}
+	}
+	if held {
+		ss.queue(proto.Message{Op: proto.OpDrop})
+	}
+}
+
+// queue encodes m for the next writeAnswers.
+func (ss *session) queue(m proto.Message) {
+	if b, err := proto.Append(ss.answers, m); err == nil {
+		ss.answers = b
+	}
 }
 
 // answer queues the reply to request req for writeAnswers.
 func (ss *session) answer(req uint64, r Reply) {
-	m := proto.Message{Op: proto.OpReply, Req: req, Value: r.Value, Rev: r.Rev, Keys: r.Keys, Error: r.Error, Code: r.Code}
+	m := proto.Message{Op: proto.OpReply, Req: req, Value: r.Value, Rev: r.Rev, Keys: r.Keys, Error: r.Error, Code: r.Code, Keep: r.Watched}
 	if r.Error == "" {
 		m.Code = 0
 	} else if m.Code == 0 {

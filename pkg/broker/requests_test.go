@@ -145,3 +145,60 @@ func TestRequests_AnswerAfterTheWorkerIsGone(t *testing.T) {
 		t.Fatal("a late answer blocks")
 	}
 }
+
+// A get answered watched is marked keep for a worker that keeps answers;
+// a change of its key, or a loss of them all, is told with a drop op
+// after it, once: a key the worker does not keep is not told.
+func TestRequests_KeptAnswersDropped(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t)
+	cfg := b.config(b.spec("keeper"))
+	cfg.OnRequest = func(r broker.Request, answer func(broker.Reply)) {
+		answer(broker.Reply{Value: json.RawMessage(`1`), Rev: 1, Watched: r.Key != "unwatched"})
+	}
+	told := make(chan proto.Message, 16)
+	cfg.OnEvent = func(e broker.Event) {
+		if e.Kind == broker.EventWorkerMessage {
+			var m proto.Message
+			_ = json.Unmarshal(e.Data, &m)
+			told <- m
+		}
+	}
+	pool, err := broker.NewPool(cfg)
+	require.NoError(t, err)
+	require.NoError(t, pool.Start(t.Context()))
+	t.Cleanup(pool.Stop)
+	next := func() proto.Message {
+		t.Helper()
+		select {
+		case m := <-told:
+			return m
+		case <-time.After(waitLimit):
+			t.Fatal("the worker was told nothing")
+			return proto.Message{}
+		}
+	}
+	job := func(key string) {
+		t.Helper()
+		b.submit(t, key, strconv.Quote(key))
+		b.outcome(t)
+	}
+
+	job("k1")
+	m := next()
+	require.Equal(t, proto.OpReply, m.Op)
+	require.True(t, m.Keep)
+	pool.LookupChanged("rates", "k1")
+	require.Equal(t, proto.Message{Op: proto.OpDrop, Name: "rates", Key: "k1"}, next())
+	pool.LookupChanged("rates", "k1") // not kept any more: not told
+	pool.LookupChanged("rates", "other")
+	job("unwatched")
+	m = next()
+	require.Equal(t, proto.OpReply, m.Op)
+	require.False(t, m.Keep, "an answer not watched is not kept")
+	pool.LookupChanged("rates", "unwatched")
+	job("k2")
+	require.True(t, next().Keep)
+	pool.LookupsLost()
+	require.Equal(t, proto.Message{Op: proto.OpDrop}, next(), "one drop of them all")
+}

@@ -75,6 +75,12 @@ type session struct {
 	replies  chan answered
 	inFlight int
 	answers  []byte
+	// keeps is how many lookup answers the worker keeps (its ready op's
+	// cache, at most maxKept); kept the keys it may keep, tracked the
+	// gets in flight whose answers it may keep, by req (requests.go).
+	keeps   int
+	kept    map[lookupKey]*kept
+	tracked map[uint64]asked
 
 	violations     int       // protocol violations since the last logged
 	violationLogAt time.Time // when one was last logged; zero if never
@@ -106,6 +112,8 @@ func newSession(s *slot, p *proc) *session {
 		spec:    &s.gen.spec,
 		msgs:    p.msgs,
 		replies: make(chan answered, maxRequests),
+		kept:    make(map[lookupKey]*kept),
+		tracked: make(map[uint64]asked),
 		stopC:   s.ctx.Done(),
 		killC:   s.pool.killing,
 	}
@@ -131,6 +139,12 @@ func (ss *session) run() processRun {
 			ss.gotNext(r)
 		case a := <-ss.replies:
 			ss.replied(a)
+			ss.writeAnswers()
+		case k := <-ss.s.changedC:
+			ss.changed(k)
+			ss.writeAnswers()
+		case <-ss.s.lostC:
+			ss.lost()
 			ss.writeAnswers()
 		case err := <-ss.writing:
 			ss.wrote(err)
@@ -202,6 +216,7 @@ func (ss *session) handle(l workerLine) {
 		}
 		ss.ready = true
 		ss.prefetch = min(max(m.Prefetch, 0), maxPrefetch)
+		ss.keeps = min(max(m.Cache, 0), maxKept)
 		if ss.readyAt.IsZero() {
 			ss.readyAt = time.Now()
 			ss.s.markReady(ss.p.pid, true)

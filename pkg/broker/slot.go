@@ -59,6 +59,11 @@ type slot struct {
 	hardRSS atomic.Bool
 
 	cancelC chan string // Pool.Cancel -> session: a job id to cut short
+	// changedC and lostC tell the session of a lookup key changed, and
+	// of all of them (Pool.LookupChanged, LookupsLost): values its
+	// worker keeps may be stale (requests.go).
+	changedC chan lookupKey
+	lostC    chan struct{}
 	// queuedIDs are the ids of the jobs queued behind the running one
 	// (session.queued), for Pool.Cancel; guarded by mu.
 	queuedIDs []string
@@ -80,18 +85,20 @@ type slot struct {
 func newSlot(p *Pool, index int, reason Reason, gen *generation) *slot {
 	ctx, cancel := context.WithCancel(p.intake)
 	s := &slot{
-		pool:    p,
-		index:   index,
-		gen:     gen,
-		reason:  reason,
-		log:     p.log.With("index", index),
-		ctx:     ctx,
-		cancel:  cancel,
-		readyC:  make(chan struct{}),
-		cancelC: make(chan string, 1),
-		exitC:   make(chan struct{}),
-		ended:   make(chan struct{}),
-		backoff: newBackoff(gen.spec),
+		pool:     p,
+		index:    index,
+		gen:      gen,
+		reason:   reason,
+		log:      p.log.With("index", index),
+		ctx:      ctx,
+		cancel:   cancel,
+		readyC:   make(chan struct{}),
+		cancelC:  make(chan string, 1),
+		changedC: make(chan lookupKey, changedBuffer),
+		lostC:    make(chan struct{}, 1),
+		exitC:    make(chan struct{}),
+		ended:    make(chan struct{}),
+		backoff:  newBackoff(gen.spec),
 		info: Worker{
 			Host:    p.host,
 			Pool:    p.spec.Name,

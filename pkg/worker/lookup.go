@@ -2,6 +2,13 @@
 // through workerd (the protocol's lookup op, answered by a reply op of
 // the same req). The handler's goroutine writes the request at once and
 // waits; the reader hands it the reply (reader.go, replyLocked).
+//
+// The worker keeps the answers to gets that workerd marks keep (up to
+// the cache size its ready op announced, WithLookupCache), and answers
+// later gets of their keys from them, until a drop op names the key (or
+// none: all). The reader keeps an answer and drops it in the order of
+// the channel, which is the order of the truth; an answer to a get sent
+// before one of the worker's own writes is not kept.
 
 package worker
 
@@ -47,6 +54,17 @@ func (e *LookupError) Is(target error) bool { return target == ErrNoKey && e.Cod
 // the lookup does not hold returns an error matching ErrNoKey. workerd
 // answers a read it has cached without asking the conductor.
 func (j *Job) Lookup(ctx context.Context, name, key string, v any) error {
+	if j.srv != nil {
+		if value, held, ok := j.srv.kept(name, key); ok {
+			if !held {
+				return &LookupError{Do: proto.LookupGet, Name: name, Key: key, Code: 404, Msg: "no such key (kept)"}
+			}
+			if err := json.Unmarshal(value, v); err != nil {
+				return fmt.Errorf("worker: lookup %s/%s: decode: %w", name, key, err)
+			}
+			return nil
+		}
+	}
 	r, err := j.lookup(ctx, proto.Message{Do: proto.LookupGet, Name: name, Key: key})
 	if err != nil {
 		return err
@@ -111,7 +129,13 @@ func (s *server) ask(ctx context.Context, m proto.Message) (proto.Message, error
 	}
 	s.lastReq++
 	m.Req = s.lastReq
-	s.asks[m.Req] = ch
+	s.asks[m.Req] = ask{ch: ch, get: m.Do == proto.LookupGet, name: m.Name, key: m.Key}
+	if m.Do == proto.LookupSet || m.Do == proto.LookupDel {
+		// Its own write: the copy goes now, and no answer to a get sent
+		// before is kept.
+		s.lastWrite = m.Req
+		s.dropKeptLocked(m.Name, m.Key)
+	}
 	gone := s.gone
 	s.answerLocked(m)
 	s.mu.Unlock()
@@ -140,15 +164,71 @@ func (s *server) endAsksLocked(err error) {
 	s.askErr = err
 	close(s.gone)
 	clear(s.asks)
+	s.dropKeptLocked("", "") // no drop can come any more
+}
+
+// ask is a request waiting for its reply.
+type ask struct {
+	ch        chan proto.Message
+	get       bool
+	name, key string
+}
+
+// keptValue is a lookup answer the worker keeps: a value, or none.
+type keptValue struct {
+	value json.RawMessage
+	held  bool
 }
 
 // replyLocked hands reply m to the request it answers, if it still
-// waits.
+// waits, and keeps a get's answer marked keep.
 func (s *server) replyLocked(m proto.Message) {
-	ch, ok := s.asks[m.Req]
+	a, ok := s.asks[m.Req]
 	if !ok {
 		return // given up on (its context ended)
 	}
 	delete(s.asks, m.Req)
-	ch <- m
+	if a.get && m.Keep && m.Req > s.lastWrite && s.cacheSize > 0 && (m.Error == "" || m.Code == 404) {
+		s.keepLocked(a.name, a.key, keptValue{value: m.Value, held: m.Error == ""})
+	}
+	a.ch <- m
 }
+
+// kept returns the answer kept of key in lookup name, if any.
+func (s *server) kept(name, key string) (value json.RawMessage, held, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.keptVals[lookupKey(name, key)]
+	return v.value, v.held, ok
+}
+
+// maxKeptBytes bounds the bytes of the answers a worker keeps.
+const maxKeptBytes = 8 << 20
+
+func (s *server) keepLocked(name, key string, v keptValue) {
+	k := lookupKey(name, key)
+	old, had := s.keptVals[k]
+	if !had && len(s.keptVals) >= s.cacheSize || s.keptBytes-len(old.value)+len(v.value) > maxKeptBytes {
+		return // full: asked again next time
+	}
+	if s.keptVals == nil {
+		s.keptVals = make(map[string]keptValue)
+	}
+	s.keptBytes += len(v.value) - len(old.value)
+	s.keptVals[k] = v
+}
+
+// dropKeptLocked drops the answer kept of key in lookup name; every one
+// if name is "".
+func (s *server) dropKeptLocked(name, key string) {
+	if name == "" {
+		clear(s.keptVals)
+		s.keptBytes = 0
+		return
+	}
+	k := lookupKey(name, key)
+	s.keptBytes -= len(s.keptVals[k].value)
+	delete(s.keptVals, k)
+}
+
+func lookupKey(name, key string) string { return name + "\x00" + key }

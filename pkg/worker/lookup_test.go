@@ -132,3 +132,78 @@ func TestLookup_JobByHand(t *testing.T) {
 	var v any
 	require.ErrorContains(t, j.Lookup(context.Background(), "rates", "usd", &v), "not handed out by Run")
 }
+
+// An answer workerd marks keep is kept: later Lookups of its key are
+// answered in the worker, with no request, a 404 too, until a drop op
+// names the key (or none); the worker's own write of a key drops its
+// copy.
+func TestLookup_KeptUntilDropped(t *testing.T) {
+	t.Parallel()
+	type step struct {
+		do, key string
+	}
+	var steps = map[string][]step{
+		"j1": {{"get", "usd"}, {"get", "usd"}, {"get", "gbp"}, {"get", "gbp"}},
+		"j2": {{"get", "usd"}, {"get", "gbp"}},
+		"j3": {{"get", "usd"}, {"set", "usd"}, {"get", "usd"}, {"get", "gbp"}},
+		"j4": {{"get", "usd"}, {"get", "gbp"}},
+	}
+	b := setup(t, func(ctx context.Context, job *worker.Job) (any, error) {
+		var got []any
+		for _, s := range steps[job.ID] {
+			var v any
+			var err error
+			if s.do == "set" {
+				err = job.SetLookup(ctx, "rates", s.key, 2)
+			} else {
+				err = job.Lookup(ctx, "rates", s.key, &v)
+			}
+			if errors.Is(err, worker.ErrNoKey) {
+				v, err = "none", nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			got = append(got, v)
+		}
+		return got, nil
+	}, worker.WithPrefetch(0), worker.WithLookupCache(8))
+	// lookup answers the next message, a lookup of key, with reply.
+	lookup := func(do, key, reply string) {
+		t.Helper()
+		m := b.recv(t)
+		require.Equal(t, proto.OpLookup, m.Op, "%+v", m)
+		require.Equal(t, do, m.Do)
+		require.Equal(t, key, m.Key)
+		b.send(t, fmt.Sprintf(`{"op":"reply","req":%d,%s}`, m.Req, reply))
+	}
+	done := func(id, result string) {
+		t.Helper()
+		m := b.recv(t)
+		require.Equal(t, proto.OpDone, m.Op, "%+v", m)
+		require.Equal(t, id, m.ID)
+		require.JSONEq(t, result, string(m.Result))
+	}
+
+	b.sendJob(t, "j1", "t", "1")
+	lookup("get", "usd", `"value":1,"rev":3,"keep":true`)
+	lookup("get", "gbp", `"error":"no such key","code":404,"keep":true`)
+	done("j1", `[1,1,"none","none"]`) // the second of each kept
+
+	b.send(t, `{"op":"drop","name":"rates","key":"usd"}`)
+	b.sendJob(t, "j2", "t", "1")
+	lookup("get", "usd", `"value":1.5,"rev":4`) // not marked keep
+	done("j2", `[1.5,"none"]`)
+
+	b.sendJob(t, "j3", "t", "1")
+	lookup("get", "usd", `"value":1.6,"rev":5,"keep":true`)
+	lookup("set", "usd", `"rev":6`)
+	lookup("get", "usd", `"value":2,"rev":6,"keep":true`) // its own write dropped the copy
+	done("j3", `[1.6,null,2,"none"]`)
+
+	b.send(t, `{"op":"drop"}`)
+	b.sendJob(t, "j4", "t", "1")
+	lookup("get", "usd", `"value":3,"rev":7`)
+	lookup("get", "gbp", `"value":4,"rev":8`)
+	done("j4", `[3,4]`)
+}

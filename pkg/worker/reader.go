@@ -82,6 +82,8 @@ func (s *server) handle(m proto.Message) (answered bool) {
 		s.wakeLocked()
 	case proto.OpReply:
 		s.replyLocked(m)
+	case proto.OpDrop:
+		s.dropKeptLocked(m.Name, m.Key)
 	default:
 		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
 	}

@@ -20,6 +20,7 @@ type options struct {
 	hard     context.Context
 	log      *slog.Logger
 	prefetch int // < 0: not set by WithPrefetch
+	cache    int // < 0: not set by WithLookupCache
 }
 
 // DefaultPrefetch is how many jobs a worker takes queued behind the one it
@@ -64,6 +65,20 @@ func WithPrefetch(n int) Option {
 	return func(o *options) { o.prefetch = max(n, 0) }
 }
 
+// DefaultLookupCache is how many lookup answers a worker keeps unless
+// WithLookupCache says otherwise.
+const DefaultLookupCache = 256
+
+// WithLookupCache lets the worker keep up to n answers of its lookups
+// (8 MiB of them at most), which workerd marks as watched: a later
+// Lookup of one of their keys is answered in the worker itself, with no
+// round trip, until workerd says the key changed. n = 0 keeps none; workerd
+// caps n at 1,024. A key changed elsewhere is dropped as soon as the
+// change reaches workerd (docs/lookups.md, "How fresh a read is").
+func WithLookupCache(n int) Option {
+	return func(o *options) { o.cache = max(n, 0) }
+}
+
 // WithLogger makes Run log its warnings (a bad line or an unknown op from
 // workerd, a panicking handler) to l instead of slog.Default(), which writes
 // to stderr; workerd collects stderr into the worker's log.
@@ -97,7 +112,7 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	if h == nil {
 		return errors.New("worker: nil handler")
 	}
-	o := options{log: slog.Default(), prefetch: -1}
+	o := options{log: slog.Default(), prefetch: -1, cache: -1}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -123,8 +138,11 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		hard = o.hard.Done()
 	}
 
-	s := newServer(ctx, h, o.out, o.log, o.prefetch)
-	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch})
+	if o.cache < 0 {
+		o.cache = DefaultLookupCache
+	}
+	s := newServer(ctx, h, o.out, o.log, o.prefetch, o.cache)
+	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch, Cache: s.cacheSize})
 	var reading, watching sync.WaitGroup
 	if err == nil {
 		done := make(chan struct{})

@@ -65,23 +65,30 @@ type server struct {
 	// those waiting for their reply, and, once the channel from workerd
 	// has ended, askErr, with gone closed.
 	lastReq uint64
-	asks    map[uint64]chan proto.Message
+	asks    map[uint64]ask
 	askErr  error
 	gone    chan struct{}
+	// The lookup answers kept (lookup.go): at most cacheSize, of
+	// keptBytes; lastWrite is the req of the worker's last write.
+	cacheSize int
+	keptVals  map[string]keptValue
+	keptBytes int
+	lastWrite uint64
 }
 
-func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch int) *server {
+func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch, cacheSize int) *server {
 	return &server{
-		h:        h,
-		log:      log,
-		prefetch: prefetch,
-		lateWait: lateJobWait,
-		out:      proto.NewWriter(out),
-		base:     context.WithoutCancel(ctx),
-		wake:     make(chan struct{}, 1),
-		held:     make(chan struct{}, 1),
-		asks:     make(map[uint64]chan proto.Message),
-		gone:     make(chan struct{}),
+		h:         h,
+		log:       log,
+		prefetch:  prefetch,
+		cacheSize: cacheSize,
+		lateWait:  lateJobWait,
+		out:       proto.NewWriter(out),
+		base:      context.WithoutCancel(ctx),
+		wake:      make(chan struct{}, 1),
+		held:      make(chan struct{}, 1),
+		asks:      make(map[uint64]ask),
+		gone:      make(chan struct{}),
 	}
 }
 

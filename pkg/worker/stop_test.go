@@ -135,7 +135,7 @@ func recordingServer(t *testing.T) (s *server, ran *[]string, written func() []p
 	s = newServer(context.Background(), func(_ context.Context, j *Job) (any, error) {
 		*ran = append(*ran, j.ID)
 		return nil, nil
-	}, outW, slog.New(slog.DiscardHandler), 4)
+	}, outW, slog.New(slog.DiscardHandler), 4, 0)
 	return s, ran, func() []proto.Message {
 		require.NoError(t, outW.Close())
 		var got []proto.Message
