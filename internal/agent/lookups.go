@@ -23,11 +23,11 @@ import (
 // maxLookupsInFlight bounds them per host, past which a request is
 // answered busy at once.
 type lookups struct {
-	ctx    context.Context
-	wg     *sync.WaitGroup // the agent's
-	cache  *lookup.Cache
-	log    *slog.Logger
-	slots  chan struct{} // one per request in flight
+	ctx   context.Context
+	wg    *sync.WaitGroup // the agent's
+	cache *lookup.Cache
+	log   *slog.Logger
+	slots chan struct{} // one per request in flight
 }
 
 // maxLookupsInFlight bounds the lookups a host has on the network at
