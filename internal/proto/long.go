@@ -10,8 +10,8 @@ import (
 )
 
 // LongLineHead is how much of a line over the limit a Reader keeps, to tell
-// what the line was (LineTooLongError's Op and ID); the rest is discarded
-// as it is read.
+// what the line was (LineTooLongError's Op, ID and Req); the rest is
+// discarded as it is read.
 const LongLineHead = 4 << 10
 
 // LineTooLongError reports a line over a Reader's limit, which was skipped.
@@ -24,6 +24,7 @@ type LineTooLongError struct {
 	Max  int // the Reader's limit
 	Op   Op
 	ID   string
+	Req  uint64 // a reply's, or a request's
 }
 
 func (e *LineTooLongError) Error() string {
@@ -32,19 +33,19 @@ func (e *LineTooLongError) Error() string {
 
 func (e *LineTooLongError) Unwrap() error { return ErrLineTooLong }
 
-// peek tells the op and id of the object whose first bytes are head, as
-// far as head goes: the top-level "op" and "id" string values, found in
-// any order before the JSON ends or stops being valid. A field cut short
-// by the end of head is not told.
-func peek(head []byte) (op Op, id string) {
+// peek tells the op, id and req of the object whose first bytes are
+// head, as far as head goes: the top-level "op" and "id" string values
+// and "req" number, found in any order before the JSON ends or stops
+// being valid. A field cut short by the end of head is not told.
+func peek(head []byte) (op Op, id string, req uint64) {
 	d := json.NewDecoder(bytes.NewReader(head))
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return "", ""
+		return "", "", 0
 	}
 	for d.More() {
 		t, err := d.Token() // a key: the decoder checks it is one
 		if err != nil {
-			return op, id
+			return op, id, req
 		}
 		// Keys match as Decode matches them: ignoring case, the last of
 		// several winning.
@@ -54,20 +55,28 @@ func peek(head []byte) (op Op, id string) {
 		case isOp || isID:
 			var v string
 			if err := d.Decode(&v); err != nil {
-				return op, id // not a string, or cut short
+				return op, id, req // not a string, or cut short
 			}
 			if isOp {
 				op = Op(v)
 			} else {
 				id = v
 			}
+		case strings.EqualFold(key, "req"):
+			// A number cut short by head's end reads as a shorter one:
+			// told only if the JSON goes on after it.
+			var v uint64
+			if err := d.Decode(&v); err != nil || !d.More() && d.InputOffset() >= int64(len(head)) {
+				return op, id, req
+			}
+			req = v
 		default:
 			if err := skipValue(d); err != nil {
-				return op, id
+				return op, id, req
 			}
 		}
 	}
-	return op, id
+	return op, id, req
 }
 
 // skipValue reads the next value of d token by token, so that a value cut

@@ -20,8 +20,12 @@ func TestReader_LongLineHead(t *testing.T) {
 		line   string
 		op     Op
 		id     string
+		req    uint64
 		prefix bool // the line ends at its head: no newline after it
 	}{
+		{name: "Reply", line: `{"op":"reply","req":42,"keys":[` + big + `]}`, op: OpReply, req: 42},
+		{name: "ReqCutAtHead", line: `{"op":"reply","x":"` + strings.Repeat("y", LongLineHead-28) + `","req":123456789,"keys":[` + big + `]}`, op: OpReply},
+		{name: "ReqNotANumber", line: `{"op":"reply","req":"42","keys":[` + big + `]}`, op: OpReply},
 		{name: "IDFirst", line: `{"op":"done","id":"j1","result":` + big + `}`, op: OpDone, id: "j1"},
 		{name: "AnyOrder", line: ` { "result" : [1,{"a":"}"}] , "id":"j-2", "error":null, "op":"done","data":` + big + `}`, op: OpDone, id: "j-2"},
 		{name: "IDAfterResult", line: `{"op":"done","result":` + big + `,"id":"j1"}`, op: OpDone},
@@ -45,7 +49,7 @@ func TestReader_LongLineHead(t *testing.T) {
 			require.ErrorIs(t, err, ErrLineTooLong)
 			var e *LineTooLongError
 			require.ErrorAs(t, err, &e)
-			require.Equal(t, LineTooLongError{Size: len(tt.line), Max: 100 << 10, Op: tt.op, ID: tt.id}, *e)
+			require.Equal(t, LineTooLongError{Size: len(tt.line), Max: 100 << 10, Op: tt.op, ID: tt.id, Req: tt.req}, *e)
 			require.Equal(t, "proto: line too long: "+strconv.Itoa(len(tt.line))+" bytes, over the limit of 102400 bytes", e.Error())
 			if tt.prefix {
 				_, err = r.Read()

@@ -225,7 +225,7 @@ func (r *Reader) skipLine(buf, chunk []byte, err error) error {
 		return err
 	}
 	e := &LineTooLongError{Size: size, Max: r.max}
-	e.Op, e.ID = peek(head)
+	e.Op, e.ID, e.Req = peek(head)
 	return e
 }
 

@@ -148,8 +148,14 @@ type asked struct {
 // requests, the op is unknown, or too many are in flight.
 func (ss *session) request(m proto.Message) {
 	if m.Req == 0 {
-		ss.s.log.Warn("request without a req number from worker; ignored", "pid", ss.p.pid, "op", m.Op)
+		if !ss.warnedNoReq { // once per process: a worker may send many
+			ss.warnedNoReq = true
+			ss.s.log.Warn("request without a req number from worker; ignored (said once)", "pid", ss.p.pid, "op", m.Op)
+		}
 		return
+	}
+	if ss.p.inClosed || ss.answersCut {
+		return // fd 3 is closed, or the worker is being replaced: no answer can reach it
 	}
 	defer ss.writeAnswers()
 	on := ss.s.pool.onRequest
@@ -182,8 +188,12 @@ func (ss *session) request(m proto.Message) {
 	}
 }
 
-// replied takes an answer from Config.OnRequest.
+// replied takes an answer from Config.OnRequest. The changes told
+// before it came are taken first: a write's answer comes after the
+// change of its key (Pool.LookupChanged), and its worker must read the
+// drop of the key it kept before the answer.
 func (ss *session) replied(a answered) {
+	ss.takeChanges()
 	ss.inFlight--
 	a.reply.Watched = ss.untrack(a.req, a.reply.Watched)
 	ss.answer(a.req, a.reply)
@@ -280,10 +290,33 @@ func (ss *session) lost() {
 
 // queue encodes m for the next writeAnswers.
 func (ss *session) queue(m proto.Message) {
+	if ss.answersCut {
+		return
+	}
 	if b, err := proto.Append(ss.answers, m); err == nil {
 		ss.answers = b
 	}
+	ss.boundAnswers()
 }
+
+// takeChanges takes the changes waiting for the session.
+func (ss *session) takeChanges() {
+	for {
+		select {
+		case k := <-ss.s.changedC:
+			ss.changed(k)
+		case <-ss.s.lostC:
+			ss.lost()
+		default:
+			return
+		}
+	}
+}
+
+// maxAnswerBytes bounds the answers waiting to be written to a worker
+// (while a job is written to it, or it does not read): past it, the
+// worker is replaced, and its requests go unanswered.
+const maxAnswerBytes = 4 << 20
 
 // answer queues the reply to request req for writeAnswers.
 func (ss *session) answer(req uint64, r Reply) {
@@ -293,19 +326,38 @@ func (ss *session) answer(req uint64, r Reply) {
 	} else if m.Code == 0 {
 		m.Code = 500
 	}
+	n := len(ss.answers)
 	b, err := proto.Append(ss.answers, m)
-	if err != nil {
+	switch {
+	case err != nil:
 		// A value that is not JSON: the owner's fault, not the worker's.
-		b, _ = proto.Append(ss.answers, proto.Message{Op: proto.OpReply, Req: req, Error: "the answer could not be encoded", Code: 500})
+		b, _ = proto.Append(b[:n], proto.Message{Op: proto.OpReply, Req: req, Error: "the answer could not be encoded", Code: 500})
+	case len(b)-n-1 > proto.DefaultMaxLine:
+		// A line the worker could not read (a long list of keys).
+		b, _ = proto.Append(b[:n], proto.Message{Op: proto.OpReply, Req: req, Code: 413,
+			Error: fmt.Sprintf("the answer of %d bytes is over the channel's line limit of %d bytes", len(b)-n-1, proto.DefaultMaxLine)})
 	}
 	ss.answers = b
+	ss.boundAnswers()
+}
+
+// boundAnswers replaces the worker when the answers waiting for it pass
+// maxAnswerBytes: it does not read them.
+func (ss *session) boundAnswers() {
+	if len(ss.answers) <= maxAnswerBytes || ss.answersCut {
+		return
+	}
+	ss.s.log.Warn("the worker does not read its answers; killing it", "pid", ss.p.pid, "waiting_bytes", len(ss.answers))
+	ss.answersCut, ss.answers = true, nil
+	ss.killReason = "worker did not read its answers"
+	ss.p.kill()
 }
 
 // writeAnswers writes the answers queued, in one write, unless a job is
 // being written (wrote calls it after). A worker that does not read them
 // within replyWriteTimeout is killed: its channel may hold half a line.
 func (ss *session) writeAnswers() {
-	if len(ss.answers) == 0 || ss.writing != nil || ss.p.inClosed {
+	if len(ss.answers) == 0 || ss.writing != nil || ss.p.inClosed || ss.answersCut {
 		return
 	}
 	lines := ss.answers
@@ -316,5 +368,7 @@ func (ss *session) writeAnswers() {
 		ss.p.kill()
 		return
 	}
-	ss.answers = lines[:0]
+	if cap(lines) <= 64<<10 {
+		ss.answers = lines[:0] // reused; a large one goes
+	}
 }

@@ -75,6 +75,10 @@ type session struct {
 	replies  chan answered
 	inFlight int
 	answers  []byte
+	// answersCut: the answers passed maxAnswerBytes, and the worker is
+	// being replaced: nothing more is queued for it.
+	answersCut  bool
+	warnedNoReq bool // a request without a req number was logged
 	// keeps is how many lookup answers the worker keeps (its ready op's
 	// cache, at most maxKept); kept the keys it may keep, tracked the
 	// gets in flight whose answers it may keep, by req (requests.go).

@@ -76,6 +76,9 @@ type Conductor struct {
 	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
 	lookups   *lookup.Store     // the named lookups (lookups.go)
 	lookupSvc micro.Service     // serves them on NATS
+	// lookupCache is the service's copy of the values read, which the
+	// feed keeps true.
+	lookupCache *lookup.Cache
 	// lookupFeed publishes their changes for the hosts' caches.
 	lookupFeed *startstop.Func
 	// endRefusals spaces the log lines of hosts' ends refused.

@@ -31,7 +31,12 @@ func (c *Conductor) startLookups(ctx context.Context) error {
 			return fmt.Errorf("conductor: seed the lookups: %w", err)
 		}
 	}
-	svc, err := lookup.Serve(c.nc, store, c.space.LookupService(), lookup.WithCallers(c.space.LookupCallers(), hostLookupRate))
+	// Gets are answered from a copy of what was read, which the feed
+	// keeps true before it tells the hosts of a change; writes go through
+	// it, so that it drops their keys.
+	c.lookupCache = store.NewCache(lookup.CacheConfig{MaxEntries: serviceCacheEntries, MaxBytes: serviceCacheBytes})
+	svc, err := lookup.Serve(c.nc, store, c.space.LookupService(), lookup.WithCallers(c.space.LookupCallers(), hostLookupRate),
+		lookup.WithCache(c.lookupCache))
 	if err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}
@@ -40,13 +45,19 @@ func (c *Conductor) startLookups(ctx context.Context) error {
 	feedLog := c.log.With("component", "lookups")
 	c.lookupFeed = startstop.NewFunc(func(ctx context.Context) {
 		startstop.Retry(ctx, func(ctx context.Context) error {
-			return store.Feed(ctx, c.nc, c.space.LookupFeed(), 0)
+			return store.Feed(ctx, c.nc, c.space.LookupFeed(), 0, c.lookupCache)
 		}, func(err error, wait time.Duration) {
 			feedLog.Warn("cannot publish the lookups' changes for the hosts' caches; retrying", "err", err, "retry_in", wait)
 		})
 	})
 	return c.lookupFeed.Start(context.WithoutCancel(ctx))
 }
+
+// The service's cache of the lookups read: 100,000 values, 64 MiB.
+const (
+	serviceCacheEntries = 100_000
+	serviceCacheBytes   = 64 << 20
+)
 
 // hostLookupRate bounds each host's lookup requests a second (a burst of
 // as many): far past what a host's workers ask of a lookup uncached, so
@@ -104,7 +115,7 @@ func (c *Conductor) getLookupKeys(w http.ResponseWriter, r *http.Request) {
 
 // getLookup serves GET /v1/lookups/{name}/{key...}: the value, as stored.
 func (c *Conductor) getLookup(w http.ResponseWriter, r *http.Request) {
-	v, _, err := c.lookups.Get(r.Context(), r.PathValue("name"), r.PathValue("key"))
+	v, _, err := c.lookupCache.Get(r.Context(), r.PathValue("name"), r.PathValue("key"))
 	if err != nil {
 		lookupError(w, err)
 		return
@@ -124,7 +135,7 @@ func (c *Conductor) putLookup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a value of more than %d bytes", maxLookupBody))
 		return
 	}
-	if _, err := c.lookups.Set(r.Context(), r.PathValue("name"), r.PathValue("key"), json.RawMessage(body)); err != nil {
+	if _, err := c.lookupCache.Set(r.Context(), r.PathValue("name"), r.PathValue("key"), json.RawMessage(body)); err != nil {
 		lookupError(w, err)
 		return
 	}
@@ -133,7 +144,7 @@ func (c *Conductor) putLookup(w http.ResponseWriter, r *http.Request) {
 
 // deleteLookup serves DELETE /v1/lookups/{name}/{key...}: 204.
 func (c *Conductor) deleteLookup(w http.ResponseWriter, r *http.Request) {
-	if err := c.lookups.Delete(r.Context(), r.PathValue("name"), r.PathValue("key")); err != nil {
+	if err := c.lookupCache.Delete(r.Context(), r.PathValue("name"), r.PathValue("key")); err != nil {
 		lookupError(w, err)
 		return
 	}

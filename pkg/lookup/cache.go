@@ -58,7 +58,8 @@ type CacheConfig struct {
 // Start follows the feed; Stop ends it. Without Start, a Cache is a
 // Client.
 type Cache struct {
-	*Client
+	src backend    // where a get the Cache cannot answer goes, and every write
+	nc  *nats.Conn // the feed's, for Start; nil for a Store's (Store.NewCache)
 	cfg CacheConfig
 
 	hits, misses atomic.Uint64
@@ -95,8 +96,28 @@ type cached struct {
 	found bool
 }
 
-// NewCache returns a Cache of the service under prefix, on nc.
+// backend is what a Cache reads through and writes to: a Client of the
+// service, or the Store itself.
+type backend interface {
+	Get(ctx context.Context, name, key string) (json.RawMessage, uint64, error)
+	Set(ctx context.Context, name, key string, value json.RawMessage) (uint64, error)
+	Delete(ctx context.Context, name, key string) error
+	Keys(ctx context.Context, name string) ([]string, error)
+}
+
+// NewCache returns a Cache of the service under prefix, on nc: a host's.
 func NewCache(nc *nats.Conn, prefix string, cfg CacheConfig) *Cache {
+	c := newCache(NewClient(nc, prefix), cfg)
+	c.nc = nc
+	return c
+}
+
+// NewCache returns a Cache of the store that Feed keeps true itself, in
+// order, before it publishes each change (Feed's local): the service's
+// (WithCache). It needs no Start.
+func (s *Store) NewCache(cfg CacheConfig) *Cache { return newCache(s, cfg) }
+
+func newCache(src backend, cfg CacheConfig) *Cache {
 	if cfg.Beat <= 0 {
 		cfg.Beat = FeedBeat
 	}
@@ -107,7 +128,7 @@ func NewCache(nc *nats.Conn, prefix string, cfg CacheConfig) *Cache {
 		cfg.MaxBytes = DefaultCacheBytes
 	}
 	return &Cache{
-		Client:  NewClient(nc, prefix),
+		src:     src,
 		cfg:     cfg,
 		entries: make(map[string]*list.Element),
 		changed: make(map[string]uint64),
@@ -118,7 +139,15 @@ func NewCache(nc *nats.Conn, prefix string, cfg CacheConfig) *Cache {
 
 // Start follows the feed until Stop.
 func (c *Cache) Start() error {
-	sub, err := c.nc.Subscribe(c.cfg.Feed, c.feed)
+	if c.nc == nil {
+		return errors.New("lookup: a store's cache follows its Feed, not a subject")
+	}
+	sub, err := c.nc.Subscribe(c.cfg.Feed, func(m *nats.Msg) {
+		var f feedMsg
+		if err := json.Unmarshal(m.Data, &f); err == nil {
+			c.observe(f)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -184,12 +213,8 @@ func (c *Cache) Stop() {
 // and from the service (misses).
 func (c *Cache) Counts() (hits, misses uint64) { return c.hits.Load(), c.misses.Load() }
 
-// feed takes one message of the feed.
-func (c *Cache) feed(m *nats.Msg) {
-	var f feedMsg
-	if err := json.Unmarshal(m.Data, &f); err != nil {
-		return
-	}
+// observe takes one message of the feed.
+func (c *Cache) observe(f feedMsg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.heard = time.Now()
@@ -267,6 +292,9 @@ func (c *Cache) freshLocked() bool {
 // known not to be held (a get's ErrNotFound). The value must not be
 // changed: it is the copy.
 func (c *Cache) Peek(name, key string) (value json.RawMessage, rev uint64, held, ok bool) {
+	if check(name, key) != nil {
+		return nil, 0, false, false // the get says why
+	}
 	k := storedKey(name, key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -299,13 +327,16 @@ func (c *Cache) GetWatched(ctx context.Context, name, key string) (value json.Ra
 		}
 		return v, rev, true, nil
 	}
+	if err := check(name, key); err != nil {
+		return nil, 0, false, err
+	}
 	c.misses.Add(1)
 	k := storedKey(name, key)
 	c.mu.Lock()
 	gen, since := c.gen, c.last
 	c.reading++
 	c.mu.Unlock()
-	v, rev, err := c.Client.Get(ctx, name, key)
+	v, rev, err := c.src.Get(ctx, name, key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reading--
@@ -385,10 +416,15 @@ func (c *Cache) addLocked(v *cached) {
 	c.bytes += size
 }
 
+// Keys returns the keys lookup name holds, from the backend.
+func (c *Cache) Keys(ctx context.Context, name string) ([]string, error) {
+	return c.src.Keys(ctx, name)
+}
+
 // Set sets key in lookup name to value (Client.Set), and drops the
 // key's copy.
 func (c *Cache) Set(ctx context.Context, name, key string, value json.RawMessage) (uint64, error) {
-	rev, err := c.Client.Set(ctx, name, key, value)
+	rev, err := c.src.Set(ctx, name, key, value)
 	c.wrote(name, key)
 	return rev, err
 }
@@ -396,7 +432,7 @@ func (c *Cache) Set(ctx context.Context, name, key string, value json.RawMessage
 // Delete removes key from lookup name (Client.Delete), and drops the
 // key's copy.
 func (c *Cache) Delete(ctx context.Context, name, key string) error {
-	err := c.Client.Delete(ctx, name, key)
+	err := c.src.Delete(ctx, name, key)
 	c.wrote(name, key)
 	return err
 }

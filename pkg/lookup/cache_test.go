@@ -44,7 +44,7 @@ func setupCache(t *testing.T, beat time.Duration, cfg CacheConfig) *cacheBundle 
 	t.Cleanup(func() { _ = svc.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	b.stopFd = cancel
-	b.fedWG.Go(func() { _ = b.store.Feed(ctx, b.pubNC, feedSubject, beat) })
+	b.fedWG.Go(func() { _ = b.store.Feed(ctx, b.pubNC, feedSubject, beat, nil) })
 	t.Cleanup(func() { cancel(); b.fedWG.Wait() })
 
 	cfg.Feed, cfg.Beat = feedSubject, beat
@@ -294,4 +294,70 @@ func TestCache_ConcurrentWrites(t *testing.T) {
 	}
 	t.Logf("%d reads, %d writes; the most a read began after a newer write was answered: %v", total, writes, lag)
 	require.Less(t, lag, time.Second, "a read lags a write by at most a beat")
+}
+
+// The service's own cache (Store.NewCache, WithCache), kept true by the
+// Feed before it publishes: a reader told of a change by the feed, and
+// asking the service after, reads the change, though it was written to
+// the store behind the service's back and the service had the old value
+// in memory.
+func TestCache_ServiceCacheAheadOfTheFeed(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	store, err := Open(t.Context(), js, Config{Bucket: "conductor-default-lookups"})
+	require.NoError(t, err)
+	local := store.NewCache(CacheConfig{})
+	svc, err := Serve(nc, store, prefix, WithCache(local))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = store.Feed(ctx, nc, feedSubject, time.Second, local) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	reader := natstest.Conn(t, ns)
+	changes := make(chan *nats.Msg, 16)
+	sub, err := reader.ChanSubscribe(feedSubject, changes)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, reader.Flush())
+	client := NewClient(reader, prefix)
+	waitChange := func(rev uint64) {
+		t.Helper()
+		for {
+			select {
+			case m := <-changes:
+				var f feedMsg
+				require.NoError(t, json.Unmarshal(m.Data, &f))
+				if f.Rev >= rev {
+					return
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no change %d on the feed", rev)
+			}
+		}
+	}
+	for i := range 200 {
+		// The service holds value i: read once the feed caught up.
+		rev, err := store.Set(t.Context(), "rates", "k", json.RawMessage(strconv.Itoa(i)))
+		require.NoError(t, err)
+		waitChange(rev)
+		for try := 0; ; try++ {
+			v, _, err := client.Get(t.Context(), "rates", "k")
+			require.NoError(t, err)
+			require.Equal(t, strconv.Itoa(i), string(v), "the change of revision %d was on the feed", rev)
+			if _, _, held, ok := local.Peek("rates", "k"); ok && held {
+				break
+			}
+			if try > 1000 {
+				local.mu.Lock()
+				t.Fatalf("not kept: last %d synced %v heard %v floors %v gen %d", local.last, local.synced, time.Since(local.heard), local.floors, local.gen)
+			}
+		}
+	}
+	hits, _ := local.Counts()
+	require.NotZero(t, hits, "answered from memory")
 }

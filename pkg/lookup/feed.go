@@ -30,7 +30,11 @@ type feedMsg struct {
 // another: a Cache that sees a number skipped, in a change or a beat,
 // knows it missed one. Only the one that serves the lookups should
 // publish on subj.
-func (s *Store) Feed(ctx context.Context, nc *nats.Conn, subj string, beat time.Duration) error {
+//
+// local, if not nil, is a cache of the store (Store.NewCache) that Feed
+// tells each change before it publishes it: a reader told of a change by
+// the feed and asking local after reads the change or a later one.
+func (s *Store) Feed(ctx context.Context, nc *nats.Conn, subj string, beat time.Duration, local *Cache) error {
 	if beat <= 0 {
 		beat = FeedBeat
 	}
@@ -42,9 +46,9 @@ func (s *Store) Feed(ctx context.Context, nc *nats.Conn, subj string, beat time.
 	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 		last = bs.StreamInfo().State.LastSeq
 	}
-	// A change stored between the status and the watch's start is not
-	// published: a Cache sees its number skipped, and starts over.
-	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.MetaOnly())
+	// Every change past the status, from the first: one stored before
+	// the watch began is published all the same.
+	w, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(last+1), jetstream.MetaOnly())
 	if err != nil {
 		return fmt.Errorf("lookup: feed: %w", err)
 	}
@@ -52,6 +56,9 @@ func (s *Store) Feed(ctx context.Context, nc *nats.Conn, subj string, beat time.
 	t := time.NewTicker(beat)
 	defer t.Stop()
 	send := func(m feedMsg) {
+		if local != nil {
+			local.observe(m)
+		}
 		b, _ := json.Marshal(m)
 		// A publish fails only on a closed connection; the next beat
 		// tells what was missed.

@@ -67,7 +67,7 @@ func storedKey(name, key string) string {
 // '-', '_' and '/', and dots between other characters, not starting with
 // encodedMark.
 func plain(key string) bool {
-	if strings.HasPrefix(key, encodedMark) || key[0] == '.' || key[len(key)-1] == '.' || strings.Contains(key, "..") {
+	if key == "" || strings.HasPrefix(key, encodedMark) || key[0] == '.' || key[len(key)-1] == '.' || strings.Contains(key, "..") {
 		return false
 	}
 	for i := 0; i < len(key); i++ {

@@ -71,17 +71,21 @@ func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (mic
 	if err != nil {
 		return nil, fmt.Errorf("lookup: serve: %w", err)
 	}
+	var src backend = store
+	if cfg.cache != nil {
+		src = cfg.cache
+	}
 	ops := map[string]func(context.Context, request) (answer, error){
 		"get": func(ctx context.Context, r request) (answer, error) {
-			v, rev, err := store.Get(ctx, r.Name, r.Key)
+			v, rev, err := src.Get(ctx, r.Name, r.Key)
 			return answer{Value: v, Rev: rev}, err
 		},
 		"set": func(ctx context.Context, r request) (answer, error) {
-			rev, err := store.Set(ctx, r.Name, r.Key, r.Value)
+			rev, err := src.Set(ctx, r.Name, r.Key, r.Value)
 			return answer{Rev: rev}, err
 		},
 		"del": func(ctx context.Context, r request) (answer, error) {
-			return answer{}, store.Delete(ctx, r.Name, r.Key)
+			return answer{}, src.Delete(ctx, r.Name, r.Key)
 		},
 		"keys": func(ctx context.Context, r request) (answer, error) {
 			keys, err := store.Keys(ctx, r.Name)
@@ -128,6 +132,14 @@ type serveConfig struct {
 	callers     string // the callers' subjects' prefix, one token "*"
 	callerToken int    // the index of that token
 	limits      *ratemap.PerKey
+	cache       *Cache
+}
+
+// WithCache answers gets from c, a cache of the store (Store.NewCache)
+// that the store's Feed keeps true, and writes through it: a get it
+// holds costs no read of the bucket.
+func WithCache(c *Cache) ServeOption {
+	return func(cfg *serveConfig) { cfg.cache = c }
 }
 
 // WithCallers also serves the endpoints under pattern, a prefix with one

@@ -77,8 +77,10 @@ func (j *Job) Lookup(ctx context.Context, name, key string, v any) error {
 
 // SetLookup sets key of lookup name to v, encoded with json.Marshal; a
 // lookup that does not exist is made. It returns once the conductor has
-// stored the value: every later Lookup of the key, on any host, reads it
-// or a later one.
+// stored the value: every later Lookup of the key by this worker, and on
+// its host, reads it or a later one; on other hosts, once the change has
+// reached them, in milliseconds (docs/lookups.md, "How fresh a read
+// is").
 func (j *Job) SetLookup(ctx context.Context, name, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -129,7 +131,7 @@ func (s *server) ask(ctx context.Context, m proto.Message) (proto.Message, error
 	}
 	s.lastReq++
 	m.Req = s.lastReq
-	s.asks[m.Req] = ask{ch: ch, get: m.Do == proto.LookupGet, name: m.Name, key: m.Key}
+	s.asks[m.Req] = ask{ch: ch, get: m.Do == proto.LookupGet, write: m.Do == proto.LookupSet || m.Do == proto.LookupDel, name: m.Name, key: m.Key}
 	if m.Do == proto.LookupSet || m.Do == proto.LookupDel {
 		// Its own write: the copy goes now, and no answer to a get sent
 		// before is kept.
@@ -169,9 +171,9 @@ func (s *server) endAsksLocked(err error) {
 
 // ask is a request waiting for its reply.
 type ask struct {
-	ch        chan proto.Message
-	get       bool
-	name, key string
+	ch         chan proto.Message
+	get, write bool
+	name, key  string
 }
 
 // keptValue is a lookup answer the worker keeps: a value, or none.
@@ -188,6 +190,10 @@ func (s *server) replyLocked(m proto.Message) {
 		return // given up on (its context ended)
 	}
 	delete(s.asks, m.Req)
+	if a.write {
+		// Kept meanwhile from a get overtaken by the write: not any more.
+		s.dropKeptLocked(a.name, a.key)
+	}
 	if a.get && m.Keep && m.Req > s.lastWrite && s.cacheSize > 0 && (m.Error == "" || m.Code == 404) {
 		s.keepLocked(a.name, a.key, keptValue{value: m.Value, held: m.Error == ""})
 	}

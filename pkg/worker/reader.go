@@ -21,7 +21,14 @@ import (
 func (s *server) read(r *proto.Reader) {
 	for {
 		m, err := r.Read()
-		if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
+		if long, ok := errors.AsType[*proto.LineTooLongError](err); ok && long.Op == proto.OpReply && long.Req != 0 {
+			// A reply too long to read: its request fails, rather than
+			// wait for ever.
+			s.mu.Lock()
+			s.replyLocked(proto.Message{Op: proto.OpReply, Req: long.Req, Code: 413,
+				Error: fmt.Sprintf("the reply of %d bytes is over the channel's line limit of %d bytes", long.Size, long.Max)})
+			s.mu.Unlock()
+		} else if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
 			s.log.Warn("worker: ignoring a bad line from workerd", "err", err)
 		} else if err != nil {
 			s.readFailed(err)
