@@ -4,7 +4,7 @@
 //
 //	{"do":"cached","n":N}                 N gets of one key: all but the first from workerd's cache
 //	{"do":"cached","n":N}            N gets of one key (k): all but the first from workerd's cache
-//	{"do":"uncached","n":N,"from":F} N gets, each of a key the host never read: kF, kF+1, …
+//	{"do":"uncached","n":N,"from":F,"prefix":"k"} N gets, each of a key the host never read: kF, kF+1, …
 //
 // (200 more before, untimed, to warm up)
 //
@@ -15,6 +15,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,9 +92,10 @@ func timeCalls(n int, call func(i int) error) (timing, error) {
 
 func handle(ctx context.Context, job *worker.Job) (any, error) {
 	var p struct {
-		Do   string `json:"do"`
-		N    int    `json:"n"`
-		From int    `json:"from"`
+		Do     string `json:"do"`
+		N      int    `json:"n"`
+		From   int    `json:"from"`
+		Prefix string `json:"prefix"`
 	}
 	if err := job.Decode(&p); err != nil || p.N <= 0 {
 		return nil, worker.Permanent(fmt.Errorf("lookupbench: bad payload: %v", err))
@@ -107,7 +109,7 @@ func handle(ctx context.Context, job *worker.Job) (any, error) {
 		next := p.From
 		return timeCalls(p.N, func(int) error {
 			next++
-			return get("k" + strconv.Itoa(next-1))
+			return get(cmp.Or(p.Prefix, "k") + strconv.Itoa(next-1))
 		})
 	}
 	return nil, worker.Permanent(fmt.Errorf("lookupbench: unknown do %q", p.Do))
