@@ -66,12 +66,8 @@ func newLookups(ctx context.Context, wg *sync.WaitGroup, nc *nats.Conn, sp subje
 // stop stops the cache's following of the feed.
 func (l *lookups) stop() { l.cache.Stop() }
 
-// request answers r, a worker's request.
+// request answers r, a worker's lookup.
 func (l *lookups) request(r broker.Request, answer func(broker.Reply)) {
-	if r.Kind != broker.RequestLookup {
-		answer(broker.Reply{Error: fmt.Sprintf("unknown request %q", r.Kind), Code: 400})
-		return
-	}
 	switch r.Do {
 	case broker.LookupGet, broker.LookupSet, broker.LookupDel, broker.LookupKeys:
 	default:

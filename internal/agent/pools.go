@@ -121,7 +121,7 @@ func (a *Agent) runPool(ctx context.Context, p *pool) {
 			a.publishEvent(e)
 		},
 		OnOutput:  a.logs.forward,
-		OnRequest: a.lookups.request,
+		OnRequest: a.workerRequests(p.spec.Name),
 	})
 	if err == nil {
 		err = bp.Start(ctx)

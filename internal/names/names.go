@@ -51,6 +51,11 @@ const (
 	// HeaderIdempotencyKey makes repeated submissions one job; the HTTP
 	// API takes the same header.
 	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderHost, HeaderPool and HeaderWorker name the worker whose
+	// request (the channel's request op) workerd sends.
+	HeaderHost   = "Conductor-Host"
+	HeaderPool   = "Conductor-Pool"
+	HeaderWorker = "Conductor-Worker"
 	// HeaderStatus is the reply's status, as HTTP's: 200, 202, 400, 413, 503.
 	HeaderStatus = "Conductor-Status"
 )

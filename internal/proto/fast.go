@@ -96,6 +96,9 @@ func decodeFast(line []byte) (Message, bool) {
 		case "keep":
 			bit = 1 << 19
 			m.Keep, ok = l.Bool()
+		case "command":
+			bit = 1 << 20
+			m.Command, ok = l.Text()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -116,7 +119,7 @@ func decodeFast(line []byte) (Message, bool) {
 }
 
 // knownOps are the ops decodeFast returns without allocating.
-var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply, OpDrop}
+var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply, OpDrop, OpRequest}
 
 // op returns s as an Op, sharing the constant when it is a known op: almost
 // every line has one, and a string for each would be garbage.
@@ -195,6 +198,9 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Keep {
 		b = append(b, `,"keep":true`...)
+	}
+	if m.Command != "" {
+		b = jsonfast.AppendString(append(b, `,"command":`...), m.Command)
 	}
 	return append(b, "}\n"...), true
 }

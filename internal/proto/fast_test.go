@@ -95,6 +95,7 @@ func TestDecode_Cases(t *testing.T) {
 		{`{"op":"reply","req":7,"value":1,"rev":2,"keep":true}`, true},
 		{`{"op":"ready","prefetch":64,"cache":256}`, true},
 		{`{"op":"drop","name":"rates","key":"usd"}`, true},
+		{`{"op":"request","req":3,"command":"progress","data":{"done":5}}`, true},
 		{`{"op":"job","attempt":9223372036854775807}`, true},
 		{`{"op":"job","attempt":9223372036854775808}`, false}, // overflow
 		{`{"op":"job","attempt":1.0}`, false},
@@ -313,6 +314,9 @@ func randMessage(r *rand.Rand) Message {
 		m.Cache = randInt(r)
 	}
 	m.Keep = set()
+	if set() {
+		m.Command = randString(r)
+	}
 	return m
 }
 
@@ -409,7 +413,7 @@ func quote(r *rand.Rand, s string) string {
 // matches ignoring case, unknown ones, and escaped ones.
 var keys = []string{
 	"op", "id", "type", "payload", "attempt", "result", "error", "permanent", "data", "prefetch",
-	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep",
+	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep", "command",
 	"op", "id", "payload", "result", "attempt", "req", "value",
 	"OP", "Op", "ID", "Payload", "PERMANENT", "x", "ö", `\u006fp`, "op ", "",
 }

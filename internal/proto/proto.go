@@ -49,6 +49,9 @@ const (
 	// Value), "del" (Key) or "keys"; workerd answers with a reply of the
 	// same Req.
 	OpLookup Op = "lookup"
+	// OpRequest asks the conductor side Command, with Data; workerd
+	// answers with a reply of the same Req: Data, or Error with Code.
+	OpRequest Op = "request"
 )
 
 // The lookup actions, in a lookup op's Do.
@@ -100,6 +103,8 @@ type Message struct {
 	// Keep, in a reply to a get, lets the worker keep the answer until a
 	// drop op names its key (or none).
 	Keep bool `json:"keep,omitempty"`
+	// Command, in a request op, names what the worker asks.
+	Command string `json:"command,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

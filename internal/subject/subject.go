@@ -212,6 +212,35 @@ func (s Space) Lookups() string { return s.LookupService() + ".*" }
 // publish to.
 func (s Space) LookupFeed() string { return s.prefix() + ".lookup-changes" }
 
+// Request is the subject a worker's request of command goes to (the
+// channel's request op, through workerd): any responder of the
+// conductor side answers it (okanjo's sendRequestToMaster).
+func (s Space) Request(command string) string { return s.prefix() + ".requests." + command }
+
+// Requests matches every command's subject.
+func (s Space) Requests() string { return s.Request("*") }
+
+// RequestAs is Request for the holder of host credential id: its
+// account's import maps its workers' requests there, so that a responder
+// knows whose they are.
+func (s Space) RequestAs(id, command string) string {
+	return s.prefix() + ".as." + id + ".requests." + command
+}
+
+// ParseRequest returns the command of a subject of Request or RequestAs,
+// and the credential id of the latter; ok false for any other.
+func (s Space) ParseRequest(subj string) (cred, command string, ok bool) {
+	rest, found := strings.CutPrefix(subj, s.prefix()+".")
+	if !found {
+		return "", "", false
+	}
+	if id, r, as := strings.Cut(strings.TrimPrefix(rest, "as."), ".requests."); strings.HasPrefix(rest, "as.") && as {
+		return id, r, Token("credential", id) == nil && Token("command", r) == nil
+	}
+	command, found = strings.CutPrefix(rest, "requests.")
+	return "", command, found && Token("command", command) == nil
+}
+
 // LookupAs is the lookup service's prefix for the holder of host
 // credential id: its account's import maps its requests on
 // LookupService's subjects there, so that the service knows whose they

@@ -26,8 +26,12 @@ import (
 	"github.com/conductor-run/conductor/internal/proto"
 )
 
-// RequestLookup is the kind of a Request for a lookup.
-const RequestLookup = "lookup"
+// The kinds of a Request: a lookup, or a command for the conductor side
+// (the protocol's request op).
+const (
+	RequestLookup  = "lookup"
+	RequestCommand = "request"
+)
 
 // The actions of a lookup Request.
 const (
@@ -38,13 +42,17 @@ const (
 )
 
 // A Request is a question a channel worker asks while it runs, for the
-// pool's owner to answer (Config.OnRequest): for now, a lookup.
+// pool's owner to answer (Config.OnRequest): a lookup, or a command.
 type Request struct {
 	// Index and PID name the worker asking.
 	Index int
 	PID   int
-	// Kind is RequestLookup.
+	// Kind is RequestLookup or RequestCommand.
 	Kind string
+	// Command and Data are a RequestCommand's: what it asks, and with
+	// what (any JSON, as the worker sent it).
+	Command string
+	Data    json.RawMessage
 	// Do is the lookup's action: LookupGet, LookupSet, LookupDel or
 	// LookupKeys; Name and Key what it acts on, Value what a set writes
 	// (JSON, as the worker sent it).
@@ -64,6 +72,8 @@ type Request struct {
 // LookupsLost) by whoever answers: the worker may then keep the answer
 // until then.
 type Reply struct {
+	// Data answers a RequestCommand.
+	Data    json.RawMessage
 	Value   json.RawMessage
 	Rev     uint64
 	Keys    []string
@@ -173,7 +183,7 @@ func (ss *session) request(m proto.Message) {
 	}
 	replies, req := ss.replies, m.Req
 	var once sync.Once // a second answer is dropped: the first counts
-	on(Request{Index: ss.s.index, PID: ss.p.pid, Kind: string(m.Op), Do: m.Do, Name: m.Name, Key: m.Key, Value: m.Value}, func(r Reply) {
+	on(Request{Index: ss.s.index, PID: ss.p.pid, Kind: string(m.Op), Command: m.Command, Data: m.Data, Do: m.Do, Name: m.Name, Key: m.Key, Value: m.Value}, func(r Reply) {
 		once.Do(func() { replies <- answered{req: req, reply: r} }) // room for every request in flight
 	})
 	// Answers at hand go out now (the deferred write), in one write.
@@ -320,7 +330,7 @@ const maxAnswerBytes = 4 << 20
 
 // answer queues the reply to request req for writeAnswers.
 func (ss *session) answer(req uint64, r Reply) {
-	m := proto.Message{Op: proto.OpReply, Req: req, Value: r.Value, Rev: r.Rev, Keys: r.Keys, Error: r.Error, Code: r.Code, Keep: r.Watched}
+	m := proto.Message{Op: proto.OpReply, Req: req, Data: r.Data, Value: r.Value, Rev: r.Rev, Keys: r.Keys, Error: r.Error, Code: r.Code, Keep: r.Watched}
 	if r.Error == "" {
 		m.Code = 0
 	} else if m.Code == 0 {

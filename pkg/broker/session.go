@@ -242,7 +242,7 @@ func (ss *session) handle(l workerLine) {
 		}
 	case proto.OpMessage:
 		ss.s.pool.emit(Event{Kind: EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
-	case proto.OpLookup:
+	case proto.OpLookup, proto.OpRequest:
 		ss.request(m)
 	default:
 		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)

@@ -293,6 +293,9 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveJobReads(); err != nil {
 		return err
 	}
+	if err := c.serveHandlers(); err != nil {
+		return err
+	}
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.
 	if err := c.nc.Flush(); err != nil {

@@ -146,6 +146,12 @@ type Config struct {
 	// (docs/lookups.md).
 	Lookups     map[string]map[string]any
 	LookupsFile string
+	// Handlers answer the workers' requests (the channel's request op,
+	// Job.Request in the Go SDK), by command: okanjo's
+	// sendRequestToMaster. Any NATS responder on the command's subject
+	// may answer too (docs/messages.md); a command no one answers is
+	// answered an error, at once.
+	Handlers map[string]RequestHandler
 	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
 	// published on NATS. Default 2m.
 	DedupWindow time.Duration

@@ -122,7 +122,8 @@ func (g *grant) host(cr auth.Credential) {
 		}
 	}
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("STREAM.INFO", sp.EndsStream()))
-	g.pub(sp.Lookups()) // its workers' lookups, through conductord's service
+	g.pub(sp.Lookups())  // its workers' lookups, through conductord's service
+	g.pub(sp.Requests()) // its workers' requests of the conductor side
 	// Its types' states it reads through conductord (ReadAs), not the
 	// bucket, keyed by id alone; workerd opens the bucket all the same.
 	g.pub(subject.JSAPI("STREAM.INFO", subject.KVStream(sp.StateBucket())))

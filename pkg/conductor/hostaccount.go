@@ -168,6 +168,10 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 		case s == sp.Lookups():
 			// Its lookups too, each host within its rate.
 			to = sp.LookupAs(cr.ID) + ".*"
+		case s == sp.Requests():
+			// Its workers' requests, naming the credential for the
+			// handlers.
+			to = sp.RequestAs(cr.ID, "*")
 		}
 		ims = append(ims, serviceImport{from, to})
 		if strings.HasPrefix(s, "$KV.") {
