@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -62,4 +63,88 @@ func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
 	j = run(`{"command":"not a token","data":1}`)
 	require.Equal(t, "dead", string(j.Status))
 	require.Contains(t, j.Error, "(400)")
+}
+
+// The conductor side sends a message to one worker, and broadcasts to a
+// pool on every host, or on one: each worker it reaches gets it once
+// (each tells of it with a request of its own, "seen"); a message to a
+// worker that is gone answers "no such worker".
+func TestMessages_ToOneWorkerAndBroadcasts(t *testing.T) {
+	c := newCluster(t)
+	spec := func(n int) string {
+		return fmt.Sprintf("name=listener,count=%d,cmd=%s", n, filepath.Join(bin, "askworker"))
+	}
+	c.workerd("host-a", spec(2))
+	c.workerd("host-b", spec(1))
+	c.waitWorkers("listener", 3)
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	type seen struct {
+		host, worker, data string
+	}
+	seenC := make(chan seen, 64)
+	_, err = nc.Subscribe("conductor.default.requests.seen", func(m *nats.Msg) {
+		seenC <- seen{m.Header.Get("Conductor-Host"), m.Header.Get("Conductor-Worker"), string(m.Data)}
+		_ = m.Respond([]byte(`{}`))
+	})
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	collect := func(n int) map[seen]int {
+		t.Helper()
+		got := map[seen]int{}
+		for range n {
+			select {
+			case s := <-seenC:
+				got[s]++
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%d of %d messages seen: %v", len(got), n, got)
+			}
+		}
+		return got
+	}
+	cl := c.goClient()
+	ctx := t.Context()
+
+	results, err := cl.Broadcast(ctx, "listener", "", map[string]int{"n": 1})
+	require.NoError(t, err)
+	delivered := map[string]int{}
+	for _, r := range results {
+		require.True(t, r.OK, "%+v", r)
+		delivered[r.Host] = r.Delivered
+	}
+	require.Equal(t, map[string]int{"host-a": 2, "host-b": 1}, delivered)
+	require.Equal(t, map[seen]int{
+		{"host-a", "0", `{"n":1}`}: 1, {"host-a", "1", `{"n":1}`}: 1, {"host-b", "0", `{"n":1}`}: 1,
+	}, collect(3), "every worker once")
+
+	results, err = cl.Broadcast(ctx, client.AllPools, "host-b", "only b")
+	require.NoError(t, err)
+	require.Len(t, results, 1)
+	require.Equal(t, 1, results[0].Delivered)
+	require.Equal(t, map[seen]int{{"host-b", "0", `"only b"`}: 1}, collect(1))
+
+	require.NoError(t, cl.SendMessage(ctx, "host-a", "listener", 1, []int{4, 2}))
+	require.Equal(t, map[seen]int{{"host-a", "1", `[4,2]`}: 1}, collect(1))
+
+	// The same over HTTP.
+	var answer struct{ Delivered int }
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/pools/listener/broadcast", `{"via":"http"}`, nil, &answer))
+	require.Equal(t, 3, answer.Delivered)
+	require.Len(t, collect(3), 3)
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/workers/host-b/listener/0/message", `"hi"`, nil, nil))
+	require.Equal(t, map[seen]int{{"host-b", "0", `"hi"`}: 1}, collect(1))
+	require.Equal(t, http.StatusNotFound, c.do(http.MethodPost, "/v1/workers/host-b/listener/3/message", `"hi"`, nil, nil))
+	require.Equal(t, http.StatusBadRequest, c.do(http.MethodPost, "/v1/workers/host-b/listener/0/message", `{not json`, nil, nil))
+
+	err = cl.SendMessage(ctx, "host-a", "listener", 7, 1)
+	require.ErrorIs(t, err, client.ErrNoWorker)
+	require.ErrorContains(t, err, "no worker 7")
+	err = cl.SendMessage(ctx, "host-a", "nothing", 0, 1)
+	require.ErrorIs(t, err, client.ErrNoWorker)
+	select {
+	case s := <-seenC:
+		t.Fatalf("a message reached a worker twice, or one it was not for: %+v", s)
+	default:
+	}
 }

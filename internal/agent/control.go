@@ -28,7 +28,11 @@ func (a *Agent) command(m *nats.Msg) {
 	err := json.Unmarshal(m.Data, &cmd)
 	if err == nil {
 		reply.Pool = cmd.Pool
-		err = a.accept(cmd)
+		if cmd.Op == wire.CommandMessage || cmd.Op == wire.CommandBroadcast {
+			reply.Delivered, err = a.deliver(cmd)
+		} else {
+			err = a.accept(cmd)
+		}
 	}
 	if err != nil {
 		reply.Error = err.Error()

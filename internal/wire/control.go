@@ -19,6 +19,12 @@ const (
 	CommandResize   = "resize"   // run Count workers
 	CommandUpgrade  = "upgrade"  // rolling replacement with a new command line
 	CommandShutdown = "shutdown" // stop the pool for good, within Timeout
+	// CommandMessage writes Data to the worker of index Worker (the
+	// channel's message op); CommandBroadcast to every worker of the pool
+	// (of every pool with AllPools). Neither waits for the worker: the
+	// reply tells how many workers it was queued for (Delivered).
+	CommandMessage   = "message"
+	CommandBroadcast = "broadcast"
 )
 
 // CommandOps lists every command, in the order the docs list them.
@@ -70,6 +76,10 @@ type Command struct {
 	// long to finish before their workers are stopped; zero means the
 	// pool's stop_timeout.
 	Timeout Duration `json:"timeout,omitempty"`
+	// Worker is the index of the worker a message goes to; Data the
+	// message (JSON), for message and broadcast.
+	Worker *int            `json:"worker,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
 }
 
 // CommandReply is a host's answer to a Command.
@@ -79,6 +89,9 @@ type CommandReply struct {
 	OK   bool   `json:"ok"`
 	// Error says why the command was refused when OK is false.
 	Error string `json:"error,omitempty"`
+	// Delivered is how many workers a message or broadcast was queued
+	// for.
+	Delivered int `json:"delivered,omitempty"`
 }
 
 // Kinds of Event.

@@ -150,6 +150,9 @@ func (ss *session) run() processRun {
 		case <-ss.s.lostC:
 			ss.lost()
 			ss.writeAnswers()
+		case data := <-ss.s.messageC:
+			ss.message(data)
+			ss.writeAnswers()
 		case err := <-ss.writing:
 			ss.wrote(err)
 		case <-ss.p.exited:

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -64,6 +65,8 @@ type slot struct {
 	// worker keeps may be stale (requests.go).
 	changedC chan lookupKey
 	lostC    chan struct{}
+	// messageC holds the messages for its worker (messages.go).
+	messageC chan json.RawMessage
 	// queuedIDs are the ids of the jobs queued behind the running one
 	// (session.queued), for Pool.Cancel; guarded by mu.
 	queuedIDs []string
@@ -96,6 +99,7 @@ func newSlot(p *Pool, index int, reason Reason, gen *generation) *slot {
 		cancelC:  make(chan string, 1),
 		changedC: make(chan lookupKey, changedBuffer),
 		lostC:    make(chan struct{}, 1),
+		messageC: make(chan json.RawMessage, messageBuffer),
 		exitC:    make(chan struct{}),
 		ended:    make(chan struct{}),
 		backoff:  newBackoff(gen.spec),

@@ -65,6 +65,9 @@ type CommandResult struct {
 	OK   bool   `json:"ok"`
 	// Error says why the host refused, or why it gave no answer.
 	Error string `json:"error,omitempty"`
+	// Delivered is how many of the host's workers a message or broadcast
+	// was queued for.
+	Delivered int `json:"delivered,omitempty"`
 }
 
 // Command sends cmd to pool on every live host that runs it, or only on
@@ -187,7 +190,7 @@ func (c *Client) ask(ctx context.Context, host string, data []byte) CommandResul
 		res.Error = "unreadable answer: " + err.Error()
 		return res
 	}
-	res.OK, res.Error = reply.OK, reply.Error
+	res.OK, res.Error, res.Delivered = reply.OK, reply.Error, reply.Delivered
 	if !res.OK && res.Error == "" {
 		res.Error = "refused without a reason"
 	}

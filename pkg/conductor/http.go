@@ -105,6 +105,8 @@ func (c *Conductor) Handler() http.Handler {
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
 	}
+	mux.Handle("POST /v1/workers/{host}/{pool}/{index}/message", c.auth(op, c.sendMessage))
+	mux.Handle("POST /v1/pools/{name}/broadcast", c.auth(op, c.broadcast))
 	mux.Handle("GET /v1/lookups/{name}", c.auth(op, c.getLookupKeys))
 	mux.Handle("GET /v1/lookups/{name}/{key...}", c.auth(op, c.getLookup))
 	mux.Handle("PUT /v1/lookups/{name}/{key...}", c.auth(op, c.putLookup))

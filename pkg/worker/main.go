@@ -18,7 +18,9 @@ import (
 // graceful stop: no further job is taken, and the running job finishes and
 // is reported. The second is a hard stop (see WithHardStop): the running
 // handler's context is cancelled. A third signal kills the process.
-func Main(h Handler) {
+// opts are Run's (WithPrefetch, WithLookupCache, WithMessages,
+// WithLogger).
+func Main(h Handler, opts ...Option) {
 	soft, stopSoft := context.WithCancel(context.Background())
 	hard, stopHard := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
@@ -36,7 +38,7 @@ func Main(h Handler) {
 		signal.Stop(sigs) // restore the default action: the next signal kills
 	}()
 
-	err := Run(soft, h, WithHardStop(hard))
+	err := Run(soft, h, append(opts, WithHardStop(hard))...)
 	close(done)
 	signal.Stop(sigs)
 	stopSoft()

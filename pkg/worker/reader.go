@@ -91,6 +91,8 @@ func (s *server) handle(m proto.Message) (answered bool) {
 		s.replyLocked(m)
 	case proto.OpDrop:
 		s.dropKeptLocked(m.Name, m.Key)
+	case proto.OpMessage:
+		s.messageLocked(m.Data)
 	default:
 		s.log.Warn("worker: ignoring unknown op from workerd", "op", m.Op)
 	}

@@ -36,14 +36,23 @@ func (e *RequestError) Is(target error) bool { return target == ErrUnhandled && 
 // command's subject, answers it (docs/messages.md); a command no one
 // answers returns an error matching ErrUnhandled at once.
 func (j *Job) Request(ctx context.Context, command string, data, v any) error {
-	if j.srv == nil {
+	return j.srv.request(ctx, command, data, v)
+}
+
+// Request is Job.Request, from a message's handler.
+func (m *Message) Request(ctx context.Context, command string, data, v any) error {
+	return m.srv.request(ctx, command, data, v)
+}
+
+func (s *server) request(ctx context.Context, command string, data, v any) error {
+	if s == nil {
 		return errNoWorkerd
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("worker: request %s: encode: %w", command, err)
 	}
-	r, err := j.srv.ask(ctx, proto.Message{Op: proto.OpRequest, Command: command, Data: b})
+	r, err := s.ask(ctx, proto.Message{Op: proto.OpRequest, Command: command, Data: b})
 	if err != nil {
 		return fmt.Errorf("worker: request %s: %w", command, err)
 	}

@@ -21,6 +21,7 @@ type options struct {
 	log      *slog.Logger
 	prefetch int // < 0: not set by WithPrefetch
 	cache    int // < 0: not set by WithLookupCache
+	messages func(ctx context.Context, m *Message)
 }
 
 // DefaultPrefetch is how many jobs a worker takes queued behind the one it
@@ -77,6 +78,17 @@ const DefaultLookupCache = 256
 // change reaches workerd (docs/lookups.md, "How fresh a read is").
 func WithLookupCache(n int) Option {
 	return func(o *options) { o.cache = max(n, 0) }
+}
+
+// WithMessages makes Run call h with each message the conductor side
+// sends the worker (to it alone, or to its pool, its host or everyone:
+// docs/messages.md), one at a time, in the order they came, on a
+// goroutine of their own, beside the jobs. Up to 1,024 wait while h runs;
+// past that, a message is dropped and logged. Without WithMessages,
+// messages are dropped unread. ctx ends when Run returns. The handler
+// may answer with a request of its own (Message.Request).
+func WithMessages(h func(ctx context.Context, m *Message)) Option {
+	return func(o *options) { o.messages = h }
 }
 
 // WithLogger makes Run log its warnings (a bad line or an unknown op from
@@ -142,6 +154,8 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		o.cache = DefaultLookupCache
 	}
 	s := newServer(ctx, h, o.out, o.log, o.prefetch, o.cache)
+	stopMessages := s.startMessages(o.messages)
+	defer stopMessages()
 	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch, Cache: s.cacheSize})
 	var reading, watching sync.WaitGroup
 	if err == nil {

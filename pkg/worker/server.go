@@ -9,6 +9,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"sync"
@@ -74,6 +75,9 @@ type server struct {
 	keptVals  map[string]keptValue
 	keptBytes int
 	lastWrite uint64
+	// msgQ holds the messages for the WithMessages handler (messages.go);
+	// nil without one.
+	msgQ chan json.RawMessage
 }
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch, cacheSize int) *server {

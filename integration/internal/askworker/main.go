@@ -1,7 +1,9 @@
 // Command askworker is a worker for the integration tests of the
-// workers' requests: a job's payload {"command":"…","data":…} is asked of
-// the conductor side (Job.Request), and the job's result is
-// {"answer":…}, or {"unhandled":true}, or the request's error.
+// messages between workers and the conductor side: a job's payload
+// {"command":"…","data":…} is asked of the conductor side (Job.Request),
+// and the job's result is {"answer":…}, or {"unhandled":true}, or the
+// request's error; each message it is sent it tells of with a request of
+// command "seen", the message as its data.
 package main
 
 import (
@@ -12,7 +14,11 @@ import (
 	"github.com/conductor-run/conductor/pkg/worker"
 )
 
-func main() { worker.Main(handle) }
+func main() {
+	worker.Main(handle, worker.WithMessages(func(ctx context.Context, m *worker.Message) {
+		_ = m.Request(ctx, "seen", m.Data, nil)
+	}))
+}
 
 func handle(ctx context.Context, job *worker.Job) (any, error) {
 	var p struct {
