@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,5 +37,49 @@ func TestRequest_AskAndAnswer(t *testing.T) {
 	err := <-errs
 	require.ErrorIs(t, err, worker.ErrUnhandled)
 	require.EqualError(t, err, `worker: request nobody: unhandled command "nobody": no handler answers it (404)`)
+	require.Equal(t, proto.OpDone, b.recv(t).Op)
+}
+
+// Messages from the conductor side reach the WithMessages handler, in
+// order, beside a running job; a handler's panic is logged and the next
+// message handled; a message's handler may ask with a request of its
+// own.
+func TestMessages_HandledInOrder(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 8)
+	release := make(chan struct{})
+	b := setup(t, func(ctx context.Context, job *worker.Job) (any, error) {
+		<-release
+		return nil, nil
+	}, worker.WithMessages(func(ctx context.Context, m *worker.Message) {
+		if string(m.Data) == `"panic"` {
+			panic("on purpose")
+		}
+		if string(m.Data) == `"ask"` {
+			got <- fmt.Sprint(m.Request(ctx, "seen", 1, nil))
+			return
+		}
+		got <- string(m.Data)
+	}))
+	b.sendJob(t, "j1", "t", "1") // running all along
+	for _, m := range []string{`1`, `"panic"`, `{"a":2}`, `[3]`} {
+		b.send(t, `{"op":"message","data":`+m+`}`)
+	}
+	for _, want := range []string{`1`, `{"a":2}`, `[3]`} {
+		select {
+		case m := <-got:
+			require.Equal(t, want, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %s not handled", want)
+		}
+	}
+	b.send(t, `{"op":"message","data":"ask"}`)
+	req := b.recv(t)
+	require.Equal(t, proto.OpRequest, req.Op)
+	require.Equal(t, "seen", req.Command)
+	b.send(t, fmt.Sprintf(`{"op":"reply","req":%d,"data":{}}`, req.Req))
+	require.Equal(t, "<nil>", <-got)
+	require.Contains(t, b.logs.String(), "message handler panicked")
+	close(release)
 	require.Equal(t, proto.OpDone, b.recv(t).Op)
 }
