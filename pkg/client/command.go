@@ -90,11 +90,6 @@ func (c *Client) Command(ctx context.Context, pool string, cmd PoolCommand, host
 	if err != nil {
 		return nil, err
 	}
-	if host != "" {
-		if err := subject.Token("host id", host); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
-		}
-	}
 	hosts, err := c.commandHosts(ctx, pool, host)
 	if err != nil {
 		return nil, err
@@ -106,10 +101,16 @@ func (c *Client) Command(ctx context.Context, pool string, cmd PoolCommand, host
 	return results, nil
 }
 
-// commandHosts returns the live hosts that run pool (only host, if set).
+// commandHosts returns the live hosts that run pool (only host, if set:
+// a host id, else ErrBadCommand).
 // A host already known is taken at once; otherwise the registry first
 // listens long enough to have heard every host.
 func (c *Client) commandHosts(ctx context.Context, pool, host string) ([]string, error) {
+	if host != "" {
+		if err := subject.Token("host id", host); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+		}
+	}
 	r, err := c.hostRegistry()
 	if err != nil {
 		return nil, err

@@ -57,11 +57,6 @@ func (c *Client) Broadcast(ctx context.Context, pool, host string, data any) ([]
 	if err != nil {
 		return nil, err
 	}
-	if host != "" {
-		if err := subject.Token("host id", host); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
-		}
-	}
 	hosts, err := c.commandHosts(ctx, pool, host)
 	if err != nil {
 		return nil, err
