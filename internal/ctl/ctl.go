@@ -62,6 +62,8 @@ Commands:
   lookup get NAME KEY | set NAME KEY VALUE | del NAME KEY | ls NAME
                                                         read, set, delete or list a named lookup's keys
                                                         (VALUE is JSON, or - for stdin)
+  send HOST POOL INDEX MESSAGE                          send a message (JSON, - for stdin) to one worker
+  broadcast [--host ID] POOL MESSAGE                    send a message to every worker of POOL ('*': of all)
   health                                                show whether conductord can queue jobs, and its storage
   help                                                  show this
 
@@ -148,6 +150,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.events(ctx, rest, stderr)
 	case "lookup":
 		return c.lookup(ctx, rest)
+	case "send":
+		return c.sendMessage(ctx, rest)
+	case "broadcast":
+		return c.broadcast(ctx, rest, stderr)
 	case "health":
 		if len(rest) != 0 {
 			return errors.New("usage: conductorctl health")
