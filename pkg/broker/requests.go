@@ -35,10 +35,10 @@ const (
 
 // The actions of a lookup Request.
 const (
-	LookupGet  = proto.LookupGet
-	LookupSet  = proto.LookupSet
-	LookupDel  = proto.LookupDel
-	LookupKeys = proto.LookupKeys
+	LookupGet  = "get"
+	LookupSet  = "set"
+	LookupDel  = "del"
+	LookupKeys = "keys"
 )
 
 // A Request is a question a channel worker asks while it runs, for the

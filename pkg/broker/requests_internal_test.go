@@ -52,3 +52,10 @@ func TestSession_KeptKeys(t *testing.T) {
 	require.False(t, ss.untrack(5, false), "not watched")
 	require.Empty(t, ss.kept)
 }
+
+// The lookup actions are the channel's own.
+func TestRequests_LookupActionsAreTheChannels(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, []string{proto.LookupGet, proto.LookupSet, proto.LookupDel, proto.LookupKeys},
+		[]string{LookupGet, LookupSet, LookupDel, LookupKeys})
+}
