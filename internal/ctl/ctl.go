@@ -62,6 +62,7 @@ Commands:
   lookup get NAME KEY | set NAME KEY VALUE | del NAME KEY | ls NAME
                                                         read, set, delete or list a named lookup's keys
                                                         (VALUE is JSON, or - for stdin)
+  abort BATCH                                           cancel every job of BATCH not ended yet
   send HOST POOL INDEX MESSAGE                          send a message (JSON, - for stdin) to one worker
   broadcast [--host ID] POOL MESSAGE                    send a message to every worker of POOL ('*': of all)
   health                                                show whether conductord can queue jobs, and its storage
@@ -150,6 +151,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.events(ctx, rest, stderr)
 	case "lookup":
 		return c.lookup(ctx, rest)
+	case "abort":
+		if len(rest) != 1 {
+			return errors.New("usage: conductorctl abort BATCH")
+		}
+		return c.show(ctx, http.MethodPost, "/v1/batches/"+url.PathEscape(rest[0])+"/abort", nil, nil)
 	case "send":
 		return c.sendMessage(ctx, rest)
 	case "broadcast":

@@ -100,6 +100,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("POST /v1/jobs/{id}/cancel", c.auth(sub, c.cancelJob))
 	mux.Handle("POST /v1/batches/{type}", c.auth(sub, limit(make(chan struct{}, c.cfg.MaxBatchReads), "batches being read", c.submitBatch)))
 	mux.Handle("GET /v1/batches/{id}", c.auth(sub, c.getBatch))
+	mux.Handle("POST /v1/batches/{id}/abort", c.auth(op, c.abortBatch))
 	mux.Handle("GET /v1/pools", c.auth(op, c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
 	for _, o := range wire.CommandOps {
@@ -498,12 +499,28 @@ func (c *Conductor) submitBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, b)
 }
 
+// abortBatch serves POST /v1/batches/{id}/abort: every job of the batch
+// that has not ended is cancelled (client.AbortBatch).
+func (c *Conductor) abortBatch(w http.ResponseWriter, r *http.Request) {
+	res, err := c.client.AbortBatch(r.Context(), r.PathValue("id"))
+	c.log.Info("batch abort", "batch", r.PathValue("id"), "err", err)
+	switch {
+	case errors.Is(err, client.ErrBatchNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
 // getBatch serves GET /v1/batches/{id}.
 func (c *Conductor) getBatch(w http.ResponseWriter, r *http.Request) {
 	b, err := c.client.Batch(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, client.ErrBatchNotFound), err == nil && !seesType(r, b.Type):
-		writeError(w, http.StatusNotFound, err.Error())
+		// One of a type the caller may not see is not found either.
+		writeError(w, http.StatusNotFound, client.ErrBatchNotFound.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:

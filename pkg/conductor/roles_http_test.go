@@ -44,6 +44,10 @@ func TestRoles_HTTP(t *testing.T) {
 		return j.ID
 	}
 	mine, other := queue("squares"), queue("other")
+	code, body := call("root", "POST", "/v1/batches/other", "1\n2\n")
+	require.Equal(t, http.StatusAccepted, code, body)
+	var otherBatch client.Batch
+	require.NoError(t, json.Unmarshal([]byte(body), &otherBatch))
 
 	const (
 		ok        = 0 // anything but 401 and 403
@@ -68,6 +72,10 @@ func TestRoles_HTTP(t *testing.T) {
 		{call_{"POST", "/v1/jobs/" + mine + "/retry", ""}, map[string]int{"web": forbidden, "h1": forbidden, "ops": ok}},
 		{call_{"POST", "/v1/batches/squares", "1\n2\n"}, map[string]int{"web": ok, "h1": forbidden}},
 		{call_{"POST", "/v1/batches/other", "1\n2\n"}, map[string]int{"web": forbidden, "ops": ok}},
+		{call_{"GET", "/v1/batches/" + otherBatch.ID, ""}, map[string]int{"web": notFound, "ops": ok}},
+		{call_{"POST", "/v1/batches/" + otherBatch.ID + "/abort", ""}, map[string]int{"web": forbidden, "h1": forbidden, "ops": ok}},
+		{call_{"POST", "/v1/workers/h1/squares/0/message", "1"}, map[string]int{"web": forbidden, "h1": forbidden}},
+		{call_{"POST", "/v1/pools/squares/broadcast", "1"}, map[string]int{"web": forbidden, "h1": forbidden}},
 		{call_{"GET", "/v1/pools", ""}, map[string]int{"": noAuth, "web": forbidden, "h1": forbidden, "ops": ok, "root": ok}},
 		{call_{"GET", "/v1/workers", ""}, map[string]int{"web": forbidden, "ops": ok}},
 		{call_{"GET", "/v1/events?max=0", ""}, map[string]int{"web": forbidden, "h1": forbidden}},
@@ -85,7 +93,7 @@ func TestRoles_HTTP(t *testing.T) {
 			require.Equal(t, want, code, "%s %s as %q: %s", tc.method, tc.path, who, body)
 		}
 	}
-	code, body := call("h1", "GET", "/v1/pools", "")
+	code, body = call("h1", "GET", "/v1/pools", "")
 	require.Equal(t, forbidden, code)
 	require.Contains(t, body, "credential h1 (host) may not do this: it needs the operator role")
 }
