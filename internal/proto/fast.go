@@ -119,7 +119,7 @@ func decodeFast(line []byte) (Message, bool) {
 }
 
 // knownOps are the ops decodeFast returns without allocating.
-var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply, OpDrop, OpRequest}
+var knownOps = [...]Op{OpJob, OpShutdown, OpCancel, OpReady, OpDone, OpBusy, OpMessage, OpLookup, OpReply, OpDrop, OpRequest, OpCount}
 
 // op returns s as an Op, sharing the constant when it is a known op: almost
 // every line has one, and a string for each would be garbage.
@@ -137,7 +137,7 @@ func op(s []byte) Op {
 // change, by compacting or escaping it, or refuse.
 func appendFast(b []byte, m Message) ([]byte, bool) {
 	if !jsonfast.PlainRaw(m.Payload) || !jsonfast.PlainRaw(m.Result) || !jsonfast.PlainRaw(m.Data) ||
-		!jsonfast.PlainRaw(m.Value) || m.Keys != nil {
+		!jsonfast.PlainRaw(m.Value) || m.Keys != nil || m.Counters != nil {
 		return b, false
 	}
 	b = append(b, `{"op":`...)

@@ -96,6 +96,7 @@ func TestDecode_Cases(t *testing.T) {
 		{`{"op":"ready","prefetch":64,"cache":256}`, true},
 		{`{"op":"drop","name":"rates","key":"usd"}`, true},
 		{`{"op":"request","req":3,"command":"progress","data":{"done":5}}`, true},
+		{`{"op":"count","counters":{"emails":3}}`, false},
 		{`{"op":"job","attempt":9223372036854775807}`, true},
 		{`{"op":"job","attempt":9223372036854775808}`, false}, // overflow
 		{`{"op":"job","attempt":1.0}`, false},
@@ -317,6 +318,9 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Command = randString(r)
 	}
+	if r.IntN(8) == 0 {
+		m.Counters = map[string]float64{randString(r): float64(randInt(r))}
+	}
 	return m
 }
 
@@ -413,7 +417,7 @@ func quote(r *rand.Rand, s string) string {
 // matches ignoring case, unknown ones, and escaped ones.
 var keys = []string{
 	"op", "id", "type", "payload", "attempt", "result", "error", "permanent", "data", "prefetch",
-	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep", "command",
+	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep", "command", "counters",
 	"op", "id", "payload", "result", "attempt", "req", "value",
 	"OP", "Op", "ID", "Payload", "PERMANENT", "x", "ö", `\u006fp`, "op ", "",
 }

@@ -52,6 +52,8 @@ const (
 	// OpRequest asks the conductor side Command, with Data; workerd
 	// answers with a reply of the same Req: Data, or Error with Code.
 	OpRequest Op = "request"
+	// OpCount adds Counters to the worker's counters (docs/stats.md).
+	OpCount Op = "count"
 )
 
 // The lookup actions, in a lookup op's Do.
@@ -105,6 +107,9 @@ type Message struct {
 	Keep bool `json:"keep,omitempty"`
 	// Command, in a request op, names what the worker asks.
 	Command string `json:"command,omitempty"`
+	// Counters, in a count op, are increments of the worker's counters,
+	// by name.
+	Counters map[string]float64 `json:"counters,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

@@ -96,6 +96,9 @@ type Worker struct {
 	RSS int64 `json:"rss"`
 	// JobsDone counts the jobs the slot's processes have finished.
 	JobsDone int64 `json:"jobs_done"`
+	// Counters are what the slot's processes counted with the count op
+	// (docs/stats.md), by name.
+	Counters map[string]float64 `json:"counters,omitempty"`
 	// Restarts counts the processes the slot started after its first.
 	Restarts int `json:"restarts"`
 	// Job is the id of the job the worker runs, if any.

@@ -57,6 +57,7 @@ var fakeWorkers = map[string]func() int{
 	"grow":           runGrow,
 	"ask":            runAsk,
 	"keeper":         runKeeper,
+	"counter":        runCounter,
 }
 
 func TestMain(m *testing.M) {
@@ -579,4 +580,19 @@ func runKeeper() int {
 			c.send(proto.Message{Op: proto.OpMessage, Data: data})
 		}
 	}
+}
+
+// runCounter, for a job whose payload is the counters of a count op,
+// sends that op, then answers the job.
+func runCounter() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady})
+	c.serve(func(m proto.Message) bool {
+		var counters map[string]float64
+		_ = json.Unmarshal(m.Payload, &counters)
+		c.send(proto.Message{Op: proto.OpCount, Counters: counters})
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID})
+		return true
+	})
+	return 0
 }

@@ -79,6 +79,7 @@ type session struct {
 	// being replaced: nothing more is queued for it.
 	answersCut  bool
 	warnedNoReq bool // a request without a req number was logged
+	warnedCount bool // a count op refused was logged
 	// keeps is how many lookup answers the worker keeps (its ready op's
 	// cache, at most maxKept); kept the keys it may keep, tracked the
 	// gets in flight whose answers it may keep, by req (requests.go).
@@ -247,6 +248,8 @@ func (ss *session) handle(l workerLine) {
 		ss.s.pool.emit(Event{Kind: EventWorkerMessage, Index: ss.s.index, PID: ss.p.pid, Data: m.Data})
 	case proto.OpLookup, proto.OpRequest:
 		ss.request(m)
+	case proto.OpCount:
+		ss.count(m)
 	default:
 		ss.s.log.Warn("unknown op from worker; ignored", "pid", ss.p.pid, "op", m.Op)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -509,5 +510,7 @@ func (s *slot) holds(id string) bool {
 func (s *slot) snapshot() Worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.info
+	w := s.info
+	w.Counters = maps.Clone(w.Counters) // the slot's goes on changing
+	return w
 }

@@ -56,6 +56,7 @@ func (s *server) flush() {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
+	s.countsLocked()
 	lines, op := s.pending, s.pendOp
 	s.pending = nil
 	s.mu.Unlock()
@@ -75,6 +76,14 @@ func (s *server) flush() {
 	}
 	if s.pending == nil {
 		s.pending = lines[:0] // reuse the buffer
+	}
+}
+
+// countsLocked queues the counts so far (Count), in one op.
+func (s *server) countsLocked() {
+	if len(s.counts) > 0 {
+		s.answerLocked(proto.Message{Op: proto.OpCount, Counters: s.counts})
+		s.counts = nil
 	}
 }
 

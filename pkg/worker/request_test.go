@@ -83,3 +83,21 @@ func TestMessages_HandledInOrder(t *testing.T) {
 	close(release)
 	require.Equal(t, proto.OpDone, b.recv(t).Op)
 }
+
+// Counts go to workerd with the job's answer, summed in one op; a bad
+// name or number is refused in the worker and spoils nothing else.
+func TestCount_WrittenWithTheAnswer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(ctx context.Context, job *worker.Job) (any, error) {
+		job.Count("emails", 2)
+		job.Count("emails", 1)
+		job.Count("bytes_out", 512)
+		job.Count("bad name", 1)
+		return nil, nil
+	}, worker.WithPrefetch(0))
+	b.sendJob(t, "j1", "t", "1")
+	m := b.recv(t)
+	require.Equal(t, proto.Message{Op: proto.OpCount, Counters: map[string]float64{"emails": 3, "bytes_out": 512}}, m)
+	require.Equal(t, proto.OpDone, b.recv(t).Op)
+	require.Contains(t, b.logs.String(), "count refused")
+}

@@ -159,6 +159,7 @@ func (s *server) finish(o outcome) {
 	if s.err != nil {
 		return
 	}
+	s.countsLocked() // the job's counts go before its answer
 	m := proto.Message{Op: proto.OpDone, ID: o.id, Result: o.result}
 	if o.err != nil {
 		m.Error = cmp.Or(o.err.Error(), fmt.Sprintf("%T with an empty message", o.err))

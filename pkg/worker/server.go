@@ -78,6 +78,8 @@ type server struct {
 	// msgQ holds the messages for the WithMessages handler (messages.go);
 	// nil without one.
 	msgQ chan json.RawMessage
+	// counts are the increments of Count not yet written (count.go).
+	counts map[string]float64
 }
 
 func newServer(ctx context.Context, h Handler, out io.Writer, log *slog.Logger, prefetch, cacheSize int) *server {
