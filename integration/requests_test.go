@@ -63,6 +63,12 @@ func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
 	j = run(`{"command":"not a token","data":1}`)
 	require.Equal(t, "dead", string(j.Status))
 	require.Contains(t, j.Error, "(400)")
+
+	// Its counter shows in /v1/workers (the heartbeat carries it).
+	require.Eventually(t, func() bool {
+		ws := c.workers()
+		return len(ws) == 1 && ws[0].Counters["asked"] == 4
+	}, 10*time.Second, 50*time.Millisecond, "the worker's counter in /v1/workers: %+v", c.workers())
 }
 
 // The conductor side sends a message to one worker, and broadcasts to a

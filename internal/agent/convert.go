@@ -73,6 +73,7 @@ func wireWorker(w broker.Worker) wire.WorkerInfo {
 		JobsDone:   w.JobsDone,
 		Restarts:   w.Restarts,
 		Job:        w.Job,
+		Counters:   w.Counters,
 		Queued:     w.Queued,
 		Started:    w.Started,
 		CPU:        wire.Duration(w.CPU),

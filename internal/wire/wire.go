@@ -181,6 +181,8 @@ type WorkerInfo struct {
 	JobsDone int64  `json:"jobs_done"`
 	Restarts int    `json:"restarts"`
 	Job      string `json:"job,omitempty"`
+	// Counters are what the slot's processes counted (the count op).
+	Counters map[string]float64 `json:"counters,omitempty"`
 	// Queued counts the jobs queued in the worker behind Job (prefetch).
 	Queued  int       `json:"queued,omitempty"`
 	Started time.Time `json:"started,omitzero"`

@@ -89,6 +89,9 @@ type Worker struct {
 	Restarts int   `json:"restarts"`
 	// Job is the id of the job the worker runs, if any.
 	Job string `json:"job,omitempty"`
+	// Counters are what the slot's processes counted (Job.Count, the
+	// count op), by name.
+	Counters map[string]float64 `json:"counters,omitempty"`
 	// Queued counts the jobs queued in the worker behind Job (prefetch).
 	Queued int `json:"queued,omitempty"`
 	// Started is when the process started.

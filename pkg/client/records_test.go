@@ -126,6 +126,16 @@ func fill(v reflect.Value, path string) {
 		v.SetInt(int64(len(path)))
 	case reflect.Bool:
 		v.SetBool(true)
+	case reflect.Float64:
+		v.SetFloat(float64(len(path)) + 0.5)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for i := range 2 {
+			val := reflect.New(v.Type().Elem()).Elem()
+			fill(val, path+"["+strconv.Itoa(i)+"]")
+			m.SetMapIndex(reflect.ValueOf(path+strconv.Itoa(i)).Convert(v.Type().Key()), val)
+		}
+		v.Set(m)
 	default:
 		panic("fill: no value for " + v.Type().String() + " at " + path)
 	}

@@ -3,7 +3,8 @@
 // {"command":"…","data":…} is asked of the conductor side (Job.Request),
 // and the job's result is {"answer":…}, or {"unhandled":true}, or the
 // request's error; each message it is sent it tells of with a request of
-// command "seen", the message as its data.
+// command "seen", the message as its data. It counts its jobs in counter
+// "asked".
 package main
 
 import (
@@ -28,6 +29,7 @@ func handle(ctx context.Context, job *worker.Job) (any, error) {
 	if err := job.Decode(&p); err != nil {
 		return nil, worker.Permanent(err)
 	}
+	job.Count("asked", 1)
 	var answer json.RawMessage
 	err := job.Request(ctx, p.Command, p.Data, &answer)
 	if errors.Is(err, worker.ErrUnhandled) {
