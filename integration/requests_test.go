@@ -19,7 +19,7 @@ import (
 // no one answers is answered "unhandled" at once; a responder's error
 // comes back as the request's error, with its code.
 func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, withArgs("--stats-interval", "500ms"))
 	c.workerd("host-a", fmt.Sprintf("name=asker,count=1,cmd=%s", filepath.Join(bin, "askworker")))
 	c.waitWorkers("asker", 1)
 	nc, err := nats.Connect(c.natsURL())
@@ -69,6 +69,20 @@ func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
 		ws := c.workers()
 		return len(ws) == 1 && ws[0].Counters["asked"] == 4
 	}, 10*time.Second, 50*time.Millisecond, "the worker's counter in /v1/workers: %+v", c.workers())
+	// And in the roll-up (docs/stats.md).
+	var st struct {
+		Agg struct{ Last map[string]float64 }
+		Raw []struct {
+			Host string
+			Last map[string]float64
+		}
+	}
+	require.Eventually(t, func() bool {
+		return c.do(http.MethodGet, "/v1/stats", "", nil, &st) == http.StatusOK && st.Agg.Last["asked"] == 4
+	}, 10*time.Second, 50*time.Millisecond, "the roll-up: %+v", st)
+	require.Equal(t, 4.0, st.Agg.Last["jobs_done"])
+	require.Len(t, st.Raw, 1)
+	require.Equal(t, "host-a", st.Raw[0].Host)
 }
 
 // The conductor side sends a message to one worker, and broadcasts to a

@@ -62,6 +62,7 @@ Commands:
   lookup get NAME KEY | set NAME KEY VALUE | del NAME KEY | ls NAME
                                                         read, set, delete or list a named lookup's keys
                                                         (VALUE is JSON, or - for stdin)
+  stats                                                 show the last roll-up of the workers' counters
   abort BATCH                                           cancel every job of BATCH not ended yet
   send HOST POOL INDEX MESSAGE                          send a message (JSON, - for stdin) to one worker
   broadcast [--host ID] POOL MESSAGE                    send a message to every worker of POOL ('*': of all)
@@ -151,6 +152,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.events(ctx, rest, stderr)
 	case "lookup":
 		return c.lookup(ctx, rest)
+	case "stats":
+		if len(rest) != 0 {
+			return errors.New("usage: conductorctl stats")
+		}
+		return c.show(ctx, http.MethodGet, "/v1/stats", nil, nil)
 	case "abort":
 		if len(rest) != 1 {
 			return errors.New("usage: conductorctl abort BATCH")

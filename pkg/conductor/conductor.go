@@ -81,6 +81,10 @@ type Conductor struct {
 	lookupCache *lookup.Cache
 	// lookupFeed publishes their changes for the hosts' caches.
 	lookupFeed *startstop.Func
+	// statsRoller rolls the workers' counters up; workerStatsRun runs
+	// it (workerstats.go).
+	statsRoller    *statsRoller
+	workerStatsRun *startstop.Func
 	// endRefusals spaces the log lines of hosts' ends refused.
 	endRefusals *rate.Limiter
 	types       *jobTypes // the job types queued, bounded
@@ -296,6 +300,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.serveHandlers(); err != nil {
 		return err
 	}
+	c.workerStatsRun = c.startStats()
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.
 	if err := c.nc.Flush(); err != nil {
@@ -366,6 +371,9 @@ func (c *Conductor) shutdown() {
 		_ = sub.Unsubscribe()
 	}
 	c.stopLookups()
+	if c.workerStatsRun != nil {
+		c.workerStatsRun.Stop() // before the client whose hosts it reads
+	}
 	if c.ends != nil {
 		c.ends.Stop() // before the client and the batch watcher it feeds
 	}

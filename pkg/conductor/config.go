@@ -152,6 +152,12 @@ type Config struct {
 	// may answer too (docs/messages.md); a command no one answers is
 	// answered an error, at once.
 	Handlers map[string]RequestHandler
+	// StatsInterval is how often the workers' counters are rolled up
+	// (docs/stats.md; GET /v1/stats). Default 5s.
+	StatsInterval time.Duration
+	// OnStats, if set, gets each roll-up of the workers' counters, on the
+	// roller's goroutine: it must not block.
+	OnStats func(*Stats)
 	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
 	// published on NATS. Default 2m.
 	DedupWindow time.Duration
@@ -187,6 +193,7 @@ func (c Config) withDefaults() Config {
 	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)
 	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)
 	c.MaxEventStreams = cmp.Or(c.MaxEventStreams, 256)
+	c.StatsInterval = cmp.Or(c.StatsInterval, 5*time.Second)
 	c.MaxJobTypes = cmp.Or(c.MaxJobTypes, 10_000)
 	c.NamespaceMaxBytes = cmp.Or(c.NamespaceMaxBytes, 10<<30)
 	c.NamespaceMaxMemory = cmp.Or(c.NamespaceMaxMemory, 256<<20)

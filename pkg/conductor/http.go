@@ -103,6 +103,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("POST /v1/batches/{id}/abort", c.auth(op, c.abortBatch))
 	mux.Handle("GET /v1/pools", c.auth(op, c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
+	mux.Handle("GET /v1/stats", c.auth(op, c.getStats))
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
 	}
