@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -78,19 +80,29 @@ func commandReply(command string, resp *nats.Msg, err error) broker.Reply {
 	case err != nil:
 		return broker.Reply{Error: fmt.Sprintf("command %q: %v", command, err), Code: 503}
 	}
-	code := 200
+	code, msg := 200, ""
 	if s := resp.Header.Get(names.HeaderStatus); s != "" {
-		code, _ = strconv.Atoi(s)
+		var err error
+		if code, err = strconv.Atoi(s); err != nil || code < 100 || code > 599 {
+			return broker.Reply{Error: fmt.Sprintf("command %q: an answer of status %.40q", command, s), Code: 502}
+		}
+	}
+	// A NATS micro service says its errors in headers of its own.
+	if s := resp.Header.Get(micro.ErrorCodeHeader); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n >= 400 && n <= 599 {
+			code = n
+		} else {
+			code = 500
+		}
+		msg = resp.Header.Get(micro.ErrorHeader)
 	}
 	if code >= 400 {
 		var e struct {
 			Error string `json:"error"`
 		}
 		_ = json.Unmarshal(resp.Data, &e)
-		if e.Error == "" {
-			e.Error = fmt.Sprintf("command %q answered %d", command, code)
-		}
-		return broker.Reply{Error: e.Error, Code: code}
+		msg = cmp.Or(e.Error, msg, fmt.Sprintf("command %q answered %d", command, code))
+		return broker.Reply{Error: msg, Code: code}
 	}
 	if len(resp.Data) > 0 && !json.Valid(resp.Data) {
 		return broker.Reply{Error: fmt.Sprintf("command %q: its answer is not JSON", command), Code: 502}

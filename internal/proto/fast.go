@@ -99,6 +99,9 @@ func decodeFast(line []byte) (Message, bool) {
 		case "command":
 			bit = 1 << 20
 			m.Command, ok = l.Text()
+		case "messages":
+			bit = 1 << 21
+			m.Messages, ok = l.Bool()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -201,6 +204,9 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Command != "" {
 		b = jsonfast.AppendString(append(b, `,"command":`...), m.Command)
+	}
+	if m.Messages {
+		b = append(b, `,"messages":true`...)
 	}
 	return append(b, "}\n"...), true
 }

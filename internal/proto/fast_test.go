@@ -305,7 +305,7 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Rev = r.Uint64() >> r.IntN(64)
 	}
-	if r.IntN(8) == 0 {
+	if r.IntN(16) == 0 {
 		m.Keys = []string{randString(r), randString(r)}
 	}
 	if set() {
@@ -318,9 +318,10 @@ func randMessage(r *rand.Rand) Message {
 	if set() {
 		m.Command = randString(r)
 	}
-	if r.IntN(8) == 0 {
+	if r.IntN(16) == 0 {
 		m.Counters = map[string]float64{randString(r): float64(randInt(r))}
 	}
+	m.Messages = set()
 	return m
 }
 
@@ -417,7 +418,7 @@ func quote(r *rand.Rand, s string) string {
 // matches ignoring case, unknown ones, and escaped ones.
 var keys = []string{
 	"op", "id", "type", "payload", "attempt", "result", "error", "permanent", "data", "prefetch",
-	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep", "command", "counters",
+	"req", "do", "name", "key", "value", "rev", "keys", "code", "cache", "keep", "command", "counters", "messages",
 	"op", "id", "payload", "result", "attempt", "req", "value",
 	"OP", "Op", "ID", "Payload", "PERMANENT", "x", "ö", `\u006fp`, "op ", "",
 }
@@ -464,7 +465,7 @@ func randValue(r *rand.Rand, key string, spaced bool) string {
 		return numbers[r.IntN(len(numbers))]
 	case "keys":
 		return [...]string{`["a","b"]`, `[]`, "null", `"a"`, `[1]`}[r.IntN(5)]
-	case "permanent", "keep":
+	case "permanent", "keep", "messages":
 		return [...]string{"true", "false", "null", "1", "tru", `"true"`}[r.IntN(6)]
 	case "payload", "result", "data", "value":
 		return string(randRaw(r))

@@ -110,6 +110,9 @@ type Message struct {
 	// Counters, in a count op, are increments of the worker's counters,
 	// by name.
 	Counters map[string]float64 `json:"counters,omitempty"`
+	// Messages, in a ready op, says the worker takes message ops from
+	// the conductor side (it reads its channel while it runs a job).
+	Messages bool `json:"messages,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to

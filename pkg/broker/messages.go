@@ -22,9 +22,16 @@ var ErrNoWorker = errors.New("broker: no such worker")
 // SendMessage fails and Broadcast skips the worker.
 const messageBuffer = 256
 
+// ErrNoMessages is matched by the error of SendMessage to a worker that
+// takes no messages: its ready op did not say "messages": true.
+var ErrNoMessages = errors.New("broker: the worker takes no messages")
+
 // SendMessage queues data (JSON) for the worker of index, which reads it
-// as a message op. It fails with ErrNoWorker if the pool has no process
-// at that index, and if the worker has messageBuffer messages waiting.
+// as a message op. It fails with ErrNoWorker if the pool runs no process
+// at that index (or is stopping), with ErrNoMessages if the worker takes
+// none, and if the worker has messageBuffer messages waiting. During a
+// recycle or an upgrade, the message goes to the new process of the
+// index once it is up, else to the old one.
 func (p *Pool) SendMessage(index int, data json.RawMessage) error {
 	if !json.Valid(data) {
 		return errors.New("broker: a message must be JSON")
@@ -32,39 +39,46 @@ func (p *Pool) SendMessage(index int, data json.RawMessage) error {
 	if p.spec.Protocol == ProtocolNone {
 		return fmt.Errorf("%w: pool %q speaks no channel", ErrNoWorker, p.spec.Name)
 	}
+	if p.intake.Err() != nil {
+		return fmt.Errorf("%w: pool %q is stopping", ErrNoWorker, p.spec.Name)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var to *slot
 	for _, s := range p.slots {
-		if s.index != index {
-			continue
-		}
-		if !s.live() {
-			break
-		}
-		select {
-		case s.messageC <- data:
-			return nil
-		default:
-			return fmt.Errorf("broker: worker %d of pool %q has %d messages waiting, its most", index, p.spec.Name, messageBuffer)
+		if s.index == index && s.ctx.Err() == nil && s.live() {
+			to = s // the last: a replacement comes after the slot it replaces
 		}
 	}
-	return fmt.Errorf("%w: pool %q has no worker %d", ErrNoWorker, p.spec.Name, index)
+	switch {
+	case to == nil:
+		return fmt.Errorf("%w: pool %q has no worker %d", ErrNoWorker, p.spec.Name, index)
+	case !to.takesMessages.Load():
+		return fmt.Errorf("%w: worker %d of pool %q did not say it takes them", ErrNoMessages, index, p.spec.Name)
+	}
+	select {
+	case to.messageC <- data:
+		return nil
+	default:
+		return fmt.Errorf("broker: worker %d of pool %q has %d messages waiting, its most", index, p.spec.Name, messageBuffer)
+	}
 }
 
-// Broadcast queues data (JSON) for every worker of the pool running now,
-// once each, and returns how many it was queued for.
+// Broadcast queues data (JSON) for every worker of the pool running now
+// that takes messages, once each, and returns how many it was queued
+// for.
 func (p *Pool) Broadcast(data json.RawMessage) (int, error) {
 	if !json.Valid(data) {
 		return 0, errors.New("broker: a message must be JSON")
 	}
-	if p.spec.Protocol == ProtocolNone {
+	if p.spec.Protocol == ProtocolNone || p.intake.Err() != nil {
 		return 0, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, s := range p.slots {
-		if !s.live() {
+		if s.ctx.Err() != nil || !s.live() || !s.takesMessages.Load() {
 			continue
 		}
 		select {

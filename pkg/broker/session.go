@@ -225,6 +225,7 @@ func (ss *session) handle(l workerLine) {
 		ss.ready = true
 		ss.prefetch = min(max(m.Prefetch, 0), maxPrefetch)
 		ss.keeps = min(max(m.Cache, 0), maxKept)
+		ss.s.takesMessages.Store(m.Messages)
 		if ss.readyAt.IsZero() {
 			ss.readyAt = time.Now()
 			ss.s.markReady(ss.p.pid, true)
@@ -273,6 +274,7 @@ func (ss *session) setIdle() {
 // killed by then): the pending Next and job write, the messages still in
 // fd 4 (a last done counts), and the job the worker held, reported Crashed.
 func (ss *session) finish() {
+	ss.s.takesMessages.Store(false)
 	for _, a := range []*alarm{&ss.jobTimer, &ss.cancelTimer, &ss.readyTimer, &ss.drainTimer, &ss.termTimer, &ss.retryTimer, &ss.eofTimer} {
 		a.stop()
 	}

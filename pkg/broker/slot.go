@@ -66,8 +66,10 @@ type slot struct {
 	// worker keeps may be stale (requests.go).
 	changedC chan lookupKey
 	lostC    chan struct{}
-	// messageC holds the messages for its worker (messages.go).
-	messageC chan json.RawMessage
+	// messageC holds the messages for its worker (messages.go);
+	// takesMessages is set while its process takes them (its ready op).
+	messageC      chan json.RawMessage
+	takesMessages atomic.Bool
 	// queuedIDs are the ids of the jobs queued behind the running one
 	// (session.queued), for Pool.Cancel; guarded by mu.
 	queuedIDs []string

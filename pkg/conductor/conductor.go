@@ -81,6 +81,8 @@ type Conductor struct {
 	lookupCache *lookup.Cache
 	// lookupFeed publishes their changes for the hosts' caches.
 	lookupFeed *startstop.Func
+	// handling counts the workers' requests being handled (requests.go).
+	handling *handling
 	// statsRoller rolls the workers' counters up; workerStatsRun runs
 	// it (workerstats.go).
 	statsRoller    *statsRoller
@@ -381,6 +383,7 @@ func (c *Conductor) shutdown() {
 		c.client.Close()
 	}
 	c.wg.Wait()
+	c.waitHandlers()
 	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the storage guard
 	if c.archive != nil {
 		c.archive.close()

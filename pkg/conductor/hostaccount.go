@@ -46,6 +46,9 @@ const (
 	hostAnswerWait = 10 * time.Second
 	hostPullWait   = 40 * time.Second
 	hostOneWayWait = 100 * time.Millisecond
+	// hostRequestWait: a worker's request (requests.go) is answered
+	// within RequestTimeout, and workerd waits a little longer.
+	hostRequestWait = RequestTimeout + 10*time.Second
 )
 
 // hostOneWay are host credential cr's subjects that nothing answers: its
@@ -119,7 +122,7 @@ func (a *access) makeHostAccount(srv *server.Server, cr auth.Credential) error {
 			return fmt.Errorf("no account for namespace %s", ns)
 		}
 	}
-	if err := a.exportToHosts(data, hostOneWay(sp, cr)); err != nil {
+	if err := a.exportToHosts(data, hostOneWay(sp, cr), []string{sp.RequestAs(cr.ID, "*")}); err != nil {
 		return err
 	}
 	host, err := srv.RegisterAccount(name)
@@ -204,8 +207,11 @@ func hostPermissions(sp subject.Space, cr auth.Credential) *server.Permissions {
 }
 
 // exportToHosts makes the data account's exports the host accounts
-// import, once, and the one-way exports of a host, oneWay, each once.
-func (a *access) exportToHosts(data *server.Account, oneWay []string) error {
+// import, once, and the one-way exports of a host, oneWay, and those of
+// its workers' requests, requests (answered within hostRequestWait),
+// each once: named exactly as the host's imports, so that the server
+// takes them before conductor.>'s.
+func (a *access) exportToHosts(data *server.Account, oneWay, requests []string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.exported == nil {
@@ -241,6 +247,11 @@ func (a *access) exportToHosts(data *server.Account, oneWay []string) error {
 	}
 	for _, s := range oneWay {
 		if err := export(s, server.Singleton, hostOneWayWait); err != nil {
+			return err
+		}
+	}
+	for _, s := range requests {
+		if err := export(s, server.Singleton, hostRequestWait); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,13 +56,52 @@ func (e *RequestError) Error() string { return e.Msg }
 // for the answer as long.
 const RequestTimeout = 30 * time.Second
 
-// maxHandling bounds the requests the handlers serve at once; past it a
-// request is answered 429.
-const maxHandling = 256
+// maxHandling bounds the requests the handlers serve at once, and
+// maxHandlingPerHost those of one host (a credential's, or a host id's
+// without one): past them a request is answered 429, and one host's slow
+// requests leave room for the others'.
+const (
+	maxHandling        = 256
+	maxHandlingPerHost = 64
+)
+
+// handling counts the requests being handled, in all and by host.
+type handling struct {
+	all    chan struct{}
+	mu     sync.Mutex
+	byHost map[string]int // none at 0
+	wg     sync.WaitGroup // the handlers running
+}
+
+// take takes a slot for host, or says why not.
+func (h *handling) take(host string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byHost[host] >= maxHandlingPerHost {
+		return fmt.Sprintf("host %s has %d requests being handled, its most; retry later", host, maxHandlingPerHost)
+	}
+	select {
+	case h.all <- struct{}{}:
+	default:
+		return fmt.Sprintf("conductord handles %d requests at once, its most; retry later", maxHandling)
+	}
+	h.byHost[host]++
+	return ""
+}
+
+func (h *handling) release(host string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	<-h.all
+	if h.byHost[host]--; h.byHost[host] <= 0 {
+		delete(h.byHost, host)
+	}
+}
 
 // serveHandlers subscribes the Config.Handlers.
 func (c *Conductor) serveHandlers() error {
-	slots := make(chan struct{}, maxHandling)
+	slots := &handling{all: make(chan struct{}, maxHandling), byHost: map[string]int{}}
+	c.handling = slots
 	for command, h := range c.cfg.Handlers {
 		if err := subject.Token("command", command); err != nil {
 			return fmt.Errorf("conductor: handler: %w", err)
@@ -81,7 +121,7 @@ func (c *Conductor) serveHandlers() error {
 }
 
 // serveRequest answers m, a worker's request, with h.
-func (c *Conductor) serveRequest(slots chan struct{}, h RequestHandler, m *nats.Msg) {
+func (c *Conductor) serveRequest(slots *handling, h RequestHandler, m *nats.Msg) {
 	if !subject.IsInbox(m.Reply) {
 		return
 	}
@@ -100,16 +140,21 @@ func (c *Conductor) serveRequest(slots chan struct{}, h RequestHandler, m *nats.
 			}
 		}
 	}
-	select {
-	case slots <- struct{}{}:
-	default:
-		c.answer(m, 429, map[string]string{"error": fmt.Sprintf("conductord serves %d requests at once, its most; retry later", maxHandling)})
+	host := "credential " + cred
+	if cred == "" {
+		host = "host " + r.Host
+	}
+	if why := slots.take(host); why != "" {
+		c.answer(m, 429, map[string]string{"error": why})
 		return
 	}
-	if !c.serveAsync(func() { <-slots }, func() {
+	if !c.handleAsync(slots, host, func() {
 		ctx, cancel := context.WithTimeout(c.closing, RequestTimeout)
 		defer cancel()
 		v, err := callHandler(ctx, h, r)
+		if err == nil && len(v) > int(c.nc.MaxPayload())-4096 {
+			err = &RequestError{Code: 413, Msg: fmt.Sprintf("handler of %q: a result of %d bytes, over the largest message the server takes", r.Command, len(v))}
+		}
 		if err != nil {
 			code := 500
 			if re, ok := errors.AsType[*RequestError](err); ok && re.Code >= 400 && re.Code < 600 {
@@ -121,6 +166,46 @@ func (c *Conductor) serveRequest(slots chan struct{}, h RequestHandler, m *nats.
 		c.answer(m, 200, v)
 	}) {
 		c.answer(m, 503, map[string]string{"error": "conductord is stopping"})
+	}
+}
+
+// handleAsync runs f, a handler's call, on a goroutine of slots' (not
+// the conductor's: Stop waits for the handlers a bounded time, as a
+// handler that ignores its context would hold it for ever), unless
+// conductord is closing; then it releases host's slot and reports false.
+func (c *Conductor) handleAsync(slots *handling, host string, f func()) bool {
+	c.submitMu.Lock()
+	defer c.submitMu.Unlock()
+	if c.closing.Err() != nil {
+		slots.release(host)
+		return false
+	}
+	slots.wg.Go(func() {
+		defer slots.release(host)
+		f()
+	})
+	return true
+}
+
+// handlersGrace is how long Stop waits for the handlers past their
+// RequestTimeout; a handler still running then is left, and logged.
+const handlersGrace = 5 * time.Second
+
+// waitHandlers waits for the handlers running, at most RequestTimeout
+// and handlersGrace: their contexts end when conductord closes.
+func (c *Conductor) waitHandlers() {
+	if c.handling == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		c.handling.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(handlersGrace):
+		c.log.Error("handlers of workers' requests still running past their context's end; not waited for", "grace", handlersGrace)
 	}
 }
 
