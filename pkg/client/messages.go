@@ -16,6 +16,11 @@ import (
 // worker of that index now.
 var ErrNoWorker = errors.New("conductor: no such worker")
 
+// ErrNoMessages is matched by the error of SendMessage to a worker that
+// takes no messages (its ready op did not say so; the Go SDK's
+// worker.WithMessages does).
+var ErrNoMessages = errors.New("conductor: the worker takes no messages")
+
 // SendMessage sends data, encoded with json.Marshal, to the worker of
 // index worker in pool on host (okanjo's sendMessageToWorker): the
 // worker reads it as a message op (the Go SDK: worker.WithMessages). It
@@ -41,6 +46,8 @@ func (c *Client) SendMessage(ctx context.Context, host, pool string, worker int,
 		return nil
 	case strings.HasPrefix(res.Error, "no such worker") || res.Error == "workerd does not listen for commands":
 		return fmt.Errorf("%w: %s on host %s: %s", ErrNoWorker, pool, host, res.Error)
+	case strings.Contains(res.Error, "takes no messages"):
+		return fmt.Errorf("%w: worker %d of pool %q on host %s", ErrNoMessages, worker, pool, host)
 	}
 	return fmt.Errorf("%w: message to worker %d of pool %q on host %s: %s", ErrCommandRefused, worker, pool, host, res.Error)
 }

@@ -16,7 +16,7 @@ import (
 //	POST /v1/pools/{name}/broadcast[?host=]           body: the message (JSON)
 //
 // A message is queued for one worker (202 {"delivered":1}; 404 no such
-// worker); a broadcast for every worker of the pool ("*": of every pool)
+// worker; 409 a worker that takes no messages); a broadcast for every worker of the pool ("*": of every pool)
 // on every live host, or on host (202, each host's answer with how many
 // of its workers it reached).
 
@@ -54,6 +54,8 @@ func (c *Conductor) sendMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, client.ErrNoWorker):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, client.ErrNoMessages):
+		writeError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		writeError(w, http.StatusBadGateway, err.Error())
 	default:
