@@ -88,21 +88,9 @@ func BenchmarkLookups(b *testing.B) {
 			b.Logf("round %d: raw %v | uncached %v (%.2fx raw) | cold %v (%.2fx raw) | cached %v", i+1, raws[i], uncached[i],
 				float64(uncached[i].P50NS)/float64(raws[i].P50NS), cold[i], float64(cold[i].P50NS)/float64(raws[i].P50NS), cached[i])
 		}
-		coldRatios := make([]float64, rounds)
-		for i := range rounds {
-			coldRatios[i] = float64(cold[i].P50NS) / float64(raws[i].P50NS)
-		}
-		clo, cmed, chi := spread(coldRatios)
-		b.Logf("cold p50 / raw p50: median %.2f (%.2f–%.2f)", cmed, clo, chi)
-		b.ReportMetric(cmed, "cold/raw_p50")
+		b.ReportMetric(p50Ratio(b, "cold", cold, raws), "cold/raw_p50")
 		b.ReportMetric(medianOf(cold, func(t lookupTiming) int64 { return t.P50NS })/1e3, "cold_p50_us")
-		ratios := make([]float64, rounds)
-		for i := range rounds {
-			ratios[i] = float64(uncached[i].P50NS) / float64(raws[i].P50NS)
-		}
-		lo, med, hi := spread(ratios)
-		b.Logf("uncached p50 / raw p50: median %.2f (%.2f–%.2f)", med, lo, hi)
-		b.ReportMetric(med, "uncached/raw_p50")
+		b.ReportMetric(p50Ratio(b, "uncached", uncached, raws), "uncached/raw_p50")
 		b.ReportMetric(medianOf(raws, func(t lookupTiming) int64 { return t.P50NS })/1e3, "raw_p50_us")
 		b.ReportMetric(medianOf(uncached, func(t lookupTiming) int64 { return t.P50NS })/1e3, "uncached_p50_us")
 		b.ReportMetric(medianOf(uncached, func(t lookupTiming) int64 { return t.P99NS })/1e3, "uncached_p99_us")
@@ -183,6 +171,18 @@ func rawRoundTrip(b *testing.B, url string, n int) lookupTiming {
 	var t lookupTiming
 	require.NoError(b, json.Unmarshal(out, &t))
 	return t
+}
+
+// p50Ratio logs and returns the median of the ratios of what's p50 to
+// the baseline's of the same round.
+func p50Ratio(b *testing.B, what string, ts, raws []lookupTiming) float64 {
+	ratios := make([]float64, len(ts))
+	for i := range ts {
+		ratios[i] = float64(ts[i].P50NS) / float64(raws[i].P50NS)
+	}
+	lo, med, hi := spread(ratios)
+	b.Logf("%s p50 / raw p50: median %.2f (%.2f–%.2f)", what, med, lo, hi)
+	return med
 }
 
 func spread(xs []float64) (lo, med, hi float64) {
