@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -186,8 +187,8 @@ func p50Ratio(b *testing.B, what string, ts, raws []lookupTiming) float64 {
 }
 
 func spread(xs []float64) (lo, med, hi float64) {
-	s := append([]float64(nil), xs...)
-	sortFloats(s)
+	s := slices.Clone(xs)
+	slices.Sort(s)
 	return s[0], s[len(s)/2], s[len(s)-1]
 }
 
@@ -198,12 +199,4 @@ func medianOf(ts []lookupTiming, f func(lookupTiming) int64) float64 {
 	}
 	_, med, _ := spread(xs)
 	return med
-}
-
-func sortFloats(s []float64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
