@@ -79,6 +79,8 @@ func fill(t *testing.T, f reflect.StructField, v reflect.Value, i int) {
 		v.SetBool(true)
 	case v.Type() == reflect.TypeFor[[]string]():
 		v.Set(reflect.ValueOf([]string{f.Name, fmt.Sprint(i)}))
+	case v.Type() == reflect.TypeFor[map[string]float64]():
+		v.Set(reflect.ValueOf(map[string]float64{f.Name: float64(i)}))
 	default:
 		t.Fatalf("fill: no value for %s of type %s; teach fill one", f.Name, f.Type)
 	}
