@@ -92,6 +92,8 @@ var (
 		"Jobs a worker slot has finished.", []string{"host", "pool", "index"}, nil)
 	workerRestartsDesc = prometheus.NewDesc("conductor_worker_restarts_total",
 		"Times a worker slot's process was replaced.", []string{"host", "pool", "index"}, nil)
+	workerCounterDesc = prometheus.NewDesc("conductor_worker_counter",
+		"What the workers of a pool counted (Job.Count, the count op; docs/stats.md), summed over its live workers, by counter (a gauge: a worker may count down, and a pool shrink).", []string{"type", "counter"}, nil)
 	scrapeErrorDesc = prometheus.NewDesc("conductor_scrape_error",
 		"1 if the job counts could not be read from JetStream at this scrape.", nil, nil)
 	storageHealthyDesc = prometheus.NewDesc("conductor_storage_healthy",
@@ -138,7 +140,7 @@ func NewCollector(src Source) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, poolStateDesc, workersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, poolStateDesc, workersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, workerCounterDesc, scrapeErrorDesc} {
 		ch <- d
 	}
 	if c.src.Storage != nil {
@@ -198,6 +200,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerRSSDesc, prometheus.GaugeValue, float64(w.RSS), labels...)
 		ch <- prometheus.MustNewConstMetric(workerJobsDesc, prometheus.CounterValue, float64(w.JobsDone), labels...)
 		ch <- prometheus.MustNewConstMetric(workerRestartsDesc, prometheus.CounterValue, float64(w.Restarts), labels...)
+	}
+	// The workers' own counters, by pool: their names are bounded (64 a
+	// worker), their hosts and indexes not labels.
+	counted := map[[2]string]float64{}
+	for _, w := range workers {
+		for name, v := range w.Counters {
+			counted[[2]string{w.Pool, name}] += v
+		}
+	}
+	for k, v := range counted {
+		ch <- prometheus.MustNewConstMetric(workerCounterDesc, prometheus.GaugeValue, v, k[0], k[1])
 	}
 	if c.src.Storage != nil {
 		collectStorage(ch, c.src.Storage())

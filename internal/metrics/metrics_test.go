@@ -20,7 +20,10 @@ func TestCollector_Collect(t *testing.T) {
 			return []client.Pool{{Type: "squares", Queued: 3, Held: 5, Running: 1, Succeeded: 10, Failed: 2, Dead: 1, Superseded: 4, Workers: 2}}, nil
 		},
 		Workers: func() []client.Worker {
-			return []client.Worker{{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1}}
+			return []client.Worker{
+				{Host: "h1", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 7, Restarts: 1, Counters: map[string]float64{"emails": 3}},
+				{Host: "h2", Pool: "squares", Index: 0, RSS: 4096, JobsDone: 1, Counters: map[string]float64{"emails": 2, "bytes": 10}},
+			}
 		},
 	})
 	want := `
@@ -35,13 +38,18 @@ conductor_jobs_superseded_total{type="squares"} 4
 # HELP conductor_worker_jobs_done_total Jobs a worker slot has finished.
 # TYPE conductor_worker_jobs_done_total counter
 conductor_worker_jobs_done_total{host="h1",index="0",pool="squares"} 7
+conductor_worker_jobs_done_total{host="h2",index="0",pool="squares"} 1
+# HELP conductor_worker_counter What the workers of a pool counted (Job.Count, the count op; docs/stats.md), summed over its live workers, by counter (a gauge: a worker may count down, and a pool shrink).
+# TYPE conductor_worker_counter gauge
+conductor_worker_counter{counter="bytes",type="squares"} 10
+conductor_worker_counter{counter="emails",type="squares"} 5
 # HELP conductor_scrape_error 1 if the job counts could not be read from JetStream at this scrape.
 # TYPE conductor_scrape_error gauge
 conductor_scrape_error 0
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
-		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_scrape_error"))
-	require.Equal(t, 19, testutil.CollectAndCount(c), "1 scrape gauge, 8 per pool, 3 per worker, 7 worker states per pool")
+		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_worker_counter", "conductor_scrape_error"))
+	require.Equal(t, 24, testutil.CollectAndCount(c), "1 scrape gauge, 8 per pool, 3 per worker, 7 worker states per pool, 2 counters")
 }
 
 // TestCollector_States checks the state gauges: one series per known
