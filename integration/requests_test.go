@@ -3,8 +3,10 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +85,21 @@ func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
 	require.Equal(t, 4.0, st.Agg.Last["jobs_done"])
 	require.Len(t, st.Raw, 1)
 	require.Equal(t, "host-a", st.Raw[0].Host)
+
+	// Prometheus: the counter, and the run and wait histograms of the type.
+	var metrics string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(c.url("/metrics"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		metrics = string(b)
+		return strings.Contains(metrics, `conductor_job_run_seconds_count{type="asker"} 4`) &&
+			strings.Contains(metrics, `conductor_job_queue_wait_seconds_count{type="asker"} 4`) &&
+			strings.Contains(metrics, `conductor_worker_counter{counter="asked",type="asker"} 4`)
+	}, 10*time.Second, 50*time.Millisecond, "/metrics:\n%s", metrics)
 }
 
 // The conductor side sends a message to one worker, and broadcasts to a

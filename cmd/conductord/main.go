@@ -121,6 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			d := c.Client().DroppedHeartbeats()
 			return metrics.HeartbeatDrops{Full: d.Full, Oversize: d.Oversize, Malformed: d.Malformed}
 		},
+		Hosts: func() []client.Host { return c.Client().HeardHosts() },
 	}
 	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
 		src.Storage = func() metrics.Storage {

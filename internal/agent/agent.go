@@ -354,6 +354,7 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		if src != nil {
 			info.Held, info.HeldJobs = src.held(min(wire.MaxHeldJobsListed, listed))
 			listed -= len(info.HeldJobs)
+			info.Run, info.Wait = src.run.Snapshot(), src.wait.Snapshot()
 		}
 		hb.Pools = append(hb.Pools, info)
 		for _, w := range bp.Workers() {

@@ -42,7 +42,11 @@ import (
 // -> confirmer.
 type source struct {
 	sourceConfig
-	limits    poolLimits
+	limits poolLimits
+	// run and wait count the attempts by how long they ran, and the
+	// first attempts by how long their jobs waited (the heartbeat's
+	// histograms).
+	run, wait wire.Observations
 	pace      *pace
 	out       *handout
 	leases    *leases
@@ -424,6 +428,10 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 		last.StartedAt = out.Started.UTC()
 		if !out.Crashed {
 			s.pace.observe(out.Ended.Sub(out.Started))
+		}
+		s.run.Observe(out.Ended.Sub(out.Started))
+		if last.Attempt == 1 && !st.CreatedAt.IsZero() {
+			s.wait.Observe(out.Started.Sub(st.CreatedAt))
 		}
 	}
 	result, refused := checkResult(out.Result, s.maxResult)

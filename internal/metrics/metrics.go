@@ -29,6 +29,9 @@ type Source struct {
 	// Heartbeats, if set, counts the hosts' heartbeats the conductor
 	// dropped, by reason (pkg/client's HeartbeatDrops).
 	Heartbeats func() HeartbeatDrops
+	// Hosts, if set, are the live hosts, whose pools' histograms of run
+	// and queue wait times are summed by type.
+	Hosts func() []client.Host
 }
 
 // HeartbeatDrops counts heartbeats dropped by the registry of hosts since
@@ -92,6 +95,10 @@ var (
 		"Jobs a worker slot has finished.", []string{"host", "pool", "index"}, nil)
 	workerRestartsDesc = prometheus.NewDesc("conductor_worker_restarts_total",
 		"Times a worker slot's process was replaced.", []string{"host", "pool", "index"}, nil)
+	runDesc = prometheus.NewDesc("conductor_job_run_seconds",
+		"How long attempts ran on a worker, by type, summed over the live hosts since each's workerd started.", []string{"type"}, nil)
+	waitDesc = prometheus.NewDesc("conductor_job_queue_wait_seconds",
+		"How long jobs waited from queued to their first attempt's start, by type, summed over the live hosts since each's workerd started (hosts' clocks apart add to it).", []string{"type"}, nil)
 	workerCounterDesc = prometheus.NewDesc("conductor_worker_counter",
 		"What the workers of a pool counted (Job.Count, the count op; docs/stats.md), summed over its live workers, by counter (a gauge: a worker may count down, and a pool shrink).", []string{"type", "counter"}, nil)
 	scrapeErrorDesc = prometheus.NewDesc("conductor_scrape_error",
@@ -154,6 +161,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Heartbeats != nil {
 		ch <- heartbeatsDroppedDesc
 	}
+	if c.src.Hosts != nil {
+		ch <- runDesc
+		ch <- waitDesc
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -212,6 +223,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range counted {
 		ch <- prometheus.MustNewConstMetric(workerCounterDesc, prometheus.GaugeValue, v, k[0], k[1])
 	}
+	if c.src.Hosts != nil {
+		collectHistograms(ch, c.src.Hosts())
+	}
 	if c.src.Storage != nil {
 		collectStorage(ch, c.src.Storage())
 	}
@@ -242,6 +256,57 @@ func collectStates(ch chan<- prometheus.Metric, d *prometheus.Desc, typ string, 
 	})
 	for st, v := range n {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), typ, st)
+	}
+}
+
+// collectHistograms sums the hosts' pools' run and wait histograms by
+// type, and sends them.
+func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
+	type sums struct{ run, wait client.Histogram }
+	byType := map[string]*sums{}
+	add := func(to *client.Histogram, h *client.Histogram) {
+		if h == nil || len(h.Counts) != len(client.HistogramBounds)+1 {
+			return // none, or not of these buckets
+		}
+		if to.Counts == nil {
+			to.Counts = make([]uint64, len(h.Counts))
+		}
+		for i, n := range h.Counts {
+			to.Counts[i] += n
+		}
+		to.Sum += h.Sum
+	}
+	for _, h := range hosts {
+		for _, p := range h.Pools {
+			if p.Run == nil && p.Wait == nil {
+				continue
+			}
+			s := byType[p.Name]
+			if s == nil {
+				s = &sums{}
+				byType[p.Name] = s
+			}
+			add(&s.run, p.Run)
+			add(&s.wait, p.Wait)
+		}
+	}
+	send := func(d *prometheus.Desc, h client.Histogram, typ string) {
+		if h.Counts == nil {
+			return
+		}
+		buckets := make(map[float64]uint64, len(client.HistogramBounds))
+		var total uint64
+		for i, n := range h.Counts {
+			total += n
+			if i < len(client.HistogramBounds) {
+				buckets[client.HistogramBounds[i]] = total
+			}
+		}
+		ch <- prometheus.MustNewConstHistogram(d, total, h.Sum, buckets, typ)
+	}
+	for typ, s := range byType {
+		send(runDesc, s.run, typ)
+		send(waitDesc, s.wait, typ)
 	}
 }
 

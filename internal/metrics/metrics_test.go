@@ -174,3 +174,53 @@ conductor_heartbeats_dropped_total{reason="oversize"} 3
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_heartbeats_dropped_total"))
 }
+
+// The hosts' run and wait histograms are summed by type into Prometheus
+// histograms; one of other buckets is left out.
+func TestCollector_Histograms(t *testing.T) {
+	t.Parallel()
+	counts := func(at map[int]uint64) []uint64 {
+		c := make([]uint64, len(client.HistogramBounds)+1)
+		for i, n := range at {
+			c[i] = n
+		}
+		return c
+	}
+	c := NewCollector(Source{
+		Pools:   func(context.Context) ([]client.Pool, error) { return nil, nil },
+		Workers: func() []client.Worker { return nil },
+		Hosts: func() []client.Host {
+			return []client.Host{
+				{Host: "h1", Pools: []client.HostPool{{Name: "squares",
+					Run:  &client.Histogram{Counts: counts(map[int]uint64{0: 3, 6: 1}), Sum: 1.002},
+					Wait: &client.Histogram{Counts: counts(map[int]uint64{2: 4}), Sum: 0.03}}}},
+				{Host: "h2", Pools: []client.HostPool{{Name: "squares",
+					Run: &client.Histogram{Counts: counts(map[int]uint64{13: 1}), Sum: 700}}}},
+				{Host: "h3", Pools: []client.HostPool{{Name: "squares",
+					Run: &client.Histogram{Counts: []uint64{9}, Sum: 9}}}}, // other buckets
+			}
+		},
+	})
+	want := `
+# HELP conductor_job_run_seconds How long attempts ran on a worker, by type, summed over the live hosts since each's workerd started.
+# TYPE conductor_job_run_seconds histogram
+conductor_job_run_seconds_bucket{type="squares",le="0.001"} 3
+conductor_job_run_seconds_bucket{type="squares",le="0.005"} 3
+conductor_job_run_seconds_bucket{type="squares",le="0.01"} 3
+conductor_job_run_seconds_bucket{type="squares",le="0.05"} 3
+conductor_job_run_seconds_bucket{type="squares",le="0.1"} 3
+conductor_job_run_seconds_bucket{type="squares",le="0.5"} 3
+conductor_job_run_seconds_bucket{type="squares",le="1"} 4
+conductor_job_run_seconds_bucket{type="squares",le="5"} 4
+conductor_job_run_seconds_bucket{type="squares",le="10"} 4
+conductor_job_run_seconds_bucket{type="squares",le="30"} 4
+conductor_job_run_seconds_bucket{type="squares",le="60"} 4
+conductor_job_run_seconds_bucket{type="squares",le="300"} 4
+conductor_job_run_seconds_bucket{type="squares",le="600"} 4
+conductor_job_run_seconds_bucket{type="squares",le="+Inf"} 5
+conductor_job_run_seconds_sum{type="squares"} 701.002
+conductor_job_run_seconds_count{type="squares"} 5
+`
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_job_run_seconds"))
+	require.Equal(t, 2+1, testutil.CollectAndCount(c), "run and wait of squares, and the scrape gauge")
+}

@@ -158,6 +158,11 @@ type PoolInfo struct {
 	// MaxHeldJobsListed of them.
 	Held     int      `json:"held,omitempty"`
 	HeldJobs []string `json:"held_jobs,omitempty"`
+	// Run counts the pool's attempts by how long they ran; Wait its
+	// jobs' first attempts by how long they waited since they were
+	// queued (docs/stats.md). Since the host's workerd started.
+	Run  *Histogram `json:"run,omitempty"`
+	Wait *Histogram `json:"wait,omitempty"`
 }
 
 // MaxHeldJobsListed bounds PoolInfo.HeldJobs, and MaxHeldJobsPerHeartbeat

@@ -65,6 +65,23 @@ type HostPool struct {
 	// workers has taken yet (fetched ahead); HeldJobs names the first 256.
 	Held     int      `json:"held,omitempty"`
 	HeldJobs []string `json:"held_jobs,omitempty"`
+	// Run counts the pool's attempts on the host by how long they ran;
+	// Wait its jobs' first attempts by how long they waited since they
+	// were queued. Since the host's workerd started.
+	Run  *Histogram `json:"run,omitempty"`
+	Wait *Histogram `json:"wait,omitempty"`
+}
+
+// HistogramBounds are the upper bounds, in seconds, of a Histogram's
+// buckets.
+var HistogramBounds = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600}
+
+// Histogram counts durations by bucket: Counts[i] those up to
+// HistogramBounds[i] (and over the one before), the last those over every
+// bound; Sum is their sum in seconds.
+type Histogram struct {
+	Counts []uint64 `json:"counts"`
+	Sum    float64  `json:"sum"`
 }
 
 // Worker describes one worker process (or the slot of one being

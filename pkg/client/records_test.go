@@ -128,6 +128,11 @@ func fill(v reflect.Value, path string) {
 		v.SetBool(true)
 	case reflect.Float64:
 		v.SetFloat(float64(len(path)) + 0.5)
+	case reflect.Uint64:
+		v.SetUint(uint64(len(path)))
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem(), path)
 	case reflect.Map:
 		m := reflect.MakeMap(v.Type())
 		for i := range 2 {
@@ -144,6 +149,7 @@ func fill(v reflect.Value, path string) {
 // The public constants are the values the conductor and workerd write.
 func TestRecords_ConstantsAsWire(t *testing.T) {
 	t.Parallel()
+	require.Equal(t, wire.HistogramBounds, client.HistogramBounds)
 	for _, tc := range []struct{ public, wire string }{
 		{string(client.StatusQueued), string(wire.StatusQueued)},
 		{string(client.StatusRunning), string(wire.StatusRunning)},
