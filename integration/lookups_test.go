@@ -3,9 +3,11 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,6 +100,17 @@ func TestLookups_WorkersOnTwoHosts(t *testing.T) {
 	// answers the value from before its restart.
 	c.readsWithin("lookups-b", getUSD, `{"value":{"rate":1.3}}`, time.Second)
 	c.readsWithin("lookups-a", getUSD, `{"value":{"rate":1.3}}`, time.Second)
+
+	// The hosts' lookups that conductord answered, in /metrics.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(c.url("/metrics"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "conductor_lookup_seconds_count ")
+	}, 10*time.Second, 50*time.Millisecond, "conductor_lookup_seconds in /metrics")
 }
 
 // Hosts on credentials of their own (each in a NATS account of its

@@ -335,6 +335,9 @@ func (a *Agent) Heartbeat() wire.Heartbeat {
 		Pools:    []wire.PoolInfo{},
 		Workers:  []wire.WorkerInfo{},
 	}
+	if a.lookups != nil {
+		hb.Lookups = a.lookups.took.Snapshot()
+	}
 	listed := wire.MaxHeldJobsPerHeartbeat // held job ids left to name
 	for _, p := range a.poolList() {
 		bp, src := p.running()

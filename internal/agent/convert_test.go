@@ -24,7 +24,7 @@ func TestConvert(t *testing.T) {
 
 	t.Run("Event", func(t *testing.T) { checkConversion(t, wireEvent) })
 	t.Run("LogLine", func(t *testing.T) { checkConversion(t, wireLogLine, "Dropped") })
-	t.Run("PoolInfo", func(t *testing.T) { checkConversion(t, wirePool, "Held", "HeldJobs") })
+	t.Run("PoolInfo", func(t *testing.T) { checkConversion(t, wirePool, "Held", "HeldJobs", "Run", "Wait") })
 	t.Run("Worker", func(t *testing.T) { checkConversion(t, wireWorker) })
 }
 

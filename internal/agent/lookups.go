@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/lookup"
 )
@@ -28,6 +30,9 @@ type lookups struct {
 	cache *lookup.Cache
 	log   *slog.Logger
 	slots chan struct{} // one per request in flight
+	// took counts the lookups conductord answered by how long they took
+	// (the heartbeat's).
+	took wire.Observations
 }
 
 // maxLookupsInFlight bounds the lookups a host has on the network at
@@ -92,7 +97,10 @@ func (l *lookups) request(r broker.Request, answer func(broker.Reply)) {
 	}
 	l.wg.Go(func() {
 		defer func() { <-l.slots }()
-		answer(l.ask(r))
+		start := time.Now()
+		rep := l.ask(r)
+		l.took.Observe(time.Since(start))
+		answer(rep)
 	})
 }
 

@@ -99,6 +99,8 @@ var (
 		"How long attempts ran on a worker, by type, summed over the live hosts since each's workerd started.", []string{"type"}, nil)
 	waitDesc = prometheus.NewDesc("conductor_job_queue_wait_seconds",
 		"How long jobs waited from queued to their first attempt's start, by type, summed over the live hosts since each's workerd started (hosts' clocks apart add to it).", []string{"type"}, nil)
+	lookupDesc = prometheus.NewDesc("conductor_lookup_seconds",
+		"How long the workers' lookups that conductord answered took, seen from their hosts (a host's cache hit is not counted), summed over the live hosts since each's workerd started.", nil, nil)
 	workerCounterDesc = prometheus.NewDesc("conductor_worker_counter",
 		"What the workers of a pool counted (Job.Count, the count op; docs/stats.md), summed over its live workers, by counter (a gauge: a worker may count down, and a pool shrink).", []string{"type", "counter"}, nil)
 	scrapeErrorDesc = prometheus.NewDesc("conductor_scrape_error",
@@ -164,6 +166,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Hosts != nil {
 		ch <- runDesc
 		ch <- waitDesc
+		ch <- lookupDesc
 	}
 }
 
@@ -260,10 +263,11 @@ func collectStates(ch chan<- prometheus.Metric, d *prometheus.Desc, typ string, 
 }
 
 // collectHistograms sums the hosts' pools' run and wait histograms by
-// type, and sends them.
+// type, and the hosts' lookup histograms, and sends them.
 func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 	type sums struct{ run, wait client.Histogram }
 	byType := map[string]*sums{}
+	var lookups client.Histogram
 	add := func(to *client.Histogram, h *client.Histogram) {
 		if h == nil || len(h.Counts) != len(client.HistogramBounds)+1 {
 			return // none, or not of these buckets
@@ -277,6 +281,7 @@ func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 		to.Sum += h.Sum
 	}
 	for _, h := range hosts {
+		add(&lookups, h.Lookups)
 		for _, p := range h.Pools {
 			if p.Run == nil && p.Wait == nil {
 				continue
@@ -290,7 +295,7 @@ func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 			add(&s.wait, p.Wait)
 		}
 	}
-	send := func(d *prometheus.Desc, h client.Histogram, typ string) {
+	send := func(d *prometheus.Desc, h client.Histogram, labels ...string) {
 		if h.Counts == nil {
 			return
 		}
@@ -302,12 +307,13 @@ func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 				buckets[client.HistogramBounds[i]] = total
 			}
 		}
-		ch <- prometheus.MustNewConstHistogram(d, total, h.Sum, buckets, typ)
+		ch <- prometheus.MustNewConstHistogram(d, total, h.Sum, buckets, labels...)
 	}
 	for typ, s := range byType {
 		send(runDesc, s.run, typ)
 		send(waitDesc, s.wait, typ)
 	}
+	send(lookupDesc, lookups)
 }
 
 func collectStorage(ch chan<- prometheus.Metric, s Storage) {

@@ -191,7 +191,7 @@ func TestCollector_Histograms(t *testing.T) {
 		Workers: func() []client.Worker { return nil },
 		Hosts: func() []client.Host {
 			return []client.Host{
-				{Host: "h1", Pools: []client.HostPool{{Name: "squares",
+				{Host: "h1", Lookups: &client.Histogram{Counts: counts(map[int]uint64{1: 2}), Sum: 0.004}, Pools: []client.HostPool{{Name: "squares",
 					Run:  &client.Histogram{Counts: counts(map[int]uint64{0: 3, 6: 1}), Sum: 1.002},
 					Wait: &client.Histogram{Counts: counts(map[int]uint64{2: 4}), Sum: 0.03}}}},
 				{Host: "h2", Pools: []client.HostPool{{Name: "squares",
@@ -222,5 +222,6 @@ conductor_job_run_seconds_sum{type="squares"} 701.002
 conductor_job_run_seconds_count{type="squares"} 5
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_job_run_seconds"))
-	require.Equal(t, 2+1, testutil.CollectAndCount(c), "run and wait of squares, and the scrape gauge")
+	require.Equal(t, 2+1+1, testutil.CollectAndCount(c), "run and wait of squares, the lookups, and the scrape gauge")
+	require.Equal(t, 1, testutil.CollectAndCount(c, "conductor_lookup_seconds"))
 }

@@ -128,6 +128,9 @@ type Heartbeat struct {
 	Leaving bool         `json:"leaving,omitempty"`
 	Pools   []PoolInfo   `json:"pools"`
 	Workers []WorkerInfo `json:"workers"`
+	// Lookups counts the host's lookups that conductord answered (its
+	// cache could not) by how long they took, since workerd started.
+	Lookups *Histogram `json:"lookups,omitempty"`
 }
 
 // PoolInfo describes one pool on one host.

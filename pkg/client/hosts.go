@@ -32,6 +32,9 @@ type Host struct {
 	// Pools are the host's pools, and Workers their worker processes.
 	Pools   []HostPool `json:"pools"`
 	Workers []Worker   `json:"workers"`
+	// Lookups counts the host's lookups that conductord answered (its
+	// cache could not) by how long they took, since workerd started.
+	Lookups *Histogram `json:"lookups,omitempty"`
 }
 
 // HostPool is one pool on one host, as its heartbeat describes it.
