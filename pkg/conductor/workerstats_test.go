@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,4 +56,28 @@ func TestStatsRoller_HandComputed(t *testing.T) {
 	require.Equal(t, map[string]float64{"jobs_done": 25, "mails": 6}, st.Agg.Last)
 	require.Equal(t, map[string]float64{"jobs_done": 1, "mails": 0}, st.Agg.Diff)
 	require.Same(t, st, r.latest())
+}
+
+// BenchmarkStatsRoll: the cost of one roll-up (five samples, as a 5 s
+// interval of 1 s heartbeats makes, then the roll) per worker slot, with
+// 1,000 slots of five counters each on 50 hosts.
+func BenchmarkStatsRoll(b *testing.B) {
+	const slots = 1000
+	workers := make([]client.Worker, slots)
+	for i := range workers {
+		workers[i] = worker(fmt.Sprintf("h%d", i%50), i/50, int64(i), map[string]float64{"a": 1, "b": 2, "c": 3, "d": 4})
+	}
+	r := newStatsRoller(time.Now())
+	now := time.Now()
+	for b.Loop() {
+		for range 5 {
+			for i := range workers {
+				workers[i].JobsDone++
+			}
+			now = now.Add(time.Second)
+			r.sample(workers, now)
+		}
+		r.roll(now)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/slots, "ns/worker")
 }
