@@ -85,6 +85,16 @@ func TestRequests_WorkerAsksTheConductorSide(t *testing.T) {
 	require.Equal(t, 4.0, st.Agg.Last["jobs_done"])
 	require.Len(t, st.Raw, 1)
 	require.Equal(t, "host-a", st.Raw[0].Host)
+	// And as an event, to a Go client.
+	events, err := c.goClient().Stats(t.Context())
+	require.NoError(t, err)
+	select {
+	case ev := <-events:
+		require.Equal(t, 4.0, ev.Agg.Last["asked"])
+		require.Len(t, ev.Raw, 1)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no stats event")
+	}
 
 	// Prometheus: the counter, and the run and wait histograms of the type.
 	var metrics string

@@ -375,6 +375,10 @@ func (s Space) WorkerEvents() string { return s.prefix() + ".events.worker.>" }
 // PoolEvents matches every PoolEvent.
 func (s Space) PoolEvents() string { return s.prefix() + ".events.pool.>" }
 
+// StatsEvent is the subject conductord publishes each roll-up of the
+// workers' counters on (docs/stats.md).
+func (s Space) StatsEvent() string { return s.prefix() + ".events.stats" }
+
 // Logs is the subject the output lines of pool's workers on host go to.
 func (s Space) Logs(host, pool string) string { return s.prefix() + ".logs." + host + "." + pool }
 

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -19,36 +20,12 @@ import (
 // is summed once, in the interval it went, and never again; the average
 // time span is over the entries summed.
 
-// WorkerStats is one worker slot's entry of a Stats roll-up.
-type WorkerStats struct {
-	Host  string `json:"host"`
-	Pool  string `json:"pool"`
-	Index int    `json:"index"`
-	// Last are its counters at its latest heartbeat (jobs_done among
-	// them); Diff what they grew by since the previous roll-up (or since
-	// the slot was first seen); TimeSpan the seconds Diff covers.
-	Last     map[string]float64 `json:"last"`
-	Diff     map[string]float64 `json:"diff"`
-	TimeSpan float64            `json:"time_span"`
-	// Gone: the slot was not in its host's latest heartbeat (its host
-	// left, or the pool shrank): it is summed into Agg.Diff this once,
-	// not into Agg.Last, and is in no roll-up after.
-	Gone bool `json:"gone,omitempty"`
-}
+// Stats is one roll-up of the workers' counters (client.Stats).
+type Stats = client.Stats
 
-// Stats is one roll-up of the workers' counters.
-type Stats struct {
-	At  time.Time     `json:"at"`
-	Raw []WorkerStats `json:"raw"`
-	Agg struct {
-		// Last sums Last over the slots alive; Diff sums Diff over every
-		// entry.
-		Last map[string]float64 `json:"last"`
-		Diff map[string]float64 `json:"diff"`
-	} `json:"agg"`
-	// AvgTimeSpan is the mean of the entries' TimeSpan, in seconds.
-	AvgTimeSpan float64 `json:"avg_time_span"`
-}
+// WorkerStats is one worker slot's entry of a Stats roll-up
+// (client.WorkerStats).
+type WorkerStats = client.WorkerStats
 
 // slotKey names a worker slot.
 type slotKey struct {
@@ -181,6 +158,9 @@ func (c *Conductor) startStats() *startstop.Func {
 				st := c.statsRoller.roll(now)
 				if c.cfg.OnStats != nil {
 					c.cfg.OnStats(st)
+				}
+				if data, err := json.Marshal(st); err == nil && len(data) < int(c.nc.MaxPayload()) {
+					_ = c.nc.Publish(c.space.StatsEvent(), data)
 				}
 			}
 		}
