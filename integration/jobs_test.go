@@ -303,3 +303,17 @@ func TestSquaresBatch_Demo(t *testing.T) {
 	}
 	require.Contains(t, out, "All jobs finished processing\n")
 }
+
+// The okanjo-conductor example runs alone: a batch with lookups, the
+// workers' requests and their counters, in one program that forks its
+// workers (docs/seed-mapping.md).
+func TestExample_OkanjoConductor(t *testing.T) {
+	p := start(t, "okanjo-conductor")
+	select {
+	case <-p.exited:
+	case <-time.After(time.Minute):
+		t.Fatal("okanjo-conductor did not finish within a minute")
+	}
+	require.NoError(t, p.err, p.output())
+	require.Contains(t, p.output(), "20 orders converted, 0 dead; the workers told 20 totals, 2149.00 EUR in all")
+}

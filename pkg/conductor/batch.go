@@ -47,6 +47,15 @@ type BatchConfig struct {
 	// Logger receives the logs of the embedded conductor and workers.
 	// Default: discard.
 	Logger *slog.Logger
+	// Lookups, Handlers, StatsInterval and OnStats are the embedded
+	// conductor's (Config's): the lookups it seeds, the handlers of its
+	// workers' requests, and its stats roll-ups (okanjo-conductor's
+	// lookups, onWorkerMessage and stats). With Client they are the
+	// running conductor's to set, and RunBatch refuses them.
+	Lookups       map[string]map[string]any
+	Handlers      map[string]RequestHandler
+	StatsInterval time.Duration
+	OnStats       func(*Stats)
 }
 
 // BatchResult sums up a finished batch.
@@ -67,6 +76,9 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (BatchResult, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Client != nil && (cfg.Lookups != nil || cfg.Handlers != nil || cfg.OnStats != nil || cfg.StatsInterval != 0) {
+		return BatchResult{}, errors.New("conductor: Lookups, Handlers and stats are the embedded conductor's; with Client, set them on the conductor it reaches")
 	}
 	cl := cfg.Client
 	if cl == nil {
@@ -200,7 +212,8 @@ func startLocal(ctx context.Context, cfg BatchConfig) (*local, error) {
 	life := context.WithoutCancel(ctx)
 	// Nothing listens: the conductor and the agent are in this process,
 	// and no one else may reach their jobs.
-	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger, inProcess: true})
+	l.conductor, err = New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", MemoryStorage: true, Logger: cfg.Logger, inProcess: true,
+		Lookups: cfg.Lookups, Handlers: cfg.Handlers, StatsInterval: cfg.StatsInterval, OnStats: cfg.OnStats})
 	if err == nil {
 		err = l.conductor.Start(life)
 	}

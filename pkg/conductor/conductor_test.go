@@ -413,3 +413,16 @@ func (w *syncLog) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
+
+// The embedded conductor's settings are refused with a Client: they are
+// the running conductor's to set.
+func TestRunBatch_EmbeddedSettingsNeedNoClient(t *testing.T) {
+	t.Parallel()
+	_, err := conductor.RunBatch(t.Context(), conductor.BatchConfig{
+		Type:    "t",
+		Jobs:    func(func(any) error) error { return nil },
+		Client:  &client.Client{},
+		Lookups: map[string]map[string]any{"rates": {"usd": 1}},
+	})
+	require.ErrorContains(t, err, "the embedded conductor's")
+}
