@@ -317,3 +317,25 @@ func TestExample_OkanjoConductor(t *testing.T) {
 	require.NoError(t, p.err, p.output())
 	require.Contains(t, p.output(), "20 orders converted, 0 dead; the workers told 20 totals, 2149.00 EUR in all")
 }
+
+// The load-process-manager example runs alone: requests answered with
+// their responses (one past its timeout, retried, then dead), the
+// workers listed, the pool resized, a broadcast to every worker.
+func TestExample_LoadProcessManager(t *testing.T) {
+	p := start(t, "load-process-manager")
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("load-process-manager did not finish within two minutes")
+	}
+	require.NoError(t, p.err, p.output())
+	out := p.output()
+	for _, want := range []string{
+		`request "hello": "olleh" after 1 attempt(s)`,
+		`request "conductor": "rotcudnoc" after 1 attempt(s)`,
+		`request "slow": dead after 2 attempt(s): job timed out after 200ms`,
+		"2 workers", "resized to 3 workers", "broadcast to 3 workers",
+	} {
+		require.Contains(t, out, want)
+	}
+}
