@@ -339,3 +339,19 @@ func TestExample_LoadProcessManager(t *testing.T) {
 		require.Contains(t, out, want)
 	}
 }
+
+// The cluster-service example runs alone: two web workers on one shared
+// socket, a killed one replaced, all restarted with no request refused.
+func TestExample_ClusterService(t *testing.T) {
+	p := start(t, "cluster-service")
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("cluster-service did not finish within two minutes")
+	}
+	require.NoError(t, p.err, p.output())
+	out := p.output()
+	require.Contains(t, out, "2 workers serve one socket")
+	require.Contains(t, out, "a killed worker was replaced")
+	require.Regexp(t, `all workers restarted; [1-9][0-9]* requests served meanwhile, 0 refused`, out)
+}
