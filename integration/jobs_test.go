@@ -355,3 +355,20 @@ func TestExample_ClusterService(t *testing.T) {
 	require.Contains(t, out, "a killed worker was replaced")
 	require.Regexp(t, `all workers restarted; [1-9][0-9]* requests served meanwhile, 0 refused`, out)
 }
+
+// The okanjo-app-broker example runs alone: service workers kept alive,
+// a killed one replaced, all recycled, drained and resumed.
+func TestExample_OkanjoAppBroker(t *testing.T) {
+	p := start(t, "okanjo-app-broker")
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("okanjo-app-broker did not finish within two minutes")
+	}
+	require.NoError(t, p.err, p.output())
+	out := p.output()
+	for _, want := range []string{"2 workers started", "worker_death: a killed worker was replaced",
+		"worker_ended: both workers recycled", "drained: no worker runs", "resumed: the workers run again"} {
+		require.Contains(t, out, want)
+	}
+}
