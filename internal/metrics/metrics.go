@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/conductor-run/conductor/internal/token"
 	"github.com/conductor-run/conductor/pkg/client"
 )
 
@@ -215,12 +217,26 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerJobsDesc, prometheus.CounterValue, float64(w.JobsDone), labels...)
 		ch <- prometheus.MustNewConstMetric(workerRestartsDesc, prometheus.CounterValue, float64(w.Restarts), labels...)
 	}
-	// The workers' own counters, by pool: their names are bounded (64 a
-	// worker), their hosts and indexes not labels.
+	// The workers' own counters, by pool: their hosts and indexes are not
+	// labels, and a heartbeat's names are checked again here (a host may
+	// send any), at most maxCounterSeries a pool.
 	counted := map[[2]string]float64{}
+	names := map[string]int{} // by pool
 	for _, w := range workers {
+		taken := 0 // of this worker's names, as workerd bounds them
 		for name, v := range w.Counters {
-			counted[[2]string{w.Pool, name}] += v
+			if taken >= maxCountersPerWorker || len(name) > 64 || token.Check("counter", name) != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+				continue
+			}
+			k := [2]string{w.Pool, name}
+			if _, ok := counted[k]; !ok {
+				if names[w.Pool] >= maxCounterSeries {
+					continue
+				}
+				names[w.Pool]++
+			}
+			taken++
+			counted[k] += v
 		}
 	}
 	for k, v := range counted {
@@ -244,6 +260,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(heartbeatsDroppedDesc, prometheus.CounterValue, float64(d.Malformed), "malformed")
 	}
 }
+
+// maxCounterSeries bounds the counters of one pool that
+// conductor_worker_counter shows, and maxCountersPerWorker those taken of
+// one worker (workerd's own bound).
+const (
+	maxCounterSeries     = 256
+	maxCountersPerWorker = 64
+)
 
 // collectStates sends, for typ, one gauge of d per state of known (and
 // any other state seen): how many of those each yields are in it.

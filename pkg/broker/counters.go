@@ -57,6 +57,12 @@ func (s *slot) addCounters(incs map[string]float64) error {
 			err = fmt.Errorf("%d counters, over %d", len(w.Counters)+added, MaxCounters)
 			return
 		}
+		for name, n := range incs {
+			if sum := w.Counters[name] + n; math.IsInf(sum, 0) || math.IsNaN(sum) {
+				err = fmt.Errorf("counter %s: %v + %v is past what a counter holds", name, w.Counters[name], n)
+				return
+			}
+		}
 		if w.Counters == nil {
 			w.Counters = make(map[string]float64, len(incs))
 		}

@@ -45,7 +45,8 @@ const maxStatsMessage = 8 << 20
 
 // Stats returns each roll-up of the workers' counters conductord makes
 // from now on (every --stats-interval; docs/stats.md), until ctx ends;
-// the channel is closed then. A roll-up the caller has not taken when
+// the channel is closed then (the goroutine that feeds it ends with ctx
+// alone: give it one that ends). A roll-up the caller has not taken when
 // the next comes is dropped: the next has the counters too.
 func (c *Client) Stats(ctx context.Context) (<-chan Stats, error) {
 	if err := c.forOperators("Stats"); err != nil {
@@ -75,10 +76,12 @@ func (c *Client) Stats(ctx context.Context) (<-chan Stats, error) {
 				if len(m.Data) > maxStatsMessage || json.Unmarshal(m.Data, &st) != nil {
 					continue
 				}
+				// The newest replaces one the caller has not taken.
 				select {
-				case out <- st:
-				default: // the caller has not taken the last one
+				case <-out:
+				default:
 				}
+				out <- st // room: this goroutine alone sends
 			}
 		}
 	}()

@@ -164,6 +164,9 @@ func New(cfg Config) (*Conductor, error) {
 	if cfg.StorageCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad storage check interval %s: want a positive duration, or 0 for the default", cfg.StorageCheck)
 	}
+	if cfg.StatsInterval < 0 {
+		return nil, fmt.Errorf("conductor: StatsInterval %v is negative", cfg.StatsInterval)
+	}
 	if cfg.StrayCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad stray check interval %s: want a positive duration, or 0 for the default", cfg.StrayCheck)
 	}

@@ -3,7 +3,7 @@ package conductor
 import (
 	"context"
 	"encoding/json"
-	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"sync"
@@ -27,50 +27,76 @@ type Stats = client.Stats
 // (client.WorkerStats).
 type WorkerStats = client.WorkerStats
 
-// slotKey names a worker slot.
+// slotKey names a worker slot of one run of its host's workerd (gen, the
+// run's start): a workerd started again makes new slots, whose counters
+// begin anew.
 type slotKey struct {
 	host, pool string
 	index      int
+	gen        int64
 }
 
 // slotSeen is what the sampler last saw of a slot.
 type slotSeen struct {
 	counters map[string]float64
-	at       time.Time // the sample's
-	alive    bool      // in the latest sample
+	alive    bool // in the latest sample
 }
+
+// prevSeen is a slot's counters at the roll-up that last saw it.
+type prevSeen struct {
+	counters map[string]float64
+	at       time.Time
+}
+
+// prevGrace is how long a slot gone keeps its last counters: if its host
+// comes back (the same workerd, after a network blip), its counts go on
+// from them, not from zero.
+const prevGrace = 10 * time.Minute
+
+// maxCounterValue bounds a counter's value the roll-up takes from a
+// heartbeat: past it (or not finite), the value is left out, so that no
+// sum overflows.
+const maxCounterValue = 1e300
 
 // statsRoller samples and rolls up; its goroutine (run) owns prev, seen
 // and since; mu guards last, which GET /v1/stats reads.
 type statsRoller struct {
-	prev  map[slotKey]map[string]float64 // each slot's counters at the previous roll-up
-	seen  map[slotKey]*slotSeen          // since the previous roll-up
-	since time.Time                      // the previous roll-up
+	prev  map[slotKey]prevSeen  // each slot's counters at the roll-up that last saw it
+	seen  map[slotKey]*slotSeen // since the previous roll-up
+	since time.Time             // the previous roll-up
 
 	mu   sync.Mutex
 	last *Stats
 }
 
 func newStatsRoller(now time.Time) *statsRoller {
-	return &statsRoller{prev: map[slotKey]map[string]float64{}, seen: map[slotKey]*slotSeen{}, since: now}
+	return &statsRoller{prev: map[slotKey]prevSeen{}, seen: map[slotKey]*slotSeen{}, since: now}
 }
 
-// counters is a worker's counters with jobs_done among them.
+// counters is a worker's counters with jobs_done among them, but for
+// values not finite or past maxCounterValue.
 func counters(w client.Worker) map[string]float64 {
 	m := make(map[string]float64, len(w.Counters)+1)
-	maps.Copy(m, w.Counters)
+	for name, v := range w.Counters {
+		if !math.IsNaN(v) && math.Abs(v) <= maxCounterValue {
+			m[name] = v
+		}
+	}
 	m["jobs_done"] = float64(w.JobsDone)
 	return m
 }
 
-// sample takes the workers heard at now.
-func (r *statsRoller) sample(workers []client.Worker, now time.Time) {
+// sample takes the workers of the hosts heard at now.
+func (r *statsRoller) sample(hosts []client.Host, now time.Time) {
 	for _, s := range r.seen {
 		s.alive = false
 	}
-	for _, w := range workers {
-		k := slotKey{w.Host, w.Pool, w.Index}
-		r.seen[k] = &slotSeen{counters: counters(w), at: now, alive: true}
+	for _, h := range hosts {
+		gen := h.Started.UnixNano()
+		for _, w := range h.Workers {
+			k := slotKey{w.Host, w.Pool, w.Index, gen}
+			r.seen[k] = &slotSeen{counters: counters(w), alive: true}
+		}
 	}
 }
 
@@ -82,14 +108,12 @@ func (r *statsRoller) roll(now time.Time) *Stats {
 	sum := 0.0
 	for k, s := range r.seen {
 		e := WorkerStats{Host: k.host, Pool: k.pool, Index: k.index, Last: s.counters, Diff: map[string]float64{}, TimeSpan: span, Gone: !s.alive}
-		// A slot first seen in this interval has no prev: its counts are
-		// its slot's since it started.
-		prev := r.prev[k]
+		// A slot first seen (or back after prevGrace) has no prev: its
+		// counts are its slot's since it started. A counter may go down
+		// (a worker may count down): its diff is then negative.
+		prev := r.prev[k].counters
 		for name, v := range s.counters {
 			d := v - prev[name]
-			if d < 0 {
-				d = v // counters that went back: a slot made again
-			}
 			e.Diff[name] = d
 			st.Agg.Diff[name] += d
 			if s.alive {
@@ -98,15 +122,11 @@ func (r *statsRoller) roll(now time.Time) *Stats {
 		}
 		sum += e.TimeSpan
 		st.Raw = append(st.Raw, e)
-		if s.alive {
-			r.prev[k] = s.counters
-		} else {
-			delete(r.prev, k)
-		}
+		r.prev[k] = prevSeen{counters: s.counters, at: now}
 	}
-	for k := range r.prev {
-		if _, ok := r.seen[k]; !ok {
-			delete(r.prev, k) // not heard of in the whole interval
+	for k, p := range r.prev {
+		if now.Sub(p.at) > prevGrace {
+			delete(r.prev, k)
 		}
 	}
 	if len(st.Raw) > 0 {
@@ -121,16 +141,6 @@ func (r *statsRoller) roll(now time.Time) *Stats {
 	r.last = st
 	r.mu.Unlock()
 	return st
-}
-
-func compareKeys(a, b string, i, j int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return i - j
 }
 
 // statsSample is how often the roller samples the workers' counters: a
@@ -152,14 +162,20 @@ func (c *Conductor) startStats() *startstop.Func {
 			case <-ctx.Done():
 				return
 			case now := <-sample.C:
-				c.statsRoller.sample(c.Workers(), now)
+				c.statsRoller.sample(c.liveHosts(), now)
 			case now := <-roll.C:
-				c.statsRoller.sample(c.Workers(), now)
+				c.statsRoller.sample(c.liveHosts(), now)
 				st := c.statsRoller.roll(now)
 				if c.cfg.OnStats != nil {
 					c.cfg.OnStats(st)
 				}
-				if data, err := json.Marshal(st); err == nil && len(data) < int(c.nc.MaxPayload()) {
+				data, err := json.Marshal(st)
+				switch {
+				case err != nil:
+					c.log.Warn("cannot encode the stats roll-up", "err", err)
+				case len(data) >= int(c.nc.MaxPayload()):
+					c.log.Warn("the stats roll-up is larger than the server's largest message; not published", "bytes", len(data))
+				default:
 					_ = c.nc.Publish(c.space.StatsEvent(), data)
 				}
 			}
@@ -188,4 +204,14 @@ func (r *statsRoller) latest() *Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last
+}
+
+func compareKeys(a, b string, i, j int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return i - j
 }

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +10,21 @@ import (
 
 	"github.com/conductor-run/conductor/pkg/client"
 )
+
+// hostsOf groups workers by host, as heartbeats of one run of each
+// host's workerd.
+func hostsOf(ws []client.Worker) []client.Host {
+	var hosts []client.Host
+	for _, w := range ws {
+		i := slices.IndexFunc(hosts, func(h client.Host) bool { return h.Host == w.Host })
+		if i < 0 {
+			hosts = append(hosts, client.Host{Host: w.Host, Started: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)})
+			i = len(hosts) - 1
+		}
+		hosts[i].Workers = append(hosts[i].Workers, w)
+	}
+	return hosts
+}
 
 func worker(host string, index int, jobs int64, counters map[string]float64) client.Worker {
 	return client.Worker{Host: host, Pool: "p", Index: index, JobsDone: jobs, Counters: counters}
@@ -27,8 +43,8 @@ func TestStatsRoller_HandComputed(t *testing.T) {
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
 	// Interval 1: a0 and a1 on host a, b0 on host b.
-	r.sample([]client.Worker{worker("a", 0, 10, map[string]float64{"mails": 3}), worker("a", 1, 4, nil), worker("b", 0, 7, map[string]float64{"mails": 1})}, at(1))
-	r.sample([]client.Worker{worker("a", 0, 12, map[string]float64{"mails": 5}), worker("a", 1, 6, nil), worker("b", 0, 9, map[string]float64{"mails": 2})}, at(4))
+	r.sample(hostsOf([]client.Worker{worker("a", 0, 10, map[string]float64{"mails": 3}), worker("a", 1, 4, nil), worker("b", 0, 7, map[string]float64{"mails": 1})}), at(1))
+	r.sample(hostsOf([]client.Worker{worker("a", 0, 12, map[string]float64{"mails": 5}), worker("a", 1, 6, nil), worker("b", 0, 9, map[string]float64{"mails": 2})}), at(4))
 	st := r.roll(at(5))
 	require.Len(t, st.Raw, 3)
 	require.Equal(t, map[string]float64{"jobs_done": 12 + 6 + 9, "mails": 5 + 2}, st.Agg.Last)
@@ -37,8 +53,8 @@ func TestStatsRoller_HandComputed(t *testing.T) {
 
 	// Interval 2: a0's process dies and is replaced (the slot's counts go
 	// on); host b leaves after its first sample.
-	r.sample([]client.Worker{worker("a", 0, 13, map[string]float64{"mails": 6}), worker("a", 1, 8, nil), worker("b", 0, 11, map[string]float64{"mails": 4})}, at(6))
-	r.sample([]client.Worker{worker("a", 0, 15, map[string]float64{"mails": 6}), worker("a", 1, 9, nil)}, at(8))
+	r.sample(hostsOf([]client.Worker{worker("a", 0, 13, map[string]float64{"mails": 6}), worker("a", 1, 8, nil), worker("b", 0, 11, map[string]float64{"mails": 4})}), at(6))
+	r.sample(hostsOf([]client.Worker{worker("a", 0, 15, map[string]float64{"mails": 6}), worker("a", 1, 9, nil)}), at(8))
 	st = r.roll(at(10))
 	require.Equal(t, []WorkerStats{
 		{Host: "a", Pool: "p", Index: 0, Last: map[string]float64{"jobs_done": 15, "mails": 6}, Diff: map[string]float64{"jobs_done": 3, "mails": 1}, TimeSpan: 5},
@@ -50,7 +66,7 @@ func TestStatsRoller_HandComputed(t *testing.T) {
 	require.Equal(t, 5.0, st.AvgTimeSpan)
 
 	// Interval 3: nothing from b any more; a1 idle.
-	r.sample([]client.Worker{worker("a", 0, 16, map[string]float64{"mails": 6}), worker("a", 1, 9, nil)}, at(12))
+	r.sample(hostsOf([]client.Worker{worker("a", 0, 16, map[string]float64{"mails": 6}), worker("a", 1, 9, nil)}), at(12))
 	st = r.roll(at(15))
 	require.Len(t, st.Raw, 2, "the gone slot is in no roll-up after")
 	require.Equal(t, map[string]float64{"jobs_done": 25, "mails": 6}, st.Agg.Last)
@@ -75,7 +91,7 @@ func BenchmarkStatsRoll(b *testing.B) {
 				workers[i].JobsDone++
 			}
 			now = now.Add(time.Second)
-			r.sample(workers, now)
+			r.sample(hostsOf(workers), now)
 		}
 		r.roll(now)
 	}

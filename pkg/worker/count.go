@@ -32,6 +32,11 @@ func (s *server) count(name string, n float64) {
 	if s.counts == nil {
 		s.counts = make(map[string]float64)
 	}
+	if sum := s.counts[name] + n; math.IsInf(sum, 0) {
+		s.mu.Unlock()
+		s.log.Warn("worker: count refused: past what a counter holds", "counter", name, "n", n)
+		return
+	}
 	s.counts[name] += n
 	idle := s.job == nil
 	s.mu.Unlock()
