@@ -105,6 +105,10 @@ type Client struct {
 	// read the job's state, found it not ended, and blocks until it is
 	// woken or rechecks: a test signal, set before use; nil in production.
 	onWaiting func(id string)
+	// onStatsTaken, if set, is called each time Stats's goroutine has
+	// taken a roll-up into its channel: a test signal, set before use;
+	// nil in production.
+	onStatsTaken func()
 
 	// hostsMu guards hosts and hostSub, set by the first hostRegistry call.
 	// It is never held with mu.

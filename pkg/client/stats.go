@@ -82,6 +82,9 @@ func (c *Client) Stats(ctx context.Context) (<-chan Stats, error) {
 				default:
 				}
 				out <- st // room: this goroutine alone sends
+				if c.onStatsTaken != nil {
+					c.onStatsTaken()
+				}
 			}
 		}
 	}()

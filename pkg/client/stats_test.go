@@ -28,6 +28,8 @@ func TestStats_TheNewestReplacesOneNotTaken(t *testing.T) {
 	c, err := New(nc, Config{RecheckInterval: time.Hour})
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
+	taken := make(chan struct{}, 2)
+	c.onStatsTaken = func() { taken <- struct{}{} }
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ch, err := c.Stats(ctx)
@@ -40,7 +42,13 @@ func TestStats_TheNewestReplacesOneNotTaken(t *testing.T) {
 		require.NoError(t, nc.Publish(space.StatsEvent(), data))
 	}
 	require.NoError(t, nc.Flush())
-	time.Sleep(200 * time.Millisecond) // the caller is slow: both have come
+	for range 2 { // the caller is slow: both have come
+		select {
+		case <-taken:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the roll-ups were not taken")
+		}
+	}
 	select {
 	case st := <-ch:
 		require.Equal(t, t1.Add(5*time.Second), st.At.UTC(), "the caller got the stale roll-up")
