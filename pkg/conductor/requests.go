@@ -148,7 +148,10 @@ func (c *Conductor) serveRequest(slots *handling, h RequestHandler, m *nats.Msg)
 		c.answer(m, 429, map[string]string{"error": why})
 		return
 	}
-	if !c.handleAsync(slots, host, func() {
+	// On a goroutine of slots' (not the conductor's: Stop waits for the
+	// handlers a bounded time, as one that ignores its context would hold
+	// it for ever).
+	if !c.serveAsyncIn(&slots.wg, func() { slots.release(host) }, func() {
 		ctx, cancel := context.WithTimeout(c.closing, RequestTimeout)
 		defer cancel()
 		v, err := callHandler(ctx, h, r)
@@ -167,24 +170,6 @@ func (c *Conductor) serveRequest(slots *handling, h RequestHandler, m *nats.Msg)
 	}) {
 		c.answer(m, 503, map[string]string{"error": "conductord is stopping"})
 	}
-}
-
-// handleAsync runs f, a handler's call, on a goroutine of slots' (not
-// the conductor's: Stop waits for the handlers a bounded time, as a
-// handler that ignores its context would hold it for ever), unless
-// conductord is closing; then it releases host's slot and reports false.
-func (c *Conductor) handleAsync(slots *handling, host string, f func()) bool {
-	c.submitMu.Lock()
-	defer c.submitMu.Unlock()
-	if c.closing.Err() != nil {
-		slots.release(host)
-		return false
-	}
-	slots.wg.Go(func() {
-		defer slots.release(host)
-		f()
-	})
-	return true
 }
 
 // handlersGrace is how long Stop waits for the handlers past their

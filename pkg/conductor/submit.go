@@ -228,13 +228,19 @@ func (c *Conductor) serveSubmit(ctx context.Context, slots *submitSlots, m *nats
 // conductord has begun to stop: then it calls release and returns false.
 // Under submitMu, so that no request starts once shutdown waits for wg.
 func (c *Conductor) serveAsync(release, f func()) bool {
+	return c.serveAsyncIn(&c.wg, release, f)
+}
+
+// serveAsyncIn is serveAsync on a goroutine of wg's: one Stop waits for
+// as its owner says.
+func (c *Conductor) serveAsyncIn(wg *sync.WaitGroup, release, f func()) bool {
 	c.submitMu.Lock()
 	defer c.submitMu.Unlock()
 	if c.closing.Err() != nil {
 		release()
 		return false
 	}
-	c.wg.Go(func() {
+	wg.Go(func() {
 		defer release()
 		f()
 	})

@@ -1,6 +1,7 @@
 package conductor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"math"
@@ -133,7 +134,7 @@ func (r *statsRoller) roll(now time.Time) *Stats {
 		st.AvgTimeSpan = sum / float64(len(st.Raw))
 	}
 	slices.SortFunc(st.Raw, func(a, b WorkerStats) int {
-		return compareKeys(a.Host+"\x00"+a.Pool, b.Host+"\x00"+b.Pool, a.Index, b.Index)
+		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Index, b.Index))
 	})
 	r.seen = map[slotKey]*slotSeen{}
 	r.since = now
@@ -204,14 +205,4 @@ func (r *statsRoller) latest() *Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last
-}
-
-func compareKeys(a, b string, i, j int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return i - j
 }
