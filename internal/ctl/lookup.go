@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 )
 
@@ -26,17 +24,11 @@ func (c *client) lookup(ctx context.Context, args []string) error {
 	case op == "get" && len(args) == 2:
 		return c.show(ctx, http.MethodGet, path(args[0], args[1]), nil, nil)
 	case op == "set" && len(args) == 3:
-		value := []byte(args[2])
-		if args[2] == "-" {
-			var err error
-			if value, err = io.ReadAll(os.Stdin); err != nil {
-				return fmt.Errorf("read the value from stdin: %w", err)
-			}
+		value, err := jsonArg(args[2], "value")
+		if err != nil {
+			return err
 		}
-		if !json.Valid(value) {
-			return fmt.Errorf("the value is not JSON (a string is quoted: '\"text\"'): %.80q", value)
-		}
-		_, err := c.call(ctx, http.MethodPut, path(args[0], args[1]), value, http.Header{"Content-Type": {"application/json"}})
+		_, err = c.call(ctx, http.MethodPut, path(args[0], args[1]), value, http.Header{"Content-Type": {"application/json"}})
 		return err
 	case op == "del" && len(args) == 2:
 		_, err := c.call(ctx, http.MethodDelete, path(args[0], args[1]), nil, nil)

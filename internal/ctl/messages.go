@@ -12,18 +12,18 @@ import (
 	"os"
 )
 
-// messageBody is a message given on the command line: JSON, or "-" to
-// read it from stdin.
-func messageBody(arg string) ([]byte, error) {
+// jsonArg is a JSON value given on the command line, what it is for
+// the error: the argument, or "-" to read it from stdin (at most 1 MiB).
+func jsonArg(arg, what string) ([]byte, error) {
 	b := []byte(arg)
 	if arg == "-" {
 		var err error
 		if b, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20+1)); err != nil {
-			return nil, fmt.Errorf("read the message from stdin: %w", err)
+			return nil, fmt.Errorf("read the %s from stdin: %w", what, err)
 		}
 	}
 	if !json.Valid(b) {
-		return nil, fmt.Errorf("the message is not JSON (a string is quoted: '\"text\"'): %.80q", b)
+		return nil, fmt.Errorf("the %s is not JSON (a string is quoted: '\"text\"'): %.80q", what, b)
 	}
 	return b, nil
 }
@@ -34,7 +34,7 @@ func (c *client) sendMessage(ctx context.Context, args []string) error {
 	if len(args) != 4 {
 		return errors.New(use)
 	}
-	body, err := messageBody(args[3])
+	body, err := jsonArg(args[3], "message")
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (c *client) broadcast(ctx context.Context, args []string, stderr io.Writer)
 	if fs.NArg() != 2 {
 		return errors.New(use)
 	}
-	body, err := messageBody(fs.Arg(1))
+	body, err := jsonArg(fs.Arg(1), "message")
 	if err != nil {
 		return err
 	}
