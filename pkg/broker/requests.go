@@ -191,10 +191,9 @@ func (ss *session) request(m proto.Message) {
 		select {
 		case a := <-ss.replies:
 			ss.replied(a)
-			continue
 		default:
+			return
 		}
-		return
 	}
 }
 
