@@ -261,6 +261,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// maxHistogramTypes bounds the job types the histograms show, and
+// maxHistogramCount the counts summed into one.
+const (
+	maxHistogramTypes = 1024
+	maxHistogramCount = 1 << 62
+)
+
 // maxCounterSeries bounds the counters of one pool that
 // conductor_worker_counter shows, and maxCountersPerWorker those taken of
 // one worker (workerd's own bound).
@@ -296,6 +303,20 @@ func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 		if h == nil || len(h.Counts) != len(client.HistogramBounds)+1 {
 			return // none, or not of these buckets
 		}
+		// A host's counts are taken whole or not at all: none may make
+		// the sum's total wrap (no host counts near 2^63).
+		var total uint64
+		for _, n := range h.Counts {
+			total += n
+			if total > maxHistogramCount {
+				return
+			}
+		}
+		for _, n := range to.Counts {
+			if total += n; total > maxHistogramCount {
+				return
+			}
+		}
 		if to.Counts == nil {
 			to.Counts = make([]uint64, len(h.Counts))
 		}
@@ -312,6 +333,11 @@ func collectHistograms(ch chan<- prometheus.Metric, hosts []client.Host) {
 			}
 			s := byType[p.Name]
 			if s == nil {
+				// A heartbeat's pool names are checked again here (a host
+				// may send any), at most maxHistogramTypes of them.
+				if len(byType) >= maxHistogramTypes || token.Check("job type", p.Name) != nil {
+					continue
+				}
 				s = &sums{}
 				byType[p.Name] = s
 			}
