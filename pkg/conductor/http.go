@@ -18,6 +18,7 @@ import (
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/version"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/client"
 )
@@ -103,6 +104,8 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("POST /v1/batches/{id}/abort", c.auth(op, c.abortBatch))
 	mux.Handle("GET /v1/pools", c.auth(op, c.listPools))
 	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
+	mux.Handle("GET /v1/hosts", c.auth(op, c.listHosts))
+	mux.Handle("GET /v1/version", c.auth(sub, c.getVersion))
 	mux.Handle("GET /v1/stats", c.auth(op, c.getStats))
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
@@ -204,6 +207,15 @@ func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
 
 func (c *Conductor) listWorkers(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, c.Workers())
+}
+
+func (c *Conductor) listHosts(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, c.liveHosts())
+}
+
+// getVersion serves GET /v1/version: conductord's build.
+func (c *Conductor) getVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, version.Get())
 }
 
 // Workers lists every worker process of every live host, as heard so far.

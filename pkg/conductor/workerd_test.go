@@ -151,6 +151,14 @@ func TestConductor_FailingPoolReason(t *testing.T) {
 		require.Contains(t, []string{"backoff", "exited", "starting"}, w.State)
 		require.Contains(t, w.Reason, `exit 127 "no such file"`)
 	}
+	code, body = get(t, srv, "/v1/hosts")
+	require.Equal(t, http.StatusOK, code, body)
+	var hosts []client.Host
+	require.NoError(t, json.Unmarshal([]byte(body), &hosts))
+	require.Len(t, hosts, 1)
+	require.Equal(t, "h1", hosts[0].Host)
+	require.Len(t, hosts[0].Workers, 2)
+	require.Equal(t, "broken", hosts[0].Pools[0].Name)
 	rec := httptest.NewRecorder()
 	metrics.Handler(metrics.Source{Pools: c.Pools, Workers: c.Workers}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body = rec.Body.String()
