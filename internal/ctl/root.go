@@ -110,7 +110,11 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContextC(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	if a.api != nil {
+		a.api.http.CloseIdleConnections()
+	}
+	return cmd, err
 }
 
 const rootLong = `conductorctl drives a conductor through conductord's HTTP API.
