@@ -65,6 +65,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		want, use string
 	}{
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`, "conductorctl [flags]"},
+		{[]string{"wrokers"}, `unknown command "wrokers"; did you mean workers?`, "conductorctl [flags]"},
 		{[]string{"jobs", "--kind", "x"}, "unknown flag: --kind", "conductorctl jobs [--status"},
 		{[]string{"job"}, "usage: conductorctl job ID", "conductorctl job ID"},
 		{[]string{"job", "a", "b"}, "usage: conductorctl job ID", "conductorctl job ID"},
