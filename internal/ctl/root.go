@@ -146,6 +146,7 @@ func (a *app) root() *cobra.Command {
 		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(*cobra.Command, []string) error { return a.setup() },
 	}
+	root.SuggestionsMinimumDistance = 2
 	root.SetVersionTemplate("conductorctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
 	f := root.PersistentFlags()
