@@ -123,7 +123,7 @@ func (c *client) printStats(raw []byte) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(c.out, "at %s (%s), over %gs on average\n", s.At, c.ageCell(s.At), s.AvgTimeSpan)
+	_, err := fmt.Fprintf(c.out, "at %s (%s), over %.1fs on average\n", s.At, c.ageCell(s.At), s.AvgTimeSpan)
 	return err
 }
 
