@@ -1,11 +1,3 @@
-// Package ctl implements conductorctl: each command is one call (or a few)
-// to the conductor's HTTP API, printed for a person (tables, sizes and
-// ages made readable) or for a script (-o json: the API's JSON, indented).
-//
-// The commands are github.com/spf13/cobra commands, one file per concern:
-// root.go (the root command, global flags, exit codes), api.go (the HTTP
-// calls and their errors), output.go (tables, JSON, humanised values), and
-// a file per group of commands. main calls Main; tests call Run.
 package ctl
 
 import (
@@ -143,8 +135,13 @@ func (a *app) root() *cobra.Command {
 			}
 			return usageErrorf("unknown command %q; run conductorctl help", args[0])
 		},
-		RunE:              func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
-		PersistentPreRunE: func(*cobra.Command, []string) error { return a.setup() },
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if needsNoAPI(cmd) {
+				return nil
+			}
+			return a.setup()
+		},
 	}
 	root.SuggestionsMinimumDistance = 2
 	root.SetVersionTemplate("conductorctl {{.Version}}\n")
@@ -178,6 +175,21 @@ func (a *app) root() *cobra.Command {
 	}
 	add("more", a.eventsCmd(), a.lookupCmd(), a.sendCmd(), a.broadcastCmd(), a.versionCmd())
 	return root
+}
+
+// needsNoAPI tells the commands that call no API, and run whatever the
+// server flags and environment say: help, completion, the root alone.
+func needsNoAPI(cmd *cobra.Command) bool {
+	if !cmd.HasParent() {
+		return true
+	}
+	for c := cmd; c != nil; c = c.Parent() {
+		switch c.Name() {
+		case "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return true
+		}
+	}
+	return false
 }
 
 // setup checks the global flags and builds the logger and the API client.

@@ -172,3 +172,34 @@ func TestHumanise(t *testing.T) {
 	require.Equal(t, "-", ago(time.Time{}, now))
 	require.True(t, strings.HasSuffix(durationCell("1m2.5s"), "s"))
 }
+
+// help and completion run whatever the environment says of the server.
+func TestMain_HelpNeedsNoServer(t *testing.T) {
+	t.Setenv("CONDUCTOR_SERVER", "ftp://nowhere")
+	for _, args := range [][]string{{"help"}, {"help", "pools"}, {"completion", "bash"}, {}} {
+		code, out, errOut := mainRun(t, args...)
+		require.Equal(t, 0, code, "%v: %s", args, errOut)
+		require.NotEmpty(t, out)
+	}
+	code, _, errOut := mainRun(t, "pools")
+	require.Equal(t, ExitUsage, code)
+	require.Contains(t, errOut, `--server "ftp://nowhere"`)
+}
+
+func TestProgress(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	p := newProgress(&b, true, false, 10)
+	p.add(5)
+	p.done()
+	require.Regexp(t, `^\r\[#{15}\.{15}\]  50% 5/10 jobs \d+ jobs/s \n$`, b.String())
+	b.Reset()
+	p = newProgress(&b, false, false, 10)
+	p.add(5)
+	p.done()
+	require.Empty(t, b.String(), "not a terminal: a line every 5s, not at once")
+	p = newProgress(&b, true, true, 10)
+	p.add(5)
+	p.done()
+	require.Empty(t, b.String(), "quiet")
+}
