@@ -145,7 +145,12 @@ func (a *app) root() *cobra.Command {
 	}
 	root.SuggestionsMinimumDistance = 2
 	root.SetVersionTemplate("conductorctl {{.Version}}\n")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		if err.Error() == "unknown flag: --json" {
+			err = fmt.Errorf("%w (for JSON, use -o json)", err)
+		}
+		return &UsageError{Err: err}
+	})
 	f := root.PersistentFlags()
 	f.StringVar(&a.server, "server", "", "conductord's HTTP API: http://HOST:PORT, https://HOST:PORT or HOST:PORT (env CONDUCTOR_SERVER; default http://127.0.0.1:7070)")
 	f.StringVar(&a.token, "token", "", "API token (env CONDUCTOR_TOKEN); on the command line it shows in the process list: prefer --token-file")

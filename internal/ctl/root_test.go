@@ -66,6 +66,7 @@ func TestMain_UsageErrors(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`, "conductorctl [flags]"},
 		{[]string{"wrokers"}, `unknown command "wrokers"; did you mean workers?`, "conductorctl [flags]"},
+		{[]string{"jobs", "--json"}, "unknown flag: --json (for JSON, use -o json)", "conductorctl jobs"},
 		{[]string{"jobs", "--kind", "x"}, "unknown flag: --kind", "conductorctl jobs [--status"},
 		{[]string{"job"}, "usage: conductorctl job ID", "conductorctl job ID"},
 		{[]string{"job", "a", "b"}, "usage: conductorctl job ID", "conductorctl job ID"},
