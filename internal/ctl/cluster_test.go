@@ -300,9 +300,31 @@ func TestCluster_WriteCommands(t *testing.T) {
 	t.Parallel()
 	b := setupCluster(t)
 
+	// The pool's events as JSON, one object a line, while it is resized.
+	ctx, cancel := context.WithCancel(context.Background())
+	events, errOut := make(chanWriter, 100), make(chanWriter, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, []string{"--server", b.srv.URL, "--token", "tok", "-o", "json", "events", "--pool", "squares"}, events, errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Contains(t, errOut.next(t), "following the events of pool squares")
+
 	out, err := b.run("resize", "squares", "3")
 	require.NoError(t, err)
 	require.Equal(t, "HOST  RESULT\nh1    accepted\n", out)
+	for {
+		var e struct{ Scope, Kind, Host, Pool string }
+		require.NoError(t, json.Unmarshal([]byte(events.next(t)), &e))
+		require.Equal(t, "squares", e.Pool)
+		if e.Scope == "pool" && e.Kind == "resized" {
+			require.Equal(t, "h1", e.Host)
+			break
+		}
+	}
 	require.Eventually(t, func() bool {
 		var ws []any
 		out, err := b.run("-o", "json", "workers")
@@ -329,4 +351,9 @@ func TestCluster_WriteCommands(t *testing.T) {
 	require.Contains(t, out, `"status": "queued"`)
 	_, err = b.run("cancel", "nope")
 	require.ErrorContains(t, err, "404")
+
+	// A wrong token, against the real API.
+	_, err = b.run("--token", "wrong", "pools")
+	require.ErrorContains(t, err, "(401 Unauthorized): a token was given but conductord refused it; "+
+		"give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token")
 }
