@@ -204,3 +204,17 @@ func TestProgress(t *testing.T) {
 	p.done()
 	require.Empty(t, b.String(), "quiet")
 }
+
+// version without a conductord: conductorctl's build, and why not the
+// server's; not an error.
+func TestVersion_NoServer(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	code, out, errOut := mainRun(t, "--server", addr, "version")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `(?m)^conductorctl\s+devel`, out)
+	require.Contains(t, out, "conductord    unknown: cannot reach conductord at http://"+addr)
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -258,10 +259,13 @@ func (c *client) queueChunk(ctx context.Context, fs fileSubmit, key string, body
 		}
 		if resp.StatusCode >= 300 {
 			err = c.apiError(http.MethodPost, path, resp, raw)
-			if resp.StatusCode == http.StatusServiceUnavailable {
-				continue
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return "", err
 			}
-			return "", err
+			if werr := waitRetryAfter(ctx, resp.Header.Get("Retry-After")); werr != nil {
+				return "", werr
+			}
+			continue
 		}
 		var b struct{ ID string }
 		if err := json.Unmarshal(raw, &b); err != nil || b.ID == "" {
@@ -270,4 +274,21 @@ func (c *client) queueChunk(ctx context.Context, fs fileSubmit, key string, body
 		return b.ID, nil
 	}
 	return "", err
+}
+
+// waitRetryAfter waits as long as a 503's Retry-After asks, in seconds
+// (conductord sends 1 when it reads too many batches at once), at most 5s.
+func waitRetryAfter(ctx context.Context, header string) error {
+	secs, err := strconv.Atoi(header)
+	if err != nil || secs <= 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Duration(min(secs, 5)) * time.Second)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -140,8 +141,9 @@ func TestSubmitFile_FailsMidway(t *testing.T) {
 		bodies, keys = append(bodies, string(body)), append(keys, r.Header.Get("Idempotency-Key"))
 		switch len(bodies) {
 		case 2:
+			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"error":"busy"}`)
+			_, _ = io.WriteString(w, `{"error":"1 batches being read at once"}`)
 		case 4:
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, `{"error":"storage full: new jobs are refused"}`)
@@ -155,7 +157,9 @@ func TestSubmitFile_FailsMidway(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	path := writeFile(t, "1\n2\n3\n4\n\n5\n6\n7\n")
+	start := time.Now()
 	code, out, errOut := runStdin(t, srv.URL, "", "submit", "-f", path, "--chunk", "2", "--priority", "high", "squares")
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "Retry-After: 1 waited for")
 	require.Equal(t, ExitFailure, code)
 	require.Equal(t, "b1\nb3\n", out)
 	require.Contains(t, errOut, "queued 4 of 7 jobs (every line of "+path+" before line 6, in the batches printed); "+
