@@ -150,6 +150,9 @@ func TestCluster_ReadCommands(t *testing.T) {
 	t.Run("job", func(t *testing.T) {
 		out, err := b.run("job", job.ID)
 		require.NoError(t, err)
+		require.Contains(t, out, `"status": "succeeded"`, "JSON unless -o table, as before")
+		out, err = b.run("-o", "table", "job", job.ID)
+		require.NoError(t, err)
 		require.Contains(t, out, "id:          "+job.ID)
 		require.Contains(t, out, "status:      succeeded")
 		require.Contains(t, out, "result:      49")

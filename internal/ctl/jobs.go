@@ -83,14 +83,17 @@ func (a *app) jobCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "job ID",
 		Short: "show a job's state",
-		Args:  nargs(1, 1),
+		Long: `Show a job's state (GET /v1/jobs/{id}): as JSON, indented, as it always has
+(scripts read it); -o table or -o wide prints it one field a line, times with their
+age, then its attempts as a table.`,
+		Args: nargs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := "/v1/jobs/" + url.PathEscape(args[0])
 			raw, err := a.api.get(cmd.Context(), path)
 			if err != nil {
 				return err
 			}
-			if a.api.json() {
+			if a.api.output == "" || a.api.json() {
 				return printJSON(a.api.out, raw)
 			}
 			return a.api.printJob(raw)

@@ -20,10 +20,11 @@ const (
 	outWide  = "wide"
 )
 
-// outputFlag is -o/--output: table, json or wide.
+// outputFlag is -o/--output: table, json or wide; "" when not given
+// (a table, but for job, whose state prints as JSON unless -o table).
 type outputFlag struct{ format string }
 
-func (o *outputFlag) String() string { return o.format }
+func (o *outputFlag) String() string { return cmp.Or(o.format, outTable) }
 func (o *outputFlag) Type() string   { return "table|json|wide" }
 func (o *outputFlag) Set(s string) error {
 	switch s {

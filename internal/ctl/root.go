@@ -97,7 +97,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, error) {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, output: outputFlag{format: outTable}}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := a.root()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -158,7 +158,7 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.tls.CA, "tls-ca", "", "PEM file of the issuer of the API's certificate, for an https:// --server (default: the system's roots; env CONDUCTOR_TLS_CA)")
 	f.StringVar(&a.tls.Cert, "tls-cert", "", "PEM file of a client certificate to present (with --tls-key)")
 	f.StringVar(&a.tls.Key, "tls-key", "", "PEM file of the key of --tls-cert")
-	f.VarP(&a.output, "output", "o", "output of read commands: table, json (the API's JSON, indented) or wide (more columns)")
+	f.VarP(&a.output, "output", "o", "output of read commands: table (the default; job: JSON unless -o table), json (the API's JSON, indented) or wide (more columns)")
 	f.StringVar(&a.logFormat, "log-format", "text", "format of conductorctl's own diagnostics on stderr: text or json")
 	f.StringVar(&a.logLevel, "log-level", "warn", "level of conductorctl's own diagnostics: debug, info, warn or error")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "wide"}, cobra.ShellCompDirectiveNoFileComp))
