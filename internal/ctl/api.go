@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,6 +179,10 @@ func (c *client) unreachable(err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
+	}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("conductord at %s: its certificate is not trusted: %w (give its issuer with --tls-ca or CONDUCTOR_TLS_CA)", c.base, err)
 	}
 	return fmt.Errorf("cannot reach conductord at %s: %w (set --server or CONDUCTOR_SERVER)", c.base, err)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -217,4 +218,17 @@ func TestVersion_NoServer(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^conductorctl\s+devel`, out)
 	require.Contains(t, out, "conductord    unknown: cannot reach conductord at http://"+addr)
+}
+
+// An https server whose issuer conductorctl does not trust: the error says
+// so, and how to trust it.
+func TestMain_UntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	t.Cleanup(srv.Close)
+	code, _, errOut := mainRun(t, "--server", srv.URL, "pools")
+	require.Equal(t, ExitFailure, code)
+	require.Contains(t, errOut, "conductord at "+srv.URL+": its certificate is not trusted: tls: failed to verify certificate")
+	require.Contains(t, errOut, "(give its issuer with --tls-ca or CONDUCTOR_TLS_CA)")
 }
