@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // Output formats of -o.
@@ -18,6 +20,11 @@ const (
 	outTable = "table"
 	outJSON  = "json"
 	outWide  = "wide"
+)
+
+var (
+	_ pflag.Value = (*outputFlag)(nil)
+	_ pflag.Value = (*waitFlag)(nil)
 )
 
 // outputFlag is -o/--output: table, json or wide; "" when not given
