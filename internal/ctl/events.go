@@ -89,7 +89,9 @@ func (c *client) printEvents(stream io.Reader, asJSON bool) error {
 		}
 		data = strings.TrimPrefix(data, " ")
 		if asJSON {
-			fmt.Fprintln(c.out, data)
+			if printCompact(c.out, []byte(data)) != nil {
+				fmt.Fprintln(c.out, data)
+			}
 			continue
 		}
 		var e event

@@ -240,6 +240,9 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 				}
 				return a.submitFile(cmd.Context(), fileSubmit{path: file, typ: args[0], priority: prio, chunk: chunk, quiet: quiet})
 			}
+			if cmd.Flags().Changed("chunk") || cmd.Flags().Changed("quiet") {
+				return usageErrorf("--chunk and --quiet go with -f")
+			}
 			return a.api.submit(cmd.Context(), args[0], args[1], wait.d, key, prio)
 		},
 	}

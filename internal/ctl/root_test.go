@@ -76,6 +76,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"submit", "--wait=soon", "squares", "7"}, `want a duration such as 30s, got "soon"`, "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "squares", "7"}, "usage: conductorctl submit", "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "--wait", "squares"}, "submit -f takes neither --wait nor --key", "conductorctl submit"},
+		{[]string{"submit", "--chunk", "5", "squares", "7"}, "--chunk and --quiet go with -f", "conductorctl submit"},
 		{[]string{"resize", "squares", "many"}, `N must be a number of workers`, "conductorctl resize POOL N"},
 		{[]string{"lookup"}, "usage: conductorctl lookup", "conductorctl lookup"},
 		{[]string{"lookup", "frob"}, `unknown lookup command "frob"`, "conductorctl lookup"},
