@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	// As pkgclient: this package's client is conductorctl's HTTP client.
 	pkgclient "github.com/conductor-run/conductor/pkg/client"
@@ -25,22 +26,31 @@ const maxEventLine = 4 << 20
 // event is one event of GET /v1/events.
 type event struct{ pkgclient.Event }
 
+func (a *app) eventsCmd() *cobra.Command {
+	var pool string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "events [--pool P] [--json]",
+		Short: "print worker and pool events as they happen",
+		Long: `Print the supervision events of every host (or of --pool) as they happen, one line
+each, until interrupted (GET /v1/events). --json or -o json prints each event as the
+API sends it, one JSON object a line.`,
+		Args: nargs(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.api.events(cmd.Context(), pool, asJSON || a.api.json(), a.stderr)
+		},
+	}
+	cmd.Flags().StringVar(&pool, "pool", "", "only the events of this pool")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print each event as JSON, as the API sends it (as -o json)")
+	return cmd
+}
+
 // events streams GET /v1/events and prints one line per event until ctx
 // ends (a clean end) or the stream does.
-func (c *client) events(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("events", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	pool := fs.String("pool", "", "only the events of this pool")
-	asJSON := fs.Bool("json", false, "print each event as JSON, as the API sends it")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return errors.New("usage: conductorctl events [--pool P] [--json]")
-	}
+func (c *client) events(ctx context.Context, pool string, asJSON bool, stderr io.Writer) error {
 	path := "/v1/events"
-	if *pool != "" {
-		path += "?pool=" + url.QueryEscape(*pool)
+	if pool != "" {
+		path += "?pool=" + url.QueryEscape(pool)
 	}
 	resp, err := c.open(ctx, http.MethodGet, path, nil, nil)
 	if err != nil {
@@ -49,14 +59,14 @@ func (c *client) events(ctx context.Context, args []string, stderr io.Writer) er
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		raw, _ := io.ReadAll(resp.Body)
-		return apiError(http.MethodGet, path, resp, raw)
+		return c.apiError(http.MethodGet, path, resp, raw)
 	}
 	target := "every pool"
-	if *pool != "" {
-		target = "pool " + *pool
+	if pool != "" {
+		target = "pool " + pool
 	}
 	fmt.Fprintf(stderr, "conductorctl: following the events of %s; interrupt to stop\n", target)
-	err = c.printEvents(resp.Body, *asJSON)
+	err = c.printEvents(resp.Body, asJSON)
 	switch {
 	case ctx.Err() != nil:
 		return nil
@@ -79,7 +89,9 @@ func (c *client) printEvents(stream io.Reader, asJSON bool) error {
 		}
 		data = strings.TrimPrefix(data, " ")
 		if asJSON {
-			fmt.Fprintln(c.out, data)
+			if printCompact(c.out, []byte(data)) != nil {
+				fmt.Fprintln(c.out, data)
+			}
 			continue
 		}
 		var e event

@@ -40,7 +40,13 @@ func (c *client) health(ctx context.Context) error {
 	}
 	var h healthAnswer
 	if err := json.Unmarshal(raw, &h); err != nil || h.Status == "" {
-		return apiError(http.MethodGet, "/healthz", resp, raw)
+		return c.apiError(http.MethodGet, "/healthz", resp, raw)
+	}
+	if c.json() {
+		if err := printJSON(c.out, raw); err != nil {
+			return err
+		}
+		return healthExit(resp, h)
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "status\t%s\n", h.Status)
@@ -67,8 +73,14 @@ func (c *client) health(ctx context.Context) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	return healthExit(resp, h)
+}
+
+// healthExit is the error of an answer of GET /healthz: none for a 200,
+// else exit 5.
+func healthExit(resp *http.Response, h healthAnswer) error {
 	if resp.StatusCode != http.StatusOK {
-		return &ExitError{Code: 5, Msg: "conductord is not healthy: " + strings.TrimSpace(h.Error)}
+		return &ExitError{Code: ExitUnhealthy, Msg: "conductord is not healthy: " + strings.TrimSpace(h.Error)}
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ j1  squares  succeeded  1         2026-11-23T10:00:00.000000001Z  -
 		{[]string{"jobs", "--before", "today"}, `bad before "today"`},
 		{[]string{"jobs", "--type", "a.b"}, "(400 Bad Request)"},
 		{[]string{"jobs", "squares"}, "usage: conductorctl jobs [--status S[,S]] [--type T] [--limit N] [--before TIME]"},
-		{[]string{"jobs", "--kind", "x"}, "flag provided but not defined: -kind"},
+		{[]string{"jobs", "--kind", "x"}, "unknown flag: --kind"},
 	} {
 		out, err := runLive(t, b, tc.args...)
 		require.ErrorContains(t, err, tc.want, "%v", tc.args)

@@ -4,16 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 )
+
+// poolOps are the pool commands, in the order help lists them.
+var poolOps = []string{"drain", "resume", "recycle", "restart", "resize", "upgrade", "shutdown"}
 
 // poolUsage is the usage line of each pool command.
 var poolUsage = map[string]string{
@@ -24,6 +27,56 @@ var poolUsage = map[string]string{
 	"resize":   "resize POOL N [--host ID]",
 	"upgrade":  "upgrade POOL [--health D] [--host ID] -- CMD [ARG...]  (or CMD as one string)",
 	"shutdown": "shutdown POOL [--timeout D] [--host ID]",
+}
+
+// poolShort is what each pool command does, for help.
+var poolShort = map[string]string{
+	"drain":    "finish in-flight jobs, then stop the workers",
+	"resume":   "start a drained pool's workers again",
+	"recycle":  "replace every worker, one at a time",
+	"restart":  "stop every worker, then start them all again",
+	"resize":   "run N workers",
+	"upgrade":  "replace every worker with one running CMD, rolled back if the first does not stay up for D",
+	"shutdown": "stop the pool for good (D: time for in-flight jobs)",
+}
+
+const poolLong = `Pool commands go to every host that runs the pool (POOL '*': every pool, but for
+resize and upgrade), or only to --host; each host's answer is printed (-o json: the
+API's answer), and the exit code is 4 if any host refused or did not answer.`
+
+// poolCommandCmd is pool command op.
+func (a *app) poolCommandCmd(op string) *cobra.Command {
+	var host string
+	var timeout, health time.Duration
+	cmd := &cobra.Command{
+		Use:   poolUsage[op],
+		Short: poolShort[op],
+		Long:  poolShort[op] + ".\n\n" + poolLong,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pos, argv := args, []string(nil)
+			if at := cmd.ArgsLenAtDash(); at >= 0 {
+				pos, argv = args[:at], args[at:]
+			}
+			body, err := commandBody(op, pos, argv, timeout, health)
+			if err != nil {
+				return &UsageError{Err: err}
+			}
+			return a.api.poolCommand(cmd.Context(), op, pos[0], host, body)
+		},
+	}
+	if op == "upgrade" {
+		cmd.Example = `  conductorctl upgrade squares -- ./bin/squares-worker --v2
+  conductorctl upgrade squares --health 10s './bin/squares-worker --v2'`
+	}
+	f := cmd.Flags()
+	f.StringVar(&host, "host", "", "send the command to this host only")
+	switch op {
+	case "drain", "restart", "shutdown":
+		f.DurationVar(&timeout, "timeout", 0, "how long in-flight jobs get to finish (default: the pool's stop_timeout)")
+	case "upgrade":
+		f.DurationVar(&health, "health", 0, "how long the first new worker must stay up (default: the host's)")
+	}
+	return cmd
 }
 
 // commandAnswer is conductord's answer to a pool command.
@@ -37,46 +90,37 @@ type commandAnswer struct {
 }
 
 // poolCommand sends pool command op and prints each host's answer.
-func (c *client) poolCommand(ctx context.Context, op string, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet(op, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	host := fs.String("host", "", "send the command to this host only")
-	var timeout, health time.Duration
-	switch op {
-	case "drain", "restart", "shutdown":
-		fs.DurationVar(&timeout, "timeout", 0, "how long in-flight jobs get to finish (default: the pool's stop_timeout)")
-	case "upgrade":
-		fs.DurationVar(&health, "health", 0, "how long the first new worker must stay up (default: the host's)")
-	}
-	pos, argv, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	body, err := commandBody(op, pos, argv, timeout, health)
-	if err != nil {
-		return err
-	}
-	path := "/v1/pools/" + url.PathEscape(pos[0]) + "/" + op
-	if *host != "" {
-		path += "?host=" + url.QueryEscape(*host)
+func (c *client) poolCommand(ctx context.Context, op, pool, host string, body []byte) error {
+	path := "/v1/pools/" + url.PathEscape(pool) + "/" + op
+	if host != "" {
+		path += "?host=" + url.QueryEscape(host)
 	}
 	resp, raw, err := c.send(ctx, http.MethodPost, path, body, nil)
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusBadGateway {
-		return apiError(http.MethodPost, path, resp, raw)
+		return c.apiError(http.MethodPost, path, resp, raw)
 	}
 	var ans commandAnswer
 	if err := json.Unmarshal(raw, &ans); err != nil {
 		return fmt.Errorf("decode answer of %s: %w", path, err)
 	}
-	return c.printAnswer(op, pos[0], ans)
+	if c.json() {
+		if err := printJSON(c.out, raw); err != nil {
+			return err
+		}
+	}
+	return c.printAnswer(op, pool, ans)
 }
 
 // printAnswer prints each host's answer and fails if any did not accept.
 func (c *client) printAnswer(op, pool string, ans commandAnswer) error {
-	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	out := c.out
+	if c.json() {
+		out = io.Discard
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tRESULT")
 	refused := 0
 	for _, h := range ans.Hosts {
@@ -92,9 +136,9 @@ func (c *client) printAnswer(op, pool string, ans commandAnswer) error {
 	}
 	switch {
 	case ans.Error != "":
-		return &ExitError{Code: 4, Msg: ans.Error}
+		return &ExitError{Code: ExitRefused, Msg: ans.Error}
 	case refused > 0:
-		return &ExitError{Code: 4, Msg: fmt.Sprintf("%s of pool %s: %d of %d hosts refused", op, pool, refused, len(ans.Hosts))}
+		return &ExitError{Code: ExitRefused, Msg: fmt.Sprintf("%s of pool %s: %d of %d hosts refused", op, pool, refused, len(ans.Hosts))}
 	}
 	return nil
 }
@@ -151,23 +195,4 @@ func upgradeCommand(words, argv []string) (any, error) {
 		return argv, nil
 	}
 	return nil, errors.New("upgrade: no command line")
-}
-
-// parseArgs parses fs's flags wherever they are among the positional
-// arguments before a "--", and returns those positional arguments, and the
-// arguments after "--" as they are.
-func parseArgs(fs *flag.FlagSet, args []string) (pos, argv []string, err error) {
-	if i := slices.Index(args, "--"); i >= 0 {
-		args, argv = args[:i], args[i+1:]
-	}
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, argv, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }

@@ -176,11 +176,11 @@ func TestRun_PoolCommandUsage(t *testing.T) {
 		{[]string{"resume", "a", "--", "x"}, "usage: conductorctl resume POOL"},
 		{[]string{"resize", "squares"}, "usage: conductorctl resize POOL N"},
 		{[]string{"resize", "squares", "many"}, `N must be a number of workers, 0 or more, not "many"`},
-		{[]string{"resize", "squares", "-1"}, "flag provided but not defined: -1"},
+		{[]string{"resize", "squares", "-1"}, "unknown shorthand flag: '1' in -1"},
 		{[]string{"upgrade", "squares"}, "upgrade: no command line; usage: conductorctl upgrade POOL"},
-		{[]string{"upgrade", "squares", "./w", "-v"}, "flag provided but not defined: -v"},
+		{[]string{"upgrade", "squares", "./w", "-v"}, "unknown shorthand flag: 'v' in -v"},
 		{[]string{"upgrade", "squares", "./w", "--", "x"}, "give CMD either after -- or as one string"},
-		{[]string{"recycle", "squares", "--timeout", "1s"}, "flag provided but not defined: -timeout"},
+		{[]string{"recycle", "squares", "--timeout", "1s"}, "unknown flag: --timeout"},
 	} {
 		var out, errOut bytes.Buffer
 		err := Run(context.Background(), append([]string{"--server", "http://127.0.0.1:1"}, tc.args...), &out, &errOut)
