@@ -58,6 +58,7 @@ export function draw() {
   root.replaceChildren(...want);
   for (const row of want) {
     const pts = series.get(row.dataset.type);
+    row.dataset.points = pts.length;
     const [tp, lat, depth] = row.querySelectorAll("canvas");
     plot(tp, [["succeeded", rate(pts, "succeeded")], ["failed", rate(pts, "failed")], ["dead", rate(pts, "dead")]], (v) => v.toFixed(v < 10 ? 1 : 0) + "/s");
     plot(lat, [["p50", pick(pts, "p50")], ["p95", pick(pts, "p95")]], seconds);

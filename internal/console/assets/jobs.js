@@ -61,7 +61,7 @@ export async function show(id) {
       row("type", h("a", {href: "#/jobs?type=" + encodeURIComponent(j.type)}, j.type)),
       row("status", state(j.status)), row("attempts", j.attempts), row("priority", j.priority),
       row("batch", j.batch ? h("a", {href: "#/batches?id=" + encodeURIComponent(j.batch)}, j.batch) : ""),
-      row("submitter", j.submitter), row("held by", j.held_by), row("running on", j.holder),
+      row("submitter", j.submitter), row("held by", j.held_by),
       row("skipped deliveries", j.skipped), row("created", dateTime(j.created_at)), row("updated", dateTime(j.updated_at)),
     )),
     j.error ? h("div", {}, h("h3", {}, "Error"), h("pre", {class: "error", id: "job-error"}, j.error)) : "",
