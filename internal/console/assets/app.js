@@ -131,7 +131,10 @@ function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("here", a.dataset.view === (view === "job" ? "jobs" : view));
   switch (view) {
   case "overview": {
-    const tick = () => overview.recent().catch((e) => { if (!(e instanceof ApiError && e.status < 500)) flash(e.message, "bad"); });
+    const tick = () => {
+      overview.health();
+      overview.recent().catch((e) => { if (!(e instanceof ApiError && e.status < 500)) flash(e.message, "bad"); });
+    };
     tick();
     const t = setInterval(tick, 10000);
     stopView = () => clearInterval(t);

@@ -74,3 +74,19 @@ export async function recent() {
     h("td", {class: "actions"}, jobButtons(h, j, recent)),
   )), "no failed or dead job");
 }
+
+// health shows GET /healthz (open; callers at the same moment share one
+// check): whether conductord can queue jobs, and its store's room.
+export async function health() {
+  const el = $("#health");
+  try {
+    const resp = await fetch("/healthz", {cache: "no-store"});
+    const x = await resp.json(), s = x.storage;
+    el.textContent = "health: " + x.status + (s ? "; storage " + s.state + ", " + bytes(s.free_bytes) + " free (reserve " +
+      bytes(s.reserve_bytes) + ")" : "") + (x.error ? ": " + x.error : "");
+    el.className = x.status === "ok" ? "note" : "bad";
+  } catch (e) {
+    el.textContent = "health: conductord does not answer (" + e.message + ")";
+    el.className = "bad";
+  }
+}
