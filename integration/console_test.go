@@ -214,4 +214,34 @@ func TestConsole_Browser(t *testing.T) {
 	require.NoError(t, chromedp.Do(tab,
 		waitFor(`[...document.querySelectorAll('#pools tr[data-type="squares"] .st')].some(e => e.textContent === 'drained')`, 10*time.Second)))
 
+	// The events tail: a resume sent through the API shows as it happens.
+	require.NoError(t, chromedp.Do(tab,
+		goTo("#/events"),
+		chromedp.SetValue(chromedp.CSS(`#events-form input[name=pool]`), "squares"),
+		chromedp.Click(chromedp.CSS(`#events-form button[type=submit]`)),
+		waitFor(`document.querySelector('#events-form [data-status]').textContent === 'following'`, 10*time.Second),
+	))
+	require.Equal(t, http.StatusAccepted, c.do(http.MethodPost, "/v1/pools/squares/resume", "", nil, nil))
+	require.NoError(t, chromedp.Do(tab,
+		waitFor(`[...document.querySelectorAll('#events-tail li b')].some(e => e.textContent === 'resumed')`, 10*time.Second)))
+
+	// The logs tail: followed where conductord serves the workers' logs,
+	// else a 404 the page explains.
+	require.NoError(t, chromedp.Do(tab,
+		goTo("#/logs"),
+		chromedp.SetValue(chromedp.CSS(`#logs-form input[name=pool]`), "squares"),
+		chromedp.Click(chromedp.CSS(`#logs-form button[type=submit]`)),
+		waitFor(`['following', 'no worker logs yet'].some(s => document.querySelector('#logs-form [data-status]').textContent.includes(s))`, 10*time.Second),
+	))
+
+	// The token was never in a URL; signing out forgets it and asks again.
+	href, err := chromedp.Run(tab, chromedp.Evaluate[string]("location.href"))
+	require.NoError(t, err)
+	require.NotContains(t, href, token)
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Click(chromedp.CSS("#signout")),
+		chromedp.WaitVisible(chromedp.CSS("#login")),
+		waitFor(`sessionStorage.getItem('conductor.token') === null`, 5*time.Second),
+	))
+
 }

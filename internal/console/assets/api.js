@@ -56,10 +56,12 @@ export const post = (path, body) => call("POST", path, body);
 
 // lines reads the body of a streaming GET path line by line, calling
 // onLine(line) for each, until signal aborts or the stream ends; it throws
-// the ApiError of an answer that is not ok.
-export async function lines(path, onLine, signal) {
+// the ApiError of an answer that is not ok. onOpen, if given, is called
+// once the answer's head has come (the server has subscribed).
+export async function lines(path, onLine, signal, onOpen) {
   const resp = await fetch(path, {headers: headers({}), signal, cache: "no-store"});
   if (!resp.ok) throw await fail(resp, path);
+  onOpen?.();
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   for (;;) {
@@ -78,7 +80,7 @@ export async function lines(path, onLine, signal) {
 
 // sse reads a Server-Sent Events stream at path, calling onEvent(name,
 // data) for each event (name "message" when it has no event: line).
-export function sse(path, onEvent, signal) {
+export function sse(path, onEvent, signal, onOpen) {
   let name = "", data = [];
   return lines(path, (line) => {
     if (line === "") {
@@ -91,14 +93,14 @@ export function sse(path, onEvent, signal) {
     } else if (line.startsWith("data:")) {
       data.push(line.slice(5).replace(/^ /, ""));
     }
-  }, signal);
+  }, signal, onOpen);
 }
 
 // ndjson reads a stream of JSON lines at path, calling onRecord(obj) for
 // each; blank lines are keep-alives.
-export function ndjson(path, onRecord, signal) {
+export function ndjson(path, onRecord, signal, onOpen) {
   return lines(path, (line) => {
     if (line.trim() === "") return;
     try { onRecord(JSON.parse(line)); } catch { onRecord({error: "not JSON: " + line}); }
-  }, signal);
+  }, signal, onOpen);
 }

@@ -23,10 +23,11 @@ function tail(form, list, read) {
     stop();
     list.replaceChildren();
     const mine = ctl = new AbortController();
-    status.textContent = "following…";
+    status.textContent = "connecting…";
     status.className = "note";
+    const opened = () => { status.textContent = "following"; };
     try {
-      await read(form, list, mine.signal);
+      await read(form, list, mine.signal, opened);
       if (ctl === mine) status.textContent = "the stream ended (conductord stopped?): Follow again";
     } catch (e) {
       if (mine.signal.aborted) return;
@@ -44,7 +45,7 @@ function explain(e) {
   return e.message;
 }
 
-async function readEvents(form, list, signal) {
+async function readEvents(form, list, signal, onOpen) {
   const pool = form.elements.pool.value.trim();
   await sse("/v1/events" + (pool ? "?pool=" + encodeURIComponent(pool) : ""), (_, data) => {
     let e;
@@ -54,10 +55,10 @@ async function readEvents(form, list, signal) {
       e.data !== undefined ? JSON.stringify(e.data) : ""].filter(Boolean).join(" · ");
     push(list, h("li", {class: bad ? "bad" : ""}, h("time", {}, time(e.time)), " ", h("b", {}, e.kind), " ",
       e.host + "/" + e.pool + (e.index !== undefined ? "#" + e.index : "") + (e.pid ? " pid " + e.pid : ""), " ", h("span", {class: "why"}, what)));
-  }, signal);
+  }, signal, onOpen);
 }
 
-async function readLogs(form, list, signal) {
+async function readLogs(form, list, signal, onOpen) {
   const pool = form.elements.pool.value.trim(), n = form.elements.tail.value || "100";
   try {
     await ndjson("/v1/pools/" + encodeURIComponent(pool) + "/logs?tail=" + encodeURIComponent(n) + "&follow=true", (r) => {
@@ -68,7 +69,7 @@ async function readLogs(form, list, signal) {
       const where = r.host + "/" + r.pool + "#" + r.index + (r.pid ? " " + r.pid : "");
       push(list, h("li", {class: r.stream === "stderr" ? "stderr" : ""}, h("time", {}, time(r.time)), " ", h("span", {class: "where"}, where), " ",
         r.dropped ? h("span", {class: "warn"}, "[" + r.dropped + " lines dropped] ") : "", r.line ?? ""));
-    }, signal);
+    }, signal, onOpen);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404 && !/pool/i.test(e.message)) {
       throw new ApiError(404, "This conductord serves no worker logs yet (GET /v1/pools/{name}/logs answered 404): it comes with a newer conductord; until then, read them on the host.", e.path);
