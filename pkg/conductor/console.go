@@ -195,10 +195,17 @@ func (h *consoleHub) snapshot(hosts []client.Host, pools []client.Pool, poolsErr
 			}
 		}
 	}
-	ran := h.ran(hosts)
+	charted := map[string]bool{}
 	for _, p := range snap.Pools {
-		if len(snap.Points) >= consoleTypes {
+		if len(charted) >= consoleTypes {
 			break
+		}
+		charted[p.Type] = true
+	}
+	ran := h.ran(hosts, charted)
+	for _, p := range snap.Pools {
+		if !charted[p.Type] {
+			continue
 		}
 		pt := consolePoint{T: now.UnixMilli(), Succeeded: p.Succeeded, Failed: p.Failed, Dead: p.Dead, Queued: p.Queued, Running: p.Running}
 		if d, ok := ran[p.Type]; ok {
@@ -209,22 +216,21 @@ func (h *consoleHub) snapshot(hosts []client.Host, pools []client.Pool, poolsErr
 	return snap
 }
 
-// ran returns, by pool, the attempts the hosts' run histograms counted
-// since the sample before. A host first seen (or started again) counts
-// from its next sample, not with everything since its start; one whose
-// counts went down is left out of this sample.
-func (h *consoleHub) ran(hosts []client.Host) map[string]runDiff {
+// ran returns, by pool of types, the attempts the hosts' run histograms
+// counted since the sample before. A host first seen (or started again)
+// counts from its next sample, not with everything since its start; one
+// whose counts went down is left out of this sample. It keeps a histogram
+// per host and type charted: the registry's bound on hosts times
+// consoleTypes.
+func (h *consoleHub) ran(hosts []client.Host, types map[string]bool) map[string]runDiff {
 	out := map[string]runDiff{}
 	seen := make(map[runKey]client.Histogram, len(h.prevRun))
 	for _, hb := range hosts {
 		for _, p := range hb.Pools {
-			if p.Run == nil || len(p.Run.Counts) != len(client.HistogramBounds)+1 {
+			if !types[p.Name] || p.Run == nil || len(p.Run.Counts) != len(client.HistogramBounds)+1 {
 				continue
 			}
 			k := runKey{hb.Host, hb.Started.UnixNano(), p.Name}
-			if len(seen) >= consoleTypes*1024 {
-				break // a bound on hosts times pools: the registry's are wider
-			}
 			seen[k] = *p.Run
 			prev, ok := h.prevRun[k]
 			if !ok {

@@ -85,6 +85,7 @@ func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 func TestConsole_RunDiffs(t *testing.T) {
 	t.Parallel()
 	h := newConsoleHub()
+	sq := map[string]bool{"sq": true}
 	hist := func(n uint64, sum float64) *client.Histogram {
 		c := make([]uint64, len(client.HistogramBounds)+1)
 		c[3] = n // up to 50ms
@@ -93,11 +94,13 @@ func TestConsole_RunDiffs(t *testing.T) {
 	host := func(started int64, n uint64, sum float64) client.Host {
 		return client.Host{Host: "h1", Started: time.Unix(started, 0), Pools: []client.HostPool{{Name: "sq", Run: hist(n, sum)}}}
 	}
-	require.Empty(t, h.ran([]client.Host{host(1, 100, 3)}), "first seen: its past is not this second's")
-	d := h.ran([]client.Host{host(1, 110, 3.3)})
+	require.Empty(t, h.ran([]client.Host{host(1, 100, 3)}, sq), "first seen: its past is not this second's")
+	d := h.ran([]client.Host{host(1, 110, 3.3)}, sq)
 	require.Equal(t, uint64(10), d["sq"].total())
 	require.InDelta(t, 0.03, d["sq"].mean(), 1e-9)
-	require.Empty(t, h.ran([]client.Host{host(2, 5, 0.1)}), "started again: counts from its next sample")
+	require.Empty(t, h.ran([]client.Host{host(2, 5, 0.1)}, sq), "started again: counts from its next sample")
+	require.Empty(t, h.ran([]client.Host{host(2, 9, 0.2)}, map[string]bool{}), "a type not charted is not kept")
+	require.Empty(t, h.prevRun)
 }
 
 // TestConsole_PumpCutsSlowReader: a stream's pump queues at most its
