@@ -161,8 +161,8 @@ func (h *consoleHub) add(snap *consoleSnapshot) {
 		h.series[typ] = append(append(make([]consolePoint, 0, len(old)+1), old...), p)
 	}
 	for typ := range h.series {
-		if _, ok := snap.Points[typ]; !ok {
-			delete(h.series, typ) // a type no longer listed
+		if _, ok := snap.Points[typ]; !ok && snap.Error == "" {
+			delete(h.series, typ) // a type no longer listed (not: the pools unread)
 		}
 	}
 	h.last = frame

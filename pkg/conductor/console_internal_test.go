@@ -3,6 +3,7 @@ package conductor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,9 @@ func TestConsole_HistoryBounded(t *testing.T) {
 		require.Equal(t, start.Add(time.Duration(consolePoints+29)*time.Second).UnixMilli(), pts[len(pts)-1].T)
 	}
 	require.NotContains(t, h.series, pools[consoleTypes].Type, "the types past the bound, by name")
+
+	h.add(h.snapshot(nil, nil, errors.New("jetstream down"), start.Add(time.Hour)))
+	require.Len(t, h.series, consoleTypes, "pools unread: the history stays")
 
 	h.add(h.snapshot(nil, pools[:1], nil, start.Add(time.Hour)))
 	require.Len(t, h.series, 1, "a type no longer listed is forgotten")
