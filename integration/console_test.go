@@ -245,3 +245,16 @@ func TestConsole_Browser(t *testing.T) {
 	))
 
 }
+
+// TestConsole_BrowserOpen: against a conductord with no token the page
+// asks for none, and its feed goes live.
+func TestConsole_BrowserOpen(t *testing.T) {
+	tab := browser(t, time.Minute)
+	c := newCluster(t)
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Navigate(c.url("/")),
+		waitFor(`document.querySelector('#live').textContent === 'live'`, 20*time.Second),
+		waitFor(`!document.querySelector('#login').open && document.querySelector('#signout').hidden`, 5*time.Second),
+		waitFor(`document.querySelector('#hosts tbody').textContent.includes('no live host')`, 5*time.Second),
+	))
+}
