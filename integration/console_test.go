@@ -1,17 +1,21 @@
 package integration
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
@@ -56,7 +60,38 @@ func browser(t *testing.T, limit time.Duration) context.Context {
 	t.Cleanup(cancelAlloc)
 	tab, cancelTab := chromedp.NewContext(alloc, chromedp.WithLogf(t.Logf))
 	t.Cleanup(cancelTab)
+	// An exception the page did not catch fails the test; what it logs
+	// to its console is logged with the test's output.
+	var mu sync.Mutex
+	var thrown []string
+	require.NoError(t, chromedp.Listen(tab, func(ev any) {
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			mu.Lock()
+			thrown = append(thrown, e.ExceptionDetails.Text+" "+exceptionDescription(e.ExceptionDetails))
+			mu.Unlock()
+		case *runtime.EventConsoleAPICalled:
+			var args []string
+			for _, a := range e.Args {
+				args = append(args, cmp.Or(a.Description, string(a.Value)))
+			}
+			t.Logf("page console.%s: %s", e.Type, strings.Join(args, " "))
+		}
+	}))
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		require.Empty(t, thrown, "exceptions the page did not catch")
+	})
 	return tab
+}
+
+// exceptionDescription is what an exception's details say of it.
+func exceptionDescription(d *runtime.ExceptionDetails) string {
+	if d == nil || d.Exception == nil {
+		return ""
+	}
+	return d.Exception.Description + fmt.Sprintf(" (%s:%d)", d.URL, d.LineNumber)
 }
 
 // screenshot saves the page (the viewport if !full) as
