@@ -56,13 +56,16 @@ export function draw() {
   const rows = new Map([...root.querySelectorAll(".chart-row")].map((r) => [r.dataset.type, r]));
   const want = types.map((typ) => rows.get(typ) || newRow(typ));
   root.replaceChildren(...want);
+  // The time axis ends at conductord's last point, not at this browser's
+  // clock, which may differ.
+  const end = Math.max(...types.map((typ) => series.get(typ).at(-1)?.t || 0));
   for (const row of want) {
     const pts = series.get(row.dataset.type);
     row.dataset.points = pts.length;
     const [tp, lat, depth] = row.querySelectorAll("canvas");
-    plot(tp, [["succeeded", rate(pts, "succeeded")], ["failed", rate(pts, "failed")], ["dead", rate(pts, "dead")]], (v) => v.toFixed(v < 10 ? 1 : 0) + "/s");
-    plot(lat, [["p50", pick(pts, "p50")], ["p95", pick(pts, "p95")]], seconds);
-    plot(depth, [["queued", pick(pts, "queued")], ["running", pick(pts, "running")]], (v) => Math.round(v).toLocaleString("en"));
+    plot(tp, [["succeeded", rate(pts, "succeeded")], ["failed", rate(pts, "failed")], ["dead", rate(pts, "dead")]], (v) => v.toFixed(v < 10 ? 1 : 0) + "/s", end);
+    plot(lat, [["p50", pick(pts, "p50")], ["p95", pick(pts, "p95")]], seconds, end);
+    plot(depth, [["queued", pick(pts, "queued")], ["running", pick(pts, "running")]], (v) => Math.round(v).toLocaleString("en"), end);
   }
 }
 
@@ -77,9 +80,10 @@ function newRow(typ) {
     chart("queue depth", ["queued", "running"]));
 }
 
-// plot draws lines (name, points) on canvas, scaled to their maximum, with
-// that maximum written top left in fmt and the time span bottom right.
-function plot(canvas, lines, fmt) {
+// plot draws lines (name, points) on canvas over the two minutes up to
+// end (ms), scaled to their maximum, with that maximum written top left in
+// fmt and the time span bottom right.
+function plot(canvas, lines, fmt, end) {
   const dpr = window.devicePixelRatio || 1;
   const cssW = canvas.clientWidth || 360, cssH = canvas.clientHeight || 120;
   if (canvas.width !== cssW * dpr || canvas.height !== cssH * dpr) {
@@ -90,9 +94,11 @@ function plot(canvas, lines, fmt) {
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, cssW, cssH);
   const pad = {l: 4, r: 4, t: 16, b: 14};
-  const all = lines.flatMap(([, pts]) => pts);
-  const now = Date.now();
+  const now = end || Date.now();
   const t0 = now - maxPoints * 1000;
+  // Points sampled at the idle pace (5s) reach further back: not drawn.
+  lines = lines.map(([name, pts]) => [name, pts.filter((p) => p.t >= t0)]);
+  const all = lines.flatMap(([, pts]) => pts);
   const max = Math.max(...all.map((p) => p.v), 0);
   const top = max > 0 ? max * 1.1 : 1;
   const x = (t) => pad.l + (cssW - pad.l - pad.r) * Math.min(1, Math.max(0, (t - t0) / (now - t0)));
