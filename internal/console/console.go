@@ -21,14 +21,20 @@ const Prefix = "/console/"
 const policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// Handler serves the page at "/" and its assets under Prefix; every other
-// path is 404. Answers are never cached stale: a conductord upgraded
-// serves its own page at the next load.
-func Handler() http.Handler {
+// Assets are the page and its assets, as Handler serves them.
+func Assets() fs.FS {
 	sub, err := fs.Sub(assets, "assets")
 	if err != nil {
 		panic(err) // the embedded tree always has assets/
 	}
+	return sub
+}
+
+// Handler serves the page at "/" and its assets under Prefix; every other
+// path is 404. Answers are never cached stale: a conductord upgraded
+// serves its own page at the next load.
+func Handler() http.Handler {
+	sub := Assets()
 	files := http.StripPrefix(Prefix, http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()

@@ -2,14 +2,20 @@ package console_test
 
 import (
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/conductor-run/conductor/internal/console"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestConsole_Handler: the page at "/", its assets under Prefix with their
 // types, the policy on every answer, and 404 for anything else.
@@ -65,5 +71,46 @@ func TestConsole_NoOutsideReferences(t *testing.T) {
 		require.NotRegexp(t, `(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/`, string(body), "%s refers to another origin", name)
 		require.NotContains(t, string(body), "token=", "%s puts a token in a URL", name)
 		require.NotContains(t, string(body), "EventSource(", name)
+	}
+}
+
+// TestConsole_ModulesResolve: every module a page script imports is
+// served, and every asset is reachable from the page.
+func TestConsole_ModulesResolve(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(console.Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	seen := map[string]bool{}
+	var walk func(path string)
+	walk = func(path string) {
+		if seen[path] {
+			return
+		}
+		seen[path] = true
+		code, body := get(path)
+		require.Equal(t, http.StatusOK, code, "%s, imported", path)
+		for _, m := range regexp.MustCompile(`(?:from |src=|href=)"(\.?/[^"#]*\.(?:js|css))"`).FindAllStringSubmatch(body, -1) {
+			next := m[1]
+			if strings.HasPrefix(next, "./") {
+				next = console.Prefix + strings.TrimPrefix(next, "./")
+			}
+			walk(next)
+		}
+	}
+	walk("/")
+	entries, err := fs.ReadDir(console.Assets(), ".")
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() != "index.html" {
+			require.True(t, seen[console.Prefix+e.Name()], "%s is served but nothing loads it", e.Name())
+		}
 	}
 }
