@@ -293,3 +293,26 @@ func TestConsole_BrowserOpen(t *testing.T) {
 		waitFor(`document.querySelector('#hosts tbody').textContent.includes('no live host')`, 5*time.Second),
 	))
 }
+
+// TestConsole_BrowserRoles: with credentials, a submitter's token is
+// taken but may not read the console's feed: the page says which role it
+// needs; an operator's token then works.
+func TestConsole_BrowserRoles(t *testing.T) {
+	tab := browser(t, time.Minute)
+	c := newCredCluster(t, nil)
+	web := c.issue("web", "submitter", "--types", "squares")
+	ops := c.issue("ops", "operator")
+	c.start()
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Navigate(c.url("/")),
+		chromedp.WaitVisible(chromedp.CSS("#login")),
+		chromedp.SendKeys(chromedp.CSS(`#login input[name=token]`), web),
+		chromedp.Click(chromedp.CSS(`#login button[value=ok]`)),
+		waitFor(`document.querySelector('#login').open && document.querySelector('#login [data-message]').textContent.includes('needs the operator role')`, 10*time.Second),
+		waitFor(`document.querySelector('#banner').textContent.includes('sign in with an operator or admin token')`, 5*time.Second),
+		chromedp.SetValue(chromedp.CSS(`#login input[name=token]`), ops),
+		chromedp.Click(chromedp.CSS(`#login button[value=ok]`)),
+		waitFor(`document.querySelector('#live').textContent === 'live'`, 20*time.Second),
+		waitFor(`document.querySelector('#banner').hidden`, 5*time.Second),
+	))
+}

@@ -72,19 +72,21 @@ async function runFeed() {
   let wait = 1000;
   for (;;) {
     const ctl = feed = new AbortController();
+    let first = true;
     try {
       setLive("connecting", "off");
       await sse("/v1/console/stream", (name, data) => {
         const v = JSON.parse(data);
         if (name === "history") charts.history(v);
         if (name !== "snapshot") return;
+        if (first && $("#banner").className === "bad") flash(""); // the broken feed or the access it reported is mended
+        first = false;
         lastSnapshot = Date.now();
         wait = 1000;
         setLive("live", "on");
         charts.add(v.points);
         overview.render(v);
         charts.draw();
-        if ($("#banner").className === "bad" && /feed/.test($("#banner").textContent)) flash("");
       }, ctl.signal);
     } catch (e) {
       if (ctl.signal.aborted) return;
