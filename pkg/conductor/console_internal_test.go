@@ -115,7 +115,7 @@ func TestConsole_PumpCutsSlowReader(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var cutAt int
-	p := &framePump{max: 100, out: make(chan []byte), cancel: cancel, cut: func(n int) { cutAt = n }}
+	p := &consolePump{max: 100, out: make(chan []byte), cancel: cancel, cut: func(n int) { cutAt = n }}
 	in := make(chan []byte)
 	done := make(chan struct{})
 	go func() {

@@ -8,18 +8,26 @@ import (
 	"time"
 )
 
+// Why a console stream was cut off (the reason logged). Its own names,
+// not the event stream's, so that this file does not depend on
+// http_events.go while that becomes the shared pump.
+const (
+	consoleOverflow     = "overflow"      // the client let more than Config.EventBuffer bytes wait
+	consoleWriteTimeout = "write timeout" // one write blocked longer than Config.EventWriteTimeout
+)
+
 // streamConsole serves GET /v1/console/stream: the console's feed
 // (console.go) as Server-Sent Events: first a history event (every job
 // type's points so far), then the last snapshot event, then a snapshot
 // event every second, until the client goes away or the conductor stops.
 //
 // It is bounded as GET /v1/events is: Config.MaxConsoleStreams streams at
-// once (503 past them, by limit in Handler); a pump (framePump) takes the
+// once (503 past them, by limit in Handler); a pump (consolePump) takes the
 // snapshots as the sampler hands them out and queues them, up to
 // Config.EventBuffer bytes, for this goroutine, which writes them out,
 // each write bounded by Config.EventWriteTimeout. A client past either is
 // cut off and logged; the sampler and the other streams are never held
-// back. framePump is eventPump on encoded frames: the shape of the pump
+// back. consolePump is eventPump on encoded frames: the shape of the pump
 // that the events and logs streams are to share, which it should become.
 func (c *Conductor) streamConsole(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
@@ -49,8 +57,8 @@ func (c *Conductor) streamConsole(w http.ResponseWriter, r *http.Request) {
 	if write(first) != nil {
 		return
 	}
-	pump := &framePump{max: c.cfg.EventBuffer, out: make(chan []byte), cancel: cancel, cut: func(buffered int) {
-		c.consoleCut(r, eventsOverflow, buffered)
+	pump := &consolePump{max: c.cfg.EventBuffer, out: make(chan []byte), cancel: cancel, cut: func(buffered int) {
+		c.consoleCut(r, consoleOverflow, buffered)
 		_ = rc.SetWriteDeadline(time.Now()) // a write blocked on the client fails now
 	}}
 	pumped := make(chan struct{})
@@ -70,7 +78,7 @@ func (c *Conductor) streamConsole(w http.ResponseWriter, r *http.Request) {
 	<-pumped
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded) && !pump.overflowed
 	if timedOut {
-		c.consoleCut(r, eventsWriteTimeout, pump.queued)
+		c.consoleCut(r, consoleWriteTimeout, pump.queued)
 	}
 	if pump.overflowed || timedOut {
 		panic(http.ErrAbortHandler) // the client sees its stream break
@@ -78,19 +86,16 @@ func (c *Conductor) streamConsole(w http.ResponseWriter, r *http.Request) {
 }
 
 // consoleCut logs that the console stream of r was cut off for reason,
-// with buffered bytes queued for it, and tells the test signal.
+// with buffered bytes queued for it.
 func (c *Conductor) consoleCut(r *http.Request, reason string, buffered int) {
 	c.log.Warn("console stream cut off: the client does not read it", "reason", reason, "remote", r.RemoteAddr,
 		"buffered", buffered, "buffer_limit", c.cfg.EventBuffer, "write_timeout", c.cfg.EventWriteTimeout)
-	if c.onEventsCut != nil {
-		c.onEventsCut(reason, buffered)
-	}
 }
 
-// framePump queues the frames of one stream for its writer. Its run
+// consolePump queues the frames of one stream for its writer. Its run
 // goroutine owns queue, queued and overflowed; the writer reads them only
 // after run has returned.
-type framePump struct {
+type consolePump struct {
 	max    int                // bytes queued at most
 	out    chan []byte        // to the writer; closed when run returns
 	cancel context.CancelFunc // ends the stream: called on overflow
@@ -105,7 +110,7 @@ type framePump struct {
 // until in closes or ctx ends, or until a frame would take a queue that
 // is not empty past max: then it cuts the stream. So a client holds at
 // most max bytes plus one frame unread.
-func (p *framePump) run(ctx context.Context, in <-chan []byte) {
+func (p *consolePump) run(ctx context.Context, in <-chan []byte) {
 	defer close(p.out)
 	for {
 		var out chan<- []byte
