@@ -8,7 +8,7 @@ PKGS  := ./...
 EXTERNAL := integration/external
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test test-short bench chaos soak lint fuzz docker compose-up compose-down clean
+.PHONY: help build run test test-short bench chaos soak lint fuzz console-screenshots docker compose-up compose-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ chaos: ## the long chaos run: 100,000 jobs on 3 hosts under kills and stops, and
 
 soak: ## steady load on conductord and 2 hosts for SOAK_DURATION (default 10m): figures each minute, then their slopes
 	CONDUCTOR_BUILD_TAGS=pprof SOAK_DURATION=$${SOAK_DURATION:-10m} $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 3h ./integration/
+
+console-screenshots: ## drive the console in headless Chromium and save its pictures to docs/console/*.png (docs/console.md)
+	CONSOLE_SCREENSHOTS=docs/console $(GO) test -count=1 -run '^TestConsole_Browser$$' -v -timeout 10m ./integration/
 
 lint: ## gofmt every tracked .go file, go vet both modules (this one and integration/external)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

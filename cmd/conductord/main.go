@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", conductor.DefaultMaxPoolSize, "largest count of a pool resize through the HTTP API (400 above it)")
 	fs.IntVar(&cfg.MaxJobTypes, "max-job-types", 10_000, "the most job types conductord queues jobs of; a new type past it is refused (400)")
 	fs.IntVar(&cfg.MaxEventStreams, "max-event-streams", 256, "the most GET /v1/events streams served at once (503 past it)")
+	fs.IntVar(&cfg.MaxConsoleStreams, "max-console-streams", 16, "the most GET /v1/console/stream streams (the console's live feed) served at once (503 past it)")
 	fs.IntVar(&cfg.MaxBatchReads, "max-batch-reads", 4, "the most POST /v1/batches bodies read at once (503 past it)")
 	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", 4096, "the most HTTP connections open at once; past it a new one waits")
 	fs.Int64Var(&cfg.NamespaceMaxBytes, "namespace-max-bytes", 10<<30, "the most another namespace (a credential's --namespace) may store in the embedded JetStream")

@@ -87,6 +87,13 @@ type Conductor struct {
 	// it (workerstats.go).
 	statsRoller    *statsRoller
 	workerStatsRun *startstop.Func
+	// console samples for the console's streams; consoleRun runs it
+	// (console.go).
+	console    *consoleHub
+	consoleRun *startstop.Func
+	// onConsoleSample, if set, is called after each console sample: a
+	// test signal, set between New and Start; nil in production.
+	onConsoleSample func()
 	// endRefusals spaces the log lines of hosts' ends refused.
 	endRefusals *rate.Limiter
 	types       *jobTypes // the job types queued, bounded
@@ -306,6 +313,7 @@ func (c *Conductor) start(ctx context.Context) error {
 		return err
 	}
 	c.workerStatsRun = c.startStats()
+	c.consoleRun = c.startConsole()
 	// Start returns once the server has the subscriptions: a submission
 	// by request right after it is answered, not refused for no responder.
 	if err := c.nc.Flush(); err != nil {
@@ -378,6 +386,9 @@ func (c *Conductor) shutdown() {
 	c.stopLookups()
 	if c.workerStatsRun != nil {
 		c.workerStatsRun.Stop() // before the client whose hosts it reads
+	}
+	if c.consoleRun != nil {
+		c.consoleRun.Stop() // likewise
 	}
 	if c.ends != nil {
 		c.ends.Stop() // before the client and the batch watcher it feeds

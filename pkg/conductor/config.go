@@ -57,6 +57,10 @@ type Config struct {
 	// (and logged); the others are not held back. Defaults 1 MiB and 10s.
 	EventBuffer       int
 	EventWriteTimeout time.Duration
+	// MaxConsoleStreams bounds the GET /v1/console/stream streams served
+	// at once (503 past it, as MaxEventStreams); each is bounded by
+	// EventBuffer and EventWriteTimeout as an event stream is. Default 16.
+	MaxConsoleStreams int
 	// Namespace isolates conductors sharing one NATS. Default "default".
 	Namespace string
 	// Token, when set, is required from NATS clients and HTTP callers
@@ -193,6 +197,7 @@ func (c Config) withDefaults() Config {
 	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)
 	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)
 	c.MaxEventStreams = cmp.Or(c.MaxEventStreams, 256)
+	c.MaxConsoleStreams = cmp.Or(c.MaxConsoleStreams, 16)
 	c.StatsInterval = cmp.Or(c.StatsInterval, 5*time.Second)
 	c.MaxJobTypes = cmp.Or(c.MaxJobTypes, 10_000)
 	c.NamespaceMaxBytes = cmp.Or(c.NamespaceMaxBytes, 10<<30)

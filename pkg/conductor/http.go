@@ -3,7 +3,6 @@ package conductor
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/console"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/version"
@@ -25,9 +25,6 @@ import (
 
 // MaxWait bounds the ?wait= of a job submission.
 const MaxWait = 10 * time.Minute
-
-//go:embed dashboard.html
-var dashboardHTML []byte
 
 // The pool states that poolState gives a meaning to.
 const (
@@ -86,10 +83,10 @@ func poolReason(state string, hosts []client.PoolHost) string {
 // are localhost, 127.0.0.1, ::1, the hostname and Config.HTTPHosts.
 func (c *Conductor) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(dashboardHTML)
-	})
+	// The console's page and its assets (internal/console): open, like
+	// /healthz; what they show comes from the /v1/ routes, token and all.
+	mux.Handle("GET /{$}", console.Handler())
+	mux.Handle("GET /console/", console.Handler())
 	mux.HandleFunc("GET /healthz", c.healthz)
 	// The least role of each route (http_access.go); the routes of a job
 	// type check the caller's types too.
@@ -117,6 +114,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("PUT /v1/lookups/{name}/{key...}", c.auth(op, c.putLookup))
 	mux.Handle("DELETE /v1/lookups/{name}/{key...}", c.auth(op, c.deleteLookup))
 	mux.Handle("GET /v1/events", c.auth(op, limit(make(chan struct{}, c.cfg.MaxEventStreams), "event streams", c.streamEvents)))
+	mux.Handle("GET /v1/console/stream", c.auth(op, limit(make(chan struct{}, c.cfg.MaxConsoleStreams), "console streams", c.streamConsole)))
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(op, c.cfg.Metrics.ServeHTTP))
 	}

@@ -81,6 +81,7 @@ func TestRoles_HTTP(t *testing.T) {
 		{call_{"GET", "/v1/hosts", ""}, map[string]int{"": noAuth, "web": forbidden, "h1": forbidden, "ops": ok}},
 		{call_{"GET", "/v1/version", ""}, map[string]int{"": noAuth, "web": ok, "h1": forbidden, "ops": ok}},
 		{call_{"GET", "/v1/events?max=0", ""}, map[string]int{"web": forbidden, "h1": forbidden}},
+		{call_{"GET", "/v1/console/stream", ""}, map[string]int{"": noAuth, "web": forbidden, "h1": forbidden}},
 		{call_{"POST", "/v1/pools/squares/recycle", ""}, map[string]int{"web": forbidden, "h1": forbidden, "ops": ok}},
 		{call_{"POST", "/v1/pools/squares/upgrade", `{"cmd":["/bin/sh","-c","id"]}`}, map[string]int{"web": forbidden, "h1": forbidden}},
 		{call_{"GET", "/healthz", ""}, map[string]int{"": ok}},
