@@ -9,16 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/internal/secret"
+	"github.com/conductor-run/conductor/internal/version"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
@@ -28,17 +29,14 @@ func main() {
 	defer stop()
 	run := run
 	if len(os.Args) > 1 && os.Args[1] == "creds" {
-		run = func(_ context.Context, args []string, stderr io.Writer) error {
-			return creds(args[1:], os.Stdout, stderr)
+		run = func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return creds(args[1:], stdout, stderr)
 		}
 	}
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "conductord:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("conductord", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg conductor.Config
@@ -77,8 +75,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.TLSVerify, "tls-verify", false, "require of every NATS client a certificate signed by --tls-ca (mutual TLS)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token; refused without it")
 	tokenFile := fs.String("token-file", "", "a file holding the token, read once at start (chmod 600); instead of --token and CONDUCTOR_TOKEN")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logs := logflags.Register(fs)
+	showVersion := fs.Bool("version", false, "print conductord's version and exit")
 	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, "conductord", version.Get())
 		return err
 	}
 	tokenShared := false
@@ -92,16 +95,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
 		return err
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("bad --log-level: %w", err)
+	var err error
+	if cfg.Logger, err = logs.Logger(stderr); err != nil {
+		return usage(fs, err)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if tokenShared {
 		cfg.Logger.Warn("the token file may be read by other users of this host: chmod 600 it", "file", *tokenFile)
 	}
@@ -134,7 +136,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	cfg.Metrics = metrics.Handler(src)
-	c, err := conductor.New(cfg)
+	c, err = conductor.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func TestRun_BadFlags(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var stderr bytes.Buffer
-			err := run(ctx, append(tc.args, "--data", t.TempDir(), "--nats", "127.0.0.1:0", "--http", "127.0.0.1:0"), &stderr)
+			err := run(ctx, append(tc.args, "--data", t.TempDir(), "--nats", "127.0.0.1:0", "--http", "127.0.0.1:0"), io.Discard, &stderr)
 			require.ErrorContains(t, err, tc.err)
 		})
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"path/filepath"
 	"testing"
 
@@ -34,7 +35,7 @@ func TestRun_Flags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tc.args, &out)
+			err := run(context.Background(), tc.args, io.Discard, &out)
 			require.ErrorContains(t, err, tc.want)
 			require.Equal(t, tc.warning, bytes.Contains(out.Bytes(), []byte(warning)), out.String())
 		})

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/version"
+)
+
+// TestRun_Version prints workerd's version on stdout and starts nothing.
+func TestRun_Version(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
+	require.NoError(t, err)
+	require.Equal(t, 0, exitCode(err, &stderr))
+	require.Equal(t, "workerd "+version.Get().String()+"\n", stdout.String())
+	require.Empty(t, stderr.String())
+}
+
+// TestRun_UsageErrors: a bad --log-format or --log-level, an unknown flag
+// or an argument exits 2, with the error and the usage on stderr; -h
+// exits 0.
+func TestRun_UsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"--log-format", "xml"}, 2, `--log-format "xml": bad value: want text or json`},
+		{[]string{"--log-level", "loud"}, 2, `--log-level "loud": bad value: want debug, info, warn or error`},
+		{[]string{"--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
+		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"-h"}, 0, ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			require.Error(t, err)
+			var said bytes.Buffer
+			require.Equal(t, tc.code, exitCode(err, &said))
+			require.Empty(t, said.String(), "run said it already")
+			require.Contains(t, stderr.String(), tc.err)
+			require.Contains(t, stderr.String(), "Usage of workerd:")
+			require.Contains(t, stderr.String(), "-log-format")
+			require.Empty(t, stdout.String())
+		})
+	}
+	var said bytes.Buffer
+	require.Equal(t, 1, exitCode(io.ErrUnexpectedEOF, &said), "any other error")
+	require.Equal(t, "workerd: unexpected EOF\n", said.String())
+}
+
+// TestRun_LogFormatJSON: --log-format json makes every log line a JSON
+// object (here the warning about --token, before workerd finds no pools).
+func TestRun_LogFormatJSON(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--log-format", "json", "--token", "x", "--cgroups", "off"}, io.Discard, &stderr)
+	require.ErrorContains(t, err, "no pools")
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	require.NotEmpty(t, lines)
+	for _, l := range lines {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), l)
+	}
+	require.Contains(t, stderr.String(), `"msg":"--token on the command line`)
+}
