@@ -40,6 +40,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{[]string{"--log-level", "loud"}, 2, `--log-level "loud": bad value: want debug, info, warn or error`},
 		{[]string{"--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"--stall-after", "0s"}, 2, "bad --stall-after 0s: want a positive duration such as 5m"},
 		{[]string{"-h"}, 0, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
