@@ -3,11 +3,15 @@ package conductor_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -36,6 +40,46 @@ func TestConductor_OldestQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.Contains(t, got, "a", "the first in name order")
+}
+
+// TestConductor_OldestQueuedSkipsTaken: a job a worker runs is not
+// waiting; the oldest is the first not taken, of any priority, and none
+// once every job is done.
+func TestConductor_OldestQueuedSkipsTaken(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "job")
+	require.NoError(t, syscall.Mkfifo(path+".released", 0o600))
+	_, err := c.Client().Submit(ctx, "slow", "hold:"+path)
+	require.NoError(t, err)
+	startAgent(t, bundle, "slow") // one worker
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(path + ".started")
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the held job did not start")
+
+	before := time.Now()
+	_, err = c.Client().Submit(ctx, "slow", 2, client.WithPriority(client.PriorityLow))
+	require.NoError(t, err)
+	_, err = c.Client().Submit(ctx, "slow", 3)
+	require.NoError(t, err)
+	after := time.Now()
+	got, err := c.OldestQueued(ctx, 0)
+	require.NoError(t, err)
+	require.WithinRange(t, got["slow"], before, after, "the low job, the first not taken; not the running one")
+
+	fifo, err := os.OpenFile(path+".released", os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = fifo.Write([]byte{1})
+	require.NoError(t, err)
+	require.NoError(t, fifo.Close())
+	require.Eventually(t, func() bool {
+		got, err := c.OldestQueued(ctx, 0)
+		require.NoError(t, err)
+		at, ok := got["slow"]
+		return ok && at.IsZero()
+	}, 30*time.Second, 20*time.Millisecond, "jobs still waiting")
 }
 
 // BenchmarkConductor_OldestQueued measures a reading of the oldest job of
