@@ -41,6 +41,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		{[]string{"--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--stall-after", "0s"}, 2, "bad --stall-after 0s: want a positive duration such as 5m"},
+		{[]string{"--sync", "sometimes"}, 2, `--sync: conductor: bad sync "sometimes"`},
 		{[]string{"-h"}, 0, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
-		return err
+		return usage(fs, err)
 	}
 	if *stallAfter <= 0 {
 		return usage(fs, fmt.Errorf("bad --stall-after %s: want a positive duration such as 5m", *stallAfter))
