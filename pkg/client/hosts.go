@@ -282,9 +282,9 @@ const pruneEvery = time.Second
 // misses three heartbeats (or says it is leaving) is dropped: when the
 // registry is read, and when a heartbeat comes (at most every pruneEvery),
 // so that silent hosts go even if nobody reads it. mu guards hosts, size,
-// dropped, departed, loggedAt and prunedAt: the heartbeat subscription writes, HTTP
-// handlers and pool commands read. The other fields are set at
-// construction and only read after.
+// dropped, departed, loggedAt and prunedAt: the heartbeat subscription
+// writes, HTTP handlers and pool commands read. The other fields are set
+// at construction and only read after.
 type hostRegistry struct {
 	mu       sync.Mutex
 	hosts    map[string]hostEntry
