@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -94,4 +96,11 @@ func TestRegister(t *testing.T) {
 	log.Warn("shown")
 	require.Contains(t, buf.String(), `"msg":"shown"`)
 	require.NotContains(t, buf.String(), "hidden")
+}
+
+func ExampleNew() {
+	if _, err := New(os.Stderr, "xml", "info"); err != nil {
+		fmt.Println(err)
+	}
+	// Output: --log-format "xml": bad value: want text or json
 }
