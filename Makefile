@@ -1,5 +1,6 @@
 # conductor's Makefile: CI runs the same targets (.ci/run runs `make lint` and `make test`).
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO    ?= go
 BIN   := bin
 PKGS  := ./...
@@ -14,9 +15,15 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build conductord, workerd, conductorctl and the example workers into bin/
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/... ./examples/...
+	@if [ -n "$(TALK)" ]; then echo "==> building conductord, workerd, conductorctl and the example workers into $(BIN)/ (the first build downloads modules: a few minutes; each binary is named as it compiles)"; fi
+	$(GO) build -trimpath $(if $(TALK),-v )-o $(BIN)/ ./cmd/... ./examples/...$(if $(TALK), 2>&1 | ./scripts/build-progress.awk)
+	@if [ -n "$(TALK)" ]; then echo "==> built in $(BIN)/: $$(cd $(BIN) && echo *)"; fi
 
-run: build ## start a local cluster (conductord + workerd with the squares pool); Ctrl-C stops it
+# run's build says what it does (TALK): a line per step, each binary as it
+# compiles (and a count of the other packages), the binaries built; `make
+# build` alone stays as quiet as go build.
+run: TALK := 1
+run: build ## start a local cluster (conductord + workerd with the squares pool; HTTP=, NATS=, DATA= move it); Ctrl-C stops it
 	./scripts/run-local.sh
 
 test: ## run every test with the race detector, then those of integration/external (the public API from outside)

@@ -9,17 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
 	"github.com/conductor-run/conductor/internal/secret"
-	"github.com/conductor-run/conductor/pkg/client"
+	"github.com/conductor-run/conductor/internal/version"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -28,17 +28,16 @@ func main() {
 	defer stop()
 	run := run
 	if len(os.Args) > 1 && os.Args[1] == "creds" {
-		run = func(_ context.Context, args []string, stderr io.Writer) error {
-			return creds(args[1:], os.Stdout, stderr)
+		run = func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return creds(args[1:], stdout, stderr)
 		}
 	}
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "conductord:", err)
-		os.Exit(1)
-	}
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("conductord", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg conductor.Config
@@ -78,8 +77,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.TLSVerify, "tls-verify", false, "require of every NATS client a certificate signed by --tls-ca (mutual TLS)")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token; refused without it")
 	tokenFile := fs.String("token-file", "", "a file holding the token, read once at start (chmod 600); instead of --token and CONDUCTOR_TOKEN")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	stallAfter := fs.Duration("stall-after", metrics.DefaultStallAfter, "how long a job type may have jobs queued and none ended before the metric conductor_queue_stalled says 1 (docs/metrics.md)")
+	logs := logflags.Register(fs)
+	showVersion := fs.Bool("version", false, "print conductord's version and exit")
 	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, "conductord", version.Get())
 		return err
 	}
 	tokenShared := false
@@ -93,16 +98,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
-		return err
+		return usage(fs, err)
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("bad --log-level: %w", err)
+	if *stallAfter <= 0 {
+		return usage(fs, fmt.Errorf("bad --stall-after %s: want a positive duration such as 5m", *stallAfter))
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	var err error
+	if cfg.Logger, err = logs.Logger(stderr); err != nil {
+		return usage(fs, err)
+	}
 	if tokenShared {
 		cfg.Logger.Warn("the token file may be read by other users of this host: chmod 600 it", "file", *tokenFile)
 	}
@@ -111,31 +118,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
-	src := metrics.Source{
-		Pools:   func(ctx context.Context) ([]client.Pool, error) { return c.Pools(ctx) },
-		Workers: func() []client.Worker { return c.Workers() },
-		Strays: func() metrics.Strays {
-			s := c.Strays()
-			return metrics.Strays{Deleted: s.Deleted, Requeued: s.Requeued}
-		},
-		Heartbeats: func() metrics.HeartbeatDrops {
-			d := c.Client().DroppedHeartbeats()
-			return metrics.HeartbeatDrops{Full: d.Full, Oversize: d.Oversize, Malformed: d.Malformed}
-		},
-		Hosts: func() []client.Host { return c.Client().HeardHosts() },
-	}
-	if cfg.NATSURL == "" && !cfg.MemoryStorage { // only the embedded file store is watched
-		src.Storage = func() metrics.Storage {
-			s := c.Storage()
-			return metrics.Storage{
-				State: string(s.State), FreeBytes: s.FreeBytes, ReserveBytes: s.ReserveBytes,
-				BallastBytes: s.BallastBytes, DrainBytesPerJob: uint64(s.DrainBytesPerJob),
-				WriteErrors: s.WriteErrors, Restarts: s.Restarts, LostMessages: s.LostMessages(),
-			}
-		}
-	}
+	// Only the embedded file store is watched.
+	src := metrics.ConductorSource(&c, cfg.NATSURL == "" && !cfg.MemoryStorage)
+	src.StallAfter = *stallAfter
 	cfg.Metrics = metrics.Handler(src)
-	c, err := conductor.New(cfg)
+	c, err = conductor.New(cfg)
 	if err != nil {
 		return err
 	}

@@ -16,8 +16,10 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
+	"github.com/conductor-run/conductor/internal/version"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/workerd"
 )
@@ -40,13 +42,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "workerd:", err)
-		os.Exit(1)
-	}
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("workerd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg workerd.Config
@@ -72,18 +73,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Cgroups, err = broker.ParseCgroups(s)
 		return err
 	})
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logs := logflags.Register(fs)
+	showVersion := fs.Bool("version", false, "print workerd's version and exit")
 	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, "workerd", version.Get())
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("bad --log-level: %w", err)
+	log, err := logs.Logger(stderr)
+	if err != nil {
+		return usage(fs, err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	if flagGiven(fs, "token") {
 		log.Warn("--token on the command line is visible to every local user in the process list; use --token-file or " + names.EnvToken)
 	} else if cfg.TokenFile != "" {
@@ -95,7 +100,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reload, kill, done := make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	cfg.Logger, cfg.Reload, cfg.Kill = log, reload, kill
 	go relaySignals(ctx, log, hup, reload, kill, done)
-	err := workerd.Run(ctx, cfg)
+	err = workerd.Run(ctx, cfg)
 	close(done)
 	if errors.Is(err, workerd.ErrNoPools) {
 		return fmt.Errorf("%w: give --config FILE or at least one --pool 'name=TYPE,count=N,cmd=COMMAND'", err)

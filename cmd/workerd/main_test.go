@@ -3,12 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/version"
 )
 
 // warning is workerd's warning about --token on the command line.
@@ -34,9 +41,120 @@ func TestRun_Flags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tc.args, &out)
+			err := run(context.Background(), tc.args, io.Discard, &out)
 			require.ErrorContains(t, err, tc.want)
 			require.Equal(t, tc.warning, bytes.Contains(out.Bytes(), []byte(warning)), out.String())
 		})
 	}
+}
+
+// TestMain runs workerd's main instead of the tests when WORKERD_TEST_AS_MAIN is
+// set: TestMain_ExitCodes runs this test binary as workerd.
+func TestMain(m *testing.M) {
+	if os.Getenv("WORKERD_TEST_AS_MAIN") != "" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestMain_ExitCodes runs workerd (this test binary, see TestMain): a bad
+// --log-format or --log-level exits 2 with the usage on stderr, --version
+// exits 0 with the version on stdout.
+func TestMain_ExitCodes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"--log-format", "xml"}, 2, "", `--log-format "xml": bad value: want text or json`},
+		{[]string{"--log-level", "loud"}, 2, "", `--log-level "loud": bad value: want debug, info, warn or error`},
+		{[]string{"--version"}, 0, "workerd " + version.Get().String() + "\n", ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			self, err := os.Executable()
+			require.NoError(t, err)
+			cmd := exec.Command(self, tc.args...)
+			cmd.Env = append(os.Environ(), "WORKERD_TEST_AS_MAIN=1")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err = cmd.Run()
+			var exit *exec.ExitError
+			if tc.code == 0 {
+				require.NoError(t, err, stderr.String())
+				require.Equal(t, tc.stdout, stdout.String())
+				require.Empty(t, stderr.String())
+				return
+			}
+			require.True(t, errors.As(err, &exit), "%v", err)
+			require.Equal(t, tc.code, exit.ExitCode())
+			require.Contains(t, stderr.String(), tc.stderr)
+			require.Contains(t, stderr.String(), "Usage of workerd:")
+			require.Empty(t, stdout.String())
+		})
+	}
+}
+
+// TestRun_Version prints workerd's version on stdout and starts nothing.
+func TestRun_Version(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
+	require.NoError(t, err)
+	require.Equal(t, 0, exitCode(err, &stderr))
+	require.Equal(t, "workerd "+version.Get().String()+"\n", stdout.String())
+	require.Empty(t, stderr.String())
+}
+
+// TestRun_UsageErrors: a bad --log-format or --log-level, an unknown flag
+// or an argument exits 2, with the error and the usage on stderr; -h
+// exits 0.
+func TestRun_UsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"--log-format", "xml"}, 2, `--log-format "xml": bad value: want text or json`},
+		{[]string{"--log-level", "loud"}, 2, `--log-level "loud": bad value: want debug, info, warn or error`},
+		{[]string{"--no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
+		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"-h"}, 0, ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			require.Error(t, err)
+			var said bytes.Buffer
+			require.Equal(t, tc.code, exitCode(err, &said))
+			require.Empty(t, said.String(), "run said it already")
+			require.Contains(t, stderr.String(), tc.err)
+			require.Contains(t, stderr.String(), "Usage of workerd:")
+			require.Contains(t, stderr.String(), "-log-format")
+			require.Empty(t, stdout.String())
+		})
+	}
+	var said bytes.Buffer
+	require.Equal(t, 1, exitCode(io.ErrUnexpectedEOF, &said), "any other error")
+	require.Equal(t, "workerd: unexpected EOF\n", said.String())
+}
+
+// TestRun_LogFormatJSON: --log-format json makes every log line a JSON
+// object (here the warning about --token, before workerd finds no pools).
+func TestRun_LogFormatJSON(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--log-format", "json", "--token", "x", "--cgroups", "off"}, io.Discard, &stderr)
+	require.ErrorContains(t, err, "no pools")
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	require.NotEmpty(t, lines)
+	for _, l := range lines {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &rec), l)
+	}
+	require.Contains(t, stderr.String(), `"msg":"--token on the command line`)
 }

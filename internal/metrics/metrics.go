@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"net/http"
@@ -31,9 +32,35 @@ type Source struct {
 	// Heartbeats, if set, counts the hosts' heartbeats the conductor
 	// dropped, by reason (pkg/client's HeartbeatDrops).
 	Heartbeats func() HeartbeatDrops
-	// Hosts, if set, are the live hosts, whose pools' histograms of run
-	// and queue wait times are summed by type.
+	// Hosts, if set, are the live hosts, counted in conductor_hosts, and
+	// whose pools' histograms of run and queue wait times are summed by
+	// type.
 	Hosts func() []client.Host
+	// Departures, if set, counts the hosts that left or went silent
+	// (pkg/client's HostDepartures).
+	Departures func() HostDepartures
+	// QueueAges, if set, returns when the oldest job of each type that no
+	// host has taken was queued (the zero time: none), of at most limit
+	// types (pkg/conductor's OldestQueued): conductor_queue_oldest_seconds.
+	// The Collector reads it at most once a second, within 2s.
+	QueueAges func(ctx context.Context, limit int) (map[string]time.Time, error)
+	// MaxQueueAgeTypes bounds the types QueueAges reads at a scrape: the
+	// first in name order. Default DefaultMaxQueueAgeTypes (500).
+	MaxQueueAgeTypes int
+	// StallAfter is how long a type may have jobs queued or held and no
+	// attempt ended before conductor_queue_stalled says 1 (conductord's
+	// --stall-after). Default DefaultStallAfter (5m).
+	StallAfter time.Duration
+	// now is the clock of the queue gauges; tests set it. Default
+	// time.Now.
+	now func() time.Time
+}
+
+// HostDepartures counts the live hosts conductord dropped since it
+// started: left (their workerd said it was stopping) or silent (three
+// heartbeats missed).
+type HostDepartures struct {
+	Left, Silent uint64
 }
 
 // HeartbeatDrops counts heartbeats dropped by the registry of hosts since
@@ -128,6 +155,11 @@ var (
 	straysDesc = prometheus.NewDesc("conductor_jobs_stray_messages_total",
 		"Job messages found in the job stream after their consumer had acked past them (a server crash brings them back; docs/reliability.md), since conductord started: deleted (the job had ended) or requeued (published again).",
 		[]string{"action"}, nil)
+	hostsDesc = prometheus.NewDesc("conductor_hosts",
+		"Live hosts: workerds heard within three of their heartbeat intervals.", nil, nil)
+	hostsDepartedDesc = prometheus.NewDesc("conductor_hosts_departed_total",
+		"Hosts dropped from the live hosts since conductord started: left (their workerd stopped and said so) or silent (three heartbeats missed: killed, down or cut off).",
+		[]string{"reason"}, nil)
 	heartbeatsDroppedDesc = prometheus.NewDesc("conductor_heartbeats_dropped_total",
 		"Hosts' heartbeats dropped since conductord started (docs/security.md, \"Bounded inputs\"): full (the registry at its bound of hosts or bytes), oversize, malformed.",
 		[]string{"reason"}, nil)
@@ -140,19 +172,37 @@ var storageDescs = []*prometheus.Desc{storageHealthyDesc, storageStateDesc, stor
 type Collector struct {
 	src     Source
 	timeout time.Duration
+	stalls  *stallWatch
+	ages    *queueAges // nil without Source.QueueAges
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
 // NewCollector returns a Collector of src.
 func NewCollector(src Source) *Collector {
-	return &Collector{src: src, timeout: 5 * time.Second}
+	now := src.now
+	if now == nil {
+		now = time.Now
+	}
+	c := &Collector{src: src, timeout: 5 * time.Second,
+		stalls: &stallWatch{after: cmp.Or(src.StallAfter, DefaultStallAfter), now: now}}
+	if src.QueueAges != nil {
+		c.ages = &queueAges{read: src.QueueAges, max: cmp.Or(src.MaxQueueAgeTypes, DefaultMaxQueueAgeTypes), now: now}
+	}
+	return c
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, poolStateDesc, workersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, workerCounterDesc, scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, endedDesc, supersededDesc, poolWorkersDesc, poolStateDesc, workersDesc, workerRSSDesc, workerJobsDesc, workerRestartsDesc, workerCounterDesc, scrapeErrorDesc, queueStalledDesc} {
 		ch <- d
+	}
+	if c.ages != nil {
+		ch <- queueOldestDesc
+		ch <- queueOldestErrorDesc
+	}
+	if c.src.Departures != nil {
+		ch <- hostsDepartedDesc
 	}
 	if c.src.Storage != nil {
 		for _, d := range storageDescs {
@@ -166,6 +216,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- heartbeatsDroppedDesc
 	}
 	if c.src.Hosts != nil {
+		ch <- hostsDesc
 		ch <- runDesc
 		ch <- waitDesc
 		ch <- lookupDesc
@@ -182,6 +233,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(scrapeErrorDesc, prometheus.GaugeValue, failed)
+	if err == nil {
+		c.stalls.collect(ch, pools)
+	}
+	if c.ages != nil {
+		c.ages.collect(ch)
+	}
 	for _, p := range pools {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(p.Queued), p.Type, "queued")
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(p.Held), p.Type, "held")
@@ -243,7 +300,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerCounterDesc, prometheus.GaugeValue, v, k[0], k[1])
 	}
 	if c.src.Hosts != nil {
-		collectHistograms(ch, c.src.Hosts())
+		hosts := c.src.Hosts()
+		ch <- prometheus.MustNewConstMetric(hostsDesc, prometheus.GaugeValue, float64(len(hosts)))
+		collectHistograms(ch, hosts)
+	}
+	if c.src.Departures != nil {
+		d := c.src.Departures()
+		ch <- prometheus.MustNewConstMetric(hostsDepartedDesc, prometheus.CounterValue, float64(d.Left), "left")
+		ch <- prometheus.MustNewConstMetric(hostsDepartedDesc, prometheus.CounterValue, float64(d.Silent), "silent")
 	}
 	if c.src.Storage != nil {
 		collectStorage(ch, c.src.Storage())

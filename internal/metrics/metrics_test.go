@@ -49,7 +49,7 @@ conductor_scrape_error 0
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
 		"conductor_jobs", "conductor_jobs_superseded_total", "conductor_worker_jobs_done_total", "conductor_worker_counter", "conductor_scrape_error"))
-	require.Equal(t, 24, testutil.CollectAndCount(c), "1 scrape gauge, 8 per pool, 3 per worker, 7 worker states per pool, 2 counters")
+	require.Equal(t, 25, testutil.CollectAndCount(c), "1 scrape gauge, 9 per pool (the stall gauge), 3 per worker, 7 worker states per pool, 2 counters")
 }
 
 // TestCollector_States checks the state gauges: one series per known
@@ -222,6 +222,6 @@ conductor_job_run_seconds_sum{type="squares"} 701.002
 conductor_job_run_seconds_count{type="squares"} 5
 `
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), "conductor_job_run_seconds"))
-	require.Equal(t, 2+1+1, testutil.CollectAndCount(c), "run and wait of squares, the lookups, and the scrape gauge")
+	require.Equal(t, 2+1+1+1, testutil.CollectAndCount(c), "run and wait of squares, the lookups, the scrape gauge and the host count")
 	require.Equal(t, 1, testutil.CollectAndCount(c, "conductor_lookup_seconds"))
 }

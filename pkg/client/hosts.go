@@ -236,6 +236,32 @@ func (c *Client) DroppedHeartbeats() HeartbeatDrops {
 	return r.dropped
 }
 
+// HostDepartures counts the live hosts a Client's registry of hosts
+// dropped since it started listening, by why.
+type HostDepartures struct {
+	// Left counts hosts whose workerd said it was stopping (its last
+	// heartbeat, Host.Leaving).
+	Left uint64 `json:"left"`
+	// Silent counts hosts that missed three heartbeats: a workerd killed,
+	// a host down or cut off.
+	Silent uint64 `json:"silent"`
+}
+
+// DepartedHosts returns how many live hosts the Client's registry of
+// hosts dropped, by why: zero before it listens. A host gone silent is
+// counted when the registry notices, at its next read or heartbeat.
+func (c *Client) DepartedHosts() HostDepartures {
+	c.hostsMu.Lock()
+	r := c.hosts
+	c.hostsMu.Unlock()
+	if r == nil {
+		return HostDepartures{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.departed
+}
+
 // hostLimits are the registry's bounds, from Config.
 type hostLimits struct {
 	hosts, bytes, pools, workers int
@@ -256,14 +282,15 @@ const pruneEvery = time.Second
 // misses three heartbeats (or says it is leaving) is dropped: when the
 // registry is read, and when a heartbeat comes (at most every pruneEvery),
 // so that silent hosts go even if nobody reads it. mu guards hosts, size,
-// dropped, loggedAt and prunedAt: the heartbeat subscription writes, HTTP
-// handlers and pool commands read. The other fields are set at
-// construction and only read after.
+// dropped, departed, loggedAt and prunedAt: the heartbeat subscription
+// writes, HTTP handlers and pool commands read. The other fields are set
+// at construction and only read after.
 type hostRegistry struct {
 	mu       sync.Mutex
 	hosts    map[string]hostEntry
 	size     int // the sum of the hosts' sizes
 	dropped  HeartbeatDrops
+	departed HostDepartures
 	loggedAt time.Time // when drops were last logged
 	prunedAt time.Time // when silent hosts were last forgotten on a heartbeat
 	// complete is when every live host has had the time to announce itself
@@ -332,6 +359,9 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		r.prunedAt = now
 	}
 	if hb.Leaving {
+		if _, known := r.hosts[hb.Host]; known {
+			r.departed.Left++
+		}
 		r.forget(hb.Host)
 		r.mu.Unlock()
 		return
@@ -384,6 +414,7 @@ func (r *hostRegistry) drop(reason dropReason, host, why string) {
 func (r *hostRegistry) prune(now time.Time) {
 	for id, e := range r.hosts {
 		if expired(e, now) {
+			r.departed.Silent++
 			r.forget(id)
 		}
 	}
@@ -427,6 +458,7 @@ func (r *hostRegistry) live() []Host {
 	out := make([]Host, 0, len(r.hosts))
 	for id, e := range r.hosts {
 		if expired(e, now) {
+			r.departed.Silent++
 			r.forget(id)
 			continue
 		}
