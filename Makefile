@@ -8,6 +8,10 @@ PKGS  := ./...
 # (see its doc.go); ./... stops at its go.mod, so test and lint name it.
 EXTERNAL := integration/external
 export CGO_ENABLED ?= 0
+# The revision --version prints where Go records none (GOFLAGS=-buildvcs=false).
+REVISION := $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo true)
+LDFLAGS  := -X github.com/conductor-run/conductor/internal/version.revision=$(REVISION) -X github.com/conductor-run/conductor/internal/version.modified=$(MODIFIED)
 
 .PHONY: help build run test test-short bench chaos soak lint fuzz console-screenshots docker compose-up compose-down clean
 
@@ -16,7 +20,7 @@ help: ## list the targets
 
 build: ## build conductord, workerd, conductorctl and the example workers into bin/
 	@if [ -n "$(TALK)" ]; then echo "==> building conductord, workerd, conductorctl and the example workers into $(BIN)/ (the first build downloads modules: a few minutes; each binary is named as it compiles)"; fi
-	$(GO) build -trimpath $(if $(TALK),-v )-o $(BIN)/ ./cmd/... ./examples/...$(if $(TALK), 2>&1 | ./scripts/build-progress.awk)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" $(if $(TALK),-v )-o $(BIN)/ ./cmd/... ./examples/...$(if $(TALK), 2>&1 | ./scripts/build-progress.awk)
 	@if [ -n "$(TALK)" ]; then echo "==> built in $(BIN)/: $$(cd $(BIN) && echo *)"; fi
 
 # run's build says what it does (TALK): a line per step, each binary as it

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/tlsconf"
 	"github.com/conductor-run/conductor/internal/version"
@@ -222,20 +223,14 @@ func (a *app) setup() error {
 	return err
 }
 
-// newLogger is conductorctl's logger of its own diagnostics, on stderr.
+// newLogger is conductorctl's logger of its own diagnostics, on stderr; a
+// bad flag value is a usage error.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageErrorf("--log-level: want debug, info, warn or error, not %q", level)
+	log, err := logflags.New(w, format, level)
+	if err != nil {
+		return nil, &UsageError{Err: err}
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, usageErrorf("--log-format: want text or json, not %q", format)
+	return log, nil
 }
 
 // nargs checks that a command has lo to hi positional arguments

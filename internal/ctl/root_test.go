@@ -84,8 +84,8 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"logs", "squares", "--tail", "-3"}, "--tail: want 0 or more lines", "conductorctl logs"},
 		{[]string{"top", "--interval", "0s"}, "--interval: want a duration over 0", "conductorctl top"},
 		{[]string{"pools", "--server", "ftp://h:1"}, `--server "ftp://h:1": want http://HOST:PORT`, "conductorctl pools"},
-		{[]string{"pools", "--log-level", "loud"}, "--log-level: want debug, info, warn or error", "conductorctl pools"},
-		{[]string{"pools", "--log-format", "xml"}, "--log-format: want text or json", "conductorctl pools"},
+		{[]string{"pools", "--log-level", "loud"}, `--log-level "loud": bad value: want debug, info, warn or error`, "conductorctl pools"},
+		{[]string{"pools", "--log-format", "xml"}, `--log-format "xml": bad value: want text or json`, "conductorctl pools"},
 	} {
 		args := append([]string{"--server", srv.URL}, tc.args...)
 		if tc.args[0] == "pools" && len(tc.args) > 2 && tc.args[1] == "--server" {

@@ -10,6 +10,11 @@ import (
 	"runtime/debug"
 )
 
+// revision and modified are set by make build's -ldflags -X from git, for
+// the builds where Go records no VCS information (-buildvcs=false, or a
+// source tree without .git); what Go records wins.
+var revision, modified string
+
 // Info is one binary's build.
 type Info struct {
 	Version  string `json:"version"`            // the module version, or "devel"
@@ -22,6 +27,7 @@ type Info struct {
 // Get reads the running binary's build information.
 func Get() Info {
 	info := Info{Version: "devel", Go: runtime.Version()}
+	info.Revision, info.Modified = revision[:min(12, len(revision))], modified == "true"
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return info
