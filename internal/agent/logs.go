@@ -12,6 +12,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -109,7 +110,7 @@ func (f *logForwarder) forward(line broker.LogLine) {
 	b.tokens--
 	l := wireLogLine(line)
 	l.Dropped, b.dropped = b.dropped, 0
-	seq := logSeq(b.ring.epoch, b.ring.add(l))
+	seq := wire.LogSeq(b.ring.epoch, b.ring.add(l))
 	f.mu.Unlock()
 	f.log.Info("worker output", "pool", line.Pool, "index", line.Index, "pid", line.PID, "stream", line.Stream, "line", line.Line)
 	if data, err := json.Marshal(l); err == nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/nats-io/nats.go"
 
@@ -90,10 +89,6 @@ func (r *ring) last(n int) []wire.LogLine {
 	}
 	return out
 }
-
-// logSeq is the value of names.HeaderLogSeq for line seq of a ring of
-// epoch.
-func logSeq(epoch string, seq uint64) string { return epoch + "." + strconv.FormatUint(seq, 10) }
 
 // tail returns the answer to a request for pool's last n lines: nil lines
 // and an error if the host runs no such pool. known tells whether the host

@@ -386,6 +386,20 @@ func (s Space) Logs(host, pool string) string { return s.prefix() + ".logs." + h
 // AllLogs matches Logs of every host and pool.
 func (s Space) AllLogs() string { return s.prefix() + ".logs.*.*" }
 
+// ParseLogs returns the host and pool of a subject built by Logs, or "",
+// "" if subj is not one or either is not a valid token.
+func (s Space) ParseLogs(subj string) (host, pool string) {
+	rest, ok := strings.CutPrefix(subj, s.prefix()+".logs.")
+	if !ok {
+		return "", ""
+	}
+	host, pool, ok = strings.Cut(rest, ".")
+	if !ok || Token("host", host) != nil || Token("pool", pool) != nil {
+		return "", ""
+	}
+	return host, pool
+}
+
 // LogTail is the subject workerd host answers on, by request
 // (wire.LogTailRequest), with the last lines it kept of a pool's output
 // (wire.LogTail). Like Control, only the host may take it, and it answers

@@ -1,5 +1,10 @@
 package wire
 
+import (
+	"strconv"
+	"strings"
+)
+
 // The tail of a pool's output that a host keeps (internal/agent,
 // logtail.go), asked for on subject.LogTail by request.
 
@@ -43,4 +48,18 @@ type LogTail struct {
 	// Error says why the host could not answer (no such pool, a bad
 	// request); Lines is then empty.
 	Error string `json:"error,omitempty"`
+}
+
+// LogSeq is the value of names.HeaderLogSeq of line seq of a ring of
+// epoch: "<epoch>.<seq>".
+func LogSeq(epoch string, seq uint64) string { return epoch + "." + strconv.FormatUint(seq, 10) }
+
+// ParseLogSeq reads a value made by LogSeq; ok is false for any other.
+func ParseLogSeq(v string) (epoch string, seq uint64, ok bool) {
+	epoch, n, found := strings.Cut(v, ".")
+	if !found || epoch == "" {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	return epoch, seq, err == nil
 }
