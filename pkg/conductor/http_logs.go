@@ -79,7 +79,7 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	hosts, err := c.logHosts(r.Context(), q)
 	switch {
-	case errors.Is(err, errNoLogHost):
+	case errors.As(err, new(noLogHost)):
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	case err != nil:
@@ -144,9 +144,11 @@ func readLogQuery(r *http.Request) (logQuery, error) {
 	return q, nil
 }
 
-// errNoLogHost: no live host runs the pool asked for (or the host asked
-// for does not).
-var errNoLogHost = errors.New("no live host runs the pool")
+// noLogHost is the error of a request for the logs of a pool no live host
+// runs (or the host asked for does not): 404.
+type noLogHost string
+
+func (e noLogHost) Error() string { return string(e) }
 
 // logHosts returns the live hosts that run q's pool (q.host only, if set).
 func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) {
@@ -164,9 +166,9 @@ func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) 
 	case len(hosts) > 0:
 		return hosts, nil
 	case q.host != "":
-		return nil, fmt.Errorf("%w: host %s is not live or does not run pool %s", errNoLogHost, q.host, q.pool)
+		return nil, noLogHost(fmt.Sprintf("host %s is not live or does not run pool %s", q.host, q.pool))
 	default:
-		return nil, fmt.Errorf("%w: no live host runs pool %s", errNoLogHost, q.pool)
+		return nil, noLogHost("no live host runs pool " + q.pool)
 	}
 }
 
