@@ -46,9 +46,10 @@ func setupEvents(t *testing.T, cfg conductor.Config) (string, *nats.Conn, <-chan
 	return "http://" + c.HTTPAddr(), nc, cuts
 }
 
-// openStalledStream opens GET /v1/events on a connection whose receive
-// buffer is small, reads the answer's head, and then reads nothing more.
-func openStalledStream(t *testing.T, url string) net.Conn {
+// openStalledStream opens GET path (/v1/events, a log stream) on a
+// connection whose receive buffer is small, reads the answer's head, and
+// then reads nothing more.
+func openStalledStream(t *testing.T, url, path string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
@@ -58,7 +59,7 @@ func openStalledStream(t *testing.T, url string) net.Conn {
 	conn, err := d.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	_, err = conn.Write([]byte("GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+	_, err = conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 16), nil)
 	require.NoError(t, err)
@@ -153,7 +154,7 @@ func TestConductor_EventStreamCutsSlowReaderAtBuffer(t *testing.T) {
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: time.Hour})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	stalled := openStalledStream(t, url)
+	stalled := openStalledStream(t, url, "/v1/events")
 
 	cut := floodUntilCut(t, nc, read, cuts)
 	require.Equal(t, "overflow", cut.reason)
@@ -171,7 +172,7 @@ func TestConductor_EventStreamCutsSlowReaderAtWriteDeadline(t *testing.T) {
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: 200 * time.Millisecond})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	stalled := openStalledStream(t, url)
+	stalled := openStalledStream(t, url, "/v1/events")
 
 	cut := floodUntilCut(t, nc, read, cuts)
 	require.Equal(t, "write timeout", cut.reason)

@@ -1,0 +1,91 @@
+package conductor_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/conductor"
+)
+
+// readLogIndexes reads a log stream in a goroutine of its own and sends
+// the index of each line on the channel it returns.
+func readLogIndexes(t *testing.T, stream *bufio.Reader) <-chan int {
+	t.Helper()
+	got := make(chan int, 1)
+	go func() {
+		defer close(got)
+		for {
+			line, err := stream.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			var l wire.LogLine
+			if len(line) == 1 || json.Unmarshal(line, &l) != nil {
+				continue
+			}
+			got <- l.Index
+		}
+	}()
+	return got
+}
+
+// TestLogs_FollowCutsSlowReader: a client that stops reading the lines it
+// follows is cut off once those waiting for it would pass
+// Config.EventBuffer, as an event stream's is, and disconnected; a client
+// that reads keeps getting every line.
+func TestLogs_FollowCutsSlowReader(t *testing.T) {
+	t.Parallel()
+	const buffer = 64 << 10
+	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: time.Hour})
+	startPrinter(t, nc, "h1", "printer", `exec sleep 600`)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/v1/pools/printer/logs?tail=0")
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "h1 is live")
+	resp, good := getLogs(t, url, "printer", "?follow=true&tail=0")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	read := readLogIndexes(t, good)
+	stalled := openStalledStream(t, url, "/v1/pools/printer/logs?follow=true&tail=0")
+
+	space, _ := subject.New("default")
+	publish := func(i int, line string) {
+		data, err := json.Marshal(wire.LogLine{Time: time.Now().UTC(), Host: "h1", Pool: "printer", Index: i, PID: 42, Stream: "stdout", Line: line})
+		require.NoError(t, err)
+		require.NoError(t, nc.PublishMsg(&nats.Msg{Subject: space.Logs("h1", "printer"), Data: data}))
+	}
+	long := strings.Repeat("x", 16<<10)
+	var cut eventsCut
+	for i := 1; cut.reason == ""; i++ {
+		require.Less(t, i, 5000, "the stalled stream was never cut off")
+		publish(i, long)
+		select {
+		case n, ok := <-read:
+			require.True(t, ok, "the reading stream ended")
+			require.Equal(t, i, n)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the reading stream did not get line %d", i)
+		}
+		select {
+		case cut = <-cuts:
+			t.Logf("cut after %d lines of 16 KiB: %+v", i, cut)
+		default:
+		}
+	}
+	require.Equal(t, "overflow", cut.reason)
+	require.LessOrEqual(t, cut.buffered, buffer, "never more queued than the bound")
+	require.Greater(t, cut.buffered, buffer-(17<<10), "cut when the next line did not fit")
+	publish(-1, "still there")
+	require.Equal(t, -1, <-read)
+	requireDisconnected(t, stalled)
+}
