@@ -74,19 +74,33 @@ func TestEncodeTail_Cut(t *testing.T) {
 	require.Len(t, got.Lines, 5)
 }
 
-// askTail asks host h1 of b for pool's last n lines.
+// askTail asks host h1 of b for pool's last n lines. An agent just
+// started may not have its subscription at the server yet: then the
+// answer is empty, its Error "no responders". It may run in a condition
+// of require.Eventually: it asserts nothing.
 func (b *controlBundle) askTail(t *testing.T, pool string, n int) wire.LogTail {
 	t.Helper()
 	data, _ := json.Marshal(wire.LogTailRequest{Pool: pool, Tail: n})
 	reply := subject.ControlReply(b.nc.NewInbox())
 	sub, err := b.nc.SubscribeSync(reply)
-	require.NoError(t, err)
+	if err != nil {
+		return wire.LogTail{Error: err.Error()}
+	}
 	defer sub.Unsubscribe()
-	require.NoError(t, b.nc.PublishRequest(b.space.LogTail("h1"), reply, data))
+	if err := b.nc.PublishRequest(b.space.LogTail("h1"), reply, data); err != nil {
+		return wire.LogTail{Error: err.Error()}
+	}
 	m, err := sub.NextMsg(waitLimit)
-	require.NoError(t, err)
+	if err != nil {
+		return wire.LogTail{Error: err.Error()}
+	}
 	var ans wire.LogTail
-	require.NoError(t, json.Unmarshal(m.Data, &ans))
+	if len(m.Data) == 0 {
+		return wire.LogTail{Error: "no responders"}
+	}
+	if err := json.Unmarshal(m.Data, &ans); err != nil {
+		return wire.LogTail{Error: err.Error()}
+	}
 	return ans
 }
 
@@ -146,4 +160,27 @@ func TestAgent_LogTail(t *testing.T) {
 	require.Empty(t, ghost.Lines)
 	bad := b.askTail(t, "printer", wire.MaxLogTail+1)
 	require.Contains(t, bad.Error, "tail must be 1 to 1000")
+}
+
+// TestAgent_LogTailForgottenWithItsPool: a pool removed by a reload takes
+// its ring with it; one added again starts a new epoch.
+func TestAgent_LogTailForgottenWithItsPool(t *testing.T) {
+	t.Parallel()
+	b := setupAgent(t, Config{Pools: []broker.Spec{service("keep", 1, "k"), service("drop", 1, "d")}})
+	var before wire.LogTail
+	require.Eventually(t, func() bool {
+		before = b.askTail(t, "drop", 10)
+		return len(before.Lines) == 1
+	}, waitLimit, 10*time.Millisecond)
+
+	require.NoError(t, b.a.Reload(t.Context(), []broker.Spec{service("keep", 1, "k")}))
+	require.Contains(t, b.askTail(t, "drop", 10).Error, `no pool "drop"`)
+	require.NoError(t, b.a.Reload(t.Context(), []broker.Spec{service("keep", 1, "k"), service("drop", 1, "d")}))
+	var after wire.LogTail
+	require.Eventually(t, func() bool {
+		after = b.askTail(t, "drop", 10)
+		return len(after.Lines) == 1
+	}, waitLimit, 10*time.Millisecond)
+	require.NotEqual(t, before.Epoch, after.Epoch)
+	require.NotEqual(t, before.Lines[0].PID, after.Lines[0].PID)
 }

@@ -48,10 +48,8 @@ func TestLogs_FollowCutsSlowReader(t *testing.T) {
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: time.Hour})
 	startPrinter(t, nc, "h1", "printer", `exec sleep 600`)
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(url + "/v1/pools/printer/logs?tail=0")
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		_, ok := tryLogs(url, "printer", "?tail=0")
+		return ok
 	}, 20*time.Second, 20*time.Millisecond, "h1 is live")
 	resp, good := getLogs(t, url, "printer", "?follow=true&tail=0")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
