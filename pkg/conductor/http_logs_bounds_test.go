@@ -18,24 +18,14 @@ import (
 
 // readLogIndexes reads a log stream in a goroutine of its own and sends
 // the index of each line on the channel it returns.
-func readLogIndexes(t *testing.T, stream *bufio.Reader) <-chan int {
-	t.Helper()
-	got := make(chan int, 1)
-	go func() {
-		defer close(got)
-		for {
-			line, err := stream.ReadBytes('\n')
-			if err != nil {
-				return
-			}
-			var l wire.LogLine
-			if len(line) == 1 || json.Unmarshal(line, &l) != nil {
-				continue
-			}
-			got <- l.Index
+func readLogIndexes(stream *bufio.Reader) <-chan int {
+	return readIndexes(stream, func(line string) (int, bool) {
+		var l wire.LogLine
+		if len(line) == 1 || json.Unmarshal([]byte(line), &l) != nil {
+			return 0, false // a keep-alive
 		}
-	}()
-	return got
+		return l.Index, true
+	})
 }
 
 // TestLogs_FollowCutsSlowReader: a client that stops reading the lines it
@@ -53,7 +43,7 @@ func TestLogs_FollowCutsSlowReader(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond, "h1 is live")
 	resp, good := getLogs(t, url, "printer", "?follow=true&tail=0")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	read := readLogIndexes(t, good)
+	read := readLogIndexes(good)
 	stalled := openStalledStream(t, url, "/v1/pools/printer/logs?follow=true&tail=0")
 
 	space, _ := subject.New("default")
@@ -63,23 +53,7 @@ func TestLogs_FollowCutsSlowReader(t *testing.T) {
 		require.NoError(t, nc.PublishMsg(&nats.Msg{Subject: space.Logs("h1", "printer"), Data: data}))
 	}
 	long := strings.Repeat("x", 16<<10)
-	var cut eventsCut
-	for i := 1; cut.reason == ""; i++ {
-		require.Less(t, i, 5000, "the stalled stream was never cut off")
-		publish(i, long)
-		select {
-		case n, ok := <-read:
-			require.True(t, ok, "the reading stream ended")
-			require.Equal(t, i, n)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("the reading stream did not get line %d", i)
-		}
-		select {
-		case cut = <-cuts:
-			t.Logf("cut after %d lines of 16 KiB: %+v", i, cut)
-		default:
-		}
-	}
+	cut := floodUntilCut(t, func(i int) { publish(i, long) }, read, cuts)
 	require.Equal(t, "overflow", cut.reason)
 	require.LessOrEqual(t, cut.buffered, buffer, "never more queued than the bound")
 	require.Greater(t, cut.buffered, buffer-(17<<10), "cut when the next line did not fit")
