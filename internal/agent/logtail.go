@@ -120,14 +120,9 @@ func (a *Agent) answerTail(m *nats.Msg) {
 	}
 	var req wire.LogTailRequest
 	var ans wire.LogTail
-	switch err := json.Unmarshal(m.Data, &req); {
-	case err != nil:
-		ans.Error = "bad tail request: " + err.Error()
-	case subject.Token("pool", req.Pool) != nil:
-		ans.Error = subject.Token("pool", req.Pool).Error()
-	case req.Tail < 1 || req.Tail > wire.MaxLogTail:
-		ans.Error = fmt.Sprintf("tail must be 1 to %d lines, not %d", wire.MaxLogTail, req.Tail)
-	default:
+	if err := checkTailRequest(m.Data, &req); err != nil {
+		ans.Pool, ans.Error = req.Pool, err.Error()
+	} else {
 		ans = a.logs.tail(req.Pool, req.Tail, a.findPool(req.Pool) != nil)
 	}
 	ans.Host = a.cfg.Host
@@ -146,6 +141,20 @@ func (a *Agent) answerTail(m *nats.Msg) {
 	if err := m.Respond(data); err != nil {
 		a.log.Warn("cannot answer a tail request", "pool", req.Pool, "err", err)
 	}
+}
+
+// checkTailRequest decodes data into req and checks it.
+func checkTailRequest(data []byte, req *wire.LogTailRequest) error {
+	if err := json.Unmarshal(data, req); err != nil {
+		return fmt.Errorf("bad tail request: %w", err)
+	}
+	if err := subject.Token("pool", req.Pool); err != nil {
+		return err
+	}
+	if req.Tail < 1 || req.Tail > wire.MaxLogTail {
+		return fmt.Errorf("tail must be 1 to %d lines, not %d", wire.MaxLogTail, req.Tail)
+	}
+	return nil
 }
 
 // encodeTail encodes t within limit bytes, leaving its oldest lines out

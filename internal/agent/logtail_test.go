@@ -184,3 +184,19 @@ func TestAgent_LogTailForgottenWithItsPool(t *testing.T) {
 	require.NotEqual(t, before.Epoch, after.Epoch)
 	require.NotEqual(t, before.Lines[0].PID, after.Lines[0].PID)
 }
+
+// FuzzCheckTailRequest: a request of any requester is refused or asks for
+// a pool that is a token and 1 to MaxLogTail lines.
+func FuzzCheckTailRequest(f *testing.F) {
+	for _, s := range []string{`{"pool":"p","tail":1}`, `{"pool":"p","tail":1001}`, `{"pool":"a.b","tail":5}`, `{}`, `[]`, `{"pool":"p","tail":5,"max_bytes":-1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req wire.LogTailRequest
+		if checkTailRequest(data, &req) != nil {
+			return
+		}
+		require.NoError(t, subject.Token("pool", req.Pool))
+		require.True(t, req.Tail >= 1 && req.Tail <= wire.MaxLogTail)
+	})
+}
