@@ -166,6 +166,7 @@ func fill(v reflect.Value, path string) {
 func TestRecords_ConstantsAsWire(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, wire.HistogramBounds, client.HistogramBounds)
+	require.Equal(t, wire.MaxLogTail, client.MaxLogTail)
 	for _, tc := range []struct{ public, wire string }{
 		{string(client.StatusQueued), string(wire.StatusQueued)},
 		{string(client.StatusRunning), string(wire.StatusRunning)},
