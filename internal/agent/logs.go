@@ -30,10 +30,11 @@ const (
 )
 
 // logForwarder logs workers' output lines in workerd's log, keeps the last
-// of each pool in a ring (logtail.go) and publishes them on NATS, at most rate lines per second per pool (a token bucket with
-// a burst of rate): one budget for both, so the log and the subscribers see
-// the same lines. The lines over it are dropped from both, counted in the
-// next line that goes out and, per worker, in a line of workerd's log every
+// of each pool in a ring (logtail.go) and publishes them on NATS, at most
+// rate lines per second per pool (a token bucket with a burst of rate):
+// one budget for all, so the log, the ring and the subscribers see the
+// same lines. The lines over it are dropped from all, counted in the next
+// line that goes out and, per worker, in a line of workerd's log every
 // dropReportInterval. A dropped line costs no formatting nor encoding.
 type logForwarder struct {
 	nc    *nats.Conn
@@ -57,12 +58,12 @@ type bucket struct {
 	ring    *ring       // the last lines that went out (logtail.go)
 }
 
-// bucketLocked returns pool's bucket, made full if it has none. f.mu is
-// held.
-func (f *logForwarder) bucketLocked(pool string) *bucket {
+// bucketLocked returns pool's bucket, made full at now if it has none.
+// f.mu is held.
+func (f *logForwarder) bucketLocked(pool string, now time.Time) *bucket {
 	b := f.buckets[pool]
 	if b == nil {
-		b = &bucket{tokens: f.rate, read: f.rate * readFactor, last: time.Now(), lost: map[int]int{}, ring: newRing()}
+		b = &bucket{tokens: f.rate, read: f.rate * readFactor, last: now, lost: map[int]int{}, ring: newRing()}
 		f.buckets[pool] = b
 	}
 	return b
@@ -89,7 +90,7 @@ func (f *logForwarder) forward(line broker.LogLine) {
 	now := time.Now()
 	readRate := f.rate * readFactor
 	f.mu.Lock()
-	b := f.bucketLocked(line.Pool)
+	b := f.bucketLocked(line.Pool, now)
 	elapsed := now.Sub(b.last).Seconds()
 	b.last = now
 	b.tokens = min(f.rate, b.tokens+elapsed*f.rate)

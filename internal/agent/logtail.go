@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -101,7 +102,7 @@ func (f *logForwarder) tail(pool string, n int, known bool) wire.LogTail {
 		return wire.LogTail{Pool: pool, Error: fmt.Sprintf("no pool %q on this host", pool)}
 	}
 	if b == nil {
-		b = f.bucketLocked(pool)
+		b = f.bucketLocked(pool, time.Now())
 	}
 	return wire.LogTail{Pool: pool, Lines: b.ring.last(n), Epoch: b.ring.epoch, Next: b.ring.next}
 }
