@@ -61,6 +61,8 @@ fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime 30s ./internal/proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzJobAppendJSON$$' -fuzztime 30s ./internal/wire/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnds$$' -fuzztime 30s ./internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLogSeq$$' -fuzztime 30s ./internal/wire/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckTailRequest$$' -fuzztime 30s ./internal/agent/
 	$(GO) test -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s ./pkg/broker/
 	$(GO) test -run '^$$' -fuzz FuzzRun -fuzztime 30s ./pkg/worker/
 

@@ -206,6 +206,13 @@ func (a *Agent) Start(ctx context.Context) error {
 		done()
 		return fmt.Errorf("agent: subscribe to commands: %w", err)
 	}
+	tails, err := a.cfg.Conn.Subscribe(a.space.LogTail(a.cfg.Host), a.answerTail)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		a.cancel()
+		done()
+		return fmt.Errorf("agent: subscribe to tail requests: %w", err)
+	}
 	a.mu.Lock()
 	for _, spec := range a.cfg.Pools {
 		a.startPoolLocked(spec)
@@ -219,6 +226,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		defer done()
 		<-a.ctx.Done()
 		_ = sub.Unsubscribe()
+		_ = tails.Unsubscribe()
 		a.shutdown()
 	}()
 	return nil

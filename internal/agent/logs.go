@@ -10,7 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -27,11 +29,12 @@ const (
 	readLineBytes = 256
 )
 
-// logForwarder logs workers' output lines in workerd's log and publishes
-// them on NATS, at most rate lines per second per pool (a token bucket with
-// a burst of rate): one budget for both, so the log and the subscribers see
-// the same lines. The lines over it are dropped from both, counted in the
-// next line that goes out and, per worker, in a line of workerd's log every
+// logForwarder logs workers' output lines in workerd's log, keeps the last
+// of each pool in a ring (logtail.go) and publishes them on NATS, at most
+// rate lines per second per pool (a token bucket with a burst of rate):
+// one budget for all, so the log, the ring and the subscribers see the
+// same lines. The lines over it are dropped from all, counted in the next
+// line that goes out and, per worker, in a line of workerd's log every
 // dropReportInterval. A dropped line costs no formatting nor encoding.
 type logForwarder struct {
 	nc    *nats.Conn
@@ -44,13 +47,33 @@ type logForwarder struct {
 	buckets map[string]*bucket // by pool; guarded by mu
 }
 
-// bucket is the budget of one pool; its forwarder's mu guards it.
+// bucket is the budget of one pool and the lines it let out; its
+// forwarder's mu guards it.
 type bucket struct {
 	tokens  float64     // lines that may go out now
 	read    float64     // reading budget: see readFactor
 	last    time.Time   // of the last refill
 	dropped int         // since the last line that went out
 	lost    map[int]int // dropped per worker index since the last report
+	ring    *ring       // the last lines that went out (logtail.go)
+}
+
+// bucketLocked returns pool's bucket, made full at now if it has none.
+// f.mu is held.
+func (f *logForwarder) bucketLocked(pool string, now time.Time) *bucket {
+	b := f.buckets[pool]
+	if b == nil {
+		b = &bucket{tokens: f.rate, read: f.rate * readFactor, last: now, lost: map[int]int{}, ring: newRing()}
+		f.buckets[pool] = b
+	}
+	return b
+}
+
+// forget drops pool's bucket and the lines it kept: the pool was removed.
+func (f *logForwarder) forget(pool string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.buckets, pool)
 }
 
 func newLogForwarder(nc *nats.Conn, space subject.Space, log *slog.Logger, rate int, every time.Duration) *logForwarder {
@@ -67,11 +90,7 @@ func (f *logForwarder) forward(line broker.LogLine) {
 	now := time.Now()
 	readRate := f.rate * readFactor
 	f.mu.Lock()
-	b := f.buckets[line.Pool]
-	if b == nil {
-		b = &bucket{tokens: f.rate, read: readRate, last: now, lost: map[int]int{}}
-		f.buckets[line.Pool] = b
-	}
+	b := f.bucketLocked(line.Pool, now)
 	elapsed := now.Sub(b.last).Seconds()
 	b.last = now
 	b.tokens = min(f.rate, b.tokens+elapsed*f.rate)
@@ -92,10 +111,12 @@ func (f *logForwarder) forward(line broker.LogLine) {
 	b.tokens--
 	l := wireLogLine(line)
 	l.Dropped, b.dropped = b.dropped, 0
+	seq := wire.LogSeq(b.ring.epoch, b.ring.add(l))
 	f.mu.Unlock()
 	f.log.Info("worker output", "pool", line.Pool, "index", line.Index, "pid", line.PID, "stream", line.Stream, "line", line.Line)
 	if data, err := json.Marshal(l); err == nil {
-		_ = f.nc.Publish(f.space.Logs(l.Host, l.Pool), data)
+		m := &nats.Msg{Subject: f.space.Logs(l.Host, l.Pool), Data: data, Header: nats.Header{names.HeaderLogSeq: []string{seq}}}
+		_ = f.nc.PublishMsg(m)
 	}
 	time.Sleep(pause)
 }

@@ -93,6 +93,7 @@ func (a *Agent) removePool(p *pool) {
 	a.mu.Lock()
 	a.pools = slices.DeleteFunc(a.pools, func(x *pool) bool { return x == p })
 	a.mu.Unlock()
+	a.logs.forget(p.spec.Name)
 }
 
 // runPool starts one pool, runs it until ctx ends or the pool stops (a

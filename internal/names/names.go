@@ -60,6 +60,14 @@ const (
 	HeaderStatus = "Conductor-Status"
 )
 
+// Headers of a worker's output line published on the logs subject.
+const (
+	// HeaderLogSeq numbers the line in its pool's ring on its host:
+	// "<epoch>.<seq>" (wire.LogTail), so that a reader who asked for the
+	// ring's tail drops the live lines the tail already gave.
+	HeaderLogSeq = "Conductor-Log-Seq"
+)
+
 // Headers that the NATS server sets on its own status messages (a pull
 // request's end, a store's failure).
 const (

@@ -14,6 +14,7 @@
 //	conductor.<ns>.events.worker.<pool>.<kind>  worker lifecycle events (core NATS)
 //	conductor.<ns>.events.pool.<pool>.<kind>    pool lifecycle events (core NATS)
 //	conductor.<ns>.logs.<host>.<pool>    workers' stdout/stderr lines (core NATS)
+//	conductor.<ns>.tail.<host>           the last lines a host kept of a pool's output, by request (core NATS)
 //
 // Every token (namespace, job type, host id) is checked by Token before use.
 package subject
@@ -384,6 +385,29 @@ func (s Space) Logs(host, pool string) string { return s.prefix() + ".logs." + h
 
 // AllLogs matches Logs of every host and pool.
 func (s Space) AllLogs() string { return s.prefix() + ".logs.*.*" }
+
+// ParseLogs returns the host and pool of a subject built by Logs, or "",
+// "" if subj is not one or either is not a valid token.
+func (s Space) ParseLogs(subj string) (host, pool string) {
+	rest, ok := strings.CutPrefix(subj, s.prefix()+".logs.")
+	if !ok {
+		return "", ""
+	}
+	host, pool, ok = strings.Cut(rest, ".")
+	if !ok || Token("host", host) != nil || Token("pool", pool) != nil {
+		return "", ""
+	}
+	return host, pool
+}
+
+// LogTail is the subject workerd host answers on, by request
+// (wire.LogTailRequest), with the last lines it kept of a pool's output
+// (wire.LogTail). Like Control, only the host may take it, and it answers
+// on a ControlReply subject only.
+func (s Space) LogTail(host string) string { return s.prefix() + ".tail." + host }
+
+// LogTails matches LogTail of every host.
+func (s Space) LogTails() string { return s.LogTail("*") }
 
 // JobStream is the name of the JetStream stream holding queued jobs.
 func (s Space) JobStream() string { return Root + "-" + s.ns + "-jobs" }

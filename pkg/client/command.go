@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/logtail"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -145,31 +145,13 @@ func (c *Client) fanOut(ctx context.Context, hosts []string, cmd wire.Command) [
 	return out
 }
 
-// ask sends one encoded command to host and reads its answer.
 // request sends a command and waits for its answer, on a reply subject
-// of its own (subject.ControlReply): the only kind a host may answer on,
-// so that a host that learns one request's reply subject can answer no
-// other request of this connection's.
+// of its own (logtail.Request).
 func (c *Client) request(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
-	reply := subject.ControlReply(c.nc.NewInbox())
-	sub, err := c.nc.SubscribeSync(reply)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe()
-	if err := c.nc.PublishRequest(subj, reply, data); err != nil {
-		return nil, err
-	}
-	m, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(m.Data) == 0 && m.Header.Get(names.HeaderNATSStatus) == "503" {
-		return nil, nats.ErrNoResponders
-	}
-	return m, nil
+	return logtail.Request(ctx, c.nc, subj, data)
 }
 
+// ask sends one encoded command to host and reads its answer.
 func (c *Client) ask(ctx context.Context, host string, data []byte) CommandResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CommandTimeout)
 	defer cancel()

@@ -47,8 +47,9 @@
 // Every host's workerd announces its pools and workers once a second: the
 // Client learns them as Hosts and Workers. Command sends a PoolCommand
 // (drain, resume, recycle, restart, resize, upgrade, shutdown) to a pool
-// on every host that runs it, and Events follows what the hosts'
-// supervisors do, as Event values.
+// on every host that runs it, Events follows what the hosts'
+// supervisors do, as Event values, and Logs reads the workers' output,
+// the last lines each host kept then the new ones, as LogLine values.
 //
 // The same records come out of conductord's HTTP API (docs/api.md), and
 // encode to the same JSON. Errors to branch on are the Err variables,

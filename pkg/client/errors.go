@@ -40,6 +40,9 @@ var (
 	// ErrCommandRefused means every host refused the command or did not
 	// answer; the results say why.
 	ErrCommandRefused = errors.New("conductor: command refused")
+	// ErrBadLogs is wrapped by the error of Logs for options it cannot
+	// take: a bad pool or host name, a tail over MaxLogTail.
+	ErrBadLogs = errors.New("conductor: bad logs request")
 	// ErrForbidden means the server refused the Client's credential what
 	// it asked: a role or a job type not its own (docs/security.md).
 	ErrForbidden = errors.New("conductor: forbidden")

@@ -30,6 +30,7 @@ func TestRecords_SameJSONAsWire(t *testing.T) {
 		{"HostPool", &client.HostPool{}, &wire.PoolInfo{}},
 		{"Worker", &client.Worker{}, &wire.WorkerInfo{}},
 		{"Event", &eventFields{}, &wire.Event{}},
+		{"LogLine", &logLineFields{}, &wire.LogLine{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			roundTrip(t, tc.wire, reflect.New(reflect.TypeOf(tc.public).Elem()).Interface())
@@ -78,6 +79,21 @@ func (e *eventFields) UnmarshalJSON(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	return dec.Decode((*client.Event)(e))
+}
+
+// logLineFields is client.LogLine without its Error, which no host sends
+// in a line: the object that stands for a host whose tail is missing has
+// it.
+type logLineFields client.LogLine
+
+func (l *logLineFields) MarshalJSON() ([]byte, error) {
+	return withoutKey((*client.LogLine)(l), "error")
+}
+
+func (l *logLineFields) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*client.LogLine)(l))
 }
 
 // roundTrip fills from, encodes it, decodes that into to (which must know
@@ -150,6 +166,7 @@ func fill(v reflect.Value, path string) {
 func TestRecords_ConstantsAsWire(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, wire.HistogramBounds, client.HistogramBounds)
+	require.Equal(t, wire.MaxLogTail, client.MaxLogTail)
 	for _, tc := range []struct{ public, wire string }{
 		{string(client.StatusQueued), string(wire.StatusQueued)},
 		{string(client.StatusRunning), string(wire.StatusRunning)},

@@ -121,7 +121,7 @@ type Conductor struct {
 	// onStrayPass, if set, is called after each pass of the stray
 	// repair: a test signal, set between New and Start; nil in production.
 	onStrayPass func(strayPass)
-	// onEventsCut, if set, is called when an event stream is cut off
+	// onEventsCut, if set, is called when a stream (events, logs) is cut off
 	// for a client that does not read, with the reason and the bytes
 	// queued for it: a test signal, set between New and Start; nil in
 	// production.

@@ -43,7 +43,8 @@ type Config struct {
 	// Each type costs the job stream and the stats bucket for good.
 	// Default 10,000.
 	MaxJobTypes int
-	// MaxEventStreams bounds the GET /v1/events streams served at once,
+	// MaxEventStreams bounds the GET /v1/events and GET
+	// /v1/pools/{name}/logs streams served at once, together,
 	// MaxBatchReads the POST /v1/batches bodies read at once (each up to
 	// MaxBatchBytes), and MaxHTTPConns the HTTP connections open at once:
 	// past the first two, 503; past the last, a new connection waits for
@@ -51,8 +52,9 @@ type Config struct {
 	MaxEventStreams int
 	MaxBatchReads   int
 	MaxHTTPConns    int
-	// EventBuffer bounds, in bytes, the events GET /v1/events holds for
-	// one client that has not taken them yet; EventWriteTimeout bounds
+	// EventBuffer bounds, in bytes, the events GET /v1/events (or the
+	// lines GET /v1/pools/{name}/logs?follow=true) holds for one client
+	// that has not taken them yet; EventWriteTimeout bounds
 	// how long one write to it may block. A client past either is cut off
 	// (and logged); the others are not held back. Defaults 1 MiB and 10s.
 	EventBuffer       int

@@ -97,8 +97,9 @@ func (g *grant) submitter(id string, ts []string) {
 	}
 }
 
-// host takes, runs and ends the jobs of its types, and heartbeats, logs
-// and takes commands under its own host id. It reads states by id. It
+// host takes, runs and ends the jobs of its types, and heartbeats, logs,
+// answers for the tail of its logs and takes commands under its own host
+// id (both answered on subject.ControlReplies only). It reads states by id. It
 // makes no consumer and writes no state or dead entry itself: conductord
 // makes its types' consumers, passes the cancels on to it, and writes
 // its types' states for it, checked (internal/hostsvc), for a consumer
@@ -108,7 +109,7 @@ func (g *grant) host(cr auth.Credential) {
 	sp, id := g.sp, cr.Host()
 	jobs := sp.JobStream()
 	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
-	g.sub(sp.Control(id), sp.CancelFeed(), sp.LookupFeed())
+	g.sub(sp.Control(id), sp.LogTail(id), sp.CancelFeed(), sp.LookupFeed())
 	g.pub(subject.ControlReplies()...)
 	g.pub(sp.CancelsAs(cr.ID))
 	for _, t := range types(cr.Types) {
@@ -137,7 +138,7 @@ func (g *grant) host(cr auth.Credential) {
 func (g *grant) operator() {
 	sp := g.sp
 	g.readStates()
-	g.pub(sp.Controls(), sp.Submits(), sp.Jobs(), sp.Lookups())
+	g.pub(sp.Controls(), sp.LogTails(), sp.Submits(), sp.Jobs(), sp.Lookups())
 	g.sub(sp.AllEvents(), sp.Hosts(), sp.AllLogs())
 	jobs := sp.JobStream()
 	g.pub(subject.JSAPI("STREAM.INFO", jobs), subject.JSAPI("CONSUMER.INFO", jobs, "*"), subject.JSAPI("CONSUMER.LIST", jobs),

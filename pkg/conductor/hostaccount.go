@@ -185,10 +185,10 @@ func hostImports(sp subject.Space, cr auth.Credential) []serviceImport {
 }
 
 // hostStreams are the subjects host credential cr's account imports as
-// streams from namespace sp's: its commands, the cancel and lookup
-// feeds, its inbox.
+// streams from namespace sp's: its commands and tail requests, the cancel
+// and lookup feeds, its inbox.
 func hostStreams(sp subject.Space, cr auth.Credential) []string {
-	return []string{sp.Control(cr.Host()), sp.CancelFeed(), sp.LookupFeed(), auth.InboxOf(cr.ID) + ".>"}
+	return []string{sp.Control(cr.Host()), sp.LogTail(cr.Host()), sp.CancelFeed(), sp.LookupFeed(), auth.InboxOf(cr.ID) + ".>"}
 }
 
 // hostPermissions are a host's permissions in its own account: what it

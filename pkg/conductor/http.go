@@ -113,7 +113,10 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/lookups/{name}/{key...}", c.auth(op, c.getLookup))
 	mux.Handle("PUT /v1/lookups/{name}/{key...}", c.auth(op, c.putLookup))
 	mux.Handle("DELETE /v1/lookups/{name}/{key...}", c.auth(op, c.deleteLookup))
-	mux.Handle("GET /v1/events", c.auth(op, limit(make(chan struct{}, c.cfg.MaxEventStreams), "event streams", c.streamEvents)))
+	// The event and log streams share one bound (stream.go).
+	streams := make(chan struct{}, c.cfg.MaxEventStreams)
+	mux.Handle("GET /v1/events", c.auth(op, limit(streams, "event and log streams", c.streamEvents)))
+	mux.Handle("GET /v1/pools/{name}/logs", c.auth(op, limit(streams, "event and log streams", c.streamLogs)))
 	mux.Handle("GET /v1/console/stream", c.auth(op, limit(make(chan struct{}, c.cfg.MaxConsoleStreams), "console streams", c.streamConsole)))
 	if c.cfg.Metrics != nil {
 		mux.Handle("GET /metrics", c.auth(op, c.cfg.Metrics.ServeHTTP))

@@ -34,7 +34,7 @@ func TestHTTP_StreamsAndBatchReadsBounded(t *testing.T) {
 	third.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, third.StatusCode)
 	require.Equal(t, "1", third.Header.Get("Retry-After"))
-	require.Contains(t, string(body), "2 event streams at once")
+	require.Contains(t, string(body), "2 event and log streams at once")
 	a.Body.Close()
 	require.Eventually(t, func() bool {
 		r := open()

@@ -46,9 +46,10 @@ func setupEvents(t *testing.T, cfg conductor.Config) (string, *nats.Conn, <-chan
 	return "http://" + c.HTTPAddr(), nc, cuts
 }
 
-// openStalledStream opens GET /v1/events on a connection whose receive
-// buffer is small, reads the answer's head, and then reads nothing more.
-func openStalledStream(t *testing.T, url string) net.Conn {
+// openStalledStream opens GET path (/v1/events, a log stream) on a
+// connection whose receive buffer is small, reads the answer's head, and
+// then reads nothing more.
+func openStalledStream(t *testing.T, url, path string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
@@ -58,7 +59,7 @@ func openStalledStream(t *testing.T, url string) net.Conn {
 	conn, err := d.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	_, err = conn.Write([]byte("GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+	_, err = conn.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 16), nil)
 	require.NoError(t, err)
@@ -80,6 +81,23 @@ func requireDisconnected(t *testing.T, conn net.Conn) {
 // each event on the channel it returns.
 func readEvents(t *testing.T, stream *bufio.Reader) <-chan int {
 	t.Helper()
+	return readIndexes(stream, func(line string) (int, bool) {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			return 0, false
+		}
+		var e client.Event
+		if json.Unmarshal([]byte(data), &e) != nil {
+			return 0, false
+		}
+		return e.Index, true
+	})
+}
+
+// readIndexes reads stream in a goroutine of its own and sends the index
+// that index finds in each of its lines (an event, a log line) on the
+// channel it returns, until the stream ends.
+func readIndexes(stream *bufio.Reader, index func(line string) (int, bool)) <-chan int {
 	got := make(chan int, 1)
 	go func() {
 		defer close(got)
@@ -88,41 +106,43 @@ func readEvents(t *testing.T, stream *bufio.Reader) <-chan int {
 			if err != nil {
 				return
 			}
-			data, ok := strings.CutPrefix(line, "data: ")
-			if !ok {
-				continue
+			if i, ok := index(line); ok {
+				got <- i
 			}
-			var e client.Event
-			if json.Unmarshal([]byte(data), &e) != nil {
-				return
-			}
-			got <- e.Index
 		}
 	}()
 	return got
 }
 
-// floodUntilCut publishes worker messages of 16 KiB, each once the reading
-// stream got the one before (so that the reader is never behind), until a
-// stream is cut, and returns the cut.
-func floodUntilCut(t *testing.T, nc *nats.Conn, read <-chan int, cuts <-chan eventsCut) eventsCut {
-	t.Helper()
+// floodEvents publishes worker message i of 16 KiB.
+func floodEvents(t *testing.T, nc *nats.Conn) func(i int) {
 	data, err := json.Marshal(strings.Repeat("x", 16<<10))
 	require.NoError(t, err)
-	for i := 1; i <= 5000; i++ { // about 200 fill the sockets of the stalled stream
+	return func(i int) {
 		publishEvent(t, nc, client.ScopeWorker, wire.Event{
 			Time: eventTime, Kind: wire.EventWorkerMessage, Host: "a", Pool: "squares", Index: i, PID: 42, Data: data,
 		})
+	}
+}
+
+// floodUntilCut publishes items of 16 KiB (publish(i): an event, a log
+// line, of index i), each once the reading stream got the one before (so
+// that the reader is never behind), until a stream is cut, and returns
+// the cut.
+func floodUntilCut(t *testing.T, publish func(i int), read <-chan int, cuts <-chan eventsCut) eventsCut {
+	t.Helper()
+	for i := 1; i <= 5000; i++ { // about 200 fill the sockets of the stalled stream
+		publish(i)
 		select {
 		case n, ok := <-read:
 			require.True(t, ok, "the reading stream ended")
 			require.Equal(t, i, n)
 		case <-time.After(30 * time.Second):
-			t.Fatalf("the reading stream did not get event %d", i)
+			t.Fatalf("the reading stream did not get item %d", i)
 		}
 		select {
 		case cut := <-cuts:
-			t.Logf("cut after %d events of 16 KiB: %+v", i, cut)
+			t.Logf("cut after %d items of 16 KiB: %+v", i, cut)
 			return cut
 		default:
 		}
@@ -153,9 +173,9 @@ func TestConductor_EventStreamCutsSlowReaderAtBuffer(t *testing.T) {
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: time.Hour})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	stalled := openStalledStream(t, url)
+	stalled := openStalledStream(t, url, "/v1/events")
 
-	cut := floodUntilCut(t, nc, read, cuts)
+	cut := floodUntilCut(t, floodEvents(t, nc), read, cuts)
 	require.Equal(t, "overflow", cut.reason)
 	require.LessOrEqual(t, cut.buffered, buffer, "never more queued than the bound")
 	require.Greater(t, cut.buffered, buffer-(17<<10), "cut when the next event did not fit")
@@ -171,9 +191,9 @@ func TestConductor_EventStreamCutsSlowReaderAtWriteDeadline(t *testing.T) {
 	url, nc, cuts := setupEvents(t, conductor.Config{EventBuffer: buffer, EventWriteTimeout: 200 * time.Millisecond})
 	_, good := openStream(t, url, "")
 	read := readEvents(t, good)
-	stalled := openStalledStream(t, url)
+	stalled := openStalledStream(t, url, "/v1/events")
 
-	cut := floodUntilCut(t, nc, read, cuts)
+	cut := floodUntilCut(t, floodEvents(t, nc), read, cuts)
 	require.Equal(t, "write timeout", cut.reason)
 	require.LessOrEqual(t, cut.buffered, buffer)
 	requireStillServed(t, nc, read)

@@ -82,6 +82,7 @@ func TestRoles_HTTP(t *testing.T) {
 		{call_{"GET", "/v1/version", ""}, map[string]int{"": noAuth, "web": ok, "h1": forbidden, "ops": ok}},
 		{call_{"GET", "/v1/events?max=0", ""}, map[string]int{"web": forbidden, "h1": forbidden}},
 		{call_{"GET", "/v1/console/stream", ""}, map[string]int{"": noAuth, "web": forbidden, "h1": forbidden}},
+		{call_{"GET", "/v1/pools/squares/logs?tail=1", ""}, map[string]int{"": noAuth, "web": forbidden, "h1": forbidden, "ops": ok, "root": ok}},
 		{call_{"POST", "/v1/pools/squares/recycle", ""}, map[string]int{"web": forbidden, "h1": forbidden, "ops": ok}},
 		{call_{"POST", "/v1/pools/squares/upgrade", `{"cmd":["/bin/sh","-c","id"]}`}, map[string]int{"web": forbidden, "h1": forbidden}},
 		{call_{"GET", "/healthz", ""}, map[string]int{"": ok}},
@@ -101,33 +102,49 @@ func TestRoles_HTTP(t *testing.T) {
 	require.Contains(t, body, "credential h1 (host) may not do this: it needs the operator role")
 }
 
-// TestRoles_RevokeEndsEventStreams: an event stream opened with a
+// TestRoles_RevokeEndsEventStreams: an event or log stream opened with a
 // credential ends when the credential is revoked, as its NATS connections
 // do; a new call with it is refused.
 func TestRoles_RevokeEndsEventStreams(t *testing.T) {
 	t.Parallel()
 	rc := startRoleCluster(t)
+	startHost(t, rc, "h1", "squares")
 	srv := httptest.NewServer(rc.c.Handler())
 	t.Cleanup(srv.Close)
-	req, err := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/events", nil)
+	open := func(path string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			t.Cleanup(func() { resp.Body.Close() })
+		}
+		return resp, err
+	}
+	events, err := open("/v1/events")
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	ended := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, resp.Body)
-		ended <- err
-	}()
+	require.Equal(t, http.StatusOK, events.StatusCode)
+	var logs *http.Response
+	require.Eventually(t, func() bool { // once h1 is heard
+		var err error
+		logs, err = open("/v1/pools/squares/logs?follow=true")
+		return err == nil && logs.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond)
+	ended := make(chan error, 2)
+	for _, resp := range []*http.Response{events, logs} {
+		go func() {
+			_, err := io.Copy(io.Discard, resp.Body)
+			ended <- err
+		}()
+	}
 
 	require.NoError(t, auth.Revoke(rc.creds, "ops"))
-	select {
-	case err := <-ended:
-		require.NoError(t, err, "the stream ends cleanly")
-	case <-time.After(10 * time.Second):
-		t.Fatal("a revoked operator's event stream goes on")
+	for range 2 {
+		select {
+		case err := <-ended:
+			require.NoError(t, err, "the stream ends cleanly")
+		case <-time.After(10 * time.Second):
+			t.Fatal("a revoked operator's stream goes on")
+		}
 	}
 	req2, _ := http.NewRequest("GET", srv.URL+"/v1/pools", nil)
 	req2.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])

@@ -277,6 +277,7 @@ func TestRoles_NATS(t *testing.T) {
 			"$KV.conductor-default-state." + j.ID,                           // a state
 			"$KV.conductor-default-cancel." + j.ID,                          // a cancel
 			"conductor.default.control.h1",                                  // a pool command
+			"conductor.default.tail.h1",                                     // a host's logs
 			"conductor.default.hosts.h9",                                    // a heartbeat
 			"conductor.default.ends.squares",                                // a job end
 			"$JS.API.STREAM.PURGE.conductor-default-jobs",                   // the queue
@@ -292,7 +293,7 @@ func TestRoles_NATS(t *testing.T) {
 		} {
 			refusedPub(t, rc, "web", subj)
 		}
-		for _, subj := range []string{">", "conductor.default.jobs.squares", "conductor.default.events.job.other.succeeded", "_INBOX.>"} {
+		for _, subj := range []string{">", "conductor.default.jobs.squares", "conductor.default.events.job.other.succeeded", "_INBOX.>", "conductor.default.tail.h1", "conductor.default.logs.h1.squares"} {
 			refusedSub(t, rc, "web", subj)
 		}
 	})
@@ -308,6 +309,7 @@ func TestRoles_NATS(t *testing.T) {
 			"conductor.default.jobs.squares",    // queue a job
 			"conductor.default.submit.squares",  // submit one
 			"conductor.default.control.h2",      // command another host
+			"conductor.default.tail.h2",         // ask another host's logs
 			"_INBOX.c-ops.abc.1",                // an inbox that is no command's reply
 			"$JS.API.STREAM.PURGE.conductor-default-jobs",
 			"$JS.API.STREAM.DELETE.KV_conductor-default-state",
@@ -342,6 +344,8 @@ func TestRoles_NATS(t *testing.T) {
 		}
 		for subj, pub := range map[string]string{
 			"conductor.default.control.h2":     "conductor.default.control.h2",
+			"conductor.default.tail.h2":        "conductor.default.tail.h2",
+			"conductor.default.tail.*":         "conductor.default.tail.h2",
 			"conductor.default.jobs.>":         "conductor.default.jobs.zz.zz",
 			"conductor.default.submit.squares": "conductor.default.submit.squares",
 			"_INBOX.>":                         "_INBOX.c-ops.abc.1",

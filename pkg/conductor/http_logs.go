@@ -1,0 +1,197 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/logtail"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
+)
+
+// GET /v1/pools/{name}/logs: the last lines each live host running the
+// pool kept of its workers' output (internal/agent, logtail.go), merged in
+// time order, then, with follow=true, every new line as it is published,
+// as NDJSON (docs/api.md, "Logs"). internal/logtail asks the hosts and
+// joins their tails to the live lines.
+const (
+	// defaultLogTail is the lines asked of each host when tail is not
+	// given; wire.MaxLogTail at most.
+	defaultLogTail = 100
+	// logChunk is the bytes of tail lines written at once.
+	logChunk = 32 << 10
+)
+
+// logQuery is what GET /v1/pools/{name}/logs asks for.
+type logQuery struct {
+	pool, host string
+	tail       int
+	follow     bool
+}
+
+// logNote is the object that stands, in a log stream, for a host whose
+// tail is missing or incomplete: Error says why.
+type logNote struct {
+	Host  string `json:"host"`
+	Pool  string `json:"pool"`
+	Error string `json:"error"`
+}
+
+// streamLogs serves GET /v1/pools/{name}/logs?host=ID&tail=N&follow=true.
+// With follow it subscribes to the lines before it asks the hosts for
+// their tails, and drops from the live lines those the tails gave
+// (logtail.Seam), so that none is lost or doubled where they meet. A
+// client that does not read is cut off as an event stream's is
+// (stream.go).
+func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
+	q, err := readLogQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	hosts, err := c.logHosts(r.Context(), q)
+	switch {
+	case errors.As(err, new(noLogHost)):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	s, end := c.openStream(w, r, "log")
+	defer end()
+	var live *pump[*nats.Msg]
+	if q.follow {
+		msgs, unsubscribe, err := logtail.Subscribe(s.ctx, c.nc, c.space, q.pool, q.host)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		defer unsubscribe()
+		live = startPump(s, msgs, c.liveFrame(q.pool))
+		defer func() { s.cancel(); <-live.done }() // before the unsubscribe
+	}
+	tails := logtail.Ask(s.ctx, c.nc, c.space, hosts, q.pool, q.tail)
+	if s.begin("application/x-ndjson") != nil {
+		return
+	}
+	if err := writeTails(s, q.pool, tails); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.cut(streamWriteTimeout, 0)
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	if live != nil {
+		serveStream(s, live, logtail.NewSeam(c.space, tails).Keep, []byte("\n"))
+	}
+}
+
+// readLogQuery reads and checks the path and query of r.
+func readLogQuery(r *http.Request) (logQuery, error) {
+	v := r.URL.Query()
+	q := logQuery{pool: r.PathValue("name"), host: v.Get("host"), tail: defaultLogTail}
+	if err := subject.Token("pool", q.pool); err != nil {
+		return q, err
+	}
+	if q.host != "" {
+		if err := subject.Token("host", q.host); err != nil {
+			return q, err
+		}
+	}
+	if t := v.Get("tail"); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 || n > wire.MaxLogTail {
+			return q, fmt.Errorf("tail must be a whole number of lines from 0 to %d, not %q", wire.MaxLogTail, t)
+		}
+		q.tail = n
+	}
+	if f := v.Get("follow"); f != "" {
+		b, err := strconv.ParseBool(f)
+		if err != nil {
+			return q, fmt.Errorf("follow must be true or false, not %q", f)
+		}
+		q.follow = b
+	}
+	return q, nil
+}
+
+// noLogHost is the error of a request for the logs of a pool no live host
+// runs (or the host asked for does not): 404.
+type noLogHost string
+
+func (e noLogHost) Error() string { return string(e) }
+
+// logHosts returns the live hosts that run q's pool (q.host only, if set).
+func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) {
+	live, err := c.client.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var hosts []string
+	for _, h := range live {
+		if (q.host == "" || h.Host == q.host) && slices.ContainsFunc(h.Pools, func(p client.HostPool) bool { return p.Name == q.pool }) {
+			hosts = append(hosts, h.Host)
+		}
+	}
+	switch {
+	case len(hosts) > 0:
+		return hosts, nil
+	case q.host != "":
+		return nil, noLogHost(fmt.Sprintf("host %s is not live or does not run pool %s", q.host, q.pool))
+	default:
+		return nil, noLogHost("no live host runs pool " + q.pool)
+	}
+}
+
+// writeTails writes a note for each host whose tail is missing or cut,
+// then every tail's lines merged in time order.
+func writeTails(s *stream, pool string, tails []logtail.Answer) error {
+	var buf []byte
+	for _, t := range tails {
+		if t.Note != "" {
+			data, _ := json.Marshal(logNote{Host: t.Host, Pool: pool, Error: t.Note}) // always encodes
+			buf = append(append(buf, data...), '\n')
+		}
+	}
+	for _, l := range logtail.Merge(tails) {
+		buf = append(buf, lineFrame(l)...)
+		if len(buf) >= logChunk {
+			if err := s.write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	return s.write(buf)
+}
+
+// lineFrame is l as one line of the stream: compact JSON, valid UTF-8.
+func lineFrame(l wire.LogLine) []byte {
+	data, _ := json.Marshal(l) // a LogLine always encodes
+	return append(validJSON(data), '\n')
+}
+
+// liveFrame returns the frame of a line published for pool: nil (skipped)
+// for a message that is not a line of the host and pool its subject names.
+func (c *Conductor) liveFrame(pool string) func(*nats.Msg) []byte {
+	return func(m *nats.Msg) []byte {
+		l, ok := logtail.Line(c.space, pool, m)
+		if !ok {
+			return nil
+		}
+		return lineFrame(l)
+	}
+}

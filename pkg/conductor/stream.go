@@ -1,0 +1,204 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"time"
+)
+
+// The one way conductord streams to an HTTP client, shared by GET
+// /v1/events and GET /v1/pools/{name}/logs, so that a client that does not
+// read costs conductord the same bounded memory and time on both.
+//
+// Two goroutines serve a stream. The pump takes the items from their
+// source (a NATS subscription) as they come, so that NATS never holds them
+// for this client, and queues them, encoded, up to Config.EventBuffer
+// bytes; the handler's goroutine writes them out, each write bounded by
+// Config.EventWriteTimeout. A client that does not read is cut off, and
+// logged, when the queue would overflow or a write times out: what it
+// costs conductord is bounded by EventBuffer and the socket's buffers, and
+// the other streams are not held back. The streams of both routes count
+// within one bound, Config.MaxEventStreams (Handler).
+
+// streamKeepAlive is how often an idle stream sends its keep-alive, so
+// that proxies keep it open and a vanished client is noticed.
+const streamKeepAlive = 15 * time.Second
+
+// Why a stream was cut off (the reason logged, and given to the
+// onEventsCut test signal).
+const (
+	streamOverflow     = "overflow"      // the client let more than Config.EventBuffer bytes wait
+	streamWriteTimeout = "write timeout" // one write blocked longer than Config.EventWriteTimeout
+)
+
+// stream is one streamed answer: its request, its writer, and the context
+// that ends it when the client goes away, the conductor stops or the
+// caller's credential is revoked.
+type stream struct {
+	c      *Conductor
+	kind   string // what it streams, for the log: "event", "log"
+	w      http.ResponseWriter
+	r      *http.Request
+	rc     *http.ResponseController
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// openStream makes the stream of r; end releases it, once the handler is
+// done with it.
+func (c *Conductor) openStream(w http.ResponseWriter, r *http.Request, kind string) (s *stream, end func()) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stopClosing := context.AfterFunc(c.closing, cancel)
+	release := c.access.hold(caller(r).cred.ID, cancel) // a revoked credential's stream ends
+	s = &stream{c: c, kind: kind, w: w, r: r, rc: http.NewResponseController(w), ctx: ctx, cancel: cancel}
+	return s, func() {
+		release()
+		stopClosing()
+		cancel()
+	}
+}
+
+// begin answers 200 with contentType and flushes the head.
+func (s *stream) begin(contentType string) error {
+	s.w.Header().Set("Content-Type", contentType)
+	s.w.Header().Set("Cache-Control", "no-cache")
+	s.w.Header().Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	return s.write(nil)
+}
+
+// write writes data and flushes it within Config.EventWriteTimeout.
+func (s *stream) write(data []byte) error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.c.cfg.EventWriteTimeout)); err != nil {
+		return err
+	}
+	if _, err := s.w.Write(data); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// cut logs that the stream was cut off for reason, with buffered bytes
+// queued for it, and tells the test signal.
+func (s *stream) cut(reason string, buffered int) {
+	s.c.log.Warn(s.kind+" stream cut off: the client does not read it", "reason", reason, "remote", s.r.RemoteAddr,
+		"buffered", buffered, "buffer_limit", s.c.cfg.EventBuffer, "write_timeout", s.c.cfg.EventWriteTimeout)
+	if s.c.onEventsCut != nil {
+		s.c.onEventsCut(reason, buffered)
+	}
+}
+
+// pumped is an item of a stream and its frame, the bytes written for it.
+type pumped[T any] struct {
+	item  T
+	frame []byte
+}
+
+// pump queues the items of one stream for its writer. Its run goroutine
+// owns queue, queued and overflowed; the writer reads them only after run
+// has returned (done is closed).
+type pump[T any] struct {
+	max    int            // bytes queued at most
+	encode func(T) []byte // an item's frame; nil: the item is skipped
+	out    chan pumped[T] // to the writer; closed when run returns
+	done   chan struct{}  // closed when run has returned
+	s      *stream        // ended on overflow
+	queue  []pumped[T]    // oldest first
+	queued int            // bytes in queue
+	over   bool           // run cut the stream
+}
+
+// startPump starts the pump of s over in, whose items encode makes into
+// frames.
+func startPump[T any](s *stream, in <-chan T, encode func(T) []byte) *pump[T] {
+	p := &pump[T]{max: s.c.cfg.EventBuffer, encode: encode, out: make(chan pumped[T]), done: make(chan struct{}), s: s}
+	go func() {
+		defer close(p.done)
+		p.run(in)
+	}()
+	return p
+}
+
+// run queues the frame of each item of in and hands them to the writer in
+// order, until in closes or the stream ends, or until a frame would take
+// a queue that is not empty past max: then it cuts the stream. So a
+// client holds at most max bytes plus one item unread.
+func (p *pump[T]) run(in <-chan T) {
+	defer close(p.out)
+	for {
+		var out chan<- pumped[T]
+		var head pumped[T]
+		if len(p.queue) > 0 {
+			out, head = p.out, p.queue[0]
+		}
+		select {
+		case <-p.s.ctx.Done():
+			return
+		case item, ok := <-in:
+			if !ok {
+				return
+			}
+			frame := p.encode(item)
+			if frame == nil {
+				continue
+			}
+			// One item is always taken when none waits, however large (a
+			// worker's message is bounded by the channel protocol): the
+			// bound is on what a client leaves unread, not on an item.
+			if len(p.queue) > 0 && p.queued+len(frame) > p.max {
+				p.over = true
+				p.s.cut(streamOverflow, p.queued)
+				p.s.cancel()
+				// A write blocked on the client fails now, not at its
+				// deadline. The writer is still in its loop: out closes
+				// after this, and the writer waits for done.
+				_ = p.s.rc.SetWriteDeadline(time.Now())
+				return
+			}
+			p.queue = append(p.queue, pumped[T]{item, frame})
+			p.queued += len(frame)
+		case out <- head:
+			p.queue[0] = pumped[T]{}
+			p.queue = p.queue[1:]
+			p.queued -= len(head.frame)
+		}
+	}
+}
+
+// errStreamEnded ends the write loop of a stream whose pump has stopped.
+var errStreamEnded = errors.New("stream ended")
+
+// serveStream writes the frames p queues, but for the items keep refuses
+// (nil keeps all), and keepAlive when nothing came for streamKeepAlive,
+// until the client goes away, the conductor stops or the pump cuts the
+// stream. A stream cut off for a slow client is disconnected (the client
+// sees it break, not end as it does when conductord stops).
+func serveStream[T any](s *stream, p *pump[T], keep func(T) bool, keepAlive []byte) {
+	tick := time.NewTicker(streamKeepAlive)
+	defer tick.Stop()
+	var err error
+	for err == nil {
+		select {
+		case f, ok := <-p.out:
+			switch {
+			case !ok:
+				err = errStreamEnded
+			case keep == nil || keep(f.item):
+				err = s.write(f.frame)
+			}
+		case <-tick.C:
+			err = s.write(keepAlive)
+		}
+	}
+	s.cancel()
+	<-p.done
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded) && !p.over
+	if timedOut {
+		s.cut(streamWriteTimeout, p.queued)
+	}
+	if p.over || timedOut {
+		panic(http.ErrAbortHandler)
+	}
+}
