@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -107,29 +110,31 @@ func TestConsole_RunDiffs(t *testing.T) {
 	require.Empty(t, h.prevRun)
 }
 
-// TestConsole_PumpCutsSlowReader: a stream's pump queues at most its
-// bound of bytes for a writer that does not take them, then cuts the
-// stream; one frame is always taken when none waits.
-func TestConsole_PumpCutsSlowReader(t *testing.T) {
+// TestPump_CutsSlowReader: a stream's pump (stream.go, under the event,
+// log and console streams) queues at most its bound of bytes for a writer
+// that does not take them, then cuts the stream; one frame is always taken
+// when none waits.
+func TestPump_CutsSlowReader(t *testing.T) {
 	t.Parallel()
+	var cutAt int
+	c := &Conductor{cfg: Config{EventBuffer: 100}, log: slog.New(slog.DiscardHandler)}
+	c.onEventsCut = func(_ string, buffered int) { cutAt = buffered }
+	rec := httptest.NewRecorder()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var cutAt int
-	p := &consolePump{max: 100, out: make(chan []byte), cancel: cancel, cut: func(n int) { cutAt = n }}
+	s := &stream{c: c, kind: "console", w: rec, r: httptest.NewRequest(http.MethodGet, "/v1/console/stream", nil),
+		rc: http.NewResponseController(rec), ctx: ctx, cancel: cancel}
 	in := make(chan []byte)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.run(ctx, in)
-	}()
+	p := startPump(s, in, func(frame []byte) []byte { return frame })
 	in <- make([]byte, 150) // over the bound, but alone: taken
-	require.Equal(t, 150, len(<-p.out))
+	require.Equal(t, 150, len((<-p.out).frame))
 	in <- make([]byte, 60)
 	in <- make([]byte, 40)
 	in <- make([]byte, 1) // 101 bytes waiting: cut
-	<-done
-	require.True(t, p.overflowed)
+	<-p.done
+	require.True(t, p.over)
 	require.Equal(t, 100, cutAt)
+	require.Error(t, ctx.Err(), "the stream is ended")
 	_, open := <-p.out
 	require.False(t, open, "the writer learns the stream is over")
 }
