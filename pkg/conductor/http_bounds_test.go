@@ -1,6 +1,7 @@
 package conductor_test
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/pkg/conductor"
@@ -123,4 +125,27 @@ func TestHTTP_JobTypesBounded(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, body)
 	code, _ = get(t, srv, "/v1/jobs?type=c")
 	require.Equal(t, http.StatusOK, code)
+}
+
+// TestConductor_JobStreamTakesEveryTypesConsumers: the job stream takes a
+// consumer per priority for every type --max-job-types allows; with
+// nats-server's default of 1,000 consumers a stream it refused the 334th
+// type's.
+func TestConductor_JobStreamTakesEveryTypesConsumers(t *testing.T) {
+	t.Parallel()
+	const types = 400
+	_, bundle := setup(t, conductor.Config{MaxJobTypes: types, MemoryStorage: true})
+	ctx := t.Context()
+	stream, err := bundle.js.Stream(ctx, "conductor-default-jobs")
+	require.NoError(t, err)
+	for i := range types {
+		for _, prio := range []string{"high", "normal", "low"} {
+			typ := fmt.Sprintf("t%d", i)
+			_, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+				Durable: prio + "-" + typ, FilterSubject: "conductor.default.jobs." + typ + map[string]string{"high": ".high", "normal": "", "low": ".low"}[prio],
+				AckPolicy: jetstream.AckExplicitPolicy, MemoryStorage: true,
+			})
+			require.NoError(t, err, "type %d of %d, priority %s", i+1, types, prio)
+		}
+	}
 }

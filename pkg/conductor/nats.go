@@ -190,6 +190,11 @@ func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConf
 	return nil
 }
 
+// jobStreamSpareConsumers is the room the job stream keeps beyond its
+// pools' consumers, for ephemeral readers (an operator's nats CLI, a
+// repair).
+const jobStreamSpareConsumers = 256
+
 // jobStreamConfig is the job stream's configuration with lim (0 or less:
 // none). With an embedded file store, the storage guard sets lim, and a
 // full stream refuses new jobs (DiscardNew) rather than drop old ones.
@@ -208,6 +213,11 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
 		MaxBytes:   cmp.Or(max(lim.bytes, 0), -1),
 		Discard:    jetstream.DiscardNew,
+		// A pool's consumers, one per priority, for every type that
+		// MaxJobTypes allows, and room for passing readers: without it
+		// nats-server's default (1,000 a stream) would refuse the 334th
+		// type's consumers.
+		MaxConsumers: len(c.space.JobSubjects())*c.cfg.MaxJobTypes + jobStreamSpareConsumers,
 		// conductord reads the message of a job whose first state a host
 		// writes (internal/hostsvc): a direct get, served by the stream,
 		// not by the JetStream API's one queue. Only admins may ask.
