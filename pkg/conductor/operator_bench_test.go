@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -47,6 +50,22 @@ const (
 	opHosts   = 2
 	opWorkers = 2
 )
+
+// opTypes are the numbers of job types the console and scrape benchmarks
+// run with: 1 and 100, or those of $CONDUCTOR_BENCH_TYPES (e.g. "500").
+func opTypes(b *testing.B) []int {
+	env := os.Getenv("CONDUCTOR_BENCH_TYPES")
+	if env == "" {
+		return []int{1, 100}
+	}
+	var out []int
+	for f := range strings.SplitSeq(env, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(b, err, "CONDUCTOR_BENCH_TYPES")
+		out = append(out, n)
+	}
+	return out
+}
 
 // opCluster is a conductor and a connection of the benchmark's to it.
 type opCluster struct {
@@ -205,7 +224,7 @@ func opQuantile(ds []time.Duration, q float64) float64 {
 // embedded NATS server's included); idle-core-% the sampler's with no
 // console open (one sample in 5 s).
 func BenchmarkConsoleSample(b *testing.B) {
-	for _, types := range []int{1, 100} {
+	for _, types := range opTypes(b) {
 		b.Run(fmt.Sprintf("types=%d", types), func(b *testing.B) {
 			cl := startOpCluster(b, types, conductor.Config{})
 			ctx := context.Background()
@@ -239,7 +258,7 @@ func BenchmarkConsoleSample(b *testing.B) {
 // baselines, GET /v1/pools and GET /healthz, with 1 and 100 job types
 // queued on 2 hosts of 2 workers a type.
 func BenchmarkScrape(b *testing.B) {
-	for _, types := range []int{1, 100} {
+	for _, types := range opTypes(b) {
 		b.Run(fmt.Sprintf("types=%d", types), func(b *testing.B) {
 			var c *conductor.Conductor
 			src := metrics.ConductorSource(&c, false)
