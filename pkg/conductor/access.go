@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -137,6 +138,26 @@ func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*acc
 // open reports whether no secret is required: there has never been a
 // Token or a credential.
 func (a *access) open() bool { return !a.secured.Load() }
+
+// hostMayRun reports whether host may run the pool of type typ: not when
+// there are host credentials of host (in this namespace) and none of them
+// has typ among its types. A host of no host credential (it connects with
+// the admin's token, or the conductor is open) may run any. Its heartbeat
+// may name any pool: this is what keeps a host's tail of another type's
+// pool out of that pool's logs (http_logs.go).
+func (a *access) hostMayRun(host, typ string) bool {
+	known := false
+	for _, cr := range a.creds.Load().All() {
+		if cr.Role != auth.Host || cr.Host() != host || (cr.Namespace != "" && cr.Namespace != a.space.Namespace()) {
+			continue
+		}
+		if len(cr.Types) == 0 || slices.Contains(cr.Types, typ) {
+			return true
+		}
+		known = true
+	}
+	return !known
+}
 
 // principal is who a token proves: a role, and a credential's types.
 type principal struct {

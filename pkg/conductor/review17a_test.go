@@ -1,7 +1,19 @@
 package conductor_test
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // TestReview17a_HostLogsItsTypesOnly: a host credential publishes the
@@ -14,4 +26,49 @@ func TestReview17a_HostLogsItsTypesOnly(t *testing.T) {
 	rc := startRoleCluster(t)
 	unseenPub(t, rc, "h1", "conductor.default.logs.h1.other")
 	unseenPub(t, rc, "h2", "conductor.default.logs.h2.squares")
+}
+
+// TestReview17a_HostTailOfOtherType: a host credential of type squares
+// that says, in its heartbeat, that it runs pool other, and answers the
+// requests for its tail with lines of other, is not asked for other's
+// logs: its lines would be served as that pool's output.
+func TestReview17a_HostTailOfOtherType(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	srv := httptest.NewServer(rc.c.Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+
+	h1, _ := rc.connectAs(t, "h1")
+	space, _ := subject.New("default")
+	forged := wire.LogLine{Time: time.Now().UTC(), Host: "h1", Pool: "other", Stream: "stdout", Line: "forged by h1"}
+	_, err := h1.Subscribe(space.LogTail("h1"), func(m *nats.Msg) {
+		data, _ := json.Marshal(wire.LogTail{Host: "h1", Pool: "other", Lines: []wire.LogLine{forged}, Epoch: "e", Next: 1})
+		_ = m.Respond(data)
+	})
+	require.NoError(t, err)
+	hb, _ := json.Marshal(wire.Heartbeat{
+		Host: "h1", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+		Pools: []wire.PoolInfo{{Name: "other", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+	})
+	require.NoError(t, h1.Publish(space.Host("h1"), hb))
+	require.NoError(t, h1.Flush())
+	require.Eventually(t, func() bool {
+		code, body := get("/v1/hosts")
+		return code == http.StatusOK && strings.Contains(body, `"host":"h1"`)
+	}, 20*time.Second, 20*time.Millisecond, "h1 is live")
+
+	code, body := get("/v1/pools/other/logs?tail=10")
+	require.NotContains(t, body, "forged by h1", "h1, of type squares, passed lines off as pool other's (%d)", code)
+	require.Equal(t, http.StatusNotFound, code, body)
 }
