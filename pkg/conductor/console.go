@@ -311,20 +311,31 @@ func (d runDiff) quantile(q float64) float64 {
 
 // startConsole starts the console's sampler: a snapshot every
 // consoleInterval while a stream is open, every consoleIdleInterval while
-// none is, until stopped.
+// none is, until stopped. A stream that opens (wake) has the sample taken
+// at once if the last is consoleInterval old, else consoleInterval after
+// the last: points closer than that would make rates of the counters'
+// steps (they move when the job ends are saved, every 200ms), spikes in
+// the history every page shares.
 func (c *Conductor) startConsole() *startstop.Func {
 	c.console = newConsoleHub()
 	f := startstop.NewFunc(func(ctx context.Context) {
 		t := time.NewTimer(0)
 		defer t.Stop()
+		var last time.Time // of the last sample
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-c.console.wake:
-				c.consoleSample(ctx, time.Now())
+				if wait := consoleInterval - time.Since(last); wait > 0 {
+					t.Reset(wait)
+					continue
+				}
+				last = time.Now()
+				c.consoleSample(ctx, last)
 				t.Reset(consoleInterval)
 			case now := <-t.C:
+				last = now
 				c.consoleSample(ctx, now)
 				if c.console.streams() > 0 {
 					t.Reset(consoleInterval)

@@ -1,6 +1,7 @@
 package conductor_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
 // TestReview17a_HostLogsItsTypesOnly: a host credential publishes the
@@ -71,4 +73,48 @@ func TestReview17a_HostTailOfOtherType(t *testing.T) {
 	code, body := get("/v1/pools/other/logs?tail=10")
 	require.NotContains(t, body, "forged by h1", "h1, of type squares, passed lines off as pool other's (%d)", code)
 	require.Equal(t, http.StatusNotFound, code, body)
+}
+
+// TestReview17a_ConsolePointsSpaced: a stream that opens wakes the
+// console's sampler, and the sample it took then became a point a few
+// milliseconds after the one before: the charts' rates over so short a
+// time read the counters' steps (saved every 200ms) as spikes, in the
+// history every page shares. Points are at least consoleInterval apart.
+func TestReview17a_ConsolePointsSpaced(t *testing.T) {
+	t.Parallel()
+	url := setupConsole(t, conductor.Config{})
+	resp, err := http.Post(url+"/v1/jobs/console_sq", "application/json", strings.NewReader("7"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+
+	a := openConsole(t, url, "")
+	ra := bufio.NewReader(a.Body)
+	readSSE(t, ra) // the history
+	for range 3 {
+		// Right after a snapshot, a stream opens and closes.
+		name, _ := readSSE(t, ra)
+		require.Equal(t, "snapshot", name)
+		b := openConsole(t, url, "")
+		require.Equal(t, http.StatusOK, b.StatusCode)
+		readSSE(t, bufio.NewReader(b.Body))
+		b.Body.Close()
+	}
+	for range 2 {
+		readSSE(t, ra)
+	}
+	c := openConsole(t, url, "")
+	name, data := readSSE(t, bufio.NewReader(c.Body))
+	require.Equal(t, "history", name)
+	var hist struct {
+		Points map[string][]struct {
+			T int64 `json:"t"`
+		} `json:"points"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(data), &hist))
+	pts := hist.Points["console_sq"]
+	require.GreaterOrEqual(t, len(pts), 2)
+	for i := 1; i < len(pts); i++ {
+		require.GreaterOrEqual(t, pts[i].T-pts[i-1].T, int64(900), "points %d and %d: %v", i-1, i, pts)
+	}
 }
