@@ -2,6 +2,7 @@ package conductor_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/subject"
@@ -117,4 +119,52 @@ func TestReview17a_ConsolePointsSpaced(t *testing.T) {
 	for i := 1; i < len(pts); i++ {
 		require.GreaterOrEqual(t, pts[i].T-pts[i-1].T, int64(900), "points %d and %d: %v", i-1, i, pts)
 	}
+}
+
+// TestKnownGap_JobsOfAGoneHostCountAsRunning pins a gap: the jobs
+// delivered to a host that is gone (killed, or stopped and given back
+// with a nak) stay pending on the type's consumer until a host pulls
+// again, and GET /v1/pools counts every pending job not held as running.
+// With no live host of the type they read running forever: queued 0,
+// conductor_queue_oldest_seconds 0 (nothing past the consumer's
+// delivered sequence) and conductor_queue_stalled 0 (it watches queued
+// and held), so neither alert fires while nothing runs them. What is
+// wrong: running should be what the live hosts' workers run (their
+// heartbeats), the rest of the pending jobs queued (less those waiting
+// out a retry backoff, which the consumer does not tell apart: the
+// states do), and their age counted. This test fails once that is done.
+func TestKnownGap_JobsOfAGoneHostCountAsRunning(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	before := time.Now()
+	for i := range 3 {
+		_, err := c.Client().Submit(ctx, "gone", i)
+		require.NoError(t, err)
+	}
+	space, _ := subject.New("default")
+	cons, err := bundle.js.CreateOrUpdateConsumer(ctx, space.JobStream(), jetstream.ConsumerConfig{
+		Durable: space.Consumer("gone"), FilterSubject: space.JobAt("gone", ""), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	batch, err := cons.FetchNoWait(3)
+	require.NoError(t, err)
+	n := 0
+	for range batch.Messages() {
+		n++ // taken by a host that is gone: no heartbeat, no ack
+	}
+	require.Equal(t, 3, n)
+
+	hosts, err := c.Client().Hosts(ctx)
+	require.NoError(t, err)
+	require.Empty(t, hosts, "no live host")
+	pools, err := c.Pools(ctx)
+	require.NoError(t, err)
+	require.Len(t, pools, 1)
+	require.Equal(t, int64(0), pools[0].Queued, "gap: the three jobs nobody runs are not queued")
+	require.Equal(t, int64(3), pools[0].Running, "gap: they read running, with no live host")
+	oldest, err := c.OldestQueued(ctx, 0)
+	require.NoError(t, err)
+	require.Contains(t, oldest, "gone")
+	require.True(t, oldest["gone"].IsZero(), "gap: none reads waiting; the oldest was queued at %v", before)
 }
