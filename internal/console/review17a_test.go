@@ -1,0 +1,135 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/console"
+)
+
+// page starts a headless Chromium on the console's page served with
+// feed as its GET /v1/console/stream, and returns the tab. Without a
+// Chromium the test is skipped, saying why, unless CI is set.
+func page(t *testing.T, feed http.HandlerFunc, hash string) context.Context {
+	t.Helper()
+	path := os.Getenv("CONSOLE_CHROMIUM")
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
+		if path != "" {
+			break
+		}
+		path, _ = exec.LookPath(name)
+	}
+	if path == "" {
+		const why = "needs a Chromium binary to drive the console's page (apt-get install chromium, or CONSOLE_CHROMIUM=/path/to/chrome)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", console.Handler())
+	mux.HandleFunc("GET /v1/console/stream", feed)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, `{"status":"ok"}`) })
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, `[]`) })
+	srv := httptest.NewServer(mux)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	tab, cancelTab := chromedp.NewContext(alloc)
+	var mu sync.Mutex
+	var thrown []string
+	require.NoError(t, chromedp.Listen(tab, func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			mu.Lock()
+			thrown = append(thrown, e.ExceptionDetails.Text)
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc()
+		cancel()
+		srv.CloseClientConnections()
+		srv.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		require.Empty(t, thrown, "exceptions the page did not catch")
+	})
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(srv.URL+"/"+hash)))
+	return tab
+}
+
+// event writes one Server-Sent Event and flushes it.
+func event(w http.ResponseWriter, name, data string) {
+	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
+	w.(http.Flusher).Flush()
+}
+
+// point is a point of the feed at second i.
+func point(i int) string {
+	return fmt.Sprintf(`{"t":%d,"succeeded":%d,"failed":0,"dead":0,"queued":0,"running":0,"ran":0}`, 1_700_000_000_000+i*1000, 10*i)
+}
+
+// TestReview17a_ChartsKeepHistoryOverAFailedRead: a snapshot whose pools
+// could not be read (error set, no points) keeps the charts' points, as
+// conductord keeps its history; the page dropped every type's points and
+// drew its charts again from one point.
+func TestReview17a_ChartsKeepHistoryOverAFailedRead(t *testing.T) {
+	t.Parallel()
+	snapshot := func(points string, err string) string {
+		return fmt.Sprintf(`{"time":"2026-12-05T00:00:00Z","hosts":[],"pools":[],"workers":[],"workers_total":0,"points":{%s},"error":%q}`, points, err)
+	}
+	tab := page(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		var hist []string
+		for i := range 5 {
+			hist = append(hist, point(i))
+		}
+		event(w, "history", `{"interval":"1s","points":{"t1":[`+strings.Join(hist, ",")+`]}}`)
+		event(w, "snapshot", snapshot(`"t1":`+point(5), ""))
+		event(w, "snapshot", snapshot("", "read the pools: context deadline exceeded"))
+		event(w, "snapshot", snapshot(`"t1":`+point(6), ""))
+		<-r.Context().Done()
+	}, "#/charts")
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Poll[chromedp.Void](`document.querySelector('#charts .chart-row[data-type="t1"]')?.dataset.points === '7'`,
+			chromedp.WithPollingTimeout(10*time.Second))),
+		"the seven points, the failed read's snapshot between them")
+}
+
+// TestReview17a_StaleFeedOpenedAgain: a feed that stays open and sends
+// nothing (conductord stopped without closing it, a proxy or a network
+// that lost it) is opened again: the page said "stale" and waited for
+// the connection to break, which may be never.
+func TestReview17a_StaleFeedOpenedAgain(t *testing.T) {
+	t.Parallel()
+	var opened atomic.Int32
+	tab := page(t, func(w http.ResponseWriter, r *http.Request) {
+		n := opened.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		event(w, "history", `{"interval":"1s","points":{}}`)
+		event(w, "snapshot", fmt.Sprintf(`{"time":"2026-12-05T00:00:00Z","hosts":[],"pools":[],"workers":[],"workers_total":%d,"points":{}}`, n))
+		<-r.Context().Done() // silent, open
+	}, "")
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Poll[chromedp.Void](`document.querySelector('#live').textContent === 'stale'`, chromedp.WithPollingTimeout(10*time.Second))))
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Poll[chromedp.Void](`document.querySelector('#live').textContent === 'live'`, chromedp.WithPollingTimeout(20*time.Second))),
+		"the feed opened again and live")
+	require.GreaterOrEqual(t, opened.Load(), int32(2))
+}
