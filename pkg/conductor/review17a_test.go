@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -167,4 +168,53 @@ func TestKnownGap_JobsOfAGoneHostCountAsRunning(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, oldest, "gone")
 	require.True(t, oldest["gone"].IsZero(), "gap: none reads waiting; the oldest was queued at %v", before)
+}
+
+// TestReview17a_TailAnswerOverItsShare: a host's answer to a tail request
+// larger than the bytes it was asked for (its share of the 4 MiB a
+// reading gathers) is refused, not kept: a host that lies could have
+// conductord hold up to the subscription's 4 MiB of its lines, per
+// request, whatever its share, and serve them.
+func TestReview17a_TailAnswerOverItsShare(t *testing.T) {
+	t.Parallel()
+	c, b := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	space, _ := subject.New("default")
+	const hosts = 8 // each asked for 512 KiB at most
+	for i := range hosts {
+		host := fmt.Sprintf("h%d", i)
+		n, size := 1, 10
+		if i == 0 {
+			n, size = 32, 64<<10 // 2 MiB
+		}
+		var lines []wire.LogLine
+		for j := range n {
+			lines = append(lines, wire.LogLine{Time: time.Now().UTC(), Host: host, Pool: "p", Stream: "stdout", Line: fmt.Sprintf("%d %s", j, strings.Repeat("x", size))})
+		}
+		answer, _ := json.Marshal(wire.LogTail{Host: host, Pool: "p", Lines: lines, Epoch: "e", Next: uint64(n)})
+		_, err := b.nc.Subscribe(space.LogTail(host), func(m *nats.Msg) { _ = m.Respond(answer) })
+		require.NoError(t, err)
+		hb, _ := json.Marshal(wire.Heartbeat{
+			Host: host, PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+			Pools: []wire.PoolInfo{{Name: "p", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+		})
+		require.NoError(t, b.nc.Publish(space.Host(host), hb))
+	}
+	require.NoError(t, b.nc.Flush())
+	require.Eventually(t, func() bool {
+		h, err := c.Client().Hosts(context.Background())
+		return err == nil && len(h) == hosts
+	}, 20*time.Second, 20*time.Millisecond)
+
+	got, ok := tryLogs(srv.URL, "p", "?tail=1000")
+	require.True(t, ok)
+	lines := 0
+	for _, o := range got {
+		if o.Host == "h0" && o.Error == "" {
+			lines++
+		}
+	}
+	require.Zero(t, lines, "h0 answered 2 MiB when asked for 512 KiB: its lines were served")
+	require.Contains(t, got[0].Error, "more than", "h0's answer is refused, saying why: %+v", got[0])
+	require.Len(t, got, 1+hosts-1, "a line from each other host")
 }
