@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -275,5 +276,88 @@ func TestKnownGap_LogFollowCutWhileTheTailsAreAsked(t *testing.T) {
 			t.Fatal("no cut: the gap is closed, make this a test of the fix")
 		default:
 		}
+	}
+}
+
+// TestReview17a_StopEndsOpenStreams: conductord stops, within its
+// bounds, with a console stream, a log stream following, one that does
+// not read, and one waiting for a host that does not answer for its tail;
+// each of them ends.
+func TestReview17a_StopEndsOpenStreams(t *testing.T) {
+	t.Parallel()
+	c, err := conductor.New(conductor.Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	url := "http://" + c.HTTPAddr()
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	startPrinter(t, nc, "h1", "printer", `i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.01; done`)
+	require.Eventually(t, func() bool {
+		got, ok := tryLogs(url, "printer", "?tail=1")
+		return ok && len(got) == 1
+	}, 20*time.Second, 20*time.Millisecond, "h1 is live")
+
+	ended := make(chan string, 8)
+	open := func(name, path string, read bool) {
+		resp, err := http.Get(url + path)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		go func() {
+			defer resp.Body.Close()
+			if read {
+				_, _ = io.Copy(io.Discard, resp.Body)
+			} else {
+				_, _ = resp.Body.Read(make([]byte, 1)) // then reads no more
+				<-t.Context().Done()
+			}
+			ended <- name
+		}()
+	}
+	open("console", "/v1/console/stream", true)
+	open("logs", "/v1/pools/printer/logs?follow=true", true)
+	open("stalled logs", "/v1/pools/printer/logs?follow=true", false)
+	open("stalled console", "/v1/console/stream", false)
+	// h2 runs the pool and does not answer: a stream waits for it.
+	space, _ := subject.New("default")
+	hb, _ := json.Marshal(wire.Heartbeat{
+		Host: "h2", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+		Pools: []wire.PoolInfo{{Name: "printer", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+	})
+	_, err = nc.Subscribe(space.LogTail("h2"), func(*nats.Msg) {})
+	require.NoError(t, err)
+	require.NoError(t, nc.Publish(space.Host("h2"), hb))
+	require.NoError(t, nc.Flush())
+	asking := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url + "/v1/pools/printer/logs?follow=true")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		asking <- err
+	}()
+
+	stopped := make(chan struct{})
+	go func() { c.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop hangs with streams open")
+	}
+	for range 2 {
+		select {
+		case name := <-ended:
+			t.Logf("%s ended", name)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a stream read to its end did not end")
+		}
+	}
+	select {
+	case <-asking:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream waiting for the tails did not end")
 	}
 }
