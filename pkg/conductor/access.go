@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -139,24 +138,41 @@ func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*acc
 // Token or a credential.
 func (a *access) open() bool { return !a.secured.Load() }
 
-// hostMayRun reports whether host may run the pool of type typ: not when
-// there are host credentials of host (in this namespace) and none of them
-// has typ among its types. A host of no host credential (it connects with
-// the admin's token, or the conductor is open) may run any. Its heartbeat
-// may name any pool: this is what keeps a host's tail of another type's
-// pool out of that pool's logs (http_logs.go).
-func (a *access) hostMayRun(host, typ string) bool {
-	known := false
+// hostTypes returns, by host id, the job types the host credentials of
+// that host (in this namespace) allow, anyType among them for a
+// credential of every type. A host with none (it connects with the
+// admin's token, or the conductor is open) is not in the map: it may run
+// any. A host's heartbeat may name any pool: this is what keeps the
+// pools of other types out of what conductord makes of it (liveHosts)
+// and out of the logs it serves (http_logs.go).
+func (a *access) hostTypes() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
 	for _, cr := range a.creds.Load().All() {
-		if cr.Role != auth.Host || cr.Host() != host || (cr.Namespace != "" && cr.Namespace != a.space.Namespace()) {
+		if cr.Role != auth.Host || (cr.Namespace != "" && cr.Namespace != a.space.Namespace()) {
 			continue
 		}
-		if len(cr.Types) == 0 || slices.Contains(cr.Types, typ) {
-			return true
+		may := out[cr.Host()]
+		if may == nil {
+			may = map[string]bool{}
+			out[cr.Host()] = may
 		}
-		known = true
+		if len(cr.Types) == 0 {
+			may[anyType] = true
+		}
+		for _, t := range cr.Types {
+			may[t] = true
+		}
 	}
-	return !known
+	return out
+}
+
+// anyType stands, in hostTypes, for every type: no type is "*".
+const anyType = "*"
+
+// hostMayRun reports whether host may run the pool of type typ.
+func (a *access) hostMayRun(host, typ string) bool {
+	may, ok := a.hostTypes()[host]
+	return !ok || may[anyType] || may[typ]
 }
 
 // principal is who a token proves: a role, and a credential's types.

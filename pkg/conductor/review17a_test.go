@@ -361,3 +361,41 @@ func TestReview17a_StopEndsOpenStreams(t *testing.T) {
 		t.Fatal("the stream waiting for the tails did not end")
 	}
 }
+
+// TestReview17a_HeartbeatOfOtherTypesPool: a host credential of type
+// squares whose heartbeat says it runs pool other, with a worker and jobs
+// held, is not counted in other's pool: its heartbeat made other's
+// workers, hosts, state and held jobs (a running job shown held) whatever
+// it said, in GET /v1/pools, the console and /metrics.
+func TestReview17a_HeartbeatOfOtherTypesPool(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	h1, _ := rc.connectAs(t, "h1")
+	space, _ := subject.New("default")
+	hb, _ := json.Marshal(wire.Heartbeat{
+		Host: "h1", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+		Pools: []wire.PoolInfo{
+			{Name: "squares", Count: 1, Protocol: "channel", State: "running"},
+			{Name: "other", Count: 1, Protocol: "channel", State: "failed", Error: "forged by h1", Held: 3},
+		},
+		Workers: []wire.WorkerInfo{
+			{Host: "h1", Pool: "squares", Index: 0, PID: 10, State: "ready"},
+			{Host: "h1", Pool: "other", Index: 0, PID: 11, State: "backoff", Reason: "forged by h1"},
+		},
+	})
+	require.NoError(t, h1.Publish(space.Host("h1"), hb))
+	require.NoError(t, h1.Flush())
+	require.Eventually(t, func() bool { return len(rc.c.Workers()) > 0 }, 20*time.Second, 20*time.Millisecond, "h1 is live")
+
+	pools, err := rc.c.Pools(context.Background())
+	require.NoError(t, err)
+	for _, p := range pools {
+		if p.Type == "other" {
+			require.Empty(t, p.Hosts, "h1, of type squares, listed in pool other: %+v", p)
+			require.Zero(t, p.Workers)
+		}
+	}
+	for _, w := range rc.c.Workers() {
+		require.Equal(t, "squares", w.Pool, "h1's worker of pool other listed")
+	}
+}
