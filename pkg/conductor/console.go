@@ -26,7 +26,7 @@ const (
 	consolePoints       = 120              // points kept per job type
 	consoleTypes        = 64               // job types kept, the first by name
 	consoleWorkers      = 2000             // workers listed in one snapshot
-	consoleSubBuffer    = 4                // frames waiting for one stream's pump
+	consoleSubBuffer    = 1                // frames waiting for one stream: the newest
 	consoleReadTimeout  = 10 * time.Second // the read of the pools, per sample
 )
 
@@ -142,8 +142,10 @@ func (h *consoleHub) streams() int {
 }
 
 // add keeps snap's points in the history and hands snap's frame to every
-// stream. A stream whose input is full (its pump has not taken the frames
-// before) misses this one: the next snapshot supersedes it.
+// stream. A stream that has not taken the frame before has it replaced:
+// a snapshot supersedes the ones before, so a slow client gets fewer of
+// them, the newest, and is never cut off for being behind (only for a
+// write that does not end: http_console.go).
 func (h *consoleHub) add(snap *consoleSnapshot) {
 	data, err := json.Marshal(snap)
 	if err != nil {
@@ -167,6 +169,15 @@ func (h *consoleHub) add(snap *consoleSnapshot) {
 	}
 	h.last = frame
 	for ch := range h.subs {
+		select {
+		case ch <- frame:
+			continue
+		default:
+		}
+		select { // only the stream's writer takes from ch: it may have, meanwhile
+		case <-ch:
+		default:
+		}
 		select {
 		case ch <- frame:
 		default:
