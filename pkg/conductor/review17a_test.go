@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/conductor"
@@ -397,5 +398,35 @@ func TestReview17a_HeartbeatOfOtherTypesPool(t *testing.T) {
 	}
 	for _, w := range rc.c.Workers() {
 		require.Equal(t, "squares", w.Pool, "h1's worker of pool other listed")
+	}
+}
+
+// TestReview17a_RevokeEndsConsoleStream: a console stream opened with an
+// operator's credential ends when the credential is revoked.
+func TestReview17a_RevokeEndsConsoleStream(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	srv := httptest.NewServer(rc.c.Handler())
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/console/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	r := bufio.NewReader(resp.Body)
+	name, _ := readSSE(t, r)
+	require.Equal(t, "history", name)
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, r)
+		ended <- err
+	}()
+	require.NoError(t, auth.Revoke(rc.creds, "ops"))
+	select {
+	case err := <-ended:
+		require.NoError(t, err, "the stream ends cleanly")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a revoked operator's console stream goes on")
 	}
 }
