@@ -133,3 +133,26 @@ func TestReview17a_StaleFeedOpenedAgain(t *testing.T) {
 		"the feed opened again and live")
 	require.GreaterOrEqual(t, opened.Load(), int32(2))
 }
+
+// TestReview17a_WorkerCPUUnderATick: a worker that has used less than a
+// clock tick (10ms) of CPU has no cpu in its record (zero is left out),
+// and its CPU cell was empty, as if unknown (docs/console/overview.png);
+// one whose RSS was read says under a tick.
+func TestReview17a_WorkerCPUUnderATick(t *testing.T) {
+	t.Parallel()
+	tab := page(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		event(w, "history", `{"interval":"1s","points":{}}`)
+		event(w, "snapshot", `{"time":"2026-12-05T00:00:00Z","hosts":[],"pools":[],"workers_total":3,"points":{},"workers":[`+
+			`{"host":"h1","pool":"p","index":0,"pid":10,"state":"ready","rss":3000000,"jobs_done":0,"restarts":0},`+
+			`{"host":"h1","pool":"p","index":1,"pid":11,"state":"busy","rss":3000000,"jobs_done":0,"restarts":0,"cpu":"1.5s"},`+
+			`{"host":"h1","pool":"p","index":2,"pid":0,"state":"backoff","rss":0,"jobs_done":0,"restarts":1}]}`)
+		<-r.Context().Done()
+	}, "")
+	cells := `[...document.querySelectorAll('#workers tbody tr')].map(r => r.cells[7].textContent).join('|')`
+	require.NoError(t, chromedp.Do(tab,
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#workers tbody tr').length === 3`, chromedp.WithPollingTimeout(10*time.Second))))
+	got, err := chromedp.Run(tab, chromedp.Evaluate[string](cells))
+	require.NoError(t, err)
+	require.Equal(t, "<10ms|1.50s|", got)
+}
