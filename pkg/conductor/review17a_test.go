@@ -20,6 +20,7 @@ import (
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
@@ -429,4 +430,30 @@ func TestReview17a_RevokeEndsConsoleStream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a revoked operator's console stream goes on")
 	}
+}
+
+// TestKnownGap_DelayedJobCountsAsRunning pins the same gap from its
+// other side: a delayed job a host took before its time is put back
+// with a nak delayed to its time, and stays pending on the consumer, so
+// GET /v1/pools counts it running, with no worker at it, for the whole
+// delay (a job waiting out its retry backoff too). What is wrong and
+// what would fix it: see TestKnownGap_JobsOfAGoneHostCountAsRunning.
+func TestKnownGap_DelayedJobCountsAsRunning(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	_, err := c.Client().Submit(ctx, "later", 1, client.WithDelay(time.Hour))
+	require.NoError(t, err)
+	startAgent(t, bundle, "later")
+	require.Eventually(t, func() bool {
+		pools, err := c.Pools(ctx)
+		require.NoError(t, err)
+		return len(pools) == 1 && pools[0].Running == 1 && pools[0].Queued == 0
+	}, 20*time.Second, 20*time.Millisecond, "the host took the delayed job and put it back")
+	for _, w := range c.Workers() {
+		require.Empty(t, w.Job, "no worker runs it")
+	}
+	pools, err := c.Pools(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), pools[0].Running, "gap: a job due in an hour reads running")
 }
