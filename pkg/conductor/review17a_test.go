@@ -457,3 +457,22 @@ func TestKnownGap_DelayedJobCountsAsRunning(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), pools[0].Running, "gap: a job due in an hour reads running")
 }
+
+// TestReview17a_HostileOutput: what a worker prints comes back in the
+// tail as valid JSON text, whatever it is: a line over 64 KiB cut and
+// marked, bytes that are not UTF-8 replaced, escapes and markup as they
+// were (the console sets them as text).
+func TestReview17a_HostileOutput(t *testing.T) {
+	t.Parallel()
+	c, b := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	startPrinter(t, b.nc, "h1", "printer", `head -c 70000 /dev/zero | tr '\0' a; echo
+		printf 'bad \377\376 utf8\n'; printf '\033[31mred\033[0m\n'; echo '<script>alert(1)</script>'
+		exec sleep 600`)
+	got := tailOf(t, srv.URL, "printer", "?tail=10", 4)
+	require.Len(t, got[0].Line, 64<<10+len(" [truncated]"))
+	require.True(t, strings.HasSuffix(got[0].Line, " [truncated]"), "the long line is marked cut")
+	require.Equal(t, "bad \ufffd\ufffd utf8", got[1].Line)
+	require.Equal(t, "\x1b[31mred\x1b[0m", got[2].Line)
+	require.Equal(t, "<script>alert(1)</script>", got[3].Line)
+}
