@@ -156,3 +156,17 @@ func TestReview17a_WorkerCPUUnderATick(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "<10ms|1.50s|", got)
 }
+
+// TestReview17a_LatencyOnlyWhereAttemptsRan: the latency chart draws the
+// points at which attempts ran; a second in which none ran has no run
+// time (conductord leaves p50 and p95 out), and was drawn as 0, a dip to
+// nothing in the chart each quiet second.
+func TestReview17a_LatencyOnlyWhereAttemptsRan(t *testing.T) {
+	t.Parallel()
+	tab := page(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "")
+	got, err := chromedp.Run(tab, chromedp.Evaluate[string](`import("/console/charts.js").then((m) => JSON.stringify(m.latency([
+		{t: 1, ran: 3, p50: 0.002, p95: 0.004}, {t: 2, ran: 0}, {t: 3, ran: 1, p50: 0.003, p95: 0.003}])))`,
+		chromedp.EvalAwaitPromise))
+	require.NoError(t, err)
+	require.JSONEq(t, `[["p50",[{"t":1,"v":0.002},{"t":3,"v":0.003}]],["p95",[{"t":1,"v":0.004},{"t":3,"v":0.003}]]]`, got)
+}
