@@ -476,3 +476,51 @@ func TestReview17a_HostileOutput(t *testing.T) {
 	require.Equal(t, "\x1b[31mred\x1b[0m", got[2].Line)
 	require.Equal(t, "<script>alert(1)</script>", got[3].Line)
 }
+
+// TestKnownGap_ClientLogsAsksHostsOfOtherTypes pins a gap (docs/security.md,
+// "Not yet"): Client.Logs, over NATS, asks every host whose heartbeat names
+// the pool, and the Client's registry of hosts does not know their
+// credentials; a host of type squares that says it runs pool other has
+// the tail it answers given as other's (its own host id on the lines).
+// conductord's GET /v1/pools/{name}/logs asks the hosts of the pool's
+// type only (TestReview17a_HostTailOfOtherType). Checking the heartbeats'
+// pools against the hosts' types where the heartbeats are published (a
+// grant per pool on the heartbeat would not do: one subject carries them
+// all), or asking conductord which hosts run a pool, would close it.
+func TestKnownGap_ClientLogsAsksHostsOfOtherTypes(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	h1, _ := rc.connectAs(t, "h1")
+	space, _ := subject.New("default")
+	forged := wire.LogLine{Time: time.Now().UTC(), Host: "h1", Pool: "other", Stream: "stdout", Line: "forged by h1"}
+	_, err := h1.Subscribe(space.LogTail("h1"), func(m *nats.Msg) {
+		data, _ := json.Marshal(wire.LogTail{Host: "h1", Pool: "other", Lines: []wire.LogLine{forged}, Epoch: "e", Next: 1})
+		_ = m.Respond(data)
+	})
+	require.NoError(t, err)
+	hb, _ := json.Marshal(wire.Heartbeat{
+		Host: "h1", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+		Pools: []wire.PoolInfo{{Name: "other", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+	})
+	require.NoError(t, h1.Publish(space.Host("h1"), hb))
+	require.NoError(t, h1.Flush())
+
+	ops, _ := rc.connectAs(t, "ops")
+	cl, err := client.New(ops, client.Config{})
+	require.NoError(t, err)
+	var got []client.LogLine
+	require.Eventually(t, func() bool {
+		_ = h1.Publish(space.Host("h1"), hb) // heard by the Client's registry, which listens from its first call
+		lines, err := cl.Logs(t.Context(), "other", client.LogsOptions{Tail: 10})
+		if err != nil {
+			return false
+		}
+		got = nil
+		for l := range lines {
+			got = append(got, l)
+		}
+		return len(got) > 0
+	}, 20*time.Second, 20*time.Millisecond, "h1 is heard")
+	require.Len(t, got, 1)
+	require.Equal(t, "forged by h1", got[0].Line, "gap: h1's tail given as pool other's")
+}
