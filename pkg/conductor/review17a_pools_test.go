@@ -3,9 +3,13 @@ package conductor_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -125,4 +129,42 @@ func TestKnownGap_DelayedJobCountsAsRunning(t *testing.T) {
 	pools, err := c.Pools(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), pools[0].Running, "gap: a job due in an hour reads running")
+}
+
+// TestReview17a_PoolCommandOfOtherTypesHost: a pool command through
+// conductord reports the answers of the hosts of the pool's type only.
+// The Client sends it to every host whose heartbeat names the pool: h1,
+// of type squares, that says it runs pool other and answers a drain of
+// it as done, had its answer reported, and the drain shown accepted
+// (202) though no host of type other took it.
+func TestReview17a_PoolCommandOfOtherTypesHost(t *testing.T) {
+	t.Parallel()
+	rc := startRoleCluster(t)
+	srv := httptest.NewServer(rc.c.Handler())
+	t.Cleanup(srv.Close)
+	h1, _ := rc.connectAs(t, "h1")
+	space, _ := subject.New("default")
+	_, err := h1.Subscribe(space.Control("h1"), func(m *nats.Msg) {
+		data, _ := json.Marshal(wire.CommandReply{Host: "h1", Pool: "other", OK: true})
+		_ = m.Respond(data)
+	})
+	require.NoError(t, err)
+	hb, _ := json.Marshal(wire.Heartbeat{
+		Host: "h1", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute),
+		Pools: []wire.PoolInfo{{Name: "other", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+	})
+	require.Eventually(t, func() bool {
+		_ = h1.Publish(space.Host("h1"), hb)
+		return len(rc.c.Client().HeardHosts()) > 0
+	}, 20*time.Second, 50*time.Millisecond, "h1 is heard")
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/pools/other/drain", nil)
+	req.Header.Set("Authorization", "Bearer "+rc.tokens["ops"])
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	code := resp.StatusCode
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusNotFound, code, "no host of type other: %s", body)
+	require.NotContains(t, string(body), `"host":"h1"`)
 }
