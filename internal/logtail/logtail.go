@@ -85,6 +85,12 @@ func ask(ctx context.Context, nc *nats.Conn, sp subject.Space, host, pool string
 		a.Note = fmt.Sprintf("host %s did not answer: %v", host, err)
 		return a
 	}
+	// A host encodes its answer within the bytes asked (internal/agent,
+	// encodeTail): a larger one is a host that lies, and is not kept.
+	if len(m.Data) > maxBytes {
+		a.Note = fmt.Sprintf("host %s answered %d bytes, more than the %d asked for", host, len(m.Data), maxBytes)
+		return a
+	}
 	var t wire.LogTail
 	if err := json.Unmarshal(m.Data, &t); err != nil {
 		a.Note = fmt.Sprintf("host %s answered what is no tail: %v", host, err)

@@ -26,7 +26,7 @@ func ConductorSource(c **conductor.Conductor, watchStorage bool) Source {
 			d := (*c).Client().DroppedHeartbeats()
 			return HeartbeatDrops{Full: d.Full, Oversize: d.Oversize, Malformed: d.Malformed}
 		},
-		Hosts: func() []client.Host { return (*c).Client().HeardHosts() },
+		Hosts: func() []client.Host { return (*c).Hosts() },
 		Departures: func() HostDepartures {
 			d := (*c).Client().DepartedHosts()
 			return HostDepartures{Left: d.Left, Silent: d.Silent}

@@ -78,8 +78,10 @@ func (q *queueAges) collect(ch chan<- prometheus.Metric) {
 
 // stallWatch tells, from the pools' ended-attempt counters at each
 // scrape, which types have a backlog and no attempt ended for after. A
-// type's clock starts when a scrape first sees it, and again each time
-// its counters have moved since the scrape before. mu guards seen.
+// type's clock starts when a scrape first sees it, again each time its
+// counters have moved since the scrape before, and when its backlog
+// appears (a type idle for an hour that gets a job has not stalled for
+// an hour). mu guards seen.
 type stallWatch struct {
 	after time.Duration
 	now   func() time.Time
@@ -89,8 +91,9 @@ type stallWatch struct {
 }
 
 type stallEntry struct {
-	ended uint64    // every attempt ended: succeeded, failed, dead, superseded
-	since time.Time // when ended was first seen at its value
+	ended   uint64    // every attempt ended: succeeded, failed, dead, superseded
+	since   time.Time // when ended was first seen at its value, or the backlog appeared
+	backlog bool      // jobs were queued or held at the scrape
 }
 
 // collect sends conductor_queue_stalled of each of pools and forgets the
@@ -102,13 +105,15 @@ func (w *stallWatch) collect(ch chan<- prometheus.Metric, pools []client.Pool) {
 	next := make(map[string]stallEntry, len(pools))
 	for _, p := range pools {
 		ended := uint64(p.Succeeded + p.Failed + p.Dead + p.Superseded)
+		backlog := p.Queued+p.Held > 0
 		e, ok := w.seen[p.Type]
-		if !ok || e.ended != ended {
+		if !ok || e.ended != ended || (backlog && !e.backlog) {
 			e = stallEntry{ended: ended, since: now}
 		}
+		e.backlog = backlog
 		next[p.Type] = e
 		stalled := 0.0
-		if p.Queued+p.Held > 0 && now.Sub(e.since) >= w.after {
+		if backlog && now.Sub(e.since) >= w.after {
 			stalled = 1
 		}
 		ch <- prometheus.MustNewConstMetric(queueStalledDesc, prometheus.GaugeValue, stalled, p.Type)

@@ -31,9 +31,6 @@ func KVAll(bucket string) string { return "$KV." + bucket + ".>" }
 
 // Host's and Logs' wildcards, for a grant to one host.
 
-// HostLogs matches Logs of every pool of host.
-func (s Space) HostLogs(host string) string { return s.prefix() + ".logs." + host + ".*" }
-
 // TypeJobEvents matches JobEvent of every status of type typ (or "*").
 func (s Space) TypeJobEvents(typ string) string { return s.JobEvent(typ, "*") }
 

@@ -138,6 +138,43 @@ func newAccess(space subject.Space, path, legacy string, log *slog.Logger) (*acc
 // Token or a credential.
 func (a *access) open() bool { return !a.secured.Load() }
 
+// hostTypes returns, by host id, the job types the host credentials of
+// that host (in this namespace) allow, anyType among them for a
+// credential of every type. A host with none (it connects with the
+// admin's token, or the conductor is open) is not in the map: it may run
+// any. A host's heartbeat may name any pool: this is what keeps the
+// pools of other types out of what conductord makes of it (liveHosts)
+// and out of the logs it serves (http_logs.go).
+func (a *access) hostTypes() map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, cr := range a.creds.Load().All() {
+		if cr.Role != auth.Host || (cr.Namespace != "" && cr.Namespace != a.space.Namespace()) {
+			continue
+		}
+		may := out[cr.Host()]
+		if may == nil {
+			may = map[string]bool{}
+			out[cr.Host()] = may
+		}
+		if len(cr.Types) == 0 {
+			may[anyType] = true
+		}
+		for _, t := range cr.Types {
+			may[t] = true
+		}
+	}
+	return out
+}
+
+// anyType stands, in hostTypes, for every type: no type is "*".
+const anyType = "*"
+
+// hostMayRun reports whether host may run the pool of type typ.
+func (a *access) hostMayRun(host, typ string) bool {
+	may, ok := a.hostTypes()[host]
+	return !ok || may[anyType] || may[typ]
+}
+
 // principal is who a token proves: a role, and a credential's types.
 type principal struct {
 	user string

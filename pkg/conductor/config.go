@@ -60,8 +60,9 @@ type Config struct {
 	EventBuffer       int
 	EventWriteTimeout time.Duration
 	// MaxConsoleStreams bounds the GET /v1/console/stream streams served
-	// at once (503 past it, as MaxEventStreams); each is bounded by
-	// EventBuffer and EventWriteTimeout as an event stream is. Default 16.
+	// at once (503 past it, as MaxEventStreams); each holds the newest
+	// snapshot only for its client, and is cut off past EventWriteTimeout
+	// as an event stream is. Default 16.
 	MaxConsoleStreams int
 	// Namespace isolates conductors sharing one NATS. Default "default".
 	Namespace string

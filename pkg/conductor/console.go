@@ -26,7 +26,7 @@ const (
 	consolePoints       = 120              // points kept per job type
 	consoleTypes        = 64               // job types kept, the first by name
 	consoleWorkers      = 2000             // workers listed in one snapshot
-	consoleSubBuffer    = 4                // frames waiting for one stream's pump
+	consoleSubBuffer    = 1                // frames waiting for one stream: the newest
 	consoleReadTimeout  = 10 * time.Second // the read of the pools, per sample
 )
 
@@ -142,8 +142,10 @@ func (h *consoleHub) streams() int {
 }
 
 // add keeps snap's points in the history and hands snap's frame to every
-// stream. A stream whose input is full (its pump has not taken the frames
-// before) misses this one: the next snapshot supersedes it.
+// stream. A stream that has not taken the frame before has it replaced:
+// a snapshot supersedes the ones before, so a slow client gets fewer of
+// them, the newest, and is never cut off for being behind (only for a
+// write that does not end: http_console.go).
 func (h *consoleHub) add(snap *consoleSnapshot) {
 	data, err := json.Marshal(snap)
 	if err != nil {
@@ -167,6 +169,15 @@ func (h *consoleHub) add(snap *consoleSnapshot) {
 	}
 	h.last = frame
 	for ch := range h.subs {
+		select {
+		case ch <- frame:
+			continue
+		default:
+		}
+		select { // only the stream's writer takes from ch: it may have, meanwhile
+		case <-ch:
+		default:
+		}
 		select {
 		case ch <- frame:
 		default:
@@ -311,20 +322,31 @@ func (d runDiff) quantile(q float64) float64 {
 
 // startConsole starts the console's sampler: a snapshot every
 // consoleInterval while a stream is open, every consoleIdleInterval while
-// none is, until stopped.
+// none is, until stopped. A stream that opens (wake) has the sample taken
+// at once if the last is consoleInterval old, else consoleInterval after
+// the last: points closer than that would make rates of the counters'
+// steps (they move when the job ends are saved, every 200ms), spikes in
+// the history every page shares.
 func (c *Conductor) startConsole() *startstop.Func {
 	c.console = newConsoleHub()
 	f := startstop.NewFunc(func(ctx context.Context) {
 		t := time.NewTimer(0)
 		defer t.Stop()
+		var last time.Time // of the last sample
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-c.console.wake:
-				c.consoleSample(ctx, time.Now())
+				if wait := consoleInterval - time.Since(last); wait > 0 {
+					t.Reset(wait)
+					continue
+				}
+				last = time.Now()
+				c.consoleSample(ctx, last)
 				t.Reset(consoleInterval)
 			case now := <-t.C:
+				last = now
 				c.consoleSample(ctx, now)
 				if c.console.streams() > 0 {
 					t.Reset(consoleInterval)

@@ -110,8 +110,8 @@ func TestConsole_RunDiffs(t *testing.T) {
 	require.Empty(t, h.prevRun)
 }
 
-// TestPump_CutsSlowReader: a stream's pump (stream.go, under the event,
-// log and console streams) queues at most its bound of bytes for a writer
+// TestPump_CutsSlowReader: a stream's pump (stream.go, under the event
+// and log streams) queues at most its bound of bytes for a writer
 // that does not take them, then cuts the stream; one frame is always taken
 // when none waits.
 func TestPump_CutsSlowReader(t *testing.T) {
@@ -137,4 +137,25 @@ func TestPump_CutsSlowReader(t *testing.T) {
 	require.Error(t, ctx.Err(), "the stream is ended")
 	_, open := <-p.out
 	require.False(t, open, "the writer learns the stream is over")
+}
+
+// TestReview17a_ConsoleSlowStreamGetsTheNewest: a console stream that has
+// not taken the snapshots handed to it has the newest waiting, one; it
+// had the oldest four waiting (stale, shown as live) and missed the
+// newest, and, on the shared pump, was cut off once 1 MiB waited, which
+// at 2,000 workers (a snapshot is about 480 KB) is two seconds behind: an
+// operator on a link under 4 Mbit/s was cut off every few seconds.
+// Snapshots supersede each other; the stream is cut only by the write
+// timeout, when it does not read at all.
+func TestReview17a_ConsoleSlowStreamGetsTheNewest(t *testing.T) {
+	t.Parallel()
+	h := newConsoleHub()
+	_, frames, unsubscribe := h.subscribe()
+	defer unsubscribe()
+	start := time.Unix(1_700_000_000, 0)
+	for i := range 6 {
+		h.add(h.snapshot(nil, []client.Pool{{Type: "a", Succeeded: uint64(i)}}, nil, start.Add(time.Duration(i)*time.Second)))
+	}
+	require.Len(t, frames, 1, "one snapshot waits")
+	require.Contains(t, string(<-frames), `"succeeded":5`, "the newest")
 }

@@ -97,10 +97,11 @@ func (g *grant) submitter(id string, ts []string) {
 	}
 }
 
-// host takes, runs and ends the jobs of its types, and heartbeats, logs,
-// answers for the tail of its logs and takes commands under its own host
-// id (both answered on subject.ControlReplies only). It reads states by id. It
-// makes no consumer and writes no state or dead entry itself: conductord
+// host takes, runs and ends the jobs of its types, and heartbeats, logs
+// (of its types' pools), answers for the tail of its logs and takes
+// commands under its own host id (both answered on
+// subject.ControlReplies only). It reads states by id. It makes no
+// consumer and writes no state or dead entry itself: conductord
 // makes its types' consumers, passes the cancels on to it, and writes
 // its types' states for it, checked (internal/hostsvc), for a consumer
 // delivers where its maker says and a store takes any header (a roll-up
@@ -108,12 +109,14 @@ func (g *grant) submitter(id string, ts []string) {
 func (g *grant) host(cr auth.Credential) {
 	sp, id := g.sp, cr.Host()
 	jobs := sp.JobStream()
-	g.pub(sp.Host(id), sp.HostLogs(id), sp.WorkerEvents(), sp.PoolEvents())
+	g.pub(sp.Host(id), sp.WorkerEvents(), sp.PoolEvents())
 	g.sub(sp.Control(id), sp.LogTail(id), sp.CancelFeed(), sp.LookupFeed())
 	g.pub(subject.ControlReplies()...)
 	g.pub(sp.CancelsAs(cr.ID))
 	for _, t := range types(cr.Types) {
-		g.pub(sp.JobEnds(t), sp.TypeJobEvents(t), sp.ConsumersAs(cr.ID, t), sp.StoreAs(cr.ID, t))
+		// The output of its types' pools only (a pool is named by its
+		// type): not lines in another type's logs.
+		g.pub(sp.Logs(id, t), sp.JobEnds(t), sp.TypeJobEvents(t), sp.ConsumersAs(cr.ID, t), sp.StoreAs(cr.ID, t))
 		for _, prio := range []string{"normal", "high", "low"} {
 			c := sp.ConsumerAt(t, prio)
 			if t == "*" {

@@ -52,18 +52,18 @@ const (
 )
 
 // hostOneWay are host credential cr's subjects that nothing answers: its
-// heartbeats and logs, worker, pool and job events. A message with a
-// reply subject through an import holds a response mapping (some 300
-// bytes) until answered or its export's wait: a host publishing them with
-// reply subjects as fast as it can would hold hundreds of megabytes over
-// hostAnswerWait, and holds a few over hostOneWayWait. Each is a service
+// heartbeats, its types' pools' logs, worker, pool and job events. A
+// message with a reply subject through an import holds a response mapping
+// (some 300 bytes) until answered or its export's wait: a host publishing
+// them with reply subjects as fast as it can would hold hundreds of
+// megabytes over hostAnswerWait, and holds a few over hostOneWayWait. Each is a service
 // export of its own, named exactly as the import (the server finds an
 // import's export by its exact subject first; among wildcards that match,
 // in no order).
 func hostOneWay(sp subject.Space, cr auth.Credential) []string {
-	s := []string{sp.Host(cr.Host()), sp.HostLogs(cr.Host()), sp.WorkerEvents(), sp.PoolEvents()}
+	s := []string{sp.Host(cr.Host()), sp.WorkerEvents(), sp.PoolEvents()}
 	for _, t := range types(cr.Types) {
-		s = append(s, sp.TypeJobEvents(t))
+		s = append(s, sp.Logs(cr.Host(), t), sp.TypeJobEvents(t))
 	}
 	return s
 }

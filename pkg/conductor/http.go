@@ -229,8 +229,27 @@ func (c *Conductor) Workers() []client.Worker {
 }
 
 // liveHosts returns the hosts the conductor's client has heard so far,
-// sorted by host id.
-func (c *Conductor) liveHosts() []client.Host { return c.client.HeardHosts() }
+// sorted by host id, each with the pools and workers of the types its
+// credential allows only: a heartbeat may name any pool, and another
+// type's pool it names would count in that pool's hosts, state, workers,
+// held jobs and run times.
+func (c *Conductor) liveHosts() []client.Host {
+	hosts := c.client.HeardHosts()
+	types := c.access.hostTypes()
+	for i, h := range hosts {
+		may, ok := types[h.Host]
+		if !ok || may[anyType] {
+			continue
+		}
+		hosts[i].Pools = slices.DeleteFunc(slices.Clone(h.Pools), func(p client.HostPool) bool { return !may[p.Name] })
+		hosts[i].Workers = slices.DeleteFunc(slices.Clone(h.Workers), func(w client.Worker) bool { return !may[w.Pool] })
+	}
+	return hosts
+}
+
+// Hosts returns the live hosts as conductord counts them (liveHosts):
+// what /metrics reads.
+func (c *Conductor) Hosts() []client.Host { return c.liveHosts() }
 
 func (c *Conductor) listPools(w http.ResponseWriter, r *http.Request) {
 	pools, err := c.Pools(r.Context())

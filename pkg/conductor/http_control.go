@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/kballard/go-shellquote"
@@ -50,6 +51,9 @@ func (c *Conductor) poolCommand(op client.PoolOp) http.HandlerFunc {
 		}
 		host := r.URL.Query().Get("host")
 		results, err := c.client.Command(r.Context(), pool, cmd, host)
+		if pool != client.AllPools && (err == nil || errors.Is(err, client.ErrCommandRefused)) {
+			results, err = c.ofPoolType(pool, op, results)
+		}
 		c.log.Info("pool command", "pool", pool, "op", op, "host", host, "hosts", len(results), "err", err)
 		switch {
 		case errors.Is(err, client.ErrBadCommand):
@@ -64,6 +68,22 @@ func (c *Conductor) poolCommand(op client.PoolOp) http.HandlerFunc {
 			writeJSON(w, http.StatusAccepted, commandAnswer{Pool: pool, Op: op, Hosts: results})
 		}
 	}
+}
+
+// ofPoolType keeps, of a command's results, those of the hosts whose
+// credential is of pool's type: the Client sends a command to every host
+// whose heartbeat names the pool, and a host of another type that says it
+// runs it would have its answer reported (a drain that no real host took
+// shown as done). The error is the Client's, for the results kept.
+func (c *Conductor) ofPoolType(pool string, op client.PoolOp, results []client.CommandResult) ([]client.CommandResult, error) {
+	results = slices.DeleteFunc(results, func(r client.CommandResult) bool { return !c.access.hostMayRun(r.Host, pool) })
+	switch {
+	case len(results) == 0:
+		return nil, fmt.Errorf("%w: no live host runs pool %q", client.ErrPoolNotFound, pool)
+	case !slices.ContainsFunc(results, func(r client.CommandResult) bool { return r.OK }):
+		return results, fmt.Errorf("%w: %s of pool %q: no host accepted it", client.ErrCommandRefused, op, pool)
+	}
+	return results, nil
 }
 
 // readCommand decodes the body of a pool command (empty is fine) into a

@@ -131,7 +131,9 @@ type noLogHost string
 
 func (e noLogHost) Error() string { return string(e) }
 
-// logHosts returns the live hosts that run q's pool (q.host only, if set).
+// logHosts returns the live hosts that run q's pool (q.host only, if set),
+// and whose credential is of its type: a host's heartbeat may name any
+// pool, and its tail would be served as that pool's.
 func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) {
 	live, err := c.client.Hosts(ctx)
 	if err != nil {
@@ -139,7 +141,8 @@ func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) 
 	}
 	var hosts []string
 	for _, h := range live {
-		if (q.host == "" || h.Host == q.host) && slices.ContainsFunc(h.Pools, func(p client.HostPool) bool { return p.Name == q.pool }) {
+		if (q.host == "" || h.Host == q.host) && slices.ContainsFunc(h.Pools, func(p client.HostPool) bool { return p.Name == q.pool }) &&
+			c.access.hostMayRun(h.Host, q.pool) {
 			hosts = append(hosts, h.Host)
 		}
 	}

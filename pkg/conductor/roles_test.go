@@ -45,6 +45,9 @@ func startRoleCluster(t *testing.T) *roleCluster {
 	)
 }
 
+// roleHostTypes is the type of each host credential of startRoleCluster.
+var roleHostTypes = map[string]string{"h1": "squares", "h2": "other"}
+
 // startClusterOf starts a conductord with cfg on credentials creds, each
 // issued into its credentials file, their tokens kept.
 func startClusterOf(t *testing.T, cfg conductor.Config, creds ...auth.Credential) *roleCluster {
@@ -128,9 +131,9 @@ func unseenPub(t *testing.T, rc *roleCluster, id, subj string) {
 	probe := []byte(`"probe ` + uuid.NewString() + `"`)
 	require.NoError(t, nc.Publish(subj, probe))
 	require.NoError(t, nc.Flush())
-	// A marker after it, on a subject the credential reaches: once root
-	// has it, the probe would have come.
-	barrier(t, nc, root, "conductor.default.logs."+id+".probe")
+	// A marker after it, on a subject the credential reaches (the logs of
+	// a pool of its type): once root has it, the probe would have come.
+	barrier(t, nc, root, "conductor.default.logs."+id+"."+roleHostTypes[id])
 	noneOf(t, sub, func(m *nats.Msg) bool { return string(m.Data) == string(probe) }, "%s's publish to %s reached the namespace", id, subj)
 }
 

@@ -11,6 +11,7 @@ import * as tails from "./tails.js";
 
 let lastSnapshot = 0; // when the last snapshot came (ms)
 let feed = null;      // the live feed's AbortController
+let reading = null;   // the AbortController of the feed open (or opening), null while none is
 let stopView = () => {};
 
 // --- sign-in ---
@@ -68,6 +69,12 @@ function setLive(text, cls) {
   l.className = "live " + cls;
 }
 
+// staleAfter is how long a feed may be silent (conductord sends a
+// snapshot every second) before it is opened again: a connection that
+// neither breaks nor brings anything (conductord gone without closing
+// it, a proxy or a network that lost it) may stay so for good.
+const staleAfter = 10000;
+
 async function runFeed() {
   let wait = 1000;
   for (;;) {
@@ -75,6 +82,8 @@ async function runFeed() {
     let first = true;
     try {
       setLive("connecting", "off");
+      lastSnapshot = Date.now(); // a feed that never sends is stale too
+      reading = ctl;
       await sse("/v1/console/stream", (name, data) => {
         const v = JSON.parse(data);
         if (name === "history") charts.history(v);
@@ -84,12 +93,15 @@ async function runFeed() {
         lastSnapshot = Date.now();
         wait = 1000;
         setLive("live", "on");
-        charts.add(v.points);
+        // A snapshot whose pools could not be read has no points: the
+        // charts keep theirs, as conductord keeps its history.
+        if (!v.error) charts.add(v.points);
         overview.render(v);
         charts.draw();
       }, ctl.signal);
     } catch (e) {
-      if (ctl.signal.aborted) return;
+      if (reading === ctl) reading = null;
+      if (ctl.signal.aborted && ctl.signal.reason !== "stale") return;
       if (e instanceof ApiError && e.status === 401) {
         setLive("signed out", "off");
         await askToken(authMessage(e));
@@ -101,9 +113,11 @@ async function runFeed() {
         await askToken(authMessage(e));
         continue;
       }
-      flash("The live feed broke (" + e.message + "); trying again in " + wait / 1000 + "s.", "bad");
+      if (ctl.signal.aborted) flash("The live feed sent nothing for " + staleAfter / 1000 + "s; opening it again.", "bad");
+      else flash("The live feed broke (" + e.message + "); trying again in " + wait / 1000 + "s.", "bad");
     }
-    if (ctl.signal.aborted) return;
+    if (reading === ctl) reading = null;
+    if (ctl.signal.aborted && ctl.signal.reason !== "stale") return;
     setLive("reconnecting", "off");
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(wait * 2, 10000);
@@ -115,9 +129,12 @@ function restartFeed() {
   runFeed();
 }
 
-// A feed silent for 3s is shown stale.
+// A feed silent for 3s is shown stale, and opened again after staleAfter.
 setInterval(() => {
-  if (lastSnapshot && Date.now() - lastSnapshot > 3000) setLive("stale", "off");
+  if (!reading) return;
+  const silent = Date.now() - lastSnapshot;
+  if (silent > 3000) setLive("stale", "off");
+  if (silent > staleAfter && !reading.signal.aborted) reading.abort("stale");
 }, 1000);
 
 // --- views ---

@@ -41,6 +41,13 @@ function rate(pts, k) {
 
 const pick = (pts, k) => pts.map((p) => ({t: p.t, v: p[k] || 0}));
 
+// latency is the p50 and p95 lines of pts: of the points at which
+// attempts ran only (a point with none has no run time, not a zero one).
+export function latency(pts) {
+  const ran = pts.filter((p) => p.ran > 0);
+  return [["p50", pick(ran, "p50")], ["p95", pick(ran, "p95")]];
+}
+
 const colors = {succeeded: "#2e7d32", failed: "#e09b00", dead: "#c62828", p50: "#1565c0", p95: "#7b1fa2", queued: "#455a64", running: "#00897b"};
 
 // draw renders every type's charts into #charts.
@@ -64,7 +71,7 @@ export function draw() {
     row.dataset.points = pts.length;
     const [tp, lat, depth] = row.querySelectorAll("canvas");
     plot(tp, [["succeeded", rate(pts, "succeeded")], ["failed", rate(pts, "failed")], ["dead", rate(pts, "dead")]], (v) => v.toFixed(v < 10 ? 1 : 0) + "/s", end);
-    plot(lat, [["p50", pick(pts, "p50")], ["p95", pick(pts, "p95")]], seconds, end);
+    plot(lat, latency(pts), seconds, end);
     plot(depth, [["queued", pick(pts, "queued")], ["running", pick(pts, "running")]], (v) => Math.round(v).toLocaleString("en"), end);
   }
 }

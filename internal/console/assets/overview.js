@@ -45,9 +45,17 @@ export function render(snap) {
   if (changed("workers", snap.workers)) fill($("#workers"), snap.workers.map((w) => h("tr", {"data-pool": w.pool, "data-state": w.state},
     h("td", {}, w.host), h("td", {}, w.pool), n(w.index), n(w.pid || ""),
     h("td", {}, state(w.state)), h("td", {class: "why"}, w.reason || w.last_exit || ""),
-    n(bytes(w.rss)), n(w.cpu ? seconds(goDuration(w.cpu)) : ""), n(num(w.jobs_done)), h("td", {class: w.restarts ? "n warn" : "n"}, w.restarts),
+    n(bytes(w.rss)), n(cpu(w)), n(num(w.jobs_done)), h("td", {class: w.restarts ? "n warn" : "n"}, w.restarts),
     h("td", {}, jobLink(w.job), w.queued ? " +" + w.queued : ""),
   )), "no worker");
+}
+
+// cpu is a worker's CPU time. The host reads it in clock ticks (10ms) from
+// the same read of /proc as its RSS, and leaves it out when it is zero: a
+// worker with an RSS and no CPU time has used less than a tick.
+function cpu(w) {
+  if (w.cpu) return seconds(goDuration(w.cpu));
+  return w.rss ? "<10ms" : "";
 }
 
 function summary(snap) {
