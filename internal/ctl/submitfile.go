@@ -42,6 +42,9 @@ const (
 	// progressEvery is how often progress is written when stderr is not a
 	// terminal.
 	progressEvery = 5 * time.Second
+	// inFlightGrace is how long an interrupted submit -f still waits for
+	// the answer of the chunk in flight (a second Ctrl-C kills it at once).
+	inFlightGrace = 30 * time.Second
 )
 
 type fileSubmit struct {
@@ -197,8 +200,18 @@ func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *
 		if lines == 0 {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted (%v): queued %d of %d jobs (every line of %s before line %d, in the batches printed); nothing from line %d on was sent",
+				context.Cause(ctx), res.Jobs, jf.jobs, jf.name, first, first)
+		}
+		// The chunk in flight is not cancelled with ctx: conductord may
+		// have queued it, and only its answer names its batch. An
+		// interrupt waits for that answer (inFlightGrace at most), then
+		// stops before the next chunk.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), inFlightGrace)
 		key := fmt.Sprintf("conductorctl-%s-%d", run, len(res.Batches))
-		id, err := c.queueChunk(ctx, fs, key, body.Bytes())
+		id, err := c.queueChunk(cctx, fs, key, body.Bytes())
+		cancel()
 		if err != nil {
 			return fmt.Errorf("queued %d of %d jobs (every line of %s before line %d, in the batches printed); the batch of lines %d on failed: %w",
 				res.Jobs, jf.jobs, jf.name, first, first, err)
