@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -81,4 +82,60 @@ func TestReview17b_SubmitFileInterruptKeepsInFlightBatch(t *testing.T) {
 	require.ErrorContains(t, err, "interrupted")
 	require.ErrorContains(t, err, "queued 2000 of 5000 jobs (every line of")
 	require.ErrorContains(t, err, "before line 2001, in the batches printed)")
+}
+
+// TestReview17b_SubmitFileFromPipe: submit -f <(cmd), -f /dev/stdin and a
+// named pipe failed with "seek …: illegal seek" (the file is read twice);
+// such a file is now copied first, as stdin is.
+func TestReview17b_SubmitFileFromPipe(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	fifo := filepath.Join(t.TempDir(), "jobs.fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	wrote := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString("1\n2\n3\n")
+			f.Close()
+		}
+		wrote <- err
+	}()
+	code, out, errOut := runStdin(t, b.srv.URL, "", "submit", "-f", fifo, "fifo")
+	require.NoError(t, <-wrote)
+	require.Equal(t, ExitOK, code, errOut)
+	require.Len(t, strings.Fields(out), 1)
+	require.Contains(t, errOut, "queued 3 jobs of fifo in 1 batch(es)")
+	require.Equal(t, 3, b.queued(t, "fifo"))
+
+	// A bad line in a pipe is found before anything is queued, as in a file.
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString("1\n{\n")
+			f.Close()
+		}
+		wrote <- err
+	}()
+	code, _, errOut = runStdin(t, b.srv.URL, "", "submit", "-f", fifo, "fifo")
+	require.NoError(t, <-wrote)
+	require.Equal(t, ExitFailure, code)
+	require.Contains(t, errOut, fifo+" line 2: not one JSON value")
+	require.Equal(t, 3, b.queued(t, "fifo"))
+}
+
+// TestReview17b_SubmitFileBOM: a file saved with a UTF-8 byte-order mark
+// (Windows editors, PowerShell's Out-File) was refused at line 1 with
+// "invalid character 'ï'"; the mark is now skipped.
+func TestReview17b_SubmitFileBOM(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	code, _, errOut := runStdin(t, b.srv.URL, "", "submit", "-f", writeFile(t, "\ufeff1\r\n2\r\n"), "bom")
+	require.Equal(t, ExitOK, code, errOut)
+	require.Contains(t, errOut, "queued 2 jobs of bom")
+	require.Equal(t, 2, b.queued(t, "bom"))
+	// Only at the start of the file.
+	code, _, errOut = runStdin(t, b.srv.URL, "", "submit", "-f", writeFile(t, "1\n\ufeff2\n"), "bom")
+	require.Equal(t, ExitFailure, code)
+	require.Contains(t, errOut, "line 2: not one JSON value")
 }

@@ -101,29 +101,49 @@ func rate(n int, seconds float64) float64 {
 	return float64(n) / seconds
 }
 
-// openJobsFile opens path, or copies stdin to a temporary file for "-".
+// openJobsFile opens path, or copies stdin ("-") or a file that cannot be
+// read twice (a pipe: -f <(cmd), -f /dev/stdin, a FIFO) to a temporary
+// file.
 func openJobsFile(path string, stdin io.Reader) (*jobsFile, func(), error) {
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, nil, err
-		}
+	if path == "-" {
+		return copyJobsFile("stdin", stdin)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if fi.Mode().IsRegular() {
 		return &jobsFile{f: f, name: path}, func() { f.Close() }, nil
 	}
+	defer f.Close()
+	return copyJobsFile(path, f)
+}
+
+// copyJobsFile copies r to a temporary file, removed by the cleanup.
+func copyJobsFile(name string, r io.Reader) (*jobsFile, func(), error) {
 	f, err := os.CreateTemp("", "conductorctl-submit-*.jsonl")
 	if err != nil {
-		return nil, nil, fmt.Errorf("keep stdin in a temporary file: %w", err)
+		return nil, nil, fmt.Errorf("keep %s in a temporary file: %w", name, err)
 	}
 	cleanup := func() {
 		f.Close()
 		os.Remove(f.Name())
 	}
-	if _, err := io.Copy(f, stdin); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		cleanup()
-		return nil, nil, fmt.Errorf("read stdin: %w", err)
+		return nil, nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	return &jobsFile{f: f, name: "stdin"}, cleanup, nil
+	return &jobsFile{f: f, name: name}, cleanup, nil
 }
+
+// utf8BOM is the byte-order mark some editors write at the start of a
+// UTF-8 file; it is skipped there.
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // lines calls fn with every line of the file, from its start, and its
 // number (from 1); a line over maxFilePayload is an error.
@@ -145,6 +165,9 @@ func (jf *jobsFile) lines(fn func(n int, line []byte) error) error {
 				return fmt.Errorf("%s line %d: over the limit of %d bytes a job; nothing was queued", jf.name, n, maxFilePayload)
 			}
 			line = long
+		}
+		if n == 1 {
+			line = bytes.TrimPrefix(line, utf8BOM)
 		}
 		if len(line) > 0 {
 			if ferr := fn(n, bytes.TrimSpace(line)); ferr != nil {
