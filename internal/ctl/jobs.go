@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -41,6 +43,9 @@ func (a *app) jobsCmd() *cobra.Command {
 as --before. The error column is cut to 60 characters: job ID shows it whole.`,
 		Args: nargs(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkJobsQuery(status, limit, before); err != nil {
+				return err
+			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": status, "type": typ, "limit": limit, "before": before} {
 				if v != "" {
@@ -59,9 +64,37 @@ as --before. The error column is cut to 60 characters: job ID shows it whole.`,
 	f.StringVar(&typ, "type", "", "only jobs of this type")
 	f.StringVar(&limit, "limit", "", "at most N jobs, 1 to 1000 (default 100)")
 	f.StringVar(&before, "before", "", "only jobs updated before this time: the UPDATED_AT of the last job listed, for the next page")
-	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(
-		[]string{"queued", "held", "running", "succeeded", "failed", "dead", "cancelled"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(jobStatuses, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// jobStatuses are the statuses jobs --status takes.
+var jobStatuses = []string{"queued", "held", "running", "succeeded", "failed", "dead", "cancelled"}
+
+// maxJobsLimit is the most jobs GET /v1/jobs lists at once.
+const maxJobsLimit = 1000
+
+// checkJobsQuery checks jobs' flags before anything is sent: a bad value
+// is a usage error (exit 2), not conductord's 400.
+func checkJobsQuery(status, limit, before string) error {
+	if status != "" {
+		for _, s := range strings.Split(status, ",") {
+			if !slices.Contains(jobStatuses, s) {
+				return usageErrorf("--status: unknown status %q: want queued, held, running, succeeded, failed, dead or cancelled (a comma list)", s)
+			}
+		}
+	}
+	if limit != "" {
+		if n, err := strconv.Atoi(limit); err != nil || n < 1 || n > maxJobsLimit {
+			return usageErrorf("--limit: want 1 to %d jobs, not %q", maxJobsLimit, limit)
+		}
+	}
+	if before != "" {
+		if _, err := time.Parse(time.RFC3339Nano, before); err != nil {
+			return usageErrorf("--before: want an RFC 3339 time (the UPDATED_AT of the last job listed), not %q", before)
+		}
+	}
+	return nil
 }
 
 func (a *app) deadCmd() *cobra.Command {

@@ -139,3 +139,33 @@ func TestReview17b_SubmitFileBOM(t *testing.T) {
 	require.Equal(t, ExitFailure, code)
 	require.Contains(t, errOut, "line 2: not one JSON value")
 }
+
+// TestReview17b_JobsBadFlagsAreUsageErrors: docs/cli.md promises exit 2,
+// and nothing sent, for a bad flag value; jobs sent --limit 5000,
+// --status bogus and --before yesterday to conductord and exited 1 with
+// its 400, so a script could not tell its own mistake from a failure.
+func TestReview17b_JobsBadFlagsAreUsageErrors(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"jobs", "--limit", "5000"}, `--limit: want 1 to 1000 jobs, not "5000"`},
+		{[]string{"jobs", "--limit", "0"}, `--limit: want 1 to 1000 jobs, not "0"`},
+		{[]string{"jobs", "--limit", "ten"}, `--limit: want 1 to 1000 jobs, not "ten"`},
+		{[]string{"jobs", "--status", "queued,bogus"}, `--status: unknown status "bogus": want queued, held, running, succeeded, failed, dead or cancelled`},
+		{[]string{"jobs", "--before", "yesterday"}, `--before: want an RFC 3339 time (the UPDATED_AT of the last job listed), not "yesterday"`},
+	} {
+		code, _, errOut := runStdin(t, b.srv.URL, "", tc.args...)
+		require.Equal(t, ExitUsage, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, errOut, tc.msg, "%v", tc.args)
+	}
+	for _, args := range [][]string{
+		{"jobs", "--limit", "1000", "--status", "queued,dead"},
+		{"jobs", "--before", "2026-12-05T03:44:38.092009458Z"},
+	} {
+		code, _, errOut := runStdin(t, b.srv.URL, "", args...)
+		require.Equal(t, ExitOK, code, "%v: %s", args, errOut)
+	}
+}
