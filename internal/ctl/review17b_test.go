@@ -5,16 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/conductor"
 )
 
 // jsonlFile writes n lines, the numbers 0 to n-1, to a file and returns
@@ -167,5 +172,31 @@ func TestReview17b_JobsBadFlagsAreUsageErrors(t *testing.T) {
 	} {
 		code, _, errOut := runStdin(t, b.srv.URL, "", args...)
 		require.Equal(t, ExitOK, code, "%v: %s", args, errOut)
+	}
+}
+
+// TestReview17b_HealthSizesHumanised: health printed every size in MiB
+// ("free 77018.4 MiB (reserve 1024.0 MiB …)", "8446.7 MiB"), where
+// docs/cli.md says sizes are in KiB/MiB/GiB as the tables print them.
+func TestReview17b_HealthSizesHumanised(t *testing.T) {
+	t.Parallel()
+	// conductord's storage on disk, as it runs: its health has sizes.
+	c, err := conductor.New(conductor.Config{
+		DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", Token: "tok",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+	code, out, errOut := runStdin(t, srv.URL, "", "health")
+	require.Equal(t, ExitOK, code, errOut)
+	sizes := regexp.MustCompile(`(\d+)\.\d (B|KiB|MiB|GiB|TiB)`).FindAllStringSubmatch(out, -1)
+	require.NotEmpty(t, sizes, out)
+	for _, m := range sizes {
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		require.Less(t, n, 1024, "%s: in the next unit up: %s", m[0], out)
 	}
 }
