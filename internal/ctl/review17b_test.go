@@ -200,3 +200,28 @@ func TestReview17b_HealthSizesHumanised(t *testing.T) {
 		require.Less(t, n, 1024, "%s: in the next unit up: %s", m[0], out)
 	}
 }
+
+// TestReview17b_CompletePoolsAndHosts: `conductorctl logs <TAB>` (and
+// every pool command's) offered file names; it now offers the pools
+// conductord knows, and --host the live hosts; nothing (not files) when
+// conductord does not answer.
+func TestReview17b_CompletePoolsAndHosts(t *testing.T) {
+	t.Parallel()
+	b := setupCluster(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"__complete", "logs", ""}, "squares\n:4\n"},
+		{[]string{"__complete", "drain", "sq"}, "squares\n:4\n"},
+		{[]string{"__complete", "resize", "squares", ""}, ":4\n"},
+		{[]string{"__complete", "logs", "squares", "--host", ""}, "h1\n:4\n"},
+	} {
+		out, err := b.run(tc.args...)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, out, "%v", tc.args)
+	}
+	var out, errOut bytes.Buffer
+	require.NoError(t, Run(context.Background(), []string{"--server", "127.0.0.1:1", "__complete", "logs", ""}, &out, &errOut))
+	require.Equal(t, ":4\n", out.String())
+}

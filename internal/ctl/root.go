@@ -180,6 +180,7 @@ func (a *app) root() *cobra.Command {
 		add("pools", a.poolCommandCmd(op))
 	}
 	add("more", a.eventsCmd(), a.lookupCmd(), a.sendCmd(), a.broadcastCmd(), a.versionCmd())
+	a.addCompletions(root)
 	return root
 }
 
