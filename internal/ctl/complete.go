@@ -71,4 +71,3 @@ func (a *app) completeNames(cmd *cobra.Command, path, key string) []cobra.Comple
 	}
 	return names
 }
-
