@@ -225,3 +225,52 @@ func TestReview17b_CompletePoolsAndHosts(t *testing.T) {
 	require.NoError(t, Run(context.Background(), []string{"--server", "127.0.0.1:1", "__complete", "logs", ""}, &out, &errOut))
 	require.Equal(t, ":4\n", out.String())
 }
+
+// TestReview17b_SubmitFileBatchIDsAsQueued: submit -f printed its batch
+// ids only when every chunk was queued, so a run killed part way (a
+// second Ctrl-C, SIGKILL, a lost terminal) left no id of the batches it
+// had queued. Each id is now printed as soon as its batch is queued.
+func TestReview17b_SubmitFileBatchIDsAsQueued(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	out := make(chanWriter, 10)
+	var mu sync.Mutex
+	var ids []string
+	var seenAtSecond []string // what stdout had when the second chunk came
+	posts := 0
+	h := b.srv.Config.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v1/batches/") {
+			mu.Lock()
+			if posts++; posts == 2 {
+				for len(out) > 0 {
+					seenAtSecond = append(seenAtSecond, <-out)
+				}
+			}
+			mu.Unlock()
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if r.Method == http.MethodPost {
+			var ans struct{ ID string }
+			if json.Unmarshal(rec.Body.Bytes(), &ans) == nil && ans.ID != "" {
+				mu.Lock()
+				ids = append(ids, ans.ID)
+				mu.Unlock()
+			}
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	var errOut bytes.Buffer
+	require.NoError(t, Run(context.Background(), []string{"--server", srv.URL, "--token", "tok", "submit", "-f", jsonlFile(t, 3), "--chunk", "2", "live"}, out, &errOut))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, ids, 2)
+	require.Equal(t, []string{ids[0] + "\n"}, seenAtSecond, "the first batch's id printed before the second is sent")
+	require.Equal(t, ids[1]+"\n", out.next(t))
+}

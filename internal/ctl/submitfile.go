@@ -73,15 +73,21 @@ func (a *app) submitFile(ctx context.Context, fs fileSubmit) error {
 		return err
 	}
 	p := newProgress(a.stderr, isTerminal(a.stderr), fs.quiet, jf.jobs)
-	res, err := a.api.queueFile(ctx, jf, fs, p)
+	// Each batch id is printed as soon as its batch is queued, so that a
+	// run killed part way leaves the ids of what it queued; -o json
+	// prints the summary at the end instead.
+	printID := func(string) {}
+	if !a.api.json() {
+		printID = func(id string) {
+			p.clear()
+			fmt.Fprintln(a.stdout, id)
+		}
+	}
+	res, err := a.api.queueFile(ctx, jf, fs, p, printID)
 	p.done()
 	if a.api.json() {
 		if jerr := encodeJSON(a.stdout, res, "  "); jerr != nil && err == nil {
 			err = jerr
-		}
-	} else {
-		for _, id := range res.Batches {
-			fmt.Fprintln(a.stdout, id)
 		}
 	}
 	if err != nil {
@@ -212,8 +218,9 @@ type fileResult struct {
 	Seconds float64  `json:"seconds"`
 }
 
-// queueFile queues the checked file in chunks.
-func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *progress) (fileResult, error) {
+// queueFile queues the checked file in chunks; queued is called with
+// each batch's id as soon as it is queued.
+func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *progress, queued func(id string)) (fileResult, error) {
 	res := fileResult{Type: fs.typ, Batches: []string{}}
 	start := time.Now()
 	run := uuid.NewString()
@@ -240,6 +247,7 @@ func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *
 				res.Jobs, jf.jobs, jf.name, first, first, err)
 		}
 		res.Batches = append(res.Batches, id)
+		queued(id)
 		res.Jobs += lines
 		p.add(lines)
 		body.Reset()
