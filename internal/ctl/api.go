@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,11 +23,17 @@ import (
 // CONDUCTOR_SERVER: conductord's default --http.
 const defaultServer = "http://127.0.0.1:7070"
 
+// defaultRequestTimeout is --request-timeout's default: how long a call
+// waits for conductord's answer (its status line and headers; a stream's
+// body after them is not bounded).
+const defaultRequestTimeout = 60 * time.Second
+
 // client calls conductord's HTTP API and prints its answers on out, in
 // the output format (table, json or wide).
 type client struct {
 	base, token string
 	http        *http.Client
+	within      time.Duration // --request-timeout: 0, no limit
 	out         io.Writer
 	stdin       io.Reader // what an argument "-" reads
 	output      string
@@ -37,6 +44,7 @@ type client struct {
 type clientConfig struct {
 	server, token, tokenFile string
 	tls                      tlsconf.Files
+	requestTimeout           time.Duration
 	output                   string
 	out                      io.Writer
 	stdin                    io.Reader
@@ -54,6 +62,7 @@ func newClient(cfg clientConfig) (*client, error) {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsConfig
+	transport.ResponseHeaderTimeout = cfg.requestTimeout
 	token := cfg.token
 	if cfg.tokenFile != "" {
 		tok, shared, err := secret.ReadTokenFile(cfg.tokenFile)
@@ -66,7 +75,7 @@ func newClient(cfg clientConfig) (*client, error) {
 		token = tok
 	}
 	return &client{
-		base: base, token: token, http: &http.Client{Transport: transport},
+		base: base, token: token, http: &http.Client{Transport: transport}, within: cfg.requestTimeout,
 		out: cfg.out, stdin: cfg.stdin, output: cfg.output, log: cfg.log, now: time.Now,
 	}, nil
 }
@@ -174,11 +183,30 @@ func (c *client) open(ctx context.Context, method, path string, body io.Reader, 
 	return resp, nil
 }
 
+// patient returns c with its time for an answer longer by extra: for a
+// call that conductord answers at the end of a wait (submit --wait).
+func (c *client) patient(extra time.Duration) *client {
+	if c.within == 0 {
+		return c
+	}
+	p := *c
+	transport := c.http.Transport.(*http.Transport).Clone()
+	transport.ResponseHeaderTimeout = c.within + extra
+	p.http = &http.Client{Transport: transport}
+	p.within = transport.ResponseHeaderTimeout
+	return &p
+}
+
 // unreachable is the error of a call that got no answer.
 func (c *client) unreachable(err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
+	}
+	// A time-out that is not the dial's is ResponseHeaderTimeout's.
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() && !errors.As(err, new(*net.OpError)) {
+		return fmt.Errorf("conductord at %s did not answer within %s (--request-timeout)", c.base, c.within)
 	}
 	var verr *tls.CertificateVerificationError
 	if errors.As(err, &verr) {

@@ -319,7 +319,7 @@ func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration
 		hdr.Set(names.HeaderIdempotencyKey, key)
 	}
 	var job struct{ ID, Status string }
-	if err := c.do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+	if err := c.patient(wait).do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
 		return err
 	}
 	switch {

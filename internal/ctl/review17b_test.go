@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -273,4 +275,66 @@ func TestReview17b_SubmitFileBatchIDsAsQueued(t *testing.T) {
 	require.Len(t, ids, 2)
 	require.Equal(t, []string{ids[0] + "\n"}, seenAtSecond, "the first batch's id printed before the second is sent")
 	require.Equal(t, ids[1]+"\n", out.next(t))
+}
+
+// stuckServer is a TCP listener that takes connections and never answers:
+// a conductord that is wedged, or a wrong port that swallows requests.
+func stuckServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns sync.WaitGroup
+	held := make(chan net.Conn, 16)
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Wait()
+		close(held)
+		for c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestReview17b_StuckServerTimesOut: against a conductord that takes the
+// connection and never answers, every command hung for ever (the HTTP
+// client had no time limit): a cron job or a script piling up. A call now
+// gives up when no answer has come within --request-timeout (60s by
+// default; submit --wait adds its wait), exit 1, naming the flag.
+func TestReview17b_StuckServerTimesOut(t *testing.T) {
+	t.Parallel()
+	addr := stuckServer(t)
+	for _, args := range [][]string{
+		{"pools"},
+		{"submit", "squares", "7"},
+		{"submit", "--wait=100ms", "squares", "7"},
+		{"logs", "squares"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var out, errOut bytes.Buffer
+		err := Run(ctx, append([]string{"--server", addr, "--request-timeout", "200ms"}, args...), &out, &errOut)
+		require.NoError(t, ctx.Err(), "%v: gave up by itself", args)
+		cancel()
+		require.Error(t, err, "%v", args)
+		require.ErrorContains(t, err, "conductord at http://"+addr+" did not answer within", "%v", args)
+		require.ErrorContains(t, err, "(--request-timeout)", "%v", args)
+	}
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), []string{"--server", addr, "--request-timeout", "200ms", "version"}, &out, &errOut)
+	require.NoError(t, err, "version: conductord not answering is not an error")
+	require.Contains(t, out.String(), "did not answer within")
+	err = Run(context.Background(), []string{"--request-timeout", "-1s", "pools"}, &out, &errOut)
+	var usage *UsageError
+	require.ErrorAs(t, err, &usage)
 }

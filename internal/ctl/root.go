@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -59,6 +60,7 @@ type app struct {
 	token          string
 	tokenFile      string
 	tls            tlsconf.Files
+	requestTimeout time.Duration
 	output         outputFlag
 	logFormat      string
 	logLevel       string
@@ -159,6 +161,7 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.tls.CA, "tls-ca", "", "PEM file of the issuer of the API's certificate, for an https:// --server (default: the system's roots; env CONDUCTOR_TLS_CA)")
 	f.StringVar(&a.tls.Cert, "tls-cert", "", "PEM file of a client certificate to present (with --tls-key)")
 	f.StringVar(&a.tls.Key, "tls-key", "", "PEM file of the key of --tls-cert")
+	f.DurationVar(&a.requestTimeout, "request-timeout", defaultRequestTimeout, "how long a call waits for conductord to answer (0: no limit; submit --wait adds its wait)")
 	f.VarP(&a.output, "output", "o", "output of read commands: table (the default; job: JSON unless -o table), json (the API's JSON, indented) or wide (more columns)")
 	f.StringVar(&a.logFormat, "log-format", "text", "format of conductorctl's own diagnostics on stderr: text or json")
 	f.StringVar(&a.logLevel, "log-level", "warn", "level of conductorctl's own diagnostics: debug, info, warn or error")
@@ -217,8 +220,11 @@ func (a *app) setup() error {
 	if a.tls.CA == "" {
 		a.tls.CA = os.Getenv(names.EnvTLSCA)
 	}
+	if a.requestTimeout < 0 {
+		return usageErrorf("--request-timeout: want 0 (no limit) or more, not %s", a.requestTimeout)
+	}
 	a.api, err = newClient(clientConfig{
-		server: server, token: token, tokenFile: a.tokenFile, tls: a.tls,
+		server: server, token: token, tokenFile: a.tokenFile, tls: a.tls, requestTimeout: a.requestTimeout,
 		output: a.output.format, out: a.stdout, stdin: a.stdin, log: log,
 	})
 	return err
