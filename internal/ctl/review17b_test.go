@@ -338,3 +338,15 @@ func TestReview17b_StuckServerTimesOut(t *testing.T) {
 	var usage *UsageError
 	require.ErrorAs(t, err, &usage)
 }
+
+// TestReview17b_SubmitFileDirectory: submit -f DIR said "read DIR: write
+// /tmp/conductorctl-submit-….jsonl: copy_file_range: is a directory",
+// naming a temporary file the operator never made.
+func TestReview17b_SubmitFileDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	code, _, errOut := runStdin(t, "127.0.0.1:1", "", "submit", "-f", dir, "squares")
+	require.Equal(t, ExitFailure, code)
+	require.Contains(t, errOut, "conductorctl: "+dir+" is a directory, not a file of jobs")
+	require.NotContains(t, errOut, "conductorctl-submit-")
+}

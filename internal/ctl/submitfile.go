@@ -123,6 +123,10 @@ func openJobsFile(path string, stdin io.Reader) (*jobsFile, func(), error) {
 		f.Close()
 		return nil, nil, err
 	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is a directory, not a file of jobs", path)
+	}
 	if fi.Mode().IsRegular() {
 		return &jobsFile{f: f, name: path}, func() { f.Close() }, nil
 	}
