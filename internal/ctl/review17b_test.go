@@ -350,3 +350,16 @@ func TestReview17b_SubmitFileDirectory(t *testing.T) {
 	require.Contains(t, errOut, "conductorctl: "+dir+" is a directory, not a file of jobs")
 	require.NotContains(t, errOut, "conductorctl-submit-")
 }
+
+// TestReview17b_LogsTailOverLimit: logs --tail 100000 was sent and came
+// back as conductord's 400, exit 1; like --tail -1, it is a usage error
+// (exit 2, nothing sent): at most 1000 lines a host (client.MaxLogTail).
+func TestReview17b_LogsTailOverLimit(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := runStdin(t, "127.0.0.1:1", "", "logs", "squares", "--tail", "100000")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, "--tail: want 0 to 1000 lines, not 100000")
+	code, _, errOut = runStdin(t, "127.0.0.1:1", "", "logs", "squares", "--tail", "-1")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, "--tail: want 0 to 1000 lines, not -1")
+}
