@@ -81,7 +81,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"lookup"}, "usage: conductorctl lookup", "conductorctl lookup"},
 		{[]string{"lookup", "frob"}, `unknown lookup command "frob"`, "conductorctl lookup"},
 		{[]string{"logs"}, "usage: conductorctl logs POOL", "conductorctl logs"},
-		{[]string{"logs", "squares", "--tail", "-3"}, "--tail: want 0 or more lines", "conductorctl logs"},
+		{[]string{"logs", "squares", "--tail", "-3"}, "--tail: want 0 to 1000 lines", "conductorctl logs"},
 		{[]string{"top", "--interval", "0s"}, "--interval: want a duration over 0", "conductorctl top"},
 		{[]string{"pools", "--server", "ftp://h:1"}, `--server "ftp://h:1": want http://HOST:PORT`, "conductorctl pools"},
 		{[]string{"pools", "--log-level", "loud"}, `--log-level "loud": bad value: want debug, info, warn or error`, "conductorctl pools"},
