@@ -363,3 +363,29 @@ func TestReview17b_LogsTailOverLimit(t *testing.T) {
 	require.Equal(t, ExitUsage, code, errOut)
 	require.Contains(t, errOut, "--tail: want 0 to 1000 lines, not -1")
 }
+
+// TestReview17b_HelpUnknownTopic: `conductorctl help nosuch` printed the
+// root's help and exited 0, saying nothing of the typo; it is now a usage
+// error (exit 2) with a did-you-mean, as `conductorctl nosuch` is.
+func TestReview17b_HelpUnknownTopic(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := runStdin(t, "127.0.0.1:1", "", "help", "poolz")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, `unknown help topic "poolz"; did you mean pools?`)
+	require.Empty(t, out)
+	code, _, errOut = runStdin(t, "127.0.0.1:1", "", "help", "lookup", "nosuch")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, `unknown help topic "lookup nosuch"`)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help"}, "conductorctl drives a conductor"},
+		{[]string{"help", "pools"}, "conductorctl pools [flags]"},
+		{[]string{"help", "lookup", "get"}, "conductorctl lookup get"},
+	} {
+		code, out, errOut := runStdin(t, "127.0.0.1:1", "", tc.args...)
+		require.Equal(t, ExitOK, code, "%v: %s", tc.args, errOut)
+		require.Contains(t, out, tc.want, "%v", tc.args)
+	}
+}

@@ -169,7 +169,9 @@ func (a *app) root() *cobra.Command {
 
 	root.AddGroup(&cobra.Group{ID: "jobs", Title: "Jobs:"}, &cobra.Group{ID: "pools", Title: "Pools and hosts:"},
 		&cobra.Group{ID: "more", Title: "Lookups, messages, events:"})
-	root.SetHelpCommandGroupID("more")
+	help := helpCmd(root)
+	help.GroupID = "more"
+	root.SetHelpCommand(help)
 	root.SetCompletionCommandGroupID("more")
 	add := func(group string, cmds ...*cobra.Command) {
 		for _, c := range cmds {
