@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/conductor-run/conductor/internal/names"
@@ -228,6 +229,9 @@ func (a *app) abortCmd() *cobra.Command {
 	}
 }
 
+// maxWait is the longest ?wait= conductord takes.
+const maxWait = 10 * time.Minute
+
 // waitFlag is --wait: alone it means 60s, or --wait=DURATION.
 type waitFlag struct{ d time.Duration }
 
@@ -235,8 +239,8 @@ func (w *waitFlag) String() string { return w.d.String() }
 func (w *waitFlag) Type() string   { return "duration" }
 func (w *waitFlag) Set(s string) error {
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return fmt.Errorf("want a duration such as 30s, got %q", s)
+	if err != nil || d <= 0 || d > maxWait {
+		return fmt.Errorf("want a duration such as 30s, at most %s, got %q", maxWait, s)
 	}
 	w.d = d
 	return nil
@@ -315,11 +319,18 @@ func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration
 		path += "?" + q.Encode()
 	}
 	hdr := http.Header{}
+	if key == "" && wait > 0 {
+		// So that an interrupted wait can learn the job's id (below).
+		key = "conductorctl-" + uuid.NewString()
+	}
 	if key != "" {
 		hdr.Set(names.HeaderIdempotencyKey, key)
 	}
 	var job struct{ ID, Status string }
 	if err := c.patient(wait).do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+		if wait > 0 && ctx.Err() != nil {
+			return c.interruptedWait(ctx, typ, prio, payload, hdr, err)
+		}
 		return err
 	}
 	switch {
@@ -331,3 +342,25 @@ func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration
 		return &ExitError{Code: ExitNotEnded, Msg: fmt.Sprintf("job %s is still %s after %s", job.ID, job.Status, wait)}
 	}
 }
+
+// interruptedWait is the error of a submit --wait interrupted while it
+// waited: the job is most likely queued, and only conductord knows its id.
+// It is asked once more, without the wait and with the same idempotency
+// key (one job, not two; or the job queued now, if the first request had
+// not reached conductord), and the answer printed: the id to cancel.
+func (c *client) interruptedWait(ctx context.Context, typ, prio string, payload []byte, hdr http.Header, cause error) error {
+	path := "/v1/jobs/" + url.PathEscape(typ)
+	if prio != "" {
+		path += "?priority=" + url.QueryEscape(prio)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interruptedAsk)
+	defer cancel()
+	var job struct{ ID string }
+	if err := c.do(rctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+		return fmt.Errorf("interrupted while waiting (%w); whether the job is queued is not known: %v", cause, err)
+	}
+	return fmt.Errorf("interrupted while waiting: job %s was queued, not waited for (conductorctl job %s; conductorctl cancel %s)", job.ID, job.ID, job.ID)
+}
+
+// interruptedAsk bounds the question interruptedWait asks.
+const interruptedAsk = 5 * time.Second

@@ -389,3 +389,65 @@ func TestReview17b_HelpUnknownTopic(t *testing.T) {
 		require.Contains(t, out, tc.want, "%v", tc.args)
 	}
 }
+
+// TestReview17b_SubmitWaitInterrupted: Ctrl-C during submit --wait left a
+// queued job whose id was never shown ("conductorctl: interrupt signal
+// received"), so it could not be cancelled. The job is now submitted
+// with an idempotency key; an interrupt asks once more, without the wait
+// and with the same key (one job, not two), and prints its id.
+func TestReview17b_SubmitWaitInterrupted(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	h := b.srv.Config.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Query().Get("wait") != "" {
+			// The job is queued and waited for: then the interrupt.
+			h.ServeHTTP(w, r.WithContext(ctxAfter(r.Context(), interrupt)))
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	var out, errOut bytes.Buffer
+	err := Run(ctx, []string{"--server", srv.URL, "--token", "tok", "submit", "--wait=30s", "nopool", "1"}, &out, &errOut)
+	require.Error(t, err)
+	var job struct{ ID string }
+	require.NoError(t, json.Unmarshal(out.Bytes(), &job), "the job's id on stdout: %q", out.String())
+	require.NotEmpty(t, job.ID)
+	require.ErrorContains(t, err, "interrupted while waiting: job "+job.ID+" was queued, not waited for")
+	require.ErrorContains(t, err, "conductorctl cancel "+job.ID)
+	var jobs []struct{ ID string }
+	o, err := runLive(t, b, "-o", "json", "jobs", "--type", "nopool")
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal([]byte(o), &jobs))
+	require.Len(t, jobs, 1, "one job, not two")
+	require.Equal(t, job.ID, jobs[0].ID)
+}
+
+// ctxAfter returns a context like parent that calls fn when its Done is
+// first asked for: when conductord starts waiting on it.
+func ctxAfter(parent context.Context, fn func()) context.Context {
+	return &onDone{Context: parent, fn: fn}
+}
+
+type onDone struct {
+	context.Context
+	once sync.Once
+	fn   func()
+}
+
+func (c *onDone) Done() <-chan struct{} {
+	c.once.Do(c.fn)
+	return c.Context.Done()
+}
+
+// TestReview17b_SubmitWaitOverLimit: --wait=1h was sent and came back as
+// conductord's 400 (at most 10m), exit 1; it is a bad flag value, exit 2.
+func TestReview17b_SubmitWaitOverLimit(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := runStdin(t, "127.0.0.1:1", "", "submit", "--wait=1h", "squares", "7")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, `want a duration such as 30s, at most 10m0s, got "1h"`)
+}

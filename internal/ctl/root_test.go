@@ -73,7 +73,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"job", "a", "b"}, "usage: conductorctl job ID", "conductorctl job ID"},
 		{[]string{"pools", "extra"}, "usage: conductorctl pools", "conductorctl pools"},
 		{[]string{"pools", "-o", "yaml"}, `want table, json or wide, not "yaml"`, "conductorctl pools"},
-		{[]string{"submit", "--wait=soon", "squares", "7"}, `want a duration such as 30s, got "soon"`, "conductorctl submit"},
+		{[]string{"submit", "--wait=soon", "squares", "7"}, `want a duration such as 30s, at most 10m0s, got "soon"`, "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "squares", "7"}, "usage: conductorctl submit", "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "--wait", "squares"}, "submit -f takes neither --wait nor --key", "conductorctl submit"},
 		{[]string{"submit", "--chunk", "5", "squares", "7"}, "--chunk and --quiet go with -f", "conductorctl submit"},
