@@ -451,3 +451,27 @@ func TestReview17b_SubmitWaitOverLimit(t *testing.T) {
 	require.Equal(t, ExitUsage, code, errOut)
 	require.Contains(t, errOut, `want a duration such as 30s, at most 10m0s, got "1h"`)
 }
+
+// TestReview17b_CompletionUnknownShell: `conductorctl completion ksh`
+// printed completion's help on stdout and exited 0, so that
+// `conductorctl completion ksh > file` wrote the help as a script; an
+// unknown shell, or none, is a usage error (exit 2).
+func TestReview17b_CompletionUnknownShell(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := runStdin(t, "127.0.0.1:1", "", "completion", "ksh")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Empty(t, out)
+	require.Contains(t, errOut, `unknown shell "ksh": want bash, zsh, fish or powershell`)
+	code, out, errOut = runStdin(t, "127.0.0.1:1", "", "completion")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Empty(t, out)
+	require.Contains(t, errOut, "usage: conductorctl completion bash|zsh|fish|powershell")
+	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
+		code, out, errOut = runStdin(t, "127.0.0.1:1", "", "completion", sh)
+		require.Equal(t, ExitOK, code, errOut)
+		require.Contains(t, out, "conductorctl", sh)
+	}
+	code, out, _ = runStdin(t, "127.0.0.1:1", "", "completion", "--help")
+	require.Equal(t, ExitOK, code)
+	require.Contains(t, out, "conductorctl completion [command]")
+}

@@ -186,6 +186,23 @@ func (a *app) root() *cobra.Command {
 	}
 	add("more", a.eventsCmd(), a.lookupCmd(), a.sendCmd(), a.broadcastCmd(), a.versionCmd())
 	a.addCompletions(root)
+	// cobra's completion command printed its help, exit 0, for a shell it
+	// does not know (completion ksh > file wrote the help as a script).
+	// (It takes the output when it is made.)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.InitDefaultCompletionCmd()
+	if c := subcommand(root, "completion"); c != nil {
+		c.Args = func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown shell %q: want bash, zsh, fish or powershell", args[0])
+			}
+			return nil
+		}
+		c.RunE = func(*cobra.Command, []string) error {
+			return usageErrorf("usage: conductorctl completion bash|zsh|fish|powershell")
+		}
+	}
 	return root
 }
 
