@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -474,4 +475,58 @@ func TestReview17b_CompletionUnknownShell(t *testing.T) {
 	code, out, _ = runStdin(t, "127.0.0.1:1", "", "completion", "--help")
 	require.Equal(t, ExitOK, code)
 	require.Contains(t, out, "conductorctl completion [command]")
+}
+
+// TestReview17b_TopSurvivesOutage: top on a terminal ended (exit 1) at
+// the first poll conductord did not answer, so that a restart of
+// conductord closed every operator's live view. It now says so in the
+// frame and goes on polling; the first poll failing still ends it, as
+// --once and a pipe do at any failure.
+func TestReview17b_TopSurvivesOutage(t *testing.T) {
+	t.Parallel()
+	b := setupLive(t)
+	var down atomic.Bool
+	h := b.srv.Config.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			panic(http.ErrAbortHandler) // the connection dropped, no answer
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	frames := make(chanWriter, 1000)
+	c, err := newClient(clientConfig{server: srv.URL, token: "tok", out: frames, log: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- c.top(ctx, topView{interval: 20 * time.Millisecond, stdin: strings.NewReader("")})
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case f := <-frames:
+			return f
+		case err := <-done:
+			t.Fatalf("top ended (%v) while waiting for %s", err, what)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no frame within 10s: %s", what)
+		}
+		return ""
+	}
+	require.Contains(t, next("the first frame"), "hosts: 0 live")
+	down.Store(true)
+	for f := next("an outage frame"); !strings.Contains(f, "conductord does not answer"); f = next("an outage frame") {
+	}
+	down.Store(false)
+	for f := next("a frame after the outage"); !strings.Contains(f, "hosts: 0 live"); f = next("a frame after the outage") {
+	}
+	cancel()
+	require.NoError(t, <-done)
+
+	// The first poll failing ends it.
+	down.Store(true)
+	err = c.top(context.Background(), topView{interval: 20 * time.Millisecond, stdin: strings.NewReader("")})
+	require.Error(t, err)
 }

@@ -99,6 +99,7 @@ func (c *client) top(ctx context.Context, v topView) error {
 	if !v.once {
 		c.draw(v, nil, prev)
 	}
+	var downSince time.Time // when the polls began to fail; zero: they do not
 	for {
 		select {
 		case <-ctx.Done():
@@ -106,12 +107,21 @@ func (c *client) top(ctx context.Context, v topView) error {
 		case <-tick.C:
 		}
 		cur, err := c.poll(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && v.once:
 			return err
+		case err != nil:
+			// A live view outlives an outage (conductord restarting):
+			// it says so and polls again.
+			if downSince.IsZero() {
+				downSince = c.now()
+			}
+			c.drawOutage(v, downSince, err)
+			continue
 		}
+		downSince = time.Time{}
 		c.draw(v, prev, cur)
 		if v.once {
 			return nil
@@ -196,6 +206,22 @@ func (c *client) draw(v topView, prev, cur *topPoll) {
 	out := b.String()
 	if v.tty && !v.once {
 		out = strings.ReplaceAll(out, "\n", "\r\n") // raw mode: no carriage return of its own
+	}
+	_, _ = io.WriteString(c.out, out)
+}
+
+// drawOutage writes the frame of a poll that failed: what failed, and
+// since when.
+func (c *client) drawOutage(v topView, since time.Time, err error) {
+	var b bytes.Buffer
+	if v.tty {
+		b.WriteString(ansiClear)
+	}
+	fmt.Fprintf(&b, "conductor %s at %s, every %s; q quits\n\n", c.base, c.now().Format("15:04:05"), v.interval)
+	fmt.Fprintf(&b, "conductord does not answer (since %s): %v\npolling again every %s\n", since.Format("15:04:05"), err, v.interval)
+	out := b.String()
+	if v.tty {
+		out = strings.ReplaceAll(out, "\n", "\r\n")
 	}
 	_, _ = io.WriteString(c.out, out)
 }
