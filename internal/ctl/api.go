@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -32,6 +33,7 @@ const defaultRequestTimeout = 60 * time.Second
 // the output format (table, json or wide).
 type client struct {
 	base, token string
+	tokenFrom   string // where token came from: --token, --token-file FILE or CONDUCTOR_TOKEN
 	http        *http.Client
 	within      time.Duration // --request-timeout: 0, no limit
 	out         io.Writer
@@ -43,6 +45,9 @@ type client struct {
 
 type clientConfig struct {
 	server, token, tokenFile string
+	// serverFrom and tokenFrom name where server and token came from, for
+	// the errors (default --server and --token).
+	serverFrom, tokenFrom string
 	tls                      tlsconf.Files
 	requestTimeout           time.Duration
 	output                   string
@@ -52,7 +57,7 @@ type clientConfig struct {
 }
 
 func newClient(cfg clientConfig) (*client, error) {
-	base, err := serverURL(cfg.server)
+	base, err := serverURL(cfg.server, cmp.Or(cfg.serverFrom, "--server"))
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +68,7 @@ func newClient(cfg clientConfig) (*client, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsConfig
 	transport.ResponseHeaderTimeout = cfg.requestTimeout
-	token := cfg.token
+	token, tokenFrom := cfg.token, cmp.Or(cfg.tokenFrom, "--token")
 	if cfg.tokenFile != "" {
 		tok, shared, err := secret.ReadTokenFile(cfg.tokenFile)
 		if err != nil {
@@ -72,17 +77,18 @@ func newClient(cfg clientConfig) (*client, error) {
 		if shared {
 			cfg.log.Warn("the token file may be read by other users of this host: chmod 600 it", "file", cfg.tokenFile)
 		}
-		token = tok
+		token, tokenFrom = tok, "--token-file "+cfg.tokenFile
 	}
 	return &client{
-		base: base, token: token, http: &http.Client{Transport: transport}, within: cfg.requestTimeout,
+		base: base, token: token, tokenFrom: tokenFrom, http: &http.Client{Transport: transport}, within: cfg.requestTimeout,
 		out: cfg.out, stdin: cfg.stdin, output: cfg.output, log: cfg.log, now: time.Now,
 	}, nil
 }
 
-// serverURL is the API's base URL from --server: http://HOST:PORT,
-// https://HOST:PORT, or a bare HOST:PORT taken as http://.
-func serverURL(s string) (string, error) {
+// serverURL is the API's base URL from --server (or what from names):
+// http://HOST:PORT, https://HOST:PORT, or a bare HOST:PORT taken as
+// http://.
+func serverURL(s, from string) (string, error) {
 	if s == "" {
 		return defaultServer, nil
 	}
@@ -91,7 +97,7 @@ func serverURL(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", usageErrorf("--server %q: want http://HOST:PORT, https://HOST:PORT or HOST:PORT", s)
+		return "", usageErrorf("%s %q: want http://HOST:PORT, https://HOST:PORT or HOST:PORT", from, s)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
@@ -224,7 +230,7 @@ func (c *client) apiError(method, path string, resp *http.Response, raw []byte) 
 		msg = e.Error + " (" + resp.Status + ")"
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		given := "a token was given but conductord refused it"
+		given := "conductord refused the token of " + c.tokenFrom
 		if c.token == "" {
 			given = "no token was given"
 		}

@@ -366,6 +366,6 @@ func TestCluster_WriteCommands(t *testing.T) {
 
 	// A wrong token, against the real API.
 	_, err = b.run("--token", "wrong", "pools")
-	require.ErrorContains(t, err, "(401 Unauthorized): a token was given but conductord refused it; "+
+	require.ErrorContains(t, err, "(401 Unauthorized): conductord refused the token of --token; "+
 		"give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token")
 }

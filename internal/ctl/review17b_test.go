@@ -530,3 +530,42 @@ func TestReview17b_TopSurvivesOutage(t *testing.T) {
 	err = c.top(context.Background(), topView{interval: 20 * time.Millisecond, stdin: strings.NewReader("")})
 	require.Error(t, err)
 }
+
+// TestReview17b_SourcesNamed: a stale CONDUCTOR_TOKEN in the environment
+// was refused as "a token was given but conductord refused it", which
+// does not say which token (the operator had not typed one); and a bad
+// CONDUCTOR_SERVER was blamed on --server, never given. The messages now
+// name where the value came from. (Not parallel: it sets the environment.)
+func TestReview17b_SourcesNamed(t *testing.T) {
+	b := setupLive(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("stale\n"), 0o600))
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := Main(context.Background(), args, &out, &errOut)
+		return code, errOut.String()
+	}
+	t.Setenv("CONDUCTOR_SERVER", "ftp://x")
+	t.Setenv("CONDUCTOR_TOKEN", "stale")
+	code, errOut := run("pools")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, `CONDUCTOR_SERVER "ftp://x": want http://HOST:PORT, https://HOST:PORT or HOST:PORT`)
+	code, errOut = run("--server", "ftp://y", "pools")
+	require.Equal(t, ExitUsage, code, errOut)
+	require.Contains(t, errOut, `--server "ftp://y": want`)
+
+	t.Setenv("CONDUCTOR_SERVER", b.srv.URL)
+	for _, tc := range []struct {
+		args []string
+		from string
+	}{
+		{[]string{"pools"}, "conductord refused the token of CONDUCTOR_TOKEN;"},
+		{[]string{"--token", "wrong", "pools"}, "conductord refused the token of --token;"},
+		{[]string{"--token-file", tokenFile, "pools"}, "conductord refused the token of --token-file " + tokenFile + ";"},
+	} {
+		code, errOut = run(tc.args...)
+		require.Equal(t, ExitFailure, code, errOut)
+		require.Contains(t, errOut, "(401 Unauthorized): "+tc.from+" give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token", "%v", tc.args)
+	}
+}

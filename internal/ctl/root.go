@@ -228,13 +228,13 @@ func (a *app) setup() error {
 		return err
 	}
 	a.log = log
-	server := a.server
+	server, serverFrom := a.server, "--server"
 	if server == "" {
-		server = os.Getenv(names.EnvServer)
+		server, serverFrom = os.Getenv(names.EnvServer), names.EnvServer
 	}
-	token := a.token
+	token, tokenFrom := a.token, "--token"
 	if token == "" {
-		token = os.Getenv(names.EnvToken)
+		token, tokenFrom = os.Getenv(names.EnvToken), names.EnvToken
 	}
 	if a.tls.CA == "" {
 		a.tls.CA = os.Getenv(names.EnvTLSCA)
@@ -244,6 +244,7 @@ func (a *app) setup() error {
 	}
 	a.api, err = newClient(clientConfig{
 		server: server, token: token, tokenFile: a.tokenFile, tls: a.tls, requestTimeout: a.requestTimeout,
+		serverFrom: serverFrom, tokenFrom: tokenFrom,
 		output: a.output.format, out: a.stdout, stdin: a.stdin, log: log,
 	})
 	return err

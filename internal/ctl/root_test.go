@@ -122,7 +122,7 @@ func TestMain_Errors(t *testing.T) {
 		"give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token")
 	code, _, errOut = mainRun(t, "--server", srv.URL, "--token", "nope", "pools")
 	require.Equal(t, ExitFailure, code)
-	require.Contains(t, errOut, "a token was given but conductord refused it; give conductord's token with --token-file FILE")
+	require.Contains(t, errOut, "conductord refused the token of --token; give conductord's token with --token-file FILE")
 	code, _, errOut = mainRun(t, "--server", srv.URL, "--token", "tok", "drain", "squares")
 	require.Equal(t, ExitFailure, code)
 	require.Contains(t, errOut, "POST /v1/pools/squares/drain: credential web (submitter) may not do this: it needs the operator role (403 Forbidden)")
@@ -148,12 +148,12 @@ func TestServerURL(t *testing.T) {
 		"https://h.example:443/": "https://h.example:443",
 		"[::1]:7070":             "http://[::1]:7070",
 	} {
-		got, err := serverURL(in)
+		got, err := serverURL(in, "--server")
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
 	for _, bad := range []string{"ftp://h:1", "http://", "://x"} {
-		_, err := serverURL(bad)
+		_, err := serverURL(bad, "--server")
 		require.ErrorAs(t, err, new(*UsageError), bad)
 	}
 }
@@ -186,7 +186,7 @@ func TestMain_HelpNeedsNoServer(t *testing.T) {
 	}
 	code, _, errOut := mainRun(t, "pools")
 	require.Equal(t, ExitUsage, code)
-	require.Contains(t, errOut, `--server "ftp://nowhere"`)
+	require.Contains(t, errOut, `CONDUCTOR_SERVER "ftp://nowhere"`)
 }
 
 func TestProgress(t *testing.T) {
