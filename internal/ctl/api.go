@@ -48,12 +48,12 @@ type clientConfig struct {
 	// serverFrom and tokenFrom name where server and token came from, for
 	// the errors (default --server and --token).
 	serverFrom, tokenFrom string
-	tls                      tlsconf.Files
-	requestTimeout           time.Duration
-	output                   string
-	out                      io.Writer
-	stdin                    io.Reader
-	log                      *slog.Logger
+	tls                   tlsconf.Files
+	requestTimeout        time.Duration
+	output                string
+	out                   io.Writer
+	stdin                 io.Reader
+	log                   *slog.Logger
 }
 
 func newClient(cfg clientConfig) (*client, error) {
