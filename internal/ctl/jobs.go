@@ -271,6 +271,9 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 			return nargs(2, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if prio != "" && !slices.Contains(priorities, prio) {
+				return usageErrorf("--priority: want high, normal or low, not %q", prio)
+			}
 			if file != "" {
 				if wait.d != 0 || key != "" {
 					return usageErrorf("submit -f takes neither --wait nor --key")
@@ -291,9 +294,12 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 	f.StringVarP(&file, "file", "f", "", "queue every line of FILE.jsonl (- for stdin) as a job of TYPE")
 	f.IntVar(&chunk, "chunk", defaultChunk, "with -f: lines per batch (at most 10000)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with -f: no progress on stderr")
-	_ = cmd.RegisterFlagCompletionFunc("priority", cobra.FixedCompletions([]string{"high", "normal", "low"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("priority", cobra.FixedCompletions(priorities, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
+
+// priorities are the values of submit --priority.
+var priorities = []string{"high", "normal", "low"}
 
 // submit queues one job, and with wait waits for it to end.
 func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration, key, prio string) error {

@@ -569,3 +569,18 @@ func TestReview17b_SourcesNamed(t *testing.T) {
 		require.Contains(t, errOut, "(401 Unauthorized): "+tc.from+" give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token", "%v", tc.args)
 	}
 }
+
+// TestReview17b_SubmitBadPriority: --priority urgent was sent and came
+// back as conductord's 400, exit 1 (with -f, after the whole file was
+// read and checked); it is a bad flag value, exit 2, nothing sent.
+func TestReview17b_SubmitBadPriority(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"submit", "--priority", "urgent", "squares", "1"},
+		{"submit", "-f", writeFile(t, "1\n"), "--priority", "urgent", "squares"},
+	} {
+		code, _, errOut := runStdin(t, "127.0.0.1:1", "", args...)
+		require.Equal(t, ExitUsage, code, "%v: %s", args, errOut)
+		require.Contains(t, errOut, `--priority: want high, normal or low, not "urgent"`)
+	}
+}
