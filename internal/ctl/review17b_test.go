@@ -584,3 +584,45 @@ func TestReview17b_SubmitBadPriority(t *testing.T) {
 		require.Contains(t, errOut, `--priority: want high, normal or low, not "urgent"`)
 	}
 }
+
+// TestReview17b_TopJSON: `conductorctl -o json top --once` printed the
+// table, so `| jq` failed on it, where -o json is promised on every read
+// command. It now prints the frame as one JSON object: the hosts, each
+// pool with its rates, the latest dead jobs.
+func TestReview17b_TopJSON(t *testing.T) {
+	t.Parallel()
+	b := setupCluster(t)
+	_, err := b.run("submit", "--wait=30s", "squares", `"fail"`)
+	require.Error(t, err)
+	// conductord counts the ends as they come from the ends stream.
+	require.Eventually(t, func() bool {
+		var pools []struct{ Dead int }
+		out, err := b.run("-o", "json", "pools")
+		return err == nil && json.Unmarshal([]byte(out), &pools) == nil && len(pools) == 1 && pools[0].Dead == 1
+	}, 10*time.Second, 20*time.Millisecond, "the end counted")
+	out, err := b.run("-o", "json", "top", "--interval", "20ms")
+	require.NoError(t, err)
+	var frame struct {
+		At       time.Time
+		Interval string
+		Hosts    struct{ Live, Leaving int }
+		Pools    []struct {
+			Type, State                    string
+			Queued, Running, Workers, Dead int
+			OKPerSecond                    float64 `json:"ok_per_second"`
+			FailedPerSecond                float64 `json:"failed_per_second"`
+		}
+		Dead []struct{ ID, Type, Error string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &frame), out)
+	require.WithinDuration(t, time.Now(), frame.At, time.Minute)
+	require.Equal(t, "20ms", frame.Interval)
+	require.Equal(t, 1, frame.Hosts.Live)
+	require.Len(t, frame.Pools, 1)
+	require.Equal(t, "squares", frame.Pools[0].Type)
+	require.Equal(t, "running", frame.Pools[0].State)
+	require.Equal(t, 2, frame.Pools[0].Workers)
+	require.Equal(t, 1, frame.Pools[0].Dead)
+	require.Len(t, frame.Dead, 1)
+	require.Contains(t, frame.Dead[0].Error, "boom: told to fail")
+}
