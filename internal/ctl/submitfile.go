@@ -64,6 +64,10 @@ func (a *app) submitFile(ctx context.Context, fs fileSubmit) error {
 	if fs.chunk < 1 || fs.chunk > maxChunk {
 		return usageErrorf("--chunk: want 1 to %d lines, not %d", maxChunk, fs.chunk)
 	}
+	if fs.path == "-" && isTerminal(a.stdin) {
+		// Nothing piped in: say so, or it looks hung.
+		fmt.Fprintln(a.stderr, "conductorctl: reading the jobs from the terminal, one JSON value a line; end them with Ctrl-D")
+	}
 	jf, cleanup, err := openJobsFile(fs.path, a.stdin)
 	if err != nil {
 		return err
