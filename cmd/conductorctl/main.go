@@ -13,6 +13,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal cancels ctx (submit -f still waits for the answer
+	// of the batch in flight); a second one kills conductorctl at once.
+	context.AfterFunc(ctx, stop)
 	code := ctl.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

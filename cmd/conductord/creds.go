@@ -33,14 +33,24 @@ this one's NATS server in an account of its own.
 
 // creds runs `conductord creds`: it edits the credentials file, whether or
 // not conductord runs.
+// Help (-h, --help, help) prints the usage on stdout and exits 0; a
+// command line it cannot take is a usage error (exit 2), said on stderr
+// with the usage.
 func creds(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, credsUsage)
-		return errors.New("creds: want add, list or revoke")
+		return credsUsageError(stderr, errors.New("creds: want add, list or revoke"))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, credsUsage)
+		return flag.ErrHelp
+	case "add", "list", "revoke":
+	default:
+		return credsUsageError(stderr, fmt.Errorf("creds: unknown command %q: want add, list or revoke", args[0]))
 	}
 	fs := flag.NewFlagSet("conductord creds "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, credsUsage) }
+	fs.Usage = func() {}
 	data := fs.String("data", "./data", "conductord's data directory, which holds credentials.json")
 	file := fs.String("credentials", "", "the credentials file (default --data/credentials.json)")
 	var role, types, out, hostID, namespace *string
@@ -54,7 +64,11 @@ func creds(args []string, stdout, stderr io.Writer) error {
 		replace = fs.Bool("replace", false, "issue an existing credential again: its old token stops working")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, credsUsage)
+			return err
+		}
+		return credsUsageError(stderr, err)
 	}
 	path := *file
 	if path == "" {
@@ -63,12 +77,12 @@ func creds(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "list":
 		if fs.NArg() != 0 {
-			return fmt.Errorf("creds list: unexpected argument %q", fs.Arg(0))
+			return credsUsageError(stderr, fmt.Errorf("creds list: unexpected argument %q", fs.Arg(0)))
 		}
 		return listCreds(path, stdout)
 	case "revoke":
 		if fs.NArg() != 1 {
-			return errors.New("creds revoke: want one credential id")
+			return credsUsageError(stderr, errors.New("creds revoke: want one credential id"))
 		}
 		if err := auth.Revoke(path, fs.Arg(0)); err != nil {
 			return err
@@ -77,7 +91,7 @@ func creds(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "add":
 		if fs.NArg() != 1 {
-			return errors.New("creds add: want one credential id after the flags")
+			return credsUsageError(stderr, errors.New("creds add: want one credential id after the flags"))
 		}
 		r, err := auth.ParseRole(*role)
 		if err != nil {
@@ -89,8 +103,14 @@ func creds(args []string, stdout, stderr io.Writer) error {
 		}
 		return addCred(path, c, *out, *replace, stdout, stderr)
 	}
-	fmt.Fprint(stderr, credsUsage)
-	return fmt.Errorf("creds: unknown command %q: want add, list or revoke", args[0])
+	panic("unreachable: creds command " + args[0])
+}
+
+// credsUsageError says err and the usage of creds on stderr, and returns
+// err as a usage error (exit 2).
+func credsUsageError(stderr io.Writer, err error) error {
+	fmt.Fprintf(stderr, "conductord: %v\n%s", err, credsUsage)
+	return usageError{err}
 }
 
 func addCred(path string, c auth.Credential, out string, replace bool, stdout, stderr io.Writer) error {

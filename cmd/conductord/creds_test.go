@@ -73,3 +73,37 @@ func TestCreds(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, list, "squares,cubes")
 }
+
+// TestReview17b_CredsUsage: `conductord creds --help` exited 1 (an error)
+// and `conductord creds`, `creds bogus` or `creds add --bogus` exited 1
+// like a failure; help now exits 0 and prints the usage on stdout, and a
+// command line creds cannot take is a usage error, exit 2, as for
+// conductord itself.
+func TestReview17b_CredsUsage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+	}{
+		{[]string{"--help"}, 0, "conductord creds add --role ROLE", ""},
+		{[]string{"-h"}, 0, "conductord creds add --role ROLE", ""},
+		{[]string{"help"}, 0, "conductord creds add --role ROLE", ""},
+		{[]string{"add", "-h"}, 0, "conductord creds add --role ROLE", ""},
+		{nil, 2, "", "want add, list or revoke"},
+		{[]string{"bogus"}, 2, "", `unknown command "bogus": want add, list or revoke`},
+		{[]string{"add", "--bogus"}, 2, "", "flag provided but not defined: -bogus"},
+		{[]string{"add", "--role", "admin"}, 2, "", "creds add: want one credential id after the flags"},
+		{[]string{"list", "extra"}, 2, "", `creds list: unexpected argument "extra"`},
+		{[]string{"revoke"}, 2, "", "creds revoke: want one credential id"},
+	} {
+		var stdout, stderr, said bytes.Buffer
+		err := creds(tc.args, &stdout, &stderr)
+		require.Equal(t, tc.code, exitCode(err, &said), "%v: %v", tc.args, err)
+		require.Contains(t, stdout.String(), tc.stdout, "%v", tc.args)
+		require.Contains(t, stderr.String()+said.String(), tc.stderr, "%v", tc.args)
+		if tc.code == 2 {
+			require.Contains(t, stderr.String(), "usage:", "%v: the usage on stderr", tc.args)
+		}
+	}
+}

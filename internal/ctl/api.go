@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,11 +24,18 @@ import (
 // CONDUCTOR_SERVER: conductord's default --http.
 const defaultServer = "http://127.0.0.1:7070"
 
+// defaultRequestTimeout is --request-timeout's default: how long a call
+// waits for conductord's answer (its status line and headers; a stream's
+// body after them is not bounded).
+const defaultRequestTimeout = 60 * time.Second
+
 // client calls conductord's HTTP API and prints its answers on out, in
 // the output format (table, json or wide).
 type client struct {
 	base, token string
+	tokenFrom   string // where token came from: --token, --token-file FILE or CONDUCTOR_TOKEN
 	http        *http.Client
+	within      time.Duration // --request-timeout: 0, no limit
 	out         io.Writer
 	stdin       io.Reader // what an argument "-" reads
 	output      string
@@ -36,15 +45,19 @@ type client struct {
 
 type clientConfig struct {
 	server, token, tokenFile string
-	tls                      tlsconf.Files
-	output                   string
-	out                      io.Writer
-	stdin                    io.Reader
-	log                      *slog.Logger
+	// serverFrom and tokenFrom name where server and token came from, for
+	// the errors (default --server and --token).
+	serverFrom, tokenFrom string
+	tls                   tlsconf.Files
+	requestTimeout        time.Duration
+	output                string
+	out                   io.Writer
+	stdin                 io.Reader
+	log                   *slog.Logger
 }
 
 func newClient(cfg clientConfig) (*client, error) {
-	base, err := serverURL(cfg.server)
+	base, err := serverURL(cfg.server, cmp.Or(cfg.serverFrom, "--server"))
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +67,8 @@ func newClient(cfg clientConfig) (*client, error) {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsConfig
-	token := cfg.token
+	transport.ResponseHeaderTimeout = cfg.requestTimeout
+	token, tokenFrom := cfg.token, cmp.Or(cfg.tokenFrom, "--token")
 	if cfg.tokenFile != "" {
 		tok, shared, err := secret.ReadTokenFile(cfg.tokenFile)
 		if err != nil {
@@ -63,17 +77,18 @@ func newClient(cfg clientConfig) (*client, error) {
 		if shared {
 			cfg.log.Warn("the token file may be read by other users of this host: chmod 600 it", "file", cfg.tokenFile)
 		}
-		token = tok
+		token, tokenFrom = tok, "--token-file "+cfg.tokenFile
 	}
 	return &client{
-		base: base, token: token, http: &http.Client{Transport: transport},
+		base: base, token: token, tokenFrom: tokenFrom, http: &http.Client{Transport: transport}, within: cfg.requestTimeout,
 		out: cfg.out, stdin: cfg.stdin, output: cfg.output, log: cfg.log, now: time.Now,
 	}, nil
 }
 
-// serverURL is the API's base URL from --server: http://HOST:PORT,
-// https://HOST:PORT, or a bare HOST:PORT taken as http://.
-func serverURL(s string) (string, error) {
+// serverURL is the API's base URL from --server (or what from names):
+// http://HOST:PORT, https://HOST:PORT, or a bare HOST:PORT taken as
+// http://.
+func serverURL(s, from string) (string, error) {
 	if s == "" {
 		return defaultServer, nil
 	}
@@ -82,7 +97,7 @@ func serverURL(s string) (string, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", usageErrorf("--server %q: want http://HOST:PORT, https://HOST:PORT or HOST:PORT", s)
+		return "", usageErrorf("%s %q: want http://HOST:PORT, https://HOST:PORT or HOST:PORT", from, s)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
@@ -174,11 +189,30 @@ func (c *client) open(ctx context.Context, method, path string, body io.Reader, 
 	return resp, nil
 }
 
+// patient returns c with its time for an answer longer by extra: for a
+// call that conductord answers at the end of a wait (submit --wait).
+func (c *client) patient(extra time.Duration) *client {
+	if c.within == 0 {
+		return c
+	}
+	p := *c
+	transport := c.http.Transport.(*http.Transport).Clone()
+	transport.ResponseHeaderTimeout = c.within + extra
+	p.http = &http.Client{Transport: transport}
+	p.within = transport.ResponseHeaderTimeout
+	return &p
+}
+
 // unreachable is the error of a call that got no answer.
 func (c *client) unreachable(err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
+	}
+	// A time-out that is not the dial's is ResponseHeaderTimeout's.
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() && !errors.As(err, new(*net.OpError)) {
+		return fmt.Errorf("conductord at %s did not answer within %s (--request-timeout)", c.base, c.within)
 	}
 	var verr *tls.CertificateVerificationError
 	if errors.As(err, &verr) {
@@ -196,7 +230,7 @@ func (c *client) apiError(method, path string, resp *http.Response, raw []byte) 
 		msg = e.Error + " (" + resp.Status + ")"
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
-		given := "a token was given but conductord refused it"
+		given := "conductord refused the token of " + c.tokenFrom
 		if c.token == "" {
 			given = "no token was given"
 		}

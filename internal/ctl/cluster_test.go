@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -32,11 +33,19 @@ func TestMain(m *testing.M) {
 }
 
 // testHandler squares numbers (and counts them); "fail" fails for good,
-// so that the job is dead at once.
+// so that the job is dead at once; "say:LINE" writes LINE on stdout and
+// "err: LINE" on stderr (the lines conductorctl logs reads).
 func testHandler(_ context.Context, job *worker.Job) (any, error) {
 	var s string
-	if json.Unmarshal(job.Payload, &s) == nil && s == "fail" {
-		return nil, worker.Permanent(errors.New("boom: told to fail"))
+	if json.Unmarshal(job.Payload, &s) == nil {
+		switch {
+		case s == "fail":
+			return nil, worker.Permanent(errors.New("boom: told to fail"))
+		case strings.HasPrefix(s, "say:"):
+			fmt.Fprintln(os.Stdout, strings.TrimPrefix(s, "say:"))
+			fmt.Fprintln(os.Stderr, "err: "+strings.TrimPrefix(s, "say:"))
+			return 0, nil
+		}
 	}
 	var n int
 	if err := job.Decode(&n); err != nil {
@@ -357,6 +366,6 @@ func TestCluster_WriteCommands(t *testing.T) {
 
 	// A wrong token, against the real API.
 	_, err = b.run("--token", "wrong", "pools")
-	require.ErrorContains(t, err, "(401 Unauthorized): a token was given but conductord refused it; "+
+	require.ErrorContains(t, err, "(401 Unauthorized): conductord refused the token of --token; "+
 		"give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -85,4 +86,5 @@ func healthExit(resp *http.Response, h healthAnswer) error {
 	return nil
 }
 
-func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+// mib is a size in bytes for a person, as the tables print it (size).
+func mib(n uint64) string { return size(int64(min(n, math.MaxInt64))) }

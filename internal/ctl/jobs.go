@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/conductor-run/conductor/internal/names"
@@ -41,6 +44,9 @@ func (a *app) jobsCmd() *cobra.Command {
 as --before. The error column is cut to 60 characters: job ID shows it whole.`,
 		Args: nargs(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkJobsQuery(status, limit, before); err != nil {
+				return err
+			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": status, "type": typ, "limit": limit, "before": before} {
 				if v != "" {
@@ -59,9 +65,37 @@ as --before. The error column is cut to 60 characters: job ID shows it whole.`,
 	f.StringVar(&typ, "type", "", "only jobs of this type")
 	f.StringVar(&limit, "limit", "", "at most N jobs, 1 to 1000 (default 100)")
 	f.StringVar(&before, "before", "", "only jobs updated before this time: the UPDATED_AT of the last job listed, for the next page")
-	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(
-		[]string{"queued", "held", "running", "succeeded", "failed", "dead", "cancelled"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(jobStatuses, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// jobStatuses are the statuses jobs --status takes.
+var jobStatuses = []string{"queued", "held", "running", "succeeded", "failed", "dead", "cancelled"}
+
+// maxJobsLimit is the most jobs GET /v1/jobs lists at once.
+const maxJobsLimit = 1000
+
+// checkJobsQuery checks jobs' flags before anything is sent: a bad value
+// is a usage error (exit 2), not conductord's 400.
+func checkJobsQuery(status, limit, before string) error {
+	if status != "" {
+		for _, s := range strings.Split(status, ",") {
+			if !slices.Contains(jobStatuses, s) {
+				return usageErrorf("--status: unknown status %q: want queued, held, running, succeeded, failed, dead or cancelled (a comma list)", s)
+			}
+		}
+	}
+	if limit != "" {
+		if n, err := strconv.Atoi(limit); err != nil || n < 1 || n > maxJobsLimit {
+			return usageErrorf("--limit: want 1 to %d jobs, not %q", maxJobsLimit, limit)
+		}
+	}
+	if before != "" {
+		if _, err := time.Parse(time.RFC3339Nano, before); err != nil {
+			return usageErrorf("--before: want an RFC 3339 time (the UPDATED_AT of the last job listed), not %q", before)
+		}
+	}
+	return nil
 }
 
 func (a *app) deadCmd() *cobra.Command {
@@ -195,6 +229,9 @@ func (a *app) abortCmd() *cobra.Command {
 	}
 }
 
+// maxWait is the longest ?wait= conductord takes.
+const maxWait = 10 * time.Minute
+
 // waitFlag is --wait: alone it means 60s, or --wait=DURATION.
 type waitFlag struct{ d time.Duration }
 
@@ -202,8 +239,8 @@ func (w *waitFlag) String() string { return w.d.String() }
 func (w *waitFlag) Type() string   { return "duration" }
 func (w *waitFlag) Set(s string) error {
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return fmt.Errorf("want a duration such as 30s, got %q", s)
+	if err != nil || d <= 0 || d > maxWait {
+		return fmt.Errorf("want a duration such as 30s, at most %s, got %q", maxWait, s)
 	}
 	w.d = d
 	return nil
@@ -234,6 +271,9 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 			return nargs(2, 2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if prio != "" && !slices.Contains(priorities, prio) {
+				return usageErrorf("--priority: want high, normal or low, not %q", prio)
+			}
 			if file != "" {
 				if wait.d != 0 || key != "" {
 					return usageErrorf("submit -f takes neither --wait nor --key")
@@ -254,9 +294,12 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 	f.StringVarP(&file, "file", "f", "", "queue every line of FILE.jsonl (- for stdin) as a job of TYPE")
 	f.IntVar(&chunk, "chunk", defaultChunk, "with -f: lines per batch (at most 10000)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "with -f: no progress on stderr")
-	_ = cmd.RegisterFlagCompletionFunc("priority", cobra.FixedCompletions([]string{"high", "normal", "low"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("priority", cobra.FixedCompletions(priorities, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
+
+// priorities are the values of submit --priority.
+var priorities = []string{"high", "normal", "low"}
 
 // submit queues one job, and with wait waits for it to end.
 func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration, key, prio string) error {
@@ -282,11 +325,18 @@ func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration
 		path += "?" + q.Encode()
 	}
 	hdr := http.Header{}
+	if key == "" && wait > 0 {
+		// So that an interrupted wait can learn the job's id (below).
+		key = "conductorctl-" + uuid.NewString()
+	}
 	if key != "" {
 		hdr.Set(names.HeaderIdempotencyKey, key)
 	}
 	var job struct{ ID, Status string }
-	if err := c.do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+	if err := c.patient(wait).do(ctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+		if wait > 0 && ctx.Err() != nil {
+			return c.interruptedWait(ctx, typ, prio, payload, hdr, err)
+		}
 		return err
 	}
 	switch {
@@ -298,3 +348,25 @@ func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration
 		return &ExitError{Code: ExitNotEnded, Msg: fmt.Sprintf("job %s is still %s after %s", job.ID, job.Status, wait)}
 	}
 }
+
+// interruptedWait is the error of a submit --wait interrupted while it
+// waited: the job is most likely queued, and only conductord knows its id.
+// It is asked once more, without the wait and with the same idempotency
+// key (one job, not two; or the job queued now, if the first request had
+// not reached conductord), and the answer printed: the id to cancel.
+func (c *client) interruptedWait(ctx context.Context, typ, prio string, payload []byte, hdr http.Header, cause error) error {
+	path := "/v1/jobs/" + url.PathEscape(typ)
+	if prio != "" {
+		path += "?priority=" + url.QueryEscape(prio)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), interruptedAsk)
+	defer cancel()
+	var job struct{ ID string }
+	if err := c.do(rctx, http.MethodPost, path, payload, hdr, &job); err != nil {
+		return fmt.Errorf("interrupted while waiting (%w); whether the job is queued is not known: %v", cause, err)
+	}
+	return fmt.Errorf("interrupted while waiting: job %s was queued, not waited for (conductorctl job %s; conductorctl cancel %s)", job.ID, job.ID, job.ID)
+}
+
+// interruptedAsk bounds the question interruptedWait asks.
+const interruptedAsk = 5 * time.Second

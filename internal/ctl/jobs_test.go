@@ -67,9 +67,9 @@ j1  squares  succeeded  1         2026-11-23T10:00:00.000000001Z  -
 		args []string
 		want string
 	}{
-		{[]string{"jobs", "--status", "done"}, `unknown status "done": want queued, held, running, succeeded, failed, dead, cancelled (400 Bad Request)`},
-		{[]string{"jobs", "--limit", "0"}, `bad limit "0": want 1 to 1000 (400 Bad Request)`},
-		{[]string{"jobs", "--before", "today"}, `bad before "today"`},
+		{[]string{"jobs", "--status", "done"}, `--status: unknown status "done": want queued, held, running, succeeded, failed, dead or cancelled`},
+		{[]string{"jobs", "--limit", "0"}, `--limit: want 1 to 1000 jobs, not "0"`},
+		{[]string{"jobs", "--before", "today"}, `--before: want an RFC 3339 time`},
 		{[]string{"jobs", "--type", "a.b"}, "(400 Bad Request)"},
 		{[]string{"jobs", "squares"}, "usage: conductorctl jobs [--status S[,S]] [--type T] [--limit N] [--before TIME]"},
 		{[]string{"jobs", "--kind", "x"}, "unknown flag: --kind"},

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	pkgclient "github.com/conductor-run/conductor/pkg/client"
 )
 
 // maxLogLine bounds one line of the log stream.
@@ -54,8 +56,8 @@ as one JSON object a line. A host that did not answer is reported on stderr.`,
 				q.Set("host", host)
 			}
 			if cmd.Flags().Changed("tail") {
-				if tail < 0 {
-					return usageErrorf("--tail: want 0 or more lines, not %d", tail)
+				if tail < 0 || tail > pkgclient.MaxLogTail {
+					return usageErrorf("--tail: want 0 to %d lines, not %d", pkgclient.MaxLogTail, tail)
 				}
 				q.Set("tail", strconv.Itoa(tail))
 			}
@@ -72,7 +74,7 @@ as one JSON object a line. A host that did not answer is reported on stderr.`,
 	f := cmd.Flags()
 	f.BoolVarP(&follow, "follow", "f", false, "go on printing new lines until interrupted")
 	f.StringVar(&host, "host", "", "only this host's workers")
-	f.IntVar(&tail, "tail", 0, "the last N lines of each host (default: conductord's)")
+	f.IntVar(&tail, "tail", 0, "the last N lines of each host, at most 1000 (default: conductord's, 100)")
 	return cmd
 }
 

@@ -64,6 +64,15 @@ func (p *progress) bar(now time.Time) string {
 		frac*100, p.n, p.total, rate(p.n, now.Sub(p.start).Seconds()))
 }
 
+// clear wipes the bar off its line, before a line is written to the same
+// terminal (a batch id on stdout); the next add draws it again.
+func (p *progress) clear() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\033[K")
+		p.drawn = false
+	}
+}
+
 // done ends the bar's line.
 func (p *progress) done() {
 	if p.drawn {

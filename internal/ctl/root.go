@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -59,6 +60,7 @@ type app struct {
 	token          string
 	tokenFile      string
 	tls            tlsconf.Files
+	requestTimeout time.Duration
 	output         outputFlag
 	logFormat      string
 	logLevel       string
@@ -159,6 +161,7 @@ func (a *app) root() *cobra.Command {
 	f.StringVar(&a.tls.CA, "tls-ca", "", "PEM file of the issuer of the API's certificate, for an https:// --server (default: the system's roots; env CONDUCTOR_TLS_CA)")
 	f.StringVar(&a.tls.Cert, "tls-cert", "", "PEM file of a client certificate to present (with --tls-key)")
 	f.StringVar(&a.tls.Key, "tls-key", "", "PEM file of the key of --tls-cert")
+	f.DurationVar(&a.requestTimeout, "request-timeout", defaultRequestTimeout, "how long a call waits for conductord to answer (0: no limit; submit --wait adds its wait)")
 	f.VarP(&a.output, "output", "o", "output of read commands: table (the default; job: JSON unless -o table), json (the API's JSON, indented) or wide (more columns)")
 	f.StringVar(&a.logFormat, "log-format", "text", "format of conductorctl's own diagnostics on stderr: text or json")
 	f.StringVar(&a.logLevel, "log-level", "warn", "level of conductorctl's own diagnostics: debug, info, warn or error")
@@ -166,7 +169,9 @@ func (a *app) root() *cobra.Command {
 
 	root.AddGroup(&cobra.Group{ID: "jobs", Title: "Jobs:"}, &cobra.Group{ID: "pools", Title: "Pools and hosts:"},
 		&cobra.Group{ID: "more", Title: "Lookups, messages, events:"})
-	root.SetHelpCommandGroupID("more")
+	help := helpCmd(root)
+	help.GroupID = "more"
+	root.SetHelpCommand(help)
 	root.SetCompletionCommandGroupID("more")
 	add := func(group string, cmds ...*cobra.Command) {
 		for _, c := range cmds {
@@ -180,6 +185,24 @@ func (a *app) root() *cobra.Command {
 		add("pools", a.poolCommandCmd(op))
 	}
 	add("more", a.eventsCmd(), a.lookupCmd(), a.sendCmd(), a.broadcastCmd(), a.versionCmd())
+	a.addCompletions(root)
+	// cobra's completion command printed its help, exit 0, for a shell it
+	// does not know (completion ksh > file wrote the help as a script).
+	// (It takes the output when it is made.)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.InitDefaultCompletionCmd()
+	if c := subcommand(root, "completion"); c != nil {
+		c.Args = func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown shell %q: want bash, zsh, fish or powershell", args[0])
+			}
+			return nil
+		}
+		c.RunE = func(*cobra.Command, []string) error {
+			return usageErrorf("usage: conductorctl completion bash|zsh|fish|powershell")
+		}
+	}
 	return root
 }
 
@@ -205,19 +228,23 @@ func (a *app) setup() error {
 		return err
 	}
 	a.log = log
-	server := a.server
+	server, serverFrom := a.server, "--server"
 	if server == "" {
-		server = os.Getenv(names.EnvServer)
+		server, serverFrom = os.Getenv(names.EnvServer), names.EnvServer
 	}
-	token := a.token
+	token, tokenFrom := a.token, "--token"
 	if token == "" {
-		token = os.Getenv(names.EnvToken)
+		token, tokenFrom = os.Getenv(names.EnvToken), names.EnvToken
 	}
 	if a.tls.CA == "" {
 		a.tls.CA = os.Getenv(names.EnvTLSCA)
 	}
+	if a.requestTimeout < 0 {
+		return usageErrorf("--request-timeout: want 0 (no limit) or more, not %s", a.requestTimeout)
+	}
 	a.api, err = newClient(clientConfig{
-		server: server, token: token, tokenFile: a.tokenFile, tls: a.tls,
+		server: server, token: token, tokenFile: a.tokenFile, tls: a.tls, requestTimeout: a.requestTimeout,
+		serverFrom: serverFrom, tokenFrom: tokenFrom,
 		output: a.output.format, out: a.stdout, stdin: a.stdin, log: log,
 	})
 	return err

@@ -73,7 +73,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"job", "a", "b"}, "usage: conductorctl job ID", "conductorctl job ID"},
 		{[]string{"pools", "extra"}, "usage: conductorctl pools", "conductorctl pools"},
 		{[]string{"pools", "-o", "yaml"}, `want table, json or wide, not "yaml"`, "conductorctl pools"},
-		{[]string{"submit", "--wait=soon", "squares", "7"}, `want a duration such as 30s, got "soon"`, "conductorctl submit"},
+		{[]string{"submit", "--wait=soon", "squares", "7"}, `want a duration such as 30s, at most 10m0s, got "soon"`, "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "squares", "7"}, "usage: conductorctl submit", "conductorctl submit"},
 		{[]string{"submit", "-f", "x.jsonl", "--wait", "squares"}, "submit -f takes neither --wait nor --key", "conductorctl submit"},
 		{[]string{"submit", "--chunk", "5", "squares", "7"}, "--chunk and --quiet go with -f", "conductorctl submit"},
@@ -81,7 +81,7 @@ func TestMain_UsageErrors(t *testing.T) {
 		{[]string{"lookup"}, "usage: conductorctl lookup", "conductorctl lookup"},
 		{[]string{"lookup", "frob"}, `unknown lookup command "frob"`, "conductorctl lookup"},
 		{[]string{"logs"}, "usage: conductorctl logs POOL", "conductorctl logs"},
-		{[]string{"logs", "squares", "--tail", "-3"}, "--tail: want 0 or more lines", "conductorctl logs"},
+		{[]string{"logs", "squares", "--tail", "-3"}, "--tail: want 0 to 1000 lines", "conductorctl logs"},
 		{[]string{"top", "--interval", "0s"}, "--interval: want a duration over 0", "conductorctl top"},
 		{[]string{"pools", "--server", "ftp://h:1"}, `--server "ftp://h:1": want http://HOST:PORT`, "conductorctl pools"},
 		{[]string{"pools", "--log-level", "loud"}, `--log-level "loud": bad value: want debug, info, warn or error`, "conductorctl pools"},
@@ -122,7 +122,7 @@ func TestMain_Errors(t *testing.T) {
 		"give conductord's token with --token-file FILE, CONDUCTOR_TOKEN or --token")
 	code, _, errOut = mainRun(t, "--server", srv.URL, "--token", "nope", "pools")
 	require.Equal(t, ExitFailure, code)
-	require.Contains(t, errOut, "a token was given but conductord refused it; give conductord's token with --token-file FILE")
+	require.Contains(t, errOut, "conductord refused the token of --token; give conductord's token with --token-file FILE")
 	code, _, errOut = mainRun(t, "--server", srv.URL, "--token", "tok", "drain", "squares")
 	require.Equal(t, ExitFailure, code)
 	require.Contains(t, errOut, "POST /v1/pools/squares/drain: credential web (submitter) may not do this: it needs the operator role (403 Forbidden)")
@@ -148,12 +148,12 @@ func TestServerURL(t *testing.T) {
 		"https://h.example:443/": "https://h.example:443",
 		"[::1]:7070":             "http://[::1]:7070",
 	} {
-		got, err := serverURL(in)
+		got, err := serverURL(in, "--server")
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
 	for _, bad := range []string{"ftp://h:1", "http://", "://x"} {
-		_, err := serverURL(bad)
+		_, err := serverURL(bad, "--server")
 		require.ErrorAs(t, err, new(*UsageError), bad)
 	}
 }
@@ -186,7 +186,7 @@ func TestMain_HelpNeedsNoServer(t *testing.T) {
 	}
 	code, _, errOut := mainRun(t, "pools")
 	require.Equal(t, ExitUsage, code)
-	require.Contains(t, errOut, `--server "ftp://nowhere"`)
+	require.Contains(t, errOut, `CONDUCTOR_SERVER "ftp://nowhere"`)
 }
 
 func TestProgress(t *testing.T) {

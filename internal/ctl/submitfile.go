@@ -42,6 +42,9 @@ const (
 	// progressEvery is how often progress is written when stderr is not a
 	// terminal.
 	progressEvery = 5 * time.Second
+	// inFlightGrace is how long an interrupted submit -f still waits for
+	// the answer of the chunk in flight (a second Ctrl-C kills it at once).
+	inFlightGrace = 30 * time.Second
 )
 
 type fileSubmit struct {
@@ -61,6 +64,10 @@ func (a *app) submitFile(ctx context.Context, fs fileSubmit) error {
 	if fs.chunk < 1 || fs.chunk > maxChunk {
 		return usageErrorf("--chunk: want 1 to %d lines, not %d", maxChunk, fs.chunk)
 	}
+	if fs.path == "-" && isTerminal(a.stdin) {
+		// Nothing piped in: say so, or it looks hung.
+		fmt.Fprintln(a.stderr, "conductorctl: reading the jobs from the terminal, one JSON value a line; end them with Ctrl-D")
+	}
 	jf, cleanup, err := openJobsFile(fs.path, a.stdin)
 	if err != nil {
 		return err
@@ -70,15 +77,21 @@ func (a *app) submitFile(ctx context.Context, fs fileSubmit) error {
 		return err
 	}
 	p := newProgress(a.stderr, isTerminal(a.stderr), fs.quiet, jf.jobs)
-	res, err := a.api.queueFile(ctx, jf, fs, p)
+	// Each batch id is printed as soon as its batch is queued, so that a
+	// run killed part way leaves the ids of what it queued; -o json
+	// prints the summary at the end instead.
+	printID := func(string) {}
+	if !a.api.json() {
+		printID = func(id string) {
+			p.clear()
+			fmt.Fprintln(a.stdout, id)
+		}
+	}
+	res, err := a.api.queueFile(ctx, jf, fs, p, printID)
 	p.done()
 	if a.api.json() {
 		if jerr := encodeJSON(a.stdout, res, "  "); jerr != nil && err == nil {
 			err = jerr
-		}
-	} else {
-		for _, id := range res.Batches {
-			fmt.Fprintln(a.stdout, id)
 		}
 	}
 	if err != nil {
@@ -98,29 +111,53 @@ func rate(n int, seconds float64) float64 {
 	return float64(n) / seconds
 }
 
-// openJobsFile opens path, or copies stdin to a temporary file for "-".
+// openJobsFile opens path, or copies stdin ("-") or a file that cannot be
+// read twice (a pipe: -f <(cmd), -f /dev/stdin, a FIFO) to a temporary
+// file.
 func openJobsFile(path string, stdin io.Reader) (*jobsFile, func(), error) {
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, nil, err
-		}
+	if path == "-" {
+		return copyJobsFile("stdin", stdin)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if fi.IsDir() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is a directory, not a file of jobs", path)
+	}
+	if fi.Mode().IsRegular() {
 		return &jobsFile{f: f, name: path}, func() { f.Close() }, nil
 	}
+	defer f.Close()
+	return copyJobsFile(path, f)
+}
+
+// copyJobsFile copies r to a temporary file, removed by the cleanup.
+func copyJobsFile(name string, r io.Reader) (*jobsFile, func(), error) {
 	f, err := os.CreateTemp("", "conductorctl-submit-*.jsonl")
 	if err != nil {
-		return nil, nil, fmt.Errorf("keep stdin in a temporary file: %w", err)
+		return nil, nil, fmt.Errorf("keep %s in a temporary file: %w", name, err)
 	}
 	cleanup := func() {
 		f.Close()
 		os.Remove(f.Name())
 	}
-	if _, err := io.Copy(f, stdin); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		cleanup()
-		return nil, nil, fmt.Errorf("read stdin: %w", err)
+		return nil, nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	return &jobsFile{f: f, name: "stdin"}, cleanup, nil
+	return &jobsFile{f: f, name: name}, cleanup, nil
 }
+
+// utf8BOM is the byte-order mark some editors write at the start of a
+// UTF-8 file; it is skipped there.
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // lines calls fn with every line of the file, from its start, and its
 // number (from 1); a line over maxFilePayload is an error.
@@ -142,6 +179,9 @@ func (jf *jobsFile) lines(fn func(n int, line []byte) error) error {
 				return fmt.Errorf("%s line %d: over the limit of %d bytes a job; nothing was queued", jf.name, n, maxFilePayload)
 			}
 			line = long
+		}
+		if n == 1 {
+			line = bytes.TrimPrefix(line, utf8BOM)
 		}
 		if len(line) > 0 {
 			if ferr := fn(n, bytes.TrimSpace(line)); ferr != nil {
@@ -186,8 +226,9 @@ type fileResult struct {
 	Seconds float64  `json:"seconds"`
 }
 
-// queueFile queues the checked file in chunks.
-func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *progress) (fileResult, error) {
+// queueFile queues the checked file in chunks; queued is called with
+// each batch's id as soon as it is queued.
+func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *progress, queued func(id string)) (fileResult, error) {
 	res := fileResult{Type: fs.typ, Batches: []string{}}
 	start := time.Now()
 	run := uuid.NewString()
@@ -197,13 +238,24 @@ func (c *client) queueFile(ctx context.Context, jf *jobsFile, fs fileSubmit, p *
 		if lines == 0 {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted (%v): queued %d of %d jobs (every line of %s before line %d, in the batches printed); nothing from line %d on was sent",
+				context.Cause(ctx), res.Jobs, jf.jobs, jf.name, first, first)
+		}
+		// The chunk in flight is not cancelled with ctx: conductord may
+		// have queued it, and only its answer names its batch. An
+		// interrupt waits for that answer (inFlightGrace at most), then
+		// stops before the next chunk.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), inFlightGrace)
 		key := fmt.Sprintf("conductorctl-%s-%d", run, len(res.Batches))
-		id, err := c.queueChunk(ctx, fs, key, body.Bytes())
+		id, err := c.queueChunk(cctx, fs, key, body.Bytes())
+		cancel()
 		if err != nil {
 			return fmt.Errorf("queued %d of %d jobs (every line of %s before line %d, in the batches printed); the batch of lines %d on failed: %w",
 				res.Jobs, jf.jobs, jf.name, first, first, err)
 		}
 		res.Batches = append(res.Batches, id)
+		queued(id)
 		res.Jobs += lines
 		p.add(lines)
 		body.Reset()

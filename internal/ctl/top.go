@@ -43,7 +43,7 @@ With --once, or when stdout is not a terminal, it prints one frame (after two po
 			if interval <= 0 {
 				return usageErrorf("--interval: want a duration over 0, not %s", interval)
 			}
-			tty := isTerminal(a.stdout)
+			tty := isTerminal(a.stdout) && !a.api.json()
 			return a.api.top(cmd.Context(), topView{interval: interval, once: once || !tty, tty: tty, stdin: a.stdin})
 		},
 	}
@@ -99,6 +99,7 @@ func (c *client) top(ctx context.Context, v topView) error {
 	if !v.once {
 		c.draw(v, nil, prev)
 	}
+	var downSince time.Time // when the polls began to fail; zero: they do not
 	for {
 		select {
 		case <-ctx.Done():
@@ -106,11 +107,23 @@ func (c *client) top(ctx context.Context, v topView) error {
 		case <-tick.C:
 		}
 		cur, err := c.poll(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && v.once:
 			return err
+		case err != nil:
+			// A live view outlives an outage (conductord restarting):
+			// it says so and polls again.
+			if downSince.IsZero() {
+				downSince = c.now()
+			}
+			c.drawOutage(v, downSince, err)
+			continue
+		}
+		downSince = time.Time{}
+		if c.json() {
+			return encodeJSON(c.out, frameOf(v, prev, cur), "  ")
 		}
 		c.draw(v, prev, cur)
 		if v.once {
@@ -196,6 +209,71 @@ func (c *client) draw(v topView, prev, cur *topPoll) {
 	out := b.String()
 	if v.tty && !v.once {
 		out = strings.ReplaceAll(out, "\n", "\r\n") // raw mode: no carriage return of its own
+	}
+	_, _ = io.WriteString(c.out, out)
+}
+
+// topFrame is a frame of top as JSON (-o json): the rates are per
+// second, between the two polls.
+type topFrame struct {
+	At       time.Time       `json:"at"`
+	Interval string          `json:"interval"`
+	Hosts    topHosts        `json:"hosts"`
+	Pools    []topPool       `json:"pools"`
+	Dead     []pkgclient.Job `json:"dead"`
+}
+
+type topHosts struct {
+	Live    int `json:"live"`
+	Leaving int `json:"leaving"`
+}
+
+type topPool struct {
+	Type            string  `json:"type"`
+	State           string  `json:"state"`
+	Queued          int64   `json:"queued"`
+	Running         int64   `json:"running"`
+	Workers         int     `json:"workers"`
+	OKPerSecond     float64 `json:"ok_per_second"`
+	FailedPerSecond float64 `json:"failed_per_second"`
+	Dead            uint64  `json:"dead"`
+}
+
+// frameOf is the frame of cur, with rates from prev.
+func frameOf(v topView, prev, cur *topPoll) topFrame {
+	f := topFrame{At: cur.at, Interval: v.interval.String(), Hosts: topHosts{Live: len(cur.hosts)}, Pools: []topPool{}, Dead: cur.dead}
+	if f.Dead == nil {
+		f.Dead = []pkgclient.Job{}
+	}
+	for _, h := range cur.hosts {
+		if h.Leaving {
+			f.Hosts.Leaving++
+		}
+	}
+	for _, p := range cur.pools {
+		tp := topPool{Type: p.Type, State: p.State, Queued: p.Queued, Running: p.Running, Workers: p.Workers, Dead: p.Dead}
+		if old := findPool(prev, p.Type); old != nil {
+			secs := cur.at.Sub(prev.at).Seconds()
+			tp.OKPerSecond = perSecond(old.Succeeded, p.Succeeded, secs)
+			tp.FailedPerSecond = perSecond(old.Failed, p.Failed, secs)
+		}
+		f.Pools = append(f.Pools, tp)
+	}
+	return f
+}
+
+// drawOutage writes the frame of a poll that failed: what failed, and
+// since when.
+func (c *client) drawOutage(v topView, since time.Time, err error) {
+	var b bytes.Buffer
+	if v.tty {
+		b.WriteString(ansiClear)
+	}
+	fmt.Fprintf(&b, "conductor %s at %s, every %s; q quits\n\n", c.base, c.now().Format("15:04:05"), v.interval)
+	fmt.Fprintf(&b, "conductord does not answer (since %s): %v\npolling again every %s\n", since.Format("15:04:05"), err, v.interval)
+	out := b.String()
+	if v.tty {
+		out = strings.ReplaceAll(out, "\n", "\r\n")
 	}
 	_, _ = io.WriteString(c.out, out)
 }
