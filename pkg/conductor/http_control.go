@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kballard/go-shellquote"
@@ -81,7 +82,11 @@ func (c *Conductor) ofPoolType(pool string, op client.PoolOp, results []client.C
 	case len(results) == 0:
 		return nil, fmt.Errorf("%w: no live host runs pool %q", client.ErrPoolNotFound, pool)
 	case !slices.ContainsFunc(results, func(r client.CommandResult) bool { return r.OK }):
-		return results, fmt.Errorf("%w: %s of pool %q: no host accepted it", client.ErrCommandRefused, op, pool)
+		why := make([]string, len(results))
+		for i, r := range results {
+			why[i] = r.Host + ": " + r.Error
+		}
+		return results, fmt.Errorf("%w: %s of pool %q: %s", client.ErrCommandRefused, op, pool, strings.Join(why, "; "))
 	}
 	return results, nil
 }
