@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/cmdline"
 )
 
 const credsUsage = `usage:
@@ -110,7 +111,7 @@ func creds(args []string, stdout, stderr io.Writer) error {
 // err as a usage error (exit 2).
 func credsUsageError(stderr io.Writer, err error) error {
 	fmt.Fprintf(stderr, "conductord: %v\n%s", err, credsUsage)
-	return usageError{err}
+	return cmdline.UsageError{Err: err}
 }
 
 func addCred(path string, c auth.Credential, out string, replace bool, stdout, stderr io.Writer) error {

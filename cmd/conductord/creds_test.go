@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/cmdline"
 )
 
 // TestCreds: add writes a token once (to standard output or --out, mode
@@ -99,7 +100,7 @@ func TestReview17b_CredsUsage(t *testing.T) {
 	} {
 		var stdout, stderr, said bytes.Buffer
 		err := creds(tc.args, &stdout, &stderr)
-		require.Equal(t, tc.code, exitCode(err, &said), "%v: %v", tc.args, err)
+		require.Equal(t, tc.code, cmdline.ExitCode("conductord", err, &said), "%v: %v", tc.args, err)
 		require.Contains(t, stdout.String(), tc.stdout, "%v", tc.args)
 		require.Contains(t, stderr.String()+said.String(), tc.stderr, "%v", tc.args)
 		if tc.code == 2 {

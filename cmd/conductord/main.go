@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/conductor-run/conductor/internal/cmdline"
 	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/metrics"
 	"github.com/conductor-run/conductor/internal/names"
@@ -32,7 +33,7 @@ func main() {
 			return creds(args[1:], stdout, stderr)
 		}
 	}
-	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	code := cmdline.ExitCode("conductord", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logs := logflags.Register(fs)
 	showVersion := fs.Bool("version", false, "print conductord's version and exit")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return cmdline.UsageError{Err: err}
 	}
 	if *showVersion {
 		_, err := fmt.Fprintln(stdout, "conductord", version.Get())
@@ -98,17 +99,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if fs.NArg() > 0 {
-		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+		return cmdline.Usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
-		return usage(fs, err)
+		return cmdline.Usage(fs, err)
 	}
 	if *stallAfter <= 0 {
-		return usage(fs, fmt.Errorf("bad --stall-after %s: want a positive duration such as 5m", *stallAfter))
+		return cmdline.Usage(fs, fmt.Errorf("bad --stall-after %s: want a positive duration such as 5m", *stallAfter))
 	}
 	var err error
 	if cfg.Logger, err = logs.Logger(stderr); err != nil {
-		return usage(fs, err)
+		return cmdline.Usage(fs, err)
 	}
 	if tokenShared {
 		cfg.Logger.Warn("the token file may be read by other users of this host: chmod 600 it", "file", *tokenFile)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/cmdline"
 	"github.com/conductor-run/conductor/internal/version"
 )
 
@@ -105,7 +106,7 @@ func TestRun_Version(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
 	require.NoError(t, err)
-	require.Equal(t, 0, exitCode(err, &stderr))
+	require.Equal(t, 0, cmdline.ExitCode("conductord", err, &stderr))
 	require.Equal(t, "conductord "+version.Get().String()+"\n", stdout.String())
 	require.Empty(t, stderr.String())
 }
@@ -134,7 +135,7 @@ func TestRun_UsageErrors(t *testing.T) {
 			err := run(context.Background(), tc.args, &stdout, &stderr)
 			require.Error(t, err)
 			var said bytes.Buffer
-			require.Equal(t, tc.code, exitCode(err, &said))
+			require.Equal(t, tc.code, cmdline.ExitCode("conductord", err, &said))
 			require.Empty(t, said.String(), "run said it already")
 			require.Contains(t, stderr.String(), tc.err)
 			require.Contains(t, stderr.String(), "Usage of conductord:")
@@ -143,7 +144,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		})
 	}
 	var said bytes.Buffer
-	require.Equal(t, 1, exitCode(io.ErrUnexpectedEOF, &said), "any other error")
+	require.Equal(t, 1, cmdline.ExitCode("conductord", io.ErrUnexpectedEOF, &said), "any other error")
 	require.Equal(t, "conductord: unexpected EOF\n", said.String())
 }
 

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/conductor-run/conductor/internal/cmdline"
 	"github.com/conductor-run/conductor/internal/logflags"
 	"github.com/conductor-run/conductor/internal/names"
 	_ "github.com/conductor-run/conductor/internal/profiling" // pprof in -tags pprof builds
@@ -42,7 +43,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
+	code := cmdline.ExitCode("workerd", run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -76,18 +77,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logs := logflags.Register(fs)
 	showVersion := fs.Bool("version", false, "print workerd's version and exit")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return cmdline.UsageError{Err: err}
 	}
 	if *showVersion {
 		_, err := fmt.Fprintln(stdout, "workerd", version.Get())
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+		return cmdline.Usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	log, err := logs.Logger(stderr)
 	if err != nil {
-		return usage(fs, err)
+		return cmdline.Usage(fs, err)
 	}
 	if flagGiven(fs, "token") {
 		log.Warn("--token on the command line is visible to every local user in the process list; use --token-file or " + names.EnvToken)

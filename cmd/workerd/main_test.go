@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/cmdline"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/version"
 )
@@ -103,7 +104,7 @@ func TestRun_Version(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
 	require.NoError(t, err)
-	require.Equal(t, 0, exitCode(err, &stderr))
+	require.Equal(t, 0, cmdline.ExitCode("workerd", err, &stderr))
 	require.Equal(t, "workerd "+version.Get().String()+"\n", stdout.String())
 	require.Empty(t, stderr.String())
 }
@@ -130,7 +131,7 @@ func TestRun_UsageErrors(t *testing.T) {
 			err := run(context.Background(), tc.args, &stdout, &stderr)
 			require.Error(t, err)
 			var said bytes.Buffer
-			require.Equal(t, tc.code, exitCode(err, &said))
+			require.Equal(t, tc.code, cmdline.ExitCode("workerd", err, &said))
 			require.Empty(t, said.String(), "run said it already")
 			require.Contains(t, stderr.String(), tc.err)
 			require.Contains(t, stderr.String(), "Usage of workerd:")
@@ -139,7 +140,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		})
 	}
 	var said bytes.Buffer
-	require.Equal(t, 1, exitCode(io.ErrUnexpectedEOF, &said), "any other error")
+	require.Equal(t, 1, cmdline.ExitCode("workerd", io.ErrUnexpectedEOF, &said), "any other error")
 	require.Equal(t, "workerd: unexpected EOF\n", said.String())
 }
 
