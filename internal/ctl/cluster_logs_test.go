@@ -133,16 +133,11 @@ func TestCluster_Logs(t *testing.T) {
 	})
 }
 
-// TestKnownGap_LogsFollowHostLeft: logs -f --host H goes on, silent, after
-// host H left the cluster: conductord keeps the stream open (a host of the
-// same name may come back) and says nothing, so an operator watching a
-// host's workers is not told that it is gone. What would fix it:
-// conductord (pkg/conductor/http_logs.go, another branch's) writing an
-// error record {"host","pool","error":"host left"} when a host of the
-// stream leaves, and ending a --host stream then; conductorctl already
-// prints such a record on stderr, and a stream that conductord ends is an
-// error with -f (exit 1).
-func TestKnownGap_LogsFollowHostLeft(t *testing.T) {
+// TestCluster_LogsFollowHostLeft: logs -f --host H is told when host H
+// leaves the cluster (a record on stderr), and its stream ends then, an
+// error with -f; an operator watching a host's workers is not left with a
+// silent stream.
+func TestCluster_LogsFollowHostLeft(t *testing.T) {
 	t.Parallel()
 	b := setupCluster(t)
 
@@ -182,13 +177,11 @@ func TestKnownGap_LogsFollowHostLeft(t *testing.T) {
 		out, err := b.run("-o", "json", "hosts")
 		return err == nil && json.Unmarshal([]byte(out), &hosts) == nil && len(hosts) == 1 && hosts[0].Host == "h1"
 	}, 30*time.Second, 20*time.Millisecond, "h2 gone from the live hosts")
-	// Today: h2 is gone, and the stream is still open and silent.
 	select {
 	case err := <-done:
-		t.Fatalf("the gap is closed (logs -f returned %v): turn this test into the fix's", err)
-	default:
+		require.ErrorContains(t, err, "ended", "conductord ended the stream of a host gone")
+	case <-time.After(30 * time.Second):
+		t.Fatal("logs -f --host h2 still open 30s after h2 left")
 	}
-	require.Empty(t, errOut, "nothing said about h2")
-	cancel()
-	require.NoError(t, <-done)
+	require.Contains(t, errOut.next(t), "host h2 left")
 }

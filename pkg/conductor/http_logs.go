@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -69,7 +70,7 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	s, end := c.openStream(w, r, "log")
 	defer end()
-	var live *pump[*nats.Msg]
+	var live *pump[liveItem]
 	if q.follow {
 		msgs, unsubscribe, err := logtail.Subscribe(s.ctx, c.nc, c.space, q.pool, q.host)
 		if err != nil {
@@ -77,8 +78,13 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer unsubscribe()
-		live = startPump(s, msgs, c.liveFrame(q.pool))
-		defer func() { s.cancel(); <-live.done }() // before the unsubscribe
+		items, watched := make(chan liveItem), make(chan struct{})
+		go func() {
+			defer close(watched)
+			c.watchLive(s.ctx, q, hosts, msgs, items)
+		}()
+		live = startPump(s, items, c.liveFrame(q.pool))
+		defer func() { s.cancel(); <-live.done; <-watched }() // before the unsubscribe
 	}
 	tails := logtail.Ask(s.ctx, c.nc, c.space, hosts, q.pool, q.tail)
 	if s.begin("application/x-ndjson") != nil {
@@ -92,7 +98,8 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if live != nil {
-		serveStream(s, live, logtail.NewSeam(c.space, tails).Keep, []byte("\n"))
+		seam := logtail.NewSeam(c.space, tails)
+		serveStream(s, live, func(it liveItem) bool { return it.msg == nil || seam.Keep(it.msg) }, []byte("\n"))
 	}
 }
 
@@ -139,13 +146,7 @@ func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	var hosts []string
-	for _, h := range live {
-		if (q.host == "" || h.Host == q.host) && slices.ContainsFunc(h.Pools, func(p client.HostPool) bool { return p.Name == q.pool }) &&
-			c.access.hostMayRun(h.Host, q.pool) {
-			hosts = append(hosts, h.Host)
-		}
-	}
+	hosts := c.poolHosts(live, q)
 	switch {
 	case len(hosts) > 0:
 		return hosts, nil
@@ -153,6 +154,82 @@ func (c *Conductor) logHosts(ctx context.Context, q logQuery) ([]string, error) 
 		return nil, noLogHost(fmt.Sprintf("host %s is not live or does not run pool %s", q.host, q.pool))
 	default:
 		return nil, noLogHost("no live host runs pool " + q.pool)
+	}
+}
+
+// poolHosts returns those of live that run q's pool (q.host only, if set)
+// under a credential that may run it.
+func (c *Conductor) poolHosts(live []client.Host, q logQuery) []string {
+	var hosts []string
+	for _, h := range live {
+		if (q.host == "" || h.Host == q.host) && slices.ContainsFunc(h.Pools, func(p client.HostPool) bool { return p.Name == q.pool }) &&
+			c.access.hostMayRun(h.Host, q.pool) {
+			hosts = append(hosts, h.Host)
+		}
+	}
+	return hosts
+}
+
+// liveItem is an item of a log stream's live part: a line's message, or
+// (msg nil) the frame of a note about a host.
+type liveItem struct {
+	msg  *nats.Msg
+	note []byte
+}
+
+// hostsCheck is how often a log stream that follows checks that its hosts
+// still run the pool.
+const hostsCheck = time.Second
+
+// watchLive hands the lines of msgs to out and, when a host of the stream
+// leaves (it is not live any more, or runs the pool no more), a note
+// saying so: {"host","pool","error":"host h2 left ..."}. A stream of one
+// host (q.host) then ends: out is closed once the note is given. Hosts
+// that start running the pool later are watched too. It returns when ctx
+// is done or the stream has ended.
+func (c *Conductor) watchLive(ctx context.Context, q logQuery, hosts []string, msgs <-chan *nats.Msg, out chan<- liveItem) {
+	give := func(it liveItem) bool {
+		select {
+		case out <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	watched := map[string]bool{}
+	for _, h := range hosts {
+		watched[h] = true
+	}
+	tick := time.NewTicker(hostsCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-msgs:
+			if !give(liveItem{msg: m}) {
+				return
+			}
+		case <-tick.C:
+			now := c.poolHosts(c.liveHosts(), q)
+			for h := range watched {
+				if slices.Contains(now, h) {
+					continue
+				}
+				delete(watched, h)
+				note, _ := json.Marshal(logNote{Host: h, Pool: q.pool, Error: "host " + h + " left: it is not live, or runs pool " + q.pool + " no more"})
+				if !give(liveItem{note: append(note, '\n')}) {
+					return
+				}
+				if q.host != "" {
+					close(out)
+					return
+				}
+			}
+			for _, h := range now {
+				watched[h] = true
+			}
+		}
 	}
 }
 
@@ -187,11 +264,15 @@ func lineFrame(l wire.LogLine) []byte {
 	return append(validJSON(data), '\n')
 }
 
-// liveFrame returns the frame of a line published for pool: nil (skipped)
-// for a message that is not a line of the host and pool its subject names.
-func (c *Conductor) liveFrame(pool string) func(*nats.Msg) []byte {
-	return func(m *nats.Msg) []byte {
-		l, ok := logtail.Line(c.space, pool, m)
+// liveFrame returns the frame of a live item of pool: a note's as it is, a
+// line's as lineFrame makes it, nil (skipped) for a message that is not a
+// line of the host and pool its subject names.
+func (c *Conductor) liveFrame(pool string) func(liveItem) []byte {
+	return func(it liveItem) []byte {
+		if it.msg == nil {
+			return it.note
+		}
+		l, ok := logtail.Line(c.space, pool, it.msg)
 		if !ok {
 			return nil
 		}

@@ -263,3 +263,41 @@ func TestLogs_FollowSeam(t *testing.T) {
 		}
 	}
 }
+
+// TestLogs_FollowNotesAHostThatLeaves: a stream that follows a pool on
+// every host says when one of them leaves ({"host","pool","error"}) and
+// goes on with the others' lines.
+func TestLogs_FollowNotesAHostThatLeaves(t *testing.T) {
+	t.Parallel()
+	c, b := setup(t, conductor.Config{})
+	srv := serve(t, c)
+	startPrinter(t, b.nc, "h1", "ticker", `i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.1; done`)
+	space, _ := subject.New("default")
+	heartbeat := func(leaving bool) {
+		hb, _ := json.Marshal(wire.Heartbeat{
+			Host: "h2", PID: 1, Started: time.Now(), Interval: wire.Duration(time.Minute), Leaving: leaving,
+			Pools: []wire.PoolInfo{{Name: "ticker", Count: 1, Protocol: "none", State: "running"}}, Workers: []wire.WorkerInfo{},
+		})
+		require.NoError(t, b.nc.Publish(space.Host("h2"), hb))
+		require.NoError(t, b.nc.Flush())
+	}
+	// h2 says it runs the pool and takes the tail requests, never answering.
+	_, err := b.nc.Subscribe(space.LogTail("h2"), func(*nats.Msg) {})
+	require.NoError(t, err)
+	heartbeat(false)
+	tailOf(t, srv.URL, "ticker", "?tail=1", 2) // h1's line, and h2's note: it does not answer
+
+	resp, r := getLogs(t, srv.URL, "ticker", "?tail=0&follow=true")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "h1", nextLog(t, r).Host)
+	heartbeat(true)
+	for {
+		o := nextLog(t, r)
+		if o.Error != "" {
+			require.Equal(t, logObject{LogLine: wire.LogLine{Host: "h2", Pool: "ticker"}, Error: "host h2 left: it is not live, or runs pool ticker no more"}, o)
+			break
+		}
+		require.Equal(t, "h1", o.Host)
+	}
+	require.Equal(t, "h1", nextLog(t, r).Host, "h1's lines go on")
+}

@@ -122,7 +122,7 @@ func startPump[T any](s *stream, in <-chan T, encode func(T) []byte) *pump[T] {
 }
 
 // run queues the frame of each item of in and hands them to the writer in
-// order, until in closes or the stream ends, or until a frame would take
+// order, until in closes (and what it queued is handed) or the stream ends, or until a frame would take
 // a queue that is not empty past max: then it cuts the stream. So a
 // client holds at most max bytes plus one item unread.
 func (p *pump[T]) run(in <-chan T) {
@@ -138,7 +138,12 @@ func (p *pump[T]) run(in <-chan T) {
 			return
 		case item, ok := <-in:
 			if !ok {
-				return
+				// The source is done: what is queued still goes out.
+				in = nil
+				if len(p.queue) == 0 {
+					return
+				}
+				continue
 			}
 			frame := p.encode(item)
 			if frame == nil {
@@ -163,6 +168,9 @@ func (p *pump[T]) run(in <-chan T) {
 			p.queue[0] = pumped[T]{}
 			p.queue = p.queue[1:]
 			p.queued -= len(head.frame)
+			if in == nil && len(p.queue) == 0 {
+				return
+			}
 		}
 	}
 }
