@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,11 +31,14 @@ import (
 // heartbeats, and serves the HTTP API. Build it with New; it is what
 // conductord runs.
 type Conductor struct {
-	cfg    Config
-	space  subject.Space
-	log    *slog.Logger
-	access *access     // who may connect, and with what role
-	tls    *tls.Config // the NATS server's and the HTTP API's; nil: no TLS
+	cfg   Config
+	space subject.Space
+	log   *slog.Logger
+	// accountConsumers is the bound on consumers of conductord's
+	// JetStream account, 0 or less for none, read at start (nats.go).
+	accountConsumers atomic.Int64
+	access           *access     // who may connect, and with what role
+	tls              *tls.Config // the NATS server's and the HTTP API's; nil: no TLS
 
 	ns       *server.Server // nil with NATSURL
 	nc       *nats.Conn

@@ -104,6 +104,11 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if c.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
+	// An account with a bound on its consumers (another namespace's, on
+	// the embedded server) refuses a stream that asks for more.
+	if info, err := c.js.AccountInfo(ctx); err == nil {
+		c.accountConsumers.Store(int64(info.Limits.MaxConsumers))
+	}
 	jobs := c.jobStreamConfig(jobLimits{})
 	if c.storage != nil {
 		// Keep the limits the guard last set; it sets them again at its first check.
@@ -195,6 +200,17 @@ func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConf
 // repair).
 const jobStreamSpareConsumers = 256
 
+// jobStreamConsumers is the consumers the job stream takes: one per
+// priority for every type MaxJobTypes allows, and jobStreamSpareConsumers,
+// within its account's bound if it has one.
+func (c *Conductor) jobStreamConsumers() int {
+	n := len(c.space.JobSubjects())*c.cfg.MaxJobTypes + jobStreamSpareConsumers
+	if lim := int(c.accountConsumers.Load()); lim > 0 {
+		n = min(n, lim)
+	}
+	return n
+}
+
 // jobStreamConfig is the job stream's configuration with lim (0 or less:
 // none). With an embedded file store, the storage guard sets lim, and a
 // full stream refuses new jobs (DiscardNew) rather than drop old ones.
@@ -213,11 +229,9 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
 		MaxBytes:   cmp.Or(max(lim.bytes, 0), -1),
 		Discard:    jetstream.DiscardNew,
-		// A pool's consumers, one per priority, for every type that
-		// MaxJobTypes allows, and room for passing readers: without it
-		// nats-server's default (1,000 a stream) would refuse the 334th
-		// type's consumers.
-		MaxConsumers: len(c.space.JobSubjects())*c.cfg.MaxJobTypes + jobStreamSpareConsumers,
+		// Without it nats-server's default (1,000 a stream) would refuse
+		// the 334th type's consumers.
+		MaxConsumers: c.jobStreamConsumers(),
 		// conductord reads the message of a job whose first state a host
 		// writes (internal/hostsvc): a direct get, served by the stream,
 		// not by the JetStream API's one queue. Only admins may ask.
