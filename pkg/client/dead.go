@@ -14,6 +14,54 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
+// deadIndexWait is how long Requeue waits for a dead job to be indexed.
+const deadIndexWait = 2 * time.Second
+
+// awaitIndexed returns the dead job index's entry of id, which it did not
+// have: ErrJobNotFound or ErrNotDead for a job that is not dead, else the
+// entry once the job's host indexes it (it does just after it stores the
+// dead state: a caller told the job is dead may ask before then).
+func (c *Client) awaitIndexed(ctx context.Context, kv jetstream.KeyValue, id string) (jetstream.KeyValueEntry, error) {
+	j, err := c.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if j.Status != StatusDead {
+		return nil, fmt.Errorf("%w: %s is %s", ErrNotDead, id, j.Status)
+	}
+	e, err := waitIndexed(ctx, kv, id)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: dead job %s is not in the dead job index: %w", id, err)
+	}
+	return e, nil
+}
+
+// waitIndexed waits, up to deadIndexWait, for id's entry in the dead job
+// index kv.
+func waitIndexed(ctx context.Context, kv jetstream.KeyValue, id string) (jetstream.KeyValueEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, deadIndexWait)
+	defer cancel()
+	w, err := kv.Watch(ctx, id, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	// Indexed between the Get and the Watch?
+	if e, err := kv.Get(ctx, id); err == nil {
+		return e, nil
+	}
+	for {
+		select {
+		case e := <-w.Updates():
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				return e, nil
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("not indexed within %s", deadIndexWait)
+		}
+	}
+}
+
 // DeadJobs lists the dead jobs, of type typ if not empty, newest first, at
 // most limit of them (DefaultListLimit if 0, at most MaxListLimit). Each
 // comes with its payload and every attempt's error. It is Jobs with a
@@ -42,17 +90,12 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 		return nil, err
 	}
 	e, err := kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		j, err := c.Job(ctx, id)
-		if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if e, err = c.awaitIndexed(ctx, kv, id); err != nil {
 			return nil, err
 		}
-		if j.Status != StatusDead {
-			return nil, fmt.Errorf("%w: %s is %s", ErrNotDead, id, j.Status)
-		}
-		return nil, fmt.Errorf("conductor: dead job %s is not in the dead job index", id)
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("conductor: read dead job %s: %w", id, err)
 	}
 	var dead Job

@@ -161,3 +161,52 @@ func TestConductor_Cancel(t *testing.T) {
 	code, _ = post(t, srv, "/v1/jobs/nope/cancel", "")
 	require.Equal(t, http.StatusNotFound, code)
 }
+
+// TestRequeue_WaitsForTheDeadIndex: a job whose dead state is stored but
+// not yet indexed (its host indexes it just after) is re-queued once the
+// index has it, not refused: a caller told "dead" may retry at once.
+func TestRequeue_WaitsForTheDeadIndex(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := "0193aaaa-0000-7000-8000-000000000001"
+	dead, _ := json.Marshal(client.Job{ID: id, Type: "later", Status: client.StatusDead, Payload: json.RawMessage(`7`),
+		Attempts: 1, Error: "boom", CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()})
+	states, err := bundle.js.KeyValue(ctx, "conductor-default-state")
+	require.NoError(t, err)
+	_, err = states.Put(ctx, id, dead)
+	require.NoError(t, err)
+	index, err := bundle.js.KeyValue(ctx, "conductor-default-dead")
+	require.NoError(t, err)
+	indexStream, err := bundle.js.Stream(ctx, "KV_conductor-default-dead")
+	require.NoError(t, err)
+
+	type result struct {
+		job *client.Job
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		j, err := c.Client().Requeue(ctx, id)
+		done <- result{j, err}
+	}()
+	// Requeue watches the index for the job: then the host indexes it.
+	require.Eventually(t, func() bool {
+		info, err := indexStream.Info(ctx)
+		return err == nil && info.State.Consumers > 0
+	}, 10*time.Second, 5*time.Millisecond, "Requeue waits on the index")
+	_, err = index.Put(ctx, id, dead)
+	require.NoError(t, err)
+	r := <-done
+	require.NoError(t, r.err)
+	require.Equal(t, client.StatusQueued, r.job.Status)
+
+	// One never indexed is refused, after the wait, saying why.
+	other := "0193aaaa-0000-7000-8000-000000000002"
+	dead2, _ := json.Marshal(client.Job{ID: other, Type: "later", Status: client.StatusDead, Payload: json.RawMessage(`7`)})
+	_, err = states.Put(ctx, other, dead2)
+	require.NoError(t, err)
+	_, err = c.Client().Requeue(ctx, other)
+	require.ErrorContains(t, err, "is not in the dead job index: not indexed within 2s")
+}
