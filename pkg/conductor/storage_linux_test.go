@@ -469,6 +469,15 @@ func TestConductor_StorageDrainsOnAFullDisk(t *testing.T) {
 	}
 
 	fillDisk(t, filepath.Join(dir, "filler"))
+	// The guard's update of the job stream's limits, before the workers
+	// make their consumers: nats-server 2.15 reads a file store's config
+	// unlocked when it makes a consumer, a race with a stream update that
+	// the race detector reports (the test's, not conductor's: a host makes
+	// its consumers once, at its start).
+	waitFor(t, ctx, "the guard to see the disk full", func() bool {
+		st := c.Storage()
+		return st.State == conductor.StorageFull && st.JobMsgsLimit > 0
+	})
 	nc, err := nats.Connect(c.NATSURL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
