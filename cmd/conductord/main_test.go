@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/cmdline"
-	"github.com/conductor-run/conductor/internal/version"
+	"github.com/conductor-run/conductor/internal/cmdline/cmdlinetest"
 )
 
 // TestRun_BadFlags: flags that cannot apply are refused before anything
@@ -50,65 +47,20 @@ func TestRun_BadFlags(t *testing.T) {
 	}
 }
 
-// TestMain runs conductord's main instead of the tests when CONDUCTORD_TEST_AS_MAIN is
-// set: TestMain_ExitCodes runs this test binary as conductord.
-func TestMain(m *testing.M) {
-	if os.Getenv("CONDUCTORD_TEST_AS_MAIN") != "" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cmdlinetest.Main(m, main) }
 
 // TestMain_ExitCodes runs conductord (this test binary, see TestMain): a bad
 // --log-format or --log-level exits 2 with the usage on stderr, --version
 // exits 0 with the version on stdout.
 func TestMain_ExitCodes(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		args           []string
-		code           int
-		stdout, stderr string
-	}{
-		{[]string{"--log-format", "xml"}, 2, "", `--log-format "xml": bad value: want text or json`},
-		{[]string{"--log-level", "loud"}, 2, "", `--log-level "loud": bad value: want debug, info, warn or error`},
-		{[]string{"--version"}, 0, "conductord " + version.Get().String() + "\n", ""},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			t.Parallel()
-			self, err := os.Executable()
-			require.NoError(t, err)
-			cmd := exec.Command(self, tc.args...)
-			cmd.Env = append(os.Environ(), "CONDUCTORD_TEST_AS_MAIN=1")
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err = cmd.Run()
-			var exit *exec.ExitError
-			if tc.code == 0 {
-				require.NoError(t, err, stderr.String())
-				require.Equal(t, tc.stdout, stdout.String())
-				require.Empty(t, stderr.String())
-				return
-			}
-			require.True(t, errors.As(err, &exit), "%v", err)
-			require.Equal(t, tc.code, exit.ExitCode())
-			require.Contains(t, stderr.String(), tc.stderr)
-			require.Contains(t, stderr.String(), "Usage of conductord:")
-			require.Empty(t, stdout.String())
-		})
-	}
+	cmdlinetest.CheckExitCodes(t, "conductord")
 }
 
-// TestRun_Version prints conductord's version on stdout and starts
-// nothing.
+// TestRun_Version prints conductord's version on stdout and starts nothing.
 func TestRun_Version(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
-	require.NoError(t, err)
-	require.Equal(t, 0, cmdline.ExitCode("conductord", err, &stderr))
-	require.Equal(t, "conductord "+version.Get().String()+"\n", stdout.String())
-	require.Empty(t, stderr.String())
+	cmdlinetest.CheckVersion(t, "conductord", run)
 }
 
 // TestRun_UsageErrors: a bad --log-format or --log-level, an unknown flag

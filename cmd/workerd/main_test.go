@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/cmdline"
+	"github.com/conductor-run/conductor/internal/cmdline/cmdlinetest"
 	"github.com/conductor-run/conductor/internal/names"
-	"github.com/conductor-run/conductor/internal/version"
 )
 
 // warning is workerd's warning about --token on the command line.
@@ -49,64 +46,20 @@ func TestRun_Flags(t *testing.T) {
 	}
 }
 
-// TestMain runs workerd's main instead of the tests when WORKERD_TEST_AS_MAIN is
-// set: TestMain_ExitCodes runs this test binary as workerd.
-func TestMain(m *testing.M) {
-	if os.Getenv("WORKERD_TEST_AS_MAIN") != "" {
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { cmdlinetest.Main(m, main) }
 
 // TestMain_ExitCodes runs workerd (this test binary, see TestMain): a bad
 // --log-format or --log-level exits 2 with the usage on stderr, --version
 // exits 0 with the version on stdout.
 func TestMain_ExitCodes(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		args           []string
-		code           int
-		stdout, stderr string
-	}{
-		{[]string{"--log-format", "xml"}, 2, "", `--log-format "xml": bad value: want text or json`},
-		{[]string{"--log-level", "loud"}, 2, "", `--log-level "loud": bad value: want debug, info, warn or error`},
-		{[]string{"--version"}, 0, "workerd " + version.Get().String() + "\n", ""},
-	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			t.Parallel()
-			self, err := os.Executable()
-			require.NoError(t, err)
-			cmd := exec.Command(self, tc.args...)
-			cmd.Env = append(os.Environ(), "WORKERD_TEST_AS_MAIN=1")
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err = cmd.Run()
-			var exit *exec.ExitError
-			if tc.code == 0 {
-				require.NoError(t, err, stderr.String())
-				require.Equal(t, tc.stdout, stdout.String())
-				require.Empty(t, stderr.String())
-				return
-			}
-			require.True(t, errors.As(err, &exit), "%v", err)
-			require.Equal(t, tc.code, exit.ExitCode())
-			require.Contains(t, stderr.String(), tc.stderr)
-			require.Contains(t, stderr.String(), "Usage of workerd:")
-			require.Empty(t, stdout.String())
-		})
-	}
+	cmdlinetest.CheckExitCodes(t, "workerd")
 }
 
 // TestRun_Version prints workerd's version on stdout and starts nothing.
 func TestRun_Version(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"--version"}, &stdout, &stderr)
-	require.NoError(t, err)
-	require.Equal(t, 0, cmdline.ExitCode("workerd", err, &stderr))
-	require.Equal(t, "workerd "+version.Get().String()+"\n", stdout.String())
-	require.Empty(t, stderr.String())
+	cmdlinetest.CheckVersion(t, "workerd", run)
 }
 
 // TestRun_UsageErrors: a bad --log-format or --log-level, an unknown flag
