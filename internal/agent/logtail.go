@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -159,16 +160,18 @@ func checkTailRequest(data []byte, req *wire.LogTailRequest) error {
 }
 
 // encodeTail encodes t within limit bytes, leaving its oldest lines out
-// (and saying so in Cut) as needed; the envelope always fits.
+// (and saying so in Cut) as needed; the envelope always fits. Each line is
+// encoded once: the lines kept are spliced into the envelope's empty list,
+// so that the answer is what json.Marshal would give for it.
 func encodeTail(t wire.LogTail, limit int) ([]byte, error) {
 	lines := t.Lines
-	t.Lines = nil
-	envelope, err := json.Marshal(t)
+	t.Lines, t.Cut = []wire.LogLine{}, true
+	envelope, err := json.Marshal(t) // the larger, with "cut":true
 	if err != nil {
 		return nil, err
 	}
-	size := len(envelope) + len(`,"cut":true`)
-	keep := 0
+	size := len(envelope)
+	var kept [][]byte // newest first
 	for i := len(lines) - 1; i >= 0; i-- {
 		l, err := json.Marshal(lines[i])
 		if err != nil {
@@ -178,12 +181,25 @@ func encodeTail(t wire.LogTail, limit int) ([]byte, error) {
 			break
 		}
 		size += len(l) + 1
-		keep++
+		kept = append(kept, l)
 	}
-	t.Cut = keep < len(lines)
-	t.Lines = lines[len(lines)-keep:]
-	if t.Lines == nil {
-		t.Lines = []wire.LogLine{}
+	t.Cut = len(kept) < len(lines)
+	if envelope, err = json.Marshal(t); err != nil {
+		return nil, err
 	}
-	return json.Marshal(t)
+	at := bytes.Index(envelope, emptyLines) + len(emptyLines) - 1 // at the list's ]
+	out := make([]byte, 0, size)
+	out = append(out, envelope[:at]...)
+	for i := len(kept) - 1; i >= 0; i-- {
+		out = append(out, kept[i]...)
+		if i > 0 {
+			out = append(out, ',')
+		}
+	}
+	return append(out, envelope[at:]...), nil
 }
+
+// emptyLines is the key and empty list of a LogTail with no lines, as
+// json.Marshal writes them: a host and pool are tokens, and a string with
+// quotes in it is written escaped, so only the key matches.
+var emptyLines = []byte(`"lines":[]`)

@@ -66,12 +66,23 @@ func TestEncodeTail_Cut(t *testing.T) {
 	require.Equal(t, 99, got.Lines[len(got.Lines)-1].Index, "the newest kept")
 	require.Equal(t, 100-len(got.Lines), got.Lines[0].Index, "the oldest left out")
 
-	data, err = encodeTail(wire.LogTail{Host: "h1", Pool: "p", Lines: lines[:5]}, limit)
+	got.Cut = false
+	whole, _ := json.Marshal(wire.LogTail{Host: "h1", Pool: "p", Lines: got.Lines, Cut: true, Epoch: "e", Next: 100})
+	require.Equal(t, string(whole), string(data), "what json.Marshal gives")
+
+	tail := wire.LogTail{Host: "h1", Pool: "p", Lines: lines[:5], Error: `a "lines":[] in a string`}
+	data, err = encodeTail(tail, limit)
 	require.NoError(t, err)
+	whole, _ = json.Marshal(tail)
+	require.Equal(t, string(whole), string(data), "what json.Marshal gives")
 	got = wire.LogTail{}
 	require.NoError(t, json.Unmarshal(data, &got))
 	require.False(t, got.Cut)
 	require.Len(t, got.Lines, 5)
+
+	data, err = encodeTail(wire.LogTail{Host: "h1", Pool: "p"}, limit)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"host":"h1","pool":"p","lines":[],"epoch":"","next":0}`, string(data))
 }
 
 // askTail asks host h1 of b for pool's last n lines. An agent just
