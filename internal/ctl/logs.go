@@ -118,7 +118,11 @@ func (c *client) printLogs(stream io.Reader, stderr io.Writer) error {
 			continue
 		}
 		if r.Error != "" {
-			fmt.Fprintf(stderr, "conductorctl: host %s (pool %s): %s\n", r.Host, r.Pool, r.Error)
+			if r.Host == "" {
+				fmt.Fprintf(stderr, "conductorctl: pool %s: %s\n", r.Pool, r.Error)
+			} else {
+				fmt.Fprintf(stderr, "conductorctl: host %s (pool %s): %s\n", r.Host, r.Pool, r.Error)
+			}
 			continue
 		}
 		if c.json() {

@@ -40,9 +40,10 @@ type logQuery struct {
 }
 
 // logNote is the object that stands, in a log stream, for a host whose
-// tail is missing or incomplete: Error says why.
+// tail is missing or incomplete, or that left, or (no Host) for the live
+// lines left out while the tails were asked: Error says why.
 type logNote struct {
-	Host  string `json:"host"`
+	Host  string `json:"host,omitempty"` // none: about the stream`
 	Pool  string `json:"pool"`
 	Error string `json:"error"`
 }
@@ -83,7 +84,14 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 			defer close(watched)
 			c.watchLive(s.ctx, q, hosts, msgs, items)
 		}()
-		live = startPump(s, items, c.liveFrame(q.pool))
+		// The lines past the stream's bound while the hosts are asked
+		// for their tails are dropped, and said so: the client has not
+		// been given anything to read yet.
+		live = startPumpDropping(s, items, c.liveFrame(q.pool), func(n int) []byte {
+			note, _ := json.Marshal(logNote{Pool: q.pool, Error: fmt.Sprintf(
+				"%d lines of pool %s left out: they came while the hosts were asked for their tails, past the stream's buffer of %d bytes", n, q.pool, c.cfg.EventBuffer)})
+			return append(note, '\n')
+		})
 		defer func() { s.cancel(); <-live.done; <-watched }() // before the unsubscribe
 	}
 	tails := logtail.Ask(s.ctx, c.nc, c.space, hosts, q.pool, q.tail)

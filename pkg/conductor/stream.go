@@ -94,6 +94,7 @@ func (s *stream) cut(reason string, buffered int) {
 type pumped[T any] struct {
 	item  T
 	frame []byte
+	note  bool // a frame of the pump's own, with no item: the drops'
 }
 
 // pump queues the items of one stream for its writer. Its run goroutine
@@ -108,12 +109,29 @@ type pump[T any] struct {
 	queue  []pumped[T]    // oldest first
 	queued int            // bytes in queue
 	over   bool           // run cut the stream
+	// writing is closed when the writer starts taking frames
+	// (serveStream). Before, a pump with dropNote drops the items past
+	// max rather than cut (the handler is writing something else, such
+	// as the log tails), and then queues dropNote(dropped).
+	writing  chan struct{}
+	dropNote func(dropped int) []byte
+	dropped  int
 }
 
 // startPump starts the pump of s over in, whose items encode makes into
 // frames.
 func startPump[T any](s *stream, in <-chan T, encode func(T) []byte) *pump[T] {
-	p := &pump[T]{max: s.c.cfg.EventBuffer, encode: encode, out: make(chan pumped[T]), done: make(chan struct{}), s: s}
+	return startPumpDropping(s, in, encode, nil)
+}
+
+// startPumpDropping is startPump, but for the items that come past its
+// bound before the writer starts: they are dropped, and dropNote's frame
+// says how many (nil: they cut the stream, as they do once it writes).
+func startPumpDropping[T any](s *stream, in <-chan T, encode func(T) []byte, dropNote func(dropped int) []byte) *pump[T] {
+	p := &pump[T]{
+		max: s.c.cfg.EventBuffer, encode: encode, out: make(chan pumped[T]), done: make(chan struct{}), s: s,
+		writing: make(chan struct{}), dropNote: dropNote,
+	}
 	go func() {
 		defer close(p.done)
 		p.run(in)
@@ -127,6 +145,7 @@ func startPump[T any](s *stream, in <-chan T, encode func(T) []byte) *pump[T] {
 // client holds at most max bytes plus one item unread.
 func (p *pump[T]) run(in <-chan T) {
 	defer close(p.out)
+	writing := p.writing
 	for {
 		var out chan<- pumped[T]
 		var head pumped[T]
@@ -136,6 +155,14 @@ func (p *pump[T]) run(in <-chan T) {
 		select {
 		case <-p.s.ctx.Done():
 			return
+		case <-writing:
+			writing = nil
+			if p.dropped > 0 {
+				frame := p.dropNote(p.dropped)
+				p.queue = append(p.queue, pumped[T]{frame: frame, note: true})
+				p.queued += len(frame)
+				p.dropped = 0
+			}
 		case item, ok := <-in:
 			if !ok {
 				// The source is done: what is queued still goes out.
@@ -153,6 +180,10 @@ func (p *pump[T]) run(in <-chan T) {
 			// worker's message is bounded by the channel protocol): the
 			// bound is on what a client leaves unread, not on an item.
 			if len(p.queue) > 0 && p.queued+len(frame) > p.max {
+				if writing != nil && p.dropNote != nil {
+					p.dropped++
+					continue
+				}
 				p.over = true
 				p.s.cut(streamOverflow, p.queued)
 				p.s.cancel()
@@ -162,7 +193,7 @@ func (p *pump[T]) run(in <-chan T) {
 				_ = p.s.rc.SetWriteDeadline(time.Now())
 				return
 			}
-			p.queue = append(p.queue, pumped[T]{item, frame})
+			p.queue = append(p.queue, pumped[T]{item: item, frame: frame})
 			p.queued += len(frame)
 		case out <- head:
 			p.queue[0] = pumped[T]{}
@@ -184,6 +215,7 @@ var errStreamEnded = errors.New("stream ended")
 // stream. A stream cut off for a slow client is disconnected (the client
 // sees it break, not end as it does when conductord stops).
 func serveStream[T any](s *stream, p *pump[T], keep func(T) bool, keepAlive []byte) {
+	close(p.writing)
 	tick := time.NewTicker(streamKeepAlive)
 	defer tick.Stop()
 	var err error
@@ -193,7 +225,7 @@ func serveStream[T any](s *stream, p *pump[T], keep func(T) bool, keepAlive []by
 			switch {
 			case !ok:
 				err = errStreamEnded
-			case keep == nil || keep(f.item):
+			case f.note || keep == nil || keep(f.item):
 				err = s.write(f.frame)
 			}
 		case <-tick.C:
