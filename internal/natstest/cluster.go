@@ -38,6 +38,12 @@ func Cluster(t testing.TB, n int) []*server.Server {
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
+	// The stores first: a temp dir is removed by a cleanup of its own,
+	// which must run after the servers' shutdown, registered later.
+	stores := make([]string, n)
+	for i := range stores {
+		stores[i] = t.TempDir()
+	}
 	servers := make([]*server.Server, 0, n)
 	t.Cleanup(func() {
 		for _, ns := range servers {
@@ -55,7 +61,7 @@ func Cluster(t testing.TB, n int) []*server.Server {
 			Cluster:    server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: p},
 			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
 			JetStream:  true,
-			StoreDir:   t.TempDir(),
+			StoreDir:   stores[i],
 			NoSigs:     true,
 			NoLog:      os.Getenv(names.EnvTestNATSLog) == "",
 		}
