@@ -25,8 +25,9 @@ const clusterReplicas = 3
 var ErrReplicas = errors.New("conductor: the NATS server cannot place the replicas asked for (--replicas)")
 
 // The JetStream API's error codes of a stream it cannot place
-// (nats-server's JSClusterNoPeersErrF) and of replicas on a server not in
-// a cluster (JSStreamReplicasNotSupportedErr).
+// (nats-server's JSClusterNoPeersErrF), of replicas on a server not in a
+// cluster (JSStreamReplicasNotSupportedErr), and of a cluster or account
+// without the room for them (JSInsufficientResourcesErr).
 const (
 	errCodeNoPeers               jetstream.ErrorCode = 10005
 	errCodeReplicasNotSupported  jetstream.ErrorCode = 10074
@@ -47,15 +48,24 @@ func (c *Config) checkReplicas() error {
 // unplaceable reports whether err is the server's refusal to place a
 // stream's replicas.
 func unplaceable(err error) bool {
+	return noPeers(err) || apiErrCode(err) == errCodeInsufficientResources
+}
+
+// noPeers reports whether err says the server has not the servers to
+// place a stream's replicas on: it is not in a JetStream cluster, or
+// fewer of the cluster's JetStream servers are up than replicas asked.
+func noPeers(err error) bool {
+	code := apiErrCode(err)
+	return code == errCodeNoPeers || code == errCodeReplicasNotSupported
+}
+
+// apiErrCode is the JetStream API's error code in err, 0 if none.
+func apiErrCode(err error) jetstream.ErrorCode {
 	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return false
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
 	}
-	switch apiErr.ErrorCode {
-	case errCodeNoPeers, errCodeReplicasNotSupported, errCodeInsufficientResources:
-		return true
-	}
-	return false
+	return 0
 }
 
 // createJobStream creates or updates the job stream, and with it settles
@@ -77,7 +87,7 @@ func (c *Conductor) createJobStream(ctx context.Context, lim jobLimits) error {
 		c.replicas = 1
 	}
 	_, err := c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
-	if err != nil && auto && unplaceable(err) {
+	if err != nil && auto && noPeers(err) {
 		c.log.Info("the NATS server cannot place 3 replicas (not a JetStream cluster, or fewer than 3 of its servers up): streams and buckets keep 1; --replicas sets it",
 			"err", err)
 		c.replicas = 1
