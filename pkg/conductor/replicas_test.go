@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -204,4 +205,49 @@ func TestNew_ReplicasRefused(t *testing.T) {
 		_, err := conductor.New(tc.cfg)
 		require.ErrorContains(t, err, tc.want)
 	}
+}
+
+// TestConductor_ReplicasSurviveServerLoss: with R3, the server that leads
+// the job stream shuts down, and a job submitted then still runs through
+// a workerd agent: the other two elect a leader, and the clients
+// reconnect to them.
+func TestConductor_ReplicasSurviveServerLoss(t *testing.T) {
+	t.Parallel()
+	servers := natstest.Cluster(t, 3)
+	urls := natstest.URLs(servers)
+	c, err := conductor.New(conductor.Config{NATSURL: urls, DataDir: t.TempDir()})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	bundle := &testBundle{nc: nc}
+	bundle.js, err = jetstream.New(nc)
+	require.NoError(t, err)
+	startAgent(t, bundle, "squares")
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	id, err := c.Client().Submit(ctx, "squares", 3)
+	require.NoError(t, err)
+	_, err = c.Client().Wait(ctx, id)
+	require.NoError(t, err)
+
+	space, _ := subject.New("default")
+	leader := -1
+	for i, ns := range servers {
+		if ns.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, space.JobStream()) {
+			leader = i
+		}
+	}
+	require.NotEqual(t, -1, leader, "a server leads the job stream")
+	t.Logf("shutting down %s, the job stream's leader", servers[leader].Name())
+	servers[leader].Shutdown()
+
+	id, err = c.Client().Submit(ctx, "squares", 7)
+	require.NoError(t, err)
+	j, err := c.Client().Wait(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, j.Status)
+	require.JSONEq(t, "49", string(j.Result))
 }
