@@ -44,7 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg conductor.Config
 	fs.StringVar(&cfg.DataDir, "data", "./data", "directory of the JetStream store and state")
 	fs.StringVar(&cfg.NATSListen, "nats", "127.0.0.1:4222", "embedded NATS server's client listener, HOST:PORT (port 0: any free port)")
-	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this existing NATS server or cluster instead of embedding one")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "use this existing NATS server or cluster instead of embedding one (several URLs: comma-separated)")
+	fs.IntVar(&cfg.Replicas, "replicas", 0, "replicas of every stream and bucket, 1 to 5 (0: 1 embedded; with --nats-url, 3 where the cluster can place them, else 1)")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
 	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "a shared token with every power (admin), besides the credentials (env CONDUCTOR_TOKEN)")

@@ -29,6 +29,8 @@ func TestRun_BadFlags(t *testing.T) {
 		{[]string{"--sync", "always", "--nats-url", "nats://127.0.0.1:4222"}, "with a NATS URL the store is that server's"},
 		{[]string{"--sync-interval", "1s", "--memory"}, "with memory storage nothing is written to disk"},
 		{[]string{"--storage-reserve", "-1"}, "bad storage reserve -1"},
+		{[]string{"--replicas", "3"}, "replicas 3 (--replicas) need a NATS cluster (--nats-url)"},
+		{[]string{"--replicas", "6", "--nats-url", "nats://127.0.0.1:4222"}, "bad replicas 6 (--replicas): want 1 to 5"},
 		{[]string{"--http-host", "evil.example:80"}, `bad http host "evil.example:80": want a DNS name or an IP address, with no port`},
 		{[]string{"--max-pool-size", "-1"}, "bad max pool size -1"},
 		{[]string{"--max-batch-bytes", "-1"}, "bad max batch bytes -1"},

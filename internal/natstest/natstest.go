@@ -1,6 +1,7 @@
 // Package natstest starts embedded NATS servers with JetStream for tests:
-// one per test, on a random port, storing into the test's temp dir, shut
-// down by t.Cleanup. Set CONDUCTOR_TEST_NATS_LOG=1 to see the server's log.
+// one per test (Server), or a JetStream cluster of several (Cluster), on
+// random ports, storing into the test's temp dir, shut down by t.Cleanup.
+// Set CONDUCTOR_TEST_NATS_LOG=1 to see the servers' logs.
 package natstest
 
 import (

@@ -47,6 +47,9 @@ type Conductor struct {
 	client   *client.Client
 	batches  jetstream.KeyValue // the batch bucket
 	subs     []*nats.Subscription
+	// replicas is the replica count of every stream and bucket: set by
+	// Start before it makes the first (replicas.go), then read only.
+	replicas int
 
 	// closing ends when the conductor begins to stop, and with it the
 	// event streams and the waits of the submissions.
@@ -147,6 +150,9 @@ func New(cfg Config) (*Conductor, error) {
 		}
 	}
 	if err := cfg.checkSync(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkReplicas(); err != nil {
 		return nil, err
 	}
 	access, err := newAccess(space, cfg.Credentials, cfg.Token, cfg.Logger.With("component", "access"))

@@ -21,8 +21,18 @@ type Config struct {
 	// picks a free port. Default "127.0.0.1:4222". Ignored with NATSURL.
 	NATSListen string
 	// NATSURL, when set, connects to an existing NATS server or cluster
-	// (JetStream enabled) instead of embedding one.
+	// (JetStream enabled) instead of embedding one: a URL, or several
+	// separated by commas (the servers of a cluster; the client also
+	// learns the others from the one it reaches).
 	NATSURL string
+	// Replicas is the replica count of every stream and key-value bucket
+	// the conductor makes, 1 to MaxReplicas; a stream or bucket that
+	// exists is updated to it at start (docs/deployment.md). 0, the
+	// default: 1 on the embedded server; with NATSURL, 3 if the server
+	// can place them (a JetStream cluster with 3 servers up), else 1.
+	// Above 1 it needs NATSURL; a count the server cannot place fails
+	// Start with ErrReplicas.
+	Replicas int
 	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
 	HTTPListen string
 	// HTTPHosts are names the HTTP API answers to besides its own: a

@@ -12,7 +12,9 @@
 // Config.NATSURL). Jobs live in a work-queue stream, one subject per job
 // type (conductor.<namespace>.jobs.<type>); job states live in a key-value
 // bucket keyed by job id; nothing of the queue is held in the conductor's
-// memory. Every host's workerd pulls the jobs of its pools, runs them in
+// memory. On a NATS cluster every stream and bucket is replicated
+// (Config.Replicas: 3 by default there, 1 embedded; docs/deployment.md).
+// Every host's workerd pulls the jobs of its pools, runs them in
 // worker processes, and writes their states; the conductor aggregates the
 // hosts' heartbeats and the job ends workerd announces, and serves the HTTP API.
 //

@@ -19,7 +19,10 @@ import (
 
 // startLookups opens the lookups, seeds them, and serves them on NATS.
 func (c *Conductor) startLookups(ctx context.Context) error {
-	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes()})
+	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes(), Replicas: c.replicas})
+	if unplaceable(err) {
+		return c.placeErr("lookup bucket", err)
+	}
 	if err != nil {
 		return fmt.Errorf("conductor: %w", err)
 	}

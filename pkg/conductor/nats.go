@@ -109,16 +109,16 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if info, err := c.js.AccountInfo(ctx); err == nil {
 		c.accountConsumers.Store(int64(info.Limits.MaxConsumers))
 	}
-	jobs := c.jobStreamConfig(jobLimits{})
+	var lim jobLimits
 	if c.storage != nil {
 		// Keep the limits the guard last set; it sets them again at its first check.
-		if s, err := c.js.Stream(ctx, jobs.Name); err == nil {
+		if s, err := c.js.Stream(ctx, c.space.JobStream()); err == nil {
 			cfg := s.CachedInfo().Config
-			jobs = c.jobStreamConfig(jobLimits{msgs: cfg.MaxMsgs, bytes: cfg.MaxBytes})
+			lim = jobLimits{msgs: cfg.MaxMsgs, bytes: cfg.MaxBytes}
 		}
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, jobs); err != nil {
-		return fmt.Errorf("conductor: create job stream: %w", err)
+	if err := c.createJobStream(ctx, lim); err != nil {
+		return err
 	}
 	if err := c.removeUnreadJobs(ctx); err != nil {
 		return err
@@ -146,9 +146,10 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     storage,
 		// Kept while conductord is away, but not for ever.
-		MaxAge: c.cfg.Retention,
+		MaxAge:   c.cfg.Retention,
+		Replicas: c.replicas,
 	}); err != nil {
-		return fmt.Errorf("conductor: create job ends stream: %w", err)
+		return c.placeErr("job ends stream", err)
 	}
 	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.BatchBucket(),
@@ -183,14 +184,15 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// ensureBucket makes sure the key-value bucket of cfg exists as cfg says;
-// what names it in errors. (Its roll-ups stay allowed: turning them off
+// ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
+// with c.replicas; what names it in errors. (Its roll-ups stay allowed: turning them off
 // is a stream update at every start, which nats-server races with the
 // consumers made meanwhile, and the state bucket's expiry markers need
 // them anyway; docs/security.md, "Not yet".)
 func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
+	cfg.Replicas = c.replicas
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-		return fmt.Errorf("conductor: create %s: %w", what, err)
+		return c.placeErr(what, err)
 	}
 	return nil
 }
@@ -236,6 +238,7 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		// writes (internal/hostsvc): a direct get, served by the stream,
 		// not by the JetStream API's one queue. Only admins may ask.
 		AllowDirect: true,
+		Replicas:    c.replicas,
 	}
 	if c.cfg.MemoryStorage {
 		cfg.Storage = jetstream.MemoryStorage

@@ -36,8 +36,9 @@ const (
 type Config struct {
 	// Bucket names the key-value bucket; created if it does not exist.
 	Bucket string
-	// Replicas and Storage are the bucket's, when Open creates it:
-	// 1 and file storage by default.
+	// Replicas and Storage are the bucket's: 1 and file storage by
+	// default. Open makes a bucket that exists take Replicas (a stream
+	// update, which a JetStream cluster allows); its storage cannot change.
 	Replicas int
 	Memory   bool
 	// MaxValue bounds a value's bytes, compacted (DefaultMaxValue if 0).

@@ -1,0 +1,110 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The replica count of every stream and bucket the conductor makes
+// (Config.Replicas): checked by New, chosen by Start before the first
+// stream is made, then read only.
+
+// MaxReplicas is the most copies JetStream keeps of a stream.
+const MaxReplicas = 5
+
+// clusterReplicas is the replica count chosen on a JetStream cluster
+// when Config.Replicas is 0: a stream outlives the loss of one node.
+const clusterReplicas = 3
+
+// ErrReplicas is Start's error for a replica count the NATS server
+// cannot place: fewer JetStream servers up than the count, or a server
+// not in a JetStream cluster.
+var ErrReplicas = errors.New("conductor: the NATS server cannot place the replicas asked for (--replicas)")
+
+// The JetStream API's error codes of a stream it cannot place
+// (nats-server's JSClusterNoPeersErrF), of replicas on a server not in a
+// cluster (JSStreamReplicasNotSupportedErr), and of a cluster or account
+// without the room for them (JSInsufficientResourcesErr).
+const (
+	errCodeNoPeers               jetstream.ErrorCode = 10005
+	errCodeReplicasNotSupported  jetstream.ErrorCode = 10074
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+)
+
+// checkReplicas checks c.Replicas.
+func (c *Config) checkReplicas() error {
+	switch {
+	case c.Replicas < 0 || c.Replicas > MaxReplicas:
+		return fmt.Errorf("conductor: bad replicas %d (--replicas): want 1 to %d, or 0 for the default", c.Replicas, MaxReplicas)
+	case c.Replicas > 1 && c.NATSURL == "":
+		return fmt.Errorf("conductor: replicas %d (--replicas) need a NATS cluster (--nats-url): the embedded server keeps one copy", c.Replicas)
+	}
+	return nil
+}
+
+// unplaceable reports whether err is the server's refusal to place a
+// stream's replicas.
+func unplaceable(err error) bool {
+	return noPeers(err) || apiErrCode(err) == errCodeInsufficientResources
+}
+
+// noPeers reports whether err says the server has not the servers to
+// place a stream's replicas on: it is not in a JetStream cluster, or
+// fewer of the cluster's JetStream servers are up than replicas asked.
+func noPeers(err error) bool {
+	code := apiErrCode(err)
+	return code == errCodeNoPeers || code == errCodeReplicasNotSupported
+}
+
+// apiErrCode is the JetStream API's error code in err, 0 if none.
+func apiErrCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
+}
+
+// createJobStream creates or updates the job stream, and with it settles
+// c.replicas: Config.Replicas, or with 0, 1 on the embedded server and
+// on another, 3 unless the server cannot place them (it is not in a
+// JetStream cluster, or fewer than 3 of its JetStream servers are up),
+// then 1. The server that places the replicas is the one asked: no
+// client may read the JetStream cluster's size without the system
+// account. A count given that the server cannot place is an error
+// wrapping ErrReplicas.
+func (c *Conductor) createJobStream(ctx context.Context, lim jobLimits) error {
+	auto := c.cfg.Replicas == 0 && c.ns == nil
+	switch {
+	case c.cfg.Replicas > 0:
+		c.replicas = c.cfg.Replicas
+	case auto:
+		c.replicas = clusterReplicas
+	default:
+		c.replicas = 1
+	}
+	_, err := c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
+	if err != nil && auto && noPeers(err) {
+		c.log.Info("the NATS server cannot place 3 replicas (not a JetStream cluster, or fewer than 3 of its servers up): streams and buckets keep 1; --replicas sets it",
+			"err", err)
+		c.replicas = 1
+		_, err = c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
+	}
+	if err != nil {
+		return c.placeErr("job stream", err)
+	}
+	c.log.Info("streams and buckets replicated", "replicas", c.replicas)
+	return nil
+}
+
+// placeErr is the error of making the stream or bucket what: with
+// ErrReplicas if the server could not place its replicas.
+func (c *Conductor) placeErr(what string, err error) error {
+	if unplaceable(err) {
+		return fmt.Errorf("%w: create %s with %d replicas: %w", ErrReplicas, what, c.replicas, err)
+	}
+	return fmt.Errorf("conductor: create %s: %w", what, err)
+}
