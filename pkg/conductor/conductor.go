@@ -152,6 +152,9 @@ func New(cfg Config) (*Conductor, error) {
 	if err := cfg.checkSync(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkNATSClient(); err != nil {
+		return nil, err
+	}
 	if err := cfg.checkReplicas(); err != nil {
 		return nil, err
 	}
@@ -246,8 +249,15 @@ func (c *Conductor) start(ctx context.Context) error {
 		// for it).
 		url = strings.Replace(c.ns.ClientURL(), "tls://", "nats://", 1)
 		opts = append(opts, nats.InProcessServer(c.ns), nats.Token(c.access.internal))
-	} else if c.cfg.Token != "" {
-		opts = append(opts, client.WithToken(c.cfg.Token))
+	} else {
+		if c.cfg.Token != "" {
+			opts = append(opts, client.WithToken(c.cfg.Token))
+		}
+		more, err := c.cfg.natsClientOptions()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, more...)
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -25,6 +25,14 @@ type Config struct {
 	// separated by commas (the servers of a cluster; the client also
 	// learns the others from the one it reaches).
 	NATSURL string
+	// NATSTLSCA, NATSTLSCert and NATSTLSKey (PEM files) are what the
+	// connection to NATSURL checks the servers against (default: the
+	// system's roots, for a tls:// URL) and the client certificate it
+	// presents (mutual TLS); NATSCreds a NATS credentials file (a user
+	// JWT and its seed) it authenticates with, instead of or besides
+	// Token. With NATSURL only (docs/deployment.md).
+	NATSTLSCA, NATSTLSCert, NATSTLSKey string
+	NATSCreds                          string
 	// Replicas is the replica count of every stream and key-value bucket
 	// the conductor makes, 1 to MaxReplicas; a stream or bucket that
 	// exists is updated to it at start (docs/deployment.md). 0, the
