@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,37 +18,16 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/console/consoletest"
 	"github.com/conductor-run/conductor/pkg/client"
 )
-
-// chromium returns the path of a Chromium (or Chrome) binary to drive:
-// $CONSOLE_CHROMIUM, else the first of the usual names on $PATH. Without
-// one the test is skipped, saying why, unless CI is set: there it fails
-// (.ci/run installs Debian's chromium).
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CONSOLE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "chrome", "headless-shell"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	const why = "needs a Chromium binary to drive the console's page (apt-get install chromium, or CONSOLE_CHROMIUM=/path/to/chrome)"
-	if os.Getenv("CI") != "" {
-		t.Fatal(why + "; CI is set, where .ci/run installs it")
-	}
-	t.Skip(why)
-	return ""
-}
 
 // browser starts a headless Chromium for t and returns a tab's context,
 // bounded by limit.
 func browser(t *testing.T, limit time.Duration) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(consoletest.Chromium(t)),
 		chromedp.NoSandbox, // the test may run as root (CI containers)
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1360, 900),

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/console"
+	"github.com/conductor-run/conductor/internal/console/consoletest"
 )
 
 // page starts a headless Chromium on the console's page served with
@@ -25,20 +24,7 @@ import (
 // Chromium the test is skipped, saying why, unless CI is set.
 func page(t *testing.T, feed http.HandlerFunc, hash string) context.Context {
 	t.Helper()
-	path := os.Getenv("CONSOLE_CHROMIUM")
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "headless-shell"} {
-		if path != "" {
-			break
-		}
-		path, _ = exec.LookPath(name)
-	}
-	if path == "" {
-		const why = "needs a Chromium binary to drive the console's page (apt-get install chromium, or CONSOLE_CHROMIUM=/path/to/chrome)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(why)
-		}
-		t.Skip(why)
-	}
+	path := consoletest.Chromium(t)
 	mux := http.NewServeMux()
 	mux.Handle("/", console.Handler())
 	mux.HandleFunc("GET /v1/console/stream", feed)

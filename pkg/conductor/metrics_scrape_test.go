@@ -69,17 +69,12 @@ next:
 // waitScrape scrapes srv until ok holds of a scrape, within 30s.
 func waitScrape(t *testing.T, srv *httptest.Server, what string, ok func(map[string]*dto.MetricFamily) bool) map[string]*dto.MetricFamily {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mfs := scrape(t, srv)
-		if ok(mfs) {
-			return mfs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no scrape showed %s within 30s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // the scrape's pace, not a synchronisation
-	}
+	var mfs map[string]*dto.MetricFamily
+	require.Eventually(t, func() bool {
+		mfs = scrape(t, srv)
+		return ok(mfs)
+	}, 30*time.Second, 20*time.Millisecond, "no scrape showed %s within 30s", what)
+	return mfs
 }
 
 // TestMetrics_QueueAgeStallHosts scrapes the metrics conductord serves,
