@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,20 +19,6 @@ import (
 
 // maxLogLine bounds one line of the log stream.
 const maxLogLine = 4 << 20
-
-// logRecord is one line of GET /v1/pools/{name}/logs: a line a worker
-// wrote, or (Error set) a host that did not answer.
-type logRecord struct {
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Pool    string    `json:"pool"`
-	Index   int       `json:"index"`
-	PID     int       `json:"pid"`
-	Stream  string    `json:"stream"`
-	Line    string    `json:"line"`
-	Dropped int       `json:"dropped"`
-	Error   string    `json:"error"`
-}
 
 func (a *app) logsCmd() *cobra.Command {
 	var host string
@@ -112,7 +97,7 @@ func (c *client) printLogs(stream io.Reader, stderr io.Writer) error {
 		if len(line) == 0 {
 			continue
 		}
-		var r logRecord
+		var r pkgclient.LogLine // a line a worker wrote, or (Error set) a note about a host
 		if err := json.Unmarshal(line, &r); err != nil {
 			fmt.Fprintf(stderr, "conductorctl: unreadable log record %.200q: %v\n", line, err)
 			continue
@@ -131,13 +116,13 @@ func (c *client) printLogs(stream io.Reader, stderr io.Writer) error {
 			}
 			continue
 		}
-		fmt.Fprintln(c.out, r.text())
+		fmt.Fprintln(c.out, logText(r))
 	}
 	return sc.Err()
 }
 
-// text is r for a person: TIME HOST/POOL[INDEX] STREAM: LINE.
-func (r logRecord) text() string {
+// logText is r for a person: TIME HOST/POOL[INDEX] STREAM: LINE.
+func logText(r pkgclient.LogLine) string {
 	s := fmt.Sprintf("%s %s/%s[%d] %s: %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), r.Host, r.Pool, r.Index, r.Stream, r.Line)
 	if r.Dropped > 0 {
 		s += fmt.Sprintf(" (%d lines dropped)", r.Dropped)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	pkgclient "github.com/conductor-run/conductor/pkg/client"
 )
 
 // The contract of GET /v1/pools/{name}/logs that conductorctl logs reads
@@ -80,9 +82,9 @@ func TestLogs_Tail(t *testing.T) {
 	require.Equal(t, "", <-api.query, "no tail, no host: conductord's defaults")
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.Len(t, lines, 2, "one JSON object a line")
-	var rec logRecord
+	var rec pkgclient.LogLine
 	require.NoError(t, json.Unmarshal([]byte(lines[1]), &rec))
-	require.Equal(t, logRecord{Time: rec.Time, Host: "h1", Pool: "squares", Index: 1, PID: 42, Stream: "stderr", Line: "boom: x=1", Dropped: 7}, rec)
+	require.Equal(t, pkgclient.LogLine{Time: rec.Time, Host: "h1", Pool: "squares", Index: 1, PID: 42, Stream: "stderr", Line: "boom: x=1", Dropped: 7}, rec)
 	require.Equal(t, "2026-12-05T10:00:01Z", rec.Time.Format("2006-01-02T15:04:05Z07:00"))
 	require.Contains(t, errOut.String(), "no answer within 5s")
 
