@@ -122,7 +122,9 @@ func Request(ctx context.Context, nc *nats.Conn, subj string, data []byte) (*nat
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(4, 4*wire.MaxLogTailBytes)
+	if err := sub.SetPendingLimits(4, 4*wire.MaxLogTailBytes); err != nil {
+		return nil, err
+	}
 	if err := nc.PublishRequest(subj, reply, data); err != nil {
 		return nil, err
 	}

@@ -85,8 +85,9 @@ func (c *Conductor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// The console's page and its assets (internal/console): open, like
 	// /healthz; what they show comes from the /v1/ routes, token and all.
-	mux.Handle("GET /{$}", console.Handler())
-	mux.Handle("GET /console/", console.Handler())
+	page := console.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /console/", page)
 	mux.HandleFunc("GET /healthz", c.healthz)
 	// The least role of each route (http_access.go); the routes of a job
 	// type check the caller's types too.

@@ -1,9 +1,7 @@
 package conductor
 
 import (
-	"errors"
 	"net/http"
-	"os"
 	"time"
 )
 
@@ -43,8 +41,5 @@ func (c *Conductor) streamConsole(w http.ResponseWriter, r *http.Request) {
 			err = s.write([]byte(": keep-alive\n\n"))
 		}
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		s.cut(streamWriteTimeout, 0)
-		panic(http.ErrAbortHandler)
-	}
+	s.abortIfTimedOut(err)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -25,9 +24,6 @@ import (
 // as NDJSON (docs/api.md, "Logs"). internal/logtail asks the hosts and
 // joins their tails to the live lines.
 const (
-	// defaultLogTail is the lines asked of each host when tail is not
-	// given; wire.MaxLogTail at most.
-	defaultLogTail = 100
 	// logChunk is the bytes of tail lines written at once.
 	logChunk = 32 << 10
 )
@@ -87,10 +83,9 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 		// The lines past the stream's bound while the hosts are asked
 		// for their tails are dropped, and said so: the client has not
 		// been given anything to read yet.
-		live = startPumpDropping(s, items, c.liveFrame(q.pool), func(n int) []byte {
-			note, _ := json.Marshal(logNote{Pool: q.pool, Error: fmt.Sprintf(
-				"%d lines of pool %s left out: they came while the hosts were asked for their tails, past the stream's buffer of %d bytes", n, q.pool, c.cfg.EventBuffer)})
-			return append(note, '\n')
+		live = startPumpDropping(s, items, c.liveFrame(q.pool), func(it liveItem) bool { return it.msg != nil }, func(n int) []byte {
+			return noteFrame("", q.pool, fmt.Sprintf(
+				"%d lines of pool %s left out: they came while the hosts were asked for their tails, past the stream's buffer of %d bytes", n, q.pool, c.cfg.EventBuffer))
 		})
 		defer func() { s.cancel(); <-live.done; <-watched }() // before the unsubscribe
 	}
@@ -99,10 +94,7 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := writeTails(s, q.pool, tails); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.cut(streamWriteTimeout, 0)
-			panic(http.ErrAbortHandler)
-		}
+		s.abortIfTimedOut(err)
 		return
 	}
 	if live != nil {
@@ -114,7 +106,7 @@ func (c *Conductor) streamLogs(w http.ResponseWriter, r *http.Request) {
 // readLogQuery reads and checks the path and query of r.
 func readLogQuery(r *http.Request) (logQuery, error) {
 	v := r.URL.Query()
-	q := logQuery{pool: r.PathValue("name"), host: v.Get("host"), tail: defaultLogTail}
+	q := logQuery{pool: r.PathValue("name"), host: v.Get("host"), tail: client.DefaultLogTail}
 	if err := subject.Token("pool", q.pool); err != nil {
 		return q, err
 	}
@@ -225,8 +217,7 @@ func (c *Conductor) watchLive(ctx context.Context, q logQuery, hosts []string, m
 					continue
 				}
 				delete(watched, h)
-				note, _ := json.Marshal(logNote{Host: h, Pool: q.pool, Error: "host " + h + " left: it is not live, or runs pool " + q.pool + " no more"})
-				if !give(liveItem{note: append(note, '\n')}) {
+				if !give(liveItem{note: noteFrame(h, q.pool, "host "+h+" left: it is not live, or runs pool "+q.pool+" no more")}) {
 					return
 				}
 				if q.host != "" {
@@ -241,14 +232,19 @@ func (c *Conductor) watchLive(ctx context.Context, q logQuery, hosts []string, m
 	}
 }
 
+// noteFrame is a note's line in a log stream.
+func noteFrame(host, pool, why string) []byte {
+	data, _ := json.Marshal(logNote{Host: host, Pool: pool, Error: why}) // always encodes
+	return append(data, '\n')
+}
+
 // writeTails writes a note for each host whose tail is missing or cut,
 // then every tail's lines merged in time order.
 func writeTails(s *stream, pool string, tails []logtail.Answer) error {
 	var buf []byte
 	for _, t := range tails {
 		if t.Note != "" {
-			data, _ := json.Marshal(logNote{Host: t.Host, Pool: pool, Error: t.Note}) // always encodes
-			buf = append(append(buf, data...), '\n')
+			buf = append(buf, noteFrame(t.Host, pool, t.Note)...)
 		}
 	}
 	for _, l := range logtail.Merge(tails) {

@@ -108,6 +108,8 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	// the embedded server) refuses a stream that asks for more.
 	if info, err := c.js.AccountInfo(ctx); err == nil {
 		c.accountConsumers.Store(int64(info.Limits.MaxConsumers))
+	} else {
+		c.log.Warn("the JetStream account's limits could not be read: the job stream asks for its consumers without them", "err", err)
 	}
 	var lim jobLimits
 	if c.storage != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/wire"
 )
 
 // OldestQueued returns, for job types in name order, at most limit of
@@ -70,8 +72,8 @@ func (c *Conductor) OldestQueued(ctx context.Context, limit int) (map[string]tim
 	out := make(map[string]time.Time, len(types))
 	for _, typ := range types {
 		var oldest time.Time
-		for _, prio := range []string{"high", "normal", "low"} {
-			k := key{typ, prio}
+		for _, prio := range wire.Priorities {
+			k := key{typ, string(prio)}
 			subj, ok := subjects[k]
 			if !ok {
 				continue

@@ -90,6 +90,16 @@ func (s *stream) cut(reason string, buffered int) {
 	}
 }
 
+// abortIfTimedOut cuts s off, logged, if err is a write that timed out
+// with nothing queued (the handler was writing itself): the client sees
+// its stream break.
+func (s *stream) abortIfTimedOut(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.cut(streamWriteTimeout, 0)
+		panic(http.ErrAbortHandler)
+	}
+}
+
 // pumped is an item of a stream and its frame, the bytes written for it.
 type pumped[T any] struct {
 	item  T
@@ -113,24 +123,26 @@ type pump[T any] struct {
 	// (serveStream). Before, a pump with dropNote drops the items past
 	// max rather than cut (the handler is writing something else, such
 	// as the log tails), and then queues dropNote(dropped).
-	writing  chan struct{}
-	dropNote func(dropped int) []byte
-	dropped  int
+	writing   chan struct{}
+	droppable func(T) bool
+	dropNote  func(dropped int) []byte
+	dropped   int
 }
 
 // startPump starts the pump of s over in, whose items encode makes into
 // frames.
 func startPump[T any](s *stream, in <-chan T, encode func(T) []byte) *pump[T] {
-	return startPumpDropping(s, in, encode, nil)
+	return startPumpDropping(s, in, encode, nil, nil)
 }
 
-// startPumpDropping is startPump, but for the items that come past its
-// bound before the writer starts: they are dropped, and dropNote's frame
-// says how many (nil: they cut the stream, as they do once it writes).
-func startPumpDropping[T any](s *stream, in <-chan T, encode func(T) []byte, dropNote func(dropped int) []byte) *pump[T] {
+// startPumpDropping is startPump, but for the droppable items that come
+// past its bound before the writer starts: they are dropped, and
+// dropNote's frame says how many (nil: they cut the stream, as they do
+// once it writes). An item not droppable is queued past the bound.
+func startPumpDropping[T any](s *stream, in <-chan T, encode func(T) []byte, droppable func(T) bool, dropNote func(dropped int) []byte) *pump[T] {
 	p := &pump[T]{
 		max: s.c.cfg.EventBuffer, encode: encode, out: make(chan pumped[T]), done: make(chan struct{}), s: s,
-		writing: make(chan struct{}), dropNote: dropNote,
+		writing: make(chan struct{}), droppable: droppable, dropNote: dropNote,
 	}
 	go func() {
 		defer close(p.done)
@@ -180,18 +192,22 @@ func (p *pump[T]) run(in <-chan T) {
 			// worker's message is bounded by the channel protocol): the
 			// bound is on what a client leaves unread, not on an item.
 			if len(p.queue) > 0 && p.queued+len(frame) > p.max {
-				if writing != nil && p.dropNote != nil {
+				holding := writing != nil && p.dropNote != nil // before the writer starts
+				switch {
+				case holding && p.droppable(item):
 					p.dropped++
 					continue
+				case holding: // one that may not be dropped: queued past the bound
+				default:
+					p.over = true
+					p.s.cut(streamOverflow, p.queued)
+					p.s.cancel()
+					// A write blocked on the client fails now, not at its
+					// deadline. The writer is still in its loop: out closes
+					// after this, and the writer waits for done.
+					_ = p.s.rc.SetWriteDeadline(time.Now())
+					return
 				}
-				p.over = true
-				p.s.cut(streamOverflow, p.queued)
-				p.s.cancel()
-				// A write blocked on the client fails now, not at its
-				// deadline. The writer is still in its loop: out closes
-				// after this, and the writer waits for done.
-				_ = p.s.rc.SetWriteDeadline(time.Now())
-				return
 			}
 			p.queue = append(p.queue, pumped[T]{item: item, frame: frame})
 			p.queued += len(frame)
