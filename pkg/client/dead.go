@@ -125,7 +125,11 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	}
 	state, _ := json.Marshal(queued)
 	rev, err := c.kv.Update(ctx, id, state, cur.Revision())
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		// Another caller requeued it (or its state changed) first.
+		return nil, fmt.Errorf("%w: %s was requeued by another caller, or its state changed, meanwhile", ErrNotDead, id)
+	case err != nil:
 		return nil, fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
 	o := submitOptions{

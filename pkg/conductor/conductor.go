@@ -250,14 +250,14 @@ func (c *Conductor) start(ctx context.Context) error {
 		url = strings.Replace(c.ns.ClientURL(), "tls://", "nats://", 1)
 		opts = append(opts, nats.InProcessServer(c.ns), nats.Token(c.access.internal))
 	} else {
-		if c.cfg.Token != "" {
-			opts = append(opts, client.WithToken(c.cfg.Token))
-		}
-		more, err := c.cfg.natsClientOptions()
+		own, err := c.cfg.natsClientOptions()
 		if err != nil {
 			return err
 		}
-		opts = append(opts, more...)
+		if err := probeNATS(url, own); err != nil {
+			return err
+		}
+		opts = append(opts, own...)
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/conductor-run/conductor/internal/tlsconf"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // checkNATSClient checks what conductord presents to NATS servers of its
@@ -37,10 +39,31 @@ func (c *Config) natsTLS() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// probeNATS connects to url once, without the retries conductord's own
+// connection makes, so that what no retry mends (a certificate its CA did
+// not sign, a credentials file or token refused) fails the start at once
+// and says why. Servers that cannot be reached are not such a failure:
+// conductord's connection waits for them.
+func probeNATS(url string, opts []nats.Option) error {
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("conductord (probe)"), nats.Timeout(5 * time.Second)}, opts...)...)
+	switch {
+	case err == nil:
+		nc.Close()
+		return nil
+	case errors.Is(err, nats.ErrNoServers):
+		return nil
+	default:
+		return fmt.Errorf("conductor: connect to NATS (--nats-url %s; --nats-tls-*, --nats-creds, --token): %w", url, err)
+	}
+}
+
 // natsClientOptions are the options of the connection to NATSURL: the
 // token, the TLS files, the credentials file.
 func (c *Config) natsClientOptions() ([]nats.Option, error) {
 	var opts []nats.Option
+	if c.Token != "" {
+		opts = append(opts, client.WithToken(c.Token))
+	}
 	tlsConfig, err := c.natsTLS()
 	if err != nil {
 		return nil, err
