@@ -135,7 +135,9 @@ func (c *client) top(ctx context.Context, v topView) error {
 
 // quitOnQ cancels with stop when q or Ctrl-C is typed on stdin, a
 // terminal put in raw mode; restore puts it back. Not a terminal: Ctrl-C
-// is the signal that ends ctx.
+// is the signal that ends ctx. Its reader stays blocked on stdin after
+// restore (a read of a terminal cannot be interrupted portably): it ends
+// with conductorctl's process, which top's return ends.
 func quitOnQ(stdin io.Reader, stop context.CancelFunc) (restore func()) {
 	f, ok := stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
