@@ -47,7 +47,7 @@ const (
 	DefaultLogTail = 100
 	// MaxLogTail is the most lines asked of each host: what a host keeps
 	// of a pool (and at most 256 KiB of them).
-	MaxLogTail = wire.MaxLogTail
+	MaxLogTail = 1000
 )
 
 // LogsOptions says what Logs reads.

@@ -54,3 +54,9 @@ func TestLogsOptions_Check(t *testing.T) {
 		require.Equal(t, tc.want, n)
 	}
 }
+
+// TestLogs_BoundsAreTheWires: the public bound is the one hosts keep
+// (written as a number, so that go doc names no internal package).
+func TestLogs_BoundsAreTheWires(t *testing.T) {
+	require.Equal(t, wire.MaxLogTail, MaxLogTail)
+}
