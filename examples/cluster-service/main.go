@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +26,12 @@ import (
 
 // serve is a worker: a web server on the socket workerd passed it
 // (CONDUCTOR_LISTEN_FD), answering with its pid.
+//
+// On SIGTERM it stops accepting and ends each connection after the
+// request it is reading: the shared socket keeps queueing new connections
+// for the other workers, so none is refused. http.Server.Shutdown alone
+// is not enough here: it closes, unanswered, a connection whose request
+// arrives after the shutdown began.
 func serve() error {
 	fd, err := strconv.Atoi(os.Getenv("CONDUCTOR_LISTEN_FD"))
 	if err != nil {
@@ -33,21 +41,41 @@ func serve() error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "served by %d\n", os.Getpid())
-	}), ReadHeaderTimeout: 5 * time.Second}
+	var conns sync.WaitGroup // the connections accepted and not yet closed
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "served by %d\n", os.Getpid())
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateHijacked, http.StateClosed:
+				conns.Done()
+			}
+		},
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	go func() {
-		<-ctx.Done() // a graceful stop: finish the requests in flight
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		<-ctx.Done()
+		srv.SetKeepAlivesEnabled(false) // idle connections close; busy ones after their answer
+		_ = ln.Close()                  // Serve returns; the socket stays open in workerd
 	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
+	if err := srv.Serve(ln); !errors.Is(err, net.ErrClosed) {
 		return err
 	}
-	return nil
+	// Serve has returned, so no connection is added any more: wait for the
+	// accepted ones to be answered, within the stop timeout's margin.
+	ended := make(chan struct{})
+	go func() { conns.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+	}
+	return srv.Close()
 }
 
 func main() {
@@ -136,6 +164,7 @@ func run() error {
 	done := make(chan error, 1)
 	go func() { done <- pool.Recycle(ctx) }()
 	failed, served := 0, 0
+	var firstErr error
 	for {
 		select {
 		case err := <-done:
@@ -144,12 +173,15 @@ func run() error {
 			}
 			fmt.Printf("all workers restarted; %d requests served meanwhile, %d refused\n", served, failed)
 			if failed > 0 {
-				return fmt.Errorf("%d requests refused during the restart", failed)
+				return fmt.Errorf("%d requests refused during the restart, the first: %w", failed, firstErr)
 			}
 			return nil
 		default:
 		}
 		if _, err := get(); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
 			failed++
 		} else {
 			served++
