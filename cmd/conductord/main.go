@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "with --nats-url: PEM file of the key of --nats-tls-cert")
 	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "with --nats-url: a NATS credentials file (user JWT and seed) to authenticate with")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "replicas of every stream and bucket, 1 to 5 (0: 1 embedded; with --nats-url, 3 where the cluster can place them, else 1)")
+	fs.DurationVar(&cfg.LeaderLease, "leader-lease", conductor.DefaultLeaderLease, "the lease of the leader among the conductords of one namespace: a killed leader is replaced about this and a third later (the same on every conductord)")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
 	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "a shared token with every power (admin), besides the credentials (env CONDUCTOR_TOKEN)")

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +38,10 @@ type feed struct {
 	space subject.Space
 	log   *slog.Logger
 
+	// publishing is whether the feed publishes the ids it learns
+	// (Server.Lead); the pages are numbered either way.
+	publishing atomic.Bool
+
 	mu     sync.Mutex
 	epoch  string
 	seq    uint64            // the number of the last id published
@@ -58,6 +63,7 @@ type heldID struct {
 
 func newFeed(nc *nats.Conn, js jetstream.JetStream, sp subject.Space, log *slog.Logger) *feed {
 	f := &feed{nc: nc, js: js, space: sp, log: log}
+	f.publishing.Store(true)
 	f.Func = startstop.NewFunc(f.run)
 	return f
 }
@@ -145,6 +151,9 @@ func (f *feed) add(id string, at time.Time) {
 		f.held = append(f.held[:0:0], f.held[n:]...)
 	}
 	f.mu.Unlock()
+	if !f.publishing.Load() {
+		return
+	}
 	m := nats.NewMsg(f.space.CancelFeed())
 	m.Header.Set(wire.HeaderCancelEpoch, epoch)
 	m.Header.Set(wire.HeaderCancelSeq, strconv.FormatUint(seq, 10))

@@ -60,6 +60,11 @@ type Config struct {
 	// request is refused). Nil runs it on a goroutine of the Server's,
 	// which Stop waits for.
 	Go func(f func()) bool
+	// Elected, if set, has the Server answer the requests for cancels and
+	// publish the cancel feed only while Lead says so: several conductords
+	// on one namespace each follow the cancel bucket, numbered their own
+	// way, and one must feed the hosts. Unset: it always does.
+	Elected bool
 }
 
 // Server answers the hosts' requests and publishes the cancel feed. Make
@@ -76,9 +81,12 @@ type Server struct {
 	// refusals spaces the log lines of refused writes, per credential.
 	refusals rates
 	subs     []*nats.Subscription
-	queue    *fairQueue     // the store's requests waiting, by credential
-	workers  sync.WaitGroup // the store's workers
-	wg       sync.WaitGroup // the requests' goroutines, if Config.Go is nil, and the store's and reads' requests being served
+	// cancelSubs are the subscriptions to the requests for cancels,
+	// while the Server leads (Lead); mu guards them.
+	cancelSubs []*nats.Subscription
+	queue      *fairQueue     // the store's requests waiting, by credential
+	workers    sync.WaitGroup // the store's workers
+	wg         sync.WaitGroup // the requests' goroutines, if Config.Go is nil, and the store's and reads' requests being served
 
 	mu       sync.Mutex
 	stopping bool // Stop began: no request's work starts
@@ -99,6 +107,7 @@ func NewServer(cfg Config) *Server {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
 	}
 	s.cfg = cfg
+	s.feed.publishing.Store(!cfg.Elected)
 	return s
 }
 
@@ -109,11 +118,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.Open(ctx); err != nil {
 		return err
 	}
-	for subj, h := range map[string]nats.MsgHandler{
-		sp.ConsumersAs("*", "*"): s.consumers, sp.ConsumersOf("*"): s.consumers,
-		sp.CancelsAs("*"): s.cancels, sp.CancelsOf(): s.cancels,
-	} {
-		sub, err := s.cfg.Conn.Subscribe(subj, h)
+	handlers := map[string]nats.MsgHandler{sp.ConsumersAs("*", "*"): s.consumers, sp.ConsumersOf("*"): s.consumers}
+	if !s.cfg.Elected {
+		handlers[sp.CancelsAs("*")], handlers[sp.CancelsOf()] = s.cancels, s.cancels
+	}
+	for subj, h := range handlers {
+		// One conductord of the namespace answers each (there may be
+		// several: docs/deployment.md, "Two conductords").
+		sub, err := s.cfg.Conn.QueueSubscribe(subj, "conductord-hosts", h)
 		if err != nil {
 			s.Stop()
 			return fmt.Errorf("hostsvc: subscribe to %s: %w", subj, err)
@@ -166,16 +178,45 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
-	for _, sub := range s.subs {
+	for _, sub := range append(s.subs, s.cancelSubs...) {
 		_ = sub.Unsubscribe()
 	}
-	s.subs = nil
+	s.subs, s.cancelSubs = nil, nil
 	s.queue.close()
 	s.workers.Wait()
 	s.wg.Wait()
 	// The answers given are with the server before Stop returns.
 	_ = s.cfg.Conn.FlushTimeout(time.Second)
 	s.feed.Stop()
+}
+
+// Lead starts (on) or stops answering the requests for cancels and
+// publishing the cancel feed, for a Server with Config.Elected: on while
+// its conductord leads. A host whose pages came from another conductord
+// reads them again from the start: each numbers the ids its own way
+// (wire.CancelsPage.Epoch).
+func (s *Server) Lead(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.feed.publishing.Store(on)
+	if !on || s.stopping {
+		for _, sub := range s.cancelSubs {
+			_ = sub.Unsubscribe()
+		}
+		s.cancelSubs = nil
+		return nil
+	}
+	if s.cancelSubs != nil {
+		return nil
+	}
+	for _, subj := range []string{s.cfg.Space.CancelsAs("*"), s.cfg.Space.CancelsOf()} {
+		sub, err := s.cfg.Conn.Subscribe(subj, s.cancels)
+		if err != nil {
+			return fmt.Errorf("hostsvc: subscribe to %s: %w", subj, err)
+		}
+		s.cancelSubs = append(s.cancelSubs, sub)
+	}
+	return nil
 }
 
 // enter counts a request served on a subscription's goroutine in wg,

@@ -31,6 +31,10 @@ func ConductorSource(c **conductor.Conductor, watchStorage bool) Source {
 			d := (*c).Client().DepartedHosts()
 			return HostDepartures{Left: d.Left, Silent: d.Silent}
 		},
+		Leader: func() Leader {
+			l := (*c).Leader()
+			return Leader{Leading: l.Leading, Members: l.Members, Terms: l.Terms}
+		},
 		QueueAges: func(ctx context.Context, limit int) (map[string]time.Time, error) {
 			return (*c).OldestQueued(ctx, limit)
 		},

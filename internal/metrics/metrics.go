@@ -39,6 +39,10 @@ type Source struct {
 	// Departures, if set, counts the hosts that left or went silent
 	// (pkg/client's HostDepartures).
 	Departures func() HostDepartures
+	// Leader, if set, is what the conductor knows of the election of its
+	// namespace's leader: conductor_leader, conductor_conductords and
+	// conductor_leader_terms_total.
+	Leader func() Leader
 	// QueueAges, if set, returns when the oldest job of each type that no
 	// host has taken was queued (the zero time: none), of at most limit
 	// types (pkg/conductor's OldestQueued): conductor_queue_oldest_seconds.
@@ -54,6 +58,13 @@ type Source struct {
 	// now is the clock of the queue gauges; tests set it. Default
 	// time.Now.
 	now func() time.Time
+}
+
+// Leader is what a conductord knows of its namespace's election.
+type Leader struct {
+	Leading bool
+	Members int
+	Terms   uint64
 }
 
 // HostDepartures counts the live hosts conductord dropped since it
@@ -155,6 +166,12 @@ var (
 	straysDesc = prometheus.NewDesc("conductor_jobs_stray_messages_total",
 		"Job messages found in the job stream after their consumer had acked past them (a server crash brings them back; docs/reliability.md), since conductord started: deleted (the job had ended) or requeued (published again).",
 		[]string{"action"}, nil)
+	leaderDesc = prometheus.NewDesc("conductor_leader",
+		"1 while this conductord leads its namespace's conductords (does what must happen once: docs/deployment.md, \"Two conductords\"), else 0.", nil, nil)
+	conductordsDesc = prometheus.NewDesc("conductor_conductords",
+		"The conductords of the namespace alive at the last count, this one included.", nil, nil)
+	leaderTermsDesc = prometheus.NewDesc("conductor_leader_terms_total",
+		"The terms this conductord has won as leader since it started.", nil, nil)
 	hostsDesc = prometheus.NewDesc("conductor_hosts",
 		"Live hosts: workerds heard within three of their heartbeat intervals.", nil, nil)
 	hostsDepartedDesc = prometheus.NewDesc("conductor_hosts_departed_total",
@@ -203,6 +220,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Departures != nil {
 		ch <- hostsDepartedDesc
+	}
+	if c.src.Leader != nil {
+		ch <- leaderDesc
+		ch <- conductordsDesc
+		ch <- leaderTermsDesc
 	}
 	if c.src.Storage != nil {
 		for _, d := range storageDescs {
@@ -303,6 +325,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		hosts := c.src.Hosts()
 		ch <- prometheus.MustNewConstMetric(hostsDesc, prometheus.GaugeValue, float64(len(hosts)))
 		collectHistograms(ch, hosts)
+	}
+	if c.src.Leader != nil {
+		l := c.src.Leader()
+		leading := 0.0
+		if l.Leading {
+			leading = 1
+		}
+		ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, leading)
+		ch <- prometheus.MustNewConstMetric(conductordsDesc, prometheus.GaugeValue, float64(l.Members))
+		ch <- prometheus.MustNewConstMetric(leaderTermsDesc, prometheus.CounterValue, float64(l.Terms))
 	}
 	if c.src.Departures != nil {
 		d := c.src.Departures()

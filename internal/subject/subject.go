@@ -446,8 +446,27 @@ const EndsConsumer = "conductord"
 // than its state is kept in StateBucket.
 func (s Space) ArchiveGet() string { return s.prefix() + ".archive.get" }
 
+// ArchivePeers is the subject on which a conductord, asked for an archived
+// state it does not hold, asks the namespace's other conductords: each
+// archives the ends it took and the final states its hosts' store wrote.
+// A peer answers only with the state, or with an error; silence is "not
+// here".
+func (s Space) ArchivePeers() string { return s.prefix() + ".archive.peers" }
+
 // StatsBucket is the name of the key-value bucket holding per-type counters.
 func (s Space) StatsBucket() string { return Root + "-" + s.ns + "-stats" }
+
+// LeaderBucket is the name of the key-value bucket through which the
+// namespace's conductords elect the one that does what must happen once
+// (LeaderKey), and tell each other they are alive (MemberKey).
+func (s Space) LeaderBucket() string { return Root + "-" + s.ns + "-leader" }
+
+// LeaderKey is the key of LeaderBucket the leader holds.
+const LeaderKey = "leader"
+
+// MemberKey is the key of LeaderBucket under which conductord id says it
+// is alive.
+func MemberKey(id string) string { return "member." + id }
 
 // Consumer is the name of the durable pull consumer that every host serving
 // job type typ shares.

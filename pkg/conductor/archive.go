@@ -71,8 +71,13 @@ func newArchiver(c *Conductor) (*archiver, error) {
 // archive cannot tell yet, or failed). Without an archive (MemoryStorage)
 // every answer is 404, so that a reader of a job with no state learns it
 // has none, not that no conductord answers.
+//
+// Several conductords on one namespace each archive what they took (the
+// ends, as leader; the final states their hosts' store wrote), so one
+// conductord of them answers each request (a queue group), and asks the
+// others on ArchivePeers for a state it does not hold (archivePeers).
 func (c *Conductor) serveArchive() error {
-	sub, err := c.nc.Subscribe(c.space.ArchiveGet(), func(m *nats.Msg) {
+	sub, err := c.nc.QueueSubscribe(c.space.ArchiveGet(), "conductord", func(m *nats.Msg) {
 		if !subject.IsInbox(m.Reply) {
 			return // an answer goes to an inbox only (subject.IsInbox)
 		}
@@ -88,7 +93,77 @@ func (c *Conductor) serveArchive() error {
 		return fmt.Errorf("conductor: serve the archive: %w", err)
 	}
 	c.subs = append(c.subs, sub)
+	if c.archive == nil {
+		return nil
+	}
+	// A peer's question: answered with the state, 404 or 503.
+	sub, err = c.nc.Subscribe(c.space.ArchivePeers(), func(m *nats.Msg) {
+		if !subject.IsInbox(m.Reply) || m.Header.Get(headerArchiveAsker) == c.lead.id {
+			return // its own question
+		}
+		r := nats.NewMsg(m.Reply)
+		state, ok, err := c.archive.local(string(m.Data))
+		switch {
+		case err != nil:
+			r.Header.Set(names.HeaderStatus, "503")
+			r.Header.Set(names.HeaderNATSDescription, err.Error())
+		case ok:
+			r.Data = state
+		default:
+			r.Header.Set(names.HeaderStatus, "404")
+		}
+		_ = m.RespondMsg(r)
+	})
+	if err != nil {
+		return fmt.Errorf("conductor: serve the archive to the other conductords: %w", err)
+	}
+	c.subs = append(c.subs, sub)
 	return nil
+}
+
+// headerArchiveAsker names the conductord that asks its peers, which
+// does not answer itself.
+const headerArchiveAsker = "Conductor-Asker"
+
+// archivePeersWait bounds the wait for the other conductords' answers.
+const archivePeersWait = time.Second
+
+// peers asks the other conductords alive (leader.go counts them) for job
+// id's archived state: the first state answered, or not found once each
+// has answered so; an error if one could not tell, or did not answer
+// within archivePeersWait (it may be the one that has it).
+func (a *archiver) peers(id string) ([]byte, bool, error) {
+	n := a.c.lead.peers()
+	if n <= 0 {
+		return nil, false, nil
+	}
+	inbox := a.c.nc.NewRespInbox()
+	sub, err := a.c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, false, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	q := nats.NewMsg(a.c.space.ArchivePeers())
+	q.Reply, q.Data = inbox, []byte(id)
+	q.Header.Set(headerArchiveAsker, a.c.lead.id)
+	if err := a.c.nc.PublishMsg(q); err != nil {
+		return nil, false, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), archivePeersWait)
+	defer cancel()
+	var failed error
+	for i := range n {
+		m, err := sub.NextMsgWithContext(ctx)
+		switch {
+		case err != nil:
+			return nil, false, fmt.Errorf("%d of the %d other conductords did not answer for their archives within %s", n-i, n, archivePeersWait)
+		case len(m.Data) > 0:
+			return m.Data, true, nil
+		case m.Header.Get(names.HeaderStatus) != "404":
+			failed = fmt.Errorf("another conductord cannot read its archive: %s", m.Header.Get(names.HeaderNATSDescription))
+		}
+	}
+	return nil, false, failed
 }
 
 // get fills r, the answer to a request for job id's archived state.
@@ -105,9 +180,20 @@ func (a *archiver) get(id string, r *nats.Msg) {
 	}
 }
 
-// lookup returns job id's archived state; ok false if the archive has
-// none, an error if it cannot tell (yet).
+// lookup returns job id's archived state, from this conductord's
+// archive or another's; ok false if none has it, an error if one cannot
+// tell (yet).
 func (a *archiver) lookup(id string) (state []byte, ok bool, err error) {
+	state, ok, err = a.local(id)
+	if ok || err != nil {
+		return state, ok, err
+	}
+	return a.peers(id)
+}
+
+// local returns job id's state from this conductord's archive; ok false
+// if it has none, an error if it cannot tell (yet).
+func (a *archiver) local(id string) (state []byte, ok bool, err error) {
 	state, ok, err = a.store.Get(id)
 	switch {
 	case err != nil:

@@ -70,6 +70,7 @@ type batchEnds struct {
 	space           subject.Space
 	log             *slog.Logger
 	stall           time.Duration // client.BatchStall; tests shorten it
+	lead            *leadership   // the checks run while this conductord leads
 
 	mu      sync.Mutex
 	batches map[string]*batchCount
@@ -207,8 +208,12 @@ func (e *batchEnds) take() []string {
 	return ids
 }
 
-// run checks the batches due at each tick until ctx ends.
-func (e *batchEnds) run(ctx context.Context) {
+// run checks the batches in each term this conductord leads.
+func (e *batchEnds) run(ctx context.Context) { e.lead.each(ctx, e.term) }
+
+// term checks every batch once, then those due at each tick, until ctx
+// ends.
+func (e *batchEnds) term(ctx context.Context) {
 	if err := e.checkEveryBatch(ctx); err != nil && ctx.Err() == nil {
 		e.log.Warn("list the batches to check their ends; each is checked when one of its jobs ends", "err", err)
 	}

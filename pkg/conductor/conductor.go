@@ -71,18 +71,25 @@ type Conductor struct {
 	// The background parts, each a startstop.Service owning its goroutine
 	// and state: started in this order once NATS is up, stopped by
 	// shutdown in the order it writes down.
-	ends      *endsTaker        // takes the job ends: counts, batch ends, waits
-	archive   *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
-	stats     *stats            // the job counts, saved by the ends taker; no goroutine
-	batchEnds *batchEnds        // announces the end of each batch
-	storage   *storageGuard     // keeps the store writable; nil without an embedded file store
-	strays    *strayRepair      // repairs the job messages no consumer will deliver
-	http      *httpServer       // the HTTP API; nil without Config.HTTPListen
-	watch     startstop.Service // reads the credentials file again when it changes
-	hostsvc   *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
-	storeNC   *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
-	lookups   *lookup.Store     // the named lookups (lookups.go)
-	lookupSvc micro.Service     // serves them on NATS
+	// hostsLead serves the hosts' cancels while this conductord leads.
+	hostsLead *startstop.Func
+	lead      *leadership // elects the conductord that does what must happen once (leader.go)
+	// endsFeed wakes the waits from the ends while another conductord
+	// leads (endsfeed.go); endsFeedMu guards it.
+	endsFeed   []*nats.Subscription
+	endsFeedMu sync.Mutex
+	ends       *endsTaker        // takes the job ends: counts, batch ends, waits
+	archive    *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
+	stats      *stats            // the job counts, saved by the ends taker; no goroutine
+	batchEnds  *batchEnds        // announces the end of each batch
+	storage    *storageGuard     // keeps the store writable; nil without an embedded file store
+	strays     *strayRepair      // repairs the job messages no consumer will deliver
+	http       *httpServer       // the HTTP API; nil without Config.HTTPListen
+	watch      startstop.Service // reads the credentials file again when it changes
+	hostsvc    *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
+	storeNC    *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
+	lookups    *lookup.Store     // the named lookups (lookups.go)
+	lookupSvc  micro.Service     // serves them on NATS
 	// lookupCache is the service's copy of the values read, which the
 	// feed keeps true.
 	lookupCache *lookup.Cache
@@ -153,6 +160,9 @@ func New(cfg Config) (*Conductor, error) {
 		return nil, err
 	}
 	if err := cfg.checkNATSClient(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkLeaderLease(); err != nil {
 		return nil, err
 	}
 	if err := cfg.checkReplicas(); err != nil {
@@ -284,11 +294,21 @@ func (c *Conductor) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	leaders, err := c.js.KeyValue(ctx, c.space.LeaderBucket())
+	if err != nil {
+		return fmt.Errorf("conductor: open the leader bucket: %w", err)
+	}
+	c.lead = newLeadership(leaders, conductordID(c.cfg.DataDir), c.cfg.LeaderLease, c.log.With("component", "leader"))
+	c.lead.first(ctx)
+	if err := c.lead.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
 	batches, err := c.js.KeyValue(ctx, c.space.BatchBucket())
 	if err != nil {
 		return fmt.Errorf("conductor: open the batch bucket: %w", err)
 	}
 	c.batchEnds = newBatchEnds(batches, c.client, c.nc, c.space, c.log, cmp.Or(c.batchStall, client.BatchStall))
+	c.batchEnds.lead = c.lead
 	if c.stats, err = newStats(ctx, c.js, c.space, c.log); err != nil {
 		return err
 	}
@@ -312,6 +332,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	c.hostsvc = hostsvc.NewServer(hostsvc.Config{
 		Conn: c.nc, StoreConn: c.storeNC, JS: c.js, Space: c.space, Log: c.log.With("component", "hostsvc"),
 		Admit: c.admitHost, Made: c.madeForHost, Archived: c.archived, Archive: c.archiveFinals, Go: func(f func()) bool { return c.serveAsync(func() {}, f) },
+		Elected: true,
 	})
 	// Its store first: the ends taker checks the hosts' ends with it.
 	if err := c.hostsvc.Open(ctx); err != nil {
@@ -320,6 +341,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err := c.startLookups(ctx); err != nil {
 		return err
 	}
+	c.feedEnds(true) // until this conductord leads
 	if c.ends, err = newEndsTaker(ctx, c); err != nil {
 		return err
 	}
@@ -345,7 +367,20 @@ func (c *Conductor) start(ctx context.Context) error {
 	}
 	// The parts stop when shutdown stops them, in its order, not all at
 	// once when ctx is cancelled.
-	return startstop.StartAll(context.WithoutCancel(ctx), c.parts()...)
+	if err := startstop.StartAll(context.WithoutCancel(ctx), c.parts()...); err != nil {
+		return err
+	}
+	c.hostsLead = startstop.NewFunc(func(ctx context.Context) {
+		c.lead.each(ctx, func(term context.Context) {
+			if err := c.hostsvc.Lead(true); err != nil {
+				c.lead.depose(fmt.Sprintf("the hosts' cancels cannot be served: %v", err))
+				return
+			}
+			<-term.Done()
+			_ = c.hostsvc.Lead(false)
+		})
+	})
+	return c.hostsLead.Start(context.WithoutCancel(ctx))
 }
 
 // parts lists the background parts that run, in the order they start.
@@ -418,7 +453,13 @@ func (c *Conductor) shutdown() {
 	}
 	c.wg.Wait()
 	c.waitHandlers()
+	if c.hostsLead != nil {
+		c.hostsLead.Stop()
+	}
 	startstop.StopAll(c.parts()...) // the archive's expiry, the batch watcher, then the storage guard
+	if c.lead != nil {
+		c.lead.Stop() // the lease given up once what the leader does has stopped
+	}
 	if c.archive != nil {
 		c.archive.close()
 	}

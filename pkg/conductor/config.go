@@ -41,6 +41,13 @@ type Config struct {
 	// Above 1 it needs NATSURL; a count the server cannot place fails
 	// Start with ErrReplicas.
 	Replicas int
+	// LeaderLease is how long the lease of the conductords' leader lasts
+	// past its last renewal (docs/deployment.md, "Two conductords"): a
+	// leader killed is replaced about a lease and a third later, one
+	// stopped within a third of a lease. Every conductord of a namespace
+	// must have the same. Default DefaultLeaderLease; MinLeaderLease to
+	// MaxLeaderLease.
+	LeaderLease time.Duration
 	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
 	HTTPListen string
 	// HTTPHosts are names the HTTP API answers to besides its own: a
@@ -214,6 +221,7 @@ func (c Config) withDefaults() Config {
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
 	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
 	c.StrayCheck = cmp.Or(c.StrayCheck, 30*time.Second)
+	c.LeaderLease = cmp.Or(c.LeaderLease, DefaultLeaderLease)
 	c.MaxBatchBytes = cmp.Or(c.MaxBatchBytes, 64<<20)
 	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)
 	c.EventBuffer = cmp.Or(c.EventBuffer, 1<<20)

@@ -45,6 +45,7 @@ type endsTaker struct {
 	backlog uint64 // the ends waiting at start
 	taken   uint64 // the ends taken since start; the taker's goroutine owns it
 	lease   time.Duration
+	begun   uint64 // the term (leadership.termNumber) begin last ran for; the taker's goroutine owns it after Start
 	// floor is the consumer's ack floor as last read, and floorRead
 	// when; the taker's goroutine owns them (mayTakeAgain).
 	floor     uint64
@@ -127,14 +128,19 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conductor: create the job ends consumer: %w", err)
 	}
-	// The ends that waited for conductord: until they are taken, the
-	// archive cannot say a state is not in it.
-	info := cons.CachedInfo()
-	e := &endsTaker{c: c, cons: cons, backlog: info.NumPending + uint64(info.NumAckPending), lease: lease, floor: info.AckFloor.Stream}
-	e.caughtUp(0)
-	// The ends acked before a kill whose acks the stats had not saved
-	// do not come back.
-	c.stats.ackedTo(info.AckFloor.Stream)
+	e := &endsTaker{c: c, cons: cons, lease: lease}
+	if term := c.lead.termNumber(); term > 0 {
+		// Leading from the start (Start tried for the lease first): the
+		// counts and the archive are ready when Start returns.
+		if err := e.begin(ctx); err != nil {
+			return nil, err
+		}
+		e.begun = term
+	} else if c.archive != nil {
+		// Another leads: the ends are its to take; a state this
+		// conductord's archive has not is asked of the others.
+		c.archive.caughtUp.Store(true)
+	}
 	e.Func = startstop.NewFunc(e.run)
 	if err := e.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
@@ -142,7 +148,52 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 	return e, nil
 }
 
+// run takes the ends in each term this conductord leads (leader.go);
+// while another leads, the ends wake the waits only (endsFeed).
 func (e *endsTaker) run(ctx context.Context) {
+	e.c.lead.each(ctx, func(term context.Context) {
+		e.c.feedEnds(false)
+		defer e.c.feedEnds(true)
+		if n := e.c.lead.termNumber(); n != e.begun {
+			if err := e.begin(term); err != nil {
+				if term.Err() == nil {
+					e.c.lead.depose(fmt.Sprintf("the job ends cannot be taken: %v", err))
+				}
+				return
+			}
+			e.begun = n
+		}
+		e.term(term)
+		if e.c.archive != nil {
+			e.c.archive.caughtUp.Store(true) // the next leader's archive answers for the ends it takes
+		}
+	})
+}
+
+// begin reads what the previous leader (or this conductord's previous
+// run) left: the counts it saved, and the consumer's ack floor and
+// backlog.
+func (e *endsTaker) begin(ctx context.Context) error {
+	if err := e.c.stats.reload(ctx); err != nil {
+		return err
+	}
+	info, err := e.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read the job ends consumer: %w", err)
+	}
+	// The ends that waited: until they are taken, the archive cannot say
+	// a state is not in it.
+	e.backlog, e.taken = info.NumPending+uint64(info.NumAckPending), 0
+	e.floor, e.floorRead = info.AckFloor.Stream, time.Time{}
+	e.caughtUp(0)
+	// The ends acked before a kill whose acks the stats had not saved
+	// do not come back.
+	e.c.stats.ackedTo(info.AckFloor.Stream)
+	return nil
+}
+
+// term takes the ends until ctx ends: the term is over, or the taker stops.
+func (e *endsTaker) term(ctx context.Context) {
 	it := e.messages(ctx)
 	if it == nil {
 		return
@@ -311,6 +362,10 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 // counts are stored to the acker, and returns those still to save.
 func (e *endsTaker) flush(held []heldEnds, acks chan<- []heldEnds) []heldEnds {
 	failed := e.c.stats.save()
+	if e.c.stats.fenced.Load() {
+		// Its held ends are not acked: they come back to the leader.
+		e.c.lead.depose("the job counts were written by another conductord")
+	}
 	if len(held) == 0 {
 		return held
 	}
@@ -389,7 +444,9 @@ func (c *Conductor) unknownEnds(ends wire.Ends) wire.Ends {
 			break
 		}
 		if _, ok, err := c.archive.store.Get(e.ID); err == nil && !ok {
-			kept = append(kept, e)
+			if _, ok, err := c.archive.peers(e.ID); err == nil && !ok {
+				kept = append(kept, e)
+			}
 		}
 	}
 	ends.Jobs = kept

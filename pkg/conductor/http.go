@@ -104,6 +104,7 @@ func (c *Conductor) Handler() http.Handler {
 	mux.Handle("GET /v1/workers", c.auth(op, c.listWorkers))
 	mux.Handle("GET /v1/hosts", c.auth(op, c.listHosts))
 	mux.Handle("GET /v1/version", c.auth(sub, c.getVersion))
+	mux.Handle("GET /v1/leader", c.auth(sub, c.getLeader))
 	mux.Handle("GET /v1/stats", c.auth(op, c.getStats))
 	for _, o := range wire.CommandOps {
 		mux.Handle("POST /v1/pools/{name}/"+o, c.auth(op, c.poolCommand(client.PoolOp(o))))
@@ -316,7 +317,7 @@ func (c *Conductor) Pools(ctx context.Context) ([]client.Pool, error) {
 	if err := consumers.Err(); err != nil {
 		return nil, fmt.Errorf("read job consumers: %w", err)
 	}
-	for typ, n := range c.stats.snapshot() {
+	for typ, n := range c.stats.current(ctx, c.lead.leading()) {
 		p := pool(typ)
 		p.Succeeded, p.Failed, p.Dead, p.Superseded = n.Succeeded, n.Failed, n.Dead, n.Superseded
 	}

@@ -23,7 +23,7 @@ const maxJobReads = 256
 // A submitter has no other way to read a state: it has no JetStream API.
 func (c *Conductor) serveJobReads() error {
 	slots := make(chan struct{}, maxJobReads)
-	sub, err := c.nc.Subscribe(c.space.JobsAs(), func(m *nats.Msg) {
+	sub, err := c.nc.QueueSubscribe(c.space.JobsAs(), "conductord", func(m *nats.Msg) {
 		id := c.space.JobAsOf(m.Subject)
 		if id == "" || !subject.IsInboxOf(m.Reply, id) {
 			return

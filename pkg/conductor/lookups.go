@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/pkg/lookup"
 )
 
@@ -19,7 +20,15 @@ import (
 
 // startLookups opens the lookups, seeds them, and serves them on NATS.
 func (c *Conductor) startLookups(ctx context.Context) error {
-	store, err := lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes(), Replicas: c.replicas})
+	var store *lookup.Store
+	err := placeAgain(ctx, func() error {
+		var err error
+		store, err = lookup.Open(ctx, c.js, lookup.Config{Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes(), Replicas: c.replicas})
+		return err
+	})
+	if err == nil && c.replicas > 1 {
+		err = c.readFromLeader(ctx, subject.KVStream(c.space.LookupBucket()), "lookup bucket")
+	}
 	if unplaceable(err) {
 		return c.placeErr("lookup bucket", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/subject"
 )
 
 // The conductor's NATS: the embedded server (or none, with NATSURL), the
@@ -141,15 +142,9 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if err := c.ensureBucket(ctx, states, "job state bucket"); err != nil {
 		return err
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        c.space.EndsStream(),
-		Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
-		Subjects:    []string{c.space.AllJobEnds(), c.space.AllEndsAs()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     storage,
-		// Kept while conductord is away, but not for ever.
-		MaxAge:   c.cfg.Retention,
-		Replicas: c.replicas,
+	if err := placeAgain(ctx, func() error {
+		_, err := c.js.CreateOrUpdateStream(ctx, c.endsStreamConfig(storage))
+		return err
 	}); err != nil {
 		return c.placeErr("job ends stream", err)
 	}
@@ -183,7 +178,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}, "stats bucket"); err != nil {
 		return err
 	}
-	return nil
+	return c.ensureBucket(ctx, leaderBucketConfig(c.space, c.cfg.LeaderLease, storage), "leader bucket")
 }
 
 // ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
@@ -193,8 +188,51 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 // them anyway; docs/security.md, "Not yet".)
 func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
 	cfg.Replicas = c.replicas
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+	if err := placeAgain(ctx, func() error {
+		_, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	}); err != nil {
 		return c.placeErr(what, err)
+	}
+	if c.replicas > 1 {
+		return c.readFromLeader(ctx, subject.KVStream(cfg.Bucket), what)
+	}
+	return nil
+}
+
+// endsStreamConfig is the job ends stream's configuration.
+func (c *Conductor) endsStreamConfig(storage jetstream.StorageType) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        c.space.EndsStream(),
+		Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
+		Subjects:    []string{c.space.AllJobEnds(), c.space.AllEndsAs()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     storage,
+		// Kept while conductord is away, but not for ever.
+		MaxAge:   c.cfg.Retention,
+		Replicas: c.replicas,
+	}
+}
+
+// readFromLeader has the replicated stream name answer reads from its
+// leader only: a direct get, which JetStream lets any replica answer, may
+// come from a follower a write behind, and a job's state read right after
+// it was written (a wait woken by its end, a submission looked up) must
+// not be found missing or older. Clients bind to a bucket with what its
+// stream says then; one bound before the change reads directly until it
+// binds again.
+func (c *Conductor) readFromLeader(ctx context.Context, name, what string) error {
+	stream, err := c.js.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("conductor: read the %s: %w", what, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	if _, err := c.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("conductor: have the %s read from its leader: %w", what, err)
 	}
 	return nil
 }
@@ -238,8 +276,10 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		MaxConsumers: c.jobStreamConsumers(),
 		// conductord reads the message of a job whose first state a host
 		// writes (internal/hostsvc): a direct get, served by the stream,
-		// not by the JetStream API's one queue. Only admins may ask.
-		AllowDirect: true,
+		// not by the JetStream API's one queue. Only admins may ask. Not
+		// replicated: a follower a write behind could answer
+		// (readFromLeader).
+		AllowDirect: c.replicas == 1,
 		Replicas:    c.replicas,
 	}
 	if c.cfg.MemoryStorage {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -107,4 +109,34 @@ func (c *Conductor) placeErr(what string, err error) error {
 		return fmt.Errorf("%w: create %s with %d replicas: %w", ErrReplicas, what, c.replicas, err)
 	}
 	return fmt.Errorf("conductor: create %s: %w", what, err)
+}
+
+// placeWait bounds how long the making of a stream or bucket is tried
+// again while the server says a peer it needs is offline: once the job
+// stream has its replicas, a later stream refused so is a server of a
+// cluster that formed a moment ago, or is restarting.
+const placeWait = 15 * time.Second
+
+// placeAgain calls make until it succeeds, fails for another reason than
+// an offline peer, placeWait has passed, or ctx ends.
+func placeAgain(ctx context.Context, make func() error) error {
+	deadline := time.Now().Add(placeWait)
+	for {
+		err := make()
+		if err == nil || !peerOffline(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// peerOffline reports whether err is the server's refusal to place
+// replicas because a peer is offline, not for want of peers.
+func peerOffline(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers && strings.Contains(apiErr.Description, "offline")
 }

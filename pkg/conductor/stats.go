@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,7 +63,19 @@ type stats struct {
 	log    *slog.Logger
 	stream time.Time // the ends stream's creation: its sequences are those in unacked
 
+	// fenced is set when a save finds a type's record written by another
+	// conductord since this one read it: a leader that lost its lease
+	// (leader.go); reload clears it.
+	fenced atomic.Bool
+
+	// readMu guards what a conductord that does not lead read of the
+	// counts the leader saved (current).
+	readMu sync.Mutex
+	read   map[string]counts
+	readAt time.Time
+
 	mu      sync.Mutex
+	revs    map[string]uint64               // the revision of each type's record as this conductord read or wrote it
 	byType  map[string]counts               // counted
 	saved   map[string]counts               // stored in the bucket, as snapshot shows
 	unacked map[string]map[uint64]time.Time // per type, the sequences counted whose acks are not settled: when the ack was confirmed, zero until then
@@ -78,35 +91,47 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 	if err != nil {
 		return nil, fmt.Errorf("conductor: read the job ends stream: %w", err)
 	}
-	s := &stats{
-		kv: kv, log: log, stream: ends.CachedInfo().Created,
-		byType: map[string]counts{}, saved: map[string]counts{},
-		unacked: map[string]map[uint64]time.Time{}, dirty: map[string]bool{},
+	s := &stats{kv: kv, log: log, stream: ends.CachedInfo().Created}
+	if err := s.reload(ctx); err != nil {
+		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
+	return s, nil
+}
+
+// reload reads the counts saved, in place of those held: at the start, and
+// when this conductord becomes the leader, after another saved them.
+func (s *stats) reload(ctx context.Context) error {
+	byType, saved := map[string]counts{}, map[string]counts{}
+	unacked, revs := map[string]map[uint64]time.Time{}, map[string]uint64{}
+	keys, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("conductor: load stats: %w", err)
+		return fmt.Errorf("conductor: load stats: %w", err)
 	}
 	for key := range keys.Keys() {
-		e, err := kv.Get(ctx, key)
+		e, err := s.kv.Get(ctx, key)
 		if err != nil {
 			continue
 		}
+		revs[key] = e.Revision()
 		var r countsRecord
 		if json.Unmarshal(e.Value(), &r) != nil {
 			continue
 		}
-		s.byType[key], s.saved[key] = r.counts, r.counts
+		byType[key], saved[key] = r.counts, r.counts
 		// The sequences of an ends stream made again (deleted by hand)
 		// are not those of the new one.
 		if len(r.Unacked) > 0 && r.Stream.Equal(s.stream) {
-			s.unacked[key] = make(map[uint64]time.Time, len(r.Unacked))
+			unacked[key] = make(map[uint64]time.Time, len(r.Unacked))
 			for _, seq := range r.Unacked {
-				s.unacked[key][seq] = time.Time{}
+				unacked[key][seq] = time.Time{}
 			}
 		}
 	}
-	return s, nil
+	s.mu.Lock()
+	s.byType, s.saved, s.unacked, s.revs, s.dirty = byType, saved, unacked, revs, map[string]bool{}
+	s.mu.Unlock()
+	s.fenced.Store(false)
+	return nil
 }
 
 // countEnds counts ends, the ends message of sequence seq in the ends
@@ -232,6 +257,41 @@ func (s *stats) snapshot() map[string]counts {
 	return maps.Clone(s.saved)
 }
 
+// current returns the counts: those this conductord saved if it leads,
+// else those the leader saved, read from the bucket at most once every
+// statsReadEvery (each read is a get per type).
+func (s *stats) current(ctx context.Context, leading bool) map[string]counts {
+	if leading {
+		return s.snapshot()
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if time.Since(s.readAt) < statsReadEvery && s.read != nil {
+		return s.read
+	}
+	read := map[string]counts{}
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		s.log.Warn("read the job counts the leader saved", "err", err)
+		return s.read
+	}
+	for key := range keys.Keys() {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var r countsRecord
+		if json.Unmarshal(e.Value(), &r) == nil {
+			read[key] = r.counts
+		}
+	}
+	s.read, s.readAt = read, time.Now()
+	return read
+}
+
+// statsReadEvery is how long the counts read from the bucket are kept.
+const statsReadEvery = time.Second
+
 // save puts the records of the types changed since their last save, and
 // returns the types whose put failed (they stay to save): the ends
 // counted of any other type before save began are stored. Only the ends
@@ -251,13 +311,26 @@ func (s *stats) save() (failed map[string]bool) {
 	for typ, r := range batch {
 		data, _ := json.Marshal(r)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.kv.Put(ctx, typ, data)
+		s.mu.Lock()
+		rev := s.revs[typ]
+		s.mu.Unlock()
+		// At the revision read: a record another conductord wrote
+		// meanwhile is not overwritten.
+		var err error
+		if rev == 0 {
+			rev, err = s.kv.Create(ctx, typ, data)
+		} else {
+			rev, err = s.kv.Update(ctx, typ, data, rev)
+		}
 		cancel()
+		if conflict(err) {
+			s.fenced.Store(true)
+		}
 		s.mu.Lock()
 		if err != nil {
 			s.dirty[typ] = true
 		} else {
-			s.saved[typ] = r.counts
+			s.saved[typ], s.revs[typ] = r.counts, rev
 		}
 		s.mu.Unlock()
 		if err != nil {

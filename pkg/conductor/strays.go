@@ -52,6 +52,7 @@ type strayRepair struct {
 	// expired since it ended; it is removed, not run again.
 	retention time.Duration
 	log       *slog.Logger
+	lead      *leadership // the passes run while this conductord leads
 	// archived reads a state gone from the bucket; nil: there is no
 	// archive (MemoryStorage). errArchiveCatchingUp: ask again later.
 	archived func(id string) ([]byte, bool, error)
@@ -107,13 +108,17 @@ func newStrayRepair(ctx context.Context, c *Conductor) (*strayRepair, error) {
 	}
 	r := &strayRepair{
 		js: c.js, kv: kv, space: c.space, every: c.cfg.StrayCheck, limit: strayLimit, retention: c.cfg.Retention,
-		log: c.log, onPass: c.onStrayPass,
+		log: c.log, onPass: c.onStrayPass, lead: c.lead,
 	}
 	if a := c.archive; a != nil {
 		r.archived = func(id string) ([]byte, bool, error) {
 			state, ok, err := a.store.Get(id)
 			if err == nil && !ok && !a.caughtUp.Load() {
 				err = errArchiveCatchingUp
+			}
+			if err == nil && !ok {
+				// Another conductord may have archived it.
+				return a.peers(id)
 			}
 			return state, ok, err
 		}
@@ -122,8 +127,11 @@ func newStrayRepair(ctx context.Context, c *Conductor) (*strayRepair, error) {
 	return r, nil
 }
 
-// run makes a pass at once, then every r.every, until ctx ends.
-func (r *strayRepair) run(ctx context.Context) {
+// run makes the passes in each term this conductord leads.
+func (r *strayRepair) run(ctx context.Context) { r.lead.each(ctx, r.term) }
+
+// term makes a pass at once, then every r.every, until ctx ends.
+func (r *strayRepair) term(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -176,6 +176,9 @@ func (c *Conductor) startStats() *startstop.Func {
 					c.log.Warn("cannot encode the stats roll-up", "err", err)
 				case len(data) >= int(c.nc.MaxPayload()):
 					c.log.Warn("the stats roll-up is larger than the server's largest message; not published", "bytes", len(data))
+				case !c.lead.leading():
+					// Each conductord rolls up for its own GET /v1/stats;
+					// the leader alone publishes, once per interval.
 				default:
 					_ = c.nc.Publish(c.space.StatsEvent(), data)
 				}

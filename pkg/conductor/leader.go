@@ -1,0 +1,398 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// Several conductords may serve one namespace (docs/deployment.md, "Two
+// conductords"): each serves the HTTP API, the submissions, the job reads
+// and the hosts' requests, but what must happen once happens on one of
+// them, the leader, elected through the namespace's leader bucket: the
+// ends taker (the counts, the batch ends it marks, the archive of the ends),
+// the batch watcher, the stray repair and the workers' stats roll-ups
+// published.
+//
+// The leader holds subject.LeaderKey: it made it with a create, and
+// renews it by an update at its revision every lease/3; the bucket's time
+// to live is the lease, so a leader that stops renewing (killed, cut off)
+// loses the key a lease after its last renewal, and another conductord,
+// trying a create every lease/3, takes it. A leader steps down by itself
+// once 2/3 of a lease has passed since the start of its last renewal that
+// succeeded: before the key can expire, so two never lead at once as long
+// as their clocks run at about the same rate. The writes that must not
+// come from two (the counts) are compare-and-swap besides: a leader that
+// finds its counts written by another steps down at once.
+
+// DefaultLeaderLease is Config.LeaderLease's default; MinLeaderLease and
+// MaxLeaderLease bound it.
+const (
+	DefaultLeaderLease = 5 * time.Second
+	MinLeaderLease     = 300 * time.Millisecond
+	MaxLeaderLease     = time.Minute
+)
+
+// checkLeaderLease checks c.LeaderLease, set to its default.
+func (c *Config) checkLeaderLease() error {
+	if c.LeaderLease < MinLeaderLease || c.LeaderLease > MaxLeaderLease {
+		return fmt.Errorf("conductor: bad leader lease %s (--leader-lease): want %s to %s", c.LeaderLease, MinLeaderLease, MaxLeaderLease)
+	}
+	return nil
+}
+
+// leadership is this conductord's side of the election. It is a
+// startstop.Service: its goroutine renews or tries for the lease from
+// Start until Stop, which gives the lease up (the key deleted), so that
+// another conductord takes over within a third of a lease.
+type leadership struct {
+	*startstop.Func
+	kv    jetstream.KeyValue
+	id    string
+	lease time.Duration
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	term    context.Context // while leader; nil otherwise
+	endTerm context.CancelFunc
+	rev     uint64        // the leader key's revision this conductord wrote last
+	renewed time.Time     // when the last renewal that succeeded began
+	changed chan struct{} // closed and replaced when a term begins or ends
+	holder  string        // the leader's id as last read; "" unknown
+	members int           // the conductords alive as last counted, this one too
+
+	terms atomic.Uint64 // the terms won
+}
+
+func newLeadership(kv jetstream.KeyValue, id string, lease time.Duration, log *slog.Logger) *leadership {
+	l := &leadership{kv: kv, id: id, lease: lease, log: log, changed: make(chan struct{}), members: 1}
+	l.Func = startstop.NewFunc(l.run)
+	return l
+}
+
+// conductordID returns this conductord's id in the election: kept in
+// dataDir, so that a conductord started again after a kill takes its own
+// lease back at once instead of waiting for it to expire; a new one
+// without a data directory. The host name is in it for the operator.
+func conductordID(dataDir string) string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	fresh := func() string { return host + "-" + uuid.NewString()[:8] }
+	if dataDir == "" {
+		return fresh()
+	}
+	path := filepath.Join(dataDir, "conductord.id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" && len(id) <= 64 && !strings.ContainsAny(id, ". *>\n") {
+			return id
+		}
+	}
+	id := fresh()
+	if err := os.MkdirAll(dataDir, 0o750); err == nil {
+		_ = os.WriteFile(path, []byte(id+"\n"), 0o640)
+	}
+	return id
+}
+
+// leaderBucketConfig is the leader bucket's configuration: every key
+// lives a lease past its last write.
+func leaderBucketConfig(space subject.Space, lease time.Duration, storage jetstream.StorageType) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      space.LeaderBucket(),
+		Description: "conductord leader lease and members",
+		TTL:         lease,
+		History:     1,
+		Storage:     storage,
+	}
+}
+
+func (l *leadership) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.release()
+			return
+		case <-t.C:
+		}
+		l.step(ctx)
+		l.count(ctx)
+		t.Reset(l.lease / 3)
+	}
+}
+
+// step renews the lease, or tries for it.
+func (l *leadership) step(ctx context.Context) {
+	began := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, l.lease/3)
+	defer cancel()
+	l.mu.Lock()
+	leading, rev, renewed := l.term != nil, l.rev, l.renewed
+	l.mu.Unlock()
+	if leading {
+		next, err := l.kv.Update(rctx, subject.LeaderKey, []byte(l.id), rev)
+		switch {
+		case err == nil:
+			l.mu.Lock()
+			l.rev, l.renewed = next, began
+			l.mu.Unlock()
+		case conflict(err):
+			l.depose("another conductord holds the lease")
+		case time.Since(renewed) > l.lease*2/3:
+			l.depose(fmt.Sprintf("the lease could not be renewed in time: %v", err))
+		default:
+			l.log.Warn("renew the leader lease; trying again", "err", err)
+		}
+		return
+	}
+	next, err := l.kv.Create(rctx, subject.LeaderKey, []byte(l.id))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		e, gerr := l.kv.Get(rctx, subject.LeaderKey)
+		if gerr != nil {
+			return
+		}
+		holder := string(e.Value())
+		if holder != l.id {
+			l.mu.Lock()
+			l.holder = holder
+			l.mu.Unlock()
+			return
+		}
+		// Its own, from before a restart: taken back at once.
+		next, err = l.kv.Update(rctx, subject.LeaderKey, []byte(l.id), e.Revision())
+	}
+	if err != nil {
+		if ctx.Err() == nil && !conflict(err) {
+			l.log.Warn("try for the leader lease", "err", err)
+		}
+		return
+	}
+	l.elect(next, began)
+}
+
+// count renews this conductord's member key and counts those alive.
+func (l *leadership) count(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, l.lease/3)
+	defer cancel()
+	if _, err := l.kv.Put(rctx, subject.MemberKey(l.id), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return
+	}
+	keys, err := l.kv.ListKeysFiltered(rctx, subject.MemberKey("*"))
+	if err != nil {
+		return
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	l.mu.Lock()
+	l.members = max(n, 1)
+	l.mu.Unlock()
+}
+
+func (l *leadership) elect(rev uint64, began time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.term != nil {
+		return
+	}
+	l.term, l.endTerm = context.WithCancel(context.Background())
+	l.rev, l.renewed, l.holder = rev, began, l.id
+	l.terms.Add(1)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.log.Info("leader: this conductord does what must happen once", "conductord", l.id, "lease", l.lease)
+}
+
+// depose ends the term, if there is one, for reason.
+func (l *leadership) depose(reason string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.term == nil {
+		return
+	}
+	l.endTerm()
+	l.term, l.endTerm, l.holder = nil, nil, ""
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.log.Warn("leader no more: "+reason, "conductord", l.id)
+}
+
+// release gives the lease up and removes the member key: Stop's last
+// step, once what the leader did has stopped.
+func (l *leadership) release() {
+	l.mu.Lock()
+	leading, rev := l.term != nil, l.rev
+	l.mu.Unlock()
+	l.depose("stopping")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if leading {
+		if err := l.kv.Delete(ctx, subject.LeaderKey, jetstream.LastRevision(rev)); err != nil && !conflict(err) {
+			l.log.Warn("give the leader lease up; another conductord takes it when it expires", "err", err)
+		}
+	}
+	_ = l.kv.Delete(ctx, subject.MemberKey(l.id))
+}
+
+// first tries for the lease once, before Start: a conductord alone on its
+// namespace, or started again after a kill, leads when Start returns.
+func (l *leadership) first(ctx context.Context) {
+	l.step(ctx)
+	l.count(ctx)
+}
+
+// termNumber returns the number of the current term (the terms won so
+// far), 0 while this conductord does not lead.
+func (l *leadership) termNumber() uint64 {
+	if l == nil {
+		return 1
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.term == nil {
+		return 0
+	}
+	return l.terms.Load()
+}
+
+// leading reports whether this conductord is the leader now.
+func (l *leadership) leading() bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term != nil
+}
+
+// peers returns how many other conductords were alive at the last count.
+func (l *leadership) peers() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.members - 1
+}
+
+// await returns the context of the current term once this conductord
+// leads; false if ctx ends first.
+func (l *leadership) await(ctx context.Context) (context.Context, bool) {
+	for {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		l.mu.Lock()
+		term, changed := l.term, l.changed
+		l.mu.Unlock()
+		if term != nil && term.Err() == nil {
+			return term, true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// each calls f for each term this conductord leads, one at a time, until
+// ctx ends; f's context ends with the term or with ctx.
+func (l *leadership) each(ctx context.Context, f func(ctx context.Context)) {
+	if l == nil { // no election: the only conductord
+		f(ctx)
+		return
+	}
+	for {
+		term, ok := l.await(ctx)
+		if !ok {
+			return
+		}
+		tctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(term, cancel)
+		f(tctx)
+		select {
+		case <-tctx.Done():
+		case <-ctx.Done():
+		}
+		stop()
+		cancel()
+	}
+}
+
+// conflict reports whether err is JetStream's refusal of a write at a
+// revision that is not the key's last (on one server or replicated).
+func conflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// LeaderInfo is what a conductord knows of its namespace's election
+// (GET /v1/leader).
+type LeaderInfo struct {
+	// Conductord is this conductord's id (kept in its data directory).
+	Conductord string `json:"conductord"`
+	// Leader is the leader's id as last read; empty when unknown (none
+	// holds the lease, or it could not be read).
+	Leader string `json:"leader,omitempty"`
+	// Leading is whether this conductord leads now.
+	Leading bool `json:"leading"`
+	// Members is how many conductords of the namespace were alive at the
+	// last count, this one included.
+	Members int `json:"members"`
+	// Terms is how many terms this conductord has won since it started.
+	Terms uint64 `json:"terms"`
+	// Lease is the leader's lease (Config.LeaderLease).
+	Lease string `json:"lease"`
+}
+
+// Leader returns what this conductord knows of the election; the zero
+// LeaderInfo before Start.
+func (c *Conductor) Leader() LeaderInfo {
+	l := c.lead
+	if l == nil {
+		return LeaderInfo{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return LeaderInfo{
+		Conductord: l.id, Leader: l.holder, Leading: l.term != nil, Members: l.members,
+		Terms: l.terms.Load(), Lease: l.lease.String(),
+	}
+}
+
+// getLeader serves GET /v1/leader.
+func (c *Conductor) getLeader(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, c.Leader())
+}
