@@ -1,0 +1,728 @@
+package integration
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/pkg/client"
+)
+
+// TestComposeCluster runs docker-compose.cluster.yml: three NATS servers in
+// one JetStream cluster, two conductords on it (--replicas 3) and three
+// workerd hosts, each with a squares pool and a slow pool (noop-worker
+// -delay 3s) of 2 workers. Jobs flow through both conductords' HTTP APIs
+// while one NATS server is killed and started again, while a host is cut
+// off the network and joined again, and while a host is killed for good;
+// every accepted submission must end succeeded, once. The figures it
+// measures are logged on lines that start with "FIGURE".
+//
+// The partition and the lost host each wait out a job lease (30 s), so the
+// whole test takes about 3 minutes; COMPOSE_CLUSTER=short runs only the
+// NATS server's kill.
+func TestComposeCluster(t *testing.T) {
+	if why := dockerAbsent(); why != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true, and TestComposeCluster needs Docker and docker-compose: " + why)
+		}
+		t.Skip("needs Docker and docker-compose: " + why)
+	}
+	cc := upComposeCluster(t)
+	t.Run("NATSServerKilled", cc.natsServerKilled)
+	if os.Getenv("COMPOSE_CLUSTER") == "short" {
+		t.Log("COMPOSE_CLUSTER=short: the partition and the lost host are not run")
+		return
+	}
+	t.Run("HostPartitioned", cc.hostPartitioned)
+	t.Run("HostLost", cc.hostLost)
+}
+
+// composeCluster is one running docker-compose.cluster.yml project.
+type composeCluster struct {
+	t       *testing.T
+	project string
+	env     []string
+	apis    []*api // conductord-1's and conductord-2's
+}
+
+// composeClusterHosts are the hosts of docker-compose.cluster.yml.
+var composeClusterHosts = []string{"host-a", "host-b", "host-c"}
+
+// upComposeCluster builds the two images, issues the secrets, starts the
+// project under a name of its own and waits until both conductords answer
+// and see the three hosts with all their workers up. Cleanup takes it all
+// down, volumes, network and images included.
+func upComposeCluster(t *testing.T) *composeCluster {
+	project := fmt.Sprintf("conductorcluster%d", os.Getpid())
+	image, natsImage := "conductor:"+project, "conductor-nats:"+project
+	buildComposeClusterImages(t, image, natsImage)
+
+	secrets := t.TempDir()
+	run(t, "..", nil, "./scripts/compose-cluster-creds.sh", secrets)
+	token, err := os.ReadFile(filepath.Join(secrets, "conductor", "token"))
+	require.NoError(t, err)
+	addrs := freeAddrs(t, 2)
+	_, port1, _ := net.SplitHostPort(addrs[0])
+	_, port2, _ := net.SplitHostPort(addrs[1])
+	cc := &composeCluster{
+		t: t, project: project,
+		env: []string{
+			"CONDUCTOR_IMAGE=" + image, "NATS_IMAGE=" + natsImage, "CONDUCTOR_CLUSTER_SECRETS=" + secrets,
+			"CONDUCTOR_HTTP_PORT_1=" + port1, "CONDUCTOR_HTTP_PORT_2=" + port2,
+		},
+	}
+	for _, a := range addrs {
+		cc.apis = append(cc.apis, &api{name: "conductord-" + fmt.Sprint(len(cc.apis)+1), base: "http://" + a, token: strings.TrimSpace(string(token))})
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(cc.compose("logs", "--no-color", "--tail", "60"))
+		}
+		cc.compose("down", "-v", "--remove-orphans", "-t", "20")
+	})
+	began := time.Now()
+	cc.compose("up", "-d")
+	for _, a := range cc.apis {
+		waitUntil(t, 3*time.Minute, a.name+" answers /v1/version", func() (bool, string) {
+			code, err := a.call(context.Background(), http.MethodGet, "/v1/version", "", nil)
+			return err == nil && code == http.StatusOK, fmt.Sprint(code, err)
+		})
+	}
+	for _, a := range cc.apis {
+		cc.waitHostsUp(a, composeClusterHosts, time.Minute)
+	}
+	t.Logf("FIGURE compose cluster up: both conductords answer and see 3 hosts with 12 workers up %.1fs after `up -d`", time.Since(began).Seconds())
+	return cc
+}
+
+// buildComposeClusterImages builds the conductor image from the binaries
+// TestMain built and the NATS image from a static nats-server of go.mod's
+// version, both FROM scratch, and removes them at cleanup.
+func buildComposeClusterImages(t *testing.T, image, natsImage string) {
+	ctxDir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(ctxDir, "bin"), 0o755))
+	for _, b := range []string{"conductord", "workerd", "conductorctl", "squares-worker", "noop-worker"} {
+		data, err := os.ReadFile(filepath.Join(bin, b))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(ctxDir, "bin", b), data, 0o755))
+	}
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "bin", "nats-server"), "github.com/nats-io/nats-server/v2")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "build nats-server: %s", out)
+	for _, f := range []string{"Dockerfile", "Dockerfile.nats"} {
+		data, err := os.ReadFile(filepath.Join("..", f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(ctxDir, f), data, 0o644))
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", image, natsImage).Run() })
+	run(t, ctxDir, nil, "docker", "build", "-q", "-t", image, ".")
+	run(t, ctxDir, nil, "docker", "build", "-q", "-f", "Dockerfile.nats", "-t", natsImage, ".")
+}
+
+func (cc *composeCluster) compose(args ...string) string {
+	cc.t.Helper()
+	return run(cc.t, "..", cc.env, "docker-compose", append([]string{"-p", cc.project, "-f", "docker-compose.cluster.yml"}, args...)...)
+}
+
+// container is the id of service's container.
+func (cc *composeCluster) container(service string) string {
+	id := strings.TrimSpace(cc.compose("ps", "-q", service))
+	require.NotEmpty(cc.t, id, "no container of %s", service)
+	return id
+}
+
+// network is the project's private network.
+func (cc *composeCluster) network() string { return cc.project + "_default" }
+
+// waitHostsUp waits until a lists hosts among its live hosts, each with its
+// 4 workers ready or busy.
+func (cc *composeCluster) waitHostsUp(a *api, hosts []string, limit time.Duration) {
+	cc.t.Helper()
+	waitUntil(cc.t, limit, a.name+" sees "+strings.Join(hosts, ", ")+" with their workers up", func() (bool, string) {
+		var ws []client.Worker
+		if _, err := a.call(context.Background(), http.MethodGet, "/v1/workers", "", &ws); err != nil {
+			return false, err.Error()
+		}
+		up := map[string]int{}
+		for _, w := range ws {
+			if w.State == "ready" || w.State == "busy" {
+				up[w.Host]++
+			}
+		}
+		for _, h := range hosts {
+			if up[h] < 4 {
+				return false, fmt.Sprintf("workers up by host: %v", up)
+			}
+		}
+		return true, ""
+	})
+}
+
+// liveHosts is the ids of the hosts a lists in /v1/hosts.
+func (cc *composeCluster) liveHosts(a *api) ([]string, error) {
+	var hs []client.Host
+	if _, err := a.call(context.Background(), http.MethodGet, "/v1/hosts", "", &hs); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(hs))
+	for _, h := range hs {
+		ids = append(ids, h.Host)
+	}
+	return ids, nil
+}
+
+// waitHostSeen waits until every conductord lists host (seen) or does not
+// (!seen) in /v1/hosts, and returns when that was.
+func (cc *composeCluster) waitHostSeen(host string, seen bool, limit time.Duration) time.Time {
+	cc.t.Helper()
+	for _, a := range cc.apis {
+		waitUntil(cc.t, limit, fmt.Sprintf("%s lists %s: %v", a.name, host, seen), func() (bool, string) {
+			ids, err := cc.liveHosts(a)
+			if err != nil {
+				return false, err.Error()
+			}
+			return slices.Contains(ids, host) == seen, fmt.Sprint(ids)
+		})
+	}
+	return time.Now()
+}
+
+// slots is who runs each worker slot (host/pool/index): its pid and restarts.
+func (cc *composeCluster) slots() map[string][2]int {
+	cc.t.Helper()
+	var ws []client.Worker
+	_, err := cc.apis[0].call(context.Background(), http.MethodGet, "/v1/workers", "", &ws)
+	require.NoError(cc.t, err)
+	m := map[string][2]int{}
+	for _, w := range ws {
+		m[fmt.Sprintf("%s/%s/%d", w.Host, w.Pool, w.Index)] = [2]int{w.PID, w.Restarts}
+	}
+	return m
+}
+
+// waitRunning waits until host runs a job of pool that began less than
+// fresh ago (so that it still runs for a while: the slow pool's jobs take
+// 3 s), and returns its id. The workers' jobs come from the hosts'
+// heartbeats, up to a second old; the attempt's start from its state.
+func (cc *composeCluster) waitRunning(host, pool string, fresh time.Duration) string {
+	cc.t.Helper()
+	var id string
+	waitUntil(cc.t, 30*time.Second, host+" runs a "+pool+" job begun just now", func() (bool, string) {
+		var ws []client.Worker
+		if _, err := cc.apis[0].call(context.Background(), http.MethodGet, "/v1/workers", "", &ws); err != nil {
+			return false, err.Error()
+		}
+		for _, w := range ws {
+			if w.Host != host || w.Pool != pool || w.Job == "" {
+				continue
+			}
+			var j client.Job
+			if _, err := cc.apis[0].call(context.Background(), http.MethodGet, "/v1/jobs/"+w.Job, "", &j); err != nil || len(j.History) == 0 {
+				continue
+			}
+			a := j.History[len(j.History)-1]
+			if a.Host == host && a.EndedAt.IsZero() && time.Since(a.StartedAt) < fresh {
+				id = j.ID
+				return true, ""
+			}
+		}
+		return false, "none"
+	})
+	return id
+}
+
+// acceptedBefore is the submissions of subs accepted before at.
+func acceptedBefore(subs []submission, at time.Time) []submission {
+	return slices.DeleteFunc(slices.Clone(subs), func(s submission) bool { return !s.end.Before(at) })
+}
+
+// movedFrom returns the jobs that an attempt on host began and another
+// host's ended, and when the last of them ended.
+func movedFrom(jobs map[string]client.Job, host string) (ids []string, last time.Time) {
+	for id, j := range jobs {
+		on := slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == host })
+		if end := j.History[len(j.History)-1]; on && end.Host != host {
+			ids = append(ids, id)
+			last = later(last, end.EndedAt)
+		}
+	}
+	slices.Sort(ids)
+	return ids, last
+}
+
+// jobStreamLeader finds the NATS server that leads the job stream, from the
+// servers' logs (no NATS port is published to ask them): the latest "new
+// stream leader" line of the stream. "" if none says so.
+func (cc *composeCluster) jobStreamLeader() string {
+	logs := cc.compose("logs", "--no-color", "nats-1", "nats-2", "nats-3")
+	re := regexp.MustCompile(`(?m)^(nats-\d)_\d+\s+\|\s+\[\d+\] (\S+ \S+) \[INF\] JetStream cluster new stream leader for '\$G > conductor-default-jobs'`)
+	leader, at := "", ""
+	for _, m := range re.FindAllStringSubmatch(logs, -1) {
+		if m[2] > at {
+			leader, at = m[1], m[2]
+		}
+	}
+	return leader
+}
+
+// natsServerKilled: SIGKILL of the NATS server leading the job stream while
+// squares jobs flow through both conductords, then its start again. No
+// accepted job is lost, every one ends once, and no worker process stops.
+func (cc *composeCluster) natsServerKilled(t *testing.T) {
+	before := cc.slots()
+	f := startFlow(cc.apis, "squares", 2, 100*time.Millisecond)
+	t.Cleanup(f.stop)
+	f.waitAccepted(t, 20, 30*time.Second)
+
+	leader := cc.jobStreamLeader()
+	victim := cmp.Or(leader, "nats-1")
+	killedAt := time.Now()
+	cc.compose("kill", victim)
+	t.Logf("killed %s (the job stream's leader as the servers' logs say: %q) with %d submissions accepted", victim, leader, len(f.accepted()))
+	first := f.waitAcceptedAfter(t, killedAt, time.Minute)
+	t.Logf("FIGURE nats kill -> first accepted submission begun after it: %.2fs (via %s, the request took %.2fs)",
+		first.end.Sub(killedAt).Seconds(), first.via, first.end.Sub(first.start).Seconds())
+	f.waitAccepted(t, len(f.accepted())+40, time.Minute)
+
+	startedAt := time.Now()
+	cc.compose("start", victim)
+	again := f.waitAcceptedAfter(t, startedAt, time.Minute)
+	t.Logf("FIGURE nats start -> first accepted submission begun after it: %.2fs", again.end.Sub(startedAt).Seconds())
+	f.waitAccepted(t, len(f.accepted())+40, time.Minute)
+	f.stop()
+	subs, refused, lastErr := f.result()
+	t.Logf("FIGURE nats kill: %d submissions accepted, %d not (last: %s); slowest accepted %.2fs", len(subs), refused, lastErr, slowest(subs).Seconds())
+
+	jobs := cc.waitEnded(t, subs, time.Minute)
+	redone := checkEndedOnce(t, jobs)
+	t.Logf("nats kill: every one of %d jobs succeeded once; %d had more than one attempt", len(jobs), redone)
+	require.Equal(t, before, cc.slots(), "a worker stopped or restarted while a NATS server was down")
+}
+
+// hostPartitioned: host-c is cut off the network while slow and squares
+// jobs flow, past the jobs' lease, then joined again. The other hosts take
+// its jobs after the lease, it is listed again, and every job ends once.
+func (cc *composeCluster) hostPartitioned(t *testing.T) {
+	const host = "host-c"
+	slow := startFlow(cc.apis, "slow", 1, 1500*time.Millisecond)
+	t.Cleanup(slow.stop)
+	fast := startFlow(cc.apis, "squares", 1, 200*time.Millisecond)
+	t.Cleanup(fast.stop)
+	running := cc.waitRunning(host, "slow", 1500*time.Millisecond)
+	id := cc.container(host)
+	cutAt := time.Now()
+	run(t, "", nil, "docker", "network", "disconnect", "-f", cc.network(), id)
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			run(t, "", nil, "docker", "network", "connect", cc.network(), id)
+		}
+	}
+	t.Cleanup(heal)
+	t.Logf("cut %s off the network, running job %s", host, running)
+	gone := cc.waitHostSeen(host, false, 30*time.Second)
+	t.Logf("FIGURE partition -> %s gone from /v1/hosts of both conductords: %.2fs", host, gone.Sub(cutAt).Seconds())
+
+	// Every job queued before the cut ends, those it held included: they
+	// come back after their lease, to the other hosts.
+	before := cc.waitEnded(t, acceptedBefore(append(slow.accepted(), fast.accepted()...), cutAt), 90*time.Second)
+	moved, last := movedFrom(before, host)
+	require.Contains(t, moved, running, "the job %s ran when cut off was not delivered again", host)
+	t.Logf("FIGURE partition -> the %d jobs it ran taken and ended by other hosts: %.2fs", len(moved), last.Sub(cutAt).Seconds())
+	for _, id := range moved {
+		t.Logf("  job %s history: %s", id, historyString(before[id]))
+	}
+
+	healAt := time.Now()
+	heal()
+	back := cc.waitHostSeen(host, true, time.Minute)
+	t.Logf("FIGURE heal -> %s listed again by both conductords: %.2fs", host, back.Sub(healAt).Seconds())
+	cc.waitHostsUp(cc.apis[0], composeClusterHosts, 30*time.Second)
+	slow.waitAccepted(t, len(slow.accepted())+4, 30*time.Second)
+	slow.stop()
+	fast.stop()
+
+	jobs := cc.waitEnded(t, append(slow.accepted(), fast.accepted()...), 90*time.Second)
+	redone := checkEndedOnce(t, jobs)
+	lost, late := attemptsOf(jobs, host)
+	t.Logf("partition: every one of %d jobs succeeded once; %d had more than one attempt; %s: %d attempts lost, %d superseded (ended late)",
+		len(jobs), redone, host, lost, late)
+	for _, id := range moved {
+		t.Logf("  after the heal, job %s history: %s", id, historyString(jobs[id]))
+	}
+}
+
+// hostLost: host-b's container is killed while it runs slow jobs, and never
+// started again. Its jobs are delivered again after the lease and end
+// succeeded on the other hosts; /v1/hosts and /v1/workers drop it.
+func (cc *composeCluster) hostLost(t *testing.T) {
+	const host = "host-b"
+	slow := startFlow(cc.apis, "slow", 1, 1500*time.Millisecond)
+	t.Cleanup(slow.stop)
+	running := cc.waitRunning(host, "slow", 1500*time.Millisecond)
+	killedAt := time.Now()
+	cc.compose("kill", host)
+	t.Logf("killed %s, running job %s", host, running)
+	gone := cc.waitHostSeen(host, false, 30*time.Second)
+	t.Logf("FIGURE host kill -> %s gone from /v1/hosts of both conductords: %.2fs", host, gone.Sub(killedAt).Seconds())
+	for _, a := range cc.apis {
+		var ws []client.Worker
+		_, err := a.call(context.Background(), http.MethodGet, "/v1/workers", "", &ws)
+		require.NoError(t, err)
+		for _, w := range ws {
+			require.NotEqual(t, host, w.Host, "%s lists a worker of the lost host: %+v", a.name, w)
+		}
+		var metrics string
+		_, err = a.call(context.Background(), http.MethodGet, "/metrics", "", &metrics)
+		require.NoError(t, err)
+		t.Logf("after the kill, %s: /v1/hosts and /v1/workers do not name %s; /metrics says %s", a.name, host, metricLines(metrics, "conductor_hosts"))
+	}
+
+	before := cc.waitEnded(t, acceptedBefore(slow.accepted(), killedAt), 90*time.Second)
+	moved, last := movedFrom(before, host)
+	require.Contains(t, moved, running, "the job the lost host ran was not delivered again")
+	for _, id := range moved {
+		j := before[id]
+		require.True(t, slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == host && a.Lost }),
+			"job %s: the lost host's attempt is not marked lost: %s", id, historyString(j))
+		t.Logf("  job %s history: %s", id, historyString(j))
+	}
+	t.Logf("FIGURE host kill -> the %d jobs it ran delivered again and ended: %.2fs", len(moved), last.Sub(killedAt).Seconds())
+	slow.waitAccepted(t, len(slow.accepted())+4, 30*time.Second)
+	slow.stop()
+	jobs := cc.waitEnded(t, slow.accepted(), 60*time.Second)
+	redone := checkEndedOnce(t, jobs)
+	t.Logf("host lost: every one of %d jobs succeeded once; %d had more than one attempt", len(jobs), redone)
+}
+
+// api is one conductord's HTTP API, safe for any goroutine: errors are
+// returned, not failed.
+type api struct {
+	name, base, token string
+}
+
+var apiClient = &http.Client{Timeout: 30 * time.Second}
+
+// call makes a request and decodes a 2xx JSON answer into out (a *string
+// takes the body as it is).
+func (a *api) call(ctx context.Context, method, path, body string, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, tail(raw, 300))
+	}
+	switch o := out.(type) {
+	case nil:
+	case *string:
+		*o = string(raw)
+	default:
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s %s: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// submission is one job a conductord accepted (202).
+type submission struct {
+	id, via    string
+	start, end time.Time
+}
+
+// flow submits jobs of one type steadily through every API: per API,
+// perAPI submitters each submitting every interval (a submission that
+// takes longer delays that submitter only).
+type flow struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex // guards the fields below
+	subs    []submission
+	refused int
+	lastErr string
+	changed chan struct{} // closed and replaced at every acceptance
+}
+
+func startFlow(apis []*api, typ string, perAPI int, every time.Duration) *flow {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flow{cancel: cancel, changed: make(chan struct{})}
+	n := 0
+	for _, a := range apis {
+		for range perAPI {
+			n++
+			seq := n
+			f.wg.Go(func() {
+				tick := time.NewTicker(every)
+				defer tick.Stop()
+				for i := 0; ; i++ {
+					f.submit(ctx, a, typ, seq*1_000_000+i)
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+				}
+			})
+		}
+	}
+	return f
+}
+
+func (f *flow) submit(ctx context.Context, a *api, typ string, n int) {
+	var out struct{ ID string }
+	start := time.Now()
+	code, err := a.call(ctx, http.MethodPost, "/v1/jobs/"+typ, fmt.Sprint(n%1000), &out)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case ctx.Err() != nil: // stopped: not counted either way
+	case err == nil && code == http.StatusAccepted && out.ID != "":
+		f.subs = append(f.subs, submission{id: out.ID, via: a.name, start: start, end: time.Now()})
+		close(f.changed)
+		f.changed = make(chan struct{})
+	default:
+		f.refused++
+		f.lastErr = fmt.Sprintf("%s: %d %v", a.name, code, err)
+	}
+}
+
+// stop ends the submissions and waits for the submitters.
+func (f *flow) stop() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+func (f *flow) snapshot() ([]submission, chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.subs), f.changed
+}
+
+func (f *flow) accepted() []submission {
+	s, _ := f.snapshot()
+	return s
+}
+
+func (f *flow) result() ([]submission, int, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.subs), f.refused, f.lastErr
+}
+
+// waitFor waits until ok holds of the accepted submissions, at each
+// acceptance, and returns them.
+func (f *flow) waitFor(t *testing.T, limit time.Duration, what string, ok func([]submission) bool) []submission {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		subs, next := f.snapshot()
+		if ok(subs) {
+			return subs
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
+			_, refused, lastErr := f.result()
+			t.Fatalf("%s: not within %s (%d accepted, %d refused, last: %s)", what, limit, len(subs), refused, lastErr)
+		}
+	}
+}
+
+// waitAccepted waits until n submissions in all were accepted.
+func (f *flow) waitAccepted(t *testing.T, n int, limit time.Duration) {
+	t.Helper()
+	f.waitFor(t, limit, fmt.Sprintf("%d submissions accepted", n), func(s []submission) bool { return len(s) >= n })
+}
+
+// waitAcceptedAfter waits for the first accepted submission begun after at,
+// and returns it.
+func (f *flow) waitAcceptedAfter(t *testing.T, at time.Time, limit time.Duration) submission {
+	t.Helper()
+	after := func(s submission) bool { return s.start.After(at) }
+	subs := f.waitFor(t, limit, "a submission accepted after "+at.Format(time.StampMilli), func(s []submission) bool {
+		return slices.ContainsFunc(s, after)
+	})
+	first := subs[slices.IndexFunc(subs, after)]
+	for _, s := range subs {
+		if after(s) && s.end.Before(first.end) {
+			first = s
+		}
+	}
+	return first
+}
+
+// waitEnded reads the jobs of subs (each through the conductord that did
+// not accept it, so that both are seen to share them) until every one has
+// ended (succeeded or dead), and returns them by id.
+func (cc *composeCluster) waitEnded(t *testing.T, subs []submission, limit time.Duration) map[string]client.Job {
+	t.Helper()
+	jobs := map[string]client.Job{}
+	pending := map[string]client.Job{}
+	waitUntil(t, limit, fmt.Sprintf("%d jobs end", len(subs)), func() (bool, string) {
+		clear(pending)
+		for i, s := range subs {
+			if _, done := jobs[s.id]; done {
+				continue
+			}
+			a := cc.apis[i%len(cc.apis)]
+			if s.via == a.name {
+				a = cc.apis[(i+1)%len(cc.apis)]
+			}
+			var j client.Job
+			if _, err := a.call(context.Background(), http.MethodGet, "/v1/jobs/"+s.id, "", &j); err != nil {
+				pending[s.id] = client.Job{ID: s.id, Error: err.Error()}
+				continue
+			}
+			if j.Status == client.StatusSucceeded || j.Status == client.StatusDead {
+				jobs[s.id] = j
+			} else {
+				pending[s.id] = j
+			}
+		}
+		if len(pending) == 0 {
+			return true, ""
+		}
+		var some []string
+		for id, j := range pending {
+			if len(some) < 5 {
+				some = append(some, fmt.Sprintf("%s %s %s [%s]", id, j.Status, j.Error, historyString(j)))
+			}
+		}
+		return false, fmt.Sprintf("%d pending, e.g. %s", len(pending), strings.Join(some, "; "))
+	})
+	return jobs
+}
+
+// checkEndedOnce checks that every job succeeded and that exactly one of
+// its attempts counts (ended, neither lost nor superseded, no error), and
+// returns how many jobs had more than one attempt.
+func checkEndedOnce(t *testing.T, jobs map[string]client.Job) int {
+	t.Helper()
+	redone := 0
+	for id, j := range jobs {
+		require.Equal(t, client.StatusSucceeded, j.Status, "job %s: %s", id, historyString(j))
+		counted := 0
+		for _, a := range j.History {
+			if !a.EndedAt.IsZero() && !a.Lost && !a.Superseded && a.Error == "" {
+				counted++
+			}
+		}
+		require.Equal(t, 1, counted, "job %s ended %d times: %s", id, counted, historyString(j))
+		if len(j.History) > 1 {
+			redone++
+		}
+	}
+	return redone
+}
+
+// attemptsOf counts host's attempts that were lost and superseded.
+func attemptsOf(jobs map[string]client.Job, host string) (lost, superseded int) {
+	for _, j := range jobs {
+		for _, a := range j.History {
+			if a.Host == host && a.Lost {
+				lost++
+			}
+			if a.Host == host && a.Superseded {
+				superseded++
+			}
+		}
+	}
+	return lost, superseded
+}
+
+func historyString(j client.Job) string {
+	var parts []string
+	for _, a := range j.History {
+		s := fmt.Sprintf("#%d %s", a.Attempt, a.Host)
+		if !a.EndedAt.IsZero() {
+			s += fmt.Sprintf(" %.2fs", a.EndedAt.Sub(a.StartedAt).Seconds())
+		}
+		for _, flag := range []struct {
+			set  bool
+			name string
+		}{{a.Lost, "lost"}, {a.Superseded, "superseded"}, {a.Crashed, "crashed"}, {a.Error != "", "error=" + a.Error}} {
+			if flag.set {
+				s += " " + flag.name
+			}
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func slowest(subs []submission) time.Duration {
+	var d time.Duration
+	for _, s := range subs {
+		d = max(d, s.end.Sub(s.start))
+	}
+	return d
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// metricLines is the lines of a Prometheus text exposition whose metric
+// name starts with prefix, joined with "; ".
+func metricLines(text, prefix string) string {
+	var lines []string
+	for l := range strings.SplitSeq(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+// waitUntil polls cond every 100ms until it holds, and fails the test with
+// cond's last word if it does not within limit: for real processes and
+// containers, whose changes no test signal announces.
+func waitUntil(t testing.TB, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %s", what, limit, why)
+		}
+		<-tick.C
+	}
+}
