@@ -253,17 +253,27 @@ func acceptedBefore(subs []submission, at time.Time) []submission {
 }
 
 // movedFrom returns the jobs that an attempt on host began and another
-// host's ended, and when the last of them ended.
-func movedFrom(jobs map[string]client.Job, host string) (ids []string, last time.Time) {
+// host's ended (ran), those whose first delivery never reached a worker
+// and that another host's attempt ended (held: the history has an attempt
+// with no host, lost, for the delivery that a host held ahead and never
+// ran), and when the last of them ended. Only one host is cut off or lost
+// at a time, so the held ones are that host's.
+func movedFrom(jobs map[string]client.Job, host string) (ran, held []string, last time.Time) {
 	for id, j := range jobs {
-		on := slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == host })
-		if end := j.History[len(j.History)-1]; on && end.Host != host {
-			ids = append(ids, id)
+		end := j.History[len(j.History)-1]
+		switch {
+		case end.Host == host:
+		case slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == host }):
+			ran = append(ran, id)
+			last = later(last, end.EndedAt)
+		case slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == "" && a.Lost }):
+			held = append(held, id)
 			last = later(last, end.EndedAt)
 		}
 	}
-	slices.Sort(ids)
-	return ids, last
+	slices.Sort(ran)
+	slices.Sort(held)
+	return ran, held, last
 }
 
 // jobStreamLeader finds the NATS server that leads the job stream, from the
@@ -307,7 +317,19 @@ func (cc *composeCluster) natsServerKilled(t *testing.T) {
 	f.waitAccepted(t, len(f.accepted())+40, time.Minute)
 	f.stop()
 	subs, refused, lastErr := f.result()
-	t.Logf("FIGURE nats kill: %d submissions accepted, %d not (last: %s); slowest accepted %.2fs", len(subs), refused, lastErr, slowest(subs).Seconds())
+	slow := slowest(subs)
+	t.Logf("FIGURE nats kill: %d submissions accepted, %d not (last: %s); the slowest took %.2fs, through %s, begun %.2fs after the kill (the start was %.2fs after it)",
+		len(subs), refused, lastErr, slow.end.Sub(slow.start).Seconds(), slow.via, slow.start.Sub(killedAt).Seconds(), startedAt.Sub(killedAt).Seconds())
+	for _, a := range cc.apis {
+		for _, at := range []struct {
+			what string
+			at   time.Time
+		}{{"kill", killedAt}, {"start", startedAt}} {
+			first, held := around(subs, a.name, at.at)
+			t.Logf("FIGURE nats %s, through %s: the first submission begun after it accepted %.2fs after it; those under way at it accepted up to %.2fs after it",
+				at.what, a.name, first.Seconds(), held.Seconds())
+		}
+	}
 
 	jobs := cc.waitEnded(t, subs, time.Minute)
 	redone := checkEndedOnce(t, jobs)
@@ -328,6 +350,7 @@ func (cc *composeCluster) hostPartitioned(t *testing.T) {
 	id := cc.container(host)
 	cutAt := time.Now()
 	run(t, "", nil, "docker", "network", "disconnect", "-f", cc.network(), id)
+	cut := time.Now() // jobs accepted until now may have gone to it
 	healed := false
 	heal := func() {
 		if !healed {
@@ -342,11 +365,12 @@ func (cc *composeCluster) hostPartitioned(t *testing.T) {
 
 	// Every job queued before the cut ends, those it held included: they
 	// come back after their lease, to the other hosts.
-	before := cc.waitEnded(t, acceptedBefore(append(slow.accepted(), fast.accepted()...), cutAt), 90*time.Second)
-	moved, last := movedFrom(before, host)
+	before := cc.waitEnded(t, acceptedBefore(append(slow.accepted(), fast.accepted()...), cut), 90*time.Second)
+	moved, held, last := movedFrom(before, host)
 	require.Contains(t, moved, running, "the job %s ran when cut off was not delivered again", host)
-	t.Logf("FIGURE partition -> the %d jobs it ran taken and ended by other hosts: %.2fs", len(moved), last.Sub(cutAt).Seconds())
-	for _, id := range moved {
+	t.Logf("FIGURE partition -> the %d jobs it ran and the %d it held ahead taken and ended by other hosts: %.2fs",
+		len(moved), len(held), last.Sub(cutAt).Seconds())
+	for _, id := range append(moved, held...) {
 		t.Logf("  job %s history: %s", id, historyString(before[id]))
 	}
 
@@ -379,6 +403,7 @@ func (cc *composeCluster) hostLost(t *testing.T) {
 	running := cc.waitRunning(host, "slow", 1500*time.Millisecond)
 	killedAt := time.Now()
 	cc.compose("kill", host)
+	killed := time.Now() // jobs accepted until now may have gone to it
 	t.Logf("killed %s, running job %s", host, running)
 	gone := cc.waitHostSeen(host, false, 30*time.Second)
 	t.Logf("FIGURE host kill -> %s gone from /v1/hosts of both conductords: %.2fs", host, gone.Sub(killedAt).Seconds())
@@ -395,16 +420,20 @@ func (cc *composeCluster) hostLost(t *testing.T) {
 		t.Logf("after the kill, %s: /v1/hosts and /v1/workers do not name %s; /metrics says %s", a.name, host, metricLines(metrics, "conductor_hosts"))
 	}
 
-	before := cc.waitEnded(t, acceptedBefore(slow.accepted(), killedAt), 90*time.Second)
-	moved, last := movedFrom(before, host)
+	before := cc.waitEnded(t, acceptedBefore(slow.accepted(), killed), 90*time.Second)
+	moved, held, last := movedFrom(before, host)
 	require.Contains(t, moved, running, "the job the lost host ran was not delivered again")
+	for _, id := range held {
+		t.Logf("  job %s history: %s", id, historyString(before[id]))
+	}
 	for _, id := range moved {
 		j := before[id]
 		require.True(t, slices.ContainsFunc(j.History, func(a client.Attempt) bool { return a.Host == host && a.Lost }),
 			"job %s: the lost host's attempt is not marked lost: %s", id, historyString(j))
 		t.Logf("  job %s history: %s", id, historyString(j))
 	}
-	t.Logf("FIGURE host kill -> the %d jobs it ran delivered again and ended: %.2fs", len(moved), last.Sub(killedAt).Seconds())
+	t.Logf("FIGURE host kill -> the %d jobs it ran and the %d it held ahead delivered again and ended: %.2fs",
+		len(moved), len(held), last.Sub(killedAt).Seconds())
 	slow.waitAccepted(t, len(slow.accepted())+4, 30*time.Second)
 	slow.stop()
 	jobs := cc.waitEnded(t, slow.accepted(), 60*time.Second)
@@ -628,7 +657,7 @@ func (cc *composeCluster) waitEnded(t *testing.T, subs []submission, limit time.
 // returns how many jobs had more than one attempt.
 func checkEndedOnce(t *testing.T, jobs map[string]client.Job) int {
 	t.Helper()
-	redone := 0
+	redone, shown := 0, 0
 	for id, j := range jobs {
 		require.Equal(t, client.StatusSucceeded, j.Status, "job %s: %s", id, historyString(j))
 		counted := 0
@@ -640,6 +669,9 @@ func checkEndedOnce(t *testing.T, jobs map[string]client.Job) int {
 		require.Equal(t, 1, counted, "job %s ended %d times: %s", id, counted, historyString(j))
 		if len(j.History) > 1 {
 			redone++
+			if shown++; shown <= 5 {
+				t.Logf("  more than one attempt: job %s (%s) history: %s", id, j.Type, historyString(j))
+			}
 		}
 	}
 	return redone
@@ -680,12 +712,34 @@ func historyString(j client.Job) string {
 	return strings.Join(parts, ", ")
 }
 
-func slowest(subs []submission) time.Duration {
-	var d time.Duration
+// around returns, of the submissions through via, how long after at the
+// first one begun after at was accepted, and the last of those under way
+// at at.
+func around(subs []submission, via string, at time.Time) (first, held time.Duration) {
+	first = -1
 	for _, s := range subs {
-		d = max(d, s.end.Sub(s.start))
+		switch {
+		case s.via != via:
+		case s.start.After(at):
+			if d := s.end.Sub(at); first < 0 || d < first {
+				first = d
+			}
+		case s.end.After(at):
+			held = max(held, s.end.Sub(at))
+		}
 	}
-	return d
+	return first, held
+}
+
+// slowest is the submission that took longest.
+func slowest(subs []submission) submission {
+	var slow submission
+	for _, s := range subs {
+		if s.end.Sub(s.start) > slow.end.Sub(slow.start) {
+			slow = s
+		}
+	}
+	return slow
 }
 
 func later(a, b time.Time) time.Time {
