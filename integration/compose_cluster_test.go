@@ -383,8 +383,25 @@ func (cc *composeCluster) hostPartitioned(t *testing.T) {
 	slow.stop()
 	fast.stop()
 
-	jobs := cc.waitEnded(t, append(slow.accepted(), fast.accepted()...), 90*time.Second)
+	subs := append(slow.accepted(), fast.accepted()...)
+	jobs := cc.waitEnded(t, subs, 90*time.Second)
 	redone := checkEndedOnce(t, jobs)
+	// A delivery to the host cut off that never reached a worker shows as
+	// a first attempt with no host, lost: the server went on handing jobs
+	// to the host's pull requests after the cut, and each waited out its
+	// lease.
+	void, first, lastVoid := 0, time.Duration(0), time.Duration(0)
+	for _, sub := range subs {
+		if slices.ContainsFunc(jobs[sub.id].History, func(a client.Attempt) bool { return a.Host == "" && a.Lost }) {
+			if d := sub.end.Sub(cutAt); void == 0 || d < first {
+				first = d
+			}
+			void++
+			lastVoid = max(lastVoid, sub.end.Sub(cutAt))
+		}
+	}
+	t.Logf("FIGURE partition: %d jobs went to %s's pending pulls and waited out a lease before another host ran them; accepted from %.2fs to %.2fs after the cut",
+		void, host, first.Seconds(), lastVoid.Seconds())
 	lost, late := attemptsOf(jobs, host)
 	t.Logf("partition: every one of %d jobs succeeded once; %d had more than one attempt; %s: %d attempts lost, %d superseded (ended late)",
 		len(jobs), redone, host, lost, late)
