@@ -281,7 +281,7 @@ func movedFrom(jobs map[string]client.Job, host string) (ran, held []string, las
 // stream leader" line of the stream. "" if none says so.
 func (cc *composeCluster) jobStreamLeader() string {
 	logs := cc.compose("logs", "--no-color", "nats-1", "nats-2", "nats-3")
-	re := regexp.MustCompile(`(?m)^(nats-\d)_\d+\s+\|\s+\[\d+\] (\S+ \S+) \[INF\] JetStream cluster new stream leader for '\$G > conductor-default-jobs'`)
+	re := regexp.MustCompile(`(?m)^(nats-\d)[_-]\d+\s+\|\s+\[\d+\] (\S+ \S+) \[INF\] JetStream cluster new stream leader for '\$G > conductor-default-jobs'`)
 	leader, at := "", ""
 	for _, m := range re.FindAllStringSubmatch(logs, -1) {
 		if m[2] > at {
