@@ -39,8 +39,11 @@ import (
 // the first that fails: each expects the cluster the one before left.
 func TestComposeCluster(t *testing.T) {
 	if why := dockerAbsent(); why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true, and TestComposeCluster needs Docker and docker-compose: " + why)
+		// Skipped where there is no Docker at all; where Docker is
+		// installed but cannot run this (no engine, no docker-compose),
+		// CI=true fails rather than skip: it is meant to run there.
+		if _, err := exec.LookPath("docker"); err == nil && os.Getenv("CI") == "true" {
+			t.Fatal("CI=true, and TestComposeCluster needs a Docker engine and docker-compose: " + why)
 		}
 		t.Skip("needs Docker and docker-compose: " + why)
 	}
