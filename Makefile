@@ -13,10 +13,10 @@ REVISION := $(shell git rev-parse HEAD 2>/dev/null)
 MODIFIED := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo true)
 LDFLAGS  := -X github.com/conductor-run/conductor/internal/version.revision=$(REVISION) -X github.com/conductor-run/conductor/internal/version.modified=$(MODIFIED)
 
-.PHONY: help build run test test-short bench chaos soak lint fuzz console-screenshots docker compose-up compose-down clean
+.PHONY: help build run test test-short bench chaos soak lint fuzz console-screenshots docker compose-up compose-down nats-server docker-nats compose-cluster-up compose-cluster-down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 build: ## build conductord, workerd, conductorctl and the example workers into bin/
 	@if [ -n "$(TALK)" ]; then echo "==> building conductord, workerd, conductorctl and the example workers into $(BIN)/ (the first build downloads modules: a few minutes; each binary is named as it compiles)"; fi
@@ -75,6 +75,24 @@ compose-up: docker ## start conductord and two workerd hosts in containers (API 
 
 compose-down: ## stop the containers and remove their data
 	docker-compose down -v
+
+# The cluster profile (docker-compose.cluster.yml, docs/deployment.md "The
+# compose cluster") runs under a project name of its own, so that it and
+# compose-up's cluster never touch each other's containers or volumes.
+CLUSTER_COMPOSE := docker-compose -p conductor-cluster -f docker-compose.cluster.yml
+
+nats-server: ## build bin/nats-server, static, from the nats-server module version go.mod requires
+	$(GO) build -trimpath -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+
+docker-nats: nats-server ## build the conductor-nats:dev image (FROM scratch, bin/nats-server; Dockerfile.nats)
+	docker build -f Dockerfile.nats -t conductor-nats:dev .
+
+compose-cluster-up: docker docker-nats ## start the cluster profile: 3 NATS nodes in one JetStream cluster, 2 conductords (APIs on 127.0.0.1:7071 and :7072), 3 workerd hosts (secrets issued once into .compose-cluster)
+	./scripts/compose-cluster-creds.sh
+	$(CLUSTER_COMPOSE) up -d
+
+compose-cluster-down: ## stop the cluster profile's containers and remove their data (its secrets in .compose-cluster stay)
+	$(CLUSTER_COMPOSE) down -v
 
 clean: ## remove bin/ and the local cluster's data/
 	rm -rf $(BIN) data
