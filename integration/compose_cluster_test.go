@@ -180,7 +180,8 @@ func (cc *composeCluster) waitHostsUp(a *api, hosts []string, limit time.Duratio
 	})
 }
 
-// liveHosts is the ids of the hosts a lists in /v1/hosts.
+// liveHosts is the ids of the live hosts a lists in /v1/hosts (not
+// those it lists lost).
 func (cc *composeCluster) liveHosts(a *api) ([]string, error) {
 	var hs []client.Host
 	if _, err := a.call(context.Background(), http.MethodGet, "/v1/hosts", "", &hs); err != nil {
@@ -188,7 +189,9 @@ func (cc *composeCluster) liveHosts(a *api) ([]string, error) {
 	}
 	ids := make([]string, 0, len(hs))
 	for _, h := range hs {
-		ids = append(ids, h.Host)
+		if h.Lost.IsZero() {
+			ids = append(ids, h.Host)
+		}
 	}
 	return ids, nil
 }
@@ -389,7 +392,8 @@ func (cc *composeCluster) hostPartitioned(t *testing.T) {
 
 // hostLost: host-b's container is killed while it runs slow jobs, and never
 // started again. Its jobs are delivered again after the lease and end
-// succeeded on the other hosts; /v1/hosts and /v1/workers drop it.
+// succeeded on the other hosts; /v1/hosts lists it lost, /v1/workers its
+// workers in state lost.
 func (cc *composeCluster) hostLost(t *testing.T) {
 	const host = "host-b"
 	slow := startFlow(cc.apis, "slow", 1, 1500*time.Millisecond)
@@ -402,16 +406,28 @@ func (cc *composeCluster) hostLost(t *testing.T) {
 	gone := cc.waitHostSeen(host, false, 30*time.Second)
 	t.Logf("FIGURE host kill -> %s gone from /v1/hosts of both conductords: %.2fs", host, gone.Sub(killedAt).Seconds())
 	for _, a := range cc.apis {
-		var ws []client.Worker
-		_, err := a.call(context.Background(), http.MethodGet, "/v1/workers", "", &ws)
+		var hs []client.Host
+		_, err := a.call(context.Background(), http.MethodGet, "/v1/hosts", "", &hs)
 		require.NoError(t, err)
+		i := slices.IndexFunc(hs, func(h client.Host) bool { return h.Host == host })
+		require.GreaterOrEqual(t, i, 0, "%s does not list the lost host", a.name)
+		require.False(t, hs[i].Lost.IsZero(), "%s lists %s, not lost: %+v", a.name, host, hs[i])
+		var ws []client.Worker
+		_, err = a.call(context.Background(), http.MethodGet, "/v1/workers", "", &ws)
+		require.NoError(t, err)
+		n := 0
 		for _, w := range ws {
-			require.NotEqual(t, host, w.Host, "%s lists a worker of the lost host: %+v", a.name, w)
+			if w.Host == host {
+				require.Equal(t, client.WorkerLost, w.State, "%s lists a worker of the lost host: %+v", a.name, w)
+				n++
+			}
 		}
+		require.Positive(t, n, "%s lists the lost host's workers", a.name)
 		var metrics string
 		_, err = a.call(context.Background(), http.MethodGet, "/metrics", "", &metrics)
 		require.NoError(t, err)
-		t.Logf("after the kill, %s: /v1/hosts and /v1/workers do not name %s; /metrics says %s", a.name, host, metricLines(metrics, "conductor_hosts"))
+		t.Logf("after the kill, %s: /v1/hosts lists %s lost (last heard %s), /v1/workers its %d workers lost; /metrics says %s",
+			a.name, host, hs[i].Lost.Format(time.RFC3339Nano), n, metricLines(metrics, "conductor_hosts"))
 	}
 
 	before := cc.waitEnded(t, acceptedBefore(slow.accepted(), killed), 90*time.Second)

@@ -15,17 +15,18 @@ import (
 func (a *app) hostsCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "hosts",
-		Short: "list every live host: its workerd, pools and workers",
+		Short: "list every live host (its workerd, pools and workers), then those lost lately",
 		Long: `List every live host as its last heartbeat describes it (GET /v1/hosts): workerd's
 pid and how long it has run, its pools (name and worker count), its worker processes,
-and LEAVING for a workerd that is stopping. -o wide adds the heartbeat interval and
-each pool's state; -o json prints the whole records (client.Host).`,
+LEAVING for a workerd that is stopping, and LOST with how long ago a host lost (silent
+for three heartbeats; listed for 15 minutes) was last heard. -o wide adds the heartbeat
+interval and each pool's state; -o json prints the whole records (client.Host).`,
 		Args: nargs(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.api.table(cmd.Context(), "/v1/hosts", columns{
 				base: []column{col("host"), col("pid"), {key: "started", head: "UP", format: a.api.upCell},
 					{key: "pools", format: hostPoolsCell(false)}, {key: "workers", format: countCell},
-					{key: "leaving", format: leavingCell}},
+					{key: "leaving", format: leavingCell}, {key: "lost", format: a.api.lostCell}},
 				wide: []column{{key: "interval", format: durationCell}, {key: "pools", head: "STATES", format: hostPoolsCell(true)}},
 			})
 		},
@@ -41,6 +42,15 @@ func (c *client) upCell(v any) string {
 func countCell(v any) string {
 	a, _ := v.([]any)
 	return fmt.Sprint(len(a))
+}
+
+// lostCell says how long ago a lost host was last heard; "-" for a live
+// one.
+func (c *client) lostCell(v any) string {
+	if v == nil || v == "" {
+		return "-"
+	}
+	return c.ageCell(v)
 }
 
 func leavingCell(v any) string {

@@ -35,6 +35,8 @@ type Host struct {
 	// Lookups counts the host's lookups that conductord answered (its
 	// cache could not) by how long they took, since workerd started.
 	Lookups *Histogram `json:"lookups,omitempty"`
+	// Lost, set on a host LostHosts lists, is when it was last heard.
+	Lost time.Time `json:"lost,omitzero"`
 }
 
 // HostPool is one pool on one host, as its heartbeat describes it.
@@ -291,6 +293,10 @@ type hostRegistry struct {
 	size     int // the sum of the hosts' sizes
 	dropped  HeartbeatDrops
 	departed HostDepartures
+	// lost are the hosts gone silent, kept for LostHosts (lost.go), and
+	// lostSize their heartbeats' bytes; mu guards them too.
+	lost     map[string]lostEntry
+	lostSize int
 	loggedAt time.Time // when drops were last logged
 	prunedAt time.Time // when silent hosts were last forgotten on a heartbeat
 	// complete is when every live host has had the time to announce itself
@@ -363,6 +369,7 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 			r.departed.Left++
 		}
 		r.forget(hb.Host)
+		r.unlose(hb.Host)
 		r.mu.Unlock()
 		return
 	}
@@ -382,6 +389,7 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 	}
 	r.size += size - prev.size
 	r.hosts[hb.Host] = hostEntry{hb: hb, seen: now, size: size}
+	r.unlose(hb.Host) // heard again
 	r.mu.Unlock()
 }
 
@@ -415,6 +423,7 @@ func (r *hostRegistry) prune(now time.Time) {
 	for id, e := range r.hosts {
 		if expired(e, now) {
 			r.departed.Silent++
+			r.markLost(id, e, now)
 			r.forget(id)
 		}
 	}
@@ -459,6 +468,7 @@ func (r *hostRegistry) live() []Host {
 	for id, e := range r.hosts {
 		if expired(e, now) {
 			r.departed.Silent++
+			r.markLost(id, e, now)
 			r.forget(id)
 			continue
 		}

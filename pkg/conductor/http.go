@@ -208,12 +208,20 @@ func (c *Conductor) getJob(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// listWorkers serves GET /v1/workers: the workers of the live hosts,
+// then those of the hosts lost lately, each in state lost.
 func (c *Conductor) listWorkers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, c.Workers())
+	out := c.Workers()
+	for _, h := range c.lostHosts() {
+		out = append(out, h.Workers...)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
+// listHosts serves GET /v1/hosts: the live hosts, then those lost lately
+// (client.LostHosts), the most recently lost first, each with lost set.
 func (c *Conductor) listHosts(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, c.liveHosts())
+	writeJSON(w, http.StatusOK, append(c.liveHosts(), c.lostHosts()...))
 }
 
 // getVersion serves GET /v1/version: conductord's build.
@@ -235,8 +243,15 @@ func (c *Conductor) Workers() []client.Worker {
 // credential allows only: a heartbeat may name any pool, and another
 // type's pool it names would count in that pool's hosts, state, workers,
 // held jobs and run times.
-func (c *Conductor) liveHosts() []client.Host {
-	hosts := c.client.HeardHosts()
+func (c *Conductor) liveHosts() []client.Host { return c.ownTypes(c.client.HeardHosts()) }
+
+// lostHosts returns the hosts lost lately (client.LostHosts), each with
+// the pools and workers of the types its credential allows only.
+func (c *Conductor) lostHosts() []client.Host { return c.ownTypes(c.client.LostHosts()) }
+
+// ownTypes keeps, of each of hosts, the pools and workers of the types its
+// credential allows.
+func (c *Conductor) ownTypes(hosts []client.Host) []client.Host {
 	types := c.access.hostTypes()
 	for i, h := range hosts {
 		may, ok := types[h.Host]

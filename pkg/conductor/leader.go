@@ -241,6 +241,10 @@ func (l *leadership) depose(reason string) {
 	l.term, l.endTerm, l.holder = nil, nil, ""
 	close(l.changed)
 	l.changed = make(chan struct{})
+	if reason == "stopping" {
+		l.log.Info("leader no more: stopping", "conductord", l.id)
+		return
+	}
 	l.log.Warn("leader no more: "+reason, "conductord", l.id)
 }
 
