@@ -102,16 +102,7 @@ func (c *Conductor) serveArchive() error {
 			return // its own question
 		}
 		r := nats.NewMsg(m.Reply)
-		state, ok, err := c.archive.local(string(m.Data))
-		switch {
-		case err != nil:
-			r.Header.Set(names.HeaderStatus, "503")
-			r.Header.Set(names.HeaderNATSDescription, err.Error())
-		case ok:
-			r.Data = state
-		default:
-			r.Header.Set(names.HeaderStatus, "404")
-		}
+		fillArchived(r, c.archive.local, string(m.Data))
 		_ = m.RespondMsg(r)
 	})
 	if err != nil {
@@ -167,8 +158,12 @@ func (a *archiver) peers(id string) ([]byte, bool, error) {
 }
 
 // get fills r, the answer to a request for job id's archived state.
-func (a *archiver) get(id string, r *nats.Msg) {
-	state, ok, err := a.lookup(id)
+func (a *archiver) get(id string, r *nats.Msg) { fillArchived(r, a.lookup, id) }
+
+// fillArchived fills r with what lookup finds of job id: the state, or
+// status 404 (none) or 503 (it cannot tell).
+func fillArchived(r *nats.Msg, lookup func(id string) ([]byte, bool, error), id string) {
+	state, ok, err := lookup(id)
 	switch {
 	case err != nil:
 		r.Header.Set(names.HeaderStatus, "503")
