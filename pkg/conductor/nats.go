@@ -41,14 +41,22 @@ func (c *Conductor) startServer() error {
 			return fmt.Errorf("conductor: data directory: %w", err)
 		}
 		_, total, err := diskSpace(c.cfg.DataDir)
-		if err != nil {
+		switch {
+		case err != nil:
 			c.log.Warn("no storage guard: the free space of the data directory is unknown", "data", c.cfg.DataDir, "err", err)
-		} else {
+		case c.cfg.clustered():
+			// The job stream's bounds are one setting of the cluster's,
+			// which each node's guard would set from its own disk, and
+			// the guard's restart of JetStream would take a node out of
+			// its groups (docs/deployment.md, "Embedded cluster").
+			maxStore = int64(total)
+			c.log.Info("no storage guard on an embedded cluster: watch each node's free space", "data", c.cfg.DataDir)
+		default:
 			maxStore, guard = int64(total), true
 		}
 	}
 	opts := &server.Options{
-		ServerName: "conductord",
+		ServerName: cmp.Or(c.cfg.ServerName, "conductord"),
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
@@ -69,6 +77,13 @@ func (c *Conductor) startServer() error {
 	if c.tls != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = c.tls, true, c.cfg.TLSVerify
 		opts.TLSTimeout = 5
+	}
+	if c.cfg.clustered() {
+		if err := c.checkClusterCredentials(); err != nil {
+			return err
+		}
+		c.access.cluster = true
+		c.clusterOptions(opts)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -96,10 +111,22 @@ func (c *Conductor) startServer() error {
 		return err
 	}
 	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
+	if c.cfg.clustered() {
+		c.log.Info("cluster node listening for routes", "cluster", c.cfg.ClusterName, "server", opts.ServerName,
+			"routes_listen", c.cfg.ClusterListen, "routes", c.cfg.ClusterRoutes, "nodes", c.cfg.clusterSize(), "route_auth", c.cfg.ClusterSecret != "")
+	}
 	return nil
 }
 
 func (c *Conductor) ensureStreams(ctx context.Context) error {
+	// On an embedded cluster, no stream can be made before a quorum of
+	// the nodes has a meta leader.
+	if err := c.awaitCluster(ctx); err != nil {
+		return err
+	}
+	if err := c.awaitFirstNode(ctx); err != nil {
+		return err
+	}
 	storage := jetstream.FileStorage
 	if c.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
@@ -141,15 +168,18 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if err := c.ensureBucket(ctx, states, "job state bucket"); err != nil {
 		return err
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        c.space.EndsStream(),
-		Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
-		Subjects:    []string{c.space.AllJobEnds(), c.space.AllEndsAs()},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     storage,
-		// Kept while conductord is away, but not for ever.
-		MaxAge:   c.cfg.Retention,
-		Replicas: c.replicas,
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		_, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        c.space.EndsStream(),
+			Description: "conductor job ends of namespace " + c.cfg.Namespace + ", until conductord takes them",
+			Subjects:    []string{c.space.AllJobEnds(), c.space.AllEndsAs()},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     storage,
+			// Kept while conductord is away, but not for ever.
+			MaxAge:   c.cfg.Retention,
+			Replicas: c.replicas,
+		})
+		return err
 	}); err != nil {
 		return c.placeErr("job ends stream", err)
 	}
@@ -193,7 +223,10 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 // them anyway; docs/security.md, "Not yet".)
 func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
 	cfg.Replicas = c.replicas
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		_, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	}); err != nil {
 		return c.placeErr(what, err)
 	}
 	return nil

@@ -1,0 +1,349 @@
+package conductor
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// The embedded cluster (docs/deployment.md, "Embedded cluster"): with
+// Config.ClusterListen, the embedded server is one node of a NATS cluster
+// routed between conductords, each embedding a node, and JetStream is
+// clustered across them. Checked by New (through checkReplicas), set up
+// by startServer, waited for by ensureStreams; then read only.
+//
+// What crosses the routes is the namespace's account (the server's global
+// one) and the system account: the job stream, the buckets, the
+// JetStream API, and the service imports' answers all live there. A host
+// credential's account (hostaccount.go) is made on each node from that
+// node's credentials file, by the same name, and reaches the global
+// account of its own node only, which routes the rest; so every node must
+// read the same credentials. Another namespace's account holds streams of
+// its own, which its nodes could not recover in order at a restart (the
+// server applies the cluster's stream assignments before conductord makes
+// the account): credentials of other namespaces are refused.
+
+// Defaults of the cluster settings.
+const (
+	defaultClusterName = "conductor"
+	defaultClusterWait = 5 * time.Minute
+)
+
+// routeUser is the user name a route presents, with Config.ClusterSecret
+// as its password.
+const routeUser = "conductor-route"
+
+// clusterLogEvery is how often Start says again that it waits for the
+// cluster.
+const clusterLogEvery = 10 * time.Second
+
+// clusterPoll is how often Start looks whether the cluster is ready.
+const clusterPoll = 50 * time.Millisecond
+
+// ErrClusterNamespaces is the error of credentials naming another
+// namespace on an embedded cluster.
+var ErrClusterNamespaces = errors.New("conductor: credentials of other namespaces are not supported on an embedded cluster (--cluster); run that namespace's conductord on a cluster of its own, or on NATS servers of your own (--nats-url)")
+
+// clustered reports whether the embedded server is a node of a cluster.
+func (c *Config) clustered() bool { return c.ClusterListen != "" }
+
+// checkCluster checks the cluster settings of c and fills in their
+// defaults.
+func (c *Config) checkCluster() error {
+	if !c.clustered() {
+		if len(c.ClusterRoutes) > 0 || c.ClusterName != "" || c.ClusterSecret != "" || c.ClusterWait != 0 {
+			return errors.New("conductor: cluster settings (--cluster-routes, --cluster-name, --cluster-secret-file) need a route listener (--cluster HOST:PORT)")
+		}
+		return nil
+	}
+	switch {
+	case c.NATSURL != "":
+		return errors.New("conductor: --cluster makes the embedded server a node of a cluster, --nats-url uses NATS servers of your own: give one of them")
+	case c.inProcess:
+		return errors.New("conductor: an in-process conductor cannot be a node of a cluster")
+	case c.ClusterWait < 0:
+		return fmt.Errorf("conductor: bad cluster wait %s: want a positive duration, or 0 for the default", c.ClusterWait)
+	case len(c.ClusterRoutes) == 0:
+		return errors.New("conductor: --cluster needs the cluster's nodes (--cluster-routes nats-route://HOST:PORT,...): JetStream forms its cluster from the routes it is given")
+	}
+	if _, _, err := splitHostPort(c.ClusterListen); err != nil {
+		return fmt.Errorf("conductor: cluster listen address (--cluster): %w", err)
+	}
+	for _, r := range c.ClusterRoutes {
+		if _, err := parseRoute(r); err != nil {
+			return err
+		}
+	}
+	c.ClusterName = cmp.Or(c.ClusterName, defaultClusterName)
+	if strings.ContainsAny(c.ClusterName, " \t\r\n") {
+		return fmt.Errorf("conductor: bad cluster name %q (--cluster-name): no spaces", c.ClusterName)
+	}
+	if c.ServerName == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return fmt.Errorf("conductor: no server name (--server-name), and the hostname is unknown: %v", err)
+		}
+		c.ServerName = host
+	}
+	if strings.ContainsAny(c.ServerName, " \t\r\n") {
+		return fmt.Errorf("conductor: bad server name %q (--server-name): no spaces", c.ServerName)
+	}
+	c.ClusterWait = cmp.Or(c.ClusterWait, defaultClusterWait)
+	if c.ClusterSecret == "" && !loopback(c.ClusterListen) && !c.Insecure {
+		return fmt.Errorf("conductor: the route listener on %s (--cluster) would take routes beyond this machine with no secret: any server that reaches it could join the cluster and read every stream, whatever the clients' tokens; give every node the same --cluster-secret-file, listen on 127.0.0.1, or accept it with --insecure", c.ClusterListen)
+	}
+	return nil
+}
+
+// parseRoute parses a route URL of ClusterRoutes: nats-route:// (or
+// nats://) HOST:PORT, with no user (the secret is ClusterSecret's).
+func parseRoute(r string) (*url.URL, error) {
+	u, err := url.Parse(r)
+	if err != nil {
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): %w", r, err)
+	}
+	switch {
+	case u.Scheme != "nats-route" && u.Scheme != "nats":
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): want nats-route://HOST:PORT", r)
+	case u.User != nil:
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): no user in a route; the routes' secret is --cluster-secret-file's", r)
+	case u.Hostname() == "" || u.Port() == "":
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): want nats-route://HOST:PORT", r)
+	case u.Path != "" && u.Path != "/":
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): want nats-route://HOST:PORT, no path", r)
+	}
+	if _, _, err := splitHostPort(u.Host); err != nil {
+		return nil, fmt.Errorf("conductor: bad route %q (--cluster-routes): %w", r, err)
+	}
+	return u, nil
+}
+
+// routes are the route URLs the server solicits, each with the routes'
+// secret (a route presents its user in its URL).
+func (c *Config) routes() []*url.URL {
+	var out []*url.URL
+	for _, r := range c.ClusterRoutes {
+		u, _ := parseRoute(r) // checked by checkCluster
+		u.Scheme = "nats-route"
+		if c.ClusterSecret != "" {
+			u.User = url.UserPassword(routeUser, c.ClusterSecret)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// clusterSize is the count of nodes: the distinct routes, and this node
+// if its own route is not among them.
+func (c *Config) clusterSize() int {
+	var hosts []string
+	self := false
+	for _, r := range c.ClusterRoutes {
+		u, _ := parseRoute(r)
+		if slices.Contains(hosts, u.Host) {
+			continue
+		}
+		hosts = append(hosts, u.Host)
+		self = self || ownRoute(c.ClusterListen, u)
+	}
+	if !self {
+		return len(hosts) + 1
+	}
+	return len(hosts)
+}
+
+// ownRoute reports whether route u names the route listener listen, as
+// far as this machine can tell: the same port, and the same host, or one
+// whose addresses are this machine's (a wildcard listener takes them
+// all).
+func ownRoute(listen string, u *url.URL) bool {
+	host, port, err := splitHostPort(listen)
+	if err != nil || port == 0 || strconv.Itoa(port) != u.Port() {
+		return false
+	}
+	if strings.EqualFold(host, u.Hostname()) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", u.Hostname())
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return slices.ContainsFunc(ips, ip.Equal)
+	}
+	if host != "" && !net.ParseIP(host).IsUnspecified() {
+		// A name: the route's host must resolve as it does.
+		own, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+		return err == nil && slices.ContainsFunc(ips, func(ip net.IP) bool { return slices.ContainsFunc(own, ip.Equal) })
+	}
+	local, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(ips, func(ip net.IP) bool {
+		return ip.IsLoopback() || slices.ContainsFunc(local, func(a net.Addr) bool {
+			n, ok := a.(*net.IPNet)
+			return ok && n.IP.Equal(ip)
+		})
+	})
+}
+
+// clusterOptions makes opts a node of the cluster Config describes: its
+// route listener, requiring ClusterSecret of every route, and the routes
+// it solicits.
+func (c *Conductor) clusterOptions(opts *server.Options) {
+	host, port, _ := splitHostPort(c.cfg.ClusterListen)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts.ServerName = c.cfg.ServerName
+	opts.Cluster = server.ClusterOpts{Name: c.cfg.ClusterName, Host: host, Port: port}
+	if c.cfg.ClusterSecret != "" {
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, c.cfg.ClusterSecret
+	}
+	opts.Routes = c.cfg.routes()
+}
+
+// checkClusterCredentials refuses credentials the cluster cannot serve:
+// those of other namespaces (see ErrClusterNamespaces).
+func (c *Conductor) checkClusterCredentials() error {
+	if ns := c.access.creds.Load().Namespaces(c.space.Namespace()); len(ns) > 0 {
+		return fmt.Errorf("%w: %s", ErrClusterNamespaces, strings.Join(ns, ", "))
+	}
+	return nil
+}
+
+// awaitCluster waits, within ClusterWait and ctx, until this node knows
+// the cluster's JetStream meta leader: a quorum of the nodes are up and
+// routed, so that streams can be made. The first node started waits for
+// the second, and says so.
+func (c *Conductor) awaitCluster(ctx context.Context) error {
+	if !c.cfg.clustered() || c.ns.JetStreamIsCurrent() {
+		return nil
+	}
+	size := c.cfg.clusterSize()
+	c.log.Info("waiting for a quorum of the cluster's nodes to elect a JetStream meta leader; streams are made then",
+		"cluster", c.cfg.ClusterName, "server", c.cfg.ServerName, "nodes", size, "quorum", size/2+1,
+		"routes", c.ns.NumRoutes(), "wait", c.cfg.ClusterWait)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ClusterWait)
+	defer cancel()
+	poll, say := time.NewTicker(clusterPoll), time.NewTicker(clusterLogEvery)
+	defer poll.Stop()
+	defer say.Stop()
+	for !c.ns.JetStreamIsCurrent() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("conductor: the cluster %s has no JetStream meta leader: fewer than %d of its %d nodes are up and routed to this one (--cluster-routes, --cluster-secret-file, --cluster-name): %w",
+				c.cfg.ClusterName, size/2+1, size, context.Cause(ctx))
+		case <-say.C:
+			c.log.Info("still waiting for a quorum of the cluster's nodes", "cluster", c.cfg.ClusterName, "routes", c.ns.NumRoutes(), "quorum", size/2+1)
+		case <-poll.C:
+		}
+	}
+	leader := ""
+	if jsz, err := c.ns.Jsz(&server.JSzOptions{}); err == nil && jsz.Meta != nil {
+		leader = jsz.Meta.Leader
+	}
+	c.log.Info("cluster ready", "cluster", c.cfg.ClusterName, "meta_leader", leader, "routes", c.ns.NumRoutes())
+	return nil
+}
+
+// clusterAPIWait bounds one JetStream API call of awaitPlacement: a
+// request that reaches the meta leader as it changes, or races another
+// node's for the same stream, may get no answer at all.
+const clusterAPIWait = 5 * time.Second
+
+// awaitPlacement calls create until the cluster can place what it makes,
+// within ClusterWait and ctx: a quorum elects a meta leader, but replicas
+// need as many nodes up as there are copies, and the nodes of a cluster
+// start one after another. A call the API does not answer within
+// clusterAPIWait is made again; any other error ends it.
+func (c *Conductor) awaitPlacement(ctx context.Context, create func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ClusterWait)
+	defer cancel()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	said := time.Time{}
+	for {
+		call, done := context.WithTimeout(ctx, clusterAPIWait)
+		err := create(call)
+		done()
+		unanswered := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+		if err == nil || !noPeers(err) && !unanswered {
+			return err
+		}
+		if time.Since(said) >= clusterLogEvery {
+			c.log.Info("waiting for the cluster's nodes to place the streams' replicas", "replicas", c.replicas, "routes", c.ns.NumRoutes(), "err", err)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (fewer than %d nodes up; waited %s)", err, c.replicas, c.cfg.ClusterWait)
+		case <-poll.C:
+		}
+	}
+}
+
+// clusterCall calls create once, or on an embedded cluster as
+// awaitPlacement does: the nodes of a cluster make the same streams at
+// the same time at their start, and the API leaves some of those
+// requests unanswered.
+func (c *Conductor) clusterCall(ctx context.Context, create func(context.Context) error) error {
+	if c.ns == nil || !c.cfg.clustered() {
+		return create(ctx)
+	}
+	return c.awaitPlacement(ctx, create)
+}
+
+// awaitFirstNode lets one node make the streams, buckets and consumers of
+// a cluster's first start: the meta leader's. The JetStream API leaves
+// all but one of concurrent requests to make the same new stream
+// unanswered (each then waits out its timeout), and the nodes of a
+// cluster start at about the same time. Once the job stream exists (the
+// cluster has started before), or this node becomes the meta leader, or
+// the ends consumer that conductord makes last at start exists, or
+// ClusterWait passes, this node goes on; what it makes then exists, and
+// is answered at once.
+func (c *Conductor) awaitFirstNode(ctx context.Context) error {
+	if c.ns == nil || !c.cfg.clustered() || c.ns.JetStreamIsLeader() {
+		return nil
+	}
+	if _, err := c.js.Stream(ctx, c.space.JobStream()); err == nil {
+		return nil
+	}
+	c.log.Info("the cluster's first start: waiting for the meta leader's conductord to make the streams", "server", c.cfg.ServerName)
+	wait, cancel := context.WithTimeout(ctx, c.cfg.ClusterWait)
+	defer cancel()
+	poll := time.NewTicker(5 * clusterPoll)
+	defer poll.Stop()
+	for !c.ns.JetStreamIsLeader() {
+		if _, err := c.js.Consumer(wait, c.space.EndsStream(), subject.EndsConsumer); err == nil {
+			c.log.Info("the streams are made", "server", c.cfg.ServerName)
+			return nil
+		}
+		select {
+		case <-wait.Done():
+			if err := context.Cause(ctx); err != nil {
+				return fmt.Errorf("conductor: wait for the cluster's streams: %w", err)
+			}
+			c.log.Warn("the streams were not made by another node within the cluster wait: making them here", "wait", c.cfg.ClusterWait)
+			return nil
+		case <-poll.C:
+		}
+	}
+	return nil
+}
