@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "with --cluster: the cluster's name, the same on every node (default conductor)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "this node's name, unique in its cluster (default: the hostname)")
 	clusterSecret := fs.String("cluster-secret-file", "", "with --cluster: a file holding the secret every route presents and requires, the same on every node (chmod 600); required unless --cluster is on 127.0.0.1 or --insecure")
+	fs.StringVar(&cfg.ClusterTLSCA, "cluster-tls-ca", "", "with --cluster and --tls-cert: PEM file of the issuer of the nodes' certificates; the routes then speak TLS, each node presenting --tls-cert both ways (default --tls-ca, else the system's roots)")
 	fs.DurationVar(&cfg.ClusterWait, "cluster-wait", 0, "with --cluster: how long start waits for a quorum of the nodes and for enough of them to place the replicas (0: 5m)")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")

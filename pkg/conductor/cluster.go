@@ -3,6 +3,7 @@ package conductor
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/tlsconf"
 )
 
 // The embedded cluster (docs/deployment.md, "Embedded cluster"): with
@@ -63,8 +65,8 @@ func (c *Config) clustered() bool { return c.ClusterListen != "" }
 // defaults.
 func (c *Config) checkCluster() error {
 	if !c.clustered() {
-		if len(c.ClusterRoutes) > 0 || c.ClusterName != "" || c.ClusterSecret != "" || c.ClusterWait != 0 {
-			return errors.New("conductor: cluster settings (--cluster-routes, --cluster-name, --cluster-secret-file) need a route listener (--cluster HOST:PORT)")
+		if len(c.ClusterRoutes) > 0 || c.ClusterName != "" || c.ClusterSecret != "" || c.ClusterWait != 0 || c.ClusterTLSCA != "" {
+			return errors.New("conductor: cluster settings (--cluster-routes, --cluster-name, --cluster-secret-file, --cluster-tls-ca) need a route listener (--cluster HOST:PORT)")
 		}
 		return nil
 	}
@@ -75,6 +77,8 @@ func (c *Config) checkCluster() error {
 		return errors.New("conductor: an in-process conductor cannot be a node of a cluster")
 	case c.ClusterWait < 0:
 		return fmt.Errorf("conductor: bad cluster wait %s: want a positive duration, or 0 for the default", c.ClusterWait)
+	case c.ClusterTLSCA != "" && c.TLSCert == "":
+		return errors.New("conductor: --cluster-tls-ca checks the nodes' certificates: give each node its own (--tls-cert, --tls-key)")
 	case len(c.ClusterRoutes) == 0:
 		return errors.New("conductor: --cluster needs the cluster's nodes (--cluster-routes nats-route://HOST:PORT,...): JetStream forms its cluster from the routes it is given")
 	}
@@ -204,8 +208,8 @@ func ownRoute(listen string, u *url.URL) bool {
 
 // clusterOptions makes opts a node of the cluster Config describes: its
 // route listener, requiring ClusterSecret of every route, and the routes
-// it solicits.
-func (c *Conductor) clusterOptions(opts *server.Options) {
+// it solicits; with TLSCert, the routes speak TLS only (routeTLS).
+func (c *Conductor) clusterOptions(opts *server.Options) error {
 	host, port, _ := splitHostPort(c.cfg.ClusterListen)
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -216,6 +220,29 @@ func (c *Conductor) clusterOptions(opts *server.Options) {
 		opts.Cluster.Username, opts.Cluster.Password = routeUser, c.cfg.ClusterSecret
 	}
 	opts.Routes = c.cfg.routes()
+	if c.cfg.TLSCert != "" {
+		rt, err := c.cfg.routeTLS()
+		if err != nil {
+			return err
+		}
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = rt, 5
+	}
+	return nil
+}
+
+// routeTLS is the routes' TLS: each node presents its certificate
+// (TLSCert) both ways, as the server of the routes it accepts and the
+// client of those it makes, and requires of the other a certificate
+// signed by ClusterTLSCA (default TLSCA, else the system's roots), for
+// the name or address its route names. So a node's certificate needs both
+// the server and the client use, and the names of the routes.
+func (c *Config) routeTLS() (*tls.Config, error) {
+	rt, err := tlsconf.Client(tlsconf.Files{Cert: c.TLSCert, Key: c.TLSKey, CA: cmp.Or(c.ClusterTLSCA, c.TLSCA)})
+	if err != nil {
+		return nil, fmt.Errorf("conductor: the routes' TLS: %w", err)
+	}
+	rt.ClientCAs, rt.ClientAuth = rt.RootCAs, tls.RequireAndVerifyClientCert
+	return rt, nil
 }
 
 // checkClusterCredentials refuses credentials the cluster cannot serve:

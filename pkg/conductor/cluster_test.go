@@ -2,9 +2,16 @@ package conductor_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,6 +41,7 @@ type embeddedCluster struct {
 	nodes  []*conductor.Conductor
 	logs   []*syncLog
 	tokens map[string]string // by credential id
+	ca     string            // the issuer of the nodes' certificates (ClusterTLSCA), with TLS
 }
 
 // clusterConfigs returns the configurations of n nodes of a cluster on
@@ -83,7 +91,14 @@ func clusterConfigs(t *testing.T, n int, creds ...auth.Credential) ([]conductor.
 func startEmbeddedCluster(t *testing.T, creds ...auth.Credential) *embeddedCluster {
 	t.Helper()
 	cfgs, logs, tokens := clusterConfigs(t, 3, creds...)
-	ec := &embeddedCluster{logs: logs, tokens: tokens}
+	return startNodes(t, cfgs, logs, tokens)
+}
+
+// startNodes starts conductors with cfgs one after another, as
+// startEmbeddedCluster says.
+func startNodes(t *testing.T, cfgs []conductor.Config, logs []*syncLog, tokens map[string]string) *embeddedCluster {
+	t.Helper()
+	ec := &embeddedCluster{logs: logs, tokens: tokens, ca: cfgs[0].ClusterTLSCA}
 	started := make(chan error, len(cfgs))
 	for i, cfg := range cfgs {
 		c, err := conductor.New(cfg)
@@ -115,6 +130,9 @@ func (ec *embeddedCluster) connect(t *testing.T, i int, id string) *nats.Conn {
 	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if id != "" {
 		opts = append(opts, client.WithToken(ec.tokens[id]))
+	}
+	if ec.ca != "" {
+		opts = append(opts, nats.RootCAs(ec.ca))
 	}
 	nc, err := nats.Connect(ec.nodes[i].NATSURL(), opts...)
 	require.NoError(t, err)
@@ -280,6 +298,8 @@ func TestNew_ClusterRefused(t *testing.T) {
 		{"ServerNameSpace", func(c *conductor.Config) { c.ServerName = "a b" }, "bad server name"},
 		{"ReplicasPastSize", func(c *conductor.Config) { c.Replicas = 4 }, "on a cluster of 3 nodes"},
 		{"Replicas3", func(c *conductor.Config) { c.Replicas = 3 }, ""},
+		{"ClusterCAWithoutCert", func(c *conductor.Config) { c.ClusterTLSCA = "ca.pem" }, "give each node its own (--tls-cert, --tls-key)"},
+		{"ClusterCAWithoutListener", func(c *conductor.Config) { c.ClusterListen, c.ClusterRoutes, c.ClusterTLSCA = "", nil, "ca.pem" }, "need a route listener"},
 		{"NegativeWait", func(c *conductor.Config) { c.ClusterWait = -time.Second }, "bad cluster wait"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -293,4 +313,74 @@ func TestNew_ClusterRefused(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+// nodeCerts writes a CA, and a certificate it signed for 127.0.0.1 and
+// localhost with both the server and the client use (a node's, for its
+// routes both ways), and returns their files.
+func nodeCerts(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return path
+	}
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test nodes CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	nodeKey := newKey()
+	nodeTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:    []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	nodeDER, err := x509.CreateCertificate(rand.Reader, nodeTmpl, caCert, &nodeKey.PublicKey, caKey)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(nodeKey)
+	require.NoError(t, err)
+	return write("ca.pem", "CERTIFICATE", caDER), write("node.pem", "CERTIFICATE", nodeDER), write("node-key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// TestConductor_EmbeddedClusterTLS: with a certificate (--tls-cert), the
+// routes speak TLS, each node presenting its certificate both ways: three
+// nodes form the cluster and place every stream at R3. A node whose
+// certificate another CA signed is not routed, though it has the secret:
+// alone, it finds no quorum.
+func TestConductor_EmbeddedClusterTLS(t *testing.T) {
+	t.Parallel()
+	ca, cert, key := nodeCerts(t)
+	cfgs, logs, tokens := clusterConfigs(t, 3, auth.Credential{ID: "root", Role: auth.Admin})
+	for i := range cfgs {
+		cfgs[i].TLSCert, cfgs[i].TLSKey, cfgs[i].ClusterTLSCA = cert, key, ca
+	}
+	ec := startNodes(t, cfgs, logs, tokens)
+	js, err := jetstream.New(ec.connect(t, 0, "root"))
+	require.NoError(t, err)
+	requireReplicas(t, js, 3, true)
+
+	// A fourth node, its routes to the three, with a certificate of its own CA.
+	_, otherCert, otherKey := nodeCerts(t)
+	stranger, _, _ := clusterConfigs(t, 1)
+	stranger[0].ClusterRoutes = cfgs[0].ClusterRoutes
+	stranger[0].ServerName, stranger[0].ClusterWait = "n4", 2*time.Second
+	stranger[0].TLSCert, stranger[0].TLSKey, stranger[0].ClusterTLSCA = otherCert, otherKey, ca
+	c, err := conductor.New(stranger[0])
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	require.ErrorContains(t, c.Start(context.Background()), "has no JetStream meta leader")
 }

@@ -68,6 +68,11 @@ type Config struct {
 	// join the cluster and read its streams. Required when ClusterListen
 	// is not on a loopback address, unless Insecure.
 	ClusterSecret string
+	// ClusterTLSCA (a PEM file) is the issuer of the nodes' certificates:
+	// with TLSCert, the routes speak TLS, each node presenting TLSCert both
+	// ways and requiring of the other a certificate ClusterTLSCA signed
+	// (default TLSCA, else the system's roots). Needs TLSCert.
+	ClusterTLSCA string
 	// ClusterWait bounds how long Start waits for the cluster: for its
 	// JetStream meta leader (a quorum of its nodes up) and for enough
 	// nodes to place the streams' replicas. Start's context bounds it

@@ -83,7 +83,9 @@ func (c *Conductor) startServer() error {
 			return err
 		}
 		c.access.cluster = true
-		c.clusterOptions(opts)
+		if err := c.clusterOptions(opts); err != nil {
+			return err
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -113,7 +115,7 @@ func (c *Conductor) startServer() error {
 	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
 	if c.cfg.clustered() {
 		c.log.Info("cluster node listening for routes", "cluster", c.cfg.ClusterName, "server", opts.ServerName,
-			"routes_listen", c.cfg.ClusterListen, "routes", c.cfg.ClusterRoutes, "nodes", c.cfg.clusterSize(), "route_auth", c.cfg.ClusterSecret != "")
+			"routes_listen", c.cfg.ClusterListen, "routes", c.cfg.ClusterRoutes, "nodes", c.cfg.clusterSize(), "route_secret", c.cfg.ClusterSecret != "", "route_tls", opts.Cluster.TLSConfig != nil)
 	}
 	return nil
 }
