@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/tlsconf"
@@ -259,7 +260,11 @@ func (c *Conductor) checkClusterCredentials() error {
 // routed, so that streams can be made. The first node started waits for
 // the second, and says so.
 func (c *Conductor) awaitCluster(ctx context.Context) error {
-	if !c.cfg.clustered() || c.ns.JetStreamIsCurrent() {
+	if !c.cfg.clustered() {
+		return nil
+	}
+	if leader := c.metaLeader(); leader != "" {
+		c.log.Info("cluster ready", "cluster", c.cfg.ClusterName, "meta_leader", leader, "routes", c.ns.NumRoutes())
 		return nil
 	}
 	size := c.cfg.clusterSize()
@@ -271,7 +276,8 @@ func (c *Conductor) awaitCluster(ctx context.Context) error {
 	poll, say := time.NewTicker(clusterPoll), time.NewTicker(clusterLogEvery)
 	defer poll.Stop()
 	defer say.Stop()
-	for !c.ns.JetStreamIsCurrent() {
+	leader := ""
+	for leader = c.metaLeader(); leader == ""; leader = c.metaLeader() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("conductor: the cluster %s has no JetStream meta leader: fewer than %d of its %d nodes are up and routed to this one (--cluster-routes, --cluster-secret-file, --cluster-name): %w",
@@ -281,12 +287,22 @@ func (c *Conductor) awaitCluster(ctx context.Context) error {
 		case <-poll.C:
 		}
 	}
-	leader := ""
-	if jsz, err := c.ns.Jsz(&server.JSzOptions{}); err == nil && jsz.Meta != nil {
-		leader = jsz.Meta.Leader
-	}
 	c.log.Info("cluster ready", "cluster", c.cfg.ClusterName, "meta_leader", leader, "routes", c.ns.NumRoutes())
 	return nil
+}
+
+// metaLeader is the name of the JetStream meta leader this node follows,
+// once it is current with it; "" while there is none. (A node restarted
+// with the cluster's state is current with no leader at all.)
+func (c *Conductor) metaLeader() string {
+	if !c.ns.JetStreamIsCurrent() {
+		return ""
+	}
+	jsz, err := c.ns.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return ""
+	}
+	return jsz.Meta.Leader
 }
 
 // clusterAPIWait bounds one JetStream API call of awaitPlacement: a
@@ -314,12 +330,16 @@ func (c *Conductor) awaitPlacement(ctx context.Context, create func(context.Cont
 			return err
 		}
 		if time.Since(said) >= clusterLogEvery {
-			c.log.Info("waiting for the cluster's nodes to place the streams' replicas", "replicas", c.replicas, "routes", c.ns.NumRoutes(), "err", err)
+			msg := "waiting for the cluster's nodes to place the streams' replicas"
+			if unanswered {
+				msg = "the cluster did not answer (a leader being elected, or another node's request in flight): trying again"
+			}
+			c.log.Info(msg, "replicas", c.replicas, "routes", c.ns.NumRoutes(), "err", err)
 			said = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (fewer than %d nodes up; waited %s)", err, c.replicas, c.cfg.ClusterWait)
+			return fmt.Errorf("%w (after %s: fewer than %d nodes up, or no answer)", err, c.cfg.ClusterWait, c.replicas)
 		case <-poll.C:
 		}
 	}
@@ -338,29 +358,35 @@ func (c *Conductor) clusterCall(ctx context.Context, create func(context.Context
 
 // awaitFirstNode lets one node make the streams, buckets and consumers of
 // a cluster's first start: the meta leader's. The JetStream API leaves
-// all but one of concurrent requests to make the same new stream
-// unanswered (each then waits out its timeout), and the nodes of a
-// cluster start at about the same time. Once the job stream exists (the
-// cluster has started before), or this node becomes the meta leader, or
-// the ends consumer that conductord makes last at start exists, or
-// ClusterWait passes, this node goes on; what it makes then exists, and
-// is answered at once.
+// unanswered the requests to make or update a new stream that come while
+// another's request to make it is in flight (each then waits out its
+// timeout), and the nodes of a cluster start at about the same time. Once
+// the ends consumer that conductord makes last at start exists (at once,
+// when the cluster has started before), or this node becomes the meta
+// leader, or ClusterWait passes, this node goes on; what it makes then
+// exists, and is answered at once.
 func (c *Conductor) awaitFirstNode(ctx context.Context) error {
-	if c.ns == nil || !c.cfg.clustered() || c.ns.JetStreamIsLeader() {
+	if c.ns == nil || !c.cfg.clustered() {
 		return nil
 	}
-	if _, err := c.js.Stream(ctx, c.space.JobStream()); err == nil {
-		return nil
-	}
-	c.log.Info("the cluster's first start: waiting for the meta leader's conductord to make the streams", "server", c.cfg.ServerName)
 	wait, cancel := context.WithTimeout(ctx, c.cfg.ClusterWait)
 	defer cancel()
 	poll := time.NewTicker(5 * clusterPoll)
 	defer poll.Stop()
+	said := false
 	for !c.ns.JetStreamIsLeader() {
-		if _, err := c.js.Consumer(wait, c.space.EndsStream(), subject.EndsConsumer); err == nil {
-			c.log.Info("the streams are made", "server", c.cfg.ServerName)
+		call, done := context.WithTimeout(wait, clusterAPIWait)
+		_, err := c.js.Consumer(call, c.space.EndsStream(), subject.EndsConsumer)
+		done()
+		if err == nil {
+			if said {
+				c.log.Info("the streams are made", "server", c.cfg.ServerName)
+			}
 			return nil
+		}
+		if !said {
+			c.log.Info("the cluster's first start: waiting for the meta leader's conductord to make the streams", "server", c.cfg.ServerName)
+			said = true
 		}
 		select {
 		case <-wait.Done():
@@ -371,6 +397,36 @@ func (c *Conductor) awaitFirstNode(ctx context.Context) error {
 			return nil
 		case <-poll.C:
 		}
+	}
+	return nil
+}
+
+// awaitLeaders waits, as clusterCall does, until the lookup bucket and
+// the ends consumer, which Start makes or opens next with no such wait,
+// answer, if they exist: after the whole cluster restarts, each stream
+// and consumer elects its leader, and a request to one without a leader
+// goes unanswered.
+func (c *Conductor) awaitLeaders(ctx context.Context) error {
+	if c.ns == nil || !c.cfg.clustered() {
+		return nil
+	}
+	absent := func(err error) error {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		return err
+	}
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		_, err := c.js.Stream(ctx, "KV_"+c.space.LookupBucket())
+		return absent(err)
+	}); err != nil {
+		return fmt.Errorf("conductor: the lookup bucket: %w", err)
+	}
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		_, err := c.js.Consumer(ctx, c.space.EndsStream(), subject.EndsConsumer)
+		return absent(err)
+	}); err != nil {
+		return fmt.Errorf("conductor: the job ends consumer: %w", err)
 	}
 	return nil
 }

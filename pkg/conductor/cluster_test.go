@@ -384,3 +384,60 @@ func TestConductor_EmbeddedClusterTLS(t *testing.T) {
 	t.Cleanup(c.Stop)
 	require.ErrorContains(t, c.Start(context.Background()), "has no JetStream meta leader")
 }
+
+// TestConductor_EmbeddedClusterRestart: an open cluster (no token, on
+// loopback) whose three conductords all stop and start again at once: the
+// job queued before is still queued, and runs on a host of node 2.
+func TestConductor_EmbeddedClusterRestart(t *testing.T) {
+	t.Parallel()
+	cfgs, logs, tokens := clusterConfigs(t, 3)
+	ec := startNodes(t, cfgs, logs, tokens)
+	cl, err := client.New(ec.connect(t, 0, ""), client.Config{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	id, err := cl.Submit(ctx, "squares", 4)
+	require.NoError(t, err)
+	cl.Close()
+	for _, c := range ec.nodes {
+		c.Stop()
+	}
+
+	again := &embeddedCluster{}
+	started := make(chan error, len(cfgs))
+	for _, cfg := range cfgs {
+		c, err := conductor.New(cfg)
+		require.NoError(t, err)
+		t.Cleanup(c.Stop)
+		again.nodes = append(again.nodes, c)
+		go func() { started <- c.Start(ctx) }()
+	}
+	for range cfgs {
+		select {
+		case err := <-started:
+			require.NoError(t, err)
+		case <-ctx.Done():
+			t.Fatal("the cluster's conductors did not start again within 60s")
+		}
+	}
+	cl, err = client.New(again.connect(t, 2, ""), client.Config{})
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	j, err := cl.Job(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusQueued, j.Status)
+
+	self, err := os.Executable()
+	require.NoError(t, err)
+	a, err := agent.New(agent.Config{
+		Conn: again.connect(t, 1, ""), Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(a.Stop)
+	j, err = cl.Wait(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, j.Status)
+	require.JSONEq(t, "16", string(j.Result))
+}

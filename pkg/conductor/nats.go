@@ -215,7 +215,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}, "stats bucket"); err != nil {
 		return err
 	}
-	return nil
+	return c.awaitLeaders(ctx)
 }
 
 // ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
