@@ -298,6 +298,11 @@ func TestNew_ClusterRefused(t *testing.T) {
 		{"ServerNameSpace", func(c *conductor.Config) { c.ServerName = "a b" }, "bad server name"},
 		{"ReplicasPastSize", func(c *conductor.Config) { c.Replicas = 4 }, "on a cluster of 3 nodes"},
 		{"Replicas3", func(c *conductor.Config) { c.Replicas = 3 }, ""},
+		// The size counts this node when its own route is not listed...
+		{"PeersOnly", func(c *conductor.Config) { c.ClusterRoutes, c.Replicas = routes[1:], 4 }, "on a cluster of 3 nodes"},
+		// ...and knows it on a wildcard listener, by its port on a local address.
+		{"WildcardSelf", func(c *conductor.Config) { c.ClusterListen, c.ClusterSecret, c.Replicas = "0.0.0.0:6222", "s", 4 }, "on a cluster of 3 nodes"},
+		{"Duplicates", func(c *conductor.Config) { c.ClusterRoutes, c.Replicas = append(routes, routes[1]), 4 }, "on a cluster of 3 nodes"},
 		{"ClusterCAWithoutCert", func(c *conductor.Config) { c.ClusterTLSCA = "ca.pem" }, "give each node its own (--tls-cert, --tls-key)"},
 		{"ClusterCAWithoutListener", func(c *conductor.Config) { c.ClusterListen, c.ClusterRoutes, c.ClusterTLSCA = "", nil, "ca.pem" }, "need a route listener"},
 		{"NegativeWait", func(c *conductor.Config) { c.ClusterWait = -time.Second }, "bad cluster wait"},

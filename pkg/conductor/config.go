@@ -78,6 +78,9 @@ type Config struct {
 	// nodes to place the streams' replicas. Start's context bounds it
 	// too. Default 5m.
 	ClusterWait time.Duration
+	// nodes is the cluster's size, counted from ClusterRoutes by
+	// checkCluster (the routes' names are resolved once).
+	nodes int
 	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
 	HTTPListen string
 	// HTTPHosts are names the HTTP API answers to besides its own: a
