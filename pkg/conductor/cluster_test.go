@@ -392,7 +392,8 @@ func TestConductor_EmbeddedClusterTLS(t *testing.T) {
 
 // TestConductor_EmbeddedClusterRestart: an open cluster (no token, on
 // loopback) whose three conductords all stop and start again at once: the
-// job queued before is still queued, and runs on a host of node 2.
+// job queued before is still queued, and runs on a host of node 2; then
+// node 2 stops, and the host, connected to another node, runs the next.
 func TestConductor_EmbeddedClusterRestart(t *testing.T) {
 	t.Parallel()
 	cfgs, logs, tokens := clusterConfigs(t, 3)
@@ -445,4 +446,10 @@ func TestConductor_EmbeddedClusterRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.StatusSucceeded, j.Status)
 	require.JSONEq(t, "16", string(j.Result))
+
+	// The host's node goes: the host reconnects to another, and runs the
+	// next job submitted on node 3.
+	t.Log("stopping n2, the host's node")
+	again.nodes[1].Stop()
+	runSquare(t, cl, 5)
 }

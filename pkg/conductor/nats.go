@@ -365,7 +365,14 @@ func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.report(slog.LevelError, fmt.Sprintf(format, v...))
 }
 func (l *natsLogger) Errorf(format string, v ...any) {
-	l.report(slog.LevelError, fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "Error trying to connect to route") {
+		// A node of an embedded cluster that is not up yet, or is
+		// restarting: expected, and retried.
+		l.report(slog.LevelWarn, msg)
+		return
+	}
+	l.report(slog.LevelError, msg)
 }
 func (l *natsLogger) Debugf(string, ...any) {}
 func (l *natsLogger) Tracef(string, ...any) {}
