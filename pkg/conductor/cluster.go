@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/lookup"
 )
 
 // The embedded cluster (docs/deployment.md, "Embedded cluster"): with
@@ -220,30 +221,31 @@ func (c *Conductor) awaitFirstNode(ctx context.Context) error {
 	return nil
 }
 
-// awaitLeaders waits, as clusterCall does, until the lookup bucket and
-// the ends consumer, which Start makes or opens next with no such wait,
-// answer, if they exist: after the whole cluster restarts, each stream
-// and consumer elects its leader, and a request to one without a leader
-// goes unanswered.
+// awaitLeaders makes the lookup bucket as startLookups does, and waits
+// until the ends consumer answers if it exists, each as clusterCall does:
+// Start makes or opens them next with no such wait. After the whole
+// cluster restarts, each stream and consumer elects its leader, and a
+// request to one without a leader goes unanswered; as the cluster forms,
+// its routes settle, and the meta leader may take a node for offline for
+// a moment, and place no new stream.
 func (c *Conductor) awaitLeaders(ctx context.Context) error {
 	if c.ns == nil || !c.cfg.clustered() {
 		return nil
 	}
-	absent := func(err error) error {
-		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil
-		}
-		return err
-	}
 	if err := c.clusterCall(ctx, func(ctx context.Context) error {
-		_, err := c.js.Stream(ctx, "KV_"+c.space.LookupBucket())
-		return absent(err)
+		_, err := lookup.Open(ctx, c.js, lookup.Config{
+			Bucket: c.space.LookupBucket(), Memory: c.cfg.MemoryStorage, MaxBytes: c.lookupMaxBytes(), Replicas: c.replicas,
+		})
+		return err
 	}); err != nil {
-		return fmt.Errorf("conductor: the lookup bucket: %w", err)
+		return c.placeErr("lookup bucket", err)
 	}
 	if err := c.clusterCall(ctx, func(ctx context.Context) error {
 		_, err := c.js.Consumer(ctx, c.space.EndsStream(), subject.EndsConsumer)
-		return absent(err)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		return err
 	}); err != nil {
 		return fmt.Errorf("conductor: the job ends consumer: %w", err)
 	}

@@ -135,7 +135,12 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}
 	// An account with a bound on its consumers (another namespace's, on
 	// the embedded server) refuses a stream that asks for more.
-	if info, err := c.js.AccountInfo(ctx); err == nil {
+	var info *jetstream.AccountInfo
+	err := c.clusterCall(ctx, func(ctx context.Context) (err error) {
+		info, err = c.js.AccountInfo(ctx)
+		return err
+	})
+	if err == nil {
 		c.accountConsumers.Store(int64(info.Limits.MaxConsumers))
 	} else {
 		c.log.Warn("the JetStream account's limits could not be read: the job stream asks for its consumers without them", "err", err)
@@ -151,7 +156,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if err := c.createJobStream(ctx, lim); err != nil {
 		return err
 	}
-	if err := c.removeUnreadJobs(ctx); err != nil {
+	if err := c.clusterCall(ctx, c.removeUnreadJobs); err != nil {
 		return err
 	}
 	states := jetstream.KeyValueConfig{
