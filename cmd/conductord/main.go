@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,6 +52,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "with --nats-url: a NATS credentials file (user JWT and seed) to authenticate with")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "replicas of every stream and bucket, 1 to 5 (0: 1 embedded; with --nats-url, 3 where the cluster can place them, else 1)")
 	fs.DurationVar(&cfg.LeaderLease, "leader-lease", conductor.DefaultLeaderLease, "the lease of the leader among the conductords of one namespace: a killed leader is replaced about this and a third later (the same on every conductord)")
+	fs.StringVar(&cfg.ClusterListen, "cluster", "", "make the embedded server a node of a cluster of conductords: its route listener, HOST:PORT (docs/deployment.md, \"Embedded cluster\")")
+	fs.Func("cluster-routes", "with --cluster: the cluster's nodes, nats-route://HOST:PORT comma-separated (this node's may be among them; give every node the same list); repeatable", func(v string) error {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				cfg.ClusterRoutes = append(cfg.ClusterRoutes, r)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "with --cluster: the cluster's name, the same on every node (default conductor)")
+	fs.StringVar(&cfg.ServerName, "server-name", "", "this node's name, unique in its cluster (default: the hostname)")
+	clusterSecret := fs.String("cluster-secret-file", "", "with --cluster: a file holding the secret every route presents and requires, the same on every node (chmod 600); required unless --cluster is on 127.0.0.1 or --insecure")
+	fs.StringVar(&cfg.ClusterTLSCA, "cluster-tls-ca", "", "with --cluster and --tls-cert: PEM file of the issuer of the nodes' certificates; the routes then speak TLS, each node presenting --tls-cert both ways (default --tls-ca, else the system's roots)")
+	fs.DurationVar(&cfg.ClusterWait, "cluster-wait", 0, "with --cluster: how long start waits for a quorum of the nodes and for enough of them to place the replicas (0: 5m)")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:7070", "HTTP API, dashboard and /metrics listener, HOST:PORT")
 	fs.StringVar(&cfg.Namespace, "namespace", "default", "isolates conductors sharing one NATS")
 	fs.StringVar(&cfg.Token, "token", os.Getenv(names.EnvToken), "a shared token with every power (admin), besides the credentials (env CONDUCTOR_TOKEN)")
@@ -82,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM file of the key of --tls-cert")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM file of the issuer of the client certificates --tls-verify requires")
 	fs.BoolVar(&cfg.TLSVerify, "tls-verify", false, "require of every NATS client a certificate signed by --tls-ca (mutual TLS)")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token; refused without it")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "listen beyond this machine (--nats or --http not on 127.0.0.1) with no token, or take routes (--cluster) beyond it with no --cluster-secret-file; refused without it")
 	tokenFile := fs.String("token-file", "", "a file holding the token, read once at start (chmod 600); instead of --token and CONDUCTOR_TOKEN")
 	stallAfter := fs.Duration("stall-after", metrics.DefaultStallAfter, "how long a job type may have jobs queued and none ended before the metric conductor_queue_stalled says 1 (docs/metrics.md)")
 	logs := logflags.Register(fs)
@@ -104,6 +119,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	secretShared := false
+	if *clusterSecret != "" {
+		var err error
+		if cfg.ClusterSecret, secretShared, err = secret.ReadTokenFile(*clusterSecret); err != nil {
+			return fmt.Errorf("--cluster-secret-file: %w", err)
+		}
+	}
 	if fs.NArg() > 0 {
 		return cmdline.Usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
@@ -120,13 +142,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if tokenShared {
 		cfg.Logger.Warn("the token file may be read by other users of this host: chmod 600 it", "file", *tokenFile)
 	}
+	if secretShared {
+		cfg.Logger.Warn("the cluster secret file may be read by other users of this host: chmod 600 it", "file", *clusterSecret)
+	}
 	if flagGiven(fs, "token") {
 		cfg.Logger.Warn("--token on the command line is visible to every local user in the process list; use --token-file or " + names.EnvToken)
 	}
 
 	var c *conductor.Conductor // read by the metrics handler at scrape time only
-	// Only the embedded file store is watched.
-	src := metrics.ConductorSource(&c, cfg.NATSURL == "" && !cfg.MemoryStorage)
+	// Only the embedded file store of a server alone is watched.
+	src := metrics.ConductorSource(&c, cfg.NATSURL == "" && !cfg.MemoryStorage && cfg.ClusterListen == "")
 	src.StallAfter = *stallAfter
 	cfg.Metrics = metrics.Handler(src)
 	c, err = conductor.New(cfg)

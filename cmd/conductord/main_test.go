@@ -37,6 +37,12 @@ func TestRun_BadFlags(t *testing.T) {
 		{[]string{"--token-file", "/no/such/file"}, "token file: open /no/such/file: no such file or directory"},
 		{[]string{"--token-file", "/dev/null"}, "token file /dev/null: not a regular file"},
 		{[]string{"--token", "a", "--token-file", "/etc/hostname"}, "give --token or --token-file, not both"},
+		{[]string{"--cluster-routes", "nats-route://a:6222"}, "need a route listener (--cluster HOST:PORT)"},
+		{[]string{"--cluster", "127.0.0.1:6222"}, "--cluster needs the cluster's nodes (--cluster-routes"},
+		{[]string{"--cluster", "0.0.0.0:6222", "--cluster-routes", "nats-route://a:6222,nats-route://b:6222"}, "would take routes beyond this machine with no secret"},
+		{[]string{"--cluster", "127.0.0.1:6222", "--cluster-routes", "nats-route://u:p@a:6222"}, "no user in a route"},
+		{[]string{"--cluster", "127.0.0.1:6222", "--cluster-routes", "nats-route://a:6222", "--nats-url", "nats://127.0.0.1:4222"}, "give one of them"},
+		{[]string{"--cluster", "127.0.0.1:6222", "--cluster-routes", "nats-route://a:6222", "--cluster-secret-file", "/no/such/file"}, "--cluster-secret-file: token file: open /no/such/file"},
 	} {
 		t.Run(tc.err, func(t *testing.T) {
 			// Bounded: were the flags taken, run would serve until ctx ends.

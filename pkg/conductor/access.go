@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +50,10 @@ type access struct {
 	// nsLimits bound what another namespace's account may hold in the
 	// server's JetStream (Config.NamespaceMaxBytes and the rest).
 	nsLimits server.JetStreamAccountLimits
+	// cluster is set, before the server starts, when it is a node of an
+	// embedded cluster: it makes no account of another namespace
+	// (cluster.go, ErrClusterNamespaces). Then read only.
+	cluster bool
 	// secured is set once there is a Token or a credential, for good: a
 	// conductor whose credentials are all revoked (or whose file is
 	// removed) stays closed rather than open to anyone again.
@@ -393,7 +398,11 @@ func (a *access) makeAccounts() error {
 	if srv == nil {
 		return nil
 	}
-	for _, ns := range a.creds.Load().Namespaces(a.space.Namespace()) {
+	others := a.creds.Load().Namespaces(a.space.Namespace())
+	if a.cluster && len(others) > 0 {
+		return fmt.Errorf("%w: %s", ErrClusterNamespaces, strings.Join(others, ", "))
+	}
+	for _, ns := range others {
 		acc, _ := srv.LookupOrRegisterAccount(accountName(ns))
 		if acc.JetStreamEnabled() {
 			continue

@@ -36,10 +36,11 @@ type Config struct {
 	// Replicas is the replica count of every stream and key-value bucket
 	// the conductor makes, 1 to MaxReplicas; a stream or bucket that
 	// exists is updated to it at start (docs/deployment.md). 0, the
-	// default: 1 on the embedded server; with NATSURL, 3 if the server
-	// can place them (a JetStream cluster with 3 servers up), else 1.
-	// Above 1 it needs NATSURL; a count the server cannot place fails
-	// Start with ErrReplicas.
+	// default: 1 on the embedded server alone; on an embedded cluster
+	// (ClusterListen), 3, or the cluster's size if smaller; with NATSURL,
+	// 3 if the server can place them (a JetStream cluster with 3 servers
+	// up), else 1. Above 1 it needs NATSURL or ClusterListen; a count the
+	// server cannot place fails Start with ErrReplicas.
 	Replicas int
 	// LeaderLease is how long the lease of the conductords' leader lasts
 	// past its last renewal (docs/deployment.md, "Two conductords"): a
@@ -48,6 +49,45 @@ type Config struct {
 	// must have the same. Default DefaultLeaderLease; MinLeaderLease to
 	// MaxLeaderLease.
 	LeaderLease time.Duration
+	// The embedded cluster (docs/deployment.md, "Embedded cluster"):
+	// conductords on several machines, each embedding a NATS server, routed
+	// into one JetStream cluster. Embedded server only: New refuses them
+	// with NATSURL.
+	//
+	// ClusterListen, when set, is the embedded server's route listener,
+	// HOST:PORT, the one the other nodes' ClusterRoutes name. Empty (the
+	// default): no cluster, the server is alone.
+	ClusterListen string
+	// ClusterRoutes are the route URLs of the cluster's nodes,
+	// nats-route://HOST:PORT each; this node's own may be among them (give
+	// every node the same list). At least one with ClusterListen. Their
+	// count, with this node if its own is not among them, is the cluster's
+	// size, which sets the default of Replicas.
+	ClusterRoutes []string
+	// ClusterName names the cluster; every node must give the same.
+	// Default "conductor".
+	ClusterName string
+	// ServerName is this node's name in the cluster, unique in it
+	// (JetStream's peers are told apart by it). Default: the hostname.
+	ServerName string
+	// ClusterSecret is the secret every route presents and every node
+	// requires of one (the same on every node): no server without it can
+	// join the cluster and read its streams. Required when ClusterListen
+	// is not on a loopback address, unless Insecure.
+	ClusterSecret string
+	// ClusterTLSCA (a PEM file) is the issuer of the nodes' certificates:
+	// with TLSCert, the routes speak TLS, each node presenting TLSCert both
+	// ways and requiring of the other a certificate ClusterTLSCA signed
+	// (default TLSCA, else the system's roots). Needs TLSCert.
+	ClusterTLSCA string
+	// ClusterWait bounds how long Start waits for the cluster: for its
+	// JetStream meta leader (a quorum of its nodes up) and for enough
+	// nodes to place the streams' replicas. Start's context bounds it
+	// too. Default 5m.
+	ClusterWait time.Duration
+	// nodes is the cluster's size, counted from ClusterRoutes by
+	// checkCluster (the routes' names are resolved once).
+	nodes int
 	// HTTPListen is the HTTP API's listener, HOST:PORT. Empty: no HTTP API.
 	HTTPListen string
 	// HTTPHosts are names the HTTP API answers to besides its own: a

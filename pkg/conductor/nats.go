@@ -42,14 +42,22 @@ func (c *Conductor) startServer() error {
 			return fmt.Errorf("conductor: data directory: %w", err)
 		}
 		_, total, err := diskSpace(c.cfg.DataDir)
-		if err != nil {
+		switch {
+		case err != nil:
 			c.log.Warn("no storage guard: the free space of the data directory is unknown", "data", c.cfg.DataDir, "err", err)
-		} else {
+		case c.cfg.clustered():
+			// The job stream's bounds are one setting of the cluster's,
+			// which each node's guard would set from its own disk, and
+			// the guard's restart of JetStream would take a node out of
+			// its groups (docs/deployment.md, "Embedded cluster").
+			maxStore = int64(total)
+			c.log.Info("no storage guard on an embedded cluster: watch each node's free space", "data", c.cfg.DataDir)
+		default:
 			maxStore, guard = int64(total), true
 		}
 	}
 	opts := &server.Options{
-		ServerName: "conductord",
+		ServerName: cmp.Or(c.cfg.ServerName, "conductord"),
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
@@ -70,6 +78,15 @@ func (c *Conductor) startServer() error {
 	if c.tls != nil {
 		opts.TLSConfig, opts.TLS, opts.TLSVerify = c.tls, true, c.cfg.TLSVerify
 		opts.TLSTimeout = 5
+	}
+	if c.cfg.clustered() {
+		if err := c.checkClusterCredentials(); err != nil {
+			return err
+		}
+		c.access.cluster = true
+		if err := c.clusterOptions(opts); err != nil {
+			return err
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -97,17 +114,34 @@ func (c *Conductor) startServer() error {
 		return err
 	}
 	c.log.Info("nats listening", "url", ns.ClientURL(), "data", c.cfg.DataDir, "sync", c.cfg.Sync, "sync_interval", c.cfg.SyncInterval)
+	if c.cfg.clustered() {
+		c.log.Info("cluster node listening for routes", "cluster", c.cfg.ClusterName, "server", opts.ServerName,
+			"routes_listen", c.cfg.ClusterListen, "routes", c.cfg.ClusterRoutes, "nodes", c.cfg.clusterSize(), "route_secret", c.cfg.ClusterSecret != "", "route_tls", opts.Cluster.TLSConfig != nil)
+	}
 	return nil
 }
 
 func (c *Conductor) ensureStreams(ctx context.Context) error {
+	// On an embedded cluster, no stream can be made before a quorum of
+	// the nodes has a meta leader.
+	if err := c.awaitCluster(ctx); err != nil {
+		return err
+	}
+	if err := c.awaitFirstNode(ctx); err != nil {
+		return err
+	}
 	storage := jetstream.FileStorage
 	if c.cfg.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
 	// An account with a bound on its consumers (another namespace's, on
 	// the embedded server) refuses a stream that asks for more.
-	if info, err := c.js.AccountInfo(ctx); err == nil {
+	var info *jetstream.AccountInfo
+	err := c.clusterCall(ctx, func(ctx context.Context) (err error) {
+		info, err = c.js.AccountInfo(ctx)
+		return err
+	})
+	if err == nil {
 		c.accountConsumers.Store(int64(info.Limits.MaxConsumers))
 	} else {
 		c.log.Warn("the JetStream account's limits could not be read: the job stream asks for its consumers without them", "err", err)
@@ -123,7 +157,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if err := c.createJobStream(ctx, lim); err != nil {
 		return err
 	}
-	if err := c.removeUnreadJobs(ctx); err != nil {
+	if err := c.clusterCall(ctx, c.removeUnreadJobs); err != nil {
 		return err
 	}
 	states := jetstream.KeyValueConfig{
@@ -142,9 +176,11 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	if err := c.ensureBucket(ctx, states, "job state bucket"); err != nil {
 		return err
 	}
-	if err := placeAgain(ctx, func() error {
-		_, err := c.js.CreateOrUpdateStream(ctx, c.endsStreamConfig(storage))
-		return err
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		return placeAgain(ctx, func() error {
+			_, err := c.js.CreateOrUpdateStream(ctx, c.endsStreamConfig(storage))
+			return err
+		})
 	}); err != nil {
 		return c.placeErr("job ends stream", err)
 	}
@@ -178,7 +214,10 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}, "stats bucket"); err != nil {
 		return err
 	}
-	return c.ensureBucket(ctx, leaderBucketConfig(c.space, c.cfg.LeaderLease, storage), "leader bucket")
+	if err := c.ensureBucket(ctx, leaderBucketConfig(c.space, c.cfg.LeaderLease, storage), "leader bucket"); err != nil {
+		return err
+	}
+	return c.awaitLeaders(ctx)
 }
 
 // ensureBucket makes sure the key-value bucket of cfg exists as cfg says,
@@ -188,9 +227,11 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 // them anyway; docs/security.md, "Not yet".)
 func (c *Conductor) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig, what string) error {
 	cfg.Replicas = c.replicas
-	if err := placeAgain(ctx, func() error {
-		_, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
-		return err
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		return placeAgain(ctx, func() error {
+			_, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
+			return err
+		})
 	}); err != nil {
 		return c.placeErr(what, err)
 	}
@@ -370,7 +411,14 @@ func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.report(slog.LevelError, fmt.Sprintf(format, v...))
 }
 func (l *natsLogger) Errorf(format string, v ...any) {
-	l.report(slog.LevelError, fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "Error trying to connect to route") {
+		// A node of an embedded cluster that is not up yet, or is
+		// restarting: expected, and retried.
+		l.report(slog.LevelWarn, msg)
+		return
+	}
+	l.report(slog.LevelError, msg)
 }
 func (l *natsLogger) Debugf(string, ...any) {}
 func (l *natsLogger) Tracef(string, ...any) {}

@@ -36,13 +36,19 @@ const (
 	errCodeInsufficientResources jetstream.ErrorCode = 10023
 )
 
-// checkReplicas checks c.Replicas.
+// checkReplicas checks c.Replicas, and the cluster settings it depends
+// on (checkCluster).
 func (c *Config) checkReplicas() error {
+	if err := c.checkCluster(); err != nil {
+		return err
+	}
 	switch {
 	case c.Replicas < 0 || c.Replicas > MaxReplicas:
 		return fmt.Errorf("conductor: bad replicas %d (--replicas): want 1 to %d, or 0 for the default", c.Replicas, MaxReplicas)
-	case c.Replicas > 1 && c.NATSURL == "":
-		return fmt.Errorf("conductor: replicas %d (--replicas) need a NATS cluster (--nats-url): the embedded server keeps one copy", c.Replicas)
+	case c.Replicas > 1 && c.NATSURL == "" && !c.clustered():
+		return fmt.Errorf("conductor: replicas %d (--replicas) need a NATS cluster (--nats-url) or an embedded one (--cluster): the embedded server alone keeps one copy", c.Replicas)
+	case c.clustered() && c.Replicas > c.clusterSize():
+		return fmt.Errorf("conductor: replicas %d (--replicas) on a cluster of %d nodes (--cluster-routes): want %d at most", c.Replicas, c.clusterSize(), c.clusterSize())
 	}
 	return nil
 }
@@ -71,29 +77,38 @@ func apiErrCode(err error) jetstream.ErrorCode {
 }
 
 // createJobStream creates or updates the job stream, and with it settles
-// c.replicas: Config.Replicas, or with 0, 1 on the embedded server and
-// on another, 3 unless the server cannot place them (it is not in a
-// JetStream cluster, or fewer than 3 of its JetStream servers are up),
-// then 1. The server that places the replicas is the one asked: no
-// client may read the JetStream cluster's size without the system
-// account. A count given that the server cannot place is an error
-// wrapping ErrReplicas.
+// c.replicas: Config.Replicas, or with 0, 1 on the embedded server alone,
+// 3 on an embedded cluster (its size if smaller), and on another server,
+// 3 unless the server cannot place them (it is not in a JetStream
+// cluster, or fewer than 3 of its JetStream servers are up), then 1. The
+// server that places the replicas is the one asked: no client may read
+// the JetStream cluster's size without the system account. On an
+// embedded cluster, whose size is configured, conductord waits for the
+// nodes to place them (awaitPlacement) rather than settle for fewer. A
+// count given that the server cannot place is an error wrapping
+// ErrReplicas.
 func (c *Conductor) createJobStream(ctx context.Context, lim jobLimits) error {
 	auto := c.cfg.Replicas == 0 && c.ns == nil
 	switch {
 	case c.cfg.Replicas > 0:
 		c.replicas = c.cfg.Replicas
+	case c.ns != nil && c.cfg.clustered():
+		c.replicas = min(clusterReplicas, c.cfg.clusterSize())
 	case auto:
 		c.replicas = clusterReplicas
 	default:
 		c.replicas = 1
 	}
-	_, err := c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
+	create := func(ctx context.Context) error {
+		_, err := c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
+		return err
+	}
+	err := c.clusterCall(ctx, create)
 	if err != nil && auto && noPeers(err) {
 		c.log.Info("the NATS server cannot place 3 replicas (not a JetStream cluster, or fewer than 3 of its servers up): streams and buckets keep 1; --replicas sets it",
 			"err", err)
 		c.replicas = 1
-		_, err = c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
+		err = create(ctx)
 	}
 	if err != nil {
 		return c.placeErr("job stream", err)
