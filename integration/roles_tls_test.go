@@ -182,10 +182,11 @@ func (c *credCluster) hostUp(token, host string) bool {
 	return false
 }
 
-// hostListed reports whether host has any worker in /v1/workers.
+// hostListed reports whether host has any live worker in /v1/workers
+// (not one listed lost: its host silent).
 func (c *credCluster) hostListed(token, host string) bool {
 	for _, w := range c.workers(token) {
-		if w.Host == host {
+		if w.Host == host && w.State != client.WorkerLost {
 			return true
 		}
 	}
@@ -459,7 +460,7 @@ func TestCluster_RevokeCutsAHost(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(w.output(), refused) }, 10*time.Second, 20*time.Millisecond,
 		"workerd logs that its revoked credential is refused:\n%s", w.output())
 	require.Eventually(t, func() bool { return !c.hostListed(admin, "h1") }, 10*time.Second, 50*time.Millisecond,
-		"the revoked host leaves /v1/workers: %+v", c.workers(admin))
+		"the revoked host leaves the live workers of /v1/workers: %+v", c.workers(admin))
 	t.Logf("host h1 refused and gone from /v1/workers %s after the revoke", time.Since(revoked).Round(time.Millisecond))
 	select {
 	case <-w.exited:

@@ -350,6 +350,12 @@ func (r *hostRegistry) receive(m *nats.Msg) {
 		r.drop(dropMalformed, host, "not JSON, or not the heartbeat of its subject's host")
 		return
 	}
+	hb.Lost = time.Time{} // the registry's to set, not the host's
+	for i := range hb.Workers {
+		if hb.Workers[i].State == WorkerLost {
+			hb.Workers[i].State = "unknown" // nor a worker's
+		}
+	}
 	if len(hb.Pools) > r.limits.pools || len(hb.Workers) > r.limits.workers {
 		r.drop(dropOversize, host, fmt.Sprintf("%d pools and %d workers, over the limits of %d and %d",
 			len(hb.Pools), len(hb.Workers), r.limits.pools, r.limits.workers))

@@ -53,3 +53,18 @@ func TestHostRegistry_LostHosts(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("x%04d", maxLostHosts+9), lost[0].Host, "the most recently lost first")
 	require.Equal(t, "x0010", lost[len(lost)-1].Host, "the first ten forgotten")
 }
+
+// A host cannot list itself lost: the lost time and the lost state of its
+// workers are the registry's to set, and are cleared from a heartbeat.
+func TestHostRegistry_HeartbeatCannotClaimLost(t *testing.T) {
+	t.Parallel()
+	r, b := setupHosts(t, Config{})
+	b.publish(t, "h1", Host{Host: "h1", Interval: Duration(time.Second), Lost: b.clock.Add(-time.Hour),
+		Workers: []Worker{{Host: "h1", Pool: "p", State: WorkerLost}}})
+	b.deliver(t, r, 1)
+	live := r.live()
+	require.Len(t, live, 1)
+	require.True(t, live[0].Lost.IsZero())
+	require.Equal(t, "unknown", live[0].Workers[0].State)
+	require.Empty(t, r.lostHosts())
+}

@@ -26,7 +26,7 @@ func TestRecords_SameJSONAsWire(t *testing.T) {
 	}{
 		{"Job", &jobFields{}, &wire.Job{}},
 		{"Attempt", &client.Attempt{}, &wire.Attempt{}},
-		{"Host", &client.Host{}, &wire.Heartbeat{}},
+		{"Host", &hostFields{}, &wire.Heartbeat{}},
 		{"HostPool", &client.HostPool{}, &wire.PoolInfo{}},
 		{"Worker", &client.Worker{}, &wire.WorkerInfo{}},
 		{"Event", &eventFields{}, &wire.Event{}},
@@ -65,6 +65,20 @@ func withoutKey(v any, key string) ([]byte, error) {
 	}
 	delete(m, key)
 	return json.Marshal(m)
+}
+
+// hostFields is client.Host without its Lost, which no host sends: a
+// Client sets it on the hosts it lists lost.
+type hostFields client.Host
+
+func (h *hostFields) MarshalJSON() ([]byte, error) {
+	return withoutKey((*client.Host)(h), "lost")
+}
+
+func (h *hostFields) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*client.Host)(h))
 }
 
 // eventFields is client.Event without its Scope, which workerd does not
