@@ -44,6 +44,11 @@ type Config struct {
 	// TLSKey are this host's client certificate and key, for a conductor
 	// that requires them (conductord --tls-verify). Empty: none.
 	TLSCA, TLSCert, TLSKey string
+	// NATSCreds, when set, names a NATS credentials file (a user JWT and
+	// its seed) that workerd authenticates with, instead of or besides
+	// Token: for NATS servers of your own run in operator mode
+	// (docs/deployment.md). Run refuses a file it cannot read. Empty: none.
+	NATSCreds string
 	// MaxPoolSize bounds every pool's count on this host: a pool of
 	// Pools or ConfigFile above it is refused at start and by a reload, a
 	// resize command above it is refused in its answer. Default (zero or

@@ -23,7 +23,7 @@ const authLogInterval = 10 * time.Second
 // token does not stop the retries either (conductord may be restarted with
 // the right one), but each refusal is logged as an error naming --token and
 // CONDUCTOR_TOKEN, at most once per authLogInterval.
-func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger) (*nats.Conn, error) {
+func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	auth := &authLog{log: log, every: authLogInterval}
 	opts := []nats.Option{
 		nats.Name("workerd " + host),
@@ -68,6 +68,7 @@ func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger) (
 	if tlsConfig != nil {
 		opts = append(opts, nats.Secure(tlsConfig))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)

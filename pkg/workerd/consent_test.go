@@ -128,3 +128,34 @@ func TestRun_MaxPoolSize(t *testing.T) {
 func TestDefaultMaxPoolSize(t *testing.T) {
 	require.Equal(t, agent.DefaultMaxPoolSize, workerd.DefaultMaxPoolSize)
 }
+
+// TestRun_NATSCredsErrors: a --nats-creds file that is missing, or is no
+// credentials file, fails the start at once, saying why.
+func TestRun_NATSCredsErrors(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+		return path
+	}
+	jwtOnly := "-----BEGIN NATS USER JWT-----\neyJhbGciOiJlZDI1NTE5In0.e30.c2ln\n------END NATS USER JWT------\n"
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"Missing", filepath.Join(dir, "none"), "no such file or directory"},
+		{"Garbage", write("garbage", "not a credentials file\n"), "no user seed in it"},
+		{"NoSeed", write("jwt-only", jwtOnly), "no user seed in it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := workerd.Run(context.Background(), workerd.Config{
+				NATSURL: "nats://127.0.0.1:1", NATSCreds: tc.file, Pools: []broker.Spec{{Name: "squares", Cmd: []string{self}}},
+			})
+			require.ErrorContains(t, err, "--nats-creds")
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

@@ -2,7 +2,12 @@ package workerd
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/tlsconf"
@@ -47,7 +52,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connect(cfg.NATSURL, token, cfg.HostID, tlsConfig, log)
+	var extra []nats.Option
+	if cfg.NATSCreds != "" {
+		if err := checkCreds(cfg.NATSCreds); err != nil {
+			return fmt.Errorf("workerd: --nats-creds %s: %w", cfg.NATSCreds, err)
+		}
+		extra = append(extra, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := connect(cfg.NATSURL, token, cfg.HostID, tlsConfig, log, extra...)
 	if err != nil {
 		return err
 	}
@@ -106,4 +118,21 @@ func reload(ctx context.Context, a *agent.Agent, cfg Config) {
 		return
 	}
 	log.Info("SIGHUP: config reloaded")
+}
+
+// checkCreds checks that path is a NATS credentials file: a user JWT and
+// a user seed, each decorated. A file that is not fails the start at once,
+// not at every reconnect.
+func checkCreds(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if _, err := nkeys.ParseDecoratedJWT(data); err != nil {
+		return fmt.Errorf("no user JWT in it: %w", err)
+	}
+	if _, err := nkeys.ParseDecoratedUserNKey(data); err != nil {
+		return fmt.Errorf("no user seed in it: %w", err)
+	}
+	return nil
 }
