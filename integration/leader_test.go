@@ -105,6 +105,15 @@ func TestTwoConductords_LeaderKilled(t *testing.T) {
 	})
 	require.Eventually(t, func() bool { return submitted.Load() >= 200 }, 30*time.Second, 10*time.Millisecond)
 
+	pids := func() map[int]bool {
+		m := map[int]bool{}
+		for _, wk := range (&cluster{t: t, httpAddr: other.httpAddr}).workers() {
+			m[wk.PID] = true
+		}
+		return m
+	}
+	before := pids()
+	require.Len(t, before, 2)
 	killed := time.Now()
 	require.NoError(t, lead.conductor.cmd.Process.Signal(syscall.SIGKILL))
 	<-lead.conductor.exited
@@ -129,6 +138,7 @@ func TestTwoConductords_LeaderKilled(t *testing.T) {
 		require.Equal(t, client.StatusSucceeded, j.Status, "job %s", id)
 		require.Len(t, j.History, 1, "job %s ran once", id)
 	}
+	require.Equal(t, before, pids(), "no worker stopped or restarted")
 	// The counts: every job once, on the survivor (the ends the killed
 	// leader held come back after their 30s lease).
 	o := &cluster{t: t, httpAddr: other.httpAddr}
