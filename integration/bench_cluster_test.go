@@ -192,17 +192,17 @@ func BenchmarkClusterThroughput(b *testing.B) {
 		require.NoError(b, err)
 		space, _ := subject.New("default")
 		streamSettled(b, js, space.JobStream()) // R3, as --nats-url makes it
-		cons := rawR3Consumer(b, js)
+		stream := rawR3Stream(b, js)
 
 		var raws, e2es, ratios []float64
 		for i := range clusterPairs(b) {
 			var raw, e2e float64
 			if i%2 == 0 {
-				raw = rawR3(b, js, cons, clusterJobs(b))
+				raw = rawR3(b, js, stream, clusterJobs(b))
 				e2e, _ = endToEndN(b, nc, js, "noop", clusterJobs(b))
 			} else {
 				e2e, _ = endToEndN(b, nc, js, "noop", clusterJobs(b))
-				raw = rawR3(b, js, cons, clusterJobs(b))
+				raw = rawR3(b, js, stream, clusterJobs(b))
 			}
 			b.Logf("pair %d: raw R3 %.0f msgs/s, e2e %.0f jobs/s, ratio %.3f", i+1, raw, e2e, e2e/raw)
 			raws, e2es, ratios = append(raws, raw), append(e2es, e2e), append(ratios, e2e/raw)
@@ -214,22 +214,28 @@ func BenchmarkClusterThroughput(b *testing.B) {
 	}
 }
 
-// rawR3Consumer makes the baseline's R3 work-queue stream (file storage,
-// as the job stream) and its durable pull consumer.
-func rawR3Consumer(b *testing.B, js jetstream.JetStream) jetstream.Consumer {
-	ctx := context.Background()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{
+// rawR3Stream makes the baseline's R3 work-queue stream (file storage, as
+// the job stream).
+func rawR3Stream(b *testing.B, js jetstream.JetStream) jetstream.Stream {
+	stream, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
 		Name: "bench-raw3", Subjects: []string{"bench.raw3"}, Retention: jetstream.WorkQueuePolicy, Replicas: 3,
 	})
 	require.NoError(b, err)
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw3", AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(b, err)
-	return cons
+	return stream
 }
 
 // rawR3 publishes n messages asynchronously to the baseline's stream while
 // 2 pull consumers (Consume, default batch) ack them, and returns msgs/s.
-func rawR3(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, n int) float64 {
+// Each run has a durable consumer of its own, deleted after it: the pull
+// requests a stopped Consume left at the servers (they live 30 s) would
+// take the next run's messages to an inbox nobody reads, and those would
+// come back only after the ack wait (a run of 666 msgs/s, seen once).
+func rawR3(b *testing.B, js jetstream.JetStream, stream jetstream.Stream, n int) float64 {
+	ctx := context.Background()
+	name := fmt.Sprintf("raw3-%d", time.Now().UnixNano())
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(b, err)
+	defer func() { require.NoError(b, stream.DeleteConsumer(ctx, name)) }()
 	var acked atomic.Int64
 	done := make(chan struct{})
 	start := time.Now()
