@@ -30,10 +30,10 @@ import (
 // The knobs, from the environment (the defaults keep each benchmark to a
 // few minutes on 2 cores): BENCH_CLUSTER_PAIRS, the A/B pairs of the
 // throughput benchmark (5); BENCH_CLUSTER_JOBS, the messages (jobs) of each
-// throughput measurement (20,000); BENCH_CLUSTER_RUNS, the runs of each
+// throughput measurement (50,000, as BenchmarkEndToEnd); BENCH_CLUSTER_RUNS, the runs of each
 // scaling, fail-over and host-loss measurement (5).
 func clusterPairs(b *testing.B) int { return envInt(b, "BENCH_CLUSTER_PAIRS", 5) }
-func clusterJobs(b *testing.B) int  { return envInt(b, "BENCH_CLUSTER_JOBS", 20_000) }
+func clusterJobs(b *testing.B) int  { return envInt(b, "BENCH_CLUSTER_JOBS", benchJobs) }
 func clusterRuns(b *testing.B) int  { return envInt(b, "BENCH_CLUSTER_RUNS", 5) }
 
 // buildNATSServer builds nats-server into bin, once.
@@ -182,7 +182,7 @@ func BenchmarkClusterThroughput(b *testing.B) {
 	for range b.N {
 		np := startNATSProcs(b, 3)
 		c := onNATS(b, np.urls())
-		start(b, "workerd", "--conductor", np.urls(), "--host-id", "h1",
+		w := start(b, "workerd", "--conductor", np.urls(), "--host-id", "h1",
 			"--pool", "name=noop,count=2,cmd="+filepath.Join(bin, "noop-worker"))
 		c.waitWorkers("noop", 2)
 		nc, err := nats.Connect(np.urls())
@@ -194,15 +194,32 @@ func BenchmarkClusterThroughput(b *testing.B) {
 		streamSettled(b, js, space.JobStream()) // R3, as --nats-url makes it
 		stream := rawR3Stream(b, js)
 
+		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
+		for _, nd := range np.nodes {
+			pids["nats-server "+nd.name] = nd.p.cmd.Process.Pid
+		}
+		// Each phase's CPU per message, by process (with the default
+		// BENCH_CLUSTER_JOBS: logUsage divides by benchJobs).
+		measured := func(phase string, run func() float64) float64 {
+			before := usages(pids)
+			rate := run()
+			for name, u := range usages(pids) {
+				logUsage(b, phase, name, before[name], u)
+			}
+			return rate
+		}
+		rawRun := func() float64 { return rawR3(b, js, stream, clusterJobs(b)) }
+		e2eRun := func() float64 { r, _ := endToEndN(b, nc, js, "noop", clusterJobs(b)); return r }
+
 		var raws, e2es, ratios []float64
 		for i := range clusterPairs(b) {
 			var raw, e2e float64
 			if i%2 == 0 {
-				raw = rawR3(b, js, stream, clusterJobs(b))
-				e2e, _ = endToEndN(b, nc, js, "noop", clusterJobs(b))
+				raw = measured("raw", rawRun)
+				e2e = measured("e2e", e2eRun)
 			} else {
-				e2e, _ = endToEndN(b, nc, js, "noop", clusterJobs(b))
-				raw = rawR3(b, js, stream, clusterJobs(b))
+				e2e = measured("e2e", e2eRun)
+				raw = measured("raw", rawRun)
 			}
 			b.Logf("pair %d: raw R3 %.0f msgs/s, e2e %.0f jobs/s, ratio %.3f", i+1, raw, e2e, e2e/raw)
 			raws, e2es, ratios = append(raws, raw), append(e2es, e2e), append(ratios, e2e/raw)

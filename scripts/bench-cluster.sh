@@ -6,7 +6,7 @@
 # integration/bench_cluster_failover_test.go:
 #   - BenchmarkClusterThroughput: e2e no-op jobs/s against the raw R3 work
 #     queue, BENCH_CLUSTER_PAIRS (5) interleaved pairs of BENCH_CLUSTER_JOBS
-#     (20,000) each;
+#     (50,000) each;
 #   - BenchmarkClusterScaling: a 2 ms job on 1, 2 and 3 hosts of 2 workers,
 #     BENCH_CLUSTER_RUNS (5) rounds;
 #   - BenchmarkClusterServerLoss, BenchmarkClusterLeaderLoss,
