@@ -197,11 +197,16 @@ func endToEnd(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ string) f
 // after the last publish was acknowledged: the job path alone, without the
 // publisher and the server storing its messages on the same cores.
 func endToEndPhases(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ string) (rate, afterPublish float64) {
+	return endToEndN(b, nc, js, typ, benchJobs)
+}
+
+// endToEndN is endToEndPhases with n jobs.
+func endToEndN(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ string, n int) (rate, afterPublish float64) {
 	space, _ := subject.New("default")
 	var ok atomic.Int64
 	done := make(chan struct{})
 	sub, err := nc.Subscribe(space.JobEvent(typ, "succeeded"), func(*nats.Msg) {
-		if ok.Add(1) == benchJobs {
+		if ok.Add(1) == int64(n) {
 			close(done)
 		}
 	})
@@ -210,19 +215,19 @@ func endToEndPhases(b *testing.B, nc *nats.Conn, js jetstream.JetStream, typ str
 	require.NoError(b, sub.SetPendingLimits(-1, -1))
 	require.NoError(b, nc.Flush())
 	start := time.Now()
-	publishAsync(b, js, func(int) string { return space.Job(typ) }, benchJobs)
+	publishAsync(b, js, func(int) string { return space.Job(typ) }, n)
 	published, okThen := time.Now(), ok.Load()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Minute):
-		b.Fatalf("e2e: only %d of %d succeeded", ok.Load(), benchJobs)
+		b.Fatalf("e2e: only %d of %d succeeded", ok.Load(), n)
 	}
 	end := time.Now()
-	rate = float64(benchJobs) / end.Sub(start).Seconds()
-	if okThen < benchJobs {
-		afterPublish = float64(benchJobs-okThen) / end.Sub(published).Seconds()
+	rate = float64(n) / end.Sub(start).Seconds()
+	if okThen < int64(n) {
+		afterPublish = float64(int64(n)-okThen) / end.Sub(published).Seconds()
 	}
-	b.Logf("e2e %s: %d jobs in %v; publishing took %v, with %d succeeded by then", typ, benchJobs, end.Sub(start), published.Sub(start), okThen)
+	b.Logf("e2e %s: %d jobs in %v; publishing took %v, with %d succeeded by then", typ, n, end.Sub(start), published.Sub(start), okThen)
 	return rate, afterPublish
 }
 

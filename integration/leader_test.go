@@ -19,12 +19,19 @@ import (
 
 // onNATS is a conductord started with --nats-url: c.natsAddr is unused,
 // c.httpAddr its API.
-func onNATS(t *testing.T, urls string, args ...string) *cluster {
+func onNATS(t testing.TB, urls string, args ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, data: t.TempDir(), httpAddr: freeAddr(t)}
-	c.conductor = start(t, "conductord", append([]string{"--data", c.data, "--nats-url", urls, "--http", c.httpAddr}, args...)...)
-	c.waitHealthy(60 * time.Second)
+	c.startOnNATS(urls, args...)
 	return c
+}
+
+// startOnNATS starts c's conductord with --nats-url urls (again, after a
+// kill: the same --data and HTTP address) and waits until it answers.
+func (c *cluster) startOnNATS(urls string, args ...string) {
+	c.t.Helper()
+	c.conductor = start(c.t, "conductord", append([]string{"--data", c.data, "--nats-url", urls, "--http", c.httpAddr}, args...)...)
+	c.waitHealthy(60 * time.Second)
 }
 
 // leader reads GET /v1/leader.
