@@ -22,8 +22,8 @@ import (
 // cluster and the throughput ones): a NATS server lost, a conductord
 // leader lost, a host lost, each BENCH_CLUSTER_RUNS times.
 
-// submission is one successful Submit: when it began and when it returned.
-type submission struct{ began, ended time.Time }
+// timedSubmit is one successful Submit: when it began and when it returned.
+type timedSubmit struct{ began, ended time.Time }
 
 // BenchmarkClusterServerLoss: the time from a SIGKILL of the nats-server
 // that leads the job stream to the first successful submission begun after
@@ -47,7 +47,7 @@ func BenchmarkClusterServerLoss(b *testing.B) {
 		b.Cleanup(cl.Close)
 		space, _ := subject.New("default")
 
-		oks := make(chan submission, 1<<16)
+		oks := make(chan timedSubmit, 1<<16)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { submitLoop(b, cl, oks, stop) })
@@ -61,7 +61,7 @@ func BenchmarkClusterServerLoss(b *testing.B) {
 			nd := np.kill(leader)
 			newLeader := make(chan time.Time, 1)
 			go func() { newLeader <- leaderOtherThan(js, space.JobStream(), leader) }()
-			var first submission
+			var first timedSubmit
 			for first = fresh; first.began.Before(killed); {
 				select {
 				case first = <-oks:
@@ -83,7 +83,7 @@ func BenchmarkClusterServerLoss(b *testing.B) {
 
 // submitLoop submits noop jobs one after another until stop is closed,
 // sending each success on oks.
-func submitLoop(b *testing.B, cl *client.Client, oks chan<- submission, stop <-chan struct{}) {
+func submitLoop(b *testing.B, cl *client.Client, oks chan<- timedSubmit, stop <-chan struct{}) {
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -99,7 +99,7 @@ func submitLoop(b *testing.B, cl *client.Client, oks chan<- submission, stop <-c
 			continue
 		}
 		select {
-		case oks <- submission{began, time.Now()}:
+		case oks <- timedSubmit{began, time.Now()}:
 		case <-stop:
 			return
 		}
@@ -124,8 +124,8 @@ func leaderOtherThan(js jetstream.JetStream, stream, old string) time.Time {
 	return time.Now()
 }
 
-// drainThenNext empties oks and returns the next submission to succeed.
-func drainThenNext(b *testing.B, oks <-chan submission) submission {
+// drainThenNext empties oks and returns the next timedSubmit to succeed.
+func drainThenNext(b *testing.B, oks <-chan timedSubmit) timedSubmit {
 	for {
 		select {
 		case <-oks:
@@ -139,7 +139,7 @@ func drainThenNext(b *testing.B, oks <-chan submission) submission {
 		return s
 	case <-time.After(time.Minute):
 		b.Fatal("no submission succeeded within a minute")
-		return submission{}
+		return timedSubmit{}
 	}
 }
 
@@ -264,13 +264,6 @@ func BenchmarkClusterHostLoss(b *testing.B) {
 		reportSpread(b, restarted, "jobs_restarted_s")
 		reportSpread(b, ended, "jobs_succeeded_s")
 	}
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // waitHostWorkers waits until host has n workers ready.

@@ -321,6 +321,7 @@ func slowest(subs []submission) submission {
 	return slow
 }
 
+// later is the later of a and b.
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b

@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -60,4 +63,40 @@ func TestHosts_LostHostMarked(t *testing.T) {
 		c.do(http.MethodGet, "/v1/hosts", "", nil, &hosts)
 		return len(hosts) == 2 && hosts[0].Lost.IsZero() && hosts[1].Lost.IsZero()
 	}, 10*time.Second, 50*time.Millisecond, "the host back is live: %+v", hosts)
+}
+
+// TestHosts_LostHostJobsComeBackAfterTheLease: the jobs a host held when
+// it was killed go to another host once their lease (workerd --job-lease)
+// has passed since its last extension, not the default 30s.
+func TestHosts_LostHostJobsComeBackAfterTheLease(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	slow := fmt.Sprintf("name=slow,count=1,cmd=%s -delay 1s", filepath.Join(bin, "noop-worker"))
+	const lease = 3 * time.Second
+	lost := start(t, "workerd", "--conductor", c.natsURL(), "--host-id", "lost-host", "--job-lease", lease.String(), "--pool", slow)
+	c.waitWorkers("slow", 1)
+	cl := c.goClient()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := cl.Submit(ctx, "slow", nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for _, w := range c.workers() {
+			if w.Host == "lost-host" && w.Job == id {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the lost host runs the job")
+	require.NoError(t, lost.cmd.Process.Kill())
+	<-lost.exited
+	killed := time.Now()
+	start(t, "workerd", "--conductor", c.natsURL(), "--host-id", "kept-host", "--job-lease", lease.String(), "--pool", slow)
+	j, err := cl.Wait(ctx, id)
+	require.NoError(t, err)
+	took := time.Since(killed)
+	require.Equal(t, client.StatusSucceeded, j.Status)
+	require.Equal(t, "kept-host", j.History[len(j.History)-1].Host)
+	t.Logf("a lost host's job ended on another host %s after the kill (lease %s, a 1s job)", took.Round(time.Millisecond), lease)
+	require.Less(t, took, lease+10*time.Second, "within the lease, not the default 30s")
 }

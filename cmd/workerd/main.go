@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM file of the issuer of the conductor's NATS certificate (default: the system's roots)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM file of this host's client certificate, for a conductor that requires one (with --tls-key)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM file of the key of --tls-cert")
+	fs.DurationVar(&cfg.JobLease, "job-lease", workerd.DefaultJobLease, "how long a job this host took stays its own without word from it: a lost host's jobs go to others this long after its last word (workerd extends the lease of the jobs it runs), 1s to 1h")
 	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "a NATS credentials file (user JWT and seed) to authenticate with, for NATS servers of your own in operator mode (docs/deployment.md)")
 	fs.IntVar(&cfg.MaxPoolSize, "max-pool-size", workerd.DefaultMaxPoolSize, "the most workers one pool may have on this host: a --pool, config or resize above it is refused")
 	fs.StringVar(&cfg.HostID, "host-id", workerd.DefaultHostID(), "this host's id")

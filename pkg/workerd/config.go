@@ -6,15 +6,25 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
 // DefaultNATSURL is the conductor's NATS URL when Config.NATSURL is empty:
 // a conductord on the same host.
 const DefaultNATSURL = "nats://127.0.0.1:4222"
+
+// DefaultJobLease is Config.JobLease's default; MinJobLease and
+// MaxJobLease bound it (wire.MinAckWait, wire.MaxAckWait).
+const (
+	DefaultJobLease = 30 * time.Second
+	MinJobLease     = wire.MinAckWait
+	MaxJobLease     = wire.MaxAckWait
+)
 
 // DefaultMaxPoolSize is the default of Config.MaxPoolSize: the most
 // workers one pool may have on a host.
@@ -49,6 +59,15 @@ type Config struct {
 	// Token: for NATS servers of your own run in operator mode
 	// (docs/deployment.md). Run refuses a file it cannot read. Empty: none.
 	NATSCreds string
+	// JobLease is how long a job this host took stays its own without word
+	// from it: workerd extends the lease of every job it holds, so a job
+	// may run longer; if the host is lost (killed, cut off), its jobs go
+	// to other hosts this long after its last extension. Shorter is a
+	// faster redelivery after a loss, for more extensions sent meanwhile.
+	// The consumers of a type are shared by its hosts, and keep the
+	// longest lease any asked for. Default DefaultJobLease; MinJobLease
+	// to MaxJobLease.
+	JobLease time.Duration
 	// MaxPoolSize bounds every pool's count on this host: a pool of
 	// Pools or ConfigFile above it is refused at start and by a reload, a
 	// resize command above it is refused in its answer. Default (zero or
@@ -101,6 +120,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxPoolSize <= 0 {
 		c.MaxPoolSize = DefaultMaxPoolSize
 	}
+	c.JobLease = cmp.Or(c.JobLease, DefaultJobLease)
 	if c.HostID == "" {
 		c.HostID = DefaultHostID()
 	}

@@ -159,3 +159,17 @@ func TestRun_NATSCredsErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRun_JobLeaseBounds: a job lease out of bounds is refused at start,
+// naming the flag.
+func TestRun_JobLeaseBounds(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	for _, d := range []time.Duration{time.Millisecond, 2 * time.Hour, -time.Second} {
+		err := workerd.Run(context.Background(), workerd.Config{
+			NATSURL: "nats://127.0.0.1:1", JobLease: d, Pools: []broker.Spec{{Name: "squares", Cmd: []string{self}}},
+		})
+		require.ErrorContains(t, err, "--job-lease", "%s", d)
+	}
+}

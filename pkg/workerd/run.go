@@ -33,6 +33,9 @@ import (
 // stream.
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
+	if cfg.JobLease < MinJobLease || cfg.JobLease > MaxJobLease {
+		return fmt.Errorf("workerd: bad job lease %s (--job-lease): want %s to %s", cfg.JobLease, MinJobLease, MaxJobLease)
+	}
 	pools, err := cfg.loadPools()
 	if err != nil {
 		return err
@@ -66,7 +69,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer nc.Close()
 	a, err := agent.New(agent.Config{
 		Conn: nc, Namespace: cfg.Namespace, Host: cfg.HostID, Pools: pools, Logger: log,
-		MaxPoolSize: cfg.MaxPoolSize,
+		MaxPoolSize: cfg.MaxPoolSize, AckWait: cfg.JobLease,
 	})
 	if err != nil {
 		return err
