@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -217,11 +218,16 @@ func BenchmarkClusterHostLoss(b *testing.B) {
 		ctx, cancel := context.WithTimeout(b.Context(), 10*time.Minute)
 		defer cancel()
 		slow := "name=slow,count=2,cmd=" + filepath.Join(bin, "noop-worker") + " -delay 5s"
+		// BENCH_CLUSTER_JOB_LEASE sets workerd's --job-lease (default 30s).
+		var lease []string
+		if v := os.Getenv("BENCH_CLUSTER_JOB_LEASE"); v != "" {
+			lease = []string{"--job-lease", v}
+		}
 
 		var restarted, ended, gone []float64
 		for run := range clusterRuns(b) {
 			ha, hb := fmt.Sprintf("a%d", run), fmt.Sprintf("b%d", run)
-			a := start(b, "workerd", "--conductor", np.urls(), "--host-id", ha, "--pool", slow)
+			a := start(b, "workerd", append([]string{"--conductor", np.urls(), "--host-id", ha, "--pool", slow}, lease...)...)
 			c.waitHostWorkers(ha, 2)
 			ids := []string{}
 			for i := range 2 {
@@ -238,7 +244,7 @@ func BenchmarkClusterHostLoss(b *testing.B) {
 				}
 				return true
 			}, 30*time.Second, 10*time.Millisecond, "both jobs running on %s", ha)
-			other := start(b, "workerd", "--conductor", np.urls(), "--host-id", hb, "--pool", slow)
+			other := start(b, "workerd", append([]string{"--conductor", np.urls(), "--host-id", hb, "--pool", slow}, lease...)...)
 			c.waitHostWorkers(hb, 2)
 
 			killed := time.Now()
