@@ -2,6 +2,7 @@ package conductor_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -115,4 +116,40 @@ func TestAttack18_Failover_MemberIDOutsideKeys(t *testing.T) {
 			b.Stop()
 		})
 	}
+}
+
+// TestAttack18_Failover_StatsKeyDeletedByHand: an operator deletes a
+// type's record from the stats bucket (nats kv del, to reset the counts).
+// The leader's next save at the revision it read is refused (the fence
+// against another leader); it must not lose its leadership for good nor
+// stop counting: the jobs that end after the delete are counted, the
+// record is written again, and what the conductor reports is what the
+// bucket holds.
+func TestAttack18_Failover_StatsKeyDeletedByHand(t *testing.T) {
+	t.Parallel()
+	bundle, url := attack18Bundle(t)
+	c := attack18Start(t, url, "", conductor.Config{LeaderLease: 300 * time.Millisecond})
+	startAgentN(t, bundle, 2, "squares")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	submitThrough(t, ctx, 10, c)
+	require.Eventually(t, func() bool { return succeeded(ctx, c, "squares") == 10 }, 10*time.Second, 10*time.Millisecond)
+
+	kv, err := bundle.js.KeyValue(ctx, "conductor-default-stats")
+	require.NoError(t, err)
+	require.NoError(t, kv.Delete(ctx, "squares"))
+	submitThrough(t, ctx, 10, c)
+
+	// The ends held when the save was refused come back after the ends
+	// consumer's ack wait (30s).
+	require.Eventually(t, func() bool {
+		e, err := kv.Get(ctx, "squares")
+		if err != nil || !c.Leader().Leading {
+			return false
+		}
+		var r struct {
+			Succeeded uint64 `json:"succeeded"`
+		}
+		return json.Unmarshal(e.Value(), &r) == nil && r.Succeeded >= 10 && succeeded(ctx, c, "squares") == r.Succeeded
+	}, 60*time.Second, 50*time.Millisecond, "counting again after the delete: reported %d, leading %v", succeeded(ctx, c, "squares"), c.Leader().Leading)
 }
