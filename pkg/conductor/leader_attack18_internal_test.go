@@ -110,3 +110,60 @@ func TestAttack18_Leadership_StepsDownBeforeItsKeyExpires(t *testing.T) {
 	require.True(t, b.leading(), "b took the expired lease")
 	require.False(t, a.leading(), "a cut-off leader still leads when another has taken its expired key")
 }
+
+// TestAttack18_Leadership_DeposedLeaderLetsAnotherLead: a leader that
+// deposes itself because it cannot do what the leader does (the ends
+// taker's begin failed: "the job ends cannot be taken"; hostsvc.Lead
+// failed: "the hosts' cancels cannot be served") must let a healthy
+// conductord lead, within about a lease.
+//
+// FINDING (high): depose ends the term but leaves the leader key under
+// this conductord's id, and step, finding the key "its own, from before a
+// restart", takes it back at its next tick (lease/3) with an update: the
+// broken conductord is elected again and again, deposes itself again and
+// again, and the healthy one's create never succeeds. The ends are then
+// never taken (no counts, no batch ends, no waits woken on the leader, the
+// ends stream filling), for as long as the broken one runs. Fix: on a
+// depose other than a count conflict, delete the key at its revision
+// (as release does) and stay out of the election for a lease (a
+// backoff, longer at each depose in a window: a pure policy type); take
+// a key back at once only on the first step after a start.
+func TestAttack18_Leadership_DeposedLeaderLetsAnotherLead(t *testing.T) {
+	t.Parallel()
+	const lease = 600 * time.Millisecond
+	nc := natstest.Conn(t, natstest.Server(t))
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	space, err := subject.New("default")
+	require.NoError(t, err)
+	kv, err := js.CreateKeyValue(ctx, leaderBucketConfig(space, lease, jetstream.MemoryStorage))
+	require.NoError(t, err)
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+
+	broken := newLeadership(kv, "broken", lease, log.With("conductord", "broken"))
+	broken.first(ctx)
+	require.True(t, broken.leading())
+	require.NoError(t, broken.Start(ctx))
+	t.Cleanup(broken.Stop)
+	healthy := newLeadership(kv, "healthy", lease, log.With("conductord", "healthy"))
+	require.NoError(t, healthy.Start(ctx))
+	t.Cleanup(healthy.Stop)
+
+	// What endsTaker.run and the hosts' cancels do on each term they
+	// cannot serve.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		broken.each(ctx, func(term context.Context) {
+			broken.depose("the job ends cannot be taken: disk broken")
+		})
+		<-stop
+	}()
+	t.Cleanup(func() { close(stop); cancel(); <-done })
+
+	require.Eventually(t, healthy.leading, 5*lease, time.Millisecond,
+		"the healthy conductord never leads: the broken one keeps taking its key back (15 terms in 3s when measured)")
+}
