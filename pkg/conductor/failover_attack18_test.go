@@ -233,7 +233,9 @@ func TestAttack18_Failover_StopsUnderLoadCountOnce(t *testing.T) {
 	require.Equal(t, n, total)
 	last := leaderOf(t, 5*time.Second, alive...)
 	waited := time.Now()
-	defer func() { t.Logf("counted %d, %s after the waits ended", succeeded(ctx, last, "squares"), time.Since(waited)) }()
+	defer func() {
+		t.Logf("counted %d, %s after the waits ended", succeeded(ctx, last, "squares"), time.Since(waited))
+	}()
 	require.Eventually(t, func() bool { return succeeded(ctx, last, "squares") >= n }, 10*time.Second, 20*time.Millisecond,
 		"every job counted: %d of %d", succeeded(ctx, last, "squares"), n)
 	require.Never(t, func() bool { return succeeded(ctx, last, "squares") > n }, time.Second, 20*time.Millisecond, "a job counted twice")
