@@ -240,3 +240,33 @@ func TestAttack18_Failover_StopsUnderLoadCountOnce(t *testing.T) {
 		"every job counted: %d of %d", succeeded(ctx, last, "squares"), n)
 	require.Never(t, func() bool { return succeeded(ctx, last, "squares") > n }, time.Second, 20*time.Millisecond, "a job counted twice")
 }
+
+// TestAttack18_Failover_LeaderBucketDeletedByHand: an operator deletes the
+// leader bucket (nats kv rm, a cleanup script, a stream restored from an
+// old backup without it). Some conductord must lead again and count the
+// jobs that end afterwards, as the job stream and the other buckets are
+// made again by a restart only if they are missing at start.
+//
+// FINDING (medium): nothing makes the leader bucket again once
+// conductord runs: the leader's renewals fail, it steps down, and every
+// create of every conductord fails (stream not found) for as long as they
+// run: no conductord leads, no end is taken, counted or archived, no
+// batch ends, no stray repair, no cancel feed to the hosts, until a
+// restart. Fix: on jetstream.ErrBucketNotFound / stream not found in
+// step, make the bucket again (ensureBucket with the leader bucket's
+// config) and log it loudly.
+func TestAttack18_Failover_LeaderBucketDeletedByHand(t *testing.T) {
+	t.Parallel()
+	bundle, url := attack18Bundle(t)
+	c := attack18Start(t, url, "", conductor.Config{LeaderLease: 300 * time.Millisecond})
+	startAgentN(t, bundle, 2, "squares")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.True(t, c.Leader().Leading)
+	require.NoError(t, bundle.js.DeleteKeyValue(ctx, "conductor-default-leader"))
+	require.Eventually(t, func() bool { return !c.Leader().Leading }, 5*time.Second, time.Millisecond, "the leader's renewals fail")
+
+	submitThrough(t, ctx, 10, c)
+	require.Eventually(t, func() bool { return c.Leader().Leading && succeeded(ctx, c, "squares") == 10 },
+		10*time.Second, 10*time.Millisecond, "a conductord leads again and counts")
+}
