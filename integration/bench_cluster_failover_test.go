@@ -286,12 +286,12 @@ func (c *cluster) waitHostWorkers(host string, n int) {
 	}, 30*time.Second, 20*time.Millisecond, "want %d workers ready on %s", n, host)
 }
 
-// listsHost reports whether GET /v1/hosts lists host.
+// listsHost reports whether GET /v1/hosts lists host live (not lost).
 func (c *cluster) listsHost(host string) bool {
 	var hs []client.Host
 	c.do(http.MethodGet, "/v1/hosts", "", nil, &hs)
 	for _, h := range hs {
-		if h.Host == host {
+		if h.Host == host && h.Lost.IsZero() {
 			return true
 		}
 	}

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -149,6 +150,10 @@ func (a *archiver) peers(id string) ([]byte, bool, error) {
 		case err != nil:
 			return nil, false, fmt.Errorf("%d of the %d other conductords did not answer for their archives within %s", n-i, n, archivePeersWait)
 		case len(m.Data) > 0:
+			if !finalStateOf(m.Data, id) {
+				failed = fmt.Errorf("an answer for job %s from another conductord's archive is not its final state", id)
+				continue
+			}
 			return m.Data, true, nil
 		case m.Header.Get(names.HeaderStatus) != "404":
 			failed = fmt.Errorf("another conductord cannot read its archive: %s", m.Header.Get(names.HeaderNATSDescription))
@@ -258,4 +263,12 @@ func (a *archiver) close() {
 	if err := a.store.Close(); err != nil {
 		a.c.log.Warn("close the archive", "err", err)
 	}
+}
+
+// finalStateOf reports whether state is a final state of job id: what a
+// peer's answer must be (one with NATS permissions to answer, on servers
+// of one's own, could send anything).
+func finalStateOf(state []byte, id string) bool {
+	var st wire.Job
+	return json.Unmarshal(state, &st) == nil && st.ID == id && st.Status.Final()
 }

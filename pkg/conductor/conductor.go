@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,7 +74,11 @@ type Conductor struct {
 	// shutdown in the order it writes down.
 	// hostsLead serves the hosts' cancels while this conductord leads.
 	hostsLead *startstop.Func
-	lead      *leadership // elects the conductord that does what must happen once (leader.go)
+	lead      *leadership
+	// leaderLease is the lease of the namespace's election: the leader
+	// bucket's, if it was made before with another (Config.LeaderLease
+	// otherwise); set by ensureStreams.
+	leaderLease time.Duration // elects the conductord that does what must happen once (leader.go)
 	// endsFeed wakes the waits from the ends while another conductord
 	// leads (endsfeed.go); endsFeedMu guards it.
 	endsFeed   []*nats.Subscription
@@ -298,7 +303,16 @@ func (c *Conductor) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("conductor: open the leader bucket: %w", err)
 	}
-	c.lead = newLeadership(leaders, conductordID(c.cfg.DataDir), c.cfg.LeaderLease, c.log.With("component", "leader"))
+	run := uuid.NewString()[:8]
+	id, prev := conductordID(c.cfg.DataDir, run)
+	c.lead = newLeadership(leaders, id, c.leaderLease, c.log.With("component", "leader"))
+	c.lead.value, c.lead.prev = id+"/"+run, prev
+	c.lead.remake = func(ctx context.Context) (jetstream.KeyValue, error) {
+		if err := c.ensureLeaderBucket(ctx); err != nil {
+			return nil, err
+		}
+		return c.js.KeyValue(ctx, c.space.LeaderBucket())
+	}
 	c.lead.first(ctx)
 	if err := c.lead.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
@@ -373,7 +387,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	c.hostsLead = startstop.NewFunc(func(ctx context.Context) {
 		c.lead.each(ctx, func(term context.Context) {
 			if err := c.hostsvc.Lead(true); err != nil {
-				c.lead.depose(fmt.Sprintf("the hosts' cancels cannot be served: %v", err))
+				c.lead.abdicate(fmt.Sprintf("the hosts' cancels cannot be served: %v", err))
 				return
 			}
 			<-term.Done()

@@ -157,7 +157,7 @@ func (e *endsTaker) run(ctx context.Context) {
 		if n := e.c.lead.termNumber(); n != e.begun {
 			if err := e.begin(term); err != nil {
 				if term.Err() == nil {
-					e.c.lead.depose(fmt.Sprintf("the job ends cannot be taken: %v", err))
+					e.c.lead.abdicate(fmt.Sprintf("the job ends cannot be taken: %v", err))
 				}
 				return
 			}
@@ -198,7 +198,9 @@ func (e *endsTaker) term(ctx context.Context) {
 	if it == nil {
 		return
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	// At the term's end the messages already pulled are still passed on
+	// (Drain, not Stop), to be put back at once for the next leader.
+	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	msgs := make(chan jetstream.Msg)
 	acks := make(chan []heldEnds, 1)
@@ -250,7 +252,8 @@ func (e *endsTaker) read(it jetstream.MessagesContext, msgs chan<- jetstream.Msg
 
 // take handles the messages of msgs, and flushes those it holds to acks,
 // until ctx ends; then it flushes a last time. The messages msgs still
-// passes then are left: they come back after their ack wait.
+// passes then are put back (Nak), for the next leader or run to take at
+// once.
 func (e *endsTaker) take(ctx context.Context, msgs <-chan jetstream.Msg, acks chan<- []heldEnds, confirmed <-chan struct{}) {
 	var held []heldEnds
 	timer := time.NewTimer(endsFlushEvery)
@@ -284,7 +287,10 @@ func (e *endsTaker) take(ctx context.Context, msgs <-chan jetstream.Msg, acks ch
 		select {
 		case <-ctx.Done():
 			flush()
-			for range msgs {
+			// Taken by no one yet: back to the consumer at once, for the
+			// next leader, not after their ack wait.
+			for m := range msgs {
+				_ = m.Nak()
 			}
 			return
 		case m, ok := <-in:

@@ -110,7 +110,8 @@ func TestAttack18_Failover_MemberIDOutsideKeys(t *testing.T) {
 		t.Run(id, func(t *testing.T) {
 			a := attack18Start(t, url, "", cfg)
 			b := attack18Start(t, url, id, cfg)
-			require.Equal(t, id, b.Leader().Conductord)
+			require.NotEqual(t, id, b.Leader().Conductord, "an id that is no key is replaced")
+			require.Regexp(t, `^[A-Za-z0-9_-]+$`, b.Leader().Conductord)
 			require.Eventually(t, func() bool { return a.Leader().Members == 2 && b.Leader().Members == 2 },
 				5*time.Second, 10*time.Millisecond, "id %q counted: a %+v, b %+v", id, a.Leader(), b.Leader())
 			a.Stop()

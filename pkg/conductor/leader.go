@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/startstop"
@@ -59,36 +61,66 @@ func (c *Config) checkLeaderLease() error {
 // startstop.Service: its goroutine renews or tries for the lease from
 // Start until Stop, which gives the lease up (the key deleted), so that
 // another conductord takes over within a third of a lease.
+//
+// The key's value is the conductord's id and a token of this run
+// ("id/run"): two processes with one id (a data directory copied) are two
+// candidates, not one. A conductord started again takes back at once
+// only the lease its previous run held (prev, kept in its data
+// directory), and only at its first try.
 type leadership struct {
 	*startstop.Func
-	kv    jetstream.KeyValue
 	id    string
+	value string // the key's value while this run leads: id/run
 	lease time.Duration
 	log   *slog.Logger
+	// remake makes the leader bucket again if it is gone (deleted by
+	// hand); nil: it is not remade.
+	remake func(ctx context.Context) (jetstream.KeyValue, error)
 
-	mu      sync.Mutex
-	term    context.Context // while leader; nil otherwise
-	endTerm context.CancelFunc
-	rev     uint64        // the leader key's revision this conductord wrote last
-	renewed time.Time     // when the last renewal that succeeded began
-	changed chan struct{} // closed and replaced when a term begins or ends
-	holder  string        // the leader's id as last read; "" unknown
-	members int           // the conductords alive as last counted, this one too
+	// kv is the leader bucket; prev is the value the previous run of this
+	// conductord wrote, taken back at the first try only (tried). The run
+	// goroutine owns them once Start has been called (first before it).
+	kv    jetstream.KeyValue
+	prev  string
+	tried bool
+
+	mu       sync.Mutex
+	term     context.Context // while leader; nil otherwise
+	endTerm  context.CancelFunc
+	rev      uint64        // the leader key's revision this conductord wrote last
+	deadline time.Time     // the term ends by itself then: 2/3 of a lease past the start of its last renewal
+	expiry   *time.Timer   // ends the term at deadline
+	changed  chan struct{} // closed and replaced when a term begins or ends
+	holder   string        // the leader's id as last read; "" unknown
+	members  int           // the conductords alive as last counted, this one too
+	// abdicated is set when the term ended for a failure of this
+	// conductord's own: the key is deleted at the next step, and no try
+	// is made before backoff.
+	abdicated bool
+	backoff   time.Time
+	putFailed bool // the last member write failed (logged once)
 
 	terms atomic.Uint64 // the terms won
 }
 
 func newLeadership(kv jetstream.KeyValue, id string, lease time.Duration, log *slog.Logger) *leadership {
-	l := &leadership{kv: kv, id: id, lease: lease, log: log, changed: make(chan struct{}), members: 1}
+	l := &leadership{
+		kv: kv, id: id, value: id + "/" + uuid.NewString()[:8], lease: lease, log: log,
+		changed: make(chan struct{}), members: 1,
+	}
 	l.Func = startstop.NewFunc(l.run)
 	return l
 }
 
-// conductordID returns this conductord's id in the election: kept in
-// dataDir, so that a conductord started again after a kill takes its own
-// lease back at once instead of waiting for it to expire; a new one
-// without a data directory. The host name is in it for the operator.
-func conductordID(dataDir string) string {
+// validID matches the ids a conductord takes: a key's token of the
+// leader bucket, and a subject token.
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// conductordID returns this conductord's id in the election, kept in
+// dataDir (a new one without a data directory), and the lease value its
+// previous run wrote (leadership.prev), recording run's for the next. The
+// host name is in the id for the operator.
+func conductordID(dataDir, run string) (id, prev string) {
 	host, _ := os.Hostname()
 	host = strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
@@ -96,24 +128,33 @@ func conductordID(dataDir string) string {
 		}
 		return '-'
 	}, host)
+	host = strings.Trim(host, "-")
 	if len(host) > 40 {
 		host = host[:40]
 	}
+	if host == "" {
+		host = "conductord"
+	}
 	fresh := func() string { return host + "-" + uuid.NewString()[:8] }
 	if dataDir == "" {
-		return fresh()
+		return fresh(), ""
 	}
 	path := filepath.Join(dataDir, "conductord.id")
 	if b, err := os.ReadFile(path); err == nil {
-		if id := strings.TrimSpace(string(b)); id != "" && len(id) <= 64 && !strings.ContainsAny(id, ". *>\n") {
-			return id
+		id = strings.TrimSpace(string(b))
+	}
+	if !validID.MatchString(id) {
+		id = fresh()
+		if err := os.MkdirAll(dataDir, 0o750); err == nil {
+			_ = os.WriteFile(path, []byte(id+"\n"), 0o640)
 		}
 	}
-	id := fresh()
-	if err := os.MkdirAll(dataDir, 0o750); err == nil {
-		_ = os.WriteFile(path, []byte(id+"\n"), 0o640)
+	runPath := filepath.Join(dataDir, "conductord.run")
+	if b, err := os.ReadFile(runPath); err == nil {
+		prev = strings.TrimSpace(string(b))
 	}
-	return id
+	_ = os.WriteFile(runPath, []byte(id+"/"+run+"\n"), 0o640)
+	return id, prev
 }
 
 // leaderBucketConfig is the leader bucket's configuration: every key
@@ -147,44 +188,62 @@ func (l *leadership) run(ctx context.Context) {
 // step renews the lease, or tries for it.
 func (l *leadership) step(ctx context.Context) {
 	began := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, l.lease/3)
-	defer cancel()
 	l.mu.Lock()
-	leading, rev, renewed := l.term != nil, l.rev, l.renewed
+	leading, rev, deadline := l.term != nil, l.rev, l.deadline
+	abdicated, backoff := l.abdicated, l.backoff
+	l.abdicated = false
 	l.mu.Unlock()
 	if leading {
-		next, err := l.kv.Update(rctx, subject.LeaderKey, []byte(l.id), rev)
+		// Bounded by the term's deadline: a renewal that comes later is
+		// of no use, the term is over.
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		next, err := l.kv.Update(rctx, subject.LeaderKey, []byte(l.value), rev)
 		switch {
 		case err == nil:
-			l.mu.Lock()
-			l.rev, l.renewed = next, began
-			l.mu.Unlock()
+			l.renewed(next, began)
 		case conflict(err):
 			l.depose("another conductord holds the lease")
-		case time.Since(renewed) > l.lease*2/3:
-			l.depose(fmt.Sprintf("the lease could not be renewed in time: %v", err))
 		default:
+			l.remakeIfGone(ctx, err)
 			l.log.Warn("renew the leader lease; trying again", "err", err)
 		}
 		return
 	}
-	next, err := l.kv.Create(rctx, subject.LeaderKey, []byte(l.id))
+	rctx, cancel := context.WithTimeout(ctx, l.lease/3)
+	defer cancel()
+	if abdicated {
+		// Given up for a failure of its own: let another take it at once.
+		if err := l.kv.Delete(rctx, subject.LeaderKey, jetstream.LastRevision(rev)); err != nil && !conflict(err) {
+			l.log.Warn("give the leader lease up; another conductord takes it when it expires", "err", err)
+		}
+	}
+	if began.Before(backoff) {
+		return
+	}
+	next, err := l.kv.Create(rctx, subject.LeaderKey, []byte(l.value))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		e, gerr := l.kv.Get(rctx, subject.LeaderKey)
 		if gerr != nil {
 			return
 		}
 		holder := string(e.Value())
-		if holder != l.id {
+		first := !l.tried
+		l.tried = true
+		own := holder == l.value || first && l.prev != "" && holder == l.prev
+		if !own {
 			l.mu.Lock()
-			l.holder = holder
+			l.holder, _, _ = strings.Cut(holder, "/")
 			l.mu.Unlock()
 			return
 		}
-		// Its own, from before a restart: taken back at once.
-		next, err = l.kv.Update(rctx, subject.LeaderKey, []byte(l.id), e.Revision())
+		// This run's lease (its term ran out before its key), or its
+		// previous run's (killed): taken back at once, not a lease later.
+		next, err = l.kv.Update(rctx, subject.LeaderKey, []byte(l.value), e.Revision())
 	}
+	l.tried = true
 	if err != nil {
+		l.remakeIfGone(ctx, err)
 		if ctx.Err() == nil && !conflict(err) {
 			l.log.Warn("try for the leader lease", "err", err)
 		}
@@ -193,11 +252,42 @@ func (l *leadership) step(ctx context.Context) {
 	l.elect(next, began)
 }
 
+// remakeIfGone makes the leader bucket again if err says it is gone.
+func (l *leadership) remakeIfGone(ctx context.Context, err error) {
+	gone := errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded) || apiErrCode(err) == jetstream.JSErrCodeStreamNotFound
+	if l.remake == nil || !gone {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, l.lease/3)
+	defer cancel()
+	if _, err := l.kv.Status(sctx); !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) &&
+		apiErrCode(err) != jetstream.JSErrCodeStreamNotFound {
+		return // there, or cannot tell: the error was of another kind (a stream between leaders, a slow server)
+	}
+	kv, rerr := l.remake(ctx)
+	if rerr != nil {
+		l.log.Error("the leader bucket is gone and cannot be made again", "err", rerr)
+		return
+	}
+	l.log.Warn("the leader bucket was gone: made again")
+	l.kv = kv
+}
+
 // count renews this conductord's member key and counts those alive.
 func (l *leadership) count(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, l.lease/3)
 	defer cancel()
-	if _, err := l.kv.Put(rctx, subject.MemberKey(l.id), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+	_, err := l.kv.Put(rctx, subject.MemberKey(l.id), []byte(l.value))
+	l.mu.Lock()
+	logIt := (err != nil) != l.putFailed
+	l.putFailed = err != nil
+	l.mu.Unlock()
+	if logIt && err != nil {
+		l.log.Warn("say this conductord is alive (its member key); the others count it when it can", "err", err)
+	}
+	if err != nil {
 		return
 	}
 	keys, err := l.kv.ListKeysFiltered(rctx, subject.MemberKey("*"))
@@ -220,15 +310,65 @@ func (l *leadership) elect(rev uint64, began time.Time) {
 		return
 	}
 	l.term, l.endTerm = context.WithCancel(context.Background())
-	l.rev, l.renewed, l.holder = rev, began, l.id
+	l.rev, l.holder = rev, l.id
+	l.arm(began)
 	l.terms.Add(1)
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.log.Info("leader: this conductord does what must happen once", "conductord", l.id, "lease", l.lease)
 }
 
-// depose ends the term, if there is one, for reason.
+// renewed records a renewal that began at began and wrote rev.
+func (l *leadership) renewed(rev uint64, began time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.term == nil {
+		return // the term ended meanwhile (its deadline)
+	}
+	l.rev = rev
+	l.arm(began)
+}
+
+// arm sets the term's deadline 2/3 of a lease past began, when the
+// renewal that succeeded began: the key, written after began, expires a
+// lease after; the term ends a third of a lease before, by itself if no
+// renewal comes. l.mu is held.
+func (l *leadership) arm(began time.Time) {
+	l.deadline = began.Add(l.lease * 2 / 3)
+	wait := time.Until(l.deadline)
+	if l.expiry == nil {
+		l.expiry = time.AfterFunc(wait, l.expire)
+		return
+	}
+	l.expiry.Reset(wait)
+}
+
+// expire ends the term if its deadline has passed without a renewal.
+func (l *leadership) expire() {
+	l.mu.Lock()
+	late := l.term != nil && !time.Now().Before(l.deadline)
+	l.mu.Unlock()
+	if late {
+		l.depose("the lease could not be renewed in time")
+	}
+}
+
+// depose ends the term, if there is one, for reason: another holds the
+// lease, or it ran out.
 func (l *leadership) depose(reason string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.end(reason)
+}
+
+// abdicate ends the term for a failure of this conductord's own (what
+// the leader does cannot be done here): the key is given up at the next
+// step, and this conductord does not try again for two leases, so that
+// another leads.
+func (l *leadership) abdicate(reason string) {
 	if l == nil {
 		return
 	}
@@ -237,8 +377,20 @@ func (l *leadership) depose(reason string) {
 	if l.term == nil {
 		return
 	}
+	l.abdicated, l.backoff = true, time.Now().Add(2*l.lease)
+	l.end(reason)
+}
+
+// end ends the term, if there is one. l.mu is held.
+func (l *leadership) end(reason string) {
+	if l.term == nil {
+		return
+	}
 	l.endTerm()
 	l.term, l.endTerm, l.holder = nil, nil, ""
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	if reason == "stopping" {
@@ -280,10 +432,17 @@ func (l *leadership) termNumber() uint64 {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.term == nil {
+	if !l.leadingLocked() {
 		return 0
 	}
 	return l.terms.Load()
+}
+
+// leadingLocked reports whether a term runs and its deadline has not
+// passed (a process paused past it has not led since, whatever its
+// timer says). l.mu is held.
+func (l *leadership) leadingLocked() bool {
+	return l.term != nil && time.Now().Before(l.deadline)
 }
 
 // leading reports whether this conductord is the leader now.
@@ -293,7 +452,7 @@ func (l *leadership) leading() bool {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.term != nil
+	return l.leadingLocked()
 }
 
 // peers returns how many other conductords were alive at the last count.
@@ -317,6 +476,10 @@ func (l *leadership) await(ctx context.Context) (context.Context, bool) {
 		term, changed := l.term, l.changed
 		l.mu.Unlock()
 		if term != nil && term.Err() == nil {
+			if !l.leading() {
+				l.expire() // past its deadline: ended now, not when the timer runs
+				continue
+			}
 			return term, true
 		}
 		select {
@@ -391,7 +554,7 @@ func (c *Conductor) Leader() LeaderInfo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return LeaderInfo{
-		Conductord: l.id, Leader: l.holder, Leading: l.term != nil, Members: l.members,
+		Conductord: l.id, Leader: l.holder, Leading: l.leadingLocked(), Members: l.members,
 		Terms: l.terms.Load(), Lease: l.lease.String(),
 	}
 }

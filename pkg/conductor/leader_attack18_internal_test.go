@@ -158,7 +158,7 @@ func TestAttack18_Leadership_DeposedLeaderLetsAnotherLead(t *testing.T) {
 	go func() {
 		defer close(done)
 		broken.each(ctx, func(term context.Context) {
-			broken.depose("the job ends cannot be taken: disk broken")
+			broken.abdicate("the job ends cannot be taken: disk broken") // as endsTaker.run does
 		})
 		<-stop
 	}()

@@ -2,6 +2,7 @@ package conductor_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,6 +27,9 @@ func attack18Start(t *testing.T, url, id string, cfg conductor.Config) *conducto
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "conductord.id"), []byte(id+"\n"), 0o640))
 	}
 	cfg.NATSURL, cfg.DataDir = url, dir
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	c, err := conductor.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background()))

@@ -1,9 +1,12 @@
 package conductor_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -147,7 +150,12 @@ func TestLeader_Restart(t *testing.T) {
 	space, _ := subject.New("default")
 	kv, err := bundle.js.KeyValue(ctx, space.LeaderBucket())
 	require.NoError(t, err)
-	_, err = kv.Put(ctx, subject.LeaderKey, []byte(id))
+	// The lease value is the id and a token of the run, which the data
+	// directory keeps for the next run.
+	run, err := os.ReadFile(filepath.Join(dir, "conductord.run"))
+	require.NoError(t, err)
+	require.Contains(t, string(run), id+"/")
+	_, err = kv.Put(ctx, subject.LeaderKey, bytes.TrimSpace(run))
 	require.NoError(t, err)
 
 	again, err := conductor.New(cfg)

@@ -214,7 +214,7 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}, "stats bucket"); err != nil {
 		return err
 	}
-	if err := c.ensureBucket(ctx, leaderBucketConfig(c.space, c.cfg.LeaderLease, storage), "leader bucket"); err != nil {
+	if err := c.ensureLeaderBucket(ctx); err != nil {
 		return err
 	}
 	return c.awaitLeaders(ctx)
@@ -428,4 +428,24 @@ func (l *natsLogger) report(level slog.Level, msg string) {
 	if l.observe != nil {
 		l.observe(msg)
 	}
+}
+
+// ensureLeaderBucket makes sure the leader bucket exists (leader.go). One
+// made before with another lease keeps it, and this conductord takes it:
+// the lease is the namespace's, and a conductord started with another
+// must not shorten the keys of the others, which renew at their own.
+func (c *Conductor) ensureLeaderBucket(ctx context.Context) error {
+	c.leaderLease = c.cfg.LeaderLease
+	if kv, err := c.js.KeyValue(ctx, c.space.LeaderBucket()); err == nil {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 && st.TTL() != c.leaderLease {
+			c.log.Warn("the namespace's conductords elect their leader with another lease: this one takes it (--leader-lease must be the same on each; to change it, stop them all and delete the leader bucket)",
+				"leader_lease", c.cfg.LeaderLease, "bucket_lease", st.TTL(), "bucket", c.space.LeaderBucket())
+			c.leaderLease = st.TTL()
+		}
+	}
+	storage := jetstream.FileStorage
+	if c.cfg.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return c.ensureBucket(ctx, leaderBucketConfig(c.space, c.leaderLease, storage), "leader bucket")
 }
