@@ -21,7 +21,7 @@ import (
 // once": the first thing it says of the election must be that it does not
 // lead, and every job must run once and be counted once, as both report.
 //
-// FINDING (medium): leadership.leading() is the term flag alone, which
+// FOUND by the outside attack, fixed since (medium): what was wrong: leadership.leading() is the term flag alone, which
 // only a step (a NATS round trip after the timer fires) clears. A
 // conductord thawed after its lease expired still answers GET /v1/leader
 // "leading": true, and its ends taker, batch watcher, stray repair and

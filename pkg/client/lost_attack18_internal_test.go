@@ -14,7 +14,7 @@ import (
 // lost in /v1/hosts (conductorctl hosts' LOST column), nor carry a time
 // the host made up.
 //
-// FINDING (low): receive decodes the heartbeat into Host, Lost included,
+// FOUND by the outside attack, fixed since (low): what was wrong: receive decodes the heartbeat into Host, Lost included,
 // and keeps it as is: a live host says it was lost at any time it likes,
 // and GET /v1/hosts shows it live with lost set (and a client that reads
 // Lost as "listed lost" shows it twice). Fix: clear hb.Lost in receive

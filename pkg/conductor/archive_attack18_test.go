@@ -20,7 +20,7 @@ import (
 // that can write a member key and subscribe to the peers' subject) must
 // not be served as job id's state.
 //
-// FINDING (low; external NATS only: the embedded server's grants refuse
+// FOUND by the outside attack, fixed since (low; external NATS only: the embedded server's grants refuse
 // every role but admin, TestAttack18_Leader_BucketAndPeersRefused):
 // archiver.peers returns m.Data as is; a reader of "victim-1" gets a
 // succeeded job with another id and a result the answerer chose. Fix:

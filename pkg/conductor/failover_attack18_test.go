@@ -33,7 +33,7 @@ func attack18Bundle(t *testing.T) (*testBundle, string) {
 // lease), the counts' compare-and-swap fence must keep every job
 // counted exactly once, as both report.
 //
-// FINDING (high, with the twin-id finding): no job is counted twice (the
+// FOUND by the outside attack, fixed since (high, with the twin-id finding): no job is counted twice (the
 // fence holds against that), but the counts stall: 60 s after the 200 jobs
 // succeeded only 125 to 154 were counted, with ~14 ends messages of the
 // ends stream ack-pending, redelivered again and again, and the ack floor
@@ -94,7 +94,7 @@ func attack18LogEnds(t *testing.T, bundle *testBundle) {
 // (archiver.peers asks only when peers() > 0) and the jobs it archived
 // read as not found through the others.
 //
-// FINDING (medium): conductordID accepts any id without '.', ' ', '*',
+// FOUND by the outside attack, fixed since (medium): what was wrong: conductordID accepts any id without '.', ' ', '*',
 // '>' or a newline, up to 64 bytes, but subject.MemberKey(id) must be a
 // valid key (letters, digits, '-', '_', '/', '='): with "wéb-1" or
 // "web:1" the member Put fails with ErrInvalidKey, which count() drops
@@ -164,7 +164,7 @@ func TestAttack18_Failover_StatsKeyDeletedByHand(t *testing.T) {
 // docs/deployment.md says of a stop ("it gives the lease up after its
 // last flush of the counts").
 //
-// FINDING (medium): the counts are right in the end (the fence holds: no
+// FOUND by the outside attack, fixed since (medium): what was wrong: the counts are right in the end (the fence holds: no
 // job counted twice), but in 2 runs of 5 with three conductords and two
 // stops, only ~30.7 s after the last wait ended (1.0 s otherwise); with six
 // and five stops, every run: 595 to 597 of 600 after 10 s, 600 after 30.6 s: a
@@ -248,7 +248,7 @@ func TestAttack18_Failover_StopsUnderLoadCountOnce(t *testing.T) {
 // jobs that end afterwards, as the job stream and the other buckets are
 // made again by a restart only if they are missing at start.
 //
-// FINDING (medium): nothing makes the leader bucket again once
+// FOUND by the outside attack, fixed since (medium): what was wrong: nothing makes the leader bucket again once
 // conductord runs: the leader's renewals fail, it steps down, and every
 // create of every conductord fails (stream not found) for as long as they
 // run: no conductord leads, no end is taken, counted or archived, no

@@ -49,7 +49,7 @@ var errAttack18Unavailable = errors.New("nats: no responders available for reque
 // "once two thirds of a lease have passed since the start of its last
 // renewal that succeeded, before its key can expire".
 //
-// FINDING (high): the step-down is not driven by time but checked only
+// FOUND by the outside attack, fixed since (high): what was wrong: the step-down is not driven by time but checked only
 // when an Update returns (step). A renewal refused at once at lease/3 is
 // only logged; count()'s member Put then hangs for its lease/3 timeout,
 // the timer adds lease/3, and the next Update hangs lease/3 more: the
@@ -117,7 +117,7 @@ func TestAttack18_Leadership_StepsDownBeforeItsKeyExpires(t *testing.T) {
 // failed: "the hosts' cancels cannot be served") must let a healthy
 // conductord lead, within about a lease.
 //
-// FINDING (high): depose ends the term but leaves the leader key under
+// FOUND by the outside attack, fixed since (high): what was wrong: depose ends the term but leaves the leader key under
 // this conductord's id, and step, finding the key "its own, from before a
 // restart", takes it back at its next tick (lease/3) with an update: the
 // broken conductord is elected again and again, deposes itself again and

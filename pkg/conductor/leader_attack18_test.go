@@ -50,7 +50,7 @@ func attack18NeverTwoLeaders(t *testing.T, d time.Duration, a, b *conductor.Cond
 // one snapshot or image onto two machines, a volume cloned by a
 // StatefulSet, a copied configuration) must not both lead.
 //
-// FINDING (high): step() treats a lease held under its own id as "its
+// FOUND by the outside attack, fixed since (high): what was wrong: step() treats a lease held under its own id as "its
 // own, from before a restart" and takes it back at once with an update at
 // the holder's revision. Two live conductords with one id therefore
 // depose each other in turn, each renewal of one a conflict for the
@@ -76,7 +76,7 @@ func TestAttack18_Leader_SameIDTwoLeaders(t *testing.T) {
 // shorter --leader-lease than the leader's (a rolling change of the flag,
 // or a typo on one machine) must not make two leaders.
 //
-// FINDING (high): every conductord calls CreateOrUpdateKeyValue on the
+// FOUND by the outside attack, fixed since (high): what was wrong: every conductord calls CreateOrUpdateKeyValue on the
 // leader bucket with TTL = its own lease (ensureBucket), so the last one
 // started sets the bucket's TTL for all. A leader with lease 6s renews
 // every 2s and steps down only 4s after its last renewal; with the TTL
