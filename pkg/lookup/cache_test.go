@@ -325,8 +325,16 @@ func TestCache_ServiceCacheAheadOfTheFeed(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, reader.Flush())
 	client := NewClient(reader, prefix)
+	// The feed's first beat says its watch has begun: a change stored
+	// before would be told by beats only (the watch resumes past it).
+	select {
+	case <-changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first beat on the feed")
+	}
 	waitChange := func(rev uint64) {
 		t.Helper()
+		deadline := time.After(5 * time.Second) // for the whole wait, beats or not
 		for {
 			select {
 			case m := <-changes:
@@ -335,7 +343,7 @@ func TestCache_ServiceCacheAheadOfTheFeed(t *testing.T) {
 				if f.Rev >= rev {
 					return
 				}
-			case <-time.After(5 * time.Second):
+			case <-deadline:
 				t.Fatalf("no change %d on the feed", rev)
 			}
 		}
