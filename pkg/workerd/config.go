@@ -10,7 +10,6 @@ import (
 
 	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/subject"
-	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
 
@@ -19,11 +18,11 @@ import (
 const DefaultNATSURL = "nats://127.0.0.1:4222"
 
 // DefaultJobLease is Config.JobLease's default; MinJobLease and
-// MaxJobLease bound it (wire.MinAckWait, wire.MaxAckWait).
+// MaxJobLease bound it, as conductord bounds the lease a host asks for.
 const (
 	DefaultJobLease = 30 * time.Second
-	MinJobLease     = wire.MinAckWait
-	MaxJobLease     = wire.MaxAckWait
+	MinJobLease     = time.Second
+	MaxJobLease     = time.Hour
 )
 
 // DefaultMaxPoolSize is the default of Config.MaxPoolSize: the most

@@ -13,6 +13,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/agent"
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/workerd"
 )
@@ -172,4 +173,13 @@ func TestRun_JobLeaseBounds(t *testing.T) {
 		})
 		require.ErrorContains(t, err, "--job-lease", "%s", d)
 	}
+}
+
+// TestJobLease_BoundsAreConductords: the bounds workerd checks --job-lease
+// against are those conductord holds a host's lease to (written as
+// numbers: go doc of a public package names no internal one).
+func TestJobLease_BoundsAreConductords(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, wire.MinAckWait, workerd.MinJobLease)
+	require.Equal(t, wire.MaxAckWait, workerd.MaxJobLease)
 }
