@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -253,26 +252,7 @@ func rawR3(b *testing.B, js jetstream.JetStream, stream jetstream.Stream, n int)
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(b, err)
 	defer func() { require.NoError(b, stream.DeleteConsumer(ctx, name)) }()
-	var acked atomic.Int64
-	done := make(chan struct{})
-	start := time.Now()
-	for range 2 {
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			_ = m.Ack()
-			if acked.Add(1) == int64(n) {
-				close(done)
-			}
-		})
-		require.NoError(b, err)
-		defer cc.Stop()
-	}
-	publishAsync(b, js, func(int) string { return "bench.raw3" }, n)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Minute):
-		b.Fatalf("raw R3: only %d of %d acked", acked.Load(), n)
-	}
-	return float64(n) / time.Since(start).Seconds()
+	return drainRaw(b, js, cons, "bench.raw3", n, "raw R3")
 }
 
 // BenchmarkClusterScaling: jobs/s of a 2 ms job (noop-worker -delay 2ms)

@@ -132,26 +132,34 @@ func rawWorkQueue(b *testing.B, js jetstream.JetStream) float64 {
 	require.NoError(b, err)
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(b, err)
+	return drainRaw(b, js, cons, "bench.raw", benchJobs, "raw")
+}
+
+// drainRaw publishes n messages to subj asynchronously while 2 consumers
+// of cons ack them, and returns the messages acked a second, from the
+// first publish to the last ack; what names the baseline in a failure.
+func drainRaw(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, subj string, n int, what string) float64 {
+	b.Helper()
 	var acked atomic.Int64
 	done := make(chan struct{})
 	start := time.Now()
 	for range 2 {
 		cc, err := cons.Consume(func(m jetstream.Msg) {
 			_ = m.Ack()
-			if acked.Add(1) == benchJobs {
+			if acked.Add(1) == int64(n) {
 				close(done)
 			}
 		})
 		require.NoError(b, err)
 		defer cc.Stop()
 	}
-	publishAsync(b, js, func(int) string { return "bench.raw" }, benchJobs)
+	publishAsync(b, js, func(int) string { return subj }, n)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Minute):
-		b.Fatalf("raw: only %d of %d acked", acked.Load(), benchJobs)
+		b.Fatalf("%s: only %d of %d acked", what, acked.Load(), n)
 	}
-	return float64(benchJobs) / time.Since(start).Seconds()
+	return float64(n) / time.Since(start).Seconds()
 }
 
 // rawOneAtATime is a second, lower baseline: 2 consumers that each pull one

@@ -40,22 +40,7 @@ func TestAttack18_TwoConductords_LeaderPaused(t *testing.T) {
 	start(t, "workerd", "--conductor", urls, "--host-id", "h1", "--pool", squares(2))
 	(&cluster{t: t, httpAddr: a.httpAddr}).waitWorkers("squares", 2)
 
-	var lead, other *cluster
-	require.Eventually(t, func() bool {
-		la, oka := a.leader()
-		lb, okb := b.leader()
-		switch {
-		case !oka || !okb || la.Members != 2 || lb.Members != 2:
-			return false
-		case la.Leading && !lb.Leading:
-			lead, other = a, b
-		case lb.Leading && !la.Leading:
-			lead, other = b, a
-		default:
-			return false
-		}
-		return true
-	}, 15*time.Second, 20*time.Millisecond, "one of two leads")
+	lead, other := leaderOfTwo(t, a, b)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

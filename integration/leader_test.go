@@ -45,6 +45,28 @@ func (c *cluster) leader() (conductor.LeaderInfo, bool) {
 	return li, resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&li) == nil
 }
 
+// leaderOfTwo waits until a and b count each other and one of them
+// leads, and returns the leader first.
+func leaderOfTwo(t *testing.T, a, b *cluster) (lead, other *cluster) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		la, oka := a.leader()
+		lb, okb := b.leader()
+		switch {
+		case !oka || !okb || la.Members != 2 || lb.Members != 2:
+			return false
+		case la.Leading && !lb.Leading:
+			lead, other = a, b
+		case lb.Leading && !la.Leading:
+			lead, other = b, a
+		default:
+			return false
+		}
+		return true
+	}, 15*time.Second, 20*time.Millisecond, "one of two leads")
+	return lead, other
+}
+
 // TestTwoConductords_LeaderKilled: two conductord processes on a 3-server
 // NATS cluster (R3), one workerd host, jobs submitted steadily over NATS.
 // The leader is SIGKILLed: the other leads within a lease and a third;
@@ -61,22 +83,7 @@ func TestTwoConductords_LeaderKilled(t *testing.T) {
 	start(t, "workerd", "--conductor", urls, "--host-id", "h1", "--pool", squares(2))
 	w.waitWorkers("squares", 2)
 
-	var lead, other *cluster
-	require.Eventually(t, func() bool {
-		la, oka := a.leader()
-		lb, okb := b.leader()
-		switch {
-		case !oka || !okb || la.Members != 2 || lb.Members != 2:
-			return false
-		case la.Leading && !lb.Leading:
-			lead, other = a, b
-		case lb.Leading && !la.Leading:
-			lead, other = b, a
-		default:
-			return false
-		}
-		return true
-	}, 15*time.Second, 20*time.Millisecond, "one of two leads")
+	lead, other := leaderOfTwo(t, a, b)
 
 	cl, err := client.Connect(urls, client.Config{})
 	require.NoError(t, err)
