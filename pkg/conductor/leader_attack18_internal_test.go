@@ -106,6 +106,7 @@ func TestAttack18_Leadership_StepsDownBeforeItsKeyExpires(t *testing.T) {
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	}, 3*lease, time.Millisecond, "a's key expires")
 	b := newLeadership(kv, "b", lease, log.With("conductord", "b"))
+	t.Cleanup(func() { b.depose("the test ends") }) // its term's timer, before the test's log closes
 	b.step(ctx)
 	require.True(t, b.leading(), "b took the expired lease")
 	require.False(t, a.leading(), "a cut-off leader still leads when another has taken its expired key")
