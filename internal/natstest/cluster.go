@@ -76,8 +76,8 @@ func Cluster(t testing.TB, n int) []*server.Server {
 		ns.Start()
 	}
 	for _, ns := range servers {
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("natstest: server %s not ready within 10s", ns.Name())
+		if !ns.ReadyForConnections(serverReady) {
+			t.Fatalf("natstest: server %s not ready within %s", ns.Name(), serverReady)
 		}
 	}
 	waitPeers(t, servers)

@@ -15,6 +15,11 @@ import (
 	"github.com/conductor-run/conductor/internal/names"
 )
 
+// serverReady bounds the wait for a server to take connections: long,
+// for a machine whose cores the other tests of make test keep busy (10 s
+// was seen to fall short).
+const serverReady = 30 * time.Second
+
 // Server starts an embedded JetStream server and returns it.
 func Server(t testing.TB) *server.Server {
 	t.Helper()
@@ -34,9 +39,9 @@ func Server(t testing.TB) *server.Server {
 		ns.ConfigureLogger()
 	}
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(serverReady) {
 		ns.Shutdown()
-		t.Fatal("natstest: server not ready within 10s")
+		t.Fatalf("natstest: server not ready within %s", serverReady)
 	}
 	t.Cleanup(func() {
 		ns.Shutdown()

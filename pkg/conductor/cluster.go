@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/subject"
@@ -169,11 +170,51 @@ func (c *Conductor) awaitPlacement(ctx context.Context, create func(context.Cont
 // awaitPlacement does: the nodes of a cluster make the same streams at
 // the same time at their start, and the API leaves some of those
 // requests unanswered.
+//
+// With NATSURL, a call the servers leave unanswered is made again, for up
+// to natsStartWait (awaitAnswer): a cluster that has just formed, or is
+// electing a leader, leaves some unanswered, and conductord started with
+// it (a compose file, a system boot) would otherwise exit.
 func (c *Conductor) clusterCall(ctx context.Context, create func(context.Context) error) error {
-	if c.ns == nil || !c.cfg.clustered() {
-		return create(ctx)
+	switch {
+	case c.ns == nil:
+		return c.awaitAnswer(ctx, create)
+	case c.cfg.clustered():
+		return c.awaitPlacement(ctx, create)
 	}
-	return c.awaitPlacement(ctx, create)
+	return create(ctx)
+}
+
+// natsStartWait bounds how long, with NATSURL, a call at start that the
+// servers leave unanswered is made again.
+const natsStartWait = 2 * time.Minute
+
+// awaitAnswer calls create, each call bounded by clusterAPIWait, again
+// every second while the servers leave it unanswered (its deadline, no
+// responders), for up to natsStartWait or until ctx ends.
+func (c *Conductor) awaitAnswer(ctx context.Context, create func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, natsStartWait)
+	defer cancel()
+	said := time.Time{}
+	for {
+		call, done := context.WithTimeout(ctx, clusterAPIWait)
+		err := create(call)
+		done()
+		unanswered := ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse))
+		if !unanswered {
+			return err
+		}
+		if time.Since(said) >= clusterLogEvery {
+			c.log.Info("the NATS servers did not answer (a cluster forming, or a leader being elected): trying again", "err", err)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (no answer within %s)", err, natsStartWait)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // awaitFirstNode lets one node make the streams, buckets and consumers of
