@@ -101,22 +101,18 @@ func newStats(ctx context.Context, js jetstream.JetStream, space subject.Space, 
 // reload reads the counts saved, in place of those held: at the start, and
 // when this conductord becomes the leader, after another saved them.
 func (s *stats) reload(ctx context.Context) error {
-	byType, saved := map[string]counts{}, map[string]counts{}
-	unacked, revs := map[string]map[uint64]time.Time{}, map[string]uint64{}
-	keys, err := s.kv.ListKeys(ctx)
+	records, err := s.records(ctx)
 	if err != nil {
 		return fmt.Errorf("conductor: load stats: %w", err)
 	}
-	for key := range keys.Keys() {
-		e, err := s.kv.Get(ctx, key)
-		if err != nil {
+	byType, saved := map[string]counts{}, map[string]counts{}
+	unacked, revs := map[string]map[uint64]time.Time{}, map[string]uint64{}
+	for key, sr := range records {
+		revs[key] = sr.rev
+		if !sr.ok {
 			continue
 		}
-		revs[key] = e.Revision()
-		var r countsRecord
-		if json.Unmarshal(e.Value(), &r) != nil {
-			continue
-		}
+		r := sr.record
 		byType[key], saved[key] = r.counts, r.counts
 		// The sequences of an ends stream made again (deleted by hand)
 		// are not those of the new one.
@@ -269,24 +265,47 @@ func (s *stats) current(ctx context.Context, leading bool) map[string]counts {
 	if time.Since(s.readAt) < statsReadEvery && s.read != nil {
 		return s.read
 	}
-	read := map[string]counts{}
-	keys, err := s.kv.ListKeys(ctx)
+	records, err := s.records(ctx)
 	if err != nil {
 		s.log.Warn("read the job counts the leader saved", "err", err)
 		return s.read
 	}
+	read := make(map[string]counts, len(records))
+	for key, sr := range records {
+		if sr.ok {
+			read[key] = sr.record.counts
+		}
+	}
+	s.read, s.readAt = read, time.Now()
+	return read
+}
+
+// storedRecord is a type's record as the stats bucket holds it: rev its
+// revision, ok false if it could not be decoded.
+type storedRecord struct {
+	record countsRecord
+	rev    uint64
+	ok     bool
+}
+
+// records reads every type's record from the stats bucket; a key that
+// cannot be read (gone meanwhile) is left out.
+func (s *stats) records(ctx context.Context) (map[string]storedRecord, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]storedRecord{}
 	for key := range keys.Keys() {
 		e, err := s.kv.Get(ctx, key)
 		if err != nil {
 			continue
 		}
-		var r countsRecord
-		if json.Unmarshal(e.Value(), &r) == nil {
-			read[key] = r.counts
-		}
+		sr := storedRecord{rev: e.Revision()}
+		sr.ok = json.Unmarshal(e.Value(), &sr.record) == nil
+		out[key] = sr
 	}
-	s.read, s.readAt = read, time.Now()
-	return read
+	return out, nil
 }
 
 // statsReadEvery is how long the counts read from the bucket are kept.
