@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -238,9 +237,10 @@ func (s *source) Next(ctx context.Context) (*broker.Job, error) {
 	}
 }
 
-// take turns a delivered message into a job for a worker. A payload that is
-// not JSON cannot go on the channel: such a job never reaches a worker and
-// is dead at once, its payload kept as a JSON string.
+// take turns a delivered message into a job for a worker. Its payload is
+// not looked at: a worker that takes payloads framed gets it as it is, and
+// one that reads them in the line refuses what is not JSON through the
+// broker, which ends the job dead ("payload is not valid JSON").
 func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 	opts, bad := wire.DecodeOptions(m.Header)
 	if s.deferred(m, opts) {
@@ -253,10 +253,6 @@ func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 		return nil, false
 	case s.isCancelled(job.ID):
 		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
-		return nil, false
-	case !json.Valid(m.Data):
-		job.Payload, _ = json.Marshal(string(m.Data))
-		s.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true})
 		return nil, false
 	}
 	return job, true
@@ -445,7 +441,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	case wire.StatusSucceeded:
 		st.Result = result
 	case wire.StatusDead:
-		st.Payload = job.Payload
+		st.Payload = keptPayload(job.Payload)
 	}
 	last.Error = st.Error
 	s.finishing <- finishJob{held: h, retry: v.Retry}

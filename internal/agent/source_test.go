@@ -305,7 +305,10 @@ func TestSource_NotStartedIsNoAttempt(t *testing.T) {
 	require.Len(t, done.History, 2)
 }
 
-func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {
+// A payload that is not JSON goes to the worker as it is: a framed one
+// takes it, one that reads payloads in the line refuses it through the
+// broker, permanently. Either way a dead state keeps it as a JSON string.
+func TestSource_PayloadNotJSONIsKeptAsAString(t *testing.T) {
 	t.Parallel()
 	src, b := setupSource(t)
 	m := nats.NewMsg(b.space.Job("sq"))
@@ -313,15 +316,14 @@ func TestSource_PayloadNotJSONIsDeadAtOnce(t *testing.T) {
 	m.Data = []byte("{not json")
 	_, err := b.js.PublishMsg(context.Background(), m)
 	require.NoError(t, err)
-	b.publish(t, 1)
 
-	// The bad job never reaches a worker: the next job does.
 	job := next(t, src)
-	require.Equal(t, "0", string(job.Payload))
+	require.Equal(t, "bad-payload", job.ID)
+	require.Equal(t, "{not json", string(job.Payload), "not looked at")
 	now := time.Now()
-	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+	src.Done(job, broker.Outcome{Err: "payload is not valid JSON", Permanent: true, Started: now, Ended: now})
 
-	dead := b.state(t, &broker.Job{ID: "bad-payload", Attempt: 1}, wire.StatusDead)
+	dead := b.state(t, job, wire.StatusDead)
 	require.Contains(t, dead.Error, "payload is not valid JSON")
 	require.JSONEq(t, `"{not json"`, string(dead.Payload), "kept as a string")
 	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond)

@@ -102,6 +102,12 @@ func decodeFast(line []byte) (Message, bool) {
 		case "messages":
 			bit = 1 << 21
 			m.Messages, ok = l.Bool()
+		case "framed":
+			bit = 1 << 22
+			m.Framed, ok = l.Bool()
+		case "size":
+			bit = 1 << 23
+			m.Size, ok = l.Int()
 		default:
 			// Unknown keys may still name a field: encoding/json matches
 			// them ignoring case.
@@ -207,6 +213,12 @@ func appendFast(b []byte, m Message) ([]byte, bool) {
 	}
 	if m.Messages {
 		b = append(b, `,"messages":true`...)
+	}
+	if m.Framed {
+		b = append(b, `,"framed":true`...)
+	}
+	if m.Size != 0 {
+		b = strconv.AppendInt(append(b, `,"size":`...), int64(m.Size), 10)
 	}
 	return append(b, "}\n"...), true
 }

@@ -113,6 +113,14 @@ type Message struct {
 	// Messages, in a ready op, says the worker takes message ops from
 	// the conductor side (it reads its channel while it runs a job).
 	Messages bool `json:"messages,omitempty"`
+	// Framed, in a ready op, says the worker takes its jobs' payloads
+	// framed (see Size).
+	Framed bool `json:"framed,omitempty"`
+	// Size, in a job op, says the payload is framed: its Size bytes follow
+	// the line, then a newline, and the line has no payload field. The
+	// bytes are the payload as submitted, unchecked and unscanned: Reader
+	// reads them into Payload without looking at them.
+	Size int `json:"size,omitempty"`
 }
 
 // DefaultMaxLine bounds one line of the channel: a payload or result of up to
@@ -165,12 +173,17 @@ func (r *Reader) Read() (Message, error) {
 		if len(line) == 0 {
 			continue
 		}
-		return Decode(line)
+		m, err := Decode(line)
+		if err == nil && m.Size != 0 {
+			return r.frame(m)
+		}
+		return m, err
 	}
 }
 
 // LineReady reports whether a whole line that is not blank is buffered,
-// so that Read returns without reading.
+// so that Read returns without reading. A frame's line (Message.Size)
+// counts as not ready: its frame may still be on its way.
 func (r *Reader) LineReady() bool {
 	b, _ := r.br.Peek(r.br.Buffered())
 	for {
@@ -178,8 +191,8 @@ func (r *Reader) LineReady() bool {
 		if i < 0 {
 			return false
 		}
-		if len(bytes.TrimSpace(b[:i])) > 0 {
-			return true
+		if line := bytes.TrimSpace(b[:i]); len(line) > 0 {
+			return !frameAhead(line)
 		}
 		b = b[i+1:]
 	}

@@ -34,6 +34,7 @@ const (
 
 var fakeWorkers = map[string]func() int{
 	"echo":           runEcho,
+	"framed-echo":    runFramedEcho,
 	"crash-on-job":   runCrashOnJob,
 	"never-ready":    runNeverReady,
 	"garbage":        runGarbage,
@@ -158,6 +159,19 @@ func runEcho() int {
 	c := openChannel()
 	c.send(proto.Message{Op: proto.OpReady})
 	c.serve(c.echo)
+	return 0
+}
+
+// runFramedEcho: ready, taking payloads framed and four jobs queued, then
+// each job's result is its payload's bytes as a JSON string.
+func runFramedEcho() int {
+	c := openChannel()
+	c.send(proto.Message{Op: proto.OpReady, Framed: true, Prefetch: 4})
+	c.serve(func(m proto.Message) bool {
+		result, _ := json.Marshal(string(m.Payload))
+		c.send(proto.Message{Op: proto.OpDone, ID: m.ID, Result: result})
+		return true
+	})
 	return 0
 }
 

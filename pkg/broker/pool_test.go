@@ -62,13 +62,40 @@ func TestPool_Start(t *testing.T) {
 		e := b.outcome(t)
 		require.Equal(t, "bad", e.job.ID)
 		require.True(t, e.out.Permanent)
-		require.Contains(t, e.out.Err, "job cannot be sent to a worker")
+		require.Equal(t, "payload is not valid JSON", e.out.Err, "what a worker reading payloads in the line cannot take")
 		require.False(t, e.out.Crashed)
 
 		// The worker was not blamed: it takes the next job, unrestarted.
 		b.submit(t, "good", "7")
 		e = b.outcome(t)
 		require.Equal(t, "7", string(e.out.Result))
+		require.Zero(t, pool.Workers()[0].Restarts)
+	})
+
+	t.Run("FramedPayloads", func(t *testing.T) {
+		t.Parallel()
+		b := newBundle(t)
+		pool := setup(t, b.spec("framed-echo"), b)
+		readyWorkers(t, b, pool)
+
+		// A framed worker gets its payloads as they are, JSON or not,
+		// large (written from where it is) or small, with prefetch.
+		big := `"` + strings.Repeat("x", 300<<10) + `"`
+		payloads := []string{"{not json", big, "7", "line\n{\"op\":\"shutdown\"}\n"}
+		for i, p := range payloads {
+			b.submit(t, "job-"+strconv.Itoa(i), p)
+		}
+		got := map[string]string{}
+		for range payloads {
+			e := b.outcome(t)
+			require.Empty(t, e.out.Err)
+			var echoed string
+			require.NoError(t, json.Unmarshal(e.out.Result, &echoed))
+			got[e.job.ID] = echoed
+		}
+		for i, p := range payloads {
+			require.Equal(t, p, got["job-"+strconv.Itoa(i)], "job %d", i)
+		}
 		require.Zero(t, pool.Workers()[0].Restarts)
 	})
 

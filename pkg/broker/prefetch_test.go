@@ -292,10 +292,10 @@ func TestPool_PrefetchBoundedByBytes(t *testing.T) {
 		// 3,000 bytes of payload, about 3,050 with the message around it:
 		// 10 fit in 32 KiB, an 11th would not.
 		{"plain", `"` + strings.Repeat("x", 2998) + `"`, 10},
-		// 500 bytes of payload that JSON escapes to 3,000 ("\u003c"): the
-		// message's size counts, not the payload's; the last one taken
-		// goes over by less than a message.
-		{"escaped", `"` + strings.Repeat("<", 500) + `"`, 11},
+		// 500 bytes of payload that JSON would escape to 3,000 ("\u003c")
+		// in a line: the SDK's worker takes payloads framed, as they are,
+		// so the 20 messages of about 550 bytes all fit.
+		{"framed", `"` + strings.Repeat("<", 500) + `"`, 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBundle(t)

@@ -55,6 +55,7 @@ type session struct {
 	// more than prefetch.
 	queued   []*Job
 	prefetch int          // jobs the worker may hold queued (its ready op's, capped)
+	framed   bool         // the worker takes its jobs' payloads framed (its ready op's)
 	avgRun   flow.Average // of the worker's run times, in nanoseconds
 
 	next       chan nextResult // result of the pending Source.Next, or nil
@@ -224,6 +225,7 @@ func (ss *session) handle(l workerLine) {
 		}
 		ss.ready = true
 		ss.prefetch = min(max(m.Prefetch, 0), maxPrefetch)
+		ss.framed = m.Framed
 		ss.keeps = min(max(m.Cache, 0), maxKept)
 		ss.s.takesMessages.Store(m.Messages)
 		if ss.readyAt.IsZero() {

@@ -9,6 +9,7 @@ package broker
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -136,9 +137,14 @@ func (ss *session) notStarted(j *Job, why string) {
 // cannotSend ends a job that cannot be encoded for the channel: nothing was
 // written, and no worker could take it.
 func (ss *session) cannotSend(j *Job, err error) {
-	ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", err)
 	out := ss.outcome()
 	out.Started, out.Err, out.Permanent = out.Ended, "job cannot be sent to a worker: "+err.Error(), true
+	if !json.Valid(j.Payload) {
+		// What a worker that reads its payloads in the line (not framed)
+		// cannot take; a framed one gets it as it is.
+		out.Err = "payload is not valid JSON"
+	}
+	ss.s.log.Error("job cannot be sent to a worker", "job", j.ID, "err", out.Err)
 	ss.s.pool.src.Done(j, out)
 }
 

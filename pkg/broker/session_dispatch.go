@@ -93,9 +93,12 @@ const (
 // or at once once the process is gone.
 func (ss *session) give(j *Job) {
 	ss.start(j)
-	m := jobMessage(j)
 	if fitsInline(j) {
-		ss.wrote(ss.p.send(m, inlineDeadline))
+		b, err := ss.appendJob(nil, j)
+		if err == nil {
+			err = ss.p.sendLines(b, string(proto.OpJob), inlineDeadline)
+		}
+		ss.wrote(err)
 		return
 	}
 	if err := ss.p.in.SetWriteDeadline(time.Now().Add(ss.spec.ReadyTimeout)); err != nil {
@@ -104,8 +107,22 @@ func (ss *session) give(j *Job) {
 	}
 	ch := make(chan error, 1)
 	ss.writing = ch
-	w := ss.p.w
-	go func() { ch <- w.Write(m) }()
+	w, m := ss.p.w, jobMessage(j)
+	write := w.Write
+	if ss.framed {
+		write = w.WriteFramed
+	}
+	go func() { ch <- write(m) }()
+}
+
+// appendJob appends j's job message to b: framed for a worker that takes
+// payloads framed, whose payload is then not looked at (docs/protocol.md,
+// "Framed payloads"); else in the line, where it must be JSON.
+func (ss *session) appendJob(b []byte, j *Job) ([]byte, error) {
+	if ss.framed {
+		return proto.AppendFramed(b, jobMessage(j))
+	}
+	return proto.Append(b, jobMessage(j))
 }
 
 // start makes j the worker's running job, with its timeout.

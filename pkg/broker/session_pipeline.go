@@ -10,7 +10,6 @@ import (
 	"slices"
 
 	"github.com/conductor-run/conductor/internal/flow"
-	"github.com/conductor-run/conductor/internal/proto"
 )
 
 // Bounds of the jobs queued into a busy worker.
@@ -71,7 +70,7 @@ func (ss *session) pipeline() {
 		}
 		before := len(lines)
 		var err error
-		if lines, err = proto.Append(lines, jobMessage(j)); err != nil {
+		if lines, err = ss.appendJob(lines, j); err != nil {
 			ss.cannotSend(j, err)
 			continue
 		}

@@ -33,7 +33,7 @@ func ExampleRun() {
 	fmt.Fprintln(toWorker, `{"op":"shutdown"}`)
 	fmt.Println("Run:", <-errc)
 	// Output:
-	// {"op":"ready","prefetch":64,"cache":256}
+	// {"op":"ready","prefetch":64,"cache":256,"framed":true}
 	// {"op":"done","id":"j1","result":49}
 	// Run: <nil>
 }

@@ -12,7 +12,12 @@ type Job struct {
 	ID string
 	// Type is the job type, which is also the name of the pool serving it.
 	Type string
-	// Payload is the job's input as submitted, untouched.
+	// Payload is the job's input as submitted, untouched: workerd writes
+	// it to the worker after the job's line (framed), and neither end
+	// reads it through. The submit paths (HTTP, pkg/client, the submit
+	// request) take only JSON, but a job published straight to the job
+	// stream is not checked on the way: Decode is where a payload that is
+	// not JSON shows, as its error.
 	Payload json.RawMessage
 	// Attempt counts the attempts at this job, starting at 1.
 	Attempt int

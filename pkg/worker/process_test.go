@@ -103,7 +103,7 @@ func (c *child) wait(t testing.TB) error {
 // the process's stdin, and returns once the handler runs.
 func (c *child) startWaitJob(t *testing.T) {
 	t.Helper()
-	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: worker.DefaultPrefetch, Cache: worker.DefaultLookupCache}, recvFrom(t, c.msgs))
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: worker.DefaultPrefetch, Cache: worker.DefaultLookupCache, Framed: true}, recvFrom(t, c.msgs))
 	_, err := io.WriteString(c.in, `{"op":"job","id":"j1","type":"wait","payload":7,"attempt":1}`+"\n")
 	require.NoError(t, err)
 	line, err := c.stdout.ReadString('\n')

@@ -21,13 +21,23 @@ import (
 func (s *server) read(r *proto.Reader) {
 	for {
 		m, err := r.Read()
-		if long, ok := errors.AsType[*proto.LineTooLongError](err); ok && long.Op == proto.OpReply && long.Req != 0 {
+		long, _ := errors.AsType[*proto.LineTooLongError](err)
+		if long != nil && long.Op == proto.OpReply && long.Req != 0 {
 			// A reply too long to read: its request fails, rather than
 			// wait for ever.
 			s.mu.Lock()
 			s.replyLocked(proto.Message{Op: proto.OpReply, Req: long.Req, Code: 413,
 				Error: fmt.Sprintf("the reply of %d bytes is over the channel's line limit of %d bytes", long.Size, long.Max)})
 			s.mu.Unlock()
+		} else if long != nil && long.Op == proto.OpJob && long.ID != "" {
+			// A job too large to read: answered, as a refusal is, rather
+			// than left running in workerd's eyes. Another worker of the
+			// pool has the same limit.
+			s.mu.Lock()
+			s.answerLocked(proto.Message{Op: proto.OpDone, ID: long.ID, Permanent: true,
+				Error: fmt.Sprintf("worker: the job of %d bytes is over the channel's limit of %d bytes", long.Size, long.Max)})
+			s.mu.Unlock()
+			s.flush()
 		} else if _, bad := errors.AsType[*proto.SyntaxError](err); bad || errors.Is(err, proto.ErrLineTooLong) {
 			s.log.Warn("worker: ignoring a bad line from workerd", "err", err)
 		} else if err != nil {

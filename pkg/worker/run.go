@@ -156,7 +156,9 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	s := newServer(ctx, h, o.out, o.log, o.prefetch, o.cache)
 	stopMessages := s.startMessages(o.messages)
 	defer stopMessages()
-	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch, Cache: s.cacheSize, Messages: o.messages != nil})
+	// Framed: workerd writes payloads after their lines, and neither end
+	// scans them (Job.Payload).
+	err := s.send(proto.Message{Op: proto.OpReady, Prefetch: s.prefetch, Cache: s.cacheSize, Messages: o.messages != nil, Framed: true})
 	var reading, watching sync.WaitGroup
 	if err == nil {
 		done := make(chan struct{})

@@ -403,16 +403,16 @@ func TestRun_PrefetchFromEnv(t *testing.T) {
 	t.Setenv("CONDUCTOR_PREFETCH", "2")
 	m, err := firstLine(t)
 	require.NoError(t, err)
-	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 2, Cache: worker.DefaultLookupCache}, m)
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 2, Cache: worker.DefaultLookupCache, Framed: true}, m)
 
 	m, err = firstLine(t, worker.WithPrefetch(1))
 	require.NoError(t, err)
-	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 1, Cache: worker.DefaultLookupCache}, m, "WithPrefetch wins over the environment")
+	require.Equal(t, proto.Message{Op: proto.OpReady, Prefetch: 1, Cache: worker.DefaultLookupCache, Framed: true}, m, "WithPrefetch wins over the environment")
 
 	t.Setenv("CONDUCTOR_PREFETCH", "0")
 	m, err = firstLine(t)
 	require.NoError(t, err)
-	require.Equal(t, proto.Message{Op: proto.OpReady, Cache: worker.DefaultLookupCache}, m)
+	require.Equal(t, proto.Message{Op: proto.OpReady, Cache: worker.DefaultLookupCache, Framed: true}, m)
 
 	t.Setenv("CONDUCTOR_PREFETCH", "lots")
 	_, err = firstLine(t)
