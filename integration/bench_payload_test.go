@@ -265,6 +265,13 @@ func drainSized(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, s
 	b.Helper()
 	var acked atomic.Int64
 	done := make(chan struct{})
+	// The default pulls of 500 messages each, of large messages, would
+	// exceed what the server buffers for a connection (64 MiB) and have it
+	// cut as a slow consumer: large messages are pulled by 16 MiB.
+	var opts []jetstream.PullConsumeOpt
+	if 500*len(payload) > 16<<20 {
+		opts = append(opts, jetstream.PullMaxBytes(16<<20))
+	}
 	start := time.Now()
 	for range 2 {
 		cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -272,7 +279,7 @@ func drainSized(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, s
 			if acked.Add(1) == int64(n) {
 				close(done)
 			}
-		})
+		}, opts...)
 		require.NoError(b, err)
 		defer cc.Stop()
 	}
