@@ -89,14 +89,15 @@ func BenchmarkPayloads(b *testing.B) {
 		for _, size := range sizes {
 			n := payloadJobs(b, size)
 			payload := jsonPayload(size)
+			pub := newSizedPub(b, nc, size)
 			mb := float64(size) / 1e6
 			var raws, e2es, ratios []float64
 			cpu := map[string][]float64{}
 			for i := range benchPairs(b) {
 				require.NoError(b, stream.Purge(ctx))
-				raw := drainSized(b, js, cons, "bench.payload", n, payload)
+				raw := drainSized(b, pub, cons, "bench.payload", n, payload)
 				before := usages(pids)
-				e2e := runSized(b, nc, js, []string{"noop"}, n, payload)
+				e2e := runSized(b, nc, pub, []string{"noop"}, n, payload)
 				after := usages(pids)
 				for name := range pids {
 					cpu[name] = append(cpu[name], cpuPerJob(before[name], after[name], n))
@@ -238,9 +239,32 @@ func cpuPerJob(before, after usage, n int) float64 {
 	return float64((after.cpu - before.cpu).Microseconds()) / float64(n)
 }
 
-// publishSized is publishAsync with payload as every message's data.
-func publishSized(b *testing.B, js jetstream.JetStream, subj func(int) string, n int, payload []byte) {
+// sizedPub publishes messages of one size asynchronously, and counts the
+// publishes that failed.
+type sizedPub struct {
+	js     jetstream.JetStream
+	failed atomic.Int64
+}
+
+// newSizedPub makes a publisher of messages of size on nc. It keeps at
+// most 32 MiB of them unacknowledged (and 4000, publishAsync's default):
+// a server whose stream ingest queue overflows drops what it cannot take.
+func newSizedPub(b *testing.B, nc *nats.Conn, size int) *sizedPub {
+	p := &sizedPub{}
+	var err error
+	p.js, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(min(4000, max(16, (32<<20)/size))),
+		jetstream.WithPublishAsyncTimeout(time.Minute),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, _ error) { p.failed.Add(1) }))
+	require.NoError(b, err)
+	return p
+}
+
+// publish is publishAsync with payload as every message's data; it fails
+// the benchmark if a publish was not acknowledged.
+func (p *sizedPub) publish(b *testing.B, subj func(int) string, n int, payload []byte) {
 	b.Helper()
+	js := p.js
 	for i := range n {
 		_, err := js.PublishAsync(subj(i), payload)
 		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
@@ -258,10 +282,13 @@ func publishSized(b *testing.B, js jetstream.JetStream, subj func(int) string, n
 	case <-time.After(time.Minute):
 		b.Fatal("publishes not acknowledged within a minute")
 	}
+	if f := p.failed.Swap(0); f > 0 {
+		b.Fatalf("%d of %d publishes failed", f, n)
+	}
 }
 
 // drainSized is drainRaw with payload as every message's data.
-func drainSized(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, subj string, n int, payload []byte) float64 {
+func drainSized(b *testing.B, pub *sizedPub, cons jetstream.Consumer, subj string, n int, payload []byte) float64 {
 	b.Helper()
 	var acked atomic.Int64
 	done := make(chan struct{})
@@ -283,7 +310,7 @@ func drainSized(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, s
 		require.NoError(b, err)
 		defer cc.Stop()
 	}
-	publishSized(b, js, func(int) string { return subj }, n, payload)
+	pub.publish(b, func(int) string { return subj }, n, payload)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Minute):
@@ -295,7 +322,7 @@ func drainSized(b *testing.B, js jetstream.JetStream, cons jetstream.Consumer, s
 // runSized publishes n jobs of payload on NATS, spread evenly over types,
 // and returns the jobs a second from the first publish until the
 // succeeded events of all n have come.
-func runSized(b *testing.B, nc *nats.Conn, js jetstream.JetStream, types []string, n int, payload []byte) float64 {
+func runSized(b *testing.B, nc *nats.Conn, pub *sizedPub, types []string, n int, payload []byte) float64 {
 	b.Helper()
 	space, _ := subject.New("default")
 	ours := map[string]bool{}
@@ -314,7 +341,7 @@ func runSized(b *testing.B, nc *nats.Conn, js jetstream.JetStream, types []strin
 	require.NoError(b, sub.SetPendingLimits(-1, -1))
 	require.NoError(b, nc.Flush())
 	start := time.Now()
-	publishSized(b, js, func(i int) string { return space.Job(types[i%len(types)]) }, n, payload)
+	pub.publish(b, func(i int) string { return space.Job(types[i%len(types)]) }, n, payload)
 	select {
 	case <-done:
 	case <-time.After(5 * time.Minute):

@@ -153,7 +153,8 @@ func (s typesSetup) run(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.Je
 	up := time.Since(t0)
 	pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
 	before := usages(pids)
-	rate := runSized(b, nc, js, s.types, n, []byte(`{"n":1}`))
+	payload := []byte(`{"n":1}`)
+	rate := runSized(b, nc, newSizedPub(b, nc, len(payload)), s.types, n, payload)
 	after := usages(pids)
 	p := typesPhase{
 		rate:          rate,
