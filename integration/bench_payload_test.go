@@ -34,7 +34,8 @@ import (
 // Reported per size: raw msgs/s and MB/s, e2e jobs/s and MB/s, the ratio
 // e2e/raw of each pair (median, min, max), and the CPU per job of
 // conductord, workerd and one worker during the e2e phases (median of the
-// pairs). The payload is a JSON object with a long string field, exactly
+// pairs; the worker's CPU is divided by all the phase's jobs, of which it
+// ran about half). The payload is a JSON object with a long string field, exactly
 // the size. Goals: ratio >= 0.5 at 100 B, >= 0.4 at 10 KB and above,
 // >= 100 MB/s e2e at 1 MB.
 //
