@@ -1,0 +1,212 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/subject"
+)
+
+// BenchmarkJobTypes measures the cost of many job types (issue 19: 100
+// types against 1 at the same total, goal >= 0.8): the same total of no-op
+// jobs (BENCH_TYPES_JOBS, default 20000) published on NATS, spread evenly
+// over the types of a setup, counted by their succeeded events.
+//
+// 100 pools cannot hold the 2 workers of the usual 1-type figure: each
+// needs a worker at least. So the fair comparison keeps the processes
+// equal, and the usual figure is context:
+//   - many: one workerd with 100 pools (types t00…t99) of 1 noop-worker
+//     each: 100 worker processes;
+//   - one100: one workerd with 1 pool (type one100) of 100 noop-workers:
+//     the same 100 processes, one type (the baseline of the goal's ratio,
+//     many/one100);
+//   - one2: one workerd with 1 pool (type one2) of 2 noop-workers, as
+//     BenchmarkEndToEnd's e2e (many/one2 is reported too).
+//
+// BENCH_PAIRS rounds (default 5) of one2, one100, many, interleaved; each
+// phase starts its workerd (a host id of its own), waits for its workers,
+// runs the jobs and stops it, so that no setup's idle processes weigh on
+// another's. Reported for each setup: jobs/s (median, min, max), the CPU
+// per job of conductord and workerd, workerd's RSS and its workers' in all,
+// and the consumers on the job stream: the setup's (one per priority of
+// each type) and the stream's total; and the ratios of each round.
+//
+//	go test -run '^$' -bench BenchmarkJobTypes -benchtime 1x ./integration/
+func BenchmarkJobTypes(b *testing.B) {
+	n := envInt(b, "BENCH_TYPES_JOBS", 20000)
+	noop := filepath.Join(bin, "noop-worker")
+	many := typesSetup{name: "many", workers: 100}
+	for i := range 100 {
+		t := fmt.Sprintf("t%02d", i)
+		many.types = append(many.types, t)
+		many.pools = append(many.pools, fmt.Sprintf("name=%s,count=1,cmd=%s", t, noop))
+	}
+	setups := []typesSetup{
+		{name: "one2", workers: 2, types: []string{"one2"}, pools: []string{"name=one2,count=2,cmd=" + noop}},
+		{name: "one100", workers: 100, types: []string{"one100"}, pools: []string{"name=one100,count=100,cmd=" + noop}},
+		many,
+	}
+	for range b.N {
+		c := newCluster(b)
+		nc, err := nats.Connect(c.natsURL())
+		require.NoError(b, err)
+		b.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		require.NoError(b, err)
+
+		phases := map[string][]typesPhase{}
+		for round := range benchPairs(b) {
+			for _, s := range setups {
+				p := s.run(b, c, nc, js, round, n)
+				phases[s.name] = append(phases[s.name], p)
+				b.Logf("round %d %-6s: %6.0f jobs/s; cpu per job µs: conductord %.0f, workerd %.0f; workerd RSS %.1f MB, its workers' %.1f MB; consumers: %d of its types, %d on the stream; workers up in %v, workerd stopped in %v",
+					round+1, s.name, p.rate, p.conductordCPU, p.workerdCPU, p.workerdMB, p.workersMB, p.consumers, p.streamConsumers, p.up.Round(time.Millisecond), p.down.Round(time.Millisecond))
+			}
+		}
+
+		rates := func(name string) []float64 {
+			var xs []float64
+			for _, p := range phases[name] {
+				xs = append(xs, p.rate)
+			}
+			return xs
+		}
+		ratios := func(num, den string) []float64 {
+			var xs []float64
+			for i := range phases[num] {
+				xs = append(xs, phases[num][i].rate/phases[den][i].rate)
+			}
+			return xs
+		}
+		logMachine(b)
+		var table []string
+		for _, s := range setups {
+			ps := phases[s.name]
+			pick := func(f func(typesPhase) float64) float64 {
+				var xs []float64
+				for _, p := range ps {
+					xs = append(xs, f(p))
+				}
+				return median(xs)
+			}
+			rs := rates(s.name)
+			lo, med, hi := spread(rs)
+			reportMMM(b, s.name+"_jobs/s", rs, 1)
+			cond, wd := pick(func(p typesPhase) float64 { return p.conductordCPU }), pick(func(p typesPhase) float64 { return p.workerdCPU })
+			wdMB, wsMB := pick(func(p typesPhase) float64 { return p.workerdMB }), pick(func(p typesPhase) float64 { return p.workersMB })
+			b.ReportMetric(cond, s.name+"_conductord_cpu_us/job")
+			b.ReportMetric(wd, s.name+"_workerd_cpu_us/job")
+			b.ReportMetric(wdMB, s.name+"_workerd_MB")
+			b.ReportMetric(float64(ps[0].consumers), s.name+"_consumers")
+			table = append(table, fmt.Sprintf("%-7s %5d %3d %8.0f %8.0f %8.0f %9.0f %8.0f %8.1f %9.1f %6d %6d",
+				s.name, len(s.types), s.workers, med, lo, hi, cond, wd, wdMB, wsMB, ps[0].consumers, ps[len(ps)-1].streamConsumers))
+		}
+		fair, usual := ratios("many", "one100"), ratios("many", "one2")
+		reportMMM(b, "ratio_many/one100", fair, 1)
+		reportMMM(b, "ratio_many/one2", usual, 1)
+		goal := func(xs []float64) string {
+			if median(xs) >= 0.8 {
+				return "meets goal >= 0.8"
+			}
+			return "MISSES goal >= 0.8"
+		}
+		flo, fmed, fhi := spread(fair)
+		ulo, umed, uhi := spread(usual)
+		b.Logf("job types, %d jobs per phase, %d rounds (medians; jobs/s median, min, max; CPU µs per job):\n%-7s %5s %3s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n%s\nratio many/one100 (same processes): median %.3f, min %.3f, max %.3f  %s\nratio many/one2 (the usual 2 workers): median %.3f, min %.3f, max %.3f  %s",
+			n, benchPairs(b), "setup", "types", "wks", "jobs/s", "min", "max", "cond cpu", "wd cpu", "wd MB", "wks MB", "cons", "stream",
+			strings.Join(table, "\n"), fmed, flo, fhi, goal(fair), umed, ulo, uhi, goal(usual))
+	}
+}
+
+// typesSetup is one workerd's pools, and the job types they serve.
+type typesSetup struct {
+	name    string
+	types   []string
+	pools   []string
+	workers int
+}
+
+// typesPhase is what one run of a setup measured.
+type typesPhase struct {
+	rate                      float64
+	conductordCPU, workerdCPU float64 // µs per job
+	workerdMB, workersMB      float64
+	consumers                 int           // the job stream's consumers of the setup's types
+	streamConsumers           int           // the job stream's consumers in all
+	up, down                  time.Duration // workerd's start to its workers up; its stop
+}
+
+// run starts the setup's workerd, runs n jobs through it, and stops it.
+func (s typesSetup) run(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.JetStream, round, n int) typesPhase {
+	host := fmt.Sprintf("%s-%d", s.name, round+1)
+	t0 := time.Now()
+	w := c.workerd(host, s.pools...)
+	workers := waitHostWorkers(b, c, host, s.workers)
+	up := time.Since(t0)
+	pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
+	before := usages(pids)
+	payload := []byte(`{"n":1}`)
+	rate := runSized(b, nc, newSizedPub(b, nc, len(payload)), s.types, n, payload)
+	after := usages(pids)
+	p := typesPhase{
+		rate:          rate,
+		conductordCPU: cpuPerJob(before["conductord"], after["conductord"], n),
+		workerdCPU:    cpuPerJob(before["workerd"], after["workerd"], n),
+		workerdMB:     rssMB(w.cmd.Process.Pid),
+	}
+	for _, pid := range workers {
+		p.workersMB += rssMB(pid)
+	}
+	p.consumers, p.streamConsumers = jobConsumers(b, js, s.types)
+	t1 := time.Now()
+	w.stop(b, 20*time.Second)
+	p.up, p.down = up, time.Since(t1)
+	return p
+}
+
+// waitHostWorkers waits until n workers of host are ready or busy, and
+// returns their pids.
+func waitHostWorkers(b *testing.B, c *cluster, host string, n int) []int {
+	b.Helper()
+	var pids []int
+	require.Eventually(b, func() bool {
+		pids = pids[:0]
+		for _, w := range c.workers() {
+			if w.Host == host && (w.State == "ready" || w.State == "busy") && w.PID > 0 {
+				pids = append(pids, w.PID)
+			}
+		}
+		return len(pids) >= n
+	}, 2*time.Minute, 50*time.Millisecond, "want %d workers of %s up", n, host)
+	return pids
+}
+
+// jobConsumers counts the job stream's consumers of types, and all of them.
+func jobConsumers(b *testing.B, js jetstream.JetStream, types []string) (ours, all int) {
+	space, _ := subject.New("default")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, space.JobStream())
+	require.NoError(b, err)
+	want := map[string]bool{}
+	for _, t := range types {
+		want[t] = true
+	}
+	names := stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		all++
+		if t, _ := space.ParseConsumer(name); want[t] {
+			ours++
+		}
+	}
+	require.NoError(b, names.Err())
+	return ours, all
+}
