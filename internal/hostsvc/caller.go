@@ -25,17 +25,23 @@ const FollowCheck = 10 * time.Second
 // requestWait bounds each request to conductord.
 const requestWait = 5 * time.Second
 
+// makingAtOnce bounds a host's requests for consumers in flight, under
+// what conductord serves of one credential at once (maxMaking/8): a host
+// starting many pools waits its turn here rather than be refused there.
+const makingAtOnce = 4
+
 // Caller is a host's end of the services.
 type Caller struct {
-	nc *nats.Conn
-	sp subject.Space
-	id string // the host's credential id; "" if it has none of its own
+	making chan struct{} // a slot per request for consumers in flight
+	nc     *nats.Conn
+	sp     subject.Space
+	id     string // the host's credential id; "" if it has none of its own
 }
 
 // NewCaller returns the end of a host connected by nc in namespace sp:
 // on its credential's own subjects if nc's token is a host credential's.
 func NewCaller(nc *nats.Conn, sp subject.Space) *Caller {
-	c := &Caller{nc: nc, sp: sp}
+	c := &Caller{nc: nc, sp: sp, making: make(chan struct{}, makingAtOnce)}
 	if auth.IsHostToken(nc.Opts.Token) {
 		c.id = auth.ID(nc.Opts.Token)
 	}
@@ -50,6 +56,12 @@ func (c *Caller) Consumers(ctx context.Context, typ string, ackWait time.Duratio
 		subj = c.sp.ConsumersAs(c.id, typ)
 	}
 	data, _ := json.Marshal(wire.ConsumersRequest{AckWait: ackWait})
+	select {
+	case c.making <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.making }()
 	return c.request(ctx, subj, data, nil)
 }
 

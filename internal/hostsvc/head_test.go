@@ -71,7 +71,7 @@ func TestStore_KeysTwiceRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	c := &Caller{nc: b.nc, sp: b.sp, id: "h1"}
+	c := &Caller{nc: b.nc, sp: b.sp, id: "h1", making: make(chan struct{}, makingAtOnce)}
 	seq := b.job(t, "sq", "j1")
 	_, err := c.Store(ctx, "sq", wire.StoreItem{Op: wire.StoreCreate, Key: "j1", Seq: seq,
 		Data: []byte(`{"id":"j1","type":"other","Type":"sq","status":"running"}`)})

@@ -13,10 +13,15 @@ import (
 // asking far more often is answered 429 at once, so that it holds up no
 // other host's requests, which are answered in turn.
 const (
-	pageRate      = 20  // a second, each credential
-	pageBurst     = 200 // a read of 200 pages of cancels at once
-	consumerRate  = 5   // a second, each credential
-	consumerBurst = 20  // a workerd's pools at its start
+	pageRate     = 20  // a second, each credential
+	pageBurst    = 200 // a read of 200 pages of cancels at once
+	consumerRate = 5   // a second, each credential
+	// consumerBurst is a workerd's pools at its start, each asking for its
+	// consumers: at 20, a host of 100 pools took 16 s and hundreds of
+	// refused requests to start them all. A request costs conductord a
+	// consumer lookup per priority (and a create where one is missing),
+	// a few hundred microseconds.
+	consumerBurst = 256
 )
 
 var errTooMany = errors.New("too many requests from this credential; retry later")

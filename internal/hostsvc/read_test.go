@@ -30,7 +30,7 @@ func TestRead(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	c := &Caller{nc: b.nc, sp: b.sp, id: "h1"}
+	c := &Caller{nc: b.nc, sp: b.sp, id: "h1", making: make(chan struct{}, makingAtOnce)}
 	rev, err := b.states.Create(ctx, "j1", stateOf("j1", "sq", wire.StatusRunning))
 	require.NoError(t, err)
 	_, err = b.states.Create(ctx, "o1", stateOf("o1", "other", wire.StatusRunning))

@@ -22,7 +22,7 @@ func TestStore_NoCreateOverAnotherTypesJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	c := &Caller{nc: b.nc, sp: b.sp, id: "h1"}
+	c := &Caller{nc: b.nc, sp: b.sp, id: "h1", making: make(chan struct{}, makingAtOnce)}
 
 	_, err := b.states.Create(ctx, "o1", stateOf("o1", "other", wire.StatusSucceeded), jetstream.KeyTTL(time.Second))
 	require.NoError(t, err)

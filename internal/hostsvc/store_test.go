@@ -38,7 +38,7 @@ func TestStore(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	c := &Caller{nc: b.nc, sp: b.sp, id: "h1"}
+	c := &Caller{nc: b.nc, sp: b.sp, id: "h1", making: make(chan struct{}, makingAtOnce)}
 
 	j1 := b.job(t, "sq", "j1")
 	_, err := c.Store(ctx, "sq", wire.StoreItem{Op: wire.StoreCreate, Key: "j1", Data: stateOf("j1", "sq", wire.StatusRunning)})
