@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ArchiveAfter, "archive-after", time.Hour, "how long a final job state stays in the state bucket before only the archive (--data/archive) keeps it; the server holds ~130 bytes per state in the bucket")
 	fs.IntVar(&cfg.ArchiveMaxStates, "archive-max-states", 0, "the most final states the archive keeps, oldest dropped first (0: no limit but --retention)")
 	fs.Int64Var(&cfg.ArchiveMaxBytes, "archive-max-bytes", 0, "the most bytes the archive keeps, oldest dropped first (0: no limit but --retention)")
+	fs.DurationVar(&cfg.ConsumerIdle, "consumer-idle", conductor.DefaultConsumerIdle, "how long a job type goes unserved by any host before its consumers on the job stream are removed (its jobs stay queued; at least 5m)")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", 5*time.Second, "how often the workers' counters are rolled up (GET /v1/stats; docs/stats.md)")
 	fs.StringVar(&cfg.LookupsFile, "lookups-file", "", "a JSON file of named lookups, {\"name\": {\"key\": value}}: each key is set at start unless the lookups hold it already (docs/lookups.md)")
 	fs.BoolVar(&cfg.MemoryStorage, "memory", false, "keep jobs in memory only: faster, lost on exit")

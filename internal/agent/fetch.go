@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,10 @@ type fetcherConfig struct {
 	demand func() (waiting, target, ready int)
 	// deliver takes a job that came.
 	deliver func(m *nats.Msg)
+	// remake asks for the type's consumers again: they were removed
+	// (conductord removes those of a type no host served for a while,
+	// docs/architecture.md, "Consumers").
+	remake func(ctx context.Context) error
 }
 
 func newFetcher(cfg fetcherConfig) (*fetcher, error) {
@@ -202,7 +207,11 @@ func (f *fetcher) run(ctx context.Context) {
 				retry = time.Time{}
 			}
 		case d := <-f.msgs:
-			if f.received(d) {
+			refused, gone := f.received(d)
+			if gone {
+				f.consumersGone(ctx)
+			}
+			if refused {
 				retry = time.Now().Add(time.Second)
 			}
 		}
@@ -217,8 +226,9 @@ func (f *fetcher) run(ctx context.Context) {
 
 // received settles one delivery: a job goes to a worker or to ready, a
 // status ends (part of) the oldest request of its priority. It reports
-// whether the server refused a request, so that the next waits.
-func (f *fetcher) received(d delivery) (refused bool) {
+// whether the server refused a request, so that the next waits, and
+// whether the refusal says the consumer is gone.
+func (f *fetcher) received(d delivery) (refused, gone bool) {
 	l, m := d.lvl, d.m
 	if !isStatus(m) {
 		if d.inbox == l.inbox && len(l.reqs) > 0 {
@@ -229,22 +239,52 @@ func (f *fetcher) received(d delivery) (refused bool) {
 		}
 		l.emptyAt = time.Time{}
 		f.deliver(m)
-		return false
+		return false, false
 	}
 	if d.inbox != l.inbox || len(l.reqs) == 0 {
-		return false // for a withdrawn request
+		return false, false // for a withdrawn request
 	}
-	switch code := m.Header.Get(names.HeaderNATSStatus); code {
-	case "100": // heartbeat
-	case "404", "408": // no jobs (more), or the poll expired: it brings nothing more
+	code, desc := m.Header.Get(names.HeaderNATSStatus), m.Header.Get(names.HeaderNATSDescription)
+	switch {
+	case code == "100": // heartbeat
+	case code == "404", code == "408": // no jobs (more), or the poll expired: it brings nothing more
 		if !l.polling {
 			l.emptyAt = time.Now()
 		}
 		l.drop(l.reqs[0].n)
-	default:
-		f.log.Warn("request jobs; retrying", "pool", f.typ, "priority", l.prio, "status", code, "description", m.Header.Get(names.HeaderNATSDescription))
+	case consumerGone(code, desc):
 		l.drop(l.reqs[0].n)
-		return true
+		return true, true
+	default:
+		f.log.Warn("request jobs; retrying", "pool", f.typ, "priority", l.prio, "status", code, "description", desc)
+		l.drop(l.reqs[0].n)
+		return true, false
 	}
-	return false
+	return false, false
+}
+
+// consumerGone reports whether a pull request's status says its consumer
+// is no more: deleted under the request (409), or missing when it came,
+// which the server answers as no one listening (503).
+func consumerGone(code, desc string) bool {
+	return code == "503" || code == "409" && strings.EqualFold(desc, "Consumer Deleted")
+}
+
+// consumersGone asks for the type's consumers again, once their removal
+// showed: the requests outstanding on the others are withdrawn too, and
+// every priority is asked afresh.
+func (f *fetcher) consumersGone(ctx context.Context) {
+	err := f.remake(ctx)
+	if err != nil {
+		f.log.Warn("the pool's job consumers are gone; asking for them again", "pool", f.typ, "err", err)
+		return
+	}
+	f.log.Info("the pool's job consumers were gone; made again", "pool", f.typ)
+	for _, l := range f.levels {
+		if err := f.newInbox(l); err != nil {
+			f.log.Warn("renew job inbox", "pool", f.typ, "err", err)
+		}
+		l.emptyAt = time.Time{}
+	}
+	f.polled = 0
 }

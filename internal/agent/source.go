@@ -135,6 +135,7 @@ func newSource(cfg sourceConfig) (*source, error) {
 	s.fetch, err = newFetcher(fetcherConfig{
 		nc: cfg.nc, api: cfg.api, space: cfg.space, typ: cfg.typ, expires: cfg.expires, log: cfg.log, buffer: buffer,
 		demand: s.demand, deliver: s.deliver,
+		remake: func(ctx context.Context) error { return cfg.svc.Consumers(ctx, cfg.typ, cfg.ackWait) },
 	})
 	if err != nil {
 		s.answers.close()

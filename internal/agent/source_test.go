@@ -54,10 +54,39 @@ func setupSource(t testing.TB) (*source, *sourceBundle) {
 	src, err := newSource(sourceConfig{
 		nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: "h1", workers: 2, prefetch: 8, maxAttempts: 3, maxResult: 1 << 20,
 		expires: 5 * time.Second, ackWait: 30 * time.Second, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		svc: a.svc,
 	})
 	require.NoError(t, err)
 	t.Cleanup(src.close)
 	return src, &sourceBundle{nc: nc, js: js, jsAgent: a.js, space: space, kv: kv}
+}
+
+// A pool whose consumers were removed (conductord removes those of a type
+// no host served for a while) asks for them again at its next pull, and
+// takes the jobs queued meanwhile.
+func TestSource_ConsumersRemadeWhenGone(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	ctx := context.Background()
+	b.publish(t, 1)
+	job := next(t, src)
+	now := time.Now()
+	src.Done(job, broker.Outcome{Result: []byte("0"), Started: now, Ended: now})
+	b.state(t, job, wire.StatusSucceeded)
+
+	stream, err := b.js.Stream(ctx, b.space.JobStream())
+	require.NoError(t, err)
+	for _, p := range wire.Priorities {
+		require.NoError(t, stream.DeleteConsumer(ctx, b.space.ConsumerAt("sq", string(p))))
+	}
+	_, err = b.js.Publish(ctx, b.space.Job("sq"), []byte("41"))
+	require.NoError(t, err)
+	job = next(t, src)
+	require.Equal(t, "41", string(job.Payload), "the job queued while the consumers were gone")
+	for _, p := range wire.Priorities {
+		_, err := stream.Consumer(ctx, b.space.ConsumerAt("sq", string(p)))
+		require.NoError(t, err, "%s made again", p)
+	}
 }
 
 func TestSource_NextDeliversAtOnce(t *testing.T) {

@@ -89,6 +89,7 @@ type Conductor struct {
 	batchEnds  *batchEnds        // announces the end of each batch
 	storage    *storageGuard     // keeps the store writable; nil without an embedded file store
 	strays     *strayRepair      // repairs the job messages no consumer will deliver
+	sweep      *consumerSweep    // removes the consumers of job types no host serves
 	http       *httpServer       // the HTTP API; nil without Config.HTTPListen
 	watch      startstop.Service // reads the credentials file again when it changes
 	hostsvc    *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
@@ -140,6 +141,10 @@ type Conductor struct {
 	// onStrayPass, if set, is called after each pass of the stray
 	// repair: a test signal, set between New and Start; nil in production.
 	onStrayPass func(strayPass)
+	// onConsumerPass, if set, is called after each pass of the consumer
+	// sweep with the types whose consumers it removed: a test signal, set
+	// between New and Start; nil in production.
+	onConsumerPass func(removed []string)
 	// onEventsCut, if set, is called when a stream (events, logs) is cut off
 	// for a client that does not read, with the reason and the bytes
 	// queued for it: a test signal, set between New and Start; nil in
@@ -201,6 +206,9 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	if cfg.StatsInterval < 0 {
 		return nil, fmt.Errorf("conductor: StatsInterval %v is negative", cfg.StatsInterval)
+	}
+	if cfg.ConsumerIdle < 0 || cfg.ConsumerIdle > 0 && cfg.ConsumerIdle < MinConsumerIdle {
+		return nil, fmt.Errorf("conductor: bad consumer idle time %s: want %s or more, or 0 for the default", cfg.ConsumerIdle, MinConsumerIdle)
 	}
 	if cfg.StrayCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad stray check interval %s: want a positive duration, or 0 for the default", cfg.StrayCheck)
@@ -337,6 +345,7 @@ func (c *Conductor) start(ctx context.Context) error {
 	if c.strays, err = newStrayRepair(ctx, c); err != nil {
 		return err
 	}
+	c.sweep = newConsumerSweep(c)
 	if c.ns != nil {
 		// The hosts' store on a connection of its own (hostsvc.Config).
 		if c.storeNC, err = c.connectInProcess("conductord-store"); err != nil {
@@ -415,6 +424,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.strays != nil {
 		parts = append(parts, c.strays) // stops before the archive it reads
+	}
+	if c.sweep != nil {
+		parts = append(parts, c.sweep)
 	}
 	if c.hostsvc != nil {
 		parts = append(parts, c.hostsvc)

@@ -195,6 +195,11 @@ type Config struct {
 	// leave them; docs/reliability.md, "Delivery"); it is also searched at
 	// start. Default 30s.
 	StrayCheck time.Duration
+	// ConsumerIdle is how long a job type goes unserved (no live host,
+	// nor one lost lately, has a pool of it) before its consumers on the
+	// job stream are removed; its jobs stay queued (docs/architecture.md,
+	// "Consumers"). Default 1h, at least MinConsumerIdle.
+	ConsumerIdle time.Duration
 	// Retention is how long a job's state is kept after its last change.
 	// Default 72h.
 	Retention time.Duration
@@ -261,6 +266,7 @@ func (c Config) withDefaults() Config {
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
 	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
 	c.StrayCheck = cmp.Or(c.StrayCheck, 30*time.Second)
+	c.ConsumerIdle = cmp.Or(c.ConsumerIdle, DefaultConsumerIdle)
 	c.LeaderLease = cmp.Or(c.LeaderLease, DefaultLeaderLease)
 	c.MaxBatchBytes = cmp.Or(c.MaxBatchBytes, 64<<20)
 	c.MaxPoolSize = cmp.Or(c.MaxPoolSize, DefaultMaxPoolSize)

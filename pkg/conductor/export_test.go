@@ -11,6 +11,11 @@ func OnStrayPass(c *Conductor, fn func(StrayPass)) {
 	}
 }
 
+// OnConsumerPass sets fn to be told of each pass of c's consumer sweep,
+// with the types whose consumers it removed (a test signal); call it
+// between New and Start.
+func OnConsumerPass(c *Conductor, fn func(removed []string)) { c.onConsumerPass = fn }
+
 // OnEventsCut sets fn to be told when c cuts off an event stream whose
 // client does not read it, with the reason ("overflow" or "write
 // timeout") and the bytes queued for it (a test signal); call it between
