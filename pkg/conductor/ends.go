@@ -149,7 +149,8 @@ func newEndsTaker(ctx context.Context, c *Conductor) (*endsTaker, error) {
 }
 
 // run takes the ends in each term this conductord leads (leader.go);
-// while another leads, the ends wake the waits only (endsFeed).
+// while another leads, the ends wake the waits only (endsFeed), and while
+// it leads, the feed wakes the submissions' waits alone.
 func (e *endsTaker) run(ctx context.Context) {
 	e.c.lead.each(ctx, func(term context.Context) {
 		e.c.feedEnds(false)
@@ -503,8 +504,9 @@ func (c *Conductor) decodeEnds(subj string, data []byte) (wire.Ends, bool) {
 // hostEnd is e, an end of a job of type typ that the host on credential
 // cred announced, as conductord takes it: its final state is archived
 // only if the store wrote it and could not archive it then (the store
-// archives what it writes: hostsvc.Server.Ended), and a state the store
-// did not write (forged, or one written before conductord last started,
+// archives what it writes: hostsvc.Server.Ended; one archived then is
+// kept, marked Archived, for the job's waits), and a state the store did
+// not write (forged, or one written before conductord last started,
 // archived then) is dropped, with the batch the end names. The end
 // itself is counted: a host may tell how its own types' jobs ended.
 func (c *Conductor) hostEnd(cred, typ string, e wire.End) wire.End {
@@ -519,7 +521,7 @@ func (c *Conductor) hostEnd(cred, typ string, e wire.End) wire.End {
 		}
 		e.State, e.Batch = nil, ""
 	} else if archived {
-		e.State = nil
+		e.Archived = true
 	}
 	return e
 }
@@ -537,7 +539,9 @@ func stateOf(state []byte, id, typ string) bool {
 }
 
 // jobEnds passes the final ends of a burst of attempts, counted (or
-// counted already), to the batch watcher and the Client's waits.
+// counted already), to the batch watcher and the Client's waits. A final
+// end carries the job's state as its host stored it, checked by
+// decodeEnds: the waits answer with it, and read nothing back.
 func (c *Conductor) jobEnds(ends wire.Ends) {
 	var ended []string // for onEnds
 	if c.onEnds != nil {
@@ -550,7 +554,7 @@ func (c *Conductor) jobEnds(ends wire.Ends) {
 		if e.Batch != "" {
 			c.batchEnds.mark(e.Batch)
 		}
-		c.client.JobEnded(e.ID)
+		c.client.JobEndedWith(e.ID, e.State)
 		if c.onEnds != nil {
 			ended = append(ended, e.ID)
 		}
