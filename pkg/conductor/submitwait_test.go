@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -117,4 +118,64 @@ func TestConductor_SubmitWaitAnsweredFromTheEnd(t *testing.T) {
 			require.Zero(t, after, "%s: the state was read", tc.name)
 		}
 	}
+}
+
+// BenchmarkConductor_SubmitWait times conductord's share of a submission
+// that waits: the request on conductor.<ns>.submit.<type>, the state
+// stored and the job published, and, once the host (the benchmark, on
+// another connection) has stored the final state and announced the end,
+// the answer. One job at a time; p50 and p99 of the round trip, less the
+// host's part, are reported.
+func BenchmarkConductor_SubmitWait(b *testing.B) {
+	c, err := New(Config{DataDir: b.TempDir(), NATSListen: "127.0.0.1:0"})
+	require.NoError(b, err)
+	require.NoError(b, c.Start(context.Background()))
+	b.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(b, err)
+	b.Cleanup(nc.Close)
+	host, err := nats.Connect(c.NATSURL())
+	require.NoError(b, err)
+	b.Cleanup(host.Close)
+	js, err := jetstream.New(host)
+	require.NoError(b, err)
+	ctx := context.Background()
+	states, err := js.KeyValue(ctx, c.space.StateBucket())
+	require.NoError(b, err)
+	// The host: each job's final state stored, then its end announced.
+	hosted := make(chan time.Duration, 1) // the host's part of the job
+
+	_, err = host.Subscribe(c.space.JobAt("squares", ""), func(m *nats.Msg) {
+		start := time.Now()
+		id := m.Header.Get(names.HeaderJobID)
+		rev, _ := strconv.ParseUint(m.Header.Get(names.HeaderStateRev), 10, 64)
+		final, _ := json.Marshal(wire.Job{ID: id, Type: "squares", Status: wire.StatusSucceeded, Attempts: 1, Result: m.Data})
+		if _, err := states.Update(ctx, id, final, rev); err != nil {
+			b.Error(err)
+		}
+		ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: id, Status: wire.StatusSucceeded, State: final}}}
+		if _, err := js.Publish(ctx, c.space.JobEnds("squares"), ends.AppendJSON(nil)); err != nil {
+			b.Error(err)
+		}
+		hosted <- time.Since(start)
+	})
+	require.NoError(b, err)
+	require.NoError(b, host.Flush())
+	ds := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		m := nats.NewMsg(c.space.Submit("squares"))
+		m.Header.Set(names.HeaderWait, "10s")
+		m.Data = []byte(strconv.Itoa(i))
+		start := time.Now()
+		a, err := nc.RequestMsg(m, 15*time.Second)
+		took := time.Since(start)
+		require.NoError(b, err)
+		require.Equal(b, "200", a.Header.Get(names.HeaderStatus), "%s", a.Data)
+		ds = append(ds, took-<-hosted)
+	}
+	b.StopTimer()
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), "p50_us")
+	b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds()), "p99_us")
 }
