@@ -33,6 +33,10 @@ type End struct {
 	Status Status          `json:"status"`
 	Batch  string          `json:"batch,omitempty"`
 	State  json.RawMessage `json:"state,omitempty"`
+	// Archived is conductord's mark, never on the wire: State is archived
+	// already (its store archived it as it wrote it, internal/hostsvc),
+	// and is kept only to answer the job's waits.
+	Archived bool `json:"-"`
 }
 
 // AppendJSON appends e encoded as encoding/json encodes it, without

@@ -133,9 +133,32 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 		id, _, err := c.submitVia(ctx, typ, data, o, 0)
 		return id, err
 	}
+	return c.queue(ctx, typ, data, o, nil)
+}
+
+// awaited is a wait made by queue before it queues its job (SubmitWait):
+// ch is the wait's, and queued the state queue created, if it did (the job
+// is new): the wait needs no read of it.
+type awaited struct {
+	id     string // the job's
+	ch     chan *Job
+	queued *Job
+}
+
+// queue stores the state of a job and publishes it (Submit). With w, it
+// first makes a wait for the job, which its caller must remove.
+func (c *Client) queue(ctx context.Context, typ string, data []byte, o submitOptions, w *awaited) (string, error) {
 	id := cmp.Or(o.id, uuid.Must(uuid.NewV7()).String())
 	if o.key != "" {
 		id, o.mayHaveEnded = IdempotentID(c.cfg.Namespace, typ, o.key), true
+	}
+	if w != nil {
+		// Before anything is stored: no end of the job can come before.
+		ch, err := c.addWaiter(id)
+		if err != nil {
+			return "", err
+		}
+		w.id, w.ch = id, ch
 	}
 	if o.mayHaveEnded {
 		// The state bucket keeps a final state only for a while
@@ -171,8 +194,12 @@ func (c *Client) Submit(ctx context.Context, typ string, payload any, opts ...Su
 	// pair in half.
 	ctx = context.WithoutCancel(ctx)
 	now := time.Now().UTC()
-	state, _ := json.Marshal(&Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, Submitter: o.job.Submitter, CreatedAt: now, UpdatedAt: now})
+	queued := &Job{ID: id, Type: typ, Status: StatusQueued, Batch: o.job.Batch, Priority: o.priority, Submitter: o.job.Submitter, CreatedAt: now, UpdatedAt: now}
+	state, _ := json.Marshal(queued)
 	rev, err := c.createState(ctx, id, state)
+	if err == nil && w != nil {
+		w.queued = queued
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		// A job known by its state is never queued twice, whenever the
 		// repeat comes; but one whose state was stored by a submission

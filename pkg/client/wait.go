@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,25 +108,41 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 		return nil, err
 	}
 	defer c.removeWaiter(id, ch)
+	return c.await(ctx, id, ch, nil)
+}
+
+// await waits on ch, a wait for job id, until the job has ended, reading
+// its state first, at each recheck, and when an end comes without it.
+// known, if not nil, is the job's state as its submission created it,
+// before ch was made: the first read is not needed.
+func (c *Client) await(ctx context.Context, id string, ch chan *Job, known *Job) (*Job, error) {
 	tick := time.NewTicker(c.cfg.RecheckInterval)
 	defer tick.Stop()
+	j := known
 	for {
-		// Read after subscribing, so that an end between the two is not missed.
-		j, err := c.Job(ctx, id)
-		if err == nil && j.Status.Final() {
-			return j, nil
+		if known == nil {
+			// Read after subscribing, so that an end between the two is
+			// not missed.
+			var err error
+			j, err = c.Job(ctx, id)
+			if err == nil && j.Status.Final() {
+				return j, nil
+			}
+			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrArchiveUnavailable) {
+				return nil, err // the archive may answer at the next recheck
+			}
 		}
-		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrArchiveUnavailable) {
-			return nil, err // the archive may answer at the next recheck
-		}
+		known = nil
 		if c.onWaiting != nil {
 			c.onWaiting(id)
 		}
 		select {
 		case ended := <-ch:
-			// Only a host of the job's type may publish its events: one
-			// of another type's (a host of that type forging the end of a
-			// job it cannot take) is read from the store instead.
+			// The job's final state, from its event or its end: no read
+			// back. Only a host of the job's type may publish its events
+			// and ends: one of another type's (a host of that type forging
+			// the end of a job it cannot take) is read from the store
+			// instead.
 			if ended != nil && j != nil && ended.Type == j.Type {
 				return ended, nil
 			}
@@ -133,6 +150,9 @@ func (c *Client) Wait(ctx context.Context, id string) (*Job, error) {
 			// above finds it so, or not.
 			ch = c.renewWaiter(id, ch)
 		case <-ctx.Done():
+			if j != nil && j.Status == StatusQueued {
+				markHeld([]*Job{j}, c.heldJobs())
+			}
 			return j, ctx.Err()
 		case <-tick.C:
 		}
@@ -148,11 +168,55 @@ func (c *Client) SubmitAndWait(ctx context.Context, typ string, payload any, opt
 		}
 		return c.submitAndWaitVia(ctx, typ, data, o)
 	}
-	id, err := c.Submit(ctx, typ, payload, opts...)
-	if err != nil {
-		return nil, err
+	_, j, err := c.submitWait(ctx, 0, typ, payload, opts)
+	return j, err
+}
+
+// SubmitWait queues a job as Submit does, then waits as Wait does, for
+// wait at most from then, and returns the job's id and its state: final,
+// or on a wait cut short (ctx's error, or context.DeadlineExceeded at the
+// end of wait) the latest known, nil if none. An id of "" means the job
+// was not queued, for the reason err gives. The wait is made before the
+// job is queued: a job that the call queues is awaited with no read of
+// its state, and its end brings its final state (JobEndedWith, or its job
+// event).
+func (c *Client) SubmitWait(ctx context.Context, wait time.Duration, typ string, payload any, opts ...SubmitOption) (string, *Job, error) {
+	if wait <= 0 {
+		return "", nil, fmt.Errorf("conductor: wait %s: want a duration over 0", wait)
 	}
-	return c.Wait(ctx, id)
+	return c.submitWait(ctx, wait, typ, payload, opts)
+}
+
+// submitWait is SubmitWait; a wait of 0 waits until ctx ends.
+func (c *Client) submitWait(ctx context.Context, wait time.Duration, typ string, payload any, opts []SubmitOption) (string, *Job, error) {
+	data, o, err := c.prepare(typ, payload, opts)
+	if err != nil {
+		return "", nil, err
+	}
+	var id string
+	var w awaited
+	if c.cfg.Submitter {
+		id, _, err = c.submitVia(ctx, typ, data, o, 0)
+	} else {
+		id, err = c.queue(ctx, typ, data, o, &w)
+	}
+	if w.ch != nil {
+		defer c.removeWaiter(cmp.Or(id, w.id), w.ch)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if wait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	if w.ch == nil {
+		j, err := c.Wait(ctx, id)
+		return id, j, err
+	}
+	j, err := c.await(ctx, id, w.ch, w.queued)
+	return id, j, err
 }
 
 func (c *Client) addWaiter(id string) (chan *Job, error) {
@@ -229,11 +293,34 @@ func (c *Client) jobEvent(m *nats.Msg) {
 // job's state. It is for a Client with Config.FeedEnds, whose program
 // follows the job ends itself; it is harmless on any other.
 func (c *Client) JobEnded(id string) {
+	c.JobEndedWith(id, nil)
+}
+
+// JobEndedWith wakes the waits of job id, which has ended in state: the
+// final state the job's host stored, as its ends carry it (docs/protocol.md).
+// A wait returns it as the job's end, without reading the store, if it is
+// a final state of job id of the job's type; else (or with no state) it
+// reads the job's state, as after JobEnded. It is for a Client with
+// Config.FeedEnds whose program takes a state only from an end it trusts
+// as much as the store: what a wait returns is told as the job's.
+func (c *Client) JobEndedWith(id string, state json.RawMessage) {
 	c.mu.Lock()
 	ws := c.waiters[id]
 	delete(c.waiters, id)
 	c.mu.Unlock()
 	for _, w := range ws {
-		w <- nil
+		w <- finalState(id, state) // each wait its own copy
 	}
+}
+
+// finalState decodes state if it is a final state of job id; else nil.
+func finalState(id string, state json.RawMessage) *Job {
+	if len(state) == 0 {
+		return nil
+	}
+	var j Job
+	if json.Unmarshal(state, &j) != nil || j.ID != id || !j.Status.Final() {
+		return nil
+	}
+	return &j
 }

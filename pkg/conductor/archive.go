@@ -234,7 +234,7 @@ func (a *archiver) put(ends wire.Ends) error {
 	var entries []archive.Entry
 	now := time.Now()
 	for _, e := range ends.Jobs {
-		if e.Status.Final() && len(e.State) > 0 {
+		if e.Status.Final() && len(e.State) > 0 && !e.Archived {
 			entries = append(entries, archive.Entry{ID: e.ID, Ended: now, State: e.State})
 		}
 	}

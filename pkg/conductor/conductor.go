@@ -79,23 +79,27 @@ type Conductor struct {
 	// bucket's, if it was made before with another (Config.LeaderLease
 	// otherwise); set by ensureStreams.
 	leaderLease time.Duration // elects the conductord that does what must happen once (leader.go)
-	// endsFeed wakes the waits from the ends while another conductord
-	// leads (endsfeed.go); endsFeedMu guards it.
-	endsFeed   []*nats.Subscription
-	endsFeedMu sync.Mutex
-	ends       *endsTaker        // takes the job ends: counts, batch ends, waits
-	archive    *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
-	stats      *stats            // the job counts, saved by the ends taker; no goroutine
-	batchEnds  *batchEnds        // announces the end of each batch
-	storage    *storageGuard     // keeps the store writable; nil without an embedded file store
-	strays     *strayRepair      // repairs the job messages no consumer will deliver
-	sweep      *consumerSweep    // removes the consumers of job types no host serves
-	http       *httpServer       // the HTTP API; nil without Config.HTTPListen
-	watch      startstop.Service // reads the credentials file again when it changes
-	hostsvc    *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
-	storeNC    *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
-	lookups    *lookup.Store     // the named lookups (lookups.go)
-	lookupSvc  micro.Service     // serves them on NATS
+	// endsFeed wakes the waits from the ends as they pass (endsfeed.go):
+	// all of them while another conductord leads (endsFeedAll), those of
+	// the submissions waiting (submitWaits) while this one does.
+	// endsFeedMu guards endsFeed.
+	endsFeed    []*nats.Subscription
+	endsFeedMu  sync.Mutex
+	endsFeedAll atomic.Bool
+	submitWaits atomic.Int64
+	ends        *endsTaker        // takes the job ends: counts, batch ends, waits
+	archive     *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
+	stats       *stats            // the job counts, saved by the ends taker; no goroutine
+	batchEnds   *batchEnds        // announces the end of each batch
+	storage     *storageGuard     // keeps the store writable; nil without an embedded file store
+	strays      *strayRepair      // repairs the job messages no consumer will deliver
+	sweep       *consumerSweep    // removes the consumers of job types no host serves
+	http        *httpServer       // the HTTP API; nil without Config.HTTPListen
+	watch       startstop.Service // reads the credentials file again when it changes
+	hostsvc     *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
+	storeNC     *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
+	lookups     *lookup.Store     // the named lookups (lookups.go)
+	lookupSvc   micro.Service     // serves them on NATS
 	// lookupCache is the service's copy of the values read, which the
 	// feed keeps true.
 	lookupCache *lookup.Cache

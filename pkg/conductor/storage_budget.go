@@ -202,7 +202,7 @@ func (c *jobCost) perJob() int64 {
 func (g *storageGuard) noteEnds(ends wire.Ends) {
 	var n, bytes uint64
 	for _, e := range ends.Jobs {
-		if e.Status.Final() && len(e.State) > 0 {
+		if e.Status.Final() && len(e.State) > 0 && !e.Archived {
 			n++
 			bytes += uint64(len(e.State))
 		}

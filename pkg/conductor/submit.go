@@ -94,17 +94,22 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 		}
 		opts = append(opts, client.WithPriority(p))
 	}
-	id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
-	if err != nil {
-		return bad(http.StatusServiceUnavailable, "%v", err)
-	}
 	if wait == 0 {
+		id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
+		if err != nil {
+			return bad(http.StatusServiceUnavailable, "%v", err)
+		}
 		return http.StatusAccepted, map[string]string{"id": id}
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	j, err := c.client.Wait(ctx, id)
+	// The wait is made before the job is queued: the job's end answers it
+	// with the final state it carries, and nothing is read back; the
+	// ends feed wakes it as the end passes (endsfeed.go).
+	c.submitWaits.Add(1)
+	defer c.submitWaits.Add(-1)
+	id, j, err := c.client.SubmitWait(ctx, wait, sub.typ, json.RawMessage(sub.payload), opts...)
 	switch {
+	case id == "":
+		return bad(http.StatusServiceUnavailable, "%v", err)
 	case err == nil:
 		return http.StatusOK, j
 	case !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
