@@ -81,3 +81,46 @@ func TestAttack19_QuotedPayloadPastTheStateLimit(t *testing.T) {
 	require.Contains(t, dead.Error, "is not kept")
 	require.Empty(t, dead.Payload)
 }
+
+// The sweep races a pool that pulls: its consumers are removed while its
+// pull requests wait (the sweep listed them idle a moment before). The
+// pool makes them again and takes the jobs queued since, round after
+// round, losing none.
+func TestAttack19_ConsumersDeletedUnderWaitingPulls(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	ctx := context.Background()
+	stream, err := b.js.Stream(ctx, b.space.JobStream())
+	require.NoError(t, err)
+	for round := range 5 {
+		got := make(chan *broker.Job, 1)
+		nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		go func() {
+			j, err := src.Next(nctx)
+			if err == nil {
+				got <- j
+			}
+			close(got)
+		}()
+		require.Eventually(t, func() bool {
+			c, err := stream.Consumer(ctx, b.space.Consumer("sq"))
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(ctx)
+			return err == nil && info.NumWaiting > 0
+		}, 10*time.Second, 5*time.Millisecond, "round %d: no pull waiting", round)
+		for _, p := range wire.Priorities {
+			require.NoError(t, stream.DeleteConsumer(ctx, b.space.ConsumerAt("sq", string(p))))
+		}
+		id := "r" + string(rune('0'+round))
+		b.publishRaw(t, id, []byte("1"), nil)
+		j, ok := <-got
+		cancel()
+		require.True(t, ok && j != nil, "round %d: the job queued after the removal never came", round)
+		require.Equal(t, id, j.ID)
+		now := time.Now()
+		src.Done(j, broker.Outcome{Result: []byte("1"), Started: now, Ended: now})
+		b.state(t, j, wire.StatusSucceeded)
+	}
+}
