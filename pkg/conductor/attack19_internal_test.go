@@ -1,0 +1,142 @@
+package conductor
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
+)
+
+// Review 19: forged ends against a submission that waits, answered from
+// its job's end.
+//
+// A submission of a squares job waits. Before its host ends it, forged
+// ends of it come: from a host of another type (its state claiming either
+// type), from the job's own host with a state the store never wrote, and
+// from a submitter (refused by the server). Each is taken (the ends taker
+// sees it) and none answers the wait: it is answered by the job's real
+// end, with the state the store wrote.
+func TestAttack19_ForgedEndsDoNotAnswerAWait(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials.json")
+	tokens := map[string]string{}
+	for _, cr := range []auth.Credential{
+		{ID: "root", Role: auth.Admin},
+		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+		{ID: "h2", Role: auth.Host, Types: []string{"cubes"}},
+		{ID: "s1", Role: auth.Submitter, Types: []string{"squares"}},
+	} {
+		tok, err := auth.Add(creds, cr, false)
+		require.NoError(t, err)
+		tokens[cr.ID] = tok
+	}
+	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: creds})
+	require.NoError(t, err)
+	taken := make(chan []string, 10)
+	c.onEnds = func(ended []string) { taken <- ended }
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	connect := func(id string) *nats.Conn {
+		nc, err := nats.Connect(c.NATSURL(), client.WithToken(tokens[id]), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	root, h1, h2, s1 := connect("root"), connect("h1"), connect("h2"), connect("s1")
+	jobs, err := root.SubscribeSync(c.space.JobAt("squares", ""))
+	require.NoError(t, err)
+	require.NoError(t, root.Flush())
+
+	answers := make(chan *nats.Msg, 1)
+	go func() {
+		m := nats.NewMsg(c.space.Submit("squares"))
+		m.Header.Set(names.HeaderWait, "30s")
+		m.Data = []byte("3")
+		a, err := root.RequestMsg(m, 40*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		answers <- a
+	}()
+	job, err := jobs.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	id := job.Header.Get(names.HeaderJobID)
+	rev, err := strconv.ParseUint(job.Header.Get(names.HeaderStateRev), 10, 64)
+	require.NoError(t, err)
+
+	state := func(typ string, result string) []byte {
+		b, err := json.Marshal(wire.Job{ID: id, Type: typ, Status: wire.StatusSucceeded, Attempts: 1, Result: json.RawMessage(result)})
+		require.NoError(t, err)
+		return b
+	}
+	publishEnds := func(nc *nats.Conn, typ string, st []byte) {
+		t.Helper()
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		ends := wire.Ends{Type: typ, Jobs: []wire.End{{ID: id, Status: wire.StatusSucceeded, State: st}}}
+		_, err = js.Publish(t.Context(), c.space.JobEnds(typ), ends.AppendJSON(nil))
+		require.NoError(t, err)
+		select {
+		case <-taken:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the forged ends were not taken")
+		}
+	}
+	noAnswer := func(what string) {
+		t.Helper()
+		select {
+		case a := <-answers:
+			t.Fatalf("%s answered the wait: %s %s", what, a.Header.Get(names.HeaderStatus), a.Data)
+		default:
+		}
+	}
+	// h2, of cubes: the job's state as a squares state, and as a cubes one.
+	publishEnds(h2, "cubes", state("squares", "666"))
+	noAnswer("a cubes host's end with a squares state")
+	publishEnds(h2, "cubes", state("cubes", "667"))
+	noAnswer("a cubes host's end with a cubes state")
+	// h1, of squares: a state the store never wrote.
+	publishEnds(h1, "squares", state("squares", "668"))
+	noAnswer("a squares host's end with a state not stored")
+	// s1, a submitter: no right to publish ends at all.
+	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: id, Status: wire.StatusSucceeded, State: state("squares", "669")}}}
+	require.NoError(t, s1.Publish(c.space.JobEnds("squares"), ends.AppendJSON(nil)))
+	require.NoError(t, s1.Flush())
+
+	// The real end: through the store, then announced.
+	final := state("squares", "9")
+	_, err = hostsvc.NewCaller(h1, c.space).Store(t.Context(), "squares", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: rev, Data: final})
+	require.NoError(t, err)
+	hjs, err := jetstream.New(h1)
+	require.NoError(t, err)
+	ends = wire.Ends{Type: "squares", Jobs: []wire.End{{ID: id, Status: wire.StatusSucceeded, State: final}}}
+	_, err = hjs.Publish(t.Context(), c.space.JobEnds("squares"), ends.AppendJSON(nil))
+	require.NoError(t, err)
+
+	var a *nats.Msg
+	select {
+	case a = <-answers:
+	case <-time.After(40 * time.Second):
+		t.Fatal("no answer")
+	}
+	require.NotNil(t, a)
+	require.Equal(t, "200", a.Header.Get(names.HeaderStatus), "%s", a.Data)
+	var j wire.Job
+	require.NoError(t, json.Unmarshal(a.Data, &j))
+	require.Equal(t, id, j.ID)
+	require.Equal(t, "squares", j.Type)
+	require.JSONEq(t, "9", string(j.Result), "the result the store wrote, not a forged one")
+}
