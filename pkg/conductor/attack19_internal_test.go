@@ -2,9 +2,11 @@ package conductor
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,4 +141,85 @@ func TestAttack19_ForgedEndsDoNotAnswerAWait(t *testing.T) {
 	require.Equal(t, id, j.ID)
 	require.Equal(t, "squares", j.Type)
 	require.JSONEq(t, "9", string(j.Result), "the result the store wrote, not a forged one")
+}
+
+// A host on a credential of its own pulls through its account's import:
+// does the status that tells it its consumer is gone reach it there? A
+// pull on a consumer never made (503, no one listening), and a long poll
+// waiting on a consumer deleted under it (409 Consumer Deleted): the
+// statuses agent's consumerGone takes.
+func TestAttack19_HostPullOnAGoneConsumerHearsSo(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials.json")
+	tokens := map[string]string{}
+	for _, cr := range []auth.Credential{
+		{ID: "root", Role: auth.Admin},
+		{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+	} {
+		tok, err := auth.Add(creds, cr, false)
+		require.NoError(t, err)
+		tokens[cr.ID] = tok
+	}
+	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", Credentials: creds})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	connect := func(id string) *nats.Conn {
+		nc, err := nats.Connect(c.NATSURL(), client.WithToken(tokens[id]))
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	root, h1 := connect("root"), connect("h1")
+	consumer := c.space.ConsumerAt("squares", string(wire.PriorityNormal))
+	pull := auth.HostAPIPrefix + ".CONSUMER.MSG.NEXT." + c.space.JobStream() + "." + consumer
+	status := func(req string) (code, desc string) {
+		t.Helper()
+		inbox := h1.NewInbox()
+		sub, err := h1.SubscribeSync(inbox)
+		require.NoError(t, err)
+		defer func() { _ = sub.Unsubscribe() }()
+		require.NoError(t, h1.PublishRequest(pull, inbox, []byte(req)))
+		return func() (string, string) {
+			m, err := sub.NextMsg(15 * time.Second)
+			if errors.Is(err, nats.ErrNoResponders) {
+				return "503", "" // how NextMsg tells that status
+			}
+			require.NoError(t, err, "no answer to the pull")
+			return m.Header.Get(names.HeaderNATSStatus), m.Header.Get(names.HeaderNATSDescription)
+		}()
+	}
+
+	code, desc := status(`{"batch":1,"no_wait":true}`)
+	require.Equal(t, "503", code, "a pull on a consumer never made: %s %s", code, desc)
+
+	require.NoError(t, hostsvc.NewCaller(h1, c.space).Consumers(t.Context(), "squares", 30*time.Second))
+	rjs, err := jetstream.New(root)
+	require.NoError(t, err)
+	stream, err := rjs.Stream(t.Context(), c.space.JobStream())
+	require.NoError(t, err)
+	cons, err := stream.Consumer(t.Context(), consumer)
+	require.NoError(t, err)
+
+	inbox := h1.NewInbox()
+	sub, err := h1.SubscribeSync(inbox)
+	require.NoError(t, err)
+	require.NoError(t, h1.PublishRequest(pull, inbox, []byte(`{"batch":1,"expires":30000000000}`)))
+	require.Eventually(t, func() bool {
+		info, err := cons.Info(t.Context())
+		return err == nil && info.NumWaiting > 0
+	}, 10*time.Second, 5*time.Millisecond, "the long poll never waited")
+	require.NoError(t, stream.DeleteConsumer(t.Context(), consumer))
+	for {
+		m, err := sub.NextMsg(15 * time.Second)
+		require.NoError(t, err, "the waiting pull never heard its consumer went")
+		code, desc := m.Header.Get(names.HeaderNATSStatus), m.Header.Get(names.HeaderNATSDescription)
+		if code == "100" {
+			continue // a heartbeat
+		}
+		require.Equal(t, "409", code, desc)
+		require.Equal(t, "consumer deleted", strings.ToLower(desc))
+		break
+	}
 }
