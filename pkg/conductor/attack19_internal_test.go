@@ -2,8 +2,8 @@ package conductor
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strconv"
 	"strings"
