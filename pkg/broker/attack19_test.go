@@ -248,7 +248,7 @@ func TestAttack19_FramedLargePayloadToAWedgedWorker(t *testing.T) {
 // Does a submitter reach another submitter's job that way? j1's payload
 // holds a job op for j2, queued behind j1 in the same worker.
 func TestAttack19_FramedLiarCannotForgeAQueuedJob(t *testing.T) {
-	t.Skip("KNOWN: a worker that says framed but reads lines runs a payload's job line; its done for a queued job is taken as that job's result (doneOutOfTurn)")
+	t.Skip("KNOWN: a worker that says framed but reads lines runs a payload's job line; its done for the job queued next is taken as that job's result; the worker broke its own protocol, workerd cannot tell")
 	b := newBundle(t)
 	src := &readySource{Source: b.source(), heldFor: "j1", held: []*broker.Job{testJob("j2", `"real"`)}}
 	cfg := b.config(b.spec("a19-framed-liar"))
