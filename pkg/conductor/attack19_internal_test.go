@@ -223,3 +223,59 @@ func TestAttack19_HostPullOnAGoneConsumerHearsSo(t *testing.T) {
 		break
 	}
 }
+
+// The sweep's types, as a Conductor counts them: a type served only by a
+// host lost lately (silent past three of its intervals) is still served,
+// and its consumers stay past the idle time; once the host is heard
+// leaving, nothing keeps them.
+func TestAttack19_SweepKeepsTheTypeOfALostHost(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.NoError(t, hostsvc.MakeConsumers(t.Context(), js, c.space, "t9", 0))
+
+	heartbeat := func(leaving bool) {
+		hb, err := json.Marshal(client.Host{Host: "h9", PID: 1, Started: time.Now(), Interval: client.Duration(100 * time.Millisecond),
+			Leaving: leaving, Pools: []client.HostPool{{Name: "t9", Count: 1, Protocol: "channel", State: "running"}}, Workers: []client.Worker{}})
+		require.NoError(t, err)
+		require.NoError(t, nc.Publish(c.space.Host("h9"), hb))
+		require.NoError(t, nc.Flush())
+	}
+	listed := func(hosts []client.Host) bool {
+		for _, h := range hosts {
+			if h.Host == "h9" {
+				return true
+			}
+		}
+		return false
+	}
+	heartbeat(false)
+	require.Eventually(t, func() bool { return listed(c.liveHosts()) }, 10*time.Second, 10*time.Millisecond, "h9 never heard")
+	require.Eventually(t, func() bool { return !listed(c.liveHosts()) && listed(c.lostHosts()) }, 10*time.Second, 10*time.Millisecond, "h9 never lost")
+
+	s := newConsumerSweep(c)
+	s.served = map[string]time.Time{}
+	require.Contains(t, s.types(), "t9", "a lost host's types are served")
+	start := time.Now()
+	removed, err := s.pass(t.Context(), start, start.Add(2*time.Hour))
+	require.NoError(t, err)
+	require.NotContains(t, removed, "t9", "the consumers of a lost host's type went")
+
+	// Heard again, then leaving: no longer live nor lost.
+	heartbeat(false)
+	require.Eventually(t, func() bool { return listed(c.liveHosts()) }, 10*time.Second, 10*time.Millisecond, "h9 not heard again")
+	heartbeat(true)
+	require.Eventually(t, func() bool { return !listed(c.liveHosts()) && !listed(c.lostHosts()) }, 10*time.Second, 10*time.Millisecond, "h9 left but is still listed")
+	require.NotContains(t, s.types(), "t9")
+	removed, err = s.pass(t.Context(), start, start.Add(4*time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, []string{"t9"}, removed, "unserved since the last pass, idle past the hour")
+}
