@@ -26,10 +26,10 @@ import (
 //
 // A submission of a squares job waits. Before its host ends it, forged
 // ends of it come: from a host of another type (its state claiming either
-// type), from the job's own host with a state the store never wrote, and
-// from a submitter (refused by the server). Each is taken (the ends taker
-// sees it) and none answers the wait: it is answered by the job's real
-// end, with the state the store wrote.
+// type), from the job's own host with a state the store never wrote or
+// refused (a fenced write, at a stale revision), and from a submitter
+// (refused by the server). None answers the wait: the job's real end
+// does, with the state the store wrote.
 func TestAttack19_ForgedEndsDoNotAnswerAWait(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -113,6 +113,13 @@ func TestAttack19_ForgedEndsDoNotAnswerAWait(t *testing.T) {
 	// h1, of squares: a state the store never wrote.
 	publishEnds(h1, "squares", state("squares", "668"))
 	noAnswer("a squares host's end with a state not stored")
+	// h1: a final state whose write was fenced (a stale revision), then
+	// its end.
+	fenced := state("squares", "670")
+	_, err = hostsvc.NewCaller(h1, c.space).Store(t.Context(), "squares", wire.StoreItem{Op: wire.StoreState, Key: id, Rev: rev + 7, Data: fenced})
+	require.ErrorIs(t, err, hostsvc.ErrConflict, "a write at a revision the state is not at")
+	publishEnds(h1, "squares", fenced)
+	noAnswer("a squares host's end with a state whose write was fenced")
 	// s1, a submitter: no right to publish ends at all.
 	ends := wire.Ends{Type: "squares", Jobs: []wire.End{{ID: id, Status: wire.StatusSucceeded, State: state("squares", "669")}}}
 	require.NoError(t, s1.Publish(c.space.JobEnds("squares"), ends.AppendJSON(nil)))
