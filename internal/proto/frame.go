@@ -4,6 +4,7 @@
 package proto
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -105,10 +106,24 @@ func (r *Reader) frameEnd() error {
 		return unexpected(err)
 	case c != '\n':
 		// The frame's length was wrong: what follows is not a line's
-		// start either. The next Read resynchronises at a newline.
+		// start either. The rest of that line is read past, so that the
+		// next Read resynchronises at a newline: what is left of it, a
+		// payload's bytes that may look like any message, is not read as
+		// one.
+		r.discardLine()
 		return &SyntaxError{Line: []byte{c}, Err: errors.New("a frame not followed by a newline")}
 	}
 	return nil
+}
+
+// discardLine reads past the rest of the current line and its newline,
+// or to the channel's end or error, which the next Read reports.
+func (r *Reader) discardLine() {
+	for {
+		if _, err := r.br.ReadSlice('\n'); !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
 }
 
 // unexpected makes an end of the channel inside a frame an unexpected one.
