@@ -175,17 +175,22 @@ func TestLogs_FollowDropsWhileTheTailsAreAsked(t *testing.T) {
 			}
 		}
 	}()
-	// A busy pool: 16 KiB lines, 1.6 MB/s, until the stream is written
-	// (h2's note comes first), then none: what the writer is given it
-	// writes to a client that reads, and nothing is cut.
+	// A busy pool: 16 KiB lines, 1.6 MB/s, for 1.5s, while the hosts are
+	// asked (2s: h2 does not answer), then none: what the writer is given
+	// once it starts it writes to a client that reads, and nothing is
+	// cut. (Lines still coming once it writes would be a race with the
+	// client's reads on a loaded machine, past a buffer of 4 lines.)
 	line, _ := json.Marshal(wire.LogLine{Time: time.Now().UTC(), Host: "h1", Pool: "printer", Stream: "stdout", Line: strings.Repeat("x", 16<<10)})
 	pace := time.NewTicker(10 * time.Millisecond)
 	defer pace.Stop()
+	quiet := time.After(1500 * time.Millisecond)
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case <-pace.C:
 			require.NoError(t, nc.Publish(space.Logs("h1", "printer"), line))
+		case <-quiet:
+			pace.Stop()
 		case cut := <-cuts:
 			t.Fatalf("a client that reads was cut off: %s", cut.reason)
 		case note := <-notes:
