@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -59,23 +58,17 @@ func TestAttack19_PayloadNotJSONToALineWorker(t *testing.T) {
 	publish("spaced", "[\n1,\n{\"op\":\"shutdown\"}\n]")
 	publish("after", `"fine"`)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cl := c.goClient()
-	j, err := cl.Wait(ctx, "bad")
-	require.NoError(t, err)
+	j := c.ended("bad")
 	require.Equal(t, client.StatusDead, j.Status)
 	require.Equal(t, "payload is not valid JSON", j.Error)
 	require.JSONEq(t, `"{7 apples\n{\"op\":\"shutdown\"}\n"`, string(j.Payload), "kept as a string")
 	require.Equal(t, 1, j.Attempts)
 
-	j, err = cl.Wait(ctx, "spaced")
-	require.NoError(t, err)
+	j = c.ended("spaced")
 	require.Equal(t, client.StatusSucceeded, j.Status, j.Error)
 	require.JSONEq(t, `[1,{"op":"shutdown"}]`, string(j.Result))
 
-	j, err = cl.Wait(ctx, "after")
-	require.NoError(t, err)
+	j = c.ended("after")
 	require.Equal(t, client.StatusSucceeded, j.Status, j.Error)
 	require.JSONEq(t, `"fine"`, string(j.Result))
 	for _, w := range c.workers() {

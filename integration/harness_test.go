@@ -249,6 +249,20 @@ func (c *cluster) goClient() *client.Client {
 	return c.client
 }
 
+// ended reads job id until it has ended, and returns its final state. A
+// job published straight to the job stream has no state until a worker
+// takes it, and Client.Wait finds none before then.
+func (c *cluster) ended(id string) *client.Job {
+	c.t.Helper()
+	var j *client.Job
+	require.Eventually(c.t, func() bool {
+		var err error
+		j, err = c.goClient().Job(context.Background(), id)
+		return err == nil && j.Status.Final()
+	}, time.Minute, 20*time.Millisecond, "job %s ended", id)
+	return j
+}
+
 // do calls the HTTP API and decodes its JSON answer into out (if not nil).
 func (c *cluster) do(method, path string, body string, hdr map[string]string, out any) int {
 	c.t.Helper()

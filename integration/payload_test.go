@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -41,30 +40,17 @@ func TestPayloads_FramedToTheSDK(t *testing.T) {
 	big := `{"blob":"` + strings.Repeat("z", 1000<<10) + `"}`
 	publish("noop", "big", big)
 
-	// A job published straight to the stream has no state until a worker
-	// takes it: Wait would find none. Read until it has ended.
-	cl := c.goClient()
-	ended := func(id string) *client.Job {
-		t.Helper()
-		var j *client.Job
-		require.Eventually(t, func() bool {
-			var err error
-			j, err = cl.Job(context.Background(), id)
-			return err == nil && j.Status.Final()
-		}, time.Minute, 20*time.Millisecond, "job %s ended", id)
-		return j
-	}
-	j := ended("not-json")
+	j := c.ended("not-json")
 	require.Equal(t, client.StatusDead, j.Status)
 	require.Contains(t, j.Error, "payload must be a number")
 	require.Contains(t, j.Error, "invalid character")
 	require.JSONEq(t, `"{7 apples\n"`, string(j.Payload), "kept as a string")
 	require.Equal(t, 1, j.Attempts)
 
-	j = ended("spaced")
+	j = c.ended("spaced")
 	require.Equal(t, client.StatusSucceeded, j.Status, j.Error)
 	require.JSONEq(t, "144", string(j.Result))
 
-	j = ended("big")
+	j = c.ended("big")
 	require.Equal(t, client.StatusSucceeded, j.Status, j.Error)
 }
