@@ -270,21 +270,19 @@ func consumerGone(code, desc string) bool {
 	return code == "503" || code == "409" && strings.EqualFold(desc, "Consumer Deleted")
 }
 
-// consumersGone asks for the type's consumers again, once their removal
-// showed: the requests outstanding on the others are withdrawn too, and
-// every priority is asked afresh.
+// consumersGone asks for the type's consumers again, once a pull's status
+// said one is gone (or not there: a 503 also comes while a clustered
+// consumer elects its leader, and the request then finds it, unchanged).
+// The inboxes stay: a renewed one drops what the server had set out to
+// deliver to the old, which waits out its ack wait unseen; each priority's
+// own requests end with their own status. Every priority is probed afresh.
 func (f *fetcher) consumersGone(ctx context.Context) {
-	err := f.remake(ctx)
-	if err != nil {
+	if err := f.remake(ctx); err != nil {
 		f.log.Warn("the pool's job consumers are gone; asking for them again", "pool", f.typ, "err", err)
 		return
 	}
-	f.log.Info("the pool's job consumers were gone; made again", "pool", f.typ)
+	f.log.Info("asked for the pool's job consumers again: a pull found one gone", "pool", f.typ)
 	for _, l := range f.levels {
-		if err := f.newInbox(l); err != nil {
-			f.log.Warn("renew job inbox", "pool", f.typ, "err", err)
-		}
 		l.emptyAt = time.Time{}
 	}
-	f.polled = 0
 }
