@@ -1,6 +1,7 @@
 package workerd
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,7 +24,13 @@ const authLogInterval = 10 * time.Second
 // token does not stop the retries either (conductord may be restarted with
 // the right one), but each refusal is logged as an error naming --token and
 // CONDUCTOR_TOKEN, at most once per authLogInterval.
-func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+//
+// The connection's callbacks log through a gate that quiet closes: nats.go
+// may still run one after Close returns, and a Run that has returned must
+// log nothing more (its logger may be gone: a test's is).
+func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger, extra ...nats.Option) (nc *nats.Conn, quiet func(), err error) {
+	gate := newLogGate(log.Handler())
+	log = slog.New(gate)
 	auth := &authLog{log: log, every: authLogInterval}
 	opts := []nats.Option{
 		nats.Name("workerd " + host),
@@ -69,11 +76,51 @@ func connect(url, token, host string, tlsConfig *tls.Config, log *slog.Logger, e
 		opts = append(opts, nats.Secure(tlsConfig))
 	}
 	opts = append(opts, extra...)
-	nc, err := nats.Connect(url, opts...)
+	nc, err = nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", url, err)
+		gate.close()
+		return nil, nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
-	return nc, nil
+	return nc, gate.close, nil
+}
+
+// logGate passes records to h until closed; close waits for a record
+// being passed. Gates derived by WithAttrs and WithGroup close with it.
+type logGate struct {
+	*gateState
+	h slog.Handler
+}
+
+type gateState struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func newLogGate(h slog.Handler) *logGate { return &logGate{gateState: &gateState{}, h: h} }
+
+func (g *gateState) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+func (g *logGate) Enabled(ctx context.Context, l slog.Level) bool { return g.h.Enabled(ctx, l) }
+
+func (g *logGate) Handle(ctx context.Context, r slog.Record) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	return g.h.Handle(ctx, r)
+}
+
+func (g *logGate) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logGate{gateState: g.gateState, h: g.h.WithAttrs(as)}
+}
+
+func (g *logGate) WithGroup(name string) slog.Handler {
+	return &logGate{gateState: g.gateState, h: g.h.WithGroup(name)}
 }
 
 // authLog logs the conductor's refusals of workerd's token, at most one

@@ -62,10 +62,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		extra = append(extra, nats.UserCredentials(cfg.NATSCreds))
 	}
-	nc, err := connect(cfg.NATSURL, token, cfg.HostID, tlsConfig, log, extra...)
+	nc, quiet, err := connect(cfg.NATSURL, token, cfg.HostID, tlsConfig, log, extra...)
 	if err != nil {
 		return err
 	}
+	defer quiet() // after Close: a callback it leaves running logs nothing
 	defer nc.Close()
 	a, err := agent.New(agent.Config{
 		Conn: nc, Namespace: cfg.Namespace, Host: cfg.HostID, Pools: pools, Logger: log,
