@@ -103,7 +103,13 @@ func (c *Conductor) createJobStream(ctx context.Context, lim jobLimits) error {
 		_, err := c.js.CreateOrUpdateStream(ctx, c.jobStreamConfig(lim))
 		return err
 	}
-	err := c.clusterCall(ctx, create)
+	// A peer offline is a cluster formed a moment ago, or a server
+	// restarting: asked again for a while (placeAgain), as the other
+	// streams are, before a count given fails or the automatic one
+	// settles for 1.
+	err := c.clusterCall(ctx, func(ctx context.Context) error {
+		return placeAgain(ctx, func() error { return create(ctx) })
+	})
 	if err != nil && auto && noPeers(err) {
 		c.log.Info("the NATS server cannot place 3 replicas (not a JetStream cluster, or fewer than 3 of its servers up): streams and buckets keep 1; --replicas sets it",
 			"err", err)
@@ -127,9 +133,10 @@ func (c *Conductor) placeErr(what string, err error) error {
 }
 
 // placeWait bounds how long the making of a stream or bucket is tried
-// again while the server says a peer it needs is offline: once the job
-// stream has its replicas, a later stream refused so is a server of a
-// cluster that formed a moment ago, or is restarting.
+// again while the server says a peer it needs is offline: a server of a
+// cluster that formed a moment ago, or is restarting (the compose
+// cluster's conductord exited on one, the job stream refused "peer
+// offline" a second after its servers started).
 const placeWait = 15 * time.Second
 
 // placeAgain calls make until it succeeds, fails for another reason than
