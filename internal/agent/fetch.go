@@ -3,6 +3,7 @@ package agent
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ type fetcherConfig struct {
 }
 
 func newFetcher(cfg fetcherConfig) (*fetcher, error) {
+	if cfg.remake == nil {
+		cfg.remake = func(context.Context) error { return errors.New("this fetcher cannot ask for consumers") }
+	}
 	f := &fetcher{
 		fetcherConfig: cfg,
 		msgs:          make(chan delivery, cfg.buffer),

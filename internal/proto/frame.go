@@ -23,13 +23,18 @@ func AppendFramed(b []byte, m Message) ([]byte, error) {
 	if m.Op != OpJob || len(m.Payload) == 0 {
 		return Append(b, m)
 	}
-	head := m
-	head.Payload, head.Size = nil, len(m.Payload)
-	line, err := Append(b, head)
+	line, err := Append(b, frameHead(m))
 	if err != nil {
 		return b, err
 	}
 	return append(append(line, m.Payload...), '\n'), nil
+}
+
+// frameHead is the line of m, a job op, whose payload follows it: its
+// size in the place of the payload.
+func frameHead(m Message) Message {
+	m.Payload, m.Size = nil, len(m.Payload)
+	return m
 }
 
 // WriteFramed sends m as AppendFramed encodes it. A large payload is
@@ -43,9 +48,7 @@ func (w *Writer) WriteFramed(m Message) error {
 		}
 		return w.WriteLines(b, string(m.Op))
 	}
-	head := m
-	head.Payload, head.Size = nil, len(m.Payload)
-	line, err := Append(nil, head)
+	line, err := Append(nil, frameHead(m))
 	if err != nil {
 		return err
 	}
