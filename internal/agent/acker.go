@@ -110,7 +110,7 @@ func (a *acker) ackReady(ctx context.Context) {
 	size, from := 0, 0
 	for i, f := range a.ready {
 		st := &f.held.state
-		end := wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch}
+		end := wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch, Payload: payloadToRemove(st, st.PayloadRef)}
 		if st.Status.Final() {
 			end.State = f.data
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/auth"
 	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/payloads"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -84,9 +85,12 @@ type Agent struct {
 	space subject.Space
 	js    jetstream.JetStream
 	api   string // js's API prefix: "$JS.API", or a host account's
-	log   *slog.Logger
-	start time.Time
-	logs  *logForwarder
+	// payloads is where the payloads passed by reference are read, for
+	// every pool of a host that reads the bucket itself.
+	payloads payloads.Source
+	log      *slog.Logger
+	start    time.Time
+	logs     *logForwarder
 	// svc asks conductord for the pools' consumers and the cancels.
 	svc *hostsvc.Caller
 	// cancels holds the ids of cancelled jobs (see watchCancels).
@@ -164,6 +168,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	a.payloads = payloads.StreamSource(a.js, space.PayloadBucket())
 	return a, nil
 }
 

@@ -3,11 +3,15 @@ package agent
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/conductor-run/conductor/internal/names"
 )
 
 // handout matches the jobs at hand with the workers waiting for them. It
@@ -104,12 +108,26 @@ func (o *handout) peek(n int) (held int, first []*nats.Msg) {
 func (o *handout) tryTake(maxPayload int) *nats.Msg {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.ready) == 0 || (maxPayload >= 0 && (len(o.ready[0].Data) > maxPayload || deliveredBefore(o.ready[0]))) {
+	if len(o.ready) == 0 || (maxPayload >= 0 && (payloadSize(o.ready[0]) > maxPayload || deliveredBefore(o.ready[0]))) {
 		return nil
 	}
 	m := o.ready[0]
 	o.ready = o.ready[1:]
 	return m
+}
+
+// payloadSize is the size of m's payload: its data's, or for a payload
+// passed by reference the size its headers name (any read past an int, if
+// they name none that reads).
+func payloadSize(m *nats.Msg) int {
+	if len(m.Data) > 0 || m.Header.Get(names.HeaderPayloadObject) == "" {
+		return len(m.Data)
+	}
+	n, err := strconv.Atoi(m.Header.Get(names.HeaderPayloadSize))
+	if err != nil || n < 0 {
+		return math.MaxInt
+	}
+	return n
 }
 
 // await returns the next job, waiting for one if none is at hand. load is

@@ -105,6 +105,7 @@ func (s *source) job(m *nats.Msg, opts wire.Options) *broker.Job {
 	if p := s.priority(m); p != wire.PriorityNormal {
 		st.Priority = p
 	}
+	st.PayloadRef = opts.Payload
 	h.requeued = opts.Requeued
 	h.tag = newTag()
 	delivered := 1
@@ -167,7 +168,14 @@ func (s *source) mustClaim(h *heldJob, opts wire.Options) bool {
 func (s *source) ended(h *heldJob) {
 	s.leases.release(h.msg)
 	st := &h.state
-	ends := wire.Ends{Type: s.typ, Again: true, Jobs: []wire.End{{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil)}}}
+	ref := st.PayloadRef
+	if ref == nil {
+		// Ended before it ran (cancelled while queued): its message names
+		// the object.
+		ref, _ = wire.DecodePayload(h.msg.Header)
+	}
+	end := wire.End{ID: st.ID, Status: st.Status, Batch: st.Batch, State: encodeState(st, nil), Payload: payloadToRemove(st, ref)}
+	ends := wire.Ends{Type: s.typ, Again: true, Jobs: []wire.End{end}}
 	if !s.states.announce(context.Background(), ends.AppendJSON(nil), 1, "") {
 		return // redelivered when its lease ends
 	}
@@ -175,4 +183,14 @@ func (s *source) ended(h *heldJob) {
 		s.log.Warn("ack a delivery of a job that has ended", "pool", s.typ, "job", h.state.ID, "err", err)
 	}
 	s.log.Info("a job that has ended was delivered again; acked, not run", "pool", s.typ, "job", h.state.ID)
+}
+
+// payloadToRemove names the object of a payload passed by reference (ref)
+// on the end of a job that ends it for good, succeeded or cancelled: its
+// end asks conductord to remove it. A dead job keeps its object.
+func payloadToRemove(st *wire.Job, ref *wire.PayloadRef) string {
+	if ref == nil || (st.Status != wire.StatusSucceeded && st.Status != wire.StatusCancelled) {
+		return ""
+	}
+	return ref.Object
 }

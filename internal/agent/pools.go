@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/conductor-run/conductor/internal/payloads"
 	"github.com/conductor-run/conductor/internal/wire"
 	"github.com/conductor-run/conductor/pkg/broker"
 )
@@ -179,7 +180,7 @@ func (a *Agent) newSource(ctx context.Context, spec broker.Spec, log *slog.Logge
 				maxAttempts: cmp.Or(spec.MaxAttempts, broker.DefaultMaxAttempts), maxResult: a.cfg.MaxResult,
 				maxCrashes: cmp.Or(spec.MaxCrashes, broker.DefaultMaxCrashes),
 				expires:    a.cfg.PullExpires, ackWait: a.cfg.AckWait, log: log, cancelled: a.cancels.has,
-				replays: &a.replays, svc: a.svc,
+				replays: &a.replays, svc: a.svc, payloads: payloads.NewReader(a.payloadSource(spec.Name), payloads.MaxSize),
 			})
 		}
 		if ctx.Err() != nil {
@@ -213,4 +214,14 @@ func (a *Agent) finalTTL(ctx context.Context, kv jetstream.KeyValue) (time.Durat
 	}
 	cfg := st.CachedInfo().Config
 	return wire.FinalTTL(cfg.Metadata, cfg.AllowMsgTTL)
+}
+
+// payloadSource is where the pool of type typ reads the payloads passed
+// by reference: the bucket, or for a host with a credential of its own,
+// conductord, which serves it its types' objects only.
+func (a *Agent) payloadSource(typ string) payloads.Source {
+	if a.svc.Proxied() {
+		return a.svc.Payloads(typ)
+	}
+	return a.payloads
 }

@@ -139,15 +139,20 @@ func (p *publisher) quarantine(f *finishJob) {
 	}
 	st.Status = wire.StatusDead
 	st.Error = wire.CutError(fmt.Sprintf("poison job: its worker died in %d of its attempts (last: %s)", crashes, st.Error))
-	st.Payload = keptPayload(f.held.msg.Data)
+	st.Payload = keptPayload(st.PayloadRef, f.held.msg.Data)
 	f.retry = -1
 	p.log.Error("poison job quarantined as dead", "pool", p.typ, "job", st.ID, "crashes", crashes)
 }
 
 // keptPayload is payload as a dead job's state keeps it: as it is if it is
 // JSON, else as a JSON string of its bytes. Nothing checked it before: a
-// worker that takes payloads framed gets them as they are.
-func keptPayload(payload []byte) json.RawMessage {
+// worker that takes payloads framed gets them as they are. A payload
+// passed by reference (ref) is not kept: the state keeps its reference,
+// and the bucket its object.
+func keptPayload(ref *wire.PayloadRef, payload []byte) json.RawMessage {
+	if ref != nil {
+		return nil
+	}
 	if json.Valid(payload) {
 		return payload
 	}

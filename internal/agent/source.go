@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/payloads"
 	"github.com/conductor-run/conductor/internal/startstop"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -90,6 +92,8 @@ type sourceConfig struct {
 	replays *replays
 	// svc, if Proxied, writes the states through conductord.
 	svc *hostsvc.Caller
+	// payloads reads the payloads passed by reference.
+	payloads *payloads.Reader
 }
 
 // poolLimits are the pool's max_attempts and max_crashes, which a reload
@@ -255,7 +259,34 @@ func (s *source) take(m *nats.Msg) (*broker.Job, bool) {
 	case s.isCancelled(job.ID):
 		s.Done(job, broker.Outcome{Err: "cancelled before it started"})
 		return nil, false
+	case opts.PayloadBad:
+		s.Done(job, broker.Outcome{Err: "its payload cannot be read: its message's payload headers name no object (" + names.HeaderPayloadObject + ")", Permanent: true})
+		return nil, false
+	case opts.Payload != nil:
+		// Read once the job is claimed: a copy of a job that has ended
+		// needs no payload, and its object may be gone.
+		return s.withPayload(job, *opts.Payload)
 	}
+	return job, true
+}
+
+// payloadReadTimeout bounds the read of one payload passed by reference.
+const payloadReadTimeout = 2 * time.Minute
+
+// withPayload reads the payload of job, passed by reference, for the
+// worker that takes it. A payload that cannot be read fails the attempt:
+// for good if it never will be (its object gone, or not the one its
+// message names), else to be tried again as any failed attempt is.
+func (s *source) withPayload(job *broker.Job, ref wire.PayloadRef) (*broker.Job, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), payloadReadTimeout)
+	defer cancel()
+	data, err := s.payloads.Read(ctx, ref)
+	if err != nil {
+		s.log.Warn("read the payload of a job", "pool", s.typ, "job", job.ID, "object", ref.Object, "err", err)
+		s.Done(job, broker.Outcome{Err: "its payload cannot be read: " + err.Error(), Permanent: payloads.Permanent(err)})
+		return nil, false
+	}
+	job.Payload = data
 	return job, true
 }
 
@@ -442,7 +473,7 @@ func (s *source) Done(job *broker.Job, out broker.Outcome) {
 	case wire.StatusSucceeded:
 		st.Result = result
 	case wire.StatusDead:
-		st.Payload = keptPayload(job.Payload)
+		st.Payload = keptPayload(st.PayloadRef, job.Payload)
 	}
 	last.Error = st.Error
 	s.finishing <- finishJob{held: h, retry: v.Retry}

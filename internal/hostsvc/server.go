@@ -76,8 +76,13 @@ type Server struct {
 	store  *storer // the states and dead entries hosts write through conductord
 	pages  rates   // each credential's requests for pages of cancels
 	asks   rates   // each credential's requests for consumers
-	// readReqs are each credential's reads of states.
-	readReqs rates
+	// readReqs are each credential's reads of states; payloadReqs its
+	// reads of payload chunks.
+	readReqs, payloadReqs rates
+	// payloads is the payload bucket's stream, bound at the first read
+	// of a payload (payloadStream).
+	payloadMu sync.Mutex
+	payloads  jetstream.Stream
 	// refusals spaces the log lines of refused writes, per credential.
 	refusals rates
 	subs     []*nats.Subscription
@@ -101,7 +106,8 @@ func NewServer(cfg Config) *Server {
 		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
 		pages: rates{Every: pageRate, Burst: pageBurst}, asks: rates{Every: consumerRate, Burst: consumerBurst},
 		refusals: rates{Every: 1, Burst: 5}, readReqs: rates{Every: readReqRate, Burst: readReqRate},
-		queue: newFairQueue(),
+		payloadReqs: rates{Every: payloadReqRate, Burst: payloadReqRate},
+		queue:       newFairQueue(),
 	}
 	if cfg.Go == nil {
 		cfg.Go = func(f func()) bool { s.wg.Go(f); return true }
@@ -145,14 +151,16 @@ func (s *Server) Start(ctx context.Context) error {
 		s.workers.Go(s.storeWorker)
 	}
 	for range readWorkers {
-		sub, err := s.cfg.Conn.QueueSubscribe(sp.ReadAs("*", "*"), "conductord-read", s.readReq)
-		if err == nil {
-			s.subs = append(s.subs, sub)
-			err = sub.SetPendingLimits(storePending, storePendingBytes)
-		}
-		if err != nil {
-			s.Stop()
-			return fmt.Errorf("hostsvc: subscribe to the reads: %w", err)
+		for subj, h := range map[string]nats.MsgHandler{sp.ReadAs("*", "*"): s.readReq, sp.PayloadAs("*", "*"): s.payloadReq} {
+			sub, err := s.cfg.Conn.QueueSubscribe(subj, "conductord-read", h)
+			if err == nil {
+				s.subs = append(s.subs, sub)
+				err = sub.SetPendingLimits(storePending, storePendingBytes)
+			}
+			if err != nil {
+				s.Stop()
+				return fmt.Errorf("hostsvc: subscribe to the reads: %w", err)
+			}
 		}
 	}
 	if err := s.cfg.Conn.Flush(); err != nil {

@@ -35,6 +35,19 @@ const (
 	HeaderStateRev = "Conductor-State-Rev"
 	// HeaderMsgID is the JetStream deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderPayloadObject names the object of the payload bucket
+	// (subject.Space.PayloadBucket) that holds a job's payload when it is
+	// passed by reference: the message's data is then empty, and
+	// HeaderPayloadSize and HeaderPayloadDigest say what workerd must read
+	// (docs/protocol.md, "Large payloads").
+	HeaderPayloadObject = "Conductor-Payload-Object"
+	// HeaderPayloadSize is the size in bytes of a payload passed by
+	// reference.
+	HeaderPayloadSize = "Conductor-Payload-Size"
+	// HeaderPayloadDigest is the SHA-256 digest of a payload passed by
+	// reference, as the object store writes it ("SHA-256=" and the
+	// digest in URL-safe base64).
+	HeaderPayloadDigest = "Conductor-Payload-Digest"
 )
 
 // Headers of a submission by NATS request (conductor.<ns>.submit.<type>)

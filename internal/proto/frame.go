@@ -71,11 +71,11 @@ func (r *Reader) frame(m Message) (Message, error) {
 	switch {
 	case m.Size < 0:
 		return Message{}, &SyntaxError{Line: []byte(m.Op), Err: fmt.Errorf("a frame of %d bytes", m.Size)}
-	case m.Size > r.max:
+	case m.Size > r.maxFrame:
 		if err := r.skip(m.Size); err != nil {
 			return Message{}, err
 		}
-		return Message{}, &LineTooLongError{Size: m.Size, Max: r.max, Op: m.Op, ID: m.ID}
+		return Message{}, &LineTooLongError{Size: m.Size, Max: r.maxFrame, Op: m.Op, ID: m.ID}
 	case m.Op != OpJob:
 		if err := r.skip(m.Size); err != nil {
 			return Message{}, err

@@ -127,6 +127,11 @@ type Message struct {
 // a mebibyte plus its envelope.
 const DefaultMaxLine = 1<<20 + 64<<10
 
+// DefaultMaxFrame bounds a framed payload: the largest a conductor takes
+// (a payload over its inline limit comes by reference, and workerd
+// frames what it read).
+const DefaultMaxFrame = 256 << 20
+
 // ErrLineTooLong is matched by the *LineTooLongError that Reader.Read
 // returns for a line over its limit. The line is skipped; the next Read
 // starts on the line after it.
@@ -146,18 +151,27 @@ func (e *SyntaxError) Unwrap() error { return e.Err }
 
 // Reader decodes messages, one per line. It is not safe for concurrent use.
 type Reader struct {
-	br  *bufio.Reader
-	max int
+	br       *bufio.Reader
+	max      int
+	maxFrame int // bounds a frame
 }
 
-// NewReader returns a Reader of r that rejects lines over max bytes
-// (DefaultMaxLine if max <= 0).
+// NewReader returns a Reader of r that rejects lines and frames over max
+// bytes; if max <= 0, lines over DefaultMaxLine and frames over
+// DefaultMaxFrame.
 func NewReader(r io.Reader, max int) *Reader {
-	if max <= 0 {
+	frame := DefaultMaxFrame
+	if max > 0 {
+		frame = max
+	} else {
 		max = DefaultMaxLine
 	}
-	return &Reader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), max: max, maxFrame: frame}
 }
+
+// SetMaxFrame bounds the frames r reads to n bytes: a larger one is read
+// past and reported as a *LineTooLongError.
+func (r *Reader) SetMaxFrame(n int) { r.maxFrame = n }
 
 // Read returns the next message. Blank lines are skipped. A line that is too
 // long, not JSON, or has no op returns an error (*LineTooLongError or

@@ -196,6 +196,13 @@ func (s Space) ReadAs(id, typ string) string {
 	return s.prefix() + ".as." + id + ".read." + typ
 }
 
+// PayloadAs is the subject the holder of host credential id reads the
+// payloads passed by reference of job type typ's jobs on, through
+// conductord, by request (wire.PayloadRead).
+func (s Space) PayloadAs(id, typ string) string {
+	return s.prefix() + ".as." + id + ".payload." + typ
+}
+
 // LookupBucket is the name of the key-value bucket of the namespace's
 // named lookups (pkg/lookup).
 func (s Space) LookupBucket() string { return Root + "-" + s.ns + "-lookups" }
@@ -415,6 +422,10 @@ func (s Space) JobStream() string { return Root + "-" + s.ns + "-jobs" }
 // StateBucket is the name of the key-value bucket holding job states, keyed
 // by job id.
 func (s Space) StateBucket() string { return Root + "-" + s.ns + "-state" }
+
+// PayloadBucket is the name of the object store bucket that holds the
+// payloads passed by reference, an object a payload (wire.PayloadRef).
+func (s Space) PayloadBucket() string { return Root + "-" + s.ns + "-payloads" }
 
 // DeadBucket is the name of the key-value bucket that indexes dead jobs,
 // keyed by id: each holds the job's dead state (with its payload) until it

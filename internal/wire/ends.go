@@ -33,6 +33,10 @@ type End struct {
 	Status Status          `json:"status"`
 	Batch  string          `json:"batch,omitempty"`
 	State  json.RawMessage `json:"state,omitempty"`
+	// Payload names the object of a payload passed by reference, on the
+	// end of a job that succeeded or was cancelled: conductord removes it
+	// once the job's stored state says so (payloads.go).
+	Payload string `json:"payload,omitempty"`
 	// Archived is conductord's mark, never on the wire: State is archived
 	// already (its store archived it as it wrote it, internal/hostsvc),
 	// and is kept only to answer the job's waits.
@@ -60,6 +64,10 @@ func (e *Ends) AppendJSON(b []byte) []byte {
 		}
 		if len(j.State) > 0 {
 			b = append(append(b, `,"state":`...), j.State...)
+		}
+		if j.Payload != "" {
+			// Rare: DecodeEnds reads it the slow way.
+			b = jsonfast.AppendString(append(b, `,"payload":`...), j.Payload)
 		}
 		b = append(b, '}')
 	}

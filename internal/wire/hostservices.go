@@ -52,4 +52,15 @@ const (
 	// HeaderReadRev is the revision of the state of an answer to a host's
 	// read (hostsvc's); 0 for a state read from conductord's archive.
 	HeaderReadRev = "Conductor-Read-Rev"
+	// HeaderPayloadSeq is the stream sequence of the chunk of a payload's
+	// object that answers a host's read of it (hostsvc's).
+	HeaderPayloadSeq = "Conductor-Payload-Seq"
 )
+
+// PayloadRead is a host's read of a payload passed by reference, through
+// conductord: the description of object Object if From is 0, else its
+// first chunk at or after stream sequence From.
+type PayloadRead struct {
+	Object string `json:"object"`
+	From   uint64 `json:"from,omitempty"`
+}

@@ -69,6 +69,15 @@ func (j *Job) appendFast(b []byte) ([]byte, bool) {
 		e.lit(`,"payload":`)
 		e.raw(j.Payload)
 	}
+	if r := j.PayloadRef; r != nil {
+		e.lit(`,"payload_ref":{"object":`)
+		e.str(r.Object)
+		e.lit(`,"size":`)
+		e.int(int(r.Size))
+		e.lit(`,"digest":`)
+		e.str(r.Digest)
+		e.lit("}")
+	}
 	if !j.CreatedAt.IsZero() {
 		e.lit(`,"created_at":`)
 		e.rfc3339(j.CreatedAt)

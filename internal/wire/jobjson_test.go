@@ -62,6 +62,7 @@ func TestJobFields(t *testing.T) {
 		`Priority wire.Priority json:"priority,omitempty"`,
 		`Submitter string json:"submitter,omitempty"`,
 		`Payload json.RawMessage json:"payload,omitempty"`,
+		`PayloadRef *wire.PayloadRef json:"payload_ref,omitempty"`,
 		`CreatedAt time.Time json:"created_at,omitzero"`,
 		`UpdatedAt time.Time json:"updated_at,omitzero"`,
 		`Skipped int json:"skipped,omitempty"`,
@@ -108,6 +109,7 @@ func TestJobAppendJSON(t *testing.T) {
 	checkAppendJSON(t, typicalJob())
 	checkAppendJSON(t, &Job{Result: json.RawMessage{}, Payload: json.RawMessage{}, History: []Attempt{}})
 	checkAppendJSON(t, &Job{History: make([]Attempt, 3)})
+	checkAppendJSON(t, &Job{PayloadRef: &PayloadRef{Object: "j1.\"<x>", Size: 1 << 40, Digest: DigestPrefix + "abc"}})
 	checkAppendJSON(t, &Job{Result: json.RawMessage(`{`)})                      // invalid: an error
 	checkAppendJSON(t, &Job{Result: json.RawMessage(`{"a": "<b>"}`)})           // compacted and escaped
 	checkAppendJSON(t, &Job{Payload: json.RawMessage("\"\u2028\"")})            // escaped

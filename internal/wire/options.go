@@ -34,6 +34,12 @@ type Options struct {
 	// StateRev is the revision of the job's state when it was queued,
 	// which its first attempt's write expects; 0: it had no state.
 	StateRev uint64
+	// Payload is where the job's payload is when it is passed by
+	// reference (its message's data is empty then); nil: in the message.
+	Payload *PayloadRef
+	// PayloadBad is set when the message's payload headers name no
+	// reference that can be read: the job cannot run.
+	PayloadBad bool
 }
 
 // Header is what Options are encoded into and decoded from: a nats.Header
@@ -108,6 +114,9 @@ func (o Options) Encode(h Header) {
 	if o.StateRev > 0 {
 		h.Set(names.HeaderStateRev, strconv.FormatUint(o.StateRev, 10))
 	}
+	if o.Payload != nil {
+		encodePayload(o.Payload, h)
+	}
 }
 
 // HeaderError is a header that DecodeOptions could not read: the job runs
@@ -172,6 +181,11 @@ func DecodeOptions(h Header) (o Options, bad []*HeaderError) {
 		} else {
 			bad = append(bad, &HeaderError{Header: names.HeaderStateRev, Value: v, Err: errNotRevision})
 		}
+	}
+	if ref, err := DecodePayload(h); err != nil {
+		bad, o.PayloadBad = append(bad, err), true
+	} else {
+		o.Payload = ref
 	}
 	return o, bad
 }

@@ -74,9 +74,13 @@ type Job struct {
 	// any: it may read the job (docs/security.md).
 	Submitter string `json:"submitter,omitempty"`
 	// Payload is kept only for dead jobs, so they can be inspected and re-queued.
-	Payload   json.RawMessage `json:"payload,omitempty"`
-	CreatedAt time.Time       `json:"created_at,omitzero"`
-	UpdatedAt time.Time       `json:"updated_at,omitzero"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// PayloadRef is where the payload is when it was passed by reference
+	// (too large to travel in the job's message): kept while the job runs
+	// and once it is dead, for then its object is kept too.
+	PayloadRef *PayloadRef `json:"payload_ref,omitempty"`
+	CreatedAt  time.Time   `json:"created_at,omitzero"`
+	UpdatedAt  time.Time   `json:"updated_at,omitzero"`
 	// Skipped counts the deliveries that never reached a worker (it went
 	// busy, was recycled or stopped first): they are not attempts.
 	Skipped int `json:"skipped,omitempty"`

@@ -22,8 +22,14 @@ type Config struct {
 	// Namespace of the conductor to talk to. Default "default".
 	Namespace string
 	// MaxPayload bounds a job's payload, in bytes; it should match the
-	// conductor's. Default 1 MiB.
+	// conductor's. Default DefaultMaxPayload.
 	MaxPayload int
+	// InlinePayload is the largest payload that travels in its job's
+	// message; a larger one is stored in the namespace's payload bucket
+	// and passed by reference (docs/protocol.md, "Large payloads").
+	// Default DefaultInlinePayload, within the NATS server's max_payload.
+	// A Submitter sends every payload to conductord, which decides.
+	InlinePayload int
 	// RecheckInterval is how often Wait reads a job's state in case its end
 	// was missed. Default 2s. A Client of its own learns of ends from the
 	// job events; conductord's (Conductor.Client) from the ends workerd
@@ -96,6 +102,9 @@ type Client struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	space  subject.Space
+	// payloads is the payload bucket, bound at the first payload too
+	// large to travel in its message (payloads.go).
+	payloads boundStore
 
 	// mu guards sub and waiters: Wait and the event subscription touch them.
 	mu      sync.Mutex
@@ -139,10 +148,36 @@ func Connect(url string, cfg Config, opts ...nats.Option) (*Client, error) {
 	return c, nil
 }
 
+// DefaultMaxPayload is Config.MaxPayload's default, and conductord's;
+// DefaultInlinePayload is Config.InlinePayload's.
+const (
+	DefaultMaxPayload    = 64 << 20
+	DefaultInlinePayload = 1 << 20
+)
+
+// InlineLimit is the largest payload a job's message can carry on nc: the
+// server's max_payload less room for the headers.
+func InlineLimit(nc *nats.Conn) int {
+	return int(nc.MaxPayload()) - messageHeadroom
+}
+
+// messageHeadroom is what a job's message or a submission by request
+// leaves its headers within the server's max_payload; JobHeaderRoom is
+// what the job stream's largest message (conductord's inline limit and
+// this room) leaves them: a Client reads the inline limit from it.
+const (
+	messageHeadroom = 8 << 10
+	JobHeaderRoom   = 4 << 10
+)
+
 // New returns a Client on nc. The caller keeps ownership of nc.
 func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	cfg.Namespace = cmp.Or(cfg.Namespace, "default")
-	cfg.MaxPayload = cmp.Or(cfg.MaxPayload, 1<<20)
+	cfg.MaxPayload = cmp.Or(cfg.MaxPayload, DefaultMaxPayload)
+	cfg.InlinePayload = min(cmp.Or(cfg.InlinePayload, DefaultInlinePayload), InlineLimit(nc))
+	if cfg.MaxPayload < 0 || cfg.InlinePayload < 1 {
+		return nil, fmt.Errorf("conductor: bad payload limits %d, %d inline: want 1 or more (the NATS server takes messages of %d bytes)", cfg.MaxPayload, cfg.InlinePayload, nc.MaxPayload())
+	}
 	cfg.RecheckInterval = cmp.Or(cfg.RecheckInterval, 2*time.Second)
 	cfg.CommandTimeout = cmp.Or(cfg.CommandTimeout, 5*time.Second)
 	cfg.HostWait = cmp.Or(cfg.HostWait, 1500*time.Millisecond)
@@ -175,6 +210,14 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	kv, err := js.KeyValue(ctx, space.StateBucket())
 	if err != nil {
 		return nil, fmt.Errorf("conductor: open job states of namespace %q (is conductord running?): %w", cfg.Namespace, err)
+	}
+	if s, err := js.Stream(ctx, space.JobStream()); err == nil {
+		// A payload the job stream would refuse goes by reference: the
+		// stream's limit is conductord's inline limit and room for the
+		// headers.
+		if lim := int(s.CachedInfo().Config.MaxMsgSize) - JobHeaderRoom; lim > 0 {
+			cfg.InlinePayload = min(cfg.InlinePayload, lim)
+		}
 	}
 	c := &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}
 	if cfg.ListenHosts {

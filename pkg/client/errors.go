@@ -51,8 +51,15 @@ var (
 // PayloadTooLargeError reports a job payload over the conductor's limit.
 type PayloadTooLargeError struct {
 	Size, Limit int
+	// Over names a limit other than the conductor's: "NATS max_payload"
+	// for a payload a Submitter sends in its request (POST
+	// /v1/jobs/{type} takes up to the conductor's limit).
+	Over string
 }
 
 func (e *PayloadTooLargeError) Error() string {
+	if e.Over != "" {
+		return fmt.Sprintf("conductor: payload of %d bytes is over the limit of %d bytes (%s; submit it over HTTP)", e.Size, e.Limit, e.Over)
+	}
 	return fmt.Sprintf("conductor: payload of %d bytes is over the limit of %d bytes", e.Size, e.Limit)
 }

@@ -75,6 +75,11 @@ type Job struct {
 	// Payload is kept only for dead jobs, so they can be inspected and
 	// queued again (Client.Requeue).
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// PayloadRef is where the payload is when it was too large to travel
+	// in the job's message: an object of the namespace's payload bucket
+	// (docs/protocol.md, "Large payloads"). Shown while the job runs and
+	// once it is dead, for its object is kept until it is queued again.
+	PayloadRef *PayloadRef `json:"payload_ref,omitempty"`
 	// CreatedAt is when the job was queued; UpdatedAt when its state last
 	// changed.
 	CreatedAt time.Time `json:"created_at,omitzero"`
@@ -152,4 +157,13 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// PayloadRef names a payload passed by reference: its object in the
+// namespace's payload bucket, its size in bytes and its SHA-256 digest as
+// the object store writes it ("SHA-256=" and URL-safe base64).
+type PayloadRef struct {
+	Object string `json:"object"`
+	Size   int64  `json:"size"`
+	Digest string `json:"digest"`
 }

@@ -217,15 +217,35 @@ func (c *Client) queue(ctx context.Context, typ string, data []byte, o submitOpt
 		return "", fmt.Errorf("conductor: store the state of job %s: %w", id, err)
 	}
 	o.job.StateRev = rev
-	if err := c.publish(ctx, id, typ, data, o); err != nil {
-		dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
-		defer cancel()
-		if derr := c.kv.Delete(dctx, id, jetstream.LastRevision(rev)); derr != nil && !errors.Is(derr, jetstream.ErrKeyRevisionMismatch) {
-			return "", fmt.Errorf("%w; its queued state could not be taken back: %v", err, derr)
+	if len(data) > c.cfg.InlinePayload {
+		// Too large for its message: passed by reference.
+		ref, err := c.putPayload(ctx, typ, id, data)
+		if err != nil {
+			return "", c.takeBack(ctx, id, rev, nil, err)
 		}
-		return "", err
+		o.job.Payload, data = ref, nil
+	}
+	if err := c.publish(ctx, id, typ, data, o); err != nil {
+		return "", c.takeBack(ctx, id, rev, o.job.Payload, err)
 	}
 	return id, nil
+}
+
+// takeBack removes what queue stored of job id before its publish failed
+// with err: its queued state at rev and its payload's object (ref, if
+// any). It returns err, with what could not be taken back.
+func (c *Client) takeBack(ctx context.Context, id string, rev uint64, ref *wire.PayloadRef, err error) error {
+	dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+	defer cancel()
+	if derr := c.kv.Delete(dctx, id, jetstream.LastRevision(rev)); derr != nil && !errors.Is(derr, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("%w; its queued state could not be taken back: %v", err, derr)
+	}
+	if ref != nil {
+		if derr := c.deletePayload(dctx, ref); derr != nil {
+			return fmt.Errorf("%w; its payload's object %s could not be removed: %v", err, ref.Object, derr)
+		}
+	}
+	return err
 }
 
 // RepublishWithin is how young a state of a job that no worker has touched

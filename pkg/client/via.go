@@ -36,6 +36,11 @@ func (c *Client) submitVia(ctx context.Context, typ string, data []byte, o submi
 	if o.id != "" || o.job.Batch != "" || o.job.Requeued || o.msgID != "" {
 		return "", nil, errors.New("conductor: a submitter's client queues single jobs only: no batch, id or requeue")
 	}
+	if lim := InlineLimit(c.nc); len(data) > lim {
+		// The request carries the payload: the NATS server's
+		// max_payload bounds it. HTTP takes conductord's own limit.
+		return "", nil, &PayloadTooLargeError{Size: len(data), Limit: lim, Over: "NATS max_payload"}
+	}
 	subj := c.space.Submit(typ)
 	if id := auth.ID(c.nc.Opts.Token); id != "" {
 		subj = c.space.SubmitAs(id, typ) // a credential's own subject

@@ -94,6 +94,8 @@ type Conductor struct {
 	storage     *storageGuard     // keeps the store writable; nil without an embedded file store
 	strays      *strayRepair      // repairs the job messages no consumer will deliver
 	sweep       *consumerSweep    // removes the consumers of job types no host serves
+	reaper      *payloadReaper    // removes the payload objects of jobs ended for good
+	largeBodies bodyBudget        // the bytes of large payloads being submitted over HTTP
 	http        *httpServer       // the HTTP API; nil without Config.HTTPListen
 	watch       startstop.Service // reads the credentials file again when it changes
 	hostsvc     *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
@@ -149,6 +151,10 @@ type Conductor struct {
 	// sweep with the types whose consumers it removed: a test signal, set
 	// between New and Start; nil in production.
 	onConsumerPass func(removed []string)
+	// onPayloadRemoved, if set, is called for each payload object the
+	// payload reaper removed (true) or left (false): a test signal, set
+	// between New and Start; nil in production.
+	onPayloadRemoved func(object string, removed bool)
 	// onEventsCut, if set, is called when a stream (events, logs) is cut off
 	// for a client that does not read, with the reason and the bytes
 	// queued for it: a test signal, set between New and Start; nil in
@@ -213,6 +219,12 @@ func New(cfg Config) (*Conductor, error) {
 	}
 	if cfg.ConsumerIdle < 0 || cfg.ConsumerIdle > 0 && cfg.ConsumerIdle < MinConsumerIdle {
 		return nil, fmt.Errorf("conductor: bad consumer idle time %s: want %s or more, or 0 for the default", cfg.ConsumerIdle, MinConsumerIdle)
+	}
+	switch {
+	case cfg.MaxPayload < 0 || cfg.MaxPayload > MaxPayloadLimit:
+		return nil, fmt.Errorf("conductor: bad payload limit %d bytes: want 1 to %d, or 0 for the default", cfg.MaxPayload, MaxPayloadLimit)
+	case cfg.InlinePayload < 0 || cfg.InlinePayload > cfg.MaxPayload:
+		return nil, fmt.Errorf("conductor: bad inline payload limit %d bytes: want 1 to the payload limit (%d), or 0 for the default", cfg.InlinePayload, cfg.MaxPayload)
 	}
 	if cfg.StrayCheck < 0 {
 		return nil, fmt.Errorf("conductor: bad stray check interval %s: want a positive duration, or 0 for the default", cfg.StrayCheck)
@@ -306,7 +318,8 @@ func (c *Conductor) start(ctx context.Context) error {
 	// The client takes the job ends from jobEnds, not from the job events,
 	// and listens to the heartbeats from now on, for the dashboard.
 	if c.client, err = client.New(nc, client.Config{
-		Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, FeedEnds: true, ListenHosts: true,
+		Namespace: c.cfg.Namespace, MaxPayload: c.cfg.MaxPayload, InlinePayload: c.inlinePayload(),
+		FeedEnds: true, ListenHosts: true,
 		Logger: c.log.With("component", "hosts"),
 	}); err != nil {
 		return err
@@ -350,6 +363,7 @@ func (c *Conductor) start(ctx context.Context) error {
 		return err
 	}
 	c.sweep = newConsumerSweep(c)
+	c.reaper = newPayloadReaper(c)
 	if c.ns != nil {
 		// The hosts' store on a connection of its own (hostsvc.Config).
 		if c.storeNC, err = c.connectInProcess("conductord-store"); err != nil {
@@ -431,6 +445,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.sweep != nil {
 		parts = append(parts, c.sweep)
+	}
+	if c.reaper != nil {
+		parts = append(parts, c.reaper)
 	}
 	if c.hostsvc != nil {
 		parts = append(parts, c.hostsvc)

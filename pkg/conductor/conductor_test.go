@@ -70,6 +70,15 @@ func testHandler(ctx context.Context, job *worker.Job) (any, error) {
 			return json.RawMessage(strings.Repeat("[", 9000) + strings.Repeat("]", 9000)), nil
 		case s == "bad-utf8":
 			return json.RawMessage("{\"text\":\"a\xffb\xc3\"}"), nil
+		case strings.HasPrefix(s, "big:"):
+			// A large payload: its size and digest, to check it came whole.
+			return bigAnswer(s), nil
+		case strings.HasPrefix(s, "bigfail:"):
+			// Fails for good until the file the payload names exists.
+			if _, err := os.Stat(strings.SplitN(s, ":", 3)[1]); err != nil {
+				return nil, worker.Permanent(errors.New("asked to fail"))
+			}
+			return bigAnswer(s), nil
 		case s == "crash-once" && job.Attempt == 1:
 			os.Exit(3)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // Config configures a Conductor. The zero value of each field is replaced by
@@ -238,8 +239,15 @@ type Config struct {
 	// DedupWindow is how long a Nats-Msg-Id header deduplicates a job
 	// published on NATS. Default 2m.
 	DedupWindow time.Duration
-	// MaxPayload bounds a job's payload, in bytes. Default 1 MiB.
+	// MaxPayload bounds a job's payload, in bytes. Default 64 MiB
+	// (client.DefaultMaxPayload), at most MaxPayloadLimit.
 	MaxPayload int
+	// InlinePayload is the largest payload that travels in its job's
+	// message; a larger one is stored in the payload bucket and the
+	// message carries its reference (docs/protocol.md, "Large payloads").
+	// Default 1 MiB (client.DefaultInlinePayload), within the NATS
+	// server's max_payload less 8 KiB for the headers.
+	InlinePayload int
 	// Insecure lets the conductor listen beyond this machine (NATSListen
 	// or HTTPListen not on a loopback address) with no Token; without it,
 	// New refuses to.
@@ -264,7 +272,8 @@ func (c Config) withDefaults() Config {
 	c.Retention = cmp.Or(c.Retention, 72*time.Hour)
 	c.ArchiveAfter = cmp.Or(c.ArchiveAfter, time.Hour)
 	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
-	c.MaxPayload = cmp.Or(c.MaxPayload, 1<<20)
+	c.MaxPayload = cmp.Or(c.MaxPayload, client.DefaultMaxPayload)
+	c.InlinePayload = cmp.Or(c.InlinePayload, min(client.DefaultInlinePayload, c.MaxPayload))
 	c.StrayCheck = cmp.Or(c.StrayCheck, 30*time.Second)
 	c.ConsumerIdle = cmp.Or(c.ConsumerIdle, DefaultConsumerIdle)
 	c.LeaderLease = cmp.Or(c.LeaderLease, DefaultLeaderLease)

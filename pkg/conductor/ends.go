@@ -355,6 +355,9 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 		h.typ = ends.Type
 		e.c.stats.countEnds(h.seq, ends)
 		e.c.jobEnds(ends)
+		if e.c.reaper != nil {
+			e.c.reaper.ended(ends)
+		}
 	}
 	e.taken++
 	e.caughtUp(e.taken)

@@ -132,7 +132,7 @@ func (g *grant) host(cr auth.Credential) {
 	// bucket, keyed by id alone; workerd opens the bucket all the same.
 	g.pub(subject.JSAPI("STREAM.INFO", subject.KVStream(sp.StateBucket())))
 	for _, t := range types(cr.Types) {
-		g.pub(sp.ReadAs(cr.ID, t))
+		g.pub(sp.ReadAs(cr.ID, t), sp.PayloadAs(cr.ID, t))
 	}
 }
 

@@ -182,6 +182,17 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 	if !mayType(w, r, r.PathValue("type")) || c.refuseFull(w) {
 		return
 	}
+	if r.ContentLength > int64(c.cfg.MaxPayload) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("payload is over the limit of %d bytes", c.cfg.MaxPayload))
+		return
+	}
+	release, ok := c.largeBodies.take(r.ContentLength, c.inlinePayload(), c.cfg.MaxPayload)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "too many large payloads are being submitted at once; retry later")
+		return
+	}
+	defer release()
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())

@@ -16,6 +16,7 @@ import (
 
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/pkg/client"
 )
 
 // The conductor's NATS: the embedded server (or none, with NATSURL), the
@@ -207,6 +208,9 @@ func (c *Conductor) ensureStreams(ctx context.Context) error {
 	}, "dead job bucket"); err != nil {
 		return err
 	}
+	if err := c.ensurePayloadBucket(ctx, storage); err != nil {
+		return err
+	}
 	if err := c.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      c.space.StatsBucket(),
 		Description: "conductor job counts by type",
@@ -308,7 +312,8 @@ func (c *Conductor) jobStreamConfig(lim jobLimits) jetstream.StreamConfig {
 		Storage:    jetstream.FileStorage,
 		Duplicates: c.cfg.DedupWindow,
 		// Headers carry the id and batch; leave them room on top of the payload.
-		MaxMsgSize: int32(c.cfg.MaxPayload + 4<<10),
+		// A payload over the inline limit goes by reference.
+		MaxMsgSize: int32(c.inlinePayload() + client.JobHeaderRoom),
 		MaxMsgs:    cmp.Or(max(lim.msgs, 0), -1),
 		MaxBytes:   cmp.Or(max(lim.bytes, 0), -1),
 		Discard:    jetstream.DiscardNew,

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/proto"
+	"github.com/conductor-run/conductor/pkg/worker"
 )
 
 // Review 19: attacks on the SDK's framed payloads.
@@ -27,7 +28,7 @@ func (b *testBundle) sendFramed(t *testing.T, id, typ, payload string) {
 // it and takes the next job. A frame at the limit is taken.
 func TestAttack19_SDKFrameOverTheLimit(t *testing.T) {
 	t.Parallel()
-	b := setup(t, handleByType)
+	b := setup(t, handleByType, worker.WithMaxPayload(proto.DefaultMaxLine))
 	b.sendFramed(t, "big", "raw", `"`+strings.Repeat("x", proto.DefaultMaxLine-1)+`"`)
 	m := b.recv(t)
 	require.Equal(t, proto.OpDone, m.Op)

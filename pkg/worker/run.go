@@ -22,6 +22,8 @@ type options struct {
 	prefetch int // < 0: not set by WithPrefetch
 	cache    int // < 0: not set by WithLookupCache
 	messages func(ctx context.Context, m *Message)
+	// maxPayload bounds a job's framed payload; 0: the default.
+	maxPayload int
 }
 
 // DefaultPrefetch is how many jobs a worker takes queued behind the one it
@@ -89,6 +91,14 @@ func WithLookupCache(n int) Option {
 // may answer with a request of its own (Message.Request).
 func WithMessages(h func(ctx context.Context, m *Message)) Option {
 	return func(o *options) { o.messages = h }
+}
+
+// WithMaxPayload bounds the payload of a job the worker takes, in bytes:
+// a larger one is answered at once, failed for good, naming the limit,
+// and never held in memory. Default (0) proto.DefaultMaxFrame, 256 MiB,
+// the largest a conductor takes.
+func WithMaxPayload(n int) Option {
+	return func(o *options) { o.maxPayload = n }
 }
 
 // WithLogger makes Run log its warnings (a bad line or an unknown op from
@@ -162,7 +172,7 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 	var reading, watching sync.WaitGroup
 	if err == nil {
 		done := make(chan struct{})
-		reading.Go(func() { s.read(proto.NewReader(o.in, 0)) })
+		reading.Go(func() { s.read(o.reader()) })
 		watching.Go(func() { s.watch(ctx.Done(), hard, done) })
 		err = s.serve()
 		close(done)
@@ -180,4 +190,14 @@ func Run(ctx context.Context, h Handler, opts ...Option) error {
 		reading.Wait()
 	}
 	return err
+}
+
+// reader is the channel's reader: frames up to o.maxPayload, lines to
+// their default limit.
+func (o *options) reader() *proto.Reader {
+	r := proto.NewReader(o.in, 0)
+	if o.maxPayload > 0 {
+		r.SetMaxFrame(o.maxPayload)
+	}
+	return r
 }

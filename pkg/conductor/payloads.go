@@ -1,0 +1,190 @@
+package conductor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/payloads"
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/client"
+)
+
+// MaxPayloadLimit bounds Config.MaxPayload: each payload being submitted
+// is held whole in conductord's memory, and in a worker's.
+const MaxPayloadLimit = 256 << 20
+
+// inlinePayload is the largest payload a job's message carries: the
+// configured one, within the NATS server's max_payload.
+func (c *Conductor) inlinePayload() int {
+	return min(c.cfg.InlinePayload, client.InlineLimit(c.nc))
+}
+
+// ensurePayloadBucket makes sure the payload bucket exists: an object
+// store, replicated as the job stream is, read from its leader when
+// replicated (readFromLeader): a worker reads a payload right after it was
+// written.
+func (c *Conductor) ensurePayloadBucket(ctx context.Context, storage jetstream.StorageType) error {
+	cfg := jetstream.ObjectStoreConfig{
+		Bucket:      c.space.PayloadBucket(),
+		Description: "conductor job payloads too large for their messages, by object",
+		Storage:     storage,
+		Replicas:    c.replicas,
+	}
+	if err := c.clusterCall(ctx, func(ctx context.Context) error {
+		return placeAgain(ctx, func() error {
+			_, err := c.js.CreateOrUpdateObjectStore(ctx, cfg)
+			return err
+		})
+	}); err != nil {
+		return c.placeErr("payload bucket", err)
+	}
+	if c.replicas > 1 {
+		return c.readFromLeader(ctx, payloads.StreamName(cfg.Bucket), "payload bucket")
+	}
+	return nil
+}
+
+// payloadEnd is the end of a job whose payload was passed by reference.
+type payloadEnd struct {
+	id, object string
+}
+
+// payloadReaper removes the objects of payloads whose jobs have ended
+// for good: succeeded, or cancelled. The ends taker hands it the ends
+// that name one (wire.End.Payload); it removes an object only once the
+// job's stored state says it has so ended and names that object, for an
+// end is a host's word. A dead job keeps its object: it may be queued
+// again. Its goroutine owns the removals; an end that finds its queue
+// full is logged and its object left (docs/protocol.md, "Large
+// payloads").
+type payloadReaper struct {
+	*startstop.Func
+	c    *Conductor
+	ends chan payloadEnd
+	log  *slog.Logger
+	// onRemoved, if set, is called with each object removed or left: a
+	// test signal, nil in production.
+	onRemoved func(object string, removed bool)
+}
+
+// payloadReaperQueue bounds the ends waiting for their objects' removal.
+const payloadReaperQueue = 4096
+
+func newPayloadReaper(c *Conductor) *payloadReaper {
+	r := &payloadReaper{c: c, ends: make(chan payloadEnd, payloadReaperQueue), log: c.log.With("component", "payloads"), onRemoved: c.onPayloadRemoved}
+	r.Func = startstop.NewFunc(r.run)
+	return r
+}
+
+// ended takes the ends of ends that name a payload's object.
+func (r *payloadReaper) ended(ends wire.Ends) {
+	for _, e := range ends.Jobs {
+		if e.Payload == "" || (e.Status != wire.StatusSucceeded && e.Status != wire.StatusCancelled) {
+			continue
+		}
+		select {
+		case r.ends <- payloadEnd{id: e.ID, object: e.Payload}:
+		default:
+			r.log.Warn("too many payload objects waiting for removal: this one is left in the payload bucket", "job", e.ID, "object", e.Payload)
+		}
+	}
+}
+
+func (r *payloadReaper) run(ctx context.Context) {
+	var stream jetstream.Stream
+	for {
+		var e payloadEnd
+		select {
+		case <-ctx.Done():
+			return
+		case e = <-r.ends:
+		}
+		if stream == nil {
+			s, err := r.c.js.Stream(ctx, payloads.StreamName(r.c.space.PayloadBucket()))
+			if err != nil {
+				r.log.Warn("open the payload bucket: a payload object is left", "job", e.id, "object", e.object, "err", err)
+				r.removed(e.object, false)
+				continue
+			}
+			stream = s
+		}
+		err := r.remove(ctx, stream, e)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("remove the payload object of a job that ended", "job", e.id, "object", e.object, "err", err)
+		}
+		r.removed(e.object, err == nil)
+	}
+}
+
+func (r *payloadReaper) removed(object string, ok bool) {
+	if r.onRemoved != nil {
+		r.onRemoved(object, ok)
+	}
+}
+
+// remove removes e's object if the job's state says it has ended for
+// good, with that object.
+func (r *payloadReaper) remove(ctx context.Context, stream jetstream.Stream, e payloadEnd) error {
+	if !strings.HasPrefix(e.object, e.id+".") {
+		// Objects are named for their jobs (payloads.Put): one named
+		// otherwise is a direct publisher's own, to remove itself.
+		return fmt.Errorf("object %s is not named for job %s: kept", e.object, e.id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	j, err := r.c.client.Job(ctx, e.id)
+	if err != nil {
+		return fmt.Errorf("read the job's state: %w", err)
+	}
+	switch {
+	case j.Status != client.StatusSucceeded && j.Status != client.StatusCancelled:
+		return fmt.Errorf("the job is %s, not ended for good: its object is kept", j.Status)
+	case j.PayloadRef != nil && j.PayloadRef.Object != e.object:
+		return fmt.Errorf("the job's state names object %s: the end's is kept", j.PayloadRef.Object)
+	}
+	// A state with no reference is that of a job that never ran
+	// (cancelled while queued): its end names the object its message did.
+	return payloads.Delete(ctx, stream, r.c.space.PayloadBucket(), e.object)
+}
+
+// largeBodyBudget bounds the bytes of the large payloads (over the inline
+// limit) that HTTP submissions hold at once: past it, one is refused 503
+// with Retry-After, read no further.
+const largeBodyBudget = 512 << 20
+
+// bodyBudget counts the bytes of the large payloads being submitted.
+type bodyBudget struct {
+	mu   sync.Mutex
+	held int64
+}
+
+// take reserves room for a body of length bytes (< 0: unknown, up to
+// most), unless it is at most inline bytes: a small body needs none. It
+// reports false if the budget has no room, else returns the release.
+func (b *bodyBudget) take(length int64, inline, most int) (release func(), ok bool) {
+	if length >= 0 && length <= int64(inline) {
+		return func() {}, true
+	}
+	n := int64(most) + 1
+	if length >= 0 {
+		n = min(length, n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.held > 0 && b.held+n > largeBodyBudget {
+		return nil, false
+	}
+	b.held += n
+	return func() {
+		b.mu.Lock()
+		b.held -= n
+		b.mu.Unlock()
+	}, true
+}
