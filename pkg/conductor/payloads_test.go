@@ -226,3 +226,42 @@ func TestPayloads_HostWithItsOwnCredentialReadsThem(t *testing.T) {
 	require.NoError(t, err)
 	waitNoObjects(t, js)
 }
+
+// A host with a credential of its own reads, through conductord, the
+// payloads of its types' jobs only: an object of another type's job is
+// refused (403), and the subject of another type is not its to ask on.
+func TestPayloads_HostReadsItsTypesObjectsOnly(t *testing.T) {
+	t.Parallel()
+	rc := startClusterOf(t, conductor.Config{InlinePayload: 64 << 10},
+		auth.Credential{ID: "root", Role: auth.Admin},
+		auth.Credential{ID: "h1", Role: auth.Host, Types: []string{"squares"}},
+	)
+	root, _ := rc.connectAs(t, "root")
+	rootc, err := client.New(root, client.Config{})
+	require.NoError(t, err)
+	data, _ := bigPayload("big:", 100<<10)
+	id, err := rootc.Submit(t.Context(), "other", json.RawMessage(data))
+	require.NoError(t, err)
+	js, err := jetstream.New(root)
+	require.NoError(t, err)
+	sp, _ := subject.New("default")
+	jobs, err := js.Stream(t.Context(), sp.JobStream())
+	require.NoError(t, err)
+	m, err := jobs.GetLastMsgForSubject(t.Context(), sp.JobAt("other", ""))
+	require.NoError(t, err)
+	require.Equal(t, id, m.Header.Get(names.HeaderJobID))
+	object := m.Header.Get(names.HeaderPayloadObject)
+	require.NotEmpty(t, object, "the job's message names its payload's object")
+	require.Empty(t, m.Data, "and carries none of it")
+
+	h1, _ := rc.connectAs(t, "h1")
+	for _, from := range []string{"", `,"from":1`} {
+		r, err := h1.Request(sp.PayloadAs("h1", "squares"), []byte(`{"object":"`+object+`"`+from+`}`), 5*time.Second)
+		require.NoError(t, err)
+		require.Equal(t, "403", r.Header.Get(names.HeaderStatus), string(r.Data))
+		require.Empty(t, r.Header.Get("Conductor-Payload-Seq"))
+		require.NotContains(t, string(r.Data), "big:", "no byte of the payload")
+	}
+	_, err = h1.Request(sp.PayloadAs("h1", "other"), []byte(`{"object":"`+object+`"}`), time.Second)
+	require.Error(t, err, "h1 may not ask on another type's subject")
+}
