@@ -37,7 +37,10 @@ const (
 	// chunkBytes bounds the body of one batch, well under conductord's
 	// default --max-batch-bytes (64 MiB).
 	chunkBytes = 16 << 20
-	// maxFilePayload is conductord's default limit of one job's payload.
+	// maxFilePayload bounds one line of a jobs file, so that a chunk
+	// stays small: conductord's inline limit (a larger payload is passed
+	// by reference, and is submitted alone: conductorctl submit TYPE
+	// PAYLOAD, or POST /v1/jobs/{type}).
 	maxFilePayload = 1 << 20
 	// progressEvery is how often progress is written when stderr is not a
 	// terminal.
