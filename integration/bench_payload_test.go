@@ -194,6 +194,8 @@ func payloadJobs(b *testing.B, size int) int {
 
 func sizeName(size int) string {
 	switch {
+	case size >= 1<<20 && size%(1<<20) == 0:
+		return strconv.Itoa(size>>20) + "MiB"
 	case size >= 1_000_000 && size%1_000_000 == 0:
 		return strconv.Itoa(size/1_000_000) + "MB"
 	case size >= 1000 && size%1024 == 0:

@@ -152,25 +152,40 @@ func TestClient_SubmitQueuesDurably(t *testing.T) {
 	require.ErrorIs(t, err, client.ErrJobNotFound)
 }
 
-// A job the stream refuses (here: larger than its limit, which the
-// client's own limit let through) leaves no state behind: a submission
-// is acknowledged with both stored, or neither.
+// A job the stream refuses (here: larger than its limit, lowered under
+// the client's feet) leaves no state behind, and no payload object: a
+// submission is acknowledged with all stored, or none. (In memory: no
+// storage guard sets the stream's limits back meanwhile.)
 func TestClient_SubmitRefusedLeavesNoState(t *testing.T) {
 	t.Parallel()
-	c, _ := setup(t, conductor.Config{MaxPayload: 64})
-	cl, err := client.Connect(c.NATSURL(), client.Config{MaxPayload: 1 << 20})
+	c, bundle := setup(t, conductor.Config{MemoryStorage: true})
+	cl, err := client.Connect(c.NATSURL(), client.Config{})
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
 	ctx := context.Background()
-	_, err = cl.Submit(ctx, "big", strings.Repeat("x", 8<<10), client.WithIdempotencyKey("k"))
-	require.ErrorContains(t, err, "queue job")
-	id := client.IdempotentID(cl.Config().Namespace, "big", "k")
-	_, err = cl.Job(ctx, id)
-	require.ErrorIs(t, err, client.ErrJobNotFound, "the state stored first was taken back")
+	sp, _ := subject.New("default")
+	jobs, err := bundle.js.Stream(ctx, sp.JobStream())
+	require.NoError(t, err)
+	cfg := jobs.CachedInfo().Config
+	cfg.MaxMsgSize = 64
+	_, err = bundle.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
 
-	id2, err := cl.Submit(ctx, "big", "small", client.WithIdempotencyKey("k"))
+	for key, size := range map[string]int{"inline": 8 << 10, "by-reference": 2 << 20} {
+		_, err = cl.Submit(ctx, "big", strings.Repeat("x", size), client.WithIdempotencyKey(key))
+		require.ErrorContains(t, err, "queue job", key)
+		id := client.IdempotentID(cl.Config().Namespace, "big", key)
+		_, err = cl.Job(ctx, id)
+		require.ErrorIs(t, err, client.ErrJobNotFound, "%s: the state stored first was taken back", key)
+	}
+	require.Zero(t, payloadObjects(t, bundle.js), "the object stored first was taken back")
+
+	cfg.MaxMsgSize = jobs.CachedInfo().Config.MaxMsgSize
+	_, err = bundle.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	id2, err := cl.Submit(ctx, "big", "small", client.WithIdempotencyKey("inline"))
 	require.NoError(t, err, "the key is free again")
-	require.Equal(t, id, id2)
+	require.Equal(t, client.IdempotentID(cl.Config().Namespace, "big", "inline"), id2)
 }
 
 func TestClient_SubmitIdempotencyKey(t *testing.T) {
