@@ -141,7 +141,7 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 		// Its object was kept while it was dead.
 		o.job.Payload = &wire.PayloadRef{Object: r.Object, Size: r.Size, Digest: r.Digest}
 	}
-	if err := c.publish(ctx, id, dead.Type, dead.Payload, o); err != nil {
+	if _, err := c.publish(ctx, id, dead.Type, dead.Payload, o); err != nil {
 		if _, perr := c.kv.Update(ctx, id, cur.Value(), rev); perr != nil { // it is still dead
 			return nil, fmt.Errorf("conductor: job %s: %w; its state reads queued, but it is dead (restoring it failed: %v)", id, err, perr)
 		}

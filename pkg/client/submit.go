@@ -225,8 +225,19 @@ func (c *Client) queue(ctx context.Context, typ string, data []byte, o submitOpt
 		}
 		o.job.Payload, data = ref, nil
 	}
-	if err := c.publish(ctx, id, typ, data, o); err != nil {
+	dup, err := c.publish(ctx, id, typ, data, o)
+	if err != nil {
 		return "", c.takeBack(ctx, id, rev, o.job.Payload, err)
+	}
+	if dup && o.job.Payload != nil {
+		// A repeat of a submission whose publish was acknowledged after
+		// all: the stream kept the first message, which names the first
+		// object. This one is no job's.
+		dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		defer cancel()
+		if err := c.deletePayload(dctx, o.job.Payload); err != nil {
+			return id, fmt.Errorf("conductor: job %s is queued, but a copy of its payload could not be removed: %w", id, err)
+		}
 	}
 	return id, nil
 }
@@ -285,7 +296,10 @@ func (c *Client) createState(ctx context.Context, id string, state []byte) (uint
 	return rev, err
 }
 
-func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+// publish publishes job id's message and reports whether the stream took
+// it as a duplicate of one it had before (the same Nats-Msg-Id within its
+// window): false when that is not certain.
+func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) (dup bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
@@ -296,14 +310,19 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	// An ack lost to a server restart would hold a single publish for the
 	// whole timeout: publish again every publishAttemptTimeout instead.
 	// The same Nats-Msg-Id makes the copies one job.
-	err := retry(ctx, func(ctx context.Context) error {
-		_, err := c.js.PublishMsg(ctx, m)
+	attempts := 0
+	err = retry(ctx, func(ctx context.Context) error {
+		attempts++
+		ack, err := c.js.PublishMsg(ctx, m)
+		// A duplicate after an attempt whose answer was lost may be
+		// that attempt's own message: only the first attempt's says.
+		dup = err == nil && ack.Duplicate && attempts == 1
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("conductor: queue job: %w", err)
+		return false, fmt.Errorf("conductor: queue job: %w", err)
 	}
-	return nil
+	return dup, nil
 }
 
 // retry calls f with a deadline of publishAttemptTimeout until it

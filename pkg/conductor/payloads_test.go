@@ -265,3 +265,39 @@ func TestPayloads_HostReadsItsTypesObjectsOnly(t *testing.T) {
 	_, err = h1.Request(sp.PayloadAs("h1", "other"), []byte(`{"object":"`+object+`"}`), time.Second)
 	require.Error(t, err, "h1 may not ask on another type's subject")
 }
+
+// metaObjects counts the objects of the payload bucket (their
+// descriptions).
+func metaObjects(t *testing.T, js jetstream.JetStream) int {
+	t.Helper()
+	s, err := js.Stream(t.Context(), payloads.StreamName("conductor-default-payloads"))
+	require.NoError(t, err)
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("$O.conductor-default-payloads.M.>"))
+	require.NoError(t, err)
+	return len(info.State.Subjects)
+}
+
+// A repeat of an idempotent submission, made while the job waits
+// untouched (so that a submission cut before its publish would be
+// published again), stores its payload, finds the job's message in the
+// stream, and removes the copy: one object, the first message's, is left,
+// and the job runs with the first payload.
+func TestPayloads_RepeatedSubmissionLeavesOneObject(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{InlinePayload: 64 << 10})
+	first, want := bigPayload("big:", 100<<10)
+	second, _ := bigPayload("big:", 120<<10)
+	id, err := c.Client().Submit(t.Context(), "squares", json.RawMessage(first), client.WithIdempotencyKey("k"))
+	require.NoError(t, err)
+	again, err := c.Client().Submit(t.Context(), "squares", json.RawMessage(second), client.WithIdempotencyKey("k"))
+	require.NoError(t, err)
+	require.Equal(t, id, again)
+	require.Equal(t, 1, metaObjects(t, bundle.js), "the repeat's copy is removed")
+
+	startAgent(t, bundle, "squares")
+	j, err := c.Client().Wait(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, j.Status, j.Error)
+	require.JSONEq(t, want, string(j.Result), "the first payload wins")
+	waitNoObjects(t, bundle.js)
+}
