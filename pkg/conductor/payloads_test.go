@@ -301,3 +301,22 @@ func TestPayloads_RepeatedSubmissionLeavesOneObject(t *testing.T) {
 	require.JSONEq(t, want, string(j.Result), "the first payload wins")
 	waitNoObjects(t, bundle.js)
 }
+
+// A job cancelled while queued ends before any host takes its message;
+// the host that takes it later acks it unrun and names its object, which
+// conductord then removes.
+func TestPayloads_CancelledWhileQueuedLosesItsObject(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{InlinePayload: 64 << 10})
+	data, _ := bigPayload("big:", 100<<10)
+	id, err := c.Client().Submit(t.Context(), "squares", json.RawMessage(data))
+	require.NoError(t, err)
+	_, err = c.Client().Cancel(t.Context(), id)
+	require.NoError(t, err)
+	require.NotZero(t, payloadObjects(t, bundle.js))
+	startAgent(t, bundle, "squares")
+	waitNoObjects(t, bundle.js)
+	j, err := c.Client().Job(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusCancelled, j.Status)
+}
