@@ -301,13 +301,20 @@ for conductorctl abort. See docs/cli.md, "submit -f".`,
 // priorities are the values of submit --priority.
 var priorities = []string{"high", "normal", "low"}
 
+// maxStdinPayload bounds a payload read from stdin: the largest a
+// conductor takes (its --max-payload at most).
+const maxStdinPayload = 256 << 20
+
 // submit queues one job, and with wait waits for it to end.
 func (c *client) submit(ctx context.Context, typ, arg string, wait time.Duration, key, prio string) error {
 	payload := []byte(arg)
 	if arg == "-" {
 		var err error
-		if payload, err = io.ReadAll(c.stdin); err != nil {
+		if payload, err = io.ReadAll(io.LimitReader(c.stdin, maxStdinPayload+1)); err != nil {
 			return fmt.Errorf("read payload from stdin: %w", err)
+		}
+		if len(payload) > maxStdinPayload {
+			return fmt.Errorf("payload on stdin is over %d bytes, the most a conductor takes (--max-payload); nothing was queued", maxStdinPayload)
 		}
 	}
 	if !json.Valid(payload) {
