@@ -225,8 +225,20 @@ func (c *Client) queue(ctx context.Context, typ string, data []byte, o submitOpt
 		}
 		o.job.Payload, data = ref, nil
 	}
-	if err := c.publish(ctx, id, typ, data, o); err != nil {
+	dup, err := c.publishOnce(ctx, id, typ, data, o)
+	if err != nil {
 		return "", c.takeBack(ctx, id, rev, o.job.Payload, err)
+	}
+	if dup && o.job.Payload != nil {
+		// The stream had a message of this job before this publish (a
+		// repeat of a submission with its key, made while the job is
+		// queued): that message names another object, and this one no
+		// message names.
+		dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		defer cancel()
+		if err := c.deletePayload(dctx, o.job.Payload); err != nil && c.cfg.Logger != nil {
+			c.cfg.Logger.Warn("remove the payload object of a repeated submission, which no job names", "job", id, "object", o.job.Payload.Object, "err", err)
+		}
 	}
 	return id, nil
 }
@@ -286,6 +298,15 @@ func (c *Client) createState(ctx context.Context, id string, state []byte) (uint
 }
 
 func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	_, err := c.publishOnce(ctx, id, typ, data, o)
+	return err
+}
+
+// publishOnce publishes the job as publish does, and reports whether the
+// stream had a message of the same Nats-Msg-Id before it: its first
+// attempt was acked as a duplicate. A later attempt acked so may be the
+// copy of an earlier one whose ack was lost, and is not reported.
+func (c *Client) publishOnce(ctx context.Context, id, typ string, data []byte, o submitOptions) (dup bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
@@ -296,14 +317,17 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	// An ack lost to a server restart would hold a single publish for the
 	// whole timeout: publish again every publishAttemptTimeout instead.
 	// The same Nats-Msg-Id makes the copies one job.
+	attempts := 0
 	err := retry(ctx, func(ctx context.Context) error {
-		_, err := c.js.PublishMsg(ctx, m)
+		attempts++
+		ack, err := c.js.PublishMsg(ctx, m)
+		dup = err == nil && ack.Duplicate && attempts == 1
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("conductor: queue job: %w", err)
+		return false, fmt.Errorf("conductor: queue job: %w", err)
 	}
-	return nil
+	return dup, nil
 }
 
 // retry calls f with a deadline of publishAttemptTimeout until it

@@ -333,6 +333,15 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 			}
 			return h, false
 		}
+		if e.c.reaper != nil {
+			// Before the ends known already are left out: the end of a
+			// job cancelled while queued (Client.Cancel announced it, with
+			// no object) names its payload's object only when a host
+			// takes its message, announced again. The reaper reads the
+			// job's state before it removes anything, and a removal made
+			// twice is none.
+			e.c.reaper.ended(ends)
+		}
 		ends = e.c.unknownEnds(ends)
 	}
 	if ok && e.c.archive != nil {
@@ -355,7 +364,7 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 		h.typ = ends.Type
 		e.c.stats.countEnds(h.seq, ends)
 		e.c.jobEnds(ends)
-		if e.c.reaper != nil {
+		if e.c.reaper != nil && !ends.Again {
 			e.c.reaper.ended(ends)
 		}
 	}
