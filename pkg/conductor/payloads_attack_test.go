@@ -5,15 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/agent"
+	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/client"
 	"github.com/conductor-run/conductor/pkg/conductor"
 )
@@ -136,4 +142,64 @@ func TestKnownGap_StalledBodyHoldsTheLargeBodyBudget(t *testing.T) {
 	require.Eventually(t, func() bool { return post() == http.StatusServiceUnavailable }, 20*time.Second, 10*time.Millisecond,
 		"a stalled chunked body holds the whole budget (256 MiB + 1 of 512 MiB): another chunked upload is refused")
 	require.Equal(t, http.StatusServiceUnavailable, post(), "and still is")
+}
+
+// A dead job keeps its payload in its state when it traveled in its
+// message; Requeue publishes it again. The job stream now takes messages
+// of the inline limit only (and 4 KiB of headers), so a job that died
+// with a payload larger than today's inline limit (queued before the
+// upgrade that brought large payloads, when the stream took --max-payload,
+// or before --inline-payload was lowered) could never be queued again:
+// the stream refused its message, every time. Requeue passes it by
+// reference now.
+func TestAttackPayload_RequeueOfADeadJobOverTheInlineLimit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c1, err := conductor.New(conductor.Config{DataDir: dir, NATSListen: "127.0.0.1:0", InlinePayload: 512 << 10})
+	require.NoError(t, err)
+	require.NoError(t, c1.Start(context.Background()))
+	nc1, err := nats.Connect(c1.NATSURL())
+	require.NoError(t, err)
+	self, err := os.Executable()
+	require.NoError(t, err)
+	a1, err := agent.New(agent.Config{
+		Conn: nc1, Host: "h1", Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Pools: []broker.Spec{{Name: "squares", Count: 1, Cmd: []string{self}}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, a1.Start(context.Background()))
+
+	ok := filepath.Join(t.TempDir(), "ok")
+	data, want := bigPayload("bigfail:"+ok+":", 300<<10)
+	dead, err := c1.Client().SubmitAndWait(t.Context(), "squares", json.RawMessage(data))
+	require.NoError(t, err)
+	require.Equal(t, client.StatusDead, dead.Status)
+	require.Nil(t, dead.PayloadRef, "under the inline limit of the time: in its message, and in its state")
+	require.NotEmpty(t, dead.Payload)
+	a1.Stop()
+	nc1.Close()
+	c1.Stop()
+
+	// The same store, a lower inline limit.
+	c2, err := conductor.New(conductor.Config{DataDir: dir, NATSListen: "127.0.0.1:0", InlinePayload: 64 << 10})
+	require.NoError(t, err)
+	require.NoError(t, c2.Start(context.Background()))
+	t.Cleanup(c2.Stop)
+	nc2, err := nats.Connect(c2.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc2.Close)
+	js2, err := jetstream.New(nc2)
+	require.NoError(t, err)
+	startAgent(t, &testBundle{nc: nc2, js: js2}, "squares")
+
+	require.NoError(t, os.WriteFile(ok, nil, 0o600))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err = c2.Client().Requeue(ctx, dead.ID)
+	require.NoError(t, err, "a dead job is queued again, whatever the inline limit of the day")
+	done, err := c2.Client().Wait(ctx, dead.ID)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusSucceeded, done.Status, done.Error)
+	require.JSONEq(t, want, string(done.Result))
+	waitNoObjects(t, js2)
 }
