@@ -206,7 +206,7 @@ func TestCluster_WorkersKilledLoseNoJob(t *testing.T) {
 }
 
 func TestHTTP_API(t *testing.T) {
-	c := newCluster(t, withToken("s3cret"))
+	c := newCluster(t, withToken("s3cret"), withArgs("--max-payload", "1048576"))
 	c.workerd("host-a", squares(1))
 	c.waitWorkers("squares", 1)
 

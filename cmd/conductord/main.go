@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.ArchiveMaxStates, "archive-max-states", 0, "the most final states the archive keeps, oldest dropped first (0: no limit but --retention)")
 	fs.Int64Var(&cfg.ArchiveMaxBytes, "archive-max-bytes", 0, "the most bytes the archive keeps, oldest dropped first (0: no limit but --retention)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", client.DefaultMaxPayload, "the largest job payload taken, in bytes (at most 256 MiB); one over --inline-payload is stored in the payload bucket and passed by reference")
-	fs.IntVar(&cfg.InlinePayload, "inline-payload", client.DefaultInlinePayload, "the largest job payload that travels in its job's message, in bytes (within the NATS server's max_payload less 8 KiB); a larger one is passed by reference")
+	fs.IntVar(&cfg.InlinePayload, "inline-payload", client.DefaultInlinePayload, "the largest job payload that travels in its job's message, in bytes (within the NATS server's max_payload less 8 KiB, and by default within --max-payload); a larger one is passed by reference")
 	fs.DurationVar(&cfg.ConsumerIdle, "consumer-idle", conductor.DefaultConsumerIdle, "how long a job type goes unserved by any host before its consumers on the job stream are removed (its jobs stay queued; at least 5m)")
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", 5*time.Second, "how often the workers' counters are rolled up (GET /v1/stats; docs/stats.md)")
 	fs.StringVar(&cfg.LookupsFile, "lookups-file", "", "a JSON file of named lookups, {\"name\": {\"key\": value}}: each key is set at start unless the lookups hold it already (docs/lookups.md)")
@@ -132,6 +132,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return cmdline.Usage(fs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	if !flagGiven(fs, "inline-payload") {
+		// Its default, within a lower --max-payload (the limit of before
+		// large payloads was 1 MiB, and deployments lowered it).
+		cfg.InlinePayload = min(cfg.InlinePayload, cfg.MaxPayload)
 	}
 	if err := syncFlags(fs, &cfg, *syncMode, *syncEvery); err != nil {
 		return cmdline.Usage(fs, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,4 +127,48 @@ func TestRun_LogFormatJSON(t *testing.T) {
 		require.Equal(t, "WARN", rec["level"])
 	}
 	require.Contains(t, stderr.String(), "--token on the command line")
+}
+
+// readyWriter is a stderr that closes ready at conductord's "ready" line.
+type readyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), "conductord ready") {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+// --max-payload under 1 MiB (the limit before large payloads, which
+// deployments lowered) with no --inline-payload: the inline limit's
+// default is 1 MiB, passed as if given, and New refused it as over the
+// payload limit: conductord did not start after the upgrade. The inline
+// limit given no flag is at most the payload limit now.
+func TestAttackPayload_MaxPayloadUnderTheInlineDefaultStarts(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stderr := &readyWriter{ready: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--max-payload", "262144", "--data", t.TempDir(), "--nats", "127.0.0.1:0", "--http", "127.0.0.1:0"}, io.Discard, stderr)
+	}()
+	select {
+	case <-stderr.ready:
+		cancel()
+		require.NoError(t, <-done)
+	case err := <-done:
+		t.Fatalf("conductord did not start: %v", err)
+	}
+	// Given, it is checked against the payload limit all the same.
+	err := run(context.Background(), []string{"--max-payload", "262144", "--inline-payload", "524288", "--data", t.TempDir(), "--nats", "127.0.0.1:0", "--http", "127.0.0.1:0"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "bad inline payload limit")
 }

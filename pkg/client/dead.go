@@ -141,7 +141,25 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 		// Its object was kept while it was dead.
 		o.job.Payload = &wire.PayloadRef{Object: r.Object, Size: r.Size, Digest: r.Digest}
 	}
-	if _, err := c.publish(ctx, id, dead.Type, dead.Payload, o); err != nil {
+	data := []byte(dead.Payload)
+	var put *wire.PayloadRef // an object stored here, named by no message yet
+	if o.job.Payload == nil && len(data) > c.cfg.InlinePayload {
+		// Kept in its state, but too large for a message today: it
+		// traveled in one under a larger inline limit (or before payloads
+		// went by reference), and the job stream takes no such message
+		// now.
+		put, err = c.putPayload(ctx, dead.Type, id, data)
+		o.job.Payload, data = put, nil
+	}
+	if err == nil {
+		err = c.publish(ctx, id, dead.Type, data, o)
+	}
+	if err != nil {
+		if put != nil {
+			dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+			_ = c.deletePayload(dctx, put)
+			cancel()
+		}
 		if _, perr := c.kv.Update(ctx, id, cur.Value(), rev); perr != nil { // it is still dead
 			return nil, fmt.Errorf("conductor: job %s: %w; its state reads queued, but it is dead (restoring it failed: %v)", id, err, perr)
 		}

@@ -225,18 +225,19 @@ func (c *Client) queue(ctx context.Context, typ string, data []byte, o submitOpt
 		}
 		o.job.Payload, data = ref, nil
 	}
-	dup, err := c.publish(ctx, id, typ, data, o)
+	dup, err := c.publishOnce(ctx, id, typ, data, o)
 	if err != nil {
 		return "", c.takeBack(ctx, id, rev, o.job.Payload, err)
 	}
 	if dup && o.job.Payload != nil {
-		// A repeat of a submission whose publish was acknowledged after
-		// all: the stream kept the first message, which names the first
-		// object. This one is no job's.
+		// The stream had a message of this job before this publish (a
+		// repeat of a submission with its key, made while the job is
+		// queued): that message names another object, and this one no
+		// message names.
 		dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
 		defer cancel()
-		if err := c.deletePayload(dctx, o.job.Payload); err != nil {
-			return id, fmt.Errorf("conductor: job %s is queued, but a copy of its payload could not be removed: %w", id, err)
+		if err := c.deletePayload(dctx, o.job.Payload); err != nil && c.cfg.Logger != nil {
+			c.cfg.Logger.Warn("remove the payload object of a repeated submission, which no job names", "job", id, "object", o.job.Payload.Object, "err", err)
 		}
 	}
 	return id, nil
@@ -296,10 +297,16 @@ func (c *Client) createState(ctx context.Context, id string, state []byte) (uint
 	return rev, err
 }
 
-// publish publishes job id's message and reports whether the stream took
-// it as a duplicate of one it had before (the same Nats-Msg-Id within its
-// window): false when that is not certain.
-func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) (dup bool, err error) {
+func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o submitOptions) error {
+	_, err := c.publishOnce(ctx, id, typ, data, o)
+	return err
+}
+
+// publishOnce publishes the job as publish does, and reports whether the
+// stream had a message of the same Nats-Msg-Id before it: its first
+// attempt was acked as a duplicate. A later attempt acked so may be the
+// copy of an earlier one whose ack was lost, and is not reported.
+func (c *Client) publishOnce(ctx context.Context, id, typ string, data []byte, o submitOptions) (dup bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	m := nats.NewMsg(c.space.JobAt(typ, string(o.priority)))
@@ -311,11 +318,9 @@ func (c *Client) publish(ctx context.Context, id, typ string, data []byte, o sub
 	// whole timeout: publish again every publishAttemptTimeout instead.
 	// The same Nats-Msg-Id makes the copies one job.
 	attempts := 0
-	err = retry(ctx, func(ctx context.Context) error {
+	err := retry(ctx, func(ctx context.Context) error {
 		attempts++
 		ack, err := c.js.PublishMsg(ctx, m)
-		// A duplicate after an attempt whose answer was lost may be
-		// that attempt's own message: only the first attempt's says.
 		dup = err == nil && ack.Duplicate && attempts == 1
 		return err
 	})

@@ -326,19 +326,21 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 		h.seq, delivered = md.Sequence.Stream, md.NumDelivered
 	}
 	ends, ok := e.c.decodeEnds(m.Subject(), m.Data())
-	if ok && e.c.reaper != nil {
-		// Before the ends known already are left out: the end of a job
-		// cancelled while queued comes again from the host that took its
-		// message, the only one that names its payload's object. The
-		// reaper reads each job's state before it removes anything.
-		e.c.reaper.ended(ends)
-	}
 	if ok && ends.Again {
 		if !e.mayTakeAgain(h.seq, delivered) {
 			if err := m.NakWithDelay(endsAgainDelay); err != nil {
 				e.c.log.Warn("put back job ends announced again; they come back when their lease ends", "err", err)
 			}
 			return h, false
+		}
+		if e.c.reaper != nil {
+			// Before the ends known already are left out: the end of a
+			// job cancelled while queued (Client.Cancel announced it, with
+			// no object) names its payload's object only when a host
+			// takes its message, announced again. The reaper reads the
+			// job's state before it removes anything, and a removal made
+			// twice is none.
+			e.c.reaper.ended(ends)
 		}
 		ends = e.c.unknownEnds(ends)
 	}
@@ -362,6 +364,9 @@ func (e *endsTaker) takeOne(m jetstream.Msg) (heldEnds, bool) {
 		h.typ = ends.Type
 		e.c.stats.countEnds(h.seq, ends)
 		e.c.jobEnds(ends)
+		if e.c.reaper != nil && !ends.Again {
+			e.c.reaper.ended(ends)
+		}
 	}
 	e.taken++
 	e.caughtUp(e.taken)
