@@ -186,23 +186,26 @@ func (c *Conductor) submitJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("payload is over the limit of %d bytes", c.cfg.MaxPayload))
 		return
 	}
-	release, ok := c.largeBodies.take(r.ContentLength, c.inlinePayload(), c.cfg.MaxPayload)
-	if !ok {
+	// A body that trickles in is cut off: it holds a connection, and a
+	// large one its share of the large bodies' budget.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(batchReadTimeout))
+	body := c.largeBodies.reader(r.Body, c.inlinePayload())
+	defer body.release()
+	data, err := io.ReadAll(io.LimitReader(body, int64(c.cfg.MaxPayload)+1))
+	switch {
+	case errors.Is(err, errBodyBudget):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "too many large payloads are being submitted at once; retry later")
 		return
-	}
-	defer release()
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.cfg.MaxPayload)+1))
-	if err != nil {
+	case err != nil:
 		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	q := r.URL.Query()
 	code, answer := c.submit(r.Context(), submission{
-		typ: r.PathValue("type"), payload: body, key: r.Header.Get(names.HeaderIdempotencyKey), onBehalfOf: caller(r).cred.ID,
+		typ: r.PathValue("type"), payload: data, key: r.Header.Get(names.HeaderIdempotencyKey), onBehalfOf: caller(r).cred.ID,
 		wait: q.Get("wait"), timeout: q.Get("timeout"), maxAttempts: q.Get("max_attempts"), delay: q.Get("delay"),
-		priority: q.Get("priority"),
+		priority: q.Get("priority"), queued: body.release,
 	})
 	writeJSON(w, code, answer)
 }

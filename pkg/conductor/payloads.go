@@ -2,7 +2,9 @@ package conductor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -156,8 +158,17 @@ func (r *payloadReaper) remove(ctx context.Context, stream jetstream.Stream, e p
 
 // largeBodyBudget bounds the bytes of the large payloads (over the inline
 // limit) that HTTP submissions hold at once: past it, one is refused 503
-// with Retry-After, read no further.
-const largeBodyBudget = 512 << 20
+// with Retry-After, read no further. A body takes its share as its bytes
+// arrive, a step at a time, and gives it back once its job is queued (or
+// refused): a body that trickles in holds what it sent, for at most the
+// read deadline, and a job that runs holds none.
+const (
+	largeBodyBudget = 512 << 20
+	largeBodyStep   = 1 << 20
+)
+
+// errBodyBudget is a body refused for the large bodies' budget.
+var errBodyBudget = errors.New("too many large payloads are being submitted at once")
 
 // bodyBudget counts the bytes of the large payloads being submitted.
 type bodyBudget struct {
@@ -165,26 +176,58 @@ type bodyBudget struct {
 	held int64
 }
 
-// take reserves room for a body of length bytes (< 0: unknown, up to
-// most), unless it is at most inline bytes: a small body needs none. It
-// reports false if the budget has no room, else returns the release.
-func (b *bodyBudget) take(length int64, inline, most int) (release func(), ok bool) {
-	if length >= 0 && length <= int64(inline) {
-		return func() {}, true
-	}
-	n := int64(most) + 1
-	if length >= 0 {
-		n = min(length, n)
-	}
+// take takes n bytes of the budget, if it has them.
+func (b *bodyBudget) take(n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.held > 0 && b.held+n > largeBodyBudget {
-		return nil, false
+	if b.held+n > largeBodyBudget {
+		return false
 	}
 	b.held += n
-	return func() {
-		b.mu.Lock()
-		b.held -= n
-		b.mu.Unlock()
-	}, true
+	return true
+}
+
+func (b *bodyBudget) give(n int64) {
+	b.mu.Lock()
+	b.held -= n
+	b.mu.Unlock()
+}
+
+// reader returns r, read within the budget past its first free bytes.
+func (b *bodyBudget) reader(r io.Reader, free int) *budgetReader {
+	return &budgetReader{r: r, b: b, free: int64(free)}
+}
+
+// budgetReader reads a body, taking the budget's room for what it has
+// read past free, largeBodyStep at a time; reads fail with errBodyBudget
+// once the budget has none. release gives it back, once or more.
+type budgetReader struct {
+	r    io.Reader
+	b    *bodyBudget
+	free int64
+	read int64
+
+	mu   sync.Mutex // release may come from submit's goroutine, or the handler's defer
+	held int64
+}
+
+func (br *budgetReader) Read(p []byte) (int, error) {
+	n, err := br.r.Read(p)
+	br.read += int64(n)
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	for br.read > br.free+br.held {
+		if !br.b.take(largeBodyStep) {
+			return n, errBodyBudget
+		}
+		br.held += largeBodyStep
+	}
+	return n, err
+}
+
+func (br *budgetReader) release() {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	br.b.give(br.held)
+	br.held = 0
 }

@@ -29,6 +29,9 @@ type submission struct {
 	maxAttempts string
 	delay       string
 	priority    string
+	// queued, if set, is called once the job is queued (or refused): its
+	// payload is no longer needed (an HTTP body's budget, payloads.go).
+	queued func()
 }
 
 // submit checks and queues sub and, with a wait, waits for the job's end.
@@ -94,12 +97,25 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 		}
 		opts = append(opts, client.WithPriority(p))
 	}
-	if wait == 0 {
+	if wait == 0 || (sub.queued != nil && len(sub.payload) > c.inlinePayload()) {
 		id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
+		if sub.queued != nil {
+			sub.queued()
+		}
 		if err != nil {
 			return bad(http.StatusServiceUnavailable, "%v", err)
 		}
-		return http.StatusAccepted, map[string]string{"id": id}
+		if wait == 0 {
+			return http.StatusAccepted, map[string]string{"id": id}
+		}
+		// A large payload lets go of its budget before the wait, which
+		// reads the state once: its job's run is no reason to hold it.
+		c.submitWaits.Add(1)
+		defer c.submitWaits.Add(-1)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		j, err := c.client.Wait(wctx, id)
+		return c.waited(id, j, err)
 	}
 	// The wait is made before the job is queued: the job's end answers it
 	// with the final state it carries, and nothing is read back; the
@@ -107,6 +123,15 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	c.submitWaits.Add(1)
 	defer c.submitWaits.Add(-1)
 	id, j, err := c.client.SubmitWait(ctx, wait, sub.typ, json.RawMessage(sub.payload), opts...)
+	return c.waited(id, j, err)
+}
+
+// waited is submit's answer once a wait for job id (none if "": the job
+// was not queued) ended with j and err.
+func (c *Conductor) waited(id string, j *client.Job, err error) (int, any) {
+	bad := func(code int, format string, a ...any) (int, any) {
+		return code, map[string]string{"error": fmt.Sprintf(format, a...)}
+	}
 	switch {
 	case id == "":
 		return bad(http.StatusServiceUnavailable, "%v", err)
