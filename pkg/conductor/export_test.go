@@ -1,5 +1,10 @@
 package conductor
 
+import (
+	"context"
+	"time"
+)
+
 // StrayPass is what one pass of the stray repair found and did.
 type StrayPass struct{ Found, Deleted, Requeued, Skipped int }
 
@@ -15,6 +20,13 @@ func OnStrayPass(c *Conductor, fn func(StrayPass)) {
 // with the types whose consumers it removed (a test signal); call it
 // between New and Start.
 func OnConsumerPass(c *Conductor, fn func(removed []string)) { c.onConsumerPass = fn }
+
+// SweepPayloads runs one sweep of c's payload bucket now, as its leader
+// does every ten minutes, of the objects stored before before, and
+// returns how many it removed.
+func SweepPayloads(c *Conductor, before time.Time) int {
+	return c.reaper.sweep(context.Background(), before)
+}
 
 // OnEventsCut sets fn to be told when c cuts off an event stream whose
 // client does not read it, with the reason ("overflow" or "write

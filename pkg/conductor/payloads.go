@@ -99,13 +99,29 @@ func (r *payloadReaper) ended(ends wire.Ends) {
 	}
 }
 
+// Every payloadSweepEvery while this conductord leads, the reaper also
+// sweeps the whole bucket: an object older than payloadSweepAge whose job
+// has ended for good is removed, whether its end was missed (conductord
+// down, the queue full, a removal that failed) or never named it.
+const (
+	payloadSweepEvery = 10 * time.Minute
+	payloadSweepAge   = 10 * time.Minute
+)
+
 func (r *payloadReaper) run(ctx context.Context) {
 	var stream jetstream.Stream
+	sweep := time.NewTicker(payloadSweepEvery)
+	defer sweep.Stop()
 	for {
 		var e payloadEnd
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C:
+			if r.c.lead.leading() {
+				r.sweep(ctx, time.Now().Add(-payloadSweepAge))
+			}
+			continue
 		case e = <-r.ends:
 		}
 		if stream == nil {
@@ -123,6 +139,44 @@ func (r *payloadReaper) run(ctx context.Context) {
 		}
 		r.removed(e.object, err == nil)
 	}
+}
+
+// sweep removes the bucket's objects stored before before whose jobs have
+// ended for good, and returns how many it removed.
+func (r *payloadReaper) sweep(ctx context.Context, before time.Time) int {
+	ctx, cancel := context.WithTimeout(ctx, payloadSweepEvery/2)
+	defer cancel()
+	bucket := r.c.space.PayloadBucket()
+	obs, err := r.c.js.ObjectStore(ctx, bucket)
+	var stream jetstream.Stream
+	if err == nil {
+		stream, err = r.c.js.Stream(ctx, payloads.StreamName(bucket))
+	}
+	var objects []*jetstream.ObjectInfo
+	if err == nil {
+		objects, err = obs.List(ctx)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		r.log.Warn("sweep the payload bucket", "err", err)
+		return 0
+	}
+	removed := 0
+	for _, info := range objects {
+		i := strings.LastIndexByte(info.Name, '.')
+		if i <= 0 || info.ModTime.After(before) || ctx.Err() != nil {
+			continue
+		}
+		// A job that has not ended, or is dead, keeps its object: remove
+		// says why, and that is no news.
+		if r.remove(ctx, stream, payloadEnd{id: info.Name[:i], object: info.Name}) == nil {
+			removed++
+			r.removed(info.Name, true)
+		}
+	}
+	if removed > 0 {
+		r.log.Info("removed the payload objects of jobs that ended, which their ends had not", "objects", removed, "kept", len(objects)-removed)
+	}
+	return removed
 }
 
 func (r *payloadReaper) removed(object string, ok bool) {

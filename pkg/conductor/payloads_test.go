@@ -265,3 +265,43 @@ func TestPayloads_HostReadsItsTypesObjectsOnly(t *testing.T) {
 	_, err = h1.Request(sp.PayloadAs("h1", "other"), []byte(`{"object":"`+object+`"}`), time.Second)
 	require.Error(t, err, "h1 may not ask on another type's subject")
 }
+
+// The leader's sweep of the payload bucket removes the objects whose
+// jobs have ended for good that no end named (conductord was down, its
+// queue full, a removal failed), and keeps those of dead and waiting
+// jobs, those not named for a job, and those stored lately.
+func TestPayloads_SweepRemovesWhatTheEndsMissed(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	startAgent(t, bundle, "squares")
+	ctx := t.Context()
+	obs, err := bundle.js.ObjectStore(ctx, "conductor-default-payloads")
+	require.NoError(t, err)
+	succeeded, err := c.Client().SubmitAndWait(ctx, "squares", 3)
+	require.NoError(t, err)
+	dead, err := c.Client().SubmitAndWait(ctx, "squares", "fail")
+	require.NoError(t, err)
+	require.Equal(t, client.StatusDead, dead.Status)
+	waiting, err := c.Client().Submit(ctx, "unserved", 1)
+	require.NoError(t, err)
+	data, _ := bigPayload("big:", 1000)
+	for _, id := range []string{succeeded.ID, dead.ID, waiting} {
+		_, err := payloads.Put(ctx, obs, "squares", id, data)
+		require.NoError(t, err)
+	}
+	_, err = obs.PutBytes(ctx, "not-named-for-a-job", data)
+	require.NoError(t, err)
+
+	require.Zero(t, conductor.SweepPayloads(c, time.Now().Add(-time.Hour)), "objects stored lately are left")
+	require.Equal(t, 1, conductor.SweepPayloads(c, time.Now().Add(time.Minute)), "the succeeded job's object")
+	left, err := obs.List(ctx)
+	require.NoError(t, err)
+	var names []string
+	for _, o := range left {
+		names = append(names, o.Name)
+	}
+	require.Len(t, names, 3, "%v", names)
+	for _, name := range names {
+		require.NotContains(t, name, succeeded.ID)
+	}
+}
