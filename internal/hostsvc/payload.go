@@ -43,12 +43,8 @@ func (s *Server) payloadReq(m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(errors.New("want {\"object\":NAME,\"from\":SEQ}")))
 		return
 	}
-	if !s.payloadReqs.Allow(id) {
-		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
+	if !s.admit(m, &s.payloadReqs, id) {
 		return
-	}
-	if !s.enter() {
-		return // stopping: unanswered, the host asks again
 	}
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)

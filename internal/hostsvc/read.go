@@ -46,12 +46,8 @@ func (s *Server) readReq(m *nats.Msg) {
 		s.answer(m, http.StatusBadRequest, errorBody(err))
 		return
 	}
-	if !s.readReqs.Allow(id) {
-		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
+	if !s.admit(m, &s.readReqs, id) {
 		return
-	}
-	if !s.enter() {
-		return // stopping: unanswered, the host asks again
 	}
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
@@ -80,6 +76,18 @@ func (s *Server) readReq(m *nats.Msg) {
 	if err := s.cfg.Conn.PublishMsg(r); err != nil {
 		s.cfg.Log.Warn("answer a host", "err", err)
 	}
+}
+
+// admit admits a read request m of credential id within its rate, or
+// answers it 429; a request admitted must call s.wg.Done once served. A
+// request that comes while the server stops goes unanswered: the host
+// asks again.
+func (s *Server) admit(m *nats.Msg, rate *rates, id string) bool {
+	if !rate.Allow(id) {
+		s.answer(m, http.StatusTooManyRequests, errorBody(errTooMany))
+		return false
+	}
+	return s.enter()
 }
 
 // lookup returns job id's state and its revision in the bucket; from the
