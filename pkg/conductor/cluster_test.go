@@ -1,6 +1,7 @@
 package conductor_test
 
 import (
+	"runtime/pprof"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -423,6 +424,7 @@ func TestConductor_EmbeddedClusterRestart(t *testing.T) {
 		case err := <-started:
 			require.NoError(t, err)
 		case <-ctx.Done():
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 			t.Fatal("the cluster's conductors did not start again within 60s")
 		}
 	}

@@ -39,6 +39,13 @@ func (c *Conductor) ensurePayloadBucket(ctx context.Context, storage jetstream.S
 		Storage:     storage,
 		Replicas:    c.replicas,
 	}
+	if s, err := c.js.Stream(ctx, payloads.StreamName(cfg.Bucket)); err == nil {
+		if got := s.CachedInfo().Config; got.Replicas == c.replicas && got.Storage == storage && (!got.AllowDirect || c.replicas == 1) {
+			// As made before: no update, which on a cluster just started
+			// waits on its replicas' catching up.
+			return nil
+		}
+	}
 	if err := c.clusterCall(ctx, func(ctx context.Context) error {
 		return placeAgain(ctx, func() error {
 			_, err := c.js.CreateOrUpdateObjectStore(ctx, cfg)
