@@ -411,6 +411,8 @@ func TestConductor_EmbeddedClusterRestart(t *testing.T) {
 	}
 
 	again := &embeddedCluster{}
+	began := time.Now()
+	defer func() { t.Logf("the three conductords started again in %s", time.Since(began).Round(time.Millisecond)) }()
 	started := make(chan error, len(cfgs))
 	for _, cfg := range cfgs {
 		c, err := conductor.New(cfg)
