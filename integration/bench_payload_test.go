@@ -75,6 +75,19 @@ func BenchmarkPayloads(b *testing.B) {
 		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "payload", AckPolicy: jetstream.AckExplicitPolicy})
 		require.NoError(b, err)
 
+		// BENCH_PAYLOAD_STATE=1 adds a third phase to each pair: the raw
+		// work queue with a job state of ~330 bytes stored for each
+		// message (published asynchronously to a key-value bucket, a key a
+		// message, before its ack), the least a design that keeps each
+		// job's final state pays.
+		var states jetstream.JetStream
+		if os.Getenv("BENCH_PAYLOAD_STATE") == "1" {
+			_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench-state", Storage: jetstream.FileStorage})
+			require.NoError(b, err)
+			states, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4000))
+			require.NoError(b, err)
+		}
+
 		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")))
 		c.waitWorkers("noop", 2)
 		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
@@ -92,11 +105,17 @@ func BenchmarkPayloads(b *testing.B) {
 			payload := jsonPayload(size)
 			pub := newSizedPub(b, nc, size)
 			mb := float64(size) / 1e6
-			var raws, e2es, ratios []float64
+			var raws, e2es, ratios, rawStates []float64
 			cpu := map[string][]float64{}
 			for i := range benchPairs(b) {
 				require.NoError(b, stream.Purge(ctx))
 				raw := drainSized(b, pub, cons, "bench.payload", n, payload)
+				if states != nil {
+					require.NoError(b, stream.Purge(ctx))
+					withState := drainWithStates(b, pub, states, cons, "bench.payload", n, payload)
+					b.Logf("%s pair %d: raw with a state a message %.0f msgs/s (%.3f of raw)", sizeName(size), i+1, withState, withState/raw)
+					rawStates = append(rawStates, withState/raw)
+				}
 				before := usages(pids)
 				e2e := runSized(b, nc, pub, []string{"noop"}, n, payload)
 				after := usages(pids)
@@ -113,6 +132,9 @@ func BenchmarkPayloads(b *testing.B) {
 			reportMMM(b, "e2e_"+p+"_jobs/s", e2es, 1)
 			reportMMM(b, "e2e_"+p+"_MB/s", e2es, mb)
 			reportMMM(b, "ratio_"+p, ratios, 1)
+			if len(rawStates) > 0 {
+				reportMMM(b, "raw_with_state_"+p+"_of_raw", rawStates, 1)
+			}
 			for _, name := range []string{"conductord", "workerd", "worker"} {
 				_, med, _ := spread(cpu[name])
 				b.ReportMetric(med, name+"_"+p+"_cpu_us/job")
@@ -349,6 +371,42 @@ func runSized(b *testing.B, nc *nats.Conn, pub *sizedPub, types []string, n int,
 	case <-done:
 	case <-time.After(5 * time.Minute):
 		b.Fatalf("e2e: only %d of %d succeeded", ok.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// drainWithStates is drainSized with a job state stored for each message
+// before its ack: published asynchronously to a key-value bucket, one key
+// a message, as workerd pipelines its final states.
+func drainWithStates(b *testing.B, pub *sizedPub, states jetstream.JetStream, cons jetstream.Consumer, subj string, n int, payload []byte) float64 {
+	b.Helper()
+	state := jsonPayload(330)
+	var acked, key atomic.Int64
+	done := make(chan struct{})
+	start := time.Now()
+	for range 2 {
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			if _, err := states.PublishAsync("$KV.bench-state.k"+strconv.FormatInt(key.Add(1), 10), state); err != nil {
+				b.Errorf("store a state: %v", err)
+			}
+			_ = m.Ack()
+			if acked.Add(1) == int64(n) {
+				close(done)
+			}
+		})
+		require.NoError(b, err)
+		defer cc.Stop()
+	}
+	pub.publish(b, func(int) string { return subj }, n, payload)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("raw with states: only %d of %d acked", acked.Load(), n)
+	}
+	select {
+	case <-states.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("states not stored within a minute")
 	}
 	return float64(n) / time.Since(start).Seconds()
 }
