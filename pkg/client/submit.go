@@ -250,11 +250,14 @@ func (c *Client) takeBack(ctx context.Context, id string, rev uint64, ref *wire.
 	dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
 	defer cancel()
 	if derr := c.kv.Delete(dctx, id, jetstream.LastRevision(rev)); derr != nil && !errors.Is(derr, jetstream.ErrKeyRevisionMismatch) {
-		return fmt.Errorf("%w; its queued state could not be taken back: %v", err, derr)
+		err = fmt.Errorf("%w; its queued state could not be taken back: %v", err, derr)
 	}
 	if ref != nil {
+		// Whether or not its state went: no state names it now, or it
+		// would stay for good (the sweep removes the objects of ended
+		// jobs only).
 		if derr := c.deletePayload(dctx, ref); derr != nil {
-			return fmt.Errorf("%w; its payload's object %s could not be removed: %v", err, ref.Object, derr)
+			err = fmt.Errorf("%w; its payload's object %s could not be removed: %v", err, ref.Object, derr)
 		}
 	}
 	return err
