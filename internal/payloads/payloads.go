@@ -9,7 +9,6 @@
 package payloads
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,9 +18,11 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -66,21 +67,65 @@ func objectName(id string) string {
 	return id + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// Put stores data as a payload of job id, of type typ, in obs and returns
-// its reference. A failed Put leaves no object behind (the object store
-// removes the chunks it wrote).
-func Put(ctx context.Context, obs jetstream.ObjectStore, typ, id string, data []byte) (wire.PayloadRef, error) {
-	meta := jetstream.ObjectMeta{
-		Name: objectName(id), Headers: nats.Header{HeaderType: []string{typ}},
-		Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize},
+// Put stores data as a payload of job id, of type typ, in bucket (whose
+// stream is stream) through js, as the object store lays an object out
+// (its chunks, then its description), and returns its reference. Its
+// chunks are published asynchronously on js, each answer awaited. A
+// failed Put removes the chunks it wrote. (The object store's own Put
+// makes a JetStream context of its own for each object, whose goroutine
+// can outlive it.)
+func Put(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, bucket, typ, id string, data []byte) (wire.PayloadRef, error) {
+	name := objectName(id)
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{
+			Name: name, Headers: nats.Header{HeaderType: []string{typ}},
+			Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize},
+		},
+		Bucket: bucket, NUID: nuid.Next(), Size: uint64(len(data)),
 	}
-	info, err := obs.Put(ctx, meta, bytes.NewReader(data))
-	if err != nil {
+	chunks := chunkSubject(bucket, info.NUID)
+	fail := func(err error) (wire.PayloadRef, error) {
+		// Past ctx: the chunks sent must go even if the caller gave up.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = stream.Purge(pctx, jetstream.WithPurgeSubject(chunks))
 		return wire.PayloadRef{}, fmt.Errorf("store the payload of job %s: %w", id, err)
 	}
-	ref := wire.PayloadRef{Object: info.Name, Size: int64(info.Size), Digest: info.Digest}
-	if err := ref.Check(); err != nil || ref.Size != int64(len(data)) {
-		return wire.PayloadRef{}, fmt.Errorf("store the payload of job %s: the object store answered %+v", id, ref)
+	h := sha256.New()
+	var acks []jetstream.PubAckFuture
+	for off := 0; off < len(data); off += ChunkSize {
+		chunk := data[off:min(off+ChunkSize, len(data))]
+		h.Write(chunk)
+		ack, err := js.PublishMsgAsync(&nats.Msg{Subject: chunks, Data: chunk})
+		if err != nil {
+			return fail(err)
+		}
+		acks = append(acks, ack)
+		info.Chunks++
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			return fail(err)
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+	info.Digest = wire.DigestPrefix + base64.URLEncoding.EncodeToString(h.Sum(nil))
+	meta, err := json.Marshal(&info)
+	if err != nil {
+		return fail(err)
+	}
+	m := nats.NewMsg(metaSubject(bucket, name))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Data = meta
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fail(err)
+	}
+	ref := wire.PayloadRef{Object: name, Size: int64(len(data)), Digest: info.Digest}
+	if err := ref.Check(); err != nil {
+		return fail(err)
 	}
 	return ref, nil
 }

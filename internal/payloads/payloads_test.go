@@ -46,26 +46,31 @@ func randomBytes(n int) []byte {
 }
 
 func TestPutRead_RoundTrip(t *testing.T) {
-	js, obs, _ := setup(t)
+	js, obs, stream := setup(t)
 	ctx := context.Background()
 	r := payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20)
 	for _, n := range []int{1, payloads.ChunkSize - 1, payloads.ChunkSize, payloads.ChunkSize + 1, 3*payloads.ChunkSize + 17} {
 		data := randomBytes(n)
-		ref, err := payloads.Put(ctx, obs, "squares", "job1", data)
+		ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", data)
 		require.NoError(t, err)
 		require.Equal(t, int64(n), ref.Size)
 		got, err := r.Read(ctx, ref)
 		require.NoError(t, err, "size %d", n)
 		require.True(t, bytes.Equal(data, got), "size %d: the payload read differs", n)
+		// Laid out as the object store lays an object out: its own reader
+		// (the nats CLI's) reads it, digest checked.
+		viaStore, err := obs.GetBytes(ctx, ref.Object)
+		require.NoError(t, err, "size %d", n)
+		require.True(t, bytes.Equal(data, viaStore), "size %d: the object store reads another payload", n)
 	}
 }
 
 func TestPut_TwoSubmissionsOfOneJobKeepTheirOwnObjects(t *testing.T) {
-	js, obs, _ := setup(t)
+	js, _, stream := setup(t)
 	ctx := context.Background()
-	a, err := payloads.Put(ctx, obs, "squares", "job1", []byte(`"first"`))
+	a, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", []byte(`"first"`))
 	require.NoError(t, err)
-	b, err := payloads.Put(ctx, obs, "squares", "job1", []byte(`"second"`))
+	b, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", []byte(`"second"`))
 	require.NoError(t, err)
 	require.NotEqual(t, a.Object, b.Object)
 	got, err := payloads.NewReader(payloads.StreamSource(js, bucket), 1<<20).Read(ctx, a)
@@ -77,7 +82,7 @@ func TestRead_Refusals(t *testing.T) {
 	js, obs, stream := setup(t)
 	ctx := context.Background()
 	data := randomBytes(2*payloads.ChunkSize + 5)
-	ref, err := payloads.Put(ctx, obs, "squares", "job1", data)
+	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", data)
 	require.NoError(t, err)
 	r := payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20)
 
@@ -114,9 +119,9 @@ func TestRead_Refusals(t *testing.T) {
 }
 
 func TestDelete_LeavesNothing(t *testing.T) {
-	js, obs, stream := setup(t)
+	js, _, stream := setup(t)
 	ctx := context.Background()
-	ref, err := payloads.Put(ctx, obs, "squares", "job1", randomBytes(3*payloads.ChunkSize))
+	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", randomBytes(3*payloads.ChunkSize))
 	require.NoError(t, err)
 	require.NoError(t, payloads.Delete(ctx, stream, bucket, ref.Object))
 	_, err = payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20).Read(ctx, ref)
@@ -132,7 +137,7 @@ func TestDelete_LeavesNothing(t *testing.T) {
 func TestRead_ObjectCutShortIsGone(t *testing.T) {
 	js, obs, stream := setup(t)
 	ctx := context.Background()
-	ref, err := payloads.Put(ctx, obs, "squares", "job1", randomBytes(3*payloads.ChunkSize))
+	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", randomBytes(3*payloads.ChunkSize))
 	require.NoError(t, err)
 	info, err := obs.GetInfo(ctx, ref.Object)
 	require.NoError(t, err)

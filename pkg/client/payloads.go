@@ -12,45 +12,40 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// boundStore is the payload bucket, bound once: its object store, to
-// write, and its stream, to remove from.
+// boundStore is the payload bucket's stream, bound once.
 type boundStore struct {
 	mu     sync.Mutex
-	obs    jetstream.ObjectStore
 	stream jetstream.Stream
 }
 
-// payloadStore returns the namespace's payload bucket, binding it first.
-func (c *Client) payloadStore(ctx context.Context) (jetstream.ObjectStore, jetstream.Stream, error) {
+// payloadStream returns the stream of the namespace's payload bucket,
+// binding it first.
+func (c *Client) payloadStream(ctx context.Context) (jetstream.Stream, error) {
 	b := &c.payloads
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.obs != nil {
-		return b.obs, b.stream, nil
+	if b.stream != nil {
+		return b.stream, nil
 	}
 	bucket := c.space.PayloadBucket()
-	obs, err := c.js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, nil, fmt.Errorf("conductor: open the payload bucket %s (a conductord older than large payloads makes none): %w", bucket, err)
-	}
 	stream, err := c.js.Stream(ctx, payloads.StreamName(bucket))
 	if err != nil {
-		return nil, nil, fmt.Errorf("conductor: open the payload bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("conductor: open the payload bucket %s (a conductord older than large payloads makes none): %w", bucket, err)
 	}
-	b.obs, b.stream = obs, stream
-	return obs, stream, nil
+	b.stream = stream
+	return stream, nil
 }
 
 // putPayload stores data, the payload of job id of type typ, in the
 // payload bucket.
 func (c *Client) putPayload(ctx context.Context, typ, id string, data []byte) (*wire.PayloadRef, error) {
-	obs, _, err := c.payloadStore(ctx)
+	stream, err := c.payloadStream(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, payloadPutTimeout)
 	defer cancel()
-	ref, err := payloads.Put(ctx, obs, typ, id, data)
+	ref, err := payloads.Put(ctx, c.js, stream, c.space.PayloadBucket(), typ, id, data)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w", err)
 	}
@@ -58,13 +53,13 @@ func (c *Client) putPayload(ctx context.Context, typ, id string, data []byte) (*
 }
 
 // payloadPutTimeout bounds the store of one payload: at the largest
-// (256 MiB) some 100 MB/s.
+// (256 MiB) some 1.5 MB/s.
 const payloadPutTimeout = 3 * time.Minute
 
 // deletePayload removes the object of a payload that no job names (its
 // job's publish failed).
 func (c *Client) deletePayload(ctx context.Context, ref *wire.PayloadRef) error {
-	_, stream, err := c.payloadStore(ctx)
+	stream, err := c.payloadStream(ctx)
 	if err != nil {
 		return err
 	}
