@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,15 +59,7 @@ func BenchmarkLargePayloads(b *testing.B) {
 		require.NoError(b, err)
 		b.Cleanup(cl.Close)
 
-		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")))
-		c.waitWorkers("noop", 2)
-		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
-		for _, wk := range c.workers() {
-			if wk.Pool == "noop" && wk.PID > 0 {
-				pids["worker"] = wk.PID
-				break
-			}
-		}
+		pids := noopPool(c)
 
 		logMachine(b)
 		var summary []string

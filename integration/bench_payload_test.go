@@ -88,15 +88,7 @@ func BenchmarkPayloads(b *testing.B) {
 			require.NoError(b, err)
 		}
 
-		w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")))
-		c.waitWorkers("noop", 2)
-		pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
-		for _, wk := range c.workers() {
-			if wk.Pool == "noop" && wk.PID > 0 {
-				pids["worker"] = wk.PID
-				break
-			}
-		}
+		pids := noopPool(c)
 
 		logMachine(b)
 		var summary []string
@@ -409,4 +401,20 @@ func drainWithStates(b *testing.B, pub *sizedPub, states jetstream.JetStream, co
 		b.Fatal("states not stored within a minute")
 	}
 	return float64(n) / time.Since(start).Seconds()
+}
+
+// noopPool starts a workerd of c with a pool of 2 noop-workers, waits for
+// them, and returns the pids whose CPU a benchmark reads: conductord's,
+// workerd's and one worker's.
+func noopPool(c *cluster) map[string]int {
+	w := c.workerd("bench", fmt.Sprintf("name=noop,count=2,cmd=%s", filepath.Join(bin, "noop-worker")))
+	c.waitWorkers("noop", 2)
+	pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
+	for _, wk := range c.workers() {
+		if wk.Pool == "noop" && wk.PID > 0 {
+			pids["worker"] = wk.PID
+			break
+		}
+	}
+	return pids
 }
