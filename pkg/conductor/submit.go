@@ -100,6 +100,7 @@ func (c *Conductor) submit(ctx context.Context, sub submission) (int, any) {
 	if wait == 0 || (sub.queued != nil && len(sub.payload) > c.inlinePayload()) {
 		id, err := c.client.Submit(ctx, sub.typ, json.RawMessage(sub.payload), opts...)
 		if sub.queued != nil {
+			sub.payload = nil // not held while the job runs
 			sub.queued()
 		}
 		if err != nil {
