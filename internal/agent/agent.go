@@ -168,7 +168,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.payloads = payloads.StreamSource(a.js, space.PayloadBucket())
+	a.payloads = payloads.StreamSource(payloads.NewBucket(a.js, space.PayloadBucket()))
 	return a, nil
 }
 

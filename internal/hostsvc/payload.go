@@ -49,8 +49,8 @@ func (s *Server) payloadReq(m *nats.Msg) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
-	bucket := s.cfg.Space.PayloadBucket()
-	stream, err := s.payloadStream(ctx)
+	bucket := s.payloads.Name()
+	stream, err := s.payloads.Stream(ctx)
 	if err != nil {
 		s.answer(m, http.StatusServiceUnavailable, errorBody(err))
 		return
@@ -87,22 +87,6 @@ func (s *Server) payloadReq(m *nats.Msg) {
 	if err := s.cfg.Conn.PublishMsg(r); err != nil {
 		s.cfg.Log.Warn("answer a host", "err", err)
 	}
-}
-
-// payloadStream returns the payload bucket's stream, bound at the first
-// read that found it.
-func (s *Server) payloadStream(ctx context.Context) (jetstream.Stream, error) {
-	s.payloadMu.Lock()
-	defer s.payloadMu.Unlock()
-	if s.payloads != nil {
-		return s.payloads, nil
-	}
-	st, err := s.cfg.JS.Stream(ctx, payloads.StreamName(s.cfg.Space.PayloadBucket()))
-	if err != nil {
-		return nil, fmt.Errorf("open the payload bucket: %w", err)
-	}
-	s.payloads = st
-	return st, nil
 }
 
 // Payloads returns where the host's pool of type typ reads the payloads

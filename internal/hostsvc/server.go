@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/names"
+	"github.com/conductor-run/conductor/internal/payloads"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
 )
@@ -79,10 +80,9 @@ type Server struct {
 	// readReqs are each credential's reads of states; payloadReqs its
 	// reads of payload chunks.
 	readReqs, payloadReqs rates
-	// payloads is the payload bucket's stream, bound at the first read
-	// of a payload (payloadStream).
-	payloadMu sync.Mutex
-	payloads  jetstream.Stream
+	// payloads is the payload bucket, its stream bound at the first read
+	// of a payload.
+	payloads *payloads.Bucket
 	// refusals spaces the log lines of refused writes, per credential.
 	refusals rates
 	subs     []*nats.Subscription
@@ -103,7 +103,7 @@ func NewServer(cfg Config) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), making: slots{all: maxMaking, each: maxMaking / 8},
+		feed: newFeed(cfg.Conn, cfg.JS, cfg.Space, cfg.Log), payloads: payloads.NewBucket(cfg.JS, cfg.Space.PayloadBucket()), making: slots{all: maxMaking, each: maxMaking / 8},
 		pages: rates{Every: pageRate, Burst: pageBurst}, asks: rates{Every: consumerRate, Burst: consumerBurst},
 		refusals: rates{Every: 1, Burst: 5}, readReqs: rates{Every: readReqRate, Burst: readReqRate},
 		payloadReqs: rates{Every: payloadReqRate, Burst: payloadReqRate},

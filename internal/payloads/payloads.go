@@ -67,15 +67,19 @@ func objectName(id string) string {
 	return id + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// Put stores data as a payload of job id, of type typ, in bucket (whose
-// stream is stream) through js, as the object store lays an object out
-// (its chunks, then its description), and returns its reference. Its
-// chunks are published asynchronously on js, each answer awaited. A
+// Put stores data as a payload of job id, of type typ, in b, as the
+// object store lays an object out (its chunks, then its description),
+// and returns its reference. Its chunks are published asynchronously on
+// b's JetStream context, each answer awaited. A
 // failed Put removes the chunks it wrote. (The object store's own Put
 // makes a JetStream context of its own for each object, whose goroutine
 // can outlive it.)
-func Put(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, bucket, typ, id string, data []byte) (wire.PayloadRef, error) {
-	name := objectName(id)
+func Put(ctx context.Context, b *Bucket, typ, id string, data []byte) (wire.PayloadRef, error) {
+	stream, err := b.Stream(ctx)
+	if err != nil {
+		return wire.PayloadRef{}, err
+	}
+	js, bucket, name := b.js, b.name, objectName(id)
 	info := jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{
 			Name: name, Headers: nats.Header{HeaderType: []string{typ}},
@@ -88,7 +92,9 @@ func Put(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, b
 		// Past ctx: the chunks sent must go even if the caller gave up.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		_ = stream.Purge(pctx, jetstream.WithPurgeSubject(chunks))
+		if perr := stream.Purge(pctx, jetstream.WithPurgeSubject(chunks)); perr != nil {
+			err = fmt.Errorf("%w; the chunks it stored could not be removed: %v", err, perr)
+		}
 		return wire.PayloadRef{}, fmt.Errorf("store the payload of job %s: %w", id, err)
 	}
 	h := sha256.New()
@@ -130,11 +136,16 @@ func Put(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, b
 	return ref, nil
 }
 
-// Delete removes the object name from the bucket of stream: its chunks,
-// then its description, with no marker left behind (an object store's own
-// Delete leaves one for each object, for ever). An object that is not
-// there is no error.
-func Delete(ctx context.Context, stream jetstream.Stream, bucket, name string) error {
+// Delete removes the object name from b: its chunks, then its
+// description, with no marker left behind (an object store's own Delete
+// leaves one for each object, for ever). An object that is not there is
+// no error.
+func Delete(ctx context.Context, b *Bucket, name string) error {
+	stream, err := b.Stream(ctx)
+	if err != nil {
+		return err
+	}
+	bucket := b.name
 	msg, err := stream.GetLastMsgForSubject(ctx, metaSubject(bucket, name))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
@@ -167,48 +178,59 @@ type Source interface {
 	Chunk(ctx context.Context, name, nuid string, from uint64) ([]byte, uint64, error)
 }
 
-// StreamSource returns a Source that reads bucket's stream through js,
-// with message reads only: no consumer is made.
-func StreamSource(js jetstream.JetStream, bucket string) Source {
-	return &streamSource{js: js, bucket: bucket}
-}
-
-type streamSource struct {
-	js     jetstream.JetStream
-	bucket string
+// Bucket is a payload bucket, its stream bound at the first use that
+// finds it. It is safe for concurrent use.
+type Bucket struct {
+	js   jetstream.JetStream
+	name string
 
 	mu     sync.Mutex
-	stream jetstream.Stream // bound at the first read that found it
+	stream jetstream.Stream
 }
 
-func (s *streamSource) bind(ctx context.Context) (jetstream.Stream, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stream != nil {
-		return s.stream, nil
+// NewBucket returns the payload bucket name, reached through js.
+func NewBucket(js jetstream.JetStream, name string) *Bucket {
+	return &Bucket{js: js, name: name}
+}
+
+// Name is the bucket's name.
+func (b *Bucket) Name() string { return b.name }
+
+// Stream returns the bucket's stream, binding it first.
+func (b *Bucket) Stream(ctx context.Context) (jetstream.Stream, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stream != nil {
+		return b.stream, nil
 	}
-	st, err := s.js.Stream(ctx, StreamName(s.bucket))
+	st, err := b.js.Stream(ctx, StreamName(b.name))
 	if err != nil {
-		return nil, fmt.Errorf("find the payload bucket %s: %w", s.bucket, err)
+		return nil, fmt.Errorf("open the payload bucket %s: %w", b.name, err)
 	}
-	s.stream = st
+	b.stream = st
 	return st, nil
 }
 
-func (s *streamSource) Info(ctx context.Context, name string) (*jetstream.ObjectInfo, error) {
-	stream, err := s.bind(ctx)
+// StreamSource returns a Source that reads bucket's stream, with message
+// reads only: no consumer is made.
+func StreamSource(bucket *Bucket) Source { return streamSource{bucket} }
+
+type streamSource struct{ b *Bucket }
+
+func (s streamSource) Info(ctx context.Context, name string) (*jetstream.ObjectInfo, error) {
+	stream, err := s.b.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return ReadInfo(ctx, stream, s.bucket, name)
+	return ReadInfo(ctx, stream, s.b.name, name)
 }
 
-func (s *streamSource) Chunk(ctx context.Context, name, nuid string, from uint64) ([]byte, uint64, error) {
-	stream, err := s.bind(ctx)
+func (s streamSource) Chunk(ctx context.Context, name, nuid string, from uint64) ([]byte, uint64, error) {
+	stream, err := s.b.Stream(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	return ReadChunk(ctx, stream, s.bucket, name, nuid, from)
+	return ReadChunk(ctx, stream, s.b.name, name, nuid, from)
 }
 
 // ReadInfo reads the description of object name from bucket's stream;

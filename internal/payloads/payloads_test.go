@@ -46,12 +46,12 @@ func randomBytes(n int) []byte {
 }
 
 func TestPutRead_RoundTrip(t *testing.T) {
-	js, obs, stream := setup(t)
+	js, obs, _ := setup(t)
 	ctx := context.Background()
-	r := payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20)
+	r := payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 8<<20)
 	for _, n := range []int{1, payloads.ChunkSize - 1, payloads.ChunkSize, payloads.ChunkSize + 1, 3*payloads.ChunkSize + 17} {
 		data := randomBytes(n)
-		ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", data)
+		ref, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", data)
 		require.NoError(t, err)
 		require.Equal(t, int64(n), ref.Size)
 		got, err := r.Read(ctx, ref)
@@ -66,14 +66,14 @@ func TestPutRead_RoundTrip(t *testing.T) {
 }
 
 func TestPut_TwoSubmissionsOfOneJobKeepTheirOwnObjects(t *testing.T) {
-	js, _, stream := setup(t)
+	js, _, _ := setup(t)
 	ctx := context.Background()
-	a, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", []byte(`"first"`))
+	a, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", []byte(`"first"`))
 	require.NoError(t, err)
-	b, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", []byte(`"second"`))
+	b, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", []byte(`"second"`))
 	require.NoError(t, err)
 	require.NotEqual(t, a.Object, b.Object)
-	got, err := payloads.NewReader(payloads.StreamSource(js, bucket), 1<<20).Read(ctx, a)
+	got, err := payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 1<<20).Read(ctx, a)
 	require.NoError(t, err)
 	require.Equal(t, `"first"`, string(got))
 }
@@ -82,9 +82,9 @@ func TestRead_Refusals(t *testing.T) {
 	js, obs, stream := setup(t)
 	ctx := context.Background()
 	data := randomBytes(2*payloads.ChunkSize + 5)
-	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", data)
+	ref, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", data)
 	require.NoError(t, err)
-	r := payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20)
+	r := payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 8<<20)
 
 	for name, c := range map[string]struct {
 		ref  wire.PayloadRef
@@ -121,30 +121,30 @@ func TestRead_Refusals(t *testing.T) {
 func TestDelete_LeavesNothing(t *testing.T) {
 	js, _, stream := setup(t)
 	ctx := context.Background()
-	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", randomBytes(3*payloads.ChunkSize))
+	ref, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", randomBytes(3*payloads.ChunkSize))
 	require.NoError(t, err)
-	require.NoError(t, payloads.Delete(ctx, stream, bucket, ref.Object))
-	_, err = payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20).Read(ctx, ref)
+	require.NoError(t, payloads.Delete(ctx, payloads.NewBucket(js, bucket), ref.Object))
+	_, err = payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 8<<20).Read(ctx, ref)
 	require.ErrorIs(t, err, payloads.ErrGone)
 	info, err := stream.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.State.Msgs, "messages left in the bucket's stream")
 	// Twice is no error, nor is an object never written.
-	require.NoError(t, payloads.Delete(ctx, stream, bucket, ref.Object))
-	require.NoError(t, payloads.Delete(ctx, stream, bucket, "never"))
+	require.NoError(t, payloads.Delete(ctx, payloads.NewBucket(js, bucket), ref.Object))
+	require.NoError(t, payloads.Delete(ctx, payloads.NewBucket(js, bucket), "never"))
 }
 
 func TestRead_ObjectCutShortIsGone(t *testing.T) {
 	js, obs, stream := setup(t)
 	ctx := context.Background()
-	ref, err := payloads.Put(ctx, js, stream, bucket, "squares", "job1", randomBytes(3*payloads.ChunkSize))
+	ref, err := payloads.Put(ctx, payloads.NewBucket(js, bucket), "squares", "job1", randomBytes(3*payloads.ChunkSize))
 	require.NoError(t, err)
 	info, err := obs.GetInfo(ctx, ref.Object)
 	require.NoError(t, err)
 	last, err := stream.GetLastMsgForSubject(ctx, "$O."+bucket+".C."+info.NUID)
 	require.NoError(t, err)
 	require.NoError(t, stream.DeleteMsg(ctx, last.Sequence))
-	_, err = payloads.NewReader(payloads.StreamSource(js, bucket), 8<<20).Read(ctx, ref)
+	_, err = payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 8<<20).Read(ctx, ref)
 	require.ErrorIs(t, err, payloads.ErrGone)
 }
 
@@ -153,7 +153,7 @@ func TestRead_NoBucketIsNotPermanent(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	ref := wire.PayloadRef{Object: "x", Size: 1, Digest: wire.DigestPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
-	_, err = payloads.NewReader(payloads.StreamSource(js, bucket), 1<<20).Read(context.Background(), ref)
+	_, err = payloads.NewReader(payloads.StreamSource(payloads.NewBucket(js, bucket)), 1<<20).Read(context.Background(), ref)
 	require.Error(t, err)
 	require.False(t, payloads.Permanent(err), "a bucket not made yet may be made: %v", err)
 	require.False(t, errors.Is(err, payloads.ErrGone))

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/conductor-run/conductor/internal/auth"
+	"github.com/conductor-run/conductor/internal/payloads"
 	"github.com/conductor-run/conductor/internal/subject"
 )
 
@@ -102,9 +103,10 @@ type Client struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	space  subject.Space
-	// payloads is the payload bucket, bound at the first payload too
-	// large to travel in its message (payloads.go).
-	payloads boundStore
+	// payloads is the payload bucket, made at the first payload too large
+	// to travel in its message (payloads.go).
+	payloadsOnce sync.Once
+	payloads     *payloads.Bucket
 
 	// mu guards sub and waiters: Wait and the event subscription touch them.
 	mu      sync.Mutex

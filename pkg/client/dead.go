@@ -157,7 +157,9 @@ func (c *Client) Requeue(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		if put != nil {
 			dctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
-			_ = c.deletePayload(dctx, put)
+			if derr := c.deletePayload(dctx, put); derr != nil {
+				err = fmt.Errorf("%w; the object stored for it, %s, could not be removed: %v", err, put.Object, derr)
+			}
 			cancel()
 		}
 		if _, perr := c.kv.Update(ctx, id, cur.Value(), rev); perr != nil { // it is still dead

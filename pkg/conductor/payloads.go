@@ -75,9 +75,10 @@ type payloadEnd struct {
 // payloads").
 type payloadReaper struct {
 	*startstop.Func
-	c    *Conductor
-	ends chan payloadEnd
-	log  *slog.Logger
+	c      *Conductor
+	bucket *payloads.Bucket
+	ends   chan payloadEnd
+	log    *slog.Logger
 	// onRemoved, if set, is called with each object removed or left: a
 	// test signal, nil in production.
 	onRemoved func(object string, removed bool)
@@ -87,7 +88,7 @@ type payloadReaper struct {
 const payloadReaperQueue = 4096
 
 func newPayloadReaper(c *Conductor) *payloadReaper {
-	r := &payloadReaper{c: c, ends: make(chan payloadEnd, payloadReaperQueue), log: c.log.With("component", "payloads"), onRemoved: c.onPayloadRemoved}
+	r := &payloadReaper{c: c, bucket: payloads.NewBucket(c.js, c.space.PayloadBucket()), ends: make(chan payloadEnd, payloadReaperQueue), log: c.log.With("component", "payloads"), onRemoved: c.onPayloadRemoved}
 	r.Func = startstop.NewFunc(r.run)
 	return r
 }
@@ -116,7 +117,6 @@ const (
 )
 
 func (r *payloadReaper) run(ctx context.Context) {
-	var stream jetstream.Stream
 	sweep := time.NewTicker(payloadSweepEvery)
 	defer sweep.Stop()
 	for {
@@ -131,16 +131,7 @@ func (r *payloadReaper) run(ctx context.Context) {
 			continue
 		case e = <-r.ends:
 		}
-		if stream == nil {
-			s, err := r.c.js.Stream(ctx, payloads.StreamName(r.c.space.PayloadBucket()))
-			if err != nil {
-				r.log.Warn("open the payload bucket: a payload object is left", "job", e.id, "object", e.object, "err", err)
-				r.removed(e.object, false)
-				continue
-			}
-			stream = s
-		}
-		err := r.remove(ctx, stream, e)
+		err := r.remove(ctx, e)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("remove the payload object of a job that ended", "job", e.id, "object", e.object, "err", err)
 		}
@@ -153,12 +144,7 @@ func (r *payloadReaper) run(ctx context.Context) {
 func (r *payloadReaper) sweep(ctx context.Context, before time.Time) int {
 	ctx, cancel := context.WithTimeout(ctx, payloadSweepEvery/2)
 	defer cancel()
-	bucket := r.c.space.PayloadBucket()
-	obs, err := r.c.js.ObjectStore(ctx, bucket)
-	var stream jetstream.Stream
-	if err == nil {
-		stream, err = r.c.js.Stream(ctx, payloads.StreamName(bucket))
-	}
+	obs, err := r.c.js.ObjectStore(ctx, r.bucket.Name())
 	var objects []*jetstream.ObjectInfo
 	if err == nil {
 		objects, err = obs.List(ctx)
@@ -175,7 +161,7 @@ func (r *payloadReaper) sweep(ctx context.Context, before time.Time) int {
 		}
 		// A job that has not ended, or is dead, keeps its object: remove
 		// says why, and that is no news.
-		if r.remove(ctx, stream, payloadEnd{id: info.Name[:i], object: info.Name}) == nil {
+		if r.remove(ctx, payloadEnd{id: info.Name[:i], object: info.Name}) == nil {
 			removed++
 			r.removed(info.Name, true)
 		}
@@ -194,7 +180,7 @@ func (r *payloadReaper) removed(object string, ok bool) {
 
 // remove removes e's object if the job's state says it has ended for
 // good, with that object.
-func (r *payloadReaper) remove(ctx context.Context, stream jetstream.Stream, e payloadEnd) error {
+func (r *payloadReaper) remove(ctx context.Context, e payloadEnd) error {
 	if !strings.HasPrefix(e.object, e.id+".") {
 		// Objects are named for their jobs (payloads.Put): one named
 		// otherwise is a direct publisher's own, to remove itself.
@@ -214,7 +200,7 @@ func (r *payloadReaper) remove(ctx context.Context, stream jetstream.Stream, e p
 	}
 	// A state with no reference is that of a job that never ran
 	// (cancelled while queued): its end names the object its message did.
-	return payloads.Delete(ctx, stream, r.c.space.PayloadBucket(), e.object)
+	return payloads.Delete(ctx, r.bucket, e.object)
 }
 
 // largeBodyBudget bounds the bytes of the large payloads (over the inline

@@ -277,8 +277,6 @@ func TestPayloads_SweepRemovesWhatTheEndsMissed(t *testing.T) {
 	ctx := t.Context()
 	obs, err := bundle.js.ObjectStore(ctx, "conductor-default-payloads")
 	require.NoError(t, err)
-	paystream, err := bundle.js.Stream(ctx, payloads.StreamName("conductor-default-payloads"))
-	require.NoError(t, err)
 	succeeded, err := c.Client().SubmitAndWait(ctx, "squares", 3)
 	require.NoError(t, err)
 	dead, err := c.Client().SubmitAndWait(ctx, "squares", "fail")
@@ -288,7 +286,7 @@ func TestPayloads_SweepRemovesWhatTheEndsMissed(t *testing.T) {
 	require.NoError(t, err)
 	data, _ := bigPayload("big:", 1000)
 	for _, id := range []string{succeeded.ID, dead.ID, waiting} {
-		_, err := payloads.Put(ctx, bundle.js, paystream, "conductor-default-payloads", "squares", id, data)
+		_, err := payloads.Put(ctx, payloads.NewBucket(bundle.js, "conductor-default-payloads"), "squares", id, data)
 		require.NoError(t, err)
 	}
 	_, err = obs.PutBytes(ctx, "not-named-for-a-job", data)
