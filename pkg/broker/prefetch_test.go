@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/flow"
 	"github.com/conductor-run/conductor/internal/proto"
 	"github.com/conductor-run/conductor/pkg/broker"
 	"github.com/conductor-run/conductor/pkg/worker"
@@ -264,16 +265,41 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 	}
 }
 
-// A worker's queue holds what it runs in about 20ms: behind jobs of 11ms,
-// one job, though the worker asked for 2. (The limit is 1 for jobs of 10 to
-// 20ms, which leaves room for a slow machine.)
+// A worker's queue holds what it runs in about 20ms (flow.ShortJob): behind
+// a job of 11ms, one job, though the worker asked for 2. The pool judges by
+// the run time it measured, which a loaded machine stretches: over 20ms,
+// the worker is handed nothing ahead.
 func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	b := newBundle(t)
-	src, pool, fifo := startPrefetch(t, b, "prefetch-fifo", `{"sleep":"11ms"}`)
-	// The count shows once the queue is filled, in one step.
-	b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Queued > 0 }, "nothing queued")
-	require.Equal(t, 1, pool.Workers()[0].Queued)
-	require.Equal(t, 2, src.left())
+	src := &readySource{Source: b.source(), heldFor: "j1", held: []*broker.Job{testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`)}}
+	spec := b.spec("prefetch-fifo")
+	spec.Env = append(spec.Env, "CONDUCTOR_PREFETCH=2")
+	cfg := b.config(spec)
+	cfg.Source = src
+	pool, err := broker.NewPool(cfg)
+	require.NoError(t, err)
+	require.NoError(t, pool.Start(t.Context()))
+	t.Cleanup(pool.Stop)
+	b.submit(t, "j0", `{"sleep":"11ms"}`)
+	e := b.outcome(t)
+	require.Equal(t, "j0", e.job.ID)
+	ran := e.out.Ended.Sub(e.out.Started)
+	require.GreaterOrEqual(t, ran, 11*time.Millisecond)
+	want := flow.Queue(2, ran)
+	fifo := mkfifo(t, b.dir)
+	b.submit(t, "j1", `"`+fifo+`"`)
+
+	if want == 0 {
+		t.Logf("j0 ran %s here, over %s: nothing is handed ahead", ran, flow.ShortJob)
+		b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Job == "j1" }, "j1 never ran")
+		require.Never(t, func() bool { return pool.Workers()[0].Queued > 0 || src.left() < 3 }, 100*time.Millisecond, 5*time.Millisecond)
+	} else {
+		require.Equal(t, 1, want, "j0 ran %s", ran)
+		// The count shows once the queue is filled, in one step.
+		b.waitWorkers(t, pool, func(ws []broker.Worker) bool { return len(ws) > 0 && ws[0].Queued > 0 }, "nothing queued")
+		require.Equal(t, 1, pool.Workers()[0].Queued)
+		require.Equal(t, 2, src.left())
+	}
 	release(t, fifo)
 	for _, id := range []string{"j1", "j2", "j3", "j4"} {
 		require.Equal(t, id, b.outcome(t).job.ID)

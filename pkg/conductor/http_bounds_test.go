@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +23,18 @@ import (
 func TestHTTP_StreamsAndBatchReadsBounded(t *testing.T) {
 	t.Parallel()
 	c, _ := setup(t, conductor.Config{MaxEventStreams: 2, MaxBatchReads: 1})
-	srv := serve(t, c)
+	// The slow batch's first read of its body tells that it holds the
+	// slot: a batch polled before that could take the slot first.
+	reading := make(chan struct{})
+	var once sync.Once
+	h := c.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Slow") != "" {
+			r.Body = &firstRead{ReadCloser: r.Body, fn: func() { once.Do(func() { close(reading) }) }}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
 
 	open := func() *http.Response {
 		resp, err := http.Get(srv.URL + "/v1/events")
@@ -50,14 +63,23 @@ func TestHTTP_StreamsAndBatchReadsBounded(t *testing.T) {
 	t.Cleanup(func() { _ = pw.Close() }) // ends the slow batch if the test fails first: the server's Close waits for it
 	slow := make(chan *http.Response, 1)
 	go func() {
-		resp, err := http.Post(srv.URL+"/v1/batches/squares", "application/x-ndjson", pr)
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/batches/squares", pr)
 		if err == nil {
-			slow <- resp
+			req.Header.Set("X-Slow", "1")
+			var resp *http.Response
+			if resp, err = http.DefaultClient.Do(req); err == nil {
+				slow <- resp
+			}
 		}
 		close(slow)
 	}()
 	_, err := pw.Write([]byte("1\n"))
 	require.NoError(t, err)
+	select {
+	case <-reading:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow batch's body was never read")
+	}
 	require.Eventually(t, func() bool {
 		code, body := post(t, srv, "/v1/batches/squares", "2\n")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 batches being read at once")
@@ -69,6 +91,17 @@ func TestHTTP_StreamsAndBatchReadsBounded(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	code, body2 := post(t, srv, "/v1/batches/squares", "2\n")
 	require.Equal(t, http.StatusAccepted, code, body2)
+}
+
+// firstRead calls fn on its first Read.
+type firstRead struct {
+	io.ReadCloser
+	fn func()
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	f.fn()
+	return f.ReadCloser.Read(p)
 }
 
 // TestHTTP_ConnectionsBounded: past MaxHTTPConns connections, a new one
