@@ -36,8 +36,9 @@ import (
 // runs the jobs and stops it, so that no setup's idle processes weigh on
 // another's. Reported for each setup: jobs/s (median, min, max), the CPU
 // per job of conductord and workerd, workerd's RSS and its workers' in all,
-// and the consumers on the job stream: the setup's (one per priority of
-// each type) and the stream's total; and the ratios of each round.
+// and the consumers on the job stream: the setup's (each type's normal
+// one: its jobs are all normal) and the stream's total; and the ratios of
+// each round.
 //
 //	go test -run '^$' -bench BenchmarkJobTypes -benchtime 1x ./integration/
 func BenchmarkJobTypes(b *testing.B) {

@@ -93,6 +93,7 @@ func TestAttack19_ConsumersDeletedUnderWaitingPulls(t *testing.T) {
 	stream, err := b.js.Stream(ctx, b.space.JobStream())
 	require.NoError(t, err)
 	for round := range 5 {
+		b.makePriorities(t) // polls wait on all three: each is removed under one
 		got := make(chan *broker.Job, 1)
 		nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		go func() {

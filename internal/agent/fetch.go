@@ -175,8 +175,12 @@ func (f *fetcher) run(ctx context.Context) {
 		}
 		// Wake for the oldest request's deadline: the server may drop a
 		// request unanswered (a restart, a reconnect), and its credit must
-		// not be held forever.
+		// not be held forever; and to ask again the priorities that had no
+		// consumer, while polls wait on the others.
 		wake := retry
+		if a := f.probeAbsent(now); !a.IsZero() && (wake.IsZero() || a.Before(wake)) {
+			wake = a
+		}
 		if r := f.drainRetired(now); !r.IsZero() && (wake.IsZero() || r.Before(wake)) {
 			wake = r
 		}
@@ -241,7 +245,7 @@ func (f *fetcher) received(d delivery) (refused, gone bool) {
 			}
 			l.drop(1)
 		}
-		l.emptyAt = time.Time{}
+		l.emptyAt, l.absent = time.Time{}, false
 		f.deliver(m)
 		return false, false
 	}
@@ -255,7 +259,13 @@ func (f *fetcher) received(d delivery) (refused, gone bool) {
 		if !l.polling {
 			l.emptyAt = time.Now()
 		}
+		l.absent = false
 		l.drop(l.reqs[0].n)
+	case consumerGone(code, desc) && l.prio != wire.PriorityNormal:
+		// Made once jobs of its priority come: asked again after
+		// absentFor, the normal consumer is not waited on for it.
+		l.drop(l.reqs[0].n)
+		l.emptyAt, l.absent = time.Now(), true
 	case consumerGone(code, desc):
 		l.drop(l.reqs[0].n)
 		return true, true

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -23,6 +25,18 @@ func (b *sourceBundle) publishAt(t *testing.T, prio wire.Priority, payload strin
 	t.Helper()
 	_, err := b.js.Publish(context.Background(), b.space.JobAt("sq", string(prio)), []byte(payload))
 	require.NoError(t, err)
+}
+
+// makePriorities makes sq's high and low consumers, as conductord's
+// leader does once jobs of those priorities come: for the tests of a type
+// that has had them.
+func (b *sourceBundle) makePriorities(t *testing.T) {
+	t.Helper()
+	for _, p := range []wire.Priority{wire.PriorityHigh, wire.PriorityLow} {
+		ok, err := hostsvc.MakePriority(context.Background(), b.js, b.space, "sq", p)
+		require.NoError(t, err)
+		require.True(t, ok, "sq has a normal consumer")
+	}
 }
 
 // doneLong reports a job done as a long one (a second), so that the source
@@ -45,7 +59,7 @@ func (b *sourceBundle) waiting(t *testing.T, prio wire.Priority) int {
 
 func TestSource_PrioritiesRunHighestFirst(t *testing.T) {
 	t.Parallel()
-	src, b := setupSource(t)
+	src, b := setupSourceWith(t, true)
 	for _, p := range []wire.Priority{wire.PriorityLow, wire.PriorityNormal, wire.PriorityHigh} {
 		for i := range 3 {
 			b.publishAt(t, p, fmt.Sprintf(`"%s-%d"`, p, i))
@@ -71,7 +85,7 @@ func TestSource_PrioritiesRunHighestFirst(t *testing.T) {
 // normal ones runs next, or within emptyFor, not after the backlog.
 func TestSource_HighJobPassesBacklog(t *testing.T) {
 	t.Parallel()
-	src, b := setupSource(t)
+	src, b := setupSourceWith(t, true)
 	const backlog = 300
 	b.publish(t, backlog)
 	doneLong(src, next(t, src))
@@ -98,12 +112,45 @@ func TestSource_HighJobPassesBacklog(t *testing.T) {
 	}
 }
 
+// TestSource_PriorityConsumerFoundLater: a type with no high consumer
+// (no high job yet) polls its normal one alone while a worker waits; once
+// a high job comes and its consumer is made (conductord's leader does it
+// then), the waiting worker gets it, within absentFor and the time of a
+// probe, without the normal consumer's poll ending first.
+func TestSource_PriorityConsumerFoundLater(t *testing.T) {
+	t.Parallel()
+	src, b := setupSource(t)
+	got := make(chan *broker.Job, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		job, _ := src.Next(ctx)
+		got <- job
+	}()
+	require.Eventually(t, func() bool { return b.waiting(t, wire.PriorityNormal) == 1 }, 10*time.Second, 5*time.Millisecond,
+		"an idle worker polls the normal priority")
+
+	b.publishAt(t, wire.PriorityHigh, `"first high"`)
+	queued := time.Now()
+	ok, err := hostsvc.MakePriority(context.Background(), b.js, b.space, "sq", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.True(t, ok)
+	job := <-got
+	require.NotNil(t, job, "the high job never reached the waiting worker")
+	require.Equal(t, `"first high"`, string(job.Payload))
+	t.Logf("the high job came %s after it was queued", time.Since(queued))
+	require.Less(t, time.Since(queued), absentFor+probeWait+time.Second)
+	doneLong(src, job)
+	_, err = b.js.Consumer(context.Background(), b.space.JobStream(), b.space.ConsumerAt("sq", "low"))
+	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "no low job came: no low consumer")
+}
+
 // TestSource_WithdrawsPollsWhenNoWorkerWaits: a worker waiting on an empty
 // queue polls every priority; once it has a job, the polls are withdrawn,
 // so that the next job goes to a host with a free worker, not to this one.
 func TestSource_WithdrawsPollsWhenNoWorkerWaits(t *testing.T) {
 	t.Parallel()
-	src, b := setupSource(t)
+	src, b := setupSourceWith(t, true)
 	got := make(chan *broker.Job, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

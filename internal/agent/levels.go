@@ -20,11 +20,25 @@ import (
 // long poll on each: the first job to come, of any priority, takes the
 // waiting worker, and once no worker waits the other polls are withdrawn
 // (their inboxes renewed), so that no host holds jobs it has no worker for.
+//
+// A high or low consumer exists only once jobs of its priority have come
+// (hostsvc.MakeConsumers): a request that finds none (503, or 409 when it
+// was removed under a poll) leaves that priority alone for absentFor, not
+// polled, and asks it again then, also while polls wait on the others
+// (probeAbsent); the normal consumer's absence is asked of conductord
+// (consumersGone).
 
 // emptyFor is how long a priority found without jobs is not asked again
 // while a lower one has jobs: a high job queued behind a backlog of normal
 // ones waits at most about this long for the next free worker.
 const emptyFor = 20 * time.Millisecond
+
+// absentFor is how long a priority whose consumer was not there is not
+// asked again. A type's high and low consumers are made only once jobs of
+// their priority come (hostsvc.MakeConsumers, and conductord's leader as
+// they come): the first high job of a type waits up to about this long,
+// and conductord's pass (a second), for a host to find its consumer.
+const absentFor = 2 * time.Second
 
 // probeWait bounds the wait for the answer to a probe, which the server
 // gives at once unless it restarts.
@@ -41,6 +55,9 @@ type level struct {
 	credit   int           // jobs requested and not yet come
 	polling  bool          // reqs are long polls, not probes
 	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
+	// absent: the last request found no consumer (one of high or low
+	// jobs, made when they come), since emptyAt. Never polled.
+	absent bool
 	// retired are the renewed inboxes kept until their requests' last
 	// deadline, through a host account's import (see newInbox).
 	retired []retiredInbox
@@ -80,9 +97,16 @@ func (l *level) drop(n int) {
 	}
 }
 
-// knownEmpty reports whether a probe found l empty less than emptyFor ago.
+// knownEmpty reports whether a probe found l empty less than emptyFor
+// ago, or without its consumer less than absentFor ago.
 func (l *level) knownEmpty(now time.Time) bool {
-	return !l.emptyAt.IsZero() && now.Sub(l.emptyAt) < emptyFor
+	if l.emptyAt.IsZero() {
+		return false
+	}
+	if l.absent {
+		return now.Sub(l.emptyAt) < absentFor
+	}
+	return now.Sub(l.emptyAt) < emptyFor
 }
 
 // newInbox makes a fresh reply subject for l's pull requests and drains
@@ -173,6 +197,9 @@ func (f *fetcher) covered() int {
 		} else {
 			probes += l.credit
 		}
+		if l.absent {
+			continue // not polled: no consumer to wait on
+		}
 		if polls < 0 || c < polls {
 			polls = c
 		}
@@ -197,12 +224,40 @@ func (f *fetcher) request(now time.Time, want int) error {
 		}
 	}
 	for _, l := range f.levels {
+		if l.absent {
+			continue
+		}
 		if err := f.pull(l, want, true, now); err != nil {
 			return err
 		}
 	}
 	f.polled += want
 	return nil
+}
+
+// probeAbsent asks again, while polls wait on the other priorities, the
+// priorities found without a consumer absentFor ago, for as many jobs as
+// the polls: their consumer may have been made since. It returns when the
+// next one is due (zero if none is).
+func (f *fetcher) probeAbsent(now time.Time) (next time.Time) {
+	if f.polled == 0 {
+		return next
+	}
+	for _, l := range f.levels {
+		if !l.absent || l.credit > 0 {
+			continue
+		}
+		if l.knownEmpty(now) {
+			if due := l.emptyAt.Add(absentFor); next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		if err := f.pull(l, f.polled, false, now); err != nil {
+			f.log.Warn("request jobs", "pool", f.typ, "priority", l.prio, "err", err)
+		}
+	}
+	return next
 }
 
 // pull sends one pull request for n jobs of l: a long poll, or a probe.

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
@@ -31,6 +32,13 @@ type sourceBundle struct {
 }
 
 func setupSource(t testing.TB) (*source, *sourceBundle) {
+	t.Helper()
+	return setupSourceWith(t, false)
+}
+
+// setupSourceWith is setupSource, with sq's high and low consumers made
+// before the source starts if priorities: a type that has had such jobs.
+func setupSourceWith(t testing.TB, priorities bool) (*source, *sourceBundle) {
 	t.Helper()
 	ns := natstest.Server(t)
 	nc := natstest.Conn(t, ns)
@@ -51,6 +59,13 @@ func setupSource(t testing.TB) (*source, *sourceBundle) {
 	a, err := New(Config{Conn: nc, Host: "h1"})
 	require.NoError(t, err)
 	require.NoError(t, a.ensureConsumer(ctx, "sq"))
+	if priorities {
+		for _, p := range []wire.Priority{wire.PriorityHigh, wire.PriorityLow} {
+			ok, err := hostsvc.MakePriority(ctx, js, space, "sq", p)
+			require.NoError(t, err)
+			require.True(t, ok)
+		}
+	}
 	src, err := newSource(sourceConfig{
 		nc: nc, js: a.js, kv: kv, space: space, typ: "sq", host: "h1", workers: 2, prefetch: 8, maxAttempts: 3, maxResult: 1 << 20,
 		expires: 5 * time.Second, ackWait: 30 * time.Second, log: slog.New(slog.NewTextHandler(t.Output(), nil)),
@@ -66,7 +81,7 @@ func setupSource(t testing.TB) (*source, *sourceBundle) {
 // takes the jobs queued meanwhile.
 func TestSource_ConsumersRemadeWhenGone(t *testing.T) {
 	t.Parallel()
-	src, b := setupSource(t)
+	src, b := setupSourceWith(t, true)
 	ctx := context.Background()
 	b.publish(t, 1)
 	job := next(t, src)
@@ -83,9 +98,11 @@ func TestSource_ConsumersRemadeWhenGone(t *testing.T) {
 	require.NoError(t, err)
 	job = next(t, src)
 	require.Equal(t, "41", string(job.Payload), "the job queued while the consumers were gone")
-	for _, p := range wire.Priorities {
+	_, err = stream.Consumer(ctx, b.space.Consumer("sq"))
+	require.NoError(t, err, "the normal consumer made again")
+	for _, p := range []wire.Priority{wire.PriorityHigh, wire.PriorityLow} {
 		_, err := stream.Consumer(ctx, b.space.ConsumerAt("sq", string(p)))
-		require.NoError(t, err, "%s made again", p)
+		require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "%s made again with none of its jobs queued", p)
 	}
 }
 

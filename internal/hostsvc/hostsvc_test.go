@@ -225,16 +225,18 @@ func TestConsumers(t *testing.T) {
 	c := NewCaller(b.nc, b.sp)
 	ctx := context.Background()
 	require.NoError(t, c.Consumers(ctx, "sq", 300*time.Millisecond))
-	for _, p := range wire.Priorities {
-		cons, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("sq", string(p)))
-		require.NoError(t, err)
-		cfg := cons.CachedInfo().Config
-		require.Equal(t, b.sp.JobAt("sq", string(p)), cfg.FilterSubject)
-		require.Equal(t, wire.MinAckWait, cfg.AckWait, "held to its least")
+	cons, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.Consumer("sq"))
+	require.NoError(t, err)
+	cfg := cons.CachedInfo().Config
+	require.Equal(t, b.sp.Job("sq"), cfg.FilterSubject)
+	require.Equal(t, wire.MinAckWait, cfg.AckWait, "held to its least")
+	for _, p := range []wire.Priority{wire.PriorityHigh, wire.PriorityLow} {
+		_, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("sq", string(p)))
+		require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "%s: none of its jobs queued", p)
 	}
 	require.ErrorContains(t, c.Consumers(ctx, "theirs", 0), "(403)")
 	require.ErrorContains(t, c.Consumers(ctx, "toomany", 0), "(400)")
-	_, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.Consumer("theirs"))
+	_, err = b.js.Consumer(ctx, b.sp.JobStream(), b.sp.Consumer("theirs"))
 	require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
 
 	// Bad input: a body that is not JSON; a reply subject that is no
@@ -253,6 +255,57 @@ func TestConsumers(t *testing.T) {
 	require.NoError(t, err)
 	_, err = sub.NextMsg(100 * time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout, "no answer outside an inbox")
+}
+
+// TestConsumers_PrioritiesAsTheirJobsCome: a type's high and low
+// consumers are made with its normal one when their jobs are queued
+// already, or by MakePriority once they come, as the normal one is (its
+// ack wait); a type no host serves (no normal consumer) gets none.
+func TestConsumers_PrioritiesAsTheirJobsCome(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	exists := func(typ string, p wire.Priority) bool {
+		_, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt(typ, string(p)))
+		if err != nil {
+			require.ErrorIs(t, err, jetstream.ErrConsumerNotFound)
+		}
+		return err == nil
+	}
+
+	// Low jobs queued before the pool starts: made with the normal one.
+	_, err := b.js.Publish(ctx, b.sp.JobAt("sq", "low"), []byte("1"))
+	require.NoError(t, err)
+	require.NoError(t, MakeConsumers(ctx, b.js, b.sp, "sq", 45*time.Second))
+	require.True(t, exists("sq", wire.PriorityNormal))
+	require.True(t, exists("sq", wire.PriorityLow), "its jobs were queued")
+	require.False(t, exists("sq", wire.PriorityHigh), "none of its jobs queued")
+
+	// A high job comes: MakePriority makes its consumer as the normal one.
+	ok, err := MakePriority(ctx, b.js, b.sp, "sq", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.True(t, ok)
+	cons, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("sq", "high"))
+	require.NoError(t, err)
+	require.Equal(t, b.sp.JobAt("sq", "high"), cons.CachedInfo().Config.FilterSubject)
+	require.Equal(t, 45*time.Second, cons.CachedInfo().Config.AckWait)
+	ok, err = MakePriority(ctx, b.js, b.sp, "sq", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.True(t, ok, "made already")
+
+	// A host asking for more raises the ack wait of all three.
+	require.NoError(t, MakeConsumers(ctx, b.js, b.sp, "sq", time.Minute))
+	for _, p := range wire.Priorities {
+		c, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("sq", string(p)))
+		require.NoError(t, err)
+		require.Equal(t, time.Minute, c.CachedInfo().Config.AckWait, p)
+	}
+
+	// No host serves "gone": nothing is made.
+	ok, err = MakePriority(ctx, b.js, b.sp, "gone", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.False(t, exists("gone", wire.PriorityHigh))
 }
 
 // TestFeed_PutAgainHeldOnce: an id put again and again (a client

@@ -345,44 +345,6 @@ func (s *Server) cancels(m *nats.Msg) {
 	s.answer(m, http.StatusOK, page)
 }
 
-// MakeConsumers makes sure the consumers of job type typ exist with
-// conductor's settings: one per priority, each filtered on the subject
-// of its jobs (which the server then holds it to), ackWait held to
-// [wire.MinAckWait, wire.MaxAckWait] (30s if zero). A consumer's ack wait
-// is only ever raised: the consumers are shared by every host of the
-// type, and one asking for less must not make another's jobs, leased
-// for its own ack wait, come again while they run. A consumer as asked
-// already is left alone.
-func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration) error {
-	if ackWait == 0 {
-		ackWait = 30 * time.Second
-	}
-	ackWait = min(max(ackWait, wire.MinAckWait), wire.MaxAckWait)
-	for _, p := range wire.Priorities {
-		cfg := jetstream.ConsumerConfig{
-			Durable:       sp.ConsumerAt(typ, string(p)),
-			FilterSubject: sp.JobAt(typ, string(p)),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       ackWait,
-			MaxDeliver:    -1,
-			MaxWaiting:    4096,
-			MaxAckPending: 100_000,
-		}
-		if cons, err := js.Consumer(ctx, sp.JobStream(), cfg.Durable); err == nil {
-			cur := cons.CachedInfo().Config
-			if cur.FilterSubject == cfg.FilterSubject && cur.AckWait >= cfg.AckWait &&
-				cur.MaxWaiting == cfg.MaxWaiting && cur.MaxAckPending == cfg.MaxAckPending {
-				continue
-			}
-			cfg.AckWait = max(cfg.AckWait, cur.AckWait)
-		}
-		if _, err := js.CreateOrUpdateConsumer(ctx, sp.JobStream(), cfg); err != nil {
-			return fmt.Errorf("the consumer of %s %s jobs: %w", p, typ, err)
-		}
-	}
-	return nil
-}
-
 func errorBody(err error) map[string]string { return map[string]string{"error": err.Error()} }
 
 // answer sends body, with its status, to m's reply subject, which the

@@ -87,21 +87,22 @@ type Conductor struct {
 	endsFeedMu  sync.Mutex
 	endsFeedAll atomic.Bool
 	submitWaits atomic.Int64
-	ends        *endsTaker        // takes the job ends: counts, batch ends, waits
-	archive     *archiver         // keeps the final states past ArchiveAfter; nil with MemoryStorage
-	stats       *stats            // the job counts, saved by the ends taker; no goroutine
-	batchEnds   *batchEnds        // announces the end of each batch
-	storage     *storageGuard     // keeps the store writable; nil without an embedded file store
-	strays      *strayRepair      // repairs the job messages no consumer will deliver
-	sweep       *consumerSweep    // removes the consumers of job types no host serves
-	reaper      *payloadReaper    // removes the payload objects of jobs ended for good
-	largeBodies bodyBudget        // the bytes of large payloads being submitted over HTTP
-	http        *httpServer       // the HTTP API; nil without Config.HTTPListen
-	watch       startstop.Service // reads the credentials file again when it changes
-	hostsvc     *hostsvc.Server   // makes the hosts' consumers, passes the cancels on to them
-	storeNC     *nats.Conn        // hostsvc's store's own connection; nil without an embedded server
-	lookups     *lookup.Store     // the named lookups (lookups.go)
-	lookupSvc   micro.Service     // serves them on NATS
+	ends        *endsTaker         // takes the job ends: counts, batch ends, waits
+	archive     *archiver          // keeps the final states past ArchiveAfter; nil with MemoryStorage
+	stats       *stats             // the job counts, saved by the ends taker; no goroutine
+	batchEnds   *batchEnds         // announces the end of each batch
+	storage     *storageGuard      // keeps the store writable; nil without an embedded file store
+	strays      *strayRepair       // repairs the job messages no consumer will deliver
+	sweep       *consumerSweep     // removes the consumers of job types no host serves
+	priorities  *priorityConsumers // makes the consumers of high and low jobs as they come
+	reaper      *payloadReaper     // removes the payload objects of jobs ended for good
+	largeBodies bodyBudget         // the bytes of large payloads being submitted over HTTP
+	http        *httpServer        // the HTTP API; nil without Config.HTTPListen
+	watch       startstop.Service  // reads the credentials file again when it changes
+	hostsvc     *hostsvc.Server    // makes the hosts' consumers, passes the cancels on to them
+	storeNC     *nats.Conn         // hostsvc's store's own connection; nil without an embedded server
+	lookups     *lookup.Store      // the named lookups (lookups.go)
+	lookupSvc   micro.Service      // serves them on NATS
 	// lookupCache is the service's copy of the values read, which the
 	// feed keeps true.
 	lookupCache *lookup.Cache
@@ -363,6 +364,7 @@ func (c *Conductor) start(ctx context.Context) error {
 		return err
 	}
 	c.sweep = newConsumerSweep(c)
+	c.priorities = newPriorityConsumers(c)
 	c.reaper = newPayloadReaper(c)
 	if c.ns != nil {
 		// The hosts' store on a connection of its own (hostsvc.Config).
@@ -445,6 +447,9 @@ func (c *Conductor) parts() []startstop.Service {
 	}
 	if c.sweep != nil {
 		parts = append(parts, c.sweep)
+	}
+	if c.priorities != nil {
+		parts = append(parts, c.priorities)
 	}
 	if c.reaper != nil {
 		parts = append(parts, c.reaper)

@@ -34,6 +34,12 @@ func TestConsumerSweep_RemovesOnlyTheUnservedAndIdle(t *testing.T) {
 	require.NoError(t, err)
 	for _, typ := range []string{"served", "gone", "held", "pulled", "late"} {
 		require.NoError(t, hostsvc.MakeConsumers(ctx, js, space, typ, 0))
+		// Types that have had high and low jobs: three consumers each.
+		for _, p := range []wire.Priority{wire.PriorityHigh, wire.PriorityLow} {
+			ok, err := hostsvc.MakePriority(ctx, js, space, typ, p)
+			require.NoError(t, err)
+			require.True(t, ok)
+		}
 	}
 	// held: a job delivered and not acked.
 	_, err = js.Publish(ctx, space.Job("held"), []byte("1"))

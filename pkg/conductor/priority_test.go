@@ -67,3 +67,43 @@ func TestClient_Priorities(t *testing.T) {
 	want = append(want, ids[0:3]...)
 	require.Equal(t, want, order)
 }
+
+// TestConductor_PriorityConsumersMadeAsJobsCome: a served type that has
+// had only normal jobs costs the job stream one consumer; its first high
+// job gets its consumer from the leader, and runs, within a few seconds;
+// no low job came, so no low consumer is made.
+func TestConductor_PriorityConsumersMadeAsJobsCome(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	startAgent(t, bundle, "lazy")
+	consumers := func() []string {
+		stream, err := bundle.js.Stream(ctx, "conductor-default-jobs")
+		require.NoError(t, err)
+		var names []string
+		for name := range stream.ListConsumers(ctx).Info() {
+			names = append(names, name.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	wait := func(id string) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		j, err := c.Client().Wait(wctx, id)
+		require.NoError(t, err)
+		require.Equal(t, client.StatusSucceeded, j.Status)
+	}
+	id, err := c.Client().Submit(ctx, "lazy", 1)
+	require.NoError(t, err)
+	wait(id)
+	require.Equal(t, []string{"pool-lazy"}, consumers(), "normal jobs only: one consumer")
+
+	start := time.Now()
+	id, err = c.Client().Submit(ctx, "lazy", 2, client.WithPriority(client.PriorityHigh))
+	require.NoError(t, err)
+	wait(id)
+	t.Logf("the first high job ran %s after it was queued", time.Since(start))
+	require.Equal(t, []string{"high-lazy", "pool-lazy"}, consumers())
+}

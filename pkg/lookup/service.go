@@ -122,6 +122,12 @@ func Serve(nc *nats.Conn, store *Store, prefix string, opts ...ServeOption) (mic
 			return nil, fmt.Errorf("lookup: serve %s: %w", op, err)
 		}
 	}
+	// The server has the endpoints' subscriptions once it answers: a
+	// client on another connection is served from Serve's return on.
+	if err := nc.Flush(); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("lookup: serve: %w", err)
+	}
 	return svc, nil
 }
 

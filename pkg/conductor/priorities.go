@@ -1,0 +1,116 @@
+package conductor
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/startstop"
+	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/wire"
+)
+
+// priorityEvery is how often the leader looks for high and low jobs whose
+// consumer is not made yet.
+const priorityEvery = time.Second
+
+// priorityConsumers makes a job type's high and low consumers as their
+// jobs come: a pool's start makes only its type's normal consumer (and
+// those whose jobs are queued then, hostsvc.MakeConsumers), so that a type
+// that never has high or low jobs costs the server one consumer, not
+// three. Every priorityEvery the leader reads which high and low subjects
+// of the job stream hold jobs (the stream's subject counts: no message is
+// read) and makes the consumers missing, as the type's normal one is; a
+// type no host serves gets none (its host's start makes them). The hosts'
+// fetchers find a new consumer within their re-probe time
+// (internal/agent, absentFor). It is a startstop.Service whose goroutine
+// owns made.
+type priorityConsumers struct {
+	*startstop.Func
+	js    jetstream.JetStream
+	space subject.Space
+	log   *slog.Logger
+	lead  *leadership
+	// made holds the subjects whose consumer exists, among those that
+	// held jobs at the last pass: a subject is forgotten once its jobs are
+	// gone, and checked again when more come (its consumer may have been
+	// removed meanwhile).
+	made map[string]bool
+	// stream is the job stream, looked up once a term.
+	stream jetstream.Stream
+	// onMade, if set, is called with each subject whose consumer a pass
+	// made: a test signal, nil in production.
+	onMade func(subj string)
+}
+
+func newPriorityConsumers(c *Conductor) *priorityConsumers {
+	p := &priorityConsumers{js: c.js, space: c.space, log: c.log.With("component", "consumers"), lead: c.lead}
+	p.Func = startstop.NewFunc(p.run)
+	return p
+}
+
+func (p *priorityConsumers) run(ctx context.Context) { p.lead.each(ctx, p.term) }
+
+func (p *priorityConsumers) term(ctx context.Context) {
+	p.made, p.stream = map[string]bool{}, nil
+	t := time.NewTicker(priorityEvery)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.pass(pctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("make the consumers of high and low jobs", "stream", p.space.JobStream(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pass makes the consumers of the high and low subjects that hold jobs
+// and have none.
+func (p *priorityConsumers) pass(ctx context.Context) error {
+	if p.stream == nil {
+		stream, err := p.js.Stream(ctx, p.space.JobStream())
+		if err != nil {
+			return err
+		}
+		p.stream = stream
+	}
+	info, err := p.stream.Info(ctx, jetstream.WithSubjectFilter(p.space.Job("*")+".*"))
+	if err != nil {
+		return err
+	}
+	held := info.State.Subjects
+	for subj := range p.made {
+		if held[subj] == 0 {
+			delete(p.made, subj)
+		}
+	}
+	for subj := range held {
+		if p.made[subj] {
+			continue
+		}
+		typ, prio := p.space.ParseJob(subj)
+		if typ == "" || prio == string(wire.PriorityNormal) {
+			continue
+		}
+		ok, err := hostsvc.MakePriority(ctx, p.js, p.space, typ, wire.Priority(prio))
+		if err != nil {
+			return err
+		}
+		if ok {
+			p.made[subj] = true
+			if p.onMade != nil {
+				p.onMade(subj)
+			}
+		}
+	}
+	return nil
+}
