@@ -50,10 +50,22 @@ func BenchmarkJobTypes(b *testing.B) {
 		many.types = append(many.types, t)
 		many.pools = append(many.pools, fmt.Sprintf("name=%s,count=1,cmd=%s", t, noop))
 	}
+	// idle99: one2's type and workers beside 99 types served and idle
+	// (a worker each, no job): what idle types cost a busy one.
+	idle := typesSetup{name: "idle99", workers: 101, busy: []string{"i00"}}
+	for i := range 100 {
+		t, count := fmt.Sprintf("i%02d", i), 1
+		if i == 0 {
+			count = 2
+		}
+		idle.types = append(idle.types, t)
+		idle.pools = append(idle.pools, fmt.Sprintf("name=%s,count=%d,cmd=%s", t, count, noop))
+	}
 	setups := []typesSetup{
 		{name: "one2", workers: 2, types: []string{"one2"}, pools: []string{"name=one2,count=2,cmd=" + noop}},
 		{name: "one100", workers: 100, types: []string{"one100"}, pools: []string{"name=one100,count=100,cmd=" + noop}},
 		many,
+		idle,
 	}
 	for range b.N {
 		c := newCluster(b)
@@ -110,9 +122,10 @@ func BenchmarkJobTypes(b *testing.B) {
 			table = append(table, fmt.Sprintf("%-7s %5d %3d %8.0f %8.0f %8.0f %9.0f %8.0f %8.1f %9.1f %6d %6d",
 				s.name, len(s.types), s.workers, med, lo, hi, cond, wd, wdMB, wsMB, ps[0].consumers, ps[len(ps)-1].streamConsumers))
 		}
-		fair, usual := ratios("many", "one100"), ratios("many", "one2")
+		fair, usual, idleCost := ratios("many", "one100"), ratios("many", "one2"), ratios("idle99", "one2")
 		reportMMM(b, "ratio_many/one100", fair, 1)
 		reportMMM(b, "ratio_many/one2", usual, 1)
+		reportMMM(b, "ratio_idle99/one2", idleCost, 1)
 		goal := func(xs []float64) string {
 			if median(xs) >= 0.8 {
 				return "meets goal >= 0.8"
@@ -121,9 +134,10 @@ func BenchmarkJobTypes(b *testing.B) {
 		}
 		flo, fmed, fhi := spread(fair)
 		ulo, umed, uhi := spread(usual)
-		b.Logf("job types, %d jobs per phase, %d rounds (medians; jobs/s median, min, max; CPU µs per job):\n%-7s %5s %3s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n%s\nratio many/one100 (same processes): median %.3f, min %.3f, max %.3f  %s\nratio many/one2 (the usual 2 workers): median %.3f, min %.3f, max %.3f  %s",
+		ilo, imed, ihi := spread(idleCost)
+		b.Logf("job types, %d jobs per phase, %d rounds (medians; jobs/s median, min, max; CPU µs per job):\n%-7s %5s %3s %8s %8s %8s %9s %8s %8s %9s %6s %6s\n%s\nratio many/one100 (same processes): median %.3f, min %.3f, max %.3f  %s\nratio many/one2 (the usual 2 workers): median %.3f, min %.3f, max %.3f  %s\nratio idle99/one2 (one busy type beside 99 idle ones): median %.3f, min %.3f, max %.3f",
 			n, benchPairs(b), "setup", "types", "wks", "jobs/s", "min", "max", "cond cpu", "wd cpu", "wd MB", "wks MB", "cons", "stream",
-			strings.Join(table, "\n"), fmed, flo, fhi, goal(fair), umed, ulo, uhi, goal(usual))
+			strings.Join(table, "\n"), fmed, flo, fhi, goal(fair), umed, ulo, uhi, goal(usual), imed, ilo, ihi)
 	}
 }
 
@@ -131,6 +145,7 @@ func BenchmarkJobTypes(b *testing.B) {
 type typesSetup struct {
 	name    string
 	types   []string
+	busy    []string // the types the jobs go to; nil: every type
 	pools   []string
 	workers int
 }
@@ -142,7 +157,7 @@ type typesPhase struct {
 	workerdMB, workersMB      float64
 	consumers                 int           // the job stream's consumers of the setup's types
 	streamConsumers           int           // the job stream's consumers in all
-	up, down                  time.Duration // workerd's start to its workers up; its stop
+	up, down                  time.Duration // workerd's start to its workers up and its types' consumers made; its stop
 }
 
 // run starts the setup's workerd, runs n jobs through it, and stops it.
@@ -151,11 +166,19 @@ func (s typesSetup) run(b *testing.B, c *cluster, nc *nats.Conn, js jetstream.Je
 	t0 := time.Now()
 	w := c.workerd(host, s.pools...)
 	workers := waitHostWorkers(b, c, host, s.workers)
+	// A worker is up before its pool's consumer may be: the jobs of a type
+	// with none wait for it, and the phase would time the pools' start.
+	require.Eventually(b, func() bool { return normalConsumers(b, js, s.types) == len(s.types) },
+		time.Minute, 10*time.Millisecond, "the consumers of %s's types", s.name)
 	up := time.Since(t0)
 	pids := map[string]int{"conductord": c.conductor.cmd.Process.Pid, "workerd": w.cmd.Process.Pid}
 	before := usages(pids)
 	payload := []byte(`{"n":1}`)
-	rate := runSized(b, nc, newSizedPub(b, nc, len(payload)), s.types, n, payload)
+	busy := s.busy
+	if busy == nil {
+		busy = s.types
+	}
+	rate := runSized(b, nc, newSizedPub(b, nc, len(payload)), busy, n, payload)
 	after := usages(pids)
 	p := typesPhase{
 		rate:          rate,
@@ -188,6 +211,29 @@ func waitHostWorkers(b *testing.B, c *cluster, host string, n int) []int {
 		return len(pids) >= n
 	}, 2*time.Minute, 50*time.Millisecond, "want %d workers of %s up", n, host)
 	return pids
+}
+
+// normalConsumers counts the normal-priority consumers of types on the
+// job stream.
+func normalConsumers(b *testing.B, js jetstream.JetStream, types []string) int {
+	space, _ := subject.New("default")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, space.JobStream())
+	require.NoError(b, err)
+	want := map[string]bool{}
+	for _, t := range types {
+		want[space.Consumer(t)] = true
+	}
+	n := 0
+	names := stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if want[name] {
+			n++
+		}
+	}
+	require.NoError(b, names.Err())
+	return n
 }
 
 // jobConsumers counts the job stream's consumers of types, and all of them.

@@ -148,8 +148,9 @@ func isStatus(m *nats.Msg) bool {
 // run owns the pull requests. It keeps the jobs requested and not yet
 // come (see covered) plus the jobs in ready equal to the demand: the
 // workers waiting in Next plus the prefetch. The server fills a consumer's
-// requests in order, so arrivals and expiries are counted against the
-// oldest request of their priority.
+// requests in order, so a job that comes is counted against the oldest
+// request of its priority; a status comes to the reply subject of the
+// request it answers, each request's own.
 func (f *fetcher) run(ctx context.Context) {
 	var (
 		timer = time.NewTimer(time.Hour)
@@ -185,8 +186,8 @@ func (f *fetcher) run(ctx context.Context) {
 			wake = r
 		}
 		for _, l := range f.levels {
-			if len(l.reqs) > 0 && (wake.IsZero() || l.reqs[0].deadline.Before(wake)) {
-				wake = l.reqs[0].deadline
+			if d := l.expire(now); !d.IsZero() && (wake.IsZero() || d.Before(wake)) {
+				wake = d
 			}
 		}
 		if !wake.IsZero() {
@@ -207,9 +208,7 @@ func (f *fetcher) run(ctx context.Context) {
 		case <-timer.C:
 			now := time.Now()
 			for _, l := range f.levels {
-				if len(l.reqs) > 0 && !now.Before(l.reqs[0].deadline) {
-					l.drop(l.reqs[0].n)
-				}
+				l.expire(now)
 			}
 			if !retry.IsZero() && !now.Before(retry) {
 				retry = time.Time{}
@@ -239,18 +238,21 @@ func (f *fetcher) run(ctx context.Context) {
 func (f *fetcher) received(d delivery) (refused, gone bool) {
 	l, m := d.lvl, d.m
 	if !isStatus(m) {
+		// A job comes under its own subject, not its request's: the server
+		// fills a consumer's requests in order, so it is the oldest's.
 		if d.inbox == l.inbox && len(l.reqs) > 0 {
 			if l.polling {
 				f.polled--
 			}
-			l.drop(1)
+			l.drop(0, 1)
 		}
 		l.emptyAt, l.absent = time.Time{}, false
 		f.deliver(m)
 		return false, false
 	}
-	if d.inbox != l.inbox || len(l.reqs) == 0 {
-		return false, false // for a withdrawn request
+	i := l.find(d)
+	if i < 0 {
+		return false, false // for a withdrawn request, or one ended
 	}
 	code, desc := m.Header.Get(names.HeaderNATSStatus), m.Header.Get(names.HeaderNATSDescription)
 	switch {
@@ -260,18 +262,18 @@ func (f *fetcher) received(d delivery) (refused, gone bool) {
 			l.emptyAt = time.Now()
 		}
 		l.absent = false
-		l.drop(l.reqs[0].n)
+		l.drop(i, l.reqs[i].n)
 	case consumerGone(code, desc) && l.prio != wire.PriorityNormal:
 		// Made once jobs of its priority come: asked again after
 		// absentFor, the normal consumer is not waited on for it.
-		l.drop(l.reqs[0].n)
+		l.drop(i, l.reqs[i].n)
 		l.emptyAt, l.absent = time.Now(), true
 	case consumerGone(code, desc):
-		l.drop(l.reqs[0].n)
+		l.drop(i, l.reqs[i].n)
 		return true, true
 	default:
 		f.log.Warn("request jobs; retrying", "pool", f.typ, "priority", l.prio, "status", code, "description", desc)
-		l.drop(l.reqs[0].n)
+		l.drop(i, l.reqs[i].n)
 		return true, false
 	}
 	return false, false

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/names"
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
 	"github.com/conductor-run/conductor/internal/wire"
@@ -294,7 +295,7 @@ func TestFetcher_RetiredInboxKeptThroughAnImport(t *testing.T) {
 		}
 		require.Len(t, l.retired, 1)
 		require.True(t, oldSub.IsValid(), "the old inbox is still subscribed")
-		require.NoError(t, nc.Publish(old, []byte("a late job")))
+		require.NoError(t, nc.Publish(old+".1", []byte("a late job"))) // a job comes to its request's reply subject
 		d := <-f.msgs
 		require.Equal(t, old, d.inbox)
 		refused, gone := f.received(d)
@@ -304,4 +305,48 @@ func TestFetcher_RetiredInboxKeptThroughAnImport(t *testing.T) {
 		require.Eventually(t, func() bool { return !oldSub.IsValid() }, 5*time.Second, 5*time.Millisecond, "drained after its deadline")
 		f.close()
 	}
+}
+
+// TestFetcher_StatusCountsAgainstItsRequest: the server answers a probe
+// at once ("408 Requests Pending", "404 No Messages") while an older one
+// still waits for its jobs; the answer ends the newer request, not the
+// older (which, counted as ended, left the newer's credit standing for
+// its whole deadline: a pool of 100 stalled 2s at the end of
+// BenchmarkJobTypes), and jobs still count against the oldest.
+func TestFetcher_StatusCountsAgainstItsRequest(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Server(t)
+	nc := natstest.Conn(t, ns)
+	space, _ := subject.New("default")
+	f, err := newFetcher(fetcherConfig{
+		nc: nc, space: space, typ: "sq", expires: time.Second, buffer: 16,
+		log:     slog.New(slog.NewTextHandler(t.Output(), nil)),
+		demand:  func() (int, int, int) { return 0, 0, 0 },
+		deliver: func(*nats.Msg) {},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { f.close() })
+	l := f.levels[1]
+	require.Equal(t, wire.PriorityNormal, l.prio)
+	now := time.Now()
+	require.NoError(t, f.pull(l, 20, false, now))  // older: waits for its jobs
+	require.NoError(t, f.pull(l, 458, false, now)) // newer: answered at once
+	status := func(id, code, desc string) delivery {
+		m := nats.NewMsg(l.inbox + "." + id)
+		m.Header.Set(names.HeaderNATSStatus, code)
+		m.Header.Set(names.HeaderNATSDescription, desc)
+		return delivery{lvl: l, inbox: l.inbox, id: id, m: m}
+	}
+	f.received(status(l.reqs[1].id, "408", "Requests Pending"))
+	require.Equal(t, 20, l.credit, "the newer request ended; the older still waits")
+	require.Len(t, l.reqs, 1)
+
+	f.received(delivery{lvl: l, inbox: l.inbox, m: &nats.Msg{Subject: space.Job("sq"), Data: []byte("1")}})
+	require.Equal(t, 19, l.credit, "a job is the oldest request's")
+
+	f.received(status("zz", "404", "No Messages"))
+	require.Equal(t, 19, l.credit, "a status of no request outstanding changes nothing")
+	f.received(status(l.reqs[0].id, "404", "No Messages"))
+	require.Zero(t, l.credit)
+	require.Empty(t, l.reqs)
 }

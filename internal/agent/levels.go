@@ -2,6 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +55,7 @@ type level struct {
 	inbox    string
 	sub      *nats.Subscription
 	reqs     []pullRequest // outstanding, oldest first
+	lastID   uint64        // the last request's id
 	credit   int           // jobs requested and not yet come
 	polling  bool          // reqs are long polls, not probes
 	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
@@ -70,31 +74,69 @@ type retiredInbox struct {
 	until time.Time
 }
 
-// pullRequest is one outstanding pull request: how many jobs it may still
+// pullRequest is one outstanding pull request: its id (the last token of
+// its reply subject, under the level's inbox), how many jobs it may still
 // bring, and when to stop waiting for its answer.
 type pullRequest struct {
+	id       string
 	n        int
 	deadline time.Time
 }
 
 // delivery is a message on a level's inbox: a job, or a status answering a
-// pull request. inbox tells a renewed inbox's stragglers from the current.
+// pull request. inbox tells a renewed inbox's stragglers from the current,
+// and id, for a status, the request it answers: the server answers some
+// requests at once ("408 Requests Pending", "404 No Messages") while older
+// ones still wait, so a status is not always the oldest request's.
 type delivery struct {
 	lvl   *level
 	inbox string
+	id    string
 	m     *nats.Msg
 }
 
-// drop forgets n jobs of the oldest request: they will not come.
-func (l *level) drop(n int) {
+// find returns the index in l.reqs of the request d, a status, answers,
+// or -1: one withdrawn, ended, or of a renewed inbox.
+func (l *level) find(d delivery) int {
+	if d.inbox != l.inbox {
+		return -1
+	}
+	for i, r := range l.reqs {
+		if r.id == d.id {
+			return i
+		}
+	}
+	return -1
+}
+
+// drop forgets n jobs of request i: they will not come.
+func (l *level) drop(i, n int) {
+	n = min(n, l.reqs[i].n)
 	l.credit -= n
-	l.reqs[0].n -= n
-	if l.reqs[0].n <= 0 {
-		l.reqs = l.reqs[1:]
+	l.reqs[i].n -= n
+	if l.reqs[i].n <= 0 {
+		l.reqs = slices.Delete(l.reqs, i, i+1)
 	}
 	if len(l.reqs) == 0 {
 		l.credit, l.polling = 0, false
 	}
+}
+
+// expire drops the requests whose answer is overdue by now, and returns
+// the next deadline (zero if none is left).
+func (l *level) expire(now time.Time) (next time.Time) {
+	for i := 0; i < len(l.reqs); {
+		r := l.reqs[i]
+		if !now.Before(r.deadline) {
+			l.drop(i, r.n)
+			continue
+		}
+		if next.IsZero() || r.deadline.Before(next) {
+			next = r.deadline
+		}
+		i++
+	}
+	return next
 }
 
 // knownEmpty reports whether a probe found l empty less than emptyFor
@@ -122,7 +164,9 @@ func (l *level) knownEmpty(now time.Time) bool {
 // withdrawn request may then bring its jobs after all, held ahead.
 func (f *fetcher) newInbox(l *level) error {
 	inbox := f.nc.NewInbox()
-	sub, err := f.nc.Subscribe(inbox, func(m *nats.Msg) { f.msgs <- delivery{lvl: l, inbox: inbox, m: m} })
+	sub, err := f.nc.Subscribe(inbox+".*", func(m *nats.Msg) {
+		f.msgs <- delivery{lvl: l, inbox: inbox, id: strings.TrimPrefix(m.Subject, inbox+"."), m: m}
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe to job deliveries: %w", err)
 	}
@@ -268,10 +312,12 @@ func (f *fetcher) pull(l *level, n int, poll bool, now time.Time) error {
 		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d}`, n, f.expires.Nanoseconds())
 		deadline = now.Add(f.expires + 2*time.Second)
 	}
-	if err := f.nc.PublishRequest(l.pullSubj, l.inbox, req); err != nil {
+	l.lastID++
+	id := strconv.FormatUint(l.lastID, 36)
+	if err := f.nc.PublishRequest(l.pullSubj, l.inbox+"."+id, req); err != nil {
 		return err
 	}
-	l.reqs = append(l.reqs, pullRequest{n: n, deadline: deadline})
+	l.reqs = append(l.reqs, pullRequest{id: id, n: n, deadline: deadline})
 	l.credit += n
 	l.polling = poll
 	return nil
