@@ -85,6 +85,16 @@ func MakePriority(ctx context.Context, js jetstream.JetStream, sp subject.Space,
 	if _, err := js.CreateConsumer(ctx, sp.JobStream(), cfg); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
 		return false, fmt.Errorf("the consumer of %s %s jobs: %w", p, typ, err)
 	}
+	// A host may have raised the type's ack wait in between (MakeConsumers
+	// raises those that exist): this one must not lease for less.
+	if normal, err = js.Consumer(ctx, sp.JobStream(), sp.ConsumerAt(typ, string(wire.PriorityNormal))); err == nil {
+		if wait := normal.CachedInfo().Config.AckWait; wait > cfg.AckWait {
+			cfg.AckWait = wait
+			if _, err := js.UpdateConsumer(ctx, sp.JobStream(), cfg); err != nil {
+				return false, fmt.Errorf("the consumer of %s %s jobs: %w", p, typ, err)
+			}
+		}
+	}
 	return true, nil
 }
 
