@@ -29,12 +29,17 @@ import (
 //     the same 100 processes, one type (the baseline of the goal's ratio,
 //     many/one100);
 //   - one2: one workerd with 1 pool (type one2) of 2 noop-workers, as
-//     BenchmarkEndToEnd's e2e (many/one2 is reported too).
+//     BenchmarkEndToEnd's e2e (many/one2 is reported too);
+//   - idle99: one workerd with one2's shape (type i00, 2 noop-workers)
+//     beside 99 pools of types i01…i99 served and idle (1 worker each, no
+//     job): what idle types cost a busy one (idle99/one2). It runs after
+//     many, whose types' consumers stay on the stream as those of types
+//     gone.
 //
-// BENCH_PAIRS rounds (default 5) of one2, one100, many, interleaved; each
-// phase starts its workerd (a host id of its own), waits for its workers,
-// runs the jobs and stops it, so that no setup's idle processes weigh on
-// another's. Reported for each setup: jobs/s (median, min, max), the CPU
+// BENCH_PAIRS rounds (default 5) of one2, one100, many, idle99,
+// interleaved; each phase starts its workerd (a host id of its own), waits
+// for its workers and its types' consumers, runs the jobs and stops it,
+// so that no setup's idle processes weigh on another's. Reported for each setup: jobs/s (median, min, max), the CPU
 // per job of conductord and workerd, workerd's RSS and its workers' in all,
 // and the consumers on the job stream: the setup's (each type's normal
 // one: its jobs are all normal) and the stream's total; and the ratios of
