@@ -143,15 +143,7 @@ func startPrefetch(t *testing.T, b *testBundle, mode, first string) (*readySourc
 // the source when j1 starts.
 func startPrefetchWith(t *testing.T, b *testBundle, mode string, first []string, prefetch int, held ...*broker.Job) (*readySource, *broker.Pool, string) {
 	t.Helper()
-	src := &readySource{Source: b.source(), heldFor: "j1", held: held}
-	spec := b.spec(mode)
-	spec.Env = append(spec.Env, fmt.Sprintf("CONDUCTOR_PREFETCH=%d", prefetch))
-	cfg := b.config(spec)
-	cfg.Source = src
-	pool, err := broker.NewPool(cfg)
-	require.NoError(t, err)
-	require.NoError(t, pool.Start(t.Context()))
-	t.Cleanup(pool.Stop)
+	src, pool := startPrefetchPool(t, b, mode, prefetch, held...)
 	for _, payload := range first {
 		b.submit(t, "j0", payload)
 		require.Equal(t, "j0", b.outcome(t).job.ID)
@@ -161,6 +153,22 @@ func startPrefetchWith(t *testing.T, b *testBundle, mode string, first []string,
 	// behind j1 as soon as the worker has it.
 	b.submit(t, "j1", `"`+fifo+`"`)
 	return src, pool, fifo
+}
+
+// startPrefetchPool starts a pool of one worker of mode with prefetch,
+// whose source holds held until j1 is handed out.
+func startPrefetchPool(t *testing.T, b *testBundle, mode string, prefetch int, held ...*broker.Job) (*readySource, *broker.Pool) {
+	t.Helper()
+	src := &readySource{Source: b.source(), heldFor: "j1", held: held}
+	spec := b.spec(mode)
+	spec.Env = append(spec.Env, fmt.Sprintf("CONDUCTOR_PREFETCH=%d", prefetch))
+	cfg := b.config(spec)
+	cfg.Source = src
+	pool, err := broker.NewPool(cfg)
+	require.NoError(t, err)
+	require.NoError(t, pool.Start(t.Context()))
+	t.Cleanup(pool.Stop)
+	return src, pool
 }
 
 func testJob(id, payload string) *broker.Job {
@@ -271,15 +279,7 @@ func TestPool_WorkerStopsWithQueuedJobs(t *testing.T) {
 // the worker is handed nothing ahead.
 func TestPool_PrefetchBoundedByRunTime(t *testing.T) {
 	b := newBundle(t)
-	src := &readySource{Source: b.source(), heldFor: "j1", held: []*broker.Job{testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`)}}
-	spec := b.spec("prefetch-fifo")
-	spec.Env = append(spec.Env, "CONDUCTOR_PREFETCH=2")
-	cfg := b.config(spec)
-	cfg.Source = src
-	pool, err := broker.NewPool(cfg)
-	require.NoError(t, err)
-	require.NoError(t, pool.Start(t.Context()))
-	t.Cleanup(pool.Stop)
+	src, pool := startPrefetchPool(t, b, "prefetch-fifo", 2, testJob("j2", `2`), testJob("j3", `3`), testJob("j4", `4`))
 	b.submit(t, "j0", `{"sleep":"11ms"}`)
 	e := b.outcome(t)
 	require.Equal(t, "j0", e.job.ID)
