@@ -3,6 +3,7 @@ package conductor_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -45,4 +46,36 @@ func TestAttack19c_PriorityConsumerRemadeWhileJobsQueued(t *testing.T) {
 	require.NoError(t, stream.DeleteConsumer(ctx, sp.ConsumerAt("regone", "high")))
 	require.Eventually(t, exists, 20*time.Second, 20*time.Millisecond,
 		"the high consumer, removed while its jobs are queued, is never made again")
+}
+
+// TestAttack19c_UnservedPriorityJobsCostLittle: high jobs queued for types
+// no host serves (a type given up, its consumers swept) make the leader
+// look their normal consumer up every second, each, for as long as the
+// jobs stay: 50 such types were 50 JetStream API requests a second from an
+// idle cluster, for ever. A host's start makes the consumers of the jobs
+// queued then (hostsvc.MakeConsumers), so the leader need not look often.
+func TestAttack19c_UnservedPriorityJobsCostLittle(t *testing.T) {
+	t.Parallel()
+	c, bundle := setup(t, conductor.Config{})
+	ctx := context.Background()
+	sp, _ := subject.New("default")
+	const types = 50
+	for i := range types {
+		_, err := c.Client().Submit(ctx, fmt.Sprintf("unserved%d", i), 1, client.WithPriority(client.PriorityHigh))
+		require.NoError(t, err)
+	}
+	lookups, err := bundle.nc.SubscribeSync("$JS.API.CONSUMER.INFO." + sp.JobStream() + ".>")
+	require.NoError(t, err)
+	require.NoError(t, bundle.nc.Flush())
+	start := time.Now()
+	// Wait out a few of the leader's passes.
+	deadline := time.Now().Add(30 * time.Second)
+	n := 0
+	for time.Since(start) < 4*time.Second && time.Now().Before(deadline) {
+		if _, err := lookups.NextMsg(100 * time.Millisecond); err == nil {
+			n++
+		}
+	}
+	t.Logf("%d consumer lookups in %s for %d unserved types", n, time.Since(start).Round(time.Millisecond), types)
+	require.LessOrEqual(t, n, 2*types, "the leader looks each unserved type's consumer up every second")
 }

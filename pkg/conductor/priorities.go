@@ -41,8 +41,9 @@ type priorityConsumers struct {
 	space subject.Space
 	log   *slog.Logger
 	lead  *leadership
-	// made holds the subjects whose consumer exists, among those that
-	// held jobs at the last pass, with when it was last found: a subject
+	// made holds the subjects whose consumer exists, or whose type no
+	// host serves, among those that held jobs at the last pass, with when
+	// it was last looked at: a subject
 	// is forgotten once its jobs are gone, and checked again when more
 	// come, or priorityRecheck after it was found (its consumer may have
 	// been removed meanwhile).
@@ -113,8 +114,11 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// A type no host serves is not looked at again until
+		// priorityRecheck: a host's start makes the consumers of the
+		// jobs queued then (hostsvc.MakeConsumers).
+		p.made[subj] = now
 		if ok {
-			p.made[subj] = now
 			if p.onMade != nil {
 				p.onMade(subj)
 			}
