@@ -37,12 +37,18 @@ func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space
 	}
 	ackWait = min(max(ackWait, wire.MinAckWait), wire.MaxAckWait)
 	var held map[string]uint64 // the priorities' subjects with jobs, read once
-	for _, p := range wire.Priorities {
+	// The normal one first: the others lease for at least as long as it
+	// does, which another host may have raised past ackWait (as
+	// MakePriority makes them).
+	for _, p := range []wire.Priority{wire.PriorityNormal, wire.PriorityHigh, wire.PriorityLow} {
 		cfg := consumerConfig(sp, typ, p, ackWait)
 		cons, err := js.Consumer(ctx, sp.JobStream(), cfg.Durable)
 		switch {
 		case err == nil:
 			cur := cons.CachedInfo().Config
+			if p == wire.PriorityNormal {
+				ackWait = max(ackWait, cur.AckWait)
+			}
 			if cur.FilterSubject == cfg.FilterSubject && cur.AckWait >= cfg.AckWait &&
 				cur.MaxWaiting == cfg.MaxWaiting && cur.MaxAckPending == cfg.MaxAckPending {
 				continue

@@ -17,6 +17,13 @@ import (
 // consumer is not made yet.
 const priorityEvery = time.Second
 
+// priorityRecheck is how long a subject's consumer, once found, is taken
+// to exist while the subject holds jobs: a consumer removed meanwhile (by
+// an operator, or lost) is made again within it. No host asks conductord
+// for a missing high or low consumer, and the jobs it would deliver keep
+// their subject held: without it they would wait for ever.
+const priorityRecheck = 10 * time.Second
+
 // priorityConsumers makes a job type's high and low consumers as their
 // jobs come: a pool's start makes only its type's normal consumer (and
 // those whose jobs are queued then, hostsvc.MakeConsumers), so that a type
@@ -34,11 +41,13 @@ type priorityConsumers struct {
 	space subject.Space
 	log   *slog.Logger
 	lead  *leadership
-	// made holds the subjects whose consumer exists, among those that
-	// held jobs at the last pass: a subject is forgotten once its jobs are
-	// gone, and checked again when more come (its consumer may have been
-	// removed meanwhile).
-	made map[string]bool
+	// made holds the subjects whose consumer exists, or whose type no
+	// host serves, among those that held jobs at the last pass, with when
+	// it was last looked at: a subject
+	// is forgotten once its jobs are gone, and checked again when more
+	// come, or priorityRecheck after it was found (its consumer may have
+	// been removed meanwhile).
+	made map[string]time.Time
 	// stream is the job stream, looked up once a term.
 	stream jetstream.Stream
 	// onMade, if set, is called with each subject whose consumer a pass
@@ -55,7 +64,7 @@ func newPriorityConsumers(c *Conductor) *priorityConsumers {
 func (p *priorityConsumers) run(ctx context.Context) { p.lead.each(ctx, p.term) }
 
 func (p *priorityConsumers) term(ctx context.Context) {
-	p.made, p.stream = map[string]bool{}, nil
+	p.made, p.stream = map[string]time.Time{}, nil
 	t := time.NewTicker(priorityEvery)
 	defer t.Stop()
 	for {
@@ -87,14 +96,14 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	held := info.State.Subjects
-	for subj := range p.made {
-		if held[subj] == 0 {
+	held, now := info.State.Subjects, time.Now()
+	for subj, at := range p.made {
+		if held[subj] == 0 || now.Sub(at) >= priorityRecheck {
 			delete(p.made, subj)
 		}
 	}
 	for subj := range held {
-		if p.made[subj] {
+		if _, ok := p.made[subj]; ok {
 			continue
 		}
 		typ, prio := p.space.ParseJob(subj)
@@ -105,8 +114,11 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// A type no host serves is not looked at again until
+		// priorityRecheck: a host's start makes the consumers of the
+		// jobs queued then (hostsvc.MakeConsumers).
+		p.made[subj] = now
 		if ok {
-			p.made[subj] = true
 			if p.onMade != nil {
 				p.onMade(subj)
 			}
