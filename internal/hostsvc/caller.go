@@ -55,7 +55,7 @@ func (c *Caller) Consumers(ctx context.Context, typ string, ackWait time.Duratio
 	if c.id != "" {
 		subj = c.sp.ConsumersAs(c.id, typ)
 	}
-	data, _ := json.Marshal(wire.ConsumersRequest{AckWait: ackWait})
+	data, _ := json.Marshal(wire.ConsumersRequest{AckWait: ackWait, AsTheyCome: true})
 	select {
 	case c.making <- struct{}{}:
 	case <-ctx.Done():

@@ -32,6 +32,18 @@ import (
 // jobs, leased for its own ack wait, come again while they run. A
 // consumer as asked already is left alone.
 func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration) error {
+	return makeConsumers(ctx, js, sp, typ, ackWait, false)
+}
+
+// MakeAllConsumers is MakeConsumers making all three consumers, whatever
+// the stream holds: for a host from before consumers were made as their
+// jobs come, whose fetcher asks conductord for all three while one is
+// missing.
+func MakeAllConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration) error {
+	return makeConsumers(ctx, js, sp, typ, ackWait, true)
+}
+
+func makeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration, all bool) error {
 	if ackWait == 0 {
 		ackWait = 30 * time.Second
 	}
@@ -54,7 +66,7 @@ func MakeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space
 				continue
 			}
 			cfg.AckWait = max(cfg.AckWait, cur.AckWait)
-		case p != wire.PriorityNormal:
+		case p != wire.PriorityNormal && !all:
 			if held == nil {
 				if held, err = heldPriorities(ctx, js, sp, typ); err != nil {
 					return fmt.Errorf("the %s jobs queued: %w", typ, err)

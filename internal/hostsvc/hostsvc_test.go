@@ -234,6 +234,15 @@ func TestConsumers(t *testing.T) {
 		_, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("sq", string(p)))
 		require.ErrorIs(t, err, jetstream.ErrConsumerNotFound, "%s: none of its jobs queued", p)
 	}
+	// A host from before consumers came with their jobs does not say it
+	// asks for a missing one on its own: it gets all three.
+	m, err := b.nc.Request(b.sp.ConsumersOf("old"), []byte(`{"ack_wait":30000000000}`), waitLimit)
+	require.NoError(t, err)
+	require.Equal(t, "200", m.Header.Get(names.HeaderStatus), string(m.Data))
+	for _, p := range wire.Priorities {
+		_, err := b.js.Consumer(ctx, b.sp.JobStream(), b.sp.ConsumerAt("old", string(p)))
+		require.NoError(t, err, "%s made for a host from before", p)
+	}
 	require.ErrorContains(t, c.Consumers(ctx, "theirs", 0), "(403)")
 	require.ErrorContains(t, c.Consumers(ctx, "toomany", 0), "(400)")
 	_, err = b.js.Consumer(ctx, b.sp.JobStream(), b.sp.Consumer("theirs"))
@@ -241,7 +250,7 @@ func TestConsumers(t *testing.T) {
 
 	// Bad input: a body that is not JSON; a reply subject that is no
 	// inbox gets nothing.
-	m, err := b.nc.Request(b.sp.ConsumersOf("sq"), []byte("{"), waitLimit)
+	m, err = b.nc.Request(b.sp.ConsumersOf("sq"), []byte("{"), waitLimit)
 	require.NoError(t, err)
 	require.Equal(t, "400", m.Header.Get(names.HeaderStatus))
 	var e map[string]string

@@ -305,7 +305,11 @@ func (s *Server) consumers(m *nats.Msg) {
 		defer s.making.release(id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := MakeConsumers(ctx, s.cfg.JS, s.cfg.Space, typ, req.AckWait); err != nil {
+		makeFn := MakeConsumers
+		if !req.AsTheyCome {
+			makeFn = MakeAllConsumers
+		}
+		if err := makeFn(ctx, s.cfg.JS, s.cfg.Space, typ, req.AckWait); err != nil {
 			s.cfg.Log.Warn("make a host's consumers", "credential", id, "type", typ, "err", err)
 			s.answer(m, http.StatusServiceUnavailable, errorBody(err))
 			return

@@ -12,6 +12,11 @@ type ConsumersRequest struct {
 	// AckWait is how long a job taken waits for its ack before it is
 	// delivered again; conductord holds it to [MinAckWait, MaxAckWait].
 	AckWait time.Duration `json:"ack_wait"`
+	// AsTheyCome says the host asks a high or low consumer that is not
+	// there again on its own, so conductord may make those only once
+	// their jobs come. A host that does not say it (one from before) gets
+	// all three: its fetcher would ask for them for ever.
+	AsTheyCome bool `json:"priorities_as_they_come,omitempty"`
 }
 
 // The bounds of ConsumersRequest.AckWait.

@@ -112,7 +112,15 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 		}
 		ok, err := hostsvc.MakePriority(ctx, p.js, p.space, typ, wire.Priority(prio))
 		if err != nil {
-			return err
+			// Asked again at the next recheck, not every pass: one
+			// subject failing (a consumer limit) neither stops the others
+			// nor floods the log.
+			p.made[subj] = now
+			if ctx.Err() != nil {
+				return err
+			}
+			p.log.Warn("make the consumer of high or low jobs; retrying", "subject", subj, "in", priorityRecheck, "err", err)
+			continue
 		}
 		// A type no host serves is not looked at again until
 		// priorityRecheck: a host's start makes the consumers of the
