@@ -43,16 +43,12 @@ type priorityConsumers struct {
 	lead  *leadership
 	// made holds the subjects whose consumer exists, or whose type no
 	// host serves, among those that held jobs at the last pass, with when
-	// it was last looked at: a subject
-	// is forgotten once its jobs are gone, and checked again when more
-	// come, or priorityRecheck after it was found (its consumer may have
-	// been removed meanwhile).
+	// each was last looked at: a subject is forgotten once its jobs are
+	// gone, and looked at again when more come, or priorityRecheck after
+	// (its consumer may have been removed meanwhile).
 	made map[string]time.Time
 	// stream is the job stream, looked up once a term.
 	stream jetstream.Stream
-	// onMade, if set, is called with each subject whose consumer a pass
-	// made: a test signal, nil in production.
-	onMade func(subj string)
 }
 
 func newPriorityConsumers(c *Conductor) *priorityConsumers {
@@ -122,14 +118,12 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 			p.log.Warn("make the consumer of high or low jobs; retrying", "subject", subj, "in", priorityRecheck, "err", err)
 			continue
 		}
-		// A type no host serves is not looked at again until
-		// priorityRecheck: a host's start makes the consumers of the
-		// jobs queued then (hostsvc.MakeConsumers).
+		// A type no host serves (!ok) is not looked at again until
+		// priorityRecheck either: a host's start makes the consumers of
+		// the jobs queued then (hostsvc.MakeConsumers).
 		p.made[subj] = now
 		if ok {
-			if p.onMade != nil {
-				p.onMade(subj)
-			}
+			p.log.Debug("the consumer of high or low jobs exists", "subject", subj)
 		}
 	}
 	return nil
