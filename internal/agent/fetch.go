@@ -159,6 +159,11 @@ func (f *fetcher) run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		now := time.Now()
+		// The server may drop a request unanswered (a restart, a
+		// reconnect): its credit is not held past its deadline.
+		for _, l := range f.levels {
+			l.expire(now)
+		}
 		waiting, target, ready := f.demand()
 		need := target - ready
 		covered := f.covered()
@@ -174,20 +179,14 @@ func (f *fetcher) run(ctx context.Context) {
 				retry = now.Add(time.Second)
 			}
 		}
-		// Wake for the oldest request's deadline: the server may drop a
-		// request unanswered (a restart, a reconnect), and its credit must
-		// not be held forever; and to ask again the priorities that had no
-		// consumer, while polls wait on the others.
+		absentDue := f.probeAbsent(now)
+		// Wake for the first request's deadline, to ask again the
+		// priorities that had no consumer while polls wait on the others,
+		// and to drain the retired inboxes.
 		wake := retry
-		if a := f.probeAbsent(now); !a.IsZero() && (wake.IsZero() || a.Before(wake)) {
-			wake = a
-		}
-		if r := f.drainRetired(now); !r.IsZero() && (wake.IsZero() || r.Before(wake)) {
-			wake = r
-		}
-		for _, l := range f.levels {
-			if d := l.expire(now); !d.IsZero() && (wake.IsZero() || d.Before(wake)) {
-				wake = d
+		for _, t := range []time.Time{absentDue, f.drainRetired(now), f.deadline()} {
+			if !t.IsZero() && (wake.IsZero() || t.Before(wake)) {
+				wake = t
 			}
 		}
 		if !wake.IsZero() {
@@ -206,11 +205,7 @@ func (f *fetcher) run(ctx context.Context) {
 			}
 			f.polled = 0
 		case <-timer.C:
-			now := time.Now()
-			for _, l := range f.levels {
-				l.expire(now)
-			}
-			if !retry.IsZero() && !now.Before(retry) {
+			if now := time.Now(); !retry.IsZero() && !now.Before(retry) {
 				retry = time.Time{}
 			}
 		case d := <-f.msgs:

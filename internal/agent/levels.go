@@ -122,21 +122,28 @@ func (l *level) drop(i, n int) {
 	}
 }
 
-// expire drops the requests whose answer is overdue by now, and returns
-// the next deadline (zero if none is left).
-func (l *level) expire(now time.Time) (next time.Time) {
+// expire drops the requests whose answer is overdue by now.
+func (l *level) expire(now time.Time) {
 	for i := 0; i < len(l.reqs); {
-		r := l.reqs[i]
-		if !now.Before(r.deadline) {
+		if r := l.reqs[i]; !now.Before(r.deadline) {
 			l.drop(i, r.n)
 			continue
 		}
-		if next.IsZero() || r.deadline.Before(next) {
-			next = r.deadline
-		}
 		i++
 	}
-	return next
+}
+
+// deadline is the first deadline of the requests of every level (zero if
+// none is outstanding).
+func (f *fetcher) deadline() (first time.Time) {
+	for _, l := range f.levels {
+		for _, r := range l.reqs {
+			if first.IsZero() || r.deadline.Before(first) {
+				first = r.deadline
+			}
+		}
+	}
+	return first
 }
 
 // knownEmpty reports whether a probe found l empty less than emptyFor

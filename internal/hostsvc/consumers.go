@@ -89,7 +89,7 @@ func makeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space
 // MakeConsumers makes both when one does) and reports whether the
 // consumer exists now.
 func MakePriority(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, p wire.Priority) (bool, error) {
-	normal, err := js.Consumer(ctx, sp.JobStream(), sp.ConsumerAt(typ, string(wire.PriorityNormal)))
+	normal, err := js.Consumer(ctx, sp.JobStream(), sp.Consumer(typ))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, nil
 	}
@@ -105,7 +105,7 @@ func MakePriority(ctx context.Context, js jetstream.JetStream, sp subject.Space,
 	}
 	// A host may have raised the type's ack wait in between (MakeConsumers
 	// raises those that exist): this one must not lease for less.
-	if normal, err = js.Consumer(ctx, sp.JobStream(), sp.ConsumerAt(typ, string(wire.PriorityNormal))); err == nil {
+	if normal, err = js.Consumer(ctx, sp.JobStream(), sp.Consumer(typ)); err == nil {
 		if wait := normal.CachedInfo().Config.AckWait; wait > cfg.AckWait {
 			cfg.AckWait = wait
 			if _, err := js.UpdateConsumer(ctx, sp.JobStream(), cfg); err != nil {

@@ -103,10 +103,9 @@ type Client struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	space  subject.Space
-	// payloads is the payload bucket, made at the first payload too large
-	// to travel in its message (payloads.go).
-	payloadsOnce sync.Once
-	payloads     *payloads.Bucket
+	// payloads is the payload bucket, for the payloads too large to
+	// travel in their message (payloads.go); bound at the first.
+	payloads *payloads.Bucket
 
 	// mu guards sub and waiters: Wait and the event subscription touch them.
 	mu      sync.Mutex
@@ -202,7 +201,7 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	}
 	if cfg.Submitter {
 		// No JetStream: it submits and reads through conductord.
-		return &Client{cfg: cfg, nc: nc, js: js, space: space, waiters: make(map[string][]chan *Job)}, nil
+		return &Client{cfg: cfg, nc: nc, js: js, space: space, payloads: payloads.NewBucket(js, space.PayloadBucket()), waiters: make(map[string][]chan *Job)}, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -221,7 +220,7 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 			cfg.InlinePayload = min(cfg.InlinePayload, lim)
 		}
 	}
-	c := &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, waiters: make(map[string][]chan *Job)}
+	c := &Client{cfg: cfg, nc: nc, js: js, kv: kv, space: space, payloads: payloads.NewBucket(js, space.PayloadBucket()), waiters: make(map[string][]chan *Job)}
 	if cfg.ListenHosts {
 		if _, err := c.hostRegistry(); err != nil {
 			return nil, err

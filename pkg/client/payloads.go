@@ -9,18 +9,12 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// payloadBucket returns the namespace's payload bucket, made once.
-func (c *Client) payloadBucket() *payloads.Bucket {
-	c.payloadsOnce.Do(func() { c.payloads = payloads.NewBucket(c.js, c.space.PayloadBucket()) })
-	return c.payloads
-}
-
 // putPayload stores data, the payload of job id of type typ, in the
 // payload bucket.
 func (c *Client) putPayload(ctx context.Context, typ, id string, data []byte) (*wire.PayloadRef, error) {
 	ctx, cancel := context.WithTimeout(ctx, payloadPutTimeout)
 	defer cancel()
-	ref, err := payloads.Put(ctx, c.payloadBucket(), typ, id, data)
+	ref, err := payloads.Put(ctx, c.payloads, typ, id, data)
 	if err != nil {
 		return nil, fmt.Errorf("conductor: %w (a conductord older than large payloads makes no payload bucket)", err)
 	}
@@ -34,5 +28,5 @@ const payloadPutTimeout = 3 * time.Minute
 // deletePayload removes the object of a payload that no job names (its
 // job's publish failed).
 func (c *Client) deletePayload(ctx context.Context, ref *wire.PayloadRef) error {
-	return payloads.Delete(ctx, c.payloadBucket(), ref.Object)
+	return payloads.Delete(ctx, c.payloads, ref.Object)
 }
