@@ -66,7 +66,12 @@ func newFetcher(cfg fetcherConfig) (*fetcher, error) {
 		fresh:         make(chan struct{}, 1),
 	}
 	for _, p := range wire.Priorities {
-		l := &level{prio: p, pullSubj: cmp.Or(cfg.api, "$JS.API") + ".CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + cfg.space.ConsumerAt(cfg.typ, string(p))}
+		consumer := cfg.space.ConsumerAt(cfg.typ, string(p))
+		l := &level{
+			prio:     p,
+			pullSubj: cmp.Or(cfg.api, "$JS.API") + ".CONSUMER.MSG.NEXT." + cfg.space.JobStream() + "." + consumer,
+			ackMark:  "." + cfg.space.JobStream() + "." + consumer + ".",
+		}
 		if err := f.newInbox(l); err != nil {
 			f.close()
 			return nil, err
@@ -233,6 +238,10 @@ func (f *fetcher) run(ctx context.Context) {
 func (f *fetcher) received(d delivery) (refused, gone bool) {
 	l, m := d.lvl, d.m
 	if !isStatus(m) {
+		if !l.fromConsumer(m) {
+			f.log.Warn("dropped a message on the job inbox that no consumer sent", "pool", f.typ, "priority", l.prio, "subject", m.Subject, "reply", m.Reply)
+			return false, false
+		}
 		// A job comes under its own subject, not its request's: the server
 		// fills a consumer's requests in order, so it is the oldest's.
 		if d.inbox == l.inbox && len(l.reqs) > 0 {

@@ -298,6 +298,8 @@ func TestFetcher_RetiredInboxKeptThroughAnImport(t *testing.T) {
 		require.NoError(t, nc.Publish(old+".1", []byte("a late job"))) // a job comes to its request's reply subject
 		d := <-f.msgs
 		require.Equal(t, old, d.inbox)
+		// as its consumer delivers it (this connection may not publish so)
+		d.m.Reply = "$JS.ACK." + space.JobStream() + "." + space.ConsumerAt("sq", string(l.prio)) + ".1.7.7.0.0"
 		refused, gone := f.received(d)
 		require.False(t, refused || gone)
 		require.Equal(t, "a late job", string((<-delivered).Data))
@@ -341,7 +343,7 @@ func TestFetcher_StatusCountsAgainstItsRequest(t *testing.T) {
 	require.Equal(t, 20, l.credit, "the newer request ended; the older still waits")
 	require.Len(t, l.reqs, 1)
 
-	f.received(delivery{lvl: l, inbox: l.inbox, m: &nats.Msg{Subject: space.Job("sq"), Data: []byte("1")}})
+	f.received(delivery{lvl: l, inbox: l.inbox, m: &nats.Msg{Subject: space.Job("sq"), Reply: "$JS.ACK." + space.JobStream() + "." + space.Consumer("sq") + ".1.7.7.0.0", Data: []byte("1")}})
 	require.Equal(t, 19, l.credit, "a job is the oldest request's")
 
 	f.received(status("zz", "404", "No Messages"))

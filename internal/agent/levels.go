@@ -52,6 +52,9 @@ const probeWait = 2 * time.Second
 type level struct {
 	prio     wire.Priority
 	pullSubj string
+	// ackMark is in the ack subject of every job of l's consumer:
+	// .<stream>.<consumer>. after $JS.ACK (see fromConsumer).
+	ackMark string
 	inbox    string
 	sub      *nats.Subscription
 	reqs     []pullRequest // outstanding, oldest first
@@ -93,6 +96,17 @@ type delivery struct {
 	inbox string
 	id    string
 	m     *nats.Msg
+}
+
+// fromConsumer reports whether m, not a status, is a delivery of l's
+// consumer: its reply is that consumer's ack subject, $JS.ACK.<stream>.
+// <consumer>.… (or, from newer servers, $JS.ACK.<domain>.<account hash>.
+// <stream>.<consumer>.…). Anything else on l's inbox was published there
+// by some other client of the account (a reply subject is not private),
+// and is no job: a worker would run it, though no consumer handed it out.
+func (l *level) fromConsumer(m *nats.Msg) bool {
+	r, ok := strings.CutPrefix(m.Reply, "$JS.ACK")
+	return ok && strings.Contains(r, l.ackMark)
 }
 
 // find returns the index in l.reqs of the request d, a status, answers,
