@@ -55,13 +55,13 @@ type level struct {
 	// ackMark is in the ack subject of every job of l's consumer:
 	// .<stream>.<consumer>. after $JS.ACK (see fromConsumer).
 	ackMark string
-	inbox    string
-	sub      *nats.Subscription
-	reqs     []pullRequest // outstanding, oldest first
-	lastID   uint64        // the last request's id
-	credit   int           // jobs requested and not yet come
-	polling  bool          // reqs are long polls, not probes
-	emptyAt  time.Time     // when a probe last came back short; zero: has jobs, or unknown
+	inbox   string
+	sub     *nats.Subscription
+	reqs    []pullRequest // outstanding, oldest first
+	lastID  uint64        // the last request's id
+	credit  int           // jobs requested and not yet come
+	polling bool          // reqs are long polls, not probes
+	emptyAt time.Time     // when a probe last came back short; zero: has jobs, or unknown
 	// absent: the last request found no consumer (one of high or low
 	// jobs, made when they come), since emptyAt. Never polled.
 	absent bool
