@@ -239,7 +239,11 @@ func (f *fetcher) received(d delivery) (refused, gone bool) {
 	l, m := d.lvl, d.m
 	if !isStatus(m) {
 		if !l.fromConsumer(m) {
-			f.log.Warn("dropped a message on the job inbox that no consumer sent", "pool", f.typ, "priority", l.prio, "subject", m.Subject, "reply", m.Reply)
+			// Logged at the 1st, 2nd, 4th, 8th…: a flood of them is no
+			// flood of the log.
+			if l.forged++; l.forged&(l.forged-1) == 0 {
+				f.log.Warn("dropped a message on the job inbox that no consumer sent", "pool", f.typ, "priority", l.prio, "subject", m.Subject, "reply", m.Reply, "dropped", l.forged)
+			}
 			return false, false
 		}
 		// A job comes under its own subject, not its request's: the server

@@ -55,6 +55,7 @@ type level struct {
 	// ackMark is in the ack subject of every job of l's consumer:
 	// .<stream>.<consumer>. after $JS.ACK (see fromConsumer).
 	ackMark string
+	forged  uint64 // the messages dropped that no consumer sent
 	inbox   string
 	sub     *nats.Subscription
 	reqs    []pullRequest // outstanding, oldest first
