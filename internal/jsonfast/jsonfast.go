@@ -7,6 +7,7 @@
 package jsonfast
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -207,13 +208,25 @@ func (l *Lexer) Raw() (json.RawMessage, bool) {
 	return nil, false // cut short: the line is not JSON
 }
 
-// skipString moves from the opening quote of a string to its closing quote.
+// skipString moves from the opening quote of a string to its closing quote:
+// the first quote after it that an even run of backslashes precedes (an
+// odd run escapes it). The quotes are found with bytes.IndexByte, many
+// bytes at a time: a payload's long strings are most of what the job path
+// scans.
 func (l *Lexer) skipString() bool {
 	for l.i++; l.i < len(l.b); l.i++ {
-		switch l.b[l.i] {
-		case '\\':
-			l.i++
-		case '"':
+		j := bytes.IndexByte(l.b[l.i:], '"')
+		if j < 0 {
+			l.i = len(l.b)
+			return false
+		}
+		l.i += j
+		// The opening quote ends any run of backslashes counted back.
+		n := 0
+		for k := l.i - 1; l.b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
 			return true
 		}
 	}

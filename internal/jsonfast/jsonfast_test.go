@@ -3,6 +3,7 @@ package jsonfast
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -27,6 +28,44 @@ func TestAppendString(t *testing.T) {
 		want, _ := json.Marshal(s)
 		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
 			t.Errorf("AppendString(%q) = %s, want x%s", s, got, want)
+		}
+	}
+}
+
+// Raw finds the end of a string value where encoding/json does, whatever
+// runs of backslashes precede its quotes: strings of random quotes,
+// backslashes and letters, encoded by json.Marshal, read back whole and
+// followed by the rest of the line; and cut strings refused.
+func TestRaw_StringsEndWhereJSONSays(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 5))
+	alphabet := []byte{'"', '\\', 'a', '\\', '"', 0xc3, 0xa9, '/'}
+	for range 5000 {
+		s := make([]byte, rng.IntN(40))
+		for i := range s {
+			s[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		want, err := json.Marshal(string(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := append(append([]byte{}, want...), `,"next":1}`...)
+		got, ok := NewLexer(line).Raw()
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("Raw of %q = %q, %v; want %q", line, got, ok, want)
+		}
+		if _, ok := NewLexer(want[:len(want)-1]).Raw(); ok {
+			t.Fatalf("Raw took the cut string %q", want[:len(want)-1])
+		}
+	}
+	for _, bad := range []string{`"\"`, `"\\\"`, `"abc\`, `"`} {
+		if _, ok := NewLexer([]byte(bad)).Raw(); ok {
+			t.Fatalf("Raw took the unclosed string %q", bad)
+		}
+	}
+	for _, good := range []string{`""`, `"\\"`, `"\\\\"`, `"\"\\"`, `"a\"b"`} {
+		got, ok := NewLexer([]byte(good + ` `)).Raw()
+		if !ok || string(got) != good {
+			t.Fatalf("Raw of %q = %q, %v", good, got, ok)
 		}
 	}
 }

@@ -107,3 +107,25 @@ func TestHolder(t *testing.T) {
 		require.Equal(t, Holder{}, ParseHolder(s), s)
 	}
 }
+
+// BenchmarkDecodeEnds decodes the ends of a burst of 16 typical jobs, as
+// conductord takes each ends message.
+func BenchmarkDecodeEnds(b *testing.B) {
+	var ends Ends
+	ends.Type = "squares"
+	for i := range 16 {
+		j := typicalJob()
+		j.ID = fmt.Sprintf("019a7e1c-5b3d-7c2e-9f1a-%012d", i)
+		state, err := j.AppendJSON(nil)
+		require.NoError(b, err)
+		ends.Jobs = append(ends.Jobs, End{ID: j.ID, Status: StatusSucceeded, State: state})
+	}
+	data := ends.AppendJSON(nil)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeEnds(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
