@@ -19,7 +19,9 @@ import (
 
 // BenchmarkJobTypes measures the cost of many job types (issue 19: 100
 // types against 1 at the same total, goal >= 0.8): the same total of no-op
-// jobs (BENCH_TYPES_JOBS, default 20000) published on NATS, spread evenly
+// jobs (BENCH_TYPES_JOBS, default 100000: a phase of a few seconds, long
+// enough for what a second hides, such as conductord's bookkeeping of the
+// ends' acks, which settle over 5 s) published on NATS, spread evenly
 // over the types of a setup, counted by their succeeded events.
 //
 // 100 pools cannot hold the 2 workers of the usual 1-type figure: each
@@ -49,7 +51,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkJobTypes -benchtime 1x ./integration/
 func BenchmarkJobTypes(b *testing.B) {
-	n := envInt(b, "BENCH_TYPES_JOBS", 20000)
+	n := envInt(b, "BENCH_TYPES_JOBS", 100000)
 	noop := filepath.Join(bin, "noop-worker")
 	many := typesSetup{name: "many", workers: 100}
 	for i := range 100 {
