@@ -46,6 +46,9 @@ type endsTaker struct {
 	// when; the taker's goroutine owns them (mayTakeAgain).
 	floor     uint64
 	floorRead time.Time
+	// pruneFloor is the ack floor the last prune read, which the next
+	// applies (the taker's goroutine owns it).
+	pruneFloor uint64
 }
 
 // heldEnds is an ends message taken and not yet acked: typ is the type
@@ -399,8 +402,12 @@ func (e *endsTaker) flush(held []heldEnds, acks chan<- []heldEnds) []heldEnds {
 	return keep
 }
 
-// prune drops the unacked sequences below the consumer's ack floor: acks
-// applied whose confirmations were lost.
+// prune drops the unacked sequences below the consumer's ack floor as the
+// previous prune read it, at least endsPruneEvery ago: acks applied whose
+// confirmations were lost. Not the floor it reads now: the server writes
+// its consumers' state on a timer, so a kill may yet take the newest acks
+// under it back (as ackSettle keeps confirmed ones); one read 10 s ago is
+// on disk.
 func (e *endsTaker) prune() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -409,7 +416,8 @@ func (e *endsTaker) prune() {
 		e.c.log.Warn("read the job ends consumer's ack floor", "err", err)
 		return
 	}
-	e.c.stats.ackedTo(info.AckFloor.Stream)
+	e.c.stats.ackedTo(e.pruneFloor)
+	e.pruneFloor = info.AckFloor.Stream
 	e.floor = max(e.floor, info.AckFloor.Stream)
 }
 
