@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,31 +13,13 @@ import (
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
-// lockedBuffer is a log's output, safe to read while it is written.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The unacked sequences the stats keep stay within statsMaxUnacked however
 // many ends come faster than their acks settle (100 busy types passed the
 // old bound of 4,096 at about 1,100 ends a second, and each ends message
 // then sorted them all and logged a warning): the oldest are dropped in
 // bulk, the newest kept, and the drops logged once, not with each end.
 func TestStats_UnackedBoundedWithoutALogFlood(t *testing.T) {
-	var out lockedBuffer
+	var out bytes.Buffer // the stats log from the caller's goroutine
 	s := &stats{
 		log:     slog.New(slog.NewTextHandler(&out, nil)),
 		byType:  map[string]counts{},
