@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/conductor-run/conductor/internal/hostsvc"
+	"github.com/conductor-run/conductor/internal/wire"
+	"github.com/conductor-run/conductor/pkg/broker"
+)
+
+// Review 19e: the high and low consumers of a type come and go (made as
+// their jobs come, removed by hand or when the type is idle) under
+// fetchers that poll them.
+
+// worker takes jobs from src until ctx ends, ends each at once as a long
+// one, and passes them on.
+func worker(ctx context.Context, src *source, got chan<- *broker.Job) {
+	for {
+		job, err := src.Next(ctx)
+		if err != nil {
+			return
+		}
+		doneLong(src, job)
+		select {
+		case got <- job:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// collect reads jobs from got until want of them have come or the
+// deadline, and returns how many times each payload came.
+func collect(t *testing.T, got <-chan *broker.Job, want int, within time.Duration) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	deadline := time.After(within)
+	for n := 0; n < want; n++ {
+		select {
+		case j := <-got:
+			seen[string(j.Payload)]++
+		case <-deadline:
+			t.Fatalf("%d of %d jobs came within %s: %v", n, want, within, seen)
+		}
+	}
+	return seen
+}
+
+// TestAttack19e_HighConsumerRemovedUnderAPoll: a worker waits, its
+// fetcher polling all three consumers. The high one is removed under its
+// poll (by hand; conductord's leader makes it again within its recheck):
+// the normal jobs queued meanwhile reach the worker as before, and the
+// high jobs queued meanwhile, once their consumer is made again, reach it
+// within the fetcher's re-probe time; each job once.
+func TestAttack19e_HighConsumerRemovedUnderAPoll(t *testing.T) {
+	t.Parallel()
+	src, b := setupSourceWith(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan *broker.Job, 64)
+	go worker(ctx, src, got)
+	require.Eventually(t, func() bool { return b.waiting(t, wire.PriorityHigh) == 1 }, 10*time.Second, 5*time.Millisecond,
+		"an idle worker polls the high priority")
+
+	require.NoError(t, b.js.DeleteConsumer(ctx, b.space.JobStream(), b.space.ConsumerAt("sq", "high")))
+	for i := range 3 {
+		b.publishAt(t, wire.PriorityHigh, fmt.Sprintf(`"high %d"`, i))
+	}
+	for i := range 3 {
+		b.publishAt(t, wire.PriorityNormal, fmt.Sprintf(`"normal %d"`, i))
+	}
+	seen := collect(t, got, 3, 5*time.Second)
+	for i := range 3 {
+		require.Equal(t, 1, seen[fmt.Sprintf(`"normal %d"`, i)], "the normal jobs, with no high consumer: %v", seen)
+	}
+
+	made := time.Now()
+	ok, err := hostsvc.MakePriority(ctx, b.js, b.space, "sq", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.True(t, ok)
+	seen = collect(t, got, 3, absentFor+probeWait+3*time.Second)
+	t.Logf("the high jobs came %s after their consumer was made again", time.Since(made))
+	for i := range 3 {
+		require.Equal(t, 1, seen[fmt.Sprintf(`"high %d"`, i)], "%v", seen)
+	}
+	select {
+	case j := <-got:
+		t.Fatalf("a job came again: %s", j.Payload)
+	default:
+	}
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "every normal job acked")
+}
+
+// TestAttack19e_TwoHostsHighConsumerMadeUnderThem: two hosts of a type
+// that never had a high job (no high consumer: each fetcher finds it
+// absent and polls the normal one), each with workers waiting. Normal and
+// high jobs come while the high consumer is made under them, as
+// conductord's leader does: every job runs once, none is stranded in a
+// host's buffer or left in the stream.
+func TestAttack19e_TwoHostsHighConsumerMadeUnderThem(t *testing.T) {
+	t.Parallel()
+	src1, b := setupSource(t)
+	src2 := b.secondSource(t, "h2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan *broker.Job, 256)
+	var wg sync.WaitGroup
+	for _, src := range []*source{src1, src1, src2, src2} {
+		wg.Go(func() { worker(ctx, src, got) })
+	}
+	require.Eventually(t, func() bool { return b.waiting(t, wire.PriorityNormal) >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"both hosts poll the normal priority")
+
+	const n = 40
+	for i := range n {
+		b.publishAt(t, wire.PriorityNormal, fmt.Sprintf(`"normal %d"`, i))
+		b.publishAt(t, wire.PriorityHigh, fmt.Sprintf(`"high %d"`, i))
+		if i == n/4 {
+			ok, err := hostsvc.MakePriority(ctx, b.js, b.space, "sq", wire.PriorityHigh)
+			require.NoError(t, err)
+			require.True(t, ok)
+		}
+	}
+	seen := collect(t, got, 2*n, absentFor+probeWait+10*time.Second)
+	for i := range n {
+		for _, p := range []string{"normal", "high"} {
+			require.Equal(t, 1, seen[fmt.Sprintf(`"%s %d"`, p, i)], "%s %d: %v", p, i, seen)
+		}
+	}
+	cancel()
+	wg.Wait()
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, 5*time.Millisecond, "every normal job acked")
+	c, err := b.js.Consumer(context.Background(), b.space.JobStream(), b.space.ConsumerAt("sq", "high"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, 10*time.Second, 5*time.Millisecond, "every high job acked")
+}
