@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,7 +44,24 @@ func MakeAllConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Sp
 	return makeConsumers(ctx, js, sp, typ, ackWait, true)
 }
 
+// typeLocks holds a mutex per job stream and type: a consumer's ack wait
+// is raised by reading it, then writing the wait raised, so two makers of
+// a type's consumers at once (hosts starting together with different ack
+// waits, the leader's MakePriority) must not interleave, or a read made
+// before another's raise writes the lower wait back. It serializes the
+// makers of one conductord only (TestAttack19e_ConcurrentHostsKeepTheLongestAckWait).
+var typeLocks sync.Map // stream + "." + type -> *sync.Mutex
+
+// lockType locks the makers of typ's consumers and returns the unlock.
+func lockType(sp subject.Space, typ string) func() {
+	m, _ := typeLocks.LoadOrStore(sp.JobStream()+"."+typ, new(sync.Mutex))
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
 func makeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, ackWait time.Duration, all bool) error {
+	defer lockType(sp, typ)()
 	if ackWait == 0 {
 		ackWait = 30 * time.Second
 	}
@@ -89,6 +107,7 @@ func makeConsumers(ctx context.Context, js jetstream.JetStream, sp subject.Space
 // MakeConsumers makes both when one does) and reports whether the
 // consumer exists now.
 func MakePriority(ctx context.Context, js jetstream.JetStream, sp subject.Space, typ string, p wire.Priority) (bool, error) {
+	defer lockType(sp, typ)()
 	normal, err := js.Consumer(ctx, sp.JobStream(), sp.Consumer(typ))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, nil
