@@ -143,3 +143,65 @@ func TestAttack19e_TwoHostsHighConsumerMadeUnderThem(t *testing.T) {
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	}, 10*time.Second, 5*time.Millisecond, "every high job acked")
 }
+
+// nextWithin is the next job of src, or nil if none comes within d.
+func nextWithin(src *source, d time.Duration) *broker.Job {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	j, _ := src.Next(ctx)
+	return j
+}
+
+// remakeHigh removes sq's high consumer by hand and makes it again, as
+// conductord's leader does within its recheck (priorities.go: "one
+// removed by hand is made again").
+func (b *sourceBundle) remakeHigh(t *testing.T) {
+	t.Helper()
+	require.NoError(t, b.js.DeleteConsumer(context.Background(), b.space.JobStream(), b.space.ConsumerAt("sq", "high")))
+	ok, err := hostsvc.MakePriority(context.Background(), b.js, b.space, "sq", wire.PriorityHigh)
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+// TestAttack19e_HighConsumerMadeAgainUnderARunningJob: a high job runs;
+// its consumer is removed by hand and made again (conductord's leader
+// remakes it), and the new consumer delivers the job anew: a first
+// delivery, to its server. Another worker must not be handed it as a
+// first attempt while the first runs (a worker with side effects trusts
+// redelivered: docs/reliability.md, "At least once"): it waits for the
+// first to end, or comes as a later attempt, redelivered.
+func TestAttack19e_HighConsumerMadeAgainUnderARunningJob(t *testing.T) {
+	t.Parallel()
+	src, b := setupSourceWith(t, true)
+	b.publishAt(t, wire.PriorityHigh, `"h"`)
+	j1 := next(t, src)
+	b.state(t, j1, wire.StatusRunning)
+	b.remakeHigh(t)
+	j2 := nextWithin(src, absentFor+probeWait+2*time.Second)
+	if j2 == nil {
+		return // the copy waits for the job to end
+	}
+	require.Equal(t, j1.ID, j2.ID)
+	require.True(t, j2.Redelivered && j2.Attempt > j1.Attempt,
+		"the job, running as attempt %d, was handed to another worker as attempt %d, redelivered %v", j1.Attempt, j2.Attempt, j2.Redelivered)
+}
+
+// TestAttack19e_HighConsumerMadeAgainUnderARetry: a high job's attempt
+// failed and waits for its retry (1s); its consumer is removed by hand and
+// made again meanwhile. The retry that comes is the job's 2nd attempt,
+// not its 1st again: its attempts do not start afresh.
+func TestAttack19e_HighConsumerMadeAgainUnderARetry(t *testing.T) {
+	t.Parallel()
+	src, b := setupSourceWith(t, true)
+	b.publishAt(t, wire.PriorityHigh, `"h"`)
+	j1 := next(t, src)
+	now := time.Now()
+	src.Done(j1, broker.Outcome{Err: "boom", Started: now.Add(-time.Second), Ended: now})
+	b.state(t, j1, wire.StatusFailed)
+	b.remakeHigh(t)
+	j2 := nextWithin(src, absentFor+probeWait+5*time.Second)
+	require.NotNil(t, j2, "the retry never came")
+	require.Equal(t, j1.ID, j2.ID)
+	require.Equal(t, 2, j2.Attempt, "the retry's attempt")
+	require.True(t, j2.Redelivered)
+}
