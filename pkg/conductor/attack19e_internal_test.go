@@ -194,3 +194,47 @@ func TestAttack19e_StatsKeptFollowsTheMaps(t *testing.T) {
 		check("ends again")
 	}
 }
+
+// TestAttack19e_PriorityConsumerRefusedIsLoggedOncePerRecheck: a served
+// type's high consumer cannot be made (a consumer made by hand on its
+// subject holds it: the work queue refuses a second one). The leader's
+// pass, every second, asks again only at its recheck, and logs the
+// refusal once per recheck, not at every pass; the other types' consumers
+// are made meanwhile.
+func TestAttack19e_PriorityConsumerRefusedIsLoggedOncePerRecheck(t *testing.T) {
+	t.Parallel()
+	var out lockedBuffer
+	dir := t.TempDir()
+	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&out, nil))})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := t.Context()
+	for _, typ := range []string{"blocked", "fine"} {
+		require.NoError(t, hostsvc.MakeConsumers(ctx, js, c.space, typ, 0))
+	}
+	_, err = js.CreateConsumer(ctx, c.space.JobStream(), jetstream.ConsumerConfig{
+		Durable: "rogue", FilterSubject: c.space.JobAt("blocked", "high"), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	for _, typ := range []string{"blocked", "fine"} {
+		_, err = js.Publish(ctx, c.space.JobAt(typ, "high"), []byte("1"))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		_, err := js.Consumer(ctx, c.space.JobStream(), c.space.ConsumerAt("fine", "high"))
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond, "the other type's high consumer was never made")
+	const warning = "make the consumer of high or low jobs; retrying"
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), warning) }, 5*time.Second, 10*time.Millisecond,
+		"the refusal was never logged:\n%s", out.String())
+	// Passes go on every second; the refusal is not logged again before
+	// the recheck (10s).
+	require.Never(t, func() bool { return strings.Count(out.String(), warning) > 1 }, 4*time.Second, 50*time.Millisecond,
+		"the refusal is logged at every pass")
+}
