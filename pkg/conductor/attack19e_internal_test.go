@@ -18,6 +18,7 @@ import (
 	"github.com/conductor-run/conductor/internal/hostsvc"
 	"github.com/conductor-run/conductor/internal/natstest"
 	"github.com/conductor-run/conductor/internal/subject"
+	"github.com/conductor-run/conductor/internal/testlog"
 	"github.com/conductor-run/conductor/internal/wire"
 )
 
@@ -203,7 +204,7 @@ func TestAttack19e_StatsKeptFollowsTheMaps(t *testing.T) {
 // are made meanwhile.
 func TestAttack19e_PriorityConsumerRefusedIsLoggedOncePerRecheck(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out testlog.Buffer
 	dir := t.TempDir()
 	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	require.NoError(t, err)
