@@ -36,9 +36,10 @@ import (
 //     BenchmarkEndToEnd's e2e (many/one2 is reported too);
 //   - idle99: one workerd with one2's shape (type i00, 2 noop-workers)
 //     beside 99 pools of types i01…i99 served and idle (1 worker each, no
-//     job): what idle types cost a busy one (idle99/one2). It runs after
-//     many, whose types' consumers stay on the stream as those of types
-//     gone.
+//     job): what idle pools on its host cost a busy type (idle99/one2).
+//     Their consumers, and those of many's types, stay on the stream, so
+//     from the second round on one2 runs beside them too: what idle
+//     consumers cost is BenchmarkIdleConsumers' measure.
 //
 // BENCH_PAIRS rounds (default 5) of one2, one100, many, idle99,
 // interleaved; each phase starts its workerd (a host id of its own), waits
@@ -287,4 +288,60 @@ func consumerNames(b *testing.B, js jetstream.JetStream) []string {
 	}
 	require.NoError(b, names.Err())
 	return all
+}
+
+// BenchmarkIdleConsumers measures what idle consumers on the job stream
+// cost a busy type: the server asks every consumer of the stream, on
+// every ack, whether it still wants the message. BENCH_PAIRS pairs
+// (default 5) of one2's phase (1 type, a pool of 2 noop-workers,
+// BENCH_TYPES_JOBS jobs) with its consumer alone on the stream, then with
+// BENCH_IDLE_CONSUMERS (default 200) consumers of other types beside it,
+// made straight on the stream and removed after, as a fleet's served and
+// idle types keep theirs.
+//
+//	go test -run '^$' -bench BenchmarkIdleConsumers -benchtime 1x ./integration/
+func BenchmarkIdleConsumers(b *testing.B) {
+	n := envInt(b, "BENCH_TYPES_JOBS", 100000)
+	idle := envInt(b, "BENCH_IDLE_CONSUMERS", 200)
+	noop := filepath.Join(bin, "noop-worker")
+	one2 := typesSetup{name: "one2", workers: 2, types: []string{"one2"}, pools: []string{"name=one2,count=2,cmd=" + noop}}
+	space, _ := subject.New("default")
+	for range b.N {
+		c := newCluster(b)
+		nc, err := nats.Connect(c.natsURL())
+		require.NoError(b, err)
+		b.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		require.NoError(b, err)
+		ctx := context.Background()
+		var alone, beside []float64
+		var aloneCPU, besideCPU []float64
+		for round := range benchPairs(b) {
+			p := one2.run(b, c, nc, js, 2*round, n)
+			alone, aloneCPU = append(alone, p.rate), append(aloneCPU, p.conductordCPU)
+			for i := range idle {
+				typ := fmt.Sprintf("x%03d", i)
+				_, err := js.CreateConsumer(ctx, space.JobStream(), jetstream.ConsumerConfig{
+					Durable: space.Consumer(typ), FilterSubject: space.Job(typ), AckPolicy: jetstream.AckExplicitPolicy,
+				})
+				require.NoError(b, err)
+			}
+			p = one2.run(b, c, nc, js, 2*round+1, n)
+			beside, besideCPU = append(beside, p.rate), append(besideCPU, p.conductordCPU)
+			for i := range idle {
+				require.NoError(b, js.DeleteConsumer(ctx, space.JobStream(), space.Consumer(fmt.Sprintf("x%03d", i))))
+			}
+			b.Logf("round %d: one2 alone %6.0f jobs/s (conductord %.0f µs a job); beside %d idle consumers %6.0f jobs/s (conductord %.0f µs a job)",
+				round+1, alone[round], aloneCPU[round], idle, beside[round], besideCPU[round])
+		}
+		ratios := make([]float64, len(alone))
+		for i := range alone {
+			ratios[i] = beside[i] / alone[i]
+		}
+		reportMMM(b, "alone_jobs/s", alone, 1)
+		reportMMM(b, "beside_jobs/s", beside, 1)
+		reportMMM(b, "ratio_beside/alone", ratios, 1)
+		b.ReportMetric(median(aloneCPU), "alone_conductord_cpu_us/job")
+		b.ReportMetric(median(besideCPU), "beside_conductord_cpu_us/job")
+	}
 }
