@@ -57,7 +57,7 @@ const retryPause = 50 * time.Millisecond
 // the repeats are one job, and returns its id ("" if ctx ended first).
 func (l *ledger) submit(ctx context.Context, cl *client.Client, i int) string {
 	for {
-		id, err := cl.Submit(ctx, "squares", i, client.WithIdempotencyKey("chaos-"+strconv.Itoa(i)))
+		id, err := cl.Submit(ctx, "squares", i, client.WithIdempotencyKey("chaos-"+strconv.Itoa(i)), client.WithPriority(chaosPriority(i)))
 		if err == nil {
 			l.ids[i] = id
 			l.queued.Add(1)
@@ -75,6 +75,20 @@ func (l *ledger) submit(ctx context.Context, cl *client.Client, i int) string {
 			return ""
 		}
 	}
+}
+
+// chaosPriority is job i's priority: one in 10 high and one in 10 low, so
+// that the run makes the type's high and low consumers as their first
+// jobs come (conductord's leader, pkg/conductor/priorities.go) under its
+// faults, and the hosts find them while they probe.
+func chaosPriority(i int) client.Priority {
+	switch i % 10 {
+	case 3:
+		return client.PriorityHigh
+	case 7:
+		return client.PriorityLow
+	}
+	return client.PriorityNormal
 }
 
 // waitCall bounds one Wait call of a careful client, as a safety net: Wait
