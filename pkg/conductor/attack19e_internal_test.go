@@ -30,16 +30,7 @@ import (
 // the junk subjects are looked up once per recheck, not at every pass.
 func TestAttack19e_PriorityPassAgainstAFloodOfUnservedTypes(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background()))
-	t.Cleanup(c.Stop)
-	nc, err := nats.Connect(c.NATSURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	c, nc, js := startWithJS(t, nil)
 	ctx := t.Context()
 	require.NoError(t, hostsvc.MakeConsumers(ctx, js, c.space, "served", 0))
 
@@ -205,21 +196,12 @@ func TestAttack19e_StatsKeptFollowsTheMaps(t *testing.T) {
 func TestAttack19e_PriorityConsumerRefusedIsLoggedOncePerRecheck(t *testing.T) {
 	t.Parallel()
 	var out testlog.Buffer
-	dir := t.TempDir()
-	c, err := New(Config{DataDir: dir, NATSListen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&out, nil))})
-	require.NoError(t, err)
-	require.NoError(t, c.Start(context.Background()))
-	t.Cleanup(c.Stop)
-	nc, err := nats.Connect(c.NATSURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	c, _, js := startWithJS(t, slog.New(slog.NewTextHandler(&out, nil)))
 	ctx := t.Context()
 	for _, typ := range []string{"blocked", "fine"} {
 		require.NoError(t, hostsvc.MakeConsumers(ctx, js, c.space, typ, 0))
 	}
-	_, err = js.CreateConsumer(ctx, c.space.JobStream(), jetstream.ConsumerConfig{
+	_, err := js.CreateConsumer(ctx, c.space.JobStream(), jetstream.ConsumerConfig{
 		Durable: "rogue", FilterSubject: c.space.JobAt("blocked", "high"), AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	require.NoError(t, err)
@@ -238,4 +220,21 @@ func TestAttack19e_PriorityConsumerRefusedIsLoggedOncePerRecheck(t *testing.T) {
 	// the recheck (10s).
 	require.Never(t, func() bool { return strings.Count(out.String(), warning) > 1 }, 4*time.Second, 50*time.Millisecond,
 		"the refusal is logged at every pass")
+}
+
+// startWithJS starts a Conductor on a new data directory, logging to log
+// (nil: the default), and returns it with a connection to its server and
+// a JetStream client on it.
+func startWithJS(t *testing.T, log *slog.Logger) (*Conductor, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	c, err := New(Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", Logger: log})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	t.Cleanup(c.Stop)
+	nc, err := nats.Connect(c.NATSURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return c, nc, js
 }
