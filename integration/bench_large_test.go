@@ -46,12 +46,7 @@ import (
 func BenchmarkLargePayloads(b *testing.B) {
 	sizes := largeSizes(b)
 	for range b.N {
-		c := newCluster(b)
-		nc, err := nats.Connect(c.natsURL())
-		require.NoError(b, err)
-		b.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(b, err)
+		c, nc, js := benchCluster(b)
 		ctx := context.Background()
 		obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "bench-objects", Storage: jetstream.FileStorage})
 		require.NoError(b, err)

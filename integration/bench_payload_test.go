@@ -47,12 +47,7 @@ import (
 func BenchmarkPayloads(b *testing.B) {
 	sizes := payloadSizes(b)
 	for range b.N {
-		c := newCluster(b)
-		nc, err := nats.Connect(c.natsURL())
-		require.NoError(b, err)
-		b.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(b, err)
+		c, nc, js := benchCluster(b)
 		ctx := context.Background()
 		space, _ := subject.New("default")
 
@@ -247,6 +242,18 @@ func reportMMM(b *testing.B, unit string, xs []float64, scale float64) {
 	b.ReportMetric(med*scale, unit)
 	b.ReportMetric(lo*scale, unit+"_min")
 	b.ReportMetric(hi*scale, unit+"_max")
+}
+
+// benchCluster starts a cluster for a benchmark, with a connection to its
+// server and a JetStream client on it.
+func benchCluster(b *testing.B) (*cluster, *nats.Conn, jetstream.JetStream) {
+	c := newCluster(b)
+	nc, err := nats.Connect(c.natsURL())
+	require.NoError(b, err)
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(b, err)
+	return c, nc, js
 }
 
 func median(xs []float64) float64 { _, med, _ := spread(xs); return med }

@@ -81,12 +81,7 @@ func BenchmarkJobTypes(b *testing.B) {
 		setups = slices.DeleteFunc(setups, func(s typesSetup) bool { return !slices.Contains(strings.Split(only, ","), s.name) })
 	}
 	for range b.N {
-		c := newCluster(b)
-		nc, err := nats.Connect(c.natsURL())
-		require.NoError(b, err)
-		b.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(b, err)
+		c, nc, js := benchCluster(b)
 
 		phases := map[string][]typesPhase{}
 		for round := range benchPairs(b) {
@@ -307,12 +302,7 @@ func BenchmarkIdleConsumers(b *testing.B) {
 	one2 := typesSetup{name: "one2", workers: 2, types: []string{"one2"}, pools: []string{"name=one2,count=2,cmd=" + noop}}
 	space, _ := subject.New("default")
 	for range b.N {
-		c := newCluster(b)
-		nc, err := nats.Connect(c.natsURL())
-		require.NoError(b, err)
-		b.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(b, err)
+		c, nc, js := benchCluster(b)
 		ctx := context.Background()
 		var alone, beside []float64
 		var aloneCPU, besideCPU []float64
