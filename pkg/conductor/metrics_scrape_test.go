@@ -126,12 +126,16 @@ func TestMetrics_QueueAgeStallHosts(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
 	t.Cleanup(a.Stop)
-	mfs = waitScrape(t, srv, "the jobs done, the host and its ready workers", func(mfs map[string]*dto.MetricFamily) bool {
+	// The pool's state and its workers' come in its host's heartbeats: a
+	// pool whose workers are ready may be told "starting" in one beat
+	// and "running" in the next.
+	mfs = waitScrape(t, srv, "the jobs done, the host, its running pool and ready workers", func(mfs map[string]*dto.MetricFamily) bool {
 		done, _ := sample(t, mfs, "conductor_jobs_ended_total", counter, "type", "squares", "status", "succeeded")
 		hosts, _ := sample(t, mfs, "conductor_hosts", gauge)
 		ready, _ := sample(t, mfs, "conductor_workers", gauge, "type", "squares", "state", "ready")
+		running, _ := sample(t, mfs, "conductor_pool_state", gauge, "type", "squares", "state", "running")
 		run := mfs["conductor_job_run_seconds"].GetMetric()
-		return done == 3 && hosts == 1 && ready == 2 && len(run) == 1 && run[0].GetHistogram().GetSampleCount() == 3
+		return done == 3 && hosts == 1 && ready == 2 && running == 1 && len(run) == 1 && run[0].GetHistogram().GetSampleCount() == 3
 	})
 	require.Equal(t, dto.MetricType_HISTOGRAM, mfs["conductor_job_run_seconds"].GetType())
 	require.Equal(t, dto.MetricType_HISTOGRAM, mfs["conductor_job_queue_wait_seconds"].GetType())
