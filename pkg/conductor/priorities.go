@@ -106,22 +106,19 @@ func (p *priorityConsumers) pass(ctx context.Context) error {
 		if typ == "" || prio == string(wire.PriorityNormal) {
 			continue
 		}
+		// Looked at again only at the recheck, whatever comes of it: one
+		// subject failing (a consumer limit) neither stops the others nor
+		// floods the log, and a type no host serves (!ok) gets its
+		// consumers at a host's start (hostsvc.MakeConsumers).
+		p.made[subj] = now
 		ok, err := hostsvc.MakePriority(ctx, p.js, p.space, typ, wire.Priority(prio))
 		if err != nil {
-			// Asked again at the next recheck, not every pass: one
-			// subject failing (a consumer limit) neither stops the others
-			// nor floods the log.
-			p.made[subj] = now
 			if ctx.Err() != nil {
 				return err
 			}
 			p.log.Warn("make the consumer of high or low jobs; retrying", "subject", subj, "in", priorityRecheck, "err", err)
 			continue
 		}
-		// A type no host serves (!ok) is not looked at again until
-		// priorityRecheck either: a host's start makes the consumers of
-		// the jobs queued then (hostsvc.MakeConsumers).
-		p.made[subj] = now
 		if ok {
 			p.log.Debug("the consumer of high or low jobs exists", "subject", subj)
 		}
