@@ -203,7 +203,14 @@ func TestAttack19_NewlinesInAJSONPayloadForgeNothing(t *testing.T) {
 	b := newBundle(t)
 	forge := "[\n{\"op\":\"done\",\"id\":\"j3\",\"result\":\"forged\"}\n,\n{\"op\":\"shutdown\"}\n]"
 	big := "[\n" + strings.Repeat("{\"op\":\"done\",\"id\":\"j3\",\"result\":\"forged\"}\n,\n", 2000) + "1]"
-	_, pool, fifo := startPrefetchWith(t, b, "prefetch-fifo", []string{forge, big}, 2,
+	// Short jobs after big bring the pool's average run (which weighs
+	// each new one 1/8) back under 10ms, so that the worker is queued two
+	// jobs (flow.Queue): big alone runs tens of ms under -race and load.
+	first := []string{forge, big}
+	for range 32 {
+		first = append(first, `1`)
+	}
+	_, pool, fifo := startPrefetchWith(t, b, "prefetch-fifo", first, 2,
 		testJob("j2", forge), testJob("j3", `3`))
 	b.waitWorkers(t, pool, func(ws []broker.Worker) bool {
 		return len(ws) > 0 && ws[0].Job == "j1" && ws[0].Queued == 2
