@@ -185,6 +185,7 @@ func (e *endsTaker) begin(ctx context.Context) error {
 	// a state is not in it.
 	e.backlog, e.taken = info.NumPending+uint64(info.NumAckPending), 0
 	e.floor, e.floorRead = info.AckFloor.Stream, time.Time{}
+	e.pruneFloor = info.AckFloor.Stream
 	e.caughtUp(0)
 	// The ends acked before a kill whose acks the stats had not saved
 	// do not come back.
@@ -403,11 +404,16 @@ func (e *endsTaker) flush(held []heldEnds, acks chan<- []heldEnds) []heldEnds {
 }
 
 // prune drops the unacked sequences below the consumer's ack floor as the
-// previous prune read it, at least endsPruneEvery ago: acks applied whose
-// confirmations were lost. Not the floor it reads now: the server writes
-// its consumers' state on a timer, so a kill may yet take the newest acks
-// under it back (as ackSettle keeps confirmed ones); one read 10 s ago is
-// on disk.
+// previous prune (or the term's begin) read it, endsPruneEvery ago or more
+// within a term: acks applied whose confirmations were lost. Not the floor
+// it reads now: the server writes its consumers' state to its files on a
+// timer (within a fraction of a second, not synced), so a kill of the
+// server may yet take the newest acks under it back, as ackSettle keeps
+// confirmed ones. begin applies the floor it reads at once: after a
+// restart of conductord, and of its embedded server, the server read it
+// from its files; a term taken over from another conductord, the server
+// still up, applies a floor a kill could yet take back (a known gap,
+// narrow: a kill of the server within a fraction of a second).
 func (e *endsTaker) prune() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -45,9 +45,9 @@ type countsRecord struct {
 // the consumer may have unacked (endsMaxAckPending), those whose acks were
 // confirmed less than ackSettle ago (about 1,100 a second with 100 busy
 // types of one worker each: 5,500), and acks applied but never confirmed,
-// which stay until the ack floor passes them (ackedTo). Past it the lowest
-// are dropped, down to statsKeepAfterBound: such an end, delivered again,
-// would be counted twice.
+// which stay until the ack floor passes them (ackedTo). Past it some are
+// dropped, down to statsKeepAfterBound (see bound): such an end, delivered
+// again, would be counted twice.
 const (
 	statsMaxUnacked     = 16 * endsMaxAckPending
 	statsKeepAfterBound = statsMaxUnacked - statsMaxUnacked/8
@@ -185,25 +185,40 @@ func (s *stats) countEnds(seq uint64, ends wire.Ends) bool {
 	return true
 }
 
-// bound drops the lowest unacked sequences once more than statsMaxUnacked
-// are kept, down to statsKeepAfterBound, so that the sort of all of them
-// comes once every statsMaxUnacked/8 ends at most, not with each. mu is
-// held.
+// bound drops unacked sequences once more than statsMaxUnacked are kept,
+// down to statsKeepAfterBound, so that the sort of all of them comes once
+// every statsMaxUnacked/8 ends at most, not with each. Those whose acks
+// were confirmed go first, the earliest confirmed first: they come back
+// only if the server is killed within ackSettle. Those not confirmed (an
+// ack that failed, an end held) are certain to come back, and go last,
+// the lowest first. mu is held.
 func (s *stats) bound() {
 	if s.kept <= statsMaxUnacked {
 		return
 	}
 	type typSeq struct {
-		typ string
-		seq uint64
+		typ       string
+		seq       uint64
+		confirmed time.Time
 	}
 	all := make([]typSeq, 0, s.kept)
 	for typ, seqs := range s.unacked {
-		for seq := range seqs {
-			all = append(all, typSeq{typ, seq})
+		for seq, at := range seqs {
+			all = append(all, typSeq{typ, seq, at})
 		}
 	}
-	slices.SortFunc(all, func(a, b typSeq) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(all, func(a, b typSeq) int {
+		switch {
+		case a.confirmed.IsZero() != b.confirmed.IsZero():
+			if a.confirmed.IsZero() {
+				return 1
+			}
+			return -1
+		case !a.confirmed.Equal(b.confirmed):
+			return a.confirmed.Compare(b.confirmed)
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
 	drop := all[:len(all)-statsKeepAfterBound]
 	for _, d := range drop {
 		delete(s.unacked[d.typ], d.seq)
@@ -212,7 +227,7 @@ func (s *stats) bound() {
 	s.kept -= len(drop)
 	s.forgotten += len(drop)
 	if now := time.Now(); now.Sub(s.forgottenLogged) >= statsForgetLogEvery {
-		s.log.Warn("job ends counted but not seen acked are too many; the oldest are forgotten, and counted again if they come back",
+		s.log.Warn("job ends counted but not seen acked are too many; some are forgotten (those whose acks were confirmed first), and counted again if they come back",
 			"forgotten", s.forgotten, "kept", s.kept, "logged_every", statsForgetLogEvery)
 		s.forgotten, s.forgottenLogged = 0, now
 	}
